@@ -1,0 +1,1 @@
+//! QEMU integration tests for xen-like-hv.

@@ -1,0 +1,1 @@
+//! Parsing what the boot loader hands over: command line, memory map, modules.

@@ -1,0 +1,8 @@
+//! xen-like-hv's portable core: the policy of the hypervisor, written without `unsafe`
+//! and tested on the host. The no_std binary in `xen-like-hv/hv` wires it onto hardware.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod boot;
+pub mod exit;
+pub mod mm;
