@@ -1,4 +1,124 @@
+//! xen-like-hv: a small x86_64 hypervisor for Xen PV guests.
+//!
+//! This binary is the part that touches hardware: the multiboot2 entry, descriptor
+//! tables, traps, paging and timers. Policy lives in `xlhv-core`, which is tested on the
+//! host. `hv_start` only wires the two together, in boot order.
 #![no_std]
 #![no_main]
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! { loop {} }
+
+mod arch;
+mod boot;
+mod console;
+mod mm;
+mod modules;
+mod panic;
+mod time;
+
+use arch::x86_64::{apic, cpu, gdt, idt, paging};
+use xlhv_core::boot::cmdline::{self, TestHook};
+use xlhv_core::boot::text::Snippet;
+use xlhv_core::exit::QemuExit;
+
+/// The hypervisor's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Rust entry, called by boot.s in long mode on the boot stack, with the boot identity
+/// map still active.
+#[unsafe(no_mangle)]
+extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
+    console::init();
+    log::info!("xen-like-hv {VERSION} (Xen 4.17 x86_64 PV ABI) starting");
+    gdt::init_bsp(arch::x86_64::boot_stack_top());
+    idt::init();
+
+    // Kept in a static: the bounded boot information is tens of KiB.
+    static BOOT_INFO: spin::Once<boot::multiboot::BootInfo> = spin::Once::new();
+    let info = BOOT_INFO.call_once(|| match boot::multiboot::read(magic, mbi) {
+        Ok(info) => info,
+        Err(e) => {
+            log::error!("boot: {e}; cannot continue");
+            cpu::qemu_exit(QemuExit::Fault)
+        }
+    });
+    let opts = cmdline::parse(&info.cmdline);
+    console::set_level(opts.loglvl);
+    log::info!("boot loader: {}", if info.loader.is_empty() { "unknown" } else { &info.loader });
+    log::info!("command line: {}", Snippet::new(&info.cmdline).as_str());
+    if info.cmdline_len > info.cmdline.len() {
+        log::warn!(
+            "command line is {} bytes; only the first {} were read",
+            info.cmdline_len,
+            info.cmdline.len()
+        );
+    }
+    for w in opts.warnings.iter() {
+        log::warn!("{w}");
+    }
+    if opts.warnings.dropped() > 0 {
+        log::warn!("cmdline: {} more problems not shown", opts.warnings.dropped());
+    }
+
+    mm::init(info);
+    modules::report(info);
+
+    let acpi = match info.acpi {
+        Some(root) => boot::acpi::read(root),
+        None => {
+            log::warn!("acpi: the boot loader passed no RSDP; assuming one CPU, no HPET");
+            boot::acpi::AcpiInfo::default()
+        }
+    };
+    report_cpus(&acpi);
+
+    let Some(lapic) = paging::ioremap(apic::phys_base(), 4096) else {
+        panic!("cannot map the local APIC at {:#x}", apic::phys_base());
+    };
+    apic::disable_legacy_pic();
+    apic::init(lapic);
+    log::info!("apic: local APIC id {} at {:#x}", apic::id(), apic::phys_base());
+    time::init(acpi.hpet.map(|(base, _)| base));
+
+    if let Some(hook) = opts.test {
+        run_test_hook(hook);
+    }
+    log::info!("boot complete: {} MiB free; idling", mm::free_frames() / 256);
+    loop {
+        cpu::hlt();
+    }
+}
+
+fn report_cpus(acpi: &boot::acpi::AcpiInfo) {
+    let n = acpi.apic_ids.len().max(1);
+    let mut ids: heapless::String<512> = heapless::String::new();
+    for (i, id) in acpi.apic_ids.iter().enumerate() {
+        use core::fmt::Write;
+        let _ = write!(ids, "{}{id}", if i == 0 { "" } else { " " });
+    }
+    log::info!("cpus: {n} (APIC ids: {})", if ids.is_empty() { "unknown" } else { &ids });
+    match acpi.hpet {
+        Some((base, timers)) => log::info!("hpet: at {base:#x}, {timers} comparators"),
+        None => log::info!("hpet: none"),
+    }
+}
+
+/// Deliberate failures for the integration tests (`hvtest=` on the command line).
+fn run_test_hook(hook: TestHook) {
+    log::info!("test hook: {hook:?}");
+    match hook {
+        // SAFETY: faulting is the point; the fault handler reports and stops the machine.
+        TestHook::FaultPageFault => unsafe {
+            core::arch::asm!("mov rax, [0x1000]", out("rax") _, options(nostack));
+        },
+        // SAFETY: as above.
+        TestHook::FaultInvalidOpcode => unsafe { core::arch::asm!("ud2", options(nostack)) },
+        // SAFETY: as above.
+        TestHook::FaultGeneralProtection => unsafe {
+            core::arch::asm!("mov rax, [{}]", in(reg) 0xDEAD_BEEF_0000_0000u64, out("rax") _, options(nostack));
+        },
+        // SAFETY: as above.
+        TestHook::FaultDivide => unsafe {
+            core::arch::asm!("xor edx, edx", "xor ecx, ecx", "mov eax, 1", "div ecx", out("rax") _, out("rdx") _, out("rcx") _, options(nostack));
+        },
+        TestHook::Panic => panic!("test hook: deliberate panic"),
+    }
+}

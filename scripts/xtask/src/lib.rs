@@ -1,0 +1,334 @@
+//! Builds xen-like-hv and its guests, makes the GRUB ISO, and runs QEMU.
+//!
+//! `scripts/run` drives this through the `xtask` binary; the integration tests in
+//! `tests/` call it directly, so both boot exactly the same way.
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use xlhv_core::exit::QemuExit;
+
+/// Rust target of the hypervisor and every PV kernel.
+pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
+
+/// The workspace's top directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    })
+}
+
+/// Cargo's target directory (honours `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Builds a kernel-target package in release mode and returns the path of its binary.
+pub fn build_kernel(package: &str, bin: &str) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "--release", "-p", package, "--target", KERNEL_TARGET])
+        .status()
+        .with_context(|| format!("running cargo to build {package}"))?;
+    if !status.success() {
+        bail!("building {package} for {KERNEL_TARGET} failed ({status})");
+    }
+    let path = target_dir().join(KERNEL_TARGET).join("release").join(bin);
+    if !path.is_file() {
+        bail!("cargo built {package} but {} is missing", path.display());
+    }
+    Ok(path)
+}
+
+/// Builds the hypervisor and returns its ELF image.
+pub fn build_hypervisor() -> Result<PathBuf> {
+    build_kernel("xen-like-hv", "xen-like-hv")
+}
+
+/// A module for the ISO: a file and the command line GRUB passes with it. The first
+/// word of the command line is the module's name (`dom0`, `domu`, ...).
+#[derive(Clone, Debug)]
+pub struct Module {
+    /// File to put on the ISO.
+    pub path: PathBuf,
+    /// Command line, first word = name.
+    pub cmdline: String,
+}
+
+impl Module {
+    /// Parses `PATH[:NAME]` (`scripts/run --module`). Without a name the module is
+    /// called after its file.
+    pub fn parse(spec: &str) -> Result<Module> {
+        let (path, name) = match spec.rsplit_once(':') {
+            Some((p, n)) if !n.is_empty() && !n.contains('/') => (p, n.to_string()),
+            _ => {
+                let name = Path::new(spec)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "module".into());
+                (spec, name)
+            }
+        };
+        Ok(Module { path: PathBuf::from(path), cmdline: name })
+    }
+}
+
+/// What goes on a GRUB ISO.
+#[derive(Clone, Debug, Default)]
+pub struct IsoSpec {
+    /// The hypervisor ELF.
+    pub hypervisor: PathBuf,
+    /// The hypervisor's command line.
+    pub cmdline: String,
+    /// Modules, in order.
+    pub modules: Vec<Module>,
+}
+
+/// Splits a command line into words (double quotes group: `cmdline="a b"` is one word
+/// and loses its quotes) and quotes each for grub.cfg. GRUB rebuilds the line from
+/// these words, wrapping a word that contains spaces in double quotes
+/// (`"cmdline=a b"`), which the hypervisor's tokenizer understands.
+fn grub_words(line: &str) -> String {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words.iter().map(|w| format!("'{}'", w.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
+}
+
+/// The grub.cfg for an ISO.
+pub fn grub_cfg(spec: &IsoSpec) -> String {
+    let mut cfg = String::from(
+        "set timeout=0\nset default=0\n# GRUB stays off the serial port: COM1 carries only the hypervisor's log.\n\
+         terminal_output console\nmenuentry \"xen-like-hv\" {\n",
+    );
+    cfg.push_str(&format!("    multiboot2 /boot/xen-like-hv {}\n", grub_words(&spec.cmdline)));
+    for (i, m) in spec.modules.iter().enumerate() {
+        cfg.push_str(&format!("    module2 /boot/mod{i} {}\n", grub_words(&m.cmdline)));
+    }
+    cfg.push_str("    boot\n}\n");
+    cfg
+}
+
+/// Makes a bootable ISO at `out` with grub-mkrescue.
+pub fn make_iso(spec: &IsoSpec, out: &Path) -> Result<()> {
+    let stage = out.with_extension("d");
+    let _ = std::fs::remove_dir_all(&stage);
+    let boot = stage.join("boot");
+    std::fs::create_dir_all(boot.join("grub")).with_context(|| format!("creating {}", boot.display()))?;
+    std::fs::copy(&spec.hypervisor, boot.join("xen-like-hv"))
+        .with_context(|| format!("copying {}", spec.hypervisor.display()))?;
+    for (i, m) in spec.modules.iter().enumerate() {
+        std::fs::copy(&m.path, boot.join(format!("mod{i}")))
+            .with_context(|| format!("module {}: cannot read {}", i, m.path.display()))?;
+    }
+    std::fs::write(boot.join("grub/grub.cfg"), grub_cfg(spec))?;
+    let output = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(out)
+        .arg(&stage)
+        .output()
+        .context("running grub-mkrescue (install grub-common, grub-pc-bin, xorriso, mtools: scripts/setup)")?;
+    if !output.status.success() {
+        bail!("grub-mkrescue failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let _ = std::fs::remove_dir_all(&stage);
+    Ok(())
+}
+
+/// QEMU's accelerator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// Software emulation (the default: see DESIGN.md, section 5).
+    Tcg,
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+}
+
+/// How to run QEMU.
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    /// The ISO to boot.
+    pub iso: PathBuf,
+    /// Accelerator.
+    pub accel: Accel,
+    /// CPU model.
+    pub cpu: String,
+    /// Machine type (`pc` or `q35`).
+    pub machine: String,
+    /// Memory, in QEMU's syntax (`256M`, `2G`).
+    pub mem: String,
+    /// Number of CPUs.
+    pub smp: u32,
+    /// No window; serial on stdio.
+    pub headless: bool,
+    /// Further arguments.
+    pub extra: Vec<String>,
+}
+
+impl QemuConfig {
+    /// Defaults: TCG, `-cpu max`, `pc`, 512 MiB, one CPU, headless.
+    pub fn new(iso: PathBuf) -> Self {
+        QemuConfig {
+            iso,
+            accel: Accel::Tcg,
+            cpu: "max".into(),
+            machine: "pc".into(),
+            mem: "512M".into(),
+            smp: 1,
+            headless: true,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The QEMU command line. COM1 goes to stdout.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        let accel = match self.accel {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        };
+        c.args(["-machine", &self.machine, "-accel", accel, "-cpu", &self.cpu]);
+        c.args(["-m", &self.mem, "-smp", &self.smp.to_string()]);
+        c.arg("-cdrom").arg(&self.iso).args(["-boot", "d"]);
+        c.args(["-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        if self.headless || std::env::var_os("DISPLAY").is_none() {
+            c.args(["-display", "none"]);
+        }
+        c.args(["-serial", "mon:stdio"]);
+        c.args(&self.extra);
+        c
+    }
+}
+
+/// What a QEMU run printed and how it ended.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// Everything COM1 printed (CRs removed).
+    pub serial: String,
+    /// QEMU's exit status, if it exited by itself.
+    pub status: Option<i32>,
+    /// The hypervisor's reason, decoded from the status.
+    pub exit: Option<QemuExit>,
+    /// The deadline passed before QEMU exited or the stop line appeared.
+    pub timed_out: bool,
+    /// The stop condition matched (QEMU was then killed).
+    pub stopped: bool,
+    /// QEMU's stderr.
+    pub stderr: String,
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Runs QEMU headless until it exits, `stop` returns true for a line, or `deadline`.
+pub fn run_qemu(cfg: &QemuConfig, deadline: Duration, stop: impl Fn(&str) -> bool) -> Result<RunOutput> {
+    let mut cmd = cfg.command();
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("starting qemu-system-x86_64 (scripts/setup installs it)")?;
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let mut stderr = child.stderr.take().context("qemu stderr")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        while let Ok(n) = r.read_until(b'\n', &mut buf) {
+            if n == 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&buf).replace('\r', "");
+            if tx.send(line).is_err() {
+                break;
+            }
+            buf.clear();
+        }
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let mut serial = String::new();
+    let (mut timed_out, mut stopped) = (false, false);
+    loop {
+        let left = deadline.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            timed_out = true;
+            kill(&mut child);
+            break;
+        }
+        match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+            Ok(line) => {
+                let hit = stop(line.trim_end());
+                serial.push_str(&line);
+                if hit {
+                    stopped = true;
+                    kill(&mut child);
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = child.wait().ok().and_then(|s| if stopped || timed_out { None } else { s.code() });
+    while let Ok(line) = rx.try_recv() {
+        serial.push_str(&line);
+    }
+    let stderr = err_thread.join().unwrap_or_default();
+    Ok(RunOutput { serial, status, exit: status.and_then(QemuExit::from_status), timed_out, stopped, stderr })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grub_words_quote_for_grub_and_keep_double_quotes() {
+        assert_eq!(grub_words("dom0"), "'dom0'");
+        assert_eq!(grub_words("  a  b "), "'a' 'b'");
+        assert_eq!(grub_words(r#"domu cmdline="x y""#), "'domu' 'cmdline=x y'");
+        assert_eq!(grub_words("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn module_specs() {
+        let m = Module::parse("a/b/guest.elf:dom0").unwrap();
+        assert_eq!(m.path, PathBuf::from("a/b/guest.elf"));
+        assert_eq!(m.cmdline, "dom0");
+        let m = Module::parse("a/b/guest.elf").unwrap();
+        assert_eq!(m.cmdline, "guest.elf");
+    }
+
+    #[test]
+    fn qemu_command_has_the_safety_switches() {
+        let c = QemuConfig::new(PathBuf::from("x.iso")).command();
+        let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(args.contains(&"-no-reboot".to_string()));
+        assert!(args.iter().any(|a| a.starts_with("isa-debug-exit")));
+        assert!(args.contains(&"tcg".to_string()));
+    }
+}

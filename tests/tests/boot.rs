@@ -1,0 +1,180 @@
+//! The hypervisor boots from GRUB (multiboot2) in QEMU and reports the machine.
+
+use xlhv_tests::{Boot, Module, QemuExit, hypervisor, scratch};
+
+#[test]
+fn banner_and_idle() {
+    let b = Boot::new("banner").run();
+    b.completed();
+    let banner = b.line("xen-like-hv ");
+    assert!(banner.contains(env!("CARGO_PKG_VERSION")), "banner without version: {banner}");
+    assert!(banner.contains("Xen 4.17"), "{banner}");
+    b.line("boot loader: GRUB");
+    b.line("the lower half is unmapped");
+    b.line("time: APIC timer ticking at 100 Hz");
+    b.no_line("warning:");
+    b.no_line("error:");
+}
+
+fn ram_within_2_percent(mem: &str, mib: u64) {
+    let b = Boot::new(&format!("ram-{mem}")).with_mem(mem).run();
+    b.completed();
+    let bytes = b.number_after("RAM (");
+    let expected = mib << 20;
+    let diff = expected.abs_diff(bytes);
+    assert!(diff * 50 <= expected, "-m {mem}: reported {bytes} bytes, expected {expected} +/- 2%");
+}
+
+#[test]
+fn ram_256m() {
+    ram_within_2_percent("256M", 256);
+}
+
+#[test]
+fn ram_2g() {
+    ram_within_2_percent("2G", 2048);
+}
+
+fn cpus(n: u32) {
+    let mut boot = Boot::new(&format!("smp-{n}"));
+    boot.smp = n;
+    let b = boot.run();
+    b.completed();
+    assert_eq!(b.number_after("cpus:"), u64::from(n), "{}", b.line("cpus:"));
+}
+
+#[test]
+fn cpus_1() {
+    cpus(1);
+}
+
+#[test]
+fn cpus_2() {
+    cpus(2);
+}
+
+#[test]
+fn cpus_4() {
+    cpus(4);
+}
+
+#[test]
+fn q35_and_skylake() {
+    let mut boot = Boot::new("q35-skylake");
+    boot.machine = "q35".into();
+    boot.cpu = "Skylake-Client-v4".into();
+    boot.smp = 2;
+    let b = boot.run();
+    b.completed();
+    assert_eq!(b.number_after("cpus:"), 2);
+}
+
+#[test]
+fn modules_listed_with_names_and_sizes() {
+    let dir = scratch("modules");
+    let blob = dir.join("blob.bin");
+    std::fs::write(&blob, vec![0x5Au8; 12345]).unwrap();
+    let hv_size = std::fs::metadata(hypervisor()).unwrap().len();
+    let mut boot = Boot::new("modules");
+    boot.modules = vec![
+        Module { path: hypervisor().to_path_buf(), cmdline: "dom0 console=hvc0".into() },
+        Module { path: blob, cmdline: "initrd".into() },
+    ];
+    let b = boot.run();
+    b.completed();
+    let m0 = b.line("module 0 'dom0'");
+    assert!(m0.contains(&format!("{hv_size} bytes")), "{m0}");
+    assert!(m0.contains("dom0 kernel"), "{m0}");
+    b.line("module 0 'dom0': ELF64 x86-64, entry");
+    let m1 = b.line("module 1 'initrd'");
+    assert!(m1.contains("12345 bytes"), "{m1}");
+}
+
+#[test]
+fn corrupt_and_truncated_modules_are_refused_without_a_crash() {
+    let dir = scratch("bad-modules");
+    let junk = dir.join("junk.bin");
+    let bytes: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&junk, &bytes).unwrap();
+    let elf = std::fs::read(hypervisor()).unwrap();
+    let truncated = dir.join("truncated.elf");
+    std::fs::write(&truncated, &elf[..100]).unwrap();
+    let empty = dir.join("empty.bin");
+    std::fs::write(&empty, b"").unwrap();
+    let mut boot = Boot::new("bad-modules");
+    boot.modules = vec![
+        Module { path: junk, cmdline: "dom0".into() },
+        Module { path: truncated, cmdline: "domu name=t".into() },
+        Module { path: empty, cmdline: "domu name=e".into() },
+    ];
+    let b = boot.run();
+    b.completed();
+    b.line("module 0 'dom0': not a usable PV kernel: not an ELF image");
+    let t = b.line("module 1 't': not a usable PV kernel:");
+    assert!(t.contains("truncated"), "{t}");
+    b.line("module 2 'e': empty");
+}
+
+#[test]
+fn absurd_command_line_gives_warnings_and_boots() {
+    let mut boot = Boot::new("absurd-cmdline");
+    let junk = "A".repeat(3000);
+    boot.cmdline = format!("loglvl=banana dom0_mem=12Q hvtest=nonsense =x loglvl= \u{e9}t\u{e9} {junk} dropped=1");
+    let b = boot.run();
+    b.completed();
+    b.line("loglvl=banana");
+    b.line("dom0_mem=12Q");
+    b.line("hvtest=nonsense");
+    b.line("command line is");
+    b.line("unknown option '\u{e9}t\u{e9}'");
+    b.no_line("dropped=1");
+    let longest = b.out.serial.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 400, "a log line of {longest} bytes: the junk was not cut");
+}
+
+fn fault(hook: &str, expect: &str, exit: QemuExit) {
+    let mut boot = Boot::new(&format!("fault-{hook}"));
+    boot.cmdline = format!("hvtest={hook}");
+    boot.stop_at = None;
+    let b = boot.run();
+    b.exited(exit);
+    b.line(expect);
+    b.no_line(xlhv_tests::BOOT_COMPLETE);
+}
+
+#[test]
+fn page_fault_in_hypervisor_dumps_registers_and_fails() {
+    fault("fault-pf", "xen-like-hv fault: #PF page fault, vector 14", QemuExit::Fault);
+    let b = {
+        let mut boot = Boot::new("fault-pf-regs");
+        boot.cmdline = "hvtest=fault-pf".into();
+        boot.stop_at = None;
+        boot.run()
+    };
+    // The lower half is unmapped: the read of 0x1000 faults with CR2 = 0x1000.
+    let rip = b.line("RIP: e008:");
+    assert!(rip.contains("CR2: 0000000000001000"), "{rip}");
+    b.line("rax: ");
+    b.line("r15: ");
+    b.line("cr3: ");
+}
+
+#[test]
+fn invalid_opcode_in_hypervisor() {
+    fault("fault-ud", "#UD invalid opcode, vector 6", QemuExit::Fault);
+}
+
+#[test]
+fn general_protection_in_hypervisor() {
+    fault("fault-gp", "#GP general protection, vector 13", QemuExit::Fault);
+}
+
+#[test]
+fn divide_error_in_hypervisor() {
+    fault("fault-de", "#DE divide error, vector 0", QemuExit::Fault);
+}
+
+#[test]
+fn panic_reports_and_fails() {
+    fault("panic", "panic at", QemuExit::Panic);
+}

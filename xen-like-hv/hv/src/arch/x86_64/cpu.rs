@@ -1,0 +1,110 @@
+//! Thin wrappers over CPU instructions the rest of the hypervisor needs. The `x86_64`
+//! crate provides most of them; this module adds the few it does not and keeps the
+//! unsafe in one place.
+
+use core::arch::asm;
+
+pub use x86_64::instructions::hlt;
+
+/// Reads an 8-bit I/O port.
+pub fn inb(port: u16) -> u8 {
+    // SAFETY: the hypervisor owns all I/O ports; reading one has no memory effect.
+    unsafe { x86_64::instructions::port::PortReadOnly::<u8>::new(port).read() }
+}
+
+/// Writes an 8-bit I/O port.
+pub fn outb(port: u16, value: u8) {
+    // SAFETY: the hypervisor owns all I/O ports; callers name devices they drive.
+    unsafe { x86_64::instructions::port::PortWriteOnly::<u8>::new(port).write(value) }
+}
+
+/// Writes a 32-bit I/O port.
+pub fn outl(port: u16, value: u32) {
+    // SAFETY: as for `outb`.
+    unsafe { x86_64::instructions::port::PortWriteOnly::<u32>::new(port).write(value) }
+}
+
+/// Reads a 32-bit I/O port.
+pub fn inl(port: u16) -> u32 {
+    // SAFETY: as for `inb`.
+    unsafe { x86_64::instructions::port::PortReadOnly::<u32>::new(port).read() }
+}
+
+/// Reads a 16-bit I/O port.
+pub fn inw(port: u16) -> u16 {
+    // SAFETY: as for `inb`.
+    unsafe { x86_64::instructions::port::PortReadOnly::<u16>::new(port).read() }
+}
+
+/// Writes a 16-bit I/O port.
+pub fn outw(port: u16, value: u16) {
+    // SAFETY: as for `outb`.
+    unsafe { x86_64::instructions::port::PortWriteOnly::<u16>::new(port).write(value) }
+}
+
+/// Reads a model-specific register.
+pub fn rdmsr(msr: u32) -> u64 {
+    // SAFETY: only called with architectural MSRs that exist on every x86_64 CPU we run on
+    // (checked by the caller through CPUID where needed).
+    unsafe { x86_64::registers::model_specific::Msr::new(msr).read() }
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// The MSR must exist and the value must not break the hypervisor's own state.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe { x86_64::registers::model_specific::Msr::new(msr).write(value) }
+}
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects and is allowed at CPL 0.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Executes CPUID.
+pub fn cpuid(leaf: u32, subleaf: u32) -> core::arch::x86_64::CpuidResult {
+    core::arch::x86_64::__cpuid_count(leaf, subleaf)
+}
+
+/// The control and flag registers, for fault reports.
+#[derive(Clone, Copy, Debug)]
+pub struct ControlRegs {
+    /// CR0.
+    pub cr0: u64,
+    /// CR2 (last page-fault address).
+    pub cr2: u64,
+    /// CR3 (page-table root).
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+}
+
+/// Reads CR0, CR2, CR3 and CR4.
+pub fn control_regs() -> ControlRegs {
+    let (cr0, cr2, cr3, cr4): (u64, u64, u64, u64);
+    // SAFETY: reading control registers at CPL 0 has no side effects.
+    unsafe {
+        asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack, preserves_flags));
+        asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags));
+        asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags));
+        asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
+    }
+    ControlRegs { cr0, cr2, cr3, cr4 }
+}
+
+/// Disables interrupts and halts forever.
+pub fn halt_forever() -> ! {
+    x86_64::instructions::interrupts::disable();
+    loop {
+        hlt();
+    }
+}
+
+/// Ends QEMU through `isa-debug-exit` (if present), then halts.
+pub fn qemu_exit(code: xlhv_core::exit::QemuExit) -> ! {
+    outl(xlhv_core::exit::ISA_DEBUG_EXIT_PORT, code.code());
+    halt_forever()
+}

@@ -1,0 +1,122 @@
+//! The GDT and TSS.
+//!
+//! The hypervisor's GDT has Xen's shape: 14 pages that will hold a guest's own
+//! descriptors (entries 0..7167), then Xen's reserved page (entries 7168..7679) with the
+//! hypervisor's ring-0 segments, the flat ring-3 segments every 64-bit PV guest runs on,
+//! and the TSS. The selector values are therefore Xen's: 0xE008 hypervisor code,
+//! 0xE010 hypervisor data, 0xE023/0xE02B/0xE033 flat guest segments, 0xE040 TSS.
+
+use core::arch::asm;
+use spin::Mutex;
+use x86_64::structures::tss::TaskStateSegment;
+
+/// First entry of Xen's reserved GDT page (`FIRST_RESERVED_GDT_ENTRY`).
+pub const FIRST_RESERVED_ENTRY: usize = 14 * 512;
+/// Entries in the whole GDT: 14 guest pages and the reserved page.
+const ENTRIES: usize = 15 * 512;
+
+/// Hypervisor code segment (64-bit, DPL 0).
+pub const HV_CS: u16 = 0xE008;
+/// Hypervisor data/stack segment (DPL 0).
+pub const HV_DS: u16 = 0xE010;
+/// Flat 32-bit code, DPL 3 (FLAT_RING3_CS32).
+pub const RING3_CS32: u16 = 0xE023;
+/// Flat data, DPL 3 (FLAT_RING3_DS32 = FLAT_KERNEL_SS for 64-bit PV).
+pub const RING3_DS: u16 = 0xE02B;
+/// Flat 64-bit code, DPL 3 (FLAT_RING3_CS64 = FLAT_KERNEL_CS for 64-bit PV).
+pub const RING3_CS64: u16 = 0xE033;
+/// The TSS (two entries).
+pub const TSS_SEL: u16 = 0xE040;
+
+/// IST slots (1-based, as the IDT encodes them).
+pub const IST_DOUBLE_FAULT: u8 = 1;
+/// IST slot for NMI.
+pub const IST_NMI: u8 = 2;
+/// IST slot for machine checks.
+pub const IST_MACHINE_CHECK: u8 = 3;
+
+const IST_STACK_SIZE: usize = 16 * 1024;
+
+#[repr(C, align(4096))]
+struct Gdt([u64; ENTRIES]);
+
+#[repr(C, align(16))]
+struct IstStacks([[u8; IST_STACK_SIZE]; 3]);
+
+// The boot CPU's tables, in .bss (mapped before and after the switch to the final page
+// tables). Other CPUs will get theirs from the frame allocator.
+static BSP_GDT: Mutex<Gdt> = Mutex::new(Gdt([0; ENTRIES]));
+static BSP_TSS: Mutex<TaskStateSegment> = Mutex::new(TaskStateSegment::new());
+static BSP_IST: Mutex<IstStacks> = Mutex::new(IstStacks([[0; IST_STACK_SIZE]; 3]));
+
+const fn index(sel: u16) -> usize {
+    (sel >> 3) as usize
+}
+
+/// A code or data descriptor: flat, 4 GiB limit, granularity bit set.
+const fn seg(access: u64, flags: u64) -> u64 {
+    0xFFFF | (access << 40) | (0xF << 48) | (flags << 52)
+}
+
+/// Loads the boot CPU's GDT and TSS and reloads every segment register.
+/// `rsp0` is the stack the CPU switches to on entry from ring 3.
+pub fn init_bsp(rsp0: u64) {
+    let ist_tops = {
+        let ist = BSP_IST.lock();
+        let base = ist.0.as_ptr() as u64;
+        [1u64, 2, 3].map(|n| base + n * IST_STACK_SIZE as u64)
+    };
+    let tss_addr = {
+        let mut tss = BSP_TSS.lock();
+        tss.privilege_stack_table[0] = x86_64::VirtAddr::new(rsp0);
+        for (slot, top) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().zip(ist_tops) {
+            tss.interrupt_stack_table[usize::from(slot - 1)] = x86_64::VirtAddr::new(top);
+        }
+        // I/O bitmap offset past the limit: no I/O bitmap.
+        tss.iomap_base = size_of::<TaskStateSegment>() as u16;
+        &*tss as *const TaskStateSegment as u64
+    };
+
+    let mut gdt = BSP_GDT.lock();
+    let e = &mut gdt.0;
+    e[index(HV_CS)] = seg(0x9B, 0xA); // present, DPL0, code, L=1
+    e[index(HV_DS)] = seg(0x93, 0xC); // present, DPL0, data, D/B=1
+    e[index(RING3_CS32)] = seg(0xFB, 0xC); // present, DPL3, code, 32-bit
+    e[index(RING3_DS)] = seg(0xF3, 0xC); // present, DPL3, data
+    e[index(RING3_CS64)] = seg(0xFB, 0xA); // present, DPL3, code, L=1
+    let limit = (size_of::<TaskStateSegment>() - 1) as u64;
+    e[index(TSS_SEL)] = (limit & 0xFFFF)
+        | ((tss_addr & 0xFF_FFFF) << 16)
+        | (0x89 << 40) // present, 64-bit available TSS
+        | (((limit >> 16) & 0xF) << 48)
+        | (((tss_addr >> 24) & 0xFF) << 56);
+    e[index(TSS_SEL) + 1] = tss_addr >> 32;
+
+    let ptr = x86_64::structures::DescriptorTablePointer {
+        limit: (ENTRIES * 8 - 1) as u16,
+        base: x86_64::VirtAddr::new(e.as_ptr() as u64),
+    };
+    // SAFETY: the GDT is static and holds valid descriptors for every selector loaded
+    // below; the far return reloads CS with the 64-bit hypervisor code segment.
+    unsafe {
+        x86_64::instructions::tables::lgdt(&ptr);
+        asm!(
+            "push {cs}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov ss, {ds:x}",
+            "mov ds, {zero:x}",
+            "mov es, {zero:x}",
+            "mov fs, {zero:x}",
+            "mov gs, {zero:x}",
+            "ltr {tss:x}",
+            cs = in(reg) u64::from(HV_CS),
+            ds = in(reg) HV_DS,
+            zero = in(reg) 0u16,
+            tss = in(reg) TSS_SEL,
+            tmp = out(reg) _,
+        );
+    }
+}

@@ -1,0 +1,83 @@
+//! The IDT: 256 gates, all into the stubs that build.rs generates.
+
+use super::gdt::{HV_CS, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
+use spin::Mutex;
+
+/// Vector of the local APIC timer.
+pub const TIMER_VECTOR: u8 = 0xF0;
+/// Vector the local APIC uses for spurious interrupts.
+pub const SPURIOUS_VECTOR: u8 = 0xFF;
+/// First vector of the (remapped, masked) legacy PICs.
+pub const PIC_BASE_VECTOR: u8 = 0x20;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    type_attr: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+const _: () = assert!(size_of::<Gate>() == 16);
+
+impl Gate {
+    const EMPTY: Gate = Gate {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        type_attr: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
+
+    /// An interrupt gate (IF cleared on entry) with DPL 0.
+    fn interrupt(handler: u64, ist: u8) -> Gate {
+        Gate {
+            offset_low: handler as u16,
+            selector: HV_CS,
+            ist,
+            type_attr: 0x8E,
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
+}
+
+#[repr(C, align(16))]
+struct Idt([Gate; 256]);
+
+static IDT: Mutex<Idt> = Mutex::new(Idt([Gate::EMPTY; 256]));
+
+unsafe extern "C" {
+    /// Addresses of the 256 entry stubs (generated `isr.s`).
+    static isr_table: [u64; 256];
+}
+
+/// Fills and loads the IDT. Exceptions that must not run on a possibly broken stack
+/// (#DF, NMI, #MC) use their own IST stacks.
+pub fn init() {
+    let mut idt = IDT.lock();
+    for (vector, gate) in idt.0.iter_mut().enumerate() {
+        // SAFETY: `isr_table` is an immutable table emitted by build.rs.
+        let handler = unsafe { isr_table[vector] };
+        let ist = match vector {
+            8 => IST_DOUBLE_FAULT,
+            2 => IST_NMI,
+            18 => IST_MACHINE_CHECK,
+            _ => 0,
+        };
+        *gate = Gate::interrupt(handler, ist);
+    }
+    let ptr = x86_64::structures::DescriptorTablePointer {
+        limit: (size_of::<Idt>() - 1) as u16,
+        base: x86_64::VirtAddr::new(idt.0.as_ptr() as u64),
+    };
+    // SAFETY: the IDT is static, every gate points at a valid entry stub in HV_CS.
+    unsafe { x86_64::instructions::tables::lidt(&ptr) };
+}

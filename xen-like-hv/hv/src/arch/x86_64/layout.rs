@@ -1,0 +1,33 @@
+//! The hypervisor's virtual address space, inside the L4 slots Xen reserves for itself
+//! (256-271, 0xFFFF800000000000-0xFFFF87FFFFFFFFFF). The lower half and slots 272-511
+//! belong to guests; nothing of the hypervisor is mapped there once boot is done.
+
+/// Where the image is linked (Xen's XEN_VIRT_START, slot 261). Must match linker.ld.
+pub const HV_VIRT_BASE: u64 = 0xFFFF_82D0_8000_0000;
+/// Where GRUB loads the image. Must match linker.ld.
+pub const HV_PHYS_BASE: u64 = 0x20_0000;
+/// Virtual minus physical address of the image.
+pub const HV_OFFSET: u64 = HV_VIRT_BASE - HV_PHYS_BASE;
+
+/// Mappings of device registers (uncached, 4 KiB pages), slot 261 below the image.
+pub const IOREMAP_BASE: u64 = 0xFFFF_82C0_0000_0000;
+/// Size of the ioremap window.
+pub const IOREMAP_SIZE: u64 = 1 << 30;
+
+/// The direct map of machine memory (Xen's DIRECTMAP_VIRT_START, slots 262-271).
+pub const DIRECTMAP_BASE: u64 = 0xFFFF_8300_0000_0000;
+/// Size of the direct map: 5 TiB.
+pub const DIRECTMAP_SIZE: u64 = 10 << 39;
+
+/// First and last L4 slots the hypervisor owns.
+pub const HV_L4_SLOTS: core::ops::RangeInclusive<usize> = 256..=271;
+
+const fn l4_slot(va: u64) -> usize {
+    ((va >> 39) & 511) as usize
+}
+
+const _: () = assert!(l4_slot(HV_VIRT_BASE) == 261);
+const _: () = assert!(l4_slot(IOREMAP_BASE) == 261);
+const _: () = assert!(l4_slot(DIRECTMAP_BASE) == 262);
+const _: () = assert!(l4_slot(DIRECTMAP_BASE + DIRECTMAP_SIZE - 1) == 271);
+const _: () = assert!((IOREMAP_BASE + IOREMAP_SIZE) <= HV_VIRT_BASE);

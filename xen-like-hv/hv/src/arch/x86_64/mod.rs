@@ -1,0 +1,25 @@
+//! x86_64: boot entry, descriptor tables, traps, paging, timers, serial.
+
+pub mod apic;
+pub mod cpu;
+pub mod gdt;
+pub mod idt;
+pub mod layout;
+pub mod paging;
+pub mod pit;
+pub mod serial;
+pub mod trap;
+
+core::arch::global_asm!(include_str!("boot.s"), options(att_syntax));
+core::arch::global_asm!(include_str!("entry.s"), options(att_syntax));
+core::arch::global_asm!(include_str!(concat!(env!("OUT_DIR"), "/isr.s")), options(att_syntax));
+
+unsafe extern "C" {
+    static hv_boot_stack_top: u8;
+}
+
+/// Top of the boot CPU's stack (boot.s).
+pub fn boot_stack_top() -> u64 {
+    // SAFETY: only the symbol's address is taken.
+    unsafe { &hv_boot_stack_top as *const u8 as u64 }
+}

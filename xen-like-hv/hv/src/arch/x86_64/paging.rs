@@ -1,0 +1,258 @@
+//! The hypervisor's own page tables.
+//!
+//! At boot, while boot.s's identity map of the first 4 GiB is still active, `build`
+//! makes the final tables in frames below 4 GiB: the image mapped with 4 KiB pages and
+//! per-section permissions (text RX, rodata R, data RW, never W+X), and the direct map of
+//! machine memory with 2 MiB pages. `activate` loads them; from then on the lower half is
+//! empty and page-table frames are reached through the direct map.
+
+use super::layout::{DIRECTMAP_BASE, HV_OFFSET, IOREMAP_BASE, IOREMAP_SIZE};
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+use x86_64::structures::paging::mapper::MapToError;
+use x86_64::structures::paging::{
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags, PhysFrame,
+    Size2MiB, Size4KiB,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+const SIZE_2M: u64 = 2 << 20;
+
+unsafe extern "C" {
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __data_end: u8;
+    static hv_boot_stack_guard: u8;
+}
+
+/// The page below the boot stack, left unmapped so that an overflow faults.
+pub fn stack_guard_page() -> u64 {
+    // SAFETY: only the symbol's address is taken.
+    unsafe { &hv_boot_stack_guard as *const u8 as u64 }
+}
+
+/// A virtual range of the image with the permissions it gets.
+#[derive(Clone, Copy, Debug)]
+pub struct Section {
+    /// Name, for the log.
+    pub name: &'static str,
+    /// First byte (virtual, page aligned).
+    pub start: u64,
+    /// One past the last byte (virtual, page aligned).
+    pub end: u64,
+    /// Leaf flags.
+    pub flags: Flags,
+}
+
+/// The image's sections, from linker.ld's symbols.
+pub fn image_sections() -> [Section; 3] {
+    let addr = |s: &u8| s as *const u8 as u64;
+    let page_up = |a: u64| (a + 0xFFF) & !0xFFF;
+    // SAFETY: only the addresses of the linker-defined symbols are taken, never read.
+    let (ts, te, rs, re, ds, de) = unsafe {
+        (
+            addr(&__text_start),
+            addr(&__text_end),
+            addr(&__rodata_start),
+            addr(&__rodata_end),
+            addr(&__data_start),
+            addr(&__data_end),
+        )
+    };
+    [
+        Section { name: "text", start: ts, end: page_up(te), flags: Flags::PRESENT },
+        Section {
+            name: "rodata",
+            start: rs,
+            end: page_up(re),
+            flags: Flags::PRESENT | Flags::NO_EXECUTE,
+        },
+        Section {
+            name: "data",
+            start: ds,
+            end: page_up(de),
+            flags: Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE,
+        },
+    ]
+}
+
+/// Frames for the boot page tables, handed out from one block reserved for them.
+#[derive(Debug)]
+pub struct BumpFrames {
+    next: u64,
+    end: u64,
+}
+
+impl BumpFrames {
+    /// Frames from the physical byte range `[start, end)` (page aligned, below 4 GiB).
+    pub fn new(start: u64, end: u64) -> Self {
+        Self { next: start, end }
+    }
+
+    /// Physical range of the frames handed out so far.
+    pub fn used(&self, start: u64) -> (u64, u64) {
+        (start, self.next)
+    }
+}
+
+// SAFETY: each frame comes from the block reserved for boot page tables, once.
+unsafe impl FrameAllocator<Size4KiB> for BumpFrames {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        if self.next >= self.end {
+            return None;
+        }
+        let frame = PhysFrame::containing_address(PhysAddr::new(self.next));
+        self.next += 4096;
+        Some(frame)
+    }
+}
+
+/// Why the page tables could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The block reserved for page-table frames ran out.
+    OutOfFrames,
+    /// The direct map would not fit its virtual window.
+    DirectMapTooLarge(u64),
+}
+
+impl core::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BuildError::OutOfFrames => write!(f, "ran out of frames for the page tables"),
+            BuildError::DirectMapTooLarge(end) => {
+                write!(f, "machine memory up to {end:#x} does not fit the 5 TiB direct map")
+            }
+        }
+    }
+}
+
+fn map_err<S: x86_64::structures::paging::PageSize>(e: MapToError<S>) -> Option<BuildError> {
+    match e {
+        MapToError::FrameAllocationFailed => Some(BuildError::OutOfFrames),
+        // Neighbouring regions rounded to 2 MiB can share a large page: fine.
+        MapToError::PageAlreadyMapped(_) | MapToError::ParentEntryHugePage => None,
+    }
+}
+
+/// Builds the final tables: the image and a direct map of `[start, end)` byte ranges.
+/// Runs under the boot identity map, so every frame of `frames` must lie below 4 GiB.
+pub fn build(
+    direct: impl Iterator<Item = (u64, u64)>,
+    frames: &mut BumpFrames,
+) -> Result<PhysFrame, BuildError> {
+    let root = frames.allocate_frame().ok_or(BuildError::OutOfFrames)?;
+    let root_ptr = root.start_address().as_u64() as *mut PageTable;
+    // SAFETY: the frame is fresh, below 4 GiB and so identity-mapped; nothing else uses it.
+    let root_table = unsafe { &mut *root_ptr };
+    root_table.zero();
+    // SAFETY: with offset 0, every physical frame used below (all < 4 GiB) is reached
+    // through the boot identity map.
+    let mut mapper = unsafe { OffsetPageTable::new(root_table, VirtAddr::new(0)) };
+    let parent = Flags::PRESENT | Flags::WRITABLE;
+
+    let guard = stack_guard_page();
+    for s in image_sections() {
+        for va in (s.start..s.end).step_by(4096).filter(|&va| va != guard) {
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
+            let frame = PhysFrame::containing_address(PhysAddr::new(va - HV_OFFSET));
+            // SAFETY: maps the image's own frames at its link address, in tables that are
+            // not live yet.
+            match unsafe { mapper.map_to_with_table_flags(page, frame, s.flags, parent, frames) } {
+                Ok(flush) => flush.ignore(),
+                Err(e) => {
+                    if let Some(err) = map_err(e) {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+
+    let leaf = Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE;
+    for (start, end) in direct {
+        let start = start & !(SIZE_2M - 1);
+        let end = end.checked_add(SIZE_2M - 1).ok_or(BuildError::DirectMapTooLarge(end))?
+            & !(SIZE_2M - 1);
+        if end > super::layout::DIRECTMAP_SIZE {
+            return Err(BuildError::DirectMapTooLarge(end));
+        }
+        for pa in (start..end).step_by(SIZE_2M as usize) {
+            let page = Page::<Size2MiB>::containing_address(VirtAddr::new(DIRECTMAP_BASE + pa));
+            let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(pa));
+            // SAFETY: the direct map aliases machine memory in the hypervisor's own range;
+            // the tables are not live yet.
+            match unsafe { mapper.map_to_with_table_flags(page, frame, leaf, parent, frames) } {
+                Ok(flush) => flush.ignore(),
+                Err(e) => {
+                    if let Some(err) = map_err(e) {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+    Ok(root)
+}
+
+static LIVE: Mutex<Option<OffsetPageTable<'static>>> = Mutex::new(None);
+static NEXT_IOREMAP: AtomicU64 = AtomicU64::new(IOREMAP_BASE);
+
+/// Loads `root` into CR3. Afterwards only the hypervisor's own range is mapped.
+///
+/// # Safety
+/// `root` must come from `build` with a direct map covering every frame it uses, and
+/// the caller must hold nothing that points into the lower half.
+pub unsafe fn activate(root: PhysFrame) {
+    // SAFETY: the new tables map the image (code, stacks, statics) at the same virtual
+    // addresses as the boot tables, so execution continues; the caller guarantees the rest.
+    unsafe {
+        x86_64::registers::control::Cr3::write(root, x86_64::registers::control::Cr3Flags::empty())
+    };
+    let root_virt = DIRECTMAP_BASE + root.start_address().as_u64();
+    // SAFETY: the root table is reached through the direct map, which the new tables
+    // contain; the mapper is kept behind the LIVE lock as the only writer.
+    let table = unsafe { &mut *(root_virt as *mut PageTable) };
+    // SAFETY: DIRECTMAP_BASE maps all of machine memory that page tables can live in.
+    let mapper = unsafe { OffsetPageTable::new(table, VirtAddr::new(DIRECTMAP_BASE)) };
+    *LIVE.lock() = Some(mapper);
+}
+
+/// Maps `len` bytes of device registers at physical `phys` uncached and returns the
+/// virtual address of `phys`. Mappings are permanent (devices are found once, at boot).
+pub fn ioremap(phys: u64, len: u64) -> Option<u64> {
+    let first = phys & !0xFFF;
+    let last = phys.checked_add(len.max(1))?.checked_add(0xFFF)? & !0xFFF;
+    let size = last - first;
+    let va = NEXT_IOREMAP.fetch_add(size, Ordering::Relaxed);
+    if va.checked_add(size)? > IOREMAP_BASE + IOREMAP_SIZE {
+        return None;
+    }
+    let mut live = LIVE.lock();
+    let mapper = live.as_mut()?;
+    let flags = Flags::PRESENT
+        | Flags::WRITABLE
+        | Flags::NO_EXECUTE
+        | Flags::NO_CACHE
+        | Flags::WRITE_THROUGH;
+    for off in (0..size).step_by(4096) {
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va + off));
+        let frame = PhysFrame::containing_address(PhysAddr::new(first + off));
+        // SAFETY: the ioremap window is used for nothing else and each page is mapped once.
+        let flush = unsafe {
+            mapper.map_to_with_table_flags(
+                page,
+                frame,
+                flags,
+                Flags::PRESENT | Flags::WRITABLE,
+                &mut crate::mm::TableFrames,
+            )
+        }
+        .ok()?;
+        flush.flush();
+    }
+    Some(va + (phys - first))
+}

@@ -1,0 +1,85 @@
+//! ACPI, read with the `acpi` crate: CPUs and APIC ids from the MADT, and the HPET.
+
+use super::multiboot::AcpiRoot;
+use crate::arch::x86_64::paging;
+use acpi::madt::{Madt, MadtEntry};
+use acpi::{AcpiHandler, AcpiTables, HpetInfo, PhysicalMapping};
+use core::ptr::NonNull;
+use heapless::Vec;
+
+/// Most CPUs the hypervisor tracks.
+pub const MAX_CPUS: usize = 256;
+
+/// What the hypervisor learned from ACPI.
+#[derive(Debug, Default)]
+pub struct AcpiInfo {
+    /// APIC ids of the usable CPUs, in MADT order (the boot CPU first on QEMU).
+    pub apic_ids: Vec<u32, MAX_CPUS>,
+    /// HPET registers (physical) and number of comparators, if present.
+    pub hpet: Option<(u64, u8)>,
+}
+
+/// Maps ACPI tables through the direct map, or the ioremap window if a table lies in
+/// memory the direct map does not cover.
+#[derive(Clone, Copy, Debug)]
+struct Mapper;
+
+impl AcpiHandler for Mapper {
+    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+        let pa = physical_address as u64;
+        let va = crate::mm::direct(pa, size as u64).or_else(|| paging::ioremap(pa, size as u64));
+        let Some(ptr) = va.and_then(|va| NonNull::new(va as *mut T)) else {
+            // The trait has no way to fail. Only broken firmware names such an address.
+            panic!("acpi: cannot map table at {physical_address:#x} ({size} bytes)");
+        };
+        // SAFETY: `ptr` maps `size` bytes at `physical_address` (direct map or ioremap),
+        // and the mapping is never removed.
+        unsafe { PhysicalMapping::new(physical_address, ptr, size, size, *self) }
+    }
+
+    fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
+}
+
+/// Reads the MADT and HPET tables. Problems are logged; the result may be partial.
+pub fn read(root: AcpiRoot) -> AcpiInfo {
+    let mut info = AcpiInfo::default();
+    // SAFETY: the address comes from the RSDP the boot loader copied into the boot
+    // information; the crate validates the signature and checksum of what it maps.
+    let tables = match unsafe { AcpiTables::from_rsdt(Mapper, root.revision, root.table as usize) } {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!("acpi: cannot read the root table at {:#x}: {e:?}", root.table);
+            return info;
+        }
+    };
+    log::info!(
+        "acpi: RSDP revision {}, {} at {:#x}, {} tables",
+        root.revision,
+        if root.revision == 0 { "RSDT" } else { "XSDT" },
+        root.table,
+        tables.headers().count()
+    );
+    match tables.find_table::<Madt>() {
+        Ok(madt) => {
+            for entry in madt.get().entries() {
+                // Bit 0: enabled; bit 1: online capable (hot-pluggable, not present now).
+                let id = match entry {
+                    MadtEntry::LocalApic(e) if e.flags & 1 != 0 => Some(u32::from(e.apic_id)),
+                    MadtEntry::LocalX2Apic(e) if e.flags & 1 != 0 => Some(e.x2apic_id),
+                    _ => None,
+                };
+                if let Some(id) = id {
+                    if info.apic_ids.push(id).is_err() {
+                        log::warn!("acpi: more than {MAX_CPUS} CPUs; the rest are ignored");
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) => log::warn!("acpi: no usable MADT ({e:?}); assuming one CPU"),
+    }
+    if let Ok(h) = HpetInfo::new(&tables) {
+        info.hpet = Some((h.base_address as u64, h.num_comparators()));
+    }
+    info
+}

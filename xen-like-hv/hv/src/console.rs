@@ -1,0 +1,66 @@
+//! The hypervisor console: log records on COM1 through the `log` crate.
+//!
+//! Lines look like Xen's: `(XEN) message`. Warnings and errors say so. The level comes
+//! from `loglvl=` on the command line.
+
+use crate::arch::x86_64::serial::{COM1, Uart};
+use core::fmt::Write;
+use log::{LevelFilter, Metadata, Record};
+use spin::Mutex;
+
+static CONSOLE: Mutex<Uart> = Mutex::new(Uart::new(COM1));
+
+struct Logger;
+
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let tag = match record.level() {
+            log::Level::Error => "error: ",
+            log::Level::Warn => "warning: ",
+            log::Level::Info => "",
+            log::Level::Debug => "debug: ",
+            log::Level::Trace => "trace: ",
+        };
+        let mut uart = CONSOLE.lock();
+        let _ = writeln!(uart, "(XEN) {tag}{}", record.args());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Programs COM1 and installs the logger at `Info` until the command line is read.
+pub fn init() {
+    CONSOLE.lock().init();
+    // set_logger fails only if called twice; the first logger stays, which is fine.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(LevelFilter::Info);
+}
+
+/// Sets the log level (from `loglvl=`).
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
+}
+
+/// Writes straight to COM1 without taking the console lock: for the panic and fault
+/// paths, where the lock may be held by the code that failed.
+pub fn emergency_write(args: core::fmt::Arguments<'_>) {
+    let mut uart = Uart::new(COM1);
+    let _ = uart.write_fmt(args);
+}
+
+/// `println!`-like output for the panic and fault paths.
+#[macro_export]
+macro_rules! emergency {
+    ($($arg:tt)*) => {
+        $crate::console::emergency_write(format_args!("(XEN) {}\n", format_args!($($arg)*)))
+    };
+}
