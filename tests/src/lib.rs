@@ -95,7 +95,10 @@ impl Boot {
         })
         .unwrap_or_else(|e| panic!("{}: running QEMU failed: {e:#}", self.name));
         std::fs::write(dir.join("com1.log"), &out.serial).ok();
-        Boot0 { name: self.name.clone(), out }
+        Boot0 {
+            name: self.name.clone(),
+            out,
+        }
     }
 }
 
@@ -151,7 +154,13 @@ impl Boot0 {
     pub fn number_after(&self, after: &str) -> u64 {
         let line = self.line(after);
         let rest = &line[line.find(after).map_or(0, |i| i + after.len())..];
-        let digits: String = rest.trim_start().chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().unwrap_or_else(|_| self.fail(&format!("no number after {after:?} in {line:?}")))
+        let digits: String = rest
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| self.fail(&format!("no number after {after:?} in {line:?}")))
     }
 }

@@ -7,7 +7,10 @@ fn banner_and_idle() {
     let b = Boot::new("banner").run();
     b.completed();
     let banner = b.line("xen-like-hv ");
-    assert!(banner.contains(env!("CARGO_PKG_VERSION")), "banner without version: {banner}");
+    assert!(
+        banner.contains(env!("CARGO_PKG_VERSION")),
+        "banner without version: {banner}"
+    );
     assert!(banner.contains("Xen 4.17"), "{banner}");
     b.line("boot loader: GRUB");
     b.line("the lower half is unmapped");
@@ -22,7 +25,10 @@ fn ram_within_2_percent(mem: &str, mib: u64) {
     let bytes = b.number_after("RAM (");
     let expected = mib << 20;
     let diff = expected.abs_diff(bytes);
-    assert!(diff * 50 <= expected, "-m {mem}: reported {bytes} bytes, expected {expected} +/- 2%");
+    assert!(
+        diff * 50 <= expected,
+        "-m {mem}: reported {bytes} bytes, expected {expected} +/- 2%"
+    );
 }
 
 #[test]
@@ -77,8 +83,18 @@ fn modules_listed_with_names_and_sizes() {
     let hv_size = std::fs::metadata(hypervisor()).unwrap().len();
     let mut boot = Boot::new("modules");
     boot.modules = vec![
-        Module { path: hypervisor().to_path_buf(), cmdline: "dom0 console=hvc0".into() },
-        Module { path: blob, cmdline: "initrd".into() },
+        Module {
+            path: hypervisor().to_path_buf(),
+            cmdline: "dom0 console=hvc0".into(),
+        },
+        Module {
+            path: blob,
+            cmdline: "initrd".into(),
+        },
+        Module {
+            path: hypervisor().to_path_buf(),
+            cmdline: r#"domu name=web mem=64M cmdline="console=hvc0 loglevel=3""#.into(),
+        },
     ];
     let b = boot.run();
     b.completed();
@@ -88,13 +104,19 @@ fn modules_listed_with_names_and_sizes() {
     b.line("module 0 'dom0': ELF64 x86-64, entry");
     let m1 = b.line("module 1 'initrd'");
     assert!(m1.contains("12345 bytes"), "{m1}");
+    b.line(r#"module 0 'dom0': memory default, command line "console=hvc0""#);
+    b.line("module 2 'web': ");
+    b.line(r#"module 2 'web': memory 64 MiB, command line "console=hvc0 loglevel=3""#);
+    b.no_line("warning:");
 }
 
 #[test]
 fn corrupt_and_truncated_modules_are_refused_without_a_crash() {
     let dir = scratch("bad-modules");
     let junk = dir.join("junk.bin");
-    let bytes: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+        .collect();
     std::fs::write(&junk, &bytes).unwrap();
     let elf = std::fs::read(hypervisor()).unwrap();
     let truncated = dir.join("truncated.elf");
@@ -103,9 +125,18 @@ fn corrupt_and_truncated_modules_are_refused_without_a_crash() {
     std::fs::write(&empty, b"").unwrap();
     let mut boot = Boot::new("bad-modules");
     boot.modules = vec![
-        Module { path: junk, cmdline: "dom0".into() },
-        Module { path: truncated, cmdline: "domu name=t".into() },
-        Module { path: empty, cmdline: "domu name=e".into() },
+        Module {
+            path: junk,
+            cmdline: "dom0".into(),
+        },
+        Module {
+            path: truncated,
+            cmdline: "domu name=t".into(),
+        },
+        Module {
+            path: empty,
+            cmdline: "domu name=e".into(),
+        },
     ];
     let b = boot.run();
     b.completed();
@@ -119,7 +150,9 @@ fn corrupt_and_truncated_modules_are_refused_without_a_crash() {
 fn absurd_command_line_gives_warnings_and_boots() {
     let mut boot = Boot::new("absurd-cmdline");
     let junk = "A".repeat(3000);
-    boot.cmdline = format!("loglvl=banana dom0_mem=12Q hvtest=nonsense =x loglvl= \u{e9}t\u{e9} {junk} dropped=1");
+    boot.cmdline = format!(
+        "loglvl=banana dom0_mem=12Q hvtest=nonsense =x loglvl= \u{e9}t\u{e9} {junk} dropped=1"
+    );
     let b = boot.run();
     b.completed();
     b.line("loglvl=banana");
@@ -129,7 +162,10 @@ fn absurd_command_line_gives_warnings_and_boots() {
     b.line("unknown option '\u{e9}t\u{e9}'");
     b.no_line("dropped=1");
     let longest = b.out.serial.lines().map(str::len).max().unwrap_or(0);
-    assert!(longest < 400, "a log line of {longest} bytes: the junk was not cut");
+    assert!(
+        longest < 400,
+        "a log line of {longest} bytes: the junk was not cut"
+    );
 }
 
 fn fault(hook: &str, expect: &str, exit: QemuExit) {
@@ -144,7 +180,11 @@ fn fault(hook: &str, expect: &str, exit: QemuExit) {
 
 #[test]
 fn page_fault_in_hypervisor_dumps_registers_and_fails() {
-    fault("fault-pf", "xen-like-hv fault: #PF page fault, vector 14", QemuExit::Fault);
+    fault(
+        "fault-pf",
+        "xen-like-hv fault: #PF page fault, vector 14",
+        QemuExit::Fault,
+    );
     let b = {
         let mut boot = Boot::new("fault-pf-regs");
         boot.cmdline = "hvtest=fault-pf".into();
@@ -166,7 +206,11 @@ fn invalid_opcode_in_hypervisor() {
 
 #[test]
 fn general_protection_in_hypervisor() {
-    fault("fault-gp", "#GP general protection, vector 13", QemuExit::Fault);
+    fault(
+        "fault-gp",
+        "#GP general protection, vector 13",
+        QemuExit::Fault,
+    );
 }
 
 #[test]
@@ -177,4 +221,22 @@ fn divide_error_in_hypervisor() {
 #[test]
 fn panic_reports_and_fails() {
     fault("panic", "panic at", QemuExit::Panic);
+}
+
+#[test]
+fn loglvl_selects_what_is_printed() {
+    let mut boot = Boot::new("loglvl-debug");
+    boot.cmdline = "loglvl=debug".into();
+    let b = boot.run();
+    b.completed();
+    b.line("debug: e820: [");
+
+    let mut boot = Boot::new("loglvl-warning");
+    boot.cmdline = "loglvl=warning hvtest=bogus".into();
+    boot.stop_at = None;
+    boot.deadline = std::time::Duration::from_secs(8);
+    let b = boot.run();
+    b.line("hvtest=bogus");
+    b.no_line("memory:");
+    b.no_line("debug:");
 }

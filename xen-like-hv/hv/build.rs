@@ -9,7 +9,8 @@ use std::path::PathBuf;
 const HAS_ERROR_CODE: [u32; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
 
 fn main() {
-    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let target = std::env::var("TARGET").unwrap_or_default();
     if target == "x86_64-unknown-none" {
         println!("cargo:rustc-link-arg=-T{}", dir.join("linker.ld").display());

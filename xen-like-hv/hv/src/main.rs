@@ -42,7 +42,14 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     });
     let opts = cmdline::parse(&info.cmdline);
     console::set_level(opts.loglvl);
-    log::info!("boot loader: {}", if info.loader.is_empty() { "unknown" } else { &info.loader });
+    log::info!(
+        "boot loader: {}",
+        if info.loader.is_empty() {
+            "unknown"
+        } else {
+            &info.loader
+        }
+    );
     log::info!("command line: {}", Snippet::new(&info.cmdline).as_str());
     if info.cmdline_len > info.cmdline.len() {
         log::warn!(
@@ -55,7 +62,10 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
         log::warn!("{w}");
     }
     if opts.warnings.dropped() > 0 {
-        log::warn!("cmdline: {} more problems not shown", opts.warnings.dropped());
+        log::warn!(
+            "cmdline: {} more problems not shown",
+            opts.warnings.dropped()
+        );
     }
 
     mm::init(info);
@@ -75,13 +85,20 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     };
     apic::disable_legacy_pic();
     apic::init(lapic);
-    log::info!("apic: local APIC id {} at {:#x}", apic::id(), apic::phys_base());
+    log::info!(
+        "apic: local APIC id {} at {:#x}",
+        apic::id(),
+        apic::phys_base()
+    );
     time::init(acpi.hpet.map(|(base, _)| base));
 
     if let Some(hook) = opts.test {
         run_test_hook(hook);
     }
-    log::info!("boot complete: {} MiB free; idling", mm::free_frames() / 256);
+    log::info!(
+        "boot complete: {} MiB free; idling",
+        mm::free_frames() / 256
+    );
     loop {
         cpu::hlt();
     }
@@ -94,7 +111,10 @@ fn report_cpus(acpi: &boot::acpi::AcpiInfo) {
         use core::fmt::Write;
         let _ = write!(ids, "{}{id}", if i == 0 { "" } else { " " });
     }
-    log::info!("cpus: {n} (APIC ids: {})", if ids.is_empty() { "unknown" } else { &ids });
+    log::info!(
+        "cpus: {n} (APIC ids: {})",
+        if ids.is_empty() { "unknown" } else { &ids }
+    );
     match acpi.hpet {
         Some((base, timers)) => log::info!("hpet: at {base:#x}, {timers} comparators"),
         None => log::info!("hpet: none"),

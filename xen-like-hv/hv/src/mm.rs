@@ -55,7 +55,11 @@ pub fn init(info: &BootInfo) {
         }
     }
     if info.areas_dropped > 0 {
-        log::warn!("memory: {} memory-map entries beyond {} ignored", info.areas_dropped, info.areas.len());
+        log::warn!(
+            "memory: {} memory-map entries beyond {} ignored",
+            info.areas_dropped,
+            info.areas.len()
+        );
     }
     direct.insert(Region::new(0, MIB));
     let ram = usable.total_bytes();
@@ -105,7 +109,8 @@ pub fn init(info: &BootInfo) {
 
     // SAFETY: `[bm_at, bm_at + bm_bytes)` was removed from `free`, so nothing else uses
     // it; it is usable RAM, hence in the direct map; it lives for the rest of the run.
-    let bitmap = unsafe { core::slice::from_raw_parts_mut((DIRECTMAP_BASE + bm_at) as *mut u64, words) };
+    let bitmap =
+        unsafe { core::slice::from_raw_parts_mut((DIRECTMAP_BASE + bm_at) as *mut u64, words) };
     let mut frames = match FrameAllocator::new(bitmap, nframes) {
         Ok(f) => f,
         Err(e) => panic!("memory: frame allocator: {e:?}"),
@@ -135,7 +140,10 @@ pub fn init(info: &BootInfo) {
 
 /// Free machine frames.
 pub fn free_frames() -> u64 {
-    FRAMES.lock().as_ref().map_or(0, FrameAllocator::free_frames)
+    FRAMES
+        .lock()
+        .as_ref()
+        .map_or(0, FrameAllocator::free_frames)
 }
 
 /// One machine frame, or `None` when memory is exhausted.
@@ -146,7 +154,10 @@ pub fn alloc_frame() -> Option<Mfn> {
 /// The direct-map address of machine range `[pa, pa + len)`, if the direct map covers it.
 pub fn direct(pa: u64, len: u64) -> Option<u64> {
     let r = Region::new(pa, pa.checked_add(len)?);
-    DIRECT.get()?.contains_region(&r).then_some(DIRECTMAP_BASE + pa)
+    DIRECT
+        .get()?
+        .contains_region(&r)
+        .then_some(DIRECTMAP_BASE + pa)
 }
 
 /// Machine memory as bytes, through the direct map. Used for boot modules, whose frames
@@ -171,4 +182,3 @@ unsafe impl x86_64::structures::paging::FrameAllocator<Size4KiB> for TableFrames
         PhysFrame::from_start_address(x86_64::PhysAddr::new(mfn.addr()?)).ok()
     }
 }
-

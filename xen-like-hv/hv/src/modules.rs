@@ -11,7 +11,11 @@ pub fn report(info: &BootInfo) {
         log::info!("modules: none");
     }
     if info.modules_dropped > 0 {
-        log::warn!("modules: {} more modules than the {} supported were ignored", info.modules_dropped, info.modules.len());
+        log::warn!(
+            "modules: {} more modules than the {} supported were ignored",
+            info.modules_dropped,
+            info.modules.len()
+        );
     }
     for (i, m) in info.modules.iter().enumerate() {
         let spec = module::parse_module_cmdline(&m.cmdline);
@@ -25,13 +29,31 @@ pub fn report(info: &BootInfo) {
             ModuleRole::Other => "data",
         };
         let Some(size) = m.end.checked_sub(m.start).filter(|&s| s > 0) else {
-            log::warn!("module {i} '{name}': empty or inverted range [{:#x}, {:#x}); ignored", m.start, m.end);
+            log::warn!(
+                "module {i} '{name}': empty or inverted range [{:#x}, {:#x}); ignored",
+                m.start,
+                m.end
+            );
             continue;
         };
-        log::info!("module {i} '{name}': {size} bytes at [{:#x}, {:#x}), {role}", m.start, m.end);
+        log::info!(
+            "module {i} '{name}': {size} bytes at [{:#x}, {:#x}), {role}",
+            m.start,
+            m.end
+        );
         if matches!(spec.role, ModuleRole::Other) {
             continue;
         }
+        let mem = spec.mem.map(|m| m >> 20);
+        log::info!(
+            "module {i} '{name}': memory {}, command line \"{}\"",
+            mem.map_or(heapless::String::<24>::try_from("default").unwrap_or_default(), |m| {
+                let mut s = heapless::String::new();
+                let _ = core::fmt::Write::write_fmt(&mut s, format_args!("{m} MiB"));
+                s
+            }),
+            xlhv_core::boot::text::Snippet::new(spec.cmdline).as_str()
+        );
         let Some(bytes) = crate::mm::direct_slice(m.start, size) else {
             log::warn!("module {i} '{name}': lies outside machine memory; ignored");
             continue;

@@ -15,11 +15,26 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let cr = cpu::control_regs();
     emergency!("----[ xen-like-hv PANIC ]----");
     match info.location() {
-        Some(l) => emergency!("panic at {}:{}:{}: {}", l.file(), l.line(), l.column(), info.message()),
+        Some(l) => emergency!(
+            "panic at {}:{}:{}: {}",
+            l.file(),
+            l.line(),
+            l.column(),
+            info.message()
+        ),
         None => emergency!("panic: {}", info.message()),
     }
-    emergency!("rsp: {rsp:016x}  rbp: {rbp:016x}  rflags: {:016x}", x86_64::registers::rflags::read_raw());
-    emergency!("cr0: {:016x}  cr2: {:016x}  cr3: {:016x}  cr4: {:016x}", cr.cr0, cr.cr2, cr.cr3, cr.cr4);
+    emergency!(
+        "rsp: {rsp:016x}  rbp: {rbp:016x}  rflags: {:016x}",
+        x86_64::registers::rflags::read_raw()
+    );
+    emergency!(
+        "cr0: {:016x}  cr2: {:016x}  cr3: {:016x}  cr4: {:016x}",
+        cr.cr0,
+        cr.cr2,
+        cr.cr3,
+        cr.cr4
+    );
     emergency!("hypervisor panic: stopping the machine");
     cpu::qemu_exit(QemuExit::Panic)
 }

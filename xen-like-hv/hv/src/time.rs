@@ -12,6 +12,10 @@ static TSC_AT_BOOT: AtomicU64 = AtomicU64::new(0);
 static APIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
 static TICKS: AtomicU64 = AtomicU64::new(0);
 
+fn sat_u64(x: u128) -> u64 {
+    u64::try_from(x).unwrap_or(u64::MAX)
+}
+
 /// TSC frequency in Hz (0 until calibrated).
 pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Relaxed)
@@ -24,24 +28,7 @@ pub fn now_ns() -> u64 {
         return 0;
     }
     let delta = cpu::rdtsc().wrapping_sub(TSC_AT_BOOT.load(Ordering::Relaxed));
-    (u128::from(delta) * 1_000_000_000 / u128::from(hz)) as u64
-}
-
-/// Busy-waits about `ns` nanoseconds.
-pub fn spin_ns(ns: u64) {
-    let hz = tsc_hz();
-    if hz == 0 {
-        // Not calibrated yet: a rough bound is all that is needed.
-        for _ in 0..ns / 4 {
-            core::hint::spin_loop();
-        }
-        return;
-    }
-    let cycles = (u128::from(ns) * u128::from(hz) / 1_000_000_000) as u64;
-    let start = cpu::rdtsc();
-    while cpu::rdtsc().wrapping_sub(start) < cycles {
-        core::hint::spin_loop();
-    }
+    sat_u64(u128::from(delta) * 1_000_000_000 / u128::from(hz))
 }
 
 /// Timer interrupts taken so far.
@@ -98,7 +85,7 @@ fn calibrate(hpet: Option<u64>) -> Option<(u64, u64, Reference)> {
         core::hint::spin_loop();
     }
     let (h1, t1, a1) = (counter(), cpu::rdtsc(), apic::timer_current());
-    let ns = (u128::from(h1 - h0) * u128::from(period_fs) / 1_000_000) as u64;
+    let ns = sat_u64(u128::from(h1 - h0) * u128::from(period_fs) / 1_000_000);
     if ns == 0 {
         return None;
     }

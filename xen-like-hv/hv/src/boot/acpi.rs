@@ -25,7 +25,11 @@ pub struct AcpiInfo {
 struct Mapper;
 
 impl AcpiHandler for Mapper {
-    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical_address: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
         let pa = physical_address as u64;
         let va = crate::mm::direct(pa, size as u64).or_else(|| paging::ioremap(pa, size as u64));
         let Some(ptr) = va.and_then(|va| NonNull::new(va as *mut T)) else {
@@ -45,10 +49,13 @@ pub fn read(root: AcpiRoot) -> AcpiInfo {
     let mut info = AcpiInfo::default();
     // SAFETY: the address comes from the RSDP the boot loader copied into the boot
     // information; the crate validates the signature and checksum of what it maps.
-    let tables = match unsafe { AcpiTables::from_rsdt(Mapper, root.revision, root.table as usize) } {
+    let tables = match unsafe { AcpiTables::from_rsdt(Mapper, root.revision, root.table) } {
         Ok(t) => t,
         Err(e) => {
-            log::warn!("acpi: cannot read the root table at {:#x}: {e:?}", root.table);
+            log::warn!(
+                "acpi: cannot read the root table at {:#x}: {e:?}",
+                root.table
+            );
             return info;
         }
     };

@@ -59,7 +59,7 @@ pub struct AcpiRoot {
     /// RSDP revision (0: ACPI 1.0, RSDT; 2: XSDT).
     pub revision: u8,
     /// Physical address of the RSDT (revision 0) or XSDT.
-    pub table: u64,
+    pub table: usize,
 }
 
 /// Everything the hypervisor keeps from the boot information.
@@ -99,7 +99,9 @@ pub enum Error {
 impl core::fmt::Display for Error {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Error::BadMagic(m) => write!(f, "boot magic {m:#x} is not multiboot2's {BOOT_MAGIC:#x}"),
+            Error::BadMagic(m) => {
+                write!(f, "boot magic {m:#x} is not multiboot2's {BOOT_MAGIC:#x}")
+            }
             Error::Malformed(e) => write!(f, "malformed multiboot2 information: {e:?}"),
             Error::NoMemoryMap => write!(f, "the boot loader passed no memory map"),
         }
@@ -145,14 +147,18 @@ pub fn read(magic: u32, mbi: u32) -> Result<BootInfo, Error> {
     }
     let map = info.memory_map_tag().ok_or(Error::NoMemoryMap)?;
     for a in map.memory_areas() {
-        let kind = match MemoryAreaType::from(a.typ()) {
+        let kind = match a.typ() {
             MemoryAreaType::Available => AreaKind::Usable,
             MemoryAreaType::AcpiAvailable => AreaKind::Acpi,
             MemoryAreaType::ReservedHibernate => AreaKind::Nvs,
             MemoryAreaType::Defective => AreaKind::Defective,
             _ => AreaKind::Reserved,
         };
-        let area = Area { start: a.start_address(), end: a.start_address().saturating_add(a.size()), kind };
+        let area = Area {
+            start: a.start_address(),
+            end: a.start_address().saturating_add(a.size()),
+            kind,
+        };
         if out.areas.push(area).is_err() {
             out.areas_dropped += 1;
         }
@@ -175,9 +181,15 @@ pub fn read(magic: u32, mbi: u32) -> Result<BootInfo, Error> {
         }
     }
     if let Some(t) = info.rsdp_v2_tag() {
-        out.acpi = Some(AcpiRoot { revision: t.revision(), table: t.xsdt_address() as u64 });
+        out.acpi = Some(AcpiRoot {
+            revision: t.revision(),
+            table: t.xsdt_address(),
+        });
     } else if let Some(t) = info.rsdp_v1_tag() {
-        out.acpi = Some(AcpiRoot { revision: t.revision(), table: t.rsdt_address() as u64 });
+        out.acpi = Some(AcpiRoot {
+            revision: t.revision(),
+            table: t.rsdt_address(),
+        });
     }
     Ok(out)
 }

@@ -8,13 +8,13 @@ use core::sync::atomic::{AtomicU64, Ordering};
 const IA32_APIC_BASE: u32 = 0x1B;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
 
-const REG_ID: usize = 0x20;
-const REG_EOI: usize = 0xB0;
-const REG_SVR: usize = 0xF0;
-const REG_LVT_TIMER: usize = 0x320;
-const REG_TIMER_INITIAL: usize = 0x380;
-const REG_TIMER_CURRENT: usize = 0x390;
-const REG_TIMER_DIVIDE: usize = 0x3E0;
+const REG_ID: u64 = 0x20;
+const REG_EOI: u64 = 0xB0;
+const REG_SVR: u64 = 0xF0;
+const REG_LVT_TIMER: u64 = 0x320;
+const REG_TIMER_INITIAL: u64 = 0x380;
+const REG_TIMER_CURRENT: u64 = 0x390;
+const REG_TIMER_DIVIDE: u64 = 0x3E0;
 
 const SVR_ENABLE: u32 = 1 << 8;
 const LVT_MASKED: u32 = 1 << 16;
@@ -30,29 +30,34 @@ pub fn phys_base() -> u64 {
     cpu::rdmsr(IA32_APIC_BASE) & 0x000F_FFFF_FFFF_F000
 }
 
-fn read(reg: usize) -> u32 {
+fn read(reg: u64) -> u32 {
     let base = MMIO.load(Ordering::Relaxed);
     if base == 0 {
         return 0;
     }
     // SAFETY: `base` maps the 4 KiB APIC register page uncached (set in `init`), and
     // `reg` is one of the architectural register offsets above.
-    unsafe { core::ptr::read_volatile((base as usize + reg) as *const u32) }
+    unsafe { core::ptr::read_volatile((base + reg) as *const u32) }
 }
 
-fn write(reg: usize, value: u32) {
+fn write(reg: u64, value: u32) {
     let base = MMIO.load(Ordering::Relaxed);
     if base == 0 {
         return;
     }
     // SAFETY: as in `read`.
-    unsafe { core::ptr::write_volatile((base as usize + reg) as *mut u32, value) }
+    unsafe { core::ptr::write_volatile((base + reg) as *mut u32, value) }
 }
 
 /// Enables the local APIC whose registers are mapped at `mmio` (virtual).
 pub fn init(mmio: u64) {
     // SAFETY: setting the global-enable bit of IA32_APIC_BASE keeps its base address.
-    unsafe { cpu::wrmsr(IA32_APIC_BASE, cpu::rdmsr(IA32_APIC_BASE) | APIC_BASE_ENABLE) };
+    unsafe {
+        cpu::wrmsr(
+            IA32_APIC_BASE,
+            cpu::rdmsr(IA32_APIC_BASE) | APIC_BASE_ENABLE,
+        )
+    };
     MMIO.store(mmio, Ordering::Relaxed);
     write(REG_SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
     write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
@@ -84,12 +89,6 @@ pub fn timer_current() -> u32 {
 pub fn timer_periodic(count: u32) {
     write(REG_LVT_TIMER, LVT_PERIODIC | u32::from(TIMER_VECTOR));
     write(REG_TIMER_INITIAL, count);
-}
-
-/// Stops the timer.
-pub fn timer_stop() {
-    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
-    write(REG_TIMER_INITIAL, 0);
 }
 
 /// Remaps the two 8259 PICs above the exception vectors and masks every line.

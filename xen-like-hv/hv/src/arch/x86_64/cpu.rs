@@ -24,22 +24,15 @@ pub fn outl(port: u16, value: u32) {
     unsafe { x86_64::instructions::port::PortWriteOnly::<u32>::new(port).write(value) }
 }
 
-/// Reads a 32-bit I/O port.
-pub fn inl(port: u16) -> u32 {
-    // SAFETY: as for `inb`.
-    unsafe { x86_64::instructions::port::PortReadOnly::<u32>::new(port).read() }
-}
-
-/// Reads a 16-bit I/O port.
-pub fn inw(port: u16) -> u16 {
-    // SAFETY: as for `inb`.
-    unsafe { x86_64::instructions::port::PortReadOnly::<u16>::new(port).read() }
-}
-
-/// Writes a 16-bit I/O port.
-pub fn outw(port: u16, value: u16) {
-    // SAFETY: as for `outb`.
-    unsafe { x86_64::instructions::port::PortWriteOnly::<u16>::new(port).write(value) }
+/// The limit field of a descriptor table (or TSS) of `size` bytes.
+pub const fn table_limit(size: usize) -> u16 {
+    assert!(
+        size > 0 && size <= 0x1_0000,
+        "descriptor tables are at most 64 KiB"
+    );
+    #[allow(clippy::cast_possible_truncation, reason = "checked just above")]
+    let limit = (size - 1) as u16;
+    limit
 }
 
 /// Reads a model-specific register.
@@ -62,11 +55,6 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects and is allowed at CPL 0.
     unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-/// Executes CPUID.
-pub fn cpuid(leaf: u32, subleaf: u32) -> core::arch::x86_64::CpuidResult {
-    core::arch::x86_64::__cpuid_count(leaf, subleaf)
 }
 
 /// The control and flag registers, for fault reports.

@@ -10,8 +10,6 @@ use core::arch::asm;
 use spin::Mutex;
 use x86_64::structures::tss::TaskStateSegment;
 
-/// First entry of Xen's reserved GDT page (`FIRST_RESERVED_GDT_ENTRY`).
-pub const FIRST_RESERVED_ENTRY: usize = 14 * 512;
 /// Entries in the whole GDT: 14 guest pages and the reserved page.
 const ENTRIES: usize = 15 * 512;
 
@@ -69,11 +67,14 @@ pub fn init_bsp(rsp0: u64) {
     let tss_addr = {
         let mut tss = BSP_TSS.lock();
         tss.privilege_stack_table[0] = x86_64::VirtAddr::new(rsp0);
-        for (slot, top) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK].into_iter().zip(ist_tops) {
+        for (slot, top) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
+            .into_iter()
+            .zip(ist_tops)
+        {
             tss.interrupt_stack_table[usize::from(slot - 1)] = x86_64::VirtAddr::new(top);
         }
         // I/O bitmap offset past the limit: no I/O bitmap.
-        tss.iomap_base = size_of::<TaskStateSegment>() as u16;
+        tss.iomap_base = super::cpu::table_limit(size_of::<TaskStateSegment>()) + 1;
         &*tss as *const TaskStateSegment as u64
     };
 
@@ -93,7 +94,7 @@ pub fn init_bsp(rsp0: u64) {
     e[index(TSS_SEL) + 1] = tss_addr >> 32;
 
     let ptr = x86_64::structures::DescriptorTablePointer {
-        limit: (ENTRIES * 8 - 1) as u16,
+        limit: super::cpu::table_limit(ENTRIES * 8),
         base: x86_64::VirtAddr::new(e.as_ptr() as u64),
     };
     // SAFETY: the GDT is static and holds valid descriptors for every selector loaded

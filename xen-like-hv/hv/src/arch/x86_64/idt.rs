@@ -37,13 +37,14 @@ impl Gate {
 
     /// An interrupt gate (IF cleared on entry) with DPL 0.
     fn interrupt(handler: u64, ist: u8) -> Gate {
+        let b = handler.to_le_bytes();
         Gate {
-            offset_low: handler as u16,
+            offset_low: u16::from_le_bytes([b[0], b[1]]),
             selector: HV_CS,
             ist,
             type_attr: 0x8E,
-            offset_mid: (handler >> 16) as u16,
-            offset_high: (handler >> 32) as u32,
+            offset_mid: u16::from_le_bytes([b[2], b[3]]),
+            offset_high: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
             reserved: 0,
         }
     }
@@ -75,7 +76,7 @@ pub fn init() {
         *gate = Gate::interrupt(handler, ist);
     }
     let ptr = x86_64::structures::DescriptorTablePointer {
-        limit: (size_of::<Idt>() - 1) as u16,
+        limit: super::cpu::table_limit(size_of::<Idt>()),
         base: x86_64::VirtAddr::new(idt.0.as_ptr() as u64),
     };
     // SAFETY: the IDT is static, every gate points at a valid entry stub in HV_CS.

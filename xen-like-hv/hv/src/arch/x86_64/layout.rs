@@ -19,9 +19,6 @@ pub const DIRECTMAP_BASE: u64 = 0xFFFF_8300_0000_0000;
 /// Size of the direct map: 5 TiB.
 pub const DIRECTMAP_SIZE: u64 = 10 << 39;
 
-/// First and last L4 slots the hypervisor owns.
-pub const HV_L4_SLOTS: core::ops::RangeInclusive<usize> = 256..=271;
-
 const fn l4_slot(va: u64) -> usize {
     ((va >> 39) & 511) as usize
 }

@@ -12,7 +12,10 @@ pub mod trap;
 
 core::arch::global_asm!(include_str!("boot.s"), options(att_syntax));
 core::arch::global_asm!(include_str!("entry.s"), options(att_syntax));
-core::arch::global_asm!(include_str!(concat!(env!("OUT_DIR"), "/isr.s")), options(att_syntax));
+core::arch::global_asm!(
+    include_str!(concat!(env!("OUT_DIR"), "/isr.s")),
+    options(att_syntax)
+);
 
 unsafe extern "C" {
     static hv_boot_stack_top: u8;

@@ -37,8 +37,6 @@ pub fn stack_guard_page() -> u64 {
 /// A virtual range of the image with the permissions it gets.
 #[derive(Clone, Copy, Debug)]
 pub struct Section {
-    /// Name, for the log.
-    pub name: &'static str,
     /// First byte (virtual, page aligned).
     pub start: u64,
     /// One past the last byte (virtual, page aligned).
@@ -63,15 +61,17 @@ pub fn image_sections() -> [Section; 3] {
         )
     };
     [
-        Section { name: "text", start: ts, end: page_up(te), flags: Flags::PRESENT },
         Section {
-            name: "rodata",
+            start: ts,
+            end: page_up(te),
+            flags: Flags::PRESENT,
+        },
+        Section {
             start: rs,
             end: page_up(re),
             flags: Flags::PRESENT | Flags::NO_EXECUTE,
         },
         Section {
-            name: "data",
             start: ds,
             end: page_up(de),
             flags: Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE,
@@ -124,7 +124,10 @@ impl core::fmt::Display for BuildError {
         match self {
             BuildError::OutOfFrames => write!(f, "ran out of frames for the page tables"),
             BuildError::DirectMapTooLarge(end) => {
-                write!(f, "machine memory up to {end:#x} does not fit the 5 TiB direct map")
+                write!(
+                    f,
+                    "machine memory up to {end:#x} does not fit the 5 TiB direct map"
+                )
             }
         }
     }
@@ -175,12 +178,14 @@ pub fn build(
     let leaf = Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE;
     for (start, end) in direct {
         let start = start & !(SIZE_2M - 1);
-        let end = end.checked_add(SIZE_2M - 1).ok_or(BuildError::DirectMapTooLarge(end))?
+        let end = end
+            .checked_add(SIZE_2M - 1)
+            .ok_or(BuildError::DirectMapTooLarge(end))?
             & !(SIZE_2M - 1);
         if end > super::layout::DIRECTMAP_SIZE {
             return Err(BuildError::DirectMapTooLarge(end));
         }
-        for pa in (start..end).step_by(SIZE_2M as usize) {
+        for pa in (start..end).step_by(1 << 21) {
             let page = Page::<Size2MiB>::containing_address(VirtAddr::new(DIRECTMAP_BASE + pa));
             let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(pa));
             // SAFETY: the direct map aliases machine memory in the hypervisor's own range;

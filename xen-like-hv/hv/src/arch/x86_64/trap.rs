@@ -127,11 +127,36 @@ fn fatal_fault(f: &TrapFrame) -> ! {
         f.rflags,
         cr.cr2
     );
-    emergency!("rax: {:016x}  rbx: {:016x}  rcx: {:016x}", f.rax, f.rbx, f.rcx);
-    emergency!("rdx: {:016x}  rsi: {:016x}  rdi: {:016x}", f.rdx, f.rsi, f.rdi);
-    emergency!("rbp: {:016x}  rsp: {:016x}  r8:  {:016x}", f.rbp, f.rsp, f.r8);
-    emergency!("r9:  {:016x}  r10: {:016x}  r11: {:016x}", f.r9, f.r10, f.r11);
-    emergency!("r12: {:016x}  r13: {:016x}  r14: {:016x}", f.r12, f.r13, f.r14);
+    emergency!(
+        "rax: {:016x}  rbx: {:016x}  rcx: {:016x}",
+        f.rax,
+        f.rbx,
+        f.rcx
+    );
+    emergency!(
+        "rdx: {:016x}  rsi: {:016x}  rdi: {:016x}",
+        f.rdx,
+        f.rsi,
+        f.rdi
+    );
+    emergency!(
+        "rbp: {:016x}  rsp: {:016x}  r8:  {:016x}",
+        f.rbp,
+        f.rsp,
+        f.r8
+    );
+    emergency!(
+        "r9:  {:016x}  r10: {:016x}  r11: {:016x}",
+        f.r9,
+        f.r10,
+        f.r11
+    );
+    emergency!(
+        "r12: {:016x}  r13: {:016x}  r14: {:016x}",
+        f.r12,
+        f.r13,
+        f.r14
+    );
     emergency!("r15: {:016x}  ss:  {:04x}  cs: {:04x}", f.r15, f.ss, f.cs);
     emergency!(
         "cr0: {:016x}  cr3: {:016x}  cr4: {:016x}",
