@@ -16,9 +16,10 @@ pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
 
 /// The workspace's top directory.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-    })
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }
 
 /// Cargo's target directory (honours `CARGO_TARGET_DIR`).
@@ -34,7 +35,15 @@ pub fn build_kernel(package: &str, bin: &str) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace_root())
-        .args(["build", "--quiet", "--release", "-p", package, "--target", KERNEL_TARGET])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            package,
+            "--target",
+            KERNEL_TARGET,
+        ])
         .status()
         .with_context(|| format!("running cargo to build {package}"))?;
     if !status.success() {
@@ -76,7 +85,10 @@ impl Module {
                 (spec, name)
             }
         };
-        Ok(Module { path: PathBuf::from(path), cmdline: name })
+        Ok(Module {
+            path: PathBuf::from(path),
+            cmdline: name,
+        })
     }
 }
 
@@ -113,7 +125,11 @@ fn grub_words(line: &str) -> String {
     if !cur.is_empty() {
         words.push(cur);
     }
-    words.iter().map(|w| format!("'{}'", w.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
+    words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The grub.cfg for an ISO.
@@ -122,9 +138,15 @@ pub fn grub_cfg(spec: &IsoSpec) -> String {
         "set timeout=0\nset default=0\n# GRUB stays off the serial port: COM1 carries only the hypervisor's log.\n\
          terminal_output console\nmenuentry \"xen-like-hv\" {\n",
     );
-    cfg.push_str(&format!("    multiboot2 /boot/xen-like-hv {}\n", grub_words(&spec.cmdline)));
+    cfg.push_str(&format!(
+        "    multiboot2 /boot/xen-like-hv {}\n",
+        grub_words(&spec.cmdline)
+    ));
     for (i, m) in spec.modules.iter().enumerate() {
-        cfg.push_str(&format!("    module2 /boot/mod{i} {}\n", grub_words(&m.cmdline)));
+        cfg.push_str(&format!(
+            "    module2 /boot/mod{i} {}\n",
+            grub_words(&m.cmdline)
+        ));
     }
     cfg.push_str("    boot\n}\n");
     cfg
@@ -135,7 +157,8 @@ pub fn make_iso(spec: &IsoSpec, out: &Path) -> Result<()> {
     let stage = out.with_extension("d");
     let _ = std::fs::remove_dir_all(&stage);
     let boot = stage.join("boot");
-    std::fs::create_dir_all(boot.join("grub")).with_context(|| format!("creating {}", boot.display()))?;
+    std::fs::create_dir_all(boot.join("grub"))
+        .with_context(|| format!("creating {}", boot.display()))?;
     std::fs::copy(&spec.hypervisor, boot.join("xen-like-hv"))
         .with_context(|| format!("copying {}", spec.hypervisor.display()))?;
     for (i, m) in spec.modules.iter().enumerate() {
@@ -150,7 +173,10 @@ pub fn make_iso(spec: &IsoSpec, out: &Path) -> Result<()> {
         .output()
         .context("running grub-mkrescue (install grub-common, grub-pc-bin, xorriso, mtools: scripts/setup)")?;
     if !output.status.success() {
-        bail!("grub-mkrescue failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "grub-mkrescue failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let _ = std::fs::remove_dir_all(&stage);
     Ok(())
@@ -208,10 +234,21 @@ impl QemuConfig {
             Accel::Tcg => "tcg",
             Accel::Kvm => "kvm",
         };
-        c.args(["-machine", &self.machine, "-accel", accel, "-cpu", &self.cpu]);
+        c.args([
+            "-machine",
+            &self.machine,
+            "-accel",
+            accel,
+            "-cpu",
+            &self.cpu,
+        ]);
         c.args(["-m", &self.mem, "-smp", &self.smp.to_string()]);
         c.arg("-cdrom").arg(&self.iso).args(["-boot", "d"]);
-        c.args(["-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        c.args([
+            "-no-reboot",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        ]);
         if self.headless || std::env::var_os("DISPLAY").is_none() {
             c.args(["-display", "none"]);
         }
@@ -244,10 +281,18 @@ fn kill(child: &mut Child) {
 }
 
 /// Runs QEMU headless until it exits, `stop` returns true for a line, or `deadline`.
-pub fn run_qemu(cfg: &QemuConfig, deadline: Duration, stop: impl Fn(&str) -> bool) -> Result<RunOutput> {
+pub fn run_qemu(
+    cfg: &QemuConfig,
+    deadline: Duration,
+    stop: impl Fn(&str) -> bool,
+) -> Result<RunOutput> {
     let mut cmd = cfg.command();
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("starting qemu-system-x86_64 (scripts/setup installs it)")?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .context("starting qemu-system-x86_64 (scripts/setup installs it)")?;
     let stdout = child.stdout.take().context("qemu stdout")?;
     let mut stderr = child.stderr.take().context("qemu stderr")?;
     let (tx, rx) = mpsc::channel();
@@ -294,12 +339,22 @@ pub fn run_qemu(cfg: &QemuConfig, deadline: Duration, stop: impl Fn(&str) -> boo
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let status = child.wait().ok().and_then(|s| if stopped || timed_out { None } else { s.code() });
+    let status = child
+        .wait()
+        .ok()
+        .and_then(|s| if stopped || timed_out { None } else { s.code() });
     while let Ok(line) = rx.try_recv() {
         serial.push_str(&line);
     }
     let stderr = err_thread.join().unwrap_or_default();
-    Ok(RunOutput { serial, status, exit: status.and_then(QemuExit::from_status), timed_out, stopped, stderr })
+    Ok(RunOutput {
+        serial,
+        status,
+        exit: status.and_then(QemuExit::from_status),
+        timed_out,
+        stopped,
+        stderr,
+    })
 }
 
 #[cfg(test)]
@@ -326,7 +381,10 @@ mod tests {
     #[test]
     fn qemu_command_has_the_safety_switches() {
         let c = QemuConfig::new(PathBuf::from("x.iso")).command();
-        let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert!(args.contains(&"-no-reboot".to_string()));
         assert!(args.iter().any(|a| a.starts_with("isa-debug-exit")));
         assert!(args.contains(&"tcg".to_string()));

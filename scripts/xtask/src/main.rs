@@ -69,7 +69,10 @@ fn iso_spec(image: &ImageArgs) -> Result<IsoSpec> {
     let hypervisor = xtask::build_hypervisor()?;
     let mut modules = Vec::new();
     if let Some(d) = &image.dom0 {
-        modules.push(Module { path: d.clone(), cmdline: "dom0".into() });
+        modules.push(Module {
+            path: d.clone(),
+            cmdline: "dom0".into(),
+        });
     }
     for m in &image.modules {
         modules.push(Module::parse(m)?);
@@ -79,7 +82,11 @@ fn iso_spec(image: &ImageArgs) -> Result<IsoSpec> {
             bail!("module '{}': no such file: {}", m.cmdline, m.path.display());
         }
     }
-    Ok(IsoSpec { hypervisor, cmdline: image.cmdline.clone(), modules })
+    Ok(IsoSpec {
+        hypervisor,
+        cmdline: image.cmdline.clone(),
+        modules,
+    })
 }
 
 fn main() -> Result<()> {
@@ -90,7 +97,16 @@ fn main() -> Result<()> {
             xtask::make_iso(&iso_spec(&image)?, &out)?;
             println!("{}", out.display());
         }
-        Cmd::Run { image, accel, smp, mem, cpu, machine, headless, timeout } => {
+        Cmd::Run {
+            image,
+            accel,
+            smp,
+            mem,
+            cpu,
+            machine,
+            headless,
+            timeout,
+        } => {
             if accel == Accel::Kvm && !std::path::Path::new("/dev/kvm").exists() {
                 bail!("--accel kvm: this machine has no /dev/kvm; use --accel tcg");
             }
@@ -106,9 +122,15 @@ fn main() -> Result<()> {
             cfg.cpu = cpu;
             cfg.machine = machine;
             cfg.headless = headless;
-            eprintln!("xtask: booting {} in QEMU ({:?}); Ctrl-A X quits", cfg.iso.display(), accel);
+            eprintln!(
+                "xtask: booting {} in QEMU ({:?}); Ctrl-A X quits",
+                cfg.iso.display(),
+                accel
+            );
             let mut cmd = cfg.command();
-            let mut child = cmd.spawn().context("starting qemu-system-x86_64 (scripts/setup installs it)")?;
+            let mut child = cmd
+                .spawn()
+                .context("starting qemu-system-x86_64 (scripts/setup installs it)")?;
             let status = match timeout {
                 None => child.wait()?,
                 Some(s) => {
@@ -126,7 +148,10 @@ fn main() -> Result<()> {
                     }
                 }
             };
-            match status.code().and_then(xlhv_core::exit::QemuExit::from_status) {
+            match status
+                .code()
+                .and_then(xlhv_core::exit::QemuExit::from_status)
+            {
                 Some(e) => eprintln!("xtask: the hypervisor stopped the machine: {e:?}"),
                 None => eprintln!("xtask: QEMU ended ({status})"),
             }
