@@ -89,6 +89,18 @@ impl DomId {
 #[repr(transparent)]
 pub struct Mfn(pub u64);
 
+impl core::fmt::Display for Mfn {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "mfn {:#x}", self.0)
+    }
+}
+
+impl core::fmt::Display for Pfn {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "pfn {:#x}", self.0)
+    }
+}
+
 impl Mfn {
     /// The machine address of the first byte of this frame.
     pub const fn addr(self) -> MachineAddr {

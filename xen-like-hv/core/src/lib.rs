@@ -4,5 +4,15 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod domain;
+pub mod emulate;
 pub mod exit;
+pub mod hypercall;
 pub mod mm;
+pub mod platform;
+pub mod regs;
+pub mod traps;
+pub mod vcpu;
+
+#[cfg(test)]
+mod testutil;

@@ -50,6 +50,14 @@ pub fn set_level(level: LevelFilter) {
     log::set_max_level(level);
 }
 
+/// Prints one console line of a guest, prefixed with its domain id: `(d3) text`.
+pub fn guest_line(dom: hypercall_abi::types::DomId, line: &[u8]) {
+    let mut uart = CONSOLE.lock();
+    let _ = write!(uart, "(d{}) ", dom.0);
+    uart.write_bytes(line);
+    uart.write_bytes(b"\n");
+}
+
 /// Writes straight to COM1 without taking the console lock: for the panic and fault
 /// paths, where the lock may be held by the code that failed.
 pub fn emergency_write(args: core::fmt::Arguments<'_>) {

@@ -9,6 +9,7 @@
 mod arch;
 mod boot;
 mod console;
+mod domains;
 mod mm;
 mod modules;
 mod panic;
@@ -28,8 +29,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     console::init();
     log::info!("xen-like-hv {VERSION} (Xen 4.17 x86_64 PV ABI) starting");
-    gdt::init_bsp(arch::x86_64::boot_stack_top());
+    gdt::init_bsp(arch::x86_64::entry_stack_top());
     idt::init();
+    arch::x86_64::percpu::init_bsp(arch::x86_64::entry_stack_top());
+    arch::x86_64::guest::init_syscall();
 
     // Kept in a static: the bounded boot information is tens of KiB.
     static BOOT_INFO: spin::Once<boot::multiboot::BootInfo> = spin::Once::new();
@@ -69,6 +72,10 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     }
 
     mm::init(info);
+    mm::init_m2p();
+    if paging::prepare_hypervisor_slots().is_none() {
+        panic!("memory: cannot prepare the hypervisor's L4 slots");
+    }
     modules::report(info);
 
     let acpi = match info.acpi {

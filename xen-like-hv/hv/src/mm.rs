@@ -8,7 +8,7 @@ use spin::{Mutex, Once};
 use x86_64::structures::paging::{PhysFrame, Size4KiB};
 use xlhv_core::boot::memmap::{Region, RegionSet, find_hole};
 use xlhv_core::mm::frame_alloc::{FrameAllocator, bitmap_words};
-use xlhv_core::mm::{Mfn, PAGE_SIZE};
+use xlhv_core::mm::{Mfn, MfnExt, PAGE_SIZE};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -138,6 +138,59 @@ pub fn init(info: &BootInfo) {
     *FRAMES.lock() = Some(frames);
 }
 
+/// Zeroes a machine frame through the direct map.
+pub fn zero_frame(mfn: Mfn) {
+    if let Some(va) = mfn.byte_addr().and_then(|pa| direct(pa, PAGE_SIZE)) {
+        // SAFETY: the frame is in the direct map and owned by the caller (just allocated).
+        unsafe { core::ptr::write_bytes(va as *mut u8, 0, PAGE_SIZE as usize) }
+    }
+}
+
+/// Entries in the M2P table (one per machine frame up to the highest RAM address).
+static M2P_ENTRIES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Allocates the machine-to-phys table (2 MiB chunks, every entry INVALID_M2P_ENTRY),
+/// maps it for the hypervisor and, read-only, for guests (digest §3.7).
+pub fn init_m2p() {
+    use crate::arch::x86_64::layout::M2P_WINDOW;
+    let nframes = FRAMES.lock().as_ref().map_or(0, FrameAllocator::nframes);
+    let bytes = nframes.saturating_mul(8).min(M2P_WINDOW);
+    let chunks = bytes.div_ceil(2 * MIB);
+    for i in 0..chunks {
+        let Some(mfn) = FRAMES.lock().as_mut().and_then(|f| f.alloc_order(9)) else {
+            panic!("memory: no 2 MiB run for M2P chunk {i}");
+        };
+        if let Some(va) = mfn.byte_addr().and_then(|pa| direct(pa, 2 * MIB)) {
+            // SAFETY: a fresh 2 MiB run in the direct map; all-ones is INVALID_M2P_ENTRY.
+            unsafe { core::ptr::write_bytes(va as *mut u8, 0xFF, (2 * MIB) as usize) }
+        }
+        if crate::arch::x86_64::paging::map_m2p_chunk(i, mfn).is_none() {
+            panic!("memory: cannot map M2P chunk {i}");
+        }
+    }
+    M2P_ENTRIES.store(bytes / 8, core::sync::atomic::Ordering::Relaxed);
+    log::info!("memory: M2P table for {} frames ({} KiB) mapped read-only at {:#x}", bytes / 8, chunks * 2048, hypercall_abi::xen::MACH2PHYS_VIRT_START);
+}
+
+/// Records that machine frame `mfn` holds pseudo-physical frame `pfn`.
+pub fn m2p_set(mfn: Mfn, pfn: u64) {
+    if mfn.0 < M2P_ENTRIES.load(core::sync::atomic::Ordering::Relaxed) {
+        let va = crate::arch::x86_64::layout::RDWR_M2P_BASE + mfn.0 * 8;
+        // SAFETY: the entry lies inside the mapped M2P table (checked above).
+        unsafe { core::ptr::write_volatile(va as *mut u64, pfn) }
+    }
+}
+
+/// The pseudo-physical frame recorded for `mfn`.
+pub fn m2p_get(mfn: Mfn) -> u64 {
+    if mfn.0 < M2P_ENTRIES.load(core::sync::atomic::Ordering::Relaxed) {
+        let va = crate::arch::x86_64::layout::RDWR_M2P_BASE + mfn.0 * 8;
+        // SAFETY: as in `m2p_set`.
+        return unsafe { core::ptr::read_volatile(va as *const u64) };
+    }
+    hypercall_abi::xen::INVALID_M2P_ENTRY
+}
+
 /// Free machine frames.
 pub fn free_frames() -> u64 {
     FRAMES
@@ -179,6 +232,6 @@ pub struct TableFrames;
 unsafe impl x86_64::structures::paging::FrameAllocator<Size4KiB> for TableFrames {
     fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
         let mfn = alloc_frame()?;
-        PhysFrame::from_start_address(x86_64::PhysAddr::new(mfn.addr()?)).ok()
+        PhysFrame::from_start_address(x86_64::PhysAddr::new(mfn.byte_addr()?)).ok()
     }
 }

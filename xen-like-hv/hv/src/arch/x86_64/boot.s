@@ -196,3 +196,14 @@ hv_boot_stack_bottom:
     .skip 256 * 1024
 .global hv_boot_stack_top
 hv_boot_stack_top:
+
+# ---- the boot CPU's entry stack: every entry from a guest (TSS RSP0, SYSCALL) builds
+# its frame at the top; also above an unmapped guard page.
+.section .bss.hv_cpu0_stack, "aw", @nobits
+.balign 4096
+.global hv_cpu0_stack_guard
+hv_cpu0_stack_guard:
+    .skip 4096
+    .skip 64 * 1024
+.global hv_cpu0_stack_top
+hv_cpu0_stack_top:

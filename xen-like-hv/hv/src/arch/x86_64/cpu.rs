@@ -96,3 +96,16 @@ pub fn qemu_exit(code: xlhv_core::exit::QemuExit) -> ! {
     outl(xlhv_core::exit::ISA_DEBUG_EXIT_PORT, code.code());
     halt_forever()
 }
+
+const CR0_TS: u64 = 1 << 3;
+
+/// Sets or clears CR0.TS (the guest's virtual TS is carried in the real one, so the
+/// guest's next FPU instruction raises #NM when it is set).
+pub fn set_cr0_ts(ts: bool) {
+    let cr0 = control_regs().cr0;
+    let want = if ts { cr0 | CR0_TS } else { cr0 & !CR0_TS };
+    if want != cr0 {
+        // SAFETY: only TS changes; the hypervisor itself never uses the FPU.
+        unsafe { asm!("mov cr0, {}", in(reg) want, options(nostack, preserves_flags)) }
+    }
+}

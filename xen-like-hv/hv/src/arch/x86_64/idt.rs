@@ -35,14 +35,15 @@ impl Gate {
         reserved: 0,
     };
 
-    /// An interrupt gate (IF cleared on entry) with DPL 0.
-    fn interrupt(handler: u64, ist: u8) -> Gate {
+    /// An interrupt gate (IF cleared on entry); `user` makes it DPL 3, so ring 3 may
+    /// raise it with `int n`.
+    fn interrupt(handler: u64, ist: u8, user: bool) -> Gate {
         let b = handler.to_le_bytes();
         Gate {
             offset_low: u16::from_le_bytes([b[0], b[1]]),
             selector: HV_CS,
             ist,
-            type_attr: 0x8E,
+            type_attr: if user { 0xEE } else { 0x8E },
             offset_mid: u16::from_le_bytes([b[2], b[3]]),
             offset_high: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
             reserved: 0,
@@ -73,7 +74,11 @@ pub fn init() {
             18 => IST_MACHINE_CHECK,
             _ => 0,
         };
-        *gate = Gate::interrupt(handler, ist);
+        // int3, into and int $0x80 reach the hypervisor directly from guests (as in
+        // Xen); every other `int n` from ring 3 faults with #GP and is checked against
+        // the guest's own trap table.
+        let user = matches!(vector, 3 | 4 | 0x80);
+        *gate = Gate::interrupt(handler, ist, user);
     }
     let ptr = x86_64::structures::DescriptorTablePointer {
         limit: super::cpu::table_limit(size_of::<Idt>()),

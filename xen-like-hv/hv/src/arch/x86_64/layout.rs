@@ -9,6 +9,12 @@ pub const HV_PHYS_BASE: u64 = 0x20_0000;
 /// Virtual minus physical address of the image.
 pub const HV_OFFSET: u64 = HV_VIRT_BASE - HV_PHYS_BASE;
 
+/// The hypervisor's read-write view of the M2P table (slot 261); guests read the same
+/// frames at `MACH2PHYS_VIRT_START` (slot 256), mapped user-readable.
+pub const RDWR_M2P_BASE: u64 = 0xFFFF_8280_0000_0000;
+/// Size of the read-write M2P window (the guest-visible one is as large).
+pub const M2P_WINDOW: u64 = 256 << 30;
+
 /// Mappings of device registers (uncached, 4 KiB pages), slot 261 below the image.
 pub const IOREMAP_BASE: u64 = 0xFFFF_82C0_0000_0000;
 /// Size of the ioremap window.
@@ -28,3 +34,5 @@ const _: () = assert!(l4_slot(IOREMAP_BASE) == 261);
 const _: () = assert!(l4_slot(DIRECTMAP_BASE) == 262);
 const _: () = assert!(l4_slot(DIRECTMAP_BASE + DIRECTMAP_SIZE - 1) == 271);
 const _: () = assert!((IOREMAP_BASE + IOREMAP_SIZE) <= HV_VIRT_BASE);
+const _: () = assert!(RDWR_M2P_BASE + M2P_WINDOW <= IOREMAP_BASE);
+const _: () = assert!(l4_slot(RDWR_M2P_BASE) == 261);

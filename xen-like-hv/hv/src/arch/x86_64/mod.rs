@@ -3,9 +3,11 @@
 pub mod apic;
 pub mod cpu;
 pub mod gdt;
+pub mod guest;
 pub mod idt;
 pub mod layout;
 pub mod paging;
+pub mod percpu;
 pub mod pit;
 pub mod serial;
 pub mod trap;
@@ -19,10 +21,17 @@ core::arch::global_asm!(
 
 unsafe extern "C" {
     static hv_boot_stack_top: u8;
+    static hv_cpu0_stack_top: u8;
 }
 
-/// Top of the boot CPU's stack (boot.s).
+/// Top of the stack `hv_start` runs on (boot.s).
 pub fn boot_stack_top() -> u64 {
     // SAFETY: only the symbol's address is taken.
     unsafe { &hv_boot_stack_top as *const u8 as u64 }
+}
+
+/// Top of the boot CPU's entry stack, where every entry from a guest builds its frame.
+pub fn entry_stack_top() -> u64 {
+    // SAFETY: only the symbol's address is taken.
+    unsafe { &hv_cpu0_stack_top as *const u8 as u64 }
 }

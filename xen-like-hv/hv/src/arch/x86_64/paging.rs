@@ -26,12 +26,13 @@ unsafe extern "C" {
     static __data_start: u8;
     static __data_end: u8;
     static hv_boot_stack_guard: u8;
+    static hv_cpu0_stack_guard: u8;
 }
 
-/// The page below the boot stack, left unmapped so that an overflow faults.
-pub fn stack_guard_page() -> u64 {
-    // SAFETY: only the symbol's address is taken.
-    unsafe { &hv_boot_stack_guard as *const u8 as u64 }
+/// The pages below the stacks, left unmapped so that an overflow faults.
+pub fn stack_guard_pages() -> [u64; 2] {
+    // SAFETY: only the symbols' addresses are taken.
+    unsafe { [&hv_boot_stack_guard as *const u8 as u64, &hv_cpu0_stack_guard as *const u8 as u64] }
 }
 
 /// A virtual range of the image with the permissions it gets.
@@ -157,9 +158,9 @@ pub fn build(
     let mut mapper = unsafe { OffsetPageTable::new(root_table, VirtAddr::new(0)) };
     let parent = Flags::PRESENT | Flags::WRITABLE;
 
-    let guard = stack_guard_page();
+    let guards = stack_guard_pages();
     for s in image_sections() {
-        for va in (s.start..s.end).step_by(4096).filter(|&va| va != guard) {
+        for va in (s.start..s.end).step_by(4096).filter(|va| !guards.contains(va)) {
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
             let frame = PhysFrame::containing_address(PhysAddr::new(va - HV_OFFSET));
             // SAFETY: maps the image's own frames at its link address, in tables that are
@@ -260,4 +261,69 @@ pub fn ioremap(phys: u64, len: u64) -> Option<u64> {
         flush.flush();
     }
     Some(va + (phys - first))
+}
+
+/// L4 slots the hypervisor owns in every address space.
+pub const HV_SLOTS: core::ops::RangeInclusive<usize> = 256..=271;
+
+/// Gives every hypervisor L4 slot a table, so that copying slots 256-271 into a guest's
+/// L4 shares everything the hypervisor will ever map there. Slot 256 (the guest-visible
+/// M2P) is user-accessible; the others are not.
+pub fn prepare_hypervisor_slots() -> Option<()> {
+    let mut live = LIVE.lock();
+    let mapper = live.as_mut()?;
+    let l4 = mapper.level_4_table_mut();
+    for slot in HV_SLOTS {
+        let entry = &mut l4[slot];
+        if entry.is_unused() {
+            let mfn = crate::mm::alloc_frame()?;
+            let pa = xlhv_core::mm::MfnExt::byte_addr(mfn)?;
+            crate::mm::zero_frame(mfn);
+            let mut flags = Flags::PRESENT | Flags::WRITABLE;
+            if slot == 256 {
+                flags |= Flags::USER_ACCESSIBLE;
+            }
+            entry.set_addr(PhysAddr::new(pa), flags);
+        }
+    }
+    Some(())
+}
+
+/// The hypervisor's L4 entries for slots 256-271, to copy into guest L4s.
+pub fn hypervisor_slots() -> [u64; 16] {
+    let mut out = [0u64; 16];
+    if let Some(mapper) = LIVE.lock().as_mut() {
+        let l4 = mapper.level_4_table();
+        for (o, slot) in out.iter_mut().zip(HV_SLOTS) {
+            *o = l4[slot].addr().as_u64() | l4[slot].flags().bits();
+        }
+    }
+    out
+}
+
+/// Maps 2 MiB chunk `index` of the M2P table (machine frames from `mfn`) read-write for
+/// the hypervisor and read-only, user-accessible for guests.
+pub fn map_m2p_chunk(index: u64, mfn: xlhv_core::mm::Mfn) -> Option<()> {
+    use hypercall_abi::xen::MACH2PHYS_VIRT_START;
+    use super::layout::RDWR_M2P_BASE;
+    let mut live = LIVE.lock();
+    let mapper = live.as_mut()?;
+    let frame = PhysFrame::<Size2MiB>::from_start_address(PhysAddr::new(xlhv_core::mm::MfnExt::byte_addr(mfn)?)).ok()?;
+    let off = index.checked_mul(SIZE_2M)?;
+    let views = [
+        (RDWR_M2P_BASE, Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE, Flags::PRESENT | Flags::WRITABLE),
+        (
+            MACH2PHYS_VIRT_START,
+            Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::NO_EXECUTE,
+            Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE,
+        ),
+    ];
+    for (base, leaf, parent) in views {
+        let page = Page::<Size2MiB>::containing_address(VirtAddr::new(base + off));
+        // SAFETY: the chunk is a fresh, hypervisor-owned 2 MiB run; both windows are
+        // used for nothing else.
+        let flush = unsafe { mapper.map_to_with_table_flags(page, frame, leaf, parent, &mut crate::mm::TableFrames) }.ok()?;
+        flush.flush();
+    }
+    Some(())
 }

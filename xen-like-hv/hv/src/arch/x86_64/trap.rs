@@ -6,56 +6,9 @@ use super::idt::{PIC_BASE_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::emergency;
 use xlhv_core::exit::QemuExit;
 
-/// The stack image `isr_common` builds: general registers, then what the stub pushed,
-/// then what the CPU pushed.
-#[derive(Debug)]
-#[repr(C)]
-pub struct TrapFrame {
-    /// r15
-    pub r15: u64,
-    /// r14
-    pub r14: u64,
-    /// r13
-    pub r13: u64,
-    /// r12
-    pub r12: u64,
-    /// r11
-    pub r11: u64,
-    /// r10
-    pub r10: u64,
-    /// r9
-    pub r9: u64,
-    /// r8
-    pub r8: u64,
-    /// rbp
-    pub rbp: u64,
-    /// rdi
-    pub rdi: u64,
-    /// rsi
-    pub rsi: u64,
-    /// rdx
-    pub rdx: u64,
-    /// rcx
-    pub rcx: u64,
-    /// rbx
-    pub rbx: u64,
-    /// rax
-    pub rax: u64,
-    /// Vector number (pushed by the stub).
-    pub vector: u64,
-    /// Error code (the CPU's, or 0 pushed by the stub).
-    pub error_code: u64,
-    /// Interrupted RIP.
-    pub rip: u64,
-    /// Interrupted CS.
-    pub cs: u64,
-    /// Interrupted RFLAGS.
-    pub rflags: u64,
-    /// Interrupted RSP.
-    pub rsp: u64,
-    /// Interrupted SS.
-    pub ss: u64,
-}
+/// The stack image every entry builds (see entry.s): the portable saved-register
+/// layout, so handlers in `xlhv-core` work on it directly.
+pub use xlhv_core::regs::Regs as TrapFrame;
 
 const _: () = assert!(size_of::<TrapFrame>() == 22 * 8);
 
@@ -86,9 +39,13 @@ pub fn exception_name(vector: u64) -> (&'static str, &'static str) {
     }
 }
 
-/// Entry from `isr_common` for every vector.
+/// Entry from entry.s for every vector and for SYSCALL.
 #[unsafe(no_mangle)]
 extern "C" fn hv_trap(frame: &mut TrapFrame) {
+    if frame.from_guest() {
+        crate::domains::guest_entry(frame);
+        return;
+    }
     match frame.vector {
         v if v < 32 => exception(frame),
         v if v == u64::from(TIMER_VECTOR) => {
@@ -106,8 +63,36 @@ extern "C" fn hv_trap(frame: &mut TrapFrame) {
     }
 }
 
+/// Handles interrupts that arrive while a guest runs; returns false for exceptions.
+pub fn guest_interrupt(vector: u64) -> bool {
+    match vector {
+        v if v == u64::from(TIMER_VECTOR) => {
+            crate::time::on_timer_interrupt();
+            super::apic::eoi();
+            true
+        }
+        v if v == u64::from(SPURIOUS_VECTOR) => true,
+        v if (u64::from(PIC_BASE_VECTOR)..u64::from(PIC_BASE_VECTOR) + 16).contains(&v) => true,
+        // Software interrupts from a guest arrive as #GP (DPL-0 gates), except int3,
+        // into and int $0x80 (DPL-3 gates); everything else here is a device.
+        v if v >= 32 && v != 0x80 && v != xlhv_core::regs::SYSCALL_VECTOR => {
+            log::warn!("unexpected interrupt on vector {v:#x}; ignored");
+            super::apic::eoi();
+            true
+        }
+        _ => false,
+    }
+}
+
+/// An exception in hypervisor context: a guest-copy fault is fixed up, a fault on the
+/// way back into a guest crashes that guest, anything else is fatal.
 fn exception(frame: &mut TrapFrame) {
-    // Guests do not exist yet: every exception is the hypervisor's own, and fatal.
+    if frame.vector == 14 && super::guest::fixup_copy_fault(frame) {
+        return;
+    }
+    if matches!(frame.vector, 11..=14) && super::guest::is_exit_fault(frame) {
+        crate::domains::exit_fault(frame.vector as u8);
+    }
     fatal_fault(frame)
 }
 

@@ -1,0 +1,148 @@
+//! A PV domain: identity, state, memory accounting, vCPUs and console.
+
+use crate::mm::Mfn;
+use crate::vcpu::Vcpu;
+use hypercall_abi::types::DomId;
+
+/// Most vCPUs per domain (one until SMP guests arrive).
+pub const MAX_VCPUS: usize = 1;
+
+/// A domain with its vCPUs: what the hypervisor keeps per domain. The two halves are
+/// separate so that a handler can hold the domain and one of its vCPUs at once.
+#[derive(Clone, Debug)]
+pub struct PvDomain {
+    /// Domain-wide state.
+    pub dom: Domain,
+    /// vCPUs, by id.
+    pub vcpus: heapless::Vec<Vcpu, MAX_VCPUS>,
+}
+
+impl PvDomain {
+    /// A paused domain with vCPU 0 (offline) on page-table root `root`.
+    pub fn new(id: DomId, privileged: bool, shared_info: Mfn, root: Mfn) -> Self {
+        let mut vcpus = heapless::Vec::new();
+        let _ = vcpus.push(Vcpu::new(0, root));
+        PvDomain { dom: Domain::new(id, privileged, shared_info), vcpus }
+    }
+}
+
+pub use hypercall_abi::sched::ShutdownReason;
+
+/// Lifecycle state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainState {
+    /// Built, not started.
+    Paused,
+    /// Running or runnable.
+    Running,
+    /// Stopped; its resources are still held until destruction.
+    Shutdown(ShutdownReason),
+}
+
+/// Longest console line kept before it is flushed.
+pub const CONSOLE_LINE: usize = 256;
+
+/// A domain's partial console line (`console_io` writes are line-buffered).
+#[derive(Clone, Debug, Default)]
+pub struct ConsoleLine {
+    buf: heapless::Vec<u8, CONSOLE_LINE>,
+}
+
+impl ConsoleLine {
+    /// Adds bytes; calls `emit` with each complete line (without the newline) and with
+    /// any line that fills the buffer. Non-printable bytes are dropped unless `raw`.
+    pub fn push(&mut self, bytes: &[u8], raw: bool, mut emit: impl FnMut(&[u8])) {
+        for &b in bytes {
+            if b == b'\n' {
+                emit(&self.buf);
+                self.buf.clear();
+                continue;
+            }
+            let keep = raw || b == b'\t' || (0x20..0x7F).contains(&b);
+            if keep && self.buf.push(b).is_err() {
+                emit(&self.buf);
+                self.buf.clear();
+                let _ = self.buf.push(b);
+            }
+        }
+    }
+
+    /// Emits what is left (at shutdown).
+    pub fn flush(&mut self, mut emit: impl FnMut(&[u8])) {
+        if !self.buf.is_empty() {
+            emit(&self.buf);
+            self.buf.clear();
+        }
+    }
+}
+
+/// A PV domain.
+#[derive(Clone, Debug)]
+pub struct Domain {
+    /// Its id.
+    pub id: DomId,
+    /// Privileged (dom0): may use domctl, console read, foreign mappings.
+    pub privileged: bool,
+    /// Lifecycle state.
+    pub state: DomainState,
+    /// Reason latched by `SCHEDOP_shutdown_code`.
+    pub shutdown_code: Option<ShutdownReason>,
+    /// Enabled `vm_assist` types (bit n = type n).
+    pub vm_assist: u64,
+    /// Its shared_info frame.
+    pub shared_info: Mfn,
+    /// Pages it holds.
+    pub tot_pages: u64,
+    /// Most pages it may hold.
+    pub max_pages: u64,
+    /// Partial console line.
+    pub console: ConsoleLine,
+}
+
+impl Domain {
+    /// A paused domain.
+    pub fn new(id: DomId, privileged: bool, shared_info: Mfn) -> Self {
+        Domain {
+            id,
+            privileged,
+            state: DomainState::Paused,
+            shutdown_code: None,
+            vm_assist: 0,
+            shared_info,
+            tot_pages: 0,
+            max_pages: 0,
+            console: ConsoleLine::default(),
+        }
+    }
+
+    /// Whether `vm_assist` type `t` is on.
+    pub fn assist(&self, t: u32) -> bool {
+        t < 64 && self.vm_assist & (1 << t) != 0
+    }
+
+    /// Whether the domain can run.
+    pub fn is_running(&self) -> bool {
+        self.state == DomainState::Running
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn console_lines_are_split_filtered_and_bounded() {
+        let mut c = ConsoleLine::default();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        c.push(b"hel\x07lo\nwor", false, |l| out.push(l.to_vec()));
+        c.push(b"ld\n", false, |l| out.push(l.to_vec()));
+        assert_eq!(out, [b"hello".to_vec(), b"world".to_vec()]);
+        out.clear();
+        c.push(&[b'x'; CONSOLE_LINE + 10], false, |l| out.push(l.to_vec()));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), CONSOLE_LINE);
+        c.flush(|l| out.push(l.to_vec()));
+        assert_eq!(out[1].len(), 10);
+    }
+}

@@ -1,0 +1,227 @@
+//! The few instructions a 64-bit PV kernel expects the hypervisor to emulate when they
+//! fault in ring 3 (digest §6.7): the forced-emulation `cpuid`, control- and
+//! debug-register moves, the FS/GS base MSRs, `cli`/`sti` under virtual IOPL, `clts`.
+//! Anything else is reflected to the guest as the fault it was.
+
+use crate::platform::Platform;
+use crate::regs::is_canonical;
+use crate::traps::GuestCtx;
+use hypercall_abi::xen::XEN_EMULATE_PREFIX;
+
+/// Whether an instruction was emulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emulation {
+    /// Emulated; RIP is past it.
+    Done,
+    /// Not emulated: deliver the original fault.
+    NotEmulated,
+}
+
+/// Longest x86 instruction.
+const MAX_INSN: usize = 15;
+
+/// Reads up to 15 instruction bytes at RIP (fewer if the code ends at an unmapped page).
+fn fetch<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> ([u8; MAX_INSN], usize) {
+    let mut buf = [0u8; MAX_INSN];
+    let rip = ctx.regs.rip;
+    if ctx.p.read_guest(rip, &mut buf).is_ok() {
+        return (buf, MAX_INSN);
+    }
+    let mut n = 0;
+    for (i, b) in buf.iter_mut().enumerate() {
+        let mut one = [0u8; 1];
+        if ctx.p.read_guest(rip.wrapping_add(i as u64), &mut one).is_err() {
+            break;
+        }
+        *b = one[0];
+        n = i + 1;
+    }
+    (buf, n)
+}
+
+const CR0_TS: u64 = 1 << 3;
+/// CR4 bits a PV guest is shown (PSE, PAE, OSFXSR, OSXMMEXCPT, OSXSAVE).
+const GUEST_CR4: u64 = (1 << 4) | (1 << 5) | (1 << 9) | (1 << 10) | (1 << 18);
+
+const MSR_EFER: u32 = 0xC000_0080;
+const MSR_FS_BASE: u32 = 0xC000_0100;
+const MSR_GS_BASE: u32 = 0xC000_0101;
+const MSR_SHADOW_GS_BASE: u32 = 0xC000_0102;
+/// EFER as a 64-bit PV guest sees it: SCE, LME, LMA, NXE.
+const GUEST_EFER: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11);
+
+/// Xen's hypervisor CPUID leaves (`0x40000000` base).
+const XEN_CPUID_BASE: u32 = 0x4000_0000;
+/// "XenVMMXenVMM" as EBX, ECX, EDX.
+const XEN_SIGNATURE: [u32; 3] = [0x566e_6558, 0x65584d4d, 0x4d4d566e];
+
+/// The CPUID a PV guest is shown for `leaf`/`subleaf` (Xen's policy, simplified:
+/// the host's values with the hypervisor bit set and VMX/MONITOR hidden, and Xen's
+/// own leaves at 0x40000000).
+pub fn cpuid_policy<P: Platform>(p: &P, leaf: u32, subleaf: u32) -> [u32; 4] {
+    match leaf {
+        XEN_CPUID_BASE => {
+            [XEN_CPUID_BASE + 5, XEN_SIGNATURE[0], XEN_SIGNATURE[1], XEN_SIGNATURE[2]]
+        }
+        l if l == XEN_CPUID_BASE + 1 => {
+            let v = u32::try_from(hypercall_abi::version::XEN_VERSION).unwrap_or(0);
+            [v, 0, 0, 0]
+        }
+        l if l == XEN_CPUID_BASE + 2 => [1, XEN_CPUID_BASE, 0, 0],
+        l if (XEN_CPUID_BASE + 3..XEN_CPUID_BASE + 0x100).contains(&l) => [0; 4],
+        1 => {
+            let [a, b, c, d] = p.cpuid(1, subleaf);
+            // ECX: hypervisor present (31); no VMX (5), no MONITOR (3).
+            [a, b, (c | 1 << 31) & !(1 << 5 | 1 << 3), d]
+        }
+        _ => p.cpuid(leaf, subleaf),
+    }
+}
+
+/// `ud2; .ascii "xen"; cpuid`: the forced-emulation CPUID (digest §6.7). The prefix
+/// before anything else stays a #UD.
+pub fn forced_cpuid<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
+    let (b, n) = fetch(ctx);
+    let plen = XEN_EMULATE_PREFIX.len();
+    if n < plen + 2 || b[..plen] != XEN_EMULATE_PREFIX || b[plen..plen + 2] != [0x0F, 0xA2] {
+        return Emulation::NotEmulated;
+    }
+    let leaf = (ctx.regs.rax & 0xFFFF_FFFF) as u32;
+    let sub = (ctx.regs.rcx & 0xFFFF_FFFF) as u32;
+    let [a, bx, c, d] = cpuid_policy(ctx.p, leaf, sub);
+    ctx.regs.rax = u64::from(a);
+    ctx.regs.rbx = u64::from(bx);
+    ctx.regs.rcx = u64::from(c);
+    ctx.regs.rdx = u64::from(d);
+    ctx.regs.rip = ctx.regs.rip.wrapping_add((plen + 2) as u64);
+    Emulation::Done
+}
+
+/// Length of the `int n` instruction at RIP (prefixes included), if that is what it is.
+pub fn int_n_length<P: Platform>(ctx: &mut GuestCtx<'_, P>, n: u8) -> Option<u64> {
+    let (b, len) = fetch(ctx);
+    let bytes = b.get(..len)?;
+    let i = bytes.iter().position(|&x| !is_legacy_prefix(x) && !(0x40..=0x4F).contains(&x))?;
+    (bytes.get(i) == Some(&0xCD) && bytes.get(i + 1) == Some(&n)).then_some(i as u64 + 2)
+}
+
+fn is_legacy_prefix(b: u8) -> bool {
+    matches!(b, 0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF2 | 0xF3)
+}
+
+/// The guest's view of CR0: the real one, with its virtual TS.
+fn guest_cr0<P: Platform>(ctx: &GuestCtx<'_, P>) -> u64 {
+    let (cr0, _) = ctx.p.control_regs();
+    (cr0 & !CR0_TS) | if ctx.vcpu.fpu_ts { CR0_TS } else { 0 }
+}
+
+/// Emulates a privileged instruction that raised #GP(0) in guest kernel mode.
+pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
+    let (b, n) = fetch(ctx);
+    let bytes = b.get(..n).unwrap_or(&[]);
+    let (rex, op) = match bytes.first() {
+        Some(&r) if (0x40..=0x4F).contains(&r) => (r, bytes.get(1..).unwrap_or(&[])),
+        _ => (0, bytes),
+    };
+    let rex_len = u64::from(rex != 0);
+    // Kernel mode counts as CPL 1 (CPL 0 with the architectural_iopl assist).
+    let cpl = if ctx.dom.assist(hypercall_abi::vm_assist::VmAssistType::ArchitecturalIopl as u32) { 0 } else { 1 };
+    let iopl_ok = ctx.vcpu.iopl >= cpl;
+    let done = |ctx: &mut GuestCtx<'_, P>, len: u64| {
+        ctx.regs.rip = ctx.regs.rip.wrapping_add(rex_len + len);
+        Emulation::Done
+    };
+    match op {
+        // cli / sti: no-ops under sufficient virtual IOPL (Xen does not map them onto
+        // the upcall mask).
+        [0xFA, ..] | [0xFB, ..] if iopl_ok => done(ctx, 1),
+        // clts
+        [0x0F, 0x06, ..] => {
+            ctx.vcpu.fpu_ts = false;
+            done(ctx, 2)
+        }
+        // mov %crN, %reg / mov %reg, %crN / mov %drN, %reg / mov %reg, %drN
+        [0x0F, opc @ (0x20..=0x23), modrm, ..] if modrm >> 6 == 3 => {
+            let reg = ((modrm >> 3) & 7) | if rex & 4 != 0 { 8 } else { 0 };
+            let gpr = (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 };
+            let ok = match opc {
+                0x20 => read_cr(ctx, reg).map(|v| ctx.regs.set_gpr(gpr, v)).is_some(),
+                0x22 => write_cr(ctx, reg, ctx.regs.gpr(gpr)),
+                0x21 => match crate::hypercall::cpu::get_debugreg(ctx.vcpu, u32::from(reg)) {
+                    Ok(v) => {
+                        ctx.regs.set_gpr(gpr, v);
+                        true
+                    }
+                    Err(_) => false,
+                },
+                _ => crate::hypercall::cpu::set_debugreg(ctx.vcpu, u32::from(reg), ctx.regs.gpr(gpr)).is_ok(),
+            };
+            if ok { done(ctx, 3) } else { Emulation::NotEmulated }
+        }
+        // rdmsr
+        [0x0F, 0x32, ..] => {
+            let msr = (ctx.regs.rcx & 0xFFFF_FFFF) as u32;
+            let v = match msr {
+                MSR_EFER => GUEST_EFER,
+                MSR_FS_BASE => ctx.vcpu.fs_base,
+                MSR_GS_BASE => ctx.vcpu.gs_base_kernel,
+                MSR_SHADOW_GS_BASE => ctx.vcpu.gs_base_user,
+                _ => return Emulation::NotEmulated,
+            };
+            ctx.regs.rax = v & 0xFFFF_FFFF;
+            ctx.regs.rdx = v >> 32;
+            done(ctx, 2)
+        }
+        // wrmsr
+        [0x0F, 0x30, ..] => {
+            let msr = (ctx.regs.rcx & 0xFFFF_FFFF) as u32;
+            let v = (ctx.regs.rdx << 32) | (ctx.regs.rax & 0xFFFF_FFFF);
+            let slot = match msr {
+                MSR_FS_BASE => &mut ctx.vcpu.fs_base,
+                MSR_GS_BASE => &mut ctx.vcpu.gs_base_kernel,
+                MSR_SHADOW_GS_BASE => &mut ctx.vcpu.gs_base_user,
+                _ => return Emulation::NotEmulated,
+            };
+            // A non-canonical base is a #GP, never a hypervisor fault (XSA-193).
+            if !is_canonical(v) {
+                return Emulation::NotEmulated;
+            }
+            *slot = v;
+            ctx.p.load_mode(ctx.vcpu);
+            done(ctx, 2)
+        }
+        // wbinvd: harmless for the hardware domain, refused otherwise.
+        [0x0F, 0x09, ..] if ctx.dom.privileged => done(ctx, 2),
+        _ => Emulation::NotEmulated,
+    }
+}
+
+fn read_cr<P: Platform>(ctx: &GuestCtx<'_, P>, cr: u8) -> Option<u64> {
+    match cr {
+        0 => Some(guest_cr0(ctx)),
+        2 => Some(ctx.vcpu.cr2),
+        3 => Some(ctx.vcpu.kernel_root.0 << 12),
+        4 => Some(ctx.p.control_regs().1 & GUEST_CR4),
+        _ => None,
+    }
+}
+
+fn write_cr<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr: u8, v: u64) -> bool {
+    match cr {
+        // Only TS may change.
+        0 if (v ^ guest_cr0(ctx)) & !CR0_TS == 0 => {
+            ctx.vcpu.fpu_ts = v & CR0_TS != 0;
+            true
+        }
+        2 => {
+            ctx.vcpu.cr2 = v;
+            true
+        }
+        // Writing the value it already has is allowed; anything else is refused.
+        4 => v == ctx.p.control_regs().1 & GUEST_CR4,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

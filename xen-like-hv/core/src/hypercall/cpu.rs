@@ -1,0 +1,249 @@
+//! CPU-state hypercalls: the virtual IDT, callbacks, kernel stack, segment bases, debug
+//! registers and `iret` (digest §6.1-§6.6).
+
+use super::{HvError, HvResult, canonical};
+use crate::platform::Platform;
+use crate::regs::{is_canonical, is_guest_range, rflags};
+use crate::traps::{CrashReason, GuestCtx, Outcome, set_kernel_mode};
+use crate::vcpu::{Callback, Vcpu};
+use hypercall_abi::Errno;
+use hypercall_abi::callback::{
+    CALLBACKF_MASK_EVENTS, CallbackOp, CallbackRegister, CallbackType, CallbackUnregister, NmiOp,
+    XenNmiCallback,
+};
+use hypercall_abi::hypercall::Hypercall;
+use hypercall_abi::types::GuestPtr;
+use hypercall_abi::vm_assist::VmAssistType;
+use hypercall_abi::xen::arch::{IretContext, TI_DISABLE_EVENTS, VgcfFlags};
+use hypercall_abi::xen::{
+    FLAT_KERNEL_CS, FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64, SEGBASE_FS, SEGBASE_GS_KERNEL,
+    SEGBASE_GS_USER, SEGBASE_GS_USER_SEL, TrapInfo,
+};
+
+/// Trap-table entries read per invocation; longer tables continue (Xen's continuation).
+const TRAPS_PER_CALL: usize = 256;
+
+/// `set_trap_table`: entries up to the first with address 0 overwrite their vectors;
+/// NULL clears the table.
+pub fn set_trap_table<P: Platform>(ctx: &mut GuestCtx<'_, P>, traps: GuestPtr<TrapInfo>) -> HvResult {
+    if traps.is_null() {
+        ctx.vcpu.traps = [TrapInfo::default(); 256];
+        return Ok(0);
+    }
+    let mut va = traps.addr();
+    for _ in 0..TRAPS_PER_CALL {
+        let mut t: TrapInfo = ctx.p.read_obj(va)?;
+        if t.address == 0 {
+            return Ok(0);
+        }
+        canonical(t.address)?;
+        // 64-bit guests: the selector's RPL is forced to 3 (handlers run on
+        // FLAT_KERNEL_CS whatever it says).
+        t.cs |= 3;
+        ctx.vcpu.traps[usize::from(t.vector)] = t;
+        va = va.wrapping_add(size_of::<TrapInfo>() as u64);
+    }
+    ctx.continuation(Hypercall::SetTrapTable, [va, 0, 0, 0, 0])
+}
+
+/// `stack_switch`: the stack for bounces from user mode.
+pub fn stack_switch<P: Platform>(ctx: &mut GuestCtx<'_, P>, ss: u64, sp: u64) -> HvResult {
+    let ss = (ss & 0xFFFF) as u16;
+    ctx.vcpu.kernel_ss = if ss & !3 != 0 { ss | 3 } else { ss };
+    ctx.vcpu.kernel_sp = sp;
+    Ok(0)
+}
+
+fn register(vcpu: &mut Vcpu, reg: &CallbackRegister) -> HvResult {
+    canonical(reg.address)?;
+    let cb = Callback { address: reg.address, mask_events: reg.flags & CALLBACKF_MASK_EVENTS != 0 };
+    let cbs = &mut vcpu.callbacks;
+    match CallbackType::from_raw(reg.type_) {
+        Some(CallbackType::Event) => cbs.event = Callback { mask_events: true, ..cb },
+        Some(CallbackType::Failsafe) => cbs.failsafe = cb,
+        Some(CallbackType::Syscall) => cbs.syscall = cb,
+        Some(CallbackType::Syscall32) => cbs.syscall32 = cb,
+        Some(CallbackType::Sysenter) => cbs.sysenter = cb,
+        Some(CallbackType::Nmi) => set_nmi(vcpu, reg.address),
+        Some(CallbackType::SysenterDeprecated) | None => return Err(Errno::ENOSYS.into()),
+    }
+    Ok(0)
+}
+
+/// The NMI callback is trap 2 with events disabled.
+fn set_nmi(vcpu: &mut Vcpu, address: u64) {
+    vcpu.callbacks.nmi = Callback { address, mask_events: true };
+    vcpu.traps[2] = TrapInfo { vector: 2, flags: TI_DISABLE_EVENTS, cs: FLAT_KERNEL_CS, _pad: 0, address };
+}
+
+/// `set_callbacks(event, failsafe, syscall)`: registers the three with flags 0. Like
+/// Xen it always returns 0 (a non-canonical address is simply not registered).
+pub fn set_callbacks<P: Platform>(ctx: &mut GuestCtx<'_, P>, event: u64, failsafe: u64, syscall: u64) -> HvResult {
+    for (ty, address) in [(CallbackType::Event, event), (CallbackType::Failsafe, failsafe), (CallbackType::Syscall, syscall)] {
+        let reg = CallbackRegister { type_: ty as u16, flags: 0, _pad: 0, address };
+        let _ = register(ctx.vcpu, &reg);
+    }
+    Ok(0)
+}
+
+/// `callback_op`: register any callback; unregister only the NMI one.
+pub fn callback_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestPtr<()>) -> HvResult {
+    match CallbackOp::from_nr(cmd) {
+        Some(CallbackOp::Register) => {
+            let reg: CallbackRegister = ctx.p.read_obj(arg.addr())?;
+            register(ctx.vcpu, &reg)
+        }
+        Some(CallbackOp::Unregister) => {
+            let unreg: CallbackUnregister = ctx.p.read_obj(arg.addr())?;
+            match CallbackType::from_raw(unreg.type_) {
+                Some(CallbackType::Nmi) => {
+                    set_nmi(ctx.vcpu, 0);
+                    Ok(0)
+                }
+                _ => Err(Errno::EINVAL.into()),
+            }
+        }
+        None => Err(Errno::ENOSYS.into()),
+    }
+}
+
+/// `nmi_op`: the legacy NMI callback registration.
+pub fn nmi_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestPtr<()>) -> HvResult {
+    match NmiOp::from_nr(cmd) {
+        Some(NmiOp::RegisterCallback) => {
+            let cb: XenNmiCallback = ctx.p.read_obj(arg.addr())?;
+            canonical(cb.handler_address)?;
+            set_nmi(ctx.vcpu, cb.handler_address);
+            Ok(0)
+        }
+        Some(NmiOp::UnregisterCallback) => {
+            set_nmi(ctx.vcpu, 0);
+            Ok(0)
+        }
+        None => Err(Errno::ENOSYS.into()),
+    }
+}
+
+/// `set_segment_base` (x86_64 only).
+pub fn set_segment_base<P: Platform>(ctx: &mut GuestCtx<'_, P>, which: u32, base: u64) -> HvResult {
+    match which {
+        SEGBASE_FS => ctx.vcpu.fs_base = canonical(base)?,
+        SEGBASE_GS_USER => ctx.vcpu.gs_base_user = canonical(base)?,
+        SEGBASE_GS_KERNEL => ctx.vcpu.gs_base_kernel = canonical(base)?,
+        SEGBASE_GS_USER_SEL => {
+            // Loading a flat selector resets the user GS base to the descriptor's (0);
+            // a selector that does not load becomes NULL, as on Xen.
+            let sel = (base & 0xFFFF) as u16 | 3;
+            ctx.vcpu.gs_sel_user = if sel == FLAT_RING3_SS64 { sel } else { 0 };
+            ctx.vcpu.gs_base_user = 0;
+        }
+        _ => return Err(Errno::EINVAL.into()),
+    }
+    ctx.p.load_mode(ctx.vcpu);
+    Ok(0)
+}
+
+const DR7_GD: u64 = 1 << 13;
+/// DR7 bits that must be zero.
+const DR7_RESERVED_ZERO: u64 = (1 << 12) | (1 << 14) | (1 << 15);
+/// DR7 bit that reads as one.
+const DR7_RESERVED_ONE: u64 = 1 << 10;
+/// DR6 bits that read as one.
+const DR6_RESERVED_ONE: u64 = 0xFFFF_0FF0;
+
+/// Sets debug register `reg` (digest §6.6). Also used to emulate `mov %reg, %drN`.
+pub fn set_debugreg(vcpu: &mut Vcpu, reg: u32, value: u64) -> Result<(), HvError> {
+    match reg {
+        0..=3 => {
+            if !is_guest_range(value, 8) {
+                return Err(HvError::Errno(Errno::EPERM));
+            }
+            if let Some(slot) = vcpu.debug.addr.get_mut(reg as usize) {
+                *slot = value;
+            }
+        }
+        4 | 6 => {
+            if value >> 32 != 0 {
+                return Err(Errno::EINVAL.into());
+            }
+            vcpu.debug.dr6 = value | DR6_RESERVED_ONE;
+        }
+        5 | 7 => {
+            if value >> 32 != 0 {
+                return Err(Errno::EINVAL.into());
+            }
+            if value & DR7_GD != 0 {
+                return Err(Errno::EPERM.into());
+            }
+            // An I/O breakpoint (R/W = 10b) needs CR4.DE, which PV guests do not have.
+            for i in 0..4 {
+                if (value >> (16 + 4 * i)) & 3 == 2 && value & (3 << (2 * i)) != 0 {
+                    return Err(Errno::EPERM.into());
+                }
+            }
+            vcpu.debug.dr7 = (value & !DR7_RESERVED_ZERO) | DR7_RESERVED_ONE;
+        }
+        _ => return Err(Errno::ENODEV.into()),
+    }
+    Ok(())
+}
+
+/// Reads debug register `reg`.
+pub fn get_debugreg(vcpu: &Vcpu, reg: u32) -> HvResult {
+    match reg {
+        0..=3 => Ok(vcpu.debug.addr.get(reg as usize).copied().unwrap_or(0)),
+        4 | 6 => Ok(vcpu.debug.dr6),
+        5 | 7 => Ok(vcpu.debug.dr7),
+        _ => Err(Errno::ENODEV.into()),
+    }
+}
+
+/// `iret`: return from a bounce to user or kernel mode, restoring the upcall mask from
+/// the frame's IF (digest §6.5). A bad frame crashes the domain.
+pub fn iret<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> HvResult {
+    ctx.outcome = Outcome::RegsReplaced;
+    let rsp = ctx.regs.rsp;
+    let frame: IretContext = match ctx.p.read_obj(rsp) {
+        Ok(f) => f,
+        Err(_) => {
+            ctx.outcome = Outcome::Crash(CrashReason::BadIretFrame { rsp });
+            return Ok(0);
+        }
+    };
+    let to_user = frame.cs & 3 == 3;
+    if to_user && ctx.vcpu.user_root.is_none() {
+        ctx.outcome = Outcome::Crash(CrashReason::NoUserPageTables);
+        return Ok(0);
+    }
+    let cs = (frame.cs & 0xFFFF) | 3;
+    let ss = (frame.ss & 0xFFFF) | 3;
+    // Only the flat segments exist until guests get their own GDT; anything else would
+    // fault on the way out, which is a bad frame too.
+    let flat_cs = cs == u64::from(FLAT_RING3_CS64) || cs == u64::from(FLAT_RING3_CS32);
+    if !flat_cs || ss != u64::from(FLAT_RING3_SS64) || !is_canonical(frame.rip) {
+        ctx.outcome = Outcome::Crash(CrashReason::BadIretFrame { rsp });
+        return Ok(0);
+    }
+    set_kernel_mode(ctx.p, ctx.vcpu, !to_user);
+    let flags = (frame.rflags & rflags::DEFINED & !(rflags::IOPL | rflags::VM)) | rflags::IF | rflags::FIXED;
+    ctx.p.set_upcall_mask(ctx.vcpu.id, u8::from(frame.rflags & rflags::IF == 0));
+    if ctx.dom.assist(VmAssistType::ArchitecturalIopl as u32) {
+        ctx.vcpu.iopl = ((frame.rflags >> 12) & 3) as u8;
+    }
+    let r = &mut *ctx.regs;
+    r.rax = frame.rax;
+    r.rip = frame.rip;
+    r.cs = cs;
+    r.rflags = flags;
+    r.rsp = frame.rsp;
+    r.ss = u64::from(FLAT_RING3_SS64);
+    if frame.flags & VgcfFlags::IN_SYSCALL.bits() != 0 {
+        // Xen returns with SYSRET: RCX and R11 hold RIP and RFLAGS.
+        r.rcx = r.rip;
+        r.r11 = flags;
+    } else {
+        r.rcx = frame.rcx;
+        r.r11 = frame.r11;
+    }
+    Ok(0)
+}

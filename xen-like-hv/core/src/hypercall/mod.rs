@@ -1,0 +1,157 @@
+//! The hypercall handlers: `hypercall_abi::HypercallHandler` implemented on a guest
+//! entry's [`GuestCtx`]. `hypercall_abi::dispatch` decodes the registers and turns
+//! [`HvError`] into errno, the one place that happens.
+//!
+//! Families: [`cpu`] (traps, callbacks, stacks, segments, debug registers, `iret`),
+//! [`misc`] (`xen_version`, `console_io`, `sched_op`, `vm_assist`, `physdev_op`).
+
+pub mod cpu;
+pub mod misc;
+
+use crate::platform::{GuestFault, Platform};
+use crate::traps::{GuestCtx, Outcome};
+use core::fmt;
+use hypercall_abi::Errno;
+use hypercall_abi::hypercall::{Hypercall, HypercallHandler};
+use hypercall_abi::types::GuestPtr;
+use hypercall_abi::xen::TrapInfo;
+
+/// Why a hypercall failed, with what the log wants to know. Converted to errno only by
+/// `hypercall_abi::dispatch`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HvError {
+    /// A plain errno.
+    Errno(Errno),
+    /// Guest memory at this address could not be accessed (EFAULT).
+    Fault(u64),
+    /// A non-canonical address where a guest address is required (EINVAL).
+    NonCanonical(u64),
+    /// Needs privileges the caller lacks (EPERM).
+    NotPrivileged,
+}
+
+impl From<Errno> for HvError {
+    fn from(e: Errno) -> Self {
+        HvError::Errno(e)
+    }
+}
+
+impl From<GuestFault> for HvError {
+    fn from(f: GuestFault) -> Self {
+        HvError::Fault(f.va)
+    }
+}
+
+impl From<HvError> for Errno {
+    fn from(e: HvError) -> Errno {
+        match e {
+            HvError::Errno(e) => e,
+            HvError::Fault(_) => Errno::EFAULT,
+            HvError::NonCanonical(_) => Errno::EINVAL,
+            HvError::NotPrivileged => Errno::EPERM,
+        }
+    }
+}
+
+impl fmt::Display for HvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HvError::Errno(e) => write!(f, "{}", e.name().unwrap_or("error")),
+            HvError::Fault(va) => write!(f, "cannot access guest memory at {va:#x}"),
+            HvError::NonCanonical(va) => write!(f, "non-canonical address {va:#x}"),
+            HvError::NotPrivileged => write!(f, "not privileged"),
+        }
+    }
+}
+
+/// Result of a handler.
+pub type HvResult = Result<u64, HvError>;
+
+/// The canonical address `va`, or EINVAL.
+pub fn canonical(va: u64) -> Result<u64, HvError> {
+    if crate::regs::is_canonical(va) { Ok(va) } else { Err(HvError::NonCanonical(va)) }
+}
+
+impl<P: Platform> GuestCtx<'_, P> {
+    /// Handles the hypercall in the saved registers and stores its result in `rax`
+    /// (unless the hypercall replaced the registers).
+    pub fn hypercall(&mut self) {
+        let (nr, args) = self.regs.hypercall_args();
+        let rax = hypercall_abi::hypercall::dispatch(self, nr, args);
+        if self.outcome != Outcome::RegsReplaced {
+            self.regs.rax = rax;
+        }
+    }
+
+    /// Makes the guest re-issue hypercall `nr` with `args` (Xen's continuation): the
+    /// work done so far is kept and the rest is redone from the new arguments.
+    pub fn continuation(&mut self, nr: Hypercall, args: [u64; 5]) -> HvResult {
+        self.regs.rip = self.regs.rip.wrapping_sub(2);
+        self.regs.rax = u64::from(nr.nr());
+        self.regs.set_hypercall_args(args);
+        self.outcome = Outcome::RegsReplaced;
+        Ok(0)
+    }
+}
+
+impl<P: Platform> HypercallHandler for GuestCtx<'_, P> {
+    type Error = HvError;
+
+    fn set_trap_table(&mut self, traps: GuestPtr<TrapInfo>) -> HvResult {
+        cpu::set_trap_table(self, traps)
+    }
+    fn stack_switch(&mut self, ss: u64, sp: u64) -> HvResult {
+        cpu::stack_switch(self, ss, sp)
+    }
+    fn set_callbacks(&mut self, event: u64, failsafe: u64, syscall: u64) -> HvResult {
+        cpu::set_callbacks(self, event, failsafe, syscall)
+    }
+    fn callback_op(&mut self, cmd: u32, arg: GuestPtr<()>) -> HvResult {
+        cpu::callback_op(self, cmd, arg)
+    }
+    fn nmi_op(&mut self, cmd: u32, arg: GuestPtr<()>) -> HvResult {
+        cpu::nmi_op(self, cmd, arg)
+    }
+    fn fpu_taskswitch(&mut self, set: i32) -> HvResult {
+        self.vcpu.fpu_ts = set != 0;
+        Ok(0)
+    }
+    fn set_segment_base(&mut self, which: u32, base: u64) -> HvResult {
+        cpu::set_segment_base(self, which, base)
+    }
+    fn set_debugreg(&mut self, reg: i32, value: u64) -> HvResult {
+        let reg = u32::try_from(reg).map_err(|_| Errno::ENODEV)?;
+        cpu::set_debugreg(self.vcpu, reg, value).map(|()| 0)
+    }
+    fn get_debugreg(&mut self, reg: i32) -> HvResult {
+        let reg = u32::try_from(reg).map_err(|_| Errno::ENODEV)?;
+        cpu::get_debugreg(self.vcpu, reg)
+    }
+    fn iret(&mut self) -> HvResult {
+        cpu::iret(self)
+    }
+    fn xen_version(&mut self, cmd: u32, arg: GuestPtr<()>) -> HvResult {
+        misc::xen_version(self, cmd, arg)
+    }
+    fn console_io(&mut self, cmd: u32, count: u32, buffer: GuestPtr<u8>) -> HvResult {
+        misc::console_io(self, cmd, count, buffer)
+    }
+    fn sched_op(&mut self, cmd: u32, arg: GuestPtr<()>) -> HvResult {
+        misc::sched_op(self, cmd, arg)
+    }
+    fn sched_op_compat(&mut self, cmd: u32, arg: u64) -> HvResult {
+        misc::sched_op_compat(self, cmd, arg)
+    }
+    fn vm_assist(&mut self, cmd: u32, vmasst_type: u32) -> HvResult {
+        misc::vm_assist(self, cmd, vmasst_type)
+    }
+    fn physdev_op(&mut self, cmd: u32, arg: GuestPtr<()>) -> HvResult {
+        misc::physdev_op(self, cmd, arg)
+    }
+    fn physdev_op_compat(&mut self, op: GuestPtr<hypercall_abi::physdev::PhysdevOpCompat>) -> HvResult {
+        misc::physdev_op_compat(self, op)
+    }
+}
+
+#[cfg(test)]
+mod tests;

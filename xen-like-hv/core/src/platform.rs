@@ -1,0 +1,72 @@
+//! What the portable handlers need from the machine. The hypervisor binary implements
+//! it on hardware; tests implement it over plain memory.
+
+use crate::regs::is_guest_range;
+use hypercall_abi::types::DomId;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// A guest address that could not be read or written (unmapped, read-only, or not
+/// the guest's to name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestFault {
+    /// The guest virtual address of the access.
+    pub va: u64,
+}
+
+/// The machine, as the portable hypervisor code sees it. All guest addresses are
+/// virtual addresses in the current vCPU's address space.
+pub trait Platform {
+    /// Copies guest memory into `buf`. Implementations may assume the range was checked
+    /// with [`is_guest_range`] (the wrappers below do it).
+    fn read_guest_raw(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault>;
+    /// Copies `buf` into guest memory, through the guest's own mappings (so read-only
+    /// guest mappings refuse the write).
+    fn write_guest_raw(&mut self, va: u64, buf: &[u8]) -> Result<(), GuestFault>;
+    /// Prints one console line of domain `dom` (without newline).
+    fn console_line(&mut self, dom: DomId, line: &[u8]);
+    /// `vcpu_info[vcpu].evtchn_upcall_mask` of the current domain's shared_info.
+    fn upcall_mask(&self, vcpu: u32) -> u8;
+    /// Sets `vcpu_info[vcpu].evtchn_upcall_mask`.
+    fn set_upcall_mask(&mut self, vcpu: u32, mask: u8);
+    /// Sets `vcpu_info[vcpu].arch.cr2`.
+    fn set_shared_cr2(&mut self, vcpu: u32, cr2: u64);
+    /// The host's CPUID leaf (the policy is applied by the caller).
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+    /// The real CR0 and CR4.
+    fn control_regs(&self) -> (u64, u64);
+    /// Nanoseconds since boot.
+    fn now_ns(&self) -> u64;
+    /// The hypervisor's command line (for `XENVER_commandline`).
+    fn hv_cmdline(&self) -> &str;
+    /// Loads the page tables and GS base of the vCPU's current virtual mode (called
+    /// when the mode changes, so that later guest accesses use the new address space).
+    fn load_mode(&mut self, vcpu: &crate::vcpu::Vcpu);
+
+    /// Reads guest memory after checking the range belongs to the guest.
+    fn read_guest(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
+        if !is_guest_range(va, buf.len() as u64) {
+            return Err(GuestFault { va });
+        }
+        self.read_guest_raw(va, buf)
+    }
+
+    /// Writes guest memory after checking the range belongs to the guest.
+    fn write_guest(&mut self, va: u64, buf: &[u8]) -> Result<(), GuestFault> {
+        if !is_guest_range(va, buf.len() as u64) {
+            return Err(GuestFault { va });
+        }
+        self.write_guest_raw(va, buf)
+    }
+
+    /// Reads a `T` from guest memory.
+    fn read_obj<T: FromBytes + IntoBytes>(&mut self, va: u64) -> Result<T, GuestFault> {
+        let mut t = T::new_zeroed();
+        self.read_guest(va, t.as_mut_bytes())?;
+        Ok(t)
+    }
+
+    /// Writes a `T` to guest memory.
+    fn write_obj<T: IntoBytes + Immutable>(&mut self, va: u64, t: &T) -> Result<(), GuestFault> {
+        self.write_guest(va, t.as_bytes())
+    }
+}

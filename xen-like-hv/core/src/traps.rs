@@ -1,0 +1,293 @@
+//! Delivering exceptions, software interrupts and user-mode SYSCALLs to a PV guest:
+//! Xen's bounce frame on the guest kernel stack (digest §6.1-§6.4), and the outcome of
+//! any guest entry.
+
+use crate::emulate::{self, Emulation};
+use crate::platform::Platform;
+use crate::regs::{Regs, rflags};
+use crate::vcpu::Vcpu;
+use core::fmt;
+use hypercall_abi::vm_assist::VmAssistType;
+use hypercall_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+
+/// Exception vectors for which the CPU (and so the bounce frame) carries an error code.
+pub const HAS_ERROR_CODE: [u8; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
+/// #UD.
+pub const UD: u8 = 6;
+/// #GP.
+pub const GP: u8 = 13;
+/// #PF.
+pub const PF: u8 = 14;
+/// The software interrupt the hypervisor lets through its own DPL-3 gate.
+pub const INT80: u8 = 0x80;
+
+/// Why the hypervisor crashed a domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashReason {
+    /// An exception the guest has no handler for.
+    NoHandler {
+        /// Vector.
+        vector: u8,
+        /// Where it happened.
+        rip: u64,
+    },
+    /// The bounce frame could not be written (bad guest stack).
+    BadStack {
+        /// The stack pointer the frame was to go below.
+        rsp: u64,
+    },
+    /// A bounce from user mode with no kernel stack (`stack_switch` never called).
+    NoKernelStack,
+    /// `iret` to user mode before `MMUEXT_NEW_USER_BASEPTR`.
+    NoUserPageTables,
+    /// The `iret` frame could not be read.
+    BadIretFrame {
+        /// Where it was to be read.
+        rsp: u64,
+    },
+    /// An exception while the guest was being entered (for example a bad segment).
+    EntryFault {
+        /// Vector.
+        vector: u8,
+    },
+}
+
+impl fmt::Display for CrashReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            CrashReason::NoHandler { vector, rip } => {
+                write!(f, "no handler for {} (vector {vector}) at rip {rip:#x}", mnemonic(vector))
+            }
+            CrashReason::BadStack { rsp } => {
+                write!(f, "cannot write an exception frame below rsp {rsp:#x}")
+            }
+            CrashReason::NoKernelStack => {
+                write!(f, "entry from user mode without a kernel stack (stack_switch)")
+            }
+            CrashReason::NoUserPageTables => {
+                write!(f, "iret to user mode without user page tables (NEW_USER_BASEPTR)")
+            }
+            CrashReason::BadIretFrame { rsp } => write!(f, "unreadable iret frame at {rsp:#x}"),
+            CrashReason::EntryFault { vector } => {
+                write!(f, "{} while entering the guest", mnemonic(vector))
+            }
+        }
+    }
+}
+
+/// The mnemonic of an exception vector (`#PF`), or `int` for others.
+pub fn mnemonic(vector: u8) -> &'static str {
+    const NAMES: [&str; 22] = [
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#MF?", "#TS", "#NP", "#SS",
+        "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
+    ];
+    NAMES.get(usize::from(vector)).copied().unwrap_or("int")
+}
+
+/// What the hypervisor must do after handling an entry from a guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Return to the guest with the (possibly rewritten) registers.
+    Resume,
+    /// A hypercall replaced the registers wholesale (`iret`, continuations): do not
+    /// store a return value in `rax`.
+    RegsReplaced,
+    /// The domain asked to stop.
+    Shutdown(crate::domain::ShutdownReason),
+    /// The hypervisor crashes the domain.
+    Crash(CrashReason),
+    /// The vCPU yields the CPU.
+    Yield,
+}
+
+/// The state a guest entry is handled against.
+pub struct GuestCtx<'a, P: Platform> {
+    /// The machine.
+    pub p: &'a mut P,
+    /// The domain.
+    pub dom: &'a mut crate::domain::Domain,
+    /// The running vCPU.
+    pub vcpu: &'a mut Vcpu,
+    /// Its registers, as saved on entry and restored on exit.
+    pub regs: &'a mut Regs,
+    /// Set by handlers that do more than return a value.
+    pub outcome: Outcome,
+}
+
+impl<P: Platform> fmt::Debug for GuestCtx<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestCtx").field("dom", &self.dom.id).field("vcpu", &self.vcpu.id).finish()
+    }
+}
+
+/// Switches the vCPU's virtual mode and has the platform load the matching page
+/// tables and GS base, so that later guest accesses see the new address space.
+pub fn set_kernel_mode<P: Platform>(p: &mut P, vcpu: &mut Vcpu, kernel: bool) {
+    if vcpu.kernel_mode != kernel {
+        vcpu.kernel_mode = kernel;
+        p.load_mode(vcpu);
+    }
+}
+
+impl<'a, P: Platform> GuestCtx<'a, P> {
+    /// A context for handling one entry.
+    pub fn new(p: &'a mut P, dom: &'a mut crate::domain::Domain, vcpu: &'a mut Vcpu, regs: &'a mut Regs) -> Self {
+        GuestCtx { p, dom, vcpu, regs, outcome: Outcome::Resume }
+    }
+
+    /// Builds Xen's bounce frame on the guest kernel stack and points the vCPU at
+    /// `handler` (digest §6.4). From user mode this switches to kernel mode and the
+    /// `stack_switch` stack first.
+    pub fn bounce(&mut self, handler: u64, error: Option<u64>, mask_events: bool, clear_df: bool) -> Result<(), CrashReason> {
+        let vid = self.vcpu.id;
+        let saved_mask = self.p.upcall_mask(vid);
+        let from_kernel = self.vcpu.kernel_mode;
+        let (stack, ss) = if from_kernel {
+            (self.regs.rsp, self.regs.ss)
+        } else {
+            if self.vcpu.kernel_sp == 0 {
+                return Err(CrashReason::NoKernelStack);
+            }
+            set_kernel_mode(self.p, self.vcpu, true);
+            (self.vcpu.kernel_sp, self.regs.ss)
+        };
+        let cs = if from_kernel { self.regs.cs & !3 } else { self.regs.cs };
+        let mut guest_flags = self.regs.rflags & !(rflags::IF | rflags::IOPL);
+        if saved_mask == 0 {
+            guest_flags |= rflags::IF;
+        }
+        if self.dom.assist(VmAssistType::ArchitecturalIopl as u32) {
+            guest_flags |= u64::from(self.vcpu.iopl & 3) << 12;
+        }
+        let mut words = [0u64; 8];
+        let mut n = 0;
+        let mut push = |w: u64| {
+            if let Some(slot) = words.get_mut(n) {
+                *slot = w;
+                n += 1;
+            }
+        };
+        push(self.regs.rcx);
+        push(self.regs.r11);
+        if let Some(e) = error {
+            push(e);
+        }
+        push(self.regs.rip);
+        push(cs | (u64::from(saved_mask) << hypercall_abi::xen::arch::BOUNCE_SAVED_MASK_SHIFT));
+        push(guest_flags);
+        push(self.regs.rsp);
+        push(ss);
+        let frame = words.get(..n).unwrap_or(&words);
+        let len = (frame.len() * 8) as u64;
+        let Some(new_rsp) = (stack & !15).checked_sub(len) else {
+            return Err(CrashReason::BadStack { rsp: stack });
+        };
+        let bytes = zerocopy::IntoBytes::as_bytes(frame);
+        if self.p.write_guest(new_rsp, bytes).is_err() {
+            return Err(CrashReason::BadStack { rsp: stack });
+        }
+        if mask_events {
+            self.p.set_upcall_mask(vid, 1);
+        }
+        self.regs.rip = handler;
+        self.regs.cs = u64::from(FLAT_KERNEL_CS);
+        self.regs.ss = u64::from(FLAT_KERNEL_SS);
+        self.regs.rsp = new_rsp;
+        let mut clear = rflags::TF | rflags::NT | rflags::RF | rflags::VM | rflags::AC;
+        if clear_df {
+            clear |= rflags::DF;
+        }
+        self.regs.rflags = (self.regs.rflags & !clear) | rflags::IF | rflags::FIXED;
+        Ok(())
+    }
+
+    /// Delivers exception `vector` through the guest's trap table; no handler crashes
+    /// the domain. `cr2` is the faulting address for #PF.
+    pub fn deliver_exception(&mut self, vector: u8, error: Option<u64>, cr2: u64) -> Result<(), CrashReason> {
+        let trap = self.vcpu.traps[usize::from(vector)];
+        if trap.address == 0 {
+            return Err(CrashReason::NoHandler { vector, rip: self.regs.rip });
+        }
+        let mut error = error;
+        if vector == PF {
+            self.vcpu.cr2 = cr2;
+            self.p.set_shared_cr2(self.vcpu.id, cr2);
+            // The U bit reports the *virtual* mode: the CPU saw ring 3 either way.
+            error = error.map(|e| if self.vcpu.kernel_mode { e & !4 } else { e | 4 });
+        }
+        self.bounce(trap.address, error, trap.disables_events(), false)
+    }
+
+    /// Handles an exception or software interrupt taken in guest context.
+    pub fn guest_exception(&mut self, cr2: u64) {
+        let vector = (self.regs.vector & 0xFF) as u8;
+        let result = match vector {
+            UD => match emulate::forced_cpuid(self) {
+                Emulation::Done => Ok(()),
+                Emulation::NotEmulated => self.deliver_exception(UD, None, 0),
+            },
+            GP => self.general_protection(),
+            INT80 => {
+                if self.vcpu.traps[usize::from(INT80)].address != 0 {
+                    let t = self.vcpu.traps[usize::from(INT80)];
+                    self.bounce(t.address, None, t.disables_events(), false)
+                } else {
+                    // As if the gate had refused it: #GP pointing at the instruction.
+                    self.regs.rip = self.regs.rip.wrapping_sub(2);
+                    self.deliver_exception(GP, Some(u64::from(INT80) << 3 | 2), 0)
+                }
+            }
+            v if v < 32 => {
+                let error = HAS_ERROR_CODE.contains(&v).then_some(self.regs.error_code);
+                self.deliver_exception(v, error, cr2)
+            }
+            // Hardware interrupts never reach here; other software vectors fault as #GP.
+            v => self.deliver_exception(GP, Some(u64::from(v) << 3 | 2), 0),
+        };
+        if let Err(reason) = result {
+            self.outcome = Outcome::Crash(reason);
+        }
+    }
+
+    fn general_protection(&mut self) -> Result<(), CrashReason> {
+        let err = self.regs.error_code;
+        if err & 2 != 0 {
+            // `int n` through a DPL-0 gate: the guest's own DPL decides.
+            let n = ((err >> 3) & 0xFF) as u8;
+            let dpl = self.vcpu.traps[usize::from(n)].dpl();
+            let allowed = if self.vcpu.kernel_mode { dpl >= 1 } else { dpl == 3 };
+            if allowed && self.vcpu.traps[usize::from(n)].address != 0 {
+                if let Some(len) = emulate::int_n_length(self, n) {
+                    self.regs.rip = self.regs.rip.wrapping_add(len);
+                    let t = self.vcpu.traps[usize::from(n)];
+                    return self.bounce(t.address, None, t.disables_events(), false);
+                }
+            }
+            return self.deliver_exception(GP, Some(err), 0);
+        }
+        if err == 0 && self.vcpu.kernel_mode {
+            if let Emulation::Done = emulate::privileged(self) {
+                return Ok(());
+            }
+        }
+        self.deliver_exception(GP, Some(err), 0)
+    }
+
+    /// A SYSCALL from guest user mode: to the syscall callback, or #UD at the SYSCALL
+    /// instruction when there is none (digest §6.2).
+    pub fn user_syscall(&mut self) {
+        let cb = self.vcpu.callbacks.syscall;
+        let result = if cb.address == 0 {
+            self.regs.rip = self.regs.rip.wrapping_sub(2);
+            self.deliver_exception(UD, None, 0)
+        } else {
+            self.bounce(cb.address, None, cb.mask_events, true)
+        };
+        if let Err(reason) = result {
+            self.outcome = Outcome::Crash(reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

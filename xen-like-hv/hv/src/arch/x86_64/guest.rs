@@ -1,0 +1,188 @@
+//! Running PV guests: SYSCALL setup, the checked guest-memory copy, the hardware state
+//! a vCPU carries (page tables, FS/GS bases, CR0.TS, debug registers), and the
+//! `Platform` that the portable handlers in `xlhv-core` run against.
+
+use super::cpu;
+use super::layout::DIRECTMAP_BASE;
+use super::trap::TrapFrame;
+use core::sync::atomic::{AtomicU64, Ordering};
+use hypercall_abi::types::DomId;
+use hypercall_abi::xen::shared_info::{SharedInfo, VcpuInfo};
+use hypercall_abi::xen::{FLAT_RING3_CS32, LEGACY_MAX_VCPUS};
+use xlhv_core::mm::Mfn;
+use xlhv_core::platform::{GuestFault, Platform};
+use xlhv_core::vcpu::Vcpu;
+
+const IA32_EFER: u32 = 0xC000_0080;
+const IA32_STAR: u32 = 0xC000_0081;
+const IA32_LSTAR: u32 = 0xC000_0082;
+const IA32_CSTAR: u32 = 0xC000_0083;
+const IA32_FMASK: u32 = 0xC000_0084;
+const IA32_FS_BASE: u32 = 0xC000_0100;
+const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
+const EFER_SCE: u64 = 1 << 0;
+/// RFLAGS cleared on SYSCALL: IF (nothing interrupts the entry before the stack switch),
+/// TF, DF, AC, NT.
+const FMASK: u64 = (1 << 9) | (1 << 8) | (1 << 10) | (1 << 18) | (1 << 14);
+
+unsafe extern "C" {
+    fn syscall_entry();
+    fn copy_guest(dst: *mut u8, src: *const u8, len: usize) -> usize;
+    static copy_guest_insn: u8;
+    static copy_guest_fixup: u8;
+    static exit_iretq: u8;
+}
+
+/// Enables SYSCALL: 64-bit entry at `syscall_entry` on the hypervisor's code segment;
+/// SYSRET's base is Xen's FLAT_RING3_CS32 so that 64-bit SYSRET lands on 0xE033/0xE02B.
+pub fn init_syscall() {
+    let star = (u64::from(FLAT_RING3_CS32) << 48) | (u64::from(super::gdt::HV_CS) << 32);
+    // SAFETY: STAR/LSTAR/CSTAR/FMASK only take effect on SYSCALL from ring 3, and
+    // `syscall_entry` is written for exactly that entry (entry.s).
+    unsafe {
+        cpu::wrmsr(IA32_STAR, star);
+        cpu::wrmsr(IA32_LSTAR, syscall_entry as usize as u64);
+        // 32-bit SYSCALL (compat user mode) takes the same path; the handler sees it as
+        // a user-mode SYSCALL.
+        cpu::wrmsr(IA32_CSTAR, syscall_entry as usize as u64);
+        cpu::wrmsr(IA32_FMASK, FMASK);
+        cpu::wrmsr(IA32_EFER, cpu::rdmsr(IA32_EFER) | EFER_SCE);
+    }
+}
+
+/// If a hypervisor-context page fault hit the guest-copy instruction, redirects it to
+/// the fixup and returns true.
+pub fn fixup_copy_fault(frame: &mut TrapFrame) -> bool {
+    // SAFETY: only the symbols' addresses are taken.
+    let (insn, fixup) = unsafe { (&copy_guest_insn as *const u8 as u64, &copy_guest_fixup as *const u8 as u64) };
+    if frame.rip == insn {
+        frame.rip = fixup;
+        return true;
+    }
+    false
+}
+
+/// True if a hypervisor-context fault happened on the IRETQ that returns to a guest
+/// (the guest's frame was unusable).
+pub fn is_exit_fault(frame: &TrapFrame) -> bool {
+    // SAFETY: only the symbol's address is taken.
+    frame.rip == unsafe { &exit_iretq as *const u8 as u64 }
+}
+
+/// The hardware state loaded for the vCPU now running on this CPU, so that `sync`
+/// writes only what changed (MSR and CR writes are slow, under TCG especially).
+struct Loaded {
+    cr3: AtomicU64,
+    fs: AtomicU64,
+    gs: AtomicU64,
+}
+
+static LOADED: Loaded = Loaded { cr3: AtomicU64::new(0), fs: AtomicU64::new(0), gs: AtomicU64::new(0) };
+
+fn load_if_changed(slot: &AtomicU64, value: u64, write: impl FnOnce(u64)) {
+    if slot.swap(value, Ordering::Relaxed) != value {
+        write(value);
+    }
+}
+
+/// Loads the vCPU's page tables (for its current mode), FS base, guest GS base and
+/// CR0.TS. While the hypervisor runs, the guest's GS base lives in
+/// MSR_KERNEL_GS_BASE (entry.s swaps it in on the way out).
+pub fn sync(vcpu: &Vcpu) {
+    load_if_changed(&LOADED.cr3, vcpu.active_root().0 << 12, |cr3| {
+        // SAFETY: the root is a validated L4 of this vCPU's domain whose slots 256-271
+        // map the hypervisor exactly as every other address space does.
+        unsafe { core::arch::asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags)) }
+    });
+    load_if_changed(&LOADED.fs, vcpu.fs_base, |v| {
+        // SAFETY: the FS base only affects the guest's FS-relative accesses.
+        unsafe { cpu::wrmsr(IA32_FS_BASE, v) }
+    });
+    load_if_changed(&LOADED.gs, vcpu.active_gs_base(), |v| {
+        // SAFETY: this is the guest's GS base, swapped in by SWAPGS on the way out.
+        unsafe { cpu::wrmsr(IA32_KERNEL_GS_BASE, v) }
+    });
+    cpu::set_cr0_ts(vcpu.fpu_ts);
+}
+
+/// The platform for a guest entry of domain `dom`.
+#[derive(Debug)]
+pub struct HwPlatform<'a> {
+    /// The domain's shared_info frame.
+    pub shared_info: Mfn,
+    /// The hypervisor's command line.
+    pub cmdline: &'a str,
+}
+
+impl HwPlatform<'_> {
+    fn vcpu_info(&self, vcpu: u32) -> Option<*mut VcpuInfo> {
+        if vcpu as usize >= LEGACY_MAX_VCPUS {
+            return None;
+        }
+        let base = DIRECTMAP_BASE + (self.shared_info.0 << 12);
+        let si = base as *mut SharedInfo;
+        // SAFETY: shared_info is a hypervisor-allocated frame in the direct map; the
+        // index is below the array's length.
+        Some(unsafe { core::ptr::addr_of_mut!((*si).vcpu_info[vcpu as usize]) })
+    }
+}
+
+impl Platform for HwPlatform<'_> {
+    fn read_guest_raw(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
+        // SAFETY: the caller checked `va..va+len` is guest address space (never the
+        // hypervisor's); faults on it are fixed up and reported as a short copy.
+        let left = unsafe { copy_guest(buf.as_mut_ptr(), va as *const u8, buf.len()) };
+        if left == 0 { Ok(()) } else { Err(GuestFault { va: va + (buf.len() - left) as u64 }) }
+    }
+
+    fn write_guest_raw(&mut self, va: u64, buf: &[u8]) -> Result<(), GuestFault> {
+        // SAFETY: as above; CR0.WP makes the guest's read-only mappings refuse the write.
+        let left = unsafe { copy_guest(va as *mut u8, buf.as_ptr(), buf.len()) };
+        if left == 0 { Ok(()) } else { Err(GuestFault { va: va + (buf.len() - left) as u64 }) }
+    }
+
+    fn console_line(&mut self, dom: DomId, line: &[u8]) {
+        crate::console::guest_line(dom, line);
+    }
+
+    fn upcall_mask(&self, vcpu: u32) -> u8 {
+        // SAFETY: `vcpu_info` points into the mapped shared_info page.
+        self.vcpu_info(vcpu).map_or(1, |vi| unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*vi).evtchn_upcall_mask)) })
+    }
+
+    fn set_upcall_mask(&mut self, vcpu: u32, mask: u8) {
+        if let Some(vi) = self.vcpu_info(vcpu) {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*vi).evtchn_upcall_mask), mask) }
+        }
+    }
+
+    fn set_shared_cr2(&mut self, vcpu: u32, cr2: u64) {
+        if let Some(vi) = self.vcpu_info(vcpu) {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*vi).arch.cr2), cr2) }
+        }
+    }
+
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    }
+
+    fn control_regs(&self) -> (u64, u64) {
+        let c = cpu::control_regs();
+        (c.cr0, c.cr4)
+    }
+
+    fn now_ns(&self) -> u64 {
+        crate::time::now_ns()
+    }
+
+    fn hv_cmdline(&self) -> &str {
+        self.cmdline
+    }
+
+    fn load_mode(&mut self, vcpu: &Vcpu) {
+        sync(vcpu);
+    }
+}

@@ -1,0 +1,155 @@
+//! The domains the hypervisor runs, the vCPU on each CPU, and the path of every entry
+//! from a guest: interrupts, hypercalls, exceptions; and what happens when a domain
+//! stops.
+
+use crate::arch::x86_64::guest::{self, HwPlatform};
+use crate::arch::x86_64::{cpu, trap};
+use spin::Mutex;
+use xlhv_core::domain::{DomainState, PvDomain, ShutdownReason};
+use xlhv_core::exit::QemuExit;
+use xlhv_core::regs::{Regs, SYSCALL_VECTOR};
+use xlhv_core::traps::{CrashReason, GuestCtx, Outcome};
+
+/// Most domains at once.
+pub const MAX_DOMAINS: usize = 64;
+
+/// Every domain, by slot.
+pub struct Domains {
+    slots: [Option<PvDomain>; MAX_DOMAINS],
+}
+
+impl core::fmt::Debug for Domains {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Domains").field("count", &self.slots.iter().flatten().count()).finish()
+    }
+}
+
+impl Domains {
+    /// The domain in `slot`.
+    pub fn get_mut(&mut self, slot: usize) -> Option<&mut PvDomain> {
+        self.slots.get_mut(slot)?.as_mut()
+    }
+
+    /// Adds a domain; returns its slot.
+    pub fn insert(&mut self, d: PvDomain) -> Option<usize> {
+        let (i, slot) = self.slots.iter_mut().enumerate().find(|(_, s)| s.is_none())?;
+        *slot = Some(d);
+        Some(i)
+    }
+}
+
+static DOMAINS: Mutex<Domains> = Mutex::new(Domains { slots: [const { None }; MAX_DOMAINS] });
+
+/// (domain slot, vCPU index) running on the boot CPU.
+static CURRENT: Mutex<Option<(usize, usize)>> = Mutex::new(None);
+
+/// The hypervisor's command line, for `XENVER_commandline`.
+static CMDLINE: spin::Once<&'static str> = spin::Once::new();
+
+/// Records the hypervisor command line.
+pub fn set_cmdline(s: &'static str) {
+    CMDLINE.call_once(|| s);
+}
+
+/// Adds a domain to the table.
+pub fn add(d: PvDomain) -> Option<usize> {
+    DOMAINS.lock().insert(d)
+}
+
+/// Starts vCPU 0 of the domain in `slot` on this CPU: never returns.
+pub fn run_first(slot: usize) -> ! {
+    let frame_at = crate::arch::x86_64::entry_stack_top() - size_of::<Regs>() as u64;
+    {
+        let mut doms = DOMAINS.lock();
+        let Some(pv) = doms.get_mut(slot) else { panic!("run_first: no domain in slot {slot}") };
+        pv.dom.state = DomainState::Running;
+        let Some(v) = pv.vcpus.get_mut(0) else { panic!("run_first: domain without vCPU 0") };
+        v.online = true;
+        guest::sync(v);
+        // SAFETY: `frame_at` is the top of this CPU's entry stack, which nothing uses
+        // until the guest runs (this code runs on the boot stack).
+        unsafe { core::ptr::write(frame_at as *mut Regs, v.regs) };
+        *CURRENT.lock() = Some((slot, 0));
+    }
+    // SAFETY: the frame is a complete ring-3 register set for a vCPU whose page tables,
+    // FS/GS bases and CR0.TS were just loaded.
+    unsafe { return_to_frame(frame_at as *const Regs) }
+}
+
+unsafe extern "C" {
+    fn return_to_frame(frame: *const Regs) -> !;
+}
+
+/// Every entry from a guest lands here, with interrupts off.
+pub fn guest_entry(frame: &mut Regs) {
+    if trap::guest_interrupt(frame.vector) {
+        return;
+    }
+    let cr2 = cpu::control_regs().cr2;
+    let Some((slot, vid)) = *CURRENT.lock() else {
+        panic!("entry from a guest with no current vCPU (vector {:#x})", frame.vector);
+    };
+    let mut doms = DOMAINS.lock();
+    let Some(pv) = doms.get_mut(slot) else { panic!("current domain slot {slot} is empty") };
+    let PvDomain { dom, vcpus } = pv;
+    let Some(vcpu) = vcpus.get_mut(vid) else { panic!("current vCPU {vid} does not exist") };
+    let mut plat = HwPlatform { shared_info: dom.shared_info, cmdline: CMDLINE.get().copied().unwrap_or("") };
+    let outcome = {
+        let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);
+        if ctx.regs.vector == SYSCALL_VECTOR {
+            if ctx.vcpu.kernel_mode {
+                ctx.hypercall();
+            } else {
+                ctx.user_syscall();
+            }
+        } else {
+            ctx.guest_exception(cr2);
+        }
+        ctx.outcome
+    };
+    match outcome {
+        Outcome::Shutdown(reason) => stop(pv, reason, None),
+        Outcome::Crash(why) => stop(pv, ShutdownReason::Crash, Some(why)),
+        Outcome::Resume | Outcome::RegsReplaced | Outcome::Yield => {}
+    }
+    if let Some(v) = pv.vcpus.get(vid) {
+        guest::sync(v);
+    }
+}
+
+/// The IRETQ back into the current guest faulted: its frame was unusable. Crashes it.
+pub fn exit_fault(vector: u8) -> ! {
+    let slot = CURRENT.lock().map(|(s, _)| s);
+    let mut doms = DOMAINS.lock();
+    match slot.and_then(|s| doms.get_mut(s)) {
+        Some(pv) => stop(pv, ShutdownReason::Crash, Some(CrashReason::EntryFault { vector })),
+        None => panic!("fault returning to a guest, with no current guest"),
+    }
+    panic!("a stopped domain was resumed");
+}
+
+/// A domain stopped. dom0 stopping ends the machine, with an exit code that tells
+/// poweroff from crash.
+fn stop(pv: &mut PvDomain, reason: ShutdownReason, why: Option<CrashReason>) {
+    let id = pv.dom.id;
+    pv.dom.console.flush(|line| crate::console::guest_line(id, line));
+    let reason = match (reason, pv.dom.shutdown_code) {
+        (ShutdownReason::Crash, _) => ShutdownReason::Crash,
+        (_, Some(code)) => code,
+        (r, None) => r,
+    };
+    pv.dom.state = DomainState::Shutdown(reason);
+    match why {
+        Some(why) => log::error!("domain {} crashed: {why}", id.0),
+        None => log::info!("domain {} shut down: {reason:?}", id.0),
+    }
+    if pv.dom.privileged {
+        let code = match reason {
+            ShutdownReason::Poweroff | ShutdownReason::Suspend => QemuExit::Poweroff,
+            ShutdownReason::Reboot | ShutdownReason::SoftReset => QemuExit::Reboot,
+            ShutdownReason::Crash | ShutdownReason::Watchdog => QemuExit::Dom0Crash,
+        };
+        log::info!("dom0 stopped ({reason:?}): stopping the machine");
+        cpu::qemu_exit(code);
+    }
+}
