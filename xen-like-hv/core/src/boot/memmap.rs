@@ -13,7 +13,7 @@
 //! (and nothing subtracted) is ever reported. Use a set for memory that *may* be
 //! used, never for memory that must be avoided.
 
-use crate::mm::{Mfn, PAGE_SIZE};
+use crate::mm::{Mfn, MfnExt, PAGE_SIZE};
 
 /// Most regions a [`RegionSet`] holds.
 pub const MAX_REGIONS: usize = 128;

@@ -21,7 +21,7 @@
 
 use core::fmt;
 
-use super::Mfn;
+use super::{Mfn, MfnExt};
 
 /// Largest order [`FrameAllocator::alloc_order`] and [`FrameAllocator::free_order`]
 /// accept: `2^18` frames, 1 GiB.
