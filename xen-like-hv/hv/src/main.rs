@@ -9,6 +9,7 @@
 mod arch;
 mod boot;
 mod console;
+mod dom0;
 mod domains;
 mod mm;
 mod modules;
@@ -102,12 +103,23 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     if let Some(hook) = opts.test {
         run_test_hook(hook);
     }
-    log::info!(
-        "boot complete: {} MiB free; idling",
-        mm::free_frames() / 256
-    );
-    loop {
-        cpu::hlt();
+    domains::set_cmdline(info.cmdline.as_str());
+    let dom0 = match dom0::build(info, opts.dom0_mem) {
+        Ok(slot) => Some(slot),
+        Err(e) => {
+            log::error!("dom0: {e}");
+            None
+        }
+    };
+    log::info!("boot complete: {} MiB free", mm::free_frames() / 256);
+    match dom0 {
+        Some(slot) => domains::run_first(slot),
+        None => {
+            log::info!("no domain to run; idling");
+            loop {
+                cpu::hlt();
+            }
+        }
     }
 }
 

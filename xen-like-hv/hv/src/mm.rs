@@ -204,6 +204,19 @@ pub fn alloc_frame() -> Option<Mfn> {
     FRAMES.lock().as_mut()?.alloc()
 }
 
+/// A run of `2^order` machine frames, aligned to its size.
+pub fn alloc_order(order: u32) -> Option<Mfn> {
+    FRAMES.lock().as_mut()?.alloc_order(order)
+}
+
+/// Gives back frames from [`alloc_frame`]/[`alloc_order`].
+pub fn free_order(mfn: Mfn, order: u32) -> Result<(), xlhv_core::mm::AllocError> {
+    match FRAMES.lock().as_mut() {
+        Some(f) => f.free_order(mfn, order),
+        None => Ok(()),
+    }
+}
+
 /// The direct-map address of machine range `[pa, pa + len)`, if the direct map covers it.
 pub fn direct(pa: u64, len: u64) -> Option<u64> {
     let r = Region::new(pa, pa.checked_add(len)?);

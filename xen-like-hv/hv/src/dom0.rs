@@ -1,0 +1,244 @@
+//! Building dom0 from its boot module (digest §2-§3): the layout and contents come from
+//! `pvboot`, the code dom0's toolstack also builds domUs with; this file supplies the
+//! machine memory, the shared_info page, the M2P entries and the hypervisor's L4 slots.
+
+use crate::arch::x86_64::layout::DIRECTMAP_BASE;
+use crate::arch::x86_64::paging;
+use crate::boot::multiboot::BootInfo;
+use crate::mm;
+use core::fmt;
+use hypercall_abi::types::{DomId, EvtchnPort, MachineAddr, Pfn};
+use hypercall_abi::xen::start_info::SifFlags;
+use pvboot::{BuildError, BuildParams, DomainMemory, Flavour, Layout, LayoutError, MemError, NoteError, XenImageInfo};
+use xlhv_core::boot::module::{ModuleRole, parse_module_cmdline};
+use xlhv_core::domain::PvDomain;
+use xlhv_core::mm::{Mfn, MfnExt, PAGE_SIZE};
+
+const MIB: u64 = 1 << 20;
+/// dom0's memory when `dom0_mem=` does not say: 128 MiB, or half of what is free if
+/// that is less.
+const DEFAULT_DOM0_MEM: u64 = 128 * MIB;
+/// Runs of machine frames a domain's memory may come in.
+const MAX_EXTENTS: usize = 4096;
+
+/// Why dom0 could not be built. Each says what to do.
+#[derive(Debug)]
+pub enum Dom0Error {
+    /// No module at all.
+    NoModule,
+    /// The module's memory is not readable.
+    Unreadable,
+    /// Not a usable ELF image.
+    Elf(pvboot::elf::ElfError),
+    /// The Xen notes refuse it.
+    Notes(NoteError<'static>),
+    /// No layout fits.
+    Layout(LayoutError),
+    /// Building failed.
+    Build(BuildError),
+    /// Not enough free memory.
+    OutOfMemory {
+        /// Pages wanted.
+        wanted: u64,
+        /// Pages free.
+        free: u64,
+    },
+    /// The domain table is full.
+    NoSlot,
+}
+
+impl fmt::Display for Dom0Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dom0Error::NoModule => write!(f, "no boot module to build dom0 from (add one named 'dom0')"),
+            Dom0Error::Unreadable => write!(f, "the dom0 module lies outside machine memory"),
+            Dom0Error::Elf(e) => write!(f, "not a usable PV kernel: {e}"),
+            Dom0Error::Notes(e) => write!(f, "refused by its Xen notes: {e}"),
+            Dom0Error::Layout(e) => write!(f, "cannot lay out its memory: {e}"),
+            Dom0Error::Build(e) => write!(f, "cannot build it: {e}"),
+            Dom0Error::OutOfMemory { wanted, free } => {
+                write!(f, "needs {wanted} pages, only {free} are free (lower dom0_mem=)")
+            }
+            Dom0Error::NoSlot => write!(f, "no free domain slot"),
+        }
+    }
+}
+
+/// A domain's memory while it is built: runs of machine frames in pseudo-physical order.
+struct DomMem {
+    /// (first pfn, first mfn, frames)
+    extents: heapless::Vec<(u64, Mfn, u64), MAX_EXTENTS>,
+    nr_pages: u64,
+}
+
+impl DomMem {
+    /// Allocates `nr_pages` zeroed frames, in 2 MiB runs where possible.
+    fn allocate(nr_pages: u64) -> Result<DomMem, Dom0Error> {
+        let free = mm::free_frames();
+        if nr_pages > free {
+            return Err(Dom0Error::OutOfMemory { wanted: nr_pages, free });
+        }
+        let mut m = DomMem { extents: heapless::Vec::new(), nr_pages };
+        let mut pfn = 0;
+        let mut order = 9;
+        while pfn < nr_pages {
+            while order > 0 && (1u64 << order) > nr_pages - pfn {
+                order -= 1;
+            }
+            let Some(mfn) = mm::alloc_order(order) else {
+                if order == 0 {
+                    m.release();
+                    return Err(Dom0Error::OutOfMemory { wanted: nr_pages, free: mm::free_frames() });
+                }
+                order -= 1;
+                continue;
+            };
+            let n = 1u64 << order;
+            for i in 0..n {
+                mm::zero_frame(Mfn(mfn.0 + i));
+                mm::m2p_set(Mfn(mfn.0 + i), pfn + i);
+            }
+            if m.extents.push((pfn, mfn, n)).is_err() {
+                let _ = mm::free_order(mfn, order);
+                m.release();
+                return Err(Dom0Error::OutOfMemory { wanted: nr_pages, free: mm::free_frames() });
+            }
+            pfn += n;
+        }
+        Ok(m)
+    }
+
+    /// Gives every frame back (a failed build).
+    fn release(&mut self) {
+        for &(_, mfn, n) in &self.extents {
+            for i in 0..n {
+                mm::m2p_set(Mfn(mfn.0 + i), hypercall_abi::xen::INVALID_M2P_ENTRY);
+                let _ = mm::free_order(Mfn(mfn.0 + i), 0);
+            }
+        }
+        self.extents.clear();
+    }
+
+    fn frame_va(&self, pfn: Pfn) -> Option<u64> {
+        Some(DIRECTMAP_BASE + self.mfn(pfn)?.byte_addr()?)
+    }
+}
+
+impl DomainMemory for DomMem {
+    fn mfn(&self, pfn: Pfn) -> Option<Mfn> {
+        if pfn.0 >= self.nr_pages {
+            return None;
+        }
+        let i = self.extents.partition_point(|&(start, _, _)| start <= pfn.0).checked_sub(1)?;
+        let &(start, mfn, n) = self.extents.get(i)?;
+        (pfn.0 - start < n).then(|| Mfn(mfn.0 + (pfn.0 - start)))
+    }
+
+    fn write(&mut self, pfn: Pfn, offset: usize, bytes: &[u8]) -> Result<(), MemError> {
+        let va = self.frame_va(pfn).ok_or(MemError::NotPopulated)?;
+        if offset.checked_add(bytes.len()).is_none_or(|end| end > PAGE_SIZE as usize) {
+            return Err(MemError::OutOfRange);
+        }
+        // SAFETY: the frame belongs to the domain being built (nobody else maps it yet)
+        // and the range was checked to lie inside it.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), (va as *mut u8).add(offset), bytes.len()) };
+        Ok(())
+    }
+
+    fn zero(&mut self, pfn: Pfn) -> Result<(), MemError> {
+        let mfn = self.mfn(pfn).ok_or(MemError::NotPopulated)?;
+        mm::zero_frame(mfn);
+        Ok(())
+    }
+}
+
+/// The dom0 kernel module: the one named `dom0`, else the first one.
+fn find_module(info: &BootInfo) -> Option<(usize, &crate::boot::multiboot::Module)> {
+    let named = info.modules.iter().enumerate().find(|(_, m)| parse_module_cmdline(&m.cmdline).role == ModuleRole::Dom0);
+    named.or_else(|| info.modules.iter().enumerate().next())
+}
+
+/// Builds dom0 and adds it to the domain table; returns its slot.
+pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, Dom0Error> {
+    let (index, module) = find_module(info).ok_or(Dom0Error::NoModule)?;
+    let spec = parse_module_cmdline(&module.cmdline);
+    let size = module.end.checked_sub(module.start).ok_or(Dom0Error::Unreadable)?;
+    let image = mm::direct_slice(module.start, size).ok_or(Dom0Error::Unreadable)?;
+    let elf = pvboot::elf::Elf::parse(image).map_err(Dom0Error::Elf)?;
+    let xinfo = XenImageInfo::parse(&elf).map_err(Dom0Error::Notes)?;
+
+    let bytes = match dom0_mem {
+        Some(b) => b,
+        None => DEFAULT_DOM0_MEM.min(mm::free_frames() * PAGE_SIZE / 2),
+    };
+    let nr_pages = bytes / PAGE_SIZE;
+    let layout = Layout::compute(&xinfo, nr_pages, Flavour::Dom0, 0).map_err(Dom0Error::Layout)?;
+    let mut mem = DomMem::allocate(nr_pages)?;
+
+    let Some(shared_info) = mm::alloc_frame() else {
+        mem.release();
+        return Err(Dom0Error::OutOfMemory { wanted: 1, free: 0 });
+    };
+    init_shared_info(shared_info);
+    let params = BuildParams {
+        shared_info: MachineAddr(shared_info.0 << 12),
+        module: None,
+        cmdline: spec.cmdline.as_bytes(),
+        store_evtchn: EvtchnPort(0),
+        console_evtchn: EvtchnPort(0),
+        extra_flags: SifFlags::empty(),
+    };
+    let built = match pvboot::build(&elf, &xinfo, &layout, &mut mem, &params) {
+        Ok(b) => b,
+        Err(e) => {
+            mem.release();
+            let _ = mm::free_order(shared_info, 0);
+            return Err(Dom0Error::Build(e));
+        }
+    };
+    install_hypervisor_slots(built.cr3_mfn);
+
+    let mut pv = PvDomain::new(DomId(0), true, shared_info, built.cr3_mfn);
+    pv.dom.tot_pages = nr_pages;
+    pv.dom.max_pages = nr_pages;
+    if let Some(v) = pv.vcpus.get_mut(0) {
+        v.regs.rip = built.rip;
+        v.regs.rsp = built.rsp;
+        v.regs.rsi = built.rsi;
+        v.kernel_ss = built.kernel_ss;
+        v.kernel_sp = built.kernel_sp;
+    }
+    log::info!(
+        "dom0: module {index} ({} {}), {} MiB, {} pages in {} runs; entry {:#x}, start_info {:#x}, {} page-table frames",
+        xinfo.guest_os,
+        xinfo.guest_version,
+        nr_pages * PAGE_SIZE / MIB,
+        nr_pages,
+        mem.extents.len(),
+        built.rip,
+        built.rsi,
+        built.page_tables().count()
+    );
+    crate::domains::add(pv).ok_or(Dom0Error::NoSlot)
+}
+
+/// shared_info at start of day: zero, every vCPU's events masked (digest §3.8).
+fn init_shared_info(mfn: Mfn) {
+    use hypercall_abi::xen::shared_info::SharedInfo;
+    mm::zero_frame(mfn);
+    let si = (DIRECTMAP_BASE + (mfn.0 << 12)) as *mut SharedInfo;
+    for i in 0..hypercall_abi::xen::LEGACY_MAX_VCPUS {
+        // SAFETY: a fresh hypervisor frame in the direct map, laid out as shared_info.
+        unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).vcpu_info[i].evtchn_upcall_mask), 1) };
+    }
+}
+
+/// Writes the hypervisor's L4 slots 256-271 into a guest L4.
+fn install_hypervisor_slots(l4: Mfn) {
+    let table = (DIRECTMAP_BASE + (l4.0 << 12)) as *mut u64;
+    for (i, e) in paging::hypervisor_slots().into_iter().enumerate() {
+        // SAFETY: `l4` is the new domain's top-level table, in the direct map; the
+        // index stays within its 512 entries.
+        unsafe { core::ptr::write_volatile(table.add(*paging::HV_SLOTS.start() + i), e) };
+    }
+}
