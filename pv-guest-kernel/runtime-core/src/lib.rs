@@ -1,0 +1,26 @@
+//! The pure logic of the PV guest runtime (`pv-runtime`), kept apart so that it
+//! builds and is tested on the host.
+//!
+//! Nothing here touches the machine: every function takes the numbers the
+//! runtime read from `start_info`, `shared_info` or the hypervisor, and returns
+//! plain values. The runtime crate does the reading.
+//!
+//! * [`layout`]: where the builder's bootstrap region ends, which part of it is
+//!   free for a heap, and which pseudo-physical frames are free.
+//! * [`heap`]: a first-fit range allocator over a fixed address range.
+//! * [`frames`]: a frame allocator over the guest's free pseudo-physical frames.
+//! * [`time`]: wall-clock arithmetic and a seqlock reader.
+//! * [`text`]: a fixed-size line buffer for console output and helpers for the
+//!   NUL-terminated buffers hypercalls fill.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod frames;
+pub mod heap;
+pub mod layout;
+pub mod text;
+pub mod time;

@@ -1,0 +1,110 @@
+//! `pv-runtime`: write a Xen x86_64 PV guest kernel in Rust.
+//!
+//! A guest is a `#![no_std]`, `#![no_main]` binary for `x86_64-unknown-none`
+//! that names its main function with [`entry!`] and links with this crate's
+//! linker script (see the crate README). The runtime provides:
+//!
+//! * **entry** ([`start`]): `_start` keeps `rsi` (start_info), zeroes `.bss`,
+//!   switches to a stack inside the image and runs the boot sequence, then the
+//!   guest's main; when main returns the domain powers off. The Xen ELF notes
+//!   and the hypercall page are emitted for the guest ([`notes`]).
+//! * **console** ([`console`]): [`print!`]/[`println!`] over
+//!   `console_io(CONSOLEIO_write)`.
+//! * **traps** ([`traps`]): a virtual IDT for all 32 exception vectors plus
+//!   the event, failsafe and syscall callbacks, Rust handlers per vector with
+//!   a mutable [`traps::TrapFrame`], return through the `iret` hypercall; and
+//!   [`probe`] instructions that fault on purpose.
+//! * **shared_info and time** ([`shared`], [`time`]): the mapped shared_info
+//!   page, pvclock system time, wall clock.
+//! * **memory** ([`mm`]): the guest's free frames (with P2M lookups) and a
+//!   heap in the bootstrap region's slack (the `#[global_allocator]` with
+//!   feature `global-allocator`, on by default).
+//! * **hypervisor queries** ([`xen`]), **events** ([`evtchn`]) and
+//!   **shutdown** ([`sched`]); a panic prints its message and location and
+//!   crashes the domain.
+//!
+//! Every ABI number and layout comes from `hypercall-abi`, re-exported as
+//! [`abi`].
+#![no_std]
+#![deny(missing_docs)]
+
+pub mod console;
+pub mod evtchn;
+pub mod hypercall;
+pub mod mm;
+pub mod notes;
+mod panic;
+pub mod probe;
+pub mod sched;
+pub mod shared;
+pub mod start;
+pub mod time;
+pub mod traps;
+pub mod xen;
+
+pub use hypercall_abi as abi;
+pub use hypercall_abi::xen::StartInfo;
+pub use pv_runtime_core::layout::{BootLayout, Span};
+pub use pv_runtime_core::text;
+pub use pv_runtime_core::time::{CivilTime, WallClock};
+pub use start::{Config, layout, start_info};
+
+/// Print to the hypervisor console (`console_io`), like `std::print!`.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::console::print_fmt(::core::format_args!($($arg)*))
+    };
+}
+
+/// Print a line to the hypervisor console (`console_io`), like
+/// `std::println!`.
+#[macro_export]
+macro_rules! println {
+    () => {
+        $crate::console::print_fmt(::core::format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::console::print_fmt(::core::format_args!(
+            "{}\n",
+            ::core::format_args!($($arg)*)
+        ))
+    };
+}
+
+/// Declare the guest's main function: `entry!(main)` or
+/// `entry!(main, config = CONFIG_EXPR)`.
+///
+/// `main` takes `&'static StartInfo` and returns `()` (the domain then
+/// powers off) or `!`. The macro also emits the Xen ELF notes (guest name =
+/// the binary's name) and the entry symbol the runtime's `_start` calls, so a
+/// guest writes no assembly and no notes of its own.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        $crate::entry!($main, config = $crate::Config::DEFAULT);
+    };
+    ($main:path, config = $config:expr) => {
+        #[used]
+        #[unsafe(link_section = ".note.Xen")]
+        static __PV_RUNTIME_XEN_NOTES: $crate::notes::XenNotes = $crate::notes::XenNotes::new(
+            match ::core::option_env!("CARGO_BIN_NAME") {
+                Some(name) => name,
+                None => ::core::env!("CARGO_PKG_NAME"),
+            },
+            ::core::env!("CARGO_PKG_VERSION"),
+        );
+
+        #[unsafe(no_mangle)]
+        extern "C" fn __pv_guest_start(start_info: *const $crate::StartInfo, entry_rsp: u64) -> ! {
+            const CONFIG: $crate::Config = $config;
+            // SAFETY: only the runtime's `_start` calls this, once, with the
+            // start_info pointer (`rsi`) and stack pointer the builder passed.
+            unsafe {
+                $crate::start::boot(start_info, entry_rsp, &CONFIG, |si| {
+                    $main(si);
+                })
+            }
+        }
+    };
+}
