@@ -382,6 +382,7 @@ impl ProgramHeader {
 
 /// The fields of a section header this module uses.
 struct SectionHeader {
+    name: u32,
     sh_type: u32,
     offset: u64,
     size: u64,
@@ -390,6 +391,7 @@ struct SectionHeader {
 impl SectionHeader {
     fn read(b: &[u8]) -> Option<SectionHeader> {
         Some(SectionHeader {
+            name: u32_at(b, 0)?,
             sh_type: u32_at(b, 4)?,
             offset: u64_at(b, 24)?,
             size: u64_at(b, 32)?,
@@ -745,6 +747,30 @@ impl<'a> Elf<'a> {
             .checked_mul(usize::from(SHDR_SIZE))?
             .checked_add(self.shoff)?;
         SectionHeader::read(self.bytes.get(off..)?)
+    }
+
+    /// Whether some section is named `name` (looked up in the section-name string
+    /// table `e_shstrndx` names). A missing or corrupt string table, or a name that
+    /// runs past its end, simply does not match.
+    pub fn has_section(&self, name: &[u8]) -> bool {
+        let Some(strndx) = u16_at(self.bytes, 62) else {
+            return false;
+        };
+        let Some(strtab) = self.section_header(strndx) else {
+            return false;
+        };
+        let Some(strings) = range(self.bytes, strtab.offset, strtab.size) else {
+            return false;
+        };
+        (0..self.shnum).any(|i| {
+            self.section_header(i).is_some_and(|sh| {
+                usize::try_from(sh.name)
+                    .ok()
+                    .and_then(|start| strings.get(start..))
+                    .and_then(|rest| rest.split(|&b| b == 0).next().filter(|_| rest.contains(&0)))
+                    == Some(name)
+            })
+        })
     }
 
     /// The image's bytes.

@@ -1,6 +1,17 @@
 //! PV bootstrap, shared by the hypervisor (building dom0) and dom0's toolstack
-//! (building domUs): checked parsing of ELF images and their notes. The start-of-day
-//! layout and the start_info fill will join it.
+//! (building domUs), following Xen 4.17's two builders:
+//!
+//! * [`elf`]: checked parsing of ELF64 images and their notes;
+//! * [`notes`]: what the image's Xen notes ask for ([`XenImageInfo`]);
+//! * [`layout`]: the bootstrap region, PFN by PFN ([`Layout`]);
+//! * [`build`](mod@build): writing it through a [`DomainMemory`] ([`build()`]).
+//!
+//! ```text
+//! let elf = Elf::parse(image)?;
+//! let info = XenImageInfo::parse(&elf)?;
+//! let layout = Layout::compute(&info, nr_pages, Flavour::DomU, initrd.len() as u64)?;
+//! let built = build(&elf, &info, &layout, &mut memory, &params)?;
+//! ```
 //!
 //! Every input is an image from a boot loader or a guest's owner: possibly truncated,
 //! corrupt or hostile. Nothing here panics, indexes unchecked or overflows on it.
@@ -8,4 +19,17 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(test)]
+extern crate std;
+
+pub mod build;
 pub mod elf;
+pub mod layout;
+pub mod notes;
+
+#[cfg(test)]
+mod testimg;
+
+pub use build::{BuildError, BuildParams, BuiltDomain, DomainMemory, MemError, build};
+pub use layout::{Flavour, Layout, LayoutError};
+pub use notes::{NoteError, XenImageInfo};

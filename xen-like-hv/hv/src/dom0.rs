@@ -18,6 +18,9 @@ const MIB: u64 = 1 << 20;
 /// dom0's memory when `dom0_mem=` does not say: 128 MiB, or half of what is free if
 /// that is less.
 const DEFAULT_DOM0_MEM: u64 = 128 * MIB;
+/// Xen's default `xen_processor_pmbits` (PX and CX control by dom0), reported in
+/// start_info's SIF_PM_MASK field.
+const DOM0_PM_BITS: u32 = 3;
 /// Runs of machine frames a domain's memory may come in.
 const MAX_EXTENTS: usize = 4096;
 
@@ -161,7 +164,6 @@ fn find_module(info: &BootInfo) -> Option<(usize, &crate::boot::multiboot::Modul
 /// Builds dom0 and adds it to the domain table; returns its slot.
 pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, Dom0Error> {
     let (index, module) = find_module(info).ok_or(Dom0Error::NoModule)?;
-    let spec = parse_module_cmdline(&module.cmdline);
     let size = module.end.checked_sub(module.start).ok_or(Dom0Error::Unreadable)?;
     let image = mm::direct_slice(module.start, size).ok_or(Dom0Error::Unreadable)?;
     let elf = pvboot::elf::Elf::parse(image).map_err(Dom0Error::Elf)?;
@@ -183,10 +185,13 @@ pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, Dom0Error>
     let params = BuildParams {
         shared_info: MachineAddr(shared_info.0 << 12),
         module: None,
-        cmdline: spec.cmdline.as_bytes(),
+        // As Xen with GRUB 2: dom0 gets the module's whole string, first word included.
+        cmdline: module.cmdline.as_bytes(),
         store_evtchn: EvtchnPort(0),
         console_evtchn: EvtchnPort(0),
-        extra_flags: SifFlags::empty(),
+        // Xen's default dom0 power-management bits (`xen_processor_pmbits` = 3) sit in
+        // SIF_PM_MASK: dom0's flags read 0x303 on Xen 4.17.
+        extra_flags: SifFlags::from_bits_retain(DOM0_PM_BITS << 8),
     };
     let built = match pvboot::build(&elf, &xinfo, &layout, &mut mem, &params) {
         Ok(b) => b,
