@@ -20,6 +20,37 @@ pub fn hypervisor() -> &'static Path {
     })
 }
 
+/// A test guest's ELF (built once per test process, all test guests together).
+pub fn test_guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        if let Err(e) = xtask::build_test_guest("hello") {
+            panic!("cannot build the test guests: {e:#}");
+        }
+    });
+    let path = xtask::target_dir().join(xtask::KERNEL_TARGET).join("release").join(name);
+    assert!(path.is_file(), "no test guest {name} at {}", path.display());
+    path
+}
+
+/// The demo guest kernel's ELF.
+pub fn demo_guest() -> PathBuf {
+    static DEMO: OnceLock<PathBuf> = OnceLock::new();
+    DEMO.get_or_init(|| match xtask::build_demo() {
+        Ok(p) => p,
+        Err(e) => panic!("cannot build the demo guest: {e:#}"),
+    })
+    .clone()
+}
+
+/// Boots `kernel` as dom0 and waits until the hypervisor ends the machine.
+pub fn boot_dom0(name: &str, kernel: &Path) -> Boot0 {
+    let mut boot = Boot::new(name);
+    boot.modules = vec![Module { path: kernel.to_path_buf(), cmdline: "dom0".into() }];
+    boot.stop_at = None;
+    boot.run()
+}
+
 /// A scratch directory for one test's files.
 pub fn scratch(test: &str) -> PathBuf {
     let dir = xtask::target_dir().join("xlhv-tests").join(test);

@@ -56,6 +56,16 @@ pub fn build_kernel(package: &str, bin: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Builds a single-purpose test guest (`pv-guest-kernel/test-guests`) and returns its ELF.
+pub fn build_test_guest(name: &str) -> Result<PathBuf> {
+    build_kernel("pv-test-guests", name)
+}
+
+/// Builds the demo guest kernel and returns its ELF.
+pub fn build_demo() -> Result<PathBuf> {
+    build_kernel("pv-demo", "pv-demo")
+}
+
 /// Builds the hypervisor and returns its ELF image.
 pub fn build_hypervisor() -> Result<PathBuf> {
     build_kernel("xen-like-hv", "xen-like-hv")

@@ -22,7 +22,10 @@ impl PvDomain {
     pub fn new(id: DomId, privileged: bool, shared_info: Mfn, root: Mfn) -> Self {
         let mut vcpus = heapless::Vec::new();
         let _ = vcpus.push(Vcpu::new(0, root));
-        PvDomain { dom: Domain::new(id, privileged, shared_info), vcpus }
+        PvDomain {
+            dom: Domain::new(id, privileged, shared_info),
+            vcpus,
+        }
     }
 }
 

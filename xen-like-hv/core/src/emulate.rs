@@ -30,7 +30,11 @@ fn fetch<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> ([u8; MAX_INSN], usize) {
     let mut n = 0;
     for (i, b) in buf.iter_mut().enumerate() {
         let mut one = [0u8; 1];
-        if ctx.p.read_guest(rip.wrapping_add(i as u64), &mut one).is_err() {
+        if ctx
+            .p
+            .read_guest(rip.wrapping_add(i as u64), &mut one)
+            .is_err()
+        {
             break;
         }
         *b = one[0];
@@ -60,9 +64,12 @@ const XEN_SIGNATURE: [u32; 3] = [0x566e_6558, 0x65584d4d, 0x4d4d566e];
 /// own leaves at 0x40000000).
 pub fn cpuid_policy<P: Platform>(p: &P, leaf: u32, subleaf: u32) -> [u32; 4] {
     match leaf {
-        XEN_CPUID_BASE => {
-            [XEN_CPUID_BASE + 5, XEN_SIGNATURE[0], XEN_SIGNATURE[1], XEN_SIGNATURE[2]]
-        }
+        XEN_CPUID_BASE => [
+            XEN_CPUID_BASE + 5,
+            XEN_SIGNATURE[0],
+            XEN_SIGNATURE[1],
+            XEN_SIGNATURE[2],
+        ],
         l if l == XEN_CPUID_BASE + 1 => {
             let v = u32::try_from(hypercall_abi::version::XEN_VERSION).unwrap_or(0);
             [v, 0, 0, 0]
@@ -101,12 +108,17 @@ pub fn forced_cpuid<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
 pub fn int_n_length<P: Platform>(ctx: &mut GuestCtx<'_, P>, n: u8) -> Option<u64> {
     let (b, len) = fetch(ctx);
     let bytes = b.get(..len)?;
-    let i = bytes.iter().position(|&x| !is_legacy_prefix(x) && !(0x40..=0x4F).contains(&x))?;
+    let i = bytes
+        .iter()
+        .position(|&x| !is_legacy_prefix(x) && !(0x40..=0x4F).contains(&x))?;
     (bytes.get(i) == Some(&0xCD) && bytes.get(i + 1) == Some(&n)).then_some(i as u64 + 2)
 }
 
 fn is_legacy_prefix(b: u8) -> bool {
-    matches!(b, 0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF2 | 0xF3)
+    matches!(
+        b,
+        0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x66 | 0x67 | 0xF2 | 0xF3
+    )
 }
 
 /// The guest's view of CR0: the real one, with its virtual TS.
@@ -125,7 +137,14 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
     };
     let rex_len = u64::from(rex != 0);
     // Kernel mode counts as CPL 1 (CPL 0 with the architectural_iopl assist).
-    let cpl = if ctx.dom.assist(hypercall_abi::vm_assist::VmAssistType::ArchitecturalIopl as u32) { 0 } else { 1 };
+    let cpl = if ctx
+        .dom
+        .assist(hypercall_abi::vm_assist::VmAssistType::ArchitecturalIopl as u32)
+    {
+        0
+    } else {
+        1
+    };
     let iopl_ok = ctx.vcpu.iopl >= cpl;
     let done = |ctx: &mut GuestCtx<'_, P>, len: u64| {
         ctx.regs.rip = ctx.regs.rip.wrapping_add(rex_len + len);
@@ -145,7 +164,9 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
             let reg = ((modrm >> 3) & 7) | if rex & 4 != 0 { 8 } else { 0 };
             let gpr = (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 };
             let ok = match opc {
-                0x20 => read_cr(ctx, reg).map(|v| ctx.regs.set_gpr(gpr, v)).is_some(),
+                0x20 => read_cr(ctx, reg)
+                    .map(|v| ctx.regs.set_gpr(gpr, v))
+                    .is_some(),
                 0x22 => write_cr(ctx, reg, ctx.regs.gpr(gpr)),
                 0x21 => match crate::hypercall::cpu::get_debugreg(ctx.vcpu, u32::from(reg)) {
                     Ok(v) => {
@@ -154,9 +175,16 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
                     }
                     Err(_) => false,
                 },
-                _ => crate::hypercall::cpu::set_debugreg(ctx.vcpu, u32::from(reg), ctx.regs.gpr(gpr)).is_ok(),
+                _ => {
+                    crate::hypercall::cpu::set_debugreg(ctx.vcpu, u32::from(reg), ctx.regs.gpr(gpr))
+                        .is_ok()
+                }
             };
-            if ok { done(ctx, 3) } else { Emulation::NotEmulated }
+            if ok {
+                done(ctx, 3)
+            } else {
+                Emulation::NotEmulated
+            }
         }
         // rdmsr
         [0x0F, 0x32, ..] => {

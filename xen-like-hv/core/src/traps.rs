@@ -56,16 +56,26 @@ impl fmt::Display for CrashReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             CrashReason::NoHandler { vector, rip } => {
-                write!(f, "no handler for {} (vector {vector}) at rip {rip:#x}", mnemonic(vector))
+                write!(
+                    f,
+                    "no handler for {} (vector {vector}) at rip {rip:#x}",
+                    mnemonic(vector)
+                )
             }
             CrashReason::BadStack { rsp } => {
                 write!(f, "cannot write an exception frame below rsp {rsp:#x}")
             }
             CrashReason::NoKernelStack => {
-                write!(f, "entry from user mode without a kernel stack (stack_switch)")
+                write!(
+                    f,
+                    "entry from user mode without a kernel stack (stack_switch)"
+                )
             }
             CrashReason::NoUserPageTables => {
-                write!(f, "iret to user mode without user page tables (NEW_USER_BASEPTR)")
+                write!(
+                    f,
+                    "iret to user mode without user page tables (NEW_USER_BASEPTR)"
+                )
             }
             CrashReason::BadIretFrame { rsp } => write!(f, "unreadable iret frame at {rsp:#x}"),
             CrashReason::EntryFault { vector } => {
@@ -116,7 +126,10 @@ pub struct GuestCtx<'a, P: Platform> {
 
 impl<P: Platform> fmt::Debug for GuestCtx<'_, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GuestCtx").field("dom", &self.dom.id).field("vcpu", &self.vcpu.id).finish()
+        f.debug_struct("GuestCtx")
+            .field("dom", &self.dom.id)
+            .field("vcpu", &self.vcpu.id)
+            .finish()
     }
 }
 
@@ -131,14 +144,31 @@ pub fn set_kernel_mode<P: Platform>(p: &mut P, vcpu: &mut Vcpu, kernel: bool) {
 
 impl<'a, P: Platform> GuestCtx<'a, P> {
     /// A context for handling one entry.
-    pub fn new(p: &'a mut P, dom: &'a mut crate::domain::Domain, vcpu: &'a mut Vcpu, regs: &'a mut Regs) -> Self {
-        GuestCtx { p, dom, vcpu, regs, outcome: Outcome::Resume }
+    pub fn new(
+        p: &'a mut P,
+        dom: &'a mut crate::domain::Domain,
+        vcpu: &'a mut Vcpu,
+        regs: &'a mut Regs,
+    ) -> Self {
+        GuestCtx {
+            p,
+            dom,
+            vcpu,
+            regs,
+            outcome: Outcome::Resume,
+        }
     }
 
     /// Builds Xen's bounce frame on the guest kernel stack and points the vCPU at
     /// `handler` (digest §6.4). From user mode this switches to kernel mode and the
     /// `stack_switch` stack first.
-    pub fn bounce(&mut self, handler: u64, error: Option<u64>, mask_events: bool, clear_df: bool) -> Result<(), CrashReason> {
+    pub fn bounce(
+        &mut self,
+        handler: u64,
+        error: Option<u64>,
+        mask_events: bool,
+        clear_df: bool,
+    ) -> Result<(), CrashReason> {
         let vid = self.vcpu.id;
         let saved_mask = self.p.upcall_mask(vid);
         let from_kernel = self.vcpu.kernel_mode;
@@ -151,7 +181,11 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
             set_kernel_mode(self.p, self.vcpu, true);
             (self.vcpu.kernel_sp, self.regs.ss)
         };
-        let cs = if from_kernel { self.regs.cs & !3 } else { self.regs.cs };
+        let cs = if from_kernel {
+            self.regs.cs & !3
+        } else {
+            self.regs.cs
+        };
         let mut guest_flags = self.regs.rflags & !(rflags::IF | rflags::IOPL);
         if saved_mask == 0 {
             guest_flags |= rflags::IF;
@@ -203,10 +237,18 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
 
     /// Delivers exception `vector` through the guest's trap table; no handler crashes
     /// the domain. `cr2` is the faulting address for #PF.
-    pub fn deliver_exception(&mut self, vector: u8, error: Option<u64>, cr2: u64) -> Result<(), CrashReason> {
+    pub fn deliver_exception(
+        &mut self,
+        vector: u8,
+        error: Option<u64>,
+        cr2: u64,
+    ) -> Result<(), CrashReason> {
         let trap = self.vcpu.traps[usize::from(vector)];
         if trap.address == 0 {
-            return Err(CrashReason::NoHandler { vector, rip: self.regs.rip });
+            return Err(CrashReason::NoHandler {
+                vector,
+                rip: self.regs.rip,
+            });
         }
         let mut error = error;
         if vector == PF {
@@ -255,7 +297,11 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
             // `int n` through a DPL-0 gate: the guest's own DPL decides.
             let n = ((err >> 3) & 0xFF) as u8;
             let dpl = self.vcpu.traps[usize::from(n)].dpl();
-            let allowed = if self.vcpu.kernel_mode { dpl >= 1 } else { dpl == 3 };
+            let allowed = if self.vcpu.kernel_mode {
+                dpl >= 1
+            } else {
+                dpl == 3
+            };
             if allowed && self.vcpu.traps[usize::from(n)].address != 0 {
                 if let Some(len) = emulate::int_n_length(self, n) {
                     self.regs.rip = self.regs.rip.wrapping_add(len);

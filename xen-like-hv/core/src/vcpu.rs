@@ -44,7 +44,11 @@ pub struct DebugRegs {
 impl Default for DebugRegs {
     fn default() -> Self {
         // Architectural reset values (digest §3.1).
-        DebugRegs { addr: [0; 4], dr6: 0xFFFF_0FF0, dr7: 0x0000_0400 }
+        DebugRegs {
+            addr: [0; 4],
+            dr6: 0xFFFF_0FF0,
+            dr7: 0x0000_0400,
+        }
     }
 }
 
@@ -122,11 +126,19 @@ impl Vcpu {
 
     /// The GS base the guest sees now (kernel or user, by mode).
     pub fn active_gs_base(&self) -> u64 {
-        if self.kernel_mode { self.gs_base_kernel } else { self.gs_base_user }
+        if self.kernel_mode {
+            self.gs_base_kernel
+        } else {
+            self.gs_base_user
+        }
     }
 
     /// The page-table root for the current mode.
     pub fn active_root(&self) -> Mfn {
-        if self.kernel_mode { self.kernel_root } else { self.user_root.unwrap_or(self.kernel_root) }
+        if self.kernel_mode {
+            self.kernel_root
+        } else {
+            self.user_root.unwrap_or(self.kernel_root)
+        }
     }
 }

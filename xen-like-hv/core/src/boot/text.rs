@@ -136,7 +136,11 @@ impl<'a> Token<'a> {
     /// quoted as a whole, `"key=a b"`, is how GRUB passes a word that contains spaces
     /// (it rebuilds command lines Linux-style), and means `key=a b`.
     pub fn key_value(&self) -> (&'a str, Option<&'a str>) {
-        let text = match self.text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        let text = match self
+            .text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+        {
             Some(inner) if inner.contains('=') && !inner.contains('"') => inner,
             _ => self.text,
         };

@@ -16,8 +16,8 @@ use hypercall_abi::types::GuestPtr;
 use hypercall_abi::vm_assist::VmAssistType;
 use hypercall_abi::xen::arch::{IretContext, TI_DISABLE_EVENTS, VgcfFlags};
 use hypercall_abi::xen::{
-    FLAT_KERNEL_CS, FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64, SEGBASE_FS, SEGBASE_GS_KERNEL,
-    SEGBASE_GS_USER, SEGBASE_GS_USER_SEL, TrapInfo,
+    FLAT_KERNEL_CS, FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64, SEGBASE_FS,
+    SEGBASE_GS_KERNEL, SEGBASE_GS_USER, SEGBASE_GS_USER_SEL, TrapInfo,
 };
 
 /// Trap-table entries read per invocation; longer tables continue (Xen's continuation).
@@ -25,7 +25,10 @@ const TRAPS_PER_CALL: usize = 256;
 
 /// `set_trap_table`: entries up to the first with address 0 overwrite their vectors;
 /// NULL clears the table.
-pub fn set_trap_table<P: Platform>(ctx: &mut GuestCtx<'_, P>, traps: GuestPtr<TrapInfo>) -> HvResult {
+pub fn set_trap_table<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    traps: GuestPtr<TrapInfo>,
+) -> HvResult {
     if traps.is_null() {
         ctx.vcpu.traps = [TrapInfo::default(); 256];
         return Ok(0);
@@ -49,17 +52,26 @@ pub fn set_trap_table<P: Platform>(ctx: &mut GuestCtx<'_, P>, traps: GuestPtr<Tr
 /// `stack_switch`: the stack for bounces from user mode.
 pub fn stack_switch<P: Platform>(ctx: &mut GuestCtx<'_, P>, ss: u64, sp: u64) -> HvResult {
     let ss = (ss & 0xFFFF) as u16;
-    ctx.vcpu.kernel_ss = if ss & !3 != 0 { ss | 3 } else { ss };
+    // As Xen's fixup_guest_stack_selector: the RPL is always 3.
+    ctx.vcpu.kernel_ss = ss | 3;
     ctx.vcpu.kernel_sp = sp;
     Ok(0)
 }
 
 fn register(vcpu: &mut Vcpu, reg: &CallbackRegister) -> HvResult {
     canonical(reg.address)?;
-    let cb = Callback { address: reg.address, mask_events: reg.flags & CALLBACKF_MASK_EVENTS != 0 };
+    let cb = Callback {
+        address: reg.address,
+        mask_events: reg.flags & CALLBACKF_MASK_EVENTS != 0,
+    };
     let cbs = &mut vcpu.callbacks;
     match CallbackType::from_raw(reg.type_) {
-        Some(CallbackType::Event) => cbs.event = Callback { mask_events: true, ..cb },
+        Some(CallbackType::Event) => {
+            cbs.event = Callback {
+                mask_events: true,
+                ..cb
+            }
+        }
         Some(CallbackType::Failsafe) => cbs.failsafe = cb,
         Some(CallbackType::Syscall) => cbs.syscall = cb,
         Some(CallbackType::Syscall32) => cbs.syscall32 = cb,
@@ -72,22 +84,49 @@ fn register(vcpu: &mut Vcpu, reg: &CallbackRegister) -> HvResult {
 
 /// The NMI callback is trap 2 with events disabled.
 fn set_nmi(vcpu: &mut Vcpu, address: u64) {
-    vcpu.callbacks.nmi = Callback { address, mask_events: true };
-    vcpu.traps[2] = TrapInfo { vector: 2, flags: TI_DISABLE_EVENTS, cs: FLAT_KERNEL_CS, _pad: 0, address };
+    vcpu.callbacks.nmi = Callback {
+        address,
+        mask_events: true,
+    };
+    vcpu.traps[2] = TrapInfo {
+        vector: 2,
+        flags: TI_DISABLE_EVENTS,
+        cs: FLAT_KERNEL_CS,
+        _pad: 0,
+        address,
+    };
 }
 
 /// `set_callbacks(event, failsafe, syscall)`: registers the three with flags 0. Like
 /// Xen it always returns 0 (a non-canonical address is simply not registered).
-pub fn set_callbacks<P: Platform>(ctx: &mut GuestCtx<'_, P>, event: u64, failsafe: u64, syscall: u64) -> HvResult {
-    for (ty, address) in [(CallbackType::Event, event), (CallbackType::Failsafe, failsafe), (CallbackType::Syscall, syscall)] {
-        let reg = CallbackRegister { type_: ty as u16, flags: 0, _pad: 0, address };
+pub fn set_callbacks<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    event: u64,
+    failsafe: u64,
+    syscall: u64,
+) -> HvResult {
+    for (ty, address) in [
+        (CallbackType::Event, event),
+        (CallbackType::Failsafe, failsafe),
+        (CallbackType::Syscall, syscall),
+    ] {
+        let reg = CallbackRegister {
+            type_: ty as u16,
+            flags: 0,
+            _pad: 0,
+            address,
+        };
         let _ = register(ctx.vcpu, &reg);
     }
     Ok(0)
 }
 
 /// `callback_op`: register any callback; unregister only the NMI one.
-pub fn callback_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestPtr<()>) -> HvResult {
+pub fn callback_op<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    cmd: u32,
+    arg: GuestPtr<()>,
+) -> HvResult {
     match CallbackOp::from_nr(cmd) {
         Some(CallbackOp::Register) => {
             let reg: CallbackRegister = ctx.p.read_obj(arg.addr())?;
@@ -100,7 +139,15 @@ pub fn callback_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestP
                     set_nmi(ctx.vcpu, 0);
                     Ok(0)
                 }
-                _ => Err(Errno::EINVAL.into()),
+                // The known types cannot be unregistered; anything else is unknown.
+                Some(
+                    CallbackType::Event
+                    | CallbackType::Failsafe
+                    | CallbackType::Syscall
+                    | CallbackType::Syscall32
+                    | CallbackType::Sysenter,
+                ) => Err(Errno::EINVAL.into()),
+                Some(CallbackType::SysenterDeprecated) | None => Err(Errno::ENOSYS.into()),
             }
         }
         None => Err(Errno::ENOSYS.into()),
@@ -134,7 +181,8 @@ pub fn set_segment_base<P: Platform>(ctx: &mut GuestCtx<'_, P>, which: u32, base
             // Loading a flat selector resets the user GS base to the descriptor's (0);
             // a selector that does not load becomes NULL, as on Xen.
             let sel = (base & 0xFFFF) as u16 | 3;
-            ctx.vcpu.gs_sel_user = if sel == FLAT_RING3_SS64 { sel } else { 0 };
+            let flat = [FLAT_RING3_SS64, FLAT_RING3_CS64, FLAT_RING3_CS32];
+            ctx.vcpu.gs_sel_user = if flat.contains(&sel) { sel } else { 0 };
             ctx.vcpu.gs_base_user = 0;
         }
         _ => return Err(Errno::EINVAL.into()),
@@ -148,6 +196,8 @@ const DR7_GD: u64 = 1 << 13;
 const DR7_RESERVED_ZERO: u64 = (1 << 12) | (1 << 14) | (1 << 15);
 /// DR7 bit that reads as one.
 const DR7_RESERVED_ONE: u64 = 1 << 10;
+/// DR6 bit that reads as zero (bit 12).
+const DR6_RESERVED_ZERO: u64 = 1 << 12;
 /// DR6 bits that read as one.
 const DR6_RESERVED_ONE: u64 = 0xFFFF_0FF0;
 
@@ -166,7 +216,7 @@ pub fn set_debugreg(vcpu: &mut Vcpu, reg: u32, value: u64) -> Result<(), HvError
             if value >> 32 != 0 {
                 return Err(Errno::EINVAL.into());
             }
-            vcpu.debug.dr6 = value | DR6_RESERVED_ONE;
+            vcpu.debug.dr6 = (value | DR6_RESERVED_ONE) & !DR6_RESERVED_ZERO;
         }
         5 | 7 => {
             if value >> 32 != 0 {
@@ -175,11 +225,11 @@ pub fn set_debugreg(vcpu: &mut Vcpu, reg: u32, value: u64) -> Result<(), HvError
             if value & DR7_GD != 0 {
                 return Err(Errno::EPERM.into());
             }
-            // An I/O breakpoint (R/W = 10b) needs CR4.DE, which PV guests do not have.
-            for i in 0..4 {
-                if (value >> (16 + 4 * i)) & 3 == 2 && value & (3 << (2 * i)) != 0 {
-                    return Err(Errno::EPERM.into());
-                }
+            // An I/O breakpoint (R/W = 10b) needs CR4.DE, which PV guests do not have:
+            // once any breakpoint is enabled, no R/W field may say I/O (as Xen checks).
+            let any_enabled = value & 0xFF != 0;
+            if any_enabled && (0..4).any(|i| (value >> (16 + 4 * i)) & 3 == 2) {
+                return Err(Errno::EPERM.into());
             }
             vcpu.debug.dr7 = (value & !DR7_RESERVED_ZERO) | DR7_RESERVED_ONE;
         }
@@ -225,8 +275,11 @@ pub fn iret<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> HvResult {
         return Ok(0);
     }
     set_kernel_mode(ctx.p, ctx.vcpu, !to_user);
-    let flags = (frame.rflags & rflags::DEFINED & !(rflags::IOPL | rflags::VM)) | rflags::IF | rflags::FIXED;
-    ctx.p.set_upcall_mask(ctx.vcpu.id, u8::from(frame.rflags & rflags::IF == 0));
+    let flags = (frame.rflags & rflags::DEFINED & !(rflags::IOPL | rflags::VM))
+        | rflags::IF
+        | rflags::FIXED;
+    ctx.p
+        .set_upcall_mask(ctx.vcpu.id, u8::from(frame.rflags & rflags::IF == 0));
     if ctx.dom.assist(VmAssistType::ArchitecturalIopl as u32) {
         ctx.vcpu.iopl = ((frame.rflags >> 12) & 3) as u8;
     }

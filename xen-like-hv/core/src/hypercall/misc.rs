@@ -29,12 +29,18 @@ fn cstr<const N: usize>(s: &str) -> [u8; N] {
 }
 
 /// `xen_version`: answers as Xen 4.17 does (digest §6.12).
-pub fn xen_version<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestPtr<()>) -> HvResult {
+pub fn xen_version<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    cmd: u32,
+    arg: GuestPtr<()>,
+) -> HvResult {
     let va = arg.addr();
     let p = &mut *ctx.p;
     match XenVer::from_nr(cmd) {
         Some(XenVer::Version) => return Ok(XEN_VERSION),
-        Some(XenVer::Pagesize) => return Ok(XEN_PAGESIZE),
+        Some(XenVer::Pagesize) => {
+            return if arg.is_null() { Ok(XEN_PAGESIZE) } else { Err(Errno::EINVAL.into()) };
+        }
         Some(XenVer::Extraversion) => p.write_obj(va, &cstr::<16>(XEN_EXTRAVERSION))?,
         Some(XenVer::Capabilities) => p.write_obj(va, &cstr::<1024>(XEN_CAPABILITIES))?,
         Some(XenVer::Changeset) => p.write_obj(va, &cstr::<64>(XEN_CHANGESET))?,
@@ -48,7 +54,12 @@ pub fn xen_version<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestP
             p.write_obj(va, &info)?;
         }
         Some(XenVer::PlatformParameters) => {
-            p.write_obj(va, &XenPlatformParameters { virt_start: HYPERVISOR_VIRT_START })?;
+            p.write_obj(
+                va,
+                &XenPlatformParameters {
+                    virt_start: HYPERVISOR_VIRT_START,
+                },
+            )?;
         }
         Some(XenVer::GetFeatures) => {
             let mut fi: XenFeatureInfo = p.read_obj(va)?;
@@ -61,10 +72,9 @@ pub fn xen_version<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestP
         }
         Some(XenVer::GuestHandle) => p.write_obj(va, &[0u8; 16])?,
         Some(XenVer::Commandline) => {
-            if !ctx.dom.privileged {
-                return Err(HvError::NotPrivileged);
-            }
-            let line = cstr::<1024>(p.hv_cmdline());
+            // Xen 4.17's default policy answers "<denied>" to unprivileged domains.
+            let text = if ctx.dom.privileged { p.hv_cmdline() } else { "<denied>" };
+            let line = cstr::<1024>(text);
             p.write_obj(va, &line)?;
         }
         Some(XenVer::BuildId) => {
@@ -83,8 +93,18 @@ const CONSOLE_CHUNK: u32 = 4096;
 
 /// `console_io`: write for every domain (line-buffered, prefixed with the domain id on
 /// COM1; only printable characters from non-privileged domains); read for dom0.
-pub fn console_io<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, count: u32, buffer: GuestPtr<u8>) -> HvResult {
-    match ConsoleIo::from_nr(cmd) {
+pub fn console_io<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    cmd: u32,
+    count: u32,
+    buffer: GuestPtr<u8>,
+) -> HvResult {
+    let op = ConsoleIo::from_nr(cmd);
+    // Permission first, as Xen's XSM check: domUs may only write.
+    if !ctx.dom.privileged && op != Some(ConsoleIo::Write) {
+        return Err(HvError::NotPrivileged);
+    }
+    match op {
         Some(ConsoleIo::Write) => {
             let take = count.min(CONSOLE_CHUNK);
             let mut done = 0u32;
@@ -93,22 +113,27 @@ pub fn console_io<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, count: u32, 
             while done < take {
                 let n = (take - done).min(STEP);
                 let chunk = buf.get_mut(..n as usize).unwrap_or(&mut []);
-                ctx.p.read_guest(buffer.addr().wrapping_add(u64::from(done)), chunk)?;
+                ctx.p
+                    .read_guest(buffer.addr().wrapping_add(u64::from(done)), chunk)?;
                 let (dom, p) = (&mut *ctx.dom, &mut *ctx.p);
                 let id = dom.id;
-                dom.console.push(chunk, dom.privileged, |line| p.console_line(id, line));
+                dom.console
+                    .push(chunk, dom.privileged, |line| p.console_line(id, line));
                 done += n;
             }
             if count > take {
-                let args = [u64::from(cmd), u64::from(count - take), buffer.addr().wrapping_add(u64::from(take)), 0, 0];
+                let args = [
+                    u64::from(cmd),
+                    u64::from(count - take),
+                    buffer.addr().wrapping_add(u64::from(take)),
+                    0,
+                    0,
+                ];
                 return ctx.continuation(Hypercall::ConsoleIo, args);
             }
             Ok(0)
         }
         Some(ConsoleIo::Read) => {
-            if !ctx.dom.privileged {
-                return Err(HvError::NotPrivileged);
-            }
             if count > i32::MAX as u32 {
                 return Err(Errno::E2BIG.into());
             }
@@ -139,7 +164,9 @@ pub fn sched_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestPtr<
         }
         Some(SchedOp::ShutdownCode) => {
             let s: SchedShutdown = ctx.p.read_obj(arg.addr())?;
-            ctx.dom.shutdown_code = Some(ShutdownReason::from_raw(s.reason).ok_or(Errno::EINVAL)?);
+            let reason = ShutdownReason::from_raw(s.reason).ok_or(Errno::EINVAL)?;
+            // Only the first code sticks (Xen keeps it until the domain restarts).
+            ctx.dom.shutdown_code.get_or_insert(reason);
             Ok(0)
         }
         _ => Err(Errno::ENOSYS.into()),
@@ -160,8 +187,9 @@ pub fn sched_op_compat<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: u6
 
 /// `vm_assist(cmd, type)`: the types valid for 64-bit PV guests.
 pub fn vm_assist<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, ty: u32) -> HvResult {
-    let cmd = VmAssistCmd::from_nr(cmd).ok_or(Errno::ENOSYS)?;
+    // Xen checks the type before the command.
     let ty = VmAssistType::from_raw(ty).ok_or(Errno::EINVAL)?;
+    let cmd = VmAssistCmd::from_nr(cmd).ok_or(Errno::ENOSYS)?;
     match cmd {
         VmAssistCmd::Enable => ctx.dom.vm_assist |= ty.bit(),
         VmAssistCmd::Disable => ctx.dom.vm_assist &= !ty.bit(),
@@ -169,11 +197,18 @@ pub fn vm_assist<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, ty: u32) -> H
     Ok(0)
 }
 
-fn physdev<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, read: impl FnOnce(&mut P) -> Result<PhysdevSetIopl, HvError>) -> HvResult {
+fn physdev<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    cmd: u32,
+    read: impl FnOnce(&mut P) -> Result<PhysdevSetIopl, HvError>,
+) -> HvResult {
     match PhysdevOp::from_nr(cmd) {
         Some(PhysdevOp::SetIopl) => {
             let op = read(ctx.p)?;
-            ctx.vcpu.iopl = u8::try_from(op.iopl).ok().filter(|&l| l <= 3).ok_or(Errno::EINVAL)?;
+            ctx.vcpu.iopl = u8::try_from(op.iopl)
+                .ok()
+                .filter(|&l| l <= 3)
+                .ok_or(Errno::EINVAL)?;
             Ok(0)
         }
         _ => Err(Errno::ENOSYS.into()),
@@ -187,7 +222,10 @@ pub fn physdev_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestPt
 }
 
 /// `physdev_op_compat`: the same with the op's number inside the struct.
-pub fn physdev_op_compat<P: Platform>(ctx: &mut GuestCtx<'_, P>, op: GuestPtr<PhysdevOpCompat>) -> HvResult {
+pub fn physdev_op_compat<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    op: GuestPtr<PhysdevOpCompat>,
+) -> HvResult {
     let compat: PhysdevOpCompat = ctx.p.read_obj(op.addr())?;
     let iopl = (compat.u[0] & 0xFFFF_FFFF) as u32;
     physdev(ctx, compat.cmd, |_| Ok(PhysdevSetIopl { iopl }))

@@ -69,7 +69,11 @@ pub type HvResult = Result<u64, HvError>;
 
 /// The canonical address `va`, or EINVAL.
 pub fn canonical(va: u64) -> Result<u64, HvError> {
-    if crate::regs::is_canonical(va) { Ok(va) } else { Err(HvError::NonCanonical(va)) }
+    if crate::regs::is_canonical(va) {
+        Ok(va)
+    } else {
+        Err(HvError::NonCanonical(va))
+    }
 }
 
 impl<P: Platform> GuestCtx<'_, P> {
@@ -148,7 +152,10 @@ impl<P: Platform> HypercallHandler for GuestCtx<'_, P> {
     fn physdev_op(&mut self, cmd: u32, arg: GuestPtr<()>) -> HvResult {
         misc::physdev_op(self, cmd, arg)
     }
-    fn physdev_op_compat(&mut self, op: GuestPtr<hypercall_abi::physdev::PhysdevOpCompat>) -> HvResult {
+    fn physdev_op_compat(
+        &mut self,
+        op: GuestPtr<hypercall_abi::physdev::PhysdevOpCompat>,
+    ) -> HvResult {
         misc::physdev_op_compat(self, op)
     }
 }

@@ -1,0 +1,98 @@
+//! PV guests as dom0: each single-purpose test guest prints one result line and
+//! powers off (or is expected to stop in a given way); malformed kernels are refused.
+
+use xlhv_tests::{Boot, Module, QemuExit, boot_dom0, demo_guest, scratch, test_guest};
+
+fn passes(name: &str) {
+    let b = boot_dom0(name, &test_guest(name));
+    b.line(&format!("(d0) {name}: PASS"));
+    b.no_line(&format!("{name}: FAIL"));
+    b.exited(QemuExit::Poweroff);
+}
+
+#[test]
+fn hello() {
+    passes("hello");
+}
+
+#[test]
+fn trap_ud_is_bounced_to_the_guest() {
+    passes("trap-ud");
+}
+
+#[test]
+fn trap_pf_is_bounced_with_cr2() {
+    passes("trap-pf");
+}
+
+#[test]
+fn privileged_instruction_gives_gp() {
+    passes("trap-gp");
+}
+
+#[test]
+fn unknown_hypercalls_give_enosys() {
+    passes("enosys");
+}
+
+#[test]
+fn xen_version_answers_like_xen_4_17() {
+    passes("xen-version");
+}
+
+#[test]
+fn a_guest_without_handlers_is_crashed_and_reported() {
+    let b = boot_dom0("no-handler", &test_guest("no-handler"));
+    b.line("(d0) no-handler: START");
+    b.line("domain 0 crashed: no handler for #UD (vector 6)");
+    b.exited(QemuExit::Dom0Crash);
+}
+
+#[test]
+fn shutdown_reasons_reach_the_exit_code() {
+    boot_dom0("shutdown-reboot", &test_guest("shutdown-reboot")).exited(QemuExit::Reboot);
+    boot_dom0("shutdown-crash", &test_guest("shutdown-crash")).exited(QemuExit::Dom0Crash);
+}
+
+#[test]
+fn demo_kernel_boots_checks_itself_and_powers_off() {
+    let b = boot_dom0("demo", &demo_guest());
+    b.line("(d0) ");
+    b.line("domid 0");
+    b.line("Xen 4.17");
+    b.no_line("FAIL");
+    b.exited(QemuExit::Poweroff);
+}
+
+/// A variant of a good kernel image, as a refused dom0 must never crash the hypervisor.
+fn refused(name: &str, bytes: &[u8], expect: &str) {
+    let dir = scratch(name);
+    let path = dir.join("kernel.elf");
+    std::fs::write(&path, bytes).unwrap();
+    let mut boot = Boot::new(name);
+    boot.modules = vec![Module { path, cmdline: "dom0".into() }];
+    boot.stop_at = Some("no domain to run".into());
+    let b = boot.run();
+    b.completed();
+    let line = b.line("dom0: ");
+    assert!(line.contains(expect), "{name}: expected {expect:?} in {line:?}");
+}
+
+#[test]
+fn malformed_dom0_images_are_refused_clearly() {
+    let good = std::fs::read(test_guest("hello")).unwrap();
+    let mut bad_magic = good.clone();
+    bad_magic[0] = b'X';
+    refused("elf-bad-magic", &bad_magic, "not an ELF image");
+    let mut class32 = good.clone();
+    class32[4] = 1; // ELFCLASS32
+    refused("elf-32bit", &class32, "32-bit");
+    let mut arm = good.clone();
+    arm[18] = 40; // e_machine = EM_ARM
+    refused("elf-machine", &arm, "x86-64");
+    refused("elf-truncated", &good[..good.len() / 3], "truncated");
+    refused("elf-empty", b"", "too short for a 64-byte ELF header");
+    // A valid ELF without Xen notes: the hypervisor itself.
+    let hv = std::fs::read(xlhv_tests::hypervisor()).unwrap();
+    refused("elf-no-notes", &hv, "Xen notes");
+}

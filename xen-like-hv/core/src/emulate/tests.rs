@@ -1,0 +1,463 @@
+//! The instructions a PV64 kernel expects to be emulated (digest §6.3, §6.7), driven
+//! through `guest_exception` as the hypervisor's entry path does: #UD for the
+//! forced-emulation prefix, #GP(0) for privileged instructions.
+#![allow(clippy::cast_possible_truncation)]
+
+use super::*;
+use crate::testutil::*;
+use crate::traps::{GP, Outcome, UD};
+use hypercall_abi::vm_assist::VmAssistType;
+
+const PREFIX_CPUID: [u8; 7] = [0x0F, 0x0B, 0x78, 0x65, 0x6E, 0x0F, 0xA2];
+
+/// A kernel-mode world with #UD and #GP handlers and `code` at RIP.
+fn kernel_with(code: &[u8]) -> World {
+    let mut w = World::kernel();
+    w.set_trap(UD, 0, false);
+    w.set_trap(GP, 0, false);
+    w.code(code);
+    w
+}
+
+/// Asserts that `vector` was delivered for the instruction at `rip` (with `error` if
+/// given) and no register other than the bounce's changed.
+fn assert_delivered(w: &World, vector: u8, error: Option<u64>, rip: u64) {
+    assert_eq!(w.outcome, Outcome::Resume);
+    assert_eq!(
+        w.regs.rip,
+        handler(u64::from(vector)),
+        "expected vector {vector}"
+    );
+    match error {
+        Some(e) => assert_eq!(w.frame(4)[2..], [e, rip]),
+        None => assert_eq!(w.frame(3)[2], rip),
+    }
+}
+
+fn gp(w: &mut World) -> Outcome {
+    w.exception(GP, 0, 0)
+}
+
+fn ud(w: &mut World) -> Outcome {
+    w.exception(UD, 0, 0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Forced-emulation CPUID
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn forced_cpuid_leaf_0x40000000_returns_the_xen_signature_and_skips_seven_bytes() {
+    let mut w = kernel_with(&PREFIX_CPUID);
+    w.regs.rax = 0xFFFF_FFFF_4000_0000; // only EAX selects the leaf
+    w.regs.rcx = 0xFFFF_FFFF_0000_0000;
+    assert_eq!(ud(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 7);
+    assert_eq!(w.regs.rax, 0x4000_0005);
+    let mut sig = std::vec::Vec::new();
+    for r in [w.regs.rbx, w.regs.rcx, w.regs.rdx] {
+        assert_eq!(r >> 32, 0, "32-bit results are zero-extended");
+        sig.extend_from_slice(&(r as u32).to_le_bytes());
+    }
+    assert_eq!(sig, b"XenVMMXenVMM");
+}
+
+#[test]
+fn forced_cpuid_leaf_0x40000001_reports_xen_4_17() {
+    let mut w = kernel_with(&PREFIX_CPUID);
+    w.regs.rax = 0x4000_0001;
+    assert_eq!(ud(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rax, 0x0004_0011);
+}
+
+#[test]
+fn forced_cpuid_leaf_1_sets_the_hypervisor_bit_and_hides_vmx_and_monitor() {
+    let mut w = kernel_with(&PREFIX_CPUID);
+    w.p.cpuid
+        .insert((1, 0), [0x000806EC, 0x0010_0800, 0x7FFA_FBBF, 0xBFEB_FBFF]);
+    w.regs.rax = 1;
+    w.regs.rcx = 0;
+    assert_eq!(ud(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rax, 0x000806EC);
+    assert_eq!(w.regs.rbx, 0x0010_0800);
+    assert_eq!(
+        w.regs.rcx,
+        u64::from((0x7FFA_FBBFu32 | 1 << 31) & !(1 << 5 | 1 << 3))
+    );
+    assert_eq!(w.regs.rdx, 0xBFEB_FBFF);
+}
+
+#[test]
+fn forced_cpuid_passes_other_leaves_through_with_their_subleaf() {
+    let mut w = kernel_with(&PREFIX_CPUID);
+    w.p.cpuid.insert((7, 1), [1, 2, 3, 4]);
+    w.regs.rax = 7;
+    w.regs.rcx = 1;
+    assert_eq!(ud(&mut w), Outcome::Resume);
+    assert_eq!(
+        [w.regs.rax, w.regs.rbx, w.regs.rcx, w.regs.rdx],
+        [1, 2, 3, 4]
+    );
+}
+
+#[test]
+fn forced_cpuid_works_from_user_mode_too() {
+    let mut w = World::user();
+    w.code(&PREFIX_CPUID);
+    w.regs.rax = 0x4000_0000;
+    assert_eq!(ud(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, URIP + 7);
+    assert!(!w.vcpu.kernel_mode);
+}
+
+#[test]
+fn forced_cpuid_spanning_a_page_boundary_is_emulated() {
+    let mut w = World::kernel();
+    w.regs.rip = KTEXT + 0x1000 - 3;
+    w.code(&PREFIX_CPUID);
+    w.regs.rax = 0x4000_0000;
+    assert_eq!(ud(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KTEXT + 0x1000 + 4);
+}
+
+#[test]
+fn forced_cpuid_ending_exactly_at_the_last_mapped_byte_is_emulated() {
+    let mut w = World::kernel();
+    w.regs.rip = KTEXT + 0x4000 - 7; // KTEXT + 0x4000 is unmapped
+    w.code(&PREFIX_CPUID);
+    w.regs.rax = 0x4000_0000;
+    assert_eq!(ud(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rax, 0x4000_0005);
+}
+
+#[test]
+fn emulation_prefix_cut_off_by_an_unmapped_page_delivers_ud() {
+    let mut w = World::kernel();
+    w.set_trap(UD, 0, false);
+    w.regs.rip = KTEXT + 0x4000 - 5;
+    w.code(&PREFIX_CPUID[..5]);
+    let rip = w.regs.rip;
+    assert_eq!(ud(&mut w), Outcome::Resume);
+    assert_delivered(&w, UD, None, rip);
+}
+
+#[test]
+fn emulation_prefix_before_anything_but_cpuid_delivers_ud() {
+    for next in [[0x90, 0x90], [0x0F, 0x31], [0x0F, 0xA3], [0xA2, 0x0F]] {
+        let mut code = PREFIX_CPUID[..5].to_vec();
+        code.extend_from_slice(&next);
+        let mut w = kernel_with(&code);
+        w.regs.rax = 0x4000_0000;
+        assert_eq!(ud(&mut w), Outcome::Resume);
+        assert_delivered(&w, UD, None, KRIP);
+        assert_eq!(w.regs.rax, 0x4000_0000, "no register written");
+    }
+}
+
+#[test]
+fn plain_ud2_delivers_ud() {
+    let mut w = kernel_with(&[0x0F, 0x0B, 0x90]);
+    assert_eq!(ud(&mut w), Outcome::Resume);
+    assert_delivered(&w, UD, None, KRIP);
+}
+
+// ---------------------------------------------------------------------------------------
+// Control registers, clts
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn mov_from_cr3_reads_the_kernel_root_shifted() {
+    let mut w = kernel_with(&[0x0F, 0x20, 0xD8]); // mov %cr3,%rax
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rax, KROOT.0 << 12);
+    assert_eq!(w.regs.rip, KRIP + 3);
+}
+
+#[test]
+fn mov_from_cr3_with_rex_b_writes_r8() {
+    let mut w = kernel_with(&[0x41, 0x0F, 0x20, 0xD8]); // mov %cr3,%r8
+    let rax = w.regs.rax;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.r8, KROOT.0 << 12);
+    assert_eq!(w.regs.rax, rax);
+    assert_eq!(w.regs.rip, KRIP + 4);
+}
+
+#[test]
+fn mov_from_cr3_into_each_register() {
+    for n in 0..16u8 {
+        let modrm = 0xD8 | (n & 7);
+        let code: std::vec::Vec<u8> = if n >= 8 {
+            std::vec![0x41, 0x0F, 0x20, modrm]
+        } else {
+            std::vec![0x0F, 0x20, modrm]
+        };
+        let mut w = kernel_with(&code);
+        assert_eq!(gp(&mut w), Outcome::Resume);
+        assert_eq!(w.regs.gpr(n), KROOT.0 << 12, "register {n}");
+    }
+}
+
+#[test]
+fn mov_from_cr0_shows_the_virtual_ts() {
+    for (real_ts, virt_ts) in [(false, false), (false, true), (true, false), (true, true)] {
+        let mut w = kernel_with(&[0x0F, 0x20, 0xC0]); // mov %cr0,%rax
+        w.p.cr0 = 0x8005_0033 | if real_ts { 8 } else { 0 };
+        w.vcpu.fpu_ts = virt_ts;
+        assert_eq!(gp(&mut w), Outcome::Resume);
+        assert_eq!(w.regs.rax, 0x8005_0033 | if virt_ts { 8 } else { 0 });
+    }
+}
+
+#[test]
+fn mov_from_cr2_reads_the_virtual_cr2() {
+    let mut w = kernel_with(&[0x0F, 0x20, 0xD1]); // mov %cr2,%rcx
+    w.vcpu.cr2 = 0xDEAD_B000;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rcx, 0xDEAD_B000);
+}
+
+#[test]
+fn mov_from_cr4_shows_a_subset_of_the_real_cr4() {
+    let mut w = kernel_with(&[0x0F, 0x20, 0xE0]); // mov %cr4,%rax
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rax & !w.p.cr4, 0);
+    assert_ne!(w.regs.rax & (1 << 5), 0, "PAE");
+}
+
+#[test]
+fn mov_to_cr0_may_change_only_ts() {
+    let mut w = kernel_with(&[0x0F, 0x22, 0xC0]); // mov %rax,%cr0
+    w.regs.rax = 0x8005_0033 | 8;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert!(w.vcpu.fpu_ts);
+    assert_eq!(w.regs.rip, KRIP + 3);
+
+    let mut w = kernel_with(&[0x0F, 0x22, 0xC0]);
+    w.regs.rax = 0x0005_0033; // PG cleared
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), KRIP);
+    assert!(!w.vcpu.fpu_ts);
+}
+
+#[test]
+fn clts_clears_the_virtual_ts() {
+    let mut w = kernel_with(&[0x0F, 0x06]);
+    w.vcpu.fpu_ts = true;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert!(!w.vcpu.fpu_ts);
+    assert_eq!(w.regs.rip, KRIP + 2);
+}
+
+#[test]
+fn debug_register_moves_follow_set_and_get_debugreg() {
+    let mut w = kernel_with(&[0x0F, 0x21, 0xF8]); // mov %dr7,%rax
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rax, 0x400);
+
+    let mut w = kernel_with(&[0x0F, 0x23, 0xC3]); // mov %rbx,%dr0
+    w.regs.rbx = KTEXT;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.vcpu.debug.addr[0], KTEXT);
+
+    let mut w = kernel_with(&[0x0F, 0x23, 0xC3]);
+    w.regs.rbx = 0xFFFF_8000_0000_0000; // the hypervisor's
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), KRIP);
+    assert_eq!(w.vcpu.debug.addr[0], 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// cli / sti under the virtual IOPL (§6.3)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn cli_and_sti_with_virtual_iopl_0_deliver_gp() {
+    for op in [0xFA, 0xFB] {
+        let mut w = kernel_with(&[op]);
+        assert_eq!(gp(&mut w), Outcome::Resume);
+        assert_delivered(&w, GP, Some(0), KRIP);
+    }
+}
+
+#[test]
+fn cli_and_sti_with_virtual_iopl_1_or_more_are_no_ops() {
+    for iopl in 1..=3 {
+        for (op, mask) in [(0xFA, 0), (0xFB, 1)] {
+            let mut w = kernel_with(&[op]);
+            w.vcpu.iopl = iopl;
+            w.p.masks.insert(0, mask);
+            assert_eq!(gp(&mut w), Outcome::Resume);
+            assert_eq!(w.regs.rip, KRIP + 1, "iopl {iopl} op {op:#x}");
+            assert_eq!(w.p.mask(0), mask, "the upcall mask is not touched");
+        }
+    }
+}
+
+#[test]
+fn cli_with_architectural_iopl_counts_the_kernel_as_cpl_0() {
+    let mut w = kernel_with(&[0xFA]);
+    w.dom.vm_assist |= VmAssistType::ArchitecturalIopl.bit();
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// rdmsr / wrmsr
+// ---------------------------------------------------------------------------------------
+
+const MSR_FS_BASE: u64 = 0xC000_0100;
+const MSR_GS_BASE: u64 = 0xC000_0101;
+const MSR_SHADOW_GS_BASE: u64 = 0xC000_0102;
+
+fn wrmsr(msr: u64, value: u64) -> World {
+    let mut w = kernel_with(&[0x0F, 0x30]);
+    w.regs.rcx = msr;
+    w.regs.rax = 0xDEAD_BEEF_0000_0000 | (value & 0xFFFF_FFFF); // high half ignored
+    w.regs.rdx = value >> 32;
+    gp(&mut w);
+    w
+}
+
+#[test]
+fn wrmsr_fs_base_canonical_sets_it() {
+    let w = wrmsr(MSR_FS_BASE, 0xFFFF_FFFF_8000_1000);
+    assert_eq!(w.regs.rip, KRIP + 2);
+    assert_eq!(w.vcpu.fs_base, 0xFFFF_FFFF_8000_1000);
+    assert_eq!(
+        w.p.load_mode_calls.last().map(|c| c.2),
+        Some(0xFFFF_FFFF_8000_1000)
+    );
+}
+
+#[test]
+fn wrmsr_gs_bases_set_the_kernel_and_user_bases() {
+    let w = wrmsr(MSR_GS_BASE, 0x1000);
+    assert_eq!((w.vcpu.gs_base_kernel, w.vcpu.gs_base_user), (0x1000, 0));
+    let w = wrmsr(MSR_SHADOW_GS_BASE, 0x2000);
+    assert_eq!((w.vcpu.gs_base_kernel, w.vcpu.gs_base_user), (0, 0x2000));
+}
+
+#[test]
+fn wrmsr_of_a_non_canonical_base_delivers_gp() {
+    for msr in [MSR_FS_BASE, MSR_GS_BASE, MSR_SHADOW_GS_BASE] {
+        let w = wrmsr(msr, 0x0000_8000_0000_0000);
+        assert_delivered(&w, GP, Some(0), KRIP);
+        assert_eq!(
+            (w.vcpu.fs_base, w.vcpu.gs_base_kernel, w.vcpu.gs_base_user),
+            (0, 0, 0)
+        );
+    }
+}
+
+#[test]
+fn wrmsr_of_an_unknown_msr_delivers_gp() {
+    let w = wrmsr(0x1B, 0);
+    assert_delivered(&w, GP, Some(0), KRIP);
+}
+
+#[test]
+fn rdmsr_fs_base_splits_into_edx_eax() {
+    let mut w = kernel_with(&[0x0F, 0x32]);
+    w.vcpu.fs_base = 0xFFFF_FFFF_8000_1000;
+    w.regs.rcx = MSR_FS_BASE;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!((w.regs.rdx, w.regs.rax), (0xFFFF_FFFF, 0x8000_1000));
+    assert_eq!(w.regs.rip, KRIP + 2);
+}
+
+#[test]
+fn rdmsr_gs_bases_and_efer() {
+    let mut w = kernel_with(&[0x0F, 0x32]);
+    w.vcpu.gs_base_user = 0x1234;
+    w.regs.rcx = MSR_SHADOW_GS_BASE;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rax, 0x1234);
+
+    let mut w = kernel_with(&[0x0F, 0x32]);
+    w.regs.rcx = 0xC000_0080;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    let lma_lme_sce = (1 << 10) | (1 << 8) | 1;
+    assert_eq!(w.regs.rax & lma_lme_sce, lma_lme_sce);
+}
+
+#[test]
+fn rdmsr_of_an_unknown_msr_delivers_gp() {
+    let mut w = kernel_with(&[0x0F, 0x32]);
+    w.regs.rcx = 0x10; // TSC
+    let rax = w.regs.rax;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), KRIP);
+    assert_eq!(w.regs.rax, rax);
+}
+
+// ---------------------------------------------------------------------------------------
+// What is not emulated
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn hlt_delivers_gp() {
+    let mut w = kernel_with(&[0xF4]);
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), KRIP);
+}
+
+#[test]
+fn unreadable_rip_delivers_gp() {
+    let mut w = World::kernel();
+    w.set_trap(GP, 0, false);
+    w.regs.rip = 0x0000_0000_7000_0000;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), 0x0000_0000_7000_0000);
+}
+
+#[test]
+fn instruction_cut_off_by_an_unmapped_page_delivers_gp() {
+    let mut w = World::kernel();
+    w.set_trap(GP, 0, false);
+    w.regs.rip = KTEXT + 0x4000 - 1;
+    w.code(&[0x0F]); // clts would be 0F 06
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), KTEXT + 0x4000 - 1);
+}
+
+#[test]
+fn privileged_instructions_from_user_mode_are_not_emulated() {
+    for code in [&[0x0F, 0x06][..], &[0x0F, 0x20, 0xD8], &[0x0F, 0x32]] {
+        let mut w = World::user();
+        w.set_trap(GP, 0, false);
+        w.vcpu.fpu_ts = true;
+        w.vcpu.iopl = 3;
+        w.code(code);
+        assert_eq!(gp(&mut w), Outcome::Resume);
+        assert_delivered(&w, GP, Some(0), URIP);
+        assert!(w.vcpu.fpu_ts);
+    }
+}
+
+#[test]
+fn gp_with_a_non_zero_error_code_is_not_emulated() {
+    let mut w = kernel_with(&[0x0F, 0x06]);
+    w.vcpu.fpu_ts = true;
+    assert_eq!(w.exception(GP, 0x18, 0), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0x18), KRIP);
+    assert!(w.vcpu.fpu_ts);
+}
+
+#[test]
+fn wbinvd_is_emulated_only_for_the_hardware_domain() {
+    let mut w = World::dom0();
+    w.code(&[0x0F, 0x09]);
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 2);
+    let mut w = kernel_with(&[0x0F, 0x09]);
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), KRIP);
+}
+
+#[test]
+fn cpuid_policy_is_consistent_with_forced_cpuid() {
+    let p = FakePlatform::default();
+    assert_eq!(cpuid_policy(&p, 0x4000_0002, 0), [1, 0x4000_0000, 0, 0]);
+    assert_eq!(cpuid_policy(&p, 0x4000_0010, 0), [0; 4]);
+}

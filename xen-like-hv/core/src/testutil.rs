@@ -1,0 +1,468 @@
+//! Test doubles for the portable PV-guest logic: a [`FakePlatform`] over plain memory and
+//! a [`World`] (platform, domain, vCPU, saved registers) that hands out [`GuestCtx`]s and
+//! can be driven as a guest drives the hypervisor ([`Invoke`]).
+#![allow(clippy::cast_possible_truncation)] // page offsets and lengths are < 4096
+
+use crate::domain::Domain;
+use crate::mm::Mfn;
+use crate::platform::{GuestFault, Platform};
+use crate::regs::{Regs, SYSCALL_VECTOR, rflags};
+use crate::traps::{GuestCtx, Outcome};
+use crate::vcpu::Vcpu;
+use hypercall_abi::Invoke;
+use hypercall_abi::types::DomId;
+use hypercall_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, FLAT_USER_CS, FLAT_USER_SS};
+use std::collections::BTreeMap;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// Page size of the fake guest memory.
+pub(crate) const PAGE: u64 = 4096;
+
+/// What a guest page allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Perm {
+    /// Reads succeed, writes fault.
+    ReadOnly,
+    /// Reads and writes succeed.
+    ReadWrite,
+}
+
+/// In which virtual mode a page is mapped (the fake has one address space with per-page
+/// visibility instead of two page-table trees).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Space {
+    /// Mapped in both the kernel and the user page tables.
+    Both,
+    /// Mapped only in the kernel page tables.
+    KernelOnly,
+}
+
+#[derive(Clone, Debug)]
+struct Page {
+    data: Vec<u8>,
+    perm: Perm,
+    space: Space,
+}
+
+/// The machine as the tests see it.
+#[derive(Clone, Debug)]
+pub(crate) struct FakePlatform {
+    pages: BTreeMap<u64, Page>,
+    /// The address space guest accesses go through (follows `load_mode`).
+    pub kernel_space: bool,
+    /// Console lines printed, with their domain.
+    pub console: Vec<(DomId, Vec<u8>)>,
+    /// `evtchn_upcall_mask` per vCPU (absent = 0).
+    pub masks: BTreeMap<u32, u8>,
+    /// `vcpu_info.arch.cr2` per vCPU.
+    pub shared_cr2: BTreeMap<u32, u64>,
+    /// Every `load_mode` call: (kernel mode, active GS base, fs base) at the time.
+    pub load_mode_calls: Vec<(bool, u64, u64)>,
+    /// Host CPUID answers by (leaf, subleaf); absent = zeros.
+    pub cpuid: BTreeMap<(u32, u32), [u32; 4]>,
+    /// Real CR0.
+    pub cr0: u64,
+    /// Real CR4.
+    pub cr4: u64,
+    /// Hypervisor command line.
+    pub cmdline: String,
+    /// Nanoseconds since boot.
+    pub now: u64,
+}
+
+impl Default for FakePlatform {
+    fn default() -> Self {
+        FakePlatform {
+            pages: BTreeMap::new(),
+            kernel_space: true,
+            console: Vec::new(),
+            masks: BTreeMap::new(),
+            shared_cr2: BTreeMap::new(),
+            load_mode_calls: Vec::new(),
+            cpuid: BTreeMap::new(),
+            // PE, MP, ET, NE, WP, PG
+            cr0: 0x8005_0033,
+            // PAE, PGE, OSFXSR, OSXMMEXCPT, FSGSBASE, OSXSAVE, SMEP
+            cr4: 0x0015_06A0,
+            cmdline: String::from("console=com1 loglvl=all"),
+            now: 0,
+        }
+    }
+}
+
+impl FakePlatform {
+    /// Maps the pages covering `[va, va + len)` (zero-filled, or keeping their contents
+    /// if already mapped) with `perm`, visible in both modes.
+    pub fn map(&mut self, va: u64, len: u64, perm: Perm) {
+        self.map_in(va, len, perm, Space::Both);
+    }
+
+    /// As [`map`](Self::map), choosing the address space.
+    pub fn map_in(&mut self, va: u64, len: u64, perm: Perm, space: Space) {
+        if len == 0 {
+            return;
+        }
+        let first = va & !(PAGE - 1);
+        let last = va.saturating_add(len - 1) & !(PAGE - 1);
+        let mut pg = first;
+        loop {
+            let page = self.pages.entry(pg).or_insert_with(|| Page {
+                data: vec![0; PAGE as usize],
+                perm,
+                space,
+            });
+            page.perm = perm;
+            page.space = space;
+            if pg >= last {
+                break;
+            }
+            pg += PAGE;
+        }
+    }
+
+    /// Removes the page containing `va`.
+    pub fn unmap(&mut self, va: u64) {
+        self.pages.remove(&(va & !(PAGE - 1)));
+    }
+
+    /// Changes the permission of the page containing `va` (which must be mapped).
+    pub fn protect(&mut self, va: u64, perm: Perm) {
+        self.pages
+            .get_mut(&(va & !(PAGE - 1)))
+            .expect("protect: unmapped page")
+            .perm = perm;
+    }
+
+    fn byte(&self, va: u64, write: bool) -> Option<(u64, usize)> {
+        let pg = va & !(PAGE - 1);
+        let page = self.pages.get(&pg)?;
+        if write && page.perm != Perm::ReadWrite {
+            return None;
+        }
+        if !self.kernel_space && page.space == Space::KernelOnly {
+            return None;
+        }
+        Some((pg, (va - pg) as usize))
+    }
+
+    /// Test-side write that ignores permissions and modes (the page must be mapped).
+    pub fn poke(&mut self, va: u64, bytes: &[u8]) {
+        for (i, &b) in bytes.iter().enumerate() {
+            let a = va.wrapping_add(i as u64);
+            let pg = a & !(PAGE - 1);
+            let page = self
+                .pages
+                .get_mut(&pg)
+                .unwrap_or_else(|| panic!("poke: {a:#x} unmapped"));
+            page.data[(a - pg) as usize] = b;
+        }
+    }
+
+    /// Test-side read that ignores permissions and modes (the page must be mapped).
+    pub fn peek(&self, va: u64, len: usize) -> Vec<u8> {
+        (0..len as u64)
+            .map(|i| {
+                let a = va.wrapping_add(i);
+                let pg = a & !(PAGE - 1);
+                let page = self
+                    .pages
+                    .get(&pg)
+                    .unwrap_or_else(|| panic!("peek: {a:#x} unmapped"));
+                page.data[(a - pg) as usize]
+            })
+            .collect()
+    }
+
+    /// Writes an object (test side).
+    pub fn poke_obj<T: IntoBytes + Immutable>(&mut self, va: u64, t: &T) {
+        self.poke(va, t.as_bytes());
+    }
+
+    /// Reads an object (test side).
+    pub fn peek_obj<T: FromBytes>(&self, va: u64) -> T {
+        T::read_from_bytes(&self.peek(va, size_of::<T>())).expect("size")
+    }
+
+    /// Reads `n` little-endian qwords (test side).
+    pub fn peek_u64s(&self, va: u64, n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|i| self.peek_obj::<u64>(va + 8 * i as u64))
+            .collect()
+    }
+
+    /// The upcall mask of `vcpu`.
+    pub fn mask(&self, vcpu: u32) -> u8 {
+        self.masks.get(&vcpu).copied().unwrap_or(0)
+    }
+
+    /// Console lines of all domains, as strings (lossy).
+    pub fn console_text(&self) -> Vec<String> {
+        self.console
+            .iter()
+            .map(|(_, l)| String::from_utf8_lossy(l).into_owned())
+            .collect()
+    }
+}
+
+impl Platform for FakePlatform {
+    fn read_guest_raw(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = va.wrapping_add(i as u64);
+            let (pg, off) = self.byte(a, false).ok_or(GuestFault { va: a })?;
+            *b = self.pages[&pg].data[off];
+        }
+        Ok(())
+    }
+
+    fn write_guest_raw(&mut self, va: u64, buf: &[u8]) -> Result<(), GuestFault> {
+        // Check the whole range first, so a refused write changes nothing.
+        for i in 0..buf.len() as u64 {
+            let a = va.wrapping_add(i);
+            self.byte(a, true).ok_or(GuestFault { va: a })?;
+        }
+        for (i, &b) in buf.iter().enumerate() {
+            let a = va.wrapping_add(i as u64);
+            let (pg, off) = self.byte(a, true).ok_or(GuestFault { va: a })?;
+            self.pages.get_mut(&pg).expect("checked").data[off] = b;
+        }
+        Ok(())
+    }
+
+    fn console_line(&mut self, dom: DomId, line: &[u8]) {
+        self.console.push((dom, line.to_vec()));
+    }
+
+    fn upcall_mask(&self, vcpu: u32) -> u8 {
+        self.mask(vcpu)
+    }
+
+    fn set_upcall_mask(&mut self, vcpu: u32, mask: u8) {
+        self.masks.insert(vcpu, mask);
+    }
+
+    fn set_shared_cr2(&mut self, vcpu: u32, cr2: u64) {
+        self.shared_cr2.insert(vcpu, cr2);
+    }
+
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        self.cpuid.get(&(leaf, subleaf)).copied().unwrap_or([0; 4])
+    }
+
+    fn control_regs(&self) -> (u64, u64) {
+        (self.cr0, self.cr4)
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.now
+    }
+
+    fn hv_cmdline(&self) -> &str {
+        &self.cmdline
+    }
+
+    fn load_mode(&mut self, vcpu: &Vcpu) {
+        self.kernel_space = vcpu.kernel_mode;
+        self.load_mode_calls
+            .push((vcpu.kernel_mode, vcpu.active_gs_base(), vcpu.fs_base));
+    }
+}
+
+// The guest's address-space layout in the tests.
+
+/// Guest kernel text (mapped RW so tests can place instructions).
+pub(crate) const KTEXT: u64 = 0xFFFF_FFFF_8000_0000;
+/// Where kernel-mode instructions under test sit.
+pub(crate) const KRIP: u64 = KTEXT + 0x1000;
+/// Top of the stack the guest kernel runs on when interrupted in kernel mode.
+pub(crate) const KSTACK_TOP: u64 = 0xFFFF_FFFF_8010_0000;
+/// Top of the `stack_switch` stack (kernel-only mapping).
+pub(crate) const KSP: u64 = 0xFFFF_FFFF_8020_0000;
+/// Kernel data page (hypercall arguments).
+pub(crate) const KDATA: u64 = 0xFFFF_FFFF_8030_0000;
+/// Handlers live here: `handler(v)` for vector/callback `v`.
+pub(crate) const HANDLERS: u64 = 0xFFFF_FFFF_8100_0000;
+/// Guest user text.
+pub(crate) const UTEXT: u64 = 0x0000_0000_0040_0000;
+/// Where user-mode instructions under test sit.
+pub(crate) const URIP: u64 = UTEXT + 0x100;
+/// Top of the user stack.
+pub(crate) const USTACK_TOP: u64 = 0x0000_7FFF_FFFF_0000;
+/// Kernel page-table root of the test vCPU.
+pub(crate) const KROOT: Mfn = Mfn(0x1234);
+/// User page-table root of the test vCPU.
+pub(crate) const UROOT: Mfn = Mfn(0x5678);
+
+/// The handler address used for vector (or callback number) `v`.
+pub(crate) const fn handler(v: u64) -> u64 {
+    HANDLERS + v * 0x40
+}
+
+/// A domain, one of its vCPUs, the saved registers of an entry and the machine: what a
+/// [`GuestCtx`] is made of.
+#[derive(Debug)]
+pub(crate) struct World {
+    pub p: FakePlatform,
+    pub dom: Domain,
+    pub vcpu: Vcpu,
+    pub regs: Regs,
+    /// Outcome of the last [`World::run`] / [`Invoke::invoke`].
+    pub outcome: Outcome,
+}
+
+impl World {
+    /// dom`id` (privileged iff `privileged`), vCPU 0 in virtual kernel mode, interrupted
+    /// at [`KRIP`] on the kernel stack; kernel text, stacks and data mapped; upcalls
+    /// unmasked; no trap table.
+    pub fn new(id: u16, privileged: bool) -> World {
+        let mut p = FakePlatform::default();
+        p.map(KTEXT, 0x4000, Perm::ReadWrite);
+        p.map(KSTACK_TOP - 0x4000, 0x4000, Perm::ReadWrite);
+        p.map_in(KSP - 0x4000, 0x4000, Perm::ReadWrite, Space::KernelOnly);
+        p.map(KDATA, 0x4000, Perm::ReadWrite);
+        p.map(UTEXT, 0x2000, Perm::ReadWrite);
+        p.map(USTACK_TOP - 0x2000, 0x2000, Perm::ReadWrite);
+        let mut dom = Domain::new(DomId(id), privileged, Mfn(0x99));
+        dom.state = crate::domain::DomainState::Running;
+        let mut vcpu = Vcpu::new(0, KROOT);
+        vcpu.online = true;
+        let regs = Regs {
+            rax: 0xAAAA_0000,
+            rbx: 0xBBBB_0000,
+            rcx: 0xCCCC_0000,
+            rdx: 0xDDDD_0000,
+            rsi: 0x5151_0000,
+            rdi: 0xD1D1_0000,
+            rbp: 0xB0B0_0000,
+            r8: 0x0808_0000,
+            r9: 0x0909_0000,
+            r10: 0x1010_0000,
+            r11: 0x1111_0000,
+            r12: 0x1212_0000,
+            r13: 0x1313_0000,
+            r14: 0x1414_0000,
+            r15: 0x1515_0000,
+            vector: 0,
+            error_code: 0,
+            rip: KRIP,
+            cs: u64::from(FLAT_KERNEL_CS),
+            rflags: rflags::IF | rflags::FIXED,
+            rsp: KSTACK_TOP - 0x208,
+            ss: u64::from(FLAT_KERNEL_SS),
+        };
+        World {
+            p,
+            dom,
+            vcpu,
+            regs,
+            outcome: Outcome::Resume,
+        }
+    }
+
+    /// An ordinary domU (dom1) interrupted in virtual kernel mode.
+    pub fn kernel() -> World {
+        World::new(1, false)
+    }
+
+    /// dom0 interrupted in virtual kernel mode.
+    pub fn dom0() -> World {
+        World::new(0, true)
+    }
+
+    /// A domU interrupted in virtual user mode at [`URIP`] on the user stack, with user
+    /// page tables and a `stack_switch` stack at [`KSP`].
+    pub fn user() -> World {
+        let mut w = World::kernel();
+        w.vcpu.kernel_mode = false;
+        w.vcpu.user_root = Some(UROOT);
+        w.vcpu.kernel_sp = KSP;
+        w.vcpu.kernel_ss = FLAT_KERNEL_SS;
+        w.p.kernel_space = false;
+        w.regs.rip = URIP;
+        w.regs.cs = u64::from(FLAT_USER_CS);
+        w.regs.ss = u64::from(FLAT_USER_SS);
+        w.regs.rsp = USTACK_TOP - 0x118;
+        w
+    }
+
+    /// A context for one entry.
+    pub fn ctx(&mut self) -> GuestCtx<'_, FakePlatform> {
+        GuestCtx::new(&mut self.p, &mut self.dom, &mut self.vcpu, &mut self.regs)
+    }
+
+    /// Runs `f` on a fresh context, records and returns its outcome with `f`'s result.
+    pub fn run<R>(&mut self, f: impl FnOnce(&mut GuestCtx<'_, FakePlatform>) -> R) -> (R, Outcome) {
+        let mut ctx = self.ctx();
+        let r = f(&mut ctx);
+        let outcome = ctx.outcome;
+        self.outcome = outcome;
+        (r, outcome)
+    }
+
+    /// An exception or software interrupt `vector` (error code `error`) taken at the
+    /// current registers; returns the outcome.
+    pub fn exception(&mut self, vector: u8, error: u64, cr2: u64) -> Outcome {
+        self.regs.vector = u64::from(vector);
+        self.regs.error_code = error;
+        self.run(|c| c.guest_exception(cr2)).1
+    }
+
+    /// A SYSCALL from virtual user mode at the current RIP: the entry path's registers
+    /// (RCX = return RIP, R11 = RFLAGS, flat user selectors); returns the outcome.
+    pub fn syscall_from_user(&mut self) -> Outcome {
+        self.regs.rcx = self.regs.rip;
+        self.regs.r11 = self.regs.rflags;
+        self.regs.cs = u64::from(FLAT_USER_CS);
+        self.regs.ss = u64::from(FLAT_USER_SS);
+        self.regs.vector = SYSCALL_VECTOR;
+        self.regs.error_code = 0;
+        self.run(|c| c.user_syscall()).1
+    }
+
+    /// Installs trap-table entry `vector` directly (handler [`handler`]`(vector)`).
+    pub fn set_trap(&mut self, vector: u8, dpl: u8, disable_events: bool) {
+        self.vcpu.traps[usize::from(vector)] = hypercall_abi::xen::TrapInfo::new(
+            vector,
+            dpl,
+            disable_events,
+            FLAT_KERNEL_CS,
+            handler(u64::from(vector)),
+        );
+    }
+
+    /// Places instruction bytes at the current RIP.
+    pub fn code(&mut self, bytes: &[u8]) {
+        let rip = self.regs.rip;
+        self.p.poke(rip, bytes);
+    }
+
+    /// The qwords of the bounce frame at the current RSP (`n` of them).
+    pub fn frame(&self, n: usize) -> Vec<u64> {
+        self.p.peek_u64s(self.regs.rsp, n)
+    }
+}
+
+/// Hypercalls as a guest kernel issues them: the registers are loaded from the typed
+/// wrapper's images, the SYSCALL entry is simulated (RIP past a `syscall` at [`KRIP`]),
+/// [`GuestCtx::hypercall`] runs, and `rax` is what the guest sees.
+impl Invoke for World {
+    fn invoke(&mut self, nr: u64, args: [u64; 5]) -> u64 {
+        self.regs.rax = nr;
+        self.regs.set_hypercall_args(args);
+        self.regs.rip = KRIP + 2;
+        self.regs.rcx = self.regs.rip;
+        self.regs.r11 = self.regs.rflags;
+        self.regs.vector = SYSCALL_VECTOR;
+        self.regs.error_code = 0;
+        self.run(|c| c.hypercall());
+        self.regs.rax
+    }
+}
+
+/// Re-executes the `syscall` a continuation rewound RIP to (as the guest CPU would).
+pub(crate) fn reissue(w: &mut World) -> u64 {
+    assert_eq!(w.regs.rip, KRIP, "a continuation leaves RIP on the syscall");
+    w.regs.rip += 2;
+    w.regs.vector = SYSCALL_VECTOR;
+    w.run(|c| c.hypercall());
+    w.regs.rax
+}
