@@ -28,7 +28,10 @@ pub fn test_guest(name: &str) -> PathBuf {
             panic!("cannot build the test guests: {e:#}");
         }
     });
-    let path = xtask::target_dir().join(xtask::KERNEL_TARGET).join("release").join(name);
+    let path = xtask::target_dir()
+        .join(xtask::KERNEL_TARGET)
+        .join("release")
+        .join(name);
     assert!(path.is_file(), "no test guest {name} at {}", path.display());
     path
 }
@@ -46,7 +49,10 @@ pub fn demo_guest() -> PathBuf {
 /// Boots `kernel` as dom0 and waits until the hypervisor ends the machine.
 pub fn boot_dom0(name: &str, kernel: &Path) -> Boot0 {
     let mut boot = Boot::new(name);
-    boot.modules = vec![Module { path: kernel.to_path_buf(), cmdline: "dom0".into() }];
+    boot.modules = vec![Module {
+        path: kernel.to_path_buf(),
+        cmdline: "dom0".into(),
+    }];
     boot.stop_at = None;
     boot.run()
 }

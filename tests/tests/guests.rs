@@ -70,12 +70,18 @@ fn refused(name: &str, bytes: &[u8], expect: &str) {
     let path = dir.join("kernel.elf");
     std::fs::write(&path, bytes).unwrap();
     let mut boot = Boot::new(name);
-    boot.modules = vec![Module { path, cmdline: "dom0".into() }];
+    boot.modules = vec![Module {
+        path,
+        cmdline: "dom0".into(),
+    }];
     boot.stop_at = Some("no domain to run".into());
     let b = boot.run();
     b.completed();
     let line = b.line("dom0: ");
-    assert!(line.contains(expect), "{name}: expected {expect:?} in {line:?}");
+    assert!(
+        line.contains(expect),
+        "{name}: expected {expect:?} in {line:?}"
+    );
 }
 
 #[test]

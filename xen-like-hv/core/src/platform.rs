@@ -1,6 +1,8 @@
 //! What the portable handlers need from the machine. The hypervisor binary implements
 //! it on hardware; tests implement it over plain memory.
 
+use crate::mm::mmu::FlushKind;
+use crate::mm::page_type::{HypervisorSlots, M2p, MachineMemory, MmCtx, MmHooks};
 use crate::regs::is_guest_range;
 use hypercall_abi::types::DomId;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -16,6 +18,28 @@ pub struct GuestFault {
 /// The machine, as the portable hypervisor code sees it. All guest addresses are
 /// virtual addresses in the current vCPU's address space.
 pub trait Platform {
+    /// Machine memory as the memory model sees it.
+    type Mem: MachineMemory;
+    /// The hypervisor's L4 slots.
+    type Slots: HypervisorSlots;
+    /// The M2P table.
+    type M2pTable: M2p;
+    /// Domain lookup, TLB shoot-down, descriptor audit.
+    type Hooks: MmHooks;
+
+    /// Runs `f` on the memory model (frame table, machine memory, M2P) for domain
+    /// `dom`, under the hypervisor's memory lock.
+    fn mm<R>(
+        &mut self,
+        dom: DomId,
+        privileged: bool,
+        f: impl FnOnce(&mut MmCtx<'_, '_, Self::Mem, Self::Slots, Self::M2pTable, Self::Hooks>) -> R,
+    ) -> R;
+    /// Flushes this domain's TLB entries: on this CPU, or on every CPU it ran on.
+    fn flush_tlb(&mut self, kind: FlushKind, all_cpus: bool);
+    /// `WBINVD` on this CPU, or on every CPU.
+    fn flush_cache(&mut self, all_cpus: bool);
+
     /// Copies guest memory into `buf`. Implementations may assume the range was checked
     /// with [`is_guest_range`] (the wrappers below do it).
     fn read_guest_raw(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault>;

@@ -5,6 +5,9 @@
 
 use crate::domain::Domain;
 use crate::mm::Mfn;
+use crate::mm::frame_table::{FrameInfo, FrameTable};
+use crate::mm::mmu::FlushKind;
+use crate::mm::page_type::{HypervisorSlots, M2p, MachineMemory, MmCtx, MmHooks};
 use crate::platform::{GuestFault, Platform};
 use crate::regs::{Regs, SYSCALL_VECTOR, rflags};
 use crate::traps::{GuestCtx, Outcome};
@@ -68,12 +71,119 @@ pub(crate) struct FakePlatform {
     pub cmdline: String,
     /// Nanoseconds since boot.
     pub now: u64,
+    /// The memory model's world (frame table, machine memory, M2P).
+    pub mm: MmWorld,
+    /// TLB flushes asked for: (kind, all CPUs).
+    pub tlb_flushes: Vec<(FlushKind, bool)>,
+}
+
+/// A small machine for the memory model: 4096 frames, all free.
+pub(crate) struct MmWorld {
+    pub ft: FrameTable<'static>,
+    pub mem: FakeMem,
+    pub m2p: FakeM2p,
+}
+
+impl std::fmt::Debug for MmWorld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MmWorld")
+    }
+}
+
+/// Cloning gives a fresh machine (the frame table cannot be copied).
+impl Clone for MmWorld {
+    fn clone(&self) -> Self {
+        MmWorld::default()
+    }
+}
+
+impl Default for MmWorld {
+    fn default() -> Self {
+        let frames: &'static mut [FrameInfo] =
+            Box::leak(vec![FrameInfo::default(); 4096].into_boxed_slice());
+        MmWorld {
+            ft: FrameTable::new(frames),
+            mem: FakeMem::default(),
+            m2p: FakeM2p::default(),
+        }
+    }
+}
+
+/// Machine memory as page-table entries.
+#[derive(Default)]
+pub(crate) struct FakeMem {
+    pub frames: BTreeMap<u64, Box<[u64; 512]>>,
+}
+
+impl MachineMemory for FakeMem {
+    fn read_entry(&self, mfn: Mfn, index: usize) -> u64 {
+        self.frames.get(&mfn.0).map_or(0, |f| f[index % 512])
+    }
+    fn write_entry(&mut self, mfn: Mfn, index: usize, val: u64) {
+        self.frames
+            .entry(mfn.0)
+            .or_insert_with(|| Box::new([0; 512]))[index % 512] = val;
+    }
+    fn zero_page(&mut self, mfn: Mfn) {
+        self.frames.insert(mfn.0, Box::new([0; 512]));
+    }
+    fn copy_page(&mut self, dst: Mfn, src: Mfn) {
+        let f = self
+            .frames
+            .get(&src.0)
+            .cloned()
+            .unwrap_or_else(|| Box::new([0; 512]));
+        self.frames.insert(dst.0, f);
+    }
+}
+
+/// The M2P as a map.
+#[derive(Default)]
+pub(crate) struct FakeM2p(pub BTreeMap<u64, u64>);
+
+impl M2p for FakeM2p {
+    fn get(&self, mfn: Mfn) -> u64 {
+        self.0.get(&mfn.0).copied().unwrap_or(!0)
+    }
+    fn set(&mut self, mfn: Mfn, pfn: u64) {
+        self.0.insert(mfn.0, pfn);
+    }
+}
+
+/// The hypervisor's L4 slots: empty here.
+pub(crate) struct NoSlots;
+
+impl HypervisorSlots for NoSlots {
+    fn l4_entry(&self, _slot: usize) -> u64 {
+        0
+    }
+}
+
+/// One domain at a time, nobody privileged over anybody.
+pub(crate) struct LoneHooks;
+
+impl MmHooks for LoneHooks {
+    fn domain_exists(&self, _dom: DomId) -> bool {
+        false
+    }
+    fn privileged_over(&self, _caller: DomId, _target: DomId) -> bool {
+        false
+    }
+    fn io_caps(&self, _dom: DomId) -> bool {
+        false
+    }
+    fn flush_for_type_change(&mut self, _owner: DomId, _mfn: Mfn) {}
+    fn check_descriptor(&self, _owner: DomId, _desc: u64, _next: u64) -> bool {
+        true
+    }
 }
 
 impl Default for FakePlatform {
     fn default() -> Self {
         FakePlatform {
             pages: BTreeMap::new(),
+            mm: MmWorld::default(),
+            tlb_flushes: Vec::new(),
             kernel_space: true,
             console: Vec::new(),
             masks: BTreeMap::new(),
@@ -205,6 +315,39 @@ impl FakePlatform {
 }
 
 impl Platform for FakePlatform {
+    type Mem = FakeMem;
+    type Slots = NoSlots;
+    type M2pTable = FakeM2p;
+    type Hooks = LoneHooks;
+
+    fn mm<R>(
+        &mut self,
+        dom: DomId,
+        privileged: bool,
+        f: impl FnOnce(&mut MmCtx<'_, '_, FakeMem, NoSlots, FakeM2p, LoneHooks>) -> R,
+    ) -> R {
+        let w = &mut self.mm;
+        let mut hooks = LoneHooks;
+        let mut ctx = MmCtx {
+            ft: &mut w.ft,
+            mem: &mut w.mem,
+            slots: &NoSlots,
+            m2p: &mut w.m2p,
+            hooks: &mut hooks,
+            dom,
+            privileged,
+            io_caps: false,
+            linear_pt: true,
+        };
+        f(&mut ctx)
+    }
+
+    fn flush_tlb(&mut self, kind: FlushKind, all_cpus: bool) {
+        self.tlb_flushes.push((kind, all_cpus));
+    }
+
+    fn flush_cache(&mut self, _all_cpus: bool) {}
+
     fn read_guest_raw(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
         for (i, b) in buf.iter_mut().enumerate() {
             let a = va.wrapping_add(i as u64);

@@ -91,6 +91,10 @@ pub struct Vcpu {
     pub kernel_root: Mfn,
     /// User page-table root (`MMUEXT_NEW_USER_BASEPTR`); `None` = no user mode yet.
     pub user_root: Option<Mfn>,
+    /// LDT linear address (`MMUEXT_SET_LDT`); 0 = none.
+    pub ldt_base: u64,
+    /// LDT entries.
+    pub ldt_ents: u32,
 }
 
 impl Vcpu {
@@ -121,6 +125,8 @@ impl Vcpu {
             cr2: 0,
             kernel_root,
             user_root: None,
+            ldt_base: 0,
+            ldt_ents: 0,
         }
     }
 

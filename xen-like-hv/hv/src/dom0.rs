@@ -9,7 +9,10 @@ use crate::mm;
 use core::fmt;
 use hypercall_abi::types::{DomId, EvtchnPort, MachineAddr, Pfn};
 use hypercall_abi::xen::start_info::SifFlags;
-use pvboot::{BuildError, BuildParams, DomainMemory, Flavour, Layout, LayoutError, MemError, NoteError, XenImageInfo};
+use pvboot::{
+    BuildError, BuildParams, DomainMemory, Flavour, Layout, LayoutError, MemError, NoteError,
+    XenImageInfo,
+};
 use xlhv_core::boot::module::{ModuleRole, parse_module_cmdline};
 use xlhv_core::domain::PvDomain;
 use xlhv_core::mm::{Mfn, MfnExt, PAGE_SIZE};
@@ -48,21 +51,30 @@ pub enum Dom0Error {
     },
     /// The domain table is full.
     NoSlot,
+    /// The memory model refused its page tables.
+    PageTables(xlhv_core::mm::error::MmError),
 }
 
 impl fmt::Display for Dom0Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Dom0Error::NoModule => write!(f, "no boot module to build dom0 from (add one named 'dom0')"),
+            Dom0Error::NoModule => write!(
+                f,
+                "no boot module to build dom0 from (add one named 'dom0')"
+            ),
             Dom0Error::Unreadable => write!(f, "the dom0 module lies outside machine memory"),
             Dom0Error::Elf(e) => write!(f, "not a usable PV kernel: {e}"),
             Dom0Error::Notes(e) => write!(f, "refused by its Xen notes: {e}"),
             Dom0Error::Layout(e) => write!(f, "cannot lay out its memory: {e}"),
             Dom0Error::Build(e) => write!(f, "cannot build it: {e}"),
             Dom0Error::OutOfMemory { wanted, free } => {
-                write!(f, "needs {wanted} pages, only {free} are free (lower dom0_mem=)")
+                write!(
+                    f,
+                    "needs {wanted} pages, only {free} are free (lower dom0_mem=)"
+                )
             }
             Dom0Error::NoSlot => write!(f, "no free domain slot"),
+            Dom0Error::PageTables(e) => write!(f, "its page tables were refused: {e}"),
         }
     }
 }
@@ -79,9 +91,15 @@ impl DomMem {
     fn allocate(nr_pages: u64) -> Result<DomMem, Dom0Error> {
         let free = mm::free_frames();
         if nr_pages > free {
-            return Err(Dom0Error::OutOfMemory { wanted: nr_pages, free });
+            return Err(Dom0Error::OutOfMemory {
+                wanted: nr_pages,
+                free,
+            });
         }
-        let mut m = DomMem { extents: heapless::Vec::new(), nr_pages };
+        let mut m = DomMem {
+            extents: heapless::Vec::new(),
+            nr_pages,
+        };
         let mut pfn = 0;
         let mut order = 9;
         while pfn < nr_pages {
@@ -91,7 +109,10 @@ impl DomMem {
             let Some(mfn) = mm::alloc_order(order) else {
                 if order == 0 {
                     m.release();
-                    return Err(Dom0Error::OutOfMemory { wanted: nr_pages, free: mm::free_frames() });
+                    return Err(Dom0Error::OutOfMemory {
+                        wanted: nr_pages,
+                        free: mm::free_frames(),
+                    });
                 }
                 order -= 1;
                 continue;
@@ -104,7 +125,10 @@ impl DomMem {
             if m.extents.push((pfn, mfn, n)).is_err() {
                 let _ = mm::free_order(mfn, order);
                 m.release();
-                return Err(Dom0Error::OutOfMemory { wanted: nr_pages, free: mm::free_frames() });
+                return Err(Dom0Error::OutOfMemory {
+                    wanted: nr_pages,
+                    free: mm::free_frames(),
+                });
             }
             pfn += n;
         }
@@ -132,19 +156,27 @@ impl DomainMemory for DomMem {
         if pfn.0 >= self.nr_pages {
             return None;
         }
-        let i = self.extents.partition_point(|&(start, _, _)| start <= pfn.0).checked_sub(1)?;
+        let i = self
+            .extents
+            .partition_point(|&(start, _, _)| start <= pfn.0)
+            .checked_sub(1)?;
         let &(start, mfn, n) = self.extents.get(i)?;
         (pfn.0 - start < n).then(|| Mfn(mfn.0 + (pfn.0 - start)))
     }
 
     fn write(&mut self, pfn: Pfn, offset: usize, bytes: &[u8]) -> Result<(), MemError> {
         let va = self.frame_va(pfn).ok_or(MemError::NotPopulated)?;
-        if offset.checked_add(bytes.len()).is_none_or(|end| end > PAGE_SIZE as usize) {
+        if offset
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > crate::mm::PAGE_BYTES)
+        {
             return Err(MemError::OutOfRange);
         }
         // SAFETY: the frame belongs to the domain being built (nobody else maps it yet)
         // and the range was checked to lie inside it.
-        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), (va as *mut u8).add(offset), bytes.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), (va as *mut u8).add(offset), bytes.len())
+        };
         Ok(())
     }
 
@@ -157,14 +189,21 @@ impl DomainMemory for DomMem {
 
 /// The dom0 kernel module: the one named `dom0`, else the first one.
 fn find_module(info: &BootInfo) -> Option<(usize, &crate::boot::multiboot::Module)> {
-    let named = info.modules.iter().enumerate().find(|(_, m)| parse_module_cmdline(&m.cmdline).role == ModuleRole::Dom0);
+    let named = info
+        .modules
+        .iter()
+        .enumerate()
+        .find(|(_, m)| parse_module_cmdline(&m.cmdline).role == ModuleRole::Dom0);
     named.or_else(|| info.modules.iter().enumerate().next())
 }
 
 /// Builds dom0 and adds it to the domain table; returns its slot.
 pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, Dom0Error> {
     let (index, module) = find_module(info).ok_or(Dom0Error::NoModule)?;
-    let size = module.end.checked_sub(module.start).ok_or(Dom0Error::Unreadable)?;
+    let size = module
+        .end
+        .checked_sub(module.start)
+        .ok_or(Dom0Error::Unreadable)?;
     let image = mm::direct_slice(module.start, size).ok_or(Dom0Error::Unreadable)?;
     let elf = pvboot::elf::Elf::parse(image).map_err(Dom0Error::Elf)?;
     let xinfo = XenImageInfo::parse(&elf).map_err(Dom0Error::Notes)?;
@@ -202,6 +241,9 @@ pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, Dom0Error>
         }
     };
     install_hypervisor_slots(built.cr3_mfn);
+    // The frames are dom0's; its tables are validated and pinned now, as Xen's builder
+    // does, so the vCPU starts on page tables the memory model vouches for.
+    type_and_pin(&mem, shared_info, built.cr3_mfn).map_err(Dom0Error::PageTables)?;
 
     let mut pv = PvDomain::new(DomId(0), true, shared_info, built.cr3_mfn);
     pv.dom.tot_pages = nr_pages;
@@ -234,7 +276,12 @@ fn init_shared_info(mfn: Mfn) {
     let si = (DIRECTMAP_BASE + (mfn.0 << 12)) as *mut SharedInfo;
     for i in 0..hypercall_abi::xen::LEGACY_MAX_VCPUS {
         // SAFETY: a fresh hypervisor frame in the direct map, laid out as shared_info.
-        unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).vcpu_info[i].evtchn_upcall_mask), 1) };
+        unsafe {
+            core::ptr::write_volatile(
+                core::ptr::addr_of_mut!((*si).vcpu_info[i].evtchn_upcall_mask),
+                1,
+            )
+        };
     }
 }
 
@@ -246,4 +293,46 @@ fn install_hypervisor_slots(l4: Mfn) {
         // index stays within its 512 entries.
         unsafe { core::ptr::write_volatile(table.add(*paging::HV_SLOTS.start() + i), e) };
     }
+}
+
+/// Gives dom0 its frames (and shared_info, which it may map but never type) in the
+/// frame table, then pins its L4 (validating every table below it) and makes it vCPU 0's
+/// kernel base.
+fn type_and_pin(
+    mem: &DomMem,
+    shared_info: Mfn,
+    l4: Mfn,
+) -> Result<(), xlhv_core::mm::error::MmError> {
+    use hypercall_abi::mmu::{MmuextCmd, MmuextOp};
+    use xlhv_core::mm::frame_table::Owner;
+    use xlhv_core::mm::mmu::{self, ForeignDomain, VcpuMm};
+    let d0 = DomId(0);
+    let mut hooks = crate::mmhw::Hooks {
+        existing: heapless::Vec::new(),
+        control: d0,
+    };
+    let _ = hooks.existing.push(d0);
+    crate::mmhw::with_mm(d0, true, &mut hooks, |m| {
+        for &(_, mfn, n) in &mem.extents {
+            for i in 0..n {
+                m.ft.assign(Mfn(mfn.0 + i), Owner::Domain(d0))?;
+            }
+        }
+        m.ft.assign(shared_info, Owner::XenShared(d0))?;
+        let own = ForeignDomain::own(m);
+        let mut vm = VcpuMm::default();
+        let _ = mmu::mmuext_op(
+            m,
+            &mut vm,
+            MmuextOp::on_frame(MmuextCmd::PinL4Table, l4),
+            own,
+        )?;
+        let _ = mmu::mmuext_op(
+            m,
+            &mut vm,
+            MmuextOp::on_frame(MmuextCmd::NewBaseptr, l4),
+            own,
+        )?;
+        Ok(())
+    })
 }

@@ -20,7 +20,9 @@ pub struct Domains {
 
 impl core::fmt::Debug for Domains {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Domains").field("count", &self.slots.iter().flatten().count()).finish()
+        f.debug_struct("Domains")
+            .field("count", &self.slots.iter().flatten().count())
+            .finish()
     }
 }
 
@@ -30,15 +32,34 @@ impl Domains {
         self.slots.get_mut(slot)?.as_mut()
     }
 
+    /// What the memory model needs to know about the domains that exist.
+    pub fn hooks(&self) -> crate::mmhw::Hooks {
+        let mut existing = heapless::Vec::new();
+        let mut control = hypercall_abi::types::DomId::INVALID;
+        for d in self.slots.iter().flatten() {
+            let _ = existing.push(d.dom.id);
+            if d.dom.privileged {
+                control = d.dom.id;
+            }
+        }
+        crate::mmhw::Hooks { existing, control }
+    }
+
     /// Adds a domain; returns its slot.
     pub fn insert(&mut self, d: PvDomain) -> Option<usize> {
-        let (i, slot) = self.slots.iter_mut().enumerate().find(|(_, s)| s.is_none())?;
+        let (i, slot) = self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .find(|(_, s)| s.is_none())?;
         *slot = Some(d);
         Some(i)
     }
 }
 
-static DOMAINS: Mutex<Domains> = Mutex::new(Domains { slots: [const { None }; MAX_DOMAINS] });
+static DOMAINS: Mutex<Domains> = Mutex::new(Domains {
+    slots: [const { None }; MAX_DOMAINS],
+});
 
 /// (domain slot, vCPU index) running on the boot CPU.
 static CURRENT: Mutex<Option<(usize, usize)>> = Mutex::new(None);
@@ -61,9 +82,13 @@ pub fn run_first(slot: usize) -> ! {
     let frame_at = crate::arch::x86_64::entry_stack_top() - size_of::<Regs>() as u64;
     {
         let mut doms = DOMAINS.lock();
-        let Some(pv) = doms.get_mut(slot) else { panic!("run_first: no domain in slot {slot}") };
+        let Some(pv) = doms.get_mut(slot) else {
+            panic!("run_first: no domain in slot {slot}")
+        };
         pv.dom.state = DomainState::Running;
-        let Some(v) = pv.vcpus.get_mut(0) else { panic!("run_first: domain without vCPU 0") };
+        let Some(v) = pv.vcpus.get_mut(0) else {
+            panic!("run_first: domain without vCPU 0")
+        };
         v.online = true;
         guest::sync(v);
         // SAFETY: `frame_at` is the top of this CPU's entry stack, which nothing uses
@@ -87,13 +112,25 @@ pub fn guest_entry(frame: &mut Regs) {
     }
     let cr2 = cpu::control_regs().cr2;
     let Some((slot, vid)) = *CURRENT.lock() else {
-        panic!("entry from a guest with no current vCPU (vector {:#x})", frame.vector);
+        panic!(
+            "entry from a guest with no current vCPU (vector {:#x})",
+            frame.vector
+        );
     };
     let mut doms = DOMAINS.lock();
-    let Some(pv) = doms.get_mut(slot) else { panic!("current domain slot {slot} is empty") };
+    let hooks = doms.hooks();
+    let Some(pv) = doms.get_mut(slot) else {
+        panic!("current domain slot {slot} is empty")
+    };
     let PvDomain { dom, vcpus } = pv;
-    let Some(vcpu) = vcpus.get_mut(vid) else { panic!("current vCPU {vid} does not exist") };
-    let mut plat = HwPlatform { shared_info: dom.shared_info, cmdline: CMDLINE.get().copied().unwrap_or("") };
+    let Some(vcpu) = vcpus.get_mut(vid) else {
+        panic!("current vCPU {vid} does not exist")
+    };
+    let mut plat = HwPlatform {
+        shared_info: dom.shared_info,
+        cmdline: CMDLINE.get().copied().unwrap_or(""),
+        hooks,
+    };
     let outcome = {
         let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);
         if ctx.regs.vector == SYSCALL_VECTOR {
@@ -122,7 +159,11 @@ pub fn exit_fault(vector: u8) -> ! {
     let slot = CURRENT.lock().map(|(s, _)| s);
     let mut doms = DOMAINS.lock();
     match slot.and_then(|s| doms.get_mut(s)) {
-        Some(pv) => stop(pv, ShutdownReason::Crash, Some(CrashReason::EntryFault { vector })),
+        Some(pv) => stop(
+            pv,
+            ShutdownReason::Crash,
+            Some(CrashReason::EntryFault { vector }),
+        ),
         None => panic!("fault returning to a guest, with no current guest"),
     }
     panic!("a stopped domain was resumed");
@@ -132,7 +173,9 @@ pub fn exit_fault(vector: u8) -> ! {
 /// poweroff from crash.
 fn stop(pv: &mut PvDomain, reason: ShutdownReason, why: Option<CrashReason>) {
     let id = pv.dom.id;
-    pv.dom.console.flush(|line| crate::console::guest_line(id, line));
+    pv.dom
+        .console
+        .flush(|line| crate::console::guest_line(id, line));
     let reason = match (reason, pv.dom.shutdown_code) {
         (ShutdownReason::Crash, _) => ShutdownReason::Crash,
         (_, Some(code)) => code,

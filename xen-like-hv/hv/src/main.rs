@@ -12,6 +12,7 @@ mod console;
 mod dom0;
 mod domains;
 mod mm;
+mod mmhw;
 mod modules;
 mod panic;
 mod time;
@@ -74,6 +75,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
 
     mm::init(info);
     mm::init_m2p();
+    mmhw::init_frame_table(mm::managed_frames_span());
     if paging::prepare_hypervisor_slots().is_none() {
         panic!("memory: cannot prepare the hypervisor's L4 slots");
     }
@@ -106,6 +108,10 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     domains::set_cmdline(info.cmdline.as_str());
     let dom0 = match dom0::build(info, opts.dom0_mem) {
         Ok(slot) => Some(slot),
+        Err(dom0::Dom0Error::NoModule) => {
+            log::info!("dom0: no boot module: no dom0");
+            None
+        }
         Err(e) => {
             log::error!("dom0: {e}");
             None

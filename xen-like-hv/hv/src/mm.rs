@@ -11,6 +11,8 @@ use xlhv_core::mm::frame_alloc::{FrameAllocator, bitmap_words};
 use xlhv_core::mm::{Mfn, MfnExt, PAGE_SIZE};
 
 const MIB: u64 = 1 << 20;
+/// A page, as a byte count for slices and copies.
+pub const PAGE_BYTES: usize = 4096;
 const GIB: u64 = 1 << 30;
 
 static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
@@ -142,7 +144,7 @@ pub fn init(info: &BootInfo) {
 pub fn zero_frame(mfn: Mfn) {
     if let Some(va) = mfn.byte_addr().and_then(|pa| direct(pa, PAGE_SIZE)) {
         // SAFETY: the frame is in the direct map and owned by the caller (just allocated).
-        unsafe { core::ptr::write_bytes(va as *mut u8, 0, PAGE_SIZE as usize) }
+        unsafe { core::ptr::write_bytes(va as *mut u8, 0, PAGE_BYTES) }
     }
 }
 
@@ -162,14 +164,19 @@ pub fn init_m2p() {
         };
         if let Some(va) = mfn.byte_addr().and_then(|pa| direct(pa, 2 * MIB)) {
             // SAFETY: a fresh 2 MiB run in the direct map; all-ones is INVALID_M2P_ENTRY.
-            unsafe { core::ptr::write_bytes(va as *mut u8, 0xFF, (2 * MIB) as usize) }
+            unsafe { core::ptr::write_bytes(va as *mut u8, 0xFF, 2 << 20) }
         }
         if crate::arch::x86_64::paging::map_m2p_chunk(i, mfn).is_none() {
             panic!("memory: cannot map M2P chunk {i}");
         }
     }
     M2P_ENTRIES.store(bytes / 8, core::sync::atomic::Ordering::Relaxed);
-    log::info!("memory: M2P table for {} frames ({} KiB) mapped read-only at {:#x}", bytes / 8, chunks * 2048, hypercall_abi::xen::MACH2PHYS_VIRT_START);
+    log::info!(
+        "memory: M2P table for {} frames ({} KiB) mapped read-only at {:#x}",
+        bytes / 8,
+        chunks * 2048,
+        hypercall_abi::xen::MACH2PHYS_VIRT_START
+    );
 }
 
 /// Records that machine frame `mfn` holds pseudo-physical frame `pfn`.
@@ -189,6 +196,11 @@ pub fn m2p_get(mfn: Mfn) -> u64 {
         return unsafe { core::ptr::read_volatile(va as *const u64) };
     }
     hypercall_abi::xen::INVALID_M2P_ENTRY
+}
+
+/// Frames the allocator spans (every frame below the highest usable address).
+pub fn managed_frames_span() -> u64 {
+    FRAMES.lock().as_ref().map_or(0, FrameAllocator::nframes)
 }
 
 /// Free machine frames.

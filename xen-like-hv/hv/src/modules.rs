@@ -47,11 +47,14 @@ pub fn report(info: &BootInfo) {
         let mem = spec.mem.map(|m| m >> 20);
         log::info!(
             "module {i} '{name}': memory {}, command line \"{}\"",
-            mem.map_or(heapless::String::<24>::try_from("default").unwrap_or_default(), |m| {
-                let mut s = heapless::String::new();
-                let _ = core::fmt::Write::write_fmt(&mut s, format_args!("{m} MiB"));
-                s
-            }),
+            mem.map_or(
+                heapless::String::<24>::try_from("default").unwrap_or_default(),
+                |m| {
+                    let mut s = heapless::String::new();
+                    let _ = core::fmt::Write::write_fmt(&mut s, format_args!("{m} MiB"));
+                    s
+                }
+            ),
             xlhv_core::boot::text::Snippet::new(spec.cmdline).as_str()
         );
         let Some(bytes) = crate::mm::direct_slice(m.start, size) else {

@@ -39,7 +39,11 @@ pub fn xen_version<P: Platform>(
     match XenVer::from_nr(cmd) {
         Some(XenVer::Version) => return Ok(XEN_VERSION),
         Some(XenVer::Pagesize) => {
-            return if arg.is_null() { Ok(XEN_PAGESIZE) } else { Err(Errno::EINVAL.into()) };
+            return if arg.is_null() {
+                Ok(XEN_PAGESIZE)
+            } else {
+                Err(Errno::EINVAL.into())
+            };
         }
         Some(XenVer::Extraversion) => p.write_obj(va, &cstr::<16>(XEN_EXTRAVERSION))?,
         Some(XenVer::Capabilities) => p.write_obj(va, &cstr::<1024>(XEN_CAPABILITIES))?,
@@ -73,7 +77,11 @@ pub fn xen_version<P: Platform>(
         Some(XenVer::GuestHandle) => p.write_obj(va, &[0u8; 16])?,
         Some(XenVer::Commandline) => {
             // Xen 4.17's default policy answers "<denied>" to unprivileged domains.
-            let text = if ctx.dom.privileged { p.hv_cmdline() } else { "<denied>" };
+            let text = if ctx.dom.privileged {
+                p.hv_cmdline()
+            } else {
+                "<denied>"
+            };
             let line = cstr::<1024>(text);
             p.write_obj(va, &line)?;
         }

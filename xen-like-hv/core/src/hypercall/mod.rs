@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod misc;
+pub mod mm;
 
 use crate::platform::{GuestFault, Platform};
 use crate::traps::{GuestCtx, Outcome};
@@ -151,6 +152,43 @@ impl<P: Platform> HypercallHandler for GuestCtx<'_, P> {
     }
     fn physdev_op(&mut self, cmd: u32, arg: GuestPtr<()>) -> HvResult {
         misc::physdev_op(self, cmd, arg)
+    }
+    fn update_va_mapping(&mut self, va: u64, val: u64, flags: u64) -> HvResult {
+        mm::update_va_mapping(self, va, val, flags)
+    }
+    fn update_va_mapping_otherdomain(
+        &mut self,
+        va: u64,
+        val: u64,
+        flags: u64,
+        domid: hypercall_abi::types::DomId,
+    ) -> HvResult {
+        mm::update_va_mapping_otherdomain(self, va, val, flags, domid)
+    }
+    fn mmu_update(
+        &mut self,
+        reqs: GuestPtr<hypercall_abi::mmu::MmuUpdate>,
+        count: u32,
+        pdone: GuestPtr<u32>,
+        foreigndom: u32,
+    ) -> HvResult {
+        mm::mmu_update(self, reqs, count, pdone, foreigndom)
+    }
+    fn mmuext_op(
+        &mut self,
+        ops: GuestPtr<hypercall_abi::mmu::MmuextOp>,
+        count: u32,
+        pdone: GuestPtr<u32>,
+        foreigndom: u32,
+    ) -> HvResult {
+        mm::mmuext_op(self, ops, count, pdone, foreigndom)
+    }
+    fn multicall(
+        &mut self,
+        list: GuestPtr<hypercall_abi::xen::MulticallEntry>,
+        nr: u32,
+    ) -> HvResult {
+        mm::multicall(self, list, nr)
     }
     fn physdev_op_compat(
         &mut self,

@@ -1,6 +1,10 @@
 //! Machine memory management: machine frame numbers and the boot-time frame allocator.
 
+pub mod error;
 pub mod frame_alloc;
+pub mod frame_table;
+pub mod mmu;
+pub mod page_type;
 
 pub use frame_alloc::{AllocError, FrameAllocator, MAX_ORDER, bitmap_words};
 
@@ -33,7 +37,8 @@ impl MfnExt for Mfn {
     }
 
     fn from_addr_up(addr: u64) -> Option<Self> {
-        addr.checked_add(PAGE_SIZE - 1).map(|a| Mfn(a >> PAGE_SHIFT))
+        addr.checked_add(PAGE_SIZE - 1)
+            .map(|a| Mfn(a >> PAGE_SHIFT))
     }
 
     fn byte_addr(self) -> Option<u64> {

@@ -41,10 +41,10 @@ pub fn init_syscall() {
     // `syscall_entry` is written for exactly that entry (entry.s).
     unsafe {
         cpu::wrmsr(IA32_STAR, star);
-        cpu::wrmsr(IA32_LSTAR, syscall_entry as usize as u64);
+        cpu::wrmsr(IA32_LSTAR, syscall_entry as *const () as u64);
         // 32-bit SYSCALL (compat user mode) takes the same path; the handler sees it as
         // a user-mode SYSCALL.
-        cpu::wrmsr(IA32_CSTAR, syscall_entry as usize as u64);
+        cpu::wrmsr(IA32_CSTAR, syscall_entry as *const () as u64);
         cpu::wrmsr(IA32_FMASK, FMASK);
         cpu::wrmsr(IA32_EFER, cpu::rdmsr(IA32_EFER) | EFER_SCE);
     }
@@ -54,7 +54,12 @@ pub fn init_syscall() {
 /// the fixup and returns true.
 pub fn fixup_copy_fault(frame: &mut TrapFrame) -> bool {
     // SAFETY: only the symbols' addresses are taken.
-    let (insn, fixup) = unsafe { (&copy_guest_insn as *const u8 as u64, &copy_guest_fixup as *const u8 as u64) };
+    let (insn, fixup) = unsafe {
+        (
+            &copy_guest_insn as *const u8 as u64,
+            &copy_guest_fixup as *const u8 as u64,
+        )
+    };
     if frame.rip == insn {
         frame.rip = fixup;
         return true;
@@ -77,7 +82,11 @@ struct Loaded {
     gs: AtomicU64,
 }
 
-static LOADED: Loaded = Loaded { cr3: AtomicU64::new(0), fs: AtomicU64::new(0), gs: AtomicU64::new(0) };
+static LOADED: Loaded = Loaded {
+    cr3: AtomicU64::new(0),
+    fs: AtomicU64::new(0),
+    gs: AtomicU64::new(0),
+};
 
 fn load_if_changed(slot: &AtomicU64, value: u64, write: impl FnOnce(u64)) {
     if slot.swap(value, Ordering::Relaxed) != value {
@@ -112,6 +121,8 @@ pub struct HwPlatform<'a> {
     pub shared_info: Mfn,
     /// The hypervisor's command line.
     pub cmdline: &'a str,
+    /// Domain lookup for the memory model.
+    pub hooks: crate::mmhw::Hooks,
 }
 
 impl HwPlatform<'_> {
@@ -128,17 +139,60 @@ impl HwPlatform<'_> {
 }
 
 impl Platform for HwPlatform<'_> {
+    type Mem = crate::mmhw::DirectMem;
+    type Slots = crate::mmhw::Slots;
+    type M2pTable = crate::mmhw::HwM2p;
+    type Hooks = crate::mmhw::Hooks;
+
+    fn mm<R>(
+        &mut self,
+        dom: DomId,
+        privileged: bool,
+        f: impl FnOnce(
+            &mut xlhv_core::mm::page_type::MmCtx<
+                '_,
+                '_,
+                Self::Mem,
+                Self::Slots,
+                Self::M2pTable,
+                Self::Hooks,
+            >,
+        ) -> R,
+    ) -> R {
+        crate::mmhw::with_mm(dom, privileged, &mut self.hooks, f)
+    }
+
+    fn flush_tlb(&mut self, kind: xlhv_core::mm::mmu::FlushKind, _all_cpus: bool) {
+        crate::mmhw::flush_tlb(kind);
+    }
+
+    fn flush_cache(&mut self, _all_cpus: bool) {
+        crate::mmhw::flush_cache();
+    }
+
     fn read_guest_raw(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
         // SAFETY: the caller checked `va..va+len` is guest address space (never the
         // hypervisor's); faults on it are fixed up and reported as a short copy.
         let left = unsafe { copy_guest(buf.as_mut_ptr(), va as *const u8, buf.len()) };
-        if left == 0 { Ok(()) } else { Err(GuestFault { va: va + (buf.len() - left) as u64 }) }
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(GuestFault {
+                va: va + (buf.len() - left) as u64,
+            })
+        }
     }
 
     fn write_guest_raw(&mut self, va: u64, buf: &[u8]) -> Result<(), GuestFault> {
         // SAFETY: as above; CR0.WP makes the guest's read-only mappings refuse the write.
         let left = unsafe { copy_guest(va as *mut u8, buf.as_ptr(), buf.len()) };
-        if left == 0 { Ok(()) } else { Err(GuestFault { va: va + (buf.len() - left) as u64 }) }
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(GuestFault {
+                va: va + (buf.len() - left) as u64,
+            })
+        }
     }
 
     fn console_line(&mut self, dom: DomId, line: &[u8]) {
@@ -147,13 +201,17 @@ impl Platform for HwPlatform<'_> {
 
     fn upcall_mask(&self, vcpu: u32) -> u8 {
         // SAFETY: `vcpu_info` points into the mapped shared_info page.
-        self.vcpu_info(vcpu).map_or(1, |vi| unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*vi).evtchn_upcall_mask)) })
+        self.vcpu_info(vcpu).map_or(1, |vi| unsafe {
+            core::ptr::read_volatile(core::ptr::addr_of!((*vi).evtchn_upcall_mask))
+        })
     }
 
     fn set_upcall_mask(&mut self, vcpu: u32, mask: u8) {
         if let Some(vi) = self.vcpu_info(vcpu) {
             // SAFETY: as above.
-            unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*vi).evtchn_upcall_mask), mask) }
+            unsafe {
+                core::ptr::write_volatile(core::ptr::addr_of_mut!((*vi).evtchn_upcall_mask), mask)
+            }
         }
     }
 

@@ -20,14 +20,7 @@ core::arch::global_asm!(
 );
 
 unsafe extern "C" {
-    static hv_boot_stack_top: u8;
     static hv_cpu0_stack_top: u8;
-}
-
-/// Top of the stack `hv_start` runs on (boot.s).
-pub fn boot_stack_top() -> u64 {
-    // SAFETY: only the symbol's address is taken.
-    unsafe { &hv_boot_stack_top as *const u8 as u64 }
 }
 
 /// Top of the boot CPU's entry stack, where every entry from a guest builds its frame.

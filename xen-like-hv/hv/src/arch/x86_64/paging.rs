@@ -32,7 +32,12 @@ unsafe extern "C" {
 /// The pages below the stacks, left unmapped so that an overflow faults.
 pub fn stack_guard_pages() -> [u64; 2] {
     // SAFETY: only the symbols' addresses are taken.
-    unsafe { [&hv_boot_stack_guard as *const u8 as u64, &hv_cpu0_stack_guard as *const u8 as u64] }
+    unsafe {
+        [
+            &hv_boot_stack_guard as *const u8 as u64,
+            &hv_cpu0_stack_guard as *const u8 as u64,
+        ]
+    }
 }
 
 /// A virtual range of the image with the permissions it gets.
@@ -160,7 +165,10 @@ pub fn build(
 
     let guards = stack_guard_pages();
     for s in image_sections() {
-        for va in (s.start..s.end).step_by(4096).filter(|va| !guards.contains(va)) {
+        for va in (s.start..s.end)
+            .step_by(4096)
+            .filter(|va| !guards.contains(va))
+        {
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
             let frame = PhysFrame::containing_address(PhysAddr::new(va - HV_OFFSET));
             // SAFETY: maps the image's own frames at its link address, in tables that are
@@ -304,14 +312,21 @@ pub fn hypervisor_slots() -> [u64; 16] {
 /// Maps 2 MiB chunk `index` of the M2P table (machine frames from `mfn`) read-write for
 /// the hypervisor and read-only, user-accessible for guests.
 pub fn map_m2p_chunk(index: u64, mfn: xlhv_core::mm::Mfn) -> Option<()> {
-    use hypercall_abi::xen::MACH2PHYS_VIRT_START;
     use super::layout::RDWR_M2P_BASE;
+    use hypercall_abi::xen::MACH2PHYS_VIRT_START;
     let mut live = LIVE.lock();
     let mapper = live.as_mut()?;
-    let frame = PhysFrame::<Size2MiB>::from_start_address(PhysAddr::new(xlhv_core::mm::MfnExt::byte_addr(mfn)?)).ok()?;
+    let frame = PhysFrame::<Size2MiB>::from_start_address(PhysAddr::new(
+        xlhv_core::mm::MfnExt::byte_addr(mfn)?,
+    ))
+    .ok()?;
     let off = index.checked_mul(SIZE_2M)?;
     let views = [
-        (RDWR_M2P_BASE, Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE, Flags::PRESENT | Flags::WRITABLE),
+        (
+            RDWR_M2P_BASE,
+            Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE,
+            Flags::PRESENT | Flags::WRITABLE,
+        ),
         (
             MACH2PHYS_VIRT_START,
             Flags::PRESENT | Flags::USER_ACCESSIBLE | Flags::NO_EXECUTE,
@@ -322,7 +337,10 @@ pub fn map_m2p_chunk(index: u64, mfn: xlhv_core::mm::Mfn) -> Option<()> {
         let page = Page::<Size2MiB>::containing_address(VirtAddr::new(base + off));
         // SAFETY: the chunk is a fresh, hypervisor-owned 2 MiB run; both windows are
         // used for nothing else.
-        let flush = unsafe { mapper.map_to_with_table_flags(page, frame, leaf, parent, &mut crate::mm::TableFrames) }.ok()?;
+        let flush = unsafe {
+            mapper.map_to_with_table_flags(page, frame, leaf, parent, &mut crate::mm::TableFrames)
+        }
+        .ok()?;
         flush.flush();
     }
     Some(())

@@ -45,9 +45,3 @@ pub fn init_bsp(stack_top: u64) {
         cpu::wrmsr(IA32_KERNEL_GS_BASE, 0);
     }
 }
-
-/// This CPU's data.
-pub fn this_cpu() -> &'static PerCpu {
-    // Only the boot CPU runs for now; other CPUs will read GS.base.
-    &BSP
-}

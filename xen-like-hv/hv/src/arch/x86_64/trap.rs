@@ -91,7 +91,7 @@ fn exception(frame: &mut TrapFrame) {
         return;
     }
     if matches!(frame.vector, 11..=14) && super::guest::is_exit_fault(frame) {
-        crate::domains::exit_fault(frame.vector as u8);
+        crate::domains::exit_fault(u8::try_from(frame.vector).unwrap_or(0xFF));
     }
     fatal_fault(frame)
 }

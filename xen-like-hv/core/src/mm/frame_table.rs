@@ -1,0 +1,301 @@
+//! The frame table: one small record per machine frame, indexed by MFN.
+//!
+//! Each record holds what Xen keeps in `struct page_info` for a PV domain's page: the
+//! owner, a general reference count, a type with a type reference count, and the
+//! `validated` and `pinned` flags (plus the signed linear-page-table counter Xen uses
+//! to refuse nested linear tables). The rules that move these fields live in
+//! [`super::page_type`]; this module only stores them and hands frames out and back.
+//!
+//! The table is caller-provided storage (`&mut [FrameInfo]`, 16 bytes per frame), so
+//! the hypervisor places it once at boot, sized for every frame it manages. A frame
+//! number outside the slice is "not RAM": [`super::page_type`] treats it as I/O space.
+
+use hypercall_abi::DomId;
+
+use super::Mfn;
+use super::error::MmError;
+
+/// Who a frame belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Owner {
+    /// Not allocated.
+    #[default]
+    Free,
+    /// Memory of this domain (Xen's `page_get_owner(page) == d`).
+    Domain(DomId),
+    /// The hypervisor's own memory (heap, frame table, its page tables): never mapped
+    /// by a guest.
+    Xen,
+    /// A hypervisor page that this domain may map (its `shared_info`, grant frames):
+    /// mappable, also writably, by that domain; never a page table or descriptor page.
+    XenShared(DomId),
+    /// Not RAM (MMIO, holes): mapped only by domains with I/O-memory capability, never
+    /// reference counted (Xen's `dom_io`).
+    Io,
+}
+
+/// The use a frame is currently typed for. A frame's type changes only when its type
+/// count is zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum PageType {
+    /// Never typed (`PGT_none`).
+    #[default]
+    None,
+    /// Mapped writable by some L1 entry (`PGT_writable_page`).
+    Writable,
+    /// Level-1 page table (`PGT_l1_page_table`).
+    L1,
+    /// Level-2 page table.
+    L2,
+    /// Level-3 page table.
+    L3,
+    /// Level-4 page table (the root).
+    L4,
+    /// GDT or LDT frame (`PGT_seg_desc_page`).
+    SegDesc,
+}
+
+impl PageType {
+    /// Whether this is one of the page-table types L1..L4.
+    pub const fn is_page_table(self) -> bool {
+        matches!(
+            self,
+            PageType::L1 | PageType::L2 | PageType::L3 | PageType::L4
+        )
+    }
+
+    /// The page-table type of `level` (1..=4).
+    pub const fn table(level: u8) -> Option<PageType> {
+        match level {
+            1 => Some(PageType::L1),
+            2 => Some(PageType::L2),
+            3 => Some(PageType::L3),
+            4 => Some(PageType::L4),
+            _ => None,
+        }
+    }
+
+    /// The level (1..=4) of a page-table type.
+    pub const fn level(self) -> Option<u8> {
+        match self {
+            PageType::L1 => Some(1),
+            PageType::L2 => Some(2),
+            PageType::L3 => Some(3),
+            PageType::L4 => Some(4),
+            _ => None,
+        }
+    }
+}
+
+/// [`FrameInfo`] flag: the page-table or descriptor contents were checked.
+pub(super) const F_VALIDATED: u8 = 1 << 0;
+/// [`FrameInfo`] flag: pinned (holds one type and one general reference).
+pub(super) const F_PINNED: u8 = 1 << 1;
+
+/// The record of one machine frame. `Default` is a free frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameInfo {
+    pub(super) owner: Owner,
+    /// General references: mappings of the frame, page-table entries pointing at it,
+    /// pins and base pointers.
+    pub(super) count: u32,
+    /// References to the frame in its current type.
+    pub(super) type_count: u32,
+    pub(super) ty: PageType,
+    pub(super) flags: u8,
+    /// Xen's `linear_pt_count`: > 0 = linear entries this table holds, < 0 = linear
+    /// entries elsewhere pointing at it. Never both, so linear use cannot nest.
+    pub(super) linear: i16,
+}
+
+const _: () = assert!(core::mem::size_of::<FrameInfo>() <= 16);
+
+impl FrameInfo {
+    /// The owner.
+    pub const fn owner(&self) -> Owner {
+        self.owner
+    }
+
+    /// General reference count.
+    pub const fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The type (meaningful while [`FrameInfo::type_count`] is non-zero; kept after it
+    /// drops to zero so the next type change knows a TLB flush is due).
+    pub const fn page_type(&self) -> PageType {
+        self.ty
+    }
+
+    /// Type reference count.
+    pub const fn type_count(&self) -> u32 {
+        self.type_count
+    }
+
+    /// Whether the contents were validated for the current type.
+    pub const fn validated(&self) -> bool {
+        self.flags & F_VALIDATED != 0
+    }
+
+    /// Whether the frame is pinned.
+    pub const fn pinned(&self) -> bool {
+        self.flags & F_PINNED != 0
+    }
+
+    /// Linear page-table counter (> 0: linear entries held; < 0: linear uses).
+    pub const fn linear_count(&self) -> i16 {
+        self.linear
+    }
+
+    /// Whether no reference, type reference or pin remains.
+    pub const fn is_unreferenced(&self) -> bool {
+        self.count == 0 && self.type_count == 0 && self.flags & F_PINNED == 0
+    }
+
+    pub(super) fn set_flag(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+}
+
+/// The frame table over caller-provided storage; index = MFN.
+#[derive(Debug)]
+pub struct FrameTable<'a> {
+    frames: &'a mut [FrameInfo],
+}
+
+/// The slice index of a frame, if it fits in `usize`.
+fn index(mfn: Mfn) -> Option<usize> {
+    usize::try_from(mfn.0).ok()
+}
+
+impl<'a> FrameTable<'a> {
+    /// A table over `frames`, every frame free.
+    pub fn new(frames: &'a mut [FrameInfo]) -> Self {
+        frames.fill(FrameInfo::default());
+        FrameTable { frames }
+    }
+
+    /// Number of frames covered.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether the table covers no frame.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Every record, index = MFN (for audits and tests).
+    pub fn frames(&self) -> &[FrameInfo] {
+        self.frames
+    }
+
+    /// The record of `mfn`, or `None` outside the table.
+    pub fn info(&self, mfn: Mfn) -> Option<&FrameInfo> {
+        self.frames.get(index(mfn)?)
+    }
+
+    /// The owner of `mfn`, or `None` outside the table.
+    pub fn owner(&self, mfn: Mfn) -> Option<Owner> {
+        self.info(mfn).map(|f| f.owner)
+    }
+
+    pub(super) fn info_mut(&mut self, mfn: Mfn) -> Option<&mut FrameInfo> {
+        self.frames.get_mut(index(mfn)?)
+    }
+
+    /// Hand a free frame to `owner` (allocation). The M2P entry is the caller's.
+    pub fn assign(&mut self, mfn: Mfn, owner: Owner) -> Result<(), MmError> {
+        if owner == Owner::Free {
+            return Err(MmError::BadOwner);
+        }
+        let f = self.info_mut(mfn).ok_or(MmError::BadFrame(mfn))?;
+        if f.owner != Owner::Free {
+            return Err(MmError::NotFree(mfn));
+        }
+        *f = FrameInfo {
+            owner,
+            ..FrameInfo::default()
+        };
+        Ok(())
+    }
+
+    /// Take a frame back from its owner (free). Refused while any reference, type
+    /// reference or pin remains. The type is forgotten.
+    ///
+    /// Before the frame is assigned again, the caller must make sure no CPU still holds
+    /// a TLB entry through which the old owner could reach it (Xen's TLB-flush
+    /// timestamp check at allocation).
+    pub fn release(&mut self, mfn: Mfn) -> Result<(), MmError> {
+        let f = self.info_mut(mfn).ok_or(MmError::BadFrame(mfn))?;
+        if f.owner == Owner::Free {
+            return Ok(());
+        }
+        if !f.is_unreferenced() {
+            return Err(MmError::FrameBusy(mfn));
+        }
+        *f = FrameInfo::default();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assign_and_release() {
+        let mut store = [FrameInfo {
+            count: 7,
+            ..FrameInfo::default()
+        }; 4];
+        let mut ft = FrameTable::new(&mut store);
+        assert_eq!(ft.len(), 4);
+        assert_eq!(ft.owner(Mfn(1)), Some(Owner::Free));
+        assert_eq!(ft.info(Mfn(1)).map(|f| f.count()), Some(0));
+        assert_eq!(ft.owner(Mfn(4)), None);
+        assert_eq!(ft.assign(Mfn(1), Owner::Free), Err(MmError::BadOwner));
+        assert_eq!(
+            ft.assign(Mfn(4), Owner::Xen),
+            Err(MmError::BadFrame(Mfn(4)))
+        );
+        ft.assign(Mfn(1), Owner::Domain(DomId(3))).unwrap();
+        assert_eq!(
+            ft.assign(Mfn(1), Owner::Domain(DomId(3))),
+            Err(MmError::NotFree(Mfn(1)))
+        );
+        if let Some(f) = ft.info_mut(Mfn(1)) {
+            f.count = 1;
+        }
+        assert_eq!(ft.release(Mfn(1)), Err(MmError::FrameBusy(Mfn(1))));
+        if let Some(f) = ft.info_mut(Mfn(1)) {
+            f.count = 0;
+            f.set_flag(F_PINNED, true);
+        }
+        assert_eq!(ft.release(Mfn(1)), Err(MmError::FrameBusy(Mfn(1))));
+        if let Some(f) = ft.info_mut(Mfn(1)) {
+            f.set_flag(F_PINNED, false);
+            f.ty = PageType::L1;
+        }
+        ft.release(Mfn(1)).unwrap();
+        assert_eq!(ft.info(Mfn(1)), Some(&FrameInfo::default()));
+        assert_eq!(
+            ft.release(Mfn(u64::MAX)),
+            Err(MmError::BadFrame(Mfn(u64::MAX)))
+        );
+    }
+
+    #[test]
+    fn record_is_small() {
+        assert!(core::mem::size_of::<FrameInfo>() <= 16);
+        assert_eq!(PageType::table(3), Some(PageType::L3));
+        assert_eq!(PageType::L2.level(), Some(2));
+        assert_eq!(PageType::SegDesc.level(), None);
+        assert!(!PageType::Writable.is_page_table());
+    }
+}

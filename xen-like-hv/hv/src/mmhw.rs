@@ -1,0 +1,219 @@
+//! The memory model (`xlhv_core::mm`) on this machine: the frame table's storage,
+//! page-table entries through the direct map, the M2P, TLB flushes, and what the model
+//! asks of the rest of the hypervisor.
+
+use crate::arch::x86_64::layout::DIRECTMAP_BASE;
+use crate::arch::x86_64::paging;
+use crate::mm;
+use core::sync::atomic::{AtomicU64, Ordering};
+use hypercall_abi::types::DomId;
+use spin::Mutex;
+use xlhv_core::mm::frame_table::{FrameInfo, FrameTable};
+use xlhv_core::mm::mmu::FlushKind;
+use xlhv_core::mm::page_type::{HypervisorSlots, M2p, MachineMemory, MmCtx, MmHooks};
+use xlhv_core::mm::{Mfn, MfnExt, PAGE_SIZE};
+
+/// The frame table, one entry per machine frame.
+pub static FRAME_TABLE: Mutex<Option<FrameTable<'static>>> = Mutex::new(None);
+
+/// Allocates and initialises the frame table (every frame free).
+pub fn init_frame_table(nframes: u64) {
+    let bytes = nframes.saturating_mul(size_of::<FrameInfo>() as u64);
+    let pages = bytes.div_ceil(PAGE_SIZE).max(1);
+    let order = 64 - (pages - 1).leading_zeros();
+    let Some(mfn) = mm::alloc_order(order) else {
+        panic!("memory: no run of 2^{order} frames for the frame table");
+    };
+    let Some(base) = mfn
+        .byte_addr()
+        .and_then(|pa| mm::direct(pa, pages * PAGE_SIZE))
+    else {
+        panic!("memory: the frame table is outside the direct map");
+    };
+    let Ok(n) = usize::try_from(nframes) else {
+        panic!("memory: {nframes} frames")
+    };
+    let ptr = base as *mut FrameInfo;
+    for i in 0..n {
+        // SAFETY: `ptr` points at a fresh run of `pages` frames, large enough for `n`
+        // entries (computed above); each entry is initialised before the slice exists.
+        unsafe { ptr.add(i).write(FrameInfo::default()) };
+    }
+    // SAFETY: initialised just above; the run is never freed and only the frame table
+    // (behind FRAME_TABLE's lock) uses it.
+    let frames = unsafe { core::slice::from_raw_parts_mut(ptr, n) };
+    *FRAME_TABLE.lock() = Some(FrameTable::new(frames));
+    log::info!(
+        "memory: frame table for {nframes} frames ({} KiB)",
+        pages * 4
+    );
+}
+
+/// Page-table entries through the direct map.
+#[derive(Debug)]
+pub struct DirectMem;
+
+fn entry_ptr(mfn: Mfn, index: usize) -> Option<*mut u64> {
+    let va = DIRECTMAP_BASE
+        .checked_add(mfn.byte_addr()?)?
+        .checked_add((index as u64 % 512) * 8)?;
+    Some(va as *mut u64)
+}
+
+impl MachineMemory for DirectMem {
+    fn read_entry(&self, mfn: Mfn, index: usize) -> u64 {
+        let Some(p) = entry_ptr(mfn, index) else {
+            return 0;
+        };
+        // SAFETY: the model passes only frames it tracks (RAM, in the direct map), and
+        // entries are 8-byte aligned.
+        let entry = unsafe { AtomicU64::from_ptr(p) };
+        entry.load(Ordering::Relaxed)
+    }
+    fn write_entry(&mut self, mfn: Mfn, index: usize, val: u64) {
+        if let Some(p) = entry_ptr(mfn, index) {
+            // SAFETY: as above; page-table entries are written atomically.
+            let entry = unsafe { AtomicU64::from_ptr(p) };
+            entry.store(val, Ordering::Release);
+        }
+    }
+    fn cmpxchg_entry(&mut self, mfn: Mfn, index: usize, old: u64, new: u64) -> Result<(), u64> {
+        let Some(p) = entry_ptr(mfn, index) else {
+            return Err(0);
+        };
+        // SAFETY: as above; `lock cmpxchg`, since the MMU may set A/D bits concurrently.
+        unsafe { AtomicU64::from_ptr(p) }
+            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+    }
+    fn zero_page(&mut self, mfn: Mfn) {
+        mm::zero_frame(mfn);
+    }
+    fn copy_page(&mut self, dst: Mfn, src: Mfn) {
+        let (Some(d), Some(s)) = (entry_ptr(dst, 0), entry_ptr(src, 0)) else {
+            return;
+        };
+        if d != s {
+            // SAFETY: both are whole RAM frames in the direct map; distinct frames do
+            // not overlap, and copying a frame onto itself is excluded.
+            unsafe {
+                core::ptr::copy_nonoverlapping(s as *const u8, d as *mut u8, crate::mm::PAGE_BYTES)
+            };
+        }
+    }
+}
+
+/// The hypervisor's L4 slots, read once.
+#[derive(Debug)]
+pub struct Slots([u64; 16]);
+
+impl Slots {
+    /// The current slot entries.
+    pub fn now() -> Self {
+        Slots(paging::hypervisor_slots())
+    }
+}
+
+impl HypervisorSlots for Slots {
+    fn l4_entry(&self, slot: usize) -> u64 {
+        slot.checked_sub(*paging::HV_SLOTS.start())
+            .and_then(|i| self.0.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// The M2P table.
+#[derive(Debug)]
+pub struct HwM2p;
+
+impl M2p for HwM2p {
+    fn get(&self, mfn: Mfn) -> u64 {
+        mm::m2p_get(mfn)
+    }
+    fn set(&mut self, mfn: Mfn, pfn: u64) {
+        mm::m2p_set(mfn, pfn)
+    }
+}
+
+/// What the model asks: which domains exist, who is privileged, TLB shoot-downs,
+/// descriptor audit.
+#[derive(Debug)]
+pub struct Hooks {
+    /// Ids of the domains that exist (a snapshot taken before the call).
+    pub existing: heapless::Vec<DomId, { crate::domains::MAX_DOMAINS }>,
+    /// The privileged (control) domain.
+    pub control: DomId,
+}
+
+impl MmHooks for Hooks {
+    fn domain_exists(&self, dom: DomId) -> bool {
+        self.existing.contains(&dom)
+    }
+    fn privileged_over(&self, caller: DomId, target: DomId) -> bool {
+        caller == self.control && target != DomId::XEN
+    }
+    fn io_caps(&self, _dom: DomId) -> bool {
+        // No domain maps device memory yet (dom0 gets its devices later).
+        false
+    }
+    fn flush_for_type_change(&mut self, _owner: DomId, _mfn: Mfn) {
+        flush_tlb(FlushKind::Tlb);
+    }
+    fn check_descriptor(&self, _owner: DomId, desc: u64, _next: u64) -> bool {
+        audit_descriptor(desc)
+    }
+}
+
+/// Xen's descriptor audit, as far as 64-bit PV guests need it: not-present and
+/// DPL-3 code/data descriptors pass; system descriptors other than a 64-bit call gate
+/// do not.
+pub fn audit_descriptor(desc: u64) -> bool {
+    let present = desc & (1 << 47) != 0;
+    let s = desc & (1 << 44) != 0;
+    let dpl = (desc >> 45) & 3;
+    let ty = (desc >> 40) & 0xF;
+    !present || (s && dpl == 3) || (!s && ty == 0xC)
+}
+
+/// Runs `f` with the memory model of this machine for `dom`.
+pub fn with_mm<R>(
+    dom: DomId,
+    privileged: bool,
+    hooks: &mut Hooks,
+    f: impl FnOnce(&mut MmCtx<'_, '_, DirectMem, Slots, HwM2p, Hooks>) -> R,
+) -> R {
+    let mut ft = FRAME_TABLE.lock();
+    let Some(ft) = ft.as_mut() else {
+        panic!("memory model used before the frame table exists")
+    };
+    let slots = Slots::now();
+    let mut ctx = MmCtx {
+        ft,
+        mem: &mut DirectMem,
+        slots: &slots,
+        m2p: &mut HwM2p,
+        hooks,
+        dom,
+        privileged,
+        io_caps: false,
+        linear_pt: true,
+    };
+    f(&mut ctx)
+}
+
+/// Flushes this CPU's TLB (the only CPU guests run on for now).
+pub fn flush_tlb(kind: FlushKind) {
+    match kind {
+        FlushKind::Invlpg(va) => {
+            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va))
+        }
+        FlushKind::Tlb => x86_64::instructions::tlb::flush_all(),
+    }
+}
+
+/// `WBINVD`.
+pub fn flush_cache() {
+    // SAFETY: write-back and invalidate has no effect on memory contents.
+    unsafe { core::arch::asm!("wbinvd", options(nostack, preserves_flags)) }
+}
