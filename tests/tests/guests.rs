@@ -41,6 +41,11 @@ fn xen_version_answers_like_xen_4_17() {
 }
 
 #[test]
+fn descriptor_tables_are_audited() {
+    passes("gdt");
+}
+
+#[test]
 fn a_guest_without_handlers_is_crashed_and_reported() {
     let b = boot_dom0("no-handler", &test_guest("no-handler"));
     b.line("(d0) no-handler: START");

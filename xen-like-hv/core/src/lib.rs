@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod descriptor;
 pub mod domain;
 pub mod emulate;
 pub mod exit;

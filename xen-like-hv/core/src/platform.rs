@@ -39,6 +39,9 @@ pub trait Platform {
     fn flush_tlb(&mut self, kind: FlushKind, all_cpus: bool);
     /// `WBINVD` on this CPU, or on every CPU.
     fn flush_cache(&mut self, all_cpus: bool);
+    /// Makes the vCPU's GDT frames (`vcpu.gdt_frames`) the first pages of the GDT the
+    /// CPU uses, read-only, with the hypervisor's reserved page after them.
+    fn load_gdt(&mut self, vcpu: &crate::vcpu::Vcpu);
 
     /// Copies guest memory into `buf`. Implementations may assume the range was checked
     /// with [`is_guest_range`] (the wrappers below do it).

@@ -75,6 +75,8 @@ pub(crate) struct FakePlatform {
     pub mm: MmWorld,
     /// TLB flushes asked for: (kind, all CPUs).
     pub tlb_flushes: Vec<(FlushKind, bool)>,
+    /// GDT frame lists loaded, in order.
+    pub gdt_loads: Vec<Vec<u64>>,
 }
 
 /// A small machine for the memory model: 4096 frames, all free.
@@ -173,8 +175,8 @@ impl MmHooks for LoneHooks {
         false
     }
     fn flush_for_type_change(&mut self, _owner: DomId, _mfn: Mfn) {}
-    fn check_descriptor(&self, _owner: DomId, _desc: u64, _next: u64) -> bool {
-        true
+    fn check_descriptor(&self, _owner: DomId, desc: u64, _next: u64) -> bool {
+        crate::descriptor::is_audited(desc)
     }
 }
 
@@ -184,6 +186,7 @@ impl Default for FakePlatform {
             pages: BTreeMap::new(),
             mm: MmWorld::default(),
             tlb_flushes: Vec::new(),
+            gdt_loads: Vec::new(),
             kernel_space: true,
             console: Vec::new(),
             masks: BTreeMap::new(),
@@ -347,6 +350,11 @@ impl Platform for FakePlatform {
     }
 
     fn flush_cache(&mut self, _all_cpus: bool) {}
+
+    fn load_gdt(&mut self, vcpu: &crate::vcpu::Vcpu) {
+        self.gdt_loads
+            .push(vcpu.gdt_frames.iter().map(|m| m.0).collect());
+    }
 
     fn read_guest_raw(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
         for (i, b) in buf.iter_mut().enumerate() {

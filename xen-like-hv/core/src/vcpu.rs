@@ -95,6 +95,10 @@ pub struct Vcpu {
     pub ldt_base: u64,
     /// LDT entries.
     pub ldt_ents: u32,
+    /// The guest's GDT frames (`set_gdt`), each holding a `SegDesc` type reference.
+    pub gdt_frames: heapless::Vec<Mfn, 14>,
+    /// Entries of the guest's GDT.
+    pub gdt_ents: u32,
 }
 
 impl Vcpu {
@@ -127,6 +131,8 @@ impl Vcpu {
             user_root: None,
             ldt_base: 0,
             ldt_ents: 0,
+            gdt_frames: heapless::Vec::new(),
+            gdt_ents: 0,
         }
     }
 

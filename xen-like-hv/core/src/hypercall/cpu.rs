@@ -269,8 +269,17 @@ pub fn iret<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> HvResult {
     let ss = (frame.ss & 0xFFFF) | 3;
     // Only the flat segments exist until guests get their own GDT; anything else would
     // fault on the way out, which is a bad frame too.
-    let flat_cs = cs == u64::from(FLAT_RING3_CS64) || cs == u64::from(FLAT_RING3_CS32);
-    if !flat_cs || ss != u64::from(FLAT_RING3_SS64) || !is_canonical(frame.rip) {
+    // The flat selectors, or the guest's own GDT entries (a bad descriptor there makes
+    // the return fault, which crashes the domain); never the LDT, which guests cannot
+    // load yet.
+    let gdt_ents = u64::from(ctx.vcpu.gdt_ents);
+    let usable = |sel: u64, flat: &[u16]| {
+        flat.iter().any(|&f| u64::from(f) == sel)
+            || (sel & 4 == 0 && sel >> 3 != 0 && sel >> 3 < gdt_ents)
+    };
+    let cs_ok = usable(cs, &[FLAT_RING3_CS64, FLAT_RING3_CS32]);
+    let ss_ok = usable(ss, &[FLAT_RING3_SS64]);
+    if !cs_ok || !ss_ok || !is_canonical(frame.rip) {
         ctx.outcome = Outcome::Crash(CrashReason::BadIretFrame { rsp });
         return Ok(0);
     }
@@ -289,11 +298,18 @@ pub fn iret<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> HvResult {
     r.cs = cs;
     r.rflags = flags;
     r.rsp = frame.rsp;
-    r.ss = u64::from(FLAT_RING3_SS64);
+    r.ss = ss;
     if frame.flags & VgcfFlags::IN_SYSCALL.bits() != 0 {
-        // Xen returns with SYSRET: RCX and R11 hold RIP and RFLAGS.
+        // Xen returns with SYSRET: RCX and R11 hold RIP and RFLAGS, and the selectors
+        // are the flat ones SYSRET loads (32-bit form for a compat CS).
         r.rcx = r.rip;
         r.r11 = flags;
+        r.cs = if cs == u64::from(FLAT_RING3_CS32) {
+            cs
+        } else {
+            u64::from(FLAT_RING3_CS64)
+        };
+        r.ss = u64::from(FLAT_RING3_SS64);
     } else {
         r.rcx = frame.rcx;
         r.r11 = frame.r11;

@@ -6,6 +6,7 @@
 //! [`misc`] (`xen_version`, `console_io`, `sched_op`, `vm_assist`, `physdev_op`).
 
 pub mod cpu;
+pub mod desc;
 pub mod misc;
 pub mod mm;
 
@@ -189,6 +190,16 @@ impl<P: Platform> HypercallHandler for GuestCtx<'_, P> {
         nr: u32,
     ) -> HvResult {
         mm::multicall(self, list, nr)
+    }
+    fn set_gdt(
+        &mut self,
+        frame_list: GuestPtr<hypercall_abi::types::Mfn>,
+        entries: u32,
+    ) -> HvResult {
+        desc::set_gdt(self, frame_list, entries)
+    }
+    fn update_descriptor(&mut self, ma: hypercall_abi::types::MachineAddr, desc: u64) -> HvResult {
+        desc::update_descriptor(self, ma, desc)
     }
     fn physdev_op_compat(
         &mut self,

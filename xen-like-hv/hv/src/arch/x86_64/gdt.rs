@@ -121,3 +121,16 @@ pub fn init_bsp(rsp0: u64) {
         );
     }
 }
+
+/// Maps the guest's descriptor frames as the first pages of the boot CPU's GDT (the
+/// rest of the guest part goes back to zeroed image memory, i.e. null descriptors).
+pub fn load_guest_frames(frames: &[xlhv_core::mm::Mfn]) {
+    let base = BSP_GDT.lock().0.as_ptr() as u64;
+    for page in 0..hypercall_abi::xen::FIRST_RESERVED_GDT_PAGE {
+        let va = base + (page as u64) * 4096;
+        let pa = frames.get(page).map(|m| m.0 << 12);
+        if super::paging::remap_image_page(va, pa).is_none() {
+            panic!("gdt: cannot remap GDT page {page}");
+        }
+    }
+}

@@ -170,6 +170,10 @@ impl Platform for HwPlatform<'_> {
         crate::mmhw::flush_cache();
     }
 
+    fn load_gdt(&mut self, vcpu: &Vcpu) {
+        super::gdt::load_guest_frames(&vcpu.gdt_frames);
+    }
+
     fn read_guest_raw(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
         // SAFETY: the caller checked `va..va+len` is guest address space (never the
         // hypervisor's); faults on it are fixed up and reported as a short copy.

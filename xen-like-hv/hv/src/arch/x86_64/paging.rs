@@ -345,3 +345,32 @@ pub fn map_m2p_chunk(index: u64, mfn: xlhv_core::mm::Mfn) -> Option<()> {
     }
     Some(())
 }
+
+/// Points the 4 KiB image page at `va` to machine frame `pa` (read-write for the
+/// hypervisor, never user or executable), or back to the image's own frame when
+/// `pa` is `None`. Used for the guest pages of the GDT.
+pub fn remap_image_page(va: u64, pa: Option<u64>) -> Option<()> {
+    let mut live = LIVE.lock();
+    let mapper = live.as_mut()?;
+    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
+    let frame = PhysFrame::containing_address(PhysAddr::new(pa.unwrap_or(va - HV_OFFSET)));
+    if let Ok((_, flush)) = mapper.unmap(page) {
+        flush.ignore();
+    }
+    let flags = Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE;
+    // SAFETY: the page belongs to the GDT's guest part, which only the CPU reads and
+    // only this function maps; the frame is a validated descriptor page of the guest
+    // (type SegDesc, so the guest itself cannot write it) or the image's own frame.
+    let flush = unsafe {
+        mapper.map_to_with_table_flags(
+            page,
+            frame,
+            flags,
+            Flags::PRESENT | Flags::WRITABLE,
+            &mut crate::mm::TableFrames,
+        )
+    }
+    .ok()?;
+    flush.flush();
+    Some(())
+}
