@@ -77,6 +77,19 @@ fn iso_spec(image: &ImageArgs) -> Result<IsoSpec> {
     for m in &image.modules {
         modules.push(Module::parse(m)?);
     }
+    let has_dom0 = modules
+        .iter()
+        .any(|m| m.cmdline.split_whitespace().next() == Some("dom0"));
+    if !has_dom0 && image.dom0.is_none() {
+        // No dom0 given: the demo kernel is dom0.
+        modules.insert(
+            0,
+            Module {
+                path: xtask::build_demo()?,
+                cmdline: "dom0".into(),
+            },
+        );
+    }
     for m in &modules {
         if !m.path.is_file() {
             bail!("module '{}': no such file: {}", m.cmdline, m.path.display());
