@@ -7,6 +7,9 @@
 
 /// Pseudo-vector for entries through SYSCALL (not a hardware vector).
 pub const SYSCALL_VECTOR: u64 = 0x100;
+/// Written into the vector slot on the way out: the exit path may use SYSRET (see
+/// `Regs::mark_sysret`).
+pub const SYSRET_OK: u64 = 0x101;
 
 /// RFLAGS bits the PV model cares about.
 pub mod rflags {
@@ -123,6 +126,19 @@ impl Regs {
         *r = v;
     }
 
+    /// Marks a frame entered through SYSCALL for return with SYSRET, when that gives
+    /// exactly what IRETQ would: flat 64-bit ring-3 selectors, a canonical RIP, and RCX
+    /// and R11 equal to RIP and RFLAGS or free to be clobbered (`clobber_ok`: the guest
+    /// expects SYSCALL semantics, as after a hypercall or a bounce to a handler).
+    pub fn mark_sysret(&mut self, clobber_ok: bool) {
+        use hypercall_abi::xen::{FLAT_RING3_CS64, FLAT_RING3_SS64};
+        let flat = self.cs == u64::from(FLAT_RING3_CS64) && self.ss == u64::from(FLAT_RING3_SS64);
+        let regs_ok = clobber_ok || (self.rcx == self.rip && self.r11 == self.rflags);
+        if self.vector == SYSCALL_VECTOR && flat && is_canonical(self.rip) && regs_ok {
+            self.vector = SYSRET_OK;
+        }
+    }
+
     /// True if the interrupted context ran in ring 3 (a guest).
     pub fn from_guest(&self) -> bool {
         self.cs & 3 == 3
@@ -171,6 +187,46 @@ mod tests {
         assert!(is_guest_range(0xFFFF_FFFF_FFFF_F000, 4096));
         assert!(!is_guest_range(0xFFFF_FFFF_FFFF_F000, 4097));
         assert!(!is_guest_range(u64::MAX, 2));
+    }
+
+    #[test]
+    fn sysret_only_when_it_equals_iret() {
+        let base = Regs {
+            vector: SYSCALL_VECTOR,
+            cs: 0xE033,
+            ss: 0xE02B,
+            rip: 0x1000,
+            rflags: 0x202,
+            ..Regs::default()
+        };
+        let mut r = base;
+        r.mark_sysret(true);
+        assert_eq!(r.vector, SYSRET_OK);
+        let mut r = base;
+        r.mark_sysret(false); // rcx/r11 must survive and do not match
+        assert_eq!(r.vector, SYSCALL_VECTOR);
+        let mut r = Regs {
+            rcx: 0x1000,
+            r11: 0x202,
+            ..base
+        };
+        r.mark_sysret(false);
+        assert_eq!(r.vector, SYSRET_OK);
+        let mut r = Regs {
+            rip: 1 << 47,
+            ..base
+        };
+        r.mark_sysret(true);
+        assert_eq!(
+            r.vector, SYSCALL_VECTOR,
+            "non-canonical RIP: SYSRET would fault in ring 0"
+        );
+        let mut r = Regs { cs: 0xE023, ..base };
+        r.mark_sysret(true);
+        assert_eq!(r.vector, SYSCALL_VECTOR, "compat code segment");
+        let mut r = Regs { vector: 14, ..base };
+        r.mark_sysret(true);
+        assert_eq!(r.vector, 14, "only SYSCALL entries");
     }
 
     #[test]

@@ -152,6 +152,9 @@ pub fn guest_entry(frame: &mut Regs) {
     if let Some(v) = pv.vcpus.get(vid) {
         guest::sync(v);
     }
+    // A hypercall's or a bounce's return clobbers RCX/R11 as SYSCALL does; `iret` and
+    // continuations restore them, so they may use SYSRET only if nothing changes.
+    frame.mark_sysret(outcome != Outcome::RegsReplaced);
 }
 
 /// The IRETQ back into the current guest faulted: its frame was unusable. Crashes it.

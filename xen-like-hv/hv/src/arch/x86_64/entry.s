@@ -12,7 +12,8 @@
 
 .set PERCPU_STACK_TOP, 8        # offsets in arch::x86_64::percpu::PerCpu
 .set PERCPU_SCRATCH,   16
-.set SYSCALL_VECTOR,   0x100    # trap::SYSCALL_VECTOR: not a hardware vector
+.set SYSCALL_VECTOR,   0x100    # xlhv_core::regs::SYSCALL_VECTOR: not a hardware vector
+.set SYSRET_OK,        0x101    # xlhv_core::regs::SYSRET_OK: return with SYSRET
 .set FLAT_RING3_SS,    0xE02B
 .set FLAT_RING3_CS64,  0xE033
 
@@ -64,7 +65,13 @@ isr_common:
 
 # Restores the TrapFrame at RSP and returns to it. `return_to_frame(frame)` (below)
 # jumps here to enter a guest for the first time or to switch to another vCPU.
+# A frame whose vector slot says SYSRET_OK (set by domains::guest_entry only when it is
+# safe: a SYSCALL entry going back to flat 64-bit ring 3 at a canonical RIP, where the
+# guest expects RCX/R11 to be clobbered) returns with SYSRET, loading RIP and RFLAGS
+# from the frame; every other frame returns with IRETQ.
 .Lrestore_regs:
+    cmpq $SYSRET_OK, 120(%rsp)      # vector slot, after the 15 general registers
+    je .Lsysret
     popq %r15
     popq %r14
     popq %r13
@@ -88,6 +95,28 @@ isr_common:
 .global exit_iretq
 exit_iretq:
     iretq
+
+.Lsysret:
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    addq $8, %rsp                   # r11: becomes RFLAGS
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    addq $8, %rsp                   # rcx: becomes RIP
+    popq %rbx
+    popq %rax
+    movq 16(%rsp), %rcx             # rip
+    movq 32(%rsp), %r11             # rflags
+    movq 40(%rsp), %rsp             # the guest's stack
+    swapgs
+    sysretq
 
 # fn return_to_frame(frame: *const TrapFrame) -> !
 # RDI points at a complete TrapFrame at the top of this CPU's stack.
