@@ -245,6 +245,8 @@ fn write_cr<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr: u8, v: u64) -> bool {
             ctx.vcpu.cr2 = v;
             true
         }
+        // A new kernel base, as MMUEXT_NEW_BASEPTR (refused: #GP).
+        3 => new_baseptr(ctx, v),
         // Writing the value it already has is allowed; anything else is refused.
         4 => v == ctx.p.control_regs().1 & GUEST_CR4,
         _ => false,
@@ -253,3 +255,24 @@ fn write_cr<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr: u8, v: u64) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// `mov %reg, %cr3`: switches the kernel page tables as `MMUEXT_NEW_BASEPTR` would.
+fn new_baseptr<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr3: u64) -> bool {
+    use crate::mm::mmu::{self, ForeignDomain};
+    use hypercall_abi::mmu::{MmuextCmd, MmuextOp};
+    let mfn = crate::mm::Mfn((cr3 & 0x000F_FFFF_FFFF_F000) >> 12);
+    let op = MmuextOp::on_frame(MmuextCmd::NewBaseptr, mfn);
+    let mut vm = ctx.vcpu_mm();
+    let (dom, privileged) = (ctx.dom.id, ctx.dom.privileged);
+    let result = ctx.p.mm(dom, privileged, |m| {
+        let own = ForeignDomain::own(m);
+        mmu::mmuext_op(m, &mut vm, op, own)
+    });
+    match result {
+        Ok(flush) => {
+            ctx.set_vcpu_mm(vm);
+            ctx.apply_flush(flush, hypercall_abi::Errno::EINVAL).is_ok()
+        }
+        Err(_) => false,
+    }
+}

@@ -461,3 +461,36 @@ fn cpuid_policy_is_consistent_with_forced_cpuid() {
     assert_eq!(cpuid_policy(&p, 0x4000_0002, 0), [1, 0x4000_0000, 0, 0]);
     assert_eq!(cpuid_policy(&p, 0x4000_0010, 0), [0; 4]);
 }
+
+// ---------------------------------------------------------------------------------------
+// mov %reg, %cr3 = MMUEXT_NEW_BASEPTR
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn mov_to_cr3_switches_to_a_valid_l4_like_new_baseptr() {
+    use crate::mm::frame_table::{Owner, PageType};
+    let mut w = kernel_with(&[0x0F, 0x22, 0xD8]); // mov %rax,%cr3
+    let l4 = crate::mm::Mfn(77);
+    let dom = w.dom.id;
+    w.p.mm.ft.assign(l4, Owner::Domain(dom)).unwrap();
+    w.regs.rax = l4.0 << 12;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 3, "emulated: RIP past the instruction");
+    assert_eq!(w.vcpu.kernel_root, l4);
+    let info = w.p.mm.ft.info(l4).unwrap();
+    assert_eq!(info.page_type(), PageType::L4);
+    assert!(
+        info.type_count() >= 1,
+        "the new base holds a type reference"
+    );
+}
+
+#[test]
+fn mov_to_cr3_with_a_frame_not_owned_gives_gp() {
+    let mut w = kernel_with(&[0x0F, 0x22, 0xD8]); // mov %rax,%cr3
+    w.regs.rax = 99 << 12; // never assigned to the domain
+    let root = w.vcpu.kernel_root;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), KRIP);
+    assert_eq!(w.vcpu.kernel_root, root);
+}

@@ -23,7 +23,7 @@ impl From<MmError> for HvError {
 }
 
 impl<P: Platform> GuestCtx<'_, P> {
-    fn vcpu_mm(&self) -> VcpuMm {
+    pub(crate) fn vcpu_mm(&self) -> VcpuMm {
         VcpuMm {
             kernel_root: Some(self.vcpu.kernel_root),
             user_root: self.vcpu.user_root,
@@ -32,7 +32,7 @@ impl<P: Platform> GuestCtx<'_, P> {
         }
     }
 
-    fn set_vcpu_mm(&mut self, m: VcpuMm) {
+    pub(crate) fn set_vcpu_mm(&mut self, m: VcpuMm) {
         let old_kernel = self.vcpu.kernel_root;
         let old_user = self.vcpu.user_root;
         self.vcpu.kernel_root = m.kernel_root.unwrap_or(old_kernel);
@@ -45,7 +45,7 @@ impl<P: Platform> GuestCtx<'_, P> {
     }
 
     /// Performs `flush`. A vCPU bitmap that cannot be read gives `unreadable`.
-    fn apply_flush(&mut self, flush: Flush, unreadable: Errno) -> Result<(), HvError> {
+    pub(crate) fn apply_flush(&mut self, flush: Flush, unreadable: Errno) -> Result<(), HvError> {
         match flush {
             Flush::None => {}
             Flush::Local(k) => self.p.flush_tlb(k, false),
