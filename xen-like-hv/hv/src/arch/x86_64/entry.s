@@ -12,10 +12,10 @@
 
 .set PERCPU_STACK_TOP, 8        # offsets in arch::x86_64::percpu::PerCpu
 .set PERCPU_SCRATCH,   16
-.set SYSCALL_VECTOR,   0x100    # xlhv_core::regs::SYSCALL_VECTOR: not a hardware vector
-.set SYSRET_OK,        0x101    # xlhv_core::regs::SYSRET_OK: return with SYSRET
-.set FLAT_RING3_SS,    0xE02B
-.set FLAT_RING3_CS64,  0xE033
+.set SYSCALL_VECTOR,   {syscall_vector}   # xlhv_core::regs::SYSCALL_VECTOR
+.set SYSRET_OK,        {sysret_ok}        # xlhv_core::regs::SYSRET_OK
+.set FLAT_RING3_SS,    {flat_ring3_ss}    # hypercall_abi::xen::FLAT_RING3_SS64
+.set FLAT_RING3_CS64,  {flat_ring3_cs64}  # hypercall_abi::xen::FLAT_RING3_CS64
 
 .section .text.isr, "ax"
 .code64

@@ -17,12 +17,12 @@ const ENTRIES: usize = 15 * 512;
 pub const HV_CS: u16 = 0xE008;
 /// Hypervisor data/stack segment (DPL 0).
 pub const HV_DS: u16 = 0xE010;
-/// Flat 32-bit code, DPL 3 (FLAT_RING3_CS32).
-pub const RING3_CS32: u16 = 0xE023;
-/// Flat data, DPL 3 (FLAT_RING3_DS32 = FLAT_KERNEL_SS for 64-bit PV).
-pub const RING3_DS: u16 = 0xE02B;
-/// Flat 64-bit code, DPL 3 (FLAT_RING3_CS64 = FLAT_KERNEL_CS for 64-bit PV).
-pub const RING3_CS64: u16 = 0xE033;
+/// Flat 32-bit code, DPL 3.
+pub const RING3_CS32: u16 = hypercall_abi::xen::FLAT_RING3_CS32;
+/// Flat data, DPL 3 (FLAT_KERNEL_SS for 64-bit PV).
+pub const RING3_DS: u16 = hypercall_abi::xen::FLAT_RING3_DS32;
+/// Flat 64-bit code, DPL 3 (FLAT_KERNEL_CS for 64-bit PV).
+pub const RING3_CS64: u16 = hypercall_abi::xen::FLAT_RING3_CS64;
 /// The TSS (two entries).
 pub const TSS_SEL: u16 = 0xE040;
 

@@ -13,7 +13,14 @@ pub mod serial;
 pub mod trap;
 
 core::arch::global_asm!(include_str!("boot.s"), options(att_syntax));
-core::arch::global_asm!(include_str!("entry.s"), options(att_syntax));
+core::arch::global_asm!(
+    include_str!("entry.s"),
+    syscall_vector = const xlhv_core::regs::SYSCALL_VECTOR,
+    sysret_ok = const xlhv_core::regs::SYSRET_OK,
+    flat_ring3_ss = const hypercall_abi::xen::FLAT_RING3_SS64,
+    flat_ring3_cs64 = const hypercall_abi::xen::FLAT_RING3_CS64,
+    options(att_syntax)
+);
 core::arch::global_asm!(
     include_str!(concat!(env!("OUT_DIR"), "/isr.s")),
     options(att_syntax)
