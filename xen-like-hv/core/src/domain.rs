@@ -2,6 +2,7 @@
 
 use crate::mm::Mfn;
 use crate::vcpu::Vcpu;
+use hypercall_abi::memory::E820Entry;
 use hypercall_abi::types::DomId;
 
 /// Most vCPUs per domain (one until SMP guests arrive).
@@ -79,6 +80,14 @@ impl ConsoleLine {
     }
 }
 
+/// Most entries of a domain's pseudo-physical memory map (`XENMEM_memory_map`). Xen
+/// accepts up to 1024 (`E820MAX`); libxl sets one for a PV domU, a few more with
+/// `e820_host`.
+pub const DOMAIN_E820_MAX: usize = 32;
+
+/// A domain's pseudo-physical E820 map, as the toolstack set it.
+pub type DomainMemoryMap = heapless::Vec<E820Entry, DOMAIN_E820_MAX>;
+
 /// A PV domain.
 #[derive(Clone, Debug)]
 pub struct Domain {
@@ -100,6 +109,10 @@ pub struct Domain {
     pub max_pages: u64,
     /// Partial console line.
     pub console: ConsoleLine,
+    /// Pseudo-physical E820 map for `XENMEM_memory_map`, set by the toolstack
+    /// (`XENMEM_set_memory_map`); `None` until then, and `XENMEM_memory_map` answers
+    /// `-ENOSYS` (the guest falls back to `start_info.nr_pages`).
+    pub memory_map: Option<DomainMemoryMap>,
 }
 
 impl Domain {
@@ -115,6 +128,7 @@ impl Domain {
             tot_pages: 0,
             max_pages: 0,
             console: ConsoleLine::default(),
+            memory_map: None,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod boot;
 pub mod descriptor;
 pub mod domain;
 pub mod emulate;
+pub mod evtchn;
 pub mod exit;
 pub mod hypercall;
 pub mod mm;

@@ -1,9 +1,12 @@
 //! What the portable handlers need from the machine. The hypervisor binary implements
 //! it on hardware; tests implement it over plain memory.
 
+use crate::domain::Domain;
+use crate::mm::Mfn;
 use crate::mm::mmu::FlushKind;
 use crate::mm::page_type::{HypervisorSlots, M2p, MachineMemory, MmCtx, MmHooks};
 use crate::regs::is_guest_range;
+use hypercall_abi::memory::E820Entry;
 use hypercall_abi::types::DomId;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
@@ -96,4 +99,47 @@ pub trait Platform {
     fn write_obj<T: IntoBytes + Immutable>(&mut self, va: u64, t: &T) -> Result<(), GuestFault> {
         self.write_guest(va, t.as_bytes())
     }
+
+    // ---- memory_op (`hypercall::memory`) ---------------------------------------------
+
+    /// Takes a free run of `2^order` machine frames (`order <= mm::MAX_ORDER`) out of
+    /// the frame allocator, for `increase_reservation`/`populate_physmap`. The first
+    /// frame is a multiple of `2^order`; if `below` is given, every frame of the run is
+    /// below it (a `mem_flags` address-width limit). Every frame must be
+    /// `Owner::Free` in the frame table; the caller assigns, zeroes and accounts them.
+    /// `None` if no such run is free (the caller's batch stops there, like Xen's failed
+    /// `alloc_domheap_pages`); returning `None` is always allowed.
+    fn alloc_frames(&mut self, order: u32, below: Option<Mfn>) -> Option<Mfn>;
+
+    /// Gives the `count` frames `first..first + count` back to the frame allocator
+    /// (not necessarily an aligned run: free them frame by frame). The caller has
+    /// already released them in the frame table (`Owner::Free`, no reference left) and
+    /// invalidated their M2P entries. Their old owner may still hold stale TLB entries
+    /// (a guest may unmap a page without flushing), so no CPU may use any of them again
+    /// before every CPU's TLB has been flushed after this call began: flush all CPUs
+    /// once per call before (or while) freeing (Xen's TLB-flush timestamp check).
+    fn free_frames(&mut self, first: Mfn, count: u64);
+
+    /// Xen's `max_page`: one more than the highest machine frame number of RAM. It is
+    /// `XENMEM_maximum_ram_page`'s answer, `max_mfn + 1` of `XENMEM_machphys_mapping`
+    /// for the hardware domain, and the reference for `mem_flags` address widths.
+    fn max_page(&self) -> u64;
+
+    /// For `XENMEM_machphys_mfn_list`: the MFN of the first frame of the `index`th
+    /// 2 MiB chunk backing the M2P table, i.e. of the chunk that holds the entries of
+    /// MFNs `index << 18 .. (index + 1) << 18`; `None` past the last chunk (the chunks
+    /// cover `max_page()` entries).
+    fn m2p_chunk(&self, index: u64) -> Option<Mfn>;
+
+    /// For `XENMEM_machine_memory_map`: entry `index` of the host's E820 map, sorted by
+    /// address, as the firmware reported it (Xen's sanitised `e820`); `None` past the
+    /// last entry.
+    fn host_e820(&self, index: usize) -> Option<E820Entry>;
+
+    /// Runs `f` on the record of domain `id` and returns its result; `None` if no such
+    /// domain exists. `id` is never the current domain (the caller already holds that
+    /// one). `memory_op` uses it when a caller privileged over `id` names it (a
+    /// toolstack populating a new domain): it reads `max_pages`, `shared_info` and
+    /// `memory_map` and adjusts `tot_pages`; `f` never calls back into the platform.
+    fn with_domain<R>(&mut self, id: DomId, f: impl FnOnce(&mut Domain) -> R) -> Option<R>;
 }

@@ -13,9 +13,10 @@ use crate::regs::{Regs, SYSCALL_VECTOR, rflags};
 use crate::traps::{GuestCtx, Outcome};
 use crate::vcpu::Vcpu;
 use hypercall_abi::Invoke;
+use hypercall_abi::memory::E820Entry;
 use hypercall_abi::types::DomId;
 use hypercall_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, FLAT_USER_CS, FLAT_USER_SS};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// Page size of the fake guest memory.
@@ -77,6 +78,19 @@ pub(crate) struct FakePlatform {
     pub tlb_flushes: Vec<(FlushKind, bool)>,
     /// GDT frame lists loaded, in order.
     pub gdt_loads: Vec<Vec<u64>>,
+    /// Frames the fake frame allocator may hand to domains (`alloc_frames`); empty
+    /// unless a test adds some.
+    pub pool: BTreeSet<u64>,
+    /// Every `free_frames` call: (first, count).
+    pub freed: Vec<(u64, u64)>,
+    /// Xen's `max_page` (`max_page`).
+    pub max_page: u64,
+    /// MFNs of the M2P's 2 MiB chunks (`m2p_chunk`).
+    pub m2p_chunks: Vec<u64>,
+    /// The host E820 map (`host_e820`).
+    pub host_map: Vec<E820Entry>,
+    /// Other domains by id (`with_domain`); the memory model's hooks say they exist.
+    pub others: BTreeMap<u16, Domain>,
 }
 
 /// A small machine for the memory model: 4096 frames, all free.
@@ -161,15 +175,21 @@ impl HypervisorSlots for NoSlots {
     }
 }
 
-/// One domain at a time, nobody privileged over anybody.
-pub(crate) struct LoneHooks;
+/// The domains of [`FakePlatform::others`] exist (none by default); a privileged
+/// caller is privileged over every domain (Xen's control domain).
+pub(crate) struct LoneHooks {
+    /// Other domains that exist.
+    pub existing: Vec<DomId>,
+    /// The caller, if it is privileged.
+    pub control: Option<DomId>,
+}
 
 impl MmHooks for LoneHooks {
-    fn domain_exists(&self, _dom: DomId) -> bool {
-        false
+    fn domain_exists(&self, dom: DomId) -> bool {
+        self.existing.contains(&dom)
     }
-    fn privileged_over(&self, _caller: DomId, _target: DomId) -> bool {
-        false
+    fn privileged_over(&self, caller: DomId, _target: DomId) -> bool {
+        self.control == Some(caller)
     }
     fn io_caps(&self, _dom: DomId) -> bool {
         false
@@ -187,6 +207,12 @@ impl Default for FakePlatform {
             mm: MmWorld::default(),
             tlb_flushes: Vec::new(),
             gdt_loads: Vec::new(),
+            pool: BTreeSet::new(),
+            freed: Vec::new(),
+            max_page: 4096,
+            m2p_chunks: Vec::new(),
+            host_map: Vec::new(),
+            others: BTreeMap::new(),
             kernel_space: true,
             console: Vec::new(),
             masks: BTreeMap::new(),
@@ -330,7 +356,10 @@ impl Platform for FakePlatform {
         f: impl FnOnce(&mut MmCtx<'_, '_, FakeMem, NoSlots, FakeM2p, LoneHooks>) -> R,
     ) -> R {
         let w = &mut self.mm;
-        let mut hooks = LoneHooks;
+        let mut hooks = LoneHooks {
+            existing: self.others.keys().map(|&d| DomId(d)).collect(),
+            control: privileged.then_some(dom),
+        };
         let mut ctx = MmCtx {
             ft: &mut w.ft,
             mem: &mut w.mem,
@@ -415,6 +444,42 @@ impl Platform for FakePlatform {
         self.kernel_space = vcpu.kernel_mode;
         self.load_mode_calls
             .push((vcpu.kernel_mode, vcpu.active_gs_base(), vcpu.fs_base));
+    }
+
+    fn alloc_frames(&mut self, order: u32, below: Option<Mfn>) -> Option<Mfn> {
+        let n = 1u64 << order;
+        let first = self.pool.iter().copied().find(|&f| {
+            f % n == 0
+                && below.is_none_or(|b| f + n <= b.0)
+                && (f..f + n).all(|g| self.pool.contains(&g))
+        })?;
+        for g in first..first + n {
+            self.pool.remove(&g);
+        }
+        Some(Mfn(first))
+    }
+
+    fn free_frames(&mut self, first: Mfn, count: u64) {
+        self.freed.push((first.0, count));
+        for g in first.0..first.0 + count {
+            assert!(self.pool.insert(g), "frame {g:#x} freed twice");
+        }
+    }
+
+    fn max_page(&self) -> u64 {
+        self.max_page
+    }
+
+    fn m2p_chunk(&self, index: u64) -> Option<Mfn> {
+        self.m2p_chunks.get(index as usize).copied().map(Mfn)
+    }
+
+    fn host_e820(&self, index: usize) -> Option<E820Entry> {
+        self.host_map.get(index).copied()
+    }
+
+    fn with_domain<R>(&mut self, id: DomId, f: impl FnOnce(&mut Domain) -> R) -> Option<R> {
+        self.others.get_mut(&id.0).map(f)
     }
 }
 

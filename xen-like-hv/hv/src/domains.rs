@@ -45,6 +45,13 @@ impl Domains {
         crate::mmhw::Hooks { existing, control }
     }
 
+    /// The domain in `slot`, and every other slot beside it, borrowed at once.
+    pub fn split(&mut self, slot: usize) -> Option<(&mut PvDomain, Others<'_>)> {
+        let (left, rest) = self.slots.split_at_mut(slot);
+        let (cur, right) = rest.split_first_mut()?;
+        Some((cur.as_mut()?, Others { left, right }))
+    }
+
     /// Adds a domain; returns its slot.
     pub fn insert(&mut self, d: PvDomain) -> Option<usize> {
         let (i, slot) = self
@@ -54,6 +61,28 @@ impl Domains {
             .find(|(_, s)| s.is_none())?;
         *slot = Some(d);
         Some(i)
+    }
+}
+
+/// Every domain but the current one (see [`Domains::split`]).
+#[derive(Debug)]
+pub struct Others<'a> {
+    left: &'a mut [Option<PvDomain>],
+    right: &'a mut [Option<PvDomain>],
+}
+
+impl Others<'_> {
+    /// The domain with id `id`, if it is one of these.
+    pub fn find(
+        &mut self,
+        id: hypercall_abi::types::DomId,
+    ) -> Option<&mut xlhv_core::domain::Domain> {
+        self.left
+            .iter_mut()
+            .chain(self.right.iter_mut())
+            .flatten()
+            .map(|d| &mut d.dom)
+            .find(|d| d.id == id)
     }
 }
 
@@ -119,7 +148,7 @@ pub fn guest_entry(frame: &mut Regs) {
     };
     let mut doms = DOMAINS.lock();
     let hooks = doms.hooks();
-    let Some(pv) = doms.get_mut(slot) else {
+    let Some((pv, others)) = doms.split(slot) else {
         panic!("current domain slot {slot} is empty")
     };
     let PvDomain { dom, vcpus } = pv;
@@ -130,6 +159,7 @@ pub fn guest_entry(frame: &mut Regs) {
         shared_info: dom.shared_info,
         cmdline: CMDLINE.get().copied().unwrap_or(""),
         hooks,
+        others,
     };
     let outcome = {
         let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);

@@ -36,9 +36,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     arch::x86_64::percpu::init_bsp(arch::x86_64::entry_stack_top());
     arch::x86_64::guest::init_syscall();
 
-    // Kept in a static: the bounded boot information is tens of KiB.
-    static BOOT_INFO: spin::Once<boot::multiboot::BootInfo> = spin::Once::new();
-    let info = BOOT_INFO.call_once(|| match boot::multiboot::read(magic, mbi) {
+    let info = boot::multiboot::BOOT_INFO.call_once(|| match boot::multiboot::read(magic, mbi) {
         Ok(info) => info,
         Err(e) => {
             log::error!("boot: {e}; cannot continue");

@@ -148,6 +148,14 @@ pub fn zero_frame(mfn: Mfn) {
     }
 }
 
+/// The 2 MiB runs backing the M2P, in order (`XENMEM_machphys_mfn_list`).
+static M2P_CHUNKS: Mutex<heapless::Vec<Mfn, 2048>> = Mutex::new(heapless::Vec::new());
+
+/// The first frame of M2P chunk `index`.
+pub fn m2p_chunk(index: u64) -> Option<Mfn> {
+    M2P_CHUNKS.lock().get(usize::try_from(index).ok()?).copied()
+}
+
 /// Entries in the M2P table (one per machine frame up to the highest RAM address).
 static M2P_ENTRIES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -168,6 +176,9 @@ pub fn init_m2p() {
         }
         if crate::arch::x86_64::paging::map_m2p_chunk(i, mfn).is_none() {
             panic!("memory: cannot map M2P chunk {i}");
+        }
+        if M2P_CHUNKS.lock().push(mfn).is_err() {
+            panic!("memory: more than 2048 M2P chunks");
         }
     }
     M2P_ENTRIES.store(bytes / 8, core::sync::atomic::Ordering::Relaxed);

@@ -3,10 +3,12 @@
 //! [`HvError`] into errno, the one place that happens.
 //!
 //! Families: [`cpu`] (traps, callbacks, stacks, segments, debug registers, `iret`),
-//! [`misc`] (`xen_version`, `console_io`, `sched_op`, `vm_assist`, `physdev_op`).
+//! [`misc`] (`xen_version`, `console_io`, `sched_op`, `vm_assist`, `physdev_op`),
+//! [`memory`] (`memory_op`).
 
 pub mod cpu;
 pub mod desc;
+pub mod memory;
 pub mod misc;
 pub mod mm;
 
@@ -206,6 +208,9 @@ impl<P: Platform> HypercallHandler for GuestCtx<'_, P> {
         op: GuestPtr<hypercall_abi::physdev::PhysdevOpCompat>,
     ) -> HvResult {
         misc::physdev_op_compat(self, op)
+    }
+    fn memory_op(&mut self, cmd: u64, arg: GuestPtr<()>) -> HvResult {
+        memory::memory_op(self, cmd, arg)
     }
 }
 

@@ -117,6 +117,27 @@ fn copy_cut<const N: usize>(s: &str, out: &mut String<N>) {
     let _ = out.push_str(&s[..end]);
 }
 
+/// The boot information, kept for the whole run (it is tens of KiB, so it lives here
+/// rather than on the boot stack).
+pub static BOOT_INFO: spin::Once<BootInfo> = spin::Once::new();
+
+/// Entry `index` of the host's memory map as an E820 entry (`XENMEM_machine_memory_map`).
+pub fn host_e820(index: usize) -> Option<hypercall_abi::memory::E820Entry> {
+    let a = BOOT_INFO.get()?.areas.get(index)?;
+    let type_ = match a.kind {
+        AreaKind::Usable => 1,
+        AreaKind::Reserved => 2,
+        AreaKind::Acpi => 3,
+        AreaKind::Nvs => 4,
+        AreaKind::Defective => 5,
+    };
+    Some(hypercall_abi::memory::E820Entry {
+        addr: a.start,
+        size: a.end.saturating_sub(a.start),
+        type_,
+    })
+}
+
 /// Reads the boot information at machine address `mbi` (identity-mapped).
 pub fn read(magic: u32, mbi: u32) -> Result<BootInfo, Error> {
     if magic != BOOT_MAGIC {

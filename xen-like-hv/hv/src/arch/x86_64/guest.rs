@@ -123,6 +123,8 @@ pub struct HwPlatform<'a> {
     pub cmdline: &'a str,
     /// Domain lookup for the memory model.
     pub hooks: crate::mmhw::Hooks,
+    /// Every other domain (for operations on a named domain).
+    pub others: crate::domains::Others<'a>,
 }
 
 impl HwPlatform<'_> {
@@ -172,6 +174,46 @@ impl Platform for HwPlatform<'_> {
 
     fn load_gdt(&mut self, vcpu: &Vcpu) {
         super::gdt::load_guest_frames(&vcpu.gdt_frames);
+    }
+
+    fn alloc_frames(&mut self, order: u32, below: Option<Mfn>) -> Option<Mfn> {
+        let mfn = crate::mm::alloc_order(order)?;
+        let end = mfn.0.checked_add(1 << order)?;
+        if below.is_some_and(|b| end > b.0) {
+            // The allocator has no address limit; give the run back and report none.
+            let _ = crate::mm::free_order(mfn, order);
+            return None;
+        }
+        Some(mfn)
+    }
+
+    fn free_frames(&mut self, first: Mfn, count: u64) {
+        // A guest may have dropped its last mapping without flushing: no CPU may keep
+        // a translation to these frames once they can be handed out again.
+        crate::mmhw::flush_tlb(xlhv_core::mm::mmu::FlushKind::Tlb);
+        for i in 0..count {
+            let _ = crate::mm::free_order(Mfn(first.0 + i), 0);
+        }
+    }
+
+    fn max_page(&self) -> u64 {
+        crate::mm::managed_frames_span()
+    }
+
+    fn m2p_chunk(&self, index: u64) -> Option<Mfn> {
+        crate::mm::m2p_chunk(index)
+    }
+
+    fn host_e820(&self, index: usize) -> Option<hypercall_abi::memory::E820Entry> {
+        crate::boot::multiboot::host_e820(index)
+    }
+
+    fn with_domain<R>(
+        &mut self,
+        id: DomId,
+        f: impl FnOnce(&mut xlhv_core::domain::Domain) -> R,
+    ) -> Option<R> {
+        self.others.find(id).map(f)
     }
 
     fn read_guest_raw(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
