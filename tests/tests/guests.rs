@@ -8,6 +8,14 @@ fn passes(name: &str) {
     b.line(&format!("(d0) {name}: PASS"));
     b.no_line(&format!("{name}: FAIL"));
     b.exited(QemuExit::Poweroff);
+    no_leak(&b);
+}
+
+/// dom0's teardown gave back every frame it had (the leak check).
+fn no_leak(b: &xlhv_tests::Boot0) {
+    b.line("domain 0 destroyed: ");
+    b.line("all of dom0's frames are back");
+    b.no_line("frames leaked");
 }
 
 #[test]
@@ -51,6 +59,7 @@ fn a_guest_without_handlers_is_crashed_and_reported() {
     b.line("(d0) no-handler: START");
     b.line("domain 0 crashed: no handler for #UD (vector 6)");
     b.exited(QemuExit::Dom0Crash);
+    no_leak(&b);
 }
 
 #[test]
@@ -67,6 +76,7 @@ fn demo_kernel_boots_checks_itself_and_powers_off() {
     b.line("Xen 4.17");
     b.no_line("FAIL");
     b.exited(QemuExit::Poweroff);
+    no_leak(&b);
 }
 
 /// A variant of a good kernel image, as a refused dom0 must never crash the hypervisor.

@@ -202,6 +202,71 @@ pub fn exit_fault(vector: u8) -> ! {
     panic!("a stopped domain was resumed");
 }
 
+/// Free frames just before dom0 was built: what a complete teardown of dom0 returns
+/// the machine to.
+static FREE_BEFORE_DOM0: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Records the free-frame count before building dom0.
+pub fn note_free_before_dom0() {
+    FREE_BEFORE_DOM0.store(
+        crate::mm::free_frames(),
+        core::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// Destroys a stopped domain's memory: drops every page-type and general reference its
+/// vCPUs and tables hold, releases each of its frames (and its shared_info) in the frame
+/// table and gives them back to the allocator. Returns (frames returned, frames still
+/// referenced by someone else).
+fn teardown(pv: &mut PvDomain) -> (u64, u64) {
+    use xlhv_core::mm::frame_table::Owner;
+    use xlhv_core::mm::mmu::{VcpuMm, relinquish_domain};
+    use xlhv_core::mm::page_type::put_page_and_type;
+    let id = pv.dom.id;
+    let mut hooks = crate::mmhw::Hooks {
+        existing: heapless::Vec::new(),
+        control: id,
+    };
+    let _ = hooks.existing.push(id);
+    let mut returned = 0;
+    let mut busy = 0;
+    crate::mmhw::with_mm(id, pv.dom.privileged, &mut hooks, |m| {
+        let mut roots: heapless::Vec<VcpuMm, { xlhv_core::domain::MAX_VCPUS }> =
+            heapless::Vec::new();
+        for v in pv.vcpus.iter_mut() {
+            for &g in &v.gdt_frames {
+                put_page_and_type(m, g);
+            }
+            v.gdt_frames.clear();
+            let _ = roots.push(VcpuMm {
+                kernel_root: Some(v.kernel_root),
+                user_root: v.user_root.take(),
+                ldt_base: v.ldt_base,
+                ldt_ents: v.ldt_ents,
+            });
+        }
+        let _ = relinquish_domain(m, &mut roots);
+        // No CPU may keep a translation of the domain's frames once they are reused.
+        crate::mmhw::flush_tlb(xlhv_core::mm::mmu::FlushKind::Tlb);
+        let n = m.ft.len() as u64;
+        for mfn in (0..n).map(xlhv_core::mm::Mfn) {
+            let mine =
+                matches!(m.ft.owner(mfn), Some(Owner::Domain(d) | Owner::XenShared(d)) if d == id);
+            if !mine {
+                continue;
+            }
+            // Lock order: frame table, then allocator (as everywhere).
+            if m.ft.release(mfn).is_ok() && crate::mm::free_order(mfn, 0).is_ok() {
+                crate::mm::m2p_set(mfn, hypercall_abi::xen::INVALID_M2P_ENTRY);
+                returned += 1;
+            } else {
+                busy += 1;
+            }
+        }
+    });
+    (returned, busy)
+}
+
 /// A domain stopped. dom0 stopping ends the machine, with an exit code that tells
 /// poweroff from crash.
 fn stop(pv: &mut PvDomain, reason: ShutdownReason, why: Option<CrashReason>) {
@@ -219,7 +284,23 @@ fn stop(pv: &mut PvDomain, reason: ShutdownReason, why: Option<CrashReason>) {
         Some(why) => log::error!("domain {} crashed: {why}", id.0),
         None => log::info!("domain {} shut down: {reason:?}", id.0),
     }
+    let (returned, busy) = teardown(pv);
+    let free = crate::mm::free_frames();
+    let before = FREE_BEFORE_DOM0.load(core::sync::atomic::Ordering::Relaxed);
+    log::info!(
+        "domain {} destroyed: {returned} frames returned, {busy} still referenced; {free} frames free",
+        id.0
+    );
     if pv.dom.privileged {
+        if free == before {
+            log::info!(
+                "memory: all of dom0's frames are back ({free} free, as before it was built)"
+            );
+        } else {
+            log::error!(
+                "memory: {free} frames free after dom0, {before} before it was built: frames leaked"
+            );
+        }
         let code = match reason {
             ShutdownReason::Poweroff | ShutdownReason::Suspend => QemuExit::Poweroff,
             ShutdownReason::Reboot | ShutdownReason::SoftReset => QemuExit::Reboot,

@@ -104,6 +104,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
         run_test_hook(hook);
     }
     domains::set_cmdline(info.cmdline.as_str());
+    domains::note_free_before_dom0();
     let dom0 = match dom0::build(info, opts.dom0_mem) {
         Ok(slot) => Some(slot),
         Err(dom0::Dom0Error::NoModule) => {

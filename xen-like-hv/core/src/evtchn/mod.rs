@@ -22,8 +22,8 @@ pub mod twolevel;
 mod tests;
 
 pub use ops::{
-    DomainEvtchn, Domains, EvtchnOut, EvtchnReply, EvtchnRequest, alloc_unbound,
-    bind_interdomain, close, destroy_domain, dispatch, pair_mut, reset, send, status,
+    DomainEvtchn, Domains, EvtchnOut, EvtchnReply, EvtchnRequest, alloc_unbound, bind_interdomain,
+    close, destroy_domain, dispatch, pair_mut, reset, send, status,
 };
 pub use table::{EvtchnConfig, EvtchnTable, PortState};
 pub use twolevel::{EventBits, set_pending};
@@ -264,16 +264,9 @@ impl From<EvtchnError> for Errno {
         use EvtchnError::*;
         match e {
             NoSuchDomain(_) => Errno::ESRCH,
-            InvalidPort(_)
-            | WrongState(..)
-            | NotBindable(..)
-            | InvalidVirq(_)
-            | GlobalVirqVcpu(_)
-            | Dying(_)
-            | NotPaused(_)
-            | TooManyPollPorts(_)
-            | InvalidPirq(_)
-            | BrokenLink(..) => Errno::EINVAL,
+            InvalidPort(_) | WrongState(..) | NotBindable(..) | InvalidVirq(_)
+            | GlobalVirqVcpu(_) | Dying(_) | NotPaused(_) | TooManyPollPorts(_)
+            | InvalidPirq(_) | BrokenLink(..) => Errno::EINVAL,
             NoSuchVcpu(_) => Errno::ENOENT,
             VirqBound(..) | PirqBound(_) => Errno::EEXIST,
             NotVirqHandler(_) | NoResetInProgress => Errno::EBUSY,

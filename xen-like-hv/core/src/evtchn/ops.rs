@@ -41,7 +41,10 @@ pub trait Domains {
         &mut self,
         a: DomId,
         b: DomId,
-    ) -> Option<(DomainEvtchn<'_, Self::Bits<'_>>, DomainEvtchn<'_, Self::Bits<'_>>)>;
+    ) -> Option<(
+        DomainEvtchn<'_, Self::Bits<'_>>,
+        DomainEvtchn<'_, Self::Bits<'_>>,
+    )>;
 }
 
 /// Two distinct elements of a slice, mutably: `None` if `a == b` or either is out of
@@ -200,7 +203,12 @@ pub fn close<D: Domains + ?Sized>(
     } else if let Some(mut l) = doms.get(dom) {
         // The peer vanished without closing its end: cannot happen while destruction
         // goes through `destroy_domain`. Close our end anyway.
-        log::warn!("evtchn: d{} port {} names missing d{}", dom.0, port.0, rdom.0);
+        log::warn!(
+            "evtchn: d{} port {} names missing d{}",
+            dom.0,
+            port.0,
+            rdom.0
+        );
         l.table.free_port(&mut l.bits, port);
     }
     Ok(())
@@ -222,7 +230,9 @@ pub fn send<D: Domains + ?Sized>(
             SendTarget::Local(p, vcpu) => {
                 return Ok(twolevel::set_pending(&mut d.bits, dom, p, vcpu));
             }
-            SendTarget::Remote(r, rp) if r == dom => return Ok(d.table.set_pending(&mut d.bits, rp)),
+            SendTarget::Remote(r, rp) if r == dom => {
+                return Ok(d.table.set_pending(&mut d.bits, rp));
+            }
             SendTarget::Remote(r, rp) => (r, rp),
         }
     };

@@ -7,8 +7,8 @@ use super::{
 };
 use core::fmt;
 use hypercall_abi::evtchn::{
-    EVTCHN_2L_NR_CHANNELS, EvtchnBindIpi, EvtchnBindPirq, EvtchnBindVcpu, EvtchnBindVirq, EvtchnSetPriority,
-    EvtchnStat, EvtchnStatus, EvtchnUnmask, NR_VIRQS,
+    EVTCHN_2L_NR_CHANNELS, EvtchnBindIpi, EvtchnBindPirq, EvtchnBindVcpu, EvtchnBindVirq,
+    EvtchnSetPriority, EvtchnStat, EvtchnStatus, EvtchnUnmask, NR_VIRQS,
 };
 use hypercall_abi::sched::SCHEDOP_POLL_MAX_PORTS;
 use hypercall_abi::types::{DomId, EvtchnPort, VcpuId};
@@ -292,10 +292,7 @@ impl EvtchnTable {
 
     /// The port `virq` is bound to for `vcpu` (global VIRQs: pass vCPU 0).
     pub fn virq_port(&self, virq: u32, vcpu: VcpuId) -> Option<EvtchnPort> {
-        let p = *self
-            .virq_ports
-            .get(vcpu.0 as usize)?
-            .get(virq as usize)?;
+        let p = *self.virq_ports.get(vcpu.0 as usize)?.get(virq as usize)?;
         (p.0 != 0).then_some(p)
     }
 
@@ -459,10 +456,7 @@ impl EvtchnTable {
         if !caller.pirqs.permitted {
             return Err(EvtchnError::PirqNotPermitted(pirq));
         }
-        if self
-            .ports()
-            .any(|(_, s)| s == PortState::Pirq { pirq })
-        {
+        if self.ports().any(|(_, s)| s == PortState::Pirq { pirq }) {
             return Err(EvtchnError::PirqBound(pirq));
         }
         let port = self.alloc_port()?;
@@ -475,7 +469,9 @@ impl EvtchnTable {
     /// VIRQ port. IPIs and per-vCPU VIRQs stay where they are.
     pub fn bind_vcpu(&mut self, req: EvtchnBindVcpu) -> Result<(), EvtchnError> {
         let notify = self.vcpu_slot(req.vcpu)?;
-        let slot = self.slot(req.port).ok_or(EvtchnError::InvalidPort(req.port))?;
+        let slot = self
+            .slot(req.port)
+            .ok_or(EvtchnError::InvalidPort(req.port))?;
         let state = slot.state();
         let movable = match state {
             PortState::Virq { virq } => virq_is_global(virq),
@@ -499,7 +495,9 @@ impl EvtchnTable {
         bits: &mut B,
         req: EvtchnUnmask,
     ) -> Result<Option<Kick>, EvtchnError> {
-        let slot = self.slot(req.port).ok_or(EvtchnError::InvalidPort(req.port))?;
+        let slot = self
+            .slot(req.port)
+            .ok_or(EvtchnError::InvalidPort(req.port))?;
         if !slot.state().is_bound() {
             return Ok(None);
         }
@@ -514,7 +512,8 @@ impl EvtchnTable {
     /// `EVTCHNOP_set_priority`: FIFO only; the 2-level ABI answers -ENOSYS for any
     /// valid port.
     pub fn set_priority(&self, req: EvtchnSetPriority) -> Result<(), EvtchnError> {
-        self.slot(req.port).ok_or(EvtchnError::InvalidPort(req.port))?;
+        self.slot(req.port)
+            .ok_or(EvtchnError::InvalidPort(req.port))?;
         Err(EvtchnError::NoPriorities)
     }
 
@@ -522,7 +521,10 @@ impl EvtchnTable {
     pub(super) fn send_target(&self, port: EvtchnPort) -> Result<SendTarget, EvtchnError> {
         let slot = self.slot(port).ok_or(EvtchnError::InvalidPort(port))?;
         match slot.state() {
-            PortState::Interdomain { remote, port: rport } => Ok(SendTarget::Remote(remote, rport)),
+            PortState::Interdomain {
+                remote,
+                port: rport,
+            } => Ok(SendTarget::Remote(remote, rport)),
             PortState::Ipi => Ok(SendTarget::Local(port, VcpuId(u32::from(slot.notify)))),
             PortState::Unbound { .. } => Ok(SendTarget::Drop),
             state => Err(EvtchnError::WrongState(port, state)),
@@ -531,7 +533,11 @@ impl EvtchnTable {
 
     /// Flags `port` pending for its vCPU if it is bound (Xen's
     /// `evtchn_port_set_pending`).
-    pub fn set_pending<B: EventBits + ?Sized>(&self, bits: &mut B, port: EvtchnPort) -> Option<Kick> {
+    pub fn set_pending<B: EventBits + ?Sized>(
+        &self,
+        bits: &mut B,
+        port: EvtchnPort,
+    ) -> Option<Kick> {
         let slot = self.slot(port)?;
         if !slot.state().is_bound() {
             return None;
@@ -567,9 +573,7 @@ impl EvtchnTable {
 
     /// Raises the port bound to physical IRQ `pirq`, if any.
     pub fn raise_pirq<B: EventBits + ?Sized>(&self, bits: &mut B, pirq: u32) -> Option<Kick> {
-        let (port, _) = self
-            .ports()
-            .find(|&(_, s)| s == PortState::Pirq { pirq })?;
+        let (port, _) = self.ports().find(|&(_, s)| s == PortState::Pirq { pirq })?;
         self.set_pending(bits, port)
     }
 

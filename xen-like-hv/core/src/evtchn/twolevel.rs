@@ -119,10 +119,7 @@ impl EventBits for SharedInfo {
         let Some(info) = self.vcpu_info.get_mut(vcpu.0 as usize) else {
             return true;
         };
-        let Some(m) = u32::try_from(word)
-            .ok()
-            .and_then(|w| 1u64.checked_shl(w))
-        else {
+        let Some(m) = u32::try_from(word).ok().and_then(|w| 1u64.checked_shl(w)) else {
             return true;
         };
         let old = info.evtchn_pending_sel & m != 0;
