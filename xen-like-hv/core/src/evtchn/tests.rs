@@ -155,7 +155,12 @@ impl World {
     fn close(&mut self, dom: u16, port: EvtchnPort) -> Result<(), Errno> {
         close(self, DomId(dom), port).map_err(Errno::from)
     }
-    fn status(&mut self, caller: &Caller, dom: DomId, port: EvtchnPort) -> Result<EvtchnStatus, Errno> {
+    fn status(
+        &mut self,
+        caller: &Caller,
+        dom: DomId,
+        port: EvtchnPort,
+    ) -> Result<EvtchnStatus, Errno> {
         status(
             self,
             caller,
@@ -232,7 +237,7 @@ fn reinit_matches_new() {
     let t = &w.d(1).table;
     assert_eq!(t.domid(), DomId(5));
     assert_eq!(t.max_port(), 9);
-    assert_eq!(t.nr_vcpus(), MAX_VCPUS as u32);
+    assert_eq!(t.nr_vcpus() as usize, MAX_VCPUS);
     assert_eq!(t.ports().count(), 0);
     assert_eq!(t.virq_port(Virq::Timer as u32, VcpuId(1)), None);
     assert_eq!(t.state(p(0)), Some(PortState::Reserved));
@@ -441,10 +446,7 @@ fn interdomain_lifecycle() {
     w.close(1, a).unwrap();
     assert_eq!(w.state(1, a), Some(PortState::Free));
     assert!(!w.pending(1, a), "close clears the pending bit");
-    assert_eq!(
-        w.state(2, b),
-        Some(PortState::Unbound { remote: DomId(1) })
-    );
+    assert_eq!(w.state(2, b), Some(PortState::Unbound { remote: DomId(1) }));
     w.guest_handle(2);
     assert_eq!(w.send(2, b), Ok(None));
     assert_eq!(w.send(1, a), Err(Errno::EINVAL));
@@ -458,6 +460,8 @@ fn interdomain_lifecycle() {
             port: a2
         })
     );
+    assert!(w.pending(1, a2), "flagged on bind");
+    w.guest_handle(1);
     assert!(w.send(2, b).unwrap().is_some());
     assert!(w.pending(1, a2));
 }
@@ -492,10 +496,7 @@ fn loopback_interdomain() {
     let k = w.send(1, b).unwrap().unwrap();
     assert_eq!(k.port, a);
     w.close(1, b).unwrap();
-    assert_eq!(
-        w.state(1, a),
-        Some(PortState::Unbound { remote: DomId(1) })
-    );
+    assert_eq!(w.state(1, a), Some(PortState::Unbound { remote: DomId(1) }));
 }
 
 #[test]
@@ -513,9 +514,7 @@ fn bind_interdomain_refusals() {
     w.bind(2, 1, for2).unwrap();
     assert_eq!(w.bind(2, 1, for2), Err(Errno::EINVAL));
     // Failures leave no half-made binding.
-    for (_, s) in w.d(0).table.ports() {
-        panic!("domain 0 has a port: {s:?}");
-    }
+    assert_eq!(w.d(0).table.ports().count(), 0);
 }
 
 #[test]
@@ -651,12 +650,15 @@ fn set_pending_follows_the_two_level_rules() {
     assert_eq!(si.vcpu_info[1].evtchn_upcall_pending, 1);
     // Out of range is ignored.
     assert_eq!(set_pending(&mut *si, DomId(3), p(4096), VcpuId(1)), None);
-    assert_eq!(set_pending(&mut *si, DomId(3), p(1), VcpuId(40)), Some(Kick {
-        dom: DomId(3),
-        port: p(1),
-        upcall: None,
-        pollers: true
-    }));
+    assert_eq!(
+        set_pending(&mut *si, DomId(3), p(1), VcpuId(40)),
+        Some(Kick {
+            dom: DomId(3),
+            port: p(1),
+            upcall: None,
+            pollers: true
+        })
+    );
 }
 
 #[test]
@@ -700,7 +702,10 @@ fn unmask_reraises_exactly_when_xen_does() {
     assert_eq!(w.run(&me, u(p(40))).unwrap().kick, None);
     assert!(w.masked(1, p(40)));
     // An invalid port.
-    assert_eq!(w.run(&me, u(p(64))).map_err(Errno::from), Err(Errno::EINVAL));
+    assert_eq!(
+        w.run(&me, u(p(64))).map_err(Errno::from),
+        Err(Errno::EINVAL)
+    );
 }
 
 // ---------------------------------------------------------------- VIRQs
@@ -729,7 +734,11 @@ fn bind_virq_rules() {
         e(t.bind_virq(virq(console, 0), GlobalVirqPolicy::HandlerOnly(0))),
         Err(Errno::EBUSY)
     );
-    let c = e(t.bind_virq(virq(console, 0), GlobalVirqPolicy::HandlerOnly(1 << console))).unwrap();
+    let c = e(t.bind_virq(
+        virq(console, 0),
+        GlobalVirqPolicy::HandlerOnly(1 << console),
+    ))
+    .unwrap();
     assert_eq!(e(t.bind_virq(virq(console, 0), any)), Err(Errno::EEXIST));
     // Unnamed numbers below NR_VIRQS are global, as in Xen.
     assert!(e(t.bind_virq(virq(5, 0), any)).is_ok());
@@ -767,7 +776,10 @@ fn raise_virq_delivers_per_vcpu_and_global() {
     let exc = Virq::DomExc as u32;
     assert_eq!(d.table.raise_virq(&mut *d.shared, timer, VcpuId(1)), None);
     let t1 = d.table.bind_virq(virq(timer, 1), any).unwrap().port;
-    let k = d.table.raise_virq(&mut *d.shared, timer, VcpuId(1)).unwrap();
+    let k = d
+        .table
+        .raise_virq(&mut *d.shared, timer, VcpuId(1))
+        .unwrap();
     assert_eq!((k.port, k.upcall), (t1, Some(VcpuId(1))));
     assert_eq!(d.table.raise_virq(&mut *d.shared, timer, VcpuId(0)), None);
     assert_eq!(d.table.raise_virq(&mut *d.shared, timer, VcpuId(9)), None);
@@ -780,6 +792,7 @@ fn raise_virq_delivers_per_vcpu_and_global() {
         })
         .unwrap();
     d.shared.vcpu_info[1].evtchn_upcall_pending = 0;
+    d.shared.vcpu_info[1].evtchn_pending_sel = 0;
     // vCPU argument ignored: goes where the port was moved.
     let k = d.table.raise_virq(&mut *d.shared, exc, VcpuId(0)).unwrap();
     assert_eq!((k.port, k.upcall), (g, Some(VcpuId(1))));
@@ -831,10 +844,22 @@ fn bind_vcpu_rules() {
         vcpu: VcpuId(vcpu),
     };
     // ENOENT is checked before the port.
-    assert_eq!(t.bind_vcpu(bv(p(999), 5)).map_err(Errno::from), Err(Errno::ENOENT));
-    assert_eq!(t.bind_vcpu(bv(p(999), 1)).map_err(Errno::from), Err(Errno::EINVAL));
-    assert_eq!(t.bind_vcpu(bv(p(9), 1)).map_err(Errno::from), Err(Errno::EINVAL));
-    assert_eq!(t.bind_vcpu(bv(p(0), 1)).map_err(Errno::from), Err(Errno::EINVAL));
+    assert_eq!(
+        t.bind_vcpu(bv(p(999), 5)).map_err(Errno::from),
+        Err(Errno::ENOENT)
+    );
+    assert_eq!(
+        t.bind_vcpu(bv(p(999), 1)).map_err(Errno::from),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        t.bind_vcpu(bv(p(9), 1)).map_err(Errno::from),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        t.bind_vcpu(bv(p(0), 1)).map_err(Errno::from),
+        Err(Errno::EINVAL)
+    );
     t.bind_vcpu(bv(a, 1)).unwrap();
     assert_eq!(t.notify_vcpu(a), Some(VcpuId(1)));
     // Freed ports go back to vCPU 0.
@@ -852,16 +877,28 @@ fn bind_pirq_rules() {
         port: p(0),
     };
     let e = |r: Result<EvtchnReply, EvtchnError>| r.map_err(Errno::from);
-    assert_eq!(e(w.run(&c, EvtchnRequest::BindPirq(bp(3)))), Err(Errno::EINVAL));
+    assert_eq!(
+        e(w.run(&c, EvtchnRequest::BindPirq(bp(3)))),
+        Err(Errno::EINVAL)
+    );
     c.pirqs.nr_pirqs = 16;
-    assert_eq!(e(w.run(&c, EvtchnRequest::BindPirq(bp(3)))), Err(Errno::EPERM));
-    assert_eq!(e(w.run(&c, EvtchnRequest::BindPirq(bp(16)))), Err(Errno::EINVAL));
+    assert_eq!(
+        e(w.run(&c, EvtchnRequest::BindPirq(bp(3)))),
+        Err(Errno::EPERM)
+    );
+    assert_eq!(
+        e(w.run(&c, EvtchnRequest::BindPirq(bp(16)))),
+        Err(Errno::EINVAL)
+    );
     c.pirqs.permitted = true;
     let r = w.run(&c, EvtchnRequest::BindPirq(bp(3))).unwrap();
     let Some(EvtchnOut::BindPirq(out)) = r.out else {
         panic!("{r:?}")
     };
-    assert_eq!(e(w.run(&c, EvtchnRequest::BindPirq(bp(3)))), Err(Errno::EEXIST));
+    assert_eq!(
+        e(w.run(&c, EvtchnRequest::BindPirq(bp(3)))),
+        Err(Errno::EEXIST)
+    );
     assert_eq!(w.send(1, out.port), Err(Errno::EINVAL));
     let d = w.dm(1);
     let k = d.table.raise_pirq(&mut *d.shared, 3).unwrap();
@@ -890,25 +927,33 @@ fn reset_closes_everything_and_peers_revert() {
     let r = |dom| EvtchnReset { dom };
     let one = Caller::domu(DomId(1));
     let e = |x: Result<(), EvtchnError>| x.map_err(Errno::from);
-    assert_eq!(e(reset(&mut w, &one, r(DomId(9)), false)), Err(Errno::ESRCH));
-    assert_eq!(e(reset(&mut w, &one, r(DomId(2)), false)), Err(Errno::EPERM));
+    assert_eq!(
+        e(reset(&mut w, &one, r(DomId(9)), false)),
+        Err(Errno::ESRCH)
+    );
+    assert_eq!(
+        e(reset(&mut w, &one, r(DomId(2)), false)),
+        Err(Errno::EPERM)
+    );
     assert_eq!(
         e(reset(&mut w, &priv_caller(0), r(DomId(2)), false)),
         Err(Errno::EINVAL),
         "not paused"
     );
-    assert_eq!(e(reset(&mut w, &one, r(DomId::SELF), true)), Err(Errno::EBUSY));
+    assert_eq!(
+        e(reset(&mut w, &one, r(DomId::SELF), true)),
+        Err(Errno::EBUSY)
+    );
     e(reset(&mut w, &one, r(DomId::SELF), false)).unwrap();
     assert_eq!(w.d(1).table.ports().count(), 0);
     assert_eq!(w.d(1).table.virq_port(Virq::Timer as u32, VcpuId(0)), None);
     assert_eq!(w.state(1, p(0)), Some(PortState::Reserved));
-    assert_eq!(
-        w.state(2, b),
-        Some(PortState::Unbound { remote: DomId(1) })
-    );
+    assert_eq!(w.state(2, b), Some(PortState::Unbound { remote: DomId(1) }));
     // A paused domain can be reset by its controller; via dispatch.
     w.dm(2).paused = true;
-    w.run(&priv_caller(0), EvtchnRequest::Reset(r(DomId(2)))).unwrap();
+    let _ = w
+        .run(&priv_caller(0), EvtchnRequest::Reset(r(DomId(2))))
+        .unwrap();
     assert_eq!(w.d(2).table.ports().count(), 0);
     assert_eq!(
         w.run(&priv_caller(0), EvtchnRequest::ResetCont(r(DomId(2))))
@@ -953,11 +998,17 @@ fn fifo_ops_are_refused_as_a_two_level_only_xen() {
     let me = Caller::domu(DomId(1));
     let e = |r: Result<EvtchnReply, EvtchnError>| r.map_err(Errno::from);
     assert_eq!(
-        e(w.run(&me, EvtchnRequest::InitControl(EvtchnInitControl::default()))),
+        e(w.run(
+            &me,
+            EvtchnRequest::InitControl(EvtchnInitControl::default())
+        )),
         Err(Errno::EOPNOTSUPP)
     );
     assert_eq!(
-        e(w.run(&me, EvtchnRequest::ExpandArray(EvtchnExpandArray::default()))),
+        e(w.run(
+            &me,
+            EvtchnRequest::ExpandArray(EvtchnExpandArray::default())
+        )),
         Err(Errno::EOPNOTSUPP)
     );
     let sp = |port| EvtchnRequest::SetPriority(EvtchnSetPriority { port, priority: 3 });
@@ -1024,10 +1075,7 @@ fn dispatch_returns_out_structs_for_the_ops_xen_copies_back() {
     let mut w = world();
     let me = Caller::domu(DomId(1));
     let r = w
-        .run(
-            &me,
-            EvtchnRequest::BindVirq(virq(Virq::Timer as u32, 0)),
-        )
+        .run(&me, EvtchnRequest::BindVirq(virq(Virq::Timer as u32, 0)))
         .unwrap();
     assert!(matches!(r.out, Some(EvtchnOut::BindVirq(b)) if b.port == p(1)));
     let r = w
@@ -1085,8 +1133,11 @@ fn dispatch_returns_out_structs_for_the_ops_xen_copies_back() {
     assert_eq!(r, EvtchnReply::default());
     // A caller that is not a domain.
     assert_eq!(
-        w.run(&Caller::domu(DomId(8)), EvtchnRequest::BindIpi(EvtchnBindIpi::default()))
-            .map_err(Errno::from),
+        w.run(
+            &Caller::domu(DomId(8)),
+            EvtchnRequest::BindIpi(EvtchnBindIpi::default())
+        )
+        .map_err(Errno::from),
         Err(Errno::ESRCH)
     );
 }
@@ -1151,9 +1202,20 @@ fn poll_check() {
     let v0 = VcpuId(0);
     assert_eq!(e(d.table.poll(&*d.shared, v0, &[i, j])), Ok(false));
     assert_eq!(e(d.table.poll(&*d.shared, v0, &[])), Ok(false));
-    assert_eq!(e(d.table.poll(&*d.shared, v0, &[i, p(64)])), Err(Errno::EINVAL));
-    assert_eq!(e(d.table.poll(&*d.shared, v0, &[p(9)])), Err(Errno::EINVAL), "free");
-    assert_eq!(e(d.table.poll(&*d.shared, v0, &[p(0)])), Err(Errno::EINVAL), "reserved");
+    assert_eq!(
+        e(d.table.poll(&*d.shared, v0, &[i, p(64)])),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        e(d.table.poll(&*d.shared, v0, &[p(9)])),
+        Err(Errno::EINVAL),
+        "free"
+    );
+    assert_eq!(
+        e(d.table.poll(&*d.shared, v0, &[p(0)])),
+        Err(Errno::EINVAL),
+        "reserved"
+    );
     assert_eq!(
         e(d.table.poll(&*d.shared, v0, &[i; 129])),
         Err(Errno::EINVAL)
@@ -1168,11 +1230,19 @@ fn poll_check() {
     assert_eq!(e(d.table.poll(&*d.shared, v0, &[i, j])), Ok(true));
     // A pending port before a bad one wins; after it, the error does.
     assert_eq!(e(d.table.poll(&*d.shared, v0, &[j, p(9)])), Ok(true));
-    assert_eq!(e(d.table.poll(&*d.shared, v0, &[p(9), j])), Err(Errno::EINVAL));
+    assert_eq!(
+        e(d.table.poll(&*d.shared, v0, &[p(9), j])),
+        Err(Errno::EINVAL)
+    );
     // Events needing delivery to the polling vCPU: return at once.
+    w.dm(1).shared.vcpu_info[0].evtchn_upcall_mask = 1;
     w.dm(1).shared.vcpu_info[0].evtchn_upcall_pending = 1;
     let d = w.d(1);
-    assert_eq!(e(d.table.poll(&*d.shared, v0, &[p(9)])), Err(Errno::EINVAL), "masked upcall");
+    assert_eq!(
+        e(d.table.poll(&*d.shared, v0, &[p(9)])),
+        Err(Errno::EINVAL),
+        "masked upcall"
+    );
     w.dm(1).shared.vcpu_info[0].evtchn_upcall_mask = 0;
     let d = w.d(1);
     assert_eq!(e(d.table.poll(&*d.shared, v0, &[p(9)])), Ok(true));
