@@ -6,10 +6,14 @@
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use xlhv_core::exit::QemuExit;
+
+pub mod bench;
+pub mod bench_report;
+pub mod xen;
 
 /// Rust target of the hypervisor and every PV kernel.
 pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
@@ -285,21 +289,55 @@ pub struct RunOutput {
     pub stderr: String,
 }
 
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+/// A QEMU run with the time each COM1 line arrived.
+#[derive(Debug)]
+pub struct TimedRun {
+    /// Lines (CRs removed) with their arrival time since QEMU was started.
+    pub lines: Vec<(Duration, String)>,
+    /// QEMU's exit status, if it exited by itself.
+    pub status: Option<i32>,
+    /// The deadline passed.
+    pub timed_out: bool,
+    /// The stop condition matched (QEMU was then killed).
+    pub stopped: bool,
+    /// QEMU's stderr.
+    pub stderr: String,
+    /// Wall time of the whole run.
+    pub wall: Duration,
 }
 
-/// Runs QEMU headless until it exits, `stop` returns true for a line, or `deadline`.
-pub fn run_qemu(
+impl TimedRun {
+    /// Everything COM1 printed.
+    pub fn serial(&self) -> String {
+        let mut s = String::new();
+        for (_, l) in &self.lines {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    /// When the first line containing `needle` arrived.
+    pub fn first(&self, needle: &str) -> Option<Duration> {
+        self.lines
+            .iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(t, _)| *t)
+    }
+}
+
+/// Runs QEMU until it exits, `stop` matches a line (QEMU is then killed) or `deadline`,
+/// timestamping every COM1 line.
+pub fn run_timed(
     cfg: &QemuConfig,
     deadline: Duration,
     stop: impl Fn(&str) -> bool,
-) -> Result<RunOutput> {
+) -> Result<TimedRun> {
     let mut cmd = cfg.command();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let start = Instant::now();
     let mut child = cmd
         .spawn()
         .context("starting qemu-system-x86_64 (scripts/setup installs it)")?;
@@ -313,8 +351,12 @@ pub fn run_qemu(
             if n == 0 {
                 break;
             }
-            let line = String::from_utf8_lossy(&buf).replace('\r', "");
-            if tx.send(line).is_err() {
+            let at = start.elapsed();
+            let line = String::from_utf8_lossy(&buf)
+                .replace('\r', "")
+                .trim_end_matches('\n')
+                .to_string();
+            if tx.send((at, line)).is_err() {
                 break;
             }
             buf.clear();
@@ -325,23 +367,20 @@ pub fn run_qemu(
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let start = Instant::now();
-    let mut serial = String::new();
+    let mut lines = Vec::new();
     let (mut timed_out, mut stopped) = (false, false);
     loop {
         let left = deadline.saturating_sub(start.elapsed());
         if left.is_zero() {
             timed_out = true;
-            kill(&mut child);
             break;
         }
         match rx.recv_timeout(left.min(Duration::from_millis(200))) {
-            Ok(line) => {
-                let hit = stop(line.trim_end());
-                serial.push_str(&line);
+            Ok((at, line)) => {
+                let hit = stop(&line);
+                lines.push((at, line));
                 if hit {
                     stopped = true;
-                    kill(&mut child);
                     break;
                 }
             }
@@ -349,21 +388,37 @@ pub fn run_qemu(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    if timed_out || stopped {
+        let _ = child.kill();
+    }
     let status = child
         .wait()
         .ok()
         .and_then(|s| if stopped || timed_out { None } else { s.code() });
-    while let Ok(line) = rx.try_recv() {
-        serial.push_str(&line);
+    let wall = start.elapsed();
+    while let Ok(l) = rx.try_recv() {
+        lines.push(l);
     }
-    let stderr = err_thread.join().unwrap_or_default();
-    Ok(RunOutput {
-        serial,
+    Ok(TimedRun {
+        lines,
         status,
-        exit: status.and_then(QemuExit::from_status),
         timed_out,
         stopped,
-        stderr,
+        stderr: err_thread.join().unwrap_or_default(),
+        wall,
+    })
+}
+
+/// Runs QEMU headless until it exits, `stop` returns true for a line, or `deadline`.
+pub fn run_qemu(cfg: &QemuConfig, deadline: Duration, stop: impl Fn(&str) -> bool) -> Result<RunOutput> {
+    let run = run_timed(cfg, deadline, stop)?;
+    Ok(RunOutput {
+        serial: run.serial(),
+        status: run.status,
+        exit: run.status.and_then(QemuExit::from_status),
+        timed_out: run.timed_out,
+        stopped: run.stopped,
+        stderr: run.stderr,
     })
 }
 

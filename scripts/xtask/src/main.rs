@@ -63,6 +63,8 @@ enum Cmd {
         #[arg(long, value_name = "S")]
         timeout: Option<u64>,
     },
+    /// Benchmark the bench guest on xen-like-hv and on real Xen 4.17 (scripts/bench).
+    Bench(xtask::bench::BenchArgs),
 }
 
 fn iso_spec(image: &ImageArgs) -> Result<IsoSpec> {
@@ -105,6 +107,7 @@ fn iso_spec(image: &ImageArgs) -> Result<IsoSpec> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Bench(args) => xtask::bench::main(args)?,
         Cmd::Build => println!("{}", xtask::build_hypervisor()?.display()),
         Cmd::Iso { image, out } => {
             xtask::make_iso(&iso_spec(&image)?, &out)?;

@@ -1,0 +1,1060 @@
+//! The benchmark report: per-metric medians across rounds, spreads, ratios ours/Xen,
+//! the noise verdict, and the three outputs (JSON, Markdown table, SVG bar chart).
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+
+use crate::bench::{BOOT_METRIC, Conditions, HV_BOOT_METRIC, Measured, Run, Side};
+
+/// Target ratio (ours / Xen) for the guest metrics.
+pub const TARGET: f64 = 0.8;
+/// Target ratio for the boot-time metrics.
+pub const BOOT_TARGET: f64 = 0.5;
+/// At most one metric in this many may be unstable; more and the report is refused.
+pub const MAX_UNSTABLE_FRACTION: usize = 4;
+/// The guest-only noise controls (same code on both sides: ratio ~1 when quiet).
+pub const CONTROLS: [&str; 2] = ["control_loop", "control_loop_end"];
+
+/// What one sample of a metric is.
+pub fn describe(metric: &str) -> &'static str {
+    match metric {
+        "control_loop" => {
+            "guest-only loop over a 256 KiB buffer, no hypervisor (noise control, start of run)"
+        }
+        "control_loop_end" => "the same control at the end of the run",
+        "null_hypercall" => "xen_version(XENVER_version) round trip",
+        m if m.starts_with("mmu_update_pte_b") => "mmu_update of N L1 entries, per entry",
+        m if m.starts_with("multicall_uvm_pte_b") => {
+            "multicall of N update_va_mapping (UVMF_NONE), per entry"
+        }
+        "mmuext_pin_unpin_l1" => "mmuext_op PIN_L1_TABLE + UNPIN_TABLE of an empty L1",
+        "exception_bounce" => "ud2 -> #UD bounce to the guest handler -> iret hypercall",
+        "evtchn_notify_self" => "EVTCHNOP_send to an IPI port of vCPU 0 -> upcall -> iret",
+        "sched_yield" => "sched_op(SCHEDOP_yield) round trip",
+        BOOT_METRIC => {
+            "QEMU start to dom0's first console line (firmware and GRUB included); median of 3 boots per round"
+        }
+        HV_BOOT_METRIC => {
+            "hypervisor's first console line to dom0's first console line; median of 3 boots per round"
+        }
+        _ => "",
+    }
+}
+
+/// One hypervisor's numbers for one metric.
+#[derive(Clone, Debug, Default)]
+pub struct SideStats {
+    /// The median of each round, in round order (rounds where it was measured).
+    pub rounds: Vec<f64>,
+    /// Median of the round medians.
+    pub median: Option<f64>,
+    /// (max - min) / median of the round medians (needs two rounds).
+    pub spread: Option<f64>,
+    /// p10 and p90 of the samples, median over the rounds.
+    pub p10: Option<f64>,
+    /// See `p10`.
+    pub p90: Option<f64>,
+    /// Samples per run.
+    pub iters: u64,
+    /// Why it was not measured: (hypercall, error).
+    pub unsupported: Option<(String, String)>,
+}
+
+/// One metric across both hypervisors.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Metric name.
+    pub name: String,
+    /// Unit of the values (`cycles` or `ms`).
+    pub unit: String,
+    /// Target ratio, `None` for the controls.
+    pub target: Option<f64>,
+    /// xen-like-hv.
+    pub ours: SideStats,
+    /// Xen.
+    pub xen: SideStats,
+    /// ours / Xen (medians).
+    pub ratio: Option<f64>,
+    /// Smallest and largest per-round ratio.
+    pub ratio_range: Option<(f64, f64)>,
+    /// Its per-round medians spread more than the limit on either side.
+    pub unstable: bool,
+}
+
+impl Row {
+    /// Whether the ratio meets the target.
+    pub fn met(&self) -> Option<bool> {
+        Some(self.ratio? <= self.target?)
+    }
+}
+
+/// Everything the outputs show.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// How and where it ran.
+    pub cond: Conditions,
+    /// Metrics, in the guest's order, boot times last.
+    pub rows: Vec<Row>,
+    /// TSC frequency used to convert cycles to ns, and whose vcpu_time_info gave it.
+    pub tsc: Option<(f64, Side)>,
+    /// Why the numbers cannot be published (empty: publishable).
+    pub refusals: Vec<String>,
+    /// Metrics whose per-round medians spread more than the limit (published, flagged).
+    pub unstable: Vec<String>,
+    /// Limits of the thresholds, for the outputs.
+    pub max_spread: f64,
+    /// See `max_spread`.
+    pub max_control_skew: f64,
+}
+
+/// Median of `v` (mean of the middle two for an even count).
+pub fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    Some(if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    })
+}
+
+/// Relative spread of per-round values: (max - min) / median for two to four values;
+/// from five on, the lowest and the highest value are left out first (one disturbed round
+/// moves neither the median nor the spread, as it does not move the published number).
+pub fn spread(v: &[f64]) -> Option<f64> {
+    if v.len() < 2 {
+        return None;
+    }
+    let m = median(v)?;
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let kept = if s.len() >= 5 {
+        &s[1..s.len() - 1]
+    } else {
+        &s[..]
+    };
+    let (min, max) = (kept[0], kept[kept.len() - 1]);
+    (m > 0.0).then(|| (max - min) / m)
+}
+
+fn side_stats(runs: &[&Run], name: &str) -> (SideStats, Option<String>) {
+    let mut st = SideStats::default();
+    let mut unit = None;
+    let (mut p10s, mut p90s) = (Vec::new(), Vec::new());
+    for run in runs {
+        match run.report.metrics.iter().find(|(n, _)| n == name) {
+            Some((
+                _,
+                Measured::Value {
+                    iters,
+                    median,
+                    p10,
+                    p90,
+                    unit: u,
+                },
+            )) => {
+                st.rounds.push(*median);
+                p10s.push(*p10);
+                p90s.push(*p90);
+                st.iters = *iters;
+                unit = Some(u.clone());
+            }
+            Some((_, Measured::Unsupported { hypercall, error })) => {
+                st.unsupported = Some((hypercall.clone(), error.clone()));
+            }
+            None => {}
+        }
+    }
+    st.median = median(&st.rounds);
+    st.spread = spread(&st.rounds);
+    st.p10 = median(&p10s);
+    st.p90 = median(&p90s);
+    (st, unit)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+impl Report {
+    /// Aggregates the runs and judges the noise.
+    pub fn new(cond: Conditions, runs: &[Run], max_spread: f64, max_control_skew: f64) -> Report {
+        let of = |side| runs.iter().filter(|r| r.side == side).collect::<Vec<_>>();
+        let (ours_runs, xen_runs) = (of(Side::Ours), of(Side::Xen));
+        let mut names: Vec<String> = Vec::new();
+        for run in ours_runs.iter().chain(xen_runs.iter()) {
+            for (n, _) in &run.report.metrics {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        }
+        let mut rows = Vec::new();
+        for name in &names {
+            let (ours, u1) = side_stats(&ours_runs, name);
+            let (xen, u2) = side_stats(&xen_runs, name);
+            let ratio = match (ours.median, xen.median) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            let per_round: Vec<f64> = ours_runs
+                .iter()
+                .filter_map(|a| {
+                    let b = xen_runs.iter().find(|b| b.round == a.round)?;
+                    let get = |r: &Run| {
+                        r.report
+                            .metrics
+                            .iter()
+                            .find(|(n, _)| n == name)
+                            .and_then(|(_, m)| m.median())
+                    };
+                    let (x, y) = (get(a)?, get(b)?);
+                    (y > 0.0).then(|| x / y)
+                })
+                .collect();
+            let ratio_range = (!per_round.is_empty()).then(|| {
+                (
+                    per_round.iter().copied().fold(f64::MAX, f64::min),
+                    per_round.iter().copied().fold(f64::MIN, f64::max),
+                )
+            });
+            let target = if CONTROLS.contains(&name.as_str()) {
+                None
+            } else if name == BOOT_METRIC || name == HV_BOOT_METRIC {
+                Some(BOOT_TARGET)
+            } else {
+                Some(TARGET)
+            };
+            rows.push(Row {
+                name: name.clone(),
+                unit: u1.or(u2).unwrap_or_else(|| "cycles".into()),
+                target,
+                ours,
+                xen,
+                ratio,
+                ratio_range,
+                unstable: false,
+            });
+        }
+
+        let hz = |runs: &[&Run]| {
+            let v: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.report.tsc_hz.map(|h| h as f64))
+                .collect();
+            median(&v)
+        };
+        let tsc = hz(&xen_runs)
+            .map(|h| (h, Side::Xen))
+            .or_else(|| hz(&ours_runs).map(|h| (h, Side::Ours)));
+
+        let mut refusals = Vec::new();
+        for row in rows.iter().filter(|r| CONTROLS.contains(&r.name.as_str())) {
+            if let Some(ratio) = row.ratio
+                && (ratio - 1.0).abs() > max_control_skew
+            {
+                refusals.push(format!(
+                    "{}: the same guest-only code took {:.0} cycles under xen-like-hv and {:.0} \
+                     under Xen ({} apart, limit {}): the machine ran at different speeds \
+                     during the two hypervisors' runs",
+                    row.name,
+                    row.ours.median.unwrap_or(0.0),
+                    row.xen.median.unwrap_or(0.0),
+                    pct((ratio - 1.0).abs()),
+                    pct(max_control_skew)
+                ));
+            }
+        }
+        for run in runs {
+            let get = |n: &str| {
+                run.report
+                    .metrics
+                    .iter()
+                    .find(|(m, _)| m == n)
+                    .and_then(|(_, m)| m.median())
+            };
+            if let (Some(a), Some(b)) = (get(CONTROLS[0]), get(CONTROLS[1]))
+                && a > 0.0
+                && (b / a - 1.0).abs() > max_control_skew
+            {
+                refusals.push(format!(
+                    "{} round {}: the control loop went from {a:.0} to {b:.0} cycles between the \
+                     start and the end of the run ({} change, limit {}): the machine's speed \
+                     changed during the run",
+                    run.side.name(),
+                    run.round + 1,
+                    pct((b / a - 1.0).abs()),
+                    pct(max_control_skew)
+                ));
+            }
+        }
+        // The controls' spread across rounds is the machine's own speed variation.
+        for row in rows.iter().filter(|r| CONTROLS.contains(&r.name.as_str())) {
+            for (side, st) in [(Side::Ours, &row.ours), (Side::Xen, &row.xen)] {
+                if let Some(s) = st.spread
+                    && s > max_control_skew
+                {
+                    refusals.push(format!(
+                        "{} on {}: the guest-only control varied by {} across rounds (limit {}): \
+                         the machine's speed changed between runs",
+                        row.name,
+                        side.name(),
+                        pct(s),
+                        pct(max_control_skew)
+                    ));
+                }
+            }
+        }
+        // A metric whose per-round medians spread too far is unstable. One or two unstable
+        // metrics with steady controls are that hypervisor's own run-to-run variation
+        // (shown, flagged); many at once mean the machine was noisy.
+        let mut unstable = Vec::new();
+        for row in rows.iter_mut() {
+            for (side, st) in [(Side::Ours, &row.ours), (Side::Xen, &row.xen)] {
+                if let Some(s) = st.spread
+                    && s > max_spread
+                {
+                    let list: Vec<String> = st.rounds.iter().map(|v| format!("{v:.0}")).collect();
+                    unstable.push(format!(
+                        "{} on {}: per-round medians [{}] {}, spread {} (limit {})",
+                        row.name,
+                        side.name(),
+                        list.join(", "),
+                        row.unit,
+                        pct(s),
+                        pct(max_spread)
+                    ));
+                    row.unstable = true;
+                }
+            }
+        }
+        let n_unstable = rows.iter().filter(|r| r.unstable).count();
+        let allowed = rows.len() / MAX_UNSTABLE_FRACTION;
+        if n_unstable > allowed {
+            refusals.push(format!(
+                "{n_unstable} of {} metrics spread more than {} across rounds (at most {allowed} \
+                 may): {}",
+                rows.len(),
+                pct(max_spread),
+                unstable.join("; ")
+            ));
+        }
+        // Boot times last, in a fixed order.
+        rows.sort_by_key(|r| match r.name.as_str() {
+            BOOT_METRIC => 1,
+            HV_BOOT_METRIC => 2,
+            _ => 0,
+        });
+        Report {
+            cond,
+            rows,
+            tsc,
+            refusals,
+            unstable,
+            max_spread,
+            max_control_skew,
+        }
+    }
+
+    fn ns(&self, cycles: f64) -> Option<f64> {
+        self.tsc.map(|(hz, _)| cycles / hz * 1e9)
+    }
+
+    fn cell(&self, row: &Row, st: &SideStats) -> String {
+        match (st.median, &st.unsupported) {
+            (Some(v), _) if row.unit == "cycles" => match self.ns(v) {
+                Some(ns) => format!("{v:.0} cyc ({})", human_ns(ns)),
+                None => format!("{v:.0} cyc"),
+            },
+            (Some(v), _) => format!("{v:.0} {}", row.unit),
+            (None, Some((h, e))) => format!("unsupported: {h} -> {e}"),
+            (None, None) => "-".into(),
+        }
+    }
+}
+
+fn human_ns(ns: f64) -> String {
+    if ns >= 10_000.0 {
+        format!("{:.1} µs", ns / 1000.0)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// JSON (no dependencies: a small value type with an escaping printer).
+
+/// A JSON value.
+#[derive(Clone, Debug)]
+pub enum Json {
+    /// `null`.
+    Null,
+    /// `true`/`false`.
+    Bool(bool),
+    /// A number (non-finite values print as `null`).
+    Num(f64),
+    /// A string.
+    Str(String),
+    /// An array.
+    Arr(Vec<Json>),
+    /// An object, keys in order.
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    fn obj(items: Vec<(&str, Json)>) -> Json {
+        Json::Obj(items.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    fn opt(v: Option<f64>) -> Json {
+        v.map_or(Json::Null, Json::Num)
+    }
+
+    fn s(v: &str) -> Json {
+        Json::Str(v.to_string())
+    }
+
+    fn write(&self, f: &mut fmt::Formatter<'_>, indent: usize) -> fmt::Result {
+        let pad = |n: usize| "  ".repeat(n);
+        match self {
+            Json::Null => f.write_str("null"),
+            Json::Bool(b) => write!(f, "{b}"),
+            Json::Num(n) if !n.is_finite() => f.write_str("null"),
+            Json::Num(n) if n.fract() == 0.0 && n.abs() < 1e15 => write!(f, "{n:.0}"),
+            Json::Num(n) => write!(f, "{}", (n * 1e4).round() / 1e4),
+            Json::Str(s) => {
+                f.write_char('"')?;
+                for c in s.chars() {
+                    match c {
+                        '"' => f.write_str("\\\"")?,
+                        '\\' => f.write_str("\\\\")?,
+                        '\n' => f.write_str("\\n")?,
+                        c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+                        c => f.write_char(c)?,
+                    }
+                }
+                f.write_char('"')
+            }
+            Json::Arr(v) if v.is_empty() => f.write_str("[]"),
+            Json::Arr(v) => {
+                f.write_str("[\n")?;
+                for (i, x) in v.iter().enumerate() {
+                    f.write_str(&pad(indent + 1))?;
+                    x.write(f, indent + 1)?;
+                    f.write_str(if i + 1 < v.len() { ",\n" } else { "\n" })?;
+                }
+                write!(f, "{}]", pad(indent))
+            }
+            Json::Obj(v) if v.is_empty() => f.write_str("{}"),
+            Json::Obj(v) => {
+                f.write_str("{\n")?;
+                for (i, (k, x)) in v.iter().enumerate() {
+                    write!(f, "{}", pad(indent + 1))?;
+                    Json::Str(k.clone()).write(f, indent + 1)?;
+                    f.write_str(": ")?;
+                    x.write(f, indent + 1)?;
+                    f.write_str(if i + 1 < v.len() { ",\n" } else { "\n" })?;
+                }
+                write!(f, "{}}}", pad(indent))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, 0)?;
+        f.write_char('\n')
+    }
+}
+
+fn side_json(st: &SideStats) -> Json {
+    Json::obj(vec![
+        ("median", Json::opt(st.median)),
+        ("p10", Json::opt(st.p10)),
+        ("p90", Json::opt(st.p90)),
+        ("spread", Json::opt(st.spread)),
+        ("iters", Json::Num(st.iters as f64)),
+        (
+            "round_medians",
+            Json::Arr(st.rounds.iter().map(|v| Json::Num(*v)).collect()),
+        ),
+        (
+            "unsupported",
+            st.unsupported.as_ref().map_or(Json::Null, |(h, e)| {
+                Json::obj(vec![("hypercall", Json::s(h)), ("error", Json::s(e))])
+            }),
+        ),
+    ])
+}
+
+/// results.json.
+pub fn json(r: &Report) -> Json {
+    let c = &r.cond;
+    let metrics = r
+        .rows
+        .iter()
+        .map(|row| {
+            Json::obj(vec![
+                ("name", Json::s(&row.name)),
+                ("what", Json::s(describe(&row.name))),
+                ("unit", Json::s(&row.unit)),
+                ("xen_like_hv", side_json(&row.ours)),
+                ("xen", side_json(&row.xen)),
+                ("ratio", Json::opt(row.ratio)),
+                ("ratio_min", Json::opt(row.ratio_range.map(|x| x.0))),
+                ("ratio_max", Json::opt(row.ratio_range.map(|x| x.1))),
+                ("target", Json::opt(row.target)),
+                ("met", row.met().map_or(Json::Null, Json::Bool)),
+                ("unstable", Json::Bool(row.unstable)),
+            ])
+        })
+        .collect();
+    Json::obj(vec![
+        ("schema", Json::s("xen-like-hv bench results v1")),
+        ("date", Json::s(&c.date)),
+        ("commit", Json::s(&c.commit)),
+        ("rounds", Json::Num(f64::from(c.rounds))),
+        ("quick", Json::Bool(c.quick)),
+        (
+            "qemu",
+            Json::obj(vec![
+                ("version", Json::s(&c.qemu)),
+                ("accel", Json::s(&c.accel)),
+                ("cpu", Json::s(&c.cpu)),
+                ("mem", Json::s(&c.mem)),
+                ("smp", Json::Num(f64::from(c.smp))),
+            ]),
+        ),
+        (
+            "host",
+            Json::obj(vec![
+                ("cpu", Json::s(&c.host_cpu)),
+                ("cpus", Json::Num(c.host_cpus as f64)),
+            ]),
+        ),
+        (
+            "xen_like_hv",
+            Json::obj(vec![("cmdline", Json::s(&c.ours_cmdline))]),
+        ),
+        (
+            "xen",
+            Json::obj(vec![
+                ("package", Json::s(&c.xen_package)),
+                ("cmdline", Json::s(&c.xen_cmdline)),
+            ]),
+        ),
+        (
+            "tsc_hz",
+            Json::obj(vec![
+                ("value", Json::opt(r.tsc.map(|t| t.0))),
+                ("from", r.tsc.map_or(Json::Null, |t| Json::s(t.1.key()))),
+            ]),
+        ),
+        (
+            "noise",
+            Json::obj(vec![
+                ("max_spread", Json::Num(r.max_spread)),
+                ("max_control_skew", Json::Num(r.max_control_skew)),
+                (
+                    "refusals",
+                    Json::Arr(r.refusals.iter().map(|s| Json::s(s)).collect()),
+                ),
+                (
+                    "unstable",
+                    Json::Arr(r.unstable.iter().map(|s| Json::s(s)).collect()),
+                ),
+            ]),
+        ),
+        ("metrics", Json::Arr(metrics)),
+    ])
+}
+
+// ---------------------------------------------------------------------------
+// Markdown.
+
+/// results.md: conditions, the table, what is unsupported, and the chart.
+pub fn markdown(r: &Report) -> String {
+    let c = &r.cond;
+    let mut s = String::new();
+    let _ = writeln!(s, "# xen-like-hv vs Xen 4.17: benchmark results\n");
+    let _ = writeln!(
+        s,
+        "Measured {} at commit `{}`: {}. QEMU `{}`: `-accel {} -cpu {} -m {} -smp {}` for both; \
+         host {} ({} CPUs). xen-like-hv command line `{}`; Xen {} with `{}`.\n",
+        c.date,
+        c.commit,
+        if c.quick {
+            "one round (`--quick`): the spread across rounds was not judged".to_string()
+        } else {
+            format!("{} interleaved rounds (xen-like-hv, then Xen)", c.rounds)
+        },
+        c.qemu,
+        c.accel,
+        c.cpu,
+        c.mem,
+        c.smp,
+        c.host_cpu,
+        c.host_cpus,
+        c.ours_cmdline,
+        c.xen_package,
+        c.xen_cmdline
+    );
+    let _ = writeln!(
+        s,
+        "Medians across rounds of each run's median; `cyc` are TSC cycles{}. Ratio = \
+         xen-like-hv / Xen (lower is faster); targets: ≤ {TARGET} per metric, ≤ {BOOT_TARGET} \
+         for boot. Spread = (max − min) / median of the per-round medians (limit {}). \
+         Method and limits (TCG timing, noise): [docs/bench.md](../docs/bench.md).\n",
+        match r.tsc {
+            Some((hz, side)) => format!(
+                ", converted to time with the TSC frequency {}'s vcpu_time_info gives ({:.0} MHz)",
+                side.name(),
+                hz / 1e6
+            ),
+            None => String::new(),
+        },
+        pct(r.max_spread)
+    );
+    s.push_str("| metric | xen-like-hv | Xen 4.17 | ours/Xen | per-round ratios | target | met | spread ours / Xen |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|:-:|---:|\n");
+    for row in &r.rows {
+        let ratio = row.ratio.map_or("-".into(), |x| {
+            format!("{x:.3}{}", if row.unstable { " ⚠" } else { "" })
+        });
+        let range = row
+            .ratio_range
+            .map_or("-".into(), |(a, b)| format!("{a:.3} – {b:.3}"));
+        let target = row
+            .target
+            .map_or("(control ≈ 1)".into(), |t| format!("≤ {t}"));
+        let met = match row.met() {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        let sp = |st: &SideStats| st.spread.map_or("-".into(), pct);
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} / {} |",
+            row.name,
+            r.cell(row, &row.ours),
+            r.cell(row, &row.xen),
+            ratio,
+            range,
+            target,
+            met,
+            sp(&row.ours),
+            sp(&row.xen)
+        );
+    }
+    s.push_str("\nWhat one sample is:\n\n");
+    let mut seen = Vec::new();
+    for row in &r.rows {
+        let d = describe(&row.name);
+        if d.is_empty() || seen.contains(&d) {
+            continue;
+        }
+        seen.push(d);
+        let name = if row.name.starts_with("mmu_update_pte_b") {
+            "mmu_update_pte_bN".to_string()
+        } else if row.name.starts_with("multicall_uvm_pte_b") {
+            "multicall_uvm_pte_bN".to_string()
+        } else {
+            row.name.clone()
+        };
+        let _ = writeln!(s, "- `{name}`: {d}");
+    }
+    let unsupported: Vec<String> = r
+        .rows
+        .iter()
+        .filter_map(|row| {
+            let (h, e) = row.ours.unsupported.as_ref()?;
+            Some(format!("`{}` ({h} → {e})", row.name))
+        })
+        .collect();
+    if !unsupported.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nNot yet supported by xen-like-hv (the guest printed an `unsupported` line): {}.",
+            unsupported.join(", ")
+        );
+    }
+    if !r.unstable.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n⚠ Unstable across rounds (too few to mean a noisy machine; see docs/bench.md): {}.",
+            r.unstable.join("; ")
+        );
+    }
+    let met = r.rows.iter().filter(|x| x.met() == Some(true)).count();
+    let judged = r.rows.iter().filter(|x| x.met().is_some()).count();
+    let _ = writeln!(
+        s,
+        "\nTargets met: {met} of {judged} compared metrics.\n\n![ratio xen-like-hv / Xen per metric](ratios.svg)"
+    );
+    s
+}
+
+// ---------------------------------------------------------------------------
+// SVG.
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// ratios.svg: one horizontal bar per metric (log scale), whiskers for the per-round
+/// ratios, a line at parity and a tick at each metric's target.
+pub fn svg(r: &Report) -> String {
+    let rows: Vec<&Row> = r.rows.iter().collect();
+    let (w, left, right, top, row_h) = (820.0, 210.0, 90.0, 72.0, 24.0);
+    let h = top + row_h * rows.len() as f64 + 70.0;
+    let mut lo = f64::MAX;
+    let mut hi: f64 = 2.0;
+    for row in &rows {
+        for v in [
+            row.ratio,
+            row.ratio_range.map(|x| x.0),
+            row.ratio_range.map(|x| x.1),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if v > 0.0 {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+    }
+    if lo == f64::MAX {
+        lo = 0.1;
+    }
+    let lo = 10f64.powf((lo.min(BOOT_TARGET)).log10().floor());
+    let hi = {
+        let d = 10f64.powf(hi.log10().floor());
+        [1.0, 2.0, 5.0, 10.0]
+            .iter()
+            .map(|m| m * d)
+            .find(|v| *v >= hi)
+            .unwrap_or(10.0 * d)
+    };
+    let plot_w = w - left - right;
+    let x = |v: f64| {
+        left + (v.max(lo).min(hi).log10() - lo.log10()) / (hi.log10() - lo.log10()) * plot_w
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{left}" y="20" font-size="15" font-weight="bold">xen-like-hv / Xen 4.17 (median time ratio, log scale; lower is faster)</text>"#
+    );
+    let sub = format!(
+        "{} · QEMU -accel {} -cpu {} · {} · {}",
+        r.cond.date,
+        r.cond.accel,
+        r.cond.cpu,
+        if r.cond.quick {
+            "1 round (--quick)".to_string()
+        } else {
+            format!("{} rounds", r.cond.rounds)
+        },
+        r.cond.commit
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{left}" y="38" fill="#555">{}</text>"##,
+        esc(&sub)
+    );
+    // Grid and ticks.
+    let bottom = top + row_h * rows.len() as f64;
+    let mut decade = lo;
+    while decade <= hi * 1.0001 {
+        for m in [1.0, 2.0, 5.0] {
+            let v = decade * m;
+            if v < lo * 0.9999 || v > hi * 1.0001 {
+                continue;
+            }
+            let xv = x(v);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{xv:.1}" y1="{top}" x2="{xv:.1}" y2="{bottom}" stroke="#ddd"/><text x="{xv:.1}" y="{:.1}" text-anchor="middle" fill="#555">{}</text>"##,
+                bottom + 16.0,
+                trim_num(v)
+            );
+        }
+        decade *= 10.0;
+    }
+    let x1 = x(1.0);
+    let _ = writeln!(
+        s,
+        r##"<line x1="{x1:.1}" y1="{:.1}" x2="{x1:.1}" y2="{bottom}" stroke="#333" stroke-width="1.5"/><text x="{x1:.1}" y="{:.1}" text-anchor="middle" fill="#333">Xen = 1</text>"##,
+        top - 6.0,
+        top - 9.0
+    );
+    for (i, row) in rows.iter().enumerate() {
+        let y = top + row_h * i as f64;
+        let cy = y + row_h / 2.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            left - 8.0,
+            cy + 4.0,
+            esc(&row.name)
+        );
+        let Some(ratio) = row.ratio else {
+            let why = match &row.ours.unsupported {
+                Some((hc, e)) => format!("not supported by xen-like-hv yet ({hc} → {e})"),
+                None => "not measured on both".into(),
+            };
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{:.1}" fill="#888" font-style="italic">{}</text>"##,
+                left + 6.0,
+                cy + 4.0,
+                esc(&why)
+            );
+            continue;
+        };
+        let color = match row.met() {
+            None => "#9e9e9e",
+            Some(true) => "#2e7d32",
+            Some(false) => "#c62828",
+        };
+        let _ = writeln!(
+            s,
+            r#"<rect x="{left}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{color}" opacity="0.85"/>"#,
+            y + 4.0,
+            (x(ratio) - left).max(1.0),
+            row_h - 8.0
+        );
+        if let Some((a, b)) = row.ratio_range {
+            let _ = writeln!(
+                s,
+                r##"<line x1="{:.1}" y1="{cy:.1}" x2="{:.1}" y2="{cy:.1}" stroke="#111"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#111"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#111"/>"##,
+                x(a),
+                x(b),
+                x(a),
+                cy - 4.0,
+                x(a),
+                cy + 4.0,
+                x(b),
+                cy - 4.0,
+                x(b),
+                cy + 4.0
+            );
+        }
+        if let Some(t) = row.target {
+            let xt = x(t);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{xt:.1}" y1="{:.1}" x2="{xt:.1}" y2="{:.1}" stroke="#1565c0" stroke-width="2" stroke-dasharray="3,2"/>"##,
+                y + 1.0,
+                y + row_h - 1.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}">{ratio:.3}×{}</text>"#,
+            w - right + 8.0,
+            cy + 4.0,
+            if row.unstable { " ⚠" } else { "" }
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="{left}" y="{:.1}" fill="#555">bars: median ratio (green: meets its target, red: misses it, grey: guest-only control)</text>"##,
+        bottom + 38.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{left}" y="{:.1}" fill="#555">whiskers: smallest and largest per-round ratio · blue dashes: the metric's target</text>"##,
+        bottom + 54.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+fn trim_num(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Per-metric ratios, for callers that want them as a map.
+pub fn ratios(r: &Report) -> BTreeMap<String, f64> {
+    r.rows
+        .iter()
+        .filter_map(|row| Some((row.name.clone(), row.ratio?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::GuestReport;
+
+    fn run(side: Side, round: u32, vals: &[(&str, f64)]) -> Run {
+        let metrics = vals
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    Measured::Value {
+                        iters: 10,
+                        median: *v,
+                        p10: *v,
+                        p90: *v,
+                        unit: "cycles".into(),
+                    },
+                )
+            })
+            .collect();
+        Run {
+            side,
+            round,
+            report: GuestReport {
+                metrics,
+                tsc_hz: (side == Side::Xen).then_some(2_000_000_000),
+                banner: true,
+                done: true,
+            },
+            wall_s: 1.0,
+        }
+    }
+
+    fn quiet_runs(xen_hyper: f64) -> Vec<Run> {
+        let mut runs = Vec::new();
+        for r in 0..5 {
+            runs.push(run(
+                Side::Ours,
+                r,
+                &[
+                    ("control_loop", 100.0),
+                    ("null_hypercall", 50.0),
+                    ("control_loop_end", 100.0),
+                ],
+            ));
+            runs.push(run(
+                Side::Xen,
+                r,
+                &[
+                    ("control_loop", 101.0),
+                    ("null_hypercall", xen_hyper + f64::from(r)),
+                    ("control_loop_end", 100.0),
+                ],
+            ));
+        }
+        runs
+    }
+
+    #[test]
+    fn medians_and_spreads() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+        assert_eq!(spread(&[1.0]), None);
+        assert!((spread(&[90.0, 100.0, 110.0]).unwrap() - 0.2).abs() < 1e-9);
+        // Five or more: the extremes are left out.
+        assert!((spread(&[10.0, 90.0, 100.0, 110.0, 500.0]).unwrap() - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_quiet_run_is_reported_with_ratios() {
+        let rep = Report::new(Conditions::default(), &quiet_runs(100.0), 0.2, 0.1);
+        assert!(rep.refusals.is_empty(), "{:?}", rep.refusals);
+        let row = rep
+            .rows
+            .iter()
+            .find(|r| r.name == "null_hypercall")
+            .unwrap();
+        assert_eq!(row.xen.median, Some(102.0));
+        assert!((row.ratio.unwrap() - 50.0 / 102.0).abs() < 1e-9);
+        assert_eq!(row.met(), Some(true));
+        assert_eq!(rep.tsc.map(|t| t.1), Some(Side::Xen));
+        let md = markdown(&rep);
+        assert!(md.contains("| `null_hypercall` | 50 cyc (25 ns) | 102 cyc (51 ns) | 0.490"));
+        let svg = svg(&rep);
+        assert!(svg.starts_with("<svg") && svg.contains("0.490×"));
+        let j = json(&rep).to_string();
+        assert!(j.contains("\"name\": \"null_hypercall\""));
+        assert_eq!(ratios(&rep).len(), 3);
+    }
+
+    #[test]
+    fn noise_is_refused_with_reasons() {
+        // One round's Xen median far off: spread too large.
+        let mut runs = quiet_runs(100.0);
+        for (i, round) in [(1, 0), (3, 1)] {
+            runs[i] = run(
+                Side::Xen,
+                round,
+                &[
+                    ("control_loop", 101.0),
+                    ("null_hypercall", 200.0),
+                    ("control_loop_end", 100.0),
+                ],
+            );
+        }
+        let rep = Report::new(Conditions::default(), &runs, 0.2, 0.1);
+        assert!(
+            rep.refusals
+                .iter()
+                .any(|r| r.contains("null_hypercall on Xen 4.17"))
+        );
+        // With enough steady metrics, one unstable metric is flagged, not refused.
+        for r in runs.iter_mut() {
+            for k in 0..8 {
+                r.report.metrics.push((
+                    format!("steady{k}"),
+                    Measured::Value {
+                        iters: 1,
+                        median: 10.0,
+                        p10: 10.0,
+                        p90: 10.0,
+                        unit: "cycles".into(),
+                    },
+                ));
+            }
+        }
+        let rep = Report::new(Conditions::default(), &runs, 0.2, 0.1);
+        assert!(rep.refusals.is_empty(), "{:?}", rep.refusals);
+        assert_eq!(rep.unstable.len(), 1);
+        assert!(markdown(&rep).contains("⚠ Unstable across rounds"));
+        // The control differs between the hypervisors.
+        let mut runs = quiet_runs(100.0);
+        for r in runs.iter_mut().filter(|r| r.side == Side::Ours) {
+            r.report.metrics[0].1 = Measured::Value {
+                iters: 10,
+                median: 130.0,
+                p10: 130.0,
+                p90: 130.0,
+                unit: "cycles".into(),
+            };
+        }
+        let rep = Report::new(Conditions::default(), &runs, 0.2, 0.1);
+        assert!(rep.refusals.iter().any(|r| r.starts_with("control_loop:")));
+        assert!(
+            rep.refusals
+                .iter()
+                .any(|r| r.contains("changed during the run"))
+        );
+    }
+
+    #[test]
+    fn json_escapes() {
+        let j = Json::obj(vec![("a\"b", Json::s("x\\y\n")), ("n", Json::Num(1.5))]);
+        assert_eq!(
+            j.to_string(),
+            "{\n  \"a\\\"b\": \"x\\\\y\\n\",\n  \"n\": 1.5\n}\n"
+        );
+    }
+}
