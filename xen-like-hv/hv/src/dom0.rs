@@ -283,6 +283,43 @@ fn init_shared_info(mfn: Mfn) {
             )
         };
     }
+    fill_time(si);
+}
+
+/// The low 32 bits.
+fn lo32(v: u64) -> u32 {
+    u32::try_from(v & 0xFFFF_FFFF).unwrap_or(0)
+}
+
+/// Xen's clock in shared_info (digest §4.2): vCPU 0's pvclock, anchored at the TSC value
+/// where system time was 0 (the TSC runs at one constant rate on the one CPU guests use,
+/// so these values stay exact without refreshes), and the wall clock at system time 0.
+fn fill_time(si: *mut hypercall_abi::xen::shared_info::SharedInfo) {
+    use hypercall_abi::xen::shared_info::{PVCLOCK_TSC_STABLE_BIT, VcpuTimeInfo};
+    let Some((mul, shift)) = xlhv_core::time::pvclock_scale(crate::time::tsc_hz()) else {
+        return;
+    };
+    let t = VcpuTimeInfo {
+        // Even: no update in progress.
+        version: 2,
+        pad0: 0,
+        tsc_timestamp: crate::time::tsc_at_boot(),
+        system_time: 0,
+        tsc_to_system_mul: mul,
+        tsc_shift: shift,
+        flags: PVCLOCK_TSC_STABLE_BIT,
+        pad1: [0; 2],
+    };
+    let (sec, nsec) = crate::time::wall_at_boot();
+    // SAFETY: `si` is the domain's fresh shared_info frame in the direct map; the guest
+    // is not running yet, so plain volatile writes are enough.
+    unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).vcpu_info[0].time), t);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).wc_sec), lo32(sec));
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).wc_sec_hi), lo32(sec >> 32));
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).wc_nsec), nsec);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).wc_version), 2);
+    }
 }
 
 /// Writes the hypervisor's L4 slots 256-271 into a guest L4.

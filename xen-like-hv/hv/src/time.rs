@@ -31,6 +31,82 @@ pub fn now_ns() -> u64 {
     sat_u64(u128::from(delta) * 1_000_000_000 / u128::from(hz))
 }
 
+/// The TSC value at which [`now_ns`] was 0.
+pub fn tsc_at_boot() -> u64 {
+    TSC_AT_BOOT.load(Ordering::Relaxed)
+}
+
+/// Wall-clock nanoseconds since the epoch at system time 0 (from the RTC at boot).
+static WALL_AT_BOOT_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the CMOS real-time clock (UTC) as seconds since the epoch.
+fn read_rtc() -> Option<u64> {
+    use crate::arch::x86_64::cpu::{inb, outb};
+    let reg = |r: u8| {
+        outb(0x70, r);
+        inb(0x71)
+    };
+    // Wait (bounded) until no update is in progress, then read twice until stable.
+    let mut last = None;
+    for _ in 0..1000 {
+        for _ in 0..100_000 {
+            if reg(0x0A) & 0x80 == 0 {
+                break;
+            }
+        }
+        let t = [
+            reg(0x00),
+            reg(0x02),
+            reg(0x04),
+            reg(0x07),
+            reg(0x08),
+            reg(0x09),
+            reg(0x32),
+        ];
+        if last == Some(t) {
+            break;
+        }
+        last = Some(t);
+    }
+    let [s, mi, h, d, mo, y, c] = last?;
+    let status_b = reg(0x0B);
+    let binary = status_b & 0x04 != 0;
+    let v = |b: u8| {
+        if binary {
+            Some(b)
+        } else {
+            xlhv_core::time::from_bcd(b)
+        }
+    };
+    let h24 = status_b & 0x02 != 0;
+    let pm = !h24 && h & 0x80 != 0;
+    let mut hour = v(h & 0x7F)?;
+    if pm {
+        hour = (hour % 12) + 12;
+    } else if !h24 && hour == 12 {
+        hour = 0;
+    }
+    let century = v(c).filter(|&c| (19..=30).contains(&c)).unwrap_or(20);
+    let year = i64::from(century) * 100 + i64::from(v(y)?);
+    xlhv_core::time::unix_seconds(
+        year,
+        u32::from(v(mo)?),
+        u32::from(v(d)?),
+        u32::from(hour),
+        u32::from(v(mi)?),
+        u32::from(v(s)?),
+    )
+}
+
+/// Wall-clock time at system time 0, as (seconds, nanoseconds).
+pub fn wall_at_boot() -> (u64, u32) {
+    let ns = WALL_AT_BOOT_NS.load(Ordering::Relaxed);
+    (
+        ns / 1_000_000_000,
+        u32::try_from(ns % 1_000_000_000).unwrap_or(0),
+    )
+}
+
 /// Timer interrupts taken so far.
 pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
@@ -123,4 +199,13 @@ pub fn init(hpet: Option<u64>) {
     }
     let ms = (now_ns() - start) / 1_000_000;
     log::info!("time: APIC timer ticking at {TICK_HZ} Hz: 10 ticks in {ms} ms");
+
+    match read_rtc() {
+        Some(secs) => {
+            let wall = u128::from(secs) * 1_000_000_000 - u128::from(now_ns());
+            WALL_AT_BOOT_NS.store(u64::try_from(wall).unwrap_or(0), Ordering::Relaxed);
+            log::info!("time: RTC says {secs} s since the epoch");
+        }
+        None => log::warn!("time: the RTC gave no valid date; guests' wall clock starts at 1970"),
+    }
 }

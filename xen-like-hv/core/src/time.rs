@@ -1,0 +1,114 @@
+//! Time as PV guests read it (digest §4.2): the pvclock scaling of the TSC, and the
+//! calendar arithmetic that turns the RTC's date into the wall clock.
+
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// Xen's `(tsc_to_system_mul, tsc_shift)` for a TSC of `tsc_hz`: the guest computes
+/// `ns = ((ticks << shift, or >> -shift) * mul) >> 32`. `None` for a zero frequency.
+pub fn pvclock_scale(tsc_hz: u64) -> Option<(u32, i8)> {
+    if tsc_hz == 0 {
+        return None;
+    }
+    let mut f = tsc_hz;
+    let mut shift: i8 = 0;
+    while f > 2 * NS_PER_S {
+        f >>= 1;
+        shift -= 1;
+    }
+    while f <= NS_PER_S {
+        f <<= 1;
+        shift += 1;
+    }
+    let mul = u32::try_from((u128::from(NS_PER_S) << 32) / u128::from(f)).ok()?;
+    Some((mul, shift))
+}
+
+/// Nanoseconds for `ticks` TSC ticks with a pvclock scale, as a guest computes them.
+pub fn pvclock_ns(ticks: u64, mul: u32, shift: i8) -> u64 {
+    let t = if shift >= 0 {
+        ticks << shift.unsigned_abs()
+    } else {
+        ticks >> shift.unsigned_abs()
+    };
+    u64::try_from((u128::from(t) * u128::from(mul)) >> 32).unwrap_or(u64::MAX)
+}
+
+/// Days from 1970-01-01 to the civil date `y-m-d` (proleptic Gregorian); `None` for a
+/// month or day out of range.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i64> {
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// Seconds since the epoch for a UTC date and time.
+pub fn unix_seconds(y: i64, mon: u32, d: u32, h: u32, min: u32, s: u32) -> Option<u64> {
+    if h > 23 || min > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, mon, d)?;
+    let secs = days.checked_mul(86_400)? + i64::from(h * 3600 + min * 60 + s);
+    u64::try_from(secs).ok()
+}
+
+/// A BCD byte's value (`0x59` → 59); `None` if a nibble is not a decimal digit.
+pub fn from_bcd(b: u8) -> Option<u8> {
+    let (hi, lo) = (b >> 4, b & 0xF);
+    (hi < 10 && lo < 10).then_some(hi * 10 + lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_converts_one_second_of_ticks_to_a_second() {
+        for hz in [
+            1_000_000u64,
+            999_999_999,
+            1_000_000_000,
+            2_596_494_000,
+            3_700_000_000,
+            10_000_000_000,
+        ] {
+            let (mul, shift) = pvclock_scale(hz).unwrap();
+            let ns = pvclock_ns(hz, mul, shift);
+            assert!(ns.abs_diff(NS_PER_S) <= 2, "{hz} Hz: {ns} ns for a second");
+        }
+        assert_eq!(pvclock_scale(0), None);
+    }
+
+    #[test]
+    fn scale_matches_xens_ranges() {
+        // Xen keeps the scaled frequency in (1 GHz, 2 GHz].
+        let (_, shift) = pvclock_scale(2_600_000_000).unwrap();
+        assert_eq!(shift, -1);
+        let (_, shift) = pvclock_scale(1_500_000_000).unwrap();
+        assert_eq!(shift, 0);
+        let (_, shift) = pvclock_scale(400_000_000).unwrap();
+        assert_eq!(shift, 2);
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), Some(0));
+        assert_eq!(days_from_civil(2000, 3, 1), Some(11_017));
+        assert_eq!(unix_seconds(2026, 11, 24, 6, 15, 41), Some(1_795_500_941)); // date -u +%s
+        assert_eq!(unix_seconds(2026, 13, 1, 0, 0, 0), None);
+        assert_eq!(unix_seconds(2026, 1, 1, 24, 0, 0), None);
+    }
+
+    #[test]
+    fn bcd() {
+        assert_eq!(from_bcd(0x59), Some(59));
+        assert_eq!(from_bcd(0x00), Some(0));
+        assert_eq!(from_bcd(0x5A), None);
+    }
+}
