@@ -78,6 +78,28 @@ impl<const N: usize> FrameAllocator<N> {
         None
     }
 
+    /// `n` consecutive free frames from the bump pointer (never recycled
+    /// ones), skipping reserved spans; `None` if the pool has no such run.
+    /// Used where frames must form one known range (the page tables of an
+    /// address-space takeover).
+    pub fn alloc_span(&mut self, n: u64) -> Option<Span> {
+        let mut start = self.next;
+        loop {
+            let end = start.checked_add(n)?;
+            if end > self.pool.end {
+                return None;
+            }
+            let want = Span::new(start, end);
+            match self.reserved.iter().flatten().find(|r| r.overlaps(&want)) {
+                Some(r) => start = r.end,
+                None => {
+                    self.next = end;
+                    return Some(want);
+                }
+            }
+        }
+    }
+
     /// Give `pfn` back.
     pub fn free(&mut self, pfn: u64) -> Result<(), FreeError> {
         if !(self.pool.start <= pfn && pfn < self.next) || self.reserved_at(pfn).is_some() {
@@ -143,6 +165,21 @@ mod tests {
         assert_eq!(a.alloc(), Some(f0));
         assert_eq!(a.alloc(), Some(f1));
         assert_eq!(a.alloc(), Some(3));
+    }
+
+    #[test]
+    fn span_is_contiguous_and_skips_reserved() {
+        let mut a = FrameAllocator::<4>::new(Span::new(10, 40), [Some(Span::new(14, 16)), None]);
+        assert_eq!(a.alloc(), Some(10));
+        // 11..16 would cross the reserved 14..16: start after it.
+        assert_eq!(a.alloc_span(5), Some(Span::new(16, 21)));
+        assert_eq!(a.alloc(), Some(21));
+        assert_eq!(a.alloc_span(19), None);
+        assert_eq!(a.alloc_span(18), Some(Span::new(22, 40)));
+        assert_eq!(a.available(), 0);
+        // Frames of a span can be freed one by one.
+        assert_eq!(a.free(30), Ok(()));
+        assert_eq!(a.alloc(), Some(30));
     }
 
     proptest! {

@@ -9,6 +9,10 @@
 //!   free for a heap, and which pseudo-physical frames are free.
 //! * [`heap`]: a first-fit range allocator over a fixed address range.
 //! * [`frames`]: a frame allocator over the guest's free pseudo-physical frames.
+//! * [`pt`]: page-table arithmetic (indices, spans, canonical and hypervisor
+//!   ranges, entry machine addresses, how many tables a range needs).
+//! * [`mapper`]: the mapping engine: walks and creates page tables and turns
+//!   map/unmap requests into batches of `mmu_update` requests.
 //! * [`time`]: wall-clock arithmetic and a seqlock reader.
 //! * [`text`]: a fixed-size line buffer for console output and helpers for the
 //!   NUL-terminated buffers hypercalls fill.
@@ -22,5 +26,7 @@ extern crate std;
 pub mod frames;
 pub mod heap;
 pub mod layout;
+pub mod mapper;
+pub mod pt;
 pub mod text;
 pub mod time;

@@ -16,9 +16,13 @@
 //!   [`probe`] instructions that fault on purpose.
 //! * **shared_info and time** ([`shared`], [`time`]): the mapped shared_info
 //!   page, pvclock system time, wall clock.
-//! * **memory** ([`mm`]): the guest's free frames (with P2M lookups) and a
-//!   heap in the bootstrap region's slack (the `#[global_allocator]` with
-//!   feature `global-allocator`, on by default).
+//! * **memory** ([`mm`]): the guest's free frames, P2M and M2P lookups,
+//!   taking over the address space (its own page tables, pinned and loaded
+//!   with `NEW_BASEPTR`), a batched mapping API, and a heap in the bootstrap
+//!   region's slack (the `#[global_allocator]` with feature
+//!   `global-allocator`, on by default).
+//! * **user mode** ([`user`]): user page tables, entering user code with
+//!   `iret` and coming back through the syscall callback.
 //! * **hypervisor queries** ([`xen`]), **events** ([`evtchn`]) and
 //!   **shutdown** ([`sched`]); a panic prints its message and location and
 //!   crashes the domain.
@@ -40,13 +44,14 @@ pub mod shared;
 pub mod start;
 pub mod time;
 pub mod traps;
+pub mod user;
 pub mod xen;
 
 pub use hypercall_abi as abi;
 pub use hypercall_abi::xen::StartInfo;
 pub use pv_runtime_core::layout::{BootLayout, Span};
-pub use pv_runtime_core::text;
 pub use pv_runtime_core::time::{CivilTime, WallClock};
+pub use pv_runtime_core::{mapper, pt, text};
 pub use start::{Config, layout, start_info};
 
 /// Print to the hypervisor console (`console_io`), like `std::print!`.

@@ -32,6 +32,11 @@ global_asm!(
     "    mov (%rdi), %rax",
     "pv_probe_read_resume:",
     "    ret",
+    ".globl pv_probe_write, pv_probe_write_resume",
+    "pv_probe_write:",
+    "    mov %rsi, (%rdi)",
+    "pv_probe_write_resume:",
+    "    ret",
     ".popsection",
     options(att_syntax),
 );
@@ -43,6 +48,8 @@ unsafe extern "C" {
     fn pv_probe_hlt_resume();
     fn pv_probe_read(addr: u64) -> u64;
     fn pv_probe_read_resume();
+    fn pv_probe_write(addr: u64, value: u64);
+    fn pv_probe_write_resume();
 }
 
 /// The probes.
@@ -55,10 +62,13 @@ pub enum Probe {
     Hlt,
     /// A 64-bit load from a chosen address: `#PF` if it is not mapped.
     Read,
+    /// A 64-bit store to a chosen address: `#PF` if it is not mapped or
+    /// mapped read-only.
+    Write,
 }
 
 impl Probe {
-    const ALL: [Probe; 3] = [Probe::Ud2, Probe::Hlt, Probe::Read];
+    const ALL: [Probe; 4] = [Probe::Ud2, Probe::Hlt, Probe::Read, Probe::Write];
 
     /// Address of the faulting instruction.
     pub fn site(self) -> u64 {
@@ -66,6 +76,7 @@ impl Probe {
             Probe::Ud2 => pv_probe_ud2,
             Probe::Hlt => pv_probe_hlt,
             Probe::Read => return pv_probe_read as *const () as usize as u64,
+            Probe::Write => return pv_probe_write as *const () as usize as u64,
         };
         f as *const () as usize as u64
     }
@@ -76,6 +87,7 @@ impl Probe {
             Probe::Ud2 => pv_probe_ud2_resume,
             Probe::Hlt => pv_probe_hlt_resume,
             Probe::Read => pv_probe_read_resume,
+            Probe::Write => pv_probe_write_resume,
         };
         f as *const () as usize as u64
     }
@@ -120,4 +132,20 @@ pub fn read_u64(addr: u64) -> u64 {
     // value; a fault there is handled (or crashes the domain) and never
     // corrupts Rust state.
     unsafe { pv_probe_read(addr) }
+}
+
+/// Store the 8 bytes `value` at `addr` (nothing is stored if the store
+/// faulted and a handler skipped it). Meant for addresses that are not
+/// mapped or mapped read-only, where the store must fault.
+///
+/// # Safety
+///
+/// If the store succeeds it writes 8 bytes at `addr` behind the compiler's
+/// back: `addr` must not hold any Rust object (or must be memory the caller
+/// may overwrite).
+pub unsafe fn write_u64(addr: u64, value: u64) {
+    // SAFETY: the probe performs one store to `addr` and returns; a fault
+    // there is handled (or crashes the domain); the caller guarantees a
+    // successful store harms nothing.
+    unsafe { pv_probe_write(addr, value) }
 }

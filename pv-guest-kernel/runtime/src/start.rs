@@ -13,7 +13,9 @@
 //! 4. map shared_info;
 //! 5. reconstruct the bootstrap layout and set up frames and heap (the heap
 //!    only if the entry stack is where the layout says the boot stack is);
-//! 6. run the guest's main, then power off.
+//! 6. with [`Config::OWN_PAGE_TABLES`], take over the address space
+//!    ([`mm::take_over`]);
+//! 7. run the guest's main, then power off.
 
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
@@ -36,16 +38,26 @@ pub struct Config {
     /// Install the trap table and callbacks. Without them any exception
     /// crashes the domain (the hypervisor has nowhere to deliver it).
     pub install_traps: bool,
+    /// Take over the address space ([`mm::take_over`]) before main, so the
+    /// mapping API and user mode are ready.
+    pub own_page_tables: bool,
 }
 
 impl Config {
-    /// Everything on.
+    /// Traps and callbacks; the builder's page tables.
     pub const DEFAULT: Config = Config {
         install_traps: true,
+        own_page_tables: false,
     };
     /// No trap table and no callbacks.
     pub const NO_TRAPS: Config = Config {
         install_traps: false,
+        own_page_tables: false,
+    };
+    /// Traps and callbacks, and the runtime's own page tables.
+    pub const OWN_PAGE_TABLES: Config = Config {
+        install_traps: true,
+        own_page_tables: true,
     };
 }
 
@@ -176,13 +188,19 @@ pub unsafe fn boot(
     // it, so a shared slice for the guest's lifetime is sound.
     let p2m: &'static [Mfn] = unsafe { core::slice::from_raw_parts(p2m_ptr, entries) };
     let heap = entry_rsp == layout.boot_stack.end;
-    mm::init(layout, p2m, heap);
+    mm::init(layout, p2m, heap, si.pt_base);
     if !heap {
         crate::println!(
             "pv-runtime: warning: entry stack {entry_rsp:#x} is not the boot stack start_info \
              implies ({:#x}); heap disabled",
             layout.boot_stack.end
         );
+    }
+
+    if config.own_page_tables
+        && let Err(e) = mm::take_over()
+    {
+        panic!("pv-runtime: taking over the address space failed: {e}");
     }
 
     main(si);

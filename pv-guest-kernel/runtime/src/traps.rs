@@ -406,6 +406,10 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if frame.vector == u64::from(vector::PF) {
         frame.cr2 = crate::shared::cr2();
     }
+    // A system call or exception in user code under `user::run` ends it.
+    if crate::user::exit_from_user(frame) {
+        return;
+    }
     // try_lock: a trap that interrupted a registration uses the default.
     let handler = slot(frame.vector).and_then(|s| {
         HANDLERS

@@ -9,9 +9,14 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use pv_runtime::abi::Errno;
+use pv_runtime::abi::hypercall as hc;
+use pv_runtime::abi::mmu::{MmuUpdate, MmuextCmd, MmuextOp};
+use pv_runtime::abi::types::{DomId, GuestPtr, MachineAddr, Mfn};
+use pv_runtime::hypercall::{handle, handle_mut, handle_slice, invoker};
 use pv_runtime::probe;
 use pv_runtime::traps::TrapFrame;
-use pv_runtime::{println, sched, shared};
+use pv_runtime::{mm, println, sched, shared};
 
 /// Print `<name>: PASS` and power off.
 pub fn pass(name: &str) -> ! {
@@ -89,4 +94,84 @@ pub fn take() -> (Option<Caught>, u64) {
         skipped: SKIPPED.load(Ordering::SeqCst) != 0,
     };
     (Some(caught), count)
+}
+
+/// Fail `name` unless `got == want`.
+pub fn expect<T: PartialEq + fmt::Debug>(name: &str, what: &str, got: T, want: T) {
+    if got != want {
+        fail(name, format_args!("{what}: got {got:?}, expected {want:?}"));
+    }
+}
+
+/// Fail `name` with `why` unless `ok`.
+pub fn check(name: &str, ok: bool, why: fmt::Arguments<'_>) {
+    if !ok {
+        fail(name, why);
+    }
+}
+
+/// A scratch address whose L1 entry exists from boot on: the second page of
+/// the bootstrap region (pseudo-physical frame 1, padding below the image).
+pub const SCRATCH_VA: u64 = 0x1000;
+
+/// `DOMID_SELF` as the `foreigndom` argument.
+pub fn self_dom() -> u32 {
+    u32::from(DomId::SELF.0)
+}
+
+/// `update_va_mapping(va, val, flags)`.
+pub fn uvm(va: u64, val: u64, flags: u64) -> Result<u64, Errno> {
+    // SAFETY: the runtime installed the hypercall page; the call passes no
+    // guest addresses.
+    let mut inv = unsafe { invoker() };
+    hc::update_va_mapping(&mut inv, va, val, flags)
+}
+
+/// One `mmu_update` request `(ptr, val)`: the result and `*pdone`.
+pub fn mmu1(ptr: u64, val: u64) -> (Result<u64, Errno>, u32) {
+    let req = [MmuUpdate { ptr, val }];
+    let mut done = u32::MAX;
+    // SAFETY: the request and `done` are live locals the hypervisor reads
+    // and writes.
+    let mut inv = unsafe { invoker() };
+    let r = hc::mmu_update(
+        &mut inv,
+        handle_slice(&req),
+        1,
+        handle_mut(&mut done),
+        self_dom(),
+    );
+    (r, done)
+}
+
+/// One `mmuext_op` `cmd` on frame `mfn`.
+pub fn ext1(cmd: MmuextCmd, mfn: Mfn) -> Result<u64, Errno> {
+    ext_op(MmuextOp::on_frame(cmd, mfn))
+}
+
+/// One `mmuext_op`.
+pub fn ext_op(op: MmuextOp) -> Result<u64, Errno> {
+    // SAFETY: the operation is a live local the hypervisor reads; the
+    // caller chose what it does to the domain's own state.
+    let mut inv = unsafe { invoker() };
+    hc::mmuext_op(&mut inv, handle(&op), 1, GuestPtr::NULL, self_dom())
+}
+
+/// The machine address of the L1 entry that maps `va` (fails `name` if
+/// there is none).
+pub fn l1e(name: &str, va: u64) -> MachineAddr {
+    match mm::entry_address(va, 1) {
+        Some(ma) => ma,
+        None => fail(name, format_args!("no L1 table for {va:#x}")),
+    }
+}
+
+/// Read the 8 bytes at `va`, recording a fault instead (see [`record`]).
+pub fn read(va: u64) -> u64 {
+    probe::read_u64(va)
+}
+
+/// The current value of the L1 entry for `va` (through the page tables).
+pub fn l1_value(va: u64) -> u64 {
+    mm::translate(va).map_or(0, |p| p.0)
 }

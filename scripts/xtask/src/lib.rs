@@ -410,7 +410,11 @@ pub fn run_timed(
 }
 
 /// Runs QEMU headless until it exits, `stop` returns true for a line, or `deadline`.
-pub fn run_qemu(cfg: &QemuConfig, deadline: Duration, stop: impl Fn(&str) -> bool) -> Result<RunOutput> {
+pub fn run_qemu(
+    cfg: &QemuConfig,
+    deadline: Duration,
+    stop: impl Fn(&str) -> bool,
+) -> Result<RunOutput> {
     let run = run_timed(cfg, deadline, stop)?;
     Ok(RunOutput {
         serial: run.serial(),

@@ -15,7 +15,7 @@ use hypercall_abi::mmu::{
     MmuCmd, MmuUpdate, MmuextCmd, MmuextOp, UVMF_ALL, UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_LOCAL,
     UVMF_TLB_FLUSH, split_foreigndom,
 };
-use hypercall_abi::xen::HYPERVISOR_VIRT_END;
+use hypercall_abi::xen::{HYPERVISOR_L4_FIRST, HYPERVISOR_VIRT_END};
 
 use super::Mfn;
 use super::error::MmError;
@@ -447,8 +447,10 @@ where
                     ctx.put_ref_and_type(old);
                 }
             }
-            // TODO(m2p_strict): slot 256 (RO M2P) is always filled at validation; with
-            // VMASST m2p_strict Xen fills it only in kernel roots.
+            // A kernel base shows the read-only M2P (Xen's fill_ro_mpt). The
+            // m2p_strict assist (also zapping it from user bases) is not modelled.
+            let ro_mpt = ctx.slots.l4_entry(HYPERVISOR_L4_FIRST);
+            ctx.mem.write_entry(mfn, HYPERVISOR_L4_FIRST, ro_mpt);
             Ok(Flush::Local(FlushKind::Tlb))
         }
         MmuextCmd::NewUserBaseptr => {

@@ -528,7 +528,11 @@ where
             }
         }
         if level == 4 {
-            for slot in HYPERVISOR_L4_FIRST..=HYPERVISOR_L4_LAST {
+            // Slot 256, the read-only M2P, goes in only when the table becomes a kernel
+            // base (`MMUEXT_NEW_BASEPTR`), as in Xen without `m2p_strict`: an L4 used
+            // only for user mode never shows the M2P.
+            self.mem.write_entry(mfn, HYPERVISOR_L4_FIRST, 0);
+            for slot in HYPERVISOR_L4_FIRST + 1..=HYPERVISOR_L4_LAST {
                 let v = self.slots.l4_entry(slot);
                 self.mem.write_entry(mfn, slot, v);
             }

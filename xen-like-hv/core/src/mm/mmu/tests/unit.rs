@@ -85,9 +85,22 @@ fn l4_slots_are_filled_and_guarded() {
         w.poke(L4, s, pte(DATA, P | RW));
     }
     w.pin(1, 4, L4).unwrap();
-    for s in HYPERVISOR_L4_FIRST..=HYPERVISOR_L4_LAST {
+    // Slot 256 (the read-only M2P) waits until the table becomes a kernel base.
+    assert_eq!(w.read(L4, HYPERVISOR_L4_FIRST), 0);
+    for s in HYPERVISOR_L4_FIRST + 1..=HYPERVISOR_L4_LAST {
         assert_eq!(w.read(L4, s), xen_slot(s));
     }
+    let mut v = VcpuMm::default();
+    w.ext(
+        1,
+        &mut v,
+        MmuextOp::on_frame(MmuextCmd::NewBaseptr, Mfn(L4)),
+    )
+    .unwrap();
+    assert_eq!(
+        w.read(L4, HYPERVISOR_L4_FIRST),
+        xen_slot(HYPERVISOR_L4_FIRST)
+    );
     assert_eq!(w.info(DATA).count(), 0);
     for s in [256, 260, 271] {
         let r = w.mmu(1, L4, s, 0);
