@@ -175,8 +175,16 @@ pub fn guest_entry(frame: &mut Regs) {
         ctx.outcome
     };
     match outcome {
-        Outcome::Shutdown(reason) => stop(pv, reason, None),
-        Outcome::Crash(why) => stop(pv, ShutdownReason::Crash, Some(why)),
+        Outcome::Shutdown(reason) => {
+            stop(pv, reason, None);
+            drop(doms);
+            nothing_to_run()
+        }
+        Outcome::Crash(why) => {
+            stop(pv, ShutdownReason::Crash, Some(why));
+            drop(doms);
+            nothing_to_run()
+        }
         Outcome::Resume | Outcome::RegsReplaced | Outcome::Yield => {}
     }
     if let Some(v) = pv.vcpus.get(vid) {
@@ -199,7 +207,19 @@ pub fn exit_fault(vector: u8) -> ! {
         ),
         None => panic!("fault returning to a guest, with no current guest"),
     }
-    panic!("a stopped domain was resumed");
+    drop(doms);
+    nothing_to_run()
+}
+
+/// The current vCPU's domain stopped and there is no other vCPU to run (one domain at a
+/// time until the scheduler arrives): idle with interrupts on, never returning to the
+/// stopped guest.
+fn nothing_to_run() -> ! {
+    *CURRENT.lock() = None;
+    log::info!("no runnable vCPU; idling");
+    loop {
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
 }
 
 /// Free frames just before dom0 was built: what a complete teardown of dom0 returns
