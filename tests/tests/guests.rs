@@ -73,6 +73,7 @@ fn demo_kernel_boots_checks_itself_and_powers_off() {
     let b = boot_dom0("demo", &demo_guest());
     b.line("(d0) ");
     b.line("domid 0");
+    b.line("page tables: its own");
     b.line("Xen 4.17");
     b.no_line("FAIL");
     b.exited(QemuExit::Poweroff);

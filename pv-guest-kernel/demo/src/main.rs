@@ -140,6 +140,15 @@ fn facts() {
         heap.region.len() / 1024,
         mm::frames_available()
     );
+    println!(
+        "pv-demo: page tables: {} (L4 at mfn {:#x})",
+        if mm::taken_over() {
+            "its own, built at start, pinned and loaded with NEW_BASEPTR"
+        } else {
+            "the builder's"
+        },
+        mm::kernel_root().0
+    );
     // The heap and the frame allocator, briefly.
     let squares: Vec<u64> = (0..1000u64).map(|i| i * i).collect();
     let sum: u64 = squares.iter().sum();
@@ -250,4 +259,4 @@ fn main(si: &'static StartInfo) {
     sched::crash()
 }
 
-pv_runtime::entry!(main);
+pv_runtime::entry!(main, config = pv_runtime::Config::OWN_PAGE_TABLES);
