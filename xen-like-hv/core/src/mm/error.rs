@@ -23,6 +23,10 @@ pub enum L1Refusal {
     Overflow,
 }
 
+/// The MFN field of a PTE with every bit set (bits 12-51): Xen's
+/// `PADDR_MASK >> PAGE_SHIFT`, which it treats as INVALID_MFN.
+pub const ALL_ONES_MFN: u64 = (1 << 40) - 1;
+
 /// A refused memory-management request. Nothing was changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MmError {
@@ -94,7 +98,8 @@ pub enum MmError {
         why: L1Refusal,
     },
     /// An L1 entry maps an I/O (non-RAM) frame without I/O-memory permission.
-    /// `-EPERM` (`get_page_from_l1e`: "non-privileged attempt to map MMIO space").
+    /// `-EPERM` (`get_page_from_l1e`: "non-privileged attempt to map MMIO space"), or
+    /// `-EINVAL` for the all-ones MFN ([`ALL_ONES_MFN`]).
     IoNotPermitted(Mfn),
     /// An L1 entry asks for non-write-back caching of a hypervisor page.
     /// `-EACCES` (`get_page_from_l1e`: "Attempt to change cache attributes of Xen heap
@@ -200,6 +205,9 @@ impl MmError {
                     Errno::EBUSY
                 }
             }
+            // Xen treats the all-ones MFN field (`PADDR_MASK >> PAGE_SHIFT`) as an
+            // INVALID_MFN and answers -EINVAL for it (get_page_from_l1e).
+            MmError::IoNotPermitted(m) if m.0 == ALL_ONES_MFN => Errno::EINVAL,
             MmError::IoNotPermitted(_)
             | MmError::NotPermitted(_)
             | MmError::NotSelf
@@ -221,5 +229,26 @@ impl From<MmError> for Errno {
 impl core::fmt::Display for MmError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{self:?} ({})", self.errno())
+    }
+}
+
+#[cfg(test)]
+mod all_ones_tests {
+    use super::*;
+
+    #[test]
+    fn io_refusal_of_the_all_ones_mfn_is_einval_as_in_xen() {
+        assert_eq!(
+            Errno::from(MmError::IoNotPermitted(Mfn(ALL_ONES_MFN))),
+            Errno::EINVAL
+        );
+        assert_eq!(
+            Errno::from(MmError::IoNotPermitted(Mfn(ALL_ONES_MFN - 1))),
+            Errno::EPERM
+        );
+        assert_eq!(
+            Errno::from(MmError::IoNotPermitted(Mfn((1 << 36) - 1))),
+            Errno::EPERM
+        );
     }
 }
