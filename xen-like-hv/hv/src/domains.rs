@@ -4,6 +4,7 @@
 
 use crate::arch::x86_64::guest::{self, HwPlatform};
 use crate::arch::x86_64::{cpu, trap};
+use hypercall_abi::types::DomId;
 use spin::Mutex;
 use xlhv_core::domain::{DomainState, PvDomain, ShutdownReason};
 use xlhv_core::exit::QemuExit;
@@ -30,19 +31,6 @@ impl Domains {
     /// The domain in `slot`.
     pub fn get_mut(&mut self, slot: usize) -> Option<&mut PvDomain> {
         self.slots.get_mut(slot)?.as_mut()
-    }
-
-    /// What the memory model needs to know about the domains that exist.
-    pub fn hooks(&self) -> crate::mmhw::Hooks {
-        let mut existing = heapless::Vec::new();
-        let mut control = hypercall_abi::types::DomId::INVALID;
-        for d in self.slots.iter().flatten() {
-            let _ = existing.push(d.dom.id);
-            if d.dom.privileged {
-                control = d.dom.id;
-            }
-        }
-        crate::mmhw::Hooks { existing, control }
     }
 
     /// The domain in `slot`, and every other slot beside it, borrowed at once.
@@ -72,6 +60,25 @@ pub struct Others<'a> {
 }
 
 impl Others<'_> {
+    /// What the memory model needs to know about the domains that exist, with the
+    /// current domain `current` (built only when a memory operation asks).
+    pub fn hooks(&self, current: DomId, current_privileged: bool) -> crate::mmhw::Hooks {
+        let mut existing = heapless::Vec::new();
+        let _ = existing.push(current);
+        let mut control = if current_privileged {
+            current
+        } else {
+            DomId::INVALID
+        };
+        for d in self.left.iter().chain(self.right.iter()).flatten() {
+            let _ = existing.push(d.dom.id);
+            if d.dom.privileged {
+                control = d.dom.id;
+            }
+        }
+        crate::mmhw::Hooks { existing, control }
+    }
+
     /// The domain with id `id`, if it is one of these.
     pub fn find(
         &mut self,
@@ -147,7 +154,6 @@ pub fn guest_entry(frame: &mut Regs) {
         );
     };
     let mut doms = DOMAINS.lock();
-    let hooks = doms.hooks();
     let Some((pv, others)) = doms.split(slot) else {
         panic!("current domain slot {slot} is empty")
     };
@@ -158,7 +164,6 @@ pub fn guest_entry(frame: &mut Regs) {
     let mut plat = HwPlatform {
         shared_info: dom.shared_info,
         cmdline: CMDLINE.get().copied().unwrap_or(""),
-        hooks,
         others,
     };
     let outcome = {

@@ -121,8 +121,6 @@ pub struct HwPlatform<'a> {
     pub shared_info: Mfn,
     /// The hypervisor's command line.
     pub cmdline: &'a str,
-    /// Domain lookup for the memory model.
-    pub hooks: crate::mmhw::Hooks,
     /// Every other domain (for operations on a named domain).
     pub others: crate::domains::Others<'a>,
 }
@@ -161,7 +159,8 @@ impl Platform for HwPlatform<'_> {
             >,
         ) -> R,
     ) -> R {
-        crate::mmhw::with_mm(dom, privileged, &mut self.hooks, f)
+        let mut hooks = self.others.hooks(dom, privileged);
+        crate::mmhw::with_mm(dom, privileged, &mut hooks, f)
     }
 
     fn flush_tlb(&mut self, kind: xlhv_core::mm::mmu::FlushKind, _all_cpus: bool) {
