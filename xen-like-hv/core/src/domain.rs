@@ -113,7 +113,17 @@ pub struct Domain {
     /// (`XENMEM_set_memory_map`); `None` until then, and `XENMEM_memory_map` answers
     /// `-ENOSYS` (the guest falls back to `start_info.nr_pages`).
     pub memory_map: Option<DomainMemoryMap>,
+    /// Armed watchdogs (`SCHEDOP_watchdog`): expiry in system time.
+    pub watchdogs: [Option<u64>; NR_WATCHDOGS],
+    /// Scheduling weight (Xen credit's `weight`, default 256).
+    pub weight: u16,
 }
+
+/// Watchdogs per domain (Xen's `NR_DOMAIN_WATCHDOG_TIMERS`).
+pub const NR_WATCHDOGS: usize = 2;
+
+/// Default scheduling weight (Xen's credit scheduler).
+pub const DEFAULT_WEIGHT: u16 = 256;
 
 impl Domain {
     /// A paused domain.
@@ -129,6 +139,8 @@ impl Domain {
             max_pages: 0,
             console: ConsoleLine::default(),
             memory_map: None,
+            watchdogs: [None; NR_WATCHDOGS],
+            weight: DEFAULT_WEIGHT,
         }
     }
 

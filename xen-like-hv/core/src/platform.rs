@@ -58,6 +58,31 @@ pub trait Platform {
     fn upcall_mask(&self, vcpu: u32) -> u8;
     /// Sets `vcpu_info[vcpu].evtchn_upcall_mask`.
     fn set_upcall_mask(&mut self, vcpu: u32, mask: u8);
+    /// `vcpu_info[vcpu].evtchn_upcall_pending` of the current domain's shared_info.
+    fn upcall_pending(&self, vcpu: u32) -> bool;
+    /// Runs one event-channel operation for `caller` (the current domain) against
+    /// every domain's port table and shared_info (`evtchn::dispatch`).
+    fn evtchn_op(
+        &mut self,
+        caller: &crate::evtchn::Caller,
+        req: crate::evtchn::EvtchnRequest,
+    ) -> Result<crate::evtchn::EvtchnReply, crate::evtchn::EvtchnError>;
+    /// The port test of `SCHEDOP_poll` for the current domain's `vcpu`
+    /// (`EvtchnTable::poll`): `Ok(true)` = return at once.
+    fn evtchn_poll(
+        &mut self,
+        vcpu: hypercall_abi::types::VcpuId,
+        ports: &[hypercall_abi::types::EvtchnPort],
+    ) -> Result<bool, crate::evtchn::EvtchnError>;
+    /// Acts on a [`Kick`](crate::evtchn::Kick): wakes the vCPU it names if it waits,
+    /// and the domain's pollers of the port. A kick of the current vCPU needs nothing
+    /// (the event is delivered on the way back to the guest).
+    fn kick(&mut self, kick: crate::evtchn::Kick);
+    /// The current vCPU's timers changed: the platform re-arms its timer interrupt.
+    fn timers_changed(&mut self);
+    /// Shuts down domain `id` (not the current one) for `reason`
+    /// (`SCHEDOP_remote_shutdown`); false if there is no such domain.
+    fn remote_shutdown(&mut self, id: DomId, reason: crate::domain::ShutdownReason) -> bool;
     /// Sets `vcpu_info[vcpu].arch.cr2`.
     fn set_shared_cr2(&mut self, vcpu: u32, cr2: u64);
     /// The host's CPUID leaf (the policy is applied by the caller).

@@ -91,6 +91,107 @@ pub(crate) struct FakePlatform {
     pub host_map: Vec<E820Entry>,
     /// Other domains by id (`with_domain`); the memory model's hooks say they exist.
     pub others: BTreeMap<u16, Domain>,
+    /// `evtchn_upcall_pending` per vCPU (absent = 0).
+    pub upcall_pending: BTreeMap<u32, bool>,
+    /// Event channels: the current domain's and the others' port tables and bitmaps.
+    pub evtchn: FakeEvtchn,
+    /// The current domain's id in [`FakePlatform::evtchn`].
+    pub evtchn_self: u16,
+    /// Every kick, in order.
+    pub kicks: Vec<crate::evtchn::Kick>,
+    /// Times `timers_changed` was called.
+    pub timer_changes: u32,
+    /// Every `remote_shutdown`: (domain, reason).
+    pub remote_shutdowns: Vec<(DomId, crate::domain::ShutdownReason)>,
+}
+
+/// Event-channel state of the fake machine's domains.
+#[derive(Debug, Default)]
+pub(crate) struct FakeEvtchn {
+    /// By domain id: port table and shared_info.
+    pub doms: BTreeMap<
+        u16,
+        (
+            Box<crate::evtchn::EvtchnTable>,
+            Box<hypercall_abi::xen::SharedInfo>,
+        ),
+    >,
+}
+
+/// Cloning gives an empty set (tables are large and tests never compare them).
+impl Clone for FakeEvtchn {
+    fn clone(&self) -> Self {
+        FakeEvtchn::default()
+    }
+}
+
+impl FakeEvtchn {
+    /// Adds domain `id` with a fresh table (dom0-like limits).
+    pub fn add(&mut self, id: u16) {
+        let cfg = crate::evtchn::EvtchnConfig {
+            max_port: crate::evtchn::UNLIMITED_MAX_PORT,
+            nr_vcpus: 1,
+        };
+        let mut si: Box<hypercall_abi::xen::SharedInfo> =
+            Box::new(zerocopy::FromZeros::new_zeroed());
+        for v in si.vcpu_info.iter_mut() {
+            v.evtchn_upcall_mask = 0;
+        }
+        self.doms.insert(
+            id,
+            (
+                Box::new(crate::evtchn::EvtchnTable::new(DomId(id), cfg)),
+                si,
+            ),
+        );
+    }
+}
+
+impl crate::evtchn::Domains for FakeEvtchn {
+    type Bits<'a> = &'a mut hypercall_abi::xen::SharedInfo;
+
+    fn get(
+        &mut self,
+        dom: DomId,
+    ) -> Option<crate::evtchn::DomainEvtchn<'_, &mut hypercall_abi::xen::SharedInfo>> {
+        let (t, si) = self.doms.get_mut(&dom.0)?;
+        Some(crate::evtchn::DomainEvtchn {
+            table: t,
+            bits: &mut **si,
+            controller_paused: false,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn get_pair(
+        &mut self,
+        a: DomId,
+        b: DomId,
+    ) -> Option<(
+        crate::evtchn::DomainEvtchn<'_, &mut hypercall_abi::xen::SharedInfo>,
+        crate::evtchn::DomainEvtchn<'_, &mut hypercall_abi::xen::SharedInfo>,
+    )> {
+        if a == b {
+            return None;
+        }
+        let mut it = self
+            .doms
+            .iter_mut()
+            .filter(|(id, _)| **id == a.0 || **id == b.0);
+        let (ida, (ta, sa)) = it.next()?;
+        let (_, (tb, sb)) = it.next()?;
+        let x = crate::evtchn::DomainEvtchn {
+            table: ta,
+            bits: &mut **sa,
+            controller_paused: false,
+        };
+        let y = crate::evtchn::DomainEvtchn {
+            table: tb,
+            bits: &mut **sb,
+            controller_paused: false,
+        };
+        Some(if *ida == a.0 { (x, y) } else { (y, x) })
+    }
 }
 
 /// A small machine for the memory model: 4096 frames, all free.
@@ -213,6 +314,12 @@ impl Default for FakePlatform {
             m2p_chunks: Vec::new(),
             host_map: Vec::new(),
             others: BTreeMap::new(),
+            upcall_pending: BTreeMap::new(),
+            evtchn: FakeEvtchn::default(),
+            evtchn_self: 0,
+            kicks: Vec::new(),
+            timer_changes: 0,
+            remote_shutdowns: Vec::new(),
             kernel_space: true,
             console: Vec::new(),
             masks: BTreeMap::new(),
@@ -330,6 +437,10 @@ impl FakePlatform {
     }
 
     /// The upcall mask of `vcpu`.
+    pub fn set_upcall_mask_for_test(&mut self, vcpu: u32, mask: u8) {
+        self.masks.insert(vcpu, mask);
+    }
+
     pub fn mask(&self, vcpu: u32) -> u8 {
         self.masks.get(&vcpu).copied().unwrap_or(0)
     }
@@ -422,6 +533,47 @@ impl Platform for FakePlatform {
 
     fn set_shared_cr2(&mut self, vcpu: u32, cr2: u64) {
         self.shared_cr2.insert(vcpu, cr2);
+    }
+
+    fn upcall_pending(&self, vcpu: u32) -> bool {
+        self.upcall_pending.get(&vcpu).copied().unwrap_or(false)
+    }
+
+    fn evtchn_op(
+        &mut self,
+        caller: &crate::evtchn::Caller,
+        req: crate::evtchn::EvtchnRequest,
+    ) -> Result<crate::evtchn::EvtchnReply, crate::evtchn::EvtchnError> {
+        crate::evtchn::dispatch(&mut self.evtchn, caller, req)
+    }
+
+    fn evtchn_poll(
+        &mut self,
+        vcpu: hypercall_abi::types::VcpuId,
+        ports: &[hypercall_abi::types::EvtchnPort],
+    ) -> Result<bool, crate::evtchn::EvtchnError> {
+        let id = self.evtchn_self;
+        let Some((t, si)) = self.evtchn.doms.get(&id) else {
+            return Err(crate::evtchn::EvtchnError::NoSuchDomain(DomId(id)));
+        };
+        t.poll(&**si, vcpu, ports)
+    }
+
+    fn kick(&mut self, kick: crate::evtchn::Kick) {
+        self.kicks.push(kick);
+    }
+
+    fn timers_changed(&mut self) {
+        self.timer_changes += 1;
+    }
+
+    fn remote_shutdown(&mut self, id: DomId, reason: crate::domain::ShutdownReason) -> bool {
+        if self.others.contains_key(&id.0) {
+            self.remote_shutdowns.push((id, reason));
+            true
+        } else {
+            false
+        }
     }
 
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {

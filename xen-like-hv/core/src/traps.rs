@@ -108,6 +108,9 @@ pub enum Outcome {
     Crash(CrashReason),
     /// The vCPU yields the CPU.
     Yield,
+    /// The vCPU waits (`SCHEDOP_block`, `SCHEDOP_poll`, `VCPUOP_down`; see
+    /// [`Vcpu::wait`]): run something else until it is woken.
+    Block,
 }
 
 /// The state a guest entry is handled against.
@@ -317,6 +320,25 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
             }
         }
         self.deliver_exception(GP, Some(err), 0)
+    }
+
+    /// On the way back to the guest (Xen's `test_guest_events`): if an event needs
+    /// delivery (`evtchn_upcall_pending` set and `evtchn_upcall_mask` clear) and the
+    /// guest has an event callback, bounces to it with events masked. Returns whether
+    /// it did; a bad guest stack crashes the domain.
+    pub fn deliver_events(&mut self) -> bool {
+        let vid = self.vcpu.id;
+        let cb = self.vcpu.callbacks.event;
+        if cb.address == 0 || self.p.upcall_mask(vid) != 0 || !self.p.upcall_pending(vid) {
+            return false;
+        }
+        match self.bounce(cb.address, None, true, false) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.outcome = Outcome::Crash(reason);
+                false
+            }
+        }
     }
 
     /// A SYSCALL from guest user mode: to the syscall callback, or #UD at the SYSCALL

@@ -2,6 +2,7 @@
 
 use crate::mm::Mfn;
 use crate::regs::{Regs, rflags};
+use hypercall_abi::vcpu::{RUNSTATE_OFFLINE, VcpuRunstateInfo};
 use hypercall_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, TrapInfo};
 
 /// A registered guest entry point (`callback_op`, `set_callbacks`, `nmi_op`).
@@ -99,6 +100,112 @@ pub struct Vcpu {
     pub gdt_frames: heapless::Vec<Mfn, 14>,
     /// Entries of the guest's GDT.
     pub gdt_ents: u32,
+    /// Its timers (`set_timer_op`, `VCPUOP_*_timer`, `SCHEDOP_poll` timeout).
+    pub timers: Timers,
+    /// What it waits for while it does not run by choice.
+    pub wait: Wait,
+    /// Where its time went (`VCPUOP_get_runstate_info`).
+    pub runstate: VcpuRunstateInfo,
+    /// Guest virtual address of its registered runstate copy; 0 = none.
+    pub runstate_area: u64,
+    /// FPU/SSE registers while it is off the CPU (`FXSAVE` image).
+    pub fpu: FpuArea,
+}
+
+/// Xen's default periodic timer of a PV vCPU: 10 ms (100 Hz), armed at creation.
+pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
+/// Shortest period `VCPUOP_set_periodic_timer` accepts (1 ms).
+pub const MIN_PERIOD_NS: u64 = 1_000_000;
+
+/// A vCPU's timers, as absolute system times (ns since boot).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timers {
+    /// The one-shot timer (`set_timer_op`, `VCPUOP_set_singleshot_timer`).
+    pub singleshot: Option<u64>,
+    /// Period of the periodic timer; 0 = stopped.
+    pub period: u64,
+    /// Next expiry of the periodic timer.
+    pub periodic_next: u64,
+    /// Timeout of a `SCHEDOP_poll` in progress (wakes without an event).
+    pub poll_timeout: Option<u64>,
+}
+
+impl Timers {
+    /// Xen's start of day: the 10 ms periodic timer running from `now`.
+    pub fn start_of_day(now: u64) -> Self {
+        Timers {
+            singleshot: None,
+            period: DEFAULT_PERIOD_NS,
+            periodic_next: now.saturating_add(DEFAULT_PERIOD_NS),
+            poll_timeout: None,
+        }
+    }
+
+    /// The earliest expiry of any armed timer.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let periodic = (self.period != 0).then_some(self.periodic_next);
+        [self.singleshot, periodic, self.poll_timeout]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Expires what is due at `now`: returns (raise `VIRQ_TIMER`, poll timed out).
+    /// The one-shot and poll timers disarm; the periodic timer moves to its first
+    /// expiry after `now` (missed periods are not replayed, as in Xen).
+    pub fn expire(&mut self, now: u64) -> (bool, bool) {
+        let mut virq = false;
+        if self.singleshot.is_some_and(|t| t <= now) {
+            self.singleshot = None;
+            virq = true;
+        }
+        if self.period != 0 && self.periodic_next <= now {
+            virq = true;
+            let behind = now - self.periodic_next;
+            let skip = behind / self.period + 1;
+            self.periodic_next = self
+                .periodic_next
+                .saturating_add(skip.saturating_mul(self.period));
+        }
+        let poll = self.poll_timeout.is_some_and(|t| t <= now);
+        if poll {
+            self.poll_timeout = None;
+        }
+        (virq, poll)
+    }
+}
+
+/// Why a vCPU is not running of its own accord.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wait {
+    /// Not waiting.
+    #[default]
+    None,
+    /// `SCHEDOP_block`: until an event needs delivery.
+    Block,
+    /// `SCHEDOP_poll`: until one of its ports becomes pending (`Some` when it polls
+    /// exactly one port, as Xen's `poll_evtchn`; `None` = any newly pending port of
+    /// the domain wakes it), or the poll timeout.
+    Poll(Option<hypercall_abi::types::EvtchnPort>),
+    /// `VCPUOP_down`.
+    Down,
+}
+
+/// An `FXSAVE` area: x87, MMX and SSE state (512 bytes, 16-byte aligned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[repr(C, align(16))]
+pub struct FpuArea(pub [u8; 512]);
+
+impl Default for FpuArea {
+    /// The state after `FNINIT` with SSE reset: FCW 0x037F, MXCSR 0x1F80.
+    fn default() -> Self {
+        let mut a = [0u8; 512];
+        a[0] = 0x7F;
+        a[1] = 0x03;
+        a[24] = 0x80;
+        a[25] = 0x1F;
+        FpuArea(a)
+    }
 }
 
 impl Vcpu {
@@ -133,7 +240,43 @@ impl Vcpu {
             ldt_ents: 0,
             gdt_frames: heapless::Vec::new(),
             gdt_ents: 0,
+            timers: Timers::default(),
+            wait: Wait::None,
+            runstate: VcpuRunstateInfo {
+                state: RUNSTATE_OFFLINE,
+                ..VcpuRunstateInfo::default()
+            },
+            runstate_area: 0,
+            fpu: FpuArea::default(),
         }
+    }
+
+    /// Moves the vCPU to runstate `state` (`RUNSTATE_*`) at system time `now`,
+    /// charging the time since the last change to the state it leaves.
+    pub fn set_runstate(&mut self, state: i32, now: u64) {
+        let r = &mut self.runstate;
+        let since = now.saturating_sub(r.state_entry_time);
+        if let Some(t) = usize::try_from(r.state)
+            .ok()
+            .and_then(|i| r.time.get_mut(i))
+        {
+            *t = t.saturating_add(since);
+        }
+        r.state = state;
+        r.state_entry_time = now;
+    }
+
+    /// The runstate as of `now` (the current state's time counted up to `now`).
+    pub fn runstate_at(&self, now: u64) -> VcpuRunstateInfo {
+        let mut r = self.runstate;
+        let since = now.saturating_sub(r.state_entry_time);
+        if let Some(t) = usize::try_from(r.state)
+            .ok()
+            .and_then(|i| r.time.get_mut(i))
+        {
+            *t = t.saturating_add(since);
+        }
+        r
     }
 
     /// The GS base the guest sees now (kernel or user, by mode).

@@ -2,14 +2,12 @@
 //! `physdev_op`.
 
 use super::{HvError, HvResult};
-use crate::domain::ShutdownReason;
 use crate::platform::Platform;
-use crate::traps::{GuestCtx, Outcome};
+use crate::traps::GuestCtx;
 use hypercall_abi::Errno;
 use hypercall_abi::console::ConsoleIo;
 use hypercall_abi::hypercall::Hypercall;
 use hypercall_abi::physdev::{PhysdevOp, PhysdevOpCompat, PhysdevSetIopl};
-use hypercall_abi::sched::{SchedOp, SchedShutdown};
 use hypercall_abi::types::GuestPtr;
 use hypercall_abi::version::{
     XEN_CAPABILITIES, XEN_CHANGESET, XEN_EXTRAVERSION, XEN_PAGESIZE, XEN_VERSION, XenCompileInfo,
@@ -149,47 +147,6 @@ pub fn console_io<P: Platform>(
             Ok(0)
         }
         None => Err(Errno::ENOSYS.into()),
-    }
-}
-
-fn shutdown<P: Platform>(ctx: &mut GuestCtx<'_, P>, reason: u32) -> HvResult {
-    let reason = ShutdownReason::from_raw(reason).ok_or(Errno::EINVAL)?;
-    ctx.outcome = Outcome::Shutdown(reason);
-    Ok(0)
-}
-
-/// `sched_op`: yield, shutdown and the shutdown code. Blocking, polling, remote
-/// shutdown and watchdogs come with event channels and the scheduler.
-pub fn sched_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestPtr<()>) -> HvResult {
-    match SchedOp::from_nr(cmd) {
-        Some(SchedOp::Yield) => {
-            ctx.outcome = Outcome::Yield;
-            Ok(0)
-        }
-        Some(SchedOp::Shutdown) => {
-            let s: SchedShutdown = ctx.p.read_obj(arg.addr())?;
-            shutdown(ctx, s.reason)
-        }
-        Some(SchedOp::ShutdownCode) => {
-            let s: SchedShutdown = ctx.p.read_obj(arg.addr())?;
-            let reason = ShutdownReason::from_raw(s.reason).ok_or(Errno::EINVAL)?;
-            // Only the first code sticks (Xen keeps it until the domain restarts).
-            ctx.dom.shutdown_code.get_or_insert(reason);
-            Ok(0)
-        }
-        _ => Err(Errno::ENOSYS.into()),
-    }
-}
-
-/// `sched_op_compat(cmd, arg)`: 0 yield, 1 block, 2 shutdown with reason `arg`.
-pub fn sched_op_compat<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: u64) -> HvResult {
-    match SchedOp::from_nr(cmd) {
-        Some(SchedOp::Yield) => {
-            ctx.outcome = Outcome::Yield;
-            Ok(0)
-        }
-        Some(SchedOp::Shutdown) => shutdown(ctx, u32::try_from(arg).map_err(|_| Errno::EINVAL)?),
-        _ => Err(Errno::ENOSYS.into()),
     }
 }
 

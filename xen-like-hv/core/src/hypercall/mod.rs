@@ -8,9 +8,12 @@
 
 pub mod cpu;
 pub mod desc;
+pub mod evtchn;
 pub mod memory;
 pub mod misc;
 pub mod mm;
+pub mod sched;
+pub mod vcpu;
 
 use crate::platform::{GuestFault, Platform};
 use crate::traps::{GuestCtx, Outcome};
@@ -32,6 +35,14 @@ pub enum HvError {
     NonCanonical(u64),
     /// Needs privileges the caller lacks (EPERM).
     NotPrivileged,
+    /// An event-channel operation was refused.
+    Evtchn(crate::evtchn::EvtchnError),
+}
+
+impl From<crate::evtchn::EvtchnError> for HvError {
+    fn from(e: crate::evtchn::EvtchnError) -> Self {
+        HvError::Evtchn(e)
+    }
 }
 
 impl From<Errno> for HvError {
@@ -53,6 +64,7 @@ impl From<HvError> for Errno {
             HvError::Fault(_) => Errno::EFAULT,
             HvError::NonCanonical(_) => Errno::EINVAL,
             HvError::NotPrivileged => Errno::EPERM,
+            HvError::Evtchn(e) => e.into(),
         }
     }
 }
@@ -64,6 +76,7 @@ impl fmt::Display for HvError {
             HvError::Fault(va) => write!(f, "cannot access guest memory at {va:#x}"),
             HvError::NonCanonical(va) => write!(f, "non-canonical address {va:#x}"),
             HvError::NotPrivileged => write!(f, "not privileged"),
+            HvError::Evtchn(e) => write!(f, "event channel: {e}"),
         }
     }
 }
@@ -145,10 +158,10 @@ impl<P: Platform> HypercallHandler for GuestCtx<'_, P> {
         misc::console_io(self, cmd, count, buffer)
     }
     fn sched_op(&mut self, cmd: u32, arg: GuestPtr<()>) -> HvResult {
-        misc::sched_op(self, cmd, arg)
+        sched::sched_op(self, cmd, arg)
     }
     fn sched_op_compat(&mut self, cmd: u32, arg: u64) -> HvResult {
-        misc::sched_op_compat(self, cmd, arg)
+        sched::sched_op_compat(self, cmd, arg)
     }
     fn vm_assist(&mut self, cmd: u32, vmasst_type: u32) -> HvResult {
         misc::vm_assist(self, cmd, vmasst_type)
@@ -212,7 +225,29 @@ impl<P: Platform> HypercallHandler for GuestCtx<'_, P> {
     fn memory_op(&mut self, cmd: u64, arg: GuestPtr<()>) -> HvResult {
         memory::memory_op(self, cmd, arg)
     }
+    fn event_channel_op(&mut self, cmd: u32, arg: GuestPtr<()>) -> HvResult {
+        evtchn::event_channel_op(self, cmd, arg)
+    }
+    fn event_channel_op_compat(
+        &mut self,
+        op: GuestPtr<hypercall_abi::evtchn::EvtchnOpCompat>,
+    ) -> HvResult {
+        evtchn::event_channel_op_compat(self, op)
+    }
+    fn set_timer_op(&mut self, timeout: i64) -> HvResult {
+        vcpu::set_timer_op(self, timeout)
+    }
+    fn vcpu_op(
+        &mut self,
+        cmd: u32,
+        vcpuid: hypercall_abi::types::VcpuId,
+        arg: GuestPtr<()>,
+    ) -> HvResult {
+        vcpu::vcpu_op(self, cmd, vcpuid, arg)
+    }
 }
 
+#[cfg(test)]
+mod events_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,495 @@
+//! `event_channel_op`, `sched_op` block/poll/watchdog/remote_shutdown, `set_timer_op`,
+//! `vcpu_op` and event delivery, driven as a guest drives them (digest §6.8-§6.10, §7).
+#![allow(clippy::cast_possible_truncation)]
+
+use super::*;
+use crate::domain::ShutdownReason;
+use crate::evtchn::EvtchnTable;
+use crate::mm::Mfn;
+use crate::testutil::*;
+use crate::traps::Outcome;
+use crate::vcpu::{DEFAULT_PERIOD_NS, Timers, Wait};
+use hypercall_abi::evtchn::{
+    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnOpCompat, EvtchnSend, EvtchnStatus,
+};
+use hypercall_abi::hypercall as hc;
+use hypercall_abi::sched::{SchedPoll, SchedRemoteShutdown, SchedWatchdog};
+use hypercall_abi::types::{DomId, EvtchnPort, VcpuId};
+use hypercall_abi::vcpu::{VcpuRunstateInfo, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer};
+use zerocopy::IntoBytes;
+
+const fn ptr<T>(va: u64) -> GuestPtr<T> {
+    GuestPtr::new(va)
+}
+const UNMAPPED: u64 = 0x0000_0000_6000_0000;
+const E: fn(Errno) -> Result<u64, Errno> = Err;
+const ALLOC_UNBOUND: u32 = 6;
+const BIND_INTERDOMAIN: u32 = 0;
+const SEND: u32 = 4;
+const STATUS: u32 = 5;
+const RESET: u32 = 10;
+
+/// dom1 (current) and dom2, both with event channels.
+fn two_domains() -> World {
+    let mut w = World::kernel();
+    w.p.evtchn.add(1);
+    w.p.evtchn.add(2);
+    w.p.evtchn_self = 1;
+    w.p.others
+        .insert(2, crate::domain::Domain::new(DomId(2), false, Mfn(0x98)));
+    w
+}
+
+fn table(w: &World, id: u16) -> &EvtchnTable {
+    &w.p.evtchn.doms[&id].0
+}
+
+fn alloc_unbound(w: &mut World, remote: u16) -> Result<EvtchnPort, Errno> {
+    w.p.poke_obj(
+        KDATA,
+        &EvtchnAllocUnbound {
+            dom: DomId::SELF,
+            remote_dom: DomId(remote),
+            port: EvtchnPort(0),
+        },
+    );
+    hc::event_channel_op(w, ALLOC_UNBOUND, ptr(KDATA))?;
+    Ok(w.p.peek_obj::<EvtchnAllocUnbound>(KDATA).port)
+}
+
+#[test]
+fn unknown_event_channel_op_is_enosys_and_reads_nothing() {
+    let mut w = two_domains();
+    assert_eq!(
+        hc::event_channel_op(&mut w, 99, ptr(UNMAPPED)),
+        E(Errno::ENOSYS)
+    );
+    assert_eq!(
+        hc::event_channel_op(&mut w, ALLOC_UNBOUND, ptr(UNMAPPED)),
+        E(Errno::EFAULT)
+    );
+}
+
+#[test]
+fn alloc_unbound_writes_the_port_back() {
+    let mut w = two_domains();
+    let p = alloc_unbound(&mut w, 2).unwrap();
+    assert_eq!(p, EvtchnPort(1));
+    assert_eq!(
+        table(&w, 1).state(p),
+        Some(crate::evtchn::PortState::Unbound { remote: DomId(2) })
+    );
+    assert_eq!(alloc_unbound(&mut w, 2), Ok(EvtchnPort(2)));
+}
+
+#[test]
+fn a_domain_without_a_table_gets_esrch() {
+    let mut w = two_domains();
+    assert_eq!(
+        alloc_unbound(&mut w, 7).map(|_| ()),
+        Ok(()),
+        "remote need not exist yet"
+    );
+    w.p.evtchn_self = 9;
+    w.p.evtchn.doms.remove(&1);
+    assert_eq!(alloc_unbound(&mut w, 2), Err(Errno::ESRCH));
+}
+
+#[test]
+fn interdomain_send_kicks_the_peer() {
+    let mut w = two_domains();
+    // dom2 offers a port to dom1 (done directly on its table, as dom2 would).
+    let offered = {
+        let mut doms = std::mem::take(&mut w.p.evtchn);
+        let req = EvtchnAllocUnbound {
+            dom: DomId::SELF,
+            remote_dom: DomId(1),
+            port: EvtchnPort(0),
+        };
+        let r =
+            crate::evtchn::alloc_unbound(&mut doms, &crate::evtchn::Caller::domu(DomId(2)), req)
+                .unwrap();
+        w.p.evtchn = doms;
+        r.port
+    };
+    w.p.poke_obj(
+        KDATA,
+        &EvtchnBindInterdomain {
+            remote_dom: DomId(2),
+            remote_port: offered,
+            local_port: EvtchnPort(0),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        hc::event_channel_op(&mut w, BIND_INTERDOMAIN, ptr(KDATA)),
+        Ok(0)
+    );
+    let local = w.p.peek_obj::<EvtchnBindInterdomain>(KDATA).local_port;
+    w.p.poke_obj(KDATA, &EvtchnSend { port: local });
+    assert_eq!(hc::event_channel_op(&mut w, SEND, ptr(KDATA)), Ok(0));
+    let kick = *w.p.kicks.last().unwrap();
+    assert_eq!(kick.dom, DomId(2));
+    assert_eq!(kick.port, offered);
+    assert_eq!(kick.upcall, Some(VcpuId(0)));
+    // A second send while pending changes nothing and kicks nobody.
+    let n = w.p.kicks.len();
+    assert_eq!(hc::event_channel_op(&mut w, SEND, ptr(KDATA)), Ok(0));
+    assert_eq!(w.p.kicks.len(), n);
+    // A free port cannot be sent on.
+    w.p.poke_obj(
+        KDATA,
+        &EvtchnSend {
+            port: EvtchnPort(9),
+        },
+    );
+    assert_eq!(
+        hc::event_channel_op(&mut w, SEND, ptr(KDATA)),
+        E(Errno::EINVAL)
+    );
+}
+
+#[test]
+fn status_of_an_unbound_port_names_the_remote() {
+    let mut w = two_domains();
+    let p = alloc_unbound(&mut w, 2).unwrap();
+    w.p.poke_obj(
+        KDATA,
+        &EvtchnStatus {
+            dom: DomId::SELF,
+            port: p,
+            ..EvtchnStatus::default()
+        },
+    );
+    assert_eq!(hc::event_channel_op(&mut w, STATUS, ptr(KDATA)), Ok(0));
+    let s: EvtchnStatus = w.p.peek_obj(KDATA);
+    assert_eq!(s.status, 1, "EVTCHNSTAT_unbound");
+    assert_eq!(s.u[0] & 0xFFFF, 2);
+}
+
+#[test]
+fn compat_op_16_runs_the_original_ten_and_writes_back_into_the_union() {
+    let mut w = two_domains();
+    let mut op = EvtchnOpCompat {
+        cmd: ALLOC_UNBOUND,
+        u: [0; 6],
+    };
+    let arg = EvtchnAllocUnbound {
+        dom: DomId::SELF,
+        remote_dom: DomId(2),
+        port: EvtchnPort(0),
+    };
+    op.u.as_mut_bytes()[..8].copy_from_slice(arg.as_bytes());
+    w.p.poke_obj(KDATA, &op);
+    assert_eq!(hc::event_channel_op_compat(&mut w, ptr(KDATA)), Ok(0));
+    let back: EvtchnOpCompat = w.p.peek_obj(KDATA);
+    assert_eq!(back.u[1], 1, "port 1 written at offset 4 of the union");
+    op.cmd = RESET;
+    w.p.poke_obj(KDATA, &op);
+    assert_eq!(
+        hc::event_channel_op_compat(&mut w, ptr(KDATA)),
+        E(Errno::ENOSYS)
+    );
+    assert_eq!(
+        hc::event_channel_op_compat(&mut w, ptr(UNMAPPED)),
+        E(Errno::EFAULT)
+    );
+}
+
+// ---- sched_op: block and poll ----------------------------------------------------------
+
+#[test]
+fn block_enables_events_and_waits() {
+    let mut w = two_domains();
+    w.p.set_upcall_mask_for_test(0, 1);
+    assert_eq!(hc::sched_op(&mut w, 1, GuestPtr::NULL), Ok(0));
+    assert_eq!(w.p.mask(0), 0, "block clears evtchn_upcall_mask");
+    assert_eq!(w.outcome, Outcome::Block);
+    assert_eq!(w.vcpu.wait, Wait::Block);
+}
+
+#[test]
+fn block_with_an_event_already_pending_returns_at_once() {
+    let mut w = two_domains();
+    w.p.upcall_pending.insert(0, true);
+    assert_eq!(hc::sched_op(&mut w, 1, GuestPtr::NULL), Ok(0));
+    assert_eq!(w.outcome, Outcome::Resume);
+    assert_eq!(w.vcpu.wait, Wait::None);
+    // The same through sched_op_compat.
+    assert_eq!(hc::sched_op_compat(&mut w, 1, 0), Ok(0));
+    assert_eq!(w.outcome, Outcome::Resume);
+}
+
+fn poll(w: &mut World, ports: &[u32], nr: u32, timeout: u64) -> Result<u64, Errno> {
+    let list = KDATA + 0x100;
+    for (i, p) in ports.iter().enumerate() {
+        w.p.poke_obj(list + 4 * i as u64, p);
+    }
+    w.p.poke_obj(
+        KDATA,
+        &SchedPoll {
+            ports: GuestPtr::new(list),
+            nr_ports: nr,
+            _pad: 0,
+            timeout,
+        },
+    );
+    hc::sched_op(w, 3, ptr(KDATA))
+}
+
+#[test]
+fn poll_checks_its_ports() {
+    let mut w = two_domains();
+    assert_eq!(
+        poll(&mut w, &[], 129, 0),
+        E(Errno::EINVAL),
+        "more than 128 ports"
+    );
+    assert_eq!(poll(&mut w, &[5], 1, 0), E(Errno::EINVAL), "a free port");
+    assert_eq!(
+        poll(&mut w, &[100_000], 1, 0),
+        E(Errno::EINVAL),
+        "beyond the table"
+    );
+    assert_eq!(w.outcome, Outcome::Resume);
+    w.p.poke_obj(
+        KDATA,
+        &SchedPoll {
+            ports: GuestPtr::new(UNMAPPED),
+            nr_ports: 1,
+            _pad: 0,
+            timeout: 0,
+        },
+    );
+    assert_eq!(hc::sched_op(&mut w, 3, ptr(KDATA)), E(Errno::EFAULT));
+}
+
+#[test]
+fn poll_waits_for_one_port_with_its_timeout() {
+    let mut w = two_domains();
+    let p = alloc_unbound(&mut w, 2).unwrap();
+    w.p.now = 1_000;
+    assert_eq!(poll(&mut w, &[p.0], 1, 5_000), Ok(0));
+    assert_eq!(w.outcome, Outcome::Block);
+    assert_eq!(w.vcpu.wait, Wait::Poll(Some(p)));
+    assert_eq!(w.vcpu.timers.poll_timeout, Some(5_000));
+}
+
+#[test]
+fn poll_returns_at_once_when_a_port_is_pending_or_the_timeout_passed() {
+    let mut w = two_domains();
+    let p = alloc_unbound(&mut w, 2).unwrap();
+    w.p.now = 10_000;
+    assert_eq!(poll(&mut w, &[p.0], 1, 5_000), Ok(0));
+    assert_eq!(w.outcome, Outcome::Resume, "timeout already passed");
+    w.p.evtchn.doms.get_mut(&1).unwrap().1.evtchn_pending[0] |= 1 << p.0;
+    assert_eq!(poll(&mut w, &[p.0], 1, 0), Ok(0));
+    assert_eq!(w.outcome, Outcome::Resume, "port pending");
+}
+
+// ---- watchdog and remote shutdown --------------------------------------------------------
+
+fn watchdog(w: &mut World, id: u32, timeout: u32) -> Result<u64, Errno> {
+    w.p.poke_obj(KDATA, &SchedWatchdog { id, timeout });
+    hc::sched_op(w, 6, ptr(KDATA))
+}
+
+#[test]
+fn watchdogs_are_created_rearmed_and_destroyed() {
+    let mut w = World::kernel();
+    w.p.now = 7;
+    assert_eq!(watchdog(&mut w, 0, 10), Ok(1));
+    assert_eq!(w.dom.watchdogs[0], Some(10_000_000_007));
+    assert_eq!(watchdog(&mut w, 0, 10), Ok(2));
+    assert_eq!(watchdog(&mut w, 0, 10), E(Errno::ENOSPC));
+    assert_eq!(watchdog(&mut w, 1, 20), Ok(0));
+    assert_eq!(w.dom.watchdogs[0], Some(20_000_000_007));
+    assert_eq!(watchdog(&mut w, 1, 0), Ok(0));
+    assert_eq!(w.dom.watchdogs[0], None);
+    assert_eq!(watchdog(&mut w, 1, 5), E(Errno::EINVAL), "destroyed");
+    assert_eq!(watchdog(&mut w, 3, 5), E(Errno::EINVAL), "no such id");
+}
+
+fn remote_shutdown(w: &mut World, dom: u16, reason: u32) -> Result<u64, Errno> {
+    w.p.poke_obj(
+        KDATA,
+        &SchedRemoteShutdown {
+            domain_id: DomId(dom),
+            reason,
+            ..Default::default()
+        },
+    );
+    hc::sched_op(w, 4, ptr(KDATA))
+}
+
+#[test]
+fn remote_shutdown_is_for_the_control_domain() {
+    let mut w = two_domains();
+    assert_eq!(remote_shutdown(&mut w, 2, 0), E(Errno::EPERM));
+    let mut w = World::dom0();
+    w.p.others
+        .insert(2, crate::domain::Domain::new(DomId(2), false, Mfn(0x98)));
+    assert_eq!(remote_shutdown(&mut w, 2, 1), Ok(0));
+    assert_eq!(
+        w.p.remote_shutdowns,
+        vec![(DomId(2), ShutdownReason::Reboot)]
+    );
+    assert_eq!(remote_shutdown(&mut w, 3, 1), E(Errno::ESRCH));
+    assert_eq!(remote_shutdown(&mut w, 2, 9), E(Errno::EINVAL));
+    assert_eq!(remote_shutdown(&mut w, 0, 0), Ok(0));
+    assert_eq!(w.outcome, Outcome::Shutdown(ShutdownReason::Poweroff));
+}
+
+// ---- timers and vcpu_op ---------------------------------------------------------------
+
+#[test]
+fn set_timer_op_arms_disarms_and_clamps() {
+    let mut w = World::kernel();
+    w.p.now = 1_000_000;
+    assert_eq!(hc::set_timer_op(&mut w, 5_000_000), Ok(0));
+    assert_eq!(w.vcpu.timers.singleshot, Some(5_000_000));
+    assert_eq!(hc::set_timer_op(&mut w, 10), Ok(0));
+    assert_eq!(
+        w.vcpu.timers.singleshot,
+        Some(10),
+        "a past deadline fires at once"
+    );
+    assert_eq!(hc::set_timer_op(&mut w, 0), Ok(0));
+    assert_eq!(w.vcpu.timers.singleshot, None);
+    assert_eq!(hc::set_timer_op(&mut w, -1), Ok(0));
+    assert_eq!(w.vcpu.timers.singleshot, Some(101_000_000));
+    assert_eq!(hc::set_timer_op(&mut w, i64::MAX), Ok(0));
+    assert_eq!(w.vcpu.timers.singleshot, Some(101_000_000));
+    assert_eq!(w.p.timer_changes, 5);
+}
+
+#[test]
+fn vcpu_op_checks_the_vcpu_first() {
+    let mut w = World::kernel();
+    assert_eq!(
+        hc::vcpu_op(&mut w, 3, VcpuId(1), GuestPtr::NULL),
+        E(Errno::ENOENT)
+    );
+    assert_eq!(
+        hc::vcpu_op(&mut w, 99, VcpuId(1), GuestPtr::NULL),
+        E(Errno::ENOENT)
+    );
+    assert_eq!(
+        hc::vcpu_op(&mut w, 99, VcpuId(0), GuestPtr::NULL),
+        E(Errno::ENOSYS)
+    );
+    assert_eq!(
+        hc::vcpu_op(&mut w, 3, VcpuId(0), GuestPtr::NULL),
+        Ok(1),
+        "is_up"
+    );
+    assert_eq!(
+        hc::vcpu_op(&mut w, 0, VcpuId(0), ptr(KDATA)),
+        E(Errno::EEXIST)
+    );
+}
+
+#[test]
+fn periodic_timer_needs_at_least_a_millisecond() {
+    let mut w = World::kernel();
+    w.p.now = 100;
+    let set = |w: &mut World, period_ns| {
+        w.p.poke_obj(KDATA, &VcpuSetPeriodicTimer { period_ns });
+        hc::vcpu_op(w, 6, VcpuId(0), ptr(KDATA))
+    };
+    assert_eq!(set(&mut w, 999_999), E(Errno::EINVAL));
+    assert_eq!(set(&mut w, 2_000_000), Ok(0));
+    assert_eq!(w.vcpu.timers.period, 2_000_000);
+    assert_eq!(w.vcpu.timers.periodic_next, 2_000_100);
+    assert_eq!(hc::vcpu_op(&mut w, 7, VcpuId(0), GuestPtr::NULL), Ok(0));
+    assert_eq!(w.vcpu.timers.period, 0);
+}
+
+#[test]
+fn singleshot_timer_is_set_and_stopped() {
+    let mut w = World::kernel();
+    w.p.poke_obj(
+        KDATA,
+        &VcpuSetSingleshotTimer {
+            timeout_abs_ns: 77,
+            flags: 1,
+            _pad: 0,
+        },
+    );
+    assert_eq!(hc::vcpu_op(&mut w, 8, VcpuId(0), ptr(KDATA)), Ok(0));
+    assert_eq!(w.vcpu.timers.singleshot, Some(77));
+    assert_eq!(hc::vcpu_op(&mut w, 9, VcpuId(0), GuestPtr::NULL), Ok(0));
+    assert_eq!(w.vcpu.timers.singleshot, None);
+    assert_eq!(
+        hc::vcpu_op(&mut w, 8, VcpuId(0), ptr(UNMAPPED)),
+        E(Errno::EFAULT)
+    );
+}
+
+#[test]
+fn runstate_info_counts_time_in_each_state() {
+    let mut w = World::kernel();
+    w.vcpu
+        .set_runstate(hypercall_abi::vcpu::RUNSTATE_RUNNABLE, 0);
+    w.vcpu
+        .set_runstate(hypercall_abi::vcpu::RUNSTATE_RUNNING, 30);
+    w.p.now = 100;
+    assert_eq!(hc::vcpu_op(&mut w, 4, VcpuId(0), ptr(KDATA)), Ok(0));
+    let r: VcpuRunstateInfo = w.p.peek_obj(KDATA);
+    assert_eq!(r.state, 0);
+    assert_eq!(r.state_entry_time, 30);
+    assert_eq!(r.time, [70, 30, 0, 0]);
+    // A registered area gets the same at once.
+    w.p.poke_obj(KDATA + 0x200, &(KDATA + 0x400));
+    assert_eq!(hc::vcpu_op(&mut w, 5, VcpuId(0), ptr(KDATA + 0x200)), Ok(0));
+    assert_eq!(w.p.peek_obj::<VcpuRunstateInfo>(KDATA + 0x400), r);
+}
+
+#[test]
+fn timers_expire_as_xen_does() {
+    let mut t = Timers::start_of_day(0);
+    assert_eq!(t.next_deadline(), Some(DEFAULT_PERIOD_NS));
+    assert_eq!(t.expire(DEFAULT_PERIOD_NS - 1), (false, false));
+    // Three and a half periods late: one VIRQ, and the next expiry is in the future.
+    assert_eq!(t.expire(DEFAULT_PERIOD_NS * 9 / 2), (true, false));
+    assert_eq!(t.periodic_next, DEFAULT_PERIOD_NS * 5);
+    t.singleshot = Some(3);
+    t.poll_timeout = Some(4);
+    assert_eq!(t.next_deadline(), Some(3));
+    assert_eq!(t.expire(4), (true, true));
+    assert_eq!((t.singleshot, t.poll_timeout), (None, None));
+    t.period = 0;
+    assert_eq!(t.next_deadline(), None);
+}
+
+// ---- event delivery on the way out --------------------------------------------------------
+
+#[test]
+fn a_pending_unmasked_event_bounces_to_the_event_callback_and_masks() {
+    let mut w = World::kernel();
+    w.vcpu.callbacks.event.address = handler(7);
+    w.p.upcall_pending.insert(0, true);
+    let rsp = w.regs.rsp;
+    let (delivered, _) = w.run(|c| c.deliver_events());
+    assert!(delivered);
+    assert_eq!(w.regs.rip, handler(7));
+    assert_eq!(w.p.mask(0), 1);
+    // rcx, r11, rip, cs (saved mask 0), rflags (IF), rsp, ss: no error code.
+    let f = w.frame(7);
+    assert_eq!(f[2], KRIP);
+    assert_eq!(f[5], rsp);
+    // Now masked: nothing more.
+    let (again, _) = w.run(|c| c.deliver_events());
+    assert!(!again);
+}
+
+#[test]
+fn no_delivery_when_masked_or_without_a_callback() {
+    let mut w = World::kernel();
+    w.p.upcall_pending.insert(0, true);
+    assert!(!w.run(|c| c.deliver_events()).0, "no callback");
+    w.vcpu.callbacks.event.address = handler(7);
+    w.p.set_upcall_mask_for_test(0, 1);
+    assert!(!w.run(|c| c.deliver_events()).0, "masked");
+    assert_eq!(w.regs.rip, KRIP);
+}

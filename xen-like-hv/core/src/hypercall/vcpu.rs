@@ -1,0 +1,117 @@
+//! `set_timer_op` (#15) and `vcpu_op` (#24): timers, runstate, and the vCPU's own
+//! state. The timers are fields of the vCPU ([`Timers`]); the platform re-arms the
+//! hardware timer when they change and raises `VIRQ_TIMER` when they expire.
+//!
+//! [`Timers`]: crate::vcpu::Timers
+
+use super::{HvError, HvResult};
+use crate::platform::Platform;
+use crate::traps::{GuestCtx, Outcome};
+use crate::vcpu::{MIN_PERIOD_NS, Vcpu, Wait};
+use hypercall_abi::Errno;
+use hypercall_abi::types::{GuestPtr, VcpuId};
+use hypercall_abi::vcpu::{
+    VcpuOp, VcpuRegisterRunstateMemoryArea, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer,
+};
+
+/// How far ahead a `set_timer_op` deadline may lie (2^50 ns, about 13 days); beyond
+/// it, or negative, Xen takes it for a guest bug and arms the timer 100 ms ahead.
+const MAX_TIMER_AHEAD_NS: u64 = 1 << 50;
+/// Where Xen arms an out-of-range `set_timer_op` deadline: 100 ms from now.
+const BOGUS_TIMER_NS: u64 = 100_000_000;
+/// Longest period `VCPUOP_set_periodic_timer` accepts (Xen's `STIME_DELTA_MAX`,
+/// 2^62 - 1 ns).
+const MAX_PERIOD_NS: u64 = (1 << 62) - 1;
+
+/// `set_timer_op(timeout)`: arms the one-shot timer at absolute system time `timeout`
+/// (a past time fires at once); 0 disarms it.
+pub fn set_timer_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, timeout: i64) -> HvResult {
+    let now = ctx.p.now_ns();
+    ctx.vcpu.timers.singleshot = match u64::try_from(timeout) {
+        Ok(0) => None,
+        Ok(t) if t <= now.saturating_add(MAX_TIMER_AHEAD_NS) => Some(t),
+        _ => Some(now.saturating_add(BOGUS_TIMER_NS)),
+    };
+    ctx.p.timers_changed();
+    Ok(0)
+}
+
+/// Writes the vCPU's runstate to its registered area, if any (errors are ignored,
+/// as in Xen: the area is the guest's business). Its address space must be loaded.
+pub fn update_runstate_area<P: Platform>(p: &mut P, vcpu: &Vcpu, now: u64) {
+    if vcpu.runstate_area != 0 {
+        let _ = p.write_obj(vcpu.runstate_area, &vcpu.runstate_at(now));
+    }
+}
+
+/// `vcpu_op(cmd, vcpuid, arg)`. A vCPU id the domain does not have is -ENOENT before
+/// anything else; the timer commands act only on the caller's own vCPU.
+pub fn vcpu_op<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    cmd: u32,
+    vcpuid: VcpuId,
+    arg: GuestPtr<()>,
+) -> HvResult {
+    // One vCPU per domain so far: it is the caller.
+    if vcpuid.0 != ctx.vcpu.id {
+        return Err(Errno::ENOENT.into());
+    }
+    let now = ctx.p.now_ns();
+    let Some(op) = VcpuOp::from_nr(cmd) else {
+        return Err(Errno::ENOSYS.into());
+    };
+    match op {
+        // vCPU 0 was initialised by the domain builder.
+        VcpuOp::Initialise => Err(Errno::EEXIST.into()),
+        VcpuOp::Up => Ok(0),
+        VcpuOp::Down => {
+            ctx.vcpu.wait = Wait::Down;
+            ctx.outcome = Outcome::Block;
+            Ok(0)
+        }
+        VcpuOp::IsUp => Ok(u64::from(ctx.vcpu.online)),
+        VcpuOp::GetRunstateInfo => {
+            let r = ctx.vcpu.runstate_at(now);
+            ctx.p.write_obj(arg.addr(), &r)?;
+            Ok(0)
+        }
+        VcpuOp::RegisterRunstateMemoryArea => {
+            let a: VcpuRegisterRunstateMemoryArea = ctx.p.read_obj(arg.addr())?;
+            ctx.vcpu.runstate_area = a.addr;
+            update_runstate_area(ctx.p, ctx.vcpu, now);
+            Ok(0)
+        }
+        VcpuOp::SetPeriodicTimer => {
+            let t: VcpuSetPeriodicTimer = ctx.p.read_obj(arg.addr())?;
+            if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&t.period_ns) {
+                return Err(Errno::EINVAL.into());
+            }
+            ctx.vcpu.timers.period = t.period_ns;
+            ctx.vcpu.timers.periodic_next = now.saturating_add(t.period_ns);
+            ctx.p.timers_changed();
+            Ok(0)
+        }
+        VcpuOp::StopPeriodicTimer => {
+            ctx.vcpu.timers.period = 0;
+            ctx.p.timers_changed();
+            Ok(0)
+        }
+        VcpuOp::SetSingleshotTimer => {
+            let t: VcpuSetSingleshotTimer = ctx.p.read_obj(arg.addr())?;
+            // VCPU_SSHOTTMR_future is ignored, as in current Xen: a past deadline
+            // fires at once.
+            ctx.vcpu.timers.singleshot = Some(t.timeout_abs_ns);
+            ctx.p.timers_changed();
+            Ok(0)
+        }
+        VcpuOp::StopSingleshotTimer => {
+            ctx.vcpu.timers.singleshot = None;
+            ctx.p.timers_changed();
+            Ok(0)
+        }
+        VcpuOp::GetPhysid if !ctx.dom.privileged => Err(HvError::NotPrivileged),
+        // Not offered yet (docs/xen-differences.md): register_vcpu_info,
+        // register_vcpu_time_memory_area, send_nmi, get_physid.
+        _ => Err(Errno::ENOSYS.into()),
+    }
+}
