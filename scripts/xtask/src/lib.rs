@@ -106,6 +106,59 @@ impl Module {
     }
 }
 
+impl Module {
+    /// Parses `PATH[,name=NAME][,mem=SIZE][,weight=N][,cmdline=TEXT]`
+    /// (`scripts/run --domu`): a boot-time domU module. The name defaults to the file's
+    /// stem; `cmdline=` takes the rest of the string, commas included.
+    pub fn domu(spec: &str) -> Result<Module> {
+        let (path, mut rest) = match spec.split_once(',') {
+            Some((p, r)) => (p, r),
+            None => (spec, ""),
+        };
+        if path.is_empty() {
+            bail!("--domu {spec:?}: no kernel path (write --domu PATH[,mem=16M,name=NAME])");
+        }
+        let mut name = Path::new(path)
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "domu".into());
+        let (mut mem, mut weight, mut cmdline) = (None, None, None);
+        while !rest.is_empty() {
+            if let Some(c) = rest.strip_prefix("cmdline=") {
+                cmdline = Some(c.to_string());
+                break;
+            }
+            let (item, tail) = rest.split_once(',').unwrap_or((rest, ""));
+            rest = tail;
+            match item.split_once('=') {
+                Some(("name", v)) if !v.is_empty() => name = v.to_string(),
+                Some(("mem", v)) if !v.is_empty() => mem = Some(v.to_string()),
+                Some(("weight", v)) if v.parse::<u16>().is_ok_and(|w| w > 0) => {
+                    weight = Some(v.to_string());
+                }
+                _ => bail!(
+                    "--domu {spec:?}: cannot use {item:?} \
+                     (settings are name=NAME, mem=SIZE, weight=1..65535, cmdline=TEXT)"
+                ),
+            }
+        }
+        let mut line = format!("domu name={name}");
+        if let Some(m) = mem {
+            line.push_str(&format!(" mem={m}"));
+        }
+        if let Some(w) = weight {
+            line.push_str(&format!(" weight={w}"));
+        }
+        if let Some(c) = cmdline {
+            line.push_str(&format!(" \"cmdline={c}\""));
+        }
+        Ok(Module {
+            path: PathBuf::from(path),
+            cmdline: line,
+        })
+    }
+}
+
 /// What goes on a GRUB ISO.
 #[derive(Clone, Debug, Default)]
 pub struct IsoSpec {

@@ -20,6 +20,10 @@ struct ImageArgs {
     /// A further module, named NAME (default: the file name). Repeatable.
     #[arg(long = "module", value_name = "PATH[:NAME]")]
     modules: Vec<String>,
+    /// A boot-time domU: PATH[,name=NAME][,mem=SIZE][,weight=N][,cmdline=TEXT].
+    /// Repeatable; domain ids follow the order given, from 1.
+    #[arg(long = "domu", value_name = "PATH[,mem=..,name=..]")]
+    domus: Vec<String>,
     /// The hypervisor's command line.
     #[arg(long, default_value = "")]
     cmdline: String,
@@ -78,6 +82,9 @@ fn iso_spec(image: &ImageArgs) -> Result<IsoSpec> {
     }
     for m in &image.modules {
         modules.push(Module::parse(m)?);
+    }
+    for d in &image.domus {
+        modules.push(Module::domu(d)?);
     }
     let has_dom0 = modules
         .iter()

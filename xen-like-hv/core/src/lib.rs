@@ -13,6 +13,7 @@ pub mod hypercall;
 pub mod mm;
 pub mod platform;
 pub mod regs;
+pub mod sched;
 pub mod time;
 pub mod traps;
 pub mod vcpu;

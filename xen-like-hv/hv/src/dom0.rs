@@ -29,7 +29,7 @@ const MAX_EXTENTS: usize = 4096;
 
 /// Why dom0 could not be built. Each says what to do.
 #[derive(Debug)]
-pub enum Dom0Error {
+pub enum BuildFailure {
     /// No module at all.
     NoModule,
     /// The module's memory is not readable.
@@ -55,26 +55,26 @@ pub enum Dom0Error {
     PageTables(xlhv_core::mm::error::MmError),
 }
 
-impl fmt::Display for Dom0Error {
+impl fmt::Display for BuildFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Dom0Error::NoModule => write!(
+            BuildFailure::NoModule => write!(
                 f,
                 "no boot module to build dom0 from (add one named 'dom0')"
             ),
-            Dom0Error::Unreadable => write!(f, "the dom0 module lies outside machine memory"),
-            Dom0Error::Elf(e) => write!(f, "not a usable PV kernel: {e}"),
-            Dom0Error::Notes(e) => write!(f, "refused by its Xen notes: {e}"),
-            Dom0Error::Layout(e) => write!(f, "cannot lay out its memory: {e}"),
-            Dom0Error::Build(e) => write!(f, "cannot build it: {e}"),
-            Dom0Error::OutOfMemory { wanted, free } => {
+            BuildFailure::Unreadable => write!(f, "the dom0 module lies outside machine memory"),
+            BuildFailure::Elf(e) => write!(f, "not a usable PV kernel: {e}"),
+            BuildFailure::Notes(e) => write!(f, "refused by its Xen notes: {e}"),
+            BuildFailure::Layout(e) => write!(f, "cannot lay out its memory: {e}"),
+            BuildFailure::Build(e) => write!(f, "cannot build it: {e}"),
+            BuildFailure::OutOfMemory { wanted, free } => {
                 write!(
                     f,
                     "needs {wanted} pages, only {free} are free (lower dom0_mem=)"
                 )
             }
-            Dom0Error::NoSlot => write!(f, "no free domain slot"),
-            Dom0Error::PageTables(e) => write!(f, "its page tables were refused: {e}"),
+            BuildFailure::NoSlot => write!(f, "no free domain slot"),
+            BuildFailure::PageTables(e) => write!(f, "its page tables were refused: {e}"),
         }
     }
 }
@@ -88,10 +88,10 @@ struct DomMem {
 
 impl DomMem {
     /// Allocates `nr_pages` zeroed frames, in 2 MiB runs where possible.
-    fn allocate(nr_pages: u64) -> Result<DomMem, Dom0Error> {
+    fn allocate(nr_pages: u64) -> Result<DomMem, BuildFailure> {
         let free = mm::free_frames();
         if nr_pages > free {
-            return Err(Dom0Error::OutOfMemory {
+            return Err(BuildFailure::OutOfMemory {
                 wanted: nr_pages,
                 free,
             });
@@ -109,7 +109,7 @@ impl DomMem {
             let Some(mfn) = mm::alloc_order(order) else {
                 if order == 0 {
                     m.release();
-                    return Err(Dom0Error::OutOfMemory {
+                    return Err(BuildFailure::OutOfMemory {
                         wanted: nr_pages,
                         free: mm::free_frames(),
                     });
@@ -125,7 +125,7 @@ impl DomMem {
             if m.extents.push((pfn, mfn, n)).is_err() {
                 let _ = mm::free_order(mfn, order);
                 m.release();
-                return Err(Dom0Error::OutOfMemory {
+                return Err(BuildFailure::OutOfMemory {
                     wanted: nr_pages,
                     free: mm::free_frames(),
                 });
@@ -197,57 +197,132 @@ fn find_module(info: &BootInfo) -> Option<(usize, &crate::boot::multiboot::Modul
     named.or_else(|| info.modules.iter().enumerate().next())
 }
 
-/// Builds dom0 and adds it to the domain table; returns its slot.
-pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, Dom0Error> {
-    let (index, module) = find_module(info).ok_or(Dom0Error::NoModule)?;
-    let size = module
-        .end
-        .checked_sub(module.start)
-        .ok_or(Dom0Error::Unreadable)?;
-    let image = mm::direct_slice(module.start, size).ok_or(Dom0Error::Unreadable)?;
-    let elf = pvboot::elf::Elf::parse(image).map_err(Dom0Error::Elf)?;
-    let xinfo = XenImageInfo::parse(&elf).map_err(Dom0Error::Notes)?;
+/// What to build: the parts of a domain that differ between dom0 and a boot-time domU.
+struct Spec<'a> {
+    id: DomId,
+    privileged: bool,
+    name: &'a str,
+    pages: u64,
+    cmdline: &'a [u8],
+    flavour: Flavour,
+    weight: u16,
+    extra_flags: SifFlags,
+}
 
+/// Builds dom0 and adds it to the domain table (paused); returns its slot.
+pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, BuildFailure> {
+    let (index, module) = find_module(info).ok_or(BuildFailure::NoModule)?;
     let bytes = match dom0_mem {
         Some(b) => b,
         None => DEFAULT_DOM0_MEM.min(mm::free_frames() * PAGE_SIZE / 2),
     };
-    let nr_pages = bytes / PAGE_SIZE;
-    let layout = Layout::compute(&xinfo, nr_pages, Flavour::Dom0, 0).map_err(Dom0Error::Layout)?;
+    let spec = Spec {
+        id: DomId(0),
+        privileged: true,
+        name: "dom0",
+        pages: bytes / PAGE_SIZE,
+        // As Xen with GRUB 2: dom0 gets the module's whole string, first word included.
+        cmdline: module.cmdline.as_bytes(),
+        flavour: Flavour::Dom0,
+        weight: xlhv_core::domain::DEFAULT_WEIGHT,
+        // Xen's default dom0 power-management bits (`xen_processor_pmbits` = 3) sit in
+        // SIF_PM_MASK: dom0's flags read 0x303 on Xen 4.17.
+        extra_flags: SifFlags::from_bits_retain(DOM0_PM_BITS << 8),
+    };
+    build_domain(index, module, &spec)
+}
+
+/// Memory of a boot-time domU whose module line has no `mem=`.
+const DEFAULT_DOMU_MEM: u64 = 16 * MIB;
+
+/// Builds every module named `domu` (`domu name=NAME [mem=SIZE] [weight=N]
+/// [cmdline=...]`) as an unprivileged domain, with ids from 1 in module order, like
+/// Xen's hyperlaunch. A module that cannot be built is reported and skipped. Returns
+/// how many were built.
+pub fn build_domus(info: &BootInfo) -> usize {
+    let mut next_id = 1u16;
+    let mut built = 0;
+    for (index, module) in info.modules.iter().enumerate() {
+        let m = parse_module_cmdline(&module.cmdline);
+        if m.role != ModuleRole::DomU {
+            continue;
+        }
+        let name = if m.name.is_empty() {
+            "domu"
+        } else {
+            m.name.as_str()
+        };
+        let spec = Spec {
+            id: DomId(next_id),
+            privileged: false,
+            name,
+            pages: m.mem.unwrap_or(DEFAULT_DOMU_MEM) / PAGE_SIZE,
+            cmdline: m.cmdline.as_bytes(),
+            flavour: Flavour::DomU,
+            weight: m.weight.unwrap_or(xlhv_core::domain::DEFAULT_WEIGHT),
+            extra_flags: SifFlags::empty(),
+        };
+        match build_domain(index, module, &spec) {
+            Ok(_) => {
+                built += 1;
+                next_id += 1;
+            }
+            Err(e) => log::error!("domU '{name}' (module {index}): {e}"),
+        }
+    }
+    built
+}
+
+/// Builds one domain from `module` and adds it to the domain table, paused.
+fn build_domain(
+    index: usize,
+    module: &crate::boot::multiboot::Module,
+    spec: &Spec<'_>,
+) -> Result<usize, BuildFailure> {
+    let size = module
+        .end
+        .checked_sub(module.start)
+        .ok_or(BuildFailure::Unreadable)?;
+    let image = mm::direct_slice(module.start, size).ok_or(BuildFailure::Unreadable)?;
+    let elf = pvboot::elf::Elf::parse(image).map_err(BuildFailure::Elf)?;
+    let xinfo = XenImageInfo::parse(&elf).map_err(BuildFailure::Notes)?;
+
+    let nr_pages = spec.pages;
+    let layout =
+        Layout::compute(&xinfo, nr_pages, spec.flavour, 0).map_err(BuildFailure::Layout)?;
     let mut mem = DomMem::allocate(nr_pages)?;
 
     let Some(shared_info) = mm::alloc_frame() else {
         mem.release();
-        return Err(Dom0Error::OutOfMemory { wanted: 1, free: 0 });
+        return Err(BuildFailure::OutOfMemory { wanted: 1, free: 0 });
     };
     init_shared_info(shared_info);
     let params = BuildParams {
         shared_info: MachineAddr(shared_info.0 << 12),
         module: None,
-        // As Xen with GRUB 2: dom0 gets the module's whole string, first word included.
-        cmdline: module.cmdline.as_bytes(),
+        cmdline: spec.cmdline,
         store_evtchn: EvtchnPort(0),
         console_evtchn: EvtchnPort(0),
-        // Xen's default dom0 power-management bits (`xen_processor_pmbits` = 3) sit in
-        // SIF_PM_MASK: dom0's flags read 0x303 on Xen 4.17.
-        extra_flags: SifFlags::from_bits_retain(DOM0_PM_BITS << 8),
+        extra_flags: spec.extra_flags,
     };
     let built = match pvboot::build(&elf, &xinfo, &layout, &mut mem, &params) {
         Ok(b) => b,
         Err(e) => {
             mem.release();
             let _ = mm::free_order(shared_info, 0);
-            return Err(Dom0Error::Build(e));
+            return Err(BuildFailure::Build(e));
         }
     };
     install_hypervisor_slots(built.cr3_mfn);
-    // The frames are dom0's; its tables are validated and pinned now, as Xen's builder
-    // does, so the vCPU starts on page tables the memory model vouches for.
-    type_and_pin(&mem, shared_info, built.cr3_mfn).map_err(Dom0Error::PageTables)?;
+    // The frames are the domain's; its tables are validated and pinned now, as Xen's
+    // builder does, so the vCPU starts on page tables the memory model vouches for.
+    type_and_pin(spec.id, spec.privileged, &mem, shared_info, built.cr3_mfn)
+        .map_err(BuildFailure::PageTables)?;
 
-    let mut pv = PvDomain::new(DomId(0), true, shared_info, built.cr3_mfn);
+    let mut pv = PvDomain::new(spec.id, spec.privileged, shared_info, built.cr3_mfn);
     pv.dom.tot_pages = nr_pages;
     pv.dom.max_pages = nr_pages;
+    pv.dom.weight = spec.weight;
     if let Some(v) = pv.vcpus.get_mut(0) {
         v.regs.rip = built.rip;
         v.regs.rsp = built.rsp;
@@ -256,17 +331,20 @@ pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, Dom0Error>
         v.kernel_sp = built.kernel_sp;
     }
     log::info!(
-        "dom0: module {index} ({} {}), {} MiB, {} pages in {} runs; entry {:#x}, start_info {:#x}, {} page-table frames",
+        "d{} '{}': module {index} ({} {}), {} MiB, {} pages in {} runs, weight {}; entry {:#x}, start_info {:#x}, {} page-table frames",
+        spec.id.0,
+        spec.name,
         xinfo.guest_os,
         xinfo.guest_version,
         nr_pages * PAGE_SIZE / MIB,
         nr_pages,
         mem.extents.len(),
+        spec.weight,
         built.rip,
         built.rsi,
         built.page_tables().count()
     );
-    crate::domains::add(pv).ok_or(Dom0Error::NoSlot)
+    crate::domains::add(pv).ok_or(BuildFailure::NoSlot)
 }
 
 /// shared_info at start of day: zero, every vCPU's events masked (digest §3.8).
@@ -332,10 +410,12 @@ fn install_hypervisor_slots(l4: Mfn) {
     }
 }
 
-/// Gives dom0 its frames (and shared_info, which it may map but never type) in the
+/// Gives the domain its frames (and shared_info, which it may map but never type) in the
 /// frame table, then pins its L4 (validating every table below it) and makes it vCPU 0's
 /// kernel base.
 fn type_and_pin(
+    d0: DomId,
+    privileged: bool,
     mem: &DomMem,
     shared_info: Mfn,
     l4: Mfn,
@@ -343,13 +423,12 @@ fn type_and_pin(
     use hypercall_abi::mmu::{MmuextCmd, MmuextOp};
     use xlhv_core::mm::frame_table::Owner;
     use xlhv_core::mm::mmu::{self, ForeignDomain, VcpuMm};
-    let d0 = DomId(0);
     let mut hooks = crate::mmhw::Hooks {
         existing: heapless::Vec::new(),
         control: d0,
     };
     let _ = hooks.existing.push(d0);
-    crate::mmhw::with_mm(d0, true, &mut hooks, |m| {
+    crate::mmhw::with_mm(d0, privileged, &mut hooks, |m| {
         for &(_, mfn, n) in &mem.extents {
             for i in 0..n {
                 m.ft.assign(Mfn(mfn.0 + i), Owner::Domain(d0))?;

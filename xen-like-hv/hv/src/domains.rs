@@ -1,14 +1,17 @@
 //! The domains the hypervisor runs, the vCPU on each CPU, and the path of every entry
-//! from a guest: interrupts, hypercalls, exceptions; and what happens when a domain
-//! stops.
+//! from a guest: interrupts, hypercalls, exceptions; scheduling, timers and event
+//! delivery on the way back; and what happens when a domain stops.
 
 use crate::arch::x86_64::guest::{self, HwPlatform};
 use crate::arch::x86_64::{cpu, trap};
 use hypercall_abi::types::DomId;
+use hypercall_abi::vcpu::{RUNSTATE_BLOCKED, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING};
 use spin::Mutex;
 use xlhv_core::domain::{DomainState, PvDomain, ShutdownReason};
+use xlhv_core::evtchn::Kick;
 use xlhv_core::exit::QemuExit;
 use xlhv_core::regs::{Regs, SYSCALL_VECTOR};
+use xlhv_core::sched::{RunQueue, VcpuRef};
 use xlhv_core::traps::{CrashReason, GuestCtx, Outcome};
 
 /// Most domains at once.
@@ -40,6 +43,22 @@ impl Domains {
         Some((cur.as_mut()?, Others { left, right }))
     }
 
+    /// The slot of domain `id`.
+    pub fn slot_of(&self, id: DomId) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|d| d.dom.id == id))
+    }
+
+    /// Each slot's shared_info frame (`None` for an empty slot).
+    pub fn shared_infos(&self) -> [Option<xlhv_core::mm::Mfn>; MAX_DOMAINS] {
+        let mut out = [None; MAX_DOMAINS];
+        for (o, s) in out.iter_mut().zip(self.slots.iter()) {
+            *o = s.as_ref().map(|d| d.dom.shared_info);
+        }
+        out
+    }
+
     /// Adds a domain; returns its slot.
     pub fn insert(&mut self, d: PvDomain) -> Option<usize> {
         let (i, slot) = self
@@ -60,6 +79,61 @@ pub struct Others<'a> {
 }
 
 impl Others<'_> {
+    /// Every other domain with its slot.
+    pub fn iter_slots(&mut self) -> impl Iterator<Item = (usize, &mut PvDomain)> {
+        let skip = self.left.len() + 1;
+        let left = self.left.iter_mut().enumerate();
+        let right = self
+            .right
+            .iter_mut()
+            .enumerate()
+            .map(move |(i, d)| (i + skip, d));
+        left.chain(right)
+            .filter_map(|(i, d)| d.as_mut().map(|d| (i, d)))
+    }
+
+    /// Each slot's shared_info frame, with `current` (slot, frame) filled in.
+    pub fn shared_infos(
+        &self,
+        current: (usize, xlhv_core::mm::Mfn),
+    ) -> [Option<xlhv_core::mm::Mfn>; MAX_DOMAINS] {
+        let mut out = [None; MAX_DOMAINS];
+        let skip = self.left.len() + 1;
+        for (i, d) in self.left.iter().enumerate() {
+            out[i] = d.as_ref().map(|d| d.dom.shared_info);
+        }
+        for (i, d) in self.right.iter().enumerate() {
+            if let Some(o) = out.get_mut(i + skip) {
+                *o = d.as_ref().map(|d| d.dom.shared_info);
+            }
+        }
+        if let Some(o) = out.get_mut(current.0) {
+            *o = Some(current.1);
+        }
+        out
+    }
+
+    /// Acts on an event-channel kick for one of these domains: wakes the vCPUs it
+    /// concerns.
+    pub fn kick(&mut self, kick: &Kick) {
+        if let Some((slot, pv)) = self.iter_slots().find(|(_, d)| d.dom.id == kick.dom) {
+            wake(pv, slot, kick);
+        }
+    }
+
+    /// Shuts domain `id` down now (`SCHEDOP_remote_shutdown`): it stops running and
+    /// is destroyed at the next scheduling point. False if there is no such domain.
+    pub fn shut_down(&mut self, id: DomId, reason: ShutdownReason) -> bool {
+        let Some((slot, pv)) = self.iter_slots().find(|(_, d)| d.dom.id == id) else {
+            return false;
+        };
+        if pv.dom.is_running() || pv.dom.state == DomainState::Paused {
+            pv.dom.shutdown_code.get_or_insert(reason);
+            let _ = PENDING_DESTROY.lock().push(slot);
+        }
+        true
+    }
+
     /// What the memory model needs to know about the domains that exist, with the
     /// current domain `current` (built only when a memory operation asks).
     pub fn hooks(&self, current: DomId, current_privileged: bool) -> crate::mmhw::Hooks {
@@ -97,8 +171,25 @@ static DOMAINS: Mutex<Domains> = Mutex::new(Domains {
     slots: [const { None }; MAX_DOMAINS],
 });
 
-/// (domain slot, vCPU index) running on the boot CPU.
-static CURRENT: Mutex<Option<(usize, usize)>> = Mutex::new(None);
+/// Slots of domains shut down from outside (remote shutdown): destroyed at the next
+/// scheduling point, when no handler holds them.
+static PENDING_DESTROY: Mutex<heapless::Vec<usize, MAX_DOMAINS>> = Mutex::new(heapless::Vec::new());
+
+/// Physical CPUs with a run queue (the boot CPU only, so far).
+const MAX_CPUS: usize = 1;
+
+/// One run queue per physical CPU; each knows the vCPU it runs ([`RunQueue::current`]).
+static RUNQ: [Mutex<RunQueue>; MAX_CPUS] = [const { Mutex::new(RunQueue::new()) }; MAX_CPUS];
+
+/// This CPU's run queue.
+fn runq() -> &'static Mutex<RunQueue> {
+    &RUNQ[0]
+}
+
+/// When this CPU's current timeslice ends (system time; `u64::MAX` = never).
+static SLICE_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
+/// A wake-up asked this CPU to reschedule at its next exit to a guest.
+static PREEMPT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The hypervisor's command line, for `XENVER_commandline`.
 static CMDLINE: spin::Once<&'static str> = spin::Once::new();
@@ -108,32 +199,70 @@ pub fn set_cmdline(s: &'static str) {
     CMDLINE.call_once(|| s);
 }
 
-/// Adds a domain to the table.
-pub fn add(d: PvDomain) -> Option<usize> {
-    DOMAINS.lock().insert(d)
+/// Adds a built domain to the table, gives it event channels and puts its vCPUs on this
+/// CPU's run queue (runnable iff the domain is `Running`).
+pub fn add(mut d: PvDomain) -> Option<usize> {
+    let now = crate::time::now_ns();
+    for v in d.vcpus.iter_mut() {
+        v.timers = xlhv_core::vcpu::Timers::start_of_day(now);
+    }
+    let (id, privileged, weight) = (d.dom.id, d.dom.privileged, d.dom.weight);
+    let nr_vcpus = u32::try_from(d.vcpus.len()).unwrap_or(1);
+    let slot = DOMAINS.lock().insert(d)?;
+    crate::events::init_domain(slot, id, privileged, nr_vcpus);
+    let mut rq = runq().lock();
+    for v in 0..nr_vcpus {
+        let r = VcpuRef {
+            slot: u16::try_from(slot).ok()?,
+            vcpu: u16::try_from(v).ok()?,
+        };
+        if rq.add(r, weight, now).is_err() {
+            log::error!("domain {}: run queue full", id.0);
+        }
+    }
+    Some(slot)
 }
 
-/// Starts vCPU 0 of the domain in `slot` on this CPU: never returns.
-pub fn run_first(slot: usize) -> ! {
-    let frame_at = crate::arch::x86_64::entry_stack_top() - size_of::<Regs>() as u64;
-    {
-        let mut doms = DOMAINS.lock();
-        let Some(pv) = doms.get_mut(slot) else {
-            panic!("run_first: no domain in slot {slot}")
-        };
+/// Unpauses every built domain: its vCPU 0 comes online and becomes runnable.
+pub fn unpause_all() {
+    let now = crate::time::now_ns();
+    let mut doms = DOMAINS.lock();
+    let mut rq = runq().lock();
+    for (slot, pv) in doms.slots.iter_mut().enumerate() {
+        let Some(pv) = pv else { continue };
+        if pv.dom.state != DomainState::Paused {
+            continue;
+        }
         pv.dom.state = DomainState::Running;
-        let Some(v) = pv.vcpus.get_mut(0) else {
-            panic!("run_first: domain without vCPU 0")
-        };
-        v.online = true;
-        guest::sync(v);
-        // SAFETY: `frame_at` is the top of this CPU's entry stack, which nothing uses
-        // until the guest runs (this code runs on the boot stack).
-        unsafe { core::ptr::write(frame_at as *mut Regs, v.regs) };
-        *CURRENT.lock() = Some((slot, 0));
+        if let Some(v) = pv.vcpus.get_mut(0) {
+            v.online = true;
+            v.set_runstate(RUNSTATE_RUNNABLE, now);
+            let _ = rq.wake(vref(slot, 0), now);
+        }
     }
-    // SAFETY: the frame is a complete ring-3 register set for a vCPU whose page tables,
-    // FS/GS bases and CR0.TS were just loaded.
+}
+
+fn vref(slot: usize, vcpu: usize) -> VcpuRef {
+    VcpuRef {
+        slot: u16::try_from(slot).unwrap_or(u16::MAX),
+        vcpu: u16::try_from(vcpu).unwrap_or(u16::MAX),
+    }
+}
+
+/// Starts running guests on this CPU: never returns. The first vCPU the scheduler
+/// picks is entered through the same exit path as every later one.
+pub fn run_first() -> ! {
+    let frame_at = crate::arch::x86_64::entry_stack_top() - size_of::<Regs>() as u64;
+    // SAFETY: `frame_at` is the top of this CPU's entry stack, which nothing uses
+    // until a guest runs (this code runs on the boot stack); the frame is then filled
+    // from the first vCPU's registers before anything reads it.
+    let frame = unsafe { &mut *(frame_at as *mut Regs) };
+    *frame = Regs::default();
+    let doms = DOMAINS.lock();
+    let doms = dispatch(doms, None, frame);
+    deliver_and_exit(doms, frame, false);
+    // SAFETY: the frame is a complete ring-3 register set for the vCPU just loaded,
+    // whose page tables, FS/GS bases, GDT and FPU state are in place.
     unsafe { return_to_frame(frame_at as *const Regs) }
 }
 
@@ -141,19 +270,102 @@ unsafe extern "C" {
     fn return_to_frame(frame: *const Regs) -> !;
 }
 
+/// What a guest entry's handlers asked of the hypervisor beyond their result.
+#[derive(Debug, Default)]
+pub struct EntryEffects {
+    /// A timer of the current vCPU changed: re-arm.
+    pub timers_changed: bool,
+    /// A woken vCPU should run before the current one.
+    pub preempt: bool,
+}
+
 /// Every entry from a guest lands here, with interrupts off.
 pub fn guest_entry(frame: &mut Regs) {
-    if trap::guest_interrupt(frame.vector) {
+    let timer = frame.vector == u64::from(crate::arch::x86_64::idt::TIMER_VECTOR);
+    if timer {
+        crate::time::on_timer_interrupt();
+        crate::arch::x86_64::apic::eoi();
+    } else if trap::guest_interrupt(frame.vector) {
         return;
     }
     let cr2 = cpu::control_regs().cr2;
-    let Some((slot, vid)) = *CURRENT.lock() else {
+    let Some(cur) = runq().lock().current() else {
         panic!(
             "entry from a guest with no current vCPU (vector {:#x})",
             frame.vector
         );
     };
+    let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
     let mut doms = DOMAINS.lock();
+    let mut resched = timer;
+    let mut check_timers = timer;
+    let mut clobber_ok = true;
+    if !timer {
+        let (outcome, fx) = handle_entry(&mut doms, slot, vid, frame, cr2);
+        check_timers |= fx.timers_changed;
+        resched |= fx.preempt;
+        clobber_ok = outcome != Outcome::RegsReplaced;
+        let now = crate::time::now_ns();
+        match outcome {
+            Outcome::Shutdown(reason) => {
+                destroy(&mut doms, slot, reason, None);
+                resched = true;
+            }
+            Outcome::Crash(why) => {
+                destroy(&mut doms, slot, ShutdownReason::Crash, Some(why));
+                resched = true;
+            }
+            Outcome::Block => {
+                if let Some(v) = doms.get_mut(slot).and_then(|pv| pv.vcpus.get_mut(vid)) {
+                    v.set_runstate(RUNSTATE_BLOCKED, now);
+                }
+                runq().lock().sleep(cur, now);
+                check_timers = true;
+                resched = true;
+            }
+            Outcome::Yield => {
+                runq().lock().yield_now(cur, now);
+                resched = true;
+            }
+            Outcome::Resume | Outcome::RegsReplaced => {}
+        }
+    }
+    let pending: heapless::Vec<usize, MAX_DOMAINS> = core::mem::take(&mut *PENDING_DESTROY.lock());
+    for &slot in &pending {
+        let reason = doms
+            .get_mut(slot)
+            .and_then(|pv| pv.dom.shutdown_code)
+            .unwrap_or(ShutdownReason::Poweroff);
+        destroy(&mut doms, slot, reason, None);
+        resched = true;
+    }
+    if check_timers {
+        fire_timers(&mut doms, crate::time::now_ns());
+    }
+    let now = crate::time::now_ns();
+    let slice_over = now >= SLICE_END.load(core::sync::atomic::Ordering::Relaxed);
+    let preempt = PREEMPT.swap(false, core::sync::atomic::Ordering::Relaxed);
+    let switched = if resched || slice_over || preempt {
+        doms = dispatch(doms, Some(cur), frame);
+        runq().lock().current() != Some(cur)
+    } else {
+        if check_timers {
+            arm_timer(&doms);
+        }
+        false
+    };
+    deliver_and_exit(doms, frame, clobber_ok && !switched);
+}
+
+/// Handles one entry of vCPU `vid` of the domain in `slot` (a hypercall, an exception,
+/// a SYSCALL from user mode) and returns what it asked for.
+fn handle_entry(
+    doms: &mut Domains,
+    slot: usize,
+    vid: usize,
+    frame: &mut Regs,
+    cr2: u64,
+) -> (Outcome, EntryEffects) {
     let Some((pv, others)) = doms.split(slot) else {
         panic!("current domain slot {slot} is empty")
     };
@@ -165,6 +377,8 @@ pub fn guest_entry(frame: &mut Regs) {
         shared_info: dom.shared_info,
         cmdline: CMDLINE.get().copied().unwrap_or(""),
         others,
+        slot,
+        effects: EntryEffects::default(),
     };
     let outcome = {
         let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);
@@ -179,52 +393,272 @@ pub fn guest_entry(frame: &mut Regs) {
         }
         ctx.outcome
     };
-    match outcome {
-        Outcome::Shutdown(reason) => {
-            stop(pv, reason, None);
-            drop(doms);
-            nothing_to_run()
-        }
-        Outcome::Crash(why) => {
-            stop(pv, ShutdownReason::Crash, Some(why));
-            drop(doms);
-            nothing_to_run()
-        }
-        Outcome::Resume | Outcome::RegsReplaced | Outcome::Yield => {}
-    }
-    if let Some(v) = pv.vcpus.get(vid) {
-        guest::sync(v);
-    }
-    // A hypercall's or a bounce's return clobbers RCX/R11 as SYSCALL does; `iret` and
-    // continuations restore them, so they may use SYSRET only if nothing changes.
-    frame.mark_sysret(outcome != Outcome::RegsReplaced);
+    (outcome, plat.effects)
 }
 
-/// The IRETQ back into the current guest faulted: its frame was unusable. Crashes it.
+/// Picks the next vCPU for this CPU and loads it into `frame`, saving the registers of
+/// `from` (the vCPU whose state `frame` holds, if any) first. With nothing runnable the
+/// CPU idles here, interrupts on, until a timer makes something runnable.
+fn dispatch<'a>(
+    mut doms: spin::MutexGuard<'a, Domains>,
+    from: Option<VcpuRef>,
+    frame: &mut Regs,
+) -> spin::MutexGuard<'a, Domains> {
+    use core::sync::atomic::Ordering;
+    let mut saved = false;
+    loop {
+        let now = crate::time::now_ns();
+        let decision = runq().lock().schedule(now);
+        SLICE_END.store(decision.slice_end_ns.unwrap_or(u64::MAX), Ordering::Relaxed);
+        if let Some(next) = decision.next {
+            if from == Some(next) && !saved {
+                if let Some(v) = vcpu_mut(&mut doms, next) {
+                    v.set_runstate(RUNSTATE_RUNNING, now);
+                }
+                arm_timer(&doms);
+                return doms;
+            }
+            if !saved {
+                save(&mut doms, from, frame, now);
+            }
+            load(&mut doms, next, frame, now);
+            arm_timer(&doms);
+            return doms;
+        }
+        if !saved {
+            save(&mut doms, from, frame, now);
+            saved = true;
+        }
+        // Idle: nothing runnable. Sleep until the next timer, then look again.
+        arm_timer(&doms);
+        drop(doms);
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+        doms = DOMAINS.lock();
+        fire_timers(&mut doms, crate::time::now_ns());
+    }
+}
+
+fn vcpu_mut(doms: &mut Domains, r: VcpuRef) -> Option<&mut xlhv_core::vcpu::Vcpu> {
+    doms.get_mut(usize::from(r.slot))?
+        .vcpus
+        .get_mut(usize::from(r.vcpu))
+}
+
+/// Saves the running vCPU's registers and FPU state from the CPU (if its domain still
+/// exists) and charges its runstate.
+fn save(doms: &mut Domains, from: Option<VcpuRef>, frame: &Regs, now: u64) {
+    let Some(v) = from.and_then(|r| vcpu_mut(doms, r)) else {
+        return;
+    };
+    v.regs = *frame;
+    cpu::fpu_save(&mut v.fpu);
+    let state = if v.wait == xlhv_core::vcpu::Wait::None {
+        RUNSTATE_RUNNABLE
+    } else {
+        RUNSTATE_BLOCKED
+    };
+    v.set_runstate(state, now);
+}
+
+/// Puts vCPU `to` on the CPU: registers into `frame` (to leave by IRETQ), page tables,
+/// segment bases, GDT frames, FPU state; updates its runstate and runstate area.
+fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
+    let Some(pv) = doms.get_mut(usize::from(to.slot)) else {
+        panic!("scheduler picked a vCPU of an empty slot {}", to.slot);
+    };
+    let Some(v) = pv.vcpus.get_mut(usize::from(to.vcpu)) else {
+        panic!("scheduler picked a missing vCPU {:?}", to);
+    };
+    *frame = v.regs;
+    frame.vector = 0;
+    cpu::fpu_restore(&mut v.fpu);
+    guest::sync(v);
+    crate::arch::x86_64::gdt::load_guest_frames(&v.gdt_frames);
+    v.set_runstate(RUNSTATE_RUNNING, now);
+    if v.runstate_area != 0 {
+        let r = v.runstate_at(now);
+        let _ = guest::write_current(v.runstate_area, zerocopy::IntoBytes::as_bytes(&r));
+    }
+}
+
+/// Delivers a pending event to the vCPU now on the CPU (bouncing to its event
+/// callback), loads its hardware state, and chooses SYSRET when that is exact. A bad
+/// event-callback stack crashes that domain and another vCPU is picked.
+fn deliver_and_exit(mut doms: spin::MutexGuard<'_, Domains>, frame: &mut Regs, mut sysret: bool) {
+    loop {
+        let Some(cur) = runq().lock().current() else {
+            panic!("leaving for a guest with no current vCPU");
+        };
+        let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
+        let Some((pv, others)) = doms.split(slot) else {
+            panic!("current domain slot {slot} is empty")
+        };
+        let PvDomain { dom, vcpus } = pv;
+        let Some(vcpu) = vcpus.get_mut(vid) else {
+            panic!("current vCPU {vid} does not exist")
+        };
+        let mut plat = HwPlatform {
+            shared_info: dom.shared_info,
+            cmdline: CMDLINE.get().copied().unwrap_or(""),
+            others,
+            slot,
+            effects: EntryEffects::default(),
+        };
+        let outcome = {
+            let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);
+            ctx.deliver_events();
+            ctx.outcome
+        };
+        if let Outcome::Crash(why) = outcome {
+            destroy(&mut doms, slot, ShutdownReason::Crash, Some(why));
+            doms = dispatch(doms, None, frame);
+            sysret = false;
+            continue;
+        }
+        if let Some(v) = doms.get_mut(slot).and_then(|pv| pv.vcpus.get(vid)) {
+            guest::sync(v);
+        }
+        // A hypercall's or a bounce's return clobbers RCX/R11 as SYSCALL does; `iret`
+        // and continuations restore them, so they may use SYSRET only if nothing
+        // changes.
+        frame.mark_sysret(sysret);
+        return;
+    }
+}
+
+/// The IRETQ back into the current guest faulted: its frame was unusable. Crashes that
+/// domain and enters the next vCPU from a fresh entry-stack frame.
 pub fn exit_fault(vector: u8) -> ! {
-    let slot = CURRENT.lock().map(|(s, _)| s);
+    let cur = runq().lock().current();
     let mut doms = DOMAINS.lock();
-    match slot.and_then(|s| doms.get_mut(s)) {
-        Some(pv) => stop(
-            pv,
+    match cur {
+        Some(c) => destroy(
+            &mut doms,
+            usize::from(c.slot),
             ShutdownReason::Crash,
             Some(CrashReason::EntryFault { vector }),
         ),
         None => panic!("fault returning to a guest, with no current guest"),
     }
-    drop(doms);
-    nothing_to_run()
+    let frame_at = crate::arch::x86_64::entry_stack_top() - size_of::<Regs>() as u64;
+    // SAFETY: the faulting IRETQ consumed the old frame at the top of the entry stack;
+    // nothing else uses that memory now (this handler runs below it).
+    let frame = unsafe { &mut *(frame_at as *mut Regs) };
+    let doms = dispatch(doms, None, frame);
+    deliver_and_exit(doms, frame, false);
+    // SAFETY: as in `run_first`: a complete frame for the vCPU just loaded.
+    unsafe { return_to_frame(frame_at as *const Regs) }
 }
 
-/// The current vCPU's domain stopped and there is no other vCPU to run (one domain at a
-/// time until the scheduler arrives): idle with interrupts on, never returning to the
-/// stopped guest.
-fn nothing_to_run() -> ! {
-    *CURRENT.lock() = None;
-    log::info!("no runnable vCPU; idling");
-    loop {
-        x86_64::instructions::interrupts::enable_and_hlt();
+/// Wakes vCPU `r` if it waits (for an upcall, any wait but `Down`; for a newly pending
+/// `port`, only a poll on that port or on several), and asks for a reschedule if it
+/// should run before the current one.
+fn wake(pv: &mut PvDomain, slot: usize, kick: &Kick) {
+    use xlhv_core::vcpu::Wait;
+    let now = crate::time::now_ns();
+    for (i, v) in pv.vcpus.iter_mut().enumerate() {
+        let by_upcall = kick.upcall.is_some_and(|u| u.0 as usize == i)
+            && matches!(v.wait, Wait::Block | Wait::Poll(_));
+        let by_port = kick.pollers
+            && match v.wait {
+                Wait::Poll(None) => true,
+                Wait::Poll(Some(p)) => p == kick.port,
+                _ => false,
+            };
+        if by_upcall || by_port {
+            v.wait = Wait::None;
+            v.timers.poll_timeout = None;
+            v.set_runstate(RUNSTATE_RUNNABLE, now);
+            if runq().lock().wake(vref(slot, i), now) {
+                PREEMPT.store(true, core::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
+}
+
+/// Raises `virq` on `vcpu` of the domain in `slot` and wakes whom it concerns.
+fn raise_virq(doms: &mut Domains, slot: usize, virq: u32, vcpu: u32) {
+    if let Some(pv) = doms.get_mut(slot) {
+        raise_virq_in(pv, slot, virq, vcpu);
+    }
+}
+
+/// [`raise_virq`] on a domain already at hand.
+fn raise_virq_in(pv: &mut PvDomain, slot: usize, virq: u32, vcpu: u32) {
+    let mut bits = crate::events::SharedBits::new(pv.dom.shared_info);
+    let kick = {
+        let tables = crate::events::TABLES.lock();
+        tables
+            .get(slot)
+            .and_then(|t| t.raise_virq(&mut bits, virq, hypercall_abi::types::VcpuId(vcpu)))
+    };
+    if let Some(k) = kick {
+        wake(pv, slot, &k);
+    }
+}
+
+/// Expires every due timer at `now`: `VIRQ_TIMER` for one-shot and periodic timers,
+/// a timed-out poll wakes its vCPU, an expired watchdog shuts its domain down.
+fn fire_timers(doms: &mut Domains, now: u64) {
+    use xlhv_core::vcpu::Wait;
+    let mut watchdog = heapless::Vec::<usize, MAX_DOMAINS>::new();
+    for slot in 0..MAX_DOMAINS {
+        let Some(pv) = doms.get_mut(slot) else {
+            continue;
+        };
+        if !pv.dom.is_running() {
+            continue;
+        }
+        if pv.dom.watchdogs.iter().flatten().any(|&t| t <= now) {
+            let _ = watchdog.push(slot);
+            continue;
+        }
+        for i in 0..pv.vcpus.len() {
+            let Some(v) = pv.vcpus.get_mut(i) else {
+                continue;
+            };
+            if v.timers.next_deadline().is_none_or(|t| t > now) {
+                continue;
+            }
+            let (virq, poll_timeout) = v.timers.expire(now);
+            if poll_timeout && matches!(v.wait, Wait::Poll(_)) {
+                v.wait = Wait::None;
+                v.set_runstate(RUNSTATE_RUNNABLE, now);
+                if runq().lock().wake(vref(slot, i), now) {
+                    PREEMPT.store(true, core::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            if virq {
+                let vcpu = u32::try_from(i).unwrap_or(u32::MAX);
+                raise_virq_in(pv, slot, hypercall_abi::evtchn::Virq::Timer as u32, vcpu);
+            }
+        }
+    }
+    for slot in watchdog {
+        log::warn!("domain in slot {slot}: watchdog expired");
+        destroy(doms, slot, ShutdownReason::Watchdog, None);
+    }
+}
+
+/// Arms this CPU's timer for the earliest vCPU timer, watchdog or the end of the
+/// current timeslice.
+fn arm_timer(doms: &Domains) {
+    let mut next = SLICE_END.load(core::sync::atomic::Ordering::Relaxed);
+    for pv in doms.slots.iter().flatten() {
+        if !pv.dom.is_running() {
+            continue;
+        }
+        for v in &pv.vcpus {
+            if let Some(t) = v.timers.next_deadline() {
+                next = next.min(t);
+            }
+        }
+        for &t in pv.dom.watchdogs.iter().flatten() {
+            next = next.min(t);
+        }
+    }
+    crate::time::arm((next != u64::MAX).then_some(next));
 }
 
 /// Free frames just before dom0 was built: what a complete teardown of dom0 returns
@@ -292,9 +726,12 @@ fn teardown(pv: &mut PvDomain) -> (u64, u64) {
     (returned, busy)
 }
 
-/// A domain stopped. dom0 stopping ends the machine, with an exit code that tells
-/// poweroff from crash.
-fn stop(pv: &mut PvDomain, reason: ShutdownReason, why: Option<CrashReason>) {
+/// Domain `slot` stopped (shut down or crashed): it leaves the run queue, its event
+/// channels close (peers see them unbound), every frame goes back, the slot is freed,
+/// and dom0 hears of it through `VIRQ_DOM_EXC`. dom0 stopping ends the machine, with
+/// an exit code that tells poweroff from crash.
+fn destroy(doms: &mut Domains, slot: usize, reason: ShutdownReason, why: Option<CrashReason>) {
+    let Some(pv) = doms.get_mut(slot) else { return };
     let id = pv.dom.id;
     pv.dom
         .console
@@ -309,14 +746,43 @@ fn stop(pv: &mut PvDomain, reason: ShutdownReason, why: Option<CrashReason>) {
         Some(why) => log::error!("domain {} crashed: {why}", id.0),
         None => log::info!("domain {} shut down: {reason:?}", id.0),
     }
+    {
+        let mut rq = runq().lock();
+        for i in 0..pv.vcpus.len() {
+            rq.remove(vref(slot, i));
+        }
+    }
+    // Close its ports (peers revert to unbound) before its shared_info goes away.
+    {
+        let mut tables = crate::events::TABLES.lock();
+        let mut ev = crate::events::HwEvtchn {
+            tables: &mut tables,
+            shared_info: doms.shared_infos(),
+        };
+        xlhv_core::evtchn::destroy_domain(&mut ev, id);
+    }
+    let Some(pv) = doms.get_mut(slot) else { return };
+    let privileged = pv.dom.privileged;
     let (returned, busy) = teardown(pv);
     let free = crate::mm::free_frames();
-    let before = FREE_BEFORE_DOM0.load(core::sync::atomic::Ordering::Relaxed);
     log::info!(
         "domain {} destroyed: {returned} frames returned, {busy} still referenced; {free} frames free",
         id.0
     );
-    if pv.dom.privileged {
+    if !privileged {
+        // Its pages and its shared_info frame.
+        let held = pv.dom.tot_pages + 1;
+        if returned == held && busy == 0 {
+            log::info!("memory: all {returned} frames of domain {} are back", id.0);
+        } else {
+            log::error!(
+                "memory: domain {} held {held} frames, {returned} came back: frames leaked",
+                id.0
+            );
+        }
+    }
+    if privileged {
+        let before = FREE_BEFORE_DOM0.load(core::sync::atomic::Ordering::Relaxed);
         if free == before {
             log::info!(
                 "memory: all of dom0's frames are back ({free} free, as before it was built)"
@@ -333,5 +799,11 @@ fn stop(pv: &mut PvDomain, reason: ShutdownReason, why: Option<CrashReason>) {
         };
         log::info!("dom0 stopped ({reason:?}): stopping the machine");
         cpu::qemu_exit(code);
+    }
+    if let Some(s) = doms.slots.get_mut(slot) {
+        *s = None;
+    }
+    if let Some(d0) = doms.slot_of(DomId(0)) {
+        raise_virq(doms, d0, hypercall_abi::evtchn::Virq::DomExc as u32, 0);
     }
 }

@@ -11,6 +11,7 @@ mod boot;
 mod console;
 mod dom0;
 mod domains;
+mod events;
 mod mm;
 mod mmhw;
 mod modules;
@@ -35,6 +36,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     idt::init();
     arch::x86_64::percpu::init_bsp(arch::x86_64::entry_stack_top());
     arch::x86_64::guest::init_syscall();
+    cpu::enable_sse();
 
     let info = boot::multiboot::BOOT_INFO.call_once(|| match boot::multiboot::read(magic, mbi) {
         Ok(info) => info,
@@ -107,7 +109,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     domains::note_free_before_dom0();
     let dom0 = match dom0::build(info, opts.dom0_mem) {
         Ok(slot) => Some(slot),
-        Err(dom0::Dom0Error::NoModule) => {
+        Err(dom0::BuildFailure::NoModule) => {
             log::info!("dom0: no boot module: no dom0");
             None
         }
@@ -116,9 +118,20 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
             None
         }
     };
-    log::info!("boot complete: {} MiB free", mm::free_frames() / 256);
+    let domus = if dom0.is_some() {
+        dom0::build_domus(info)
+    } else {
+        0
+    };
+    log::info!(
+        "boot complete: {} MiB free, {domus} boot-time domU(s)",
+        mm::free_frames() / 256
+    );
     match dom0 {
-        Some(slot) => domains::run_first(slot),
+        Some(_) => {
+            domains::unpause_all();
+            domains::run_first()
+        }
         None => {
             log::info!("no domain to run; idling");
             loop {

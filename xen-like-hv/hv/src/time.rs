@@ -117,6 +117,22 @@ pub fn on_timer_interrupt() {
     TICKS.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Longest the APIC timer is left unarmed-for: the hypervisor looks at its timers at
+/// least this often even with none due.
+const MAX_SLEEP_NS: u64 = 1_000_000_000;
+
+/// Arms the local APIC timer to interrupt at system time `deadline` (or after
+/// [`MAX_SLEEP_NS`] if that is sooner, or `None`); a past deadline interrupts at once.
+pub fn arm(deadline: Option<u64>) {
+    let now = now_ns();
+    let delta = deadline
+        .map_or(MAX_SLEEP_NS, |d| d.saturating_sub(now))
+        .min(MAX_SLEEP_NS);
+    let hz = APIC_TIMER_HZ.load(Ordering::Relaxed);
+    let count = sat_u64(u128::from(delta) * u128::from(hz) / 1_000_000_000);
+    apic::timer_oneshot(u32::try_from(count).unwrap_or(u32::MAX).max(1));
+}
+
 /// Which reference clock calibrated the TSC.
 #[derive(Clone, Copy, Debug)]
 enum Reference {

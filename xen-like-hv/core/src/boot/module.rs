@@ -44,6 +44,8 @@ pub enum ModuleWarning {
     BadName(Snippet),
     /// A `domu` word that is not `name=`, `mem=` or `cmdline=`.
     UnknownKey(Snippet),
+    /// `weight=` is not a number from 1 to 65535.
+    BadWeight(Snippet),
     /// `mem=` is not a non-zero size.
     BadSize(Snippet),
     /// `mem=` does not fit in 64 bits.
@@ -72,7 +74,11 @@ impl fmt::Display for ModuleWarning {
             ),
             ModuleWarning::UnknownKey(s) => write!(
                 f,
-                "module: unknown setting '{s}' ignored (domu takes name=, mem=, cmdline=)"
+                "module: unknown setting '{s}' ignored (domu takes name=, mem=, weight=, cmdline=)"
+            ),
+            ModuleWarning::BadWeight(s) => write!(
+                f,
+                "module: weight={s} is not a scheduling weight from 1 to 65535; ignored"
             ),
             ModuleWarning::BadSize(s) => write!(
                 f,
@@ -104,6 +110,8 @@ pub struct ModuleSpec<'a> {
     pub name: heapless::String<MAX_NAME>,
     /// Memory for a domU (`mem=`), in bytes.
     pub mem: Option<u64>,
+    /// Scheduling weight for a domU (`weight=`, 1-65535; Xen's credit default is 256).
+    pub weight: Option<u16>,
     /// The kernel's command line, borrowed from the module's string.
     pub cmdline: &'a str,
     /// The problems found, oldest first.
@@ -125,6 +133,7 @@ pub fn parse_module_cmdline(s: &str) -> ModuleSpec<'_> {
         role: ModuleRole::Other,
         name: heapless::String::new(),
         mem: None,
+        weight: None,
         cmdline: "",
         warnings: Warnings::new(),
     };
@@ -188,6 +197,12 @@ fn domu_settings<'a>(spec: &mut ModuleSpec<'a>, tokens: Tokens<'a>) {
                     .push(ModuleWarning::SizeOverflow(Snippet::new(v))),
             },
             ("cmdline", Some(v)) => spec.cmdline = v,
+            ("weight", Some(v)) => match v.parse::<u16>() {
+                Ok(w) if w != 0 => spec.weight = Some(w),
+                _ => spec
+                    .warnings
+                    .push(ModuleWarning::BadWeight(Snippet::new(v))),
+            },
             _ => spec
                 .warnings
                 .push(ModuleWarning::UnknownKey(Snippet::new(tok.text))),
@@ -238,6 +253,17 @@ mod tests {
         assert_eq!(m.mem, Some(64 << 20));
         assert_eq!(m.cmdline, "console=hvc0 x");
         assert!(m.warnings.is_empty(), "{:?}", messages(&m));
+        let m = parse_module_cmdline("domu name=w weight=512");
+        assert_eq!(m.weight, Some(512));
+        for bad in ["0", "65536", "x", ""] {
+            let line = std::format!("domu name=w weight={bad}");
+            let m = parse_module_cmdline(&line);
+            assert_eq!(m.weight, None);
+            assert!(matches!(
+                m.warnings.as_slice(),
+                [ModuleWarning::BadWeight(_)]
+            ));
+        }
         let m = parse_module_cmdline("domu name=a name=b mem=1G mem=0x10M cmdline=x");
         assert_eq!(
             (m.name.as_str(), m.mem, m.cmdline),
@@ -254,8 +280,8 @@ mod tests {
             messages(&m),
             [
                 "module: mem=64 has no unit; write e.g. mem=64M (units B, K, M, G, T); ignored",
-                "module: unknown setting 'size=3' ignored (domu takes name=, mem=, cmdline=)",
-                "module: unknown setting 'loose' ignored (domu takes name=, mem=, cmdline=)",
+                "module: unknown setting 'size=3' ignored (domu takes name=, mem=, weight=, cmdline=)",
+                "module: unknown setting 'loose' ignored (domu takes name=, mem=, weight=, cmdline=)",
                 "module: '\"' never closed in 'cmdline=\"console=hvc0 x'; \
                  read to the end of the string",
                 "module: domu needs a name (domu name=NAME ...)",

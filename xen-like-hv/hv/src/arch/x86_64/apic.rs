@@ -91,6 +91,12 @@ pub fn timer_periodic(count: u32) {
     write(REG_TIMER_INITIAL, count);
 }
 
+/// Arms the timer once: one interrupt after `count` (divided-by-16) ticks; 0 stops it.
+pub fn timer_oneshot(count: u32) {
+    write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
+    write(REG_TIMER_INITIAL, count);
+}
+
 /// Remaps the two 8259 PICs above the exception vectors and masks every line.
 pub fn disable_legacy_pic() {
     const PIC1_CMD: u16 = 0x20;

@@ -109,3 +109,44 @@ pub fn set_cr0_ts(ts: bool) {
         unsafe { asm!("mov cr0, {}", in(reg) want, options(nostack, preserves_flags)) }
     }
 }
+
+const CR0_MP: u64 = 1 << 1;
+const CR0_EM: u64 = 1 << 2;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+
+/// Lets guests use SSE: CR4.OSFXSR and OSXMMEXCPT on, CR0.EM off and MP on (what Xen
+/// runs PV guests with). The hypervisor itself never touches the FPU.
+pub fn enable_sse() {
+    let c = control_regs();
+    let cr0 = (c.cr0 | CR0_MP) & !CR0_EM;
+    let cr4 = c.cr4 | CR4_OSFXSR | CR4_OSXMMEXCPT;
+    // SAFETY: these bits only change how x87/SSE instructions and their exceptions
+    // behave; the hypervisor is built without SSE and never executes them.
+    unsafe {
+        asm!("mov cr0, {}", in(reg) cr0, options(nostack, preserves_flags));
+        asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
+    }
+}
+
+/// Saves the FPU/SSE registers into `area` (`FXSAVE64`), with CR0.TS cleared first.
+pub fn fpu_save(area: &mut xlhv_core::vcpu::FpuArea) {
+    set_cr0_ts(false);
+    // SAFETY: `area` is 512 bytes, 16-byte aligned (FpuArea's repr), and writable.
+    unsafe { asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack, preserves_flags)) }
+}
+
+/// Loads the FPU/SSE registers from `area` (`FXRSTOR64`), with CR0.TS cleared first.
+/// A reserved MXCSR bit would fault: those bits are cleared before loading.
+pub fn fpu_restore(area: &mut xlhv_core::vcpu::FpuArea) {
+    set_cr0_ts(false);
+    // MXCSR (bytes 24..28) must not have bits outside MXCSR_MASK; keep the
+    // architectural ones only.
+    if let Some(m) = area.0.get_mut(24..28) {
+        let v = u32::from_le_bytes([m[0], m[1], m[2], m[3]]) & 0xFFFF;
+        m.copy_from_slice(&v.to_le_bytes());
+    }
+    // SAFETY: as in `fpu_save`; the image came from FXSAVE or from FpuArea's default,
+    // with MXCSR's reserved bits cleared.
+    unsafe { asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack, preserves_flags)) }
+}

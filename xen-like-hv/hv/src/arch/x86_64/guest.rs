@@ -123,6 +123,21 @@ pub struct HwPlatform<'a> {
     pub cmdline: &'a str,
     /// Every other domain (for operations on a named domain).
     pub others: crate::domains::Others<'a>,
+    /// The current domain's slot.
+    pub slot: usize,
+    /// What the handlers asked for beyond their results.
+    pub effects: crate::domains::EntryEffects,
+}
+
+/// Writes `bytes` at guest address `va` of the address space loaded now, through the
+/// guest's own mappings; false if the range is not the guest's or faults.
+pub fn write_current(va: u64, bytes: &[u8]) -> bool {
+    if !xlhv_core::regs::is_guest_range(va, bytes.len() as u64) {
+        return false;
+    }
+    // SAFETY: the range is guest address space (never the hypervisor's); faults on it
+    // are fixed up and reported as a short copy.
+    unsafe { copy_guest(va as *mut u8, bytes.as_ptr(), bytes.len()) == 0 }
 }
 
 impl HwPlatform<'_> {
@@ -258,6 +273,50 @@ impl Platform for HwPlatform<'_> {
                 core::ptr::write_volatile(core::ptr::addr_of_mut!((*vi).evtchn_upcall_mask), mask)
             }
         }
+    }
+
+    fn upcall_pending(&self, vcpu: u32) -> bool {
+        crate::events::SharedBits::new(self.shared_info)
+            .upcall_pending_of(hypercall_abi::types::VcpuId(vcpu))
+    }
+
+    fn evtchn_op(
+        &mut self,
+        caller: &xlhv_core::evtchn::Caller,
+        req: xlhv_core::evtchn::EvtchnRequest,
+    ) -> Result<xlhv_core::evtchn::EvtchnReply, xlhv_core::evtchn::EvtchnError> {
+        let mut tables = crate::events::TABLES.lock();
+        let mut ev = crate::events::HwEvtchn {
+            tables: &mut tables,
+            shared_info: self.others.shared_infos((self.slot, self.shared_info)),
+        };
+        xlhv_core::evtchn::dispatch(&mut ev, caller, req)
+    }
+
+    fn evtchn_poll(
+        &mut self,
+        vcpu: hypercall_abi::types::VcpuId,
+        ports: &[hypercall_abi::types::EvtchnPort],
+    ) -> Result<bool, xlhv_core::evtchn::EvtchnError> {
+        let tables = crate::events::TABLES.lock();
+        let bits = crate::events::SharedBits::new(self.shared_info);
+        match tables.get(self.slot) {
+            Some(t) => t.poll(&bits, vcpu, ports),
+            None => Ok(true),
+        }
+    }
+
+    fn kick(&mut self, kick: xlhv_core::evtchn::Kick) {
+        // The current vCPU runs: its event is delivered on the way out.
+        self.others.kick(&kick);
+    }
+
+    fn timers_changed(&mut self) {
+        self.effects.timers_changed = true;
+    }
+
+    fn remote_shutdown(&mut self, id: DomId, reason: xlhv_core::domain::ShutdownReason) -> bool {
+        self.others.shut_down(id, reason)
     }
 
     fn set_shared_cr2(&mut self, vcpu: u32, cr2: u64) {

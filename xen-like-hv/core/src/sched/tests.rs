@@ -1,0 +1,249 @@
+//! Run-queue behaviour: every call, fairness by weight, wake-up latency next to hogs,
+//! and random sequences that must keep the invariants.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_wrap
+)]
+
+use super::*;
+use proptest::prelude::*;
+
+const MS: u64 = 1_000_000;
+
+fn v(slot: u16) -> VcpuRef {
+    VcpuRef { slot, vcpu: 0 }
+}
+
+#[test]
+fn add_refuses_zero_weight_duplicates_and_overflow() {
+    let mut q = RunQueue::new();
+    assert_eq!(q.add(v(0), 0, 0), Err(SchedError::ZeroWeight));
+    assert_eq!(q.add(v(0), 256, 0), Ok(()));
+    assert_eq!(q.add(v(0), 256, 0), Err(SchedError::Exists(v(0))));
+    for s in 1..CAPACITY as u16 {
+        assert_eq!(q.add(v(s), 1, 0), Ok(()));
+    }
+    assert_eq!(q.add(v(999), 1, 0), Err(SchedError::Full));
+    assert!(!q.is_runnable(v(0)), "added vCPUs start not runnable");
+}
+
+#[test]
+fn idle_until_something_wakes() {
+    let mut q = RunQueue::new();
+    q.add(v(1), 256, 0).unwrap();
+    assert_eq!(q.schedule(0).next, None);
+    assert!(q.wake(v(1), 5), "waking with nothing current runs at once");
+    assert!(!q.wake(v(1), 5), "already runnable");
+    let d = q.schedule(5);
+    assert_eq!(
+        d,
+        Decision {
+            next: Some(v(1)),
+            slice_end_ns: None
+        }
+    );
+    assert_eq!(q.current(), Some(v(1)));
+    q.sleep(v(1), 25);
+    assert_eq!(q.current(), Some(v(1)), "current until the next schedule");
+    assert_eq!(q.schedule(25).next, None);
+    assert_eq!(q.runtime_ns(v(1)), 20);
+}
+
+#[test]
+fn remove_forgets_the_vcpu_even_when_current() {
+    let mut q = RunQueue::new();
+    q.add(v(1), 256, 0).unwrap();
+    q.add(v(2), 256, 0).unwrap();
+    q.wake(v(1), 0);
+    q.wake(v(2), 0);
+    let first = q.schedule(0).next.unwrap();
+    q.remove(first);
+    assert_eq!(q.current(), None);
+    assert!(!q.wake(first, 1));
+    for t in 1..10 {
+        assert_ne!(q.schedule(t * MS).next, Some(first));
+    }
+}
+
+#[test]
+fn weights_can_be_read_and_changed() {
+    let mut q = RunQueue::new();
+    q.add(v(1), 100, 0).unwrap();
+    assert_eq!(q.weight(v(1)), Some(100));
+    assert_eq!(q.set_weight(v(1), 0), Err(SchedError::ZeroWeight));
+    assert_eq!(q.set_weight(v(2), 5), Err(SchedError::Unknown(v(2))));
+    q.set_weight(v(1), 700).unwrap();
+    assert_eq!(q.weight(v(1)), Some(700));
+}
+
+/// Runs hogs (always runnable) for `total` ns of simulated time; returns CPU time each.
+fn run_hogs(weights: &[u16], total: u64) -> Vec<u64> {
+    let mut q = RunQueue::new();
+    for (i, &w) in weights.iter().enumerate() {
+        q.add(v(i as u16), w, 0).unwrap();
+        q.wake(v(i as u16), 0);
+    }
+    let mut now = 0;
+    while now < total {
+        let d = q.schedule(now);
+        now = d
+            .slice_end_ns
+            .unwrap_or(now + DEFAULT_TIMESLICE_NS)
+            .min(total);
+    }
+    q.schedule(now);
+    (0..weights.len())
+        .map(|i| q.runtime_ns(v(i as u16)))
+        .collect()
+}
+
+#[test]
+fn two_to_one_weights_give_a_two_to_one_split() {
+    let t = run_hogs(&[512, 256], 10_000 * MS);
+    let ratio = t[0] as f64 / t[1] as f64;
+    assert!((ratio - 2.0).abs() < 0.04, "ratio {ratio}");
+    assert_eq!(t[0] + t[1], 10_000 * MS);
+}
+
+#[test]
+fn equal_hogs_share_evenly() {
+    let t = run_hogs(&[256, 256, 256], 9_000 * MS);
+    for x in &t {
+        assert!(
+            (*x as i64 - 3_000 * MS as i64).abs() <= 10 * MS as i64,
+            "{t:?}"
+        );
+    }
+}
+
+#[test]
+fn a_ticker_wakes_promptly_next_to_hogs() {
+    for hogs in 1..=3u16 {
+        let mut q = RunQueue::new();
+        for h in 0..hogs {
+            q.add(v(h), 256, 0).unwrap();
+            q.wake(v(h), 0);
+        }
+        let ticker = v(100);
+        q.add(ticker, 256, 0).unwrap();
+        let mut now = 0;
+        // Ticks start once the hogs run, off the slice boundaries.
+        let mut next_tick = 1_005 * MS;
+        let mut worst = 0;
+        let mut d = q.schedule(now);
+        while now < 5_000 * MS {
+            // The running hog runs until its slice ends or the tick arrives.
+            let end = d.slice_end_ns.unwrap_or(u64::MAX).min(next_tick);
+            now = end;
+            if now == next_tick {
+                let preempt = q.wake(ticker, now);
+                if preempt {
+                    d = q.schedule(now);
+                }
+                if d.next != Some(ticker) {
+                    // Runs at the end of the current slice at the latest.
+                    now = d.slice_end_ns.unwrap_or(now);
+                    d = q.schedule(now);
+                }
+                assert_eq!(d.next, Some(ticker), "{hogs} hogs at {now}");
+                worst = worst.max(now - next_tick);
+                now += 50_000;
+                q.sleep(ticker, now);
+                d = q.schedule(now);
+                next_tick += 10 * MS;
+            } else {
+                d = q.schedule(now);
+            }
+        }
+        assert!(worst <= MS, "{hogs} hogs: worst wake latency {worst} ns");
+    }
+}
+
+#[test]
+fn yield_goes_behind_the_others() {
+    let mut q = RunQueue::new();
+    q.add(v(1), 256, 0).unwrap();
+    q.add(v(2), 256, 0).unwrap();
+    q.wake(v(1), 0);
+    q.wake(v(2), 0);
+    let a = q.schedule(0).next.unwrap();
+    q.yield_now(a, 10);
+    assert_ne!(q.schedule(10).next, Some(a));
+    // Alone, a yielding vCPU keeps running.
+    let mut q = RunQueue::new();
+    q.add(v(1), 256, 0).unwrap();
+    q.wake(v(1), 0);
+    q.schedule(0);
+    q.yield_now(v(1), 5);
+    assert_eq!(q.schedule(5).next, Some(v(1)));
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Add(u16, u16),
+    Remove(u16),
+    Wake(u16),
+    Sleep(u16),
+    Yield(u16),
+    Weight(u16, u16),
+    Schedule(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..8u16, any::<u16>()).prop_map(|(s, w)| Op::Add(s, w)),
+        (0..8u16).prop_map(Op::Remove),
+        (0..8u16).prop_map(Op::Wake),
+        (0..8u16).prop_map(Op::Sleep),
+        (0..8u16).prop_map(Op::Yield),
+        (0..8u16, any::<u16>()).prop_map(|(s, w)| Op::Weight(s, w)),
+        (0..20 * MS).prop_map(Op::Schedule),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn random_sequences_keep_the_invariants(ops in proptest::collection::vec(op(), 1..200)) {
+        let mut q = RunQueue::new();
+        let mut now = 0u64;
+        let mut removed = std::collections::BTreeSet::new();
+        let mut last_runtime = std::collections::BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Add(s, w) => { if q.add(v(s), w, now).is_ok() { removed.remove(&s); } }
+                Op::Remove(s) => {
+                    q.remove(v(s));
+                    removed.insert(s);
+                    last_runtime.remove(&s);
+                }
+                Op::Wake(s) => { q.wake(v(s), now); }
+                Op::Sleep(s) => q.sleep(v(s), now),
+                Op::Yield(s) => q.yield_now(v(s), now),
+                Op::Weight(s, w) => { let _ = q.set_weight(v(s), w); }
+                Op::Schedule(dt) => {
+                    let before: u64 = (0..8).map(|s| q.runtime_ns(v(s))).sum();
+                    let running = q.current();
+                    now += dt;
+                    let d = q.schedule(now);
+                    let after: u64 = (0..8).map(|s| q.runtime_ns(v(s))).sum();
+                    // Exactly the elapsed time is charged, to the vCPU that ran.
+                    let want = if running.is_some() { dt } else { 0 };
+                    prop_assert_eq!(after - before, want);
+                    if let Some(n) = d.next {
+                        prop_assert!(q.is_runnable(n));
+                        prop_assert!(!removed.contains(&n.slot));
+                    }
+                }
+            }
+            if let Some(c) = q.current() {
+                prop_assert!(!removed.contains(&c.slot));
+            }
+            for s in 0..8u16 {
+                let r = q.runtime_ns(v(s));
+                let prev = last_runtime.insert(s, r).unwrap_or(0);
+                prop_assert!(r >= prev, "runtime of {} went back", s);
+            }
+        }
+    }
+}

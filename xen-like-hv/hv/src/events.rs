@@ -1,0 +1,212 @@
+//! Event channels on the machine: every domain's port table (by domain slot), the
+//! 2-level bitmaps of its shared_info page reached with atomic bit operations, and the
+//! [`evtchn::Domains`](xlhv_core::evtchn::Domains) view the portable code runs on.
+
+use crate::arch::x86_64::layout::DIRECTMAP_BASE;
+use crate::domains::MAX_DOMAINS;
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use hypercall_abi::evtchn::port_word_bit;
+use hypercall_abi::types::{DomId, EvtchnPort, VcpuId};
+use hypercall_abi::xen::LEGACY_MAX_VCPUS;
+use hypercall_abi::xen::shared_info::SharedInfo;
+use spin::Mutex;
+use xlhv_core::evtchn::{
+    DomainEvtchn, Domains, EventBits, EvtchnConfig, EvtchnTable, UNLIMITED_MAX_PORT, pair_mut,
+};
+use xlhv_core::mm::Mfn;
+
+const UNUSED: EvtchnConfig = EvtchnConfig {
+    max_port: 0,
+    nr_vcpus: 0,
+};
+
+/// Port tables, by domain slot (about 36 KiB each, so they live here rather than in
+/// the domain records that are moved around while a domain is built).
+pub static TABLES: Mutex<[EvtchnTable; MAX_DOMAINS]> =
+    Mutex::new([const { EvtchnTable::new(DomId(0), UNUSED) }; MAX_DOMAINS]);
+
+/// Resets the table of `slot` for a new domain `id` with `nr_vcpus` vCPUs: dom0 has no
+/// port limit, a domU the 1023 libxl gives by default.
+pub fn init_domain(slot: usize, id: DomId, privileged: bool, nr_vcpus: u32) {
+    let max_port = if privileged {
+        UNLIMITED_MAX_PORT
+    } else {
+        xlhv_core::evtchn::DEFAULT_DOMU_MAX_PORT
+    };
+    if let Some(t) = TABLES.lock().get_mut(slot) {
+        t.reinit(id, EvtchnConfig { max_port, nr_vcpus });
+    }
+}
+
+/// The event bitmaps of one shared_info page, in the direct map.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedBits {
+    si: *mut SharedInfo,
+}
+
+impl SharedBits {
+    /// The bitmaps of the shared_info frame `mfn` (a hypervisor-allocated frame that
+    /// stays allocated while its domain exists).
+    pub fn new(mfn: Mfn) -> Self {
+        SharedBits {
+            si: (DIRECTMAP_BASE + (mfn.0 << 12)) as *mut SharedInfo,
+        }
+    }
+
+    fn word(&self, pending: bool, port: EvtchnPort) -> Option<(&AtomicU64, u64)> {
+        let (w, b) = port_word_bit(port);
+        if w >= hypercall_abi::xen::shared_info::EVTCHN_WORDS {
+            return None;
+        }
+        // SAFETY: `si` points at a live shared_info page; `w` is within the bitmap
+        // array; the guest accesses the same words with locked instructions, and
+        // AtomicU64 has u64's layout.
+        let p = unsafe {
+            if pending {
+                core::ptr::addr_of_mut!((*self.si).evtchn_pending[w])
+            } else {
+                core::ptr::addr_of_mut!((*self.si).evtchn_mask[w])
+            }
+        };
+        // SAFETY: as above: aligned, valid for the page's lifetime, only accessed
+        // atomically by the hypervisor.
+        Some((unsafe { AtomicU64::from_ptr(p) }, 1u64 << (b & 63)))
+    }
+
+    fn vcpu(&self, vcpu: VcpuId) -> Option<*mut hypercall_abi::xen::shared_info::VcpuInfo> {
+        let i = vcpu.0 as usize;
+        if i >= LEGACY_MAX_VCPUS {
+            return None;
+        }
+        // SAFETY: in bounds of the vcpu_info array of a live shared_info page.
+        Some(unsafe { core::ptr::addr_of_mut!((*self.si).vcpu_info[i]) })
+    }
+
+    fn upcall_flag(&self, vcpu: VcpuId, mask: bool) -> Option<&AtomicU8> {
+        let vi = self.vcpu(vcpu)?;
+        // SAFETY: `vi` is a live vcpu_info; the byte is accessed atomically.
+        unsafe {
+            let p = if mask {
+                core::ptr::addr_of_mut!((*vi).evtchn_upcall_mask)
+            } else {
+                core::ptr::addr_of_mut!((*vi).evtchn_upcall_pending)
+            };
+            Some(AtomicU8::from_ptr(p))
+        }
+    }
+
+    /// `evtchn_upcall_pending` of `vcpu`.
+    pub fn upcall_pending_of(&self, vcpu: VcpuId) -> bool {
+        self.upcall_flag(vcpu, false)
+            .is_some_and(|a| a.load(Ordering::SeqCst) != 0)
+    }
+}
+
+impl EventBits for SharedBits {
+    fn test_and_set_pending(&mut self, port: EvtchnPort) -> bool {
+        self.word(true, port)
+            .is_none_or(|(w, m)| w.fetch_or(m, Ordering::SeqCst) & m != 0)
+    }
+    fn clear_pending(&mut self, port: EvtchnPort) {
+        if let Some((w, m)) = self.word(true, port) {
+            w.fetch_and(!m, Ordering::SeqCst);
+        }
+    }
+    fn is_pending(&self, port: EvtchnPort) -> bool {
+        self.word(true, port)
+            .is_some_and(|(w, m)| w.load(Ordering::SeqCst) & m != 0)
+    }
+    fn is_masked(&self, port: EvtchnPort) -> bool {
+        self.word(false, port)
+            .is_none_or(|(w, m)| w.load(Ordering::SeqCst) & m != 0)
+    }
+    fn test_and_clear_mask(&mut self, port: EvtchnPort) -> bool {
+        self.word(false, port)
+            .is_some_and(|(w, m)| w.fetch_and(!m, Ordering::SeqCst) & m != 0)
+    }
+    fn test_and_set_selector(&mut self, vcpu: VcpuId, word: usize) -> bool {
+        let Some(vi) = self.vcpu(vcpu) else {
+            return true;
+        };
+        let Some(m) = u32::try_from(word).ok().and_then(|w| 1u64.checked_shl(w)) else {
+            return true;
+        };
+        // SAFETY: `vi` is a live vcpu_info; the selector is accessed atomically.
+        let sel = unsafe { AtomicU64::from_ptr(core::ptr::addr_of_mut!((*vi).evtchn_pending_sel)) };
+        sel.fetch_or(m, Ordering::SeqCst) & m != 0
+    }
+    fn test_and_set_upcall_pending(&mut self, vcpu: VcpuId) -> bool {
+        self.upcall_flag(vcpu, false)
+            .is_none_or(|a| a.swap(1, Ordering::SeqCst) != 0)
+    }
+    fn upcall_pending(&self, vcpu: VcpuId) -> bool {
+        self.upcall_pending_of(vcpu)
+    }
+    fn upcall_masked(&self, vcpu: VcpuId) -> bool {
+        self.upcall_flag(vcpu, true)
+            .is_none_or(|a| a.load(Ordering::SeqCst) != 0)
+    }
+}
+
+/// Every domain's ports and bitmaps, while [`TABLES`] is locked: `shared_info[slot]`
+/// says which slots hold a domain.
+pub struct HwEvtchn<'a> {
+    /// The port tables, by slot.
+    pub tables: &'a mut [EvtchnTable; MAX_DOMAINS],
+    /// Each slot's shared_info frame (`None`: empty slot).
+    pub shared_info: [Option<Mfn>; MAX_DOMAINS],
+}
+
+impl HwEvtchn<'_> {
+    /// The slot of domain `dom`.
+    pub fn slot_of(&self, dom: DomId) -> Option<usize> {
+        self.shared_info
+            .iter()
+            .zip(self.tables.iter())
+            .position(|(si, t)| si.is_some() && t.domid() == dom)
+    }
+
+    /// The bitmaps of the domain in `slot`.
+    pub fn bits(&self, slot: usize) -> Option<SharedBits> {
+        Some(SharedBits::new((*self.shared_info.get(slot)?)?))
+    }
+}
+
+impl Domains for HwEvtchn<'_> {
+    type Bits<'b>
+        = SharedBits
+    where
+        Self: 'b;
+
+    fn get(&mut self, dom: DomId) -> Option<DomainEvtchn<'_, SharedBits>> {
+        let slot = self.slot_of(dom)?;
+        let bits = self.bits(slot)?;
+        Some(DomainEvtchn {
+            table: self.tables.get_mut(slot)?,
+            bits,
+            controller_paused: false,
+        })
+    }
+
+    fn get_pair(
+        &mut self,
+        a: DomId,
+        b: DomId,
+    ) -> Option<(DomainEvtchn<'_, SharedBits>, DomainEvtchn<'_, SharedBits>)> {
+        let (sa, sb) = (self.slot_of(a)?, self.slot_of(b)?);
+        let (ba, bb) = (self.bits(sa)?, self.bits(sb)?);
+        let (ta, tb) = pair_mut(&mut self.tables[..], sa, sb)?;
+        Some((
+            DomainEvtchn {
+                table: ta,
+                bits: ba,
+                controller_paused: false,
+            },
+            DomainEvtchn {
+                table: tb,
+                bits: bb,
+                controller_paused: false,
+            },
+        ))
+    }
+}
