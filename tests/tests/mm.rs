@@ -57,12 +57,11 @@ fn hypervisor_frames_cannot_be_mapped_or_edited() {
     passes("hostile-xen-frame");
 }
 
-// `hostile-mfn0` (dom0 maps I/O memory: the first MiB, VGA, the PCI hole, uncached
-// RAM) passes on real Xen 4.17 but not yet here: docs/xen-differences.md, entry 2. Its
-// test comes back with the fix.
+#[test]
+fn dom0_maps_io_memory_like_xen() {
+    passes("hostile-mfn0");
+}
 
-/// Xen answers -EINVAL for an L1 entry whose MFN field is all ones (2^40-1),
-/// -EPERM for other frames above RAM.
 #[test]
 fn out_of_range_frames_are_refused() {
     passes("hostile-mfn-range");

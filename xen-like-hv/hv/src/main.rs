@@ -76,6 +76,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     mm::init(info);
     mm::init_m2p();
     mmhw::init_frame_table(mm::managed_frames_span());
+    mmhw::mark_io_frames();
     if paging::prepare_hypervisor_slots().is_none() {
         panic!("memory: cannot prepare the hypervisor's L4 slots");
     }

@@ -153,9 +153,12 @@ impl MmHooks for Hooks {
     fn privileged_over(&self, caller: DomId, target: DomId) -> bool {
         caller == self.control && target != DomId::XEN
     }
-    fn io_caps(&self, _dom: DomId) -> bool {
-        // No domain maps device memory yet (dom0 gets its devices later).
-        false
+    fn io_caps(&self, dom: DomId) -> bool {
+        // The hardware domain drives the devices (Xen's dom0 iomem/ioport caps).
+        dom == DomId(0) && self.control == DomId(0)
+    }
+    fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool {
+        self.io_caps(dom) && mfn.0 < phys_frames() && !hypervisor_device(mfn)
     }
     fn flush_for_type_change(&mut self, _owner: DomId, _mfn: Mfn) {
         flush_tlb(FlushKind::Tlb);
@@ -196,10 +199,62 @@ pub fn with_mm<R>(
         hooks,
         dom,
         privileged,
-        io_caps: false,
+        io_caps: privileged,
         linear_pt: true,
     };
     f(&mut ctx)
+}
+
+/// Frames of the devices the hypervisor drives itself, which no domain may map
+/// (Xen's `iomem_deny_access` for dom0): the local APIC and the HPET (the time
+/// source when there is no PIT). The IO-APIC stays dom0's, as on Xen.
+fn hypervisor_device(mfn: Mfn) -> bool {
+    const HPET: u64 = 0xFED0_0000 >> 12;
+    mfn.0 == crate::arch::x86_64::apic::phys_base() >> 12 || mfn.0 == HPET
+}
+
+/// Frames the CPU can address (`2^(MAXPHYADDR - 12)`, CPUID 0x80000008): dom0's I/O
+/// range ends there, as Xen's does.
+fn phys_frames() -> u64 {
+    static BITS: spin::Once<u32> = spin::Once::new();
+    let bits = *BITS.call_once(|| {
+        let max_ext = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+        if max_ext >= 0x8000_0008 {
+            core::arch::x86_64::__cpuid(0x8000_0008).eax & 0xFF
+        } else {
+            36
+        }
+    });
+    1u64 << bits.clamp(32, 52).saturating_sub(12)
+}
+
+/// Marks the frames the domains may reach as I/O memory (`Owner::Io`, Xen's
+/// `DOMID_IO`): the first MiB (firmware, VGA, BIOS) and every frame below the frame
+/// table's end that the firmware does not report as usable RAM. The allocator never
+/// hands these out.
+pub fn mark_io_frames() {
+    use xlhv_core::mm::frame_table::Owner;
+    let mut guard = FRAME_TABLE.lock();
+    let Some(ft) = guard.as_mut() else { return };
+    let n = ft.len() as u64;
+    let mut ram_ranges = heapless::Vec::<(u64, u64), 64>::new();
+    for e in (0..).map_while(crate::boot::multiboot::host_e820) {
+        if e.type_ == hypercall_abi::memory::E820_RAM {
+            let _ = ram_ranges.push((e.addr, e.addr.saturating_add(e.size)));
+        }
+    }
+    let mut marked = 0u64;
+    for mfn in 0..n {
+        let pa = mfn << 12;
+        let low = pa < 1 << 20;
+        let ram = ram_ranges
+            .iter()
+            .any(|&(start, end)| start <= pa && pa + 4096 <= end);
+        if (low || !ram) && ft.assign(Mfn(mfn), Owner::Io).is_ok() {
+            marked += 1;
+        }
+    }
+    log::info!("memory: {marked} frames of I/O memory (first MiB and non-RAM) for dom0");
 }
 
 /// Flushes this CPU's TLB (the only CPU guests run on for now).

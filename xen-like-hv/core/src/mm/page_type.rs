@@ -85,6 +85,12 @@ pub trait MmHooks {
     /// Whether `dom` has I/O-memory (or I/O-port) capability: it may map non-RAM
     /// frames, use cache-attribute bits in L1 entries and flush caches.
     fn io_caps(&self, dom: DomId) -> bool;
+    /// Whether `dom` may map I/O frame `mfn` (Xen's per-domain `iomem_caps`): by
+    /// default every I/O frame when it has I/O capability; the hypervisor keeps its
+    /// own devices (local APIC, HPET) out of every domain's range.
+    fn iomem_permitted(&self, dom: DomId, _mfn: Mfn) -> bool {
+        self.io_caps(dom)
+    }
     /// Called, synchronously, when frame `mfn` of `owner` is about to change type
     /// away from a type it had before (for instance an old L1 becoming writable, or an
     /// old writable frame becoming a page table). Before this returns, no CPU may hold
@@ -587,7 +593,7 @@ where
             .filter(|f| f.owner != Owner::Io)
         else {
             // I/O space: no reference counting, permission from both sides.
-            return if pg_io && l1_io {
+            return if pg_io && l1_io && self.hooks.iomem_permitted(self.dom, target) {
                 Ok(())
             } else {
                 Err(MmError::IoNotPermitted(target))
