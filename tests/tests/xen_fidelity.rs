@@ -15,8 +15,9 @@ use xtask::bench::{Measured, parse_guest};
 use xtask::xen::{XenBoot, XenEnd, XenRun};
 
 /// The metrics the bench guest prints; real Xen must run every one.
-const BENCH_METRICS: [&str; 15] = [
+const BENCH_METRICS: [&str; 16] = [
     "control_loop",
+    "local_write",
     "null_hypercall",
     "mmu_update_pte_b1",
     "mmu_update_pte_b8",

@@ -218,6 +218,20 @@ fn control(t: &mut Tally, it: Iters, metric: &str, seed: u64) {
     t.result(metric, &mut s, 1);
 }
 
+/// The floor every per-entry cost is read against: one write to a local variable
+/// (the sample is mostly the timer's own overhead).
+fn local_write(t: &mut Tally, it: Iters) {
+    let mut x = 0u64;
+    let mut s = collect(it.n(100_000), || {
+        timed(|| {
+            let v = black_box(&mut x);
+            *v = v.wrapping_add(1);
+        })
+    });
+    black_box(x);
+    t.result("local_write", &mut s, 1);
+}
+
 fn null_hypercall(t: &mut Tally, it: Iters) -> Result<(), Fail> {
     const WHAT: &str = "xen_version(XENVER_version)";
     let mut h = hc();
@@ -715,6 +729,7 @@ pub fn main(si: &'static StartInfo) {
     }
     let mut t = Tally::default();
     control(&mut t, it, "control_loop", 0x9E37_79B9_7F4A_7C15);
+    local_write(&mut t, it);
     let r = null_hypercall(&mut t, it);
     t.outcome("null_hypercall", r);
     page_tables(&mut t, it);

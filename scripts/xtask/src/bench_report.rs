@@ -22,6 +22,7 @@ pub fn describe(metric: &str) -> &'static str {
             "guest-only loop over a 256 KiB buffer, no hypervisor (noise control, start of run)"
         }
         "control_loop_end" => "the same control at the end of the run",
+        "local_write" => "one write to a local variable (the floor: the timer's own cost)",
         "null_hypercall" => "xen_version(XENVER_version) round trip",
         m if m.starts_with("mmu_update_pte_b") => "mmu_update of N L1 entries, per entry",
         m if m.starts_with("multicall_uvm_pte_b") => {
