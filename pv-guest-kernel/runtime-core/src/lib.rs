@@ -8,14 +8,16 @@
 //! * [`layout`]: where the builder's bootstrap region ends, which part of it is
 //!   free for a heap, and which pseudo-physical frames are free.
 //! * [`heap`]: a first-fit range allocator over a fixed address range.
+//! * [`events`]: the event-channel handler table, the 2-level demultiplexer's
+//!   order, deadline and rate arithmetic.
 //! * [`frames`]: a frame allocator over the guest's free pseudo-physical frames.
 //! * [`pt`]: page-table arithmetic (indices, spans, canonical and hypervisor
 //!   ranges, entry machine addresses, how many tables a range needs).
 //! * [`mapper`]: the mapping engine: walks and creates page tables and turns
 //!   map/unmap requests into batches of `mmu_update` requests.
 //! * [`time`]: wall-clock arithmetic and a seqlock reader.
-//! * [`text`]: a fixed-size line buffer for console output and helpers for the
-//!   NUL-terminated buffers hypercalls fill.
+//! * [`text`]: a fixed-size line buffer for console output, helpers for the
+//!   NUL-terminated buffers hypercalls fill, and `key=value` command lines.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -23,6 +25,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod events;
 pub mod frames;
 pub mod heap;
 pub mod layout;

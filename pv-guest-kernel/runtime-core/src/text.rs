@@ -151,6 +151,29 @@ pub const fn concat_nul_padded<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
     out
 }
 
+/// The value of the first `key=value` word of a command line (words are
+/// separated by ASCII whitespace; the line ends at its first NUL). A bare
+/// `key` without `=` does not match.
+pub fn cmdline_value<'a>(cmdline: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    c_str(cmdline)
+        .split(|b| b.is_ascii_whitespace())
+        .find_map(|word| {
+            let rest = word.strip_prefix(key.as_bytes())?;
+            rest.strip_prefix(b"=")
+        })
+}
+
+/// A decimal `u64` (no sign, no spaces), or `None`.
+pub fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let d = u64::from(b.checked_sub(b'0').filter(|d| *d <= 9)?);
+        n.checked_mul(10)?.checked_add(d)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +212,21 @@ mod tests {
             format!("{}", FeatureList((1 << 5) | (1 << 11) | (1 << 30))),
             "mmu_pt_update_preserve_ad|dom0|bit30"
         );
+    }
+
+    #[test]
+    fn command_lines() {
+        let line = b"dom0 role=ping peer=3 count=100 rolex=1 flag\0role=pong";
+        assert_eq!(cmdline_value(line, "role"), Some(&b"ping"[..]));
+        assert_eq!(cmdline_value(line, "peer"), Some(&b"3"[..]));
+        assert_eq!(cmdline_value(line, "flag"), None);
+        assert_eq!(cmdline_value(line, "missing"), None);
+        assert_eq!(cmdline_value(b"a=1\tb=2", "b"), Some(&b"2"[..]));
+        assert_eq!(parse_u64(b"10000"), Some(10000));
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"1x"), None);
+        assert_eq!(parse_u64(b"-1"), None);
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
     }
 
     #[test]

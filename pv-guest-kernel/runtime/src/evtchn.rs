@@ -1,47 +1,116 @@
-//! Event channels: the few operations the runtime needs so far
-//! (`event_channel_op`, ABI digest §7), and the default event upcall.
+//! Event channels (`event_channel_op`, ABI digest §7): the operations, the
+//! virtual interrupt flag, and the event upcall's 2-level demultiplexer with
+//! per-port handlers.
+//!
+//! # Delivery
+//!
+//! Xen bounces to the event callback ([`crate::traps`] registers it) with
+//! `evtchn_upcall_mask` set. Unless the guest replaced the callback's
+//! handler ([`crate::traps::set_callback_handler`]), the upcall runs
+//! [`dispatch`]: clear `evtchn_upcall_pending`, exchange
+//! `evtchn_pending_sel` with 0, and for each selected word take
+//! `pending & !mask`; for each such port (lowest first) clear its pending
+//! bit and call its handler (ports without one are just acknowledged);
+//! repeat until the selector stays empty. The upcall returns through the
+//! `iret` hypercall, which restores the interrupted upcall mask; Xen checks
+//! for pending events on that exit and bounces again if needed.
+//!
+//! # Handlers
+//!
+//! [`set_handler`] registers a [`Handler`] per port in a fixed table of
+//! [`HANDLER_SLOTS`] entries (no heap). Handlers run in the upcall, with
+//! events masked, on the interrupted stack: keep them short, and do not
+//! take locks the interrupted code may hold. [`close`] removes the port's
+//! handler.
+//!
+//! # Virtual interrupt flag
+//!
+//! [`disable_events`] sets `vcpu_info[0].evtchn_upcall_mask` and returns
+//! whether events were enabled; [`restore_events`] puts that back;
+//! [`enable_events`] clears the mask and, if an upcall became pending
+//! meanwhile, makes a hypercall so Xen delivers it at once.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypercall_abi::evtchn::{
-    EvtchnAllocUnbound, EvtchnBindVirq, EvtchnClose, EvtchnOp, EvtchnStatus, Virq,
+    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVirq, EvtchnClose,
+    EvtchnOp, EvtchnSend, EvtchnStat, EvtchnStatus, EvtchnUnmask, Virq,
 };
-use hypercall_abi::hypercall::event_channel_op;
+use hypercall_abi::hypercall::{event_channel_op, xen_version};
+use hypercall_abi::version::XenVer;
 use hypercall_abi::xen::shared_info::EVTCHN_WORDS;
-use hypercall_abi::{DomId, Errno, EvtchnPort, VcpuId};
+use hypercall_abi::{DomId, Errno, EvtchnPort, GuestPtr, VcpuId};
+use pv_runtime_core::events::{HandlerTable, demux, port_word_mask};
+use spin::Mutex;
+
+pub use pv_runtime_core::events::{NR_PORTS, TableError};
 
 use crate::hypercall::{handle, handle_mut, hc};
 use crate::shared;
 
+/// What runs when a port fires.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// A plain function, given the port.
+    Fn(fn(EvtchnPort)),
+    /// A shared object (a closure in a `static`, or a `&'static` trait
+    /// object), given the port.
+    Dyn(&'static (dyn Fn(EvtchnPort) + Sync)),
+}
+
+impl core::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Handler::Fn(h) => write!(f, "Handler::Fn({:p})", *h as *const ()),
+            Handler::Dyn(_) => f.write_str("Handler::Dyn(..)"),
+        }
+    }
+}
+
+impl Handler {
+    fn call(self, port: EvtchnPort) {
+        match self {
+            Handler::Fn(f) => f(port),
+            Handler::Dyn(f) => f(port),
+        }
+    }
+}
+
+/// How many ports may have a handler at once.
+pub const HANDLER_SLOTS: usize = 128;
+
+static HANDLERS: Mutex<HandlerTable<Handler, HANDLER_SLOTS>> = Mutex::new(HandlerTable::new());
+static DELIVERED: AtomicU64 = AtomicU64::new(0);
+static UNHANDLED: AtomicU64 = AtomicU64::new(0);
+
+fn op<T>(cmd: EvtchnOp, arg: &mut T) -> Result<(), Errno> {
+    event_channel_op(&mut hc(), cmd.nr(), handle_mut(arg).cast()).map(drop)
+}
+
 /// Allocate an unbound port in this domain that domain `remote` may bind
-/// to.
+/// to (`DomId::SELF` for a loopback).
 pub fn alloc_unbound(remote: DomId) -> Result<EvtchnPort, Errno> {
     let mut arg = EvtchnAllocUnbound {
         dom: DomId::SELF,
         remote_dom: remote,
         port: EvtchnPort(0),
     };
-    event_channel_op(
-        &mut hc(),
-        EvtchnOp::AllocUnbound.nr(),
-        handle_mut(&mut arg).cast(),
-    )?;
+    op(EvtchnOp::AllocUnbound, &mut arg)?;
     Ok(arg.port)
 }
 
-/// The status of one of this domain's ports.
-pub fn status(port: EvtchnPort) -> Result<EvtchnStatus, Errno> {
-    let mut arg = EvtchnStatus {
-        dom: DomId::SELF,
-        port,
-        ..EvtchnStatus::default()
+/// Connect a new local port to `remote_port`, an unbound port of
+/// `remote_dom` (`DomId::SELF` for a loopback) that accepts this domain.
+/// Xen sets the new local port pending.
+pub fn bind_interdomain(remote_dom: DomId, remote_port: EvtchnPort) -> Result<EvtchnPort, Errno> {
+    let mut arg = EvtchnBindInterdomain {
+        remote_dom,
+        _pad: 0,
+        remote_port,
+        local_port: EvtchnPort(0),
     };
-    event_channel_op(
-        &mut hc(),
-        EvtchnOp::Status.nr(),
-        handle_mut(&mut arg).cast(),
-    )?;
-    Ok(arg)
+    op(EvtchnOp::BindInterdomain, &mut arg)?;
+    Ok(arg.local_port)
 }
 
 /// Bind `virq` on `vcpu` to a new port.
@@ -51,24 +120,210 @@ pub fn bind_virq(virq: Virq, vcpu: VcpuId) -> Result<EvtchnPort, Errno> {
         vcpu,
         port: EvtchnPort(0),
     };
-    event_channel_op(
-        &mut hc(),
-        EvtchnOp::BindVirq.nr(),
-        handle_mut(&mut arg).cast(),
-    )?;
+    op(EvtchnOp::BindVirq, &mut arg)?;
     Ok(arg.port)
 }
 
-/// Close a port.
+/// A new inter-vCPU port that notifies `vcpu` (sending on it raises it on
+/// that vCPU).
+pub fn bind_ipi(vcpu: VcpuId) -> Result<EvtchnPort, Errno> {
+    let mut arg = EvtchnBindIpi {
+        vcpu,
+        port: EvtchnPort(0),
+    };
+    op(EvtchnOp::BindIpi, &mut arg)?;
+    Ok(arg.port)
+}
+
+/// Notify the other end of `port` (an interdomain peer, or this domain's
+/// own IPI port).
+pub fn send(port: EvtchnPort) -> Result<(), Errno> {
+    let arg = EvtchnSend { port };
+    event_channel_op(&mut hc(), EvtchnOp::Send.nr(), handle(&arg).cast()).map(drop)
+}
+
+/// Close a port; on success its handler is removed too.
 pub fn close(port: EvtchnPort) -> Result<(), Errno> {
     let arg = EvtchnClose { port };
     event_channel_op(&mut hc(), EvtchnOp::Close.nr(), handle(&arg).cast())?;
+    clear_handler(port);
     Ok(())
 }
 
-/// Acknowledge everything pending on vCPU 0: clear
-/// `evtchn_upcall_pending`, the selector, and every pending port that is not
-/// masked. The default event upcall does exactly this.
+/// The status of one of this domain's ports.
+pub fn status(port: EvtchnPort) -> Result<EvtchnStatus, Errno> {
+    let mut arg = EvtchnStatus {
+        dom: DomId::SELF,
+        port,
+        ..EvtchnStatus::default()
+    };
+    op(EvtchnOp::Status, &mut arg)?;
+    Ok(arg)
+}
+
+/// The state of `port` (`EVTCHNSTAT_*`) as an enum, from [`status`].
+pub fn state(port: EvtchnPort) -> Result<EvtchnStat, Errno> {
+    let s = status(port)?;
+    Ok(match s.status {
+        1 => EvtchnStat::Unbound,
+        2 => EvtchnStat::Interdomain,
+        3 => EvtchnStat::Pirq,
+        4 => EvtchnStat::Virq,
+        5 => EvtchnStat::Ipi,
+        _ => EvtchnStat::Closed,
+    })
+}
+
+/// Set `port`'s mask bit: it stays pending but raises no upcall.
+pub fn mask(port: EvtchnPort) {
+    if let Some((w, bit)) = port_word_mask(port.0) {
+        shared::evtchn_mask(w).fetch_or(bit, Ordering::SeqCst);
+    }
+}
+
+/// Unmask `port` with `EVTCHNOP_unmask`: Xen clears the mask bit and, if
+/// the port is pending, raises the upcall, so an event that arrived while
+/// masked is delivered (clearing the bit locally would lose it).
+pub fn unmask(port: EvtchnPort) -> Result<(), Errno> {
+    let arg = EvtchnUnmask { port };
+    event_channel_op(&mut hc(), EvtchnOp::Unmask.nr(), handle(&arg).cast()).map(drop)
+}
+
+/// Whether `port`'s mask bit is set.
+pub fn is_masked(port: EvtchnPort) -> bool {
+    port_word_mask(port.0)
+        .is_some_and(|(w, bit)| shared::evtchn_mask(w).load(Ordering::SeqCst) & bit != 0)
+}
+
+/// Whether `port`'s pending bit is set.
+pub fn is_pending(port: EvtchnPort) -> bool {
+    port_word_mask(port.0)
+        .is_some_and(|(w, bit)| shared::evtchn_pending(w).load(Ordering::SeqCst) & bit != 0)
+}
+
+/// Clear `port`'s pending bit; returns whether it was set.
+pub fn clear_pending(port: EvtchnPort) -> bool {
+    port_word_mask(port.0).is_some_and(|(w, bit)| {
+        shared::evtchn_pending(w).fetch_and(!bit, Ordering::SeqCst) & bit != 0
+    })
+}
+
+/// Run `f` with events disabled, restoring the previous state after.
+pub fn without_events<R>(f: impl FnOnce() -> R) -> R {
+    let was = disable_events();
+    let r = f();
+    restore_events(was);
+    r
+}
+
+/// Handle events on `port` with `handler` (replacing and returning any
+/// previous one).
+pub fn set_handler(port: EvtchnPort, handler: Handler) -> Result<Option<Handler>, TableError> {
+    // Events are off while the table is locked, so the upcall (same vCPU)
+    // never finds it locked.
+    without_events(|| HANDLERS.lock().set(port.0, handler))
+}
+
+/// Remove `port`'s handler, returning it.
+pub fn clear_handler(port: EvtchnPort) -> Option<Handler> {
+    without_events(|| HANDLERS.lock().remove(port.0))
+}
+
+/// Whether events are enabled (`evtchn_upcall_mask` clear).
+pub fn events_enabled() -> bool {
+    shared::upcall_mask(0) == 0
+}
+
+/// Mask event delivery (the virtual `cli`); returns whether events were
+/// enabled before.
+pub fn disable_events() -> bool {
+    let was = events_enabled();
+    shared::set_upcall_mask(0, 1);
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    was
+}
+
+/// Unmask event delivery (the virtual `sti`). An upcall that became
+/// pending while masked is delivered before this returns: Xen checks on
+/// the way out of any hypercall, so one cheap hypercall forces it (as
+/// Linux's `xen_force_evtchn_callback`).
+pub fn enable_events() {
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    shared::set_upcall_mask(0, 0);
+    core::sync::atomic::fence(Ordering::SeqCst);
+    if shared::upcall_pending(0) != 0 {
+        force_callback();
+    }
+}
+
+/// Re-enable events if `was_enabled` (what [`disable_events`] returned).
+pub fn restore_events(was_enabled: bool) {
+    if was_enabled {
+        enable_events();
+    } else {
+        shared::set_upcall_mask(0, 1);
+    }
+}
+
+/// Make a no-op hypercall so Xen delivers a pending upcall on its way back.
+fn force_callback() {
+    let _ = xen_version(&mut hc(), XenVer::Version.nr(), GuestPtr::NULL);
+}
+
+/// Ports whose events the upcall has handled (handler called) and
+/// acknowledged without a handler, since boot.
+pub fn counters() -> (u64, u64) {
+    (
+        DELIVERED.load(Ordering::Relaxed),
+        UNHANDLED.load(Ordering::Relaxed),
+    )
+}
+
+/// The default event upcall: demultiplex the 2-level bitmaps of vCPU 0 and
+/// run each pending, unmasked port's handler (see the module
+/// documentation). Call it from a replacement event callback to keep the
+/// per-port handlers working.
+pub fn dispatch() {
+    loop {
+        shared::clear_upcall_pending(0);
+        let sel = shared::pending_sel(0).swap(0, Ordering::AcqRel);
+        if sel == 0 {
+            break;
+        }
+        demux(
+            sel,
+            |w| {
+                if w >= EVTCHN_WORDS {
+                    return 0;
+                }
+                shared::evtchn_pending(w).load(Ordering::Acquire)
+                    & !shared::evtchn_mask(w).load(Ordering::Acquire)
+            },
+            |port| {
+                let port = EvtchnPort(port);
+                if !clear_pending(port) {
+                    return;
+                }
+                // Never blocks: registration holds the lock only with
+                // events masked.
+                let handler = HANDLERS.try_lock().and_then(|t| t.get(port.0));
+                match handler {
+                    Some(h) => {
+                        DELIVERED.fetch_add(1, Ordering::Relaxed);
+                        h.call(port);
+                    }
+                    None => {
+                        UNHANDLED.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            },
+        );
+    }
+}
+
+/// Acknowledge everything pending on vCPU 0 without running handlers:
+/// clear `evtchn_upcall_pending`, the selector, and every pending port that
+/// is not masked.
 pub fn acknowledge_all() {
     shared::clear_upcall_pending(0);
     let sel = shared::pending_sel(0).swap(0, Ordering::AcqRel);

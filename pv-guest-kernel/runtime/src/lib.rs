@@ -23,9 +23,14 @@
 //!   `global-allocator`, on by default).
 //! * **user mode** ([`user`]): user page tables, entering user code with
 //!   `iret` and coming back through the syscall callback.
-//! * **hypervisor queries** ([`xen`]), **events** ([`evtchn`]) and
-//!   **shutdown** ([`sched`]); a panic prints its message and location and
-//!   crashes the domain.
+//! * **events** ([`evtchn`]): event-channel operations, per-port handlers
+//!   run by the event upcall's 2-level demultiplexer, and the virtual
+//!   interrupt flag; **timers** ([`time`]): one-shot, single-shot and
+//!   periodic `VIRQ_TIMER`, `sleep`; **scheduling** ([`sched`]): block,
+//!   idle, wait, poll, yield, shutdown; **vCPU** ([`vcpu`]): runstate. See
+//!   `docs/runtime-events.md`.
+//! * **hypervisor queries** ([`xen`]); a panic prints its message and
+//!   location and crashes the domain.
 //!
 //! Every ABI number and layout comes from `hypercall-abi`, re-exported as
 //! [`abi`].
@@ -45,6 +50,7 @@ pub mod start;
 pub mod time;
 pub mod traps;
 pub mod user;
+pub mod vcpu;
 pub mod xen;
 
 pub use hypercall_abi as abi;

@@ -5,16 +5,31 @@
 //! same consistent window and scales the delta with Xen's formula. It never
 //! goes backwards, even across the hypervisor's periodic recalibrations.
 //! [`wallclock`] adds the `wc_*` base.
+//!
+//! Timers (ABI digest §6.8, §6.10) raise `VIRQ_TIMER`. [`timer_port`] binds
+//! it once (lazily) to a runtime handler that counts [`timer_events`];
+//! [`set_timer`] arms the one-shot timer (`set_timer_op`),
+//! [`set_singleshot_timer`] does the same with `VCPUOP_set_singleshot_timer`,
+//! and [`set_periodic_timer`] / [`stop_periodic_timer`] control the periodic
+//! tick (a PV vCPU starts with a 10 ms one). [`sleep`] and [`sleep_until`]
+//! block (`SCHEDOP_block`) until the pvclock says the deadline passed,
+//! re-arming the timer after any early wakeup.
 
 use core::arch::x86_64::_rdtsc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use hypercall_abi::Errno;
-use hypercall_abi::hypercall::set_timer_op;
+use hypercall_abi::evtchn::Virq;
+use hypercall_abi::hypercall::{set_timer_op, vcpu_op};
+use hypercall_abi::vcpu::{VcpuOp, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer};
 use hypercall_abi::xen::VcpuTimeInfo;
+use hypercall_abi::{Errno, EvtchnPort, GuestPtr, VcpuId};
+use pv_runtime_core::events::{deadline_after, expired, timer_op_arg};
 use pv_runtime_core::time::{WallClock, seqlock_read};
+use spin::Mutex;
 
-use crate::shared;
+use crate::evtchn::{self, Handler};
+use crate::hypercall::{handle, hc};
+use crate::{sched, shared};
 
 static LAST: AtomicU64 = AtomicU64::new(0);
 
@@ -69,8 +84,154 @@ pub fn wallclock() -> WallClock {
 }
 
 /// Arm the one-shot timer (`set_timer_op`): `VIRQ_TIMER` fires at system
-/// time `deadline_ns`; 0 cancels.
+/// time `deadline_ns` (at once if it has passed); 0 cancels.
 pub fn set_timer(deadline_ns: u64) -> Result<(), Errno> {
-    let deadline = i64::try_from(deadline_ns).unwrap_or(i64::MAX);
-    set_timer_op(&mut crate::hypercall::hc(), deadline).map(drop)
+    let arg = if deadline_ns == 0 {
+        0
+    } else {
+        timer_op_arg(deadline_ns)
+    };
+    set_timer_op(&mut hc(), arg).map(drop)
+}
+
+/// Cancel the one-shot timer (`set_timer_op(0)`).
+pub fn cancel_timer() -> Result<(), Errno> {
+    set_timer_op(&mut hc(), 0).map(drop)
+}
+
+/// Arm the one-shot timer with `VCPUOP_set_singleshot_timer` (vCPU 0,
+/// no flags): `VIRQ_TIMER` at `deadline_ns`.
+pub fn set_singleshot_timer(deadline_ns: u64) -> Result<(), Errno> {
+    let arg = VcpuSetSingleshotTimer {
+        timeout_abs_ns: deadline_ns,
+        flags: 0,
+        _pad: 0,
+    };
+    vcpu_op(
+        &mut hc(),
+        VcpuOp::SetSingleshotTimer.nr(),
+        VcpuId(0),
+        handle(&arg).cast(),
+    )
+    .map(drop)
+}
+
+/// Disarm the one-shot timer (`VCPUOP_stop_singleshot_timer`).
+pub fn stop_singleshot_timer() -> Result<(), Errno> {
+    vcpu_op(
+        &mut hc(),
+        VcpuOp::StopSingleshotTimer.nr(),
+        VcpuId(0),
+        GuestPtr::NULL,
+    )
+    .map(drop)
+}
+
+/// Start a periodic `VIRQ_TIMER` every `period_ns` (at least 1 ms, else
+/// `-EINVAL`) with `VCPUOP_set_periodic_timer`.
+pub fn set_periodic_timer(period_ns: u64) -> Result<(), Errno> {
+    let arg = VcpuSetPeriodicTimer { period_ns };
+    vcpu_op(
+        &mut hc(),
+        VcpuOp::SetPeriodicTimer.nr(),
+        VcpuId(0),
+        handle(&arg).cast(),
+    )
+    .map(drop)
+}
+
+/// Stop the periodic tick (`VCPUOP_stop_periodic_timer`), including the
+/// 10 ms one a PV vCPU starts with.
+pub fn stop_periodic_timer() -> Result<(), Errno> {
+    vcpu_op(
+        &mut hc(),
+        VcpuOp::StopPeriodicTimer.nr(),
+        VcpuId(0),
+        GuestPtr::NULL,
+    )
+    .map(drop)
+}
+
+/// The runtime's `VIRQ_TIMER` port (0 = not bound yet).
+static TIMER_PORT: AtomicU32 = AtomicU32::new(0);
+static TIMER_BIND: Mutex<()> = Mutex::new(());
+static TIMER_EVENTS: AtomicU64 = AtomicU64::new(0);
+static TICK_HOOK: Mutex<Option<fn()>> = Mutex::new(None);
+
+fn on_timer(_port: EvtchnPort) {
+    TIMER_EVENTS.fetch_add(1, Ordering::SeqCst);
+    if let Some(hook) = TICK_HOOK.try_lock().and_then(|h| *h) {
+        hook();
+    }
+}
+
+/// The port `VIRQ_TIMER` (vCPU 0) is bound to, binding it and installing
+/// the runtime's handler on first use. Fails with `bind_virq`'s error
+/// (`-EEXIST` if the guest bound `VIRQ_TIMER` itself and still holds it).
+pub fn timer_port() -> Result<EvtchnPort, Errno> {
+    let _guard = TIMER_BIND.lock();
+    let cached = TIMER_PORT.load(Ordering::SeqCst);
+    if cached != 0 {
+        return Ok(EvtchnPort(cached));
+    }
+    let port = evtchn::bind_virq(Virq::Timer, VcpuId(0))?;
+    if evtchn::set_handler(port, Handler::Fn(on_timer)).is_err() {
+        let _ = evtchn::close(port);
+        return Err(Errno::ENOSPC);
+    }
+    TIMER_PORT.store(port.0, Ordering::SeqCst);
+    Ok(port)
+}
+
+/// Close the runtime's `VIRQ_TIMER` port, if bound.
+pub fn release_timer_port() -> Result<(), Errno> {
+    let _guard = TIMER_BIND.lock();
+    match TIMER_PORT.swap(0, Ordering::SeqCst) {
+        0 => Ok(()),
+        p => evtchn::close(EvtchnPort(p)),
+    }
+}
+
+/// `VIRQ_TIMER` events the runtime's handler has seen (one-shot and
+/// periodic alike; coalesced events count once).
+pub fn timer_events() -> u64 {
+    TIMER_EVENTS.load(Ordering::SeqCst)
+}
+
+/// Also call `hook` (in the upcall, events masked) on every `VIRQ_TIMER`
+/// event; `None` removes it.
+pub fn set_tick_hook(hook: Option<fn()>) {
+    evtchn::without_events(|| *TICK_HOOK.lock() = hook);
+}
+
+/// Sleep until system time `deadline_ns`: bind `VIRQ_TIMER` if needed, then
+/// loop { arm `set_timer_op(deadline)`, `SCHEDOP_block` } until the pvclock
+/// says the deadline passed (other events and early timer expiry wake the
+/// loop, which just blocks again). Events are masked while checking the
+/// clock, so an expiry between the check and the block is never lost (Xen's
+/// block returns at once if an event is pending); the upcalls run during the
+/// block. The previous event state is restored; the one-shot timer is left
+/// expired.
+pub fn sleep_until(deadline_ns: u64) -> Result<(), Errno> {
+    timer_port()?;
+    let was = evtchn::disable_events();
+    let r = loop {
+        if expired(system_time_ns(), deadline_ns) {
+            break Ok(());
+        }
+        if let Err(e) = set_timer(deadline_ns) {
+            break Err(e);
+        }
+        if let Err(e) = sched::block_checked() {
+            break Err(e);
+        }
+        evtchn::disable_events();
+    };
+    evtchn::restore_events(was);
+    r
+}
+
+/// Sleep for `ns` nanoseconds of system time (see [`sleep_until`]).
+pub fn sleep(ns: u64) -> Result<(), Errno> {
+    sleep_until(deadline_after(system_time_ns(), ns))
 }

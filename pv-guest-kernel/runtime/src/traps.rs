@@ -25,7 +25,8 @@
 //! [`set_handler`] registers a Rust function per exception vector,
 //! [`set_callback_handler`] for the callbacks. Without a handler, an
 //! exception panics with its vector, error code and `rip` (and the domain
-//! crashes), and an event upcall acknowledges every pending event. Handlers
+//! crashes), and an event upcall runs [`crate::evtchn::dispatch`] (per-port
+//! handlers; ports without one are acknowledged). Handlers
 //! run on the interrupted stack; they must not take locks the interrupted
 //! code may hold (the heap's lock included: an allocation in a handler that
 //! interrupted an allocation fails).
@@ -418,7 +419,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     });
     match handler {
         Some(h) => h(frame),
-        None if frame.vector == EVENT_VECTOR => crate::evtchn::acknowledge_all(),
+        None if frame.vector == EVENT_VECTOR => crate::evtchn::dispatch(),
         None => panic!("unhandled {frame}"),
     }
 }

@@ -16,7 +16,7 @@ use pv_runtime::abi::types::{DomId, GuestPtr, MachineAddr, Mfn};
 use pv_runtime::hypercall::{handle, handle_mut, handle_slice, invoker};
 use pv_runtime::probe;
 use pv_runtime::traps::TrapFrame;
-use pv_runtime::{mm, println, sched, shared};
+use pv_runtime::{mm, println, sched, shared, start_info, text};
 
 /// Print `<name>: PASS` and power off.
 pub fn pass(name: &str) -> ! {
@@ -174,4 +174,44 @@ pub fn read(va: u64) -> u64 {
 /// The current value of the L1 entry for `va` (through the page tables).
 pub fn l1_value(va: u64) -> u64 {
     mm::translate(va).map_or(0, |p| p.0)
+}
+
+/// The value of `key=value` on the guest's command line
+/// (`start_info.cmd_line`).
+pub fn arg(key: &str) -> Option<&'static [u8]> {
+    text::cmdline_value(&start_info().cmd_line, key)
+}
+
+/// The decimal value of `key=` on the command line, or `default` if it is
+/// absent; fails `name` if it is not a number.
+pub fn arg_u64(name: &str, key: &str, default: u64) -> u64 {
+    match arg(key) {
+        None => default,
+        Some(v) => match text::parse_u64(v) {
+            Some(n) => n,
+            None => fail(
+                name,
+                format_args!("command line {key}=\"{}\" is not a number", text::Ascii(v)),
+            ),
+        },
+    }
+}
+
+/// Fail `name` with `what: <error>` if `r` is an error, else unwrap it.
+pub fn ok<T>(name: &str, what: &str, r: Result<T, Errno>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => fail(name, format_args!("{what}: {e:?}")),
+    }
+}
+
+/// Handle `port` with `handler`, failing `name` if the table refuses.
+pub fn on_port(
+    name: &str,
+    port: pv_runtime::abi::EvtchnPort,
+    handler: pv_runtime::evtchn::Handler,
+) {
+    if let Err(e) = pv_runtime::evtchn::set_handler(port, handler) {
+        fail(name, format_args!("set_handler({}): {e}", port.0));
+    }
 }
