@@ -85,3 +85,16 @@ fn malformed_domu_modules_are_reported_and_skipped() {
     b.line("domU 'huge' (module 2): needs");
     b.line("(d1) hello: PASS");
 }
+
+/// Passes as dom0 alone (every single-domain event and timer guest).
+fn passes_as_dom0(name: &str) -> Boot0 {
+    let b = xlhv_tests::boot_dom0(name, &test_guest(name));
+    b.line(&format!("{name}: PASS"));
+    b.exited(QemuExit::Poweroff);
+    b
+}
+
+#[test]
+fn event_channels_work_within_one_domain() {
+    passes_as_dom0("evtchn-loopback");
+}
