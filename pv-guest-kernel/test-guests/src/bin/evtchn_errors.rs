@@ -123,12 +123,9 @@ fn main(_si: &'static StartInfo) {
         (1000..EVTCHN_2L_NR_CHANNELS - 1).contains(&count),
         format_args!("ENOSPC after {count} ports"),
     );
-    for (w, bits) in mine.iter().enumerate() {
-        for b in 0..64u32 {
-            if bits & (1 << b) != 0 {
-                let port = EvtchnPort(w as u32 * 64 + b);
-                ok(NAME, "close", evtchn::close(port));
-            }
+    for (w, bits) in (0u32..).zip(mine.iter()) {
+        for b in (0..64u32).filter(|b| bits & (1 << b) != 0) {
+            ok(NAME, "close", evtchn::close(EvtchnPort(w * 64 + b)));
         }
     }
     ok(
