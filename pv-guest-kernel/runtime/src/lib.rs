@@ -57,7 +57,7 @@ pub use hypercall_abi as abi;
 pub use hypercall_abi::xen::StartInfo;
 pub use pv_runtime_core::layout::{BootLayout, Span};
 pub use pv_runtime_core::time::{CivilTime, WallClock};
-pub use pv_runtime_core::{mapper, pt, text};
+pub use pv_runtime_core::{events, mapper, pt, text};
 pub use start::{Config, layout, start_info};
 
 /// Print to the hypervisor console (`console_io`), like `std::print!`.

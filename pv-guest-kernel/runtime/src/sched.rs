@@ -84,14 +84,13 @@ pub fn idle() {
 /// with events masked and the vCPU blocks between checks, so an event that
 /// makes it true (its handler runs in the upcall) is never missed. With a
 /// deadline, the one-shot timer is armed (binding `VIRQ_TIMER` if needed)
-/// and re-armed after a timer event that came early.
+/// with [`crate::time::arm_timer`], so it is re-armed only after a timer
+/// event.
 pub fn wait_until(mut done: impl FnMut() -> bool, deadline_ns: Option<u64>) -> Result<bool, Errno> {
-    if let Some(d) = deadline_ns {
+    if deadline_ns.is_some() {
         crate::time::timer_port()?;
-        crate::time::set_timer(d)?;
     }
     let was = evtchn::disable_events();
-    let mut ticks = crate::time::timer_events();
     let r = loop {
         if done() {
             break Ok(true);
@@ -100,12 +99,8 @@ pub fn wait_until(mut done: impl FnMut() -> bool, deadline_ns: Option<u64>) -> R
             if crate::time::system_time_ns() >= d {
                 break Ok(false);
             }
-            let now_ticks = crate::time::timer_events();
-            if now_ticks != ticks {
-                ticks = now_ticks;
-                if let Err(e) = crate::time::set_timer(d) {
-                    break Err(e);
-                }
+            if let Err(e) = crate::time::arm_timer(d) {
+                break Err(e);
             }
         }
         if let Err(e) = block_checked() {

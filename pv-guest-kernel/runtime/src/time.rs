@@ -91,12 +91,28 @@ pub fn set_timer(deadline_ns: u64) -> Result<(), Errno> {
     } else {
         timer_op_arg(deadline_ns)
     };
-    set_timer_op(&mut hc(), arg).map(drop)
+    // Recorded before the call, so an expiry delivered as the call returns
+    // clears it.
+    ARMED.store(deadline_ns, Ordering::SeqCst);
+    set_timer_op(&mut hc(), arg).map(drop).inspect_err(|_| {
+        ARMED.store(0, Ordering::SeqCst);
+    })
+}
+
+/// Arm the one-shot timer at `deadline_ns` unless it is already armed there
+/// and no `VIRQ_TIMER` event has arrived since (any timer event counts as
+/// possibly this one, so it is then re-armed): saves a hypercall per wait in
+/// loops that wait for the same deadline again and again.
+pub fn arm_timer(deadline_ns: u64) -> Result<(), Errno> {
+    if deadline_ns != 0 && ARMED.load(Ordering::SeqCst) == deadline_ns {
+        return Ok(());
+    }
+    set_timer(deadline_ns)
 }
 
 /// Cancel the one-shot timer (`set_timer_op(0)`).
 pub fn cancel_timer() -> Result<(), Errno> {
-    set_timer_op(&mut hc(), 0).map(drop)
+    set_timer(0)
 }
 
 /// Arm the one-shot timer with `VCPUOP_set_singleshot_timer` (vCPU 0,
@@ -107,6 +123,7 @@ pub fn set_singleshot_timer(deadline_ns: u64) -> Result<(), Errno> {
         flags: 0,
         _pad: 0,
     };
+    ARMED.store(deadline_ns, Ordering::SeqCst);
     vcpu_op(
         &mut hc(),
         VcpuOp::SetSingleshotTimer.nr(),
@@ -114,6 +131,7 @@ pub fn set_singleshot_timer(deadline_ns: u64) -> Result<(), Errno> {
         handle(&arg).cast(),
     )
     .map(drop)
+    .inspect_err(|_| ARMED.store(0, Ordering::SeqCst))
 }
 
 /// Disarm the one-shot timer (`VCPUOP_stop_singleshot_timer`).
@@ -156,10 +174,13 @@ pub fn stop_periodic_timer() -> Result<(), Errno> {
 static TIMER_PORT: AtomicU32 = AtomicU32::new(0);
 static TIMER_BIND: Mutex<()> = Mutex::new(());
 static TIMER_EVENTS: AtomicU64 = AtomicU64::new(0);
+/// The one-shot deadline last armed, 0 once any timer event arrived.
+static ARMED: AtomicU64 = AtomicU64::new(0);
 static TICK_HOOK: Mutex<Option<fn()>> = Mutex::new(None);
 
 fn on_timer(_port: EvtchnPort) {
     TIMER_EVENTS.fetch_add(1, Ordering::SeqCst);
+    ARMED.store(0, Ordering::SeqCst);
     if let Some(hook) = TICK_HOOK.try_lock().and_then(|h| *h) {
         hook();
     }
@@ -205,7 +226,7 @@ pub fn set_tick_hook(hook: Option<fn()>) {
 }
 
 /// Sleep until system time `deadline_ns`: bind `VIRQ_TIMER` if needed, then
-/// loop { arm `set_timer_op(deadline)`, `SCHEDOP_block` } until the pvclock
+/// loop { arm `set_timer_op(deadline)` ([`arm_timer`]), `SCHEDOP_block` } until the pvclock
 /// says the deadline passed (other events and early timer expiry wake the
 /// loop, which just blocks again). Events are masked while checking the
 /// clock, so an expiry between the check and the block is never lost (Xen's
@@ -219,7 +240,7 @@ pub fn sleep_until(deadline_ns: u64) -> Result<(), Errno> {
         if expired(system_time_ns(), deadline_ns) {
             break Ok(());
         }
-        if let Err(e) = set_timer(deadline_ns) {
+        if let Err(e) = arm_timer(deadline_ns) {
             break Err(e);
         }
         if let Err(e) = sched::block_checked() {

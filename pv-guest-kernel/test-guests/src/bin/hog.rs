@@ -1,0 +1,40 @@
+//! `hog`: spins for `secs=` seconds of system time (default 3), then
+//! reports how much of that its vCPU really ran (`VCPUOP_get_runstate_info`)
+//! against the wall (pvclock) time, so a scheduler test can compare domains
+//! by `name=` (default `hog`).
+//!
+//! Result line: `hog: PASS name=<name> running_ns=<runstate running>
+//! wall_ns=<elapsed>`.
+#![no_std]
+#![no_main]
+
+use pv_runtime::abi::VcpuId;
+use pv_runtime::text::Ascii;
+use pv_runtime::{StartInfo, println, sched, time, vcpu};
+use pv_test_guests::{arg, arg_u64, ok};
+
+const NAME: &str = "hog";
+
+fn main(_si: &'static StartInfo) {
+    let secs = arg_u64(NAME, "secs", 3);
+    let name = arg("name").unwrap_or(b"hog");
+    let before = ok(NAME, "VCPUOP_get_runstate_info", vcpu::runstate(VcpuId(0)));
+    let start = time::system_time_ns();
+    let end = start + secs * 1_000_000_000;
+    let mut spins = 0u64;
+    while time::system_time_ns() < end {
+        spins = spins.wrapping_add(1);
+        core::hint::spin_loop();
+    }
+    let wall = time::system_time_ns() - start;
+    let after = ok(NAME, "VCPUOP_get_runstate_info", vcpu::runstate(VcpuId(0)));
+    let running = after.running_ns - before.running_ns;
+    core::hint::black_box(spins);
+    println!(
+        "{NAME}: PASS name={} running_ns={running} wall_ns={wall}",
+        Ascii(name)
+    );
+    sched::poweroff()
+}
+
+pv_runtime::entry!(main);
