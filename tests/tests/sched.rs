@@ -98,3 +98,81 @@ fn passes_as_dom0(name: &str) -> Boot0 {
 fn event_channels_work_within_one_domain() {
     passes_as_dom0("evtchn-loopback");
 }
+
+#[test]
+fn sleep_wakes_on_time() {
+    passes_as_dom0("sleep");
+}
+
+#[test]
+fn event_channel_errors_match_xen() {
+    let b = passes_as_dom0("evtchn-errors");
+    // 4096 ports minus the reserved port 0 and the timer port, as on Xen 4.17.
+    b.line("evtchn-errors: PASS ports=4094");
+}
+
+/// The number after `key=` in the first line containing `needle`.
+fn field(b: &Boot0, needle: &str, key: &str) -> f64 {
+    let line = b.line(needle);
+    let v = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"));
+    v.parse()
+        .unwrap_or_else(|e| panic!("{key}={v} in {line:?}: {e}"))
+}
+
+#[test]
+fn a_ticker_keeps_its_rate_next_to_a_cpu_hog() {
+    let b = boot(
+        "ticker-hog",
+        dom0(test_guest("ticker"), "secs=2"),
+        vec![domu("hog", "hog", "\"cmdline=secs=4 name=hog\"")],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.line("ticker: PASS");
+}
+
+#[test]
+fn weights_two_to_one_split_the_cpu_two_to_one() {
+    let b = boot(
+        "weights",
+        dom0(test_guest("hog"), "secs=4 name=dom0"),
+        vec![
+            domu("hog", "heavy", "weight=512 \"cmdline=secs=2 name=heavy\""),
+            domu("hog", "light", "weight=256 \"cmdline=secs=2 name=light\""),
+        ],
+    );
+    b.exited(QemuExit::Poweroff);
+    let heavy = field(&b, "hog: PASS name=heavy", "running_ns");
+    let light = field(&b, "hog: PASS name=light", "running_ns");
+    let ratio = heavy / light;
+    assert!(
+        (1.8..=2.2).contains(&ratio),
+        "heavy/light = {ratio:.3} ({heavy} / {light} ns), want 2 within 10%"
+    );
+}
+
+#[test]
+fn two_domus_ping_pong_ten_thousand_events() {
+    let b = boot(
+        "pingpong",
+        dom0(test_guest("hog"), "secs=8 name=dom0"),
+        vec![
+            domu(
+                "pingpong",
+                "ping",
+                "\"cmdline=role=ping peer=2 count=10000\"",
+            ),
+            domu(
+                "pingpong",
+                "pong",
+                "\"cmdline=role=pong peer=1 count=10000\"",
+            ),
+        ],
+    );
+    b.line("(d1) pingpong: PASS role=ping count=10000");
+    b.line("(d2) pingpong: PASS role=pong count=10000");
+    b.line("memory: all 2049 frames of domain 1 are back");
+    b.line("memory: all 2049 frames of domain 2 are back");
+}

@@ -141,9 +141,11 @@ impl Timers {
         }
     }
 
-    /// The earliest expiry of any armed timer.
-    pub fn next_deadline(&self) -> Option<u64> {
-        let periodic = (self.period != 0).then_some(self.periodic_next);
+    /// The earliest expiry of any armed timer. `periodic_live` is false while the
+    /// vCPU waits: Xen stops the periodic timer of a descheduled vCPU (it fires, if
+    /// due, when the vCPU is next switched in: [`Timers::catch_up_periodic`]).
+    pub fn next_deadline(&self, periodic_live: bool) -> Option<u64> {
+        let periodic = (self.period != 0 && periodic_live).then_some(self.periodic_next);
         [self.singleshot, periodic, self.poll_timeout]
             .into_iter()
             .flatten()
@@ -153,25 +155,36 @@ impl Timers {
     /// Expires what is due at `now`: returns (raise `VIRQ_TIMER`, poll timed out).
     /// The one-shot and poll timers disarm; the periodic timer moves to its first
     /// expiry after `now` (missed periods are not replayed, as in Xen).
-    pub fn expire(&mut self, now: u64) -> (bool, bool) {
+    pub fn expire(&mut self, now: u64, periodic_live: bool) -> (bool, bool) {
         let mut virq = false;
         if self.singleshot.is_some_and(|t| t <= now) {
             self.singleshot = None;
             virq = true;
         }
-        if self.period != 0 && self.periodic_next <= now {
-            virq = true;
-            let behind = now - self.periodic_next;
-            let skip = behind / self.period + 1;
-            self.periodic_next = self
-                .periodic_next
-                .saturating_add(skip.saturating_mul(self.period));
+        if periodic_live {
+            virq |= self.catch_up_periodic(now);
         }
         let poll = self.poll_timeout.is_some_and(|t| t <= now);
         if poll {
             self.poll_timeout = None;
         }
         (virq, poll)
+    }
+}
+
+impl Timers {
+    /// The periodic timer, if due at `now`: moves it to its first expiry after `now`
+    /// (missed periods are not replayed) and returns true (raise `VIRQ_TIMER`).
+    pub fn catch_up_periodic(&mut self, now: u64) -> bool {
+        if self.period == 0 || self.periodic_next > now {
+            return false;
+        }
+        let behind = now - self.periodic_next;
+        let skip = behind / self.period + 1;
+        self.periodic_next = self
+            .periodic_next
+            .saturating_add(skip.saturating_mul(self.period));
+        true
     }
 }
 

@@ -422,6 +422,13 @@ fn dispatch<'a>(
                 save(&mut doms, from, frame, now);
             }
             load(&mut doms, next, frame, now);
+            // Xen restarts a switched-in vCPU's periodic timer, firing it if due.
+            let due = vcpu_mut(&mut doms, next).is_some_and(|v| v.timers.catch_up_periodic(now));
+            if due {
+                let vcpu = u32::from(next.vcpu);
+                let timer = hypercall_abi::evtchn::Virq::Timer as u32;
+                raise_virq(&mut doms, usize::from(next.slot), timer, vcpu);
+            }
             arm_timer(&doms);
             return doms;
         }
@@ -618,10 +625,11 @@ fn fire_timers(doms: &mut Domains, now: u64) {
             let Some(v) = pv.vcpus.get_mut(i) else {
                 continue;
             };
-            if v.timers.next_deadline().is_none_or(|t| t > now) {
+            let live = v.wait == Wait::None;
+            if v.timers.next_deadline(live).is_none_or(|t| t > now) {
                 continue;
             }
-            let (virq, poll_timeout) = v.timers.expire(now);
+            let (virq, poll_timeout) = v.timers.expire(now, live);
             if poll_timeout && matches!(v.wait, Wait::Poll(_)) {
                 v.wait = Wait::None;
                 v.set_runstate(RUNSTATE_RUNNABLE, now);
@@ -650,7 +658,8 @@ fn arm_timer(doms: &Domains) {
             continue;
         }
         for v in &pv.vcpus {
-            if let Some(t) = v.timers.next_deadline() {
+            let live = v.wait == xlhv_core::vcpu::Wait::None;
+            if let Some(t) = v.timers.next_deadline(live) {
                 next = next.min(t);
             }
         }
@@ -760,6 +769,15 @@ fn destroy(doms: &mut Domains, slot: usize, reason: ShutdownReason, why: Option<
             shared_info: doms.shared_infos(),
         };
         xlhv_core::evtchn::destroy_domain(&mut ev, id);
+    }
+    if doms.get_mut(slot).is_some_and(|pv| pv.dom.privileged) {
+        // The machine stops with dom0: tear the other domains down first, so that
+        // the leak check below counts every frame.
+        for other in (0..MAX_DOMAINS).filter(|&o| o != slot) {
+            if doms.get_mut(other).is_some() {
+                destroy(doms, other, ShutdownReason::Poweroff, None);
+            }
+        }
     }
     let Some(pv) = doms.get_mut(slot) else { return };
     let privileged = pv.dom.privileged;

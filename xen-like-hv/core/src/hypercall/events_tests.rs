@@ -448,18 +448,23 @@ fn runstate_info_counts_time_in_each_state() {
 #[test]
 fn timers_expire_as_xen_does() {
     let mut t = Timers::start_of_day(0);
-    assert_eq!(t.next_deadline(), Some(DEFAULT_PERIOD_NS));
-    assert_eq!(t.expire(DEFAULT_PERIOD_NS - 1), (false, false));
+    assert_eq!(t.next_deadline(true), Some(DEFAULT_PERIOD_NS));
+    assert_eq!(t.next_deadline(false), None, "stopped while descheduled");
+    assert_eq!(t.expire(DEFAULT_PERIOD_NS - 1, true), (false, false));
+    assert_eq!(t.expire(DEFAULT_PERIOD_NS * 2, false), (false, false));
     // Three and a half periods late: one VIRQ, and the next expiry is in the future.
-    assert_eq!(t.expire(DEFAULT_PERIOD_NS * 9 / 2), (true, false));
+    assert_eq!(t.expire(DEFAULT_PERIOD_NS * 9 / 2, true), (true, false));
     assert_eq!(t.periodic_next, DEFAULT_PERIOD_NS * 5);
+    assert!(!t.catch_up_periodic(DEFAULT_PERIOD_NS * 5 - 1));
+    assert!(t.catch_up_periodic(DEFAULT_PERIOD_NS * 5));
+    assert_eq!(t.periodic_next, DEFAULT_PERIOD_NS * 6);
     t.singleshot = Some(3);
     t.poll_timeout = Some(4);
-    assert_eq!(t.next_deadline(), Some(3));
-    assert_eq!(t.expire(4), (true, true));
+    assert_eq!(t.next_deadline(true), Some(3));
+    assert_eq!(t.expire(4, false), (true, true));
     assert_eq!((t.singleshot, t.poll_timeout), (None, None));
     t.period = 0;
-    assert_eq!(t.next_deadline(), None);
+    assert_eq!(t.next_deadline(true), None);
 }
 
 // ---- event delivery on the way out --------------------------------------------------------
