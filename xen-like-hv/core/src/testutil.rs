@@ -645,6 +645,17 @@ pub(crate) const KRIP: u64 = KTEXT + 0x1000;
 pub(crate) const KSTACK_TOP: u64 = 0xFFFF_FFFF_8010_0000;
 /// Top of the `stack_switch` stack (kernel-only mapping).
 pub(crate) const KSP: u64 = 0xFFFF_FFFF_8020_0000;
+/// Not mapped anywhere in the test guest.
+pub(crate) const UNMAPPED: u64 = 0x0000_0000_6000_0000;
+
+/// A guest pointer to `va`.
+pub(crate) const fn ptr<T>(va: u64) -> hypercall_abi::types::GuestPtr<T> {
+    hypercall_abi::types::GuestPtr::new(va)
+}
+
+/// The error result of a hypercall, as the typed wrappers return it.
+pub(crate) const E: fn(hypercall_abi::Errno) -> Result<u64, hypercall_abi::Errno> = Err;
+
 /// Kernel data page (hypercall arguments).
 pub(crate) const KDATA: u64 = 0xFFFF_FFFF_8030_0000;
 /// Handlers live here: `handler(v)` for vector/callback `v`.

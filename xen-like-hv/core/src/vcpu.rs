@@ -170,9 +170,7 @@ impl Timers {
         }
         (virq, poll)
     }
-}
 
-impl Timers {
     /// The periodic timer, if due at `now`: moves it to its first expiry after `now`
     /// (missed periods are not replayed) and returns true (raise `VIRQ_TIMER`).
     pub fn catch_up_periodic(&mut self, now: u64) -> bool {

@@ -275,8 +275,6 @@ unsafe extern "C" {
 pub struct EntryEffects {
     /// A timer of the current vCPU changed: re-arm.
     pub timers_changed: bool,
-    /// A woken vCPU should run before the current one.
-    pub preempt: bool,
 }
 
 /// Every entry from a guest lands here, with interrupts off.
@@ -303,7 +301,6 @@ pub fn guest_entry(frame: &mut Regs) {
     if !timer {
         let (outcome, fx) = handle_entry(&mut doms, slot, vid, frame, cr2);
         check_timers |= fx.timers_changed;
-        resched |= fx.preempt;
         clobber_ok = outcome != Outcome::RegsReplaced;
         let now = crate::time::now_ns();
         match outcome {
@@ -357,6 +354,21 @@ pub fn guest_entry(frame: &mut Regs) {
     deliver_and_exit(doms, frame, clobber_ok && !switched);
 }
 
+/// The platform the portable handlers run against for the domain in `slot`.
+fn platform<'a>(
+    dom: &xlhv_core::domain::Domain,
+    others: Others<'a>,
+    slot: usize,
+) -> HwPlatform<'a> {
+    HwPlatform {
+        shared_info: dom.shared_info,
+        cmdline: CMDLINE.get().copied().unwrap_or(""),
+        others,
+        slot,
+        effects: EntryEffects::default(),
+    }
+}
+
 /// Handles one entry of vCPU `vid` of the domain in `slot` (a hypercall, an exception,
 /// a SYSCALL from user mode) and returns what it asked for.
 fn handle_entry(
@@ -373,13 +385,7 @@ fn handle_entry(
     let Some(vcpu) = vcpus.get_mut(vid) else {
         panic!("current vCPU {vid} does not exist")
     };
-    let mut plat = HwPlatform {
-        shared_info: dom.shared_info,
-        cmdline: CMDLINE.get().copied().unwrap_or(""),
-        others,
-        slot,
-        effects: EntryEffects::default(),
-    };
+    let mut plat = platform(dom, others, slot);
     let outcome = {
         let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);
         if ctx.regs.vector == SYSCALL_VECTOR {
@@ -505,13 +511,7 @@ fn deliver_and_exit(mut doms: spin::MutexGuard<'_, Domains>, frame: &mut Regs, m
         let Some(vcpu) = vcpus.get_mut(vid) else {
             panic!("current vCPU {vid} does not exist")
         };
-        let mut plat = HwPlatform {
-            shared_info: dom.shared_info,
-            cmdline: CMDLINE.get().copied().unwrap_or(""),
-            others,
-            slot,
-            effects: EntryEffects::default(),
-        };
+        let mut plat = platform(dom, others, slot);
         let outcome = {
             let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);
             ctx.deliver_events();

@@ -18,11 +18,6 @@ use hypercall_abi::types::{DomId, EvtchnPort, VcpuId};
 use hypercall_abi::vcpu::{VcpuRunstateInfo, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer};
 use zerocopy::IntoBytes;
 
-const fn ptr<T>(va: u64) -> GuestPtr<T> {
-    GuestPtr::new(va)
-}
-const UNMAPPED: u64 = 0x0000_0000_6000_0000;
-const E: fn(Errno) -> Result<u64, Errno> = Err;
 const ALLOC_UNBOUND: u32 = 6;
 const BIND_INTERDOMAIN: u32 = 0;
 const SEND: u32 = 4;

@@ -26,14 +26,7 @@ use hypercall_abi::xen::arch::{IretContext, TI_DISABLE_EVENTS, VgcfFlags};
 use hypercall_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, HYPERVISOR_VIRT_START};
 use proptest::prelude::*;
 
-const fn ptr<T>(va: u64) -> GuestPtr<T> {
-    GuestPtr::new(va)
-}
-
 const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
-/// Not mapped anywhere in the test guest.
-const UNMAPPED: u64 = 0x0000_0000_6000_0000;
-const E: fn(Errno) -> Result<u64, Errno> = Err;
 
 fn trap(vector: u8, flags: u8, cs: u16, address: u64) -> TrapInfo {
     TrapInfo {

@@ -19,14 +19,8 @@ use std::collections::BTreeSet;
 const LIST: u64 = KDATA;
 /// The argument structure.
 const ARG: u64 = KDATA + 0x3F00;
-/// Not mapped in the test guest.
-const UNMAPPED: u64 = 0x0000_0000_6000_0000;
 /// First frame of the default allocator pool.
 const POOL: u64 = 0x100;
-
-const fn ptr<T>(va: u64) -> GuestPtr<T> {
-    GuestPtr::new(va)
-}
 
 /// dom`id` with `max_pages` and a pool of 256 frames at [`POOL`].
 fn world(id: u16, privileged: bool, max_pages: u64) -> World {
