@@ -252,6 +252,10 @@ fn vref(slot: usize, vcpu: usize) -> VcpuRef {
 /// Starts running guests on this CPU: never returns. The first vCPU the scheduler
 /// picks is entered through the same exit path as every later one.
 pub fn run_first() -> ! {
+    // Boot ran with interrupts on (the calibration tick). From here the hypervisor runs
+    // with them off, as on every guest entry: a one-shot timer armed below must
+    // interrupt the guest, not be taken and lost here before the first IRETQ.
+    x86_64::instructions::interrupts::disable();
     let frame_at = crate::arch::x86_64::entry_stack_top() - size_of::<Regs>() as u64;
     // SAFETY: `frame_at` is the top of this CPU's entry stack, which nothing uses
     // until a guest runs (this code runs on the boot stack); the frame is then filled
