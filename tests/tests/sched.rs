@@ -187,3 +187,27 @@ fn two_domus_ping_pong_ten_thousand_events() {
     b.line("memory: all 2049 frames of domain 1 are back");
     b.line("memory: all 2049 frames of domain 2 are back");
 }
+
+/// The benchmark's domU pair (`scripts/bench`, docs/bench.md), in quick mode: both
+/// metrics between two domUs come out, with dom0 idling beside them.
+#[test]
+fn bench_domu_pair_reports_round_trip_and_switch() {
+    let bench = xtask::build_kernel("pv-bench", "bench").expect("building the bench guest");
+    let module = |kind: &str| Module {
+        path: bench.clone(),
+        cmdline: kind.into(),
+    };
+    let mut b = Boot::new("bench-domus");
+    b.modules = vec![
+        module("dom0 role=host"),
+        module("domu name=ping mem=16M \"cmdline=role=ping peer=2 quick\""),
+        module("domu name=pong mem=16M \"cmdline=role=pong peer=1 quick\""),
+    ];
+    b.stop_at = Some("(d1) bench: done:".into());
+    let b = b.run();
+    for metric in ["domu_evtchn_rtt", "domu_switch"] {
+        b.line(&format!("(d1) bench-result metric={metric} "));
+    }
+    b.no_line("bench: ping:");
+    b.no_line("bench: pong:");
+}

@@ -15,7 +15,7 @@ use xtask::bench::{Measured, parse_guest};
 use xtask::xen::{XenBoot, XenEnd, XenRun};
 
 /// The metrics the bench guest prints; real Xen must run every one.
-const BENCH_METRICS: [&str; 16] = [
+const BENCH_METRICS: [&str; 17] = [
     "control_loop",
     "local_write",
     "null_hypercall",
@@ -31,6 +31,7 @@ const BENCH_METRICS: [&str; 16] = [
     "exception_bounce",
     "evtchn_notify_self",
     "sched_yield",
+    "timer_wake",
     "control_loop_end",
 ];
 

@@ -34,7 +34,7 @@ const BATCHES: [usize; 4] = [1, 8, 64, 512];
 const PAGE: u64 = 4096;
 
 /// The raw hypercall invoker.
-fn hc() -> HypercallPage {
+pub(crate) fn hc() -> HypercallPage {
     // SAFETY: every hypercall made here passes addresses of live objects of
     // the size the hypercall reads or writes (arrays of requests, multicall
     // entries, event-channel structs), and it only edits page-table entries
@@ -66,7 +66,7 @@ fn rdtsc() -> u64 {
 
 /// Cycles `op` took.
 #[inline(always)]
-fn timed(op: impl FnOnce()) -> u32 {
+pub(crate) fn timed(op: impl FnOnce()) -> u32 {
     let t0 = rdtsc();
     op();
     let t1 = rdtsc();
@@ -75,7 +75,7 @@ fn timed(op: impl FnOnce()) -> u32 {
 
 /// Runs `sample` (which returns the cycles of one timed operation) a few
 /// times to warm up, then `n` times, collecting the results.
-fn collect(n: usize, mut sample: impl FnMut() -> u32) -> Vec<u32> {
+pub(crate) fn collect(n: usize, mut sample: impl FnMut() -> u32) -> Vec<u32> {
     for _ in 0..(n / 20).clamp(2, 1000) {
         sample();
     }
@@ -88,7 +88,7 @@ fn collect(n: usize, mut sample: impl FnMut() -> u32) -> Vec<u32> {
 
 /// Why a metric could not run: the hypercall (or setup step) and the error.
 #[derive(Clone, Copy, Debug)]
-struct Fail {
+pub(crate) struct Fail {
     what: &'static str,
     error: Why,
 }
@@ -108,14 +108,14 @@ impl fmt::Display for Why {
     }
 }
 
-fn errno(what: &'static str) -> impl Fn(Errno) -> Fail {
+pub(crate) fn errno(what: &'static str) -> impl Fn(Errno) -> Fail {
     move |e| Fail {
         what,
         error: Why::Errno(e),
     }
 }
 
-fn setup_fail(what: &'static str, word: &'static str) -> Fail {
+pub(crate) fn setup_fail(what: &'static str, word: &'static str) -> Fail {
     Fail {
         what,
         error: Why::Word(word),
@@ -124,13 +124,13 @@ fn setup_fail(what: &'static str, word: &'static str) -> Fail {
 
 /// What the run printed, for the summary.
 #[derive(Debug, Default)]
-struct Tally {
+pub(crate) struct Tally {
     measured: u32,
     unsupported: u32,
 }
 
 impl Tally {
-    fn result(&mut self, metric: &str, samples: &mut [u32], per_sample: u64) {
+    pub(crate) fn result(&mut self, metric: &str, samples: &mut [u32], per_sample: u64) {
         if let Some(summary) = summarize(samples, per_sample) {
             println!(
                 "{}",
@@ -165,7 +165,7 @@ impl Tally {
 
 /// Iteration counts (divided by ten in quick mode).
 #[derive(Clone, Copy, Debug)]
-struct Iters {
+pub(crate) struct Iters {
     quick: bool,
     /// `boot-only`: print the banner and the final line, measure nothing (the harness
     /// times extra boots this way).
@@ -173,7 +173,7 @@ struct Iters {
 }
 
 impl Iters {
-    fn n(self, full: usize) -> usize {
+    pub(crate) fn n(self, full: usize) -> usize {
         if self.quick {
             (full / 10).max(10)
         } else {
@@ -727,6 +727,9 @@ pub fn main(si: &'static StartInfo) {
         println!("bench: done: boot only; powering off");
         return;
     }
+    if crate::domus::role(si, it) {
+        return;
+    }
     let mut t = Tally::default();
     control(&mut t, it, "control_loop", 0x9E37_79B9_7F4A_7C15);
     local_write(&mut t, it);
@@ -738,6 +741,8 @@ pub fn main(si: &'static StartInfo) {
     t.outcome("evtchn_notify_self", r);
     let r = sched_yield(&mut t, it);
     t.outcome("sched_yield", r);
+    let r = crate::domus::timer_wake(&mut t, it);
+    t.outcome("timer_wake", r);
     // The control again at the end, so a slowdown during the run shows.
     control(&mut t, it, "control_loop_end", 0x2545_F491_4F6C_DD1D);
     println!(

@@ -19,6 +19,11 @@
 //! | `exception_bounce` | `ud2` -> #UD bounced to the guest handler -> `iret` hypercall back |
 //! | `evtchn_notify_self` | `EVTCHNOP_send` on an IPI port bound to vCPU 0 -> upcall -> handler -> `iret` |
 //! | `sched_yield` | `sched_op(SCHEDOP_yield)` |
+//! | `timer_wake` | how late `set_timer_op(now + 1 ms)` + `SCHEDOP_block` wakes, by the pvclock |
+//!
+//! With `role=ping|pong peer=<domid>` it runs as one of two domUs instead
+//! (xen-like-hv's boot-time domUs; see [`domus`]) and measures
+//! `domu_evtchn_rtt` and `domu_switch`; `role=host` is the dom0 beside them.
 //!
 //! A metric whose hypercalls the hypervisor refuses prints an `unsupported`
 //! line naming the hypercall and the error instead of failing the run.
@@ -32,6 +37,8 @@
 #[cfg(target_os = "none")]
 extern crate alloc;
 
+#[cfg(target_os = "none")]
+mod domus;
 #[cfg(target_os = "none")]
 mod guest;
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]

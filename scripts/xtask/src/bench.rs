@@ -332,19 +332,66 @@ fn boot_metric(samples: &[f64]) -> Measured {
     }
 }
 
-/// One round on one hypervisor: the full benchmark boot, then the boot-only boots.
+/// The line that ends the domU boot: ping (domain 1) is done.
+const DOMUS_DONE: &str = "(d1) bench: done:";
+/// Metrics the domU boot must report.
+pub const DOMU_METRICS: [&str; 2] = ["domu_evtchn_rtt", "domu_switch"];
+
+/// The domU boot (xen-like-hv only): dom0 idles beside the `ping`/`pong` pair; QEMU
+/// is stopped once ping is done. Returns its metrics and wall time.
+fn domus_boot(cfg: &QemuConfig, args: &BenchArgs, label: &str) -> Result<(GuestReport, f64)> {
+    let r = run_timed(cfg, Duration::from_secs(args.timeout), |l| {
+        l.contains(DOMUS_DONE)
+    })?;
+    let serial = r.serial();
+    let raw = args.out_dir().join("raw");
+    std::fs::create_dir_all(&raw).ok();
+    let log = raw.join(format!("{label}-domus.log"));
+    std::fs::write(&log, &serial).ok();
+    let report = parse_guest(&serial)?;
+    let missing: Vec<&str> = DOMU_METRICS
+        .iter()
+        .copied()
+        .filter(|m| !report.metrics.iter().any(|(n, _)| n == m))
+        .collect();
+    if r.timed_out || !r.stopped || !missing.is_empty() {
+        bail!(
+            "{} ({label}, domUs): {} (log: {})\n--- last lines ---\n{}",
+            Side::Ours.name(),
+            if r.timed_out {
+                format!("ping was not done within {} s", args.timeout)
+            } else {
+                format!("missing {}", missing.join(", "))
+            },
+            log.display(),
+            tail(&serial, 25)
+        );
+    }
+    Ok((report, r.wall.as_secs_f64()))
+}
+
+/// One round on one hypervisor: the full benchmark boot, the domU boot (xen-like-hv
+/// only), then the boot-only boots.
 fn run_round(
     side: Side,
     round: u32,
     full: &QemuConfig,
     boot_only: &QemuConfig,
+    domus: Option<&QemuConfig>,
     args: &BenchArgs,
 ) -> Result<Run> {
-    let main = boot_checked(side, full, args, &format!("round{}", round + 1))?;
+    let label = format!("round{}", round + 1);
+    let main = boot_checked(side, full, args, &label)?;
     let mut report = parse_guest(&main.serial)
         .with_context(|| format!("{} round {}", side.name(), round + 1))?;
+    let mut extra_wall = 0.0;
+    if let Some(cfg) = domus {
+        let (d, wall) = domus_boot(cfg, args, &label)?;
+        report.metrics.extend(d.metrics);
+        extra_wall = wall;
+    }
     let (mut boot, mut hv_boot) = (vec![main.boot_ms], vec![main.hv_boot_ms]);
-    let mut wall_s = main.wall_s;
+    let mut wall_s = main.wall_s + extra_wall;
     for k in 0..BOOT_SAMPLES {
         let b = boot_checked(
             side,
@@ -501,6 +548,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
     let ours_cmdline = format!("dom0_mem={}", args.dom0_mem);
     let xen_cmdline = xen::xen_cmdline(&args.dom0_mem, &args.xen_extra);
     let mut cfgs = BTreeMap::new();
+    let cfgs_hv = hv.clone();
     for (side, hypervisor, cmdline) in [
         (Side::Ours, hv, ours_cmdline.clone()),
         (Side::Xen, xen_path, xen_cmdline.clone()),
@@ -524,6 +572,29 @@ pub fn main(args: BenchArgs) -> Result<()> {
             cfgs.insert((side, mode), cfg);
         }
     }
+    let domus_iso = work.join("ours-domus.iso");
+    let quick = if args.quick { " quick" } else { "" };
+    let domu = |name: &str, role: &str, peer: u16| Module {
+        path: guest.clone(),
+        cmdline: format!("domu name={name} mem=16M \"cmdline=role={role} peer={peer}{quick}\""),
+    };
+    crate::make_iso(
+        &IsoSpec {
+            hypervisor: cfgs_hv.clone(),
+            cmdline: ours_cmdline.clone(),
+            modules: vec![
+                Module {
+                    path: guest.clone(),
+                    cmdline: "dom0 role=host".into(),
+                },
+                domu("ping", "ping", 2),
+                domu("pong", "pong", 1),
+            ],
+        },
+        &domus_iso,
+    )?;
+    let mut domus_cfg = cfgs[&(Side::Ours, "full")].clone();
+    domus_cfg.iso = domus_iso;
     let cond = conditions(&args, &ours_cmdline, &xen_cmdline, &xen_pkg);
 
     let mut runs = Vec::new();
@@ -534,6 +605,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
                 round,
                 &cfgs[&(side, "full")],
                 &cfgs[&(side, "boot")],
+                (side == Side::Ours).then_some(&domus_cfg),
                 &args,
             )?;
             let unsupported = run
