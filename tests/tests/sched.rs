@@ -211,3 +211,22 @@ fn bench_domu_pair_reports_round_trip_and_switch() {
     b.no_line("bench: ping:");
     b.no_line("bench: pong:");
 }
+
+/// Xen's rule for a dead peer: destroying a domain closes its ports, and the other
+/// end of each interdomain channel is left unbound, still naming the dead domain.
+#[test]
+fn a_destroyed_domains_peer_sees_its_channel_unbound() {
+    let b = boot(
+        "peer-destroyed",
+        dom0(demo_guest(), ""),
+        vec![
+            domu("pingpong", "short", "\"cmdline=role=ping peer=2 count=0\""),
+            domu("pingpong", "survivor", "\"cmdline=role=survivor peer=1\""),
+        ],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.line("(d1) pingpong: PASS role=ping count=0");
+    b.line("domain 1 destroyed");
+    b.line("(d2) pingpong: PASS role=survivor port=1 state=unbound remote=1");
+    b.line("memory: all 2049 frames of domain 2 are back");
+}

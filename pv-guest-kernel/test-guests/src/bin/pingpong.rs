@@ -1,8 +1,8 @@
 //! `pingpong`: event-channel round trips between two domains, or within
 //! one (`role=loop`).
 //!
-//! Command line: `role=ping|pong|loop peer=<domid> count=<N>` (count
-//! default 10000; `peer` is required for ping and pong).
+//! Command line: `role=ping|pong|survivor|loop peer=<domid> count=<N>`
+//! (count default 10000; `peer` is required but for loop).
 //!
 //! * ping: `alloc_unbound(remote=peer)`, prints `pingpong: port=<p>`, waits
 //!   (blocking, 10 s at most) for pong's "ready" event, then `count` times
@@ -12,6 +12,11 @@
 //!   clears the pending bit Xen sets on bind, sends "ready", then replies
 //!   from its handler to each event until `count` arrived (FAIL after 10 s
 //!   without progress).
+//! * survivor: binds like pong (no `count`), sends "ready", then watches
+//!   its port with `EVTCHNOP_status` every 10 ms until the peer's death
+//!   leaves it unbound, as Xen leaves it (`EVTCHNSTAT_unbound`, remote =
+//!   the dead domain). Pair it with a short `role=ping count=..`: ping's
+//!   replies go unanswered, so give ping `count=0`.
 //! * loop: both ends in this domain (ping's port unbound for `DOMID_SELF`,
 //!   pong's bound to it), so it runs on a single-domain Xen.
 //!
@@ -23,6 +28,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use pv_runtime::abi::evtchn::EvtchnStat;
 use pv_runtime::abi::{DomId, EvtchnPort};
 use pv_runtime::evtchn::{self, Handler};
 use pv_runtime::text::{Ascii, parse_u64};
@@ -81,6 +87,62 @@ fn ping_open(remote: DomId) -> EvtchnPort {
     port
 }
 
+/// Pong's and the survivor's side: the first port of `remote` that binds,
+/// trying every 10 ms (FAIL after 10 s).
+fn bind_peer(remote: DomId) -> EvtchnPort {
+    let give_up = time::system_time_ns() + PATIENCE_NS;
+    loop {
+        for p in 1..=64 {
+            if let Ok(local) = evtchn::bind_interdomain(remote, EvtchnPort(p)) {
+                return local;
+            }
+        }
+        if time::system_time_ns() >= give_up {
+            fail(
+                NAME,
+                format_args!("no unbound port of domain {} to bind", remote.0),
+            );
+        }
+        ok(NAME, "sleep", time::sleep(10_000_000));
+    }
+}
+
+/// Waits (10 s at most) until `port` is no longer connected, and checks it is
+/// left unbound for the dead `peer`, as Xen leaves it.
+fn survive(port: EvtchnPort, peer: DomId) {
+    let give_up = time::system_time_ns() + PATIENCE_NS;
+    loop {
+        let s = ok(NAME, "EVTCHNOP_status", evtchn::status(port));
+        let interdomain = EvtchnStat::Interdomain as u32;
+        match s.status {
+            st if st == interdomain && time::system_time_ns() < give_up => {
+                ok(NAME, "sleep", time::sleep(10_000_000));
+            }
+            st if st == interdomain => fail(
+                NAME,
+                format_args!("role=survivor: port {} still connected after 10 s", port.0),
+            ),
+            st if st == EvtchnStat::Unbound as u32 && s.unbound_dom() == peer => {
+                println!(
+                    "{NAME}: PASS role=survivor port={} state=unbound remote={}",
+                    port.0, peer.0
+                );
+                return;
+            }
+            other => fail(
+                NAME,
+                format_args!(
+                    "role=survivor: port {} became status {other} (remote {}), want unbound ({}) for {}",
+                    port.0,
+                    s.unbound_dom().0,
+                    EvtchnStat::Unbound as u32,
+                    peer.0
+                ),
+            ),
+        }
+    }
+}
+
 /// Pong's side: bind `port` of `remote`, then send ready.
 fn pong_ready(local: EvtchnPort) {
     evtchn::clear_pending(local);
@@ -126,23 +188,15 @@ fn main(_si: &'static StartInfo) {
             let rtt = ping_run(port, count);
             println!("{NAME}: PASS role=ping count={count} rtt_ns={rtt}");
         }
-        Some(b"pong") => {
+        Some(b"survivor") => {
             let remote = peer();
-            let give_up = time::system_time_ns() + PATIENCE_NS;
-            let local = 'found: loop {
-                for p in 1..=64 {
-                    if let Ok(local) = evtchn::bind_interdomain(remote, EvtchnPort(p)) {
-                        break 'found local;
-                    }
-                }
-                if time::system_time_ns() >= give_up {
-                    fail(
-                        NAME,
-                        format_args!("role=pong: no unbound port of domain {} to bind", remote.0),
-                    );
-                }
-                ok(NAME, "sleep", time::sleep(10_000_000));
-            };
+            let local = bind_peer(remote);
+            evtchn::clear_pending(local);
+            ok(NAME, "send(ready)", evtchn::send(local));
+            survive(local, remote);
+        }
+        Some(b"pong") => {
+            let local = bind_peer(peer());
             pong_ready(local);
             let mut seen = 0;
             while seen < count {
@@ -181,9 +235,15 @@ fn main(_si: &'static StartInfo) {
         }
         Some(r) => fail(
             NAME,
-            format_args!("role=\"{}\": expected ping, pong or loop", Ascii(r)),
+            format_args!(
+                "role=\"{}\": expected ping, pong, survivor or loop",
+                Ascii(r)
+            ),
         ),
-        None => fail(NAME, format_args!("role=ping|pong|loop is required")),
+        None => fail(
+            NAME,
+            format_args!("role=ping|pong|survivor|loop is required"),
+        ),
     }
     sched::poweroff()
 }
