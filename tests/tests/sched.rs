@@ -230,3 +230,10 @@ fn a_destroyed_domains_peer_sees_its_channel_unbound() {
     b.line("(d2) pingpong: PASS role=survivor port=1 state=unbound remote=1");
     b.line("memory: all 2049 frames of domain 2 are back");
 }
+
+/// `VCPUOP_register_vcpu_info`: refusals, the copy, and events flagged in the new
+/// place (the same guest passes on real Xen 4.17, tests/tests/xen_fidelity.rs).
+#[test]
+fn register_vcpu_info_moves_the_vcpu_info() {
+    passes_as_dom0("vcpu-info");
+}

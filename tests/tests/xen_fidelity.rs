@@ -315,3 +315,8 @@ fn shutdown_reasons_on_real_xen() {
         "sched_op(SCHEDOP_shutdown, SHUTDOWN_crash)",
     );
 }
+
+#[test]
+fn register_vcpu_info_on_real_xen() {
+    test_guest_passes_on_xen("vcpu-info", "VCPUOP_register_vcpu_info");
+}

@@ -83,6 +83,11 @@ pub trait Platform {
     /// Shuts down domain `id` (not the current one) for `reason`
     /// (`SCHEDOP_remote_shutdown`); false if there is no such domain.
     fn remote_shutdown(&mut self, id: DomId, reason: crate::domain::ShutdownReason) -> bool;
+    /// `VCPUOP_register_vcpu_info` took frame `mfn` for `vcpu`: copy its `vcpu_info`
+    /// from where it is now to byte `offset` of `mfn`, use that copy from now on, and
+    /// mark every event word pending there (`evtchn_upcall_pending` = 1,
+    /// `evtchn_pending_sel` = all ones), as Xen does so that nothing is lost.
+    fn move_vcpu_info(&mut self, vcpu: u32, mfn: crate::mm::Mfn, offset: u32);
     /// Sets `vcpu_info[vcpu].arch.cr2`.
     fn set_shared_cr2(&mut self, vcpu: u32, cr2: u64);
     /// The host's CPUID leaf (the policy is applied by the caller).

@@ -60,6 +60,8 @@ pub(crate) struct FakePlatform {
     pub masks: BTreeMap<u32, u8>,
     /// `vcpu_info.arch.cr2` per vCPU.
     pub shared_cr2: BTreeMap<u32, u64>,
+    /// Every `move_vcpu_info` call: (vCPU, frame, offset).
+    pub vcpu_info_moves: Vec<(u32, crate::mm::Mfn, u32)>,
     /// Every `load_mode` call: (kernel mode, active GS base, fs base) at the time.
     pub load_mode_calls: Vec<(bool, u64, u64)>,
     /// Host CPUID answers by (leaf, subleaf); absent = zeros.
@@ -324,6 +326,7 @@ impl Default for FakePlatform {
             console: Vec::new(),
             masks: BTreeMap::new(),
             shared_cr2: BTreeMap::new(),
+            vcpu_info_moves: Vec::new(),
             load_mode_calls: Vec::new(),
             cpuid: BTreeMap::new(),
             // PE, MP, ET, NE, WP, PG
@@ -529,6 +532,11 @@ impl Platform for FakePlatform {
 
     fn set_upcall_mask(&mut self, vcpu: u32, mask: u8) {
         self.masks.insert(vcpu, mask);
+    }
+
+    fn move_vcpu_info(&mut self, vcpu: u32, mfn: crate::mm::Mfn, offset: u32) {
+        self.vcpu_info_moves.push((vcpu, mfn, offset));
+        self.upcall_pending.insert(vcpu, true);
     }
 
     fn set_shared_cr2(&mut self, vcpu: u32, cr2: u64) {

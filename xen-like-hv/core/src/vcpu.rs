@@ -108,6 +108,10 @@ pub struct Vcpu {
     pub runstate: VcpuRunstateInfo,
     /// Guest virtual address of its registered runstate copy; 0 = none.
     pub runstate_area: u64,
+    /// Where `VCPUOP_register_vcpu_info` moved its `vcpu_info` (frame, byte offset);
+    /// `None` = in shared_info. The frame holds a writable type reference until the
+    /// domain is destroyed.
+    pub vcpu_info_at: Option<(Mfn, u32)>,
     /// FPU/SSE registers while it is off the CPU (`FXSAVE` image).
     pub fpu: FpuArea,
 }
@@ -258,6 +262,7 @@ impl Vcpu {
                 ..VcpuRunstateInfo::default()
             },
             runstate_area: 0,
+            vcpu_info_at: None,
             fpu: FpuArea::default(),
         }
     }

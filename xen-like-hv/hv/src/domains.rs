@@ -597,7 +597,7 @@ fn raise_virq(doms: &mut Domains, slot: usize, virq: u32, vcpu: u32) {
 
 /// [`raise_virq`] on a domain already at hand.
 fn raise_virq_in(pv: &mut PvDomain, slot: usize, virq: u32, vcpu: u32) {
-    let mut bits = crate::events::SharedBits::new(pv.dom.shared_info);
+    let mut bits = crate::events::SharedBits::of(slot, pv.dom.shared_info);
     let kick = {
         let tables = crate::events::TABLES.lock();
         tables
@@ -710,6 +710,9 @@ fn teardown(pv: &mut PvDomain) -> (u64, u64) {
                 put_page_and_type(m, g);
             }
             v.gdt_frames.clear();
+            if let Some((f, _)) = v.vcpu_info_at.take() {
+                put_page_and_type(m, f);
+            }
             let _ = roots.push(VcpuMm {
                 kernel_root: Some(v.kernel_root),
                 user_root: v.user_root.take(),
@@ -785,6 +788,7 @@ fn destroy(doms: &mut Domains, slot: usize, reason: ShutdownReason, why: Option<
     }
     let Some(pv) = doms.get_mut(slot) else { return };
     let privileged = pv.dom.privileged;
+    crate::events::set_vcpu_info_at(slot, None);
     let (returned, busy) = teardown(pv);
     let free = crate::mm::free_frames();
     log::info!(

@@ -28,6 +28,7 @@ pub static TABLES: Mutex<[EvtchnTable; MAX_DOMAINS]> =
 /// Resets the table of `slot` for a new domain `id` with `nr_vcpus` vCPUs: dom0 has no
 /// port limit, a domU the 1023 libxl gives by default.
 pub fn init_domain(slot: usize, id: DomId, privileged: bool, nr_vcpus: u32) {
+    set_vcpu_info_at(slot, None);
     let max_port = if privileged {
         UNLIMITED_MAX_PORT
     } else {
@@ -38,18 +39,35 @@ pub fn init_domain(slot: usize, id: DomId, privileged: bool, nr_vcpus: u32) {
     }
 }
 
-/// The event bitmaps of one shared_info page, in the direct map.
+/// Where `VCPUOP_register_vcpu_info` put vCPU 0's `vcpu_info`, by domain slot: a
+/// machine address, 0 = still in shared_info. (One vCPU per domain so far.)
+static VCPU_INFO_AT: [AtomicU64; MAX_DOMAINS] = [const { AtomicU64::new(0) }; MAX_DOMAINS];
+
+/// Records where the `vcpu_info` of the domain in `slot` lives (`None`: shared_info).
+pub fn set_vcpu_info_at(slot: usize, at: Option<u64>) {
+    if let Some(a) = VCPU_INFO_AT.get(slot) {
+        a.store(at.unwrap_or(0), Ordering::SeqCst);
+    }
+}
+
+/// The event bitmaps of one shared_info page, and the domain's `vcpu_info`s, in the
+/// direct map.
 #[derive(Clone, Copy, Debug)]
 pub struct SharedBits {
     si: *mut SharedInfo,
+    /// vCPU 0's registered `vcpu_info` (machine address), 0 = the one in shared_info.
+    vcpu0_at: u64,
 }
 
 impl SharedBits {
-    /// The bitmaps of the shared_info frame `mfn` (a hypervisor-allocated frame that
-    /// stays allocated while its domain exists).
-    pub fn new(mfn: Mfn) -> Self {
+    /// The bitmaps of the domain in `slot`, whose shared_info frame is `mfn` (a
+    /// hypervisor-allocated frame that stays allocated while its domain exists).
+    pub fn of(slot: usize, mfn: Mfn) -> Self {
         SharedBits {
             si: (DIRECTMAP_BASE + (mfn.0 << 12)) as *mut SharedInfo,
+            vcpu0_at: VCPU_INFO_AT
+                .get(slot)
+                .map_or(0, |a| a.load(Ordering::SeqCst)),
         }
     }
 
@@ -73,8 +91,12 @@ impl SharedBits {
         Some((unsafe { AtomicU64::from_ptr(p) }, 1u64 << (b & 63)))
     }
 
-    fn vcpu(&self, vcpu: VcpuId) -> Option<*mut hypercall_abi::xen::shared_info::VcpuInfo> {
+    /// The `vcpu_info` of `vcpu`: where it was registered, else in shared_info.
+    pub fn vcpu(&self, vcpu: VcpuId) -> Option<*mut hypercall_abi::xen::shared_info::VcpuInfo> {
         let i = vcpu.0 as usize;
+        if i == 0 && self.vcpu0_at != 0 {
+            return Some((DIRECTMAP_BASE + self.vcpu0_at) as *mut _);
+        }
         if i >= LEGACY_MAX_VCPUS {
             return None;
         }
@@ -168,7 +190,7 @@ impl HwEvtchn<'_> {
 
     /// The bitmaps of the domain in `slot`.
     pub fn bits(&self, slot: usize) -> Option<SharedBits> {
-        Some(SharedBits::new((*self.shared_info.get(slot)?)?))
+        Some(SharedBits::of(slot, (*self.shared_info.get(slot)?)?))
     }
 }
 

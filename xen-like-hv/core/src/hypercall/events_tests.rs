@@ -15,7 +15,9 @@ use hypercall_abi::evtchn::{
 use hypercall_abi::hypercall as hc;
 use hypercall_abi::sched::{SchedPoll, SchedRemoteShutdown, SchedWatchdog};
 use hypercall_abi::types::{DomId, EvtchnPort, VcpuId};
-use hypercall_abi::vcpu::{VcpuRunstateInfo, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer};
+use hypercall_abi::vcpu::{
+    VcpuRegisterVcpuInfo, VcpuRunstateInfo, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer,
+};
 use zerocopy::IntoBytes;
 
 const ALLOC_UNBOUND: u32 = 6;
@@ -492,4 +494,72 @@ fn no_delivery_when_masked_or_without_a_callback() {
     w.p.set_upcall_mask_for_test(0, 1);
     assert!(!w.run(|c| c.deliver_events()).0, "masked");
     assert_eq!(w.regs.rip, KRIP);
+}
+
+// ---- register_vcpu_info ---------------------------------------------------------------
+
+/// `VCPUOP_register_vcpu_info` for vCPU 0 with frame `mfn` at `offset`.
+fn register_vcpu_info(w: &mut World, mfn: u64, offset: u32) -> Result<u64, Errno> {
+    w.p.poke_obj(
+        KDATA,
+        &VcpuRegisterVcpuInfo {
+            mfn,
+            offset,
+            rsvd: 0,
+        },
+    );
+    hc::vcpu_op(w, 10, VcpuId(0), ptr(KDATA))
+}
+
+#[test]
+fn register_vcpu_info_moves_it_once_into_a_writable_frame_of_the_domain() {
+    use crate::mm::frame_table::{Owner, PageType};
+    let mut w = World::kernel();
+    let (mine, theirs, table) = (Mfn(0x300), Mfn(0x301), Mfn(0x302));
+    w.p.mm.ft.assign(mine, Owner::Domain(DomId(1))).unwrap();
+    w.p.mm.ft.assign(theirs, Owner::Domain(DomId(2))).unwrap();
+    w.p.mm.ft.assign(table, Owner::Domain(DomId(1))).unwrap();
+    w.p.mm(DomId(1), false, |m| {
+        crate::mm::page_type::get_page_and_type(m, table, DomId(1), PageType::L1).unwrap()
+    });
+    // 64 bytes must fit in the page, 8-byte aligned.
+    assert_eq!(
+        register_vcpu_info(&mut w, mine.0, 4096 - 56),
+        Err(Errno::ENXIO)
+    );
+    assert_eq!(register_vcpu_info(&mut w, mine.0, 4), Err(Errno::ENXIO));
+    assert_eq!(
+        register_vcpu_info(&mut w, theirs.0, 0),
+        Err(Errno::EINVAL),
+        "not ours"
+    );
+    assert_eq!(
+        register_vcpu_info(&mut w, table.0, 0),
+        Err(Errno::EINVAL),
+        "a page table"
+    );
+    assert_eq!(
+        register_vcpu_info(&mut w, 0xF_FFFF, 0),
+        Err(Errno::EINVAL),
+        "no frame"
+    );
+    assert!(w.p.vcpu_info_moves.is_empty());
+    assert_eq!(register_vcpu_info(&mut w, mine.0, 4096 - 64), Ok(0));
+    assert_eq!(w.vcpu.vcpu_info_at, Some((mine, 4096 - 64)));
+    assert_eq!(w.p.vcpu_info_moves, vec![(0, mine, 4096 - 64)]);
+    assert!(
+        w.p.upcall_pending(0),
+        "everything is marked pending after the move"
+    );
+    let f = w.p.mm.ft.info(mine).unwrap();
+    assert_eq!(f.page_type(), PageType::Writable);
+    assert_eq!(f.type_count(), 1, "held until the domain is destroyed");
+    // Once only.
+    assert_eq!(register_vcpu_info(&mut w, mine.0, 0), Err(Errno::EINVAL));
+    assert_eq!(w.p.vcpu_info_moves.len(), 1);
+    // An unreadable argument.
+    assert_eq!(
+        hc::vcpu_op(&mut w, 10, VcpuId(0), ptr(UNMAPPED)),
+        Err(Errno::EFAULT)
+    );
 }

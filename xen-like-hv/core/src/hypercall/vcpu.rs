@@ -5,14 +5,20 @@
 //! [`Timers`]: crate::vcpu::Timers
 
 use super::{HvError, HvResult};
+use crate::mm::Mfn;
+use crate::mm::frame_table::Owner;
+use crate::mm::frame_table::PageType;
+use crate::mm::page_type::get_page_and_type;
 use crate::platform::Platform;
 use crate::traps::{GuestCtx, Outcome};
 use crate::vcpu::{MIN_PERIOD_NS, Vcpu, Wait};
 use hypercall_abi::Errno;
 use hypercall_abi::types::{GuestPtr, VcpuId};
 use hypercall_abi::vcpu::{
-    VcpuOp, VcpuRegisterRunstateMemoryArea, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer,
+    VcpuOp, VcpuRegisterRunstateMemoryArea, VcpuRegisterVcpuInfo, VcpuSetPeriodicTimer,
+    VcpuSetSingleshotTimer,
 };
+use hypercall_abi::xen::shared_info::VcpuInfo;
 
 /// How far ahead a `set_timer_op` deadline may lie (2^50 ns, about 13 days); beyond
 /// it, or negative, Xen takes it for a guest bug and arms the timer 100 ms ahead.
@@ -109,9 +115,48 @@ pub fn vcpu_op<P: Platform>(
             ctx.p.timers_changed();
             Ok(0)
         }
+        VcpuOp::RegisterVcpuInfo => {
+            let info: VcpuRegisterVcpuInfo = ctx.p.read_obj(arg.addr())?;
+            register_vcpu_info(ctx, info)
+        }
         VcpuOp::GetPhysid if !ctx.dom.privileged => Err(HvError::NotPrivileged),
-        // Not offered yet (docs/xen-differences.md): register_vcpu_info,
-        // register_vcpu_time_memory_area, send_nmi, get_physid.
+        // Not offered yet (docs/xen-differences.md): register_vcpu_time_memory_area,
+        // send_nmi, get_physid.
         _ => Err(Errno::ENOSYS.into()),
     }
+}
+
+/// `VCPUOP_register_vcpu_info`: moves the caller's `vcpu_info` out of shared_info into
+/// one of its own frames, once. As in Xen 4.17 (`map_vcpu_info`): an area that would
+/// cross the page or is not 8-byte aligned is -ENXIO; a second registration, or a
+/// frame that is not the domain's or cannot be writable memory (a page table, a
+/// descriptor page), is -EINVAL. The frame keeps a writable type reference until the
+/// domain is destroyed.
+fn register_vcpu_info<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    info: VcpuRegisterVcpuInfo,
+) -> HvResult {
+    let size = core::mem::size_of::<VcpuInfo>() as u64;
+    let align = core::mem::align_of::<VcpuInfo>() as u64;
+    let offset = u64::from(info.offset);
+    if offset > crate::mm::PAGE_SIZE - size || offset % align != 0 {
+        return Err(Errno::ENXIO.into());
+    }
+    if ctx.vcpu.vcpu_info_at.is_some() {
+        return Err(Errno::EINVAL.into());
+    }
+    let (dom, privileged) = (ctx.dom.id, ctx.dom.privileged);
+    let mfn = Mfn(info.mfn);
+    let taken = ctx.p.mm(dom, privileged, |m| {
+        if m.ft.owner(mfn) != Some(Owner::Domain(dom)) {
+            return false;
+        }
+        get_page_and_type(m, mfn, dom, PageType::Writable).is_ok()
+    });
+    if !taken {
+        return Err(Errno::EINVAL.into());
+    }
+    ctx.vcpu.vcpu_info_at = Some((mfn, info.offset));
+    ctx.p.move_vcpu_info(ctx.vcpu.id, mfn, info.offset);
+    Ok(0)
 }

@@ -7,8 +7,8 @@ use super::layout::DIRECTMAP_BASE;
 use super::trap::TrapFrame;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hypercall_abi::types::DomId;
-use hypercall_abi::xen::shared_info::{SharedInfo, VcpuInfo};
-use hypercall_abi::xen::{FLAT_RING3_CS32, LEGACY_MAX_VCPUS};
+use hypercall_abi::xen::FLAT_RING3_CS32;
+use hypercall_abi::xen::shared_info::VcpuInfo;
 use xlhv_core::mm::Mfn;
 use xlhv_core::platform::{GuestFault, Platform};
 use xlhv_core::vcpu::Vcpu;
@@ -141,15 +141,10 @@ pub fn write_current(va: u64, bytes: &[u8]) -> bool {
 }
 
 impl HwPlatform<'_> {
+    /// The current domain's `vcpu_info` of `vcpu` (registered, or in shared_info).
     fn vcpu_info(&self, vcpu: u32) -> Option<*mut VcpuInfo> {
-        if vcpu as usize >= LEGACY_MAX_VCPUS {
-            return None;
-        }
-        let base = DIRECTMAP_BASE + (self.shared_info.0 << 12);
-        let si = base as *mut SharedInfo;
-        // SAFETY: shared_info is a hypervisor-allocated frame in the direct map; the
-        // index is below the array's length.
-        Some(unsafe { core::ptr::addr_of_mut!((*si).vcpu_info[vcpu as usize]) })
+        crate::events::SharedBits::of(self.slot, self.shared_info)
+            .vcpu(hypercall_abi::types::VcpuId(vcpu))
     }
 }
 
@@ -276,7 +271,7 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn upcall_pending(&self, vcpu: u32) -> bool {
-        crate::events::SharedBits::new(self.shared_info)
+        crate::events::SharedBits::of(self.slot, self.shared_info)
             .upcall_pending_of(hypercall_abi::types::VcpuId(vcpu))
     }
 
@@ -299,7 +294,7 @@ impl Platform for HwPlatform<'_> {
         ports: &[hypercall_abi::types::EvtchnPort],
     ) -> Result<bool, xlhv_core::evtchn::EvtchnError> {
         let tables = crate::events::TABLES.lock();
-        let bits = crate::events::SharedBits::new(self.shared_info);
+        let bits = crate::events::SharedBits::of(self.slot, self.shared_info);
         match tables.get(self.slot) {
             Some(t) => t.poll(&bits, vcpu, ports),
             None => Ok(true),
@@ -317,6 +312,34 @@ impl Platform for HwPlatform<'_> {
 
     fn remote_shutdown(&mut self, id: DomId, reason: xlhv_core::domain::ShutdownReason) -> bool {
         self.others.shut_down(id, reason)
+    }
+
+    fn move_vcpu_info(&mut self, vcpu: u32, mfn: xlhv_core::mm::Mfn, offset: u32) {
+        let Some(old) = self.vcpu_info(vcpu) else {
+            return;
+        };
+        let at = (mfn.0 << 12) + u64::from(offset);
+        let new = (DIRECTMAP_BASE + at) as *mut VcpuInfo;
+        // SAFETY: `old` is the live vcpu_info; `new` lies inside a frame of this
+        // domain that the caller holds a writable reference to, within the page
+        // (checked), in the direct map. The two may overlap only if the guest chose
+        // shared_info itself, which is not its frame.
+        unsafe { core::ptr::copy(old.cast::<u8>(), new.cast::<u8>(), size_of::<VcpuInfo>()) };
+        if vcpu == 0 {
+            crate::events::set_vcpu_info_at(self.slot, Some(at));
+        }
+        // SAFETY: `new` is the vcpu_info now; the flag and selector are accessed
+        // atomically, as the guest accesses them.
+        unsafe {
+            core::sync::atomic::AtomicU64::from_ptr(core::ptr::addr_of_mut!(
+                (*new).evtchn_pending_sel
+            ))
+            .store(u64::MAX, core::sync::atomic::Ordering::SeqCst);
+            core::sync::atomic::AtomicU8::from_ptr(core::ptr::addr_of_mut!(
+                (*new).evtchn_upcall_pending
+            ))
+            .store(1, core::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     fn set_shared_cr2(&mut self, vcpu: u32, cr2: u64) {
