@@ -117,6 +117,9 @@ pub struct Domain {
     pub watchdogs: [Option<u64>; NR_WATCHDOGS],
     /// Scheduling weight (Xen credit's `weight`, default 256).
     pub weight: u16,
+    /// The I/O ports it may reach (`docs/mm.md`, I/O ports): the hardware domain's
+    /// default set for dom0, none for others.
+    pub ioports: crate::ioport::IoPorts,
 }
 
 /// Watchdogs per domain (Xen's `NR_DOMAIN_WATCHDOG_TIMERS`).
@@ -140,6 +143,11 @@ impl Domain {
             console: ConsoleLine::default(),
             memory_map: None,
             watchdogs: [None; NR_WATCHDOGS],
+            ioports: if privileged {
+                crate::ioport::IoPorts::hardware_domain()
+            } else {
+                crate::ioport::IoPorts::none()
+            },
             weight: DEFAULT_WEIGHT,
         }
     }

@@ -220,7 +220,7 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
         }
         // wbinvd: harmless for the hardware domain, refused otherwise.
         [0x0F, 0x09, ..] if ctx.dom.privileged => done(ctx, 2),
-        _ => Emulation::NotEmulated,
+        _ => port_io(ctx, bytes, iopl_ok),
     }
 }
 
@@ -275,4 +275,43 @@ fn new_baseptr<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr3: u64) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// `in`/`out` from the guest kernel (`crate::ioport`): a #GP for the guest without
+/// enough virtual IOPL; otherwise the access is made if the domain may reach every
+/// port of it, else a read gives all ones and a write is dropped.
+fn port_io<P: Platform>(ctx: &mut GuestCtx<'_, P>, bytes: &[u8], iopl_ok: bool) -> Emulation {
+    use crate::ioport::{all_ones, decode};
+    let dx = u16::try_from(ctx.regs.rdx & 0xFFFF).unwrap_or(0);
+    let Some(a) = decode(bytes, dx) else {
+        return Emulation::NotEmulated;
+    };
+    if !iopl_ok {
+        return Emulation::NotEmulated;
+    }
+    let allowed = ctx.dom.ioports.permits(a.port, a.bytes);
+    let mask = u64::from(all_ones(a.bytes));
+    if a.write {
+        if allowed {
+            ctx.p.port_out(
+                a.port,
+                a.bytes,
+                u32::try_from(ctx.regs.rax & mask).unwrap_or(u32::MAX),
+            );
+        }
+    } else {
+        let v = if allowed {
+            ctx.p.port_in(a.port, a.bytes)
+        } else {
+            all_ones(a.bytes)
+        };
+        // A 32-bit read zero-extends into RAX; narrower ones keep the rest.
+        ctx.regs.rax = if a.bytes == 4 {
+            u64::from(v)
+        } else {
+            (ctx.regs.rax & !mask) | (u64::from(v) & mask)
+        };
+    }
+    ctx.regs.rip = ctx.regs.rip.wrapping_add(a.len);
+    Emulation::Done
 }

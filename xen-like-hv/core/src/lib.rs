@@ -10,6 +10,7 @@ pub mod emulate;
 pub mod evtchn;
 pub mod exit;
 pub mod hypercall;
+pub mod ioport;
 pub mod mm;
 pub mod platform;
 pub mod regs;

@@ -88,6 +88,11 @@ pub trait Platform {
     /// mark every event word pending there (`evtchn_upcall_pending` = 1,
     /// `evtchn_pending_sel` = all ones), as Xen does so that nothing is lost.
     fn move_vcpu_info(&mut self, vcpu: u32, mfn: crate::mm::Mfn, offset: u32);
+    /// Reads `bytes` (1, 2, 4) from I/O port `port` of the machine. Only called for
+    /// ports the domain may reach (`crate::ioport`).
+    fn port_in(&mut self, port: u16, bytes: u8) -> u32;
+    /// Writes `bytes` of `value` to I/O port `port` (same rule).
+    fn port_out(&mut self, port: u16, bytes: u8, value: u32);
     /// Sets `vcpu_info[vcpu].arch.cr2`.
     fn set_shared_cr2(&mut self, vcpu: u32, cr2: u64);
     /// The host's CPUID leaf (the policy is applied by the caller).

@@ -62,6 +62,10 @@ pub(crate) struct FakePlatform {
     pub shared_cr2: BTreeMap<u32, u64>,
     /// Every `move_vcpu_info` call: (vCPU, frame, offset).
     pub vcpu_info_moves: Vec<(u32, crate::mm::Mfn, u32)>,
+    /// The fake machine's I/O ports: what `port_in` reads (absent: 0x5A repeated).
+    pub ports: BTreeMap<u16, u32>,
+    /// Every `port_out`: (port, bytes, value).
+    pub port_writes: Vec<(u16, u8, u32)>,
     /// Every `load_mode` call: (kernel mode, active GS base, fs base) at the time.
     pub load_mode_calls: Vec<(bool, u64, u64)>,
     /// Host CPUID answers by (leaf, subleaf); absent = zeros.
@@ -327,6 +331,8 @@ impl Default for FakePlatform {
             masks: BTreeMap::new(),
             shared_cr2: BTreeMap::new(),
             vcpu_info_moves: Vec::new(),
+            ports: BTreeMap::new(),
+            port_writes: Vec::new(),
             load_mode_calls: Vec::new(),
             cpuid: BTreeMap::new(),
             // PE, MP, ET, NE, WP, PG
@@ -532,6 +538,15 @@ impl Platform for FakePlatform {
 
     fn set_upcall_mask(&mut self, vcpu: u32, mask: u8) {
         self.masks.insert(vcpu, mask);
+    }
+
+    fn port_in(&mut self, port: u16, bytes: u8) -> u32 {
+        let v = self.ports.get(&port).copied().unwrap_or(0x5A5A_5A5A);
+        v & crate::ioport::all_ones(bytes)
+    }
+
+    fn port_out(&mut self, port: u16, bytes: u8, value: u32) {
+        self.port_writes.push((port, bytes, value));
     }
 
     fn move_vcpu_info(&mut self, vcpu: u32, mfn: crate::mm::Mfn, offset: u32) {

@@ -494,3 +494,80 @@ fn mov_to_cr3_with_a_frame_not_owned_gives_gp() {
     assert_delivered(&w, GP, Some(0), KRIP);
     assert_eq!(w.vcpu.kernel_root, root);
 }
+
+// ---------------------------------------------------------------------------------------
+// Port I/O (crate::ioport)
+// ---------------------------------------------------------------------------------------
+
+/// dom0 (the hardware domain's ports) in kernel mode with virtual IOPL `iopl` and
+/// `code` at RIP.
+fn dom0_with(code: &[u8], iopl: u8) -> World {
+    let mut w = World::dom0();
+    w.set_trap(GP, 0, false);
+    w.code(code);
+    w.vcpu.iopl = iopl;
+    w
+}
+
+#[test]
+fn port_io_without_virtual_iopl_is_a_gp_for_the_guest() {
+    let mut w = dom0_with(&[0xEC], 0); // in al, dx
+    w.regs.rdx = 0x2FD;
+    gp(&mut w);
+    assert_delivered(&w, GP, Some(0), KRIP);
+    assert!(w.p.port_writes.is_empty());
+}
+
+#[test]
+fn dom0_reaches_com2_with_iopl_1() {
+    let mut w = dom0_with(&[0xEC], 1); // in al, dx
+    w.regs.rdx = 0x2FD;
+    w.regs.rax = 0x1111_2222_3333_4444;
+    w.p.ports.insert(0x2FD, 0x60);
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 1);
+    assert_eq!(w.regs.rax, 0x1111_2222_3333_4460, "AL only");
+
+    let mut w = dom0_with(&[0xEE], 1); // out dx, al
+    w.regs.rdx = 0x2F8;
+    w.regs.rax = 0xABCD;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.p.port_writes, vec![(0x2F8, 1, 0xCD)]);
+
+    let mut w = dom0_with(&[0xE5, 0x80], 1); // in eax, 0x80
+    w.regs.rax = u64::MAX;
+    gp(&mut w);
+    assert_eq!(w.regs.rax, 0x5A5A_5A5A, "a 32-bit read zero-extends");
+    assert_eq!(w.regs.rip, KRIP + 2);
+}
+
+#[test]
+fn the_hypervisors_ports_read_all_ones_and_drop_writes() {
+    for (code, port) in [([0xEC], 0x3FD), ([0xEC], 0x21), ([0xEC], 0x70)] {
+        let mut w = dom0_with(&code, 1);
+        w.regs.rdx = port;
+        w.regs.rax = 0;
+        assert_eq!(gp(&mut w), Outcome::Resume, "port {port:#x}");
+        assert_eq!(w.regs.rax, 0xFF, "port {port:#x}");
+    }
+    // out %al, $0xf4 would stop QEMU: dropped.
+    let mut w = dom0_with(&[0xE6, 0xF4], 1);
+    gp(&mut w);
+    assert!(w.p.port_writes.is_empty());
+    assert_eq!(w.regs.rip, KRIP + 2);
+}
+
+#[test]
+fn a_domu_reaches_no_port_even_with_iopl() {
+    let mut w = kernel_with(&[0x66, 0xED]); // in ax, dx
+    w.vcpu.iopl = 1;
+    w.regs.rdx = 0x2F8;
+    w.regs.rax = 0x1234_0000;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rax, 0x1234_FFFF);
+    let mut w = kernel_with(&[0xEE]);
+    w.vcpu.iopl = 1;
+    w.regs.rdx = 0x2F8;
+    gp(&mut w);
+    assert!(w.p.port_writes.is_empty());
+}

@@ -314,6 +314,33 @@ impl Platform for HwPlatform<'_> {
         self.others.shut_down(id, reason)
     }
 
+    fn port_in(&mut self, port: u16, bytes: u8) -> u32 {
+        // SAFETY: the portable emulation calls this only for ports the current domain
+        // may reach, none of which the hypervisor uses (xlhv_core::ioport); a read of
+        // such a port has no effect on the hypervisor's state.
+        unsafe {
+            match bytes {
+                1 => u32::from(x86_64::instructions::port::PortReadOnly::<u8>::new(port).read()),
+                2 => u32::from(x86_64::instructions::port::PortReadOnly::<u16>::new(port).read()),
+                _ => x86_64::instructions::port::PortReadOnly::<u32>::new(port).read(),
+            }
+        }
+    }
+
+    fn port_out(&mut self, port: u16, bytes: u8, value: u32) {
+        // SAFETY: as in `port_in`: a port of the domain's, not the hypervisor's.
+        unsafe {
+            match bytes {
+                1 => x86_64::instructions::port::PortWriteOnly::<u8>::new(port)
+                    .write(value.to_le_bytes()[0]),
+                2 => x86_64::instructions::port::PortWriteOnly::<u16>::new(port).write(
+                    u16::from_le_bytes([value.to_le_bytes()[0], value.to_le_bytes()[1]]),
+                ),
+                _ => x86_64::instructions::port::PortWriteOnly::<u32>::new(port).write(value),
+            }
+        }
+    }
+
     fn move_vcpu_info(&mut self, vcpu: u32, mfn: xlhv_core::mm::Mfn, offset: u32) {
         let Some(old) = self.vcpu_info(vcpu) else {
             return;
