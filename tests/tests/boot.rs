@@ -1,6 +1,6 @@
 //! The hypervisor boots from GRUB (multiboot2) in QEMU and reports the machine.
 
-use xlhv_tests::{Boot, Module, QemuExit, hypervisor, scratch};
+use xlhv_tests::{Boot, Module, QemuExit, hypervisor, scratch, test_guest};
 
 #[test]
 fn banner_and_idle() {
@@ -239,4 +239,29 @@ fn loglvl_selects_what_is_printed() {
     b.line("hvtest=bogus");
     b.no_line("memory:");
     b.no_line("debug:");
+}
+
+/// The first module that is neither `dom0` nor `domu` is dom0's initrd, as Xen hands
+/// over the module after dom0's kernel: mapped at `mod_start`, `mod_len` bytes.
+#[test]
+fn dom0_gets_the_next_module_as_its_initrd() {
+    let dir = scratch("initrd");
+    let blob = dir.join("initrd.bin");
+    std::fs::write(&blob, vec![0x5Au8; 123_457]).unwrap();
+    let mut boot = Boot::new("initrd");
+    boot.modules = vec![
+        Module {
+            path: test_guest("initrd"),
+            cmdline: "dom0 len=123457".into(),
+        },
+        Module {
+            path: blob,
+            cmdline: "images".into(),
+        },
+    ];
+    boot.stop_at = None;
+    let b = boot.run();
+    b.line("dom0: module 1 is its initrd (123457 bytes)");
+    b.line("initrd: PASS len=123457");
+    b.exited(QemuExit::Poweroff);
 }

@@ -207,6 +207,8 @@ struct Spec<'a> {
     flavour: Flavour,
     weight: u16,
     extra_flags: SifFlags,
+    /// The initrd (`start_info.mod_start`/`mod_len`), if any.
+    initrd: Option<&'a [u8]>,
 }
 
 /// Builds dom0 and adds it to the domain table (paused); returns its slot.
@@ -228,8 +230,26 @@ pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, BuildFailu
         // Xen's default dom0 power-management bits (`xen_processor_pmbits` = 3) sit in
         // SIF_PM_MASK: dom0's flags read 0x303 on Xen 4.17.
         extra_flags: SifFlags::from_bits_retain(DOM0_PM_BITS << 8),
+        initrd: dom0_initrd(info),
     };
     build_domain(index, module, &spec)
+}
+
+/// dom0's initrd: the first module that is neither `dom0` nor `domu` (Xen takes the
+/// module after dom0's kernel). dom0's toolstack keeps its named images there.
+fn dom0_initrd(info: &BootInfo) -> Option<&'static [u8]> {
+    let (index, m) = info
+        .modules
+        .iter()
+        .enumerate()
+        .find(|(_, m)| parse_module_cmdline(&m.cmdline).role == ModuleRole::Other)?;
+    let size = m.end.checked_sub(m.start)?;
+    let bytes = mm::direct_slice(m.start, size);
+    match bytes {
+        Some(_) => log::info!("dom0: module {index} is its initrd ({size} bytes)"),
+        None => log::error!("dom0: module {index} (the initrd) is unreadable; none given"),
+    }
+    bytes
 }
 
 /// Memory of a boot-time domU whose module line has no `mem=`.
@@ -261,6 +281,7 @@ pub fn build_domus(info: &BootInfo) -> usize {
             flavour: Flavour::DomU,
             weight: m.weight.unwrap_or(xlhv_core::domain::DEFAULT_WEIGHT),
             extra_flags: SifFlags::empty(),
+            initrd: None,
         };
         match build_domain(index, module, &spec) {
             Ok(_) => {
@@ -288,8 +309,9 @@ fn build_domain(
     let xinfo = XenImageInfo::parse(&elf).map_err(BuildFailure::Notes)?;
 
     let nr_pages = spec.pages;
-    let layout =
-        Layout::compute(&xinfo, nr_pages, spec.flavour, 0).map_err(BuildFailure::Layout)?;
+    let initrd_len = spec.initrd.map_or(0, |i| i.len() as u64);
+    let layout = Layout::compute(&xinfo, nr_pages, spec.flavour, initrd_len)
+        .map_err(BuildFailure::Layout)?;
     let mut mem = DomMem::allocate(nr_pages)?;
 
     let Some(shared_info) = mm::alloc_frame() else {
@@ -299,7 +321,7 @@ fn build_domain(
     init_shared_info(shared_info);
     let params = BuildParams {
         shared_info: MachineAddr(shared_info.0 << 12),
-        module: None,
+        module: spec.initrd,
         cmdline: spec.cmdline,
         store_evtchn: EvtchnPort(0),
         console_evtchn: EvtchnPort(0),
