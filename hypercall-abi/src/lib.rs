@@ -49,6 +49,7 @@ pub mod subop;
 
 pub mod callback;
 pub mod console;
+pub mod domctl;
 pub mod elfnote;
 pub mod errno;
 pub mod evtchn;
