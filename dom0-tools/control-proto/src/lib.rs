@@ -71,8 +71,8 @@ pub use message::{
     Message, Request, Response, ShutdownReason,
 };
 pub use validate::{
-    ValidationError, validate_cmdline, validate_image_name, validate_memory_mib, validate_name,
-    validate_vcpus,
+    MAX_CMDLINE_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_VCPUS, MIN_MEMORY_MIB, ValidationError,
+    validate_cmdline, validate_image_name, validate_memory_mib, validate_name, validate_vcpus,
 };
 
 /// The protocol version this crate speaks: the byte at offset 2 of every frame,
