@@ -232,6 +232,31 @@ fn frame_layout_is_as_documented() {
 }
 
 #[test]
+fn the_documented_hello_frame() {
+    // The example in docs/control-protocol.md, byte for byte.
+    let mut wire = Vec::new();
+    Request::Hello { client_version: 1 }
+        .write_frame(1, &mut wire)
+        .unwrap();
+    assert_eq!(
+        wire,
+        [
+            0x58, 0x43, 0x01, 0x01, 0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01, 0x00,
+            0x00, 0x00, 0x79, 0x10, 0xbd, 0x6b
+        ]
+    );
+    let mut ok = Vec::new();
+    Response::Ok.write_frame(1, &mut ok).unwrap();
+    assert_eq!(
+        ok,
+        [
+            0x58, 0x43, 0x01, 0x41, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x97, 0xe9,
+            0x89, 0xe4
+        ]
+    );
+}
+
+#[test]
 fn split_at_every_byte_decodes_identically() {
     let (wire, want) = sample_stream();
     for at in 0..=wire.len() {

@@ -218,6 +218,15 @@ impl Client {
         }
     }
 
+    /// Tells the client the link has been quiet for a while (500 ms or more): a
+    /// partial frame still buffered is the tail of an old session, so search
+    /// past it. [`fill`](Self::fill) does this itself when it waits that long.
+    pub fn link_quiet(&mut self) {
+        if self.decoder.buffered() > 0 {
+            self.decoder.abandon_partial();
+        }
+    }
+
     /// The socket, to wait on it together with other files.
     pub fn stream(&self) -> &UnixStream {
         &self.stream

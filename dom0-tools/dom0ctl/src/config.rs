@@ -185,10 +185,7 @@ pub fn parse(
         };
         let key = key.trim();
         check_known(key).map_err(|m| err(Some(origin.clone()), None, m))?;
-        let value = Value::from_str(raw.trim())
-            .ok()
-            .filter(|v| !v.is_inline_table())
-            .unwrap_or_else(|| Value::from(raw));
+        let value = Value::from_str(raw.trim()).unwrap_or_else(|_| Value::from(raw));
         let replaces: &[&str] = match key {
             "kernel" | "image" => &["kernel", "image"],
             _ => &[],

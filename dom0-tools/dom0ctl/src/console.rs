@@ -103,6 +103,8 @@ pub fn follow(c: &mut Client, dom: DomRef) -> Result<(), Error> {
 
         if link_ready {
             c.fill(Duration::from_millis(1))?;
+        } else if !stdin_ready {
+            c.link_quiet();
         }
         if stdin_ready {
             let n = match rustix::io::read(&stdin, &mut buf[..]) {

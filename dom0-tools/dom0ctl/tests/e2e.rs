@@ -22,6 +22,9 @@ enum Mode {
     Silent,
     /// Answers `Hello` with another protocol version.
     FutureVersion,
+    /// Sends the header of a frame that never finishes before each answer, as
+    /// a dead session leaves behind; its length swallows the answer.
+    StaleHeader,
 }
 
 struct Dom {
@@ -164,6 +167,9 @@ fn serve(mut conn: UnixStream, st: &Mutex<State>, mode: Mode) {
             }
             let mut out = Vec::new();
             noise(&mut out);
+            if mode == Mode::StaleHeader {
+                out.extend_from_slice(b"XC\x01\x45\x09\x00\x00\x00\x00\x80\x00\x00");
+            }
             let resp = answer(&req, &mut st.lock().unwrap(), mode);
             if matches!(req, Request::ConsoleAttach { .. }) {
                 // Output that arrives while the attach is answered: dom0ctl must
@@ -423,6 +429,8 @@ fn create_from_the_examples_with_overrides() {
     assert_eq!(st.created[0].0.name, "hello");
     assert_eq!(st.created[0].0.kernel, Kernel::Named("hello".into()));
     assert_eq!(st.created[0].0.memory_mib, 16);
+    assert_eq!(st.created[0].0.on_poweroff, ExitAction::Preserve);
+    assert_eq!(st.created[1].0.cmdline, "secs=600");
     assert_eq!(st.created[1].0.name, "t2");
     assert_eq!(st.created[1].0.kernel, Kernel::Named("ticker".into()));
     assert_eq!(st.created[1].0.memory_mib, 24);
@@ -610,6 +618,16 @@ fn silent_dom0_times_out_with_exit_4() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn a_stale_partial_frame_is_searched_past() {
+    let agent = Agent::start(Mode::StaleHeader);
+    let started = std::time::Instant::now();
+    let out = agent.run(&["--timeout", "10", "list"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Domain-0"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
 #[test]
