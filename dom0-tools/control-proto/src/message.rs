@@ -1,0 +1,897 @@
+//! The messages: [`Request`] (host to dom0), [`Response`] (dom0's answer, echoing
+//! the request id) and [`Event`] (unsolicited, request id 0).
+//!
+//! Each has `kind()`, `encode(&self, &mut Vec<u8>)` (the payload alone) and
+//! `decode(kind, payload)`, plus `write_frame` / `from_frame` that wrap them in a
+//! [`Frame`]. The byte layout of every payload is in `docs/control-protocol.md`.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::error::{DecodeError, ErrorCode, ErrorReply};
+use crate::frame::{Frame, FrameTooLong, write_frame};
+use crate::kind::{Class, Kind};
+use crate::wire::{Reader, Writer};
+
+/// Declares a fieldless enum whose variants are one byte on the wire, with its
+/// numbers and lower-case names written once.
+macro_rules! byte_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $ty:ident {
+            $( $(#[doc = $doc:literal])* $name:ident = $num:literal, $text:literal; )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum $ty {
+            $( $(#[doc = $doc])* $name = $num, )*
+        }
+
+        impl $ty {
+            /// Every value, in wire order.
+            pub const ALL: &'static [$ty] = &[$($ty::$name),*];
+
+            /// The value with wire number `n`, if there is one.
+            pub const fn from_u8(n: u8) -> Option<Self> {
+                match n {
+                    $( $num => Some(Self::$name), )*
+                    _ => None,
+                }
+            }
+
+            /// The lower-case name used in configs, output and JSON.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( Self::$name => $text, )*
+                }
+            }
+
+            /// The value named `s` (as [`as_str`](Self::as_str) spells it).
+            pub fn from_name(s: &str) -> Option<Self> {
+                match s {
+                    $( $text => Some(Self::$name), )*
+                    _ => None,
+                }
+            }
+
+            fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+                let v = r.u8()?;
+                Self::from_u8(v).ok_or(DecodeError::BadTag { what: stringify!($ty), value: v })
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+byte_enum! {
+    /// What dom0 does when a domain powers off (or reboots) or crashes. xl's names.
+    pub enum ExitAction {
+        /// Tear the domain down and free its memory (xl's default).
+        Destroy = 0, "destroy";
+        /// Keep the dead domain, its memory and console log until `destroy`.
+        Preserve = 1, "preserve";
+    }
+}
+
+byte_enum! {
+    /// A domain's run state. The number is also the position of its letter in
+    /// xl's six-column flags (`r b p s c d`).
+    pub enum DomState {
+        /// Running on a CPU, or runnable.
+        Running = 0, "running";
+        /// Waiting for an event.
+        Blocked = 1, "blocked";
+        /// Paused by the toolstack.
+        Paused = 2, "paused";
+        /// Shut down (see the reason), kept by `preserve`.
+        Shutdown = 3, "shutdown";
+        /// Crashed, kept by `on_crash = "preserve"`.
+        Crashed = 4, "crashed";
+        /// Being destroyed.
+        Dying = 5, "dying";
+    }
+}
+
+byte_enum! {
+    /// Why a domain shut down. The numbers are Xen's `SHUTDOWN_*` values.
+    pub enum ShutdownReason {
+        /// `SHUTDOWN_poweroff`.
+        Poweroff = 0, "poweroff";
+        /// `SHUTDOWN_reboot`.
+        Reboot = 1, "reboot";
+        /// `SHUTDOWN_suspend`.
+        Suspend = 2, "suspend";
+        /// `SHUTDOWN_crash`.
+        Crash = 3, "crash";
+        /// `SHUTDOWN_watchdog`.
+        Watchdog = 4, "watchdog";
+    }
+}
+
+impl DomState {
+    /// xl's state column: six places `rbpscd`, with this state's letter in its
+    /// place and `-` elsewhere (`"-b----"` for blocked).
+    pub const fn xl_flags(self) -> &'static str {
+        match self {
+            Self::Running => "r-----",
+            Self::Blocked => "-b----",
+            Self::Paused => "--p---",
+            Self::Shutdown => "---s--",
+            Self::Crashed => "----c-",
+            Self::Dying => "-----d",
+        }
+    }
+}
+
+/// A domain named by id or by name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DomRef {
+    /// A domain id.
+    Id(u16),
+    /// A domain name.
+    Name(String),
+}
+
+impl DomRef {
+    /// A decimal number that fits a domain id is an id; anything else is a name.
+    /// (Names cannot be all digits, so this never hides a domain.)
+    pub fn parse(s: &str) -> DomRef {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(id) = s.parse::<u16>() {
+                return DomRef::Id(id);
+            }
+        }
+        DomRef::Name(String::from(s))
+    }
+
+    fn encode(&self, w: &mut Writer<'_>) {
+        match self {
+            DomRef::Id(id) => {
+                w.u8(0);
+                w.u16(*id);
+            }
+            DomRef::Name(name) => {
+                w.u8(1);
+                w.str(name);
+            }
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            0 => Ok(DomRef::Id(r.u16()?)),
+            1 => Ok(DomRef::Name(r.string()?)),
+            v => Err(DecodeError::BadTag {
+                what: "DomRef",
+                value: v,
+            }),
+        }
+    }
+}
+
+impl fmt::Display for DomRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DomRef::Id(id) => write!(f, "{id}"),
+            DomRef::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Where a new domain's kernel comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// An image dom0 already holds (a boot module), by name.
+    Named(String),
+    /// A finished upload, by the id from [`Response::UploadReady`].
+    Uploaded(u32),
+}
+
+/// The body of [`Request::Create`]: an xl.cfg in brief.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CreateRequest {
+    /// The new domain's name (see [`validate_name`](crate::validate_name)).
+    pub name: String,
+    /// The PV kernel to boot.
+    pub kernel: Kernel,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// The kernel command line (`start_info.cmd_line`).
+    pub cmdline: String,
+    /// What to do when the domain powers off or reboots.
+    pub on_poweroff: ExitAction,
+    /// What to do when the domain crashes.
+    pub on_crash: ExitAction,
+}
+
+/// The body of [`Response::Info`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostInfo {
+    /// The Xen ABI major version the hypervisor reports (4).
+    pub xen_major: u32,
+    /// The Xen ABI minor version (17).
+    pub xen_minor: u32,
+    /// `XENVER_extraversion` (".0-xlhv", say).
+    pub xen_extra: String,
+    /// Machine memory the hypervisor manages, in KiB.
+    pub total_kib: u64,
+    /// Free machine memory, in KiB.
+    pub free_kib: u64,
+    /// Free machine frames (4 KiB pages).
+    pub free_frames: u64,
+    /// Physical CPUs.
+    pub nr_cpus: u32,
+    /// CPU (TSC) frequency in kHz.
+    pub cpu_khz: u32,
+    /// Domains that exist, dom0 included.
+    pub domains: u32,
+}
+
+/// One row of [`Response::Domains`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DomainInfo {
+    /// Domain id.
+    pub id: u16,
+    /// Domain name (dom0 is "Domain-0").
+    pub name: String,
+    /// Run state.
+    pub state: DomState,
+    /// Why it shut down, once it has.
+    pub shutdown_reason: Option<ShutdownReason>,
+    /// Memory it holds now, in KiB.
+    pub memory_kib: u64,
+    /// Memory it may hold, in KiB.
+    pub max_memory_kib: u64,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// CPU time used by all its vCPUs, in ns.
+    pub cpu_time_ns: u64,
+    /// Time since it was created, in ns.
+    pub uptime_ns: u64,
+}
+
+/// One row of [`Response::Images`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageInfo {
+    /// The name to use as `image = "..."` in a config.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Host to dom0. Each is answered by exactly one [`Response`] with its request id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Request {
+    /// The first request of a session: says which protocol the client speaks, and
+    /// resets the agent's session state (console attachment, unfinished uploads).
+    /// Answer: [`Response::HelloOk`].
+    Hello {
+        /// The protocol version the client speaks ([`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION)).
+        client_version: u32,
+    },
+    /// Host facts. Answer: [`Response::Info`].
+    Info,
+    /// Every domain. Answer: [`Response::Domains`].
+    List,
+    /// Build and start a domain. Answer: [`Response::Created`].
+    Create(CreateRequest),
+    /// Pause a domain. Answer: [`Response::Ok`].
+    Pause(DomRef),
+    /// Unpause a domain. Answer: [`Response::Ok`].
+    Unpause(DomRef),
+    /// Ask a domain to shut down cleanly (like `xl shutdown`). Answer:
+    /// [`Response::Ok`] once asked, not once it is down.
+    Shutdown(DomRef),
+    /// Tear a domain down now. Answer: [`Response::Ok`].
+    Destroy(DomRef),
+    /// A domain's console log so far (bounded). Answer: [`Response::Console`].
+    ConsoleRead {
+        /// The domain.
+        dom: DomRef,
+    },
+    /// Attach to a domain's console. Answer: [`Response::Console`] with the log
+    /// so far; from then on dom0 sends [`Event::ConsoleOutput`] for new output
+    /// until [`Request::ConsoleDetach`], a new `Hello`, or [`Event::ConsoleClosed`].
+    ConsoleAttach {
+        /// The domain.
+        dom: DomRef,
+    },
+    /// Bytes typed at a domain's console. Answer: [`Response::Ok`].
+    ConsoleInput {
+        /// The domain.
+        dom: DomRef,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Stop the console stream. Answer: [`Response::Ok`] (also when not attached).
+    ConsoleDetach,
+    /// Start an upload of `size` bytes. Answer: [`Response::UploadReady`].
+    UploadBegin {
+        /// Total size in bytes.
+        size: u64,
+        /// CRC-32 of all the bytes, checked at [`Request::UploadEnd`].
+        crc32: u32,
+    },
+    /// The next piece of an upload; `offset` must equal the bytes received so far.
+    /// Answer: [`Response::UploadAck`].
+    UploadChunk {
+        /// The upload id.
+        upload: u32,
+        /// Where `data` goes.
+        offset: u64,
+        /// At most the `chunk_max` of [`Response::UploadReady`] bytes.
+        data: Vec<u8>,
+    },
+    /// All bytes sent: check size and CRC. Answer: [`Response::Uploaded`].
+    UploadEnd {
+        /// The upload id.
+        upload: u32,
+    },
+    /// The named images dom0 holds. Answer: [`Response::Images`].
+    Images,
+    /// The hypervisor's log ring. Answer: [`Response::Dmesg`].
+    Dmesg,
+    /// Stop the machine. Answer: [`Response::Ok`], then the link goes away.
+    ShutdownHost,
+}
+
+/// Dom0 to host: the answer to one [`Request`], or [`Response::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Response {
+    /// Answers `Hello`.
+    HelloOk {
+        /// The protocol version the agent will speak.
+        protocol: u8,
+        /// The agent's name and version ("xlhv-dom0 0.1.0").
+        agent: String,
+        /// The hypervisor's name and version ("xen-like-hv 0.1.0 (Xen 4.17 ABI)").
+        hypervisor: String,
+    },
+    /// Done; nothing to report.
+    Ok,
+    /// Answers `Info`.
+    Info(HostInfo),
+    /// Answers `List`, in domain id order.
+    Domains(Vec<DomainInfo>),
+    /// Answers `Create`.
+    Created {
+        /// The new domain's id.
+        domid: u16,
+    },
+    /// Answers `ConsoleRead` and `ConsoleAttach`: the log so far.
+    Console {
+        /// Raw console bytes.
+        data: Vec<u8>,
+    },
+    /// Answers `UploadBegin`.
+    UploadReady {
+        /// The upload id for the chunks, the end, and [`Kernel::Uploaded`].
+        upload: u32,
+        /// The largest chunk dom0 takes, in bytes.
+        chunk_max: u32,
+    },
+    /// Answers `UploadChunk`.
+    UploadAck {
+        /// The upload id.
+        upload: u32,
+        /// Bytes received so far.
+        received: u64,
+    },
+    /// Answers `UploadEnd`: size and CRC-32 match; the upload can be used.
+    Uploaded {
+        /// The upload id.
+        upload: u32,
+    },
+    /// Answers `Images`.
+    Images(Vec<ImageInfo>),
+    /// Answers `Dmesg`.
+    Dmesg {
+        /// The log ring's bytes.
+        text: Vec<u8>,
+    },
+    /// The request failed.
+    Error(ErrorReply),
+}
+
+/// Dom0 to host, unsolicited (request id 0).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// New output on the attached console.
+    ConsoleOutput {
+        /// The domain.
+        domid: u16,
+        /// Raw console bytes.
+        data: Vec<u8>,
+    },
+    /// The attached console ended (the domain is gone); the stream stops.
+    ConsoleClosed {
+        /// The domain.
+        domid: u16,
+        /// Why, for a human ("domain destroyed").
+        reason: String,
+    },
+}
+
+/// Any message, for a reader that takes every class (the host's client).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Message {
+    /// Host to dom0.
+    Request(Request),
+    /// Dom0's answer.
+    Response(Response),
+    /// Dom0's unsolicited news.
+    Event(Event),
+}
+
+impl Request {
+    /// The frame kind that carries this request.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Request::Hello { .. } => Kind::Hello,
+            Request::Info => Kind::Info,
+            Request::List => Kind::List,
+            Request::Create(_) => Kind::Create,
+            Request::Pause(_) => Kind::Pause,
+            Request::Unpause(_) => Kind::Unpause,
+            Request::Shutdown(_) => Kind::Shutdown,
+            Request::Destroy(_) => Kind::Destroy,
+            Request::ConsoleRead { .. } => Kind::ConsoleRead,
+            Request::ConsoleAttach { .. } => Kind::ConsoleAttach,
+            Request::ConsoleInput { .. } => Kind::ConsoleInput,
+            Request::ConsoleDetach => Kind::ConsoleDetach,
+            Request::UploadBegin { .. } => Kind::UploadBegin,
+            Request::UploadChunk { .. } => Kind::UploadChunk,
+            Request::UploadEnd { .. } => Kind::UploadEnd,
+            Request::Images => Kind::Images,
+            Request::Dmesg => Kind::Dmesg,
+            Request::ShutdownHost => Kind::ShutdownHost,
+        }
+    }
+
+    /// Appends the payload (not the frame) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::new(out);
+        match self {
+            Request::Hello { client_version } => w.u32(*client_version),
+            Request::Info
+            | Request::List
+            | Request::ConsoleDetach
+            | Request::Images
+            | Request::Dmesg
+            | Request::ShutdownHost => {}
+            Request::Create(c) => {
+                w.str(&c.name);
+                match &c.kernel {
+                    Kernel::Named(name) => {
+                        w.u8(0);
+                        w.str(name);
+                    }
+                    Kernel::Uploaded(id) => {
+                        w.u8(1);
+                        w.u32(*id);
+                    }
+                }
+                w.u32(c.memory_mib);
+                w.u32(c.vcpus);
+                w.str(&c.cmdline);
+                w.u8(c.on_poweroff as u8);
+                w.u8(c.on_crash as u8);
+            }
+            Request::Pause(d)
+            | Request::Unpause(d)
+            | Request::Shutdown(d)
+            | Request::Destroy(d)
+            | Request::ConsoleRead { dom: d }
+            | Request::ConsoleAttach { dom: d } => d.encode(&mut w),
+            Request::ConsoleInput { dom, data } => {
+                dom.encode(&mut w);
+                w.bytes(data);
+            }
+            Request::UploadBegin { size, crc32 } => {
+                w.u64(*size);
+                w.u32(*crc32);
+            }
+            Request::UploadChunk {
+                upload,
+                offset,
+                data,
+            } => {
+                w.u32(*upload);
+                w.u64(*offset);
+                w.bytes(data);
+            }
+            Request::UploadEnd { upload } => w.u32(*upload),
+        }
+    }
+
+    /// Decodes the payload of a frame of kind `kind`. Every byte must be used.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        let kind = expect_class(kind, Class::Request)?;
+        let mut r = Reader::new(payload);
+        let req = match kind {
+            Kind::Hello => Request::Hello {
+                client_version: r.u32()?,
+            },
+            Kind::Info => Request::Info,
+            Kind::List => Request::List,
+            Kind::Create => {
+                let name = r.string()?;
+                let kernel = match r.u8()? {
+                    0 => Kernel::Named(r.string()?),
+                    1 => Kernel::Uploaded(r.u32()?),
+                    v => {
+                        return Err(DecodeError::BadTag {
+                            what: "Kernel",
+                            value: v,
+                        });
+                    }
+                };
+                Request::Create(CreateRequest {
+                    name,
+                    kernel,
+                    memory_mib: r.u32()?,
+                    vcpus: r.u32()?,
+                    cmdline: r.string()?,
+                    on_poweroff: ExitAction::decode(&mut r)?,
+                    on_crash: ExitAction::decode(&mut r)?,
+                })
+            }
+            Kind::Pause => Request::Pause(DomRef::decode(&mut r)?),
+            Kind::Unpause => Request::Unpause(DomRef::decode(&mut r)?),
+            Kind::Shutdown => Request::Shutdown(DomRef::decode(&mut r)?),
+            Kind::Destroy => Request::Destroy(DomRef::decode(&mut r)?),
+            Kind::ConsoleRead => Request::ConsoleRead {
+                dom: DomRef::decode(&mut r)?,
+            },
+            Kind::ConsoleAttach => Request::ConsoleAttach {
+                dom: DomRef::decode(&mut r)?,
+            },
+            Kind::ConsoleInput => Request::ConsoleInput {
+                dom: DomRef::decode(&mut r)?,
+                data: r.bytes()?,
+            },
+            Kind::ConsoleDetach => Request::ConsoleDetach,
+            Kind::UploadBegin => Request::UploadBegin {
+                size: r.u64()?,
+                crc32: r.u32()?,
+            },
+            Kind::UploadChunk => Request::UploadChunk {
+                upload: r.u32()?,
+                offset: r.u64()?,
+                data: r.bytes()?,
+            },
+            Kind::UploadEnd => Request::UploadEnd { upload: r.u32()? },
+            Kind::Images => Request::Images,
+            Kind::Dmesg => Request::Dmesg,
+            Kind::ShutdownHost => Request::ShutdownHost,
+            other => return Err(unexpected(other, Class::Request)),
+        };
+        r.finish()?;
+        Ok(req)
+    }
+}
+
+impl Response {
+    /// An error reply with its own message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response::Error(ErrorReply::new(code, message))
+    }
+
+    /// The frame kind that carries this response.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Response::HelloOk { .. } => Kind::HelloOk,
+            Response::Ok => Kind::Ok,
+            Response::Info(_) => Kind::InfoReply,
+            Response::Domains(_) => Kind::Domains,
+            Response::Created { .. } => Kind::Created,
+            Response::Console { .. } => Kind::Console,
+            Response::UploadReady { .. } => Kind::UploadReady,
+            Response::UploadAck { .. } => Kind::UploadAck,
+            Response::Uploaded { .. } => Kind::Uploaded,
+            Response::Images(_) => Kind::ImagesReply,
+            Response::Dmesg { .. } => Kind::DmesgReply,
+            Response::Error(_) => Kind::Error,
+        }
+    }
+
+    /// Appends the payload (not the frame) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::new(out);
+        match self {
+            Response::HelloOk {
+                protocol,
+                agent,
+                hypervisor,
+            } => {
+                w.u8(*protocol);
+                w.str(agent);
+                w.str(hypervisor);
+            }
+            Response::Ok => {}
+            Response::Info(h) => {
+                w.u32(h.xen_major);
+                w.u32(h.xen_minor);
+                w.str(&h.xen_extra);
+                w.u64(h.total_kib);
+                w.u64(h.free_kib);
+                w.u64(h.free_frames);
+                w.u32(h.nr_cpus);
+                w.u32(h.cpu_khz);
+                w.u32(h.domains);
+            }
+            Response::Domains(list) => {
+                w.len(list.len());
+                for d in list {
+                    w.u16(d.id);
+                    w.str(&d.name);
+                    w.u8(d.state as u8);
+                    match d.shutdown_reason {
+                        None => w.u8(0),
+                        Some(reason) => {
+                            w.u8(1);
+                            w.u8(reason as u8);
+                        }
+                    }
+                    w.u64(d.memory_kib);
+                    w.u64(d.max_memory_kib);
+                    w.u32(d.vcpus);
+                    w.u64(d.cpu_time_ns);
+                    w.u64(d.uptime_ns);
+                }
+            }
+            Response::Created { domid } => w.u16(*domid),
+            Response::Console { data } => w.bytes(data),
+            Response::UploadReady { upload, chunk_max } => {
+                w.u32(*upload);
+                w.u32(*chunk_max);
+            }
+            Response::UploadAck { upload, received } => {
+                w.u32(*upload);
+                w.u64(*received);
+            }
+            Response::Uploaded { upload } => w.u32(*upload),
+            Response::Images(list) => {
+                w.len(list.len());
+                for i in list {
+                    w.str(&i.name);
+                    w.u64(i.size);
+                }
+            }
+            Response::Dmesg { text } => w.bytes(text),
+            Response::Error(e) => {
+                w.u16(e.code.as_u16());
+                w.str(&e.message);
+            }
+        }
+    }
+
+    /// Decodes the payload of a frame of kind `kind`. Every byte must be used.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        let kind = expect_class(kind, Class::Response)?;
+        let mut r = Reader::new(payload);
+        let resp = match kind {
+            Kind::HelloOk => Response::HelloOk {
+                protocol: r.u8()?,
+                agent: r.string()?,
+                hypervisor: r.string()?,
+            },
+            Kind::Ok => Response::Ok,
+            Kind::InfoReply => Response::Info(HostInfo {
+                xen_major: r.u32()?,
+                xen_minor: r.u32()?,
+                xen_extra: r.string()?,
+                total_kib: r.u64()?,
+                free_kib: r.u64()?,
+                free_frames: r.u64()?,
+                nr_cpus: r.u32()?,
+                cpu_khz: r.u32()?,
+                domains: r.u32()?,
+            }),
+            Kind::Domains => Response::Domains(r.list(|r| {
+                Ok(DomainInfo {
+                    id: r.u16()?,
+                    name: r.string()?,
+                    state: DomState::decode(r)?,
+                    shutdown_reason: r.option(ShutdownReason::decode)?,
+                    memory_kib: r.u64()?,
+                    max_memory_kib: r.u64()?,
+                    vcpus: r.u32()?,
+                    cpu_time_ns: r.u64()?,
+                    uptime_ns: r.u64()?,
+                })
+            })?),
+            Kind::Created => Response::Created { domid: r.u16()? },
+            Kind::Console => Response::Console { data: r.bytes()? },
+            Kind::UploadReady => Response::UploadReady {
+                upload: r.u32()?,
+                chunk_max: r.u32()?,
+            },
+            Kind::UploadAck => Response::UploadAck {
+                upload: r.u32()?,
+                received: r.u64()?,
+            },
+            Kind::Uploaded => Response::Uploaded { upload: r.u32()? },
+            Kind::ImagesReply => Response::Images(r.list(|r| {
+                Ok(ImageInfo {
+                    name: r.string()?,
+                    size: r.u64()?,
+                })
+            })?),
+            Kind::DmesgReply => Response::Dmesg { text: r.bytes()? },
+            Kind::Error => {
+                let n = r.u16()?;
+                let code = ErrorCode::from_u16(n).ok_or(DecodeError::UnknownErrorCode(n))?;
+                Response::Error(ErrorReply::new(code, r.string()?))
+            }
+            other => return Err(unexpected(other, Class::Response)),
+        };
+        r.finish()?;
+        Ok(resp)
+    }
+}
+
+impl Event {
+    /// The frame kind that carries this event.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Event::ConsoleOutput { .. } => Kind::ConsoleOutput,
+            Event::ConsoleClosed { .. } => Kind::ConsoleClosed,
+        }
+    }
+
+    /// Appends the payload (not the frame) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::new(out);
+        match self {
+            Event::ConsoleOutput { domid, data } => {
+                w.u16(*domid);
+                w.bytes(data);
+            }
+            Event::ConsoleClosed { domid, reason } => {
+                w.u16(*domid);
+                w.str(reason);
+            }
+        }
+    }
+
+    /// Decodes the payload of a frame of kind `kind`. Every byte must be used.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        let kind = expect_class(kind, Class::Event)?;
+        let mut r = Reader::new(payload);
+        let ev = match kind {
+            Kind::ConsoleOutput => Event::ConsoleOutput {
+                domid: r.u16()?,
+                data: r.bytes()?,
+            },
+            Kind::ConsoleClosed => Event::ConsoleClosed {
+                domid: r.u16()?,
+                reason: r.string()?,
+            },
+            other => return Err(unexpected(other, Class::Event)),
+        };
+        r.finish()?;
+        Ok(ev)
+    }
+
+    /// Appends a complete frame carrying this event (request id 0) to `out`.
+    /// Fails, leaving `out` as it was, if the payload exceeds
+    /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD).
+    pub fn write_frame(&self, out: &mut Vec<u8>) -> Result<(), FrameTooLong> {
+        write_frame(self.kind(), 0, out, |o| self.encode(o))
+    }
+}
+
+impl Message {
+    /// The frame kind that carries this message.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Request(m) => m.kind(),
+            Message::Response(m) => m.kind(),
+            Message::Event(m) => m.kind(),
+        }
+    }
+
+    /// Appends the payload (not the frame) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Message::Request(m) => m.encode(out),
+            Message::Response(m) => m.encode(out),
+            Message::Event(m) => m.encode(out),
+        }
+    }
+
+    /// Decodes the payload of a frame of kind `kind`, of any class.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        match Kind::from_u8(kind)
+            .ok_or(DecodeError::UnknownKind(kind))?
+            .class()
+        {
+            Class::Request => Request::decode(kind, payload).map(Message::Request),
+            Class::Response => Response::decode(kind, payload).map(Message::Response),
+            Class::Event => Event::decode(kind, payload).map(Message::Event),
+        }
+    }
+
+    /// Decodes a frame's payload, of any class.
+    pub fn from_frame(frame: &Frame) -> Result<Self, DecodeError> {
+        Self::decode(frame.kind, &frame.payload)
+    }
+
+    /// Appends a complete frame with request id `id` to `out` (give events 0).
+    /// Fails, leaving `out` as it was, if the payload exceeds
+    /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD).
+    pub fn write_frame(&self, id: u32, out: &mut Vec<u8>) -> Result<(), FrameTooLong> {
+        write_frame(self.kind(), id, out, |o| self.encode(o))
+    }
+}
+
+/// `write_frame` and `from_frame` for the request and response enums.
+macro_rules! framed {
+    ($ty:ident) => {
+        impl $ty {
+            /// Appends a complete frame with request id `id` to `out`. Fails,
+            /// leaving `out` as it was, if the payload exceeds
+            /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD).
+            pub fn write_frame(&self, id: u32, out: &mut Vec<u8>) -> Result<(), FrameTooLong> {
+                write_frame(self.kind(), id, out, |o| self.encode(o))
+            }
+
+            /// Decodes a frame's payload.
+            pub fn from_frame(frame: &Frame) -> Result<Self, DecodeError> {
+                Self::decode(frame.kind, &frame.payload)
+            }
+        }
+    };
+}
+
+framed!(Request);
+framed!(Response);
+
+impl Event {
+    /// Decodes a frame's payload.
+    pub fn from_frame(frame: &Frame) -> Result<Self, DecodeError> {
+        Self::decode(frame.kind, &frame.payload)
+    }
+}
+
+impl From<Request> for Message {
+    fn from(m: Request) -> Self {
+        Message::Request(m)
+    }
+}
+
+impl From<Response> for Message {
+    fn from(m: Response) -> Self {
+        Message::Response(m)
+    }
+}
+
+impl From<Event> for Message {
+    fn from(m: Event) -> Self {
+        Message::Event(m)
+    }
+}
+
+fn expect_class(kind: u8, expected: Class) -> Result<Kind, DecodeError> {
+    let k = Kind::from_u8(kind).ok_or(DecodeError::UnknownKind(kind))?;
+    if k.class() == expected {
+        Ok(k)
+    } else {
+        Err(unexpected(k, expected))
+    }
+}
+
+fn unexpected(kind: Kind, expected: Class) -> DecodeError {
+    DecodeError::UnexpectedKind { kind, expected }
+}

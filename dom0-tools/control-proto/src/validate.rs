@@ -1,0 +1,259 @@
+//! Checks on a create request that both sides run: `dom0ctl` to point at the
+//! config line at fault, dom0 because it trusts nothing from the link.
+
+use core::fmt;
+
+use crate::error::{ErrorCode, ErrorReply};
+use crate::message::{CreateRequest, Kernel};
+
+/// Longest domain or image name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+/// Smallest domain, in MiB: a PV kernel needs its image, page tables and start info.
+pub const MIN_MEMORY_MIB: u32 = 4;
+/// Largest domain, in MiB (64 GiB): a sanity bound, far above any machine we run on.
+pub const MAX_MEMORY_MIB: u32 = 64 * 1024;
+/// Most vCPUs per domain: the hypervisor runs one vCPU per domain for now.
+pub const MAX_VCPUS: u32 = 1;
+/// Longest kernel command line, in bytes: Xen's `MAX_GUEST_CMDLINE` (1024) less the NUL.
+pub const MAX_CMDLINE_LEN: usize = 1023;
+
+/// A create request that must not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValidationError {
+    /// The name is empty.
+    NameEmpty,
+    /// The name is longer than [`MAX_NAME_LEN`] bytes.
+    NameTooLong(usize),
+    /// The name holds a character outside `A-Z a-z 0-9 _ . -`.
+    NameBadChar(char),
+    /// The name starts with `_`, `.` or `-`.
+    NameBadStart(char),
+    /// The name is all digits, so it would read as a domain id.
+    NameAllDigits,
+    /// The image name is empty, too long or holds a control character.
+    BadImageName,
+    /// Less memory than [`MIN_MEMORY_MIB`].
+    MemoryTooSmall(u32),
+    /// More memory than [`MAX_MEMORY_MIB`].
+    MemoryTooLarge(u32),
+    /// Zero vCPUs.
+    NoVcpus,
+    /// More vCPUs than [`MAX_VCPUS`].
+    TooManyVcpus(u32),
+    /// A command line longer than [`MAX_CMDLINE_LEN`] bytes.
+    CmdlineTooLong(usize),
+    /// A command line with a NUL byte.
+    CmdlineNul,
+}
+
+impl ValidationError {
+    /// The configuration key at fault (`name`, `image`, `memory`, `vcpus`, `cmdline`).
+    pub const fn key(&self) -> &'static str {
+        match self {
+            Self::NameEmpty
+            | Self::NameTooLong(_)
+            | Self::NameBadChar(_)
+            | Self::NameBadStart(_)
+            | Self::NameAllDigits => "name",
+            Self::BadImageName => "image",
+            Self::MemoryTooSmall(_) | Self::MemoryTooLarge(_) => "memory",
+            Self::NoVcpus | Self::TooManyVcpus(_) => "vcpus",
+            Self::CmdlineTooLong(_) | Self::CmdlineNul => "cmdline",
+        }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NameEmpty => f.write_str("the name is empty; give the domain a name"),
+            Self::NameTooLong(n) => {
+                write!(
+                    f,
+                    "the name is {n} bytes long; at most {MAX_NAME_LEN} are allowed"
+                )
+            }
+            Self::NameBadChar(c) => write!(
+                f,
+                "the name holds {c:?}; use only letters, digits, '_', '.' and '-'"
+            ),
+            Self::NameBadStart(c) => {
+                write!(
+                    f,
+                    "the name starts with {c:?}; start it with a letter or digit"
+                )
+            }
+            Self::NameAllDigits => {
+                f.write_str("the name is all digits, which reads as a domain id; add a letter")
+            }
+            Self::BadImageName => write!(
+                f,
+                "the image name must be 1 to {MAX_NAME_LEN} bytes without control characters"
+            ),
+            Self::MemoryTooSmall(m) => {
+                write!(
+                    f,
+                    "{m} MiB is too little; a domain needs at least {MIN_MEMORY_MIB} MiB"
+                )
+            }
+            Self::MemoryTooLarge(m) => {
+                write!(
+                    f,
+                    "{m} MiB is too much; at most {MAX_MEMORY_MIB} MiB is allowed"
+                )
+            }
+            Self::NoVcpus => f.write_str("a domain needs at least 1 vCPU"),
+            Self::TooManyVcpus(n) => write!(
+                f,
+                "{n} vCPUs asked, but the hypervisor runs at most {MAX_VCPUS} per domain"
+            ),
+            Self::CmdlineTooLong(n) => write!(
+                f,
+                "the command line is {n} bytes; Xen guests take at most {MAX_CMDLINE_LEN}"
+            ),
+            Self::CmdlineNul => f.write_str("the command line holds a NUL byte"),
+        }
+    }
+}
+
+impl From<ValidationError> for ErrorReply {
+    /// What dom0 answers to a create request that fails validation.
+    fn from(e: ValidationError) -> Self {
+        ErrorReply::new(ErrorCode::BadConfig, alloc::format!("{}: {e}", e.key()))
+    }
+}
+
+/// Checks a domain name: 1 to [`MAX_NAME_LEN`] bytes of `A-Z a-z 0-9 _ . -`,
+/// starting with a letter or digit, and not all digits.
+pub fn validate_name(name: &str) -> Result<(), ValidationError> {
+    let first = name.chars().next().ok_or(ValidationError::NameEmpty)?;
+    if name.len() > MAX_NAME_LEN {
+        return Err(ValidationError::NameTooLong(name.len()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(ValidationError::NameBadChar(c));
+    }
+    if !first.is_ascii_alphanumeric() {
+        return Err(ValidationError::NameBadStart(first));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ValidationError::NameAllDigits);
+    }
+    Ok(())
+}
+
+/// Checks the name of an image dom0 holds: 1 to [`MAX_NAME_LEN`] bytes, no
+/// control characters.
+pub fn validate_image_name(name: &str) -> Result<(), ValidationError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(ValidationError::BadImageName);
+    }
+    Ok(())
+}
+
+/// Checks a memory size: [`MIN_MEMORY_MIB`] to [`MAX_MEMORY_MIB`] MiB.
+pub fn validate_memory_mib(mib: u32) -> Result<(), ValidationError> {
+    if mib < MIN_MEMORY_MIB {
+        Err(ValidationError::MemoryTooSmall(mib))
+    } else if mib > MAX_MEMORY_MIB {
+        Err(ValidationError::MemoryTooLarge(mib))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a vCPU count: 1 to [`MAX_VCPUS`].
+pub fn validate_vcpus(n: u32) -> Result<(), ValidationError> {
+    match n {
+        0 => Err(ValidationError::NoVcpus),
+        n if n > MAX_VCPUS => Err(ValidationError::TooManyVcpus(n)),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a kernel command line: at most [`MAX_CMDLINE_LEN`] bytes, no NUL.
+pub fn validate_cmdline(cmdline: &str) -> Result<(), ValidationError> {
+    if cmdline.len() > MAX_CMDLINE_LEN {
+        Err(ValidationError::CmdlineTooLong(cmdline.len()))
+    } else if cmdline.contains('\0') {
+        Err(ValidationError::CmdlineNul)
+    } else {
+        Ok(())
+    }
+}
+
+impl CreateRequest {
+    /// Runs every check, in key order: name, image, memory, vcpus, cmdline.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_name(&self.name)?;
+        if let Kernel::Named(image) = &self.kernel {
+            validate_image_name(image)?;
+        }
+        validate_memory_mib(self.memory_mib)?;
+        validate_vcpus(self.vcpus)?;
+        validate_cmdline(&self.cmdline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::ExitAction;
+    use alloc::string::String;
+
+    #[test]
+    fn names() {
+        assert_eq!(validate_name("hello"), Ok(()));
+        assert_eq!(validate_name("Domain-0"), Ok(()));
+        assert_eq!(validate_name("a.b_c-9"), Ok(()));
+        assert_eq!(validate_name("7up"), Ok(()));
+        assert_eq!(validate_name(""), Err(ValidationError::NameEmpty));
+        assert_eq!(validate_name("42"), Err(ValidationError::NameAllDigits));
+        assert_eq!(validate_name("a b"), Err(ValidationError::NameBadChar(' ')));
+        assert_eq!(validate_name("-x"), Err(ValidationError::NameBadStart('-')));
+        assert_eq!(
+            validate_name("héllo"),
+            Err(ValidationError::NameBadChar('é'))
+        );
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        assert_eq!(validate_name(&long), Err(ValidationError::NameTooLong(65)));
+        assert_eq!(validate_name(&long[1..]), Ok(()));
+    }
+
+    #[test]
+    fn numbers_and_cmdline() {
+        assert!(validate_memory_mib(3).is_err());
+        assert!(validate_memory_mib(4).is_ok());
+        assert!(validate_memory_mib(MAX_MEMORY_MIB).is_ok());
+        assert!(validate_memory_mib(MAX_MEMORY_MIB + 1).is_err());
+        assert_eq!(validate_vcpus(0), Err(ValidationError::NoVcpus));
+        assert_eq!(validate_vcpus(1), Ok(()));
+        assert_eq!(validate_vcpus(2), Err(ValidationError::TooManyVcpus(2)));
+        assert!(validate_cmdline(&"x".repeat(MAX_CMDLINE_LEN)).is_ok());
+        assert!(validate_cmdline(&"x".repeat(MAX_CMDLINE_LEN + 1)).is_err());
+        assert_eq!(validate_cmdline("a\0b"), Err(ValidationError::CmdlineNul));
+    }
+
+    #[test]
+    fn create_request_and_reply() {
+        let mut req = CreateRequest {
+            name: String::from("hello"),
+            kernel: Kernel::Named(String::from("hello")),
+            memory_mib: 16,
+            vcpus: 1,
+            cmdline: String::new(),
+            on_poweroff: ExitAction::Destroy,
+            on_crash: ExitAction::Destroy,
+        };
+        assert_eq!(req.validate(), Ok(()));
+        req.memory_mib = 1;
+        let e = req.validate().unwrap_err();
+        assert_eq!(e.key(), "memory");
+        let reply = ErrorReply::from(e);
+        assert_eq!(reply.code, ErrorCode::BadConfig);
+        assert!(reply.message.starts_with("memory: 1 MiB is too little"));
+    }
+}

@@ -1,0 +1,252 @@
+//! The command line, declared with clap.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  dom0 reported an error (the operation failed)
+  2  usage error
+  3  bad local input (config file, kernel image)
+  4  dom0 not reachable, or the link failed
+
+Examples:
+  dom0ctl create examples/hello.toml          create a domain, print its id
+  dom0ctl create examples/hello.toml memory=32 name=hello2 --console
+  dom0ctl list
+  dom0ctl console hello                       interactive; Ctrl-] detaches
+  dom0ctl console hello --no-follow           print the log so far and exit
+  dom0ctl destroy hello
+
+The control socket is QEMU's end of dom0's COM2, made by `scripts/run`.";
+
+const SOCKET_HELP: &str = "The control socket [default: $DOM0CTL_SOCKET, \
+                           else ${XDG_RUNTIME_DIR:-/tmp}/xen-like-hv/dom0.sock]";
+
+/// Control xen-like-hv's domains through dom0's control agent.
+#[derive(Debug, Parser)]
+#[command(name = "dom0ctl", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[arg(long, global = true, value_name = "PATH", help = SOCKET_HELP)]
+    pub socket: Option<PathBuf>,
+
+    /// Seconds to wait for each answer from dom0
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub timeout: u64,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a domain from a config file and print its id
+    #[command(after_help = "\
+The config is TOML, like xl.cfg (see examples/README.md):
+  name = \"hello\"        required
+  image = \"hello\"       an image dom0 has (dom0ctl images), or
+  kernel = \"k.elf\"      a PV kernel on the host, uploaded first (relative to the config)
+  memory = 32           MiB (default 32)
+  vcpus = 1             (default 1)
+  cmdline = \"\"          kernel command line (default empty)
+  on_poweroff = \"destroy\"   or \"preserve\" (default destroy)
+  on_crash = \"destroy\"      or \"preserve\" (default destroy)
+
+KEY=VALUE arguments override the file; VALUE is read as TOML, else as a string.
+
+Examples:
+  dom0ctl create examples/hello.toml
+  dom0ctl create examples/ticker.toml name=ticker2 memory=16
+  dom0ctl create my.toml kernel=target/x86_64-unknown-none/release/my-guest --console")]
+    Create {
+        /// The domain's config file
+        config: PathBuf,
+        /// Settings that override the file's, like memory=64
+        #[arg(value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Attach to the new domain's console
+        #[arg(short, long)]
+        console: bool,
+    },
+    /// List domains, like `xl list`
+    #[command(after_help = "\
+State flags (one per column): r running, b blocked, p paused, s shut down,
+c crashed, d dying.
+
+Examples:
+  dom0ctl list
+  dom0ctl list --json")]
+    List {
+        /// Print a JSON array of objects instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a domain
+    #[command(after_help = "Example:\n  dom0ctl pause hello")]
+    Pause {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+    },
+    /// Unpause a domain
+    #[command(after_help = "Example:\n  dom0ctl unpause 3")]
+    Unpause {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+    },
+    /// Ask a domain to shut down cleanly (returns once asked)
+    #[command(after_help = "Example:\n  dom0ctl shutdown hello")]
+    Shutdown {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+    },
+    /// Destroy a domain now
+    #[command(after_help = "Example:\n  dom0ctl destroy hello")]
+    Destroy {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+    },
+    /// Attach to a domain's console (Ctrl-] detaches)
+    #[command(after_help = "\
+Prints the log so far, then follows the output and sends what you type.
+Ctrl-] (or end of input) detaches; the domain keeps running.
+
+Examples:
+  dom0ctl console hello
+  dom0ctl console 3 --no-follow > hello.log")]
+    Console {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+        /// Print the log so far and exit
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Hypervisor version, memory and CPUs
+    Info,
+    /// Print the hypervisor's log ring
+    Dmesg,
+    /// List the kernel images dom0 has (for `image = "..."`)
+    Images,
+    /// Ask dom0 to stop the machine
+    ShutdownHost,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("dom0ctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn create_with_overrides_and_console() {
+        let cli = parse(&["create", "hello.toml", "memory=64", "name=x", "--console"]).unwrap();
+        let Command::Create {
+            config,
+            overrides,
+            console,
+        } = cli.command
+        else {
+            panic!("not create");
+        };
+        assert_eq!(config, PathBuf::from("hello.toml"));
+        assert_eq!(overrides, ["memory=64", "name=x"]);
+        assert!(console);
+        assert_eq!(cli.timeout, 30);
+        assert_eq!(cli.socket, None);
+    }
+
+    #[test]
+    fn global_options_anywhere() {
+        let cli = parse(&["list", "--json", "--socket", "/x.sock", "--timeout", "5"]).unwrap();
+        assert!(matches!(cli.command, Command::List { json: true }));
+        assert_eq!(cli.socket, Some(PathBuf::from("/x.sock")));
+        assert_eq!(cli.timeout, 5);
+        let cli = parse(&["--socket=/y", "console", "hello", "--no-follow"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Console { ref dom, no_follow: true } if dom == "hello"
+        ));
+    }
+
+    #[test]
+    fn every_domain_command() {
+        for c in ["pause", "unpause", "shutdown", "destroy"] {
+            let cli = parse(&[c, "7"]).unwrap();
+            let dom = match cli.command {
+                Command::Pause { dom }
+                | Command::Unpause { dom }
+                | Command::Shutdown { dom }
+                | Command::Destroy { dom } => dom,
+                other => panic!("{c} parsed as {other:?}"),
+            };
+            assert_eq!(dom, "7");
+            assert_eq!(
+                parse(&[c]).unwrap_err().kind(),
+                ErrorKind::MissingRequiredArgument
+            );
+        }
+        for c in ["info", "dmesg", "images", "shutdown-host"] {
+            parse(&[c]).unwrap();
+        }
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert_eq!(
+            parse(&[]).unwrap_err().kind(),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        assert_eq!(
+            parse(&["frobnicate"]).unwrap_err().kind(),
+            ErrorKind::InvalidSubcommand
+        );
+        assert_eq!(
+            parse(&["create"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&["list", "--timeout", "0"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["list", "--timeout", "soon"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["list", "--yaml"]).unwrap_err().kind(),
+            ErrorKind::UnknownArgument
+        );
+        // Usage errors exit with 2, the documented code.
+        assert_eq!(parse(&["frobnicate"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn help_documents_exit_codes_and_examples() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("4  dom0 not reachable"));
+        assert!(help.contains("dom0ctl create examples/hello.toml"));
+    }
+}

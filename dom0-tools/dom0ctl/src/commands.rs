@@ -1,0 +1,223 @@
+//! What each subcommand does.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use control_proto::{CreateRequest, DomRef, Kernel, MAX_DATA, Request, Response, crc32};
+
+use crate::cli::{Cli, Command};
+use crate::client::Client;
+use crate::config::{self, KernelSource};
+use crate::console;
+use crate::elf;
+use crate::error::Error;
+use crate::output;
+use crate::paths::default_socket_path;
+
+/// Runs the command `cli` names, printing its results on stdout.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    let socket = cli.socket.clone().unwrap_or_else(default_socket_path);
+    let timeout = Duration::from_secs(cli.timeout);
+    let connect = || Client::connect(&socket, timeout);
+    match cli.command {
+        Command::Create {
+            config,
+            overrides,
+            console: attach,
+        } => {
+            let cfg = config::load(&config, &overrides).map_err(|e| Error::Input(e.to_string()))?;
+            let image = match &cfg.kernel {
+                KernelSource::File(path) => Some(read_kernel(&config, path)?),
+                KernelSource::Image(_) => None,
+            };
+            let mut c = connect()?;
+            let kernel = match (&cfg.kernel, image) {
+                (KernelSource::File(path), Some(bytes)) => {
+                    Kernel::Uploaded(upload(&mut c, &bytes, path)?)
+                }
+                (KernelSource::Image(name), _) => Kernel::Named(name.clone()),
+                (KernelSource::File(_), None) => unreachable!("a file kernel was read above"),
+            };
+            let req = CreateRequest {
+                name: cfg.name.clone(),
+                kernel,
+                memory_mib: cfg.memory_mib,
+                vcpus: cfg.vcpus,
+                cmdline: cfg.cmdline,
+                on_poweroff: cfg.on_poweroff,
+                on_crash: cfg.on_crash,
+            };
+            req.validate()
+                .map_err(|e| Error::Input(format!("{}: {}: {e}", config.display(), e.key())))?;
+            let req = Request::Create(req);
+            let domid = match call(&mut c, &req, format_args!("create {}", cfg.name))? {
+                Response::Created { domid } => domid,
+                other => return Err(c.unexpected(&req, &other)),
+            };
+            print(format!("{domid}\n").as_bytes())?;
+            if attach {
+                console::follow(&mut c, DomRef::Id(domid))?;
+            }
+            Ok(())
+        }
+        Command::List { json } => {
+            let mut c = connect()?;
+            let domains = match call(&mut c, &Request::List, "list")? {
+                Response::Domains(d) => d,
+                other => return Err(c.unexpected(&Request::List, &other)),
+            };
+            let text = if json {
+                output::domain_json(&domains)
+            } else {
+                output::domain_table(&domains)
+            };
+            print(text.as_bytes())
+        }
+        Command::Pause { dom } => simple(connect()?, Request::Pause(DomRef::parse(&dom)), "pause"),
+        Command::Unpause { dom } => {
+            simple(connect()?, Request::Unpause(DomRef::parse(&dom)), "unpause")
+        }
+        Command::Shutdown { dom } => simple(
+            connect()?,
+            Request::Shutdown(DomRef::parse(&dom)),
+            "shutdown",
+        ),
+        Command::Destroy { dom } => {
+            simple(connect()?, Request::Destroy(DomRef::parse(&dom)), "destroy")
+        }
+        Command::Console { dom, no_follow } => {
+            let mut c = connect()?;
+            let dom = DomRef::parse(&dom);
+            if no_follow {
+                let req = Request::ConsoleRead { dom: dom.clone() };
+                match call(&mut c, &req, format_args!("console {dom}"))? {
+                    Response::Console { data } => print(&data),
+                    other => Err(c.unexpected(&req, &other)),
+                }
+            } else {
+                console::follow(&mut c, dom)
+            }
+        }
+        Command::Info => {
+            let mut c = connect()?;
+            match call(&mut c, &Request::Info, "info")? {
+                Response::Info(info) => print(output::host_info(&info, c.greeting()).as_bytes()),
+                other => Err(c.unexpected(&Request::Info, &other)),
+            }
+        }
+        Command::Dmesg => {
+            let mut c = connect()?;
+            match call(&mut c, &Request::Dmesg, "dmesg")? {
+                Response::Dmesg { text } => print(&text),
+                other => Err(c.unexpected(&Request::Dmesg, &other)),
+            }
+        }
+        Command::Images => {
+            let mut c = connect()?;
+            match call(&mut c, &Request::Images, "images")? {
+                Response::Images(list) => print(output::image_table(&list).as_bytes()),
+                other => Err(c.unexpected(&Request::Images, &other)),
+            }
+        }
+        Command::ShutdownHost => {
+            let mut c = connect()?;
+            match call(&mut c, &Request::ShutdownHost, "shutdown-host") {
+                // Dom0 may stop the machine before its answer gets out.
+                Ok(Response::Ok) | Err(Error::Closed(_)) => Ok(()),
+                Ok(other) => Err(c.unexpected(&Request::ShutdownHost, &other)),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// Sends `req`, naming `what` in a dom0 error.
+fn call(c: &mut Client, req: &Request, what: impl std::fmt::Display) -> Result<Response, Error> {
+    c.call(req).map_err(|e| e.context(what))
+}
+
+/// A request whose only answer is `Ok`.
+fn simple(mut c: Client, req: Request, verb: &str) -> Result<(), Error> {
+    let what = match &req {
+        Request::Pause(d) | Request::Unpause(d) | Request::Shutdown(d) | Request::Destroy(d) => {
+            format!("{verb} {d}")
+        }
+        _ => verb.to_string(),
+    };
+    match call(&mut c, &req, what)? {
+        Response::Ok => Ok(()),
+        other => Err(c.unexpected(&req, &other)),
+    }
+}
+
+fn print(bytes: &[u8]) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`dom0ctl list | head -0`) is not dom0's failure; stop quietly.
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
+    Ok(())
+}
+
+/// Reads the kernel named by `config` and checks it looks like a PV kernel.
+fn read_kernel(config: &Path, path: &Path) -> Result<Vec<u8>, Error> {
+    let bad = |what: String| {
+        Error::Input(format!(
+            "{}: kernel {}: {what}",
+            config.display(),
+            path.display()
+        ))
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        bad(format!(
+            "cannot read it ({e}); paths in a config are relative to the config's directory"
+        ))
+    })?;
+    elf::check_kernel(&bytes).map_err(|what| bad(format!("the file {what}")))?;
+    Ok(bytes)
+}
+
+/// Uploads `data` in chunks and returns the upload id once dom0 has checked it.
+fn upload(c: &mut Client, data: &[u8], path: &Path) -> Result<u32, Error> {
+    let what = format!("upload {}", path.display());
+    let begin = Request::UploadBegin {
+        size: data.len() as u64,
+        crc32: crc32(data),
+    };
+    let (upload, chunk_max) = match call(c, &begin, &what)? {
+        Response::UploadReady { upload, chunk_max } => (upload, chunk_max),
+        other => return Err(c.unexpected(&begin, &other)),
+    };
+    let chunk = usize::try_from(chunk_max).unwrap_or(MAX_DATA).min(MAX_DATA);
+    if chunk == 0 {
+        return Err(Error::Link(
+            "dom0 offered an upload with 0-byte chunks; its control agent is broken".to_string(),
+        ));
+    }
+    let mut offset = 0u64;
+    for piece in data.chunks(chunk) {
+        let req = Request::UploadChunk {
+            upload,
+            offset,
+            data: piece.to_vec(),
+        };
+        offset += piece.len() as u64;
+        match call(c, &req, &what)? {
+            Response::UploadAck {
+                upload: u,
+                received,
+            } if u == upload && received == offset => {}
+            Response::UploadAck { received, .. } => {
+                return Err(Error::Link(format!(
+                    "{what}: dom0 acknowledged {received} bytes where {offset} were sent; \
+                     the link is losing data"
+                )));
+            }
+            other => return Err(c.unexpected(&req, &other)),
+        }
+    }
+    let end = Request::UploadEnd { upload };
+    match call(c, &end, &what)? {
+        Response::Uploaded { upload: u } if u == upload => Ok(upload),
+        other => Err(c.unexpected(&end, &other)),
+    }
+}

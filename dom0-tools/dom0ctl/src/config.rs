@@ -1,0 +1,544 @@
+//! Domain config files: TOML in the spirit of xl.cfg, plus `KEY=VALUE` overrides.
+//!
+//! ```toml
+//! name = "hello"          # required
+//! image = "hello"         # an image dom0 has; or kernel = "path/to/pv-elf"
+//! memory = 16             # MiB (default 32)
+//! vcpus = 1               # default 1
+//! cmdline = ""            # default ""
+//! on_poweroff = "destroy" # or "preserve" (default destroy)
+//! on_crash = "destroy"    # or "preserve" (default destroy)
+//! ```
+//!
+//! Every error names the file and line (or the override) and the key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use control_proto::{
+    ExitAction, MAX_MEMORY_MIB, MIN_MEMORY_MIB, validate_cmdline, validate_image_name,
+    validate_memory_mib, validate_name, validate_vcpus,
+};
+use toml_edit::{Document, Value};
+
+/// Memory when the config does not say, in MiB.
+pub const DEFAULT_MEMORY_MIB: u32 = 32;
+
+/// The keys a config may set, in the order the docs list them.
+pub const KEYS: &[&str] = &[
+    "name",
+    "kernel",
+    "image",
+    "memory",
+    "vcpus",
+    "cmdline",
+    "on_poweroff",
+    "on_crash",
+];
+
+/// Where the kernel comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource {
+    /// A file on the host, uploaded before the create (already resolved against
+    /// the config's directory).
+    File(PathBuf),
+    /// An image dom0 already has.
+    Image(String),
+}
+
+/// A checked domain config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainConfig {
+    /// Domain name.
+    pub name: String,
+    /// The kernel.
+    pub kernel: KernelSource,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// What dom0 does when the domain powers off or reboots.
+    pub on_poweroff: ExitAction,
+    /// What dom0 does when the domain crashes.
+    pub on_crash: ExitAction,
+}
+
+/// Where a setting came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A line of the config file.
+    Line(usize),
+    /// A `KEY=VALUE` argument.
+    Override(String),
+}
+
+/// A config that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file as the user named it.
+    pub file: String,
+    /// Where in it (or on the command line); `None` for the file as a whole.
+    pub origin: Option<Origin>,
+    /// The key at fault, if one is.
+    pub key: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            None => write!(f, "{}: ", self.file)?,
+            Some(Origin::Line(n)) => write!(f, "{}:{n}: ", self.file)?,
+            Some(Origin::Override(arg)) => write!(f, "command line `{arg}`: ")?,
+        }
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One setting before conversion.
+struct Setting {
+    key: String,
+    value: Value,
+    origin: Origin,
+}
+
+/// Reads and checks the config at `path`, then applies `overrides` (`KEY=VALUE`).
+pub fn load(path: &Path, overrides: &[String]) -> Result<DomainConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        origin: None,
+        key: None,
+        message: format!("cannot read the config file: {e}"),
+    })?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    parse(&text, &file, dir, overrides)
+}
+
+/// Checks config `text` (from `file`, for messages), resolving a file `kernel`
+/// against `dir`, and applies `overrides`. An override's `kernel` is relative to
+/// the current directory; an override of `kernel` drops the file's `image` and
+/// the other way round.
+pub fn parse(
+    text: &str,
+    file: &str,
+    dir: &Path,
+    overrides: &[String],
+) -> Result<DomainConfig, ConfigError> {
+    let err = |origin: Option<Origin>, key: Option<&str>, message: String| ConfigError {
+        file: file.to_string(),
+        origin,
+        key: key.map(String::from),
+        message,
+    };
+    let doc = Document::parse(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        err(
+            line.map(Origin::Line),
+            None,
+            format!("not valid TOML: {}", e.message().trim_end()),
+        )
+    })?;
+
+    let mut settings: Vec<Setting> = Vec::new();
+    for (key, item) in doc.iter() {
+        let origin = Origin::Line(
+            doc.key(key)
+                .and_then(|k| k.span())
+                .or_else(|| item.span())
+                .map_or(1, |s| line_of(text, s.start)),
+        );
+        let Some(value) = item.as_value() else {
+            return Err(err(
+                Some(origin),
+                Some(key),
+                format!(
+                    "is a table; a domain config is flat `key = value` lines ({})",
+                    KEYS.join(", ")
+                ),
+            ));
+        };
+        check_known(key).map_err(|m| err(Some(origin.clone()), None, m))?;
+        settings.push(Setting {
+            key: key.to_string(),
+            value: value.clone(),
+            origin,
+        });
+    }
+    for arg in overrides {
+        let origin = Origin::Override(arg.clone());
+        let Some((key, raw)) = arg.split_once('=') else {
+            return Err(err(
+                Some(origin),
+                None,
+                "an override is KEY=VALUE, like memory=64".to_string(),
+            ));
+        };
+        let key = key.trim();
+        check_known(key).map_err(|m| err(Some(origin.clone()), None, m))?;
+        let value = Value::from_str(raw.trim()).unwrap_or_else(|_| Value::from(raw));
+        let replaces: &[&str] = match key {
+            "kernel" | "image" => &["kernel", "image"],
+            _ => &[],
+        };
+        settings.retain(|s| s.key != key && !replaces.contains(&s.key.as_str()));
+        settings.push(Setting {
+            key: key.to_string(),
+            value,
+            origin,
+        });
+    }
+
+    let mut name = None;
+    let mut kernel: Option<(KernelSource, Origin, &str)> = None;
+    let mut cfg = DomainConfig {
+        name: String::new(),
+        kernel: KernelSource::Image(String::new()),
+        memory_mib: DEFAULT_MEMORY_MIB,
+        vcpus: 1,
+        cmdline: String::new(),
+        on_poweroff: ExitAction::Destroy,
+        on_crash: ExitAction::Destroy,
+    };
+    for s in &settings {
+        let key = s.key.as_str();
+        let fail = |m: String| err(Some(s.origin.clone()), Some(key), m);
+        match key {
+            "name" => {
+                let v = string(&s.value).map_err(fail)?;
+                validate_name(v).map_err(|e| fail(e.to_string()))?;
+                name = Some(v.to_string());
+            }
+            "kernel" | "image" => {
+                let v = string(&s.value).map_err(fail)?;
+                if let Some((_, origin, other)) = &kernel {
+                    let at = match origin {
+                        Origin::Line(n) => format!("line {n}"),
+                        Origin::Override(a) => format!("`{a}`"),
+                    };
+                    return Err(fail(format!(
+                        "`{other}` is already set ({at}); keep one: `kernel` uploads a PV \
+                         kernel from the host, `image` boots one dom0 already has"
+                    )));
+                }
+                let source = if key == "kernel" {
+                    if v.is_empty() {
+                        return Err(fail("is empty; give the path of a PV kernel".to_string()));
+                    }
+                    let base = match s.origin {
+                        Origin::Line(_) => dir,
+                        Origin::Override(_) => Path::new(""),
+                    };
+                    KernelSource::File(base.join(v))
+                } else {
+                    validate_image_name(v).map_err(|e| fail(e.to_string()))?;
+                    KernelSource::Image(v.to_string())
+                };
+                kernel = Some((source, s.origin.clone(), key));
+            }
+            "memory" => {
+                let n = integer(&s.value, "an integer number of MiB").map_err(fail)?;
+                cfg.memory_mib = match u32::try_from(n) {
+                    Ok(m) => {
+                        validate_memory_mib(m).map_err(|e| fail(e.to_string()))?;
+                        m
+                    }
+                    Err(_) if n < 0 => {
+                        return Err(fail(format!(
+                            "{n} MiB is too little; a domain needs at least {MIN_MEMORY_MIB} MiB"
+                        )));
+                    }
+                    Err(_) => {
+                        return Err(fail(format!(
+                            "{n} MiB is too much; at most {MAX_MEMORY_MIB} MiB is allowed"
+                        )));
+                    }
+                };
+            }
+            "vcpus" => {
+                let n = integer(&s.value, "an integer number of vCPUs").map_err(fail)?;
+                let n = u32::try_from(n).unwrap_or(if n < 0 { 0 } else { u32::MAX });
+                validate_vcpus(n).map_err(|e| fail(e.to_string()))?;
+                cfg.vcpus = n;
+            }
+            "cmdline" => {
+                let v = string(&s.value).map_err(fail)?;
+                validate_cmdline(v).map_err(|e| fail(e.to_string()))?;
+                cfg.cmdline = v.to_string();
+            }
+            "on_poweroff" | "on_crash" => {
+                let v = string(&s.value).map_err(fail)?;
+                let action = ExitAction::from_name(v).ok_or_else(|| {
+                    fail(format!("expected \"destroy\" or \"preserve\", got {v:?}"))
+                })?;
+                if key == "on_crash" {
+                    cfg.on_crash = action;
+                } else {
+                    cfg.on_poweroff = action;
+                }
+            }
+            _ => unreachable!("keys are checked against KEYS above"),
+        }
+    }
+    cfg.name = name.ok_or_else(|| {
+        err(
+            None,
+            Some("name"),
+            "missing; every domain needs one, e.g. name = \"hello\"".to_string(),
+        )
+    })?;
+    cfg.kernel = kernel.map(|(k, _, _)| k).ok_or_else(|| {
+        err(
+            None,
+            None,
+            "no kernel: set kernel = \"path/to/pv-kernel\" (a file to upload) or \
+             image = \"name\" (an image dom0 has; see `dom0ctl images`)"
+                .to_string(),
+        )
+    })?;
+    Ok(cfg)
+}
+
+fn check_known(key: &str) -> Result<(), String> {
+    if KEYS.contains(&key) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown key `{key}`; the keys are {}",
+            KEYS.join(", ")
+        ))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// A value as the user wrote it, for "got ..." in messages.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{:?}", s.value()),
+        Value::Integer(i) => i.value().to_string(),
+        Value::Float(x) => x.value().to_string(),
+        Value::Boolean(b) => b.value().to_string(),
+        Value::Datetime(d) => d.value().to_string(),
+        Value::Array(_) => "an array".to_string(),
+        Value::InlineTable(_) => "a table".to_string(),
+    }
+}
+
+fn string(v: &Value) -> Result<&str, String> {
+    v.as_str()
+        .ok_or_else(|| format!("expected a string, got {}", shown(v)))
+}
+
+fn integer(v: &Value, what: &str) -> Result<i64, String> {
+    v.as_integer()
+        .ok_or_else(|| format!("expected {what}, got {}", shown(v)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str, overrides: &[&str]) -> Result<DomainConfig, String> {
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        parse(text, "hello.toml", Path::new("/cfg"), &o).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = p("name = \"hello\"\nimage = \"hello\"\n", &[]).unwrap();
+        assert_eq!(
+            c,
+            DomainConfig {
+                name: "hello".into(),
+                kernel: KernelSource::Image("hello".into()),
+                memory_mib: DEFAULT_MEMORY_MIB,
+                vcpus: 1,
+                cmdline: String::new(),
+                on_poweroff: ExitAction::Destroy,
+                on_crash: ExitAction::Destroy,
+            }
+        );
+    }
+
+    #[test]
+    fn every_key() {
+        let c = p(
+            "# a comment\nname = \"t1\"\nkernel = \"build/k.elf\"\nmemory = 64\nvcpus = 1\n\
+             cmdline = \"loglevel=3\"\non_poweroff = \"preserve\"\non_crash = \"preserve\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.kernel,
+            KernelSource::File(PathBuf::from("/cfg/build/k.elf"))
+        );
+        assert_eq!(c.memory_mib, 64);
+        assert_eq!(c.cmdline, "loglevel=3");
+        assert_eq!(c.on_poweroff, ExitAction::Preserve);
+        assert_eq!(c.on_crash, ExitAction::Preserve);
+        let abs = p("name = \"a\"\nkernel = \"/abs/k\"\n", &[]).unwrap();
+        assert_eq!(abs.kernel, KernelSource::File(PathBuf::from("/abs/k")));
+    }
+
+    #[test]
+    fn missing_name() {
+        assert_eq!(
+            p("image = \"hello\"\n", &[]).unwrap_err(),
+            "hello.toml: name: missing; every domain needs one, e.g. name = \"hello\""
+        );
+    }
+
+    #[test]
+    fn neither_kernel_nor_image() {
+        let e = p("name = \"a\"\n", &[]).unwrap_err();
+        assert!(e.starts_with("hello.toml: no kernel: set kernel = "), "{e}");
+    }
+
+    #[test]
+    fn both_kernel_and_image() {
+        let e = p("name = \"a\"\nimage = \"hello\"\nkernel = \"k\"\n", &[]).unwrap_err();
+        assert!(
+            e.starts_with("hello.toml:3: kernel: `image` is already set (line 2); keep one"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_its_line() {
+        let e = p("name = \"a\"\nimage = \"x\"\n\nmemmory = 3\n", &[]).unwrap_err();
+        assert!(
+            e.starts_with("hello.toml:4: unknown key `memmory`; the keys are name, kernel"),
+            "{e}"
+        );
+        let e = p("name = \"a\"\n[extra]\nx = 1\n", &[]).unwrap_err();
+        assert!(e.starts_with("hello.toml:2: extra: is a table"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types() {
+        let base = "name = \"a\"\nimage = \"x\"\n";
+        let cases = [
+            (
+                "memory = \"lots\"",
+                "hello.toml:3: memory: expected an integer number of MiB, got \"lots\"",
+            ),
+            (
+                "memory = 1.5",
+                "hello.toml:3: memory: expected an integer number of MiB, got 1.5",
+            ),
+            (
+                "vcpus = true",
+                "hello.toml:3: vcpus: expected an integer number of vCPUs, got true",
+            ),
+            (
+                "cmdline = 3",
+                "hello.toml:3: cmdline: expected a string, got 3",
+            ),
+            (
+                "on_crash = [1]",
+                "hello.toml:3: on_crash: expected a string, got an array",
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(p(&format!("{base}{line}\n"), &[]).unwrap_err(), want);
+        }
+        assert_eq!(
+            p("name = 42\nimage = \"x\"\n", &[]).unwrap_err(),
+            "hello.toml:1: name: expected a string, got 42"
+        );
+    }
+
+    #[test]
+    fn bad_values() {
+        let base = "name = \"a\"\nimage = \"x\"\n";
+        let e = |l: &str| p(&format!("{base}{l}\n"), &[]).unwrap_err();
+        assert_eq!(
+            e("on_crash = \"restart\""),
+            "hello.toml:3: on_crash: expected \"destroy\" or \"preserve\", got \"restart\""
+        );
+        assert!(e("memory = 2").starts_with("hello.toml:3: memory: 2 MiB is too little"));
+        assert!(e("memory = -1").starts_with("hello.toml:3: memory: -1 MiB is too little"));
+        assert!(e("memory = 99999999999").contains("is too much"));
+        assert!(e("vcpus = 0").starts_with("hello.toml:3: vcpus: a domain needs at least 1"));
+        assert!(e("vcpus = 4").contains("at most 1 per domain"));
+        assert!(e("vcpus = -4").starts_with("hello.toml:3: vcpus: a domain needs at least 1"));
+        assert!(
+            p("name = \"42\"\nimage = \"x\"\n", &[])
+                .unwrap_err()
+                .starts_with("hello.toml:1: name: the name is all digits")
+        );
+        assert!(
+            p("name = \"a\"\nkernel = \"\"\n", &[])
+                .unwrap_err()
+                .starts_with("hello.toml:2: kernel: is empty")
+        );
+        let long = "x".repeat(2000);
+        assert!(e(&format!("cmdline = \"{long}\"")).starts_with("hello.toml:3: cmdline:"));
+    }
+
+    #[test]
+    fn toml_syntax_errors_name_the_line() {
+        let e = p("name = \"a\"\nimage = \n", &[]).unwrap_err();
+        assert!(e.starts_with("hello.toml:2: not valid TOML:"), "{e}");
+        let e = p("name = \"a\"\nname = \"b\"\n", &[]).unwrap_err();
+        assert!(e.starts_with("hello.toml:2: not valid TOML:"), "{e}");
+    }
+
+    #[test]
+    fn overrides() {
+        let base = "name = \"hello\"\nimage = \"hello\"\nmemory = 16\n";
+        let c = p(
+            base,
+            &[
+                "memory=64",
+                "name=other",
+                "cmdline=a b c",
+                "on_crash=preserve",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.memory_mib, 64);
+        assert_eq!(c.name, "other");
+        assert_eq!(c.cmdline, "a b c");
+        assert_eq!(c.on_crash, ExitAction::Preserve);
+        let c = p(base, &["cmdline=\"quoted = yes\""]).unwrap();
+        assert_eq!(c.cmdline, "quoted = yes");
+        // kernel from the command line replaces the file's image, relative to the cwd.
+        let c = p(base, &["kernel=out/k.elf"]).unwrap();
+        assert_eq!(c.kernel, KernelSource::File(PathBuf::from("out/k.elf")));
+        // Overrides can complete a config.
+        let c = p("image = \"x\"\n", &["name=made"]).unwrap();
+        assert_eq!(c.name, "made");
+
+        assert_eq!(
+            p(base, &["memory=lots"]).unwrap_err(),
+            "command line `memory=lots`: memory: expected an integer number of MiB, got \"lots\""
+        );
+        assert_eq!(
+            p(base, &["colour=red"]).unwrap_err(),
+            "command line `colour=red`: unknown key `colour`; the keys are name, kernel, image, \
+             memory, vcpus, cmdline, on_poweroff, on_crash"
+        );
+        assert_eq!(
+            p(base, &["memory"]).unwrap_err(),
+            "command line `memory`: an override is KEY=VALUE, like memory=64"
+        );
+    }
+}

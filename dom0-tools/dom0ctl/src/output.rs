@@ -1,0 +1,236 @@
+//! How answers are printed: tables like `xl`'s, and JSON by hand (a few flat
+//! objects do not need a JSON library).
+
+use std::fmt::Write as _;
+
+use control_proto::{DomainInfo, HostInfo, ImageInfo};
+
+use crate::client::Greeting;
+
+/// `xl list`'s table: `Name ID Mem(MiB) VCPUs State Time(s)`.
+pub fn domain_table(domains: &[DomainInfo]) -> String {
+    let w = domains
+        .iter()
+        .map(|d| d.name.chars().count())
+        .chain([4, 24])
+        .max()
+        .unwrap_or(24);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<w$} {:>5} {:>8} {:>5} {:>6} {:>9}",
+        "Name", "ID", "Mem(MiB)", "VCPUs", "State", "Time(s)"
+    );
+    for d in domains {
+        let _ = writeln!(
+            out,
+            "{:<w$} {:>5} {:>8} {:>5} {:>6} {:>9.1}",
+            d.name,
+            d.id,
+            d.memory_kib / 1024,
+            d.vcpus,
+            d.state.xl_flags(),
+            // Display only: f64 holds any CPU time to well under 0.1 s.
+            d.cpu_time_ns as f64 / 1e9,
+        );
+    }
+    out
+}
+
+/// The domains as a JSON array of objects, one line per domain.
+pub fn domain_json(domains: &[DomainInfo]) -> String {
+    let mut out = String::from("[");
+    for (i, d) in domains.iter().enumerate() {
+        out.push_str(if i == 0 { "\n  " } else { ",\n  " });
+        let reason = d
+            .shutdown_reason
+            .map_or_else(|| "null".to_string(), |r| json_str(r.as_str()));
+        let _ = write!(
+            out,
+            "{{\"id\": {}, \"name\": {}, \"state\": {}, \"flags\": {}, \
+             \"shutdown_reason\": {reason}, \"memory_kib\": {}, \"max_memory_kib\": {}, \
+             \"vcpus\": {}, \"cpu_time_ns\": {}, \"uptime_ns\": {}}}",
+            d.id,
+            json_str(&d.name),
+            json_str(d.state.as_str()),
+            json_str(d.state.xl_flags()),
+            d.memory_kib,
+            d.max_memory_kib,
+            d.vcpus,
+            d.cpu_time_ns,
+            d.uptime_ns,
+        );
+    }
+    out.push_str(if domains.is_empty() { "]\n" } else { "\n]\n" });
+    out
+}
+
+/// A JSON string literal.
+pub fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `xl info` in brief.
+pub fn host_info(info: &HostInfo, greeting: &Greeting) -> String {
+    let mib = |kib: u64| kib / 1024;
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(out, "{k:<18}: {v}");
+    };
+    line("hypervisor", greeting.hypervisor.clone());
+    line(
+        "xen_version",
+        format!("{}.{}{}", info.xen_major, info.xen_minor, info.xen_extra),
+    );
+    line("dom0_agent", greeting.agent.clone());
+    line("protocol", greeting.protocol.to_string());
+    line("nr_cpus", info.nr_cpus.to_string());
+    line(
+        "cpu_mhz",
+        format!("{}.{:03}", info.cpu_khz / 1000, info.cpu_khz % 1000),
+    );
+    line(
+        "total_memory",
+        format!(
+            "{} MiB ({} frames)",
+            mib(info.total_kib),
+            info.total_kib / 4
+        ),
+    );
+    line(
+        "free_memory",
+        format!("{} MiB ({} frames)", mib(info.free_kib), info.free_frames),
+    );
+    line("domains", info.domains.to_string());
+    out
+}
+
+/// The images dom0 has: `Name Size`.
+pub fn image_table(images: &[ImageInfo]) -> String {
+    let w = images
+        .iter()
+        .map(|i| i.name.chars().count())
+        .chain([4, 16])
+        .max()
+        .unwrap_or(16);
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<w$} {:>12}", "Name", "Size(bytes)");
+    for i in images {
+        let _ = writeln!(out, "{:<w$} {:>12}", i.name, i.size);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control_proto::{DomState, ShutdownReason};
+
+    fn doms() -> Vec<DomainInfo> {
+        vec![
+            DomainInfo {
+                id: 0,
+                name: "Domain-0".into(),
+                state: DomState::Running,
+                shutdown_reason: None,
+                memory_kib: 64 * 1024,
+                max_memory_kib: 64 * 1024,
+                vcpus: 1,
+                cpu_time_ns: 12_345_000_000,
+                uptime_ns: 20_000_000_000,
+            },
+            DomainInfo {
+                id: 3,
+                name: "hello \"q\"".into(),
+                state: DomState::Shutdown,
+                shutdown_reason: Some(ShutdownReason::Poweroff),
+                memory_kib: 16 * 1024,
+                max_memory_kib: 16 * 1024,
+                vcpus: 1,
+                cpu_time_ns: 50_000_000,
+                uptime_ns: 1,
+            },
+        ]
+    }
+
+    #[test]
+    fn table_like_xl_list() {
+        let t = domain_table(&doms());
+        let want = "\
+Name                        ID Mem(MiB) VCPUs  State   Time(s)
+Domain-0                     0       64     1 r-----      12.3
+hello \"q\"                    3       16     1 ---s--       0.1
+";
+        assert_eq!(t, want);
+        assert_eq!(domain_table(&[]).lines().count(), 1);
+    }
+
+    #[test]
+    fn long_names_widen_the_column() {
+        let mut d = doms();
+        d[1].name = "a-very-long-domain-name-indeed-yes".into();
+        let t = domain_table(&d);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()));
+    }
+
+    #[test]
+    fn json() {
+        let j = domain_json(&doms());
+        assert!(j.starts_with("[\n  {\"id\": 0, \"name\": \"Domain-0\", \"state\": \"running\", \"flags\": \"r-----\", \"shutdown_reason\": null,"));
+        assert!(j.contains("\"name\": \"hello \\\"q\\\"\""));
+        assert!(j.contains("\"shutdown_reason\": \"poweroff\""));
+        assert!(j.ends_with("}\n]\n"));
+        assert_eq!(domain_json(&[]), "[]\n");
+        assert_eq!(json_str("a\u{1}\tb"), "\"a\\u0001\\tb\"");
+    }
+
+    #[test]
+    fn info_and_images() {
+        let info = HostInfo {
+            xen_major: 4,
+            xen_minor: 17,
+            xen_extra: ".0-xlhv".into(),
+            total_kib: 512 * 1024,
+            free_kib: 256 * 1024,
+            free_frames: 65536,
+            nr_cpus: 1,
+            cpu_khz: 2_400_123,
+            domains: 2,
+        };
+        let g = Greeting {
+            protocol: 1,
+            agent: "xlhv-dom0 0.1.0".into(),
+            hypervisor: "xen-like-hv 0.1.0".into(),
+        };
+        let s = host_info(&info, &g);
+        assert!(s.contains("xen_version       : 4.17.0-xlhv\n"));
+        assert!(s.contains("cpu_mhz           : 2400.123\n"));
+        assert!(s.contains("total_memory      : 512 MiB (131072 frames)\n"));
+        assert!(s.contains("free_memory       : 256 MiB (65536 frames)\n"));
+        let t = image_table(&[ImageInfo {
+            name: "hello".into(),
+            size: 4096,
+        }]);
+        assert_eq!(
+            t,
+            "Name              Size(bytes)\nhello                    4096\n"
+        );
+    }
+}
