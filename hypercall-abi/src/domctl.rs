@@ -382,7 +382,14 @@ pub struct SysctlPhysinfo {
 /// `XEN_SYSCTL_PHYSCAP_pv`: PV guests can run.
 pub const PHYSCAP_PV: u32 = 1 << 2;
 
-assert_layout!(Domctl, 144, cmd = 0, interface_version = 4, domain = 8, u = 16);
+assert_layout!(
+    Domctl,
+    144,
+    cmd = 0,
+    interface_version = 4,
+    domain = 8,
+    u = 16
+);
 assert_layout!(ArchDomainConfig, 8, emulation_flags = 0, misc_flags = 4);
 assert_layout!(
     DomctlCreateDomain,
