@@ -9,6 +9,7 @@
 //!   `write_frame`/`from_frame` for whole frames. Kind numbers live in one table
 //!   ([`Kind`]); error codes in another ([`ErrorCode`]).
 //! * [`validate`]: checks on a create request that both sides run.
+//! * [`images`]: the image bundle dom0 gets as its initrd (named kernels).
 //!
 //! The full wire description is `docs/control-protocol.md`.
 //!
@@ -54,6 +55,7 @@ extern crate alloc;
 pub mod crc32;
 mod error;
 pub mod frame;
+pub mod images;
 mod kind;
 mod message;
 pub mod validate;
