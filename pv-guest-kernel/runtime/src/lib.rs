@@ -29,6 +29,7 @@
 //!   periodic `VIRQ_TIMER`, `sleep`; **scheduling** ([`sched`]): block,
 //!   idle, wait, poll, yield, shutdown; **vCPU** ([`vcpu`]): runstate. See
 //!   `docs/runtime-events.md`.
+//! * **devices** ([`physdev`]): the virtual IOPL and port I/O.
 //! * **hypervisor queries** ([`xen`]); a panic prints its message and
 //!   location and crashes the domain.
 //!
@@ -43,6 +44,7 @@ pub mod hypercall;
 pub mod mm;
 pub mod notes;
 mod panic;
+pub mod physdev;
 pub mod probe;
 pub mod sched;
 pub mod shared;

@@ -1,0 +1,32 @@
+//! dom0's portable logic, tested on the host.
+//!
+//! The dom0 kernel (`dom0-tools/dom0`, crate `xlhv-dom0`) is a thin shell on
+//! `pv-runtime` around what lives here:
+//!
+//! * [`uart`]: a polled 16550 driver over a [`PortIo`](uart::PortIo) trait
+//!   (the kernel's ports are COM2's, reached through the hypervisor's I/O-port
+//!   emulation);
+//! * [`server`]: bytes in, frames out: the control protocol's framing, the
+//!   quiet-link rule, one response per request;
+//! * [`agent`]: what each request does, against a [`Hypervisor`] trait (the
+//!   kernel's implementation makes hypercalls; tests use a fake);
+//! * [`uploads`]: upload reception into an [`UploadStore`];
+//! * [`domains`]: the toolstack's own records (names) and the translation of
+//!   `getdomaininfo` into the protocol's [`DomainInfo`](control_proto::DomainInfo).
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+extern crate alloc;
+
+pub mod agent;
+pub mod domains;
+pub mod hv;
+pub mod server;
+pub mod uart;
+pub mod uploads;
+
+pub use agent::{After, Agent};
+pub use hv::{ConsoleChunk, Hypervisor, XenVersion};
+pub use server::Server;
+pub use uploads::{StoreError, UploadBuf, UploadStore};

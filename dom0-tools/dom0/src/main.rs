@@ -1,0 +1,159 @@
+//! `dom0`: xen-like-hv's dom0 kernel (crate `xlhv-dom0`).
+//!
+//! A PV kernel on `pv-runtime` that runs the control agent: it raises its
+//! virtual IOPL (`PHYSDEVOP_set_iopl`), drives COM2 (QEMU's second serial
+//! port, a unix socket on the host) as a polled 16550, and answers
+//! `dom0ctl`'s requests (`docs/control-protocol.md`). Its named images come
+//! from its initrd, an image bundle (`control_proto::images`). What each
+//! request does lives in `dom0_core`, tested on the host; this file wires it
+//! to the machine. See `docs/dom0.md`.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod com2;
+mod hv;
+mod store;
+
+use alloc::vec::Vec;
+
+use control_proto::images::Bundle;
+use dom0_core::uart::{BASE_BAUD, COM2, Uart};
+use dom0_core::{After, Agent, Server};
+use pv_runtime::abi::xen::start_info::SifFlags;
+use pv_runtime::{Config, StartInfo, println, sched, time};
+
+use com2::Com2Ports;
+use hv::XenHv;
+use store::FrameStore;
+
+/// The agent's name in `HelloOk`.
+const AGENT: &str = concat!("xlhv-dom0 ", env!("CARGO_PKG_VERSION"));
+/// How long a reply may wait for the host to take it before it is dropped.
+const SEND_TIMEOUT_NS: u64 = 2_000_000_000;
+/// The sleep between polls of an idle link.
+const IDLE_SLEEP_NS: u64 = 1_000_000;
+
+/// The initrd, as the builder mapped it (`mod_start` is a virtual address
+/// unless `SIF_MOD_START_PFN`).
+fn initrd(si: &'static StartInfo) -> Option<&'static [u8]> {
+    if si.mod_start == 0 || si.mod_len == 0 {
+        return None;
+    }
+    if SifFlags::from_bits_retain(si.flags).contains(SifFlags::MOD_START_PFN) {
+        println!("dom0: the initrd was passed unmapped (SIF_MOD_START_PFN); ignoring it");
+        return None;
+    }
+    let start = usize::try_from(si.mod_start).ok()?;
+    let len = usize::try_from(si.mod_len).ok()?;
+    let p: *const u8 = core::ptr::with_exposed_provenance(start);
+    // SAFETY: the domain builder maps the initrd (`mod_len` bytes at
+    // `mod_start`) inside the bootstrap region for the domain's lifetime, the
+    // runtime keeps those mappings when it takes over the page tables, and
+    // nothing in dom0 writes them.
+    Some(unsafe { core::slice::from_raw_parts(p, len) })
+}
+
+/// The image bundle from the initrd, reported on the console.
+fn images(si: &'static StartInfo) -> Option<Bundle<'static>> {
+    let Some(bytes) = initrd(si) else {
+        println!("dom0: no initrd, so no images (scripts/run passes a bundle as module 'images')");
+        return None;
+    };
+    match Bundle::parse(bytes) {
+        Ok(b) => {
+            println!(
+                "dom0: {} images in the initrd ({} bytes):",
+                b.len(),
+                bytes.len()
+            );
+            for i in b.iter() {
+                println!("dom0:   {:<16} {:>9} bytes", i.name, i.data.len());
+            }
+            Some(b)
+        }
+        Err(e) => {
+            println!("dom0: the initrd is not a usable image bundle: {e}");
+            None
+        }
+    }
+}
+
+/// Idles for good (dom0 without a control link still keeps the machine up).
+fn park() -> ! {
+    loop {
+        if time::sleep(1_000_000_000).is_err() {
+            sched::yield_now();
+        }
+    }
+}
+
+fn main(si: &'static StartInfo) {
+    println!("{AGENT}: dom0 control agent for xen-like-hv");
+    let heap = pv_runtime::mm::heap_stats();
+    println!(
+        "dom0: {} pages, heap {} KiB, {} free frames",
+        si.nr_pages,
+        (heap.free + heap.in_use) / 1024,
+        pv_runtime::mm::frames_available()
+    );
+    let bundle = images(si);
+    if let Err(e) = pv_runtime::physdev::set_iopl(1) {
+        println!("dom0: PHYSDEVOP_set_iopl(1) failed ({e}): no port I/O, so no control link");
+        park();
+    }
+    let uart = match Uart::init(Com2Ports::new(), COM2, BASE_BAUD) {
+        Ok(u) => u,
+        Err(e) => {
+            println!("dom0: {e}");
+            park();
+        }
+    };
+    println!(
+        "dom0: control agent listening on COM2 (port {COM2:#x}, {BASE_BAUD} 8N1, FIFO {})",
+        if uart.has_fifo() { "on" } else { "off" }
+    );
+    let agent = Agent::new(XenHv, FrameStore::new(), bundle, AGENT);
+    serve(uart, agent)
+}
+
+/// The agent's loop: poll COM2; while bytes flow, poll again at once; when
+/// the link is idle, sleep a millisecond between polls.
+fn serve(mut uart: Uart<Com2Ports>, mut agent: Agent<'static, XenHv, FrameStore>) -> ! {
+    let mut server = Server::new();
+    let mut buf = [0u8; 256];
+    let mut out = Vec::new();
+    let mut clock = time::system_time_ns;
+    loop {
+        let n = uart.read(&mut buf);
+        let now = time::system_time_ns();
+        let after = if n > 0 {
+            server.receive(&buf[..n], now, &mut agent, &mut out)
+        } else {
+            server.idle(now, &mut agent, &mut out)
+        };
+        if !out.is_empty() {
+            let deadline = now.saturating_add(SEND_TIMEOUT_NS);
+            if let Err(s) = uart.write(&out, &mut clock, deadline) {
+                println!(
+                    "dom0: the host stopped reading COM2; dropped {} of {} reply bytes",
+                    out.len() - s.sent,
+                    out.len()
+                );
+            }
+            out.clear();
+        }
+        if after == After::PowerOff {
+            let deadline = time::system_time_ns().saturating_add(SEND_TIMEOUT_NS);
+            let _ = uart.flush(&mut clock, deadline);
+            println!("dom0: shutdown-host: powering the machine off");
+            sched::poweroff();
+        }
+        if n == 0 && !server.busy(now) && time::sleep(IDLE_SLEEP_NS).is_err() {
+            sched::yield_now();
+        }
+    }
+}
+
+pv_runtime::entry!(main, config = Config::OWN_PAGE_TABLES);

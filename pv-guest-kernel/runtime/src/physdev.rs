@@ -1,0 +1,57 @@
+//! Physical devices: `physdev_op` (ABI digest §6, `physdev.h`) and port I/O.
+//!
+//! A PV kernel runs in ring 3, so `in`/`out` fault unless the hypervisor lets
+//! them through: first raise the virtual IOPL with [`set_iopl`] (Linux sets
+//! 1, as Xen expects of a 64-bit PV kernel), then [`inb`]/[`outb`] trap and
+//! the hypervisor emulates them on the ports the domain may use (dom0: every
+//! port but the hypervisor's own devices; see `docs/mm.md`, "I/O ports").
+//! Without the IOPL, an `in`/`out` raises #GP in the guest.
+
+use core::arch::asm;
+
+use hypercall_abi::Errno;
+use hypercall_abi::hypercall::physdev_op;
+use hypercall_abi::physdev::{PhysdevOp, PhysdevSetIopl};
+
+use crate::hypercall::{handle, hc};
+
+/// `PHYSDEVOP_set_iopl`: the virtual I/O privilege level (0..=3). A 64-bit PV
+/// kernel's virtual CPL is 1, so 1 or more lets it do port I/O.
+pub fn set_iopl(iopl: u32) -> Result<(), Errno> {
+    let arg = PhysdevSetIopl { iopl };
+    physdev_op(&mut hc(), PhysdevOp::SetIopl.nr(), handle(&arg).cast()).map(drop)
+}
+
+/// Reads a byte from I/O port `port`.
+///
+/// # Safety
+///
+/// The guest must own the device behind `port` and the read must be one the
+/// device's driver expects (reads can have side effects, such as taking a
+/// byte out of a UART's FIFO). The virtual IOPL must allow port I/O
+/// ([`set_iopl`]), or the instruction raises #GP.
+pub unsafe fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: the caller guarantees the device at `port` may be read; the
+    // instruction touches no memory and no stack.
+    unsafe {
+        asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags));
+    }
+    value
+}
+
+/// Writes a byte to I/O port `port`.
+///
+/// # Safety
+///
+/// The guest must own the device behind `port`, and the write must not make
+/// it touch memory the guest does not mean it to (a DMA engine, say). The
+/// virtual IOPL must allow port I/O ([`set_iopl`]), or the instruction raises
+/// #GP.
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: the caller guarantees the write is what the device expects;
+    // the instruction touches no memory and no stack.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags));
+    }
+}
