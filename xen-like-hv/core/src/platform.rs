@@ -105,6 +105,17 @@ pub trait Platform {
     fn unpause_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError>;
     /// `XEN_DOMCTL_max_mem` of another domain.
     fn set_max_pages(&mut self, id: DomId, pages: u64) -> Result<(), crate::hypercall::HvError>;
+    /// Runs `f` on vCPU `vcpu` of another domain `id` and that domain; `None` if
+    /// either does not exist.
+    fn with_vcpu<R>(
+        &mut self,
+        id: DomId,
+        vcpu: u32,
+        f: impl FnOnce(&mut crate::domain::Domain, &mut crate::vcpu::Vcpu) -> R,
+    ) -> Option<R>;
+    /// Writes `bytes` at byte `offset` of machine frame `mfn` (the caller holds a
+    /// writable type reference on it).
+    fn write_frame(&mut self, mfn: crate::mm::Mfn, offset: usize, bytes: &[u8]);
     /// `XEN_SYSCTL_physinfo` as the machine has it.
     fn physinfo(&self) -> hypercall_abi::domctl::SysctlPhysinfo;
     /// Copies the hypervisor's console ring into `buf` from index `from` (`None`:

@@ -71,6 +71,10 @@ pub(crate) struct FakePlatform {
     pub console_ring: Vec<u8>,
     /// Domains destroyed with `destroy_domain`.
     pub destroyed: Vec<DomId>,
+    /// vCPU 0 of each domain in `others` made by `create_domain` (`with_vcpu`).
+    pub other_vcpus: BTreeMap<u16, crate::vcpu::Vcpu>,
+    /// Every `write_frame`: (frame, offset, bytes).
+    pub frame_writes: Vec<(Mfn, usize, Vec<u8>)>,
     /// Every `load_mode` call: (kernel mode, active GS base, fs base) at the time.
     pub load_mode_calls: Vec<(bool, u64, u64)>,
     /// Host CPUID answers by (leaf, subleaf); absent = zeros.
@@ -340,6 +344,8 @@ impl Default for FakePlatform {
             port_writes: Vec::new(),
             console_ring: Vec::new(),
             destroyed: Vec::new(),
+            other_vcpus: BTreeMap::new(),
+            frame_writes: Vec::new(),
             load_mode_calls: Vec::new(),
             cpuid: BTreeMap::new(),
             // PE, MP, ET, NE, WP, PG
@@ -564,6 +570,8 @@ impl Platform for FakePlatform {
         d.toolstack = true;
         d.handle = spec.handle;
         self.others.insert(id.0, d);
+        self.other_vcpus
+            .insert(id.0, crate::vcpu::Vcpu::new(0, Mfn(0)));
         Ok(id)
     }
 
@@ -596,6 +604,21 @@ impl Platform for FakePlatform {
     fn set_max_pages(&mut self, id: DomId, pages: u64) -> Result<(), crate::hypercall::HvError> {
         self.others.get_mut(&id.0).ok_or(Errno::ESRCH)?.max_pages = pages;
         Ok(())
+    }
+
+    fn with_vcpu<R>(
+        &mut self,
+        id: DomId,
+        vcpu: u32,
+        f: impl FnOnce(&mut Domain, &mut crate::vcpu::Vcpu) -> R,
+    ) -> Option<R> {
+        let d = self.others.get_mut(&id.0)?;
+        let v = self.other_vcpus.get_mut(&id.0).filter(|v| v.id == vcpu)?;
+        Some(f(d, v))
+    }
+
+    fn write_frame(&mut self, mfn: Mfn, offset: usize, bytes: &[u8]) {
+        self.frame_writes.push((mfn, offset, bytes.to_vec()));
     }
 
     fn physinfo(&self) -> hypercall_abi::domctl::SysctlPhysinfo {

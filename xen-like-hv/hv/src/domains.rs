@@ -227,6 +227,19 @@ impl Others<'_> {
         None
     }
 
+    /// Runs `f` on vCPU `vcpu` of domain `id` and the domain.
+    pub fn with_vcpu<R>(
+        &mut self,
+        id: DomId,
+        vcpu: u32,
+        f: impl FnOnce(&mut xlhv_core::domain::Domain, &mut xlhv_core::vcpu::Vcpu) -> R,
+    ) -> Option<R> {
+        let (_, pv) = self.iter_slots().find(|(_, d)| d.dom.id == id)?;
+        let PvDomain { dom, vcpus } = pv;
+        let v = vcpus.get_mut(usize::try_from(vcpu).ok()?)?;
+        Some(f(dom, v))
+    }
+
     /// The slot of domain `id` among these.
     fn slot_of(&mut self, id: DomId) -> Option<usize> {
         self.iter_slots()

@@ -6,7 +6,10 @@
 //! (paused, no memory) → max_mem → pause/unpause counting → destroydomain →
 //! getdomaininfo (-ESRCH), after which free memory is back to the frame; the ids
 //! never repeat at once (Xen's rover); refusals (an HVM domain, two vCPUs, pausing
-//! itself). As a domU (`role=domu`): every domctl and sysctl is -EPERM.
+//! itself). In the first round the new domain also gets two frames
+//! (`XENMEM_populate_physmap` for its id), one filled by `hypercall_init`, the other
+//! its (empty) L4 in `setvcpucontext`, read back by `getvcpucontext`. As a domU
+//! (`role=domu`): every domctl and sysctl is -EPERM.
 //!
 //! Result line: `domctl: PASS rounds=<n> free=<pages>` (dom0) or `domctl: PASS
 //! role=domu`.
@@ -14,11 +17,15 @@
 #![no_main]
 
 use pv_runtime::abi::domctl::*;
-use pv_runtime::abi::hypercall::{domctl as domctl_hc, sysctl as sysctl_hc};
+use pv_runtime::abi::hypercall::{domctl as domctl_hc, memory_op, sysctl as sysctl_hc};
+use pv_runtime::abi::memory::{XenMemoryReservation, XenmemOp};
+use pv_runtime::abi::xen::VcpuGuestContext;
+use pv_runtime::abi::xen::arch::VgcfFlags;
 use pv_runtime::abi::{DomId, Errno};
 use pv_runtime::hypercall::{handle_mut, invoker};
 use pv_runtime::{StartInfo, println};
 use pv_test_guests::{arg, arg_u64, check, expect, fail, ok};
+use zerocopy::FromZeros;
 
 const NAME: &str = "domctl";
 
@@ -64,6 +71,74 @@ fn pv() -> DomctlCreateDomain {
         handle: *b"xen-like-hv-test",
         ..Default::default()
     }
+}
+
+/// Gives domain `id` two frames and starts its vCPU on an empty L4: what a domain
+/// builder does last.
+fn start_vcpu(id: u16) {
+    let mut frames = [0u64, 1];
+    let res = XenMemoryReservation {
+        extent_start: pv_runtime::abi::GuestPtr::from_ptr(frames.as_mut_ptr()),
+        nr_extents: 2,
+        domid: DomId(id),
+        ..Default::default()
+    };
+    // SAFETY: the runtime installed the hypercall page; `res` and `frames` are live
+    // locals the hypervisor reads and writes.
+    let mut inv = unsafe { invoker() };
+    let got = memory_op(
+        &mut inv,
+        u64::from(XenmemOp::PopulatePhysmap.nr()),
+        pv_runtime::hypercall::handle(&res).cast(),
+    );
+    expect(NAME, "populate_physmap for the new domain", got, Ok(2));
+    let (page, l4) = (frames[0], frames[1]);
+    let mut hi = Domctl::new(
+        DomctlCmd::HypercallInit,
+        DomId(id),
+        &DomctlHypercallInit { gmfn: page },
+    );
+    ok(NAME, "hypercall_init", run_domctl(&mut hi));
+    let mut c = VcpuGuestContext::new_zeroed();
+    c.flags = VgcfFlags::IN_KERNEL.bits();
+    c.user_regs.rip = 0xFFFF_8000_0010_0000;
+    c.user_regs.cs = 0xE033;
+    c.user_regs.ss = 0xE02B;
+    c.ctrlreg[3] = l4 << 12;
+    let arg = DomctlVcpuContext {
+        vcpu: 0,
+        ctxt: pv_runtime::hypercall::handle(&c).addr(),
+        ..Default::default()
+    };
+    ok(
+        NAME,
+        "setvcpucontext",
+        run_domctl(&mut Domctl::new(DomctlCmd::SetVcpuContext, DomId(id), &arg)),
+    );
+    let mut back = VcpuGuestContext::new_zeroed();
+    let arg = DomctlVcpuContext {
+        vcpu: 0,
+        ctxt: pv_runtime::abi::GuestPtr::from_ptr(&raw mut back).addr(),
+        ..Default::default()
+    };
+    ok(
+        NAME,
+        "getvcpucontext",
+        run_domctl(&mut Domctl::new(DomctlCmd::GetVcpuContext, DomId(id), &arg)),
+    );
+    expect(NAME, "getvcpucontext cr3", back.ctrlreg[3], l4 << 12);
+    expect(
+        NAME,
+        "getvcpucontext rip",
+        back.user_regs.rip,
+        c.user_regs.rip,
+    );
+    expect(
+        NAME,
+        "tot_pages after populate",
+        ok(NAME, "getdomaininfo", info(id)).1.tot_pages,
+        2,
+    );
 }
 
 fn as_domu() {
@@ -179,6 +254,9 @@ fn as_dom0() {
             ok(NAME, "getdomaininfo", info(id)).1.max_pages,
             4096,
         );
+        if round == 0 {
+            start_vcpu(id);
+        }
         ok(NAME, "pausedomain", simple(DomctlCmd::PauseDomain, id));
         ok(NAME, "unpausedomain", simple(DomctlCmd::UnpauseDomain, id));
         ok(NAME, "unpausedomain", simple(DomctlCmd::UnpauseDomain, id));

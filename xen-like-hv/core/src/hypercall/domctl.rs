@@ -207,8 +207,18 @@ pub fn domctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvRe
             }
             false
         }
-        DomctlCmd::SetVcpuContext | DomctlCmd::GetVcpuContext | DomctlCmd::HypercallInit => {
-            return Err(Errno::ENOSYS.into());
+        DomctlCmd::SetVcpuContext => {
+            super::vcpuctx::set_vcpu_context(ctx, target, op.arg())?;
+            false
+        }
+        DomctlCmd::GetVcpuContext => {
+            super::vcpuctx::get_vcpu_context(ctx, target, op.arg())?;
+            false
+        }
+        DomctlCmd::HypercallInit => {
+            let h: hypercall_abi::domctl::DomctlHypercallInit = op.arg();
+            super::vcpuctx::hypercall_init(ctx, target, h.gmfn)?;
+            false
         }
     };
     if copy_back {

@@ -217,3 +217,196 @@ fn sysctl_physinfo_and_readconsole() {
     assert_eq!(r.count, 0);
     assert!(w.p.console_ring.is_empty(), "cleared");
 }
+
+// ---- vCPU context and the hypercall page ----------------------------------------------
+
+use crate::mm::Mfn;
+use crate::mm::frame_table::{Owner, PageType};
+use hypercall_abi::xen::VcpuGuestContext;
+use hypercall_abi::xen::arch::VgcfFlags;
+use zerocopy::FromZeros;
+
+/// Where the tests put a `vcpu_guest_context` in dom0's memory.
+const CTXT: u64 = KDATA + 0x2000;
+/// Frames of domain 1 in the tests.
+const L4: Mfn = Mfn(0x400);
+const L4B: Mfn = Mfn(0x401);
+const DATA: Mfn = Mfn(0x402);
+const THEIRS: Mfn = Mfn(0x403);
+
+/// dom0 with domain 1 created (paused) and owning [`L4`], [`L4B`] and [`DATA`].
+fn with_domu() -> World {
+    let mut w = World::dom0();
+    w.p.map(KDATA + 0x2000, 0x2000, Perm::ReadWrite);
+    assert_eq!(create(&mut w, 0, pv(1)), Ok(1));
+    for f in [L4, L4B, DATA] {
+        w.p.mm.ft.assign(f, Owner::Domain(DomId(1))).unwrap();
+    }
+    w.p.mm.ft.assign(THEIRS, Owner::Domain(DomId(0))).unwrap();
+    w
+}
+
+fn good_context() -> VcpuGuestContext {
+    let mut c = VcpuGuestContext::new_zeroed();
+    c.flags = VgcfFlags::IN_KERNEL.bits();
+    c.user_regs.rip = 0xFFFF_8000_0010_0000;
+    c.user_regs.rsp = 0xFFFF_8000_0020_0000;
+    c.user_regs.rsi = 0xFFFF_8000_0030_0000;
+    c.user_regs.cs = 0xE030;
+    c.user_regs.ss = 0xE02B & !3;
+    c.user_regs.rflags = 1 << 12; // IOPL 1
+    c.kernel_ss = 0xE02B & !3;
+    c.kernel_sp = 0xFFFF_8000_0020_0000;
+    c.ctrlreg[3] = L4.0 << 12;
+    c.event_callback_eip = 0xFFFF_8000_0010_1000;
+    c.trap_ctxt[14].address = 0xFFFF_8000_0010_2000;
+    c.trap_ctxt[14].vector = 14;
+    c.trap_ctxt[14].cs = 0xE030;
+    c
+}
+
+fn set_ctx(w: &mut World, dom: u16, vcpu: u32, c: Option<&VcpuGuestContext>) -> Result<u64, Errno> {
+    if let Some(c) = c {
+        w.p.poke_obj(CTXT, c);
+    }
+    let a = DomctlVcpuContext {
+        vcpu,
+        ctxt: c.map_or(0, |_| CTXT),
+        ..Default::default()
+    };
+    domctl(w, DomctlCmd::SetVcpuContext, dom, &a).0
+}
+
+#[test]
+fn setvcpucontext_loads_a_checked_context_and_holds_its_tables() {
+    let mut w = with_domu();
+    let c = good_context();
+    assert_eq!(
+        set_ctx(&mut w, 0, 0, Some(&c)),
+        E(Errno::EINVAL),
+        "not the caller"
+    );
+    assert_eq!(set_ctx(&mut w, 9, 0, Some(&c)), E(Errno::ESRCH));
+    assert_eq!(
+        set_ctx(&mut w, 1, 1, Some(&c)),
+        E(Errno::EINVAL),
+        "no vCPU 1"
+    );
+    assert_eq!(set_ctx(&mut w, 1, 0, None), E(Errno::EINVAL), "no reset");
+    for bad in [
+        VcpuGuestContext {
+            user_regs: hypercall_abi::xen::CpuUserRegs {
+                rip: 1 << 63,
+                ..c.user_regs
+            },
+            ..c.clone()
+        },
+        VcpuGuestContext {
+            ldt_base: 0x1001,
+            ..c.clone()
+        },
+        VcpuGuestContext {
+            gdt_ents: 100_000,
+            ..c.clone()
+        },
+        VcpuGuestContext {
+            ctrlreg: [0, 0, 0, THEIRS.0 << 12, 0, 0, 0, 0],
+            ..c.clone()
+        },
+        VcpuGuestContext {
+            ctrlreg: [0; 8],
+            ..c.clone()
+        },
+    ] {
+        assert_eq!(set_ctx(&mut w, 1, 0, Some(&bad)), E(Errno::EINVAL));
+        assert!(!w.p.other_vcpus[&1].online, "a refusal changes nothing");
+    }
+    assert_eq!(w.p.mm.ft.info(L4).unwrap().type_count(), 0);
+
+    assert_eq!(set_ctx(&mut w, 1, 0, Some(&c)), Ok(0));
+    let v = &w.p.other_vcpus[&1];
+    assert!(v.online && v.kernel_mode);
+    assert_eq!(v.kernel_root, L4);
+    assert_eq!((v.regs.rip, v.regs.rsi), (c.user_regs.rip, c.user_regs.rsi));
+    assert_eq!(v.regs.cs & 3, 3, "selectors get RPL 3");
+    assert_eq!(v.kernel_ss & 3, 3);
+    assert_ne!(v.regs.rflags & crate::regs::rflags::IF, 0, "IF forced on");
+    assert_eq!(v.regs.rflags & crate::regs::rflags::IOPL, 0);
+    assert_eq!(v.iopl, 1, "IOPL goes to the virtual IOPL");
+    assert_eq!(v.traps[14].address, c.trap_ctxt[14].address);
+    assert_eq!(v.callbacks.event.address, c.event_callback_eip);
+    let f = w.p.mm.ft.info(L4).unwrap();
+    assert_eq!((f.page_type(), f.type_count()), (PageType::L4, 1));
+
+    // A new context with another L4 drops the old one's reference.
+    let c2 = VcpuGuestContext {
+        ctrlreg: [0, 0, 0, L4B.0 << 12, 0, 0, 0, 0],
+        ..c.clone()
+    };
+    assert_eq!(set_ctx(&mut w, 1, 0, Some(&c2)), Ok(0));
+    assert_eq!(w.p.mm.ft.info(L4).unwrap().type_count(), 0);
+    assert_eq!(w.p.mm.ft.info(L4B).unwrap().type_count(), 1);
+
+    // Not while it runs.
+    assert_eq!(domctl(&mut w, DomctlCmd::UnpauseDomain, 1, &()).0, Ok(0));
+    if let Some(d) = w.p.others.get_mut(&1) {
+        d.state = DomainState::Running;
+    }
+    assert_eq!(set_ctx(&mut w, 1, 0, Some(&c)), E(Errno::EBUSY));
+}
+
+#[test]
+fn getvcpucontext_reads_back_what_was_set() {
+    let mut w = with_domu();
+    let get = |w: &mut World| {
+        let a = DomctlVcpuContext {
+            vcpu: 0,
+            ctxt: CTXT,
+            ..Default::default()
+        };
+        domctl(w, DomctlCmd::GetVcpuContext, 1, &a).0
+    };
+    assert_eq!(get(&mut w), E(Errno::ENODATA), "never set");
+    let c = good_context();
+    assert_eq!(set_ctx(&mut w, 1, 0, Some(&c)), Ok(0));
+    w.p.poke_obj(CTXT, &VcpuGuestContext::new_zeroed());
+    assert_eq!(get(&mut w), Ok(0));
+    let back: VcpuGuestContext = w.p.peek_obj(CTXT);
+    assert_eq!(back.ctrlreg[3], L4.0 << 12);
+    assert_eq!(back.user_regs.rip, c.user_regs.rip);
+    assert_eq!(back.user_regs.rflags & (3 << 12), 1 << 12, "IOPL reported");
+    assert_eq!(back.event_callback_eip, c.event_callback_eip);
+    assert_eq!(back.trap_ctxt[14].address, c.trap_ctxt[14].address);
+    assert_ne!(back.flags & VgcfFlags::IN_KERNEL.bits(), 0);
+}
+
+#[test]
+fn hypercall_init_fills_a_writable_frame_of_the_domain() {
+    let mut w = with_domu();
+    let init = |w: &mut World, dom, gmfn| {
+        domctl(
+            w,
+            DomctlCmd::HypercallInit,
+            dom,
+            &DomctlHypercallInit { gmfn },
+        )
+        .0
+    };
+    assert_eq!(init(&mut w, 1, THEIRS.0), E(Errno::EINVAL), "not its frame");
+    assert_eq!(init(&mut w, 9, DATA.0), E(Errno::ESRCH));
+    assert_eq!(set_ctx(&mut w, 1, 0, Some(&good_context())), Ok(0));
+    assert_eq!(init(&mut w, 1, L4.0), E(Errno::EINVAL), "a page table");
+    assert!(w.p.frame_writes.is_empty());
+    assert_eq!(init(&mut w, 1, DATA.0), Ok(0));
+    let (mfn, off, bytes) = &w.p.frame_writes[0];
+    assert_eq!((*mfn, *off), (DATA, 0));
+    assert_eq!(
+        bytes[..],
+        hypercall_abi::hypercall::hypercall_page_image()[..]
+    );
+    assert_eq!(
+        w.p.mm.ft.info(DATA).unwrap().type_count(),
+        0,
+        "reference dropped"
+    );
+}

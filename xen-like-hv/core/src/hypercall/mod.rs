@@ -17,6 +17,7 @@ pub mod misc;
 pub mod mm;
 pub mod sched;
 pub mod vcpu;
+pub mod vcpuctx;
 
 use crate::platform::{GuestFault, Platform};
 use crate::traps::{GuestCtx, Outcome};

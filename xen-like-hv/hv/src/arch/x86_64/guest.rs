@@ -349,6 +349,26 @@ impl Platform for HwPlatform<'_> {
         Ok(())
     }
 
+    fn with_vcpu<R>(
+        &mut self,
+        id: DomId,
+        vcpu: u32,
+        f: impl FnOnce(&mut xlhv_core::domain::Domain, &mut xlhv_core::vcpu::Vcpu) -> R,
+    ) -> Option<R> {
+        self.others.with_vcpu(id, vcpu, f)
+    }
+
+    fn write_frame(&mut self, mfn: Mfn, offset: usize, bytes: &[u8]) {
+        let end = offset.saturating_add(bytes.len());
+        if end > 4096 {
+            return;
+        }
+        let va = DIRECTMAP_BASE + (mfn.0 << 12) + offset as u64;
+        // SAFETY: `mfn` is RAM in the direct map (a frame of a domain, which the
+        // caller holds a writable type reference on); the range lies within it.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, bytes.len()) };
+    }
+
     fn physinfo(&self) -> hypercall_abi::domctl::SysctlPhysinfo {
         let total = crate::mm::total_frames();
         hypercall_abi::domctl::SysctlPhysinfo {
