@@ -120,6 +120,14 @@ pub struct Domain {
     /// The I/O ports it may reach (`docs/mm.md`, I/O ports): the hardware domain's
     /// default set for dom0, none for others.
     pub ioports: crate::ioport::IoPorts,
+    /// Pauses by the control domain (`XEN_DOMCTL_pausedomain`) not yet undone.
+    pub pause_count: u32,
+    /// The toolstack's UUID (`xen_domain_handle_t`).
+    pub handle: [u8; 16],
+    /// Made by `XEN_DOMCTL_createdomain`: when it shuts down it is kept, with its
+    /// memory, until the toolstack destroys it (boot-time domains are destroyed at
+    /// once: no toolstack owns them).
+    pub toolstack: bool,
 }
 
 /// Watchdogs per domain (Xen's `NR_DOMAIN_WATCHDOG_TIMERS`).
@@ -149,6 +157,9 @@ impl Domain {
                 crate::ioport::IoPorts::none()
             },
             weight: DEFAULT_WEIGHT,
+            pause_count: 0,
+            handle: [0; 16],
+            toolstack: false,
         }
     }
 

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod conring;
 pub mod descriptor;
 pub mod domain;
 pub mod emulate;

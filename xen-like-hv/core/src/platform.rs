@@ -88,6 +88,41 @@ pub trait Platform {
     /// mark every event word pending there (`evtchn_upcall_pending` = 1,
     /// `evtchn_pending_sel` = all ones), as Xen does so that nothing is lost.
     fn move_vcpu_info(&mut self, vcpu: u32, mfn: crate::mm::Mfn, offset: u32);
+    /// `XEN_DOMCTL_createdomain`: a new, empty domain, paused by the controller (pause
+    /// count 1), with a shared_info frame and event channels; its id.
+    fn create_domain(
+        &mut self,
+        spec: &crate::hypercall::domctl::CreateSpec,
+    ) -> Result<DomId, crate::hypercall::HvError>;
+    /// The first domain other than the current one with id >= `at`.
+    fn domain_summary(&mut self, at: DomId) -> Option<crate::hypercall::domctl::DomainSummary>;
+    /// `XEN_DOMCTL_destroydomain` of another domain: everything it holds is given
+    /// back before the caller runs again. -ESRCH if there is no such domain.
+    fn destroy_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError>;
+    /// `XEN_DOMCTL_pausedomain` of another domain (-ESRCH if none).
+    fn pause_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError>;
+    /// `XEN_DOMCTL_unpausedomain`: -EINVAL if it is not paused by the controller.
+    fn unpause_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError>;
+    /// `XEN_DOMCTL_max_mem` of another domain.
+    fn set_max_pages(&mut self, id: DomId, pages: u64) -> Result<(), crate::hypercall::HvError>;
+    /// Runs `f` on vCPU `vcpu` of another domain `id` and that domain; `None` if
+    /// either does not exist.
+    fn with_vcpu<R>(
+        &mut self,
+        id: DomId,
+        vcpu: u32,
+        f: impl FnOnce(&mut crate::domain::Domain, &mut crate::vcpu::Vcpu) -> R,
+    ) -> Option<R>;
+    /// Writes `bytes` at byte `offset` of machine frame `mfn` (the caller holds a
+    /// writable type reference on it).
+    fn write_frame(&mut self, mfn: crate::mm::Mfn, offset: usize, bytes: &[u8]);
+    /// `XEN_SYSCTL_physinfo` as the machine has it.
+    fn physinfo(&self) -> hypercall_abi::domctl::SysctlPhysinfo;
+    /// Copies the hypervisor's console ring into `buf` from index `from` (`None`:
+    /// the oldest byte kept); returns (bytes copied, index after them).
+    fn read_console(&mut self, from: Option<u32>, buf: &mut [u8]) -> (usize, u32);
+    /// Empties the console ring.
+    fn clear_console(&mut self);
     /// Reads `bytes` (1, 2, 4) from I/O port `port` of the machine. Only called for
     /// ports the domain may reach (`crate::ioport`).
     fn port_in(&mut self, port: u16, bytes: u8) -> u32;

@@ -12,6 +12,7 @@ use crate::platform::{GuestFault, Platform};
 use crate::regs::{Regs, SYSCALL_VECTOR, rflags};
 use crate::traps::{GuestCtx, Outcome};
 use crate::vcpu::Vcpu;
+use hypercall_abi::Errno;
 use hypercall_abi::Invoke;
 use hypercall_abi::memory::E820Entry;
 use hypercall_abi::types::DomId;
@@ -66,6 +67,14 @@ pub(crate) struct FakePlatform {
     pub ports: BTreeMap<u16, u32>,
     /// Every `port_out`: (port, bytes, value).
     pub port_writes: Vec<(u16, u8, u32)>,
+    /// The hypervisor's console ring as `read_console` sees it.
+    pub console_ring: Vec<u8>,
+    /// Domains destroyed with `destroy_domain`.
+    pub destroyed: Vec<DomId>,
+    /// vCPU 0 of each domain in `others` made by `create_domain` (`with_vcpu`).
+    pub other_vcpus: BTreeMap<u16, crate::vcpu::Vcpu>,
+    /// Every `write_frame`: (frame, offset, bytes).
+    pub frame_writes: Vec<(Mfn, usize, Vec<u8>)>,
     /// Every `load_mode` call: (kernel mode, active GS base, fs base) at the time.
     pub load_mode_calls: Vec<(bool, u64, u64)>,
     /// Host CPUID answers by (leaf, subleaf); absent = zeros.
@@ -333,6 +342,10 @@ impl Default for FakePlatform {
             vcpu_info_moves: Vec::new(),
             ports: BTreeMap::new(),
             port_writes: Vec::new(),
+            console_ring: Vec::new(),
+            destroyed: Vec::new(),
+            other_vcpus: BTreeMap::new(),
+            frame_writes: Vec::new(),
             load_mode_calls: Vec::new(),
             cpuid: BTreeMap::new(),
             // PE, MP, ET, NE, WP, PG
@@ -538,6 +551,96 @@ impl Platform for FakePlatform {
 
     fn set_upcall_mask(&mut self, vcpu: u32, mask: u8) {
         self.masks.insert(vcpu, mask);
+    }
+
+    fn create_domain(
+        &mut self,
+        spec: &crate::hypercall::domctl::CreateSpec,
+    ) -> Result<DomId, crate::hypercall::HvError> {
+        let id = match spec.id {
+            Some(id) if self.others.contains_key(&id.0) => return Err(Errno::EEXIST.into()),
+            Some(id) => id,
+            None => (1..crate::hypercall::domctl::DOMID_FIRST_RESERVED)
+                .map(DomId)
+                .find(|d| !self.others.contains_key(&d.0))
+                .ok_or(Errno::ENOMEM)?,
+        };
+        let mut d = crate::domain::Domain::new(id, false, Mfn(0x900 + u64::from(id.0)));
+        d.pause_count = 1;
+        d.toolstack = true;
+        d.handle = spec.handle;
+        self.others.insert(id.0, d);
+        self.other_vcpus
+            .insert(id.0, crate::vcpu::Vcpu::new(0, Mfn(0)));
+        Ok(id)
+    }
+
+    fn domain_summary(&mut self, at: DomId) -> Option<crate::hypercall::domctl::DomainSummary> {
+        let now = self.now;
+        let (_, d) = self.others.range(at.0..).next()?;
+        let mut s = crate::hypercall::domctl::DomainSummary::of(d, &[], now, false);
+        s.nr_vcpus = 1;
+        Some(s)
+    }
+
+    fn destroy_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError> {
+        self.others.remove(&id.0).ok_or(Errno::ESRCH)?;
+        self.destroyed.push(id);
+        Ok(())
+    }
+
+    fn pause_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError> {
+        let d = self.others.get_mut(&id.0).ok_or(Errno::ESRCH)?;
+        d.pause_count += 1;
+        Ok(())
+    }
+
+    fn unpause_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError> {
+        let d = self.others.get_mut(&id.0).ok_or(Errno::ESRCH)?;
+        d.pause_count = d.pause_count.checked_sub(1).ok_or(Errno::EINVAL)?;
+        Ok(())
+    }
+
+    fn set_max_pages(&mut self, id: DomId, pages: u64) -> Result<(), crate::hypercall::HvError> {
+        self.others.get_mut(&id.0).ok_or(Errno::ESRCH)?.max_pages = pages;
+        Ok(())
+    }
+
+    fn with_vcpu<R>(
+        &mut self,
+        id: DomId,
+        vcpu: u32,
+        f: impl FnOnce(&mut Domain, &mut crate::vcpu::Vcpu) -> R,
+    ) -> Option<R> {
+        let d = self.others.get_mut(&id.0)?;
+        let v = self.other_vcpus.get_mut(&id.0).filter(|v| v.id == vcpu)?;
+        Some(f(d, v))
+    }
+
+    fn write_frame(&mut self, mfn: Mfn, offset: usize, bytes: &[u8]) {
+        self.frame_writes.push((mfn, offset, bytes.to_vec()));
+    }
+
+    fn physinfo(&self) -> hypercall_abi::domctl::SysctlPhysinfo {
+        hypercall_abi::domctl::SysctlPhysinfo {
+            nr_cpus: 1,
+            cpu_khz: 2_000_000,
+            total_pages: 4096,
+            free_pages: 1000,
+            max_mfn: 4095,
+            ..Default::default()
+        }
+    }
+
+    fn read_console(&mut self, from: Option<u32>, buf: &mut [u8]) -> (usize, u32) {
+        let start = from.map_or(0, |i| i as usize).min(self.console_ring.len());
+        let n = buf.len().min(self.console_ring.len() - start);
+        buf[..n].copy_from_slice(&self.console_ring[start..start + n]);
+        (n, (start + n) as u32)
+    }
+
+    fn clear_console(&mut self) {
+        self.console_ring.clear();
     }
 
     fn port_in(&mut self, port: u16, bytes: u8) -> u32 {

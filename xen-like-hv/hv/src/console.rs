@@ -1,7 +1,8 @@
 //! The hypervisor console: log records on COM1 through the `log` crate.
 //!
 //! Lines look like Xen's: `(XEN) message`. Warnings and errors say so. The level comes
-//! from `loglvl=` on the command line.
+//! from `loglvl=` on the command line. Everything printed (guests' lines too) is also
+//! kept in [`RING`], the last 16 KiB, for `XEN_SYSCTL_readconsole`.
 
 use crate::arch::x86_64::serial::{COM1, Uart};
 use core::fmt::Write;
@@ -9,6 +10,30 @@ use log::{LevelFilter, Metadata, Record};
 use spin::Mutex;
 
 static CONSOLE: Mutex<Uart> = Mutex::new(Uart::new(COM1));
+
+/// The console ring: what COM1 got, for dom0 (`XEN_SYSCTL_readconsole`). Taken only
+/// while [`CONSOLE`] is held, so the two see the same bytes in the same order.
+pub static RING: Mutex<xlhv_core::conring::ConRing<16384>> =
+    Mutex::new(xlhv_core::conring::ConRing::new());
+
+/// COM1 and the ring together.
+struct Tee<'a> {
+    uart: &'a mut Uart,
+}
+
+impl Tee<'_> {
+    fn write_bytes(&mut self, b: &[u8]) {
+        self.uart.write_bytes(b);
+        RING.lock().write(b);
+    }
+}
+
+impl Write for Tee<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.write_bytes(s.as_bytes());
+        Ok(())
+    }
+}
 
 struct Logger;
 
@@ -31,7 +56,8 @@ impl log::Log for Logger {
             log::Level::Trace => "trace: ",
         };
         let mut uart = CONSOLE.lock();
-        let _ = writeln!(uart, "(XEN) {tag}{}", record.args());
+        let mut tee = Tee { uart: &mut uart };
+        let _ = writeln!(tee, "(XEN) {tag}{}", record.args());
     }
 
     fn flush(&self) {}
@@ -53,9 +79,10 @@ pub fn set_level(level: LevelFilter) {
 /// Prints one console line of a guest, prefixed with its domain id: `(d3) text`.
 pub fn guest_line(dom: hypercall_abi::types::DomId, line: &[u8]) {
     let mut uart = CONSOLE.lock();
-    let _ = write!(uart, "(d{}) ", dom.0);
-    uart.write_bytes(line);
-    uart.write_bytes(b"\n");
+    let mut tee = Tee { uart: &mut uart };
+    let _ = write!(tee, "(d{}) ", dom.0);
+    tee.write_bytes(line);
+    tee.write_bytes(b"\n");
 }
 
 /// Writes straight to COM1 without taking the console lock: for the panic and fault

@@ -370,7 +370,7 @@ fn build_domain(
 }
 
 /// shared_info at start of day: zero, every vCPU's events masked (digest §3.8).
-fn init_shared_info(mfn: Mfn) {
+pub(crate) fn init_shared_info(mfn: Mfn) {
     use hypercall_abi::xen::shared_info::SharedInfo;
     mm::zero_frame(mfn);
     let si = (DIRECTMAP_BASE + (mfn.0 << 12)) as *mut SharedInfo;

@@ -4,6 +4,7 @@
 
 use crate::arch::x86_64::guest::{self, HwPlatform};
 use crate::arch::x86_64::{cpu, trap};
+use hypercall_abi::Errno;
 use hypercall_abi::types::DomId;
 use hypercall_abi::vcpu::{RUNSTATE_BLOCKED, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING};
 use spin::Mutex;
@@ -134,6 +135,189 @@ impl Others<'_> {
         true
     }
 
+    /// Puts `pv` into a free slot; returns the slot.
+    fn insert(&mut self, pv: PvDomain) -> Option<usize> {
+        let skip = self.left.len() + 1;
+        let free = self.left.iter().position(Option::is_none).or_else(|| {
+            self.right
+                .iter()
+                .position(Option::is_none)
+                .map(|i| i + skip)
+        })?;
+        let cell = if free < self.left.len() {
+            self.left.get_mut(free)
+        } else {
+            self.right.get_mut(free - skip)
+        }?;
+        *cell = Some(pv);
+        Some(free)
+    }
+
+    /// `XEN_DOMCTL_createdomain`: an empty domain, paused by the controller, with a
+    /// shared_info frame, event channels and one vCPU that is down until its context
+    /// is set. `current` is the caller's id (never reused here).
+    pub fn create(
+        &mut self,
+        spec: &xlhv_core::hypercall::domctl::CreateSpec,
+        current: DomId,
+    ) -> Result<DomId, Errno> {
+        let in_use = |o: &mut Self, id: DomId| id == current || o.find(id).is_some();
+        let id = match spec.id {
+            Some(id) if in_use(self, id) => return Err(Errno::EEXIST),
+            Some(id) => id,
+            None => self.next_free_id(current).ok_or(Errno::ENOSPC)?,
+        };
+        let shared_info = crate::mm::alloc_frame().ok_or(Errno::ENOMEM)?;
+        crate::dom0::init_shared_info(shared_info);
+        // The domain may map its shared_info but never type it; teardown returns it.
+        let mut hooks = crate::mmhw::Hooks {
+            existing: heapless::Vec::new(),
+            control: id,
+        };
+        let _ = hooks.existing.push(id);
+        let owned = crate::mmhw::with_mm(id, false, &mut hooks, |m| {
+            m.ft.assign(
+                shared_info,
+                xlhv_core::mm::frame_table::Owner::XenShared(id),
+            )
+        });
+        if owned.is_err() {
+            let _ = crate::mm::free_order(shared_info, 0);
+            return Err(Errno::ENOMEM);
+        }
+        let mut pv = PvDomain::new(id, false, shared_info, xlhv_core::mm::Mfn(0));
+        pv.dom.pause_count = 1;
+        pv.dom.toolstack = true;
+        pv.dom.handle = spec.handle;
+        let now = crate::time::now_ns();
+        for v in pv.vcpus.iter_mut() {
+            v.online = false;
+            v.timers = xlhv_core::vcpu::Timers::start_of_day(now);
+        }
+        let weight = pv.dom.weight;
+        let Some(slot) = self.insert(pv) else {
+            let _ = crate::mm::free_order(shared_info, 0);
+            return Err(Errno::ENOMEM);
+        };
+        crate::events::init_domain_with(slot, id, spec.max_evtchn_port, spec.max_vcpus);
+        if runq().lock().add(vref(slot, 0), weight, now).is_err() {
+            log::error!("domain {}: run queue full", id.0);
+        }
+        log::info!(
+            "d{} created by the control domain (slot {slot}), paused",
+            id.0
+        );
+        Ok(id)
+    }
+
+    /// The next free domain id after the last one handed out (Xen's rover), so that
+    /// an id is not reused at once.
+    fn next_free_id(&mut self, current: DomId) -> Option<DomId> {
+        use core::sync::atomic::Ordering;
+        let first = xlhv_core::hypercall::domctl::DOMID_FIRST_RESERVED;
+        for _ in 1..first {
+            let id = ROVER.load(Ordering::Relaxed);
+            let next = if id + 1 >= first { 1 } else { id + 1 };
+            ROVER.store(next, Ordering::Relaxed);
+            let cand = DomId(id);
+            if cand != current && self.find(cand).is_none() {
+                return Some(cand);
+            }
+        }
+        None
+    }
+
+    /// Runs `f` on vCPU `vcpu` of domain `id` and the domain.
+    pub fn with_vcpu<R>(
+        &mut self,
+        id: DomId,
+        vcpu: u32,
+        f: impl FnOnce(&mut xlhv_core::domain::Domain, &mut xlhv_core::vcpu::Vcpu) -> R,
+    ) -> Option<R> {
+        let (_, pv) = self.iter_slots().find(|(_, d)| d.dom.id == id)?;
+        let PvDomain { dom, vcpus } = pv;
+        let v = vcpus.get_mut(usize::try_from(vcpu).ok()?)?;
+        Some(f(dom, v))
+    }
+
+    /// The slot of domain `id` among these.
+    fn slot_of(&mut self, id: DomId) -> Option<usize> {
+        self.iter_slots()
+            .find(|(_, d)| d.dom.id == id)
+            .map(|(s, _)| s)
+    }
+
+    /// `getdomaininfo`'s view of the first of these domains with id >= `at`.
+    pub fn summary(&mut self, at: DomId) -> Option<xlhv_core::hypercall::domctl::DomainSummary> {
+        let now = crate::time::now_ns();
+        let (_, pv) = self
+            .iter_slots()
+            .filter(|(_, d)| d.dom.id >= at)
+            .min_by_key(|(_, d)| d.dom.id)?;
+        Some(xlhv_core::hypercall::domctl::DomainSummary::of(
+            &pv.dom, &pv.vcpus, now, false,
+        ))
+    }
+
+    /// `XEN_DOMCTL_destroydomain`: torn down before the caller runs again.
+    pub fn request_destroy(&mut self, id: DomId) -> Result<(), Errno> {
+        let slot = self.slot_of(id).ok_or(Errno::ESRCH)?;
+        let mut q = PENDING_TEARDOWN.lock();
+        if !q.contains(&slot) {
+            let _ = q.push(slot);
+        }
+        Ok(())
+    }
+
+    /// `XEN_DOMCTL_pausedomain`: its vCPUs leave the run queue until unpaused.
+    pub fn pause(&mut self, id: DomId) -> Result<(), Errno> {
+        let (slot, pv) = self
+            .iter_slots()
+            .find(|(_, d)| d.dom.id == id)
+            .ok_or(Errno::ESRCH)?;
+        pv.dom.pause_count = pv.dom.pause_count.saturating_add(1);
+        if pv.dom.state == DomainState::Running {
+            pv.dom.state = DomainState::Paused;
+            let now = crate::time::now_ns();
+            let mut rq = runq().lock();
+            for (i, v) in pv.vcpus.iter_mut().enumerate() {
+                rq.sleep(vref(slot, i), now);
+                if v.online {
+                    v.set_runstate(hypercall_abi::vcpu::RUNSTATE_OFFLINE, now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `XEN_DOMCTL_unpausedomain`: -EINVAL if not paused by the controller; at the
+    /// last unpause its online vCPUs that wait for nothing become runnable.
+    pub fn unpause(&mut self, id: DomId) -> Result<(), Errno> {
+        let (slot, pv) = self
+            .iter_slots()
+            .find(|(_, d)| d.dom.id == id)
+            .ok_or(Errno::ESRCH)?;
+        pv.dom.pause_count = pv.dom.pause_count.checked_sub(1).ok_or(Errno::EINVAL)?;
+        if pv.dom.pause_count == 0 && pv.dom.state == DomainState::Paused {
+            pv.dom.state = DomainState::Running;
+            let now = crate::time::now_ns();
+            for (i, v) in pv.vcpus.iter_mut().enumerate() {
+                if !v.online {
+                    continue;
+                }
+                if v.wait == xlhv_core::vcpu::Wait::None {
+                    v.set_runstate(RUNSTATE_RUNNABLE, now);
+                    if runq().lock().wake(vref(slot, i), now) {
+                        PREEMPT.store(true, core::sync::atomic::Ordering::Relaxed);
+                    }
+                } else {
+                    v.set_runstate(RUNSTATE_BLOCKED, now);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// What the memory model needs to know about the domains that exist, with the
     /// current domain `current` (built only when a memory operation asks).
     pub fn hooks(&self, current: DomId, current_privileged: bool) -> crate::mmhw::Hooks {
@@ -174,6 +358,14 @@ static DOMAINS: Mutex<Domains> = Mutex::new(Domains {
 /// Slots of domains shut down from outside (remote shutdown): destroyed at the next
 /// scheduling point, when no handler holds them.
 static PENDING_DESTROY: Mutex<heapless::Vec<usize, MAX_DOMAINS>> = Mutex::new(heapless::Vec::new());
+
+/// Slots the control domain destroyed (`XEN_DOMCTL_destroydomain`): torn down at the
+/// end of its hypercall, before it runs again.
+static PENDING_TEARDOWN: Mutex<heapless::Vec<usize, MAX_DOMAINS>> =
+    Mutex::new(heapless::Vec::new());
+
+/// The next domain id `XEN_DOMCTL_createdomain` tries (Xen's rover).
+static ROVER: core::sync::atomic::AtomicU16 = core::sync::atomic::AtomicU16::new(1);
 
 /// Physical CPUs with a run queue (the boot CPU only, so far).
 const MAX_CPUS: usize = 1;
@@ -331,6 +523,15 @@ pub fn guest_entry(frame: &mut Regs) {
             Outcome::Resume | Outcome::RegsReplaced => {}
         }
     }
+    let teardown: heapless::Vec<usize, MAX_DOMAINS> =
+        core::mem::take(&mut *PENDING_TEARDOWN.lock());
+    for &slot in &teardown {
+        if let Some(pv) = doms.get_mut(slot) {
+            log::info!("domain {}: destroyed by the control domain", pv.dom.id.0);
+            teardown_domain(&mut doms, slot);
+            resched = true;
+        }
+    }
     let pending: heapless::Vec<usize, MAX_DOMAINS> = core::mem::take(&mut *PENDING_DESTROY.lock());
     for &slot in &pending {
         let reason = doms
@@ -369,6 +570,7 @@ fn platform<'a>(
         cmdline: CMDLINE.get().copied().unwrap_or(""),
         others,
         slot,
+        id: dom.id,
         effects: EntryEffects::default(),
     }
 }
@@ -580,9 +782,12 @@ fn wake(pv: &mut PvDomain, slot: usize, kick: &Kick) {
         if by_upcall || by_port {
             v.wait = Wait::None;
             v.timers.poll_timeout = None;
-            v.set_runstate(RUNSTATE_RUNNABLE, now);
-            if runq().lock().wake(vref(slot, i), now) {
-                PREEMPT.store(true, core::sync::atomic::Ordering::Relaxed);
+            // A paused domain's vCPU becomes runnable when it is unpaused.
+            if pv.dom.is_running() && v.online {
+                v.set_runstate(RUNSTATE_RUNNABLE, now);
+                if runq().lock().wake(vref(slot, i), now) {
+                    PREEMPT.store(true, core::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
     }
@@ -714,7 +919,8 @@ fn teardown(pv: &mut PvDomain) -> (u64, u64) {
                 put_page_and_type(m, f);
             }
             let _ = roots.push(VcpuMm {
-                kernel_root: Some(v.kernel_root),
+                // A vCPU whose context was never set has no page tables (MFN 0).
+                kernel_root: (v.kernel_root.0 != 0).then_some(v.kernel_root),
                 user_root: v.user_root.take(),
                 ldt_base: v.ldt_base,
                 ldt_ents: v.ldt_ents,
@@ -742,13 +948,16 @@ fn teardown(pv: &mut PvDomain) -> (u64, u64) {
     (returned, busy)
 }
 
-/// Domain `slot` stopped (shut down or crashed): it leaves the run queue, its event
-/// channels close (peers see them unbound), every frame goes back, the slot is freed,
-/// and dom0 hears of it through `VIRQ_DOM_EXC`. dom0 stopping ends the machine, with
-/// an exit code that tells poweroff from crash.
+/// Domain `slot` stopped (shut down or crashed): its state records why and its
+/// vCPUs leave the run queue. A domain the toolstack made is kept, memory and all,
+/// until the toolstack destroys it, and dom0 hears of it through `VIRQ_DOM_EXC` (as
+/// Xen does); any other domain is torn down at once ([`teardown`]).
 fn destroy(doms: &mut Domains, slot: usize, reason: ShutdownReason, why: Option<CrashReason>) {
     let Some(pv) = doms.get_mut(slot) else { return };
     let id = pv.dom.id;
+    if matches!(pv.dom.state, DomainState::Shutdown(_)) {
+        return;
+    }
     pv.dom
         .console
         .flush(|line| crate::console::guest_line(id, line));
@@ -762,6 +971,34 @@ fn destroy(doms: &mut Domains, slot: usize, reason: ShutdownReason, why: Option<
         Some(why) => log::error!("domain {} crashed: {why}", id.0),
         None => log::info!("domain {} shut down: {reason:?}", id.0),
     }
+    if pv.dom.toolstack && !pv.dom.privileged {
+        let now = crate::time::now_ns();
+        let mut rq = runq().lock();
+        for (i, v) in pv.vcpus.iter_mut().enumerate() {
+            rq.sleep(vref(slot, i), now);
+            v.set_runstate(hypercall_abi::vcpu::RUNSTATE_OFFLINE, now);
+        }
+        drop(rq);
+        log::info!("domain {} kept until the toolstack destroys it", id.0);
+        if let Some(d0) = doms.slot_of(DomId(0)) {
+            raise_virq(doms, d0, hypercall_abi::evtchn::Virq::DomExc as u32, 0);
+        }
+        return;
+    }
+    teardown_domain(doms, slot);
+}
+
+/// Takes domain `slot` apart: it leaves the run queue, its event channels close
+/// (peers see them unbound), every frame goes back, the slot is freed, and dom0 hears
+/// of it through `VIRQ_DOM_EXC`. dom0's teardown takes every other domain with it and
+/// ends the machine, with an exit code that tells poweroff from crash.
+fn teardown_domain(doms: &mut Domains, slot: usize) {
+    let Some(pv) = doms.get_mut(slot) else { return };
+    let id = pv.dom.id;
+    let reason = match pv.dom.state {
+        DomainState::Shutdown(r) => r,
+        _ => ShutdownReason::Poweroff,
+    };
     {
         let mut rq = runq().lock();
         for i in 0..pv.vcpus.len() {
@@ -781,8 +1018,11 @@ fn destroy(doms: &mut Domains, slot: usize, reason: ShutdownReason, why: Option<
         // The machine stops with dom0: tear the other domains down first, so that
         // the leak check below counts every frame.
         for other in (0..MAX_DOMAINS).filter(|&o| o != slot) {
-            if doms.get_mut(other).is_some() {
+            if let Some(o) = doms.get_mut(other) {
+                // No toolstack is left to own it: it goes now.
+                o.dom.toolstack = false;
                 destroy(doms, other, ShutdownReason::Poweroff, None);
+                teardown_domain(doms, other);
             }
         }
     }

@@ -28,12 +28,18 @@ pub static TABLES: Mutex<[EvtchnTable; MAX_DOMAINS]> =
 /// Resets the table of `slot` for a new domain `id` with `nr_vcpus` vCPUs: dom0 has no
 /// port limit, a domU the 1023 libxl gives by default.
 pub fn init_domain(slot: usize, id: DomId, privileged: bool, nr_vcpus: u32) {
-    set_vcpu_info_at(slot, None);
     let max_port = if privileged {
         UNLIMITED_MAX_PORT
     } else {
         xlhv_core::evtchn::DEFAULT_DOMU_MAX_PORT
     };
+    init_domain_with(slot, id, max_port, nr_vcpus);
+}
+
+/// Resets the table of `slot` for a new domain `id` whose highest port is `max_port`
+/// (what `XEN_DOMCTL_createdomain` asked for).
+pub fn init_domain_with(slot: usize, id: DomId, max_port: u32, nr_vcpus: u32) {
+    set_vcpu_info_at(slot, None);
     if let Some(t) = TABLES.lock().get_mut(slot) {
         t.reinit(id, EvtchnConfig { max_port, nr_vcpus });
     }

@@ -65,6 +65,7 @@ pub fn init(info: &BootInfo) {
     }
     direct.insert(Region::new(0, MIB));
     let ram = usable.total_bytes();
+    TOTAL_FRAMES.store(ram / PAGE_SIZE, core::sync::atomic::Ordering::Relaxed);
     let top = direct.highest_end().unwrap_or(0);
     log::info!(
         "memory: {} MiB usable RAM ({ram} bytes) in {} regions; highest address {top:#x}",
@@ -212,6 +213,19 @@ pub fn m2p_get(mfn: Mfn) -> u64 {
 /// Frames the allocator spans (every frame below the highest usable address).
 pub fn managed_frames_span() -> u64 {
     FRAMES.lock().as_ref().map_or(0, FrameAllocator::nframes)
+}
+
+/// Frames of usable RAM (`XEN_SYSCTL_physinfo.total_pages`).
+static TOTAL_FRAMES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Frames of usable RAM the machine has.
+pub fn total_frames() -> u64 {
+    TOTAL_FRAMES.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// The highest machine frame number the allocator knows.
+pub fn max_mfn() -> u64 {
+    managed_frames_span().saturating_sub(1)
 }
 
 /// Free machine frames.

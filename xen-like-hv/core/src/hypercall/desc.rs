@@ -37,33 +37,7 @@ pub fn set_gdt<P: Platform>(
     let privileged = ctx.dom.privileged;
     let old = core::mem::take(&mut ctx.vcpu.gdt_frames);
     let result = ctx.p.mm(dom, privileged, |m| -> Result<(), MmError> {
-        let mut taken: heapless::Vec<Mfn, 14> = heapless::Vec::new();
-        for &mfn in &list {
-            let ok = (|| {
-                if m.ft.owner(mfn) != Some(Owner::Domain(dom)) {
-                    return Err(MmError::BadFrame(mfn));
-                }
-                // Fix up in place while the frame is still ordinary memory.
-                if m.ft.info(mfn).is_some_and(|f| f.type_count() == 0) {
-                    for i in 0..DESCS_PER_PAGE as usize {
-                        let d = m.mem.read_entry(mfn, i);
-                        match audit(d) {
-                            Some(fixed) if fixed != d => m.mem.write_entry(mfn, i, fixed),
-                            Some(_) => {}
-                            None => return Err(MmError::BadDescriptor(mfn)),
-                        }
-                    }
-                }
-                get_page_and_type(m, mfn, dom, PageType::SegDesc)
-            })();
-            if let Err(e) = ok {
-                for &t in &taken {
-                    put_page_and_type(m, t);
-                }
-                return Err(e);
-            }
-            let _ = taken.push(mfn);
-        }
+        take_gdt_frames(m, dom, &list)?;
         for &o in &old {
             put_page_and_type(m, o);
         }
@@ -81,6 +55,46 @@ pub fn set_gdt<P: Platform>(
             Err(Errno::EINVAL.into())
         }
     }
+}
+
+/// Makes each of `list` (frames of `dom`) a descriptor page: audited and fixed up in
+/// place while still ordinary memory, then a `SegDesc` type reference. All or nothing.
+pub fn take_gdt_frames<M, H, P, E>(
+    m: &mut crate::mm::page_type::MmCtx<'_, '_, M, H, P, E>,
+    dom: hypercall_abi::types::DomId,
+    list: &[Mfn],
+) -> Result<(), MmError>
+where
+    M: MachineMemory,
+    H: crate::mm::page_type::HypervisorSlots,
+    P: crate::mm::page_type::M2p,
+    E: crate::mm::page_type::MmHooks,
+{
+    for (k, &mfn) in list.iter().enumerate() {
+        let ok = (|| {
+            if m.ft.owner(mfn) != Some(Owner::Domain(dom)) {
+                return Err(MmError::BadFrame(mfn));
+            }
+            if m.ft.info(mfn).is_some_and(|f| f.type_count() == 0) {
+                for i in 0..DESCS_PER_PAGE as usize {
+                    let d = m.mem.read_entry(mfn, i);
+                    match audit(d) {
+                        Some(fixed) if fixed != d => m.mem.write_entry(mfn, i, fixed),
+                        Some(_) => {}
+                        None => return Err(MmError::BadDescriptor(mfn)),
+                    }
+                }
+            }
+            get_page_and_type(m, mfn, dom, PageType::SegDesc)
+        })();
+        if let Err(e) = ok {
+            for &t in list.iter().take(k) {
+                put_page_and_type(m, t);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// `update_descriptor(ma, desc)`: writes one audited descriptor into a frame that is

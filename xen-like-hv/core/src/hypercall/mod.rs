@@ -8,12 +8,16 @@
 
 pub mod cpu;
 pub mod desc;
+pub mod domctl;
+#[cfg(test)]
+mod domctl_tests;
 pub mod evtchn;
 pub mod memory;
 pub mod misc;
 pub mod mm;
 pub mod sched;
 pub mod vcpu;
+pub mod vcpuctx;
 
 use crate::platform::{GuestFault, Platform};
 use crate::traps::{GuestCtx, Outcome};
@@ -224,6 +228,12 @@ impl<P: Platform> HypercallHandler for GuestCtx<'_, P> {
     }
     fn memory_op(&mut self, cmd: u64, arg: GuestPtr<()>) -> HvResult {
         memory::memory_op(self, cmd, arg)
+    }
+    fn domctl(&mut self, op: GuestPtr<()>) -> HvResult {
+        domctl::domctl(self, op)
+    }
+    fn sysctl(&mut self, op: GuestPtr<()>) -> HvResult {
+        domctl::sysctl(self, op)
     }
     fn event_channel_op(&mut self, cmd: u32, arg: GuestPtr<()>) -> HvResult {
         evtchn::event_channel_op(self, cmd, arg)

@@ -125,6 +125,8 @@ pub struct HwPlatform<'a> {
     pub others: crate::domains::Others<'a>,
     /// The current domain's slot.
     pub slot: usize,
+    /// The current domain's id.
+    pub id: hypercall_abi::types::DomId,
     /// What the handlers asked for beyond their results.
     pub effects: crate::domains::EntryEffects,
 }
@@ -312,6 +314,84 @@ impl Platform for HwPlatform<'_> {
 
     fn remote_shutdown(&mut self, id: DomId, reason: xlhv_core::domain::ShutdownReason) -> bool {
         self.others.shut_down(id, reason)
+    }
+
+    fn create_domain(
+        &mut self,
+        spec: &xlhv_core::hypercall::domctl::CreateSpec,
+    ) -> Result<DomId, xlhv_core::hypercall::HvError> {
+        Ok(self.others.create(spec, self.id)?)
+    }
+
+    fn domain_summary(&mut self, at: DomId) -> Option<xlhv_core::hypercall::domctl::DomainSummary> {
+        self.others.summary(at)
+    }
+
+    fn destroy_domain(&mut self, id: DomId) -> Result<(), xlhv_core::hypercall::HvError> {
+        Ok(self.others.request_destroy(id)?)
+    }
+
+    fn pause_domain(&mut self, id: DomId) -> Result<(), xlhv_core::hypercall::HvError> {
+        Ok(self.others.pause(id)?)
+    }
+
+    fn unpause_domain(&mut self, id: DomId) -> Result<(), xlhv_core::hypercall::HvError> {
+        Ok(self.others.unpause(id)?)
+    }
+
+    fn set_max_pages(
+        &mut self,
+        id: DomId,
+        pages: u64,
+    ) -> Result<(), xlhv_core::hypercall::HvError> {
+        let d = self.others.find(id).ok_or(hypercall_abi::Errno::ESRCH)?;
+        d.max_pages = pages;
+        Ok(())
+    }
+
+    fn with_vcpu<R>(
+        &mut self,
+        id: DomId,
+        vcpu: u32,
+        f: impl FnOnce(&mut xlhv_core::domain::Domain, &mut xlhv_core::vcpu::Vcpu) -> R,
+    ) -> Option<R> {
+        self.others.with_vcpu(id, vcpu, f)
+    }
+
+    fn write_frame(&mut self, mfn: Mfn, offset: usize, bytes: &[u8]) {
+        let end = offset.saturating_add(bytes.len());
+        if end > 4096 {
+            return;
+        }
+        let va = DIRECTMAP_BASE + (mfn.0 << 12) + offset as u64;
+        // SAFETY: `mfn` is RAM in the direct map (a frame of a domain, which the
+        // caller holds a writable type reference on); the range lies within it.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, bytes.len()) };
+    }
+
+    fn physinfo(&self) -> hypercall_abi::domctl::SysctlPhysinfo {
+        let total = crate::mm::total_frames();
+        hypercall_abi::domctl::SysctlPhysinfo {
+            threads_per_core: 1,
+            cores_per_socket: 1,
+            nr_cpus: 1,
+            max_cpu_id: 0,
+            nr_nodes: 1,
+            max_node_id: 0,
+            cpu_khz: u32::try_from(crate::time::tsc_hz() / 1000).unwrap_or(u32::MAX),
+            total_pages: total,
+            free_pages: crate::mm::free_frames(),
+            max_mfn: crate::mm::max_mfn(),
+            ..Default::default()
+        }
+    }
+
+    fn read_console(&mut self, from: Option<u32>, buf: &mut [u8]) -> (usize, u32) {
+        crate::console::RING.lock().read(from, buf)
+    }
+
+    fn clear_console(&mut self) {
+        crate::console::RING.lock().clear();
     }
 
     fn port_in(&mut self, port: u16, bytes: u8) -> u32 {

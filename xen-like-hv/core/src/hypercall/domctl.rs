@@ -1,0 +1,311 @@
+//! `domctl` (#36) and `sysctl` (#35): the control domain's interface for building and
+//! managing domains (`docs/domains.md`, "Domain control").
+//!
+//! Both copy one fixed-size structure in, check the interface version (`-EACCES`) and
+//! the caller's privilege (`-EPERM`), run the command, and copy the structure back
+//! for the commands with OUT fields, as Xen's `do_domctl` does. The portable part here
+//! validates arguments and fills the replies; the domain table itself (creating,
+//! pausing, destroying, listing other domains) is the platform's
+//! ([`Platform::create_domain`] and friends), because it owns every domain but the
+//! caller's.
+
+use super::{HvError, HvResult};
+use crate::domain::{Domain, DomainState, ShutdownReason};
+use crate::platform::Platform;
+use crate::traps::GuestCtx;
+use crate::vcpu::Vcpu;
+use hypercall_abi::Errno;
+use hypercall_abi::domctl::{
+    CDF_ALL, CDF_HAP, CDF_HVM, DOMCTL_INTERFACE_VERSION, DOMINF_BLOCKED, DOMINF_DYING,
+    DOMINF_PAUSED, DOMINF_RUNNING, DOMINF_SHUTDOWN, DOMINF_SHUTDOWN_SHIFT, Domctl, DomctlCmd,
+    DomctlCreateDomain, DomctlGetDomainInfo, DomctlMaxMem, DomctlMaxVcpus, PHYSCAP_PV,
+    SYSCTL_INTERFACE_VERSION, Sysctl, SysctlCmd, SysctlPhysinfo, SysctlReadConsole,
+};
+use hypercall_abi::types::{DomId, GuestPtr};
+
+/// Lowest reserved domain id (`DOMID_FIRST_RESERVED`): ids from here are special.
+pub const DOMID_FIRST_RESERVED: u16 = 0x7FF0;
+
+/// What `XEN_DOMCTL_createdomain` asks the platform for (validated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreateSpec {
+    /// The id wanted; `None` = the next free one.
+    pub id: Option<DomId>,
+    /// The toolstack's UUID.
+    pub handle: [u8; 16],
+    /// vCPUs.
+    pub max_vcpus: u32,
+    /// Highest event-channel port.
+    pub max_evtchn_port: u32,
+}
+
+/// What `getdomaininfo` reports about one domain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DomainSummary {
+    /// Its id.
+    pub id: DomId,
+    /// `Some(reason)` once it shut down.
+    pub shutdown: Option<ShutdownReason>,
+    /// Paused by the controller.
+    pub paused: bool,
+    /// Being torn down (frames still referenced elsewhere).
+    pub dying: bool,
+    /// Every online vCPU waits for an event.
+    pub blocked: bool,
+    /// A vCPU of it is on a CPU now.
+    pub running: bool,
+    /// Frames it holds.
+    pub tot_pages: u64,
+    /// Most frames it may hold.
+    pub max_pages: u64,
+    /// Its shared_info frame.
+    pub shared_info: u64,
+    /// CPU time of its vCPUs (ns).
+    pub cpu_time_ns: u64,
+    /// vCPUs online.
+    pub online_vcpus: u32,
+    /// vCPUs it has.
+    pub nr_vcpus: u32,
+    /// The toolstack's UUID.
+    pub handle: [u8; 16],
+}
+
+impl DomainSummary {
+    /// The summary of `dom` with its vCPUs at system time `now`; `running` says
+    /// whether one of them is on a CPU.
+    pub fn of(dom: &Domain, vcpus: &[Vcpu], now: u64, running: bool) -> Self {
+        let online = u32::try_from(vcpus.iter().filter(|v| v.online).count()).unwrap_or(0);
+        DomainSummary {
+            id: dom.id,
+            shutdown: match dom.state {
+                DomainState::Shutdown(r) => Some(r),
+                _ => None,
+            },
+            paused: dom.pause_count > 0,
+            dying: false,
+            blocked: online > 0
+                && !running
+                && vcpus
+                    .iter()
+                    .filter(|v| v.online)
+                    .all(|v| v.wait != crate::vcpu::Wait::None),
+            running,
+            tot_pages: dom.tot_pages,
+            max_pages: dom.max_pages,
+            shared_info: dom.shared_info.0,
+            cpu_time_ns: vcpus.iter().map(|v| v.runstate_at(now).time[0]).sum(),
+            online_vcpus: online,
+            nr_vcpus: u32::try_from(vcpus.len()).unwrap_or(u32::MAX),
+            handle: dom.handle,
+        }
+    }
+
+    /// Xen's `getdomaininfo` reply for it.
+    pub fn to_xen(&self) -> DomctlGetDomainInfo {
+        let mut flags = 0;
+        if self.dying {
+            flags |= DOMINF_DYING;
+        }
+        if let Some(r) = self.shutdown {
+            flags |= DOMINF_SHUTDOWN | ((r as u32) << DOMINF_SHUTDOWN_SHIFT);
+        }
+        if self.paused {
+            flags |= DOMINF_PAUSED;
+        }
+        if self.blocked {
+            flags |= DOMINF_BLOCKED;
+        }
+        if self.running {
+            flags |= DOMINF_RUNNING;
+        }
+        DomctlGetDomainInfo {
+            domain: self.id,
+            flags,
+            tot_pages: self.tot_pages,
+            max_pages: self.max_pages,
+            shared_info_frame: self.shared_info,
+            cpu_time: self.cpu_time_ns,
+            nr_online_vcpus: self.online_vcpus,
+            max_vcpu_id: self.nr_vcpus.checked_sub(1).unwrap_or(u32::MAX),
+            handle: self.handle,
+            gpaddr_bits: 52,
+            ..DomctlGetDomainInfo::default()
+        }
+    }
+}
+
+/// `domctl(op)`.
+pub fn domctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvResult {
+    let mut op: Domctl = ctx.p.read_obj(arg.addr())?;
+    if op.interface_version != DOMCTL_INTERFACE_VERSION {
+        return Err(Errno::EACCES.into());
+    }
+    if !ctx.dom.privileged {
+        return Err(HvError::NotPrivileged);
+    }
+    let Some(cmd) = DomctlCmd::from_nr(op.cmd) else {
+        return Err(Errno::ENOSYS.into());
+    };
+    let me = ctx.dom.id;
+    let target = op.domain;
+    let copy_back = match cmd {
+        DomctlCmd::CreateDomain => {
+            let c: DomctlCreateDomain = op.arg();
+            let spec = create_spec(target, &c)?;
+            op.domain = ctx.p.create_domain(&spec)?;
+            true
+        }
+        DomctlCmd::GetDomainInfo => {
+            let info = domain_info_at_or_after(ctx, target).ok_or(Errno::ESRCH)?;
+            op.domain = info.id;
+            op.set_arg(&info.to_xen());
+            true
+        }
+        DomctlCmd::DestroyDomain | DomctlCmd::PauseDomain if target == me => {
+            return Err(Errno::EINVAL.into());
+        }
+        DomctlCmd::DestroyDomain => {
+            ctx.p.destroy_domain(target)?;
+            false
+        }
+        DomctlCmd::PauseDomain => {
+            ctx.p.pause_domain(target)?;
+            false
+        }
+        DomctlCmd::UnpauseDomain => {
+            if target == me {
+                return Err(Errno::EINVAL.into());
+            }
+            ctx.p.unpause_domain(target)?;
+            false
+        }
+        DomctlCmd::MaxMem => {
+            let m: DomctlMaxMem = op.arg();
+            // KiB to pages, capped as Xen caps it (an unsigned int).
+            let pages = (m.max_memkb >> 2).min(u64::from(u32::MAX));
+            if target == me {
+                ctx.dom.max_pages = pages;
+            } else {
+                ctx.p.set_max_pages(target, pages)?;
+            }
+            false
+        }
+        DomctlCmd::MaxVcpus => {
+            let m: DomctlMaxVcpus = op.arg();
+            let have = if target == me {
+                1
+            } else {
+                ctx.p
+                    .domain_summary(target)
+                    .filter(|s| s.id == target)
+                    .ok_or(Errno::ESRCH)?
+                    .nr_vcpus
+            };
+            // vCPUs are made at createdomain; one per domain so far.
+            if m.max != have {
+                return Err(Errno::EINVAL.into());
+            }
+            false
+        }
+        DomctlCmd::SetVcpuContext => {
+            super::vcpuctx::set_vcpu_context(ctx, target, op.arg())?;
+            false
+        }
+        DomctlCmd::GetVcpuContext => {
+            super::vcpuctx::get_vcpu_context(ctx, target, op.arg())?;
+            false
+        }
+        DomctlCmd::HypercallInit => {
+            let h: hypercall_abi::domctl::DomctlHypercallInit = op.arg();
+            super::vcpuctx::hypercall_init(ctx, target, h.gmfn)?;
+            false
+        }
+    };
+    if copy_back {
+        ctx.p.write_obj(arg.addr(), &op)?;
+    }
+    Ok(0)
+}
+
+/// Checks a createdomain request as Xen does for a PV domain.
+fn create_spec(target: DomId, c: &DomctlCreateDomain) -> Result<CreateSpec, HvError> {
+    if c.flags & !CDF_ALL != 0 || c.flags & (CDF_HVM | CDF_HAP) != 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    // One vCPU per domain so far (docs/xen-differences.md).
+    if c.max_vcpus != 1 {
+        return Err(Errno::EINVAL.into());
+    }
+    let id = match target.0 {
+        0 => None,
+        n if n < DOMID_FIRST_RESERVED => Some(target),
+        _ => return Err(Errno::EINVAL.into()),
+    };
+    Ok(CreateSpec {
+        id,
+        handle: c.handle,
+        max_vcpus: c.max_vcpus,
+        max_evtchn_port: c.max_evtchn_port,
+    })
+}
+
+/// The first domain with id >= `at`: the caller itself or one the platform knows.
+fn domain_info_at_or_after<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    at: DomId,
+) -> Option<DomainSummary> {
+    let now = ctx.p.now_ns();
+    let mine = (ctx.dom.id >= at)
+        .then(|| DomainSummary::of(ctx.dom, core::slice::from_ref(ctx.vcpu), now, true));
+    let other = ctx.p.domain_summary(at);
+    match (mine, other) {
+        (Some(m), Some(o)) => Some(if m.id <= o.id { m } else { o }),
+        (m, o) => m.or(o),
+    }
+}
+
+/// `sysctl(op)`.
+pub fn sysctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvResult {
+    let mut op: Sysctl = ctx.p.read_obj(arg.addr())?;
+    if op.interface_version != SYSCTL_INTERFACE_VERSION {
+        return Err(Errno::EACCES.into());
+    }
+    if !ctx.dom.privileged {
+        return Err(HvError::NotPrivileged);
+    }
+    match SysctlCmd::from_nr(op.cmd) {
+        Some(SysctlCmd::Physinfo) => {
+            let mut p: SysctlPhysinfo = ctx.p.physinfo();
+            p.capabilities |= PHYSCAP_PV;
+            op.set_arg(&p);
+        }
+        Some(SysctlCmd::ReadConsole) => {
+            let mut r: SysctlReadConsole = op.arg();
+            let mut buf = [0u8; 512];
+            let mut written: usize = 0;
+            let total = usize::try_from(r.count).unwrap_or(usize::MAX);
+            let mut index = (r.incremental != 0).then_some(r.index);
+            // Copy out in chunks so the hypervisor needs no buffer of the guest's size.
+            while written < total {
+                let want = (total - written).min(buf.len());
+                let (n, next) = ctx.p.read_console(index, &mut buf[..want]);
+                index = Some(next);
+                if n == 0 {
+                    break;
+                }
+                let dst = r.buffer.wrapping_add(written as u64);
+                ctx.p.write_guest(dst, &buf[..n])?;
+                written += n;
+            }
+            if r.clear != 0 {
+                ctx.p.clear_console();
+            }
+            r.count = u32::try_from(written).unwrap_or(u32::MAX);
+            r.index = index.unwrap_or(0);
+            op.set_arg(&r);
+        }
+        None => return Err(Errno::ENOSYS.into()),
+    }
+    ctx.p.write_obj(arg.addr(), &op)?;
+    Ok(0)
+}

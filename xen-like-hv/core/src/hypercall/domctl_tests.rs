@@ -1,0 +1,412 @@
+//! `domctl` and `sysctl` as dom0 drives them (docs/domains.md, "Domain control").
+
+use super::domctl::DOMID_FIRST_RESERVED;
+use crate::domain::{DomainState, ShutdownReason};
+use crate::testutil::*;
+use hypercall_abi::Errno;
+use hypercall_abi::domctl::*;
+use hypercall_abi::hypercall as hc;
+use hypercall_abi::types::DomId;
+
+/// Runs one domctl of `cmd` on `dom` with `arg`; the result and the structure after.
+fn domctl<T: zerocopy::IntoBytes + zerocopy::Immutable>(
+    w: &mut World,
+    cmd: DomctlCmd,
+    dom: u16,
+    arg: &T,
+) -> (Result<u64, Errno>, Domctl) {
+    w.p.poke_obj(KDATA, &Domctl::new(cmd, DomId(dom), arg));
+    let r = hc::domctl(w, ptr(KDATA));
+    (r, w.p.peek_obj(KDATA))
+}
+
+fn create(w: &mut World, dom: u16, c: DomctlCreateDomain) -> Result<u16, Errno> {
+    let (r, out) = domctl(w, DomctlCmd::CreateDomain, dom, &c);
+    r.map(|_| out.domain.0)
+}
+
+fn pv(max_vcpus: u32) -> DomctlCreateDomain {
+    DomctlCreateDomain {
+        max_vcpus,
+        max_evtchn_port: 1023,
+        handle: [7; 16],
+        ..Default::default()
+    }
+}
+
+fn info(w: &mut World, at: u16) -> Result<DomctlGetDomainInfo, Errno> {
+    let (r, out) = domctl(w, DomctlCmd::GetDomainInfo, at, &());
+    r.map(|_| {
+        let i: DomctlGetDomainInfo = out.arg();
+        assert_eq!(out.domain, i.domain, "the id is echoed in the header");
+        i
+    })
+}
+
+#[test]
+fn only_the_control_domain_with_the_right_version_may_call() {
+    let mut w = World::dom0();
+    let mut op = Domctl::new(DomctlCmd::GetDomainInfo, DomId(0), &());
+    op.interface_version = 0x14;
+    w.p.poke_obj(KDATA, &op);
+    assert_eq!(hc::domctl(&mut w, ptr(KDATA)), E(Errno::EACCES));
+    op.interface_version = DOMCTL_INTERFACE_VERSION;
+    op.cmd = 999;
+    w.p.poke_obj(KDATA, &op);
+    assert_eq!(hc::domctl(&mut w, ptr(KDATA)), E(Errno::ENOSYS));
+    assert_eq!(hc::domctl(&mut w, ptr(UNMAPPED)), E(Errno::EFAULT));
+
+    let mut u = World::kernel();
+    assert_eq!(
+        domctl(&mut u, DomctlCmd::GetDomainInfo, 0, &()).0,
+        E(Errno::EPERM)
+    );
+    u.p.poke_obj(KDATA, &Sysctl::new(SysctlCmd::Physinfo, &()));
+    assert_eq!(hc::sysctl(&mut u, ptr(KDATA)), E(Errno::EPERM));
+}
+
+#[test]
+fn createdomain_makes_a_paused_pv_domain_with_the_next_id_or_the_one_asked() {
+    let mut w = World::dom0();
+    assert_eq!(create(&mut w, 0, pv(1)), Ok(1));
+    assert_eq!(create(&mut w, 0, pv(1)), Ok(2));
+    assert_eq!(create(&mut w, 7, pv(1)), Ok(7));
+    assert_eq!(create(&mut w, 7, pv(1)), Err(Errno::EEXIST));
+    let d = &w.p.others[&1];
+    assert_eq!(d.pause_count, 1, "paused by the controller");
+    assert!(d.toolstack);
+    assert_eq!(d.handle, [7; 16]);
+    // PV only, one vCPU, no reserved ids, no unknown flags.
+    let hvm = DomctlCreateDomain {
+        flags: CDF_HVM | CDF_HAP,
+        ..pv(1)
+    };
+    assert_eq!(create(&mut w, 0, hvm), Err(Errno::EINVAL));
+    let junk = DomctlCreateDomain {
+        flags: 1 << 20,
+        ..pv(1)
+    };
+    assert_eq!(create(&mut w, 0, junk), Err(Errno::EINVAL));
+    assert_eq!(create(&mut w, 0, pv(0)), Err(Errno::EINVAL));
+    assert_eq!(create(&mut w, 0, pv(2)), Err(Errno::EINVAL));
+    assert_eq!(
+        create(&mut w, DOMID_FIRST_RESERVED, pv(1)),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(w.p.others.len(), 3);
+}
+
+#[test]
+fn getdomaininfo_walks_the_domains_in_id_order() {
+    let mut w = World::dom0();
+    w.dom.tot_pages = 100;
+    w.dom.max_pages = 200;
+    for id in [1, 5] {
+        assert_eq!(create(&mut w, id, pv(1)), Ok(id));
+    }
+    let me = info(&mut w, 0).unwrap();
+    assert_eq!(me.domain, DomId(0));
+    assert_ne!(me.flags & DOMINF_RUNNING, 0, "the caller is on the CPU");
+    assert_eq!((me.tot_pages, me.max_pages), (100, 200));
+    assert_eq!(me.nr_online_vcpus, 1);
+    assert_eq!(me.max_vcpu_id, 0);
+    let one = info(&mut w, 1).unwrap();
+    assert_eq!(one.domain, DomId(1));
+    assert_eq!(one.flags & (DOMINF_PAUSED | DOMINF_RUNNING), DOMINF_PAUSED);
+    assert_eq!(one.handle, [7; 16]);
+    assert_eq!(
+        info(&mut w, 2).unwrap().domain,
+        DomId(5),
+        "the next id that exists"
+    );
+    assert_eq!(info(&mut w, 6), Err(Errno::ESRCH));
+
+    // A shut-down domain reports the reason in bits 16..24.
+    if let Some(d) = w.p.others.get_mut(&5) {
+        d.state = DomainState::Shutdown(ShutdownReason::Crash);
+    }
+    let five = info(&mut w, 5).unwrap();
+    assert_ne!(five.flags & DOMINF_SHUTDOWN, 0);
+    assert_eq!(
+        (five.flags >> DOMINF_SHUTDOWN_SHIFT) & DOMINF_SHUTDOWN_MASK,
+        ShutdownReason::Crash as u32
+    );
+}
+
+#[test]
+fn pause_unpause_and_destroy_follow_xens_rules() {
+    let mut w = World::dom0();
+    assert_eq!(create(&mut w, 0, pv(1)), Ok(1));
+    let go = |w: &mut World, cmd, dom| domctl(w, cmd, dom, &()).0;
+    assert_eq!(
+        go(&mut w, DomctlCmd::PauseDomain, 0),
+        E(Errno::EINVAL),
+        "not itself"
+    );
+    assert_eq!(go(&mut w, DomctlCmd::DestroyDomain, 0), E(Errno::EINVAL));
+    assert_eq!(go(&mut w, DomctlCmd::UnpauseDomain, 0), E(Errno::EINVAL));
+    assert_eq!(go(&mut w, DomctlCmd::PauseDomain, 9), E(Errno::ESRCH));
+    assert_eq!(
+        go(&mut w, DomctlCmd::UnpauseDomain, 1),
+        Ok(0),
+        "created paused"
+    );
+    assert_eq!(
+        go(&mut w, DomctlCmd::UnpauseDomain, 1),
+        E(Errno::EINVAL),
+        "not paused"
+    );
+    assert_eq!(go(&mut w, DomctlCmd::PauseDomain, 1), Ok(0));
+    assert_eq!(go(&mut w, DomctlCmd::PauseDomain, 1), Ok(0));
+    assert_eq!(w.p.others[&1].pause_count, 2, "pauses are counted");
+    assert_eq!(go(&mut w, DomctlCmd::DestroyDomain, 1), Ok(0));
+    assert_eq!(w.p.destroyed, vec![DomId(1)]);
+    assert_eq!(go(&mut w, DomctlCmd::DestroyDomain, 1), E(Errno::ESRCH));
+}
+
+#[test]
+fn max_mem_and_max_vcpus() {
+    let mut w = World::dom0();
+    assert_eq!(create(&mut w, 0, pv(1)), Ok(1));
+    let mm = |w: &mut World, dom, kb| {
+        domctl(w, DomctlCmd::MaxMem, dom, &DomctlMaxMem { max_memkb: kb }).0
+    };
+    assert_eq!(mm(&mut w, 1, 16 * 1024), Ok(0));
+    assert_eq!(w.p.others[&1].max_pages, 4096);
+    assert_eq!(mm(&mut w, 0, 1 << 50), Ok(0));
+    assert_eq!(w.dom.max_pages, u64::from(u32::MAX), "capped");
+    assert_eq!(mm(&mut w, 3, 4), E(Errno::ESRCH));
+    let mv =
+        |w: &mut World, dom, max| domctl(w, DomctlCmd::MaxVcpus, dom, &DomctlMaxVcpus { max }).0;
+    assert_eq!(mv(&mut w, 1, 1), Ok(0));
+    assert_eq!(mv(&mut w, 1, 2), E(Errno::EINVAL));
+    assert_eq!(mv(&mut w, 4, 1), E(Errno::ESRCH));
+}
+
+#[test]
+fn sysctl_physinfo_and_readconsole() {
+    let mut w = World::dom0();
+    w.p.poke_obj(KDATA, &Sysctl::new(SysctlCmd::Physinfo, &()));
+    assert_eq!(hc::sysctl(&mut w, ptr(KDATA)), Ok(0));
+    let p: SysctlPhysinfo = w.p.peek_obj::<Sysctl>(KDATA).arg();
+    assert_eq!((p.nr_cpus, p.free_pages, p.total_pages), (1, 1000, 4096));
+    assert_ne!(p.capabilities & PHYSCAP_PV, 0);
+
+    w.p.console_ring = (0..2000u32).map(|i| (i % 251) as u8).collect();
+    let buf = KDATA + 0x1000;
+    let read = |w: &mut World, incremental, index, count, clear| {
+        let r = SysctlReadConsole {
+            clear,
+            incremental,
+            index,
+            buffer: buf,
+            count,
+            ..Default::default()
+        };
+        w.p.poke_obj(KDATA, &Sysctl::new(SysctlCmd::ReadConsole, &r));
+        assert_eq!(hc::sysctl(w, ptr(KDATA)), Ok(0));
+        w.p.peek_obj::<Sysctl>(KDATA).arg::<SysctlReadConsole>()
+    };
+    let r = read(&mut w, 0, 0, 1500, 0);
+    assert_eq!((r.count, r.index), (1500, 1500), "in 512-byte chunks");
+    assert_eq!(w.p.peek(buf, 1500), w.p.console_ring[..1500].to_vec());
+    let r = read(&mut w, 1, 1500, 1500, 0);
+    assert_eq!((r.count, r.index), (500, 2000), "the rest");
+    assert_eq!(w.p.peek(buf, 500), w.p.console_ring[1500..].to_vec());
+    let r = read(&mut w, 1, 2000, 100, 1);
+    assert_eq!(r.count, 0);
+    assert!(w.p.console_ring.is_empty(), "cleared");
+}
+
+// ---- vCPU context and the hypercall page ----------------------------------------------
+
+use crate::mm::Mfn;
+use crate::mm::frame_table::{Owner, PageType};
+use hypercall_abi::xen::VcpuGuestContext;
+use hypercall_abi::xen::arch::VgcfFlags;
+use zerocopy::FromZeros;
+
+/// Where the tests put a `vcpu_guest_context` in dom0's memory.
+const CTXT: u64 = KDATA + 0x2000;
+/// Frames of domain 1 in the tests.
+const L4: Mfn = Mfn(0x400);
+const L4B: Mfn = Mfn(0x401);
+const DATA: Mfn = Mfn(0x402);
+const THEIRS: Mfn = Mfn(0x403);
+
+/// dom0 with domain 1 created (paused) and owning [`L4`], [`L4B`] and [`DATA`].
+fn with_domu() -> World {
+    let mut w = World::dom0();
+    w.p.map(KDATA + 0x2000, 0x2000, Perm::ReadWrite);
+    assert_eq!(create(&mut w, 0, pv(1)), Ok(1));
+    for f in [L4, L4B, DATA] {
+        w.p.mm.ft.assign(f, Owner::Domain(DomId(1))).unwrap();
+    }
+    w.p.mm.ft.assign(THEIRS, Owner::Domain(DomId(0))).unwrap();
+    w
+}
+
+fn good_context() -> VcpuGuestContext {
+    let mut c = VcpuGuestContext::new_zeroed();
+    c.flags = VgcfFlags::IN_KERNEL.bits();
+    c.user_regs.rip = 0xFFFF_8000_0010_0000;
+    c.user_regs.rsp = 0xFFFF_8000_0020_0000;
+    c.user_regs.rsi = 0xFFFF_8000_0030_0000;
+    c.user_regs.cs = 0xE030;
+    c.user_regs.ss = 0xE02B & !3;
+    c.user_regs.rflags = 1 << 12; // IOPL 1
+    c.kernel_ss = 0xE02B & !3;
+    c.kernel_sp = 0xFFFF_8000_0020_0000;
+    c.ctrlreg[3] = L4.0 << 12;
+    c.event_callback_eip = 0xFFFF_8000_0010_1000;
+    c.trap_ctxt[14].address = 0xFFFF_8000_0010_2000;
+    c.trap_ctxt[14].vector = 14;
+    c.trap_ctxt[14].cs = 0xE030;
+    c
+}
+
+fn set_ctx(w: &mut World, dom: u16, vcpu: u32, c: Option<&VcpuGuestContext>) -> Result<u64, Errno> {
+    if let Some(c) = c {
+        w.p.poke_obj(CTXT, c);
+    }
+    let a = DomctlVcpuContext {
+        vcpu,
+        ctxt: c.map_or(0, |_| CTXT),
+        ..Default::default()
+    };
+    domctl(w, DomctlCmd::SetVcpuContext, dom, &a).0
+}
+
+#[test]
+fn setvcpucontext_loads_a_checked_context_and_holds_its_tables() {
+    let mut w = with_domu();
+    let c = good_context();
+    assert_eq!(
+        set_ctx(&mut w, 0, 0, Some(&c)),
+        E(Errno::EINVAL),
+        "not the caller"
+    );
+    assert_eq!(set_ctx(&mut w, 9, 0, Some(&c)), E(Errno::ESRCH));
+    assert_eq!(
+        set_ctx(&mut w, 1, 1, Some(&c)),
+        E(Errno::EINVAL),
+        "no vCPU 1"
+    );
+    assert_eq!(set_ctx(&mut w, 1, 0, None), E(Errno::EINVAL), "no reset");
+    for bad in [
+        VcpuGuestContext {
+            user_regs: hypercall_abi::xen::CpuUserRegs {
+                rip: 1 << 63,
+                ..c.user_regs
+            },
+            ..c.clone()
+        },
+        VcpuGuestContext {
+            ldt_base: 0x1001,
+            ..c.clone()
+        },
+        VcpuGuestContext {
+            gdt_ents: 100_000,
+            ..c.clone()
+        },
+        VcpuGuestContext {
+            ctrlreg: [0, 0, 0, THEIRS.0 << 12, 0, 0, 0, 0],
+            ..c.clone()
+        },
+        VcpuGuestContext {
+            ctrlreg: [0; 8],
+            ..c.clone()
+        },
+    ] {
+        assert_eq!(set_ctx(&mut w, 1, 0, Some(&bad)), E(Errno::EINVAL));
+        assert!(!w.p.other_vcpus[&1].online, "a refusal changes nothing");
+    }
+    assert_eq!(w.p.mm.ft.info(L4).unwrap().type_count(), 0);
+
+    assert_eq!(set_ctx(&mut w, 1, 0, Some(&c)), Ok(0));
+    let v = &w.p.other_vcpus[&1];
+    assert!(v.online && v.kernel_mode);
+    assert_eq!(v.kernel_root, L4);
+    assert_eq!((v.regs.rip, v.regs.rsi), (c.user_regs.rip, c.user_regs.rsi));
+    assert_eq!(v.regs.cs & 3, 3, "selectors get RPL 3");
+    assert_eq!(v.kernel_ss & 3, 3);
+    assert_ne!(v.regs.rflags & crate::regs::rflags::IF, 0, "IF forced on");
+    assert_eq!(v.regs.rflags & crate::regs::rflags::IOPL, 0);
+    assert_eq!(v.iopl, 1, "IOPL goes to the virtual IOPL");
+    assert_eq!(v.traps[14].address, c.trap_ctxt[14].address);
+    assert_eq!(v.callbacks.event.address, c.event_callback_eip);
+    let f = w.p.mm.ft.info(L4).unwrap();
+    assert_eq!((f.page_type(), f.type_count()), (PageType::L4, 1));
+
+    // A new context with another L4 drops the old one's reference.
+    let c2 = VcpuGuestContext {
+        ctrlreg: [0, 0, 0, L4B.0 << 12, 0, 0, 0, 0],
+        ..c.clone()
+    };
+    assert_eq!(set_ctx(&mut w, 1, 0, Some(&c2)), Ok(0));
+    assert_eq!(w.p.mm.ft.info(L4).unwrap().type_count(), 0);
+    assert_eq!(w.p.mm.ft.info(L4B).unwrap().type_count(), 1);
+
+    // Not while it runs.
+    assert_eq!(domctl(&mut w, DomctlCmd::UnpauseDomain, 1, &()).0, Ok(0));
+    if let Some(d) = w.p.others.get_mut(&1) {
+        d.state = DomainState::Running;
+    }
+    assert_eq!(set_ctx(&mut w, 1, 0, Some(&c)), E(Errno::EBUSY));
+}
+
+#[test]
+fn getvcpucontext_reads_back_what_was_set() {
+    let mut w = with_domu();
+    let get = |w: &mut World| {
+        let a = DomctlVcpuContext {
+            vcpu: 0,
+            ctxt: CTXT,
+            ..Default::default()
+        };
+        domctl(w, DomctlCmd::GetVcpuContext, 1, &a).0
+    };
+    assert_eq!(get(&mut w), E(Errno::ENODATA), "never set");
+    let c = good_context();
+    assert_eq!(set_ctx(&mut w, 1, 0, Some(&c)), Ok(0));
+    w.p.poke_obj(CTXT, &VcpuGuestContext::new_zeroed());
+    assert_eq!(get(&mut w), Ok(0));
+    let back: VcpuGuestContext = w.p.peek_obj(CTXT);
+    assert_eq!(back.ctrlreg[3], L4.0 << 12);
+    assert_eq!(back.user_regs.rip, c.user_regs.rip);
+    assert_eq!(back.user_regs.rflags & (3 << 12), 1 << 12, "IOPL reported");
+    assert_eq!(back.event_callback_eip, c.event_callback_eip);
+    assert_eq!(back.trap_ctxt[14].address, c.trap_ctxt[14].address);
+    assert_ne!(back.flags & VgcfFlags::IN_KERNEL.bits(), 0);
+}
+
+#[test]
+fn hypercall_init_fills_a_writable_frame_of_the_domain() {
+    let mut w = with_domu();
+    let init = |w: &mut World, dom, gmfn| {
+        domctl(
+            w,
+            DomctlCmd::HypercallInit,
+            dom,
+            &DomctlHypercallInit { gmfn },
+        )
+        .0
+    };
+    assert_eq!(init(&mut w, 1, THEIRS.0), E(Errno::EINVAL), "not its frame");
+    assert_eq!(init(&mut w, 9, DATA.0), E(Errno::ESRCH));
+    assert_eq!(set_ctx(&mut w, 1, 0, Some(&good_context())), Ok(0));
+    assert_eq!(init(&mut w, 1, L4.0), E(Errno::EINVAL), "a page table");
+    assert!(w.p.frame_writes.is_empty());
+    assert_eq!(init(&mut w, 1, DATA.0), Ok(0));
+    let (mfn, off, bytes) = &w.p.frame_writes[0];
+    assert_eq!((*mfn, *off), (DATA, 0));
+    assert_eq!(
+        bytes[..],
+        hypercall_abi::hypercall::hypercall_page_image()[..]
+    );
+    assert_eq!(
+        w.p.mm.ft.info(DATA).unwrap().type_count(),
+        0,
+        "reference dropped"
+    );
+}
