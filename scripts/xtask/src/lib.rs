@@ -13,7 +13,12 @@ use xlhv_core::exit::QemuExit;
 
 pub mod bench;
 pub mod bench_report;
+pub mod dom0;
 pub mod xen;
+
+pub use dom0::{
+    Machine, build_dom0, build_dom0ctl, build_image_bundle, dom0_modules, prepare_socket,
+};
 
 /// Rust target of the hypervisor and every PV kernel.
 pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
@@ -275,6 +280,9 @@ pub struct QemuConfig {
     pub smp: u32,
     /// No window; serial on stdio.
     pub headless: bool,
+    /// dom0's control link: COM2 as a unix socket QEMU listens on (no COM2
+    /// when `None`).
+    pub control_socket: Option<PathBuf>,
     /// Further arguments.
     pub extra: Vec<String>,
 }
@@ -290,6 +298,7 @@ impl QemuConfig {
             mem: "512M".into(),
             smp: 1,
             headless: true,
+            control_socket: None,
             extra: Vec::new(),
         }
     }
@@ -320,6 +329,13 @@ impl QemuConfig {
             c.args(["-display", "none"]);
         }
         c.args(["-serial", "mon:stdio"]);
+        if let Some(sock) = &self.control_socket {
+            // QEMU's option syntax doubles a comma inside a value.
+            let path = sock.to_string_lossy().replace(',', ",,");
+            c.arg("-chardev")
+                .arg(format!("socket,id=ctl,path={path},server=on,wait=off"));
+            c.args(["-device", "isa-serial,chardev=ctl,index=1"]);
+        }
         c.args(&self.extra);
         c
     }
@@ -510,5 +526,31 @@ mod tests {
         assert!(args.contains(&"-no-reboot".to_string()));
         assert!(args.iter().any(|a| a.starts_with("isa-debug-exit")));
         assert!(args.contains(&"tcg".to_string()));
+        assert!(
+            !args.iter().any(|a| a.contains("chardev")),
+            "no COM2 unless asked"
+        );
+    }
+
+    #[test]
+    fn control_socket_is_com2() {
+        let mut cfg = QemuConfig::new(PathBuf::from("x.iso"));
+        cfg.control_socket = Some(PathBuf::from("/tmp/a,b/dom0.sock"));
+        let args: Vec<String> = cfg
+            .command()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let i = args.iter().position(|a| a == "-chardev").unwrap();
+        assert_eq!(
+            args[i + 1],
+            "socket,id=ctl,path=/tmp/a,,b/dom0.sock,server=on,wait=off"
+        );
+        assert_eq!(
+            args[i + 2..i + 4],
+            ["-device", "isa-serial,chardev=ctl,index=1"]
+        );
+        let com1 = args.iter().position(|a| a == "mon:stdio").unwrap();
+        assert!(com1 < i, "COM1 stays the first serial port");
     }
 }

@@ -2,8 +2,16 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use xtask::dom0::{LISTENING, spawn_detached};
 use xtask::{Accel, IsoSpec, Module, QemuConfig};
+
+/// How long `--detach` waits for dom0 to listen (TCG boots take seconds).
+const DETACH_READY: Duration = Duration::from_secs(180);
+/// The hypervisor's line once boot has finished: what `--detach` waits for
+/// when dom0 is not the control agent.
+const BOOT_COMPLETE: &str = "boot complete";
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "Build, image and run xen-like-hv")]
@@ -14,7 +22,8 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct ImageArgs {
-    /// A PV kernel ELF to boot as dom0 (its module is named "dom0").
+    /// A PV kernel ELF to boot as dom0 (its module is named "dom0"). Default: the
+    /// dom0 kernel (control agent) with the image bundle as its initrd.
     #[arg(long, value_name = "PATH")]
     dom0: Option<PathBuf>,
     /// A further module, named NAME (default: the file name). Repeatable.
@@ -66,12 +75,24 @@ enum Cmd {
         /// Stop QEMU after this many seconds.
         #[arg(long, value_name = "S")]
         timeout: Option<u64>,
+        /// Run QEMU in the background (COM1 to a log under target/xlhv-run/), wait
+        /// until dom0 listens, print how to reach it with dom0ctl, and exit.
+        #[arg(long)]
+        detach: bool,
     },
     /// Benchmark the bench guest on xen-like-hv and on real Xen 4.17 (scripts/bench).
     Bench(xtask::bench::BenchArgs),
+    /// Build the default image bundle (hello, ticker, hog, pingpong, demo) and print its path.
+    Images {
+        /// Where to write the bundle.
+        #[arg(short, long, default_value = "target/xlhv-images.bin")]
+        out: PathBuf,
+    },
 }
 
-fn iso_spec(image: &ImageArgs) -> Result<IsoSpec> {
+/// The ISO's contents, and whether dom0 is the default dom0 kernel (which
+/// serves the control socket).
+fn iso_spec(image: &ImageArgs) -> Result<(IsoSpec, bool)> {
     let hypervisor = xtask::build_hypervisor()?;
     let mut modules = Vec::new();
     if let Some(d) = &image.dom0 {
@@ -83,32 +104,62 @@ fn iso_spec(image: &ImageArgs) -> Result<IsoSpec> {
     for m in &image.modules {
         modules.push(Module::parse(m)?);
     }
-    for d in &image.domus {
-        modules.push(Module::domu(d)?);
-    }
     let has_dom0 = modules
         .iter()
         .any(|m| m.cmdline.split_whitespace().next() == Some("dom0"));
-    if !has_dom0 && image.dom0.is_none() {
-        // No dom0 given: the demo kernel is dom0.
-        modules.insert(
-            0,
-            Module {
-                path: xtask::build_demo()?,
-                cmdline: "dom0".into(),
-            },
-        );
+    let default_dom0 = !has_dom0 && image.dom0.is_none();
+    if default_dom0 {
+        // The dom0 kernel, then its image bundle: the first data module is
+        // dom0's initrd, so the bundle goes before any --module.
+        let mut front = xtask::dom0_modules()?;
+        front.append(&mut modules);
+        modules = front;
+    }
+    for d in &image.domus {
+        modules.push(Module::domu(d)?);
     }
     for m in &modules {
         if !m.path.is_file() {
             bail!("module '{}': no such file: {}", m.cmdline, m.path.display());
         }
     }
-    Ok(IsoSpec {
-        hypervisor,
-        cmdline: image.cmdline.clone(),
-        modules,
-    })
+    Ok((
+        IsoSpec {
+            hypervisor,
+            cmdline: image.cmdline.clone(),
+            modules,
+        },
+        default_dom0,
+    ))
+}
+
+/// Relative to the current folder when that is shorter.
+fn short(p: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    p.strip_prefix(&cwd).unwrap_or(p).display().to_string()
+}
+
+/// How to reach dom0's control agent through `sock` with the `dom0ctl` binary.
+fn dom0ctl_hint(dom0ctl: &Path, sock: &Path) -> String {
+    let bin = short(dom0ctl);
+    let mut s = format!(
+        "dom0's control socket is {}. From another terminal:\n",
+        sock.display()
+    );
+    for (args, what) in [
+        ("info", "the hypervisor, CPUs, memory"),
+        ("list", "the domains"),
+        ("images", "the kernels dom0 holds"),
+        ("dmesg", "the hypervisor's log"),
+        ("shutdown-host", "stop the machine"),
+    ] {
+        s.push_str(&format!("  {bin} {args:<14} {what}\n"));
+    }
+    s.push_str(&format!(
+        "({bin} is what `cargo run -q --release -p dom0ctl --` runs; `{bin} --help` lists \
+         every command.)"
+    ));
+    s
 }
 
 fn main() -> Result<()> {
@@ -116,8 +167,11 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Bench(args) => xtask::bench::main(args)?,
         Cmd::Build => println!("{}", xtask::build_hypervisor()?.display()),
+        Cmd::Images { out } => {
+            println!("{}", xtask::build_image_bundle(&out)?.display());
+        }
         Cmd::Iso { image, out } => {
-            xtask::make_iso(&iso_spec(&image)?, &out)?;
+            xtask::make_iso(&iso_spec(&image)?.0, &out)?;
             println!("{}", out.display());
         }
         Cmd::Run {
@@ -129,6 +183,7 @@ fn main() -> Result<()> {
             machine,
             headless,
             timeout,
+            detach,
         } => {
             if accel == Accel::Kvm && !std::path::Path::new("/dev/kvm").exists() {
                 bail!("--accel kvm: this machine has no /dev/kvm; use --accel tcg");
@@ -136,20 +191,60 @@ fn main() -> Result<()> {
             if smp == 0 {
                 bail!("--smp must be at least 1");
             }
+            if detach && timeout.is_some() {
+                bail!(
+                    "--timeout does not apply with --detach; stop it with `dom0ctl shutdown-host`"
+                );
+            }
             let iso = xtask::target_dir().join("xen-like-hv.iso");
-            xtask::make_iso(&iso_spec(&image)?, &iso)?;
+            let (spec, default_dom0) = iso_spec(&image)?;
+            xtask::make_iso(&spec, &iso)?;
+            let dom0ctl = xtask::build_dom0ctl()?;
+            let sock = dom0ctl::default_socket_path();
+            xtask::prepare_socket(&sock)?;
             let mut cfg = QemuConfig::new(iso);
             cfg.accel = accel;
             cfg.smp = smp;
             cfg.mem = mem;
             cfg.cpu = cpu;
             cfg.machine = machine;
-            cfg.headless = headless;
+            cfg.headless = headless || detach;
+            cfg.control_socket = Some(sock.clone());
+            let hint = dom0ctl_hint(&dom0ctl, &sock);
+            if detach {
+                let ready = if default_dom0 {
+                    LISTENING
+                } else {
+                    BOOT_COMPLETE
+                };
+                eprintln!(
+                    "xtask: booting {} in QEMU ({accel:?}) in the background; waiting for {ready:?}",
+                    cfg.iso.display()
+                );
+                let d = spawn_detached(&cfg, ready, DETACH_READY)?;
+                println!(
+                    "QEMU runs in the background: pid {} (in {}), COM1 log {}.",
+                    d.pid,
+                    short(&d.pid_file),
+                    short(&d.com1_log)
+                );
+                if default_dom0 {
+                    println!("dom0 is listening. {hint}");
+                } else {
+                    println!(
+                        "dom0 is your --dom0 kernel; the control socket is {}.",
+                        sock.display()
+                    );
+                }
+                return Ok(());
+            }
             eprintln!(
-                "xtask: booting {} in QEMU ({:?}); Ctrl-A X quits",
-                cfg.iso.display(),
-                accel
+                "xtask: booting {} in QEMU ({accel:?}); Ctrl-A X quits",
+                cfg.iso.display()
             );
+            if default_dom0 {
+                eprintln!("xtask: once dom0 prints {LISTENING:?}: {hint}");
+            }
             let mut cmd = cfg.command();
             let mut child = cmd
                 .spawn()

@@ -65,16 +65,17 @@ fn not_yet(what: &str) -> ErrorReply {
     )
 }
 
+/// dom0ctl follows some codes' messages with what to do next (for
+/// `unknown-domain`: "List domains with `dom0ctl list`."), so these messages
+/// say only what is wrong.
 fn resolve_error(dom: &DomRef, e: ResolveError) -> ErrorReply {
     match e {
-        ResolveError::NoName(name) => ErrorReply::new(
-            ErrorCode::UnknownDomain,
-            format!("no such domain: {name}. List domains with `dom0ctl list`."),
-        ),
-        ResolveError::NoId(id) => ErrorReply::new(
-            ErrorCode::UnknownDomain,
-            format!("no domain has id {id}. List domains with `dom0ctl list`."),
-        ),
+        ResolveError::NoName(name) => {
+            ErrorReply::new(ErrorCode::UnknownDomain, format!("no such domain: {name}"))
+        }
+        ResolveError::NoId(id) => {
+            ErrorReply::new(ErrorCode::UnknownDomain, format!("no domain has id {id}"))
+        }
         ResolveError::Hypervisor(e) => hv_error(format_args!("looking up domain {dom}"), e),
     }
 }
@@ -195,7 +196,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 ErrorCode::UnsupportedVersion,
                 format!(
                     "the client speaks protocol version {client_version}; this agent speaks \
-                     {PROTOCOL_VERSION}. Use dom0ctl from the same tree as dom0."
+                     {PROTOCOL_VERSION}"
                 ),
             ));
         }
@@ -287,10 +288,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         if self.records.by_name(&c.name).is_some() {
             return Err(ErrorReply::new(
                 ErrorCode::NameInUse,
-                format!(
-                    "a domain named {} exists; pick another name or destroy it first",
-                    c.name
-                ),
+                format!("a domain named {} exists", c.name),
             ));
         }
         let image: &[u8] = match &c.kernel {
@@ -301,7 +299,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                     .ok_or_else(|| {
                         ErrorReply::new(
                             ErrorCode::UnknownImage,
-                            format!("dom0 has no image named {name}; `dom0ctl images` lists them"),
+                            format!("dom0 has no image named {name}"),
                         )
                     })?
                     .data
@@ -364,12 +362,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
 
 /// Checks that `image` is a 64-bit Xen PV kernel (its ELF headers and notes).
 fn check_kernel(image: &[u8]) -> Result<(), ErrorReply> {
-    let bad = |what: String| {
-        ErrorReply::new(
-            ErrorCode::BadImage,
-            format!("{what}; build the kernel for x86_64-unknown-none with Xen ELF notes"),
-        )
-    };
+    let bad = |what: String| ErrorReply::new(ErrorCode::BadImage, format!("{what}"));
     let elf = pvboot::elf::Elf::parse(image).map_err(|e| bad(format!("not a usable ELF: {e}")))?;
     pvboot::XenImageInfo::parse(&elf).map_err(|e| bad(format!("bad Xen notes: {e}")))?;
     Ok(())

@@ -161,8 +161,8 @@ impl<B: UploadBuf> Uploads<B> {
             return Err(ErrorReply::new(
                 ErrorCode::Busy,
                 format!(
-                    "this session already holds {MAX_UPLOADS} uploads; create domains from \
-                     them or reconnect (a new session drops them)"
+                    "this session already holds {MAX_UPLOADS} uploads (a new session drops \
+                     them)"
                 ),
             ));
         }
@@ -171,7 +171,7 @@ impl<B: UploadBuf> Uploads<B> {
                 ErrorCode::OutOfMemory,
                 format!("cannot take an upload of {size} bytes: {e}"),
             ),
-            StoreError::Exhausted => ErrorReply::new(ErrorCode::Busy, format!("{e}; try again")),
+            StoreError::Exhausted => ErrorReply::new(ErrorCode::Busy, format!("{e}")),
         })?;
         let id = self.next_id;
         self.next_id = self.next_id.checked_add(1).unwrap_or(1);
