@@ -201,3 +201,138 @@ impl Boot0 {
             .unwrap_or_else(|_| self.fail(&format!("no number after {after:?} in {line:?}")))
     }
 }
+
+/// The dom0 kernel (control agent) and the default image bundle, built once
+/// per test process: the modules `scripts/run` boots by default.
+pub fn dom0_modules() -> Vec<Module> {
+    static MODS: OnceLock<Vec<Module>> = OnceLock::new();
+    MODS.get_or_init(|| match xtask::dom0_modules() {
+        Ok(m) => m,
+        Err(e) => panic!("cannot build the dom0 kernel and its images: {e:#}"),
+    })
+    .clone()
+}
+
+/// The host's `dom0ctl` binary, built once per test process.
+pub fn dom0ctl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| match xtask::build_dom0ctl() {
+        Ok(p) => p,
+        Err(e) => panic!("cannot build dom0ctl: {e:#}"),
+    })
+}
+
+/// What one `dom0ctl` run did.
+#[derive(Debug)]
+pub struct CtlRun {
+    /// The arguments (after `--socket`).
+    pub args: Vec<String>,
+    /// Exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Wall time.
+    pub took: Duration,
+}
+
+impl CtlRun {
+    /// Asserts the exit code, printing everything when it differs.
+    #[track_caller]
+    pub fn code(&self, want: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(want),
+            "dom0ctl {:?}: exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.args,
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// A running machine whose dom0 is the control agent, with COM2 on a unix
+/// socket in the test's scratch folder; QEMU is killed when it is dropped.
+#[derive(Debug)]
+pub struct ControlHost {
+    /// Test name.
+    pub name: String,
+    /// QEMU.
+    pub machine: xtask::Machine,
+    /// The control socket.
+    pub socket: PathBuf,
+}
+
+/// What dom0 prints on COM1 when its agent serves COM2.
+pub const LISTENING: &str = xtask::dom0::LISTENING;
+
+impl ControlHost {
+    /// Boots the hypervisor with the dom0 kernel and its image bundle, and
+    /// waits until dom0's agent listens.
+    pub fn boot(name: &str) -> ControlHost {
+        let dir = scratch(name);
+        let iso = dir.join("boot.iso");
+        let socket = dir.join("ctl.sock");
+        assert!(
+            socket.as_os_str().len() < 100,
+            "{}: unix socket paths must be under 108 bytes; use a shorter CARGO_TARGET_DIR",
+            socket.display()
+        );
+        let spec = xtask::IsoSpec {
+            hypervisor: hypervisor().to_path_buf(),
+            cmdline: String::new(),
+            modules: dom0_modules(),
+        };
+        if let Err(e) = xtask::make_iso(&spec, &iso) {
+            panic!("{name}: making the ISO failed: {e:#}");
+        }
+        if let Err(e) = xtask::prepare_socket(&socket) {
+            panic!("{name}: {e:#}");
+        }
+        let mut cfg = xtask::QemuConfig::new(iso);
+        cfg.mem = "512M".into();
+        cfg.control_socket = Some(socket.clone());
+        let mut machine = xtask::Machine::spawn(&cfg)
+            .unwrap_or_else(|e| panic!("{name}: starting QEMU failed: {e:#}"));
+        if let Err(e) = machine.wait_for(LISTENING, Duration::from_secs(120)) {
+            panic!("{name}: {e:#}");
+        }
+        ControlHost {
+            name: name.into(),
+            machine,
+            socket,
+        }
+    }
+
+    /// Runs `dom0ctl --socket SOCK ARGS...`.
+    pub fn dom0ctl(&self, args: &[&str]) -> CtlRun {
+        let start = std::time::Instant::now();
+        let out = std::process::Command::new(dom0ctl_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: running dom0ctl: {e}", self.name));
+        CtlRun {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            took: start.elapsed(),
+        }
+    }
+
+    /// Everything COM1 printed so far.
+    pub fn serial(&self) -> String {
+        self.machine.serial()
+    }
+}
+
+impl Drop for ControlHost {
+    fn drop(&mut self) {
+        std::fs::write(scratch(&self.name).join("com1.log"), self.machine.serial()).ok();
+    }
+}
