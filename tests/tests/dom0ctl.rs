@@ -20,7 +20,12 @@ fn queries_errors_and_shutdown_host() {
 
     let info = h.dom0ctl(&["info"]);
     info.code(0);
-    assert_eq!(field(&info.stdout, "xen_version"), "4.17.7", "{}", info.stdout);
+    assert_eq!(
+        field(&info.stdout, "xen_version"),
+        "4.17.7",
+        "{}",
+        info.stdout
+    );
     assert!(field(&info.stdout, "hypervisor").contains("Xen 4.17"));
     assert!(field(&info.stdout, "dom0_agent").starts_with("xlhv-dom0 "));
     let free = field(&info.stdout, "free_memory");
@@ -32,7 +37,10 @@ fn queries_errors_and_shutdown_host() {
     images.code(0);
     for name in ["hello", "ticker", "hog", "pingpong", "demo"] {
         assert!(
-            images.stdout.lines().any(|l| l.split_whitespace().next() == Some(name)),
+            images
+                .stdout
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
             "no {name} in:\n{}",
             images.stdout
         );
@@ -62,7 +70,11 @@ fn queries_errors_and_shutdown_host() {
     );
     let dom0 = h.dom0ctl(&["destroy", "Domain-0"]);
     dom0.code(1);
-    assert!(dom0.stderr.contains("cannot be destroyed"), "{}", dom0.stderr);
+    assert!(
+        dom0.stderr.contains("cannot be destroyed"),
+        "{}",
+        dom0.stderr
+    );
     let id = h.dom0ctl(&["unpause", "4242"]);
     id.code(1);
     assert!(id.stderr.contains("no domain has id 4242"), "{}", id.stderr);
@@ -70,10 +82,17 @@ fn queries_errors_and_shutdown_host() {
     let bye = h.dom0ctl(&["shutdown-host"]);
     bye.code(0);
     let status = h.machine.wait_exit(Duration::from_secs(60));
-    assert!(status.is_some(), "QEMU still runs after shutdown-host\n{}", h.serial());
+    assert!(
+        status.is_some(),
+        "QEMU still runs after shutdown-host\n{}",
+        h.serial()
+    );
     assert_eq!(h.machine.exit(), Some(QemuExit::Poweroff), "{}", h.serial());
     let log = h.serial();
-    assert!(log.contains("(d0) dom0: shutdown-host: powering the machine off"), "{log}");
+    assert!(
+        log.contains("(d0) dom0: shutdown-host: powering the machine off"),
+        "{log}"
+    );
     assert!(log.contains("all of dom0's frames are back"), "{log}");
 }
 
@@ -88,13 +107,17 @@ fn upload_reaches_the_domain_builder() {
     let cfg = scratch("dom0ctl-upload").join("up.toml");
     std::fs::write(
         &cfg,
-        format!("name = \"up\"\nkernel = \"{}\"\nmemory = 16\n", kernel.display()),
+        format!(
+            "name = \"up\"\nkernel = \"{}\"\nmemory = 16\n",
+            kernel.display()
+        ),
     )
     .unwrap();
     let run = h.dom0ctl(&["--timeout", "120", "create", cfg.to_str().unwrap()]);
     run.code(1);
     assert!(
-        run.stderr.contains("create up: creating a domain is not supported yet"),
+        run.stderr
+            .contains("create up: creating a domain is not supported yet"),
         "{}",
         run.stderr
     );

@@ -362,7 +362,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
 
 /// Checks that `image` is a 64-bit Xen PV kernel (its ELF headers and notes).
 fn check_kernel(image: &[u8]) -> Result<(), ErrorReply> {
-    let bad = |what: String| ErrorReply::new(ErrorCode::BadImage, format!("{what}"));
+    let bad = |what: String| ErrorReply::new(ErrorCode::BadImage, what);
     let elf = pvboot::elf::Elf::parse(image).map_err(|e| bad(format!("not a usable ELF: {e}")))?;
     pvboot::XenImageInfo::parse(&elf).map_err(|e| bad(format!("bad Xen notes: {e}")))?;
     Ok(())

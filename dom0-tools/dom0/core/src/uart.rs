@@ -378,14 +378,11 @@ mod tests {
 
     #[test]
     fn read_takes_what_waits_and_counts_overruns() {
-        let mut f = FakeUart::new();
-        let mut u = Uart::init(&mut f, COM2, 115_200).unwrap();
+        let mut u = Uart::init(FakeUart::new(), COM2, 115_200).unwrap();
         let mut buf = [0u8; 4];
         assert_eq!(u.read(&mut buf), 0);
-        drop(u);
-        f.rx.extend(b"hello");
-        f.overrun = true;
-        let mut u = Uart::init(&mut f, COM2, 115_200).unwrap();
+        u.io.rx.extend(b"hello");
+        u.io.overrun = true;
         assert_eq!(u.read(&mut buf), 4);
         assert_eq!(&buf, b"hell");
         assert_eq!(u.read(&mut buf), 1);
@@ -395,14 +392,8 @@ mod tests {
 
     #[test]
     fn write_fills_the_fifo_per_status_check() {
-        let mut f = FakeUart::new();
-        let mut u = Uart::init(&mut f, COM2, 115_200).unwrap();
+        let mut u = Uart::init(FakeUart::new(), COM2, 115_200).unwrap();
         let data: alloc::vec::Vec<u8> = (0..100u8).collect();
-        u.write(&data, &mut clock(), u64::MAX).unwrap();
-        u.flush(&mut clock(), u64::MAX).unwrap();
-        drop(u);
-        assert_eq!(f.tx, data);
-        let mut u = Uart::init(&mut f, COM2, 115_200).unwrap();
         let before = u.io.accesses;
         u.write(&data, &mut clock(), u64::MAX).unwrap();
         assert_eq!(
@@ -410,15 +401,14 @@ mod tests {
             100 + 7,
             "100 data writes and one status read per 16 bytes"
         );
+        u.flush(&mut clock(), u64::MAX).unwrap();
+        assert_eq!(u.io.tx, data);
     }
 
     #[test]
     fn a_stuck_transmitter_stalls_by_the_deadline() {
-        let mut f = FakeUart::new();
-        let mut u = Uart::init(&mut f, COM2, 115_200).unwrap();
-        drop(u);
-        f.draining = false;
-        u = Uart::init(&mut f, COM2, 115_200).unwrap();
+        let mut u = Uart::init(FakeUart::new(), COM2, 115_200).unwrap();
+        u.io.draining = false;
         let r = u.write(&[0u8; 40], &mut clock(), 1000);
         assert_eq!(r, Err(Stalled { sent: 16 }));
         assert_eq!(u.flush(&mut clock(), 10), Err(Stalled { sent: 0 }));

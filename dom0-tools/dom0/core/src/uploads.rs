@@ -17,7 +17,9 @@ pub const MAX_UPLOADS: usize = 4;
 /// The largest upload, in bytes (a PV kernel is a few MiB at most).
 pub const MAX_UPLOAD_BYTES: u64 = 256 << 20;
 /// The `chunk_max` offered in `UploadReady`.
+#[allow(clippy::cast_possible_truncation)] // MAX_DATA < 2^17 (asserted below)
 pub const CHUNK_MAX: u32 = MAX_DATA as u32;
+const _: () = assert!(MAX_DATA < 1 << 17);
 
 /// Why a store cannot hold an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,7 +310,7 @@ mod tests {
 
     #[test]
     fn whole_upload() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7).to_le_bytes()[0]).collect();
         let mut s = store();
         let mut up = Uploads::new();
         let (id, max) = up.begin(&mut s, data.len() as u64, crc32(&data)).unwrap();

@@ -364,7 +364,9 @@ fn dmesg_returns_the_newest_bytes_of_the_ring() {
     );
 
     let mut hv = FakeHv::with_domains(&[0]);
-    hv.console = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    hv.console = (0..200_000u32)
+        .map(|i| (i % 251).to_le_bytes()[0])
+        .collect();
     hv.console_oldest = 30_000;
     let want = hv.console[hv.console.len() - MAX_DATA..].to_vec();
     let mut a = agent(hv);
@@ -385,7 +387,7 @@ fn dmesg_returns_the_newest_bytes_of_the_ring() {
 
 #[test]
 fn uploads_and_a_new_session() {
-    let data: Vec<u8> = (0..150_000u32).map(|i| (i * 13) as u8).collect();
+    let data: Vec<u8> = (0..150_000u32).map(|i| (i * 13).to_le_bytes()[0]).collect();
     let mut a = agent(FakeHv::with_domains(&[0]));
     let (upload, chunk_max) = match ask(
         &mut a,
