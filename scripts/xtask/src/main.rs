@@ -143,7 +143,7 @@ fn short(p: &Path) -> String {
 fn dom0ctl_hint(dom0ctl: &Path, sock: &Path) -> String {
     let bin = short(dom0ctl);
     let mut s = format!(
-        "dom0's control socket is {}. From another terminal:\n",
+        "dom0's control socket is {}; from another terminal:\n",
         sock.display()
     );
     for (args, what) in [
@@ -229,7 +229,7 @@ fn main() -> Result<()> {
                     short(&d.com1_log)
                 );
                 if default_dom0 {
-                    println!("dom0 is listening. {hint}");
+                    println!("dom0 is listening: {hint}");
                 } else {
                     println!(
                         "dom0 is your --dom0 kernel; the control socket is {}.",
@@ -243,7 +243,7 @@ fn main() -> Result<()> {
                 cfg.iso.display()
             );
             if default_dom0 {
-                eprintln!("xtask: once dom0 prints {LISTENING:?}: {hint}");
+                eprintln!("xtask: once COM1 shows {LISTENING:?}, {hint}");
             }
             let mut cmd = cfg.command();
             let mut child = cmd
