@@ -19,7 +19,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-#[cfg(test)]
+#[cfg(any(test, feature = "testimg"))]
 extern crate std;
 
 pub mod build;
@@ -27,8 +27,11 @@ pub mod elf;
 pub mod layout;
 pub mod notes;
 
-#[cfg(test)]
-mod testimg;
+/// Synthetic PV images and a `Vec`-backed [`DomainMemory`] for tests (feature
+/// `testimg`; the toolstack's host tests use them).
+#[cfg(any(test, feature = "testimg"))]
+#[allow(missing_docs, missing_debug_implementations)]
+pub mod testimg;
 
 pub use build::{BuildError, BuildParams, BuiltDomain, DomainMemory, MemError, build};
 pub use layout::{Flavour, Layout, LayoutError};

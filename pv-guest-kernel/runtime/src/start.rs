@@ -189,6 +189,7 @@ pub unsafe fn boot(
     let p2m: &'static [Mfn] = unsafe { core::slice::from_raw_parts(p2m_ptr, entries) };
     let heap = entry_rsp == layout.boot_stack.end;
     mm::init(layout, p2m, heap, si.pt_base);
+    crate::console::init(si);
     if !heap {
         crate::println!(
             "pv-runtime: warning: entry stack {entry_rsp:#x} is not the boot stack start_info \

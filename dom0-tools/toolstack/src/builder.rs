@@ -1,0 +1,311 @@
+//! The PV domain builder: an ELF image and a configuration in, a running domU out.
+//!
+//! Every hypercall goes through [`Hypervisor`], which dom0 implements with the real
+//! hypercalls (foreign writes through a mapping window) and the tests with a fake.
+//! The contents of the new domain's start-of-day memory (kernel, page tables,
+//! start_info, P2M list, hypercall page) come from [`pvboot`], the code the
+//! hypervisor builds dom0 with, in its `DomU` flavour.
+
+use alloc::boxed::Box;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use hypercall_abi::xen::arch::VgcfFlags;
+use hypercall_abi::xen::start_info::SifFlags;
+use hypercall_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, VcpuGuestContext};
+use hypercall_abi::{DomId, Errno, EvtchnPort, MachineAddr, Mfn, Pfn};
+use pvboot::elf::Elf;
+use pvboot::{BuildParams, DomainMemory, Flavour, Layout, MemError, XenImageInfo};
+use zerocopy::FromZeros;
+
+/// What the builder asks of the hypervisor: the control domain's hypercalls, each
+/// named after Xen's.
+pub trait Hypervisor {
+    /// `XEN_DOMCTL_createdomain` (one vCPU, `max_evtchn_port` 1023): the new id.
+    fn create_domain(&mut self, handle: [u8; 16]) -> Result<DomId, Errno>;
+    /// `XEN_DOMCTL_max_mem`.
+    fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno>;
+    /// `XENMEM_populate_physmap` for `dom`: `frames` holds PFNs in and MFNs out;
+    /// returns how many were populated.
+    fn populate_physmap(&mut self, dom: DomId, frames: &mut [u64]) -> Result<usize, Errno>;
+    /// `XEN_DOMCTL_getdomaininfo`'s `shared_info_frame`.
+    fn shared_info_frame(&mut self, dom: DomId) -> Result<Mfn, Errno>;
+    /// Writes `bytes` at `offset` of `dom`'s frame `mfn` (a foreign mapping, gone
+    /// again before the call returns or at least before [`Hypervisor::pin_l4`]).
+    fn write_frame(
+        &mut self,
+        dom: DomId,
+        mfn: Mfn,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<(), Errno>;
+    /// `EVTCHNOP_alloc_unbound` in `dom` for `remote`.
+    fn alloc_unbound(&mut self, dom: DomId, remote: DomId) -> Result<EvtchnPort, Errno>;
+    /// `MMUEXT_PIN_L4_TABLE` of `dom`'s frame `mfn` (foreign `mmuext_op`).
+    fn pin_l4(&mut self, dom: DomId, mfn: Mfn) -> Result<(), Errno>;
+    /// `XEN_DOMCTL_setvcpucontext` of vCPU 0.
+    fn set_vcpu_context(&mut self, dom: DomId, ctx: &VcpuGuestContext) -> Result<(), Errno>;
+    /// `XEN_DOMCTL_unpausedomain`.
+    fn unpause(&mut self, dom: DomId) -> Result<(), Errno>;
+    /// `XEN_DOMCTL_destroydomain`.
+    fn destroy(&mut self, dom: DomId) -> Result<(), Errno>;
+}
+
+/// What to build.
+#[derive(Clone, Copy, Debug)]
+pub struct BuildRequest<'a> {
+    /// The domain's name (its handle carries the first 16 bytes).
+    pub name: &'a str,
+    /// The PV ELF image.
+    pub image: &'a [u8],
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// The kernel command line.
+    pub cmdline: &'a [u8],
+    /// The domain serving its console and xenstore (dom0).
+    pub backend: DomId,
+}
+
+/// A built, running domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Built {
+    /// Its id.
+    pub domid: DomId,
+    /// Pages it got.
+    pub nr_pages: u64,
+    /// The console ring's machine frame and the domU's end of its event channel.
+    pub console: (Mfn, EvtchnPort),
+    /// The xenstore ring's machine frame and the domU's end of its event channel.
+    pub xenstore: (Mfn, EvtchnPort),
+    /// Its entry point.
+    pub entry: u64,
+}
+
+/// Why a build failed. The half-built domain is destroyed first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// The image is not a 64-bit x86 ELF.
+    NotElf(String),
+    /// The ELF lacks what a Xen PV kernel must have (its notes).
+    NotPv(String),
+    /// The memory layout does not work out (too little memory for the image).
+    Layout(String),
+    /// The hypervisor has not enough free memory.
+    OutOfMemory {
+        /// Pages wanted.
+        wanted: u64,
+        /// Pages the hypervisor gave.
+        got: u64,
+    },
+    /// A hypercall failed.
+    Hypervisor {
+        /// Which step.
+        step: &'static str,
+        /// What it answered.
+        errno: Errno,
+    },
+    /// Writing the start-of-day memory failed.
+    Build(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::NotElf(e) => write!(f, "the image is not an x86-64 ELF executable: {e}"),
+            BuildError::NotPv(e) => {
+                write!(f, "the image is an ELF but not a Xen PV kernel: {e}")
+            }
+            BuildError::Layout(e) => write!(f, "the domain's memory layout does not fit: {e}"),
+            BuildError::OutOfMemory { wanted, got } => write!(
+                f,
+                "out of memory: the domain needs {wanted} pages ({} MiB) and the hypervisor \
+                 had {got} to give; destroy a domain or ask for less memory",
+                wanted / 256
+            ),
+            BuildError::Hypervisor { step, errno } => {
+                write!(f, "{step} failed: {errno}")
+            }
+            BuildError::Build(e) => write!(f, "building the domain's memory: {e}"),
+        }
+    }
+}
+
+/// PFNs populated per `populate_physmap` call.
+const POPULATE_BATCH: usize = 512;
+
+/// The new domain's memory seen through the hypervisor's foreign writes.
+struct ForeignMem<'h, H: Hypervisor> {
+    hv: &'h mut H,
+    dom: DomId,
+    p2m: &'h [u64],
+}
+
+impl<H: Hypervisor> DomainMemory for ForeignMem<'_, H> {
+    fn mfn(&self, pfn: Pfn) -> Option<Mfn> {
+        usize::try_from(pfn.0)
+            .ok()
+            .and_then(|i| self.p2m.get(i))
+            .map(|&m| Mfn(m))
+    }
+
+    fn write(&mut self, pfn: Pfn, offset: usize, bytes: &[u8]) -> Result<(), MemError> {
+        let mfn = self.mfn(pfn).ok_or(MemError::NotPopulated)?;
+        if offset.saturating_add(bytes.len()) > 4096 {
+            return Err(MemError::OutOfRange);
+        }
+        self.hv
+            .write_frame(self.dom, mfn, offset, bytes)
+            .map_err(|_| MemError::Fault)
+    }
+
+    fn zero(&mut self, pfn: Pfn) -> Result<(), MemError> {
+        self.write(pfn, 0, &[0u8; 4096])
+    }
+}
+
+fn hv_err(step: &'static str) -> impl Fn(Errno) -> BuildError {
+    move |errno| BuildError::Hypervisor { step, errno }
+}
+
+/// The handle (`xen_domain_handle_t`) for `name`: its first 16 bytes, zero-padded.
+pub fn handle_of(name: &str) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    for (d, s) in h.iter_mut().zip(name.bytes()) {
+        *d = s;
+    }
+    h
+}
+
+/// Builds and starts a domU from `req` (see the module docs for the sequence). On
+/// failure the half-built domain is destroyed, so nothing is left behind.
+pub fn build<H: Hypervisor>(hv: &mut H, req: &BuildRequest<'_>) -> Result<Built, BuildError> {
+    // Check the image before asking the hypervisor for anything.
+    let elf = Elf::parse(req.image).map_err(|e| BuildError::NotElf(e.to_string()))?;
+    let info = XenImageInfo::parse(&elf).map_err(|e| BuildError::NotPv(e.to_string()))?;
+    let nr_pages = u64::from(req.memory_mib) * 256;
+    let layout = Layout::compute(&info, nr_pages, Flavour::DomU, 0)
+        .map_err(|e| BuildError::Layout(e.to_string()))?;
+
+    let dom = hv
+        .create_domain(handle_of(req.name))
+        .map_err(hv_err("XEN_DOMCTL_createdomain"))?;
+    match fill_and_start(hv, dom, req, &elf, &info, &layout) {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let _ = hv.destroy(dom);
+            Err(e)
+        }
+    }
+}
+
+/// Everything after `createdomain`.
+fn fill_and_start<H: Hypervisor>(
+    hv: &mut H,
+    dom: DomId,
+    req: &BuildRequest<'_>,
+    elf: &Elf<'_>,
+    info: &XenImageInfo<'_>,
+    layout: &Layout,
+) -> Result<Built, BuildError> {
+    let nr_pages = layout.nr_pages();
+    hv.max_mem(dom, nr_pages * 4)
+        .map_err(hv_err("XEN_DOMCTL_max_mem"))?;
+    let p2m = populate(hv, dom, nr_pages)?;
+    let shared_info = hv
+        .shared_info_frame(dom)
+        .map_err(hv_err("XEN_DOMCTL_getdomaininfo"))?;
+    let console_port = hv
+        .alloc_unbound(dom, req.backend)
+        .map_err(hv_err("EVTCHNOP_alloc_unbound (console)"))?;
+    let store_port = hv
+        .alloc_unbound(dom, req.backend)
+        .map_err(hv_err("EVTCHNOP_alloc_unbound (xenstore)"))?;
+    let params = BuildParams {
+        shared_info: MachineAddr(shared_info.0 << 12),
+        module: None,
+        cmdline: req.cmdline,
+        store_evtchn: store_port,
+        console_evtchn: console_port,
+        extra_flags: SifFlags::empty(),
+    };
+    let built = {
+        let mut mem = ForeignMem { hv, dom, p2m: &p2m };
+        pvboot::build(elf, info, layout, &mut mem, &params)
+            .map_err(|e| BuildError::Build(e.to_string()))?
+    };
+    hv.pin_l4(dom, built.cr3_mfn)
+        .map_err(hv_err("MMUEXT_PIN_L4_TABLE"))?;
+    let ctx = initial_context(&built);
+    hv.set_vcpu_context(dom, &ctx)
+        .map_err(hv_err("XEN_DOMCTL_setvcpucontext"))?;
+    hv.unpause(dom)
+        .map_err(hv_err("XEN_DOMCTL_unpausedomain"))?;
+    let (console_mfn, store_mfn) = match (built.console, built.xenstore) {
+        (Some((_, c)), Some((_, s))) => (c, s),
+        _ => return Err(BuildError::Build("the layout has no console page".into())),
+    };
+    Ok(Built {
+        domid: dom,
+        nr_pages,
+        console: (console_mfn, console_port),
+        xenstore: (store_mfn, store_port),
+        entry: built.rip,
+    })
+}
+
+/// Populates PFNs `0..nr_pages` of `dom`; the P2M (MFN per PFN).
+fn populate<H: Hypervisor>(hv: &mut H, dom: DomId, nr_pages: u64) -> Result<Vec<u64>, BuildError> {
+    let n = usize::try_from(nr_pages).map_err(|_| BuildError::OutOfMemory {
+        wanted: nr_pages,
+        got: 0,
+    })?;
+    let mut p2m = vec![0u64; n];
+    let mut done = 0usize;
+    while done < n {
+        let end = (done + POPULATE_BATCH).min(n);
+        let batch = &mut p2m[done..end];
+        for (k, f) in batch.iter_mut().enumerate() {
+            *f = (done + k) as u64;
+        }
+        let want = batch.len();
+        let got = match hv.populate_physmap(dom, batch) {
+            Ok(g) => g,
+            Err(Errno::ENOMEM) => 0,
+            Err(e) => return Err(hv_err("XENMEM_populate_physmap")(e)),
+        };
+        done += got.min(want);
+        if got < want {
+            return Err(BuildError::OutOfMemory {
+                wanted: nr_pages,
+                got: done as u64,
+            });
+        }
+    }
+    Ok(p2m)
+}
+
+/// vCPU 0's first context, as libxenguest sets it for a 64-bit PV domU: kernel mode
+/// at the entry point, events on, `rsi` = start_info, the kernel stack for bounces.
+fn initial_context(b: &pvboot::BuiltDomain) -> Box<VcpuGuestContext> {
+    let mut c = Box::new(VcpuGuestContext::new_zeroed());
+    c.flags = (VgcfFlags::IN_KERNEL | VgcfFlags::ONLINE).bits();
+    c.user_regs.rip = b.rip;
+    c.user_regs.rsp = b.rsp;
+    c.user_regs.rsi = b.rsi;
+    c.user_regs.cs = FLAT_KERNEL_CS;
+    c.user_regs.ss = FLAT_KERNEL_SS;
+    c.user_regs.ds = FLAT_KERNEL_SS;
+    c.user_regs.es = FLAT_KERNEL_SS;
+    c.user_regs.fs = FLAT_KERNEL_SS;
+    c.user_regs.gs = FLAT_KERNEL_SS;
+    c.user_regs.rflags = 1 << 9;
+    c.kernel_ss = u64::from(b.kernel_ss);
+    c.kernel_sp = b.kernel_sp;
+    c.ctrlreg[3] = b.cr3_mfn.0 << 12;
+    c
+}
+
+#[cfg(test)]
+mod tests;

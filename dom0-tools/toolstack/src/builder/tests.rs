@@ -1,0 +1,316 @@
+//! The builder against a fake hypervisor that keeps frames, owners and the calls.
+
+extern crate std;
+
+use super::*;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use hypercall_abi::elfnote::XenElfNote;
+use hypercall_abi::xen::start_info::StartInfo;
+use pvboot::testimg::Spec;
+use std::string::String;
+use zerocopy::FromBytes;
+
+/// One fake domain.
+#[derive(Default)]
+struct Dom {
+    paused: bool,
+    max_kib: u64,
+    pinned: Option<Mfn>,
+    ctx: Option<Box<VcpuGuestContext>>,
+    ports: Vec<(EvtchnPort, DomId)>,
+}
+
+/// A fake machine: frames by MFN with their owner, a pool of free frames, the
+/// domains, and every call in order. `fail` makes the named step fail.
+struct Fake {
+    frames: BTreeMap<u64, (DomId, Vec<u8>)>,
+    free: u64,
+    next_mfn: u64,
+    doms: BTreeMap<u16, Dom>,
+    calls: Vec<String>,
+    fail: Option<&'static str>,
+}
+
+impl Fake {
+    fn new(free: u64) -> Fake {
+        Fake {
+            frames: BTreeMap::new(),
+            free,
+            next_mfn: 0x1000,
+            doms: BTreeMap::new(),
+            calls: Vec::new(),
+            fail: None,
+        }
+    }
+
+    fn step(&mut self, name: &'static str) -> Result<(), Errno> {
+        if self.calls.last().is_none_or(|c| c != name) {
+            self.calls.push(name.into());
+        }
+        if self.fail == Some(name) {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
+    }
+
+    fn frame(&self, mfn: u64) -> &[u8] {
+        &self.frames[&mfn].1
+    }
+}
+
+impl Hypervisor for Fake {
+    fn create_domain(&mut self, _handle: [u8; 16]) -> Result<DomId, Errno> {
+        self.step("create")?;
+        let id = (1..).find(|i| !self.doms.contains_key(i)).unwrap_or(1);
+        self.doms.insert(
+            id,
+            Dom {
+                paused: true,
+                ..Dom::default()
+            },
+        );
+        Ok(DomId(id))
+    }
+    fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno> {
+        self.step("max_mem")?;
+        self.doms.get_mut(&dom.0).ok_or(Errno::ESRCH)?.max_kib = kib;
+        Ok(())
+    }
+    fn populate_physmap(&mut self, dom: DomId, frames: &mut [u64]) -> Result<usize, Errno> {
+        self.step("populate")?;
+        let mut n = 0;
+        for f in frames.iter_mut() {
+            if self.free == 0 {
+                break;
+            }
+            self.free -= 1;
+            let mfn = self.next_mfn;
+            self.next_mfn += 7; // not contiguous, like real memory may be
+            self.frames.insert(mfn, (dom, vec![0xAA; 4096]));
+            *f = mfn;
+            n += 1;
+        }
+        Ok(n)
+    }
+    fn shared_info_frame(&mut self, _dom: DomId) -> Result<Mfn, Errno> {
+        self.step("getdomaininfo")?;
+        Ok(Mfn(0x77))
+    }
+    fn write_frame(
+        &mut self,
+        dom: DomId,
+        mfn: Mfn,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<(), Errno> {
+        self.step("write")?;
+        let (owner, f) = self.frames.get_mut(&mfn.0).ok_or(Errno::EINVAL)?;
+        if *owner != dom {
+            return Err(Errno::EPERM);
+        }
+        f[offset..offset + bytes.len()].copy_from_slice(bytes);
+        Ok(())
+    }
+    fn alloc_unbound(&mut self, dom: DomId, remote: DomId) -> Result<EvtchnPort, Errno> {
+        self.step("alloc_unbound")?;
+        let d = self.doms.get_mut(&dom.0).ok_or(Errno::ESRCH)?;
+        let port = EvtchnPort(u32::try_from(d.ports.len()).unwrap() + 1);
+        d.ports.push((port, remote));
+        Ok(port)
+    }
+    fn pin_l4(&mut self, dom: DomId, mfn: Mfn) -> Result<(), Errno> {
+        self.step("pin_l4")?;
+        if self.frames.get(&mfn.0).map(|f| f.0) != Some(dom) {
+            return Err(Errno::EINVAL);
+        }
+        self.doms.get_mut(&dom.0).ok_or(Errno::ESRCH)?.pinned = Some(mfn);
+        Ok(())
+    }
+    fn set_vcpu_context(&mut self, dom: DomId, ctx: &VcpuGuestContext) -> Result<(), Errno> {
+        self.step("setvcpucontext")?;
+        self.doms.get_mut(&dom.0).ok_or(Errno::ESRCH)?.ctx = Some(Box::new(ctx.clone()));
+        Ok(())
+    }
+    fn unpause(&mut self, dom: DomId) -> Result<(), Errno> {
+        self.step("unpause")?;
+        self.doms.get_mut(&dom.0).ok_or(Errno::ESRCH)?.paused = false;
+        Ok(())
+    }
+    fn destroy(&mut self, dom: DomId) -> Result<(), Errno> {
+        self.calls.push("destroy".into());
+        self.doms.remove(&dom.0).ok_or(Errno::ESRCH)?;
+        let before = self.frames.len() as u64;
+        self.frames.retain(|_, (o, _)| *o != dom);
+        self.free += before - self.frames.len() as u64;
+        Ok(())
+    }
+}
+
+fn image() -> Vec<u8> {
+    Spec::small().build()
+}
+
+fn req(image: &[u8], memory_mib: u32) -> BuildRequest<'_> {
+    BuildRequest {
+        name: "hello",
+        image,
+        memory_mib,
+        cmdline: b"secs=3",
+        backend: DomId(0),
+    }
+}
+
+#[test]
+fn builds_and_starts_a_domu_in_xens_order() {
+    let img = image();
+    let mut hv = Fake::new(10_000);
+    let b = build(&mut hv, &req(&img, 16)).expect("build");
+    assert_eq!(b.domid, DomId(1));
+    assert_eq!(b.nr_pages, 4096);
+    assert_eq!(
+        hv.calls,
+        [
+            "create",
+            "max_mem",
+            "populate",
+            "getdomaininfo",
+            "alloc_unbound",
+            "write",
+            "pin_l4",
+            "setvcpucontext",
+            "unpause"
+        ]
+    );
+    let d = &hv.doms[&1];
+    assert!(!d.paused);
+    assert_eq!(d.max_kib, 16 * 1024);
+    assert_eq!(
+        d.ports,
+        [(EvtchnPort(1), DomId(0)), (EvtchnPort(2), DomId(0))]
+    );
+    let ctx = d.ctx.as_ref().unwrap();
+    assert_eq!(ctx.user_regs.rip, b.entry);
+    assert_eq!(
+        ctx.ctrlreg[3] >> 12,
+        d.pinned.unwrap().0,
+        "vCPU 0 starts on the pinned L4"
+    );
+    assert_eq!(ctx.user_regs.cs, FLAT_KERNEL_CS);
+    assert_ne!(ctx.flags & VgcfFlags::IN_KERNEL.bits(), 0);
+    assert_eq!(ctx.kernel_sp, ctx.user_regs.rsp);
+
+    // start_info, found through rsi: the small image's VIRT_BASE is 0, so rsi / 4096
+    // is its PFN; the fake hands out MFNs in PFN order.
+    let si_pfn = ctx.user_regs.rsi / 4096;
+    let si_frame = hv
+        .frames
+        .iter()
+        .filter(|(_, (o, _))| *o == DomId(1))
+        .nth(usize::try_from(si_pfn).unwrap())
+        .map(|(m, _)| *m)
+        .unwrap();
+    let si = StartInfo::read_from_prefix(hv.frame(si_frame)).unwrap().0;
+    assert!(si.magic.starts_with(b"xen-3.0-x86_64"), "{:?}", si.magic);
+    assert_eq!(si.nr_pages, 4096);
+    assert_eq!(si.shared_info, MachineAddr(0x77 << 12));
+    assert_eq!(si.console.evtchn, EvtchnPort(1));
+    assert_eq!(si.console.mfn, b.console.0);
+    assert_eq!(si.store_evtchn, EvtchnPort(2));
+    assert!(si.cmd_line.starts_with(b"secs=3\0"));
+    assert_eq!((b.console.1, b.xenstore.1), (EvtchnPort(1), EvtchnPort(2)));
+}
+
+#[test]
+fn a_bad_image_is_refused_before_any_hypercall() {
+    let mut hv = Fake::new(10_000);
+    let e = build(&mut hv, &req(b"\x7fELF not really", 16)).unwrap_err();
+    assert!(matches!(e, BuildError::NotElf(_)), "{e}");
+    assert!(format!("{e}").contains("not an x86-64 ELF"));
+    let no_notes = Spec::small()
+        .without_note(XenElfNote::GuestOs)
+        .without_note(XenElfNote::XenVersion)
+        .without_note(XenElfNote::Entry)
+        .without_note(XenElfNote::HypercallPage)
+        .without_note(XenElfNote::Features)
+        .without_note(XenElfNote::PaeMode)
+        .without_note(XenElfNote::Loader)
+        .build();
+    let e = build(&mut hv, &req(&no_notes, 16)).unwrap_err();
+    assert!(
+        matches!(e, BuildError::NotPv(_) | BuildError::Layout(_)),
+        "{e}"
+    );
+    let img = image();
+    let e = build(&mut hv, &req(&img, 0)).unwrap_err();
+    assert!(matches!(e, BuildError::Layout(_)), "{e}");
+    assert!(
+        hv.calls.is_empty(),
+        "nothing asked of the hypervisor: {:?}",
+        hv.calls
+    );
+}
+
+#[test]
+fn out_of_memory_destroys_the_domain_and_gives_every_frame_back() {
+    let img = image();
+    let mut hv = Fake::new(1000);
+    let e = build(&mut hv, &req(&img, 16)).unwrap_err();
+    assert_eq!(
+        e,
+        BuildError::OutOfMemory {
+            wanted: 4096,
+            got: 1000
+        }
+    );
+    assert!(format!("{e}").contains("out of memory"));
+    assert_eq!(hv.calls.last().map(String::as_str), Some("destroy"));
+    assert!(hv.doms.is_empty());
+    assert_eq!(hv.free, 1000, "every frame back");
+}
+
+#[test]
+fn any_failing_step_destroys_the_half_built_domain() {
+    let img = image();
+    for step in [
+        "max_mem",
+        "populate",
+        "getdomaininfo",
+        "alloc_unbound",
+        "write",
+        "pin_l4",
+        "setvcpucontext",
+        "unpause",
+    ] {
+        let mut hv = Fake::new(10_000);
+        hv.fail = Some(step);
+        let e = build(&mut hv, &req(&img, 16)).unwrap_err();
+        assert_eq!(
+            hv.calls.last().map(String::as_str),
+            Some("destroy"),
+            "{step}"
+        );
+        assert!(hv.doms.is_empty(), "{step}");
+        assert_eq!(hv.free, 10_000, "{step}: frames back");
+        if step != "write" {
+            assert!(format!("{e}").contains("failed: "), "{step}: {e}");
+        }
+    }
+    let mut hv = Fake::new(10_000);
+    hv.fail = Some("create");
+    let e = build(&mut hv, &req(&img, 16)).unwrap_err();
+    assert_eq!(
+        e,
+        BuildError::Hypervisor {
+            step: "XEN_DOMCTL_createdomain",
+            errno: Errno::EINVAL
+        }
+    );
+    assert_eq!(hv.calls, ["create"]);
+}
+
+#[test]
+fn handles_carry_the_name() {
+    assert_eq!(&handle_of("hello")[..6], b"hello\0");
+    assert_eq!(handle_of("a-very-long-domain-name"), *b"a-very-long-doma");
+}
