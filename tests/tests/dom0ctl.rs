@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use xlhv_tests::{ControlHost, QemuExit, scratch, test_guest};
+use xlhv_tests::{
+    ControlHost, LISTENING, QemuExit, dom0_modules, dom0ctl_bin, hypervisor, scratch, test_guest,
+};
 
 /// The number after `key` and spaces and ':' in `dom0ctl info`'s output.
 fn field<'a>(out: &'a str, key: &str) -> &'a str {
@@ -128,4 +130,83 @@ fn upload_reaches_the_domain_builder() {
     );
     // The agent is still in step for the next session.
     h.dom0ctl(&["list"]).code(0);
+}
+
+/// `scripts/run --detach`'s mechanism: QEMU in its own process group, COM1 in
+/// a log file, a pid file, ready once dom0 listens; it outlives the handle and
+/// `shutdown-host` ends it.
+#[test]
+fn detached_qemu_serves_until_shutdown_host() {
+    let dir = scratch("dom0ctl-detach");
+    let iso = dir.join("boot.iso");
+    let socket = dir.join("ctl.sock");
+    let spec = xtask::IsoSpec {
+        hypervisor: hypervisor().to_path_buf(),
+        cmdline: String::new(),
+        modules: dom0_modules(),
+    };
+    xtask::make_iso(&spec, &iso).unwrap();
+    xtask::prepare_socket(&socket).unwrap();
+    let mut cfg = xtask::QemuConfig::new(iso);
+    cfg.control_socket = Some(socket.clone());
+    let d = xtask::dom0::spawn_detached(&cfg, &dir, LISTENING, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let pid: u32 = std::fs::read_to_string(&d.pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, d.pid);
+    let _reaper = KillOnDrop(pid);
+    let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(alive());
+    let run = |args: &[&str]| {
+        std::process::Command::new(dom0ctl_bin())
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let list = run(&["list"]);
+    assert!(list.status.success(), "{list:?}");
+    assert!(String::from_utf8_lossy(&list.stdout).contains("Domain-0"));
+    assert!(
+        xtask::prepare_socket(&socket)
+            .unwrap_err()
+            .to_string()
+            .contains("in use"),
+        "a second QEMU may not take a socket that is served"
+    );
+    let bye = run(&["shutdown-host"]);
+    assert!(bye.status.success(), "{bye:?}");
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    // QEMU is not our child any more than a detached one would be: wait for it
+    // to become a zombie or vanish.
+    while alive() && !is_zombie(pid) && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive() || is_zombie(pid), "QEMU {pid} still runs");
+    let log = std::fs::read_to_string(&d.com1_log).unwrap();
+    assert!(log.contains("dom0 stopped (Poweroff)"), "{log}");
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Kills a detached QEMU if the test fails before `shutdown-host` ended it.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::path::Path::new(&format!("/proc/{}", self.0)).exists() && !is_zombie(self.0) {
+            let _ = std::process::Command::new("kill")
+                .arg(self.0.to_string())
+                .status();
+        }
+    }
 }

@@ -336,13 +336,17 @@ pub struct Detached {
     pub pid_file: PathBuf,
 }
 
-/// Starts QEMU in its own process group with COM1 going to a log file under
-/// [`run_dir`], writes a pid file, and returns once COM1 shows `ready`. QEMU
-/// keeps running after this process exits. On failure QEMU is stopped and the
-/// log's tail is in the error.
-pub fn spawn_detached(cfg: &QemuConfig, ready: &str, timeout: Duration) -> Result<Detached> {
-    let dir = run_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+/// Starts QEMU in its own process group with COM1 going to `com1.log` in
+/// `dir` (`scripts/run` uses [`run_dir`]), writes `qemu.pid` there, and returns
+/// once COM1 shows `ready`. QEMU keeps running after this process exits. On
+/// failure QEMU is stopped and the log's tail is in the error.
+pub fn spawn_detached(
+    cfg: &QemuConfig,
+    dir: &Path,
+    ready: &str,
+    timeout: Duration,
+) -> Result<Detached> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let com1_log = dir.join("com1.log");
     let err_log = dir.join("qemu-stderr.log");
     let pid_file = dir.join("qemu.pid");

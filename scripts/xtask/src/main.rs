@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use xtask::dom0::{LISTENING, spawn_detached};
+use xtask::dom0::{LISTENING, run_dir, spawn_detached};
 use xtask::{Accel, IsoSpec, Module, QemuConfig};
 
 /// How long `--detach` waits for dom0 to listen (TCG boots take seconds).
@@ -221,7 +221,7 @@ fn main() -> Result<()> {
                     "xtask: booting {} in QEMU ({accel:?}) in the background; waiting for {ready:?}",
                     cfg.iso.display()
                 );
-                let d = spawn_detached(&cfg, ready, DETACH_READY)?;
+                let d = spawn_detached(&cfg, &run_dir(), ready, DETACH_READY)?;
                 println!(
                     "QEMU runs in the background: pid {} (in {}), COM1 log {}.",
                     d.pid,
