@@ -273,6 +273,12 @@ impl ControlHost {
     /// Boots the hypervisor with the dom0 kernel and its image bundle, and
     /// waits until dom0's agent listens.
     pub fn boot(name: &str) -> ControlHost {
+        Self::boot_with(name, Vec::new())
+    }
+
+    /// [`ControlHost::boot`] with further modules (boot-time domUs, say) after
+    /// dom0's.
+    pub fn boot_with(name: &str, extra: Vec<Module>) -> ControlHost {
         let dir = scratch(name);
         let iso = dir.join("boot.iso");
         let socket = dir.join("ctl.sock");
@@ -284,7 +290,7 @@ impl ControlHost {
         let spec = xtask::IsoSpec {
             hypervisor: hypervisor().to_path_buf(),
             cmdline: String::new(),
-            modules: dom0_modules(),
+            modules: dom0_modules().into_iter().chain(extra).collect(),
         };
         if let Err(e) = xtask::make_iso(&spec, &iso) {
             panic!("{name}: making the ISO failed: {e:#}");

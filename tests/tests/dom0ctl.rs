@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use xlhv_tests::{
-    ControlHost, LISTENING, QemuExit, dom0_modules, dom0ctl_bin, hypervisor, scratch, test_guest,
+    ControlHost, LISTENING, Module, QemuExit, dom0_modules, dom0ctl_bin, hypervisor, scratch,
+    test_guest,
 };
 
 /// The number after `key` and spaces and ':' in `dom0ctl info`'s output.
@@ -96,6 +97,53 @@ fn queries_errors_and_shutdown_host() {
         "{log}"
     );
     assert!(log.contains("all of dom0's frames are back"), "{log}");
+}
+
+/// The row of domain `id` in `dom0ctl list`, if any.
+fn row(list: &str, id: u16) -> Option<String> {
+    list.lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(&id.to_string()))
+        .map(String::from)
+}
+
+/// Pause, unpause and destroy a domain the hypervisor built at boot (so dom0
+/// has no name for it), by id, through the real domctls.
+#[test]
+fn pause_unpause_destroy_a_boot_time_domu() {
+    let ticker = test_guest("ticker");
+    let spec = format!(
+        "{},name=tick,mem=16M,cmdline=secs=600 period_ms=100",
+        ticker.display()
+    );
+    let h = ControlHost::boot_with("dom0ctl-domu", vec![Module::domu(&spec).unwrap()]);
+    let list = |h: &ControlHost| {
+        let l = h.dom0ctl(&["list"]);
+        l.code(0);
+        l.stdout.clone()
+    };
+    let before = list(&h);
+    let tick = row(&before, 1).unwrap_or_else(|| panic!("no domain 1 in:\n{before}"));
+    assert!(tick.starts_with("(unnamed)"), "{tick}");
+    assert!(!tick.contains("--p---"), "{tick}");
+
+    h.dom0ctl(&["pause", "1"]).code(0);
+    let paused = row(&list(&h), 1).unwrap();
+    assert!(paused.contains("--p---"), "{paused}");
+    h.dom0ctl(&["unpause", "1"]).code(0);
+    let again = row(&list(&h), 1).unwrap();
+    assert!(!again.contains("--p---"), "{again}");
+
+    h.dom0ctl(&["destroy", "1"]).code(0);
+    let after = list(&h);
+    assert!(row(&after, 1).is_none(), "{after}");
+    assert!(row(&after, 0).is_some(), "{after}");
+    let gone = h.dom0ctl(&["pause", "1"]);
+    gone.code(1);
+    assert!(
+        gone.stderr.contains("no domain has id 1"),
+        "{}",
+        gone.stderr
+    );
 }
 
 /// A kernel from the host is uploaded whole and checked; only building the
