@@ -146,11 +146,11 @@ fn pause_unpause_destroy_a_boot_time_domu() {
     );
 }
 
-/// A kernel from the host is uploaded whole and checked; only building the
-/// domain is missing. Prints the upload's speed (not asserted: see
-/// docs/bench.md on timing).
+/// `dom0ctl create` with an uploaded kernel: the image crosses COM2 in chunks
+/// with its CRC, dom0's builder makes a domain of it, and its console answers.
+/// Prints the upload's speed (not asserted: see docs/bench.md on timing).
 #[test]
-fn upload_reaches_the_domain_builder() {
+fn create_from_an_uploaded_image() {
     let h = ControlHost::boot("dom0ctl-upload");
     let kernel = test_guest("ticker");
     let size = std::fs::metadata(&kernel).unwrap().len();
@@ -158,26 +158,86 @@ fn upload_reaches_the_domain_builder() {
     std::fs::write(
         &cfg,
         format!(
-            "name = \"up\"\nkernel = \"{}\"\nmemory = 16\n",
+            "name = \"up\"\nkernel = \"{}\"\nmemory = 16\ncmdline = \"secs=30\"\n",
             kernel.display()
         ),
     )
     .unwrap();
     let run = h.dom0ctl(&["--timeout", "120", "create", cfg.to_str().unwrap()]);
-    run.code(1);
-    assert!(
-        run.stderr
-            .contains("create up: creating a domain is not supported yet"),
-        "{}",
-        run.stderr
-    );
+    run.code(0);
+    assert_eq!(run.stdout.trim(), "1", "the new domid: {}", run.stdout);
     let kib_s = size as f64 / 1024.0 / run.took.as_secs_f64();
     eprintln!(
         "upload: {size} bytes in {:.2} s = {kib_s:.0} KiB/s (TCG, one QEMU)",
         run.took.as_secs_f64()
     );
-    // The agent is still in step for the next session.
-    h.dom0ctl(&["list"]).code(0);
+    wait_for_console(&h, "up", "ticker: tick 1");
+    h.dom0ctl(&["destroy", "up"]).code(0);
+}
+
+/// Polls `dom0ctl console DOM --no-follow` until its output holds `needle`
+/// (20 s at most).
+fn wait_for_console(h: &ControlHost, dom: &str, needle: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let c = h.dom0ctl(&["console", dom, "--no-follow"]);
+        if c.stdout.contains(needle) {
+            return c.stdout;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{dom}'s console never showed {needle:?}:\n{}\n{}",
+            c.stdout,
+            c.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The README's walk: create from a named image, list, console, pause (ticks
+/// stop), unpause (they go on), destroy (gone from the list, every frame back).
+#[test]
+fn create_list_console_pause_unpause_destroy() {
+    let h = ControlHost::boot("dom0ctl-lifecycle");
+    let free_before = {
+        let i = h.dom0ctl(&["info"]);
+        i.code(0);
+        field(&i.stdout, "free_memory").to_string()
+    };
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/ticker.toml");
+    let run = h.dom0ctl(&["create", cfg, "cmdline=secs=60"]);
+    run.code(0);
+    let id = run.stdout.trim().to_string();
+    let list = h.dom0ctl(&["list"]);
+    list.code(0);
+    let row = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ticker "))
+        .unwrap_or_else(|| panic!("no ticker in:\n{}", list.stdout));
+    assert_eq!(row.split_whitespace().nth(1), Some(id.as_str()), "{row}");
+    let out = wait_for_console(&h, "ticker", "ticker: tick 1");
+    assert!(out.contains("ticker"), "{out}");
+
+    h.dom0ctl(&["pause", "ticker"]).code(0);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = h.dom0ctl(&["console", "ticker", "--no-follow"]).stdout;
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = h.dom0ctl(&["console", "ticker", "--no-follow"]).stdout;
+    assert_eq!(before, after, "a paused domain's ticks stop");
+    h.dom0ctl(&["unpause", "ticker"]).code(0);
+    let ticks = before.matches("ticker: tick").count();
+    wait_for_console(&h, "ticker", &format!("ticker: tick {}", ticks + 1));
+
+    h.dom0ctl(&["destroy", "ticker"]).code(0);
+    let list = h.dom0ctl(&["list"]).stdout;
+    assert!(!list.contains("ticker"), "{list}");
+    let i = h.dom0ctl(&["info"]);
+    assert_eq!(
+        field(&i.stdout, "free_memory"),
+        free_before,
+        "every frame back"
+    );
 }
 
 /// `scripts/run --detach`'s mechanism: QEMU in its own process group, COM1 in

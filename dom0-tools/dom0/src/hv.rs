@@ -3,12 +3,24 @@
 
 use alloc::string::String;
 
-use dom0_core::{ConsoleChunk, Hypervisor, XenVersion};
+use core::sync::atomic::AtomicU32;
+
+use dom0_core::{ConsoleChunk, Hypervisor, RingId, XenVersion};
 use pv_runtime::abi::domctl::{
-    Domctl, DomctlCmd, DomctlGetDomainInfo, Sysctl, SysctlCmd, SysctlPhysinfo, SysctlReadConsole,
+    Domctl, DomctlCmd, DomctlCreateDomain, DomctlGetDomainInfo, DomctlMaxMem, DomctlVcpuContext,
+    Sysctl, SysctlCmd, SysctlPhysinfo, SysctlReadConsole,
 };
+use pv_runtime::abi::evtchn::{EvtchnAllocUnbound, EvtchnOp};
 use pv_runtime::abi::guest::HypercallPage;
-use pv_runtime::abi::hypercall::{domctl, sched_op, sysctl, xen_version};
+use pv_runtime::abi::hypercall::{
+    domctl, event_channel_op, memory_op, mmuext_op, sched_op, sysctl, xen_version,
+};
+use pv_runtime::abi::memory::{XenMemoryReservation, XenmemOp};
+use pv_runtime::abi::mmu::{MmuextCmd, MmuextOp, foreigndom};
+use pv_runtime::abi::xen::VcpuGuestContext;
+use pv_runtime::abi::{EvtchnPort, Mfn};
+
+use crate::foreign;
 use pv_runtime::abi::sched::{SchedOp, SchedRemoteShutdown, ShutdownReason};
 use pv_runtime::abi::version::{XenCompileInfo, XenVer};
 use pv_runtime::abi::{DomId, Errno};
@@ -142,5 +154,113 @@ impl Hypervisor for XenHv {
 
     fn now_ns(&self) -> u64 {
         pv_runtime::time::system_time_ns()
+    }
+
+    fn create_domain(&mut self, handle: [u8; 16]) -> Result<DomId, Errno> {
+        let cfg = DomctlCreateDomain {
+            handle,
+            max_vcpus: 1,
+            max_evtchn_port: 1023,
+            max_grant_frames: -1,
+            max_maptrack_frames: -1,
+            ..DomctlCreateDomain::default()
+        };
+        let mut op = Domctl::new(DomctlCmd::CreateDomain, DomId(0), &cfg);
+        domctl_op(&mut op)?;
+        Ok(op.domain)
+    }
+
+    fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno> {
+        let mut op = Domctl::new(DomctlCmd::MaxMem, dom, &DomctlMaxMem { max_memkb: kib });
+        domctl_op(&mut op)
+    }
+
+    fn populate_physmap(&mut self, dom: DomId, frames: &mut [u64]) -> Result<usize, Errno> {
+        let res = XenMemoryReservation {
+            extent_start: pv_runtime::abi::GuestPtr::from_ptr(frames.as_mut_ptr()),
+            nr_extents: frames.len() as u64,
+            domid: dom,
+            ..XenMemoryReservation::default()
+        };
+        let n = memory_op(
+            &mut inv(),
+            u64::from(XenmemOp::PopulatePhysmap.nr()),
+            handle(&res).cast(),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn write_frame(
+        &mut self,
+        dom: DomId,
+        mfn: Mfn,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<(), Errno> {
+        foreign::with_frame(dom, mfn, |page| {
+            if let Some(dst) = page.get_mut(offset..offset + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+        })
+    }
+
+    fn alloc_unbound(&mut self, dom: DomId, remote: DomId) -> Result<EvtchnPort, Errno> {
+        let mut arg = EvtchnAllocUnbound {
+            dom,
+            remote_dom: remote,
+            port: EvtchnPort(0),
+        };
+        event_channel_op(
+            &mut inv(),
+            EvtchnOp::AllocUnbound.nr(),
+            handle_mut(&mut arg).cast(),
+        )?;
+        Ok(arg.port)
+    }
+
+    fn pin_l4(&mut self, dom: DomId, mfn: Mfn) -> Result<(), Errno> {
+        let op = [MmuextOp::on_frame(MmuextCmd::PinL4Table, mfn)];
+        let mut done = 0u32;
+        mmuext_op(
+            &mut inv(),
+            pv_runtime::hypercall::handle_slice(&op),
+            1,
+            handle_mut(&mut done),
+            foreigndom(dom, None),
+        )
+        .map(drop)
+    }
+
+    fn set_vcpu_context(&mut self, dom: DomId, ctx: &VcpuGuestContext) -> Result<(), Errno> {
+        let arg = DomctlVcpuContext {
+            vcpu: 0,
+            ctxt: handle(ctx).addr(),
+            ..DomctlVcpuContext::default()
+        };
+        domctl_op(&mut Domctl::new(DomctlCmd::SetVcpuContext, dom, &arg))
+    }
+
+    fn bind_interdomain(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {
+        pv_runtime::evtchn::bind_interdomain(dom, port)
+    }
+
+    fn close(&mut self, port: EvtchnPort) {
+        let _ = pv_runtime::evtchn::close(port);
+    }
+
+    fn notify(&mut self, port: EvtchnPort) {
+        let _ = pv_runtime::evtchn::send(port);
+    }
+
+    fn map_ring(&mut self, dom: DomId, mfn: Mfn) -> Result<RingId, Errno> {
+        foreign::map_ring(dom, mfn)
+    }
+
+    fn ring(&self, id: RingId) -> Option<&[AtomicU32]> {
+        foreign::ring(id)
+    }
+
+    fn unmap_ring(&mut self, id: RingId) {
+        foreign::unmap_ring(id);
     }
 }

@@ -13,6 +13,7 @@
 extern crate alloc;
 
 mod com2;
+mod foreign;
 mod hv;
 mod store;
 
@@ -133,6 +134,8 @@ fn serve(mut uart: Uart<Com2Ports>, mut agent: Agent<'static, XenHv, FrameStore>
         } else {
             server.idle(now, &mut agent, &mut out)
         };
+        // Consoles of the domains dom0 built, and domains that stopped.
+        agent.tick(now, &mut out);
         if !out.is_empty() {
             let deadline = now.saturating_add(SEND_TIMEOUT_NS);
             if let Err(s) = uart.write(&out, &mut clock, deadline) {

@@ -11,17 +11,46 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
+use alloc::collections::BTreeMap;
+
 use control_proto::images::Bundle;
 use control_proto::{
-    CreateRequest, DomRef, ErrorCode, ErrorReply, HostInfo, ImageInfo, Kernel, MAX_DATA,
-    PROTOCOL_VERSION, Request, Response,
+    CreateRequest, DomRef, ErrorCode, ErrorReply, Event, ExitAction, HostInfo, ImageInfo, Kernel,
+    MAX_DATA, PROTOCOL_VERSION, Request, Response,
 };
+use hypercall_abi::domctl::{DOMINF_SHUTDOWN, DOMINF_SHUTDOWN_MASK, DOMINF_SHUTDOWN_SHIFT};
+use hypercall_abi::io::console::ConsoleBack;
 use hypercall_abi::sched::ShutdownReason;
-use hypercall_abi::{DomId, Errno};
+use hypercall_abi::{DomId, Errno, EvtchnPort};
 
-use crate::domains::{self, DOM0_NAME, Records, ResolveError};
-use crate::hv::Hypervisor;
+use crate::builder::{self, BuildError, BuildRequest};
+use crate::conslog::ConsoleLog;
+use crate::domains::{self, DOM0_NAME, Record, Records, ResolveError};
+use crate::hv::{Hypervisor, RingId};
 use crate::uploads::{UploadStore, Uploads};
+
+/// Console bytes kept per domain.
+pub const CONSOLE_LOG_BYTES: usize = 64 * 1024;
+/// How often [`Agent::tick`] looks for domains that shut down (ns).
+const EXIT_CHECK_NS: u64 = 20_000_000;
+
+/// The back end of one domain's console: its mapped page, dom0's end of the event
+/// channel, and the log.
+#[derive(Debug)]
+struct Console {
+    ring: RingId,
+    port: EvtchnPort,
+    log: ConsoleLog,
+}
+
+/// What the toolstack does when a domain it created stops.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    on_poweroff: ExitAction,
+    on_crash: ExitAction,
+    /// The stop was seen and handled (a preserved domain is not handled twice).
+    handled: bool,
+}
 
 /// What the caller must do once the response is on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +87,18 @@ pub fn hv_error(what: fmt::Arguments<'_>, e: Errno) -> ErrorReply {
     )
 }
 
-fn not_yet(what: &str) -> ErrorReply {
-    ErrorReply::new(
-        ErrorCode::Internal,
-        format!("{what} is not supported yet: the domain builder and console back-end land next"),
-    )
+/// The reply for a build that failed.
+fn build_error(name: &str, e: BuildError) -> ErrorReply {
+    let code = match e {
+        BuildError::NotElf(_) | BuildError::NotPv(_) => ErrorCode::BadImage,
+        BuildError::Layout(_) => ErrorCode::BadConfig,
+        BuildError::OutOfMemory { .. } => ErrorCode::OutOfMemory,
+        BuildError::Hypervisor { errno, .. } => {
+            return hv_error(format_args!("building {name}"), errno);
+        }
+        BuildError::Build(_) => ErrorCode::Internal,
+    };
+    ErrorReply::new(code, format!("building {name}: {e}"))
 }
 
 /// dom0ctl follows some codes' messages with what to do next (for
@@ -89,6 +125,11 @@ pub struct Agent<'a, H, S: UploadStore> {
     records: Records,
     images: Option<Bundle<'a>>,
     name: &'static str,
+    consoles: BTreeMap<u16, Console>,
+    policies: BTreeMap<u16, Policy>,
+    /// The domain whose console streams to the client.
+    attached: Option<DomId>,
+    last_exit_check: u64,
 }
 
 impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
@@ -101,6 +142,10 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             records: Records::new(),
             images,
             name,
+            consoles: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            attached: None,
+            last_exit_check: 0,
         }
     }
 
@@ -143,10 +188,8 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             Request::Unpause(d) => self.control(&d, "unpause", H::unpause),
             Request::Destroy(d) => {
                 let id = self.control_target(&d, "destroy")?;
-                self.hv
-                    .destroy(id)
+                self.destroy_domain(id)
                     .map_err(|e| hv_error(format_args!("destroy domain {d}"), e))?;
-                self.records.remove(id);
                 Ok(Response::Ok)
             }
             Request::Shutdown(d) => {
@@ -156,16 +199,30 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                     .map_err(|e| hv_error(format_args!("shut down domain {d}"), e))?;
                 Ok(Response::Ok)
             }
-            Request::ConsoleRead { dom } | Request::ConsoleAttach { dom } => {
-                self.resolve(&dom)?;
-                Err(not_yet("a domain's console"))
+            Request::ConsoleRead { dom } => {
+                let id = self.console_of(&dom)?;
+                self.drain_console(id, None);
+                Ok(Response::Console {
+                    data: self.log_tail(id),
+                })
             }
-            Request::ConsoleInput { dom, .. } => {
-                self.resolve(&dom)?;
-                Err(not_yet("console input"))
+            Request::ConsoleAttach { dom } => {
+                let id = self.console_of(&dom)?;
+                self.drain_console(id, None);
+                self.attached = Some(id);
+                Ok(Response::Console {
+                    data: self.log_tail(id),
+                })
             }
-            // Nothing can be attached yet, so there is nothing to detach.
-            Request::ConsoleDetach => Ok(Response::Ok),
+            Request::ConsoleInput { dom, data } => {
+                let id = self.console_of(&dom)?;
+                self.console_input(id, &data)?;
+                Ok(Response::Ok)
+            }
+            Request::ConsoleDetach => {
+                self.attached = None;
+                Ok(Response::Ok)
+            }
             Request::UploadBegin { size, crc32 } => {
                 let (upload, chunk_max) = self.uploads.begin(&mut self.store, size, crc32)?;
                 Ok(Response::UploadReady { upload, chunk_max })
@@ -189,8 +246,10 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     }
 
     fn hello(&mut self, client_version: u32) -> Result<Response, ErrorReply> {
-        // A new session: unfinished and unused uploads of the last one go.
+        // A new session: unfinished and unused uploads of the last one go, and no
+        // console streams any more.
         self.uploads.clear();
+        self.attached = None;
         if client_version != u32::from(PROTOCOL_VERSION) {
             return Err(ErrorReply::new(
                 ErrorCode::UnsupportedVersion,
@@ -317,7 +376,235 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             }
         };
         check_kernel(image)?;
-        Err(not_yet("creating a domain"))
+        let req = BuildRequest {
+            name: &c.name,
+            image,
+            memory_mib: c.memory_mib,
+            cmdline: c.cmdline.as_bytes(),
+            backend: DomId::DOM0,
+        };
+        let built = builder::build(&mut self.hv, &req).map_err(|e| build_error(&c.name, e))?;
+        let id = built.domid;
+        if let Kernel::Uploaded(u) = c.kernel {
+            drop(self.uploads.take(u));
+        }
+        // The console back end: map the page, bind dom0's end of the channel.
+        let ring = match self.hv.map_ring(id, built.console.0) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.hv.destroy(id);
+                return Err(hv_error(
+                    format_args!("mapping {}'s console page", c.name),
+                    e,
+                ));
+            }
+        };
+        let port = match self.hv.bind_interdomain(id, built.console.1) {
+            Ok(p) => p,
+            Err(e) => {
+                self.hv.unmap_ring(ring);
+                let _ = self.hv.destroy(id);
+                return Err(hv_error(
+                    format_args!("binding {}'s console channel", c.name),
+                    e,
+                ));
+            }
+        };
+        self.consoles.insert(
+            id.0,
+            Console {
+                ring,
+                port,
+                log: ConsoleLog::new(CONSOLE_LOG_BYTES),
+            },
+        );
+        self.policies.insert(
+            id.0,
+            Policy {
+                on_poweroff: c.on_poweroff,
+                on_crash: c.on_crash,
+                handled: false,
+            },
+        );
+        self.records.insert(Record {
+            id,
+            name: c.name.clone(),
+            created_ns: self.hv.now_ns(),
+        });
+        Ok(Response::Created { domid: id.0 })
+    }
+
+    /// The domain `dom` names, if dom0 serves its console.
+    fn console_of(&mut self, dom: &DomRef) -> Result<DomId, ErrorReply> {
+        let id = self.resolve(dom)?;
+        if self.consoles.contains_key(&id.0) {
+            Ok(id)
+        } else {
+            Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "domain {dom} has no console dom0 serves: only domains made with `dom0ctl \
+                     create` do (dom0's and boot-time domains' output is in `dom0ctl dmesg`)"
+                ),
+            ))
+        }
+    }
+
+    /// The newest [`MAX_DATA`] bytes of `id`'s console log.
+    fn log_tail(&self, id: DomId) -> Vec<u8> {
+        let all = self
+            .consoles
+            .get(&id.0)
+            .map(|c| c.log.contents())
+            .unwrap_or_default();
+        all[all.len().saturating_sub(MAX_DATA)..].to_vec()
+    }
+
+    /// Moves what `id` wrote into its console ring into its log (and, when a client
+    /// is attached to it, onto `out` as events). Tells the guest there is room again.
+    fn drain_console(&mut self, id: DomId, mut out: Option<&mut Vec<u8>>) {
+        let Some(c) = self.consoles.get_mut(&id.0) else {
+            return;
+        };
+        let Some(page) = self.hv.ring(c.ring) else {
+            return;
+        };
+        let Ok(mut back) = ConsoleBack::new(page) else {
+            return;
+        };
+        let mut buf = [0u8; 2048];
+        let mut moved = false;
+        // At most a few rounds: a guest that keeps writing cannot hold the agent.
+        for _ in 0..8 {
+            let n = back.output.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            moved = true;
+            c.log.push(&buf[..n]);
+            if let Some(out) = out.as_deref_mut() {
+                let ev = Event::ConsoleOutput {
+                    domid: id.0,
+                    data: buf[..n].to_vec(),
+                };
+                let _ = ev.write_frame(out);
+            }
+        }
+        if moved {
+            let port = c.port;
+            self.hv.notify(port);
+        }
+    }
+
+    fn console_input(&mut self, id: DomId, data: &[u8]) -> Result<(), ErrorReply> {
+        let Some(c) = self.consoles.get(&id.0) else {
+            return Ok(());
+        };
+        let port = c.port;
+        let page = self.hv.ring(c.ring).ok_or_else(|| {
+            ErrorReply::new(ErrorCode::Internal, "the console page is not mapped")
+        })?;
+        let mut back = ConsoleBack::new(page).map_err(|e| {
+            ErrorReply::new(
+                ErrorCode::Internal,
+                format!("the console page is damaged: {e:?}"),
+            )
+        })?;
+        let n = back.input.write(data).unwrap_or(0);
+        self.hv.notify(port);
+        if n < data.len() {
+            return Err(ErrorReply::new(
+                ErrorCode::Busy,
+                format!(
+                    "the domain's console input is full: {} of {} bytes went in",
+                    n,
+                    data.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes the console back end of `id` down (before its domain is destroyed, so
+    /// dom0 holds none of its frames).
+    fn close_console(&mut self, id: DomId) {
+        if let Some(c) = self.consoles.remove(&id.0) {
+            self.hv.unmap_ring(c.ring);
+            self.hv.close(c.port);
+        }
+    }
+
+    /// Destroys `id`: its console back end first, then the domain, then the records.
+    fn destroy_domain(&mut self, id: DomId) -> Result<(), Errno> {
+        self.drain_console(id, None);
+        self.close_console(id);
+        let r = self.hv.destroy(id);
+        if r.is_ok() || r == Err(Errno::ESRCH) {
+            self.records.remove(id);
+            self.policies.remove(&id.0);
+            if self.attached == Some(id) {
+                self.attached = None;
+            }
+        }
+        r
+    }
+
+    /// Background work between requests: console output of every domain dom0 serves
+    /// (streamed onto `out` for the attached one), and every 20 ms the domains that
+    /// stopped, handled by their `on_poweroff`/`on_crash` (xl's `destroy` or
+    /// `preserve`).
+    pub fn tick(&mut self, now: u64, out: &mut Vec<u8>) {
+        let ids: Vec<u16> = self.consoles.keys().copied().collect();
+        for id in ids {
+            let to = (self.attached == Some(DomId(id))).then_some(&mut *out);
+            self.drain_console(DomId(id), to);
+        }
+        if now.saturating_sub(self.last_exit_check) < EXIT_CHECK_NS {
+            return;
+        }
+        self.last_exit_check = now;
+        let ids: Vec<u16> = self.policies.keys().copied().collect();
+        for id in ids {
+            let dom = DomId(id);
+            let stopped = match self.hv.domain_info(dom) {
+                Ok(i) if i.domain == dom && i.flags & DOMINF_SHUTDOWN != 0 => {
+                    Some((i.flags >> DOMINF_SHUTDOWN_SHIFT) & DOMINF_SHUTDOWN_MASK)
+                }
+                Ok(i) if i.domain == dom => None,
+                // Gone behind the toolstack's back.
+                _ => {
+                    self.close_console(dom);
+                    self.records.remove(dom);
+                    self.policies.remove(&id);
+                    continue;
+                }
+            };
+            let Some(reason) = stopped else { continue };
+            let Some(p) = self.policies.get_mut(&id) else {
+                continue;
+            };
+            if p.handled {
+                continue;
+            }
+            p.handled = true;
+            let crashed = reason == ShutdownReason::Crash as u32;
+            let action = if crashed { p.on_crash } else { p.on_poweroff };
+            let why = if crashed { "crashed" } else { "shut down" };
+            if action == ExitAction::Destroy {
+                let was_attached = self.attached == Some(dom);
+                let _ = self.destroy_domain(dom);
+                if was_attached {
+                    let ev = Event::ConsoleClosed {
+                        domid: id,
+                        reason: format!(
+                            "the domain {why} and was destroyed (on_{})",
+                            if crashed { "crash" } else { "poweroff" }
+                        ),
+                    };
+                    let _ = ev.write_frame(out);
+                }
+            }
+        }
     }
 
     fn image_list(&self) -> Vec<ImageInfo> {

@@ -5,9 +5,12 @@
 
 use alloc::string::String;
 
+use core::sync::atomic::AtomicU32;
+
 use hypercall_abi::domctl::{DomctlGetDomainInfo, SysctlPhysinfo};
 use hypercall_abi::sched::ShutdownReason;
-use hypercall_abi::{DomId, Errno};
+use hypercall_abi::xen::VcpuGuestContext;
+use hypercall_abi::{DomId, Errno, EvtchnPort, Mfn};
 
 /// What `xen_version` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +34,11 @@ pub struct ConsoleChunk {
     pub next: u32,
 }
 
-/// The hypervisor, as the control agent sees it.
+/// A console page dom0 has mapped (the kernel's mapping slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingId(pub u32);
+
+/// The hypervisor, as the control agent and the domain builder see it.
 pub trait Hypervisor {
     /// `xen_version`: version, extraversion and compile info.
     fn xen_version(&mut self) -> Result<XenVersion, Errno>;
@@ -62,4 +69,45 @@ pub trait Hypervisor {
 
     /// Nanoseconds since the hypervisor booted (the pvclock).
     fn now_ns(&self) -> u64;
+
+    // ---- the domain builder (crate::builder) ----
+
+    /// `XEN_DOMCTL_createdomain` (one vCPU, `max_evtchn_port` 1023): the new id.
+    fn create_domain(&mut self, handle: [u8; 16]) -> Result<DomId, Errno>;
+    /// `XEN_DOMCTL_max_mem`.
+    fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno>;
+    /// `XENMEM_populate_physmap` for `dom`: `frames` holds PFNs in and MFNs out;
+    /// returns how many were populated.
+    fn populate_physmap(&mut self, dom: DomId, frames: &mut [u64]) -> Result<usize, Errno>;
+    /// Writes `bytes` at `offset` of `dom`'s frame `mfn` through a foreign mapping
+    /// that is gone again when the call returns.
+    fn write_frame(
+        &mut self,
+        dom: DomId,
+        mfn: Mfn,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<(), Errno>;
+    /// `EVTCHNOP_alloc_unbound` in `dom` for `remote`.
+    fn alloc_unbound(&mut self, dom: DomId, remote: DomId) -> Result<EvtchnPort, Errno>;
+    /// `MMUEXT_PIN_L4_TABLE` of `dom`'s frame `mfn` (foreign `mmuext_op`).
+    fn pin_l4(&mut self, dom: DomId, mfn: Mfn) -> Result<(), Errno>;
+    /// `XEN_DOMCTL_setvcpucontext` of vCPU 0.
+    fn set_vcpu_context(&mut self, dom: DomId, ctx: &VcpuGuestContext) -> Result<(), Errno>;
+
+    // ---- the console back end ----
+
+    /// `EVTCHNOP_bind_interdomain` to `dom`'s `port`: dom0's end.
+    fn bind_interdomain(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno>;
+    /// `EVTCHNOP_close` of dom0's `port`.
+    fn close(&mut self, port: EvtchnPort);
+    /// `EVTCHNOP_send` on dom0's `port`.
+    fn notify(&mut self, port: EvtchnPort);
+    /// Maps `dom`'s console page `mfn` into dom0 until [`Hypervisor::unmap_ring`].
+    fn map_ring(&mut self, dom: DomId, mfn: Mfn) -> Result<RingId, Errno>;
+    /// A mapped console page as words (shared with the guest: atomics only).
+    fn ring(&self, id: RingId) -> Option<&[AtomicU32]>;
+    /// Unmaps a console page (before its domain is destroyed, so no frame of it stays
+    /// referenced).
+    fn unmap_ring(&mut self, id: RingId);
 }

@@ -12,7 +12,9 @@
 //!   kernel's implementation makes hypercalls; tests use a fake);
 //! * [`uploads`]: upload reception into an [`UploadStore`];
 //! * [`domains`]: the toolstack's own records (names) and the translation of
-//!   `getdomaininfo` into the protocol's [`DomainInfo`](control_proto::DomainInfo).
+//!   `getdomaininfo` into the protocol's [`DomainInfo`](control_proto::DomainInfo);
+//! * [`builder`]: the PV domain builder (`docs/toolstack.md`);
+//! * [`conslog`]: bounded per-domain console logs.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -20,6 +22,8 @@
 extern crate alloc;
 
 pub mod agent;
+pub mod builder;
+pub mod conslog;
 pub mod domains;
 pub mod hv;
 pub mod server;
@@ -27,6 +31,6 @@ pub mod uart;
 pub mod uploads;
 
 pub use agent::{After, Agent};
-pub use hv::{ConsoleChunk, Hypervisor, XenVersion};
+pub use hv::{ConsoleChunk, Hypervisor, RingId, XenVersion};
 pub use server::Server;
 pub use uploads::{StoreError, UploadBuf, UploadStore};

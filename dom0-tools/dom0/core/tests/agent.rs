@@ -11,12 +11,16 @@ use control_proto::{
 };
 use dom0_core::server::{BUSY_NS, QUIET_NS};
 use dom0_core::uploads::VecStore;
-use dom0_core::{After, Agent, ConsoleChunk, Hypervisor, Server, XenVersion};
+use dom0_core::{After, Agent, ConsoleChunk, Hypervisor, RingId, Server, XenVersion};
 use hypercall_abi::domctl::{
     DOMINF_BLOCKED, DOMINF_PAUSED, DOMINF_SHUTDOWN, DomctlGetDomainInfo, SysctlPhysinfo,
 };
+use hypercall_abi::io::console::ConsoleFront;
+use hypercall_abi::xen::VcpuGuestContext;
 use hypercall_abi::{DomId, Errno};
+use hypercall_abi::{EvtchnPort, Mfn};
 use proptest::prelude::*;
+use std::sync::atomic::AtomicU32;
 
 /// A hypervisor in memory, with Xen's semantics for the calls the agent makes.
 #[derive(Debug, Default)]
@@ -32,6 +36,17 @@ struct FakeHv {
     ignore_incremental: bool,
     calls: Vec<String>,
     now: u64,
+    /// Machine frames: owner and contents.
+    frames: BTreeMap<u64, (DomId, Vec<u8>)>,
+    /// Frames left to populate.
+    free: u64,
+    next_mfn: u64,
+    /// Mapped console pages: (domain, page).
+    rings: BTreeMap<u32, (DomId, Vec<AtomicU32>)>,
+    next_ring: u32,
+    /// dom0's bound ports and the events sent on them.
+    bound: Vec<EvtchnPort>,
+    notified: Vec<EvtchnPort>,
 }
 
 fn dom(id: u16, flags: u32, pages: u64) -> DomctlGetDomainInfo {
@@ -50,6 +65,8 @@ impl FakeHv {
     fn with_domains(ids: &[u16]) -> Self {
         let mut hv = FakeHv {
             now: 10_000_000_000,
+            free: 100_000,
+            next_mfn: 0x1000,
             ..FakeHv::default()
         };
         for &id in ids {
@@ -127,7 +144,17 @@ impl Hypervisor for FakeHv {
 
     fn destroy(&mut self, d: DomId) -> Result<(), Errno> {
         self.check(format!("destroy {}", d.0))?;
-        self.domains.remove(&d.0).map(drop).ok_or(Errno::ESRCH)
+        // As a real teardown would leave them referenced: dom0 must unmap first.
+        assert!(
+            !self.rings.values().any(|(o, _)| *o == d),
+            "domain {} destroyed while dom0 still maps its console page",
+            d.0
+        );
+        self.domains.remove(&d.0).ok_or(Errno::ESRCH)?;
+        let before = self.frames.len();
+        self.frames.retain(|_, (o, _)| *o != d);
+        self.free += (before - self.frames.len()) as u64;
+        Ok(())
     }
 
     fn remote_shutdown(
@@ -144,11 +171,129 @@ impl Hypervisor for FakeHv {
     fn now_ns(&self) -> u64 {
         self.now
     }
+
+    fn create_domain(&mut self, _handle: [u8; 16]) -> Result<DomId, Errno> {
+        self.check("createdomain".into())?;
+        let id = (1..).find(|i| !self.domains.contains_key(i)).unwrap();
+        self.domains.insert(id, dom(id, DOMINF_PAUSED, 0));
+        Ok(DomId(id))
+    }
+
+    fn max_mem(&mut self, d: DomId, kib: u64) -> Result<(), Errno> {
+        self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?.max_pages = kib / 4;
+        Ok(())
+    }
+
+    fn populate_physmap(&mut self, d: DomId, frames: &mut [u64]) -> Result<usize, Errno> {
+        let mut n = 0;
+        for f in frames.iter_mut() {
+            if self.free == 0 {
+                break;
+            }
+            self.free -= 1;
+            self.next_mfn += 1;
+            self.frames.insert(self.next_mfn, (d, vec![0; 4096]));
+            *f = self.next_mfn;
+            n += 1;
+        }
+        self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?.tot_pages += n as u64;
+        Ok(n)
+    }
+
+    fn write_frame(
+        &mut self,
+        d: DomId,
+        mfn: Mfn,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<(), Errno> {
+        let (owner, f) = self.frames.get_mut(&mfn.0).ok_or(Errno::EINVAL)?;
+        if *owner != d {
+            return Err(Errno::EPERM);
+        }
+        f[offset..offset + bytes.len()].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn alloc_unbound(&mut self, _d: DomId, _remote: DomId) -> Result<EvtchnPort, Errno> {
+        Ok(EvtchnPort(1 + u32::try_from(self.bound.len()).unwrap()))
+    }
+
+    fn pin_l4(&mut self, d: DomId, mfn: Mfn) -> Result<(), Errno> {
+        match self.frames.get(&mfn.0) {
+            Some((o, _)) if *o == d => Ok(()),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    fn set_vcpu_context(&mut self, _d: DomId, _ctx: &VcpuGuestContext) -> Result<(), Errno> {
+        Ok(())
+    }
+
+    fn bind_interdomain(&mut self, _d: DomId, _port: EvtchnPort) -> Result<EvtchnPort, Errno> {
+        let p = EvtchnPort(100 + u32::try_from(self.bound.len()).unwrap());
+        self.bound.push(p);
+        Ok(p)
+    }
+
+    fn close(&mut self, port: EvtchnPort) {
+        self.bound.retain(|&p| p != port);
+    }
+
+    fn notify(&mut self, port: EvtchnPort) {
+        self.notified.push(port);
+    }
+
+    fn map_ring(&mut self, d: DomId, mfn: Mfn) -> Result<RingId, Errno> {
+        if self.frames.get(&mfn.0).map(|f| f.0) != Some(d) {
+            return Err(Errno::EINVAL);
+        }
+        self.next_ring += 1;
+        let page = (0..1024).map(|_| AtomicU32::new(0)).collect();
+        self.rings.insert(self.next_ring, (d, page));
+        Ok(RingId(self.next_ring))
+    }
+
+    fn ring(&self, id: RingId) -> Option<&[AtomicU32]> {
+        self.rings.get(&id.0).map(|(_, p)| &p[..])
+    }
+
+    fn unmap_ring(&mut self, id: RingId) {
+        self.rings.remove(&id.0);
+    }
+}
+
+impl FakeHv {
+    /// Domain `d` writes `text` to its console ring, as its front end would.
+    fn guest_writes(&self, d: DomId, text: &[u8]) {
+        let (_, page) = self
+            .rings
+            .values()
+            .find(|(o, _)| *o == d)
+            .expect("a mapped ring");
+        let mut front = ConsoleFront::new(page).unwrap();
+        assert_eq!(front.output.write(text).unwrap(), text.len());
+    }
+
+    /// What domain `d`'s console input ring holds.
+    fn guest_reads(&self, d: DomId) -> Vec<u8> {
+        let (_, page) = self
+            .rings
+            .values()
+            .find(|(o, _)| *o == d)
+            .expect("a mapped ring");
+        let mut front = ConsoleFront::new(page).unwrap();
+        let mut buf = [0u8; 64];
+        let n = front.input.read(&mut buf).unwrap();
+        buf[..n].to_vec()
+    }
 }
 
 fn bundle_bytes() -> &'static [u8] {
     let mut w = BundleWriter::new();
     w.add("hello", b"not really an ELF").unwrap();
+    w.add("small", &pvboot::testimg::Spec::small().build())
+        .unwrap();
     w.add("demo", &[0u8; 4096]).unwrap();
     Vec::leak(w.finish().unwrap())
 }
@@ -497,7 +642,8 @@ fn images_console_and_shutdown_host() {
     match ask(&mut a, Request::Images) {
         Response::Images(list) => {
             let names: Vec<(&str, u64)> = list.iter().map(|i| (i.name.as_str(), i.size)).collect();
-            assert_eq!(names, [("hello", 17), ("demo", 4096)]);
+            assert_eq!(names[0], ("hello", 17));
+            assert_eq!(names[2], ("demo", 4096));
         }
         other => panic!("{other:?}"),
     }
@@ -513,8 +659,8 @@ fn images_console_and_shutdown_host() {
     );
     error(
         ask(&mut a, Request::ConsoleAttach { dom: DomRef::Id(1) }),
-        ErrorCode::Internal,
-        "not supported yet",
+        ErrorCode::BadRequest,
+        "no console dom0 serves",
     );
     assert_eq!(ask(&mut a, Request::ConsoleDetach), Response::Ok);
     assert_eq!(
@@ -702,5 +848,151 @@ proptest! {
             let ids: Vec<u32> = got.iter().map(|(id, _)| *id).collect();
             prop_assert!(ids.ends_with(&[3, 4]), "{:?}", ids);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Building domains and serving their consoles.
+// ---------------------------------------------------------------------------
+
+fn created(resp: Response) -> DomId {
+    match resp {
+        Response::Created { domid } => DomId(domid),
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+fn console(resp: Response) -> Vec<u8> {
+    match resp {
+        Response::Console { data } => data,
+        other => panic!("expected Console, got {other:?}"),
+    }
+}
+
+#[test]
+fn create_builds_serves_the_console_and_destroy_cleans_up() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let id = created(ask(&mut a, create("web", Kernel::Named("small".into()))));
+    assert_eq!(id, DomId(1));
+    assert_eq!(a.hv().domains[&1].tot_pages, 16 * 256);
+    match ask(&mut a, Request::List) {
+        Response::Domains(l) => assert_eq!(l[1].name, "web"),
+        other => panic!("{other:?}"),
+    }
+    error(
+        ask(&mut a, create("web", Kernel::Named("small".into()))),
+        ErrorCode::NameInUse,
+        "web",
+    );
+
+    // What the guest writes is in its log; dom0 tells it there is room again.
+    a.hv().guest_writes(id, b"hello from web\n");
+    let web = || DomRef::Name("web".into());
+    assert_eq!(
+        console(ask(&mut a, Request::ConsoleRead { dom: web() })),
+        b"hello from web\n"
+    );
+    assert!(!a.hv().notified.is_empty());
+
+    // Attached: the log so far, then new output as events from tick.
+    assert_eq!(
+        console(ask(&mut a, Request::ConsoleAttach { dom: web() })),
+        b"hello from web\n"
+    );
+    a.hv().guest_writes(id, b"tick 1\n");
+    let mut out = Vec::new();
+    a.tick(20_000_000_000, &mut out);
+    let mut dec = FrameDecoder::new();
+    dec.push(&out);
+    let f = dec.next_frame().unwrap().unwrap();
+    assert_eq!(
+        Message::from_frame(&f).unwrap(),
+        Message::Event(control_proto::Event::ConsoleOutput {
+            domid: 1,
+            data: b"tick 1\n".to_vec()
+        })
+    );
+    // Input goes into the guest's ring.
+    assert_eq!(
+        ask(
+            &mut a,
+            Request::ConsoleInput {
+                dom: web(),
+                data: b"ls\n".to_vec()
+            }
+        ),
+        Response::Ok
+    );
+    assert_eq!(a.hv().guest_reads(id), b"ls\n");
+    assert_eq!(ask(&mut a, Request::ConsoleDetach), Response::Ok);
+
+    // Destroy unmaps the console page first (the fake checks), then every frame
+    // goes back.
+    assert_eq!(ask(&mut a, Request::Destroy(web())), Response::Ok);
+    assert!(a.hv().frames.is_empty());
+    assert_eq!(a.hv().free, 100_000);
+    assert!(a.hv().bound.is_empty(), "dom0's end of the channel closed");
+    error(
+        ask(&mut a, Request::ConsoleRead { dom: web() }),
+        ErrorCode::UnknownDomain,
+        "web",
+    );
+}
+
+#[test]
+fn create_failures_leave_nothing_behind() {
+    let mut hv = FakeHv::with_domains(&[0]);
+    hv.free = 100;
+    let mut a = agent(hv);
+    error(
+        ask(&mut a, create("big", Kernel::Named("small".into()))),
+        ErrorCode::OutOfMemory,
+        "out of memory",
+    );
+    assert_eq!(a.hv().domains.len(), 1, "only dom0");
+    assert_eq!(a.hv().free, 100);
+    assert!(a.hv().frames.is_empty());
+    match ask(&mut a, Request::List) {
+        Response::Domains(l) => assert_eq!(l.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stopped_domains_follow_on_crash_and_on_poweroff() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let crash = created(ask(&mut a, create("crashy", Kernel::Named("small".into()))));
+    let Request::Create(keeper) = create("keeper", Kernel::Named("small".into())) else {
+        unreachable!()
+    };
+    let keeper = CreateRequest {
+        on_poweroff: ExitAction::Preserve,
+        ..keeper
+    };
+    let keep = created(ask(&mut a, Request::Create(keeper)));
+    a.hv().guest_writes(keep, b"bye\n");
+    for (id, reason) in [(crash, 3u32), (keep, 0)] {
+        let d = a.hv().domains.get_mut(&id.0).unwrap();
+        d.flags |= DOMINF_SHUTDOWN | (reason << 16);
+    }
+    let mut out = Vec::new();
+    a.tick(30_000_000_000, &mut out);
+    assert!(!a.hv().domains.contains_key(&crash.0), "on_crash=destroy");
+    assert!(a.hv().domains.contains_key(&keep.0), "on_poweroff=preserve");
+    assert_eq!(
+        console(ask(
+            &mut a,
+            Request::ConsoleRead {
+                dom: DomRef::Name("keeper".into())
+            }
+        )),
+        b"bye\n"
+    );
+    match ask(&mut a, Request::List) {
+        Response::Domains(l) => {
+            let names: Vec<&str> = l.iter().map(|d| d.name.as_str()).collect();
+            assert_eq!(names, ["Domain-0", "keeper"]);
+        }
+        other => panic!("{other:?}"),
     }
 }

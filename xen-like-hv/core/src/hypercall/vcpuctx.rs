@@ -15,7 +15,7 @@ use super::{HvError, HvResult};
 use crate::domain::{Domain, DomainState};
 use crate::mm::error::MmError;
 use crate::mm::frame_table::{Owner, PageType};
-use crate::mm::page_type::{get_page_and_type, put_page_and_type};
+use crate::mm::page_type::{HypervisorSlots, MachineMemory, get_page_and_type, put_page_and_type};
 use crate::platform::Platform;
 use crate::regs::{Regs, is_canonical, rflags};
 use crate::traps::GuestCtx;
@@ -24,7 +24,9 @@ use hypercall_abi::Errno;
 use hypercall_abi::domctl::DomctlVcpuContext;
 use hypercall_abi::types::{DomId, Mfn};
 use hypercall_abi::xen::arch::VgcfFlags;
-use hypercall_abi::xen::{CpuUserRegs, FIRST_RESERVED_GDT_ENTRY, TrapInfo, VcpuGuestContext};
+use hypercall_abi::xen::{
+    CpuUserRegs, FIRST_RESERVED_GDT_ENTRY, HYPERVISOR_L4_FIRST, TrapInfo, VcpuGuestContext,
+};
 use zerocopy::FromZeros;
 
 /// Most LDT entries.
@@ -97,6 +99,11 @@ fn take<P: Platform>(p: &mut P, dom: DomId, refs: &Refs) -> Result<(), MmError> 
                 put_page_and_type(m, t);
             }
             return Err(e);
+        }
+        // The kernel base shows the read-only M2P, as after MMUEXT_NEW_BASEPTR.
+        if let Some(&kernel) = refs.roots.first() {
+            let ro_mpt = m.slots.l4_entry(HYPERVISOR_L4_FIRST);
+            m.mem.write_entry(kernel, HYPERVISOR_L4_FIRST, ro_mpt);
         }
         Ok(())
     })

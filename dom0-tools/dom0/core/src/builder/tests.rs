@@ -60,6 +60,44 @@ impl Fake {
 }
 
 impl Hypervisor for Fake {
+    fn xen_version(&mut self) -> Result<crate::hv::XenVersion, Errno> {
+        Err(Errno::ENOSYS)
+    }
+    fn physinfo(&mut self) -> Result<hypercall_abi::domctl::SysctlPhysinfo, Errno> {
+        Err(Errno::ENOSYS)
+    }
+    fn read_console(
+        &mut self,
+        _from: Option<u32>,
+        _buf: &mut [u8],
+    ) -> Result<crate::hv::ConsoleChunk, Errno> {
+        Err(Errno::ENOSYS)
+    }
+    fn domain_info(
+        &mut self,
+        from: DomId,
+    ) -> Result<hypercall_abi::domctl::DomctlGetDomainInfo, Errno> {
+        self.step("getdomaininfo")?;
+        let (&id, _) = self.doms.range(from.0..).next().ok_or(Errno::ESRCH)?;
+        Ok(hypercall_abi::domctl::DomctlGetDomainInfo {
+            domain: DomId(id),
+            shared_info_frame: 0x77,
+            ..Default::default()
+        })
+    }
+    fn pause(&mut self, _dom: DomId) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+    fn remote_shutdown(
+        &mut self,
+        _dom: DomId,
+        _reason: hypercall_abi::sched::ShutdownReason,
+    ) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+    fn now_ns(&self) -> u64 {
+        0
+    }
     fn create_domain(&mut self, _handle: [u8; 16]) -> Result<DomId, Errno> {
         self.step("create")?;
         let id = (1..).find(|i| !self.doms.contains_key(i)).unwrap_or(1);
@@ -92,10 +130,6 @@ impl Hypervisor for Fake {
             n += 1;
         }
         Ok(n)
-    }
-    fn shared_info_frame(&mut self, _dom: DomId) -> Result<Mfn, Errno> {
-        self.step("getdomaininfo")?;
-        Ok(Mfn(0x77))
     }
     fn write_frame(
         &mut self,
@@ -145,6 +179,18 @@ impl Hypervisor for Fake {
         self.free += before - self.frames.len() as u64;
         Ok(())
     }
+    fn bind_interdomain(&mut self, _dom: DomId, _port: EvtchnPort) -> Result<EvtchnPort, Errno> {
+        Err(Errno::ENOSYS)
+    }
+    fn close(&mut self, _port: EvtchnPort) {}
+    fn notify(&mut self, _port: EvtchnPort) {}
+    fn map_ring(&mut self, _dom: DomId, _mfn: Mfn) -> Result<crate::hv::RingId, Errno> {
+        Err(Errno::ENOSYS)
+    }
+    fn ring(&self, _id: crate::hv::RingId) -> Option<&[core::sync::atomic::AtomicU32]> {
+        None
+    }
+    fn unmap_ring(&mut self, _id: crate::hv::RingId) {}
 }
 
 fn image() -> Vec<u8> {

@@ -1,7 +1,8 @@
 //! The PV domain builder: an ELF image and a configuration in, a running domU out.
 //!
-//! Every hypercall goes through [`Hypervisor`], which dom0 implements with the real
-//! hypercalls (foreign writes through a mapping window) and the tests with a fake.
+//! Every hypercall goes through [`Hypervisor`] (the builder's part of it), which dom0
+//! implements with the real hypercalls (foreign writes through a mapping window) and
+//! the tests with a fake.
 //! The contents of the new domain's start-of-day memory (kernel, page tables,
 //! start_info, P2M list, hypercall page) come from [`pvboot`], the code the
 //! hypervisor builds dom0 with, in its `DomU` flavour.
@@ -20,38 +21,7 @@ use pvboot::elf::Elf;
 use pvboot::{BuildParams, DomainMemory, Flavour, Layout, MemError, XenImageInfo};
 use zerocopy::FromZeros;
 
-/// What the builder asks of the hypervisor: the control domain's hypercalls, each
-/// named after Xen's.
-pub trait Hypervisor {
-    /// `XEN_DOMCTL_createdomain` (one vCPU, `max_evtchn_port` 1023): the new id.
-    fn create_domain(&mut self, handle: [u8; 16]) -> Result<DomId, Errno>;
-    /// `XEN_DOMCTL_max_mem`.
-    fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno>;
-    /// `XENMEM_populate_physmap` for `dom`: `frames` holds PFNs in and MFNs out;
-    /// returns how many were populated.
-    fn populate_physmap(&mut self, dom: DomId, frames: &mut [u64]) -> Result<usize, Errno>;
-    /// `XEN_DOMCTL_getdomaininfo`'s `shared_info_frame`.
-    fn shared_info_frame(&mut self, dom: DomId) -> Result<Mfn, Errno>;
-    /// Writes `bytes` at `offset` of `dom`'s frame `mfn` (a foreign mapping, gone
-    /// again before the call returns or at least before [`Hypervisor::pin_l4`]).
-    fn write_frame(
-        &mut self,
-        dom: DomId,
-        mfn: Mfn,
-        offset: usize,
-        bytes: &[u8],
-    ) -> Result<(), Errno>;
-    /// `EVTCHNOP_alloc_unbound` in `dom` for `remote`.
-    fn alloc_unbound(&mut self, dom: DomId, remote: DomId) -> Result<EvtchnPort, Errno>;
-    /// `MMUEXT_PIN_L4_TABLE` of `dom`'s frame `mfn` (foreign `mmuext_op`).
-    fn pin_l4(&mut self, dom: DomId, mfn: Mfn) -> Result<(), Errno>;
-    /// `XEN_DOMCTL_setvcpucontext` of vCPU 0.
-    fn set_vcpu_context(&mut self, dom: DomId, ctx: &VcpuGuestContext) -> Result<(), Errno>;
-    /// `XEN_DOMCTL_unpausedomain`.
-    fn unpause(&mut self, dom: DomId) -> Result<(), Errno>;
-    /// `XEN_DOMCTL_destroydomain`.
-    fn destroy(&mut self, dom: DomId) -> Result<(), Errno>;
-}
+use crate::hv::Hypervisor;
 
 /// What to build.
 #[derive(Clone, Copy, Debug)]
@@ -213,9 +183,13 @@ fn fill_and_start<H: Hypervisor>(
     hv.max_mem(dom, nr_pages * 4)
         .map_err(hv_err("XEN_DOMCTL_max_mem"))?;
     let p2m = populate(hv, dom, nr_pages)?;
-    let shared_info = hv
-        .shared_info_frame(dom)
+    let dinfo = hv
+        .domain_info(dom)
         .map_err(hv_err("XEN_DOMCTL_getdomaininfo"))?;
+    if dinfo.domain != dom {
+        return Err(hv_err("XEN_DOMCTL_getdomaininfo")(Errno::ESRCH));
+    }
+    let shared_info = Mfn(dinfo.shared_info_frame);
     let console_port = hv
         .alloc_unbound(dom, req.backend)
         .map_err(hv_err("EVTCHNOP_alloc_unbound (console)"))?;
