@@ -318,3 +318,190 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Writes a domain config into the test's scratch folder; returns its path.
+fn config(test: &str, file: &str, text: &str) -> String {
+    let p = scratch(test).join(file);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// `dom0ctl info`'s free memory line.
+fn free_memory(h: &ControlHost) -> String {
+    let i = h.dom0ctl(&["info"]);
+    i.code(0);
+    field(&i.stdout, "free_memory").to_string()
+}
+
+/// The `list` row of domain `name`, if listed.
+fn listed(h: &ControlHost, name: &str) -> Option<String> {
+    let l = h.dom0ctl(&["list"]);
+    l.code(0);
+    l.stdout
+        .lines()
+        .find(|r| r.split_whitespace().next() == Some(name))
+        .map(String::from)
+}
+
+/// A crashing domU is reported as crashed (kept with `on_crash = "preserve"`), and
+/// `on_crash = "destroy"` (xl's default) cleans it up by itself.
+#[test]
+fn a_crashed_domu_is_reported_and_on_crash_destroy_cleans_up() {
+    let t = "dom0ctl-crash";
+    let h = ControlHost::boot(t);
+    let free = free_memory(&h);
+    let keep = config(
+        t,
+        "keep.toml",
+        "name = \"kept\"\nimage = \"crash\"\nmemory = 8\non_crash = \"preserve\"\n",
+    );
+    h.dom0ctl(&["create", &keep]).code(0);
+    let gone = config(
+        t,
+        "gone.toml",
+        "name = \"gone\"\nimage = \"crash\"\nmemory = 8\n",
+    );
+    h.dom0ctl(&["create", &gone]).code(0);
+    let start = std::time::Instant::now();
+    loop {
+        let kept = listed(&h, "kept");
+        let crashed = kept
+            .as_deref()
+            .is_some_and(|r| r.contains("--c-") || r.contains("c-"));
+        if crashed && listed(&h, "gone").is_none() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "kept: {kept:?}, gone: {:?}",
+            listed(&h, "gone")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let state = listed(&h, "kept").unwrap();
+    assert_eq!(state.split_whitespace().nth(4), Some("----c-"), "{state}");
+    h.dom0ctl(&["destroy", "kept"]).code(0);
+    assert_eq!(free_memory(&h), free, "every frame back");
+}
+
+/// 50 create/destroy cycles leave free memory exactly where it was; a domain bigger
+/// than free memory fails cleanly and leaks nothing.
+#[test]
+fn fifty_cycles_and_too_big_leave_memory_to_the_frame() {
+    let t = "dom0ctl-cycles";
+    let h = ControlHost::boot(t);
+    let free = free_memory(&h);
+    let cfg = config(
+        t,
+        "c.toml",
+        "name = \"cyc\"\nimage = \"ticker\"\nmemory = 8\ncmdline = \"secs=60\"\n",
+    );
+    for round in 0..50 {
+        let c = h.dom0ctl(&["create", &cfg]);
+        assert_eq!(c.code, Some(0), "round {round}: {}", c.stderr);
+        let d = h.dom0ctl(&["destroy", "cyc"]);
+        assert_eq!(d.code, Some(0), "round {round}: {}", d.stderr);
+    }
+    assert_eq!(free_memory(&h), free, "after 50 cycles");
+    let big = config(
+        t,
+        "big.toml",
+        "name = \"big\"\nimage = \"hello\"\nmemory = 4096\n",
+    );
+    let r = h.dom0ctl(&["create", &big]);
+    r.code(1);
+    assert!(r.stderr.contains("out of memory"), "{}", r.stderr);
+    assert!(listed(&h, "big").is_none());
+    assert_eq!(free_memory(&h), free, "a failed create leaks nothing");
+}
+
+/// 20 domUs at once: all listed, every console answering.
+#[test]
+fn twenty_domus_at_once() {
+    let t = "dom0ctl-twenty";
+    let h = ControlHost::boot(t);
+    let free = free_memory(&h);
+    let cfg = config(
+        t,
+        "t.toml",
+        "name = \"x\"\nimage = \"ticker\"\nmemory = 8\ncmdline = \"secs=60 period_ms=100\"\n",
+    );
+    for i in 0..20 {
+        let name = format!("name=t{i}");
+        h.dom0ctl(&["create", &cfg, &name]).code(0);
+    }
+    let l = h.dom0ctl(&["list"]);
+    for i in 0..20 {
+        assert!(
+            l.stdout
+                .lines()
+                .any(|r| r.split_whitespace().next() == Some(&format!("t{i}"))),
+            "t{i} missing:\n{}",
+            l.stdout
+        );
+    }
+    for i in 0..20 {
+        wait_for_console(&h, &format!("t{i}"), "ticker: tick 1");
+    }
+    for i in 0..20 {
+        h.dom0ctl(&["destroy", &format!("t{i}")]).code(0);
+    }
+    assert_eq!(free_memory(&h), free);
+}
+
+/// A bad config is refused on the host with the file, line and key; an ELF that is
+/// not a Xen PV kernel crosses the link and dom0 refuses it, saying why.
+#[test]
+fn malformed_configs_and_images_give_clear_errors() {
+    let t = "dom0ctl-malformed";
+    let h = ControlHost::boot(t);
+    let bad = config(
+        t,
+        "bad.toml",
+        "name = \"m\"\nimage = \"hello\"\nmemory = \"lots\"\n",
+    );
+    let r = h.dom0ctl(&["create", &bad]);
+    r.code(3);
+    assert!(
+        r.stderr.contains("bad.toml:3") && r.stderr.contains("memory"),
+        "{}",
+        r.stderr
+    );
+    // A minimal ELF64 x86-64 executable with one PT_LOAD and no Xen notes.
+    let mut elf = vec![0u8; 0x78 + 16];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = 2; // 64-bit
+    elf[5] = 1; // little-endian
+    elf[6] = 1; // version
+    elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    elf[20..24].copy_from_slice(&1u32.to_le_bytes());
+    elf[24..32].copy_from_slice(&0x40_0078u64.to_le_bytes()); // entry
+    elf[32..40].copy_from_slice(&0x40u64.to_le_bytes()); // phoff
+    elf[52..54].copy_from_slice(&64u16.to_le_bytes()); // ehsize
+    elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // phentsize
+    elf[56..58].copy_from_slice(&1u16.to_le_bytes()); // phnum
+    let ph = 0x40;
+    let len = elf.len() as u64;
+    elf[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf[ph + 4..ph + 8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+    elf[ph + 16..ph + 24].copy_from_slice(&0x40_0000u64.to_le_bytes()); // vaddr
+    elf[ph + 24..ph + 32].copy_from_slice(&0x40_0000u64.to_le_bytes()); // paddr
+    elf[ph + 32..ph + 40].copy_from_slice(&len.to_le_bytes()); // filesz
+    elf[ph + 40..ph + 48].copy_from_slice(&len.to_le_bytes()); // memsz
+    let img = scratch(t).join("notpv.elf");
+    std::fs::write(&img, &elf).unwrap();
+    let cfg = config(
+        t,
+        "notpv.toml",
+        &format!("name = \"np\"\nkernel = \"{}\"\n", img.display()),
+    );
+    let r = h.dom0ctl(&["create", &cfg]);
+    r.code(1);
+    assert!(
+        r.stderr.to_lowercase().contains("xen") && r.stderr.contains("np"),
+        "{}",
+        r.stderr
+    );
+    assert!(listed(&h, "np").is_none());
+}

@@ -34,7 +34,7 @@ pub struct BundledImage {
     pub bin: &'static str,
 }
 
-/// The images `scripts/run` gives dom0: four test guests and the demo.
+/// The images `scripts/run` gives dom0: five test guests and the demo.
 pub const IMAGES: &[BundledImage] = &[
     BundledImage {
         name: "hello",
@@ -55,6 +55,11 @@ pub const IMAGES: &[BundledImage] = &[
         name: "pingpong",
         package: "pv-test-guests",
         bin: "pingpong",
+    },
+    BundledImage {
+        name: "crash",
+        package: "pv-test-guests",
+        bin: "shutdown-crash",
     },
     BundledImage {
         name: "demo",

@@ -9,7 +9,6 @@
 
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -158,6 +157,16 @@ pub fn build<H: Hypervisor>(hv: &mut H, req: &BuildRequest<'_>) -> Result<Built,
     let layout = Layout::compute(&info, nr_pages, Flavour::DomU, 0)
         .map_err(|e| BuildError::Layout(e.to_string()))?;
 
+    // As xl does: refuse before creating anything when the machine has too little
+    // free memory (a hypervisor that cannot say is asked anyway).
+    if let Ok(p) = hv.physinfo()
+        && p.free_pages < nr_pages
+    {
+        return Err(BuildError::OutOfMemory {
+            wanted: nr_pages,
+            got: p.free_pages,
+        });
+    }
     let dom = hv
         .create_domain(handle_of(req.name))
         .map_err(hv_err("XEN_DOMCTL_createdomain"))?;
@@ -235,7 +244,15 @@ fn populate<H: Hypervisor>(hv: &mut H, dom: DomId, nr_pages: u64) -> Result<Vec<
         wanted: nr_pages,
         got: 0,
     })?;
-    let mut p2m = vec![0u64; n];
+    // The P2M lives on dom0's heap: a failed allocation is an error, not a panic.
+    let mut p2m = Vec::new();
+    if p2m.try_reserve_exact(n).is_err() {
+        return Err(BuildError::Build(alloc::format!(
+            "dom0's heap cannot hold the P2M of {nr_pages} pages ({} KiB); ask for less memory",
+            nr_pages * 8 / 1024
+        )));
+    }
+    p2m.resize(n, 0u64);
     let mut done = 0usize;
     while done < n {
         let end = (done + POPULATE_BATCH).min(n);

@@ -5,6 +5,7 @@ extern crate std;
 use super::*;
 use alloc::collections::BTreeMap;
 use alloc::format;
+use alloc::vec;
 use hypercall_abi::elfnote::XenElfNote;
 use hypercall_abi::xen::start_info::StartInfo;
 use pvboot::testimg::Spec;
@@ -30,6 +31,8 @@ struct Fake {
     doms: BTreeMap<u16, Dom>,
     calls: Vec<String>,
     fail: Option<&'static str>,
+    /// What `physinfo` says is free (`None`: it fails).
+    physinfo_free: Option<u64>,
 }
 
 impl Fake {
@@ -41,6 +44,7 @@ impl Fake {
             doms: BTreeMap::new(),
             calls: Vec::new(),
             fail: None,
+            physinfo_free: None,
         }
     }
 
@@ -64,7 +68,11 @@ impl Hypervisor for Fake {
         Err(Errno::ENOSYS)
     }
     fn physinfo(&mut self) -> Result<hypercall_abi::domctl::SysctlPhysinfo, Errno> {
-        Err(Errno::ENOSYS)
+        let free = self.physinfo_free.ok_or(Errno::ENOSYS)?;
+        Ok(hypercall_abi::domctl::SysctlPhysinfo {
+            free_pages: free,
+            ..Default::default()
+        })
     }
     fn read_console(
         &mut self,
@@ -353,6 +361,22 @@ fn any_failing_step_destroys_the_half_built_domain() {
         }
     );
     assert_eq!(hv.calls, ["create"]);
+}
+
+#[test]
+fn too_little_free_memory_is_refused_before_creating_anything() {
+    let img = image();
+    let mut hv = Fake::new(10_000);
+    hv.physinfo_free = Some(1000);
+    let e = build(&mut hv, &req(&img, 16)).unwrap_err();
+    assert_eq!(
+        e,
+        BuildError::OutOfMemory {
+            wanted: 4096,
+            got: 1000
+        }
+    );
+    assert!(hv.calls.is_empty(), "{:?}", hv.calls);
 }
 
 #[test]
