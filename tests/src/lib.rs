@@ -279,7 +279,19 @@ impl ControlHost {
     /// [`ControlHost::boot`] with further modules (boot-time domUs, say) after
     /// dom0's.
     pub fn boot_with(name: &str, extra: Vec<Module>) -> ControlHost {
+        Self::boot_full(name, "", extra)
+    }
+
+    /// [`ControlHost::boot_with`] with `dom0_args` added to dom0's command line
+    /// (`autostart=demo`, say).
+    pub fn boot_full(name: &str, dom0_args: &str, extra: Vec<Module>) -> ControlHost {
         let dir = scratch(name);
+        let mut modules = dom0_modules();
+        if let Some(d0) = modules.first_mut()
+            && !dom0_args.is_empty()
+        {
+            d0.cmdline = format!("{} {dom0_args}", d0.cmdline);
+        }
         let iso = dir.join("boot.iso");
         let socket = dir.join("ctl.sock");
         assert!(
@@ -290,7 +302,7 @@ impl ControlHost {
         let spec = xtask::IsoSpec {
             hypervisor: hypervisor().to_path_buf(),
             cmdline: String::new(),
-            modules: dom0_modules().into_iter().chain(extra).collect(),
+            modules: modules.into_iter().chain(extra).collect(),
         };
         if let Err(e) = xtask::make_iso(&spec, &iso) {
             panic!("{name}: making the ISO failed: {e:#}");

@@ -505,3 +505,13 @@ fn malformed_configs_and_images_give_clear_errors() {
     );
     assert!(listed(&h, "np").is_none());
 }
+
+/// What `scripts/run` boots: dom0 starts the demo kernel as a domU (`autostart=demo`),
+/// listed by name, its console served by dom0.
+#[test]
+fn dom0_autostarts_the_demo_domu() {
+    let h = ControlHost::boot_full("dom0ctl-autostart", "autostart=demo", Vec::new());
+    let row = listed(&h, "demo").expect("demo listed");
+    assert_eq!(row.split_whitespace().nth(1), Some("1"), "{row}");
+    wait_for_console(&h, "demo", "pv-demo: pv-runtime demo kernel");
+}

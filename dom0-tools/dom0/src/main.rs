@@ -17,9 +17,11 @@ mod foreign;
 mod hv;
 mod store;
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use control_proto::images::Bundle;
+use control_proto::{CreateRequest, ExitAction, Kernel, Request, Response};
 use dom0_core::uart::{BASE_BAUD, COM2, Uart};
 use dom0_core::{After, Agent, Server};
 use pv_runtime::abi::xen::start_info::SifFlags;
@@ -115,8 +117,39 @@ fn main(si: &'static StartInfo) {
         "dom0: control agent listening on COM2 (port {COM2:#x}, {BASE_BAUD} 8N1, FIFO {})",
         if uart.has_fifo() { "on" } else { "off" }
     );
-    let agent = Agent::new(XenHv, FrameStore::new(), bundle, AGENT);
+    let mut agent = Agent::new(XenHv, FrameStore::new(), bundle, AGENT);
+    autostart(si, &mut agent);
     serve(uart, agent)
+}
+
+/// Creates the domains `autostart=NAME[,NAME...]` on dom0's command line names,
+/// each from the image of that name (32 MiB, kept when it stops), as if `dom0ctl
+/// create` asked. `scripts/run` starts the demo this way.
+fn autostart(si: &StartInfo, agent: &mut Agent<'static, XenHv, FrameStore>) {
+    let cmdline = pv_runtime::text::c_str(&si.cmd_line);
+    let Some(list) = cmdline
+        .split(|b| *b == b' ')
+        .find_map(|w| w.strip_prefix(b"autostart="))
+    else {
+        return;
+    };
+    for name in list.split(|b| *b == b',').filter(|n| !n.is_empty()) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        let req = Request::Create(CreateRequest {
+            name: name.clone(),
+            kernel: Kernel::Named(name.clone()),
+            memory_mib: 32,
+            vcpus: 1,
+            cmdline: String::new(),
+            on_poweroff: ExitAction::Preserve,
+            on_crash: ExitAction::Preserve,
+        });
+        match agent.handle(req).0 {
+            Response::Created { domid } => println!("dom0: autostart: {name} is domain {domid}"),
+            Response::Error(e) => println!("dom0: autostart: {name}: {}", e.message),
+            other => println!("dom0: autostart: {name}: unexpected {other:?}"),
+        }
+    }
 }
 
 /// The agent's loop: poll COM2; while bytes flow, poll again at once; when

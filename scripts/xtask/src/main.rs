@@ -112,6 +112,10 @@ fn iso_spec(image: &ImageArgs) -> Result<(IsoSpec, bool)> {
         // The dom0 kernel, then its image bundle: the first data module is
         // dom0's initrd, so the bundle goes before any --module.
         let mut front = xtask::dom0_modules()?;
+        // dom0 starts the demo kernel as a domU named "demo" (`autostart=`).
+        if let Some(d0) = front.first_mut() {
+            d0.cmdline.push_str(" autostart=demo");
+        }
         front.append(&mut modules);
         modules = front;
     }
