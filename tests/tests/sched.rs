@@ -227,7 +227,9 @@ fn a_destroyed_domains_peer_sees_its_channel_unbound() {
     b.exited(QemuExit::Poweroff);
     b.line("(d1) pingpong: PASS role=ping count=0");
     b.line("domain 1 destroyed");
-    b.line("(d2) pingpong: PASS role=survivor port=1 state=unbound remote=1");
+    // The survivor's port number depends on whether it bound its timer first.
+    let l = b.line("(d2) pingpong: PASS role=survivor port=");
+    assert!(l.ends_with("state=unbound remote=1"), "{l}");
     b.line("memory: all 2049 frames of domain 2 are back");
 }
 

@@ -70,6 +70,9 @@ pub struct BenchArgs {
     /// Seconds before one boot is abandoned.
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
+    /// Skip the control-plane benchmark (dom0ctl create timings, domUs per GiB).
+    #[arg(long)]
+    pub skip_control_plane: bool,
 }
 
 impl BenchArgs {
@@ -630,6 +633,15 @@ pub fn main(args: BenchArgs) -> Result<()> {
             );
             runs.push(run);
         }
+    }
+
+    if !args.skip_control_plane {
+        eprintln!("bench: control plane: 50 domUs through dom0ctl, then 4 MiB domUs until full");
+        let ctl = crate::bench_ctl::run(&cfgs_hv)?;
+        let md = crate::bench_ctl::markdown(&ctl);
+        std::fs::create_dir_all(args.out_dir())?;
+        std::fs::write(args.out_dir().join("control-plane.md"), &md)?;
+        println!("{md}");
     }
 
     let report = Report::new(cond, &runs, args.max_spread, args.max_control_skew);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use xlhv_core::exit::QemuExit;
 
 pub mod bench;
+pub mod bench_ctl;
 pub mod bench_report;
 pub mod dom0;
 pub mod xen;

@@ -1,0 +1,213 @@
+//! The control-plane benchmark (xen-like-hv only; `scripts/bench` runs it after the
+//! A/B rounds): how long `dom0ctl create` takes until the new domU's first console
+//! line reaches the host, for the 1st, 10th and 50th domain alive at once; and how
+//! many 4 MiB domUs fit in a 1 GiB machine. See docs/bench.md.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::dom0::{LISTENING, Machine, build_dom0ctl, dom0_modules, prepare_socket};
+use crate::{IsoSpec, QemuConfig, make_iso, target_dir};
+
+/// Domains alive at once in the timing run.
+pub const TIMED_DOMAINS: usize = 50;
+/// Which of them are reported (1-based).
+pub const REPORTED: [usize; 3] = [1, 10, 50];
+
+/// What the run measured.
+#[derive(Clone, Debug, Default)]
+pub struct CtlBench {
+    /// (n, ms from `create` to the first console line) for the reported domains.
+    pub first_line_ms: Vec<(usize, f64)>,
+    /// 4 MiB domUs that were created before the first refusal.
+    pub max_4mib_domus: usize,
+    /// The refusal that ended the count.
+    pub stopped_by: String,
+    /// Free memory (dom0ctl info) before and after the runs.
+    pub free_before: String,
+    /// Free memory after destroying every domain.
+    pub free_after: String,
+}
+
+struct Host {
+    /// QEMU; killed on drop if `shutdown-host` did not end it.
+    _machine: Machine,
+    socket: PathBuf,
+    dom0ctl: PathBuf,
+}
+
+impl Host {
+    fn boot(work: &Path, hv: &Path) -> Result<Host> {
+        let iso = work.join("ctl.iso");
+        make_iso(
+            &IsoSpec {
+                hypervisor: hv.to_path_buf(),
+                cmdline: String::new(),
+                modules: dom0_modules()?,
+            },
+            &iso,
+        )?;
+        let socket = work.join("ctl.sock");
+        prepare_socket(&socket)?;
+        let mut cfg = QemuConfig::new(iso);
+        cfg.mem = "1G".into();
+        cfg.control_socket = Some(socket.clone());
+        let mut machine = Machine::spawn(&cfg)?;
+        machine.wait_for(LISTENING, Duration::from_secs(120))?;
+        Ok(Host {
+            _machine: machine,
+            socket,
+            dom0ctl: build_dom0ctl()?,
+        })
+    }
+
+    fn ctl(&self, args: &[&str]) -> Result<(bool, String, String)> {
+        let out = Command::new(&self.dom0ctl)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .context("running dom0ctl")?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// `dom0ctl create CFG name=NAME --console`: ms until its first non-empty
+    /// output line.
+    fn create_until_first_line(&self, cfg: &Path, name: &str) -> Result<f64> {
+        let start = Instant::now();
+        let mut child = Command::new(&self.dom0ctl)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("create")
+            .arg(cfg)
+            .arg(format!("name={name}"))
+            .arg("--console")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running dom0ctl create --console")?;
+        let stdout = child.stdout.take().context("dom0ctl stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let got = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                // The first line is the domid `create` prints; the next is the guest's.
+                Ok(l) if l.trim().is_empty() => {}
+                Ok(l) => {
+                    seen.push(l);
+                    if seen.len() == 2 {
+                        break Some(start.elapsed());
+                    }
+                }
+                Err(_) => break None,
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        match got {
+            Some(d) => Ok(d.as_secs_f64() * 1000.0),
+            None => bail!("{name}: no console line within 60 s (saw {seen:?})"),
+        }
+    }
+
+    fn free(&self) -> Result<String> {
+        let (ok, out, err) = self.ctl(&["info"])?;
+        if !ok {
+            bail!("dom0ctl info: {err}");
+        }
+        out.lines()
+            .find(|l| l.trim_start().starts_with("free_memory"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .context("no free_memory in dom0ctl info")
+    }
+}
+
+/// Runs the control-plane benchmark on hypervisor `hv`.
+pub fn run(hv: &Path) -> Result<CtlBench> {
+    let work = target_dir().join("bench").join("ctl");
+    std::fs::create_dir_all(&work)?;
+    let host = Host::boot(&work, hv)?;
+    let mut r = CtlBench {
+        free_before: host.free()?,
+        ..CtlBench::default()
+    };
+    let ticker = work.join("ticker.toml");
+    std::fs::write(
+        &ticker,
+        "image = \"ticker\"\nname = \"t\"\nmemory = 8\ncmdline = \"secs=600 period_ms=100\"\n",
+    )?;
+    for n in 1..=TIMED_DOMAINS {
+        let ms = host.create_until_first_line(&ticker, &format!("t{n}"))?;
+        if REPORTED.contains(&n) {
+            r.first_line_ms.push((n, ms));
+        }
+    }
+    for n in 1..=TIMED_DOMAINS {
+        let (ok, _, err) = host.ctl(&["destroy", &format!("t{n}")])?;
+        if !ok {
+            bail!("destroy t{n}: {err}");
+        }
+    }
+    let small = work.join("small.toml");
+    std::fs::write(
+        &small,
+        "image = \"ticker\"\nname = \"s\"\nmemory = 4\ncmdline = \"secs=600 period_ms=1000\"\n",
+    )?;
+    let small_s = small.to_string_lossy().into_owned();
+    loop {
+        let name = format!("name=s{}", r.max_4mib_domus + 1);
+        let (ok, _, err) = host.ctl(&["create", &small_s, &name])?;
+        if !ok {
+            r.stopped_by = err.trim().to_string();
+            break;
+        }
+        r.max_4mib_domus += 1;
+        if r.max_4mib_domus > 1000 {
+            break;
+        }
+    }
+    for n in 1..=r.max_4mib_domus {
+        let _ = host.ctl(&["destroy", &format!("s{n}")])?;
+    }
+    r.free_after = host.free()?;
+    let _ = host.ctl(&["shutdown-host"]);
+    drop(host);
+    Ok(r)
+}
+
+/// The Markdown section for `bench/control-plane.md`.
+pub fn markdown(r: &CtlBench) -> String {
+    let mut s = String::from(
+        "# Control plane (xen-like-hv only)\n\nMeasured by `scripts/bench` on one QEMU \
+         (TCG, `-m 1G`) booting dom0's toolstack; `dom0ctl` drives it over COM2.\n\n\
+         | what | result |\n|---|---|\n",
+    );
+    for (n, ms) in &r.first_line_ms {
+        s.push_str(&format!(
+            "| `dom0ctl create` to the first console line, domain {n} of {TIMED_DOMAINS} alive | {ms:.0} ms |\n"
+        ));
+    }
+    s.push_str(&format!(
+        "| 4 MiB domUs alive at once in 1 GiB | {} (then: {}) |\n| free memory before / after destroying them all | {} / {} |\n",
+        r.max_4mib_domus, r.stopped_by, r.free_before, r.free_after
+    ));
+    s
+}
