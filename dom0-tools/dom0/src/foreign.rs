@@ -20,7 +20,7 @@ use pv_runtime::mm;
 /// The window: 48 TiB up, below the upload buffers (`store.rs`).
 const BASE: u64 = 0x0000_3000_0000_0000;
 /// Ring slots (console pages mapped at once).
-pub const MAX_RINGS: usize = 128;
+pub const MAX_RINGS: usize = 256;
 const PAGE: u64 = 4096;
 /// Flags of a slot's entry.
 const FLAGS: PteFlags = PteFlags::PRESENT

@@ -16,7 +16,7 @@ use xlhv_core::sched::{RunQueue, VcpuRef};
 use xlhv_core::traps::{CrashReason, GuestCtx, Outcome};
 
 /// Most domains at once.
-pub const MAX_DOMAINS: usize = 64;
+pub const MAX_DOMAINS: usize = 256;
 
 /// Every domain, by slot.
 pub struct Domains {

@@ -15,15 +15,10 @@ use xlhv_core::evtchn::{
 };
 use xlhv_core::mm::Mfn;
 
-const UNUSED: EvtchnConfig = EvtchnConfig {
-    max_port: 0,
-    nr_vcpus: 0,
-};
-
 /// Port tables, by domain slot (about 36 KiB each, so they live here rather than in
 /// the domain records that are moved around while a domain is built).
 pub static TABLES: Mutex<[EvtchnTable; MAX_DOMAINS]> =
-    Mutex::new([const { EvtchnTable::new(DomId(0), UNUSED) }; MAX_DOMAINS]);
+    Mutex::new([const { EvtchnTable::unused() }; MAX_DOMAINS]);
 
 /// Resets the table of `slot` for a new domain `id` with `nr_vcpus` vCPUs: dom0 has no
 /// port limit, a domU the 1023 libxl gives by default.

@@ -219,6 +219,20 @@ impl EvtchnTable {
         }
     }
 
+    /// A table for no domain (every field zero, so a static array of them costs no
+    /// space in the hypervisor's image); [`EvtchnTable::reinit`] makes it usable.
+    pub const fn unused() -> Self {
+        EvtchnTable {
+            dom: DomId(0),
+            slots: [Slot::FREE; NR_PORTS],
+            valid: 0,
+            max_port: 0,
+            nr_vcpus: 0,
+            virq_ports: [[EvtchnPort(0); NR_VIRQ_SLOTS]; MAX_VCPUS],
+            dying: false,
+        }
+    }
+
     /// Makes this table what [`EvtchnTable::new`] returns, in place.
     pub fn reinit(&mut self, dom: DomId, config: EvtchnConfig) {
         self.dom = dom;

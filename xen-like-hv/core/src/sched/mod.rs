@@ -25,7 +25,7 @@ pub const DEFAULT_WEIGHT: u16 = 256;
 /// Default timeslice: 10 ms.
 pub const DEFAULT_TIMESLICE_NS: u64 = 10_000_000;
 /// vCPUs one queue can hold.
-pub const CAPACITY: usize = 128;
+pub const CAPACITY: usize = 256;
 
 /// A schedulable vCPU: the domain's slot in the hypervisor's table and the vCPU index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
