@@ -490,7 +490,13 @@ impl Platform for FakePlatform {
     ) -> R {
         let w = &mut self.mm;
         let mut hooks = LoneHooks {
-            existing: self.others.keys().map(|&d| DomId(d)).collect(),
+            // The domain acted on exists, and so do the others.
+            existing: self
+                .others
+                .keys()
+                .map(|&d| DomId(d))
+                .chain(core::iter::once(dom))
+                .collect(),
             control: privileged.then_some(dom),
         };
         let mut ctx = MmCtx {

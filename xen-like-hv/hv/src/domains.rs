@@ -161,7 +161,9 @@ impl Others<'_> {
         spec: &xlhv_core::hypercall::domctl::CreateSpec,
         current: DomId,
     ) -> Result<DomId, Errno> {
-        let in_use = |o: &mut Self, id: DomId| id == current || o.find(id).is_some();
+        let in_use = |o: &mut Self, id: DomId| {
+            id == current || o.find(id).is_some() || crate::mmhw::is_zombie(id)
+        };
         let id = match spec.id {
             Some(id) if in_use(self, id) => return Err(Errno::EEXIST),
             Some(id) => id,
@@ -220,7 +222,7 @@ impl Others<'_> {
             let next = if id + 1 >= first { 1 } else { id + 1 };
             ROVER.store(next, Ordering::Relaxed);
             let cand = DomId(id);
-            if cand != current && self.find(cand).is_none() {
+            if cand != current && self.find(cand).is_none() && !crate::mmhw::is_zombie(cand) {
                 return Some(cand);
             }
         }
@@ -1030,6 +1032,7 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
     let privileged = pv.dom.privileged;
     crate::events::set_vcpu_info_at(slot, None);
     let (returned, busy) = teardown(pv);
+    crate::mmhw::add_zombie(id, busy);
     let free = crate::mm::free_frames();
     log::info!(
         "domain {} destroyed: {returned} frames returned, {busy} still referenced; {free} frames free",
@@ -1040,6 +1043,12 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
         let held = pv.dom.tot_pages + 1;
         if returned == held && busy == 0 {
             log::info!("memory: all {returned} frames of domain {} are back", id.0);
+        } else if returned + busy == held {
+            log::info!(
+                "memory: {returned} frames of domain {} are back; {busy} still referenced \
+                 elsewhere come back when released (its id stays taken until then)",
+                id.0
+            );
         } else {
             log::error!(
                 "memory: domain {} held {held} frames, {returned} came back: frames leaked",

@@ -146,9 +146,44 @@ pub struct Hooks {
     pub control: DomId,
 }
 
+/// Destroyed domains whose frames someone still referenced at teardown, with how
+/// many: their ids are not handed out again until every frame came back (Xen keeps
+/// such a domain as a zombie).
+static ZOMBIES: spin::Mutex<heapless::Vec<(DomId, u64), 64>> =
+    spin::Mutex::new(heapless::Vec::new());
+
+/// Records that `frames` frames of destroyed domain `dom` are still referenced.
+pub fn add_zombie(dom: DomId, frames: u64) {
+    if frames > 0 && ZOMBIES.lock().push((dom, frames)).is_err() {
+        log::warn!(
+            "domain {}: too many zombie domains to track; its id may be reused",
+            dom.0
+        );
+    }
+}
+
+/// Whether `dom` still has frames out (its id must not be reused yet).
+pub fn is_zombie(dom: DomId) -> bool {
+    ZOMBIES.lock().iter().any(|&(d, _)| d == dom)
+}
+
 impl MmHooks for Hooks {
     fn domain_exists(&self, dom: DomId) -> bool {
         self.existing.contains(&dom)
+    }
+    fn frame_orphan_freed(&mut self, dom: DomId, mfn: Mfn) {
+        let _ = mm::free_order(mfn, 0);
+        let mut z = ZOMBIES.lock();
+        if let Some(i) = z.iter().position(|&(d, _)| d == dom) {
+            z[i].1 = z[i].1.saturating_sub(1);
+            if z[i].1 == 0 {
+                z.swap_remove(i);
+                log::info!(
+                    "memory: the last frame of destroyed domain {} is back",
+                    dom.0
+                );
+            }
+        }
     }
     fn privileged_over(&self, caller: DomId, target: DomId) -> bool {
         caller == self.control && target != DomId::XEN

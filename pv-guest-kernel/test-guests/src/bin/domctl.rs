@@ -141,6 +141,89 @@ fn start_vcpu(id: u16) {
     );
 }
 
+/// Where dom0 maps another domain's frame.
+const FOREIGN_VA: u64 = 0x0000_2000_0000_0000;
+
+/// A frame dom0 still maps when its domain is destroyed stays (and the domain's id
+/// stays taken) until dom0 unmaps it; then it comes back, as in Xen.
+fn frame_outlives_its_domain() {
+    use pv_runtime::abi::hypercall::{update_va_mapping, update_va_mapping_otherdomain};
+    use pv_runtime::abi::mmu::UVMF_INVLPG;
+    use pv_runtime::abi::xen::pte::PteFlags;
+    if let Err(e) = pv_runtime::mm::take_over() {
+        fail(NAME, format_args!("take_over: {e}"));
+    }
+    let Some(own) = pv_runtime::mm::alloc_frame() else {
+        fail(NAME, format_args!("no free frame"))
+    };
+    let flags = PteFlags::PRESENT | PteFlags::RW | PteFlags::ACCESSED | PteFlags::DIRTY;
+    ok(
+        NAME,
+        "map a scratch page",
+        pv_runtime::mm::map(FOREIGN_VA, &[own.mfn], flags).map_err(|_| Errno::EINVAL),
+    );
+    let start = physinfo().free_pages;
+    let id = ok(NAME, "createdomain", create(pv()));
+    let mut mm = Domctl::new(
+        DomctlCmd::MaxMem,
+        DomId(id),
+        &DomctlMaxMem { max_memkb: 64 },
+    );
+    ok(NAME, "max_mem", run_domctl(&mut mm));
+    let mut frames = [0u64];
+    let res = XenMemoryReservation {
+        extent_start: pv_runtime::abi::GuestPtr::from_ptr(frames.as_mut_ptr()),
+        nr_extents: 1,
+        domid: DomId(id),
+        ..Default::default()
+    };
+    // SAFETY: the runtime installed the hypercall page; the arguments are live locals;
+    // the mappings changed are this guest's scratch page only.
+    let mut inv = unsafe { invoker() };
+    let got = memory_op(
+        &mut inv,
+        u64::from(XenmemOp::PopulatePhysmap.nr()),
+        pv_runtime::hypercall::handle(&res).cast(),
+    );
+    expect(NAME, "populate one frame", got, Ok(1));
+    let theirs = (frames[0] << 12) | flags.bits();
+    ok(
+        NAME,
+        "map their frame",
+        update_va_mapping_otherdomain(&mut inv, FOREIGN_VA, theirs, UVMF_INVLPG, DomId(id)),
+    );
+    ok(NAME, "destroydomain", simple(DomctlCmd::DestroyDomain, id));
+    expect(
+        NAME,
+        "free pages while dom0 maps the frame",
+        physinfo().free_pages,
+        start - 1,
+    );
+    let again = DomctlCreateDomain { ..pv() };
+    let mut op = Domctl::new(DomctlCmd::CreateDomain, DomId(id), &again);
+    expect(
+        NAME,
+        "its id while a frame is out",
+        run_domctl(&mut op).map(drop),
+        Err(Errno::EEXIST),
+    );
+    let mine = (own.mfn.0 << 12) | flags.bits();
+    ok(
+        NAME,
+        "unmap their frame",
+        update_va_mapping(&mut inv, FOREIGN_VA, mine, UVMF_INVLPG),
+    );
+    expect(
+        NAME,
+        "free pages after the unmap",
+        physinfo().free_pages,
+        start,
+    );
+    let mut op = Domctl::new(DomctlCmd::CreateDomain, DomId(id), &again);
+    ok(NAME, "its id again", run_domctl(&mut op));
+    ok(NAME, "destroydomain", simple(DomctlCmd::DestroyDomain, id));
+}
+
 fn as_domu() {
     expect(
         NAME,
@@ -283,6 +366,7 @@ fn as_dom0() {
     }
     let free_after = physinfo().free_pages;
     expect(NAME, "free pages after the rounds", free_after, free_before);
+    frame_outlives_its_domain();
     if arg("leave") == Some(b"1") {
         // One created domain left behind: dom0's stop must tear it down too.
         ok(NAME, "createdomain", create(pv()));

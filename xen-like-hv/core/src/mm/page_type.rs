@@ -101,6 +101,9 @@ pub trait MmHooks {
     /// 8-byte descriptor `desc`, followed in the page by `next` (0 after the last
     /// one; 64-bit call gates span two slots), is safe for `owner` to load.
     fn check_descriptor(&self, owner: DomId, desc: u64, next: u64) -> bool;
+    /// The last reference to `mfn`, a frame of destroyed domain `dom`, went: the frame
+    /// table released it; the hypervisor gives it back to its allocator.
+    fn frame_orphan_freed(&mut self, _dom: DomId, _mfn: Mfn) {}
 }
 
 /// Whose frames a new L1 entry may map: the FD of `mmu_update`, resolved.
@@ -333,12 +336,28 @@ where
 
     /// Drop a general reference.
     pub(super) fn put_ref(&mut self, mfn: Mfn) {
+        let mut last_of = None;
         self.with_frame(mfn, |fi| {
             if fi.count == 0 {
                 log::warn!("mm: put_page on {mfn} with no reference");
             }
             fi.count = fi.count.saturating_sub(1);
+            if fi.is_unreferenced() {
+                last_of = match fi.owner {
+                    Owner::Domain(d) | Owner::XenShared(d) => Some(d),
+                    _ => None,
+                };
+            }
         });
+        // The last reference to a frame of a destroyed domain (another domain still
+        // mapped it at teardown): it goes back now, as in Xen.
+        if let Some(d) = last_of
+            && !self.hooks.domain_exists(d)
+            && self.ft.release(mfn).is_ok()
+        {
+            self.m2p.set(mfn, hypercall_abi::xen::INVALID_M2P_ENTRY);
+            self.hooks.frame_orphan_freed(d, mfn);
+        }
     }
 
     /// Take a type reference (Xen's `get_page_type`): validates on the 0 -> 1

@@ -119,6 +119,8 @@ impl M2p for M2pTable {
 /// dom0 is privileged over everyone and has I/O capability; dom1 has neither.
 pub(super) struct Hooks {
     pub flushes: Vec<(DomId, Mfn)>,
+    /// Frames of destroyed domains freed on their last reference.
+    pub orphans: Vec<(DomId, Mfn)>,
 }
 
 /// A descriptor the test audit refuses: present, code/data (S=1), DPL 0.
@@ -139,6 +141,9 @@ impl MmHooks for Hooks {
     }
     fn check_descriptor(&self, _owner: DomId, desc: u64, _next: u64) -> bool {
         desc & (BAD_DESC | (3 << 45)) != BAD_DESC
+    }
+    fn frame_orphan_freed(&mut self, dom: DomId, mfn: Mfn) {
+        self.orphans.push((dom, mfn));
     }
 }
 
@@ -176,6 +181,7 @@ impl World {
             m2p: M2pTable(vec![!0; N as usize]),
             hooks: Hooks {
                 flushes: Vec::new(),
+                orphans: Vec::new(),
             },
             linear_pt: true,
         }

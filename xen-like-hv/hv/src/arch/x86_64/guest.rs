@@ -172,6 +172,10 @@ impl Platform for HwPlatform<'_> {
         ) -> R,
     ) -> R {
         let mut hooks = self.others.hooks(dom, privileged);
+        // The caller exists too when it acts on another domain's memory.
+        if !hooks.existing.contains(&self.id) {
+            let _ = hooks.existing.push(self.id);
+        }
         crate::mmhw::with_mm(dom, privileged, &mut hooks, f)
     }
 

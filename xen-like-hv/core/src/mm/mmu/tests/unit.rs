@@ -1060,3 +1060,35 @@ fn preserve_ad_race_is_refused() {
     w.mem = racy.0;
     assert_eq!(w.counts(), before);
 }
+
+#[test]
+fn the_last_reference_to_a_destroyed_domains_frame_gives_it_back() {
+    use crate::mm::page_type::{get_page, put_page};
+    let mut w = World::new();
+    // Domain 1 owns frame 40; dom0 holds two references to it (it maps it twice).
+    let f = Mfn(40);
+    w.m2p.0[40] = 7;
+    {
+        let mut c = w.ctx(0);
+        get_page(&mut c, f, DomId(1)).unwrap();
+        get_page(&mut c, f, DomId(1)).unwrap();
+    }
+    // Domain 1 is destroyed (the hooks say only 0 and 1 exist: pretend it is 2 now).
+    w.ft.info_mut(f).unwrap().owner = Owner::Domain(DomId(2));
+    put_page(&mut w.ctx(0), f);
+    assert_eq!(
+        w.ft.owner(f),
+        Some(Owner::Domain(DomId(2))),
+        "one reference left"
+    );
+    assert!(w.hooks.orphans.is_empty());
+    put_page(&mut w.ctx(0), f);
+    assert_eq!(w.ft.owner(f), Some(Owner::Free), "released");
+    assert_eq!(w.hooks.orphans, vec![(DomId(2), f)]);
+    assert_eq!(w.m2p.0[40], !0, "its M2P entry invalidated");
+    // A live domain's frame is never freed this way.
+    let g = Mfn(41);
+    get_page(&mut w.ctx(0), g, DomId(1)).unwrap();
+    put_page(&mut w.ctx(0), g);
+    assert_eq!(w.ft.owner(g), Some(Owner::Domain(DomId(1))));
+}
