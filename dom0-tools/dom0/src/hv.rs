@@ -156,6 +156,10 @@ impl Hypervisor for XenHv {
         pv_runtime::time::system_time_ns()
     }
 
+    fn take_dom_exc(&mut self) -> bool {
+        crate::dom_exc::take()
+    }
+
     fn create_domain(&mut self, handle: [u8; 16]) -> Result<DomId, Errno> {
         let cfg = DomctlCreateDomain {
             handle,

@@ -13,6 +13,7 @@
 extern crate alloc;
 
 mod com2;
+mod dom_exc;
 mod foreign;
 mod hv;
 mod store;
@@ -117,6 +118,12 @@ fn main(si: &'static StartInfo) {
         "dom0: control agent listening on COM2 (port {COM2:#x}, {BASE_BAUD} 8N1, FIFO {})",
         if uart.has_fifo() { "on" } else { "off" }
     );
+    match dom_exc::bind() {
+        Ok(p) => println!("dom0: VIRQ_DOM_EXC on port {}", p.0),
+        Err(e) => println!(
+            "dom0: binding VIRQ_DOM_EXC failed ({e}); looking for stopped domains once a second"
+        ),
+    }
     let mut agent = Agent::new(XenHv, FrameStore::new(), bundle, AGENT);
     autostart(si, &mut agent);
     serve(uart, agent)

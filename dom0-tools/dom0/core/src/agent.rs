@@ -31,8 +31,9 @@ use crate::uploads::{UploadStore, Uploads};
 
 /// Console bytes kept per domain.
 pub const CONSOLE_LOG_BYTES: usize = 64 * 1024;
-/// How often [`Agent::tick`] looks for domains that shut down (ns).
-const EXIT_CHECK_NS: u64 = 20_000_000;
+/// How often [`Agent::tick`] looks for domains that shut down without a
+/// `VIRQ_DOM_EXC` (a fallback: the event is what normally says so) (ns).
+const EXIT_CHECK_NS: u64 = 1_000_000_000;
 
 /// The back end of one domain's console: its mapped page, dom0's end of the event
 /// channel, and the log.
@@ -550,16 +551,17 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     }
 
     /// Background work between requests: console output of every domain dom0 serves
-    /// (streamed onto `out` for the attached one), and every 20 ms the domains that
-    /// stopped, handled by their `on_poweroff`/`on_crash` (xl's `destroy` or
-    /// `preserve`).
+    /// (streamed onto `out` for the attached one), and, when `VIRQ_DOM_EXC` fired (or
+    /// once a second regardless), the domains that stopped, handled by their
+    /// `on_poweroff`/`on_crash` (xl's `destroy` or `preserve`).
     pub fn tick(&mut self, now: u64, out: &mut Vec<u8>) {
         let ids: Vec<u16> = self.consoles.keys().copied().collect();
         for id in ids {
             let to = (self.attached == Some(DomId(id))).then_some(&mut *out);
             self.drain_console(DomId(id), to);
         }
-        if now.saturating_sub(self.last_exit_check) < EXIT_CHECK_NS {
+        let exc = self.hv.take_dom_exc();
+        if !exc && now.saturating_sub(self.last_exit_check) < EXIT_CHECK_NS {
             return;
         }
         self.last_exit_check = now;

@@ -70,6 +70,12 @@ pub trait Hypervisor {
     /// Nanoseconds since the hypervisor booted (the pvclock).
     fn now_ns(&self) -> u64;
 
+    /// Whether `VIRQ_DOM_EXC` (a domain shut down or crashed) fired since the last
+    /// call; clears it. A hypervisor that cannot tell answers true.
+    fn take_dom_exc(&mut self) -> bool {
+        true
+    }
+
     // ---- the domain builder (crate::builder) ----
 
     /// `XEN_DOMCTL_createdomain` (one vCPU, `max_evtchn_port` 1023): the new id.
