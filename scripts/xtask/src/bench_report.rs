@@ -637,9 +637,11 @@ pub fn markdown(r: &Report) -> String {
         let range = row
             .ratio_range
             .map_or("-".into(), |(a, b)| format!("{a:.3} – {b:.3}"));
-        let target = row
-            .target
-            .map_or("(control ≈ 1)".into(), |t| format!("≤ {t}"));
+        let target = match row.target {
+            Some(t) => format!("≤ {t}"),
+            None if row.name.starts_with("domu_") => "(ours only)".into(),
+            None => "(control ≈ 1)".into(),
+        };
         let met = match row.met() {
             Some(true) => "yes",
             Some(false) => "**no**",
