@@ -19,6 +19,20 @@ pub const SYSCTL_INTERFACE_VERSION: u32 = 0x0000_0015;
 /// Size of the argument union in both structures.
 pub const UNION_BYTES: usize = 128;
 
+/// A command's argument read from the start of a union (zero beyond it).
+fn union_arg<T: FromBytes>(u: &[u8; UNION_BYTES]) -> T {
+    T::read_from_prefix(&u[..])
+        .map(|(t, _)| t)
+        .unwrap_or_else(|_| T::new_zeroed())
+}
+
+/// Writes a command's argument at the start of a union.
+fn set_union_arg<T: IntoBytes + Immutable>(u: &mut [u8; UNION_BYTES], arg: &T) {
+    let b = arg.as_bytes();
+    let n = b.len().min(UNION_BYTES);
+    u[..n].copy_from_slice(&b[..n]);
+}
+
 subops! {
     /// `domctl` commands (`XEN_DOMCTL_*`) xen-like-hv implements.
     pub enum DomctlCmd: "XEN_DOMCTL_" {
@@ -87,16 +101,12 @@ impl Domctl {
 
     /// The union read as `T`.
     pub fn arg<T: FromBytes>(&self) -> T {
-        T::read_from_prefix(&self.u[..])
-            .map(|(t, _)| t)
-            .unwrap_or_else(|_| T::new_zeroed())
+        union_arg(&self.u)
     }
 
     /// Writes `arg` at the start of the union.
     pub fn set_arg<T: IntoBytes + Immutable>(&mut self, arg: &T) {
-        let b = arg.as_bytes();
-        let n = b.len().min(UNION_BYTES);
-        self.u[..n].copy_from_slice(&b[..n]);
+        set_union_arg(&mut self.u, arg);
     }
 }
 
@@ -302,16 +312,12 @@ impl Sysctl {
 
     /// The union read as `T`.
     pub fn arg<T: FromBytes>(&self) -> T {
-        T::read_from_prefix(&self.u[..])
-            .map(|(t, _)| t)
-            .unwrap_or_else(|_| T::new_zeroed())
+        union_arg(&self.u)
     }
 
     /// Writes `arg` at the start of the union.
     pub fn set_arg<T: IntoBytes + Immutable>(&mut self, arg: &T) {
-        let b = arg.as_bytes();
-        let n = b.len().min(UNION_BYTES);
-        self.u[..n].copy_from_slice(&b[..n]);
+        set_union_arg(&mut self.u, arg);
     }
 }
 

@@ -525,17 +525,14 @@ pub fn guest_entry(frame: &mut Regs) {
             Outcome::Resume | Outcome::RegsReplaced => {}
         }
     }
-    let teardown: heapless::Vec<usize, MAX_DOMAINS> =
-        core::mem::take(&mut *PENDING_TEARDOWN.lock());
-    for &slot in &teardown {
+    while let Some(slot) = pop_pending(&PENDING_TEARDOWN) {
         if let Some(pv) = doms.get_mut(slot) {
             log::info!("domain {}: destroyed by the control domain", pv.dom.id.0);
             teardown_domain(&mut doms, slot);
             resched = true;
         }
     }
-    let pending: heapless::Vec<usize, MAX_DOMAINS> = core::mem::take(&mut *PENDING_DESTROY.lock());
-    for &slot in &pending {
+    while let Some(slot) = pop_pending(&PENDING_DESTROY) {
         let reason = doms
             .get_mut(slot)
             .and_then(|pv| pv.dom.shutdown_code)
@@ -559,6 +556,12 @@ pub fn guest_entry(frame: &mut Regs) {
         false
     };
     deliver_and_exit(doms, frame, clobber_ok && !switched);
+}
+
+/// The next slot waiting on `list` for the end of the entry (one at a time, so an
+/// empty list, the usual case on every guest entry, costs one lock and no copy).
+fn pop_pending(list: &Mutex<heapless::Vec<usize, MAX_DOMAINS>>) -> Option<usize> {
+    list.lock().pop()
 }
 
 /// The platform the portable handlers run against for the domain in `slot`.

@@ -161,7 +161,9 @@ pub fn domctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvRe
             op.set_arg(&info.to_xen());
             true
         }
-        DomctlCmd::DestroyDomain | DomctlCmd::PauseDomain if target == me => {
+        DomctlCmd::DestroyDomain | DomctlCmd::PauseDomain | DomctlCmd::UnpauseDomain
+            if target == me =>
+        {
             return Err(Errno::EINVAL.into());
         }
         DomctlCmd::DestroyDomain => {
@@ -173,9 +175,6 @@ pub fn domctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvRe
             false
         }
         DomctlCmd::UnpauseDomain => {
-            if target == me {
-                return Err(Errno::EINVAL.into());
-            }
             ctx.p.unpause_domain(target)?;
             false
         }
