@@ -45,6 +45,15 @@ pub trait Platform {
     /// Makes the vCPU's GDT frames (`vcpu.gdt_frames`) the first pages of the GDT the
     /// CPU uses, read-only, with the hypervisor's reserved page after them.
     fn load_gdt(&mut self, vcpu: &crate::vcpu::Vcpu);
+    /// Makes the CPU's LDT the vCPU's: LDTR null when `vcpu.ldt_ents` is 0, else the
+    /// hypervisor's LDT area with limit `ldt_ents * 8 - 1`, whose pages map exactly
+    /// `vcpu.ldt_frames` (read-write for the CPU, never for the guest) and are absent
+    /// elsewhere, so that the CPU's first read of another page faults
+    /// ([`Platform::ldt_area_offset`]).
+    fn load_ldt(&mut self, vcpu: &crate::vcpu::Vcpu);
+    /// The byte offset into the running vCPU's LDT of `va`, if `va` lies in this
+    /// CPU's LDT area (a #PF there is the CPU reading a descriptor not mapped yet).
+    fn ldt_area_offset(&self, va: u64) -> Option<u64>;
 
     /// Copies guest memory into `buf`. Implementations may assume the range was checked
     /// with [`is_guest_range`] (the wrappers below do it).

@@ -20,6 +20,9 @@ use hypercall_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, FLAT_USER_CS, FLAT_USER
 use std::collections::{BTreeMap, BTreeSet};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
+/// Where the fake CPU's LDT area starts (as the hypervisor's, in its own range).
+pub(crate) const LDT_AREA: u64 = 0xFFFF_82C0_4000_0000;
+
 /// Page size of the fake guest memory.
 pub(crate) const PAGE: u64 = 4096;
 
@@ -93,6 +96,10 @@ pub(crate) struct FakePlatform {
     pub tlb_flushes: Vec<(FlushKind, bool)>,
     /// GDT frame lists loaded, in order.
     pub gdt_loads: Vec<Vec<u64>>,
+    /// LDTs loaded, in order: (entries, frames mapped).
+    pub ldt_loads: Vec<(u32, Vec<Option<u64>>)>,
+    /// Where the fake LDT area starts (`ldt_area_offset`).
+    pub ldt_area: u64,
     /// Frames the fake frame allocator may hand to domains (`alloc_frames`); empty
     /// unless a test adds some.
     pub pool: BTreeSet<u64>,
@@ -323,6 +330,8 @@ impl Default for FakePlatform {
             mm: MmWorld::default(),
             tlb_flushes: Vec::new(),
             gdt_loads: Vec::new(),
+            ldt_loads: Vec::new(),
+            ldt_area: LDT_AREA,
             pool: BTreeSet::new(),
             freed: Vec::new(),
             max_page: 4096,
@@ -522,6 +531,16 @@ impl Platform for FakePlatform {
     fn load_gdt(&mut self, vcpu: &crate::vcpu::Vcpu) {
         self.gdt_loads
             .push(vcpu.gdt_frames.iter().map(|m| m.0).collect());
+    }
+
+    fn load_ldt(&mut self, vcpu: &crate::vcpu::Vcpu) {
+        let frames = vcpu.ldt_frames.iter().map(|f| f.map(|m| m.0)).collect();
+        self.ldt_loads.push((vcpu.ldt_ents, frames));
+    }
+
+    fn ldt_area_offset(&self, va: u64) -> Option<u64> {
+        let off = va.checked_sub(self.ldt_area)?;
+        (off < 1 << 16).then_some(off)
     }
 
     fn read_guest_raw(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault> {

@@ -20,6 +20,14 @@ pub const GP: u8 = 13;
 pub const PF: u8 = 14;
 /// The software interrupt the hypervisor lets through its own DPL-3 gate.
 pub const INT80: u8 = 0x80;
+/// #PF error code: the access was made in user mode.
+const PFEC_USER: u64 = 1 << 2;
+/// #PF error code: a reserved bit was set in a paging entry.
+const PFEC_RESERVED: u64 = 1 << 3;
+/// Selector error code bits: external event, IDT, LDT (TI).
+const SEL_EXT: u64 = 1;
+const SEL_IDT: u64 = 2;
+const SEL_TI: u64 = 4;
 
 /// Why the hypervisor crashed a domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,6 +280,7 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
                 Emulation::NotEmulated => self.deliver_exception(UD, None, 0),
             },
             GP => self.general_protection(),
+            PF if let Some(offset) = self.ldt_area_fault(cr2) => self.ldt_fault(offset),
             INT80 => {
                 if self.vcpu.traps[usize::from(INT80)].address != 0 {
                     let t = self.vcpu.traps[usize::from(INT80)];
@@ -291,6 +300,45 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
         };
         if let Err(reason) = result {
             self.outcome = Outcome::Crash(reason);
+        }
+    }
+
+    /// The offset into the LDT of a #PF that is the CPU reading the vCPU's LDT through
+    /// the hypervisor's LDT area (an implicit supervisor read: no user or
+    /// reserved-bit error), as Xen's `fixup_page_fault` tells it from other faults.
+    fn ldt_area_fault(&self, cr2: u64) -> Option<u64> {
+        let err = self.regs.error_code;
+        if err & (PFEC_USER | PFEC_RESERVED) != 0 {
+            return None;
+        }
+        self.p.ldt_area_offset(cr2)
+    }
+
+    /// The CPU needed the LDT page holding byte `offset` (Xen's
+    /// `handle_ldt_mapping_fault`): map it ([`crate::mm::mmu::map_ldt_page`]) and run
+    /// the instruction again. If the page cannot be an LDT page (not mapped, not the
+    /// guest's, writable elsewhere, a descriptor the audit refuses), the guest gets a
+    /// #PF at `ldt_base + offset`, or #GP(selector) if that address is not canonical.
+    pub fn ldt_fault(&mut self, offset: u64) -> Result<(), CrashReason> {
+        let mut vm = self.vcpu_mm();
+        let (dom, privileged) = (self.dom.id, self.dom.privileged);
+        let mapped = self.p.mm(dom, privileged, |m| {
+            crate::mm::mmu::map_ldt_page(m, &mut vm, offset)
+        });
+        if mapped.is_ok() {
+            // Even when the page was already recorded (mapped on another CPU, say),
+            // this CPU's area must show it now.
+            self.vcpu.ldt_frames = vm.ldt_frames;
+            self.p.load_ldt(self.vcpu);
+            return Ok(());
+        }
+        let linear = self.vcpu.ldt_base.wrapping_add(offset);
+        if crate::regs::is_canonical(linear) {
+            self.deliver_exception(PF, Some(self.regs.error_code), linear)
+        } else {
+            // The selector's index and TI bit, as the CPU would report it.
+            let sel = (offset & !(SEL_EXT | SEL_IDT)) | SEL_TI;
+            self.deliver_exception(GP, Some(sel & 0xFFFF), 0)
         }
     }
 

@@ -96,6 +96,9 @@ pub struct Vcpu {
     pub ldt_base: u64,
     /// LDT entries.
     pub ldt_ents: u32,
+    /// The LDT's pages mapped for the CPU so far (on the CPU's first read of each),
+    /// each holding a `SegDesc` type reference (`crate::mm::mmu::map_ldt_page`).
+    pub ldt_frames: [Option<Mfn>; crate::mm::mmu::LDT_PAGES],
     /// The guest's GDT frames (`set_gdt`), each holding a `SegDesc` type reference.
     pub gdt_frames: heapless::Vec<Mfn, 14>,
     /// Entries of the guest's GDT.
@@ -253,6 +256,7 @@ impl Vcpu {
             user_root: None,
             ldt_base: 0,
             ldt_ents: 0,
+            ldt_frames: [None; crate::mm::mmu::LDT_PAGES],
             gdt_frames: heapless::Vec::new(),
             gdt_ents: 0,
             timers: Timers::default(),

@@ -699,6 +699,7 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
     cpu::fpu_restore(&mut v.fpu);
     guest::sync(v);
     crate::arch::x86_64::gdt::load_guest_frames(&v.gdt_frames);
+    crate::arch::x86_64::ldt::load(v);
     v.set_runstate(RUNSTATE_RUNNING, now);
     if v.runstate_area != 0 {
         let r = v.runstate_at(now);
@@ -767,6 +768,47 @@ pub fn exit_fault(vector: u8) -> ! {
     deliver_and_exit(doms, frame, false);
     // SAFETY: as in `run_first`: a complete frame for the vCPU just loaded.
     unsafe { return_to_frame(frame_at as *const Regs) }
+}
+
+/// A #PF in hypervisor context at `offset` of this CPU's LDT area: the CPU read the
+/// running vCPU's LDT on the way back into the guest (IRETQ loading an LDT selector).
+/// Maps that page as a guest-context fault would; true if the access can be retried.
+/// False (the fault stays fatal to the guest, or to the machine if it is not on the
+/// exit path) if the page cannot be an LDT page, or if the fault came from code that
+/// holds the domain lock.
+pub fn ldt_fault_in_hypervisor(offset: u64) -> bool {
+    let Some(cur) = runq().try_lock().and_then(|q| q.current()) else {
+        return false;
+    };
+    let Some(mut doms) = DOMAINS.try_lock() else {
+        return false;
+    };
+    let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
+    let Some((pv, others)) = doms.split(slot) else {
+        return false;
+    };
+    let PvDomain { dom, vcpus } = pv;
+    let Some(vcpu) = vcpus.get_mut(vid) else {
+        return false;
+    };
+    let mut plat = platform(dom, others, slot);
+    let mut vm = xlhv_core::mm::mmu::VcpuMm {
+        kernel_root: Some(vcpu.kernel_root),
+        user_root: vcpu.user_root,
+        ldt_base: vcpu.ldt_base,
+        ldt_ents: vcpu.ldt_ents,
+        ldt_frames: vcpu.ldt_frames,
+    };
+    use xlhv_core::platform::Platform;
+    let mapped = plat.mm(dom.id, dom.privileged, |m| {
+        xlhv_core::mm::mmu::map_ldt_page(m, &mut vm, offset)
+    });
+    if mapped.is_err() {
+        return false;
+    }
+    vcpu.ldt_frames = vm.ldt_frames;
+    crate::arch::x86_64::ldt::load(vcpu);
+    true
 }
 
 /// Wakes vCPU `r` if it waits (for an upcall, any wait but `Down`; for a newly pending
@@ -923,12 +965,18 @@ fn teardown(pv: &mut PvDomain) -> (u64, u64) {
             if let Some((f, _)) = v.vcpu_info_at.take() {
                 put_page_and_type(m, f);
             }
+            // Its LDT pages leave this CPU's LDT area before they stop being LDT
+            // pages (the domain may have been the last to run here).
+            let ldt: heapless::Vec<xlhv_core::mm::Mfn, { xlhv_core::mm::mmu::LDT_PAGES }> =
+                v.ldt_frames.iter().flatten().copied().collect();
+            crate::arch::x86_64::ldt::unmap_frames(&ldt);
             let _ = roots.push(VcpuMm {
                 // A vCPU whose context was never set has no page tables (MFN 0).
                 kernel_root: (v.kernel_root.0 != 0).then_some(v.kernel_root),
                 user_root: v.user_root.take(),
                 ldt_base: v.ldt_base,
                 ldt_ents: v.ldt_ents,
+                ldt_frames: core::mem::take(&mut v.ldt_frames),
             });
         }
         let _ = relinquish_domain(m, &mut roots);

@@ -80,6 +80,9 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     if paging::prepare_hypervisor_slots().is_none() {
         panic!("memory: cannot prepare the hypervisor's L4 slots");
     }
+    if arch::x86_64::ldt::init().is_none() {
+        panic!("memory: cannot give the LDT area a page table");
+    }
     modules::report(info);
 
     let acpi = match info.acpi {

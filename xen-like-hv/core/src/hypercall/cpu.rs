@@ -267,15 +267,15 @@ pub fn iret<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> HvResult {
     }
     let cs = (frame.cs & 0xFFFF) | 3;
     let ss = (frame.ss & 0xFFFF) | 3;
-    // Only the flat segments exist until guests get their own GDT; anything else would
-    // fault on the way out, which is a bad frame too.
-    // The flat selectors, or the guest's own GDT entries (a bad descriptor there makes
-    // the return fault, which crashes the domain); never the LDT, which guests cannot
-    // load yet.
+    // The flat selectors, or an entry within the guest's own GDT or LDT (a bad
+    // descriptor there makes the return fault, which crashes the domain); any other
+    // selector would fault on the way out, which is a bad frame too.
     let gdt_ents = u64::from(ctx.vcpu.gdt_ents);
+    let ldt_ents = u64::from(ctx.vcpu.ldt_ents);
     let usable = |sel: u64, flat: &[u16]| {
         flat.iter().any(|&f| u64::from(f) == sel)
             || (sel & 4 == 0 && sel >> 3 != 0 && sel >> 3 < gdt_ents)
+            || (sel & 4 != 0 && sel >> 3 < ldt_ents)
     };
     let cs_ok = usable(cs, &[FLAT_RING3_CS64, FLAT_RING3_CS32]);
     let ss_ok = usable(ss, &[FLAT_RING3_SS64]);

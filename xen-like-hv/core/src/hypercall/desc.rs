@@ -6,6 +6,7 @@ use super::{HvError, HvResult};
 use crate::descriptor::audit;
 use crate::mm::error::MmError;
 use crate::mm::frame_table::{Owner, PageType};
+use crate::mm::mmu::get_seg_desc_page;
 use crate::mm::page_type::{MachineMemory, get_page_and_type, put_page_and_type};
 use crate::platform::Platform;
 use crate::traps::GuestCtx;
@@ -57,8 +58,8 @@ pub fn set_gdt<P: Platform>(
     }
 }
 
-/// Makes each of `list` (frames of `dom`) a descriptor page: audited and fixed up in
-/// place while still ordinary memory, then a `SegDesc` type reference. All or nothing.
+/// Makes each of `list` (frames of `dom`) a descriptor page
+/// ([`get_seg_desc_page`]). All or nothing.
 pub fn take_gdt_frames<M, H, P, E>(
     m: &mut crate::mm::page_type::MmCtx<'_, '_, M, H, P, E>,
     dom: hypercall_abi::types::DomId,
@@ -71,23 +72,7 @@ where
     E: crate::mm::page_type::MmHooks,
 {
     for (k, &mfn) in list.iter().enumerate() {
-        let ok = (|| {
-            if m.ft.owner(mfn) != Some(Owner::Domain(dom)) {
-                return Err(MmError::BadFrame(mfn));
-            }
-            if m.ft.info(mfn).is_some_and(|f| f.type_count() == 0) {
-                for i in 0..DESCS_PER_PAGE as usize {
-                    let d = m.mem.read_entry(mfn, i);
-                    match audit(d) {
-                        Some(fixed) if fixed != d => m.mem.write_entry(mfn, i, fixed),
-                        Some(_) => {}
-                        None => return Err(MmError::BadDescriptor(mfn)),
-                    }
-                }
-            }
-            get_page_and_type(m, mfn, dom, PageType::SegDesc)
-        })();
-        if let Err(e) = ok {
+        if let Err(e) = get_seg_desc_page(m, mfn, dom) {
             for &t in list.iter().take(k) {
                 put_page_and_type(m, t);
             }

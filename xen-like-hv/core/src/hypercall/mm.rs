@@ -29,6 +29,7 @@ impl<P: Platform> GuestCtx<'_, P> {
             user_root: self.vcpu.user_root,
             ldt_base: self.vcpu.ldt_base,
             ldt_ents: self.vcpu.ldt_ents,
+            ldt_frames: self.vcpu.ldt_frames,
         }
     }
 
@@ -37,10 +38,16 @@ impl<P: Platform> GuestCtx<'_, P> {
         let old_user = self.vcpu.user_root;
         self.vcpu.kernel_root = m.kernel_root.unwrap_or(old_kernel);
         self.vcpu.user_root = m.user_root;
+        let ldt_changed = (self.vcpu.ldt_base, self.vcpu.ldt_ents, self.vcpu.ldt_frames)
+            != (m.ldt_base, m.ldt_ents, m.ldt_frames);
         self.vcpu.ldt_base = m.ldt_base;
         self.vcpu.ldt_ents = m.ldt_ents;
+        self.vcpu.ldt_frames = m.ldt_frames;
         if self.vcpu.kernel_root != old_kernel || self.vcpu.user_root != old_user {
             self.p.load_mode(self.vcpu);
+        }
+        if ldt_changed {
+            self.p.load_ldt(self.vcpu);
         }
     }
 

@@ -70,11 +70,13 @@ fn check(c: &VcpuGuestContext) -> Result<heapless::Vec<Mfn, 14>, Errno> {
     Ok(gdt)
 }
 
-/// The page references a loaded context holds: its base pointers and GDT frames.
+/// The page references a loaded context holds: its base pointers and GDT frames (and,
+/// once it runs, the LDT pages mapped on first use).
 #[derive(Debug, Default)]
 struct Refs {
     roots: heapless::Vec<Mfn, 2>,
     gdt: heapless::Vec<Mfn, 14>,
+    ldt: heapless::Vec<Mfn, { crate::mm::mmu::LDT_PAGES }>,
 }
 
 /// Takes `refs` in domain `dom`'s memory (all or nothing): the roots as validated L4
@@ -112,7 +114,7 @@ fn take<P: Platform>(p: &mut P, dom: DomId, refs: &Refs) -> Result<(), MmError> 
 /// Drops `refs` in domain `dom`'s memory.
 fn put<P: Platform>(p: &mut P, dom: DomId, refs: &Refs) {
     p.mm(dom, false, |m| {
-        for &f in refs.roots.iter().chain(refs.gdt.iter()) {
+        for &f in refs.roots.iter().chain(&refs.gdt).chain(&refs.ldt) {
             put_page_and_type(m, f);
         }
     });
@@ -129,6 +131,8 @@ fn load(dom: &mut Domain, v: &mut Vcpu, c: &VcpuGuestContext, gdt: &[Mfn]) -> Re
         let _ = old.roots.push(u);
     }
     old.gdt = core::mem::take(&mut v.gdt_frames);
+    // The new LDT's pages are looked up on first use, as after MMUEXT_SET_LDT.
+    old.ldt = v.ldt_frames.iter_mut().filter_map(Option::take).collect();
 
     let r = &c.user_regs;
     let flags = r.rflags | rflags::IF | rflags::FIXED;

@@ -27,7 +27,9 @@ use super::page_type::{
 /// End of the canonical lower half (x86-64 with 48-bit virtual addresses).
 const LOWER_HALF_END: u64 = 1 << 47;
 /// Most LDT entries `MMUEXT_SET_LDT` accepts (Xen: `ents > 8192` is refused).
-const LDT_MAX_ENTRIES: u32 = 8192;
+pub const LDT_MAX_ENTRIES: u32 = 8192;
+/// Pages an LDT of [`LDT_MAX_ENTRIES`] 8-byte descriptors spans.
+pub const LDT_PAGES: usize = 16;
 /// Offset mask within a page.
 const PAGE_OFFSET_MASK: u64 = 0xfff;
 
@@ -111,6 +113,9 @@ pub struct VcpuMm {
     pub ldt_base: u64,
     /// LDT entries.
     pub ldt_ents: u32,
+    /// The LDT's pages mapped for the CPU so far (on first use, [`map_ldt_page`]),
+    /// each holding a general and a `SegDesc` type reference.
+    pub ldt_frames: [Option<Mfn>; LDT_PAGES],
 }
 
 /// `foreigndom` resolved: whose tables are edited and whose frames may be mapped.
@@ -446,6 +451,9 @@ where
                 if let Some(old) = vcpu.kernel_root.replace(mfn) {
                     ctx.put_ref_and_type(old);
                 }
+                // The LDT's pages were found through the old tables (Xen's
+                // new_guest_cr3): they are looked up again on next use.
+                destroy_ldt(ctx, vcpu);
             }
             // A kernel base shows the read-only M2P (Xen's fill_ro_mpt). The
             // m2p_strict assist (also zapping it from user bases) is not modelled.
@@ -509,12 +517,13 @@ where
             if vcpu.ldt_base == base && vcpu.ldt_ents == ents {
                 return Ok(Flush::None);
             }
-            // TODO(ldt): LDT pages are typed SegDesc lazily by the #PF handler (Xen's
-            // pv_map_ldt_shadow_page) and dropped here (pv_destroy_ldt); that mapping
-            // path does not exist yet, so there is nothing to drop.
+            // The pages of the old LDT stop being descriptor pages; those of the new
+            // one become descriptor pages when the CPU first reads them
+            // ([`map_ldt_page`]). The caller reloads LDTR and its LDT mappings.
+            destroy_ldt(ctx, vcpu);
             vcpu.ldt_base = base;
             vcpu.ldt_ents = ents;
-            Ok(Flush::Local(FlushKind::Tlb))
+            Ok(Flush::None)
         }
         MmuextCmd::ClearPage => {
             let mfn = Mfn(op.arg1);
@@ -688,6 +697,108 @@ where
     Ok(uvmf_flush(va, flags))
 }
 
+/// Xen's `pv_destroy_ldt`: drops the references of every LDT page mapped so far.
+/// Returns whether there were any (so the caller's LDT mappings changed).
+pub fn destroy_ldt<M, H, P, E>(ctx: &mut MmCtx<'_, '_, M, H, P, E>, vcpu: &mut VcpuMm) -> bool
+where
+    M: MachineMemory,
+    H: HypervisorSlots,
+    P: M2p,
+    E: MmHooks,
+{
+    let mut dropped = false;
+    for slot in vcpu.ldt_frames.iter_mut() {
+        if let Some(mfn) = slot.take() {
+            ctx.put_ref_and_type(mfn);
+            dropped = true;
+        }
+    }
+    dropped
+}
+
+/// Makes `mfn`, a frame of `dom`, a descriptor page (`set_gdt`, an LDT page): while no
+/// type reference is held, every descriptor is fixed up in place as
+/// [`crate::descriptor::audit`] says (Xen's `check_descriptor` writes its fix-ups back);
+/// then a general and a `SegDesc` type reference are taken, which audits them all
+/// again. A frame of someone else, a frame typed otherwise (writable mappings, a page
+/// table) or a descriptor the audit refuses: nothing is changed.
+pub fn get_seg_desc_page<M, H, P, E>(
+    ctx: &mut MmCtx<'_, '_, M, H, P, E>,
+    mfn: Mfn,
+    dom: DomId,
+) -> Result<(), MmError>
+where
+    M: MachineMemory,
+    H: HypervisorSlots,
+    P: M2p,
+    E: MmHooks,
+{
+    if ctx.ft.owner(mfn) != Some(Owner::Domain(dom)) {
+        return Err(MmError::BadFrame(mfn));
+    }
+    if ctx.ft.info(mfn).is_some_and(|f| f.type_count() == 0) {
+        // Audit all first, so that a refused page is left as it was.
+        if (0..512).any(|i| crate::descriptor::audit(ctx.mem.read_entry(mfn, i)).is_none()) {
+            return Err(MmError::BadDescriptor(mfn));
+        }
+        for i in 0..512 {
+            let d = ctx.mem.read_entry(mfn, i);
+            match crate::descriptor::audit(d) {
+                Some(f) if f != d => ctx.mem.write_entry(mfn, i, f),
+                _ => {}
+            }
+        }
+    }
+    ctx.get_ref_and_type(mfn, dom, PageType::SegDesc)
+}
+
+/// Xen's `pv_map_ldt_shadow_page`: the CPU read byte `offset` of the vCPU's LDT
+/// through the hypervisor's LDT mapping and found that page not mapped yet. Looks up
+/// the guest page at `ldt_base + offset` in the vCPU's *kernel* page tables (whatever
+/// mode it is in), makes it a descriptor page of the caller ([`get_seg_desc_page`]) and
+/// records it in `vcpu.ldt_frames`; the caller maps it for the CPU and lets the
+/// instruction run again. On failure nothing changes and the caller reflects the
+/// fault to the guest (a #PF at `ldt_base + offset`).
+pub fn map_ldt_page<M, H, P, E>(
+    ctx: &mut MmCtx<'_, '_, M, H, P, E>,
+    vcpu: &mut VcpuMm,
+    offset: u64,
+) -> Result<Mfn, MmError>
+where
+    M: MachineMemory,
+    H: HypervisorSlots,
+    P: M2p,
+    E: MmHooks,
+{
+    let bad = MmError::BadLdt {
+        base: vcpu.ldt_base,
+        ents: vcpu.ldt_ents,
+    };
+    let page = usize::try_from(offset >> 12).map_err(|_| bad)?;
+    if offset >> 3 >= u64::from(vcpu.ldt_ents) || page >= LDT_PAGES {
+        return Err(bad);
+    }
+    if let Some(Some(mfn)) = vcpu.ldt_frames.get(page) {
+        return Ok(*mfn);
+    }
+    let linear = vcpu.ldt_base.wrapping_add(offset);
+    if !addr_ok(linear) || !crate::regs::is_canonical(linear) {
+        return Err(MmError::BadAddress(linear));
+    }
+    let root = vcpu.kernel_root.ok_or(MmError::NoL1(linear))?;
+    let l1 = walk_to_l1(ctx, root, linear)?;
+    let pte = ctx.mem.read_entry(l1, idx9(linear >> 12));
+    if !is_present(pte) {
+        return Err(MmError::NoL1(linear));
+    }
+    let mfn = pte_mfn(pte);
+    get_seg_desc_page(ctx, mfn, ctx.dom)?;
+    if let Some(slot) = vcpu.ldt_frames.get_mut(page) {
+        *slot = Some(mfn);
+    }
+    Ok(mfn)
+}
+
 /// What [`relinquish_domain`] left behind.
 #[must_use]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -720,6 +831,7 @@ where
         {
             ctx.put_ref_and_type(root);
         }
+        destroy_ldt(ctx, v);
         v.ldt_base = 0;
         v.ldt_ents = 0;
     }

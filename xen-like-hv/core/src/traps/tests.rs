@@ -1067,3 +1067,116 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The LDT area: the CPU's first read of an LDT page (Xen's handle_ldt_mapping_fault)
+// ---------------------------------------------------------------------------------------
+
+mod ldt {
+    use super::*;
+    use crate::mm::Mfn;
+    use crate::mm::frame_table::Owner;
+    use crate::mm::mmu::{ForeignDomain, LDT_PAGES, VcpuMm, mmuext_op};
+    use crate::mm::page_type::MachineMemory;
+    use hypercall_abi::mmu::{MmuextCmd, MmuextOp};
+
+    const L4: u64 = 100;
+    const LDT_PAGE: u64 = 104;
+    /// Where the guest maps its LDT page (read-only).
+    const LDT_VA: u64 = 0x1000;
+    /// An implicit supervisor read of a page not present.
+    const READ: u64 = 0;
+
+    /// A domU whose kernel tables (frames 100-103) map its LDT page at [`LDT_VA`],
+    /// with `ents` LDT entries set at that address.
+    fn world(ents: u32) -> World {
+        let mut w = World::kernel();
+        let dom = w.dom.id;
+        let mut vm = VcpuMm::default();
+        w.p.mm(dom, false, |m| {
+            for f in L4..=LDT_PAGE {
+                m.ft.assign(Mfn(f), Owner::Domain(dom)).unwrap();
+            }
+            for (table, next) in [(L4, L4 + 1), (L4 + 1, L4 + 2), (L4 + 2, L4 + 3)] {
+                m.mem.write_entry(Mfn(table), 0, (next << 12) | 0x27);
+            }
+            m.mem.write_entry(Mfn(L4 + 3), 1, (LDT_PAGE << 12) | 0x25);
+            m.mem.write_entry(Mfn(LDT_PAGE), 0, 0x00CF_9200_0000_FFFF);
+            let own = ForeignDomain::own(m);
+            for op in [
+                MmuextOp::on_frame(MmuextCmd::PinL4Table, Mfn(L4)),
+                MmuextOp::on_frame(MmuextCmd::NewBaseptr, Mfn(L4)),
+                MmuextOp::set_ldt(LDT_VA, ents),
+            ] {
+                let _ = mmuext_op(m, &mut vm, op, own).unwrap();
+            }
+        });
+        w.vcpu.kernel_root = Mfn(L4);
+        w.vcpu.ldt_base = vm.ldt_base;
+        w.vcpu.ldt_ents = vm.ldt_ents;
+        w.set_trap(PF, 0, false);
+        w.set_trap(GP, 0, false);
+        w
+    }
+
+    #[test]
+    fn the_first_read_maps_the_page_and_runs_the_instruction_again() {
+        let mut w = world(16);
+        let before = w.regs;
+        assert_eq!(w.exception(PF, READ, LDT_AREA + 8), Outcome::Resume);
+        assert_eq!(
+            w.regs,
+            Regs {
+                vector: u64::from(PF),
+                ..before
+            },
+            "no bounce"
+        );
+        assert_eq!(w.vcpu.ldt_frames[0], Some(Mfn(LDT_PAGE)));
+        assert_eq!(w.p.ldt_loads.last().unwrap().1[0], Some(LDT_PAGE));
+        let info = w.p.mm.ft.info(Mfn(LDT_PAGE)).unwrap();
+        assert_eq!(info.page_type(), crate::mm::frame_table::PageType::SegDesc);
+        // The descriptor was fixed up in place (DPL 3).
+        assert_eq!(
+            w.p.mm.mem.read_entry(Mfn(LDT_PAGE), 0),
+            0x00CF_F200_0000_FFFF
+        );
+    }
+
+    #[test]
+    fn an_unmapped_ldt_page_is_a_guest_page_fault_at_its_linear_address() {
+        let mut w = world(1024);
+        // Entries 512.. are on the second page, which the guest has not mapped.
+        assert_eq!(w.exception(PF, READ, LDT_AREA + 0x1010), Outcome::Resume);
+        assert_eq!(w.regs.rip, handler(14));
+        assert_eq!(w.vcpu.cr2, LDT_VA + 0x1010);
+        assert_eq!(w.frame(3)[2], 0, "kernel mode: the hardware error code");
+        assert_eq!(w.vcpu.ldt_frames, [None; LDT_PAGES]);
+        // From user mode the U bit says so.
+        let mut w = world(1024);
+        w.vcpu.kernel_mode = false;
+        w.vcpu.user_root = Some(Mfn(L4));
+        w.vcpu.kernel_sp = KSP;
+        assert_eq!(w.exception(PF, READ, LDT_AREA + 0x1010), Outcome::Resume);
+        assert_eq!(w.vcpu.cr2, LDT_VA + 0x1010);
+    }
+
+    #[test]
+    fn a_non_canonical_ldt_address_is_gp_with_the_selector() {
+        let mut w = world(16);
+        w.vcpu.ldt_base = (1 << 47) - 0x1000;
+        w.vcpu.ldt_ents = 8192;
+        assert_eq!(w.exception(PF, READ, LDT_AREA + 0x1010), Outcome::Resume);
+        assert_eq!(w.regs.rip, handler(13));
+        assert_eq!(w.frame(3)[2], 0x1014, "index 0x202, TI set");
+    }
+
+    #[test]
+    fn a_user_access_to_the_area_is_an_ordinary_page_fault() {
+        let mut w = world(16);
+        assert_eq!(w.exception(PF, 4, LDT_AREA + 8), Outcome::Resume);
+        assert_eq!(w.regs.rip, handler(14));
+        assert_eq!(w.vcpu.cr2, LDT_AREA + 8);
+        assert_eq!(w.vcpu.ldt_frames, [None; LDT_PAGES]);
+    }
+}

@@ -11,6 +11,7 @@
 )]
 
 mod advisories;
+mod ldt;
 mod props;
 mod unit;
 

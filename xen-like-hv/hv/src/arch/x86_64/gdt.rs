@@ -25,6 +25,9 @@ pub const RING3_DS: u16 = hypercall_abi::xen::FLAT_RING3_DS32;
 pub const RING3_CS64: u16 = hypercall_abi::xen::FLAT_RING3_CS64;
 /// The TSS (two entries).
 pub const TSS_SEL: u16 = 0xE040;
+/// The LDT descriptor (two entries), Xen's `LDT_SELECTOR`: rewritten for each vCPU
+/// with an LDT (`load_ldt`).
+pub const LDT_SEL: u16 = 0xE050;
 
 /// IST slots (1-based, as the IDT encodes them).
 pub const IST_DOUBLE_FAULT: u8 = 1;
@@ -113,6 +116,9 @@ pub fn init_bsp(rsp0: u64) {
             "mov fs, {zero:x}",
             "mov gs, {zero:x}",
             "ltr {tss:x}",
+            // No LDT until a vCPU has one: a selector with TI set faults (#GP) instead
+            // of reading descriptors from whatever the reset LDTR (base 0) points at.
+            "lldt {zero:x}",
             cs = in(reg) u64::from(HV_CS),
             ds = in(reg) HV_DS,
             zero = in(reg) 0u16,
@@ -133,4 +139,29 @@ pub fn load_guest_frames(frames: &[xlhv_core::mm::Mfn]) {
             panic!("gdt: cannot remap GDT page {page}");
         }
     }
+}
+
+/// Loads the CPU's LDTR: null when `ents` is 0 (every LDT selector faults), else an
+/// LDT of `ents` descriptors at `base` (the CPU's LDT area).
+pub fn load_ldt(base: u64, ents: u32) {
+    if ents == 0 {
+        // SAFETY: a null LDT selector is always valid to load.
+        unsafe { asm!("lldt {0:x}", in(reg) 0u16, options(nostack, preserves_flags)) };
+        return;
+    }
+    let limit = u64::from(ents) * 8 - 1;
+    {
+        let mut gdt = BSP_GDT.lock();
+        let e = &mut gdt.0;
+        e[index(LDT_SEL)] = (limit & 0xFFFF)
+            | ((base & 0xFF_FFFF) << 16)
+            | (0x82 << 40) // present, DPL 0, LDT
+            | (((limit >> 16) & 0xF) << 48)
+            | (((base >> 24) & 0xFF) << 56);
+        e[index(LDT_SEL) + 1] = base >> 32;
+    }
+    // SAFETY: LDT_SEL names the LDT descriptor just written in the hypervisor's
+    // reserved GDT page; its base is this CPU's LDT area, which maps only descriptor
+    // pages the guest cannot write (type SegDesc) and faults elsewhere.
+    unsafe { asm!("lldt {0:x}", in(reg) LDT_SEL, options(nostack, preserves_flags)) };
 }

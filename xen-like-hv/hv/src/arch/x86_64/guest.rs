@@ -191,6 +191,14 @@ impl Platform for HwPlatform<'_> {
         super::gdt::load_guest_frames(&vcpu.gdt_frames);
     }
 
+    fn load_ldt(&mut self, vcpu: &Vcpu) {
+        super::ldt::load(vcpu);
+    }
+
+    fn ldt_area_offset(&self, va: u64) -> Option<u64> {
+        super::ldt::area_offset(va)
+    }
+
     fn alloc_frames(&mut self, order: u32, below: Option<Mfn>) -> Option<Mfn> {
         let mfn = crate::mm::alloc_order(order)?;
         let end = mfn.0.checked_add(1 << order)?;

@@ -20,6 +20,13 @@ pub const IOREMAP_BASE: u64 = 0xFFFF_82C0_0000_0000;
 /// Size of the ioremap window.
 pub const IOREMAP_SIZE: u64 = 1 << 30;
 
+/// The CPUs' LDT areas (slot 261, after the ioremap window): 64 KiB per CPU, room for
+/// the 8192 descriptors of the largest LDT. The pages of the running vCPU's LDT are
+/// mapped here as the CPU first reads them (`arch::x86_64::ldt`).
+pub const LDT_AREA_BASE: u64 = IOREMAP_BASE + IOREMAP_SIZE;
+/// Bytes of LDT area each CPU has.
+pub const LDT_AREA_SIZE: u64 = 16 * 4096;
+
 /// The direct map of machine memory (Xen's DIRECTMAP_VIRT_START, slots 262-271).
 pub const DIRECTMAP_BASE: u64 = 0xFFFF_8300_0000_0000;
 /// Size of the direct map: 5 TiB.
@@ -35,4 +42,7 @@ const _: () = assert!(l4_slot(DIRECTMAP_BASE) == 262);
 const _: () = assert!(l4_slot(DIRECTMAP_BASE + DIRECTMAP_SIZE - 1) == 271);
 const _: () = assert!((IOREMAP_BASE + IOREMAP_SIZE) <= HV_VIRT_BASE);
 const _: () = assert!(RDWR_M2P_BASE + M2P_WINDOW <= IOREMAP_BASE);
+// One L1 table covers the LDT areas of the first 32 CPUs.
+const _: () = assert!(LDT_AREA_BASE % (2 << 20) == 0);
+const _: () = assert!(LDT_AREA_BASE + 32 * LDT_AREA_SIZE <= HV_VIRT_BASE);
 const _: () = assert!(l4_slot(RDWR_M2P_BASE) == 261);

@@ -6,6 +6,7 @@ pub mod gdt;
 pub mod guest;
 pub mod idt;
 pub mod layout;
+pub mod ldt;
 pub mod paging;
 pub mod percpu;
 pub mod pit;

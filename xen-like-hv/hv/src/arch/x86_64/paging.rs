@@ -374,3 +374,42 @@ pub fn remap_image_page(va: u64, pa: Option<u64>) -> Option<()> {
     flush.flush();
     Some(())
 }
+
+/// Makes sure the 4 KiB mappings of `va`'s 2 MiB region have an L1 table, and returns
+/// that table's address in the direct map. Used once per CPU for its LDT area, whose
+/// entries are then written directly (`arch::x86_64::ldt`).
+pub fn l1_table_for(va: u64) -> Option<u64> {
+    let mut live = LIVE.lock();
+    let mapper = live.as_mut()?;
+    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
+    // Map the page (to frame 0, never accessed) so that every level exists, then take
+    // the mapping away again; the tables stay.
+    let flags = Flags::PRESENT | Flags::NO_EXECUTE;
+    // SAFETY: the page is in a window the hypervisor uses for nothing else, and the
+    // mapping is removed again below before anything could use it.
+    let flush = unsafe {
+        mapper.map_to_with_table_flags(
+            page,
+            PhysFrame::containing_address(PhysAddr::new(0)),
+            flags,
+            Flags::PRESENT | Flags::WRITABLE,
+            &mut crate::mm::TableFrames,
+        )
+    }
+    .ok()?;
+    flush.ignore();
+    let (_, flush) = mapper.unmap(page).ok()?;
+    flush.flush();
+    let mut table: &PageTable = mapper.level_4_table();
+    for index in [page.p4_index(), page.p3_index(), page.p2_index()] {
+        let entry = &table[index];
+        if entry.is_unused() || entry.flags().contains(Flags::HUGE_PAGE) {
+            return None;
+        }
+        let next = DIRECTMAP_BASE + entry.addr().as_u64();
+        // SAFETY: a present, non-huge entry of the live tables points at the next
+        // table, which the direct map shows.
+        table = unsafe { &*(next as *const PageTable) };
+    }
+    Some(table as *const PageTable as u64)
+}

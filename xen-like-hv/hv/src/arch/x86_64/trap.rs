@@ -90,6 +90,12 @@ fn exception(frame: &mut TrapFrame) {
     if frame.vector == 14 && super::guest::fixup_copy_fault(frame) {
         return;
     }
+    if frame.vector == 14
+        && let Some(offset) = super::ldt::area_offset(cpu::control_regs().cr2)
+        && crate::domains::ldt_fault_in_hypervisor(offset)
+    {
+        return;
+    }
     if matches!(frame.vector, 11..=14) && super::guest::is_exit_fault(frame) {
         crate::domains::exit_fault(u8::try_from(frame.vector).unwrap_or(0xFF));
     }
