@@ -54,6 +54,11 @@ fn descriptor_tables_are_audited() {
 }
 
 #[test]
+fn ldt_is_null_until_set_and_its_pages_are_audited_on_first_use() {
+    passes("ldt");
+}
+
+#[test]
 fn a_guest_without_handlers_is_crashed_and_reported() {
     let b = boot_dom0("no-handler", &test_guest("no-handler"));
     b.line("(d0) no-handler: START");

@@ -133,6 +133,23 @@ fn a_ticker_keeps_its_rate_next_to_a_cpu_hog() {
     b.line("ticker: PASS");
 }
 
+/// A domU trying every LDT attack (a gate at linear 0x1000 with no LDT, a gate into the
+/// hypervisor in its LDT, a writable mapping of a live LDT page, a non-canonical LDT)
+/// gets Xen's answers while a ticker dom0 keeps its rate; every frame comes back.
+#[test]
+fn a_hostile_ldt_domu_does_not_disturb_a_ticker() {
+    let b = boot(
+        "ldt-domu",
+        dom0(test_guest("ticker"), "secs=2"),
+        vec![domu("ldt", "ldt", "")],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.line("(d1) ldt: PASS");
+    b.line("ticker: PASS");
+    b.line("frames of domain 1 are back");
+    b.no_line("frames leaked");
+}
+
 #[test]
 fn weights_two_to_one_split_the_cpu_two_to_one() {
     let b = boot(

@@ -320,3 +320,11 @@ fn shutdown_reasons_on_real_xen() {
 fn register_vcpu_info_on_real_xen() {
     test_guest_passes_on_xen("vcpu-info", "VCPUOP_register_vcpu_info");
 }
+
+#[test]
+fn ldt_on_real_xen() {
+    test_guest_passes_on_xen(
+        "ldt",
+        "LDT: null LDTR without SET_LDT, lazy audit of LDT pages, no writable live LDT page",
+    );
+}
