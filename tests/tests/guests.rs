@@ -39,6 +39,11 @@ fn privileged_instruction_gives_gp() {
 }
 
 #[test]
+fn user_mode_cli_sti_and_port_io_follow_the_virtual_iopl() {
+    passes("user-iopl");
+}
+
+#[test]
 fn unknown_hypercalls_give_enosys() {
     passes("enosys");
 }
