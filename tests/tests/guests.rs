@@ -44,6 +44,11 @@ fn user_mode_cli_sti_and_port_io_follow_the_virtual_iopl() {
 }
 
 #[test]
+fn guest_cr4_fsgsbase_enables_rd_wr_fs_gs_base() {
+    passes("fsgsbase");
+}
+
+#[test]
 fn unknown_hypercalls_give_enosys() {
     passes("enosys");
 }

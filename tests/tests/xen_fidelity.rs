@@ -287,6 +287,14 @@ fn user_iopl_on_real_xen() {
 }
 
 #[test]
+fn fsgsbase_on_real_xen() {
+    test_guest_passes_on_xen(
+        "fsgsbase",
+        "virtual CR4.FSGSBASE: rd/wr{fs,gs}base, bases kept across yield, rdmsr, user mode, set_segment_base",
+    );
+}
+
+#[test]
 fn enosys_on_real_xen() {
     test_guest_passes_on_xen(
         "enosys",
