@@ -39,6 +39,16 @@ fn privileged_instruction_gives_gp() {
 }
 
 #[test]
+fn user_mode_cli_sti_and_port_io_follow_the_virtual_iopl() {
+    passes("user-iopl");
+}
+
+#[test]
+fn guest_cr4_fsgsbase_enables_rd_wr_fs_gs_base() {
+    passes("fsgsbase");
+}
+
+#[test]
 fn unknown_hypercalls_give_enosys() {
     passes("enosys");
 }

@@ -279,6 +279,22 @@ fn trap_gp_on_real_xen() {
 }
 
 #[test]
+fn user_iopl_on_real_xen() {
+    test_guest_passes_on_xen(
+        "user-iopl",
+        "user-mode cli/sti/in/out under PHYSDEVOP_set_iopl and architectural_iopl; hlt and CR moves #GP(0)",
+    );
+}
+
+#[test]
+fn fsgsbase_on_real_xen() {
+    test_guest_passes_on_xen(
+        "fsgsbase",
+        "virtual CR4.FSGSBASE: rd/wr{fs,gs}base, bases kept across yield, rdmsr, user mode, set_segment_base",
+    );
+}
+
+#[test]
 fn enosys_on_real_xen() {
     test_guest_passes_on_xen(
         "enosys",

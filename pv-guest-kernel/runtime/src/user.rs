@@ -183,6 +183,9 @@ pub struct UserEntry {
     pub rsi: u64,
     /// Initial `rdx`. Every other register starts at zero.
     pub rdx: u64,
+    /// `rflags.IOPL` (0-3) in the `iret` frame. It only matters with the
+    /// `architectural_iopl` assist, where `iret` sets the virtual IOPL from it.
+    pub iopl: u8,
 }
 
 impl UserEntry {
@@ -196,6 +199,7 @@ impl UserEntry {
             rdi: 0,
             rsi: 0,
             rdx: 0,
+            iopl: 0,
         }
     }
 }
@@ -364,7 +368,9 @@ pub fn run(space: &UserSpace, entry: &UserEntry) -> Result<UserExit, UserError> 
     let launch = Launch {
         rip: entry.rip,
         cs: u64::from(FLAT_USER_CS),
-        rflags: RFLAGS_FIXED | if entry.events { RFLAGS_IF } else { 0 },
+        rflags: RFLAGS_FIXED
+            | if entry.events { RFLAGS_IF } else { 0 }
+            | (u64::from(entry.iopl & 3) << 12),
         rsp: entry.rsp,
         ss: u64::from(FLAT_USER_SS),
         rax: entry.rax,

@@ -1,6 +1,8 @@
-//! The few instructions a 64-bit PV kernel expects the hypervisor to emulate when they
+//! The few instructions a 64-bit PV guest expects the hypervisor to emulate when they
 //! fault in ring 3 (digest §6.7): the forced-emulation `cpuid`, control- and
-//! debug-register moves, the FS/GS base MSRs, `cli`/`sti` under virtual IOPL, `clts`.
+//! debug-register moves (CR4 is a per-vCPU virtual one, as Xen's `pv_fixup_guest_cr4`
+//! makes it), the FS/GS base MSRs, `rdtsc`/`rdtscp` under the guest's CR4.TSD, `clts`,
+//! and, from kernel *and* user mode, `cli`/`sti` and port I/O under the virtual IOPL.
 //! Anything else is reflected to the guest as the fault it was.
 
 use crate::platform::Platform;
@@ -44,8 +46,72 @@ fn fetch<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> ([u8; MAX_INSN], usize) {
 }
 
 const CR0_TS: u64 = 1 << 3;
-/// CR4 bits a PV guest is shown (PSE, PAE, OSFXSR, OSXMMEXCPT, OSXSAVE).
-const GUEST_CR4: u64 = (1 << 4) | (1 << 5) | (1 << 9) | (1 << 10) | (1 << 18);
+
+/// CR4 bits.
+pub mod cr4 {
+    /// Time-stamp disable: `rdtsc`/`rdtscp` fault outside CPL 0.
+    pub const TSD: u64 = 1 << 2;
+    /// Debugging extensions.
+    pub const DE: u64 = 1 << 3;
+    /// Physical address extension.
+    pub const PAE: u64 = 1 << 5;
+    /// Machine-check enable.
+    pub const MCE: u64 = 1 << 6;
+    /// FXSAVE/FXRSTOR and SSE.
+    pub const OSFXSR: u64 = 1 << 9;
+    /// Unmasked SIMD floating-point exceptions.
+    pub const OSXMMEXCPT: u64 = 1 << 10;
+    /// `rd/wr{fs,gs}base` usable.
+    pub const FSGSBASE: u64 = 1 << 16;
+    /// XSAVE and the XCRs.
+    pub const OSXSAVE: u64 = 1 << 18;
+    /// Bits a 64-bit PV guest controls in its virtual CR4 (Xen's `PV_CR4_GUEST_MASK`),
+    /// each only if its feature is in the CPUID policy.
+    pub const GUEST_MASK: u64 = TSD | DE | FSGSBASE | OSXSAVE;
+    /// Bits of the real CR4 a PV guest sees in its virtual one (Xen's
+    /// `PV_CR4_GUEST_VISIBLE_MASK`).
+    pub const VISIBLE_MASK: u64 = PAE | MCE | OSFXSR | OSXMMEXCPT;
+}
+
+/// CPUID.1 EDX.DE.
+const CPUID1_EDX_DE: u32 = 1 << 2;
+/// CPUID.1 EDX.TSC.
+const CPUID1_EDX_TSC: u32 = 1 << 4;
+/// CPUID.1 ECX.XSAVE.
+const CPUID1_ECX_XSAVE: u32 = 1 << 26;
+/// CPUID.1 ECX.OSXSAVE.
+const CPUID1_ECX_OSXSAVE: u32 = 1 << 27;
+/// CPUID.7.0 EBX.FSGSBASE.
+pub const CPUID7_EBX_FSGSBASE: u32 = 1 << 0;
+
+/// Xen's `pv_fixup_guest_cr4`, for the part the guest controls: of the bits in `cr4`,
+/// the guest-controllable ones whose feature the CPUID policy has. Everything else the
+/// guest writes is dropped without a fault.
+pub fn fixup_guest_cr4<P: Platform>(p: &P, cr4: u64) -> u64 {
+    let [max_leaf, ..] = cpuid_policy(p, 0, 0);
+    let [_, _, ecx1, edx1] = cpuid_policy(p, 1, 0);
+    let ebx7 = if max_leaf >= 7 {
+        cpuid_policy(p, 7, 0)[1]
+    } else {
+        0
+    };
+    let allowed = [
+        (edx1 & CPUID1_EDX_TSC != 0, cr4::TSD),
+        (edx1 & CPUID1_EDX_DE != 0, cr4::DE),
+        (ebx7 & CPUID7_EBX_FSGSBASE != 0, cr4::FSGSBASE),
+        (ecx1 & CPUID1_ECX_XSAVE != 0, cr4::OSXSAVE),
+    ]
+    .iter()
+    .filter(|(has, _)| *has)
+    .fold(0, |m, (_, bit)| m | bit);
+    cr4 & cr4::GUEST_MASK & allowed
+}
+
+/// The CR4 the guest reads: its own choice of the guest-controllable bits
+/// ([`Vcpu::cr4`](crate::vcpu::Vcpu::cr4)) and the real CR4's visible bits.
+pub fn guest_cr4<P: Platform>(p: &P, vcpu: &crate::vcpu::Vcpu) -> u64 {
+    (vcpu.cr4 & cr4::GUEST_MASK) | (p.control_regs().1 & cr4::VISIBLE_MASK)
+}
 
 const MSR_EFER: u32 = 0xC000_0080;
 const MSR_FS_BASE: u32 = 0xC000_0100;
@@ -60,8 +126,10 @@ const XEN_CPUID_BASE: u32 = 0x4000_0000;
 const XEN_SIGNATURE: [u32; 3] = [0x566e_6558, 0x65584d4d, 0x4d4d566e];
 
 /// The CPUID a PV guest is shown for `leaf`/`subleaf` (Xen's policy, simplified:
-/// the host's values with the hypervisor bit set and VMX/MONITOR hidden, and Xen's
-/// own leaves at 0x40000000).
+/// the host's values with the hypervisor bit set, VMX/MONITOR hidden, XSAVE and
+/// OSXSAVE hidden (the hypervisor does not enable XSAVE, so a guest could not use it),
+/// and Xen's own leaves at 0x40000000). Leaf 7 passes through, so FSGSBASE shows
+/// when the host has it, as Xen 4.17 exposes it to PV guests.
 pub fn cpuid_policy<P: Platform>(p: &P, leaf: u32, subleaf: u32) -> [u32; 4] {
     match leaf {
         XEN_CPUID_BASE => [
@@ -78,8 +146,10 @@ pub fn cpuid_policy<P: Platform>(p: &P, leaf: u32, subleaf: u32) -> [u32; 4] {
         l if (XEN_CPUID_BASE + 3..XEN_CPUID_BASE + 0x100).contains(&l) => [0; 4],
         1 => {
             let [a, b, c, d] = p.cpuid(1, subleaf);
-            // ECX: hypervisor present (31); no VMX (5), no MONITOR (3).
-            [a, b, (c | 1 << 31) & !(1 << 5 | 1 << 3), d]
+            // ECX: hypervisor present (31); no VMX (5), no MONITOR (3), no XSAVE (26)
+            // and so no OSXSAVE (27).
+            let hidden = 1 << 5 | 1 << 3 | CPUID1_ECX_XSAVE | CPUID1_ECX_OSXSAVE;
+            [a, b, (c | 1 << 31) & !hidden, d]
         }
         _ => p.cpuid(leaf, subleaf),
     }
@@ -127,7 +197,25 @@ fn guest_cr0<P: Platform>(ctx: &GuestCtx<'_, P>) -> u64 {
     (cr0 & !CR0_TS) | if ctx.vcpu.fpu_ts { CR0_TS } else { 0 }
 }
 
-/// Emulates a privileged instruction that raised #GP(0) in guest kernel mode.
+/// Xen's `iopl_ok`: whether the virtual IOPL lets the vCPU's virtual CPL run `cli`,
+/// `sti` and port I/O. Guest user mode is CPL 3; the kernel counts as CPL 1, or CPL 0
+/// with the `architectural_iopl` assist.
+pub fn iopl_ok(dom: &crate::domain::Domain, vcpu: &crate::vcpu::Vcpu) -> bool {
+    let cpl = if !vcpu.kernel_mode {
+        3
+    } else if dom.assist(hypercall_abi::vm_assist::VmAssistType::ArchitecturalIopl as u32) {
+        0
+    } else {
+        1
+    };
+    vcpu.iopl >= cpl
+}
+
+/// Emulates an instruction that raised #GP(0) in the guest, kernel or user mode (Xen's
+/// `pv_emulate_privileged_op`). The IOPL-sensitive ones (`cli`, `sti`, `in`, `out`)
+/// are emulated in either mode when [`iopl_ok`] allows; everything else needs CPL 0,
+/// which only the guest kernel has, so from user mode it stays the #GP(0) it was (what
+/// Xen's emulator raises there too).
 pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
     let (b, n) = fetch(ctx);
     let bytes = b.get(..n).unwrap_or(&[]);
@@ -136,24 +224,23 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
         _ => (0, bytes),
     };
     let rex_len = u64::from(rex != 0);
-    // Kernel mode counts as CPL 1 (CPL 0 with the architectural_iopl assist).
-    let cpl = if ctx
-        .dom
-        .assist(hypercall_abi::vm_assist::VmAssistType::ArchitecturalIopl as u32)
-    {
-        0
-    } else {
-        1
-    };
-    let iopl_ok = ctx.vcpu.iopl >= cpl;
+    let iopl_ok = iopl_ok(ctx.dom, ctx.vcpu);
     let done = |ctx: &mut GuestCtx<'_, P>, len: u64| {
         ctx.regs.rip = ctx.regs.rip.wrapping_add(rex_len + len);
         Emulation::Done
     };
     match op {
         // cli / sti: no-ops under sufficient virtual IOPL (Xen does not map them onto
-        // the upcall mask).
-        [0xFA, ..] | [0xFB, ..] if iopl_ok => done(ctx, 1),
+        // the upcall mask); a #GP otherwise.
+        [0xFA, ..] | [0xFB, ..] => {
+            if iopl_ok {
+                done(ctx, 1)
+            } else {
+                Emulation::NotEmulated
+            }
+        }
+        // From user mode, only port I/O is left.
+        _ if !ctx.vcpu.kernel_mode => port_io(ctx, bytes, iopl_ok),
         // clts
         [0x0F, 0x06, ..] => {
             ctx.vcpu.fpu_ts = false;
@@ -220,8 +307,29 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
         }
         // wbinvd: harmless for the hardware domain, refused otherwise.
         [0x0F, 0x09, ..] if ctx.dom.privileged => done(ctx, 2),
+        // rdtsc / rdtscp: they fault only while the guest has set CR4.TSD; its kernel
+        // then reads the TSC here (TSC_AUX reads as 0: the guest cannot set it).
+        [0x0F, 0x31, ..] => {
+            let t = ctx.p.tsc();
+            ctx.regs.rax = t & 0xFFFF_FFFF;
+            ctx.regs.rdx = t >> 32;
+            done(ctx, 2)
+        }
+        [0x0F, 0x01, 0xF9, ..] if has_rdtscp(ctx.p) => {
+            let t = ctx.p.tsc();
+            ctx.regs.rax = t & 0xFFFF_FFFF;
+            ctx.regs.rdx = t >> 32;
+            ctx.regs.rcx = 0;
+            done(ctx, 3)
+        }
         _ => port_io(ctx, bytes, iopl_ok),
     }
+}
+
+/// Whether the CPUID policy has `rdtscp` (CPUID.80000001h EDX bit 27).
+fn has_rdtscp<P: Platform>(p: &P) -> bool {
+    let [max_ext, ..] = cpuid_policy(p, 0x8000_0000, 0);
+    max_ext >= 0x8000_0001 && cpuid_policy(p, 0x8000_0001, 0)[3] & (1 << 27) != 0
 }
 
 fn read_cr<P: Platform>(ctx: &GuestCtx<'_, P>, cr: u8) -> Option<u64> {
@@ -229,7 +337,7 @@ fn read_cr<P: Platform>(ctx: &GuestCtx<'_, P>, cr: u8) -> Option<u64> {
         0 => Some(guest_cr0(ctx)),
         2 => Some(ctx.vcpu.cr2),
         3 => Some(ctx.vcpu.kernel_root.0 << 12),
-        4 => Some(ctx.p.control_regs().1 & GUEST_CR4),
+        4 => Some(guest_cr4(ctx.p, ctx.vcpu)),
         _ => None,
     }
 }
@@ -247,8 +355,15 @@ fn write_cr<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr: u8, v: u64) -> bool {
         }
         // A new kernel base, as MMUEXT_NEW_BASEPTR (refused: #GP).
         3 => new_baseptr(ctx, v),
-        // Writing the value it already has is allowed; anything else is refused.
-        4 => v == ctx.p.control_regs().1 & GUEST_CR4,
+        // The virtual CR4: the guest-controllable bits its CPUID policy allows are
+        // taken, everything else is dropped, and the write never faults (Xen's
+        // `pv_fixup_guest_cr4`). The hypervisor applies FSGSBASE and TSD to the real
+        // CR4 whenever this vCPU runs; the FS/GS bases the guest may then change
+        // itself are read back on every entry, so nothing needs refreshing here.
+        4 => {
+            ctx.vcpu.cr4 = fixup_guest_cr4(ctx.p, v);
+            true
+        }
         _ => false,
     }
 }
@@ -277,8 +392,8 @@ fn new_baseptr<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr3: u64) -> bool {
     }
 }
 
-/// `in`/`out` from the guest kernel (`crate::ioport`): a #GP for the guest without
-/// enough virtual IOPL; otherwise the access is made if the domain may reach every
+/// `in`/`out` from the guest, kernel or user mode (`crate::ioport`): a #GP for the
+/// guest without enough virtual IOPL ([`iopl_ok`]); otherwise the access is made if the domain may reach every
 /// port of it, else a read gives all ones and a write is dropped.
 fn port_io<P: Platform>(ctx: &mut GuestCtx<'_, P>, bytes: &[u8], iopl_ok: bool) -> Emulation {
     use crate::ioport::{all_ones, decode};

@@ -1,13 +1,14 @@
 //! I/O ports: which ports a domain may reach, and the emulation of `in`/`out` from a
-//! PV guest kernel.
+//! PV guest (kernel or user mode).
 //!
 //! A PV guest runs in ring 3 with the real IOPL 0 and no I/O bitmap in the TSS, so
 //! every `in`/`out` it executes raises #GP and comes here, as in Xen
-//! (`emulate_privileged_op`). Two checks, in Xen's order:
+//! (`pv_emulate_privileged_op`). Two checks, in Xen's order:
 //!
 //! 1. **The vCPU may do I/O at all** (`guest_io_okay`): its virtual IOPL, set with
-//!    `PHYSDEVOP_set_iopl`, is at least its virtual CPL (1 for a 64-bit PV kernel, 0
-//!    with `VMASST_TYPE_architectural_iopl`). If not, the #GP goes to the guest.
+//!    `PHYSDEVOP_set_iopl` (or by `iret` with `VMASST_TYPE_architectural_iopl`), is at
+//!    least its virtual CPL (`emulate::iopl_ok`: 3 in user mode; 1 for a 64-bit PV
+//!    kernel, 0 with `architectural_iopl`). If not, the #GP goes to the guest.
 //! 2. **The domain may reach these ports** (`admin_io_okay`): every port of the access
 //!    is in the domain's [`IoPorts`]. If not, the access is not made: a read returns
 //!    all ones and a write is dropped, as on an empty ISA bus.

@@ -145,6 +145,8 @@ pub trait Platform {
     fn control_regs(&self) -> (u64, u64);
     /// Nanoseconds since boot.
     fn now_ns(&self) -> u64;
+    /// The CPU's time-stamp counter (what `rdtsc` in the guest would read).
+    fn tsc(&self) -> u64;
     /// The hypervisor's command line (for `XENVER_commandline`).
     fn hv_cmdline(&self) -> &str;
     /// Loads the page tables and GS base of the vCPU's current virtual mode (called

@@ -86,6 +86,8 @@ pub(crate) struct FakePlatform {
     pub cr0: u64,
     /// Real CR4.
     pub cr4: u64,
+    /// What `tsc()` returns.
+    pub tsc: u64,
     /// Hypervisor command line.
     pub cmdline: String,
     /// Nanoseconds since boot.
@@ -361,6 +363,7 @@ impl Default for FakePlatform {
             cr0: 0x8005_0033,
             // PAE, PGE, OSFXSR, OSXMMEXCPT, FSGSBASE, OSXSAVE, SMEP
             cr4: 0x0015_06A0,
+            tsc: 0x0123_4567_89AB_CDEF,
             cmdline: String::from("console=com1 loglvl=all"),
             now: 0,
         }
@@ -737,6 +740,10 @@ impl Platform for FakePlatform {
 
     fn now_ns(&self) -> u64 {
         self.now
+    }
+
+    fn tsc(&self) -> u64 {
+        self.tsc
     }
 
     fn hv_cmdline(&self) -> &str {

@@ -362,7 +362,9 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
             }
             return self.deliver_exception(GP, Some(err), 0);
         }
-        if err == 0 && self.vcpu.kernel_mode {
+        // Xen emulates from either mode: the virtual IOPL decides for `cli`, `sti` and
+        // port I/O in user mode; the rest stays a #GP there (`emulate::privileged`).
+        if err == 0 {
             if let Emulation::Done = emulate::privileged(self) {
                 return Ok(());
             }

@@ -86,6 +86,11 @@ pub struct Vcpu {
     pub debug: DebugRegs,
     /// Virtual IOPL (`PHYSDEVOP_set_iopl`), 0-3.
     pub iopl: u8,
+    /// The guest-controlled bits of its virtual CR4 (TSD, DE, FSGSBASE, OSXSAVE, each
+    /// only if the CPUID policy has the feature: `emulate::fixup_guest_cr4`); the
+    /// rest of what `mov %cr4` reads comes from the real CR4 (`emulate::guest_cr4`).
+    /// While the vCPU runs, the real CR4.FSGSBASE and CR4.TSD follow these bits.
+    pub cr4: u64,
     /// Virtual CR2: the last page-fault address bounced to the guest.
     pub cr2: u64,
     /// Kernel page-table root (L4).
@@ -251,6 +256,7 @@ impl Vcpu {
             gs_sel_user: 0,
             debug: DebugRegs::default(),
             iopl: 0,
+            cr4: 0,
             cr2: 0,
             kernel_root,
             user_root: None,
@@ -308,6 +314,25 @@ impl Vcpu {
         }
     }
 
+    /// The FS base and the active GS base as the CPU holds them while the vCPU runs:
+    /// with CR4.FSGSBASE the guest may have changed them itself (`wrfsbase`,
+    /// `wrgsbase`), so the hypervisor reads them back and records them here (Xen's
+    /// `save_segments`). The GS base goes to the current mode's slot.
+    pub fn set_live_bases(&mut self, fs: u64, gs: u64) {
+        self.fs_base = fs;
+        if self.kernel_mode {
+            self.gs_base_kernel = gs;
+        } else {
+            self.gs_base_user = gs;
+        }
+    }
+
+    /// Whether the guest can change its FS/GS bases without the hypervisor
+    /// (`rd/wr{fs,gs}base` enabled in its virtual CR4).
+    pub fn owns_bases(&self) -> bool {
+        self.cr4 & crate::emulate::cr4::FSGSBASE != 0
+    }
+
     /// The page-table root for the current mode.
     pub fn active_root(&self) -> Mfn {
         if self.kernel_mode {
@@ -315,5 +340,38 @@ impl Vcpu {
         } else {
             self.user_root.unwrap_or(self.kernel_root)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_bases_go_to_the_current_modes_gs_slot() {
+        let mut v = Vcpu::new(0, Mfn(1));
+        v.gs_base_user = 0x1000;
+        v.set_live_bases(0x2000, 0x3000);
+        assert_eq!(
+            (v.fs_base, v.gs_base_kernel, v.gs_base_user),
+            (0x2000, 0x3000, 0x1000)
+        );
+        v.kernel_mode = false;
+        v.set_live_bases(0x4000, 0x5000);
+        assert_eq!(
+            (v.fs_base, v.gs_base_kernel, v.gs_base_user),
+            (0x4000, 0x3000, 0x5000)
+        );
+        assert_eq!(v.active_gs_base(), 0x5000);
+    }
+
+    #[test]
+    fn only_a_vcpu_with_cr4_fsgsbase_owns_its_bases() {
+        let mut v = Vcpu::new(0, Mfn(1));
+        assert!(!v.owns_bases());
+        v.cr4 = crate::emulate::cr4::TSD;
+        assert!(!v.owns_bases());
+        v.cr4 |= crate::emulate::cr4::FSGSBASE;
+        assert!(v.owns_bases());
     }
 }

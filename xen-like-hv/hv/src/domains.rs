@@ -493,6 +493,9 @@ pub fn guest_entry(frame: &mut Regs) {
     };
     let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
     let mut doms = DOMAINS.lock();
+    if let Some(v) = doms.get_mut(slot).and_then(|pv| pv.vcpus.get_mut(vid)) {
+        guest::read_back_bases(v);
+    }
     let mut resched = timer;
     let mut check_timers = timer;
     let mut clobber_ok = true;

@@ -82,7 +82,8 @@ fn forced_cpuid_leaf_1_sets_the_hypervisor_bit_and_hides_vmx_and_monitor() {
     assert_eq!(w.regs.rbx, 0x0010_0800);
     assert_eq!(
         w.regs.rcx,
-        u64::from((0x7FFA_FBBFu32 | 1 << 31) & !(1 << 5 | 1 << 3))
+        u64::from((0x7FFA_FBBFu32 | 1 << 31) & !(1 << 5 | 1 << 3 | 1 << 26 | 1 << 27)),
+        "XSAVE and OSXSAVE hidden too"
     );
     assert_eq!(w.regs.rdx, 0xBFEB_FBFF);
 }
@@ -218,11 +219,138 @@ fn mov_from_cr2_reads_the_virtual_cr2() {
 }
 
 #[test]
-fn mov_from_cr4_shows_a_subset_of_the_real_cr4() {
+fn mov_from_cr4_at_start_of_day_shows_only_the_visible_bits_of_the_real_cr4() {
     let mut w = kernel_with(&[0x0F, 0x20, 0xE0]); // mov %cr4,%rax
+    // The real CR4: PAE, PGE, OSFXSR, OSXMMEXCPT, FSGSBASE, OSXSAVE, SMEP, and MCE.
+    w.p.cr4 = 0x0015_06A0 | cr4::MCE;
     assert_eq!(gp(&mut w), Outcome::Resume);
-    assert_eq!(w.regs.rax & !w.p.cr4, 0);
-    assert_ne!(w.regs.rax & (1 << 5), 0, "PAE");
+    assert_eq!(
+        w.regs.rax,
+        cr4::PAE | cr4::MCE | cr4::OSFXSR | cr4::OSXMMEXCPT,
+        "FSGSBASE, OSXSAVE, PGE and SMEP of the real CR4 are not the guest's"
+    );
+    assert_eq!(w.regs.rip, KRIP + 3);
+}
+
+/// A CPUID with every feature the guest may control in its CR4: TSC, DE (leaf 1 EDX),
+/// XSAVE (leaf 1 ECX), FSGSBASE (leaf 7 EBX), leaf 7 in range.
+fn all_cr4_features(w: &mut World) {
+    w.p.cpuid.insert((0, 0), [0xD, 0, 0, 0]);
+    w.p.cpuid.insert((1, 0), [0, 0, 1 << 26, 1 << 4 | 1 << 2]);
+    w.p.cpuid.insert((7, 0), [0, 1, 0, 0]);
+}
+
+#[test]
+fn mov_to_cr4_takes_the_guest_controllable_bits_the_policy_allows_and_drops_the_rest() {
+    let mut w = kernel_with(&[0x0F, 0x22, 0xE3]); // mov %rbx,%cr4
+    all_cr4_features(&mut w);
+    w.regs.rbx = u64::MAX;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 3, "never a #GP");
+    // OSXSAVE is dropped: the policy hides XSAVE.
+    assert_eq!(w.vcpu.cr4, cr4::TSD | cr4::DE | cr4::FSGSBASE);
+
+    w.regs.rip = KRIP;
+    w.code(&[0x0F, 0x20, 0xE0]); // mov %cr4,%rax
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(
+        w.regs.rax,
+        cr4::TSD | cr4::DE | cr4::FSGSBASE | (w.p.cr4 & cr4::VISIBLE_MASK)
+    );
+
+    // Clearing them again; PAE and friends cannot be cleared (they are not the
+    // guest's), and writing them does not fault either.
+    w.regs.rip = KRIP;
+    w.code(&[0x0F, 0x22, 0xE3]);
+    w.regs.rbx = 0;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 3);
+    assert_eq!(w.vcpu.cr4, 0);
+}
+
+#[test]
+fn mov_to_cr4_drops_features_the_policy_lacks() {
+    // No leaf 7 at all (max basic leaf 1): no FSGSBASE even if the leaf had it.
+    let mut w = kernel_with(&[0x0F, 0x22, 0xE3]);
+    all_cr4_features(&mut w);
+    w.p.cpuid.insert((0, 0), [1, 0, 0, 0]);
+    w.regs.rbx = cr4::FSGSBASE | cr4::TSD;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.vcpu.cr4, cr4::TSD);
+
+    // Nothing in CPUID: nothing is taken.
+    let mut w = kernel_with(&[0x0F, 0x22, 0xE3]);
+    w.regs.rbx = cr4::GUEST_MASK | cr4::PAE;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 3);
+    assert_eq!(w.vcpu.cr4, 0);
+}
+
+#[test]
+fn mov_to_cr4_from_user_mode_delivers_gp() {
+    let mut w = World::user();
+    w.set_trap(GP, 0, false);
+    all_cr4_features(&mut w);
+    w.code(&[0x0F, 0x22, 0xE3]);
+    w.regs.rbx = cr4::FSGSBASE;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), URIP);
+    assert_eq!(w.vcpu.cr4, 0);
+}
+
+#[test]
+fn fixup_guest_cr4_matches_a_bit_by_bit_reading_of_the_policy() {
+    let mut w = World::kernel();
+    for (leaf, reg, bit, cr4_bit) in [
+        (1, 3, 1u32 << 4, cr4::TSD),
+        (1, 3, 1 << 2, cr4::DE),
+        (7, 1, 1, cr4::FSGSBASE),
+    ] {
+        w.p.cpuid.clear();
+        w.p.cpuid.insert((0, 0), [7, 0, 0, 0]);
+        let mut regs = [0u32; 4];
+        regs[reg] = bit;
+        w.p.cpuid.insert((leaf, 0), regs);
+        assert_eq!(fixup_guest_cr4(&w.p, u64::MAX), cr4_bit, "leaf {leaf}");
+    }
+}
+
+#[test]
+fn the_policy_shows_fsgsbase_when_the_host_has_it() {
+    let mut p = FakePlatform::default();
+    p.cpuid.insert((7, 0), [0, 0xFFFF_FFFF, 0, 0]);
+    assert_ne!(cpuid_policy(&p, 7, 0)[1] & CPUID7_EBX_FSGSBASE, 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// rdtsc / rdtscp (they fault only under the guest's CR4.TSD)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn rdtsc_in_kernel_mode_reads_the_tsc() {
+    let mut w = kernel_with(&[0x0F, 0x31]);
+    w.regs.rax = u64::MAX;
+    w.regs.rdx = u64::MAX;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 2);
+    assert_eq!(w.regs.rax, w.p.tsc & 0xFFFF_FFFF);
+    assert_eq!(w.regs.rdx, w.p.tsc >> 32);
+}
+
+#[test]
+fn rdtscp_in_kernel_mode_needs_it_in_the_policy() {
+    let mut w = kernel_with(&[0x0F, 0x01, 0xF9]);
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), KRIP);
+
+    let mut w = kernel_with(&[0x0F, 0x01, 0xF9]);
+    w.p.cpuid.insert((0x8000_0000, 0), [0x8000_0008, 0, 0, 0]);
+    w.p.cpuid.insert((0x8000_0001, 0), [0, 0, 0, 1 << 27]);
+    w.regs.rcx = u64::MAX;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 3);
+    assert_eq!((w.regs.rdx << 32) | w.regs.rax, w.p.tsc);
+    assert_eq!(w.regs.rcx, 0, "TSC_AUX");
 }
 
 #[test]
@@ -423,7 +551,21 @@ fn instruction_cut_off_by_an_unmapped_page_delivers_gp() {
 
 #[test]
 fn privileged_instructions_from_user_mode_are_not_emulated() {
-    for code in [&[0x0F, 0x06][..], &[0x0F, 0x20, 0xD8], &[0x0F, 0x32]] {
+    let codes: [&[u8]; 12] = [
+        &[0x0F, 0x06],       // clts
+        &[0x0F, 0x20, 0xD8], // mov %cr3,%rax
+        &[0x0F, 0x20, 0xE0], // mov %cr4,%rax
+        &[0x0F, 0x22, 0xD8], // mov %rax,%cr3
+        &[0x0F, 0x21, 0xF8], // mov %dr7,%rax
+        &[0x0F, 0x23, 0xC3], // mov %rbx,%dr0
+        &[0x0F, 0x32],       // rdmsr
+        &[0x0F, 0x30],       // wrmsr
+        &[0x0F, 0x09],       // wbinvd
+        &[0xF4],             // hlt
+        &[0x0F, 0x31],       // rdtsc (under CR4.TSD)
+        &[0x0F, 0x01, 0xF9], // rdtscp
+    ];
+    for code in codes {
         let mut w = World::user();
         w.set_trap(GP, 0, false);
         w.vcpu.fpu_ts = true;
@@ -570,4 +712,132 @@ fn a_domu_reaches_no_port_even_with_iopl() {
     w.regs.rdx = 0x2F8;
     gp(&mut w);
     assert!(w.p.port_writes.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Guest user mode: cli, sti and port I/O under the virtual IOPL (user mode is CPL 3)
+// ---------------------------------------------------------------------------------------
+
+/// dom0 in virtual user mode with virtual IOPL `iopl` and `code` at RIP.
+fn dom0_user_with(code: &[u8], iopl: u8) -> World {
+    let mut w = World::user();
+    w.dom = World::dom0().dom;
+    w.set_trap(GP, 0, false);
+    w.code(code);
+    w.vcpu.iopl = iopl;
+    w
+}
+
+#[test]
+fn user_mode_cli_and_sti_need_virtual_iopl_3() {
+    for iopl in 0..=3 {
+        for arch in [false, true] {
+            for op in [0xFA, 0xFB] {
+                let mut w = dom0_user_with(&[op], iopl);
+                if arch {
+                    w.dom.vm_assist |= VmAssistType::ArchitecturalIopl.bit();
+                }
+                w.p.masks.insert(0, 0);
+                assert_eq!(gp(&mut w), Outcome::Resume);
+                if iopl == 3 {
+                    assert_eq!(w.regs.rip, URIP + 1, "iopl 3 op {op:#x} arch {arch}");
+                    assert!(!w.vcpu.kernel_mode, "still in user mode");
+                    assert_eq!(w.p.mask(0), 0, "the upcall mask is not touched");
+                } else {
+                    assert_delivered(&w, GP, Some(0), URIP);
+                    assert!(w.vcpu.kernel_mode, "bounced to the kernel");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn user_mode_port_io_with_virtual_iopl_3_reaches_the_domains_ports() {
+    let mut w = dom0_user_with(&[0x66, 0xEF], 3); // out %ax,(%dx)
+    w.regs.rdx = 0x510;
+    w.regs.rax = 0x1234_0000;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, URIP + 2);
+    assert_eq!(w.p.port_writes, vec![(0x510, 2, 0)]);
+    assert!(!w.vcpu.kernel_mode);
+
+    let mut w = dom0_user_with(&[0xE4, 0x80], 3); // in $0x80,%al
+    w.regs.rax = 0x1111_2222_3333_4444;
+    w.p.ports.insert(0x80, 0x51);
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, URIP + 2);
+    assert_eq!(w.regs.rax, 0x1111_2222_3333_4451);
+}
+
+#[test]
+fn user_mode_port_io_below_virtual_iopl_3_delivers_gp() {
+    for iopl in 0..=2 {
+        for arch in [false, true] {
+            let mut w = dom0_user_with(&[0xEE], iopl); // out %al,(%dx)
+            if arch {
+                w.dom.vm_assist |= VmAssistType::ArchitecturalIopl.bit();
+            }
+            w.regs.rdx = 0x80;
+            assert_eq!(gp(&mut w), Outcome::Resume);
+            assert_delivered(&w, GP, Some(0), URIP);
+            assert!(w.p.port_writes.is_empty(), "iopl {iopl}");
+        }
+    }
+}
+
+#[test]
+fn user_mode_port_io_still_respects_the_domains_ports() {
+    // A domU has no ports: with IOPL 3 the read is emulated as all ones, the write
+    // dropped.
+    let mut w = World::user();
+    w.set_trap(GP, 0, false);
+    w.vcpu.iopl = 3;
+    w.code(&[0xEC]); // in (%dx),%al
+    w.regs.rdx = 0x80;
+    w.regs.rax = 0;
+    w.p.ports.insert(0x80, 0x51);
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, URIP + 1);
+    assert_eq!(w.regs.rax, 0xFF);
+    // dom0 user mode cannot reach the hypervisor's COM1 either.
+    let mut w = dom0_user_with(&[0xEE], 3);
+    w.regs.rdx = 0x3F8;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert!(w.p.port_writes.is_empty());
+    assert_eq!(w.regs.rip, URIP + 1);
+}
+
+#[test]
+fn privileged_instructions_from_dom0_user_mode_with_iopl_3_are_not_emulated() {
+    // wbinvd is a no-op for dom0's kernel, and IOPL 3 changes nothing for it.
+    for code in [&[0x0F, 0x09][..], &[0x0F, 0x20, 0xE0], &[0xF4]] {
+        let mut w = dom0_user_with(code, 3);
+        assert_eq!(gp(&mut w), Outcome::Resume);
+        assert_delivered(&w, GP, Some(0), URIP);
+    }
+}
+
+#[test]
+fn iopl_ok_follows_xen_for_every_mode_and_level() {
+    let mut w = World::kernel();
+    for iopl in 0..=3u8 {
+        for arch in [false, true] {
+            for kernel in [false, true] {
+                w.vcpu.iopl = iopl;
+                w.vcpu.kernel_mode = kernel;
+                w.dom.vm_assist = if arch {
+                    VmAssistType::ArchitecturalIopl.bit()
+                } else {
+                    0
+                };
+                let cpl = match (kernel, arch) {
+                    (false, _) => 3,
+                    (true, true) => 0,
+                    (true, false) => 1,
+                };
+                assert_eq!(iopl_ok(&w.dom, &w.vcpu), iopl >= cpl);
+            }
+        }
+    }
 }

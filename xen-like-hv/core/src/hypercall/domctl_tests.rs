@@ -381,6 +381,30 @@ fn getvcpucontext_reads_back_what_was_set() {
 }
 
 #[test]
+fn vcpu_context_cr4_is_fixed_up_as_xen_does() {
+    use crate::emulate::cr4;
+    let mut w = with_domu();
+    // FSGSBASE and DE in the policy, not XSAVE or the TSC.
+    w.p.cpuid.insert((0, 0), [7, 0, 0, 0]);
+    w.p.cpuid.insert((1, 0), [0, 0, 1 << 26, 1 << 2]);
+    w.p.cpuid.insert((7, 0), [0, 1, 0, 0]);
+    let mut c = good_context();
+    c.ctrlreg[4] = u64::MAX;
+    assert_eq!(set_ctx(&mut w, 1, 0, Some(&c)), Ok(0));
+    let a = DomctlVcpuContext {
+        vcpu: 0,
+        ctxt: CTXT,
+        ..Default::default()
+    };
+    assert_eq!(domctl(&mut w, DomctlCmd::GetVcpuContext, 1, &a).0, Ok(0));
+    let back: VcpuGuestContext = w.p.peek_obj(CTXT);
+    assert_eq!(
+        back.ctrlreg[4],
+        cr4::DE | cr4::FSGSBASE | (w.p.cr4 & cr4::VISIBLE_MASK)
+    );
+}
+
+#[test]
 fn hypercall_init_fills_a_writable_frame_of_the_domain() {
     let mut w = with_domu();
     let init = |w: &mut World, dom, gmfn| {

@@ -121,7 +121,7 @@ fn put<P: Platform>(p: &mut P, dom: DomId, refs: &Refs) {
 }
 
 /// Loads checked context `c` into `v` (of `dom`); returns the references the vCPU
-/// held before (to drop).
+/// held before (to drop). `c.ctrlreg[4]` has been fixed up already.
 fn load(dom: &mut Domain, v: &mut Vcpu, c: &VcpuGuestContext, gdt: &[Mfn]) -> Refs {
     let mut old = Refs::default();
     if v.kernel_root.0 != 0 {
@@ -184,6 +184,7 @@ fn load(dom: &mut Domain, v: &mut Vcpu, c: &VcpuGuestContext, gdt: &[Mfn]) -> Re
     v.gdt_ents = u32::try_from(c.gdt_ents).unwrap_or(0);
     v.kernel_root = cr3_mfn(c.ctrlreg[3]);
     v.user_root = (c.ctrlreg[1] != 0).then(|| cr3_mfn(c.ctrlreg[1]));
+    v.cr4 = c.ctrlreg[4];
     v.debug.addr.copy_from_slice(&c.debugreg[..4]);
     v.debug.dr6 = c.debugreg[6];
     v.debug.dr7 = c.debugreg[7];
@@ -236,6 +237,8 @@ pub fn set_vcpu_context<P: Platform>(
         let _ = refs.roots.push(cr3_mfn(c.ctrlreg[1]));
     }
     take(ctx.p, target, &refs).map_err(|_| Errno::EINVAL)?;
+    // Xen's `pv_fixup_guest_cr4`: the guest-controllable bits the policy allows.
+    c.ctrlreg[4] = crate::emulate::fixup_guest_cr4(&*ctx.p, c.ctrlreg[4]);
     let old = ctx
         .p
         .with_vcpu(target, a.vcpu, |d, v| load(d, v, &c, &gdt))
@@ -244,8 +247,9 @@ pub fn set_vcpu_context<P: Platform>(
     Ok(0)
 }
 
-/// What `XEN_DOMCTL_getvcpucontext` reports for `v` (Xen's `arch_get_info_guest`).
-pub fn context_of(dom: &Domain, v: &Vcpu) -> VcpuGuestContext {
+/// What `XEN_DOMCTL_getvcpucontext` reports for `v` (Xen's `arch_get_info_guest`);
+/// `real_cr4` supplies the bits of the virtual CR4 the guest does not choose.
+pub fn context_of(dom: &Domain, v: &Vcpu, real_cr4: u64) -> VcpuGuestContext {
     let mut c = VcpuGuestContext::new_zeroed();
     let r = &v.regs;
     c.user_regs = CpuUserRegs {
@@ -288,6 +292,8 @@ pub fn context_of(dom: &Domain, v: &Vcpu) -> VcpuGuestContext {
     c.kernel_sp = v.kernel_sp;
     c.ctrlreg[3] = v.kernel_root.0 << 12;
     c.ctrlreg[1] = v.user_root.map_or(0, |u| u.0 << 12);
+    c.ctrlreg[4] =
+        (v.cr4 & crate::emulate::cr4::GUEST_MASK) | (real_cr4 & crate::emulate::cr4::VISIBLE_MASK);
     c.debugreg[..4].copy_from_slice(&v.debug.addr);
     c.debugreg[6] = v.debug.dr6;
     c.debugreg[7] = v.debug.dr7;
@@ -311,10 +317,11 @@ pub fn get_vcpu_context<P: Platform>(
         return Err(Errno::EINVAL.into());
     }
     ctx.p.with_domain(target, |_| ()).ok_or(Errno::ESRCH)?;
+    let real_cr4 = ctx.p.control_regs().1;
     let c = ctx
         .p
         .with_vcpu(target, a.vcpu, |d, v| {
-            (v.kernel_root.0 != 0).then(|| context_of(d, v))
+            (v.kernel_root.0 != 0).then(|| context_of(d, v, real_cr4))
         })
         .ok_or(Errno::EINVAL)?
         .ok_or(Errno::ENODATA)?;

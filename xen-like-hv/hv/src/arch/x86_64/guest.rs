@@ -80,13 +80,48 @@ struct Loaded {
     cr3: AtomicU64,
     fs: AtomicU64,
     gs: AtomicU64,
+    /// The CR4 bits that follow the vCPU's virtual CR4 ([`CR4_PER_VCPU`]) as set now
+    /// (the boot code sets neither).
+    cr4: AtomicU64,
 }
 
 static LOADED: Loaded = Loaded {
     cr3: AtomicU64::new(0),
     fs: AtomicU64::new(0),
     gs: AtomicU64::new(0),
+    cr4: AtomicU64::new(0),
 };
+
+/// Real CR4 bits that are on exactly while a vCPU that set them in its virtual CR4
+/// runs (Xen's `pv_make_cr4`): FSGSBASE (the guest's `rd/wr{fs,gs}base`) and TSD (its
+/// `rdtsc` faults outside its kernel, which the hypervisor then emulates). The virtual
+/// CR4 only takes a bit the CPU has (`emulate::fixup_guest_cr4`).
+const CR4_PER_VCPU: u64 = xlhv_core::emulate::cr4::FSGSBASE | xlhv_core::emulate::cr4::TSD;
+
+/// Reads back the FS base and the active GS base of the vCPU that was running when
+/// the hypervisor was entered, if its virtual CR4.FSGSBASE let it change them itself
+/// (Xen's `save_segments` / `read_fs_base`). Called first on every entry, so that
+/// hypercalls, emulation and context switches see the values the guest set. While the
+/// hypervisor runs, the guest's GS base is in MSR_KERNEL_GS_BASE (entry.s's SWAPGS).
+pub fn read_back_bases(vcpu: &mut Vcpu) {
+    if !vcpu.owns_bases() {
+        return;
+    }
+    let fs = cpu::rdmsr(IA32_FS_BASE);
+    let gs = cpu::rdmsr(IA32_KERNEL_GS_BASE);
+    LOADED.fs.store(fs, Ordering::Relaxed);
+    LOADED.gs.store(gs, Ordering::Relaxed);
+    // The CPU checks WRFSBASE/WRGSBASE values for canonical form (an emulator may
+    // not); keep only canonical ones, so that loading them back can never fault.
+    let sane = |v: u64| {
+        if xlhv_core::regs::is_canonical(v) {
+            v
+        } else {
+            0
+        }
+    };
+    vcpu.set_live_bases(sane(fs), sane(gs));
+}
 
 fn load_if_changed(slot: &AtomicU64, value: u64, write: impl FnOnce(u64)) {
     if slot.swap(value, Ordering::Relaxed) != value {
@@ -94,8 +129,8 @@ fn load_if_changed(slot: &AtomicU64, value: u64, write: impl FnOnce(u64)) {
     }
 }
 
-/// Loads the vCPU's page tables (for its current mode), FS base, guest GS base and
-/// CR0.TS. While the hypervisor runs, the guest's GS base lives in
+/// Loads the vCPU's page tables (for its current mode), FS base, guest GS base,
+/// CR0.TS and the CR4 bits that follow its virtual CR4. While the hypervisor runs, the guest's GS base lives in
 /// MSR_KERNEL_GS_BASE (entry.s swaps it in on the way out).
 pub fn sync(vcpu: &Vcpu) {
     load_if_changed(&LOADED.cr3, vcpu.active_root().0 << 12, |cr3| {
@@ -112,6 +147,13 @@ pub fn sync(vcpu: &Vcpu) {
         unsafe { cpu::wrmsr(IA32_KERNEL_GS_BASE, v) }
     });
     cpu::set_cr0_ts(vcpu.fpu_ts);
+    load_if_changed(&LOADED.cr4, vcpu.cr4 & CR4_PER_VCPU, |bits| {
+        let cr4 = (cpu::control_regs().cr4 & !CR4_PER_VCPU) | bits;
+        // SAFETY: FSGSBASE and TSD only change which instructions fault in ring 3; the
+        // virtual CR4 holds them only if the CPU has the features (CPUID policy), so
+        // the write cannot fault.
+        unsafe { core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) }
+    });
 }
 
 /// The platform for a guest entry of domain `dom`.
@@ -480,6 +522,10 @@ impl Platform for HwPlatform<'_> {
 
     fn now_ns(&self) -> u64 {
         crate::time::now_ns()
+    }
+
+    fn tsc(&self) -> u64 {
+        cpu::rdtsc()
     }
 
     fn hv_cmdline(&self) -> &str {
