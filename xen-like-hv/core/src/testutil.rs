@@ -83,6 +83,8 @@ pub(crate) struct FakePlatform {
     pub cr0: u64,
     /// Real CR4.
     pub cr4: u64,
+    /// The hardware DR6 `take_debug_status` returns (then resets).
+    pub dr6: u64,
     /// Hypervisor command line.
     pub cmdline: String,
     /// Nanoseconds since boot.
@@ -352,6 +354,7 @@ impl Default for FakePlatform {
             cr0: 0x8005_0033,
             // PAE, PGE, OSFXSR, OSXMMEXCPT, FSGSBASE, OSXSAVE, SMEP
             cr4: 0x0015_06A0,
+            dr6: crate::debugreg::DR6_DEFAULT,
             cmdline: String::from("console=com1 loglvl=all"),
             now: 0,
         }
@@ -714,6 +717,10 @@ impl Platform for FakePlatform {
 
     fn control_regs(&self) -> (u64, u64) {
         (self.cr0, self.cr4)
+    }
+
+    fn take_debug_status(&mut self) -> u64 {
+        core::mem::replace(&mut self.dr6, crate::debugreg::DR6_DEFAULT)
     }
 
     fn now_ns(&self) -> u64 {
