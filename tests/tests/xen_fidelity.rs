@@ -320,3 +320,11 @@ fn shutdown_reasons_on_real_xen() {
 fn register_vcpu_info_on_real_xen() {
     test_guest_passes_on_xen("vcpu-info", "VCPUOP_register_vcpu_info");
 }
+
+#[test]
+fn debug_registers_on_real_xen() {
+    test_guest_passes_on_xen(
+        "debugregs",
+        "set/get_debugreg, a data breakpoint, single steps (also over a hypercall), DR6",
+    );
+}
