@@ -13,7 +13,8 @@
 //! no longer traps. A single step (TF set by `popf`) traps after the next
 //! instruction with DR6.BS added to the B0 the guest left in DR6 (Xen 4.17
 //! accumulates); a single step over a hypercall's `syscall` traps right after
-//! it, with the hypercall's result in RAX.
+//! it, with the hypercall's result in RAX, and stepping on from there runs the
+//! next instruction before trapping again.
 //!
 //! Result line: `debugregs: PASS` or `debugregs: FAIL <why>`.
 #![no_std]
@@ -79,6 +80,7 @@ global_asm!(
     "    syscall",
     "dr_step_syscall_after:",
     "    nop",
+    "dr_step_syscall_after_nop:",
     "    ret",
     // mov %rbx,%dr8 (REX.R): no such register.
     ".globl dr_mov_dr8, dr_mov_dr8_after",
@@ -106,6 +108,7 @@ unsafe extern "C" {
     fn dr_step_after();
     fn dr_step_syscall() -> u64;
     fn dr_step_syscall_after();
+    fn dr_step_syscall_after_nop();
     fn dr_mov_dr8();
     fn dr_mov_dr8_after();
     fn dr_mov_dr7(value: u64);
@@ -154,19 +157,31 @@ static DB_COUNT: AtomicU64 = AtomicU64::new(0);
 static DB_RIP: AtomicU64 = AtomicU64::new(0);
 static DB_RFLAGS: AtomicU64 = AtomicU64::new(0);
 static DB_RAX: AtomicU64 = AtomicU64::new(0);
+/// The first #DB's RIP since the last `take_db`.
+static DB_FIRST_RIP: AtomicU64 = AtomicU64::new(0);
+/// How many more #DBs keep TF (go on single-stepping).
+static KEEP_STEPPING: AtomicU64 = AtomicU64::new(0);
 
 /// Records the #DB and stops single-stepping (clears TF in the frame `iret`
-/// restores).
+/// restores), unless asked to keep going.
 fn on_debug(frame: &mut TrapFrame) {
-    DB_COUNT.fetch_add(1, Ordering::SeqCst);
+    if DB_COUNT.fetch_add(1, Ordering::SeqCst) == 0 {
+        DB_FIRST_RIP.store(frame.rip, Ordering::SeqCst);
+    }
     DB_RIP.store(frame.rip, Ordering::SeqCst);
     DB_RFLAGS.store(frame.rflags, Ordering::SeqCst);
     DB_RAX.store(frame.rax, Ordering::SeqCst);
-    frame.rflags &= !TF;
+    let keep = KEEP_STEPPING.load(Ordering::SeqCst);
+    if keep > 0 {
+        KEEP_STEPPING.store(keep - 1, Ordering::SeqCst);
+    } else {
+        frame.rflags &= !TF;
+    }
 }
 
 /// (count, rip, rflags, rax) of the #DBs since the last call.
 fn take_db() -> (u64, u64, u64, u64) {
+    DB_FIRST_RIP.store(0, Ordering::SeqCst);
     (
         DB_COUNT.swap(0, Ordering::SeqCst),
         DB_RIP.swap(0, Ordering::SeqCst),
@@ -374,18 +389,26 @@ fn main(_si: &'static StartInfo) {
     );
     get_is("DR6 after a single step", 6, DR6_DEFAULT | DR6_B0 | DR6_BS);
 
-    // Single step over a hypercall.
+    // Single step over a hypercall, then one more instruction: the `iret` back
+    // from the first #DB (whose RCX and R11 are the SYSCALL's RIP and RFLAGS)
+    // must let the `nop` run before the next trap.
     set_ok(6, DR6_DEFAULT);
+    KEEP_STEPPING.store(1, Ordering::SeqCst);
     // SAFETY: sets TF and issues xen_version(XENVER_version) by `syscall`
-    // (RCX and R11 clobbered, as the C ABI allows); the #DB handler clears TF.
+    // (RCX and R11 clobbered, as the C ABI allows); the second #DB clears TF.
     let version = unsafe { dr_step_syscall() };
+    let first = DB_FIRST_RIP.swap(0, Ordering::SeqCst);
     let (n, rip, _, rax) = take_db();
     check(
         NAME,
-        n == 1 && rip == addr(dr_step_syscall_after) && rax == version,
+        n == 2
+            && first == addr(dr_step_syscall_after)
+            && rip == addr(dr_step_syscall_after_nop)
+            && rax == version,
         format_args!(
-            "step over syscall: {n} #DB(s), rip {rip:#x} rax {rax:#x}, expected 1 at {:#x} with rax {version:#x}",
-            addr(dr_step_syscall_after)
+            "step over syscall: {n} #DB(s) at {first:#x} .. {rip:#x}, rax {rax:#x}; expected 2 at {:#x} and {:#x} with rax {version:#x}",
+            addr(dr_step_syscall_after),
+            addr(dr_step_syscall_after_nop)
         ),
     );
     check(
