@@ -344,3 +344,11 @@ fn ldt_on_real_xen() {
         "LDT: null LDTR without SET_LDT, lazy audit of LDT pages, no writable live LDT page",
     );
 }
+
+#[test]
+fn debug_registers_on_real_xen() {
+    test_guest_passes_on_xen(
+        "debugregs",
+        "set/get_debugreg, a data breakpoint, single steps (also over a hypercall), DR6",
+    );
+}

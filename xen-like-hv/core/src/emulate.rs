@@ -17,6 +17,9 @@ pub enum Emulation {
     Done,
     /// Not emulated: deliver the original fault.
     NotEmulated,
+    /// The instruction is invalid as the guest used it: deliver #UD instead (a debug
+    /// register that does not exist, as Xen's `-ENODEV` from `set_debugreg`).
+    InvalidOpcode,
 }
 
 /// Longest x86 instruction.
@@ -250,21 +253,37 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
         [0x0F, opc @ (0x20..=0x23), modrm, ..] if modrm >> 6 == 3 => {
             let reg = ((modrm >> 3) & 7) | if rex & 4 != 0 { 8 } else { 0 };
             let gpr = (modrm & 7) | if rex & 1 != 0 { 8 } else { 0 };
+            // Debug registers: a register that does not exist is #UD, a value
+            // set_debugreg refuses #GP(0) (Xen's write_dr/read_dr).
+            let dr = |r: Result<u64, crate::hypercall::HvError>| match r {
+                Ok(v) => Ok(v),
+                Err(crate::hypercall::HvError::Errno(hypercall_abi::Errno::ENODEV)) => {
+                    Err(Emulation::InvalidOpcode)
+                }
+                Err(_) => Err(Emulation::NotEmulated),
+            };
             let ok = match opc {
                 0x20 => read_cr(ctx, reg)
                     .map(|v| ctx.regs.set_gpr(gpr, v))
                     .is_some(),
                 0x22 => write_cr(ctx, reg, ctx.regs.gpr(gpr)),
-                0x21 => match crate::hypercall::cpu::get_debugreg(ctx.vcpu, u32::from(reg)) {
+                0x21 => match dr(crate::hypercall::cpu::get_debugreg(
+                    ctx.vcpu,
+                    u32::from(reg),
+                )) {
                     Ok(v) => {
                         ctx.regs.set_gpr(gpr, v);
                         true
                     }
-                    Err(_) => false,
+                    Err(e) => return e,
                 },
                 _ => {
-                    crate::hypercall::cpu::set_debugreg(ctx.vcpu, u32::from(reg), ctx.regs.gpr(gpr))
-                        .is_ok()
+                    let v = ctx.regs.gpr(gpr);
+                    let r = crate::hypercall::cpu::set_debugreg(ctx.vcpu, u32::from(reg), v);
+                    if let Err(e) = dr(r.map(|()| 0)) {
+                        return e;
+                    }
+                    true
                 }
             };
             if ok {

@@ -5,6 +5,7 @@
 
 pub mod boot;
 pub mod conring;
+pub mod debugreg;
 pub mod descriptor;
 pub mod domain;
 pub mod emulate;

@@ -143,6 +143,9 @@ pub trait Platform {
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// The real CR0 and CR4.
     fn control_regs(&self) -> (u64, u64);
+    /// Reads the hardware DR6 after a `#DB` from the guest and puts it back to its
+    /// default (`debugreg::DR6_DEFAULT`), so the next `#DB` reports only itself.
+    fn take_debug_status(&mut self) -> u64;
     /// Nanoseconds since boot.
     fn now_ns(&self) -> u64;
     /// The CPU's time-stamp counter (what `rdtsc` in the guest would read).

@@ -127,14 +127,17 @@ impl Regs {
     }
 
     /// Marks a frame entered through SYSCALL for return with SYSRET, when that gives
-    /// exactly what IRETQ would: flat 64-bit ring-3 selectors, a canonical RIP, and RCX
+    /// exactly what IRETQ would: flat 64-bit ring-3 selectors, a canonical RIP, RCX
     /// and R11 equal to RIP and RFLAGS or free to be clobbered (`clobber_ok`: the guest
-    /// expects SYSCALL semantics, as after a hypercall or a bounce to a handler).
+    /// expects SYSCALL semantics, as after a hypercall or a bounce to a handler), and
+    /// neither TF (SYSRET would trap before the first instruction, IRETQ after it) nor
+    /// RF (which SYSRET cannot restore).
     pub fn mark_sysret(&mut self, clobber_ok: bool) {
         use hypercall_abi::xen::{FLAT_RING3_CS64, FLAT_RING3_SS64};
         let flat = self.cs == u64::from(FLAT_RING3_CS64) && self.ss == u64::from(FLAT_RING3_SS64);
         let regs_ok = clobber_ok || (self.rcx == self.rip && self.r11 == self.rflags);
-        if self.vector == SYSCALL_VECTOR && flat && is_canonical(self.rip) && regs_ok {
+        let flags_ok = self.rflags & (rflags::TF | rflags::RF) == 0;
+        if self.vector == SYSCALL_VECTOR && flat && is_canonical(self.rip) && regs_ok && flags_ok {
             self.vector = SYSRET_OK;
         }
     }
@@ -212,6 +215,16 @@ mod tests {
         };
         r.mark_sysret(false);
         assert_eq!(r.vector, SYSRET_OK);
+        for flag in [rflags::TF, rflags::RF] {
+            let mut r = Regs {
+                rflags: base.rflags | flag,
+                rcx: base.rip,
+                r11: base.rflags | flag,
+                ..base
+            };
+            r.mark_sysret(false);
+            assert_eq!(r.vector, SYSCALL_VECTOR, "rflags {:#x}", r.rflags);
+        }
         let mut r = Regs {
             rip: 1 << 47,
             ..base

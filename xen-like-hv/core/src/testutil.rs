@@ -88,6 +88,8 @@ pub(crate) struct FakePlatform {
     pub cr4: u64,
     /// What `tsc()` returns.
     pub tsc: u64,
+    /// The hardware DR6 `take_debug_status` returns (then resets).
+    pub dr6: u64,
     /// Hypervisor command line.
     pub cmdline: String,
     /// Nanoseconds since boot.
@@ -364,6 +366,7 @@ impl Default for FakePlatform {
             // PAE, PGE, OSFXSR, OSXMMEXCPT, FSGSBASE, OSXSAVE, SMEP
             cr4: 0x0015_06A0,
             tsc: 0x0123_4567_89AB_CDEF,
+            dr6: crate::debugreg::DR6_DEFAULT,
             cmdline: String::from("console=com1 loglvl=all"),
             now: 0,
         }
@@ -736,6 +739,10 @@ impl Platform for FakePlatform {
 
     fn control_regs(&self) -> (u64, u64) {
         (self.cr0, self.cr4)
+    }
+
+    fn take_debug_status(&mut self) -> u64 {
+        core::mem::replace(&mut self.dr6, crate::debugreg::DR6_DEFAULT)
     }
 
     fn now_ns(&self) -> u64 {

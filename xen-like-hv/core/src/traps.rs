@@ -12,6 +12,8 @@ use hypercall_abi::xen::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 
 /// Exception vectors for which the CPU (and so the bounce frame) carries an error code.
 pub const HAS_ERROR_CODE: [u8; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
+/// #DB.
+pub const DB: u8 = 1;
 /// #UD.
 pub const UD: u8 = 6;
 /// #GP.
@@ -275,9 +277,16 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
     pub fn guest_exception(&mut self, cr2: u64) {
         let vector = (self.regs.vector & 0xFF) as u8;
         let result = match vector {
+            DB => {
+                let hw = self.p.take_debug_status();
+                self.vcpu.debug.note_debug_exception(hw);
+                self.deliver_exception(DB, None, 0)
+            }
             UD => match emulate::forced_cpuid(self) {
-                Emulation::Done => Ok(()),
-                Emulation::NotEmulated => self.deliver_exception(UD, None, 0),
+                Emulation::Done => self.instruction_done(),
+                Emulation::InvalidOpcode | Emulation::NotEmulated => {
+                    self.deliver_exception(UD, None, 0)
+                }
             },
             GP => self.general_protection(),
             PF if let Some(offset) = self.ldt_area_fault(cr2) => self.ldt_fault(offset),
@@ -365,11 +374,26 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
         // Xen emulates from either mode: the virtual IOPL decides for `cli`, `sti` and
         // port I/O in user mode; the rest stays a #GP there (`emulate::privileged`).
         if err == 0 {
-            if let Emulation::Done = emulate::privileged(self) {
-                return Ok(());
+            match emulate::privileged(self) {
+                Emulation::Done => return self.instruction_done(),
+                Emulation::InvalidOpcode => return self.deliver_exception(UD, None, 0),
+                Emulation::NotEmulated => {}
             }
         }
         self.deliver_exception(GP, Some(err), 0)
+    }
+
+    /// The hypervisor completed an instruction for the guest (emulated it, or served
+    /// the hypercall its SYSCALL made): if the guest ran it with RFLAGS.TF, the
+    /// single-step trap the hardware would have raised after it, with DR6.BS (Xen's
+    /// `pv_emul_instruction_done`, and what its SYSRET back to a stepping guest
+    /// causes).
+    pub fn instruction_done(&mut self) -> Result<(), CrashReason> {
+        if self.regs.rflags & rflags::TF == 0 {
+            return Ok(());
+        }
+        self.vcpu.debug.note_single_step();
+        self.deliver_exception(DB, None, 0)
     }
 
     /// On the way back to the guest (Xen's `test_guest_events`): if an event needs

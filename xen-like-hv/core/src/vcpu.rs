@@ -31,27 +31,7 @@ pub struct Callbacks {
     pub nmi: Callback,
 }
 
-/// Debug register state as the guest sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DebugRegs {
-    /// DR0-DR3: breakpoint addresses.
-    pub addr: [u64; 4],
-    /// DR6.
-    pub dr6: u64,
-    /// DR7.
-    pub dr7: u64,
-}
-
-impl Default for DebugRegs {
-    fn default() -> Self {
-        // Architectural reset values (digest §3.1).
-        DebugRegs {
-            addr: [0; 4],
-            dr6: 0xFFFF_0FF0,
-            dr7: 0x0000_0400,
-        }
-    }
-}
+pub use crate::debugreg::DebugRegs;
 
 /// One virtual CPU of a PV domain.
 #[derive(Clone, Debug)]

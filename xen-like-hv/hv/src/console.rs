@@ -85,6 +85,33 @@ pub fn guest_line(dom: hypercall_abi::types::DomId, line: &[u8]) {
     tee.write_bytes(b"\n");
 }
 
+/// Logs one line if neither the console nor its ring is locked (else drops it): for
+/// handlers that may interrupt the hypervisor while it holds them.
+pub fn try_log(args: core::fmt::Arguments<'_>) {
+    let Some(mut uart) = CONSOLE.try_lock() else {
+        return;
+    };
+    let Some(mut ring) = RING.try_lock() else {
+        return;
+    };
+    struct Both<'a, 'b> {
+        uart: &'a mut Uart,
+        ring: &'b mut xlhv_core::conring::ConRing<16384>,
+    }
+    impl Write for Both<'_, '_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            self.uart.write_bytes(s.as_bytes());
+            self.ring.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut both = Both {
+        uart: &mut uart,
+        ring: &mut ring,
+    };
+    let _ = writeln!(both, "(XEN) {args}");
+}
+
 /// Writes straight to COM1 without taking the console lock: for the panic and fault
 /// paths, where the lock may be held by the code that failed.
 pub fn emergency_write(args: core::fmt::Arguments<'_>) {

@@ -395,6 +395,60 @@ fn debug_register_moves_follow_set_and_get_debugreg() {
     assert_eq!(w.vcpu.debug.addr[0], 0);
 }
 
+#[test]
+fn debug_register_moves_raise_what_xen_raises() {
+    // A debug register that does not exist (REX.R: %dr8) is #UD.
+    let mut w = kernel_with(&[0x44, 0x0F, 0x23, 0xC3]); // mov %rbx,%dr8
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, UD, None, KRIP);
+    let mut w = kernel_with(&[0x44, 0x0F, 0x21, 0xC0]); // mov %dr8,%rax
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, UD, None, KRIP);
+    // DR7.GD and bits above 31: #GP(0), nothing changes.
+    for value in [1 << 13, 1 << 32] {
+        let mut w = kernel_with(&[0x0F, 0x23, 0xFB]); // mov %rbx,%dr7
+        w.regs.rbx = value;
+        assert_eq!(gp(&mut w), Outcome::Resume);
+        assert_delivered(&w, GP, Some(0), KRIP);
+        assert_eq!(w.vcpu.debug.dr7, 0x400);
+    }
+    // DR4/DR5 alias DR6/DR7 (CR4.DE is clear).
+    let mut w = kernel_with(&[0x0F, 0x23, 0xE3]); // mov %rbx,%dr4
+    w.regs.rbx = 0x4001;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.vcpu.debug.dr6, 0xFFFF_4FF1);
+    assert_eq!(w.regs.rip, KRIP + 3);
+}
+
+#[test]
+fn an_emulated_instruction_under_tf_is_followed_by_a_single_step_trap() {
+    let mut w = kernel_with(&[0x0F, 0x06]); // clts
+    w.set_trap(crate::traps::DB, 0, false);
+    w.regs.rflags |= crate::regs::rflags::TF;
+    let flags = w.regs.rflags;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    // #DB after the instruction: the frame's RIP is past it, RFLAGS still has TF.
+    assert_delivered(&w, crate::traps::DB, None, KRIP + 2);
+    assert_eq!(w.frame(5)[4], flags);
+    assert_eq!(w.regs.rflags & crate::regs::rflags::TF, 0);
+    assert_eq!(w.vcpu.debug.dr6, 0xFFFF_4FF0, "DR6.BS");
+
+    // The forced-emulation CPUID too.
+    let mut w = kernel_with(&PREFIX_CPUID);
+    w.set_trap(crate::traps::DB, 0, false);
+    w.regs.rflags |= crate::regs::rflags::TF;
+    assert_eq!(w.exception(UD, 0, 0), Outcome::Resume);
+    assert_delivered(&w, crate::traps::DB, None, KRIP + 7);
+
+    // A faulting one is not stepped over.
+    let mut w = kernel_with(&[0xF4]); // hlt
+    w.set_trap(crate::traps::DB, 0, false);
+    w.regs.rflags |= crate::regs::rflags::TF;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), KRIP);
+    assert_eq!(w.vcpu.debug.dr6, 0xFFFF_0FF0);
+}
+
 // ---------------------------------------------------------------------------------------
 // cli / sti under the virtual IOPL (§6.3)
 // ---------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 use super::{HvError, HvResult, canonical};
 use crate::platform::Platform;
-use crate::regs::{is_canonical, is_guest_range, rflags};
+use crate::regs::{is_canonical, rflags};
 use crate::traps::{CrashReason, GuestCtx, Outcome, set_kernel_mode};
 use crate::vcpu::{Callback, Vcpu};
 use hypercall_abi::Errno;
@@ -191,61 +191,17 @@ pub fn set_segment_base<P: Platform>(ctx: &mut GuestCtx<'_, P>, which: u32, base
     Ok(0)
 }
 
-const DR7_GD: u64 = 1 << 13;
-/// DR7 bits that must be zero.
-const DR7_RESERVED_ZERO: u64 = (1 << 12) | (1 << 14) | (1 << 15);
-/// DR7 bit that reads as one.
-const DR7_RESERVED_ONE: u64 = 1 << 10;
-/// DR6 bit that reads as zero (bit 12).
-const DR6_RESERVED_ZERO: u64 = 1 << 12;
-/// DR6 bits that read as one.
-const DR6_RESERVED_ONE: u64 = 0xFFFF_0FF0;
-
-/// Sets debug register `reg` (digest §6.6). Also used to emulate `mov %reg, %drN`.
+/// Sets debug register `reg` (digest §6.6, [`crate::debugreg`]). Also used to emulate
+/// `mov %reg, %drN`. The hardware follows on the way back to the guest.
 pub fn set_debugreg(vcpu: &mut Vcpu, reg: u32, value: u64) -> Result<(), HvError> {
-    match reg {
-        0..=3 => {
-            if !is_guest_range(value, 8) {
-                return Err(HvError::Errno(Errno::EPERM));
-            }
-            if let Some(slot) = vcpu.debug.addr.get_mut(reg as usize) {
-                *slot = value;
-            }
-        }
-        4 | 6 => {
-            if value >> 32 != 0 {
-                return Err(Errno::EINVAL.into());
-            }
-            vcpu.debug.dr6 = (value | DR6_RESERVED_ONE) & !DR6_RESERVED_ZERO;
-        }
-        5 | 7 => {
-            if value >> 32 != 0 {
-                return Err(Errno::EINVAL.into());
-            }
-            if value & DR7_GD != 0 {
-                return Err(Errno::EPERM.into());
-            }
-            // An I/O breakpoint (R/W = 10b) needs CR4.DE, which PV guests do not have:
-            // once any breakpoint is enabled, no R/W field may say I/O (as Xen checks).
-            let any_enabled = value & 0xFF != 0;
-            if any_enabled && (0..4).any(|i| (value >> (16 + 4 * i)) & 3 == 2) {
-                return Err(Errno::EPERM.into());
-            }
-            vcpu.debug.dr7 = (value & !DR7_RESERVED_ZERO) | DR7_RESERVED_ONE;
-        }
-        _ => return Err(Errno::ENODEV.into()),
-    }
-    Ok(())
+    let de = crate::debugreg::guest_cr4_de(vcpu);
+    vcpu.debug.set(reg, value, de).map_err(HvError::Errno)
 }
 
 /// Reads debug register `reg`.
 pub fn get_debugreg(vcpu: &Vcpu, reg: u32) -> HvResult {
-    match reg {
-        0..=3 => Ok(vcpu.debug.addr.get(reg as usize).copied().unwrap_or(0)),
-        4 | 6 => Ok(vcpu.debug.dr6),
-        5 | 7 => Ok(vcpu.debug.dr7),
-        _ => Err(Errno::ENODEV.into()),
-    }
+    let de = crate::debugreg::guest_cr4_de(vcpu);
+    vcpu.debug.get(reg, de).map_err(HvError::Errno)
 }
 
 /// `iret`: return from a bounce to user or kernel mode, restoring the upcall mask from

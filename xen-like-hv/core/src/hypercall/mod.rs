@@ -106,6 +106,17 @@ impl<P: Platform> GuestCtx<'_, P> {
         if self.outcome != Outcome::RegsReplaced {
             self.regs.rax = rax;
         }
+        // A guest single-stepping over the SYSCALL gets its #DB after it, as Xen's
+        // SYSRET with TF in RFLAGS gives (not for `iret` or a continuation, whose
+        // registers are not the SYSCALL's).
+        if matches!(
+            self.outcome,
+            Outcome::Resume | Outcome::Block | Outcome::Yield
+        ) {
+            if let Err(reason) = self.instruction_done() {
+                self.outcome = Outcome::Crash(reason);
+            }
+        }
     }
 
     /// Makes the guest re-issue hypercall `nr` with `args` (Xen's continuation): the

@@ -9,7 +9,10 @@
 //! descriptor pages; the kernel base pointer (`ctrlreg[3]`) and, if set, the user one
 //! (`ctrlreg[1]`) frames of the domain that validate as L4 tables. Anything else is
 //! -EINVAL and changes nothing. Selectors get RPL 3, IF is forced on and IOPL moves
-//! to the virtual IOPL, as Xen does.
+//! to the virtual IOPL, as Xen does. The debug registers start from their reset
+//! values and take each of `debugreg[0..3]`, `[6]`, `[7]` through `set_debugreg`'s
+//! checks; a refused value is silently dropped, as in Xen 4.17 (later Xen refuses
+//! the whole context with -EINVAL).
 
 use super::{HvError, HvResult};
 use crate::domain::{Domain, DomainState};
@@ -19,7 +22,7 @@ use crate::mm::page_type::{HypervisorSlots, MachineMemory, get_page_and_type, pu
 use crate::platform::Platform;
 use crate::regs::{Regs, is_canonical, rflags};
 use crate::traps::GuestCtx;
-use crate::vcpu::{Callback, FpuArea, Vcpu, Wait};
+use crate::vcpu::{Callback, DebugRegs, FpuArea, Vcpu, Wait};
 use hypercall_abi::Errno;
 use hypercall_abi::domctl::DomctlVcpuContext;
 use hypercall_abi::types::{DomId, Mfn};
@@ -185,9 +188,9 @@ fn load(dom: &mut Domain, v: &mut Vcpu, c: &VcpuGuestContext, gdt: &[Mfn]) -> Re
     v.kernel_root = cr3_mfn(c.ctrlreg[3]);
     v.user_root = (c.ctrlreg[1] != 0).then(|| cr3_mfn(c.ctrlreg[1]));
     v.cr4 = c.ctrlreg[4];
-    v.debug.addr.copy_from_slice(&c.debugreg[..4]);
-    v.debug.dr6 = c.debugreg[6];
-    v.debug.dr7 = c.debugreg[7];
+    // Reset, then each register through set_debugreg's checks; refused values stay
+    // at their reset values (Xen 4.17 reports nothing for them).
+    v.debug = DebugRegs::from_context(&c.debugreg, crate::debugreg::guest_cr4_de(v));
     v.fs_base = c.fs_base;
     v.gs_base_kernel = c.gs_base_kernel;
     v.gs_base_user = c.gs_base_user;
@@ -294,9 +297,7 @@ pub fn context_of(dom: &Domain, v: &Vcpu, real_cr4: u64) -> VcpuGuestContext {
     c.ctrlreg[1] = v.user_root.map_or(0, |u| u.0 << 12);
     c.ctrlreg[4] =
         (v.cr4 & crate::emulate::cr4::GUEST_MASK) | (real_cr4 & crate::emulate::cr4::VISIBLE_MASK);
-    c.debugreg[..4].copy_from_slice(&v.debug.addr);
-    c.debugreg[6] = v.debug.dr6;
-    c.debugreg[7] = v.debug.dr7;
+    c.debugreg = v.debug.to_context();
     c.event_callback_eip = v.callbacks.event.address;
     c.failsafe_callback_eip = v.callbacks.failsafe.address;
     c.syscall_callback_eip = v.callbacks.syscall.address;

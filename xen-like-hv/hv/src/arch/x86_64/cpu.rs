@@ -150,3 +150,51 @@ pub fn fpu_restore(area: &mut xlhv_core::vcpu::FpuArea) {
     // with MXCSR's reserved bits cleared.
     unsafe { asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack, preserves_flags)) }
 }
+
+/// Reads DR6 (the status of the last `#DB`).
+pub fn read_dr6() -> u64 {
+    let v: u64;
+    // SAFETY: reading a debug register at CPL 0 has no side effects.
+    unsafe { asm!("mov {}, dr6", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// Writes DR6 (only its architectural bits: the upper half must be zero).
+pub fn write_dr6(value: u64) {
+    let value = value & 0xFFFF_FFFF;
+    // SAFETY: DR6 only records debug status; the upper half is cleared above, so the
+    // write cannot fault.
+    unsafe { asm!("mov dr6, {}", in(reg) value, options(nomem, nostack, preserves_flags)) }
+}
+
+/// Reads DR7.
+pub fn read_dr7() -> u64 {
+    let v: u64;
+    // SAFETY: reading a debug register at CPL 0 has no side effects.
+    unsafe { asm!("mov {}, dr7", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// Writes DR7. The value must have passed `xlhv_core::debugreg` (upper half zero, GD
+/// clear, no I/O breakpoints), or be the reset value.
+pub fn write_dr7(value: u64) {
+    let value = value & 0xFFFF_FFFF & !xlhv_core::debugreg::DR7_GD;
+    // SAFETY: the upper half and GD are cleared above, so the write cannot fault or
+    // make later debug-register accesses fault; breakpoints it enables are on guest
+    // addresses, and a #DB they raise in the hypervisor is handled (trap.rs).
+    unsafe { asm!("mov dr7, {}", in(reg) value, options(nomem, nostack, preserves_flags)) }
+}
+
+/// Writes breakpoint address register DR`n` (0-3; other values are ignored).
+pub fn write_dr_addr(n: usize, value: u64) {
+    // SAFETY: DR0-DR3 hold any address; they only matter once DR7 enables them.
+    unsafe {
+        match n {
+            0 => asm!("mov dr0, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            1 => asm!("mov dr1, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            2 => asm!("mov dr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            3 => asm!("mov dr3, {}", in(reg) value, options(nomem, nostack, preserves_flags)),
+            _ => {}
+        }
+    }
+}

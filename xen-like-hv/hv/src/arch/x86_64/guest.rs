@@ -133,6 +133,7 @@ fn load_if_changed(slot: &AtomicU64, value: u64, write: impl FnOnce(u64)) {
 /// CR0.TS and the CR4 bits that follow its virtual CR4. While the hypervisor runs, the guest's GS base lives in
 /// MSR_KERNEL_GS_BASE (entry.s swaps it in on the way out).
 pub fn sync(vcpu: &Vcpu) {
+    load_debugregs(&vcpu.debug);
     load_if_changed(&LOADED.cr3, vcpu.active_root().0 << 12, |cr3| {
         // SAFETY: the root is a validated L4 of this vCPU's domain whose slots 256-271
         // map the hypervisor exactly as every other address space does.
@@ -154,6 +155,85 @@ pub fn sync(vcpu: &Vcpu) {
         // the write cannot fault.
         unsafe { core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) }
     });
+}
+
+/// The debug registers loaded in the hardware (DR0-DR3, DR7), so that switching
+/// between vCPUs without breakpoints costs nothing.
+struct LoadedDebug {
+    addr: [AtomicU64; 4],
+    dr7: AtomicU64,
+}
+
+static LOADED_DEBUG: LoadedDebug = LoadedDebug {
+    addr: [const { AtomicU64::new(0) }; 4],
+    dr7: AtomicU64::new(xlhv_core::debugreg::DR7_DEFAULT),
+};
+
+/// Puts the vCPU's debug registers in the hardware, lazily as Xen does
+/// (`activate_debugregs` on a switch to a vCPU whose DR7 enables a breakpoint): with
+/// a breakpoint enabled, DR0-DR3 and DR7 are loaded (DR7 last, so no breakpoint is
+/// armed on a stale address); with none, DR7 is cleared if the hardware still has
+/// another vCPU's breakpoints. DR6 stays at its default (the guest's lives in
+/// `DebugRegs::dr6`). Called on every way back into a guest.
+pub fn load_debugregs(d: &xlhv_core::debugreg::DebugRegs) {
+    use xlhv_core::debugreg::{DR7_ACTIVE_MASK, DR7_DEFAULT};
+    let loaded7 = LOADED_DEBUG.dr7.load(Ordering::Relaxed);
+    if d.active() {
+        let moved = (0..4).any(|i| LOADED_DEBUG.addr[i].load(Ordering::Relaxed) != d.addr[i]);
+        if moved && loaded7 & DR7_ACTIVE_MASK != 0 {
+            LOADED_DEBUG.dr7.store(DR7_DEFAULT, Ordering::Relaxed);
+            cpu::write_dr7(DR7_DEFAULT);
+        }
+        for (i, slot) in LOADED_DEBUG.addr.iter().enumerate() {
+            load_if_changed(slot, d.addr[i], |v| cpu::write_dr_addr(i, v));
+        }
+        load_if_changed(&LOADED_DEBUG.dr7, d.dr7, cpu::write_dr7);
+    } else if loaded7 & DR7_ACTIVE_MASK != 0 {
+        LOADED_DEBUG.dr7.store(DR7_DEFAULT, Ordering::Relaxed);
+        cpu::write_dr7(DR7_DEFAULT);
+    }
+}
+
+/// `#DB` taken by the hypervisor itself: a guest data breakpoint on guest memory the
+/// hypervisor read or wrote for it (a bounce frame, a hypercall argument). As in
+/// Xen's `do_debug`, this is never fatal and never reaches the guest: DR6 goes back
+/// to its default, an instruction breakpoint (which would fault again at once) gets
+/// every breakpoint disabled until the next entry, and the event is logged (rate
+/// limited, never blocking on the console lock).
+pub fn debug_in_hypervisor(frame: &mut TrapFrame) {
+    use xlhv_core::debugreg::{DR6_BP_MASK, DR6_DEFAULT, DR7_DEFAULT};
+    use xlhv_core::regs::rflags;
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let dr6 = cpu::read_dr6();
+    cpu::write_dr6(DR6_DEFAULT);
+    // SYSCALL masks TF and every exit to a guest lands in ring 3 first, so TF cannot
+    // be set here; clear it rather than trap forever.
+    let tf = frame.rflags & rflags::TF != 0;
+    frame.rflags &= !rflags::TF;
+    let dr7 = cpu::read_dr7();
+    let insn_bp = (0..4).any(|bp| {
+        dr6 & DR6_BP_MASK & (1 << bp) != 0
+            && dr7 & (3 << (2 * bp)) != 0
+            && (dr7 >> (16 + 4 * bp)) & 3 == 0
+    });
+    if insn_bp {
+        LOADED_DEBUG.dr7.store(DR7_DEFAULT, Ordering::Relaxed);
+        cpu::write_dr7(DR7_DEFAULT);
+    }
+    let n = SEEN.fetch_add(1, Ordering::Relaxed);
+    if n < 8 || n.is_power_of_two() {
+        crate::console::try_log(format_args!(
+            "warning: #DB in hypervisor context at {:#x} (dr6 {dr6:#x}, dr7 {dr7:#x}{}{}), #{}; ignored",
+            frame.rip,
+            if tf { ", TF" } else { "" },
+            if insn_bp {
+                ", instruction breakpoint: disabled"
+            } else {
+                ""
+            },
+            n + 1
+        ));
+    }
 }
 
 /// The platform for a guest entry of domain `dom`.
@@ -518,6 +598,12 @@ impl Platform for HwPlatform<'_> {
     fn control_regs(&self) -> (u64, u64) {
         let c = cpu::control_regs();
         (c.cr0, c.cr4)
+    }
+
+    fn take_debug_status(&mut self) -> u64 {
+        let dr6 = cpu::read_dr6();
+        cpu::write_dr6(xlhv_core::debugreg::DR6_DEFAULT);
+        dr6
     }
 
     fn now_ns(&self) -> u64 {

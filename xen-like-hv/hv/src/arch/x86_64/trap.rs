@@ -84,8 +84,9 @@ pub fn guest_interrupt(vector: u64) -> bool {
     }
 }
 
-/// An exception in hypervisor context: a guest-copy fault is fixed up, a fault on the
-/// way back into a guest crashes that guest, anything else is fatal.
+/// An exception in hypervisor context: a guest-copy fault is fixed up, a `#DB` (a
+/// guest's breakpoint) noted, a fault on the way back into a guest crashes that guest,
+/// anything else is fatal.
 fn exception(frame: &mut TrapFrame) {
     if frame.vector == 14 && super::guest::fixup_copy_fault(frame) {
         return;
@@ -94,6 +95,10 @@ fn exception(frame: &mut TrapFrame) {
         && let Some(offset) = super::ldt::area_offset(cpu::control_regs().cr2)
         && crate::domains::ldt_fault_in_hypervisor(offset)
     {
+        return;
+    }
+    if frame.vector == 1 {
+        super::guest::debug_in_hypervisor(frame);
         return;
     }
     if matches!(frame.vector, 11..=14) && super::guest::is_exit_fault(frame) {
