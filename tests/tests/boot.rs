@@ -104,7 +104,8 @@ fn modules_listed_with_names_and_sizes() {
     b.line("module 0 'dom0': ELF64 x86-64, entry");
     let m1 = b.line("module 1 'initrd'");
     assert!(m1.contains("12345 bytes"), "{m1}");
-    b.line(r#"module 0 'dom0': memory default, command line "console=hvc0""#);
+    // Logged as dom0 gets it: the whole string.
+    b.line(r#"module 0 'dom0': memory default, command line "dom0 console=hvc0""#);
     b.line("module 2 'web': ");
     b.line(r#"module 2 'web': memory 64 MiB, command line "console=hvc0 loglevel=3""#);
     b.no_line("warning:");
