@@ -104,7 +104,8 @@ fn modules_listed_with_names_and_sizes() {
     b.line("module 0 'dom0': ELF64 x86-64, entry");
     let m1 = b.line("module 1 'initrd'");
     assert!(m1.contains("12345 bytes"), "{m1}");
-    b.line(r#"module 0 'dom0': memory default, command line "console=hvc0""#);
+    // Logged as dom0 gets it: the whole string.
+    b.line(r#"module 0 'dom0': memory default, command line "dom0 console=hvc0""#);
     b.line("module 2 'web': ");
     b.line(r#"module 2 'web': memory 64 MiB, command line "console=hvc0 loglevel=3""#);
     b.no_line("warning:");
@@ -263,5 +264,58 @@ fn dom0_gets_the_next_module_as_its_initrd() {
     let b = boot.run();
     b.line("dom0: module 1 is its initrd (123457 bytes)");
     b.line("initrd: PASS len=123457");
+    b.exited(QemuExit::Poweroff);
+}
+
+/// dom0's whole command line is its module's string (`scripts/run --dom0-cmdline`),
+/// whatever its first word: with no module named `dom0`, the first module is dom0, as
+/// on Xen; the guest sees exactly the string, the log shows the same, and the next
+/// module is still its initrd.
+#[test]
+fn dom0_gets_a_whole_custom_command_line_without_the_dom0_word() {
+    let dir = scratch("dom0-cmdline");
+    let blob = dir.join("images.bin");
+    std::fs::write(&blob, vec![0xA5u8; 4321]).unwrap();
+    let line = r#"console=hvc0 root=/dev/xvda1 "init=/bin/sh -x" quiet"#;
+    let mut boot = Boot::new("dom0-cmdline");
+    boot.modules = vec![
+        xtask::Module::dom0(test_guest("cmdline"), Some(line)).unwrap(),
+        Module {
+            path: blob,
+            cmdline: "images".into(),
+        },
+    ];
+    boot.stop_at = None;
+    let b = boot.run();
+    b.line(&format!("cmdline: PASS len={} [{line}]", line.len()));
+    b.line(&format!(
+        "module 0 'dom0': memory default, command line \"{line}\""
+    ));
+    b.line("module 0 'dom0': ELF64 x86-64, entry");
+    b.line("dom0: module 1 is its initrd (4321 bytes)");
+    b.no_line("warning:");
+    b.exited(QemuExit::Poweroff);
+}
+
+/// A module named `dom0` is dom0 wherever it is, and its string, `dom0` included, is
+/// the command line.
+#[test]
+fn a_named_dom0_gets_its_whole_string_too() {
+    let line = "dom0 loglevel=3 x=y";
+    let mut boot = Boot::new("dom0-named-cmdline");
+    boot.modules = vec![
+        Module {
+            path: hypervisor().to_path_buf(),
+            cmdline: "other-data".into(),
+        },
+        xtask::Module::dom0(test_guest("cmdline"), Some(line)).unwrap(),
+    ];
+    boot.stop_at = None;
+    let b = boot.run();
+    b.line(&format!("cmdline: PASS len={} [{line}]", line.len()));
+    b.line(&format!(
+        "module 1 'dom0': memory default, command line \"{line}\""
+    ));
+    b.line("dom0: module 0 is its initrd");
     b.exited(QemuExit::Poweroff);
 }

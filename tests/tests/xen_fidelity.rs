@@ -352,3 +352,21 @@ fn debug_registers_on_real_xen() {
         "set/get_debugreg, a data breakpoint, single steps (also over a hypercall), DR6",
     );
 }
+
+/// The event-channel errors of `evtchn-errors`, FIFO's argument checks among them, are
+/// Xen's; and Xen 4.17, unlike xen-like-hv, carries out the final valid
+/// `init_control` (tests/tests/sched.rs expects `fifo=EOPNOTSUPP` on ours).
+#[test]
+fn evtchn_errors_on_real_xen() {
+    let x = on_xen("evtchn-errors", &test_guest("evtchn-errors"), "dom0");
+    let line = x.line("evtchn-errors: ", "event-channel and FIFO argument errors");
+    if line.trim() != "evtchn-errors: PASS ports=4094 fifo=on link_bits=17" {
+        x.fail(&format!(
+            "event-channel and FIFO argument errors, then a valid init_control: {line:?}"
+        ));
+    }
+    x.ended(
+        XenEnd::Halted,
+        "sched_op(SCHEDOP_shutdown, SHUTDOWN_poweroff)",
+    );
+}

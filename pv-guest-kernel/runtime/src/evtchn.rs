@@ -34,12 +34,13 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypercall_abi::evtchn::{
     EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVirq, EvtchnClose,
-    EvtchnOp, EvtchnSend, EvtchnStat, EvtchnStatus, EvtchnUnmask, Virq,
+    EvtchnExpandArray, EvtchnInitControl, EvtchnOp, EvtchnSend, EvtchnSetPriority, EvtchnStat,
+    EvtchnStatus, EvtchnUnmask, Virq,
 };
 use hypercall_abi::hypercall::{event_channel_op, xen_version};
 use hypercall_abi::version::XenVer;
 use hypercall_abi::xen::shared_info::EVTCHN_WORDS;
-use hypercall_abi::{DomId, Errno, EvtchnPort, GuestPtr, VcpuId};
+use hypercall_abi::{DomId, Errno, EvtchnPort, GuestPtr, Mfn, VcpuId};
 use pv_runtime_core::events::{HandlerTable, demux, port_word_mask};
 use spin::Mutex;
 
@@ -187,6 +188,34 @@ pub fn mask(port: EvtchnPort) {
 pub fn unmask(port: EvtchnPort) -> Result<(), Errno> {
     let arg = EvtchnUnmask { port };
     event_channel_op(&mut hc(), EvtchnOp::Unmask.nr(), handle(&arg).cast()).map(drop)
+}
+
+/// `EVTCHNOP_init_control` (FIFO ABI): register the control block of
+/// `vcpu` at `offset` in frame `control`; returns the event link's width.
+/// Success switches the domain to FIFO delivery, which this runtime does
+/// not speak (it demultiplexes the 2-level bitmaps only): meant for tests
+/// of the call itself.
+pub fn init_control(control: Mfn, offset: u32, vcpu: VcpuId) -> Result<u8, Errno> {
+    let mut arg = EvtchnInitControl {
+        control_gfn: control.0,
+        offset,
+        vcpu,
+        ..Default::default()
+    };
+    op(EvtchnOp::InitControl, &mut arg)?;
+    Ok(arg.link_bits)
+}
+
+/// `EVTCHNOP_expand_array` (FIFO ABI): add frame `array` to the event array.
+pub fn expand_array(array: Mfn) -> Result<(), Errno> {
+    let arg = EvtchnExpandArray { array_gfn: array.0 };
+    event_channel_op(&mut hc(), EvtchnOp::ExpandArray.nr(), handle(&arg).cast()).map(drop)
+}
+
+/// `EVTCHNOP_set_priority` (FIFO ABI): `port`'s queue, 0 (highest) to 15.
+pub fn set_priority(port: EvtchnPort, priority: u32) -> Result<(), Errno> {
+    let arg = EvtchnSetPriority { port, priority };
+    event_channel_op(&mut hc(), EvtchnOp::SetPriority.nr(), handle(&arg).cast()).map(drop)
 }
 
 /// Whether `port`'s mask bit is set.

@@ -24,12 +24,64 @@ pub use dom0::{
 /// Rust target of the hypervisor and every PV kernel.
 pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
 
-/// The workspace's top directory.
+/// Environment variable naming the workspace's top directory; `scripts/run` and
+/// `scripts/bench` set it to the checkout they belong to.
+pub const ROOT_ENV: &str = "XLHV_ROOT";
+
+/// The workspace's top directory, found at run time, so that a copy of the checkout
+/// (with its `target/` and a prebuilt `xtask`) builds and writes into itself: the
+/// directory in `$XLHV_ROOT`; else the nearest directory at or above the current one
+/// that is this workspace ([`is_workspace_root`]); else the one above the running
+/// executable (`target/*/xtask` of a checkout); only then the directory this crate was
+/// compiled in.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let cwd = std::env::current_dir().ok();
+        let exe = std::env::current_exe().ok();
+        locate_root(
+            std::env::var_os(ROOT_ENV).map(PathBuf::from),
+            cwd.as_deref(),
+            exe.as_deref(),
+        )
+        .unwrap_or_else(|| {
+            let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            built.canonicalize().unwrap_or(built)
+        })
+    })
+    .clone()
+}
+
+/// Whether `dir` is the top of an xen-like-hv workspace: a `Cargo.toml` with a
+/// `[workspace]` table, and this crate at `scripts/xtask`.
+pub fn is_workspace_root(dir: &Path) -> bool {
+    dir.join("scripts/xtask/Cargo.toml").is_file()
+        && std::fs::read_to_string(dir.join("Cargo.toml"))
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
+}
+
+/// The nearest workspace top at or above `start`.
+pub fn find_root_above(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|d| is_workspace_root(d))
+        .map(Path::to_path_buf)
+}
+
+/// [`workspace_root`]'s choice among the explicit directory (`$XLHV_ROOT`, which must
+/// be a workspace top), the current directory and the executable's path.
+pub fn locate_root(
+    explicit: Option<PathBuf>,
+    cwd: Option<&Path>,
+    exe: Option<&Path>,
+) -> Option<PathBuf> {
+    let canon = |p: PathBuf| p.canonicalize().unwrap_or(p);
+    if let Some(dir) = explicit.filter(|d| is_workspace_root(d)) {
+        return Some(canon(dir));
+    }
+    cwd.and_then(find_root_above)
+        .or_else(|| exe.and_then(find_root_above))
+        .map(canon)
 }
 
 /// Cargo's target directory (honours `CARGO_TARGET_DIR`).
@@ -113,6 +165,30 @@ impl Module {
 }
 
 impl Module {
+    /// dom0's kernel for `scripts/run`: module string `dom0`, or `cmdline` whole
+    /// (`--dom0-cmdline`), which then is dom0's entire command line. The hypervisor
+    /// takes the module named `dom0` as dom0's kernel, else the first module that is
+    /// not a `domu` (docs/boot.md), so a string whose first word is not `dom0` works as
+    /// long as this module comes first; one starting with `domu` would make it a domU
+    /// and is refused.
+    pub fn dom0(path: PathBuf, cmdline: Option<&str>) -> Result<Module> {
+        let cmdline = cmdline.unwrap_or("dom0");
+        if cmdline
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| w.trim_matches('"').eq_ignore_ascii_case("domu"))
+        {
+            bail!(
+                "--dom0-cmdline {cmdline:?}: a module string starting with `domu` names a \
+                 boot-time domU, not dom0"
+            );
+        }
+        Ok(Module {
+            path,
+            cmdline: cmdline.to_string(),
+        })
+    }
+
     /// Parses `PATH[,name=NAME][,mem=SIZE][,weight=N][,cmdline=TEXT]`
     /// (`scripts/run --domu`): a boot-time domU module. The name defaults to the file's
     /// stem; `cmdline=` takes the rest of the string, commas included.
@@ -506,6 +582,93 @@ mod tests {
         assert_eq!(grub_words("  a  b "), "'a' 'b'");
         assert_eq!(grub_words(r#"domu cmdline="x y""#), "'domu' 'cmdline=x y'");
         assert_eq!(grub_words("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn dom0_module_string_is_dom0_or_the_whole_given_line() {
+        let k = PathBuf::from("k.elf");
+        assert_eq!(Module::dom0(k.clone(), None).unwrap().cmdline, "dom0");
+        for line in ["console=hvc0 quiet", "", "dom0 x=1", "linux root=/dev/xvda"] {
+            assert_eq!(Module::dom0(k.clone(), Some(line)).unwrap().cmdline, line);
+        }
+        for bad in ["domu name=x", " DomU", "\"domu\" a"] {
+            assert!(Module::dom0(k.clone(), Some(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A fake checkout: a workspace `Cargo.toml` and `scripts/xtask/Cargo.toml`.
+    fn fake_checkout(dir: &Path) {
+        std::fs::create_dir_all(dir.join("scripts/xtask/src")).unwrap();
+        std::fs::create_dir_all(dir.join("target/release")).unwrap();
+        std::fs::create_dir_all(dir.join("tests/tests")).unwrap();
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            "[workspace]\nmembers = [\"scripts/xtask\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("scripts/xtask/Cargo.toml"),
+            "[package]\nname = \"xtask\"\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_workspace_is_found_from_where_we_run_not_where_we_were_built() {
+        let t = tempfile::tempdir().unwrap();
+        let (orig, copy) = (t.path().join("orig"), t.path().join("copy"));
+        fake_checkout(&orig);
+        fake_checkout(&copy);
+        let canon = |p: &Path| p.canonicalize().unwrap();
+        // From anywhere inside the copy: the copy.
+        for cwd in ["", "tests/tests", "scripts/xtask/src", "target/release"] {
+            assert_eq!(
+                locate_root(
+                    None,
+                    Some(&copy.join(cwd)),
+                    Some(&orig.join("target/release/xtask"))
+                ),
+                Some(canon(&copy)),
+                "cwd {cwd:?}"
+            );
+        }
+        // Outside any checkout: the one holding the executable.
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        assert_eq!(
+            locate_root(
+                None,
+                Some(&elsewhere),
+                Some(&copy.join("target/release/xtask"))
+            ),
+            Some(canon(&copy))
+        );
+        // $XLHV_ROOT wins, when it is a checkout.
+        assert_eq!(
+            locate_root(Some(orig.clone()), Some(&copy), None),
+            Some(canon(&orig))
+        );
+        assert_eq!(
+            locate_root(Some(elsewhere.clone()), Some(&copy), None),
+            Some(canon(&copy)),
+            "a bogus $XLHV_ROOT is ignored"
+        );
+        // A directory with a Cargo.toml that is not this workspace does not count.
+        let crate_only = copy.join("scripts/xtask");
+        assert!(!is_workspace_root(&crate_only));
+        std::fs::write(t.path().join("Cargo.toml"), "[package]\nname = \"x\"\n").unwrap();
+        assert!(!is_workspace_root(t.path()));
+        assert_eq!(locate_root(None, Some(&elsewhere), None), None);
+    }
+
+    #[test]
+    fn this_checkout_is_found_from_the_test_s_own_directory() {
+        // cargo runs tests in the package directory: scripts/xtask of this checkout.
+        let here = std::env::current_dir().unwrap();
+        let root = find_root_above(&here).unwrap();
+        assert!(is_workspace_root(&root));
+        assert!(here.starts_with(&root));
+        assert_eq!(workspace_root(), root.canonicalize().unwrap());
     }
 
     #[test]

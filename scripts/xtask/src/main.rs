@@ -22,10 +22,18 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct ImageArgs {
-    /// A PV kernel ELF to boot as dom0 (its module is named "dom0"). Default: the
-    /// dom0 kernel (control agent) with the image bundle as its initrd.
+    /// A PV kernel ELF to boot as dom0 (the first module; its string is "dom0" unless
+    /// --dom0-cmdline says otherwise). Default: the dom0 kernel (control agent) with
+    /// the image bundle as its initrd.
     #[arg(long, value_name = "PATH")]
     dom0: Option<PathBuf>,
+    /// dom0's whole command line: the string of dom0's module, exactly what the guest
+    /// finds in start_info.cmd_line (as with `module2 KERNEL STRING` on Xen with GRUB 2).
+    /// Replaces the default "dom0" (and the default dom0's "dom0 autostart=demo"). Its
+    /// first word need not be "dom0": the hypervisor takes the first module as dom0
+    /// when none is named so. Words are split and double quotes group, as GRUB does.
+    #[arg(long, value_name = "STRING")]
+    dom0_cmdline: Option<String>,
     /// A further module, named NAME (default: the file name). Repeatable.
     #[arg(long = "module", value_name = "PATH[:NAME]")]
     modules: Vec<String>,
@@ -95,26 +103,35 @@ enum Cmd {
 fn iso_spec(image: &ImageArgs) -> Result<(IsoSpec, bool)> {
     let hypervisor = xtask::build_hypervisor()?;
     let mut modules = Vec::new();
+    let dom0_cmdline = image.dom0_cmdline.as_deref();
     if let Some(d) = &image.dom0 {
-        modules.push(Module {
-            path: d.clone(),
-            cmdline: "dom0".into(),
-        });
+        modules.push(Module::dom0(d.clone(), dom0_cmdline)?);
     }
     for m in &image.modules {
         modules.push(Module::parse(m)?);
     }
+    let named_dom0 = |m: &Module| m.cmdline.split_whitespace().next() == Some("dom0");
     let has_dom0 = modules
         .iter()
-        .any(|m| m.cmdline.split_whitespace().next() == Some("dom0"));
+        .skip(usize::from(image.dom0.is_some()))
+        .any(named_dom0);
+    if has_dom0 && (image.dom0.is_some() || dom0_cmdline.is_some()) {
+        bail!(
+            "a --module is named dom0: give dom0 either that way or with --dom0 PATH \
+             [--dom0-cmdline STRING], not both"
+        );
+    }
     let default_dom0 = !has_dom0 && image.dom0.is_none();
     if default_dom0 {
         // The dom0 kernel, then its image bundle: the first data module is
         // dom0's initrd, so the bundle goes before any --module.
         let mut front = xtask::dom0_modules()?;
-        // dom0 starts the demo kernel as a domU named "demo" (`autostart=`).
         if let Some(d0) = front.first_mut() {
-            d0.cmdline.push_str(" autostart=demo");
+            *d0 = match dom0_cmdline {
+                Some(line) => Module::dom0(d0.path.clone(), Some(line))?,
+                // dom0 starts the demo kernel as a domU named "demo" (`autostart=`).
+                None => Module::dom0(d0.path.clone(), Some("dom0 autostart=demo"))?,
+            };
         }
         front.append(&mut modules);
         modules = front;

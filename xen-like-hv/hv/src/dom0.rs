@@ -13,7 +13,7 @@ use pvboot::{
     BuildError, BuildParams, DomainMemory, Flavour, Layout, LayoutError, MemError, NoteError,
     XenImageInfo,
 };
-use xlhv_core::boot::module::{ModuleRole, parse_module_cmdline};
+use xlhv_core::boot::module::{self, ModuleRole, parse_module_cmdline};
 use xlhv_core::domain::PvDomain;
 use xlhv_core::mm::{Mfn, MfnExt, PAGE_SIZE};
 
@@ -187,14 +187,16 @@ impl DomainMemory for DomMem {
     }
 }
 
-/// The dom0 kernel module: the one named `dom0`, else the first one.
+/// dom0's kernel and initrd modules (`module::find_dom0`: the module named `dom0`,
+/// else the first that is not a `domu`).
+fn dom0_modules(info: &BootInfo) -> module::Dom0Modules {
+    module::find_dom0(info.modules.iter().map(|m| m.cmdline.as_str()))
+}
+
+/// The dom0 kernel module.
 fn find_module(info: &BootInfo) -> Option<(usize, &crate::boot::multiboot::Module)> {
-    let named = info
-        .modules
-        .iter()
-        .enumerate()
-        .find(|(_, m)| parse_module_cmdline(&m.cmdline).role == ModuleRole::Dom0);
-    named.or_else(|| info.modules.iter().enumerate().next())
+    let i = dom0_modules(info).kernel?;
+    Some((i, info.modules.get(i)?))
 }
 
 /// What to build: the parts of a domain that differ between dom0 and a boot-time domU.
@@ -224,7 +226,7 @@ pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, BuildFailu
         name: "dom0",
         pages: bytes / PAGE_SIZE,
         // As Xen with GRUB 2: dom0 gets the module's whole string, first word included.
-        cmdline: module.cmdline.as_bytes(),
+        cmdline: module::dom0_cmdline(&module.cmdline).as_bytes(),
         flavour: Flavour::Dom0,
         weight: xlhv_core::domain::DEFAULT_WEIGHT,
         // Xen's default dom0 power-management bits (`xen_processor_pmbits` = 3) sit in
@@ -235,14 +237,12 @@ pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, BuildFailu
     build_domain(index, module, &spec)
 }
 
-/// dom0's initrd: the first module that is neither `dom0` nor `domu` (Xen takes the
-/// module after dom0's kernel). dom0's toolstack keeps its named images there.
+/// dom0's initrd: the first module other than dom0's kernel that is neither `dom0`
+/// nor `domu` (Xen takes the module after dom0's kernel). dom0's toolstack keeps its
+/// named images there.
 fn dom0_initrd(info: &BootInfo) -> Option<&'static [u8]> {
-    let (index, m) = info
-        .modules
-        .iter()
-        .enumerate()
-        .find(|(_, m)| parse_module_cmdline(&m.cmdline).role == ModuleRole::Other)?;
+    let index = dom0_modules(info).initrd?;
+    let m = info.modules.get(index)?;
     let size = m.end.checked_sub(m.start)?;
     let bytes = mm::direct_slice(m.start, size);
     match bytes {

@@ -17,8 +17,15 @@ pub fn report(info: &BootInfo) {
             info.modules.len()
         );
     }
+    let dom0 = module::find_dom0(info.modules.iter().map(|m| m.cmdline.as_str())).kernel;
     for (i, m) in info.modules.iter().enumerate() {
-        let spec = module::parse_module_cmdline(&m.cmdline);
+        // dom0's kernel is read as such even when its first word is not `dom0`, and
+        // its command line is logged as dom0 gets it: the whole string.
+        let spec = if dom0 == Some(i) {
+            module::dom0_spec(&m.cmdline)
+        } else {
+            module::parse_module_cmdline(&m.cmdline)
+        };
         for w in spec.warnings.iter() {
             log::warn!("module {i}: {w}");
         }
@@ -55,7 +62,8 @@ pub fn report(info: &BootInfo) {
                     s
                 }
             ),
-            xlhv_core::boot::text::Snippet::new(spec.cmdline).as_str()
+            // In full: what the guest gets (bounded by the module string's own limit).
+            xlhv_core::boot::text::Escaped(spec.cmdline)
         );
         let Some(bytes) = crate::mm::direct_slice(m.start, size) else {
             log::warn!("module {i} '{name}': lies outside machine memory; ignored");

@@ -2,13 +2,17 @@
 //!
 //! The first word names the module's role:
 //!
-//! * `dom0 [CMDLINE...]`: the dom0 kernel; everything after the first word is dom0's
-//!   command line, verbatim.
+//! * `dom0 [...]`: the dom0 kernel. dom0's command line is the module's whole string,
+//!   `dom0` included, as Xen hands it over with GRUB 2 ([`dom0_cmdline`]).
 //! * `domu name=NAME [mem=SIZE] [cmdline="..."]`: a domU built at boot. `SIZE` uses
 //!   Xen's syntax but must carry a unit (`64M`), so it cannot be mistaken for KiB or
 //!   MiB. `cmdline` may be double-quoted to hold spaces. Repeated keys: last wins.
 //! * anything else: a module with that name (for example an initrd); the rest of the
 //!   line is its command line, verbatim.
+//!
+//! When no module is named `dom0`, dom0 is the first module that is not a `domu`,
+//! as on Xen, where the first module is dom0 and its whole string its command line
+//! ([`find_dom0`]). So a Xen-style `module2 /boot/kernel console=hvc0 quiet` boots.
 //!
 //! The role word is matched ignoring ASCII case. Names are 1 to [`MAX_NAME`] characters
 //! of `A-Z a-z 0-9 . _ -`. Problems become [`ModuleWarning`]s; parsing never fails.
@@ -143,9 +147,7 @@ pub fn parse_module_cmdline(s: &str) -> ModuleSpec<'_> {
         return spec;
     };
     if first.text.eq_ignore_ascii_case("dom0") {
-        spec.role = ModuleRole::Dom0;
-        spec.name = heapless::String::try_from("dom0").unwrap_or_default();
-        spec.cmdline = tokens.remainder().trim_end_matches(is_space);
+        return dom0_spec(s);
     } else if first.text.eq_ignore_ascii_case("domu") {
         spec.role = ModuleRole::DomU;
         domu_settings(&mut spec, tokens);
@@ -159,6 +161,56 @@ pub fn parse_module_cmdline(s: &str) -> ModuleSpec<'_> {
         spec.cmdline = tokens.remainder().trim_end_matches(is_space);
     }
     spec
+}
+
+/// dom0's command line from its module's string: the whole string, first word
+/// included, without leading spaces (Xen's `cmdline_cook` for GRUB 2, which does not
+/// put the image name first).
+pub fn dom0_cmdline(s: &str) -> &str {
+    s.trim_start_matches(' ')
+}
+
+/// The module with string `s` read as dom0's kernel, whatever its first word: named
+/// `dom0`, with the whole string as its command line and no warnings.
+pub fn dom0_spec(s: &str) -> ModuleSpec<'_> {
+    ModuleSpec {
+        role: ModuleRole::Dom0,
+        name: heapless::String::try_from("dom0").unwrap_or_default(),
+        mem: None,
+        weight: None,
+        cmdline: dom0_cmdline(s),
+        warnings: Warnings::new(),
+    }
+}
+
+/// Which modules dom0 is built from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dom0Modules {
+    /// Its kernel: the first module named `dom0`; if none is, the first module that
+    /// is not a `domu` (Xen takes the first module).
+    pub kernel: Option<usize>,
+    /// Its initrd: the first other module that is neither named `dom0` nor `domu`.
+    pub initrd: Option<usize>,
+}
+
+/// Picks dom0's kernel and initrd from the modules' strings, in module order.
+pub fn find_dom0<'a, I>(cmdlines: I) -> Dom0Modules
+where
+    I: IntoIterator<Item = &'a str>,
+    I::IntoIter: Clone,
+{
+    let all = cmdlines.into_iter();
+    let roles = all.map(|s| parse_module_cmdline(s).role).enumerate();
+    let kernel = roles
+        .clone()
+        .find(|(_, r)| *r == ModuleRole::Dom0)
+        .or_else(|| roles.clone().find(|(_, r)| *r != ModuleRole::DomU))
+        .map(|(i, _)| i);
+    let initrd = roles
+        .filter(|(i, r)| *r == ModuleRole::Other && Some(*i) != kernel)
+        .map(|(i, _)| i)
+        .next();
+    Dom0Modules { kernel, initrd }
 }
 
 fn domu_settings<'a>(spec: &mut ModuleSpec<'a>, tokens: Tokens<'a>) {
@@ -225,14 +277,49 @@ mod tests {
     }
 
     #[test]
-    fn dom0_takes_the_rest_verbatim() {
+    fn dom0_gets_the_whole_string() {
         let m = parse_module_cmdline("  dom0  console=hvc0 earlyprintk=xen  \"a b\"  ");
         assert_eq!(m.role, ModuleRole::Dom0);
         assert_eq!(m.name, "dom0");
-        assert_eq!(m.cmdline, "console=hvc0 earlyprintk=xen  \"a b\"");
+        assert_eq!(m.cmdline, "dom0  console=hvc0 earlyprintk=xen  \"a b\"  ");
         assert!(m.warnings.is_empty());
         let m = parse_module_cmdline("DOM0");
-        assert_eq!((m.role, m.cmdline), (ModuleRole::Dom0, ""));
+        assert_eq!((m.role, m.cmdline), (ModuleRole::Dom0, "DOM0"));
+        // Read as dom0 by position: any string, kept whole, no name warnings.
+        let m = dom0_spec(" console=hvc0 root=/dev/xvda1 \"x y\"");
+        assert_eq!((m.role, m.name.as_str()), (ModuleRole::Dom0, "dom0"));
+        assert_eq!(m.cmdline, "console=hvc0 root=/dev/xvda1 \"x y\"");
+        assert!(m.warnings.is_empty());
+        assert_eq!(dom0_spec("").cmdline, "");
+        assert_eq!(dom0_cmdline("\tx "), "\tx ", "Xen strips spaces only");
+    }
+
+    fn pick(mods: &[&str]) -> (Option<usize>, Option<usize>) {
+        let d = find_dom0(mods.iter().copied());
+        (d.kernel, d.initrd)
+    }
+
+    #[test]
+    fn dom0_is_the_named_module_else_the_first_that_is_not_a_domu() {
+        // Named: wherever it is, and its initrd is the first plain module.
+        assert_eq!(pick(&["images", "dom0 x=1"]), (Some(1), Some(0)));
+        assert_eq!(
+            pick(&["domu name=a", "dom0", "domu name=b", "initrd"]),
+            (Some(1), Some(3))
+        );
+        assert_eq!(pick(&["Dom0 quiet", "dom0 second"]), (Some(0), None));
+        // Unnamed, as on Xen: the first module, whatever its string; the next plain
+        // module is its initrd.
+        assert_eq!(pick(&["console=hvc0 quiet", "images"]), (Some(0), Some(1)));
+        assert_eq!(pick(&["", "images"]), (Some(0), Some(1)));
+        assert_eq!(pick(&["pv-kernel"]), (Some(0), None));
+        // A domu module is never dom0.
+        assert_eq!(
+            pick(&["domu name=web", "kernel a=b", "initrd"]),
+            (Some(1), Some(2))
+        );
+        assert_eq!(pick(&["domu name=web", "DOMU name=x"]), (None, None));
+        assert_eq!(pick(&[]), (None, None));
     }
 
     #[test]

@@ -41,15 +41,27 @@ impl Snippet {
     }
 }
 
-impl fmt::Display for Snippet {
+/// Displays a whole string with its control characters escaped (`\n`, `\u{1b}`), so
+/// that a logged command line shows exactly what a guest gets, on one line.
+#[derive(Clone, Copy, Debug)]
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.text.chars() {
+        for c in self.0.chars() {
             if c.is_control() {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 f.write_char(c)?;
             }
         }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Snippet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Escaped(self.text.as_str()).fmt(f)?;
         if self.truncated {
             f.write_str("...")?;
         }
@@ -303,6 +315,16 @@ mod tests {
         assert_eq!(s.as_str().len(), 48);
         assert!(s.to_string().ends_with("..."));
         assert_eq!(Snippet::new("a\u{1b}[2Jb").to_string(), "a\\u{1b}[2Jb");
+    }
+
+    #[test]
+    fn escaped_keeps_everything_and_escapes_control_characters() {
+        let long = "x=1 ".repeat(100);
+        assert_eq!(Escaped(&long).to_string(), long);
+        assert_eq!(
+            Escaped("a\nb\u{1b}c \"d e\"").to_string(),
+            "a\\nb\\u{1b}c \"d e\""
+        );
     }
 
     #[test]

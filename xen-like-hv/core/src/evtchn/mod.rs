@@ -14,6 +14,7 @@
 //!
 //! Errors are [`EvtchnError`]s; `Errno::from` gives the errno Xen returns.
 
+pub mod fifo;
 mod ops;
 mod table;
 pub mod twolevel;
@@ -238,7 +239,19 @@ pub enum EvtchnError {
     /// `reset_cont` without a reset in progress (EBUSY).
     NoResetInProgress,
     /// FIFO ABI operations (`init_control`, `expand_array`): not offered (EOPNOTSUPP).
+    /// `init_control` gets it only once every argument has passed Xen's checks.
     FifoUnsupported,
+    /// `init_control`: the control block would cross the end of its page (EINVAL).
+    FifoControlOffset(u32),
+    /// `init_control`: the control block's offset is not 8-byte aligned (EINVAL).
+    FifoControlMisaligned(u32),
+    /// `init_control`: the control frame is not the domain's, or cannot be writable
+    /// memory (a page table, a descriptor page) (EINVAL).
+    FifoControlFrame(u64),
+    /// `init_control` passed every check the port table can make; the hypercall layer
+    /// must still check this control frame ([`fifo::finish_init_control`]). Should it
+    /// reach the errno conversion unchecked, it reads as the refusal (EOPNOTSUPP).
+    FifoFrameUnchecked(u64),
     /// `set_priority` under the 2-level ABI (ENOSYS).
     NoPriorities,
     /// Unknown command (ENOSYS).
@@ -264,15 +277,25 @@ impl From<EvtchnError> for Errno {
         use EvtchnError::*;
         match e {
             NoSuchDomain(_) => Errno::ESRCH,
-            InvalidPort(_) | WrongState(..) | NotBindable(..) | InvalidVirq(_)
-            | GlobalVirqVcpu(_) | Dying(_) | NotPaused(_) | TooManyPollPorts(_)
-            | InvalidPirq(_) | BrokenLink(..) => Errno::EINVAL,
+            InvalidPort(_)
+            | WrongState(..)
+            | NotBindable(..)
+            | InvalidVirq(_)
+            | GlobalVirqVcpu(_)
+            | Dying(_)
+            | NotPaused(_)
+            | TooManyPollPorts(_)
+            | InvalidPirq(_)
+            | BrokenLink(..)
+            | FifoControlOffset(_)
+            | FifoControlMisaligned(_)
+            | FifoControlFrame(_) => Errno::EINVAL,
             NoSuchVcpu(_) => Errno::ENOENT,
             VirqBound(..) | PirqBound(_) => Errno::EEXIST,
             NotVirqHandler(_) | NoResetInProgress => Errno::EBUSY,
             NoFreePort => Errno::ENOSPC,
             NotPermitted(_) | PirqNotPermitted(_) => Errno::EPERM,
-            FifoUnsupported => Errno::EOPNOTSUPP,
+            FifoUnsupported | FifoFrameUnchecked(_) => Errno::EOPNOTSUPP,
             NoPriorities | UnknownOp(_) => Errno::ENOSYS,
             ShortArgument => Errno::EFAULT,
         }
@@ -298,6 +321,10 @@ impl fmt::Display for EvtchnError {
             NotPaused(d) => write!(f, "domain {} is not paused", d.0),
             NoResetInProgress => write!(f, "no reset in progress"),
             FifoUnsupported => write!(f, "FIFO event channels not supported"),
+            FifoControlOffset(o) => write!(f, "FIFO control block at {o} crosses the page"),
+            FifoControlMisaligned(o) => write!(f, "FIFO control block at {o} is misaligned"),
+            FifoControlFrame(g) => write!(f, "frame {g:#x} cannot hold a FIFO control block"),
+            FifoFrameUnchecked(g) => write!(f, "FIFO control frame {g:#x} not checked yet"),
             NoPriorities => write!(f, "2-level event channels have no priorities"),
             UnknownOp(c) => write!(f, "unknown event channel op {c}"),
             TooManyPollPorts(n) => write!(f, "poll on {n} ports"),

@@ -465,9 +465,11 @@ fn own<'a, D: Domains + ?Sized>(
     doms.get(caller.dom).ok_or(no_domain(caller.dom))
 }
 
-/// Runs one `event_channel_op` request for `caller`. FIFO's `init_control` and
-/// `expand_array` are -EOPNOTSUPP (the guest stays on 2-level), `set_priority` is
-/// -ENOSYS (-EINVAL for an invalid port).
+/// Runs one `event_channel_op` request for `caller`. FIFO is not offered (the guest
+/// stays on 2-level): `init_control` checks its vCPU and offset as Xen does and then
+/// hands its control frame to the hypercall layer ([`EvtchnError::FifoFrameUnchecked`];
+/// see [`super::fifo`]), `expand_array` is -EOPNOTSUPP, `set_priority` is -ENOSYS
+/// (-EINVAL for an invalid port).
 pub fn dispatch<D: Domains + ?Sized>(
     doms: &mut D,
     caller: &Caller,
@@ -507,9 +509,13 @@ pub fn dispatch<D: Domains + ?Sized>(
         }
         EvtchnRequest::Reset(r) => reset(doms, caller, r, false)?,
         EvtchnRequest::ResetCont(r) => reset(doms, caller, r, true)?,
-        EvtchnRequest::InitControl(_) | EvtchnRequest::ExpandArray(_) => {
-            return Err(EvtchnError::FifoUnsupported);
+        EvtchnRequest::InitControl(c) => {
+            let gfn = super::fifo::check_init_control(own(doms, caller)?.table, &c)?;
+            return Err(EvtchnError::FifoFrameUnchecked(gfn));
         }
+        // Xen refuses before looking at the frame while the domain has no FIFO
+        // control block, which here is always.
+        EvtchnRequest::ExpandArray(_) => return Err(EvtchnError::FifoUnsupported),
         EvtchnRequest::SetPriority(p) => own(doms, caller)?.table.set_priority(p)?,
     }
     Ok(reply)

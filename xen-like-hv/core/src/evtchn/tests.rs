@@ -997,12 +997,57 @@ fn fifo_ops_are_refused_as_a_two_level_only_xen() {
     let mut w = world();
     let me = Caller::domu(DomId(1));
     let e = |r: Result<EvtchnReply, EvtchnError>| r.map_err(Errno::from);
+    let ic = |control_gfn, offset, vcpu| {
+        EvtchnRequest::InitControl(EvtchnInitControl {
+            control_gfn,
+            offset,
+            vcpu: VcpuId(vcpu),
+            ..Default::default()
+        })
+    };
+    // vCPU (the domain has two), then the offset's bound, then its alignment; what
+    // passes is handed on with its frame for the hypercall layer to check.
     assert_eq!(
-        e(w.run(
-            &me,
-            EvtchnRequest::InitControl(EvtchnInitControl::default())
-        )),
-        Err(Errno::EOPNOTSUPP)
+        w.run(&me, ic(7, 4095, 2)),
+        Err(EvtchnError::NoSuchVcpu(VcpuId(2)))
+    );
+    assert_eq!(
+        w.run(&me, ic(7, 4095, 1)),
+        Err(EvtchnError::FifoControlOffset(4095))
+    );
+    assert_eq!(
+        w.run(&me, ic(7, fifo::MAX_CONTROL_OFFSET + 8, 1)),
+        Err(EvtchnError::FifoControlOffset(4032))
+    );
+    assert_eq!(
+        w.run(&me, ic(7, 4020, 1)),
+        Err(EvtchnError::FifoControlMisaligned(4020))
+    );
+    assert_eq!(
+        w.run(&me, ic(7, fifo::MAX_CONTROL_OFFSET, 1)),
+        Err(EvtchnError::FifoFrameUnchecked(7))
+    );
+    assert_eq!(
+        w.run(&me, ic(u64::MAX, 0, 0)),
+        Err(EvtchnError::FifoFrameUnchecked(u64::MAX))
+    );
+    assert_eq!(
+        e(w.run(&me, ic(7, 0, 0))),
+        Err(Errno::EOPNOTSUPP),
+        "unchecked, it still reads as the refusal"
+    );
+    assert_eq!(
+        fifo::finish_init_control(7, true),
+        EvtchnError::FifoUnsupported
+    );
+    assert_eq!(
+        Errno::from(fifo::finish_init_control(7, false)),
+        Errno::EINVAL
+    );
+    let nobody = Caller::domu(DomId(9));
+    assert_eq!(
+        w.run(&nobody, ic(7, 0, 0)),
+        Err(EvtchnError::NoSuchDomain(DomId(9)))
     );
     assert_eq!(
         e(w.run(
@@ -1161,6 +1206,10 @@ fn errno_of_every_error() {
         (NotPaused(DomId(1)), Errno::EINVAL),
         (NoResetInProgress, Errno::EBUSY),
         (FifoUnsupported, Errno::EOPNOTSUPP),
+        (FifoFrameUnchecked(1), Errno::EOPNOTSUPP),
+        (FifoControlOffset(4032), Errno::EINVAL),
+        (FifoControlMisaligned(4), Errno::EINVAL),
+        (FifoControlFrame(1), Errno::EINVAL),
         (NoPriorities, Errno::ENOSYS),
         (UnknownOp(20), Errno::ENOSYS),
         (TooManyPollPorts(129), Errno::EINVAL),

@@ -3,7 +3,12 @@
 //! copy the result out, and act on the kick. See `docs/evtchn.md`.
 
 use super::{HvError, HvResult};
-use crate::evtchn::{Caller, EvtchnReply, EvtchnRequest, GlobalVirqPolicy, PirqAccess};
+use crate::evtchn::{
+    Caller, EvtchnError, EvtchnReply, EvtchnRequest, GlobalVirqPolicy, PirqAccess, fifo,
+};
+use crate::mm::Mfn;
+use crate::mm::frame_table::PageType;
+use crate::mm::page_type::{get_page_and_type, put_page_and_type};
 use crate::platform::Platform;
 use crate::traps::GuestCtx;
 use hypercall_abi::evtchn::EvtchnOpCompat;
@@ -30,6 +35,22 @@ fn finish<P: Platform>(ctx: &mut GuestCtx<'_, P>, reply: &EvtchnReply) {
     }
 }
 
+/// Whether the current domain could map machine frame `gfn` as a FIFO control block,
+/// as Xen's `map_guest_page` asks: a general reference (the frame exists and is the
+/// domain's, or a hypervisor page shared with it) and a writable type reference.
+/// Both are dropped again at once; nothing is kept.
+fn fifo_frame_usable<P: Platform>(ctx: &mut GuestCtx<'_, P>, gfn: u64) -> bool {
+    let (dom, privileged) = (ctx.dom.id, ctx.dom.privileged);
+    let mfn = Mfn(gfn);
+    ctx.p.mm(dom, privileged, |m| {
+        if get_page_and_type(m, mfn, dom, PageType::Writable).is_err() {
+            return false;
+        }
+        put_page_and_type(m, mfn);
+        true
+    })
+}
+
 /// `event_channel_op(cmd, arg)`. Unknown commands are -ENOSYS before anything is read;
 /// the result is written back only for the ops that have one, and only on success.
 pub fn event_channel_op<P: Platform>(
@@ -47,7 +68,13 @@ pub fn event_channel_op<P: Platform>(
         ctx.p.read_guest(arg.addr(), bytes)?;
     }
     let req = EvtchnRequest::decode(cmd, bytes)?;
-    let reply = ctx.p.evtchn_op(&caller(ctx), req)?;
+    let reply = match ctx.p.evtchn_op(&caller(ctx), req) {
+        Err(EvtchnError::FifoFrameUnchecked(gfn)) => {
+            let usable = fifo_frame_usable(ctx, gfn);
+            return Err(fifo::finish_init_control(gfn, usable).into());
+        }
+        r => r?,
+    };
     finish(ctx, &reply);
     if let Some(out) = reply.out {
         ctx.p.write_guest(arg.addr(), out.as_bytes())?;

@@ -271,4 +271,6 @@ impl<P: Platform> HypercallHandler for GuestCtx<'_, P> {
 #[cfg(test)]
 mod events_tests;
 #[cfg(test)]
+mod fifo_tests;
+#[cfg(test)]
 mod tests;
