@@ -5,7 +5,7 @@
 //! memory facts, counts timer upcalls, shows its uptime once a second for
 //! a few seconds (sleeping on the timer in between), then runs a
 //! self-check: a deliberate #PF (CR2 checked), a #UD, a #GP from a
-//! privileged instruction, and an unassigned hypercall (-ENOSYS). One line per check and a summary; powers off if every check
+//! privileged instruction, an unassigned hypercall (-ENOSYS) and an LDT of its own. One line per check and a summary; powers off if every check
 //! passed, crashes the domain otherwise.
 #![no_std]
 #![no_main]
@@ -267,7 +267,45 @@ fn self_check() -> (u32, u32) {
         format_args!("hypercall {UNASSIGNED_HYPERCALL} -> {r:?}"),
     ));
 
+    tally(ldt_check());
+
     (passed, total)
+}
+
+/// The demo runs with an LDT: one page of its own holding a DPL-0 data descriptor,
+/// mapped read-only. The hypervisor audits the page when the CPU first reads it, so
+/// the descriptor is seen with DPL 3.
+fn ldt_check() -> bool {
+    use pv_runtime::abi::xen::PteFlags;
+    use pv_runtime::desc;
+    const DATA_DPL0: u64 = 0x0000_9200_0000_0FFF;
+    const SEL0: u16 = 0x0007;
+    let Some(frame) = mm::alloc_frame() else {
+        return check("LDT", false, format_args!("no free frame"));
+    };
+    let filled = mm::with_writable(frame, |page| {
+        page.fill(0);
+        page[..8].copy_from_slice(&DATA_DPL0.to_le_bytes());
+    });
+    let ro = mm::map(frame.va(), &[frame.mfn], PteFlags::NX);
+    let set = desc::set_ldt(frame.va(), 1);
+    let (limit, rights) = (desc::segment_limit(SEL0), desc::access_rights(SEL0));
+    let dropped = desc::set_ldt(0, 0);
+    let after = desc::segment_limit(SEL0);
+    check(
+        "LDT",
+        filled.is_ok()
+            && ro.is_ok()
+            && set.is_ok()
+            && limit == Some(0xFFF)
+            && rights.is_some_and(|r| (r >> 8) & 0xFF == 0xF2)
+            && dropped.is_ok()
+            && after.is_none(),
+        format_args!(
+            "set_ldt {set:?}; lsl {SEL0:#x} -> {limit:#x?}, lar -> {rights:#x?}; \
+             after set_ldt(0) -> {after:?}"
+        ),
+    )
 }
 
 fn main(si: &'static StartInfo) {

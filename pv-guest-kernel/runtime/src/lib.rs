@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 pub mod console;
+pub mod desc;
 pub mod evtchn;
 pub mod hypercall;
 pub mod mm;
