@@ -105,6 +105,7 @@ pub fn guest_cr4_de(vcpu: &crate::vcpu::Vcpu) -> bool {
 
 impl DebugRegs {
     /// True if DR7 enables a breakpoint: only then are DR0-DR3 and DR7 loaded.
+    #[inline]
     pub const fn active(&self) -> bool {
         self.dr7 & DR7_ACTIVE_MASK != 0
     }

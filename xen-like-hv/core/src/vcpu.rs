@@ -286,6 +286,7 @@ impl Vcpu {
     }
 
     /// The GS base the guest sees now (kernel or user, by mode).
+    #[inline]
     pub fn active_gs_base(&self) -> u64 {
         if self.kernel_mode {
             self.gs_base_kernel
@@ -309,11 +310,13 @@ impl Vcpu {
 
     /// Whether the guest can change its FS/GS bases without the hypervisor
     /// (`rd/wr{fs,gs}base` enabled in its virtual CR4).
+    #[inline]
     pub fn owns_bases(&self) -> bool {
         self.cr4 & crate::emulate::cr4::FSGSBASE != 0
     }
 
     /// The page-table root for the current mode.
+    #[inline]
     pub fn active_root(&self) -> Mfn {
         if self.kernel_mode {
             self.kernel_root

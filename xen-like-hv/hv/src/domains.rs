@@ -493,9 +493,6 @@ pub fn guest_entry(frame: &mut Regs) {
     };
     let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
     let mut doms = DOMAINS.lock();
-    if let Some(v) = doms.get_mut(slot).and_then(|pv| pv.vcpus.get_mut(vid)) {
-        guest::read_back_bases(v);
-    }
     let mut resched = timer;
     let mut check_timers = timer;
     let mut clobber_ok = true;
@@ -599,6 +596,9 @@ fn handle_entry(
     let Some(vcpu) = vcpus.get_mut(vid) else {
         panic!("current vCPU {vid} does not exist")
     };
+    // Handlers (set_segment_base, the MSR emulation, mode switches) must see the
+    // bases the guest may have set itself.
+    guest::read_back_bases(vcpu);
     let mut plat = platform(dom, others, slot);
     let outcome = {
         let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);
@@ -678,6 +678,8 @@ fn save(doms: &mut Domains, from: Option<VcpuRef>, frame: &Regs, now: u64) {
     let Some(v) = from.and_then(|r| vcpu_mut(doms, r)) else {
         return;
     };
+    // An interrupt entry did not read them back (handle_entry does for the others).
+    guest::read_back_bases(v);
     v.regs = *frame;
     cpu::fpu_save(&mut v.fpu);
     let state = if v.wait == xlhv_core::vcpu::Wait::None {

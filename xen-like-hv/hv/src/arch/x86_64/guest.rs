@@ -100,8 +100,9 @@ const CR4_PER_VCPU: u64 = xlhv_core::emulate::cr4::FSGSBASE | xlhv_core::emulate
 
 /// Reads back the FS base and the active GS base of the vCPU that was running when
 /// the hypervisor was entered, if its virtual CR4.FSGSBASE let it change them itself
-/// (Xen's `save_segments` / `read_fs_base`). Called first on every entry, so that
-/// hypercalls, emulation and context switches see the values the guest set. While the
+/// (Xen's `save_segments` / `read_fs_base`). Called before an entry is handled and
+/// before a vCPU is switched out, so that hypercalls, emulation and context switches
+/// see the values the guest set. While the
 /// hypervisor runs, the guest's GS base is in MSR_KERNEL_GS_BASE (entry.s's SWAPGS).
 pub fn read_back_bases(vcpu: &mut Vcpu) {
     if !vcpu.owns_bases() {
@@ -123,8 +124,12 @@ pub fn read_back_bases(vcpu: &mut Vcpu) {
     vcpu.set_live_bases(sane(fs), sane(gs));
 }
 
+/// Writes `value` with `write` unless `slot` says the hardware already has it. The
+/// slots are this CPU's alone, so a plain load and store do (an atomic swap, a locked
+/// `xchg`, costs far more on every exit, under TCG especially).
 fn load_if_changed(slot: &AtomicU64, value: u64, write: impl FnOnce(u64)) {
-    if slot.swap(value, Ordering::Relaxed) != value {
+    if slot.load(Ordering::Relaxed) != value {
+        slot.store(value, Ordering::Relaxed);
         write(value);
     }
 }
