@@ -220,6 +220,7 @@ fn answer(req: &Request, st: &mut State, mode: Mode) -> Response {
                 nr_cpus: 1,
                 cpu_khz: 2_000_000,
                 domains: u32::try_from(st.domains.len()).unwrap(),
+                dom0_free_frames: 2048,
             }),
             Request::List => Response::Domains(
                 st.domains
@@ -552,6 +553,7 @@ fn info_and_dmesg() {
     );
     assert!(s.contains("xen_version       : 4.17.0-xlhv\n"));
     assert!(s.contains("free_memory       : 128 MiB (32768 frames)\n"));
+    assert!(s.contains("dom0_free_memory  : 8 MiB (2048 frames)\n"));
     let out = agent.run(&["dmesg"]);
     assert_eq!(text(&out.stdout), "(XEN) hello from the log ring\n");
 }

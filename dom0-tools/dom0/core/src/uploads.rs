@@ -59,6 +59,8 @@ pub trait UploadStore {
     type Buf: UploadBuf;
     /// A buffer of `size` bytes, or why not.
     fn alloc(&mut self, size: u64) -> Result<Self::Buf, StoreError>;
+    /// Frames dom0 can still give (its free memory), for `Info`.
+    fn free_frames(&self) -> u64;
 }
 
 /// One upload.
@@ -296,6 +298,10 @@ impl UploadStore for VecStore {
         }
         self.available -= size;
         Ok(alloc::vec![0; n])
+    }
+
+    fn free_frames(&self) -> u64 {
+        self.available / 4096
     }
 }
 
