@@ -115,16 +115,25 @@ pub(crate) fn init(layout: &BootLayout, p2m: &'static [Mfn], heap: bool, pt_base
     if heap {
         *HEAP.lock() = RangeAllocator::new(layout.slack);
     }
-    let bitmap = frame_bitmap(layout.free_frames.len())
-        .unwrap_or_else(|| spin::MutexGuard::leak(FALLBACK_BITMAP.lock()).as_mut_slice());
+    // The whole range's bitmap from the heap; failing that, the largest the heap
+    // gives if it beats the static fallback (the rest of the range goes unused, and
+    // the boot sequence says so).
+    let mut want = frames::bitmap_words(layout.free_frames.len());
+    let mut bitmap = None;
+    while bitmap.is_none() && want > FALLBACK_BITMAP_WORDS as u64 {
+        bitmap = frame_bitmap(want);
+        want /= 2;
+    }
+    let bitmap =
+        bitmap.unwrap_or_else(|| spin::MutexGuard::leak(FALLBACK_BITMAP.lock()).as_mut_slice());
     *FRAMES.lock() = FrameAllocator::new(layout.free_frames, layout.reserved, bitmap);
 }
 
-/// A bitmap of one bit per frame of a pool of `frames`, from the heap (it is
-/// never freed: the frame allocator lives as long as the guest). `None` when
-/// the heap is disabled or too small.
-fn frame_bitmap(frames: u64) -> Option<&'static mut [u64]> {
-    let words = usize::try_from(frames::bitmap_words(frames)).ok()?;
+/// A bitmap of `words` words from the heap (it is never freed: the frame
+/// allocator lives as long as the guest). `None` when the heap is disabled or
+/// too small.
+fn frame_bitmap(words: u64) -> Option<&'static mut [u64]> {
+    let words = usize::try_from(words).ok()?;
     let bytes = u64::try_from(words.checked_mul(8)?).ok()?;
     let addr = HEAP.lock().alloc(bytes.max(8), 8)?;
     let p: *mut u64 = ptr::with_exposed_provenance_mut(usize::try_from(addr).ok()?);
