@@ -285,6 +285,17 @@ impl ControlHost {
     /// [`ControlHost::boot_with`] with `dom0_args` added to dom0's command line
     /// (`autostart=demo`, say).
     pub fn boot_full(name: &str, dom0_args: &str, extra: Vec<Module>) -> ControlHost {
+        Self::boot_machine(name, dom0_args, extra, "512M")
+    }
+
+    /// [`ControlHost::boot`] on a machine with `qemu_mem` of RAM (`"1536M"`, say)
+    /// instead of 512 MiB, for tests that run many domUs. dom0 keeps its default
+    /// memory (128 MiB); the rest is the hypervisor's, for domUs.
+    pub fn boot_mem(name: &str, qemu_mem: &str) -> ControlHost {
+        Self::boot_machine(name, "", Vec::new(), qemu_mem)
+    }
+
+    fn boot_machine(name: &str, dom0_args: &str, extra: Vec<Module>, mem: &str) -> ControlHost {
         let dir = scratch(name);
         let mut modules = dom0_modules();
         if let Some(d0) = modules.first_mut()
@@ -311,7 +322,7 @@ impl ControlHost {
             panic!("{name}: {e:#}");
         }
         let mut cfg = xtask::QemuConfig::new(iso);
-        cfg.mem = "512M".into();
+        cfg.mem = mem.into();
         cfg.control_socket = Some(socket.clone());
         let mut machine = xtask::Machine::spawn(&cfg)
             .unwrap_or_else(|e| panic!("{name}: starting QEMU failed: {e:#}"));

@@ -175,6 +175,75 @@ fn create_from_an_uploaded_image() {
     h.dom0ctl(&["destroy", "up"]).code(0);
 }
 
+/// dom0's own free frames, from `dom0ctl info`'s `dom0_free_memory` ("N MiB (F frames)").
+fn dom0_free_frames(h: &ControlHost) -> u64 {
+    let i = h.dom0ctl(&["info"]);
+    i.code(0);
+    let f = field(&i.stdout, "dom0_free_memory");
+    f.split('(')
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("dom0_free_memory: {f}"))
+}
+
+/// Abandoned uploads give every frame back (issue 22: dom0's frame allocator
+/// remembered at most 4096 freed frames, so one abandoned 100 MiB upload cost dom0
+/// ~84 MiB for good). `UploadBegin` maps the whole buffer at once, so each round
+/// announces 64 MiB (16384 frames, four times the old limit), sends one chunk and
+/// abandons it; the next session's `Hello` frees it. Ten rounds, then dom0's free
+/// memory must be back to the frame.
+#[test]
+fn abandoned_large_uploads_give_every_frame_back() {
+    use control_proto::{Request, Response};
+    let h = ControlHost::boot("dom0ctl-abandon");
+    let before = dom0_free_frames(&h);
+    // 64 MiB, or as much as dom0 can give (it keeps 1024 frames back) less a margin.
+    let frames = (16 * 1024).min(before.saturating_sub(1024 + 256));
+    assert!(
+        frames > 3 * 4096,
+        "dom0 has only {before} free frames: too few to test past the old 4096-frame limit"
+    );
+    let size = frames * 4096;
+    for round in 0..10 {
+        let mut c = dom0ctl::client::Client::connect(&h.socket, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let begin = Request::UploadBegin { size, crc32: 0 };
+        let upload = match c.call(&begin) {
+            Ok(Response::UploadReady { upload, .. }) => upload,
+            other => panic!("round {round}: UploadBegin of {size} bytes: {other:?}"),
+        };
+        let chunk = Request::UploadChunk {
+            upload,
+            offset: 0,
+            data: vec![0x5a; 4096],
+        };
+        match c.call(&chunk) {
+            Ok(Response::UploadAck { received: 4096, .. }) => {}
+            other => panic!("round {round}: UploadChunk: {other:?}"),
+        }
+        // The buffer's frames really are taken (so the test is not vacuous).
+        let during = match c.call(&Request::Info) {
+            Ok(Response::Info(i)) => i.dom0_free_frames,
+            other => panic!("round {round}: Info: {other:?}"),
+        };
+        assert!(
+            during + frames <= before,
+            "round {round}: dom0 has {during} free frames with a {frames}-frame upload \
+             open (before: {before})"
+        );
+        // Abandoned: the next session's Hello drops it.
+    }
+    assert_eq!(
+        dom0_free_frames(&h),
+        before,
+        "dom0's free frames after 10 abandoned {} MiB uploads",
+        size >> 20
+    );
+    let serial = h.serial();
+    assert!(!serial.contains("BUG"), "{serial}");
+}
+
 /// Polls `dom0ctl console DOM --no-follow` until its output holds `needle`
 /// (20 s at most).
 fn wait_for_console(h: &ControlHost, dom: &str, needle: &str) -> String {
@@ -447,6 +516,46 @@ fn twenty_domus_at_once() {
         h.dom0ctl(&["destroy", &format!("t{i}")]).code(0);
     }
     assert_eq!(free_memory(&h), free);
+}
+
+/// The control plane is served promptly under load (issue 22): next to 100 domUs
+/// that each run a 100 Hz timer, `dom0ctl list` answers within 2 s (it timed out
+/// after 30 s with 85). The bound is the issue's requirement, far above the
+/// expected answer time, not a benchmark.
+#[test]
+fn list_answers_promptly_next_to_a_hundred_ticking_domus() {
+    const N: usize = 100;
+    let t = "dom0ctl-loaded";
+    let h = ControlHost::boot_mem(t, "1280M");
+    let cfg = config(
+        t,
+        "t.toml",
+        "name = \"x\"\nimage = \"ticker\"\nmemory = 4\ncmdline = \"secs=3600 period_ms=10\"\n",
+    );
+    for i in 0..N {
+        let name = format!("name=t{i}");
+        let c = h.dom0ctl(&["--timeout", "60", "create", &cfg, &name]);
+        assert_eq!(c.code, Some(0), "t{i}: {}", c.stderr);
+    }
+    // All of them ticking (the last one created has ticked, so all have started).
+    wait_for_console(&h, &format!("t{}", N - 1), "ticker: tick 1");
+    let mut worst = Duration::ZERO;
+    for round in 0..5 {
+        let l = h.dom0ctl(&["list"]);
+        assert_eq!(l.code, Some(0), "round {round}: {}", l.stderr);
+        let running = l.stdout.lines().filter(|r| r.starts_with('t')).count();
+        assert_eq!(running, N, "round {round}:\n{}", l.stdout);
+        eprintln!("list with {N} ticking domUs: {:?}", l.took);
+        worst = worst.max(l.took);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        worst < Duration::from_secs(2),
+        "dom0ctl list took {worst:?} next to {N} ticking domUs"
+    );
+    // And they really were ticking all along: the first one still counts.
+    let c = h.dom0ctl(&["console", "t0", "--no-follow"]);
+    assert!(c.stdout.contains("ticker: tick 3"), "{}", c.stdout);
 }
 
 /// A bad config is refused on the host with the file, line and key; an ELF that is

@@ -73,8 +73,9 @@ pub use message::{
     Message, Request, Response, ShutdownReason,
 };
 pub use validate::{
-    MAX_CMDLINE_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_VCPUS, MIN_MEMORY_MIB, ValidationError,
-    validate_cmdline, validate_image_name, validate_memory_mib, validate_name, validate_vcpus,
+    MAX_CMDLINE_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_UPLOAD_BYTES, MAX_VCPUS, MIN_MEMORY_MIB,
+    ValidationError, validate_cmdline, validate_image_name, validate_memory_mib, validate_name,
+    validate_vcpus,
 };
 
 /// The protocol version this crate speaks: the byte at offset 2 of every frame,

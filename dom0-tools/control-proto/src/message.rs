@@ -235,6 +235,9 @@ pub struct HostInfo {
     pub cpu_khz: u32,
     /// Domains that exist, dom0 included.
     pub domains: u32,
+    /// Frames dom0's own frame allocator can still hand out (its free memory,
+    /// upload buffers come from it).
+    pub dom0_free_frames: u64,
 }
 
 /// One row of [`Response::Domains`].
@@ -629,6 +632,7 @@ impl Response {
                 w.u32(h.nr_cpus);
                 w.u32(h.cpu_khz);
                 w.u32(h.domains);
+                w.u64(h.dom0_free_frames);
             }
             Response::Domains(list) => {
                 w.len(list.len());
@@ -697,6 +701,7 @@ impl Response {
                 nr_cpus: r.u32()?,
                 cpu_khz: r.u32()?,
                 domains: r.u32()?,
+                dom0_free_frames: r.u64()?,
             }),
             Kind::Domains => Response::Domains(r.list(|r| {
                 Ok(DomainInfo {

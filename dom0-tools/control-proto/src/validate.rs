@@ -16,6 +16,9 @@ pub const MAX_MEMORY_MIB: u32 = 64 * 1024;
 pub const MAX_VCPUS: u32 = 1;
 /// Longest kernel command line, in bytes: Xen's `MAX_GUEST_CMDLINE` (1024) less the NUL.
 pub const MAX_CMDLINE_LEN: usize = 1023;
+/// The largest kernel upload dom0 accepts, in bytes (a PV kernel is a few MiB at
+/// most). dom0ctl refuses a larger file before reading it.
+pub const MAX_UPLOAD_BYTES: u64 = 256 << 20;
 
 /// A create request that must not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]

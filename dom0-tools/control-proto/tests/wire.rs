@@ -68,6 +68,7 @@ fn samples() -> Vec<Message> {
             nr_cpus: 1,
             cpu_khz: 2_400_000,
             domains: 2,
+            dom0_free_frames: 7000,
         }),
         Response::Domains(vec![
             DomainInfo {
@@ -598,7 +599,7 @@ fn arb_response() -> impl Strategy<Value = Response> {
             }
         }),
         Just(Response::Ok),
-        (any::<[u32; 5]>(), arb_string(), any::<[u64; 3]>()).prop_map(|(a, xen_extra, b)| {
+        (any::<[u32; 5]>(), arb_string(), any::<[u64; 4]>()).prop_map(|(a, xen_extra, b)| {
             Response::Info(HostInfo {
                 xen_major: a[0],
                 xen_minor: a[1],
@@ -609,6 +610,7 @@ fn arb_response() -> impl Strategy<Value = Response> {
                 nr_cpus: a[2],
                 cpu_khz: a[3],
                 domains: a[4],
+                dom0_free_frames: b[3],
             })
         }),
         vec(arb_domain(), 0..5).prop_map(Response::Domains),

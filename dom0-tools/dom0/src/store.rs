@@ -73,6 +73,10 @@ impl UploadStore for FrameStore {
         }
         Ok(buf)
     }
+
+    fn free_frames(&self) -> u64 {
+        mm::frames_available()
+    }
 }
 
 impl FrameBuf {
@@ -115,6 +119,7 @@ impl UploadBuf for FrameBuf {
 impl Drop for FrameBuf {
     fn drop(&mut self) {
         let mut page = 0;
+        let mut lost = 0u64;
         while page < self.pages {
             let n = (self.pages - page).min(FREE_BATCH as u64);
             let va = self.va + page * PAGE;
@@ -134,11 +139,31 @@ impl Drop for FrameBuf {
                 return;
             }
             for &mfn in &mfns[..found] {
-                if let Some(pfn) = mm::mfn_to_pfn(mfn) {
-                    let _ = mm::free_frame(Frame { pfn, mfn });
+                // Every frame of the buffer came from `alloc_frame`, so each goes
+                // back; a refusal (logged by `free_frame`) or an MFN that is not
+                // ours is a bug, said out loud rather than leaked in silence.
+                match mm::mfn_to_pfn(mfn) {
+                    Some(pfn) => {
+                        if mm::free_frame(Frame { pfn, mfn }).is_err() {
+                            lost += 1;
+                        }
+                    }
+                    None => {
+                        pv_runtime::println!(
+                            "dom0: BUG: upload buffer frame mfn {:#x} is not dom0's",
+                            mfn.0
+                        );
+                        lost += 1;
+                    }
                 }
             }
             page += n;
+        }
+        if lost != 0 {
+            pv_runtime::println!(
+                "dom0: BUG: {lost} frames of the upload buffer at {:#x} did not go back",
+                self.va
+            );
         }
     }
 }

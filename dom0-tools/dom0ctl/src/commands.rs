@@ -1,10 +1,12 @@
 //! What each subcommand does.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use control_proto::{CreateRequest, DomRef, Kernel, MAX_DATA, Request, Response, crc32};
+use control_proto::{
+    CreateRequest, DomRef, Kernel, MAX_DATA, MAX_UPLOAD_BYTES, Request, Response, crc32,
+};
 
 use crate::cli::{Cli, Command};
 use crate::client::Client;
@@ -159,6 +161,11 @@ fn print(bytes: &[u8]) -> Result<(), Error> {
 }
 
 /// Reads the kernel named by `config` and checks it looks like a PV kernel.
+///
+/// Only a regular file of at most [`MAX_UPLOAD_BYTES`] (dom0's upload limit) is read:
+/// `/dev/zero`, a FIFO or a directory is refused before anything is read (opening a
+/// FIFO would block), and the read itself stops one byte past the limit, so a file
+/// that grows after the check cannot make dom0ctl allocate without bound.
 fn read_kernel(config: &Path, path: &Path) -> Result<Vec<u8>, Error> {
     let bad = |what: String| {
         Error::Input(format!(
@@ -167,13 +174,61 @@ fn read_kernel(config: &Path, path: &Path) -> Result<Vec<u8>, Error> {
             path.display()
         ))
     };
-    let bytes = std::fs::read(path).map_err(|e| {
+    let cannot_read = |e: std::io::Error| {
         bad(format!(
             "cannot read it ({e}); paths in a config are relative to the config's directory"
         ))
-    })?;
+    };
+    let check = |meta: &std::fs::Metadata| {
+        if !meta.is_file() {
+            return Err(bad(format!(
+                "not a regular file (it is {}); name a kernel image file",
+                file_kind(meta)
+            )));
+        }
+        if meta.len() > MAX_UPLOAD_BYTES {
+            return Err(bad(format!(
+                "{} bytes is over dom0's upload limit of {MAX_UPLOAD_BYTES} bytes ({} MiB)",
+                meta.len(),
+                MAX_UPLOAD_BYTES >> 20
+            )));
+        }
+        Ok(())
+    };
+    check(&std::fs::metadata(path).map_err(cannot_read)?)?;
+    let file = std::fs::File::open(path).map_err(cannot_read)?;
+    let meta = file.metadata().map_err(cannot_read)?;
+    check(&meta)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_UPLOAD_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_UPLOAD_BYTES {
+        return Err(bad(format!(
+            "it grew past dom0's upload limit of {MAX_UPLOAD_BYTES} bytes while being read"
+        )));
+    }
     elf::check_kernel(&bytes).map_err(|what| bad(format!("the file {what}")))?;
     Ok(bytes)
+}
+
+/// What kind of file `meta` describes, for an error message.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "an unknown kind of file"
+    }
 }
 
 /// Uploads `data` in chunks and returns the upload id once dom0 has checked it.

@@ -117,6 +117,14 @@ pub fn host_info(info: &HostInfo, greeting: &Greeting) -> String {
         "free_memory",
         format!("{} MiB ({} frames)", mib(info.free_kib), info.free_frames),
     );
+    line(
+        "dom0_free_memory",
+        format!(
+            "{} MiB ({} frames)",
+            mib(info.dom0_free_frames.saturating_mul(4)),
+            info.dom0_free_frames
+        ),
+    );
     line("domains", info.domains.to_string());
     out
 }
@@ -213,6 +221,7 @@ hello \"q\"                    3       16     1 ---s--       0.1
             nr_cpus: 1,
             cpu_khz: 2_400_123,
             domains: 2,
+            dom0_free_frames: 2560,
         };
         let g = Greeting {
             protocol: 1,
@@ -224,6 +233,7 @@ hello \"q\"                    3       16     1 ---s--       0.1
         assert!(s.contains("cpu_mhz           : 2400.123\n"));
         assert!(s.contains("total_memory      : 512 MiB (131072 frames)\n"));
         assert!(s.contains("free_memory       : 256 MiB (65536 frames)\n"));
+        assert!(s.contains("dom0_free_memory  : 10 MiB (2560 frames)\n"));
         let t = image_table(&[ImageInfo {
             name: "hello".into(),
             size: 4096,

@@ -220,6 +220,7 @@ fn answer(req: &Request, st: &mut State, mode: Mode) -> Response {
                 nr_cpus: 1,
                 cpu_khz: 2_000_000,
                 domains: u32::try_from(st.domains.len()).unwrap(),
+                dom0_free_frames: 2048,
             }),
             Request::List => Response::Domains(
                 st.domains
@@ -552,6 +553,7 @@ fn info_and_dmesg() {
     );
     assert!(s.contains("xen_version       : 4.17.0-xlhv\n"));
     assert!(s.contains("free_memory       : 128 MiB (32768 frames)\n"));
+    assert!(s.contains("dom0_free_memory  : 8 MiB (2048 frames)\n"));
     let out = agent.run(&["dmesg"]);
     assert_eq!(text(&out.stdout), "(XEN) hello from the log ring\n");
 }
@@ -643,6 +645,65 @@ fn shutdown_host_accepts_a_closed_link() {
     let agent = Agent::start(Mode::Normal);
     let out = agent.run(&["shutdown-host"]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+}
+
+#[test]
+fn kernels_that_are_not_regular_files_or_too_big_exit_3_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("k.toml");
+    // No agent: a refusal must come before connecting (else the exit code is 4).
+    let nowhere = dir.path().join("none.sock");
+    let run = |kernel: &str| {
+        std::fs::write(&cfg, format!("name = \"k\"\nkernel = \"{kernel}\"\n")).unwrap();
+        dom0ctl(
+            &["--socket", nowhere.to_str().unwrap()],
+            &["create", cfg.to_str().unwrap()],
+            None,
+            None,
+        )
+    };
+    let expect = |kernel: &str, what: &str| {
+        let started = std::time::Instant::now();
+        let out = run(kernel);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{kernel}: {err}");
+        assert!(err.starts_with("dom0ctl: "), "{err}");
+        assert!(err.contains(&format!("{kernel}: ")), "{err}");
+        assert!(err.contains(what), "{kernel}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{kernel} was refused only after {:?}",
+            started.elapsed()
+        );
+    };
+    // /dev/zero never ends: reading it would allocate until the host runs out.
+    expect("/dev/zero", "not a regular file (it is a character device)");
+    std::fs::create_dir(dir.path().join("kdir")).unwrap();
+    expect("kdir", "not a regular file (it is a directory)");
+    // A FIFO with no writer: even opening it would block.
+    let fifo = dir.path().join("kfifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        expect("kfifo", "not a regular file (it is a FIFO)");
+    }
+    // One byte over the limit (sparse: costs no disk), and a symlink to it.
+    let big = dir.path().join("big.elf");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(control_proto::MAX_UPLOAD_BYTES + 1).unwrap();
+    drop(f);
+    let over = format!(
+        "{} bytes is over dom0's upload limit of {} bytes (256 MiB)",
+        control_proto::MAX_UPLOAD_BYTES + 1,
+        control_proto::MAX_UPLOAD_BYTES
+    );
+    expect("big.elf", &over);
+    std::os::unix::fs::symlink(&big, dir.path().join("link.elf")).unwrap();
+    expect("link.elf", &over);
+    // At the limit the size is fine: what refuses it is the ELF check, after reading.
+    let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+    f.set_len(control_proto::MAX_UPLOAD_BYTES).unwrap();
+    drop(f);
+    expect("big.elf", "the file is not an ELF file");
 }
 
 #[test]

@@ -37,7 +37,7 @@ use hypercall_abi::mmu::{MmuCmd, MmuUpdate, MmuextCmd, MmuextOp};
 use hypercall_abi::xen::pte::{PTE_ADDR_MASK, PteFlags};
 use hypercall_abi::xen::{MulticallEntry, Pte};
 use hypercall_abi::{DomId, Errno, GuestPtr, MachineAddr, Mfn, Pfn};
-use pv_runtime_core::frames::{FrameAllocator, FreeError};
+use pv_runtime_core::frames::{self, FrameAllocator, FreeError};
 use pv_runtime_core::heap::RangeAllocator;
 use pv_runtime_core::layout::{BootLayout, Span};
 use pv_runtime_core::mapper::{
@@ -48,8 +48,9 @@ use spin::{Mutex, Once};
 
 use crate::hypercall::{handle, handle_mut, handle_slice, hc};
 
-/// Freed frames remembered for reuse.
-const RECYCLED_FRAMES: usize = 4096;
+/// Words of the static bitmap that tracks freed frames when the heap cannot
+/// hold one for the whole pool (heap disabled): 32768 frames, 128 MiB.
+const FALLBACK_BITMAP_WORDS: usize = 512;
 /// Free spans the heap can track.
 const HEAP_SPANS: usize = 64;
 /// `mmu_update` requests per batch.
@@ -60,7 +61,10 @@ const BATCH_CLEARS: usize = 32;
 /// Where the hypervisor maps the read-only M2P (`RO_MPT_VIRT_START`).
 pub const M2P_VIRT_START: u64 = HYPERVISOR_START;
 
-static FRAMES: Mutex<FrameAllocator<RECYCLED_FRAMES>> = Mutex::new(FrameAllocator::empty());
+static FRAMES: Mutex<FrameAllocator<'static>> = Mutex::new(FrameAllocator::empty());
+/// The bitmap used when the heap cannot give one (taken once, by `init`).
+static FALLBACK_BITMAP: Mutex<[u64; FALLBACK_BITMAP_WORDS]> =
+    Mutex::new([0; FALLBACK_BITMAP_WORDS]);
 static HEAP: Mutex<RangeAllocator<HEAP_SPANS>> = Mutex::new(RangeAllocator::empty());
 static P2M: Once<&'static [Mfn]> = Once::new();
 /// The highest MFN in the P2M: M2P entries up to it are mapped.
@@ -108,10 +112,46 @@ pub(crate) fn init(layout: &BootLayout, p2m: &'static [Mfn], heap: bool, pt_base
     MAX_MFN.store(max, Ordering::Relaxed);
     let root_pfn = Pfn((pt_base - crate::notes::VIRT_BASE) / PAGE);
     BOOT_ROOT.store(pfn_to_mfn(root_pfn).map_or(0, |m| m.0), Ordering::Relaxed);
-    *FRAMES.lock() = FrameAllocator::new(layout.free_frames, layout.reserved);
     if heap {
         *HEAP.lock() = RangeAllocator::new(layout.slack);
     }
+    // The whole range's bitmap from the heap; failing that, the largest the heap
+    // gives if it beats the static fallback (the rest of the range goes unused, and
+    // the boot sequence says so).
+    let mut want = frames::bitmap_words(layout.free_frames.len());
+    let mut bitmap = None;
+    while bitmap.is_none() && want > FALLBACK_BITMAP_WORDS as u64 {
+        bitmap = frame_bitmap(want);
+        want /= 2;
+    }
+    let bitmap =
+        bitmap.unwrap_or_else(|| spin::MutexGuard::leak(FALLBACK_BITMAP.lock()).as_mut_slice());
+    *FRAMES.lock() = FrameAllocator::new(layout.free_frames, layout.reserved, bitmap);
+}
+
+/// A bitmap of `words` words from the heap (it is never freed: the frame
+/// allocator lives as long as the guest). `None` when the heap is disabled or
+/// too small.
+fn frame_bitmap(words: u64) -> Option<&'static mut [u64]> {
+    let words = usize::try_from(words).ok()?;
+    let bytes = u64::try_from(words.checked_mul(8)?).ok()?;
+    let addr = HEAP.lock().alloc(bytes.max(8), 8)?;
+    let p: *mut u64 = ptr::with_exposed_provenance_mut(usize::try_from(addr).ok()?);
+    // SAFETY: the range allocator handed out `bytes` bytes at `addr`, 8-byte
+    // aligned, inside the mapped writable slack, to nobody else; the block is
+    // never given back, so a `'static` exclusive slice over it is sound once
+    // every word is initialized (zeroed here).
+    unsafe {
+        p.write_bytes(0, words);
+        Some(core::slice::from_raw_parts_mut(p, words))
+    }
+}
+
+/// Frames of the free range the frame allocator does not manage because no
+/// bitmap large enough for them could be had (0 normally). The boot sequence
+/// reports it.
+pub fn frames_dropped() -> u64 {
+    FRAMES.lock().dropped()
 }
 
 /// The MFN backing `pfn`, from the P2M (`None` past `nr_pages` or for an
@@ -173,8 +213,20 @@ pub fn alloc_frame() -> Option<Frame> {
 
 /// Return a frame from [`alloc_frame`]. It must not be mapped writable
 /// anywhere or in use as a page table.
+///
+/// The allocator takes back every frame it handed out; a refusal means the
+/// caller freed a frame it did not get from [`alloc_frame`], or freed one
+/// twice. That is a bug: it is logged on the console here, and returned.
 pub fn free_frame(frame: Frame) -> Result<(), FreeError> {
-    FRAMES.lock().free(frame.pfn.0)
+    let r = FRAMES.lock().free(frame.pfn.0);
+    if let Err(e) = r {
+        crate::println!(
+            "pv-runtime: BUG: free_frame(pfn {:#x}, mfn {:#x}) refused: {e}",
+            frame.pfn.0,
+            frame.mfn.0
+        );
+    }
+    r
 }
 
 /// Frames [`alloc_frame`] can still hand out.

@@ -190,6 +190,13 @@ pub unsafe fn boot(
     let heap = entry_rsp == layout.boot_stack.end;
     mm::init(layout, p2m, heap, si.pt_base);
     crate::console::init(si);
+    let dropped = mm::frames_dropped();
+    if dropped != 0 {
+        crate::println!(
+            "pv-runtime: warning: no bitmap for the whole free range (heap too small); \
+             {dropped} frames at its end are not used"
+        );
+    }
     if !heap {
         crate::println!(
             "pv-runtime: warning: entry stack {entry_rsp:#x} is not the boot stack start_info \

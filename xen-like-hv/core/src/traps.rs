@@ -55,6 +55,23 @@ pub enum CrashReason {
         /// Where it was to be read.
         rsp: u64,
     },
+    /// The `iret` frame's code selector is neither a flat ring-3 one nor an entry of
+    /// the guest's own GDT or LDT (a hypervisor selector such as `0xe008`, say).
+    BadIretCs {
+        /// The selector the frame held.
+        cs: u16,
+    },
+    /// The `iret` frame's stack selector is neither the flat ring-3 one nor an entry of
+    /// the guest's own GDT or LDT.
+    BadIretSs {
+        /// The selector the frame held.
+        ss: u16,
+    },
+    /// The `iret` frame's return address is not canonical.
+    BadIretRip {
+        /// The address the frame held.
+        rip: u64,
+    },
     /// An exception while the guest was being entered (for example a bad segment).
     EntryFault {
         /// Vector.
@@ -88,6 +105,15 @@ impl fmt::Display for CrashReason {
                 )
             }
             CrashReason::BadIretFrame { rsp } => write!(f, "unreadable iret frame at {rsp:#x}"),
+            CrashReason::BadIretCs { cs } => {
+                write!(f, "iret with an unusable code selector {cs:#x}")
+            }
+            CrashReason::BadIretSs { ss } => {
+                write!(f, "iret with an unusable stack selector {ss:#x}")
+            }
+            CrashReason::BadIretRip { rip } => {
+                write!(f, "iret to a non-canonical address {rip:#x}")
+            }
             CrashReason::EntryFault { vector } => {
                 write!(f, "{} while entering the guest", mnemonic(vector))
             }

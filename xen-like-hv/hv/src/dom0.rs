@@ -214,7 +214,11 @@ struct Spec<'a> {
 }
 
 /// Builds dom0 and adds it to the domain table (paused); returns its slot.
-pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, BuildFailure> {
+pub fn build(
+    info: &BootInfo,
+    dom0_mem: Option<u64>,
+    dom0_weight: Option<u16>,
+) -> Result<usize, BuildFailure> {
     let (index, module) = find_module(info).ok_or(BuildFailure::NoModule)?;
     let bytes = match dom0_mem {
         Some(b) => b,
@@ -228,7 +232,7 @@ pub fn build(info: &BootInfo, dom0_mem: Option<u64>) -> Result<usize, BuildFailu
         // As Xen with GRUB 2: dom0 gets the module's whole string, first word included.
         cmdline: module::dom0_cmdline(&module.cmdline).as_bytes(),
         flavour: Flavour::Dom0,
-        weight: xlhv_core::domain::DEFAULT_WEIGHT,
+        weight: dom0_weight.unwrap_or(xlhv_core::domain::DOM0_WEIGHT),
         // Xen's default dom0 power-management bits (`xen_processor_pmbits` = 3) sit in
         // SIF_PM_MASK: dom0's flags read 0x303 on Xen 4.17.
         extra_flags: SifFlags::from_bits_retain(DOM0_PM_BITS << 8),

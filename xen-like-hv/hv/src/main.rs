@@ -111,7 +111,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     }
     domains::set_cmdline(info.cmdline.as_str());
     domains::note_free_before_dom0();
-    let dom0 = match dom0::build(info, opts.dom0_mem) {
+    let dom0 = match dom0::build(info, opts.dom0_mem, opts.dom0_weight) {
         Ok(slot) => Some(slot),
         Err(dom0::BuildFailure::NoModule) => {
             log::info!("dom0: no boot module: no dom0");

@@ -14,8 +14,8 @@ use control_proto::{Crc32, ErrorCode, ErrorReply, MAX_DATA};
 
 /// Unfinished or finished uploads one session may hold at once.
 pub const MAX_UPLOADS: usize = 4;
-/// The largest upload, in bytes (a PV kernel is a few MiB at most).
-pub const MAX_UPLOAD_BYTES: u64 = 256 << 20;
+/// The largest upload, in bytes: the protocol's limit, which dom0ctl checks too.
+pub use control_proto::MAX_UPLOAD_BYTES;
 /// The `chunk_max` offered in `UploadReady`.
 #[allow(clippy::cast_possible_truncation)] // MAX_DATA < 2^17 (asserted below)
 pub const CHUNK_MAX: u32 = MAX_DATA as u32;
@@ -59,6 +59,8 @@ pub trait UploadStore {
     type Buf: UploadBuf;
     /// A buffer of `size` bytes, or why not.
     fn alloc(&mut self, size: u64) -> Result<Self::Buf, StoreError>;
+    /// Frames dom0 can still give (its free memory), for `Info`.
+    fn free_frames(&self) -> u64;
 }
 
 /// One upload.
@@ -296,6 +298,10 @@ impl UploadStore for VecStore {
         }
         self.available -= size;
         Ok(alloc::vec![0; n])
+    }
+
+    fn free_frames(&self) -> u64 {
+        self.available / 4096
     }
 }
 

@@ -364,6 +364,11 @@ fn info_from_physinfo_and_the_domain_count() {
             assert_eq!(i.total_kib, 131_072 * 4);
             assert_eq!(i.free_kib, 400_000);
             assert_eq!(i.free_frames, 100_000);
+            assert_eq!(
+                i.dom0_free_frames,
+                (8 << 20) / 4096,
+                "the store's free frames"
+            );
             assert_eq!((i.nr_cpus, i.cpu_khz, i.domains), (2, 2_500_000, 3));
         }
         other => panic!("{other:?}"),

@@ -174,6 +174,8 @@ pub enum Warning {
         /// The value given.
         value: Snippet,
     },
+    /// `dom0_weight=` is not a weight (1-65535).
+    BadWeight(Snippet),
     /// `hvtest=` named no hook.
     BadTestHook(Snippet),
     /// A boolean option with a value that is not a boolean.
@@ -213,6 +215,10 @@ impl fmt::Display for Warning {
                 "cmdline: {option}={value}: negative and percentage amounts \
                  are not supported; ignored"
             ),
+            Warning::BadWeight(s) => write!(
+                f,
+                "cmdline: dom0_weight={s} is not a scheduling weight (1-65535); ignored"
+            ),
             Warning::BadTestHook(s) => {
                 write!(f, "cmdline: hvtest={s} is not a test hook (")?;
                 for (i, h) in TestHook::ALL.iter().enumerate() {
@@ -246,6 +252,9 @@ pub struct Options {
     pub dom0_mem_min: Option<u64>,
     /// dom0's maximum memory in bytes (`dom0_mem=max:AMOUNT`).
     pub dom0_mem_max: Option<u64>,
+    /// dom0's scheduling weight (`dom0_weight=N`, 1-65535); `None` for the default
+    /// ([`crate::domain::DOM0_WEIGHT`]).
+    pub dom0_weight: Option<u16>,
     /// A failure to provoke at boot (`hvtest=`).
     pub test: Option<TestHook>,
     /// Halt instead of rebooting when the machine would restart (`noreboot`).
@@ -263,6 +272,7 @@ impl Default for Options {
             dom0_mem: None,
             dom0_mem_min: None,
             dom0_mem_max: None,
+            dom0_weight: None,
             test: None,
             noreboot: false,
             sync_console: false,
@@ -310,6 +320,13 @@ impl Options {
         } else if name_eq(key, "dom0_mem") {
             if let Some(v) = self.value_of("dom0_mem", value) {
                 self.dom0_mem(v);
+            }
+        } else if name_eq(key, "dom0_weight") {
+            if let Some(v) = self.value_of("dom0_weight", value) {
+                match v.parse::<u16>() {
+                    Ok(w) if w != 0 => self.dom0_weight = Some(w),
+                    _ => self.warnings.push(Warning::BadWeight(Snippet::new(v))),
+                }
             }
         } else if name_eq(key, "hvtest") {
             if let Some(v) = self.value_of("hvtest", value) {
@@ -466,6 +483,23 @@ mod tests {
             ["cmdline: loglvl=banana is not a log level \
                  (none, error, warning, info, debug, all); using info"]
         );
+    }
+
+    #[test]
+    fn dom0_weight() {
+        assert_eq!(Options::parse("dom0_weight=256").dom0_weight, Some(256));
+        assert_eq!(Options::parse("dom0-weight=65535").dom0_weight, Some(65535));
+        assert_eq!(Options::parse("").dom0_weight, None);
+        for bad in ["0", "65536", "-1", "heavy"] {
+            let o = Options::parse(&format!("dom0_weight={bad}"));
+            assert_eq!(o.dom0_weight, None, "{bad}");
+            assert_eq!(
+                messages(&o),
+                [format!(
+                    "cmdline: dom0_weight={bad} is not a scheduling weight (1-65535); ignored"
+                )]
+            );
+        }
     }
 
     #[test]

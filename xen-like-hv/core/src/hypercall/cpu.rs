@@ -233,10 +233,24 @@ pub fn iret<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> HvResult {
             || (sel & 4 == 0 && sel >> 3 != 0 && sel >> 3 < gdt_ents)
             || (sel & 4 != 0 && sel >> 3 < ldt_ents)
     };
-    let cs_ok = usable(cs, &[FLAT_RING3_CS64, FLAT_RING3_CS32]);
-    let ss_ok = usable(ss, &[FLAT_RING3_SS64]);
-    if !cs_ok || !ss_ok || !is_canonical(frame.rip) {
-        ctx.outcome = Outcome::Crash(CrashReason::BadIretFrame { rsp });
+    // Each refusal names its own reason: the frame was readable, so "unreadable
+    // frame" would send whoever reads the log the wrong way. The reported selector is
+    // the one the frame held (its low 16 bits), before the RPL is forced to 3.
+    let refusal = if !usable(cs, &[FLAT_RING3_CS64, FLAT_RING3_CS32]) {
+        Some(CrashReason::BadIretCs {
+            cs: u16::try_from(frame.cs & 0xFFFF).unwrap_or_default(),
+        })
+    } else if !usable(ss, &[FLAT_RING3_SS64]) {
+        Some(CrashReason::BadIretSs {
+            ss: u16::try_from(frame.ss & 0xFFFF).unwrap_or_default(),
+        })
+    } else if !is_canonical(frame.rip) {
+        Some(CrashReason::BadIretRip { rip: frame.rip })
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        ctx.outcome = Outcome::Crash(reason);
         return Ok(0);
     }
     set_kernel_mode(ctx.p, ctx.vcpu, !to_user);

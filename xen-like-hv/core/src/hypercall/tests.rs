@@ -946,6 +946,60 @@ fn iret_with_an_unreadable_frame_crashes() {
 }
 
 #[test]
+fn iret_with_a_hypervisor_code_selector_crashes_for_a_bad_cs() {
+    let mut w = World::kernel();
+    iret(
+        &mut w,
+        &iret_frame(KTEXT, 0xE008, 0x202, KSTACK_TOP - 0x300),
+    );
+    assert_eq!(
+        w.outcome,
+        Outcome::Crash(CrashReason::BadIretCs { cs: 0xE008 })
+    );
+    assert!(w.vcpu.kernel_mode);
+    assert_eq!(
+        CrashReason::BadIretCs { cs: 0xE008 }.to_string(),
+        "iret with an unusable code selector 0xe008"
+    );
+}
+
+#[test]
+fn iret_with_a_hypervisor_stack_selector_crashes_for_a_bad_ss() {
+    let mut w = World::kernel();
+    let mut f = iret_frame(KTEXT, 0xE030, 0x202, KSTACK_TOP - 0x300);
+    f.ss = 0xE010;
+    iret(&mut w, &f);
+    assert_eq!(
+        w.outcome,
+        Outcome::Crash(CrashReason::BadIretSs { ss: 0xE010 })
+    );
+    assert_eq!(
+        CrashReason::BadIretSs { ss: 0xE010 }.to_string(),
+        "iret with an unusable stack selector 0xe010"
+    );
+}
+
+#[test]
+fn iret_to_a_non_canonical_rip_crashes_for_a_bad_rip() {
+    let mut w = World::kernel();
+    let rip = 0x0000_8000_0000_0000;
+    iret(&mut w, &iret_frame(rip, 0xE030, 0x202, KSTACK_TOP - 0x300));
+    assert_eq!(w.outcome, Outcome::Crash(CrashReason::BadIretRip { rip }));
+    assert_eq!(
+        CrashReason::BadIretRip { rip }.to_string(),
+        "iret to a non-canonical address 0x800000000000"
+    );
+}
+
+#[test]
+fn iret_unreadable_frame_reason_names_the_stack() {
+    assert_eq!(
+        CrashReason::BadIretFrame { rsp: 0x1000 }.to_string(),
+        "unreadable iret frame at 0x1000"
+    );
+}
+
+#[test]
 fn bounce_then_iret_restores_the_interrupted_user_context() {
     let mut w = World::user();
     w.set_trap(GP, 0, false);
