@@ -466,8 +466,11 @@ impl Fuzz {
     fn va(&mut self) -> u64 {
         match self.below(8) {
             0..=4 => W + 4096 * self.below(W_PAGES),
+            // Bad addresses, but not the read-only page or the guard page,
+            // which must stay as they are.
             5 => match self.list_bad_ptr() {
                 r if (R..R + 4096).contains(&r) => 0,
+                g if g == B + B_BYTES => HV + 0x1000,
                 p => p,
             },
             6 => W + 4096 * self.below(512) + self.below(4096),
@@ -1104,6 +1107,12 @@ impl Fuzz {
                 self.tick,
                 self.last.0,
                 self.last.1
+            ));
+        }
+        if let Some(pte) = mm::translate(B + B_BYTES) {
+            fail(format_args!(
+                "the guard page after the buffer is mapped ({:#x}) after call {} nr {} args {:x?}",
+                pte.0, self.tick, self.last.0, self.last.1
             ));
         }
         let pages = if full { 512 } else { W_PAGES };
