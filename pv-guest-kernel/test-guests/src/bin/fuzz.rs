@@ -614,9 +614,14 @@ impl Fuzz {
                 self.word()
             };
         } else {
-            a[1] = self.word() & 0xFFFF;
-            let out = B + 8 * self.below(16);
+            // A read: into a buffer of its own, or a bad address.
+            let out = self.alloc(64);
             a[2] = self.out_or_bad(out);
+            a[1] = if a[2] == out {
+                self.below(513)
+            } else {
+                self.word() & 0xFFFF
+            };
         }
     }
 
@@ -674,6 +679,11 @@ impl Fuzz {
         }
         a[1] = if cmd == 0 {
             self.word()
+        } else if depth > 0 && matches!(cmd, 4..=6) {
+            // In a multicall an earlier entry may write into this struct
+            // (through a random pointer into the buffer): a zeroed
+            // watchdog or remote_shutdown request would end the fuzzer.
+            self.list_bad_ptr()
         } else {
             self.ptr_or_bad(s)
         };
@@ -752,7 +762,7 @@ impl Fuzz {
                     _ => DOMID_SELF | ([1, 4, 32, 0][idx(self.below(4))] << 32),
                 };
                 put(e, first);
-                let frames = B + 8 * self.below(16);
+                let frames = self.alloc(32);
                 put(e + 16, self.ptr_or_bad(frames));
             }
         }
@@ -850,6 +860,9 @@ impl Fuzz {
             *x = self.word();
         }
         match nr {
+            // In a multicall, an earlier entry may write into a struct
+            // of a later one: mostly no trap table there (see `sched`).
+            0 if depth > 0 && !self.chance(4) => a[0] = self.list_bad_ptr(),
             0 => a[0] = self.trap_table(depth),
             1 => {
                 let n = self.below(9);
@@ -857,7 +870,7 @@ impl Fuzz {
                 self.mmu_reqs(n, list);
                 a[0] = self.list_or_bad(list);
                 a[1] = self.count(n, false);
-                let out = B + 8 * self.below(8);
+                let out = self.alloc(1);
                 a[2] = self.out_or_bad(out);
                 a[3] = self.foreigndom();
             }
@@ -913,6 +926,9 @@ impl Fuzz {
                     let list = B + self.b_high;
                     for i in 0..n {
                         let (sub, sa) = self.gen_call(depth + 1);
+                        if self.tick >= self.trace {
+                            println!("{NAME}:   entry {i} nr {sub} args {sa:x?}");
+                        }
                         put(list + 64 * i, sub);
                         put(list + 64 * i + 8, 0);
                         for (j, v) in sa.iter().enumerate() {
@@ -974,7 +990,7 @@ impl Fuzz {
                 self.mmuext_ops(n, list);
                 a[0] = self.list_or_bad(list);
                 a[1] = self.count(n, false);
-                let out = B + 8 * self.below(8);
+                let out = self.alloc(1);
                 a[2] = self.out_or_bad(out);
                 a[3] = self.foreigndom();
             }
@@ -987,7 +1003,12 @@ impl Fuzz {
                     0x8000_0000_0000_1000
                 };
                 put(s, h);
-                a[1] = self.ptr_or_bad(s);
+                // (In a multicall the struct could be overwritten: see `sched`.)
+                a[1] = if depth > 0 {
+                    self.list_bad_ptr()
+                } else {
+                    self.ptr_or_bad(s)
+                };
             }
             29 => self.sched(depth, &mut a),
             30 => {
