@@ -432,6 +432,14 @@ pub fn installed() -> bool {
     INSTALLED.is_completed()
 }
 
+/// Install the runtime's virtual IDT and callbacks again, after code that
+/// replaced them on purpose (a fuzzer's random `set_trap_table`,
+/// `set_callbacks` or `callback_op`). The handlers registered with
+/// [`set_handler`] stay as they are.
+pub fn reinstall() -> Result<(), Errno> {
+    install()
+}
+
 /// Install the virtual IDT for every exception vector and register the
 /// callbacks. Called by the boot sequence.
 pub(crate) fn install() -> Result<(), Errno> {

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod bench_ctl;
 pub mod bench_report;
 pub mod dom0;
+pub mod fuzz;
 pub mod xen;
 
 pub use dom0::{

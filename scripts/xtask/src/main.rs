@@ -90,6 +90,8 @@ enum Cmd {
     },
     /// Benchmark the bench guest on xen-like-hv and on real Xen 4.17 (scripts/bench).
     Bench(xtask::bench::BenchArgs),
+    /// Run hostile-hypercall fuzzer campaigns (scripts/fuzz, docs/reliability.md).
+    Fuzz(xtask::fuzz::FuzzArgs),
     /// Build the default image bundle (hello, ticker, hog, pingpong, demo) and print its path.
     Images {
         /// Where to write the bundle.
@@ -187,6 +189,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Bench(args) => xtask::bench::main(args)?,
+        Cmd::Fuzz(args) => xtask::fuzz::main(args)?,
         Cmd::Build => println!("{}", xtask::build_hypervisor()?.display()),
         Cmd::Images { out } => {
             println!("{}", xtask::build_image_bundle(&out)?.display());
