@@ -208,7 +208,8 @@ impl Client {
         !self.events.is_empty()
     }
 
-    /// The next error reply to a detached request.
+    /// The next error reply to a detached request (the latest
+    /// [`MAX_QUEUED_EVENTS`] are kept).
     pub fn take_detached_error(&mut self) -> Option<DetachedError> {
         self.detached_errors.pop_front()
     }
