@@ -12,12 +12,14 @@
 //!   wait), typed operations, ring reset (the reconnection feature).
 //! * [`transaction`]: run a transaction, retrying on `EAGAIN`.
 //! * [`state`]: the front-end XenBus state machine.
+//! * [`control`]: what `control/shutdown` requests mean.
 //!
 //! Errors are [`XsError`]: xenstored's own (`XS_ERROR` replies carry an
 //! errno *name*, turned into [`Errno`]) or the client's.
 
 pub mod client;
 pub mod conn;
+pub mod control;
 pub mod state;
 pub mod wire;
 

@@ -1109,3 +1109,19 @@ fn stale_replies_are_discarded_on_attach() {
     assert_eq!(c.discard_stale(), Ok(17));
     assert!(!c.ready());
 }
+
+#[test]
+fn shutdown_requests() {
+    use control::ShutdownRequest as R;
+    use hypercall_abi::sched::ShutdownReason;
+    assert_eq!(R::parse(b"poweroff"), Some(R::Poweroff));
+    assert_eq!(R::parse(b"halt"), Some(R::Poweroff));
+    assert_eq!(R::parse(b"reboot\0"), Some(R::Reboot));
+    assert_eq!(R::parse(b"suspend"), Some(R::Suspend));
+    assert_eq!(R::parse(b""), None);
+    assert_eq!(R::parse(b"sysrq"), None);
+    assert_eq!(R::parse(b"Poweroff"), None);
+    assert_eq!(R::Poweroff.reason(), ShutdownReason::Poweroff);
+    assert_eq!(R::Reboot.reason(), ShutdownReason::Reboot);
+    assert_eq!(R::Suspend.reason(), ShutdownReason::Suspend);
+}
