@@ -109,7 +109,7 @@ fn recorded_byte_streams() {
     let s = xs.service_ring(1, &p);
     assert!(s.notify);
     assert_eq!(recv(&p), replies);
-    assert_eq!(word(&p, REQ_CONS), requests.len() as u32);
+    assert_eq!(word(&p, REQ_CONS), u32::try_from(requests.len()).unwrap());
 }
 
 #[test]

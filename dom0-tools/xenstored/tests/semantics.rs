@@ -108,7 +108,7 @@ fn acl_exceptions() {
 #[test]
 fn watch_fires_initially_then_for_node_and_children() {
     let mut xs = setup();
-    let (r, ev0) = rpc(
+    let Rpc(r, ev0) = rpc(
         &mut xs,
         1,
         T::Watch,
@@ -161,7 +161,7 @@ fn watch_fires_initially_then_for_node_and_children() {
 fn watch_on_parent_fires_for_created_child_and_watcher_gets_own_events_first() {
     let mut xs = setup();
     rpc(&mut xs, 1, T::Watch, 0, &zz(&["/local/domain/1", "home"]));
-    let (r, evs) = rpc(
+    let Rpc(r, evs) = rpc(
         &mut xs,
         1,
         T::Write,
@@ -185,7 +185,7 @@ fn watch_on_parent_fires_for_created_child_and_watcher_gets_own_events_first() {
 #[test]
 fn relative_watches_report_relative_paths() {
     let mut xs = setup();
-    let (_, e) = rpc(&mut xs, 2, T::Watch, 0, &zz(&["device", "rel"]));
+    let Rpc(_, e) = rpc(&mut xs, 2, T::Watch, 0, &zz(&["device", "rel"]));
     assert_eq!(e, vec![ev("device", "rel")]);
     xs.write("/local/domain/2/device/vif/0", b"").unwrap();
     assert_eq!(events(&mut xs, 2), vec![ev("device/vif/0", "rel")]);
@@ -234,7 +234,7 @@ fn watches_never_cross_permission_boundaries() {
 #[test]
 fn special_watches() {
     let mut xs = setup();
-    let (_, e) = rpc(&mut xs, 0, T::Watch, 0, &zz(&["@introduceDomain", "i"]));
+    let Rpc(_, e) = rpc(&mut xs, 0, T::Watch, 0, &zz(&["@introduceDomain", "i"]));
     assert_eq!(e, vec![ev("@introduceDomain", "i")]);
     rpc(&mut xs, 0, T::Watch, 0, &zz(&["@releaseDomain", "r"]));
     rpc(&mut xs, 1, T::Watch, 0, &zz(&["@releaseDomain", "r1"]));
@@ -512,7 +512,7 @@ fn malformed_requests() {
             type_: ty,
             req_id: 1,
             tx_id: 0,
-            len: p.len() as u32,
+            len: u32::try_from(p.len()).unwrap(),
         };
         xs.request(1, &hdr, p);
         let m = drain(xs, 1).pop().unwrap();

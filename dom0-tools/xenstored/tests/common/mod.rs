@@ -30,20 +30,18 @@ pub fn drain(xs: &mut Xenstored, dom: u32) -> Vec<Message> {
     v
 }
 
+/// A reply (payload or error) and the sender's watch events.
+#[derive(Debug)]
+pub struct Rpc(pub Result<Vec<u8>, Error>, pub Vec<(String, String)>);
+
 /// Send one request; return the reply (payload or error) and the watch
 /// events queued for the sender, as (path, token).
-pub fn rpc(
-    xs: &mut Xenstored,
-    dom: u32,
-    ty: T,
-    tx: u32,
-    payload: &[u8],
-) -> (Result<Vec<u8>, Error>, Vec<(String, String)>) {
+pub fn rpc(xs: &mut Xenstored, dom: u32, ty: T, tx: u32, payload: &[u8]) -> Rpc {
     let hdr = XsdSockmsg {
         type_: ty as u32,
         req_id: 77,
         tx_id: tx,
-        len: payload.len() as u32,
+        len: u32::try_from(payload.len()).unwrap(),
     };
     xs.request(dom, &hdr, payload);
     let mut reply = None;
@@ -64,7 +62,7 @@ pub fn rpc(
             });
         }
     }
-    (reply.expect("a reply"), events)
+    Rpc(reply.expect("a reply"), events)
 }
 
 pub fn event(m: &Message) -> (String, String) {
