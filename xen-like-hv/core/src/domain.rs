@@ -120,6 +120,9 @@ pub struct Domain {
     /// The I/O ports it may reach (`docs/mm.md`, I/O ports): the hardware domain's
     /// default set for dom0, none for others.
     pub ioports: crate::ioport::IoPorts,
+    /// The last 32-bit value written to `CONFIG_ADDRESS` (0xCF8), Xen's
+    /// `d->arch.pci_cf8` (`crate::pci`).
+    pub pci_cf8: u32,
     /// Pauses by the control domain (`XEN_DOMCTL_pausedomain`) not yet undone.
     pub pause_count: u32,
     /// The toolstack's UUID (`xen_domain_handle_t`).
@@ -163,6 +166,7 @@ impl Domain {
             } else {
                 crate::ioport::IoPorts::none()
             },
+            pci_cf8: 0,
             weight: DEFAULT_WEIGHT,
             pause_count: 0,
             handle: [0; 16],

@@ -412,8 +412,9 @@ fn new_baseptr<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr3: u64) -> bool {
 }
 
 /// `in`/`out` from the guest, kernel or user mode (`crate::ioport`): a #GP for the
-/// guest without enough virtual IOPL ([`iopl_ok`]); otherwise the access is made if the domain may reach every
-/// port of it, else a read gives all ones and a write is dropped.
+/// guest without enough virtual IOPL ([`iopl_ok`]); otherwise Xen's `guest_io_read`/
+/// `guest_io_write`: made as it is if the domain may reach every port of it, the PCI
+/// configuration mechanism emulated, else a read gives all ones and a write is dropped.
 fn port_io<P: Platform>(ctx: &mut GuestCtx<'_, P>, bytes: &[u8], iopl_ok: bool) -> Emulation {
     use crate::ioport::{all_ones, decode};
     let dx = u16::try_from(ctx.regs.rdx & 0xFFFF).unwrap_or(0);
@@ -423,22 +424,12 @@ fn port_io<P: Platform>(ctx: &mut GuestCtx<'_, P>, bytes: &[u8], iopl_ok: bool) 
     if !iopl_ok {
         return Emulation::NotEmulated;
     }
-    let allowed = ctx.dom.ioports.permits(a.port, a.bytes);
     let mask = u64::from(all_ones(a.bytes));
     if a.write {
-        if allowed {
-            ctx.p.port_out(
-                a.port,
-                a.bytes,
-                u32::try_from(ctx.regs.rax & mask).unwrap_or(u32::MAX),
-            );
-        }
+        let v = u32::try_from(ctx.regs.rax & mask).unwrap_or(u32::MAX);
+        crate::ioport::guest_io_write(ctx.p, ctx.dom, a.port, a.bytes, v);
     } else {
-        let v = if allowed {
-            ctx.p.port_in(a.port, a.bytes)
-        } else {
-            all_ones(a.bytes)
-        };
+        let v = crate::ioport::guest_io_read(ctx.p, ctx.dom, a.port, a.bytes);
         // A 32-bit read zero-extends into RAX; narrower ones keep the rest.
         ctx.regs.rax = if a.bytes == 4 {
             u64::from(v)

@@ -15,6 +15,7 @@ pub mod gnttab;
 pub mod hypercall;
 pub mod ioport;
 pub mod mm;
+pub mod pci;
 pub mod platform;
 pub mod regs;
 pub mod sched;

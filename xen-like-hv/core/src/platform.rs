@@ -150,6 +150,15 @@ pub trait Platform {
     fn port_in(&mut self, port: u16, bytes: u8) -> u32;
     /// Writes `bytes` of `value` to I/O port `port` (same rule).
     fn port_out(&mut self, port: u16, bytes: u8, value: u32);
+    /// Xen's `pci_conf_read`: writes `cf8` to `CONFIG_ADDRESS`, then reads `bytes`
+    /// (1, 2, 4) at `CONFIG_DATA + offset` (`offset + bytes <= 4`), with no other
+    /// configuration access in between on any CPU (`crate::pci`).
+    fn pci_conf_read(&mut self, cf8: u32, offset: u8, bytes: u8) -> u32;
+    /// Xen's `pci_conf_write`: the same for a write of `data`.
+    fn pci_conf_write(&mut self, cf8: u32, offset: u8, bytes: u8, data: u32);
+    /// Runs `f` on the hypervisor's PCI state (devices reported by dom0, read-only
+    /// devices, registers the hypervisor owns), under its lock.
+    fn pci<R>(&mut self, f: impl FnOnce(&mut crate::pci::PciState) -> R) -> R;
     /// Sets `vcpu_info[vcpu].arch.cr2`.
     fn set_shared_cr2(&mut self, vcpu: u32, cr2: u64);
     /// The host's CPUID leaf (the policy is applied by the caller).

@@ -70,6 +70,13 @@ pub(crate) struct FakePlatform {
     pub ports: BTreeMap<u16, u32>,
     /// Every `port_out`: (port, bytes, value).
     pub port_writes: Vec<(u16, u8, u32)>,
+    /// The fake machine's PCI configuration space: dword at (latch with the enable
+    /// bit and the register's low bits cleared); absent reads all ones.
+    pub pci_space: BTreeMap<u32, u32>,
+    /// Every `pci_conf_write`: (latch, offset, bytes, value).
+    pub pci_writes: Vec<(u32, u8, u8, u32)>,
+    /// The hypervisor's PCI state.
+    pub pci: crate::pci::PciState,
     /// The hypervisor's console ring as `read_console` sees it.
     pub console_ring: Vec<u8>,
     /// Domains destroyed with `destroy_domain`.
@@ -389,6 +396,9 @@ impl Default for FakePlatform {
             vcpu_info_moves: Vec::new(),
             ports: BTreeMap::new(),
             port_writes: Vec::new(),
+            pci_space: BTreeMap::new(),
+            pci_writes: Vec::new(),
+            pci: crate::pci::PciState::new(),
             console_ring: Vec::new(),
             destroyed: Vec::new(),
             other_vcpus: BTreeMap::new(),
@@ -715,6 +725,30 @@ impl Platform for FakePlatform {
 
     fn port_out(&mut self, port: u16, bytes: u8, value: u32) {
         self.port_writes.push((port, bytes, value));
+    }
+
+    fn pci_conf_read(&mut self, cf8: u32, offset: u8, bytes: u8) -> u32 {
+        assert!(u32::from(offset) + u32::from(bytes) <= 4);
+        let dword = if crate::pci::cf8_enabled(cf8) {
+            self.pci_space.get(&(cf8 & !3)).copied().unwrap_or(u32::MAX)
+        } else {
+            u32::MAX
+        };
+        (dword >> (8 * u32::from(offset))) & crate::ioport::all_ones(bytes)
+    }
+
+    fn pci_conf_write(&mut self, cf8: u32, offset: u8, bytes: u8, data: u32) {
+        assert!(u32::from(offset) + u32::from(bytes) <= 4);
+        self.pci_writes.push((cf8, offset, bytes, data));
+        if let Some(d) = self.pci_space.get_mut(&(cf8 & !3)) {
+            let shift = 8 * u32::from(offset);
+            let mask = crate::ioport::all_ones(bytes) << shift;
+            *d = (*d & !mask) | ((data << shift) & mask);
+        }
+    }
+
+    fn pci<R>(&mut self, f: impl FnOnce(&mut crate::pci::PciState) -> R) -> R {
+        f(&mut self.pci)
     }
 
     fn move_vcpu_info(&mut self, vcpu: u32, mfn: crate::mm::Mfn, offset: u32) {

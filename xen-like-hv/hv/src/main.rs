@@ -17,6 +17,7 @@ mod mm;
 mod mmhw;
 mod modules;
 mod panic;
+mod pci;
 mod time;
 
 use arch::x86_64::{apic, cpu, gdt, idt, paging};

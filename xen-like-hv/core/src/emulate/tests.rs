@@ -769,6 +769,143 @@ fn a_domu_reaches_no_port_even_with_iopl() {
 }
 
 // ---------------------------------------------------------------------------------------
+// PCI configuration mechanism #1 (crate::pci): 0xCF8 latch, 0xCFC..0xCFF data
+// ---------------------------------------------------------------------------------------
+
+const IN_EAX_DX: [u8; 1] = [0xED];
+const IN_AX_DX: [u8; 2] = [0x66, 0xED];
+const IN_AL_DX: [u8; 1] = [0xEC];
+const OUT_DX_EAX: [u8; 1] = [0xEF];
+const OUT_DX_AX: [u8; 2] = [0x66, 0xEF];
+const OUT_DX_AL: [u8; 1] = [0xEE];
+
+/// Runs one port instruction in `w` with DX = `port` and RAX = `rax`; the new RAX.
+fn port_insn(w: &mut World, code: &[u8], port: u16, rax: u64) -> u64 {
+    w.regs.rip = KRIP;
+    w.code(code);
+    w.regs.rdx = u64::from(port);
+    w.regs.rax = rax;
+    assert_eq!(gp(w), Outcome::Resume);
+    assert_eq!(
+        w.regs.rip,
+        KRIP + code.len() as u64,
+        "emulated, not bounced"
+    );
+    w.regs.rax
+}
+
+/// The latch of 00:03.0 register `reg`.
+fn nic(reg: u16) -> u32 {
+    crate::pci::cf8_of(0, 3 << 3, reg)
+}
+
+#[test]
+fn dom0_latches_cf8_and_reads_config_space_at_every_width() {
+    let mut w = dom0_with(&[], 1);
+    w.p.pci_space.insert(nic(0), 0x1000_1AF4);
+    w.p.pci_space.insert(nic(8), 0x0200_0000);
+    port_insn(&mut w, &OUT_DX_EAX, 0xCF8, u64::from(nic(0)));
+    assert_eq!(w.dom.pci_cf8, nic(0));
+    assert!(w.p.port_writes.is_empty(), "the latch never reaches 0xCF8");
+    assert_eq!(
+        port_insn(&mut w, &IN_EAX_DX, 0xCF8, u64::MAX),
+        u64::from(nic(0))
+    );
+    assert_eq!(port_insn(&mut w, &IN_EAX_DX, 0xCFC, u64::MAX), 0x1000_1AF4);
+    assert_eq!(port_insn(&mut w, &IN_AX_DX, 0xCFC, 0), 0x1AF4);
+    assert_eq!(
+        port_insn(&mut w, &IN_AX_DX, 0xCFE, 0xAAAA_0000),
+        0xAAAA_1000
+    );
+    assert_eq!(port_insn(&mut w, &IN_AL_DX, 0xCFF, 0), 0x10);
+    assert_eq!(port_insn(&mut w, &IN_AL_DX, 0xCFD, 0), 0x1A);
+    // A dword at 0xCFD: 2 bytes (0xCFD..0xCFE), 1 (0xCFF), then 0xD00, which is not
+    // configuration space: all ones, as Xen's loop gives.
+    assert_eq!(port_insn(&mut w, &IN_EAX_DX, 0xCFD, 0), 0xFF10_001A);
+    // Another register.
+    port_insn(&mut w, &OUT_DX_EAX, 0xCF8, u64::from(nic(8)));
+    assert_eq!(port_insn(&mut w, &IN_EAX_DX, 0xCFC, 0), 0x0200_0000);
+    // Nothing there: all ones.
+    port_insn(
+        &mut w,
+        &OUT_DX_EAX,
+        0xCF8,
+        u64::from(crate::pci::cf8_of(0, 9 << 3, 0)),
+    );
+    assert_eq!(port_insn(&mut w, &IN_EAX_DX, 0xCFC, 0), 0xFFFF_FFFF);
+    assert!(w.p.port_writes.is_empty());
+}
+
+#[test]
+fn dom0_writes_config_space_in_pieces() {
+    let mut w = dom0_with(&[], 1);
+    w.p.pci_space.insert(nic(4), 0);
+    port_insn(&mut w, &OUT_DX_EAX, 0xCF8, u64::from(nic(4)));
+    port_insn(&mut w, &OUT_DX_AX, 0xCFC, 0xFFFF_0007);
+    port_insn(&mut w, &OUT_DX_AL, 0xCFE, 0x1234_5678);
+    port_insn(&mut w, &OUT_DX_EAX, 0xCFC + 3, 0xAABB_CCDD);
+    assert_eq!(
+        w.p.pci_writes,
+        vec![
+            (nic(4), 0, 2, 0x0007),
+            (nic(4), 2, 1, 0x78),
+            (nic(4), 3, 1, 0xDD),
+        ]
+    );
+    assert_eq!(w.p.pci_space[&nic(4)], 0xDD78_0007);
+    assert!(w.p.port_writes.is_empty(), "0xD00.. took nothing either");
+}
+
+#[test]
+fn byte_and_word_accesses_to_cf8_go_to_the_hardware_as_on_xen() {
+    // dom0 holds 0xCF8..0xCFB: only the 32-bit access is the latch (0xCF9 is the
+    // reset control register on many chipsets).
+    let mut w = dom0_with(&[], 1);
+    port_insn(&mut w, &OUT_DX_AL, 0xCF9, 0x06);
+    assert_eq!(w.p.port_writes, vec![(0xCF9, 1, 0x06)]);
+    assert_eq!(w.dom.pci_cf8, 0);
+}
+
+#[test]
+fn writes_the_hypervisor_owns_are_dropped_and_reads_still_pass() {
+    let mut w = dom0_with(&[], 1);
+    let sbdf = crate::pci::Sbdf::from_bdf(3 << 3);
+    w.p.pci_space.insert(nic(0x50), 0x0080_7005);
+    assert!(w.p.pci.protect(sbdf, 0x50, 0x5F));
+    port_insn(&mut w, &OUT_DX_EAX, 0xCF8, u64::from(nic(0x50)));
+    port_insn(&mut w, &OUT_DX_AX, 0xCFE, 0);
+    assert!(w.p.pci_writes.is_empty());
+    assert_eq!(port_insn(&mut w, &IN_EAX_DX, 0xCFC, 0), 0x0080_7005);
+    // A read-only device (Xen's pci_ro_map) takes no write at all.
+    let mut w = dom0_with(&[], 1);
+    w.p.pci_space.insert(nic(4), 0);
+    assert!(w.p.pci.set_read_only(sbdf));
+    port_insn(&mut w, &OUT_DX_EAX, 0xCF8, u64::from(nic(4)));
+    port_insn(&mut w, &OUT_DX_EAX, 0xCFC, 7);
+    assert!(w.p.pci_writes.is_empty());
+}
+
+#[test]
+fn a_domu_keeps_its_own_latch_but_reaches_no_config_space() {
+    // As on Xen: with I/O privilege the latch is emulated for every domain, but only
+    // the hardware domain's data accesses reach the devices.
+    let mut w = kernel_with(&[]);
+    w.vcpu.iopl = 1;
+    w.p.pci_space.insert(nic(0), 0x1000_1AF4);
+    port_insn(&mut w, &OUT_DX_EAX, 0xCF8, u64::from(nic(0)));
+    assert_eq!(port_insn(&mut w, &IN_EAX_DX, 0xCF8, 0), u64::from(nic(0)));
+    assert_eq!(port_insn(&mut w, &IN_EAX_DX, 0xCFC, 0), 0xFFFF_FFFF);
+    port_insn(&mut w, &OUT_DX_EAX, 0xCFC, 0);
+    assert!(w.p.pci_writes.is_empty() && w.p.port_writes.is_empty());
+    // Without I/O privilege it is the #GP.
+    let mut w = kernel_with(&OUT_DX_EAX);
+    w.regs.rdx = 0xCF8;
+    gp(&mut w);
+    assert_delivered(&w, GP, Some(0), KRIP);
+    assert_eq!(w.dom.pci_cf8, 0);
+}
+
+// ---------------------------------------------------------------------------------------
 // Guest user mode: cli, sti and port I/O under the virtual IOPL (user mode is CPL 3)
 // ---------------------------------------------------------------------------------------
 

@@ -587,6 +587,18 @@ impl Platform for HwPlatform<'_> {
         }
     }
 
+    fn pci_conf_read(&mut self, cf8: u32, offset: u8, bytes: u8) -> u32 {
+        crate::pci::conf_read(cf8, offset, bytes)
+    }
+
+    fn pci_conf_write(&mut self, cf8: u32, offset: u8, bytes: u8, data: u32) {
+        crate::pci::conf_write(cf8, offset, bytes, data)
+    }
+
+    fn pci<R>(&mut self, f: impl FnOnce(&mut xlhv_core::pci::PciState) -> R) -> R {
+        f(&mut crate::pci::STATE.lock())
+    }
+
     fn move_vcpu_info(&mut self, vcpu: u32, mfn: xlhv_core::mm::Mfn, offset: u32) {
         let Some(old) = self.vcpu_info(vcpu) else {
             return;
