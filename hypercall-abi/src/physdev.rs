@@ -334,6 +334,14 @@ pub struct PhysdevPciDeviceAdd {
     pub _pad: u16,
 }
 
+/// `physdev_pci_device_add.flags`: an extended function (`XEN_PCI_DEV_EXTFN`).
+pub const XEN_PCI_DEV_EXTFN: u32 = 0x1;
+/// `physdev_pci_device_add.flags`: a virtual function (`XEN_PCI_DEV_VIRTFN`).
+pub const XEN_PCI_DEV_VIRTFN: u32 = 0x2;
+/// `physdev_pci_device_add.flags`: `optarr[0]` is the proximity domain
+/// (`XEN_PCI_DEV_PXM`).
+pub const XEN_PCI_DEV_PXM: u32 = 0x4;
+
 /// `struct physdev_pci_device` (4 bytes).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,

@@ -162,36 +162,39 @@ pub fn vm_assist<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, ty: u32) -> H
     Ok(0)
 }
 
-fn physdev<P: Platform>(
-    ctx: &mut GuestCtx<'_, P>,
-    cmd: u32,
-    read: impl FnOnce(&mut P) -> Result<PhysdevSetIopl, HvError>,
-) -> HvResult {
+fn physdev<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: u64) -> HvResult {
     match PhysdevOp::from_nr(cmd) {
         Some(PhysdevOp::SetIopl) => {
-            let op = read(ctx.p)?;
+            let op: PhysdevSetIopl = ctx.p.read_obj(arg)?;
             ctx.vcpu.iopl = u8::try_from(op.iopl)
                 .ok()
                 .filter(|&l| l <= 3)
                 .ok_or(Errno::EINVAL)?;
             Ok(0)
         }
+        Some(
+            op @ (PhysdevOp::ManagePciAdd
+            | PhysdevOp::ManagePciRemove
+            | PhysdevOp::ManagePciAddExt
+            | PhysdevOp::PciDeviceAdd
+            | PhysdevOp::PciDeviceRemove),
+        ) => super::physdev::pci_op(ctx, op, arg),
         _ => Err(Errno::ENOSYS.into()),
     }
 }
 
 /// `physdev_op`: `PHYSDEVOP_set_iopl` (the virtual IOPL that `cli`/`sti` and port I/O
-/// are checked against).
+/// are checked against) and the PCI device reports (`hypercall::physdev`).
 pub fn physdev_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestPtr<()>) -> HvResult {
-    physdev(ctx, cmd, |p| Ok(p.read_obj(arg.addr())?))
+    physdev(ctx, cmd, arg.addr())
 }
 
-/// `physdev_op_compat`: the same with the op's number inside the struct.
+/// `physdev_op_compat`: the same with the op's number inside the struct; the op's
+/// argument is the struct's union, in guest memory (as Xen passes `&uop->u` on).
 pub fn physdev_op_compat<P: Platform>(
     ctx: &mut GuestCtx<'_, P>,
     op: GuestPtr<PhysdevOpCompat>,
 ) -> HvResult {
     let compat: PhysdevOpCompat = ctx.p.read_obj(op.addr())?;
-    let iopl = (compat.u[0] & 0xFFFF_FFFF) as u32;
-    physdev(ctx, compat.cmd, |_| Ok(PhysdevSetIopl { iopl }))
+    physdev(ctx, compat.cmd, op.addr().wrapping_add(8))
 }

@@ -16,6 +16,7 @@ pub mod gnttab;
 pub mod memory;
 pub mod misc;
 pub mod mm;
+pub mod physdev;
 pub mod sched;
 pub mod vcpu;
 pub mod vcpuctx;
@@ -276,5 +277,7 @@ impl<P: Platform> HypercallHandler for GuestCtx<'_, P> {
 mod events_tests;
 #[cfg(test)]
 mod fifo_tests;
+#[cfg(test)]
+mod physdev_tests;
 #[cfg(test)]
 mod tests;
