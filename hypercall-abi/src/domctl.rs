@@ -54,6 +54,10 @@ subops! {
         13 => GetVcpuContext(DomctlVcpuContext) getvcpucontext since 0x0000_0000;
         /// Set the number of vCPUs.
         15 => MaxVcpus(DomctlMaxVcpus) max_vcpus since 0x0000_0000;
+        /// Grant or revoke a range of I/O memory frames.
+        20 => IomemPermission(DomctlIomemPermission) iomem_permission since 0x0000_0000;
+        /// Grant or revoke a range of I/O ports.
+        21 => IoportPermission(DomctlIoportPermission) ioport_permission since 0x0000_0000;
         /// Fill a frame of the domain with the hypercall page.
         22 => HypercallInit(DomctlHypercallInit) hypercall_init since 0x0000_0000;
     }
@@ -257,6 +261,38 @@ pub struct DomctlMaxVcpus {
     pub max: u32,
 }
 
+/// `struct xen_domctl_iomem_permission` (24 bytes).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct DomctlIomemPermission {
+    /// First machine frame of the range.
+    pub first_mfn: u64,
+    /// Frames in the range.
+    pub nr_mfns: u64,
+    /// 1 = grant, 0 = revoke.
+    pub allow_access: u8,
+    /// Padding.
+    pub _pad: [u8; 7],
+}
+
+/// `struct xen_domctl_ioport_permission` (12 bytes).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct DomctlIoportPermission {
+    /// First port of the range.
+    pub first_port: u32,
+    /// Ports in the range.
+    pub nr_ports: u32,
+    /// 1 = grant, 0 = revoke.
+    pub allow_access: u8,
+    /// Padding.
+    pub _pad: [u8; 3],
+}
+
 /// `struct xen_domctl_hypercall_init` (8 bytes).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
@@ -431,6 +467,20 @@ assert_layout!(
     arch_config = 104
 );
 assert_layout!(DomctlMaxMem, 8, max_memkb = 0);
+assert_layout!(
+    DomctlIomemPermission,
+    24,
+    first_mfn = 0,
+    nr_mfns = 8,
+    allow_access = 16
+);
+assert_layout!(
+    DomctlIoportPermission,
+    12,
+    first_port = 0,
+    nr_ports = 4,
+    allow_access = 8
+);
 assert_layout!(DomctlVcpuContext, 16, vcpu = 0, ctxt = 8);
 assert_layout!(DomctlMaxVcpus, 4, max = 0);
 assert_layout!(DomctlHypercallInit, 8, gmfn = 0);

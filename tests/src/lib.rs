@@ -295,7 +295,29 @@ impl ControlHost {
         Self::boot_machine(name, "", Vec::new(), qemu_mem)
     }
 
+    /// [`ControlHost::boot_with`] on QEMU machine type `machine` (`"pc"`, `"q35"`)
+    /// with `qemu_args` added to QEMU's command line (devices for dom0, say).
+    pub fn boot_on(
+        name: &str,
+        machine: &str,
+        qemu_args: &[&str],
+        extra: Vec<Module>,
+    ) -> ControlHost {
+        Self::boot_qemu(name, "", extra, "512M", machine, qemu_args)
+    }
+
     fn boot_machine(name: &str, dom0_args: &str, extra: Vec<Module>, mem: &str) -> ControlHost {
+        Self::boot_qemu(name, dom0_args, extra, mem, "pc", &[])
+    }
+
+    fn boot_qemu(
+        name: &str,
+        dom0_args: &str,
+        extra: Vec<Module>,
+        mem: &str,
+        machine_type: &str,
+        qemu_args: &[&str],
+    ) -> ControlHost {
         let dir = scratch(name);
         let mut modules = dom0_modules();
         if let Some(d0) = modules.first_mut()
@@ -323,6 +345,8 @@ impl ControlHost {
         }
         let mut cfg = xtask::QemuConfig::new(iso);
         cfg.mem = mem.into();
+        cfg.machine = machine_type.into();
+        cfg.extra = qemu_args.iter().map(|a| a.to_string()).collect();
         cfg.control_socket = Some(socket.clone());
         let mut machine = xtask::Machine::spawn(&cfg)
             .unwrap_or_else(|e| panic!("{name}: starting QEMU failed: {e:#}"));

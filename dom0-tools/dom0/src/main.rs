@@ -16,6 +16,7 @@ mod com2;
 mod dom_exc;
 mod foreign;
 mod hv;
+mod pcicfg;
 mod store;
 
 use alloc::string::String;
@@ -107,6 +108,7 @@ fn main(si: &'static StartInfo) {
         println!("dom0: PHYSDEVOP_set_iopl(1) failed ({e}): no port I/O, so no control link");
         park();
     }
+    pcicfg::scan_and_report();
     let uart = match Uart::init(Com2Ports::new(), COM2, BASE_BAUD) {
         Ok(u) => u,
         Err(e) => {

@@ -55,3 +55,69 @@ pub unsafe fn outb(port: u16, value: u8) {
         asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags));
     }
 }
+
+/// Reads 16 bits from I/O port `port`.
+///
+/// # Safety
+///
+/// As for [`inb`].
+pub unsafe fn inw(port: u16) -> u16 {
+    let value: u16;
+    // SAFETY: as for `inb`.
+    unsafe {
+        asm!("in ax, dx", out("ax") value, in("dx") port, options(nomem, nostack, preserves_flags));
+    }
+    value
+}
+
+/// Reads 32 bits from I/O port `port`.
+///
+/// # Safety
+///
+/// As for [`inb`].
+pub unsafe fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: as for `inb`.
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags));
+    }
+    value
+}
+
+/// Writes 16 bits to I/O port `port`.
+///
+/// # Safety
+///
+/// As for [`outb`].
+pub unsafe fn outw(port: u16, value: u16) {
+    // SAFETY: as for `outb`.
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags));
+    }
+}
+
+/// Writes 32 bits to I/O port `port`.
+///
+/// # Safety
+///
+/// As for [`outb`].
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: as for `outb`.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags));
+    }
+}
+
+/// `PHYSDEVOP_pci_device_add`: tells the hypervisor about PCI function
+/// `seg:bus:devfn` (`XEN_PCI_DEV_*` `flags`), as Linux's Xen PCI notifier does
+/// for every device it finds. dom0 only (`-EPERM` otherwise).
+pub fn pci_device_add(seg: u16, bus: u8, devfn: u8, flags: u32) -> Result<(), Errno> {
+    let arg = hypercall_abi::physdev::PhysdevPciDeviceAdd {
+        seg,
+        bus,
+        devfn,
+        flags,
+        ..Default::default()
+    };
+    physdev_op(&mut hc(), PhysdevOp::PciDeviceAdd.nr(), handle(&arg).cast()).map(drop)
+}

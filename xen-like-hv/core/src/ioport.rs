@@ -133,6 +133,28 @@ impl IoPorts {
         Ok(())
     }
 
+    /// Removes `r` (Xen's `ioports_deny_access`); nothing changes on `Err` (a split
+    /// that needs more ranges than the set holds).
+    pub fn try_deny(&mut self, r: PortRange) -> Result<(), TooManyRanges> {
+        let mut out: heapless::Vec<PortRange, MAX_RANGES> = heapless::Vec::new();
+        for &have in &self.ranges {
+            if have.last < r.first || have.first > r.last {
+                out.push(have).map_err(|_| TooManyRanges)?;
+                continue;
+            }
+            if have.first < r.first {
+                out.push(range(have.first, r.first - 1))
+                    .map_err(|_| TooManyRanges)?;
+            }
+            if have.last > r.last {
+                out.push(range(r.last + 1, have.last))
+                    .map_err(|_| TooManyRanges)?;
+            }
+        }
+        self.ranges = out;
+        Ok(())
+    }
+
     /// Whether every port of `first..=last` is in the set (Xen's
     /// `ioports_access_permitted` over a range).
     pub fn permits_range(&self, first: u16, last: u16) -> bool {

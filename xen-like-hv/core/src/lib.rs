@@ -13,6 +13,7 @@ pub mod evtchn;
 pub mod exit;
 pub mod gnttab;
 pub mod hypercall;
+pub mod iomem;
 pub mod ioport;
 pub mod mm;
 pub mod pci;

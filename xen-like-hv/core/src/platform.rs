@@ -159,6 +159,17 @@ pub trait Platform {
     /// Runs `f` on the hypervisor's PCI state (devices reported by dom0, read-only
     /// devices, registers the hypervisor owns), under its lock.
     fn pci<R>(&mut self, f: impl FnOnce(&mut crate::pci::PciState) -> R) -> R;
+    /// Whether domain `dom` may map every I/O frame of `first..=last`
+    /// (`crate::iomem`, Xen's `iomem_access_permitted`).
+    fn iomem_permitted(&mut self, dom: DomId, first: u64, last: u64) -> bool;
+    /// Grants (`allow`) or revokes `first..=last` of I/O memory for `dom`.
+    fn iomem_permission(
+        &mut self,
+        dom: DomId,
+        first: u64,
+        last: u64,
+        allow: bool,
+    ) -> Result<(), crate::ioport::TooManyRanges>;
     /// Sets `vcpu_info[vcpu].arch.cr2`.
     fn set_shared_cr2(&mut self, vcpu: u32, cr2: u64);
     /// The host's CPUID leaf (the policy is applied by the caller).

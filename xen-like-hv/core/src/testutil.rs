@@ -77,6 +77,8 @@ pub(crate) struct FakePlatform {
     pub pci_writes: Vec<(u32, u8, u8, u32)>,
     /// The hypervisor's PCI state.
     pub pci: crate::pci::PciState,
+    /// Every domain's I/O-memory permissions.
+    pub iomem: crate::iomem::IomemTable,
     /// The hypervisor's console ring as `read_console` sees it.
     pub console_ring: Vec<u8>,
     /// Domains destroyed with `destroy_domain`.
@@ -399,6 +401,7 @@ impl Default for FakePlatform {
             pci_space: BTreeMap::new(),
             pci_writes: Vec::new(),
             pci: crate::pci::PciState::new(),
+            iomem: crate::iomem::IomemTable::new(),
             console_ring: Vec::new(),
             destroyed: Vec::new(),
             other_vcpus: BTreeMap::new(),
@@ -749,6 +752,20 @@ impl Platform for FakePlatform {
 
     fn pci<R>(&mut self, f: impl FnOnce(&mut crate::pci::PciState) -> R) -> R {
         f(&mut self.pci)
+    }
+
+    fn iomem_permitted(&mut self, dom: DomId, first: u64, last: u64) -> bool {
+        self.iomem.permits(dom, first, last)
+    }
+
+    fn iomem_permission(
+        &mut self,
+        dom: DomId,
+        first: u64,
+        last: u64,
+        allow: bool,
+    ) -> Result<(), crate::ioport::TooManyRanges> {
+        self.iomem.change(dom, first, last, allow)
     }
 
     fn move_vcpu_info(&mut self, vcpu: u32, mfn: crate::mm::Mfn, offset: u32) {

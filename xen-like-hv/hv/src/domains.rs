@@ -1117,6 +1117,7 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
     crate::events::set_vcpu_info_at(slot, None);
     let (returned, busy) = teardown(pv, hooks);
     crate::mmhw::add_zombie(id, busy);
+    crate::mmhw::forget_iomem(id);
     let free = crate::mm::free_frames();
     log::info!(
         "domain {} destroyed: {returned} frames returned, {busy} still referenced; {free} frames free",

@@ -107,6 +107,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
         apic::phys_base()
     );
     time::init(acpi.hpet.map(|(base, _)| base));
+    mmhw::setup_dom0_iomem(&acpi.io_apics, acpi.hpet.map(|(base, _)| base));
 
     if let Some(hook) = opts.test {
         run_test_hook(hook);

@@ -189,11 +189,12 @@ impl MmHooks for Hooks {
         caller == self.control && target != DomId::XEN
     }
     fn io_caps(&self, dom: DomId) -> bool {
-        // The hardware domain drives the devices (Xen's dom0 iomem/ioport caps).
-        dom == DomId(0) && self.control == DomId(0)
+        // The hardware domain drives the devices, and a domain given I/O memory with
+        // XEN_DOMCTL_iomem_permission may map it (Xen's `cache_flush_permitted`).
+        (dom == DomId(0) && self.control == DomId(0)) || IOMEM.lock().has_any(dom)
     }
     fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool {
-        self.io_caps(dom) && mfn.0 < phys_frames() && !hypervisor_device(mfn)
+        IOMEM.lock().permits(dom, mfn.0, mfn.0)
     }
     fn flush_for_type_change(&mut self, _owner: DomId, _mfn: Mfn) {
         flush_tlb(FlushKind::Tlb);
@@ -234,18 +235,47 @@ pub fn with_mm<R>(
         hooks,
         dom,
         privileged,
-        io_caps: privileged,
+        io_caps: privileged || IOMEM.lock().has_any(dom),
         linear_pt: true,
     };
     f(&mut ctx)
 }
 
-/// Frames of the devices the hypervisor drives itself, which no domain may map
-/// (Xen's `iomem_deny_access` for dom0): the local APIC and the HPET (the time
-/// source when there is no PIT). The IO-APIC stays dom0's, as on Xen.
-fn hypervisor_device(mfn: Mfn) -> bool {
-    const HPET: u64 = 0xFED0_0000 >> 12;
-    mfn.0 == crate::arch::x86_64::apic::phys_base() >> 12 || mfn.0 == HPET
+/// Every domain's I/O-memory permissions (Xen's `iomem_caps`, `xlhv_core::iomem`).
+/// A leaf lock: taken under the memory lock, never the other way round.
+pub static IOMEM: Mutex<xlhv_core::iomem::IomemTable> =
+    Mutex::new(xlhv_core::iomem::IomemTable::new());
+
+/// dom0's I/O memory (Xen's `dom0_setup_permissions`): every frame the CPU can
+/// address but the devices the hypervisor drives itself: the local APIC, the
+/// IO-APICs, the MSI window, and the HPET (it times the APIC with it; Xen maps it
+/// read-only for dom0 instead, see docs/xen-differences.md).
+pub fn setup_dom0_iomem(io_apics: &[u64], hpet: Option<u64>) {
+    use xlhv_core::iomem::{FrameRange, IoMem};
+    let one = |pa: u64| FrameRange {
+        first: pa >> 12,
+        last: pa >> 12,
+    };
+    let mut denied = heapless::Vec::<FrameRange, 12>::new();
+    let _ = denied.push(one(crate::arch::x86_64::apic::phys_base()));
+    for &a in io_apics {
+        let _ = denied.push(one(a));
+    }
+    if let Some(h) = hpet {
+        let _ = denied.push(one(h));
+    }
+    let set = IoMem::hardware_domain(phys_frames(), &denied);
+    for r in set.ranges() {
+        log::info!("iomem: dom0 may map frames {:#x}-{:#x}", r.first, r.last);
+    }
+    if IOMEM.lock().set(DomId(0), set).is_err() {
+        log::error!("iomem: no room for dom0's I/O memory");
+    }
+}
+
+/// A domain is gone: so are its I/O-memory permissions.
+pub fn forget_iomem(dom: DomId) {
+    IOMEM.lock().forget(dom);
 }
 
 /// Frames the CPU can address (`2^(MAXPHYADDR - 12)`, CPUID 0x80000008): dom0's I/O

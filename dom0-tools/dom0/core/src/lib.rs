@@ -14,7 +14,8 @@
 //! * [`domains`]: the toolstack's own records (names) and the translation of
 //!   `getdomaininfo` into the protocol's [`DomainInfo`](control_proto::DomainInfo);
 //! * [`builder`]: the PV domain builder (`docs/toolstack.md`);
-//! * [`conslog`]: bounded per-domain console logs.
+//! * [`conslog`]: bounded per-domain console logs;
+//! * [`pci`]: the PCI bus scan over a [`ConfigSpace`](pci::ConfigSpace) trait.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -26,6 +27,7 @@ pub mod builder;
 pub mod conslog;
 pub mod domains;
 pub mod hv;
+pub mod pci;
 pub mod server;
 pub mod uart;
 pub mod uploads;

@@ -18,8 +18,9 @@ use hypercall_abi::Errno;
 use hypercall_abi::domctl::{
     CDF_ALL, CDF_HAP, CDF_HVM, DOMCTL_INTERFACE_VERSION, DOMINF_BLOCKED, DOMINF_DYING,
     DOMINF_PAUSED, DOMINF_RUNNING, DOMINF_SHUTDOWN, DOMINF_SHUTDOWN_SHIFT, Domctl, DomctlCmd,
-    DomctlCreateDomain, DomctlGetDomainInfo, DomctlMaxMem, DomctlMaxVcpus, PHYSCAP_PV,
-    SYSCTL_INTERFACE_VERSION, Sysctl, SysctlCmd, SysctlPhysinfo, SysctlReadConsole,
+    DomctlCreateDomain, DomctlGetDomainInfo, DomctlIomemPermission, DomctlIoportPermission,
+    DomctlMaxMem, DomctlMaxVcpus, PHYSCAP_PV, SYSCTL_INTERFACE_VERSION, Sysctl, SysctlCmd,
+    SysctlPhysinfo, SysctlReadConsole,
 };
 use hypercall_abi::types::{DomId, GuestPtr};
 
@@ -216,6 +217,16 @@ pub fn domctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvRe
             super::vcpuctx::get_vcpu_context(ctx, target, op.arg())?;
             false
         }
+        DomctlCmd::IomemPermission => {
+            let m: DomctlIomemPermission = op.arg();
+            iomem_permission(ctx, target, &m)?;
+            false
+        }
+        DomctlCmd::IoportPermission => {
+            let m: DomctlIoportPermission = op.arg();
+            ioport_permission(ctx, target, &m)?;
+            false
+        }
         DomctlCmd::HypercallInit => {
             let h: hypercall_abi::domctl::DomctlHypercallInit = op.arg();
             super::vcpuctx::hypercall_init(ctx, target, h.gmfn)?;
@@ -226,6 +237,81 @@ pub fn domctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvRe
         ctx.p.write_obj(arg.addr(), &op)?;
     }
     Ok(0)
+}
+
+/// Whether domain `target` exists (the caller or another): Xen's `do_domctl` looks
+/// it up before anything else (`-ESRCH`).
+fn exists<P: Platform>(ctx: &mut GuestCtx<'_, P>, target: DomId) -> bool {
+    target == ctx.dom.id || ctx.p.with_domain(target, |_| ()).is_some()
+}
+
+/// `XEN_DOMCTL_iomem_permission` (Xen's `common/domctl.c`): a range that wraps is
+/// `-EINVAL`; the caller must hold every frame of it itself (`-EPERM`); then the
+/// range is granted to or revoked from `target` (`-ENOMEM` if its set is full).
+fn iomem_permission<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    target: DomId,
+    m: &DomctlIomemPermission,
+) -> Result<(), HvError> {
+    if !exists(ctx, target) {
+        return Err(Errno::ESRCH.into());
+    }
+    let first = m.first_mfn;
+    let last = first.wrapping_add(m.nr_mfns).wrapping_sub(1);
+    if last < first {
+        return Err(Errno::EINVAL.into());
+    }
+    if !ctx.p.iomem_permitted(ctx.dom.id, first, last) {
+        return Err(Errno::EPERM.into());
+    }
+    ctx.p
+        .iomem_permission(target, first, last, m.allow_access != 0)
+        .map_err(|_| Errno::ENOMEM.into())
+}
+
+/// Ports in the x86 I/O space (Xen's `MAX_IOPORTS`).
+const MAX_IOPORTS: u32 = 0x1_0000;
+
+/// `XEN_DOMCTL_ioport_permission` (Xen's `arch/x86/domctl.c`): an empty, wrapping or
+/// too large range is `-EINVAL`; the caller must reach every port of it itself
+/// (`-EPERM`); then the range is granted to or revoked from `target` (`-ENOMEM` if
+/// its set is full).
+fn ioport_permission<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    target: DomId,
+    m: &DomctlIoportPermission,
+) -> Result<(), HvError> {
+    if !exists(ctx, target) {
+        return Err(Errno::ESRCH.into());
+    }
+    let (fp, np) = (m.first_port, m.nr_ports);
+    let end = fp.checked_add(np).ok_or(Errno::EINVAL)?;
+    if end <= fp || end > MAX_IOPORTS {
+        return Err(Errno::EINVAL.into());
+    }
+    let (Ok(first), Ok(last)) = (u16::try_from(fp), u16::try_from(end - 1)) else {
+        return Err(Errno::EINVAL.into());
+    };
+    if !ctx.dom.ioports.permits_range(first, last) {
+        return Err(Errno::EPERM.into());
+    }
+    let r = crate::ioport::PortRange { first, last };
+    let allow = m.allow_access != 0;
+    let change = |ports: &mut crate::ioport::IoPorts| {
+        if allow {
+            ports.permit(r)
+        } else {
+            ports.try_deny(r)
+        }
+    };
+    let done = if target == ctx.dom.id {
+        change(&mut ctx.dom.ioports)
+    } else {
+        ctx.p
+            .with_domain(target, |d| change(&mut d.ioports))
+            .ok_or(Errno::ESRCH)?
+    };
+    done.map_err(|_| Errno::ENOMEM.into())
 }
 
 /// Checks a createdomain request as Xen does for a PV domain.

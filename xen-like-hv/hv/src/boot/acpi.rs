@@ -17,6 +17,8 @@ pub struct AcpiInfo {
     pub apic_ids: Vec<u32, MAX_CPUS>,
     /// HPET registers (physical) and number of comparators, if present.
     pub hpet: Option<(u64, u8)>,
+    /// Physical addresses of the IO-APICs (MADT).
+    pub io_apics: Vec<u64, 8>,
 }
 
 /// Maps ACPI tables through the direct map, or the ioremap window if a table lies in
@@ -70,6 +72,9 @@ pub fn read(root: AcpiRoot) -> AcpiInfo {
         Ok(madt) => {
             for entry in madt.get().entries() {
                 // Bit 0: enabled; bit 1: online capable (hot-pluggable, not present now).
+                if let MadtEntry::IoApic(e) = &entry {
+                    let _ = info.io_apics.push(u64::from(e.io_apic_address));
+                }
                 let id = match entry {
                     MadtEntry::LocalApic(e) if e.flags & 1 != 0 => Some(u32::from(e.apic_id)),
                     MadtEntry::LocalX2Apic(e) if e.flags & 1 != 0 => Some(e.x2apic_id),

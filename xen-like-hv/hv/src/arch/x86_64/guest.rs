@@ -599,6 +599,20 @@ impl Platform for HwPlatform<'_> {
         f(&mut crate::pci::STATE.lock())
     }
 
+    fn iomem_permitted(&mut self, dom: DomId, first: u64, last: u64) -> bool {
+        crate::mmhw::IOMEM.lock().permits(dom, first, last)
+    }
+
+    fn iomem_permission(
+        &mut self,
+        dom: DomId,
+        first: u64,
+        last: u64,
+        allow: bool,
+    ) -> Result<(), xlhv_core::ioport::TooManyRanges> {
+        crate::mmhw::IOMEM.lock().change(dom, first, last, allow)
+    }
+
     fn move_vcpu_info(&mut self, vcpu: u32, mfn: xlhv_core::mm::Mfn, offset: u32) {
         let Some(old) = self.vcpu_info(vcpu) else {
             return;
