@@ -816,6 +816,10 @@ where
                     (frame, false, 0, PAGE as u16)
                 }
             };
+            // An entry pinned already (a read-only pin gaining a writer) keeps its
+            // frame: the copy uses `act.mfn`, so that is the frame to reference,
+            // whatever the granter has written into the entry since.
+            let frame = if old_pin == 0 { frame } else { act.mfn };
             if get_page(self.mm, frame, rd).is_err() {
                 self.settle_flags(rd, r, ro);
                 return st(GntSt::BadPage);
