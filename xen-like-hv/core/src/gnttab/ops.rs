@@ -787,6 +787,21 @@ where
                 Ok(x) => x,
                 Err(s) => return fail(self, s),
             };
+            // Pinned already (by a map, which reads the entry as a full page): the
+            // pin must be this same transitive use, else the chain just acquired
+            // is dropped again (Xen's re-check, which returns ERESTART).
+            if old_pin != 0
+                && (act.mfn != mfn
+                    || act.start != off
+                    || act.length != len
+                    || act.trans_dom != td
+                    || act.trans_gref != tref.0
+                    || !act.sub_page)
+            {
+                self.release_for_copy(td, tref, ro);
+                put_page(self.mm, mfn);
+                return fail(self, GntSt::GeneralError);
+            }
             if old_pin == 0 {
                 act.domid = ldom;
                 act.start = off;
