@@ -101,7 +101,6 @@ pub(super) type G<'a, 'x> = Gnt<'a, 'x, 'static, FakeMem, NoSlots, FakeM2p, Hook
 #[derive(Clone, Debug)]
 pub(super) struct Dom {
     pub l4: Mfn,
-    pub l3: Mfn,
     pub l2: Mfn,
     pub l1: Mfn,
     pub data: Vec<Mfn>,
@@ -179,7 +178,6 @@ impl Sys {
         self.mem.write_entry(frames[2], 0, (frames[3].0 << 12) | up);
         let dom = Dom {
             l4: frames[0],
-            l3: frames[1],
             l2: frames[2],
             l1: frames[3],
             data: frames[4..].to_vec(),

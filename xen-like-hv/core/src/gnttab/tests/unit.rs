@@ -1119,8 +1119,8 @@ fn transitive_grants_refuse_self_reference_chains_and_mapping() {
         assert_eq!(s.status(d, r), 0, "d{d} ref {r}");
         assert_eq!(s.pin(d, r), 0, "d{d} ref {r}");
     }
-    assert_eq!(s.table(2).unpinned(), true);
-    assert_eq!(s.table(1).unpinned(), true);
+    assert!(s.table(2).unpinned());
+    assert!(s.table(1).unpinned());
 }
 
 // ---- swap, cache_flush ---------------------------------------------------------------
