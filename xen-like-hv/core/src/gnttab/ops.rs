@@ -652,8 +652,10 @@ where
             return (GntSt::BadHandle, None);
         }
         let act = rgt.act(mem, r);
+        // Xen 4.17 answers GNTST_bad_dev_addr here (measured on real Xen; older
+        // releases said GNTST_general_error).
         if req.dev_bus_addr != 0 && req.dev_bus_addr != act.mfn.0 << 12 {
-            return (GntSt::GeneralError, None);
+            return (GntSt::BadDevAddr, None);
         }
         let flags = GntMapFlags::from_bits_retain(u32::from(map.flags));
         let ro = flags & GntMapFlags::READONLY;
