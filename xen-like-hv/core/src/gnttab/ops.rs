@@ -759,8 +759,18 @@ where
         let version = rgt.version();
         let dying = rgt.dying;
         let old_pin = act.pin;
-        let hdr = self.header(rd, r).ok_or(GntSt::GeneralError)?;
         let needs_status = old_pin == 0 || (!ro && old_pin & pin::WRITABLE == 0);
+        // A dying granter's shared frames may be someone else's already: its entries
+        // are not read again. Nothing new is pinned; a pinned entry answers as in
+        // Xen's already-pinned path for a dying owner.
+        if dying {
+            return st(if needs_status {
+                GntSt::GeneralError
+            } else {
+                GntSt::BadDomain
+            });
+        }
+        let hdr = self.header(rd, r).ok_or(GntSt::GeneralError)?;
         let type_bits = hdr.flags & GtfFlags::TYPE_MASK.bits();
         if version == 2 && type_bits == GtfFlags::TRANSITIVE.bits() {
             if needs_status {
