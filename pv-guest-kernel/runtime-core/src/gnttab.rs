@@ -159,10 +159,11 @@ impl<const WORDS: usize> RefAllocator<WORDS> {
             return None;
         }
         let span = self.limit - GNTTAB_NR_RESERVED_ENTRIES;
-        let start = self.cursor.clamp(GNTTAB_NR_RESERVED_ENTRIES, self.limit - 1);
+        let start = self
+            .cursor
+            .clamp(GNTTAB_NR_RESERVED_ENTRIES, self.limit - 1);
         for i in 0..span {
-            let r = GNTTAB_NR_RESERVED_ENTRIES
-                + (start - GNTTAB_NR_RESERVED_ENTRIES + i) % span;
+            let r = GNTTAB_NR_RESERVED_ENTRIES + (start - GNTTAB_NR_RESERVED_ENTRIES + i) % span;
             if !self.bit(r) {
                 self.set(r, true);
                 self.in_use += 1;
