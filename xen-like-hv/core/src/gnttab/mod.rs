@@ -59,7 +59,11 @@ impl Limits {
     /// the default; fewer than [`INITIAL_NR_GRANT_FRAMES`] or more than the maxima is
     /// `None` (-EINVAL). `version` is `XEN_DOMCTL_GRANT_version(grant_opts)` (0: the
     /// default).
-    pub fn from_createdomain(grant_frames: i32, maptrack_frames: i32, version: u32) -> Option<Self> {
+    pub fn from_createdomain(
+        grant_frames: i32,
+        maptrack_frames: i32,
+        version: u32,
+    ) -> Option<Self> {
         let g = u32::try_from(grant_frames).unwrap_or(MAX_GRANT_FRAMES);
         let m = u32::try_from(maptrack_frames).unwrap_or(MAX_MAPTRACK_FRAMES);
         if !(INITIAL_NR_GRANT_FRAMES..=MAX_GRANT_FRAMES).contains(&g) || m > MAX_MAPTRACK_FRAMES {

@@ -2,6 +2,10 @@
 //! (each function names the Xen function it follows). Per-request failures are
 //! `GNTST_*` statuses ([`GntSt`]); whole-hypercall failures are errnos, returned by
 //! the hypercall layer.
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "grant entries, active entries and maptrack entries are 64-bit words split into their 16- and 32-bit fields"
+)]
 
 use hypercall_abi::Errno;
 use hypercall_abi::gnttab::{
@@ -853,9 +857,7 @@ where
         } else {
             (a.trans_dom, GrantRef(a.trans_gref))
         };
-        a.pin = a
-            .pin
-            .saturating_sub(if ro { pin::HSTR } else { pin::HSTW });
+        a.pin = a.pin.saturating_sub(if ro { pin::HSTR } else { pin::HSTW });
         t.set_act(mem, r, &a);
         self.settle_flags(rd, r, ro);
         if td != rd {

@@ -13,6 +13,10 @@
 //!   of the current size (Xen's `active_grant_entry`);
 //! * maptrack: 2 words each, 256 per frame (Xen's `grant_mapping`); the frames are
 //!   listed in up to two directory frames of 512 MFNs.
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "grant entries, active entries and maptrack entries are 64-bit words split into their 16- and 32-bit fields"
+)]
 
 use hypercall_abi::types::{DomId, GrantRef};
 
@@ -34,7 +38,8 @@ pub(super) const MAPTRACK_PER_FRAME: u32 = 256;
 /// Status frames of the largest table.
 const MAX_STATUS_FRAMES: usize = 8;
 /// Active frames of the largest table.
-const MAX_ACTIVE_FRAMES: usize = (super::MAX_GRANT_FRAMES * V1_PER_FRAME / ACTIVE_PER_FRAME) as usize;
+const MAX_ACTIVE_FRAMES: usize =
+    (super::MAX_GRANT_FRAMES * V1_PER_FRAME / ACTIVE_PER_FRAME) as usize;
 /// Directory frames for the largest maptrack.
 const MAPTRACK_DIRS: usize = (super::MAX_MAPTRACK_FRAMES / 512) as usize;
 /// End of a free list.
@@ -150,6 +155,16 @@ impl GrantTable {
             limits,
             ..Self::EMPTY
         }
+    }
+
+    /// Gives a new table its initial frames; `false` if there were none to have.
+    pub fn init<M: MachineMemory>(
+        &mut self,
+        mem: &mut M,
+        ft: &mut FrameTable<'_>,
+        pool: &mut dyn FramePool,
+    ) -> bool {
+        self.grow(mem, ft, pool, INITIAL_NR_GRANT_FRAMES)
     }
 
     /// The version (1 or 2).

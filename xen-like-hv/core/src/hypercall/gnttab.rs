@@ -1,6 +1,10 @@
 //! `grant_table_op(cmd, uop, count)` (#20): copies each request in, runs it
 //! ([`crate::gnttab::ops`]), writes the result back, batches and continues like Xen's
 //! `do_grant_table_op`.
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "grant entries, active entries and maptrack entries are 64-bit words split into their 16- and 32-bit fields"
+)]
 
 use super::{HvError, HvResult};
 use crate::gnttab::{Gnt, MapReq, UnmapReq, ops::UnmapDone};
@@ -48,9 +52,7 @@ pub fn grant_table_op<P: Platform>(
     match op {
         GnttabOp::MapGrantRef => batched::<P, GnttabMapGrantRef>(ctx, cmd, base, count, map_one),
         GnttabOp::UnmapGrantRef => unmap_batch::<P, GnttabUnmapGrantRef>(ctx, cmd, base, count),
-        GnttabOp::UnmapAndReplace => {
-            unmap_batch::<P, GnttabUnmapAndReplace>(ctx, cmd, base, count)
-        }
+        GnttabOp::UnmapAndReplace => unmap_batch::<P, GnttabUnmapAndReplace>(ctx, cmd, base, count),
         GnttabOp::SetupTable => setup_table(ctx, base, count),
         GnttabOp::QuerySize => query_size(ctx, base, count),
         GnttabOp::SetVersion => set_version(ctx, base),
@@ -117,7 +119,10 @@ fn batched<P: Platform, T: FromBytes + IntoBytes + Immutable>(
     Ok(0)
 }
 
-fn map_one<P: Platform>(ctx: &mut GuestCtx<'_, P>, op: &mut GnttabMapGrantRef) -> Result<(), HvError> {
+fn map_one<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    op: &mut GnttabMapGrantRef,
+) -> Result<(), HvError> {
     let req = MapReq {
         host_addr: op.host_addr,
         flags: op.flags,
@@ -160,7 +165,12 @@ fn transfer_one<P: Platform>(
 /// which nothing may reference, leaves it (and its reservation) and becomes `domid`'s
 /// in entry `gref` of its table, which must accept a transfer from the caller. After
 /// the frame left the caller every failure frees it, as in Xen.
-fn transfer<P: Platform>(ctx: &mut GuestCtx<'_, P>, mfn: u64, domid: DomId, gref: GrantRef) -> GntSt {
+fn transfer<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    mfn: u64,
+    domid: DomId,
+    gref: GrantRef,
+) -> GntSt {
     let mfn = crate::mm::Mfn(mfn);
     if let Err(s) = with_gnt(ctx, |g| g.steal(mfn)) {
         return s;
@@ -190,7 +200,8 @@ fn transfer<P: Platform>(ctx: &mut GuestCtx<'_, P>, mfn: u64, domid: DomId, gref
         Some(true) => match with_gnt(ctx, |g| g.accept_transfer(domid, gref, mfn)) {
             Ok(()) => return GntSt::Okay,
             Err(s) => {
-                let undo = |d: &mut crate::domain::Domain| d.tot_pages = d.tot_pages.saturating_sub(1);
+                let undo =
+                    |d: &mut crate::domain::Domain| d.tot_pages = d.tot_pages.saturating_sub(1);
                 if domid == me {
                     undo(ctx.dom);
                 } else {
@@ -316,7 +327,12 @@ fn setup_table<P: Platform>(ctx: &mut GuestCtx<'_, P>, base: u64, count: u32) ->
         }
         Err(s) => op.status = s as i16,
     }
-    write_status(ctx, base, &op, core::mem::offset_of!(GnttabSetupTable, status))
+    write_status(
+        ctx,
+        base,
+        &op,
+        core::mem::offset_of!(GnttabSetupTable, status),
+    )
 }
 
 /// Writes back only the `status` field of a request at `base` (at `offset`).
