@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use xlhv_tests::{ControlHost, QemuExit, boot_dom0, scratch, test_guest};
+use xlhv_tests::{Boot, Boot0, ControlHost, Module, QemuExit, boot_dom0, scratch, test_guest};
 
 /// Every answer of the `gnttab` guest is Xen 4.17's.
 #[test]
@@ -15,5 +15,232 @@ fn gnttab_guest_gets_xens_answers() {
     b.no_line("gnttab: FAIL");
     b.exited(QemuExit::Poweroff);
     b.line("all of dom0's frames are back");
+    b.no_line("frames leaked");
+}
+
+/// The number after `key` and ':' in `dom0ctl info`'s output.
+fn field(out: &str, key: &str) -> String {
+    out.lines()
+        .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+fn free_memory(h: &ControlHost) -> String {
+    let i = h.dom0ctl(&["info"]);
+    i.code(0);
+    field(&i.stdout, "free_memory")
+}
+
+/// Writes a config for the `gnttab-peer` guest (uploaded from the host).
+fn peer_config(test: &str, name: &str, cmdline: &str) -> String {
+    peer_config_with(test, name, cmdline, "")
+}
+
+/// [`peer_config`] with further config lines.
+fn peer_config_with(test: &str, name: &str, cmdline: &str, extra: &str) -> String {
+    let p = scratch(test).join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"{name}\"\nkernel = \"{}\"\nmemory = 16\ncmdline = \"{cmdline}\"\n{extra}",
+            test_guest("gnttab-peer").display()
+        ),
+    )
+    .unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+fn create(h: &ControlHost, cfg: &str) -> u16 {
+    let c = h.dom0ctl(&["--timeout", "120", "create", cfg]);
+    c.code(0);
+    c.stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("domid {:?}: {e}", c.stdout))
+}
+
+/// Waits until domain `dom`'s console (`dom0ctl console --no-follow`) has a line
+/// containing `needle` (90 s at most); returns that line.
+fn wait_console(h: &ControlHost, dom: &str, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let c = h.dom0ctl(&["console", dom, "--no-follow"]);
+        if let Some(l) = c.stdout.lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        assert!(
+            !c.stdout.contains("gnttab-peer: FAIL"),
+            "{dom} failed:\n{}",
+            c.stdout
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{dom}'s console never showed {needle:?}:\n{}\n{}",
+            c.stdout,
+            c.stderr
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Waits until COM1 has a line containing `needle` (30 s at most).
+fn wait_log(h: &ControlHost, needle: &str) {
+    let start = Instant::now();
+    while !h.serial().contains(needle) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no {needle:?} in:\n{}",
+            h.serial()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The value of `key=` in `line`.
+fn value<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+/// A granter domU and a mapper domU (created with dom0ctl; they learn each other's
+/// domid from their command lines): the mapper maps the granter's page and writes a
+/// pattern the granter reads back, and copies 1 MiB of granted frames in 4 KiB
+/// pieces with the same checksum the granter computed; the granter's `end_access`
+/// says "still in use" while the mapper holds the mapping. Then both are destroyed,
+/// `first` first, and free memory is back to the frame.
+fn share_and_destroy(test: &str, granter_first: bool) {
+    let h = ControlHost::boot(test);
+    let free = free_memory(&h);
+    // Ids are handed out in order: the granter gets `next`, the mapper `next + 1`.
+    let probe = peer_config(test, "probe", "role=none");
+    let next = create(&h, &probe) + 1;
+    h.dom0ctl(&["destroy", "probe"]).code(0);
+    let g = create(
+        &h,
+        &peer_config(
+            test,
+            "granter",
+            &format!("role=granter peer={} hold=1", next + 1),
+        ),
+    );
+    assert_eq!(g, next, "the granter's id");
+    wait_console(&h, "granter", "gnttab-peer: granter ready ref=8");
+    let m = create(
+        &h,
+        &peer_config(
+            test,
+            "mapper",
+            &format!("role=mapper peer={g} ref=8 hold=1"),
+        ),
+    );
+    assert_eq!(m, next + 1, "the mapper's id");
+    let mapped = wait_console(&h, "mapper", "gnttab-peer: mapper PASS");
+    let granted = wait_console(&h, "granter", "gnttab-peer: granter PASS");
+    assert_eq!(value(&mapped, "checksum="), value(&granted, "checksum="));
+    assert_eq!(value(&mapped, "pages="), "256", "{mapped}");
+    assert_eq!(value(&granted, "busy="), "1", "{granted}");
+    let (first, second) = if granter_first {
+        ("granter", "mapper")
+    } else {
+        ("mapper", "granter")
+    };
+    h.dom0ctl(&["destroy", first]).code(0);
+    h.dom0ctl(&["destroy", second]).code(0);
+    let start = Instant::now();
+    while free_memory(&h) != free && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(free_memory(&h), free, "every frame back\n{}", h.serial());
+    let log = h.serial();
+    for d in [g, m] {
+        assert!(
+            log.contains(&format!("frames of domain {d} are back")),
+            "no 'frames of domain {d} are back' in:\n{log}"
+        );
+    }
+    assert!(!log.contains("frames leaked"), "{log}");
+    assert!(!log.contains("gnttab-peer: FAIL"), "{log}");
+}
+
+#[test]
+fn two_domus_share_a_page_and_the_granter_goes_first() {
+    share_and_destroy("gnttab-granter-first", true);
+}
+
+#[test]
+fn two_domus_share_a_page_and_the_mapper_goes_first() {
+    share_and_destroy("gnttab-mapper-first", false);
+}
+
+/// Without `hold`, the mapper unmaps and powers off, the granter revokes every
+/// grant (`end_access` succeeds once the mapping is gone) and powers off.
+#[test]
+fn two_domus_share_a_page_and_clean_up_themselves() {
+    let t = "gnttab-clean";
+    let h = ControlHost::boot(t);
+    let free = free_memory(&h);
+    let keep = "on_poweroff = \"preserve\"\n";
+    let g = create(
+        &h,
+        &peer_config_with(t, "granter", "role=granter peer=2", keep),
+    );
+    assert_eq!(g, 1);
+    wait_console(&h, "granter", "gnttab-peer: granter ready ref=8");
+    let m = create(
+        &h,
+        &peer_config_with(t, "mapper", "role=mapper peer=1 ref=8", keep),
+    );
+    assert_eq!(m, 2);
+    wait_console(&h, "mapper", "gnttab-peer: mapper PASS");
+    wait_console(&h, "granter", "gnttab-peer: granter PASS");
+    h.dom0ctl(&["destroy", "mapper"]).code(0);
+    h.dom0ctl(&["destroy", "granter"]).code(0);
+    wait_log(&h, "frames of domain 1 are back");
+    wait_log(&h, "frames of domain 2 are back");
+    assert_eq!(free_memory(&h), free, "every frame back");
+}
+
+/// Boots a `ticker` dom0 (`secs` seconds) with boot-time domUs built by the
+/// hypervisor (`(name, guest, cmdline)`), until dom0 powers the machine off.
+fn beside_ticker(test: &str, secs: u32, domus: &[(&str, &str, &str)]) -> Boot0 {
+    let mut b = Boot::new(test);
+    b.modules = vec![Module {
+        path: test_guest("ticker"),
+        cmdline: format!("dom0 secs={secs}"),
+    }];
+    for (name, guest, cmdline) in domus {
+        b.modules.push(Module {
+            path: test_guest(guest),
+            cmdline: format!("domu name={name} mem=16M \"cmdline={cmdline}\""),
+        });
+    }
+    b.stop_at = None;
+    b.deadline = Duration::from_secs(240);
+    b.run()
+}
+
+/// The same exchange between two boot-time domUs (ids 1 and 2), which print on
+/// COM1: the mapper writes, the granter reads back, 1 MiB copied, both clean up;
+/// the ticker dom0 keeps its rate; every frame comes back.
+#[test]
+fn boot_time_domus_share_a_page() {
+    let b = beside_ticker(
+        "gnttab-boot-domus",
+        6,
+        &[
+            ("granter", "gnttab-peer", "role=granter peer=2"),
+            ("mapper", "gnttab-peer", "role=mapper peer=1 ref=8"),
+        ],
+    );
+    b.exited(QemuExit::Poweroff);
+    let m = b.line("(d2) gnttab-peer: mapper PASS").to_string();
+    let g = b.line("(d1) gnttab-peer: granter PASS").to_string();
+    assert_eq!(value(&m, "checksum="), value(&g, "checksum="));
+    b.line("ticker: PASS");
+    b.line("frames of domain 1 are back");
+    b.line("frames of domain 2 are back");
     b.no_line("frames leaked");
 }

@@ -40,7 +40,7 @@ const W_SUM: usize = 2;
 const W_REFS: usize = 8;
 const W_RESULT: usize = 300;
 const W_DONE: usize = 301;
-const W_PATTERN: usize = 512;
+const W_PATTERN: usize = 384;
 
 fn pattern(i: usize) -> u64 {
     0xa5a5_0000_0000_0000 | (i as u64 * 0x9e37)
@@ -145,7 +145,7 @@ fn granter(peer: DomId) {
     println!("{NAME}: granter ready ref={} peer={}", gref.0, peer.0);
     let page = shared.va();
     wait("the mapper", || word(page, W_DONE) == DONE);
-    for i in W_PATTERN..512 + 256 {
+    for i in W_PATTERN..512 {
         if word(page, i) != pattern(i) {
             fail(
                 NAME,
@@ -200,13 +200,12 @@ fn mapper(peer: DomId) {
     let mut sum = FNV0;
     for i in 0..count {
         let r = GrantRef(u32::try_from(word(WIN, W_REFS + i)).unwrap_or(0));
-        if let Err(e) = gnttab::copy(CopyPtr::gref(peer, r, 0), CopyPtr::frame(own.mfn, 0), 4096)
-        {
+        if let Err(e) = gnttab::copy(CopyPtr::gref(peer, r, 0), CopyPtr::frame(own.mfn, 0), 4096) {
             fail(NAME, format_args!("copy of ref {}: {e}", r.0));
         }
         sum = fnv(sum, page_bytes(own.va()));
     }
-    for i in W_PATTERN..512 + 256 {
+    for i in W_PATTERN..512 {
         set_word(WIN, i, pattern(i));
     }
     set_word(WIN, W_RESULT, sum);
