@@ -244,3 +244,27 @@ fn boot_time_domus_share_a_page() {
     b.line("frames of domain 2 are back");
     b.no_line("frames leaked");
 }
+
+/// `gnttab-hostile` as a domU beside a ticker dom0: every abuse gets Xen 4.17's
+/// answer (the guest passes on real Xen as dom0, xen_fidelity.rs), the maptrack
+/// flood stops at Xen's limit with `GNTST_no_space`, the ticker keeps its rate and
+/// every frame comes back.
+#[test]
+fn hostile_domu_gets_xens_answers_beside_a_ticker() {
+    let b = beside_ticker(
+        "gnttab-hostile-domu",
+        8,
+        &[("hostile", "gnttab-hostile", "flood=1")],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.no_line("gnttab-hostile: FAIL");
+    let pass = b.line("(d1) gnttab-hostile: PASS").to_string();
+    assert_eq!(
+        value(&pass, "maps="),
+        "262143",
+        "Xen 4.17's maptrack limit: {pass}"
+    );
+    b.line("ticker: PASS");
+    b.line("frames of domain 1 are back");
+    b.no_line("frames leaked");
+}
