@@ -392,3 +392,22 @@ fn gnttab_hostile_on_real_xen() {
         "grant_table_op abuses: handles, contains_pte, rewritten entries, v2 status frames, copies, maptrack flood",
     );
 }
+
+/// The bench guest's grant-table metrics run on real Xen (self-grants mapped, unmapped
+/// and copied as dom0).
+#[test]
+fn bench_guest_measures_the_gnttab_metrics_on_real_xen() {
+    let x = bench_on_xen();
+    let serial: String = x.run.guest_lines().map(|l| format!("{l}\n")).collect();
+    let report = parse_guest(&serial).unwrap_or_else(|e| x.fail(&format!("{e:#}")));
+    for metric in [
+        "gnttab_map_unmap_b1",
+        "gnttab_map_unmap_b32",
+        "gnttab_copy_4k",
+    ] {
+        match report.metrics.iter().find(|(n, _)| n == metric) {
+            Some((_, Measured::Value { iters, .. })) if *iters > 0 => {}
+            other => x.fail(&format!("metric {metric}: {other:?}")),
+        }
+    }
+}
