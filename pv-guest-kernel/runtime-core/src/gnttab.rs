@@ -233,7 +233,7 @@ mod tests {
         a.grow(512);
         let mut seen = BTreeSet::new();
         while let Some(r) = a.alloc() {
-            assert!(r >= 8 && r < 512, "{r}");
+            assert!((8..512).contains(&r), "{r}");
             assert!(seen.insert(r), "{r} twice");
         }
         assert_eq!(seen.len(), 504);
