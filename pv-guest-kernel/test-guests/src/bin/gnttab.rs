@@ -509,6 +509,17 @@ fn main(_si: &'static StartInfo) {
         128,
     );
     c.want("129 maps: the 129th", many[128].status.into(), GENERAL);
+    // The read-only device counter is full; a writable device map counts in
+    // its own counter.
+    let (s, hw, busw) = map1(me, r1, 0, GntMapFlags::DEVICE_MAP);
+    c.want(
+        "a writable device map beside 128 read-only ones",
+        s,
+        GNTST_OKAY,
+    );
+    if s == GNTST_OKAY {
+        c.want("its unmap", unmap1(hw, 0, busw), GNTST_OKAY);
+    }
     let mut unmaps = [GnttabUnmapGrantRef::default(); 128];
     for (u, m) in unmaps.iter_mut().zip(many.iter()) {
         u.dev_bus_addr = m.dev_bus_addr;

@@ -328,7 +328,10 @@ fn main(_si: &'static StartInfo) {
         println!("{NAME}: PASS maps={maps} checks={}", c.n);
         sched::poweroff()
     }
-    println!("{NAME}: FAIL {} of {} differ: {}", c.bad, c.n, c.out);
+    println!(
+        "{NAME}: FAIL {} of {} differ: {}maps={maps}",
+        c.bad, c.n, c.out
+    );
     sched::crash()
 }
 
