@@ -33,6 +33,9 @@
 //!   and revoking access to its frames, mapping, unmapping and copying
 //!   other domains' grants.
 //! * **devices** ([`physdev`]): the virtual IOPL and port I/O.
+//! * **XenStore** ([`xenbus`], feature `xenbus`, on by default; needs a
+//!   global allocator): read, write, watch, transactions over the store
+//!   page, and serving `control/shutdown`. See `docs/xenbus.md`.
 //! * **hypervisor queries** ([`xen`]); a panic prints its message and
 //!   location and crashes the domain.
 //!
@@ -59,6 +62,8 @@ pub mod traps;
 pub mod user;
 pub mod vcpu;
 pub mod xen;
+#[cfg(feature = "xenbus")]
+pub mod xenbus;
 
 pub use hypercall_abi as abi;
 pub use hypercall_abi::xen::StartInfo;
