@@ -101,6 +101,10 @@ pub struct UnmapDone {
     mfn: Mfn,
     /// `GNTMAP_host_map`/`device_map` undone, with `readonly` as it was mapped.
     done: GntMapFlags,
+    /// What no TLB may keep before the references go: the page at the unmapped
+    /// linear address, or (for `contains_pte`) any translation; nothing for a device
+    /// mapping alone.
+    pub flush: Option<crate::mm::mmu::FlushKind>,
 }
 
 /// A frame held for one side of a copy.
@@ -699,11 +703,19 @@ where
                 lgt.set_maptrack(mem, req.handle, map);
             }
         }
+        let flush = if !done.contains(GntMapFlags::HOST_MAP) {
+            None
+        } else if flags.contains(GntMapFlags::CONTAINS_PTE) {
+            Some(crate::mm::mmu::FlushKind::Tlb)
+        } else {
+            Some(crate::mm::mmu::FlushKind::Invlpg(req.host_addr))
+        };
         let rec = (!done.is_empty()).then_some(UnmapDone {
             rd,
             gref: r,
             mfn: act.mfn,
             done,
+            flush,
         });
         (GntSt::Okay, rec)
     }
