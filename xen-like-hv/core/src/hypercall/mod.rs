@@ -278,6 +278,8 @@ mod events_tests;
 #[cfg(test)]
 mod fifo_tests;
 #[cfg(test)]
+mod gnttab_tests;
+#[cfg(test)]
 mod iocaps_tests;
 #[cfg(test)]
 mod physdev_tests;
