@@ -270,11 +270,16 @@ mod tests {
         let full = t.clone();
         assert_eq!(t.deny(999, 999), Err(TooManyRanges));
         assert_eq!(t, full, "a refused deny changes nothing");
+        let mut top = IoMem::none();
+        assert_eq!(top.permit(u64::MAX - 1, u64::MAX), Ok(()));
         assert_eq!(
-            s.permit(u64::MAX - 1, u64::MAX),
+            top.permit(u64::MAX - 5, u64::MAX - 2),
             Ok(()),
-            "no overflow at the top"
+            "merged at the top"
         );
+        assert!(top.permits(u64::MAX - 5, u64::MAX));
+        assert_eq!(top.deny(u64::MAX, u64::MAX), Ok(()));
+        assert!(!top.permits(u64::MAX, u64::MAX));
     }
 
     #[test]
