@@ -54,6 +54,8 @@ subops! {
         13 => GetVcpuContext(DomctlVcpuContext) getvcpucontext since 0x0000_0000;
         /// Set the number of vCPUs.
         15 => MaxVcpus(DomctlMaxVcpus) max_vcpus since 0x0000_0000;
+        /// Grant (or take back) the IRQ behind one of the caller's pirqs.
+        19 => IrqPermission(DomctlIrqPermission) irq_permission since 0x0000_0000;
         /// Fill a frame of the domain with the hypercall page.
         22 => HypercallInit(DomctlHypercallInit) hypercall_init since 0x0000_0000;
     }
@@ -231,6 +233,20 @@ pub struct DomctlGetDomainInfo {
 pub struct DomctlMaxMem {
     /// Most memory, in KiB.
     pub max_memkb: u64,
+}
+
+/// `struct xen_domctl_irq_permission` (8 bytes).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct DomctlIrqPermission {
+    /// A pirq of the caller; the IRQ it is mapped to is granted.
+    pub pirq: u32,
+    /// 1 grants, 0 takes back.
+    pub allow_access: u8,
+    /// Padding.
+    pub pad: [u8; 3],
 }
 
 /// `struct xen_domctl_vcpucontext` (16 bytes).
@@ -431,6 +447,7 @@ assert_layout!(
     arch_config = 104
 );
 assert_layout!(DomctlMaxMem, 8, max_memkb = 0);
+assert_layout!(DomctlIrqPermission, 8, pirq = 0, allow_access = 4);
 assert_layout!(DomctlVcpuContext, 16, vcpu = 0, ctxt = 8);
 assert_layout!(DomctlMaxVcpus, 4, max = 0);
 assert_layout!(DomctlHypercallInit, 8, gmfn = 0);

@@ -168,7 +168,7 @@ struct DomIrq {
 }
 
 /// Every IRQ of the machine and every domain's pirqs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct IrqTable {
     nr_gsis: u32,
     nr_irqs: u32,

@@ -183,6 +183,9 @@ fn physdev<P: Platform>(
 /// `physdev_op`: `PHYSDEVOP_set_iopl` (the virtual IOPL that `cli`/`sti` and port I/O
 /// are checked against).
 pub fn physdev_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestPtr<()>) -> HvResult {
+    if let Some(r) = super::physdev_irq::physdev_op(ctx, cmd, arg) {
+        return r;
+    }
     physdev(ctx, cmd, |p| Ok(p.read_obj(arg.addr())?))
 }
 

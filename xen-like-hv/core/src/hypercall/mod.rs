@@ -16,6 +16,7 @@ pub mod gnttab;
 pub mod memory;
 pub mod misc;
 pub mod mm;
+pub mod physdev_irq;
 pub mod sched;
 pub mod vcpu;
 pub mod vcpuctx;
