@@ -38,6 +38,7 @@ pub const GSI_VECTOR_BASE: u8 = 0x30;
 /// GSIs the hypervisor routes: vectors 0x30..0x7F (below the `int $0x80` gate).
 pub const MAX_GSIS: u32 = 0x50;
 
+#[inline]
 /// The vector GSI `gsi` is delivered on, if it is one the hypervisor routes.
 pub fn gsi_vector(gsi: u32) -> Option<u8> {
     if gsi < MAX_GSIS {
@@ -48,6 +49,7 @@ pub fn gsi_vector(gsi: u32) -> Option<u8> {
 }
 
 /// The GSI that vector `vector` belongs to, if any.
+#[inline]
 pub fn vector_gsi(vector: u64) -> Option<u32> {
     let base = u64::from(GSI_VECTOR_BASE);
     if (base..base + u64::from(MAX_GSIS)).contains(&vector) {

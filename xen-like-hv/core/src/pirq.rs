@@ -291,7 +291,11 @@ impl IrqTable {
     /// The record of `dom`, created with the defaults (`hardware`: IRQs
     /// 1..nr_irqs_gsi, as Xen's `dom0_setup_permissions`) if it has none.
     fn dom_rec_mut(&mut self, dom: DomId, hardware: bool) -> Result<&mut DomIrq, PirqError> {
-        if let Some(i) = self.doms.iter().position(|r| r.is_some_and(|r| r.dom == dom)) {
+        if let Some(i) = self
+            .doms
+            .iter()
+            .position(|r| r.is_some_and(|r| r.dom == dom))
+        {
             return self
                 .doms
                 .get_mut(i)
@@ -525,7 +529,11 @@ impl IrqTable {
     ) -> Result<(), PirqError> {
         let idx = self
             .map_idx(dom, pirq)
-            .filter(|&i| self.maps.get(i).is_some_and(|m| m.is_some_and(|m| !m.zombie)))
+            .filter(|&i| {
+                self.maps
+                    .get(i)
+                    .is_some_and(|m| m.is_some_and(|m| !m.zombie))
+            })
             .ok_or(PirqError::Invalid)?;
         let irq = self
             .maps

@@ -13,6 +13,7 @@ mod dom0;
 mod domains;
 mod events;
 mod gnttab;
+mod irq;
 mod mm;
 mod mmhw;
 mod modules;
@@ -106,6 +107,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
         apic::phys_base()
     );
     time::init(acpi.hpet.map(|(base, _)| base));
+    irq::init(&acpi);
 
     if let Some(hook) = opts.test {
         run_test_hook(hook);

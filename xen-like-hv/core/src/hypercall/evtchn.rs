@@ -3,6 +3,7 @@
 //! copy the result out, and act on the kick. See `docs/evtchn.md`.
 
 use super::{HvError, HvResult};
+use crate::evtchn::EvtchnOut;
 use crate::evtchn::{
     Caller, EvtchnError, EvtchnReply, EvtchnRequest, GlobalVirqPolicy, PirqAccess, fifo,
 };
@@ -11,7 +12,6 @@ use crate::mm::frame_table::PageType;
 use crate::mm::page_type::{get_page_and_type, put_page_and_type};
 use crate::platform::Platform;
 use crate::traps::GuestCtx;
-use crate::evtchn::EvtchnOut;
 use hypercall_abi::evtchn::{BIND_PIRQ_WILL_SHARE, EvtchnClose, EvtchnOpCompat};
 use hypercall_abi::types::DomId;
 use hypercall_abi::types::GuestPtr;
@@ -35,7 +35,10 @@ pub fn caller<P: Platform>(ctx: &GuestCtx<'_, P>) -> Caller {
 /// `evtchn_bind_pirq` (`pirq_guest_bind` once the port exists; the port is freed
 /// again if that fails) and `evtchn_close` (a closed or reset pirq port unbinds its
 /// pirq).
-fn run<P: Platform>(ctx: &mut GuestCtx<'_, P>, req: EvtchnRequest) -> Result<EvtchnReply, EvtchnError> {
+fn run<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    req: EvtchnRequest,
+) -> Result<EvtchnReply, EvtchnError> {
     let mut who = caller(ctx);
     let (me, hw) = (ctx.dom.id, ctx.dom.privileged);
     match req {
@@ -50,7 +53,10 @@ fn run<P: Platform>(ctx: &mut GuestCtx<'_, P>, req: EvtchnRequest) -> Result<Evt
             };
             let share = b.flags & BIND_PIRQ_WILL_SHARE != 0;
             let port = out.port;
-            if let Err(e) = ctx.p.irqs(|t, chip| t.bind(me, b.pirq, port.0, share, chip)) {
+            if let Err(e) = ctx
+                .p
+                .irqs(|t, chip| t.bind(me, b.pirq, port.0, share, chip))
+            {
                 let close = EvtchnRequest::Close(EvtchnClose { port });
                 let _ = ctx.p.evtchn_op(&who, close);
                 return Err(EvtchnError::Pirq(e));

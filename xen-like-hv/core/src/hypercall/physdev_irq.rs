@@ -5,10 +5,10 @@
 
 use super::{HvError, HvResult};
 use crate::evtchn::EvtchnRequest;
-use crate::pirq::PirqError;
 use crate::mm::Mfn;
 use crate::mm::frame_table::PageType;
 use crate::mm::page_type::{get_page_and_type, put_page_and_type};
+use crate::pirq::PirqError;
 use crate::platform::Platform;
 use crate::traps::GuestCtx;
 use hypercall_abi::Errno;
@@ -28,7 +28,10 @@ impl From<PirqError> for HvError {
 
 /// The domain `domid` names for the current one (`rcu_lock_domain_by_any_id`):
 /// (id, hardware domain). -ESRCH if there is none.
-pub fn lookup<P: Platform>(ctx: &mut GuestCtx<'_, P>, domid: DomId) -> Result<(DomId, bool), HvError> {
+pub fn lookup<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    domid: DomId,
+) -> Result<(DomId, bool), HvError> {
     if domid == DomId::SELF || domid == ctx.dom.id {
         return Ok((ctx.dom.id, ctx.dom.privileged));
     }
@@ -70,7 +73,11 @@ fn map_pirq<P: Platform>(ctx: &mut GuestCtx<'_, P>, va: u64) -> HvResult {
     ret
 }
 
-fn map_inner<P: Platform>(ctx: &mut GuestCtx<'_, P>, map: &mut PhysdevMapPirq, ty: i32) -> HvResult {
+fn map_inner<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    map: &mut PhysdevMapPirq,
+    ty: i32,
+) -> HvResult {
     let target = lookup(ctx, map.domid)?;
     // xsm_map_domain_pirq(XSM_DM_PRIV): the control domain only.
     if !ctx.dom.privileged {
@@ -88,8 +95,8 @@ fn map_inner<P: Platform>(ctx: &mut GuestCtx<'_, P>, map: &mut PhysdevMapPirq, t
             // No MSI: answered as Xen with `msi=0` answers once the IRQ checks
             // pass (pci_enable_msi: -EPERM).
             let (gsis, irqs) = ctx.p.irqs(|t, _| (t.nr_gsis(), t.nr_irqs()));
-            let index_ok = map.index == -1
-                || u32::try_from(map.index).is_ok_and(|i| i >= gsis && i < irqs);
+            let index_ok =
+                map.index == -1 || u32::try_from(map.index).is_ok_and(|i| i >= gsis && i < irqs);
             if ty == MAP_PIRQ_TYPE_MSI && !index_ok {
                 return Err(Errno::EINVAL.into());
             }
@@ -140,9 +147,9 @@ fn eoi_gmfn<P: Platform>(ctx: &mut GuestCtx<'_, P>, va: u64, v1: bool) -> HvResu
     let info: PhysdevPirqEoiGmfn = ctx.p.read_obj(va)?;
     let (me, hw) = (ctx.dom.id, ctx.dom.privileged);
     let mfn = Mfn(info.gmfn.0);
-    let got = ctx
-        .p
-        .mm(me, hw, |m| get_page_and_type(m, mfn, me, PageType::Writable).is_ok());
+    let got = ctx.p.mm(me, hw, |m| {
+        get_page_and_type(m, mfn, me, PageType::Writable).is_ok()
+    });
     if !got {
         return Err(Errno::EINVAL.into());
     }

@@ -91,7 +91,11 @@ fn edge_map_bind_deliver_no_eoi_needed() {
     assert_eq!(deliveries(&mut t), vec![], "delivered once");
     assert!(t.on_irq(3, &mut c));
     assert!(t.on_irq(3, &mut c));
-    assert_eq!(deliveries(&mut t), vec![(0, 5)], "coalesced like a pending bit");
+    assert_eq!(
+        deliveries(&mut t),
+        vec![(0, 5)],
+        "coalesced like a pending bit"
+    );
     assert_eq!(t.eoi(DomId(0), true, 3, &mut c), Ok(None));
     assert!(!c.masked[3]);
     assert_eq!(t.count(3), 3);
@@ -124,11 +128,16 @@ fn level_shared_needs_every_eoi() {
     let mut t = table();
     let mut c = FakeChip::new();
     assert_eq!(t.map_gsi(D0, D0, 21, 21), Ok(21));
-    assert_eq!(t.map_gsi(D0, DU, 21, -1), Ok(16), "dom0 maps it into a domU");
+    assert_eq!(
+        t.map_gsi(D0, DU, 21, -1),
+        Ok(16),
+        "dom0 maps it into a domU"
+    );
     t.bind(DomId(0), 21, 9, true, &mut c).unwrap();
     // Not willing to share with a sharer: EBUSY.
     assert_eq!(
-        t.bind(DomId(1), 16, 3, false, &mut c).map_err(PirqError::errno),
+        t.bind(DomId(1), 16, 3, false, &mut c)
+            .map_err(PirqError::errno),
         Err(Errno::EBUSY)
     );
     t.bind(DomId(1), 16, 3, true, &mut c).unwrap();
@@ -232,14 +241,21 @@ fn domu_has_nothing_until_granted() {
     assert!(!t.pirq_permitted(DomId(1), false, 3));
     t.irq_permission(D0, DU, 3, false).unwrap();
     assert!(!t.irq_permitted(DomId(1), false, 3));
-    assert_eq!(t.bind(DomId(1), 3, 1, false, &mut c), Err(PirqError::Invalid));
+    assert_eq!(
+        t.bind(DomId(1), 3, 1, false, &mut c),
+        Err(PirqError::Invalid)
+    );
 }
 
 #[test]
 fn unmap_and_zombie() {
     let mut t = table();
     let mut c = FakeChip::new();
-    assert_eq!(t.unmap(D0, 3, &mut c), Err(PirqError::Invalid), "not mapped");
+    assert_eq!(
+        t.unmap(D0, 3, &mut c),
+        Err(PirqError::Invalid),
+        "not mapped"
+    );
     assert_eq!(t.unmap(D0, -1, &mut c), Err(PirqError::Invalid));
     assert_eq!(t.unmap(D0, 192, &mut c), Err(PirqError::Invalid));
     t.map_gsi(D0, D0, 3, 3).unwrap();
@@ -257,7 +273,11 @@ fn unmap_and_zombie() {
     t.unmap(D0, 18, &mut c).unwrap();
     assert!(c.masked[18]);
     assert_eq!(t.port_of(DomId(0), 18), None);
-    assert_eq!(t.eoi(DomId(0), true, 18, &mut c), Ok(None), "pirq info left");
+    assert_eq!(
+        t.eoi(DomId(0), true, 18, &mut c),
+        Ok(None),
+        "pirq info left"
+    );
     assert_eq!(t.unmap(D0, 18, &mut c), Err(PirqError::Invalid));
     assert!(!t.on_irq(18, &mut c));
     assert_eq!(deliveries(&mut t), vec![]);

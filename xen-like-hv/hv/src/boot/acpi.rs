@@ -17,6 +17,10 @@ pub struct AcpiInfo {
     pub apic_ids: Vec<u32, MAX_CPUS>,
     /// HPET registers (physical) and number of comparators, if present.
     pub hpet: Option<(u64, u8)>,
+    /// IO-APICs: (id, registers (physical), first GSI).
+    pub ioapics: Vec<(u8, u64, u32), 8>,
+    /// Interrupt source overrides (ISA).
+    pub overrides: Vec<xlhv_core::ioapic::SourceOverride, 16>,
 }
 
 /// Maps ACPI tables through the direct map, or the ioremap window if a table lies in
@@ -70,6 +74,23 @@ pub fn read(root: AcpiRoot) -> AcpiInfo {
         Ok(madt) => {
             for entry in madt.get().entries() {
                 // Bit 0: enabled; bit 1: online capable (hot-pluggable, not present now).
+                match entry {
+                    MadtEntry::IoApic(e) => {
+                        let _ = info.ioapics.push((
+                            e.io_apic_id,
+                            u64::from(e.io_apic_address),
+                            e.global_system_interrupt_base,
+                        ));
+                    }
+                    MadtEntry::InterruptSourceOverride(e) if e.bus == 0 => {
+                        let _ = info.overrides.push(xlhv_core::ioapic::SourceOverride {
+                            irq: e.irq,
+                            gsi: e.global_system_interrupt,
+                            flags: e.flags,
+                        });
+                    }
+                    _ => {}
+                }
                 let id = match entry {
                     MadtEntry::LocalApic(e) if e.flags & 1 != 0 => Some(u32::from(e.apic_id)),
                     MadtEntry::LocalX2Apic(e) if e.flags & 1 != 0 => Some(e.x2apic_id),
