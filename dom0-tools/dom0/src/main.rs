@@ -213,11 +213,17 @@ fn serve(
 ) -> ! {
     let mut server = Server::new();
     let mut wakeups = 0u64;
+    let mut eoi_due = false;
     let mut buf = [0u8; 256];
     let mut out = Vec::new();
     let mut clock = time::system_time_ns;
     loop {
         let n = uart.read(&mut buf);
+        if eoi_due && let Some((irq, _)) = irq {
+            // The UART is drained (its line is down): now the EOI.
+            irq.eoi();
+            eoi_due = false;
+        }
         let now = time::system_time_ns();
         let after = if n > 0 {
             server.receive(&buf[..n], now, &mut agent, &mut out)
@@ -275,7 +281,7 @@ fn serve(
                 // A slow driver: the UART keeps its line up and the EOI waits.
                 let _ = time::sleep(eoi_delay);
             }
-            irq.eoi();
+            eoi_due = true;
         }
     }
 }

@@ -1194,6 +1194,7 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
             ShutdownReason::Reboot | ShutdownReason::SoftReset => QemuExit::Reboot,
             ShutdownReason::Crash | ShutdownReason::Watchdog => QemuExit::Dom0Crash,
         };
+        crate::irq::report();
         log::info!("dom0 stopped ({reason:?}): stopping the machine");
         cpu::qemu_exit(code);
     }

@@ -116,3 +116,14 @@ pub fn take_deliveries(mut f: impl FnMut(DomId, u32)) {
 pub fn domain_destroyed(dom: DomId) -> Option<Mfn> {
     IRQS.lock().domain_destroyed(dom, &mut HwChip)
 }
+
+/// Logs how many interrupts each GSI took (at the machine's end).
+pub fn report() {
+    let t = IRQS.lock();
+    for g in 0..t.nr_gsis() {
+        let n = t.count(g);
+        if n > 0 {
+            log::info!("irq: GSI {g}: {n} interrupts");
+        }
+    }
+}
