@@ -75,9 +75,19 @@ impl Com2Irq {
         Ok(Com2Irq { pirq, port })
     }
 
-    /// Takes the "interrupt arrived" flag.
+    /// Takes the "interrupt arrived" flag (and the port's pending bit, should
+    /// the upcall not have run yet: the serve loop runs with events masked).
     pub fn take(&self) -> bool {
-        READY.swap(false, core::sync::atomic::Ordering::AcqRel)
+        let pending = pv_runtime::evtchn::clear_pending(self.port);
+        if pending {
+            IRQS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
+        READY.swap(false, core::sync::atomic::Ordering::AcqRel) || pending
+    }
+
+    /// Whether the port is pending.
+    pub fn pending(&self) -> bool {
+        pv_runtime::evtchn::is_pending(self.port)
     }
 
     /// Whether an interrupt arrived (without taking it).

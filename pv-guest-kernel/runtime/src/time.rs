@@ -252,31 +252,6 @@ pub fn sleep_until(deadline_ns: u64) -> Result<(), Errno> {
     r
 }
 
-/// Like [`sleep_until`], but also returns (`Ok(true)`) as soon as `ready()` holds,
-/// checked with events off before each block and after each wake-up (an event
-/// handler that makes it true wakes the sleeper). `Ok(false)`: the deadline came.
-pub fn sleep_until_or(deadline_ns: u64, ready: impl Fn() -> bool) -> Result<bool, Errno> {
-    timer_port()?;
-    let was = evtchn::disable_events();
-    let r = loop {
-        if ready() {
-            break Ok(true);
-        }
-        if expired(system_time_ns(), deadline_ns) {
-            break Ok(false);
-        }
-        if let Err(e) = arm_timer(deadline_ns) {
-            break Err(e);
-        }
-        if let Err(e) = sched::block_checked() {
-            break Err(e);
-        }
-        evtchn::disable_events();
-    };
-    evtchn::restore_events(was);
-    r
-}
-
 /// Sleep for `ns` nanoseconds of system time (see [`sleep_until`]).
 pub fn sleep(ns: u64) -> Result<(), Errno> {
     sleep_until(deadline_after(system_time_ns(), ns))
