@@ -35,6 +35,8 @@ pub const MAX_DOMS: usize = 64;
 pub const NR_DYNAMIC_VECTORS: u32 = 192;
 /// Xen's default `extra_domU_irqs`.
 pub const EXTRA_DOMU_IRQS: u32 = 32;
+/// dom0's vCPUs (one so far).
+const DOM0_VCPUS: u32 = 1;
 /// The EOI bitmap is one page: pirqs beyond it cannot be tracked there.
 const EOI_MAP_BITS: u32 = 4096 * 8;
 
@@ -259,9 +261,9 @@ impl IrqTable {
     /// `nr_irqs_gsi + extra_domU_irqs` (32), at most `nr_irqs`.
     pub fn nr_pirqs(&self, hardware: bool) -> u32 {
         let n = if hardware {
-            let fls = 32 - self.nr_cpus.leading_zeros();
-            // Every domain has one vCPU so far.
-            let per = fls.min(1).max(1);
+            // min(fls(cpus), dom0's vCPUs): every domain has one vCPU so far, and
+            // fls of at least one CPU is at least 1.
+            let per = DOM0_VCPUS.min(32 - self.nr_cpus.leading_zeros());
             self.nr_gsis
                 .saturating_add(per.saturating_mul(NR_DYNAMIC_VECTORS))
                 .min(EOI_MAP_BITS)

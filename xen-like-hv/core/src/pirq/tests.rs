@@ -395,8 +395,8 @@ fn setup_gsi_as_mp_register_gsi() {
 #[test]
 fn free_pirq_order() {
     let mut t = table();
-    for i in 16..24 {
-        assert_eq!(t.map_gsi(D0, D0, i, -1), Ok(i as u32));
+    for i in 16..24u32 {
+        assert_eq!(t.map_gsi(D0, D0, i as i32, -1), Ok(i));
     }
     // The GSI range is used up: from the top of nr_pirqs down.
     assert_eq!(t.map_gsi(D0, D0, 1, -1), Ok(191));

@@ -98,8 +98,9 @@ pub fn program(gsi: u32, trigger: Trigger, polarity: Polarity, masked: bool) {
     let e = redirection_entry(vector, dest, trigger, polarity, masked);
     // High half (destination) first, so that an unmasked low half never pairs with
     // a stale destination.
-    write(&c, rte_index(pin) + 1, (e >> 32) as u32);
-    write(&c, rte_index(pin), e as u32);
+    let [lo, hi] = [e & 0xFFFF_FFFF, e >> 32].map(|h| u32::try_from(h).unwrap_or(0));
+    write(&c, rte_index(pin) + 1, hi);
+    write(&c, rte_index(pin), lo);
 }
 
 /// Sets or clears the mask bit of GSI `gsi`.
