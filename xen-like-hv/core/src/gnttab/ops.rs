@@ -101,6 +101,10 @@ pub struct UnmapDone {
     mfn: Mfn,
     /// `GNTMAP_host_map`/`device_map` undone, with `readonly` as it was mapped.
     done: GntMapFlags,
+    /// What no TLB may keep before the references go: the page at the unmapped
+    /// linear address, or (for `contains_pte`) any translation; nothing for a device
+    /// mapping alone.
+    pub flush: Option<crate::mm::mmu::FlushKind>,
 }
 
 /// A frame held for one side of a copy.
@@ -474,7 +478,8 @@ where
             return fail(GntSt::GeneralError);
         };
         let Some(handle) = lgt.get_handle(mem, self.mm.ft, self.pool) else {
-            return fail(GntSt::NoDeviceSpace);
+            // Xen 4.17 answers GNTST_no_space (measured on real Xen).
+            return fail(GntSt::NoSpace);
         };
         match self.map_pin(req, flags) {
             Ok(mfn) => {
@@ -518,7 +523,18 @@ where
             return st(GntSt::BadGntref);
         }
         let mut act = rgt.act(mem, r);
-        if act.pin != 0 && (act.domid != ld || act.pin & pin::OVERFLOW != 0 || act.sub_page) {
+        let incs = (if device {
+            if ro { pin::DEVR } else { pin::DEVW }
+        } else {
+            0
+        }) + (if host {
+            if ro { pin::HSTR } else { pin::HSTW }
+        } else {
+            0
+        });
+        if act.pin != 0
+            && (act.domid != ld || act.pin & pin::overflow_mask(incs) != 0 || act.sub_page)
+        {
             return st(GntSt::GeneralError);
         }
         let dying = rgt.dying;
@@ -545,15 +561,6 @@ where
                 act.trans_gref = r.0;
             }
         }
-        let incs = (if device {
-            if ro { pin::DEVR } else { pin::DEVW }
-        } else {
-            0
-        }) + (if host {
-            if ro { pin::HSTR } else { pin::HSTW }
-        } else {
-            0
-        });
         act.pin += incs;
         let mfn = act.mfn;
         let mem = &mut *self.mm.mem;
@@ -696,11 +703,19 @@ where
                 lgt.set_maptrack(mem, req.handle, map);
             }
         }
+        let flush = if !done.contains(GntMapFlags::HOST_MAP) {
+            None
+        } else if flags.contains(GntMapFlags::CONTAINS_PTE) {
+            Some(crate::mm::mmu::FlushKind::Tlb)
+        } else {
+            Some(crate::mm::mmu::FlushKind::Invlpg(req.host_addr))
+        };
         let rec = (!done.is_empty()).then_some(UnmapDone {
             rd,
             gref: r,
             mfn: act.mfn,
             done,
+            flush,
         });
         (GntSt::Okay, rec)
     }
@@ -753,14 +768,25 @@ where
             return st(GntSt::BadGntref);
         }
         let mut act = rgt.act(mem, r);
-        if act.pin != 0 && (act.domid != ldom || act.pin & pin::OVERFLOW != 0) {
+        let inc = if ro { pin::HSTR } else { pin::HSTW };
+        if act.pin != 0 && (act.domid != ldom || act.pin & pin::overflow_mask(inc) != 0) {
             return st(GntSt::GeneralError);
         }
         let version = rgt.version();
         let dying = rgt.dying;
         let old_pin = act.pin;
-        let hdr = self.header(rd, r).ok_or(GntSt::GeneralError)?;
         let needs_status = old_pin == 0 || (!ro && old_pin & pin::WRITABLE == 0);
+        // A dying granter's shared frames may be someone else's already: its entries
+        // are not read again. Nothing new is pinned; a pinned entry answers as in
+        // Xen's already-pinned path for a dying owner.
+        if dying {
+            return st(if needs_status {
+                GntSt::GeneralError
+            } else {
+                GntSt::BadDomain
+            });
+        }
+        let hdr = self.header(rd, r).ok_or(GntSt::GeneralError)?;
         let type_bits = hdr.flags & GtfFlags::TYPE_MASK.bits();
         if version == 2 && type_bits == GtfFlags::TRANSITIVE.bits() {
             if needs_status {
@@ -789,6 +815,21 @@ where
                 Ok(x) => x,
                 Err(s) => return fail(self, s),
             };
+            // Pinned already (by a map, which reads the entry as a full page): the
+            // pin must be this same transitive use, else the chain just acquired
+            // is dropped again (Xen's re-check, which returns ERESTART).
+            if old_pin != 0
+                && (act.mfn != mfn
+                    || act.start != off
+                    || act.length != len
+                    || act.trans_dom != td
+                    || act.trans_gref != tref.0
+                    || !act.sub_page)
+            {
+                self.release_for_copy(td, tref, ro);
+                put_page(self.mm, mfn);
+                return fail(self, GntSt::GeneralError);
+            }
             if old_pin == 0 {
                 act.domid = ldom;
                 act.start = off;
@@ -818,6 +859,10 @@ where
                     (frame, false, 0, PAGE as u16)
                 }
             };
+            // An entry pinned already (a read-only pin gaining a writer) keeps its
+            // frame: the copy uses `act.mfn`, so that is the frame to reference,
+            // whatever the granter has written into the entry since.
+            let frame = if old_pin == 0 { frame } else { act.mfn };
             if get_page(self.mm, frame, rd).is_err() {
                 self.settle_flags(rd, r, ro);
                 return st(GntSt::BadPage);

@@ -291,7 +291,16 @@ fn unmap_batch<P: Platform, T: UnmapOp>(
             }
         }
         if !pending.is_empty() {
-            ctx.p.flush_tlb(FlushKind::Tlb, true);
+            // One flush for the batch (Xen flushes the whole TLB; the pages unmapped
+            // are enough, and a global user mapping needs INVLPG anyway).
+            let flushes = pending.iter().filter_map(|d| d.flush);
+            if flushes.clone().any(|k| k == FlushKind::Tlb) {
+                ctx.p.flush_tlb(FlushKind::Tlb, true);
+            } else {
+                for k in flushes {
+                    ctx.p.flush_tlb(k, true);
+                }
+            }
             with_gnt(ctx, |g| {
                 for d in &pending {
                     g.unmap_complete(d);
