@@ -54,6 +54,8 @@ subops! {
         13 => GetVcpuContext(DomctlVcpuContext) getvcpucontext since 0x0000_0000;
         /// Set the number of vCPUs.
         15 => MaxVcpus(DomctlMaxVcpus) max_vcpus since 0x0000_0000;
+        /// Grant (or take back) the IRQ behind one of the caller's pirqs.
+        19 => IrqPermission(DomctlIrqPermission) irq_permission since 0x0000_0000;
         /// Grant or revoke a range of I/O memory frames.
         20 => IomemPermission(DomctlIomemPermission) iomem_permission since 0x0000_0000;
         /// Grant or revoke a range of I/O ports.
@@ -235,6 +237,20 @@ pub struct DomctlGetDomainInfo {
 pub struct DomctlMaxMem {
     /// Most memory, in KiB.
     pub max_memkb: u64,
+}
+
+/// `struct xen_domctl_irq_permission` (8 bytes).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct DomctlIrqPermission {
+    /// A pirq of the caller; the IRQ it is mapped to is granted.
+    pub pirq: u32,
+    /// 1 grants, 0 takes back.
+    pub allow_access: u8,
+    /// Padding.
+    pub pad: [u8; 3],
 }
 
 /// `struct xen_domctl_vcpucontext` (16 bytes).
@@ -467,6 +483,7 @@ assert_layout!(
     arch_config = 104
 );
 assert_layout!(DomctlMaxMem, 8, max_memkb = 0);
+assert_layout!(DomctlIrqPermission, 8, pirq = 0, allow_access = 4);
 assert_layout!(
     DomctlIomemPermission,
     24,

@@ -29,7 +29,7 @@ use dom0_core::{After, Agent, Server};
 use pv_runtime::abi::xen::start_info::SifFlags;
 use pv_runtime::{Config, StartInfo, println, sched, time};
 
-use com2::Com2Ports;
+use com2::{Com2Irq, Com2Ports};
 use hv::XenHv;
 use store::FrameStore;
 
@@ -37,8 +37,11 @@ use store::FrameStore;
 const AGENT: &str = concat!("xlhv-dom0 ", env!("CARGO_PKG_VERSION"));
 /// How long a reply may wait for the host to take it before it is dropped.
 const SEND_TIMEOUT_NS: u64 = 2_000_000_000;
-/// The sleep between polls of an idle link.
+/// The sleep between polls of an idle link when COM2's interrupt is not available.
 const IDLE_SLEEP_NS: u64 = 1_000_000;
+/// With COM2's interrupt: the safety-net poll of an idle link (a missed edge, a
+/// console ring that did not notify).
+const IRQ_IDLE_POLL_NS: u64 = 20_000_000;
 
 /// The initrd, as the builder mapped it (`mod_start` is a virtual address
 /// unless `SIF_MOD_START_PFN`).
@@ -109,7 +112,7 @@ fn main(si: &'static StartInfo) {
         park();
     }
     pcicfg::scan_and_report();
-    let uart = match Uart::init(Com2Ports::new(), COM2, BASE_BAUD) {
+    let mut uart = match Uart::init(Com2Ports::new(), COM2, BASE_BAUD) {
         Ok(u) => u,
         Err(e) => {
             println!("dom0: {e}");
@@ -126,9 +129,52 @@ fn main(si: &'static StartInfo) {
             "dom0: binding VIRQ_DOM_EXC failed ({e}); looking for stopped domains once a second"
         ),
     }
+    let irq = com2_irq(si, &mut uart);
     let mut agent = Agent::new(XenHv, FrameStore::new(), bundle, AGENT);
     autostart(si, &mut agent);
-    serve(uart, agent)
+    serve(uart, agent, irq)
+}
+
+/// The value of `key=` on dom0's command line.
+fn cmdline_value<'a>(si: &'a StartInfo, key: &str) -> Option<&'a [u8]> {
+    pv_runtime::text::c_str(&si.cmd_line)
+        .split(|b| *b == b' ')
+        .find_map(|w| w.strip_prefix(key.as_bytes())?.strip_prefix(b"="))
+}
+
+/// COM2's interrupt (`com2irq=edge`; `level`: GSI 3 set up as level-triggered,
+/// a test of the EOI path; `off`, the default for now: poll every millisecond as
+/// before, because the interrupt-driven loop still misses wake-ups, see
+/// `docs/devices.md`). `com2_eoi_delay=MS` makes dom0 a slow driver (tests): after each
+/// interrupt it waits that long before it reads the UART and sends its EOI.
+fn com2_irq(si: &StartInfo, uart: &mut Uart<Com2Ports>) -> Option<(Com2Irq, u64)> {
+    let mode = cmdline_value(si, "com2irq").unwrap_or(b"off");
+    let level = match mode {
+        b"off" => return None,
+        b"level" => true,
+        _ => false,
+    };
+    let delay_ms = cmdline_value(si, "com2_eoi_delay")
+        .and_then(|v| core::str::from_utf8(v).ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    match Com2Irq::bind(level) {
+        Ok(irq) => {
+            uart.enable_rx_interrupt();
+            println!(
+                "dom0: COM2 interrupt: GSI {} ({}) -> pirq {} -> port {}{}",
+                com2::COM2_GSI,
+                if level { "level" } else { "edge" },
+                irq.pirq,
+                irq.port.0,
+                if delay_ms > 0 { " (slow EOI)" } else { "" }
+            );
+            Some((irq, delay_ms.saturating_mul(1_000_000)))
+        }
+        Err((what, e)) => {
+            println!("dom0: {what} failed ({e}): polling COM2 every millisecond");
+            None
+        }
+    }
 }
 
 /// Creates the domains `autostart=NAME[,NAME...]` on dom0's command line names,
@@ -163,13 +209,24 @@ fn autostart(si: &StartInfo, agent: &mut Agent<'static, XenHv, FrameStore>) {
 
 /// The agent's loop: poll COM2; while bytes flow, poll again at once; when
 /// the link is idle, sleep a millisecond between polls.
-fn serve(mut uart: Uart<Com2Ports>, mut agent: Agent<'static, XenHv, FrameStore>) -> ! {
+fn serve(
+    mut uart: Uart<Com2Ports>,
+    mut agent: Agent<'static, XenHv, FrameStore>,
+    irq: Option<(Com2Irq, u64)>,
+) -> ! {
     let mut server = Server::new();
+    let mut wakeups = 0u64;
+    let mut eoi_due = false;
     let mut buf = [0u8; 256];
     let mut out = Vec::new();
     let mut clock = time::system_time_ns;
     loop {
         let n = uart.read(&mut buf);
+        if eoi_due && let Some((irq, _)) = irq {
+            // The UART is drained (its line is down): now the EOI.
+            irq.eoi();
+            eoi_due = false;
+        }
         let now = time::system_time_ns();
         let after = if n > 0 {
             server.receive(&buf[..n], now, &mut agent, &mut out)
@@ -192,11 +249,43 @@ fn serve(mut uart: Uart<Com2Ports>, mut agent: Agent<'static, XenHv, FrameStore>
         if after == After::PowerOff {
             let deadline = time::system_time_ns().saturating_add(SEND_TIMEOUT_NS);
             let _ = uart.flush(&mut clock, deadline);
+            if let Some((irq, _)) = irq {
+                println!(
+                    "dom0: COM2: {} interrupts, {} idle wake-ups",
+                    irq.count(),
+                    wakeups
+                );
+            }
             println!("dom0: shutdown-host: powering the machine off");
             sched::poweroff();
         }
-        if n == 0 && !server.busy(now) && time::sleep(IDLE_SLEEP_NS).is_err() {
+        if n != 0 || server.busy(now) {
+            continue;
+        }
+        let Some((irq, eoi_delay)) = irq else {
+            if time::sleep(IDLE_SLEEP_NS).is_err() {
+                sched::yield_now();
+            }
+            continue;
+        };
+        // Idle: block until COM2 interrupts, any other event arrives (a console,
+        // a domain's death), or the safety-net poll is due.
+        let seen = pv_runtime::evtchn::counters();
+        let deadline = now.saturating_add(IRQ_IDLE_POLL_NS);
+        let woke = sched::wait_until(
+            || irq.ready() || irq.pending() || pv_runtime::evtchn::counters() != seen,
+            Some(deadline),
+        );
+        wakeups += 1;
+        if woke.is_err() {
             sched::yield_now();
+        }
+        if irq.take() {
+            if eoi_delay > 0 {
+                // A slow driver: the UART keeps its line up and the EOI waits.
+                let _ = time::sleep(eoi_delay);
+            }
+            eoi_due = true;
         }
     }
 }

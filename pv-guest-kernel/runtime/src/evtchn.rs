@@ -114,6 +114,22 @@ pub fn bind_interdomain(remote_dom: DomId, remote_port: EvtchnPort) -> Result<Ev
     Ok(arg.local_port)
 }
 
+/// Bind physical IRQ `pirq` (mapped with `physdev::map_pirq_gsi`) to a new
+/// port on vCPU 0; `share`: others may bind the IRQ too (`BIND_PIRQ__WILL_SHARE`).
+pub fn bind_pirq(pirq: u32, share: bool) -> Result<EvtchnPort, Errno> {
+    let mut arg = hypercall_abi::evtchn::EvtchnBindPirq {
+        pirq,
+        flags: if share {
+            hypercall_abi::evtchn::BIND_PIRQ_WILL_SHARE
+        } else {
+            0
+        },
+        port: EvtchnPort(0),
+    };
+    op(EvtchnOp::BindPirq, &mut arg)?;
+    Ok(arg.port)
+}
+
 /// Bind `virq` on `vcpu` to a new port.
 pub fn bind_virq(virq: Virq, vcpu: VcpuId) -> Result<EvtchnPort, Errno> {
     let mut arg = EvtchnBindVirq {

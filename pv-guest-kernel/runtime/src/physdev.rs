@@ -22,6 +22,57 @@ pub fn set_iopl(iopl: u32) -> Result<(), Errno> {
     physdev_op(&mut hc(), PhysdevOp::SetIopl.nr(), handle(&arg).cast()).map(drop)
 }
 
+/// `PHYSDEVOP_map_pirq` of GSI `gsi` for this domain as pirq `pirq` (`None`:
+/// any free one); returns the pirq. Only the hardware domain may.
+pub fn map_pirq_gsi(gsi: u32, pirq: Option<u32>) -> Result<u32, Errno> {
+    let mut arg = hypercall_abi::physdev::PhysdevMapPirq {
+        domid: hypercall_abi::types::DomId::SELF,
+        type_: hypercall_abi::physdev::MAP_PIRQ_TYPE_GSI,
+        index: i32::try_from(gsi).unwrap_or(i32::MAX),
+        pirq: pirq.map_or(-1, |p| i32::try_from(p).unwrap_or(i32::MAX)),
+        ..Default::default()
+    };
+    physdev_op(
+        &mut hc(),
+        PhysdevOp::MapPirq.nr(),
+        crate::hypercall::handle_mut(&mut arg).cast(),
+    )?;
+    u32::try_from(arg.pirq).map_err(|_| Errno::EINVAL)
+}
+
+/// `PHYSDEVOP_setup_gsi`: GSI `gsi` becomes level-triggered (else edge) and
+/// active low (else high). Hardware domain only; -EEXIST once set up or bound.
+pub fn setup_gsi(gsi: u32, level: bool, active_low: bool) -> Result<(), Errno> {
+    let arg = hypercall_abi::physdev::PhysdevSetupGsi {
+        gsi: i32::try_from(gsi).unwrap_or(i32::MAX),
+        triggering: u8::from(level),
+        polarity: u8::from(active_low),
+        _pad: 0,
+    };
+    physdev_op(&mut hc(), PhysdevOp::SetupGsi.nr(), handle(&arg).cast()).map(drop)
+}
+
+/// `PHYSDEVOP_eoi`: end of interrupt for `pirq` (a level-triggered IRQ stays
+/// masked until then).
+pub fn eoi(pirq: u32) -> Result<(), Errno> {
+    let arg = hypercall_abi::physdev::PhysdevEoi { irq: pirq };
+    physdev_op(&mut hc(), PhysdevOp::Eoi.nr(), handle(&arg).cast()).map(drop)
+}
+
+/// `PHYSDEVOP_irq_status_query`: the `XENIRQSTAT_*` flags of `pirq`.
+pub fn irq_status_query(pirq: u32) -> Result<u32, Errno> {
+    let mut arg = hypercall_abi::physdev::PhysdevIrqStatusQuery {
+        irq: pirq,
+        flags: 0,
+    };
+    physdev_op(
+        &mut hc(),
+        PhysdevOp::IrqStatusQuery.nr(),
+        crate::hypercall::handle_mut(&mut arg).cast(),
+    )?;
+    Ok(arg.flags)
+}
+
 /// Reads a byte from I/O port `port`.
 ///
 /// # Safety

@@ -96,6 +96,12 @@ pub trait Platform {
         vcpu: hypercall_abi::types::VcpuId,
         ports: &[hypercall_abi::types::EvtchnPort],
     ) -> Result<bool, crate::evtchn::EvtchnError>;
+    /// Runs `f` on the machine's IRQ table and interrupt controller
+    /// ([`crate::pirq`]), under the IRQ lock.
+    fn irqs<R>(
+        &mut self,
+        f: impl FnOnce(&mut crate::pirq::IrqTable, &mut dyn crate::pirq::IrqChip) -> R,
+    ) -> R;
     /// Acts on a [`Kick`](crate::evtchn::Kick): wakes the vCPU it names if it waits,
     /// and the domain's pollers of the port. A kick of the current vCPU needs nothing
     /// (the event is delivered on the way back to the guest).

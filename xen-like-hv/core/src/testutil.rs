@@ -134,6 +134,10 @@ pub(crate) struct FakePlatform {
     pub evtchn_self: u16,
     /// Every kick, in order.
     pub kicks: Vec<crate::evtchn::Kick>,
+    /// The machine's IRQs (QEMU `pc`: 24 GSIs, GSI 4 the hypervisor's).
+    pub irqs: Box<crate::pirq::IrqTable>,
+    /// The IO-APIC behind them.
+    pub chip: FakeIrqChip,
     /// Times `timers_changed` was called.
     pub timer_changes: u32,
     /// Every `remote_shutdown`: (domain, reason).
@@ -388,6 +392,12 @@ impl Default for FakePlatform {
             evtchn: FakeEvtchn::default(),
             evtchn_self: 0,
             kicks: Vec::new(),
+            irqs: {
+                let mut t = Box::new(crate::pirq::IrqTable::new());
+                t.init(24, 1, crate::testutil::qemu_gsi_mode, &[4]);
+                t
+            },
+            chip: FakeIrqChip::default(),
             timer_changes: 0,
             remote_shutdowns: Vec::new(),
             gnttab: FakeGnttab::default(),
@@ -805,6 +815,13 @@ impl Platform for FakePlatform {
         self.kicks.push(kick);
     }
 
+    fn irqs<R>(
+        &mut self,
+        f: impl FnOnce(&mut crate::pirq::IrqTable, &mut dyn crate::pirq::IrqChip) -> R,
+    ) -> R {
+        f(&mut self.irqs, &mut self.chip)
+    }
+
     fn timers_changed(&mut self) {
         self.timer_changes += 1;
     }
@@ -1136,4 +1153,42 @@ pub(crate) fn reissue(w: &mut World) -> u64 {
     w.regs.vector = SYSCALL_VECTOR;
     w.run(|c| c.hypercall());
     w.regs.rax
+}
+
+/// QEMU `pc`'s GSI modes: ISA edge/high, PCI level/low.
+pub(crate) fn qemu_gsi_mode(g: u32) -> (crate::ioapic::Trigger, crate::ioapic::Polarity) {
+    use crate::ioapic::{Polarity, Trigger};
+    if g < 16 {
+        (Trigger::Edge, Polarity::High)
+    } else {
+        (Trigger::Level, Polarity::Low)
+    }
+}
+
+/// An IO-APIC as the tests see it: which GSIs are unmasked, and the EOI-bitmap
+/// bits written.
+#[derive(Clone, Debug, Default)]
+pub struct FakeIrqChip {
+    /// Unmasked GSIs.
+    pub unmasked: std::collections::BTreeSet<u32>,
+    /// Every EOI-bitmap write: (frame, pirq, set).
+    pub eoi_bits: Vec<(u64, u32, bool)>,
+    /// Every setup: (gsi, trigger, polarity).
+    pub programmed: Vec<(u32, crate::ioapic::Trigger, crate::ioapic::Polarity)>,
+}
+
+impl crate::pirq::IrqChip for FakeIrqChip {
+    fn program(&mut self, irq: u32, t: crate::ioapic::Trigger, p: crate::ioapic::Polarity) {
+        self.programmed.push((irq, t, p));
+        self.unmasked.remove(&irq);
+    }
+    fn mask(&mut self, irq: u32) {
+        self.unmasked.remove(&irq);
+    }
+    fn unmask(&mut self, irq: u32) {
+        self.unmasked.insert(irq);
+    }
+    fn eoi_bit(&mut self, map: Mfn, pirq: u32, set: bool) {
+        self.eoi_bits.push((map.0, pirq, set));
+    }
 }

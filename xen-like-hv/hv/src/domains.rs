@@ -498,9 +498,12 @@ pub struct EntryEffects {
 /// Every entry from a guest lands here, with interrupts off.
 pub fn guest_entry(frame: &mut Regs) {
     let timer = frame.vector == u64::from(crate::arch::x86_64::idt::TIMER_VECTOR);
+    let mut device = false;
     if timer {
         crate::time::on_timer_interrupt();
         crate::arch::x86_64::apic::eoi();
+    } else if crate::irq::on_vector(frame.vector) {
+        device = true;
     } else if trap::guest_interrupt(frame.vector) {
         return;
     }
@@ -516,7 +519,9 @@ pub fn guest_entry(frame: &mut Regs) {
     let mut resched = timer;
     let mut check_timers = timer;
     let mut clobber_ok = true;
-    if !timer {
+    if device {
+        deliver_irqs(&mut doms);
+    } else if !timer {
         let (outcome, fx) = handle_entry(&mut doms, slot, vid, frame, cr2);
         check_timers |= fx.timers_changed;
         clobber_ok = outcome != Outcome::RegsReplaced;
@@ -683,7 +688,31 @@ fn dispatch<'a>(
         x86_64::instructions::interrupts::disable();
         doms = DOMAINS.lock();
         fire_timers(&mut doms, crate::time::now_ns());
+        deliver_irqs(&mut doms);
     }
+}
+
+/// Raises the ports of the device interrupts taken since the last call and wakes
+/// the vCPUs they concern.
+fn deliver_irqs(doms: &mut Domains) {
+    crate::irq::take_deliveries(|dom, port| {
+        let Some(slot) = doms.slot_of(dom) else {
+            return;
+        };
+        let Some(pv) = doms.get_mut(slot) else {
+            return;
+        };
+        let mut bits = crate::events::SharedBits::of(slot, pv.dom.shared_info);
+        let kick = {
+            let tables = crate::events::TABLES.lock();
+            tables
+                .get(slot)
+                .and_then(|t| t.set_pending(&mut bits, hypercall_abi::types::EvtchnPort(port)))
+        };
+        if let Some(k) = kick {
+            wake(pv, slot, &k);
+        }
+    });
 }
 
 fn vcpu_mut(doms: &mut Domains, r: VcpuRef) -> Option<&mut xlhv_core::vcpu::Vcpu> {
@@ -967,7 +996,11 @@ pub fn note_free_before_dom0() {
 /// vCPUs and tables hold, releases each of its frames (and its shared_info) in the frame
 /// table and gives them back to the allocator. Returns (frames returned, frames still
 /// referenced by someone else).
-fn teardown(pv: &mut PvDomain, mut hooks: crate::mmhw::Hooks) -> (u64, u64) {
+fn teardown(
+    pv: &mut PvDomain,
+    mut hooks: crate::mmhw::Hooks,
+    eoi_map: Option<xlhv_core::mm::Mfn>,
+) -> (u64, u64) {
     use xlhv_core::mm::frame_table::Owner;
     use xlhv_core::mm::mmu::{VcpuMm, relinquish_domain};
     use xlhv_core::mm::page_type::put_page_and_type;
@@ -978,6 +1011,9 @@ fn teardown(pv: &mut PvDomain, mut hooks: crate::mmhw::Hooks) -> (u64, u64) {
     let mut returned = 0;
     let mut busy = 0;
     crate::mmhw::with_mm(id, pv.dom.privileged, &mut hooks, |m| {
+        if let Some(f) = eoi_map {
+            put_page_and_type(m, f);
+        }
         let mut roots: heapless::Vec<VcpuMm, { xlhv_core::domain::MAX_VCPUS }> =
             heapless::Vec::new();
         for v in pv.vcpus.iter_mut() {
@@ -1090,6 +1126,8 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
         };
         xlhv_core::evtchn::destroy_domain(&mut ev, id);
     }
+    // Its pirqs go (unbound, unmapped) now that its ports are closed.
+    let eoi_map = crate::irq::domain_destroyed(id);
     if doms.get_mut(slot).is_some_and(|pv| pv.dom.privileged) {
         // The machine stops with dom0: tear the other domains down first, so that
         // the leak check below counts every frame.
@@ -1115,7 +1153,7 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
     let Some(pv) = doms.get_mut(slot) else { return };
     let privileged = pv.dom.privileged;
     crate::events::set_vcpu_info_at(slot, None);
-    let (returned, busy) = teardown(pv, hooks);
+    let (returned, busy) = teardown(pv, hooks, eoi_map);
     crate::mmhw::add_zombie(id, busy);
     crate::mmhw::forget_iomem(id);
     let free = crate::mm::free_frames();
@@ -1157,6 +1195,7 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
             ShutdownReason::Reboot | ShutdownReason::SoftReset => QemuExit::Reboot,
             ShutdownReason::Crash | ShutdownReason::Watchdog => QemuExit::Dom0Crash,
         };
+        crate::irq::report();
         log::info!("dom0 stopped ({reason:?}): stopping the machine");
         cpu::qemu_exit(code);
     }

@@ -13,6 +13,7 @@ mod dom0;
 mod domains;
 mod events;
 mod gnttab;
+mod irq;
 mod mm;
 mod mmhw;
 mod modules;
@@ -108,6 +109,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     );
     time::init(acpi.hpet.map(|(base, _)| base));
     mmhw::setup_dom0_iomem(&acpi.io_apics, acpi.hpet.map(|(base, _)| base));
+    irq::init(&acpi);
 
     if let Some(hook) = opts.test {
         run_test_hook(hook);

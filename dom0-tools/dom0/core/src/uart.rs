@@ -59,6 +59,10 @@ const FCR_ENABLE_CLEAR_14: u8 = 0xC7;
 const IIR_FIFO_ON: u8 = 0xC0;
 /// DTR and RTS.
 const MCR_DTR_RTS: u8 = 0x03;
+/// MCR: OUT2, the interrupt-line enable of PC UARTs.
+const MCR_OUT2: u8 = 0x08;
+/// IER: received data available (and, with FIFOs, the character timeout).
+const IER_RX_DATA: u8 = 0x01;
 
 /// Why the UART could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +143,15 @@ impl<P: PortIo> Uart<P> {
             fifo,
             overruns: 0,
         })
+    }
+
+    /// Turns the receive interrupts on (IER: data available, which with the FIFO
+    /// on means "trigger level reached or a character timeout"), and OUT2, which
+    /// gates the UART's IRQ line on PC hardware. Reading until empty ([`Uart::read`])
+    /// drops the line again.
+    pub fn enable_rx_interrupt(&mut self) {
+        self.io.outb(self.base + reg::IER, IER_RX_DATA);
+        self.io.outb(self.base + reg::MCR, MCR_DTR_RTS | MCR_OUT2);
     }
 
     /// Whether the FIFOs are on (16 bytes are sent per status check).

@@ -264,6 +264,8 @@ pub enum EvtchnError {
     PirqNotPermitted(u32),
     /// The PIRQ is already bound (EEXIST).
     PirqBound(u32),
+    /// The physical IRQ could not be bound to the new port (`pirq_guest_bind`).
+    Pirq(crate::pirq::PirqError),
     /// The argument given to [`EvtchnRequest::decode`] is shorter than the op's
     /// structure (EFAULT: the hypercall layer read too little).
     ShortArgument,
@@ -298,6 +300,7 @@ impl From<EvtchnError> for Errno {
             FifoUnsupported | FifoFrameUnchecked(_) => Errno::EOPNOTSUPP,
             NoPriorities | UnknownOp(_) => Errno::ENOSYS,
             ShortArgument => Errno::EFAULT,
+            Pirq(e) => e.errno(),
         }
     }
 }
@@ -331,6 +334,7 @@ impl fmt::Display for EvtchnError {
             InvalidPirq(p) => write!(f, "no PIRQ {p}"),
             PirqNotPermitted(p) => write!(f, "PIRQ {p} not permitted"),
             PirqBound(p) => write!(f, "PIRQ {p} already bound"),
+            Pirq(e) => write!(f, "binding the IRQ: {e:?}"),
             ShortArgument => write!(f, "argument too short"),
             BrokenLink(d, p) => write!(f, "peer domain {} of port {} is gone", d.0, p.0),
         }

@@ -227,6 +227,14 @@ pub fn domctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvRe
             ioport_permission(ctx, target, &m)?;
             false
         }
+        DomctlCmd::IrqPermission => {
+            let a: hypercall_abi::domctl::DomctlIrqPermission = op.arg();
+            let dom = super::physdev_irq::lookup(ctx, target)?;
+            let caller = (me, ctx.dom.privileged);
+            ctx.p
+                .irqs(|t, _| t.irq_permission(caller, dom, a.pirq, a.allow_access != 0))?;
+            false
+        }
         DomctlCmd::HypercallInit => {
             let h: hypercall_abi::domctl::DomctlHypercallInit = op.arg();
             super::vcpuctx::hypercall_init(ctx, target, h.gmfn)?;

@@ -3,6 +3,7 @@
 //! copy the result out, and act on the kick. See `docs/evtchn.md`.
 
 use super::{HvError, HvResult};
+use crate::evtchn::EvtchnOut;
 use crate::evtchn::{
     Caller, EvtchnError, EvtchnReply, EvtchnRequest, GlobalVirqPolicy, PirqAccess, fifo,
 };
@@ -11,21 +12,79 @@ use crate::mm::frame_table::PageType;
 use crate::mm::page_type::{get_page_and_type, put_page_and_type};
 use crate::platform::Platform;
 use crate::traps::GuestCtx;
-use hypercall_abi::evtchn::EvtchnOpCompat;
+use hypercall_abi::evtchn::{BIND_PIRQ_WILL_SHARE, EvtchnClose, EvtchnOpCompat};
+use hypercall_abi::types::DomId;
 use hypercall_abi::types::GuestPtr;
 
 /// Largest `event_channel_op` argument (`evtchn_status`, 24 bytes), rounded up.
 const MAX_ARG: usize = 32;
 
-/// The current domain as the event-channel code sees it: Xen 4.17's rules, no
-/// physical IRQs (no device pass-through yet), and the control domain's rights for
-/// dom0.
+/// The current domain as the event-channel code sees it: Xen 4.17's rules and the
+/// control domain's rights for dom0 (pirq access is filled in for `bind_pirq` only,
+/// see [`run`]).
 pub fn caller<P: Platform>(ctx: &GuestCtx<'_, P>) -> Caller {
     Caller {
         dom: ctx.dom.id,
         privileged: ctx.dom.privileged,
         global_virqs: GlobalVirqPolicy::Any,
         pirqs: PirqAccess::NONE,
+    }
+}
+
+/// Runs `req` for the current domain, with the physical-IRQ half of Xen's
+/// `evtchn_bind_pirq` (`pirq_guest_bind` once the port exists; the port is freed
+/// again if that fails) and `evtchn_close` (a closed or reset pirq port unbinds its
+/// pirq).
+fn run<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    req: EvtchnRequest,
+) -> Result<EvtchnReply, EvtchnError> {
+    let mut who = caller(ctx);
+    let (me, hw) = (ctx.dom.id, ctx.dom.privileged);
+    match req {
+        EvtchnRequest::BindPirq(b) => {
+            who.pirqs = ctx.p.irqs(|t, _| PirqAccess {
+                nr_pirqs: t.nr_pirqs(hw),
+                permitted: t.pirq_permitted(me, hw, b.pirq),
+            });
+            let reply = ctx.p.evtchn_op(&who, req)?;
+            let Some(EvtchnOut::BindPirq(out)) = reply.out else {
+                return Ok(reply);
+            };
+            let share = b.flags & BIND_PIRQ_WILL_SHARE != 0;
+            let port = out.port;
+            if let Err(e) = ctx
+                .p
+                .irqs(|t, chip| t.bind(me, b.pirq, port.0, share, chip))
+            {
+                let close = EvtchnRequest::Close(EvtchnClose { port });
+                let _ = ctx.p.evtchn_op(&who, close);
+                return Err(EvtchnError::Pirq(e));
+            }
+            Ok(reply)
+        }
+        EvtchnRequest::Close(c) => {
+            let reply = ctx.p.evtchn_op(&who, req)?;
+            ctx.p.irqs(|t, chip| t.port_closed(me, c.port.0, chip));
+            Ok(reply)
+        }
+        EvtchnRequest::Reset(r) => {
+            let reply = ctx.p.evtchn_op(&who, req)?;
+            let dom = if r.dom == DomId::SELF { me } else { r.dom };
+            ctx.p.irqs(|t, chip| {
+                let mut ports = [0u32; crate::pirq::MAX_MAPS];
+                let mut n = 0;
+                for ((p, _), slot) in t.bound_ports(dom).zip(ports.iter_mut()) {
+                    *slot = p;
+                    n += 1;
+                }
+                for &p in ports.get(..n).unwrap_or(&[]) {
+                    t.port_closed(dom, p, chip);
+                }
+            });
+            Ok(reply)
+        }
+        req => ctx.p.evtchn_op(&who, req),
     }
 }
 
@@ -68,7 +127,7 @@ pub fn event_channel_op<P: Platform>(
         ctx.p.read_guest(arg.addr(), bytes)?;
     }
     let req = EvtchnRequest::decode(cmd, bytes)?;
-    let reply = match ctx.p.evtchn_op(&caller(ctx), req) {
+    let reply = match run(ctx, req) {
         Err(EvtchnError::FifoFrameUnchecked(gfn)) => {
             let usable = fifo_frame_usable(ctx, gfn);
             return Err(fifo::finish_init_control(gfn, usable).into());
@@ -90,7 +149,7 @@ pub fn event_channel_op_compat<P: Platform>(
 ) -> HvResult {
     let mut compat: EvtchnOpCompat = ctx.p.read_obj(op.addr())?;
     let req = EvtchnRequest::decode_compat(&compat)?;
-    let reply = ctx.p.evtchn_op(&caller(ctx), req)?;
+    let reply = run(ctx, req)?;
     finish(ctx, &reply);
     if let Some(out) = reply.out {
         out.write_compat(&mut compat);

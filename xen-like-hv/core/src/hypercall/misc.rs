@@ -186,6 +186,9 @@ fn physdev<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: u64) -> HvResu
 /// `physdev_op`: `PHYSDEVOP_set_iopl` (the virtual IOPL that `cli`/`sti` and port I/O
 /// are checked against) and the PCI device reports (`hypercall::physdev`).
 pub fn physdev_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestPtr<()>) -> HvResult {
+    if let Some(r) = super::physdev_irq::physdev_op(ctx, cmd, arg) {
+        return r;
+    }
     physdev(ctx, cmd, arg.addr())
 }
 

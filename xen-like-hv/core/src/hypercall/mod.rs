@@ -17,6 +17,7 @@ pub mod memory;
 pub mod misc;
 pub mod mm;
 pub mod physdev;
+pub mod physdev_irq;
 pub mod sched;
 pub mod vcpu;
 pub mod vcpuctx;

@@ -19,6 +19,10 @@ pub struct AcpiInfo {
     pub hpet: Option<(u64, u8)>,
     /// Physical addresses of the IO-APICs (MADT).
     pub io_apics: Vec<u64, 8>,
+    /// IO-APICs: (id, registers (physical), first GSI).
+    pub ioapics: Vec<(u8, u64, u32), 8>,
+    /// Interrupt source overrides (ISA).
+    pub overrides: Vec<xlhv_core::ioapic::SourceOverride, 16>,
 }
 
 /// Maps ACPI tables through the direct map, or the ioremap window if a table lies in
@@ -72,8 +76,23 @@ pub fn read(root: AcpiRoot) -> AcpiInfo {
         Ok(madt) => {
             for entry in madt.get().entries() {
                 // Bit 0: enabled; bit 1: online capable (hot-pluggable, not present now).
-                if let MadtEntry::IoApic(e) = &entry {
-                    let _ = info.io_apics.push(u64::from(e.io_apic_address));
+                match entry {
+                    MadtEntry::IoApic(e) => {
+                        let _ = info.io_apics.push(u64::from(e.io_apic_address));
+                        let _ = info.ioapics.push((
+                            e.io_apic_id,
+                            u64::from(e.io_apic_address),
+                            e.global_system_interrupt_base,
+                        ));
+                    }
+                    MadtEntry::InterruptSourceOverride(e) if e.bus == 0 => {
+                        let _ = info.overrides.push(xlhv_core::ioapic::SourceOverride {
+                            irq: e.irq,
+                            gsi: e.global_system_interrupt,
+                            flags: e.flags,
+                        });
+                    }
+                    _ => {}
                 }
                 let id = match entry {
                     MadtEntry::LocalApic(e) if e.flags & 1 != 0 => Some(u32::from(e.apic_id)),

@@ -469,6 +469,13 @@ impl Platform for HwPlatform<'_> {
         }
     }
 
+    fn irqs<R>(
+        &mut self,
+        f: impl FnOnce(&mut xlhv_core::pirq::IrqTable, &mut dyn xlhv_core::pirq::IrqChip) -> R,
+    ) -> R {
+        f(&mut crate::irq::IRQS.lock(), &mut crate::irq::HwChip)
+    }
+
     fn kick(&mut self, kick: xlhv_core::evtchn::Kick) {
         // The current vCPU runs: its event is delivered on the way out.
         self.others.kick(&kick);

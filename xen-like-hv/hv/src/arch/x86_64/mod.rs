@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod gdt;
 pub mod guest;
 pub mod idt;
+pub mod ioapic;
 pub mod layout;
 pub mod ldt;
 pub mod paging;

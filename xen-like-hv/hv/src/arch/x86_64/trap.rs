@@ -53,6 +53,8 @@ extern "C" fn hv_trap(frame: &mut TrapFrame) {
             super::apic::eoi();
         }
         v if v == u64::from(SPURIOUS_VECTOR) => {}
+        // A device interrupt while the CPU idles: handled, delivered after the hlt.
+        v if crate::irq::on_vector(v) => {}
         v if (u64::from(PIC_BASE_VECTOR)..u64::from(PIC_BASE_VECTOR) + 16).contains(&v) => {
             // A spurious IRQ from the masked legacy PIC (IRQ 7 or 15): nothing to do.
         }

@@ -1,0 +1,89 @@
+//! Device interrupts as event channels: dom0's control link runs on COM2's
+//! interrupt (GSI 3 -> pirq 3 -> an event channel) while `dom0ctl` talks to it; a
+//! level-triggered GSI whose driver is slow to EOI does not storm; a domU reaches
+//! no interrupt and gets Xen's errno.
+
+use std::time::{Duration, Instant};
+
+use xlhv_tests::{ControlHost, Module, QemuExit, test_guest};
+
+/// The number in `prefix<N><rest>` on a line of `log`.
+fn number_after(log: &str, prefix: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in:\n{log}"));
+    let tail = &line[line.find(prefix).unwrap() + prefix.len()..];
+    tail.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {prefix:?} in {line:?}"))
+}
+
+/// Runs a few requests, shuts the host down and returns COM1.
+fn talk_and_stop(h: &mut ControlHost, rounds: usize) -> String {
+    for _ in 0..rounds {
+        h.dom0ctl(&["info"]).code(0);
+        h.dom0ctl(&["list"]).code(0);
+    }
+    h.dom0ctl(&["shutdown-host"]).code(0);
+    let status = h.machine.wait_exit(Duration::from_secs(60));
+    assert!(status.is_some(), "QEMU still runs\n{}", h.serial());
+    assert_eq!(h.machine.exit(), Some(QemuExit::Poweroff), "{}", h.serial());
+    h.serial()
+}
+
+#[test]
+fn a_domu_gets_no_interrupt() {
+    let guest = test_guest("pirq-domu");
+    let spec = format!("{},name=pirq,mem=16M", guest.display());
+    let mut h = ControlHost::boot_with("irq-domu", vec![Module::domu(&spec).unwrap()]);
+    let log = talk_and_stop(&mut h, 1);
+    assert!(log.contains("(d1) pirq-domu: PASS"), "{log}");
+    assert!(!log.contains("pirq-domu: FAIL"), "{log}");
+    assert!(log.contains("all of dom0's frames are back"), "{log}");
+}
+
+#[test]
+#[ignore = "dom0's interrupt-driven serve loop misses wake-ups (the pirq port stays pending); see docs/devices.md"]
+fn com2_interrupts_drive_the_link() {
+    let mut h = ControlHost::boot_full("irq-edge", "com2irq=edge", Vec::new());
+    let start = Instant::now();
+    let log = talk_and_stop(&mut h, 5);
+    eprintln!("10 requests and shutdown-host: {:?}", start.elapsed());
+    assert!(
+        log.contains("(d0) dom0: COM2 interrupt: GSI 3 (edge) -> pirq 3 -> port"),
+        "{log}"
+    );
+    let dom0_irqs = number_after(&log, "(d0) dom0: COM2: ");
+    let hv_irqs = number_after(&log, "irq: GSI 3: ");
+    eprintln!("COM2: dom0 took {dom0_irqs} interrupts, the hypervisor {hv_irqs}");
+    assert!(dom0_irqs >= 10, "one interrupt per request at least\n{log}");
+    assert!(hv_irqs >= dom0_irqs, "{log}");
+    assert!(log.contains("all of dom0's frames are back"), "{log}");
+}
+
+#[test]
+#[ignore = "needs the interrupt-driven serve loop (see com2_interrupts_drive_the_link)"]
+fn level_gsi_with_a_slow_eoi_does_not_storm() {
+    // GSI 3 set up as level-triggered (QEMU's UART holds its line while data
+    // waits); dom0 waits 200 ms after each interrupt before it drains the UART
+    // and EOIs. Unmasked, the asserted line would interrupt the CPU continuously.
+    let mut h = ControlHost::boot_full("irq-level", "com2irq=level com2_eoi_delay=200", Vec::new());
+    let log = talk_and_stop(&mut h, 3);
+    assert!(
+        log.contains("(d0) dom0: COM2 interrupt: GSI 3 (level) -> pirq 3 -> port"),
+        "{log}"
+    );
+    let dom0_irqs = number_after(&log, "(d0) dom0: COM2: ");
+    let hv_irqs = number_after(&log, "irq: GSI 3: ");
+    eprintln!("level COM2, slow EOI: dom0 took {dom0_irqs} interrupts, the hypervisor {hv_irqs}");
+    assert!(dom0_irqs >= 6, "{log}");
+    // One hypervisor interrupt per delivery, and a few that arrive in flight
+    // (coalesced); a storm would be thousands.
+    assert!(
+        hv_irqs <= 2 * dom0_irqs + 10,
+        "interrupt storm: {hv_irqs}\n{log}"
+    );
+    assert!(log.contains("all of dom0's frames are back"), "{log}");
+}
