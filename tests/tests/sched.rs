@@ -47,8 +47,8 @@ fn boot_time_domus_run_beside_dom0_and_give_every_frame_back() {
     b.line("d2 'two'");
     b.line("(d1) hello: PASS");
     b.line("(d2) hello: PASS");
-    b.line("memory: all 2049 frames of domain 1 are back");
-    b.line("memory: all 2049 frames of domain 2 are back");
+    b.line("memory: all 2050 frames of domain 1 are back");
+    b.line("memory: all 2050 frames of domain 2 are back");
     b.no_line("frames leaked");
     b.line("memory: all of dom0's frames are back");
 }
@@ -63,7 +63,7 @@ fn a_crashing_domu_does_not_disturb_dom0_or_its_neighbour() {
     b.exited(QemuExit::Poweroff);
     b.line("domain 1 shut down: Crash");
     b.line("(d2) hello: PASS");
-    b.line("memory: all 2049 frames of domain 1 are back");
+    b.line("memory: all 2050 frames of domain 1 are back");
     b.no_line("frames leaked");
 }
 
@@ -215,8 +215,8 @@ fn two_domus_ping_pong_ten_thousand_events() {
     );
     b.line("(d1) pingpong: PASS role=ping count=10000");
     b.line("(d2) pingpong: PASS role=pong count=10000");
-    b.line("memory: all 2049 frames of domain 1 are back");
-    b.line("memory: all 2049 frames of domain 2 are back");
+    b.line("memory: all 2050 frames of domain 1 are back");
+    b.line("memory: all 2050 frames of domain 2 are back");
 }
 
 /// The benchmark's domU pair (`scripts/bench`, docs/bench.md), in quick mode: both
@@ -261,7 +261,7 @@ fn a_destroyed_domains_peer_sees_its_channel_unbound() {
     // The survivor's port number depends on whether it bound its timer first.
     let l = b.line("(d2) pingpong: PASS role=survivor port=");
     assert!(l.ends_with("state=unbound remote=1"), "{l}");
-    b.line("memory: all 2049 frames of domain 2 are back");
+    b.line("memory: all 2050 frames of domain 2 are back");
 }
 
 /// `VCPUOP_register_vcpu_info`: refusals, the copy, and events flagged in the new
