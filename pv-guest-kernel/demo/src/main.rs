@@ -7,6 +7,13 @@
 //! self-check: a deliberate #PF (CR2 checked), a #UD, a #GP from a
 //! privileged instruction, an unassigned hypercall (-ENOSYS) and an LDT of its own. One line per check and a summary; powers off if every check
 //! passed, crashes the domain otherwise.
+//!
+//! A domU with a XenStore page also serves `control/shutdown` (`xl
+//! shutdown`/`reboot`) while it runs: the watch is registered without
+//! waiting for xenstored, and its callbacks run between the uptime lines.
+//! `linger=<s>` on the command line keeps it serving that long after the
+//! self-check before it powers off (0 by default). Without a store (dom0,
+//! a boot-time domU) or without an answering xenstored, nothing changes.
 #![no_std]
 #![no_main]
 
@@ -21,7 +28,7 @@ use pv_runtime::abi::{Errno, PAGE_SIZE, VcpuId};
 use pv_runtime::probe::{self, Probe};
 use pv_runtime::text::{Ascii, FeatureList, c_str};
 use pv_runtime::traps::{self, Callback, TrapFrame, vector};
-use pv_runtime::{StartInfo, evtchn, hypercall, mm, println, sched, shared, time, xen};
+use pv_runtime::{StartInfo, evtchn, hypercall, mm, println, sched, shared, time, xen, xenbus};
 
 /// Canonical and unmapped in every PV guest's initial address space.
 const UNMAPPED: u64 = 0x0000_4000_0000_0000 + 0x5A8;
@@ -196,12 +203,38 @@ fn events() {
     );
 }
 
+/// Attach to XenStore, if this domain has a store page, and serve
+/// `control/shutdown`; neither step waits for xenstored. Returns whether
+/// the watch is in place.
+fn xenstore(si: &StartInfo) -> bool {
+    match xenbus::connect().and_then(|()| xenbus::watch_control_shutdown()) {
+        Ok(()) => {
+            println!(
+                "pv-demo: xenstore: store page mfn {:#x}, port {}; serving control/shutdown",
+                si.store_mfn.0, si.store_evtchn.0
+            );
+            true
+        }
+        Err(e) => {
+            println!("pv-demo: xenstore: not used ({e})");
+            false
+        }
+    }
+}
+
+/// Serve XenStore watches (a shutdown request does not return).
+fn serve_store(store: bool) {
+    if store && let Err(e) = xenbus::poll() {
+        println!("pv-demo: xenstore: {e}");
+    }
+}
+
 /// Seconds of uptime the demo shows before its self-check.
 const UPTIME_SECS: u64 = 3;
 
 /// A line each second for a few seconds, sleeping in between with the
 /// runtime's timer (`set_timer_op` + `SCHEDOP_block` on `VIRQ_TIMER`).
-fn uptime() {
+fn uptime(store: bool) {
     let start = time::system_time_ns();
     for s in 1..=UPTIME_SECS {
         if let Err(e) = time::sleep_until(start + s * 1_000_000_000) {
@@ -215,6 +248,7 @@ fn uptime() {
             now % 1_000_000_000 / 1_000_000,
             time::timer_events()
         );
+        serve_store(store);
     }
     let _ = time::release_timer_port();
 }
@@ -312,8 +346,22 @@ fn main(si: &'static StartInfo) {
     banner(si);
     facts();
     events();
-    uptime();
+    let store = xenstore(si);
+    uptime(store);
     let (passed, total) = self_check();
+    let linger = pv_runtime::text::cmdline_value(&si.cmd_line, "linger")
+        .and_then(|v| core::str::from_utf8(v).ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    if store && linger > 0 {
+        println!("pv-demo: serving control/shutdown for {linger} s");
+        let end = time::system_time_ns() + linger * 1_000_000_000;
+        while let Some(left) = end.checked_sub(time::system_time_ns()).filter(|&l| l > 0) {
+            if let Err(e) = xenbus::wait_for_events(left) {
+                println!("pv-demo: xenstore: {e}");
+                break;
+            }
+        }
+    }
     if passed == total {
         println!("pv-demo: self-check passed ({passed}/{total}); powering off");
         sched::poweroff()

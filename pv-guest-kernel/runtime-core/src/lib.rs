@@ -18,10 +18,14 @@
 //! * [`time`]: wall-clock arithmetic and a seqlock reader.
 //! * [`text`]: a fixed-size line buffer for console output, helpers for the
 //!   NUL-terminated buffers hypercalls fill, and `key=value` command lines.
+//! * [`xenbus`]: the XenStore client (wire format, reply matching, watches,
+//!   transactions, ring reset) and the front-end XenBus state machine. It
+//!   allocates (`alloc`); the others do not.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
@@ -33,3 +37,4 @@ pub mod mapper;
 pub mod pt;
 pub mod text;
 pub mod time;
+pub mod xenbus;

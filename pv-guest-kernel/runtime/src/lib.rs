@@ -30,6 +30,9 @@
 //!   idle, wait, poll, yield, shutdown; **vCPU** ([`vcpu`]): runstate. See
 //!   `docs/runtime-events.md`.
 //! * **devices** ([`physdev`]): the virtual IOPL and port I/O.
+//! * **XenStore** ([`xenbus`], feature `xenbus`, on by default; needs a
+//!   global allocator): read, write, watch, transactions over the store
+//!   page, and serving `control/shutdown`. See `docs/xenbus.md`.
 //! * **hypervisor queries** ([`xen`]); a panic prints its message and
 //!   location and crashes the domain.
 //!
@@ -55,6 +58,8 @@ pub mod traps;
 pub mod user;
 pub mod vcpu;
 pub mod xen;
+#[cfg(feature = "xenbus")]
+pub mod xenbus;
 
 pub use hypercall_abi as abi;
 pub use hypercall_abi::xen::StartInfo;

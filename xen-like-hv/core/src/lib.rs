@@ -11,6 +11,7 @@ pub mod domain;
 pub mod emulate;
 pub mod evtchn;
 pub mod exit;
+pub mod gnttab;
 pub mod hypercall;
 pub mod ioport;
 pub mod mm;

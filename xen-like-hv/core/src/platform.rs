@@ -38,6 +38,19 @@ pub trait Platform {
         privileged: bool,
         f: impl FnOnce(&mut MmCtx<'_, '_, Self::Mem, Self::Slots, Self::M2pTable, Self::Hooks>) -> R,
     ) -> R;
+    /// Runs `f` on the memory model for domain `dom` (as [`Platform::mm`]) together
+    /// with every domain's grant table and the frame pool, under the grant-table lock
+    /// and then the memory lock.
+    fn gnttab<R>(
+        &mut self,
+        dom: DomId,
+        privileged: bool,
+        f: impl FnOnce(
+            &mut MmCtx<'_, '_, Self::Mem, Self::Slots, Self::M2pTable, Self::Hooks>,
+            &mut dyn crate::gnttab::GrantTables,
+            &mut dyn crate::gnttab::FramePool,
+        ) -> R,
+    ) -> R;
     /// Flushes this domain's TLB entries: on this CPU, or on every CPU it ran on.
     fn flush_tlb(&mut self, kind: FlushKind, all_cpus: bool);
     /// `WBINVD` on this CPU, or on every CPU.

@@ -129,6 +129,39 @@ pub(crate) struct FakePlatform {
     pub timer_changes: u32,
     /// Every `remote_shutdown`: (domain, reason).
     pub remote_shutdowns: Vec<(DomId, crate::domain::ShutdownReason)>,
+    /// Every domain's grant table, by id.
+    pub gnttab: FakeGnttab,
+}
+
+/// Grant tables by domain id.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FakeGnttab(pub BTreeMap<u16, crate::gnttab::GrantTable>);
+
+impl crate::gnttab::GrantTables for FakeGnttab {
+    fn get(&mut self, dom: DomId) -> Option<&mut crate::gnttab::GrantTable> {
+        self.0.get_mut(&dom.0)
+    }
+    fn forget(&mut self, dom: DomId) {
+        self.0.remove(&dom.0);
+    }
+}
+
+/// The fake allocator's free frames, as a frame pool for grant tables.
+pub(crate) struct FakePool<'a> {
+    pub free: &'a mut BTreeSet<u64>,
+    pub freed: &'a mut Vec<(u64, u64)>,
+}
+
+impl crate::gnttab::FramePool for FakePool<'_> {
+    fn alloc_frame(&mut self) -> Option<Mfn> {
+        let f = self.free.iter().next().copied()?;
+        self.free.remove(&f);
+        Some(Mfn(f))
+    }
+    fn free_frame(&mut self, mfn: Mfn) {
+        self.freed.push((mfn.0, 1));
+        assert!(self.free.insert(mfn.0), "frame {:#x} freed twice", mfn.0);
+    }
 }
 
 /// Event-channel state of the fake machine's domains.
@@ -348,6 +381,7 @@ impl Default for FakePlatform {
             kicks: Vec::new(),
             timer_changes: 0,
             remote_shutdowns: Vec::new(),
+            gnttab: FakeGnttab::default(),
             kernel_space: true,
             console: Vec::new(),
             masks: BTreeMap::new(),
@@ -755,6 +789,48 @@ impl Platform for FakePlatform {
 
     fn hv_cmdline(&self) -> &str {
         &self.cmdline
+    }
+
+    fn gnttab<R>(
+        &mut self,
+        dom: DomId,
+        privileged: bool,
+        f: impl FnOnce(
+            &mut MmCtx<'_, '_, FakeMem, NoSlots, FakeM2p, LoneHooks>,
+            &mut dyn crate::gnttab::GrantTables,
+            &mut dyn crate::gnttab::FramePool,
+        ) -> R,
+    ) -> R {
+        let FakePlatform {
+            mm: w,
+            gnttab,
+            pool,
+            freed,
+            others,
+            ..
+        } = self;
+        let mut hooks = LoneHooks {
+            existing: others
+                .keys()
+                .map(|&d| DomId(d))
+                .chain(gnttab.0.keys().map(|&d| DomId(d)))
+                .chain(core::iter::once(dom))
+                .collect(),
+            control: privileged.then_some(dom),
+        };
+        let mut ctx = MmCtx {
+            ft: &mut w.ft,
+            mem: &mut w.mem,
+            slots: &NoSlots,
+            m2p: &mut w.m2p,
+            hooks: &mut hooks,
+            dom,
+            privileged,
+            io_caps: false,
+            linear_pt: true,
+        };
+        let mut fp = FakePool { free: pool, freed };
+        f(&mut ctx, gnttab, &mut fp)
     }
 
     fn load_mode(&mut self, vcpu: &Vcpu) {

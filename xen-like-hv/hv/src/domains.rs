@@ -162,7 +162,10 @@ impl Others<'_> {
         current: DomId,
     ) -> Result<DomId, Errno> {
         let in_use = |o: &mut Self, id: DomId| {
-            id == current || o.find(id).is_some() || crate::mmhw::is_zombie(id)
+            id == current
+                || o.find(id).is_some()
+                || crate::mmhw::is_zombie(id)
+                || crate::gnttab::is_zombie(id)
         };
         let id = match spec.id {
             Some(id) if in_use(self, id) => return Err(Errno::EEXIST),
@@ -186,6 +189,14 @@ impl Others<'_> {
         if owned.is_err() {
             let _ = crate::mm::free_order(shared_info, 0);
             return Err(Errno::ENOMEM);
+        }
+        if let Err(e) = crate::gnttab::create(id, false, spec.gnttab) {
+            // Nothing maps the new shared_info yet: it goes straight back.
+            crate::mmhw::with_mm(id, false, &mut hooks, |m| {
+                let _ = m.ft.release(shared_info);
+            });
+            let _ = crate::mm::free_order(shared_info, 0);
+            return Err(e);
         }
         let mut pv = PvDomain::new(id, false, shared_info, xlhv_core::mm::Mfn(0));
         pv.dom.pause_count = 1;
@@ -222,7 +233,11 @@ impl Others<'_> {
             let next = if id + 1 >= first { 1 } else { id + 1 };
             ROVER.store(next, Ordering::Relaxed);
             let cand = DomId(id);
-            if cand != current && self.find(cand).is_none() && !crate::mmhw::is_zombie(cand) {
+            if cand != current
+                && self.find(cand).is_none()
+                && !crate::mmhw::is_zombie(cand)
+                && !crate::gnttab::is_zombie(cand)
+            {
                 return Some(cand);
             }
         }
@@ -402,6 +417,11 @@ pub fn add(mut d: PvDomain) -> Option<usize> {
     }
     let (id, privileged, weight) = (d.dom.id, d.dom.privileged, d.dom.weight);
     let nr_vcpus = u32::try_from(d.vcpus.len()).unwrap_or(1);
+    // Domains the hypervisor builds get Xen's boot-time grant-table limits.
+    if let Err(e) = crate::gnttab::create(id, privileged, xlhv_core::gnttab::Limits::DOM0) {
+        log::error!("domain {}: no grant table ({e:?})", id.0);
+        return None;
+    }
     let slot = DOMAINS.lock().insert(d)?;
     crate::events::init_domain(slot, id, privileged, nr_vcpus);
     let mut rq = runq().lock();
@@ -947,16 +967,14 @@ pub fn note_free_before_dom0() {
 /// vCPUs and tables hold, releases each of its frames (and its shared_info) in the frame
 /// table and gives them back to the allocator. Returns (frames returned, frames still
 /// referenced by someone else).
-fn teardown(pv: &mut PvDomain) -> (u64, u64) {
+fn teardown(pv: &mut PvDomain, mut hooks: crate::mmhw::Hooks) -> (u64, u64) {
     use xlhv_core::mm::frame_table::Owner;
     use xlhv_core::mm::mmu::{VcpuMm, relinquish_domain};
     use xlhv_core::mm::page_type::put_page_and_type;
     let id = pv.dom.id;
-    let mut hooks = crate::mmhw::Hooks {
-        existing: heapless::Vec::new(),
-        control: id,
-    };
-    let _ = hooks.existing.push(id);
+    // The grants it mapped go first; its own table goes now or when no other domain
+    // pins its grants any more.
+    crate::gnttab::domain_dying(id, &mut hooks);
     let mut returned = 0;
     let mut busy = 0;
     crate::mmhw::with_mm(id, pv.dom.privileged, &mut hooks, |m| {
@@ -1084,10 +1102,20 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
             }
         }
     }
+    // Every other domain still exists for the memory model: a frame of theirs this
+    // one mapped (a grant) must not be taken for an orphan when it lets go.
+    let mut hooks = crate::mmhw::Hooks {
+        existing: heapless::Vec::new(),
+        control: id,
+    };
+    for d in doms.slots.iter().flatten() {
+        let _ = hooks.existing.push(d.dom.id);
+    }
+    let grant_frames = crate::gnttab::guest_frames(id);
     let Some(pv) = doms.get_mut(slot) else { return };
     let privileged = pv.dom.privileged;
     crate::events::set_vcpu_info_at(slot, None);
-    let (returned, busy) = teardown(pv);
+    let (returned, busy) = teardown(pv, hooks);
     crate::mmhw::add_zombie(id, busy);
     let free = crate::mm::free_frames();
     log::info!(
@@ -1095,8 +1123,8 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
         id.0
     );
     if !privileged {
-        // Its pages and its shared_info frame.
-        let held = pv.dom.tot_pages + 1;
+        // Its pages, its shared_info frame and its grant-table frames.
+        let held = pv.dom.tot_pages + 1 + grant_frames;
         if returned == held && busy == 0 {
             log::info!("memory: all {returned} frames of domain {} are back", id.0);
         } else if returned + busy == held {

@@ -12,6 +12,7 @@ mod console;
 mod dom0;
 mod domains;
 mod events;
+mod gnttab;
 mod mm;
 mod mmhw;
 mod modules;

@@ -37,6 +37,8 @@ pub struct CreateSpec {
     pub max_vcpus: u32,
     /// Highest event-channel port.
     pub max_evtchn_port: u32,
+    /// Grant-table limits.
+    pub gnttab: crate::gnttab::Limits,
 }
 
 /// What `getdomaininfo` reports about one domain.
@@ -240,11 +242,21 @@ fn create_spec(target: DomId, c: &DomctlCreateDomain) -> Result<CreateSpec, HvEr
         n if n < DOMID_FIRST_RESERVED => Some(target),
         _ => return Err(Errno::EINVAL.into()),
     };
+    if c.grant_opts & !0xF != 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    let gnttab = crate::gnttab::Limits::from_createdomain(
+        c.max_grant_frames,
+        c.max_maptrack_frames,
+        c.grant_opts & 0xF,
+    )
+    .ok_or(Errno::EINVAL)?;
     Ok(CreateSpec {
         id,
         handle: c.handle,
         max_vcpus: c.max_vcpus,
         max_evtchn_port: c.max_evtchn_port,
+        gnttab,
     })
 }
 

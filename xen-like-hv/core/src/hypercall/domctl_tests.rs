@@ -29,6 +29,8 @@ fn pv(max_vcpus: u32) -> DomctlCreateDomain {
     DomctlCreateDomain {
         max_vcpus,
         max_evtchn_port: 1023,
+        max_grant_frames: -1,
+        max_maptrack_frames: -1,
         handle: [7; 16],
         ..Default::default()
     }

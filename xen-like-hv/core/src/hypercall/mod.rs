@@ -12,6 +12,7 @@ pub mod domctl;
 #[cfg(test)]
 mod domctl_tests;
 pub mod evtchn;
+pub mod gnttab;
 pub mod memory;
 pub mod misc;
 pub mod mm;
@@ -236,6 +237,9 @@ impl<P: Platform> HypercallHandler for GuestCtx<'_, P> {
         op: GuestPtr<hypercall_abi::physdev::PhysdevOpCompat>,
     ) -> HvResult {
         misc::physdev_op_compat(self, op)
+    }
+    fn grant_table_op(&mut self, cmd: u32, uop: GuestPtr<()>, count: u32) -> HvResult {
+        gnttab::grant_table_op(self, cmd, uop, count)
     }
     fn memory_op(&mut self, cmd: u64, arg: GuestPtr<()>) -> HvResult {
         memory::memory_op(self, cmd, arg)

@@ -590,7 +590,7 @@ where
 /// The L1 that maps `va` in the tables rooted at `root`, found the way the MMU would
 /// (every level present, no large pages), and only if it is a validated L1 of the
 /// caller. Reads machine memory directly, never a linear mapping (XSA-286).
-fn walk_to_l1<M, H, P, E>(
+pub(super) fn walk_to_l1<M, H, P, E>(
     ctx: &MmCtx<'_, '_, M, H, P, E>,
     root: Mfn,
     va: u64,

@@ -3,6 +3,7 @@
 pub mod error;
 pub mod frame_alloc;
 pub mod frame_table;
+pub mod grant_pte;
 pub mod mmu;
 pub mod page_type;
 

@@ -54,6 +54,29 @@ pub trait MachineMemory {
             Err(cur)
         }
     }
+    /// Atomically clear in entry `index` the bits not in `keep` (`lock and`): the
+    /// guest may write other bits of the same word at the same time, and must neither
+    /// lose its write nor be able to stall the hypervisor. The default suits tests.
+    fn and_entry(&mut self, mfn: Mfn, index: usize, keep: u64) {
+        let cur = self.read_entry(mfn, index);
+        self.write_entry(mfn, index, cur & keep);
+    }
+    /// Copy `len` bytes from byte `src_off` of frame `src` to byte `dst_off` of frame
+    /// `dst` (both ranges inside their pages, checked by the caller; the frames may be
+    /// the same and the ranges may overlap). The default, word by word, suits tests.
+    fn copy_bytes(&mut self, dst: Mfn, dst_off: usize, src: Mfn, src_off: usize, len: usize) {
+        let mut tmp = [0u8; 4096];
+        for (i, b) in tmp.iter_mut().enumerate().take(len) {
+            let at = src_off + i;
+            *b = self.read_entry(src, at / 8).to_le_bytes()[at % 8];
+        }
+        for (i, b) in tmp.iter().enumerate().take(len) {
+            let at = dst_off + i;
+            let mut w = self.read_entry(dst, at / 8).to_le_bytes();
+            w[at % 8] = *b;
+            self.write_entry(dst, at / 8, u64::from_le_bytes(w));
+        }
+    }
     /// Fill frame `mfn` with zeroes.
     fn zero_page(&mut self, mfn: Mfn);
     /// Copy frame `src` to frame `dst`.
@@ -656,9 +679,10 @@ where
         if !is_present(e) || self.is_io_frame(pte_mfn(e)) {
             return;
         }
-        // TODO(gnttab): entries with _PAGE_GNTTAB (bit 62) belong to grant mappings and
-        // must only be removed by GNTTABOP_unmap (Xen injects #GP / crashes the guest).
-        // Normal updates cannot create them, and grant mapping does not exist yet.
+        // A grant mapping's entry holds exactly what a normal entry mapping the frame
+        // with the same RW bit holds (`gnttab`), so overwriting it drops those, as in a
+        // release build of Xen 4.17 (where `_PAGE_GNTTAB` is 0): the grant's handle
+        // then no longer matches a PTE and its unmap fails, but nothing leaks.
         let target = pte_mfn(e);
         if e & RW != 0 {
             self.put_type(target, None);
@@ -750,7 +774,7 @@ where
 
     /// Store `new` over `old` (`UPDATE_ENTRY`); with `preserve_ad`, keep the A/D bits
     /// the entry holds, retrying while the MMU sets them. Returns the value written.
-    fn update_entry(
+    pub(super) fn update_entry(
         &mut self,
         mfn: Mfn,
         idx: usize,

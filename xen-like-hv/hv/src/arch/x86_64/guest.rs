@@ -306,6 +306,33 @@ impl Platform for HwPlatform<'_> {
         crate::mmhw::with_mm(dom, privileged, &mut hooks, f)
     }
 
+    fn gnttab<R>(
+        &mut self,
+        dom: DomId,
+        privileged: bool,
+        f: impl FnOnce(
+            &mut xlhv_core::mm::page_type::MmCtx<
+                '_,
+                '_,
+                Self::Mem,
+                Self::Slots,
+                Self::M2pTable,
+                Self::Hooks,
+            >,
+            &mut dyn xlhv_core::gnttab::GrantTables,
+            &mut dyn xlhv_core::gnttab::FramePool,
+        ) -> R,
+    ) -> R {
+        let mut hooks = self.others.hooks(dom, privileged);
+        if !hooks.existing.contains(&self.id) {
+            let _ = hooks.existing.push(self.id);
+        }
+        let mut tables = crate::gnttab::GNTTAB.lock();
+        crate::mmhw::with_mm(dom, privileged, &mut hooks, |m| {
+            f(m, &mut *tables, &mut crate::gnttab::Pool)
+        })
+    }
+
     fn flush_tlb(&mut self, kind: xlhv_core::mm::mmu::FlushKind, _all_cpus: bool) {
         crate::mmhw::flush_tlb(kind);
     }
