@@ -14,7 +14,8 @@
 //! * [`domains`]: the toolstack's own records (names) and the translation of
 //!   `getdomaininfo` into the protocol's [`DomainInfo`](control_proto::DomainInfo);
 //! * [`builder`]: the PV domain builder (`docs/toolstack.md`);
-//! * [`conslog`]: bounded per-domain console logs.
+//! * [`conslog`]: bounded per-domain console logs;
+//! * [`xenstore`]: the nodes the toolstack writes for a domain (as `xl` does), UUIDs.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -29,6 +30,7 @@ pub mod hv;
 pub mod server;
 pub mod uart;
 pub mod uploads;
+pub mod xenstore;
 
 pub use agent::{After, Agent};
 pub use hv::{ConsoleChunk, Hypervisor, RingId, XenVersion};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use control_proto::images::{Bundle, BundleWriter};
 use control_proto::{
     CreateRequest, DomRef, DomState, ErrorCode, ExitAction, FrameDecoder, Kernel, MAX_DATA,
-    Message, Request, Response, ShutdownReason, crc32,
+    Message, PROTOCOL_VERSION, Request, Response, ShutdownReason, crc32,
 };
 use dom0_core::server::{BUSY_NS, QUIET_NS};
 use dom0_core::uploads::VecStore;
@@ -333,22 +333,27 @@ fn error(resp: Response, code: ErrorCode, needle: &str) -> String {
 #[test]
 fn hello_names_both_ends_and_checks_the_version() {
     let mut a = agent(FakeHv::with_domains(&[0]));
-    match ask(&mut a, Request::Hello { client_version: 1 }) {
+    match ask(
+        &mut a,
+        Request::Hello {
+            client_version: u32::from(PROTOCOL_VERSION),
+        },
+    ) {
         Response::HelloOk {
             protocol,
             agent,
             hypervisor,
         } => {
-            assert_eq!(protocol, 1);
+            assert_eq!(protocol, PROTOCOL_VERSION);
             assert_eq!(agent, "xlhv-dom0 test");
             assert_eq!(hypervisor, "xen-like-hv (Xen 4.17.7 ABI)");
         }
         other => panic!("{other:?}"),
     }
     error(
-        ask(&mut a, Request::Hello { client_version: 2 }),
+        ask(&mut a, Request::Hello { client_version: 1 }),
         ErrorCode::UnsupportedVersion,
-        "speaks 1",
+        "this agent speaks 2",
     );
 }
 
@@ -579,7 +584,12 @@ fn uploads_and_a_new_session() {
         ErrorCode::BadImage,
         "ELF",
     );
-    ask(&mut a, Request::Hello { client_version: 1 });
+    ask(
+        &mut a,
+        Request::Hello {
+            client_version: u32::from(PROTOCOL_VERSION),
+        },
+    );
     assert!(
         a.uploads().is_empty(),
         "Hello drops the last session's uploads"
@@ -608,6 +618,7 @@ fn create(name: &str, kernel: Kernel) -> Request {
         cmdline: String::new(),
         on_poweroff: ExitAction::Destroy,
         on_crash: ExitAction::Destroy,
+        uuid: None,
     })
 }
 
@@ -712,7 +723,12 @@ fn responses(out: &[u8]) -> Vec<(u32, Response)> {
 fn split_anywhere_and_after_garbage() {
     let mut wire = b"line noise XC\x01".to_vec();
     wire.extend(frames(&[
-        (1, Request::Hello { client_version: 1 }),
+        (
+            1,
+            Request::Hello {
+                client_version: u32::from(PROTOCOL_VERSION),
+            },
+        ),
         (2, Request::Images),
         (3, Request::Pause(DomRef::Name("nosuch".into()))),
     ]));
@@ -749,7 +765,7 @@ fn damaged_and_foreign_frames_are_answered_when_they_carry_an_id() {
     bad[last] ^= 0xFF;
     s.receive(&bad, 0, &mut a, &mut out);
     let mut v2 = frames(&[(6, Request::Info)]);
-    v2[2] = 2;
+    v2[2] = PROTOCOL_VERSION + 1;
     let len = v2.len();
     let crc = crc32(&v2[..len - 4]);
     v2[len - 4..].copy_from_slice(&crc.to_le_bytes());
