@@ -51,7 +51,7 @@ fn create(h: &ControlHost, cfg: &str, name: &str, cmdline: &str) -> u16 {
 #[test]
 fn domus_read_watch_are_isolated_and_quota_bound() {
     let t = "xenstore-basics";
-    let h = ControlHost::boot(t);
+    let h = ControlHost::boot_full(t, "autostart=demo", Vec::new());
     let cfg = config(
         t,
         "xs.toml",
@@ -150,7 +150,7 @@ fn domus_read_watch_are_isolated_and_quota_bound() {
 #[test]
 fn cooperative_reboot_and_shutdown_of_the_demo() {
     let t = "xenstore-shutdown";
-    let h = ControlHost::boot(t);
+    let h = ControlHost::boot_full(t, "autostart=demo", Vec::new());
     // The demo serves control/shutdown once it has connected.
     let start = Instant::now();
     loop {
