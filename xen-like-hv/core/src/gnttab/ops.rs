@@ -652,8 +652,10 @@ where
             return (GntSt::BadHandle, None);
         }
         let act = rgt.act(mem, r);
+        // Xen 4.17 answers GNTST_bad_dev_addr here (measured on real Xen; older
+        // releases said GNTST_general_error).
         if req.dev_bus_addr != 0 && req.dev_bus_addr != act.mfn.0 << 12 {
-            return (GntSt::GeneralError, None);
+            return (GntSt::BadDevAddr, None);
         }
         let flags = GntMapFlags::from_bits_retain(u32::from(map.flags));
         let ro = flags & GntMapFlags::READONLY;
@@ -757,8 +759,18 @@ where
         let version = rgt.version();
         let dying = rgt.dying;
         let old_pin = act.pin;
-        let hdr = self.header(rd, r).ok_or(GntSt::GeneralError)?;
         let needs_status = old_pin == 0 || (!ro && old_pin & pin::WRITABLE == 0);
+        // A dying granter's shared frames may be someone else's already: its entries
+        // are not read again. Nothing new is pinned; a pinned entry answers as in
+        // Xen's already-pinned path for a dying owner.
+        if dying {
+            return st(if needs_status {
+                GntSt::GeneralError
+            } else {
+                GntSt::BadDomain
+            });
+        }
+        let hdr = self.header(rd, r).ok_or(GntSt::GeneralError)?;
         let type_bits = hdr.flags & GtfFlags::TYPE_MASK.bits();
         if version == 2 && type_bits == GtfFlags::TRANSITIVE.bits() {
             if needs_status {
@@ -787,6 +799,21 @@ where
                 Ok(x) => x,
                 Err(s) => return fail(self, s),
             };
+            // Pinned already (by a map, which reads the entry as a full page): the
+            // pin must be this same transitive use, else the chain just acquired
+            // is dropped again (Xen's re-check, which returns ERESTART).
+            if old_pin != 0
+                && (act.mfn != mfn
+                    || act.start != off
+                    || act.length != len
+                    || act.trans_dom != td
+                    || act.trans_gref != tref.0
+                    || !act.sub_page)
+            {
+                self.release_for_copy(td, tref, ro);
+                put_page(self.mm, mfn);
+                return fail(self, GntSt::GeneralError);
+            }
             if old_pin == 0 {
                 act.domid = ldom;
                 act.start = off;
@@ -816,6 +843,10 @@ where
                     (frame, false, 0, PAGE as u16)
                 }
             };
+            // An entry pinned already (a read-only pin gaining a writer) keeps its
+            // frame: the copy uses `act.mfn`, so that is the frame to reference,
+            // whatever the granter has written into the entry since.
+            let frame = if old_pin == 0 { frame } else { act.mfn };
             if get_page(self.mm, frame, rd).is_err() {
                 self.settle_flags(rd, r, ro);
                 return st(GntSt::BadPage);

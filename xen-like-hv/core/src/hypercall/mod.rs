@@ -277,4 +277,6 @@ mod events_tests;
 #[cfg(test)]
 mod fifo_tests;
 #[cfg(test)]
+mod gnttab_tests;
+#[cfg(test)]
 mod tests;

@@ -1,1 +1,0 @@
-//! Host tests of the grant-table operations.
