@@ -59,6 +59,8 @@ struct StoreBack {
 
 /// The token of the session's XenStore watch (`dom0ctl xenstore watch`).
 pub const WATCH_TOKEN: &str = "dom0ctl";
+/// How often [`Agent::tick`] serves every store ring (ns).
+const STORE_SWEEP_NS: u64 = 500_000;
 /// Nodes at most in one `XsList` answer.
 const XS_LIST_MAX: usize = 4096;
 
@@ -157,6 +159,7 @@ pub struct Agent<'a, H, S: UploadStore> {
     /// Whether the session has a XenStore watch (`WATCH_TOKEN`).
     watching: Option<String>,
     uuids_made: u64,
+    last_store_sweep: u64,
     /// Watch events taken off dom0's connection while waiting for a reply.
     pending_events: Vec<xenstored::Message>,
     notify_ports: Vec<EvtchnPort>,
@@ -185,6 +188,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             configs: BTreeMap::new(),
             watching: None,
             uuids_made: 0,
+            last_store_sweep: 0,
             pending_events: Vec::new(),
             notify_ports: Vec::new(),
         }
@@ -871,7 +875,16 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// once a second regardless), the domains that stopped, handled by their
     /// `on_poweroff`/`on_crash` (xl's `destroy` or `preserve`).
     pub fn tick(&mut self, now: u64, out: &mut Vec<u8>) {
-        self.service_stores();
+        // The store rings: at most once per STORE_SWEEP_NS (dom0's loop spins
+        // while a request arrives; sweeping every ring on each spin would slow
+        // the control link next to many domains). Requests from the control
+        // link serve the rings at once themselves.
+        if now.saturating_sub(self.last_store_sweep) >= STORE_SWEEP_NS
+            || now < self.last_store_sweep
+        {
+            self.last_store_sweep = now;
+            self.service_stores();
+        }
         self.forward_watch_events(out);
         let ids: Vec<u16> = self.consoles.keys().copied().collect();
         for id in ids {
