@@ -7,7 +7,9 @@ use core::fmt;
 use core::hint::black_box;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use pv_runtime::abi::GrantRef;
 use pv_runtime::abi::evtchn::{EvtchnBindIpi, EvtchnClose, EvtchnOp, EvtchnSend};
+use pv_runtime::abi::gnttab::{GntMapFlags, GnttabMapGrantRef, GnttabUnmapGrantRef};
 use pv_runtime::abi::guest::HypercallPage;
 use pv_runtime::abi::hypercall::{
     Hypercall, call, event_channel_op, mmu_update, mmuext_op, multicall, sched_op,
@@ -22,7 +24,7 @@ use pv_runtime::mm::{self, Frame};
 use pv_runtime::probe;
 use pv_runtime::text::{Ascii, c_str};
 use pv_runtime::traps::{self, Callback, TrapFrame, vector};
-use pv_runtime::{StartInfo, evtchn, println, shared, time, xen};
+use pv_runtime::{StartInfo, evtchn, gnttab, println, shared, time, xen};
 
 use crate::stats::{INFO_TAG, ResultLine, UnsupportedLine, summarize};
 
@@ -690,6 +692,129 @@ fn page_tables(t: &mut Tally, it: Iters) {
 }
 
 // ---------------------------------------------------------------------------
+// Grant tables.
+
+/// Where the grant metrics map: 32 pages with their L1 prepared.
+const GNT_WIN: u64 = 0x0000_5000_0000_0000;
+const GNT_NAMES: [(&str, usize); 2] = [("gnttab_map_unmap_b1", 1), ("gnttab_map_unmap_b32", 32)];
+
+fn gnt_fail(what: &'static str) -> impl Fn(gnttab::Error) -> Fail {
+    move |e| match e {
+        gnttab::Error::Hypercall(e) => errno(what)(e),
+        gnttab::Error::Status(_) | gnttab::Error::UnknownStatus(_) => setup_fail(what, "status"),
+        _ => setup_fail(what, "setup"),
+    }
+}
+
+/// A self-grant of one of the guest's frames (a grant to oneself is legal on
+/// Xen), after taking over the address space (the grant API maps with the
+/// runtime's own tables; this runs after the page-table metrics, which walk
+/// the builder's).
+fn gnt_setup() -> Result<(DomId, GrantRef, Frame, Frame), Fail> {
+    mm::take_over().map_err(|_| setup_fail("mm::take_over", "failed"))?;
+    gnttab::init(1).map_err(gnt_fail("grant_table_op(GNTTABOP_setup_table)"))?;
+    gnttab::prepare(GNT_WIN, 32).map_err(gnt_fail("page tables for the grant window"))?;
+    let me = xen::domid().ok_or(setup_fail("domid", "unknown"))?;
+    let page = alloc_frame()?;
+    let own = alloc_frame()?;
+    let r = gnttab::grant_access(me, page.mfn, false).map_err(gnt_fail("grant entry"))?;
+    Ok((me, r, page, own))
+}
+
+/// `n` writable host maps of the self-grant in one `GNTTABOP_map_grant_ref`, then
+/// one `GNTTABOP_unmap_grant_ref` of the `n`: the cycles of both.
+fn gnt_map_unmap(me: DomId, r: GrantRef, n: usize, iters: usize) -> Result<Vec<u32>, Fail> {
+    let mut maps = [GnttabMapGrantRef::default(); 32];
+    let mut unmaps = [GnttabUnmapGrantRef::default(); 32];
+    let (maps, unmaps) = (&mut maps[..n], &mut unmaps[..n]);
+    let mut err = None;
+    let s = collect(iters, || {
+        for (i, m) in maps.iter_mut().enumerate() {
+            *m = gnttab::map_op(me, r, GNT_WIN + 4096 * i as u64, GntMapFlags::HOST_MAP);
+        }
+        let cycles = timed(|| {
+            if let Err(e) = gnttab::map_batch(maps) {
+                err = Some(errno("grant_table_op(GNTTABOP_map_grant_ref)")(e));
+                return;
+            }
+            for (u, m) in unmaps.iter_mut().zip(maps.iter()) {
+                *u = gnttab::unmap_op(gnttab::Handle(m.handle), m.host_addr);
+            }
+            if let Err(e) = gnttab::unmap_batch(unmaps) {
+                err = Some(errno("grant_table_op(GNTTABOP_unmap_grant_ref)")(e));
+            }
+        });
+        if maps.iter().any(|m| m.status != 0) {
+            err = Some(setup_fail(
+                "grant_table_op(GNTTABOP_map_grant_ref)",
+                "status",
+            ));
+        }
+        if unmaps.iter().any(|u| u.status != 0) {
+            err = Some(setup_fail(
+                "grant_table_op(GNTTABOP_unmap_grant_ref)",
+                "status",
+            ));
+        }
+        cycles
+    });
+    match err {
+        Some(f) => Err(f),
+        None => Ok(s),
+    }
+}
+
+/// One `GNTTABOP_copy` of a whole page from the self-grant into an own frame.
+fn gnt_copy(me: DomId, r: GrantRef, own: Frame, iters: usize) -> Result<Vec<u32>, Fail> {
+    let mut op = [gnttab::copy_op(
+        gnttab::CopyPtr::gref(me, r, 0),
+        gnttab::CopyPtr::frame(own.mfn, 0),
+        4096,
+    )];
+    let mut err = None;
+    let s = collect(iters, || {
+        op[0].status = 0;
+        let cycles = timed(|| {
+            if let Err(e) = gnttab::copy_batch(&mut op) {
+                err = Some(errno("grant_table_op(GNTTABOP_copy)")(e));
+            }
+        });
+        if op[0].status != 0 {
+            err = Some(setup_fail("grant_table_op(GNTTABOP_copy)", "status"));
+        }
+        cycles
+    });
+    match err {
+        Some(f) => Err(f),
+        None => Ok(s),
+    }
+}
+
+fn grants(t: &mut Tally, it: Iters) {
+    let (me, r, _page, own) = match gnt_setup() {
+        Ok(x) => x,
+        Err(f) => {
+            for (name, _) in GNT_NAMES {
+                t.unsupported(name, f);
+            }
+            t.unsupported("gnttab_copy_4k", f);
+            return;
+        }
+    };
+    for (name, n) in GNT_NAMES {
+        let iters = it.n(if n == 1 { 10_000 } else { 500 });
+        match gnt_map_unmap(me, r, n, iters) {
+            Ok(mut s) => t.result(name, &mut s, n as u64),
+            Err(f) => t.unsupported(name, f),
+        }
+    }
+    match gnt_copy(me, r, own, it.n(10_000)) {
+        Ok(mut s) => t.result("gnttab_copy_4k", &mut s, 1),
+        Err(f) => t.unsupported("gnttab_copy_4k", f),
+    }
+}
+
+// ---------------------------------------------------------------------------
 
 fn banner(si: &StartInfo) -> Iters {
     println!(
@@ -743,6 +868,8 @@ pub fn main(si: &'static StartInfo) {
     t.outcome("sched_yield", r);
     let r = crate::domus::timer_wake(&mut t, it);
     t.outcome("timer_wake", r);
+    // Last: it takes over the address space.
+    grants(&mut t, it);
     // The control again at the end, so a slowdown during the run shows.
     control(&mut t, it, "control_loop_end", 0x2545_F491_4F6C_DD1D);
     println!(

@@ -20,6 +20,8 @@
 //! | `evtchn_notify_self` | `EVTCHNOP_send` on an IPI port bound to vCPU 0 -> upcall -> handler -> `iret` |
 //! | `sched_yield` | `sched_op(SCHEDOP_yield)` |
 //! | `timer_wake` | how late `set_timer_op(now + 1 ms)` + `SCHEDOP_block` wakes, by the pvclock |
+//! | `gnttab_map_unmap_bN` | `GNTTABOP_map_grant_ref` of N writable host mappings (N = 1, 32) of a self-grant, then one unmap of the N, per page (last: the guest takes over its address space first) |
+//! | `gnttab_copy_4k` | one `GNTTABOP_copy` of 4 KiB from a self-grant into an own frame |
 //!
 //! With `role=ping|pong peer=<domid>` it runs as one of two domUs instead
 //! (xen-like-hv's boot-time domUs; see [`domus`]) and measures

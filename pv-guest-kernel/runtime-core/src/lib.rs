@@ -15,6 +15,8 @@
 //!   ranges, entry machine addresses, how many tables a range needs).
 //! * [`mapper`]: the mapping engine: walks and creates page tables and turns
 //!   map/unmap requests into batches of `mmu_update` requests.
+//! * [`gnttab`]: grant references (an allocator that skips the reserved
+//!   entries) and the v1 entry flags protocol.
 //! * [`time`]: wall-clock arithmetic and a seqlock reader.
 //! * [`text`]: a fixed-size line buffer for console output, helpers for the
 //!   NUL-terminated buffers hypercalls fill, and `key=value` command lines.
@@ -31,6 +33,7 @@ extern crate std;
 
 pub mod events;
 pub mod frames;
+pub mod gnttab;
 pub mod heap;
 pub mod layout;
 pub mod mapper;

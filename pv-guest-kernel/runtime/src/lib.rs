@@ -29,6 +29,9 @@
 //!   periodic `VIRQ_TIMER`, `sleep`; **scheduling** ([`sched`]): block,
 //!   idle, wait, poll, yield, shutdown; **vCPU** ([`vcpu`]): runstate. See
 //!   `docs/runtime-events.md`.
+//! * **grants** ([`gnttab`]): the domain's grant table mapped, granting
+//!   and revoking access to its frames, mapping, unmapping and copying
+//!   other domains' grants.
 //! * **devices** ([`physdev`]): the virtual IOPL and port I/O.
 //! * **XenStore** ([`xenbus`], feature `xenbus`, on by default; needs a
 //!   global allocator): read, write, watch, transactions over the store
@@ -44,6 +47,7 @@
 pub mod console;
 pub mod desc;
 pub mod evtchn;
+pub mod gnttab;
 pub mod hypercall;
 pub mod mm;
 pub mod notes;

@@ -86,6 +86,34 @@ impl MachineMemory for DirectMem {
             .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
             .map(|_| ())
     }
+    fn and_entry(&mut self, mfn: Mfn, index: usize, keep: u64) {
+        if let Some(p) = entry_ptr(mfn, index) {
+            // SAFETY: as above; `lock and`, since the guest may write the same word.
+            unsafe { AtomicU64::from_ptr(p) }.fetch_and(keep, Ordering::AcqRel);
+        }
+    }
+    fn copy_bytes(&mut self, dst: Mfn, dst_off: usize, src: Mfn, src_off: usize, len: usize) {
+        let in_page = |off: usize| {
+            off.checked_add(len)
+                .is_some_and(|end| end <= mm::PAGE_BYTES)
+        };
+        if !in_page(dst_off) || !in_page(src_off) {
+            return;
+        }
+        let (Some(d), Some(s)) = (entry_ptr(dst, 0), entry_ptr(src, 0)) else {
+            return;
+        };
+        // SAFETY: both are RAM frames in the direct map and both ranges lie inside
+        // their page (checked above); `copy` is a memmove, so a copy within one frame
+        // may overlap. Guests may write the frames meanwhile, as with Xen's memcpy.
+        unsafe {
+            core::ptr::copy(
+                (s as *const u8).add(src_off),
+                (d as *mut u8).add(dst_off),
+                len,
+            );
+        }
+    }
     fn zero_page(&mut self, mfn: Mfn) {
         mm::zero_frame(mfn);
     }

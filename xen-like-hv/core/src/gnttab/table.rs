@@ -58,8 +58,12 @@ pub mod pin {
     pub const DEVR: u32 = 1 << 24;
     /// Any writable pin.
     pub const WRITABLE: u32 = 0x00FF_00FF;
-    /// The top bit of each count: one more could overflow it.
-    pub const OVERFLOW: u32 = 0x8080_8080;
+    /// The top bits of the counts an increment of `incs` (a sum of the one-step
+    /// values above) would raise: one of them set means one more could overflow it
+    /// (Xen's `GNTPIN_incr2oflow_mask`; only the counts being raised are checked).
+    pub const fn overflow_mask(incs: u32) -> u32 {
+        incs << 7
+    }
 }
 
 /// Xen's `active_grant_entry`: how a granted entry is in use.

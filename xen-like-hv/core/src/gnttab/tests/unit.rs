@@ -532,14 +532,14 @@ fn maptrack_exhaustion_is_no_device_space_at_exactly_the_limit() {
     assert_eq!(sorted.len(), limit);
     assert!(sorted.iter().all(|&h| h < 512));
     let free = s.pool.len();
-    assert_eq!(s.map(2, 1, 10, DEV | MRO, 0).status, GntSt::NoDeviceSpace);
+    assert_eq!(s.map(2, 1, 10, DEV | MRO, 0).status, GntSt::NoSpace);
     assert_eq!(s.pool.len(), free, "no frame taken beyond the limit");
     assert_eq!(s.table(2).mappings(), limit as u32);
     // One unmap frees one handle: one more map fits, then none again.
     let f = s.data(1, 0);
     assert_eq!(s.unmap(2, handles[5], 0, f.0 << 12), GntSt::Okay);
     assert_eq!(s.map(2, 1, 10, DEV | MRO, 0).status, GntSt::Okay);
-    assert_eq!(s.map(2, 1, 10, DEV | MRO, 0).status, GntSt::NoDeviceSpace);
+    assert_eq!(s.map(2, 1, 10, DEV | MRO, 0).status, GntSt::NoSpace);
 }
 
 #[test]
@@ -554,7 +554,7 @@ fn no_maptrack_frames_means_no_mappings() {
         1,
     );
     s.grant_rw(1, 10, 2, 0);
-    assert_eq!(s.map(2, 1, 10, HOST, va(1)).status, GntSt::NoDeviceSpace);
+    assert_eq!(s.map(2, 1, 10, HOST, va(1)).status, GntSt::NoSpace);
     // Copy needs no handle.
     let mine = s.data(2, 0);
     assert_eq!(
@@ -564,7 +564,7 @@ fn no_maptrack_frames_means_no_mappings() {
 }
 
 #[test]
-fn pin_count_overflow_refuses_the_129th_map_of_one_kind() {
+fn pin_count_overflow_refuses_the_129th_map_of_one_kind_only() {
     let mut s = Sys::with(&[1, 2]);
     s.grant_rw(1, 10, 2, 0);
     let f = s.data(1, 0);
@@ -575,11 +575,12 @@ fn pin_count_overflow_refuses_the_129th_map_of_one_kind() {
         hs.push(m.handle);
     }
     assert_eq!(s.map(2, 1, 10, DEV | MRO, 0).status, GntSt::GeneralError);
-    // Once a count reaches 128, every kind is refused (Xen checks 0x80808080).
-    assert_eq!(s.map(2, 1, 10, HOST, va(1)).status, GntSt::GeneralError);
     assert_eq!(s.counts(f), (128, 0));
-    assert_eq!(s.unmap(2, hs[0], 0, f.0 << 12), GntSt::Okay);
+    // Only the counts a map raises are checked (Xen 4.17's GNTPIN_incr2oflow_mask):
+    // a writable host map, and a writable device map, still fit.
     assert_eq!(s.map(2, 1, 10, HOST, va(1)).status, GntSt::Okay);
+    assert_eq!(s.map(2, 1, 10, DEV, 0).status, GntSt::Okay);
+    assert_eq!(s.unmap(2, hs[0], 0, f.0 << 12), GntSt::Okay);
     assert_eq!(s.map(2, 1, 10, DEV | MRO, 0).status, GntSt::Okay);
     assert_eq!(s.map(2, 1, 10, DEV | MRO, 0).status, GntSt::GeneralError);
 }
