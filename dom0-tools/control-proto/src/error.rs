@@ -78,6 +78,9 @@ error_codes! {
     Hypervisor = 12, "hypervisor", "the hypervisor refused the operation";
     /// A bug or broken invariant inside dom0's agent.
     Internal = 13, "internal", "internal error in dom0's control agent";
+    /// XenStore refused the request; the message starts with Xen's error name
+    /// (`ENOENT`, `EACCES`, ...). Since version 2.
+    Xenstore = 14, "xenstore", "XenStore refused the request";
 }
 
 impl fmt::Display for ErrorCode {

@@ -73,6 +73,20 @@ kinds! {
     Dmesg = 0x11,
     /// [`Request::ShutdownHost`](crate::Request::ShutdownHost)
     ShutdownHost = 0x12,
+    /// Since version 2.
+    AskShutdown = 0x13,
+    /// Since version 2.
+    XsRead = 0x14,
+    /// Since version 2.
+    XsWrite = 0x15,
+    /// Since version 2.
+    XsRm = 0x16,
+    /// Since version 2.
+    XsList = 0x17,
+    /// Since version 2.
+    XsWatch = 0x18,
+    /// Since version 2.
+    XsUnwatch = 0x19,
 
     /// [`Response::HelloOk`](crate::Response::HelloOk)
     HelloOk = 0x40,
@@ -96,6 +110,10 @@ kinds! {
     ImagesReply = 0x49,
     /// [`Response::Dmesg`](crate::Response::Dmesg)
     DmesgReply = 0x4a,
+    /// Since version 2.
+    XsValue = 0x4b,
+    /// Since version 2.
+    XsNodes = 0x4c,
     /// [`Response::Error`](crate::Response::Error)
     Error = 0x7f,
 
@@ -103,6 +121,8 @@ kinds! {
     ConsoleOutput = 0x80,
     /// [`Event::ConsoleClosed`](crate::Event::ConsoleClosed)
     ConsoleClosed = 0x81,
+    /// Since version 2.
+    XsWatchEvent = 0x82,
 }
 
 /// Who sends a kind of frame, and whether it answers a request.

@@ -70,7 +70,7 @@ pub use frame::{
 pub use kind::{Class, Kind};
 pub use message::{
     CreateRequest, DomRef, DomState, DomainInfo, Event, ExitAction, HostInfo, ImageInfo, Kernel,
-    Message, Request, Response, ShutdownReason,
+    Message, Request, Response, ShutdownReason, XsNode,
 };
 pub use validate::{
     MAX_CMDLINE_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_UPLOAD_BYTES, MAX_VCPUS, MIN_MEMORY_MIB,
@@ -80,4 +80,4 @@ pub use validate::{
 
 /// The protocol version this crate speaks: the byte at offset 2 of every frame,
 /// and the `client_version` of [`Request::Hello`].
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;

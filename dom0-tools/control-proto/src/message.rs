@@ -212,6 +212,20 @@ pub struct CreateRequest {
     pub on_poweroff: ExitAction,
     /// What to do when the domain crashes.
     pub on_crash: ExitAction,
+    /// The domain's UUID (`/vm/UUID`); dom0 makes one up when absent. Since
+    /// version 2.
+    pub uuid: Option<[u8; 16]>,
+}
+
+/// One node of [`Response::XsNodes`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct XsNode {
+    /// Absolute path.
+    pub path: String,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Permissions in `xenstore-ls -p` form (`n0,r3`).
+    pub perms: String,
 }
 
 /// The body of [`Response::Info`].
@@ -346,6 +360,48 @@ pub enum Request {
     Dmesg,
     /// Stop the machine. Answer: [`Response::Ok`], then the link goes away.
     ShutdownHost,
+    /// Ask a domain to shut down (`poweroff`) or reboot (`reboot`) itself:
+    /// dom0 writes its `control/shutdown` node, as `xl shutdown`/`xl reboot` do.
+    /// Answer: [`Response::Ok`] once written. Since version 2.
+    AskShutdown {
+        /// The domain.
+        dom: DomRef,
+        /// `Poweroff` or `Reboot`.
+        reason: ShutdownReason,
+    },
+    /// Read a XenStore node as dom0. Answer: [`Response::XsValue`].
+    XsRead {
+        /// Absolute path.
+        path: String,
+    },
+    /// Write a XenStore node as dom0. Answer: [`Response::Ok`].
+    XsWrite {
+        /// Absolute path.
+        path: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove a XenStore node and its children as dom0. Answer: [`Response::Ok`].
+    XsRm {
+        /// Absolute path.
+        path: String,
+    },
+    /// A node and everything below it (values and permissions). Answer:
+    /// [`Response::XsNodes`].
+    XsList {
+        /// Absolute path.
+        path: String,
+    },
+    /// Watch a path (or `@introduceDomain`/`@releaseDomain`) as dom0. Answer:
+    /// [`Response::Ok`]; then [`Event::XsWatchEvent`]s until
+    /// [`Request::XsUnwatch`] or a new `Hello`. One watch per session: a new one
+    /// replaces it.
+    XsWatch {
+        /// The path.
+        path: String,
+    },
+    /// Stop the session's watch. Answer: [`Response::Ok`].
+    XsUnwatch,
 }
 
 /// Dom0 to host: the answer to one [`Request`], or [`Response::Error`].
@@ -402,6 +458,18 @@ pub enum Response {
         /// The log ring's bytes.
         text: Vec<u8>,
     },
+    /// Answers `XsRead`.
+    XsValue {
+        /// The node's value.
+        value: Vec<u8>,
+    },
+    /// Answers `XsList`: the node, then its descendants depth first.
+    XsNodes {
+        /// The nodes.
+        nodes: Vec<XsNode>,
+        /// Whether more did not fit in one reply.
+        truncated: bool,
+    },
     /// The request failed.
     Error(ErrorReply),
 }
@@ -422,6 +490,13 @@ pub enum Event {
         domid: u16,
         /// Why, for a human ("domain destroyed").
         reason: String,
+    },
+    /// The session's XenStore watch fired. Since version 2.
+    XsWatchEvent {
+        /// The path that changed (or the `@` name).
+        path: String,
+        /// The watch's token.
+        token: String,
     },
 }
 
@@ -458,6 +533,13 @@ impl Request {
             Request::Images => Kind::Images,
             Request::Dmesg => Kind::Dmesg,
             Request::ShutdownHost => Kind::ShutdownHost,
+            Request::AskShutdown { .. } => Kind::AskShutdown,
+            Request::XsRead { .. } => Kind::XsRead,
+            Request::XsWrite { .. } => Kind::XsWrite,
+            Request::XsRm { .. } => Kind::XsRm,
+            Request::XsList { .. } => Kind::XsList,
+            Request::XsWatch { .. } => Kind::XsWatch,
+            Request::XsUnwatch => Kind::XsUnwatch,
         }
     }
 
@@ -471,7 +553,20 @@ impl Request {
             | Request::ConsoleDetach
             | Request::Images
             | Request::Dmesg
-            | Request::ShutdownHost => {}
+            | Request::ShutdownHost
+            | Request::XsUnwatch => {}
+            Request::AskShutdown { dom, reason } => {
+                dom.encode(&mut w);
+                w.u8(*reason as u8);
+            }
+            Request::XsRead { path }
+            | Request::XsRm { path }
+            | Request::XsList { path }
+            | Request::XsWatch { path } => w.str(path),
+            Request::XsWrite { path, value } => {
+                w.str(path);
+                w.bytes(value);
+            }
             Request::Create(c) => {
                 w.str(&c.name);
                 match &c.kernel {
@@ -489,6 +584,13 @@ impl Request {
                 w.str(&c.cmdline);
                 w.u8(c.on_poweroff as u8);
                 w.u8(c.on_crash as u8);
+                match &c.uuid {
+                    None => w.u8(0),
+                    Some(u) => {
+                        w.u8(1);
+                        w.bytes(u);
+                    }
+                }
             }
             Request::Pause(d)
             | Request::Unpause(d)
@@ -547,6 +649,13 @@ impl Request {
                     cmdline: r.string()?,
                     on_poweroff: ExitAction::decode(&mut r)?,
                     on_crash: ExitAction::decode(&mut r)?,
+                    uuid: r.option(|r| {
+                        let b = r.bytes()?;
+                        <[u8; 16]>::try_from(b.as_slice()).map_err(|_| DecodeError::BadTag {
+                            what: "uuid length",
+                            value: u8::try_from(b.len()).unwrap_or(u8::MAX),
+                        })
+                    })?,
                 })
             }
             Kind::Pause => Request::Pause(DomRef::decode(&mut r)?),
@@ -577,6 +686,19 @@ impl Request {
             Kind::Images => Request::Images,
             Kind::Dmesg => Request::Dmesg,
             Kind::ShutdownHost => Request::ShutdownHost,
+            Kind::AskShutdown => Request::AskShutdown {
+                dom: DomRef::decode(&mut r)?,
+                reason: ShutdownReason::decode(&mut r)?,
+            },
+            Kind::XsRead => Request::XsRead { path: r.string()? },
+            Kind::XsWrite => Request::XsWrite {
+                path: r.string()?,
+                value: r.bytes()?,
+            },
+            Kind::XsRm => Request::XsRm { path: r.string()? },
+            Kind::XsList => Request::XsList { path: r.string()? },
+            Kind::XsWatch => Request::XsWatch { path: r.string()? },
+            Kind::XsUnwatch => Request::XsUnwatch,
             other => return Err(unexpected(other, Class::Request)),
         };
         r.finish()?;
@@ -604,6 +726,8 @@ impl Response {
             Response::Uploaded { .. } => Kind::Uploaded,
             Response::Images(_) => Kind::ImagesReply,
             Response::Dmesg { .. } => Kind::DmesgReply,
+            Response::XsValue { .. } => Kind::XsValue,
+            Response::XsNodes { .. } => Kind::XsNodes,
             Response::Error(_) => Kind::Error,
         }
     }
@@ -673,6 +797,16 @@ impl Response {
                 }
             }
             Response::Dmesg { text } => w.bytes(text),
+            Response::XsValue { value } => w.bytes(value),
+            Response::XsNodes { nodes, truncated } => {
+                w.len(nodes.len());
+                for n in nodes {
+                    w.str(&n.path);
+                    w.bytes(&n.value);
+                    w.str(&n.perms);
+                }
+                w.u8(u8::from(*truncated));
+            }
             Response::Error(e) => {
                 w.u16(e.code.as_u16());
                 w.str(&e.message);
@@ -734,6 +868,26 @@ impl Response {
                 })
             })?),
             Kind::DmesgReply => Response::Dmesg { text: r.bytes()? },
+            Kind::XsValue => Response::XsValue { value: r.bytes()? },
+            Kind::XsNodes => Response::XsNodes {
+                nodes: r.list(|r| {
+                    Ok(XsNode {
+                        path: r.string()?,
+                        value: r.bytes()?,
+                        perms: r.string()?,
+                    })
+                })?,
+                truncated: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    v => {
+                        return Err(DecodeError::BadTag {
+                            what: "truncated",
+                            value: v,
+                        });
+                    }
+                },
+            },
             Kind::Error => {
                 let n = r.u16()?;
                 let code = ErrorCode::from_u16(n).ok_or(DecodeError::UnknownErrorCode(n))?;
@@ -752,6 +906,7 @@ impl Event {
         match self {
             Event::ConsoleOutput { .. } => Kind::ConsoleOutput,
             Event::ConsoleClosed { .. } => Kind::ConsoleClosed,
+            Event::XsWatchEvent { .. } => Kind::XsWatchEvent,
         }
     }
 
@@ -766,6 +921,10 @@ impl Event {
             Event::ConsoleClosed { domid, reason } => {
                 w.u16(*domid);
                 w.str(reason);
+            }
+            Event::XsWatchEvent { path, token } => {
+                w.str(path);
+                w.str(token);
             }
         }
     }
@@ -782,6 +941,10 @@ impl Event {
             Kind::ConsoleClosed => Event::ConsoleClosed {
                 domid: r.u16()?,
                 reason: r.string()?,
+            },
+            Kind::XsWatchEvent => Event::XsWatchEvent {
+                path: r.string()?,
+                token: r.string()?,
             },
             other => return Err(unexpected(other, Class::Event)),
         };

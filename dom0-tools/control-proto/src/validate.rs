@@ -250,6 +250,7 @@ mod tests {
             cmdline: String::new(),
             on_poweroff: ExitAction::Destroy,
             on_crash: ExitAction::Destroy,
+            uuid: None,
         };
         assert_eq!(req.validate(), Ok(()));
         req.memory_mib = 1;

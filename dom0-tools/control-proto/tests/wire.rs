@@ -25,6 +25,7 @@ fn samples() -> Vec<Message> {
             cmdline: "console=hvc0 loglevel=3".into(),
             on_poweroff: ExitAction::Preserve,
             on_crash: ExitAction::Destroy,
+            uuid: Some([7; 16]),
         }),
         Request::Pause(DomRef::Id(3)),
         Request::Unpause(dom.clone()),
@@ -50,8 +51,36 @@ fn samples() -> Vec<Message> {
         Request::Images,
         Request::Dmesg,
         Request::ShutdownHost,
+        Request::AskShutdown {
+            dom: dom.clone(),
+            reason: ShutdownReason::Reboot,
+        },
+        Request::XsRead {
+            path: "/local/domain/1/name".into(),
+        },
+        Request::XsWrite {
+            path: "/local/domain/1/data/x".into(),
+            value: b"v\0w".to_vec(),
+        },
+        Request::XsRm { path: "/a".into() },
+        Request::XsList { path: "/".into() },
+        Request::XsWatch {
+            path: "@releaseDomain".into(),
+        },
+        Request::XsUnwatch,
     ];
     let resps = vec![
+        Response::XsValue {
+            value: b"demo".to_vec(),
+        },
+        Response::XsNodes {
+            nodes: vec![control_proto::XsNode {
+                path: "/local".into(),
+                value: Vec::new(),
+                perms: "n0".into(),
+            }],
+            truncated: true,
+        },
         Response::HelloOk {
             protocol: PROTOCOL_VERSION,
             agent: "xlhv-dom0 0.1.0".into(),
@@ -124,6 +153,10 @@ fn samples() -> Vec<Message> {
         Event::ConsoleClosed {
             domid: 1,
             reason: "domain destroyed".into(),
+        },
+        Event::XsWatchEvent {
+            path: "/local/domain/1/data".into(),
+            token: "dom0ctl".into(),
         },
     ];
     reqs.into_iter()
@@ -210,7 +243,20 @@ fn frame_layout_is_as_documented() {
         .unwrap();
     assert_eq!(
         wire[..HEADER_LEN],
-        [b'X', b'C', 1, 0x01, 0x04, 0x03, 0x02, 0x01, 4, 0, 0, 0]
+        [
+            b'X',
+            b'C',
+            PROTOCOL_VERSION,
+            0x01,
+            0x04,
+            0x03,
+            0x02,
+            0x01,
+            4,
+            0,
+            0,
+            0
+        ]
     );
     assert_eq!(wire[HEADER_LEN..HEADER_LEN + 4], [1, 0, 0, 0]);
     let crc = crc32(&wire[..HEADER_LEN + 4]);
@@ -236,14 +282,14 @@ fn frame_layout_is_as_documented() {
 fn the_documented_hello_frame() {
     // The example in docs/control-protocol.md, byte for byte.
     let mut wire = Vec::new();
-    Request::Hello { client_version: 1 }
+    Request::Hello { client_version: 2 }
         .write_frame(1, &mut wire)
         .unwrap();
     assert_eq!(
         wire,
         [
-            0x58, 0x43, 0x01, 0x01, 0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01, 0x00,
-            0x00, 0x00, 0x79, 0x10, 0xbd, 0x6b
+            0x58, 0x43, 0x02, 0x01, 0x01, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x02, 0x00,
+            0x00, 0x00, 0x4c, 0x9a, 0x69, 0x05
         ]
     );
     let mut ok = Vec::new();
@@ -251,8 +297,8 @@ fn the_documented_hello_frame() {
     assert_eq!(
         ok,
         [
-            0x58, 0x43, 0x01, 0x41, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x97, 0xe9,
-            0x89, 0xe4
+            0x58, 0x43, 0x02, 0x41, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x94, 0x52,
+            0xbe, 0x0f
         ]
     );
 }
@@ -309,11 +355,11 @@ fn too_long_is_reported_without_waiting() {
 
 #[test]
 fn other_versions_are_skipped_whole_and_answerable() {
-    // A sound frame of version 2 whose payload holds a version-1 frame: the inner
+    // A sound frame of version 3 whose payload holds a current frame: the inner
     // frame must not be delivered, as it is only payload.
     let mut inner = Vec::new();
     Request::ShutdownHost.write_frame(1, &mut inner).unwrap();
-    let mut wire = vec![b'X', b'C', 2, 0x01, 42, 0, 0, 0];
+    let mut wire = vec![b'X', b'C', 3, 0x01, 42, 0, 0, 0];
     wire.extend_from_slice(&u32::try_from(inner.len()).unwrap().to_le_bytes());
     wire.extend_from_slice(&inner);
     let crc = crc32(&wire);
@@ -326,7 +372,7 @@ fn other_versions_are_skipped_whole_and_answerable() {
     assert_eq!(
         e,
         FrameError::UnsupportedVersion {
-            version: 2,
+            version: 3,
             kind: 1,
             id: 42
         }
@@ -525,9 +571,10 @@ fn arb_request() -> impl Strategy<Value = Request> {
         arb_string(),
         arb_action(),
         arb_action(),
+        prop::option::of(any::<[u8; 16]>()),
     )
         .prop_map(
-            |(name, kernel, memory_mib, vcpus, cmdline, on_poweroff, on_crash)| {
+            |(name, kernel, memory_mib, vcpus, cmdline, on_poweroff, on_crash, uuid)| {
                 Request::Create(CreateRequest {
                     name,
                     kernel,
@@ -536,6 +583,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                     cmdline,
                     on_poweroff,
                     on_crash,
+                    uuid,
                 })
             },
         );
@@ -564,6 +612,14 @@ fn arb_request() -> impl Strategy<Value = Request> {
         Just(Request::Images),
         Just(Request::Dmesg),
         Just(Request::ShutdownHost),
+        (arb_domref(), prop::sample::select(ShutdownReason::ALL))
+            .prop_map(|(dom, reason)| Request::AskShutdown { dom, reason }),
+        arb_string().prop_map(|path| Request::XsRead { path }),
+        (arb_string(), arb_bytes()).prop_map(|(path, value)| Request::XsWrite { path, value }),
+        arb_string().prop_map(|path| Request::XsRm { path }),
+        arb_string().prop_map(|path| Request::XsList { path }),
+        arb_string().prop_map(|path| Request::XsWatch { path }),
+        Just(Request::XsUnwatch),
     ]
 }
 
@@ -637,6 +693,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
         (any::<u16>(), arb_bytes()).prop_map(|(domid, data)| Event::ConsoleOutput { domid, data }),
         (any::<u16>(), arb_string())
             .prop_map(|(domid, reason)| Event::ConsoleClosed { domid, reason }),
+        (arb_string(), arb_string()).prop_map(|(path, token)| Event::XsWatchEvent { path, token }),
     ]
 }
 

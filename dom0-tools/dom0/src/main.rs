@@ -198,6 +198,7 @@ fn autostart(si: &StartInfo, agent: &mut Agent<'static, XenHv, FrameStore>) {
             cmdline: String::new(),
             on_poweroff: ExitAction::Preserve,
             on_crash: ExitAction::Preserve,
+            uuid: None,
         });
         match agent.handle(req).0 {
             Response::Created { domid } => println!("dom0: autostart: {name} is domain {domid}"),

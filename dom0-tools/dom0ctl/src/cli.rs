@@ -105,13 +105,42 @@ Examples:
         #[arg(value_name = "DOM")]
         dom: String,
     },
-    /// Ask a domain to shut down cleanly (returns once asked)
-    #[command(after_help = "Example:\n  dom0ctl shutdown hello")]
+    /// Ask a domain to power off (control/shutdown) and wait until it has
+    #[command(after_help = "\
+Writes `poweroff` to the domain's control/shutdown node, as `xl shutdown -w` does,
+and waits (--timeout, default 30 s) for the domain to shut down. A domain that does
+not is reported as unresponsive (exit code 1) and left running; --force shuts it
+down through the hypervisor without its cooperation.
+
+Examples:
+  dom0ctl shutdown hello
+  dom0ctl shutdown --timeout 60 hello
+  dom0ctl shutdown --force hello")]
     Shutdown {
         /// Domain id or name
         #[arg(value_name = "DOM")]
         dom: String,
+        /// Shut the domain down through the hypervisor (SCHEDOP_remote_shutdown)
+        #[arg(long)]
+        force: bool,
     },
+    /// Ask a domain to reboot (control/shutdown) and wait until it runs again
+    #[command(after_help = "\
+Writes `reboot` to the domain's control/shutdown node; when the domain shuts down
+for reboot, dom0 builds it again from its config (xl's on_reboot = \"restart\"),
+with the same name and UUID and a new id, which is printed. Waits (--timeout,
+default 30 s) until it runs again.
+
+Example:
+  dom0ctl reboot hello")]
+    Reboot {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+    },
+    /// Read and change XenStore through dom0, with dom0's privileges
+    #[command(subcommand)]
+    Xenstore(XsCommand),
     /// Destroy a domain now
     #[command(after_help = "Example:\n  dom0ctl destroy hello")]
     Destroy {
@@ -143,6 +172,56 @@ Examples:
     Images,
     /// Ask dom0 to stop the machine
     ShutdownHost,
+}
+
+/// `dom0ctl xenstore ...`.
+#[derive(Debug, Subcommand)]
+pub enum XsCommand {
+    /// A node and everything below it, with values (like `xenstore-ls -f`);
+    /// `--perms` adds permissions.
+    #[command(
+        after_help = "Examples:\n  dom0ctl xenstore ls /local/domain/1\n  dom0ctl xenstore ls --json"
+    )]
+    Ls {
+        #[arg(default_value = "/")]
+        path: String,
+        #[arg(short, long)]
+        perms: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A node's value.
+    #[command(after_help = "Example:\n  dom0ctl xenstore read /local/domain/1/name")]
+    Read {
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a node (creating it and its parents).
+    #[command(
+        after_help = "Example:\n  dom0ctl xenstore write /local/domain/1/data/greeting hello"
+    )]
+    Write {
+        path: String,
+        value: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a node and everything below it.
+    #[command(after_help = "Example:\n  dom0ctl xenstore rm /local/domain/1/data/greeting")]
+    Rm {
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print each event of a watch on PATH (or @introduceDomain, @releaseDomain)
+    /// until Ctrl-C. The first event comes at once, as with every XenStore watch.
+    #[command(after_help = "Example:\n  dom0ctl xenstore watch /local/domain")]
+    Watch {
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(test)]
@@ -198,7 +277,7 @@ mod tests {
             let dom = match cli.command {
                 Command::Pause { dom }
                 | Command::Unpause { dom }
-                | Command::Shutdown { dom }
+                | Command::Shutdown { dom, .. }
                 | Command::Destroy { dom } => dom,
                 other => panic!("{c} parsed as {other:?}"),
             };

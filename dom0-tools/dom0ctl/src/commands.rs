@@ -5,11 +5,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use control_proto::{
-    CreateRequest, DomRef, Kernel, MAX_DATA, MAX_UPLOAD_BYTES, Request, Response, crc32,
+    CreateRequest, DomRef, DomState, DomainInfo, Event, Kernel, MAX_DATA, MAX_UPLOAD_BYTES,
+    Request, Response, ShutdownReason, crc32,
 };
 
-use crate::cli::{Cli, Command};
-use crate::client::Client;
+use crate::cli::{Cli, Command, XsCommand};
+use crate::client::{Client, Incoming};
 use crate::config::{self, KernelSource};
 use crate::console;
 use crate::elf;
@@ -49,6 +50,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 cmdline: cfg.cmdline,
                 on_poweroff: cfg.on_poweroff,
                 on_crash: cfg.on_crash,
+                uuid: cfg.uuid,
             };
             req.validate()
                 .map_err(|e| Error::Input(format!("{}: {}: {e}", config.display(), e.key())))?;
@@ -80,11 +82,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Unpause { dom } => {
             simple(connect()?, Request::Unpause(DomRef::parse(&dom)), "unpause")
         }
-        Command::Shutdown { dom } => simple(
+        Command::Shutdown { dom, force: true } => simple(
             connect()?,
             Request::Shutdown(DomRef::parse(&dom)),
             "shutdown",
         ),
+        Command::Shutdown { dom, force: false } => {
+            cooperative(connect()?, &dom, ShutdownReason::Poweroff, timeout)
+        }
+        Command::Reboot { dom } => cooperative(connect()?, &dom, ShutdownReason::Reboot, timeout),
+        Command::Xenstore(x) => xenstore(connect, x),
         Command::Destroy { dom } => {
             simple(connect()?, Request::Destroy(DomRef::parse(&dom)), "destroy")
         }
@@ -129,6 +136,240 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 Ok(Response::Ok) | Err(Error::Closed(_)) => Ok(()),
                 Ok(other) => Err(c.unexpected(&Request::ShutdownHost, &other)),
                 Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// The row of the domain `dom` names, if it exists.
+fn find(c: &mut Client, dom: &DomRef) -> Result<Option<DomainInfo>, Error> {
+    let domains = match call(c, &Request::List, "list")? {
+        Response::Domains(d) => d,
+        other => return Err(c.unexpected(&Request::List, &other)),
+    };
+    Ok(domains.into_iter().find(|d| match dom {
+        DomRef::Id(id) => d.id == *id,
+        DomRef::Name(n) => &d.name == n,
+    }))
+}
+
+/// `xl shutdown -w` / `xl reboot -w`: ask through XenStore, then wait.
+fn cooperative(
+    mut c: Client,
+    dom: &str,
+    reason: ShutdownReason,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let dom = DomRef::parse(dom);
+    let verb = if reason == ShutdownReason::Reboot {
+        "reboot"
+    } else {
+        "shutdown"
+    };
+    let before = find(&mut c, &dom)?;
+    let req = Request::AskShutdown {
+        dom: dom.clone(),
+        reason,
+    };
+    match call(&mut c, &req, format_args!("{verb} {dom}"))? {
+        Response::Ok => {}
+        other => return Err(c.unexpected(&req, &other)),
+    }
+    let old_id = before.map(|d| d.id);
+    let name = match &dom {
+        DomRef::Name(n) => Some(n.clone()),
+        DomRef::Id(_) => None,
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let now = match old_id {
+            Some(id) => find(&mut c, &DomRef::Id(id))?,
+            None => None,
+        };
+        let down = match &now {
+            None => true,
+            Some(d) => matches!(
+                d.state,
+                DomState::Shutdown | DomState::Crashed | DomState::Dying
+            ),
+        };
+        if reason == ShutdownReason::Poweroff && down {
+            return Ok(());
+        }
+        if reason == ShutdownReason::Reboot && down {
+            // Running again under a new id (found by name), or stopped for good.
+            let again = match &name {
+                Some(n) => find(&mut c, &DomRef::Name(n.clone()))?,
+                None => None,
+            };
+            match again {
+                Some(d) if Some(d.id) != old_id => {
+                    print(format!("{}\n", d.id).as_bytes())?;
+                    return Ok(());
+                }
+                _ if name.is_none() => return Ok(()),
+                _ => {}
+            }
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::Failed(format!(
+                "{verb} {dom}: the domain did not {} within {} s: it is unresponsive (it may \
+                 not watch control/shutdown). It keeps running; `dom0ctl shutdown --force {dom}` \
+                 or `dom0ctl destroy {dom}` stops it.",
+                if reason == ShutdownReason::Reboot {
+                    "come back"
+                } else {
+                    "shut down"
+                },
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Xen's limits, checked before anything is sent.
+fn check_xs(path: &str, value: Option<&[u8]>) -> Result<(), Error> {
+    const PATH_MAX: usize = 3072;
+    const VALUE_MAX: usize = 4096;
+    if path.len() > PATH_MAX {
+        return Err(Error::Input(format!(
+            "xenstore: the path is {} bytes; XenStore takes at most {PATH_MAX} (an absolute path)",
+            path.len()
+        )));
+    }
+    if let Some(v) = value
+        && v.len() > VALUE_MAX
+    {
+        return Err(Error::Input(format!(
+            "xenstore: the value is {} bytes; XenStore takes at most {VALUE_MAX}",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `dom0ctl xenstore ...`.
+fn xenstore(connect: impl Fn() -> Result<Client, Error>, x: XsCommand) -> Result<(), Error> {
+    use crate::output::json_str;
+    let ok = |json: bool| {
+        if json {
+            print(b"{\"ok\": true}\n")
+        } else {
+            Ok(())
+        }
+    };
+    match x {
+        XsCommand::Read { path, json } => {
+            check_xs(&path, None)?;
+            let mut c = connect()?;
+            let req = Request::XsRead { path: path.clone() };
+            match call(&mut c, &req, format_args!("xenstore read {path}"))? {
+                Response::XsValue { value } => {
+                    let v = String::from_utf8_lossy(&value);
+                    if json {
+                        print(
+                            format!(
+                                "{{\"path\": {}, \"value\": {}}}\n",
+                                json_str(&path),
+                                json_str(&v)
+                            )
+                            .as_bytes(),
+                        )
+                    } else {
+                        print(format!("{v}\n").as_bytes())
+                    }
+                }
+                other => Err(c.unexpected(&req, &other)),
+            }
+        }
+        XsCommand::Write { path, value, json } => {
+            check_xs(&path, Some(value.as_bytes()))?;
+            let mut c = connect()?;
+            let req = Request::XsWrite {
+                path: path.clone(),
+                value: value.into_bytes(),
+            };
+            match call(&mut c, &req, format_args!("xenstore write {path}"))? {
+                Response::Ok => ok(json),
+                other => Err(c.unexpected(&req, &other)),
+            }
+        }
+        XsCommand::Rm { path, json } => {
+            check_xs(&path, None)?;
+            let mut c = connect()?;
+            let req = Request::XsRm { path: path.clone() };
+            match call(&mut c, &req, format_args!("xenstore rm {path}"))? {
+                Response::Ok => ok(json),
+                other => Err(c.unexpected(&req, &other)),
+            }
+        }
+        XsCommand::Ls { path, perms, json } => {
+            check_xs(&path, None)?;
+            let mut c = connect()?;
+            let req = Request::XsList { path: path.clone() };
+            let (nodes, truncated) = match call(&mut c, &req, format_args!("xenstore ls {path}"))? {
+                Response::XsNodes { nodes, truncated } => (nodes, truncated),
+                other => return Err(c.unexpected(&req, &other)),
+            };
+            let mut out = String::new();
+            if json {
+                out.push('[');
+                for (i, n) in nodes.iter().enumerate() {
+                    out.push_str(if i == 0 { "\n" } else { ",\n" });
+                    out.push_str(&format!(
+                        "  {{\"path\": {}, \"value\": {}, \"perms\": {}}}",
+                        json_str(&n.path),
+                        json_str(&String::from_utf8_lossy(&n.value)),
+                        json_str(&n.perms)
+                    ));
+                }
+                out.push_str(if nodes.is_empty() { "]\n" } else { "\n]\n" });
+            } else {
+                for n in &nodes {
+                    out.push_str(&format!(
+                        "{} = {}",
+                        n.path,
+                        json_str(&String::from_utf8_lossy(&n.value))
+                    ));
+                    if perms {
+                        out.push_str(&format!("  ({})", n.perms));
+                    }
+                    out.push('\n');
+                }
+            }
+            print(out.as_bytes())?;
+            if truncated {
+                eprintln!(
+                    "dom0ctl: xenstore ls {path}: more nodes than one reply holds; list a subtree"
+                );
+            }
+            Ok(())
+        }
+        XsCommand::Watch { path, json } => {
+            check_xs(&path, None)?;
+            let mut c = connect()?;
+            let req = Request::XsWatch { path: path.clone() };
+            match call(&mut c, &req, format_args!("xenstore watch {path}"))? {
+                Response::Ok => {}
+                other => return Err(c.unexpected(&req, &other)),
+            }
+            loop {
+                while let Some(m) = c.next_incoming()? {
+                    if let Incoming::Event(Event::XsWatchEvent { path, token }) = m {
+                        let line = if json {
+                            format!(
+                                "{{\"path\": {}, \"token\": {}}}\n",
+                                json_str(&path),
+                                json_str(&token)
+                            )
+                        } else {
+                            format!("{path}\n")
+                        };
+                        print(line.as_bytes())?;
+                    }
+                }
+                c.fill(Duration::from_millis(500))?;
             }
         }
     }

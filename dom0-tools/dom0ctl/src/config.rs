@@ -8,6 +8,7 @@
 //! cmdline = ""            # default ""
 //! on_poweroff = "destroy" # or "preserve" (default destroy)
 //! on_crash = "destroy"    # or "preserve" (default destroy)
+//! uuid = "6ba7b810-9dad-41d1-80b4-00c04fd430c8"  # default: dom0 makes one up
 //! ```
 //!
 //! Every error names the file and line (or the override) and the key.
@@ -35,6 +36,7 @@ pub const KEYS: &[&str] = &[
     "cmdline",
     "on_poweroff",
     "on_crash",
+    "uuid",
 ];
 
 /// Where the kernel comes from.
@@ -64,6 +66,24 @@ pub struct DomainConfig {
     pub on_poweroff: ExitAction,
     /// What dom0 does when the domain crashes.
     pub on_crash: ExitAction,
+    /// `uuid = "..."`: the domain's UUID (dom0 makes one up without it).
+    pub uuid: Option<[u8; 16]>,
+}
+
+/// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (either case).
+pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let hex: String = s.chars().filter(|&c| c != '-').collect();
+    let dashes_ok = s.len() == 36
+        && s.char_indices()
+            .all(|(i, c)| (c == '-') == matches!(i, 8 | 13 | 18 | 23));
+    if !dashes_ok || hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut u = [0u8; 16];
+    for (i, b) in u.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(u)
 }
 
 /// Where a setting came from.
@@ -208,6 +228,7 @@ pub fn parse(
         cmdline: String::new(),
         on_poweroff: ExitAction::Destroy,
         on_crash: ExitAction::Destroy,
+        uuid: None,
     };
     for s in &settings {
         let key = s.key.as_str();
@@ -285,6 +306,14 @@ pub fn parse(
                 } else {
                     cfg.on_poweroff = action;
                 }
+            }
+            "uuid" => {
+                let v = string(&s.value).map_err(fail)?;
+                cfg.uuid = Some(parse_uuid(v).ok_or_else(|| {
+                    fail(format!(
+                        "expected a UUID like \"6ba7b810-9dad-41d1-80b4-00c04fd430c8\", got {v:?}"
+                    ))
+                })?);
             }
             _ => unreachable!("keys are checked against KEYS above"),
         }
@@ -373,6 +402,7 @@ mod tests {
                 cmdline: String::new(),
                 on_poweroff: ExitAction::Destroy,
                 on_crash: ExitAction::Destroy,
+                uuid: None,
             }
         );
     }
@@ -534,7 +564,7 @@ mod tests {
         assert_eq!(
             p(base, &["colour=red"]).unwrap_err(),
             "command line `colour=red`: unknown key `colour`; the keys are name, kernel, image, \
-             memory, vcpus, cmdline, on_poweroff, on_crash"
+             memory, vcpus, cmdline, on_poweroff, on_crash, uuid"
         );
         assert_eq!(
             p(base, &["memory"]).unwrap_err(),

@@ -76,7 +76,7 @@ pub fn follow(c: &mut Client, dom: DomRef) -> Result<(), Error> {
                 Incoming::Response(_, Response::Error(e)) => {
                     eprint!("\r\n[dom0ctl: input not delivered: {}]\r\n", e.text());
                 }
-                Incoming::Response(..) => {}
+                Incoming::Response(..) | Incoming::Event(Event::XsWatchEvent { .. }) => {}
             }
         }
 

@@ -34,13 +34,16 @@ pub enum Error {
     Link(String),
     /// Dom0 closed the link (QEMU exited). Exit code 4.
     Closed(String),
+    /// The operation did not complete (a domain that did not shut down when
+    /// asked). Exit code 1.
+    Failed(String),
 }
 
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Dom0 { .. } => exit::DOM0,
+            Error::Dom0 { .. } | Error::Failed(_) => exit::DOM0,
             Error::Input(_) => exit::INPUT,
             Error::Link(_) | Error::Closed(_) => exit::LINK,
         }
@@ -72,6 +75,7 @@ pub fn hint(code: ErrorCode) -> Option<&'static str> {
         ErrorCode::BadImage => "Build the kernel as a 64-bit Xen PV ELF (with Xen ELF notes).",
         ErrorCode::UnsupportedVersion => "Rebuild dom0ctl and dom0 from the same tree.",
         ErrorCode::Busy => "Try again in a moment.",
+        ErrorCode::Xenstore => "See `dom0ctl xenstore ls` for what is there.",
         _ => return None,
     })
 }
@@ -89,7 +93,9 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Input(m) | Error::Link(m) | Error::Closed(m) => f.write_str(m),
+            Error::Input(m) | Error::Link(m) | Error::Closed(m) | Error::Failed(m) => {
+                f.write_str(m)
+            }
         }
     }
 }

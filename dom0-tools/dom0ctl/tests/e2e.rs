@@ -205,7 +205,11 @@ fn answer(req: &Request, st: &mut State, mode: Mode) -> Response {
             Request::Hello { client_version } => {
                 assert_eq!(*client_version, u32::from(PROTOCOL_VERSION));
                 Response::HelloOk {
-                    protocol: if mode == Mode::FutureVersion { 2 } else { 1 },
+                    protocol: if mode == Mode::FutureVersion {
+                        PROTOCOL_VERSION + 1
+                    } else {
+                        PROTOCOL_VERSION
+                    },
                     agent: "fake-agent 0.0".into(),
                     hypervisor: "xen-like-hv (test)".into(),
                 }
@@ -348,6 +352,18 @@ fn answer(req: &Request, st: &mut State, mode: Mode) -> Response {
                 text: b"(XEN) hello from the log ring\n".to_vec(),
             },
             Request::ShutdownHost => Response::Ok,
+            Request::AskShutdown { .. }
+            | Request::XsWrite { .. }
+            | Request::XsRm { .. }
+            | Request::XsWatch { .. }
+            | Request::XsUnwatch => Response::Ok,
+            Request::XsRead { .. } => Response::XsValue {
+                value: b"v".to_vec(),
+            },
+            Request::XsList { .. } => Response::XsNodes {
+                nodes: Vec::new(),
+                truncated: false,
+            },
         })
     };
     r().unwrap_or_else(|e| e)
@@ -410,6 +426,7 @@ fn create_uploads_the_kernel_in_chunks_then_creates() {
             cmdline: "x=1".into(),
             on_poweroff: ExitAction::Destroy,
             on_crash: ExitAction::Preserve,
+            uuid: None,
         }
     );
     assert_eq!(data.as_deref(), Some(&kernel[..]));
@@ -511,8 +528,12 @@ fn console_follow_forwards_input_until_ctrl_bracket() {
 fn domain_commands_by_name_and_id() {
     let agent = Agent::start(Mode::Normal);
     let id = agent.add_domain("hello", b"");
-    for args in [["pause", "hello"], ["unpause", "1"], ["shutdown", "hello"]] {
-        let out = agent.run(&args);
+    for args in [
+        &["pause", "hello"][..],
+        &["unpause", "1"],
+        &["shutdown", "--force", "hello"],
+    ] {
+        let out = agent.run(args);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -637,7 +658,7 @@ fn version_mismatch_exits_4() {
     let agent = Agent::start(Mode::FutureVersion);
     let out = agent.run(&["list"]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(text(&out.stderr).contains("dom0 speaks protocol version 2, this dom0ctl speaks 1"));
+    assert!(text(&out.stderr).contains("dom0 speaks protocol version 3, this dom0ctl speaks 2"));
 }
 
 #[test]

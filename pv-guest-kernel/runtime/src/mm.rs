@@ -51,8 +51,10 @@ use crate::hypercall::{handle, handle_mut, handle_slice, hc};
 /// Words of the static bitmap that tracks freed frames when the heap cannot
 /// hold one for the whole pool (heap disabled): 32768 frames, 128 MiB.
 const FALLBACK_BITMAP_WORDS: usize = 512;
-/// Free spans the heap can track.
-const HEAP_SPANS: usize = 64;
+/// Free spans the heap can track (a long-running dom0 service such as xenstored
+/// fragments the heap: with 64, 20 domUs doing 1000 transactions each leaked
+/// 1.9 MiB of a 2.2 MiB heap into the full free list).
+const HEAP_SPANS: usize = 1024;
 /// `mmu_update` requests per batch.
 const BATCH_UPDATES: usize = 512;
 /// Pages cleared per batch.

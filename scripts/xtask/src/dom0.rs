@@ -62,6 +62,11 @@ pub const IMAGES: &[BundledImage] = &[
         bin: "shutdown-crash",
     },
     BundledImage {
+        name: "xenstore",
+        package: "pv-test-guests",
+        bin: "xenstore",
+    },
+    BundledImage {
         name: "demo",
         package: "pv-demo",
         bin: "pv-demo",

@@ -28,6 +28,10 @@ use crate::conslog::ConsoleLog;
 use crate::domains::{self, DOM0_NAME, Record, Records, ResolveError};
 use crate::hv::{Hypervisor, RingId};
 use crate::uploads::{UploadStore, Uploads};
+use crate::xenstore::{self as xsl, DomainNodes, Uuid};
+
+use hypercall_abi::io::xenstore::{XsdSockmsg, XsdSockmsgType};
+use xenstored::Xenstored;
 
 /// Console bytes kept per domain.
 pub const CONSOLE_LOG_BYTES: usize = 64 * 1024;
@@ -43,6 +47,22 @@ struct Console {
     port: EvtchnPort,
     log: ConsoleLog,
 }
+
+/// dom0's side of one domain's XenStore ring: the mapped page and dom0's end
+/// of the store channel.
+#[derive(Debug)]
+struct StoreBack {
+    ring: RingId,
+    port: EvtchnPort,
+    uuid: Uuid,
+}
+
+/// The token of the session's XenStore watch (`dom0ctl xenstore watch`).
+pub const WATCH_TOKEN: &str = "dom0ctl";
+/// How often [`Agent::tick`] serves every store ring (ns).
+const STORE_SWEEP_NS: u64 = 500_000;
+/// Nodes at most in one `XsList` answer.
+const XS_LIST_MAX: usize = 4096;
 
 /// What the toolstack does when a domain it created stops.
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +151,18 @@ pub struct Agent<'a, H, S: UploadStore> {
     /// The domain whose console streams to the client.
     attached: Option<DomId>,
     last_exit_check: u64,
+    /// The XenStore daemon; dom0 is its domain 0 (in-process, privileged).
+    xs: Xenstored,
+    stores: BTreeMap<u16, StoreBack>,
+    /// How each domain dom0 built was asked for, to rebuild it on reboot.
+    configs: BTreeMap<u16, CreateRequest>,
+    /// Whether the session has a XenStore watch (`WATCH_TOKEN`).
+    watching: Option<String>,
+    uuids_made: u64,
+    last_store_sweep: u64,
+    /// Watch events taken off dom0's connection while waiting for a reply.
+    pending_events: Vec<xenstored::Message>,
+    notify_ports: Vec<EvtchnPort>,
 }
 
 impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
@@ -147,7 +179,24 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             policies: BTreeMap::new(),
             attached: None,
             last_exit_check: 0,
+            xs: {
+                let mut xs = Xenstored::new();
+                let _ = xsl::apply(&mut xs, &xsl::dom0_entries());
+                xs
+            },
+            stores: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            watching: None,
+            uuids_made: 0,
+            last_store_sweep: 0,
+            pending_events: Vec::new(),
+            notify_ports: Vec::new(),
         }
+    }
+
+    /// The XenStore daemon (tests look inside).
+    pub fn xenstored(&mut self) -> &mut Xenstored {
+        &mut self.xs
     }
 
     /// The hypervisor (tests inspect their fake through it).
@@ -243,6 +292,189 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             Request::Images => Ok(Response::Images(self.image_list())),
             Request::Dmesg => self.dmesg().map(|text| Response::Dmesg { text }),
             Request::ShutdownHost => Ok(Response::Ok),
+            Request::AskShutdown { dom, reason } => {
+                let id = self.control_target(&dom, "shut down")?;
+                let word = match reason {
+                    control_proto::ShutdownReason::Poweroff => "poweroff",
+                    control_proto::ShutdownReason::Reboot => "reboot",
+                    other => {
+                        return Err(ErrorReply::new(
+                            ErrorCode::BadRequest,
+                            format!("a domain can be asked to power off or reboot, not {other}"),
+                        ));
+                    }
+                };
+                if !self.stores.contains_key(&id.0) {
+                    return Err(ErrorReply::new(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "domain {dom} has no XenStore connection (only domains made with \
+                             `dom0ctl create` have one), so it cannot be asked; use `--force`"
+                        ),
+                    ));
+                }
+                let path = format!("{}/control/shutdown", xsl::dom_path(id.0));
+                self.xs
+                    .write(&path, word.as_bytes())
+                    .map_err(|e| xs_error(&path, e))?;
+                self.service_stores();
+                Ok(Response::Ok)
+            }
+            Request::XsRead { path } => {
+                check_xs(&path, None)?;
+                let value = self.xs.read(&path).map_err(|e| xs_error(&path, e))?;
+                Ok(Response::XsValue { value })
+            }
+            Request::XsWrite { path, value } => {
+                check_xs(&path, Some(&value))?;
+                self.xs
+                    .write(&path, &value)
+                    .map_err(|e| xs_error(&path, e))?;
+                self.service_stores();
+                Ok(Response::Ok)
+            }
+            Request::XsRm { path } => {
+                check_xs(&path, None)?;
+                self.xs.rm(&path).map_err(|e| xs_error(&path, e))?;
+                self.service_stores();
+                Ok(Response::Ok)
+            }
+            Request::XsList { path } => {
+                check_xs(&path, None)?;
+                self.xs_list(&path)
+            }
+            Request::XsWatch { path } => {
+                check_xs(&path, None)?;
+                self.unwatch();
+                let mut payload = Vec::new();
+                payload.extend_from_slice(path.as_bytes());
+                payload.push(0);
+                payload.extend_from_slice(WATCH_TOKEN.as_bytes());
+                payload.push(0);
+                match self.dom0_request(XsdSockmsgType::Watch, &payload) {
+                    Ok(_) => {
+                        self.watching = Some(path);
+                        Ok(Response::Ok)
+                    }
+                    Err(e) => Err(xs_error(&path, e)),
+                }
+            }
+            Request::XsUnwatch => {
+                self.unwatch();
+                Ok(Response::Ok)
+            }
+        }
+    }
+
+    /// Sends one request on dom0's own connection (for watches, whose events
+    /// arrive on it) and takes its reply; events queued meanwhile stay queued.
+    fn dom0_request(
+        &mut self,
+        ty: XsdSockmsgType,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, xenstored::Error> {
+        let hdr = XsdSockmsg {
+            type_: ty as u32,
+            req_id: 0x6464_6374,
+            tx_id: 0,
+            len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+        };
+        self.xs.request(0, &hdr, payload);
+        let mut reply = None;
+        let mut events = Vec::new();
+        while let Some(m) = self.xs.pop_output(0) {
+            if m.is_event() {
+                events.push(m);
+            } else if reply.is_none() {
+                reply = Some(m);
+            }
+        }
+        self.pending_events.extend(events);
+        let m = reply.ok_or(xenstored::Error::Io)?;
+        if m.hdr.type_ == XsdSockmsgType::Error as u32 {
+            let name = m.payload.strip_suffix(&[0]).unwrap_or(&m.payload);
+            return Err(xenstored::Error::from_name(name).unwrap_or(xenstored::Error::Io));
+        }
+        Ok(m.payload)
+    }
+
+    fn unwatch(&mut self) {
+        if let Some(path) = self.watching.take() {
+            let mut payload = Vec::new();
+            payload.extend_from_slice(path.as_bytes());
+            payload.push(0);
+            payload.extend_from_slice(WATCH_TOKEN.as_bytes());
+            payload.push(0);
+            let _ = self.dom0_request(XsdSockmsgType::Unwatch, &payload);
+        }
+        self.pending_events.clear();
+        while self.xs.pop_output(0).is_some() {}
+    }
+
+    /// `path` and what lies below it, depth first, as far as fits one reply.
+    fn xs_list(&mut self, path: &str) -> Result<Response, ErrorReply> {
+        let mut nodes = Vec::new();
+        let mut bytes = 0usize;
+        let mut truncated = false;
+        let mut todo = alloc::vec![path.to_string()];
+        while let Some(p) = todo.pop() {
+            let value = match self.xs.read(&p) {
+                Ok(v) => v,
+                Err(xenstored::Error::NoEnt) if p != path => continue,
+                Err(e) => return Err(xs_error(&p, e)),
+            };
+            let perms = self
+                .xs
+                .get_perms(&p)
+                .map(|ps| perms_string(&ps))
+                .unwrap_or_default();
+            let size = p.len() + value.len() + perms.len() + 12;
+            if nodes.len() >= XS_LIST_MAX || bytes + size > MAX_DATA - 64 {
+                truncated = true;
+                break;
+            }
+            bytes += size;
+            let children = self.xs.directory(&p).unwrap_or_default();
+            for c in children.iter().rev() {
+                todo.push(if p == "/" {
+                    format!("/{c}")
+                } else {
+                    format!("{p}/{c}")
+                });
+            }
+            nodes.push(control_proto::XsNode {
+                path: p,
+                value,
+                perms,
+            });
+        }
+        Ok(Response::XsNodes { nodes, truncated })
+    }
+
+    /// Serves every domain's store ring once (bounded work per domain: what its
+    /// ring and its quotas allow), notifying those whose ring changed.
+    pub fn service_stores(&mut self) {
+        // Two passes: a request from one domain can queue watch events for
+        // another that was already served.
+        for _ in 0..2 {
+            let mut again = false;
+            for (&id, sb) in &self.stores {
+                let Some(page) = self.hv.ring(sb.ring) else {
+                    continue;
+                };
+                let s = self.xs.service_ring(u32::from(id), page);
+                if s.notify {
+                    again = true;
+                    let port = sb.port;
+                    self.notify_ports.push(port);
+                }
+            }
+            for port in core::mem::take(&mut self.notify_ports) {
+                self.hv.notify(port);
+            }
+            if !again {
+                break;
+            }
         }
     }
 
@@ -251,6 +483,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         // console streams any more.
         self.uploads.clear();
         self.attached = None;
+        self.unwatch();
         if client_version != u32::from(PROTOCOL_VERSION) {
             return Err(ErrorReply::new(
                 ErrorCode::UnsupportedVersion,
@@ -384,6 +617,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             memory_mib: c.memory_mib,
             cmdline: c.cmdline.as_bytes(),
             backend: DomId::DOM0,
+            unpause: false,
         };
         let built = builder::build(&mut self.hv, &req).map_err(|e| build_error(&c.name, e))?;
         let id = built.domid;
@@ -420,6 +654,20 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 log: ConsoleLog::new(CONSOLE_LOG_BYTES),
             },
         );
+        // XenStore, as xl does before it unpauses: the domain's nodes, dom0's side
+        // of its ring (mapped page, bound channel), `XS_INTRODUCE`.
+        let uuid = c.uuid.map_or_else(|| self.new_uuid(id), Uuid);
+        if let Err(e) = self.open_store(id, c, uuid, &built) {
+            let _ = self.destroy_domain(id);
+            return Err(e);
+        }
+        if let Err(e) = self.hv.unpause(id) {
+            let _ = self.destroy_domain(id);
+            return Err(hv_error(format_args!("unpausing {}", c.name), e));
+        }
+        let mut kept = c.clone();
+        kept.uuid = Some(uuid.0);
+        self.configs.insert(id.0, kept);
         self.policies.insert(
             id.0,
             Policy {
@@ -434,6 +682,75 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             created_ns: self.hv.now_ns(),
         });
         Ok(Response::Created { domid: id.0 })
+    }
+
+    /// A fresh UUID for `id` (the pvclock, the id and a counter as the seed).
+    fn new_uuid(&mut self, id: DomId) -> Uuid {
+        self.uuids_made += 1;
+        let seed = self.hv.now_ns() ^ (u64::from(id.0) << 48) ^ self.uuids_made.rotate_left(32);
+        let u = Uuid::generate(seed);
+        if self.configs.values().any(|c| c.uuid == Some(u.0)) {
+            return Uuid::generate(seed ^ 0xdead_beef);
+        }
+        u
+    }
+
+    /// Sets up `id`'s XenStore: writes the nodes `xl` writes, maps the store page,
+    /// binds dom0's end of the store channel, introduces the domain (firing
+    /// `@introduceDomain`) and serves the ring once (it says "connected").
+    fn open_store(
+        &mut self,
+        id: DomId,
+        c: &CreateRequest,
+        uuid: Uuid,
+        built: &builder::Built,
+    ) -> Result<(), ErrorReply> {
+        let nodes = DomainNodes {
+            domid: id.0,
+            name: &c.name,
+            uuid,
+            memory_kib: u64::from(c.memory_mib) * 1024,
+            vcpus: c.vcpus,
+            console: (built.console.0.0, built.console.1.0),
+            store: (built.xenstore.0.0, built.xenstore.1.0),
+            cmdline: &c.cmdline,
+            backend: 0,
+        };
+        xsl::apply(&mut self.xs, &xsl::domain_entries(&nodes))
+            .map_err(|e| xs_error(&xsl::dom_path(id.0), e))?;
+        let ring = self
+            .hv
+            .map_ring(id, built.xenstore.0)
+            .map_err(|e| hv_error(format_args!("mapping {}'s xenstore page", c.name), e))?;
+        let port = match self.hv.bind_interdomain(id, built.xenstore.1) {
+            Ok(p) => p,
+            Err(e) => {
+                self.hv.unmap_ring(ring);
+                return Err(hv_error(
+                    format_args!("binding {}'s xenstore channel", c.name),
+                    e,
+                ));
+            }
+        };
+        self.stores.insert(id.0, StoreBack { ring, port, uuid });
+        self.xs
+            .introduce_domain(u32::from(id.0), built.xenstore.0.0, built.xenstore.1.0)
+            .map_err(|e| xs_error("introduce", e))?;
+        self.service_stores();
+        Ok(())
+    }
+
+    /// Takes `id`'s XenStore down: its ring unmapped and channel closed, then
+    /// `XS_RELEASE` (its nodes go, `@releaseDomain` fires) and the nodes the
+    /// toolstack wrote for it removed.
+    fn close_store(&mut self, id: DomId) {
+        if let Some(sb) = self.stores.remove(&id.0) {
+            self.hv.unmap_ring(sb.ring);
+            self.hv.close(sb.port);
+            let _ = self.xs.release_domain(u32::from(id.0));
+            xsl::remove_domain(&mut self.xs, id.0, sb.uuid);
+            self.service_stores();
+        }
     }
 
     /// The domain `dom` names, if dom0 serves its console.
@@ -540,6 +857,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     fn destroy_domain(&mut self, id: DomId) -> Result<(), Errno> {
         self.drain_console(id, None);
         self.close_console(id);
+        self.close_store(id);
         let r = self.hv.destroy(id);
         if r.is_ok() || r == Err(Errno::ESRCH) {
             self.records.remove(id);
@@ -547,6 +865,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             if self.attached == Some(id) {
                 self.attached = None;
             }
+            self.configs.remove(&id.0);
         }
         r
     }
@@ -556,6 +875,17 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// once a second regardless), the domains that stopped, handled by their
     /// `on_poweroff`/`on_crash` (xl's `destroy` or `preserve`).
     pub fn tick(&mut self, now: u64, out: &mut Vec<u8>) {
+        // The store rings: at most once per STORE_SWEEP_NS (dom0's loop spins
+        // while a request arrives; sweeping every ring on each spin would slow
+        // the control link next to many domains). Requests from the control
+        // link serve the rings at once themselves.
+        if now.saturating_sub(self.last_store_sweep) >= STORE_SWEEP_NS
+            || now < self.last_store_sweep
+        {
+            self.last_store_sweep = now;
+            self.service_stores();
+        }
+        self.forward_watch_events(out);
         let ids: Vec<u16> = self.consoles.keys().copied().collect();
         for id in ids {
             let to = (self.attached == Some(DomId(id))).then_some(&mut *out);
@@ -577,6 +907,8 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 // Gone behind the toolstack's back.
                 _ => {
                     self.close_console(dom);
+                    self.close_store(dom);
+                    self.configs.remove(&id);
                     self.records.remove(dom);
                     self.policies.remove(&id);
                     continue;
@@ -590,6 +922,10 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 continue;
             }
             p.handled = true;
+            let p = *p;
+            if reason == ShutdownReason::Reboot as u32 && self.restart(dom, out) {
+                continue;
+            }
             let crashed = reason == ShutdownReason::Crash as u32;
             let action = if crashed { p.on_crash } else { p.on_poweroff };
             let why = if crashed { "crashed" } else { "shut down" };
@@ -608,6 +944,50 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 }
             }
         }
+    }
+
+    /// Queues the session watch's events as `XsWatchEvent`s.
+    fn forward_watch_events(&mut self, out: &mut Vec<u8>) {
+        let mut events = core::mem::take(&mut self.pending_events);
+        while let Some(m) = self.xs.pop_output(0) {
+            if m.is_event() {
+                events.push(m);
+            }
+        }
+        if self.watching.is_none() {
+            return;
+        }
+        for m in events {
+            let mut parts = m.payload.split(|&b| b == 0);
+            let path = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let token = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let _ = Event::XsWatchEvent { path, token }.write_frame(out);
+        }
+    }
+
+    /// `on_reboot = "restart"` (xl's default): the domain asked to reboot, so it is
+    /// destroyed and built again from its config, with the same name and UUID (and
+    /// a new id). Only domains built from one of dom0's images can be: an upload is
+    /// gone once used. Returns whether it was restarted.
+    fn restart(&mut self, dom: DomId, out: &mut Vec<u8>) -> bool {
+        let Some(c) = self.configs.get(&dom.0).cloned() else {
+            return false;
+        };
+        if !matches!(c.kernel, Kernel::Named(_)) {
+            return false;
+        }
+        let was_attached = self.attached == Some(dom);
+        let _ = self.destroy_domain(dom);
+        if was_attached {
+            let _ = Event::ConsoleClosed {
+                domid: dom.0,
+                reason: "the domain rebooted; it runs again under a new id".into(),
+            }
+            .write_frame(out);
+        }
+        // A rebuild that fails leaves the domain gone, as xl's would.
+        let _ = self.create(&c);
+        true
     }
 
     fn image_list(&self) -> Vec<ImageInfo> {
@@ -656,6 +1036,35 @@ fn check_kernel(image: &[u8]) -> Result<(), ErrorReply> {
     let elf = pvboot::elf::Elf::parse(image).map_err(|e| bad(format!("not a usable ELF: {e}")))?;
     pvboot::XenImageInfo::parse(&elf).map_err(|e| bad(format!("bad Xen notes: {e}")))?;
     Ok(())
+}
+
+/// The reply for a XenStore operation that failed: Xen's error name first.
+fn xs_error(path: &str, e: xenstored::Error) -> ErrorReply {
+    ErrorReply::new(ErrorCode::Xenstore, format!("{}: {path}", e.name()))
+}
+
+/// Xen's limits, checked before the store sees the request.
+fn check_xs(path: &str, value: Option<&[u8]>) -> Result<(), ErrorReply> {
+    xsl::check_limits(path, value).map_err(|m| ErrorReply::new(ErrorCode::BadRequest, m))
+}
+
+/// Permissions as `xenstore-ls -p` prints them: `n0,r3`.
+fn perms_string(ps: &[xenstored::Perm]) -> String {
+    let mut s = String::new();
+    for (i, p) in ps.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let c = match p.access {
+            xenstored::Access::None => 'n',
+            xenstored::Access::Read => 'r',
+            xenstored::Access::Write => 'w',
+            xenstored::Access::Both => 'b',
+        };
+        s.push(c);
+        s.push_str(&format!("{}", p.domid));
+    }
+    s
 }
 
 fn past(verb: &str) -> &str {

@@ -35,6 +35,10 @@ pub struct BuildRequest<'a> {
     pub cmdline: &'a [u8],
     /// The domain serving its console and xenstore (dom0).
     pub backend: DomId,
+    /// Unpause the domain at the end (step 10). The agent says no and unpauses it
+    /// itself once its xenstore entries are written and the store introduced, as xl
+    /// does.
+    pub unpause: bool,
 }
 
 /// A built, running domain.
@@ -223,8 +227,10 @@ fn fill_and_start<H: Hypervisor>(
     let ctx = initial_context(&built);
     hv.set_vcpu_context(dom, &ctx)
         .map_err(hv_err("XEN_DOMCTL_setvcpucontext"))?;
-    hv.unpause(dom)
-        .map_err(hv_err("XEN_DOMCTL_unpausedomain"))?;
+    if req.unpause {
+        hv.unpause(dom)
+            .map_err(hv_err("XEN_DOMCTL_unpausedomain"))?;
+    }
     let (console_mfn, store_mfn) = match (built.console, built.xenstore) {
         (Some((_, c)), Some((_, s))) => (c, s),
         _ => return Err(BuildError::Build("the layout has no console page".into())),

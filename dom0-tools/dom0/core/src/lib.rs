@@ -16,6 +16,7 @@
 //! * [`builder`]: the PV domain builder (`docs/toolstack.md`);
 //! * [`conslog`]: bounded per-domain console logs;
 //! * [`pci`]: the PCI bus scan over a [`ConfigSpace`](pci::ConfigSpace) trait.
+//! * [`xenstore`]: the nodes the toolstack writes for a domain (as `xl` does), UUIDs.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -31,6 +32,7 @@ pub mod pci;
 pub mod server;
 pub mod uart;
 pub mod uploads;
+pub mod xenstore;
 
 pub use agent::{After, Agent};
 pub use hv::{ConsoleChunk, Hypervisor, RingId, XenVersion};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use control_proto::images::{Bundle, BundleWriter};
 use control_proto::{
     CreateRequest, DomRef, DomState, ErrorCode, ExitAction, FrameDecoder, Kernel, MAX_DATA,
-    Message, Request, Response, ShutdownReason, crc32,
+    Message, PROTOCOL_VERSION, Request, Response, ShutdownReason, crc32,
 };
 use dom0_core::server::{BUSY_NS, QUIET_NS};
 use dom0_core::uploads::VecStore;
@@ -333,22 +333,27 @@ fn error(resp: Response, code: ErrorCode, needle: &str) -> String {
 #[test]
 fn hello_names_both_ends_and_checks_the_version() {
     let mut a = agent(FakeHv::with_domains(&[0]));
-    match ask(&mut a, Request::Hello { client_version: 1 }) {
+    match ask(
+        &mut a,
+        Request::Hello {
+            client_version: u32::from(PROTOCOL_VERSION),
+        },
+    ) {
         Response::HelloOk {
             protocol,
             agent,
             hypervisor,
         } => {
-            assert_eq!(protocol, 1);
+            assert_eq!(protocol, PROTOCOL_VERSION);
             assert_eq!(agent, "xlhv-dom0 test");
             assert_eq!(hypervisor, "xen-like-hv (Xen 4.17.7 ABI)");
         }
         other => panic!("{other:?}"),
     }
     error(
-        ask(&mut a, Request::Hello { client_version: 2 }),
+        ask(&mut a, Request::Hello { client_version: 1 }),
         ErrorCode::UnsupportedVersion,
-        "speaks 1",
+        "this agent speaks 2",
     );
 }
 
@@ -579,7 +584,12 @@ fn uploads_and_a_new_session() {
         ErrorCode::BadImage,
         "ELF",
     );
-    ask(&mut a, Request::Hello { client_version: 1 });
+    ask(
+        &mut a,
+        Request::Hello {
+            client_version: u32::from(PROTOCOL_VERSION),
+        },
+    );
     assert!(
         a.uploads().is_empty(),
         "Hello drops the last session's uploads"
@@ -608,6 +618,7 @@ fn create(name: &str, kernel: Kernel) -> Request {
         cmdline: String::new(),
         on_poweroff: ExitAction::Destroy,
         on_crash: ExitAction::Destroy,
+        uuid: None,
     })
 }
 
@@ -712,7 +723,12 @@ fn responses(out: &[u8]) -> Vec<(u32, Response)> {
 fn split_anywhere_and_after_garbage() {
     let mut wire = b"line noise XC\x01".to_vec();
     wire.extend(frames(&[
-        (1, Request::Hello { client_version: 1 }),
+        (
+            1,
+            Request::Hello {
+                client_version: u32::from(PROTOCOL_VERSION),
+            },
+        ),
         (2, Request::Images),
         (3, Request::Pause(DomRef::Name("nosuch".into()))),
     ]));
@@ -749,7 +765,7 @@ fn damaged_and_foreign_frames_are_answered_when_they_carry_an_id() {
     bad[last] ^= 0xFF;
     s.receive(&bad, 0, &mut a, &mut out);
     let mut v2 = frames(&[(6, Request::Info)]);
-    v2[2] = 2;
+    v2[2] = PROTOCOL_VERSION + 1;
     let len = v2.len();
     let crc = crc32(&v2[..len - 4]);
     v2[len - 4..].copy_from_slice(&crc.to_le_bytes());
@@ -1000,4 +1016,152 @@ fn stopped_domains_follow_on_crash_and_on_poweroff() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// The watch events in `out`.
+fn xs_events(out: &[u8]) -> Vec<String> {
+    let mut dec = FrameDecoder::new();
+    dec.push(out);
+    let mut got = Vec::new();
+    while let Some(f) = dec.next_frame() {
+        if let Message::Event(control_proto::Event::XsWatchEvent { path, .. }) =
+            Message::from_frame(&f.unwrap()).unwrap()
+        {
+            got.push(path);
+        }
+    }
+    got
+}
+
+fn xs_read(a: &mut TestAgent, path: &str) -> Result<String, ErrorCode> {
+    match ask(a, Request::XsRead { path: path.into() }) {
+        Response::XsValue { value } => Ok(String::from_utf8(value).unwrap()),
+        Response::Error(e) => Err(e.code),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Create writes xl's nodes, maps and serves the store ring before unpausing;
+/// the XenStore requests work as dom0; `AskShutdown` writes `control/shutdown`;
+/// a reboot rebuilds the domain with its name and UUID; destroy removes it all.
+#[test]
+fn xenstore_nodes_requests_reboot_and_release() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    assert_eq!(xs_read(&mut a, "/local/domain/0/name").unwrap(), "Domain-0");
+    let mut c = create("web", Kernel::Named("small".into()));
+    if let Request::Create(cr) = &mut c {
+        cr.uuid = Some(*b"0123456789abcdef");
+    }
+    let id = created(ask(&mut a, c));
+    assert_eq!(xs_read(&mut a, "/local/domain/1/name").unwrap(), "web");
+    assert_eq!(xs_read(&mut a, "/local/domain/1/domid").unwrap(), "1");
+    let vm = xs_read(&mut a, "/local/domain/1/vm").unwrap();
+    assert_eq!(vm, "/vm/30313233-3435-3637-3839-616263646566");
+    assert_eq!(xs_read(&mut a, &format!("{vm}/name")).unwrap(), "web");
+    assert!(a.xenstored().is_introduced(1));
+    // Unpaused only after the store was set up (the last call of the create).
+    let calls = a.hv().calls.clone();
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("unpause 1"),
+        "{calls:?}"
+    );
+    // The store ring was served: xenstored advertised its features.
+    let served = a.hv().rings.values().any(|(d, p)| {
+        *d == id
+            && p.iter()
+                .any(|w| w.load(std::sync::atomic::Ordering::Relaxed) != 0)
+    });
+    assert!(served);
+
+    // dom0's requests; limits refused; a watch streams events from tick.
+    assert_eq!(
+        ask(
+            &mut a,
+            Request::XsWatch {
+                path: "/local/domain/1/data".into()
+            }
+        ),
+        Response::Ok
+    );
+    assert_eq!(
+        ask(
+            &mut a,
+            Request::XsWrite {
+                path: "/local/domain/1/data/x".into(),
+                value: b"1".to_vec()
+            }
+        ),
+        Response::Ok
+    );
+    let mut out = Vec::new();
+    a.tick(1, &mut out);
+    assert_eq!(
+        xs_events(&out),
+        ["/local/domain/1/data", "/local/domain/1/data/x"]
+    );
+    assert_eq!(xs_read(&mut a, "/nope"), Err(ErrorCode::Xenstore));
+    assert_eq!(
+        xs_read(&mut a, &format!("/{}", "a".repeat(3072))),
+        Err(ErrorCode::BadRequest)
+    );
+    match ask(
+        &mut a,
+        Request::XsList {
+            path: "/local/domain/1/control".into(),
+        },
+    ) {
+        Response::XsNodes { nodes, truncated } => {
+            assert!(!truncated);
+            assert_eq!(nodes[0].path, "/local/domain/1/control");
+            assert_eq!(nodes[0].perms, "n0,r1");
+            let sd = nodes
+                .iter()
+                .find(|n| n.path == "/local/domain/1/control/shutdown")
+                .unwrap();
+            assert_eq!(sd.perms, "n1");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Cooperative reboot: the request is written; the domain's reboot rebuilds it.
+    assert_eq!(
+        ask(
+            &mut a,
+            Request::AskShutdown {
+                dom: DomRef::Name("web".into()),
+                reason: ShutdownReason::Reboot,
+            }
+        ),
+        Response::Ok
+    );
+    assert_eq!(
+        xs_read(&mut a, "/local/domain/1/control/shutdown").unwrap(),
+        "reboot"
+    );
+    a.hv().domains.get_mut(&1).unwrap().flags |=
+        DOMINF_SHUTDOWN | ((hypercall_abi::sched::ShutdownReason::Reboot as u32) << 16);
+    let mut out = Vec::new();
+    a.tick(10_000_000_000, &mut out);
+    // Built again (the fake hands out the lowest free id, so it may be 1 again),
+    // running, with a fresh tree: the request is gone, the UUID kept.
+    let info = a.hv().domains[&1];
+    assert_eq!(info.flags & DOMINF_SHUTDOWN, 0);
+    assert_eq!(xs_read(&mut a, "/local/domain/1/name").unwrap(), "web");
+    assert_eq!(
+        xs_read(&mut a, "/local/domain/1/control/shutdown").unwrap(),
+        ""
+    );
+    assert_eq!(xs_read(&mut a, "/local/domain/1/vm").unwrap(), vm);
+    assert!(a.hv().calls.iter().filter(|c| *c == "destroy 1").count() == 1);
+
+    // Destroy: the ring unmapped, the domain released, its nodes gone.
+    assert_eq!(ask(&mut a, Request::Destroy(DomRef::Id(1))), Response::Ok);
+    assert!(!a.xenstored().is_introduced(1));
+    assert_eq!(
+        xs_read(&mut a, "/local/domain/1/name"),
+        Err(ErrorCode::Xenstore)
+    );
+    assert_eq!(xs_read(&mut a, &vm), Err(ErrorCode::Xenstore));
+    assert!(a.hv().rings.is_empty());
 }

@@ -212,6 +212,7 @@ fn req(image: &[u8], memory_mib: u32) -> BuildRequest<'_> {
         memory_mib,
         cmdline: b"secs=3",
         backend: DomId(0),
+        unpause: true,
     }
 }
 
