@@ -19,17 +19,11 @@ use super::error::MmError;
 use super::frame_table::{Owner, PageType};
 use super::mmu::{addr_ok, walk_to_l1};
 use super::page_type::{
-    HypervisorSlots, M2p, MachineMemory, MmCtx, MmHooks, adjust_l1, idx9, pte_mfn,
+    ACCESSED, DIRTY, GLOBAL, GUEST_KERNEL, HypervisorSlots, M2p, MachineMemory, MmCtx, MmHooks,
+    PRESENT, RW, USER, adjust_l1, idx9, pte_mfn,
 };
 
-const PRESENT: u64 = PteFlags::PRESENT.bits();
-const RW: u64 = PteFlags::RW.bits();
-const USER: u64 = PteFlags::USER.bits();
-const ACCESSED: u64 = PteFlags::ACCESSED.bits();
-const DIRTY: u64 = PteFlags::DIRTY.bits();
 const NX: u64 = PteFlags::NX.bits();
-const GLOBAL: u64 = PteFlags::GLOBAL.bits();
-const GUEST_KERNEL: u64 = PteFlags::GUEST_KERNEL.bits();
 /// The three software-available bits 9..=11 (`_PAGE_AVAIL`).
 const AVAIL: u64 = PteFlags::AVAIL.bits();
 

@@ -178,12 +178,12 @@ impl<M, H, P, E> fmt::Debug for MmCtx<'_, '_, M, H, P, E> {
 
 pub(super) const PRESENT: u64 = PteFlags::PRESENT.bits();
 pub(super) const RW: u64 = PteFlags::RW.bits();
-const USER: u64 = PteFlags::USER.bits();
+pub(super) const USER: u64 = PteFlags::USER.bits();
 pub(super) const ACCESSED: u64 = PteFlags::ACCESSED.bits();
 pub(super) const DIRTY: u64 = PteFlags::DIRTY.bits();
 pub(super) const PSE: u64 = PteFlags::PSE.bits();
-const GLOBAL: u64 = PteFlags::GLOBAL.bits();
-const GUEST_KERNEL: u64 = PteFlags::GUEST_KERNEL.bits();
+pub(super) const GLOBAL: u64 = PteFlags::GLOBAL.bits();
+pub(super) const GUEST_KERNEL: u64 = PteFlags::GUEST_KERNEL.bits();
 const GNTTAB: u64 = PteFlags::GNTTAB.bits();
 const PWT: u64 = PteFlags::PWT.bits();
 const PCD: u64 = PteFlags::PCD.bits();
