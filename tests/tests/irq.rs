@@ -3,7 +3,7 @@
 //! level-triggered GSI whose driver is slow to EOI does not storm; a domU reaches
 //! no interrupt and gets Xen's errno.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xlhv_tests::{ControlHost, Module, QemuExit, test_guest};
 
@@ -20,10 +20,14 @@ fn number_after(log: &str, prefix: &str) -> u64 {
         .unwrap_or_else(|| panic!("no number after {prefix:?} in {line:?}"))
 }
 
-/// Runs a few requests, shuts the host down and returns COM1.
-fn talk_and_stop(h: &mut ControlHost, rounds: usize) -> String {
+/// Runs `rounds` pairs of requests, `gap` apart (a gap longer than dom0's 20 ms
+/// busy-polling window lets dom0 go idle, so each request must wake it), shuts
+/// the host down and returns COM1.
+fn talk_and_stop(h: &mut ControlHost, rounds: usize, gap: Duration) -> String {
     for _ in 0..rounds {
+        std::thread::sleep(gap);
         h.dom0ctl(&["info"]).code(0);
+        std::thread::sleep(gap);
         h.dom0ctl(&["list"]).code(0);
     }
     h.dom0ctl(&["shutdown-host"]).code(0);
@@ -38,47 +42,60 @@ fn a_domu_gets_no_interrupt() {
     let guest = test_guest("pirq-domu");
     let spec = format!("{},name=pirq,mem=16M", guest.display());
     let mut h = ControlHost::boot_with("irq-domu", vec![Module::domu(&spec).unwrap()]);
-    let log = talk_and_stop(&mut h, 1);
+    let log = talk_and_stop(&mut h, 1, Duration::ZERO);
     assert!(log.contains("(d1) pirq-domu: PASS"), "{log}");
     assert!(!log.contains("pirq-domu: FAIL"), "{log}");
     assert!(log.contains("all of dom0's frames are back"), "{log}");
 }
 
+/// What dom0's last line about COM2 says: (interrupts its upcall or serve loop took,
+/// idle wake-ups, wake-ups that found COM2's interrupt).
+fn com2_counts(log: &str) -> (u64, u64, u64) {
+    let irqs = number_after(log, "(d0) dom0: COM2: ");
+    let wakeups = number_after(log, " interrupts, ");
+    let by_irq = number_after(log, " idle wake-ups (");
+    (irqs, wakeups, by_irq)
+}
+
 #[test]
-#[ignore = "dom0's interrupt-driven serve loop misses wake-ups (the pirq port stays pending); see docs/devices.md"]
 fn com2_interrupts_drive_the_link() {
+    // Ten requests, each after dom0 has gone idle: each must wake dom0 through
+    // GSI 3 -> pirq 3 -> its event channel, not through the 20 ms safety-net poll.
     let mut h = ControlHost::boot_full("irq-edge", "com2irq=edge", Vec::new());
-    let start = Instant::now();
-    let log = talk_and_stop(&mut h, 5);
-    eprintln!("10 requests and shutdown-host: {:?}", start.elapsed());
+    let log = talk_and_stop(&mut h, 5, Duration::from_millis(60));
     assert!(
         log.contains("(d0) dom0: COM2 interrupt: GSI 3 (edge) -> pirq 3 -> port"),
         "{log}"
     );
-    let dom0_irqs = number_after(&log, "(d0) dom0: COM2: ");
+    let (dom0_irqs, wakeups, by_irq) = com2_counts(&log);
     let hv_irqs = number_after(&log, "irq: GSI 3: ");
-    eprintln!("COM2: dom0 took {dom0_irqs} interrupts, the hypervisor {hv_irqs}");
-    assert!(dom0_irqs >= 10, "one interrupt per request at least\n{log}");
-    assert!(hv_irqs >= dom0_irqs, "{log}");
+    eprintln!(
+        "COM2: dom0 took {dom0_irqs} interrupts, woke {wakeups} times, {by_irq} by the \
+         interrupt; the hypervisor took {hv_irqs}"
+    );
+    assert!(
+        by_irq >= 10,
+        "one interrupt wake-up per request at least\n{log}"
+    );
+    assert!(dom0_irqs >= by_irq && hv_irqs >= dom0_irqs, "{log}");
     assert!(log.contains("all of dom0's frames are back"), "{log}");
 }
 
 #[test]
-#[ignore = "needs the interrupt-driven serve loop (see com2_interrupts_drive_the_link)"]
 fn level_gsi_with_a_slow_eoi_does_not_storm() {
     // GSI 3 set up as level-triggered (QEMU's UART holds its line while data
     // waits); dom0 waits 200 ms after each interrupt before it drains the UART
     // and EOIs. Unmasked, the asserted line would interrupt the CPU continuously.
     let mut h = ControlHost::boot_full("irq-level", "com2irq=level com2_eoi_delay=200", Vec::new());
-    let log = talk_and_stop(&mut h, 3);
+    let log = talk_and_stop(&mut h, 3, Duration::from_millis(60));
     assert!(
         log.contains("(d0) dom0: COM2 interrupt: GSI 3 (level) -> pirq 3 -> port"),
         "{log}"
     );
-    let dom0_irqs = number_after(&log, "(d0) dom0: COM2: ");
+    let (dom0_irqs, _, by_irq) = com2_counts(&log);
     let hv_irqs = number_after(&log, "irq: GSI 3: ");
     eprintln!("level COM2, slow EOI: dom0 took {dom0_irqs} interrupts, the hypervisor {hv_irqs}");
-    assert!(dom0_irqs >= 6, "{log}");
+    assert!(by_irq >= 6, "{log}");
     // One hypervisor interrupt per delivery, and a few that arrive in flight
     // (coalesced); a storm would be thousands.
     assert!(

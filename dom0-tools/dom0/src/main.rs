@@ -142,13 +142,13 @@ fn cmdline_value<'a>(si: &'a StartInfo, key: &str) -> Option<&'a [u8]> {
         .find_map(|w| w.strip_prefix(key.as_bytes())?.strip_prefix(b"="))
 }
 
-/// COM2's interrupt (`com2irq=edge`; `level`: GSI 3 set up as level-triggered,
-/// a test of the EOI path; `off`, the default for now: poll every millisecond as
-/// before, because the interrupt-driven loop still misses wake-ups, see
-/// `docs/devices.md`). `com2_eoi_delay=MS` makes dom0 a slow driver (tests): after each
-/// interrupt it waits that long before it reads the UART and sends its EOI.
+/// COM2's interrupt: `com2irq=edge` (the default) maps GSI 3 and blocks on its event
+/// channel when the link is idle; `level` sets GSI 3 up as level-triggered first (a
+/// test of the EOI path); `off` polls every millisecond instead. `com2_eoi_delay=MS`
+/// makes dom0 a slow driver (tests): after each interrupt it waits that long before
+/// it reads the UART and sends its EOI. If mapping or binding fails, dom0 polls.
 fn com2_irq(si: &StartInfo, uart: &mut Uart<Com2Ports>) -> Option<(Com2Irq, u64)> {
-    let mode = cmdline_value(si, "com2irq").unwrap_or(b"off");
+    let mode = cmdline_value(si, "com2irq").unwrap_or(b"edge");
     let level = match mode {
         b"off" => return None,
         b"level" => true,
@@ -217,6 +217,7 @@ fn serve(
 ) -> ! {
     let mut server = Server::new();
     let mut wakeups = 0u64;
+    let mut irq_wakeups = 0u64;
     let mut eoi_due = false;
     let mut buf = [0u8; 256];
     let mut out = Vec::new();
@@ -252,9 +253,10 @@ fn serve(
             let _ = uart.flush(&mut clock, deadline);
             if let Some((irq, _)) = irq {
                 println!(
-                    "dom0: COM2: {} interrupts, {} idle wake-ups",
+                    "dom0: COM2: {} interrupts, {} idle wake-ups ({} by the interrupt)",
                     irq.count(),
-                    wakeups
+                    wakeups,
+                    irq_wakeups
                 );
             }
             println!("dom0: shutdown-host: powering the machine off");
@@ -278,6 +280,9 @@ fn serve(
             Some(deadline),
         );
         wakeups += 1;
+        if irq.ready() || irq.pending() {
+            irq_wakeups += 1;
+        }
         if woke.is_err() {
             sched::yield_now();
         }
