@@ -306,6 +306,13 @@ impl ControlHost {
         Self::boot_qemu(name, "", extra, "512M", machine, qemu_args)
     }
 
+    /// [`ControlHost::boot_full`] with `qemu_args` added to QEMU's command line
+    /// (dom0's disks, say: `xtask::disk::DiskSpec::qemu_args`).
+    pub fn boot_with_args(name: &str, dom0_args: &str, qemu_args: &[String]) -> ControlHost {
+        let args: Vec<&str> = qemu_args.iter().map(String::as_str).collect();
+        Self::boot_qemu(name, dom0_args, Vec::new(), "512M", "pc", &args)
+    }
+
     fn boot_machine(name: &str, dom0_args: &str, extra: Vec<Module>, mem: &str) -> ControlHost {
         Self::boot_qemu(name, dom0_args, extra, mem, "pc", &[])
     }

@@ -16,8 +16,10 @@ mod com2;
 mod dom_exc;
 mod foreign;
 mod hv;
+mod irq;
 mod pcicfg;
 mod store;
+mod virtio;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -29,8 +31,9 @@ use dom0_core::{After, Agent, Server};
 use pv_runtime::abi::xen::start_info::SifFlags;
 use pv_runtime::{Config, StartInfo, println, sched, time};
 
-use com2::{Com2Irq, Com2Ports};
+use com2::Com2Ports;
 use hv::XenHv;
+use irq::DevIrq;
 use store::FrameStore;
 
 /// The agent's name in `HelloOk`.
@@ -111,7 +114,11 @@ fn main(si: &'static StartInfo) {
         println!("dom0: PHYSDEVOP_set_iopl(1) failed ({e}): no port I/O, so no control link");
         park();
     }
-    pcicfg::scan_and_report();
+    let pci = pcicfg::scan_and_report();
+    let mut disks = virtio::probe(&pci);
+    if cmdline_value(si, "disk_selftest").is_some() || has_word(si, "disk_selftest") {
+        virtio::selftest(&mut disks);
+    }
     let mut uart = match Uart::init(Com2Ports::new(), COM2, BASE_BAUD) {
         Ok(u) => u,
         Err(e) => {
@@ -135,6 +142,13 @@ fn main(si: &'static StartInfo) {
     serve(uart, agent, irq)
 }
 
+/// Whether `word` stands alone on dom0's command line.
+fn has_word(si: &StartInfo, word: &str) -> bool {
+    pv_runtime::text::c_str(&si.cmd_line)
+        .split(|b| *b == b' ')
+        .any(|w| w == word.as_bytes())
+}
+
 /// The value of `key=` on dom0's command line.
 fn cmdline_value<'a>(si: &'a StartInfo, key: &str) -> Option<&'a [u8]> {
     pv_runtime::text::c_str(&si.cmd_line)
@@ -147,7 +161,7 @@ fn cmdline_value<'a>(si: &'a StartInfo, key: &str) -> Option<&'a [u8]> {
 /// test of the EOI path); `off` polls every millisecond instead. `com2_eoi_delay=MS`
 /// makes dom0 a slow driver (tests): after each interrupt it waits that long before
 /// it reads the UART and sends its EOI. If mapping or binding fails, dom0 polls.
-fn com2_irq(si: &StartInfo, uart: &mut Uart<Com2Ports>) -> Option<(Com2Irq, u64)> {
+fn com2_irq(si: &StartInfo, uart: &mut Uart<Com2Ports>) -> Option<(DevIrq, u64)> {
     let mode = cmdline_value(si, "com2irq").unwrap_or(b"edge");
     let level = match mode {
         b"off" => return None,
@@ -157,7 +171,7 @@ fn com2_irq(si: &StartInfo, uart: &mut Uart<Com2Ports>) -> Option<(Com2Irq, u64)
     let delay_ms = cmdline_value(si, "com2_eoi_delay")
         .and_then(|v| core::str::from_utf8(v).ok()?.parse::<u64>().ok())
         .unwrap_or(0);
-    match Com2Irq::bind(level) {
+    match DevIrq::bind(com2::COM2_GSI, level) {
         Ok(irq) => {
             uart.enable_rx_interrupt();
             println!(
@@ -213,7 +227,7 @@ fn autostart(si: &StartInfo, agent: &mut Agent<'static, XenHv, FrameStore>) {
 fn serve(
     mut uart: Uart<Com2Ports>,
     mut agent: Agent<'static, XenHv, FrameStore>,
-    irq: Option<(Com2Irq, u64)>,
+    irq: Option<(DevIrq, u64)>,
 ) -> ! {
     let mut server = Server::new();
     let mut wakeups = 0u64;
@@ -276,11 +290,11 @@ fn serve(
         let seen = pv_runtime::evtchn::counters();
         let deadline = now.saturating_add(IRQ_IDLE_POLL_NS);
         let woke = sched::wait_until(
-            || irq.ready() || irq.pending() || pv_runtime::evtchn::counters() != seen,
+            || irq.arrived() || pv_runtime::evtchn::counters() != seen,
             Some(deadline),
         );
         wakeups += 1;
-        if irq.ready() || irq.pending() {
+        if irq.arrived() {
             irq_wakeups += 1;
         }
         if woke.is_err() {

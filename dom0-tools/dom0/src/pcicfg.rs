@@ -14,14 +14,6 @@ impl Cf8 {
     pub fn new() -> Self {
         Cf8 { _private: () }
     }
-
-    fn address(bus: u8, dev: u8, func: u8, reg: u8) -> u32 {
-        1 << 31
-            | u32::from(bus) << 16
-            | u32::from(dev & 31) << 11
-            | u32::from(func & 7) << 8
-            | u32::from(reg & 0xFC)
-    }
 }
 
 impl ConfigSpace for Cf8 {
@@ -29,20 +21,14 @@ impl ConfigSpace for Cf8 {
         // SAFETY: 0xCF8 (32-bit) is dom0's emulated latch and 0xCFC its emulated
         // data port; dom0 is the only user of configuration space in this kernel and
         // runs on one vCPU, so the two accesses are not interleaved with another pair.
-        unsafe {
-            pv_runtime::physdev::outl(0xCF8, Self::address(bus, dev, func, reg));
-            pv_runtime::physdev::inl(0xCFC)
-        }
+        unsafe { pv_runtime::physdev::pci_conf_read32(bus, dev, func, reg) }
     }
 
     fn write32(&mut self, bus: u8, dev: u8, func: u8, reg: u8, value: u32) {
         // SAFETY: as in `read32`; the scan writes only the command register (decoding
         // off, then restored) and BARs (sizing, then restored), before any driver
         // uses the devices.
-        unsafe {
-            pv_runtime::physdev::outl(0xCF8, Self::address(bus, dev, func, reg));
-            pv_runtime::physdev::outl(0xCFC, value);
-        }
+        unsafe { pv_runtime::physdev::pci_conf_write32(bus, dev, func, reg, value) }
     }
 }
 

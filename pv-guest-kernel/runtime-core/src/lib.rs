@@ -10,6 +10,8 @@
 //! * [`heap`]: a first-fit range allocator over a fixed address range.
 //! * [`events`]: the event-channel handler table, the 2-level demultiplexer's
 //!   order, deadline and rate arithmetic.
+//! * [`devmem`]: device-visible memory for drivers: when a buffer can go to a
+//!   device as it is, the buffers being bounced, the window for device registers.
 //! * [`frames`]: a frame allocator over the guest's free pseudo-physical frames.
 //! * [`pt`]: page-table arithmetic (indices, spans, canonical and hypervisor
 //!   ranges, entry machine addresses, how many tables a range needs).
@@ -31,6 +33,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod devmem;
 pub mod events;
 pub mod frames;
 pub mod gnttab;

@@ -31,11 +31,14 @@ pub const TABLE_FLAGS: PteFlags = PteFlags::PRESENT
     .union(PteFlags::DIRTY);
 
 /// Flags a leaf (L1) entry made through the mapping API may carry besides
-/// the frame: Xen's per-level rules (digest §5.1) minus the cache-attribute
-/// bits, which an unprivileged domain may not use, and bit 62, reserved to
-/// grant mappings.
+/// the frame: Xen's per-level rules (digest §5.1) minus the PAT bit and bit
+/// 62, reserved to grant mappings. PCD and PWT (uncached device registers)
+/// pass here; the hypervisor refuses them (`-EINVAL`) for a domain without
+/// I/O memory.
 pub const LEAF_FLAGS: PteFlags = PteFlags::PRESENT
     .union(PteFlags::RW)
+    .union(PteFlags::PWT)
+    .union(PteFlags::PCD)
     .union(PteFlags::USER)
     .union(PteFlags::ACCESSED)
     .union(PteFlags::DIRTY)

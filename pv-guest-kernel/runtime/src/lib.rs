@@ -32,7 +32,8 @@
 //! * **grants** ([`gnttab`]): the domain's grant table mapped, granting
 //!   and revoking access to its frames, mapping, unmapping and copying
 //!   other domains' grants.
-//! * **devices** ([`physdev`]): the virtual IOPL and port I/O.
+//! * **devices** ([`physdev`]): the virtual IOPL, port I/O, PCI configuration
+//!   space, pirqs; `virtio` (feature `virtio`): `virtio-drivers`' HAL.
 //! * **XenStore** ([`xenbus`], feature `xenbus`, on by default; needs a
 //!   global allocator): read, write, watch, transactions over the store
 //!   page, and serving `control/shutdown`. See `docs/xenbus.md`.
@@ -61,6 +62,8 @@ pub mod time;
 pub mod traps;
 pub mod user;
 pub mod vcpu;
+#[cfg(feature = "virtio")]
+pub mod virtio;
 pub mod xen;
 #[cfg(feature = "xenbus")]
 pub mod xenbus;

@@ -159,6 +159,46 @@ pub unsafe fn outl(port: u16, value: u32) {
     }
 }
 
+/// The configuration-mechanism-#1 address (the value for port 0xCF8) of
+/// register `reg` (dword-aligned) of PCI function `bus:dev.func`.
+pub fn cf8_address(bus: u8, dev: u8, func: u8, reg: u8) -> u32 {
+    1 << 31
+        | u32::from(bus) << 16
+        | u32::from(dev & 31) << 11
+        | u32::from(func & 7) << 8
+        | u32::from(reg & 0xFC)
+}
+
+/// Reads a dword of PCI configuration space through ports 0xCF8/0xCFC, which
+/// the hypervisor emulates for the domain that owns PCI (dom0).
+///
+/// # Safety
+///
+/// As for [`inb`]; and the caller is the only user of 0xCF8/0xCFC on this
+/// vCPU (the latch write and the data read must not interleave with another
+/// pair).
+pub unsafe fn pci_conf_read32(bus: u8, dev: u8, func: u8, reg: u8) -> u32 {
+    // SAFETY: as the caller promised.
+    unsafe {
+        outl(0xCF8, cf8_address(bus, dev, func, reg));
+        inl(0xCFC)
+    }
+}
+
+/// Writes a dword of PCI configuration space through ports 0xCF8/0xCFC.
+///
+/// # Safety
+///
+/// As for [`pci_conf_read32`]; and the write must not break a device another
+/// driver uses.
+pub unsafe fn pci_conf_write32(bus: u8, dev: u8, func: u8, reg: u8, value: u32) {
+    // SAFETY: as the caller promised.
+    unsafe {
+        outl(0xCF8, cf8_address(bus, dev, func, reg));
+        outl(0xCFC, value);
+    }
+}
+
 /// `PHYSDEVOP_pci_device_add`: tells the hypervisor about PCI function
 /// `seg:bus:devfn` (`XEN_PCI_DEV_*` `flags`), as Linux's Xen PCI notifier does
 /// for every device it finds. dom0 only (`-EPERM` otherwise).

@@ -14,6 +14,7 @@ use xlhv_core::exit::QemuExit;
 pub mod bench;
 pub mod bench_ctl;
 pub mod bench_report;
+pub mod disk;
 pub mod dom0;
 pub mod fuzz;
 pub mod xen;
@@ -361,6 +362,8 @@ pub struct QemuConfig {
     /// dom0's control link: COM2 as a unix socket QEMU listens on (no COM2
     /// when `None`).
     pub control_socket: Option<PathBuf>,
+    /// dom0's virtio-blk disks (`--disk`).
+    pub disks: Vec<disk::DiskSpec>,
     /// Further arguments.
     pub extra: Vec<String>,
 }
@@ -377,6 +380,7 @@ impl QemuConfig {
             smp: 1,
             headless: true,
             control_socket: None,
+            disks: Vec::new(),
             extra: Vec::new(),
         }
     }
@@ -413,6 +417,9 @@ impl QemuConfig {
             c.arg("-chardev")
                 .arg(format!("socket,id=ctl,path={path},server=on,wait=off"));
             c.args(["-device", "isa-serial,chardev=ctl,index=1"]);
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            c.args(d.qemu_args(i));
         }
         c.args(&self.extra);
         c

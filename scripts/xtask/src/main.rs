@@ -83,6 +83,10 @@ enum Cmd {
         /// Stop QEMU after this many seconds.
         #[arg(long, value_name = "S")]
         timeout: Option<u64>,
+        /// A disk for dom0 (repeatable): PATH[,name=NAME][,ro] (a raw image file,
+        /// a virtio-blk device), or new:PATH:SIZE[,name=NAME] to create a sparse one.
+        #[arg(long, value_name = "SPEC")]
+        disk: Vec<String>,
         /// Run QEMU in the background (COM1 to a log under target/xlhv-run/), wait
         /// until dom0 listens, print how to reach it with dom0ctl, and exit.
         #[arg(long)]
@@ -207,6 +211,7 @@ fn main() -> Result<()> {
             machine,
             headless,
             timeout,
+            disk,
             detach,
         } => {
             if accel == Accel::Kvm && !std::path::Path::new("/dev/kvm").exists() {
@@ -219,6 +224,14 @@ fn main() -> Result<()> {
                 bail!(
                     "--timeout does not apply with --detach; stop it with `dom0ctl shutdown-host`"
                 );
+            }
+            let disks = disk
+                .iter()
+                .enumerate()
+                .map(|(i, d)| xtask::disk::DiskSpec::parse(d, i))
+                .collect::<Result<Vec<_>>>()?;
+            for d in &disks {
+                d.prepare()?;
             }
             let iso = xtask::target_dir().join("xen-like-hv.iso");
             let (spec, default_dom0) = iso_spec(&image)?;
@@ -234,6 +247,7 @@ fn main() -> Result<()> {
             cfg.machine = machine;
             cfg.headless = headless || detach;
             cfg.control_socket = Some(sock.clone());
+            cfg.disks = disks;
             let hint = dom0ctl_hint(&dom0ctl, &sock);
             if detach {
                 let ready = if default_dom0 {

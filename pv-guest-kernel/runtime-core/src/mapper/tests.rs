@@ -270,8 +270,10 @@ fn refusals_and_bad_requests() {
         })
     );
     assert_eq!(
-        m.map(Root::live(root), 0, 1, PteFlags::PCD, |i| Some(data(i))),
-        Err(MapError::BadFlags(PteFlags::PCD.bits()))
+        m.map(Root::live(root), 0, 1, PteFlags::PAT | PteFlags::PCD, |i| {
+            Some(data(i))
+        }),
+        Err(MapError::BadFlags(PteFlags::PAT.bits()))
     );
     assert_eq!(
         m.map(Root::live(root), 0, 1, PteFlags::empty(), |_| None),
