@@ -303,18 +303,24 @@ impl ControlHost {
         qemu_args: &[&str],
         extra: Vec<Module>,
     ) -> ControlHost {
-        Self::boot_qemu(name, "", extra, "512M", machine, qemu_args)
+        Self::boot_qemu(name, "", extra, "512M", machine, qemu_args, false)
+    }
+
+    /// [`ControlHost::boot_full`] with dom0's fast control link (a virtio console
+    /// on `ctl.fast.sock` beside the COM2 socket, which `dom0ctl` then prefers).
+    pub fn boot_fast(name: &str, dom0_args: &str) -> ControlHost {
+        Self::boot_qemu(name, dom0_args, Vec::new(), "512M", "pc", &[], true)
     }
 
     /// [`ControlHost::boot_full`] with `qemu_args` added to QEMU's command line
     /// (dom0's disks, say: `xtask::disk::DiskSpec::qemu_args`).
     pub fn boot_with_args(name: &str, dom0_args: &str, qemu_args: &[String]) -> ControlHost {
         let args: Vec<&str> = qemu_args.iter().map(String::as_str).collect();
-        Self::boot_qemu(name, dom0_args, Vec::new(), "512M", "pc", &args)
+        Self::boot_qemu(name, dom0_args, Vec::new(), "512M", "pc", &args, false)
     }
 
     fn boot_machine(name: &str, dom0_args: &str, extra: Vec<Module>, mem: &str) -> ControlHost {
-        Self::boot_qemu(name, dom0_args, extra, mem, "pc", &[])
+        Self::boot_qemu(name, dom0_args, extra, mem, "pc", &[], false)
     }
 
     fn boot_qemu(
@@ -324,6 +330,7 @@ impl ControlHost {
         mem: &str,
         machine_type: &str,
         qemu_args: &[&str],
+        fast: bool,
     ) -> ControlHost {
         let dir = scratch(name);
         let mut modules = dom0_modules();
@@ -353,6 +360,13 @@ impl ControlHost {
         let mut cfg = xtask::QemuConfig::new(iso);
         cfg.mem = mem.into();
         cfg.machine = machine_type.into();
+        if fast {
+            let fast = dom0ctl::paths::fast_socket_path(&socket);
+            if let Err(e) = xtask::prepare_socket(&fast) {
+                panic!("{name}: {e:#}");
+            }
+            cfg.fast_socket = Some(fast);
+        }
         cfg.extra = qemu_args.iter().map(|a| a.to_string()).collect();
         cfg.control_socket = Some(socket.clone());
         let mut machine = xtask::Machine::spawn(&cfg)

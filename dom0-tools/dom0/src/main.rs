@@ -19,6 +19,7 @@ mod hv;
 mod irq;
 mod pcicfg;
 mod store;
+mod vcon;
 mod virtio;
 
 use alloc::string::String;
@@ -115,9 +116,9 @@ fn main(si: &'static StartInfo) {
         park();
     }
     let pci = pcicfg::scan_and_report();
-    let mut disks = virtio::probe(&pci);
-    if cmdline_value(si, "disk_selftest").is_some() || has_word(si, "disk_selftest") {
-        virtio::selftest(&mut disks);
+    let mut devices = virtio::probe(&pci);
+    if has_word(si, "disk_selftest") {
+        virtio::selftest(&mut devices.disks);
     }
     let mut uart = match Uart::init(Com2Ports::new(), COM2, BASE_BAUD) {
         Ok(u) => u,
@@ -139,7 +140,7 @@ fn main(si: &'static StartInfo) {
     let irq = com2_irq(si, &mut uart);
     let mut agent = Agent::new(XenHv, FrameStore::new(), bundle, AGENT);
     autostart(si, &mut agent);
-    serve(uart, agent, irq)
+    serve(uart, devices.console.take(), agent, irq)
 }
 
 /// Whether `word` stands alone on dom0's command line.
@@ -222,19 +223,36 @@ fn autostart(si: &StartInfo, agent: &mut Agent<'static, XenHv, FrameStore>) {
     }
 }
 
-/// The agent's loop: poll COM2; while bytes flow, poll again at once; when
-/// the link is idle, sleep a millisecond between polls.
+/// Which link the last request came from: console output of the attached
+/// domain goes there.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Active {
+    Com2,
+    Fast,
+}
+
+/// The agent's loop over its two links, COM2 and (when QEMU has one) the
+/// virtio console: read what arrived, answer complete requests on the link
+/// they came on, stream console output to the link of the last request. While
+/// bytes flow (and for a while after) it polls at once; when both links are
+/// idle it blocks on their interrupts and every other event (or, without
+/// COM2's interrupt, sleeps a millisecond between polls).
 fn serve(
     mut uart: Uart<Com2Ports>,
+    mut fast: Option<vcon::VirtioConsole>,
     mut agent: Agent<'static, XenHv, FrameStore>,
     irq: Option<(DevIrq, u64)>,
 ) -> ! {
-    let mut server = Server::new();
+    let mut com2 = Server::new();
+    let mut fast_server = Server::new();
+    let mut active = Active::Com2;
     let mut wakeups = 0u64;
     let mut irq_wakeups = 0u64;
     let mut eoi_due = false;
     let mut buf = [0u8; 256];
+    let mut fast_buf = alloc::vec![0u8; 16384];
     let mut out = Vec::new();
+    let mut fast_out = Vec::new();
     let mut clock = time::system_time_ns;
     loop {
         let n = uart.read(&mut buf);
@@ -244,15 +262,34 @@ fn serve(
             eoi_due = false;
         }
         let now = time::system_time_ns();
-        let after = if n > 0 {
-            server.receive(&buf[..n], now, &mut agent, &mut out)
+        let mut after = if n > 0 {
+            active = Active::Com2;
+            com2.receive(&buf[..n], now, &mut agent, &mut out)
         } else {
-            server.idle(now, &mut agent, &mut out)
+            com2.idle(now, &mut agent, &mut out)
         };
+        let m = fast.as_mut().map_or(0, |f| f.read(&mut fast_buf));
+        if fast.is_some() {
+            let a = if m > 0 {
+                active = Active::Fast;
+                fast_server.receive(&fast_buf[..m], now, &mut agent, &mut fast_out)
+            } else {
+                fast_server.idle(now, &mut agent, &mut fast_out)
+            };
+            if a == After::PowerOff {
+                after = After::PowerOff;
+            }
+        }
         // Consoles of the domains dom0 built, and domains that stopped.
-        agent.tick(now, &mut out);
+        agent.tick(
+            now,
+            match active {
+                Active::Com2 => &mut out,
+                Active::Fast => &mut fast_out,
+            },
+        );
+        let deadline = now.saturating_add(SEND_TIMEOUT_NS);
         if !out.is_empty() {
-            let deadline = now.saturating_add(SEND_TIMEOUT_NS);
             if let Err(s) = uart.write(&out, &mut clock, deadline) {
                 println!(
                     "dom0: the host stopped reading COM2; dropped {} of {} reply bytes",
@@ -262,9 +299,29 @@ fn serve(
             }
             out.clear();
         }
+        if let Some(f) = fast.as_mut()
+            && !fast_out.is_empty()
+        {
+            if let Err(s) = f.write(&fast_out, deadline) {
+                println!(
+                    "dom0: the host stopped reading the virtio console; dropped {} of {} \
+                     reply bytes",
+                    fast_out.len() - s.sent,
+                    fast_out.len()
+                );
+            }
+            fast_out.clear();
+        }
         if after == After::PowerOff {
             let deadline = time::system_time_ns().saturating_add(SEND_TIMEOUT_NS);
             let _ = uart.flush(&mut clock, deadline);
+            if let Some(f) = fast.as_mut() {
+                let _ = f.flush(deadline);
+                println!(
+                    "dom0: virtio console: {} bytes in, {} out",
+                    f.bytes.0, f.bytes.1
+                );
+            }
             if let Some((irq, _)) = irq {
                 println!(
                     "dom0: COM2: {} interrupts, {} idle wake-ups ({} by the interrupt)",
@@ -276,7 +333,7 @@ fn serve(
             println!("dom0: shutdown-host: powering the machine off");
             sched::poweroff();
         }
-        if n != 0 || server.busy(now) {
+        if n != 0 || m != 0 || com2.busy(now) || fast_server.busy(now) {
             continue;
         }
         let Some((irq, eoi_delay)) = irq else {
@@ -285,12 +342,17 @@ fn serve(
             }
             continue;
         };
-        // Idle: block until COM2 interrupts, any other event arrives (a console,
+        // Idle: block until a link interrupts, any other event arrives (a console,
         // a domain's death), or the safety-net poll is due.
         let seen = pv_runtime::evtchn::counters();
         let deadline = now.saturating_add(IRQ_IDLE_POLL_NS);
+        let fast_ref = &fast;
         let woke = sched::wait_until(
-            || irq.arrived() || pv_runtime::evtchn::counters() != seen,
+            || {
+                irq.arrived()
+                    || fast_ref.as_ref().is_some_and(|f| f.arrived())
+                    || pv_runtime::evtchn::counters() != seen
+            },
             Some(deadline),
         );
         wakeups += 1;

@@ -17,6 +17,7 @@ use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
 use virtio_drivers::transport::{DeviceType, Transport};
 
 use crate::irq::DevIrq;
+use crate::vcon::VirtioConsole;
 
 /// The virtio vendor id.
 const VIRTIO_VENDOR: u16 = 0x1AF4;
@@ -77,15 +78,25 @@ impl From<virtio_drivers::Error> for DiskError {
     }
 }
 
+/// The virtio devices dom0 drives.
+#[derive(Debug, Default)]
+pub struct Devices {
+    /// virtio-blk disks.
+    pub disks: Vec<Disk>,
+    /// The fast control link (the first virtio console).
+    pub console: Option<VirtioConsole>,
+}
+
 /// Finds the virtio devices among `fns` (from the PCI scan), starts the ones
 /// dom0 has a driver for and prints one line for each.
-pub fn probe(fns: &[Function]) -> Vec<Disk> {
+pub fn probe(fns: &[Function]) -> Devices {
     // SAFETY: dom0 raised its virtual IOPL before the scan, and configuration
     // space is used by one caller at a time (the scan is over; drivers do not
     // run concurrently on dom0's single vCPU).
     let mut root = PciRoot::new(unsafe { Cf8::new() });
     let mut irqs: Vec<DevIrq> = Vec::new();
     let mut disks = Vec::new();
+    let mut console = None;
     for f in fns.iter().filter(|f| f.vendor == VIRTIO_VENDOR) {
         let df = DeviceFunction {
             bus: f.bus,
@@ -107,27 +118,40 @@ pub fn probe(fns: &[Function]) -> Vec<Disk> {
             DeviceType::Block => match start_disk(f, transport, &mut irqs, disks.len()) {
                 Ok(d) => {
                     println!(
-                        "dom0: disk {}: virtio-blk {where_}, {} sectors ({} MiB){}, irq {}",
+                        "dom0: disk {}: virtio-blk {where_}, {} sectors ({} MiB){}, {}",
                         d.name,
                         d.sectors,
                         d.sectors / 2048,
                         if d.readonly { ", read-only" } else { "" },
-                        d.irq
-                            .map_or(String::from("none (polled)"), |i| alloc::format!(
-                                "GSI {} -> pirq {} -> port {}",
-                                i.gsi,
-                                i.pirq,
-                                i.port.0
-                            ))
+                        irq_text(d.irq)
                     );
                     disks.push(d);
                 }
                 Err(e) => println!("dom0: virtio-blk {where_}: {e}"),
             },
+            DeviceType::Console if console.is_none() => {
+                let irq = device_irq(f, &mut irqs);
+                match VirtioConsole::new(transport, irq) {
+                    Ok(c) => {
+                        println!(
+                            "dom0: control link: virtio-console {where_}, {}",
+                            irq_text(c.irq())
+                        );
+                        console = Some(c);
+                    }
+                    Err(e) => println!("dom0: virtio-console {where_}: {:?}", e.0),
+                }
+            }
             other => println!("dom0: virtio {where_}: {other:?}: no driver in dom0 yet"),
         }
     }
-    disks
+    Devices { disks, console }
+}
+
+fn irq_text(irq: Option<DevIrq>) -> String {
+    irq.map_or(String::from("irq none (polled)"), |i| {
+        alloc::format!("irq GSI {} -> pirq {} -> port {}", i.gsi, i.pirq, i.port.0)
+    })
 }
 
 fn start_disk(

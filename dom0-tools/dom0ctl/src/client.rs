@@ -51,7 +51,32 @@ pub struct Client {
     greeting: Greeting,
 }
 
+/// How long the fast link may take to greet before `dom0ctl` falls back to COM2.
+const FAST_GREETING: Duration = Duration::from_secs(3);
+
 impl Client {
+    /// Connects to dom0 over the fast link (the virtio console's socket beside
+    /// `path`, [`crate::paths::fast_socket_path`]) when it is there and dom0
+    /// greets on it, else over the control socket at `path` (COM2).
+    pub fn connect_auto(path: &Path, timeout: Duration) -> Result<Client, Error> {
+        let fast = crate::paths::fast_socket_path(path);
+        if fast.exists()
+            && let Ok(mut c) = Client::connect(&fast, timeout.min(FAST_GREETING))
+        {
+            c.timeout = timeout;
+            c.stream
+                .set_write_timeout(Some(timeout))
+                .map_err(|e| link(&fast, &format!("cannot set up the socket: {e}")))?;
+            return Ok(c);
+        }
+        Client::connect(path, timeout)
+    }
+
+    /// The socket this client talks over.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Connects to the socket at `path` and greets dom0. `timeout` bounds each
     /// request's wait for its answer.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Client, Error> {

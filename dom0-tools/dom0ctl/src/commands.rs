@@ -22,7 +22,7 @@ use crate::paths::default_socket_path;
 pub fn run(cli: Cli) -> Result<(), Error> {
     let socket = cli.socket.clone().unwrap_or_else(default_socket_path);
     let timeout = Duration::from_secs(cli.timeout);
-    let connect = || Client::connect(&socket, timeout);
+    let connect = || Client::connect_auto(&socket, timeout);
     match cli.command {
         Command::Create {
             config,

@@ -1,7 +1,7 @@
 //! Where the control socket lives.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The environment variable that names the control socket.
 pub const SOCKET_ENV: &str = "DOM0CTL_SOCKET";
@@ -11,6 +11,13 @@ pub const SOCKET_ENV: &str = "DOM0CTL_SOCKET";
 /// The directory may not exist yet; whoever starts QEMU creates it.
 pub fn default_socket_path() -> PathBuf {
     socket_path_from(|k| std::env::var_os(k))
+}
+
+/// The fast link's socket beside the control socket `control` (`dom0.sock` ->
+/// `dom0.fast.sock`): QEMU's virtio console, which dom0 serves next to COM2.
+/// `dom0ctl` tries it first when it exists.
+pub fn fast_socket_path(control: &Path) -> PathBuf {
+    control.with_extension("fast.sock")
 }
 
 /// [`default_socket_path`] with the environment given as a lookup, for tests.
@@ -26,6 +33,15 @@ pub fn socket_path_from(env: impl Fn(&str) -> Option<OsString>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_socket_sits_beside_the_control_socket() {
+        assert_eq!(
+            fast_socket_path(Path::new("/run/x/dom0.sock")),
+            PathBuf::from("/run/x/dom0.fast.sock")
+        );
+        assert_eq!(fast_socket_path(Path::new("ctl")), PathBuf::from("ctl.fast.sock"));
+    }
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
         move |k| {

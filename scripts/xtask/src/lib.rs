@@ -362,6 +362,9 @@ pub struct QemuConfig {
     /// dom0's control link: COM2 as a unix socket QEMU listens on (no COM2
     /// when `None`).
     pub control_socket: Option<PathBuf>,
+    /// dom0's fast control link: a virtio console on a unix socket QEMU
+    /// listens on (none when `None`).
+    pub fast_socket: Option<PathBuf>,
     /// dom0's virtio-blk disks (`--disk`).
     pub disks: Vec<disk::DiskSpec>,
     /// Further arguments.
@@ -380,6 +383,7 @@ impl QemuConfig {
             smp: 1,
             headless: true,
             control_socket: None,
+            fast_socket: None,
             disks: Vec::new(),
             extra: Vec::new(),
         }
@@ -417,6 +421,13 @@ impl QemuConfig {
             c.arg("-chardev")
                 .arg(format!("socket,id=ctl,path={path},server=on,wait=off"));
             c.args(["-device", "isa-serial,chardev=ctl,index=1"]);
+        }
+        if let Some(sock) = &self.fast_socket {
+            let path = sock.to_string_lossy().replace(',', ",,");
+            c.args(["-device", "virtio-serial-pci,id=vser0"]);
+            c.arg("-chardev")
+                .arg(format!("socket,id=fast,path={path},server=on,wait=off"));
+            c.args(["-device", "virtconsole,chardev=fast,bus=vser0.0"]);
         }
         for (i, d) in self.disks.iter().enumerate() {
             c.args(d.qemu_args(i));

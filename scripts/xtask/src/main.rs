@@ -247,6 +247,9 @@ fn main() -> Result<()> {
             cfg.machine = machine;
             cfg.headless = headless || detach;
             cfg.control_socket = Some(sock.clone());
+            let fast = dom0ctl::paths::fast_socket_path(&sock);
+            xtask::prepare_socket(&fast)?;
+            cfg.fast_socket = Some(fast);
             cfg.disks = disks;
             let hint = dom0ctl_hint(&dom0ctl, &sock);
             if detach {
