@@ -11,7 +11,8 @@ fn dom0ctl_uses_the_virtio_console_and_uploads_32_mib() {
     let t = "fastlink";
     let h = ControlHost::boot_fast(t, "");
     assert!(
-        h.serial().contains("dom0: control link: virtio-console 00:0"),
+        h.serial()
+            .contains("dom0: control link: virtio-console 00:0"),
         "{}",
         h.serial()
     );
@@ -40,20 +41,11 @@ fn dom0ctl_uses_the_virtio_console_and_uploads_32_mib() {
         32.0 / took.as_secs_f64()
     );
     h.dom0ctl(&["list"]).code(0);
-    // COM2 still answers (a client that names it gets it: no fast socket beside).
-    let com2_only = dir.join("com2-only");
-    std::fs::create_dir_all(&com2_only).unwrap();
-    let link = com2_only.join("ctl.sock");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&h.socket, &link).unwrap();
-    let out = std::process::Command::new(xlhv_tests::dom0ctl_bin())
-        .arg("--socket")
-        .arg(&link)
-        .arg("list")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("big"));
+    // COM2 still answers, and `--link fast` insists on the fast link.
+    let l = h.dom0ctl(&["--link", "com2", "list"]);
+    assert_eq!(l.code, Some(0), "{}", l.stderr);
+    assert!(l.stdout.contains("big"), "{}", l.stdout);
+    h.dom0ctl(&["--link", "fast", "info"]).code(0);
     h.dom0ctl(&["shutdown-host"]).code(0);
     let mut h = h;
     assert!(h.machine.wait_exit(Duration::from_secs(60)).is_some());

@@ -250,7 +250,7 @@ fn serve(
     let mut irq_wakeups = 0u64;
     let mut eoi_due = false;
     let mut buf = [0u8; 256];
-    let mut fast_buf = alloc::vec![0u8; 16384];
+    let mut fast_buf = alloc::vec![0u8; 65536];
     let mut out = Vec::new();
     let mut fast_out = Vec::new();
     let mut clock = time::system_time_ns;

@@ -21,11 +21,11 @@ use crate::irq::DevIrq;
 /// Bytes per buffer.
 const SLOT: usize = 4096;
 /// Receive buffers posted at once.
-const RX_SLOTS: usize = 8;
+const RX_SLOTS: usize = 32;
 /// Transmissions in flight at once.
 const TX_SLOTS: usize = 8;
 /// Descriptors per queue (a power of two, at least the slots).
-const QUEUE: usize = 16;
+const QUEUE: usize = 32;
 /// The safety-net poll while waiting for transmit space.
 const POLL_NS: u64 = 20_000_000;
 

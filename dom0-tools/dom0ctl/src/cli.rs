@@ -20,7 +20,9 @@ Examples:
   dom0ctl console hello --no-follow           print the log so far and exit
   dom0ctl destroy hello
 
-The control socket is QEMU's end of dom0's COM2, made by `scripts/run`.";
+The control socket is QEMU's end of dom0's COM2, made by `scripts/run`. When the
+fast link's socket sits beside it (dom0.fast.sock: a virtio console, which
+`scripts/run` attaches), dom0ctl talks over that instead (--link com2: never).";
 
 const SOCKET_HELP: &str = "The control socket [default: $DOM0CTL_SOCKET, \
                            else ${XDG_RUNTIME_DIR:-/tmp}/xen-like-hv/dom0.sock]";
@@ -42,9 +44,25 @@ pub struct Cli {
     )]
     pub timeout: u64,
 
+    /// Which link to dom0: `auto` (the fast virtio console when its socket is
+    /// beside the control socket and dom0 greets on it, else COM2), `fast`, `com2`
+    #[arg(long, global = true, value_enum, default_value_t = Link::Auto)]
+    pub link: Link,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--link`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Link {
+    /// The fast link if it answers, else COM2.
+    Auto,
+    /// Only the fast link (the virtio console's socket beside the control socket).
+    Fast,
+    /// Only COM2 (the control socket itself).
+    Com2,
 }
 
 /// The subcommands.

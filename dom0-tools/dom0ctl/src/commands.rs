@@ -9,7 +9,7 @@ use control_proto::{
     Request, Response, ShutdownReason, crc32,
 };
 
-use crate::cli::{Cli, Command, XsCommand};
+use crate::cli::{Cli, Command, Link, XsCommand};
 use crate::client::{Client, Incoming};
 use crate::config::{self, KernelSource};
 use crate::console;
@@ -22,7 +22,11 @@ use crate::paths::default_socket_path;
 pub fn run(cli: Cli) -> Result<(), Error> {
     let socket = cli.socket.clone().unwrap_or_else(default_socket_path);
     let timeout = Duration::from_secs(cli.timeout);
-    let connect = || Client::connect_auto(&socket, timeout);
+    let connect = || match cli.link {
+        Link::Auto => Client::connect_auto(&socket, timeout),
+        Link::Fast => Client::connect(&crate::paths::fast_socket_path(&socket), timeout),
+        Link::Com2 => Client::connect(&socket, timeout),
+    };
     match cli.command {
         Command::Create {
             config,
@@ -490,7 +494,9 @@ fn upload(c: &mut Client, data: &[u8], path: &Path) -> Result<u32, Error> {
         ));
     }
     let mut offset = 0u64;
+    let mut progress = Progress::new(&what, data.len() as u64);
     for piece in data.chunks(chunk) {
+        progress.show(offset);
         let req = Request::UploadChunk {
             upload,
             offset,
@@ -511,9 +517,57 @@ fn upload(c: &mut Client, data: &[u8], path: &Path) -> Result<u32, Error> {
             other => return Err(c.unexpected(&req, &other)),
         }
     }
+    progress.done(offset);
     let end = Request::UploadEnd { upload };
     match call(c, &end, &what)? {
         Response::Uploaded { upload: u } if u == upload => Ok(upload),
         other => Err(c.unexpected(&end, &other)),
+    }
+}
+
+/// A progress line on stderr for uploads that take over a second, when stderr
+/// is a terminal.
+struct Progress<'a> {
+    what: &'a str,
+    total: u64,
+    start: std::time::Instant,
+    shown: bool,
+    tty: bool,
+}
+
+impl<'a> Progress<'a> {
+    fn new(what: &'a str, total: u64) -> Self {
+        use std::io::IsTerminal;
+        Progress {
+            what,
+            total,
+            start: std::time::Instant::now(),
+            shown: false,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&mut self, sent: u64) {
+        let secs = self.start.elapsed().as_secs_f64();
+        if !self.tty || secs < 1.0 {
+            return;
+        }
+        self.shown = true;
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        eprint!(
+            "\r{}: {:.1} of {:.1} MiB ({:.0}%), {:.1} MiB/s ",
+            self.what,
+            mib(sent),
+            mib(self.total),
+            100.0 * sent as f64 / self.total.max(1) as f64,
+            mib(sent) / secs
+        );
+    }
+
+    fn done(&mut self, sent: u64) {
+        if self.shown {
+            self.show(sent);
+            eprintln!();
+        }
     }
 }

@@ -40,7 +40,10 @@ mod tests {
             fast_socket_path(Path::new("/run/x/dom0.sock")),
             PathBuf::from("/run/x/dom0.fast.sock")
         );
-        assert_eq!(fast_socket_path(Path::new("ctl")), PathBuf::from("ctl.fast.sock"));
+        assert_eq!(
+            fast_socket_path(Path::new("ctl")),
+            PathBuf::from("ctl.fast.sock")
+        );
     }
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
