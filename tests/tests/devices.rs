@@ -170,3 +170,22 @@ fn dom0_writes_and_reads_a_virtio_disk() {
     assert!(data[..data.len() - 8 * 512].iter().all(|b| *b == 0));
     assert!(std::fs::read(&ro).unwrap().iter().all(|b| *b == 0xA5));
 }
+
+#[test]
+fn dom0_gets_an_arp_reply_through_a_virtio_nic() {
+    // QEMU's user network behind a virtio-net NIC (--nic user): dom0 asks who has
+    // the gateway 10.0.2.2 and QEMU's slirp answers with its MAC, interrupt-driven.
+    let nic = xtask::nic::NicSpec::parse("user").unwrap();
+    let mut h = ControlHost::boot_with_args("virtio-nic", "nic_selftest", &nic.qemu_args(0));
+    h.dom0ctl(&["shutdown-host"]).code(0);
+    h.machine.wait_exit(std::time::Duration::from_secs(60));
+    let log = h.serial();
+    for l in log.lines().filter(|l| l.contains("dom0: nic ")) {
+        eprintln!("{l}");
+    }
+    assert!(log.contains("dom0: nic eth0: virtio-net 00:0"), "{log}");
+    assert!(
+        log.contains("dom0: nic eth0: self-test PASS: 10.0.2.2 is at 52:55:0a:00:02:02"),
+        "{log}"
+    );
+}

@@ -120,6 +120,9 @@ fn main(si: &'static StartInfo) {
     if has_word(si, "disk_selftest") {
         virtio::selftest(&mut devices.disks);
     }
+    if has_word(si, "nic_selftest") {
+        virtio::nic_selftest(&mut devices.nics);
+    }
     let mut uart = match Uart::init(Com2Ports::new(), COM2, BASE_BAUD) {
         Ok(u) => u,
         Err(e) => {

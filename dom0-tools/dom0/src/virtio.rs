@@ -18,6 +18,8 @@ use virtio_drivers::transport::{DeviceType, Transport};
 
 use crate::irq::DevIrq;
 use crate::vcon::VirtioConsole;
+use dom0_core::ether;
+use virtio_drivers::device::net::VirtIONetRaw;
 
 /// The virtio vendor id.
 const VIRTIO_VENDOR: u16 = 0x1AF4;
@@ -85,6 +87,8 @@ pub struct Devices {
     pub disks: Vec<Disk>,
     /// The fast control link (the first virtio console).
     pub console: Option<VirtioConsole>,
+    /// virtio-net NICs.
+    pub nics: Vec<Nic>,
 }
 
 /// Finds the virtio devices among `fns` (from the PCI scan), starts the ones
@@ -97,6 +101,7 @@ pub fn probe(fns: &[Function]) -> Devices {
     let mut irqs: Vec<DevIrq> = Vec::new();
     let mut disks = Vec::new();
     let mut console = None;
+    let mut nics = Vec::new();
     for f in fns.iter().filter(|f| f.vendor == VIRTIO_VENDOR) {
         let df = DeviceFunction {
             bus: f.bus,
@@ -142,10 +147,35 @@ pub fn probe(fns: &[Function]) -> Devices {
                     Err(e) => println!("dom0: virtio-console {where_}: {:?}", e.0),
                 }
             }
+            DeviceType::Network => {
+                let irq = device_irq(f, &mut irqs);
+                let name = alloc::format!("eth{}", nics.len());
+                match VirtIONetRaw::<XenHal, _, NET_QUEUE>::new(transport) {
+                    Ok(mut net) => {
+                        net.enable_interrupts();
+                        println!(
+                            "dom0: nic {name}: virtio-net {where_}, mac {}, {}",
+                            ether::mac_text(net.mac_address()),
+                            irq_text(irq)
+                        );
+                        nics.push(Nic {
+                            name,
+                            net,
+                            irq,
+                            rx: None,
+                        });
+                    }
+                    Err(e) => println!("dom0: virtio-net {where_}: {e}"),
+                }
+            }
             other => println!("dom0: virtio {where_}: {other:?}: no driver in dom0 yet"),
         }
     }
-    Devices { disks, console }
+    Devices {
+        disks,
+        console,
+        nics,
+    }
 }
 
 fn irq_text(irq: Option<DevIrq>) -> String {
@@ -390,4 +420,159 @@ fn pattern(first: u64, i: usize) -> u8 {
     let i = i as u64;
     let x = first.wrapping_mul(31).wrapping_add(i.wrapping_mul(7));
     (x ^ (i >> 9)).to_le_bytes()[0]
+}
+
+/// Descriptors per virtio-net queue.
+const NET_QUEUE: usize = 16;
+/// The receive buffer: the largest Ethernet frame with its virtio header.
+const NET_BUF: usize = 4096;
+
+/// A virtio-net NIC dom0 drives (the uplink of the net back end's switch).
+pub struct Nic {
+    /// `eth0`, `eth1`, ... in PCI order.
+    pub name: String,
+    net: VirtIONetRaw<XenHal, PciTransport, NET_QUEUE>,
+    irq: Option<DevIrq>,
+    /// The receive buffer (DMA memory the NIC keeps for good) and the token of
+    /// its posted request.
+    rx: Option<(pv_runtime::virtio::DmaBuf, Option<u16>)>,
+}
+
+impl core::fmt::Debug for Nic {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Nic")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Nic {
+    /// The NIC's MAC address.
+    pub fn mac(&self) -> ether::Mac {
+        self.net.mac_address()
+    }
+
+    /// Sends one Ethernet frame (waits for the device to take it).
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), virtio_drivers::Error> {
+        self.net.send(frame)
+    }
+
+    fn rx_buf(buf: &pv_runtime::virtio::DmaBuf) -> &'static mut [u8] {
+        let p: *mut u8 =
+            core::ptr::with_exposed_provenance_mut(usize::try_from(buf.va).unwrap_or(0));
+        // SAFETY: `buf` is one page of DMA memory mapped writable for as long as
+        // the NIC lives (never freed); the driver touches it only while no
+        // receive request holds it.
+        unsafe { core::slice::from_raw_parts_mut(p, NET_BUF) }
+    }
+
+    /// Receives one frame into `out`, blocking on the NIC's interrupt until one
+    /// arrives or `deadline` (system time) passes; returns the frame's length
+    /// (`None` at the deadline). A frame longer than `out` is cut.
+    pub fn receive(
+        &mut self,
+        out: &mut [u8],
+        deadline: u64,
+    ) -> Result<Option<usize>, virtio_drivers::Error> {
+        if self.rx.is_none() {
+            let buf = pv_runtime::virtio::dma_alloc(1).ok_or(virtio_drivers::Error::DmaError)?;
+            self.rx = Some((buf, None));
+        }
+        let Some((buf, posted)) = self.rx.as_mut() else {
+            return Err(virtio_drivers::Error::DmaError);
+        };
+        let token = match *posted {
+            Some(t) => t,
+            None => {
+                // SAFETY: the buffer is the NIC's own DMA memory, untouched until
+                // the request completes (`posted` records that it is out).
+                let t = unsafe { self.net.receive_begin(Self::rx_buf(buf))? };
+                *posted = Some(t);
+                t
+            }
+        };
+        loop {
+            if let Some(irq) = self.irq
+                && irq.take()
+            {
+                self.net.ack_interrupt();
+                irq.eoi();
+            }
+            if self.net.poll_receive() == Some(token) {
+                *posted = None;
+                let rx = Self::rx_buf(buf);
+                // SAFETY: the same buffer `receive_begin` was given.
+                let (hdr, len) = unsafe { self.net.receive_complete(token, rx)? };
+                let n = len.min(out.len());
+                out[..n].copy_from_slice(&rx[hdr..hdr + n]);
+                return Ok(Some(n));
+            }
+            let now = time::system_time_ns();
+            if now >= deadline {
+                return Ok(None);
+            }
+            match self.irq {
+                Some(irq) => {
+                    let until = now.saturating_add(POLL_NS).min(deadline);
+                    let _ = sched::wait_until(|| irq.arrived(), Some(until));
+                }
+                None => sched::yield_now(),
+            }
+        }
+    }
+}
+
+/// `nic_selftest` on dom0's command line (tests): each NIC asks QEMU's user
+/// network who has 10.0.2.2 (the gateway; dom0 claims 10.0.2.15, as a DHCP
+/// client there would get) and waits for the ARP reply, retrying each second
+/// for five; one result line per NIC.
+pub fn nic_selftest(nics: &mut [Nic]) {
+    const ME: ether::Ipv4 = [10, 0, 2, 15];
+    const GATEWAY: ether::Ipv4 = [10, 0, 2, 2];
+    for nic in nics.iter_mut() {
+        let mac = nic.mac();
+        let req = ether::arp_request(mac, ME, GATEWAY);
+        let end = time::system_time_ns().saturating_add(5_000_000_000);
+        let mut frames = 0u32;
+        let mut found = None;
+        let mut frame = [0u8; 1600];
+        'tries: while found.is_none() && time::system_time_ns() < end {
+            if let Err(e) = nic.send(&req) {
+                println!("dom0: nic {}: self-test FAIL: sending: {e}", nic.name);
+                break;
+            }
+            let retry = time::system_time_ns()
+                .saturating_add(1_000_000_000)
+                .min(end);
+            loop {
+                match nic.receive(&mut frame, retry) {
+                    Ok(Some(n)) => {
+                        frames += 1;
+                        if let Some(gw) = ether::arp_reply(&frame[..n], mac, GATEWAY) {
+                            found = Some(gw);
+                            break 'tries;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        println!("dom0: nic {}: self-test FAIL: receiving: {e}", nic.name);
+                        break 'tries;
+                    }
+                }
+            }
+        }
+        match found {
+            Some(gw) => println!(
+                "dom0: nic {}: self-test PASS: 10.0.2.2 is at {} ({} frames received, {} interrupts)",
+                nic.name,
+                ether::mac_text(gw),
+                frames,
+                nic.irq.map_or(0, |i| i.count())
+            ),
+            None => println!(
+                "dom0: nic {}: self-test FAIL: no ARP reply from 10.0.2.2 ({frames} frames)",
+                nic.name
+            ),
+        }
+    }
 }

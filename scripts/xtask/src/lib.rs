@@ -17,6 +17,7 @@ pub mod bench_report;
 pub mod disk;
 pub mod dom0;
 pub mod fuzz;
+pub mod nic;
 pub mod xen;
 
 pub use dom0::{
@@ -367,6 +368,8 @@ pub struct QemuConfig {
     pub fast_socket: Option<PathBuf>,
     /// dom0's virtio-blk disks (`--disk`).
     pub disks: Vec<disk::DiskSpec>,
+    /// dom0's virtio-net NICs (`--nic`).
+    pub nics: Vec<nic::NicSpec>,
     /// Further arguments.
     pub extra: Vec<String>,
 }
@@ -385,6 +388,7 @@ impl QemuConfig {
             control_socket: None,
             fast_socket: None,
             disks: Vec::new(),
+            nics: Vec::new(),
             extra: Vec::new(),
         }
     }
@@ -431,6 +435,9 @@ impl QemuConfig {
         }
         for (i, d) in self.disks.iter().enumerate() {
             c.args(d.qemu_args(i));
+        }
+        for (i, n) in self.nics.iter().enumerate() {
+            c.args(n.qemu_args(i));
         }
         c.args(&self.extra);
         c

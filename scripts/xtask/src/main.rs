@@ -87,6 +87,10 @@ enum Cmd {
         /// a virtio-blk device), or new:PATH:SIZE[,name=NAME] to create a sparse one.
         #[arg(long, value_name = "SPEC")]
         disk: Vec<String>,
+        /// A NIC for dom0 (repeatable): user[,hostfwd=tcp::HOSTPORT-:GUESTPORT] (QEMU's
+        /// user network, a virtio-net device).
+        #[arg(long, value_name = "SPEC")]
+        nic: Vec<String>,
         /// Run QEMU in the background (COM1 to a log under target/xlhv-run/), wait
         /// until dom0 listens, print how to reach it with dom0ctl, and exit.
         #[arg(long)]
@@ -212,6 +216,7 @@ fn main() -> Result<()> {
             headless,
             timeout,
             disk,
+            nic,
             detach,
         } => {
             if accel == Accel::Kvm && !std::path::Path::new("/dev/kvm").exists() {
@@ -233,6 +238,10 @@ fn main() -> Result<()> {
             for d in &disks {
                 d.prepare()?;
             }
+            let nics = nic
+                .iter()
+                .map(|n| xtask::nic::NicSpec::parse(n))
+                .collect::<Result<Vec<_>>>()?;
             let iso = xtask::target_dir().join("xen-like-hv.iso");
             let (spec, default_dom0) = iso_spec(&image)?;
             xtask::make_iso(&spec, &iso)?;
@@ -251,6 +260,7 @@ fn main() -> Result<()> {
             xtask::prepare_socket(&fast)?;
             cfg.fast_socket = Some(fast);
             cfg.disks = disks;
+            cfg.nics = nics;
             let hint = dom0ctl_hint(&dom0ctl, &sock);
             if detach {
                 let ready = if default_dom0 {
