@@ -134,6 +134,21 @@ fn dom0_writes_and_reads_a_virtio_disk() {
         args.extend(d.qemu_args(i));
     }
     let mut h = ControlHost::boot_with_args("virtio-disk", "disk_selftest", &args);
+    let d = h.dom0ctl(&["devices"]);
+    assert_eq!(d.code, Some(0), "{}", d.stderr);
+    eprintln!("{}", d.stdout);
+    assert!(
+        d.stdout.contains("1af4:1001 virtio-blk: disk data (4 MiB)"),
+        "{}",
+        d.stdout
+    );
+    assert!(
+        d.stdout
+            .contains("virtio-blk: disk golden (1 MiB, read-only)"),
+        "{}",
+        d.stdout
+    );
+    assert!(d.stdout.contains("00:00.0 8086:1237 -"), "{}", d.stdout);
     h.dom0ctl(&["shutdown-host"]).code(0);
     h.machine.wait_exit(std::time::Duration::from_secs(60));
     let log = h.serial();
@@ -177,6 +192,12 @@ fn dom0_gets_an_arp_reply_through_a_virtio_nic() {
     // the gateway 10.0.2.2 and QEMU's slirp answers with its MAC, interrupt-driven.
     let nic = xtask::nic::NicSpec::parse("user").unwrap();
     let mut h = ControlHost::boot_with_args("virtio-nic", "nic_selftest", &nic.qemu_args(0));
+    let d = h.dom0ctl(&["devices"]);
+    assert!(
+        d.stdout.contains("virtio-net: eth0 52:54:00:12:34:56"),
+        "{}",
+        d.stdout
+    );
     h.dom0ctl(&["shutdown-host"]).code(0);
     h.machine.wait_exit(std::time::Duration::from_secs(60));
     let log = h.serial();

@@ -87,6 +87,9 @@ kinds! {
     XsWatch = 0x18,
     /// Since version 2.
     XsUnwatch = 0x19,
+    /// Version 2, added with the fast link (an older agent answers it as an
+    /// unknown kind): [`Request::Devices`](crate::Request::Devices)
+    Devices = 0x1a,
 
     /// [`Response::HelloOk`](crate::Response::HelloOk)
     HelloOk = 0x40,
@@ -114,6 +117,8 @@ kinds! {
     XsValue = 0x4b,
     /// Since version 2.
     XsNodes = 0x4c,
+    /// Version 2, added with the fast link: [`Response::Devices`](crate::Response::Devices)
+    DevicesReply = 0x4d,
     /// [`Response::Error`](crate::Response::Error)
     Error = 0x7f,
 

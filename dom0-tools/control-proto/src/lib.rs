@@ -69,8 +69,8 @@ pub use frame::{
 };
 pub use kind::{Class, Kind};
 pub use message::{
-    CreateRequest, DomRef, DomState, DomainInfo, Event, ExitAction, HostInfo, ImageInfo, Kernel,
-    Message, Request, Response, ShutdownReason, XsNode,
+    CreateRequest, DeviceRow, DomRef, DomState, DomainInfo, Event, ExitAction, HostInfo, ImageInfo,
+    Kernel, Message, Request, Response, ShutdownReason, XsNode,
 };
 pub use validate::{
     MAX_CMDLINE_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_UPLOAD_BYTES, MAX_VCPUS, MIN_MEMORY_MIB,

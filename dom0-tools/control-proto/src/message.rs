@@ -286,6 +286,23 @@ pub struct ImageInfo {
     pub size: u64,
 }
 
+/// One row of [`Response::Devices`]: a PCI function dom0 found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceRow {
+    /// `bus:device.function`, as `00:04.0`.
+    pub bdf: String,
+    /// Vendor id.
+    pub vendor: u16,
+    /// Device id.
+    pub device: u16,
+    /// Class code (base class, subclass, programming interface).
+    pub class: u32,
+    /// What dom0 does with it: `virtio-blk disk data`, `control link`, or empty.
+    pub driver: String,
+    /// dom0's one-line description (class name, BARs, interrupt).
+    pub detail: String,
+}
+
 /// Host to dom0. Each is answered by exactly one [`Response`] with its request id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Request {
@@ -356,6 +373,9 @@ pub enum Request {
     },
     /// The named images dom0 holds. Answer: [`Response::Images`].
     Images,
+    /// The PCI functions dom0 found and what it drives.
+    /// Answer: [`Response::Devices`].
+    Devices,
     /// The hypervisor's log ring. Answer: [`Response::Dmesg`].
     Dmesg,
     /// Stop the machine. Answer: [`Response::Ok`], then the link goes away.
@@ -453,6 +473,8 @@ pub enum Response {
     },
     /// Answers `Images`.
     Images(Vec<ImageInfo>),
+    /// Answers `Devices`.
+    Devices(Vec<DeviceRow>),
     /// Answers `Dmesg`.
     Dmesg {
         /// The log ring's bytes.
@@ -531,6 +553,7 @@ impl Request {
             Request::UploadChunk { .. } => Kind::UploadChunk,
             Request::UploadEnd { .. } => Kind::UploadEnd,
             Request::Images => Kind::Images,
+            Request::Devices => Kind::Devices,
             Request::Dmesg => Kind::Dmesg,
             Request::ShutdownHost => Kind::ShutdownHost,
             Request::AskShutdown { .. } => Kind::AskShutdown,
@@ -552,6 +575,7 @@ impl Request {
             | Request::List
             | Request::ConsoleDetach
             | Request::Images
+            | Request::Devices
             | Request::Dmesg
             | Request::ShutdownHost
             | Request::XsUnwatch => {}
@@ -684,6 +708,7 @@ impl Request {
             },
             Kind::UploadEnd => Request::UploadEnd { upload: r.u32()? },
             Kind::Images => Request::Images,
+            Kind::Devices => Request::Devices,
             Kind::Dmesg => Request::Dmesg,
             Kind::ShutdownHost => Request::ShutdownHost,
             Kind::AskShutdown => Request::AskShutdown {
@@ -725,6 +750,7 @@ impl Response {
             Response::UploadAck { .. } => Kind::UploadAck,
             Response::Uploaded { .. } => Kind::Uploaded,
             Response::Images(_) => Kind::ImagesReply,
+            Response::Devices(_) => Kind::DevicesReply,
             Response::Dmesg { .. } => Kind::DmesgReply,
             Response::XsValue { .. } => Kind::XsValue,
             Response::XsNodes { .. } => Kind::XsNodes,
@@ -796,6 +822,17 @@ impl Response {
                     w.u64(i.size);
                 }
             }
+            Response::Devices(list) => {
+                w.len(list.len());
+                for d in list {
+                    w.str(&d.bdf);
+                    w.u16(d.vendor);
+                    w.u16(d.device);
+                    w.u32(d.class);
+                    w.str(&d.driver);
+                    w.str(&d.detail);
+                }
+            }
             Response::Dmesg { text } => w.bytes(text),
             Response::XsValue { value } => w.bytes(value),
             Response::XsNodes { nodes, truncated } => {
@@ -865,6 +902,16 @@ impl Response {
                 Ok(ImageInfo {
                     name: r.string()?,
                     size: r.u64()?,
+                })
+            })?),
+            Kind::DevicesReply => Response::Devices(r.list(|r| {
+                Ok(DeviceRow {
+                    bdf: r.string()?,
+                    vendor: r.u16()?,
+                    device: r.u16()?,
+                    class: r.u32()?,
+                    driver: r.string()?,
+                    detail: r.string()?,
                 })
             })?),
             Kind::DmesgReply => Response::Dmesg { text: r.bytes()? },

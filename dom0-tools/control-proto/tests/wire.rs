@@ -2,10 +2,10 @@
 //! frames in any byte stream, and nothing panics on hostile input.
 
 use control_proto::{
-    Class, CreateRequest, DecodeError, DomRef, DomState, DomainInfo, ErrorCode, ErrorReply, Event,
-    ExitAction, Frame, FrameDecoder, FrameError, HEADER_LEN, HostInfo, ImageInfo, Kernel, Kind,
-    MAX_DATA, MAX_FRAME, MAX_PAYLOAD, Message, PROTOCOL_VERSION, Request, Response, ShutdownReason,
-    crc32,
+    Class, CreateRequest, DecodeError, DeviceRow, DomRef, DomState, DomainInfo, ErrorCode,
+    ErrorReply, Event, ExitAction, Frame, FrameDecoder, FrameError, HEADER_LEN, HostInfo,
+    ImageInfo, Kernel, Kind, MAX_DATA, MAX_FRAME, MAX_PAYLOAD, Message, PROTOCOL_VERSION, Request,
+    Response, ShutdownReason, crc32,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -49,6 +49,7 @@ fn samples() -> Vec<Message> {
         },
         Request::UploadEnd { upload: 9 },
         Request::Images,
+        Request::Devices,
         Request::Dmesg,
         Request::ShutdownHost,
         Request::AskShutdown {
@@ -139,6 +140,14 @@ fn samples() -> Vec<Message> {
         Response::Images(vec![ImageInfo {
             name: "hello".into(),
             size: 40960,
+        }]),
+        Response::Devices(vec![DeviceRow {
+            bdf: "00:04.0".into(),
+            vendor: 0x1af4,
+            device: 0x1001,
+            class: 0x010000,
+            driver: "virtio-blk disk data".into(),
+            detail: "storage bar0=io:0xc000+128".into(),
         }]),
         Response::Dmesg {
             text: b"(XEN) boot\n".to_vec(),
@@ -610,6 +619,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
         }),
         any::<u32>().prop_map(|upload| Request::UploadEnd { upload }),
         Just(Request::Images),
+        Just(Request::Devices),
         Just(Request::Dmesg),
         Just(Request::ShutdownHost),
         (arb_domref(), prop::sample::select(ShutdownReason::ALL))
@@ -682,6 +692,26 @@ fn arb_response() -> impl Strategy<Value = Response> {
             0..5
         )
         .prop_map(Response::Images),
+        vec(
+            (
+                arb_string(),
+                any::<u16>(),
+                any::<u16>(),
+                any::<u32>(),
+                arb_string(),
+                arb_string()
+            )
+                .prop_map(|(bdf, vendor, device, class, driver, detail)| DeviceRow {
+                    bdf,
+                    vendor,
+                    device,
+                    class,
+                    driver,
+                    detail
+                }),
+            0..4
+        )
+        .prop_map(Response::Devices),
         arb_bytes().prop_map(|text| Response::Dmesg { text }),
         (prop::sample::select(ErrorCode::ALL), arb_string())
             .prop_map(|(code, message)| Response::error(code, message)),

@@ -39,7 +39,8 @@ use store::FrameStore;
 
 /// The agent's name in `HelloOk`.
 const AGENT: &str = concat!("xlhv-dom0 ", env!("CARGO_PKG_VERSION"));
-/// How long a reply may wait for the host to take it before it is dropped.
+/// How long a reply may wait for the host to take more of it before the rest is
+/// dropped (the host stopped reading; a slow host that keeps reading is waited for).
 const SEND_TIMEOUT_NS: u64 = 2_000_000_000;
 /// The sleep between polls of an idle link when COM2's interrupt is not available.
 const IDLE_SLEEP_NS: u64 = 1_000_000;
@@ -142,6 +143,7 @@ fn main(si: &'static StartInfo) {
     }
     let irq = com2_irq(si, &mut uart);
     let mut agent = Agent::new(XenHv, FrameStore::new(), bundle, AGENT);
+    agent.set_devices(devices.rows(&pci));
     autostart(si, &mut agent);
     serve(uart, devices.console.take(), agent, irq)
 }
@@ -291,9 +293,8 @@ fn serve(
                 Active::Fast => &mut fast_out,
             },
         );
-        let deadline = now.saturating_add(SEND_TIMEOUT_NS);
         if !out.is_empty() {
-            if let Err(s) = uart.write(&out, &mut clock, deadline) {
+            if let Err(s) = uart.write(&out, &mut clock, SEND_TIMEOUT_NS) {
                 println!(
                     "dom0: the host stopped reading COM2; dropped {} of {} reply bytes",
                     out.len() - s.sent,
@@ -305,7 +306,7 @@ fn serve(
         if let Some(f) = fast.as_mut()
             && !fast_out.is_empty()
         {
-            if let Err(s) = f.write(&fast_out, deadline) {
+            if let Err(s) = f.write(&fast_out, SEND_TIMEOUT_NS) {
                 println!(
                     "dom0: the host stopped reading the virtio console; dropped {} of {} \
                      reply bytes",

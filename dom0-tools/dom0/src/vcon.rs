@@ -209,10 +209,11 @@ impl VirtioConsole {
     }
 
     /// Queues `data` for the host, waiting for transmit space (blocked on the
-    /// interrupt) until `deadline` (system time).
-    pub fn write(&mut self, data: &[u8], deadline: u64) -> Result<(), Stalled> {
+    /// interrupt); gives up when the host takes nothing for `stall_ns`.
+    pub fn write(&mut self, data: &[u8], stall_ns: u64) -> Result<(), Stalled> {
         let mut sent = 0;
         for chunk in data.chunks(SLOT) {
+            let deadline = time::system_time_ns().saturating_add(stall_ns);
             loop {
                 self.service();
                 if self.tx_flight.len() < TX_SLOTS {

@@ -89,6 +89,35 @@ pub struct Devices {
     pub console: Option<VirtioConsole>,
     /// virtio-net NICs.
     pub nics: Vec<Nic>,
+    /// Where the console is on the PCI bus.
+    pub console_bdf: Option<(u8, u8, u8)>,
+}
+
+impl Devices {
+    /// The rows of `dom0ctl devices`: every PCI function of the scan, with what
+    /// dom0 drives.
+    pub fn rows(&self, fns: &[Function]) -> Vec<control_proto::DeviceRow> {
+        fns.iter()
+            .map(|f| {
+                let bdf = (f.bus, f.dev, f.func);
+                let driver = if let Some(d) = self.disks.iter().find(|d| d.bdf == bdf) {
+                    alloc::format!(
+                        "virtio-blk: disk {} ({} MiB{})",
+                        d.name,
+                        d.sectors / 2048,
+                        if d.readonly { ", read-only" } else { "" }
+                    )
+                } else if let Some(n) = self.nics.iter().find(|n| n.bdf == bdf) {
+                    alloc::format!("virtio-net: {} {}", n.name, ether::mac_text(n.mac()))
+                } else if self.console_bdf == Some(bdf) {
+                    String::from("virtio-console: the fast control link")
+                } else {
+                    String::new()
+                };
+                f.row(&driver)
+            })
+            .collect()
+    }
 }
 
 /// Finds the virtio devices among `fns` (from the PCI scan), starts the ones
@@ -102,6 +131,7 @@ pub fn probe(fns: &[Function]) -> Devices {
     let mut disks = Vec::new();
     let mut console = None;
     let mut nics = Vec::new();
+    let mut console_bdf = None;
     for f in fns.iter().filter(|f| f.vendor == VIRTIO_VENDOR) {
         let df = DeviceFunction {
             bus: f.bus,
@@ -143,6 +173,7 @@ pub fn probe(fns: &[Function]) -> Devices {
                             irq_text(c.irq())
                         );
                         console = Some(c);
+                        console_bdf = Some((f.bus, f.dev, f.func));
                     }
                     Err(e) => println!("dom0: virtio-console {where_}: {:?}", e.0),
                 }
@@ -159,6 +190,7 @@ pub fn probe(fns: &[Function]) -> Devices {
                             irq_text(irq)
                         );
                         nics.push(Nic {
+                            bdf: (f.bus, f.dev, f.func),
                             name,
                             net,
                             irq,
@@ -175,6 +207,7 @@ pub fn probe(fns: &[Function]) -> Devices {
         disks,
         console,
         nics,
+        console_bdf,
     }
 }
 
@@ -431,6 +464,8 @@ const NET_BUF: usize = 4096;
 pub struct Nic {
     /// `eth0`, `eth1`, ... in PCI order.
     pub name: String,
+    /// Where it is on the PCI bus.
+    pub bdf: (u8, u8, u8),
     net: VirtIONetRaw<XenHal, PciTransport, NET_QUEUE>,
     irq: Option<DevIrq>,
     /// The receive buffer (DMA memory the NIC keeps for good) and the token of

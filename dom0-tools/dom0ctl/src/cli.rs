@@ -188,6 +188,8 @@ Examples:
     Dmesg,
     /// List the kernel images dom0 has (for `image = "..."`)
     Images,
+    /// List the PCI devices dom0 found and what it drives on each
+    Devices,
     /// Ask dom0 to stop the machine
     ShutdownHost,
 }

@@ -133,6 +133,13 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 other => Err(c.unexpected(&Request::Images, &other)),
             }
         }
+        Command::Devices => {
+            let mut c = connect()?;
+            match call(&mut c, &Request::Devices, "devices")? {
+                Response::Devices(list) => print(output::device_table(&list).as_bytes()),
+                other => Err(c.unexpected(&Request::Devices, &other)),
+            }
+        }
         Command::ShutdownHost => {
             let mut c = connect()?;
             match call(&mut c, &Request::ShutdownHost, "shutdown-host") {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use control_proto::{DomainInfo, HostInfo, ImageInfo};
+use control_proto::{DeviceRow, DomainInfo, HostInfo, ImageInfo};
 
 use crate::client::Greeting;
 
@@ -145,9 +145,56 @@ pub fn image_table(images: &[ImageInfo]) -> String {
     out
 }
 
+/// `dom0ctl devices`: one line per PCI function, what dom0 drives on it, then
+/// dom0's description.
+pub fn device_table(rows: &[DeviceRow]) -> String {
+    let w = rows
+        .iter()
+        .map(|r| r.driver.chars().count())
+        .chain([6])
+        .max()
+        .unwrap_or(6);
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<7} {:<9} {:<w$} Device", "PCI", "Id", "Driver");
+    for r in rows {
+        let id = format!("{:04x}:{:04x}", r.vendor, r.device);
+        let driver = if r.driver.is_empty() { "-" } else { &r.driver };
+        let _ = writeln!(out, "{:<7} {id:<9} {driver:<w$} {}", r.bdf, r.detail);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_device_table() {
+        let rows = [
+            DeviceRow {
+                bdf: "00:00.0".into(),
+                vendor: 0x8086,
+                device: 0x1237,
+                class: 0x060000,
+                driver: String::new(),
+                detail: "host-bridge class 060000".into(),
+            },
+            DeviceRow {
+                bdf: "00:04.0".into(),
+                vendor: 0x1af4,
+                device: 0x1001,
+                class: 0x010000,
+                driver: "virtio-blk: disk data (4 MiB)".into(),
+                detail: "storage class 010000 irq=11/A".into(),
+            },
+        ];
+        assert_eq!(
+            device_table(&rows),
+            "PCI     Id        Driver                        Device\n\
+             00:00.0 8086:1237 -                             host-bridge class 060000\n\
+             00:04.0 1af4:1001 virtio-blk: disk data (4 MiB) storage class 010000 irq=11/A\n"
+        );
+    }
     use control_proto::{DomState, ShutdownReason};
 
     fn doms() -> Vec<DomainInfo> {

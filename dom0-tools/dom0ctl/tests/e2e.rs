@@ -242,6 +242,14 @@ fn answer(req: &Request, st: &mut State, mode: Mode) -> Response {
                     })
                     .collect(),
             ),
+            Request::Devices => Response::Devices(vec![control_proto::DeviceRow {
+                bdf: "00:04.0".into(),
+                vendor: 0x1af4,
+                device: 0x1001,
+                class: 0x010000,
+                driver: "virtio-blk: disk data (4 MiB)".into(),
+                detail: "storage class 010000".into(),
+            }]),
             Request::Images => Response::Images(vec![
                 ImageInfo {
                     name: "hello".into(),

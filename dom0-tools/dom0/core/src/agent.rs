@@ -145,6 +145,8 @@ pub struct Agent<'a, H, S: UploadStore> {
     uploads: Uploads<S::Buf>,
     records: Records,
     images: Option<Bundle<'a>>,
+    /// What `Devices` answers (the kernel's PCI scan and drivers fill it in).
+    devices: Vec<control_proto::DeviceRow>,
     name: &'static str,
     consoles: BTreeMap<u16, Console>,
     policies: BTreeMap<u16, Policy>,
@@ -166,6 +168,11 @@ pub struct Agent<'a, H, S: UploadStore> {
 }
 
 impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
+    /// Sets what `dom0ctl devices` lists: dom0's PCI functions and what it drives.
+    pub fn set_devices(&mut self, rows: Vec<control_proto::DeviceRow>) {
+        self.devices = rows;
+    }
+
     /// An agent called `name` ("xlhv-dom0 0.1.0") serving `images`.
     pub fn new(hv: H, store: S, images: Option<Bundle<'a>>, name: &'static str) -> Self {
         Agent {
@@ -174,6 +181,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             uploads: Uploads::new(),
             records: Records::new(),
             images,
+            devices: Vec::new(),
             name,
             consoles: BTreeMap::new(),
             policies: BTreeMap::new(),
@@ -290,6 +298,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 Ok(Response::Uploaded { upload })
             }
             Request::Images => Ok(Response::Images(self.image_list())),
+            Request::Devices => Ok(Response::Devices(self.devices.clone())),
             Request::Dmesg => self.dmesg().map(|text| Response::Dmesg { text }),
             Request::ShutdownHost => Ok(Response::Ok),
             Request::AskShutdown { dom, reason } => {

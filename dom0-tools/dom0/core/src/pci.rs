@@ -183,6 +183,30 @@ impl fmt::Display for Bar {
 
 /// `00:03.0 1af4:1000 net class 020000 bar0=io:0xc000+32 ... caps=11,09 irq=11/A`:
 /// the line dom0 prints for a function.
+impl Function {
+    /// `bus:device.function`, as `00:04.0`.
+    pub fn bdf(&self) -> alloc::string::String {
+        alloc::format!("{:02x}:{:02x}.{}", self.bus, self.dev, self.func)
+    }
+
+    /// Its row for `dom0ctl devices`, with what dom0 does with it (`driver`).
+    pub fn row(&self, driver: &str) -> control_proto::DeviceRow {
+        let text = alloc::format!("{self}");
+        // The display without "bdf vendor:device ".
+        let detail = text.splitn(3, ' ').nth(2).unwrap_or_default().into();
+        control_proto::DeviceRow {
+            bdf: self.bdf(),
+            vendor: self.vendor,
+            device: self.device,
+            class: u32::from(self.class[0]) << 16
+                | u32::from(self.class[1]) << 8
+                | u32::from(self.class[2]),
+            driver: driver.into(),
+            detail,
+        }
+    }
+}
+
 impl fmt::Display for Function {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -539,6 +563,17 @@ mod tests {
              bar1=mem32:0xfebd1000+4K bar4=mem64p:0xfe000000+16K caps=11,09,09 irq=11/A"
         );
         assert_eq!(fns[2].bars[0].to_string(), "bar4=io:0xc040+16");
+        let row = nic.row("virtio-net eth0");
+        assert_eq!(
+            (row.bdf.as_str(), row.vendor, row.device, row.class),
+            ("00:03.0", 0x1af4, 0x1000, 0x020000)
+        );
+        assert_eq!(row.driver, "virtio-net eth0");
+        assert!(
+            row.detail.starts_with("net class 020000 bar0=io:0xc000+32"),
+            "{}",
+            row.detail
+        );
     }
 
     #[test]

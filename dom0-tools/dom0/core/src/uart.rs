@@ -195,16 +195,19 @@ impl<P: PortIo> Uart<P> {
     }
 
     /// Sends `data`, a FIFO-full at a time; gives up (the peer stopped
-    /// reading) if the transmitter does not drain by `deadline` by `now()`.
+    /// reading) when the transmitter makes no progress for `stall_ns` by
+    /// `now()`. A peer that reads slowly (a loaded host) is waited for as long
+    /// as it keeps reading.
     pub fn write(
         &mut self,
         data: &[u8],
         now: &mut impl FnMut() -> u64,
-        deadline: u64,
+        stall_ns: u64,
     ) -> Result<(), Stalled> {
         let step = if self.fifo { FIFO_DEPTH } else { 1 };
         let mut sent = 0;
         for chunk in data.chunks(step) {
+            let deadline = now().saturating_add(stall_ns);
             if !self.wait(lsr::THR_EMPTY, now, deadline) {
                 return Err(Stalled { sent });
             }
