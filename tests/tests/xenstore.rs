@@ -237,3 +237,30 @@ fn twenty_domus_thousand_transactions_each() {
         start.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn the_bench_guest_measures_xenstore_as_a_domu() {
+    // What scripts/bench's control-plane run does, in quick mode: the bench guest
+    // uploaded as a domU with role=xenstore reads its name and commits small
+    // transactions against dom0's xenstored, and prints both metrics.
+    let t = "xenstore-bench";
+    let h = ControlHost::boot(t);
+    let guest = xtask::build_kernel("pv-bench", "bench").unwrap();
+    let cfg = config(
+        t,
+        "xs.toml",
+        &format!(
+            "name = \"xsbench\"\nkernel = \"{}\"\nmemory = 32\ncmdline = \"role=xenstore quick\"\non_poweroff = \"preserve\"\n",
+            guest.display()
+        ),
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &cfg]).code(0);
+    let log = wait_for_console(&h, "xsbench", "bench: done:", 120);
+    for m in ["xenstore_read_rtt", "xenstore_txn_commit"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("bench-result") && l.contains(m)),
+            "no {m}:\n{log}"
+        );
+    }
+}

@@ -78,8 +78,11 @@ pub fn role(si: &StartInfo, it: Iters) -> bool {
         (Some(b"host"), _) => host(),
         (Some(b"ping"), Some(peer)) => ping(it, peer),
         (Some(b"pong"), Some(peer)) => pong(it, peer),
+        (Some(b"xenstore"), _) => xenstore(it),
         (Some(_), _) => {
-            println!("bench: role=ping|pong needs peer=<domid>; role=host needs nothing");
+            println!(
+                "bench: role=ping|pong needs peer=<domid>; role=host and role=xenstore need nothing"
+            );
         }
     }
     println!("bench: done: role finished; powering off");
@@ -172,4 +175,54 @@ fn pong(it: Iters, peer: DomId) {
     for _ in 0..with_warmup(it.n(SWITCH_SAMPLES)) {
         sched::yield_now();
     }
+}
+
+/// Reads of `xenstore_read_rtt`.
+const XS_READS: usize = 2_000;
+/// Transactions of `xenstore_txn_commit`.
+const XS_TXNS: usize = 500;
+
+/// `role=xenstore`: a domU built by dom0's toolstack, talking to dom0's
+/// xenstored over its store ring (`scripts/bench`'s control-plane run):
+///
+/// * `xenstore_read_rtt`: one `XS_READ` of the domain's own `name`, request to
+///   reply (the ring, two event-channel notifications, xenstored's lookup);
+/// * `xenstore_txn_commit`: `XS_TRANSACTION_START`, one `XS_WRITE` in it,
+///   `XS_TRANSACTION_END` committing it: a whole small transaction.
+fn xenstore(it: Iters) {
+    use pv_runtime::xenbus;
+    let mut t = Tally::default();
+    if let Err(e) = xenbus::connect() {
+        return println!("bench: xenstore: no store ({e})");
+    }
+    let mut failed = None;
+    let mut s = collect(it.n(XS_READS), || {
+        timed(|| {
+            if let Err(e) = xenbus::read("name") {
+                failed.get_or_insert(e);
+            }
+        })
+    });
+    if let Some(e) = failed {
+        return println!("bench: xenstore: XS_READ name: {e}");
+    }
+    t.result("xenstore_read_rtt", &mut s, 1);
+    let mut i = 0u64;
+    let mut s = collect(it.n(XS_TXNS), || {
+        i += 1;
+        let value = alloc::format!("{i}");
+        timed(|| {
+            let r = xenbus::transaction_start().and_then(|tx| {
+                tx.write("data/bench", &value)?;
+                xenbus::transaction_end(tx, true)
+            });
+            if let Err(e) = r {
+                failed.get_or_insert(e);
+            }
+        })
+    });
+    if let Some(e) = failed {
+        return println!("bench: xenstore: a transaction: {e}");
+    }
+    t.result("xenstore_txn_commit", &mut s, 1);
 }

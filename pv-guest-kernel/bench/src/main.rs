@@ -26,6 +26,8 @@
 //! With `role=ping|pong peer=<domid>` it runs as one of two domUs instead
 //! (xen-like-hv's boot-time domUs; see [`domus`]) and measures
 //! `domu_evtchn_rtt` and `domu_switch`; `role=host` is the dom0 beside them.
+//! With `role=xenstore` it is a domU of dom0's toolstack and measures
+//! `xenstore_read_rtt` and `xenstore_txn_commit` against dom0's xenstored.
 //!
 //! A metric whose hypercalls the hypervisor refuses prints an `unsupported`
 //! line naming the hypercall and the error instead of failing the run.

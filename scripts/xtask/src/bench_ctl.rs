@@ -37,6 +37,9 @@ pub struct CtlBench {
     pub upload_mib_s: f64,
     /// The same for the ticker's own ELF (2.3 MB) over COM2.
     pub upload_com2_mib_s: f64,
+    /// The bench guest as a domU against dom0's xenstored: (metric, median
+    /// cycles, p10, p90) for `xenstore_read_rtt` and `xenstore_txn_commit`.
+    pub xenstore: Vec<(String, f64, f64, f64)>,
 }
 
 struct Host {
@@ -164,6 +167,51 @@ impl Host {
         Ok(kernel.len() as f64 / (1024.0 * 1024.0) / secs)
     }
 
+    /// Creates the bench guest as a domU with `role=xenstore`, waits for its
+    /// final line and returns its metrics.
+    fn xenstore(&self, work: &Path) -> Result<Vec<(String, f64, f64, f64)>> {
+        let guest = crate::build_kernel("pv-bench", "bench")?;
+        let cfg = work.join("xs.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"xsbench\"\nkernel = \"{}\"\nmemory = 32\ncmdline = \"role=xenstore\"\n\
+                 on_poweroff = \"preserve\"\n",
+                guest.display()
+            ),
+        )?;
+        let (ok, _, err) = self.ctl(&["--timeout", "120", "create", &cfg.to_string_lossy()])?;
+        if !ok {
+            bail!("creating the xenstore bench domU: {err}");
+        }
+        let start = Instant::now();
+        let log = loop {
+            let (_, out, _) = self.ctl(&["console", "xsbench", "--no-follow"])?;
+            if out.contains(crate::bench::DONE) {
+                break out;
+            }
+            if start.elapsed() > Duration::from_secs(300) {
+                bail!("the xenstore bench domU did not finish in 300 s:\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        let _ = self.ctl(&["destroy", "xsbench"])?;
+        let report = crate::bench::parse_guest(&log)?;
+        let mut rows = Vec::new();
+        for (name, m) in report.metrics {
+            if let crate::bench::Measured::Value {
+                median, p10, p90, ..
+            } = m
+            {
+                rows.push((name, median, p10, p90));
+            }
+        }
+        if rows.len() != 2 {
+            bail!("the xenstore bench domU reported {rows:?}:\n{log}");
+        }
+        Ok(rows)
+    }
+
     fn free(&self) -> Result<String> {
         let (ok, out, err) = self.ctl(&["info"])?;
         if !ok {
@@ -230,6 +278,7 @@ pub fn run(hv: &Path) -> Result<CtlBench> {
     let mut big = ticker;
     big.resize(32 << 20, 0);
     r.upload_mib_s = host.upload(&work, &big, "fast", "up-fast")?;
+    r.xenstore = host.xenstore(&work)?;
     r.free_after = host.free()?;
     let _ = host.ctl(&["shutdown-host"]);
     drop(host);
@@ -258,5 +307,10 @@ pub fn markdown(r: &CtlBench) -> String {
          | the same for a 2.3 MB kernel over COM2 | {:.2} MiB/s |\n",
         r.upload_mib_s, r.upload_com2_mib_s
     ));
+    for (name, median, p10, p90) in &r.xenstore {
+        s.push_str(&format!(
+            "| `{name}`: the bench guest as a domU against dom0's xenstored | {median:.0} cycles (p10 {p10:.0}, p90 {p90:.0}) |\n"
+        ));
+    }
     s
 }
