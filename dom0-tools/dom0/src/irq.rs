@@ -95,3 +95,26 @@ impl DevIrq {
         let _ = physdev::eoi(self.pirq);
     }
 }
+
+/// If `irq` arrived, lets the driver acknowledge its device (`ack`: reading
+/// the device's interrupt status lowers its line), then sends the EOI.
+pub fn service(irq: Option<DevIrq>, ack: impl FnOnce()) {
+    if let Some(i) = irq
+        && i.take()
+    {
+        ack();
+        i.eoi();
+    }
+}
+
+/// Blocks until `irq` arrives, at most until `until` (system time; callers
+/// pass a short safety-net poll, so a lost interrupt costs latency, not a
+/// hang). A device without an interrupt just yields once.
+pub fn wait(irq: Option<DevIrq>, until: u64) {
+    match irq {
+        Some(i) => {
+            let _ = pv_runtime::sched::wait_until(|| i.arrived(), Some(until));
+        }
+        None => pv_runtime::sched::yield_now(),
+    }
+}

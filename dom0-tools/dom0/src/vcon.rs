@@ -16,7 +16,7 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceStatus, Transport};
 
-use crate::irq::DevIrq;
+use crate::irq::{self, DevIrq};
 
 /// Bytes per buffer.
 const SLOT: usize = 4096;
@@ -145,12 +145,10 @@ impl VirtioConsole {
     /// Acknowledges the device after an interrupt, and collects what it
     /// completed.
     fn service(&mut self) {
-        if let Some(irq) = self.irq
-            && irq.take()
-        {
-            self.transport.ack_interrupt();
-            irq.eoi();
-        }
+        let transport = &mut self.transport;
+        irq::service(self.irq, || {
+            transport.ack_interrupt();
+        });
         while let Some(&(token, slot)) = self.rx_posted.front() {
             if self.rxq.peek_used() != Some(token) {
                 break;
@@ -223,13 +221,7 @@ impl VirtioConsole {
                 if now >= deadline {
                     return Err(Stalled { sent });
                 }
-                match self.irq {
-                    Some(irq) => {
-                        let until = now.saturating_add(POLL_NS).min(deadline);
-                        let _ = sched::wait_until(|| irq.arrived(), Some(until));
-                    }
-                    None => sched::yield_now(),
-                }
+                irq::wait(self.irq, now.saturating_add(POLL_NS).min(deadline));
             }
             let slot = (0..TX_SLOTS)
                 .find(|s| !self.tx_flight.iter().any(|(_, t, _)| t == s))

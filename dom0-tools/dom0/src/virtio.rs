@@ -10,13 +10,13 @@ use alloc::vec::Vec;
 
 use dom0_core::pci::Function;
 use pv_runtime::virtio::{Cf8, XenHal};
-use pv_runtime::{println, sched, time};
+use pv_runtime::{println, time};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, SECTOR_SIZE, VirtIOBlk};
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
 use virtio_drivers::transport::{DeviceType, Transport};
 
-use crate::irq::DevIrq;
+use crate::irq::{self, DevIrq};
 use crate::vcon::VirtioConsole;
 use dom0_core::ether;
 use virtio_drivers::device::net::VirtIONetRaw;
@@ -326,22 +326,14 @@ impl Disk {
     /// lowers the line) and EOIed.
     fn wait(&mut self, token: u16) -> Result<(), DiskError> {
         loop {
-            if let Some(irq) = self.irq
-                && irq.take()
-            {
-                self.blk.ack_interrupt();
-                irq.eoi();
-            }
+            let blk = &mut self.blk;
+            irq::service(self.irq, || {
+                blk.ack_interrupt();
+            });
             if self.blk.peek_used() == Some(token) {
                 return Ok(());
             }
-            match self.irq {
-                Some(irq) => {
-                    let until = time::system_time_ns().saturating_add(POLL_NS);
-                    let _ = sched::wait_until(|| irq.arrived(), Some(until));
-                }
-                None => sched::yield_now(),
-            }
+            irq::wait(self.irq, time::system_time_ns().saturating_add(POLL_NS));
         }
     }
 }
@@ -527,12 +519,10 @@ impl Nic {
             }
         };
         loop {
-            if let Some(irq) = self.irq
-                && irq.take()
-            {
-                self.net.ack_interrupt();
-                irq.eoi();
-            }
+            let net = &mut self.net;
+            irq::service(self.irq, || {
+                net.ack_interrupt();
+            });
             if self.net.poll_receive() == Some(token) {
                 *posted = None;
                 let rx = Self::rx_buf(buf);
@@ -546,13 +536,7 @@ impl Nic {
             if now >= deadline {
                 return Ok(None);
             }
-            match self.irq {
-                Some(irq) => {
-                    let until = now.saturating_add(POLL_NS).min(deadline);
-                    let _ = sched::wait_until(|| irq.arrived(), Some(until));
-                }
-                None => sched::yield_now(),
-            }
+            irq::wait(self.irq, now.saturating_add(POLL_NS).min(deadline));
         }
     }
 }
