@@ -181,6 +181,7 @@ fn dom0ctl_hint(dom0ctl: &Path, sock: &Path) -> String {
         ("info", "the hypervisor, CPUs, memory"),
         ("list", "the domains"),
         ("images", "the kernels dom0 holds"),
+        ("devices", "the PCI devices dom0 drives (--disk, --nic)"),
         ("dmesg", "the hypervisor's log"),
         ("shutdown-host", "stop the machine"),
     ] {
