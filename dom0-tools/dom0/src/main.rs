@@ -259,6 +259,9 @@ fn serve(
     let mut out = Vec::new();
     let mut fast_out = Vec::new();
     let mut clock = time::system_time_ns;
+    // Event counts when the rings were last served: any event since (a store
+    // ring's notification, a console's) serves them again at once.
+    let mut served = (u64::MAX, u64::MAX);
     loop {
         let n = uart.read(&mut buf);
         if eoi_due && let Some((irq, _)) = irq {
@@ -284,6 +287,15 @@ fn serve(
             if a == After::PowerOff {
                 after = After::PowerOff;
             }
+        }
+        // An event since the rings were last served may be a domain's XenStore
+        // request: serve the store rings now (tick's own sweep is rate-limited
+        // for the busy-polling loop). Counted before serving, so an event that
+        // arrives meanwhile ends the next idle wait at once.
+        let events = pv_runtime::evtchn::counters();
+        if events != served {
+            served = events;
+            agent.service_stores();
         }
         // Consoles of the domains dom0 built, and domains that stopped.
         agent.tick(
@@ -347,8 +359,9 @@ fn serve(
             continue;
         };
         // Idle: block until a link interrupts, any other event arrives (a console,
-        // a domain's death), or the safety-net poll is due.
-        let seen = pv_runtime::evtchn::counters();
+        // a store ring, a domain's death; also one that came while this pass ran),
+        // or the safety-net poll is due.
+        let seen = served;
         let deadline = now.saturating_add(IRQ_IDLE_POLL_NS);
         let fast_ref = &fast;
         let woke = sched::wait_until(
