@@ -92,6 +92,9 @@ impl PageType {
 pub(super) const F_VALIDATED: u8 = 1 << 0;
 /// [`FrameInfo`] flag: pinned (holds one type and one general reference).
 pub(super) const F_PINNED: u8 = 1 << 1;
+/// [`FrameInfo`] flag of a free frame: held on a hypervisor list for the duration of
+/// one operation ([`FrameTable::hold`]); `count` and `type_count` then hold the link.
+const F_HELD: u8 = 1 << 2;
 
 /// The record of one machine frame. `Default` is a free frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -215,7 +218,7 @@ impl<'a> FrameTable<'a> {
             return Err(MmError::BadOwner);
         }
         let f = self.info_mut(mfn).ok_or(MmError::BadFrame(mfn))?;
-        if f.owner != Owner::Free {
+        if f.owner != Owner::Free || f.flags & F_HELD != 0 {
             return Err(MmError::NotFree(mfn));
         }
         *f = FrameInfo {
@@ -242,11 +245,110 @@ impl<'a> FrameTable<'a> {
         *f = FrameInfo::default();
         Ok(())
     }
+
+    /// Puts the free frame `mfn` on a hypervisor-side list whose next element is
+    /// `next`: the list runs through the records themselves, as Xen's `page_list`
+    /// runs through `struct page_info`, so an operation can hold any number of frames
+    /// without storage of its own. A held frame stays [`Owner::Free`] but
+    /// [`assign`](Self::assign) refuses it until [`unhold`](Self::unhold). `NotFree`
+    /// if the frame is owned or already held.
+    pub fn hold(&mut self, mfn: Mfn, next: Option<Mfn>) -> Result<(), MmError> {
+        let f = self.info_mut(mfn).ok_or(MmError::BadFrame(mfn))?;
+        if f.owner != Owner::Free || f.flags & F_HELD != 0 {
+            return Err(MmError::NotFree(mfn));
+        }
+        let link = next.map_or(u64::MAX, |m| m.0);
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "the link is split into its two 32-bit halves on purpose"
+        )]
+        let (lo, hi) = (link as u32, (link >> 32) as u32);
+        *f = FrameInfo {
+            count: lo,
+            type_count: hi,
+            flags: F_HELD,
+            ..FrameInfo::default()
+        };
+        Ok(())
+    }
+
+    /// Xen's `steal_page` followed by [`hold`](Self::hold): takes `mfn` from domain
+    /// `owner` if it is that domain's and holds no reference, type reference or pin,
+    /// and holds it with link `next`. Nothing changes on failure: `BadFrame` outside
+    /// the table, `WrongOwner` for a frame that is not `owner`'s, `FrameBusy` for one
+    /// in use.
+    pub fn steal(&mut self, mfn: Mfn, owner: DomId, next: Option<Mfn>) -> Result<(), MmError> {
+        let f = self.info(mfn).ok_or(MmError::BadFrame(mfn))?;
+        if f.owner != Owner::Domain(owner) {
+            return Err(MmError::WrongOwner {
+                mfn,
+                owner: f.owner,
+            });
+        }
+        if !f.is_unreferenced() {
+            return Err(MmError::FrameBusy(mfn));
+        }
+        self.release(mfn)?;
+        self.hold(mfn, next)
+    }
+
+    /// Takes a held frame off its list (it becomes an ordinary free frame) and returns
+    /// the next element: `Some(next)` (`None` at the end of the list), or `None` if
+    /// `mfn` is not held.
+    pub fn unhold(&mut self, mfn: Mfn) -> Option<Option<Mfn>> {
+        let f = self.info_mut(mfn)?;
+        if f.flags & F_HELD == 0 {
+            return None;
+        }
+        let link = u64::from(f.count) | u64::from(f.type_count) << 32;
+        *f = FrameInfo::default();
+        Some((link != u64::MAX).then_some(Mfn(link)))
+    }
+
+    /// Whether `mfn` is held on a hypervisor list.
+    pub fn is_held(&self, mfn: Mfn) -> bool {
+        self.info(mfn).is_some_and(|f| f.flags & F_HELD != 0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_frames_form_a_list_and_cannot_be_assigned() {
+        let mut store = [FrameInfo::default(); 8];
+        let mut ft = FrameTable::new(&mut store);
+        let d = DomId(3);
+        ft.assign(Mfn(2), Owner::Domain(d)).unwrap();
+        ft.assign(Mfn(3), Owner::Domain(d)).unwrap();
+        ft.info_mut(Mfn(3)).unwrap().count = 1;
+        ft.steal(Mfn(2), d, None).unwrap();
+        assert!(ft.is_held(Mfn(2)));
+        assert_eq!(ft.owner(Mfn(2)), Some(Owner::Free));
+        assert_eq!(
+            ft.assign(Mfn(2), Owner::Domain(d)),
+            Err(MmError::NotFree(Mfn(2)))
+        );
+        // In use, another domain's, free, outside: refused, unchanged.
+        assert_eq!(ft.steal(Mfn(3), d, None), Err(MmError::FrameBusy(Mfn(3))));
+        assert!(matches!(
+            ft.steal(Mfn(3), DomId(4), None),
+            Err(MmError::WrongOwner { .. })
+        ));
+        assert!(ft.steal(Mfn(5), d, None).is_err());
+        assert_eq!(ft.steal(Mfn(9), d, None), Err(MmError::BadFrame(Mfn(9))));
+        assert_eq!(ft.info(Mfn(3)).unwrap().count(), 1);
+        ft.hold(Mfn(5), Some(Mfn(2))).unwrap();
+        assert_eq!(ft.hold(Mfn(5), None), Err(MmError::NotFree(Mfn(5))));
+        ft.hold(Mfn(7), Some(Mfn(0x0012_3456_789A))).unwrap();
+        assert_eq!(ft.unhold(Mfn(7)), Some(Some(Mfn(0x0012_3456_789A))));
+        assert_eq!(ft.unhold(Mfn(5)), Some(Some(Mfn(2))));
+        assert_eq!(ft.unhold(Mfn(2)), Some(None));
+        assert_eq!(ft.unhold(Mfn(2)), None);
+        assert_eq!(ft.info(Mfn(2)), Some(&FrameInfo::default()));
+        ft.assign(Mfn(2), Owner::Domain(d)).unwrap();
+    }
 
     #[test]
     fn assign_and_release() {
