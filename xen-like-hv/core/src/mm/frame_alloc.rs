@@ -295,6 +295,66 @@ impl<'a> FrameAllocator<'a> {
         }
     }
 
+    /// Allocates `2^order` contiguous frames aligned to `2^order`, all below frame
+    /// `limit` (an address-width limit: `XENMEMF_address_bits`, a device's DMA mask),
+    /// and returns the first; `None` if `order > MAX_ORDER` or no such run is free.
+    /// The search goes from the limit downward, as Xen's allocator takes the highest
+    /// zone that fits, so the lowest memory stays for the narrowest limits.
+    pub fn alloc_order_below(&mut self, order: u32, limit: Mfn) -> Option<Mfn> {
+        if order > MAX_ORDER {
+            return None;
+        }
+        let n = 1u64 << order;
+        if self.free < n {
+            return None;
+        }
+        let lim = limit.0.min(self.nframes);
+        let found = if order < 6 {
+            let run = 1u32 << order;
+            let mask = (1u64 << run) - 1;
+            let words = usize::try_from(lim.div_ceil(BITS))
+                .ok()?
+                .min(self.used.len());
+            let mut hit = None;
+            'words: for i in (0..words).rev() {
+                let w = *self.used.get(i)?;
+                if (!w).count_ones() < run {
+                    continue;
+                }
+                let mut b = u64::BITS - run;
+                loop {
+                    let f = frame_of(i, u64::from(b))?;
+                    if f + n <= lim && (w >> b) & mask == 0 {
+                        hit = Some((i, mask << b, f));
+                        break 'words;
+                    }
+                    if b == 0 {
+                        break;
+                    }
+                    b -= run;
+                }
+            }
+            hit.map(|(i, m, f)| (i, 1usize, m, f))
+        } else {
+            let per_group = 1usize << (order - 6);
+            let groups = usize::try_from(lim / n).ok()?;
+            (0..groups).rev().find_map(|g| {
+                let lo = g * per_group;
+                let ws = self.used.get(lo..lo + per_group)?;
+                ws.iter()
+                    .all(|&w| w == 0)
+                    .then(|| frame_of(lo, 0).map(|f| (lo, per_group, !0u64, f)))
+                    .flatten()
+            })
+        };
+        let (lo, words, mask, first) = found?;
+        for w in self.used.get_mut(lo..lo + words)? {
+            *w |= mask;
+        }
+        self.free = self.free.saturating_sub(n);
+        Some(Mfn(first))
+    }
+
     /// Runs of 2..=32 frames: aligned runs never straddle a word.
     fn alloc_in_word(&mut self, order: u32) -> Option<Mfn> {
         let run = 1u32 << order;
@@ -446,6 +506,35 @@ mod tests {
 
     fn storage(nframes: u64) -> Vec<u64> {
         vec![0xdead_beef; bitmap_words(nframes)]
+    }
+
+    #[test]
+    fn runs_below_a_limit_come_from_the_top_of_the_range() {
+        let mut s = storage(4096);
+        let mut a = FrameAllocator::new(&mut s, 4096).unwrap();
+        a.add_free(Mfn(0), Mfn(4096));
+        assert_eq!(a.alloc_order_below(0, Mfn(100)), Some(Mfn(99)));
+        assert_eq!(
+            a.alloc_order_below(2, Mfn(100)),
+            Some(Mfn(92)),
+            "96..100 holds 99"
+        );
+        assert_eq!(a.alloc_order_below(2, Mfn(100)), Some(Mfn(88)));
+        assert_eq!(a.alloc_order_below(6, Mfn(200)), Some(Mfn(128)));
+        // 64..128 holds 88..96 and 99, 0..64 frame 0.
+        assert_eq!(a.alloc_order_below(6, Mfn(200)), None);
+        assert_eq!(a.alloc_order_below(7, Mfn(1 << 20)), Some(Mfn(3968)));
+        assert_eq!(a.alloc_order_below(MAX_ORDER + 1, Mfn(1 << 20)), None);
+        // Frame 0 is never handed out; a limit of 1 leaves nothing.
+        assert_eq!(a.alloc_order_below(0, Mfn(1)), None);
+        for _ in 1..64 {
+            let f = a.alloc_order_below(0, Mfn(64)).unwrap();
+            assert!(f.0 < 64 && f.0 != 0);
+        }
+        assert_eq!(a.alloc_order_below(0, Mfn(64)), None);
+        assert_eq!(a.free_frames(), 4096 - 1 - 63 - 1 - 8 - 64 - 128);
+        a.free_order(Mfn(128), 6).unwrap();
+        assert_eq!(a.alloc_order_below(6, Mfn(192)), Some(Mfn(128)));
     }
 
     #[test]
