@@ -34,6 +34,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod devmem;
+pub mod dma;
 pub mod events;
 pub mod frames;
 pub mod gnttab;

@@ -47,6 +47,7 @@
 
 pub mod console;
 pub mod desc;
+pub mod dma;
 pub mod evtchn;
 pub mod gnttab;
 pub mod hypercall;
