@@ -657,51 +657,47 @@ fn exchange_chunk<P: Platform>(
     if result.is_ok() {
         for _ in 0..1u64 << out_chunk {
             let run = match below {
-                Ok(b) => ctx.p.alloc_frames(oo, b).filter(|r| {
-                    r.0.checked_add(1 << oo)
-                        .is_some_and(|end| b.is_none_or(|b| end <= b.0))
-                }),
+                Ok(b) => ctx.p.alloc_frames(oo, b),
                 Err(()) => None,
             };
-            let held = run.is_some_and(|r| {
-                ctx.p
-                    .mm(me, privileged, |m| m.ft.hold(r, allocated).is_ok())
+            let Some(r) = run else {
+                result = Err(Errno::ENOMEM.into());
+                break;
+            };
+            let n = 1u64 << oo;
+            let limit = below.ok().flatten();
+            let in_limit =
+                r.0.checked_add(n)
+                    .is_some_and(|end| limit.is_none_or(|b| end <= b.0));
+            // Every frame of the run must be free in the frame table (the allocator
+            // and the table agree), and the run is held by its first frame.
+            let (free, held) = ctx.p.mm(me, privileged, |m| {
+                let free = (r.0..r.0.saturating_add(n))
+                    .all(|f| m.ft.owner(Mfn(f)) == Some(Owner::Free) && !m.ft.is_held(Mfn(f)));
+                (free, free && in_limit && m.ft.hold(r, allocated).is_ok())
             });
-            match run {
-                Some(r) if held => allocated = Some(r),
-                Some(r) => {
-                    // Outside the limit or not free in the frame table: give a run
-                    // that is free back; leave a frame the table calls in use alone.
-                    let free = ctx.p.mm(me, privileged, |m| {
-                        (r.0..r.0 + (1 << oo)).all(|f| {
-                            m.ft.owner(Mfn(f)) == Some(Owner::Free) && !m.ft.is_held(Mfn(f))
-                        })
-                    });
-                    if free {
-                        ctx.p.free_frames(r, 1 << oo);
-                    } else {
-                        log::warn!("memory_op: allocator run {r} of order {oo} is not free");
-                    }
-                    result = Err(Errno::ENOMEM.into());
-                    break;
-                }
-                None => {
-                    result = Err(Errno::ENOMEM.into());
-                    break;
-                }
+            if held {
+                allocated = Some(r);
+                continue;
             }
+            if free {
+                // Outside the limit asked for (the platform should not do this).
+                ctx.p.free_frames(r, n);
+            } else {
+                log::warn!("memory_op: allocator run {r} of order {oo} is not free");
+            }
+            result = Err(Errno::ENOMEM.into());
+            break;
         }
     }
     if let Err(e) = result {
-        // Undo: the stolen frames go back to the domain as they were (their M2P was
-        // never touched), the allocated runs back to the allocator.
+        // Undo: the stolen frames go back to the domain exactly as they were (type
+        // and M2P untouched), the allocated runs back to the allocator.
         let mut next = stolen;
         while let Some(mfn) = next {
-            next = ctx.p.mm(me, privileged, |m| {
-                let n = m.ft.unhold(mfn).flatten();
-                let _ = m.ft.assign(mfn, Owner::Domain(owner));
-                n
-            });
+            next = ctx
+                .p
+                .mm(me, privileged, |m| m.ft.restore(mfn, owner).flatten());
         }
         let mut next = allocated;
         while let Some(run) = next {

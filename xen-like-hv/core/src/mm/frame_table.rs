@@ -165,6 +165,23 @@ impl FrameInfo {
     }
 }
 
+/// A held list's link (`None`: the end) as the two 32-bit halves kept in a held
+/// frame's `count` and `type_count`.
+fn split_link(next: Option<Mfn>) -> (u32, u32) {
+    let link = next.map_or(u64::MAX, |m| m.0);
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the link is split into its two 32-bit halves on purpose"
+    )]
+    (link as u32, (link >> 32) as u32)
+}
+
+/// The link [`split_link`] split.
+fn join_link(lo: u32, hi: u32) -> Option<Mfn> {
+    let link = u64::from(lo) | u64::from(hi) << 32;
+    (link != u64::MAX).then_some(Mfn(link))
+}
+
 /// The frame table over caller-provided storage; index = MFN.
 #[derive(Debug)]
 pub struct FrameTable<'a> {
@@ -257,12 +274,7 @@ impl<'a> FrameTable<'a> {
         if f.owner != Owner::Free || f.flags & F_HELD != 0 {
             return Err(MmError::NotFree(mfn));
         }
-        let link = next.map_or(u64::MAX, |m| m.0);
-        #[allow(
-            clippy::cast_possible_truncation,
-            reason = "the link is split into its two 32-bit halves on purpose"
-        )]
-        let (lo, hi) = (link as u32, (link >> 32) as u32);
+        let (lo, hi) = split_link(next);
         *f = FrameInfo {
             count: lo,
             type_count: hi,
@@ -272,24 +284,46 @@ impl<'a> FrameTable<'a> {
         Ok(())
     }
 
-    /// Xen's `steal_page` followed by [`hold`](Self::hold): takes `mfn` from domain
-    /// `owner` if it is that domain's and holds no reference, type reference or pin,
-    /// and holds it with link `next`. Nothing changes on failure: `BadFrame` outside
-    /// the table, `WrongOwner` for a frame that is not `owner`'s, `FrameBusy` for one
-    /// in use.
+    /// Xen's `steal_page`: takes `mfn` from domain `owner` if it is that domain's and
+    /// holds no reference, type reference or pin, and holds it (as
+    /// [`hold`](Self::hold)) with link `next`. The record keeps the frame's last type
+    /// and validation, so [`restore`](Self::restore) gives it back exactly as it was
+    /// (a later type change still knows a TLB flush is due). Nothing changes on
+    /// failure: `BadFrame` outside the table, `WrongOwner` for a frame that is not
+    /// `owner`'s, `FrameBusy` for one in use.
     pub fn steal(&mut self, mfn: Mfn, owner: DomId, next: Option<Mfn>) -> Result<(), MmError> {
-        let f = self.info(mfn).ok_or(MmError::BadFrame(mfn))?;
+        let f = self.info_mut(mfn).ok_or(MmError::BadFrame(mfn))?;
         if f.owner != Owner::Domain(owner) {
             return Err(MmError::WrongOwner {
                 mfn,
                 owner: f.owner,
             });
         }
-        if !f.is_unreferenced() {
+        if !f.is_unreferenced() || f.flags & F_HELD != 0 {
             return Err(MmError::FrameBusy(mfn));
         }
-        self.release(mfn)?;
-        self.hold(mfn, next)
+        let (lo, hi) = split_link(next);
+        f.owner = Owner::Free;
+        f.count = lo;
+        f.type_count = hi;
+        f.flags |= F_HELD;
+        Ok(())
+    }
+
+    /// Gives a frame [`steal`](Self::steal) took back to domain `owner`, as it was,
+    /// and returns the next element of its list (as [`unhold`](Self::unhold));
+    /// `None` if `mfn` is not held.
+    pub fn restore(&mut self, mfn: Mfn, owner: DomId) -> Option<Option<Mfn>> {
+        let f = self.info_mut(mfn)?;
+        if f.flags & F_HELD == 0 {
+            return None;
+        }
+        let link = join_link(f.count, f.type_count);
+        f.owner = Owner::Domain(owner);
+        f.count = 0;
+        f.type_count = 0;
+        f.flags &= !F_HELD;
+        Some(link)
     }
 
     /// Takes a held frame off its list (it becomes an ordinary free frame) and returns
@@ -300,9 +334,9 @@ impl<'a> FrameTable<'a> {
         if f.flags & F_HELD == 0 {
             return None;
         }
-        let link = u64::from(f.count) | u64::from(f.type_count) << 32;
+        let link = join_link(f.count, f.type_count);
         *f = FrameInfo::default();
-        Some((link != u64::MAX).then_some(Mfn(link)))
+        Some(link)
     }
 
     /// Whether `mfn` is held on a hypervisor list.
@@ -348,6 +382,25 @@ mod tests {
         assert_eq!(ft.unhold(Mfn(2)), None);
         assert_eq!(ft.info(Mfn(2)), Some(&FrameInfo::default()));
         ft.assign(Mfn(2), Owner::Domain(d)).unwrap();
+        // A stolen frame comes back with its last type and validation.
+        let f = ft.info_mut(Mfn(2)).unwrap();
+        f.ty = PageType::L1;
+        f.flags |= F_VALIDATED;
+        ft.steal(Mfn(2), d, Some(Mfn(6))).unwrap();
+        assert_eq!(ft.restore(Mfn(2), DomId(9)), Some(Some(Mfn(6))));
+        let f = ft.info(Mfn(2)).unwrap();
+        assert_eq!(
+            (
+                f.owner(),
+                f.page_type(),
+                f.validated(),
+                f.count(),
+                f.type_count()
+            ),
+            (Owner::Domain(DomId(9)), PageType::L1, true, 0, 0)
+        );
+        assert!(!ft.is_held(Mfn(2)));
+        assert_eq!(ft.restore(Mfn(2), d), None);
     }
 
     #[test]

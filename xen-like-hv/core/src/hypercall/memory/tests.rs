@@ -773,7 +773,12 @@ fn exchange_is(w: &mut World, x: XenMemoryExchange, want: Result<u64, Errno>) {
     let pool_before = w.p.pool.clone();
     let tot_before = w.dom.tot_pages;
     let m2p_before: Vec<u64> = owned_before.iter().map(|&f| m2p(w, f)).collect();
+    let ft_before = w.p.mm.ft.frames().to_vec();
     assert_eq!(call(w, XenmemOp::Exchange, 0, ARG), want, "{x:?}");
+    assert!(
+        w.p.mm.ft.frames() == ft_before.as_slice(),
+        "frame records changed"
+    );
     assert_eq!(w.p.peek(ARG, 72), arg_before);
     assert_eq!(w.p.peek(LIST, 0x1000), list_before);
     assert_eq!(owned(w, w.dom.id.0), owned_before);
@@ -983,6 +988,15 @@ fn an_in_frame_in_use_fails_the_extent_untouched() {
     .unwrap();
     exchange_is(&mut w, exch_orders(2, 0, 1), Err(Errno::EINVAL));
     w.p.mm(d1, false, |m| put_page_and_type(m, Mfn(mine[0])));
+    // No reference left, but its last type (L1) is kept: a failing exchange gives it
+    // back with that type, so a later type change still flushes.
+    let mut x = exch_orders(2, 0, 1);
+    x.out.mem_flags = 13;
+    exchange_is(&mut w, x, Err(Errno::ENOMEM));
+    assert_eq!(
+        w.p.mm.ft.info(Mfn(mine[0])).unwrap().page_type(),
+        PageType::L1
+    );
     // Free of references again: it goes.
     let (rc, done, _) = run_exchange(&mut w, &exch_orders(2, 0, 1));
     assert_eq!((rc, done), (Ok(0), 2));
