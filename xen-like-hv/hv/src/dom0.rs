@@ -109,8 +109,7 @@ impl DomMem {
         let mut pfn = 0;
         let mut last_order = xlhv_core::mm::MAX_ORDER;
         while pfn < nr_pages {
-            let left = nr_pages - pfn;
-            let mut order = (63 - left.leading_zeros()).min(last_order);
+            let mut order = xlhv_core::mm::frame_alloc::chunk_order(nr_pages - pfn, last_order);
             let mfn = loop {
                 if let Some(mfn) = mm::alloc_order_below(order, Mfn(u64::MAX)) {
                     break Some(mfn);

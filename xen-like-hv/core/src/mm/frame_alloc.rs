@@ -27,6 +27,19 @@ use super::{Mfn, MfnExt};
 /// accept: `2^18` frames, 1 GiB.
 pub const MAX_ORDER: u32 = 18;
 
+/// The order of the next run when a domain's memory is built from large runs (Xen's
+/// `alloc_chunk` for dom0): the largest power of two that fits in the `left` pages
+/// still wanted, at most `last` (the order that succeeded last: a larger one will not
+/// succeed now either) and at most [`MAX_ORDER`]. 0 when nothing is left.
+pub const fn chunk_order(left: u64, last: u32) -> u32 {
+    if left == 0 {
+        return 0;
+    }
+    let fits = 63 - left.leading_zeros();
+    let cap = if last < MAX_ORDER { last } else { MAX_ORDER };
+    if fits < cap { fits } else { cap }
+}
+
 /// Bits per bitmap word.
 const BITS: u64 = u64::BITS as u64;
 
@@ -535,6 +548,26 @@ mod tests {
         assert_eq!(a.free_frames(), 4096 - 1 - 63 - 1 - 8 - 64 - 128);
         a.free_order(Mfn(128), 6).unwrap();
         assert_eq!(a.alloc_order_below(6, Mfn(192)), Some(Mfn(128)));
+    }
+
+    #[test]
+    fn chunk_orders_follow_xens_alloc_chunk() {
+        assert_eq!(chunk_order(0, MAX_ORDER), 0);
+        assert_eq!(chunk_order(1, MAX_ORDER), 0);
+        assert_eq!(chunk_order(32768, MAX_ORDER), 15);
+        assert_eq!(chunk_order(30351, MAX_ORDER), 14);
+        assert_eq!(chunk_order(30351 - 16384, 14), 13);
+        assert_eq!(chunk_order(1 << 30, MAX_ORDER), MAX_ORDER);
+        assert_eq!(chunk_order(1 << 30, 40), MAX_ORDER);
+        assert_eq!(chunk_order(1000, 3), 3);
+        // A dom0 of n pages is covered by runs of these orders, largest first.
+        let (mut left, mut last, mut runs) = (30351u64, MAX_ORDER, 0);
+        while left > 0 {
+            last = chunk_order(left, last);
+            left -= 1 << last;
+            runs += 1;
+        }
+        assert_eq!(runs, 30351u64.count_ones());
     }
 
     #[test]
