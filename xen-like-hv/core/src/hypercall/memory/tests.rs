@@ -1165,6 +1165,38 @@ fn long_exchanges_continue_through_nr_exchanged() {
 }
 
 #[test]
+fn an_exchange_continues_inside_a_multicall() {
+    use hypercall_abi::xen::MulticallEntry;
+    let mut w = world(1, false, 1200);
+    w.p.pool.extend(0x200..0x800);
+    let mine = populate(&mut w, &(0..600).collect::<Vec<u64>>());
+    put_list(&mut w, &mine);
+    let out = LIST + 0x1400;
+    w.p.poke_obj(ARG, &exch(600, LIST, 600, out, 0));
+    let mc = KDATA + 0x3E00;
+    let mut args = [0u64; 6];
+    args[0] = memop_cmd(XenmemOp::Exchange);
+    args[1] = ARG;
+    let e = MulticallEntry {
+        op: u64::from(Hypercall::MemoryOp.nr()),
+        args,
+        ..MulticallEntry::default()
+    };
+    w.p.poke_obj(mc, &e);
+    assert_eq!(
+        hc::multicall(&mut w, ptr(mc), 1),
+        Ok(u64::from(Hypercall::Multicall.nr()))
+    );
+    assert_eq!(w.outcome, Outcome::RegsReplaced);
+    assert_eq!(Errno::decode(reissue(&mut w)), Ok(0));
+    let done: MulticallEntry = w.p.peek_obj(mc);
+    assert_eq!(done.result, 0);
+    let x: XenMemoryExchange = w.p.peek_obj(ARG);
+    assert_eq!(x.nr_exchanged, 600);
+    assert_eq!(w.dom.tot_pages, 600);
+}
+
+#[test]
 fn a_privileged_caller_exchanges_another_domains_frames() {
     let mut w = with_dom2();
     put_list(&mut w, &[0, 1]);
