@@ -41,6 +41,38 @@ fn ram_2g() {
     ram_within_2_percent("2G", 2048);
 }
 
+/// dom0's memory comes in Xen's large machine-contiguous runs from the top of memory:
+/// on a 2 GiB machine the default 128 MiB dom0 is one run (PFN p = MFN base + p), and
+/// on 256 MiB (118 MiB for dom0) it is one run per bit of its page count.
+#[test]
+fn dom0_memory_is_machine_contiguous() {
+    let boot = |name: &str, mem: &str| {
+        let mut boot = Boot::new(name).with_mem(mem);
+        boot.modules = vec![Module {
+            path: test_guest("hello"),
+            cmdline: "dom0".into(),
+        }];
+        boot.run()
+    };
+    let b = boot("dom0-runs-2g", "2G");
+    let l = b.line("d0 'dom0'");
+    assert!(
+        l.contains("32768 pages in 1 machine-contiguous runs (largest 32768 pages: pfn 0x0"),
+        "{l}"
+    );
+    let b = boot("dom0-runs-256m", "256M");
+    let l = b.line("d0 'dom0'");
+    let after = |key: &str| -> u64 {
+        let rest = &l[l.find(key).unwrap_or_else(|| panic!("no {key:?} in {l}")) + key.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("no number after {key:?} in {l}"))
+    };
+    let (pages, runs) = (after("MiB, "), after("pages in "));
+    assert_eq!(runs, u64::from(pages.count_ones()), "{l}");
+}
+
 fn cpus(n: u32) {
     let mut boot = Boot::new(&format!("smp-{n}"));
     boot.smp = n;

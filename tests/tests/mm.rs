@@ -111,3 +111,11 @@ fn superpage_marking_is_not_supported() {
 fn iret_ends_a_multicall_xsa_213() {
     passes("hostile-xsa213");
 }
+
+/// DMA without an IOMMU: `XENMEM_exchange` gives machine-contiguous buffers below
+/// 4 GiB and 16 MiB (`pv_runtime::dma`), refuses bad requests with Xen's errno and
+/// reports partial progress as Xen does.
+#[test]
+fn dma_buffers_are_machine_contiguous_below_their_limit() {
+    passes("dma");
+}

@@ -259,6 +259,14 @@ fn test_guest_passes_on_xen(name: &str, behaviour: &str) {
 }
 
 #[test]
+fn dma_on_real_xen() {
+    test_guest_passes_on_xen(
+        "dma",
+        "XENMEM_exchange for contiguous extents below an address width, its refusals and partial progress",
+    );
+}
+
+#[test]
 fn hello_on_real_xen() {
     test_guest_passes_on_xen("hello", "boot and console_io");
 }

@@ -12,6 +12,8 @@
 //!   order, deadline and rate arithmetic.
 //! * [`devmem`]: device-visible memory for drivers: when a buffer can go to a
 //!   device as it is, the buffers being bounced, the window for device registers.
+//! * [`dma`]: the arithmetic of machine-contiguous DMA buffers (exchange orders,
+//!   `address_bits` from a device's highest address, contiguity checks).
 //! * [`frames`]: a frame allocator over the guest's free pseudo-physical frames.
 //! * [`pt`]: page-table arithmetic (indices, spans, canonical and hypervisor
 //!   ranges, entry machine addresses, how many tables a range needs).
@@ -34,6 +36,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod devmem;
+pub mod dma;
 pub mod events;
 pub mod frames;
 pub mod gnttab;

@@ -34,6 +34,8 @@
 //!   other domains' grants.
 //! * **devices** ([`physdev`]): the virtual IOPL, port I/O, PCI configuration
 //!   space, pirqs; `virtio` (feature `virtio`): `virtio-drivers`' HAL.
+//!   **DMA** ([`dma`]): machine-contiguous buffers below an address limit
+//!   (`XENMEM_exchange`) and virtual/pseudo-physical to machine translation.
 //! * **XenStore** ([`xenbus`], feature `xenbus`, on by default; needs a
 //!   global allocator): read, write, watch, transactions over the store
 //!   page, and serving `control/shutdown`. See `docs/xenbus.md`.
@@ -47,6 +49,7 @@
 
 pub mod console;
 pub mod desc;
+pub mod dma;
 pub mod evtchn;
 pub mod gnttab;
 pub mod hypercall;

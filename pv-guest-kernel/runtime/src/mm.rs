@@ -10,7 +10,8 @@
 //! * P2M and M2P: [`pfn_to_mfn`] reads the P2M, [`mfn_to_pfn`] the
 //!   hypervisor's read-only M2P at `0xFFFF800000000000` (checked against the
 //!   P2M, so only the domain's own frames translate); [`set_m2p`] updates an
-//!   M2P entry (`MMU_MACHPHYS_UPDATE`).
+//!   M2P entry (`MMU_MACHPHYS_UPDATE`), [`set_p2m`] a P2M entry (after a
+//!   `XENMEM_exchange`: [`crate::dma`]).
 //! * Address space: [`take_over`] builds new page tables in the domain's own
 //!   frames: a direct map of all `nr_pages` frames at VA = PFN × 4096 (the
 //!   bootstrap region keeps exactly the mappings and permissions the builder
@@ -68,7 +69,8 @@ static FRAMES: Mutex<FrameAllocator<'static>> = Mutex::new(FrameAllocator::empty
 static FALLBACK_BITMAP: Mutex<[u64; FALLBACK_BITMAP_WORDS]> =
     Mutex::new([0; FALLBACK_BITMAP_WORDS]);
 static HEAP: Mutex<RangeAllocator<HEAP_SPANS>> = Mutex::new(RangeAllocator::empty());
-static P2M: Once<&'static [Mfn]> = Once::new();
+/// The P2M (`start_info.mfn_list`): MFNs as `u64`s, written only by [`set_p2m`].
+static P2M: Once<&'static [AtomicU64]> = Once::new();
 /// The highest MFN in the P2M: M2P entries up to it are mapped.
 static MAX_MFN: AtomicU64 = AtomicU64::new(0);
 /// The builder's L4.
@@ -103,12 +105,12 @@ pub fn direct_va(pfn: Pfn) -> u64 {
 
 /// Set up the allocators (boot sequence). `heap` is false when the
 /// bootstrap layout could not be confirmed, leaving the heap empty.
-pub(crate) fn init(layout: &BootLayout, p2m: &'static [Mfn], heap: bool, pt_base: u64) {
+pub(crate) fn init(layout: &BootLayout, p2m: &'static [AtomicU64], heap: bool, pt_base: u64) {
     P2M.call_once(|| p2m);
     let max = p2m
         .iter()
-        .filter(|m| m.0 >> 63 == 0)
-        .map(|m| m.0)
+        .map(|m| m.load(Ordering::Relaxed))
+        .filter(|m| m >> 63 == 0)
         .max()
         .unwrap_or(0);
     MAX_MFN.store(max, Ordering::Relaxed);
@@ -160,8 +162,36 @@ pub fn frames_dropped() -> u64 {
 /// invalid entry).
 pub fn pfn_to_mfn(pfn: Pfn) -> Option<Mfn> {
     let index = usize::try_from(pfn.0).ok()?;
-    let mfn = *P2M.get()?.get(index)?;
-    (mfn.0 >> 63 == 0).then_some(mfn)
+    let mfn = P2M.get()?.get(index)?.load(Ordering::Relaxed);
+    (mfn >> 63 == 0).then_some(Mfn(mfn))
+}
+
+/// Sets the P2M entry of `pfn` to `mfn` (`None`: invalid, all ones), as a PV
+/// kernel does after it traded frames with the hypervisor (`XENMEM_exchange`,
+/// see [`crate::dma`]; Linux's `set_phys_to_machine`);
+/// `false` past `nr_pages`. The P2M is the guest's own: the hypervisor never
+/// reads it, but the toolstack and the runtime do ([`pfn_to_mfn`]).
+pub fn set_p2m(pfn: Pfn, mfn: Option<Mfn>) -> bool {
+    let Some(entry) = usize::try_from(pfn.0).ok().and_then(|i| P2M.get()?.get(i)) else {
+        return false;
+    };
+    let raw = mfn.map_or(u64::MAX, |m| m.0);
+    entry.store(raw, Ordering::Relaxed);
+    if let Some(m) = mfn {
+        MAX_MFN.fetch_max(m.0, Ordering::Relaxed);
+    }
+    true
+}
+
+/// `n` pseudo-physically consecutive free frames (from the allocator's bump
+/// pointer, never recycled ones), or `None`.
+pub(crate) fn alloc_pfn_span(n: u64) -> Option<Span> {
+    FRAMES.lock().alloc_span(n)
+}
+
+/// Gives a frame of [`alloc_pfn_span`] or [`alloc_frame`] back by its PFN.
+pub(crate) fn free_pfn(pfn: Pfn) -> Result<(), FreeError> {
+    FRAMES.lock().free(pfn.0)
 }
 
 /// The raw M2P entry for `mfn` (whatever the hypervisor keeps there: a PFN,

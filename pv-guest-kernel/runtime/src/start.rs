@@ -20,8 +20,8 @@
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
 use core::ptr;
+use core::sync::atomic::AtomicU64;
 
-use hypercall_abi::Mfn;
 use hypercall_abi::guest::Syscall;
 use hypercall_abi::sched::ShutdownReason;
 use hypercall_abi::xen::StartInfo;
@@ -176,17 +176,19 @@ pub unsafe fn boot(
         Err(e) => panic!("pv-runtime: bootstrap layout: {e}"),
     };
     let entries = usize::try_from(si.nr_pages).expect("nr_pages fits in usize");
-    let p2m_ptr: *const Mfn = ptr::with_exposed_provenance(
+    let p2m_ptr: *const AtomicU64 = ptr::with_exposed_provenance(
         usize::try_from(si.mfn_list.addr()).expect("an address fits in usize"),
     );
     assert!(
         !p2m_ptr.is_null() && p2m_ptr.is_aligned(),
         "pv-runtime: bad mfn_list {p2m_ptr:p}"
     );
-    // SAFETY: the builder maps the P2M array (`nr_pages` entries) inside the
-    // bootstrap region and hands it to the guest; the runtime never writes
-    // it, so a shared slice for the guest's lifetime is sound.
-    let p2m: &'static [Mfn] = unsafe { core::slice::from_raw_parts(p2m_ptr, entries) };
+    // SAFETY: the builder maps the P2M array (`nr_pages` 8-byte entries,
+    // 8-byte aligned as checked above) writable inside the bootstrap region and
+    // hands it to the guest, which owns it for its lifetime; `AtomicU64` has the
+    // layout of `u64`, and the runtime writes entries only through these atomics
+    // (`mm::set_p2m`), so a shared slice for the guest's lifetime is sound.
+    let p2m: &'static [AtomicU64] = unsafe { core::slice::from_raw_parts(p2m_ptr, entries) };
     let heap = entry_rsp == layout.boot_stack.end;
     mm::init(layout, p2m, heap, si.pt_base);
     crate::console::init(si);

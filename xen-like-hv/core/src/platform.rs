@@ -226,7 +226,8 @@ pub trait Platform {
     // ---- memory_op (`hypercall::memory`) ---------------------------------------------
 
     /// Takes a free run of `2^order` machine frames (`order <= mm::MAX_ORDER`) out of
-    /// the frame allocator, for `increase_reservation`/`populate_physmap`. The first
+    /// the frame allocator, for `increase_reservation`/`populate_physmap` and the
+    /// output extents of `XENMEM_exchange`. The first
     /// frame is a multiple of `2^order`; if `below` is given, every frame of the run is
     /// below it (a `mem_flags` address-width limit). Every frame must be
     /// `Owner::Free` in the frame table; the caller assigns, zeroes and accounts them.

@@ -87,7 +87,13 @@ struct DomMem {
 }
 
 impl DomMem {
-    /// Allocates `nr_pages` zeroed frames, in 2 MiB runs where possible.
+    /// Allocates `nr_pages` zeroed frames in as few machine-contiguous runs as the free
+    /// memory allows, as Xen's `alloc_chunk` gives dom0 its memory: each run is the
+    /// largest power of two that fits in what is left (at most the last order that
+    /// succeeded, at most [`xlhv_core::mm::MAX_ORDER`], 1 GiB), taken from the top of
+    /// memory so that low memory stays for DMA below an address limit; an order no
+    /// run is free for is halved. Pseudo-physical frames follow the runs in order, so
+    /// each run is also contiguous in the domain's pseudo-physical space.
     fn allocate(nr_pages: u64) -> Result<DomMem, BuildFailure> {
         let free = mm::free_frames();
         if nr_pages > free {
@@ -101,22 +107,26 @@ impl DomMem {
             nr_pages,
         };
         let mut pfn = 0;
-        let mut order = 9;
+        let mut last_order = xlhv_core::mm::MAX_ORDER;
         while pfn < nr_pages {
-            while order > 0 && (1u64 << order) > nr_pages - pfn {
-                order -= 1;
-            }
-            let Some(mfn) = mm::alloc_order(order) else {
+            let mut order = xlhv_core::mm::frame_alloc::chunk_order(nr_pages - pfn, last_order);
+            let mfn = loop {
+                if let Some(mfn) = mm::alloc_order_below(order, Mfn(u64::MAX)) {
+                    break Some(mfn);
+                }
                 if order == 0 {
-                    m.release();
-                    return Err(BuildFailure::OutOfMemory {
-                        wanted: nr_pages,
-                        free: mm::free_frames(),
-                    });
+                    break None;
                 }
                 order -= 1;
-                continue;
             };
+            let Some(mfn) = mfn else {
+                m.release();
+                return Err(BuildFailure::OutOfMemory {
+                    wanted: nr_pages,
+                    free: mm::free_frames(),
+                });
+            };
+            last_order = order;
             let n = 1u64 << order;
             for i in 0..n {
                 mm::zero_frame(Mfn(mfn.0 + i));
@@ -133,6 +143,11 @@ impl DomMem {
             pfn += n;
         }
         Ok(m)
+    }
+
+    /// The largest run: (first pfn, first mfn, frames).
+    fn largest_run(&self) -> Option<(u64, Mfn, u64)> {
+        self.extents.iter().copied().max_by_key(|&(_, _, n)| n)
     }
 
     /// Gives every frame back (a failed build).
@@ -356,8 +371,9 @@ fn build_domain(
         v.kernel_ss = built.kernel_ss;
         v.kernel_sp = built.kernel_sp;
     }
+    let (big_pfn, big_mfn, big_n) = mem.largest_run().unwrap_or((0, Mfn(0), 0));
     log::info!(
-        "d{} '{}': module {index} ({} {}), {} MiB, {} pages in {} runs, weight {}; entry {:#x}, start_info {:#x}, {} page-table frames",
+        "d{} '{}': module {index} ({} {}), {} MiB, {} pages in {} machine-contiguous runs (largest {} pages: pfn {:#x} = mfn {:#x}), weight {}; entry {:#x}, start_info {:#x}, {} page-table frames",
         spec.id.0,
         spec.name,
         xinfo.guest_os,
@@ -365,6 +381,9 @@ fn build_domain(
         nr_pages * PAGE_SIZE / MIB,
         nr_pages,
         mem.extents.len(),
+        big_n,
+        big_pfn,
+        big_mfn.0,
         spec.weight,
         built.rip,
         built.rsi,

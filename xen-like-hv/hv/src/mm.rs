@@ -246,6 +246,12 @@ pub fn alloc_order(order: u32) -> Option<Mfn> {
     FRAMES.lock().as_mut()?.alloc_order(order)
 }
 
+/// A run of `2^order` machine frames, aligned to its size, every frame below `limit`
+/// (the highest such run: low memory stays for narrower limits).
+pub fn alloc_order_below(order: u32, limit: Mfn) -> Option<Mfn> {
+    FRAMES.lock().as_mut()?.alloc_order_below(order, limit)
+}
+
 /// Gives back frames from [`alloc_frame`]/[`alloc_order`].
 pub fn free_order(mfn: Mfn, order: u32) -> Result<(), xlhv_core::mm::AllocError> {
     match FRAMES.lock().as_mut() {

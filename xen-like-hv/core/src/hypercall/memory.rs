@@ -286,15 +286,20 @@ const fn order_from_pages(n: u64) -> u32 {
 
 /// Whether elements `first..=last` of the guest array at `base` lie in guest space
 /// (Xen's `guest_handle_subrange_okay`, with checked arithmetic; Xen checks only the
-/// start address and lets the element copies fault).
+/// start address and lets the element copies fault). As in Xen, a range of no
+/// elements (`last + 1 == first`, wrapping) checks only its start address.
 fn subrange_ok<T>(base: GuestPtr<T>, first: u64, last: u64) -> bool {
-    let Some(count) = last.checked_sub(first).and_then(|c| c.checked_add(1)) else {
+    let Some(start) = base.element(first) else {
         return false;
     };
-    let (Some(start), Some(len)) = (
-        base.element(first),
-        count.checked_mul(size_of::<T>() as u64),
-    ) else {
+    let count = last.wrapping_sub(first).wrapping_add(1);
+    if count == 0 {
+        return is_guest_range(start.addr(), 0);
+    }
+    if last < first {
+        return false;
+    }
+    let Some(len) = count.checked_mul(size_of::<T>() as u64) else {
         return false;
     };
     is_guest_range(start.addr(), len)
@@ -453,16 +458,99 @@ fn reservation<P: Platform>(
     Ok(i)
 }
 
-/// `XENMEM_exchange`. Validated as Xen does, so a hostile request gets Xen's answer
-/// (in particular a crafted `nr_exchanged`, XSA-212: `-EINVAL` beyond `in.nr_extents`,
-/// `-EFAULT` when the arrays from it on are not guest memory); then refused with
-/// `-ENOSYS`, before anything is read from the lists, allocated or written (Xen would
-/// trade the extents and write `nr_exchanged` back).
+/// `XENMEM_exchange` (Xen's `memory_exchange`): trades the caller's (or, for a
+/// privileged caller, another domain's) extents `in` for freshly allocated extents
+/// `out` of the same total size, possibly of another order and below an address
+/// width (`out.mem_flags`' `address_bits`). The work goes in chunks of
+/// `2^max(in_order, out_order)` frames, each all or nothing:
+///
+/// 1. every frame of the chunk's input extents must be the domain's and hold no
+///    reference beyond its allocation (not mapped, typed, pinned or granted): it is
+///    stolen (frame-table [`hold`](crate::mm::frame_table::FrameTable::hold) list,
+///    M2P untouched) — `-EFAULT` for an unreadable input entry, `-EINVAL` for a frame
+///    outside RAM or not stealable;
+/// 2. the output extents are allocated below the limit (`-ENOMEM`);
+///
+/// and on any failure the stolen frames go back to the domain and the allocated ones
+/// to the allocator, untouched. Then the input frames are freed (M2P invalidated) and
+/// each output extent is assigned, zeroed, its M2P set to the GPFN the guest put in
+/// its output entry, and its first MFN written there (the guest fixes its own P2M and
+/// page tables, as Linux's `xen_create_contiguous_region` does). A failed read or
+/// write of an output entry makes the call `-EFAULT` after the chunk (its frames stay
+/// traded, as in Xen). `tot_pages` does not change.
+///
+/// `nr_exchanged` counts input extents done and is written back on every exit after
+/// the argument was read (`-EFAULT` if that write fails): on failure it covers the
+/// chunks completed before the failing one. After [`WORK_PER_CALL`] frames the call
+/// continues (`nr_exchanged` saved, the same call reissued), so a long exchange is
+/// preemptible. The validation is Xen's, in Xen's order (XSA-212 included: a crafted
+/// `nr_exchanged` is `-EINVAL` beyond `in.nr_extents`, `-EFAULT` when the lists from
+/// it on are not guest memory).
 fn exchange<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<XenMemoryExchange>) -> HvResult {
     let x: XenMemoryExchange = ctx.p.read_obj(arg.addr())?;
+    let (done, rc) = match exchange_chunks(ctx, arg, &x) {
+        Exchanged::All => (x.in_.nr_extents, Ok(0)),
+        Exchanged::Failed { done, err } => (done, Err(err)),
+        Exchanged::Preempted { done } => {
+            write_nr_exchanged(ctx, arg, done)?;
+            let cmd = u64::from(XenmemOp::Exchange.nr());
+            return ctx.continuation(Hypercall::MemoryOp, [cmd, arg.addr(), 0, 0, 0]);
+        }
+    };
+    write_nr_exchanged(ctx, arg, done)?;
+    rc
+}
+
+/// Writes `nr_exchanged` back into the guest's argument (Xen's
+/// `__copy_field_to_guest(arg, &exch, nr_exchanged)`).
+fn write_nr_exchanged<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    arg: GuestPtr<XenMemoryExchange>,
+    done: u64,
+) -> Result<(), HvError> {
+    let at = arg
+        .addr()
+        .checked_add(offset_of!(XenMemoryExchange, nr_exchanged) as u64)
+        .ok_or(HvError::Fault(arg.addr()))?;
+    ctx.p.write_obj(at, &done)?;
+    Ok(())
+}
+
+/// How an exchange call ended.
+enum Exchanged {
+    /// Every extent traded.
+    All,
+    /// Stopped with an error; `done` input extents are traded.
+    Failed { done: u64, err: HvError },
+    /// `done` input extents are traded; the rest in a continuation.
+    Preempted { done: u64 },
+}
+
+/// Xen's `domain_clamp_alloc_bitsize` + `alloc_domheap_pages` limit for the output
+/// extents: `Ok(None)` = any frame, `Ok(Some(b))` = frames below `b`, `Err(())` = no
+/// frame can satisfy it (`address_bits` 1..=13: Xen's zone limit is then 0).
+fn exchange_limit(mem_flags: u32) -> Result<Option<Mfn>, ()> {
+    let bits = mem_flags & XENMEMF_ADDRESS_BITS_MASK;
+    match bits {
+        0 => Ok(None),
+        1..=13 => Err(()),
+        _ => Ok(1u64.checked_shl(bits - PAGE_SHIFT).map(Mfn)),
+    }
+}
+
+/// The validation and the chunk loop of [`exchange`].
+fn exchange_chunks<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    arg: GuestPtr<XenMemoryExchange>,
+    x: &XenMemoryExchange,
+) -> Exchanged {
+    let early = |err: HvError| Exchanged::Failed {
+        done: x.nr_exchanged,
+        err,
+    };
     let (io, oo) = (x.in_.extent_order, x.out.extent_order);
     if io.max(oo) > max_order(ctx.dom.privileged) {
-        return Err(Errno::EPERM.into());
+        return early(Errno::EPERM.into());
     }
     let pages = |nr: u64, order: u32| (u64::MAX >> order >= nr).then(|| nr << order);
     let in_pages = pages(x.in_.nr_extents, io);
@@ -473,33 +561,204 @@ fn exchange<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<XenMemoryExcha
         || out_pages.is_none()
         || in_pages != out_pages
     {
-        return Err(Errno::EINVAL.into());
-    }
-    if x.nr_exchanged == x.in_.nr_extents {
-        return Ok(0);
+        return early(Errno::EINVAL.into());
     }
     let fault = HvError::Fault(arg.addr());
-    if !subrange_ok(x.in_.extent_start, x.nr_exchanged, x.in_.nr_extents - 1) {
-        return Err(fault);
+    if !subrange_ok(
+        x.in_.extent_start,
+        x.nr_exchanged,
+        x.in_.nr_extents.wrapping_sub(1),
+    ) {
+        return early(fault);
     }
+    // Chunk orders: a chunk is `2^in_chunk` input extents and `2^out_chunk` output
+    // extents (one of the two orders is 0).
+    let (in_chunk, out_chunk) = if io <= oo { (oo - io, 0) } else { (0, io - oo) };
     let out_first = if io <= oo {
-        Some(x.nr_exchanged >> (oo - io))
+        Some(x.nr_exchanged >> in_chunk)
     } else {
         x.nr_exchanged
-            .checked_shl(io - oo)
-            .filter(|v| v >> (io - oo) == x.nr_exchanged)
+            .checked_shl(out_chunk)
+            .filter(|v| v >> out_chunk == x.nr_exchanged)
     };
-    let out_ok = out_first
-        .zip(x.out.nr_extents.checked_sub(1))
-        .is_some_and(|(first, last)| subrange_ok(x.out.extent_start, first, last));
+    let out_ok = out_first.is_some_and(|first| {
+        subrange_ok(x.out.extent_start, first, x.out.nr_extents.wrapping_sub(1))
+    });
     if !out_ok {
-        return Err(fault);
+        return early(fault);
     }
-    let (_, permitted) = memop_domain(ctx, x.in_.domid)?;
+    let (target, permitted) = match memop_domain(ctx, x.in_.domid) {
+        Ok(t) => t,
+        Err(e) => return early(e),
+    };
     if !permitted {
-        return Err(HvError::NotPrivileged);
+        return early(HvError::NotPrivileged);
     }
-    Err(Errno::ENOSYS.into())
+    let owner = target.id(ctx.dom.id);
+    let below = exchange_limit(x.out.mem_flags);
+    let chunks = x.in_.nr_extents >> in_chunk;
+    let first = x.nr_exchanged >> in_chunk;
+    let chunk_frames = 1u64 << io.max(oo);
+    let mut work = 0u64;
+    for i in first..chunks {
+        if i != first && work >= WORK_PER_CALL {
+            return Exchanged::Preempted {
+                done: i << in_chunk,
+            };
+        }
+        if let Err(err) = exchange_chunk(ctx, x, owner, below, i, (in_chunk, out_chunk)) {
+            return Exchanged::Failed {
+                done: i << in_chunk,
+                err,
+            };
+        }
+        work = work.saturating_add(chunk_frames);
+    }
+    Exchanged::All
+}
+
+/// One chunk `i` of an exchange for domain `owner`; see [`exchange`]. An error leaves
+/// the chunk's input frames the domain's and nothing allocated, except the `-EFAULT`
+/// of an output entry, which comes after the trade.
+fn exchange_chunk<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    x: &XenMemoryExchange,
+    owner: DomId,
+    below: Result<Option<Mfn>, ()>,
+    i: u64,
+    (in_chunk, out_chunk): (u32, u32),
+) -> Result<(), HvError> {
+    let (io, oo) = (x.in_.extent_order, x.out.extent_order);
+    let (me, privileged) = (ctx.dom.id, ctx.dom.privileged);
+    // 1. Steal the input frames onto a held list.
+    let mut stolen: Option<Mfn> = None;
+    let mut result = Ok(());
+    'steal: for j in 0..1u64 << in_chunk {
+        let entry = x.in_.extent_start.element((i << in_chunk) + j);
+        let gmfn = entry.and_then(|e| ctx.p.read_obj::<u64>(e.addr()).ok());
+        let Some(gmfn) = gmfn else {
+            result = Err(HvError::Fault(x.in_.extent_start.addr()));
+            break;
+        };
+        for k in 0..1u64 << io {
+            let mfn = Mfn(gmfn.wrapping_add(k));
+            let ok = ctx
+                .p
+                .mm(me, privileged, |m| m.ft.steal(mfn, owner, stolen).is_ok());
+            if !ok {
+                result = Err(Errno::EINVAL.into());
+                break 'steal;
+            }
+            stolen = Some(mfn);
+        }
+    }
+    // 2. Allocate the output extents onto another held list.
+    let mut allocated: Option<Mfn> = None;
+    if result.is_ok() {
+        for _ in 0..1u64 << out_chunk {
+            let run = match below {
+                Ok(b) => ctx.p.alloc_frames(oo, b),
+                Err(()) => None,
+            };
+            let Some(r) = run else {
+                result = Err(Errno::ENOMEM.into());
+                break;
+            };
+            let n = 1u64 << oo;
+            let limit = below.ok().flatten();
+            let in_limit =
+                r.0.checked_add(n)
+                    .is_some_and(|end| limit.is_none_or(|b| end <= b.0));
+            // Every frame of the run must be free in the frame table (the allocator
+            // and the table agree), and the run is held by its first frame.
+            let (free, held) = ctx.p.mm(me, privileged, |m| {
+                let free = (r.0..r.0.saturating_add(n))
+                    .all(|f| m.ft.owner(Mfn(f)) == Some(Owner::Free) && !m.ft.is_held(Mfn(f)));
+                (free, free && in_limit && m.ft.hold(r, allocated).is_ok())
+            });
+            if held {
+                allocated = Some(r);
+                continue;
+            }
+            if free {
+                // Outside the limit asked for (the platform should not do this).
+                ctx.p.free_frames(r, n);
+            } else {
+                log::warn!("memory_op: allocator run {r} of order {oo} is not free");
+            }
+            result = Err(Errno::ENOMEM.into());
+            break;
+        }
+    }
+    if let Err(e) = result {
+        // Undo: the stolen frames go back to the domain exactly as they were (type
+        // and M2P untouched), the allocated runs back to the allocator.
+        let mut next = stolen;
+        while let Some(mfn) = next {
+            next = ctx
+                .p
+                .mm(me, privileged, |m| m.ft.restore(mfn, owner).flatten());
+        }
+        let mut next = allocated;
+        while let Some(run) = next {
+            next = ctx.p.mm(me, privileged, |m| m.ft.unhold(run).flatten());
+            ctx.p.free_frames(run, 1 << oo);
+        }
+        return Err(e);
+    }
+    // 3. Commit (cannot fail): free the input frames, in runs of neighbours.
+    let mut run: Option<(Mfn, u64)> = None;
+    let mut next = stolen;
+    while let Some(mfn) = next {
+        next = ctx.p.mm(me, privileged, |m| {
+            m.m2p.set(mfn, INVALID_M2P_ENTRY);
+            m.ft.unhold(mfn).flatten()
+        });
+        run = match run {
+            Some((s, n)) if mfn.0.checked_add(1) == Some(s.0) => Some((mfn, n + 1)),
+            Some((s, n)) if s.0.checked_add(n) == Some(mfn.0) => Some((s, n + 1)),
+            Some((s, n)) => {
+                ctx.p.free_frames(s, n);
+                Some((mfn, 1))
+            }
+            None => Some((mfn, 1)),
+        };
+    }
+    if let Some((s, n)) = run {
+        ctx.p.free_frames(s, n);
+    }
+    // 4. Assign each output extent and tell the guest where it is.
+    let mut rc = Ok(());
+    let mut j = 0u64;
+    let mut next = allocated;
+    while let Some(first) = next {
+        next = ctx.p.mm(me, privileged, |m| {
+            let n = m.ft.unhold(first).flatten();
+            for f in (first.0..first.0 + (1 << oo)).map(Mfn) {
+                // Held or free and below `first + 2^oo`, checked when allocated.
+                let _ = m.ft.assign(f, Owner::Domain(owner));
+                m.mem.zero_page(f);
+                m.m2p.set(f, INVALID_M2P_ENTRY);
+            }
+            n
+        });
+        let entry = x.out.extent_start.element((i << out_chunk) + j);
+        j += 1;
+        let gpfn = entry.and_then(|e| ctx.p.read_obj::<u64>(e.addr()).ok().map(|g| (e, g)));
+        let Some((entry, gpfn)) = gpfn else {
+            rc = Err(HvError::Fault(x.out.extent_start.addr()));
+            continue;
+        };
+        ctx.p.mm(me, privileged, |m| {
+            for k in 0..1u64 << oo {
+                m.m2p.set(Mfn(first.0 + k), gpfn.wrapping_add(k));
+            }
+        });
+        if ctx.p.write_obj(entry.addr(), &first.0).is_err() {
+            rc = Err(HvError::Fault(x.out.extent_start.addr()));
+        }
+    }
+    rc
 }
 
 /// `current_reservation`, `maximum_reservation`, `maximum_gpfn` of a domain.

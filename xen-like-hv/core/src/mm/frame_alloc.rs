@@ -27,6 +27,19 @@ use super::{Mfn, MfnExt};
 /// accept: `2^18` frames, 1 GiB.
 pub const MAX_ORDER: u32 = 18;
 
+/// The order of the next run when a domain's memory is built from large runs (Xen's
+/// `alloc_chunk` for dom0): the largest power of two that fits in the `left` pages
+/// still wanted, at most `last` (the order that succeeded last: a larger one will not
+/// succeed now either) and at most [`MAX_ORDER`]. 0 when nothing is left.
+pub const fn chunk_order(left: u64, last: u32) -> u32 {
+    if left == 0 {
+        return 0;
+    }
+    let fits = 63 - left.leading_zeros();
+    let cap = if last < MAX_ORDER { last } else { MAX_ORDER };
+    if fits < cap { fits } else { cap }
+}
+
 /// Bits per bitmap word.
 const BITS: u64 = u64::BITS as u64;
 
@@ -295,6 +308,66 @@ impl<'a> FrameAllocator<'a> {
         }
     }
 
+    /// Allocates `2^order` contiguous frames aligned to `2^order`, all below frame
+    /// `limit` (an address-width limit: `XENMEMF_address_bits`, a device's DMA mask),
+    /// and returns the first; `None` if `order > MAX_ORDER` or no such run is free.
+    /// The search goes from the limit downward, as Xen's allocator takes the highest
+    /// zone that fits, so the lowest memory stays for the narrowest limits.
+    pub fn alloc_order_below(&mut self, order: u32, limit: Mfn) -> Option<Mfn> {
+        if order > MAX_ORDER {
+            return None;
+        }
+        let n = 1u64 << order;
+        if self.free < n {
+            return None;
+        }
+        let lim = limit.0.min(self.nframes);
+        let found = if order < 6 {
+            let run = 1u32 << order;
+            let mask = (1u64 << run) - 1;
+            let words = usize::try_from(lim.div_ceil(BITS))
+                .ok()?
+                .min(self.used.len());
+            let mut hit = None;
+            'words: for i in (0..words).rev() {
+                let w = *self.used.get(i)?;
+                if (!w).count_ones() < run {
+                    continue;
+                }
+                let mut b = u64::BITS - run;
+                loop {
+                    let f = frame_of(i, u64::from(b))?;
+                    if f + n <= lim && (w >> b) & mask == 0 {
+                        hit = Some((i, mask << b, f));
+                        break 'words;
+                    }
+                    if b == 0 {
+                        break;
+                    }
+                    b -= run;
+                }
+            }
+            hit.map(|(i, m, f)| (i, 1usize, m, f))
+        } else {
+            let per_group = 1usize << (order - 6);
+            let groups = usize::try_from(lim / n).ok()?;
+            (0..groups).rev().find_map(|g| {
+                let lo = g * per_group;
+                let ws = self.used.get(lo..lo + per_group)?;
+                ws.iter()
+                    .all(|&w| w == 0)
+                    .then(|| frame_of(lo, 0).map(|f| (lo, per_group, !0u64, f)))
+                    .flatten()
+            })
+        };
+        let (lo, words, mask, first) = found?;
+        for w in self.used.get_mut(lo..lo + words)? {
+            *w |= mask;
+        }
+        self.free = self.free.saturating_sub(n);
+        Some(Mfn(first))
+    }
+
     /// Runs of 2..=32 frames: aligned runs never straddle a word.
     fn alloc_in_word(&mut self, order: u32) -> Option<Mfn> {
         let run = 1u32 << order;
@@ -446,6 +519,55 @@ mod tests {
 
     fn storage(nframes: u64) -> Vec<u64> {
         vec![0xdead_beef; bitmap_words(nframes)]
+    }
+
+    #[test]
+    fn runs_below_a_limit_come_from_the_top_of_the_range() {
+        let mut s = storage(4096);
+        let mut a = FrameAllocator::new(&mut s, 4096).unwrap();
+        a.add_free(Mfn(0), Mfn(4096));
+        assert_eq!(a.alloc_order_below(0, Mfn(100)), Some(Mfn(99)));
+        assert_eq!(
+            a.alloc_order_below(2, Mfn(100)),
+            Some(Mfn(92)),
+            "96..100 holds 99"
+        );
+        assert_eq!(a.alloc_order_below(2, Mfn(100)), Some(Mfn(88)));
+        assert_eq!(a.alloc_order_below(6, Mfn(200)), Some(Mfn(128)));
+        // 64..128 holds 88..96 and 99, 0..64 frame 0.
+        assert_eq!(a.alloc_order_below(6, Mfn(200)), None);
+        assert_eq!(a.alloc_order_below(7, Mfn(1 << 20)), Some(Mfn(3968)));
+        assert_eq!(a.alloc_order_below(MAX_ORDER + 1, Mfn(1 << 20)), None);
+        // Frame 0 is never handed out; a limit of 1 leaves nothing.
+        assert_eq!(a.alloc_order_below(0, Mfn(1)), None);
+        for _ in 1..64 {
+            let f = a.alloc_order_below(0, Mfn(64)).unwrap();
+            assert!(f.0 < 64 && f.0 != 0);
+        }
+        assert_eq!(a.alloc_order_below(0, Mfn(64)), None);
+        assert_eq!(a.free_frames(), 4096 - 1 - 63 - 1 - 8 - 64 - 128);
+        a.free_order(Mfn(128), 6).unwrap();
+        assert_eq!(a.alloc_order_below(6, Mfn(192)), Some(Mfn(128)));
+    }
+
+    #[test]
+    fn chunk_orders_follow_xens_alloc_chunk() {
+        assert_eq!(chunk_order(0, MAX_ORDER), 0);
+        assert_eq!(chunk_order(1, MAX_ORDER), 0);
+        assert_eq!(chunk_order(32768, MAX_ORDER), 15);
+        assert_eq!(chunk_order(30351, MAX_ORDER), 14);
+        assert_eq!(chunk_order(30351 - 16384, 14), 13);
+        assert_eq!(chunk_order(1 << 30, MAX_ORDER), MAX_ORDER);
+        assert_eq!(chunk_order(1 << 30, 40), MAX_ORDER);
+        assert_eq!(chunk_order(1000, 3), 3);
+        // A dom0 of n pages is covered by runs of these orders, largest first.
+        let (mut left, mut last, mut runs) = (30351u64, MAX_ORDER, 0);
+        while left > 0 {
+            last = chunk_order(left, last);
+            left -= 1 << last;
+            runs += 1;
+        }
+        assert_eq!(runs, 30351u64.count_ones());
     }
 
     #[test]

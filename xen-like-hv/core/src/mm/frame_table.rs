@@ -92,6 +92,9 @@ impl PageType {
 pub(super) const F_VALIDATED: u8 = 1 << 0;
 /// [`FrameInfo`] flag: pinned (holds one type and one general reference).
 pub(super) const F_PINNED: u8 = 1 << 1;
+/// [`FrameInfo`] flag of a free frame: held on a hypervisor list for the duration of
+/// one operation ([`FrameTable::hold`]); `count` and `type_count` then hold the link.
+const F_HELD: u8 = 1 << 2;
 
 /// The record of one machine frame. `Default` is a free frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -162,6 +165,23 @@ impl FrameInfo {
     }
 }
 
+/// A held list's link (`None`: the end) as the two 32-bit halves kept in a held
+/// frame's `count` and `type_count`.
+fn split_link(next: Option<Mfn>) -> (u32, u32) {
+    let link = next.map_or(u64::MAX, |m| m.0);
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the link is split into its two 32-bit halves on purpose"
+    )]
+    (link as u32, (link >> 32) as u32)
+}
+
+/// The link [`split_link`] split.
+fn join_link(lo: u32, hi: u32) -> Option<Mfn> {
+    let link = u64::from(lo) | u64::from(hi) << 32;
+    (link != u64::MAX).then_some(Mfn(link))
+}
+
 /// The frame table over caller-provided storage; index = MFN.
 #[derive(Debug)]
 pub struct FrameTable<'a> {
@@ -215,7 +235,7 @@ impl<'a> FrameTable<'a> {
             return Err(MmError::BadOwner);
         }
         let f = self.info_mut(mfn).ok_or(MmError::BadFrame(mfn))?;
-        if f.owner != Owner::Free {
+        if f.owner != Owner::Free || f.flags & F_HELD != 0 {
             return Err(MmError::NotFree(mfn));
         }
         *f = FrameInfo {
@@ -242,11 +262,146 @@ impl<'a> FrameTable<'a> {
         *f = FrameInfo::default();
         Ok(())
     }
+
+    /// Puts the free frame `mfn` on a hypervisor-side list whose next element is
+    /// `next`: the list runs through the records themselves, as Xen's `page_list`
+    /// runs through `struct page_info`, so an operation can hold any number of frames
+    /// without storage of its own. A held frame stays [`Owner::Free`] but
+    /// [`assign`](Self::assign) refuses it until [`unhold`](Self::unhold). `NotFree`
+    /// if the frame is owned or already held.
+    pub fn hold(&mut self, mfn: Mfn, next: Option<Mfn>) -> Result<(), MmError> {
+        let f = self.info_mut(mfn).ok_or(MmError::BadFrame(mfn))?;
+        if f.owner != Owner::Free || f.flags & F_HELD != 0 {
+            return Err(MmError::NotFree(mfn));
+        }
+        let (lo, hi) = split_link(next);
+        *f = FrameInfo {
+            count: lo,
+            type_count: hi,
+            flags: F_HELD,
+            ..FrameInfo::default()
+        };
+        Ok(())
+    }
+
+    /// Xen's `steal_page`: takes `mfn` from domain `owner` if it is that domain's and
+    /// holds no reference, type reference or pin, and holds it (as
+    /// [`hold`](Self::hold)) with link `next`. The record keeps the frame's last type
+    /// and validation, so [`restore`](Self::restore) gives it back exactly as it was
+    /// (a later type change still knows a TLB flush is due). Nothing changes on
+    /// failure: `BadFrame` outside the table, `WrongOwner` for a frame that is not
+    /// `owner`'s, `FrameBusy` for one in use.
+    pub fn steal(&mut self, mfn: Mfn, owner: DomId, next: Option<Mfn>) -> Result<(), MmError> {
+        let f = self.info_mut(mfn).ok_or(MmError::BadFrame(mfn))?;
+        if f.owner != Owner::Domain(owner) {
+            return Err(MmError::WrongOwner {
+                mfn,
+                owner: f.owner,
+            });
+        }
+        if !f.is_unreferenced() || f.flags & F_HELD != 0 {
+            return Err(MmError::FrameBusy(mfn));
+        }
+        let (lo, hi) = split_link(next);
+        f.owner = Owner::Free;
+        f.count = lo;
+        f.type_count = hi;
+        f.flags |= F_HELD;
+        Ok(())
+    }
+
+    /// Gives a frame [`steal`](Self::steal) took back to domain `owner`, as it was,
+    /// and returns the next element of its list (as [`unhold`](Self::unhold));
+    /// `None` if `mfn` is not held.
+    pub fn restore(&mut self, mfn: Mfn, owner: DomId) -> Option<Option<Mfn>> {
+        let f = self.info_mut(mfn)?;
+        if f.flags & F_HELD == 0 {
+            return None;
+        }
+        let link = join_link(f.count, f.type_count);
+        f.owner = Owner::Domain(owner);
+        f.count = 0;
+        f.type_count = 0;
+        f.flags &= !F_HELD;
+        Some(link)
+    }
+
+    /// Takes a held frame off its list (it becomes an ordinary free frame) and returns
+    /// the next element: `Some(next)` (`None` at the end of the list), or `None` if
+    /// `mfn` is not held.
+    pub fn unhold(&mut self, mfn: Mfn) -> Option<Option<Mfn>> {
+        let f = self.info_mut(mfn)?;
+        if f.flags & F_HELD == 0 {
+            return None;
+        }
+        let link = join_link(f.count, f.type_count);
+        *f = FrameInfo::default();
+        Some(link)
+    }
+
+    /// Whether `mfn` is held on a hypervisor list.
+    pub fn is_held(&self, mfn: Mfn) -> bool {
+        self.info(mfn).is_some_and(|f| f.flags & F_HELD != 0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_frames_form_a_list_and_cannot_be_assigned() {
+        let mut store = [FrameInfo::default(); 8];
+        let mut ft = FrameTable::new(&mut store);
+        let d = DomId(3);
+        ft.assign(Mfn(2), Owner::Domain(d)).unwrap();
+        ft.assign(Mfn(3), Owner::Domain(d)).unwrap();
+        ft.info_mut(Mfn(3)).unwrap().count = 1;
+        ft.steal(Mfn(2), d, None).unwrap();
+        assert!(ft.is_held(Mfn(2)));
+        assert_eq!(ft.owner(Mfn(2)), Some(Owner::Free));
+        assert_eq!(
+            ft.assign(Mfn(2), Owner::Domain(d)),
+            Err(MmError::NotFree(Mfn(2)))
+        );
+        // In use, another domain's, free, outside: refused, unchanged.
+        assert_eq!(ft.steal(Mfn(3), d, None), Err(MmError::FrameBusy(Mfn(3))));
+        assert!(matches!(
+            ft.steal(Mfn(3), DomId(4), None),
+            Err(MmError::WrongOwner { .. })
+        ));
+        assert!(ft.steal(Mfn(5), d, None).is_err());
+        assert_eq!(ft.steal(Mfn(9), d, None), Err(MmError::BadFrame(Mfn(9))));
+        assert_eq!(ft.info(Mfn(3)).unwrap().count(), 1);
+        ft.hold(Mfn(5), Some(Mfn(2))).unwrap();
+        assert_eq!(ft.hold(Mfn(5), None), Err(MmError::NotFree(Mfn(5))));
+        ft.hold(Mfn(7), Some(Mfn(0x0012_3456_789A))).unwrap();
+        assert_eq!(ft.unhold(Mfn(7)), Some(Some(Mfn(0x0012_3456_789A))));
+        assert_eq!(ft.unhold(Mfn(5)), Some(Some(Mfn(2))));
+        assert_eq!(ft.unhold(Mfn(2)), Some(None));
+        assert_eq!(ft.unhold(Mfn(2)), None);
+        assert_eq!(ft.info(Mfn(2)), Some(&FrameInfo::default()));
+        ft.assign(Mfn(2), Owner::Domain(d)).unwrap();
+        // A stolen frame comes back with its last type and validation.
+        let f = ft.info_mut(Mfn(2)).unwrap();
+        f.ty = PageType::L1;
+        f.flags |= F_VALIDATED;
+        ft.steal(Mfn(2), d, Some(Mfn(6))).unwrap();
+        assert_eq!(ft.restore(Mfn(2), DomId(9)), Some(Some(Mfn(6))));
+        let f = ft.info(Mfn(2)).unwrap();
+        assert_eq!(
+            (
+                f.owner(),
+                f.page_type(),
+                f.validated(),
+                f.count(),
+                f.type_count()
+            ),
+            (Owner::Domain(DomId(9)), PageType::L1, true, 0, 0)
+        );
+        assert!(!ft.is_held(Mfn(2)));
+        assert_eq!(ft.restore(Mfn(2), d), None);
+    }
 
     #[test]
     fn assign_and_release() {

@@ -1,6 +1,6 @@
 //! `memory_op` driven as a guest drives it (typed wrapper -> registers -> handler), on
 //! the fake platform: reservations with their limits, partial counts and continuations,
-//! foreign domains, the information sub-ops, the memory maps and the exchange refusal.
+//! foreign domains, the information sub-ops, the memory maps and the exchange.
 #![allow(clippy::cast_possible_truncation)]
 
 use super::*;
@@ -772,43 +772,67 @@ fn exchange_is(w: &mut World, x: XenMemoryExchange, want: Result<u64, Errno>) {
     let owned_before = owned(w, w.dom.id.0);
     let pool_before = w.p.pool.clone();
     let tot_before = w.dom.tot_pages;
+    let m2p_before: Vec<u64> = owned_before.iter().map(|&f| m2p(w, f)).collect();
+    let ft_before = w.p.mm.ft.frames().to_vec();
     assert_eq!(call(w, XenmemOp::Exchange, 0, ARG), want, "{x:?}");
+    assert!(
+        w.p.mm.ft.frames() == ft_before.as_slice(),
+        "frame records changed"
+    );
     assert_eq!(w.p.peek(ARG, 72), arg_before);
     assert_eq!(w.p.peek(LIST, 0x1000), list_before);
     assert_eq!(owned(w, w.dom.id.0), owned_before);
     assert_eq!(w.p.pool, pool_before);
     assert_eq!(w.dom.tot_pages, tot_before);
+    let m2p_after: Vec<u64> = owned_before.iter().map(|&f| m2p(w, f)).collect();
+    assert_eq!(m2p_after, m2p_before);
+    assert!(
+        w.p.mm
+            .ft
+            .frames()
+            .iter()
+            .all(|f| f.is_unreferenced() || f.owner() != Owner::Free)
+    );
+}
+
+/// The output list of the exchange tests (room for 256 entries).
+const OUT: u64 = LIST + 0x800;
+
+/// An exchange of `nr_in` extents of order `io` at [`LIST`] for extents of order `oo`
+/// at [`OUT`], for the caller.
+fn exch_orders(nr_in: u64, io: u32, oo: u32) -> XenMemoryExchange {
+    let nr_out = (nr_in << io) >> oo;
+    let mut x = exch(nr_in, LIST, nr_out, OUT, 0);
+    x.in_.extent_order = io;
+    x.out.extent_order = oo;
+    x
+}
+
+/// Runs an exchange from [`ARG`], following continuations: the result, the
+/// `nr_exchanged` written back and the number of invocations.
+fn run_exchange(w: &mut World, x: &XenMemoryExchange) -> (Result<u64, Errno>, u64, u32) {
+    w.p.poke_obj(ARG, x);
+    let mut rc = call(w, XenmemOp::Exchange, 0, ARG);
+    let mut calls = 1;
+    while w.outcome == Outcome::RegsReplaced {
+        rc = Errno::decode(reissue(w));
+        calls += 1;
+    }
+    let done: XenMemoryExchange = w.p.peek_obj(ARG);
+    (rc, done.nr_exchanged, calls)
 }
 
 #[test]
-fn exchange_is_validated_as_xen_does_then_refused_without_touching_anything() {
+fn exchange_is_validated_in_xens_order_without_touching_anything() {
     let mut w = world(1, false, 16);
     let mine = populate(&mut w, &[0, 1]);
     put_list(&mut w, &mine);
-    // Well formed: refused.
-    exchange_is(
-        &mut w,
-        exch(2, LIST, 2, LIST + 0x800, 0),
-        Err(Errno::ENOSYS),
-    );
-    exchange_is(
-        &mut w,
-        exch(2, LIST, 2, LIST + 0x800, 1),
-        Err(Errno::ENOSYS),
-    );
-    // Already done: nothing to do.
-    exchange_is(&mut w, exch(2, LIST, 2, LIST + 0x800, 2), Ok(0));
+    // Already done: nothing to do (an empty range checks only its start).
+    exchange_is(&mut w, exch(2, LIST, 2, OUT, 2), Ok(0));
+    exchange_is(&mut w, exch(0, LIST, 0, OUT, 0), Ok(0));
     // XSA-212: nr_exchanged beyond the input.
-    exchange_is(
-        &mut w,
-        exch(2, LIST, 2, LIST + 0x800, 3),
-        Err(Errno::EINVAL),
-    );
-    exchange_is(
-        &mut w,
-        exch(2, LIST, 2, LIST + 0x800, u64::MAX),
-        Err(Errno::EINVAL),
-    );
+    exchange_is(&mut w, exch(2, LIST, 2, OUT, 3), Err(Errno::EINVAL));
+    exchange_is(&mut w, exch(2, LIST, 2, OUT, u64::MAX), Err(Errno::EINVAL));
     // XSA-212: huge lists whose part from nr_exchanged on lands in the hypervisor (its
     // IDT, say) or wraps: -EFAULT before any access.
     let idt = 0xFFFF_82D0_8000_0000u64;
@@ -831,22 +855,24 @@ fn exchange_is_validated_as_xen_does_then_refused_without_touching_anything() {
         exch(4, LIST, 4, NON_GUEST - 8, 1),
         Err(Errno::EFAULT),
     );
-    // Sizes that overflow or do not match; domain ids that differ.
+    // Sizes that overflow or do not match (order mismatch); domain ids that differ.
     exchange_is(&mut w, exch(2, LIST, 3, LIST, 0), Err(Errno::EINVAL));
+    exchange_is(&mut w, exch_orders(2, 0, 2), Err(Errno::EINVAL));
+    let mut x = exch_orders(1, 1, 1);
+    x.out.nr_extents = 2;
+    exchange_is(&mut w, x, Err(Errno::EINVAL));
     let mut x = exch(u64::MAX, LIST, u64::MAX >> 1, LIST, 0);
     x.out.extent_order = 1;
     exchange_is(&mut w, x, Err(Errno::EINVAL));
-    let mut x = exch(2, LIST, 1, LIST + 0x800, 0);
-    x.out.extent_order = 1;
-    exchange_is(&mut w, x, Err(Errno::ENOSYS));
+    let mut x = exch_orders(2, 0, 1);
     x.out.domid = DomId(1);
     exchange_is(&mut w, x, Err(Errno::EINVAL));
-    // Orders above the caller's limit; foreign domains.
-    let mut x = exch(1, LIST, 1, LIST, 0);
+    // Orders above the caller's limit (before anything else); foreign domains.
+    let mut x = exch(1, LIST, 1, LIST, 3);
     x.in_.extent_order = DOMU_MAX_ORDER + 1;
     x.out.extent_order = DOMU_MAX_ORDER + 1;
     exchange_is(&mut w, x, Err(Errno::EPERM));
-    let mut x = exch(1, LIST, 1, LIST + 0x800, 0);
+    let mut x = exch_orders(1, 0, 0);
     x.in_.domid = DomId(5);
     x.out.domid = DomId(5);
     exchange_is(&mut w, x, Err(Errno::ESRCH));
@@ -857,6 +883,354 @@ fn exchange_is_validated_as_xen_does_then_refused_without_touching_anything() {
     );
     assert_eq!(call(&mut w, XenmemOp::Exchange, 1, ARG), Err(Errno::EINVAL));
     assert_eq!(w.dom.tot_pages, 2);
+}
+
+#[test]
+fn exchange_trades_single_frames_for_one_contiguous_extent() {
+    let mut w = world(1, false, 16);
+    // Scattered frames: the pool's first aligned run of 4 is taken after them.
+    w.p.pool.remove(&(POOL + 1));
+    let mine = populate(&mut w, &[20, 21, 22, 23]);
+    assert_eq!(mine, [POOL, POOL + 2, POOL + 3, POOL + 4]);
+    for &f in &mine {
+        w.p.mm.mem.frames.insert(f, Box::new([0x5A5A; 512]));
+    }
+    put_list(&mut w, &mine);
+    w.p.poke_obj(OUT, &20u64);
+    let (rc, done, calls) = run_exchange(&mut w, &exch_orders(4, 0, 2));
+    assert_eq!((rc, done, calls), (Ok(0), 4, 1));
+    let first: u64 = w.p.peek_obj(OUT);
+    assert_eq!(first, POOL + 8, "the first free aligned run of 4");
+    assert_eq!(owned(&w, 1), (first..first + 4).collect::<Vec<_>>());
+    assert_eq!(w.dom.tot_pages, 4);
+    for k in 0..4 {
+        assert_eq!(m2p(&w, first + k), 20 + k);
+        assert!(w.p.mm.mem.frames[&(first + k)].iter().all(|&e| e == 0));
+    }
+    for &f in &mine {
+        assert!(w.p.pool.contains(&f));
+        assert_eq!(m2p(&w, f), INVALID_M2P_ENTRY);
+        assert!(!w.p.mm.ft.is_held(Mfn(f)));
+    }
+    // The in-list is only read.
+    assert_eq!(list(&w, 4), mine);
+    // Neighbours are freed together.
+    assert_eq!(w.p.freed, [(POOL + 2, 3), (POOL, 1)]);
+}
+
+#[test]
+fn exchange_splits_an_extent_into_frames_with_consecutive_gpfns_per_entry() {
+    let mut w = world(1, false, 16);
+    put_list(&mut w, &[30]);
+    let r = resv(LIST, 1, 1, 0, DomId::SELF);
+    assert_eq!(run(&mut w, XenmemOp::PopulatePhysmap, &r).0, Ok(1));
+    let pair = list(&w, 1)[0];
+    put_list(&mut w, &[pair]);
+    for (j, gpfn) in [7u64, 3].iter().enumerate() {
+        w.p.poke_obj(OUT + 8 * j as u64, gpfn);
+    }
+    let (rc, done, _) = run_exchange(&mut w, &exch_orders(1, 1, 0));
+    assert_eq!((rc, done), (Ok(0), 1));
+    let out = w.p.peek_u64s(OUT, 2);
+    assert_eq!([m2p(&w, out[0]), m2p(&w, out[1])], [7, 3]);
+    assert_eq!(owned(&w, 1), {
+        let mut v = out.clone();
+        v.sort_unstable();
+        v
+    });
+    assert!(w.p.pool.contains(&pair) && w.p.pool.contains(&(pair + 1)));
+}
+
+#[test]
+fn an_in_frame_that_is_not_the_callers_fails_the_extent_untouched() {
+    let mut w = world(1, false, 16);
+    let mine = populate(&mut w, &[0, 1]);
+    w.p.mm
+        .ft
+        .assign(Mfn(0x50), Owner::Domain(DomId(2)))
+        .unwrap();
+    w.p.mm
+        .ft
+        .assign(Mfn(0x51), Owner::XenShared(DomId(1)))
+        .unwrap();
+    // Another domain's, the hypervisor's shared page, free, outside the frame table,
+    // wrapping; and a frame listed twice.
+    for bad in [0x50, 0x51, 0x40, 4096, u64::MAX] {
+        put_list(&mut w, &[mine[0], bad]);
+        exchange_is(&mut w, exch_orders(2, 0, 1), Err(Errno::EINVAL));
+    }
+    put_list(&mut w, &[mine[0], mine[0]]);
+    exchange_is(&mut w, exch_orders(2, 0, 1), Err(Errno::EINVAL));
+    // An in-extent of order 1 whose second frame is not the caller's.
+    put_list(&mut w, &[mine[1]]);
+    exchange_is(&mut w, exch_orders(1, 1, 1), Err(Errno::EINVAL));
+    // An unreadable in-list entry.
+    let mut x = exch_orders(2, 0, 1);
+    x.in_.extent_start = ptr(UNMAPPED);
+    exchange_is(&mut w, x, Err(Errno::EFAULT));
+}
+
+#[test]
+fn an_in_frame_in_use_fails_the_extent_untouched() {
+    let mut w = world(1, false, 16);
+    let mine = populate(&mut w, &[0, 1, 2]);
+    let d1 = DomId(1);
+    put_list(&mut w, &mine[..2]);
+    // Mapped (a general reference).
+    w.p.mm(d1, false, |m| get_page(m, Mfn(mine[1]), d1))
+        .unwrap();
+    exchange_is(&mut w, exch_orders(2, 0, 1), Err(Errno::EINVAL));
+    w.p.mm(d1, false, |m| put_page(m, Mfn(mine[1])));
+    // Typed as a page table.
+    w.p.mm(d1, false, |m| {
+        get_page_and_type(m, Mfn(mine[0]), d1, PageType::L1)
+    })
+    .unwrap();
+    exchange_is(&mut w, exch_orders(2, 0, 1), Err(Errno::EINVAL));
+    w.p.mm(d1, false, |m| put_page_and_type(m, Mfn(mine[0])));
+    // No reference left, but its last type (L1) is kept: a failing exchange gives it
+    // back with that type, so a later type change still flushes.
+    let mut x = exch_orders(2, 0, 1);
+    x.out.mem_flags = 13;
+    exchange_is(&mut w, x, Err(Errno::ENOMEM));
+    assert_eq!(
+        w.p.mm.ft.info(Mfn(mine[0])).unwrap().page_type(),
+        PageType::L1
+    );
+    // Free of references again: it goes.
+    let (rc, done, _) = run_exchange(&mut w, &exch_orders(2, 0, 1));
+    assert_eq!((rc, done), (Ok(0), 2));
+    assert_eq!(w.dom.tot_pages, 3);
+}
+
+#[test]
+fn running_out_of_memory_is_enomem_with_the_extent_untouched() {
+    let mut w = world(1, false, 16);
+    let mine = populate(&mut w, &[0, 1]);
+    put_list(&mut w, &mine);
+    let mut y = exch_orders(2, 0, 1);
+    // Only single frames left: no aligned pair.
+    let keep: BTreeSet<u64> = w.p.pool.iter().copied().filter(|f| f % 2 == 1).collect();
+    w.p.pool = keep;
+    exchange_is(&mut w, y, Err(Errno::ENOMEM));
+    // address_bits 1..=13 can never be satisfied (Xen's zone limit is 0).
+    y = exch_orders(2, 0, 0);
+    for bits in [1, 12, 13] {
+        y.out.mem_flags = bits;
+        exchange_is(&mut w, y, Err(Errno::ENOMEM));
+    }
+}
+
+#[test]
+fn address_bits_put_the_output_below_the_limit() {
+    let mut w = world(0, true, 64);
+    // High frames first in the pool's order would be taken without a limit.
+    let low: Vec<u64> = (0x10..0x20).collect();
+    w.p.pool.extend(low.iter().copied());
+    w.p.pool.retain(|&f| !(0x20..0x180).contains(&f));
+    let mine = populate(&mut w, &[0, 1, 2, 3]);
+    assert!(mine.iter().all(|&f| f < 0x20), "{mine:x?}");
+    put_list(&mut w, &mine);
+    // Only high frames are free now.
+    w.p.pool.retain(|&f| f >= 0x180);
+    let x = exch_orders(4, 0, 2);
+    let (rc, _, _) = run_exchange(&mut w, &x);
+    assert_eq!(rc, Ok(0));
+    let high: u64 = w.p.peek_obj(OUT);
+    assert!(high >= 0x180);
+    // Back for a run below 2^(17 + 12) bytes = frame 0x20.
+    put_list(&mut w, &[high]);
+    let mut back = exch_orders(1, 2, 2);
+    back.out.mem_flags = 17;
+    w.p.poke_obj(OUT, &0u64);
+    let (rc, done, _) = run_exchange(&mut w, &back);
+    assert_eq!((rc, done), (Ok(0), 1));
+    let low_run: u64 = w.p.peek_obj(OUT);
+    assert!(low_run + 4 <= 0x20, "{low_run:#x}");
+    // Nothing left below 0x20: -ENOMEM, the extent stays.
+    w.p.pool.retain(|&f| f >= 0x20);
+    put_list(&mut w, &[low_run]);
+    back.out.mem_flags = 17;
+    exchange_is(&mut w, back, Err(Errno::ENOMEM));
+    // address_bits at or above the width of RAM impose nothing.
+    back.out.mem_flags = 64;
+    let (rc, _, _) = run_exchange(&mut w, &back);
+    assert_eq!(rc, Ok(0));
+}
+
+#[test]
+fn a_failing_chunk_reports_the_chunks_done_before_it() {
+    let mut w = world(1, false, 16);
+    let mine = populate(&mut w, &[0, 1, 2, 3, 4, 5]);
+    let d1 = DomId(1);
+    // Chunks of two in-frames: the third chunk has a mapped frame.
+    w.p.mm(d1, false, |m| get_page(m, Mfn(mine[5]), d1))
+        .unwrap();
+    put_list(&mut w, &mine);
+    for j in 0..3u64 {
+        w.p.poke_obj(OUT + 8 * j, &(100 + 2 * j));
+    }
+    let (rc, done, _) = run_exchange(&mut w, &exch_orders(6, 0, 1));
+    assert_eq!((rc, done), (Err(Errno::EINVAL), 4));
+    assert_eq!(w.dom.tot_pages, 6);
+    let out = w.p.peek_u64s(OUT, 3);
+    assert_eq!([m2p(&w, out[0]), m2p(&w, out[1] + 1)], [100, 103]);
+    assert_eq!(out[2], 104, "the failed chunk's entry is untouched");
+    let mut want: Vec<u64> = vec![out[0], out[0] + 1, out[1], out[1] + 1, mine[4], mine[5]];
+    want.sort_unstable();
+    assert_eq!(owned(&w, 1), want);
+    assert_eq!([m2p(&w, mine[4]), m2p(&w, mine[5])], [4, 5]);
+    // The caller fixes the frame and goes on from nr_exchanged.
+    w.p.mm(d1, false, |m| put_page(m, Mfn(mine[5])));
+    let mut x = exch_orders(6, 0, 1);
+    x.nr_exchanged = 4;
+    let (rc, done, _) = run_exchange(&mut w, &x);
+    assert_eq!((rc, done), (Ok(0), 6));
+    assert_eq!(m2p(&w, w.p.peek_u64s(OUT, 3)[2]), 104);
+}
+
+#[test]
+fn an_unwritable_out_entry_is_efault_after_the_trade() {
+    let mut w = world(1, false, 16);
+    let mine = populate(&mut w, &[0, 1]);
+    put_list(&mut w, &mine);
+    let ro = 0xFFFF_FFFF_8040_0000u64;
+    w.p.map(ro, 0x1000, Perm::ReadOnly);
+    let mut x = exch_orders(2, 0, 0);
+    x.out.extent_start = ptr(ro);
+    let (rc, done, _) = run_exchange(&mut w, &x);
+    // Xen: the chunk's frames are traded, but it is not counted.
+    assert_eq!((rc, done), (Err(Errno::EFAULT), 0));
+    assert_eq!(w.dom.tot_pages, 2);
+    let now = owned(&w, 1);
+    assert_eq!(now.len(), 2);
+    assert_ne!(now, mine, "traded");
+    // An argument that reads but does not write: the trade is done, the answer is
+    // -EFAULT (nr_exchanged cannot be written back), as in Xen; the same for an
+    // early refusal.
+    put_list(&mut w, &now);
+    let x = exch_orders(2, 0, 0);
+    let arg = ro + 0x100;
+    w.p.map(ro, 0x1000, Perm::ReadWrite);
+    w.p.poke_obj(arg, &x);
+    w.p.map(ro, 0x1000, Perm::ReadOnly);
+    assert_eq!(call(&mut w, XenmemOp::Exchange, 0, arg), Err(Errno::EFAULT));
+    let after = owned(&w, 1);
+    assert_eq!(after.len(), 2);
+    assert_ne!(after, now, "traded");
+    let mut bad = x;
+    bad.out.domid = DomId(7);
+    w.p.map(ro, 0x1000, Perm::ReadWrite);
+    w.p.poke_obj(arg, &bad);
+    w.p.map(ro, 0x1000, Perm::ReadOnly);
+    assert_eq!(call(&mut w, XenmemOp::Exchange, 0, arg), Err(Errno::EFAULT));
+}
+
+#[test]
+fn long_exchanges_continue_through_nr_exchanged() {
+    let mut w = world(1, false, 1200);
+    w.p.pool.extend(0x200..0x800);
+    let pfns: Vec<u64> = (0..600).collect();
+    let mine = populate(&mut w, &pfns);
+    // The list spans LIST..LIST+600*8 and the out list after it.
+    let out = LIST + 0x1400;
+    put_list(&mut w, &mine);
+    for j in 0..600u64 {
+        w.p.poke_obj(out + 8 * j, &(1000 + j));
+    }
+    let mut x = exch(600, LIST, 600, out, 0);
+    w.p.poke_obj(ARG, &x);
+    assert_eq!(
+        call(&mut w, XenmemOp::Exchange, 0, ARG),
+        Ok(u64::from(Hypercall::MemoryOp.nr()))
+    );
+    assert_eq!(w.outcome, Outcome::RegsReplaced);
+    let mid: XenMemoryExchange = w.p.peek_obj(ARG);
+    assert_eq!(mid.nr_exchanged, WORK_PER_CALL);
+    assert_eq!(Errno::decode(reissue(&mut w)), Ok(0));
+    let end: XenMemoryExchange = w.p.peek_obj(ARG);
+    assert_eq!(end.nr_exchanged, 600);
+    assert_eq!(w.dom.tot_pages, 600);
+    let got = w.p.peek_u64s(out, 600);
+    for (j, &f) in got.iter().enumerate() {
+        assert_eq!(m2p(&w, f), 1000 + j as u64);
+    }
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    assert_eq!(owned(&w, 1), sorted);
+    assert_ne!(sorted, mine);
+    x.nr_exchanged = 600;
+    w.p.poke_obj(ARG, &x);
+    assert_eq!(call(&mut w, XenmemOp::Exchange, 0, ARG), Ok(0));
+}
+
+#[test]
+fn an_exchange_continues_inside_a_multicall() {
+    use hypercall_abi::xen::MulticallEntry;
+    let mut w = world(1, false, 1200);
+    w.p.pool.extend(0x200..0x800);
+    let mine = populate(&mut w, &(0..600).collect::<Vec<u64>>());
+    put_list(&mut w, &mine);
+    let out = LIST + 0x1400;
+    w.p.poke_obj(ARG, &exch(600, LIST, 600, out, 0));
+    let mc = KDATA + 0x3E00;
+    let mut args = [0u64; 6];
+    args[0] = memop_cmd(XenmemOp::Exchange);
+    args[1] = ARG;
+    let e = MulticallEntry {
+        op: u64::from(Hypercall::MemoryOp.nr()),
+        args,
+        ..MulticallEntry::default()
+    };
+    w.p.poke_obj(mc, &e);
+    assert_eq!(
+        hc::multicall(&mut w, ptr(mc), 1),
+        Ok(u64::from(Hypercall::Multicall.nr()))
+    );
+    assert_eq!(w.outcome, Outcome::RegsReplaced);
+    assert_eq!(Errno::decode(reissue(&mut w)), Ok(0));
+    let done: MulticallEntry = w.p.peek_obj(mc);
+    assert_eq!(done.result, 0);
+    let x: XenMemoryExchange = w.p.peek_obj(ARG);
+    assert_eq!(x.nr_exchanged, 600);
+    assert_eq!(w.dom.tot_pages, 600);
+}
+
+#[test]
+fn a_privileged_caller_exchanges_another_domains_frames() {
+    let mut w = with_dom2();
+    put_list(&mut w, &[0, 1]);
+    let r = resv(LIST, 2, 0, 0, DomId(2));
+    assert_eq!(run(&mut w, XenmemOp::PopulatePhysmap, &r).0, Ok(2));
+    let theirs = list(&w, 2);
+    put_list(&mut w, &theirs);
+    w.p.poke_obj(OUT, &0u64);
+    let mut x = exch_orders(2, 0, 1);
+    x.in_.domid = DomId(2);
+    x.out.domid = DomId(2);
+    let (rc, done, _) = run_exchange(&mut w, &x);
+    assert_eq!((rc, done), (Ok(0), 2));
+    let first: u64 = w.p.peek_obj(OUT);
+    assert_eq!(owned(&w, 2), [first, first + 1]);
+    assert_eq!(w.p.others[&2].tot_pages, 2);
+    // dom0's own frames are not dom2's.
+    let mine = populate(&mut w, &[9]);
+    put_list(&mut w, &[mine[0], mine[0]]);
+    x = exch_orders(2, 0, 1);
+    x.in_.domid = DomId(2);
+    x.out.domid = DomId(2);
+    exchange_is(&mut w, x, Err(Errno::EINVAL));
+}
+
+#[test]
+fn an_unprivileged_caller_cannot_exchange_for_another_domain() {
+    let mut w = world(1, false, 16);
+    w.p.others
+        .insert(2, Domain::new(DomId(2), false, Mfn(0x98)));
+    let mut x = exch_orders(1, 0, 0);
+    x.in_.domid = DomId(2);
+    x.out.domid = DomId(2);
+    exchange_is(&mut w, x, Err(Errno::EPERM));
 }
 
 #[test]
@@ -969,6 +1343,13 @@ enum Step {
     Ref {
         pick: usize,
     },
+    Exchange {
+        dom2: bool,
+        picks: Vec<usize>,
+        io: u32,
+        oo: u32,
+        bits: u32,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -992,6 +1373,20 @@ fn step() -> impl Strategy<Value = Step> {
                 junk
             }),
         (0..64usize).prop_map(|pick| Step::Ref { pick }),
+        (
+            any::<bool>(),
+            prop::collection::vec(0..64usize, 0..6),
+            0..3u32,
+            0..3u32,
+            prop_oneof![Just(0u32), 13..22u32],
+        )
+            .prop_map(|(dom2, picks, io, oo, bits)| Step::Exchange {
+                dom2,
+                picks,
+                io,
+                oo,
+                bits
+            }),
     ]
 }
 
@@ -1032,6 +1427,26 @@ proptest! {
                     let done = run(&mut w, XenmemOp::DecreaseReservation, &r).0.unwrap();
                     prop_assert!(done <= l.len() as u64);
                 }
+                Step::Exchange { dom2, picks, io, oo, bits } => {
+                    let l: Vec<u64> = picks.iter().filter_map(|&p| seen.get(p).copied()).collect();
+                    put_list(&mut w, &l);
+                    let nr_in = l.len() as u64;
+                    let nr_out = (nr_in << io) >> oo;
+                    let domid = if dom2 { DomId(2) } else { DomId::SELF };
+                    let mut x = exch(nr_in, LIST, nr_out, OUT, 0);
+                    x.in_.extent_order = io;
+                    x.out.extent_order = oo;
+                    x.in_.domid = domid;
+                    x.out.domid = domid;
+                    x.out.mem_flags = bits;
+                    let (rc, done, _) = run_exchange(&mut w, &x);
+                    prop_assert!(done <= nr_in);
+                    if rc.is_ok() {
+                        prop_assert_eq!(done, nr_in);
+                    }
+                    let got = (done << io) >> oo;
+                    seen.extend(w.p.peek_u64s(OUT, got as usize));
+                }
                 Step::Ref { pick } => {
                     if let Some(&f) = seen.get(pick) {
                         if let Some(Owner::Domain(d)) = w.p.mm.ft.owner(Mfn(f)) {
@@ -1060,6 +1475,7 @@ proptest! {
             for &f in &owned_all {
                 prop_assert!(w.p.mm.ft.info(Mfn(f)).is_some());
             }
+            prop_assert!(w.p.mm.ft.frames().iter().enumerate().all(|(i, _)| !w.p.mm.ft.is_held(Mfn(i as u64))));
         }
     }
 }

@@ -354,14 +354,10 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn alloc_frames(&mut self, order: u32, below: Option<Mfn>) -> Option<Mfn> {
-        let mfn = crate::mm::alloc_order(order)?;
-        let end = mfn.0.checked_add(1 << order)?;
-        if below.is_some_and(|b| end > b.0) {
-            // The allocator has no address limit; give the run back and report none.
-            let _ = crate::mm::free_order(mfn, order);
-            return None;
+        match below {
+            Some(limit) => crate::mm::alloc_order_below(order, limit),
+            None => crate::mm::alloc_order(order),
         }
-        Some(mfn)
     }
 
     fn free_frames(&mut self, first: Mfn, count: u64) {
