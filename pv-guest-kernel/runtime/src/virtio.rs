@@ -4,8 +4,9 @@
 //! A device sees machine addresses (there is no IOMMU), so:
 //!
 //! * **DMA memory** ([`Hal::dma_alloc`]: virtqueues, request headers) is
-//!   machine-contiguous, from [`dma_alloc`], mapped writable in a window of
-//!   its own.
+//!   machine-contiguous: [`crate::dma`] trades the pages' frames for one
+//!   machine extent (`XENMEM_exchange`), as Linux's
+//!   `xen_create_contiguous_region` does.
 //! * **Buffers the driver passes** ([`Hal::share`]: a block read's
 //!   destination, a packet) go straight through when their pages are
 //!   machine-contiguous (always, for one page or less within a page), and
@@ -29,18 +30,16 @@ use spin::Mutex;
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
-use crate::mm::{self, Frame};
+use crate::mm;
 
 /// Where device registers are mapped.
 const MMIO_WINDOW: (u64, u64) = (0x0000_7100_0000_0000, 0x0000_7180_0000_0000);
-/// Where DMA memory is mapped.
-const DMA_WINDOW: (u64, u64) = (0x0000_7180_0000_0000, 0x0000_7200_0000_0000);
 /// Distinct register ranges (BARs) mapped at once.
 const MMIO_RANGES: usize = 32;
 /// Buffers bounced at once (a virtqueue's worth of requests in flight).
 const BOUNCES: usize = 256;
-/// Frames one DMA allocation may have (a virtqueue of 1024 entries needs 7).
-const MAX_DMA_PAGES: usize = 64;
+/// DMA buffers alive at once (virtqueues, the drivers' own buffers, bounces).
+const MAX_LIVE: usize = 512;
 
 static MMIO: Mutex<MmioWindow<MMIO_RANGES>> =
     Mutex::new(MmioWindow::new(MMIO_WINDOW.0, MMIO_WINDOW.1));
@@ -55,116 +54,61 @@ pub fn share_counts() -> (u64, u64) {
     use core::sync::atomic::Ordering::Relaxed;
     (SHARED[0].load(Relaxed), SHARED[1].load(Relaxed))
 }
-/// The next free address of the DMA window (addresses are not reused: the
-/// window is 512 GiB).
-static DMA_NEXT: Mutex<u64> = Mutex::new(DMA_WINDOW.0);
 
-/// DMA memory: `pages` machine-contiguous frames, zeroed and mapped writable.
+/// DMA memory: machine-contiguous frames, zeroed and mapped writable (a
+/// [`crate::dma`] buffer, kept by this module until [`dma_free`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DmaBuf {
     /// Where the buffer is mapped.
     pub va: u64,
     /// The machine address a device uses.
     pub bus: u64,
-    /// Size in pages.
+    /// Size in pages (what was asked for; the buffer may be larger).
     pub pages: usize,
 }
 
-/// Allocates `pages` machine-contiguous frames, maps them writable at a fresh
-/// address of the DMA window and zeroes them. `None` when the domain has no run
-/// of that many contiguous frames left (or `pages` is 0 or too large).
+/// The [`crate::dma`] buffers behind the live [`DmaBuf`]s.
+static LIVE: Mutex<heapless::Vec<crate::dma::DmaBuffer, MAX_LIVE>> =
+    Mutex::new(heapless::Vec::new());
+
+/// Allocates `pages` machine-contiguous pages ([`crate::dma::alloc`], anywhere
+/// in machine memory: virtio devices take 64-bit addresses), zeroed and mapped
+/// writable. `None` when the hypervisor has no such run for the domain, or
+/// `pages` is 0 or more than [`crate::dma::MAX_PAGES`].
 pub fn dma_alloc(pages: usize) -> Option<DmaBuf> {
-    if pages == 0 || pages > MAX_DMA_PAGES {
-        return None;
-    }
-    let frames = contiguous_frames(pages)?;
-    let mut next = DMA_NEXT.lock();
-    let va = *next;
-    let end = va
-        .checked_add(pages as u64 * PAGE)
-        .filter(|e| *e <= DMA_WINDOW.1);
-    let mapped = end.is_some()
-        && mm::map(
-            va,
-            &frames
-                .iter()
-                .map(|f| f.mfn)
-                .collect::<heapless::Vec<Mfn, MAX_DMA_PAGES>>(),
-            PteFlags::RW | PteFlags::NX | PteFlags::ACCESSED | PteFlags::DIRTY,
-        )
-        .is_ok();
-    if !mapped {
-        release(&frames);
-        return None;
-    }
-    *next = end.unwrap_or(DMA_WINDOW.1);
-    let p: *mut u8 = core::ptr::with_exposed_provenance_mut(usize::try_from(va).ok()?);
-    // SAFETY: `va` starts `pages` pages of the DMA window this call just mapped
-    // writable to frames nobody else uses; window addresses are never handed out
-    // twice.
-    unsafe { p.write_bytes(0, pages * 4096) };
-    Some(DmaBuf {
-        va,
-        bus: frames[0].mfn.0 << 12,
+    let buf = crate::dma::alloc(u64::try_from(pages).ok()?, 0).ok()?;
+    let handle = DmaBuf {
+        va: buf.va(),
+        bus: buf.machine_addr(),
         pages,
-    })
+    };
+    if let Err(buf) = LIVE.lock().push(buf) {
+        if let Err((_, e)) = crate::dma::free(buf) {
+            crate::println!("pv-runtime: virtio: cannot give DMA memory back: {e:?}");
+        }
+        return None;
+    }
+    Some(handle)
 }
 
-/// Gives back DMA memory from [`dma_alloc`]: unmapped, its frames returned.
+/// Gives back DMA memory from [`dma_alloc`].
 pub fn dma_free(buf: DmaBuf) {
-    if mm::unmap(buf.va, buf.pages as u64).is_err() {
-        // Still mapped writable: the frames cannot go back to the allocator.
-        crate::println!(
-            "pv-runtime: virtio: cannot unmap DMA memory at {:#x}",
-            buf.va
-        );
-        return;
-    }
-    for i in 0..buf.pages as u64 {
-        let mfn = Mfn((buf.bus >> 12) + i);
-        if let Some(pfn) = mm::mfn_to_pfn(mfn) {
-            let _ = mm::free_frame(Frame { pfn, mfn });
+    let taken = {
+        let mut live = LIVE.lock();
+        live.iter()
+            .position(|b| b.machine_addr() == buf.bus)
+            .map(|i| live.swap_remove(i))
+    };
+    match taken.map(crate::dma::free) {
+        Some(Ok(())) => {}
+        Some(Err((b, e))) => {
+            crate::println!("pv-runtime: virtio: cannot give DMA memory back: {e:?}");
+            let _ = LIVE.lock().push(b);
         }
-    }
-}
-
-/// `pages` frames from the frame allocator whose MFNs follow each other.
-/// Frames that do not fit are given back. (dom0's builder gives it memory in
-/// large machine-contiguous runs, so consecutive allocations usually are.)
-fn contiguous_frames(pages: usize) -> Option<heapless::Vec<Frame, MAX_DMA_PAGES>> {
-    let mut run: heapless::Vec<Frame, MAX_DMA_PAGES> = heapless::Vec::new();
-    let mut misfits: heapless::Vec<Frame, MAX_DMA_PAGES> = heapless::Vec::new();
-    // Bounded: at most a few runs' worth of tries before giving up.
-    for _ in 0..pages * 4 + 8 {
-        let Some(f) = mm::alloc_frame() else { break };
-        let follows = run
-            .last()
-            .is_none_or(|l| l.mfn.0.checked_add(1) == Some(f.mfn.0));
-        if !follows {
-            // Start again from this frame; keep the old run to give back.
-            for old in run.drain(..) {
-                if misfits.push(old).is_err() {
-                    let _ = mm::free_frame(old);
-                }
-            }
-        }
-        if run.push(f).is_err() {
-            let _ = mm::free_frame(f);
-            break;
-        }
-        if run.len() == pages {
-            release(&misfits);
-            return Some(run);
-        }
-    }
-    release(&misfits);
-    release(&run);
-    None
-}
-
-fn release(frames: &[Frame]) {
-    for f in frames {
-        let _ = mm::free_frame(*f);
+        None => crate::println!(
+            "pv-runtime: virtio: freeing unknown DMA memory {:#x}",
+            buf.bus
+        ),
     }
 }
 
@@ -200,8 +144,8 @@ pub fn map_mmio(paddr: u64, size: u64) -> Option<u64> {
 #[derive(Debug)]
 pub struct XenHal;
 
-// SAFETY: `dma_alloc` returns zeroed, page-aligned memory mapped only in the DMA
-// window, whose addresses are never reused, so it aliases nothing; `share`
+// SAFETY: `dma_alloc` returns zeroed, page-aligned memory that `crate::dma`
+// took out of the frame allocator for this buffer alone, so it aliases nothing; `share`
 // returns a machine address covering exactly the buffer (or a bounce buffer of
 // at least its size); `mmio_phys_to_virt` maps the device's own frames in a
 // window nothing else uses.
