@@ -187,7 +187,7 @@ const XS_TXNS: usize = 500;
 ///
 /// * `xenstore_read_rtt`: one `XS_READ` of the domain's own `name`, request to
 ///   reply (the ring, two event-channel notifications, xenstored's lookup);
-/// * `xenstore_txn_commit`: `XS_TRANSACTION_START`, one `XS_WRITE` in it,
+/// * `xenstore_txn_commit`: `XS_TRANSACTION_START`, three `XS_WRITE`s in it,
 ///   `XS_TRANSACTION_END` committing it: a whole small transaction.
 fn xenstore(it: Iters) {
     use pv_runtime::xenbus;
@@ -213,7 +213,9 @@ fn xenstore(it: Iters) {
         let value = alloc::format!("{i}");
         timed(|| {
             let r = xenbus::transaction_start().and_then(|tx| {
-                tx.write("data/bench", &value)?;
+                for node in ["data/bench/a", "data/bench/b", "data/bench/c"] {
+                    tx.write(node, &value)?;
+                }
                 xenbus::transaction_end(tx, true)
             });
             if let Err(e) = r {

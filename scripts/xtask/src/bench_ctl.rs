@@ -40,6 +40,8 @@ pub struct CtlBench {
     /// The bench guest as a domU against dom0's xenstored: (metric, median
     /// cycles, p10, p90) for `xenstore_read_rtt` and `xenstore_txn_commit`.
     pub xenstore: Vec<(String, f64, f64, f64)>,
+    /// The TSC rate the guest saw (Hz), to give those in µs.
+    pub tsc_hz: Option<u64>,
 }
 
 struct Host {
@@ -169,7 +171,8 @@ impl Host {
 
     /// Creates the bench guest as a domU with `role=xenstore`, waits for its
     /// final line and returns its metrics.
-    fn xenstore(&self, work: &Path) -> Result<Vec<(String, f64, f64, f64)>> {
+    #[allow(clippy::type_complexity)]
+    fn xenstore(&self, work: &Path) -> Result<(Vec<(String, f64, f64, f64)>, Option<u64>)> {
         let guest = crate::build_kernel("pv-bench", "bench")?;
         let cfg = work.join("xs.toml");
         std::fs::write(
@@ -209,7 +212,7 @@ impl Host {
         if rows.len() != 2 {
             bail!("the xenstore bench domU reported {rows:?}:\n{log}");
         }
-        Ok(rows)
+        Ok((rows, report.tsc_hz))
     }
 
     fn free(&self) -> Result<String> {
@@ -278,7 +281,7 @@ pub fn run(hv: &Path) -> Result<CtlBench> {
     let mut big = ticker;
     big.resize(32 << 20, 0);
     r.upload_mib_s = host.upload(&work, &big, "fast", "up-fast")?;
-    r.xenstore = host.xenstore(&work)?;
+    (r.xenstore, r.tsc_hz) = host.xenstore(&work)?;
     r.free_after = host.free()?;
     let _ = host.ctl(&["shutdown-host"]);
     drop(host);
@@ -308,8 +311,13 @@ pub fn markdown(r: &CtlBench) -> String {
         r.upload_mib_s, r.upload_com2_mib_s
     ));
     for (name, median, p10, p90) in &r.xenstore {
+        let us = r
+            .tsc_hz
+            .filter(|hz| *hz > 0)
+            .map(|hz| format!(" = {:.1} µs", median / hz as f64 * 1e6))
+            .unwrap_or_default();
         s.push_str(&format!(
-            "| `{name}`: the bench guest as a domU against dom0's xenstored | {median:.0} cycles (p10 {p10:.0}, p90 {p90:.0}) |\n"
+            "| `{name}`: the bench guest as a domU against dom0's xenstored | {median:.0} cycles{us} (p10 {p10:.0}, p90 {p90:.0}) |\n"
         ));
     }
     s
