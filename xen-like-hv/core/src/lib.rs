@@ -5,6 +5,7 @@
 
 pub mod boot;
 pub mod conring;
+pub mod cpuid;
 pub mod debugreg;
 pub mod descriptor;
 pub mod domain;
