@@ -56,6 +56,30 @@ fn guest_cr4_fsgsbase_enables_rd_wr_fs_gs_base() {
     passes("fsgsbase");
 }
 
+/// CPUID policy, CR4 masking, MSR answers and FS/GS bases after a null selector, as
+/// Xen 4.17 gives them to a PV dom0 (the same guest passes on real Xen 4.17).
+#[test]
+fn cpu_policy_cr4_msrs_and_segment_bases_as_xen() {
+    passes("cpu-policy");
+}
+
+/// Prints what the `cpu-policy` guest reads here, to compare with
+/// `xen_fidelity::cpu_policy_dump_on_real_xen`.
+#[test]
+#[ignore = "a diagnostic dump, not a check"]
+fn cpu_policy_dump() {
+    let mut boot = Boot::new("cpu-policy-dump");
+    boot.modules = vec![Module {
+        path: test_guest("cpu-policy"),
+        cmdline: "dom0 dump".into(),
+    }];
+    boot.stop_at = None;
+    let b = boot.run();
+    for l in b.out.serial.lines().filter(|l| l.contains("cpu-policy:")) {
+        println!("{l}");
+    }
+}
+
 #[test]
 fn unknown_hypercalls_give_enosys() {
     passes("enosys");

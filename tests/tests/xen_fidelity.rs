@@ -419,3 +419,29 @@ fn bench_guest_measures_the_gnttab_metrics_on_real_xen() {
         }
     }
 }
+
+#[test]
+fn cpu_policy_on_real_xen() {
+    test_guest_passes_on_xen(
+        "cpu-policy",
+        "PV CPUID policy, CR4 write masking, the PV MSR answers, FS/GS bases after a null selector",
+    );
+}
+
+/// Prints every CPUID leaf, CR4 bit and MSR answer the `cpu-policy` guest reads on real
+/// Xen (`cargo test -p tests --test xen_fidelity -- --ignored --nocapture cpu_policy_dump`),
+/// to compare with `guests::cpu_policy_dump`.
+#[test]
+#[ignore = "a diagnostic dump, not a check"]
+fn cpu_policy_dump_on_real_xen() {
+    let x = on_xen("cpu-policy-dump", &test_guest("cpu-policy"), "dom0 dump");
+    for l in x
+        .run
+        .out
+        .serial
+        .lines()
+        .filter(|l| l.contains("cpu-policy:"))
+    {
+        println!("{l}");
+    }
+}

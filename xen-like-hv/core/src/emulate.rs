@@ -76,38 +76,26 @@ pub mod cr4 {
     pub const VISIBLE_MASK: u64 = PAE | MCE | OSFXSR | OSXMMEXCPT;
 }
 
-/// CPUID.1 EDX.DE.
-const CPUID1_EDX_DE: u32 = 1 << 2;
-/// CPUID.1 EDX.TSC.
-const CPUID1_EDX_TSC: u32 = 1 << 4;
-/// CPUID.1 ECX.XSAVE.
-const CPUID1_ECX_XSAVE: u32 = 1 << 26;
-/// CPUID.1 ECX.OSXSAVE.
-const CPUID1_ECX_OSXSAVE: u32 = 1 << 27;
 /// CPUID.7.0 EBX.FSGSBASE.
 pub const CPUID7_EBX_FSGSBASE: u32 = 1 << 0;
 
 /// Xen's `pv_fixup_guest_cr4`, for the part the guest controls: of the bits in `cr4`,
-/// the guest-controllable ones whose feature the CPUID policy has. Everything else the
-/// guest writes is dropped without a fault.
-pub fn fixup_guest_cr4<P: Platform>(p: &P, cr4: u64) -> u64 {
-    let [max_leaf, ..] = cpuid_policy(p, 0, 0);
-    let [_, _, ecx1, edx1] = cpuid_policy(p, 1, 0);
-    let ebx7 = if max_leaf >= 7 {
-        cpuid_policy(p, 7, 0)[1]
-    } else {
-        0
-    };
-    let allowed = [
-        (edx1 & CPUID1_EDX_TSC != 0, cr4::TSD),
-        (edx1 & CPUID1_EDX_DE != 0, cr4::DE),
-        (ebx7 & CPUID7_EBX_FSGSBASE != 0, cr4::FSGSBASE),
-        (ecx1 & CPUID1_ECX_XSAVE != 0, cr4::OSXSAVE),
+/// the guest-controllable ones whose feature the CPUID policy has (TSC, DE, FSGSBASE,
+/// XSAVE). Everything else the guest writes is dropped without a fault.
+pub fn fixup_guest_cr4<P: Platform>(p: &P, hardware_domain: bool, cr4: u64) -> u64 {
+    use crate::cpuid::feat;
+    let fs = crate::cpuid::pv_featureset(&|l, s| p.cpuid(l, s), hardware_domain);
+    [
+        (feat::TSC, cr4::TSD),
+        (feat::DE, cr4::DE),
+        (feat::FSGSBASE, cr4::FSGSBASE),
+        (feat::XSAVE, cr4::OSXSAVE),
     ]
     .iter()
-    .filter(|(has, _)| *has)
-    .fold(0, |m, (_, bit)| m | bit);
-    cr4 & cr4::GUEST_MASK & allowed
+    .filter(|(f, _)| fs.has(*f))
+    .fold(0, |m, (_, bit)| m | bit)
+        & cr4
+        & cr4::GUEST_MASK
 }
 
 /// The CR4 the guest reads: its own choice of the guest-controllable bits
@@ -116,46 +104,45 @@ pub fn guest_cr4<P: Platform>(p: &P, vcpu: &crate::vcpu::Vcpu) -> u64 {
     (vcpu.cr4 & cr4::GUEST_MASK) | (p.control_regs().1 & cr4::VISIBLE_MASK)
 }
 
-const MSR_EFER: u32 = 0xC000_0080;
-const MSR_FS_BASE: u32 = 0xC000_0100;
-const MSR_GS_BASE: u32 = 0xC000_0101;
-const MSR_SHADOW_GS_BASE: u32 = 0xC000_0102;
-/// EFER as a 64-bit PV guest sees it: SCE, LME, LMA, NXE.
-const GUEST_EFER: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11);
-
-/// Xen's hypervisor CPUID leaves (`0x40000000` base).
-const XEN_CPUID_BASE: u32 = 0x4000_0000;
-/// "XenVMMXenVMM" as EBX, ECX, EDX.
-const XEN_SIGNATURE: [u32; 3] = [0x566e_6558, 0x65584d4d, 0x4d4d566e];
-
-/// The CPUID a PV guest is shown for `leaf`/`subleaf` (Xen's policy, simplified:
-/// the host's values with the hypervisor bit set, VMX/MONITOR hidden, XSAVE and
-/// OSXSAVE hidden (the hypervisor does not enable XSAVE, so a guest could not use it),
-/// and Xen's own leaves at 0x40000000). Leaf 7 passes through, so FSGSBASE shows
-/// when the host has it, as Xen 4.17 exposes it to PV guests.
-pub fn cpuid_policy<P: Platform>(p: &P, leaf: u32, subleaf: u32) -> [u32; 4] {
-    match leaf {
-        XEN_CPUID_BASE => [
-            XEN_CPUID_BASE + 5,
-            XEN_SIGNATURE[0],
-            XEN_SIGNATURE[1],
-            XEN_SIGNATURE[2],
-        ],
-        l if l == XEN_CPUID_BASE + 1 => {
-            let v = u32::try_from(hypercall_abi::version::XEN_VERSION).unwrap_or(0);
-            [v, 0, 0, 0]
+/// The CPUID a PV vCPU is shown for `leaf`/`subleaf`: Xen 4.17's default PV policy
+/// for this host ([`crate::cpuid::pv_cpuid`]), asked by `path`.
+pub fn cpuid_policy<P: Platform>(
+    p: &P,
+    dom: &crate::domain::Domain,
+    vcpu: &crate::vcpu::Vcpu,
+    path: crate::cpuid::Path,
+    leaf: u32,
+    subleaf: u32,
+) -> [u32; 4] {
+    use crate::cpuid::{Caller, HostInfo, XEN_CPUID_BASE};
+    let caller = Caller {
+        hardware_domain: dom.privileged,
+        kernel_mode: vcpu.kernel_mode,
+        path,
+        cr4: vcpu.cr4,
+        vcpu_id: vcpu.id,
+    };
+    // The time and machine-address leaves need more than the host's CPUID.
+    let info = if (XEN_CPUID_BASE..XEN_CPUID_BASE + 0x200).contains(&leaf) {
+        HostInfo {
+            tsc_khz: p.physinfo().cpu_khz,
+            max_page: p.max_page(),
         }
-        l if l == XEN_CPUID_BASE + 2 => [1, XEN_CPUID_BASE, 0, 0],
-        l if (XEN_CPUID_BASE + 3..XEN_CPUID_BASE + 0x100).contains(&l) => [0; 4],
-        1 => {
-            let [a, b, c, d] = p.cpuid(1, subleaf);
-            // ECX: hypervisor present (31); no VMX (5), no MONITOR (3), no XSAVE (26)
-            // and so no OSXSAVE (27).
-            let hidden = 1 << 5 | 1 << 3 | CPUID1_ECX_XSAVE | CPUID1_ECX_OSXSAVE;
-            [a, b, (c | 1 << 31) & !hidden, d]
-        }
-        _ => p.cpuid(leaf, subleaf),
-    }
+    } else {
+        HostInfo::default()
+    };
+    crate::cpuid::pv_cpuid(&|l, s| p.cpuid(l, s), &info, leaf, subleaf, &caller)
+}
+
+/// Puts the policy's answer for the guest's EAX/ECX into its registers.
+fn answer_cpuid<P: Platform>(ctx: &mut GuestCtx<'_, P>, path: crate::cpuid::Path) {
+    let leaf = (ctx.regs.rax & 0xFFFF_FFFF) as u32;
+    let sub = (ctx.regs.rcx & 0xFFFF_FFFF) as u32;
+    let [a, bx, c, d] = cpuid_policy(ctx.p, ctx.dom, ctx.vcpu, path, leaf, sub);
+    ctx.regs.rax = u64::from(a);
+    ctx.regs.rbx = u64::from(bx);
+    ctx.regs.rcx = u64::from(c);
+    ctx.regs.rdx = u64::from(d);
 }
 
 /// `ud2; .ascii "xen"; cpuid`: the forced-emulation CPUID (digest §6.7). The prefix
@@ -166,16 +153,17 @@ pub fn forced_cpuid<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
     if n < plen + 2 || b[..plen] != XEN_EMULATE_PREFIX || b[plen..plen + 2] != [0x0F, 0xA2] {
         return Emulation::NotEmulated;
     }
-    let leaf = (ctx.regs.rax & 0xFFFF_FFFF) as u32;
-    let sub = (ctx.regs.rcx & 0xFFFF_FFFF) as u32;
-    let [a, bx, c, d] = cpuid_policy(ctx.p, leaf, sub);
-    ctx.regs.rax = u64::from(a);
-    ctx.regs.rbx = u64::from(bx);
-    ctx.regs.rcx = u64::from(c);
-    ctx.regs.rdx = u64::from(d);
+    answer_cpuid(ctx, crate::cpuid::Path::Forced);
     ctx.regs.rip = ctx.regs.rip.wrapping_add((plen + 2) as u64);
     Emulation::Done
 }
+
+const MSR_EFER: u32 = 0xC000_0080;
+const MSR_FS_BASE: u32 = 0xC000_0100;
+const MSR_GS_BASE: u32 = 0xC000_0101;
+const MSR_SHADOW_GS_BASE: u32 = 0xC000_0102;
+/// EFER as a 64-bit PV guest sees it: SCE, LME, LMA, NXE.
+const GUEST_EFER: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11);
 
 /// Length of the `int n` instruction at RIP (prefixes included), if that is what it is.
 pub fn int_n_length<P: Platform>(ctx: &mut GuestCtx<'_, P>, n: u8) -> Option<u64> {
@@ -334,7 +322,7 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
             ctx.regs.rdx = t >> 32;
             done(ctx, 2)
         }
-        [0x0F, 0x01, 0xF9, ..] if has_rdtscp(ctx.p) => {
+        [0x0F, 0x01, 0xF9, ..] if has_rdtscp(ctx.p, ctx.dom) => {
             let t = ctx.p.tsc();
             ctx.regs.rax = t & 0xFFFF_FFFF;
             ctx.regs.rdx = t >> 32;
@@ -346,9 +334,9 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
 }
 
 /// Whether the CPUID policy has `rdtscp` (CPUID.80000001h EDX bit 27).
-fn has_rdtscp<P: Platform>(p: &P) -> bool {
-    let [max_ext, ..] = cpuid_policy(p, 0x8000_0000, 0);
-    max_ext >= 0x8000_0001 && cpuid_policy(p, 0x8000_0001, 0)[3] & (1 << 27) != 0
+fn has_rdtscp<P: Platform>(p: &P, dom: &crate::domain::Domain) -> bool {
+    crate::cpuid::pv_featureset(&|l, s| p.cpuid(l, s), dom.privileged)
+        .has(crate::cpuid::feat::RDTSCP)
 }
 
 fn read_cr<P: Platform>(ctx: &GuestCtx<'_, P>, cr: u8) -> Option<u64> {
@@ -380,7 +368,7 @@ fn write_cr<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr: u8, v: u64) -> bool {
         // CR4 whenever this vCPU runs; the FS/GS bases the guest may then change
         // itself are read back on every entry, so nothing needs refreshing here.
         4 => {
-            ctx.vcpu.cr4 = fixup_guest_cr4(ctx.p, v);
+            ctx.vcpu.cr4 = fixup_guest_cr4(ctx.p, ctx.dom.privileged, v);
             true
         }
         _ => false,

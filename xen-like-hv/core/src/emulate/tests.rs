@@ -73,31 +73,43 @@ fn forced_cpuid_leaf_0x40000001_reports_xen_4_17() {
 #[test]
 fn forced_cpuid_leaf_1_sets_the_hypervisor_bit_and_hides_vmx_and_monitor() {
     let mut w = kernel_with(&PREFIX_CPUID);
+    w.p.cpuid.insert((0, 0), [1, 0, 0, 0]);
     w.p.cpuid
-        .insert((1, 0), [0x000806EC, 0x0010_0800, 0x7FFA_FBBF, 0xBFEB_FBFF]);
+        .insert((1, 0), [0x000806EC, 0x0110_0800, 0x7FFA_FBBF, 0xBFEB_FBFF]);
     w.regs.rax = 1;
     w.regs.rcx = 0;
     assert_eq!(ud(&mut w), Outcome::Resume);
     assert_eq!(w.regs.rax, 0x000806EC);
-    assert_eq!(w.regs.rbx, 0x0010_0800);
-    assert_eq!(
-        w.regs.rcx,
-        u64::from((0x7FFA_FBBFu32 | 1 << 31) & !(1 << 5 | 1 << 3 | 1 << 26 | 1 << 27)),
-        "XSAVE and OSXSAVE hidden too"
-    );
-    assert_eq!(w.regs.rdx, 0xBFEB_FBFF);
+    assert_eq!(w.regs.rbx, 0x0010_0800, "APIC ID 0");
+    let ecx = w.regs.rcx;
+    assert_ne!(ecx & 1 << 31, 0, "hypervisor");
+    for b in [3, 5, 21, 26, 27] {
+        assert_eq!(
+            ecx & 1 << b,
+            0,
+            "MONITOR, VMX, X2APIC, XSAVE, OSXSAVE: bit {b}"
+        );
+    }
+    let edx = w.regs.rdx;
+    for b in [3, 13, 17] {
+        assert_eq!(edx & 1 << b, 0, "PSE, PGE, PSE36: bit {b}");
+    }
+    assert_ne!(edx & 1 << 11, 0, "SEP is hidden only on AMD");
 }
 
 #[test]
 fn forced_cpuid_passes_other_leaves_through_with_their_subleaf() {
     let mut w = kernel_with(&PREFIX_CPUID);
-    w.p.cpuid.insert((7, 1), [1, 2, 3, 4]);
+    w.p.cpuid.insert((0, 0), [7, 0, 0, 0]);
+    w.p.cpuid.insert((7, 0), [1, 0, 0, 0]);
+    // Leaf 7.1: EAX bits 10-12 (fast short REP MOV/STOS/CMPS) are PV features.
+    w.p.cpuid.insert((7, 1), [0x1c00, 2, 3, 4]);
     w.regs.rax = 7;
     w.regs.rcx = 1;
     assert_eq!(ud(&mut w), Outcome::Resume);
     assert_eq!(
         [w.regs.rax, w.regs.rbx, w.regs.rcx, w.regs.rdx],
-        [1, 2, 3, 4]
+        [0x1c00, 0, 0, 0]
     );
 }
 
@@ -311,15 +323,21 @@ fn fixup_guest_cr4_matches_a_bit_by_bit_reading_of_the_policy() {
         let mut regs = [0u32; 4];
         regs[reg] = bit;
         w.p.cpuid.insert((leaf, 0), regs);
-        assert_eq!(fixup_guest_cr4(&w.p, u64::MAX), cr4_bit, "leaf {leaf}");
+        assert_eq!(
+            fixup_guest_cr4(&w.p, false, u64::MAX),
+            cr4_bit,
+            "leaf {leaf}"
+        );
     }
 }
 
 #[test]
 fn the_policy_shows_fsgsbase_when_the_host_has_it() {
-    let mut p = FakePlatform::default();
-    p.cpuid.insert((7, 0), [0, 0xFFFF_FFFF, 0, 0]);
-    assert_ne!(cpuid_policy(&p, 7, 0)[1] & CPUID7_EBX_FSGSBASE, 0);
+    let mut w = World::kernel();
+    w.p.cpuid.insert((0, 0), [7, 0, 0, 0]);
+    w.p.cpuid.insert((7, 0), [0, 0xFFFF_FFFF, 0, 0]);
+    let leaf7 = cpuid_policy(&w.p, &w.dom, &w.vcpu, crate::cpuid::Path::Forced, 7, 0);
+    assert_ne!(leaf7[1] & CPUID7_EBX_FSGSBASE, 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -344,6 +362,8 @@ fn rdtscp_in_kernel_mode_needs_it_in_the_policy() {
     assert_delivered(&w, GP, Some(0), KRIP);
 
     let mut w = kernel_with(&[0x0F, 0x01, 0xF9]);
+    w.p.cpuid.insert((0, 0), [1, 0, 0, 0]);
+    w.p.cpuid.insert((1, 0), [0, 0, 0, 1 << 4]);
     w.p.cpuid.insert((0x8000_0000, 0), [0x8000_0008, 0, 0, 0]);
     w.p.cpuid.insert((0x8000_0001, 0), [0, 0, 0, 1 << 27]);
     w.regs.rcx = u64::MAX;
@@ -653,9 +673,10 @@ fn wbinvd_is_emulated_only_for_the_hardware_domain() {
 
 #[test]
 fn cpuid_policy_is_consistent_with_forced_cpuid() {
-    let p = FakePlatform::default();
-    assert_eq!(cpuid_policy(&p, 0x4000_0002, 0), [1, 0x4000_0000, 0, 0]);
-    assert_eq!(cpuid_policy(&p, 0x4000_0010, 0), [0; 4]);
+    let w = World::kernel();
+    let q = |l| cpuid_policy(&w.p, &w.dom, &w.vcpu, crate::cpuid::Path::Forced, l, 0);
+    assert_eq!(q(0x4000_0002), [1, 0x4000_0000, 1, 0]);
+    assert_eq!(q(0x4000_0010), [0; 4]);
 }
 
 // ---------------------------------------------------------------------------------------

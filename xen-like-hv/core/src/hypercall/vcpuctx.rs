@@ -241,7 +241,7 @@ pub fn set_vcpu_context<P: Platform>(
     }
     take(ctx.p, target, &refs).map_err(|_| Errno::EINVAL)?;
     // Xen's `pv_fixup_guest_cr4`: the guest-controllable bits the policy allows.
-    c.ctrlreg[4] = crate::emulate::fixup_guest_cr4(&*ctx.p, c.ctrlreg[4]);
+    c.ctrlreg[4] = crate::emulate::fixup_guest_cr4(&*ctx.p, ctx.dom.privileged, c.ctrlreg[4]);
     let old = ctx
         .p
         .with_vcpu(target, a.vcpu, |d, v| load(d, v, &c, &gdt))
