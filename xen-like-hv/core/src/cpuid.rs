@@ -97,6 +97,7 @@ pub mod feat {
     pub const AMD_STIBP: F = F(8, 15);
     pub const IBRSB: F = F(9, 26);
     pub const STIBP: F = F(9, 27);
+    pub const L1D_FLUSH: F = F(9, 28);
     pub const ARCH_CAPS: F = F(9, 29);
 }
 
@@ -191,8 +192,16 @@ const DEPS: &[(Feature, &[Feature])] = {
 ///   PKU, XSAVEOPT/C/S go with it, and leaf 0xD is empty);
 /// * IBRSB, IBRS: `MSR_SPEC_CTRL` is not virtualised (Xen hides them too when it does
 ///   not virtualise the MSR for PV: `SC_MSR_PV`);
+/// * IBPB, L1D_FLUSH: `MSR_PRED_CMD` and `MSR_FLUSH_CMD` are not offered either;
 /// * ARCH_CAPS: `MSR_ARCH_CAPABILITIES` is not offered (Intel hosts only).
-const UNSUPPORTED: &[Feature] = &[feat::XSAVE, feat::IBRSB, feat::IBRS, feat::ARCH_CAPS];
+const UNSUPPORTED: &[Feature] = &[
+    feat::XSAVE,
+    feat::IBRSB,
+    feat::IBRS,
+    feat::IBPB,
+    feat::L1D_FLUSH,
+    feat::ARCH_CAPS,
+];
 
 /// A featureset: one bit per feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -409,7 +418,7 @@ fn policy_featureset(h: &Host<'_>, hardware_domain: bool) -> Featureset {
     if fs.has(feat::IBRS) {
         fs.set(feat::AMD_STIBP, true);
     }
-    if host.has(feat::IBRSB) && !UNSUPPORTED.contains(&feat::IBRSB) {
+    if host.has(feat::IBRSB) && !UNSUPPORTED.contains(&feat::IBPB) {
         fs.set(feat::IBPB, true);
     }
     // guest_common_default_feature_adjustments: topology bits as the host has them.
