@@ -158,12 +158,9 @@ pub fn forced_cpuid<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
     Emulation::Done
 }
 
-const MSR_EFER: u32 = 0xC000_0080;
 const MSR_FS_BASE: u32 = 0xC000_0100;
 const MSR_GS_BASE: u32 = 0xC000_0101;
 const MSR_SHADOW_GS_BASE: u32 = 0xC000_0102;
-/// EFER as a 64-bit PV guest sees it: SCE, LME, LMA, NXE.
-const GUEST_EFER: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11);
 
 /// Length of the `int n` instruction at RIP (prefixes included), if that is what it is.
 pub fn int_n_length<P: Platform>(ctx: &mut GuestCtx<'_, P>, n: u8) -> Option<u64> {
@@ -284,11 +281,18 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
         [0x0F, 0x32, ..] => {
             let msr = (ctx.regs.rcx & 0xFFFF_FFFF) as u32;
             let v = match msr {
-                MSR_EFER => GUEST_EFER,
                 MSR_FS_BASE => ctx.vcpu.fs_base,
                 MSR_GS_BASE => ctx.vcpu.gs_base_kernel,
                 MSR_SHADOW_GS_BASE => ctx.vcpu.gs_base_user,
-                _ => return Emulation::NotEmulated,
+                _ => {
+                    let fs = policy_of(ctx.p, ctx.dom);
+                    let mctx = msr_ctx(ctx, &fs);
+                    let host = HostMsrs(&*ctx.p);
+                    match crate::msr::read(&mctx, &ctx.vcpu.msrs, &host, msr) {
+                        Ok(v) => v,
+                        Err(crate::msr::Gp) => return Emulation::NotEmulated,
+                    }
+                }
             };
             ctx.regs.rax = v & 0xFFFF_FFFF;
             ctx.regs.rdx = v >> 32;
@@ -302,7 +306,19 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
                 MSR_FS_BASE => &mut ctx.vcpu.fs_base,
                 MSR_GS_BASE => &mut ctx.vcpu.gs_base_kernel,
                 MSR_SHADOW_GS_BASE => &mut ctx.vcpu.gs_base_user,
-                _ => return Emulation::NotEmulated,
+                _ => {
+                    let fs = policy_of(ctx.p, ctx.dom);
+                    let mctx = msr_ctx(ctx, &fs);
+                    let mut msrs = ctx.vcpu.msrs;
+                    let host = HostMsrs(&*ctx.p);
+                    if crate::msr::write(&mctx, &mut msrs, &host, msr, v).is_err() {
+                        return Emulation::NotEmulated;
+                    }
+                    ctx.vcpu.msrs = msrs;
+                    // TSC_AUX is loaded on the way back into the guest.
+                    ctx.p.load_mode(ctx.vcpu);
+                    return done(ctx, 2);
+                }
             };
             // A non-canonical base is a #GP, never a hypervisor fault (XSA-193).
             if !is_canonical(v) {
@@ -326,10 +342,55 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
             let t = ctx.p.tsc();
             ctx.regs.rax = t & 0xFFFF_FFFF;
             ctx.regs.rdx = t >> 32;
-            ctx.regs.rcx = 0;
+            ctx.regs.rcx = u64::from(ctx.vcpu.msrs.tsc_aux);
             done(ctx, 3)
         }
         _ => port_io(ctx, bytes, iopl_ok),
+    }
+}
+
+/// The domain's CPUID policy (Xen 4.17's PV default for this host).
+fn policy_of<P: Platform>(p: &P, dom: &crate::domain::Domain) -> crate::cpuid::Featureset {
+    crate::cpuid::pv_featureset(&|l, s| p.cpuid(l, s), dom.privileged)
+}
+
+/// What the MSR policy needs to know about the caller.
+fn msr_ctx<'a, P: Platform>(
+    ctx: &GuestCtx<'_, P>,
+    policy: &'a crate::cpuid::Featureset,
+) -> crate::msr::MsrCtx<'a> {
+    let l0 = ctx.p.cpuid(0, 0);
+    let vendor = if l0[1] == 0x6874_7541 || l0[1] == 0x6f67_7948 {
+        crate::cpuid::Vendor::Amd
+    } else {
+        crate::cpuid::Vendor::Intel
+    };
+    let eax1 = ctx.p.cpuid(1, 0)[0];
+    let family = (eax1 >> 8) & 0xf;
+    let family = if family == 0xf {
+        family + ((eax1 >> 20) & 0xff)
+    } else {
+        family
+    };
+    crate::msr::MsrCtx {
+        policy,
+        vendor,
+        family,
+        hardware_domain: ctx.dom.privileged,
+        vcpu_id: ctx.vcpu.id,
+        gp_handler: ctx.vcpu.traps[13].address != 0,
+    }
+}
+
+/// The host's MSRs through the platform.
+struct HostMsrs<'a, P: Platform>(&'a P);
+
+impl<P: Platform> crate::msr::MsrHost for HostMsrs<'_, P> {
+    fn rdmsr_safe(&self, msr: u32) -> Option<u64> {
+        self.0.rdmsr_safe(msr)
+    }
+    fn tsc(&self) -> u64 {
+        self.0.tsc()
     }
 }
 

@@ -364,7 +364,7 @@ fn read_inner(ctx: &MsrCtx<'_>, msrs: &VcpuMsrs, host: &dyn MsrHost, msr: u32) -
         THERM_STATUS => return Err(Gp),
         X2APIC_FIRST..=X2APIC_LAST | XSS => return Err(Gp),
         // The hypercall-page MSR reads as 0; the rest of Xen's range #GPs.
-        XEN_FIRST => 0,
+        XEN_FIRST..=XEN_LAST if msr == XEN_FIRST => 0,
         XEN_FIRST..=XEN_LAST => return Err(Gp),
         TSC_AUX if ctx.has_tsc_aux() => u64::from(msrs.tsc_aux),
         TSC_AUX => return Err(Gp),

@@ -189,6 +189,9 @@ pub trait Platform {
     fn now_ns(&self) -> u64;
     /// The CPU's time-stamp counter (what `rdtsc` in the guest would read).
     fn tsc(&self) -> u64;
+    /// The host's value of `msr`, or `None` if reading it faults on this CPU (the
+    /// few MSRs Xen forwards to a PV guest: `crate::msr`).
+    fn rdmsr_safe(&self, msr: u32) -> Option<u64>;
     /// The hypervisor's command line (for `XENVER_commandline`).
     fn hv_cmdline(&self) -> &str;
     /// Loads the page tables and GS base of the vCPU's current virtual mode (called

@@ -97,6 +97,8 @@ pub(crate) struct FakePlatform {
     pub cr4: u64,
     /// What `tsc()` returns.
     pub tsc: u64,
+    /// The host's MSRs (`rdmsr_safe`); absent ones fault.
+    pub host_msrs: BTreeMap<u32, u64>,
     /// The hardware DR6 `take_debug_status` returns (then resets).
     pub dr6: u64,
     /// Hypervisor command line.
@@ -416,6 +418,7 @@ impl Default for FakePlatform {
             destroyed: Vec::new(),
             other_vcpus: BTreeMap::new(),
             frame_writes: Vec::new(),
+            host_msrs: BTreeMap::new(),
             load_mode_calls: Vec::new(),
             cpuid: BTreeMap::new(),
             // PE, MP, ET, NE, WP, PG
@@ -853,6 +856,10 @@ impl Platform for FakePlatform {
 
     fn tsc(&self) -> u64 {
         self.tsc
+    }
+
+    fn rdmsr_safe(&self, msr: u32) -> Option<u64> {
+        self.host_msrs.get(&msr).copied()
     }
 
     fn hv_cmdline(&self) -> &str {

@@ -60,6 +60,8 @@ pub struct Vcpu {
     pub gs_base_kernel: u64,
     /// GS base while in user mode.
     pub gs_base_user: u64,
+    /// Its MSRs beyond the segment bases (TSC_AUX, the vMCE banks, ...: `crate::msr`).
+    pub msrs: crate::msr::VcpuMsrs,
     /// User GS selector (`SEGBASE_GS_USER_SEL`).
     pub gs_sel_user: u16,
     /// Debug registers.
@@ -231,6 +233,7 @@ impl Vcpu {
             callbacks: Callbacks::default(),
             fpu_ts: false,
             fs_base: 0,
+            msrs: crate::msr::VcpuMsrs::default(),
             gs_base_kernel: 0,
             gs_base_user: 0,
             gs_sel_user: 0,

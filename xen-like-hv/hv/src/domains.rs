@@ -516,6 +516,11 @@ pub fn guest_entry(frame: &mut Regs) {
     };
     let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
     let mut doms = DOMAINS.lock();
+    // Whatever this entry leads to (a handler, an event bounce that switches modes,
+    // a context switch) must see the segment bases the guest has now.
+    if let Some(v) = vcpu_mut(&mut doms, cur) {
+        guest::read_back_bases(v);
+    }
     let mut resched = timer;
     let mut check_timers = timer;
     let mut clobber_ok = true;
@@ -621,9 +626,6 @@ fn handle_entry(
     let Some(vcpu) = vcpus.get_mut(vid) else {
         panic!("current vCPU {vid} does not exist")
     };
-    // Handlers (set_segment_base, the MSR emulation, mode switches) must see the
-    // bases the guest may have set itself.
-    guest::read_back_bases(vcpu);
     let mut plat = platform(dom, others, slot);
     let outcome = {
         let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);
@@ -727,8 +729,7 @@ fn save(doms: &mut Domains, from: Option<VcpuRef>, frame: &Regs, now: u64) {
     let Some(v) = from.and_then(|r| vcpu_mut(doms, r)) else {
         return;
     };
-    // An interrupt entry did not read them back (handle_entry does for the others).
-    guest::read_back_bases(v);
+    // The segment bases were read back on entry (guest_entry).
     v.regs = *frame;
     cpu::fpu_save(&mut v.fpu);
     let state = if v.wait == xlhv_core::vcpu::Wait::None {

@@ -40,6 +40,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     arch::x86_64::percpu::init_bsp(arch::x86_64::entry_stack_top());
     arch::x86_64::guest::init_syscall();
     cpu::enable_sse();
+    cpu::enable_machine_check();
 
     let info = boot::multiboot::BOOT_INFO.call_once(|| match boot::multiboot::read(magic, mbi) {
         Ok(info) => info,

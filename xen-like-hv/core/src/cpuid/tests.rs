@@ -395,7 +395,7 @@ fn intel_host_with_everything() {
     let host = |l: u32, s: u32| -> Leaf {
         match l {
             0 => [0x1f, 0x756e_6547, 0x6c65_746e, 0x4965_6e69],
-            4 if s < 2 => [0xffff_ff00 | 1 + s, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff],
+            4 if s < 2 => [0xffff_ff00 | (1 + s), 0xffff_ffff, 0xffff_ffff, 0xffff_ffff],
             4 => [0; 4],
             0x8000_0000 => [0x8000_0008, 0, 0, 0],
             _ => [0xffff_ffff; 4],

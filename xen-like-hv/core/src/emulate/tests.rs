@@ -586,11 +586,50 @@ fn rdmsr_gs_bases_and_efer() {
 #[test]
 fn rdmsr_of_an_unknown_msr_delivers_gp() {
     let mut w = kernel_with(&[0x0F, 0x32]);
-    w.regs.rcx = 0x10; // TSC
+    w.regs.rcx = 0x1d9; // DEBUGCTL: no PV guest's
     let rax = w.regs.rax;
     assert_eq!(gp(&mut w), Outcome::Resume);
     assert_delivered(&w, GP, Some(0), KRIP);
     assert_eq!(w.regs.rax, rax);
+}
+
+#[test]
+fn rdmsr_and_wrmsr_answer_from_the_msr_policy() {
+    // PAT reads Xen's and refuses every write; MCG_STATUS is the vCPU's.
+    let mut w = kernel_with(&[0x0F, 0x32]);
+    w.regs.rcx = 0x277;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 2);
+    assert_eq!((w.regs.rdx << 32) | w.regs.rax, crate::msr::XEN_PAT);
+
+    let mut w = kernel_with(&[0x0F, 0x30]);
+    w.set_trap(GP, 0, false);
+    w.regs.rcx = 0x277;
+    w.regs.rax = 0x0007_0406;
+    w.regs.rdx = 0x0000_0501;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), KRIP);
+
+    let mut w = kernel_with(&[0x0F, 0x30]);
+    w.regs.rcx = 0x17a;
+    w.regs.rax = 5;
+    w.regs.rdx = 0;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 2);
+    assert_eq!(w.vcpu.msrs.mcg_status, 5);
+}
+
+#[test]
+fn rdmsr_without_a_gp_handler_reads_0_if_the_host_has_the_msr() {
+    let mut w = World::kernel();
+    w.code(&[0x0F, 0x32]);
+    w.p.host_msrs.insert(0x1d9, 7);
+    w.regs.rcx = 0x1d9;
+    w.regs.rax = 1;
+    w.regs.rdx = 1;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_eq!(w.regs.rip, KRIP + 2);
+    assert_eq!((w.regs.rax, w.regs.rdx), (0, 0));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -42,6 +42,36 @@ pub fn rdmsr(msr: u32) -> u64 {
     unsafe { x86_64::registers::model_specific::Msr::new(msr).read() }
 }
 
+unsafe extern "C" {
+    fn rdmsr_safe(msr: u32, ok: *mut u8) -> u64;
+    static rdmsr_safe_insn: u8;
+    static rdmsr_safe_fixup: u8;
+}
+
+/// Reads a model-specific register that may not exist: `None` if `rdmsr` faults.
+pub fn rdmsr_checked(msr: u32) -> Option<u64> {
+    let mut ok = 0u8;
+    // SAFETY: `rdmsr_safe` (entry.s) only reads the MSR; a #GP on it is fixed up by
+    // `fixup_rdmsr_fault` and reported through `ok`, a live local.
+    let v = unsafe { rdmsr_safe(msr, &raw mut ok) };
+    (ok != 0).then_some(v)
+}
+
+/// If a hypervisor-context #GP hit `rdmsr_checked`'s `rdmsr`, redirects it to the
+/// fixup and returns true.
+pub fn fixup_rdmsr_fault(frame: &mut super::trap::TrapFrame) -> bool {
+    // Only the symbols' addresses are taken.
+    let (insn, fixup) = (
+        &raw const rdmsr_safe_insn as u64,
+        &raw const rdmsr_safe_fixup as u64,
+    );
+    if frame.rip == insn {
+        frame.rip = fixup;
+        return true;
+    }
+    false
+}
+
 /// Writes a model-specific register.
 ///
 /// # Safety
@@ -127,6 +157,21 @@ pub fn enable_sse() {
         asm!("mov cr0, {}", in(reg) cr0, options(nostack, preserves_flags));
         asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
     }
+}
+
+const CR4_MCE: u64 = 1 << 6;
+
+/// Turns on CR4.MCE when the CPU has machine checks (CPUID.1:EDX.MCE), as Xen runs:
+/// a machine check then raises #MC (reported as fatal) instead of shutting the CPU
+/// down, and PV guests see CR4.MCE set in their virtual CR4, as on Xen.
+pub fn enable_machine_check() {
+    if core::arch::x86_64::__cpuid(1).edx & (1 << 7) == 0 {
+        return;
+    }
+    let cr4 = control_regs().cr4 | CR4_MCE;
+    // SAFETY: CR4.MCE only decides how a machine check is delivered; the IDT has a
+    // handler for vector 18.
+    unsafe { asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) }
 }
 
 /// Saves the FPU/SSE registers into `area` (`FXSAVE64`), with CR0.TS cleared first.

@@ -139,3 +139,22 @@ copy_guest_insn:
 copy_guest_fixup:
     movq %rcx, %rax
     retq
+
+# u64 rdmsr_safe(msr: u32, ok: *mut u8): reads an MSR that may not exist. A #GP on the
+# `rdmsr` is fixed up by the trap handler: it resumes at rdmsr_safe_fixup, which
+# reports the failure through `ok` (left 1 on success).
+.global rdmsr_safe
+rdmsr_safe:
+    movl %edi, %ecx
+    movb $1, (%rsi)
+.global rdmsr_safe_insn
+rdmsr_safe_insn:
+    rdmsr
+    shlq $32, %rdx
+    orq %rdx, %rax
+    retq
+.global rdmsr_safe_fixup
+rdmsr_safe_fixup:
+    movb $0, (%rsi)
+    xorl %eax, %eax
+    retq

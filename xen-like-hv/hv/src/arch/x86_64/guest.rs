@@ -20,6 +20,7 @@ const IA32_CSTAR: u32 = 0xC000_0083;
 const IA32_FMASK: u32 = 0xC000_0084;
 const IA32_FS_BASE: u32 = 0xC000_0100;
 const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
+const IA32_TSC_AUX: u32 = 0xC000_0103;
 const EFER_SCE: u64 = 1 << 0;
 /// RFLAGS cleared on SYSCALL: IF (nothing interrupts the entry before the stack switch),
 /// TF, DF, AC, NT.
@@ -83,6 +84,9 @@ struct Loaded {
     /// The CR4 bits that follow the vCPU's virtual CR4 ([`CR4_PER_VCPU`]) as set now
     /// (the boot code sets neither).
     cr4: AtomicU64,
+    /// TSC_AUX (what the guest's `rdtscp`/`rdpid` read). Only a guest can make it
+    /// non-zero, and only if the policy (so the CPU) has RDTSCP or RDPID.
+    tsc_aux: AtomicU64,
 }
 
 static LOADED: Loaded = Loaded {
@@ -90,6 +94,7 @@ static LOADED: Loaded = Loaded {
     fs: AtomicU64::new(0),
     gs: AtomicU64::new(0),
     cr4: AtomicU64::new(0),
+    tsc_aux: AtomicU64::new(0),
 };
 
 /// Real CR4 bits that are on exactly while a vCPU that set them in its virtual CR4
@@ -99,15 +104,16 @@ static LOADED: Loaded = Loaded {
 const CR4_PER_VCPU: u64 = xlhv_core::emulate::cr4::FSGSBASE | xlhv_core::emulate::cr4::TSD;
 
 /// Reads back the FS base and the active GS base of the vCPU that was running when
-/// the hypervisor was entered, if its virtual CR4.FSGSBASE let it change them itself
-/// (Xen's `save_segments` / `read_fs_base`). Called before an entry is handled and
-/// before a vCPU is switched out, so that hypercalls, emulation and context switches
-/// see the values the guest set. While the
-/// hypervisor runs, the guest's GS base is in MSR_KERNEL_GS_BASE (entry.s's SWAPGS).
+/// the hypervisor was entered (Xen's `save_segments` / `read_fs_base`). The guest
+/// changes them behind the hypervisor's back: every load of `%fs` or `%gs` (a null
+/// selector clears the base on most CPUs, a GDT/LDT selector sets it from the
+/// descriptor), and `wr{fs,gs}base` with CR4.FSGSBASE. So the hypervisor never
+/// trusts a copy across a guest run: called on every entry from a guest, before
+/// anything looks at the vCPU, so that hypercalls (`set_segment_base` of the value it
+/// "already has"), emulation, mode and context switches see what the CPU holds. While
+/// the hypervisor runs, the guest's GS base is in MSR_KERNEL_GS_BASE (entry.s's
+/// SWAPGS).
 pub fn read_back_bases(vcpu: &mut Vcpu) {
-    if !vcpu.owns_bases() {
-        return;
-    }
     let fs = cpu::rdmsr(IA32_FS_BASE);
     let gs = cpu::rdmsr(IA32_KERNEL_GS_BASE);
     LOADED.fs.store(fs, Ordering::Relaxed);
@@ -151,6 +157,12 @@ pub fn sync(vcpu: &Vcpu) {
     load_if_changed(&LOADED.gs, vcpu.active_gs_base(), |v| {
         // SAFETY: this is the guest's GS base, swapped in by SWAPGS on the way out.
         unsafe { cpu::wrmsr(IA32_KERNEL_GS_BASE, v) }
+    });
+    load_if_changed(&LOADED.tsc_aux, u64::from(vcpu.msrs.tsc_aux), |v| {
+        // SAFETY: TSC_AUX only changes what `rdtscp`/`rdpid` return; it is written
+        // only once a guest set a non-zero value, which the MSR policy allows only
+        // when the CPU has RDTSCP or RDPID (so the MSR exists).
+        unsafe { cpu::wrmsr(IA32_TSC_AUX, v) }
     });
     cpu::set_cr0_ts(vcpu.fpu_ts);
     load_if_changed(&LOADED.cr4, vcpu.cr4 & CR4_PER_VCPU, |bits| {
@@ -673,6 +685,10 @@ impl Platform for HwPlatform<'_> {
 
     fn tsc(&self) -> u64 {
         cpu::rdtsc()
+    }
+
+    fn rdmsr_safe(&self, msr: u32) -> Option<u64> {
+        cpu::rdmsr_checked(msr)
     }
 
     fn hv_cmdline(&self) -> &str {

@@ -93,6 +93,9 @@ fn exception(frame: &mut TrapFrame) {
     if frame.vector == 14 && super::guest::fixup_copy_fault(frame) {
         return;
     }
+    if frame.vector == 13 && cpu::fixup_rdmsr_fault(frame) {
+        return;
+    }
     if frame.vector == 14
         && let Some(offset) = super::ldt::area_offset(cpu::control_regs().cr2)
         && crate::domains::ldt_fault_in_hypervisor(offset)
