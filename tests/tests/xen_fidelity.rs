@@ -421,6 +421,14 @@ fn bench_guest_measures_the_gnttab_metrics_on_real_xen() {
 }
 
 #[test]
+fn hpet_read_only_on_real_xen() {
+    test_guest_passes_on_xen(
+        "hpet-ro",
+        "ro-hpet: a writable mapping of the HPET made read-only and uncached, reads",
+    );
+}
+
+#[test]
 fn cpu_policy_on_real_xen() {
     test_guest_passes_on_xen(
         "cpu-policy",

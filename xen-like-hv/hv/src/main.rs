@@ -109,7 +109,11 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
         apic::phys_base()
     );
     time::init(acpi.hpet.map(|(base, _)| base));
-    mmhw::setup_dom0_iomem(&acpi.io_apics, acpi.hpet.map(|(base, _)| base));
+    mmhw::setup_dom0_iomem(
+        &acpi.io_apics,
+        acpi.hpet
+            .map(|(base, _)| (base, acpi.hpet_protected_frames)),
+    );
     irq::init(&acpi);
 
     if let Some(hook) = opts.test {

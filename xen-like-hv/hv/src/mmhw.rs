@@ -224,6 +224,9 @@ impl MmHooks for Hooks {
     fn iomem_permitted(&self, dom: DomId, mfn: Mfn) -> bool {
         IOMEM.lock().permits(dom, mfn.0, mfn.0)
     }
+    fn mmio_read_only(&self, mfn: Mfn) -> bool {
+        mfn.0 == MMIO_RO_FRAME.load(core::sync::atomic::Ordering::Relaxed)
+    }
     fn flush_for_type_change(&mut self, _owner: DomId, _mfn: Mfn) {
         flush_tlb(FlushKind::Tlb);
     }
@@ -274,11 +277,16 @@ pub fn with_mm<R>(
 pub static IOMEM: Mutex<xlhv_core::iomem::IomemTable> =
     Mutex::new(xlhv_core::iomem::IomemTable::new());
 
+/// The one I/O frame every domain may map only read-only (Xen's `mmio_ro_ranges`,
+/// which holds the HPET under `ro-hpet`); `u64::MAX` if none.
+static MMIO_RO_FRAME: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
+
 /// dom0's I/O memory (Xen's `dom0_setup_permissions`): every frame the CPU can
 /// address but the devices the hypervisor drives itself: the local APIC, the
-/// IO-APICs, the MSI window, and the HPET (it times the APIC with it; Xen maps it
-/// read-only for dom0 instead, see docs/xen-differences.md).
-pub fn setup_dom0_iomem(io_apics: &[u64], hpet: Option<u64>) {
+/// IO-APICs, the MSI window. The HPET (`(base, protected frames)`) is denied when its
+/// ACPI table asks for page protection (4 KiB or 64 KiB), and otherwise mapped
+/// read-only, as Xen's default `ro-hpet` does: ACPI code in dom0 reads it.
+pub fn setup_dom0_iomem(io_apics: &[u64], hpet: Option<(u64, u64)>) {
     use xlhv_core::iomem::{FrameRange, IoMem};
     let one = |pa: u64| FrameRange {
         first: pa >> 12,
@@ -289,8 +297,21 @@ pub fn setup_dom0_iomem(io_apics: &[u64], hpet: Option<u64>) {
     for &a in io_apics {
         let _ = denied.push(one(a));
     }
-    if let Some(h) = hpet {
-        let _ = denied.push(one(h));
+    match hpet {
+        Some((h, protected)) if protected > 0 => {
+            let _ = denied.push(FrameRange {
+                first: h >> 12,
+                last: (h >> 12) + protected - 1,
+            });
+        }
+        Some((h, _)) => {
+            MMIO_RO_FRAME.store(h >> 12, core::sync::atomic::Ordering::Relaxed);
+            log::info!(
+                "iomem: the HPET's frame {:#x} is read-only for dom0",
+                h >> 12
+            );
+        }
+        None => {}
     }
     let set = IoMem::hardware_domain(phys_frames(), &denied);
     for r in set.ranges() {

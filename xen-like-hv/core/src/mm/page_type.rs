@@ -114,6 +114,12 @@ pub trait MmHooks {
     fn iomem_permitted(&self, dom: DomId, _mfn: Mfn) -> bool {
         self.io_caps(dom)
     }
+    /// Whether I/O frame `mfn` may only be mapped read-only (Xen's `mmio_ro_ranges`:
+    /// the HPET under `ro-hpet`). A writable mapping of it is accepted and silently
+    /// made read-only.
+    fn mmio_read_only(&self, _mfn: Mfn) -> bool {
+        false
+    }
     /// Called, synchronously, when frame `mfn` of `owner` is about to change type
     /// away from a type it had before (for instance an old L1 becoming writable, or an
     /// old writable frame becoming a page table). Before this returns, no CPU may hold
@@ -538,11 +544,7 @@ where
         for i in 0..PTES_PER_PAGE {
             let e = self.mem.read_entry(mfn, i);
             if is_present(e) {
-                let flip = if self.is_io_frame(pte_mfn(e)) {
-                    io_cache_flip(e)
-                } else {
-                    0
-                };
+                let flip = self.io_flip(e);
                 self.mem.write_entry(mfn, i, adjust_l1(e ^ flip));
             }
         }
@@ -608,6 +610,22 @@ where
             }
             PageType::None | PageType::Writable | PageType::SegDesc => {}
         }
+    }
+
+    /// The bits Xen flips in a validated L1 entry that maps I/O space
+    /// (`get_page_from_l1e`'s return): RW off for a read-only MMIO frame, and the
+    /// cache bits of [`io_cache_flip`]. 0 for RAM.
+    fn io_flip(&self, e: u64) -> u64 {
+        let target = pte_mfn(e);
+        if !self.is_io_frame(target) {
+            return 0;
+        }
+        let ro = if e & RW != 0 && self.hooks.mmio_read_only(target) {
+            RW
+        } else {
+            0
+        };
+        ro | io_cache_flip(e)
     }
 
     /// The references a present L1 entry takes (`get_page_from_l1e`). `pg` owns the
@@ -829,11 +847,7 @@ where
                 return Ok(());
             }
             self.get_page_from_l1e(new, pg, pg_io, pt_io)?;
-            let flip = if self.is_io_frame(pte_mfn(new)) {
-                io_cache_flip(new)
-            } else {
-                0
-            };
+            let flip = self.io_flip(new);
             let nv = adjust_l1(new ^ flip);
             if let Err(err) = self.update_entry(l1, idx, old, nv, preserve_ad, 1) {
                 self.put_page_from_l1e(nv);

@@ -17,6 +17,9 @@ pub struct AcpiInfo {
     pub apic_ids: Vec<u32, MAX_CPUS>,
     /// HPET registers (physical) and number of comparators, if present.
     pub hpet: Option<(u64, u8)>,
+    /// Frames from the HPET's base that its table says are protected (its page
+    /// protection: 4 KiB = 1, 64 KiB = 16), 0 if it says nothing.
+    pub hpet_protected_frames: u64,
     /// Physical addresses of the IO-APICs (MADT).
     pub io_apics: Vec<u64, 8>,
     /// IO-APICs: (id, registers (physical), first GSI).
@@ -111,6 +114,11 @@ pub fn read(root: AcpiRoot) -> AcpiInfo {
     }
     if let Ok(h) = HpetInfo::new(&tables) {
         info.hpet = Some((h.base_address as u64, h.num_comparators()));
+        info.hpet_protected_frames = match h.page_protection {
+            acpi::hpet::PageProtection::Protected4K => 1,
+            acpi::hpet::PageProtection::Protected64K => 16,
+            _ => 0,
+        };
     }
     info
 }

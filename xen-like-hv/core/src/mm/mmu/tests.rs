@@ -137,6 +137,10 @@ impl MmHooks for Hooks {
     fn io_caps(&self, dom: DomId) -> bool {
         dom == DomId(0)
     }
+    /// FAR_IO plays the HPET: read-only for everyone (Xen's `mmio_ro_ranges`).
+    fn mmio_read_only(&self, mfn: Mfn) -> bool {
+        mfn == Mfn(FAR_IO)
+    }
     fn flush_for_type_change(&mut self, owner: DomId, mfn: Mfn) {
         self.flushes.push((owner, mfn));
     }

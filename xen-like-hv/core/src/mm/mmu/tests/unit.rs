@@ -483,6 +483,28 @@ fn foreign_mappings_need_privilege_and_fd() {
     w.mmu_cmd(0, both, 0, L2, 9, 0).unwrap();
 }
 
+/// A read-only MMIO frame (the HPET under Xen's `ro-hpet`): a writable mapping is
+/// accepted and written without RW (and uncached), through `mmu_update` and when an
+/// L1 holding one is validated.
+#[test]
+fn read_only_mmio_frames_lose_rw_silently() {
+    let (mut w, _) = booted();
+    let d0 = DOM0_BASE;
+    w.pin(0, 1, d0).unwrap();
+    w.mmu(0, d0, 0, pte(FAR_IO, P | RW)).unwrap();
+    assert_eq!(w.read(d0, 0), pte(FAR_IO, P | PWT | PCD | U | GK));
+    w.mmu(0, d0, 1, pte(FAR_IO, P)).unwrap();
+    assert_eq!(w.read(d0, 1), pte(FAR_IO, P | PWT | PCD | U | GK));
+    // Other I/O frames keep RW.
+    w.mmu(0, d0, 2, pte(IO_FRAME, P | RW)).unwrap();
+    assert_eq!(w.read(d0, 2), pte(IO_FRAME, P | RW | PWT | PCD | U | GK));
+    // Validating a whole L1 that asks for RW.
+    let l1 = d0 + 2;
+    w.poke(l1, 5, pte(FAR_IO, P | RW));
+    w.pin(0, 1, l1).unwrap();
+    assert_eq!(w.read(l1, 5), pte(FAR_IO, P | PWT | PCD | U | GK));
+}
+
 #[test]
 fn io_and_shared_frames() {
     let (mut w, _) = booted();
