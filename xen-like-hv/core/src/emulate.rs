@@ -228,6 +228,17 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
             }
         }
         // From user mode, only port I/O is left.
+        // cpuid: it #GPs only under CPUID faulting (the hypervisor turns it on when
+        // the CPU has it), from kernel and user mode alike: the policy answers
+        // (Xen's "faulted" path), unless the guest asked for faulting itself
+        // (MISC_FEATURES_ENABLES), when the #GP is its own.
+        [0x0F, 0xA2, ..] => {
+            if ctx.vcpu.msrs.misc_features_enables & crate::msr::MISC_FEATURES_CPUID_FAULTING != 0 {
+                return Emulation::NotEmulated;
+            }
+            answer_cpuid(ctx, crate::cpuid::Path::Faulted);
+            done(ctx, 2)
+        }
         _ if !ctx.vcpu.kernel_mode => port_io(ctx, bytes, iopl_ok),
         // clts
         [0x0F, 0x06, ..] => {
@@ -379,7 +390,19 @@ fn msr_ctx<'a, P: Platform>(
         hardware_domain: ctx.dom.privileged,
         vcpu_id: ctx.vcpu.id,
         gp_handler: ctx.vcpu.traps[13].address != 0,
+        cpuid_faulting: cpuid_faulting(ctx.p),
     }
+}
+
+/// Whether the hypervisor runs guests with CPUID faulting: the CPU has it
+/// (`MSR_PLATFORM_INFO` bit 31) and it is on (`MSR_MISC_FEATURES_ENABLES` bit 0),
+/// which the hypervisor sets at boot when it can, as Xen does for PV guests.
+fn cpuid_faulting<P: Platform>(p: &P) -> bool {
+    use crate::msr::{MISC_FEATURES_CPUID_FAULTING, PLATFORM_INFO_CPUID_FAULTING, nr};
+    p.rdmsr_safe(nr::PLATFORM_INFO)
+        .is_some_and(|v| v & PLATFORM_INFO_CPUID_FAULTING != 0)
+        && p.rdmsr_safe(nr::MISC_FEATURES_ENABLES)
+            .is_some_and(|v| v & MISC_FEATURES_CPUID_FAULTING != 0)
 }
 
 /// The host's MSRs through the platform.

@@ -48,7 +48,8 @@ pub const GUEST_MC_BANKS: usize = 2;
 pub struct VcpuMsrs {
     /// `MSR_TSC_AUX`: what `rdtscp`/`rdpid` return; loaded while the vCPU runs.
     pub tsc_aux: u32,
-    /// `MSR_INTEL_MISC_FEATURES_ENABLES` (CPUID faulting is never offered: 0).
+    /// `MSR_INTEL_MISC_FEATURES_ENABLES`: bit 0 makes the guest's own faulted
+    /// `cpuid` a #GP for it (only with CPUID faulting on the host).
     pub misc_features_enables: u64,
     /// `MSR_IA32_MCG_STATUS`.
     pub mcg_status: u64,
@@ -73,7 +74,15 @@ pub struct MsrCtx<'a> {
     pub vcpu_id: u32,
     /// The guest has registered a #GP handler.
     pub gp_handler: bool,
+    /// The CPU has CPUID faulting and the hypervisor uses it (`MSR_PLATFORM_INFO`
+    /// bit 31): guests are told, and may turn it on for themselves.
+    pub cpuid_faulting: bool,
 }
+
+/// `MSR_PLATFORM_INFO`'s CPUID-faulting bit.
+pub const PLATFORM_INFO_CPUID_FAULTING: u64 = 1 << 31;
+/// `MSR_MISC_FEATURES_ENABLES`'s CPUID-faulting bit.
+pub const MISC_FEATURES_CPUID_FAULTING: u64 = 1;
 
 /// MSR numbers.
 #[allow(missing_docs)]
@@ -332,7 +341,7 @@ fn read_inner(ctx: &MsrCtx<'_>, msrs: &VcpuMsrs, host: &dyn MsrHost, msr: u32) -
         UCODE_REV => host.rdmsr_safe(msr).ok_or(Gp)?,
         // IBRSB and IBRS are never in this policy.
         SPEC_CTRL => return Err(Gp),
-        // CPUID faulting is never offered.
+        PLATFORM_INFO if ctx.cpuid_faulting => PLATFORM_INFO_CPUID_FAULTING,
         PLATFORM_INFO => 0,
         ARCH_CAPABILITIES => return Err(Gp),
         MISC_FEATURES_ENABLES => msrs.misc_features_enables,
@@ -446,9 +455,11 @@ pub fn write(
         // Intel asks the OS to write 0 before reading the microcode revision.
         UCODE_REV if intel && value == 0 => Ok(()),
         UCODE_REV => Err(Gp),
-        // Only CPUID faulting could be set, and it is never offered.
-        MISC_FEATURES_ENABLES if value == 0 => {
-            msrs.misc_features_enables = 0;
+        // Only CPUID faulting may be set, and only if it is offered.
+        MISC_FEATURES_ENABLES
+            if value & !MISC_FEATURES_CPUID_FAULTING == 0 && (value == 0 || ctx.cpuid_faulting) =>
+        {
+            msrs.misc_features_enables = value;
             Ok(())
         }
         MISC_FEATURES_ENABLES => Err(Gp),

@@ -41,6 +41,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     arch::x86_64::guest::init_syscall();
     cpu::enable_sse();
     cpu::enable_machine_check();
+    let faulting = cpu::enable_cpuid_faulting();
 
     let info = boot::multiboot::BOOT_INFO.call_once(|| match boot::multiboot::read(magic, mbi) {
         Ok(info) => info,
@@ -51,6 +52,10 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     });
     let opts = cmdline::parse(&info.cmdline);
     console::set_level(opts.loglvl);
+    log::info!(
+        "cpuid faulting: {}",
+        if faulting { "on" } else { "not available" }
+    );
     log::info!(
         "boot loader: {}",
         if info.loader.is_empty() {

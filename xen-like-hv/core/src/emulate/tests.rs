@@ -1092,3 +1092,34 @@ fn iopl_ok_follows_xen_for_every_mode_and_level() {
         }
     }
 }
+
+/// Under CPUID faulting a plain `cpuid` #GPs in kernel and user mode alike and is
+/// answered from the policy (Xen's faulted path: dom0's kernel also sees MONITOR);
+/// a guest that turned faulting on for itself gets the #GP.
+#[test]
+fn faulted_cpuid_is_answered_from_the_policy_in_both_modes() {
+    for user in [false, true] {
+        let mut w = if user { World::user() } else { World::dom0() };
+        w.set_trap(GP, 0, false);
+        w.p.cpuid.insert((0, 0), [1, 0, 0, 0]);
+        w.p.cpuid.insert((1, 0), [0, 0, 1 << 3, 0]);
+        w.code(&[0x0F, 0xA2]);
+        let rip = w.regs.rip;
+        w.regs.rax = 1;
+        w.regs.rcx = 0;
+        assert_eq!(gp(&mut w), Outcome::Resume);
+        assert_eq!(w.regs.rip, rip + 2);
+        assert_ne!(w.regs.rcx & 1 << 31, 0, "hypervisor bit");
+        assert_eq!(
+            w.regs.rcx & 1 << 3 != 0,
+            !user,
+            "MONITOR for dom0's kernel only"
+        );
+    }
+    let mut w = World::kernel();
+    w.set_trap(GP, 0, false);
+    w.vcpu.msrs.misc_features_enables = 1;
+    w.code(&[0x0F, 0xA2]);
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), KRIP);
+}

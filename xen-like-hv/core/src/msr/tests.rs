@@ -42,6 +42,7 @@ fn ctx(policy: &Featureset, vendor: Vendor) -> MsrCtx<'_> {
         hardware_domain: true,
         vcpu_id: 0,
         gp_handler: true,
+        cpuid_faulting: false,
     }
 }
 
@@ -313,4 +314,28 @@ fn domu_gets_no_amd_northbridge_registers() {
     let msrs = VcpuMsrs::default();
     assert_eq!(read(&c, &msrs, &host, nr::K8_SYSCFG), Err(Gp));
     assert_eq!(read(&c, &msrs, &host, nr::AMD64_NB_CFG), Ok(0));
+}
+
+#[test]
+fn cpuid_faulting_is_offered_only_when_the_host_has_it() {
+    let p = amd_policy();
+    let host = qemu_host();
+    let mut c = ctx(&p, Vendor::Intel);
+    let mut msrs = VcpuMsrs::default();
+    assert_eq!(read(&c, &msrs, &host, nr::PLATFORM_INFO), Ok(0));
+    assert_eq!(
+        write(&c, &mut msrs, &host, nr::MISC_FEATURES_ENABLES, 1),
+        Err(Gp)
+    );
+    c.cpuid_faulting = true;
+    assert_eq!(read(&c, &msrs, &host, nr::PLATFORM_INFO), Ok(1 << 31));
+    assert_eq!(
+        write(&c, &mut msrs, &host, nr::MISC_FEATURES_ENABLES, 1),
+        Ok(())
+    );
+    assert_eq!(read(&c, &msrs, &host, nr::MISC_FEATURES_ENABLES), Ok(1));
+    assert_eq!(
+        write(&c, &mut msrs, &host, nr::MISC_FEATURES_ENABLES, 2),
+        Err(Gp)
+    );
 }

@@ -174,6 +174,25 @@ pub fn enable_machine_check() {
     unsafe { asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) }
 }
 
+const MSR_PLATFORM_INFO: u32 = 0xce;
+const MSR_MISC_FEATURES_ENABLES: u32 = 0x140;
+
+/// Turns on CPUID faulting when the CPU has it (`MSR_PLATFORM_INFO` bit 31), as Xen
+/// does for every PV guest: a `cpuid` outside ring 0 then raises #GP and the
+/// hypervisor answers it from the PV policy (`emulate::privileged`), so a guest's
+/// native `cpuid`, in its kernel or its user mode, sees the policy too. Returns
+/// whether it is on. (QEMU's TCG CPUs do not have it.)
+pub fn enable_cpuid_faulting() -> bool {
+    let has = rdmsr_checked(MSR_PLATFORM_INFO).is_some_and(|v| v & (1 << 31) != 0);
+    let Some(enables) = rdmsr_checked(MSR_MISC_FEATURES_ENABLES).filter(|_| has) else {
+        return false;
+    };
+    // SAFETY: the CPU reports CPUID faulting and the MSR exists (read above); bit 0
+    // only makes `cpuid` fault outside ring 0, where only guests run.
+    unsafe { wrmsr(MSR_MISC_FEATURES_ENABLES, enables | 1) };
+    true
+}
+
 /// Saves the FPU/SSE registers into `area` (`FXSAVE64`), with CR0.TS cleared first.
 pub fn fpu_save(area: &mut xlhv_core::vcpu::FpuArea) {
     set_cr0_ts(false);
