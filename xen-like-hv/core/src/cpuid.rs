@@ -377,7 +377,7 @@ impl Host<'_> {
 /// then `recalculate_cpuid_policy` and, for dom0, `init_dom0_cpuid_policy`).
 pub fn pv_featureset(host: &dyn Fn(u32, u32) -> Leaf, hardware_domain: bool) -> Featureset {
     let h = host_of(host);
-    policy_featureset(&h, hardware_domain)
+    policy_featureset(&h, &h.featureset(), hardware_domain)
 }
 
 fn host_of(cpuid: &dyn Fn(u32, u32) -> Leaf) -> Host<'_> {
@@ -401,9 +401,8 @@ fn host_of(cpuid: &dyn Fn(u32, u32) -> Leaf) -> Host<'_> {
     }
 }
 
-fn policy_featureset(h: &Host<'_>, hardware_domain: bool) -> Featureset {
-    let host = h.featureset();
-    let mut fs = host;
+fn policy_featureset(h: &Host<'_>, host: &Featureset, hardware_domain: bool) -> Featureset {
+    let mut fs = *host;
     for (w, m) in fs.0.iter_mut().zip(PV_DEFAULT) {
         *w &= m;
     }
@@ -455,7 +454,10 @@ pub fn pv_cpuid(
     caller: &Caller,
 ) -> Leaf {
     let h = host_of(host);
-    let fs = policy_featureset(&h, caller.hardware_domain);
+    // The host's featureset is read once per question (each is several CPUIDs,
+    // which cost an exit when the hypervisor itself runs in a VM).
+    let host_fs = h.featureset();
+    let fs = policy_featureset(&h, &host_fs, caller.hardware_domain);
     let w = |i: usize| fs.0.get(i).copied().unwrap_or(0);
     let amd = h.vendor == Vendor::Amd;
     let max_basic = h.max_basic.min(NR_BASIC - 1);
@@ -468,7 +470,7 @@ pub fn pv_cpuid(
     // The hardware domain's kernel keeps what older dom0 kernels relied on.
     let dom0_kernel = caller.hardware_domain && caller.kernel_mode;
     // MTRR leaks into dom0's kernel (XENPF_*_memtype), in leaf 1 and 0x80000001.
-    let mtrr_leak = if dom0_kernel && h.featureset().has(feat::MTRR) {
+    let mtrr_leak = if dom0_kernel && host_fs.has(feat::MTRR) {
         bit(feat::MTRR)
     } else {
         0
@@ -495,7 +497,7 @@ pub fn pv_cpuid(
             // (Xen also shows OSXSAVE to a kernel's forced CPUID while its own CR4
             // has it and the policy has XSAVE; XSAVE is never in this policy.)
             if dom0_kernel {
-                let host = h.featureset();
+                let host = &host_fs;
                 if host.has(feat::MONITOR) && caller.path == Path::Faulted {
                     c |= bit(feat::MONITOR);
                 }
@@ -512,7 +514,7 @@ pub fn pv_cpuid(
         }
         4 if !amd => cache_leaf(&h, subleaf),
         5 => {
-            let monitor = h.featureset().has(feat::MONITOR);
+            let monitor = host_fs.has(feat::MONITOR);
             if dom0_kernel && monitor && caller.path == Path::Faulted {
                 h.leaf(5, 0)
             } else {
@@ -539,7 +541,7 @@ pub fn pv_cpuid(
         // UNSUPPORTED), and on AMD the Intel cache leaves.
         2..=0xd => [0; 4],
         l if (XEN_CPUID_BASE..=XEN_CPUID_BASE + 0x1ff).contains(&l) => {
-            hypervisor_leaf(&h, info, l - XEN_CPUID_BASE, subleaf)
+            hypervisor_leaf(&h, &host_fs, info, l - XEN_CPUID_BASE, subleaf)
         }
         0x8000_0000..=0x8000_ffff if max_extd == 0 || leaf > max_extd => [0; 4],
         0x8000_0000 => {
@@ -607,7 +609,13 @@ fn cache_leaf(h: &Host<'_>, subleaf: u32) -> Leaf {
 }
 
 /// Xen's leaves (`cpuid_hypervisor_leaves`) for a PV domain: `idx` past the base.
-fn hypervisor_leaf(h: &Host<'_>, info: &HostInfo, idx: u32, subleaf: u32) -> Leaf {
+fn hypervisor_leaf(
+    h: &Host<'_>,
+    host: &Featureset,
+    info: &HostInfo,
+    idx: u32,
+    subleaf: u32,
+) -> Leaf {
     let version = u32::try_from(hypercall_abi::version::XEN_VERSION).unwrap_or(0);
     match idx {
         0 => [
@@ -624,7 +632,6 @@ fn hypervisor_leaf(h: &Host<'_>, info: &HostInfo, idx: u32, subleaf: u32) -> Lea
         // invariant, bit 2 that the host has RDTSCP.
         3 => match subleaf {
             0 => {
-                let host = h.featureset();
                 let invariant = h.leaf(0x8000_0007, 0)[3] & (1 << 8) != 0;
                 [
                     (u32::from(invariant) << 1) | (u32::from(host.has(feat::RDTSCP)) << 2),
