@@ -56,6 +56,18 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
         "cpuid faulting: {}",
         if faulting { "on" } else { "not available" }
     );
+    // The #GP fixup that guest-requested host MSR reads rely on (no CPU has MSR
+    // 0xFFFFFFFF): a broken fixup stops the machine here, not in a guest's rdmsr.
+    // QEMU's TCG reads unknown MSRs as 0 without a fault (so does Xen's rdmsr_safe
+    // there, and both give guests the same answers).
+    log::info!(
+        "msr: unknown MSRs {}",
+        if cpu::rdmsr_checked(0xFFFF_FFFF).is_some() {
+            "read as 0 (no #GP on this CPU)"
+        } else {
+            "fault (#GP fixed up)"
+        }
+    );
     log::info!(
         "boot loader: {}",
         if info.loader.is_empty() {
