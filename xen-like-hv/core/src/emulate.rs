@@ -162,6 +162,80 @@ const MSR_FS_BASE: u32 = 0xC000_0100;
 const MSR_GS_BASE: u32 = 0xC000_0101;
 const MSR_SHADOW_GS_BASE: u32 = 0xC000_0102;
 
+/// A plain `mov` to memory (`88`, `89`, `C6 /0`, `C7 /0`, with operand-size,
+/// address-size, segment and REX prefixes): its length and how many bytes it stores.
+/// Anything else (a read-modify-write, a string store, a lock or rep prefix) is
+/// `None`.
+pub fn mov_store(bytes: &[u8]) -> Option<(u64, u64)> {
+    let mut i = 0;
+    let mut opsize16 = false;
+    loop {
+        match *bytes.get(i)? {
+            0x66 => opsize16 = true,
+            0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x67 => {}
+            _ => break,
+        }
+        i += 1;
+    }
+    let mut rex_w = false;
+    if let b @ 0x40..=0x4F = *bytes.get(i)? {
+        rex_w = b & 8 != 0;
+        i += 1;
+    }
+    let wide = if rex_w {
+        8
+    } else if opsize16 {
+        2
+    } else {
+        4
+    };
+    let op = *bytes.get(i)?;
+    let modrm = *bytes.get(i + 1)?;
+    i += 2;
+    let (size, imm) = match op {
+        0x88 => (1, 0),
+        0x89 => (wide, 0),
+        0xC6 if modrm & 0x38 == 0 => (1, 1),
+        0xC7 if modrm & 0x38 == 0 => (wide, if opsize16 { 2 } else { 4 }),
+        _ => return None,
+    };
+    let (md, rm) = (modrm >> 6, modrm & 7);
+    if md == 3 {
+        return None;
+    }
+    let mut disp = match md {
+        1 => 1,
+        2 => 4,
+        _ if rm == 5 => 4,
+        _ => 0,
+    };
+    if rm == 4 {
+        let sib = *bytes.get(i)?;
+        i += 1;
+        if md == 0 && sib & 7 == 5 {
+            disp = 4;
+        }
+    }
+    let len = i + disp + imm;
+    (len <= bytes.len()).then_some((len as u64, size))
+}
+
+/// A store by the hardware domain's kernel to a read-only MMIO mapping (the HPET)
+/// faulted: Xen's `mmio_ro_do_page_fault` emulates it and drops the write. Only a
+/// plain `mov` is taken, and only naturally aligned (Xen also wants the store at
+/// CR2 and nothing else); anything else stays the #PF it was.
+pub fn mmio_ro_store<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr2: u64) -> Emulation {
+    let (b, n) = fetch(ctx);
+    let Some((len, size)) = mov_store(b.get(..n).unwrap_or(&[])) else {
+        return Emulation::NotEmulated;
+    };
+    if cr2 % size != 0 {
+        return Emulation::NotEmulated;
+    }
+    ctx.regs.rip = ctx.regs.rip.wrapping_add(len);
+    Emulation::Done
+}
+
 /// Length of the `int n` instruction at RIP (prefixes included), if that is what it is.
 pub fn int_n_length<P: Platform>(ctx: &mut GuestCtx<'_, P>, n: u8) -> Option<u64> {
     let (b, len) = fetch(ctx);

@@ -22,10 +22,16 @@ pub const GP: u8 = 13;
 pub const PF: u8 = 14;
 /// The software interrupt the hypervisor lets through its own DPL-3 gate.
 pub const INT80: u8 = 0x80;
+/// #PF error code: the page was present (a protection fault).
+const PFEC_PRESENT: u64 = 1 << 0;
+/// #PF error code: the access was a write.
+const PFEC_WRITE: u64 = 1 << 1;
 /// #PF error code: the access was made in user mode.
 const PFEC_USER: u64 = 1 << 2;
 /// #PF error code: a reserved bit was set in a paging entry.
 const PFEC_RESERVED: u64 = 1 << 3;
+/// #PF error code: an instruction fetch.
+const PFEC_INSN: u64 = 1 << 4;
 /// Selector error code bits: external event, IDT, LDT (TI).
 const SEL_EXT: u64 = 1;
 const SEL_IDT: u64 = 2;
@@ -316,6 +322,7 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
             },
             GP => self.general_protection(),
             PF if let Some(offset) = self.ldt_area_fault(cr2) => self.ldt_fault(offset),
+            PF if self.read_only_mmio_store(cr2) => self.instruction_done(),
             INT80 => {
                 if self.vcpu.traps[usize::from(INT80)].address != 0 {
                     let t = self.vcpu.traps[usize::from(INT80)];
@@ -336,6 +343,28 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
         if let Err(reason) = result {
             self.outcome = Outcome::Crash(reason);
         }
+    }
+
+    /// A #PF that is the hardware domain's kernel storing to a read-only MMIO mapping
+    /// (Xen's `fixup_page_fault` -> `pv_ro_page_fault` -> `mmio_ro_do_page_fault`): a
+    /// write to a present page, not an instruction fetch or a reserved bit, whose
+    /// kernel mapping is a read-only entry for such a frame. If the store is one
+    /// [`emulate::mmio_ro_store`] takes, it is dropped and RIP moves past it.
+    fn read_only_mmio_store(&mut self, cr2: u64) -> bool {
+        let err = self.regs.error_code;
+        if !self.dom.privileged
+            || !self.vcpu.kernel_mode
+            || err & (PFEC_PRESENT | PFEC_WRITE) != PFEC_PRESENT | PFEC_WRITE
+            || err & (PFEC_RESERVED | PFEC_INSN) != 0
+        {
+            return false;
+        }
+        let root = self.vcpu.kernel_root;
+        let (dom, privileged) = (self.dom.id, self.dom.privileged);
+        let ro = self.p.mm(dom, privileged, |m| {
+            crate::mm::mmu::maps_read_only_mmio(m, root, cr2)
+        });
+        ro && emulate::mmio_ro_store(self, cr2) == Emulation::Done
     }
 
     /// The offset into the LDT of a #PF that is the CPU reading the vCPU's LDT through

@@ -1123,3 +1123,35 @@ fn faulted_cpuid_is_answered_from_the_policy_in_both_modes() {
     assert_eq!(gp(&mut w), Outcome::Resume);
     assert_delivered(&w, GP, Some(0), KRIP);
 }
+
+#[test]
+fn mov_store_lengths() {
+    // mov %rsi,(%rdi); mov %eax,0x10(%rbx); mov %al,(%rcx); movl $1,(%rax);
+    // movw $1,0x12345678(%rax,%rbx,4); movq $0,%fs:0x10(%rip); mov %ax,(%rsp)
+    for (code, want) in [
+        (&[0x48u8, 0x89, 0x37][..], Some((3, 8))),
+        (&[0x89, 0x43, 0x10][..], Some((3, 4))),
+        (&[0x88, 0x01][..], Some((2, 1))),
+        (&[0xC7, 0x00, 1, 0, 0, 0][..], Some((6, 4))),
+        (
+            &[0x66, 0xC7, 0x84, 0x98, 0x78, 0x56, 0x34, 0x12, 1, 0][..],
+            Some((10, 2)),
+        ),
+        (
+            &[0x64, 0x48, 0xC7, 0x05, 0x10, 0, 0, 0, 0, 0, 0, 0][..],
+            Some((12, 8)),
+        ),
+        (&[0x66, 0x89, 0x04, 0x24][..], Some((4, 2))),
+        (&[0xC6, 0x04, 0x25, 0, 0x10, 0, 0, 7][..], Some((8, 1))),
+        // Not plain stores: a load, an add to memory, a register move, C7 /1,
+        // rep stos, and a truncated instruction.
+        (&[0x48, 0x8B, 0x37][..], None),
+        (&[0x01, 0x37][..], None),
+        (&[0x89, 0xC0][..], None),
+        (&[0xC7, 0x08, 1, 0, 0, 0][..], None),
+        (&[0xF3, 0xAB][..], None),
+        (&[0xC7, 0x00, 1, 0][..], None),
+    ] {
+        assert_eq!(mov_store(code), want, "{code:02x?}");
+    }
+}

@@ -625,6 +625,28 @@ where
     Ok(table)
 }
 
+/// Whether `va` is mapped, in the tables rooted at `root`, by a present read-only
+/// entry of a validated L1 to an I/O frame that may only be mapped read-only (the
+/// HPET: `MmHooks::mmio_read_only`). Xen's `pv_ro_page_fault` asks this of the
+/// kernel's tables before it emulates (and discards) a hardware domain's store.
+pub fn maps_read_only_mmio<M, H, P, E>(ctx: &MmCtx<'_, '_, M, H, P, E>, root: Mfn, va: u64) -> bool
+where
+    M: MachineMemory,
+    H: HypervisorSlots,
+    P: M2p,
+    E: MmHooks,
+{
+    let Ok(l1) = walk_to_l1(ctx, root, va) else {
+        return false;
+    };
+    let e = ctx.mem.read_entry(l1, idx9(va >> 12));
+    let target = pte_mfn(e);
+    is_present(e)
+        && e & super::page_type::RW == 0
+        && ctx.is_io_frame(target)
+        && ctx.hooks.mmio_read_only(target)
+}
+
 /// The flush `update_va_mapping`'s `flags` ask for.
 fn uvmf_flush(va: u64, flags: u64) -> Flush {
     let kind = match flags & UVMF_FLUSHTYPE_MASK {
