@@ -1,9 +1,11 @@
 //! `dom0`: xen-like-hv's dom0 kernel (crate `xlhv-dom0`).
 //!
 //! A PV kernel on `pv-runtime` that runs the control agent: it raises its
-//! virtual IOPL (`PHYSDEVOP_set_iopl`), drives COM2 (QEMU's second serial
-//! port, a unix socket on the host) as a polled 16550, and answers
-//! `dom0ctl`'s requests (`docs/control-protocol.md`). Its named images come
+//! virtual IOPL (`PHYSDEVOP_set_iopl`), scans PCI and starts its virtio
+//! devices (disks, NICs, the virtio console of the fast link), drives COM2
+//! (QEMU's second serial port, a unix socket on the host) as an
+//! interrupt-driven 16550, and answers `dom0ctl`'s requests on both links
+//! (`docs/control-protocol.md`). Its named images come
 //! from its initrd, an image bundle (`control_proto::images`). What each
 //! request does lives in `dom0_core`, tested on the host; this file wires it
 //! to the machine. See `docs/dom0.md`.
