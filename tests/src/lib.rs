@@ -315,8 +315,18 @@ impl ControlHost {
     /// [`ControlHost::boot_full`] with `qemu_args` added to QEMU's command line
     /// (dom0's disks, say: `xtask::disk::DiskSpec::qemu_args`).
     pub fn boot_with_args(name: &str, dom0_args: &str, qemu_args: &[String]) -> ControlHost {
+        Self::boot_on_with(name, "pc", dom0_args, qemu_args)
+    }
+
+    /// [`ControlHost::boot_with_args`] on QEMU machine type `machine`.
+    pub fn boot_on_with(
+        name: &str,
+        machine: &str,
+        dom0_args: &str,
+        qemu_args: &[String],
+    ) -> ControlHost {
         let args: Vec<&str> = qemu_args.iter().map(String::as_str).collect();
-        Self::boot_qemu(name, dom0_args, Vec::new(), "512M", "pc", &args, false)
+        Self::boot_qemu(name, dom0_args, Vec::new(), "512M", machine, &args, false)
     }
 
     fn boot_machine(name: &str, dom0_args: &str, extra: Vec<Module>, mem: &str) -> ControlHost {

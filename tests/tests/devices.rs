@@ -210,3 +210,54 @@ fn dom0_gets_an_arp_reply_through_a_virtio_nic() {
         "{log}"
     );
 }
+
+#[test]
+fn dom0_drives_a_disk_and_a_nic_on_q35() {
+    // On q35 PCI INTx reach GSIs 16-23 through the ICH9's PIRQ routing, not the
+    // firmware's interrupt line: both devices must still be interrupt-driven.
+    let dir = xlhv_tests::scratch("virtio-q35");
+    let img = dir.join("q35.img");
+    let _ = std::fs::remove_file(&img);
+    let disk =
+        xtask::disk::DiskSpec::parse(&format!("new:{}:1M,name=q35disk", img.display()), 0).unwrap();
+    disk.prepare().unwrap();
+    let mut args = disk.qemu_args(0);
+    args.extend(xtask::nic::NicSpec::parse("user").unwrap().qemu_args(0));
+    let mut h = ControlHost::boot_on_with("virtio-q35", "q35", "disk_selftest nic_selftest", &args);
+    h.dom0ctl(&["shutdown-host"]).code(0);
+    h.machine.wait_exit(std::time::Duration::from_secs(60));
+    let log = h.serial();
+    for l in log
+        .lines()
+        .filter(|l| l.contains("dom0: disk ") || l.contains("dom0: nic "))
+    {
+        eprintln!("{l}");
+    }
+    let gsi_of = |needle: &str| {
+        let line = log
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?}:\n{log}"));
+        let at = line.find("irq GSI ").unwrap_or_else(|| panic!("{line}")) + 8;
+        line[at..]
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    assert!(
+        (20..24).contains(&gsi_of("dom0: disk q35disk: virtio-blk")),
+        "{log}"
+    );
+    assert!(
+        (20..24).contains(&gsi_of("dom0: nic eth0: virtio-net")),
+        "{log}"
+    );
+    assert!(log.contains("dom0: disk q35disk: self-test PASS"), "{log}");
+    assert!(
+        log.contains("dom0: nic eth0: self-test PASS: 10.0.2.2 is at 52:55:0a:00:02:02"),
+        "{log}"
+    );
+    // Interrupt-driven: the disk's two requests each took an interrupt.
+    assert!(!log.contains(", 0 interrupts,"), "{log}");
+}

@@ -150,7 +150,7 @@ pub fn probe(fns: &[Function]) -> Devices {
             }
         };
         match transport.device_type() {
-            DeviceType::Block => match start_disk(f, transport, &mut irqs, disks.len()) {
+            DeviceType::Block => match start_disk(f, fns, transport, &mut irqs, disks.len()) {
                 Ok(d) => {
                     println!(
                         "dom0: disk {}: virtio-blk {where_}, {} sectors ({} MiB){}, {}",
@@ -165,7 +165,7 @@ pub fn probe(fns: &[Function]) -> Devices {
                 Err(e) => println!("dom0: virtio-blk {where_}: {e}"),
             },
             DeviceType::Console if console.is_none() => {
-                let irq = device_irq(f, &mut irqs);
+                let irq = device_irq(f, fns, &mut irqs);
                 match VirtioConsole::new(transport, irq) {
                     Ok(c) => {
                         println!(
@@ -179,7 +179,7 @@ pub fn probe(fns: &[Function]) -> Devices {
                 }
             }
             DeviceType::Network => {
-                let irq = device_irq(f, &mut irqs);
+                let irq = device_irq(f, fns, &mut irqs);
                 let name = alloc::format!("eth{}", nics.len());
                 match VirtIONetRaw::<XenHal, _, NET_QUEUE>::new(transport) {
                     Ok(mut net) => {
@@ -219,6 +219,7 @@ fn irq_text(irq: Option<DevIrq>) -> String {
 
 fn start_disk(
     f: &Function,
+    fns: &[Function],
     transport: PciTransport,
     irqs: &mut Vec<DevIrq>,
     index: usize,
@@ -232,7 +233,7 @@ fn start_disk(
             char::from(b'a' + u8::try_from(index % 26).unwrap_or(0))
         ),
     };
-    let irq = device_irq(f, irqs);
+    let irq = device_irq(f, fns, irqs);
     blk.enable_interrupts();
     Ok(Disk {
         name,
@@ -246,14 +247,11 @@ fn start_disk(
 }
 
 /// The function's INTx as a bound device interrupt (shared with an earlier
-/// device on the same GSI). On QEMU's `pc` the firmware's interrupt line is the
-/// GSI, whose mode the hypervisor took from the MADT (level for PCI).
-fn device_irq(f: &Function, irqs: &mut Vec<DevIrq>) -> Option<DevIrq> {
-    let (line, pin) = f.irq;
-    if pin == 0 || line == 0 || line == 0xFF {
-        return None;
-    }
-    let gsi = u32::from(line);
+/// device on the same GSI): the GSI the platform wires it to
+/// (`dom0_core::pci::intx_gsi`), in the mode the hypervisor took from the MADT
+/// (level for PCI).
+fn device_irq(f: &Function, fns: &[Function], irqs: &mut Vec<DevIrq>) -> Option<DevIrq> {
+    let gsi = dom0_core::pci::intx_gsi(f, fns)?;
     if let Some(i) = irqs.iter().find(|i| i.gsi == gsi) {
         return Some(*i);
     }

@@ -207,6 +207,45 @@ impl Function {
     }
 }
 
+/// Vendor and device of the Q35 host bridge (QEMU's `-machine q35`).
+const Q35_MCH: (u16, u16) = (0x8086, 0x29C0);
+
+/// The GSI that function `f`'s INTx reaches, among `fns` (the whole scan):
+///
+/// * on QEMU's `pc` (i440FX), the firmware's interrupt line: PIIX3 routes INTx to
+///   ISA IRQs and the MADT's overrides make those GSIs level-triggered;
+/// * on QEMU's `q35`, the ICH9 in APIC mode routes PIRQ A-H to GSIs 16-23, and
+///   QEMU wires INTx *p* of a device in slot *s* of bus 0 (below the chipset's own
+///   slots 25-31) to PIRQ E-H: GSI 20 + (s + p) mod 4; a device behind a bridge
+///   is first swizzled to the bridge's slot (the PCI-to-PCI bridge rule). This is
+///   what the ACPI `_PRT` of QEMU's tables says; dom0 does not read the `_PRT`
+///   itself. The chipset's own functions keep the firmware's line.
+///
+/// `None` without a pin, or with a line of 0 or 0xFF (not routed).
+pub fn intx_gsi(f: &Function, fns: &[Function]) -> Option<u32> {
+    let (line, pin) = f.irq;
+    if !(1..=4).contains(&pin) {
+        return None;
+    }
+    let q35 = fns.iter().any(|h| (h.vendor, h.device) == Q35_MCH);
+    if q35 {
+        // Walk up to bus 0, swizzling the pin at each bridge.
+        let (mut bus, mut dev, mut p) = (f.bus, f.dev, pin - 1);
+        for _ in 0..=255 {
+            if bus == 0 {
+                break;
+            }
+            let bridge = fns.iter().find(|b| b.secondary_bus == Some(bus))?;
+            p = (p + dev) % 4;
+            (bus, dev) = (bridge.bus, bridge.dev);
+        }
+        if bus == 0 && dev < 25 {
+            return Some(20 + u32::from((dev + p) % 4));
+        }
+    }
+    (line != 0 && line != 0xFF).then_some(u32::from(line))
+}
+
 impl fmt::Display for Function {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -574,6 +613,51 @@ mod tests {
             "{}",
             row.detail
         );
+    }
+
+    fn func(bus: u8, dev: u8, ids: (u16, u16), irq: (u8, u8), secondary: Option<u8>) -> Function {
+        Function {
+            bus,
+            dev,
+            func: 0,
+            vendor: ids.0,
+            device: ids.1,
+            class: [0; 3],
+            revision: 0,
+            header_type: 0,
+            bars: Vec::new(),
+            caps: Vec::new(),
+            irq,
+            secondary_bus: secondary,
+        }
+    }
+
+    #[test]
+    fn intx_reaches_the_gsi_the_platform_wires() {
+        // pc: the firmware's line.
+        let pc = [
+            func(0, 0, (0x8086, 0x1237), (0, 0), None),
+            func(0, 4, (0x1af4, 0x1001), (11, 1), None),
+        ];
+        assert_eq!(intx_gsi(&pc[1], &pc), Some(11));
+        assert_eq!(intx_gsi(&pc[0], &pc), None, "no pin");
+        let unrouted = func(0, 5, (0x1af4, 0x1001), (0xFF, 1), None);
+        assert_eq!(intx_gsi(&unrouted, &pc), None);
+        // q35: slot 3 INTA -> PIRQ (3 + 0) % 4 + 4 = H -> GSI 23; slot 4 INTB -> (4+1)%4 -> F -> 21.
+        let q35 = [
+            func(0, 0, (0x8086, 0x29c0), (0, 0), None),
+            func(0, 3, (0x1af4, 0x1001), (10, 1), None),
+            func(0, 4, (0x1af4, 0x1000), (11, 2), None),
+            func(0, 5, (0x1b36, 0x0001), (10, 1), Some(1)),
+            func(1, 2, (0x1af4, 0x1001), (11, 1), None),
+            func(0, 31, (0x8086, 0x2918), (10, 1), None),
+        ];
+        assert_eq!(intx_gsi(&q35[1], &q35), Some(23));
+        assert_eq!(intx_gsi(&q35[2], &q35), Some(21));
+        // Behind the bridge in slot 5: INTA of device 2 -> INTC at the bridge -> (5+2)%4=3 -> GSI 23.
+        assert_eq!(intx_gsi(&q35[4], &q35), Some(23));
+        // The chipset's own functions keep the firmware's line.
+        assert_eq!(intx_gsi(&q35[5], &q35), Some(10));
     }
 
     #[test]
