@@ -553,9 +553,17 @@ fn list_answers_promptly_next_to_a_hundred_ticking_domus() {
         worst < Duration::from_secs(2),
         "dom0ctl list took {worst:?} next to {N} ticking domUs"
     );
-    // And they really were ticking all along: the first one still counts.
+    // And they really were ticking all along: the first one printed its count
+    // each second for at least three seconds (the counts themselves depend on
+    // the machine's load: "tick 299", not "tick 300", once missed the old
+    // substring check).
     let c = h.dom0ctl(&["console", "t0", "--no-follow"]);
-    assert!(c.stdout.contains("ticker: tick 3"), "{}", c.stdout);
+    let seconds = c
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ticker: tick "))
+        .count();
+    assert!(seconds >= 3, "{}", c.stdout);
 }
 
 /// A bad config is refused on the host with the file, line and key; an ELF that is
