@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
 
 use control_proto::images::Bundle;
 use control_proto::{
@@ -27,7 +28,7 @@ use crate::builder::{self, BuildError, BuildRequest};
 use crate::conslog::ConsoleLog;
 use crate::domains::{self, DOM0_NAME, Record, Records, ResolveError};
 use crate::hv::{Hypervisor, RingId};
-use crate::uploads::{UploadStore, Uploads};
+use crate::uploads::{Upload, UploadStore, Uploads};
 use crate::xenstore::{self as xsl, DomainNodes, Uuid};
 
 use hypercall_abi::io::xenstore::{XsdSockmsg, XsdSockmsgType};
@@ -158,6 +159,12 @@ pub struct Agent<'a, H, S: UploadStore> {
     stores: BTreeMap<u16, StoreBack>,
     /// How each domain dom0 built was asked for, to rebuild it on reboot.
     configs: BTreeMap<u16, CreateRequest>,
+    /// The uploaded kernels of live domains, kept so that a reboot can build the
+    /// domain again (xl reads its kernel file again; dom0 has no other copy).
+    /// Domains created from the same bytes share one copy.
+    kernels: BTreeMap<u16, Rc<Upload<S::Buf>>>,
+    /// Set by a reboot for the `create` it runs: the kept kernel to build from.
+    reboot_kernel: Option<Rc<Upload<S::Buf>>>,
     /// Whether the session has a XenStore watch (`WATCH_TOKEN`).
     watching: Option<String>,
     uuids_made: u64,
@@ -194,6 +201,8 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             },
             stores: BTreeMap::new(),
             configs: BTreeMap::new(),
+            kernels: BTreeMap::new(),
+            reboot_kernel: None,
             watching: None,
             uuids_made: 0,
             last_store_sweep: 0,
@@ -215,6 +224,16 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// The session's uploads.
     pub fn uploads(&self) -> &Uploads<S::Buf> {
         &self.uploads
+    }
+
+    /// The uploaded kernels kept for reboots: (domains that keep one, distinct
+    /// copies held).
+    pub fn kept_kernels(&self) -> (usize, usize) {
+        let mut copies: Vec<*const Upload<S::Buf>> =
+            self.kernels.values().map(Rc::as_ptr).collect();
+        copies.sort_unstable();
+        copies.dedup();
+        (self.kernels.len(), copies.len())
     }
 
     /// Answers one request.
@@ -586,6 +605,21 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         Ok(Response::Ok)
     }
 
+    /// A kept kernel for `up`: the copy another domain already keeps when the
+    /// bytes are the same (`up` is then freed), else `up` itself.
+    fn share_kernel(&self, up: Upload<S::Buf>) -> Rc<Upload<S::Buf>> {
+        let same = self.kernels.values().find(|k| {
+            k.crc32 == up.crc32
+                && k.size == up.size
+                && k.bytes().is_some()
+                && k.bytes() == up.bytes()
+        });
+        match same {
+            Some(k) => Rc::clone(k),
+            None => Rc::new(up),
+        }
+    }
+
     fn create(&mut self, c: &CreateRequest) -> Result<Response, ErrorReply> {
         c.validate().map_err(ErrorReply::from)?;
         if self.records.by_name(&c.name).is_some() {
@@ -594,8 +628,12 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 format!("a domain named {} exists", c.name),
             ));
         }
-        let image: &[u8] = match &c.kernel {
-            Kernel::Named(name) => {
+        let rebooting = self.reboot_kernel.take();
+        let image: &[u8] = match (&c.kernel, &rebooting) {
+            (Kernel::Uploaded(_), Some(kept)) => kept.bytes().ok_or_else(|| {
+                ErrorReply::new(ErrorCode::UploadState, "the kept kernel is incomplete")
+            })?,
+            (Kernel::Named(name), _) => {
                 self.images
                     .as_ref()
                     .and_then(|b| b.get(name))
@@ -607,17 +645,16 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                     })?
                     .data
             }
-            Kernel::Uploaded(id) => {
-                self.uploads
-                    .get(*id)
-                    .and_then(|u| u.bytes())
-                    .ok_or_else(|| {
-                        ErrorReply::new(
-                            ErrorCode::UploadState,
-                            format!("upload {id} is unknown or unfinished in this session"),
-                        )
-                    })?
-            }
+            (Kernel::Uploaded(id), None) => self
+                .uploads
+                .get(*id)
+                .and_then(|u| u.bytes())
+                .ok_or_else(|| {
+                    ErrorReply::new(
+                        ErrorCode::UploadState,
+                        format!("upload {id} is unknown or unfinished in this session"),
+                    )
+                })?,
         };
         check_kernel(image)?;
         let req = BuildRequest {
@@ -630,9 +667,13 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         };
         let built = builder::build(&mut self.hv, &req).map_err(|e| build_error(&c.name, e))?;
         let id = built.domid;
-        if let Kernel::Uploaded(u) = c.kernel {
-            drop(self.uploads.take(u));
-        }
+        // An uploaded kernel leaves the session's uploads; it is kept for the
+        // domain's reboots once the domain is up (a failure below frees it).
+        let kernel = match (c.kernel.clone(), rebooting) {
+            (Kernel::Uploaded(_), Some(k)) => Some(k),
+            (Kernel::Uploaded(u), None) => self.uploads.take(u).map(|up| self.share_kernel(up)),
+            (Kernel::Named(_), _) => None,
+        };
         // The console back end: map the page, bind dom0's end of the channel.
         let ring = match self.hv.map_ring(id, built.console.0) {
             Ok(r) => r,
@@ -690,6 +731,9 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             name: c.name.clone(),
             created_ns: self.hv.now_ns(),
         });
+        if let Some(k) = kernel {
+            self.kernels.insert(id.0, k);
+        }
         Ok(Response::Created { domid: id.0 })
     }
 
@@ -875,6 +919,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 self.attached = None;
             }
             self.configs.remove(&id.0);
+            self.kernels.remove(&id.0);
         }
         r
     }
@@ -982,11 +1027,16 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         let Some(c) = self.configs.get(&dom.0).cloned() else {
             return false;
         };
-        if !matches!(c.kernel, Kernel::Named(_)) {
-            return false;
-        }
+        let kept = match c.kernel {
+            Kernel::Named(_) => None,
+            Kernel::Uploaded(_) => match self.kernels.get(&dom.0) {
+                Some(k) => Some(Rc::clone(k)),
+                None => return false,
+            },
+        };
         let was_attached = self.attached == Some(dom);
         let _ = self.destroy_domain(dom);
+        self.reboot_kernel = kept;
         if was_attached {
             let _ = Event::ConsoleClosed {
                 domid: dom.0,

@@ -1165,3 +1165,80 @@ fn xenstore_nodes_requests_reboot_and_release() {
     assert_eq!(xs_read(&mut a, &vm), Err(ErrorCode::Xenstore));
     assert!(a.hv().rings.is_empty());
 }
+
+/// Uploads `data` and returns the upload's id.
+fn upload_bytes(a: &mut TestAgent, data: &[u8]) -> u32 {
+    let (upload, chunk_max) = match ask(
+        a,
+        Request::UploadBegin {
+            size: data.len() as u64,
+            crc32: crc32(data),
+        },
+    ) {
+        Response::UploadReady { upload, chunk_max } => (upload, chunk_max),
+        other => panic!("{other:?}"),
+    };
+    let mut offset = 0u64;
+    for piece in data.chunks(chunk_max as usize) {
+        ask(
+            a,
+            Request::UploadChunk {
+                upload,
+                offset,
+                data: piece.to_vec(),
+            },
+        );
+        offset += piece.len() as u64;
+    }
+    assert_eq!(
+        ask(a, Request::UploadEnd { upload }),
+        Response::Uploaded { upload }
+    );
+    upload
+}
+
+/// A domain built from an uploaded kernel keeps it, so a reboot builds it again
+/// (xl would read the kernel file again); two domains from the same bytes share
+/// one copy; destroying them frees it.
+#[test]
+fn uploaded_kernels_are_kept_for_reboots_and_shared() {
+    let small = pvboot::testimg::Spec::small().build();
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let u1 = upload_bytes(&mut a, &small);
+    let id = created(ask(&mut a, create("up1", Kernel::Uploaded(u1))));
+    assert!(a.uploads().is_empty(), "the upload left the session");
+    assert_eq!(a.kept_kernels(), (1, 1));
+    let u2 = upload_bytes(&mut a, &small);
+    created(ask(&mut a, create("up2", Kernel::Uploaded(u2))));
+    assert_eq!(a.kept_kernels(), (2, 1), "the same bytes are kept once");
+
+    // up1 reboots: built again from the kept kernel, under its name.
+    let builds = |a: &mut TestAgent| {
+        a.hv()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("create"))
+            .count()
+    };
+    let before = builds(&mut a);
+    a.hv().domains.get_mut(&id.0).unwrap().flags |=
+        DOMINF_SHUTDOWN | ((hypercall_abi::sched::ShutdownReason::Reboot as u32) << 16);
+    let mut out = Vec::new();
+    a.tick(10_000_000_000, &mut out);
+    assert_eq!(builds(&mut a), before + 1, "{:?}", a.hv().calls);
+    match ask(&mut a, Request::List) {
+        Response::Domains(list) => assert!(list.iter().any(|d| d.name == "up1"), "{list:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.kept_kernels(), (2, 1));
+
+    assert_eq!(
+        ask(&mut a, Request::Destroy(DomRef::Name("up1".into()))),
+        Response::Ok
+    );
+    assert_eq!(
+        ask(&mut a, Request::Destroy(DomRef::Name("up2".into()))),
+        Response::Ok
+    );
+    assert_eq!(a.kept_kernels(), (0, 0));
+}
