@@ -208,35 +208,6 @@ fn control_work(seed: u64, buf: &mut [u32]) -> u64 {
     x
 }
 
-/// How long [`warm_up`] runs.
-const WARM_UP_NS: u64 = 300_000_000;
-
-/// Runs the control work with a local TLB flush after each round for
-/// [`WARM_UP_NS`] before anything is measured. QEMU's TCG sizes its software
-/// TLB from how much of it was used since the last resize, and checks when the
-/// TLB is flushed; a freshly booted guest starts with a small one, so the first
-/// metrics (the control loop above all, whose 256 KiB buffer needs 64 entries)
-/// ran about 1.5 times slower than the same code later in the run, on both
-/// hypervisors, and the noise rules refused every report.
-fn warm_up() {
-    let mut buf = vec![0u32; CONTROL_WORDS];
-    let mut seed = 0x2545_F491_4F6C_DD1D_u64;
-    let mut h = hc();
-    let flush = [MmuextOp::new(MmuextCmd::TlbFlushLocal, 0, 0)];
-    let end = pv_runtime::time::system_time_ns().saturating_add(WARM_UP_NS);
-    while pv_runtime::time::system_time_ns() < end {
-        seed = black_box(control_work(black_box(seed), &mut buf));
-        let _ = mmuext_op(
-            &mut h,
-            pv_runtime::hypercall::handle_slice(&flush),
-            1,
-            GuestPtr::NULL,
-            SELF_FD,
-        );
-    }
-    black_box(&buf);
-}
-
 fn control(t: &mut Tally, it: Iters, metric: &str, seed: u64) {
     let mut buf = vec![0u32; CONTROL_WORDS];
     let mut seed = seed;
@@ -885,7 +856,6 @@ pub fn main(si: &'static StartInfo) {
         return;
     }
     let mut t = Tally::default();
-    warm_up();
     control(&mut t, it, "control_loop", 0x9E37_79B9_7F4A_7C15);
     local_write(&mut t, it);
     let r = null_hypercall(&mut t, it);
