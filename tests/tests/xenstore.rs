@@ -195,6 +195,45 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
         .unwrap_or_else(|| panic!("{}", list.stdout));
     assert!(row.contains("---s--"), "{row}");
 
+    // The demo uploaded from the host (not an image of dom0's) reboots too: dom0
+    // kept the uploaded kernel.
+    let up = config(
+        t,
+        "up.toml",
+        &format!(
+            "name = \"updemo\"\nkernel = \"{}\"\nmemory = 32\n",
+            xtask::build_demo().unwrap().display()
+        ),
+    );
+    let created: u16 = {
+        let c = h.dom0ctl(&["--timeout", "120", "create", &up]);
+        c.code(0);
+        c.stdout.trim().parse().unwrap()
+    };
+    let start = Instant::now();
+    loop {
+        let c = h.dom0ctl(&["console", "updemo", "--no-follow"]);
+        if c.stdout.contains("serving control/shutdown") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", c.stdout);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let r = h.dom0ctl(&["--timeout", "60", "reboot", "updemo"]);
+    r.code(0);
+    let again: u16 = r.stdout.trim().parse().unwrap();
+    assert_ne!(again, created);
+    let start = Instant::now();
+    loop {
+        let c = h.dom0ctl(&["console", "updemo", "--no-follow"]);
+        if c.stdout.contains("serving control/shutdown") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", c.stdout);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    h.dom0ctl(&["destroy", "updemo"]).code(0);
+
     // A guest that never reads the store: unresponsive after the timeout.
     let cfg = config(
         t,
