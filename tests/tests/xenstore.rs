@@ -176,15 +176,7 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
     let old = h.dom0ctl(&["xenstore", "read", "/local/domain/1/name"]);
     old.code(1);
 
-    let start = Instant::now();
-    loop {
-        let c = h.dom0ctl(&["console", "demo", "--no-follow"]);
-        if c.stdout.contains("serving control/shutdown") {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "{}", c.stdout);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_console(&h, "demo", "serving control/shutdown", 60);
     let s = h.dom0ctl(&["--timeout", "60", "shutdown", "demo"]);
     s.code(0);
     let list = h.dom0ctl(&["list"]);
@@ -210,28 +202,12 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
         c.code(0);
         c.stdout.trim().parse().unwrap()
     };
-    let start = Instant::now();
-    loop {
-        let c = h.dom0ctl(&["console", "updemo", "--no-follow"]);
-        if c.stdout.contains("serving control/shutdown") {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "{}", c.stdout);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_console(&h, "updemo", "serving control/shutdown", 60);
     let r = h.dom0ctl(&["--timeout", "60", "reboot", "updemo"]);
     r.code(0);
     let again: u16 = r.stdout.trim().parse().unwrap();
     assert_ne!(again, created);
-    let start = Instant::now();
-    loop {
-        let c = h.dom0ctl(&["console", "updemo", "--no-follow"]);
-        if c.stdout.contains("serving control/shutdown") {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "{}", c.stdout);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_console(&h, "updemo", "serving control/shutdown", 60);
     h.dom0ctl(&["destroy", "updemo"]).code(0);
 
     // A guest that never reads the store: unresponsive after the timeout.

@@ -544,39 +544,7 @@ fn dmesg_returns_the_newest_bytes_of_the_ring() {
 fn uploads_and_a_new_session() {
     let data: Vec<u8> = (0..150_000u32).map(|i| (i * 13).to_le_bytes()[0]).collect();
     let mut a = agent(FakeHv::with_domains(&[0]));
-    let (upload, chunk_max) = match ask(
-        &mut a,
-        Request::UploadBegin {
-            size: data.len() as u64,
-            crc32: crc32(&data),
-        },
-    ) {
-        Response::UploadReady { upload, chunk_max } => (upload, chunk_max),
-        other => panic!("{other:?}"),
-    };
-    let mut offset = 0u64;
-    for piece in data.chunks(chunk_max as usize) {
-        let r = ask(
-            &mut a,
-            Request::UploadChunk {
-                upload,
-                offset,
-                data: piece.to_vec(),
-            },
-        );
-        offset += piece.len() as u64;
-        assert_eq!(
-            r,
-            Response::UploadAck {
-                upload,
-                received: offset
-            }
-        );
-    }
-    assert_eq!(
-        ask(&mut a, Request::UploadEnd { upload }),
-        Response::Uploaded { upload }
-    );
+    let upload = upload_bytes(&mut a, &data);
     assert_eq!(a.uploads().get(upload).unwrap().bytes().unwrap(), &data[..]);
     // The kernel is checked before the (missing) build step.
     error(
@@ -1180,7 +1148,7 @@ fn upload_bytes(a: &mut TestAgent, data: &[u8]) -> u32 {
     };
     let mut offset = 0u64;
     for piece in data.chunks(chunk_max as usize) {
-        ask(
+        let r = ask(
             a,
             Request::UploadChunk {
                 upload,
@@ -1189,6 +1157,13 @@ fn upload_bytes(a: &mut TestAgent, data: &[u8]) -> u32 {
             },
         );
         offset += piece.len() as u64;
+        assert_eq!(
+            r,
+            Response::UploadAck {
+                upload,
+                received: offset
+            }
+        );
     }
     assert_eq!(
         ask(a, Request::UploadEnd { upload }),
