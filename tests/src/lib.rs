@@ -312,6 +312,11 @@ impl ControlHost {
         Self::boot_qemu(name, dom0_args, Vec::new(), "512M", "pc", &[], true)
     }
 
+    /// [`ControlHost::boot_fast`] on a machine with `qemu_mem` of RAM.
+    pub fn boot_fast_mem(name: &str, qemu_mem: &str) -> ControlHost {
+        Self::boot_qemu(name, "", Vec::new(), qemu_mem, "pc", &[], true)
+    }
+
     /// [`ControlHost::boot_full`] with `qemu_args` added to QEMU's command line
     /// (dom0's disks, say: `xtask::disk::DiskSpec::qemu_args`).
     pub fn boot_with_args(name: &str, dom0_args: &str, qemu_args: &[String]) -> ControlHost {

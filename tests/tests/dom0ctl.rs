@@ -521,12 +521,14 @@ fn twenty_domus_at_once() {
 /// The control plane is served promptly under load (issue 22): next to 100 domUs
 /// that each run a 100 Hz timer, `dom0ctl list` answers within 2 s (it timed out
 /// after 30 s with 85). The bound is the issue's requirement, far above the
-/// expected answer time, not a benchmark.
+/// expected answer time, not a benchmark. The link is the fast one, as
+/// `scripts/run` gives it: over COM2 the 4.7 KB answer alone is some 5000
+/// emulated port accesses, which took 0.3 to 3 s here depending on the host's load.
 #[test]
 fn list_answers_promptly_next_to_a_hundred_ticking_domus() {
     const N: usize = 100;
     let t = "dom0ctl-loaded";
-    let h = ControlHost::boot_mem(t, "1280M");
+    let h = ControlHost::boot_fast_mem(t, "1280M");
     let cfg = config(
         t,
         "t.toml",
