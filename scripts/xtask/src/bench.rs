@@ -646,6 +646,10 @@ pub fn main(args: BenchArgs) -> Result<()> {
 
     let report = Report::new(cond, &runs, args.max_spread, args.max_control_skew);
     std::fs::create_dir_all(args.out_dir().join("raw"))?;
+    // Kept with the raw data whether or not the report is published.
+    if let Some(md) = &control_plane {
+        std::fs::write(args.out_dir().join("raw/control-plane.md"), md)?;
+    }
     std::fs::write(
         args.out_dir().join("raw/last-run.json"),
         bench_report::json(&report).to_string(),
