@@ -526,8 +526,10 @@ impl Nic {
                 let rx = Self::rx_buf(buf);
                 // SAFETY: the same buffer `receive_begin` was given.
                 let (hdr, len) = unsafe { self.net.receive_complete(token, rx)? };
-                let n = len.min(out.len());
-                out[..n].copy_from_slice(&rx[hdr..hdr + n]);
+                // The lengths are the device's word: keep them inside the buffer.
+                let start = hdr.min(rx.len());
+                let n = len.min(out.len()).min(rx.len() - start);
+                out[..n].copy_from_slice(&rx[start..start + n]);
                 return Ok(Some(n));
             }
             let now = time::system_time_ns();

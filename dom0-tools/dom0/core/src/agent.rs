@@ -482,6 +482,8 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// Serves every domain's store ring once (bounded work per domain: what its
     /// ring and its quotas allow), notifying those whose ring changed.
     pub fn service_stores(&mut self) {
+        // `tick`'s rate-limited sweep need not follow this one at once.
+        self.last_store_sweep = self.hv.now_ns();
         // Two passes: a request from one domain can queue watch events for
         // another that was already served.
         for _ in 0..2 {
