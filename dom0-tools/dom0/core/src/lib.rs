@@ -15,6 +15,7 @@
 //!   `getdomaininfo` into the protocol's [`DomainInfo`](control_proto::DomainInfo);
 //! * [`builder`]: the PV domain builder (`docs/toolstack.md`);
 //! * [`conslog`]: bounded per-domain console logs;
+//! * [`disks`]: dom0's disks as a [`Disks`](disks::Disks) trait, batched I/O;
 //! * [`ether`]: Ethernet and ARP frames (the NIC self-test);
 //! * [`pci`]: the PCI bus scan over a [`ConfigSpace`](pci::ConfigSpace) trait.
 //! * [`xenstore`]: the nodes the toolstack writes for a domain (as `xl` does), UUIDs.
@@ -27,6 +28,7 @@ extern crate alloc;
 pub mod agent;
 pub mod builder;
 pub mod conslog;
+pub mod disks;
 pub mod domains;
 pub mod ether;
 pub mod hv;
