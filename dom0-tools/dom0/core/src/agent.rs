@@ -11,6 +11,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 
@@ -26,6 +27,7 @@ use hypercall_abi::{DomId, Errno, EvtchnPort};
 
 use crate::builder::{self, BuildError, BuildRequest};
 use crate::conslog::ConsoleLog;
+use crate::disks::Disks;
 use crate::domains::{self, DOM0_NAME, Record, Records, ResolveError};
 use crate::hv::{Hypervisor, RingId};
 use crate::uploads::{Upload, UploadStore, Uploads};
@@ -172,12 +174,19 @@ pub struct Agent<'a, H, S: UploadStore> {
     /// Watch events taken off dom0's connection while waiting for a reply.
     pending_events: Vec<xenstored::Message>,
     notify_ports: Vec<EvtchnPort>,
+    /// dom0's disks (the kernel's virtio-blk driver; none until set).
+    disks: Option<Box<dyn Disks>>,
 }
 
 impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// Sets what `dom0ctl devices` lists: dom0's PCI functions and what it drives.
     pub fn set_devices(&mut self, rows: Vec<control_proto::DeviceRow>) {
         self.devices = rows;
+    }
+
+    /// Gives the agent dom0's disks (volumes and block back ends use them).
+    pub fn set_disks(&mut self, disks: Box<dyn Disks>) {
+        self.disks = Some(disks);
     }
 
     /// An agent called `name` ("xlhv-dom0 0.1.0") serving `images`.
@@ -208,6 +217,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             last_store_sweep: 0,
             pending_events: Vec::new(),
             notify_ports: Vec::new(),
+            disks: None,
         }
     }
 

@@ -132,7 +132,7 @@ impl<'b> DiskReq<'b> {
 }
 
 /// dom0's disks.
-pub trait Disks {
+pub trait Disks: fmt::Debug {
     /// The disks, in the order the PCI scan found them; a disk's index in this
     /// list names it in every other call.
     fn list(&self) -> Vec<DiskInfo>;
