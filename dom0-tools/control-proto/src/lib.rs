@@ -9,6 +9,7 @@
 //!   `write_frame`/`from_frame` for whole frames. Kind numbers live in one table
 //!   ([`Kind`]); error codes in another ([`ErrorCode`]).
 //! * [`validate`]: checks on a create request that both sides run.
+//! * [`disk`]: disk specifications in `xl`'s syntax and virtual-device numbers.
 //! * [`images`]: the image bundle dom0 gets as its initrd (named kernels).
 //!
 //! The full wire description is `docs/control-protocol.md`.
@@ -53,6 +54,7 @@
 extern crate alloc;
 
 pub mod crc32;
+pub mod disk;
 mod error;
 pub mod frame;
 pub mod images;

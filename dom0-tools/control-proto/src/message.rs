@@ -5,10 +5,11 @@
 //! `decode(kind, payload)`, plus `write_frame` / `from_frame` that wrap them in a
 //! [`Frame`]. The byte layout of every payload is in `docs/control-protocol.md`.
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::disk::DiskSpec;
 use crate::error::{DecodeError, ErrorCode, ErrorReply};
 use crate::frame::{Frame, FrameTooLong, write_frame};
 use crate::kind::{Class, Kind};
@@ -215,6 +216,10 @@ pub struct CreateRequest {
     /// The domain's UUID (`/vm/UUID`); dom0 makes one up when absent. Since
     /// version 2.
     pub uuid: Option<[u8; 16]>,
+    /// The domain's disks (`disk = [...]`). Since version 2, additive: sent only
+    /// when not empty, so an older dom0 refuses a request with disks as
+    /// malformed instead of ignoring them.
+    pub disks: Vec<DiskSpec>,
 }
 
 /// One node of [`Response::XsNodes`].
@@ -615,6 +620,12 @@ impl Request {
                         w.bytes(u);
                     }
                 }
+                if !c.disks.is_empty() {
+                    w.u32(u32::try_from(c.disks.len()).unwrap_or(u32::MAX));
+                    for d in &c.disks {
+                        w.str(&d.to_string());
+                    }
+                }
             }
             Request::Pause(d)
             | Request::Unpause(d)
@@ -680,6 +691,16 @@ impl Request {
                             value: u8::try_from(b.len()).unwrap_or(u8::MAX),
                         })
                     })?,
+                    disks: if r.is_at_end() {
+                        Vec::new()
+                    } else {
+                        r.list(|r| {
+                            DiskSpec::parse(&r.string()?).map_err(|_| DecodeError::BadTag {
+                                what: "disk specification (unparsable)",
+                                value: 0,
+                            })
+                        })?
+                    },
                 })
             }
             Kind::Pause => Request::Pause(DomRef::decode(&mut r)?),

@@ -1,6 +1,7 @@
 //! Checks on a create request that both sides run: `dom0ctl` to point at the
 //! config line at fault, dom0 because it trusts nothing from the link.
 
+use alloc::string::String;
 use core::fmt;
 
 use crate::error::{ErrorCode, ErrorReply};
@@ -47,6 +48,10 @@ pub enum ValidationError {
     CmdlineTooLong(usize),
     /// A command line with a NUL byte.
     CmdlineNul,
+    /// More disks than [`MAX_DISKS`](crate::disk::MAX_DISKS).
+    TooManyDisks(usize),
+    /// Two disks with the same virtual device.
+    DiskVdevTwice(String),
 }
 
 impl ValidationError {
@@ -62,6 +67,7 @@ impl ValidationError {
             Self::MemoryTooSmall(_) | Self::MemoryTooLarge(_) => "memory",
             Self::NoVcpus | Self::TooManyVcpus(_) => "vcpus",
             Self::CmdlineTooLong(_) | Self::CmdlineNul => "cmdline",
+            Self::TooManyDisks(_) | Self::DiskVdevTwice(_) => "disk",
         }
     }
 }
@@ -115,6 +121,12 @@ impl fmt::Display for ValidationError {
                 "the command line is {n} bytes; Xen guests take at most {MAX_CMDLINE_LEN}"
             ),
             Self::CmdlineNul => f.write_str("the command line holds a NUL byte"),
+            Self::TooManyDisks(n) => write!(
+                f,
+                "{n} disks; a domain has at most {}",
+                crate::disk::MAX_DISKS
+            ),
+            Self::DiskVdevTwice(v) => write!(f, "two disks are both {v}"),
         }
     }
 }
@@ -189,7 +201,7 @@ pub fn validate_cmdline(cmdline: &str) -> Result<(), ValidationError> {
 }
 
 impl CreateRequest {
-    /// Runs every check, in key order: name, image, memory, vcpus, cmdline.
+    /// Runs every check, in key order: name, image, memory, vcpus, cmdline, disk.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_name(&self.name)?;
         if let Kernel::Named(image) = &self.kernel {
@@ -197,7 +209,16 @@ impl CreateRequest {
         }
         validate_memory_mib(self.memory_mib)?;
         validate_vcpus(self.vcpus)?;
-        validate_cmdline(&self.cmdline)
+        validate_cmdline(&self.cmdline)?;
+        if self.disks.len() > crate::disk::MAX_DISKS {
+            return Err(ValidationError::TooManyDisks(self.disks.len()));
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            if self.disks[..i].iter().any(|o| o.devid == d.devid) {
+                return Err(ValidationError::DiskVdevTwice(d.vdev.clone()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -206,6 +227,7 @@ mod tests {
     use super::*;
     use crate::message::ExitAction;
     use alloc::string::String;
+    use alloc::vec::Vec;
 
     #[test]
     fn names() {
@@ -251,6 +273,7 @@ mod tests {
             on_poweroff: ExitAction::Destroy,
             on_crash: ExitAction::Destroy,
             uuid: None,
+            disks: Vec::new(),
         };
         assert_eq!(req.validate(), Ok(()));
         req.memory_mib = 1;

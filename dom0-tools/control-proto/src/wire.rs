@@ -143,6 +143,11 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Whether every byte was consumed (for fields added at the end).
+    pub(crate) fn is_at_end(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Succeeds only if every byte was consumed.
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {

@@ -26,6 +26,7 @@ fn samples() -> Vec<Message> {
             on_poweroff: ExitAction::Preserve,
             on_crash: ExitAction::Destroy,
             uuid: Some([7; 16]),
+            disks: Vec::new(),
         }),
         Request::Pause(DomRef::Id(3)),
         Request::Unpause(dom.clone()),
@@ -581,9 +582,20 @@ fn arb_request() -> impl Strategy<Value = Request> {
         arb_action(),
         arb_action(),
         prop::option::of(any::<[u8; 16]>()),
+        prop::collection::vec(("[a-z][a-z0-9._-]{0,15}", 0u32..40, any::<bool>()), 0..4),
     )
         .prop_map(
-            |(name, kernel, memory_mib, vcpus, cmdline, on_poweroff, on_crash, uuid)| {
+            |(name, kernel, memory_mib, vcpus, cmdline, on_poweroff, on_crash, uuid, disks)| {
+                let disks = disks
+                    .into_iter()
+                    .map(|(target, n, ro)| {
+                        let spec = format!(
+                            "target={target}, vdev={n}, access={}",
+                            if ro { "r" } else { "w" }
+                        );
+                        control_proto::disk::DiskSpec::parse(&spec).unwrap()
+                    })
+                    .collect();
                 Request::Create(CreateRequest {
                     name,
                     kernel,
@@ -593,6 +605,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                     on_poweroff,
                     on_crash,
                     uuid,
+                    disks,
                 })
             },
         );

@@ -55,6 +55,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 on_poweroff: cfg.on_poweroff,
                 on_crash: cfg.on_crash,
                 uuid: cfg.uuid,
+                disks: cfg.disks.clone(),
             };
             req.validate()
                 .map_err(|e| Error::Input(format!("{}: {}: {e}", config.display(), e.key())))?;

@@ -9,6 +9,7 @@
 //! on_poweroff = "destroy" # or "preserve" (default destroy)
 //! on_crash = "destroy"    # or "preserve" (default destroy)
 //! uuid = "6ba7b810-9dad-41d1-80b4-00c04fd430c8"  # default: dom0 makes one up
+//! disk = ["target=data, vdev=xvda, access=rw"]     # xl's disk syntax (default none)
 //! ```
 //!
 //! Every error names the file and line (or the override) and the key.
@@ -17,6 +18,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use control_proto::disk::DiskSpec;
 use control_proto::{
     ExitAction, MAX_MEMORY_MIB, MIN_MEMORY_MIB, validate_cmdline, validate_image_name,
     validate_memory_mib, validate_name, validate_vcpus,
@@ -37,6 +39,7 @@ pub const KEYS: &[&str] = &[
     "on_poweroff",
     "on_crash",
     "uuid",
+    "disk",
 ];
 
 /// Where the kernel comes from.
@@ -68,6 +71,8 @@ pub struct DomainConfig {
     pub on_crash: ExitAction,
     /// `uuid = "..."`: the domain's UUID (dom0 makes one up without it).
     pub uuid: Option<[u8; 16]>,
+    /// `disk = [...]`: disks in xl's syntax (`control_proto::disk`).
+    pub disks: Vec<DiskSpec>,
 }
 
 /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (either case).
@@ -229,6 +234,7 @@ pub fn parse(
         on_poweroff: ExitAction::Destroy,
         on_crash: ExitAction::Destroy,
         uuid: None,
+        disks: Vec::new(),
     };
     for s in &settings {
         let key = s.key.as_str();
@@ -315,6 +321,11 @@ pub fn parse(
                     ))
                 })?);
             }
+            "disk" => {
+                let items = disk_list(&s.value).map_err(fail)?;
+                cfg.disks = control_proto::disk::parse_list(&items)
+                    .map_err(|(i, e)| fail(format!("entry {}: {e}", i + 1)))?;
+            }
             _ => unreachable!("keys are checked against KEYS above"),
         }
     }
@@ -335,6 +346,29 @@ pub fn parse(
         )
     })?;
     Ok(cfg)
+}
+
+/// The strings of a `disk = [...]` value (a single string counts as one disk).
+fn disk_list(v: &Value) -> Result<Vec<String>, String> {
+    if let Some(s) = v.as_str() {
+        return Ok(vec![s.to_string()]);
+    }
+    let arr = v.as_array().ok_or_else(|| {
+        format!(
+            "expected a list of disk specifications like [\"target=data, vdev=xvda\"], got {}",
+            shown(v)
+        )
+    })?;
+    arr.iter()
+        .map(|item| {
+            item.as_str().map(str::to_string).ok_or_else(|| {
+                format!(
+                    "expected each disk as a string like \"target=data, vdev=xvda\", got {}",
+                    shown(item)
+                )
+            })
+        })
+        .collect()
 }
 
 fn check_known(key: &str) -> Result<(), String> {
@@ -403,6 +437,7 @@ mod tests {
                 on_poweroff: ExitAction::Destroy,
                 on_crash: ExitAction::Destroy,
                 uuid: None,
+                disks: Vec::new(),
             }
         );
     }
@@ -425,6 +460,34 @@ mod tests {
         assert_eq!(c.on_crash, ExitAction::Preserve);
         let abs = p("name = \"a\"\nkernel = \"/abs/k\"\n", &[]).unwrap();
         assert_eq!(abs.kernel, KernelSource::File(PathBuf::from("/abs/k")));
+    }
+
+    #[test]
+    fn disks_in_xl_syntax() {
+        let base = "name = \"d\"\nimage = \"hello\"\n";
+        let c = p(
+            &format!("{base}disk = [\"target=data, vdev=xvda\", \"vol2,,xvdb,ro\"]\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.disks.len(), 2);
+        assert_eq!((c.disks[0].devid, c.disks[0].readonly), (51712, false));
+        assert_eq!(
+            (c.disks[1].target.as_str(), c.disks[1].readonly),
+            ("vol2", true)
+        );
+        let c = p(base, &["disk=\"target=x, vdev=xvdc\""]).unwrap();
+        assert_eq!(c.disks[0].vdev, "xvdc");
+        let e = |d: &str| p(&format!("{base}disk = {d}\n"), &[]).unwrap_err();
+        assert_eq!(
+            e("[\"target=a, vdev=xvda\", \"target=b, vdev=xvda\"]"),
+            "hello.toml:3: disk: entry 2: vdev is given twice"
+        );
+        assert!(
+            e("[\"vdev=vda, target=a\"]").starts_with("hello.toml:3: disk: entry 1: vdev \"vda\"")
+        );
+        assert!(e("3").contains("expected a list of disk specifications"));
+        assert!(e("[3]").contains("expected each disk as a string"));
     }
 
     #[test]
@@ -564,7 +627,7 @@ mod tests {
         assert_eq!(
             p(base, &["colour=red"]).unwrap_err(),
             "command line `colour=red`: unknown key `colour`; the keys are name, kernel, image, \
-             memory, vcpus, cmdline, on_poweroff, on_crash, uuid"
+             memory, vcpus, cmdline, on_poweroff, on_crash, uuid, disk"
         );
         assert_eq!(
             p(base, &["memory"]).unwrap_err(),

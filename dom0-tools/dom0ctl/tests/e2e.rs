@@ -435,6 +435,7 @@ fn create_uploads_the_kernel_in_chunks_then_creates() {
             on_poweroff: ExitAction::Destroy,
             on_crash: ExitAction::Preserve,
             uuid: None,
+            disks: Vec::new(),
         }
     );
     assert_eq!(data.as_deref(), Some(&kernel[..]));

@@ -587,6 +587,7 @@ fn create(name: &str, kernel: Kernel) -> Request {
         on_poweroff: ExitAction::Destroy,
         on_crash: ExitAction::Destroy,
         uuid: None,
+        disks: Vec::new(),
     })
 }
 
