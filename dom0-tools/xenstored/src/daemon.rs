@@ -328,6 +328,12 @@ impl Xenstored {
         self.store.paths()
     }
 
+    /// The generation count of the last committed change: it moves whenever any
+    /// node changes, so an in-process client can skip re-reading an unchanged store.
+    pub fn generation(&self) -> u64 {
+        self.store.generation()
+    }
+
     /// A committed node, bypassing permissions (for tests and debugging).
     pub fn node(&self, path: &str) -> Option<&Node> {
         self.store.get(path)

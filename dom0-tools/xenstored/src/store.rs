@@ -119,6 +119,11 @@ impl Store {
         self.generation
     }
 
+    /// The generation count of the last committed change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// A committed node.
     pub fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)

@@ -362,6 +362,22 @@ impl<'a, Req: RingEntry, Rsp: RingEntry> BackRing<'a, Req, Rsp> {
         })
     }
 
+    /// Attach with the private indices a back end kept from an earlier
+    /// attachment: responses produced up to `rsp_prod_pvt`, requests taken up
+    /// to `req_cons` (a back end that takes requests, lets go of the page while
+    /// it serves them, and attaches again to answer).
+    pub fn resume(
+        page: &'a [AtomicU32],
+        rsp_prod_pvt: u32,
+        req_cons: u32,
+    ) -> Result<Self, RingError> {
+        Ok(BackRing {
+            ring: SharedRing::new(page)?,
+            rsp_prod_pvt,
+            req_cons,
+        })
+    }
+
     /// Slots in the ring.
     pub fn size(&self) -> u32 {
         self.ring.size

@@ -1120,7 +1120,7 @@ fn check_xs(path: &str, value: Option<&[u8]>) -> Result<(), ErrorReply> {
 }
 
 /// Permissions as `xenstore-ls -p` prints them: `n0,r3`.
-fn perms_string(ps: &[xenstored::Perm]) -> String {
+pub(crate) fn perms_string(ps: &[xenstored::Perm]) -> String {
     let mut s = String::new();
     for (i, p) in ps.iter().enumerate() {
         if i > 0 {

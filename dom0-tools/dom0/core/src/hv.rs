@@ -10,7 +10,7 @@ use core::sync::atomic::AtomicU32;
 use hypercall_abi::domctl::{DomctlGetDomainInfo, SysctlPhysinfo};
 use hypercall_abi::sched::ShutdownReason;
 use hypercall_abi::xen::VcpuGuestContext;
-use hypercall_abi::{DomId, Errno, EvtchnPort, Mfn};
+use hypercall_abi::{DomId, Errno, EvtchnPort, GrantRef, Mfn};
 
 /// What `xen_version` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,4 +116,52 @@ pub trait Hypervisor {
     /// Unmaps a console page (before its domain is destroyed, so no frame of it stays
     /// referenced).
     fn unmap_ring(&mut self, id: RingId);
+
+    // ---- the block back end (crate::blkback) ----
+
+    /// `GNTTABOP_map_grant_ref` of the pages `dom` granted as `refs`
+    /// (writable, host mapping), side by side in dom0 as one ring that
+    /// [`Hypervisor::ring`] returns whole. On failure nothing stays mapped.
+    fn map_grant_ring(&mut self, dom: DomId, refs: &[GrantRef]) -> Result<RingId, Errno> {
+        let _ = (dom, refs);
+        Err(Errno::ENOSYS)
+    }
+    /// `GNTTABOP_unmap_grant_ref` of a ring [`Hypervisor::map_grant_ring`] mapped.
+    fn unmap_grant_ring(&mut self, id: RingId) {
+        let _ = id;
+    }
+    /// `GNTTABOP_copy` between grants of `dom` and dom0's `buf`: each segment
+    /// copies `len` bytes at `offset` in the granted page from (`to_guest`) or
+    /// to `buf[buf_off..]`. `status` gets one `GNTST_*` per segment. `Err` only
+    /// when the hypercall itself failed (then every status is unset).
+    fn grant_copy(
+        &mut self,
+        dom: DomId,
+        to_guest: bool,
+        buf: &mut [u8],
+        segs: &[GrantSeg],
+        status: &mut [i16],
+    ) -> Result<(), Errno> {
+        let _ = (dom, to_guest, buf, segs, status);
+        Err(Errno::ENOSYS)
+    }
+    /// A buffer of `bytes` for back-end I/O, kept for good (on the machine,
+    /// machine-contiguous memory, so a disk reaches it without bouncing).
+    fn io_buffer(&mut self, bytes: usize) -> Option<&'static mut [u8]> {
+        let _ = bytes;
+        None
+    }
+}
+
+/// One piece of a grant copy ([`Hypervisor::grant_copy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantSeg {
+    /// The grant.
+    pub gref: GrantRef,
+    /// Byte offset in the granted page.
+    pub offset: u16,
+    /// Bytes (the piece stays inside the page).
+    pub len: u16,
+    /// Byte offset in dom0's buffer.
+    pub buf_off: usize,
 }

@@ -13,6 +13,7 @@
 //! * [`uploads`]: upload reception into an [`UploadStore`];
 //! * [`domains`]: the toolstack's own records (names) and the translation of
 //!   `getdomaininfo` into the protocol's [`DomainInfo`](control_proto::DomainInfo);
+//! * [`blkback`]: the block back end (vbds on dom0's disks, `io/blkif.h`);
 //! * [`builder`]: the PV domain builder (`docs/toolstack.md`);
 //! * [`conslog`]: bounded per-domain console logs;
 //! * [`disks`]: dom0's disks as a [`Disks`](disks::Disks) trait, batched I/O;
@@ -26,6 +27,7 @@
 extern crate alloc;
 
 pub mod agent;
+pub mod blkback;
 pub mod builder;
 pub mod conslog;
 pub mod disks;
@@ -39,6 +41,6 @@ pub mod uploads;
 pub mod xenstore;
 
 pub use agent::{After, Agent};
-pub use hv::{ConsoleChunk, Hypervisor, RingId, XenVersion};
+pub use hv::{ConsoleChunk, GrantSeg, Hypervisor, RingId, XenVersion};
 pub use server::Server;
 pub use uploads::{StoreError, UploadBuf, UploadStore};
