@@ -90,6 +90,12 @@ kinds! {
     /// Version 2, added with the fast link (an older agent answers it as an
     /// unknown kind): [`Request::Devices`](crate::Request::Devices)
     Devices = 0x1a,
+    /// Version 2, added with the block back end: [`Request::BlockList`](crate::Request::BlockList)
+    BlockList = 0x30,
+    /// Version 2: [`Request::BlockAttach`](crate::Request::BlockAttach)
+    BlockAttach = 0x31,
+    /// Version 2: [`Request::BlockDetach`](crate::Request::BlockDetach)
+    BlockDetach = 0x32,
 
     /// [`Response::HelloOk`](crate::Response::HelloOk)
     HelloOk = 0x40,
@@ -119,6 +125,8 @@ kinds! {
     XsNodes = 0x4c,
     /// Version 2, added with the fast link: [`Response::Devices`](crate::Response::Devices)
     DevicesReply = 0x4d,
+    /// Version 2, added with the block back end: [`Response::Blocks`](crate::Response::Blocks)
+    BlocksReply = 0x70,
     /// [`Response::Error`](crate::Response::Error)
     Error = 0x7f,
 

@@ -71,7 +71,7 @@ pub use frame::{
 };
 pub use kind::{Class, Kind};
 pub use message::{
-    CreateRequest, DeviceRow, DomRef, DomState, DomainInfo, Event, ExitAction, HostInfo, ImageInfo,
+    BlockRow, CreateRequest, DeviceRow, DomRef, DomState, DomainInfo, Event, ExitAction, HostInfo, ImageInfo,
     Kernel, Message, Request, Response, ShutdownReason, XsNode,
 };
 pub use validate::{

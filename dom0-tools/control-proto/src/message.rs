@@ -308,6 +308,36 @@ pub struct DeviceRow {
     pub detail: String,
 }
 
+/// One row of [`Response::Blocks`]: a virtual block device of a domain, with
+/// `xl block-list`'s columns and the back end's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlockRow {
+    /// The virtual-device number.
+    pub devid: u32,
+    /// The guest's name for it (`xvda`).
+    pub vdev: String,
+    /// The disk or volume behind it.
+    pub target: String,
+    /// `w` or `r`.
+    pub mode: String,
+    /// The back end's XenbusState.
+    pub be_state: u32,
+    /// The front end's XenbusState (0: none yet).
+    pub fe_state: u32,
+    /// The front end's event channel (-1: not connected).
+    pub evtchn: i32,
+    /// The front end's first ring reference (-1: not connected).
+    pub ring_ref: i32,
+    /// The back end's xenstore directory.
+    pub be_path: String,
+    /// Requests served: reads, writes, flushes, discards.
+    pub requests: [u64; 4],
+    /// Sectors read and written.
+    pub sectors: [u64; 2],
+    /// Requests answered with an error.
+    pub errors: u64,
+}
+
 /// Host to dom0. Each is answered by exactly one [`Response`] with its request id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Request {
@@ -381,6 +411,22 @@ pub enum Request {
     /// The PCI functions dom0 found and what it drives.
     /// Answer: [`Response::Devices`].
     Devices,
+    /// A domain's virtual block devices (`xl block-list`). Answer: [`Response::Blocks`].
+    BlockList(DomRef),
+    /// Give a running domain another disk (`xl block-attach`). Answer: [`Response::Ok`].
+    BlockAttach {
+        /// The domain.
+        dom: DomRef,
+        /// The disk, as a config's `disk = [...]` entry.
+        disk: DiskSpec,
+    },
+    /// Take a disk away from a running domain (`xl block-detach`). Answer: [`Response::Ok`].
+    BlockDetach {
+        /// The domain.
+        dom: DomRef,
+        /// The guest's name for the disk (`xvdb`) or its number.
+        vdev: String,
+    },
     /// The hypervisor's log ring. Answer: [`Response::Dmesg`].
     Dmesg,
     /// Stop the machine. Answer: [`Response::Ok`], then the link goes away.
@@ -480,6 +526,8 @@ pub enum Response {
     Images(Vec<ImageInfo>),
     /// Answers `Devices`.
     Devices(Vec<DeviceRow>),
+    /// Answers `BlockList`.
+    Blocks(Vec<BlockRow>),
     /// Answers `Dmesg`.
     Dmesg {
         /// The log ring's bytes.
@@ -559,6 +607,9 @@ impl Request {
             Request::UploadEnd { .. } => Kind::UploadEnd,
             Request::Images => Kind::Images,
             Request::Devices => Kind::Devices,
+            Request::BlockList(_) => Kind::BlockList,
+            Request::BlockAttach { .. } => Kind::BlockAttach,
+            Request::BlockDetach { .. } => Kind::BlockDetach,
             Request::Dmesg => Kind::Dmesg,
             Request::ShutdownHost => Kind::ShutdownHost,
             Request::AskShutdown { .. } => Kind::AskShutdown,
@@ -587,6 +638,15 @@ impl Request {
             Request::AskShutdown { dom, reason } => {
                 dom.encode(&mut w);
                 w.u8(*reason as u8);
+            }
+            Request::BlockList(dom) => dom.encode(&mut w),
+            Request::BlockAttach { dom, disk } => {
+                dom.encode(&mut w);
+                w.str(&disk.to_string());
+            }
+            Request::BlockDetach { dom, vdev } => {
+                dom.encode(&mut w);
+                w.str(vdev);
             }
             Request::XsRead { path }
             | Request::XsRm { path }
@@ -730,6 +790,18 @@ impl Request {
             Kind::UploadEnd => Request::UploadEnd { upload: r.u32()? },
             Kind::Images => Request::Images,
             Kind::Devices => Request::Devices,
+            Kind::BlockList => Request::BlockList(DomRef::decode(&mut r)?),
+            Kind::BlockAttach => Request::BlockAttach {
+                dom: DomRef::decode(&mut r)?,
+                disk: DiskSpec::parse(&r.string()?).map_err(|_| DecodeError::BadTag {
+                    what: "disk specification (unparsable)",
+                    value: 0,
+                })?,
+            },
+            Kind::BlockDetach => Request::BlockDetach {
+                dom: DomRef::decode(&mut r)?,
+                vdev: r.string()?,
+            },
             Kind::Dmesg => Request::Dmesg,
             Kind::ShutdownHost => Request::ShutdownHost,
             Kind::AskShutdown => Request::AskShutdown {
@@ -772,6 +844,7 @@ impl Response {
             Response::Uploaded { .. } => Kind::Uploaded,
             Response::Images(_) => Kind::ImagesReply,
             Response::Devices(_) => Kind::DevicesReply,
+            Response::Blocks(_) => Kind::BlocksReply,
             Response::Dmesg { .. } => Kind::DmesgReply,
             Response::XsValue { .. } => Kind::XsValue,
             Response::XsNodes { .. } => Kind::XsNodes,
@@ -854,6 +927,24 @@ impl Response {
                     w.str(&d.detail);
                 }
             }
+            Response::Blocks(list) => {
+                w.len(list.len());
+                for b in list {
+                    w.u32(b.devid);
+                    w.str(&b.vdev);
+                    w.str(&b.target);
+                    w.str(&b.mode);
+                    w.u32(b.be_state);
+                    w.u32(b.fe_state);
+                    w.u32(u32::from_le_bytes(b.evtchn.to_le_bytes()));
+                    w.u32(u32::from_le_bytes(b.ring_ref.to_le_bytes()));
+                    w.str(&b.be_path);
+                    for n in b.requests.iter().chain(&b.sectors) {
+                        w.u64(*n);
+                    }
+                    w.u64(b.errors);
+                }
+            }
             Response::Dmesg { text } => w.bytes(text),
             Response::XsValue { value } => w.bytes(value),
             Response::XsNodes { nodes, truncated } => {
@@ -933,6 +1024,22 @@ impl Response {
                     class: r.u32()?,
                     driver: r.string()?,
                     detail: r.string()?,
+                })
+            })?),
+            Kind::BlocksReply => Response::Blocks(r.list(|r| {
+                Ok(BlockRow {
+                    devid: r.u32()?,
+                    vdev: r.string()?,
+                    target: r.string()?,
+                    mode: r.string()?,
+                    be_state: r.u32()?,
+                    fe_state: r.u32()?,
+                    evtchn: i32::from_le_bytes(r.u32()?.to_le_bytes()),
+                    ring_ref: i32::from_le_bytes(r.u32()?.to_le_bytes()),
+                    be_path: r.string()?,
+                    requests: [r.u64()?, r.u64()?, r.u64()?, r.u64()?],
+                    sectors: [r.u64()?, r.u64()?],
+                    errors: r.u64()?,
                 })
             })?),
             Kind::DmesgReply => Response::Dmesg { text: r.bytes()? },

@@ -2,7 +2,7 @@
 //! frames in any byte stream, and nothing panics on hostile input.
 
 use control_proto::{
-    Class, CreateRequest, DecodeError, DeviceRow, DomRef, DomState, DomainInfo, ErrorCode,
+    BlockRow, Class, CreateRequest, DecodeError, DeviceRow, DomRef, DomState, DomainInfo, ErrorCode,
     ErrorReply, Event, ExitAction, Frame, FrameDecoder, FrameError, HEADER_LEN, HostInfo,
     ImageInfo, Kernel, Kind, MAX_DATA, MAX_FRAME, MAX_PAYLOAD, Message, PROTOCOL_VERSION, Request,
     Response, ShutdownReason, crc32,
@@ -51,6 +51,16 @@ fn samples() -> Vec<Message> {
         Request::UploadEnd { upload: 9 },
         Request::Images,
         Request::Devices,
+        Request::BlockList(dom.clone()),
+        Request::BlockAttach {
+            dom: dom.clone(),
+            disk: control_proto::disk::DiskSpec::parse("target=data, vdev=xvdb, access=ro")
+                .unwrap(),
+        },
+        Request::BlockDetach {
+            dom: dom.clone(),
+            vdev: "xvdb".into(),
+        },
         Request::Dmesg,
         Request::ShutdownHost,
         Request::AskShutdown {
@@ -149,6 +159,20 @@ fn samples() -> Vec<Message> {
             class: 0x010000,
             driver: "virtio-blk disk data".into(),
             detail: "storage bar0=io:0xc000+128".into(),
+        }]),
+        Response::Blocks(vec![BlockRow {
+            devid: 51712,
+            vdev: "xvda".into(),
+            target: "data".into(),
+            mode: "w".into(),
+            be_state: 4,
+            fe_state: 4,
+            evtchn: -1,
+            ring_ref: 8,
+            be_path: "/local/domain/0/backend/vbd/1/51712".into(),
+            requests: [1, 2, 3, 4],
+            sectors: [8, 16],
+            errors: 1,
         }]),
         Response::Dmesg {
             text: b"(XEN) boot\n".to_vec(),
@@ -633,6 +657,8 @@ fn arb_request() -> impl Strategy<Value = Request> {
         any::<u32>().prop_map(|upload| Request::UploadEnd { upload }),
         Just(Request::Images),
         Just(Request::Devices),
+        arb_domref().prop_map(Request::BlockList),
+        (arb_domref(), arb_string()).prop_map(|(dom, vdev)| Request::BlockDetach { dom, vdev }),
         Just(Request::Dmesg),
         Just(Request::ShutdownHost),
         (arb_domref(), prop::sample::select(ShutdownReason::ALL))
@@ -725,6 +751,28 @@ fn arb_response() -> impl Strategy<Value = Response> {
             0..4
         )
         .prop_map(Response::Devices),
+        vec(
+            (any::<u32>(), arb_string(), any::<i32>(), any::<[u64; 4]>(), any::<u64>()),
+            0..3
+        )
+        .prop_map(|rows| Response::Blocks(
+            rows.into_iter()
+                .map(|(devid, s, evtchn, requests, errors)| BlockRow {
+                    devid,
+                    vdev: s.clone(),
+                    target: s.clone(),
+                    mode: "r".into(),
+                    be_state: devid % 9,
+                    fe_state: 1,
+                    evtchn,
+                    ring_ref: -evtchn.saturating_abs(),
+                    be_path: s,
+                    requests,
+                    sectors: [errors, 1],
+                    errors,
+                })
+                .collect()
+        )),
         arb_bytes().prop_map(|text| Response::Dmesg { text }),
         (prop::sample::select(ErrorCode::ALL), arb_string())
             .prop_map(|(code, message)| Response::error(code, message)),

@@ -328,6 +328,9 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             }
             Request::Images => Ok(Response::Images(self.image_list())),
             Request::Devices => Ok(Response::Devices(self.devices.clone())),
+            Request::BlockList(d) => self.block_list(&d),
+            Request::BlockAttach { dom, disk } => self.block_attach(&dom, &disk),
+            Request::BlockDetach { dom, vdev } => self.block_detach(&dom, &vdev),
             Request::Dmesg => self.dmesg().map(|text| Response::Dmesg { text }),
             Request::ShutdownHost => Ok(Response::Ok),
             Request::AskShutdown { dom, reason } => {
