@@ -90,6 +90,13 @@ kinds! {
     /// Version 2, added with the fast link (an older agent answers it as an
     /// unknown kind): [`Request::Devices`](crate::Request::Devices)
     Devices = 0x1a,
+    /// Version 2, added with volumes (an older agent answers it as an unknown
+    /// kind): [`Request::VolumeCreate`](crate::Request::VolumeCreate)
+    VolumeCreate = 0x1b,
+    /// Version 2, added with volumes: [`Request::VolumeList`](crate::Request::VolumeList)
+    VolumeList = 0x1c,
+    /// Version 2, added with volumes: [`Request::VolumeRm`](crate::Request::VolumeRm)
+    VolumeRm = 0x1d,
 
     /// [`Response::HelloOk`](crate::Response::HelloOk)
     HelloOk = 0x40,
@@ -119,6 +126,8 @@ kinds! {
     XsNodes = 0x4c,
     /// Version 2, added with the fast link: [`Response::Devices`](crate::Response::Devices)
     DevicesReply = 0x4d,
+    /// Version 2, added with volumes: [`Response::Volumes`](crate::Response::Volumes)
+    Volumes = 0x4e,
     /// [`Response::Error`](crate::Response::Error)
     Error = 0x7f,
 

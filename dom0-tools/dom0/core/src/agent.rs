@@ -31,6 +31,7 @@ use crate::disks::Disks;
 use crate::domains::{self, DOM0_NAME, Record, Records, ResolveError};
 use crate::hv::{Hypervisor, RingId};
 use crate::uploads::{Upload, UploadStore, Uploads};
+use crate::volumes::Volumes;
 use crate::xenstore::{self as xsl, DomainNodes, Uuid};
 
 use hypercall_abi::io::xenstore::{XsdSockmsg, XsdSockmsgType};
@@ -176,12 +177,20 @@ pub struct Agent<'a, H, S: UploadStore> {
     notify_ports: Vec<EvtchnPort>,
     /// dom0's disks (the kernel's virtio-blk driver; none until set).
     disks: Option<Box<dyn Disks>>,
+    /// The volumes carved from them, and which domains use which.
+    volumes: Volumes,
 }
 
 impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// Sets what `dom0ctl devices` lists: dom0's PCI functions and what it drives.
     pub fn set_devices(&mut self, rows: Vec<control_proto::DeviceRow>) {
         self.devices = rows;
+    }
+
+    /// The volumes and their users (the block back end marks the volumes it
+    /// serves: [`Volumes::set_in_use`]).
+    pub fn volumes(&mut self) -> &mut Volumes {
+        &mut self.volumes
     }
 
     /// Gives the agent dom0's disks (volumes and block back ends use them).
@@ -218,6 +227,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             pending_events: Vec::new(),
             notify_ports: Vec::new(),
             disks: None,
+            volumes: Volumes::new(),
         }
     }
 
@@ -328,6 +338,9 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             }
             Request::Images => Ok(Response::Images(self.image_list())),
             Request::Devices => Ok(Response::Devices(self.devices.clone())),
+            r @ (Request::VolumeCreate { .. } | Request::VolumeList | Request::VolumeRm { .. }) => {
+                self.volumes.serve(self.disks.as_deref_mut(), r)
+            }
             Request::Dmesg => self.dmesg().map(|text| Response::Dmesg { text }),
             Request::ShutdownHost => Ok(Response::Ok),
             Request::AskShutdown { dom, reason } => {
