@@ -696,8 +696,128 @@ pub fn selftest(disks: &mut [Disk]) {
             }
             Err(e) => println!("dom0: disk {}: self-test FAIL: {e}", d.name),
         }
+        large_selftest(d);
     }
     out.release();
+}
+
+/// Where the large self-test maps its two scattered buffers.
+const LARGE_VA: [u64; 2] = [0x0000_7800_1000_0000, 0x0000_7800_2000_0000];
+/// Pages of each (1 MiB).
+const LARGE_PAGES: usize = 256;
+
+/// The large half of `disk_selftest`, on the 1 MiB before the last 8 sectors
+/// of a disk of at least 2 MiB: writes 1 MiB from 256 scattered pages in one
+/// request (staged in pieces), reads it back into another scattered buffer as
+/// 32 requests of 32 KiB and a flush in one batch (more than the queue holds
+/// at once), compares, and writes zeros back (the host test finds the rest
+/// of the disk zero).
+fn large_selftest(d: &mut Disk) {
+    const BYTES: usize = LARGE_PAGES * 4096;
+    let sectors = (BYTES / SECTOR_SIZE) as u64;
+    if d.sectors < 2 * sectors + 8 {
+        println!(
+            "dom0: disk {}: large self-test skipped (under 2 MiB)",
+            d.name
+        );
+        return;
+    }
+    let first = d.sectors - 8 - sectors;
+    let (Some(out), Some(back)) = (
+        Scattered::new(LARGE_VA[0], LARGE_PAGES),
+        Scattered::new(LARGE_VA[1], LARGE_PAGES),
+    ) else {
+        println!("dom0: disk {}: large self-test: no frames", d.name);
+        return;
+    };
+    let (requests0, staged0) = (d.requests, d.staged);
+    let data = out.bytes();
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = pattern(first, i);
+    }
+    let mut result = d.write(first, data);
+    if result.is_ok() {
+        let mut reqs: Vec<DiskReq<'_>> = back
+            .bytes()
+            .chunks_mut(BYTES / 32)
+            .zip((first..).step_by(BYTES / 32 / SECTOR_SIZE))
+            .map(|(b, at)| DiskReq::new(at, DiskOp::Read(b)))
+            .collect();
+        reqs.push(DiskReq::new(0, DiskOp::Flush));
+        d.run(&mut reqs);
+        result = reqs.iter().try_for_each(|r| r.result);
+    }
+    let same = back.bytes()[..] == data[..];
+    data.fill(0);
+    let zeroed = d.write(first, data);
+    match (result, same, zeroed) {
+        (Ok(()), true, Ok(())) => println!(
+            "dom0: disk {}: large self-test PASS: 1 MiB from 256 scattered pages in one \
+             request, read back in 32 and a flush in one batch ({} requests, {} pieces staged)",
+            d.name,
+            d.requests - requests0,
+            d.staged - staged0
+        ),
+        (Ok(()), false, _) => println!(
+            "dom0: disk {}: large self-test FAIL: read back differs",
+            d.name
+        ),
+        (Err(e), _, _) | (_, _, Err(e)) => {
+            println!("dom0: disk {}: large self-test FAIL: {e}", d.name);
+        }
+    }
+    out.release();
+    back.release();
+}
+
+/// Pages mapped side by side whose machine frames never follow each other
+/// (mapped in descending machine order), so that only staging can hand them
+/// to a device.
+struct Scattered {
+    va: u64,
+    frames: Vec<pv_runtime::mm::Frame>,
+}
+
+impl Scattered {
+    fn new(va: u64, pages: usize) -> Option<Self> {
+        use pv_runtime::mm;
+        let mut frames = Vec::with_capacity(pages);
+        while frames.len() < pages {
+            match mm::alloc_frame() {
+                Some(f) => frames.push(f),
+                None => break,
+            }
+        }
+        frames.sort_unstable_by_key(|f| core::cmp::Reverse(f.mfn.0));
+        let mfns: Vec<_> = frames.iter().map(|f| f.mfn).collect();
+        let flags =
+            pv_runtime::abi::xen::pte::PteFlags::RW | pv_runtime::abi::xen::pte::PteFlags::NX;
+        if frames.len() < pages || mm::map(va, &mfns, flags).is_err() {
+            for f in frames {
+                let _ = mm::free_frame(f);
+            }
+            return None;
+        }
+        Some(Scattered { va, frames })
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn bytes(&self) -> &mut [u8] {
+        let p: *mut u8 =
+            core::ptr::with_exposed_provenance_mut(usize::try_from(self.va).unwrap_or(0));
+        // SAFETY: `new` mapped these pages writable at `va`, a window nothing
+        // else uses; the self-test holds one slice of a buffer at a time, and
+        // `release` unmaps them only after the last use.
+        unsafe { core::slice::from_raw_parts_mut(p, self.frames.len() * 4096) }
+    }
+
+    fn release(self) {
+        if pv_runtime::mm::unmap(self.va, self.frames.len() as u64).is_ok() {
+            for f in self.frames {
+                let _ = pv_runtime::mm::free_frame(f);
+            }
+        }
+    }
 }
 
 /// The region `disk_bench` works on, at most: the last 64 MiB of the disk.
@@ -707,8 +827,13 @@ const BENCH_SEQ: usize = 1 << 20;
 /// DMA buffers of 2 MiB `disk_bench` fills its batches from (16 sequential
 /// requests per batch).
 const BENCH_BUFS: usize = 8;
-/// Random 4 KiB reads `disk_bench` makes, and how many per batch.
-const BENCH_RAND: usize = 4096;
+/// Random 4 KiB reads `disk_bench` makes at least.
+const BENCH_RAND: u64 = 4096;
+/// How long each of `disk_bench`'s phases runs at least (whole passes over
+/// the region, at most [`BENCH_MAX_PASSES`]).
+const BENCH_MIN_NS: u64 = 1_000_000_000;
+/// Passes over the region per phase at most.
+const BENCH_MAX_PASSES: u64 = 64;
 /// Random reads per batch.
 const BENCH_RAND_BATCH: usize = 64;
 
@@ -718,8 +843,9 @@ const BENCH_RAND_BATCH: usize = 64;
 /// it; **its data is overwritten**): sequential 1 MiB writes, then reads (16
 /// per batch through [`Disks::run`], as many in flight as the queue holds;
 /// the flush after the writes is not timed), then 4 KiB reads at random
-/// 4 KiB-aligned places in the region, 64 per batch. The buffers are DMA
-/// memory, so nothing is staged. One result line:
+/// 4 KiB-aligned places in the region, 64 per batch; each phase repeats for
+/// a second at least. The buffers are DMA memory, so nothing is staged. One
+/// result line:
 /// `dom0: disk_bench: seq_write_mib_s=X seq_read_mib_s=Y rand4k_iops=Z`.
 pub fn bench(disks: &mut VirtioDisks) {
     const MIB: u64 = 1 << 20;
@@ -755,21 +881,29 @@ pub fn bench(disks: &mut VirtioDisks) {
     };
     let sector_of = |at: u64| first + at / SECTOR_SIZE as u64;
 
+    // Whole passes over the region until the phase has run long enough.
+    let long_enough = |t0: u64, passes: u64| {
+        passes >= BENCH_MAX_PASSES || (passes > 0 && time::system_time_ns() - t0 >= BENCH_MIN_NS)
+    };
     let t0 = time::system_time_ns();
-    let mut at = 0;
-    while at < region {
-        let mut reqs = Vec::new();
-        for c in bufs
-            .iter_mut()
-            .flat_map(|b| b.as_mut_slice().chunks(BENCH_SEQ))
-        {
-            if at < region {
-                reqs.push(DiskReq::new(sector_of(at), DiskOp::Write(c)));
-                at += MIB;
+    let mut writes = 0;
+    while !long_enough(t0, writes) {
+        let mut at = 0;
+        while at < region {
+            let mut reqs = Vec::new();
+            for c in bufs
+                .iter_mut()
+                .flat_map(|b| b.as_mut_slice().chunks(BENCH_SEQ))
+            {
+                if at < region {
+                    reqs.push(DiskReq::new(sector_of(at), DiskOp::Write(c)));
+                    at += MIB;
+                }
             }
+            disks.run(di, &mut reqs);
+            check(&reqs);
         }
-        disks.run(di, &mut reqs);
-        check(&reqs);
+        writes += 1;
     }
     let write_ns = time::system_time_ns() - t0;
     let mut flush = [DiskReq::new(0, DiskOp::Flush)];
@@ -777,27 +911,32 @@ pub fn bench(disks: &mut VirtioDisks) {
     check(&flush);
 
     let t0 = time::system_time_ns();
-    let mut at = 0;
-    while at < region {
-        let mut reqs = Vec::new();
-        for c in bufs
-            .iter_mut()
-            .flat_map(|b| b.as_mut_slice().chunks_mut(BENCH_SEQ))
-        {
-            if at < region {
-                reqs.push(DiskReq::new(sector_of(at), DiskOp::Read(c)));
-                at += MIB;
+    let mut reads = 0;
+    while !long_enough(t0, reads) {
+        let mut at = 0;
+        while at < region {
+            let mut reqs = Vec::new();
+            for c in bufs
+                .iter_mut()
+                .flat_map(|b| b.as_mut_slice().chunks_mut(BENCH_SEQ))
+            {
+                if at < region {
+                    reqs.push(DiskReq::new(sector_of(at), DiskOp::Read(c)));
+                    at += MIB;
+                }
             }
+            disks.run(di, &mut reqs);
+            check(&reqs);
         }
-        disks.run(di, &mut reqs);
-        check(&reqs);
+        reads += 1;
     }
     let read_ns = time::system_time_ns() - t0;
 
     let blocks = region / 4096;
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let t0 = time::system_time_ns();
-    for _ in 0..BENCH_RAND / BENCH_RAND_BATCH {
+    let mut rand = 0;
+    while rand < BENCH_RAND || time::system_time_ns() - t0 < BENCH_MIN_NS {
         let mut reqs = Vec::new();
         for c in bufs[0]
             .as_mut_slice()
@@ -812,6 +951,7 @@ pub fn bench(disks: &mut VirtioDisks) {
                 DiskOp::Read(c),
             ));
         }
+        rand += reqs.len() as u64;
         disks.run(di, &mut reqs);
         check(&reqs);
     }
@@ -832,15 +972,19 @@ pub fn bench(disks: &mut VirtioDisks) {
     let rate = |bytes: u64, ns: u64| {
         u128::from(bytes) * 10_000_000_000 / (u128::from(ns.max(1)) * u128::from(MIB))
     };
-    let (w, r) = (rate(region, write_ns), rate(region, read_ns));
-    let iops = BENCH_RAND as u128 * 1_000_000_000 / u128::from(rand_ns.max(1));
+    let (w, r) = (
+        rate(region * writes, write_ns),
+        rate(region * reads, read_ns),
+    );
+    let iops = u128::from(rand) * 1_000_000_000 / u128::from(rand_ns.max(1));
     println!(
         "dom0: disk_bench: disk {name}, the last {} MiB from sector {first}: {} MiB written \
-         in {} ms, read in {} ms, {BENCH_RAND} random 4 KiB reads in {} ms ({requests} \
+         in {} ms, {} MiB read in {} ms, {rand} random 4 KiB reads in {} ms ({requests} \
          requests, {irqs} interrupts)",
         region / MIB,
-        region / MIB,
+        region / MIB * writes,
         write_ns / 1_000_000,
+        region / MIB * reads,
         read_ns / 1_000_000,
         rand_ns / 1_000_000
     );

@@ -84,7 +84,27 @@ pub const PROBE_SECTORS: u64 = 128;
 /// The in-use flag of an entry.
 pub const FLAG_USED: u32 = 1;
 
-const COPY_BYTES: usize = COPY_SECTORS as usize * SECTOR;
+const COPY_BYTES: usize = 16 * SECTOR;
+/// The header's words for the geometry above.
+const COPY_SECTORS_WORD: u32 = 16;
+const MAX_VOLUMES_WORD: u32 = 64;
+const ENTRY_BYTES_WORD: u32 = 96;
+const _: () = assert!(
+    COPY_SECTORS_WORD as u64 == COPY_SECTORS
+        && COPY_BYTES == COPY_SECTORS_WORD as usize * SECTOR
+        && MAX_VOLUMES_WORD as usize == MAX_VOLUMES
+        && ENTRY_BYTES_WORD as usize == ENTRY_BYTES
+        && HEADER_BYTES + MAX_VOLUMES * ENTRY_BYTES <= COPY_BYTES
+);
+
+/// The copy number's word (0 for A, 1 for B).
+fn copy_word(copy: usize) -> u32 {
+    u32::from(copy != 0)
+}
+
+/// The survey of every disk: what it is, and what its first sectors hold
+/// (with the highest generation seen) or why they could not be read.
+type Survey = Vec<(DiskInfo, Result<(DiskState, u64), VolumeError>)>;
 const HEADER_BYTES: usize = SECTOR;
 const CHECKSUM_AT: usize = 36;
 
@@ -372,11 +392,11 @@ pub fn encode(entries: &[Entry], generation: u64, copy: usize, disk_sectors: u64
     let mut b = vec![0u8; COPY_BYTES];
     b[..8].copy_from_slice(&MAGIC);
     put32(&mut b, 8, VERSION);
-    put32(&mut b, 12, COPY_SECTORS as u32);
+    put32(&mut b, 12, COPY_SECTORS_WORD);
     put64(&mut b, 16, generation);
-    put32(&mut b, 24, copy as u32);
-    put32(&mut b, 28, MAX_VOLUMES as u32);
-    put32(&mut b, 32, ENTRY_BYTES as u32);
+    put32(&mut b, 24, copy_word(copy));
+    put32(&mut b, 28, MAX_VOLUMES_WORD);
+    put32(&mut b, 32, ENTRY_BYTES_WORD);
     put64(&mut b, 40, ALIGN);
     put64(&mut b, 48, ALIGN);
     put64(&mut b, 56, disk_sectors);
@@ -425,10 +445,11 @@ fn decode(b: &[u8], copy: usize, disk_sectors: u64) -> Copy {
     if le32(b, 8) != VERSION {
         return bad(g, "unknown format version");
     }
-    let geometry = le32(b, 12) == COPY_SECTORS as u32
-        && le32(b, 24) == copy as u32
-        && le32(b, 28) == MAX_VOLUMES as u32
-        && le32(b, 32) == ENTRY_BYTES as u32
+    let geometry = le32(b, 12) == COPY_SECTORS_WORD
+        && le32(b, 24) == copy_word(copy)
+        && copy < 2
+        && le32(b, 28) == MAX_VOLUMES_WORD
+        && le32(b, 32) == ENTRY_BYTES_WORD
         && le64(b, 40) == ALIGN
         && le64(b, 48) == ALIGN;
     if !geometry {
@@ -498,11 +519,10 @@ fn decode(b: &[u8], copy: usize, disk_sectors: u64) -> Copy {
 /// [`PROBE_SECTORS`] sectors, or the whole disk if smaller), and the highest
 /// generation of any copy whose checksum is right.
 fn classify(probe: &[u8], disk_sectors: u64) -> (DiskState, u64) {
-    let copies: Vec<Copy> = COPIES
+    let copies: Vec<Copy> = [0, COPY_BYTES]
         .iter()
         .enumerate()
-        .map(|(i, at)| {
-            let at = *at as usize * SECTOR;
+        .map(|(i, &at)| {
             probe
                 .get(at..at + COPY_BYTES)
                 .map_or(Copy::Absent, |b| decode(b, i, disk_sectors))
@@ -651,9 +671,7 @@ impl Volumes {
     }
 
     /// Every disk with its state (an unreadable disk as its error).
-    fn survey<D: Disks + ?Sized>(
-        disks: &mut D,
-    ) -> Vec<(DiskInfo, Result<(DiskState, u64), VolumeError>)> {
+    fn survey<D: Disks + ?Sized>(disks: &mut D) -> Survey {
         let list = disks.list();
         list.into_iter()
             .enumerate()
@@ -858,10 +876,7 @@ impl Volumes {
     /// The disk a create without `--on` uses: the first writable one with a
     /// table and room for `want` sectors, else the first writable blank one
     /// with room.
-    fn pick(
-        survey: &[(DiskInfo, Result<(DiskState, u64), VolumeError>)],
-        want: u64,
-    ) -> Result<usize, VolumeError> {
+    fn pick(survey: &Survey, want: u64) -> Result<usize, VolumeError> {
         let fits = |info: &DiskInfo, state: &DiskState| match state {
             DiskState::Table(t) => {
                 t.entries.len() < MAX_VOLUMES && place(&t.entries, want, info.sectors).is_some()

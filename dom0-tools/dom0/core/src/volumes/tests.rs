@@ -8,6 +8,9 @@ use proptest::collection::vec as pvec;
 use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;
+/// The probed bytes: [`PROBE_SECTORS`] sectors.
+const PROBE_BYTES: usize = 128 * SECTOR;
+const _: () = assert!(PROBE_BYTES as u64 == PROBE_SECTORS * SECTOR as u64);
 
 /// One writable disk "data" of `mib` MiB.
 fn one_disk(mib: u64) -> MemDisks {
@@ -391,7 +394,7 @@ fn a_disk_with_data_is_not_formatted_without_force() {
     assert_eq!(rows(&v, &mut d), [row("a", "data", 2048, 2048)]);
     // Data past the probed sectors does not count.
     let mut d = one_disk(16);
-    bytes(&mut d, 0)[(PROBE_SECTORS as usize) * 512] = 1;
+    bytes(&mut d, 0)[PROBE_BYTES] = 1;
     v.create(&mut d, "b", MIB, None, false).unwrap();
 }
 
@@ -857,7 +860,7 @@ proptest! {
     #[test]
     fn garbage_disks_are_refused(
         junk in pvec(any::<u8>(), 1..4096),
-        at in 0usize..(PROBE_SECTORS as usize * SECTOR - 4096),
+        at in 0usize..(PROBE_BYTES - 4096),
     ) {
         let mut d = one_disk(4);
         bytes(&mut d, 0)[at..at + junk.len()].copy_from_slice(&junk);
