@@ -142,6 +142,9 @@ struct Piece<'a> {
 /// Whether the pages of `buf` are machine-contiguous, so that the device can
 /// use it as it is.
 fn contiguous(buf: &[u8]) -> bool {
+    if buf.is_empty() {
+        return true;
+    }
     let va = buf.as_ptr().addr() as u64;
     let Some(last) = va.checked_add(buf.len() as u64 - 1) else {
         return false;
