@@ -200,6 +200,9 @@ pub enum VolumeError {
         /// Its disk.
         disk: String,
     },
+    /// A disk has that name (a config's `target=` names a disk or a volume,
+    /// so the two share names).
+    DiskName(String),
     /// Volumes of that name are on several disks.
     Ambiguous {
         /// The volume.
@@ -283,6 +286,11 @@ impl fmt::Display for VolumeError {
             VolumeError::Exists { name, disk } => {
                 write!(f, "a volume named {name} exists already (on disk {disk})")
             }
+            VolumeError::DiskName(n) => write!(
+                f,
+                "{n} is a disk's name; a volume needs another (a config's target= names \
+                 either)"
+            ),
             VolumeError::Ambiguous { name, disks } => write!(
                 f,
                 "volumes named {name} are on several disks ({}); name one with --on DISK",
@@ -347,7 +355,9 @@ impl From<VolumeError> for ErrorReply {
             VolumeError::NoDisks | VolumeError::UnknownDisk(_) => ErrorCode::UnknownDisk,
             VolumeError::UnknownVolume { .. } => ErrorCode::UnknownVolume,
             VolumeError::Invalid(_) | VolumeError::ForceNeedsDisk => ErrorCode::BadConfig,
-            VolumeError::Exists { .. } | VolumeError::Ambiguous { .. } => ErrorCode::VolumeExists,
+            VolumeError::Exists { .. }
+            | VolumeError::DiskName(_)
+            | VolumeError::Ambiguous { .. } => ErrorCode::VolumeExists,
             VolumeError::ReadOnly(_) => ErrorCode::DiskReadOnly,
             VolumeError::NoSpace { .. } | VolumeError::TableFull(_) => ErrorCode::NoSpace,
             VolumeError::InUse { .. } => ErrorCode::VolumeInUse,
@@ -783,7 +793,7 @@ impl Volumes {
     /// first writable disk with a table and room, else the first writable
     /// blank disk (which gets a table). A disk that holds other data, or a
     /// damaged table, gets a new empty table only with `force` (and `on`).
-    /// The name must be free on every disk dom0 can read.
+    /// The name must be free on every disk dom0 can read, and no disk's.
     pub fn create<D: Disks + ?Sized>(
         &mut self,
         disks: &mut D,
@@ -801,6 +811,9 @@ impl Volumes {
         let survey = Self::survey(disks);
         if survey.is_empty() {
             return Err(VolumeError::NoDisks);
+        }
+        if survey.iter().any(|(info, _)| info.name == name) {
+            return Err(VolumeError::DiskName(String::from(name)));
         }
         for (info, state) in &survey {
             if let Ok((DiskState::Table(t), _)) = state

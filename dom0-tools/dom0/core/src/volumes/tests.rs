@@ -260,6 +260,11 @@ fn every_error() {
             disk: "data".into()
         })
     );
+    // A disk's name.
+    assert_eq!(
+        v.create(&mut d, "data", MIB, None, false),
+        Err(VolumeError::DiskName("data".into()))
+    );
     // Too big, on a named disk and on any.
     assert_eq!(
         v.create(&mut d, "big", 15 * MIB, Some("data"), false),
@@ -553,6 +558,11 @@ fn errors_become_codes_and_messages() {
             },
             ErrorCode::VolumeExists,
             "a volume named v exists already (on disk d)",
+        ),
+        (
+            VolumeError::DiskName("d".into()),
+            ErrorCode::VolumeExists,
+            "d is a disk's name; a volume needs another",
         ),
         (
             VolumeError::Ambiguous {
