@@ -194,6 +194,7 @@ fn cut<'a>(req: usize, sector: u64, data: Data<'a>, out: &mut Vec<Piece<'a>>) {
         }
     }
 }
+
 /// The virtio devices dom0 drives.
 #[derive(Debug, Default)]
 pub struct Devices {
