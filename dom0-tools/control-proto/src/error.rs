@@ -81,6 +81,24 @@ error_codes! {
     /// XenStore refused the request; the message starts with Xen's error name
     /// (`ENOENT`, `EACCES`, ...). Since version 2.
     Xenstore = 14, "xenstore", "XenStore refused the request";
+    /// dom0 drives no disk of that name. Version 2, added with volumes: only
+    /// answers to the volume requests carry codes 15 to 22.
+    UnknownDisk = 15, "unknown-disk", "no such disk";
+    /// No volume has that name.
+    UnknownVolume = 16, "unknown-volume", "no such volume";
+    /// No free extent of the disk (or no disk) is large enough, or the disk's
+    /// volume table is full.
+    NoSpace = 17, "no-space", "no room on the disk for a volume of that size";
+    /// A live domain uses the volume.
+    VolumeInUse = 18, "volume-in-use", "a domain uses the volume";
+    /// A volume of that name exists (or several do, on different disks).
+    VolumeExists = 19, "volume-exists", "a volume with that name already exists";
+    /// The disk is read-only.
+    DiskReadOnly = 20, "disk-read-only", "the disk is read-only";
+    /// The disk holds data but no volume table, or a damaged one.
+    DiskHasData = 21, "disk-has-data", "the disk holds data that is not a volume table";
+    /// The disk failed a request.
+    DiskIo = 22, "disk-io", "the disk failed a request";
 }
 
 impl fmt::Display for ErrorCode {

@@ -96,6 +96,13 @@ kinds! {
     BlockAttach = 0x31,
     /// Version 2: [`Request::BlockDetach`](crate::Request::BlockDetach)
     BlockDetach = 0x32,
+    /// Version 2, added with volumes (an older agent answers it as an unknown
+    /// kind): [`Request::VolumeCreate`](crate::Request::VolumeCreate)
+    VolumeCreate = 0x1b,
+    /// Version 2, added with volumes: [`Request::VolumeList`](crate::Request::VolumeList)
+    VolumeList = 0x1c,
+    /// Version 2, added with volumes: [`Request::VolumeRm`](crate::Request::VolumeRm)
+    VolumeRm = 0x1d,
 
     /// [`Response::HelloOk`](crate::Response::HelloOk)
     HelloOk = 0x40,
@@ -127,6 +134,8 @@ kinds! {
     DevicesReply = 0x4d,
     /// Version 2, added with the block back end: [`Response::Blocks`](crate::Response::Blocks)
     BlocksReply = 0x70,
+    /// Version 2, added with volumes: [`Response::Volumes`](crate::Response::Volumes)
+    Volumes = 0x4e,
     /// [`Response::Error`](crate::Response::Error)
     Error = 0x7f,
 

@@ -71,13 +71,14 @@ pub use frame::{
 };
 pub use kind::{Class, Kind};
 pub use message::{
-    BlockRow, CreateRequest, DeviceRow, DomRef, DomState, DomainInfo, Event, ExitAction, HostInfo, ImageInfo,
-    Kernel, Message, Request, Response, ShutdownReason, XsNode,
+    BlockRow, CreateRequest, DeviceRow, DomRef, DomState, DomainInfo, Event, ExitAction, HostInfo,
+    ImageInfo, Kernel, Message, Request, Response, ShutdownReason, TableState, VolumeDisk,
+    VolumeInfo, XsNode,
 };
 pub use validate::{
-    MAX_CMDLINE_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_UPLOAD_BYTES, MAX_VCPUS, MIN_MEMORY_MIB,
-    ValidationError, validate_cmdline, validate_image_name, validate_memory_mib, validate_name,
-    validate_vcpus,
+    MAX_CMDLINE_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_UPLOAD_BYTES, MAX_VCPUS, MAX_VOLUME_BYTES,
+    MIN_MEMORY_MIB, ValidationError, parse_size, validate_cmdline, validate_image_name,
+    validate_memory_mib, validate_name, validate_vcpus, validate_volume_size,
 };
 
 /// The protocol version this crate speaks: the byte at offset 2 of every frame,

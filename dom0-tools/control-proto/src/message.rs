@@ -117,6 +117,22 @@ byte_enum! {
     }
 }
 
+byte_enum! {
+    /// What the first sectors of a disk hold, as the volume table sees them.
+    pub enum TableState {
+        /// Zeros: no volume table yet (`volume create` makes one).
+        Blank = 0, "blank";
+        /// A volume table.
+        Volumes = 1, "volumes";
+        /// Data that is not a volume table (refused unless `--force`).
+        Data = 2, "data";
+        /// A volume table whose copies both fail their checks.
+        Damaged = 3, "damaged";
+        /// The disk failed the read.
+        Unreadable = 4, "unreadable";
+    }
+}
+
 impl DomState {
     /// xl's state column: six places `rbpscd`, with this state's letter in its
     /// place and `-` elsewhere (`"-b----"` for blocked).
@@ -338,6 +354,38 @@ pub struct BlockRow {
     pub errors: u64,
 }
 
+/// One volume of [`Response::Volumes`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VolumeInfo {
+    /// Its name (the rules of domain names).
+    pub name: String,
+    /// The disk it is carved from.
+    pub disk: String,
+    /// Its first sector on the disk.
+    pub start: u64,
+    /// Its size in 512-byte sectors.
+    pub sectors: u64,
+    /// The domains that use it.
+    pub users: Vec<u16>,
+}
+
+/// One disk of [`Response::Volumes`]: a disk dom0 drives, as the volume table
+/// sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VolumeDisk {
+    /// Its name.
+    pub name: String,
+    /// Its size in 512-byte sectors.
+    pub sectors: u64,
+    /// Whether it refuses writes.
+    pub readonly: bool,
+    /// What its first sectors hold.
+    pub table: TableState,
+    /// The largest volume it could take now, in sectors (0 unless `Blank` or
+    /// `Volumes`).
+    pub free_sectors: u64,
+}
+
 /// Host to dom0. Each is answered by exactly one [`Response`] with its request id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Request {
@@ -473,6 +521,27 @@ pub enum Request {
     },
     /// Stop the session's watch. Answer: [`Response::Ok`].
     XsUnwatch,
+    /// Carve a volume out of a disk (`dom0ctl volume create`). Answer:
+    /// [`Response::Volumes`] with the new volume and its disk.
+    VolumeCreate {
+        /// Its name (checked as a domain name is).
+        name: String,
+        /// Its size in bytes: whole 512-byte sectors.
+        size: u64,
+        /// The disk (`--on`), else the first disk with a table and room.
+        disk: Option<String>,
+        /// Initialise a volume table on a disk that holds other data.
+        force: bool,
+    },
+    /// Every volume and every disk. Answer: [`Response::Volumes`].
+    VolumeList,
+    /// Remove a volume (its sectors become free). Answer: [`Response::Ok`].
+    VolumeRm {
+        /// Its name.
+        name: String,
+        /// Its disk, when several disks have a volume of that name.
+        disk: Option<String>,
+    },
 }
 
 /// Dom0 to host: the answer to one [`Request`], or [`Response::Error`].
@@ -528,6 +597,14 @@ pub enum Response {
     Devices(Vec<DeviceRow>),
     /// Answers `BlockList`.
     Blocks(Vec<BlockRow>),
+    /// Answers `VolumeList` (every volume, every disk) and `VolumeCreate`
+    /// (the new volume and its disk).
+    Volumes {
+        /// Volumes, by disk, then by place on it.
+        volumes: Vec<VolumeInfo>,
+        /// Disks, in dom0's order.
+        disks: Vec<VolumeDisk>,
+    },
     /// Answers `Dmesg`.
     Dmesg {
         /// The log ring's bytes.
@@ -619,6 +696,9 @@ impl Request {
             Request::XsList { .. } => Kind::XsList,
             Request::XsWatch { .. } => Kind::XsWatch,
             Request::XsUnwatch => Kind::XsUnwatch,
+            Request::VolumeCreate { .. } => Kind::VolumeCreate,
+            Request::VolumeList => Kind::VolumeList,
+            Request::VolumeRm { .. } => Kind::VolumeRm,
         }
     }
 
@@ -634,7 +714,23 @@ impl Request {
             | Request::Devices
             | Request::Dmesg
             | Request::ShutdownHost
-            | Request::XsUnwatch => {}
+            | Request::XsUnwatch
+            | Request::VolumeList => {}
+            Request::VolumeCreate {
+                name,
+                size,
+                disk,
+                force,
+            } => {
+                w.str(name);
+                w.u64(*size);
+                opt_str(&mut w, disk.as_deref());
+                w.u8(u8::from(*force));
+            }
+            Request::VolumeRm { name, disk } => {
+                w.str(name);
+                opt_str(&mut w, disk.as_deref());
+            }
             Request::AskShutdown { dom, reason } => {
                 dom.encode(&mut w);
                 w.u8(*reason as u8);
@@ -817,6 +913,17 @@ impl Request {
             Kind::XsList => Request::XsList { path: r.string()? },
             Kind::XsWatch => Request::XsWatch { path: r.string()? },
             Kind::XsUnwatch => Request::XsUnwatch,
+            Kind::VolumeCreate => Request::VolumeCreate {
+                name: r.string()?,
+                size: r.u64()?,
+                disk: r.option(Reader::string)?,
+                force: flag(&mut r, "force")?,
+            },
+            Kind::VolumeList => Request::VolumeList,
+            Kind::VolumeRm => Request::VolumeRm {
+                name: r.string()?,
+                disk: r.option(Reader::string)?,
+            },
             other => return Err(unexpected(other, Class::Request)),
         };
         r.finish()?;
@@ -845,6 +952,7 @@ impl Response {
             Response::Images(_) => Kind::ImagesReply,
             Response::Devices(_) => Kind::DevicesReply,
             Response::Blocks(_) => Kind::BlocksReply,
+            Response::Volumes { .. } => Kind::Volumes,
             Response::Dmesg { .. } => Kind::DmesgReply,
             Response::XsValue { .. } => Kind::XsValue,
             Response::XsNodes { .. } => Kind::XsNodes,
@@ -945,6 +1053,27 @@ impl Response {
                     w.u64(b.errors);
                 }
             }
+            Response::Volumes { volumes, disks } => {
+                w.len(volumes.len());
+                for v in volumes {
+                    w.str(&v.name);
+                    w.str(&v.disk);
+                    w.u64(v.start);
+                    w.u64(v.sectors);
+                    w.len(v.users.len());
+                    for u in &v.users {
+                        w.u16(*u);
+                    }
+                }
+                w.len(disks.len());
+                for d in disks {
+                    w.str(&d.name);
+                    w.u64(d.sectors);
+                    w.u8(u8::from(d.readonly));
+                    w.u8(d.table as u8);
+                    w.u64(d.free_sectors);
+                }
+            }
             Response::Dmesg { text } => w.bytes(text),
             Response::XsValue { value } => w.bytes(value),
             Response::XsNodes { nodes, truncated } => {
@@ -1042,6 +1171,26 @@ impl Response {
                     errors: r.u64()?,
                 })
             })?),
+            Kind::Volumes => Response::Volumes {
+                volumes: r.list(|r| {
+                    Ok(VolumeInfo {
+                        name: r.string()?,
+                        disk: r.string()?,
+                        start: r.u64()?,
+                        sectors: r.u64()?,
+                        users: r.list(Reader::u16)?,
+                    })
+                })?,
+                disks: r.list(|r| {
+                    Ok(VolumeDisk {
+                        name: r.string()?,
+                        sectors: r.u64()?,
+                        readonly: flag(r, "readonly")?,
+                        table: TableState::decode(r)?,
+                        free_sectors: r.u64()?,
+                    })
+                })?,
+            },
             Kind::DmesgReply => Response::Dmesg { text: r.bytes()? },
             Kind::XsValue => Response::XsValue { value: r.bytes()? },
             Kind::XsNodes => Response::XsNodes {
@@ -1223,6 +1372,26 @@ impl From<Response> for Message {
 impl From<Event> for Message {
     fn from(m: Event) -> Self {
         Message::Event(m)
+    }
+}
+
+/// An `option<string>`.
+fn opt_str(w: &mut Writer<'_>, s: Option<&str>) {
+    match s {
+        None => w.u8(0),
+        Some(s) => {
+            w.u8(1);
+            w.str(s);
+        }
+    }
+}
+
+/// A `u8` that must be 0 (false) or 1 (true).
+fn flag(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        value => Err(DecodeError::BadTag { what, value }),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Checks on a create request that both sides run: `dom0ctl` to point at the
-//! config line at fault, dom0 because it trusts nothing from the link.
+//! Checks on a create request (and on a volume's name and size) that both
+//! sides run: `dom0ctl` to point at the config line or argument at fault, dom0
+//! because it trusts nothing from the link.
 
 use alloc::string::String;
 use core::fmt;
@@ -21,7 +22,10 @@ pub const MAX_CMDLINE_LEN: usize = 1023;
 /// most). dom0ctl refuses a larger file before reading it.
 pub const MAX_UPLOAD_BYTES: u64 = 256 << 20;
 
-/// A create request that must not be built.
+/// The largest volume, in bytes (1 PiB): a sanity bound far above any disk.
+pub const MAX_VOLUME_BYTES: u64 = 1 << 50;
+
+/// A create request that must not be built (or a volume that must not be made).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValidationError {
     /// The name is empty.
@@ -52,6 +56,14 @@ pub enum ValidationError {
     TooManyDisks(usize),
     /// Two disks with the same virtual device.
     DiskVdevTwice(String),
+    /// A volume size that does not read as one (`64M`, `1G`, `1048576`).
+    SizeSyntax,
+    /// A volume of no bytes.
+    SizeZero,
+    /// A volume size that is not a whole number of 512-byte sectors.
+    SizeNotSectors(u64),
+    /// A volume larger than [`MAX_VOLUME_BYTES`].
+    SizeTooLarge,
 }
 
 impl ValidationError {
@@ -68,6 +80,9 @@ impl ValidationError {
             Self::NoVcpus | Self::TooManyVcpus(_) => "vcpus",
             Self::CmdlineTooLong(_) | Self::CmdlineNul => "cmdline",
             Self::TooManyDisks(_) | Self::DiskVdevTwice(_) => "disk",
+            Self::SizeSyntax | Self::SizeZero | Self::SizeNotSectors(_) | Self::SizeTooLarge => {
+                "size"
+            }
         }
     }
 }
@@ -127,6 +142,18 @@ impl fmt::Display for ValidationError {
                 crate::disk::MAX_DISKS
             ),
             Self::DiskVdevTwice(v) => write!(f, "two disks are both {v}"),
+            Self::SizeSyntax => f.write_str(
+                "not a size; give bytes, or a number with K, M, G or T (binary: 64M, 1G)",
+            ),
+            Self::SizeZero => f.write_str("a volume needs at least one 512-byte sector"),
+            Self::SizeNotSectors(b) => {
+                write!(f, "{b} bytes is not a whole number of 512-byte sectors")
+            }
+            Self::SizeTooLarge => write!(
+                f,
+                "too large; a volume holds at most {} TiB",
+                MAX_VOLUME_BYTES >> 40
+            ),
         }
     }
 }
@@ -200,6 +227,42 @@ pub fn validate_cmdline(cmdline: &str) -> Result<(), ValidationError> {
     }
 }
 
+/// Reads a size as QEMU and `scripts/run --disk` write it: bytes, or a number
+/// with a binary suffix `K`, `M`, `G` or `T` (either case): `64M`, `1G`.
+/// Checked with [`validate_volume_size`].
+pub fn parse_size(text: &str) -> Result<u64, ValidationError> {
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&text[..i], 10),
+        Some((i, 'm' | 'M')) => (&text[..i], 20),
+        Some((i, 'g' | 'G')) => (&text[..i], 30),
+        Some((i, 't' | 'T')) => (&text[..i], 40),
+        _ => (text, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ValidationError::SizeSyntax);
+    }
+    let n: u64 = digits.parse().map_err(|_| ValidationError::SizeTooLarge)?;
+    let bytes = n
+        .checked_mul(1 << shift)
+        .ok_or(ValidationError::SizeTooLarge)?;
+    validate_volume_size(bytes)?;
+    Ok(bytes)
+}
+
+/// Checks a volume's size: whole 512-byte sectors, at least one, at most
+/// [`MAX_VOLUME_BYTES`].
+pub fn validate_volume_size(bytes: u64) -> Result<(), ValidationError> {
+    if bytes == 0 {
+        Err(ValidationError::SizeZero)
+    } else if bytes > MAX_VOLUME_BYTES {
+        Err(ValidationError::SizeTooLarge)
+    } else if bytes % 512 != 0 {
+        Err(ValidationError::SizeNotSectors(bytes))
+    } else {
+        Ok(())
+    }
+}
+
 impl CreateRequest {
     /// Runs every check, in key order: name, image, memory, vcpus, cmdline, disk.
     pub fn validate(&self) -> Result<(), ValidationError> {
@@ -260,6 +323,40 @@ mod tests {
         assert!(validate_cmdline(&"x".repeat(MAX_CMDLINE_LEN)).is_ok());
         assert!(validate_cmdline(&"x".repeat(MAX_CMDLINE_LEN + 1)).is_err());
         assert_eq!(validate_cmdline("a\0b"), Err(ValidationError::CmdlineNul));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("3k"), Ok(3072));
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        assert_eq!(parse_size(""), Err(ValidationError::SizeSyntax));
+        assert_eq!(parse_size("M"), Err(ValidationError::SizeSyntax));
+        assert_eq!(parse_size("-1M"), Err(ValidationError::SizeSyntax));
+        assert_eq!(parse_size("1.5G"), Err(ValidationError::SizeSyntax));
+        assert_eq!(parse_size("64MB"), Err(ValidationError::SizeSyntax));
+        assert_eq!(parse_size("1P"), Err(ValidationError::SizeSyntax));
+        assert_eq!(parse_size("0"), Err(ValidationError::SizeZero));
+        assert_eq!(parse_size("0G"), Err(ValidationError::SizeZero));
+        assert_eq!(
+            parse_size("1000"),
+            Err(ValidationError::SizeNotSectors(1000))
+        );
+        assert_eq!(parse_size("1025T"), Err(ValidationError::SizeTooLarge));
+        assert_eq!(
+            parse_size("99999999999999999999"),
+            Err(ValidationError::SizeTooLarge)
+        );
+        assert_eq!(
+            parse_size("18446744073709551615T"),
+            Err(ValidationError::SizeTooLarge)
+        );
+        let e = ErrorReply::from(ValidationError::SizeZero);
+        assert_eq!(e.code, ErrorCode::BadConfig);
+        assert!(e.message.starts_with("size: "), "{}", e.message);
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! frames in any byte stream, and nothing panics on hostile input.
 
 use control_proto::{
-    BlockRow, Class, CreateRequest, DecodeError, DeviceRow, DomRef, DomState, DomainInfo, ErrorCode,
-    ErrorReply, Event, ExitAction, Frame, FrameDecoder, FrameError, HEADER_LEN, HostInfo,
-    ImageInfo, Kernel, Kind, MAX_DATA, MAX_FRAME, MAX_PAYLOAD, Message, PROTOCOL_VERSION, Request,
-    Response, ShutdownReason, crc32,
+    BlockRow, Class, CreateRequest, DecodeError, DeviceRow, DomRef, DomState, DomainInfo,
+    ErrorCode, ErrorReply, Event, ExitAction, Frame, FrameDecoder, FrameError, HEADER_LEN,
+    HostInfo, ImageInfo, Kernel, Kind, MAX_DATA, MAX_FRAME, MAX_PAYLOAD, Message, PROTOCOL_VERSION,
+    Request, Response, ShutdownReason, TableState, VolumeDisk, VolumeInfo, crc32,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -78,6 +78,17 @@ fn samples() -> Vec<Message> {
         Request::XsList { path: "/".into() },
         Request::XsWatch {
             path: "@releaseDomain".into(),
+        },
+        Request::VolumeCreate {
+            name: "vol1".into(),
+            size: 64 << 20,
+            disk: Some("data".into()),
+            force: true,
+        },
+        Request::VolumeList,
+        Request::VolumeRm {
+            name: "vol1".into(),
+            disk: None,
         },
         Request::XsUnwatch,
     ];
@@ -174,6 +185,22 @@ fn samples() -> Vec<Message> {
             sectors: [8, 16],
             errors: 1,
         }]),
+        Response::Volumes {
+            volumes: vec![VolumeInfo {
+                name: "vol1".into(),
+                disk: "data".into(),
+                start: 2048,
+                sectors: 131_072,
+                users: vec![3, 4],
+            }],
+            disks: vec![VolumeDisk {
+                name: "data".into(),
+                sectors: 1 << 21,
+                readonly: false,
+                table: TableState::Volumes,
+                free_sectors: 1_000_000,
+            }],
+        },
         Response::Dmesg {
             text: b"(XEN) boot\n".to_vec(),
         },
@@ -503,6 +530,60 @@ fn payload_decode_errors() {
     );
     let reply = ErrorReply::from(DecodeError::UnknownKind(0x3e));
     assert_eq!(reply.code, ErrorCode::BadRequest);
+    // Volume requests: flags are 0 or 1, options 0 or 1.
+    let mut p = Vec::new();
+    Request::VolumeCreate {
+        name: "v".into(),
+        size: 512,
+        disk: None,
+        force: false,
+    }
+    .encode(&mut p);
+    assert_eq!(p, [1, 0, 0, 0, b'v', 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let mut bad = p.clone();
+    bad[14] = 2;
+    assert_eq!(
+        Request::decode(Kind::VolumeCreate as u8, &bad),
+        Err(DecodeError::BadTag {
+            what: "force",
+            value: 2
+        })
+    );
+    bad[13] = 7;
+    assert_eq!(
+        Request::decode(Kind::VolumeCreate as u8, &bad),
+        Err(DecodeError::BadTag {
+            what: "option",
+            value: 7
+        })
+    );
+    assert_eq!(
+        Request::decode(Kind::VolumeRm as u8, &[1, 0, 0, 0, b'v']),
+        Err(DecodeError::Truncated)
+    );
+    // A disk row with a table state that does not exist.
+    let mut p = Vec::new();
+    Response::Volumes {
+        volumes: vec![],
+        disks: vec![VolumeDisk {
+            name: String::new(),
+            sectors: 1,
+            readonly: true,
+            table: TableState::Blank,
+            free_sectors: 0,
+        }],
+    }
+    .encode(&mut p);
+    let at = p.len() - 9;
+    assert_eq!(p[at - 1], 1);
+    p[at] = 9;
+    assert_eq!(
+        Response::decode(Kind::Volumes as u8, &p),
+        Err(DecodeError::BadTag {
+            what: "TableState",
+            value: 9
+        })
+    );
 }
 
 #[test]
@@ -669,6 +750,21 @@ fn arb_request() -> impl Strategy<Value = Request> {
         arb_string().prop_map(|path| Request::XsList { path }),
         arb_string().prop_map(|path| Request::XsWatch { path }),
         Just(Request::XsUnwatch),
+        (
+            arb_string(),
+            any::<u64>(),
+            prop::option::of(arb_string()),
+            any::<bool>()
+        )
+            .prop_map(|(name, size, disk, force)| Request::VolumeCreate {
+                name,
+                size,
+                disk,
+                force
+            }),
+        Just(Request::VolumeList),
+        (arb_string(), prop::option::of(arb_string()))
+            .prop_map(|(name, disk)| Request::VolumeRm { name, disk }),
     ]
 }
 
@@ -752,7 +848,13 @@ fn arb_response() -> impl Strategy<Value = Response> {
         )
         .prop_map(Response::Devices),
         vec(
-            (any::<u32>(), arb_string(), any::<i32>(), any::<[u64; 4]>(), any::<u64>()),
+            (
+                any::<u32>(),
+                arb_string(),
+                any::<i32>(),
+                any::<[u64; 4]>(),
+                any::<u64>()
+            ),
             0..3
         )
         .prop_map(|rows| Response::Blocks(
@@ -773,6 +875,45 @@ fn arb_response() -> impl Strategy<Value = Response> {
                 })
                 .collect()
         )),
+        (
+            vec(
+                (
+                    arb_string(),
+                    arb_string(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    vec(any::<u16>(), 0..4)
+                )
+                    .prop_map(|(name, disk, start, sectors, users)| VolumeInfo {
+                        name,
+                        disk,
+                        start,
+                        sectors,
+                        users
+                    }),
+                0..4
+            ),
+            vec(
+                (
+                    arb_string(),
+                    any::<u64>(),
+                    any::<bool>(),
+                    prop::sample::select(TableState::ALL),
+                    any::<u64>()
+                )
+                    .prop_map(|(name, sectors, readonly, table, free_sectors)| {
+                        VolumeDisk {
+                            name,
+                            sectors,
+                            readonly,
+                            table,
+                            free_sectors,
+                        }
+                    }),
+                0..3
+            )
+        )
+            .prop_map(|(volumes, disks)| Response::Volumes { volumes, disks }),
         arb_bytes().prop_map(|text| Response::Dmesg { text }),
         (prop::sample::select(ErrorCode::ALL), arb_string())
             .prop_map(|(code, message)| Response::error(code, message)),

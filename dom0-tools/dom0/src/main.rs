@@ -123,6 +123,12 @@ fn main(si: &'static StartInfo) {
     if has_word(si, "disk_selftest") {
         virtio::selftest(&mut devices.disks);
     }
+    let mut disks = virtio::VirtioDisks {
+        disks: core::mem::take(&mut devices.disks),
+    };
+    if has_word(si, "disk_bench") {
+        virtio::bench(&mut disks);
+    }
     if has_word(si, "nic_selftest") {
         virtio::nic_selftest(&mut devices.nics);
     }
@@ -145,7 +151,8 @@ fn main(si: &'static StartInfo) {
     }
     let irq = com2_irq(si, &mut uart);
     let mut agent = Agent::new(XenHv, FrameStore::new(), bundle, AGENT);
-    agent.set_devices(devices.rows(&pci));
+    agent.set_devices(devices.rows(&pci, &disks.disks));
+    agent.set_disks(alloc::boxed::Box::new(disks));
     autostart(si, &mut agent);
     serve(uart, devices.console.take(), agent, irq)
 }

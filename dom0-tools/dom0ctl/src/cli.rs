@@ -190,8 +190,72 @@ Examples:
     Images,
     /// List the PCI devices dom0 found and what it drives on each
     Devices,
+    /// Named volumes carved from dom0's disks (create, list, rm)
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Ask dom0 to stop the machine
     ShutdownHost,
+}
+
+/// `dom0ctl volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Carve a volume out of a disk dom0 drives
+    #[command(after_help = "\
+The volume table sits in the disk's first sectors and survives reboots; volumes
+start on 1 MiB boundaries, first fit. Without --on, the first writable disk with
+a volume table and room takes it, else the first blank (all-zero) one. A disk
+that holds other data is refused unless --on names it and --force is given.
+
+Examples:
+  dom0ctl volume create web 64M
+  dom0ctl volume create db 1G --on data")]
+    Create {
+        /// Its name (the rules of domain names: letters, digits, '_', '.', '-')
+        #[arg(value_parser = volume_name)]
+        name: String,
+        /// Its size: bytes, or a number with K, M, G or T (64M, 1G)
+        #[arg(value_parser = volume_size)]
+        size: u64,
+        /// The disk to carve it from (`dom0ctl volume list` shows them)
+        #[arg(long, value_name = "DISK")]
+        on: Option<String>,
+        /// Put a new volume table on the disk even though it holds other data
+        /// or a damaged table (what it held is lost)
+        #[arg(long, requires = "on")]
+        force: bool,
+        /// Print the new volume as a JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the volumes and dom0's disks
+    #[command(after_help = "Examples:\n  dom0ctl volume list\n  dom0ctl volume list --json")]
+    List {
+        /// Print a JSON object (`volumes`, `disks`) instead of tables
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a volume (refused while a domain uses it)
+    #[command(after_help = "Example:\n  dom0ctl volume rm web")]
+    Rm {
+        /// The volume
+        name: String,
+        /// Its disk, when volumes of that name are on several
+        #[arg(long, value_name = "DISK")]
+        on: Option<String>,
+    },
+}
+
+/// A volume name, checked as dom0 checks it.
+fn volume_name(s: &str) -> Result<String, String> {
+    control_proto::validate_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// A volume size (`64M`), checked as dom0 checks it.
+fn volume_size(s: &str) -> Result<u64, String> {
+    control_proto::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// `dom0ctl xenstore ...`.
@@ -310,6 +374,61 @@ mod tests {
         for c in ["info", "dmesg", "images", "shutdown-host"] {
             parse(&[c]).unwrap();
         }
+    }
+
+    #[test]
+    fn volume_commands() {
+        let cli = parse(&["volume", "create", "web", "64M", "--on", "data"]).unwrap();
+        let Command::Volume(VolumeCommand::Create {
+            name,
+            size,
+            on,
+            force,
+            json,
+        }) = cli.command
+        else {
+            panic!("not volume create");
+        };
+        assert_eq!(
+            (name.as_str(), size, on.as_deref(), force, json),
+            ("web", 64 << 20, Some("data"), false, false)
+        );
+        let cli = parse(&["volume", "create", "x", "1G", "--on", "d", "--force"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Volume(VolumeCommand::Create { force: true, .. })
+        ));
+        assert!(matches!(
+            parse(&["volume", "list", "--json"]).unwrap().command,
+            Command::Volume(VolumeCommand::List { json: true })
+        ));
+        let cli = parse(&["volume", "rm", "web", "--on", "data"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Volume(VolumeCommand::Rm { ref name, on: Some(ref d) }) if name == "web" && d == "data"
+        ));
+        // Bad sizes and names are usage errors (exit 2), and --force needs --on.
+        for bad in [
+            &["volume", "create", "web", "64MB"][..],
+            &["volume", "create", "web", "0"],
+            &["volume", "create", "web", "1000"],
+            &["volume", "create", "42", "1M"],
+            &["volume", "create", "a b", "1M"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "{bad:?}");
+            assert_eq!(e.exit_code(), 2);
+        }
+        assert_eq!(
+            parse(&["volume", "create", "web", "1M", "--force"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&["volume", "rm"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
     }
 
     #[test]

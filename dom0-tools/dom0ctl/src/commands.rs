@@ -9,7 +9,7 @@ use control_proto::{
     Request, Response, ShutdownReason, crc32,
 };
 
-use crate::cli::{Cli, Command, Link, XsCommand};
+use crate::cli::{Cli, Command, Link, VolumeCommand, XsCommand};
 use crate::client::{Client, Incoming};
 use crate::config::{self, KernelSource};
 use crate::console;
@@ -141,6 +141,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 other => Err(c.unexpected(&Request::Devices, &other)),
             }
         }
+        Command::Volume(v) => volume(connect, v),
         Command::ShutdownHost => {
             let mut c = connect()?;
             match call(&mut c, &Request::ShutdownHost, "shutdown-host") {
@@ -382,6 +383,59 @@ fn xenstore(connect: impl Fn() -> Result<Client, Error>, x: XsCommand) -> Result
                     }
                 }
                 c.fill(Duration::from_millis(500))?;
+            }
+        }
+    }
+}
+
+/// `dom0ctl volume ...`.
+fn volume(connect: impl Fn() -> Result<Client, Error>, v: VolumeCommand) -> Result<(), Error> {
+    match v {
+        VolumeCommand::Create {
+            name,
+            size,
+            on,
+            force,
+            json,
+        } => {
+            let mut c = connect()?;
+            let req = Request::VolumeCreate {
+                name: name.clone(),
+                size,
+                disk: on,
+                force,
+            };
+            match call(&mut c, &req, format_args!("volume create {name}"))? {
+                Response::Volumes { volumes, .. } if volumes.len() == 1 => {
+                    print(output::volume_created(&volumes[0], json).as_bytes())
+                }
+                other => Err(c.unexpected(&req, &other)),
+            }
+        }
+        VolumeCommand::List { json } => {
+            let mut c = connect()?;
+            let req = Request::VolumeList;
+            match call(&mut c, &req, "volume list")? {
+                Response::Volumes { volumes, disks } => {
+                    let text = if json {
+                        output::volume_json(&volumes, &disks)
+                    } else {
+                        output::volume_table(&volumes, &disks)
+                    };
+                    print(text.as_bytes())
+                }
+                other => Err(c.unexpected(&req, &other)),
+            }
+        }
+        VolumeCommand::Rm { name, on } => {
+            let mut c = connect()?;
+            let req = Request::VolumeRm {
+                name: name.clone(),
+                disk: on,
+            };
+            match call(&mut c, &req, format_args!("volume rm {name}"))? {
+                Response::Ok => Ok(()),
+                other => Err(c.unexpected(&req, &other)),
             }
         }
     }

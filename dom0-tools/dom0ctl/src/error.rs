@@ -76,6 +76,16 @@ pub fn hint(code: ErrorCode) -> Option<&'static str> {
         ErrorCode::UnsupportedVersion => "Rebuild dom0ctl and dom0 from the same tree.",
         ErrorCode::Busy => "Try again in a moment.",
         ErrorCode::Xenstore => "See `dom0ctl xenstore ls` for what is there.",
+        ErrorCode::UnknownDisk => "List dom0's disks with `dom0ctl volume list`.",
+        ErrorCode::UnknownVolume => "List volumes with `dom0ctl volume list`.",
+        ErrorCode::NoSpace => {
+            "Pick a smaller size or another disk (--on), or remove a volume (`dom0ctl volume rm`)."
+        }
+        ErrorCode::VolumeInUse => "Destroy the domains that use it first (`dom0ctl list`).",
+        ErrorCode::VolumeExists => "Pick another name, or see `dom0ctl volume list`.",
+        ErrorCode::DiskReadOnly => {
+            "Give dom0 the disk writable (`scripts/run --disk PATH` without `,ro`)."
+        }
         _ => return None,
     })
 }

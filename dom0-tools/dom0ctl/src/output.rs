@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use control_proto::{DeviceRow, DomainInfo, HostInfo, ImageInfo};
+use control_proto::{DeviceRow, DomainInfo, HostInfo, ImageInfo, VolumeDisk, VolumeInfo};
 
 use crate::client::Greeting;
 
@@ -164,9 +164,218 @@ pub fn device_table(rows: &[DeviceRow]) -> String {
     out
 }
 
+/// A size as people write it: exact when it is a whole number of T, G, M or
+/// K (`64M`), else with one decimal (`3.9G`); bytes below 1 KiB.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 4] = [(40, "T"), (30, "G"), (20, "M"), (10, "K")];
+    for (shift, unit) in UNITS {
+        let one = 1u64 << shift;
+        if bytes >= one {
+            if bytes % one == 0 {
+                return format!("{}{unit}", bytes >> shift);
+            }
+            // Display only: f64 is exact enough for one decimal.
+            return format!("{:.1}{unit}", bytes as f64 / one as f64);
+        }
+    }
+    format!("{bytes}")
+}
+
+/// Sectors as [`size`] writes bytes.
+fn sectors(n: u64) -> String {
+    size(n.saturating_mul(512))
+}
+
+/// Who uses a volume: `-`, or domain ids.
+fn users(ids: &[u16]) -> String {
+    if ids.is_empty() {
+        return "-".to_string();
+    }
+    ids.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// `dom0ctl volume list`: the volumes (`Name Disk Offset Size Users`), then
+/// the disks (`Disk Size Table Free`, free being the largest volume that
+/// fits).
+pub fn volume_table(volumes: &[VolumeInfo], disks: &[VolumeDisk]) -> String {
+    let w = volumes
+        .iter()
+        .map(|v| v.name.chars().count())
+        .chain([4, 16])
+        .max()
+        .unwrap_or(16);
+    let dw = volumes
+        .iter()
+        .map(|v| v.disk.chars().count())
+        .chain(disks.iter().map(|d| d.name.chars().count()))
+        .chain([4, 8])
+        .max()
+        .unwrap_or(8);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<w$} {:<dw$} {:>8} {:>8} Users",
+        "Name", "Disk", "Offset", "Size"
+    );
+    for v in volumes {
+        let _ = writeln!(
+            out,
+            "{:<w$} {:<dw$} {:>8} {:>8} {}",
+            v.name,
+            v.disk,
+            sectors(v.start),
+            sectors(v.sectors),
+            users(&v.users)
+        );
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{:<dw$} {:>8} {:<10} {:>8}",
+        "Disk", "Size", "Table", "Free"
+    );
+    for d in disks {
+        let _ = writeln!(
+            out,
+            "{:<dw$} {:>8} {:<10} {:>8}{}",
+            d.name,
+            sectors(d.sectors),
+            d.table.as_str(),
+            sectors(d.free_sectors),
+            if d.readonly { "  read-only" } else { "" }
+        );
+    }
+    out
+}
+
+/// One volume as a JSON object.
+fn volume_obj(v: &VolumeInfo) -> String {
+    format!(
+        "{{\"name\": {}, \"disk\": {}, \"start_sector\": {}, \"sectors\": {}, \
+         \"bytes\": {}, \"users\": [{}]}}",
+        json_str(&v.name),
+        json_str(&v.disk),
+        v.start,
+        v.sectors,
+        v.sectors.saturating_mul(512),
+        v.users
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// `dom0ctl volume list --json`: `{"volumes": [...], "disks": [...]}`, one
+/// line per object.
+pub fn volume_json(volumes: &[VolumeInfo], disks: &[VolumeDisk]) -> String {
+    let mut out = String::from("{\"volumes\": [");
+    for (i, v) in volumes.iter().enumerate() {
+        out.push_str(if i == 0 { "\n  " } else { ",\n  " });
+        out.push_str(&volume_obj(v));
+    }
+    out.push_str(if volumes.is_empty() { "],\n" } else { "\n],\n" });
+    out.push_str("\"disks\": [");
+    for (i, d) in disks.iter().enumerate() {
+        out.push_str(if i == 0 { "\n  " } else { ",\n  " });
+        let _ = write!(
+            out,
+            "{{\"name\": {}, \"sectors\": {}, \"readonly\": {}, \"table\": {}, \
+             \"free_sectors\": {}}}",
+            json_str(&d.name),
+            d.sectors,
+            d.readonly,
+            json_str(d.table.as_str()),
+            d.free_sectors
+        );
+    }
+    out.push_str(if disks.is_empty() { "]}\n" } else { "\n]}\n" });
+    out
+}
+
+/// `dom0ctl volume create`: what was made.
+pub fn volume_created(v: &VolumeInfo, json: bool) -> String {
+    if json {
+        return format!("{}\n", volume_obj(v));
+    }
+    format!(
+        "volume {}: {} on disk {} at {} (sectors {}..{})\n",
+        v.name,
+        sectors(v.sectors),
+        v.disk,
+        sectors(v.start),
+        v.start,
+        v.start.saturating_add(v.sectors)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_tables_and_json() {
+        use control_proto::TableState;
+        let vols = [
+            VolumeInfo {
+                name: "web".into(),
+                disk: "data".into(),
+                start: 2048,
+                sectors: 131_072,
+                users: vec![],
+            },
+            VolumeInfo {
+                name: "db".into(),
+                disk: "data".into(),
+                start: 133_120,
+                sectors: 1000,
+                users: vec![3, 4],
+            },
+        ];
+        let disks = [
+            VolumeDisk {
+                name: "data".into(),
+                sectors: 8 << 21,
+                readonly: false,
+                table: TableState::Volumes,
+                free_sectors: (8 << 21) - 135_168,
+            },
+            VolumeDisk {
+                name: "golden".into(),
+                sectors: 2048,
+                readonly: true,
+                table: TableState::Data,
+                free_sectors: 0,
+            },
+        ];
+        assert_eq!(
+            volume_table(&vols, &disks),
+            "\
+Name             Disk       Offset     Size Users
+web              data           1M      64M -
+db               data          65M     500K 3,4
+
+Disk         Size Table          Free
+data           8G volumes        7.9G
+golden         1M data              0  read-only
+"
+        );
+        assert_eq!(
+            volume_json(&vols[1..], &[]),
+            "{\"volumes\": [\n  {\"name\": \"db\", \"disk\": \"data\", \"start_sector\": 133120, \
+             \"sectors\": 1000, \"bytes\": 512000, \"users\": [3, 4]}\n],\n\"disks\": []}\n"
+        );
+        assert_eq!(volume_json(&[], &[]), "{\"volumes\": [],\n\"disks\": []}\n");
+        assert_eq!(
+            volume_created(&vols[0], false),
+            "volume web: 64M on disk data at 1M (sectors 2048..133120)\n"
+        );
+        assert!(volume_created(&vols[0], true).starts_with("{\"name\": \"web\""));
+        assert_eq!(size(0), "0");
+        assert_eq!(size(512), "512");
+        assert_eq!(size(3 << 30), "3G");
+        assert_eq!(size(1536 << 10), "1.5M");
+    }
 
     #[test]
     fn the_device_table() {

@@ -50,6 +50,7 @@ struct State {
     requests: Vec<Request>,
     created: Vec<(CreateRequest, Option<Vec<u8>>)>,
     input: Vec<u8>,
+    volumes: Vec<control_proto::VolumeInfo>,
 }
 
 const CHUNK_MAX: u32 = 1000;
@@ -372,6 +373,70 @@ fn answer(req: &Request, st: &mut State, mode: Mode) -> Response {
                 nodes: Vec::new(),
                 truncated: false,
             },
+            Request::VolumeCreate {
+                name,
+                size,
+                disk,
+                force: _,
+            } => {
+                if disk.as_deref().is_some_and(|d| d != "data") {
+                    return Err(Response::error(
+                        ErrorCode::UnknownDisk,
+                        "dom0 has no disk named nope",
+                    ));
+                }
+                if st.volumes.iter().any(|v| &v.name == name) {
+                    return Err(Response::error(
+                        ErrorCode::VolumeExists,
+                        format!("a volume named {name} exists already (on disk data)"),
+                    ));
+                }
+                let start = st.volumes.last().map_or(2048, |v| v.start + 16384);
+                if *size > 8 << 20 {
+                    return Err(Response::error(
+                        ErrorCode::NoSpace,
+                        "no room for 1G on disk data: its largest free extent is 8M",
+                    ));
+                }
+                let v = control_proto::VolumeInfo {
+                    name: name.clone(),
+                    disk: "data".into(),
+                    start,
+                    sectors: size / 512,
+                    users: if name == "busy" { vec![2] } else { vec![] },
+                };
+                st.volumes.push(v.clone());
+                Response::Volumes {
+                    volumes: vec![v],
+                    disks: vec![],
+                }
+            }
+            Request::VolumeList => Response::Volumes {
+                volumes: st.volumes.clone(),
+                disks: vec![control_proto::VolumeDisk {
+                    name: "data".into(),
+                    sectors: 64 * 2048,
+                    readonly: false,
+                    table: control_proto::TableState::Volumes,
+                    free_sectors: 8 * 2048,
+                }],
+            },
+            Request::VolumeRm { name, disk: _ } => {
+                let Some(i) = st.volumes.iter().position(|v| &v.name == name) else {
+                    return Err(Response::error(
+                        ErrorCode::UnknownVolume,
+                        format!("no volume named {name}"),
+                    ));
+                };
+                if !st.volumes[i].users.is_empty() {
+                    return Err(Response::error(
+                        ErrorCode::VolumeInUse,
+                        format!("volume {name} is in use by domain 2"),
+                    ));
+                }
+                st.volumes.remove(i);
+                Response::Ok
+            }
         })
     };
     r().unwrap_or_else(|e| e)
@@ -488,6 +553,84 @@ hello                        1       16     1 -b----       2.5
     assert!(json.contains(
         "{\"id\": 1, \"name\": \"hello\", \"state\": \"blocked\", \"flags\": \"-b----\""
     ));
+}
+
+#[test]
+fn volumes_create_list_rm_and_their_errors() {
+    let agent = Agent::start(Mode::Normal);
+    let out = agent.run(&["volume", "create", "web", "4M"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "volume web: 4M on disk data at 1M (sectors 2048..10240)\n"
+    );
+    let out = agent.run(&["volume", "create", "busy", "1M", "--on", "data", "--json"]);
+    assert_eq!(
+        text(&out.stdout),
+        "{\"name\": \"busy\", \"disk\": \"data\", \"start_sector\": 18432, \"sectors\": 2048, \
+         \"bytes\": 1048576, \"users\": [2]}\n"
+    );
+    let out = agent.run(&["volume", "list"]);
+    assert_eq!(
+        text(&out.stdout),
+        "\
+Name             Disk       Offset     Size Users
+web              data           1M       4M -
+busy             data           9M       1M 2
+
+Disk         Size Table          Free
+data          64M volumes          8M
+"
+    );
+    let out = agent.run(&["volume", "list", "--json"]);
+    assert!(text(&out.stdout).starts_with("{\"volumes\": [\n  {\"name\": \"web\""));
+    assert!(text(&out.stdout).ends_with("\"table\": \"volumes\", \"free_sectors\": 16384}\n]}\n"));
+    // dom0's errors: exit 1, its message and what to do next.
+    for (args, want) in [
+        (
+            &["volume", "create", "web", "1M"][..],
+            "dom0ctl: volume create web: a volume named web exists already (on disk data). \
+             Pick another name, or see `dom0ctl volume list`.\n",
+        ),
+        (
+            &["volume", "create", "x", "1M", "--on", "nope"],
+            "dom0ctl: volume create x: dom0 has no disk named nope. List dom0's disks with \
+             `dom0ctl volume list`.\n",
+        ),
+        (
+            &["volume", "create", "x", "1G"],
+            "dom0ctl: volume create x: no room for 1G on disk data: its largest free extent is \
+             8M. Pick a smaller size or another disk (--on), or remove a volume (`dom0ctl volume \
+             rm`).\n",
+        ),
+        (
+            &["volume", "rm", "busy"],
+            "dom0ctl: volume rm busy: volume busy is in use by domain 2. Destroy the domains \
+             that use it first (`dom0ctl list`).\n",
+        ),
+        (
+            &["volume", "rm", "nope"],
+            "dom0ctl: volume rm nope: no volume named nope. List volumes with `dom0ctl volume \
+             list`.\n",
+        ),
+    ] {
+        let out = agent.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(text(&out.stderr), want);
+    }
+    let out = agent.run(&["volume", "rm", "web"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    // A bad size is a usage error, found before dom0 is asked.
+    let before = agent.state.lock().unwrap().requests.len();
+    let out = agent.run(&["volume", "create", "x", "12Q"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("not a size"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(agent.state.lock().unwrap().requests.len(), before);
 }
 
 #[test]

@@ -25,12 +25,14 @@ use hypercall_abi::io::console::ConsoleBack;
 use hypercall_abi::sched::ShutdownReason;
 use hypercall_abi::{DomId, Errno, EvtchnPort};
 
+use crate::blkback::{self, Blkback, Target};
 use crate::builder::{self, BuildError, BuildRequest};
 use crate::conslog::ConsoleLog;
 use crate::disks::Disks;
 use crate::domains::{self, DOM0_NAME, Record, Records, ResolveError};
 use crate::hv::{Hypervisor, RingId};
 use crate::uploads::{Upload, UploadStore, Uploads};
+use crate::volumes::{VolumeError, Volumes};
 use crate::xenstore::{self as xsl, DomainNodes, Uuid};
 
 use hypercall_abi::io::xenstore::{XsdSockmsg, XsdSockmsgType};
@@ -176,12 +178,22 @@ pub struct Agent<'a, H, S: UploadStore> {
     notify_ports: Vec<EvtchnPort>,
     /// dom0's disks (the kernel's virtio-blk driver; none until set).
     disks: Option<Box<dyn Disks>>,
+    /// The volumes carved from them, and which domains use which.
+    volumes: Volumes,
+    /// The block back end: every domain's virtual disks.
+    blk: Blkback,
 }
 
 impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// Sets what `dom0ctl devices` lists: dom0's PCI functions and what it drives.
     pub fn set_devices(&mut self, rows: Vec<control_proto::DeviceRow>) {
         self.devices = rows;
+    }
+
+    /// The volumes and their users (the block back end marks the volumes it
+    /// serves: [`Volumes::set_in_use`]).
+    pub fn volumes(&mut self) -> &mut Volumes {
+        &mut self.volumes
     }
 
     /// Gives the agent dom0's disks (volumes and block back ends use them).
@@ -218,6 +230,8 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             pending_events: Vec::new(),
             notify_ports: Vec::new(),
             disks: None,
+            volumes: Volumes::new(),
+            blk: Blkback::new(),
         }
     }
 
@@ -331,6 +345,9 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             Request::BlockList(d) => self.block_list(&d),
             Request::BlockAttach { dom, disk } => self.block_attach(&dom, &disk),
             Request::BlockDetach { dom, vdev } => self.block_detach(&dom, &vdev),
+            r @ (Request::VolumeCreate { .. } | Request::VolumeList | Request::VolumeRm { .. }) => {
+                self.volumes.serve(self.disks.as_deref_mut(), r)
+            }
             Request::Dmesg => self.dmesg().map(|text| Response::Dmesg { text }),
             Request::ShutdownHost => Ok(Response::Ok),
             Request::AskShutdown { dom, reason } => {
@@ -519,6 +536,210 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 break;
             }
         }
+    }
+
+    /// Serves the block back end: the handshakes of vbds whose front end changed
+    /// something in the store, then every connected ring. Returns whether a
+    /// ring still has requests waiting (serve again without sleeping).
+    pub fn service_backends(&mut self) -> bool {
+        let Some(disks) = self.disks.as_deref_mut() else {
+            return false;
+        };
+        let generation = self.xs.generation();
+        let more = self.blk.poll(&mut self.xs, &mut self.hv, disks);
+        for (dom, target) in self.blk.take_detached() {
+            self.volumes.release(&target, dom);
+        }
+        if self.xs.generation() != generation {
+            // The back end wrote nodes: front ends watching them hear now.
+            self.service_stores();
+        }
+        more
+    }
+
+    /// Requests served with an error status by the block back end, over all vbds.
+    pub fn block_errors(&self) -> u64 {
+        self.blk.errors
+    }
+
+    /// What `target=NAME` names: a volume, else a whole disk without a volume
+    /// table.
+    fn resolve_target(&mut self, name: &str) -> Result<(Target, bool), ErrorReply> {
+        let Some(disks) = self.disks.as_deref_mut() else {
+            return Err(ErrorReply::new(
+                ErrorCode::UnknownDisk,
+                format!("no disk or volume named {name}: dom0 drives no disk (scripts/run --disk)"),
+            ));
+        };
+        let list = disks.list();
+        match Volumes::find(disks, name) {
+            Ok(v) => {
+                let discard = list.get(v.disk).is_some_and(|d| d.discard);
+                return Ok((
+                    Target {
+                        name: v.name,
+                        disk: v.disk,
+                        start: v.start,
+                        sectors: v.sectors,
+                        discard,
+                        readonly: v.readonly,
+                    },
+                    true,
+                ));
+            }
+            Err(VolumeError::UnknownVolume { .. } | VolumeError::NoDisks) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let Some((i, info)) = list.iter().enumerate().find(|(_, d)| d.name == name) else {
+            let known: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();
+            return Err(ErrorReply::new(
+                ErrorCode::UnknownDisk,
+                format!(
+                    "no disk or volume named {name} (disks: {}; see `dom0ctl volume list`)",
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        };
+        if let Ok(crate::volumes::DiskState::Table(_)) = Volumes::state(disks, i, info) {
+            return Err(ErrorReply::new(
+                ErrorCode::BadConfig,
+                format!(
+                    "disk {name} holds volumes; give a domain one of its volumes, not the \
+                     whole disk"
+                ),
+            ));
+        }
+        Ok((
+            Target {
+                name: info.name.clone(),
+                disk: i,
+                start: 0,
+                sectors: info.sectors,
+                discard: info.discard,
+                readonly: info.readonly,
+            },
+            false,
+        ))
+    }
+
+    /// Gives domain `id` the disks `specs` (creation or hot-plug).
+    fn attach_disks(
+        &mut self,
+        id: DomId,
+        specs: &[control_proto::disk::DiskSpec],
+    ) -> Result<(), ErrorReply> {
+        for spec in specs {
+            let (target, volume) = self.resolve_target(&spec.target)?;
+            if target.readonly && !spec.readonly {
+                return Err(ErrorReply::new(
+                    ErrorCode::DiskReadOnly,
+                    format!(
+                        "{} is on a read-only disk; give it with access=ro",
+                        spec.target
+                    ),
+                ));
+            }
+            if volume {
+                self.volumes
+                    .set_in_use(&spec.target, id.0, !spec.readonly)
+                    .map_err(ErrorReply::from)?;
+            }
+            if let Err(e) = self
+                .blk
+                .attach(&mut self.xs, &mut self.hv, id.0, spec, target)
+            {
+                if volume {
+                    self.volumes.release(&spec.target, id.0);
+                }
+                let code = match e {
+                    blkback::AttachError::InUse { .. } => ErrorCode::VolumeInUse,
+                    blkback::AttachError::Exists(_) => ErrorCode::BadConfig,
+                    blkback::AttachError::Store(_) => ErrorCode::Xenstore,
+                };
+                return Err(ErrorReply::new(
+                    code,
+                    format!("disk {} ({}): {e}", spec.vdev, spec.target),
+                ));
+            }
+        }
+        self.service_stores();
+        Ok(())
+    }
+
+    /// Takes domain `id`'s disks down (before the domain goes).
+    fn close_disks(&mut self, id: DomId) {
+        self.blk.detach_domain(&mut self.xs, &mut self.hv, id.0);
+        self.volumes.clear_in_use(id.0);
+    }
+
+    fn block_list(&mut self, dom: &DomRef) -> Result<Response, ErrorReply> {
+        let id = self.resolve(dom)?;
+        let rows = self
+            .blk
+            .list(&mut self.xs, id.0)
+            .into_iter()
+            .map(|v| control_proto::BlockRow {
+                devid: v.devid,
+                vdev: v.vdev,
+                target: v.target,
+                mode: v.mode.into(),
+                be_state: v.be_state,
+                fe_state: v.fe_state,
+                evtchn: i32::try_from(v.evtchn).unwrap_or(-1),
+                ring_ref: i32::try_from(v.ring_ref).unwrap_or(-1),
+                be_path: v.be_path,
+                requests: [
+                    v.stats.rd_req,
+                    v.stats.wr_req,
+                    v.stats.f_req,
+                    v.stats.ds_req,
+                ],
+                sectors: [v.stats.rd_sect, v.stats.wr_sect],
+                errors: v.stats.errors,
+            })
+            .collect();
+        Ok(Response::Blocks(rows))
+    }
+
+    fn block_attach(
+        &mut self,
+        dom: &DomRef,
+        disk: &control_proto::disk::DiskSpec,
+    ) -> Result<Response, ErrorReply> {
+        let id = self.control_target(dom, "given a disk")?;
+        self.attach_disks(id, core::slice::from_ref(disk))?;
+        if let Some(c) = self.configs.get_mut(&id.0) {
+            c.disks.push(disk.clone());
+        }
+        Ok(Response::Ok)
+    }
+
+    fn block_detach(&mut self, dom: &DomRef, vdev: &str) -> Result<Response, ErrorReply> {
+        let id = self.control_target(dom, "detached from a disk")?;
+        let devid = control_proto::disk::vdev_number(vdev).ok_or_else(|| {
+            ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!("{vdev} is not a virtual disk name (xvda, xvdb1, sda, 51712)"),
+            )
+        })?;
+        if !self.blk.detach(&mut self.xs, &mut self.hv, id.0, devid) {
+            return Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!("domain {dom} has no disk {vdev} (see `dom0ctl block-list {dom}`)"),
+            ));
+        }
+        for (d, target) in self.blk.take_detached() {
+            self.volumes.release(&target, d);
+        }
+        if let Some(c) = self.configs.get_mut(&id.0) {
+            c.disks.retain(|d| d.devid != devid);
+        }
+        self.service_stores();
+        Ok(Response::Ok)
     }
 
     fn hello(&mut self, client_version: u32) -> Result<Response, ErrorReply> {
@@ -726,6 +947,10 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             let _ = self.destroy_domain(id);
             return Err(e);
         }
+        if let Err(e) = self.attach_disks(id, &c.disks) {
+            let _ = self.destroy_domain(id);
+            return Err(e);
+        }
         if let Err(e) = self.hv.unpause(id) {
             let _ = self.destroy_domain(id);
             return Err(hv_error(format_args!("unpausing {}", c.name), e));
@@ -925,6 +1150,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     fn destroy_domain(&mut self, id: DomId) -> Result<(), Errno> {
         self.drain_console(id, None);
         self.close_console(id);
+        self.close_disks(id);
         self.close_store(id);
         let r = self.hv.destroy(id);
         if r.is_ok() || r == Err(Errno::ESRCH) {
@@ -976,6 +1202,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 // Gone behind the toolstack's back.
                 _ => {
                     self.close_console(dom);
+                    self.close_disks(dom);
                     self.close_store(dom);
                     self.configs.remove(&id);
                     self.records.remove(dom);

@@ -17,6 +17,8 @@
 //! * [`builder`]: the PV domain builder (`docs/toolstack.md`);
 //! * [`conslog`]: bounded per-domain console logs;
 //! * [`disks`]: dom0's disks as a [`Disks`](disks::Disks) trait, batched I/O;
+//! * [`volumes`]: named volumes carved from those disks, in a crash-consistent
+//!   on-disk table;
 //! * [`ether`]: Ethernet and ARP frames (the NIC self-test);
 //! * [`pci`]: the PCI bus scan over a [`ConfigSpace`](pci::ConfigSpace) trait.
 //! * [`xenstore`]: the nodes the toolstack writes for a domain (as `xl` does), UUIDs.
@@ -38,6 +40,7 @@ pub mod pci;
 pub mod server;
 pub mod uart;
 pub mod uploads;
+pub mod volumes;
 pub mod xenstore;
 
 pub use agent::{After, Agent};

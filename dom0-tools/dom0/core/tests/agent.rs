@@ -656,6 +656,82 @@ fn images_console_and_shutdown_host() {
     assert_eq!(none.handle(Request::Images).0, Response::Images(vec![]));
 }
 
+#[test]
+fn volumes_through_the_agent() {
+    use dom0_core::disks::MemDisks;
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    // No disks yet: an empty list, and a create names the problem.
+    assert_eq!(
+        ask(&mut a, Request::VolumeList),
+        Response::Volumes {
+            volumes: vec![],
+            disks: vec![]
+        }
+    );
+    let create = |name: &str, size: u64, disk: Option<&str>| Request::VolumeCreate {
+        name: name.into(),
+        size,
+        disk: disk.map(String::from),
+        force: false,
+    };
+    error(
+        ask(&mut a, create("v", 1 << 20, None)),
+        ErrorCode::UnknownDisk,
+        "dom0 drives no disk",
+    );
+    let mut disks = MemDisks::default();
+    disks.add("data", 16 * 2048, false);
+    a.set_disks(Box::new(disks));
+    match ask(&mut a, create("v", 4 << 20, None)) {
+        Response::Volumes { volumes, disks } => {
+            assert_eq!(volumes.len(), 1);
+            assert_eq!(
+                (
+                    volumes[0].disk.as_str(),
+                    volumes[0].start,
+                    volumes[0].sectors
+                ),
+                ("data", 2048, 8192)
+            );
+            assert_eq!(disks[0].table, control_proto::TableState::Volumes);
+        }
+        other => panic!("{other:?}"),
+    }
+    error(
+        ask(&mut a, create("v", 1 << 20, None)),
+        ErrorCode::VolumeExists,
+        "exists already",
+    );
+    error(
+        ask(&mut a, create("w", 1 << 20, Some("nope"))),
+        ErrorCode::UnknownDisk,
+        "nope",
+    );
+    error(
+        ask(&mut a, create("w", 64 << 20, Some("data"))),
+        ErrorCode::NoSpace,
+        "largest free extent is 11M",
+    );
+    error(
+        ask(&mut a, create("w", 100, None)),
+        ErrorCode::BadConfig,
+        "size: ",
+    );
+    a.volumes().set_in_use("v", 7, true).unwrap();
+    let rm = Request::VolumeRm {
+        name: "v".into(),
+        disk: None,
+    };
+    error(ask(&mut a, rm.clone()), ErrorCode::VolumeInUse, "domain 7");
+    a.volumes().clear_in_use(7);
+    assert_eq!(ask(&mut a, rm.clone()), Response::Ok);
+    error(
+        ask(&mut a, rm),
+        ErrorCode::UnknownVolume,
+        "no volume named v",
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The server: bytes in, frames out.
 // ---------------------------------------------------------------------------

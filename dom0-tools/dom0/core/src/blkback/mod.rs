@@ -134,6 +134,8 @@ pub struct Vbd {
     pub stats: Stats,
     /// Whether the front end asked for persistent grants.
     pub persistent: bool,
+    /// Being hot-unplugged: removed once the front end has closed.
+    pub detaching: bool,
     queues: Vec<Queue>,
 }
 
@@ -244,6 +246,9 @@ pub struct Blkback {
     generation: Option<u64>,
     /// Requests with an error status, over all vbds (reported by dom0).
     pub errors: u64,
+    /// Vbds removed by a hot-unplug since [`Blkback::take_detached`]: (domain,
+    /// target name).
+    detached: Vec<(u16, String)>,
 }
 
 /// A `XenbusState` as the store holds it (`None`: absent or not a state).
@@ -389,6 +394,7 @@ impl Blkback {
             state: XenbusState::Initialising,
             stats: Stats::default(),
             persistent: false,
+            detaching: false,
             queues: Vec::new(),
         };
         let be = vbd.backend_path();
@@ -435,6 +441,57 @@ impl Blkback {
         self.generation = None;
     }
 
+    /// Hot-unplugs disk `devid` of `domid` (`xl block-detach`): the back end
+    /// goes to Closing with `online` 0, and the vbd is removed once the front
+    /// end has closed (at once if it never connected). Returns false when the
+    /// domain has no such disk.
+    pub fn detach<H: Hypervisor>(
+        &mut self,
+        xs: &mut Xenstored,
+        hv: &mut H,
+        domid: u16,
+        devid: u32,
+    ) -> bool {
+        let Some(i) = self
+            .vbds
+            .iter()
+            .position(|v| v.domid == domid && v.devid == devid)
+        else {
+            return false;
+        };
+        let v = &mut self.vbds[i];
+        v.detaching = true;
+        let _ = xs.write(&format!("{}/online", v.backend_path()), b"0");
+        let fe = read_state(xs, &format!("{}/state", v.frontend_path()));
+        if v.state == XenbusState::Connected {
+            disconnect(hv, v);
+            switch(xs, v, XenbusState::Closing);
+        }
+        if !matches!(
+            fe,
+            Some(XenbusState::Initialised | XenbusState::Connected | XenbusState::Closing)
+        ) {
+            self.remove(xs, hv, i);
+        }
+        self.generation = None;
+        true
+    }
+
+    /// Removes vbd `i` and its nodes on both sides.
+    fn remove<H: Hypervisor>(&mut self, xs: &mut Xenstored, hv: &mut H, i: usize) {
+        let mut v = self.vbds.remove(i);
+        disconnect(hv, &mut v);
+        let _ = xs.rm(&v.backend_path());
+        let _ = xs.rm(&v.frontend_path());
+        let _ = xs.rm(&format!("{}/device/vbd/{}", libxl_path(v.domid), v.devid));
+        self.detached.push((v.domid, v.target.name));
+    }
+
+    /// The vbds hot-unplugging removed since the last call: (domain, target).
+    pub fn take_detached(&mut self) -> Vec<(u16, String)> {
+        core::mem::take(&mut self.detached)
+    }
+
     /// What `block-list` shows for `domid`.
     pub fn list(&self, xs: &mut Xenstored, domid: u16) -> Vec<VbdInfo> {
         self.vbds(Some(domid))
@@ -473,6 +530,12 @@ impl Blkback {
         if self.generation != Some(xs.generation()) {
             for v in &mut self.vbds {
                 frontend_changed(xs, hv, v);
+            }
+            // Hot-unplugged vbds whose front end has let go.
+            while let Some(i) = self.vbds.iter().position(|v| {
+                v.detaching && matches!(v.state, XenbusState::Closed | XenbusState::InitWait)
+            }) {
+                self.remove(xs, hv, i);
             }
             self.generation = Some(xs.generation());
         }
