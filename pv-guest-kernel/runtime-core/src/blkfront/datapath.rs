@@ -547,6 +547,11 @@ impl<'a> DataPath<'a> {
         self.free_data.len()
     }
 
+    /// Free indirect pages now.
+    pub fn free_indirect_pages(&self) -> usize {
+        self.free_indirect.len()
+    }
+
     /// Pages taken out of use because the back end kept them mapped.
     pub fn quarantined(&self) -> usize {
         self.quarantine.len()

@@ -51,7 +51,8 @@ pub mod shadow;
 mod tests;
 
 pub use datapath::{
-    Completed, DataPath, Env, Hostile, IoError, Op, PageIdx, StillInUse, SubmitError, Tag,
+    Completed, DataPath, Env, GrantFailed, Hostile, IoError, Op, PageIdx, StillInUse, SubmitError,
+    Tag,
 };
 pub use handshake::{Discard, DiskInfo, Features, FlushMode, Limits, Transport};
 
