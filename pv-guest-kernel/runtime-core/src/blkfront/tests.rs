@@ -1956,8 +1956,11 @@ fn blkcheck_pattern_depends_on_seed_and_sector() {
     let m = check::verify(1, 101, &a).unwrap_err();
     assert_eq!((m.sector, m.offset), (101, 0));
     assert!(check::verify(1, 100, &a[512..]).is_err());
+    assert_eq!(check::verify_sampled(1, 100, &a), Ok(()));
+    assert_eq!(check::verify_sampled(1, 101, &a).unwrap_err().sector, 101);
     // One flipped byte is found where it is.
     a[3 * 512 + 17] ^= 1;
+    assert_eq!(check::verify_sampled(1, 100, &a), Ok(()));
     let m = check::verify(1, 100, &a).unwrap_err();
     assert_eq!((m.sector, m.offset), (103, 16));
     assert!(m.to_string().starts_with("sector 103 byte 16:"));
