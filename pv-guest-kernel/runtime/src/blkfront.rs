@@ -1111,8 +1111,7 @@ impl Device {
             if let Some(c) = dp.take_completion(tag) {
                 return Ok(c);
             }
-            if !self.wait_until(deadline)? && deadline.is_some_and(|d| time::system_time_ns() >= d)
-            {
+            if !self.wait_until(deadline)? {
                 return Err(Error::IoTimeout);
             }
         }
@@ -1128,10 +1127,14 @@ impl Device {
         loop {
             match make(self) {
                 Err(Error::Busy) => {
-                    if !self.wait_until(deadline)?
-                        && deadline.is_some_and(|d| time::system_time_ns() >= d)
-                    {
-                        return Err(Error::IoTimeout);
+                    if !self.wait_until(deadline)? {
+                        // Nothing in flight: the pool is held by
+                        // completions nobody polled.
+                        return Err(if self.in_flight() == 0 {
+                            Error::Busy
+                        } else {
+                            Error::IoTimeout
+                        });
                     }
                 }
                 other => return other,
@@ -1172,7 +1175,11 @@ impl Device {
                     Err(Error::Busy) if !flying.is_empty() => break,
                     Err(Error::Busy) => {
                         if !self.wait_until(deadline)? {
-                            return Err(Error::IoTimeout);
+                            return Err(if self.in_flight() == 0 {
+                                Error::Busy
+                            } else {
+                                Error::IoTimeout
+                            });
                         }
                     }
                     Err(e) => first_err = Some(e),
@@ -1205,10 +1212,7 @@ impl Device {
                     None => i += 1,
                 }
             }
-            if !progressed
-                && !self.wait_until(deadline)?
-                && deadline.is_some_and(|d| time::system_time_ns() >= d)
-            {
+            if !progressed && !self.wait_until(deadline)? {
                 return Err(Error::IoTimeout);
             }
         }
