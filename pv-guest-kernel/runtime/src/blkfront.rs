@@ -60,7 +60,7 @@ use spin::Mutex;
 pub use pv_runtime_core::blkfront::check;
 pub use pv_runtime_core::blkfront::datapath::Stats;
 pub use pv_runtime_core::blkfront::{
-    DiskInfo, Discard, Features, FlushMode, Hostile, IoError, Limits, Op, Tag, Transport,
+    Discard, DiskInfo, Features, FlushMode, Hostile, IoError, Limits, Op, Tag, Transport,
 };
 pub use pv_runtime_core::xenbus::XenbusState;
 
@@ -738,7 +738,12 @@ impl Device {
             );
             let _ = self.write_state(Closed);
         }
-        match self.wait_backend("Closed", |s| matches!(s, Closed | Unknown), |_| false, deadline) {
+        match self.wait_backend(
+            "Closed",
+            |s| matches!(s, Closed | Unknown),
+            |_| false,
+            deadline,
+        ) {
             Ok(s) => s,
             Err(Error::Timeout { backend, .. }) => backend,
             Err(_) => Unknown,
@@ -833,11 +838,9 @@ impl Device {
         for q in 0..queues {
             // SAFETY: the window lives in `self.window` until `shutdown`,
             // which drops the data path (and these rings) first.
-            let words = unsafe { window.words(q * pages, pages) }
-                .ok_or(Error::Memory("ring pages"))?;
-            rings.push(
-                BlkifFrontRing::init(words).map_err(|_| Error::Memory("ring too small"))?,
-            );
+            let words =
+                unsafe { window.words(q * pages, pages) }.ok_or(Error::Memory("ring pages"))?;
+            rings.push(BlkifFrontRing::init(words).map_err(|_| Error::Memory("ring too small"))?);
         }
         let mfns: Vec<Mfn> = window.frames.iter().map(|f| f.mfn).collect();
         self.window = Some(window);
@@ -1232,7 +1235,8 @@ impl Device {
             len,
             |dev, s, _, n| dev.submit_read(s, n),
             |dev, c, offset| {
-                if let (Some(dp), Some(dst)) = (dev.dp.as_ref(), buf.get_mut(offset..offset + c.len))
+                if let (Some(dp), Some(dst)) =
+                    (dev.dp.as_ref(), buf.get_mut(offset..offset + c.len))
                 {
                     dp.copy_out(&mut dev.env, c, 0, dst);
                 }

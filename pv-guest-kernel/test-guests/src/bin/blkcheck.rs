@@ -224,7 +224,10 @@ fn main(_si: &'static StartInfo) {
         0
     } else {
         if dev.readonly() {
-            fail(NAME, format_args!("the disk is read-only (use verify-only)"));
+            fail(
+                NAME,
+                format_args!("the disk is read-only (use verify-only)"),
+            );
         }
         write_pass(&mut dev, &mut buf, args.seed, span)
     };
