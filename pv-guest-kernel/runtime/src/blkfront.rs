@@ -279,6 +279,8 @@ struct Window {
     slot: u32,
     base: u64,
     frames: Vec<mm::Frame>,
+    /// Until released.
+    held: bool,
 }
 
 impl Window {
@@ -292,6 +294,7 @@ impl Window {
             slot,
             base: WINDOW_BASE + u64::from(slot) * WINDOW_BYTES,
             frames: Vec::new(),
+            held: true,
         })
     }
 
@@ -316,8 +319,11 @@ impl Window {
         let mfns: Vec<Mfn> = got.iter().map(|f| f.mfn).collect();
         let va = self.va(first);
         if mm::map(va, &mfns, PteFlags::RW | PteFlags::NX).is_err() {
-            for f in got {
-                let _ = mm::free_frame(f);
+            // Part of it may be mapped: free the frames only once it is not.
+            if mm::unmap(va, pages as u64).is_ok() {
+                for f in got {
+                    let _ = mm::free_frame(f);
+                }
             }
             return Err(Error::Memory("mapping pages failed"));
         }
@@ -360,8 +366,12 @@ impl Window {
     }
 
     fn release(&mut self, keep: &[usize]) -> u32 {
+        if !self.held {
+            return 0;
+        }
+        self.held = false;
         let frames = core::mem::take(&mut self.frames);
-        let unmapped = mm::unmap(self.base, frames.len() as u64).is_ok();
+        let unmapped = frames.is_empty() || mm::unmap(self.base, frames.len() as u64).is_ok();
         let mut leaked = 0;
         for (i, f) in frames.into_iter().enumerate() {
             if keep.contains(&i) || !unmapped {
@@ -370,7 +380,9 @@ impl Window {
                 let _ = mm::free_frame(f);
             }
         }
-        if leaked == 0 || unmapped {
+        // A window still mapped (the unmap failed) is never handed out
+        // again.
+        if unmapped {
             *WINDOW_SLOTS.lock() &= !(1 << self.slot);
         }
         leaked
@@ -379,11 +391,7 @@ impl Window {
 
 impl Drop for Window {
     fn drop(&mut self) {
-        if !self.frames.is_empty() {
-            self.release(&[]);
-        } else {
-            *WINDOW_SLOTS.lock() &= !(1 << self.slot);
-        }
+        self.release(&[]);
     }
 }
 
