@@ -29,6 +29,16 @@ pub struct Args {
     pub queue_depth: u32,
     /// `ops=N` (default 2048): random 4 KiB reads to time.
     pub random_ops: u32,
+    /// `order=N`: largest ring page order to offer (default: the runtime's).
+    pub ring_order: Option<u32>,
+    /// `queues=N`: most queues to use.
+    pub queues: Option<u32>,
+    /// `indirect=N`: most indirect segments (0: none).
+    pub indirect: Option<u32>,
+    /// `persistent=0|1`: offer persistent grants.
+    pub persistent: Option<bool>,
+    /// `pool=N`: data pages in the pool.
+    pub pool_pages: Option<u32>,
 }
 
 impl Default for Args {
@@ -40,6 +50,11 @@ impl Default for Args {
             vdev: None,
             queue_depth: 32,
             random_ops: 2048,
+            ring_order: None,
+            queues: None,
+            indirect: None,
+            persistent: None,
+            pool_pages: None,
         }
     }
 }
@@ -59,8 +74,21 @@ fn number(word: &[u8], value: &[u8]) -> Result<u64, ArgError> {
         .ok_or_else(|| ArgError(alloc::string::String::from_utf8_lossy(word).into_owned()))
 }
 
+fn small(
+    word: &[u8],
+    value: &[u8],
+    range: core::ops::RangeInclusive<u32>,
+) -> Result<u32, ArgError> {
+    u32::try_from(number(word, value)?)
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| ArgError(alloc::string::String::from_utf8_lossy(word).into_owned()))
+}
+
 /// Parse `start_info.cmd_line`: `seed=N`, `limit=MiB`, `verify-only`,
-/// `vdev=N`, `qd=N`, `ops=N`; other words are someone else's and ignored.
+/// `vdev=N`, `qd=N`, `ops=N`, and the front end's limits `order=N`,
+/// `queues=N`, `indirect=N`, `persistent=0|1`, `pool=N`; other words are
+/// someone else's and ignored.
 pub fn parse_args(cmdline: &[u8]) -> Result<Args, ArgError> {
     let mut args = Args::default();
     for word in c_str(cmdline).split(|b| b.is_ascii_whitespace()) {
@@ -86,6 +114,11 @@ pub fn parse_args(cmdline: &[u8]) -> Result<Args, ArgError> {
             b"ops" => {
                 args.random_ops = u32::try_from(number(word, value)?).map_err(|_| bad())?;
             }
+            b"order" => args.ring_order = Some(small(word, value, 0..=4)?),
+            b"queues" => args.queues = Some(small(word, value, 1..=16)?),
+            b"indirect" => args.indirect = Some(small(word, value, 0..=4096)?),
+            b"persistent" => args.persistent = Some(small(word, value, 0..=1)? == 1),
+            b"pool" => args.pool_pages = Some(small(word, value, 1..=1024)?),
             _ => {}
         }
     }

@@ -1937,8 +1937,29 @@ fn blkcheck_arguments() {
             vdev: Some(51728),
             queue_depth: 4,
             random_ops: 100,
+            ..Args::default()
         }
     );
+    let a = check::parse_args(b"order=0 queues=2 indirect=0 persistent=0 pool=64").unwrap();
+    assert_eq!(
+        (
+            a.ring_order,
+            a.queues,
+            a.indirect,
+            a.persistent,
+            a.pool_pages
+        ),
+        (Some(0), Some(2), Some(0), Some(false), Some(64))
+    );
+    for bad in [
+        "order=5",
+        "queues=0",
+        "persistent=2",
+        "pool=0",
+        "indirect=5000",
+    ] {
+        assert!(check::parse_args(bad.as_bytes()).is_err(), "{bad}");
+    }
     assert!(check::parse_args(b"seed=x").is_err());
     assert!(check::parse_args(b"qd=0").is_err());
     assert!(check::parse_args(b"qd=1000").is_err());

@@ -16,6 +16,9 @@
 //!
 //! and closes the device. With the word `verify-only` it skips step 1
 //! (`write_mib_s=0.00`): a second boot reads what the first wrote.
+//! `order=N`, `queues=N`, `indirect=N`, `persistent=0|1` and `pool=N` set
+//! what the front end offers (ring page order, queues, indirect segments,
+//! persistent grants, pool pages; the runtime's defaults otherwise).
 //!
 //! Exactly one result line, then poweroff: `blkcheck: ok sectors=N
 //! write_mib_s=X read_mib_s=Y rand4k_iops=Z`; or `blkcheck: FAIL <reason>`
@@ -209,9 +212,25 @@ fn main(_si: &'static StartInfo) {
         fail(NAME, format_args!("xenstore: {e}"));
     }
     let vdev = pick_vdev(&args);
+    let mut opts = Options::DEFAULT;
+    if let Some(o) = args.ring_order {
+        opts.limits.max_ring_page_order = o;
+    }
+    if let Some(q) = args.queues {
+        opts.limits.max_queues = q;
+    }
+    if let Some(i) = args.indirect {
+        opts.limits.max_indirect_segments = i;
+    }
+    if let Some(p) = args.persistent {
+        opts.limits.persistent = p;
+    }
+    if let Some(p) = args.pool_pages {
+        opts.pool_pages = p;
+    }
     let mut dev = or_fail(
         &format!("opening device/vbd/{vdev}"),
-        Device::open(vdev, &Options::DEFAULT),
+        Device::open(vdev, &opts),
     );
     println!("{NAME}: {}", describe(&dev));
     let info = dev.info();
