@@ -24,9 +24,12 @@
 //! * [`time`]: wall-clock arithmetic and a seqlock reader.
 //! * [`text`]: a fixed-size line buffer for console output, helpers for the
 //!   NUL-terminated buffers hypercalls fill, and `key=value` command lines.
+//! * [`blkfront`]: the block front end (`io/blkif.h`): the XenBus handshake's
+//!   decisions, request building, in-flight tracking and response matching over
+//!   a shared ring, with the I/O left to the runtime.
 //! * [`xenbus`]: the XenStore client (wire format, reply matching, watches,
 //!   transactions, ring reset) and the front-end XenBus state machine. It
-//!   allocates (`alloc`); the others do not.
+//!   and [`blkfront`] allocate (`alloc`); the others do not.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -35,6 +38,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod blkfront;
 pub mod devmem;
 pub mod dma;
 pub mod events;

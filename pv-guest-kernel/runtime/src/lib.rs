@@ -39,6 +39,10 @@
 //! * **XenStore** ([`xenbus`], feature `xenbus`, on by default; needs a
 //!   global allocator): read, write, watch, transactions over the store
 //!   page, and serving `control/shutdown`. See `docs/xenbus.md`.
+//! * **block devices** ([`blkfront`], feature `blkfront`, on by default):
+//!   the Xen block front end (`io/blkif.h`, as Linux's `xen-blkfront`):
+//!   connect to a vbd, read, write, flush, discard, many requests in
+//!   flight. See `docs/block.md`.
 //! * **hypervisor queries** ([`xen`]); a panic prints its message and
 //!   location and crashes the domain.
 //!
@@ -47,6 +51,8 @@
 #![no_std]
 #![deny(missing_docs)]
 
+#[cfg(feature = "blkfront")]
+pub mod blkfront;
 pub mod console;
 pub mod desc;
 pub mod dma;
