@@ -34,7 +34,9 @@
 //!
 //! Command-line words: `quick` divides every iteration count by ten (the
 //! fidelity tests use it); `boot-only` prints the banner and the final line
-//! and powers off (`scripts/bench` times extra boots with it). On the host
+//! and powers off (`scripts/bench` times extra boots with it); `ledger` runs
+//! the instruction ledger's sections instead of the timed metrics (see
+//! [`ledger`], `xtask ledger`). On the host
 //! this binary is a stub; the statistics are unit-tested there.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -45,6 +47,8 @@ extern crate alloc;
 mod domus;
 #[cfg(target_os = "none")]
 mod guest;
+#[cfg(target_os = "none")]
+mod ledger;
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
 mod stats;
 
