@@ -251,6 +251,23 @@ fn null_hypercall(t: &mut Tally, it: Iters) -> Result<(), Fail> {
     Ok(())
 }
 
+/// The floor: xen-like-hv's floor call (`hypercall_abi::xlhv::FLOOR_HYPERCALL`), a
+/// `syscall` that its entry answers at once with `sysret`, the cheapest trip into the
+/// hypervisor and back. Xen has no such call (`-ENOSYS`): the line says unsupported.
+fn floor(t: &mut Tally, it: Iters) -> Result<(), Fail> {
+    const WHAT: &str = "floor_call(xen-like-hv-only)";
+    let mut h = hc();
+    let nr = pv_runtime::abi::xlhv::FLOOR_HYPERCALL;
+    Errno::decode(h.invoke(nr, [0; 5])).map_err(errno(WHAT))?;
+    let mut s = collect(it.n(100_000), || {
+        timed(|| {
+            black_box(h.invoke(nr, [0; 5]));
+        })
+    });
+    t.result("floor", &mut s, 1);
+    Ok(())
+}
+
 fn sched_yield(t: &mut Tally, it: Iters) -> Result<(), Fail> {
     const WHAT: &str = "sched_op(SCHEDOP_yield)";
     let mut h = hc();
@@ -899,6 +916,8 @@ pub fn main(si: &'static StartInfo) {
     let mut t = Tally::default();
     control(&mut t, it, "control_loop", 0x9E37_79B9_7F4A_7C15);
     local_write(&mut t, it);
+    let r = floor(&mut t, it);
+    t.outcome("floor", r);
     let r = null_hypercall(&mut t, it);
     t.outcome("null_hypercall", r);
     page_tables(&mut t, it);

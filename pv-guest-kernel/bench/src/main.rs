@@ -11,7 +11,8 @@
 //! | metric | one sample |
 //! |---|---|
 //! | `control_loop`, `control_loop_end` | 1024 xorshift rounds with a read-modify-write each in a 256 KiB buffer, no hypervisor involved (the noise control, at the start and the end) |
-//! | `local_write` | one write to a local variable: the floor for the per-entry costs |
+//! | `local_write` | one write to a local variable: the timer's own cost |
+//! | `floor` | xen-like-hv's floor call: `syscall` answered at once by `sysret` (unsupported on Xen) |
 //! | `null_hypercall` | `xen_version(XENVER_version, NULL)` |
 //! | `mmu_update_pte_bN` | `mmu_update` of N L1 entries (N = 1, 8, 64, 512), per entry |
 //! | `multicall_uvm_pte_bN` | `multicall` of N `update_va_mapping(.., UVMF_NONE)`, per entry |
