@@ -20,8 +20,11 @@
 //! end ID
 //! ```
 //!
-//! with PC in hex, one line per address that executed in the section. `xtask ledger`
-//! attributes the addresses (hypervisor or guest, which function) and sums them.
+//! with PC in hex, one line per address that executed in the section, then one line
+//! `page ADDR COUNT` per 4 KiB page of data the hypervisor's instructions (those at
+//! `0xFFFF8...`, L4 slots 256-271) read or wrote, with the number of accesses: under
+//! TCG each page also costs a software-TLB entry. `xtask ledger` attributes the
+//! addresses (hypervisor or guest, which function) and sums them.
 //!
 //! This crate is the FFI edge to QEMU's C plugin API (`qemu-plugin.h`, API version 3,
 //! which QEMU 8.2 and later accept): the few functions it calls are declared below,
@@ -53,6 +56,12 @@ const CB_NO_REGS: c_int = 0;
 type TbTransCb = extern "C" fn(PluginId, *mut Tb);
 type InsnExecCb = extern "C" fn(u32, *mut c_void);
 type AtExitCb = extern "C" fn(PluginId, *mut c_void);
+type MemCb = extern "C" fn(u32, u32, u64, *mut c_void);
+
+/// `QEMU_PLUGIN_MEM_RW`: loads and stores.
+const MEM_RW: c_int = 3;
+/// The hypervisor's part of the address space (L4 slots 256-271).
+const HV_RANGE: std::ops::Range<u64> = 0xFFFF_8000_0000_0000..0xFFFF_8800_0000_0000;
 
 unsafe extern "C" {
     fn qemu_plugin_register_vcpu_tb_trans_cb(id: PluginId, cb: TbTransCb);
@@ -66,6 +75,13 @@ unsafe extern "C" {
         insn: *mut Insn,
         cb: InsnExecCb,
         flags: c_int,
+        userdata: *mut c_void,
+    );
+    fn qemu_plugin_register_vcpu_mem_cb(
+        insn: *mut Insn,
+        cb: MemCb,
+        flags: c_int,
+        rw: c_int,
         userdata: *mut c_void,
     );
     fn g_free(mem: *mut c_void);
@@ -99,6 +115,8 @@ struct Table {
     insns: Vec<(u64, String)>,
     /// Where sections go.
     out: Option<std::fs::File>,
+    /// Accesses per data page by the hypervisor's instructions in the current section.
+    pages: std::collections::HashMap<u64, u64>,
 }
 
 static TABLE: Mutex<Option<Table>> = Mutex::new(None);
@@ -128,6 +146,12 @@ extern "C" fn on_insn(_vcpu: u32, slot: *mut c_void) {
     }
 }
 
+extern "C" fn on_hv_access(_vcpu: u32, _info: u32, vaddr: u64, _udata: *mut c_void) {
+    if ARMED.load(Ordering::Relaxed) {
+        with_table(|t| *t.pages.entry(vaddr >> 12).or_default() += 1);
+    }
+}
+
 extern "C" fn on_marker(_vcpu: u32, value: *mut c_void) {
     let value = value as usize as u32;
     let id = value & !MARKER_END;
@@ -136,6 +160,7 @@ extern "C" fn on_marker(_vcpu: u32, value: *mut c_void) {
         for c in COUNTS.iter().take(used) {
             c.store(0, Ordering::Relaxed);
         }
+        with_table(|t| t.pages.clear());
         ARMED.store(true, Ordering::Relaxed);
         return;
     }
@@ -149,6 +174,11 @@ extern "C" fn on_marker(_vcpu: u32, value: *mut c_void) {
             if n != 0 {
                 text.push_str(&format!("{pc:x} {n} {disas}\n"));
             }
+        }
+        let mut pages: Vec<_> = t.pages.iter().collect();
+        pages.sort();
+        for (p, n) in pages {
+            text.push_str(&format!("page {:x} {n}\n", p << 12));
         }
         text.push_str(&format!("end {id}\n"));
         if let Some(f) = t.out.as_mut() {
@@ -213,6 +243,18 @@ extern "C" fn on_translate(_id: PluginId, tb: *mut Tb) {
         unsafe {
             qemu_plugin_register_vcpu_insn_exec_cb(insn, on_insn, CB_NO_REGS, slot as *mut c_void)
         };
+        if HV_RANGE.contains(&pc) {
+            // SAFETY: as above; no userdata.
+            unsafe {
+                qemu_plugin_register_vcpu_mem_cb(
+                    insn,
+                    on_hv_access,
+                    CB_NO_REGS,
+                    MEM_RW,
+                    core::ptr::null_mut(),
+                )
+            };
+        }
     }
 }
 

@@ -64,23 +64,38 @@ pub struct Insn {
     pub disas: String,
 }
 
+/// One run of a section: its instructions, and the hypervisor's data pages with their
+/// accesses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SectionRun {
+    /// Every address that executed.
+    pub insns: Vec<Insn>,
+    /// Each 4 KiB data page the hypervisor read or wrote, with the accesses.
+    pub pages: Vec<(u64, u64)>,
+}
+
 /// Every run of every section, by section id, in the order they ended.
-pub type Sections = BTreeMap<u32, Vec<Vec<Insn>>>;
+pub type Sections = BTreeMap<u32, Vec<SectionRun>>;
 
 /// Parses the plugin's output file.
 pub fn parse_sections(text: &str) -> Result<Sections> {
     let mut out = Sections::new();
-    let mut cur: Option<(u32, Vec<Insn>)> = None;
+    let mut cur: Option<(u32, SectionRun)> = None;
     for (n, line) in text.lines().enumerate() {
         if let Some(id) = line.strip_prefix("section ") {
-            cur = Some((id.trim().parse()?, Vec::new()));
+            cur = Some((id.trim().parse()?, SectionRun::default()));
         } else if let Some(id) = line.strip_prefix("end ") {
-            let (open, insns) = cur.take().context("'end' without 'section'")?;
+            let (open, run) = cur.take().context("'end' without 'section'")?;
             if id.trim().parse::<u32>()? != open {
                 bail!("line {}: section {open} ends as {id}", n + 1);
             }
-            out.entry(open).or_default().push(insns);
-        } else if let Some((_, insns)) = cur.as_mut() {
+            out.entry(open).or_default().push(run);
+        } else if let (Some(p), Some((_, run))) = (line.strip_prefix("page "), cur.as_mut()) {
+            let (a, c) = p.split_once(' ').context("page line")?;
+            run.pages
+                .push((u64::from_str_radix(a, 16)?, c.trim().parse()?));
+        } else if let Some((_, run)) = cur.as_mut() {
+            let insns = &mut run.insns;
             let mut w = line.splitn(3, ' ');
             let (Some(pc), Some(count)) = (w.next(), w.next()) else {
                 bail!("line {}: not 'PC COUNT DISAS': {line:?}", n + 1);
@@ -184,6 +199,11 @@ pub struct MetricLedger {
     /// Hypervisor instructions of every run, per operation (the spread shows
     /// interrupts that landed in a run).
     pub runs: Vec<f64>,
+    /// Distinct 4 KiB pages of hypervisor code the operation executed.
+    pub code_pages: usize,
+    /// Distinct 4 KiB data pages the hypervisor read or wrote (each a software-TLB
+    /// entry under TCG).
+    pub data_pages: usize,
 }
 
 /// The ledger's JSON (the workspace has no serde): written by [`json::write`], read
@@ -234,10 +254,12 @@ pub mod json {
                 .collect::<Vec<_>>()
                 .join(", ");
             s.push_str(&format!(
-                "    {{\"metric\": \"{}\", \"hv\": {:.2}, \"guest\": {:.2}, \"costly\": {{{costly}}}, \"runs\": [{runs}],\n     \"functions\": [{}],\n     \"lines\": [{}]}}{}\n",
+                "    {{\"metric\": \"{}\", \"hv\": {:.2}, \"guest\": {:.2}, \"code_pages\": {}, \"data_pages\": {}, \"costly\": {{{costly}}}, \"runs\": [{runs}],\n     \"functions\": [{}],\n     \"lines\": [{}]}}{}\n",
                 esc(&m.metric),
                 m.hv,
                 m.guest,
+                m.code_pages,
+                m.data_pages,
                 pairs(&m.functions),
                 pairs(&m.lines),
                 if i + 1 < metrics.len() { "," } else { "" }
@@ -267,6 +289,7 @@ pub mod json {
                 .to_string();
             let hv = field("hv").context("hv")?.parse()?;
             let guest = field("guest").context("guest")?.parse()?;
+            let pages = |k: &str| field(k).and_then(|v| v.parse().ok()).unwrap_or(0);
             let mut costly = BTreeMap::new();
             if let Some(at) = line.find("\"costly\": {") {
                 let rest = &line[at + 11..];
@@ -282,6 +305,8 @@ pub mod json {
                 hv,
                 guest,
                 costly,
+                code_pages: pages("code_pages"),
+                data_pages: pages("data_pages"),
                 ..Default::default()
             });
         }
@@ -366,8 +391,8 @@ fn short_file(f: &str) -> String {
 }
 
 /// Sums one run's counts: (hypervisor, guest) instructions.
-fn totals(run: &[Insn]) -> (u64, u64) {
-    run.iter().fold((0, 0), |(h, g), i| {
+fn totals(run: &SectionRun) -> (u64, u64) {
+    run.insns.iter().fold((0, 0), |(h, g), i| {
         if HV_RANGE.contains(&i.pc) {
             (h + i.count, g)
         } else {
@@ -396,7 +421,15 @@ pub fn ledgers(
         let mut costly = BTreeMap::new();
         let mut functions: HashMap<String, u64> = HashMap::new();
         let mut lines: HashMap<String, u64> = HashMap::new();
-        for i in best.iter().filter(|i| HV_RANGE.contains(&i.pc)) {
+        let mut code: Vec<u64> = best
+            .insns
+            .iter()
+            .filter(|i| HV_RANGE.contains(&i.pc))
+            .map(|i| i.pc >> 12)
+            .collect();
+        code.sort_unstable();
+        code.dedup();
+        for i in best.insns.iter().filter(|i| HV_RANGE.contains(&i.pc)) {
             if let Some(c) = costly_class(&i.disas) {
                 *costly.entry(c.to_string()).or_insert(0.0) += i.count as f64 / ops;
             }
@@ -422,6 +455,8 @@ pub fn ledgers(
             functions: ranked(functions),
             lines: ranked(lines),
             runs: runs.iter().map(|r| totals(r).0 as f64 / ops).collect(),
+            code_pages: code.len(),
+            data_pages: best.pages.len(),
         });
     }
     out
@@ -460,10 +495,11 @@ pub fn markdown(
         "# Instruction ledger: {name}\n\nHypervisor: `{hypervisor}`. Per operation, the run with the fewest hypervisor instructions of each section (docs/bench.md, \"The instruction ledger\").\n\n"
     );
     let before = |m: &str| baseline.and_then(|b| b.iter().find(|x| x.metric == m));
+    let pages = |m: &MetricLedger| format!("{} / {}", m.code_pages, m.data_pages);
     if baseline.is_some() {
-        s.push_str("| metric | hypervisor insns | before | change | guest insns | costly (hypervisor) | before |\n|---|---:|---:|---:|---:|---|---|\n");
+        s.push_str("| metric | hypervisor insns | before | change | guest insns | hypervisor pages code / data | before | costly (hypervisor) | before |\n|---|---:|---:|---:|---:|---:|---:|---|---|\n");
     } else {
-        s.push_str("| metric | hypervisor insns | guest insns | costly (hypervisor) |\n|---|---:|---:|---|\n");
+        s.push_str("| metric | hypervisor insns | guest insns | hypervisor pages code / data | costly (hypervisor) |\n|---|---:|---:|---:|---|\n");
     }
     for m in metrics {
         match (baseline, before(&m.metric)) {
@@ -474,27 +510,31 @@ pub fn markdown(
                     "-".into()
                 };
                 s.push_str(&format!(
-                    "| `{}` | {} | {} | {change} | {} | {} | {} |\n",
+                    "| `{}` | {} | {} | {change} | {} | {} | {} | {} | {} |\n",
                     m.metric,
                     trim(m.hv),
                     trim(b.hv),
                     trim(m.guest),
+                    pages(m),
+                    pages(b),
                     costly_text(&m.costly),
                     costly_text(&b.costly)
                 ));
             }
             (Some(_), None) => s.push_str(&format!(
-                "| `{}` | {} | - | - | {} | {} | - |\n",
+                "| `{}` | {} | - | - | {} | {} | - | {} | - |\n",
                 m.metric,
                 trim(m.hv),
                 trim(m.guest),
+                pages(m),
                 costly_text(&m.costly)
             )),
             (None, _) => s.push_str(&format!(
-                "| `{}` | {} | {} | {} |\n",
+                "| `{}` | {} | {} | {} | {} |\n",
                 m.metric,
                 trim(m.hv),
                 trim(m.guest),
+                pages(m),
                 costly_text(&m.costly)
             )),
         }
@@ -633,7 +673,7 @@ pub fn main(args: LedgerArgs) -> Result<()> {
     let mut pcs: Vec<u64> = sections
         .values()
         .flatten()
-        .flatten()
+        .flat_map(|r| r.insns.iter())
         .map(|i| i.pc)
         .filter(|pc| HV_RANGE.contains(pc))
         .collect();
@@ -671,7 +711,7 @@ mod tests {
 
     #[test]
     fn sections_parse_and_the_fewest_run_wins() {
-        let text = "section 3\nffff82d080001000 400 swapgs\nffff82d080001004 200 rdmsr\n4000 600 syscall\nend 3\n\
+        let text = "section 3\nffff82d080001000 400 swapgs\nffff82d080001004 200 rdmsr\n4000 600 syscall\npage ffff830000002000 7\nend 3\n\
                     section 3\nffff82d080001000 700 swapgs\n4000 600 syscall\nend 3\n";
         let s = parse_sections(text).unwrap();
         assert_eq!(s[&3].len(), 2);
@@ -693,10 +733,12 @@ mod tests {
         assert_eq!(m[0].costly["swapgs"], 2.0);
         assert_eq!(m[0].costly["rdmsr"], 1.0);
         assert_eq!(m[0].runs, vec![3.0, 3.5]);
+        assert_eq!((m[0].code_pages, m[0].data_pages), (1, 1));
         let back = json::read(&json::write("x", "hv", &m)).unwrap();
         assert_eq!(back[0].metric, "null_hypercall");
         assert_eq!(back[0].hv, 3.0);
         assert_eq!(back[0].costly["rdmsr"], 1.0);
+        assert_eq!(back[0].data_pages, 1);
         assert!(markdown("x", "hv", &m, Some(&back)).contains("+0.0%"));
     }
 
