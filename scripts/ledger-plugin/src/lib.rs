@@ -153,7 +153,7 @@ extern "C" fn on_hv_access(_vcpu: u32, _info: u32, vaddr: u64, _udata: *mut c_vo
 }
 
 extern "C" fn on_marker(_vcpu: u32, value: *mut c_void) {
-    let value = value as usize as u32;
+    let value = u32::try_from(value as usize).unwrap_or(0);
     let id = value & !MARKER_END;
     if value & MARKER_END == 0 {
         let used = with_table(|t| t.insns.len()).min(SLOTS);

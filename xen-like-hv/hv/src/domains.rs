@@ -389,9 +389,10 @@ fn note_current(rq: &RunQueue) {
 /// The vCPU this CPU runs.
 fn current() -> Option<VcpuRef> {
     let v = CURRENT.load(core::sync::atomic::Ordering::Relaxed);
-    (v != u32::MAX).then(|| VcpuRef {
-        slot: (v >> 16) as u16,
-        vcpu: (v & 0xFFFF) as u16,
+    let [s1, s0, v1, v0] = v.to_be_bytes();
+    (v != u32::MAX).then_some(VcpuRef {
+        slot: u16::from_be_bytes([s1, s0]),
+        vcpu: u16::from_be_bytes([v1, v0]),
     })
 }
 
