@@ -226,7 +226,7 @@ impl Report {
             let (ours, u1) = side_stats(&ours_runs, name);
             let (xen, u2) = side_stats(&xen_runs, name);
             let ratio = match (ours.median, xen.median) {
-                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                (Some(a), Some(b)) if b > 0.0 && !ours_only(name) => Some(a / b),
                 _ => None,
             };
             let per_round: Vec<f64> = ours_runs
@@ -244,7 +244,7 @@ impl Report {
                     (y > 0.0).then(|| x / y)
                 })
                 .collect();
-            let ratio_range = (!per_round.is_empty()).then(|| {
+            let ratio_range = (!per_round.is_empty() && !ours_only(name)).then(|| {
                 (
                     per_round.iter().copied().fold(f64::MAX, f64::min),
                     per_round.iter().copied().fold(f64::MIN, f64::max),
@@ -1047,6 +1047,55 @@ mod tests {
             ));
         }
         runs
+    }
+
+    #[test]
+    fn floor_ratio_ours_only_rows_and_the_guard_show_in_the_report() {
+        let mut runs = quiet_runs(100.0);
+        for r in runs.iter_mut() {
+            let v = if r.side == Side::Ours { 20.0 } else { 26.0 };
+            for (n, x) in [("floor", 25.0), ("local_write", v)] {
+                r.report.metrics.push((
+                    n.to_string(),
+                    Measured::Value {
+                        iters: 10,
+                        median: x,
+                        p10: x,
+                        p90: x,
+                        unit: "cycles".into(),
+                    },
+                ));
+            }
+        }
+        let mut rep = Report::new(Conditions::default(), &runs, 0.2, 0.1);
+        assert_eq!(rep.floor_ratio(), Some(2.0));
+        let row = |n: &str| rep.rows.iter().find(|r| r.name == n).unwrap().clone();
+        assert_eq!(row("floor").target, None);
+        assert_eq!(row("local_write").target, None);
+        let md = markdown(&rep);
+        assert!(
+            md.contains("| `floor` | 25 cyc (12 ns) | - | - | - | (ours only) |"),
+            "{md}"
+        );
+        assert!(md.contains(
+            "`null_hypercall / floor` on xen-like-hv: **2.00** (target ≤ 1.5: **missed**)"
+        ));
+        let j: serde_json::Value = serde_json::from_str(&json(&rep).to_string()).unwrap();
+        assert_eq!(j["floor_ratio"]["value"], 2.0);
+        let last = crate::bench_history::Published {
+            file: "x.json".into(),
+            date: "d".into(),
+            commit: "c".into(),
+            ratios: [("null_hypercall".to_string(), 0.4)].into_iter().collect(),
+        };
+        let changes = crate::bench_history::compare(&ratios(&rep), &last);
+        rep.previous = Some((last, changes));
+        assert_eq!(rep.regressions().len(), 1);
+        let md = markdown(&rep);
+        assert!(md.contains("**▲23% vs last**"), "{md}");
+        assert!(md.contains("1 regression"));
+        let j: serde_json::Value = serde_json::from_str(&json(&rep).to_string()).unwrap();
+        assert_eq!(j["regressions"][0], "null_hypercall");
     }
 
     #[test]
