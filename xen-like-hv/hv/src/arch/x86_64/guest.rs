@@ -226,6 +226,10 @@ static LOADED_DEBUG: LoadedDebug = LoadedDebug {
 pub fn load_debugregs(d: &xlhv_core::debugreg::DebugRegs) {
     use xlhv_core::debugreg::{DR7_ACTIVE_MASK, DR7_DEFAULT};
     let loaded7 = LOADED_DEBUG.dr7.load(Ordering::Relaxed);
+    // The usual case, one test: no breakpoint wanted and none in the hardware.
+    if (d.dr7 | loaded7) & DR7_ACTIVE_MASK == 0 {
+        return;
+    }
     if d.active() {
         let moved = (0..4).any(|i| LOADED_DEBUG.addr[i].load(Ordering::Relaxed) != d.addr[i]);
         if moved && loaded7 & DR7_ACTIVE_MASK != 0 {
