@@ -176,6 +176,14 @@ pub fn costly_class(disas: &str) -> Option<&'static str> {
         }
         m if m.starts_with("mov") && (ops.contains("%db") || ops.contains("%dr")) => "debug reg",
         "lgdt" | "lidt" | "lldt" | "ltr" => "descriptor table",
+        // Where a translation block ends without a known successor: TCG looks the next
+        // one up (a helper call) or leaves its execution loop.
+        "retq" | "ret" => "indirect jump",
+        m if (m.starts_with("call") || m.starts_with("jmp"))
+            && ops.trim_start().starts_with('*') =>
+        {
+            "indirect jump"
+        }
         _ => return None,
     })
 }
@@ -759,5 +767,8 @@ mod tests {
         assert_eq!(costly_class("xchgq %rax, %rcx"), None);
         assert_eq!(costly_class("movq %rax, %rcx"), None);
         assert_eq!(costly_class("sysretq"), Some("sysret"));
+        assert_eq!(costly_class("retq"), Some("indirect jump"));
+        assert_eq!(costly_class("callq *%r14"), Some("indirect jump"));
+        assert_eq!(costly_class("callq 0x1234"), None);
     }
 }
