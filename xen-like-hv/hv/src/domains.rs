@@ -409,6 +409,12 @@ pub fn set_cmdline(s: &'static str) {
     CMDLINE.call_once(|| s);
 }
 
+/// The hypervisor command line (looked up only by `XENVER_commandline`, not on every
+/// entry).
+pub fn cmdline() -> &'static str {
+    CMDLINE.get().copied().unwrap_or("")
+}
+
 /// Adds a built domain to the table, gives it event channels and puts its vCPUs on this
 /// CPU's run queue (runnable iff the domain is `Running`).
 pub fn add(mut d: PvDomain) -> Option<usize> {
@@ -536,7 +542,10 @@ pub fn guest_entry(frame: &mut Regs) {
     if device {
         deliver_irqs(&mut doms);
     } else if !timer {
-        let (outcome, fx) = handle_entry(&mut doms, slot, vid, frame, cr2);
+        let (outcome, fx, left) = handle_entry(&mut doms, slot, vid, frame, cr2);
+        if left {
+            return;
+        }
         check_timers |= fx.timers_changed;
         clobber_ok = outcome != Outcome::RegsReplaced;
         match outcome {
@@ -613,7 +622,6 @@ fn platform<'a>(
 ) -> HwPlatform<'a> {
     HwPlatform {
         shared_info: dom.shared_info,
-        cmdline: CMDLINE.get().copied().unwrap_or(""),
         others,
         slot,
         id: dom.id,
@@ -622,14 +630,19 @@ fn platform<'a>(
 }
 
 /// Handles one entry of vCPU `vid` of the domain in `slot` (a hypercall, an exception,
-/// a SYSCALL from user mode) and returns what it asked for.
+/// a SYSCALL from user mode) and returns what it asked for, and whether it also left
+/// for the guest already: when the entry asks for nothing more (it resumes, changed
+/// no timer, no teardown or reschedule is pending), pending events are delivered and
+/// the hardware state loaded here, with the context at hand, as `deliver_and_exit`
+/// would.
 fn handle_entry(
     doms: &mut Domains,
     slot: usize,
     vid: usize,
     frame: &mut Regs,
     cr2: u64,
-) -> (Outcome, EntryEffects) {
+) -> (Outcome, EntryEffects, bool) {
+    use core::sync::atomic::Ordering;
     let Some((pv, others)) = doms.split(slot) else {
         panic!("current domain slot {slot} is empty")
     };
@@ -649,9 +662,24 @@ fn handle_entry(
         } else {
             ctx.guest_exception(cr2);
         }
-        ctx.outcome
+        let mut left = false;
+        if matches!(ctx.outcome, Outcome::Resume | Outcome::RegsReplaced)
+            && !ctx.p.effects.timers_changed
+            && !PENDING_WORK.load(Ordering::Relaxed)
+            && !PREEMPT.load(Ordering::Relaxed)
+        {
+            let clobber_ok = ctx.outcome == Outcome::Resume;
+            ctx.deliver_events();
+            // A bad event-callback stack crashes the domain: the full path does that.
+            if !matches!(ctx.outcome, Outcome::Crash(_)) {
+                guest::sync(ctx.vcpu);
+                ctx.regs.mark_sysret(clobber_ok);
+                left = true;
+            }
+        }
+        (ctx.outcome, left)
     };
-    (outcome, plat.effects)
+    (outcome.0, plat.effects, outcome.1)
 }
 
 /// Picks the next vCPU for this CPU and loads it into `frame`, saving the registers of

@@ -293,8 +293,6 @@ pub fn debug_in_hypervisor(frame: &mut TrapFrame) {
 pub struct HwPlatform<'a> {
     /// The domain's shared_info frame.
     pub shared_info: Mfn,
-    /// The hypervisor's command line.
-    pub cmdline: &'a str,
     /// Every other domain (for operations on a named domain).
     pub others: crate::domains::Others<'a>,
     /// The current domain's slot.
@@ -721,7 +719,7 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn hv_cmdline(&self) -> &str {
-        self.cmdline
+        crate::domains::cmdline()
     }
 
     fn load_mode(&mut self, vcpu: &Vcpu) {
