@@ -65,6 +65,7 @@ pub mod vcpu;
 pub mod version;
 pub mod vm_assist;
 pub mod xen;
+pub mod xlhv;
 
 #[cfg(all(feature = "guest", target_arch = "x86_64"))]
 #[allow(unsafe_code)]
@@ -79,7 +80,7 @@ pub use types::{DomId, EvtchnPort, GrantRef, GuestPtr, MachineAddr, Mfn, Pfn, Vc
 /// Bumped whenever a number, layout or rule in this crate changes; every
 /// change is recorded in `CHANGELOG.md`. This is *our* version, distinct from
 /// Xen's [`hypercall::INTERFACE_VERSION`].
-pub const ABI_VERSION: &str = "1.0.0";
+pub const ABI_VERSION: &str = "1.1.0";
 
 /// Size of a guest page (and of a machine frame) in bytes.
 pub const PAGE_SIZE: usize = 4096;

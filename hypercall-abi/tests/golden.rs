@@ -92,7 +92,7 @@ fn hypercall_numbers() {
     assert_eq!(argc("iret"), 0);
     assert_eq!(argc("argo_op"), 5);
     assert_eq!(INTERFACE_VERSION, 0x0004_0E00);
-    assert_eq!(ABI_VERSION, "1.0.0");
+    assert_eq!(ABI_VERSION, "1.1.0");
 }
 
 fn nrs(rows: &[SubOpDesc]) -> Vec<(u32, &'static str)> {

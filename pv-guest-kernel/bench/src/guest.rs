@@ -29,7 +29,7 @@ use pv_runtime::{StartInfo, evtchn, gnttab, println, shared, time, xen};
 use crate::stats::{INFO_TAG, ResultLine, UnsupportedLine, summarize};
 
 /// `foreigndom` for "my own frames, my own tables".
-const SELF_FD: u32 = foreigndom(DomId::SELF, None);
+pub(crate) const SELF_FD: u32 = foreigndom(DomId::SELF, None);
 /// Batch sizes of the PTE-update metrics.
 const BATCHES: [usize; 4] = [1, 8, 64, 512];
 /// Page size as a `u64`.
@@ -172,6 +172,8 @@ pub(crate) struct Iters {
     /// `boot-only`: print the banner and the final line, measure nothing (the harness
     /// times extra boots this way).
     boot_only: bool,
+    /// `ledger`: run the instruction ledger's sections instead ([`crate::ledger`]).
+    ledger: bool,
 }
 
 impl Iters {
@@ -249,6 +251,23 @@ fn null_hypercall(t: &mut Tally, it: Iters) -> Result<(), Fail> {
     Ok(())
 }
 
+/// The floor: xen-like-hv's floor call (`hypercall_abi::xlhv::FLOOR_HYPERCALL`), a
+/// `syscall` that its entry answers at once with `sysret`, the cheapest trip into the
+/// hypervisor and back. Xen has no such call (`-ENOSYS`): the line says unsupported.
+fn floor(t: &mut Tally, it: Iters) -> Result<(), Fail> {
+    const WHAT: &str = "floor_call(xen-like-hv-only)";
+    let mut h = hc();
+    let nr = pv_runtime::abi::xlhv::FLOOR_HYPERCALL;
+    Errno::decode(h.invoke(nr, [0; 5])).map_err(errno(WHAT))?;
+    let mut s = collect(it.n(100_000), || {
+        timed(|| {
+            black_box(h.invoke(nr, [0; 5]));
+        })
+    });
+    t.result("floor", &mut s, 1);
+    Ok(())
+}
+
 fn sched_yield(t: &mut Tally, it: Iters) -> Result<(), Fail> {
     const WHAT: &str = "sched_op(SCHEDOP_yield)";
     let mut h = hc();
@@ -270,7 +289,7 @@ fn sched_yield(t: &mut Tally, it: Iters) -> Result<(), Fail> {
 // ---------------------------------------------------------------------------
 // Exception bounce.
 
-fn on_ud(frame: &mut TrapFrame) {
+pub(crate) fn on_ud(frame: &mut TrapFrame) {
     if probe::skip(frame).is_none() {
         panic!("bench: unexpected {frame}");
     }
@@ -300,82 +319,111 @@ fn on_event(_frame: &mut TrapFrame) {
     evtchn::acknowledge_all();
 }
 
-fn evtchn_notify_self(t: &mut Tally, it: Iters) -> Result<(), Fail> {
-    let mut h = hc();
-    let mut bind = EvtchnBindIpi {
-        vcpu: VcpuId(0),
-        port: EvtchnPort(0),
-    };
-    event_channel_op(
-        &mut h,
-        EvtchnOp::BindIpi.nr(),
-        pv_runtime::hypercall::handle_mut(&mut bind).cast(),
-    )
-    .map_err(errno("event_channel_op(EVTCHNOP_bind_ipi)"))?;
-    let port = bind.port;
-    let word = usize::try_from(port.0 / 64).unwrap_or(usize::MAX);
-    let bit = 1u64 << (port.0 % 64);
-    if word >= 64 {
-        return Err(setup_fail(
-            "event_channel_op(EVTCHNOP_bind_ipi)",
-            "port-out-of-range",
-        ));
-    }
-    shared::evtchn_mask(word).fetch_and(!bit, Ordering::SeqCst);
-    traps::set_callback_handler(Callback::Event, Some(on_event));
-    let send = EvtchnSend { port };
-    let arg = pv_runtime::hypercall::handle(&send).cast();
+/// An IPI port bound to vCPU 0 and unmasked, with events enabled and the runtime's
+/// event callback counting upcalls: `EVTCHNOP_send` on it comes straight back as an
+/// upcall.
+pub(crate) struct SelfIpi {
+    h: HypercallPage,
+    port: EvtchnPort,
+}
 
-    // One send first, with events enabled: it must come back as an upcall.
-    shared::set_upcall_mask(0, 0);
-    let before = UPCALLS.load(Ordering::SeqCst);
-    let first = event_channel_op(&mut h, EvtchnOp::Send.nr(), arg);
-    let mut delivered = UPCALLS.load(Ordering::SeqCst) != before;
-    for _ in 0..1_000_000 {
-        if delivered {
-            break;
+impl SelfIpi {
+    /// Binds the port, installs the handler, enables events and checks that a first
+    /// send is delivered.
+    pub(crate) fn bind() -> Result<SelfIpi, Fail> {
+        let mut h = hc();
+        let mut bind = EvtchnBindIpi {
+            vcpu: VcpuId(0),
+            port: EvtchnPort(0),
+        };
+        event_channel_op(
+            &mut h,
+            EvtchnOp::BindIpi.nr(),
+            pv_runtime::hypercall::handle_mut(&mut bind).cast(),
+        )
+        .map_err(errno("event_channel_op(EVTCHNOP_bind_ipi)"))?;
+        let port = bind.port;
+        let word = usize::try_from(port.0 / 64).unwrap_or(usize::MAX);
+        let bit = 1u64 << (port.0 % 64);
+        let ipi = SelfIpi { h, port };
+        if word >= 64 {
+            ipi.close();
+            return Err(setup_fail(
+                "event_channel_op(EVTCHNOP_bind_ipi)",
+                "port-out-of-range",
+            ));
         }
-        core::hint::spin_loop();
-        delivered = UPCALLS.load(Ordering::SeqCst) != before;
-    }
-    let result = match (first, delivered) {
-        (Err(e), _) => Err(errno("event_channel_op(EVTCHNOP_send)")(e)),
-        (Ok(_), false) => Err(setup_fail(
-            "event_channel_op(EVTCHNOP_send)",
-            "no-upcall-delivered",
-        )),
-        (Ok(_), true) => {
-            let mut err = None;
-            let mut s = collect(it.n(20_000), || {
-                let before = UPCALLS.load(Ordering::SeqCst);
-                timed(|| {
-                    if let Err(e) = event_channel_op(&mut h, EvtchnOp::Send.nr(), arg) {
-                        err = Some(e);
-                        return;
-                    }
-                    while UPCALLS.load(Ordering::SeqCst) == before {
-                        core::hint::spin_loop();
-                    }
-                })
-            });
-            match err {
-                Some(e) => Err(errno("event_channel_op(EVTCHNOP_send)")(e)),
-                None => {
-                    t.result("evtchn_notify_self", &mut s, 1);
-                    Ok(())
-                }
+        shared::evtchn_mask(word).fetch_and(!bit, Ordering::SeqCst);
+        traps::set_callback_handler(Callback::Event, Some(on_event));
+        // One send first, with events enabled: it must come back as an upcall.
+        shared::set_upcall_mask(0, 0);
+        let before = UPCALLS.load(Ordering::SeqCst);
+        let mut ipi = ipi;
+        let first = ipi.send();
+        let mut delivered = UPCALLS.load(Ordering::SeqCst) != before;
+        for _ in 0..1_000_000 {
+            if delivered {
+                break;
             }
+            core::hint::spin_loop();
+            delivered = UPCALLS.load(Ordering::SeqCst) != before;
         }
-    };
-    shared::set_upcall_mask(0, 1);
-    traps::set_callback_handler(Callback::Event, None);
-    let close = EvtchnClose { port };
-    let _ = event_channel_op(
-        &mut h,
-        EvtchnOp::Close.nr(),
-        pv_runtime::hypercall::handle(&close).cast(),
-    );
-    result
+        let fail = match (first, delivered) {
+            (Err(e), _) => errno("event_channel_op(EVTCHNOP_send)")(e),
+            (Ok(()), false) => setup_fail("event_channel_op(EVTCHNOP_send)", "no-upcall-delivered"),
+            (Ok(()), true) => return Ok(ipi),
+        };
+        ipi.close();
+        Err(fail)
+    }
+
+    fn send(&mut self) -> Result<(), Errno> {
+        let send = EvtchnSend { port: self.port };
+        let arg = pv_runtime::hypercall::handle(&send).cast();
+        event_channel_op(&mut self.h, EvtchnOp::Send.nr(), arg).map(drop)
+    }
+
+    /// One send, and the wait until its upcall has run.
+    pub(crate) fn round_trip(&mut self) -> Result<(), Errno> {
+        let before = UPCALLS.load(Ordering::SeqCst);
+        self.send()?;
+        while UPCALLS.load(Ordering::SeqCst) == before {
+            core::hint::spin_loop();
+        }
+        Ok(())
+    }
+
+    /// Masks events again, removes the handler, closes the port.
+    pub(crate) fn close(mut self) {
+        shared::set_upcall_mask(0, 1);
+        traps::set_callback_handler(Callback::Event, None);
+        let close = EvtchnClose { port: self.port };
+        let _ = event_channel_op(
+            &mut self.h,
+            EvtchnOp::Close.nr(),
+            pv_runtime::hypercall::handle(&close).cast(),
+        );
+    }
+}
+
+fn evtchn_notify_self(t: &mut Tally, it: Iters) -> Result<(), Fail> {
+    let mut ipi = SelfIpi::bind()?;
+    let mut err = None;
+    let mut s = collect(it.n(20_000), || {
+        timed(|| {
+            if let Err(e) = ipi.round_trip() {
+                err = Some(e);
+            }
+        })
+    });
+    ipi.close();
+    match err {
+        Some(e) => Err(errno("event_channel_op(EVTCHNOP_send)")(e)),
+        None => {
+            t.result("evtchn_notify_self", &mut s, 1);
+            Ok(())
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -408,7 +456,7 @@ fn present_mfn(entry: u64) -> Option<Mfn> {
         .then_some(Mfn((entry & PTE_ADDR_MASK) >> 12))
 }
 
-fn data_pte(frame: Frame) -> u64 {
+pub(crate) fn data_pte(frame: Frame) -> u64 {
     Pte::new(
         frame.mfn,
         PteFlags::PRESENT | PteFlags::RW | PteFlags::ACCESSED | PteFlags::DIRTY,
@@ -435,17 +483,18 @@ fn alloc_frame() -> Result<Frame, Fail> {
 
 /// An empty L1 hooked into a free slot of the bootstrap L2 (below 1 GiB),
 /// and two data frames its entries map in turn.
-struct Scratch {
+pub(crate) struct Scratch {
     /// Machine address of the L2 entry that points at `l1`.
     l2_entry: MachineAddr,
     /// First virtual address `l1` maps.
-    va: u64,
+    pub(crate) va: u64,
     l1: Frame,
-    data: [Frame; 2],
+    /// The two data frames the metrics map in turn.
+    pub(crate) data: [Frame; 2],
 }
 
 impl Scratch {
-    fn new(h: &mut HypercallPage) -> Result<Scratch, Fail> {
+    pub(crate) fn new(h: &mut HypercallPage) -> Result<Scratch, Fail> {
         const WALK: &str = "page-walk";
         let si = pv_runtime::start_info();
         let l3 =
@@ -483,12 +532,12 @@ impl Scratch {
         })
     }
 
-    fn l1_entry(&self, index: usize) -> MachineAddr {
+    pub(crate) fn l1_entry(&self, index: usize) -> MachineAddr {
         MachineAddr(self.l1.mfn.addr().0 + index as u64 * 8)
     }
 
     /// Sets the first `n` entries of the L1 to `val` with one `mmu_update`.
-    fn set_all(&self, h: &mut HypercallPage, n: usize, val: u64) -> Result<(), Fail> {
+    pub(crate) fn set_all(&self, h: &mut HypercallPage, n: usize, val: u64) -> Result<(), Fail> {
         let reqs: Vec<MmuUpdate> = (0..n)
             .map(|i| MmuUpdate::new(MmuCmd::NormalPtUpdate, self.l1_entry(i), val))
             .collect();
@@ -505,7 +554,7 @@ impl Scratch {
     }
 
     /// Unmaps everything, unhooks the L1, flushes, frees the frames.
-    fn teardown(self, h: &mut HypercallPage) -> Result<(), Fail> {
+    pub(crate) fn teardown(self, h: &mut HypercallPage) -> Result<(), Fail> {
         self.set_all(h, PTES_PER_PAGE, 0)?;
         let unhook = [MmuUpdate::new(MmuCmd::NormalPtUpdate, self.l2_entry, 0)];
         mmu_update(
@@ -823,7 +872,7 @@ fn banner(si: &StartInfo) -> Iters {
     );
     let cmdline = c_str(&si.cmd_line);
     let has = |word: &[u8]| cmdline.split(|b| *b == b' ').any(|w| w == word);
-    let (quick, boot_only) = (has(b"quick"), has(b"boot-only"));
+    let (quick, boot_only, ledger) = (has(b"quick"), has(b"boot-only"), has(b"ledger"));
     match (xen::version(), xen::extraversion()) {
         (Ok(v), Ok(extra)) => println!(
             "bench: hypervisor Xen {v}{}; command line \"{}\"{}",
@@ -841,7 +890,11 @@ fn banner(si: &StartInfo) -> Iters {
         Some(hz) => println!("{INFO_TAG} tsc_hz={hz} source=pvclock"),
         None => println!("{INFO_TAG} tsc_hz=unknown source=none"),
     }
-    Iters { quick, boot_only }
+    Iters {
+        quick,
+        boot_only,
+        ledger,
+    }
 }
 
 /// The guest's main: every metric in turn, then a summary line; returning
@@ -852,12 +905,19 @@ pub fn main(si: &'static StartInfo) {
         println!("bench: done: boot only; powering off");
         return;
     }
+    if it.ledger {
+        crate::ledger::run();
+        println!("bench: done: ledger sections run; powering off");
+        return;
+    }
     if crate::domus::role(si, it) {
         return;
     }
     let mut t = Tally::default();
     control(&mut t, it, "control_loop", 0x9E37_79B9_7F4A_7C15);
     local_write(&mut t, it);
+    let r = floor(&mut t, it);
+    t.outcome("floor", r);
     let r = null_hypercall(&mut t, it);
     t.outcome("null_hypercall", r);
     page_tables(&mut t, it);

@@ -11,7 +11,8 @@
 //! | metric | one sample |
 //! |---|---|
 //! | `control_loop`, `control_loop_end` | 1024 xorshift rounds with a read-modify-write each in a 256 KiB buffer, no hypervisor involved (the noise control, at the start and the end) |
-//! | `local_write` | one write to a local variable: the floor for the per-entry costs |
+//! | `local_write` | one write to a local variable: the timer's own cost |
+//! | `floor` | xen-like-hv's floor call: `syscall` answered at once by `sysret` (unsupported on Xen) |
 //! | `null_hypercall` | `xen_version(XENVER_version, NULL)` |
 //! | `mmu_update_pte_bN` | `mmu_update` of N L1 entries (N = 1, 8, 64, 512), per entry |
 //! | `multicall_uvm_pte_bN` | `multicall` of N `update_va_mapping(.., UVMF_NONE)`, per entry |
@@ -34,7 +35,9 @@
 //!
 //! Command-line words: `quick` divides every iteration count by ten (the
 //! fidelity tests use it); `boot-only` prints the banner and the final line
-//! and powers off (`scripts/bench` times extra boots with it). On the host
+//! and powers off (`scripts/bench` times extra boots with it); `ledger` runs
+//! the instruction ledger's sections instead of the timed metrics (see
+//! [`ledger`], `xtask ledger`). On the host
 //! this binary is a stub; the statistics are unit-tested there.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -45,6 +48,8 @@ extern crate alloc;
 mod domus;
 #[cfg(target_os = "none")]
 mod guest;
+#[cfg(target_os = "none")]
+mod ledger;
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
 mod stats;
 

@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// Skip the control-plane benchmark (dom0ctl create timings, domUs per GiB).
     #[arg(long)]
     pub skip_control_plane: bool,
+    /// Exit with status 4 when a ratio ours/Xen got more than 10% worse than in the
+    /// last published run (`bench/history/`), after writing the report.
+    #[arg(long)]
+    pub check: bool,
 }
 
 impl BenchArgs {
@@ -644,7 +648,12 @@ pub fn main(args: BenchArgs) -> Result<()> {
         )?))
     };
 
-    let report = Report::new(cond, &runs, args.max_spread, args.max_control_skew);
+    let mut report = Report::new(cond, &runs, args.max_spread, args.max_control_skew);
+    let history = crate::workspace_root().join(crate::bench_history::HISTORY_DIR);
+    if let Some(last) = crate::bench_history::last_published(&history)? {
+        let changes = crate::bench_history::compare(&bench_report::ratios(&report), &last);
+        report.previous = Some((last, changes));
+    }
     std::fs::create_dir_all(args.out_dir().join("raw"))?;
     // Kept with the raw data whether or not the report is published.
     if let Some(md) = &control_plane {
@@ -672,10 +681,18 @@ pub fn main(args: BenchArgs) -> Result<()> {
         // Not an error of the tool: a verdict. Exit 3 without a backtrace.
         std::process::exit(3);
     }
-    std::fs::write(
-        args.out_dir().join("results.json"),
-        bench_report::json(&report).to_string(),
-    )?;
+    let results_json = bench_report::json(&report).to_string();
+    std::fs::write(args.out_dir().join("results.json"), &results_json)?;
+    // A full run into the published folder is a published run: it joins the history
+    // (the baseline of the next run's comparison) and the README shows it.
+    let published = !args.quick && args.out_dir() == crate::workspace_root().join("bench");
+    if published {
+        let h = crate::bench_history::record(&history, &results_json)?;
+        eprintln!("bench: recorded in {}", h.display());
+        if crate::bench_history::readme_sync(&crate::workspace_root(), false)? {
+            eprintln!("bench: README.md's performance table regenerated");
+        }
+    }
     // Published with the rest only (the same quiet machine).
     if let Some(md) = &control_plane {
         std::fs::write(args.out_dir().join("control-plane.md"), md)?;
@@ -692,6 +709,21 @@ pub fn main(args: BenchArgs) -> Result<()> {
         "bench: wrote {}, results.md and ratios.svg",
         args.out_dir().join("results.json").display()
     );
+    let worse = report.regressions();
+    if !worse.is_empty() {
+        eprintln!(
+            "bench: {} ratio(s) ours/Xen more than 10% worse than the last published run: {}",
+            worse.len(),
+            worse
+                .iter()
+                .map(|c| format!("{} {:.3} -> {:.3}", c.metric, c.before, c.after))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if args.check {
+            std::process::exit(4);
+        }
+    }
     Ok(())
 }
 

@@ -12,6 +12,12 @@ pub const TARGET: f64 = 0.8;
 pub const GNTTAB_TARGET: f64 = 0.5;
 /// Target ratio for the boot-time metrics.
 pub const BOOT_TARGET: f64 = 0.5;
+/// Target for `null_hypercall / floor` on xen-like-hv (issue 21).
+pub const FLOOR_TARGET: f64 = 1.5;
+/// Metrics only xen-like-hv has (no Xen column, no ratio, no target).
+pub fn ours_only(metric: &str) -> bool {
+    metric == "floor" || metric.starts_with("domu_")
+}
 /// At most one metric in this many may be unstable; more and the report is refused.
 pub const MAX_UNSTABLE_FRACTION: usize = 4;
 /// The guest-only noise controls (same code on both sides: ratio ~1 when quiet).
@@ -24,7 +30,10 @@ pub fn describe(metric: &str) -> &'static str {
             "guest-only loop over a 256 KiB buffer, no hypervisor (noise control, start of run)"
         }
         "control_loop_end" => "the same control at the end of the run",
-        "local_write" => "one write to a local variable (the floor: the timer's own cost)",
+        "local_write" => "one write to a local variable (the timer's own cost; no target)",
+        "floor" => {
+            "the floor call: syscall into the hypervisor and straight back (sysret), no handler; xen-like-hv only"
+        }
         "null_hypercall" => "xen_version(XENVER_version) round trip",
         m if m.starts_with("mmu_update_pte_b") => "mmu_update of N L1 entries, per entry",
         m if m.starts_with("multicall_uvm_pte_b") => {
@@ -119,6 +128,11 @@ pub struct Report {
     pub max_spread: f64,
     /// See `max_spread`.
     pub max_control_skew: f64,
+    /// The last published run and each ratio's change since (`bench/history/`).
+    pub previous: Option<(
+        crate::bench_history::Published,
+        Vec<crate::bench_history::Change>,
+    )>,
 }
 
 /// Median of `v` (mean of the middle two for an even count).
@@ -212,7 +226,7 @@ impl Report {
             let (ours, u1) = side_stats(&ours_runs, name);
             let (xen, u2) = side_stats(&xen_runs, name);
             let ratio = match (ours.median, xen.median) {
-                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                (Some(a), Some(b)) if b > 0.0 && !ours_only(name) => Some(a / b),
                 _ => None,
             };
             let per_round: Vec<f64> = ours_runs
@@ -230,21 +244,22 @@ impl Report {
                     (y > 0.0).then(|| x / y)
                 })
                 .collect();
-            let ratio_range = (!per_round.is_empty()).then(|| {
+            let ratio_range = (!per_round.is_empty() && !ours_only(name)).then(|| {
                 (
                     per_round.iter().copied().fold(f64::MAX, f64::min),
                     per_round.iter().copied().fold(f64::MIN, f64::max),
                 )
             });
-            let target = if CONTROLS.contains(&name.as_str()) || name.starts_with("domu_") {
-                None
-            } else if name == BOOT_METRIC || name == HV_BOOT_METRIC {
-                Some(BOOT_TARGET)
-            } else if name.starts_with("gnttab_") {
-                Some(GNTTAB_TARGET)
-            } else {
-                Some(TARGET)
-            };
+            let target =
+                if CONTROLS.contains(&name.as_str()) || ours_only(name) || name == "local_write" {
+                    None
+                } else if name == BOOT_METRIC || name == HV_BOOT_METRIC {
+                    Some(BOOT_TARGET)
+                } else if name.starts_with("gnttab_") {
+                    Some(GNTTAB_TARGET)
+                } else {
+                    Some(TARGET)
+                };
             rows.push(Row {
                 name: name.clone(),
                 unit: u1.or(u2).unwrap_or_else(|| "cycles".into()),
@@ -373,7 +388,25 @@ impl Report {
             unstable,
             max_spread,
             max_control_skew,
+            previous: None,
         }
+    }
+
+    /// xen-like-hv's `null_hypercall / floor`: how far the dispatcher is from the
+    /// cheapest trip into the hypervisor and back.
+    pub fn floor_ratio(&self) -> Option<f64> {
+        let m = |n: &str| self.rows.iter().find(|r| r.name == n)?.ours.median;
+        let (null, floor) = (m("null_hypercall")?, m("floor")?);
+        (floor > 0.0).then(|| null / floor)
+    }
+
+    /// The metrics whose ratio got more than 10% worse since the last published run.
+    pub fn regressions(&self) -> Vec<&crate::bench_history::Change> {
+        self.previous
+            .iter()
+            .flat_map(|(_, c)| c.iter())
+            .filter(|c| c.regressed())
+            .collect()
     }
 
     fn ns(&self, cycles: f64) -> Option<f64> {
@@ -381,6 +414,9 @@ impl Report {
     }
 
     fn cell(&self, row: &Row, st: &SideStats) -> String {
+        if ours_only(&row.name) && std::ptr::eq(st, &row.xen) {
+            return "-".into();
+        }
         match (st.median, &st.unsupported) {
             (Some(v), _) if row.unit == "cycles" => match self.ns(v) {
                 Some(ns) => format!("{v:.0} cyc ({})", human_ns(ns)),
@@ -587,6 +623,22 @@ pub fn json(r: &Report) -> Json {
             ]),
         ),
         ("metrics", Json::Arr(metrics)),
+        (
+            "floor_ratio",
+            Json::obj(vec![
+                ("value", Json::opt(r.floor_ratio())),
+                ("target", Json::Num(FLOOR_TARGET)),
+                (
+                    "met",
+                    r.floor_ratio()
+                        .map_or(Json::Null, |f| Json::Bool(f <= FLOOR_TARGET)),
+                ),
+            ]),
+        ),
+        (
+            "regressions",
+            Json::Arr(r.regressions().iter().map(|c| Json::s(&c.metric)).collect()),
+        ),
     ])
 }
 
@@ -639,15 +691,23 @@ pub fn markdown(r: &Report) -> String {
     s.push_str("| metric | xen-like-hv | Xen 4.17 | ours/Xen | per-round ratios | target | met | spread ours / Xen |\n");
     s.push_str("|---|---:|---:|---:|---:|---:|:-:|---:|\n");
     for row in &r.rows {
+        let worse = r
+            .regressions()
+            .into_iter()
+            .find(|c| c.metric == row.name)
+            .map_or(String::new(), |c| {
+                format!(" **▲{:.0}% vs last**", c.relative() * 100.0)
+            });
         let ratio = row.ratio.map_or("-".into(), |x| {
-            format!("{x:.3}{}", if row.unstable { " ⚠" } else { "" })
+            format!("{x:.3}{}{worse}", if row.unstable { " ⚠" } else { "" })
         });
         let range = row
             .ratio_range
             .map_or("-".into(), |(a, b)| format!("{a:.3} – {b:.3}"));
         let target = match row.target {
             Some(t) => format!("≤ {t}"),
-            None if row.name.starts_with("domu_") => "(ours only)".into(),
+            None if ours_only(&row.name) => "(ours only)".into(),
+            None if row.name == "local_write" => "(timer's floor)".into(),
             None => "(control ≈ 1)".into(),
         };
         let met = match row.met() {
@@ -708,6 +768,21 @@ pub fn markdown(r: &Report) -> String {
             "\n⚠ Unstable across rounds (too few to mean a noisy machine; see docs/bench.md): {}.",
             r.unstable.join("; ")
         );
+    }
+    if let Some(f) = r.floor_ratio() {
+        let _ = writeln!(
+            s,
+            "\n`null_hypercall / floor` on xen-like-hv: **{f:.2}** (target ≤ {FLOOR_TARGET}: {}): how far the \
+             hypercall dispatcher is from the cheapest trip into the hypervisor and back.",
+            if f <= FLOOR_TARGET {
+                "met"
+            } else {
+                "**missed**"
+            }
+        );
+    }
+    if let Some((last, changes)) = &r.previous {
+        s.push_str(&crate::bench_history::markdown(changes, last));
     }
     let met = r.rows.iter().filter(|x| x.met() == Some(true)).count();
     let judged = r.rows.iter().filter(|x| x.met().is_some()).count();
@@ -972,6 +1047,55 @@ mod tests {
             ));
         }
         runs
+    }
+
+    #[test]
+    fn floor_ratio_ours_only_rows_and_the_guard_show_in_the_report() {
+        let mut runs = quiet_runs(100.0);
+        for r in runs.iter_mut() {
+            let v = if r.side == Side::Ours { 20.0 } else { 26.0 };
+            for (n, x) in [("floor", 25.0), ("local_write", v)] {
+                r.report.metrics.push((
+                    n.to_string(),
+                    Measured::Value {
+                        iters: 10,
+                        median: x,
+                        p10: x,
+                        p90: x,
+                        unit: "cycles".into(),
+                    },
+                ));
+            }
+        }
+        let mut rep = Report::new(Conditions::default(), &runs, 0.2, 0.1);
+        assert_eq!(rep.floor_ratio(), Some(2.0));
+        let row = |n: &str| rep.rows.iter().find(|r| r.name == n).unwrap().clone();
+        assert_eq!(row("floor").target, None);
+        assert_eq!(row("local_write").target, None);
+        let md = markdown(&rep);
+        assert!(
+            md.contains("| `floor` | 25 cyc (12 ns) | - | - | - | (ours only) |"),
+            "{md}"
+        );
+        assert!(md.contains(
+            "`null_hypercall / floor` on xen-like-hv: **2.00** (target ≤ 1.5: **missed**)"
+        ));
+        let j: serde_json::Value = serde_json::from_str(&json(&rep).to_string()).unwrap();
+        assert_eq!(j["floor_ratio"]["value"], 2.0);
+        let last = crate::bench_history::Published {
+            file: "x.json".into(),
+            date: "d".into(),
+            commit: "c".into(),
+            ratios: [("null_hypercall".to_string(), 0.4)].into_iter().collect(),
+        };
+        let changes = crate::bench_history::compare(&ratios(&rep), &last);
+        rep.previous = Some((last, changes));
+        assert_eq!(rep.regressions().len(), 1);
+        let md = markdown(&rep);
+        assert!(md.contains("**▲23% vs last**"), "{md}");
+        assert!(md.contains("1 regression"));
+        let j: serde_json::Value = serde_json::from_str(&json(&rep).to_string()).unwrap();
+        assert_eq!(j["regressions"][0], "null_hypercall");
     }
 
     #[test]

@@ -98,6 +98,16 @@ enum Cmd {
     },
     /// Benchmark the bench guest on xen-like-hv and on real Xen 4.17 (scripts/bench).
     Bench(xtask::bench::BenchArgs),
+    /// Count the instructions of the hot-path metrics with a QEMU plugin: the
+    /// instruction ledger (docs/bench.md).
+    Ledger(xtask::bench_ledger::LedgerArgs),
+    /// Regenerate README.md's performance table from bench/results.json (`--check`:
+    /// only fail if it is out of date).
+    ReadmeTable {
+        /// Do not write; exit non-zero if the table differs.
+        #[arg(long)]
+        check: bool,
+    },
     /// Run hostile-hypercall fuzzer campaigns (scripts/fuzz, docs/reliability.md).
     Fuzz(xtask::fuzz::FuzzArgs),
     /// Build the default image bundle (hello, ticker, hog, pingpong, demo) and print its path.
@@ -198,6 +208,18 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Bench(args) => xtask::bench::main(args)?,
+        Cmd::Ledger(args) => xtask::bench_ledger::main(args)?,
+        Cmd::ReadmeTable { check } => {
+            let changed = xtask::bench_history::readme_sync(&xtask::workspace_root(), check)?;
+            eprintln!(
+                "README.md's performance table {}",
+                if changed {
+                    "regenerated from bench/results.json"
+                } else {
+                    "matches bench/results.json"
+                }
+            );
+        }
         Cmd::Fuzz(args) => xtask::fuzz::main(args)?,
         Cmd::Build => println!("{}", xtask::build_hypervisor()?.display()),
         Cmd::Images { out } => {

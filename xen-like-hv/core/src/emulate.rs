@@ -365,6 +365,9 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
         // rdmsr
         [0x0F, 0x32, ..] => {
             let msr = (ctx.regs.rcx & 0xFFFF_FFFF) as u32;
+            if matches!(msr, MSR_FS_BASE | MSR_GS_BASE | MSR_SHADOW_GS_BASE) {
+                ctx.p.live_bases(ctx.vcpu);
+            }
             let v = match msr {
                 MSR_FS_BASE => ctx.vcpu.fs_base,
                 MSR_GS_BASE => ctx.vcpu.gs_base_kernel,
@@ -387,6 +390,9 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
         [0x0F, 0x30, ..] => {
             let msr = (ctx.regs.rcx & 0xFFFF_FFFF) as u32;
             let v = (ctx.regs.rdx << 32) | (ctx.regs.rax & 0xFFFF_FFFF);
+            if matches!(msr, MSR_FS_BASE | MSR_GS_BASE | MSR_SHADOW_GS_BASE) {
+                ctx.p.live_bases(ctx.vcpu);
+            }
             let slot = match msr {
                 MSR_FS_BASE => &mut ctx.vcpu.fs_base,
                 MSR_GS_BASE => &mut ctx.vcpu.gs_base_kernel,

@@ -197,6 +197,12 @@ pub trait Platform {
     /// Loads the page tables and GS base of the vCPU's current virtual mode (called
     /// when the mode changes, so that later guest accesses use the new address space).
     fn load_mode(&mut self, vcpu: &crate::vcpu::Vcpu);
+    /// Brings the running vCPU's FS base and current-mode GS base up to date with the
+    /// CPU's: the guest changes them without the hypervisor (a load of `%fs` or `%gs`,
+    /// `wr{fs,gs}base`), so this is called before anything reads or changes them or
+    /// switches its mode. Only the first call of an entry reads the CPU. The default
+    /// does nothing (a platform whose guests cannot change them behind its back).
+    fn live_bases(&mut self, _vcpu: &mut crate::vcpu::Vcpu) {}
 
     /// Reads guest memory after checking the range belongs to the guest.
     fn read_guest(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault> {

@@ -182,6 +182,8 @@ impl<P: Platform> fmt::Debug for GuestCtx<'_, P> {
 /// tables and GS base, so that later guest accesses see the new address space.
 pub fn set_kernel_mode<P: Platform>(p: &mut P, vcpu: &mut Vcpu, kernel: bool) {
     if vcpu.kernel_mode != kernel {
+        // The GS base of the mode being left is kept as the CPU has it.
+        p.live_bases(vcpu);
         vcpu.kernel_mode = kernel;
         p.load_mode(vcpu);
     }

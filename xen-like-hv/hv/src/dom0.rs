@@ -468,11 +468,7 @@ fn type_and_pin(
     use hypercall_abi::mmu::{MmuextCmd, MmuextOp};
     use xlhv_core::mm::frame_table::Owner;
     use xlhv_core::mm::mmu::{self, ForeignDomain, VcpuMm};
-    let mut hooks = crate::mmhw::Hooks {
-        existing: heapless::Vec::new(),
-        control: d0,
-    };
-    let _ = hooks.existing.push(d0);
+    let mut hooks = crate::mmhw::Hooks::only(d0);
     crate::mmhw::with_mm(d0, privileged, &mut hooks, |m| {
         for &(_, mfn, n) in &mem.extents {
             for i in 0..n {

@@ -46,18 +46,11 @@ impl Domains {
 
     /// The slot of domain `id`.
     pub fn slot_of(&self, id: DomId) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|d| d.dom.id == id))
-    }
-
-    /// Each slot's shared_info frame (`None` for an empty slot).
-    pub fn shared_infos(&self) -> [Option<xlhv_core::mm::Mfn>; MAX_DOMAINS] {
-        let mut out = [None; MAX_DOMAINS];
-        for (o, s) in out.iter_mut().zip(self.slots.iter()) {
-            *o = s.as_ref().map(|d| d.dom.shared_info);
-        }
-        out
+        crate::registry::slot_of(id).filter(|&s| {
+            self.slots
+                .get(s)
+                .is_some_and(|d| d.as_ref().is_some_and(|d| d.dom.id == id))
+        })
     }
 
     /// Adds a domain; returns its slot.
@@ -67,6 +60,7 @@ impl Domains {
             .iter_mut()
             .enumerate()
             .find(|(_, s)| s.is_none())?;
+        crate::registry::fill(i, d.dom.id, d.dom.shared_info, d.dom.privileged);
         *slot = Some(d);
         Some(i)
     }
@@ -93,31 +87,28 @@ impl Others<'_> {
             .filter_map(|(i, d)| d.as_mut().map(|d| (i, d)))
     }
 
-    /// Each slot's shared_info frame, with `current` (slot, frame) filled in.
-    pub fn shared_infos(
-        &self,
-        current: (usize, xlhv_core::mm::Mfn),
-    ) -> [Option<xlhv_core::mm::Mfn>; MAX_DOMAINS] {
-        let mut out = [None; MAX_DOMAINS];
+    /// The domain in `slot`, if it is one of these.
+    fn get(&mut self, slot: usize) -> Option<&mut PvDomain> {
         let skip = self.left.len() + 1;
-        for (i, d) in self.left.iter().enumerate() {
-            out[i] = d.as_ref().map(|d| d.dom.shared_info);
+        if slot < self.left.len() {
+            self.left.get_mut(slot)?.as_mut()
+        } else {
+            self.right.get_mut(slot.checked_sub(skip)?)?.as_mut()
         }
-        for (i, d) in self.right.iter().enumerate() {
-            if let Some(o) = out.get_mut(i + skip) {
-                *o = d.as_ref().map(|d| d.dom.shared_info);
-            }
-        }
-        if let Some(o) = out.get_mut(current.0) {
-            *o = Some(current.1);
-        }
-        out
+    }
+
+    /// Domain `id` with its slot, if it is one of these (found through the registry,
+    /// not by scanning the slots).
+    fn by_id(&mut self, id: DomId) -> Option<(usize, &mut PvDomain)> {
+        let slot = crate::registry::slot_of(id)?;
+        let pv = self.get(slot)?;
+        (pv.dom.id == id).then_some((slot, pv))
     }
 
     /// Acts on an event-channel kick for one of these domains: wakes the vCPUs it
     /// concerns.
     pub fn kick(&mut self, kick: &Kick) {
-        if let Some((slot, pv)) = self.iter_slots().find(|(_, d)| d.dom.id == kick.dom) {
+        if let Some((slot, pv)) = self.by_id(kick.dom) {
             wake(pv, slot, kick);
         }
     }
@@ -125,12 +116,12 @@ impl Others<'_> {
     /// Shuts domain `id` down now (`SCHEDOP_remote_shutdown`): it stops running and
     /// is destroyed at the next scheduling point. False if there is no such domain.
     pub fn shut_down(&mut self, id: DomId, reason: ShutdownReason) -> bool {
-        let Some((slot, pv)) = self.iter_slots().find(|(_, d)| d.dom.id == id) else {
+        let Some((slot, pv)) = self.by_id(id) else {
             return false;
         };
         if pv.dom.is_running() || pv.dom.state == DomainState::Paused {
             pv.dom.shutdown_code.get_or_insert(reason);
-            let _ = PENDING_DESTROY.lock().push(slot);
+            push_pending(&PENDING_DESTROY, slot);
         }
         true
     }
@@ -149,6 +140,7 @@ impl Others<'_> {
         } else {
             self.right.get_mut(free - skip)
         }?;
+        crate::registry::fill(free, pv.dom.id, pv.dom.shared_info, pv.dom.privileged);
         *cell = Some(pv);
         Some(free)
     }
@@ -175,11 +167,7 @@ impl Others<'_> {
         let shared_info = crate::mm::alloc_frame().ok_or(Errno::ENOMEM)?;
         crate::dom0::init_shared_info(shared_info);
         // The domain may map its shared_info but never type it; teardown returns it.
-        let mut hooks = crate::mmhw::Hooks {
-            existing: heapless::Vec::new(),
-            control: id,
-        };
-        let _ = hooks.existing.push(id);
+        let mut hooks = crate::mmhw::Hooks::only(id);
         let owned = crate::mmhw::with_mm(id, false, &mut hooks, |m| {
             m.ft.assign(
                 shared_info,
@@ -251,7 +239,7 @@ impl Others<'_> {
         vcpu: u32,
         f: impl FnOnce(&mut xlhv_core::domain::Domain, &mut xlhv_core::vcpu::Vcpu) -> R,
     ) -> Option<R> {
-        let (_, pv) = self.iter_slots().find(|(_, d)| d.dom.id == id)?;
+        let (_, pv) = self.by_id(id)?;
         let PvDomain { dom, vcpus } = pv;
         let v = vcpus.get_mut(usize::try_from(vcpu).ok()?)?;
         Some(f(dom, v))
@@ -259,9 +247,7 @@ impl Others<'_> {
 
     /// The slot of domain `id` among these.
     fn slot_of(&mut self, id: DomId) -> Option<usize> {
-        self.iter_slots()
-            .find(|(_, d)| d.dom.id == id)
-            .map(|(s, _)| s)
+        self.by_id(id).map(|(s, _)| s)
     }
 
     /// `getdomaininfo`'s view of the first of these domains with id >= `at`.
@@ -283,15 +269,13 @@ impl Others<'_> {
         if !q.contains(&slot) {
             let _ = q.push(slot);
         }
+        PENDING_WORK.store(true, core::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
     /// `XEN_DOMCTL_pausedomain`: its vCPUs leave the run queue until unpaused.
     pub fn pause(&mut self, id: DomId) -> Result<(), Errno> {
-        let (slot, pv) = self
-            .iter_slots()
-            .find(|(_, d)| d.dom.id == id)
-            .ok_or(Errno::ESRCH)?;
+        let (slot, pv) = self.by_id(id).ok_or(Errno::ESRCH)?;
         pv.dom.pause_count = pv.dom.pause_count.saturating_add(1);
         if pv.dom.state == DomainState::Running {
             pv.dom.state = DomainState::Paused;
@@ -310,10 +294,7 @@ impl Others<'_> {
     /// `XEN_DOMCTL_unpausedomain`: -EINVAL if not paused by the controller; at the
     /// last unpause its online vCPUs that wait for nothing become runnable.
     pub fn unpause(&mut self, id: DomId) -> Result<(), Errno> {
-        let (slot, pv) = self
-            .iter_slots()
-            .find(|(_, d)| d.dom.id == id)
-            .ok_or(Errno::ESRCH)?;
+        let (slot, pv) = self.by_id(id).ok_or(Errno::ESRCH)?;
         pv.dom.pause_count = pv.dom.pause_count.checked_sub(1).ok_or(Errno::EINVAL)?;
         if pv.dom.pause_count == 0 && pv.dom.state == DomainState::Paused {
             pv.dom.state = DomainState::Running;
@@ -336,22 +317,14 @@ impl Others<'_> {
     }
 
     /// What the memory model needs to know about the domains that exist, with the
-    /// current domain `current` (built only when a memory operation asks).
+    /// current domain `current` (the table's domains, through the registry).
     pub fn hooks(&self, current: DomId, current_privileged: bool) -> crate::mmhw::Hooks {
-        let mut existing = heapless::Vec::new();
-        let _ = existing.push(current);
-        let mut control = if current_privileged {
+        let control = if current_privileged {
             current
         } else {
-            DomId::INVALID
+            crate::registry::control()
         };
-        for d in self.left.iter().chain(self.right.iter()).flatten() {
-            let _ = existing.push(d.dom.id);
-            if d.dom.privileged {
-                control = d.dom.id;
-            }
-        }
-        crate::mmhw::Hooks { existing, control }
+        crate::mmhw::Hooks::table(control, Some(current))
     }
 
     /// The domain with id `id`, if it is one of these.
@@ -359,12 +332,7 @@ impl Others<'_> {
         &mut self,
         id: hypercall_abi::types::DomId,
     ) -> Option<&mut xlhv_core::domain::Domain> {
-        self.left
-            .iter_mut()
-            .chain(self.right.iter_mut())
-            .flatten()
-            .map(|d| &mut d.dom)
-            .find(|d| d.id == id)
+        self.by_id(id).map(|(_, d)| &mut d.dom)
     }
 }
 
@@ -381,6 +349,16 @@ static PENDING_DESTROY: Mutex<heapless::Vec<usize, MAX_DOMAINS>> = Mutex::new(he
 static PENDING_TEARDOWN: Mutex<heapless::Vec<usize, MAX_DOMAINS>> =
     Mutex::new(heapless::Vec::new());
 
+/// Something waits on [`PENDING_DESTROY`] or [`PENDING_TEARDOWN`]: one flag test per
+/// entry instead of two locks.
+static PENDING_WORK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Queues `slot` on `list` and flags the work for the end of the entry.
+fn push_pending(list: &Mutex<heapless::Vec<usize, MAX_DOMAINS>>, slot: usize) {
+    let _ = list.lock().push(slot);
+    PENDING_WORK.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// The next domain id `XEN_DOMCTL_createdomain` tries (Xen's rover).
 static ROVER: core::sync::atomic::AtomicU16 = core::sync::atomic::AtomicU16::new(1);
 
@@ -395,6 +373,29 @@ fn runq() -> &'static Mutex<RunQueue> {
     &RUNQ[0]
 }
 
+/// This CPU's current vCPU as its run queue last said (`slot << 16 | vcpu`, or
+/// `u32::MAX`): every entry and exit reads it without taking the queue's lock.
+static CURRENT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Records the queue's current vCPU in [`CURRENT`] (after anything that may change
+/// it: `schedule`, `remove`).
+fn note_current(rq: &RunQueue) {
+    let v = rq
+        .current()
+        .map_or(u32::MAX, |c| u32::from(c.slot) << 16 | u32::from(c.vcpu));
+    CURRENT.store(v, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The vCPU this CPU runs.
+fn current() -> Option<VcpuRef> {
+    let v = CURRENT.load(core::sync::atomic::Ordering::Relaxed);
+    let [s1, s0, v1, v0] = v.to_be_bytes();
+    (v != u32::MAX).then_some(VcpuRef {
+        slot: u16::from_be_bytes([s1, s0]),
+        vcpu: u16::from_be_bytes([v1, v0]),
+    })
+}
+
 /// When this CPU's current timeslice ends (system time; `u64::MAX` = never).
 static SLICE_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
 /// A wake-up asked this CPU to reschedule at its next exit to a guest.
@@ -406,6 +407,12 @@ static CMDLINE: spin::Once<&'static str> = spin::Once::new();
 /// Records the hypervisor command line.
 pub fn set_cmdline(s: &'static str) {
     CMDLINE.call_once(|| s);
+}
+
+/// The hypervisor command line (looked up only by `XENVER_commandline`, not on every
+/// entry).
+pub fn cmdline() -> &'static str {
+    CMDLINE.get().copied().unwrap_or("")
 }
 
 /// Adds a built domain to the table, gives it event channels and puts its vCPUs on this
@@ -495,11 +502,19 @@ pub struct EntryEffects {
     pub timers_changed: bool,
 }
 
-/// Every entry from a guest lands here, with interrupts off.
+/// Every entry from a guest lands here, with interrupts off. The common path (a
+/// hypercall or exception that neither blocks, yields nor touches timers) takes one
+/// lock (the domain table), reads no MSR, control register or clock beyond what its
+/// handler needs, and pays for pending teardowns, timers and rescheduling only when
+/// they are flagged.
 pub fn guest_entry(frame: &mut Regs) {
+    use core::sync::atomic::Ordering;
+    guest::guest_ran();
     let timer = frame.vector == u64::from(crate::arch::x86_64::idt::TIMER_VECTOR);
     let mut device = false;
-    if timer {
+    if frame.vector == SYSCALL_VECTOR {
+        // The usual entry: none of the interrupt checks below apply.
+    } else if timer {
         crate::time::on_timer_interrupt();
         crate::arch::x86_64::apic::eoi();
     } else if crate::irq::on_vector(frame.vector) {
@@ -507,8 +522,13 @@ pub fn guest_entry(frame: &mut Regs) {
     } else if trap::guest_interrupt(frame.vector) {
         return;
     }
-    let cr2 = cpu::control_regs().cr2;
-    let Some(cur) = runq().lock().current() else {
+    // Only a page fault needs CR2.
+    let cr2 = if frame.vector == 14 {
+        cpu::read_cr2()
+    } else {
+        0
+    };
+    let Some(cur) = current() else {
         panic!(
             "entry from a guest with no current vCPU (vector {:#x})",
             frame.vector
@@ -516,21 +536,18 @@ pub fn guest_entry(frame: &mut Regs) {
     };
     let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
     let mut doms = DOMAINS.lock();
-    // Whatever this entry leads to (a handler, an event bounce that switches modes,
-    // a context switch) must see the segment bases the guest has now.
-    if let Some(v) = vcpu_mut(&mut doms, cur) {
-        guest::read_back_bases(v);
-    }
     let mut resched = timer;
     let mut check_timers = timer;
     let mut clobber_ok = true;
     if device {
         deliver_irqs(&mut doms);
     } else if !timer {
-        let (outcome, fx) = handle_entry(&mut doms, slot, vid, frame, cr2);
+        let (outcome, fx, left) = handle_entry(&mut doms, slot, vid, frame, cr2);
+        if left {
+            return;
+        }
         check_timers |= fx.timers_changed;
         clobber_ok = outcome != Outcome::RegsReplaced;
-        let now = crate::time::now_ns();
         match outcome {
             Outcome::Shutdown(reason) => {
                 destroy(&mut doms, slot, reason, None);
@@ -541,6 +558,7 @@ pub fn guest_entry(frame: &mut Regs) {
                 resched = true;
             }
             Outcome::Block => {
+                let now = crate::time::now_ns();
                 if let Some(v) = doms.get_mut(slot).and_then(|pv| pv.vcpus.get_mut(vid)) {
                     v.set_runstate(RUNSTATE_BLOCKED, now);
                 }
@@ -549,36 +567,39 @@ pub fn guest_entry(frame: &mut Regs) {
                 resched = true;
             }
             Outcome::Yield => {
-                runq().lock().yield_now(cur, now);
+                runq().lock().yield_now(cur, crate::time::now_ns());
                 resched = true;
             }
             Outcome::Resume | Outcome::RegsReplaced => {}
         }
     }
-    while let Some(slot) = pop_pending(&PENDING_TEARDOWN) {
-        if let Some(pv) = doms.get_mut(slot) {
-            log::info!("domain {}: destroyed by the control domain", pv.dom.id.0);
-            teardown_domain(&mut doms, slot);
+    if PENDING_WORK.load(Ordering::Relaxed) {
+        PENDING_WORK.store(false, Ordering::Relaxed);
+        while let Some(slot) = pop_pending(&PENDING_TEARDOWN) {
+            if let Some(pv) = doms.get_mut(slot) {
+                log::info!("domain {}: destroyed by the control domain", pv.dom.id.0);
+                teardown_domain(&mut doms, slot);
+                resched = true;
+            }
+        }
+        while let Some(slot) = pop_pending(&PENDING_DESTROY) {
+            let reason = doms
+                .get_mut(slot)
+                .and_then(|pv| pv.dom.shutdown_code)
+                .unwrap_or(ShutdownReason::Poweroff);
+            destroy(&mut doms, slot, reason, None);
             resched = true;
         }
-    }
-    while let Some(slot) = pop_pending(&PENDING_DESTROY) {
-        let reason = doms
-            .get_mut(slot)
-            .and_then(|pv| pv.dom.shutdown_code)
-            .unwrap_or(ShutdownReason::Poweroff);
-        destroy(&mut doms, slot, reason, None);
-        resched = true;
     }
     if check_timers {
         fire_timers(&mut doms, crate::time::now_ns());
     }
-    let now = crate::time::now_ns();
-    let slice_over = now >= SLICE_END.load(core::sync::atomic::Ordering::Relaxed);
-    let preempt = PREEMPT.swap(false, core::sync::atomic::Ordering::Relaxed);
-    let switched = if resched || slice_over || preempt {
+    // The end of the timeslice needs no check here: the timer is armed for it
+    // (`arm_timer`), and its interrupt reschedules.
+    let preempt = PREEMPT.load(Ordering::Relaxed) && PREEMPT.swap(false, Ordering::Relaxed);
+    let switched = if resched || preempt {
         doms = dispatch(doms, Some(cur), frame);
-        runq().lock().current() != Some(cur)
+        current() != Some(cur)
     } else {
         if check_timers {
             arm_timer(&doms);
@@ -588,8 +609,7 @@ pub fn guest_entry(frame: &mut Regs) {
     deliver_and_exit(doms, frame, clobber_ok && !switched);
 }
 
-/// The next slot waiting on `list` for the end of the entry (one at a time, so an
-/// empty list, the usual case on every guest entry, costs one lock and no copy).
+/// The next slot waiting on `list` for the end of the entry (one at a time).
 fn pop_pending(list: &Mutex<heapless::Vec<usize, MAX_DOMAINS>>) -> Option<usize> {
     list.lock().pop()
 }
@@ -602,7 +622,6 @@ fn platform<'a>(
 ) -> HwPlatform<'a> {
     HwPlatform {
         shared_info: dom.shared_info,
-        cmdline: CMDLINE.get().copied().unwrap_or(""),
         others,
         slot,
         id: dom.id,
@@ -611,14 +630,19 @@ fn platform<'a>(
 }
 
 /// Handles one entry of vCPU `vid` of the domain in `slot` (a hypercall, an exception,
-/// a SYSCALL from user mode) and returns what it asked for.
+/// a SYSCALL from user mode) and returns what it asked for, and whether it also left
+/// for the guest already: when the entry asks for nothing more (it resumes, changed
+/// no timer, no teardown or reschedule is pending), pending events are delivered and
+/// the hardware state loaded here, with the context at hand, as `deliver_and_exit`
+/// would.
 fn handle_entry(
     doms: &mut Domains,
     slot: usize,
     vid: usize,
     frame: &mut Regs,
     cr2: u64,
-) -> (Outcome, EntryEffects) {
+) -> (Outcome, EntryEffects, bool) {
+    use core::sync::atomic::Ordering;
     let Some((pv, others)) = doms.split(slot) else {
         panic!("current domain slot {slot} is empty")
     };
@@ -638,9 +662,24 @@ fn handle_entry(
         } else {
             ctx.guest_exception(cr2);
         }
-        ctx.outcome
+        let mut left = false;
+        if matches!(ctx.outcome, Outcome::Resume | Outcome::RegsReplaced)
+            && !ctx.p.effects.timers_changed
+            && !PENDING_WORK.load(Ordering::Relaxed)
+            && !PREEMPT.load(Ordering::Relaxed)
+        {
+            let clobber_ok = ctx.outcome == Outcome::Resume;
+            ctx.deliver_events();
+            // A bad event-callback stack crashes the domain: the full path does that.
+            if !matches!(ctx.outcome, Outcome::Crash(_)) {
+                guest::sync(ctx.vcpu);
+                ctx.regs.mark_sysret(clobber_ok);
+                left = true;
+            }
+        }
+        (ctx.outcome, left)
     };
-    (outcome, plat.effects)
+    (outcome.0, plat.effects, outcome.1)
 }
 
 /// Picks the next vCPU for this CPU and loads it into `frame`, saving the registers of
@@ -655,7 +694,12 @@ fn dispatch<'a>(
     let mut saved = false;
     loop {
         let now = crate::time::now_ns();
-        let decision = runq().lock().schedule(now);
+        let decision = {
+            let mut rq = runq().lock();
+            let d = rq.schedule(now);
+            note_current(&rq);
+            d
+        };
         SLICE_END.store(decision.slice_end_ns.unwrap_or(u64::MAX), Ordering::Relaxed);
         if let Some(next) = decision.next {
             if from == Some(next) && !saved {
@@ -729,7 +773,8 @@ fn save(doms: &mut Domains, from: Option<VcpuRef>, frame: &Regs, now: u64) {
     let Some(v) = from.and_then(|r| vcpu_mut(doms, r)) else {
         return;
     };
-    // The segment bases were read back on entry (guest_entry).
+    // What the CPU holds now, not the copies of the last entry that needed them.
+    guest::read_back_bases(v);
     v.regs = *frame;
     cpu::fpu_save(&mut v.fpu);
     let state = if v.wait == xlhv_core::vcpu::Wait::None {
@@ -752,6 +797,9 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
     *frame = v.regs;
     frame.vector = 0;
     cpu::fpu_restore(&mut v.fpu);
+    // If the vCPU that ran was not saved (it crashed), the bases `sync` compares with
+    // must be the CPU's.
+    guest::refresh_loaded_bases();
     guest::sync(v);
     crate::arch::x86_64::gdt::load_guest_frames(&v.gdt_frames);
     crate::arch::x86_64::ldt::load(v);
@@ -767,7 +815,7 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
 /// event-callback stack crashes that domain and another vCPU is picked.
 fn deliver_and_exit(mut doms: spin::MutexGuard<'_, Domains>, frame: &mut Regs, mut sysret: bool) {
     loop {
-        let Some(cur) = runq().lock().current() else {
+        let Some(cur) = current() else {
             panic!("leaving for a guest with no current vCPU");
         };
         let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
@@ -804,7 +852,7 @@ fn deliver_and_exit(mut doms: spin::MutexGuard<'_, Domains>, frame: &mut Regs, m
 /// The IRETQ back into the current guest faulted: its frame was unusable. Crashes that
 /// domain and enters the next vCPU from a fresh entry-stack frame.
 pub fn exit_fault(vector: u8) -> ! {
-    let cur = runq().lock().current();
+    let cur = current();
     let mut doms = DOMAINS.lock();
     match cur {
         Some(c) => destroy(
@@ -832,7 +880,7 @@ pub fn exit_fault(vector: u8) -> ! {
 /// exit path) if the page cannot be an LDT page, or if the fault came from code that
 /// holds the domain lock.
 pub fn ldt_fault_in_hypervisor(offset: u64) -> bool {
-    let Some(cur) = runq().try_lock().and_then(|q| q.current()) else {
+    let Some(cur) = current() else {
         return false;
     };
     let Some(mut doms) = DOMAINS.try_lock() else {
@@ -921,7 +969,7 @@ fn raise_virq_in(pv: &mut PvDomain, slot: usize, virq: u32, vcpu: u32) {
 fn fire_timers(doms: &mut Domains, now: u64) {
     use xlhv_core::vcpu::Wait;
     let mut watchdog = heapless::Vec::<usize, MAX_DOMAINS>::new();
-    for slot in 0..MAX_DOMAINS {
+    for slot in crate::registry::filled() {
         let Some(pv) = doms.get_mut(slot) else {
             continue;
         };
@@ -964,7 +1012,7 @@ fn fire_timers(doms: &mut Domains, now: u64) {
 /// current timeslice.
 fn arm_timer(doms: &Domains) {
     let mut next = SLICE_END.load(core::sync::atomic::Ordering::Relaxed);
-    for pv in doms.slots.iter().flatten() {
+    for pv in crate::registry::filled().filter_map(|s| doms.slots.get(s)?.as_ref()) {
         if !pv.dom.is_running() {
             continue;
         }
@@ -1117,13 +1165,13 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
         for i in 0..pv.vcpus.len() {
             rq.remove(vref(slot, i));
         }
+        note_current(&rq);
     }
     // Close its ports (peers revert to unbound) before its shared_info goes away.
     {
         let mut tables = crate::events::TABLES.lock();
         let mut ev = crate::events::HwEvtchn {
             tables: &mut tables,
-            shared_info: doms.shared_infos(),
         };
         xlhv_core::evtchn::destroy_domain(&mut ev, id);
     }
@@ -1143,13 +1191,7 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
     }
     // Every other domain still exists for the memory model: a frame of theirs this
     // one mapped (a grant) must not be taken for an orphan when it lets go.
-    let mut hooks = crate::mmhw::Hooks {
-        existing: heapless::Vec::new(),
-        control: id,
-    };
-    for d in doms.slots.iter().flatten() {
-        let _ = hooks.existing.push(d.dom.id);
-    }
+    let hooks = crate::mmhw::Hooks::table(id, None);
     let grant_frames = crate::gnttab::guest_frames(id);
     let Some(pv) = doms.get_mut(slot) else { return };
     let privileged = pv.dom.privileged;
@@ -1201,6 +1243,7 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
         cpu::qemu_exit(code);
     }
     if let Some(s) = doms.slots.get_mut(slot) {
+        crate::registry::clear(slot, id);
         *s = None;
     }
     if let Some(d0) = doms.slot_of(DomId(0)) {

@@ -171,27 +171,23 @@ impl EventBits for SharedBits {
     }
 }
 
-/// Every domain's ports and bitmaps, while [`TABLES`] is locked: `shared_info[slot]`
-/// says which slots hold a domain.
+/// Every domain's ports and bitmaps, while [`TABLES`] is locked; which slot holds
+/// which domain, and its shared_info frame, come from [`crate::registry`].
 pub struct HwEvtchn<'a> {
     /// The port tables, by slot.
     pub tables: &'a mut [EvtchnTable; MAX_DOMAINS],
-    /// Each slot's shared_info frame (`None`: empty slot).
-    pub shared_info: [Option<Mfn>; MAX_DOMAINS],
 }
 
 impl HwEvtchn<'_> {
     /// The slot of domain `dom`.
     pub fn slot_of(&self, dom: DomId) -> Option<usize> {
-        self.shared_info
-            .iter()
-            .zip(self.tables.iter())
-            .position(|(si, t)| si.is_some() && t.domid() == dom)
+        crate::registry::slot_of(dom)
+            .filter(|&s| self.tables.get(s).is_some_and(|t| t.domid() == dom))
     }
 
     /// The bitmaps of the domain in `slot`.
     pub fn bits(&self, slot: usize) -> Option<SharedBits> {
-        Some(SharedBits::of(slot, (*self.shared_info.get(slot)?)?))
+        Some(SharedBits::of(slot, crate::registry::shared_info(slot)?))
     }
 }
 

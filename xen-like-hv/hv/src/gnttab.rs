@@ -69,11 +69,7 @@ pub fn create(dom: DomId, privileged: bool, limits: Limits) -> Result<(), hyperc
         }
     }
     let slot = used.iter().position(|u| !u).ok_or(Errno::ENOMEM)?;
-    let mut hooks = crate::mmhw::Hooks {
-        existing: heapless::Vec::new(),
-        control: dom,
-    };
-    let _ = hooks.existing.push(dom);
+    let mut hooks = crate::mmhw::Hooks::only(dom);
     let Tables { slots, index } = &mut *g;
     let t = &mut slots[slot];
     *t = GrantTable::new(dom, limits);

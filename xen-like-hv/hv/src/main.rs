@@ -19,6 +19,7 @@ mod mmhw;
 mod modules;
 mod panic;
 mod pci;
+mod registry;
 mod time;
 
 use arch::x86_64::{apic, cpu, gdt, idt, paging};

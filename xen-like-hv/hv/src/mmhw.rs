@@ -168,10 +168,33 @@ impl M2p for HwM2p {
 /// descriptor audit.
 #[derive(Debug)]
 pub struct Hooks {
-    /// Ids of the domains that exist (a snapshot taken before the call).
-    pub existing: heapless::Vec<DomId, { crate::domains::MAX_DOMAINS }>,
+    /// The domains of the domain table exist (`crate::registry`); false while a
+    /// domain is built or given its first frames, when only `also` does.
+    pub table: bool,
+    /// A domain that exists though the table may not hold it (yet).
+    pub also: Option<DomId>,
     /// The privileged (control) domain.
     pub control: DomId,
+}
+
+impl Hooks {
+    /// Only `dom` exists, and it is the control domain (building it).
+    pub fn only(dom: DomId) -> Hooks {
+        Hooks {
+            table: false,
+            also: Some(dom),
+            control: dom,
+        }
+    }
+
+    /// The table's domains exist, and `also`; `control` controls.
+    pub fn table(control: DomId, also: Option<DomId>) -> Hooks {
+        Hooks {
+            table: true,
+            also,
+            control,
+        }
+    }
 }
 
 /// Destroyed domains whose frames someone still referenced at teardown, with how
@@ -197,7 +220,7 @@ pub fn is_zombie(dom: DomId) -> bool {
 
 impl MmHooks for Hooks {
     fn domain_exists(&self, dom: DomId) -> bool {
-        self.existing.contains(&dom)
+        self.also == Some(dom) || (self.table && crate::registry::exists(dom))
     }
     fn frame_orphan_freed(&mut self, dom: DomId, mfn: Mfn) {
         let _ = mm::free_order(mfn, 0);

@@ -173,6 +173,9 @@ pub fn nmi_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: GuestPtr<()
 
 /// `set_segment_base` (x86_64 only).
 pub fn set_segment_base<P: Platform>(ctx: &mut GuestCtx<'_, P>, which: u32, base: u64) -> HvResult {
+    // What the CPU holds now, so that the write below is compared with it (Linux
+    // loads a null %gs, then sets SEGBASE_GS_KERNEL to the base it had before).
+    ctx.p.live_bases(ctx.vcpu);
     match which {
         SEGBASE_FS => ctx.vcpu.fs_base = canonical(base)?,
         SEGBASE_GS_USER => ctx.vcpu.gs_base_user = canonical(base)?,

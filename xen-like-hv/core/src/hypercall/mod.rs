@@ -105,17 +105,25 @@ impl<P: Platform> GuestCtx<'_, P> {
     /// (unless the hypercall replaced the registers).
     pub fn hypercall(&mut self) {
         let (nr, args) = self.regs.hypercall_args();
-        let rax = hypercall_abi::hypercall::dispatch(self, nr, args);
+        // The floor call returns 0 (entry.s answers it without coming here unless the
+        // guest single-steps or returns to a non-canonical address).
+        let rax = if nr == hypercall_abi::xlhv::FLOOR_HYPERCALL {
+            0
+        } else {
+            hypercall_abi::hypercall::dispatch(self, nr, args)
+        };
         if self.outcome != Outcome::RegsReplaced {
             self.regs.rax = rax;
         }
         // A guest single-stepping over the SYSCALL gets its #DB after it, as Xen's
         // SYSRET with TF in RFLAGS gives (not for `iret` or a continuation, whose
-        // registers are not the SYSCALL's).
-        if matches!(
-            self.outcome,
-            Outcome::Resume | Outcome::Block | Outcome::Yield
-        ) {
+        // registers are not the SYSCALL's). TF first: one flag test on the usual path.
+        if self.regs.rflags & crate::regs::rflags::TF != 0
+            && matches!(
+                self.outcome,
+                Outcome::Resume | Outcome::Block | Outcome::Yield
+            )
+        {
             if let Err(reason) = self.instruction_done() {
                 self.outcome = Outcome::Crash(reason);
             }

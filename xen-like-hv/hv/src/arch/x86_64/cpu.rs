@@ -127,17 +127,35 @@ pub fn qemu_exit(code: xlhv_core::exit::QemuExit) -> ! {
     halt_forever()
 }
 
+/// Reads CR2 (the last page-fault address) alone.
+pub fn read_cr2() -> u64 {
+    let cr2: u64;
+    // SAFETY: reading CR2 at CPL 0 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
+    cr2
+}
+
 const CR0_TS: u64 = 1 << 3;
 
+/// CR0.TS as this CPU has it: only `set_cr0_ts` changes it after boot (`enable_sse`
+/// clears it), so the hot path compares with this instead of reading CR0.
+static CR0_TS_SET: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Sets or clears CR0.TS (the guest's virtual TS is carried in the real one, so the
-/// guest's next FPU instruction raises #NM when it is set).
+/// guest's next FPU instruction raises #NM when it is set). Touches CR0 only on a
+/// change.
 pub fn set_cr0_ts(ts: bool) {
-    let cr0 = control_regs().cr0;
-    let want = if ts { cr0 | CR0_TS } else { cr0 & !CR0_TS };
-    if want != cr0 {
-        // SAFETY: only TS changes; the hypervisor itself never uses the FPU.
-        unsafe { asm!("mov cr0, {}", in(reg) want, options(nostack, preserves_flags)) }
+    use core::sync::atomic::Ordering;
+    if CR0_TS_SET.load(Ordering::Relaxed) == ts {
+        return;
     }
+    CR0_TS_SET.store(ts, Ordering::Relaxed);
+    let cr0: u64;
+    // SAFETY: reading CR0 at CPL 0 has no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack, preserves_flags)) };
+    let want = if ts { cr0 | CR0_TS } else { cr0 & !CR0_TS };
+    // SAFETY: only TS changes; the hypervisor itself never uses the FPU.
+    unsafe { asm!("mov cr0, {}", in(reg) want, options(nostack, preserves_flags)) }
 }
 
 const CR0_MP: u64 = 1 << 1;
@@ -149,7 +167,8 @@ const CR4_OSXMMEXCPT: u64 = 1 << 10;
 /// runs PV guests with). The hypervisor itself never touches the FPU.
 pub fn enable_sse() {
     let c = control_regs();
-    let cr0 = (c.cr0 | CR0_MP) & !CR0_EM;
+    // TS clear too, as `set_cr0_ts`'s record says.
+    let cr0 = (c.cr0 | CR0_MP) & !(CR0_EM | CR0_TS);
     let cr4 = c.cr4 | CR4_OSFXSR | CR4_OSXMMEXCPT;
     // SAFETY: these bits only change how x87/SSE instructions and their exceptions
     // behave; the hypervisor is built without SSE and never executes them.

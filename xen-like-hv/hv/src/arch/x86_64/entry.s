@@ -12,6 +12,9 @@
 
 .set PERCPU_STACK_TOP, 8        # offsets in arch::x86_64::percpu::PerCpu
 .set PERCPU_SCRATCH,   16
+.set PERCPU_FLOOR_OK,  32       # the running vCPU is in guest kernel mode (non-zero)
+.set FLOOR_HYPERCALL,  {floor_hypercall}  # hypercall_abi::xlhv::FLOOR_HYPERCALL
+.set RFLAGS_TF,        0x100
 .set SYSCALL_VECTOR,   {syscall_vector}   # xlhv_core::regs::SYSCALL_VECTOR
 .set SYSRET_OK,        {sysret_ok}        # xlhv_core::regs::SYSRET_OK
 .set FLAT_RING3_SS,    {flat_ring3_ss}    # hypercall_abi::xen::FLAT_RING3_SS64
@@ -25,6 +28,9 @@
 .global syscall_entry
 syscall_entry:
     swapgs
+    cmpq $FLOOR_HYPERCALL, %rax
+    je .Lfloor
+.Lsyscall_frame:
     movq %rsp, %gs:PERCPU_SCRATCH
     movq %gs:PERCPU_STACK_TOP, %rsp
     pushq $FLAT_RING3_SS
@@ -35,6 +41,29 @@ syscall_entry:
     pushq $0
     pushq $SYSCALL_VECTOR
     jmp .Lsave_regs
+
+# The floor call (docs/bench.md): from the guest kernel, not single-stepping, with a
+# canonical return address (SYSRET to a non-canonical RCX would fault in ring 0), it
+# returns at once with RAX = 0: no frame, no handler, no event or timer check. No
+# state changes, so nothing is left for a later entry to catch up on: events and
+# timers only become due in entries that take the full path. Anything else takes the
+# full path, which answers the call the same way (GuestCtx::hypercall).
+.Lfloor:
+    cmpb $0, %gs:PERCPU_FLOOR_OK
+    je .Lsyscall_frame
+    testl $RFLAGS_TF, %r11d
+    jnz .Lsyscall_frame
+    movq %rcx, %rax
+    shlq $16, %rax
+    sarq $16, %rax
+    cmpq %rcx, %rax
+    jne .Lfloor_full
+    xorl %eax, %eax
+    swapgs
+    sysretq
+.Lfloor_full:
+    movq $FLOOR_HYPERCALL, %rax
+    jmp .Lsyscall_frame
 
 # Interrupts and exceptions: the stub pushed an error code (real or 0) and the vector.
 .global isr_common

@@ -5,7 +5,7 @@
 use super::cpu;
 use super::layout::DIRECTMAP_BASE;
 use super::trap::TrapFrame;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hypercall_abi::types::DomId;
 use hypercall_abi::xen::FLAT_RING3_CS32;
 use hypercall_abi::xen::shared_info::VcpuInfo;
@@ -103,17 +103,33 @@ static LOADED: Loaded = Loaded {
 /// CR4 only takes a bit the CPU has (`emulate::fixup_guest_cr4`).
 const CR4_PER_VCPU: u64 = xlhv_core::emulate::cr4::FSGSBASE | xlhv_core::emulate::cr4::TSD;
 
+/// Whether `LOADED.fs`/`LOADED.gs` are what the CPU holds: false from every entry
+/// from a guest (which may have changed them) until they are read back.
+static BASES_FRESH: AtomicBool = AtomicBool::new(true);
+
+/// Called on every entry from a guest: its FS and GS bases may differ from what the
+/// hypervisor last loaded or read (see [`read_back_bases`]). A store, no MSR access.
+pub fn guest_ran() {
+    BASES_FRESH.store(false, Ordering::Relaxed);
+}
+
 /// Reads back the FS base and the active GS base of the vCPU that was running when
-/// the hypervisor was entered (Xen's `save_segments` / `read_fs_base`). The guest
-/// changes them behind the hypervisor's back: every load of `%fs` or `%gs` (a null
-/// selector clears the base on most CPUs, a GDT/LDT selector sets it from the
-/// descriptor), and `wr{fs,gs}base` with CR4.FSGSBASE. So the hypervisor never
-/// trusts a copy across a guest run: called on every entry from a guest, before
-/// anything looks at the vCPU, so that hypercalls (`set_segment_base` of the value it
-/// "already has"), emulation, mode and context switches see what the CPU holds. While
-/// the hypervisor runs, the guest's GS base is in MSR_KERNEL_GS_BASE (entry.s's
-/// SWAPGS).
+/// the hypervisor was entered (Xen's `save_segments` / `read_fs_base`), once per
+/// entry and only when needed. The guest changes them behind the hypervisor's back:
+/// every load of `%fs` or `%gs` (a null selector clears the base on most CPUs, a
+/// GDT/LDT selector sets it from the descriptor), and `wr{fs,gs}base` with
+/// CR4.FSGSBASE. None of these traps, so after a guest ran, the vCPU's copies and
+/// `LOADED` may be stale; they stay stale *together* (`sync` compares one with the
+/// other and writes nothing, leaving the CPU's live values), until something needs
+/// them: `set_segment_base` (of the value it "already has": Linux loads a null `%gs`
+/// and then sets `SEGBASE_GS_KERNEL` to the base it had before), the emulated
+/// `rdmsr`/`wrmsr` of the bases, a mode switch, a context switch. Each calls this
+/// first (`Platform::live_bases`, [`crate::domains`]'s `save`). While the hypervisor
+/// runs, the guest's GS base is in MSR_KERNEL_GS_BASE (entry.s's SWAPGS).
 pub fn read_back_bases(vcpu: &mut Vcpu) {
+    if BASES_FRESH.swap(true, Ordering::Relaxed) {
+        return;
+    }
     let fs = cpu::rdmsr(IA32_FS_BASE);
     let gs = cpu::rdmsr(IA32_KERNEL_GS_BASE);
     LOADED.fs.store(fs, Ordering::Relaxed);
@@ -130,6 +146,18 @@ pub fn read_back_bases(vcpu: &mut Vcpu) {
     vcpu.set_live_bases(sane(fs), sane(gs));
 }
 
+/// Makes `LOADED`'s FS and GS bases the CPU's again without changing any vCPU (before
+/// loading another vCPU when the one that ran was not saved: it crashed).
+pub fn refresh_loaded_bases() {
+    if BASES_FRESH.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    LOADED.fs.store(cpu::rdmsr(IA32_FS_BASE), Ordering::Relaxed);
+    LOADED
+        .gs
+        .store(cpu::rdmsr(IA32_KERNEL_GS_BASE), Ordering::Relaxed);
+}
+
 /// Writes `value` with `write` unless `slot` says the hardware already has it. The
 /// slots are this CPU's alone, so a plain load and store do (an atomic swap, a locked
 /// `xchg`, costs far more on every exit, under TCG especially).
@@ -141,9 +169,12 @@ fn load_if_changed(slot: &AtomicU64, value: u64, write: impl FnOnce(u64)) {
 }
 
 /// Loads the vCPU's page tables (for its current mode), FS base, guest GS base,
-/// CR0.TS and the CR4 bits that follow its virtual CR4. While the hypervisor runs, the guest's GS base lives in
-/// MSR_KERNEL_GS_BASE (entry.s swaps it in on the way out).
+/// CR0.TS and the CR4 bits that follow its virtual CR4, each only if it differs from
+/// what the CPU has (no control register or MSR is read here). While the hypervisor
+/// runs, the guest's GS base lives in MSR_KERNEL_GS_BASE (entry.s swaps it in on the
+/// way out). Also tells entry.s whether the floor call may return at once.
 pub fn sync(vcpu: &Vcpu) {
+    super::percpu::set_floor_ok(vcpu.kernel_mode);
     load_debugregs(&vcpu.debug);
     load_if_changed(&LOADED.cr3, vcpu.active_root().0 << 12, |cr3| {
         // SAFETY: the root is a validated L4 of this vCPU's domain whose slots 256-271
@@ -195,6 +226,10 @@ static LOADED_DEBUG: LoadedDebug = LoadedDebug {
 pub fn load_debugregs(d: &xlhv_core::debugreg::DebugRegs) {
     use xlhv_core::debugreg::{DR7_ACTIVE_MASK, DR7_DEFAULT};
     let loaded7 = LOADED_DEBUG.dr7.load(Ordering::Relaxed);
+    // The usual case, one test: no breakpoint wanted and none in the hardware.
+    if (d.dr7 | loaded7) & DR7_ACTIVE_MASK == 0 {
+        return;
+    }
     if d.active() {
         let moved = (0..4).any(|i| LOADED_DEBUG.addr[i].load(Ordering::Relaxed) != d.addr[i]);
         if moved && loaded7 & DR7_ACTIVE_MASK != 0 {
@@ -258,8 +293,6 @@ pub fn debug_in_hypervisor(frame: &mut TrapFrame) {
 pub struct HwPlatform<'a> {
     /// The domain's shared_info frame.
     pub shared_info: Mfn,
-    /// The hypervisor's command line.
-    pub cmdline: &'a str,
     /// Every other domain (for operations on a named domain).
     pub others: crate::domains::Others<'a>,
     /// The current domain's slot.
@@ -310,11 +343,9 @@ impl Platform for HwPlatform<'_> {
             >,
         ) -> R,
     ) -> R {
+        // The caller exists too when it acts on another domain's memory (it is in
+        // the table).
         let mut hooks = self.others.hooks(dom, privileged);
-        // The caller exists too when it acts on another domain's memory.
-        if !hooks.existing.contains(&self.id) {
-            let _ = hooks.existing.push(self.id);
-        }
         crate::mmhw::with_mm(dom, privileged, &mut hooks, f)
     }
 
@@ -336,9 +367,6 @@ impl Platform for HwPlatform<'_> {
         ) -> R,
     ) -> R {
         let mut hooks = self.others.hooks(dom, privileged);
-        if !hooks.existing.contains(&self.id) {
-            let _ = hooks.existing.push(self.id);
-        }
         let mut tables = crate::gnttab::GNTTAB.lock();
         crate::mmhw::with_mm(dom, privileged, &mut hooks, |m| {
             f(m, &mut *tables, &mut crate::gnttab::Pool)
@@ -459,7 +487,6 @@ impl Platform for HwPlatform<'_> {
         let mut tables = crate::events::TABLES.lock();
         let mut ev = crate::events::HwEvtchn {
             tables: &mut tables,
-            shared_info: self.others.shared_infos((self.slot, self.shared_info)),
         };
         xlhv_core::evtchn::dispatch(&mut ev, caller, req)
     }
@@ -692,10 +719,14 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn hv_cmdline(&self) -> &str {
-        self.cmdline
+        crate::domains::cmdline()
     }
 
     fn load_mode(&mut self, vcpu: &Vcpu) {
         sync(vcpu);
+    }
+
+    fn live_bases(&mut self, vcpu: &mut Vcpu) {
+        read_back_bases(vcpu);
     }
 }

@@ -21,6 +21,7 @@ core::arch::global_asm!(
     sysret_ok = const xlhv_core::regs::SYSRET_OK,
     flat_ring3_ss = const hypercall_abi::xen::FLAT_RING3_SS64,
     flat_ring3_cs64 = const hypercall_abi::xen::FLAT_RING3_CS64,
+    floor_hypercall = const hypercall_abi::xlhv::FLOOR_HYPERCALL,
     options(att_syntax)
 );
 core::arch::global_asm!(

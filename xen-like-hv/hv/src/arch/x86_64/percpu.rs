@@ -8,7 +8,7 @@ const IA32_GS_BASE: u32 = 0xC000_0101;
 const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
 
 /// The part of a CPU's data that entry.s reads. Field offsets are fixed: entry.s uses
-/// them (`PERCPU_STACK_TOP`, `PERCPU_SCRATCH`).
+/// them (`PERCPU_STACK_TOP`, `PERCPU_SCRATCH`, `PERCPU_FLOOR_OK`).
 #[derive(Debug)]
 #[repr(C)]
 pub struct PerCpu {
@@ -21,17 +21,29 @@ pub struct PerCpu {
     pub scratch: AtomicU64,
     /// Index of this CPU (0 = boot CPU).
     pub index: AtomicU64,
+    /// Non-zero while the vCPU this CPU runs is in guest kernel mode: the floor call
+    /// (entry.s) may return at once.
+    pub floor_ok: AtomicU64,
 }
 
 const _: () = assert!(core::mem::offset_of!(PerCpu, stack_top) == 8);
 const _: () = assert!(core::mem::offset_of!(PerCpu, scratch) == 16);
+const _: () = assert!(core::mem::offset_of!(PerCpu, floor_ok) == 32);
 
 static BSP: PerCpu = PerCpu {
     self_ptr: AtomicU64::new(0),
     stack_top: AtomicU64::new(0),
     scratch: AtomicU64::new(0),
     index: AtomicU64::new(0),
+    floor_ok: AtomicU64::new(0),
 };
+
+/// Records whether the vCPU about to run on this CPU is in guest kernel mode (for
+/// the floor call's fast path in entry.s).
+pub fn set_floor_ok(kernel_mode: bool) {
+    BSP.floor_ok
+        .store(u64::from(kernel_mode), Ordering::Relaxed);
+}
 
 /// Sets up the boot CPU's data: GS.base points at it while in the hypervisor.
 pub fn init_bsp(stack_top: u64) {
