@@ -5,7 +5,7 @@ use alloc::string::String;
 
 use core::sync::atomic::AtomicU32;
 
-use dom0_core::{ConsoleChunk, Hypervisor, RingId, XenVersion};
+use dom0_core::{ConsoleChunk, GrantSeg, Hypervisor, RingId, XenVersion};
 use pv_runtime::abi::domctl::{
     Domctl, DomctlCmd, DomctlCreateDomain, DomctlGetDomainInfo, DomctlMaxMem, DomctlVcpuContext,
     Sysctl, SysctlCmd, SysctlPhysinfo, SysctlReadConsole,
@@ -18,9 +18,9 @@ use pv_runtime::abi::hypercall::{
 use pv_runtime::abi::memory::{XenMemoryReservation, XenmemOp};
 use pv_runtime::abi::mmu::{MmuextCmd, MmuextOp, foreigndom};
 use pv_runtime::abi::xen::VcpuGuestContext;
-use pv_runtime::abi::{EvtchnPort, Mfn};
+use pv_runtime::abi::{EvtchnPort, GrantRef, Mfn};
 
-use crate::foreign;
+use crate::{foreign, grants};
 use pv_runtime::abi::sched::{SchedOp, SchedRemoteShutdown, ShutdownReason};
 use pv_runtime::abi::version::{XenCompileInfo, XenVer};
 use pv_runtime::abi::{DomId, Errno};
@@ -28,7 +28,10 @@ use pv_runtime::hypercall::{handle, handle_mut};
 
 /// The hypervisor, reached by hypercalls.
 #[derive(Debug, Default)]
-pub struct XenHv;
+pub struct XenHv {
+    /// The grant rings the block back end mapped.
+    rings: grants::Rings,
+}
 
 fn inv() -> HypercallPage {
     // SAFETY: every call below passes handles to live objects of exactly the
@@ -261,10 +264,37 @@ impl Hypervisor for XenHv {
     }
 
     fn ring(&self, id: RingId) -> Option<&[AtomicU32]> {
-        foreign::ring(id)
+        if id.0 >= grants::ID_BASE {
+            self.rings.ring(id)
+        } else {
+            foreign::ring(id)
+        }
     }
 
     fn unmap_ring(&mut self, id: RingId) {
         foreign::unmap_ring(id);
+    }
+
+    fn map_grant_ring(&mut self, dom: DomId, refs: &[GrantRef]) -> Result<RingId, Errno> {
+        self.rings.map(dom, refs)
+    }
+
+    fn unmap_grant_ring(&mut self, id: RingId) {
+        self.rings.unmap(id);
+    }
+
+    fn grant_copy(
+        &mut self,
+        dom: DomId,
+        to_guest: bool,
+        buf: &mut [u8],
+        segs: &[GrantSeg],
+        status: &mut [i16],
+    ) -> Result<(), Errno> {
+        grants::copy(dom, to_guest, buf, segs, status)
+    }
+
+    fn io_buffer(&mut self, bytes: usize) -> Option<&'static mut [u8]> {
+        grants::io_buffer(bytes)
     }
 }

@@ -17,6 +17,7 @@ extern crate alloc;
 mod com2;
 mod dom_exc;
 mod foreign;
+mod grants;
 mod hv;
 mod irq;
 mod pcicfg;
@@ -150,7 +151,7 @@ fn main(si: &'static StartInfo) {
         ),
     }
     let irq = com2_irq(si, &mut uart);
-    let mut agent = Agent::new(XenHv, FrameStore::new(), bundle, AGENT);
+    let mut agent = Agent::new(XenHv::default(), FrameStore::new(), bundle, AGENT);
     agent.set_devices(devices.rows(&pci, &disks.disks));
     agent.set_disks(alloc::boxed::Box::new(disks));
     autostart(si, &mut agent);
@@ -307,6 +308,8 @@ fn serve(
             served = events;
             agent.service_stores();
         }
+        // The block back end: front ends' handshakes and rings.
+        let disk_busy = agent.service_backends();
         // Consoles of the domains dom0 built, and domains that stopped.
         agent.tick(
             now,
@@ -359,7 +362,7 @@ fn serve(
             println!("dom0: shutdown-host: powering the machine off");
             sched::poweroff();
         }
-        if n != 0 || m != 0 || com2.busy(now) || fast_server.busy(now) {
+        if n != 0 || m != 0 || disk_busy || com2.busy(now) || fast_server.busy(now) {
             continue;
         }
         let Some((irq, eoi_delay)) = irq else {
