@@ -193,6 +193,48 @@ Examples:
     /// Named volumes carved from dom0's disks (create, list, rm)
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// List a domain's virtual disks, as `xl block-list` does
+    #[command(after_help = "\
+Columns as xl's: Vdev (the device number), BE (the back end's domain), handle,
+state (the front end's XenbusState), evt-ch, ring-ref, BE-path; then the disk's
+name, target, mode and the back end's counters (reads, writes, flushes,
+discards, errors).
+
+Example:
+  dom0ctl block-list hello")]
+    BlockList {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+    },
+    /// Give a running domain another disk (hot-plug), as `xl block-attach`
+    #[command(after_help = "\
+DISK is a `disk = [...]` entry of a domain config, in xl's syntax.
+
+Example:
+  dom0ctl block-attach hello 'target=scratch, vdev=xvdb, access=rw'")]
+    BlockAttach {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+        /// The disk: target=NAME, vdev=xvdX[, access=rw|ro]
+        #[arg(value_name = "DISK", value_parser = disk_spec)]
+        disk: control_proto::disk::DiskSpec,
+    },
+    /// Take a disk away from a running domain (hot-unplug), as `xl block-detach`
+    #[command(after_help = "\
+The back end closes the disk; it goes once the domain's front end has let go.
+
+Example:
+  dom0ctl block-detach hello xvdb")]
+    BlockDetach {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+        /// The guest's name for the disk (xvdb) or its device number
+        #[arg(value_name = "VDEV")]
+        vdev: String,
+    },
     /// Ask dom0 to stop the machine
     ShutdownHost,
 }
@@ -467,4 +509,9 @@ mod tests {
         assert!(help.contains("4  dom0 not reachable"));
         assert!(help.contains("dom0ctl create examples/hello.toml"));
     }
+}
+
+/// A disk specification in xl's syntax, checked before anything is sent.
+fn disk_spec(s: &str) -> Result<control_proto::disk::DiskSpec, String> {
+    control_proto::disk::DiskSpec::parse(s).map_err(|e| e.to_string())
 }

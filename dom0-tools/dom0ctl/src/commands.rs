@@ -142,6 +142,30 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Volume(v) => volume(connect, v),
+        Command::BlockList { dom } => {
+            let mut c = connect()?;
+            let req = Request::BlockList(DomRef::parse(&dom));
+            match call(&mut c, &req, format_args!("block-list {dom}"))? {
+                Response::Blocks(rows) => print(output::block_table(&rows).as_bytes()),
+                other => Err(c.unexpected(&req, &other)),
+            }
+        }
+        Command::BlockAttach { dom, disk } => simple(
+            connect()?,
+            Request::BlockAttach {
+                dom: DomRef::parse(&dom),
+                disk,
+            },
+            "block-attach",
+        ),
+        Command::BlockDetach { dom, vdev } => simple(
+            connect()?,
+            Request::BlockDetach {
+                dom: DomRef::parse(&dom),
+                vdev,
+            },
+            "block-detach",
+        ),
         Command::ShutdownHost => {
             let mut c = connect()?;
             match call(&mut c, &Request::ShutdownHost, "shutdown-host") {

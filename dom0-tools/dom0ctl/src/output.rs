@@ -164,6 +164,53 @@ pub fn device_table(rows: &[DeviceRow]) -> String {
     out
 }
 
+/// `dom0ctl block-list`: `xl block-list`'s columns, then the disk's names and
+/// the back end's counters.
+pub fn block_table(rows: &[control_proto::BlockRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<10} {:<3} {:<6} {:<5} {:<6} {:<8} {:<40} {:<6} {:<12} {:<4} {:>8} {:>8} {:>5} {:>5} {:>6}",
+        "Vdev",
+        "BE",
+        "handle",
+        "state",
+        "evt-ch",
+        "ring-ref",
+        "BE-path",
+        "Name",
+        "Target",
+        "Mode",
+        "reads",
+        "writes",
+        "flush",
+        "disc",
+        "errors"
+    );
+    for b in rows {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<3} {:<6} {:<5} {:<6} {:<8} {:<40} {:<6} {:<12} {:<4} {:>8} {:>8} {:>5} {:>5} {:>6}",
+            b.devid,
+            0,
+            b.devid,
+            b.fe_state,
+            b.evtchn,
+            b.ring_ref,
+            b.be_path,
+            b.vdev,
+            b.target,
+            b.mode,
+            b.requests[0],
+            b.requests[1],
+            b.requests[2],
+            b.requests[3],
+            b.errors
+        );
+    }
+    out
+}
+
 /// A size as people write it: exact when it is a whole number of T, G, M or
 /// K (`64M`), else with one decimal (`3.9G`); bytes below 1 KiB.
 pub fn size(bytes: u64) -> String {

@@ -1,0 +1,151 @@
+//! The block split driver (`docs/block.md`): domUs created with `disk = [...]`
+//! get their volumes through dom0's blkback, and the `blkcheck` guest
+//! (blkfront) writes, reads back and verifies a pattern over them. The data
+//! is on the host file: a second boot of the machine reads it back. Two
+//! domUs on two volumes of one disk never see each other's data; sharing
+//! rules, unknown targets, `block-list`, hot-plug and unplug.
+
+use std::time::{Duration, Instant};
+
+use xlhv_tests::{ControlHost, scratch, test_guest};
+use xtask::disk::DiskSpec;
+
+/// The QEMU arguments for `specs`, each prepared (a `new:` image created).
+fn disks(specs: &[String]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let d = DiskSpec::parse(s, i).unwrap();
+        d.prepare().unwrap();
+        args.extend(d.qemu_args(i));
+    }
+    args
+}
+
+/// The `blkcheck` ELF without debug sections (the upload over COM2 is slow).
+fn kernel(test: &str) -> std::path::PathBuf {
+    let full = test_guest("blkcheck");
+    let small = scratch(test).join("blkcheck.elf");
+    let ok = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&small)
+        .arg(&full)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok { small } else { full }
+}
+
+/// Writes a config for a `blkcheck` domU with `disks` and `cmdline`.
+fn config(test: &str, name: &str, cmdline: &str, disks: &[&str]) -> String {
+    let p = scratch(test).join(format!("{name}.toml"));
+    let list: Vec<String> = disks.iter().map(|d| format!("\"{d}\"")).collect();
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"{name}\"\nkernel = \"{}\"\nmemory = 32\ncmdline = \"{cmdline}\"\n\
+             on_poweroff = \"preserve\"\non_crash = \"preserve\"\ndisk = [{}]\n",
+            kernel(test).display(),
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// Waits for `dom`'s `blkcheck:` result line (180 s at most) and returns it.
+fn result(h: &ControlHost, dom: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let c = h.dom0ctl(&["console", dom, "--no-follow"]);
+        if let Some(l) = c.stdout.lines().find(|l| l.contains("blkcheck: ")) {
+            eprintln!("{dom}:\n{}", c.stdout);
+            return l.to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "{dom} never finished:\n{}\n{}\n{}",
+            c.stdout,
+            c.stderr,
+            h.serial()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[track_caller]
+fn ok(line: &str) {
+    assert!(line.contains("blkcheck: ok sectors=32768"), "{line}");
+}
+
+#[test]
+fn domus_keep_their_data_across_a_reboot() {
+    let test = "block";
+    let dir = scratch(test);
+    let img = dir.join("data.img");
+    let _ = std::fs::remove_file(&img);
+    let args = disks(&[format!("new:{}:64M,name=data", img.display())]);
+    let mut h = ControlHost::boot_with_args(test, "", &args);
+    h.dom0ctl(&["volume", "create", "v1", "16M"]).code(0);
+    h.dom0ctl(&["volume", "create", "v2", "16M"]).code(0);
+
+    // Errors first: an unknown target, the whole disk that holds volumes.
+    let bad = config(test, "bad", "", &["target=nope, vdev=xvda"]);
+    let r = h.dom0ctl(&["--timeout", "120", "create", &bad]);
+    r.code(1);
+    assert!(
+        r.stderr.contains("no disk or volume named nope"),
+        "{}",
+        r.stderr
+    );
+    let bad = config(test, "bad", "", &["target=data, vdev=xvda"]);
+    let r = h.dom0ctl(&["--timeout", "120", "create", &bad]);
+    r.code(1);
+    assert!(r.stderr.contains("holds volumes"), "{}", r.stderr);
+
+    let a = config(test, "a", "seed=1", &["target=v1, vdev=xvda"]);
+    let b = config(test, "b", "seed=2", &["vdev=xvda, access=rw, target=v2"]);
+    h.dom0ctl(&["--timeout", "120", "create", &a]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &b]).code(0);
+    // v1 is a's, read-write: nobody else may have it, not even read-only.
+    let c = config(test, "c", "", &["target=v1, vdev=xvda, access=ro"]);
+    let r = h.dom0ctl(&["--timeout", "120", "create", &c]);
+    r.code(1);
+    assert!(r.stderr.contains("in use"), "{}", r.stderr);
+    ok(&result(&h, "a"));
+    ok(&result(&h, "b"));
+    let list = h.dom0ctl(&["block-list", "a"]);
+    list.code(0);
+    eprintln!("{}", list.stdout);
+    assert!(list.stdout.contains("51712"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("/local/domain/0/backend/vbd/"),
+        "{}",
+        list.stdout
+    );
+    // A volume in use cannot go.
+    h.dom0ctl(&["volume", "rm", "v1"]).code(1);
+    h.dom0ctl(&["destroy", "a"]).code(0);
+    h.dom0ctl(&["destroy", "b"]).code(0);
+    h.dom0ctl(&["shutdown-host"]).code(0);
+    h.machine.wait_exit(Duration::from_secs(60));
+    drop(h);
+
+    // The second boot reads each pattern back from its own volume.
+    let args = disks(&[format!("{},name=data", img.display())]);
+    let h = ControlHost::boot_with_args("block-again", "", &args);
+    let a = config(test, "a2", "seed=1 verify-only", &["target=v1, vdev=xvda"]);
+    let b = config(
+        test,
+        "b2",
+        "seed=2 verify-only",
+        &["target=v2, vdev=xvda, access=ro"],
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &a]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &b]).code(0);
+    ok(&result(&h, "a2"));
+    ok(&result(&h, "b2"));
+    h.dom0ctl(&["destroy", "a2"]).code(0);
+    h.dom0ctl(&["destroy", "b2"]).code(0);
+    // The volumes are free again.
+    h.dom0ctl(&["volume", "rm", "v1"]).code(0);
+}
