@@ -57,7 +57,11 @@ fn result(h: &ControlHost, dom: &str) -> String {
     let start = Instant::now();
     loop {
         let c = h.dom0ctl(&["console", dom, "--no-follow"]);
-        if let Some(l) = c.stdout.lines().find(|l| l.contains("blkcheck: ")) {
+        if let Some(l) = c
+            .stdout
+            .lines()
+            .find(|l| l.contains("blkcheck: ok") || l.contains("blkcheck: FAIL"))
+        {
             eprintln!("{dom}:\n{}", c.stdout);
             return l.to_string();
         }
