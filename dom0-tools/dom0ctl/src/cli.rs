@@ -350,6 +350,11 @@ pub enum XsCommand {
     },
 }
 
+/// A disk specification in xl's syntax, checked before anything is sent.
+fn disk_spec(s: &str) -> Result<control_proto::disk::DiskSpec, String> {
+    control_proto::disk::DiskSpec::parse(s).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,9 +514,4 @@ mod tests {
         assert!(help.contains("4  dom0 not reachable"));
         assert!(help.contains("dom0ctl create examples/hello.toml"));
     }
-}
-
-/// A disk specification in xl's syntax, checked before anything is sent.
-fn disk_spec(s: &str) -> Result<control_proto::disk::DiskSpec, String> {
-    control_proto::disk::DiskSpec::parse(s).map_err(|e| e.to_string())
 }

@@ -243,6 +243,21 @@ fn answer(req: &Request, st: &mut State, mode: Mode) -> Response {
                     })
                     .collect(),
             ),
+            Request::BlockList(_) => Response::Blocks(vec![control_proto::BlockRow {
+                devid: 51712,
+                vdev: "xvda".into(),
+                target: "web".into(),
+                mode: "w".into(),
+                be_state: 4,
+                fe_state: 4,
+                evtchn: 5,
+                ring_ref: 8,
+                be_path: "/local/domain/0/backend/vbd/1/51712".into(),
+                requests: [10, 20, 1, 0],
+                sectors: [80, 160],
+                errors: 0,
+            }]),
+            Request::BlockAttach { .. } | Request::BlockDetach { .. } => Response::Ok,
             Request::Devices => Response::Devices(vec![control_proto::DeviceRow {
                 bdf: "00:04.0".into(),
                 vendor: 0x1af4,
@@ -627,6 +642,60 @@ data          64M volumes          8M
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("not a size"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(agent.state.lock().unwrap().requests.len(), before);
+}
+
+#[test]
+fn block_list_attach_detach() {
+    let agent = Agent::start(Mode::Normal);
+    let out = agent.run(&["block-list", "hello"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let t = text(&out.stdout);
+    let mut lines = t.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("Vdev       BE  handle state evt-ch ring-ref BE-path")
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        row,
+        [
+            "51712",
+            "0",
+            "51712",
+            "4",
+            "5",
+            "8",
+            "/local/domain/0/backend/vbd/1/51712",
+            "xvda",
+            "web",
+            "w",
+            "10",
+            "20",
+            "1",
+            "0",
+            "0"
+        ]
+    );
+    let out = agent.run(&[
+        "block-attach",
+        "hello",
+        "target=scratch, vdev=xvdb, access=ro",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let out = agent.run(&["block-detach", "hello", "xvdb"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    // A bad disk specification is a usage error, found before dom0 is asked.
+    let before = agent.state.lock().unwrap().requests.len();
+    let out = agent.run(&["block-attach", "hello", "target=x, vdev=vda"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("not a virtual disk name"),
         "{}",
         text(&out.stderr)
     );

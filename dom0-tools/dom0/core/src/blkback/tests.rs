@@ -710,3 +710,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn hot_unplug_waits_for_the_front_end() {
+    let mut s = connected(None);
+    assert!(!s.blk.detach(&mut s.xs, &mut s.hv, DOM, 51728), "no xvdb");
+    assert!(s.blk.detach(&mut s.xs, &mut s.hv, DOM, 51712));
+    // Connected: the back end closes, the vbd stays until the front end has.
+    assert_eq!(read(&mut s.xs, &be("state")), "5");
+    assert_eq!(read(&mut s.xs, &be("online")), "0");
+    assert!(s.hv.rings.is_empty() && s.hv.ports.is_empty());
+    assert_eq!(s.blk.vbds(None).count(), 1);
+    s.xs.write(&fe("state"), b"5").unwrap();
+    s.poll();
+    assert_eq!(s.blk.vbds(None).count(), 1);
+    s.xs.write(&fe("state"), b"6").unwrap();
+    s.poll();
+    assert_eq!(s.blk.vbds(None).count(), 0);
+    assert!(s.xs.read(&be("state")).is_err() && s.xs.read(&fe("state")).is_err());
+    assert_eq!(s.blk.take_detached(), [(DOM, String::from("vol"))]);
+    // A vbd whose front end never connected goes at once.
+    s.blk
+        .attach(
+            &mut s.xs,
+            &mut s.hv,
+            DOM,
+            &spec("target=vol, vdev=xvdb"),
+            target(),
+        )
+        .unwrap();
+    assert!(s.blk.detach(&mut s.xs, &mut s.hv, DOM, 51728));
+    assert_eq!(s.blk.vbds(None).count(), 0);
+}
