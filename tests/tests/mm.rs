@@ -126,3 +126,11 @@ fn iret_ends_a_multicall_xsa_213() {
 fn dma_buffers_are_machine_contiguous_below_their_limit() {
     passes("dma");
 }
+
+/// The runtime's heap outgrows the bootstrap slack (whose size depends on where
+/// the image ends) by mapping free frames, keeps its blocks intact, reuses freed
+/// bytes, and refuses (without a panic) before it takes the last frames.
+#[test]
+fn the_heap_grows_past_the_bootstrap_slack() {
+    passes("heap-grow");
+}

@@ -6,6 +6,10 @@
 //! every block starts and ends on a granule boundary. When the free list has
 //! no room for a split or a freed block, the bytes concerned are leaked and
 //! counted in [`RangeAllocator::leaked`].
+//!
+//! Besides the region it starts with, the allocator can take an extension
+//! that grows at its end ([`RangeAllocator::extend`]): the runtime maps
+//! fresh frames there when the first region runs out.
 
 use crate::layout::Span;
 
@@ -21,11 +25,12 @@ pub enum HeapError {
     DoubleFree,
 }
 
-/// A first-fit allocator over one address range, with at most `N` free
-/// spans.
+/// A first-fit allocator over one address range (plus an extension that
+/// grows upwards), with at most `N` free spans.
 #[derive(Clone, Debug)]
 pub struct RangeAllocator<const N: usize> {
     region: Span,
+    extension: Span,
     free: [Span; N],
     len: usize,
     in_use: u64,
@@ -41,6 +46,7 @@ impl<const N: usize> RangeAllocator<N> {
     pub const fn empty() -> Self {
         RangeAllocator {
             region: Span::new(0, 0),
+            extension: Span::new(0, 0),
             free: [Span::new(0, 0); N],
             len: 0,
             in_use: 0,
@@ -66,6 +72,34 @@ impl<const N: usize> RangeAllocator<N> {
     /// The managed region.
     pub fn region(&self) -> Span {
         self.region
+    }
+
+    /// The extension added by [`RangeAllocator::extend`] (empty if none).
+    pub fn extension(&self) -> Span {
+        self.extension
+    }
+
+    /// Add `span` to the extension: the first span may go anywhere outside
+    /// the region, later ones must start where the extension ends. Both
+    /// ends must be granule aligned.
+    pub fn extend(&mut self, span: Span) -> Result<(), HeapError> {
+        let aligned = span.start % GRANULE == 0 && span.end % GRANULE == 0;
+        let placed = if self.extension.is_empty() {
+            !span.overlaps(&self.region)
+        } else {
+            span.start == self.extension.end
+        };
+        if !aligned || !placed || span.is_empty() {
+            return Err(HeapError::OutOfRange);
+        }
+        self.extension = if self.extension.is_empty() {
+            span
+        } else {
+            Span::new(self.extension.start, span.end)
+        };
+        // Hand it over as a freed block (coalesced with the free tail).
+        self.in_use += span.len();
+        self.free(span.start, span.len())
     }
 
     /// Bytes handed out and not yet freed (after rounding).
@@ -139,7 +173,8 @@ impl<const N: usize> RangeAllocator<N> {
         let size = round_size(size).ok_or(HeapError::OutOfRange)?;
         let end = addr.checked_add(size).ok_or(HeapError::OutOfRange)?;
         let block = Span::new(addr, end);
-        if addr % GRANULE != 0 || addr < self.region.start || end > self.region.end {
+        let inside = |r: Span| addr >= r.start && end <= r.end;
+        if addr % GRANULE != 0 || !(inside(self.region) || inside(self.extension)) {
             return Err(HeapError::OutOfRange);
         }
         // First free span that starts after the block.
@@ -214,6 +249,41 @@ mod tests {
         }
         assert!(a.leaked() > 0);
         assert_eq!(a.free_bytes() + a.in_use() + a.leaked(), 0x1000);
+    }
+
+    #[test]
+    fn extension_grows_at_its_end_and_coalesces() {
+        let mut a = RangeAllocator::<8>::new(Span::new(0x1000, 0x2000));
+        assert_eq!(a.alloc(0x1000, 16), Some(0x1000));
+        assert_eq!(a.alloc(16, 16), None);
+        // Overlapping the region, unaligned or empty: refused.
+        assert_eq!(
+            a.extend(Span::new(0x1800, 0x9000)),
+            Err(HeapError::OutOfRange)
+        );
+        assert_eq!(
+            a.extend(Span::new(0x9008, 0xA000)),
+            Err(HeapError::OutOfRange)
+        );
+        assert_eq!(
+            a.extend(Span::new(0x9000, 0x9000)),
+            Err(HeapError::OutOfRange)
+        );
+        a.extend(Span::new(0x9000, 0xA000)).unwrap();
+        // Not at the extension's end: refused.
+        assert_eq!(
+            a.extend(Span::new(0xB000, 0xC000)),
+            Err(HeapError::OutOfRange)
+        );
+        a.extend(Span::new(0xA000, 0xB000)).unwrap();
+        assert_eq!(a.extension(), Span::new(0x9000, 0xB000));
+        assert_eq!(a.in_use(), 0x1000);
+        // The two pieces are one span: a block across their seam fits.
+        assert_eq!(a.alloc(0x2000, 16), Some(0x9000));
+        a.free(0x9000, 0x2000).unwrap();
+        a.free(0x1000, 0x1000).unwrap();
+        assert_eq!(a.free_bytes(), 0x3000);
+        assert_eq!(a.free(0xB000, 16), Err(HeapError::OutOfRange));
     }
 
     proptest! {

@@ -24,9 +24,13 @@
 //!   [`pv_runtime_core::mapper`] engine creates and frees tables and batches
 //!   every change. [`translate`] and [`entry_address`] read the tables.
 //! * Heap: the mapped slack at the end of the bootstrap region (after the
-//!   boot stack, up to the region's 4 MiB boundary; at least 512 KiB). It is
-//!   the `#[global_allocator]` with feature `global-allocator`, so guests can
-//!   `extern crate alloc`.
+//!   boot stack, up to the region's 4 MiB boundary; at least 512 KiB, and
+//!   anything up to 4.5 MiB depending on where the image ends). Once
+//!   [`take_over`] has run, a heap that runs out grows: free frames are
+//!   mapped writable at [`HEAP_EXTENSION`] in steps of at least 256 KiB, up
+//!   to 1 GiB, always leaving [`HEAP_FRAME_RESERVE`] frames to everyone else.
+//!   It is the `#[global_allocator]` with feature `global-allocator`, so
+//!   guests can `extern crate alloc`.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
@@ -56,6 +60,14 @@ const FALLBACK_BITMAP_WORDS: usize = 512;
 /// fragments the heap: with 64, 20 domUs doing 1000 transactions each leaked
 /// 1.9 MiB of a 2.2 MiB heap into the full free list).
 const HEAP_SPANS: usize = 1024;
+/// Where the heap grows once the bootstrap slack is used up.
+pub const HEAP_EXTENSION: u64 = 0x0000_7300_0000_0000;
+/// The most the heap grows by (bytes).
+const HEAP_EXTENSION_MAX: u64 = 1 << 30;
+/// Pages mapped per growth step, at least.
+const HEAP_GROW_PAGES: usize = 64;
+/// Free frames the heap never takes (page tables, DMA, rings).
+pub const HEAP_FRAME_RESERVE: u64 = 256;
 /// `mmu_update` requests per batch.
 const BATCH_UPDATES: usize = 512;
 /// Pages cleared per batch.
@@ -698,8 +710,10 @@ pub fn with_writable<R>(frame: Frame, f: impl FnOnce(&mut [u8; 4096]) -> R) -> R
 /// Heap usage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeapStats {
-    /// The heap's address range.
+    /// The heap's first address range (the bootstrap slack).
     pub region: Span,
+    /// The range it grew into ([`HEAP_EXTENSION`]; empty if it never grew).
+    pub extension: Span,
     /// Bytes allocated.
     pub in_use: u64,
     /// Bytes free.
@@ -713,27 +727,121 @@ pub fn heap_stats() -> HeapStats {
     let h = HEAP.lock();
     HeapStats {
         region: h.region(),
+        extension: h.extension(),
         in_use: h.in_use(),
         free: h.free_bytes(),
         leaked: h.leaked(),
     }
 }
 
+/// Grow the heap by at least `bytes`: map free frames writable at the end of
+/// its extension. Every lock is only tried (an upcall may have interrupted
+/// their holder), so this never blocks; `false` when nothing was added.
+fn grow_heap(bytes: u64) -> bool {
+    static GROWING: Mutex<()> = Mutex::new(());
+    let Some(_growing) = GROWING.try_lock() else {
+        return false;
+    };
+    let Ok(root) = ready() else {
+        return false;
+    };
+    // One vCPU: a lock held now is held by the code an upcall interrupted,
+    // and stays held until we return. Growing needs all three.
+    if FRAMES.is_locked() || MAPPER.is_locked() || HEAP.is_locked() {
+        return false;
+    }
+    let end = {
+        let e = HEAP.lock().extension();
+        if e.is_empty() { HEAP_EXTENSION } else { e.end }
+    };
+    let want = usize::try_from(bytes.div_ceil(PAGE))
+        .unwrap_or(usize::MAX)
+        .max(HEAP_GROW_PAGES);
+    let mut added = 0usize;
+    let mut chunk = [Mfn(0); HEAP_GROW_PAGES];
+    while added < want {
+        let va = end + added as u64 * PAGE;
+        let n = (want - added).min(HEAP_GROW_PAGES);
+        if va + n as u64 * PAGE > HEAP_EXTENSION + HEAP_EXTENSION_MAX {
+            break;
+        }
+        // Frames first (none left above the reserve: stop).
+        let mut frames = [None; HEAP_GROW_PAGES];
+        let mut got = 0;
+        {
+            let mut f = FRAMES.lock();
+            while got < n && f.available() > HEAP_FRAME_RESERVE {
+                let Some(pfn) = f.alloc() else { break };
+                match pfn_to_mfn(Pfn(pfn)) {
+                    Some(mfn) => {
+                        frames[got] = Some(Frame { pfn: Pfn(pfn), mfn });
+                        chunk[got] = mfn;
+                        got += 1;
+                    }
+                    None => {
+                        let _ = f.free(pfn);
+                        break;
+                    }
+                }
+            }
+        }
+        let give_back = |frames: &[Option<Frame>]| {
+            let mut f = FRAMES.lock();
+            for fr in frames.iter().flatten() {
+                let _ = f.free(fr.pfn.0);
+            }
+        };
+        if got < n {
+            give_back(&frames[..got]);
+            break;
+        }
+        let mut m = MAPPER.lock();
+        let flags = PteFlags::RW | PteFlags::NX;
+        let done = m.map(Root::live(root), va, n as u64, flags, |i| {
+            chunk.get(usize::try_from(i).ok()?).copied()
+        });
+        if done.is_err() {
+            // A partial mapping is undone before its frames go back; frames
+            // that stay mapped somewhere are never reused.
+            if m.unmap(root, va, n as u64, true).is_ok() {
+                drop(m);
+                give_back(&frames[..n]);
+            }
+            break;
+        }
+        added += n;
+    }
+    if added == 0 {
+        return false;
+    }
+    // Only this function extends the heap, and GROWING is held: the
+    // extension still ends at `end`.
+    let mut heap = HEAP.lock();
+    heap.extend(Span::new(end, end + added as u64 * PAGE))
+        .is_ok()
+}
+
 /// The runtime's heap as a [`GlobalAlloc`]. Allocation fails (null) when the
-/// heap is exhausted or its lock is held by the code a trap interrupted.
+/// heap is exhausted and cannot grow, or its lock is held by the code a trap
+/// interrupted.
 #[derive(Debug)]
 pub struct Heap;
 
 // SAFETY: blocks come from the range allocator, which never hands out
 // overlapping blocks, only addresses inside the mapped slack of the
-// bootstrap region (memory nothing else uses), aligned as requested.
+// bootstrap region or the extension `grow_heap` mapped writable to frames
+// it took for the heap alone (memory nothing else uses), aligned as
+// requested.
 unsafe impl GlobalAlloc for Heap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some(mut heap) = HEAP.try_lock() else {
-            return ptr::null_mut();
+        let (size, align) = (layout.size() as u64, layout.align() as u64);
+        let try_alloc = || HEAP.try_lock().map(|mut h| h.alloc(size, align));
+        let addr = match try_alloc() {
+            // Out of heap (not merely contended): grow and try once more.
+            Some(None) if grow_heap(size.saturating_add(align)) => try_alloc().flatten(),
+            got => got.flatten(),
         };
-        heap.alloc(layout.size() as u64, layout.align() as u64)
-            .and_then(|addr| usize::try_from(addr).ok())
+        addr.and_then(|addr| usize::try_from(addr).ok())
             .map_or(ptr::null_mut(), ptr::with_exposed_provenance_mut)
     }
 
