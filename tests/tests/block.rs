@@ -54,13 +54,19 @@ fn config(test: &str, name: &str, cmdline: &str, disks: &[&str]) -> String {
 
 /// Waits for `dom`'s `blkcheck:` result line (180 s at most) and returns it.
 fn result(h: &ControlHost, dom: &str) -> String {
+    wait_line(h, dom, &["blkcheck: ok", "blkcheck: FAIL"])
+}
+
+/// Waits for a line of `dom`'s console that holds one of `needles` (180 s at
+/// most) and returns it.
+fn wait_line(h: &ControlHost, dom: &str, needles: &[&str]) -> String {
     let start = Instant::now();
     loop {
         let c = h.dom0ctl(&["console", dom, "--no-follow"]);
         if let Some(l) = c
             .stdout
             .lines()
-            .find(|l| l.contains("blkcheck: ok") || l.contains("blkcheck: FAIL"))
+            .find(|l| needles.iter().any(|n| l.contains(n)))
         {
             eprintln!("{dom}:\n{}", c.stdout);
             return l.to_string();
@@ -152,4 +158,62 @@ fn domus_keep_their_data_across_a_reboot() {
     h.dom0ctl(&["destroy", "b2"]).code(0);
     // The volumes are free again.
     h.dom0ctl(&["volume", "rm", "v1"]).code(0);
+}
+
+/// A domain destroyed in the middle of its I/O leaves dom0 serving the other
+/// domU and gives its volume back; a disk hot-plugged into a running domain is
+/// found by its front end, and hot-unplugged once the front end closed it.
+#[test]
+fn destroy_mid_io_and_hot_plug() {
+    let test = "block-live";
+    let dir = scratch(test);
+    let img = dir.join("data.img");
+    let _ = std::fs::remove_file(&img);
+    let args = disks(&[format!("new:{}:64M,name=data", img.display())]);
+    let h = ControlHost::boot_with_args(test, "", &args);
+    for (v, size) in [("v1", "16M"), ("v2", "16M"), ("v3", "4M")] {
+        h.dom0ctl(&["volume", "create", v, size]).code(0);
+    }
+    let m = config(test, "m", "seed=3 repeat=100000", &["target=v1, vdev=xvda"]);
+    h.dom0ctl(&["--timeout", "120", "create", &m]).code(0);
+    wait_line(&h, "m", &["blkcheck: pass 1 done"]);
+    let b = config(test, "b", "seed=2 repeat=3", &["target=v2, vdev=xvda"]);
+    h.dom0ctl(&["--timeout", "120", "create", &b]).code(0);
+    wait_line(&h, "b", &["blkcheck: pass 1 done"]);
+    // m is writing or reading now: destroy it under way.
+    h.dom0ctl(&["destroy", "m"]).code(0);
+    ok(&result(&h, "b"));
+    // m's volume is free: nothing of m's is left in the back end.
+    h.dom0ctl(&["volume", "rm", "v1"]).code(0);
+
+    // Hot-plug: a domain with no disk waits for xvdb.
+    let p = config(test, "p", "vdev=51728 wait=120 limit=4", &[]);
+    h.dom0ctl(&["--timeout", "120", "create", &p]).code(0);
+    let list = h.dom0ctl(&["block-list", "p"]);
+    list.code(0);
+    assert_eq!(list.stdout.lines().count(), 1, "{}", list.stdout);
+    h.dom0ctl(&["block-attach", "p", "target=v3, vdev=xvdb"]).code(0);
+    // v3 is p's now, read-write.
+    h.dom0ctl(&["volume", "rm", "v3"]).code(1);
+    let line = result(&h, "p");
+    assert!(line.contains("blkcheck: ok sectors=8192"), "{line}");
+    // blkcheck closed the device: the detach completes and v3 is free.
+    h.dom0ctl(&["block-detach", "p", "xvdb"]).code(0);
+    let start = Instant::now();
+    loop {
+        let list = h.dom0ctl(&["block-list", "p"]);
+        if list.stdout.lines().count() == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "xvdb never went:\n{}",
+            list.stdout
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    h.dom0ctl(&["volume", "rm", "v3"]).code(0);
+    assert!(!h.serial().contains("xen-like-hv fault"), "{}", h.serial());
+    h.dom0ctl(&["destroy", "p"]).code(0);
+    h.dom0ctl(&["destroy", "b"]).code(0);
 }

@@ -39,6 +39,12 @@ pub struct Args {
     pub persistent: Option<bool>,
     /// `pool=N`: data pages in the pool.
     pub pool_pages: Option<u32>,
+    /// `wait=S` (default 0): seconds to wait for the vbd to appear (a disk
+    /// hot-plugged after the guest started).
+    pub wait_s: u32,
+    /// `repeat=N` (default 1, 1..=100000): write and read passes, each
+    /// announced when done (a long run to destroy mid-I/O).
+    pub repeat: u32,
 }
 
 impl Default for Args {
@@ -55,6 +61,8 @@ impl Default for Args {
             indirect: None,
             persistent: None,
             pool_pages: None,
+            wait_s: 0,
+            repeat: 1,
         }
     }
 }
@@ -87,7 +95,8 @@ fn small(
 
 /// Parse `start_info.cmd_line`: `seed=N`, `limit=MiB`, `verify-only`,
 /// `vdev=N`, `qd=N`, `ops=N`, and the front end's limits `order=N`,
-/// `queues=N`, `indirect=N`, `persistent=0|1`, `pool=N`; other words are
+/// `queues=N`, `indirect=N`, `persistent=0|1`, `pool=N`, `wait=S`,
+/// `repeat=N`; other words are
 /// someone else's and ignored.
 pub fn parse_args(cmdline: &[u8]) -> Result<Args, ArgError> {
     let mut args = Args::default();
@@ -119,6 +128,8 @@ pub fn parse_args(cmdline: &[u8]) -> Result<Args, ArgError> {
             b"indirect" => args.indirect = Some(small(word, value, 0..=4096)?),
             b"persistent" => args.persistent = Some(small(word, value, 0..=1)? == 1),
             b"pool" => args.pool_pages = Some(small(word, value, 1..=1024)?),
+            b"wait" => args.wait_s = small(word, value, 0..=3600)?,
+            b"repeat" => args.repeat = small(word, value, 1..=100_000)?,
             _ => {}
         }
     }

@@ -1940,6 +1940,8 @@ fn blkcheck_arguments() {
             ..Args::default()
         }
     );
+    let a = check::parse_args(b"wait=60 repeat=1000").unwrap();
+    assert_eq!((a.wait_s, a.repeat), (60, 1000));
     let a = check::parse_args(b"order=0 queues=2 indirect=0 persistent=0 pool=64").unwrap();
     assert_eq!(
         (
@@ -1957,6 +1959,8 @@ fn blkcheck_arguments() {
         "persistent=2",
         "pool=0",
         "indirect=5000",
+        "wait=4000",
+        "repeat=0",
     ] {
         assert!(check::parse_args(bad.as_bytes()).is_err(), "{bad}");
     }

@@ -19,6 +19,9 @@
 //! `order=N`, `queues=N`, `indirect=N`, `persistent=0|1` and `pool=N` set
 //! what the front end offers (ring page order, queues, indirect segments,
 //! persistent grants, pool pages; the runtime's defaults otherwise).
+//! `wait=S` waits up to S seconds for the vbd to appear (hot-plug), and
+//! `repeat=N` runs steps 1 and 2 N times, printing `blkcheck: pass K done`
+//! after each (the rates are the last pass's).
 //!
 //! Exactly one result line, then poweroff: `blkcheck: ok sectors=N
 //! write_mib_s=X read_mib_s=Y rand4k_iops=Z`; or `blkcheck: FAIL <reason>`
@@ -43,16 +46,27 @@ fn or_fail<T>(what: &str, r: Result<T, Error>) -> T {
     r.unwrap_or_else(|e| fail(NAME, format_args!("{what}: {e}")))
 }
 
+/// The vbd to check: `vdev=N`, else xvda, else the first; waiting up to
+/// `wait=S` seconds for it to appear.
 fn pick_vdev(args: &Args) -> u64 {
-    if let Some(v) = args.vdev {
-        return v;
-    }
-    let all = or_fail("listing device/vbd", blkfront::devices());
-    if all.contains(&check::XVDA) {
-        check::XVDA
-    } else {
-        *all.first()
-            .unwrap_or_else(|| fail(NAME, format_args!("no vbd in device/vbd")))
+    let deadline = time::system_time_ns() + u64::from(args.wait_s) * 1_000_000_000;
+    loop {
+        let all = or_fail("listing device/vbd", blkfront::devices());
+        let pick = match args.vdev {
+            Some(v) => all.contains(&v).then_some(v),
+            None if all.contains(&check::XVDA) => Some(check::XVDA),
+            None => all.first().copied(),
+        };
+        if let Some(v) = pick {
+            return v;
+        }
+        if time::system_time_ns() >= deadline {
+            match args.vdev {
+                Some(v) => fail(NAME, format_args!("no vbd {v} in device/vbd")),
+                None => fail(NAME, format_args!("no vbd in device/vbd")),
+            }
+        }
+        let _ = time::sleep(100_000_000);
     }
 }
 
@@ -239,18 +253,22 @@ fn main(_si: &'static StartInfo) {
         fail(NAME, format_args!("nothing to check: the disk is empty"));
     }
     let mut buf = or_fail("buffer", PageBuf::new(MIB));
-    let write_ns = if args.verify_only {
-        0
-    } else {
-        if dev.readonly() {
-            fail(
-                NAME,
-                format_args!("the disk is read-only (use verify-only)"),
-            );
+    if !args.verify_only && dev.readonly() {
+        fail(
+            NAME,
+            format_args!("the disk is read-only (use verify-only)"),
+        );
+    }
+    let (mut write_ns, mut read_ns) = (0, 0);
+    for pass in 1..=args.repeat {
+        if !args.verify_only {
+            write_ns = write_pass(&mut dev, &mut buf, args.seed, span);
         }
-        write_pass(&mut dev, &mut buf, args.seed, span)
-    };
-    let read_ns = read_pass(&mut dev, &mut buf, args.seed, span);
+        read_ns = read_pass(&mut dev, &mut buf, args.seed, span);
+        if args.repeat > 1 {
+            println!("{NAME}: pass {pass} done");
+        }
+    }
     let unit = (info.sector_size as usize).max(4096);
     let (random_ops, random_ns) = random_pass(&mut dev, &args, span, unit);
     let stats = dev.stats();
