@@ -192,7 +192,8 @@ fn destroy_mid_io_and_hot_plug() {
     let list = h.dom0ctl(&["block-list", "p"]);
     list.code(0);
     assert_eq!(list.stdout.lines().count(), 1, "{}", list.stdout);
-    h.dom0ctl(&["block-attach", "p", "target=v3, vdev=xvdb"]).code(0);
+    h.dom0ctl(&["block-attach", "p", "target=v3, vdev=xvdb"])
+        .code(0);
     // v3 is p's now, read-write.
     h.dom0ctl(&["volume", "rm", "v3"]).code(1);
     let line = result(&h, "p");

@@ -70,7 +70,8 @@ pub struct BenchArgs {
     /// Seconds before one boot is abandoned.
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
-    /// Skip the control-plane benchmark (dom0ctl create timings, domUs per GiB).
+    /// Skip the control-plane benchmark (dom0ctl create timings, domUs per GiB) and
+    /// the block benchmark that runs with it.
     #[arg(long)]
     pub skip_control_plane: bool,
     /// Exit with status 4 when a ratio ours/Xen got more than 10% worse than in the
@@ -643,9 +644,10 @@ pub fn main(args: BenchArgs) -> Result<()> {
         None
     } else {
         eprintln!("bench: control plane: 50 domUs through dom0ctl, then 4 MiB domUs until full");
-        Some(crate::bench_ctl::markdown(&crate::bench_ctl::run(
-            &cfgs_hv,
-        )?))
+        let ctl = crate::bench_ctl::markdown(&crate::bench_ctl::run(&cfgs_hv)?);
+        eprintln!("bench: block: dom0 directly on its disk, then a domU through blkfront/blkback");
+        let block = crate::bench_block::markdown(&crate::bench_block::run(&cfgs_hv)?);
+        Some(ctl + &block)
     };
 
     let mut report = Report::new(cond, &runs, args.max_spread, args.max_control_skew);

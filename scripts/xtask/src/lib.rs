@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use xlhv_core::exit::QemuExit;
 
 pub mod bench;
+pub mod bench_block;
 pub mod bench_ctl;
 pub mod bench_history;
 pub mod bench_ledger;

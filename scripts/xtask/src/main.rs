@@ -101,6 +101,10 @@ enum Cmd {
     /// Count the instructions of the hot-path metrics with a QEMU plugin: the
     /// instruction ledger (docs/bench.md).
     Ledger(xtask::bench_ledger::LedgerArgs),
+    /// Only the block benchmark (dom0 direct against a domU through the split
+    /// driver), printed as Markdown: what `scripts/bench` appends to
+    /// bench/control-plane.md.
+    BenchBlock,
     /// Regenerate README.md's performance table from bench/results.json (`--check`:
     /// only fail if it is out of date).
     ReadmeTable {
@@ -209,6 +213,13 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Bench(args) => xtask::bench::main(args)?,
         Cmd::Ledger(args) => xtask::bench_ledger::main(args)?,
+        Cmd::BenchBlock => {
+            let hv = xtask::build_hypervisor()?;
+            println!(
+                "{}",
+                xtask::bench_block::markdown(&xtask::bench_block::run(&hv)?)
+            );
+        }
         Cmd::ReadmeTable { check } => {
             let changed = xtask::bench_history::readme_sync(&xtask::workspace_root(), check)?;
             eprintln!(
