@@ -123,11 +123,14 @@ pub fn run(hv: &Path) -> Result<BlockBench> {
         bail!("volume create: {err}");
     }
     let guest = crate::build_test_guest("blkcheck")?;
+    // More blkcheck words for experiments (`indirect=256 pool=512`); none in
+    // `scripts/bench`.
+    let extra = std::env::var("XLHV_BLKCHECK_ARGS").unwrap_or_default();
     let conf = work.join("blkbench.toml");
     std::fs::write(
         &conf,
         format!(
-            "name = \"blkbench\"\nkernel = \"{}\"\nmemory = 32\ncmdline = \"seed=7 ops=4096\"\n\
+            "name = \"blkbench\"\nkernel = \"{}\"\nmemory = 32\ncmdline = \"seed=7 ops=4096 {extra}\"\n\
              on_poweroff = \"preserve\"\non_crash = \"preserve\"\n\
              disk = [\"target=bench, vdev=xvda\"]\n",
             guest.display()
