@@ -110,6 +110,14 @@ fn sleep_wakes_on_time() {
     passes_as_dom0("sleep");
 }
 
+/// The pvclock keeps the HPET's rate and never goes back while the hypervisor refines
+/// its TSC rate a second after boot and publishes every pvclock again.
+#[test]
+fn pvclock_survives_the_clock_refinement() {
+    let b = passes_as_dom0("clock");
+    b.line("time: refined against the HPET");
+}
+
 #[test]
 fn event_channel_errors_match_xen() {
     let b = passes_as_dom0("evtchn-errors");

@@ -429,6 +429,14 @@ fn hpet_read_only_on_real_xen() {
 }
 
 #[test]
+fn clock_on_real_xen() {
+    test_guest_passes_on_xen(
+        "clock",
+        "the raw pvclock never goes back and keeps the HPET's rate within 0.05% over its last second",
+    );
+}
+
+#[test]
 fn cpu_policy_on_real_xen() {
     test_guest_passes_on_xen(
         "cpu-policy",

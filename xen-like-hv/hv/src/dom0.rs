@@ -414,34 +414,47 @@ fn lo32(v: u64) -> u32 {
     u32::try_from(v & 0xFFFF_FFFF).unwrap_or(0)
 }
 
-/// Xen's clock in shared_info (digest §4.2): vCPU 0's pvclock, anchored at the TSC value
-/// where system time was 0 (the TSC runs at one constant rate on the one CPU guests use,
-/// so these values stay exact without refreshes), and the wall clock at system time 0.
+/// Xen's clock in shared_info (digest §4.2): vCPU 0's pvclock from the clock's
+/// current anchor, and the wall clock at system time 0.
 fn fill_time(si: *mut hypercall_abi::xen::shared_info::SharedInfo) {
-    use hypercall_abi::xen::shared_info::{PVCLOCK_TSC_STABLE_BIT, VcpuTimeInfo};
-    let Some((mul, shift)) = xlhv_core::time::pvclock_scale(crate::time::tsc_hz()) else {
-        return;
-    };
-    let t = VcpuTimeInfo {
-        // Even: no update in progress.
-        version: 2,
-        pad0: 0,
-        tsc_timestamp: crate::time::tsc_at_boot(),
-        system_time: 0,
-        tsc_to_system_mul: mul,
-        tsc_shift: shift,
-        flags: PVCLOCK_TSC_STABLE_BIT,
-        pad1: [0; 2],
-    };
+    // SAFETY: `si` is the domain's fresh shared_info frame in the direct map.
+    publish_pvclock(unsafe { core::ptr::addr_of_mut!((*si).vcpu_info[0].time) });
     let (sec, nsec) = crate::time::wall_at_boot();
-    // SAFETY: `si` is the domain's fresh shared_info frame in the direct map; the guest
-    // is not running yet, so plain volatile writes are enough.
+    // SAFETY: as above; the guest is not running yet, so plain volatile writes do.
     unsafe {
-        core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).vcpu_info[0].time), t);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).wc_sec), lo32(sec));
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).wc_sec_hi), lo32(sec >> 32));
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).wc_nsec), nsec);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).wc_version), 2);
+    }
+}
+
+/// Writes the clock's current anchor into a `vcpu_time_info` in the direct map, with
+/// the version odd while it changes as Xen's `update_vcpu_system_time` does. The TSC
+/// runs at one constant rate on the one CPU guests use, so the values stay exact until
+/// the clock is refined (`time::refine`), which publishes them again.
+pub(crate) fn publish_pvclock(t: *mut hypercall_abi::xen::shared_info::VcpuTimeInfo) {
+    use core::sync::atomic::{Ordering, fence};
+    use hypercall_abi::xen::shared_info::PVCLOCK_TSC_STABLE_BIT;
+    let a = crate::time::anchor();
+    if a.mul == 0 {
+        return;
+    }
+    // SAFETY: the caller passes a `vcpu_time_info` of a live domain in the direct map;
+    // its guest is not running while the hypervisor is (one CPU), and guests retry a
+    // read that saw an odd or changed version.
+    unsafe {
+        let version = core::ptr::addr_of_mut!((*t).version);
+        let odd = core::ptr::read_volatile(version).wrapping_add(1) | 1;
+        core::ptr::write_volatile(version, odd);
+        fence(Ordering::Release);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*t).tsc_timestamp), a.tsc);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*t).system_time), a.ns);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*t).tsc_to_system_mul), a.mul);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*t).tsc_shift), a.shift);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*t).flags), PVCLOCK_TSC_STABLE_BIT);
+        fence(Ordering::Release);
+        core::ptr::write_volatile(version, odd.wrapping_add(1));
     }
 }
 

@@ -44,6 +44,14 @@ impl Domains {
         Some((cur.as_mut()?, Others { left, right }))
     }
 
+    /// Every domain with its slot.
+    fn iter_slots(&mut self) -> impl Iterator<Item = (usize, &mut PvDomain)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, d)| d.as_mut().map(|d| (i, d)))
+    }
+
     /// The slot of domain `id`.
     pub fn slot_of(&self, id: DomId) -> Option<usize> {
         crate::registry::slot_of(id).filter(|&s| {
@@ -536,6 +544,9 @@ pub fn guest_entry(frame: &mut Regs) {
     };
     let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
     let mut doms = DOMAINS.lock();
+    if timer && crate::time::refine_due() {
+        refine_clock(&mut doms);
+    }
     let mut resched = timer;
     let mut check_timers = timer;
     let mut clobber_ok = true;
@@ -733,8 +744,26 @@ fn dispatch<'a>(
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
         doms = DOMAINS.lock();
+        if crate::time::refine_due() {
+            refine_clock(&mut doms);
+        }
         fire_timers(&mut doms, crate::time::now_ns());
         deliver_irqs(&mut doms);
+    }
+}
+
+/// Refines the clock's rate (`time::refine`) and publishes the new anchor in every
+/// domain's pvclock, so guests' time continues without a jump.
+fn refine_clock(doms: &mut Domains) {
+    if crate::time::refine().is_none() {
+        return;
+    }
+    for (slot, pv) in doms.iter_slots() {
+        let bits = crate::events::SharedBits::of(slot, pv.dom.shared_info);
+        if let Some(vi) = bits.vcpu(hypercall_abi::types::VcpuId(0)) {
+            // SAFETY: `vi` is the live domain's vcpu_info in the direct map.
+            crate::dom0::publish_pvclock(unsafe { core::ptr::addr_of_mut!((*vi).time) });
+        }
     }
 }
 

@@ -168,6 +168,9 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
             log::info!("no domain to run; idling");
             loop {
                 cpu::hlt();
+                if time::refine_due() {
+                    time::refine();
+                }
             }
         }
     }
