@@ -80,6 +80,13 @@ impl fmt::Display for BuildFailure {
 }
 
 /// A domain's memory while it is built: runs of machine frames in pseudo-physical order.
+/// The run list of the domain being built. Domains are built one at a time (at boot,
+/// before anything runs), and the list is only needed while building.
+static BUILD_MEM: spin::Mutex<DomMem> = spin::Mutex::new(DomMem {
+    extents: heapless::Vec::new(),
+    nr_pages: 0,
+});
+
 struct DomMem {
     /// (first pfn, first mfn, frames)
     extents: heapless::Vec<(u64, Mfn, u64), MAX_EXTENTS>,
@@ -94,7 +101,10 @@ impl DomMem {
     /// memory so that low memory stays for DMA below an address limit; an order no
     /// run is free for is halved. Pseudo-physical frames follow the runs in order, so
     /// each run is also contiguous in the domain's pseudo-physical space.
-    fn allocate(nr_pages: u64) -> Result<DomMem, BuildFailure> {
+    ///
+    /// Fills `m` in place: the run list is 96 KiB, too big to move around on the boot
+    /// stack (it lives in [`BUILD_MEM`]).
+    fn allocate(m: &mut DomMem, nr_pages: u64) -> Result<(), BuildFailure> {
         let free = mm::free_frames();
         if nr_pages > free {
             return Err(BuildFailure::OutOfMemory {
@@ -102,10 +112,8 @@ impl DomMem {
                 free,
             });
         }
-        let mut m = DomMem {
-            extents: heapless::Vec::new(),
-            nr_pages,
-        };
+        m.extents.clear();
+        m.nr_pages = nr_pages;
         let mut pfn = 0;
         let mut last_order = xlhv_core::mm::MAX_ORDER;
         while pfn < nr_pages {
@@ -142,7 +150,7 @@ impl DomMem {
             }
             pfn += n;
         }
-        Ok(m)
+        Ok(())
     }
 
     /// The largest run: (first pfn, first mfn, frames).
@@ -331,7 +339,9 @@ fn build_domain(
     let initrd_len = spec.initrd.map_or(0, |i| i.len() as u64);
     let layout = Layout::compute(&xinfo, nr_pages, spec.flavour, initrd_len)
         .map_err(BuildFailure::Layout)?;
-    let mut mem = DomMem::allocate(nr_pages)?;
+    let mut mem = BUILD_MEM.lock();
+    let mem = &mut *mem;
+    DomMem::allocate(mem, nr_pages)?;
 
     let Some(shared_info) = mm::alloc_frame() else {
         mem.release();
@@ -346,7 +356,7 @@ fn build_domain(
         console_evtchn: EvtchnPort(0),
         extra_flags: spec.extra_flags,
     };
-    let built = match pvboot::build(&elf, &xinfo, &layout, &mut mem, &params) {
+    let built = match pvboot::build(&elf, &xinfo, &layout, mem, &params) {
         Ok(b) => b,
         Err(e) => {
             mem.release();
@@ -357,7 +367,7 @@ fn build_domain(
     install_hypervisor_slots(built.cr3_mfn);
     // The frames are the domain's; its tables are validated and pinned now, as Xen's
     // builder does, so the vCPU starts on page tables the memory model vouches for.
-    type_and_pin(spec.id, spec.privileged, &mem, shared_info, built.cr3_mfn)
+    type_and_pin(spec.id, spec.privileged, mem, shared_info, built.cr3_mfn)
         .map_err(BuildFailure::PageTables)?;
 
     let mut pv = PvDomain::new(spec.id, spec.privileged, shared_info, built.cr3_mfn);
