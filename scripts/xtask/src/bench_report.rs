@@ -712,6 +712,7 @@ pub fn markdown(r: &Report) -> String {
             Some(t) => format!("≤ {t}"),
             None if ours_only(&row.name) => "(ours only)".into(),
             None if row.name == "local_write" => "(timer's floor)".into(),
+            None if row.name == BOOT_METRIC => "(firmware + GRUB)".into(),
             None => "(control ≈ 1)".into(),
         };
         let met = match row.met() {
