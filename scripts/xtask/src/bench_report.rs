@@ -575,6 +575,10 @@ pub fn json(r: &Report) -> Json {
         ("date", Json::s(&c.date)),
         ("commit", Json::s(&c.commit)),
         ("rounds", Json::Num(f64::from(c.rounds))),
+        (
+            "discarded_rounds",
+            Json::Arr(c.discarded.iter().map(|d| Json::s(d)).collect()),
+        ),
         ("quick", Json::Bool(c.quick)),
         (
             "qemu",
@@ -663,7 +667,16 @@ pub fn markdown(r: &Report) -> String {
         if c.quick {
             "one round (`--quick`): the spread across rounds was not judged".to_string()
         } else {
-            format!("{} interleaved rounds (xen-like-hv, then Xen)", c.rounds)
+            format!(
+                "{} interleaved rounds (xen-like-hv, then Xen){}",
+                c.rounds,
+                match c.discarded.len() {
+                    0 => String::new(),
+                    n => format!(
+                        ", after {n} more were set aside because the host's speed moved during                          them (listed at the end)"
+                    ),
+                }
+            )
         },
         c.qemu,
         c.accel,
@@ -772,6 +785,16 @@ pub fn markdown(r: &Report) -> String {
             s,
             "\n⚠ Unstable across rounds (too few to mean a noisy machine; see docs/bench.md): {}.",
             r.unstable.join("; ")
+        );
+    }
+    if !r.cond.discarded.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nRounds set aside (the guest-only control moved by more than {} within or \
+             between the two runs of a round, or ran at another speed than the rounds kept; \
+             raw logs in `raw/`): {}.",
+            pct(r.max_control_skew),
+            r.cond.discarded.join("; ")
         );
     }
     if let Some(f) = r.floor_ratio() {
@@ -1027,6 +1050,47 @@ mod tests {
             },
             wall_s: 1.0,
         }
+    }
+
+    /// One round: xen-like-hv's run, then Xen's, with controls (start, end) each.
+    fn pair(round: u32, ours: (f64, f64), xen: (f64, f64)) -> [Run; 2] {
+        let r = |side, (a, b)| run(side, round, &[(CONTROLS[0], a), (CONTROLS[1], b)]);
+        [r(Side::Ours, ours), r(Side::Xen, xen)]
+    }
+
+    #[test]
+    fn disturbed_rounds_are_told_apart_from_steady_ones() {
+        use crate::bench::disturbed;
+        assert_eq!(disturbed(&pair(0, (8000.0, 8100.0), (8050.0, 8000.0)), 0.1), None);
+        let moved = disturbed(&pair(0, (8000.0, 17000.0), (8000.0, 8000.0)), 0.1).unwrap();
+        assert!(moved.contains("xen-like-hv") && moved.contains("17000"), "{moved}");
+        let apart = disturbed(&pair(0, (8000.0, 8000.0), (13000.0, 13000.0)), 0.1).unwrap();
+        assert!(apart.contains("13000"), "{apart}");
+        let none = [run(Side::Ours, 0, &[]), run(Side::Xen, 0, &[])];
+        assert!(disturbed(&none, 0.1).unwrap().contains("no control"));
+    }
+
+    #[test]
+    fn steady_rounds_keep_one_speed_and_skip_disturbed_ones() {
+        use crate::bench::steady_rounds;
+        let pairs = vec![
+            pair(0, (8000.0, 8100.0), (8000.0, 8050.0)),
+            pair(1, (8000.0, 15000.0), (8000.0, 8000.0)), // moved within a run
+            pair(2, (13000.0, 13100.0), (13000.0, 13050.0)), // steady, but slower
+            pair(3, (8100.0, 8000.0), (8050.0, 8000.0)),
+            pair(4, (8000.0, 8000.0), (12000.0, 12000.0)), // sides apart
+            pair(5, (8200.0, 8100.0), (8150.0, 8200.0)),
+            pair(6, (7990.0, 8000.0), (8000.0, 8010.0)),
+            pair(7, (8000.0, 8000.0), (8000.0, 8000.0)),
+        ];
+        assert_eq!(steady_rounds(&pairs, 0.1, 5), vec![0, 3, 5, 6, 7]);
+        assert_eq!(steady_rounds(&pairs[..4], 0.1, 5), vec![0, 3]);
+        // A slower level wins when more rounds ran at it.
+        let slow: Vec<[Run; 2]> = (0..3)
+            .map(|i| pair(i, (13000.0, 13000.0), (13000.0, 13000.0)))
+            .chain([pair(3, (8000.0, 8000.0), (8000.0, 8000.0))])
+            .collect();
+        assert_eq!(steady_rounds(&slow, 0.1, 5), vec![0, 1, 2]);
     }
 
     fn quiet_runs(xen_hyper: f64) -> Vec<Run> {
