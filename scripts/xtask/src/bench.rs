@@ -680,7 +680,11 @@ pub fn main(args: BenchArgs) -> Result<()> {
 
     // Rounds run until `rounds` of them are steady, at one speed (`steady_rounds`), or
     // the attempts run out; the report then judges the rounds kept.
-    let attempts = if args.quick { 1 } else { rounds * ATTEMPTS_PER_ROUND };
+    let attempts = if args.quick {
+        1
+    } else {
+        rounds * ATTEMPTS_PER_ROUND
+    };
     let want_rounds = usize::try_from(rounds).unwrap_or(usize::MAX);
     let mut pairs: Vec<[Run; 2]> = Vec::new();
     let mut kept = Vec::new();
@@ -702,8 +706,9 @@ pub fn main(args: BenchArgs) -> Result<()> {
                 .filter(|(_, m)| matches!(m, Measured::Unsupported { .. }))
                 .count();
             eprintln!(
-                "bench: round {}/{rounds} {:<12} {} metrics ({unsupported} unsupported), dom0 up at {:.0} ms (median of {} boots), {:.1} s",
+                "bench: round {} ({} steady of {rounds} so far) {:<12} {} metrics ({unsupported} unsupported), dom0 up at {:.0} ms (median of {} boots), {:.1} s",
                 round + 1,
+                kept.len(),
                 side.name(),
                 run.report.metrics.len(),
                 run.report

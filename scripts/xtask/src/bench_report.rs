@@ -1061,9 +1061,15 @@ mod tests {
     #[test]
     fn disturbed_rounds_are_told_apart_from_steady_ones() {
         use crate::bench::disturbed;
-        assert_eq!(disturbed(&pair(0, (8000.0, 8100.0), (8050.0, 8000.0)), 0.1), None);
+        assert_eq!(
+            disturbed(&pair(0, (8000.0, 8100.0), (8050.0, 8000.0)), 0.1),
+            None
+        );
         let moved = disturbed(&pair(0, (8000.0, 17000.0), (8000.0, 8000.0)), 0.1).unwrap();
-        assert!(moved.contains("xen-like-hv") && moved.contains("17000"), "{moved}");
+        assert!(
+            moved.contains("xen-like-hv") && moved.contains("17000"),
+            "{moved}"
+        );
         let apart = disturbed(&pair(0, (8000.0, 8000.0), (13000.0, 13000.0)), 0.1).unwrap();
         assert!(apart.contains("13000"), "{apart}");
         let none = [run(Side::Ours, 0, &[]), run(Side::Xen, 0, &[])];

@@ -183,7 +183,7 @@ enum Reference {
 /// figure); see [`measure_pit`].
 const PIT_WINDOW: u16 = 5_966;
 const PIT_CHECK_WINDOW: u16 = 2_386;
-/// A CPUID frequency further than 1/50 from the PIT's measurement is not believed.
+/// A CPUID frequency further than 1/50 from the measured one is not believed.
 const CPUID_TOLERANCE: u64 = 50;
 
 /// The HPET's main counter, mapped uncached and running.
@@ -206,7 +206,8 @@ impl Hpet {
             return None;
         }
         // SAFETY: as above; ENABLE_CNF (bit 0 of the configuration register) starts the
-        // main counter and leaves legacy routing off.
+        // main counter (no comparator is enabled, so nothing interrupts), and the other
+        // bits stay as they were.
         unsafe {
             let cfg = (base + 0x10) as *mut u64;
             core::ptr::write_volatile(cfg, core::ptr::read_volatile(cfg) | 1);
