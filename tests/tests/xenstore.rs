@@ -168,7 +168,10 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
     }
     let r = h.dom0ctl(&["--timeout", "60", "reboot", "demo"]);
     r.code(0);
-    let new_id: u16 = r.stdout.trim().parse().unwrap();
+    let new_id: u16 =
+        r.stdout.trim().parse().unwrap_or_else(|e| {
+            panic!("reboot printed no id ({e}): {:?} {:?}", r.stdout, r.stderr)
+        });
     assert_ne!(new_id, 1);
     let name = h.dom0ctl(&["xenstore", "read", &format!("/local/domain/{new_id}/name")]);
     name.code(0);
@@ -210,6 +213,34 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
     wait_for_console(&h, "updemo", "serving control/shutdown", 60);
     h.dom0ctl(&["destroy", "updemo"]).code(0);
 
+    // on_reboot = "destroy": the reboot ends the domain; on_poweroff = "restart":
+    // a poweroff brings it back under a new id.
+    let cfg = config(
+        t,
+        "once.toml",
+        "name = \"once\"\nimage = \"demo\"\nmemory = 32\ncmdline = \"linger=600\"\n\
+         on_reboot = \"destroy\"\non_poweroff = \"restart\"\n",
+    );
+    let once: u16 = {
+        let c = h.dom0ctl(&["--timeout", "120", "create", &cfg]);
+        c.code(0);
+        c.stdout.trim().parse().unwrap()
+    };
+    wait_for_console(&h, "once", "serving control/shutdown", 60);
+    h.dom0ctl(&["--timeout", "60", "shutdown", "once"]).code(0);
+    let back = wait_for_domain(&h, "once", 30);
+    assert_ne!(back, once, "on_poweroff = \"restart\" builds it again");
+    wait_for_console(&h, "once", "serving control/shutdown", 60);
+    let r = h.dom0ctl(&["--timeout", "60", "reboot", "once"]);
+    r.code(0);
+    assert!(r.stderr.contains("destroyed"), "{}", r.stderr);
+    let list = h.dom0ctl(&["list"]);
+    assert!(
+        !list.stdout.lines().any(|l| l.starts_with("once")),
+        "on_reboot = \"destroy\":\n{}",
+        list.stdout
+    );
+
     // A guest that never reads the store: unresponsive after the timeout.
     let cfg = config(
         t,
@@ -221,6 +252,29 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
     u.code(1);
     assert!(u.stderr.contains("unresponsive"), "{}", u.stderr);
     h.dom0ctl(&["shutdown", "--force", "tick"]).code(0);
+}
+
+/// Waits until a domain named `name` runs, and returns its id.
+fn wait_for_domain(h: &ControlHost, name: &str, secs: u64) -> u16 {
+    let start = Instant::now();
+    loop {
+        let list = h.dom0ctl(&["list"]);
+        if let Some(id) = list
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|id| id.parse().ok())
+        {
+            return id;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{name} never came back:\n{}",
+            list.stdout
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// 20 domUs, each running 1000 transactions (read, write three nodes, commit)

@@ -227,6 +227,7 @@ fn autostart(si: &StartInfo, agent: &mut Agent<'static, XenHv, FrameStore>) {
             vcpus: 1,
             cmdline: String::new(),
             on_poweroff: ExitAction::Preserve,
+            on_reboot: ExitAction::Restart,
             on_crash: ExitAction::Preserve,
             uuid: None,
             disks: Vec::new(),

@@ -172,10 +172,16 @@ impl Hypervisor for FakeHv {
         self.now
     }
 
-    fn create_domain(&mut self, _handle: [u8; 16]) -> Result<DomId, Errno> {
+    fn create_domain(&mut self, handle: [u8; 16]) -> Result<DomId, Errno> {
         self.check("createdomain".into())?;
         let id = (1..).find(|i| !self.domains.contains_key(i)).unwrap();
-        self.domains.insert(id, dom(id, DOMINF_PAUSED, 0));
+        self.domains.insert(
+            id,
+            DomctlGetDomainInfo {
+                handle,
+                ..dom(id, DOMINF_PAUSED, 0)
+            },
+        );
         Ok(DomId(id))
     }
 
@@ -585,6 +591,7 @@ fn create(name: &str, kernel: Kernel) -> Request {
         vcpus: 1,
         cmdline: String::new(),
         on_poweroff: ExitAction::Destroy,
+        on_reboot: ExitAction::Restart,
         on_crash: ExitAction::Destroy,
         uuid: None,
         disks: Vec::new(),
@@ -1058,6 +1065,66 @@ fn stopped_domains_follow_on_crash_and_on_poweroff() {
         Response::Domains(l) => {
             let names: Vec<&str> = l.iter().map(|d| d.name.as_str()).collect();
             assert_eq!(names, ["Domain-0", "keeper"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `on_reboot` and `restart`: a reboot with `on_reboot = "destroy"` removes the
+/// domain, with `preserve` keeps it dead; `on_poweroff = "restart"` builds a domain
+/// that powered off again, under its name and UUID. The UUID is the domain's handle.
+#[test]
+fn on_reboot_and_restart_follow_the_config() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let with = |name: &str, f: &dyn Fn(&mut CreateRequest)| {
+        let Request::Create(mut c) = create(name, Kernel::Named("small".into())) else {
+            unreachable!()
+        };
+        f(&mut c);
+        Request::Create(c)
+    };
+    let uuid = [0x42; 16];
+    let gone = created(ask(
+        &mut a,
+        with("gone", &|c| c.on_reboot = ExitAction::Destroy),
+    ));
+    let kept = created(ask(
+        &mut a,
+        with("kept", &|c| c.on_reboot = ExitAction::Preserve),
+    ));
+    let again = created(ask(
+        &mut a,
+        with("again", &|c| {
+            c.on_poweroff = ExitAction::Restart;
+            c.uuid = Some(uuid);
+        }),
+    ));
+    assert_eq!(
+        a.hv().domains[&again.0].handle,
+        uuid,
+        "the handle is the UUID"
+    );
+    let reboot = hypercall_abi::sched::ShutdownReason::Reboot as u32;
+    for (id, reason) in [(gone, reboot), (kept, reboot), (again, 0)] {
+        let d = a.hv().domains.get_mut(&id.0).unwrap();
+        d.flags |= DOMINF_SHUTDOWN | (reason << 16);
+    }
+    let mut out = Vec::new();
+    a.tick(30_000_000_000, &mut out);
+    assert!(a.hv().domains.contains_key(&kept.0), "on_reboot=preserve");
+    assert!(
+        !a.hv().domains.contains_key(&again.0),
+        "the old one is gone"
+    );
+    // (The fake hypervisor hands out the lowest free id: `again` gets `gone`'s.)
+    match ask(&mut a, Request::List) {
+        Response::Domains(l) => {
+            let mut names: Vec<&str> = l.iter().map(|d| d.name.as_str()).collect();
+            names.sort_unstable();
+            assert_eq!(names, ["Domain-0", "again", "kept"], "on_reboot=destroy");
+            let new = l.iter().find(|d| d.name == "again").unwrap();
+            assert_ne!(new.id, again.0, "built again under a new id");
+            assert_eq!(a.hv().domains[&new.id].handle, uuid, "same UUID");
         }
         other => panic!("{other:?}"),
     }
