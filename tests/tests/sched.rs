@@ -140,6 +140,26 @@ fn a_ticker_keeps_its_rate_next_to_a_cpu_hog() {
     b.line("ticker: PASS");
 }
 
+/// Two domUs keep different patterns in YMM0-15 across a few hundred yields each,
+/// with a dom0 between them: each vCPU's AVX state is its own (XSAVE/XRSTOR on every
+/// switch).
+#[test]
+fn avx_state_is_per_domain_across_switches() {
+    let b = boot(
+        "xsave-domus",
+        dom0(test_guest("ticker"), "secs=2"),
+        vec![
+            domu("xsave", "xa", "\"cmdline=seed=1 rounds=300\""),
+            domu("xsave", "xb", "\"cmdline=seed=2 rounds=300\""),
+        ],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.line("(d1) xsave: PASS");
+    b.line("(d2) xsave: PASS");
+    b.no_line("xsave: FAIL");
+    b.line("ticker: PASS");
+}
+
 /// A domU trying every LDT attack (a gate at linear 0x1000 with no LDT, a gate into the
 /// hypervisor in its LDT, a writable mapping of a live LDT page, a non-canonical LDT)
 /// gets Xen's answers while a ticker dom0 keeps its rate; every frame comes back.

@@ -182,6 +182,11 @@ pub trait Platform {
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// The real CR0 and CR4.
     fn control_regs(&self) -> (u64, u64);
+    /// The XCR0 components a guest may enable (`xstate::hypervisor_mask`); 0 when the
+    /// hypervisor does not use XSAVE.
+    fn xfeature_mask(&self) -> u64;
+    /// Loads XCR0 for the running vCPU (after an emulated `xsetbv`).
+    fn set_xcr0(&mut self, xcr0: u64);
     /// Reads the hardware DR6 after a `#DB` from the guest and puts it back to its
     /// default (`debugreg::DR6_DEFAULT`), so the next `#DB` reports only itself.
     fn take_debug_status(&mut self) -> u64;

@@ -95,6 +95,10 @@ pub(crate) struct FakePlatform {
     pub cr0: u64,
     /// Real CR4.
     pub cr4: u64,
+    /// What `xfeature_mask()` returns.
+    pub xfeature_mask: u64,
+    /// The XCR0 loaded by `set_xcr0`.
+    pub xcr0: u64,
     /// What `tsc()` returns.
     pub tsc: u64,
     /// The host's MSRs (`rdmsr_safe`); absent ones fault.
@@ -425,6 +429,8 @@ impl Default for FakePlatform {
             cr0: 0x8005_0033,
             // PAE, PGE, OSFXSR, OSXMMEXCPT, FSGSBASE, OSXSAVE, SMEP
             cr4: 0x0015_06A0,
+            xfeature_mask: 0x7,
+            xcr0: 0,
             tsc: 0x0123_4567_89AB_CDEF,
             dr6: crate::debugreg::DR6_DEFAULT,
             cmdline: String::from("console=com1 loglvl=all"),
@@ -844,6 +850,14 @@ impl Platform for FakePlatform {
 
     fn control_regs(&self) -> (u64, u64) {
         (self.cr0, self.cr4)
+    }
+
+    fn xfeature_mask(&self) -> u64 {
+        self.xfeature_mask
+    }
+
+    fn set_xcr0(&mut self, xcr0: u64) {
+        self.xcr0 = xcr0;
     }
 
     fn take_debug_status(&mut self) -> u64 {

@@ -196,7 +196,7 @@ fn load(dom: &mut Domain, v: &mut Vcpu, c: &VcpuGuestContext, gdt: &[Mfn]) -> Re
     v.gs_base_user = c.gs_base_user;
     let vgcf = VgcfFlags::from_bits_retain(c.flags);
     v.fpu = if vgcf.contains(VgcfFlags::I387_VALID) {
-        FpuArea(c.fpu_ctxt)
+        FpuArea::from_legacy(c.fpu_ctxt)
     } else {
         FpuArea::default()
     };
@@ -283,7 +283,7 @@ pub fn context_of(dom: &Domain, v: &Vcpu, real_cr4: u64) -> VcpuGuestContext {
         flags |= VgcfFlags::IN_KERNEL;
     }
     c.flags = flags.bits();
-    c.fpu_ctxt = v.fpu.0;
+    c.fpu_ctxt = v.fpu.legacy();
     c.trap_ctxt = v.traps;
     c.ldt_base = v.ldt_base;
     c.ldt_ents = u64::from(v.ldt_ents);

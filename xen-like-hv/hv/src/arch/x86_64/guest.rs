@@ -692,12 +692,26 @@ impl Platform for HwPlatform<'_> {
 
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
         let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-        [r.eax, r.ebx, r.ecx, r.edx]
+        let mut l = [r.eax, r.ebx, r.ecx, r.edx];
+        // XSAVE is the hypervisor's to give: without it enabled (`enable_xsave`),
+        // the policy must not show it (Xen clears the capability too).
+        if leaf == 1 && cpu::xfeature_mask() == 0 {
+            l[2] &= !(1 << 26);
+        }
+        l
     }
 
     fn control_regs(&self) -> (u64, u64) {
         let c = cpu::control_regs();
         (c.cr0, c.cr4)
+    }
+
+    fn xfeature_mask(&self) -> u64 {
+        cpu::xfeature_mask()
+    }
+
+    fn set_xcr0(&mut self, xcr0: u64) {
+        cpu::set_xcr0(xcr0);
     }
 
     fn take_debug_status(&mut self) -> u64 {
