@@ -6,8 +6,8 @@
 //! The featureset masks below are the numbers Xen's build derives from the attribute
 //! markers of its public `arch-x86/cpufeatureset.h` (Xen 4.17.7, as Debian ships it):
 //! a feature marked `A` is in the PV default, `S`/`H` only in HVM ones, none in no
-//! guest's. Where this hypervisor cannot give a feature Xen gives, it is taken out
-//! before the dependency pass ([`UNSUPPORTED`]), so everything that needs it goes too.
+//! guest's. This hypervisor gives every feature Xen's PV default has (XSAVE with its
+//! state, the speculation-control MSRs: `crate::xstate`, `crate::msr`).
 
 /// One CPUID answer: EAX, EBX, ECX, EDX.
 pub type Leaf = [u32; 4];
@@ -191,20 +191,6 @@ const DEPS: &[(Feature, &[Feature])] = {
         (F(16, 1), &[F(16, 19)]),
     ]
 };
-
-/// Features Xen gives a PV guest that this hypervisor does not (yet), taken out of
-/// the policy before the dependency pass (docs/xen-differences.md):
-/// * IBRSB, IBRS: `MSR_SPEC_CTRL` is not virtualised (Xen hides them too when it does
-///   not virtualise the MSR for PV: `SC_MSR_PV`);
-/// * IBPB, L1D_FLUSH: `MSR_PRED_CMD` and `MSR_FLUSH_CMD` are not offered either;
-/// * ARCH_CAPS: `MSR_ARCH_CAPABILITIES` is not offered (Intel hosts only).
-const UNSUPPORTED: &[Feature] = &[
-    feat::IBRSB,
-    feat::IBRS,
-    feat::IBPB,
-    feat::L1D_FLUSH,
-    feat::ARCH_CAPS,
-];
 
 /// A featureset: one bit per feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -413,9 +399,6 @@ fn policy_featureset(h: &Host<'_>, host: &Featureset, hardware_domain: bool) -> 
     for (w, m) in fs.0.iter_mut().zip(PV_DEFAULT) {
         *w &= m;
     }
-    for &f in UNSUPPORTED {
-        fs.set(f, false);
-    }
     // guest_common_feature_adjustments
     fs.set(feat::HYPERVISOR, true);
     if fs.has(feat::IBRSB) {
@@ -424,7 +407,7 @@ fn policy_featureset(h: &Host<'_>, host: &Featureset, hardware_domain: bool) -> 
     if fs.has(feat::IBRS) {
         fs.set(feat::AMD_STIBP, true);
     }
-    if host.has(feat::IBRSB) && !UNSUPPORTED.contains(&feat::IBPB) {
+    if host.has(feat::IBRSB) {
         fs.set(feat::IBPB, true);
     }
     // guest_common_default_feature_adjustments: topology bits as the host has them.

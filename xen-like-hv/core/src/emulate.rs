@@ -517,6 +517,9 @@ impl<P: Platform> crate::msr::MsrHost for HostMsrs<'_, P> {
     fn tsc(&self) -> u64 {
         self.0.tsc()
     }
+    fn command(&self, msr: u32, value: u64) {
+        self.0.msr_command(msr, value);
+    }
 }
 
 /// Whether the CPUID policy has `rdtscp` (CPUID.80000001h EDX bit 27).

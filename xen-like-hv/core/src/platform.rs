@@ -197,6 +197,9 @@ pub trait Platform {
     /// The host's value of `msr`, or `None` if reading it faults on this CPU (the
     /// few MSRs Xen forwards to a PV guest: `crate::msr`).
     fn rdmsr_safe(&self, msr: u32) -> Option<u64>;
+    /// Writes `msr` on the CPU for the running vCPU, as `crate::msr::write` asks:
+    /// `PRED_CMD`/`FLUSH_CMD` commands and the vCPU's new `SPEC_CTRL`.
+    fn msr_command(&self, msr: u32, value: u64);
     /// The hypervisor's command line (for `XENVER_commandline`).
     fn hv_cmdline(&self) -> &str;
     /// Loads the page tables and GS base of the vCPU's current virtual mode (called

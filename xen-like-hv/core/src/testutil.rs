@@ -97,6 +97,8 @@ pub(crate) struct FakePlatform {
     pub cr4: u64,
     /// What `xfeature_mask()` returns.
     pub xfeature_mask: u64,
+    /// Every `msr_command`: (MSR, value).
+    pub msr_commands: core::cell::RefCell<Vec<(u32, u64)>>,
     /// The XCR0 loaded by `set_xcr0`.
     pub xcr0: u64,
     /// What `tsc()` returns.
@@ -430,6 +432,7 @@ impl Default for FakePlatform {
             // PAE, PGE, OSFXSR, OSXMMEXCPT, FSGSBASE, OSXSAVE, SMEP
             cr4: 0x0015_06A0,
             xfeature_mask: 0x7,
+            msr_commands: core::cell::RefCell::new(Vec::new()),
             xcr0: 0,
             tsc: 0x0123_4567_89AB_CDEF,
             dr6: crate::debugreg::DR6_DEFAULT,
@@ -854,6 +857,10 @@ impl Platform for FakePlatform {
 
     fn xfeature_mask(&self) -> u64 {
         self.xfeature_mask
+    }
+
+    fn msr_command(&self, msr: u32, value: u64) {
+        self.msr_commands.borrow_mut().push((msr, value));
     }
 
     fn set_xcr0(&mut self, xcr0: u64) {

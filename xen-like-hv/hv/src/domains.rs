@@ -797,6 +797,7 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
     *frame = v.regs;
     frame.vector = 0;
     cpu::fpu_restore(&mut v.fpu, v.xcr0);
+    guest::load_spec_ctrl(v.msrs.spec_ctrl);
     // If the vCPU that ran was not saved (it crashed), the bases `sync` compares with
     // must be the CPU's.
     guest::refresh_loaded_bases();

@@ -480,3 +480,37 @@ fn dependencies_follow_a_hidden_feature() {
     }
     assert!(fs.has(feat::FSGSBASE));
 }
+
+/// The speculation-control bits as Xen 4.17's PV default shows them: on Intel IBRSB,
+/// STIBP, SSBD and ARCH_CAPS pass, L1D_FLUSH does not (not a PV default feature),
+/// and IBPB is added; on AMD only IBPB (IBRS, AMD_STIBP, AMD_SSBD are HVM-only).
+#[test]
+fn speculation_controls_as_xens_pv_default() {
+    let info = HostInfo::default();
+    let spec7d = (1 << 26) | (1 << 27) | (1 << 28) | (1 << 29) | (1 << 31);
+    let intel = |l: u32, _s: u32| -> Leaf {
+        match l {
+            0 => [0xd, 0x756e_6547, 0x6c65_746e, 0x4965_6e69],
+            7 => [0, 0, 0, spec7d],
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
+            _ => [0; 4],
+        }
+    };
+    let d7 = pv_cpuid(&intel, &info, 7, 0, &DOM0_KERNEL_FORCED)[3];
+    assert_eq!(d7, spec7d & !(1 << 28));
+    let e8b = pv_cpuid(&intel, &info, 0x8000_0008, 0, &DOM0_KERNEL_FORCED)[1];
+    assert_eq!(e8b, 1 << 12, "IBPB implied by IBRSB");
+
+    let amd8b = (1 << 12) | (1 << 14) | (1 << 15) | (1 << 24);
+    let amd = |l: u32, _s: u32| -> Leaf {
+        match l {
+            0 => [0xd, AMD_EBX, 0, 0],
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
+            0x8000_0008 => [0x3030, amd8b, 0, 0],
+            _ => [0; 4],
+        }
+    };
+    let e8b = pv_cpuid(&amd, &info, 0x8000_0008, 0, &DOM0_KERNEL_FORCED)[1];
+    assert_eq!(e8b, 1 << 12);
+    assert_eq!(pv_cpuid(&amd, &info, 7, 0, &DOM0_KERNEL_FORCED), [0; 4]);
+}

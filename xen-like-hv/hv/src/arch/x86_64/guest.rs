@@ -205,6 +205,22 @@ pub fn sync(vcpu: &Vcpu) {
     });
 }
 
+/// `SPEC_CTRL` as this CPU has it (0 at reset; only a guest with IBRSB or IBRS in its
+/// policy can make it anything else).
+static LOADED_SPEC_CTRL: AtomicU64 = AtomicU64::new(0);
+
+/// Loads a vCPU's `SPEC_CTRL` (Xen virtualises it for PV): on a context switch and
+/// when the running vCPU writes it, never on other entries (the hypervisor does not
+/// change it for itself), and only when it differs from the CPU's.
+pub fn load_spec_ctrl(value: u64) {
+    load_if_changed(&LOADED_SPEC_CTRL, value, |v| {
+        // SAFETY: a value other than the reset 0 comes only from `msr::write`, which
+        // takes it only when the policy (so the CPU) has the MSR and only bits the
+        // policy allows; it changes speculation behaviour, not the hypervisor's state.
+        unsafe { cpu::wrmsr(xlhv_core::msr::nr::SPEC_CTRL, v) }
+    });
+}
+
 /// The debug registers loaded in the hardware (DR0-DR3, DR7), so that switching
 /// between vCPUs without breakpoints costs nothing.
 struct LoadedDebug {
@@ -730,6 +746,20 @@ impl Platform for HwPlatform<'_> {
 
     fn rdmsr_safe(&self, msr: u32) -> Option<u64> {
         cpu::rdmsr_checked(msr)
+    }
+
+    fn msr_command(&self, msr: u32, value: u64) {
+        use xlhv_core::msr::nr;
+        match msr {
+            nr::SPEC_CTRL => load_spec_ctrl(value),
+            nr::PRED_CMD | nr::FLUSH_CMD => {
+                // SAFETY: `msr::write` asks only when the policy (so the CPU) has
+                // the command and the value is its one defined bit (or 0); a
+                // barrier or flush has no effect on the hypervisor's state.
+                unsafe { cpu::wrmsr(msr, value) }
+            }
+            _ => {}
+        }
     }
 
     fn hv_cmdline(&self) -> &str {
