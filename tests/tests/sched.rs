@@ -160,6 +160,26 @@ fn avx_state_is_per_domain_across_switches() {
     b.line("ticker: PASS");
 }
 
+/// Two domUs load different data selectors (%ds, %es, %fs, %gs) before each of a few
+/// hundred yields, with a dom0 between them: each vCPU finds its own (Xen's
+/// `save_segments`/`load_segments`).
+#[test]
+fn data_selectors_are_per_domain_across_switches() {
+    let b = boot(
+        "segsel-domus",
+        dom0(test_guest("ticker"), "secs=2"),
+        vec![
+            domu("segsel", "sa", "\"cmdline=seed=1 rounds=300\""),
+            domu("segsel", "sb", "\"cmdline=seed=2 rounds=300\""),
+        ],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.line("(d1) segsel: PASS");
+    b.line("(d2) segsel: PASS");
+    b.no_line("segsel: FAIL");
+    b.line("ticker: PASS");
+}
+
 /// A domU trying every LDT attack (a gate at linear 0x1000 with no LDT, a gate into the
 /// hypervisor in its LDT, a writable mapping of a live LDT page, a non-canonical LDT)
 /// gets Xen's answers while a ticker dom0 keeps its rate; every frame comes back.

@@ -185,6 +185,10 @@ pub trait Platform {
     /// The XCR0 components a guest may enable (`xstate::hypervisor_mask`); 0 when the
     /// hypervisor does not use XSAVE.
     fn xfeature_mask(&self) -> u64;
+    /// `SEGBASE_GS_USER_SEL`: loads `sel` (RPL forced to 3 unless NULL) into %gs for
+    /// the running vCPU, NULL if it does not load; returns the selector loaded and the
+    /// base it gave (the new user GS base). The kernel's GS base is untouched.
+    fn load_user_gs_sel(&mut self, sel: u16) -> (u16, u64);
     /// Loads XCR0 for the running vCPU (after an emulated `xsetbv`).
     fn set_xcr0(&mut self, xcr0: u64);
     /// Reads the hardware DR6 after a `#DB` from the guest and puts it back to its

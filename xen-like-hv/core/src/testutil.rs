@@ -859,6 +859,17 @@ impl Platform for FakePlatform {
         self.xfeature_mask
     }
 
+    fn load_user_gs_sel(&mut self, sel: u16) -> (u16, u64) {
+        // Only Xen's flat selectors load here (all with base 0).
+        use hypercall_abi::xen::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64};
+        let sel = if sel & !3 == 0 { 0 } else { sel | 3 };
+        if [FLAT_RING3_SS64, FLAT_RING3_CS64, FLAT_RING3_CS32].contains(&sel) {
+            (sel, 0)
+        } else {
+            (0, 0)
+        }
+    }
+
     fn msr_command(&self, msr: u32, value: u64) {
         self.msr_commands.borrow_mut().push((msr, value));
     }

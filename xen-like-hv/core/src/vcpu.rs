@@ -64,6 +64,12 @@ pub struct Vcpu {
     pub msrs: crate::msr::VcpuMsrs,
     /// User GS selector (`SEGBASE_GS_USER_SEL`).
     pub gs_sel_user: u16,
+    /// Data selectors %ds, %es, %fs, %gs while the vCPU is off the CPU (Xen's
+    /// `save_segments`/`load_segments`); the CPU holds them while it runs.
+    pub sels: [u16; 4],
+    /// A selector of `sels` did not load when the vCPU was switched in: the failsafe
+    /// callback is due before it runs again.
+    pub failsafe_due: bool,
     /// Debug registers.
     pub debug: DebugRegs,
     /// Virtual IOPL (`PHYSDEVOP_set_iopl`), 0-3.
@@ -293,6 +299,8 @@ impl Vcpu {
             gs_base_kernel: 0,
             gs_base_user: 0,
             gs_sel_user: 0,
+            sels: [0; 4],
+            failsafe_due: false,
             debug: DebugRegs::default(),
             iopl: 0,
             cr4: 0,

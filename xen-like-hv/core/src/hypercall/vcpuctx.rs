@@ -138,6 +138,8 @@ fn load(dom: &mut Domain, v: &mut Vcpu, c: &VcpuGuestContext, gdt: &[Mfn]) -> Re
     old.ldt = v.ldt_frames.iter_mut().filter_map(Option::take).collect();
 
     let r = &c.user_regs;
+    v.sels = [r.ds, r.es, r.fs, r.gs];
+    v.failsafe_due = false;
     let flags = r.rflags | rflags::IF | rflags::FIXED;
     v.iopl = u8::try_from((flags & rflags::IOPL) >> 12).unwrap_or(0);
     v.regs = Regs {
@@ -276,6 +278,10 @@ pub fn context_of(dom: &Domain, v: &Vcpu, real_cr4: u64) -> VcpuGuestContext {
         rflags: r.rflags | (u64::from(v.iopl) << 12),
         rsp: r.rsp,
         ss: u16::try_from(r.ss & 0xFFFF).unwrap_or(0),
+        ds: v.sels[0],
+        es: v.sels[1],
+        fs: v.sels[2],
+        gs: v.sels[3],
         ..CpuUserRegs::new_zeroed()
     };
     let mut flags = VgcfFlags::I387_VALID;

@@ -158,6 +158,15 @@ pub fn refresh_loaded_bases() {
         .store(cpu::rdmsr(IA32_KERNEL_GS_BASE), Ordering::Relaxed);
 }
 
+/// After loading a vCPU's %fs/%gs selectors (which set the bases from their
+/// descriptors): makes the next `sync` write both bases whatever `LOADED` held.
+pub fn forget_loaded_bases() {
+    BASES_FRESH.store(true, Ordering::Relaxed);
+    // Non-canonical: never a base a vCPU has.
+    LOADED.fs.store(u64::MAX, Ordering::Relaxed);
+    LOADED.gs.store(u64::MAX, Ordering::Relaxed);
+}
+
 /// Writes `value` with `write` unless `slot` says the hardware already has it. The
 /// slots are this CPU's alone, so a plain load and store do (an atomic swap, a locked
 /// `xchg`, costs far more on every exit, under TCG especially).
@@ -746,6 +755,10 @@ impl Platform for HwPlatform<'_> {
 
     fn rdmsr_safe(&self, msr: u32) -> Option<u64> {
         cpu::rdmsr_checked(msr)
+    }
+
+    fn load_user_gs_sel(&mut self, sel: u16) -> (u16, u64) {
+        super::segs::load_user_gs(sel)
     }
 
     fn msr_command(&self, msr: u32, value: u64) {
