@@ -180,6 +180,26 @@ fn data_selectors_are_per_domain_across_switches() {
     b.line("ticker: PASS");
 }
 
+/// A domU whose %fs selector stops loading while it is switched out (it loaded it
+/// from its LDT, then dropped the LDT) gets Xen's failsafe callback when switched back
+/// in, with %fs NULL; its neighbours are undisturbed.
+#[test]
+fn a_selector_that_no_longer_loads_gets_the_failsafe_callback() {
+    let b = boot(
+        "segsel-failsafe",
+        dom0(test_guest("ticker"), "secs=2"),
+        vec![
+            domu("segsel", "sf", "\"cmdline=failsafe=1\""),
+            domu("segsel", "sb", "\"cmdline=seed=3 rounds=100\""),
+        ],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.line("(d1) segsel: PASS");
+    b.line("(d2) segsel: PASS");
+    b.no_line("segsel: FAIL");
+    b.line("ticker: PASS");
+}
+
 /// A domU trying every LDT attack (a gate at linear 0x1000 with no LDT, a gate into the
 /// hypervisor in its LDT, a writable mapping of a live LDT page, a non-canonical LDT)
 /// gets Xen's answers while a ticker dom0 keeps its rate; every frame comes back.
