@@ -148,6 +148,66 @@ fn a_ticker_keeps_its_rate_next_to_a_cpu_hog() {
     b.line("ticker: PASS");
 }
 
+/// Two domUs keep different patterns in YMM0-15 across a few hundred yields each,
+/// with a dom0 between them: each vCPU's AVX state is its own (XSAVE/XRSTOR on every
+/// switch).
+#[test]
+fn avx_state_is_per_domain_across_switches() {
+    let b = boot(
+        "xsave-domus",
+        dom0(test_guest("ticker"), "secs=2"),
+        vec![
+            domu("xsave", "xa", "\"cmdline=seed=1 rounds=300\""),
+            domu("xsave", "xb", "\"cmdline=seed=2 rounds=300\""),
+        ],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.line("(d1) xsave: PASS");
+    b.line("(d2) xsave: PASS");
+    b.no_line("xsave: FAIL");
+    b.line("ticker: PASS");
+}
+
+/// Two domUs load different data selectors (%ds, %es, %fs, %gs) before each of a few
+/// hundred yields, with a dom0 between them: each vCPU finds its own (Xen's
+/// `save_segments`/`load_segments`).
+#[test]
+fn data_selectors_are_per_domain_across_switches() {
+    let b = boot(
+        "segsel-domus",
+        dom0(test_guest("ticker"), "secs=2"),
+        vec![
+            domu("segsel", "sa", "\"cmdline=seed=1 rounds=300\""),
+            domu("segsel", "sb", "\"cmdline=seed=2 rounds=300\""),
+        ],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.line("(d1) segsel: PASS");
+    b.line("(d2) segsel: PASS");
+    b.no_line("segsel: FAIL");
+    b.line("ticker: PASS");
+}
+
+/// A domU whose %fs selector stops loading while it is switched out (it loaded it
+/// from its LDT, then dropped the LDT) gets Xen's failsafe callback when switched back
+/// in, with %fs NULL; its neighbours are undisturbed.
+#[test]
+fn a_selector_that_no_longer_loads_gets_the_failsafe_callback() {
+    let b = boot(
+        "segsel-failsafe",
+        dom0(test_guest("ticker"), "secs=2"),
+        vec![
+            domu("segsel", "sf", "\"cmdline=failsafe=1\""),
+            domu("segsel", "sb", "\"cmdline=seed=3 rounds=100\""),
+        ],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.line("(d1) segsel: PASS");
+    b.line("(d2) segsel: PASS");
+    b.no_line("segsel: FAIL");
+    b.line("ticker: PASS");
+}
+
 /// A domU trying every LDT attack (a gate at linear 0x1000 with no LDT, a gate into the
 /// hypervisor in its LDT, a writable mapping of a live LDT page, a non-canonical LDT)
 /// gets Xen's answers while a ticker dom0 keeps its rate; every frame comes back.

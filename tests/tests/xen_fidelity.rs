@@ -444,6 +444,22 @@ fn cpu_policy_on_real_xen() {
     );
 }
 
+#[test]
+fn xsave_on_real_xen() {
+    test_guest_passes_on_xen(
+        "xsave",
+        "CR4.OSXSAVE, xsetbv (legal values, #GP for refused ones, #UD before OSXSAVE), leaf 0xD, YMM state across yields",
+    );
+}
+
+#[test]
+fn segsel_on_real_xen() {
+    test_guest_passes_on_xen(
+        "segsel",
+        "SEGBASE_GS_USER_SEL loading %gs (RPL 3, NULL when it does not load); data selectors across yields",
+    );
+}
+
 /// Prints every CPUID leaf, CR4 bit and MSR answer the `cpu-policy` guest reads on real
 /// Xen (`cargo test -p tests --test xen_fidelity -- --ignored --nocapture cpu_policy_dump`),
 /// to compare with `guests::cpu_policy_dump`.

@@ -805,6 +805,7 @@ fn save(doms: &mut Domains, from: Option<VcpuRef>, frame: &Regs, now: u64) {
     // What the CPU holds now, not the copies of the last entry that needed them.
     guest::read_back_bases(v);
     v.regs = *frame;
+    v.sels = crate::arch::x86_64::segs::read();
     cpu::fpu_save(&mut v.fpu);
     let state = if v.wait == xlhv_core::vcpu::Wait::None {
         RUNSTATE_RUNNABLE
@@ -825,7 +826,8 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
     };
     *frame = v.regs;
     frame.vector = 0;
-    cpu::fpu_restore(&mut v.fpu);
+    cpu::fpu_restore(&mut v.fpu, v.xcr0);
+    guest::load_spec_ctrl(v.msrs.spec_ctrl);
     // If the vCPU that ran was not saved (it crashed), the bases `sync` compares with
     // must be the CPU's.
     guest::refresh_loaded_bases();
@@ -837,6 +839,7 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
         let r = v.runstate_at(now);
         let _ = guest::write_current(v.runstate_area, zerocopy::IntoBytes::as_bytes(&r));
     }
+    load_segments(doms, to);
 }
 
 /// Delivers a pending event to the vCPU now on the CPU (bouncing to its event
@@ -858,7 +861,16 @@ fn deliver_and_exit(mut doms: spin::MutexGuard<'_, Domains>, frame: &mut Regs, m
         let mut plat = platform(dom, others, slot);
         let outcome = {
             let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);
-            ctx.deliver_events();
+            // A data selector did not load at switch-in (`load_segments`).
+            if ctx.vcpu.failsafe_due {
+                ctx.vcpu.failsafe_due = false;
+                if let Err(why) = ctx.failsafe_callback() {
+                    ctx.outcome = Outcome::Crash(why);
+                }
+            }
+            if ctx.outcome == Outcome::Resume {
+                ctx.deliver_events();
+            }
             ctx.outcome
         };
         if let Outcome::Crash(why) = outcome {
@@ -915,7 +927,13 @@ pub fn ldt_fault_in_hypervisor(offset: u64) -> bool {
     let Some(mut doms) = DOMAINS.try_lock() else {
         return false;
     };
-    let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
+    map_ldt_page(&mut doms, cur, offset)
+}
+
+/// Maps the page at `offset` of vCPU `r`'s LDT for the CPU (as its first read would)
+/// and reloads its LDT; false if that page cannot be an LDT page.
+fn map_ldt_page(doms: &mut Domains, r: VcpuRef, offset: u64) -> bool {
+    let (slot, vid) = (usize::from(r.slot), usize::from(r.vcpu));
     let Some((pv, others)) = doms.split(slot) else {
         return false;
     };
@@ -941,6 +959,38 @@ pub fn ldt_fault_in_hypervisor(offset: u64) -> bool {
     vcpu.ldt_frames = vm.ldt_frames;
     crate::arch::x86_64::ldt::load(vcpu);
     true
+}
+
+/// Xen's `load_segments` for the data selectors of vCPU `to`, just switched in: each
+/// one that the CPU or the vCPU has non-NULL is loaded (an LDT selector's page mapped
+/// first: the #PF path cannot while the domain lock is held). One that does not load
+/// is NULL and the failsafe callback is due (`Vcpu::failsafe_due`). Loading %fs or
+/// %gs sets their bases from the descriptors, so the vCPU's are written again.
+fn load_segments(doms: &mut Domains, to: VcpuRef) {
+    use crate::arch::x86_64::segs;
+    let Some(want) = vcpu_mut(doms, to).map(|v| v.sels) else {
+        return;
+    };
+    let cur = segs::read();
+    let mut ok = true;
+    let mut bases = false;
+    for (i, (&c, &w)) in cur.iter().zip(want.iter()).enumerate() {
+        if c == 0 && w == 0 {
+            continue;
+        }
+        if w & 4 != 0 {
+            map_ldt_page(doms, to, u64::from(w & !7));
+        }
+        ok &= segs::load(i, w);
+        bases |= i >= 2;
+    }
+    if let Some(v) = vcpu_mut(doms, to) {
+        v.failsafe_due = !ok;
+        if bases {
+            guest::forget_loaded_bases();
+            guest::sync(v);
+        }
+    }
 }
 
 /// Wakes vCPU `r` if it waits (for an upcall, any wait but `Down`; for a newly pending
