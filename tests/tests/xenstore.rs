@@ -145,13 +145,26 @@ fn domus_read_watch_are_isolated_and_quota_bound() {
 }
 
 /// `dom0ctl reboot demo` brings the demo back under a new id; `dom0ctl shutdown
-/// demo` powers it off cooperatively; a domain that does not listen is reported
-/// unresponsive, and `--force` still works.
+/// demo` powers it off cooperatively; `on_poweroff = "restart"` builds a domain
+/// again and `on_reboot = "destroy"` ends it; a domain that does not listen is
+/// reported unresponsive, and `--force` still works.
 #[test]
 fn cooperative_reboot_and_shutdown_of_the_demo() {
     let t = "xenstore-shutdown";
-    let h = ControlHost::boot_full(t, "autostart=demo", Vec::new());
-    // The demo serves control/shutdown once it has connected.
+    let h = ControlHost::boot_full(t, "", Vec::new());
+    // The demo serves control/shutdown once it has connected, and with `linger=` it
+    // keeps serving after its three-second uptime (else a slow host could miss it).
+    let cfg = config(
+        t,
+        "demo.toml",
+        "name = \"demo\"\nimage = \"demo\"\nmemory = 32\ncmdline = \"linger=600\"\n\
+         on_poweroff = \"preserve\"\n",
+    );
+    let first: u16 = {
+        let c = h.dom0ctl(&["--timeout", "120", "create", &cfg]);
+        c.code(0);
+        c.stdout.trim().parse().unwrap()
+    };
     let start = Instant::now();
     loop {
         let c = h.dom0ctl(&["console", "demo", "--no-follow"]);
@@ -172,11 +185,11 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
         r.stdout.trim().parse().unwrap_or_else(|e| {
             panic!("reboot printed no id ({e}): {:?} {:?}", r.stdout, r.stderr)
         });
-    assert_ne!(new_id, 1);
+    assert_ne!(new_id, first);
     let name = h.dom0ctl(&["xenstore", "read", &format!("/local/domain/{new_id}/name")]);
     name.code(0);
     assert_eq!(name.stdout.trim(), "demo");
-    let old = h.dom0ctl(&["xenstore", "read", "/local/domain/1/name"]);
+    let old = h.dom0ctl(&["xenstore", "read", &format!("/local/domain/{first}/name")]);
     old.code(1);
 
     wait_for_console(&h, "demo", "serving control/shutdown", 60);
@@ -196,7 +209,7 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
         t,
         "up.toml",
         &format!(
-            "name = \"updemo\"\nkernel = \"{}\"\nmemory = 32\n",
+            "name = \"updemo\"\nkernel = \"{}\"\nmemory = 32\ncmdline = \"linger=600\"\n",
             xtask::build_demo().unwrap().display()
         ),
     );
