@@ -1314,7 +1314,7 @@ fn a_store_event_answers_reads_alone_and_sends_writes_to_the_full_pass() {
         .unwrap();
     let ask_ring = |a: &mut TestAgent, ty: u32, payload: &[u8]| {
         let mut msg = Vec::new();
-        for w in [ty, 7, 0, payload.len() as u32] {
+        for w in [ty, 7, 0, u32::try_from(payload.len()).unwrap()] {
             msg.extend_from_slice(&w.to_le_bytes());
         }
         msg.extend_from_slice(payload);

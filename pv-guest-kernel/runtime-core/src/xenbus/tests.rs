@@ -1150,7 +1150,7 @@ fn reading_from_a_full_ring_notifies_xenstored() {
     // a full ring must notify, or a real xenstored would wait for room forever.
     let value = vec![b'v'; 3000];
     let mut reply = vec![2u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
-    reply.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    reply.extend_from_slice(&u32::try_from(value.len()).unwrap().to_le_bytes());
     reply.extend_from_slice(&value);
     let reply: &'static [u8] = Box::leak(reply.into_boxed_slice());
     let p = page();
