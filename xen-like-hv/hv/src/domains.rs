@@ -1031,31 +1031,34 @@ fn arm_timer(doms: &Domains) {
     // come in time: its entry looks at the timers and arms again. Programming the
     // APIC is a trip through QEMU's device model under TCG, and most switches only
     // push the slice end further out.
-    let (armed, ticks) = ARMED.load();
-    if ticks == crate::time::ticks() && armed <= next && armed > crate::time::now_ns() {
+    let ticks = crate::time::ticks();
+    if ARMED.load().covers(next, ticks, crate::time::now_ns()) {
         return;
     }
-    ARMED.store(next, crate::time::ticks());
+    ARMED.store(next, ticks);
     crate::time::arm((next != u64::MAX).then_some(next));
 }
 
 /// The deadline the APIC timer was last armed for (the interrupt comes no later)
 /// and the timer-interrupt count then: a later interrupt means it may have fired.
-static ARMED: ArmedTimer = ArmedTimer {
+static ARMED: ArmedSlot = ArmedSlot {
     deadline: core::sync::atomic::AtomicU64::new(0),
     ticks: core::sync::atomic::AtomicU64::new(u64::MAX),
 };
 
 /// See [`ARMED`].
-struct ArmedTimer {
+struct ArmedSlot {
     deadline: core::sync::atomic::AtomicU64,
     ticks: core::sync::atomic::AtomicU64,
 }
 
-impl ArmedTimer {
-    fn load(&self) -> (u64, u64) {
+impl ArmedSlot {
+    fn load(&self) -> xlhv_core::time::ArmedTimer {
         use core::sync::atomic::Ordering::Relaxed;
-        (self.deadline.load(Relaxed), self.ticks.load(Relaxed))
+        xlhv_core::time::ArmedTimer {
+            deadline: self.deadline.load(Relaxed),
+            ticks: self.ticks.load(Relaxed),
+        }
     }
 
     fn store(&self, deadline: u64, ticks: u64) {
