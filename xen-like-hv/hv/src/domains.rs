@@ -728,7 +728,6 @@ fn dispatch<'a>(
             saved = true;
         }
         // Idle: nothing runnable. Sleep until the next timer, then look again.
-        guest::reload_cr3_on_next_sync();
         arm_timer(&doms);
         drop(doms);
         x86_64::instructions::interrupts::enable_and_hlt();

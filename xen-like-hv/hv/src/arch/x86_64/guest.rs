@@ -168,13 +168,6 @@ fn load_if_changed(slot: &AtomicU64, value: u64, write: impl FnOnce(u64)) {
     }
 }
 
-/// Makes the next [`sync`] load CR3 even if it is unchanged, which flushes the TLB:
-/// what Xen's switch to the idle vCPU's page tables and back does to a vCPU that
-/// blocked and is run again.
-pub fn reload_cr3_on_next_sync() {
-    LOADED.cr3.store(u64::MAX, Ordering::Relaxed);
-}
-
 /// Loads the vCPU's page tables (for its current mode), FS base, guest GS base,
 /// CR0.TS and the CR4 bits that follow its virtual CR4, each only if it differs from
 /// what the CPU has (no control register or MSR is read here). While the hypervisor
