@@ -142,6 +142,26 @@ pub fn from_bcd(b: u8) -> Option<u8> {
     (hi < 10 && lo < 10).then_some(hi * 10 + lo)
 }
 
+/// The one-shot timer armed last: the deadline it was armed for (its interrupt
+/// comes no later) and the count of timer interrupts taken when it was armed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArmedTimer {
+    /// Deadline (ns of system time); `u64::MAX` for "none" (armed the longest way).
+    pub deadline: u64,
+    /// Timer interrupts taken before arming.
+    pub ticks: u64,
+}
+
+impl ArmedTimer {
+    /// Whether the armed interrupt will do for the earliest deadline `next` at `now`,
+    /// with `ticks` timer interrupts taken so far: it is not taken yet, not late, and
+    /// comes no later than `next`. Its entry looks at the timers and arms again, so
+    /// reprogramming the timer (a trip through QEMU's device model under TCG) can wait.
+    pub fn covers(&self, next: u64, ticks: u64, now: u64) -> bool {
+        self.ticks == ticks && self.deadline <= next && self.deadline > now
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +201,28 @@ mod tests {
         assert_eq!(unix_seconds(2026, 11, 24, 6, 15, 41), Some(1_795_500_941)); // date -u +%s
         assert_eq!(unix_seconds(2026, 13, 1, 0, 0, 0), None);
         assert_eq!(unix_seconds(2026, 1, 1, 24, 0, 0), None);
+    }
+
+    #[test]
+    fn an_armed_timer_covers_later_deadlines_until_it_fires() {
+        let a = ArmedTimer {
+            deadline: 1_000,
+            ticks: 7,
+        };
+        assert!(a.covers(1_000, 7, 10));
+        assert!(a.covers(u64::MAX, 7, 999));
+        // An earlier deadline needs the timer reprogrammed.
+        assert!(!a.covers(999, 7, 10));
+        // Taken (an interrupt since), or due: arm again.
+        assert!(!a.covers(2_000, 8, 10));
+        assert!(!a.covers(2_000, 7, 1_000));
+        // Armed for nothing in particular: any real deadline rearms it.
+        let none = ArmedTimer {
+            deadline: u64::MAX,
+            ticks: 7,
+        };
+        assert!(none.covers(u64::MAX, 7, 10));
+        assert!(!none.covers(5_000, 7, 10));
     }
 
     #[test]

@@ -1105,7 +1105,45 @@ fn arm_timer(doms: &Domains) {
             next = next.min(t);
         }
     }
+    // An interrupt already armed for no later than `next`, and not taken yet, will
+    // come in time: its entry looks at the timers and arms again. Programming the
+    // APIC is a trip through QEMU's device model under TCG, and most switches only
+    // push the slice end further out.
+    let ticks = crate::time::ticks();
+    if ARMED.load().covers(next, ticks, crate::time::now_ns()) {
+        return;
+    }
+    ARMED.store(next, ticks);
     crate::time::arm((next != u64::MAX).then_some(next));
+}
+
+/// The deadline the APIC timer was last armed for (the interrupt comes no later)
+/// and the timer-interrupt count then: a later interrupt means it may have fired.
+static ARMED: ArmedSlot = ArmedSlot {
+    deadline: core::sync::atomic::AtomicU64::new(0),
+    ticks: core::sync::atomic::AtomicU64::new(u64::MAX),
+};
+
+/// See [`ARMED`].
+struct ArmedSlot {
+    deadline: core::sync::atomic::AtomicU64,
+    ticks: core::sync::atomic::AtomicU64,
+}
+
+impl ArmedSlot {
+    fn load(&self) -> xlhv_core::time::ArmedTimer {
+        use core::sync::atomic::Ordering::Relaxed;
+        xlhv_core::time::ArmedTimer {
+            deadline: self.deadline.load(Relaxed),
+            ticks: self.ticks.load(Relaxed),
+        }
+    }
+
+    fn store(&self, deadline: u64, ticks: u64) {
+        use core::sync::atomic::Ordering::Relaxed;
+        self.deadline.store(deadline, Relaxed);
+        self.ticks.store(ticks, Relaxed);
+    }
 }
 
 /// Free frames just before dom0 was built: what a complete teardown of dom0 returns

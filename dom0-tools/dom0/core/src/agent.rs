@@ -539,6 +539,15 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         }
     }
 
+    /// Serves the store rings for a wake-up that only store channels caused
+    /// (dom0's fast path). Returns false when that changed the store: the back
+    /// ends and the control link's watches must then see it in a full pass.
+    pub fn serve_store_event(&mut self) -> bool {
+        let generation = self.xs.generation();
+        self.service_stores();
+        self.xs.generation() == generation
+    }
+
     /// Serves the block back end: the handshakes of vbds whose front end changed
     /// something in the store, then every connected ring. Returns whether a
     /// ring still has requests waiting (serve again without sleeping).
@@ -1019,7 +1028,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             .hv
             .map_ring(id, built.xenstore.0)
             .map_err(|e| hv_error(format_args!("mapping {}'s xenstore page", c.name), e))?;
-        let port = match self.hv.bind_interdomain(id, built.xenstore.1) {
+        let port = match self.hv.bind_store(id, built.xenstore.1) {
             Ok(p) => p,
             Err(e) => {
                 self.hv.unmap_ring(ring);

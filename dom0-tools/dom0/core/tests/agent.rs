@@ -1361,3 +1361,48 @@ fn uploaded_kernels_are_kept_for_reboots_and_shared() {
     );
     assert_eq!(a.kept_kernels(), (0, 0));
 }
+
+/// A store-only wake-up (dom0's fast path): a read is answered with the store
+/// rings alone; a write is answered too but asks for the full pass (back ends
+/// and the control link's watches must see it).
+#[test]
+fn a_store_event_answers_reads_alone_and_sends_writes_to_the_full_pass() {
+    use hypercall_abi::io::xenstore::XenstoreFront;
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let id = created(ask(&mut a, create("web", Kernel::Named("small".into()))));
+    // The store page is the domain's last mapped ring (after its console).
+    let ring = *a
+        .hv()
+        .rings
+        .iter()
+        .filter(|(_, (d, _))| *d == id)
+        .map(|(r, _)| r)
+        .max()
+        .unwrap();
+    let ask_ring = |a: &mut TestAgent, ty: u32, payload: &[u8]| {
+        let mut msg = Vec::new();
+        for w in [ty, 7, 0, u32::try_from(payload.len()).unwrap()] {
+            msg.extend_from_slice(&w.to_le_bytes());
+        }
+        msg.extend_from_slice(payload);
+        {
+            let page = &a.hv().rings[&ring].1;
+            let mut front = XenstoreFront::new(page).unwrap();
+            assert_eq!(front.requests.write(&msg).unwrap(), msg.len());
+        }
+        let quiet = a.serve_store_event();
+        let page = &a.hv().rings[&ring].1;
+        let mut front = XenstoreFront::new(page).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = front.responses.read(&mut buf).unwrap();
+        (quiet, buf[..n].to_vec())
+    };
+    let (quiet, reply) = ask_ring(&mut a, 2, b"/local/domain/1/name\0");
+    assert!(quiet, "a read changes nothing");
+    assert_eq!(&reply[..4], &2u32.to_le_bytes());
+    assert_eq!(&reply[16..], b"web");
+    let (quiet, reply) = ask_ring(&mut a, 11, b"/local/domain/1/data/x\0v");
+    assert_eq!(&reply[..4], &11u32.to_le_bytes(), "{reply:?}");
+    assert!(!quiet, "a write needs the full pass");
+    assert_eq!(xs_read(&mut a, "/local/domain/1/data/x").unwrap(), "v");
+}
