@@ -253,6 +253,17 @@ pub struct Run {
     pub wall_s: f64,
 }
 
+impl Run {
+    /// The run's median of `metric`, if it measured it.
+    pub fn median(&self, metric: &str) -> Option<f64> {
+        self.report
+            .metrics
+            .iter()
+            .find(|(m, _)| m == metric)
+            .and_then(|(_, m)| m.median())
+    }
+}
+
 /// Boot-time metric: QEMU start to dom0's first console line.
 pub const BOOT_METRIC: &str = "boot_to_dom0";
 /// Boot-time metric: the hypervisor's first console line to dom0's first line.
@@ -516,14 +527,7 @@ pub const ATTEMPTS_PER_ROUND: u32 = 3;
 
 /// The guest-only control of a run at its start and its end (median cycles).
 fn controls(run: &Run) -> Option<(f64, f64)> {
-    let get = |n: &str| {
-        run.report
-            .metrics
-            .iter()
-            .find(|(m, _)| m == n)
-            .and_then(|(_, m)| m.median())
-    };
-    Some((get(CONTROLS[0])?, get(CONTROLS[1])?))
+    Some((run.median(CONTROLS[0])?, run.median(CONTROLS[1])?))
 }
 
 /// Why a round (xen-like-hv's run, then Xen's) does not measure the hypervisors alone:
@@ -711,12 +715,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
                 kept.len(),
                 side.name(),
                 run.report.metrics.len(),
-                run.report
-                    .metrics
-                    .iter()
-                    .find(|(n, _)| n == BOOT_METRIC)
-                    .and_then(|(_, m)| m.median())
-                    .unwrap_or(0.0),
+                run.median(BOOT_METRIC).unwrap_or(0.0),
                 1 + BOOT_SAMPLES,
                 run.wall_s
             );

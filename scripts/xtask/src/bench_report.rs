@@ -234,14 +234,7 @@ impl Report {
                 .iter()
                 .filter_map(|a| {
                     let b = xen_runs.iter().find(|b| b.round == a.round)?;
-                    let get = |r: &Run| {
-                        r.report
-                            .metrics
-                            .iter()
-                            .find(|(n, _)| n == name)
-                            .and_then(|(_, m)| m.median())
-                    };
-                    let (x, y) = (get(a)?, get(b)?);
+                    let (x, y) = (a.median(name)?, b.median(name)?);
                     (y > 0.0).then(|| x / y)
                 })
                 .collect();
@@ -305,14 +298,7 @@ impl Report {
             }
         }
         for run in runs {
-            let get = |n: &str| {
-                run.report
-                    .metrics
-                    .iter()
-                    .find(|(m, _)| m == n)
-                    .and_then(|(_, m)| m.median())
-            };
-            if let (Some(a), Some(b)) = (get(CONTROLS[0]), get(CONTROLS[1]))
+            if let (Some(a), Some(b)) = (run.median(CONTROLS[0]), run.median(CONTROLS[1]))
                 && a > 0.0
                 && (b / a - 1.0).abs() > max_control_skew
             {
