@@ -38,12 +38,17 @@ fn wait_for_console(h: &ControlHost, dom: &str, needle: &str, secs: u64) -> Stri
 
 /// Creates a `xenstore` guest named `name` with `cmdline`; returns its id.
 fn create(h: &ControlHost, cfg: &str, name: &str, cmdline: &str) -> u16 {
-    let c = h.dom0ctl(&[
-        "create",
-        cfg,
-        &format!("name={name}"),
-        &format!("cmdline={cmdline}"),
-    ]);
+    create_with(
+        h,
+        &[cfg, &format!("name={name}"), &format!("cmdline={cmdline}")],
+    )
+}
+
+/// `dom0ctl create ARGS...` (a config and its overrides); the new domain's id.
+fn create_with(h: &ControlHost, args: &[&str]) -> u16 {
+    let mut all = vec!["--timeout", "120", "create"];
+    all.extend_from_slice(args);
+    let c = h.dom0ctl(&all);
     c.code(0);
     c.stdout.trim().parse().unwrap()
 }
@@ -160,11 +165,7 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
         "name = \"demo\"\nimage = \"demo\"\nmemory = 32\ncmdline = \"linger=600\"\n\
          on_poweroff = \"preserve\"\n",
     );
-    let first: u16 = {
-        let c = h.dom0ctl(&["--timeout", "120", "create", &cfg]);
-        c.code(0);
-        c.stdout.trim().parse().unwrap()
-    };
+    let first: u16 = create_with(&h, &[&cfg]);
     let start = Instant::now();
     loop {
         let c = h.dom0ctl(&["console", "demo", "--no-follow"]);
@@ -213,11 +214,7 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
             xtask::build_demo().unwrap().display()
         ),
     );
-    let created: u16 = {
-        let c = h.dom0ctl(&["--timeout", "120", "create", &up]);
-        c.code(0);
-        c.stdout.trim().parse().unwrap()
-    };
+    let created: u16 = create_with(&h, &[&up]);
     wait_for_console(&h, "updemo", "serving control/shutdown", 60);
     let r = h.dom0ctl(&["--timeout", "60", "reboot", "updemo"]);
     r.code(0);
@@ -234,11 +231,7 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
         "name = \"once\"\nimage = \"demo\"\nmemory = 32\ncmdline = \"linger=600\"\n\
          on_reboot = \"destroy\"\non_poweroff = \"restart\"\n",
     );
-    let once: u16 = {
-        let c = h.dom0ctl(&["--timeout", "120", "create", &cfg]);
-        c.code(0);
-        c.stdout.trim().parse().unwrap()
-    };
+    let once: u16 = create_with(&h, &[&cfg]);
     wait_for_console(&h, "once", "serving control/shutdown", 60);
     h.dom0ctl(&["--timeout", "60", "shutdown", "once"]).code(0);
     let back = wait_for_domain(&h, "once", 30);
