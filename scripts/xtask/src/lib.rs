@@ -20,6 +20,7 @@ pub mod bench_report;
 pub mod disk;
 pub mod dom0;
 pub mod fuzz;
+pub mod linux;
 pub mod nic;
 pub mod xen;
 

@@ -100,11 +100,29 @@ fn is_root() -> bool {
 }
 
 fn fetch_into(dir: &Path) -> Result<()> {
+    download_debs(dir, &[XEN_PACKAGE])?;
+    let deb = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no .deb")?;
+    unpack_deb(&deb, &dir.join("root"))?;
+    let name = deb
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    std::fs::write(dir.join("package"), format!("{name}\n"))?;
+    Ok(())
+}
+
+/// `apt-get download` of `packages` into `dir` (created), after one `apt-get update`
+/// if the first try fails (a fresh machine has no package lists). Never installs.
+pub fn download_debs(dir: &Path, packages: &[&str]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let download = || {
         run_quiet(
             Command::new("apt-get")
-                .args(["download", "-q", XEN_PACKAGE])
+                .args(["download", "-q"])
+                .args(packages)
                 .current_dir(dir),
         )
     };
@@ -120,28 +138,19 @@ fn fetch_into(dir: &Path) -> Result<()> {
         let _ = run_quiet(update.args(["update", "-q"]));
         if let Err(e) = download() {
             bail!(
-                "`apt-get download {XEN_PACKAGE}` failed (it needs Debian 12's package lists \
-                 and the network to a Debian mirror):\n{e}"
+                "`apt-get download {}` failed (it needs Debian 12's package lists \
+                 and the network to a Debian mirror):\n{e}",
+                packages.join(" ")
             );
         }
     }
-    let deb = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .context("apt-get download left no .deb")?;
-    run_quiet(
-        Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(&deb)
-            .arg(dir.join("root")),
-    )
-    .map_err(|e| anyhow::anyhow!("dpkg-deb -x {} failed: {e}", deb.display()))?;
-    let name = deb
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    std::fs::write(dir.join("package"), format!("{name}\n"))?;
     Ok(())
+}
+
+/// `dpkg-deb -x deb into`.
+pub fn unpack_deb(deb: &Path, into: &Path) -> Result<()> {
+    run_quiet(Command::new("dpkg-deb").arg("-x").arg(deb).arg(into))
+        .map_err(|e| anyhow::anyhow!("dpkg-deb -x {} failed: {e}", deb.display()))
 }
 
 fn fetch() -> Result<XenImage> {
@@ -234,6 +243,8 @@ pub struct XenBoot {
     pub mem: String,
     /// Give up after this long.
     pub deadline: Duration,
+    /// Modules after the guest (dom0's initrd first, as Xen takes it).
+    pub extra: Vec<Module>,
 }
 
 impl XenBoot {
@@ -246,6 +257,7 @@ impl XenBoot {
             cmdline: xen_cmdline("64M", "loglvl=all guest_loglvl=all"),
             mem: "512M".into(),
             deadline: Duration::from_secs(60),
+            extra: Vec::new(),
         }
     }
 
@@ -255,10 +267,12 @@ impl XenBoot {
             &IsoSpec {
                 hypervisor: xen.path.clone(),
                 cmdline: self.cmdline.clone(),
-                modules: vec![Module {
+                modules: std::iter::once(Module {
                     path: self.kernel.clone(),
                     cmdline: self.module_cmdline.clone(),
-                }],
+                })
+                .chain(self.extra.iter().cloned())
+                .collect(),
             },
             iso,
         )
