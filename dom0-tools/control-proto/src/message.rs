@@ -13,6 +13,7 @@ use crate::disk::DiskSpec;
 use crate::error::{DecodeError, ErrorCode, ErrorReply};
 use crate::frame::{Frame, FrameTooLong, write_frame};
 use crate::kind::{Class, Kind};
+use crate::vif::VifSpec;
 use crate::wire::{Reader, Writer};
 
 /// Declares a fieldless enum whose variants are one byte on the wire, with its
@@ -245,6 +246,10 @@ pub struct CreateRequest {
     /// when not empty, so an older dom0 refuses a request with disks as
     /// malformed instead of ignoring them.
     pub disks: Vec<DiskSpec>,
+    /// The domain's network interfaces (`vif = [...]`). Since version 2,
+    /// additive: sent only when not empty, after the disk list and `on_reboot`
+    /// (both then sent), so an older dom0 refuses it as malformed.
+    pub vifs: Vec<VifSpec>,
 }
 
 /// One node of [`Response::XsNodes`].
@@ -785,7 +790,8 @@ impl Request {
                         w.bytes(u);
                     }
                 }
-                let reboot = c.on_reboot != ExitAction::Restart;
+                let vifs = !c.vifs.is_empty();
+                let reboot = c.on_reboot != ExitAction::Restart || vifs;
                 if !c.disks.is_empty() || reboot {
                     w.u32(u32::try_from(c.disks.len()).unwrap_or(u32::MAX));
                     for d in &c.disks {
@@ -794,6 +800,12 @@ impl Request {
                 }
                 if reboot {
                     w.u8(c.on_reboot as u8);
+                }
+                if vifs {
+                    w.u32(u32::try_from(c.vifs.len()).unwrap_or(u32::MAX));
+                    for v in &c.vifs {
+                        w.str(&v.to_string());
+                    }
                 }
             }
             Request::Pause(d)
@@ -874,6 +886,16 @@ impl Request {
                         ExitAction::Restart
                     } else {
                         ExitAction::decode(&mut r)?
+                    },
+                    vifs: if r.is_at_end() {
+                        Vec::new()
+                    } else {
+                        r.list(|r| {
+                            VifSpec::parse(&r.string()?).map_err(|_| DecodeError::BadTag {
+                                what: "vif specification (unparsable)",
+                                value: 0,
+                            })
+                        })?
                     },
                 })
             }

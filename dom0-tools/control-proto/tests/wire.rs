@@ -28,6 +28,7 @@ fn samples() -> Vec<Message> {
             on_reboot: ExitAction::Restart,
             uuid: Some([7; 16]),
             disks: Vec::new(),
+            vifs: Vec::new(),
         }),
         Request::Pause(DomRef::Id(3)),
         Request::Unpause(dom.clone()),
@@ -691,6 +692,10 @@ fn arb_request() -> impl Strategy<Value = Request> {
         prop::option::of(any::<[u8; 16]>()),
         prop::collection::vec(("[a-z][a-z0-9._-]{0,15}", 0u32..40, any::<bool>()), 0..4),
         arb_action(),
+        prop::collection::vec(
+            (prop::option::of(any::<[u8; 5]>()), "[a-z][a-z0-9]{0,14}"),
+            0..3,
+        ),
     )
         .prop_map(
             |(
@@ -704,7 +709,15 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 uuid,
                 disks,
                 on_reboot,
+                vifs,
             )| {
+                let vifs = vifs
+                    .into_iter()
+                    .map(|(mac, bridge)| control_proto::vif::VifSpec {
+                        mac: mac.map(|m| [m[0] & 0xfe, m[1], m[2], m[3], m[4], 0]),
+                        bridge,
+                    })
+                    .collect();
                 let disks = disks
                     .into_iter()
                     .map(|(target, n, ro)| {
@@ -726,6 +739,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                     on_reboot,
                     uuid,
                     disks,
+                    vifs,
                 })
             },
         );

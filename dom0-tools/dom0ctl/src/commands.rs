@@ -57,6 +57,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 on_crash: cfg.on_crash,
                 uuid: cfg.uuid,
                 disks: cfg.disks.clone(),
+                vifs: cfg.vifs.clone(),
             };
             req.validate()
                 .map_err(|e| Error::Input(format!("{}: {}: {e}", config.display(), e.key())))?;

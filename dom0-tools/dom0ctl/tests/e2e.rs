@@ -517,6 +517,7 @@ fn create_uploads_the_kernel_in_chunks_then_creates() {
             on_reboot: ExitAction::Restart,
             uuid: None,
             disks: Vec::new(),
+            vifs: Vec::new(),
         }
     );
     assert_eq!(data.as_deref(), Some(&kernel[..]));

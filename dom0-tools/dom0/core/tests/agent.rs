@@ -595,6 +595,7 @@ fn create(name: &str, kernel: Kernel) -> Request {
         on_crash: ExitAction::Destroy,
         uuid: None,
         disks: Vec::new(),
+        vifs: Vec::new(),
     })
 }
 
