@@ -103,6 +103,7 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 /// `aa:bb:cc:dd:ee:ff`, lower case, as libxl writes it (`LIBXL_MAC_FMT`).
+#[derive(Debug)]
 pub struct Mac<'a>(pub &'a [u8; 6]);
 
 impl fmt::Display for Mac<'_> {
