@@ -31,6 +31,7 @@ use crate::conslog::ConsoleLog;
 use crate::disks::Disks;
 use crate::domains::{self, DOM0_NAME, Record, Records, ResolveError};
 use crate::hv::{Hypervisor, RingId};
+use crate::netback::{self, Netback};
 use crate::uploads::{Upload, UploadStore, Uploads};
 use crate::volumes::{VolumeError, Volumes};
 use crate::xenstore::{self as xsl, DomainNodes, Uuid};
@@ -183,6 +184,8 @@ pub struct Agent<'a, H, S: UploadStore> {
     volumes: Volumes,
     /// The block back end: every domain's virtual disks.
     blk: Blkback,
+    /// The network back end: every domain's vifs and the bridges.
+    net: Netback,
 }
 
 impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
@@ -233,6 +236,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             disks: None,
             volumes: Volumes::new(),
             blk: Blkback::new(),
+            net: Netback::new(),
         }
     }
 
@@ -552,13 +556,13 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// something in the store, then every connected ring. Returns whether a
     /// ring still has requests waiting (serve again without sleeping).
     pub fn service_backends(&mut self) -> bool {
-        let Some(disks) = self.disks.as_deref_mut() else {
-            return false;
-        };
         let generation = self.xs.generation();
-        let more = self.blk.poll(&mut self.xs, &mut self.hv, disks);
-        for (dom, target) in self.blk.take_detached() {
-            self.volumes.release(&target, dom);
+        let mut more = self.net.poll(&mut self.xs, &mut self.hv);
+        if let Some(disks) = self.disks.as_deref_mut() {
+            more |= self.blk.poll(&mut self.xs, &mut self.hv, disks);
+            for (dom, target) in self.blk.take_detached() {
+                self.volumes.release(&target, dom);
+            }
         }
         if self.xs.generation() != generation {
             // The back end wrote nodes: front ends watching them hear now.
@@ -680,10 +684,40 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         Ok(())
     }
 
-    /// Takes domain `id`'s disks down (before the domain goes).
+    /// Takes domain `id`'s disks and vifs down (before the domain goes).
     fn close_disks(&mut self, id: DomId) {
         self.blk.detach_domain(&mut self.xs, &mut self.hv, id.0);
         self.volumes.clear_in_use(id.0);
+        self.net.detach_domain(&mut self.xs, &mut self.hv, id.0);
+    }
+
+    /// Gives domain `id` the vifs `specs`, numbered by their place (as xl
+    /// numbers them); a vif without a MAC gets one made from `uuid`. Returns
+    /// the specs with their MACs, so that a reboot keeps them.
+    fn attach_vifs(
+        &mut self,
+        id: DomId,
+        uuid: &[u8; 16],
+        specs: &[control_proto::vif::VifSpec],
+    ) -> Result<Vec<control_proto::vif::VifSpec>, ErrorReply> {
+        let mut out = Vec::with_capacity(specs.len());
+        for (n, spec) in specs.iter().enumerate() {
+            let devid = u32::try_from(n).unwrap_or(u32::MAX);
+            let mac = spec.mac.unwrap_or_else(|| Netback::make_mac(uuid, devid));
+            if let Err(e) = self.net.attach(&mut self.xs, id.0, devid, spec, mac) {
+                let code = match e {
+                    netback::AttachError::Store(_) => ErrorCode::Xenstore,
+                    _ => ErrorCode::BadConfig,
+                };
+                return Err(ErrorReply::new(code, format!("vif {n} ({spec}): {e}")));
+            }
+            out.push(control_proto::vif::VifSpec {
+                mac: Some(mac),
+                bridge: spec.bridge.clone(),
+            });
+        }
+        self.service_stores();
+        Ok(out)
     }
 
     fn block_list(&mut self, dom: &DomRef) -> Result<Response, ErrorReply> {
@@ -963,12 +997,20 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             let _ = self.destroy_domain(id);
             return Err(e);
         }
+        let vifs = match self.attach_vifs(id, &uuid.0, &c.vifs) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.destroy_domain(id);
+                return Err(e);
+            }
+        };
         if let Err(e) = self.hv.unpause(id) {
             let _ = self.destroy_domain(id);
             return Err(hv_error(format_args!("unpausing {}", c.name), e));
         }
         let mut kept = c.clone();
         kept.uuid = Some(uuid.0);
+        kept.vifs = vifs;
         self.configs.insert(id.0, kept);
         self.policies.insert(
             id.0,

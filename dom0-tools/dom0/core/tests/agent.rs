@@ -1407,3 +1407,54 @@ fn a_store_event_answers_reads_alone_and_sends_writes_to_the_full_pass() {
     assert!(!quiet, "a write needs the full pass");
     assert_eq!(xs_read(&mut a, "/local/domain/1/data/x").unwrap(), "v");
 }
+
+#[test]
+fn vifs_are_attached_at_create_and_go_at_destroy() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let mut c = create("web", Kernel::Named("small".into()));
+    if let Request::Create(cr) = &mut c {
+        cr.uuid = Some(*b"0123456789abcdef");
+        cr.vifs = vec![
+            control_proto::vif::VifSpec::parse("mac=00:16:3e:0a:0b:0c").unwrap(),
+            control_proto::vif::VifSpec::parse("bridge=xenbr1").unwrap(),
+        ];
+    }
+    let id = created(ask(&mut a, c));
+    let be = format!("/local/domain/0/backend/vif/{}", id.0);
+    let fe = format!("/local/domain/{}/device/vif", id.0);
+    assert_eq!(
+        xs_read(&mut a, &format!("{fe}/0/mac")).unwrap(),
+        "00:16:3e:0a:0b:0c"
+    );
+    assert_eq!(
+        xs_read(&mut a, &format!("{be}/0/bridge")).unwrap(),
+        "xenbr0"
+    );
+    assert_eq!(
+        xs_read(&mut a, &format!("{be}/1/bridge")).unwrap(),
+        "xenbr1"
+    );
+    assert_eq!(xs_read(&mut a, &format!("{be}/1/state")).unwrap(), "2");
+    // No MAC given: one in Xen's range, made from the UUID (the same on a rebuild).
+    let mac = xs_read(&mut a, &format!("{fe}/1/mac")).unwrap();
+    assert!(mac.starts_with("00:16:3e:"), "{mac}");
+    let again = dom0_core::netback::Netback::make_mac(b"0123456789abcdef", 1);
+    assert_eq!(mac, control_proto::vif::Mac(&again).to_string());
+    assert_eq!(
+        ask(&mut a, Request::Destroy(DomRef::Id(id.0))),
+        Response::Ok
+    );
+    assert_eq!(
+        xs_read(&mut a, &format!("{be}/0/state")),
+        Err(ErrorCode::Xenstore)
+    );
+    // Two vifs with one MAC on a bridge: the create is refused, nothing is left.
+    let mut c = create("two", Kernel::Named("small".into()));
+    if let Request::Create(cr) = &mut c {
+        cr.vifs = vec![
+            control_proto::vif::VifSpec::parse("mac=00:16:3e:0a:0b:0c").unwrap(),
+            control_proto::vif::VifSpec::parse("mac=00:16:3e:0a:0b:0c").unwrap(),
+        ];
+    }
+    error(ask(&mut a, c), ErrorCode::BadConfig, "vif:");
+}
