@@ -43,6 +43,9 @@
 //!   the Xen block front end (`io/blkif.h`, as Linux's `xen-blkfront`):
 //!   connect to a vbd, read, write, flush, discard, many requests in
 //!   flight. See `docs/block.md`.
+//! * **network devices** ([`netfront`], feature `netfront`, on by default):
+//!   the Xen net front end (`io/netif.h`, as Linux's `xen-netfront`):
+//!   connect to a vif, send and receive Ethernet frames. See `docs/net.md`.
 //! * **hypervisor queries** ([`xen`]); a panic prints its message and
 //!   location and crashes the domain.
 //!
@@ -60,6 +63,8 @@ pub mod evtchn;
 pub mod gnttab;
 pub mod hypercall;
 pub mod mm;
+#[cfg(feature = "netfront")]
+pub mod netfront;
 pub mod notes;
 mod panic;
 pub mod physdev;

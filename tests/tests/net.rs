@@ -1,0 +1,106 @@
+//! The network split driver (`docs/net.md`): two `netcheck` domUs with a vif
+//! each on `xenbr0` resolve each other by ARP and ping each other with raw
+//! frames through dom0's netback and switch; the vifs' XenStore nodes are
+//! as xl writes them, and destroying the domains takes them away.
+
+use std::time::{Duration, Instant};
+
+use xlhv_tests::{ControlHost, scratch, test_guest};
+
+/// The `netcheck` ELF without debug sections (the upload over COM2 is slow).
+fn kernel(test: &str) -> std::path::PathBuf {
+    let full = test_guest("netcheck");
+    let small = scratch(test).join("netcheck.elf");
+    let ok = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&small)
+        .arg(&full)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok { small } else { full }
+}
+
+/// Writes a config for a `netcheck` domU with `vif` and `cmdline`.
+fn config(test: &str, name: &str, cmdline: &str, vif: &str) -> String {
+    let p = scratch(test).join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"{name}\"\nkernel = \"{}\"\nmemory = 32\ncmdline = \"{cmdline}\"\n\
+             on_poweroff = \"preserve\"\non_crash = \"preserve\"\nvif = [\"{vif}\"]\n",
+            kernel(test).display(),
+        ),
+    )
+    .unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// Waits for `dom`'s `netcheck:` result line (240 s at most) and returns it.
+fn result(h: &ControlHost, dom: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let c = h.dom0ctl(&["console", dom, "--no-follow"]);
+        if let Some(l) = c
+            .stdout
+            .lines()
+            .find(|l| l.contains("netcheck: ok") || l.contains("netcheck: FAIL"))
+        {
+            eprintln!("{dom}:\n{}", c.stdout);
+            return l.to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "{dom} never finished:\n{}\n{}\n{}",
+            c.stdout,
+            c.stderr,
+            h.serial()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn two_domus_ping_each_other_on_xenbr0() {
+    let test = "net";
+    let h = ControlHost::boot(test);
+    let a = config(
+        test,
+        "a",
+        "ip=10.0.0.1 peer=10.0.0.2 count=20",
+        "mac=00:16:3e:00:00:01, bridge=xenbr0",
+    );
+    let b = config(
+        test,
+        "b",
+        "ip=10.0.0.2 peer=10.0.0.1 count=20",
+        "bridge=xenbr0",
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &a]).code(0);
+    // The back end's nodes, as xl writes them, before the second domain comes.
+    let ls = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/backend/vif"]);
+    ls.code(0);
+    eprintln!("{}", ls.stdout);
+    for key in [
+        "bridge = \"xenbr0\"",
+        "mac = \"00:16:3e:00:00:01\"",
+        "type = \"vif\"",
+        "feature-rx-copy = \"1\"",
+    ] {
+        assert!(ls.stdout.contains(key), "{key}:\n{}", ls.stdout);
+    }
+    h.dom0ctl(&["--timeout", "120", "create", &b]).code(0);
+    let ra = result(&h, "a");
+    let rb = result(&h, "b");
+    for r in [&ra, &rb] {
+        assert!(r.contains("netcheck: ok"), "{r}");
+        assert!(r.contains("pings=20 answered=20"), "{r}");
+    }
+    assert!(ra.contains("mac=00:16:3e:00:00:01"), "{ra}");
+    // b's MAC was made up in Xen's range.
+    assert!(rb.contains("mac=00:16:3e:"), "{rb}");
+    h.dom0ctl(&["destroy", "a"]).code(0);
+    h.dom0ctl(&["destroy", "b"]).code(0);
+    let ls = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/backend"]);
+    assert!(!ls.stdout.contains("vif"), "{}", ls.stdout);
+}
