@@ -1,16 +1,18 @@
 //! The network split driver (`docs/net.md`): two `netcheck` domUs with a vif
 //! each on `xenbr0` resolve each other by ARP and ping each other with raw
 //! frames through dom0's netback and switch; the vifs' XenStore nodes are
-//! as xl writes them, and destroying the domains takes them away.
+//! as xl writes them, and destroying the domains takes them away. Then two
+//! `tcpcheck` domUs move 4 MiB over TCP (`smoltcp` on both sides) with a
+//! checksum.
 
 use std::time::{Duration, Instant};
 
 use xlhv_tests::{ControlHost, scratch, test_guest};
 
-/// The `netcheck` ELF without debug sections (the upload over COM2 is slow).
-fn kernel(test: &str) -> std::path::PathBuf {
-    let full = test_guest("netcheck");
-    let small = scratch(test).join("netcheck.elf");
+/// Test guest `guest`'s ELF without debug sections (the upload over COM2 is slow).
+fn kernel(test: &str, guest: &str) -> std::path::PathBuf {
+    let full = test_guest(guest);
+    let small = scratch(test).join(format!("{guest}.elf"));
     let ok = std::process::Command::new("strip")
         .arg("--strip-debug")
         .arg("-o")
@@ -23,13 +25,18 @@ fn kernel(test: &str) -> std::path::PathBuf {
 
 /// Writes a config for a `netcheck` domU with `vif` and `cmdline`.
 fn config(test: &str, name: &str, cmdline: &str, vif: &str) -> String {
+    config_for(test, "netcheck", name, cmdline, vif)
+}
+
+/// Writes a config for a `guest` domU with `vif` and `cmdline`.
+fn config_for(test: &str, guest: &str, name: &str, cmdline: &str, vif: &str) -> String {
     let p = scratch(test).join(format!("{name}.toml"));
     std::fs::write(
         &p,
         format!(
             "name = \"{name}\"\nkernel = \"{}\"\nmemory = 32\ncmdline = \"{cmdline}\"\n\
              on_poweroff = \"preserve\"\non_crash = \"preserve\"\nvif = [\"{vif}\"]\n",
-            kernel(test).display(),
+            kernel(test, guest).display(),
         ),
     )
     .unwrap();
@@ -38,13 +45,19 @@ fn config(test: &str, name: &str, cmdline: &str, vif: &str) -> String {
 
 /// Waits for `dom`'s `netcheck:` result line (240 s at most) and returns it.
 fn result(h: &ControlHost, dom: &str) -> String {
+    result_of(h, dom, "netcheck")
+}
+
+/// Waits for `dom`'s `guest:` result line (240 s at most) and returns it.
+fn result_of(h: &ControlHost, dom: &str, guest: &str) -> String {
+    let (ok, fail) = (format!("{guest}: ok"), format!("{guest}: FAIL"));
     let start = Instant::now();
     loop {
         let c = h.dom0ctl(&["console", dom, "--no-follow"]);
         if let Some(l) = c
             .stdout
             .lines()
-            .find(|l| l.contains("netcheck: ok") || l.contains("netcheck: FAIL"))
+            .find(|l| l.contains(&ok) || l.contains(&fail))
         {
             eprintln!("{dom}:\n{}", c.stdout);
             return l.to_string();
@@ -104,4 +117,41 @@ fn two_domus_ping_each_other_on_xenbr0() {
     // The vifs' nodes are gone (xl too leaves the empty `backend/vif`).
     let ls = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/backend"]);
     assert!(!ls.stdout.contains("backend/vif/"), "{}", ls.stdout);
+
+    // TCP through smoltcp on both sides: 4 MiB, every byte and the checksum
+    // checked.
+    let s = config_for(
+        test,
+        "tcpcheck",
+        "srv",
+        "ip=10.0.1.1 role=server mib=4",
+        "bridge=xenbr0",
+    );
+    let c = config_for(
+        test,
+        "tcpcheck",
+        "cli",
+        "ip=10.0.1.2 role=client peer=10.0.1.1 mib=4",
+        "bridge=xenbr0",
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &s]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &c]).code(0);
+    let rs = result_of(&h, "srv", "tcpcheck");
+    let rc = result_of(&h, "cli", "tcpcheck");
+    assert!(
+        rs.contains("tcpcheck: ok role=server bytes=4194304"),
+        "{rs}"
+    );
+    assert!(
+        rc.contains("tcpcheck: ok role=client bytes=4194304"),
+        "{rc}"
+    );
+    let fnv = |l: &str| {
+        l.split_whitespace()
+            .find(|w| w.starts_with("fnv="))
+            .map(str::to_string)
+    };
+    assert_eq!(fnv(&rs), fnv(&rc));
+    h.dom0ctl(&["destroy", "srv"]).code(0);
+    h.dom0ctl(&["destroy", "cli"]).code(0);
 }
