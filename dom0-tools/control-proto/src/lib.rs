@@ -74,7 +74,7 @@ pub use frame::{
 pub use kind::{Class, Kind};
 pub use message::{
     BlockRow, CreateRequest, DeviceRow, DomRef, DomState, DomainInfo, Event, ExitAction, HostInfo,
-    ImageInfo, Kernel, Message, Request, Response, ShutdownReason, TableState, VolumeDisk,
+    ImageInfo, Kernel, Message, Request, Response, ShutdownReason, TableState, VifRow, VolumeDisk,
     VolumeInfo, XsNode,
 };
 pub use validate::{

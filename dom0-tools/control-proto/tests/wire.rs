@@ -63,6 +63,16 @@ fn samples() -> Vec<Message> {
             dom: dom.clone(),
             vdev: "xvdb".into(),
         },
+        Request::NetworkList(dom.clone()),
+        Request::NetworkAttach {
+            dom: dom.clone(),
+            vif: control_proto::vif::VifSpec::parse("mac=00:16:3e:00:00:09, bridge=xenbr1")
+                .unwrap(),
+        },
+        Request::NetworkDetach {
+            dom: dom.clone(),
+            vif: "1".into(),
+        },
         Request::Dmesg,
         Request::ShutdownHost,
         Request::AskShutdown {
@@ -186,6 +196,18 @@ fn samples() -> Vec<Message> {
             requests: [1, 2, 3, 4],
             sectors: [8, 16],
             errors: 1,
+        }]),
+        Response::Networks(vec![control_proto::VifRow {
+            devid: 0,
+            mac: "00:16:3e:00:00:01".into(),
+            bridge: "xenbr0".into(),
+            be_state: 4,
+            fe_state: 4,
+            evtchn: 5,
+            tx_ring_ref: 8,
+            rx_ring_ref: -1,
+            be_path: "/local/domain/0/backend/vif/1/0".into(),
+            counters: [1, 2, 3, 4, 5, 6],
         }]),
         Response::Volumes {
             volumes: vec![VolumeInfo {
@@ -769,6 +791,8 @@ fn arb_request() -> impl Strategy<Value = Request> {
         Just(Request::Devices),
         arb_domref().prop_map(Request::BlockList),
         (arb_domref(), arb_string()).prop_map(|(dom, vdev)| Request::BlockDetach { dom, vdev }),
+        arb_domref().prop_map(Request::NetworkList),
+        (arb_domref(), arb_string()).prop_map(|(dom, vif)| Request::NetworkDetach { dom, vif }),
         Just(Request::Dmesg),
         Just(Request::ShutdownHost),
         (arb_domref(), prop::sample::select(ShutdownReason::ALL))

@@ -168,6 +168,30 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             },
             "block-detach",
         ),
+        Command::NetworkList { dom } => {
+            let mut c = connect()?;
+            let req = Request::NetworkList(DomRef::parse(&dom));
+            match call(&mut c, &req, format_args!("network-list {dom}"))? {
+                Response::Networks(rows) => print(output::vif_table(&rows).as_bytes()),
+                other => Err(c.unexpected(&req, &other)),
+            }
+        }
+        Command::NetworkAttach { dom, vif } => simple(
+            connect()?,
+            Request::NetworkAttach {
+                dom: DomRef::parse(&dom),
+                vif,
+            },
+            "network-attach",
+        ),
+        Command::NetworkDetach { dom, vif } => simple(
+            connect()?,
+            Request::NetworkDetach {
+                dom: DomRef::parse(&dom),
+                vif,
+            },
+            "network-detach",
+        ),
         Command::ShutdownHost => {
             let mut c = connect()?;
             match call(&mut c, &Request::ShutdownHost, "shutdown-host") {
