@@ -99,6 +99,9 @@ fn main(_si: &'static StartInfo) {
         tcp::SocketBuffer::new(alloc::vec![0u8; 64 * 1024]),
     );
     let h = sockets.add(sock);
+    // Acknowledge at once: the client must not power off with the
+    // acknowledgement of the answer still held back.
+    sockets.get_mut::<tcp::Socket>(h).set_ack_delay(None);
     if server {
         sockets
             .get_mut::<tcp::Socket>(h)
@@ -123,6 +126,7 @@ fn main(_si: &'static StartInfo) {
     let mut chunk = alloc::vec![0u8; 16 * 1024];
     let mut closed = false;
     let mut answered_at: Option<u64> = None;
+    let mut lingered = false;
     loop {
         let now_ns = time::system_time_ns();
         if now_ns >= t_end {
@@ -168,11 +172,14 @@ fn main(_si: &'static StartInfo) {
                 if got == 16 {
                     s.close();
                     closed = true;
+                    answered_at = Some(now_ns);
                 }
             }
             // Done once the answer is acknowledged (the client may power off
-            // before it acknowledges our FIN).
-            if closed && (s.send_queue() == 0 || !s.is_active()) {
+            // before it acknowledges our FIN), or 5 s after it went out (the
+            // client checks it; all we could add is the wait).
+            let grace = answered_at.is_some_and(|a| now_ns.saturating_sub(a) > 5_000_000_000);
+            if closed && (s.send_queue() == 0 || !s.is_active() || grace) {
                 if off != total {
                     fail(NAME, format_args!("received {off} bytes, expected {total}"));
                 }
@@ -203,13 +210,13 @@ fn main(_si: &'static StartInfo) {
             if got == 16 && answered_at.is_none() {
                 answered_at = Some(now_ns);
             }
-            // Linger until our acknowledgement of the answer is out (the
-            // server's FIN seen), at most a second.
-            if let Some(a) = answered_at
-                && (matches!(s.state(), tcp::State::TimeWait | tcp::State::Closed)
-                    || now_ns.saturating_sub(a) > 1_000_000_000)
-            {
-                break;
+            // Linger until the server's FIN is in and acknowledged (one
+            // more poll after TimeWait sends that), at most a second.
+            if let Some(a) = answered_at {
+                if lingered || now_ns.saturating_sub(a) > 1_000_000_000 {
+                    break;
+                }
+                lingered = matches!(s.state(), tcp::State::TimeWait | tcp::State::Closed);
             }
             if closed && !s.is_open() {
                 fail(
