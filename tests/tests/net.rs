@@ -112,6 +112,25 @@ fn two_domus_ping_each_other_on_xenbr0() {
     assert!(ra.contains("mac=00:16:3e:00:00:01"), "{ra}");
     // b's MAC was made up in Xen's range.
     assert!(rb.contains("mac=00:16:3e:"), "{rb}");
+    // network-list: connected, with the counters of the pings.
+    let nl = h.dom0ctl(&["network-list", "a"]);
+    nl.code(0);
+    eprintln!("{}", nl.stdout);
+    let row: Vec<&str> = nl
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.get(2), Some(&"00:16:3e:00:00:01"), "{}", nl.stdout);
+    assert_eq!(
+        row.get(4),
+        Some(&"4"),
+        "the front end is Connected: {}",
+        nl.stdout
+    );
+    assert_eq!(row.get(8), Some(&"xenbr0"), "{}", nl.stdout);
     h.dom0ctl(&["destroy", "a"]).code(0);
     h.dom0ctl(&["destroy", "b"]).code(0);
     // The vifs' nodes are gone (xl too leaves the empty `backend/vif`).
