@@ -3,7 +3,8 @@
 //! frames through dom0's netback and switch; the vifs' XenStore nodes are
 //! as xl writes them, and destroying the domains takes them away. Then two
 //! `tcpcheck` domUs move 4 MiB over TCP (`smoltcp` on both sides) with a
-//! checksum.
+//! checksum. Last, a domain destroyed in the middle of a transfer leaves two
+//! other domains' pings flowing and nothing behind in the back end.
 
 use std::time::{Duration, Instant};
 
@@ -173,4 +174,71 @@ fn two_domus_ping_each_other_on_xenbr0() {
     assert_eq!(fnv(&rs), fnv(&rc));
     h.dom0ctl(&["destroy", "srv"]).code(0);
     h.dom0ctl(&["destroy", "cli"]).code(0);
+
+    // A domain destroyed in the middle of a transfer: the others' traffic
+    // goes on, and nothing of it is left in the back end.
+    let s = config_for(
+        test,
+        "tcpcheck",
+        "srv2",
+        "ip=10.0.2.1 role=server mib=256",
+        "bridge=xenbr0",
+    );
+    let c = config_for(
+        test,
+        "tcpcheck",
+        "victim",
+        "ip=10.0.2.2 role=client peer=10.0.2.1 mib=256",
+        "bridge=xenbr0",
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &s]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &c]).code(0);
+    let start = Instant::now();
+    loop {
+        let nl = h.dom0ctl(&["network-list", "victim"]);
+        let sent: u64 = nl
+            .stdout
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().nth(9))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if sent > 300 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the transfer never started:\n{}",
+            nl.stdout
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let p = config(
+        test,
+        "p",
+        "ip=10.0.3.1 peer=10.0.3.2 count=10",
+        "bridge=xenbr0",
+    );
+    let q = config(
+        test,
+        "q",
+        "ip=10.0.3.2 peer=10.0.3.1 count=10",
+        "bridge=xenbr0",
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &p]).code(0);
+    h.dom0ctl(&["destroy", "victim"]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &q]).code(0);
+    for d in ["p", "q"] {
+        let r = result(&h, d);
+        assert!(
+            r.contains("netcheck: ok") && r.contains("pings=10 answered=10"),
+            "{r}"
+        );
+    }
+    h.dom0ctl(&["destroy", "srv2"]).code(0);
+    for d in ["p", "q"] {
+        h.dom0ctl(&["destroy", d]).code(0);
+    }
+    let ls = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/backend"]);
+    assert!(!ls.stdout.contains("backend/vif/"), "{}", ls.stdout);
 }
