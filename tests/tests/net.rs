@@ -3,8 +3,9 @@
 //! frames through dom0's netback and switch; the vifs' XenStore nodes are
 //! as xl writes them, and destroying the domains takes them away. Then two
 //! `tcpcheck` domUs move 4 MiB over TCP (`smoltcp` on both sides) with a
-//! checksum. Last, a domain destroyed in the middle of a transfer leaves two
-//! other domains' pings flowing and nothing behind in the back end.
+//! checksum. Last, a domain destroyed in the middle of a transfer and a
+//! hostile front end (`nethostile`) leave two other domains' pings flowing
+//! and nothing behind in the back end.
 
 use std::time::{Duration, Instant};
 
@@ -52,13 +53,14 @@ fn result(h: &ControlHost, dom: &str) -> String {
 /// Waits for `dom`'s `guest:` result line (240 s at most) and returns it.
 fn result_of(h: &ControlHost, dom: &str, guest: &str) -> String {
     let (ok, fail) = (format!("{guest}: ok"), format!("{guest}: FAIL"));
+    let pass = format!("{guest}: PASS");
     let start = Instant::now();
     loop {
         let c = h.dom0ctl(&["console", dom, "--no-follow"]);
         if let Some(l) = c
             .stdout
             .lines()
-            .find(|l| l.contains(&ok) || l.contains(&fail))
+            .find(|l| l.contains(&ok) || l.contains(&pass) || l.contains(&fail))
         {
             eprintln!("{dom}:\n{}", c.stdout);
             return l.to_string();
@@ -225,8 +227,12 @@ fn two_domus_ping_each_other_on_xenbr0() {
         "ip=10.0.3.2 peer=10.0.3.1 count=10",
         "bridge=xenbr0",
     );
+    // And next to them a hostile front end (`nethostile`): its bad packets are
+    // refused one by one, then an impossible ring index closes its vif only.
+    let x = config_for(test, "nethostile", "x", "", "bridge=xenbr0");
     h.dom0ctl(&["--timeout", "120", "create", &p]).code(0);
     h.dom0ctl(&["destroy", "victim"]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &x]).code(0);
     h.dom0ctl(&["--timeout", "120", "create", &q]).code(0);
     for d in ["p", "q"] {
         let r = result(&h, d);
@@ -235,6 +241,15 @@ fn two_domus_ping_each_other_on_xenbr0() {
             "{r}"
         );
     }
+    let rx = result_of(&h, "x", "nethostile");
+    assert!(rx.contains("nethostile: PASS"), "{rx}");
+    let err = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/error"]);
+    assert!(
+        err.stdout.contains("impossible TX ring index"),
+        "{}",
+        err.stdout
+    );
+    h.dom0ctl(&["destroy", "x"]).code(0);
     h.dom0ctl(&["destroy", "srv2"]).code(0);
     for d in ["p", "q"] {
         h.dom0ctl(&["destroy", d]).code(0);
