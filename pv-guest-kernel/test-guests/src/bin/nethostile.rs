@@ -6,11 +6,15 @@
 //! `NETIF_RSP_ERROR` (extra-info slots `NETIF_RSP_NULL`), and a good packet
 //! between them `NETIF_RSP_OKAY`:
 //!
-//! 1. a grant reference it never granted; 2. a page granted to another
-//! domain (7); 3. a slot that runs past its page; 4. a packet shorter than
-//! an Ethernet header; 5. a later slot bigger than the packet's rest;
-//! 6. 19 slots; 7. an extra-info slot of unknown type; 8. a GSO extra (not
-//! offered); 9. a packet whose last published slot says more follows.
+//! 1. a grant reference it never granted;
+//! 2. a page granted to another domain (7);
+//! 3. a slot that runs past its page;
+//! 4. a packet shorter than an Ethernet header;
+//! 5. a later slot bigger than the packet's rest;
+//! 6. 19 slots;
+//! 7. an extra-info slot of unknown type;
+//! 8. a GSO extra (not offered);
+//! 9. a packet whose last published slot says more follows.
 //!
 //! Then it publishes a TX producer index 1000 ahead of the ring: the back
 //! end must give up on this vif (its state goes to Closing; the test reads
