@@ -82,16 +82,15 @@ fn slot(gref: GrantRef, offset: u16, flags: u16, size: u16) -> NetifTxRequest {
 
 /// An extra-info slot of `type_`.
 fn extra(type_: u8) -> NetifTxRequest {
-    let mut s = NetifTxRequest::default();
     // `struct netif_extra_info` over the slot: `type` and `flags` are the low
     // half of `gref`, `u.gso.size` its high half, `u.gso.type` the low byte of
     // `offset`.
-    s.gref = GrantRef(u32::from(type_));
-    if type_ == XEN_NETIF_EXTRA_TYPE_GSO {
-        s.gref = GrantRef(u32::from(type_) | (1448 << 16));
-        s.offset = 1; // XEN_NETIF_GSO_TYPE_TCPV4
+    let gso = type_ == XEN_NETIF_EXTRA_TYPE_GSO;
+    NetifTxRequest {
+        gref: GrantRef(u32::from(type_) | if gso { 1448 << 16 } else { 0 }),
+        offset: u16::from(gso), // XEN_NETIF_GSO_TYPE_TCPV4
+        ..NetifTxRequest::default()
     }
-    s
 }
 
 struct Front {
