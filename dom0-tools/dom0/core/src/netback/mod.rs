@@ -548,7 +548,7 @@ impl Netback {
         }
         for v in &mut self.vifs {
             if v.state == XenbusState::Connected && !v.rxq.is_empty() {
-                let halted = serve_rx(hv, v);
+                let halted = serve_rx(hv, v, &mut more);
                 if halted {
                     fatal(
                         xs,
@@ -904,8 +904,9 @@ fn serve_tx<H: Hypervisor>(hv: &mut H, v: &mut Vif) -> (Vec<Frame>, bool, bool) 
 }
 
 /// Fills the RX buffers `v`'s front end posted with queued frames. Returns
-/// whether the ring was halted.
-fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif) -> bool {
+/// whether the ring was halted; sets `again` when frames and buffers are
+/// both left (buffers came while this pass ran).
+fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
     let dom = DomId(v.domid);
     let Some(r) = v.rings.as_mut() else {
         return false;
@@ -1035,10 +1036,23 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif) -> bool {
         }
     }
     r.rx_idx = back.rsp_prod_pvt();
-    if back.push_responses() {
+    let notify = back.push_responses();
+    let mut halted = false;
+    if !v.rxq.is_empty() {
+        // Frames left and the buffers used up: ask to hear of the next ones
+        // (`feature-rx-notify`).
+        match back.final_check_for_requests() {
+            Ok(more) => *again |= more,
+            Err(_) => {
+                r.broken = true;
+                halted = true;
+            }
+        }
+    }
+    if notify {
         hv.notify(r.rx_port);
     }
-    false
+    halted
 }
 
 #[cfg(test)]

@@ -101,8 +101,8 @@ impl Front {
         }]);
     }
 
-    /// Posts `n` RX buffers.
-    fn post(&mut self, n: usize) {
+    /// Posts `n` RX buffers; whether the back end asked to be notified.
+    fn post(&mut self, n: usize) -> bool {
         let i = self.idx.get();
         let mut r = NetifRxFrontRing::resume(&self.rx, i[2], i[3]).unwrap();
         for _ in 0..n {
@@ -116,10 +116,11 @@ impl Front {
             .unwrap();
             self.posted.push(id);
         }
-        r.push_requests();
+        let notify = r.push_requests();
         let mut i = self.idx.get();
         i[2] = r.req_prod_pvt();
         self.idx.set(i);
+        notify
     }
 
     /// The frames received (with their first response's flags), reassembled.
@@ -415,7 +416,7 @@ fn lan() -> Net {
         let i = n.attach(dom, br);
         n.connect(i, dom == 4);
         assert_eq!(n.be_state(dom), "4", "{}", n.error(dom));
-        n.fronts[i].post(8);
+        let _ = n.fronts[i].post(8);
     }
     n.poll();
     n
@@ -608,7 +609,7 @@ fn a_front_end_without_buffers_loses_only_its_own_frames() {
         n.poll();
         let _ = n.fronts[0].tx_responses();
         got5 += n.fronts[2].received().len();
-        n.fronts[2].post(1);
+        let _ = n.fronts[2].post(1);
         n.poll();
     }
     assert_eq!(got5, total, "5 gets every frame");
@@ -620,9 +621,25 @@ fn a_front_end_without_buffers_loses_only_its_own_frames() {
         "4's queue is bounded"
     );
     // When 4 posts again it gets what was queued, oldest first.
-    n.fronts[1].post(BUF_PAGES - 8);
+    let _ = n.fronts[1].post(BUF_PAGES - 8);
     n.poll();
     assert_eq!(n.fronts[1].received().len(), 8 + BUF_PAGES - 8);
+}
+
+#[test]
+fn frames_waiting_for_buffers_ask_for_a_notification() {
+    let mut n = lan();
+    // 4 has 8 buffers: 12 broadcasts in one pass leave 4 frames queued.
+    for k in 0..12u32 {
+        n.fronts[0].send(&frame(BCAST, mac_of(3), 60, k as u8), k, 0);
+    }
+    n.poll();
+    assert_eq!(n.fronts[1].received().len(), 8);
+    // Its next post must notify dom0 (`req_event` armed), and the 4 come.
+    assert!(n.fronts[1].post(4), "req_event was not armed");
+    n.poll();
+    assert_eq!(n.fronts[1].received().len(), 4);
+    assert_eq!(n.stats(4).rx_dropped, 0);
 }
 
 #[test]
