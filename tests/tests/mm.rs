@@ -6,7 +6,7 @@
 //! Each guest was first run as dom0 on real Xen 4.17 (Debian 4.17.7, release build)
 //! and passes there; a test that fails here is a difference from Xen.
 
-use xlhv_tests::{Boot0, QemuExit, boot_dom0, test_guest};
+use xlhv_tests::{Boot0, ControlHost, Module, QemuExit, boot_dom0, test_guest};
 
 /// Boots test guest `name` as dom0: it prints `name: PASS` and powers off, and the
 /// hypervisor reports no fault of its own.
@@ -67,6 +67,32 @@ fn dom0_maps_io_memory_like_xen() {
 #[test]
 fn dom0_maps_the_hpet_read_only() {
     passes("hpet-ro");
+}
+
+/// Writable page tables: stores into the kernel's own in-use L1 through a read-only
+/// mapping are validated and committed (Xen's `ptwr_emulated_update`; the same guest
+/// passes on real Xen 4.17).
+#[test]
+fn writable_page_tables_emulate_stores_to_l1s() {
+    passes("ptwr");
+}
+
+/// The same guest as a domU: there the assist gates the emulation.
+#[test]
+fn a_domus_page_table_stores_need_the_assist() {
+    let spec = format!("{},name=ptwr,mem=16M", test_guest("ptwr").display());
+    let h = ControlHost::boot_with("ptwr-domu", vec![Module::domu(&spec).unwrap()]);
+    let start = std::time::Instant::now();
+    while !h.serial().contains("(d1) ptwr: ") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the ptwr domU printed no result within 60 s:\n{}",
+            h.serial()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = h.serial();
+    assert!(log.contains("(d1) ptwr: PASS"), "{log}");
 }
 
 #[test]

@@ -429,6 +429,14 @@ fn hpet_read_only_on_real_xen() {
 }
 
 #[test]
+fn ptwr_on_real_xen() {
+    test_guest_passes_on_xen(
+        "ptwr",
+        "writable page tables: mov, btr, cmpxchg, and, or, xchg into an in-use L1; refusals stay a #PF",
+    );
+}
+
+#[test]
 fn clock_on_real_xen() {
     test_guest_passes_on_xen(
         "clock",

@@ -252,9 +252,9 @@ enum Active {
 /// The agent's loop over its two links, COM2 and (when QEMU has one) the
 /// virtio console: read what arrived, answer complete requests on the link
 /// they came on, stream console output to the link of the last request. While
-/// bytes flow (and for a while after) it polls at once; when both links are
-/// idle it blocks on their interrupts and every other event (or, without
-/// COM2's interrupt, sleeps a millisecond between polls).
+/// bytes flow it polls at once; when a pass reads nothing it blocks on the
+/// links' interrupts and every other event (or, without COM2's interrupt, polls
+/// on for a while and then sleeps a millisecond between polls).
 fn serve(
     mut uart: Uart<Com2Ports>,
     mut fast: Option<vcon::VirtioConsole>,
@@ -287,6 +287,9 @@ fn serve(
         }
         let now = time::system_time_ns();
         let mut after = if n > 0 {
+            // Bytes flow: this loop polls, so the UART's interrupt goes off until
+            // the link is idle again (it would fire for every refilled FIFO).
+            uart.set_rx_interrupt(false);
             active = Active::Com2;
             com2.receive(&buf[..n], now, &mut agent, &mut out)
         } else {
@@ -367,7 +370,12 @@ fn serve(
             println!("dom0: shutdown-host: powering the machine off");
             sched::poweroff();
         }
-        if n != 0 || m != 0 || disk_busy || com2.busy(now) || fast_server.busy(now) {
+        // Poll again at once while bytes flow. With COM2's interrupt, a pass that
+        // found COM2 empty waits for it instead (even mid-frame): the UART raises
+        // it at 14 bytes or 4 characters after the last, and a spinning vCPU starves
+        // the emulator thread that fills the FIFO.
+        let com2_spins = com2.busy(now) && irq.is_none();
+        if n != 0 || m != 0 || disk_busy || com2_spins || fast_server.busy(now) {
             continue;
         }
         let Some((irq, eoi_delay)) = irq else {
@@ -383,6 +391,7 @@ fn serve(
         // on: the store's round trip does not wait for a pass over every link,
         // console and back end.
         let deadline = now.saturating_add(IRQ_IDLE_POLL_NS);
+        uart.set_rx_interrupt(true);
         let fast_ref = &fast;
         let woke = loop {
             let seen = served;

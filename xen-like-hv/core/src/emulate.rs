@@ -238,6 +238,44 @@ pub fn mmio_ro_store<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr2: u64) -> Emulat
     Emulation::Done
 }
 
+/// A store by the guest's kernel to one of its own in-use L1 tables, through its
+/// read-only mapping, faulted (Xen's `ptwr_do_page_fault`): decode it
+/// ([`ptwr::decode`]), run it against the entry's old value, validate and commit the
+/// new entry as `mmu_update` would, and move RIP past it. The store must be naturally
+/// aligned and inside CR2's page. Anything not taken, or a new entry the checks
+/// refuse, leaves everything as it was and stays the #PF it was.
+pub fn ptwr_store<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr2: u64) -> Emulation {
+    let (b, n) = fetch(ctx);
+    let Some(insn) = ptwr::decode(b.get(..n).unwrap_or(&[]), ctx.regs) else {
+        return Emulation::NotEmulated;
+    };
+    let Some((idx, shift)) = ptwr::placement(insn.addr, insn.size, cr2) else {
+        return Emulation::NotEmulated;
+    };
+    let root = ctx.vcpu.kernel_root;
+    let (dom, privileged) = (ctx.dom.id, ctx.dom.privileged);
+    let mut regs = *ctx.regs;
+    let done = ctx.p.mm(dom, privileged, |m| {
+        let Some(l1) = crate::mm::mmu::ptwr_target(m, root, cr2) else {
+            return false;
+        };
+        let full = crate::mm::mmu::ptwr_read(m, l1, idx);
+        match ptwr::execute(&insn, full >> shift, &mut regs) {
+            None => true,
+            Some(v) => {
+                let new = ptwr::merge(full, v, insn.size, shift);
+                crate::mm::mmu::ptwr_write(m, l1, idx, new).is_ok()
+            }
+        }
+    });
+    if !done {
+        return Emulation::NotEmulated;
+    }
+    *ctx.regs = regs;
+    ctx.regs.rip = ctx.regs.rip.wrapping_add(insn.len);
+    Emulation::Done
+}
+
 /// Length of the `int n` instruction at RIP (prefixes included), if that is what it is.
 pub fn int_n_length<P: Platform>(ctx: &mut GuestCtx<'_, P>, n: u8) -> Option<u64> {
     let (b, len) = fetch(ctx);
@@ -563,6 +601,8 @@ fn write_cr<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr: u8, v: u64) -> bool {
         _ => false,
     }
 }
+
+pub mod ptwr;
 
 #[cfg(test)]
 mod tests;

@@ -353,6 +353,7 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
             GP => self.general_protection(),
             PF if let Some(offset) = self.ldt_area_fault(cr2) => self.ldt_fault(offset),
             PF if self.read_only_mmio_store(cr2) => self.instruction_done(),
+            PF if self.page_table_store(cr2) => self.instruction_done(),
             INT80 => {
                 if self.vcpu.traps[usize::from(INT80)].address != 0 {
                     let t = self.vcpu.traps[usize::from(INT80)];
@@ -395,6 +396,24 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
             crate::mm::mmu::maps_read_only_mmio(m, root, cr2)
         });
         ro && emulate::mmio_ro_store(self, cr2) == Emulation::Done
+    }
+
+    /// A #PF that is the guest's kernel writing one of its own in-use L1 tables
+    /// through a read-only mapping (Xen's `fixup_page_fault` -> `pv_ro_page_fault` ->
+    /// `ptwr_do_page_fault`): a write to a present page, not an instruction fetch or a
+    /// reserved bit, by a domain with `VMASST_TYPE_writable_pagetables` on, or by the
+    /// hardware domain whatever its assists (Xen sends every such fault of the hardware
+    /// domain to `pv_ro_page_fault` for its read-only MMIO, which takes L1 stores
+    /// too). If [`emulate::ptwr_store`] takes it, the entry is updated and RIP moves
+    /// past it.
+    fn page_table_store(&mut self, cr2: u64) -> bool {
+        let err = self.regs.error_code;
+        let assist = hypercall_abi::vm_assist::VmAssistType::WritablePagetables as u32;
+        self.vcpu.kernel_mode
+            && err & (PFEC_PRESENT | PFEC_WRITE) == PFEC_PRESENT | PFEC_WRITE
+            && err & (PFEC_RESERVED | PFEC_INSN) == 0
+            && (self.dom.assist(assist) || self.dom.privileged)
+            && emulate::ptwr_store(self, cr2) == Emulation::Done
     }
 
     /// The offset into the LDT of a #PF that is the CPU reading the vCPU's LDT through

@@ -1,4 +1,5 @@
-//! A polled 16550 UART driver (no interrupts), over a [`PortIo`] trait.
+//! A 16550 UART driver, polled while bytes flow and interrupt-driven when idle,
+//! over a [`PortIo`] trait.
 //!
 //! In dom0 each register access is an `in`/`out` that traps to the hypervisor
 //! and is emulated, so the driver keeps accesses few: one status read per
@@ -109,6 +110,8 @@ pub struct Uart<P> {
     base: u16,
     fifo: bool,
     overruns: u64,
+    /// The IER value last written (outside DLAB).
+    ier: u8,
 }
 
 impl<P: PortIo> Uart<P> {
@@ -142,6 +145,7 @@ impl<P: PortIo> Uart<P> {
             base,
             fifo,
             overruns: 0,
+            ier: 0,
         })
     }
 
@@ -150,8 +154,24 @@ impl<P: PortIo> Uart<P> {
     /// gates the UART's IRQ line on PC hardware. Reading until empty ([`Uart::read`])
     /// drops the line again.
     pub fn enable_rx_interrupt(&mut self) {
-        self.io.outb(self.base + reg::IER, IER_RX_DATA);
+        self.set_ier(IER_RX_DATA);
         self.io.outb(self.base + reg::MCR, MCR_DTR_RTS | MCR_OUT2);
+    }
+
+    /// Receive interrupts off (`false`) or on again (`true`), for a driver that
+    /// polls while bytes flow: with them on, every byte that lands in a FIFO the
+    /// poller just emptied raises a new edge, thousands of interrupts a second that
+    /// nobody waits for. A UART that has data when they come back on raises its line
+    /// at once. Writes IER only when the value changes.
+    pub fn set_rx_interrupt(&mut self, on: bool) {
+        self.set_ier(if on { IER_RX_DATA } else { 0 });
+    }
+
+    fn set_ier(&mut self, ier: u8) {
+        if self.ier != ier {
+            self.io.outb(self.base + reg::IER, ier);
+            self.ier = ier;
+        }
     }
 
     /// Whether the FIFOs are on (16 bytes are sent per status check).
@@ -264,6 +284,8 @@ pub(crate) struct FakeUart {
     pub scr: u8,
     /// Set one overrun on the next status read.
     pub overrun: bool,
+    /// Interrupt enable register.
+    pub ier: u8,
     /// Port accesses (each traps to the hypervisor in dom0).
     pub accesses: u64,
 }
@@ -328,6 +350,7 @@ impl PortIo for FakeUart {
             reg::IER if dlab => {
                 self.divisor = (self.divisor & 0x00FF) | (u16::from(value) << 8);
             }
+            reg::IER => self.ier = value,
             reg::DATA => {
                 let depth = if self.fifo_on { FIFO_DEPTH } else { 1 };
                 assert!(self.tx_fifo.len() < depth, "transmit FIFO overflow");
@@ -419,6 +442,22 @@ mod tests {
         );
         u.flush(&mut clock(), u64::MAX).unwrap();
         assert_eq!(u.io.tx, data);
+    }
+
+    #[test]
+    fn rx_interrupts_toggle_with_one_write_per_change() {
+        let mut u = Uart::init(FakeUart::new(), COM2, 115_200).unwrap();
+        assert_eq!(u.io.ier, 0, "init leaves interrupts off");
+        u.enable_rx_interrupt();
+        assert_eq!(u.io.ier, IER_RX_DATA);
+        let before = u.io.accesses;
+        u.set_rx_interrupt(true);
+        assert_eq!(u.io.accesses, before, "no write when nothing changes");
+        u.set_rx_interrupt(false);
+        u.set_rx_interrupt(false);
+        assert_eq!((u.io.ier, u.io.accesses - before), (0, 1));
+        u.set_rx_interrupt(true);
+        assert_eq!((u.io.ier, u.io.accesses - before), (IER_RX_DATA, 2));
     }
 
     #[test]

@@ -647,6 +647,70 @@ where
         && ctx.hooks.mmio_read_only(target)
 }
 
+/// Writable page tables (Xen's `ptwr_do_page_fault`): the frame `va` maps, in the
+/// kernel tables rooted at `root`, if the mapping is a present read-only entry of a
+/// validated L1 and the frame is one of the domain's own in-use L1 tables. Stores the
+/// guest's kernel makes to it are emulated through [`ptwr_write`].
+pub fn ptwr_target<M, H, P, E>(ctx: &MmCtx<'_, '_, M, H, P, E>, root: Mfn, va: u64) -> Option<Mfn>
+where
+    M: MachineMemory,
+    H: HypervisorSlots,
+    P: M2p,
+    E: MmHooks,
+{
+    let l1 = walk_to_l1(ctx, root, va).ok()?;
+    let e = ctx.mem.read_entry(l1, idx9(va >> 12));
+    if !is_present(e) || e & super::page_type::RW != 0 {
+        return None;
+    }
+    let target = pte_mfn(e);
+    let fi = ctx.info(target).ok()?;
+    (fi.owner() == Owner::Domain(ctx.dom)
+        && fi.page_type() == PageType::L1
+        && fi.validated()
+        && fi.type_count() > 0)
+        .then_some(target)
+}
+
+/// Entry `idx` of the L1 table `l1` (a [`ptwr_target`]).
+pub fn ptwr_read<M, H, P, E>(ctx: &MmCtx<'_, '_, M, H, P, E>, l1: Mfn, idx: usize) -> u64
+where
+    M: MachineMemory,
+    H: HypervisorSlots,
+    P: M2p,
+    E: MmHooks,
+{
+    ctx.mem.read_entry(l1, idx)
+}
+
+/// Writes `val` to entry `idx` of the domain's in-use L1 table `l1` (a
+/// [`ptwr_target`]) with the checks and reference counting of an `mmu_update` of
+/// the domain's own frames, as Xen's `ptwr_emulated_update`. Nothing is flushed (a
+/// native kernel flushes after writing a PTE; so does a PV one).
+pub fn ptwr_write<M, H, P, E>(
+    ctx: &mut MmCtx<'_, '_, M, H, P, E>,
+    l1: Mfn,
+    idx: usize,
+    val: u64,
+) -> Result<(), MmError>
+where
+    M: MachineMemory,
+    H: HypervisorSlots,
+    P: M2p,
+    E: MmHooks,
+{
+    let own = ForeignDomain::own(ctx);
+    ctx.mod_l1_entry(
+        l1,
+        idx,
+        val,
+        false,
+        own.pg_owner,
+        own.pg_io_caps,
+        own.pt_io_caps,
+    )
+}
+
 /// The flush `update_va_mapping`'s `flags` ask for.
 fn uvmf_flush(va: u64, flags: u64) -> Flush {
     let kind = match flags & UVMF_FLUSHTYPE_MASK {
