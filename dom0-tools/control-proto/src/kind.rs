@@ -96,6 +96,12 @@ kinds! {
     BlockAttach = 0x31,
     /// Version 2: [`Request::BlockDetach`](crate::Request::BlockDetach)
     BlockDetach = 0x32,
+    /// Version 2, added with the net back end: [`Request::NetworkList`](crate::Request::NetworkList)
+    NetworkList = 0x33,
+    /// Version 2: [`Request::NetworkAttach`](crate::Request::NetworkAttach)
+    NetworkAttach = 0x34,
+    /// Version 2: [`Request::NetworkDetach`](crate::Request::NetworkDetach)
+    NetworkDetach = 0x35,
     /// Version 2, added with volumes (an older agent answers it as an unknown
     /// kind): [`Request::VolumeCreate`](crate::Request::VolumeCreate)
     VolumeCreate = 0x1b,
@@ -134,6 +140,8 @@ kinds! {
     DevicesReply = 0x4d,
     /// Version 2, added with the block back end: [`Response::Blocks`](crate::Response::Blocks)
     BlocksReply = 0x70,
+    /// Version 2, added with the net back end: [`Response::Networks`](crate::Response::Networks)
+    NetworksReply = 0x71,
     /// Version 2, added with volumes: [`Response::Volumes`](crate::Response::Volumes)
     Volumes = 0x4e,
     /// [`Response::Error`](crate::Response::Error)

@@ -10,6 +10,7 @@
 //!   ([`Kind`]); error codes in another ([`ErrorCode`]).
 //! * [`validate`]: checks on a create request that both sides run.
 //! * [`disk`]: disk specifications in `xl`'s syntax and virtual-device numbers.
+//! * [`vif`]: network interface specifications in `xl`'s syntax.
 //! * [`images`]: the image bundle dom0 gets as its initrd (named kernels).
 //!
 //! The full wire description is `docs/control-protocol.md`.
@@ -61,6 +62,7 @@ pub mod images;
 mod kind;
 mod message;
 pub mod validate;
+pub mod vif;
 mod wire;
 
 pub use crc32::{Crc32, crc32};
@@ -72,7 +74,7 @@ pub use frame::{
 pub use kind::{Class, Kind};
 pub use message::{
     BlockRow, CreateRequest, DeviceRow, DomRef, DomState, DomainInfo, Event, ExitAction, HostInfo,
-    ImageInfo, Kernel, Message, Request, Response, ShutdownReason, TableState, VolumeDisk,
+    ImageInfo, Kernel, Message, Request, Response, ShutdownReason, TableState, VifRow, VolumeDisk,
     VolumeInfo, XsNode,
 };
 pub use validate::{

@@ -13,6 +13,7 @@ use crate::disk::DiskSpec;
 use crate::error::{DecodeError, ErrorCode, ErrorReply};
 use crate::frame::{Frame, FrameTooLong, write_frame};
 use crate::kind::{Class, Kind};
+use crate::vif::VifSpec;
 use crate::wire::{Reader, Writer};
 
 /// Declares a fieldless enum whose variants are one byte on the wire, with its
@@ -245,6 +246,10 @@ pub struct CreateRequest {
     /// when not empty, so an older dom0 refuses a request with disks as
     /// malformed instead of ignoring them.
     pub disks: Vec<DiskSpec>,
+    /// The domain's network interfaces (`vif = [...]`). Since version 2,
+    /// additive: sent only when not empty, after the disk list and `on_reboot`
+    /// (both then sent), so an older dom0 refuses it as malformed.
+    pub vifs: Vec<VifSpec>,
 }
 
 /// One node of [`Response::XsNodes`].
@@ -361,6 +366,33 @@ pub struct BlockRow {
     pub sectors: [u64; 2],
     /// Requests answered with an error.
     pub errors: u64,
+}
+
+/// One row of [`Response::Networks`]: a vif of a domain, with `xl
+/// network-list`'s columns and the back end's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VifRow {
+    /// The vif number (`device/vif/N`).
+    pub devid: u32,
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// The bridge it is on.
+    pub bridge: String,
+    /// The back end's XenbusState.
+    pub be_state: u32,
+    /// The front end's XenbusState (0: none yet).
+    pub fe_state: u32,
+    /// The front end's (TX) event channel (-1: not connected).
+    pub evtchn: i32,
+    /// The TX ring reference (-1: not connected).
+    pub tx_ring_ref: i32,
+    /// The RX ring reference (-1: not connected).
+    pub rx_ring_ref: i32,
+    /// The back end's xenstore directory.
+    pub be_path: String,
+    /// Packets and bytes the guest sent, packets refused; frames and bytes it
+    /// got, frames dropped on the way to it.
+    pub counters: [u64; 6],
 }
 
 /// One volume of [`Response::Volumes`].
@@ -484,6 +516,22 @@ pub enum Request {
         /// The guest's name for the disk (`xvdb`) or its number.
         vdev: String,
     },
+    /// A domain's vifs (`xl network-list`). Answer: [`Response::Networks`].
+    NetworkList(DomRef),
+    /// Give a running domain another vif (`xl network-attach`). Answer: [`Response::Ok`].
+    NetworkAttach {
+        /// The domain.
+        dom: DomRef,
+        /// The vif, as a config's `vif = [...]` entry.
+        vif: VifSpec,
+    },
+    /// Take a vif away from a running domain (`xl network-detach`). Answer: [`Response::Ok`].
+    NetworkDetach {
+        /// The domain.
+        dom: DomRef,
+        /// The vif's number or its MAC.
+        vif: String,
+    },
     /// The hypervisor's log ring. Answer: [`Response::Dmesg`].
     Dmesg,
     /// Stop the machine. Answer: [`Response::Ok`], then the link goes away.
@@ -606,6 +654,8 @@ pub enum Response {
     Devices(Vec<DeviceRow>),
     /// Answers `BlockList`.
     Blocks(Vec<BlockRow>),
+    /// Answers `NetworkList`.
+    Networks(Vec<VifRow>),
     /// Answers `VolumeList` (every volume, every disk) and `VolumeCreate`
     /// (the new volume and its disk).
     Volumes {
@@ -696,6 +746,9 @@ impl Request {
             Request::BlockList(_) => Kind::BlockList,
             Request::BlockAttach { .. } => Kind::BlockAttach,
             Request::BlockDetach { .. } => Kind::BlockDetach,
+            Request::NetworkList(_) => Kind::NetworkList,
+            Request::NetworkAttach { .. } => Kind::NetworkAttach,
+            Request::NetworkDetach { .. } => Kind::NetworkDetach,
             Request::Dmesg => Kind::Dmesg,
             Request::ShutdownHost => Kind::ShutdownHost,
             Request::AskShutdown { .. } => Kind::AskShutdown,
@@ -744,7 +797,15 @@ impl Request {
                 dom.encode(&mut w);
                 w.u8(*reason as u8);
             }
-            Request::BlockList(dom) => dom.encode(&mut w),
+            Request::BlockList(dom) | Request::NetworkList(dom) => dom.encode(&mut w),
+            Request::NetworkAttach { dom, vif } => {
+                dom.encode(&mut w);
+                w.str(&vif.to_string());
+            }
+            Request::NetworkDetach { dom, vif } => {
+                dom.encode(&mut w);
+                w.str(vif);
+            }
             Request::BlockAttach { dom, disk } => {
                 dom.encode(&mut w);
                 w.str(&disk.to_string());
@@ -785,7 +846,8 @@ impl Request {
                         w.bytes(u);
                     }
                 }
-                let reboot = c.on_reboot != ExitAction::Restart;
+                let vifs = !c.vifs.is_empty();
+                let reboot = c.on_reboot != ExitAction::Restart || vifs;
                 if !c.disks.is_empty() || reboot {
                     w.u32(u32::try_from(c.disks.len()).unwrap_or(u32::MAX));
                     for d in &c.disks {
@@ -794,6 +856,12 @@ impl Request {
                 }
                 if reboot {
                     w.u8(c.on_reboot as u8);
+                }
+                if vifs {
+                    w.u32(u32::try_from(c.vifs.len()).unwrap_or(u32::MAX));
+                    for v in &c.vifs {
+                        w.str(&v.to_string());
+                    }
                 }
             }
             Request::Pause(d)
@@ -875,6 +943,16 @@ impl Request {
                     } else {
                         ExitAction::decode(&mut r)?
                     },
+                    vifs: if r.is_at_end() {
+                        Vec::new()
+                    } else {
+                        r.list(|r| {
+                            VifSpec::parse(&r.string()?).map_err(|_| DecodeError::BadTag {
+                                what: "vif specification (unparsable)",
+                                value: 0,
+                            })
+                        })?
+                    },
                 })
             }
             Kind::Pause => Request::Pause(DomRef::decode(&mut r)?),
@@ -915,6 +993,18 @@ impl Request {
             Kind::BlockDetach => Request::BlockDetach {
                 dom: DomRef::decode(&mut r)?,
                 vdev: r.string()?,
+            },
+            Kind::NetworkList => Request::NetworkList(DomRef::decode(&mut r)?),
+            Kind::NetworkAttach => Request::NetworkAttach {
+                dom: DomRef::decode(&mut r)?,
+                vif: VifSpec::parse(&r.string()?).map_err(|_| DecodeError::BadTag {
+                    what: "vif specification (unparsable)",
+                    value: 0,
+                })?,
+            },
+            Kind::NetworkDetach => Request::NetworkDetach {
+                dom: DomRef::decode(&mut r)?,
+                vif: r.string()?,
             },
             Kind::Dmesg => Request::Dmesg,
             Kind::ShutdownHost => Request::ShutdownHost,
@@ -970,6 +1060,7 @@ impl Response {
             Response::Images(_) => Kind::ImagesReply,
             Response::Devices(_) => Kind::DevicesReply,
             Response::Blocks(_) => Kind::BlocksReply,
+            Response::Networks(_) => Kind::NetworksReply,
             Response::Volumes { .. } => Kind::Volumes,
             Response::Dmesg { .. } => Kind::DmesgReply,
             Response::XsValue { .. } => Kind::XsValue,
@@ -1069,6 +1160,23 @@ impl Response {
                         w.u64(*n);
                     }
                     w.u64(b.errors);
+                }
+            }
+            Response::Networks(list) => {
+                w.len(list.len());
+                for v in list {
+                    w.u32(v.devid);
+                    w.str(&v.mac);
+                    w.str(&v.bridge);
+                    w.u32(v.be_state);
+                    w.u32(v.fe_state);
+                    for n in [v.evtchn, v.tx_ring_ref, v.rx_ring_ref] {
+                        w.u32(u32::from_le_bytes(n.to_le_bytes()));
+                    }
+                    w.str(&v.be_path);
+                    for n in v.counters {
+                        w.u64(n);
+                    }
                 }
             }
             Response::Volumes { volumes, disks } => {
@@ -1187,6 +1295,20 @@ impl Response {
                     requests: [r.u64()?, r.u64()?, r.u64()?, r.u64()?],
                     sectors: [r.u64()?, r.u64()?],
                     errors: r.u64()?,
+                })
+            })?),
+            Kind::NetworksReply => Response::Networks(r.list(|r| {
+                Ok(VifRow {
+                    devid: r.u32()?,
+                    mac: r.string()?,
+                    bridge: r.string()?,
+                    be_state: r.u32()?,
+                    fe_state: r.u32()?,
+                    evtchn: i32::from_le_bytes(r.u32()?.to_le_bytes()),
+                    tx_ring_ref: i32::from_le_bytes(r.u32()?.to_le_bytes()),
+                    rx_ring_ref: i32::from_le_bytes(r.u32()?.to_le_bytes()),
+                    be_path: r.string()?,
+                    counters: [r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?],
                 })
             })?),
             Kind::Volumes => Response::Volumes {

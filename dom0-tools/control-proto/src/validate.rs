@@ -56,6 +56,10 @@ pub enum ValidationError {
     TooManyDisks(usize),
     /// Two disks with the same virtual device.
     DiskVdevTwice(String),
+    /// More vifs than [`MAX_VIFS`](crate::vif::MAX_VIFS).
+    TooManyVifs(usize),
+    /// Two vifs with the same MAC address.
+    VifMacTwice(String),
     /// A volume size that does not read as one (`64M`, `1G`, `1048576`).
     SizeSyntax,
     /// A volume of no bytes.
@@ -80,6 +84,7 @@ impl ValidationError {
             Self::NoVcpus | Self::TooManyVcpus(_) => "vcpus",
             Self::CmdlineTooLong(_) | Self::CmdlineNul => "cmdline",
             Self::TooManyDisks(_) | Self::DiskVdevTwice(_) => "disk",
+            Self::TooManyVifs(_) | Self::VifMacTwice(_) => "vif",
             Self::SizeSyntax | Self::SizeZero | Self::SizeNotSectors(_) | Self::SizeTooLarge => {
                 "size"
             }
@@ -142,6 +147,10 @@ impl fmt::Display for ValidationError {
                 crate::disk::MAX_DISKS
             ),
             Self::DiskVdevTwice(v) => write!(f, "two disks are both {v}"),
+            Self::TooManyVifs(n) => {
+                write!(f, "{n} vifs; a domain has at most {}", crate::vif::MAX_VIFS)
+            }
+            Self::VifMacTwice(m) => write!(f, "two vifs both have mac {m}"),
             Self::SizeSyntax => f.write_str(
                 "not a size; give bytes, or a number with K, M, G or T (binary: 64M, 1G)",
             ),
@@ -264,7 +273,7 @@ pub fn validate_volume_size(bytes: u64) -> Result<(), ValidationError> {
 }
 
 impl CreateRequest {
-    /// Runs every check, in key order: name, image, memory, vcpus, cmdline, disk.
+    /// Runs every check, in key order: name, image, memory, vcpus, cmdline, disk, vif.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_name(&self.name)?;
         if let Kernel::Named(image) = &self.kernel {
@@ -279,6 +288,18 @@ impl CreateRequest {
         for (i, d) in self.disks.iter().enumerate() {
             if self.disks[..i].iter().any(|o| o.devid == d.devid) {
                 return Err(ValidationError::DiskVdevTwice(d.vdev.clone()));
+            }
+        }
+        if self.vifs.len() > crate::vif::MAX_VIFS {
+            return Err(ValidationError::TooManyVifs(self.vifs.len()));
+        }
+        for (i, v) in self.vifs.iter().enumerate() {
+            if let Some(m) = &v.mac
+                && self.vifs[..i].iter().any(|o| o.mac.as_ref() == Some(m))
+            {
+                return Err(ValidationError::VifMacTwice(
+                    alloc::string::ToString::to_string(&crate::vif::Mac(m)),
+                ));
             }
         }
         Ok(())
@@ -372,6 +393,7 @@ mod tests {
             on_reboot: ExitAction::Restart,
             uuid: None,
             disks: Vec::new(),
+            vifs: Vec::new(),
         };
         assert_eq!(req.validate(), Ok(()));
         req.memory_mib = 1;

@@ -28,6 +28,7 @@ fn samples() -> Vec<Message> {
             on_reboot: ExitAction::Restart,
             uuid: Some([7; 16]),
             disks: Vec::new(),
+            vifs: Vec::new(),
         }),
         Request::Pause(DomRef::Id(3)),
         Request::Unpause(dom.clone()),
@@ -61,6 +62,16 @@ fn samples() -> Vec<Message> {
         Request::BlockDetach {
             dom: dom.clone(),
             vdev: "xvdb".into(),
+        },
+        Request::NetworkList(dom.clone()),
+        Request::NetworkAttach {
+            dom: dom.clone(),
+            vif: control_proto::vif::VifSpec::parse("mac=00:16:3e:00:00:09, bridge=xenbr1")
+                .unwrap(),
+        },
+        Request::NetworkDetach {
+            dom: dom.clone(),
+            vif: "1".into(),
         },
         Request::Dmesg,
         Request::ShutdownHost,
@@ -185,6 +196,18 @@ fn samples() -> Vec<Message> {
             requests: [1, 2, 3, 4],
             sectors: [8, 16],
             errors: 1,
+        }]),
+        Response::Networks(vec![control_proto::VifRow {
+            devid: 0,
+            mac: "00:16:3e:00:00:01".into(),
+            bridge: "xenbr0".into(),
+            be_state: 4,
+            fe_state: 4,
+            evtchn: 5,
+            tx_ring_ref: 8,
+            rx_ring_ref: -1,
+            be_path: "/local/domain/0/backend/vif/1/0".into(),
+            counters: [1, 2, 3, 4, 5, 6],
         }]),
         Response::Volumes {
             volumes: vec![VolumeInfo {
@@ -691,6 +714,10 @@ fn arb_request() -> impl Strategy<Value = Request> {
         prop::option::of(any::<[u8; 16]>()),
         prop::collection::vec(("[a-z][a-z0-9._-]{0,15}", 0u32..40, any::<bool>()), 0..4),
         arb_action(),
+        prop::collection::vec(
+            (prop::option::of(any::<[u8; 5]>()), "[a-z][a-z0-9]{0,14}"),
+            0..3,
+        ),
     )
         .prop_map(
             |(
@@ -704,7 +731,15 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 uuid,
                 disks,
                 on_reboot,
+                vifs,
             )| {
+                let vifs = vifs
+                    .into_iter()
+                    .map(|(mac, bridge)| control_proto::vif::VifSpec {
+                        mac: mac.map(|m| [m[0] & 0xfe, m[1], m[2], m[3], m[4], 0]),
+                        bridge,
+                    })
+                    .collect();
                 let disks = disks
                     .into_iter()
                     .map(|(target, n, ro)| {
@@ -726,6 +761,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                     on_reboot,
                     uuid,
                     disks,
+                    vifs,
                 })
             },
         );
@@ -755,6 +791,8 @@ fn arb_request() -> impl Strategy<Value = Request> {
         Just(Request::Devices),
         arb_domref().prop_map(Request::BlockList),
         (arb_domref(), arb_string()).prop_map(|(dom, vdev)| Request::BlockDetach { dom, vdev }),
+        arb_domref().prop_map(Request::NetworkList),
+        (arb_domref(), arb_string()).prop_map(|(dom, vif)| Request::NetworkDetach { dom, vif }),
         Just(Request::Dmesg),
         Just(Request::ShutdownHost),
         (arb_domref(), prop::sample::select(ShutdownReason::ALL))

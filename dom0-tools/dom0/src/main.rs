@@ -231,6 +231,7 @@ fn autostart(si: &StartInfo, agent: &mut Agent<'static, XenHv, FrameStore>) {
             on_crash: ExitAction::Preserve,
             uuid: None,
             disks: Vec::new(),
+            vifs: Vec::new(),
         });
         match agent.handle(req).0 {
             Response::Created { domid } => println!("dom0: autostart: {name} is domain {domid}"),

@@ -236,6 +236,49 @@ Example:
         #[arg(value_name = "VDEV")]
         vdev: String,
     },
+    /// List a domain's vifs, as `xl network-list` does
+    #[command(after_help = "\
+Columns as xl's: Idx (the vif number), BE (the back end's domain), Mac Addr.,
+handle, state (the front end's XenbusState), evt-ch, tx-/rx-ring-ref, BE-path;
+then the bridge and the back end's counters (packets the guest sent, refused,
+received, dropped on the way to it).
+
+Example:
+  dom0ctl network-list hello")]
+    NetworkList {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+    },
+    /// Give a running domain another vif (hot-plug), as `xl network-attach`
+    #[command(after_help = "\
+VIF is a `vif = [...]` entry of a domain config, in xl's syntax (empty: a made-up
+MAC on xenbr0).
+
+Example:
+  dom0ctl network-attach hello 'mac=00:16:3e:00:00:09, bridge=xenbr0'")]
+    NetworkAttach {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+        /// The vif: [mac=00:16:3e:xx:xx:xx][, bridge=NAME]
+        #[arg(value_name = "VIF", value_parser = vif_spec, default_value = "")]
+        vif: control_proto::vif::VifSpec,
+    },
+    /// Take a vif away from a running domain (hot-unplug), as `xl network-detach`
+    #[command(after_help = "\
+The back end closes the vif; it goes once the domain's front end has let go.
+
+Example:
+  dom0ctl network-detach hello 1")]
+    NetworkDetach {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+        /// The vif's number or its MAC
+        #[arg(value_name = "VIF")]
+        vif: String,
+    },
     /// Ask dom0 to stop the machine
     ShutdownHost,
 }
@@ -349,6 +392,11 @@ pub enum XsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A vif specification in xl's syntax, checked before anything is sent.
+fn vif_spec(s: &str) -> Result<control_proto::vif::VifSpec, String> {
+    control_proto::vif::VifSpec::parse(s).map_err(|e| e.to_string())
 }
 
 /// A disk specification in xl's syntax, checked before anything is sent.

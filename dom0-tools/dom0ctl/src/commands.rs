@@ -57,6 +57,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 on_crash: cfg.on_crash,
                 uuid: cfg.uuid,
                 disks: cfg.disks.clone(),
+                vifs: cfg.vifs.clone(),
             };
             req.validate()
                 .map_err(|e| Error::Input(format!("{}: {}: {e}", config.display(), e.key())))?;
@@ -166,6 +167,30 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 vdev,
             },
             "block-detach",
+        ),
+        Command::NetworkList { dom } => {
+            let mut c = connect()?;
+            let req = Request::NetworkList(DomRef::parse(&dom));
+            match call(&mut c, &req, format_args!("network-list {dom}"))? {
+                Response::Networks(rows) => print(output::vif_table(&rows).as_bytes()),
+                other => Err(c.unexpected(&req, &other)),
+            }
+        }
+        Command::NetworkAttach { dom, vif } => simple(
+            connect()?,
+            Request::NetworkAttach {
+                dom: DomRef::parse(&dom),
+                vif,
+            },
+            "network-attach",
+        ),
+        Command::NetworkDetach { dom, vif } => simple(
+            connect()?,
+            Request::NetworkDetach {
+                dom: DomRef::parse(&dom),
+                vif,
+            },
+            "network-detach",
         ),
         Command::ShutdownHost => {
             let mut c = connect()?;

@@ -11,6 +11,7 @@
 //! on_crash = "destroy"    # or "preserve", "restart" (default destroy)
 //! uuid = "6ba7b810-9dad-41d1-80b4-00c04fd430c8"  # default: dom0 makes one up
 //! disk = ["target=data, vdev=xvda, access=rw"]     # xl's disk syntax (default none)
+//! vif = ["mac=00:16:3e:01:02:03, bridge=xenbr0"]   # xl's vif syntax (default none)
 //! ```
 //!
 //! Every error names the file and line (or the override) and the key.
@@ -42,6 +43,7 @@ pub const KEYS: &[&str] = &[
     "on_crash",
     "uuid",
     "disk",
+    "vif",
 ];
 
 /// Where the kernel comes from.
@@ -77,6 +79,8 @@ pub struct DomainConfig {
     pub uuid: Option<[u8; 16]>,
     /// `disk = [...]`: disks in xl's syntax (`control_proto::disk`).
     pub disks: Vec<DiskSpec>,
+    /// `vif = [...]`: network interfaces in xl's syntax (`control_proto::vif`).
+    pub vifs: Vec<control_proto::vif::VifSpec>,
 }
 
 /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (either case).
@@ -240,6 +244,7 @@ pub fn parse(
         on_crash: ExitAction::Destroy,
         uuid: None,
         disks: Vec::new(),
+        vifs: Vec::new(),
     };
     for s in &settings {
         let key = s.key.as_str();
@@ -332,6 +337,11 @@ pub fn parse(
             "disk" => {
                 let items = disk_list(&s.value).map_err(fail)?;
                 cfg.disks = control_proto::disk::parse_list(&items)
+                    .map_err(|(i, e)| fail(format!("entry {}: {e}", i + 1)))?;
+            }
+            "vif" => {
+                let items = disk_list(&s.value).map_err(fail)?;
+                cfg.vifs = control_proto::vif::parse_list(&items)
                     .map_err(|(i, e)| fail(format!("entry {}: {e}", i + 1)))?;
             }
             _ => unreachable!("keys are checked against KEYS above"),
@@ -447,6 +457,7 @@ mod tests {
                 on_crash: ExitAction::Destroy,
                 uuid: None,
                 disks: Vec::new(),
+                vifs: Vec::new(),
             }
         );
     }
@@ -471,6 +482,21 @@ mod tests {
         assert_eq!(c.on_reboot, ExitAction::Destroy);
         let abs = p("name = \"a\"\nkernel = \"/abs/k\"\n", &[]).unwrap();
         assert_eq!(abs.kernel, KernelSource::File(PathBuf::from("/abs/k")));
+    }
+
+    #[test]
+    fn vifs_in_xl_syntax() {
+        let base = "name = \"d\"\nimage = \"hello\"\n";
+        let c = p(
+            &format!("{base}vif = [\"mac=00:16:3e:00:00:01, bridge=xenbr0\", \"\"]\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.vifs.len(), 2);
+        assert_eq!(c.vifs[0].mac, Some([0, 0x16, 0x3e, 0, 0, 1]));
+        assert_eq!((c.vifs[1].mac, c.vifs[1].bridge.as_str()), (None, "xenbr0"));
+        let e = p(&format!("{base}vif = [\"mac=ff:ff:ff:ff:ff:ff\"]\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("vif: entry 1: mac"), "{e}");
     }
 
     #[test]
@@ -642,7 +668,7 @@ mod tests {
         assert_eq!(
             p(base, &["colour=red"]).unwrap_err(),
             "command line `colour=red`: unknown key `colour`; the keys are name, kernel, image, \
-             memory, vcpus, cmdline, on_poweroff, on_reboot, on_crash, uuid, disk"
+             memory, vcpus, cmdline, on_poweroff, on_reboot, on_crash, uuid, disk, vif"
         );
         assert_eq!(
             p(base, &["memory"]).unwrap_err(),

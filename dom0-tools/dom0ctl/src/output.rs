@@ -164,6 +164,49 @@ pub fn device_table(rows: &[DeviceRow]) -> String {
     out
 }
 
+/// `dom0ctl network-list`: `xl network-list`'s columns, then the bridge and
+/// the back end's counters.
+pub fn vif_table(rows: &[control_proto::VifRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<3} {:<3} {:<17} {:<6} {:<5} {:<6} {:<15} {:<40} {:<8} {:>8} {:>6} {:>8} {:>7}",
+        "Idx",
+        "BE",
+        "Mac Addr.",
+        "handle",
+        "state",
+        "evt-ch",
+        "tx-/rx-ring-ref",
+        "BE-path",
+        "Bridge",
+        "tx",
+        "tx-err",
+        "rx",
+        "rx-drop"
+    );
+    for v in rows {
+        let _ = writeln!(
+            out,
+            "{:<3} {:<3} {:<17} {:<6} {:<5} {:<6} {:<15} {:<40} {:<8} {:>8} {:>6} {:>8} {:>7}",
+            v.devid,
+            0,
+            v.mac,
+            v.devid,
+            v.fe_state,
+            v.evtchn,
+            format!("{}/{}", v.tx_ring_ref, v.rx_ring_ref),
+            v.be_path,
+            v.bridge,
+            v.counters[0],
+            v.counters[2],
+            v.counters[3],
+            v.counters[5]
+        );
+    }
+    out
+}
+
 /// `dom0ctl block-list`: `xl block-list`'s columns, then the disk's names and
 /// the back end's counters.
 pub fn block_table(rows: &[control_proto::BlockRow]) -> String {

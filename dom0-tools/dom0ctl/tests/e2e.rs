@@ -258,6 +258,19 @@ fn answer(req: &Request, st: &mut State, mode: Mode) -> Response {
                 errors: 0,
             }]),
             Request::BlockAttach { .. } | Request::BlockDetach { .. } => Response::Ok,
+            Request::NetworkList(_) => Response::Networks(vec![control_proto::VifRow {
+                devid: 0,
+                mac: "00:16:3e:00:00:01".into(),
+                bridge: "xenbr0".into(),
+                be_state: 4,
+                fe_state: 4,
+                evtchn: 5,
+                tx_ring_ref: 8,
+                rx_ring_ref: 9,
+                be_path: "/local/domain/0/backend/vif/1/0".into(),
+                counters: [10, 1000, 1, 20, 2000, 2],
+            }]),
+            Request::NetworkAttach { .. } | Request::NetworkDetach { .. } => Response::Ok,
             Request::Devices => Response::Devices(vec![control_proto::DeviceRow {
                 bdf: "00:04.0".into(),
                 vendor: 0x1af4,
@@ -517,6 +530,7 @@ fn create_uploads_the_kernel_in_chunks_then_creates() {
             on_reboot: ExitAction::Restart,
             uuid: None,
             disks: Vec::new(),
+            vifs: Vec::new(),
         }
     );
     assert_eq!(data.as_deref(), Some(&kernel[..]));
@@ -643,6 +657,68 @@ data          64M volumes          8M
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("not a size"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(agent.state.lock().unwrap().requests.len(), before);
+}
+
+#[test]
+fn network_list_attach_detach() {
+    let agent = Agent::start(Mode::Normal);
+    let out = agent.run(&["network-list", "hello"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let t = text(&out.stdout);
+    let mut lines = t.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("Idx BE  Mac Addr.         handle state evt-ch tx-/rx-ring-ref BE-path"),
+        "{t}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        row,
+        [
+            "0",
+            "0",
+            "00:16:3e:00:00:01",
+            "0",
+            "4",
+            "5",
+            "8/9",
+            "/local/domain/0/backend/vif/1/0",
+            "xenbr0",
+            "10",
+            "1",
+            "20",
+            "2"
+        ]
+    );
+    for args in [
+        &[
+            "network-attach",
+            "hello",
+            "mac=00:16:3e:00:00:09, bridge=xenbr1",
+        ][..],
+        &["network-attach", "hello"],
+        &["network-detach", "hello", "1"],
+    ] {
+        let out = agent.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A bad vif is a usage error, found before dom0 is asked.
+    let before = agent.state.lock().unwrap().requests.len();
+    let out = agent.run(&["network-attach", "hello", "mac=ff:ff:ff:ff:ff:ff"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("not a unicast MAC"),
         "{}",
         text(&out.stderr)
     );

@@ -259,6 +259,20 @@ impl<'a, Req: RingEntry, Rsp: RingEntry> FrontRing<'a, Req, Rsp> {
         })
     }
 
+    /// Attach with the private indices a front end kept from an earlier
+    /// attachment (a front end that lets go of the page between calls).
+    pub fn resume(
+        page: &'a [AtomicU32],
+        req_prod_pvt: u32,
+        rsp_cons: u32,
+    ) -> Result<Self, RingError> {
+        Ok(FrontRing {
+            ring: SharedRing::new(page)?,
+            req_prod_pvt,
+            rsp_cons,
+        })
+    }
+
     /// Slots in the ring.
     pub fn size(&self) -> u32 {
         self.ring.size

@@ -27,6 +27,8 @@
 //! * [`blkfront`]: the block front end (`io/blkif.h`): the XenBus handshake's
 //!   decisions, request building, in-flight tracking and response matching over
 //!   a shared ring, with the I/O left to the runtime.
+//! * [`netfront`]: the network front end (`io/netif.h`): the handshake's keys,
+//!   buffer ids and response checks, raw ARP and ICMP frames.
 //! * [`xenbus`]: the XenStore client (wire format, reply matching, watches,
 //!   transactions, ring reset) and the front-end XenBus state machine. It
 //!   and [`blkfront`] allocate (`alloc`); the others do not.
@@ -47,6 +49,7 @@ pub mod gnttab;
 pub mod heap;
 pub mod layout;
 pub mod mapper;
+pub mod netfront;
 pub mod pt;
 pub mod text;
 pub mod time;

@@ -211,7 +211,7 @@ impl From<SubmitError> for Error {
 // ---------------------------------------------------------------- xenstore
 
 /// A key's value, `None` if it does not exist.
-fn read_opt(path: &str) -> Result<Option<Vec<u8>>, XsError> {
+pub(crate) fn read_opt(path: &str) -> Result<Option<Vec<u8>>, XsError> {
     match xenbus::read(path) {
         Ok(v) => Ok(Some(v)),
         Err(XsError::Errno(e)) if e == Errno::ENOENT => Ok(None),
@@ -274,17 +274,17 @@ impl Drop for BackendWatch {
 static WINDOW_SLOTS: Mutex<u64> = Mutex::new(0);
 
 /// Pages of the domain's own, mapped writable and contiguous in one of the
-/// 1 GiB windows from [`WINDOW_BASE`].
-struct Window {
+/// 1 GiB windows from [`WINDOW_BASE`] (the net front end's too).
+pub(crate) struct Window {
     slot: u32,
     base: u64,
-    frames: Vec<mm::Frame>,
+    pub(crate) frames: Vec<mm::Frame>,
     /// Until released.
     held: bool,
 }
 
 impl Window {
-    fn new() -> Result<Window, Error> {
+    pub(crate) fn new() -> Result<Window, Error> {
         let mut used = WINDOW_SLOTS.lock();
         let slot = (0..WINDOWS)
             .find(|s| *used & (1 << s) == 0)
@@ -299,7 +299,7 @@ impl Window {
     }
 
     /// Add `pages` zeroed pages; the index of the first.
-    fn grow(&mut self, pages: usize) -> Result<usize, Error> {
+    pub(crate) fn grow(&mut self, pages: usize) -> Result<usize, Error> {
         let first = self.frames.len();
         if (first + pages) as u64 * PAGE_SIZE as u64 > WINDOW_BYTES {
             return Err(Error::Memory("more pages than a window holds"));
@@ -337,7 +337,7 @@ impl Window {
         Ok(first)
     }
 
-    fn va(&self, page: usize) -> u64 {
+    pub(crate) fn va(&self, page: usize) -> u64 {
         self.base + page as u64 * PAGE_SIZE as u64
     }
 
@@ -347,7 +347,7 @@ impl Window {
     ///
     /// The pages must stay mapped (the window not freed) while the slice
     /// is used.
-    unsafe fn words(&self, first: usize, n: usize) -> Option<&'static [AtomicU32]> {
+    pub(crate) unsafe fn words(&self, first: usize, n: usize) -> Option<&'static [AtomicU32]> {
         if first + n > self.frames.len() {
             return None;
         }
@@ -361,7 +361,7 @@ impl Window {
 
     /// Unmap everything and free the frames, except the pages in `keep`
     /// (still mapped by someone else: never reused).
-    fn free(mut self, keep: &[usize]) -> u32 {
+    pub(crate) fn free(mut self, keep: &[usize]) -> u32 {
         self.release(keep)
     }
 
@@ -520,7 +520,7 @@ impl Env for RtEnv {
 
 /// Set the grant table up (all [`gnttab::MAX_FRAMES`] frames) if it is
 /// smaller.
-fn ensure_gnttab() -> Result<(), Error> {
+pub(crate) fn ensure_gnttab() -> Result<(), Error> {
     let (_, frames) = gnttab::table_frames();
     if (frames as usize) < gnttab::MAX_FRAMES {
         #[allow(clippy::cast_possible_truncation)] // 4

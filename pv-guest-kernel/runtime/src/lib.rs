@@ -43,6 +43,10 @@
 //!   the Xen block front end (`io/blkif.h`, as Linux's `xen-blkfront`):
 //!   connect to a vbd, read, write, flush, discard, many requests in
 //!   flight. See `docs/block.md`.
+//! * **network devices** ([`netfront`], feature `netfront`, on by default):
+//!   the Xen net front end (`io/netif.h`, as Linux's `xen-netfront`):
+//!   connect to a vif, send and receive Ethernet frames; with feature
+//!   `smoltcp`, [`net`]: `smoltcp` (TCP/IP) over it. See `docs/net.md`.
 //! * **hypervisor queries** ([`xen`]); a panic prints its message and
 //!   location and crashes the domain.
 //!
@@ -60,6 +64,10 @@ pub mod evtchn;
 pub mod gnttab;
 pub mod hypercall;
 pub mod mm;
+#[cfg(feature = "smoltcp")]
+pub mod net;
+#[cfg(feature = "netfront")]
+pub mod netfront;
 pub mod notes;
 mod panic;
 pub mod physdev;

@@ -31,6 +31,7 @@ use crate::conslog::ConsoleLog;
 use crate::disks::Disks;
 use crate::domains::{self, DOM0_NAME, Record, Records, ResolveError};
 use crate::hv::{Hypervisor, RingId};
+use crate::netback::{self, Netback};
 use crate::uploads::{Upload, UploadStore, Uploads};
 use crate::volumes::{VolumeError, Volumes};
 use crate::xenstore::{self as xsl, DomainNodes, Uuid};
@@ -183,6 +184,8 @@ pub struct Agent<'a, H, S: UploadStore> {
     volumes: Volumes,
     /// The block back end: every domain's virtual disks.
     blk: Blkback,
+    /// The network back end: every domain's vifs and the bridges.
+    net: Netback,
 }
 
 impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
@@ -233,6 +236,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             disks: None,
             volumes: Volumes::new(),
             blk: Blkback::new(),
+            net: Netback::new(),
         }
     }
 
@@ -346,6 +350,9 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             Request::BlockList(d) => self.block_list(&d),
             Request::BlockAttach { dom, disk } => self.block_attach(&dom, &disk),
             Request::BlockDetach { dom, vdev } => self.block_detach(&dom, &vdev),
+            Request::NetworkList(d) => self.network_list(&d),
+            Request::NetworkAttach { dom, vif } => self.network_attach(&dom, &vif),
+            Request::NetworkDetach { dom, vif } => self.network_detach(&dom, &vif),
             r @ (Request::VolumeCreate { .. } | Request::VolumeList | Request::VolumeRm { .. }) => {
                 self.volumes.serve(self.disks.as_deref_mut(), r)
             }
@@ -552,13 +559,13 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// something in the store, then every connected ring. Returns whether a
     /// ring still has requests waiting (serve again without sleeping).
     pub fn service_backends(&mut self) -> bool {
-        let Some(disks) = self.disks.as_deref_mut() else {
-            return false;
-        };
         let generation = self.xs.generation();
-        let more = self.blk.poll(&mut self.xs, &mut self.hv, disks);
-        for (dom, target) in self.blk.take_detached() {
-            self.volumes.release(&target, dom);
+        let mut more = self.net.poll(&mut self.xs, &mut self.hv);
+        if let Some(disks) = self.disks.as_deref_mut() {
+            more |= self.blk.poll(&mut self.xs, &mut self.hv, disks);
+            for (dom, target) in self.blk.take_detached() {
+                self.volumes.release(&target, dom);
+            }
         }
         if self.xs.generation() != generation {
             // The back end wrote nodes: front ends watching them hear now.
@@ -680,10 +687,40 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         Ok(())
     }
 
-    /// Takes domain `id`'s disks down (before the domain goes).
+    /// Takes domain `id`'s disks and vifs down (before the domain goes).
     fn close_disks(&mut self, id: DomId) {
         self.blk.detach_domain(&mut self.xs, &mut self.hv, id.0);
         self.volumes.clear_in_use(id.0);
+        self.net.detach_domain(&mut self.xs, &mut self.hv, id.0);
+    }
+
+    /// Gives domain `id` the vifs `specs`, numbered by their place (as xl
+    /// numbers them); a vif without a MAC gets one made from `uuid`. Returns
+    /// the specs with their MACs, so that a reboot keeps them.
+    fn attach_vifs(
+        &mut self,
+        id: DomId,
+        uuid: &[u8; 16],
+        specs: &[control_proto::vif::VifSpec],
+    ) -> Result<Vec<control_proto::vif::VifSpec>, ErrorReply> {
+        let mut out = Vec::with_capacity(specs.len());
+        for (n, spec) in specs.iter().enumerate() {
+            let devid = u32::try_from(n).unwrap_or(u32::MAX);
+            let mac = spec.mac.unwrap_or_else(|| Netback::make_mac(uuid, devid));
+            if let Err(e) = self.net.attach(&mut self.xs, id.0, devid, spec, mac) {
+                let code = match e {
+                    netback::AttachError::Store(_) => ErrorCode::Xenstore,
+                    _ => ErrorCode::BadConfig,
+                };
+                return Err(ErrorReply::new(code, format!("vif {n} ({spec}): {e}")));
+            }
+            out.push(control_proto::vif::VifSpec {
+                mac: Some(mac),
+                bridge: spec.bridge.clone(),
+            });
+        }
+        self.service_stores();
+        Ok(out)
     }
 
     fn block_list(&mut self, dom: &DomRef) -> Result<Response, ErrorReply> {
@@ -713,6 +750,98 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             })
             .collect();
         Ok(Response::Blocks(rows))
+    }
+
+    fn network_list(&mut self, dom: &DomRef) -> Result<Response, ErrorReply> {
+        let id = self.resolve(dom)?;
+        let rows = self
+            .net
+            .list(&mut self.xs, id.0)
+            .into_iter()
+            .map(|v| control_proto::VifRow {
+                devid: v.devid,
+                mac: v.mac,
+                bridge: v.bridge,
+                be_state: v.be_state,
+                fe_state: v.fe_state,
+                evtchn: i32::try_from(v.evtchn).unwrap_or(-1),
+                tx_ring_ref: i32::try_from(v.tx_ring_ref).unwrap_or(-1),
+                rx_ring_ref: i32::try_from(v.rx_ring_ref).unwrap_or(-1),
+                be_path: v.be_path,
+                counters: [
+                    v.stats.tx_packets,
+                    v.stats.tx_bytes,
+                    v.stats.tx_errors,
+                    v.stats.rx_packets,
+                    v.stats.rx_bytes,
+                    v.stats.rx_dropped,
+                ],
+            })
+            .collect();
+        Ok(Response::Networks(rows))
+    }
+
+    /// `xl network-attach`: the next vif number (one above the highest, as
+    /// libxl's `libxl__device_nextid`), a MAC made from the UUID when the
+    /// spec has none.
+    fn network_attach(
+        &mut self,
+        dom: &DomRef,
+        vif: &control_proto::vif::VifSpec,
+    ) -> Result<Response, ErrorReply> {
+        let id = self.control_target(dom, "given a vif")?;
+        let devid = self
+            .net
+            .vifs(Some(id.0))
+            .map(|v| v.devid + 1)
+            .max()
+            .unwrap_or(0);
+        let uuid = self
+            .configs
+            .get(&id.0)
+            .and_then(|c| c.uuid)
+            .unwrap_or([0; 16]);
+        let mut seed = uuid;
+        seed[0] ^= id.0.to_le_bytes()[0];
+        let mac = vif.mac.unwrap_or_else(|| Netback::make_mac(&seed, devid));
+        if let Err(e) = self.net.attach(&mut self.xs, id.0, devid, vif, mac) {
+            let code = match e {
+                netback::AttachError::Store(_) => ErrorCode::Xenstore,
+                _ => ErrorCode::BadConfig,
+            };
+            return Err(ErrorReply::new(code, format!("vif ({vif}): {e}")));
+        }
+        self.service_stores();
+        if let Some(c) = self.configs.get_mut(&id.0) {
+            c.vifs.push(control_proto::vif::VifSpec {
+                mac: Some(mac),
+                bridge: vif.bridge.clone(),
+            });
+        }
+        Ok(Response::Ok)
+    }
+
+    /// `xl network-detach`: by number or MAC.
+    fn network_detach(&mut self, dom: &DomRef, which: &str) -> Result<Response, ErrorReply> {
+        let id = self.control_target(dom, "detached from a vif")?;
+        let mac = control_proto::vif::parse_mac(which);
+        let found = self
+            .net
+            .vifs(Some(id.0))
+            .find(|v| which.parse::<u32>().ok() == Some(v.devid) || Some(v.mac) == mac)
+            .map(|v| (v.devid, v.mac));
+        let Some((devid, m)) = found else {
+            return Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!("domain {dom} has no vif {which} (see `dom0ctl network-list {dom}`)"),
+            ));
+        };
+        self.net.detach(&mut self.xs, &mut self.hv, id.0, devid);
+        if let Some(c) = self.configs.get_mut(&id.0) {
+            c.vifs.retain(|v| v.mac != Some(m));
+        }
+        self.service_stores();
+        Ok(Response::Ok)
     }
 
     fn block_attach(
@@ -963,12 +1092,20 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             let _ = self.destroy_domain(id);
             return Err(e);
         }
+        let vifs = match self.attach_vifs(id, &uuid.0, &c.vifs) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.destroy_domain(id);
+                return Err(e);
+            }
+        };
         if let Err(e) = self.hv.unpause(id) {
             let _ = self.destroy_domain(id);
             return Err(hv_error(format_args!("unpausing {}", c.name), e));
         }
         let mut kept = c.clone();
         kept.uuid = Some(uuid.0);
+        kept.vifs = vifs;
         self.configs.insert(id.0, kept);
         self.policies.insert(
             id.0,

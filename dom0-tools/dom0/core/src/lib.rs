@@ -14,6 +14,7 @@
 //! * [`domains`]: the toolstack's own records (names) and the translation of
 //!   `getdomaininfo` into the protocol's [`DomainInfo`](control_proto::DomainInfo);
 //! * [`blkback`]: the block back end (vbds on dom0's disks, `io/blkif.h`);
+//! * [`netback`]: the network back end (vifs on learning switches, `io/netif.h`);
 //! * [`builder`]: the PV domain builder (`docs/toolstack.md`);
 //! * [`conslog`]: bounded per-domain console logs;
 //! * [`disks`]: dom0's disks as a [`Disks`](disks::Disks) trait, batched I/O;
@@ -36,8 +37,11 @@ pub mod disks;
 pub mod domains;
 pub mod ether;
 pub mod hv;
+pub mod netback;
 pub mod pci;
 pub mod server;
+#[cfg(test)]
+mod testhv;
 pub mod uart;
 pub mod uploads;
 pub mod volumes;

@@ -595,6 +595,7 @@ fn create(name: &str, kernel: Kernel) -> Request {
         on_crash: ExitAction::Destroy,
         uuid: None,
         disks: Vec::new(),
+        vifs: Vec::new(),
     })
 }
 
@@ -1405,4 +1406,152 @@ fn a_store_event_answers_reads_alone_and_sends_writes_to_the_full_pass() {
     assert_eq!(&reply[..4], &11u32.to_le_bytes(), "{reply:?}");
     assert!(!quiet, "a write needs the full pass");
     assert_eq!(xs_read(&mut a, "/local/domain/1/data/x").unwrap(), "v");
+}
+
+#[test]
+fn vifs_are_attached_at_create_and_go_at_destroy() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let mut c = create("web", Kernel::Named("small".into()));
+    if let Request::Create(cr) = &mut c {
+        cr.uuid = Some(*b"0123456789abcdef");
+        cr.vifs = vec![
+            control_proto::vif::VifSpec::parse("mac=00:16:3e:0a:0b:0c").unwrap(),
+            control_proto::vif::VifSpec::parse("bridge=xenbr1").unwrap(),
+        ];
+    }
+    let id = created(ask(&mut a, c));
+    let be = format!("/local/domain/0/backend/vif/{}", id.0);
+    let fe = format!("/local/domain/{}/device/vif", id.0);
+    assert_eq!(
+        xs_read(&mut a, &format!("{fe}/0/mac")).unwrap(),
+        "00:16:3e:0a:0b:0c"
+    );
+    assert_eq!(
+        xs_read(&mut a, &format!("{be}/0/bridge")).unwrap(),
+        "xenbr0"
+    );
+    assert_eq!(
+        xs_read(&mut a, &format!("{be}/1/bridge")).unwrap(),
+        "xenbr1"
+    );
+    assert_eq!(xs_read(&mut a, &format!("{be}/1/state")).unwrap(), "2");
+    // No MAC given: one in Xen's range, made from the UUID (the same on a rebuild).
+    let mac = xs_read(&mut a, &format!("{fe}/1/mac")).unwrap();
+    assert!(mac.starts_with("00:16:3e:"), "{mac}");
+    let again = dom0_core::netback::Netback::make_mac(b"0123456789abcdef", 1);
+    assert_eq!(mac, control_proto::vif::Mac(&again).to_string());
+    assert_eq!(
+        ask(&mut a, Request::Destroy(DomRef::Id(id.0))),
+        Response::Ok
+    );
+    assert_eq!(
+        xs_read(&mut a, &format!("{be}/0/state")),
+        Err(ErrorCode::Xenstore)
+    );
+    // Two vifs with one MAC on a bridge: the create is refused, nothing is left.
+    let mut c = create("two", Kernel::Named("small".into()));
+    if let Request::Create(cr) = &mut c {
+        cr.vifs = vec![
+            control_proto::vif::VifSpec::parse("mac=00:16:3e:0a:0b:0c").unwrap(),
+            control_proto::vif::VifSpec::parse("mac=00:16:3e:0a:0b:0c").unwrap(),
+        ];
+    }
+    error(ask(&mut a, c), ErrorCode::BadConfig, "vif:");
+}
+
+#[test]
+fn network_list_attach_and_detach() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let mut c = create("web", Kernel::Named("small".into()));
+    if let Request::Create(cr) = &mut c {
+        cr.vifs = vec![control_proto::vif::VifSpec::parse("mac=00:16:3e:00:00:05").unwrap()];
+    }
+    let id = created(ask(&mut a, c));
+    let web = || DomRef::Name("web".into());
+    let rows = |a: &mut _| match ask(a, Request::NetworkList(web())) {
+        Response::Networks(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let r = rows(&mut a);
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0].devid, r[0].mac.as_str(), r[0].bridge.as_str()),
+        (0, "00:16:3e:00:00:05", "xenbr0")
+    );
+    assert_eq!(
+        (r[0].be_state, r[0].evtchn),
+        (2, -1),
+        "InitWait, not connected"
+    );
+    // Hot-plug: the next number, a made-up MAC.
+    let spec = control_proto::vif::VifSpec::parse("bridge=xenbr1").unwrap();
+    assert_eq!(
+        ask(
+            &mut a,
+            Request::NetworkAttach {
+                dom: web(),
+                vif: spec
+            }
+        ),
+        Response::Ok
+    );
+    let r = rows(&mut a);
+    assert_eq!(r.len(), 2);
+    assert_eq!((r[1].devid, r[1].bridge.as_str()), (1, "xenbr1"));
+    assert!(r[1].mac.starts_with("00:16:3e:"), "{}", r[1].mac);
+    // The same MAC twice on a bridge is refused.
+    let dup = control_proto::vif::VifSpec::parse("mac=00:16:3e:00:00:05").unwrap();
+    error(
+        ask(
+            &mut a,
+            Request::NetworkAttach {
+                dom: web(),
+                vif: dup,
+            },
+        ),
+        ErrorCode::BadConfig,
+        "already used",
+    );
+    // Detach by MAC and by number (the front ends never connected: gone at once).
+    assert_eq!(
+        ask(
+            &mut a,
+            Request::NetworkDetach {
+                dom: web(),
+                vif: "00:16:3e:00:00:05".into()
+            }
+        ),
+        Response::Ok
+    );
+    assert_eq!(
+        ask(
+            &mut a,
+            Request::NetworkDetach {
+                dom: web(),
+                vif: "1".into()
+            }
+        ),
+        Response::Ok
+    );
+    assert!(rows(&mut a).is_empty());
+    assert_eq!(
+        xs_read(&mut a, &format!("/local/domain/{}/device/vif/0/mac", id.0)),
+        Err(ErrorCode::Xenstore)
+    );
+    error(
+        ask(
+            &mut a,
+            Request::NetworkDetach {
+                dom: web(),
+                vif: "3".into(),
+            },
+        ),
+        ErrorCode::BadRequest,
+        "no vif 3",
+    );
+    error(
+        ask(&mut a, Request::NetworkList(DomRef::Name("nope".into()))),
+        ErrorCode::UnknownDomain,
+        "nope",
+    );
 }

@@ -1,0 +1,826 @@
+//! The back end and its switch against front ends played by the test: rings
+//! and buffers live in a fake hypervisor's memory ([`Fake`]).
+#![allow(clippy::cast_possible_truncation)] // slot counts and sizes are small
+
+use alloc::rc::Rc;
+use alloc::string::ToString;
+use alloc::vec;
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use hypercall_abi::io::netif::{
+    NETIF_RSP_OKAY, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, NetifExtraInfo, NetifRxFrontRing,
+    NetifRxRequest, NetifTxFrontRing, XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_GSO,
+    XEN_NETIF_EXTRA_TYPE_HASH,
+};
+use proptest::prelude::*;
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::*;
+use crate::testhv::{Fake, fill_page, page_bytes};
+
+const TX_RING: u32 = 10;
+const RX_RING: u32 = 11;
+const TX_BUF: u32 = 100;
+const RX_BUF: u32 = 200;
+const BUF_PAGES: usize = 32;
+
+fn mac_of(dom: u16) -> [u8; 6] {
+    [0x00, 0x16, 0x3e, 0, 0, dom as u8]
+}
+
+fn read(xs: &mut Xenstored, path: &str) -> String {
+    String::from_utf8(xs.read(path).unwrap_or_default()).unwrap()
+}
+
+/// One front end's memory: its rings and buffer pages.
+struct Front {
+    dom: u16,
+    tx: Rc<Vec<AtomicU32>>,
+    rx: Rc<Vec<AtomicU32>>,
+    txbuf: Rc<Vec<AtomicU32>>,
+    rxbuf: Rc<Vec<AtomicU32>>,
+    /// RX buffer ids posted and not answered.
+    posted: Vec<u16>,
+    /// The front end's private indices: (TX req_prod_pvt, TX rsp_cons,
+    /// RX req_prod_pvt, RX rsp_cons).
+    idx: core::cell::Cell<[u32; 4]>,
+    next_rx_id: u16,
+}
+
+impl Front {
+    fn fe(&self, k: &str) -> String {
+        format!("/local/domain/{}/device/vif/0/{k}", self.dom)
+    }
+
+    fn tx_ring(&self) -> NetifTxFrontRing<'_> {
+        let i = self.idx.get();
+        NetifTxFrontRing::resume(&self.tx, i[0], i[1]).unwrap()
+    }
+
+    fn save_tx(&self, r: &NetifTxFrontRing<'_>) {
+        let mut i = self.idx.get();
+        i[0] = r.req_prod_pvt();
+        i[1] = r.rsp_cons();
+        self.idx.set(i);
+    }
+
+    /// Puts raw TX slots on the ring and publishes them.
+    fn send_slots(&self, slots: &[NetifTxRequest]) {
+        let mut r = self.tx_ring();
+        for s in slots {
+            r.put_request(s).unwrap();
+        }
+        r.push_requests();
+        self.save_tx(&r);
+    }
+
+    /// The TX responses not yet taken.
+    fn tx_responses(&self) -> Vec<NetifTxResponse> {
+        let mut out = Vec::new();
+        let mut ring = self.tx_ring();
+        while let Some(x) = ring.take_response().unwrap() {
+            out.push(x);
+        }
+        ring.final_check_for_responses().unwrap();
+        self.save_tx(&ring);
+        out
+    }
+
+    /// Sends `frame` from TX buffer page `page` in one slot.
+    fn send(&self, frame: &[u8], page: u32, flags: u16) {
+        let mut p = vec![0u8; 4096];
+        p[..frame.len()].copy_from_slice(frame);
+        fill_page(&self.txbuf, page as usize, &p);
+        self.send_slots(&[NetifTxRequest {
+            gref: GrantRef(TX_BUF + page),
+            offset: 0,
+            flags,
+            id: page as u16,
+            size: frame.len() as u16,
+        }]);
+    }
+
+    /// Posts `n` RX buffers; whether the back end asked to be notified.
+    fn post(&mut self, n: usize) -> bool {
+        let i = self.idx.get();
+        let mut r = NetifRxFrontRing::resume(&self.rx, i[2], i[3]).unwrap();
+        for _ in 0..n {
+            let id = self.next_rx_id;
+            self.next_rx_id = (self.next_rx_id + 1) % BUF_PAGES as u16;
+            r.put_request(&NetifRxRequest {
+                id,
+                pad: 0,
+                gref: GrantRef(RX_BUF + u32::from(id)),
+            })
+            .unwrap();
+            self.posted.push(id);
+        }
+        let notify = r.push_requests();
+        let mut i = self.idx.get();
+        i[2] = r.req_prod_pvt();
+        self.idx.set(i);
+        notify
+    }
+
+    /// The frames received (with their first response's flags), reassembled.
+    fn received(&mut self) -> Vec<(Vec<u8>, u16)> {
+        let i = self.idx.get();
+        let mut r = NetifRxFrontRing::resume(&self.rx, i[2], i[3]).unwrap();
+        let mut out: Vec<(Vec<u8>, u16)> = Vec::new();
+        let mut cont = false;
+        while let Some(rsp) = r.take_response().unwrap() {
+            assert!(rsp.status >= 0, "rx error {rsp:?}");
+            let pos = self
+                .posted
+                .iter()
+                .position(|i| *i == rsp.id)
+                .expect("an id we posted");
+            self.posted.remove(pos);
+            let page = page_bytes(&self.rxbuf, usize::from(rsp.id));
+            let data = &page[usize::from(rsp.offset)..][..usize::try_from(rsp.status).unwrap()];
+            if cont {
+                out.last_mut().unwrap().0.extend_from_slice(data);
+            } else {
+                out.push((data.to_vec(), rsp.flags));
+            }
+            cont = rsp.flags & NETRXF_MORE_DATA != 0;
+        }
+        assert!(!cont, "a packet without its last slot");
+        r.final_check_for_responses().unwrap();
+        let mut i = self.idx.get();
+        i[3] = r.rsp_cons();
+        self.idx.set(i);
+        out
+    }
+}
+
+struct Net {
+    xs: Xenstored,
+    hv: Fake,
+    nb: Netback,
+    fronts: Vec<Front>,
+}
+
+impl Net {
+    fn new() -> Self {
+        Net {
+            xs: Xenstored::new(),
+            hv: Fake::default(),
+            nb: Netback::new(),
+            fronts: Vec::new(),
+        }
+    }
+
+    fn poll(&mut self) {
+        let mut n = 0;
+        while self.nb.poll(&mut self.xs, &mut self.hv) {
+            n += 1;
+            assert!(n < 1000, "the back end never settles");
+        }
+    }
+
+    /// Attaches vif 0 of `dom` on `bridge` and grants its pages.
+    fn attach(&mut self, dom: u16, bridge: &str) -> usize {
+        let spec = VifSpec {
+            mac: Some(mac_of(dom)),
+            bridge: bridge.into(),
+        };
+        self.nb
+            .attach(&mut self.xs, dom, 0, &spec, mac_of(dom))
+            .unwrap();
+        let f = Front {
+            dom,
+            tx: self.hv.grant(dom, TX_RING, 1, false),
+            rx: self.hv.grant(dom, RX_RING, 1, false),
+            txbuf: self.hv.grant(dom, TX_BUF, BUF_PAGES, true),
+            rxbuf: self.hv.grant(dom, RX_BUF, BUF_PAGES, false),
+            posted: Vec::new(),
+            idx: core::cell::Cell::new([0; 4]),
+            next_rx_id: 0,
+        };
+        NetifTxFrontRing::init(&f.tx).unwrap();
+        NetifRxFrontRing::init(&f.rx).unwrap();
+        self.fronts.push(f);
+        self.fronts.len() - 1
+    }
+
+    /// Writes what Linux's netfront writes, in its order, and goes Connected.
+    fn connect(&mut self, i: usize, split: bool) {
+        let f = &self.fronts[i];
+        let mut keys: Vec<(String, String)> = vec![
+            (f.fe("tx-ring-ref"), TX_RING.to_string()),
+            (f.fe("rx-ring-ref"), RX_RING.to_string()),
+        ];
+        if split {
+            keys.push((f.fe("event-channel-tx"), "21".into()));
+            keys.push((f.fe("event-channel-rx"), "22".into()));
+        } else {
+            keys.push((f.fe("event-channel"), "21".into()));
+        }
+        for k in [
+            "request-rx-copy",
+            "feature-rx-notify",
+            "feature-sg",
+            "feature-gso-tcpv4",
+        ] {
+            keys.push((f.fe(k), "1".into()));
+        }
+        keys.push((f.fe("state"), "4".into()));
+        for (k, v) in keys {
+            self.xs.write(&k, v.as_bytes()).unwrap();
+        }
+        self.poll();
+    }
+
+    fn be_state(&mut self, dom: u16) -> String {
+        read(
+            &mut self.xs,
+            &format!("/local/domain/0/backend/vif/{dom}/0/state"),
+        )
+    }
+
+    fn error(&mut self, dom: u16) -> String {
+        read(
+            &mut self.xs,
+            &format!("/local/domain/0/error/backend/vif/{dom}/0/error"),
+        )
+    }
+
+    fn stats(&self, dom: u16) -> Stats {
+        self.nb.vifs(Some(dom)).next().unwrap().stats
+    }
+}
+
+/// An Ethernet frame `dst` ← `src` of `len` bytes, its payload a pattern.
+fn frame(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
+    let mut f: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect();
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // local experimental
+    f
+}
+
+const BCAST: [u8; 6] = [0xff; 6];
+
+#[test]
+fn nodes_match_xl() {
+    let mut xs = Xenstored::new();
+    crate::xenstore::apply(&mut xs, &entries(7, 1, &mac_of(7), "xenbr0")).unwrap();
+    let fe = "/local/domain/7/device/vif/1";
+    let be = "/local/domain/0/backend/vif/7/1";
+    for (p, v) in [
+        (format!("{fe}/backend"), be),
+        (format!("{fe}/backend-id"), "0"),
+        (format!("{fe}/state"), "1"),
+        (format!("{fe}/handle"), "1"),
+        (format!("{fe}/mac"), "00:16:3e:00:00:07"),
+        (format!("{fe}/mtu"), "1500"),
+        (format!("{be}/frontend"), fe),
+        (format!("{be}/frontend-id"), "7"),
+        (format!("{be}/online"), "1"),
+        (format!("{be}/state"), "1"),
+        (format!("{be}/mac"), "00:16:3e:00:00:07"),
+        (format!("{be}/bridge"), "xenbr0"),
+        (format!("{be}/handle"), "1"),
+        (format!("{be}/type"), "vif"),
+        ("/libxl/7/device/vif/1/frontend".to_string(), fe),
+        ("/libxl/7/device/vif/1/backend".to_string(), be),
+    ] {
+        assert_eq!(read(&mut xs, &p), v, "{p}");
+    }
+    let perms = |xs: &mut Xenstored, p: &str| crate::agent::perms_string(&xs.get_perms(p).unwrap());
+    assert_eq!(perms(&mut xs, fe), "n7,r0");
+    assert_eq!(perms(&mut xs, &format!("{fe}/mac")), "n7,r0");
+    assert_eq!(
+        perms(&mut xs, &format!("{fe}/mtu")),
+        "n0,r7",
+        "libxl's ro_front"
+    );
+    assert_eq!(perms(&mut xs, be), "n0,r7");
+    assert_eq!(perms(&mut xs, &format!("{be}/bridge")), "n0,r7");
+}
+
+#[test]
+fn probe_publishes_features_and_initwait() {
+    let mut n = Net::new();
+    n.attach(3, "xenbr0");
+    let be = "/local/domain/0/backend/vif/3/0";
+    for (k, v) in [
+        ("feature-sg", "1"),
+        ("feature-rx-copy", "1"),
+        ("feature-rx-flip", "0"),
+        ("feature-split-event-channels", "1"),
+        ("multi-queue-max-queues", "1"),
+        ("hotplug-status", "connected"),
+        ("state", "2"),
+    ] {
+        assert_eq!(read(&mut n.xs, &format!("{be}/{k}")), v, "{k}");
+    }
+    // Not offered: GSO, IPv6 checksum offload, multicast control, control ring.
+    for k in [
+        "feature-gso-tcpv4",
+        "feature-gso-tcpv6",
+        "feature-ipv6-csum-offload",
+        "feature-multicast-control",
+        "feature-ctrl-ring",
+    ] {
+        assert!(n.xs.read(&format!("{be}/{k}")).is_err(), "{k}");
+    }
+    // A second vif 0, or a MAC taken on the bridge, is refused.
+    let spec = VifSpec::parse("bridge=xenbr0").unwrap();
+    assert_eq!(
+        n.nb.attach(&mut n.xs, 3, 0, &spec, mac_of(9)),
+        Err(AttachError::Exists(0))
+    );
+    assert!(matches!(
+        n.nb.attach(&mut n.xs, 4, 0, &spec, mac_of(3)),
+        Err(AttachError::MacInUse { domid: 3, .. })
+    ));
+}
+
+#[test]
+fn handshake_close_and_reconnect() {
+    let mut n = Net::new();
+    n.attach(3, "xenbr0");
+    n.connect(0, false);
+    assert_eq!(n.be_state(3), "4", "{}", n.error(3));
+    assert_eq!(n.hv.ports.len(), 1, "one channel without split channels");
+    assert_eq!(n.hv.rings.len(), 2);
+    let info = n.nb.list(&mut n.xs, 3);
+    assert_eq!(
+        (info[0].evtchn, info[0].tx_ring_ref, info[0].rx_ring_ref),
+        (21, 10, 11)
+    );
+    assert_eq!((info[0].fe_state, info[0].be_state), (4, 4));
+    // The front end closes: Closing, then Closed, everything let go.
+    n.xs.write(&n.fronts[0].fe("state"), b"5").unwrap();
+    n.poll();
+    assert_eq!(n.be_state(3), "5");
+    assert!(n.hv.ports.is_empty() && n.hv.rings.is_empty());
+    n.xs.write(&n.fronts[0].fe("state"), b"6").unwrap();
+    n.poll();
+    assert_eq!(n.be_state(3), "6");
+    // It starts again: InitWait, then Connected on split channels.
+    n.xs.write(&n.fronts[0].fe("state"), b"1").unwrap();
+    n.poll();
+    assert_eq!(n.be_state(3), "2");
+    n.xs.rm(&n.fronts[0].fe("event-channel")).unwrap();
+    n.connect(0, true);
+    assert_eq!(n.be_state(3), "4", "{}", n.error(3));
+    assert_eq!(n.hv.ports.len(), 2, "split channels");
+    // Destroy: everything goes.
+    n.nb.detach_domain(&mut n.xs, &mut n.hv, 3);
+    assert!(n.hv.ports.is_empty() && n.hv.rings.is_empty());
+    assert!(n.xs.read("/local/domain/0/backend/vif/3").is_err());
+    assert_eq!(n.nb.bridges().count(), 0);
+}
+
+#[test]
+fn bad_front_ends_are_fatal_for_their_vif_only() {
+    for (key, value, why) in [
+        ("request-rx-copy", "0", "request-rx-copy"),
+        ("feature-rx-notify", "0", "feature-rx-notify is mandatory"),
+        ("multi-queue-num-queues", "2", "exceeding the maximum of 1"),
+        ("tx-ring-ref", "99", "mapping the TX ring"),
+        ("rx-ring-ref", "x", "rx-ring-ref"),
+        ("event-channel", "5000", "binding event channel 5000"),
+    ] {
+        let mut n = Net::new();
+        n.attach(3, "xenbr0");
+        let f = &n.fronts[0];
+        n.xs.write(&f.fe(key), value.as_bytes()).unwrap();
+        // `connect` writes the good keys; write the bad one again after them.
+        let f0 = f.fe(key);
+        n.connect(0, false);
+        if n.be_state(3) == "4" {
+            // The good value replaced it; put the bad one in and restart.
+            n.xs.write(&n.fronts[0].fe("state"), b"6").unwrap();
+            n.poll();
+            n.xs.write(&n.fronts[0].fe("state"), b"1").unwrap();
+            n.poll();
+            n.xs.write(&f0, value.as_bytes()).unwrap();
+            n.xs.write(&n.fronts[0].fe("state"), b"4").unwrap();
+            n.poll();
+        }
+        assert_eq!(n.be_state(3), "5", "{key}={value}");
+        assert!(n.error(3).contains(why), "{key}: {}", n.error(3));
+        assert!(n.hv.ports.is_empty() && n.hv.rings.is_empty(), "{key}");
+    }
+}
+
+/// Three domains on xenbr0, one on xenbr1; all connected, buffers posted.
+fn lan() -> Net {
+    let mut n = Net::new();
+    for (dom, br) in [(3, "xenbr0"), (4, "xenbr0"), (5, "xenbr0"), (6, "xenbr1")] {
+        let i = n.attach(dom, br);
+        n.connect(i, dom == 4);
+        assert_eq!(n.be_state(dom), "4", "{}", n.error(dom));
+        let _ = n.fronts[i].post(8);
+    }
+    n.poll();
+    n
+}
+
+#[test]
+fn frames_are_switched_between_vifs() {
+    let mut n = lan();
+    // A broadcast from 3 reaches 4 and 5 on its bridge, not 6.
+    let b = frame(BCAST, mac_of(3), 60, 1);
+    n.fronts[0].send(&b, 0, 0);
+    n.poll();
+    assert_eq!(
+        n.fronts[0].tx_responses(),
+        [NetifTxResponse {
+            id: 0,
+            status: NETIF_RSP_OKAY
+        }]
+    );
+    for i in [1, 2] {
+        let got = n.fronts[i].received();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, b);
+    }
+    assert!(n.fronts[3].received().is_empty());
+    assert!(n.fronts[0].received().is_empty(), "not back to its sender");
+    // 4 answers 3 by unicast: only 3 gets it (3's MAC was learned).
+    let u = frame(mac_of(3), mac_of(4), 1514, 2);
+    n.fronts[1].send(&u, 1, 0);
+    n.poll();
+    assert_eq!(n.fronts[0].received(), [(u.clone(), 0)]);
+    assert!(n.fronts[2].received().is_empty());
+    // And 3 to 4 now goes to 4 only.
+    let v = frame(mac_of(4), mac_of(3), 100, 3);
+    n.fronts[0].send(&v, 2, 0);
+    n.poll();
+    assert_eq!(n.fronts[1].received(), [(v, 0)]);
+    assert!(n.fronts[2].received().is_empty());
+    assert_eq!(n.stats(3).tx_packets, 2);
+    assert_eq!(n.stats(4).rx_packets, 2);
+    assert_eq!(n.hv.bad_copies, 0);
+    // An event went to each receiver's RX port and the senders' TX ports.
+    assert!(!n.hv.notified.is_empty());
+}
+
+#[test]
+fn multi_slot_packets_with_extra_info() {
+    let mut n = lan();
+    // A 6000-byte frame in three slots (first 3000 at offset 1000, then
+    // 2000 and 1000) with a hash extra between them.
+    let f = frame(mac_of(4), mac_of(3), 6000, 9);
+    let mut pages = vec![vec![0u8; 4096]; 3];
+    pages[0][1000..4000].copy_from_slice(&f[..3000]);
+    pages[1][..2000].copy_from_slice(&f[3000..5000]);
+    pages[2][96..1096].copy_from_slice(&f[5000..]);
+    for (k, p) in pages.iter().enumerate() {
+        fill_page(&n.fronts[0].txbuf, k, p);
+    }
+    let extra = NetifExtraInfo {
+        type_: XEN_NETIF_EXTRA_TYPE_HASH,
+        flags: 0,
+        u: [0; 3],
+    };
+    let mut xb = [0u8; 12];
+    xb[..8].copy_from_slice(extra.as_bytes());
+    let xslot = NetifTxRequest::read_from_bytes(&xb).unwrap();
+    let req = |page: u32, offset: u16, flags: u16, id: u16, size: u16| NetifTxRequest {
+        gref: GrantRef(TX_BUF + page),
+        offset,
+        flags,
+        id,
+        size,
+    };
+    n.fronts[0].send_slots(&[
+        req(0, 1000, NETTXF_MORE_DATA | NETTXF_EXTRA_INFO, 7, 6000),
+        xslot,
+        req(1, 0, NETTXF_MORE_DATA, 8, 2000),
+        req(2, 96, 0, 9, 1000),
+    ]);
+    n.poll();
+    let rsp = n.fronts[0].tx_responses();
+    assert_eq!(
+        rsp.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [
+            NETIF_RSP_OKAY,
+            NETIF_RSP_NULL,
+            NETIF_RSP_OKAY,
+            NETIF_RSP_OKAY
+        ]
+    );
+    assert_eq!((rsp[0].id, rsp[2].id, rsp[3].id), (7, 8, 9));
+    // Domain 4 (feature-sg) gets it in two buffers, reassembled.
+    let got = n.fronts[1].received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, f);
+}
+
+#[test]
+fn bad_packets_get_errors_and_the_rest_flows() {
+    let mut n = lan();
+    let good = frame(mac_of(4), mac_of(3), 64, 5);
+    fill_page(&n.fronts[0].txbuf, 0, &{
+        let mut p = vec![0u8; 4096];
+        p[..64].copy_from_slice(&good);
+        p
+    });
+    let req = |gref: u32, offset: u16, flags: u16, id: u16, size: u16| NetifTxRequest {
+        gref: GrantRef(gref),
+        offset,
+        flags,
+        id,
+        size,
+    };
+    let gso = {
+        let x = NetifExtraInfo {
+            type_: XEN_NETIF_EXTRA_TYPE_GSO,
+            flags: 0,
+            u: [1448, 1, 0],
+        };
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(x.as_bytes());
+        NetifTxRequest::read_from_bytes(&b).unwrap()
+    };
+    let bad_extra = {
+        let mut b = [0u8; 12];
+        b[0] = 9;
+        b[1] = XEN_NETIF_EXTRA_FLAG_MORE;
+        NetifTxRequest::read_from_bytes(&b).unwrap()
+    };
+    let mut slots = vec![
+        req(TX_BUF, 0, 0, 1, 64),                 // good
+        req(TX_BUF, 4000, 0, 2, 200),             // crosses the page
+        req(TX_BUF, 0, NETTXF_MORE_DATA, 3, 100), // a later slot bigger than the rest
+        req(TX_BUF + 1, 0, 0, 4, 200),            //
+        req(TX_BUF, 0, 0, 5, 10),                 // shorter than a header
+        req(999, 0, 0, 6, 64),                    // a grant never given
+        req(TX_BUF, 0, NETTXF_EXTRA_INFO, 7, 64), // GSO (not offered)
+        gso,                                      //
+        req(TX_BUF, 0, NETTXF_EXTRA_INFO, 8, 64), // an unknown extra type, chained
+        bad_extra,                                //
+        bad_extra,                                //
+        NetifTxRequest::default(),                // (the chain's last extra)
+        req(TX_BUF, 0, 0, 9, 64),                 // good
+    ];
+    // 19 slots of one packet: too many.
+    for k in 0..19u16 {
+        let more = if k < 18 { NETTXF_MORE_DATA } else { 0 };
+        slots.push(req(
+            TX_BUF + 2,
+            0,
+            more,
+            100 + k,
+            if k == 0 { 19 * 14 } else { 14 },
+        ));
+    }
+    slots.push(req(TX_BUF, 0, 0, 10, 64)); // good
+    // The last one runs off the published slots.
+    slots.push(req(TX_BUF, 0, NETTXF_MORE_DATA, 11, 64));
+    n.fronts[0].send_slots(&slots);
+    n.poll();
+    let rsp = n.fronts[0].tx_responses();
+    assert_eq!(rsp.len(), slots.len(), "every slot answered once");
+    let status = |id: u16| rsp.iter().find(|r| r.id == id).unwrap().status;
+    for id in [1, 9, 10] {
+        assert_eq!(status(id), NETIF_RSP_OKAY, "{id}");
+    }
+    for id in [2, 3, 4, 5, 6, 7, 8, 11, 100, 118] {
+        assert_eq!(status(id), NETIF_RSP_ERROR, "{id}");
+    }
+    assert_eq!(
+        rsp.iter().filter(|r| r.status == NETIF_RSP_NULL).count(),
+        4,
+        "extra slots"
+    );
+    assert_eq!(n.fronts[1].received().len(), 3, "the good ones");
+    assert_eq!(n.stats(3).tx_errors, 8);
+    assert_eq!(n.hv.bad_copies, 0, "no copy past a page or buffer");
+    assert_eq!(n.be_state(3), "4", "bad packets are not fatal");
+}
+
+#[test]
+fn a_front_end_without_buffers_loses_only_its_own_frames() {
+    let mut n = lan();
+    // 4 stops posting (its 8 buffers fill up); 5 keeps posting.
+    let total = 300usize;
+    let mut got5 = 0usize;
+    for k in 0..total {
+        let f = frame(BCAST, mac_of(3), 60, k as u8);
+        n.fronts[0].send(&f, (k % BUF_PAGES) as u32, 0);
+        n.poll();
+        let _ = n.fronts[0].tx_responses();
+        got5 += n.fronts[2].received().len();
+        let _ = n.fronts[2].post(1);
+        n.poll();
+    }
+    assert_eq!(got5, total, "5 gets every frame");
+    let s4 = n.stats(4);
+    assert_eq!(s4.rx_packets, 8);
+    assert_eq!(
+        s4.rx_dropped as usize,
+        total - 8 - RX_QUEUE_FRAMES,
+        "4's queue is bounded"
+    );
+    // When 4 posts again it gets what was queued, oldest first.
+    let _ = n.fronts[1].post(BUF_PAGES - 8);
+    n.poll();
+    assert_eq!(n.fronts[1].received().len(), 8 + BUF_PAGES - 8);
+}
+
+#[test]
+fn frames_waiting_for_buffers_ask_for_a_notification() {
+    let mut n = lan();
+    // 4 has 8 buffers: 12 broadcasts in one pass leave 4 frames queued.
+    for k in 0..12u32 {
+        n.fronts[0].send(&frame(BCAST, mac_of(3), 60, k as u8), k, 0);
+    }
+    n.poll();
+    assert_eq!(n.fronts[1].received().len(), 8);
+    // Its next post must notify dom0 (`req_event` armed), and the 4 come.
+    assert!(n.fronts[1].post(4), "req_event was not armed");
+    n.poll();
+    assert_eq!(n.fronts[1].received().len(), 4);
+    assert_eq!(n.stats(4).rx_dropped, 0);
+}
+
+#[test]
+fn blank_checksums_are_filled() {
+    let mut n = lan();
+    // A UDP datagram with a garbage checksum and NETTXF_csum_blank.
+    let mut f = vec![0u8; 14];
+    f[..6].copy_from_slice(&mac_of(4));
+    f[6..12].copy_from_slice(&mac_of(3));
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = vec![
+        0x45, 0, 0, 33, 0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 3, 10, 0, 0, 4,
+    ];
+    let c = csum::internet_checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[
+        0x04, 0xd2, 0, 7, 0, 13, 0x12, 0x34, b'h', b'e', b'l', b'l', b'o',
+    ]);
+    n.fronts[0].send(&f, 0, NETTXF_CSUM_BLANK);
+    n.poll();
+    let got = n.fronts[1].received();
+    assert_eq!(got.len(), 1);
+    let (g, flags) = &got[0];
+    assert_eq!(*flags, NETRXF_DATA_VALIDATED);
+    let mut check = g.clone();
+    assert!(csum::fill(&mut check));
+    assert_eq!(&check, g, "the checksum was right");
+    assert_ne!(&g[40..42], &[0x12, 0x34]);
+}
+
+#[test]
+fn hot_unplug_and_destroy_leave_others_flowing() {
+    let mut n = lan();
+    assert!(n.nb.detach(&mut n.xs, &mut n.hv, 5, 0));
+    assert_eq!(n.be_state(5), "5");
+    n.xs.write(&n.fronts[2].fe("state"), b"6").unwrap();
+    n.poll();
+    assert_eq!(
+        n.nb.vifs(Some(5)).count(),
+        0,
+        "removed once the front end closed"
+    );
+    assert!(n.xs.read("/local/domain/5/device/vif/0").is_err());
+    assert!(!n.nb.detach(&mut n.xs, &mut n.hv, 5, 0));
+    n.nb.detach_domain(&mut n.xs, &mut n.hv, 4);
+    let b = frame(BCAST, mac_of(3), 60, 1);
+    n.fronts[0].send(&b, 0, 0);
+    n.poll();
+    assert_eq!(n.fronts[0].tx_responses()[0].status, NETIF_RSP_OKAY);
+    assert_eq!(
+        n.nb.bridges()
+            .map(|(b, s)| (b.to_string(), s.ports().len()))
+            .collect::<Vec<_>>(),
+        [("xenbr0".to_string(), 1), ("xenbr1".to_string(), 1)]
+    );
+}
+
+#[test]
+fn impossible_ring_index_halts_that_vif() {
+    let mut n = lan();
+    n.fronts[0].tx[0].store(1000, Ordering::Release);
+    n.poll();
+    assert_eq!(n.be_state(3), "5");
+    assert!(n.error(3).contains("impossible TX ring index"));
+    // 4 still talks to 5.
+    let f = frame(mac_of(5), mac_of(4), 60, 1);
+    n.fronts[1].send(&f, 0, 0);
+    n.poll();
+    assert_eq!(n.fronts[2].received().len(), 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// A hostile front end: random slots. Every slot is answered exactly once
+    /// with a known status, the back end never asks for a copy past a page,
+    /// and only packets that pass the checks reach the other side, intact.
+    #[test]
+    fn hostile_tx_slots(
+        slots in prop::collection::vec(
+            (0u32..40, 0u16..4200, any::<u8>(), any::<u16>(), 0u16..5000),
+            1..120,
+        ),
+    ) {
+        let mut n = lan();
+        let slots: Vec<NetifTxRequest> = slots
+            .into_iter()
+            .enumerate()
+            .map(|(k, (g, offset, fl, _id, size))| NetifTxRequest {
+                // Granted buffers, the rings themselves and refs never given.
+                gref: GrantRef(if g < 32 { TX_BUF + g } else { g + 500 }),
+                offset,
+                flags: u16::from(fl & 0xF),
+                id: k as u16,
+                size,
+            })
+            .collect();
+        // Fill the buffers with a pattern, so what arrives can be checked.
+        for p in 0..BUF_PAGES {
+            let bytes: Vec<u8> = (0..4096).map(|i| (i + p * 31) as u8).collect();
+            fill_page(&n.fronts[0].txbuf, p, &bytes);
+        }
+        let mut sent = 0usize;
+        for chunk in slots.chunks(60) {
+            n.fronts[0].send_slots(chunk);
+            n.poll();
+            let rsp = n.fronts[0].tx_responses();
+            prop_assert_eq!(rsp.len(), chunk.len());
+            for r in &rsp {
+                prop_assert!(matches!(r.status, NETIF_RSP_OKAY | NETIF_RSP_ERROR | NETIF_RSP_NULL));
+                if r.status == NETIF_RSP_OKAY {
+                    // Only a slot naming a granted buffer page can be sent.
+                    let g = slots[usize::from(r.id)].gref.0;
+                    prop_assert!((TX_BUF..TX_BUF + BUF_PAGES as u32).contains(&g), "{g}");
+                }
+            }
+            sent += rsp.iter().filter(|r| r.status == NETIF_RSP_OKAY).count();
+        }
+        prop_assert_eq!(n.hv.bad_copies, 0);
+        prop_assert_eq!(n.be_state(3), "4");
+        let _ = sent;
+        // What 4 and 5 received are frames of at least a header, each a
+        // run of the pattern or pieces of it: at least not garbage lengths.
+        for i in [1, 2] {
+            for (f, _) in n.fronts[i].received() {
+                prop_assert!(f.len() >= tx::ETH_HLEN);
+            }
+        }
+    }
+
+    /// The parser against a model: a run of well-formed packets (1 to 18
+    /// slots, optional extras) is read back exactly.
+    #[test]
+    fn parse_reads_well_formed_packets(
+        pkts in prop::collection::vec(
+            (prop::collection::vec((0u16..2048, 0u16..2048), 1..18), 0usize..3),
+            1..10,
+        ),
+    ) {
+        let mut slots = Vec::new();
+        let mut want = Vec::new();
+        for (k, (frags, extras)) in pkts.iter().enumerate() {
+            let total: usize = frags.iter().map(|(_, l)| usize::from(*l)).sum::<usize>() + 14;
+            prop_assume!(total <= 0xFFFF);
+            let mut fl = if frags.len() > 1 { NETTXF_MORE_DATA } else { 0 };
+            if *extras > 0 {
+                fl |= NETTXF_EXTRA_INFO;
+            }
+            let (o0, l0) = (frags[0].0 % 2000, frags[0].1 % 2000);
+            let total = total - usize::from(frags[0].1) + usize::from(l0);
+            let first_len = l0 + 14;
+            slots.push(NetifTxRequest { gref: GrantRef(k as u32), offset: o0, flags: fl, id: 0, size: total as u16 });
+            for x in 0..*extras {
+                let mut b = [0u8; 12];
+                b[0] = XEN_NETIF_EXTRA_TYPE_HASH;
+                b[1] = if x + 1 < *extras { XEN_NETIF_EXTRA_FLAG_MORE } else { 0 };
+                slots.push(NetifTxRequest::read_from_bytes(&b).unwrap());
+            }
+            let mut exp = vec![tx::Frag { gref: GrantRef(k as u32), offset: o0, len: first_len }];
+            for (j, (o, l)) in frags.iter().enumerate().skip(1) {
+                let more = if j + 1 < frags.len() { NETTXF_MORE_DATA } else { 0 };
+                slots.push(NetifTxRequest { gref: GrantRef(1000 + j as u32), offset: *o, flags: more, id: 0, size: *l });
+                exp.push(tx::Frag { gref: GrantRef(1000 + j as u32), offset: *o, len: *l });
+            }
+            exp.retain(|f| f.len > 0);
+            want.push((exp, total, 1 + extras + frags.len() - 1));
+        }
+        let mut at = 0;
+        for (frags, len, nslots) in want {
+            let p = tx::parse(&slots[at..]).unwrap();
+            prop_assert_eq!(p.slots.len(), nslots);
+            at += nslots;
+            match p.verdict {
+                Verdict::Send { frags: f, len: l, .. } => {
+                    prop_assert_eq!(f, frags);
+                    prop_assert_eq!(l, len);
+                }
+                v => prop_assert!(false, "{v:?}"),
+            }
+        }
+        prop_assert_eq!(at, slots.len());
+    }
+}

@@ -1,0 +1,178 @@
+//! The checks on a front end's TX slots (Linux's `xenvif_get_extras` and
+//! `xenvif_count_requests`): one packet is a first request, its extra-info
+//! slots (`NETTXF_extra_info`, chained by `XEN_NETIF_EXTRA_FLAG_MORE`), then
+//! the requests its `NETTXF_more_data` chain names. The first request's
+//! `size` is the whole packet's; every other one's is its own.
+
+use alloc::vec::Vec;
+
+use hypercall_abi::GrantRef;
+use hypercall_abi::io::netif::{
+    NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, NetifExtraInfo, NetifTxRequest, XEN_NETIF_EXTRA_FLAG_MORE,
+    XEN_NETIF_EXTRA_TYPE_GSO, XEN_NETIF_EXTRA_TYPE_HASH, XEN_NETIF_EXTRA_TYPE_MCAST_ADD,
+    XEN_NETIF_EXTRA_TYPE_MCAST_DEL, XEN_NETIF_NR_SLOTS_MIN,
+};
+use zerocopy::{FromBytes, IntoBytes};
+
+/// Smallest packet (an Ethernet header, `ETH_HLEN`).
+pub const ETH_HLEN: usize = 14;
+const PAGE: usize = 4096;
+
+/// A piece of a packet: bytes `offset..offset + len` of a granted page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frag {
+    /// The grant.
+    pub gref: GrantRef,
+    /// Where the bytes start in the page.
+    pub offset: u16,
+    /// How many (`offset + len` ≤ 4096).
+    pub len: u16,
+}
+
+/// Why a packet is dropped (each of its request slots answered
+/// `NETIF_RSP_ERROR`, its extra slots `NETIF_RSP_NULL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxError {
+    /// More than [`XEN_NETIF_NR_SLOTS_MIN`] data slots.
+    TooManySlots,
+    /// Shorter than an Ethernet header.
+    TooShort,
+    /// A later slot claims more bytes than the first slot's size leaves.
+    SizeMismatch,
+    /// A slot's `offset + size` passes the end of its page.
+    CrossesPage,
+    /// An extra-info slot of an unknown type, or a GSO one (not offered).
+    BadExtra,
+    /// The published slots end inside the packet.
+    Unterminated,
+}
+
+/// What to do with one packet's slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Copy the frags in order: a frame of `len` bytes.
+    Send {
+        /// The pieces.
+        frags: Vec<Frag>,
+        /// Their total (the first slot's `size`).
+        len: usize,
+        /// The first slot's `NETTXF_*`.
+        flags: u16,
+    },
+    /// A control request (a multicast extra without a packet, Linux's
+    /// `xenvif_mcast_add`/`del`): answered `NETIF_RSP_OKAY`, nothing sent.
+    Control,
+    /// Answer with errors.
+    Drop(TxError),
+}
+
+/// One packet's slots and what to do with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// Per slot taken, in ring order: `Some(id)` for a request (answered
+    /// with that id), `None` for an extra-info slot (answered `NETIF_RSP_NULL`).
+    pub slots: Vec<Option<u16>>,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// An extra-info slot's view of a TX slot (its first 8 bytes).
+pub fn extra_info(slot: &NetifTxRequest) -> NetifExtraInfo {
+    NetifExtraInfo::read_from_bytes(&slot.as_bytes()[..8]).unwrap_or_default()
+}
+
+/// Reads the packet at the start of `slots` (the published slots not yet
+/// taken); `None` when there are none. A packet whose chain runs past the
+/// published slots is dropped with them ([`TxError::Unterminated`]): a front
+/// end publishes a packet's slots together (Linux's back end calls this a
+/// fatal error).
+pub fn parse(slots: &[NetifTxRequest]) -> Option<Packet> {
+    let first = *slots.first()?;
+    let mut taken: Vec<Option<u16>> = alloc::vec![Some(first.id)];
+    let mut err: Option<TxError> = None;
+    let mut mcast = false;
+    let mut i = 1usize;
+    let unterminated = |taken: Vec<Option<u16>>| -> Option<Packet> {
+        Some(Packet {
+            slots: taken,
+            verdict: Verdict::Drop(TxError::Unterminated),
+        })
+    };
+    if first.flags & NETTXF_EXTRA_INFO != 0 {
+        loop {
+            let Some(slot) = slots.get(i) else {
+                return unterminated(taken);
+            };
+            i += 1;
+            taken.push(None);
+            let x = extra_info(slot);
+            match x.type_ {
+                XEN_NETIF_EXTRA_TYPE_MCAST_ADD | XEN_NETIF_EXTRA_TYPE_MCAST_DEL => mcast = true,
+                XEN_NETIF_EXTRA_TYPE_HASH => {}
+                XEN_NETIF_EXTRA_TYPE_GSO => {
+                    err.get_or_insert(TxError::BadExtra);
+                }
+                _ => {
+                    err.get_or_insert(TxError::BadExtra);
+                }
+            }
+            if x.flags & XEN_NETIF_EXTRA_FLAG_MORE == 0 {
+                break;
+            }
+        }
+    }
+    let mut frags: Vec<Frag> = alloc::vec![Frag {
+        gref: first.gref,
+        offset: first.offset,
+        len: 0,
+    }];
+    let mut more = first.flags & NETTXF_MORE_DATA != 0;
+    let mut remaining = usize::from(first.size);
+    while more {
+        let Some(slot) = slots.get(i) else {
+            return unterminated(taken);
+        };
+        i += 1;
+        taken.push(Some(slot.id));
+        more = slot.flags & NETTXF_MORE_DATA != 0;
+        let len = usize::from(slot.size);
+        if len > remaining {
+            err.get_or_insert(TxError::SizeMismatch);
+        }
+        remaining = remaining.saturating_sub(len);
+        if usize::from(slot.offset) + len > PAGE {
+            err.get_or_insert(TxError::CrossesPage);
+        }
+        frags.push(Frag {
+            gref: slot.gref,
+            offset: slot.offset,
+            len: slot.size,
+        });
+    }
+    if frags.len() > XEN_NETIF_NR_SLOTS_MIN as usize {
+        err = Some(TxError::TooManySlots);
+    }
+    // What is left of the first slot's size is its own part.
+    frags[0].len = u16::try_from(remaining).unwrap_or(u16::MAX);
+    if usize::from(first.offset) + remaining > PAGE {
+        err.get_or_insert(TxError::CrossesPage);
+    }
+    let verdict = if let Some(e) = err {
+        Verdict::Drop(e)
+    } else if mcast {
+        Verdict::Control
+    } else if usize::from(first.size) < ETH_HLEN {
+        Verdict::Drop(TxError::TooShort)
+    } else {
+        frags.retain(|f| f.len > 0);
+        Verdict::Send {
+            frags,
+            len: usize::from(first.size),
+            flags: first.flags,
+        }
+    };
+    Some(Packet {
+        slots: taken,
+        verdict,
+    })
+}

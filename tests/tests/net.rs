@@ -1,0 +1,259 @@
+//! The network split driver (`docs/net.md`): two `netcheck` domUs with a vif
+//! each on `xenbr0` resolve each other by ARP and ping each other with raw
+//! frames through dom0's netback and switch; the vifs' XenStore nodes are
+//! as xl writes them, and destroying the domains takes them away. Then two
+//! `tcpcheck` domUs move 4 MiB over TCP (`smoltcp` on both sides) with a
+//! checksum. Last, a domain destroyed in the middle of a transfer and a
+//! hostile front end (`nethostile`) leave two other domains' pings flowing
+//! and nothing behind in the back end.
+
+use std::time::{Duration, Instant};
+
+use xlhv_tests::{ControlHost, scratch, test_guest};
+
+/// Test guest `guest`'s ELF without debug sections (the upload over COM2 is slow).
+fn kernel(test: &str, guest: &str) -> std::path::PathBuf {
+    let full = test_guest(guest);
+    let small = scratch(test).join(format!("{guest}.elf"));
+    let ok = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&small)
+        .arg(&full)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok { small } else { full }
+}
+
+/// Writes a config for a `netcheck` domU with `vif` and `cmdline`.
+fn config(test: &str, name: &str, cmdline: &str, vif: &str) -> String {
+    config_for(test, "netcheck", name, cmdline, vif)
+}
+
+/// Writes a config for a `guest` domU with `vif` and `cmdline`.
+fn config_for(test: &str, guest: &str, name: &str, cmdline: &str, vif: &str) -> String {
+    let p = scratch(test).join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"{name}\"\nkernel = \"{}\"\nmemory = 32\ncmdline = \"{cmdline}\"\n\
+             on_poweroff = \"preserve\"\non_crash = \"preserve\"\nvif = [\"{vif}\"]\n",
+            kernel(test, guest).display(),
+        ),
+    )
+    .unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// Waits for `dom`'s `netcheck:` result line (240 s at most) and returns it.
+fn result(h: &ControlHost, dom: &str) -> String {
+    result_of(h, dom, "netcheck")
+}
+
+/// Waits for `dom`'s `guest:` result line (240 s at most) and returns it.
+fn result_of(h: &ControlHost, dom: &str, guest: &str) -> String {
+    let (ok, fail) = (format!("{guest}: ok"), format!("{guest}: FAIL"));
+    let pass = format!("{guest}: PASS");
+    let start = Instant::now();
+    loop {
+        let c = h.dom0ctl(&["console", dom, "--no-follow"]);
+        if let Some(l) = c
+            .stdout
+            .lines()
+            .find(|l| l.contains(&ok) || l.contains(&pass) || l.contains(&fail))
+        {
+            eprintln!("{dom}:\n{}", c.stdout);
+            return l.to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "{dom} never finished:\n{}\n{}\n{}",
+            c.stdout,
+            c.stderr,
+            h.serial()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn two_domus_ping_each_other_on_xenbr0() {
+    let test = "net";
+    let h = ControlHost::boot(test);
+    let a = config(
+        test,
+        "a",
+        "ip=10.0.0.1 peer=10.0.0.2 count=20",
+        "mac=00:16:3e:00:00:01, bridge=xenbr0",
+    );
+    let b = config(
+        test,
+        "b",
+        "ip=10.0.0.2 peer=10.0.0.1 count=20",
+        "bridge=xenbr0",
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &a]).code(0);
+    // The back end's nodes, as xl writes them, before the second domain comes.
+    let ls = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/backend/vif"]);
+    ls.code(0);
+    eprintln!("{}", ls.stdout);
+    for key in [
+        "bridge = \"xenbr0\"",
+        "mac = \"00:16:3e:00:00:01\"",
+        "type = \"vif\"",
+        "feature-rx-copy = \"1\"",
+    ] {
+        assert!(ls.stdout.contains(key), "{key}:\n{}", ls.stdout);
+    }
+    h.dom0ctl(&["--timeout", "120", "create", &b]).code(0);
+    let ra = result(&h, "a");
+    let rb = result(&h, "b");
+    for r in [&ra, &rb] {
+        assert!(r.contains("netcheck: ok"), "{r}");
+        assert!(r.contains("pings=20 answered=20"), "{r}");
+    }
+    assert!(ra.contains("mac=00:16:3e:00:00:01"), "{ra}");
+    // b's MAC was made up in Xen's range.
+    assert!(rb.contains("mac=00:16:3e:"), "{rb}");
+    // network-list: connected, with the counters of the pings.
+    let nl = h.dom0ctl(&["network-list", "a"]);
+    nl.code(0);
+    eprintln!("{}", nl.stdout);
+    let row: Vec<&str> = nl
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.get(2), Some(&"00:16:3e:00:00:01"), "{}", nl.stdout);
+    assert_eq!(
+        row.get(4),
+        Some(&"4"),
+        "the front end is Connected: {}",
+        nl.stdout
+    );
+    assert_eq!(row.get(8), Some(&"xenbr0"), "{}", nl.stdout);
+    h.dom0ctl(&["destroy", "a"]).code(0);
+    h.dom0ctl(&["destroy", "b"]).code(0);
+    // The vifs' nodes are gone (xl too leaves the empty `backend/vif`).
+    let ls = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/backend"]);
+    assert!(!ls.stdout.contains("backend/vif/"), "{}", ls.stdout);
+
+    // TCP through smoltcp on both sides: 4 MiB, every byte and the checksum
+    // checked.
+    let s = config_for(
+        test,
+        "tcpcheck",
+        "srv",
+        "ip=10.0.1.1 role=server mib=4",
+        "bridge=xenbr0",
+    );
+    let c = config_for(
+        test,
+        "tcpcheck",
+        "cli",
+        "ip=10.0.1.2 role=client peer=10.0.1.1 mib=4",
+        "bridge=xenbr0",
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &s]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &c]).code(0);
+    let rs = result_of(&h, "srv", "tcpcheck");
+    let rc = result_of(&h, "cli", "tcpcheck");
+    assert!(
+        rs.contains("tcpcheck: ok role=server bytes=4194304"),
+        "{rs}"
+    );
+    assert!(
+        rc.contains("tcpcheck: ok role=client bytes=4194304"),
+        "{rc}"
+    );
+    let fnv = |l: &str| {
+        l.split_whitespace()
+            .find(|w| w.starts_with("fnv="))
+            .map(str::to_string)
+    };
+    assert_eq!(fnv(&rs), fnv(&rc));
+    h.dom0ctl(&["destroy", "srv"]).code(0);
+    h.dom0ctl(&["destroy", "cli"]).code(0);
+
+    // A domain destroyed in the middle of a transfer: the others' traffic
+    // goes on, and nothing of it is left in the back end.
+    let s = config_for(
+        test,
+        "tcpcheck",
+        "srv2",
+        "ip=10.0.2.1 role=server mib=256",
+        "bridge=xenbr0",
+    );
+    let c = config_for(
+        test,
+        "tcpcheck",
+        "victim",
+        "ip=10.0.2.2 role=client peer=10.0.2.1 mib=256",
+        "bridge=xenbr0",
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &s]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &c]).code(0);
+    let start = Instant::now();
+    loop {
+        let nl = h.dom0ctl(&["network-list", "victim"]);
+        let sent: u64 = nl
+            .stdout
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().nth(9))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if sent > 300 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the transfer never started:\n{}",
+            nl.stdout
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let p = config(
+        test,
+        "p",
+        "ip=10.0.3.1 peer=10.0.3.2 count=10",
+        "bridge=xenbr0",
+    );
+    let q = config(
+        test,
+        "q",
+        "ip=10.0.3.2 peer=10.0.3.1 count=10",
+        "bridge=xenbr0",
+    );
+    // And next to them a hostile front end (`nethostile`): its bad packets are
+    // refused one by one, then an impossible ring index closes its vif only.
+    let x = config_for(test, "nethostile", "x", "", "bridge=xenbr0");
+    h.dom0ctl(&["--timeout", "120", "create", &p]).code(0);
+    h.dom0ctl(&["destroy", "victim"]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &x]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &q]).code(0);
+    for d in ["p", "q"] {
+        let r = result(&h, d);
+        assert!(
+            r.contains("netcheck: ok") && r.contains("pings=10 answered=10"),
+            "{r}"
+        );
+    }
+    let rx = result_of(&h, "x", "nethostile");
+    assert!(rx.contains("nethostile: PASS"), "{rx}");
+    let err = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/error"]);
+    assert!(
+        err.stdout.contains("impossible TX ring index"),
+        "{}",
+        err.stdout
+    );
+    h.dom0ctl(&["destroy", "x"]).code(0);
+    h.dom0ctl(&["destroy", "srv2"]).code(0);
+    for d in ["p", "q"] {
+        h.dom0ctl(&["destroy", d]).code(0);
+    }
+    let ls = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/backend"]);
+    assert!(!ls.stdout.contains("backend/vif/"), "{}", ls.stdout);
+}
