@@ -18,6 +18,7 @@ pub mod ioapic;
 pub mod iomem;
 pub mod ioport;
 pub mod mm;
+pub mod msi;
 pub mod msr;
 pub mod pci;
 pub mod pirq;
