@@ -17,6 +17,7 @@ pub mod hypercall;
 pub mod ioapic;
 pub mod iomem;
 pub mod ioport;
+pub mod mcfg;
 pub mod mm;
 pub mod msi;
 pub mod msr;
