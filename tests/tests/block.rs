@@ -52,6 +52,23 @@ fn config(test: &str, name: &str, cmdline: &str, disks: &[&str]) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// Writes a config for a `blkhostile` domU with `disks`.
+fn hostile_config(test: &str, name: &str, disks: &[&str]) -> String {
+    let p = scratch(test).join(format!("{name}.toml"));
+    let list: Vec<String> = disks.iter().map(|d| format!("\"{d}\"")).collect();
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"{name}\"\nkernel = \"{}\"\nmemory = 32\n\
+             on_poweroff = \"preserve\"\non_crash = \"preserve\"\ndisk = [{}]\n",
+            test_guest("blkhostile").display(),
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    p.to_string_lossy().into_owned()
+}
+
 /// Waits for `dom`'s `blkcheck:` result line (180 s at most) and returns it.
 fn result(h: &ControlHost, dom: &str) -> String {
     wait_line(h, dom, &["blkcheck: ok", "blkcheck: FAIL"])
@@ -160,8 +177,9 @@ fn domus_keep_their_data_across_a_reboot() {
     h.dom0ctl(&["volume", "rm", "v1"]).code(0);
 }
 
-/// A domain destroyed in the middle of its I/O leaves dom0 serving the other
-/// domU and gives its volume back; a disk hot-plugged into a running domain is
+/// A domain destroyed in the middle of its I/O, and a hostile front end (bad
+/// grants, sectors, segments, operations, a ring overrun), leave dom0 serving
+/// the other domU and give their volumes back; a disk hot-plugged into a running domain is
 /// found by its front end, and hot-unplugged once the front end closed it.
 #[test]
 fn destroy_mid_io_and_hot_plug() {
@@ -171,7 +189,7 @@ fn destroy_mid_io_and_hot_plug() {
     let _ = std::fs::remove_file(&img);
     let args = disks(&[format!("new:{}:64M,name=data", img.display())]);
     let h = ControlHost::boot_with_args(test, "", &args);
-    for (v, size) in [("v1", "16M"), ("v2", "16M"), ("v3", "4M")] {
+    for (v, size) in [("v1", "16M"), ("v2", "16M"), ("v3", "4M"), ("v4", "4M")] {
         h.dom0ctl(&["volume", "create", v, size]).code(0);
     }
     let m = config(test, "m", "seed=3 repeat=100000", &["target=v1, vdev=xvda"]);
@@ -180,9 +198,23 @@ fn destroy_mid_io_and_hot_plug() {
     let b = config(test, "b", "seed=2 repeat=3", &["target=v2, vdev=xvda"]);
     h.dom0ctl(&["--timeout", "120", "create", &b]).code(0);
     wait_line(&h, "b", &["blkcheck: pass 1 done"]);
+    // A hostile front end next to b: bad grants, sectors, segments and
+    // operations, then a ring overrun.
+    let x = hostile_config(test, "x", &["target=v4, vdev=xvda"]);
+    h.dom0ctl(&["--timeout", "120", "create", &x]).code(0);
     // m is writing or reading now: destroy it under way.
     h.dom0ctl(&["destroy", "m"]).code(0);
+    let line = wait_line(&h, "x", &["blkhostile: PASS", "blkhostile: FAIL"]);
+    assert!(line.contains("blkhostile: PASS"), "{line}");
+    let err = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/error/backend/vbd"]);
+    assert!(
+        err.stdout.contains("impossible ring index"),
+        "{}",
+        err.stdout
+    );
     ok(&result(&h, "b"));
+    h.dom0ctl(&["destroy", "x"]).code(0);
+    h.dom0ctl(&["volume", "rm", "v4"]).code(0);
     // m's volume is free: nothing of m's is left in the back end.
     h.dom0ctl(&["volume", "rm", "v1"]).code(0);
 

@@ -568,6 +568,58 @@ fn list_answers_promptly_next_to_a_hundred_ticking_domus() {
     assert!(seconds >= 3, "{}", c.stdout);
 }
 
+/// More domUs than dom0's old window of 256 foreign pages allowed (two each: the
+/// console and the store page, so the 129th failed with ENOSPC) live at once: each
+/// one's console and store answer, and destroying them all gives everything back.
+#[test]
+fn a_hundred_and_forty_domus_live_at_once() {
+    const N: usize = 140;
+    let t = "dom0ctl-many";
+    let h = ControlHost::boot_fast_mem(t, "1280M");
+    let before = h.dom0ctl(&["info"]);
+    let cfg = config(
+        t,
+        "q.toml",
+        "name = \"x\"\nimage = \"ticker\"\nmemory = 4\ncmdline = \"secs=3600 period_ms=1000\"\n",
+    );
+    for i in 0..N {
+        let name = format!("name=q{i}");
+        let c = h.dom0ctl(&["--timeout", "60", "create", &cfg, &name]);
+        assert_eq!(c.code, Some(0), "q{i}: {}", c.stderr);
+    }
+    let last = format!("q{}", N - 1);
+    wait_for_console(&h, &last, "ticker: tick 1");
+    let l = h.dom0ctl(&["list"]);
+    let alive = l.stdout.lines().filter(|r| r.starts_with('q')).count();
+    assert_eq!(alive, N, "{}", l.stdout);
+    // The last domain's store page is served too.
+    let id = l
+        .stdout
+        .lines()
+        .find(|r| r.split_whitespace().next() == Some(last.as_str()))
+        .and_then(|r| r.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("{last} in {}", l.stdout))
+        .to_string();
+    let name = h.dom0ctl(&["xenstore", "read", &format!("/local/domain/{id}/name")]);
+    assert_eq!(name.stdout.trim(), last, "{}", name.stderr);
+    for i in 0..N {
+        h.dom0ctl(&["destroy", &format!("q{i}")]).code(0);
+    }
+    let after = h.dom0ctl(&["info"]);
+    let free = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("free_memory"))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        free(&before.stdout),
+        free(&after.stdout),
+        "{}",
+        after.stdout
+    );
+}
+
 /// A bad config is refused on the host with the file, line and key; an ELF that is
 /// not a Xen PV kernel crosses the link and dom0 refuses it, saying why.
 #[test]

@@ -63,6 +63,21 @@ fn cpu_policy_cr4_msrs_and_segment_bases_as_xen() {
     passes("cpu-policy");
 }
 
+/// XSAVE as Xen 4.17 gives it: CR4.OSXSAVE, `xsetbv` (legal values taken, others
+/// #GP, #UD before OSXSAVE), leaf 0xD, and YMM state across yields (the same guest
+/// passes on real Xen 4.17).
+#[test]
+fn xsave_xsetbv_and_avx_state_as_xen() {
+    passes("xsave");
+}
+
+/// `SEGBASE_GS_USER_SEL` loads %gs; data selectors survive yields (the same guest
+/// passes on real Xen 4.17).
+#[test]
+fn segsel_gs_user_sel_and_selectors_across_yields() {
+    passes("segsel");
+}
+
 /// Prints what the `cpu-policy` guest reads here, to compare with
 /// `xen_fidelity::cpu_policy_dump_on_real_xen`.
 #[test]

@@ -42,6 +42,17 @@ fn a_domu_gets_no_interrupt() {
     let guest = test_guest("pirq-domu");
     let spec = format!("{},name=pirq,mem=16M", guest.display());
     let mut h = ControlHost::boot_with("irq-domu", vec![Module::domu(&spec).unwrap()]);
+    // The boot-time domU runs beside dom0 (weight 256 to dom0's 4096): wait for its
+    // result line before the host is shut down, or a slow host stops it first.
+    let start = std::time::Instant::now();
+    while !h.serial().contains("(d1) pirq-domu: ") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the pirq domU printed no result within 60 s:\n{}",
+            h.serial()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let log = talk_and_stop(&mut h, 1, Duration::ZERO);
     assert!(log.contains("(d1) pirq-domu: PASS"), "{log}");
     assert!(!log.contains("pirq-domu: FAIL"), "{log}");

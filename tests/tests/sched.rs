@@ -110,6 +110,14 @@ fn sleep_wakes_on_time() {
     passes_as_dom0("sleep");
 }
 
+/// The pvclock keeps the HPET's rate and never goes back while the hypervisor refines
+/// its TSC rate a second after boot and publishes every pvclock again.
+#[test]
+fn pvclock_survives_the_clock_refinement() {
+    let b = passes_as_dom0("clock");
+    b.line("time: refined against the HPET");
+}
+
 #[test]
 fn event_channel_errors_match_xen() {
     let b = passes_as_dom0("evtchn-errors");
@@ -137,6 +145,66 @@ fn a_ticker_keeps_its_rate_next_to_a_cpu_hog() {
         vec![domu("hog", "hog", "\"cmdline=secs=4 name=hog\"")],
     );
     b.exited(QemuExit::Poweroff);
+    b.line("ticker: PASS");
+}
+
+/// Two domUs keep different patterns in YMM0-15 across a few hundred yields each,
+/// with a dom0 between them: each vCPU's AVX state is its own (XSAVE/XRSTOR on every
+/// switch).
+#[test]
+fn avx_state_is_per_domain_across_switches() {
+    let b = boot(
+        "xsave-domus",
+        dom0(test_guest("ticker"), "secs=2"),
+        vec![
+            domu("xsave", "xa", "\"cmdline=seed=1 rounds=300\""),
+            domu("xsave", "xb", "\"cmdline=seed=2 rounds=300\""),
+        ],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.line("(d1) xsave: PASS");
+    b.line("(d2) xsave: PASS");
+    b.no_line("xsave: FAIL");
+    b.line("ticker: PASS");
+}
+
+/// Two domUs load different data selectors (%ds, %es, %fs, %gs) before each of a few
+/// hundred yields, with a dom0 between them: each vCPU finds its own (Xen's
+/// `save_segments`/`load_segments`).
+#[test]
+fn data_selectors_are_per_domain_across_switches() {
+    let b = boot(
+        "segsel-domus",
+        dom0(test_guest("ticker"), "secs=2"),
+        vec![
+            domu("segsel", "sa", "\"cmdline=seed=1 rounds=300\""),
+            domu("segsel", "sb", "\"cmdline=seed=2 rounds=300\""),
+        ],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.line("(d1) segsel: PASS");
+    b.line("(d2) segsel: PASS");
+    b.no_line("segsel: FAIL");
+    b.line("ticker: PASS");
+}
+
+/// A domU whose %fs selector stops loading while it is switched out (it loaded it
+/// from its LDT, then dropped the LDT) gets Xen's failsafe callback when switched back
+/// in, with %fs NULL; its neighbours are undisturbed.
+#[test]
+fn a_selector_that_no_longer_loads_gets_the_failsafe_callback() {
+    let b = boot(
+        "segsel-failsafe",
+        dom0(test_guest("ticker"), "secs=2"),
+        vec![
+            domu("segsel", "sf", "\"cmdline=failsafe=1\""),
+            domu("segsel", "sb", "\"cmdline=seed=3 rounds=100\""),
+        ],
+    );
+    b.exited(QemuExit::Poweroff);
+    b.line("(d1) segsel: PASS");
+    b.line("(d2) segsel: PASS");
+    b.no_line("segsel: FAIL");
     b.line("ticker: PASS");
 }
 

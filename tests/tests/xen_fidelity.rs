@@ -429,10 +429,34 @@ fn hpet_read_only_on_real_xen() {
 }
 
 #[test]
+fn clock_on_real_xen() {
+    test_guest_passes_on_xen(
+        "clock",
+        "the raw pvclock never goes back and keeps the HPET's rate within 0.05% over its last second",
+    );
+}
+
+#[test]
 fn cpu_policy_on_real_xen() {
     test_guest_passes_on_xen(
         "cpu-policy",
         "PV CPUID policy, CR4 write masking, the PV MSR answers, FS/GS bases after a null selector",
+    );
+}
+
+#[test]
+fn xsave_on_real_xen() {
+    test_guest_passes_on_xen(
+        "xsave",
+        "CR4.OSXSAVE, xsetbv (legal values, #GP for refused ones, #UD before OSXSAVE), leaf 0xD, YMM state across yields",
+    );
+}
+
+#[test]
+fn segsel_on_real_xen() {
+    test_guest_passes_on_xen(
+        "segsel",
+        "SEGBASE_GS_USER_SEL loading %gs (RPL 3, NULL when it does not load); data selectors across yields",
     );
 }
 

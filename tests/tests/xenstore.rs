@@ -38,12 +38,17 @@ fn wait_for_console(h: &ControlHost, dom: &str, needle: &str, secs: u64) -> Stri
 
 /// Creates a `xenstore` guest named `name` with `cmdline`; returns its id.
 fn create(h: &ControlHost, cfg: &str, name: &str, cmdline: &str) -> u16 {
-    let c = h.dom0ctl(&[
-        "create",
-        cfg,
-        &format!("name={name}"),
-        &format!("cmdline={cmdline}"),
-    ]);
+    create_with(
+        h,
+        &[cfg, &format!("name={name}"), &format!("cmdline={cmdline}")],
+    )
+}
+
+/// `dom0ctl create ARGS...` (a config and its overrides); the new domain's id.
+fn create_with(h: &ControlHost, args: &[&str]) -> u16 {
+    let mut all = vec!["--timeout", "120", "create"];
+    all.extend_from_slice(args);
+    let c = h.dom0ctl(&all);
     c.code(0);
     c.stdout.trim().parse().unwrap()
 }
@@ -145,13 +150,22 @@ fn domus_read_watch_are_isolated_and_quota_bound() {
 }
 
 /// `dom0ctl reboot demo` brings the demo back under a new id; `dom0ctl shutdown
-/// demo` powers it off cooperatively; a domain that does not listen is reported
-/// unresponsive, and `--force` still works.
+/// demo` powers it off cooperatively; `on_poweroff = "restart"` builds a domain
+/// again and `on_reboot = "destroy"` ends it; a domain that does not listen is
+/// reported unresponsive, and `--force` still works.
 #[test]
 fn cooperative_reboot_and_shutdown_of_the_demo() {
     let t = "xenstore-shutdown";
-    let h = ControlHost::boot_full(t, "autostart=demo", Vec::new());
-    // The demo serves control/shutdown once it has connected.
+    let h = ControlHost::boot_full(t, "", Vec::new());
+    // The demo serves control/shutdown once it has connected, and with `linger=` it
+    // keeps serving after its three-second uptime (else a slow host could miss it).
+    let cfg = config(
+        t,
+        "demo.toml",
+        "name = \"demo\"\nimage = \"demo\"\nmemory = 32\ncmdline = \"linger=600\"\n\
+         on_poweroff = \"preserve\"\n",
+    );
+    let first: u16 = create_with(&h, &[&cfg]);
     let start = Instant::now();
     loop {
         let c = h.dom0ctl(&["console", "demo", "--no-follow"]);
@@ -168,12 +182,15 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
     }
     let r = h.dom0ctl(&["--timeout", "60", "reboot", "demo"]);
     r.code(0);
-    let new_id: u16 = r.stdout.trim().parse().unwrap();
-    assert_ne!(new_id, 1);
+    let new_id: u16 =
+        r.stdout.trim().parse().unwrap_or_else(|e| {
+            panic!("reboot printed no id ({e}): {:?} {:?}", r.stdout, r.stderr)
+        });
+    assert_ne!(new_id, first);
     let name = h.dom0ctl(&["xenstore", "read", &format!("/local/domain/{new_id}/name")]);
     name.code(0);
     assert_eq!(name.stdout.trim(), "demo");
-    let old = h.dom0ctl(&["xenstore", "read", "/local/domain/1/name"]);
+    let old = h.dom0ctl(&["xenstore", "read", &format!("/local/domain/{first}/name")]);
     old.code(1);
 
     wait_for_console(&h, "demo", "serving control/shutdown", 60);
@@ -193,15 +210,11 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
         t,
         "up.toml",
         &format!(
-            "name = \"updemo\"\nkernel = \"{}\"\nmemory = 32\n",
+            "name = \"updemo\"\nkernel = \"{}\"\nmemory = 32\ncmdline = \"linger=600\"\n",
             xtask::build_demo().unwrap().display()
         ),
     );
-    let created: u16 = {
-        let c = h.dom0ctl(&["--timeout", "120", "create", &up]);
-        c.code(0);
-        c.stdout.trim().parse().unwrap()
-    };
+    let created: u16 = create_with(&h, &[&up]);
     wait_for_console(&h, "updemo", "serving control/shutdown", 60);
     let r = h.dom0ctl(&["--timeout", "60", "reboot", "updemo"]);
     r.code(0);
@@ -209,6 +222,30 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
     assert_ne!(again, created);
     wait_for_console(&h, "updemo", "serving control/shutdown", 60);
     h.dom0ctl(&["destroy", "updemo"]).code(0);
+
+    // on_reboot = "destroy": the reboot ends the domain; on_poweroff = "restart":
+    // a poweroff brings it back under a new id.
+    let cfg = config(
+        t,
+        "once.toml",
+        "name = \"once\"\nimage = \"demo\"\nmemory = 32\ncmdline = \"linger=600\"\n\
+         on_reboot = \"destroy\"\non_poweroff = \"restart\"\n",
+    );
+    let once: u16 = create_with(&h, &[&cfg]);
+    wait_for_console(&h, "once", "serving control/shutdown", 60);
+    h.dom0ctl(&["--timeout", "60", "shutdown", "once"]).code(0);
+    let back = wait_for_domain(&h, "once", 30);
+    assert_ne!(back, once, "on_poweroff = \"restart\" builds it again");
+    wait_for_console(&h, "once", "serving control/shutdown", 60);
+    let r = h.dom0ctl(&["--timeout", "60", "reboot", "once"]);
+    r.code(0);
+    assert!(r.stderr.contains("destroyed"), "{}", r.stderr);
+    let list = h.dom0ctl(&["list"]);
+    assert!(
+        !list.stdout.lines().any(|l| l.starts_with("once")),
+        "on_reboot = \"destroy\":\n{}",
+        list.stdout
+    );
 
     // A guest that never reads the store: unresponsive after the timeout.
     let cfg = config(
@@ -221,6 +258,29 @@ fn cooperative_reboot_and_shutdown_of_the_demo() {
     u.code(1);
     assert!(u.stderr.contains("unresponsive"), "{}", u.stderr);
     h.dom0ctl(&["shutdown", "--force", "tick"]).code(0);
+}
+
+/// Waits until a domain named `name` runs, and returns its id.
+fn wait_for_domain(h: &ControlHost, name: &str, secs: u64) -> u16 {
+    let start = Instant::now();
+    loop {
+        let list = h.dom0ctl(&["list"]);
+        if let Some(id) = list
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|id| id.parse().ok())
+        {
+            return id;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{name} never came back:\n{}",
+            list.stdout
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// 20 domUs, each running 1000 transactions (read, write three nodes, commit)
@@ -271,6 +331,10 @@ fn the_bench_guest_measures_xenstore_as_a_domu() {
     );
     h.dom0ctl(&["--timeout", "120", "create", &cfg]).code(0);
     let log = wait_for_console(&h, "xsbench", "bench: done:", 120);
+    // The figures, for whoever runs this with --nocapture (never asserted).
+    for l in log.lines().filter(|l| l.contains("bench-result")) {
+        println!("{l}");
+    }
     for m in ["xenstore_read_rtt", "xenstore_txn_commit"] {
         assert!(
             log.lines()

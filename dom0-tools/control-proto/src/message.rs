@@ -73,12 +73,16 @@ macro_rules! byte_enum {
 }
 
 byte_enum! {
-    /// What dom0 does when a domain powers off (or reboots) or crashes. xl's names.
+    /// What dom0 does when a domain powers off, reboots or crashes. xl's names.
     pub enum ExitAction {
-        /// Tear the domain down and free its memory (xl's default).
+        /// Tear the domain down and free its memory (xl's default for poweroff and
+        /// crash).
         Destroy = 0, "destroy";
         /// Keep the dead domain, its memory and console log until `destroy`.
         Preserve = 1, "preserve";
+        /// Destroy it and build it again from its config: same name and UUID, a new
+        /// id (xl's default for reboot). Since version 2, additive.
+        Restart = 2, "restart";
     }
 }
 
@@ -225,10 +229,15 @@ pub struct CreateRequest {
     pub vcpus: u32,
     /// The kernel command line (`start_info.cmd_line`).
     pub cmdline: String,
-    /// What to do when the domain powers off or reboots.
+    /// What to do when the domain powers off.
     pub on_poweroff: ExitAction,
     /// What to do when the domain crashes.
     pub on_crash: ExitAction,
+    /// What to do when the domain reboots (xl's default: `Restart`). Since version 2,
+    /// additive: sent only when not `Restart`, after the disk list (which is then sent
+    /// even when empty), so an older dom0 refuses the request as malformed instead of
+    /// restarting the domain.
+    pub on_reboot: ExitAction,
     /// The domain's UUID (`/vm/UUID`); dom0 makes one up when absent. Since
     /// version 2.
     pub uuid: Option<[u8; 16]>,
@@ -776,11 +785,15 @@ impl Request {
                         w.bytes(u);
                     }
                 }
-                if !c.disks.is_empty() {
+                let reboot = c.on_reboot != ExitAction::Restart;
+                if !c.disks.is_empty() || reboot {
                     w.u32(u32::try_from(c.disks.len()).unwrap_or(u32::MAX));
                     for d in &c.disks {
                         w.str(&d.to_string());
                     }
+                }
+                if reboot {
+                    w.u8(c.on_reboot as u8);
                 }
             }
             Request::Pause(d)
@@ -856,6 +869,11 @@ impl Request {
                                 value: 0,
                             })
                         })?
+                    },
+                    on_reboot: if r.is_at_end() {
+                        ExitAction::Restart
+                    } else {
+                        ExitAction::decode(&mut r)?
                     },
                 })
             }

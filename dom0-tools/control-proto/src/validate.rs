@@ -369,6 +369,7 @@ mod tests {
             cmdline: String::new(),
             on_poweroff: ExitAction::Destroy,
             on_crash: ExitAction::Destroy,
+            on_reboot: ExitAction::Restart,
             uuid: None,
             disks: Vec::new(),
         };

@@ -25,6 +25,7 @@ fn samples() -> Vec<Message> {
             cmdline: "console=hvc0 loglevel=3".into(),
             on_poweroff: ExitAction::Preserve,
             on_crash: ExitAction::Destroy,
+            on_reboot: ExitAction::Restart,
             uuid: Some([7; 16]),
             disks: Vec::new(),
         }),
@@ -649,7 +650,8 @@ fn state_flags_and_names() {
         ExitAction::from_name("preserve"),
         Some(ExitAction::Preserve)
     );
-    assert_eq!(ExitAction::from_name("restart"), None);
+    assert_eq!(ExitAction::from_name("restart"), Some(ExitAction::Restart));
+    assert_eq!(ExitAction::from_name("rename-restart"), None);
     assert_eq!(ShutdownReason::Crash as u8, 3, "Xen's SHUTDOWN_crash");
 }
 
@@ -688,9 +690,21 @@ fn arb_request() -> impl Strategy<Value = Request> {
         arb_action(),
         prop::option::of(any::<[u8; 16]>()),
         prop::collection::vec(("[a-z][a-z0-9._-]{0,15}", 0u32..40, any::<bool>()), 0..4),
+        arb_action(),
     )
         .prop_map(
-            |(name, kernel, memory_mib, vcpus, cmdline, on_poweroff, on_crash, uuid, disks)| {
+            |(
+                name,
+                kernel,
+                memory_mib,
+                vcpus,
+                cmdline,
+                on_poweroff,
+                on_crash,
+                uuid,
+                disks,
+                on_reboot,
+            )| {
                 let disks = disks
                     .into_iter()
                     .map(|(target, n, ro)| {
@@ -709,6 +723,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                     cmdline,
                     on_poweroff,
                     on_crash,
+                    on_reboot,
                     uuid,
                     disks,
                 })

@@ -4,7 +4,7 @@
 //! A range of dom0's address space holds one write slot (the domain builder writes a
 //! new domain's memory through it, one frame at a time, and gives it back at once, so
 //! no frame about to become a page table stays mapped writable) and [`MAX_RINGS`]
-//! ring slots (each a console page mapped while its domain lives). A slot not in use
+//! ring slots (each a console or store page mapped while its domain lives). A slot not in use
 //! maps one frame of dom0's own, so its page tables exist and a stale access reads
 //! harmless zeroes.
 
@@ -19,8 +19,10 @@ use pv_runtime::mm;
 
 /// The window: 48 TiB up, below the upload buffers (`store.rs`).
 const BASE: u64 = 0x0000_3000_0000_0000;
-/// Ring slots (console pages mapped at once).
-pub const MAX_RINGS: usize = 256;
+/// Ring slots: pages of other domains mapped at once. Each domU takes two (its
+/// console and its store page), so this is room for 1024 domUs, more than the
+/// hypervisor's domain table holds.
+pub const MAX_RINGS: usize = 2048;
 const PAGE: u64 = 4096;
 /// Flags of a slot's entry.
 const FLAGS: PteFlags = PteFlags::PRESENT

@@ -3,7 +3,7 @@
 
 use alloc::string::String;
 
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use dom0_core::{ConsoleChunk, GrantSeg, Hypervisor, RingId, XenVersion};
 use pv_runtime::abi::domctl::{
@@ -24,7 +24,22 @@ use crate::{foreign, grants};
 use pv_runtime::abi::sched::{SchedOp, SchedRemoteShutdown, ShutdownReason};
 use pv_runtime::abi::version::{XenCompileInfo, XenVer};
 use pv_runtime::abi::{DomId, Errno};
+use pv_runtime::evtchn::Handler;
 use pv_runtime::hypercall::{handle, handle_mut};
+
+/// Events on domains' XenStore channels since boot (see [`store_events`]).
+static STORE_EVENTS: AtomicU64 = AtomicU64::new(0);
+
+fn on_store_event(_: EvtchnPort) {
+    STORE_EVENTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Events the upcall handled on XenStore channels since boot; with
+/// `pv_runtime::evtchn::counters` (read together, events off) it tells a
+/// store-only wake-up.
+pub fn store_events() -> u64 {
+    STORE_EVENTS.load(Ordering::Relaxed)
+}
 
 /// The hypervisor, reached by hypercalls.
 #[derive(Debug, Default)]
@@ -251,7 +266,15 @@ impl Hypervisor for XenHv {
         pv_runtime::evtchn::bind_interdomain(dom, port)
     }
 
+    fn bind_store(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {
+        let p = pv_runtime::evtchn::bind_interdomain(dom, port)?;
+        let _ = pv_runtime::evtchn::set_handler(p, Handler::Fn(on_store_event));
+        Ok(p)
+    }
+
     fn close(&mut self, port: EvtchnPort) {
+        // A port number is reused: a later console's events are not the store's.
+        pv_runtime::evtchn::clear_handler(port);
         let _ = pv_runtime::evtchn::close(port);
     }
 

@@ -227,6 +227,7 @@ fn autostart(si: &StartInfo, agent: &mut Agent<'static, XenHv, FrameStore>) {
             vcpus: 1,
             cmdline: String::new(),
             on_poweroff: ExitAction::Preserve,
+            on_reboot: ExitAction::Restart,
             on_crash: ExitAction::Preserve,
             uuid: None,
             disks: Vec::new(),
@@ -272,7 +273,10 @@ fn serve(
     let mut clock = time::system_time_ns;
     // Event counts when the rings were last served: any event since (a store
     // ring's notification, a console's) serves them again at once.
-    let mut served = (u64::MAX, u64::MAX);
+    let mut served = Events {
+        store: u64::MAX,
+        all: (u64::MAX, u64::MAX),
+    };
     loop {
         let n = uart.read(&mut buf);
         if eoi_due && let Some((irq, _)) = irq {
@@ -303,7 +307,7 @@ fn serve(
         // request: serve the store rings now (tick's own sweep is rate-limited
         // for the busy-polling loop). Counted before serving, so an event that
         // arrives meanwhile ends the next idle wait at once.
-        let events = pv_runtime::evtchn::counters();
+        let events = Events::now();
         if events != served {
             served = events;
             agent.service_stores();
@@ -373,18 +377,37 @@ fn serve(
         };
         // Idle: block until a link interrupts, any other event arrives (a console,
         // a store ring, a domain's death; also one that came while this pass ran),
-        // or the safety-net poll is due.
-        let seen = served;
+        // or the safety-net poll is due. A wake-up by store channels alone is
+        // answered here (the store rings served, nothing else) and the wait goes
+        // on: the store's round trip does not wait for a pass over every link,
+        // console and back end.
         let deadline = now.saturating_add(IRQ_IDLE_POLL_NS);
         let fast_ref = &fast;
-        let woke = sched::wait_until(
-            || {
-                irq.arrived()
-                    || fast_ref.as_ref().is_some_and(|f| f.arrived())
-                    || pv_runtime::evtchn::counters() != seen
-            },
-            Some(deadline),
-        );
+        let woke = loop {
+            let seen = served;
+            let woke = sched::wait_until(
+                || {
+                    irq.arrived()
+                        || fast_ref.as_ref().is_some_and(|f| f.arrived())
+                        || pv_runtime::evtchn::counters() != seen.all
+                },
+                Some(deadline),
+            );
+            if woke != Ok(true) || irq.arrived() || fast_ref.as_ref().is_some_and(|f| f.arrived()) {
+                break woke;
+            }
+            let events = Events::now();
+            if !events.only_store_since(&seen) {
+                break woke;
+            }
+            // Counted before serving (as in the full pass), so a request that
+            // arrives meanwhile ends the next wait at once.
+            served = events;
+            if !agent.serve_store_event() {
+                // A write: the back ends and the control link's watches look too.
+                break woke;
+            }
+        };
         wakeups += 1;
         if irq.arrived() {
             irq_wakeups += 1;
@@ -399,6 +422,29 @@ fn serve(
             }
             eoi_due = true;
         }
+    }
+}
+
+/// Event counts, read together with events off (the upcall cannot run between
+/// the two reads): all ports, and the XenStore channels alone.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Events {
+    store: u64,
+    all: (u64, u64),
+}
+
+impl Events {
+    fn now() -> Self {
+        pv_runtime::evtchn::without_events(|| Events {
+            store: hv::store_events(),
+            all: pv_runtime::evtchn::counters(),
+        })
+    }
+
+    /// Whether every event since `before` was on a XenStore channel.
+    fn only_store_since(&self, before: &Events) -> bool {
+        let total = |e: &Events| e.all.0.wrapping_add(e.all.1);
+        total(self).wrapping_sub(total(before)) == self.store.wrapping_sub(before.store)
     }
 }
 

@@ -77,8 +77,9 @@ The config is TOML, like xl.cfg (see examples/README.md):
   memory = 32           MiB (default 32)
   vcpus = 1             (default 1)
   cmdline = \"\"          kernel command line (default empty)
-  on_poweroff = \"destroy\"   or \"preserve\" (default destroy)
-  on_crash = \"destroy\"      or \"preserve\" (default destroy)
+  on_poweroff = \"destroy\"   or \"preserve\", \"restart\" (default destroy)
+  on_reboot = \"restart\"     or \"destroy\", \"preserve\" (default restart)
+  on_crash = \"destroy\"      or \"preserve\", \"restart\" (default destroy)
 
 KEY=VALUE arguments override the file; VALUE is read as TOML, else as a string.
 

@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 vcpus: cfg.vcpus,
                 cmdline: cfg.cmdline,
                 on_poweroff: cfg.on_poweroff,
+                on_reboot: cfg.on_reboot,
                 on_crash: cfg.on_crash,
                 uuid: cfg.uuid,
                 disks: cfg.disks.clone(),
@@ -190,7 +191,14 @@ fn find(c: &mut Client, dom: &DomRef) -> Result<Option<DomainInfo>, Error> {
     }))
 }
 
-/// `xl shutdown -w` / `xl reboot -w`: ask through XenStore, then wait.
+/// How long a domain that rebooted may stay shut down before `reboot` takes it as kept
+/// by `on_reboot = "preserve"`: dom0 looks at stopped domains at least once a second.
+const REBOOT_GRACE: Duration = Duration::from_secs(3);
+/// A `list` answer this slow means dom0 was busy (see [`REBOOT_GRACE`]).
+const BUSY: Duration = Duration::from_millis(500);
+
+/// `xl shutdown -w` / `xl reboot -w`: ask through XenStore, then wait. A reboot prints
+/// the new id, or says on stderr that the domain's `on_reboot` destroyed or kept it.
 fn cooperative(
     mut c: Client,
     dom: &str,
@@ -218,7 +226,9 @@ fn cooperative(
         DomRef::Id(_) => None,
     };
     let start = std::time::Instant::now();
+    let mut down_since = None;
     loop {
+        let asked = std::time::Instant::now();
         let now = match old_id {
             Some(id) => find(&mut c, &DomRef::Id(id))?,
             None => None,
@@ -239,12 +249,36 @@ fn cooperative(
                 Some(n) => find(&mut c, &DomRef::Name(n.clone()))?,
                 None => None,
             };
+            // A slow answer means dom0 was busy, perhaps building the domain again:
+            // the grace below starts over.
+            if asked.elapsed() >= BUSY {
+                down_since = None;
+            }
             match again {
                 Some(d) if Some(d.id) != old_id => {
                     print(format!("{}\n", d.id).as_bytes())?;
                     return Ok(());
                 }
                 _ if name.is_none() => return Ok(()),
+                // dom0 restarts a domain in one step (destroy, then build), so gone
+                // with nothing new under its name means `on_reboot = "destroy"`.
+                None if now.is_none() => {
+                    eprintln!("{dom} rebooted and was destroyed (its on_reboot is \"destroy\")");
+                    return Ok(());
+                }
+                // Still there, shut down, well after dom0 would have restarted it
+                // (dom0 looks at stopped domains at least once a second, and was
+                // idle meanwhile).
+                _ if down_since
+                    .get_or_insert_with(std::time::Instant::now)
+                    .elapsed()
+                    >= REBOOT_GRACE =>
+                {
+                    eprintln!(
+                        "{dom} rebooted and is kept shut down (its on_reboot is \"preserve\")"
+                    );
+                    return Ok(());
+                }
                 _ => {}
             }
         }

@@ -6,8 +6,9 @@
 //! memory = 16             # MiB (default 32)
 //! vcpus = 1               # default 1
 //! cmdline = ""            # default ""
-//! on_poweroff = "destroy" # or "preserve" (default destroy)
-//! on_crash = "destroy"    # or "preserve" (default destroy)
+//! on_poweroff = "destroy" # or "preserve", "restart" (default destroy)
+//! on_reboot = "restart"   # or "destroy", "preserve" (default restart)
+//! on_crash = "destroy"    # or "preserve", "restart" (default destroy)
 //! uuid = "6ba7b810-9dad-41d1-80b4-00c04fd430c8"  # default: dom0 makes one up
 //! disk = ["target=data, vdev=xvda, access=rw"]     # xl's disk syntax (default none)
 //! ```
@@ -37,6 +38,7 @@ pub const KEYS: &[&str] = &[
     "vcpus",
     "cmdline",
     "on_poweroff",
+    "on_reboot",
     "on_crash",
     "uuid",
     "disk",
@@ -65,8 +67,10 @@ pub struct DomainConfig {
     pub vcpus: u32,
     /// Kernel command line.
     pub cmdline: String,
-    /// What dom0 does when the domain powers off or reboots.
+    /// What dom0 does when the domain powers off.
     pub on_poweroff: ExitAction,
+    /// What dom0 does when the domain reboots.
+    pub on_reboot: ExitAction,
     /// What dom0 does when the domain crashes.
     pub on_crash: ExitAction,
     /// `uuid = "..."`: the domain's UUID (dom0 makes one up without it).
@@ -232,6 +236,7 @@ pub fn parse(
         vcpus: 1,
         cmdline: String::new(),
         on_poweroff: ExitAction::Destroy,
+        on_reboot: ExitAction::Restart,
         on_crash: ExitAction::Destroy,
         uuid: None,
         disks: Vec::new(),
@@ -302,15 +307,18 @@ pub fn parse(
                 validate_cmdline(v).map_err(|e| fail(e.to_string()))?;
                 cfg.cmdline = v.to_string();
             }
-            "on_poweroff" | "on_crash" => {
+            "on_poweroff" | "on_reboot" | "on_crash" => {
                 let v = string(&s.value).map_err(fail)?;
                 let action = ExitAction::from_name(v).ok_or_else(|| {
-                    fail(format!("expected \"destroy\" or \"preserve\", got {v:?}"))
+                    fail(format!(
+                        "expected \"destroy\", \"restart\" or \"preserve\", got {v:?} \
+                         (xl's rename-restart, coredump-* and soft-reset are not offered)"
+                    ))
                 })?;
-                if key == "on_crash" {
-                    cfg.on_crash = action;
-                } else {
-                    cfg.on_poweroff = action;
+                match key {
+                    "on_crash" => cfg.on_crash = action,
+                    "on_reboot" => cfg.on_reboot = action,
+                    _ => cfg.on_poweroff = action,
                 }
             }
             "uuid" => {
@@ -435,6 +443,7 @@ mod tests {
                 vcpus: 1,
                 cmdline: String::new(),
                 on_poweroff: ExitAction::Destroy,
+                on_reboot: ExitAction::Restart,
                 on_crash: ExitAction::Destroy,
                 uuid: None,
                 disks: Vec::new(),
@@ -446,7 +455,8 @@ mod tests {
     fn every_key() {
         let c = p(
             "# a comment\nname = \"t1\"\nkernel = \"build/k.elf\"\nmemory = 64\nvcpus = 1\n\
-             cmdline = \"loglevel=3\"\non_poweroff = \"preserve\"\non_crash = \"preserve\"\n",
+             cmdline = \"loglevel=3\"\non_poweroff = \"preserve\"\non_crash = \"preserve\"\n\
+             on_reboot = \"destroy\"\n",
             &[],
         )
         .unwrap();
@@ -458,6 +468,7 @@ mod tests {
         assert_eq!(c.cmdline, "loglevel=3");
         assert_eq!(c.on_poweroff, ExitAction::Preserve);
         assert_eq!(c.on_crash, ExitAction::Preserve);
+        assert_eq!(c.on_reboot, ExitAction::Destroy);
         let abs = p("name = \"a\"\nkernel = \"/abs/k\"\n", &[]).unwrap();
         assert_eq!(abs.kernel, KernelSource::File(PathBuf::from("/abs/k")));
     }
@@ -563,9 +574,11 @@ mod tests {
         let base = "name = \"a\"\nimage = \"x\"\n";
         let e = |l: &str| p(&format!("{base}{l}\n"), &[]).unwrap_err();
         assert_eq!(
-            e("on_crash = \"restart\""),
-            "hello.toml:3: on_crash: expected \"destroy\" or \"preserve\", got \"restart\""
+            e("on_crash = \"rename-restart\""),
+            "hello.toml:3: on_crash: expected \"destroy\", \"restart\" or \"preserve\", got \
+             \"rename-restart\" (xl's rename-restart, coredump-* and soft-reset are not offered)"
         );
+        assert!(e("on_reboot = \"reboot\"").starts_with("hello.toml:3: on_reboot: expected"));
         assert!(e("memory = 2").starts_with("hello.toml:3: memory: 2 MiB is too little"));
         assert!(e("memory = -1").starts_with("hello.toml:3: memory: -1 MiB is too little"));
         assert!(e("memory = 99999999999").contains("is too much"));
@@ -604,6 +617,7 @@ mod tests {
                 "name=other",
                 "cmdline=a b c",
                 "on_crash=preserve",
+                "on_poweroff=restart",
             ],
         )
         .unwrap();
@@ -611,6 +625,7 @@ mod tests {
         assert_eq!(c.name, "other");
         assert_eq!(c.cmdline, "a b c");
         assert_eq!(c.on_crash, ExitAction::Preserve);
+        assert_eq!(c.on_poweroff, ExitAction::Restart);
         let c = p(base, &["cmdline=\"quoted = yes\""]).unwrap();
         assert_eq!(c.cmdline, "quoted = yes");
         // kernel from the command line replaces the file's image, relative to the cwd.
@@ -627,7 +642,7 @@ mod tests {
         assert_eq!(
             p(base, &["colour=red"]).unwrap_err(),
             "command line `colour=red`: unknown key `colour`; the keys are name, kernel, image, \
-             memory, vcpus, cmdline, on_poweroff, on_crash, uuid, disk"
+             memory, vcpus, cmdline, on_poweroff, on_reboot, on_crash, uuid, disk"
         );
         assert_eq!(
             p(base, &["memory"]).unwrap_err(),

@@ -514,6 +514,7 @@ fn create_uploads_the_kernel_in_chunks_then_creates() {
             cmdline: "x=1".into(),
             on_poweroff: ExitAction::Destroy,
             on_crash: ExitAction::Preserve,
+            on_reboot: ExitAction::Restart,
             uuid: None,
             disks: Vec::new(),
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::bench_report::{self, Report};
+use crate::bench_report::{self, CONTROLS, Report};
 use crate::xen::{self, XenEnd};
 use crate::{Accel, IsoSpec, Module, QemuConfig, run_timed};
 use xlhv_core::exit::QemuExit;
@@ -253,6 +253,17 @@ pub struct Run {
     pub wall_s: f64,
 }
 
+impl Run {
+    /// The run's median of `metric`, if it measured it.
+    pub fn median(&self, metric: &str) -> Option<f64> {
+        self.report
+            .metrics
+            .iter()
+            .find(|(m, _)| m == metric)
+            .and_then(|(_, m)| m.median())
+    }
+}
+
 /// Boot-time metric: QEMU start to dom0's first console line.
 pub const BOOT_METRIC: &str = "boot_to_dom0";
 /// Boot-time metric: the hypervisor's first console line to dom0's first line.
@@ -456,6 +467,8 @@ pub struct Conditions {
     pub rounds: u32,
     /// `--quick`.
     pub quick: bool,
+    /// Rounds run and set aside because the host's speed moved during them (why).
+    pub discarded: Vec<String>,
 }
 
 fn output_of(cmd: &str, args: &[&str]) -> String {
@@ -505,7 +518,71 @@ fn conditions(
         commit,
         rounds: if args.quick { 1 } else { args.rounds },
         quick: args.quick,
+        discarded: Vec::new(),
     }
+}
+
+/// Rounds at most run per round wanted, when the host's speed keeps moving.
+pub const ATTEMPTS_PER_ROUND: u32 = 3;
+
+/// The guest-only control of a run at its start and its end (median cycles).
+fn controls(run: &Run) -> Option<(f64, f64)> {
+    Some((run.median(CONTROLS[0])?, run.median(CONTROLS[1])?))
+}
+
+/// Why a round (xen-like-hv's run, then Xen's) does not measure the hypervisors alone:
+/// the guest-only control moved by more than `skew` within a run, or differed by more
+/// than `skew` between the two. `None` for a steady round.
+pub fn disturbed(pair: &[Run; 2], skew: f64) -> Option<String> {
+    let mut starts = Vec::new();
+    for run in pair {
+        let Some((a, b)) = controls(run) else {
+            return Some(format!("{} reported no control", run.side.name()));
+        };
+        if a <= 0.0 || (b / a - 1.0).abs() > skew {
+            return Some(format!(
+                "on {} the control went from {a:.0} to {b:.0} cycles",
+                run.side.name()
+            ));
+        }
+        starts.push((a + b) / 2.0);
+    }
+    let (o, x) = (starts[0], starts[1]);
+    ((x / o - 1.0).abs() > skew)
+        .then(|| format!("the control took {o:.0} cycles on xen-like-hv and {x:.0} on Xen"))
+}
+
+/// The steady rounds (see [`disturbed`]) to report: the largest group whose control
+/// levels lie within `skew` of each other (so the machine ran at one speed), its first
+/// `want` in round order. Fewer than `want` when there are not enough yet.
+pub fn steady_rounds(pairs: &[[Run; 2]], skew: f64, want: usize) -> Vec<usize> {
+    let level = |p: &[Run; 2]| {
+        let v: Vec<f64> = p
+            .iter()
+            .filter_map(controls)
+            .flat_map(|(a, b)| [a, b])
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let steady: Vec<(usize, f64)> = pairs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| disturbed(p, skew).is_none())
+        .map(|(i, p)| (i, level(p)))
+        .collect();
+    let mut best: Vec<usize> = Vec::new();
+    for &(_, lo) in &steady {
+        let group: Vec<usize> = steady
+            .iter()
+            .filter(|&&(_, l)| l >= lo && l <= lo * (1.0 + skew))
+            .map(|&(i, _)| i)
+            .collect();
+        if group.len() > best.len() {
+            best = group;
+        }
+    }
+    best.truncate(want);
+    best
 }
 
 /// `xtask bench`.
@@ -603,10 +680,20 @@ pub fn main(args: BenchArgs) -> Result<()> {
     )?;
     let mut domus_cfg = cfgs[&(Side::Ours, "full")].clone();
     domus_cfg.iso = domus_iso;
-    let cond = conditions(&args, &ours_cmdline, &xen_cmdline, &xen_pkg);
+    let mut cond = conditions(&args, &ours_cmdline, &xen_cmdline, &xen_pkg);
 
-    let mut runs = Vec::new();
-    for round in 0..rounds {
+    // Rounds run until `rounds` of them are steady, at one speed (`steady_rounds`), or
+    // the attempts run out; the report then judges the rounds kept.
+    let attempts = if args.quick {
+        1
+    } else {
+        rounds * ATTEMPTS_PER_ROUND
+    };
+    let want_rounds = usize::try_from(rounds).unwrap_or(usize::MAX);
+    let mut pairs: Vec<[Run; 2]> = Vec::new();
+    let mut kept = Vec::new();
+    for round in 0..attempts {
+        let mut pair = Vec::new();
         for side in [Side::Ours, Side::Xen] {
             let run = run_round(
                 side,
@@ -623,22 +710,49 @@ pub fn main(args: BenchArgs) -> Result<()> {
                 .filter(|(_, m)| matches!(m, Measured::Unsupported { .. }))
                 .count();
             eprintln!(
-                "bench: round {}/{rounds} {:<12} {} metrics ({unsupported} unsupported), dom0 up at {:.0} ms (median of {} boots), {:.1} s",
+                "bench: round {} ({} steady of {rounds} so far) {:<12} {} metrics ({unsupported} unsupported), dom0 up at {:.0} ms (median of {} boots), {:.1} s",
                 round + 1,
+                kept.len(),
                 side.name(),
                 run.report.metrics.len(),
-                run.report
-                    .metrics
-                    .iter()
-                    .find(|(n, _)| n == BOOT_METRIC)
-                    .and_then(|(_, m)| m.median())
-                    .unwrap_or(0.0),
+                run.median(BOOT_METRIC).unwrap_or(0.0),
                 1 + BOOT_SAMPLES,
                 run.wall_s
             );
-            runs.push(run);
+            pair.push(run);
+        }
+        let Ok(pair) = <[Run; 2]>::try_from(pair) else {
+            unreachable!("two sides per round");
+        };
+        pairs.push(pair);
+        if args.quick {
+            kept = vec![0];
+            break;
+        }
+        kept = steady_rounds(&pairs, args.max_control_skew, want_rounds);
+        if kept.len() >= want_rounds {
+            break;
         }
     }
+    if !args.quick && kept.len() < want_rounds {
+        // Not enough steady rounds: report all of them, and the noise checks refuse.
+        kept = (0..pairs.len()).collect();
+    }
+    for (i, p) in pairs.iter().enumerate() {
+        if !kept.contains(&i) {
+            let why = disturbed(p, args.max_control_skew)
+                .unwrap_or_else(|| "its controls ran at another speed than the rounds kept".into());
+            eprintln!("bench: round {} set aside: {why}", i + 1);
+            cond.discarded.push(format!("round {}: {why}", i + 1));
+        }
+    }
+    cond.rounds = u32::try_from(kept.len()).unwrap_or(u32::MAX);
+    let runs: Vec<Run> = pairs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| kept.contains(i))
+        .flat_map(|(_, p)| p)
+        .collect();
 
     let control_plane = if args.skip_control_plane {
         None

@@ -6,8 +6,8 @@
 //! The featureset masks below are the numbers Xen's build derives from the attribute
 //! markers of its public `arch-x86/cpufeatureset.h` (Xen 4.17.7, as Debian ships it):
 //! a feature marked `A` is in the PV default, `S`/`H` only in HVM ones, none in no
-//! guest's. Where this hypervisor cannot give a feature Xen gives, it is taken out
-//! before the dependency pass ([`UNSUPPORTED`]), so everything that needs it goes too.
+//! guest's. This hypervisor gives every feature Xen's PV default has (XSAVE with its
+//! state, the speculation-control MSRs: `crate::xstate`, `crate::msr`).
 
 /// One CPUID answer: EAX, EBX, ECX, EDX.
 pub type Leaf = [u32; 4];
@@ -79,14 +79,21 @@ pub mod feat {
     pub const MONITOR: F = F(1, 3);
     pub const EIST: F = F(1, 7);
     pub const X2APIC: F = F(1, 21);
+    pub const FMA: F = F(1, 12);
     pub const XSAVE: F = F(1, 26);
+    pub const AVX: F = F(1, 28);
     pub const OSXSAVE: F = F(1, 27);
     pub const HYPERVISOR: F = F(1, 31);
     pub const RDTSCP: F = F(2, 27);
     pub const LM: F = F(2, 29);
     pub const PAGE1GB: F = F(2, 26);
     pub const CMP_LEGACY: F = F(3, 1);
+    pub const XSAVEC: F = F(4, 1);
+    pub const XSAVES: F = F(4, 3);
     pub const FSGSBASE: F = F(5, 0);
+    pub const MPX: F = F(5, 14);
+    pub const AVX512F: F = F(5, 16);
+    pub const PKU: F = F(6, 3);
     pub const FDP_EXCP_ONLY: F = F(5, 6);
     pub const NO_FPU_SEL: F = F(5, 13);
     pub const OSPKE: F = F(6, 4);
@@ -185,24 +192,6 @@ const DEPS: &[(Feature, &[Feature])] = {
     ]
 };
 
-/// Features Xen gives a PV guest that this hypervisor does not (yet), taken out of
-/// the policy before the dependency pass (docs/xen-differences.md):
-/// * XSAVE: the hypervisor neither enables XSAVE nor switches XSAVE state, so
-///   `xsetbv` and the AVX state could not work (AVX, AVX2, AVX-512, FMA, F16C, MPX,
-///   PKU, XSAVEOPT/C/S go with it, and leaf 0xD is empty);
-/// * IBRSB, IBRS: `MSR_SPEC_CTRL` is not virtualised (Xen hides them too when it does
-///   not virtualise the MSR for PV: `SC_MSR_PV`);
-/// * IBPB, L1D_FLUSH: `MSR_PRED_CMD` and `MSR_FLUSH_CMD` are not offered either;
-/// * ARCH_CAPS: `MSR_ARCH_CAPABILITIES` is not offered (Intel hosts only).
-const UNSUPPORTED: &[Feature] = &[
-    feat::XSAVE,
-    feat::IBRSB,
-    feat::IBRS,
-    feat::IBPB,
-    feat::L1D_FLUSH,
-    feat::ARCH_CAPS,
-];
-
 /// A featureset: one bit per feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Featureset(pub [u32; NR_WORDS]);
@@ -286,6 +275,10 @@ pub struct Caller {
     pub cr4: u64,
     /// The vCPU's id (the x2APIC id in leaf 0xB, when X2APIC is shown).
     pub vcpu_id: u32,
+    /// The vCPU's XCR0 (0 = never set: x87 and SSE), for leaf 0xD's current size.
+    pub xcr0: u64,
+    /// The hypervisor's own CR4.OSXSAVE (it leaks into a kernel's forced CPUID).
+    pub host_osxsave: bool,
 }
 
 /// What the hypervisor leaves at 0x40000000 report besides the policy.
@@ -406,9 +399,6 @@ fn policy_featureset(h: &Host<'_>, host: &Featureset, hardware_domain: bool) -> 
     for (w, m) in fs.0.iter_mut().zip(PV_DEFAULT) {
         *w &= m;
     }
-    for &f in UNSUPPORTED {
-        fs.set(f, false);
-    }
     // guest_common_feature_adjustments
     fs.set(feat::HYPERVISOR, true);
     if fs.has(feat::IBRSB) {
@@ -417,7 +407,7 @@ fn policy_featureset(h: &Host<'_>, host: &Featureset, hardware_domain: bool) -> 
     if fs.has(feat::IBRS) {
         fs.set(feat::AMD_STIBP, true);
     }
-    if host.has(feat::IBRSB) && !UNSUPPORTED.contains(&feat::IBPB) {
+    if host.has(feat::IBRSB) {
         fs.set(feat::IBPB, true);
     }
     // guest_common_default_feature_adjustments: topology bits as the host has them.
@@ -491,11 +481,16 @@ pub fn pv_cpuid(
             let a = raw1[0] & 0x0fff_0fff;
             let b = raw1[1] & 0x00ff_ffff;
             let mut c = w(1);
-            if caller.cr4 & CR4_OSXSAVE != 0 {
+            // OSXSAVE is the guest's CR4's, and also, as Xen's de facto PV ABI
+            // (Linux relied on it), shown to a kernel's forced CPUID while the
+            // hypervisor's own CR4 has it and the policy has XSAVE.
+            let leak = fs.has(feat::XSAVE)
+                && caller.path == Path::Forced
+                && caller.kernel_mode
+                && caller.host_osxsave;
+            if caller.cr4 & CR4_OSXSAVE != 0 || leak {
                 c |= bit(feat::OSXSAVE);
             }
-            // (Xen also shows OSXSAVE to a kernel's forced CPUID while its own CR4
-            // has it and the policy has XSAVE; XSAVE is never in this policy.)
             if dom0_kernel {
                 let host = &host_fs;
                 if host.has(feat::MONITOR) && caller.path == Path::Faulted {
@@ -536,10 +531,10 @@ pub fn pv_cpuid(
                 _ => [0, 0, 0, w(13)],
             }
         }
+        0xd => xstate_leaf(&h, &fs, subleaf, caller.xcr0),
         // The PSN, MONITOR, power, DCA, vPMU (off), topology (0xB: X2APIC is never
-        // shown to PV), and XSAVE state (0xD: XSAVE is never in this policy, see
-        // UNSUPPORTED), and on AMD the Intel cache leaves.
-        2..=0xd => [0; 4],
+        // shown to PV), and on AMD the Intel cache leaves.
+        2..=0xc => [0; 4],
         l if (XEN_CPUID_BASE..=XEN_CPUID_BASE + 0x1ff).contains(&l) => {
             hypervisor_leaf(&h, &host_fs, info, l - XEN_CPUID_BASE, subleaf)
         }
@@ -585,6 +580,58 @@ pub fn pv_cpuid(
         0x8000_0019 if amd && fs.has(feat::PAGE1GB) => h.leaf(leaf, 0),
         0x8000_001a if amd => h.leaf(leaf, 0),
         0x8000_0021 if amd => [w(11), 0, w(18), 0],
+        _ => [0; 4],
+    }
+}
+
+/// Leaf 0xD as Xen's `recalculate_xstate` derives it from the policy (x87, SSE, and
+/// the components of AVX, MPX, AVX-512 and PKU when the policy has them), with the
+/// current size (subleaf 0 EBX) for the vCPU's XCR0 (`guest_cpuid`). Empty without
+/// XSAVE.
+fn xstate_leaf(h: &Host<'_>, fs: &Featureset, subleaf: u32, xcr0: u64) -> Leaf {
+    use crate::xstate;
+    if !fs.has(feat::XSAVE) {
+        return [0; 4];
+    }
+    let mut comps = xstate::FP_SSE;
+    for (f, c) in [
+        (feat::AVX, xstate::YMM),
+        (feat::MPX, xstate::BNDREGS | xstate::BNDCSR),
+        (feat::AVX512F, xstate::OPMASK | xstate::ZMM | xstate::HI_ZMM),
+        (feat::PKU, xstate::PKRU),
+    ] {
+        if fs.has(f) {
+            comps |= c;
+        }
+    }
+    let host = |l, s| h.leaf(l, s);
+    match subleaf {
+        0 => {
+            let current = if xcr0 == 0 { xstate::FP_SSE } else { xcr0 };
+            [
+                (comps & 0xffff_ffff) as u32,
+                xstate::uncompressed_size(&host, current),
+                xstate::uncompressed_size(&host, comps),
+                (comps >> 32) as u32,
+            ]
+        }
+        // XSAVEOPT, XSAVEC, XGETBV1 as the policy has them (XSAVES is never PV);
+        // with XSAVEC the compacted size is the hardware's for the loaded XCR0,
+        // which is the vCPU's while it asks.
+        1 => {
+            let b = if fs.has(feat::XSAVEC) || fs.has(feat::XSAVES) {
+                h.leaf(0xd, 1)[1]
+            } else {
+                0
+            };
+            [fs.0.get(4).copied().unwrap_or(0), b, 0, 0]
+        }
+        i if i < 63 && comps & (1 << i) != 0 => {
+            let [size, offset, c, _] = h.leaf(0xd, i);
+            // Not supervisor state (bit 0); the 64-byte alignment (bit 1) as the
+            // host's.
+            [size, offset, c & 2, 0]
+        }
         _ => [0; 4],
     }
 }

@@ -121,6 +121,8 @@ pub fn cpuid_policy<P: Platform>(
         path,
         cr4: vcpu.cr4,
         vcpu_id: vcpu.id,
+        xcr0: vcpu.xcr0,
+        host_osxsave: p.control_regs().1 & cr4::OSXSAVE != 0,
     };
     // The time and machine-address leaves need more than the host's CPUID.
     let info = if (XEN_CPUID_BASE..XEN_CPUID_BASE + 0x200).contains(&leaf) {
@@ -313,6 +315,26 @@ pub fn privileged<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> Emulation {
             answer_cpuid(ctx, crate::cpuid::Path::Faulted);
             done(ctx, 2)
         }
+        // xsetbv (Xen's emulator and `x86emul_write_xcr`): #UD unless the guest's
+        // CR4 has OSXSAVE, then #GP(0) from user mode or for a value Xen refuses.
+        [0x0F, 0x01, 0xD1, ..] => {
+            if guest_cr4(ctx.p, ctx.vcpu) & cr4::OSXSAVE == 0 {
+                return Emulation::InvalidOpcode;
+            }
+            if !ctx.vcpu.kernel_mode {
+                return Emulation::NotEmulated;
+            }
+            let value = (ctx.regs.rdx << 32) | (ctx.regs.rax & 0xFFFF_FFFF);
+            let index = (ctx.regs.rcx & 0xFFFF_FFFF) as u32;
+            match crate::xstate::xsetbv(ctx.p.xfeature_mask(), index, value) {
+                Ok(xcr0) => {
+                    ctx.vcpu.xcr0 = xcr0;
+                    ctx.p.set_xcr0(xcr0);
+                    done(ctx, 3)
+                }
+                Err(crate::xstate::Refused) => Emulation::NotEmulated,
+            }
+        }
         _ if !ctx.vcpu.kernel_mode => port_io(ctx, bytes, iopl_ok),
         // clts
         [0x0F, 0x06, ..] => {
@@ -494,6 +516,9 @@ impl<P: Platform> crate::msr::MsrHost for HostMsrs<'_, P> {
     }
     fn tsc(&self) -> u64 {
         self.0.tsc()
+    }
+    fn command(&self, msr: u32, value: u64) {
+        self.0.msr_command(msr, value);
     }
 }
 

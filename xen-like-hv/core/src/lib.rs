@@ -29,6 +29,7 @@ pub mod sched;
 pub mod time;
 pub mod traps;
 pub mod vcpu;
+pub mod xstate;
 
 #[cfg(test)]
 mod testutil;

@@ -24,6 +24,9 @@ pub trait MsrHost {
     fn rdmsr_safe(&self, msr: u32) -> Option<u64>;
     /// The time-stamp counter.
     fn tsc(&self) -> u64;
+    /// Writes `msr` on the CPU now, for the running vCPU: `PRED_CMD` and
+    /// `FLUSH_CMD` (commands), `SPEC_CTRL` (its new value, kept loaded while it runs).
+    fn command(&self, msr: u32, value: u64);
 }
 
 /// One emulated machine-check bank (Xen's `struct vmce_bank`).
@@ -57,7 +60,33 @@ pub struct VcpuMsrs {
     pub mc_banks: [McBank; GUEST_MC_BANKS],
     /// AMD's DR0-DR3 address masks (with the DBEXT feature).
     pub dr_mask: [u32; 4],
+    /// `MSR_SPEC_CTRL` (with IBRSB or IBRS in the policy): loaded while the vCPU runs.
+    pub spec_ctrl: u64,
 }
+
+/// `SPEC_CTRL` bits.
+pub mod spec_ctrl {
+    /// Indirect branch restricted speculation.
+    pub const IBRS: u64 = 1 << 0;
+    /// Single thread indirect branch predictors.
+    pub const STIBP: u64 = 1 << 1;
+    /// Speculative store bypass disable.
+    pub const SSBD: u64 = 1 << 2;
+    /// Predictive store forwarding disable.
+    pub const PSFD: u64 = 1 << 7;
+}
+
+/// `PRED_CMD`'s only bit: indirect branch prediction barrier.
+pub const PRED_CMD_IBPB: u64 = 1;
+/// `FLUSH_CMD`'s only bit: flush the L1 data cache.
+pub const FLUSH_CMD_L1D: u64 = 1;
+
+/// The `ARCH_CAPABILITIES` bits Xen 4.17's host policy keeps (and so a PV guest with
+/// ARCH_CAPS reads, of the host's): RDCL_NO, IBRS_ALL, RSBA, SKIP_L1DFL, SSB_NO,
+/// MDS_NO, IF_PSCHANGE_MC_NO, TSX_CTRL, TAA_NO, SBDR_SSDP_NO, FBSDP_NO, PSDP_NO,
+/// FB_CLEAR, RRSBA, BHI_NO, PBRSB_NO.
+pub const ARCH_CAPS_KNOWN: u64 =
+    0x1ff | (1 << 13) | (1 << 14) | (1 << 15) | (1 << 17) | (1 << 19) | (1 << 20) | (1 << 24);
 
 /// Who asks, and what the policy gives them.
 #[derive(Clone, Copy, Debug)]
@@ -227,6 +256,24 @@ impl MsrCtx<'_> {
     fn has_dbext(&self) -> bool {
         self.policy.has(crate::cpuid::Feature(3, 26))
     }
+
+    /// `MSR_SPEC_CTRL` exists (Intel's IBRSB or AMD's IBRS).
+    fn has_spec_ctrl(&self) -> bool {
+        self.policy.has(feat::IBRSB) || self.policy.has(feat::IBRS)
+    }
+
+    /// Xen's `msr_spec_ctrl_valid_bits`: IBRS and STIBP (STIBP is ignored where
+    /// the CPU lacks it), SSBD and PSFD with their features.
+    fn spec_ctrl_valid(&self) -> u64 {
+        use crate::cpuid::Feature;
+        let p = self.policy;
+        let ssbd = p.has(Feature(9, 31)) || p.has(Feature(8, 24));
+        let psfd = p.has(Feature(13, 0)) || p.has(Feature(8, 28));
+        spec_ctrl::IBRS
+            | spec_ctrl::STIBP
+            | if ssbd { spec_ctrl::SSBD } else { 0 }
+            | if psfd { spec_ctrl::PSFD } else { 0 }
+    }
 }
 
 /// A vMCE bank MSR of the guest's 2 banks: (bank, register 0-3: CTL, STATUS, ADDR,
@@ -302,14 +349,10 @@ fn never_writable(msr: u32) -> bool {
             | PPIN
             | AMD_PPIN_CTL
             | AMD_PPIN
-            // This hypervisor offers no microcode loading, speculation controls
-            // (SPEC_CTRL, PRED_CMD, FLUSH_CMD, VIRT_SPEC_CTRL: their features are
-            // not in the policy) or XSAVES.
+            // This hypervisor offers no microcode loading, AMD's VIRT_SPEC_CTRL (its
+            // VIRT_SSBD is never in a PV policy) or XSAVES.
             | AMD_PATCHLOADER
             | UCODE_WRITE
-            | SPEC_CTRL
-            | PRED_CMD
-            | FLUSH_CMD
             | VIRT_SPEC_CTRL
             | XSS
             | X2APIC_FIRST..=X2APIC_LAST
@@ -339,10 +382,13 @@ fn read_inner(ctx: &MsrCtx<'_>, msrs: &VcpuMsrs, host: &dyn MsrHost, msr: u32) -
         PLATFORM_ID if intel => host.rdmsr_safe(msr).ok_or(Gp)?,
         PLATFORM_ID => return Err(Gp),
         UCODE_REV => host.rdmsr_safe(msr).ok_or(Gp)?,
-        // IBRSB and IBRS are never in this policy.
+        SPEC_CTRL if ctx.has_spec_ctrl() => msrs.spec_ctrl,
         SPEC_CTRL => return Err(Gp),
         PLATFORM_INFO if ctx.cpuid_faulting => PLATFORM_INFO_CPUID_FAULTING,
         PLATFORM_INFO => 0,
+        ARCH_CAPABILITIES if ctx.policy.has(feat::ARCH_CAPS) => {
+            host.rdmsr_safe(msr).unwrap_or(0) & ARCH_CAPS_KNOWN
+        }
         ARCH_CAPABILITIES => return Err(Gp),
         MISC_FEATURES_ENABLES => msrs.misc_features_enables,
         MCG_CAP => ctx.mcg_cap(),
@@ -452,6 +498,27 @@ pub fn write(
     let intel = ctx.intel();
     match msr {
         m if never_writable(m) => Err(Gp),
+        // guest_wrmsr: the value is the vCPU's, loaded now and whenever it runs.
+        SPEC_CTRL if ctx.has_spec_ctrl() && value & !ctx.spec_ctrl_valid() == 0 => {
+            msrs.spec_ctrl = value;
+            host.command(msr, value);
+            Ok(())
+        }
+        SPEC_CTRL => Err(Gp),
+        // IBPB comes with IBRSB (Intel) or on its own (AMD's IBPB).
+        PRED_CMD
+            if (ctx.policy.has(feat::IBRSB) || ctx.policy.has(feat::IBPB))
+                && value & !PRED_CMD_IBPB == 0 =>
+        {
+            host.command(msr, value);
+            Ok(())
+        }
+        PRED_CMD => Err(Gp),
+        FLUSH_CMD if ctx.policy.has(feat::L1D_FLUSH) && value & !FLUSH_CMD_L1D == 0 => {
+            host.command(msr, value);
+            Ok(())
+        }
+        FLUSH_CMD => Err(Gp),
         // Intel asks the OS to write 0 before reading the microcode revision.
         UCODE_REV if intel && value == 0 => Ok(()),
         UCODE_REV => Err(Gp),

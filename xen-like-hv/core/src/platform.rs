@@ -182,6 +182,15 @@ pub trait Platform {
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// The real CR0 and CR4.
     fn control_regs(&self) -> (u64, u64);
+    /// The XCR0 components a guest may enable (`xstate::hypervisor_mask`); 0 when the
+    /// hypervisor does not use XSAVE.
+    fn xfeature_mask(&self) -> u64;
+    /// `SEGBASE_GS_USER_SEL`: loads `sel` (RPL forced to 3 unless NULL) into %gs for
+    /// the running vCPU, NULL if it does not load; returns the selector loaded and the
+    /// base it gave (the new user GS base). The kernel's GS base is untouched.
+    fn load_user_gs_sel(&mut self, sel: u16) -> (u16, u64);
+    /// Loads XCR0 for the running vCPU (after an emulated `xsetbv`).
+    fn set_xcr0(&mut self, xcr0: u64);
     /// Reads the hardware DR6 after a `#DB` from the guest and puts it back to its
     /// default (`debugreg::DR6_DEFAULT`), so the next `#DB` reports only itself.
     fn take_debug_status(&mut self) -> u64;
@@ -192,6 +201,9 @@ pub trait Platform {
     /// The host's value of `msr`, or `None` if reading it faults on this CPU (the
     /// few MSRs Xen forwards to a PV guest: `crate::msr`).
     fn rdmsr_safe(&self, msr: u32) -> Option<u64>;
+    /// Writes `msr` on the CPU for the running vCPU, as `crate::msr::write` asks:
+    /// `PRED_CMD`/`FLUSH_CMD` commands and the vCPU's new `SPEC_CTRL`.
+    fn msr_command(&self, msr: u32, value: u64);
     /// The hypervisor's command line (for `XENVER_commandline`).
     fn hv_cmdline(&self) -> &str;
     /// Loads the page tables and GS base of the vCPU's current virtual mode (called

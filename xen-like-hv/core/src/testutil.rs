@@ -95,6 +95,12 @@ pub(crate) struct FakePlatform {
     pub cr0: u64,
     /// Real CR4.
     pub cr4: u64,
+    /// What `xfeature_mask()` returns.
+    pub xfeature_mask: u64,
+    /// Every `msr_command`: (MSR, value).
+    pub msr_commands: core::cell::RefCell<Vec<(u32, u64)>>,
+    /// The XCR0 loaded by `set_xcr0`.
+    pub xcr0: u64,
     /// What `tsc()` returns.
     pub tsc: u64,
     /// The host's MSRs (`rdmsr_safe`); absent ones fault.
@@ -425,6 +431,9 @@ impl Default for FakePlatform {
             cr0: 0x8005_0033,
             // PAE, PGE, OSFXSR, OSXMMEXCPT, FSGSBASE, OSXSAVE, SMEP
             cr4: 0x0015_06A0,
+            xfeature_mask: 0x7,
+            msr_commands: core::cell::RefCell::new(Vec::new()),
+            xcr0: 0,
             tsc: 0x0123_4567_89AB_CDEF,
             dr6: crate::debugreg::DR6_DEFAULT,
             cmdline: String::from("console=com1 loglvl=all"),
@@ -844,6 +853,29 @@ impl Platform for FakePlatform {
 
     fn control_regs(&self) -> (u64, u64) {
         (self.cr0, self.cr4)
+    }
+
+    fn xfeature_mask(&self) -> u64 {
+        self.xfeature_mask
+    }
+
+    fn load_user_gs_sel(&mut self, sel: u16) -> (u16, u64) {
+        // Only Xen's flat selectors load here (all with base 0).
+        use hypercall_abi::xen::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64};
+        let sel = if sel & !3 == 0 { 0 } else { sel | 3 };
+        if [FLAT_RING3_SS64, FLAT_RING3_CS64, FLAT_RING3_CS32].contains(&sel) {
+            (sel, 0)
+        } else {
+            (0, 0)
+        }
+    }
+
+    fn msr_command(&self, msr: u32, value: u64) {
+        self.msr_commands.borrow_mut().push((msr, value));
+    }
+
+    fn set_xcr0(&mut self, xcr0: u64) {
+        self.xcr0 = xcr0;
     }
 
     fn take_debug_status(&mut self) -> u64 {

@@ -216,6 +216,34 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
         mask_events: bool,
         clear_df: bool,
     ) -> Result<(), CrashReason> {
+        let extra = error.map(|e| [e]);
+        self.bounce_with(
+            handler,
+            extra.as_ref().map_or(&[], |e| e),
+            mask_events,
+            clear_df,
+        )
+    }
+
+    /// Xen's failsafe callback (`load_segments`), due when a data selector of the vCPU
+    /// did not load as it was switched in: a bounce frame with its four intended
+    /// selectors (%ds, %es, %fs, %gs) between R11 and RIP, to the failsafe address,
+    /// masking events if it was registered so.
+    pub fn failsafe_callback(&mut self) -> Result<(), CrashReason> {
+        let sels = self.vcpu.sels.map(u64::from);
+        let cb = self.vcpu.callbacks.failsafe;
+        self.bounce_with(cb.address, &sels, cb.mask_events, false)
+    }
+
+    /// [`Self::bounce`] with `extra` words (an error code, or the failsafe selectors)
+    /// between R11 and RIP.
+    fn bounce_with(
+        &mut self,
+        handler: u64,
+        extra: &[u64],
+        mask_events: bool,
+        clear_df: bool,
+    ) -> Result<(), CrashReason> {
         let vid = self.vcpu.id;
         let saved_mask = self.p.upcall_mask(vid);
         let from_kernel = self.vcpu.kernel_mode;
@@ -240,7 +268,7 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
         if self.dom.assist(VmAssistType::ArchitecturalIopl as u32) {
             guest_flags |= u64::from(self.vcpu.iopl & 3) << 12;
         }
-        let mut words = [0u64; 8];
+        let mut words = [0u64; 12];
         let mut n = 0;
         let mut push = |w: u64| {
             if let Some(slot) = words.get_mut(n) {
@@ -250,7 +278,7 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
         };
         push(self.regs.rcx);
         push(self.regs.r11);
-        if let Some(e) = error {
+        for &e in extra {
             push(e);
         }
         push(self.regs.rip);

@@ -64,6 +64,12 @@ pub struct Vcpu {
     pub msrs: crate::msr::VcpuMsrs,
     /// User GS selector (`SEGBASE_GS_USER_SEL`).
     pub gs_sel_user: u16,
+    /// Data selectors %ds, %es, %fs, %gs while the vCPU is off the CPU (Xen's
+    /// `save_segments`/`load_segments`); the CPU holds them while it runs.
+    pub sels: [u16; 4],
+    /// A selector of `sels` did not load when the vCPU was switched in: the failsafe
+    /// callback is due before it runs again.
+    pub failsafe_due: bool,
     /// Debug registers.
     pub debug: DebugRegs,
     /// Virtual IOPL (`PHYSDEVOP_set_iopl`), 0-3.
@@ -102,8 +108,14 @@ pub struct Vcpu {
     /// `None` = in shared_info. The frame holds a writable type reference until the
     /// domain is destroyed.
     pub vcpu_info_at: Option<(Mfn, u32)>,
-    /// FPU/SSE registers while it is off the CPU (`FXSAVE` image).
+    /// FPU/SSE/AVX registers while it is off the CPU (an `XSAVE` image, or
+    /// `FXSAVE`'s legacy region alone on a CPU without XSAVE).
     pub fpu: FpuArea,
+    /// Its XCR0 (`xsetbv`); 0 = never set, which runs with x87 and SSE. Its state
+    /// is saved and restored with every component the hypervisor manages, so one
+    /// it turned off keeps its values (Xen's `xcr0_accum`) and one it never used
+    /// starts in its initial state, never another vCPU's.
+    pub xcr0: u64,
 }
 
 /// Xen's default periodic timer of a PV vCPU: 10 ms (100 Hz), armed at creation.
@@ -196,20 +208,70 @@ pub enum Wait {
     Down,
 }
 
-/// An `FXSAVE` area: x87, MMX and SSE state (512 bytes, 16-byte aligned).
+/// Bytes of a vCPU's XSAVE area. The hypervisor has no heap, so the area is part of
+/// the vCPU (made with it, never on a hot path); the boot code enables only the XCR0
+/// components whose standard-form layout (CPUID 0xD) fits (`xstate::hypervisor_mask`):
+/// x87, SSE, AVX, MPX and AVX-512 need at most 2,688 bytes.
+pub const FPU_AREA_SIZE: usize = 3072;
+
+/// Size of the legacy (`FXSAVE`) region at the start of the area.
+pub const FPU_LEGACY_SIZE: usize = 512;
+
+/// An `XSAVE` area (standard form, 64-byte aligned): the `FXSAVE` legacy region (x87,
+/// MMX, SSE), the XSAVE header, then the extended components.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[repr(C, align(16))]
-pub struct FpuArea(pub [u8; 512]);
+#[repr(C, align(64))]
+pub struct FpuArea(pub [u8; FPU_AREA_SIZE]);
 
 impl Default for FpuArea {
-    /// The state after `FNINIT` with SSE reset: FCW 0x037F, MXCSR 0x1F80.
+    /// The state after `FNINIT` with SSE reset: FCW 0x037F, MXCSR 0x1F80; an empty
+    /// XSAVE header (every component in its initial state).
     fn default() -> Self {
-        let mut a = [0u8; 512];
+        let mut a = [0u8; FPU_AREA_SIZE];
         a[0] = 0x7F;
         a[1] = 0x03;
         a[24] = 0x80;
         a[25] = 0x1F;
         FpuArea(a)
+    }
+}
+
+impl FpuArea {
+    /// An area holding `legacy` as its x87/SSE state (`setvcpucontext`): as Xen's
+    /// `arch_set_info_guest`, the header says x87 and SSE are in use, the rest is
+    /// initial.
+    pub fn from_legacy(legacy: [u8; FPU_LEGACY_SIZE]) -> Self {
+        let mut a = FpuArea::default();
+        if let Some(l) = a.0.get_mut(..FPU_LEGACY_SIZE) {
+            l.copy_from_slice(&legacy);
+        }
+        a.set_xstate_bv(crate::xstate::FP_SSE);
+        a
+    }
+
+    /// The legacy (`FXSAVE`) region (`getvcpucontext`'s `fpu_ctxt`).
+    pub fn legacy(&self) -> [u8; FPU_LEGACY_SIZE] {
+        let mut l = [0u8; FPU_LEGACY_SIZE];
+        if let Some(src) = self.0.get(..FPU_LEGACY_SIZE) {
+            l.copy_from_slice(src);
+        }
+        l
+    }
+
+    /// Sets the header's XSTATE_BV (which components the image holds).
+    fn set_xstate_bv(&mut self, bv: u64) {
+        if let Some(h) = self.0.get_mut(FPU_LEGACY_SIZE..FPU_LEGACY_SIZE + 8) {
+            h.copy_from_slice(&bv.to_le_bytes());
+        }
+    }
+
+    /// The header's XSTATE_BV.
+    pub fn xstate_bv(&self) -> u64 {
+        let mut b = [0u8; 8];
+        if let Some(h) = self.0.get(FPU_LEGACY_SIZE..FPU_LEGACY_SIZE + 8) {
+            b.copy_from_slice(h);
+        }
+        u64::from_le_bytes(b)
     }
 }
 
@@ -237,6 +299,8 @@ impl Vcpu {
             gs_base_kernel: 0,
             gs_base_user: 0,
             gs_sel_user: 0,
+            sels: [0; 4],
+            failsafe_due: false,
             debug: DebugRegs::default(),
             iopl: 0,
             cr4: 0,
@@ -257,6 +321,7 @@ impl Vcpu {
             runstate_area: 0,
             vcpu_info_at: None,
             fpu: FpuArea::default(),
+            xcr0: 0,
         }
     }
 
@@ -332,6 +397,22 @@ impl Vcpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_set_context_fpu_image_is_x87_and_sse_in_use() {
+        let mut l = [0u8; FPU_LEGACY_SIZE];
+        l[0] = 0x7f;
+        l[160] = 0xab;
+        let a = FpuArea::from_legacy(l);
+        assert_eq!(a.legacy(), l);
+        assert_eq!(a.xstate_bv(), 3);
+        assert!(
+            a.0[520..].iter().all(|&b| b == 0),
+            "rest of header, components"
+        );
+        assert_eq!(FpuArea::default().xstate_bv(), 0);
+        assert_eq!(core::mem::align_of::<FpuArea>(), 64, "XSAVE needs 64");
+    }
 
     #[test]
     fn live_bases_go_to_the_current_modes_gs_slot() {

@@ -80,6 +80,13 @@ impl fmt::Display for BuildFailure {
 }
 
 /// A domain's memory while it is built: runs of machine frames in pseudo-physical order.
+/// The run list of the domain being built. Domains are built one at a time (at boot,
+/// before anything runs), and the list is only needed while building.
+static BUILD_MEM: spin::Mutex<DomMem> = spin::Mutex::new(DomMem {
+    extents: heapless::Vec::new(),
+    nr_pages: 0,
+});
+
 struct DomMem {
     /// (first pfn, first mfn, frames)
     extents: heapless::Vec<(u64, Mfn, u64), MAX_EXTENTS>,
@@ -94,7 +101,10 @@ impl DomMem {
     /// memory so that low memory stays for DMA below an address limit; an order no
     /// run is free for is halved. Pseudo-physical frames follow the runs in order, so
     /// each run is also contiguous in the domain's pseudo-physical space.
-    fn allocate(nr_pages: u64) -> Result<DomMem, BuildFailure> {
+    ///
+    /// Fills `m` in place: the run list is 96 KiB, too big to move around on the boot
+    /// stack (it lives in [`BUILD_MEM`]).
+    fn allocate(m: &mut DomMem, nr_pages: u64) -> Result<(), BuildFailure> {
         let free = mm::free_frames();
         if nr_pages > free {
             return Err(BuildFailure::OutOfMemory {
@@ -102,10 +112,8 @@ impl DomMem {
                 free,
             });
         }
-        let mut m = DomMem {
-            extents: heapless::Vec::new(),
-            nr_pages,
-        };
+        m.extents.clear();
+        m.nr_pages = nr_pages;
         let mut pfn = 0;
         let mut last_order = xlhv_core::mm::MAX_ORDER;
         while pfn < nr_pages {
@@ -142,7 +150,7 @@ impl DomMem {
             }
             pfn += n;
         }
-        Ok(m)
+        Ok(())
     }
 
     /// The largest run: (first pfn, first mfn, frames).
@@ -331,7 +339,9 @@ fn build_domain(
     let initrd_len = spec.initrd.map_or(0, |i| i.len() as u64);
     let layout = Layout::compute(&xinfo, nr_pages, spec.flavour, initrd_len)
         .map_err(BuildFailure::Layout)?;
-    let mut mem = DomMem::allocate(nr_pages)?;
+    let mut mem = BUILD_MEM.lock();
+    let mem = &mut *mem;
+    DomMem::allocate(mem, nr_pages)?;
 
     let Some(shared_info) = mm::alloc_frame() else {
         mem.release();
@@ -346,7 +356,7 @@ fn build_domain(
         console_evtchn: EvtchnPort(0),
         extra_flags: spec.extra_flags,
     };
-    let built = match pvboot::build(&elf, &xinfo, &layout, &mut mem, &params) {
+    let built = match pvboot::build(&elf, &xinfo, &layout, mem, &params) {
         Ok(b) => b,
         Err(e) => {
             mem.release();
@@ -357,7 +367,7 @@ fn build_domain(
     install_hypervisor_slots(built.cr3_mfn);
     // The frames are the domain's; its tables are validated and pinned now, as Xen's
     // builder does, so the vCPU starts on page tables the memory model vouches for.
-    type_and_pin(spec.id, spec.privileged, &mem, shared_info, built.cr3_mfn)
+    type_and_pin(spec.id, spec.privileged, mem, shared_info, built.cr3_mfn)
         .map_err(BuildFailure::PageTables)?;
 
     let mut pv = PvDomain::new(spec.id, spec.privileged, shared_info, built.cr3_mfn);
@@ -414,34 +424,47 @@ fn lo32(v: u64) -> u32 {
     u32::try_from(v & 0xFFFF_FFFF).unwrap_or(0)
 }
 
-/// Xen's clock in shared_info (digest §4.2): vCPU 0's pvclock, anchored at the TSC value
-/// where system time was 0 (the TSC runs at one constant rate on the one CPU guests use,
-/// so these values stay exact without refreshes), and the wall clock at system time 0.
+/// Xen's clock in shared_info (digest §4.2): vCPU 0's pvclock from the clock's
+/// current anchor, and the wall clock at system time 0.
 fn fill_time(si: *mut hypercall_abi::xen::shared_info::SharedInfo) {
-    use hypercall_abi::xen::shared_info::{PVCLOCK_TSC_STABLE_BIT, VcpuTimeInfo};
-    let Some((mul, shift)) = xlhv_core::time::pvclock_scale(crate::time::tsc_hz()) else {
-        return;
-    };
-    let t = VcpuTimeInfo {
-        // Even: no update in progress.
-        version: 2,
-        pad0: 0,
-        tsc_timestamp: crate::time::tsc_at_boot(),
-        system_time: 0,
-        tsc_to_system_mul: mul,
-        tsc_shift: shift,
-        flags: PVCLOCK_TSC_STABLE_BIT,
-        pad1: [0; 2],
-    };
+    // SAFETY: `si` is the domain's fresh shared_info frame in the direct map.
+    publish_pvclock(unsafe { core::ptr::addr_of_mut!((*si).vcpu_info[0].time) });
     let (sec, nsec) = crate::time::wall_at_boot();
-    // SAFETY: `si` is the domain's fresh shared_info frame in the direct map; the guest
-    // is not running yet, so plain volatile writes are enough.
+    // SAFETY: as above; the guest is not running yet, so plain volatile writes do.
     unsafe {
-        core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).vcpu_info[0].time), t);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).wc_sec), lo32(sec));
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).wc_sec_hi), lo32(sec >> 32));
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).wc_nsec), nsec);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*si).wc_version), 2);
+    }
+}
+
+/// Writes the clock's current anchor into a `vcpu_time_info` in the direct map, with
+/// the version odd while it changes as Xen's `update_vcpu_system_time` does. The TSC
+/// runs at one constant rate on the one CPU guests use, so the values stay exact until
+/// the clock is refined (`time::refine`), which publishes them again.
+pub(crate) fn publish_pvclock(t: *mut hypercall_abi::xen::shared_info::VcpuTimeInfo) {
+    use core::sync::atomic::{Ordering, fence};
+    use hypercall_abi::xen::shared_info::PVCLOCK_TSC_STABLE_BIT;
+    let a = crate::time::anchor();
+    if a.mul == 0 {
+        return;
+    }
+    // SAFETY: the caller passes a `vcpu_time_info` of a live domain in the direct map;
+    // its guest is not running while the hypervisor is (one CPU), and guests retry a
+    // read that saw an odd or changed version.
+    unsafe {
+        let version = core::ptr::addr_of_mut!((*t).version);
+        let odd = core::ptr::read_volatile(version).wrapping_add(1) | 1;
+        core::ptr::write_volatile(version, odd);
+        fence(Ordering::Release);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*t).tsc_timestamp), a.tsc);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*t).system_time), a.ns);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*t).tsc_to_system_mul), a.mul);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*t).tsc_shift), a.shift);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*t).flags), PVCLOCK_TSC_STABLE_BIT);
+        fence(Ordering::Release);
+        core::ptr::write_volatile(version, odd.wrapping_add(1));
     }
 }
 

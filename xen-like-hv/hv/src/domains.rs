@@ -44,6 +44,14 @@ impl Domains {
         Some((cur.as_mut()?, Others { left, right }))
     }
 
+    /// Every domain with its slot.
+    fn iter_slots(&mut self) -> impl Iterator<Item = (usize, &mut PvDomain)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, d)| d.as_mut().map(|d| (i, d)))
+    }
+
     /// The slot of domain `id`.
     pub fn slot_of(&self, id: DomId) -> Option<usize> {
         crate::registry::slot_of(id).filter(|&s| {
@@ -536,6 +544,9 @@ pub fn guest_entry(frame: &mut Regs) {
     };
     let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
     let mut doms = DOMAINS.lock();
+    if timer && crate::time::refine_due() {
+        refine_clock(&mut doms);
+    }
     let mut resched = timer;
     let mut check_timers = timer;
     let mut clobber_ok = true;
@@ -733,8 +744,26 @@ fn dispatch<'a>(
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
         doms = DOMAINS.lock();
+        if crate::time::refine_due() {
+            refine_clock(&mut doms);
+        }
         fire_timers(&mut doms, crate::time::now_ns());
         deliver_irqs(&mut doms);
+    }
+}
+
+/// Refines the clock's rate (`time::refine`) and publishes the new anchor in every
+/// domain's pvclock, so guests' time continues without a jump.
+fn refine_clock(doms: &mut Domains) {
+    if crate::time::refine().is_none() {
+        return;
+    }
+    for (slot, pv) in doms.iter_slots() {
+        let bits = crate::events::SharedBits::of(slot, pv.dom.shared_info);
+        if let Some(vi) = bits.vcpu(hypercall_abi::types::VcpuId(0)) {
+            // SAFETY: `vi` is the live domain's vcpu_info in the direct map.
+            crate::dom0::publish_pvclock(unsafe { core::ptr::addr_of_mut!((*vi).time) });
+        }
     }
 }
 
@@ -776,6 +805,7 @@ fn save(doms: &mut Domains, from: Option<VcpuRef>, frame: &Regs, now: u64) {
     // What the CPU holds now, not the copies of the last entry that needed them.
     guest::read_back_bases(v);
     v.regs = *frame;
+    v.sels = crate::arch::x86_64::segs::read();
     cpu::fpu_save(&mut v.fpu);
     let state = if v.wait == xlhv_core::vcpu::Wait::None {
         RUNSTATE_RUNNABLE
@@ -796,7 +826,8 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
     };
     *frame = v.regs;
     frame.vector = 0;
-    cpu::fpu_restore(&mut v.fpu);
+    cpu::fpu_restore(&mut v.fpu, v.xcr0);
+    guest::load_spec_ctrl(v.msrs.spec_ctrl);
     // If the vCPU that ran was not saved (it crashed), the bases `sync` compares with
     // must be the CPU's.
     guest::refresh_loaded_bases();
@@ -808,6 +839,7 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
         let r = v.runstate_at(now);
         let _ = guest::write_current(v.runstate_area, zerocopy::IntoBytes::as_bytes(&r));
     }
+    load_segments(doms, to);
 }
 
 /// Delivers a pending event to the vCPU now on the CPU (bouncing to its event
@@ -829,7 +861,16 @@ fn deliver_and_exit(mut doms: spin::MutexGuard<'_, Domains>, frame: &mut Regs, m
         let mut plat = platform(dom, others, slot);
         let outcome = {
             let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);
-            ctx.deliver_events();
+            // A data selector did not load at switch-in (`load_segments`).
+            if ctx.vcpu.failsafe_due {
+                ctx.vcpu.failsafe_due = false;
+                if let Err(why) = ctx.failsafe_callback() {
+                    ctx.outcome = Outcome::Crash(why);
+                }
+            }
+            if ctx.outcome == Outcome::Resume {
+                ctx.deliver_events();
+            }
             ctx.outcome
         };
         if let Outcome::Crash(why) = outcome {
@@ -886,7 +927,13 @@ pub fn ldt_fault_in_hypervisor(offset: u64) -> bool {
     let Some(mut doms) = DOMAINS.try_lock() else {
         return false;
     };
-    let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
+    map_ldt_page(&mut doms, cur, offset)
+}
+
+/// Maps the page at `offset` of vCPU `r`'s LDT for the CPU (as its first read would)
+/// and reloads its LDT; false if that page cannot be an LDT page.
+fn map_ldt_page(doms: &mut Domains, r: VcpuRef, offset: u64) -> bool {
+    let (slot, vid) = (usize::from(r.slot), usize::from(r.vcpu));
     let Some((pv, others)) = doms.split(slot) else {
         return false;
     };
@@ -912,6 +959,38 @@ pub fn ldt_fault_in_hypervisor(offset: u64) -> bool {
     vcpu.ldt_frames = vm.ldt_frames;
     crate::arch::x86_64::ldt::load(vcpu);
     true
+}
+
+/// Xen's `load_segments` for the data selectors of vCPU `to`, just switched in: each
+/// one that the CPU or the vCPU has non-NULL is loaded (an LDT selector's page mapped
+/// first: the #PF path cannot while the domain lock is held). One that does not load
+/// is NULL and the failsafe callback is due (`Vcpu::failsafe_due`). Loading %fs or
+/// %gs sets their bases from the descriptors, so the vCPU's are written again.
+fn load_segments(doms: &mut Domains, to: VcpuRef) {
+    use crate::arch::x86_64::segs;
+    let Some(want) = vcpu_mut(doms, to).map(|v| v.sels) else {
+        return;
+    };
+    let cur = segs::read();
+    let mut ok = true;
+    let mut bases = false;
+    for (i, (&c, &w)) in cur.iter().zip(want.iter()).enumerate() {
+        if c == 0 && w == 0 {
+            continue;
+        }
+        if w & 4 != 0 {
+            map_ldt_page(doms, to, u64::from(w & !7));
+        }
+        ok &= segs::load(i, w);
+        bases |= i >= 2;
+    }
+    if let Some(v) = vcpu_mut(doms, to) {
+        v.failsafe_due = !ok;
+        if bases {
+            guest::forget_loaded_bases();
+            guest::sync(v);
+        }
+    }
 }
 
 /// Wakes vCPU `r` if it waits (for an upcall, any wait but `Down`; for a newly pending
@@ -1026,7 +1105,45 @@ fn arm_timer(doms: &Domains) {
             next = next.min(t);
         }
     }
+    // An interrupt already armed for no later than `next`, and not taken yet, will
+    // come in time: its entry looks at the timers and arms again. Programming the
+    // APIC is a trip through QEMU's device model under TCG, and most switches only
+    // push the slice end further out.
+    let ticks = crate::time::ticks();
+    if ARMED.load().covers(next, ticks, crate::time::now_ns()) {
+        return;
+    }
+    ARMED.store(next, ticks);
     crate::time::arm((next != u64::MAX).then_some(next));
+}
+
+/// The deadline the APIC timer was last armed for (the interrupt comes no later)
+/// and the timer-interrupt count then: a later interrupt means it may have fired.
+static ARMED: ArmedSlot = ArmedSlot {
+    deadline: core::sync::atomic::AtomicU64::new(0),
+    ticks: core::sync::atomic::AtomicU64::new(u64::MAX),
+};
+
+/// See [`ARMED`].
+struct ArmedSlot {
+    deadline: core::sync::atomic::AtomicU64,
+    ticks: core::sync::atomic::AtomicU64,
+}
+
+impl ArmedSlot {
+    fn load(&self) -> xlhv_core::time::ArmedTimer {
+        use core::sync::atomic::Ordering::Relaxed;
+        xlhv_core::time::ArmedTimer {
+            deadline: self.deadline.load(Relaxed),
+            ticks: self.ticks.load(Relaxed),
+        }
+    }
+
+    fn store(&self, deadline: u64, ticks: u64) {
+        use core::sync::atomic::Ordering::Relaxed;
+        self.deadline.store(deadline, Relaxed);
+        self.ticks.store(ticks, Relaxed);
+    }
 }
 
 /// Free frames just before dom0 was built: what a complete teardown of dom0 returns

@@ -41,6 +41,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     arch::x86_64::percpu::init_bsp(arch::x86_64::entry_stack_top());
     arch::x86_64::guest::init_syscall();
     cpu::enable_sse();
+    let xsave = cpu::enable_xsave();
     cpu::enable_machine_check();
     let faulting = cpu::enable_cpuid_faulting();
 
@@ -57,6 +58,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
         "cpuid faulting: {}",
         if faulting { "on" } else { "not available" }
     );
+    log::info!("xsave: xcr0 mask {xsave:#x}");
     // The #GP fixup that guest-requested host MSR reads rely on (no CPU has MSR
     // 0xFFFFFFFF): a broken fixup stops the machine here, not in a guest's rdmsr.
     // QEMU's TCG reads unknown MSRs as 0 without a fault (so does Xen's rdmsr_safe
@@ -168,6 +170,9 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
             log::info!("no domain to run; idling");
             loop {
                 cpu::hlt();
+                if time::refine_due() {
+                    time::refine();
+                }
             }
         }
     }

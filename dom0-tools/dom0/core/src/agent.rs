@@ -73,6 +73,7 @@ const XS_LIST_MAX: usize = 4096;
 #[derive(Debug, Clone, Copy)]
 struct Policy {
     on_poweroff: ExitAction,
+    on_reboot: ExitAction,
     on_crash: ExitAction,
     /// The stop was seen and handled (a preserved domain is not handled twice).
     handled: bool,
@@ -538,6 +539,15 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         }
     }
 
+    /// Serves the store rings for a wake-up that only store channels caused
+    /// (dom0's fast path). Returns false when that changed the store: the back
+    /// ends and the control link's watches must then see it in a full pass.
+    pub fn serve_store_event(&mut self) -> bool {
+        let generation = self.xs.generation();
+        self.service_stores();
+        self.xs.generation() == generation
+    }
+
     /// Serves the block back end: the handshakes of vbds whose front end changed
     /// something in the store, then every connected ring. Returns whether a
     /// ring still has requests waiting (serve again without sleeping).
@@ -864,6 +874,8 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 format!("a domain named {} exists", c.name),
             ));
         }
+        // The UUID first: it is the domain's handle from `createdomain` on, as in xl.
+        let uuid = c.uuid.map_or_else(|| self.new_uuid(), Uuid);
         let rebooting = self.reboot_kernel.take();
         let image: &[u8] = match (&c.kernel, &rebooting) {
             (Kernel::Uploaded(_), Some(kept)) => kept.bytes().ok_or_else(|| {
@@ -895,6 +907,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         check_kernel(image)?;
         let req = BuildRequest {
             name: &c.name,
+            handle: uuid.0,
             image,
             memory_mib: c.memory_mib,
             cmdline: c.cmdline.as_bytes(),
@@ -942,7 +955,6 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         );
         // XenStore, as xl does before it unpauses: the domain's nodes, dom0's side
         // of its ring (mapped page, bound channel), `XS_INTRODUCE`.
-        let uuid = c.uuid.map_or_else(|| self.new_uuid(id), Uuid);
         if let Err(e) = self.open_store(id, c, uuid, &built) {
             let _ = self.destroy_domain(id);
             return Err(e);
@@ -962,6 +974,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             id.0,
             Policy {
                 on_poweroff: c.on_poweroff,
+                on_reboot: c.on_reboot,
                 on_crash: c.on_crash,
                 handled: false,
             },
@@ -977,10 +990,10 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         Ok(Response::Created { domid: id.0 })
     }
 
-    /// A fresh UUID for `id` (the pvclock, the id and a counter as the seed).
-    fn new_uuid(&mut self, id: DomId) -> Uuid {
+    /// A fresh UUID (the pvclock and a counter as the seed).
+    fn new_uuid(&mut self) -> Uuid {
         self.uuids_made += 1;
-        let seed = self.hv.now_ns() ^ (u64::from(id.0) << 48) ^ self.uuids_made.rotate_left(32);
+        let seed = self.hv.now_ns() ^ self.uuids_made.rotate_left(32);
         let u = Uuid::generate(seed);
         if self.configs.values().any(|c| c.uuid == Some(u.0)) {
             return Uuid::generate(seed ^ 0xdead_beef);
@@ -1015,7 +1028,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             .hv
             .map_ring(id, built.xenstore.0)
             .map_err(|e| hv_error(format_args!("mapping {}'s xenstore page", c.name), e))?;
-        let port = match self.hv.bind_interdomain(id, built.xenstore.1) {
+        let port = match self.hv.bind_store(id, built.xenstore.1) {
             Ok(p) => p,
             Err(e) => {
                 self.hv.unmap_ring(ring);
@@ -1168,7 +1181,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// Background work between requests: console output of every domain dom0 serves
     /// (streamed onto `out` for the attached one), and, when `VIRQ_DOM_EXC` fired (or
     /// once a second regardless), the domains that stopped, handled by their
-    /// `on_poweroff`/`on_crash` (xl's `destroy` or `preserve`).
+    /// `on_poweroff`/`on_reboot`/`on_crash` (xl's `destroy`, `restart` or `preserve`).
     pub fn tick(&mut self, now: u64, out: &mut Vec<u8>) {
         // The store rings: at most once per STORE_SWEEP_NS (dom0's loop spins
         // while a request arrives; sweeping every ring on each spin would slow
@@ -1219,22 +1232,25 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             }
             p.handled = true;
             let p = *p;
-            if reason == ShutdownReason::Reboot as u32 && self.restart(dom, out) {
+            // xl's mapping: reboot, crash, and every other reason (poweroff, suspend,
+            // watchdog, soft reset) as poweroff.
+            let (action, why, key) = match reason {
+                r if r == ShutdownReason::Reboot as u32 => (p.on_reboot, "rebooted", "reboot"),
+                r if r == ShutdownReason::Crash as u32 => (p.on_crash, "crashed", "crash"),
+                _ => (p.on_poweroff, "shut down", "poweroff"),
+            };
+            if action == ExitAction::Restart && self.restart(dom, out) {
                 continue;
             }
-            let crashed = reason == ShutdownReason::Crash as u32;
-            let action = if crashed { p.on_crash } else { p.on_poweroff };
-            let why = if crashed { "crashed" } else { "shut down" };
-            if action == ExitAction::Destroy {
+            // A restart that cannot be done (an uploaded kernel no longer kept)
+            // leaves the domain dead: destroyed, as xl would after a failed rebuild.
+            if action != ExitAction::Preserve {
                 let was_attached = self.attached == Some(dom);
                 let _ = self.destroy_domain(dom);
                 if was_attached {
                     let ev = Event::ConsoleClosed {
                         domid: id,
-                        reason: format!(
-                            "the domain {why} and was destroyed (on_{})",
-                            if crashed { "crash" } else { "poweroff" }
-                        ),
+                        reason: format!("the domain {why} and was destroyed (on_{key})"),
                     };
                     let _ = ev.write_frame(out);
                 }
@@ -1261,9 +1277,8 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         }
     }
 
-    /// `on_reboot = "restart"` (xl's default): the domain asked to reboot, so it is
-    /// destroyed and built again from its config, with the same name and UUID (and
-    /// a new id). Only domains built from one of dom0's images can be: an upload is
+    /// `restart` (xl's default `on_reboot`): the domain stopped, so it is destroyed
+    /// and built again from its config, with the same name and UUID (and a new id). Only domains built from one of dom0's images can be: an upload is
     /// gone once used. Returns whether it was restarted.
     fn restart(&mut self, dom: DomId, out: &mut Vec<u8>) -> bool {
         let Some(c) = self.configs.get(&dom.0).cloned() else {

@@ -25,8 +25,10 @@ use crate::hv::Hypervisor;
 /// What to build.
 #[derive(Clone, Copy, Debug)]
 pub struct BuildRequest<'a> {
-    /// The domain's name (its handle carries the first 16 bytes).
+    /// The domain's name (for messages).
     pub name: &'a str,
+    /// Its handle (`xen_domain_handle_t`): the domain's UUID, as xl passes it.
+    pub handle: [u8; 16],
     /// The PV ELF image.
     pub image: &'a [u8],
     /// Memory in MiB.
@@ -142,15 +144,6 @@ fn hv_err(step: &'static str) -> impl Fn(Errno) -> BuildError {
     move |errno| BuildError::Hypervisor { step, errno }
 }
 
-/// The handle (`xen_domain_handle_t`) for `name`: its first 16 bytes, zero-padded.
-pub fn handle_of(name: &str) -> [u8; 16] {
-    let mut h = [0u8; 16];
-    for (d, s) in h.iter_mut().zip(name.bytes()) {
-        *d = s;
-    }
-    h
-}
-
 /// Builds and starts a domU from `req` (see the module docs for the sequence). On
 /// failure the half-built domain is destroyed, so nothing is left behind.
 pub fn build<H: Hypervisor>(hv: &mut H, req: &BuildRequest<'_>) -> Result<Built, BuildError> {
@@ -172,7 +165,7 @@ pub fn build<H: Hypervisor>(hv: &mut H, req: &BuildRequest<'_>) -> Result<Built,
         });
     }
     let dom = hv
-        .create_domain(handle_of(req.name))
+        .create_domain(req.handle)
         .map_err(hv_err("XEN_DOMCTL_createdomain"))?;
     match fill_and_start(hv, dom, req, &elf, &info, &layout) {
         Ok(b) => Ok(b),

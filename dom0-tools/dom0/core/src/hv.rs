@@ -105,6 +105,12 @@ pub trait Hypervisor {
 
     /// `EVTCHNOP_bind_interdomain` to `dom`'s `port`: dom0's end.
     fn bind_interdomain(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno>;
+    /// [`Hypervisor::bind_interdomain`] for `dom`'s XenStore channel: dom0 may
+    /// tell its events from the others' (its serve loop answers a store-only
+    /// wake-up without a full pass over its back ends).
+    fn bind_store(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {
+        self.bind_interdomain(dom, port)
+    }
     /// `EVTCHNOP_close` of dom0's `port`.
     fn close(&mut self, port: EvtchnPort);
     /// `EVTCHNOP_send` on dom0's `port`.

@@ -172,10 +172,16 @@ impl Hypervisor for FakeHv {
         self.now
     }
 
-    fn create_domain(&mut self, _handle: [u8; 16]) -> Result<DomId, Errno> {
+    fn create_domain(&mut self, handle: [u8; 16]) -> Result<DomId, Errno> {
         self.check("createdomain".into())?;
         let id = (1..).find(|i| !self.domains.contains_key(i)).unwrap();
-        self.domains.insert(id, dom(id, DOMINF_PAUSED, 0));
+        self.domains.insert(
+            id,
+            DomctlGetDomainInfo {
+                handle,
+                ..dom(id, DOMINF_PAUSED, 0)
+            },
+        );
         Ok(DomId(id))
     }
 
@@ -585,6 +591,7 @@ fn create(name: &str, kernel: Kernel) -> Request {
         vcpus: 1,
         cmdline: String::new(),
         on_poweroff: ExitAction::Destroy,
+        on_reboot: ExitAction::Restart,
         on_crash: ExitAction::Destroy,
         uuid: None,
         disks: Vec::new(),
@@ -1063,6 +1070,66 @@ fn stopped_domains_follow_on_crash_and_on_poweroff() {
     }
 }
 
+/// `on_reboot` and `restart`: a reboot with `on_reboot = "destroy"` removes the
+/// domain, with `preserve` keeps it dead; `on_poweroff = "restart"` builds a domain
+/// that powered off again, under its name and UUID. The UUID is the domain's handle.
+#[test]
+fn on_reboot_and_restart_follow_the_config() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let with = |name: &str, f: &dyn Fn(&mut CreateRequest)| {
+        let Request::Create(mut c) = create(name, Kernel::Named("small".into())) else {
+            unreachable!()
+        };
+        f(&mut c);
+        Request::Create(c)
+    };
+    let uuid = [0x42; 16];
+    let gone = created(ask(
+        &mut a,
+        with("gone", &|c| c.on_reboot = ExitAction::Destroy),
+    ));
+    let kept = created(ask(
+        &mut a,
+        with("kept", &|c| c.on_reboot = ExitAction::Preserve),
+    ));
+    let again = created(ask(
+        &mut a,
+        with("again", &|c| {
+            c.on_poweroff = ExitAction::Restart;
+            c.uuid = Some(uuid);
+        }),
+    ));
+    assert_eq!(
+        a.hv().domains[&again.0].handle,
+        uuid,
+        "the handle is the UUID"
+    );
+    let reboot = hypercall_abi::sched::ShutdownReason::Reboot as u32;
+    for (id, reason) in [(gone, reboot), (kept, reboot), (again, 0)] {
+        let d = a.hv().domains.get_mut(&id.0).unwrap();
+        d.flags |= DOMINF_SHUTDOWN | (reason << 16);
+    }
+    let mut out = Vec::new();
+    a.tick(30_000_000_000, &mut out);
+    assert!(a.hv().domains.contains_key(&kept.0), "on_reboot=preserve");
+    assert!(
+        !a.hv().domains.contains_key(&again.0),
+        "the old one is gone"
+    );
+    // (The fake hypervisor hands out the lowest free id: `again` gets `gone`'s.)
+    match ask(&mut a, Request::List) {
+        Response::Domains(l) => {
+            let mut names: Vec<&str> = l.iter().map(|d| d.name.as_str()).collect();
+            names.sort_unstable();
+            assert_eq!(names, ["Domain-0", "again", "kept"], "on_reboot=destroy");
+            let new = l.iter().find(|d| d.name == "again").unwrap();
+            assert_ne!(new.id, again.0, "built again under a new id");
+            assert_eq!(a.hv().domains[&new.id].handle, uuid, "same UUID");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// The watch events in `out`.
 fn xs_events(out: &[u8]) -> Vec<String> {
     let mut dec = FrameDecoder::new();
@@ -1293,4 +1360,49 @@ fn uploaded_kernels_are_kept_for_reboots_and_shared() {
         Response::Ok
     );
     assert_eq!(a.kept_kernels(), (0, 0));
+}
+
+/// A store-only wake-up (dom0's fast path): a read is answered with the store
+/// rings alone; a write is answered too but asks for the full pass (back ends
+/// and the control link's watches must see it).
+#[test]
+fn a_store_event_answers_reads_alone_and_sends_writes_to_the_full_pass() {
+    use hypercall_abi::io::xenstore::XenstoreFront;
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let id = created(ask(&mut a, create("web", Kernel::Named("small".into()))));
+    // The store page is the domain's last mapped ring (after its console).
+    let ring = *a
+        .hv()
+        .rings
+        .iter()
+        .filter(|(_, (d, _))| *d == id)
+        .map(|(r, _)| r)
+        .max()
+        .unwrap();
+    let ask_ring = |a: &mut TestAgent, ty: u32, payload: &[u8]| {
+        let mut msg = Vec::new();
+        for w in [ty, 7, 0, u32::try_from(payload.len()).unwrap()] {
+            msg.extend_from_slice(&w.to_le_bytes());
+        }
+        msg.extend_from_slice(payload);
+        {
+            let page = &a.hv().rings[&ring].1;
+            let mut front = XenstoreFront::new(page).unwrap();
+            assert_eq!(front.requests.write(&msg).unwrap(), msg.len());
+        }
+        let quiet = a.serve_store_event();
+        let page = &a.hv().rings[&ring].1;
+        let mut front = XenstoreFront::new(page).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = front.responses.read(&mut buf).unwrap();
+        (quiet, buf[..n].to_vec())
+    };
+    let (quiet, reply) = ask_ring(&mut a, 2, b"/local/domain/1/name\0");
+    assert!(quiet, "a read changes nothing");
+    assert_eq!(&reply[..4], &2u32.to_le_bytes());
+    assert_eq!(&reply[16..], b"web");
+    let (quiet, reply) = ask_ring(&mut a, 11, b"/local/domain/1/data/x\0v");
+    assert_eq!(&reply[..4], &11u32.to_le_bytes(), "{reply:?}");
+    assert!(!quiet, "a write needs the full pass");
+    assert_eq!(xs_read(&mut a, "/local/domain/1/data/x").unwrap(), "v");
 }

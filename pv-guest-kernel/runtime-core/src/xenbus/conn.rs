@@ -105,9 +105,13 @@ impl<'a> Connection<'a> {
     }
 
     /// Write queued output into the request stream and read the response
-    /// stream into the client; returns whether either stream moved (then
-    /// notify xenstored). Does nothing while a reset is in progress. An
-    /// impossible index marks the connection broken ([`XsError::Ring`]).
+    /// stream into the client; returns whether xenstored must be told: it
+    /// has new requests, or the responses were read from a full ring (it
+    /// may be waiting for room). Reading from a ring that was not full
+    /// tells it nothing, as in Linux's `xb_read`: xenstored writes all it
+    /// has while there is room, so it cannot be waiting. Does nothing while
+    /// a reset is in progress. An impossible index marks the connection
+    /// broken ([`XsError::Ring`]).
     pub fn pump(&mut self) -> Result<bool, XsError> {
         if let Some(e) = self.client.broken() {
             return Err(e.clone());
@@ -134,6 +138,11 @@ impl<'a> Connection<'a> {
         }
         let mut buf = [0u8; XENSTORE_RING_SIZE];
         loop {
+            let full = self
+                .front
+                .responses
+                .available()
+                .is_ok_and(|n| n as usize >= XENSTORE_RING_SIZE);
             let n = match self.front.responses.read(&mut buf) {
                 Ok(n) => n,
                 Err(_) => return Err(self.broken(XsError::Ring)),
@@ -141,7 +150,7 @@ impl<'a> Connection<'a> {
             if n == 0 {
                 break;
             }
-            moved = true;
+            moved |= full;
             self.client.receive(buf.get(..n).unwrap_or(&[]))?;
         }
         Ok(moved)
@@ -152,7 +161,7 @@ impl<'a> Connection<'a> {
         e
     }
 
-    /// Pump, notifying xenstored when something moved.
+    /// Pump, notifying xenstored when it must be told ([`pump`](Self::pump)).
     pub fn poll(&mut self, ch: &mut impl Channel) -> Result<(), XsError> {
         if self.pump()? {
             ch.notify();

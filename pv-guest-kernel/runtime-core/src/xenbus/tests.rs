@@ -2,6 +2,7 @@
 //! `xs_wire.h`: a little-endian header `{type, req_id, tx_id, len}` and the
 //! payload; none is produced by the encoder under test.
 
+use std::boxed::Box;
 use std::string::{String, ToString};
 use std::vec;
 use std::vec::Vec;
@@ -9,7 +10,7 @@ use std::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use hypercall_abi::io::PAGE_WORDS;
-use hypercall_abi::io::xenstore::{XSD_ERRORS, XenstoreBack, XsdSockmsgType};
+use hypercall_abi::io::xenstore::{XENSTORE_RING_SIZE, XSD_ERRORS, XenstoreBack, XsdSockmsgType};
 use hypercall_abi::{DomId, Errno};
 use proptest::prelude::*;
 
@@ -1124,4 +1125,42 @@ fn shutdown_requests() {
     assert_eq!(R::Poweroff.reason(), ShutdownReason::Poweroff);
     assert_eq!(R::Reboot.reason(), ShutdownReason::Reboot);
     assert_eq!(R::Suspend.reason(), ShutdownReason::Suspend);
+}
+
+#[test]
+fn reading_a_reply_from_a_ring_that_was_not_full_notifies_nobody() {
+    // Linux's xb_read: only a read that frees a full ring tells xenstored.
+    let p = page();
+    let mut d = Daemon::new(
+        &p,
+        64,
+        vec![(
+            b"\x02\0\0\0\x01\0\0\0\0\0\0\0\x06\0\0\0domid\0",
+            b"\x02\0\0\0\x01\0\0\0\0\0\0\0\x01\0\0\x003",
+        )],
+    );
+    let mut c = Connection::new(&p).unwrap();
+    assert_eq!(c.read(&mut d, TxId::NONE, "domid"), Ok(b"3".to_vec()));
+    assert_eq!(d.notifies, 1, "only the request is notified");
+}
+
+#[test]
+fn reading_from_a_full_ring_notifies_xenstored() {
+    // A 3000-byte reply, written a ring-full at a time: each read that empties
+    // a full ring must notify, or a real xenstored would wait for room forever.
+    let value = vec![b'v'; 3000];
+    let mut reply = vec![2u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+    reply.extend_from_slice(&u32::try_from(value.len()).unwrap().to_le_bytes());
+    reply.extend_from_slice(&value);
+    let reply: &'static [u8] = Box::leak(reply.into_boxed_slice());
+    let p = page();
+    let mut d = Daemon::new(
+        &p,
+        XENSTORE_RING_SIZE,
+        vec![(b"\x02\0\0\0\x01\0\0\0\0\0\0\0\x06\0\0\0domid\0", reply)],
+    );
+    let mut c = Connection::new(&p).unwrap();
+    assert_eq!(c.read(&mut d, TxId::NONE, "domid"), Ok(value));
+    // The request, then the two reads that found the ring full.
+    assert_eq!(d.notifies, 3);
 }

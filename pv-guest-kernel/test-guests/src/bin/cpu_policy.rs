@@ -10,14 +10,16 @@
 //! 2. a native `cpuid` (not trapped unless the hypervisor uses CPUID
 //!    faulting) agrees with the forced one on the bits a guest can rely on
 //!    either way: the vendor and the maximum leaves;
-//! 3. CR4: every write is accepted; only TSD, DE and FSGSBASE stick (OSXSAVE
-//!    needs XSAVE; PGE, PSE, SMEP, ... are dropped); PAE, OSFXSR and
+//! 3. CR4: every write is accepted; only TSD, DE, FSGSBASE and OSXSAVE stick
+//!    (OSXSAVE with XSAVE; PGE, PSE, SMEP, ... are dropped); PAE, OSFXSR and
 //!    OSXMMEXCPT read as the real CR4 has them;
 //! 4. MSRs, as Xen's PV `read_msr`/`write_msr` answer them: PAT reads
 //!    0x0000050100070406 and takes only that value; MCG_CAP/MCG_STATUS and
 //!    the MCi banks per vMCE; APIC_BASE, MISC_ENABLE, PLATFORM_INFO,
 //!    MISC_FEATURES_ENABLES, EFER, the AMD HWCR/DE_CFG/perf MSRs; writes to
-//!    0x8b, TSC_AUX and MCG_STATUS dropped; unknown MSRs #GP;
+//!    0x8b, TSC_AUX and MCG_STATUS dropped; unknown MSRs #GP; SPEC_CTRL,
+//!    PRED_CMD, FLUSH_CMD and ARCH_CAPABILITIES as the policy's speculation bits
+//!    say;
 //! 5. FS/GS bases: after loading a null `%gs` (which clears the hardware
 //!    base on this CPU), `set_segment_base(SEGBASE_GS_KERNEL, old)` makes
 //!    `%gs:` reach `old` again; likewise `wrmsr(GS_BASE)` and `%fs`.
@@ -254,6 +256,10 @@ const CR4_SMAP: u64 = 1 << 21;
 // MSRs.
 const MSR_APIC_BASE: u32 = 0x1b;
 const MSR_UCODE_REV: u32 = 0x8b;
+const MSR_SPEC_CTRL: u32 = 0x48;
+const MSR_PRED_CMD: u32 = 0x49;
+const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
+const MSR_FLUSH_CMD: u32 = 0x10b;
 const MSR_PLATFORM_INFO: u32 = 0xce;
 const MSR_MISC_FEATURES_ENABLES: u32 = 0x140;
 const MSR_MCG_CAP: u32 = 0x179;
@@ -286,6 +292,79 @@ const DUMP_MSRS: &[u32] = &[
     0xc0010061, 0xc0010062, 0xc0010063, 0xc0010064, 0xc0010114, 0xc0010140, 0xc0010141, 0xc0011020,
     0xc0011021, 0xc0011022, 0xc0011023, 0xc001102a, 0xc0011029, 0xc00110e3, 0xc0000408,
 ];
+
+/// The speculation-control MSRs, as the policy's bits say (Xen's `guest_rdmsr`/
+/// `guest_wrmsr`): SPEC_CTRL with IBRSB or IBRS (reads back what was written, #GP for
+/// a reserved bit), PRED_CMD with IBRSB or IBPB and FLUSH_CMD with L1D_FLUSH (write-only
+/// commands of their one bit), ARCH_CAPABILITIES with ARCH_CAPS (read-only); #GP for
+/// each without its feature.
+fn spec_msrs() {
+    let gp = |what: &str, got: Option<u64>| expect(NAME, what, got, None);
+    let d7 = forced(7, 0)[3];
+    let e8b = forced(0x8000_0008, 0)[1];
+    let ibrsb = d7 & (1 << 26) != 0;
+    let spec_ctrl = ibrsb || e8b & (1 << 14) != 0;
+    let ibpb = ibrsb || e8b & (1 << 12) != 0;
+    let l1d_flush = d7 & (1 << 28) != 0;
+    let arch_caps = d7 & (1 << 29) != 0;
+    if spec_ctrl {
+        expect(NAME, "rdmsr(SPEC_CTRL)", rdmsr(MSR_SPEC_CTRL), Some(0));
+        expect(
+            NAME,
+            "wrmsr(SPEC_CTRL, IBRS)",
+            wrmsr(MSR_SPEC_CTRL, 1),
+            true,
+        );
+        expect(
+            NAME,
+            "SPEC_CTRL after a write",
+            rdmsr(MSR_SPEC_CTRL),
+            Some(1),
+        );
+        expect(
+            NAME,
+            "wrmsr(SPEC_CTRL, bit 3)",
+            wrmsr(MSR_SPEC_CTRL, 8),
+            false,
+        );
+        expect(NAME, "wrmsr(SPEC_CTRL, 0)", wrmsr(MSR_SPEC_CTRL, 0), true);
+    } else {
+        gp("rdmsr(SPEC_CTRL) without IBRS", rdmsr(MSR_SPEC_CTRL));
+        expect(
+            NAME,
+            "wrmsr(SPEC_CTRL) without IBRS",
+            wrmsr(MSR_SPEC_CTRL, 0),
+            false,
+        );
+    }
+    gp("rdmsr(PRED_CMD)", rdmsr(MSR_PRED_CMD));
+    expect(NAME, "wrmsr(PRED_CMD, IBPB)", wrmsr(MSR_PRED_CMD, 1), ibpb);
+    expect(
+        NAME,
+        "wrmsr(PRED_CMD, bit 1)",
+        wrmsr(MSR_PRED_CMD, 2),
+        false,
+    );
+    gp("rdmsr(FLUSH_CMD)", rdmsr(MSR_FLUSH_CMD));
+    expect(
+        NAME,
+        "wrmsr(FLUSH_CMD, L1D)",
+        wrmsr(MSR_FLUSH_CMD, 1),
+        l1d_flush,
+    );
+    expect(
+        NAME,
+        "rdmsr(ARCH_CAPABILITIES) succeeds",
+        rdmsr(MSR_ARCH_CAPABILITIES).is_some(),
+        arch_caps,
+    );
+    expect(
+        NAME,
+        "wrmsr(ARCH_CAPABILITIES)",
+        wrmsr(MSR_ARCH_CAPABILITIES, 0),
+        false,
+    );
+}
 
 fn dump() {
     let [max, ..] = forced(0, 0);
@@ -695,6 +774,7 @@ fn check_msrs() {
     } else {
         gp("rdmsr(DE_CFG) on Intel", rdmsr(MSR_AMD64_DE_CFG));
     }
+    spec_msrs();
     gp("rdmsr(DEBUGCTL)", rdmsr(MSR_DEBUGCTL));
     gp("rdmsr(SYSENTER_CS)", rdmsr(0x174));
     gp("rdmsr(LSTAR)", rdmsr(0xc000_0082));

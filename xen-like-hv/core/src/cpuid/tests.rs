@@ -254,36 +254,20 @@ const DOM0_KERNEL_FORCED: Caller = Caller {
     path: Path::Forced,
     cr4: 0,
     vcpu_id: 0,
+    xcr0: 0,
+    host_osxsave: true,
 };
 
-/// What Xen showed, less what this hypervisor does not offer (`UNSUPPORTED`): XSAVE
-/// and what needs it (OSXSAVE, AVX, F16C, FMA in leaf 1; AVX2 in leaf 7 EBX; VAES
-/// in leaf 7 ECX), and leaf 0xD.
-fn expected_here(leaf: u32, sub: u32, xen: Leaf) -> Leaf {
-    let mut e = xen;
-    match (leaf, sub) {
-        (1, 0) => e[2] &= !((1 << 26) | (1 << 27) | (1 << 28) | (1 << 29) | (1 << 12)),
-        (7, 0) => {
-            e[1] &= !(1 << 5);
-            e[2] &= !(1 << 9);
-        }
-        (0xd, _) => e = [0; 4],
-        _ => {}
-    }
-    e
-}
-
 #[test]
-fn matches_real_xen_on_qemu_max_but_for_xsave() {
+fn matches_real_xen_on_qemu_max() {
     let m = qemu_max_host();
     let host = host_fn(&m);
     let info = HostInfo::default();
     for &(leaf, sub, xen, _) in XEN_DOM0_ON_QEMU_MAX {
         let got = pv_cpuid(&host, &info, leaf, sub, &DOM0_KERNEL_FORCED);
-        let want = expected_here(leaf, sub, xen);
         assert_eq!(
-            got, want,
-            "leaf {leaf:#x}.{sub}: got {got:08x?}, Xen (adjusted) {want:08x?}"
+            got, xen,
+            "leaf {leaf:#x}.{sub}: got {got:08x?}, Xen {xen:08x?}"
         );
     }
 }
@@ -415,7 +399,7 @@ fn intel_host_with_everything() {
         };
         assert_eq!(extra & !allowed, 0, "word {w}: {extra:#x}");
     }
-    assert!(!fs.has(feat::XSAVE));
+    assert!(fs.has(feat::XSAVE));
     assert_eq!(q(1, 0)[1] >> 24, 0, "APIC ID 0");
     assert_eq!(q(2, 0)[0] & 0xff, 1);
     assert_eq!(
@@ -434,7 +418,55 @@ fn intel_host_with_everything() {
     );
     assert_eq!(q(0x8000_0009, 0), [0; 4], "beyond Intel's extended range");
     assert_eq!(q(0xb, 0), [0; 4]);
-    assert_eq!(q(0xd, 0), [0; 4]);
+    // x87, SSE, AVX, AVX-512; not MPX or PKU (not PV features).
+    assert_eq!(q(0xd, 0)[0], 0xe7);
+    assert_eq!(q(0xd, 0)[3], 0);
+    assert_eq!(q(0xd, 1)[0], 0x7, "XSAVEOPT, XSAVEC, XGETBV1; not XSAVES");
+    assert_eq!(q(0xd, 3), [0; 4]);
+    assert_eq!(q(0xd, 9), [0; 4]);
+    assert_eq!(q(0xd, 63), [0; 4]);
+}
+
+#[test]
+fn leaf_0xd_reports_the_size_for_the_vcpus_xcr0() {
+    let m = qemu_max_host();
+    let host = host_fn(&m);
+    let info = HostInfo::default();
+    let ymm = Caller {
+        xcr0: 7,
+        ..DOM0_KERNEL_FORCED
+    };
+    assert_eq!(pv_cpuid(&host, &info, 0xd, 0, &ymm), [7, 0x340, 0x340, 0]);
+    assert_eq!(
+        pv_cpuid(&host, &info, 0xd, 0, &DOM0_KERNEL_FORCED),
+        [7, 0x240, 0x340, 0]
+    );
+}
+
+#[test]
+fn osxsave_leaks_only_into_a_kernels_forced_cpuid() {
+    let m = qemu_max_host();
+    let host = host_fn(&m);
+    let info = HostInfo::default();
+    let osx = |c: &Caller| pv_cpuid(&host, &info, 1, 0, c)[2] & (1 << 27) != 0;
+    assert!(osx(&DOM0_KERNEL_FORCED));
+    for c in [
+        Caller {
+            kernel_mode: false,
+            ..DOM0_KERNEL_FORCED
+        },
+        Caller {
+            path: Path::Faulted,
+            ..DOM0_KERNEL_FORCED
+        },
+        Caller {
+            host_osxsave: false,
+            ..DOM0_KERNEL_FORCED
+        },
+    ] {
+        assert!(!osx(&c), "{c:?}");
+        assert!(osx(&Caller { cr4: 1 << 18, ..c }), "{c:?} with CR4.OSXSAVE");
+    }
 }
 
 #[test]
@@ -447,4 +479,38 @@ fn dependencies_follow_a_hidden_feature() {
         assert!(!fs.has(f), "{f:?}");
     }
     assert!(fs.has(feat::FSGSBASE));
+}
+
+/// The speculation-control bits as Xen 4.17's PV default shows them: on Intel IBRSB,
+/// STIBP, SSBD and ARCH_CAPS pass, L1D_FLUSH does not (not a PV default feature),
+/// and IBPB is added; on AMD only IBPB (IBRS, AMD_STIBP, AMD_SSBD are HVM-only).
+#[test]
+fn speculation_controls_as_xens_pv_default() {
+    let info = HostInfo::default();
+    let spec7d = (1 << 26) | (1 << 27) | (1 << 28) | (1 << 29) | (1 << 31);
+    let intel = |l: u32, _s: u32| -> Leaf {
+        match l {
+            0 => [0xd, 0x756e_6547, 0x6c65_746e, 0x4965_6e69],
+            7 => [0, 0, 0, spec7d],
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
+            _ => [0; 4],
+        }
+    };
+    let d7 = pv_cpuid(&intel, &info, 7, 0, &DOM0_KERNEL_FORCED)[3];
+    assert_eq!(d7, spec7d & !(1 << 28));
+    let e8b = pv_cpuid(&intel, &info, 0x8000_0008, 0, &DOM0_KERNEL_FORCED)[1];
+    assert_eq!(e8b, 1 << 12, "IBPB implied by IBRSB");
+
+    let amd8b = (1 << 12) | (1 << 14) | (1 << 15) | (1 << 24);
+    let amd = |l: u32, _s: u32| -> Leaf {
+        match l {
+            0 => [0xd, AMD_EBX, 0, 0],
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
+            0x8000_0008 => [0x3030, amd8b, 0, 0],
+            _ => [0; 4],
+        }
+    };
+    let e8b = pv_cpuid(&amd, &info, 0x8000_0008, 0, &DOM0_KERNEL_FORCED)[1];
+    assert_eq!(e8b, 1 << 12);
+    assert_eq!(pv_cpuid(&amd, &info, 7, 0, &DOM0_KERNEL_FORCED), [0; 4]);
 }

@@ -259,16 +259,13 @@ fn mov_to_cr4_takes_the_guest_controllable_bits_the_policy_allows_and_drops_the_
     w.regs.rbx = u64::MAX;
     assert_eq!(gp(&mut w), Outcome::Resume);
     assert_eq!(w.regs.rip, KRIP + 3, "never a #GP");
-    // OSXSAVE is dropped: the policy hides XSAVE.
-    assert_eq!(w.vcpu.cr4, cr4::TSD | cr4::DE | cr4::FSGSBASE);
+    let all = cr4::TSD | cr4::DE | cr4::FSGSBASE | cr4::OSXSAVE;
+    assert_eq!(w.vcpu.cr4, all);
 
     w.regs.rip = KRIP;
     w.code(&[0x0F, 0x20, 0xE0]); // mov %cr4,%rax
     assert_eq!(gp(&mut w), Outcome::Resume);
-    assert_eq!(
-        w.regs.rax,
-        cr4::TSD | cr4::DE | cr4::FSGSBASE | (w.p.cr4 & cr4::VISIBLE_MASK)
-    );
+    assert_eq!(w.regs.rax, all | (w.p.cr4 & cr4::VISIBLE_MASK));
 
     // Clearing them again; PAE and friends cannot be cleared (they are not the
     // guest's), and writing them does not fault either.
@@ -1154,4 +1151,63 @@ fn mov_store_lengths() {
     ] {
         assert_eq!(mov_store(code), want, "{code:02x?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// xsetbv
+// ---------------------------------------------------------------------------------------
+
+const XSETBV: [u8; 3] = [0x0F, 0x01, 0xD1];
+
+/// A kernel with XSAVE in its policy and CR4.OSXSAVE set, about to `xsetbv` `value`
+/// to XCR `index`.
+fn xsetbv_world(index: u64, value: u64) -> World {
+    let mut w = kernel_with(&XSETBV);
+    all_cr4_features(&mut w);
+    w.vcpu.cr4 = cr4::OSXSAVE;
+    w.regs.rcx = index | 0xdead_0000_0000;
+    w.regs.rax = (value & 0xFFFF_FFFF) | 0xFFFF_FFFF_0000_0000;
+    w.regs.rdx = value >> 32;
+    w
+}
+
+#[test]
+fn xsetbv_of_a_valid_xcr0_is_loaded_and_kept_per_vcpu() {
+    for value in [0x3, 0x7, 0x1] {
+        let mut w = xsetbv_world(0, value);
+        assert_eq!(gp(&mut w), Outcome::Resume);
+        assert_eq!(w.regs.rip, KRIP + 3);
+        assert_eq!((w.vcpu.xcr0, w.p.xcr0), (value, value));
+    }
+}
+
+#[test]
+fn xsetbv_of_what_xen_refuses_is_a_gp() {
+    // YMM without SSE, no x87, MPX (not in this host's mask), XCR1, PKRU.
+    for (index, value) in [(0, 0x5), (0, 0x2), (0, 0x1b), (1, 0x3), (0, 0x203)] {
+        let mut w = xsetbv_world(index, value);
+        w.p.xfeature_mask = 0x207;
+        assert_eq!(gp(&mut w), Outcome::Resume);
+        assert_delivered(&w, GP, Some(0), KRIP);
+        assert_eq!((w.vcpu.xcr0, w.p.xcr0), (0, 0), "{index} {value:#x}");
+    }
+}
+
+#[test]
+fn xsetbv_without_cr4_osxsave_is_a_ud_and_from_user_mode_a_gp() {
+    let mut w = xsetbv_world(0, 0x7);
+    w.vcpu.cr4 = 0;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, UD, None, KRIP);
+    assert_eq!(w.vcpu.xcr0, 0);
+
+    let mut w = World::user();
+    w.set_trap(GP, 0, false);
+    all_cr4_features(&mut w);
+    w.vcpu.cr4 = cr4::OSXSAVE;
+    w.code(&XSETBV);
+    w.regs.rax = 0x7;
+    assert_eq!(gp(&mut w), Outcome::Resume);
+    assert_delivered(&w, GP, Some(0), URIP);
+    assert_eq!(w.vcpu.xcr0, 0);
 }

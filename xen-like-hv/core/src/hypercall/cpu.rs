@@ -181,12 +181,11 @@ pub fn set_segment_base<P: Platform>(ctx: &mut GuestCtx<'_, P>, which: u32, base
         SEGBASE_GS_USER => ctx.vcpu.gs_base_user = canonical(base)?,
         SEGBASE_GS_KERNEL => ctx.vcpu.gs_base_kernel = canonical(base)?,
         SEGBASE_GS_USER_SEL => {
-            // Loading a flat selector resets the user GS base to the descriptor's (0);
-            // a selector that does not load becomes NULL, as on Xen.
-            let sel = (base & 0xFFFF) as u16 | 3;
-            let flat = [FLAT_RING3_SS64, FLAT_RING3_CS64, FLAT_RING3_CS32];
-            ctx.vcpu.gs_sel_user = if flat.contains(&sel) { sel } else { 0 };
-            ctx.vcpu.gs_base_user = 0;
+            // Xen loads the selector into %gs (RPL 3 unless NULL; NULL if it does not
+            // load: no error, as Linux expects) and takes the user GS base from it.
+            let (sel, base) = ctx.p.load_user_gs_sel((base & 0xFFFF) as u16);
+            ctx.vcpu.gs_sel_user = sel;
+            ctx.vcpu.gs_base_user = base;
         }
         _ => return Err(Errno::EINVAL.into()),
     }

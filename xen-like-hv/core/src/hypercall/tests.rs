@@ -582,6 +582,21 @@ fn set_segment_base_sets_fs_and_both_gs_bases_and_reloads() {
     );
 }
 
+/// `SEGBASE_GS_USER_SEL` loads the selector (RPL 3; NULL when it does not load) and
+/// takes the user GS base from it; never an error.
+#[test]
+fn set_segment_base_gs_user_sel_loads_the_selector() {
+    let mut w = World::kernel();
+    w.vcpu.gs_base_user = 0x5000;
+    w.vcpu.gs_base_kernel = 0x6000;
+    assert_eq!(hc::set_segment_base(&mut w, 3, 0xE028), Ok(0));
+    assert_eq!((w.vcpu.gs_sel_user, w.vcpu.gs_base_user), (0xE02B, 0));
+    assert_eq!(w.vcpu.gs_base_kernel, 0x6000, "the kernel's base stays");
+    w.vcpu.gs_base_user = 0x5000;
+    assert_eq!(hc::set_segment_base(&mut w, 3, 0x1234_0abc), Ok(0));
+    assert_eq!((w.vcpu.gs_sel_user, w.vcpu.gs_base_user), (0, 0));
+}
+
 #[test]
 fn set_segment_base_non_canonical_is_einval_and_changes_nothing() {
     let mut w = World::kernel();

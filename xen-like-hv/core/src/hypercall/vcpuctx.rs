@@ -138,6 +138,8 @@ fn load(dom: &mut Domain, v: &mut Vcpu, c: &VcpuGuestContext, gdt: &[Mfn]) -> Re
     old.ldt = v.ldt_frames.iter_mut().filter_map(Option::take).collect();
 
     let r = &c.user_regs;
+    v.sels = [r.ds, r.es, r.fs, r.gs];
+    v.failsafe_due = false;
     let flags = r.rflags | rflags::IF | rflags::FIXED;
     v.iopl = u8::try_from((flags & rflags::IOPL) >> 12).unwrap_or(0);
     v.regs = Regs {
@@ -196,7 +198,7 @@ fn load(dom: &mut Domain, v: &mut Vcpu, c: &VcpuGuestContext, gdt: &[Mfn]) -> Re
     v.gs_base_user = c.gs_base_user;
     let vgcf = VgcfFlags::from_bits_retain(c.flags);
     v.fpu = if vgcf.contains(VgcfFlags::I387_VALID) {
-        FpuArea(c.fpu_ctxt)
+        FpuArea::from_legacy(c.fpu_ctxt)
     } else {
         FpuArea::default()
     };
@@ -276,6 +278,10 @@ pub fn context_of(dom: &Domain, v: &Vcpu, real_cr4: u64) -> VcpuGuestContext {
         rflags: r.rflags | (u64::from(v.iopl) << 12),
         rsp: r.rsp,
         ss: u16::try_from(r.ss & 0xFFFF).unwrap_or(0),
+        ds: v.sels[0],
+        es: v.sels[1],
+        fs: v.sels[2],
+        gs: v.sels[3],
         ..CpuUserRegs::new_zeroed()
     };
     let mut flags = VgcfFlags::I387_VALID;
@@ -283,7 +289,7 @@ pub fn context_of(dom: &Domain, v: &Vcpu, real_cr4: u64) -> VcpuGuestContext {
         flags |= VgcfFlags::IN_KERNEL;
     }
     c.flags = flags.bits();
-    c.fpu_ctxt = v.fpu.0;
+    c.fpu_ctxt = v.fpu.legacy();
     c.trap_ctxt = v.traps;
     c.ldt_base = v.ldt_base;
     c.ldt_ents = u64::from(v.ldt_ents);

@@ -5,7 +5,7 @@ use super::*;
 use crate::cpuid::Featureset;
 use std::collections::HashMap;
 
-struct Host(HashMap<u32, u64>);
+struct Host(HashMap<u32, u64>, std::cell::RefCell<Vec<(u32, u64)>>);
 
 impl MsrHost for Host {
     fn rdmsr_safe(&self, msr: u32) -> Option<u64> {
@@ -14,11 +14,24 @@ impl MsrHost for Host {
     fn tsc(&self) -> u64 {
         0x1234_5678
     }
+    fn command(&self, msr: u32, value: u64) {
+        self.1.borrow_mut().push((msr, value));
+    }
+}
+
+impl Host {
+    fn new(msrs: HashMap<u32, u64>) -> Self {
+        Host(msrs, std::cell::RefCell::default())
+    }
+
+    fn commands(&self) -> Vec<(u32, u64)> {
+        self.1.take()
+    }
 }
 
 /// What QEMU's `-cpu max` CPU answers for the MSRs Xen forwards.
 fn qemu_host() -> Host {
-    Host(HashMap::from([
+    Host::new(HashMap::from([
         (0x8b, 0x0100_0065),
         (0x1a0, 1),
         (0xc001_0010, 0),
@@ -229,7 +242,7 @@ fn vmce_banks() {
 #[test]
 fn intel_only_and_amd_only_msrs() {
     let p = amd_policy();
-    let host = Host(HashMap::from([(0x17, 0x42), (0x8b, 0x99), (0x1a0, 0x40)]));
+    let host = Host::new(HashMap::from([(0x17, 0x42), (0x8b, 0x99), (0x1a0, 0x40)]));
     let intel = ctx(&p, Vendor::Intel);
     let amd = ctx(&p, Vendor::Amd);
     let mut msrs = VcpuMsrs::default();
@@ -301,7 +314,7 @@ fn without_a_gp_handler_an_msr_the_host_has_reads_0() {
     assert_eq!(read(&c, &msrs, &host, 0x10), Ok(0x1234_5678));
     assert_eq!(read(&c, &msrs, &host, 0x1d9), Err(Gp));
     assert_eq!(read(&c, &msrs, &host, 0x277), Ok(XEN_PAT));
-    let host = Host(HashMap::from([(0x1d9, 5)]));
+    let host = Host::new(HashMap::from([(0x1d9, 5)]));
     assert_eq!(read(&c, &msrs, &host, 0x1d9), Ok(0));
 }
 
@@ -338,4 +351,138 @@ fn cpuid_faulting_is_offered_only_when_the_host_has_it() {
         write(&c, &mut msrs, &host, nr::MISC_FEATURES_ENABLES, 2),
         Err(Gp)
     );
+}
+
+/// An Intel host with the speculation controls: IBRSB (so STIBP and IBPB), SSBD,
+/// L1D_FLUSH and ARCH_CAPS in the policy.
+fn intel_spec_policy() -> Featureset {
+    let mut fs = Featureset::default();
+    for f in [
+        feat::IBRSB,
+        feat::STIBP,
+        feat::IBPB,
+        feat::L1D_FLUSH,
+        feat::ARCH_CAPS,
+        crate::cpuid::Feature(9, 31),
+    ] {
+        fs.set(f, true);
+    }
+    fs
+}
+
+#[test]
+fn spec_ctrl_is_per_vcpu_and_loaded_on_write() {
+    let p = intel_spec_policy();
+    let c = ctx(&p, Vendor::Intel);
+    let host = Host::new(HashMap::new());
+    let (mut a, b) = (VcpuMsrs::default(), VcpuMsrs::default());
+    assert_eq!(read(&c, &a, &host, nr::SPEC_CTRL), Ok(0));
+    let v = spec_ctrl::IBRS | spec_ctrl::STIBP | spec_ctrl::SSBD;
+    assert_eq!(write(&c, &mut a, &host, nr::SPEC_CTRL, v), Ok(()));
+    assert_eq!(read(&c, &a, &host, nr::SPEC_CTRL), Ok(v));
+    assert_eq!(read(&c, &b, &host, nr::SPEC_CTRL), Ok(0), "another vCPU's");
+    assert_eq!(host.commands(), [(nr::SPEC_CTRL, v)]);
+    // PSFD without its feature, and reserved bits: #GP, value unchanged.
+    for bad in [spec_ctrl::PSFD, 1 << 3, 1 << 63] {
+        assert_eq!(write(&c, &mut a, &host, nr::SPEC_CTRL, bad), Err(Gp));
+    }
+    assert_eq!(read(&c, &a, &host, nr::SPEC_CTRL), Ok(v));
+    assert!(host.commands().is_empty());
+    // SSBD needs its feature; STIBP is always allowed with the MSR.
+    let mut no_ssbd = p;
+    no_ssbd.set(crate::cpuid::Feature(9, 31), false);
+    let c2 = ctx(&no_ssbd, Vendor::Intel);
+    assert_eq!(
+        write(&c2, &mut a, &host, nr::SPEC_CTRL, spec_ctrl::SSBD),
+        Err(Gp)
+    );
+    assert_eq!(
+        write(&c2, &mut a, &host, nr::SPEC_CTRL, spec_ctrl::STIBP),
+        Ok(())
+    );
+}
+
+#[test]
+fn spec_ctrl_needs_ibrsb_or_ibrs() {
+    let host = Host::new(HashMap::new());
+    let mut msrs = VcpuMsrs::default();
+    let none = Featureset::default();
+    let c = ctx(&none, Vendor::Intel);
+    assert_eq!(read(&c, &msrs, &host, nr::SPEC_CTRL), Err(Gp));
+    assert_eq!(write(&c, &mut msrs, &host, nr::SPEC_CTRL, 0), Err(Gp));
+    // AMD's IBRS, with AMD's SSBD and PSFD.
+    let mut amd = Featureset::default();
+    for f in [
+        feat::IBRS,
+        crate::cpuid::Feature(8, 24),
+        crate::cpuid::Feature(8, 28),
+    ] {
+        amd.set(f, true);
+    }
+    let c = ctx(&amd, Vendor::Amd);
+    let v = spec_ctrl::IBRS | spec_ctrl::SSBD | spec_ctrl::PSFD;
+    assert_eq!(write(&c, &mut msrs, &host, nr::SPEC_CTRL, v), Ok(()));
+    assert_eq!(read(&c, &msrs, &host, nr::SPEC_CTRL), Ok(v));
+}
+
+#[test]
+fn pred_cmd_and_flush_cmd_are_write_only_commands() {
+    let p = intel_spec_policy();
+    let c = ctx(&p, Vendor::Intel);
+    let host = Host::new(HashMap::new());
+    let mut msrs = VcpuMsrs::default();
+    assert_eq!(
+        write(&c, &mut msrs, &host, nr::PRED_CMD, PRED_CMD_IBPB),
+        Ok(())
+    );
+    assert_eq!(
+        write(&c, &mut msrs, &host, nr::FLUSH_CMD, FLUSH_CMD_L1D),
+        Ok(())
+    );
+    assert_eq!(
+        host.commands(),
+        [
+            (nr::PRED_CMD, PRED_CMD_IBPB),
+            (nr::FLUSH_CMD, FLUSH_CMD_L1D)
+        ]
+    );
+    assert_eq!(write(&c, &mut msrs, &host, nr::PRED_CMD, 2), Err(Gp));
+    assert_eq!(write(&c, &mut msrs, &host, nr::FLUSH_CMD, 2), Err(Gp));
+    assert_eq!(read(&c, &msrs, &host, nr::PRED_CMD), Err(Gp));
+    assert_eq!(read(&c, &msrs, &host, nr::FLUSH_CMD), Err(Gp));
+    assert!(host.commands().is_empty());
+    // AMD's IBPB alone gives PRED_CMD; without L1D_FLUSH, FLUSH_CMD #GPs.
+    let mut amd = Featureset::default();
+    amd.set(feat::IBPB, true);
+    let c = ctx(&amd, Vendor::Amd);
+    assert_eq!(
+        write(&c, &mut msrs, &host, nr::PRED_CMD, PRED_CMD_IBPB),
+        Ok(())
+    );
+    assert_eq!(
+        write(&c, &mut msrs, &host, nr::FLUSH_CMD, FLUSH_CMD_L1D),
+        Err(Gp)
+    );
+    assert_eq!(host.commands(), [(nr::PRED_CMD, PRED_CMD_IBPB)]);
+}
+
+#[test]
+fn arch_caps_reads_the_hosts_known_bits_with_the_feature() {
+    let p = intel_spec_policy();
+    let c = ctx(&p, Vendor::Intel);
+    // RDCL_NO, IBRS_ALL, MDS_NO, PBRSB_NO, and bits Xen does not pass (9, 23, 25).
+    let raw = 1 | 2 | (1 << 5) | (1 << 24) | (1 << 9) | (1 << 23) | (1 << 25);
+    let host = Host::new(HashMap::from([(nr::ARCH_CAPABILITIES, raw)]));
+    let mut msrs = VcpuMsrs::default();
+    assert_eq!(
+        read(&c, &msrs, &host, nr::ARCH_CAPABILITIES),
+        Ok(1 | 2 | (1 << 5) | (1 << 24))
+    );
+    assert_eq!(
+        write(&c, &mut msrs, &host, nr::ARCH_CAPABILITIES, 0),
+        Err(Gp)
+    );
+    let none = Featureset::default();
+    let c = ctx(&none, Vendor::Intel);
+    assert_eq!(read(&c, &msrs, &host, nr::ARCH_CAPABILITIES), Err(Gp));
 }

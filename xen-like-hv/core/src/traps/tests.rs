@@ -1231,3 +1231,56 @@ fn debug_exception_without_a_handler_crashes_the_domain() {
         })
     );
 }
+
+/// Xen's `load_segments` failsafe frame (64-bit): RCX, R11, the four intended data
+/// selectors, RIP, CS with the saved upcall mask, RFLAGS, RSP, SS, on the 16-byte
+/// aligned kernel stack; events masked when the callback was registered so.
+#[test]
+fn failsafe_callback_frame_is_xens() {
+    let mut w = World::kernel();
+    w.vcpu.callbacks.failsafe = crate::vcpu::Callback {
+        address: handler(0x30),
+        mask_events: true,
+    };
+    w.vcpu.sels = [0xE02B, 0, 0x1234, 0x7];
+    w.regs.rsp = KSTACK_TOP - 0x208 + 8;
+    let (r, outcome) = w.run(|c| c.failsafe_callback());
+    assert_eq!((r, outcome), (Ok(()), Outcome::Resume));
+    let top = (KSTACK_TOP - 0x208 + 8) & !15;
+    assert_eq!(w.regs.rsp, top - 11 * 8);
+    assert_eq!(w.regs.rip, handler(0x30));
+    assert_eq!(w.regs.cs, u64::from(FLAT_KERNEL_CS));
+    assert_eq!(
+        w.frame(11),
+        [
+            0xCCCC_0000,
+            0x1111_0000,
+            0xE02B,
+            0,
+            0x1234,
+            0x7,
+            KRIP,
+            u64::from(FLAT_KERNEL_CS) & !3,
+            rflags::IF | rflags::FIXED,
+            KSTACK_TOP - 0x208 + 8,
+            u64::from(FLAT_KERNEL_SS),
+        ]
+    );
+    assert_eq!(w.p.upcall_mask(0), 1, "failsafe registered to mask events");
+}
+
+#[test]
+fn failsafe_callback_from_user_mode_switches_to_the_kernel_stack() {
+    let mut w = World::user();
+    w.vcpu.callbacks.failsafe.address = handler(0x30);
+    w.vcpu.sels = [0, 0, 0, 0xE02B];
+    let (r, _) = w.run(|c| c.failsafe_callback());
+    assert_eq!(r, Ok(()));
+    assert!(w.vcpu.kernel_mode);
+    assert_eq!(w.regs.rsp, (KSP & !15) - 11 * 8);
+    let f = w.frame(11);
+    assert_eq!(f[2..6], [0, 0, 0, 0xE02B]);
+    assert_eq!(f[6], URIP);
+    assert_eq!(f[9], USTACK_TOP - 0x118);
+    assert_eq!(w.p.upcall_mask(0), 0, "not registered to mask events");
+}

@@ -15,6 +15,7 @@ use zerocopy::FromBytes;
 /// One fake domain.
 #[derive(Default)]
 struct Dom {
+    handle: [u8; 16],
     paused: bool,
     max_kib: u64,
     pinned: Option<Mfn>,
@@ -106,12 +107,13 @@ impl Hypervisor for Fake {
     fn now_ns(&self) -> u64 {
         0
     }
-    fn create_domain(&mut self, _handle: [u8; 16]) -> Result<DomId, Errno> {
+    fn create_domain(&mut self, handle: [u8; 16]) -> Result<DomId, Errno> {
         self.step("create")?;
         let id = (1..).find(|i| !self.doms.contains_key(i)).unwrap_or(1);
         self.doms.insert(
             id,
             Dom {
+                handle,
                 paused: true,
                 ..Dom::default()
             },
@@ -205,9 +207,15 @@ fn image() -> Vec<u8> {
     Spec::small().build()
 }
 
+/// A UUID (xl passes the domain's as its handle).
+const HANDLE: [u8; 16] = [
+    0x4f, 0x1c, 0x2a, 0x9e, 0x6b, 0x3d, 0x4e, 0x11, 0x8a, 0x5f, 0x00, 0x16, 0x3e, 0x01, 0x02, 0x03,
+];
+
 fn req(image: &[u8], memory_mib: u32) -> BuildRequest<'_> {
     BuildRequest {
         name: "hello",
+        handle: HANDLE,
         image,
         memory_mib,
         cmdline: b"secs=3",
@@ -381,7 +389,9 @@ fn too_little_free_memory_is_refused_before_creating_anything() {
 }
 
 #[test]
-fn handles_carry_the_name() {
-    assert_eq!(&handle_of("hello")[..6], b"hello\0");
-    assert_eq!(handle_of("a-very-long-domain-name"), *b"a-very-long-doma");
+fn the_handle_is_the_request_s_uuid() {
+    let img = image();
+    let mut hv = Fake::new(10_000);
+    let b = build(&mut hv, &req(&img, 16)).unwrap();
+    assert_eq!(hv.doms[&b.domid.0].handle, HANDLE);
 }

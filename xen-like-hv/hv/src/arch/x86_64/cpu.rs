@@ -212,16 +212,101 @@ pub fn enable_cpuid_faulting() -> bool {
     true
 }
 
-/// Saves the FPU/SSE registers into `area` (`FXSAVE64`), with CR0.TS cleared first.
-pub fn fpu_save(area: &mut xlhv_core::vcpu::FpuArea) {
-    set_cr0_ts(false);
-    // SAFETY: `area` is 512 bytes, 16-byte aligned (FpuArea's repr), and writable.
-    unsafe { asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack, preserves_flags)) }
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// The XCR0 components the hypervisor enabled at boot (`enable_xsave`): what every
+/// vCPU's state is saved and restored with and what a guest's `xsetbv` may choose
+/// from. 0 = no XSAVE (FXSAVE only).
+static XFEATURE_MASK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// XCR0 as this CPU has it now, so that `set_xcr0` writes only a change.
+static LOADED_XCR0: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Turns on CR4.OSXSAVE and sets XCR0 to every component the CPU has that Xen
+/// manages and a vCPU's area can hold (`xstate::hypervisor_mask`), as Xen's
+/// `xstate_init`. CR4.OSXSAVE stays on while guests run (Xen's does), so their
+/// `xgetbv`, `xsave` and AVX work without traps once they set XCR0. Returns the mask
+/// (0 if the CPU has no XSAVE).
+pub fn enable_xsave() -> u64 {
+    use xlhv_core::vcpu::FPU_AREA_SIZE;
+    let host = |l: u32, s: u32| {
+        let r = core::arch::x86_64::__cpuid_count(l, s);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    };
+    let Some(mask) = xlhv_core::xstate::hypervisor_mask(&host, FPU_AREA_SIZE) else {
+        return 0;
+    };
+    let cr4 = control_regs().cr4 | CR4_OSXSAVE;
+    // SAFETY: the CPU has XSAVE (checked by `hypervisor_mask`); OSXSAVE only enables
+    // the XSAVE instructions and XCR0.
+    unsafe { asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) };
+    write_xcr0(mask);
+    XFEATURE_MASK.store(mask, core::sync::atomic::Ordering::Relaxed);
+    mask
 }
 
-/// Loads the FPU/SSE registers from `area` (`FXRSTOR64`), with CR0.TS cleared first.
+/// The components `enable_xsave` turned on (0 = none).
+pub fn xfeature_mask() -> u64 {
+    XFEATURE_MASK.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+fn write_xcr0(xcr0: u64) {
+    LOADED_XCR0.store(xcr0, core::sync::atomic::Ordering::Relaxed);
+    let (lo, hi) = ((xcr0 & 0xFFFF_FFFF) as u32, (xcr0 >> 32) as u32);
+    // SAFETY: callers pass the boot mask or a subset that `xstate::xsetbv` accepted
+    // (x87 set, valid combinations, all supported), with CR4.OSXSAVE on, so XSETBV
+    // cannot fault; the hypervisor itself uses no x87/SSE/AVX state.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0u32, in("eax") lo, in("edx") hi,
+             options(nomem, nostack, preserves_flags));
+    }
+}
+
+/// Loads XCR0 (only on a change). A vCPU that never set one runs with x87 and SSE.
+pub fn set_xcr0(xcr0: u64) {
+    let want = if xcr0 == 0 {
+        xlhv_core::xstate::FP_SSE
+    } else {
+        xcr0
+    };
+    if xfeature_mask() == 0 || want & !xfeature_mask() != 0 {
+        return;
+    }
+    if LOADED_XCR0.load(core::sync::atomic::Ordering::Relaxed) != want {
+        write_xcr0(want);
+    }
+}
+
+/// Saves the FPU/SSE/AVX registers into `area`, with CR0.TS cleared first: `XSAVE64`
+/// of every component the hypervisor manages (XCR0 raised to that mask first, so a
+/// component the guest turned off keeps its values), or `FXSAVE64` without XSAVE.
+pub fn fpu_save(area: &mut xlhv_core::vcpu::FpuArea) {
+    set_cr0_ts(false);
+    let mask = xfeature_mask();
+    if mask == 0 {
+        // SAFETY: `area` is at least 512 bytes, 64-byte aligned (FpuArea's repr),
+        // and writable.
+        unsafe {
+            asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack, preserves_flags));
+        }
+        return;
+    }
+    if LOADED_XCR0.load(core::sync::atomic::Ordering::Relaxed) != mask {
+        write_xcr0(mask);
+    }
+    // SAFETY: `area` is FPU_AREA_SIZE bytes, 64-byte aligned and writable, and the
+    // boot code enabled only components whose standard-form layout fits in it.
+    unsafe {
+        asm!("xsave64 [{}]", in(reg) area.0.as_mut_ptr(), in("eax") u32::MAX, in("edx") u32::MAX,
+             options(nostack, preserves_flags));
+    }
+}
+
+/// Loads the FPU/SSE/AVX registers from `area` (`XRSTOR64` of every managed
+/// component, so one the image does not hold starts initial, never another vCPU's;
+/// `FXRSTOR64` without XSAVE), with CR0.TS cleared first, then the vCPU's own XCR0.
 /// A reserved MXCSR bit would fault: those bits are cleared before loading.
-pub fn fpu_restore(area: &mut xlhv_core::vcpu::FpuArea) {
+pub fn fpu_restore(area: &mut xlhv_core::vcpu::FpuArea, xcr0: u64) {
     set_cr0_ts(false);
     // MXCSR (bytes 24..28) must not have bits outside MXCSR_MASK; keep the
     // architectural ones only.
@@ -229,9 +314,26 @@ pub fn fpu_restore(area: &mut xlhv_core::vcpu::FpuArea) {
         let v = u32::from_le_bytes([m[0], m[1], m[2], m[3]]) & 0xFFFF;
         m.copy_from_slice(&v.to_le_bytes());
     }
-    // SAFETY: as in `fpu_save`; the image came from FXSAVE or from FpuArea's default,
-    // with MXCSR's reserved bits cleared.
-    unsafe { asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack, preserves_flags)) }
+    let mask = xfeature_mask();
+    if mask == 0 {
+        // SAFETY: as in `fpu_save`; the legacy image came from FXSAVE or from
+        // FpuArea's default, with MXCSR's reserved bits cleared.
+        unsafe {
+            asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack, preserves_flags));
+        }
+        return;
+    }
+    if LOADED_XCR0.load(core::sync::atomic::Ordering::Relaxed) != mask {
+        write_xcr0(mask);
+    }
+    // SAFETY: the image came from XSAVE under this mask, or from FpuArea's default or
+    // `from_legacy` (XSTATE_BV 0 or x87|SSE, the rest of the header zero), so its
+    // header is valid for XRSTOR with XCR0 = mask; MXCSR's reserved bits are clear.
+    unsafe {
+        asm!("xrstor64 [{}]", in(reg) area.0.as_ptr(), in("eax") u32::MAX, in("edx") u32::MAX,
+             options(nostack, preserves_flags));
+    }
+    set_xcr0(xcr0);
 }
 
 /// Reads DR6 (the status of the last `#DB`).

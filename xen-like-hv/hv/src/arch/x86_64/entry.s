@@ -169,6 +169,70 @@ copy_guest_fixup:
     movq %rcx, %rax
     retq
 
+# u32 load_ds_safe(sel: u16): loads %ds (for a vCPU switched in, or
+# SEGBASE_GS_USER_SEL); returns 1, or 0 if the load faulted (#GP, #NP, #PF), which
+# the trap handler fixes up to resume at load_ds_fixup: NULL is loaded instead.
+.global load_ds_safe
+load_ds_safe:
+    movl $1, %eax
+.global load_ds_insn
+load_ds_insn:
+    movw %di, %ds
+    retq
+.global load_ds_fixup
+load_ds_fixup:
+    xorl %eax, %eax
+    movw %ax, %ds
+    retq
+
+# u32 load_es_safe(sel: u16): loads %es (for a vCPU switched in, or
+# SEGBASE_GS_USER_SEL); returns 1, or 0 if the load faulted (#GP, #NP, #PF), which
+# the trap handler fixes up to resume at load_es_fixup: NULL is loaded instead.
+.global load_es_safe
+load_es_safe:
+    movl $1, %eax
+.global load_es_insn
+load_es_insn:
+    movw %di, %es
+    retq
+.global load_es_fixup
+load_es_fixup:
+    xorl %eax, %eax
+    movw %ax, %es
+    retq
+
+# u32 load_fs_safe(sel: u16): loads %fs (for a vCPU switched in, or
+# SEGBASE_GS_USER_SEL); returns 1, or 0 if the load faulted (#GP, #NP, #PF), which
+# the trap handler fixes up to resume at load_fs_fixup: NULL is loaded instead.
+.global load_fs_safe
+load_fs_safe:
+    movl $1, %eax
+.global load_fs_insn
+load_fs_insn:
+    movw %di, %fs
+    retq
+.global load_fs_fixup
+load_fs_fixup:
+    xorl %eax, %eax
+    movw %ax, %fs
+    retq
+
+# u32 load_gs_safe(sel: u16): loads %gs (for a vCPU switched in, or
+# SEGBASE_GS_USER_SEL); returns 1, or 0 if the load faulted (#GP, #NP, #PF), which
+# the trap handler fixes up to resume at load_gs_fixup: NULL is loaded instead.
+.global load_gs_safe
+load_gs_safe:
+    movl $1, %eax
+.global load_gs_insn
+load_gs_insn:
+    movw %di, %gs
+    retq
+.global load_gs_fixup
+load_gs_fixup:
+    xorl %eax, %eax
+    movw %ax, %gs
+    retq
+
 # u64 rdmsr_safe(msr: u32, ok: *mut u8): reads an MSR that may not exist. A #GP on the
 # `rdmsr` is fixed up by the trap handler: it resumes at rdmsr_safe_fixup, which
 # reports the failure through `ok` (left 1 on success).

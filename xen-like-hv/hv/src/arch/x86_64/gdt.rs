@@ -128,16 +128,34 @@ pub fn init_bsp(rsp0: u64) {
     }
 }
 
+/// What each guest page of the boot CPU's GDT maps: a guest frame's address, or
+/// [`IMAGE_FRAME`] (the zeroed image page); [`UNKNOWN`] until first mapped.
+static GDT_MAPPED: Mutex<[u64; hypercall_abi::xen::FIRST_RESERVED_GDT_PAGE]> =
+    Mutex::new([UNKNOWN; hypercall_abi::xen::FIRST_RESERVED_GDT_PAGE]);
+/// A GDT page mapping its own image frame (no guest descriptors).
+const IMAGE_FRAME: u64 = u64::MAX - 1;
+/// Not mapped by [`load_guest_frames`] yet.
+const UNKNOWN: u64 = u64::MAX;
+
 /// Maps the guest's descriptor frames as the first pages of the boot CPU's GDT (the
 /// rest of the guest part goes back to zeroed image memory, i.e. null descriptors).
+/// Only pages whose frame changes are remapped (and flushed): switching between
+/// vCPUs with the same or no descriptor frames costs no page-table write or
+/// `invlpg`, each of which empties QEMU's whole software TLB under TCG.
 pub fn load_guest_frames(frames: &[xlhv_core::mm::Mfn]) {
     let base = BSP_GDT.lock().0.as_ptr() as u64;
-    for page in 0..hypercall_abi::xen::FIRST_RESERVED_GDT_PAGE {
-        let va = base + (page as u64) * 4096;
+    let mut mapped = GDT_MAPPED.lock();
+    for (page, cur) in mapped.iter_mut().enumerate() {
         let pa = frames.get(page).map(|m| m.0 << 12);
+        let want = pa.unwrap_or(IMAGE_FRAME);
+        if *cur == want {
+            continue;
+        }
+        let va = base + (page as u64) * 4096;
         if super::paging::remap_image_page(va, pa).is_none() {
             panic!("gdt: cannot remap GDT page {page}");
         }
+        *cur = want;
     }
 }
 

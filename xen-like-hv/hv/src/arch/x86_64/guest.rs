@@ -158,6 +158,15 @@ pub fn refresh_loaded_bases() {
         .store(cpu::rdmsr(IA32_KERNEL_GS_BASE), Ordering::Relaxed);
 }
 
+/// After loading a vCPU's %fs/%gs selectors (which set the bases from their
+/// descriptors): makes the next `sync` write both bases whatever `LOADED` held.
+pub fn forget_loaded_bases() {
+    BASES_FRESH.store(true, Ordering::Relaxed);
+    // Non-canonical: never a base a vCPU has.
+    LOADED.fs.store(u64::MAX, Ordering::Relaxed);
+    LOADED.gs.store(u64::MAX, Ordering::Relaxed);
+}
+
 /// Writes `value` with `write` unless `slot` says the hardware already has it. The
 /// slots are this CPU's alone, so a plain load and store do (an atomic swap, a locked
 /// `xchg`, costs far more on every exit, under TCG especially).
@@ -202,6 +211,22 @@ pub fn sync(vcpu: &Vcpu) {
         // virtual CR4 holds them only if the CPU has the features (CPUID policy), so
         // the write cannot fault.
         unsafe { core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) }
+    });
+}
+
+/// `SPEC_CTRL` as this CPU has it (0 at reset; only a guest with IBRSB or IBRS in its
+/// policy can make it anything else).
+static LOADED_SPEC_CTRL: AtomicU64 = AtomicU64::new(0);
+
+/// Loads a vCPU's `SPEC_CTRL` (Xen virtualises it for PV): on a context switch and
+/// when the running vCPU writes it, never on other entries (the hypervisor does not
+/// change it for itself), and only when it differs from the CPU's.
+pub fn load_spec_ctrl(value: u64) {
+    load_if_changed(&LOADED_SPEC_CTRL, value, |v| {
+        // SAFETY: a value other than the reset 0 comes only from `msr::write`, which
+        // takes it only when the policy (so the CPU) has the MSR and only bits the
+        // policy allows; it changes speculation behaviour, not the hypervisor's state.
+        unsafe { cpu::wrmsr(xlhv_core::msr::nr::SPEC_CTRL, v) }
     });
 }
 
@@ -692,12 +717,26 @@ impl Platform for HwPlatform<'_> {
 
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
         let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-        [r.eax, r.ebx, r.ecx, r.edx]
+        let mut l = [r.eax, r.ebx, r.ecx, r.edx];
+        // XSAVE is the hypervisor's to give: without it enabled (`enable_xsave`),
+        // the policy must not show it (Xen clears the capability too).
+        if leaf == 1 && cpu::xfeature_mask() == 0 {
+            l[2] &= !(1 << 26);
+        }
+        l
     }
 
     fn control_regs(&self) -> (u64, u64) {
         let c = cpu::control_regs();
         (c.cr0, c.cr4)
+    }
+
+    fn xfeature_mask(&self) -> u64 {
+        cpu::xfeature_mask()
+    }
+
+    fn set_xcr0(&mut self, xcr0: u64) {
+        cpu::set_xcr0(xcr0);
     }
 
     fn take_debug_status(&mut self) -> u64 {
@@ -716,6 +755,24 @@ impl Platform for HwPlatform<'_> {
 
     fn rdmsr_safe(&self, msr: u32) -> Option<u64> {
         cpu::rdmsr_checked(msr)
+    }
+
+    fn load_user_gs_sel(&mut self, sel: u16) -> (u16, u64) {
+        super::segs::load_user_gs(sel)
+    }
+
+    fn msr_command(&self, msr: u32, value: u64) {
+        use xlhv_core::msr::nr;
+        match msr {
+            nr::SPEC_CTRL => load_spec_ctrl(value),
+            nr::PRED_CMD | nr::FLUSH_CMD => {
+                // SAFETY: `msr::write` asks only when the policy (so the CPU) has
+                // the command and the value is its one defined bit (or 0); a
+                // barrier or flush has no effect on the hypervisor's state.
+                unsafe { cpu::wrmsr(msr, value) }
+            }
+            _ => {}
+        }
     }
 
     fn hv_cmdline(&self) -> &str {

@@ -11,6 +11,7 @@ pub mod ldt;
 pub mod paging;
 pub mod percpu;
 pub mod pit;
+pub mod segs;
 pub mod serial;
 pub mod trap;
 

@@ -102,6 +102,10 @@ fn exception(frame: &mut TrapFrame) {
     {
         return;
     }
+    // A guest's data selector that does not load (switch-in, SEGBASE_GS_USER_SEL).
+    if matches!(frame.vector, 11 | 13 | 14) && super::segs::fixup(frame) {
+        return;
+    }
     if frame.vector == 1 {
         super::guest::debug_in_hypervisor(frame);
         return;
