@@ -1,9 +1,14 @@
 //! MSI and MSI-X: the portable pieces (capability walk, message composition, the
 //! capability's register layout and the byte ranges the hypervisor keeps).
 //!
-//! Facts from Xen 4.17 (`arch/x86/msi.c`, `include/asm-x86/msi.h`) and the PCI Local
-//! Bus specification. The ring-0 glue that programs a device is not written yet
-//! (`docs/devices.md`, "Not yet").
+//! Facts from Xen 4.17 (`arch/x86/msi.c`, `arch/x86/include/asm/msi.h`) and the PCI
+//! Local Bus specification. The hardware is reached through [`MsiHw`] (configuration
+//! space, the MSI-X table's MMIO, the read-only frame set), so the procedures that
+//! program a device ([`enable_msix`], [`enable_msi`], [`set_mask`], [`disable`]) and
+//! the filter of dom0's configuration writes ([`conf_write_intercept`]) are host-tested.
+//! See `docs/devices.md`, "MSI and MSI-X".
+
+use crate::pci::Sbdf;
 
 /// Capability id of MSI.
 pub const CAP_ID_MSI: u8 = 0x05;
@@ -160,26 +165,299 @@ pub const fn msix_table_loc(table_reg: u32) -> (u8, u32) {
     ((table_reg & 7) as u8, table_reg & !7)
 }
 
-/// The configuration-space bytes `first..=last` of a device the hypervisor keeps when it
-/// owns the device's MSI (capability at `pos`, control `ctrl`): the whole capability
-/// from its control register on, as Xen's `pci_msi_conf_write_intercept` drops any
-/// write that touches them.
-pub const fn msi_protected(pos: u16, ctrl: u16) -> (u16, u16) {
-    (pos + 2, pos + msi_layout(ctrl).last)
-}
-
-/// The bytes of an MSI-X capability at `pos` the hypervisor keeps: its control word.
-/// (The table and PBA offsets are read-only in hardware.)
-pub const fn msix_protected(pos: u16) -> (u16, u16) {
-    (pos + 2, pos + 3)
-}
-
 /// The machine address of MSI-X table entry `entry` given the BAR's base.
 pub fn msix_entry_addr(bar_base: u64, table_reg: u32, entry: u16) -> Option<u64> {
     let (_, off) = msix_table_loc(table_reg);
     bar_base
         .checked_add(u64::from(off))?
         .checked_add(u64::from(entry) * MSIX_ENTRY_SIZE)
+}
+
+/// Configuration space, MMIO and the read-only frame set, as the MSI code needs them.
+pub trait MsiHw {
+    /// Reads `size` (1, 2, 4) bytes at `reg` of `sbdf`.
+    fn cfg_read(&mut self, sbdf: Sbdf, reg: u16, size: u8) -> u32;
+    /// Writes `size` bytes at `reg` of `sbdf`.
+    fn cfg_write(&mut self, sbdf: Sbdf, reg: u16, size: u8, val: u32);
+    /// Reads the dword at machine address `addr` (an MSI-X table entry).
+    fn mmio_read32(&mut self, addr: u64) -> u32;
+    /// Writes the dword at machine address `addr`.
+    fn mmio_write32(&mut self, addr: u64, val: u32);
+    /// Frames `first..=last` become (or, `ro` false, stop being) read-only for every
+    /// guest mapping (Xen's `mmio_ro_ranges`; counted, so two users may share one).
+    fn ro_frames(&mut self, first: u64, last: u64, ro: bool);
+}
+
+struct Cfg<'a, H: MsiHw + ?Sized>(&'a mut H, Sbdf);
+
+impl<H: MsiHw + ?Sized> CfgRead for Cfg<'_, H> {
+    fn read8(&mut self, reg: u16) -> u8 {
+        self.0.cfg_read(self.1, reg, 1).to_le_bytes()[0]
+    }
+}
+
+/// The command register and its memory-decoding bit.
+const PCI_COMMAND: u16 = 0x04;
+const PCI_COMMAND_MEMORY: u32 = 1 << 1;
+
+/// Where a bound MSI or MSI-X source is, and how to mask it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsiKind {
+    /// An MSI capability at `pos` with control `ctrl` (as found).
+    Msi {
+        /// Capability offset.
+        pos: u16,
+        /// Its control register when it was set up.
+        ctrl: u16,
+    },
+    /// Entry `entry` of an MSI-X table.
+    MsiX {
+        /// Capability offset.
+        pos: u16,
+        /// The entry.
+        entry: u16,
+        /// Machine address of the entry.
+        addr: u64,
+        /// The table's frames.
+        table: (u64, u64),
+        /// The pending-bit array's frames.
+        pba: (u64, u64),
+    },
+}
+
+/// One MSI or MSI-X vector the hypervisor programmed (Xen's `msi_desc`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsiSource {
+    /// The function.
+    pub sbdf: Sbdf,
+    /// Which capability and entry.
+    pub kind: MsiKind,
+}
+
+impl MsiSource {
+    /// Whether the source can be masked (MSI-X always; MSI with per-vector masking).
+    pub fn maskable(&self) -> bool {
+        match self.kind {
+            MsiKind::MsiX { .. } => true,
+            MsiKind::Msi { ctrl, .. } => ctrl & MSI_CTRL_MASKBIT != 0,
+        }
+    }
+}
+
+/// Why a device could not be set up (Xen's answers from `pci_enable_msi`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsiError {
+    /// No such capability (`-ENODEV`).
+    NoDevice,
+    /// The MSI-X entry is beyond the table (`-EINVAL`).
+    Invalid,
+    /// Memory decoding is off or the table's BAR is not set (`-ENXIO`).
+    NoDecode,
+}
+
+impl MsiError {
+    /// Xen's errno.
+    pub fn errno(self) -> hypercall_abi::Errno {
+        match self {
+            MsiError::NoDevice => hypercall_abi::Errno::ENODEV,
+            MsiError::Invalid => hypercall_abi::Errno::EINVAL,
+            MsiError::NoDecode => hypercall_abi::Errno::ENXIO,
+        }
+    }
+}
+
+/// The memory address of BAR `bir` (0..=5) as Xen's `read_pci_mem_bar` reads it: 0
+/// for an I/O BAR, the upper half of a 64-bit BAR included.
+fn mem_bar(hw: &mut (impl MsiHw + ?Sized), sbdf: Sbdf, bir: u8) -> u64 {
+    if bir > 5 {
+        return 0;
+    }
+    let reg = 0x10 + 4 * u16::from(bir);
+    let lo = hw.cfg_read(sbdf, reg, 4);
+    if lo & 1 != 0 {
+        return 0;
+    }
+    let base = u64::from(lo & !0xF);
+    if (lo >> 1) & 3 == 2 && bir < 5 {
+        base | u64::from(hw.cfg_read(sbdf, reg + 4, 4)) << 32
+    } else {
+        base
+    }
+}
+
+/// Xen's `__pci_enable_msix` and `msix_capability_init` for one entry: checks the
+/// entry against the table size, sets MSI-X enable and function mask while it works,
+/// needs memory decoding, finds the table through its BAR (dom0's `table_base` is
+/// only a hint: Xen warns when it differs and uses its own), makes the table's and
+/// the PBA's frames read-only, writes the message into the entry and leaves it
+/// masked (binding unmasks it), then restores the control register dom0 had.
+pub fn enable_msix(
+    hw: &mut (impl MsiHw + ?Sized),
+    sbdf: Sbdf,
+    entry: u16,
+    msg: Message,
+) -> Result<MsiSource, MsiError> {
+    let pos = find_cap(&mut Cfg(hw, sbdf), CAP_ID_MSIX).ok_or(MsiError::NoDevice)?;
+    let ctrl = u16::try_from(hw.cfg_read(sbdf, pos + 2, 2) & 0xFFFF).unwrap_or(0);
+    let size = msix_table_size(ctrl);
+    if entry >= size {
+        return Err(MsiError::Invalid);
+    }
+    let setup = u32::from(ctrl | MSIX_CTRL_ENABLE | MSIX_CTRL_MASKALL);
+    hw.cfg_write(sbdf, pos + 2, 2, setup);
+    if hw.cfg_read(sbdf, PCI_COMMAND, 2) & PCI_COMMAND_MEMORY == 0 {
+        hw.cfg_write(sbdf, pos + 2, 2, u32::from(ctrl & !MSIX_CTRL_ENABLE));
+        return Err(MsiError::NoDecode);
+    }
+    let (bir, off) = msix_table_loc(hw.cfg_read(sbdf, pos + 4, 4));
+    let (pba_bir, pba_off) = msix_table_loc(hw.cfg_read(sbdf, pos + 8, 4));
+    let table = mem_bar(hw, sbdf, bir);
+    let pba = mem_bar(hw, sbdf, pba_bir);
+    let located = (table != 0 && pba != 0)
+        .then(|| {
+            let t = table.checked_add(u64::from(off))?;
+            let p = pba.checked_add(u64::from(pba_off))?;
+            let t_last = t.checked_add(u64::from(size) * MSIX_ENTRY_SIZE - 1)?;
+            // Xen's `BITS_TO_LONGS(nr_entries) - 1` bytes past the PBA's start.
+            let p_last = p.checked_add(u64::from(size).div_ceil(64).saturating_sub(1))?;
+            let addr = t.checked_add(u64::from(entry) * MSIX_ENTRY_SIZE)?;
+            Some((addr, (t >> 12, t_last >> 12), (p >> 12, p_last >> 12)))
+        })
+        .flatten();
+    let Some((addr, table, pba)) = located else {
+        hw.cfg_write(sbdf, pos + 2, 2, u32::from(ctrl));
+        return Err(MsiError::NoDecode);
+    };
+    hw.ro_frames(table.0, table.1, true);
+    hw.ro_frames(pba.0, pba.1, true);
+    let vctl = hw.mmio_read32(addr + 12);
+    hw.mmio_write32(addr + 12, vctl | MSIX_VECTOR_MASKED);
+    hw.mmio_write32(addr, msg.addr_lo);
+    hw.mmio_write32(addr + 4, msg.addr_hi);
+    hw.mmio_write32(addr + 8, msg.data);
+    hw.cfg_write(sbdf, pos + 2, 2, u32::from(ctrl));
+    Ok(MsiSource {
+        sbdf,
+        kind: MsiKind::MsiX {
+            pos,
+            entry,
+            addr,
+            table,
+            pba,
+        },
+    })
+}
+
+/// Xen's `__pci_enable_msi` and `msi_capability_init` for one vector: the message
+/// goes into the capability, the vector is masked when the capability can mask,
+/// one vector is asked for (multiple-message enable 0) and MSI is enabled.
+pub fn enable_msi(
+    hw: &mut (impl MsiHw + ?Sized),
+    sbdf: Sbdf,
+    msg: Message,
+) -> Result<MsiSource, MsiError> {
+    let pos = find_cap(&mut Cfg(hw, sbdf), CAP_ID_MSI).ok_or(MsiError::NoDevice)?;
+    let ctrl = u16::try_from(hw.cfg_read(sbdf, pos + 2, 2) & 0xFFFF).unwrap_or(0);
+    let l = msi_layout(ctrl);
+    if let Some(m) = l.mask {
+        let bits = hw.cfg_read(sbdf, pos + m, 4);
+        hw.cfg_write(sbdf, pos + m, 4, bits | 1);
+    }
+    hw.cfg_write(sbdf, pos + l.addr_lo, 4, msg.addr_lo);
+    if let Some(hi) = l.addr_hi {
+        hw.cfg_write(sbdf, pos + hi, 4, msg.addr_hi);
+    }
+    hw.cfg_write(sbdf, pos + l.data, 2, msg.data & 0xFFFF);
+    let on = (ctrl & !(7 << 4)) | MSI_CTRL_ENABLE;
+    hw.cfg_write(sbdf, pos + 2, 2, u32::from(on));
+    Ok(MsiSource {
+        sbdf,
+        kind: MsiKind::Msi { pos, ctrl },
+    })
+}
+
+/// Masks or unmasks the source (Xen's `msi_set_mask_bit`); an MSI without per-vector
+/// masking cannot be masked and is left alone.
+pub fn set_mask(hw: &mut (impl MsiHw + ?Sized), src: &MsiSource, masked: bool) {
+    match src.kind {
+        MsiKind::MsiX { addr, .. } => {
+            let v = hw.mmio_read32(addr + 12);
+            let v = if masked {
+                v | MSIX_VECTOR_MASKED
+            } else {
+                v & !MSIX_VECTOR_MASKED
+            };
+            hw.mmio_write32(addr + 12, v);
+        }
+        MsiKind::Msi { pos, ctrl } => {
+            if let Some(m) = msi_layout(ctrl).mask {
+                let bits = hw.cfg_read(src.sbdf, pos + m, 4);
+                let bits = if masked { bits | 1 } else { bits & !1 };
+                hw.cfg_write(src.sbdf, pos + m, 4, bits);
+            }
+        }
+    }
+}
+
+/// Xen's `pci_disable_msi`: an MSI-X entry is masked and its table's and PBA's frames
+/// are released from the read-only set (they stay read-only while another entry of
+/// the device is in use); MSI is masked and disabled.
+pub fn disable(hw: &mut (impl MsiHw + ?Sized), src: &MsiSource) {
+    set_mask(hw, src, true);
+    match src.kind {
+        MsiKind::MsiX { table, pba, .. } => {
+            hw.ro_frames(table.0, table.1, false);
+            hw.ro_frames(pba.0, pba.1, false);
+        }
+        MsiKind::Msi { pos, .. } => {
+            let c = hw.cfg_read(src.sbdf, pos + 2, 2);
+            hw.cfg_write(src.sbdf, pos + 2, 2, c & !u32::from(MSI_CTRL_ENABLE));
+        }
+    }
+}
+
+/// What the write filter knows of one device's MSI and MSI-X (Xen's `pdev->msix`
+/// and the device's MSI `msi_desc`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DevMsi {
+    /// The MSI-X capability, found when dom0 reported the device.
+    pub msix_pos: Option<u16>,
+    /// The MSI capability of a bound MSI that can mask: its offset and the mask
+    /// register's offset in configuration space.
+    pub msi_masked: Option<(u16, u16)>,
+}
+
+/// Xen 4.17's `pci_msi_conf_write_intercept` for a hardware-domain write of `size`
+/// bytes at `reg` with value `data`: true lets it through (perhaps with `data`
+/// changed), false drops it. Only registers 64..256 are looked at. For a device with
+/// an MSI-X capability, bound or not, every write to the capability's 12 bytes is
+/// dropped except a 2-byte write of the control register. For a bound MSI that can
+/// mask, writes from the capability to the end of the pending bits are dropped except
+/// a 2-byte write of the control register and a 4-byte write of the mask bits (Xen
+/// then ORs in the bits it keeps masked itself; dom0's value goes through as it is
+/// here: see `docs/xen-differences.md`). An MSI that cannot mask is not filtered, as
+/// in Xen. The MSI-X control word goes through as written: the hypervisor keeps
+/// the function mask only while it programs an entry, under its own lock.
+pub fn conf_write_intercept(dev: &DevMsi, reg: u16, size: u8, _data: &mut u32) -> bool {
+    if !(64..256).contains(&reg) {
+        return true;
+    }
+    if let Some(pos) = dev.msix_pos
+        && reg >= pos
+        && reg < pos + 12
+    {
+        return reg == pos + 2 && size == 2;
+    }
+    if let Some((pos, mpos)) = dev.msi_masked {
+        if reg < pos || reg >= mpos + 8 {
+            return true;
+        }
+        if reg == pos + 2 {
+            return size == 2;
+        }
+        return reg == mpos && size == 4;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -278,7 +556,6 @@ mod tests {
         assert_eq!((l.data, l.mask, l.last), (12, Some(16), 23));
         let l = msi_layout(MSI_CTRL_MASKBIT);
         assert_eq!((l.data, l.mask, l.last), (8, Some(12), 19));
-        assert_eq!(msi_protected(0x50, MSI_CTRL_64BIT), (0x52, 0x5D));
         assert_eq!(msi_max_vectors(0), 1);
         assert_eq!(msi_max_vectors(5 << 1), 32);
         assert_eq!(msi_max_vectors(7 << 1), 32);
@@ -291,6 +568,5 @@ mod tests {
         assert_eq!(msix_table_loc(0x2004), (4, 0x2000));
         assert_eq!(msix_entry_addr(0xFE00_0000, 0x1001, 3), Some(0xFE00_1030));
         assert_eq!(msix_entry_addr(u64::MAX, 0x1000, 0), None);
-        assert_eq!(msix_protected(0x98), (0x9A, 0x9B));
     }
 }

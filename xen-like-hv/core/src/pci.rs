@@ -104,6 +104,8 @@ pub struct PciDevice {
     pub is_extfn: bool,
     /// An SR-IOV virtual function of `physfn`.
     pub physfn: Option<(u8, u8)>,
+    /// Its MSI-X capability and bound MSI, for the write filter.
+    pub msi: crate::msi::DevMsi,
 }
 
 /// Configuration registers the hypervisor keeps for itself on one device: writes by
@@ -164,9 +166,12 @@ impl PciState {
 
     /// Records `dev` (Xen's `pci_add_device`): a device already known keeps its place
     /// and takes the new information, as Xen's `alloc_pdev` returns the existing one.
+    /// A bound MSI stays recorded.
     pub fn add_device(&mut self, dev: PciDevice) -> Result<(), PciError> {
         if let Some(have) = self.devices.iter_mut().find(|d| d.sbdf == dev.sbdf) {
+            let msi_masked = have.msi.msi_masked;
             *have = dev;
+            have.msi.msi_masked = msi_masked;
             return Ok(());
         }
         self.devices.push(dev).map_err(|_| PciError::Full)
@@ -193,6 +198,14 @@ impl PciState {
     /// The device at `sbdf`, if recorded.
     pub fn device(&self, sbdf: Sbdf) -> Option<&PciDevice> {
         self.devices.iter().find(|d| d.sbdf == sbdf)
+    }
+
+    /// Records (or forgets, `None`) the bound MSI of `sbdf` that can mask: its
+    /// capability and mask register offsets, which the write filter guards.
+    pub fn set_msi_bound(&mut self, sbdf: Sbdf, bound: Option<(u16, u16)>) {
+        if let Some(d) = self.devices.iter_mut().find(|d| d.sbdf == sbdf) {
+            d.msi.msi_masked = bound;
+        }
     }
 
     /// Marks `sbdf` read-only for the hardware domain (Xen's `pci_ro_device`); false
@@ -225,14 +238,20 @@ impl PciState {
     }
 
     /// Whether a hardware-domain write of `size` bytes at register `reg` of `sbdf` may
-    /// go to the device (Xen's `pci_conf_write_intercept`; `data` is the value, which
-    /// a future intercept may adjust as Xen's MSI code does).
-    pub fn write_intercept(&self, sbdf: Sbdf, reg: u16, size: u8, _data: &mut u32) -> bool {
+    /// go to the device (Xen's `pci_conf_write_intercept`): not if it touches a
+    /// protected range, and for a reported device as Xen's MSI filter says
+    /// ([`crate::msi::conf_write_intercept`], which may change `data`).
+    pub fn write_intercept(&self, sbdf: Sbdf, reg: u16, size: u8, data: &mut u32) -> bool {
         let last = reg.saturating_add(u16::from(size.max(1)) - 1);
-        !self
+        if self
             .protected
             .iter()
             .any(|p| p.sbdf == sbdf && p.first <= last && reg <= p.last)
+        {
+            return false;
+        }
+        self.device(sbdf)
+            .is_none_or(|d| crate::msi::conf_write_intercept(&d.msi, reg, size, data))
     }
 }
 
@@ -341,6 +360,7 @@ mod tests {
             sbdf: NIC,
             is_extfn: false,
             physfn: None,
+            msi: crate::msi::DevMsi::default(),
         };
         assert_eq!(s.add_device(d), Ok(()));
         assert_eq!(

@@ -328,7 +328,7 @@ fn eoi_bitmap() {
     // v2: EOI does not unmask the port.
     assert_eq!(t.eoi(DomId(0), true, 16, &mut c), Ok(None));
     // Teardown returns the frame for its reference to be dropped.
-    assert_eq!(t.domain_destroyed(DomId(0), &mut c), Some(Mfn(0x1234)));
+    assert_eq!(t.domain_destroyed(DomId(0), &mut c, |_| {}), Some(Mfn(0x1234)));
 }
 
 #[test]
@@ -352,12 +352,12 @@ fn teardown_releases_everything() {
     assert!(t.on_irq(20, &mut c));
     t.eoi(DomId(0), true, 20, &mut c).unwrap();
     assert!(c.masked[20], "the domU owes an EOI");
-    assert_eq!(t.domain_destroyed(DomId(1), &mut c), None);
+    assert_eq!(t.domain_destroyed(DomId(1), &mut c, |_| {}), None);
     assert!(!c.masked[20], "its death gives it");
     assert!(!t.irq_permitted(DomId(1), false, 20));
     assert_eq!(t.pirq_to_irq(DomId(1), 20), None);
     assert_eq!(t.status(DomId(0), true, 20), Ok(XENIRQSTAT_NEEDS_EOI));
-    assert_eq!(t.domain_destroyed(DomId(0), &mut c), None);
+    assert_eq!(t.domain_destroyed(DomId(0), &mut c, |_| {}), None);
     assert!(c.masked[20], "no guest left: masked");
     assert!(!t.on_irq(20, &mut c));
     // Every mapping slot is free again.
