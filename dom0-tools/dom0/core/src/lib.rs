@@ -36,6 +36,7 @@ pub mod disks;
 pub mod domains;
 pub mod ether;
 pub mod hv;
+pub mod msix;
 pub mod pci;
 pub mod server;
 pub mod uart;

@@ -110,9 +110,9 @@ fn map_inner<P: Platform>(
             };
             let known = ctx.p.pci(|s| s.device(sbdf).is_some());
             let (index, want) = (map.index, map.pirq);
-            let (pirq, src) = ctx.p.irqs(|t, chip| {
-                t.map_msi(caller, target, index, want, sbdf, known, entry, chip)
-            })?;
+            let (pirq, src) = ctx
+                .p
+                .irqs(|t, chip| t.map_msi(caller, target, index, want, sbdf, known, entry, chip))?;
             if let MsiKind::Msi { pos, ctrl } = src.kind
                 && let Some(m) = msi_layout(ctrl).mask
             {

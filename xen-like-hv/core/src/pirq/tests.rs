@@ -328,7 +328,10 @@ fn eoi_bitmap() {
     // v2: EOI does not unmask the port.
     assert_eq!(t.eoi(DomId(0), true, 16, &mut c), Ok(None));
     // Teardown returns the frame for its reference to be dropped.
-    assert_eq!(t.domain_destroyed(DomId(0), &mut c, |_| {}), Some(Mfn(0x1234)));
+    assert_eq!(
+        t.domain_destroyed(DomId(0), &mut c, |_| {}),
+        Some(Mfn(0x1234))
+    );
 }
 
 #[test]
