@@ -461,8 +461,9 @@ pub fn conf_write_intercept(dev: &DevMsi, reg: u16, size: u8, _data: &mut u32) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    extern crate std;
 
     struct Space([u8; 256]);
     impl CfgRead for Space {
@@ -559,6 +560,238 @@ mod tests {
         assert_eq!(msi_max_vectors(0), 1);
         assert_eq!(msi_max_vectors(5 << 1), 32);
         assert_eq!(msi_max_vectors(7 << 1), 32);
+    }
+
+    /// A function with an MSI-X capability at 0x98 (`entries` entries, table at
+    /// BAR 1 offset 0, PBA at offset 0x800) and an MSI capability at 0x50 (64-bit,
+    /// per-vector masking), and its table's MMIO.
+    pub(crate) struct FakeDev {
+        pub(crate) cfg: [u8; 256],
+        pub(crate) table: std::collections::BTreeMap<u64, u32>,
+        pub(crate) ro: std::vec::Vec<(u64, u64, bool)>,
+        pub(crate) writes: std::vec::Vec<(u16, u8, u32)>,
+    }
+
+    pub(crate) const BAR1: u64 = 0xFEBF_1000;
+
+    impl FakeDev {
+        pub(crate) fn new(entries: u16) -> Self {
+            let mut cfg = [0u8; 256];
+            cfg[4] = 0x06; // memory decoding, bus master
+            cfg[6] = PCI_STATUS_CAP_LIST.to_le_bytes()[0];
+            cfg[0x14..0x18].copy_from_slice(&(BAR1 as u32).to_le_bytes());
+            cfg[0x34] = 0x98;
+            cfg[0x98] = CAP_ID_MSIX;
+            cfg[0x99] = 0x50;
+            cfg[0x9A..0x9C].copy_from_slice(&(entries - 1).to_le_bytes());
+            cfg[0x9C..0xA0].copy_from_slice(&1u32.to_le_bytes());
+            cfg[0xA0..0xA4].copy_from_slice(&0x801u32.to_le_bytes());
+            cfg[0x50] = CAP_ID_MSI;
+            cfg[0x51] = 0;
+            cfg[0x52..0x54].copy_from_slice(&(MSI_CTRL_64BIT | MSI_CTRL_MASKBIT | 2).to_le_bytes());
+            FakeDev {
+                cfg,
+                table: std::collections::BTreeMap::new(),
+                ro: std::vec::Vec::new(),
+                writes: std::vec::Vec::new(),
+            }
+        }
+        pub(crate) fn cfg16(&self, reg: u16) -> u16 {
+            u16::from_le_bytes([self.cfg[usize::from(reg)], self.cfg[usize::from(reg) + 1]])
+        }
+        pub(crate) fn cfg32(&self, reg: u16) -> u32 {
+            u32::from(self.cfg16(reg)) | u32::from(self.cfg16(reg + 2)) << 16
+        }
+    }
+
+    impl MsiHw for FakeDev {
+        fn cfg_read(&mut self, _sbdf: Sbdf, reg: u16, size: u8) -> u32 {
+            let mut v = 0u32;
+            for i in 0..u16::from(size) {
+                let b = self.cfg.get(usize::from(reg + i)).copied().unwrap_or(0xFF);
+                v |= u32::from(b) << (8 * i);
+            }
+            v
+        }
+        fn cfg_write(&mut self, _sbdf: Sbdf, reg: u16, size: u8, val: u32) {
+            self.writes.push((reg, size, val));
+            for i in 0..u16::from(size) {
+                if let Some(b) = self.cfg.get_mut(usize::from(reg + i)) {
+                    *b = val.to_le_bytes()[usize::from(i)];
+                }
+            }
+        }
+        fn mmio_read32(&mut self, addr: u64) -> u32 {
+            self.table.get(&addr).copied().unwrap_or(0)
+        }
+        fn mmio_write32(&mut self, addr: u64, val: u32) {
+            self.table.insert(addr, val);
+        }
+        fn ro_frames(&mut self, first: u64, last: u64, ro: bool) {
+            self.ro.push((first, last, ro));
+        }
+    }
+
+    const DEV: Sbdf = Sbdf {
+        seg: 0,
+        bus: 0,
+        devfn: 4 << 3,
+    };
+
+    #[test]
+    fn msix_entry_is_programmed_masked_and_the_table_made_read_only() {
+        let mut d = FakeDev::new(3);
+        let msg = compose(0, 0x91);
+        let src = enable_msix(&mut d, DEV, 2, msg).unwrap();
+        let e = BAR1 + 2 * 16;
+        assert_eq!(
+            src.kind,
+            MsiKind::MsiX {
+                pos: 0x98,
+                entry: 2,
+                addr: e,
+                table: (BAR1 >> 12, BAR1 >> 12),
+                pba: ((BAR1 + 0x800) >> 12, (BAR1 + 0x800) >> 12),
+            }
+        );
+        assert_eq!(d.table[&e], msg.addr_lo);
+        assert_eq!(d.table[&(e + 4)], 0);
+        assert_eq!(d.table[&(e + 8)], msg.data);
+        assert_eq!(d.table[&(e + 12)], MSIX_VECTOR_MASKED);
+        // enabled with the function masked while it worked, then dom0's value back
+        assert!(
+            d.writes
+                .contains(&(0x9A, 2, u32::from(2 | MSIX_CTRL_ENABLE | MSIX_CTRL_MASKALL)))
+        );
+        assert_eq!(d.cfg16(0x9A), 2);
+        assert_eq!(
+            d.ro,
+            [
+                (BAR1 >> 12, BAR1 >> 12, true),
+                ((BAR1 + 0x800) >> 12, (BAR1 + 0x800) >> 12, true)
+            ]
+        );
+        set_mask(&mut d, &src, false);
+        assert_eq!(d.table[&(e + 12)], 0);
+        set_mask(&mut d, &src, true);
+        assert_eq!(d.table[&(e + 12)], MSIX_VECTOR_MASKED);
+        set_mask(&mut d, &src, false);
+        disable(&mut d, &src);
+        assert_eq!(d.table[&(e + 12)], MSIX_VECTOR_MASKED);
+        assert_eq!(d.ro.len(), 4);
+        assert!(d.ro[2..].iter().all(|r| !r.2));
+    }
+
+    #[test]
+    fn msix_refusals_are_xens() {
+        let mut d = FakeDev::new(2);
+        assert_eq!(
+            enable_msix(&mut d, DEV, 2, compose(0, 0x90)),
+            Err(MsiError::Invalid)
+        );
+        // no memory decoding: -ENXIO, MSI-X left disabled
+        d.cfg[4] = 0;
+        assert_eq!(
+            enable_msix(&mut d, DEV, 0, compose(0, 0x90)),
+            Err(MsiError::NoDecode)
+        );
+        assert_eq!(d.cfg16(0x9A) & MSIX_CTRL_ENABLE, 0);
+        // a BAR that is not set: -ENXIO
+        d.cfg[4] = 2;
+        d.cfg[0x14..0x18].fill(0);
+        assert_eq!(
+            enable_msix(&mut d, DEV, 0, compose(0, 0x90)),
+            Err(MsiError::NoDecode)
+        );
+        assert!(d.ro.is_empty() && d.table.is_empty());
+        // no capability: -ENODEV
+        let mut n = FakeDev::new(1);
+        n.cfg[0x34] = 0x50;
+        assert_eq!(
+            enable_msix(&mut n, DEV, 0, compose(0, 0x90)),
+            Err(MsiError::NoDevice)
+        );
+        assert_eq!(MsiError::NoDecode.errno(), hypercall_abi::Errno::ENXIO);
+    }
+
+    #[test]
+    fn msix_table_in_a_64bit_bar() {
+        let mut d = FakeDev::new(1);
+        d.cfg[0x14..0x18].copy_from_slice(&0xE000_0004u32.to_le_bytes());
+        d.cfg[0x18..0x1C].copy_from_slice(&1u32.to_le_bytes());
+        let src = enable_msix(&mut d, DEV, 0, compose(0, 0x90)).unwrap();
+        assert!(matches!(
+            src.kind,
+            MsiKind::MsiX {
+                addr: 0x1_E000_0000,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn msi_is_programmed_and_enabled_with_one_vector() {
+        let mut d = FakeDev::new(1);
+        d.cfg[0x34] = 0x50;
+        let msg = compose(1, 0x95);
+        let src = enable_msi(&mut d, DEV, msg).unwrap();
+        assert!(src.maskable());
+        assert_eq!(d.cfg32(0x54), msg.addr_lo);
+        assert_eq!(d.cfg32(0x58), 0);
+        assert_eq!(u32::from(d.cfg16(0x5C)), msg.data);
+        assert_eq!(d.cfg32(0x60) & 1, 1, "masked until bound");
+        let ctrl = d.cfg16(0x52);
+        assert_eq!(ctrl & MSI_CTRL_ENABLE, 1);
+        assert_eq!((ctrl >> 4) & 7, 0, "one vector");
+        set_mask(&mut d, &src, false);
+        assert_eq!(d.cfg32(0x60) & 1, 0);
+        disable(&mut d, &src);
+        assert_eq!(d.cfg32(0x60) & 1, 1);
+        assert_eq!(d.cfg16(0x52) & MSI_CTRL_ENABLE, 0);
+        assert!(d.ro.is_empty());
+    }
+
+    #[test]
+    fn dom0_writes_to_msi_registers_are_filtered_as_xen_does() {
+        let mut v = 0u32;
+        let msix = DevMsi {
+            msix_pos: Some(0x98),
+            msi_masked: None,
+        };
+        // the control word, 2 bytes: through; anything else in the 12 bytes: dropped
+        assert!(conf_write_intercept(&msix, 0x9A, 2, &mut v));
+        assert!(!conf_write_intercept(&msix, 0x98, 4, &mut v));
+        assert!(!conf_write_intercept(&msix, 0x9B, 1, &mut v));
+        assert!(!conf_write_intercept(&msix, 0x9C, 4, &mut v));
+        assert!(!conf_write_intercept(&msix, 0xA0, 4, &mut v));
+        assert!(conf_write_intercept(&msix, 0xA4, 4, &mut v));
+        assert!(conf_write_intercept(&msix, 0x94, 4, &mut v));
+        // below 64 and from 256 on: never looked at
+        assert!(conf_write_intercept(
+            &DevMsi {
+                msix_pos: Some(0x20),
+                msi_masked: None
+            },
+            0x20,
+            4,
+            &mut v
+        ));
+        // a bound MSI that can mask (capability 0x50, mask bits at 0x60)
+        let msi = DevMsi {
+            msix_pos: None,
+            msi_masked: Some((0x50, 0x60)),
+        };
+        assert!(conf_write_intercept(&msi, 0x52, 2, &mut v));
+        assert!(!conf_write_intercept(&msi, 0x50, 4, &mut v));
+        assert!(!conf_write_intercept(&msi, 0x54, 4, &mut v), "address");
+        assert!(!conf_write_intercept(&msi, 0x5C, 2, &mut v), "data");
+        assert!(conf_write_intercept(&msi, 0x60, 4, &mut v), "mask bits");
+        assert!(!conf_write_intercept(&msi, 0x60, 2, &mut v));
+        assert!(!conf_write_intercept(&msi, 0x64, 4, &mut v), "pending bits");
+        assert!(conf_write_intercept(&msi, 0x68, 4, &mut v));
+        assert!(conf_write_intercept(&msi, 0x4C, 4, &mut v));
+        // nothing bound, no MSI-X: nothing filtered
+        assert!(conf_write_intercept(&DevMsi::default(), 0x54, 4, &mut v));
     }
 
     #[test]

@@ -389,4 +389,41 @@ mod tests {
             Err(PciError::Full)
         );
     }
+
+    #[test]
+    fn msi_registers_of_reported_devices_are_filtered() {
+        let mut s = PciState::new();
+        let w = |s: &PciState, reg: u16, start: u8, size: u8| {
+            cfg_ok(
+                s,
+                true,
+                cf8_of(0, NIC.devfn, reg),
+                start,
+                size,
+                Some(&mut 0),
+            )
+        };
+        // not reported: nothing known, nothing filtered
+        assert!(w(&s, 0x98, 0, 4));
+        let dev = PciDevice {
+            sbdf: NIC,
+            is_extfn: false,
+            physfn: None,
+            msi: crate::msi::DevMsi {
+                msix_pos: Some(0x98),
+                msi_masked: None,
+            },
+        };
+        s.add_device(dev).unwrap();
+        assert!(!w(&s, 0x98, 0, 4), "MSI-X capability, dword");
+        assert!(w(&s, 0x98, 2, 2), "MSI-X control word");
+        assert!(!w(&s, 0x9C, 0, 4), "table offset");
+        // a bound MSI that masks; re-adding the device keeps it
+        s.set_msi_bound(NIC, Some((0x50, 0x60)));
+        s.add_device(dev).unwrap();
+        assert!(!w(&s, 0x54, 0, 4));
+        assert!(w(&s, 0x60, 0, 4));
+        s.set_msi_bound(NIC, None);
+        assert!(w(&s, 0x54, 0, 4));
+    }
 }
