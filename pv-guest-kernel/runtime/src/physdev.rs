@@ -248,6 +248,35 @@ pub unsafe fn pci_conf_write16(bus: u8, dev: u8, func: u8, reg: u8, value: u16) 
     }
 }
 
+/// `PHYSDEVOP_pci_mmcfg_reserved`: tells the hypervisor that the MMCONFIG region
+/// at `address` (segment, buses) is reserved by the firmware (`reserved`), as
+/// Linux's `xen_mcfg_late` does for each `MCFG` entry. dom0 only.
+pub fn pci_mmcfg_reserved(
+    address: u64,
+    segment: u16,
+    start_bus: u8,
+    end_bus: u8,
+    reserved: bool,
+) -> Result<(), Errno> {
+    let arg = hypercall_abi::physdev::PhysdevPciMmcfgReserved {
+        address,
+        segment,
+        start_bus,
+        end_bus,
+        flags: if reserved {
+            hypercall_abi::physdev::XEN_PCI_MMCFG_RESERVED
+        } else {
+            0
+        },
+    };
+    physdev_op(
+        &mut hc(),
+        PhysdevOp::PciMmcfgReserved.nr(),
+        handle(&arg).cast(),
+    )
+    .map(drop)
+}
+
 /// `PHYSDEVOP_pci_device_add`: tells the hypervisor about PCI function
 /// `seg:bus:devfn` (`XEN_PCI_DEV_*` `flags`), as Linux's Xen PCI notifier does
 /// for every device it finds. dom0 only (`-EPERM` otherwise).

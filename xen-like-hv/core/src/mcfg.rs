@@ -1,6 +1,6 @@
 //! The ACPI `MCFG` table (PCI Express memory-mapped configuration, ECAM): parsing and
-//! address arithmetic, portable and host-tested. Not wired into boot yet
-//! (`docs/devices.md`, "Not yet").
+//! address arithmetic, portable and host-tested. The hypervisor reads it at boot
+//! (`docs/devices.md`, "MMCONFIG").
 //!
 //! Layout (PCI Firmware specification): the 36-byte ACPI header, 8 reserved bytes, then
 //! 16-byte entries: base address (u64), segment (u16), first bus, last bus, 4 reserved.
@@ -58,8 +58,10 @@ pub enum McfgError {
 
 /// The regions of an `MCFG` table given as its bytes (at least its header's length).
 /// Entries with the last bus below the first, or whose base is not 1 MiB aligned, are
-/// skipped, as Xen's `acpi_mcfg_check_entry` refuses them (a partial entry at the end
-/// is ignored).
+/// skipped (our own sanity checks; a partial entry at the end is ignored, as Xen's
+/// count of whole entries does). Xen 4.17 also refuses the whole table when an entry
+/// lies above 4 GiB on firmware it dates before 2010 (`acpi_mcfg_check_entry`, by
+/// DMI), which is not done here.
 pub fn parse(table: &[u8]) -> Result<impl Iterator<Item = McfgRegion> + '_, McfgError> {
     if table.get(0..4) != Some(b"MCFG".as_slice()) {
         return Err(McfgError::Signature);

@@ -152,6 +152,9 @@ pub struct PciState {
     devices: heapless::Vec<PciDevice, MAX_DEVICES>,
     read_only: heapless::Vec<Sbdf, MAX_READ_ONLY>,
     protected: heapless::Vec<Protected, MAX_PROTECTED>,
+    /// MMCONFIG regions from the ACPI `MCFG`, and whether each is in use (Xen's
+    /// `pci_mmcfg_config` and `pci_mmcfg_virt`).
+    mcfg: heapless::Vec<(crate::mcfg::McfgRegion, bool), 8>,
 }
 
 impl PciState {
@@ -161,7 +164,52 @@ impl PciState {
             devices: heapless::Vec::new(),
             read_only: heapless::Vec::new(),
             protected: heapless::Vec::new(),
+            mcfg: heapless::Vec::new(),
         }
+    }
+
+    /// Records an MMCONFIG region found at boot, in use from then on (Xen enables
+    /// each one at boot). False if there is no room.
+    pub fn add_mcfg(&mut self, r: crate::mcfg::McfgRegion) -> bool {
+        self.mcfg.push((r, true)).is_ok()
+    }
+
+    /// The MMCONFIG regions and whether each is in use.
+    pub fn mcfg(&self) -> &[(crate::mcfg::McfgRegion, bool)] {
+        &self.mcfg
+    }
+
+    /// `PHYSDEVOP_pci_mmcfg_reserved` after the privilege check (Xen's
+    /// `pci_mmcfg_reserved`): flags other than `XEN_PCI_MMCFG_RESERVED` are -EINVAL;
+    /// the region must be one of the table's (segment and buses, else -ENODEV) at the
+    /// same address (else -EIO). With the flag the region is in use (Xen's
+    /// `pci_mmcfg_arch_enable`: its frames read-only for guests, returned here when
+    /// that is new); without, the hypervisor stops using it (its frames stay
+    /// read-only, as in Xen).
+    pub fn mmcfg_reserved(
+        &mut self,
+        address: u64,
+        segment: u16,
+        start_bus: u8,
+        end_bus: u8,
+        flags: u32,
+    ) -> Result<Option<(u64, u64)>, hypercall_abi::Errno> {
+        use hypercall_abi::Errno;
+        if flags & !hypercall_abi::physdev::XEN_PCI_MMCFG_RESERVED != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let (r, on) = self
+            .mcfg
+            .iter_mut()
+            .find(|(r, _)| r.segment == segment && r.start_bus == start_bus && r.end_bus == end_bus)
+            .ok_or(Errno::ENODEV)?;
+        if r.base != address {
+            return Err(Errno::EIO);
+        }
+        let enable = flags != 0;
+        let newly = enable && !*on;
+        *on = enable;
+        Ok(if newly { r.frames() } else { None })
     }
 
     /// Records `dev` (Xen's `pci_add_device`): a device already known keeps its place

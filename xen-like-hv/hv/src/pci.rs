@@ -9,6 +9,31 @@ use xlhv_core::pci::{CONFIG_ADDRESS, CONFIG_DATA, PciState};
 /// The devices dom0 reported, read-only devices, registers the hypervisor owns.
 pub static STATE: Mutex<PciState> = Mutex::new(PciState::new());
 
+/// Xen's `acpi_mmcfg_init`: each MMCONFIG region of the `MCFG` is in use from boot
+/// and its frames are read-only for every guest (`mmio_ro_ranges`); dom0 maps them
+/// and reads configuration space there. Xen first checks that the firmware's memory
+/// map reserves the region; that check is not made here.
+pub fn init_mmcfg(regions: &[xlhv_core::mcfg::McfgRegion]) {
+    let mut s = STATE.lock();
+    for r in regions {
+        let Some((first, last)) = r.frames() else {
+            continue;
+        };
+        if !s.add_mcfg(*r) {
+            log::warn!("PCI: too many MCFG regions; {:#x} ignored", r.base);
+            continue;
+        }
+        crate::mmhw::mmio_ro(first, last, true);
+        log::info!(
+            "PCI: Using MCFG for segment {:04x} bus {:02x}-{:02x} at {:#x} (frames read-only for guests)",
+            r.segment,
+            r.start_bus,
+            r.end_bus,
+            r.base
+        );
+    }
+}
+
 /// Serialises latch + data pairs across CPUs (Xen's `pci_config_lock`).
 static CONFIG_LOCK: Mutex<()> = Mutex::new(());
 

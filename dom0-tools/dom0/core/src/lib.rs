@@ -28,6 +28,7 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod agent;
 pub mod blkback;
 pub mod builder;

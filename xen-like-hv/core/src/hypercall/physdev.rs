@@ -18,7 +18,7 @@ use crate::traps::GuestCtx;
 use hypercall_abi::Errno;
 use hypercall_abi::physdev::{
     PhysdevManagePci, PhysdevManagePciExt, PhysdevOp, PhysdevPciDevice, PhysdevPciDeviceAdd,
-    XEN_PCI_DEV_EXTFN, XEN_PCI_DEV_PXM, XEN_PCI_DEV_VIRTFN,
+    PhysdevPciMmcfgReserved, XEN_PCI_DEV_EXTFN, XEN_PCI_DEV_PXM, XEN_PCI_DEV_VIRTFN,
 };
 
 /// One of the PCI report commands, argument at guest address `arg`.
@@ -60,6 +60,27 @@ pub fn pci_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, op: PhysdevOp, arg: u64) -
         PhysdevOp::PciDeviceRemove => {
             let d: PhysdevPciDevice = ctx.p.read_obj(arg)?;
             remove_device(ctx, dev(d.seg, d.bus, d.devfn))
+        }
+        PhysdevOp::PciMmcfgReserved => {
+            let r: PhysdevPciMmcfgReserved = ctx.p.read_obj(arg)?;
+            // xsm_resource_setup_misc (XSM_PRIV).
+            if !ctx.dom.privileged {
+                return Err(HvError::NotPrivileged);
+            }
+            let (a, seg, sb, eb, fl) = (r.address, r.segment, r.start_bus, r.end_bus, r.flags);
+            let newly = ctx.p.pci(|s| s.mmcfg_reserved(a, seg, sb, eb, fl))?;
+            if let Some((first, last)) = newly {
+                ctx.p.mmio_ro(first, last, true);
+            }
+            log::info!(
+                "PCI: MMCONFIG segment {seg:04x} bus {sb:02x}-{eb:02x} at {a:#x}: {}",
+                if fl != 0 {
+                    "reserved, in use"
+                } else {
+                    "not used"
+                }
+            );
+            Ok(0)
         }
         _ => Err(Errno::ENOSYS.into()),
     }

@@ -26,6 +26,8 @@ pub struct AcpiInfo {
     pub ioapics: Vec<(u8, u64, u32), 8>,
     /// Interrupt source overrides (ISA).
     pub overrides: Vec<xlhv_core::ioapic::SourceOverride, 16>,
+    /// MMCONFIG regions (the `MCFG`; none on QEMU's `pc`).
+    pub mcfg: Vec<xlhv_core::mcfg::McfgRegion, 8>,
 }
 
 /// Maps ACPI tables through the direct map, or the ioremap window if a table lies in
@@ -111,6 +113,19 @@ pub fn read(root: AcpiRoot) -> AcpiInfo {
             }
         }
         Err(e) => log::warn!("acpi: no usable MADT ({e:?}); assuming one CPU"),
+    }
+    if let Ok(m) = tables.find_table::<acpi::mcfg::Mcfg>() {
+        let pa = m.physical_start() as u64;
+        let len = u64::from(acpi::AcpiTable::header(&*m).length);
+        match crate::mm::direct_slice(pa, len).map(xlhv_core::mcfg::parse) {
+            Some(Ok(regions)) => {
+                for r in regions {
+                    let _ = info.mcfg.push(r);
+                }
+            }
+            Some(Err(e)) => log::warn!("acpi: MCFG at {pa:#x} refused: {e:?}"),
+            None => log::warn!("acpi: MCFG at {pa:#x} is not in the direct map"),
+        }
     }
     if let Ok(h) = HpetInfo::new(&tables) {
         info.hpet = Some((h.base_address as u64, h.num_comparators()));
