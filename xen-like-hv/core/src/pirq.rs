@@ -237,6 +237,8 @@ pub struct IrqTable {
     nr_irqs: u32,
     nr_cpus: u32,
     descs: [Desc; NR_IRQS_MAX as usize],
+    /// Interrupts taken on MSI IRQs, over their lives.
+    msi_count: u64,
     maps: [Option<Map>; MAX_MAPS],
     doms: [Option<DomIrq>; MAX_DOMS],
 }
@@ -270,6 +272,7 @@ impl IrqTable {
             nr_irqs: 16,
             nr_cpus: 1,
             descs: [Desc::EMPTY; NR_IRQS_MAX as usize],
+            msi_count: 0,
             maps: [None; MAX_MAPS],
             doms: [None; MAX_DOMS],
         }
@@ -338,6 +341,11 @@ impl IrqTable {
     pub fn mode(&self, irq: u32) -> Option<(Trigger, Polarity)> {
         let d = self.descs.get(irq as usize).filter(|d| d.present)?;
         Some((d.trigger, d.polarity))
+    }
+
+    /// Interrupts taken on MSI IRQs so far, including IRQs destroyed since.
+    pub fn msi_count(&self) -> u64 {
+        self.msi_count
     }
 
     /// Interrupts taken on `irq` so far.
@@ -1081,6 +1089,12 @@ impl IrqTable {
             return false;
         };
         d.count = d.count.wrapping_add(1);
+        if d.msi.is_some() {
+            self.msi_count = self.msi_count.wrapping_add(1);
+        }
+        let Some(d) = self.descs.get_mut(irq as usize) else {
+            return false;
+        };
         if d.nr_guests == 0 {
             hw_mask(chip, irq, d.msi, true);
             return false;

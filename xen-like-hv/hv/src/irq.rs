@@ -210,12 +210,13 @@ pub fn domain_destroyed(dom: DomId) -> Option<Mfn> {
 /// Logs how many interrupts each GSI took (at the machine's end).
 pub fn report() {
     let t = IRQS.lock();
-    for g in 0..t.nr_irqs() {
+    for g in 0..t.nr_gsis() {
         let n = t.count(g);
-        if n > 0 && g < t.nr_gsis() {
+        if n > 0 {
             log::info!("irq: GSI {g}: {n} interrupts");
-        } else if n > 0 {
-            log::info!("irq: MSI IRQ {g}: {n} interrupts");
         }
+    }
+    if t.msi_count() > 0 {
+        log::info!("irq: MSI and MSI-X: {} interrupts", t.msi_count());
     }
 }

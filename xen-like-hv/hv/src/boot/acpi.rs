@@ -117,14 +117,22 @@ pub fn read(root: AcpiRoot) -> AcpiInfo {
     if let Ok(m) = tables.find_table::<acpi::mcfg::Mcfg>() {
         let pa = m.physical_start() as u64;
         let len = u64::from(acpi::AcpiTable::header(&*m).length);
-        match crate::mm::direct_slice(pa, len).map(xlhv_core::mcfg::parse) {
+        let bytes = crate::mm::direct_slice(pa, len).or_else(|| {
+            let va = paging::ioremap(pa, len)?;
+            // SAFETY: `va` maps `len` bytes of the table (ioremap, permanent); the
+            // firmware's tables are not written by anyone while they are read.
+            Some(unsafe {
+                core::slice::from_raw_parts(va as *const u8, usize::try_from(len).ok()?)
+            })
+        });
+        match bytes.map(xlhv_core::mcfg::parse) {
             Some(Ok(regions)) => {
                 for r in regions {
                     let _ = info.mcfg.push(r);
                 }
             }
             Some(Err(e)) => log::warn!("acpi: MCFG at {pa:#x} refused: {e:?}"),
-            None => log::warn!("acpi: MCFG at {pa:#x} is not in the direct map"),
+            None => log::warn!("acpi: cannot map the MCFG at {pa:#x}"),
         }
     }
     if let Ok(h) = HpetInfo::new(&tables) {
