@@ -579,7 +579,7 @@ pub(crate) mod tests {
             let mut cfg = [0u8; 256];
             cfg[4] = 0x06; // memory decoding, bus master
             cfg[6] = PCI_STATUS_CAP_LIST.to_le_bytes()[0];
-            cfg[0x14..0x18].copy_from_slice(&(BAR1 as u32).to_le_bytes());
+            cfg[0x14..0x18].copy_from_slice(&u32::try_from(BAR1).unwrap().to_le_bytes());
             cfg[0x34] = 0x98;
             cfg[0x98] = CAP_ID_MSIX;
             cfg[0x99] = 0x50;

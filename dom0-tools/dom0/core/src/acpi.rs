@@ -60,12 +60,12 @@ pub fn find_rsdp(mem: &mut impl PhysMem) -> Option<(u8, u64, bool)> {
         0
     };
     let mut areas = Vec::new();
-    if ebda >= 0x400 && ebda < 0xA0000 {
-        areas.push((ebda, 1024u64));
+    if (0x400..0xA0000).contains(&ebda) {
+        areas.push((ebda, 1024usize));
     }
     areas.push((0xE0000, 0x20000));
     for (start, len) in areas {
-        let mut buf = alloc::vec![0u8; len as usize];
+        let mut buf = alloc::vec![0u8; len];
         if !mem.read(start, &mut buf) {
             continue;
         }
@@ -179,7 +179,7 @@ mod tests {
     fn table(sig: &[u8; 4], body: &[u8]) -> Vec<u8> {
         let mut t = Vec::new();
         t.extend_from_slice(sig);
-        t.extend_from_slice(&(36 + body.len() as u32).to_le_bytes());
+        t.extend_from_slice(&(36 + u32::try_from(body.len()).unwrap()).to_le_bytes());
         t.extend_from_slice(&[1; 28]);
         t.extend_from_slice(body);
         let s = sum(&t);

@@ -66,7 +66,10 @@ fn map_pirq<P: Platform>(ctx: &mut GuestCtx<'_, P>, va: u64) -> HvResult {
     let mut map: PhysdevMapPirq = ctx.p.read_obj(va)?;
     // MSI_SEG carries the segment in the bus field's upper half.
     let (ty, seg) = match map.type_ {
-        MAP_PIRQ_TYPE_MSI_SEG => (MAP_PIRQ_TYPE_MSI, (map.bus as u32 >> 16) as u16),
+        MAP_PIRQ_TYPE_MSI_SEG => (
+            MAP_PIRQ_TYPE_MSI,
+            u16::from_le_bytes([map.bus.to_le_bytes()[2], map.bus.to_le_bytes()[3]]),
+        ),
         // Refused before anything else, and nothing is written back.
         MAP_PIRQ_TYPE_MULTI_MSI if map.table_base != 0 => return Err(Errno::EINVAL.into()),
         t => (t, 0),
@@ -98,8 +101,8 @@ fn map_inner<P: Platform>(
         MAP_PIRQ_TYPE_MSI => {
             let sbdf = Sbdf {
                 seg,
-                bus: (map.bus & 0xFF) as u8,
-                devfn: (map.devfn & 0xFF) as u8,
+                bus: map.bus.to_le_bytes()[0],
+                devfn: map.devfn.to_le_bytes()[0],
             };
             // Xen decides by the table base: MSI-X entry `entry_nr` when dom0 gave
             // one (only a hint: Xen reads the BAR itself), else MSI with one vector.

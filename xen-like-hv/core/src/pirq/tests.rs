@@ -570,7 +570,7 @@ fn msi_map_refusals() {
     for i in 0..MSI_VECTORS {
         let mut c = msi_chip();
         let dev = Sbdf {
-            devfn: i as u8,
+            devfn: u8::try_from(i).unwrap(),
             ..DEV
         };
         t.map_msi(D0, D0, -1, -1, dev, true, Some(0), &mut c)
