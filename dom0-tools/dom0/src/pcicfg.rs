@@ -127,8 +127,14 @@ fn mmconfig(fns: &[dom0_core::pci::Function]) {
                 ));
             }
         }
+        let store = fns
+            .iter()
+            .find(|f| f.bus == r.start_bus)
+            .map_or(alloc::string::String::from("no function to try"), |f| {
+                ecam_store(&r, f)
+            });
         pv_runtime::println!(
-            "dom0: pci: MMCONFIG segment {:04x} buses {:02x}-{:02x} at {:#x} ({}): {agree} functions read through ECAM agree with 0xCF8, {differ} differ; extended capabilities: {}",
+            "dom0: pci: MMCONFIG segment {:04x} buses {:02x}-{:02x} at {:#x} ({}): {agree} functions read through ECAM agree with 0xCF8, {differ} differ; extended capabilities: {}; {store}",
             r.segment,
             r.start_bus,
             r.end_bus,
@@ -144,4 +150,41 @@ fn mmconfig(fns: &[dom0_core::pci::Function]) {
             }
         );
     }
+}
+
+/// A store through the (read-only) ECAM mapping, which the hypervisor emulates
+/// through its configuration write filter, as Xen's `mmcfg_intercept_write`: the
+/// function's interrupt line (a scratch register) changed through ECAM, read back
+/// through 0xCF8, then restored.
+fn ecam_store(r: &dom0_core::acpi::Mcfg, f: &dom0_core::pci::Function) -> alloc::string::String {
+    let Some(va) = r
+        .address(f.bus, f.dev, f.func, 0)
+        .and_then(|pa| pv_runtime::virtio::map_mmio(pa, 4096))
+    else {
+        return alloc::string::String::from("ECAM store: no mapping");
+    };
+    let mut cs = Cf8::new();
+    let before = cs.read32(f.bus, f.dev, f.func, 0x3C);
+    let line = before.to_le_bytes()[0];
+    let put = |v: u8| {
+        // SAFETY: `va` maps the function's ECAM page (read-only: the store faults
+        // and the hypervisor makes it); 0x3C is the interrupt line, a register no
+        // device uses, restored below.
+        unsafe { core::ptr::write_volatile((va + 0x3C) as *mut u8, v) }
+    };
+    put(line ^ 0x5A);
+    let seen = cs.read32(f.bus, f.dev, f.func, 0x3C).to_le_bytes()[0];
+    put(line);
+    let back = cs.read32(f.bus, f.dev, f.func, 0x3C);
+    alloc::format!(
+        "a store through ECAM to {:02x}:{:02x}.{} {}",
+        f.bus,
+        f.dev,
+        f.func,
+        if seen == line ^ 0x5A && back == before {
+            "reached the device"
+        } else {
+            "was lost"
+        }
+    )
 }

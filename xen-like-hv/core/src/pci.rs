@@ -174,6 +174,27 @@ impl PciState {
         self.mcfg.push((r, true)).is_ok()
     }
 
+    /// The function whose ECAM page is machine frame `frame`, in a region in use:
+    /// the page's machine address and the function.
+    pub fn mcfg_locate(&self, frame: u64) -> Option<(u64, Sbdf)> {
+        let pa = frame.checked_mul(4096)?;
+        self.mcfg.iter().filter(|(_, on)| *on).find_map(|(r, _)| {
+            let off = pa.checked_sub(r.base)?;
+            let bus = u8::try_from(off >> 20).ok()?;
+            (bus >= r.start_bus && bus <= r.end_bus).then(|| {
+                let devfn = ((off >> 12) & 0xFF) as u8;
+                (
+                    pa,
+                    Sbdf {
+                        seg: r.segment,
+                        bus,
+                        devfn,
+                    },
+                )
+            })
+        })
+    }
+
     /// The MMCONFIG regions and whether each is in use.
     pub fn mcfg(&self) -> &[(crate::mcfg::McfgRegion, bool)] {
         &self.mcfg

@@ -168,6 +168,9 @@ pub trait Platform {
     /// I/O frames `first..=last` become read-only for every guest mapping made from
     /// now on (Xen's `mmio_ro_ranges`), or one user fewer keeps them so.
     fn mmio_ro(&mut self, first: u64, last: u64, ro: bool);
+    /// Writes `size` (1, 2, 4) bytes of configuration space at ECAM machine address
+    /// `pa` (in an MMCONFIG region in use; Xen's `pci_mmcfg_write`).
+    fn mmcfg_write(&mut self, pa: u64, size: u8, value: u32);
     /// Whether domain `dom` may map every I/O frame of `first..=last`
     /// (`crate::iomem`, Xen's `iomem_access_permitted`).
     fn iomem_permitted(&mut self, dom: DomId, first: u64, last: u64) -> bool;

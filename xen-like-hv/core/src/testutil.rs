@@ -79,6 +79,8 @@ pub(crate) struct FakePlatform {
     pub pci: crate::pci::PciState,
     /// `Platform::mmio_ro` calls.
     pub mmio_ro: Vec<(u64, u64, bool)>,
+    /// `Platform::mmcfg_write` calls.
+    pub mmcfg_writes: Vec<(u64, u8, u32)>,
     /// Every domain's I/O-memory permissions.
     pub iomem: crate::iomem::IomemTable,
     /// The hypervisor's console ring as `read_console` sees it.
@@ -422,6 +424,7 @@ impl Default for FakePlatform {
             pci_writes: Vec::new(),
             pci: crate::pci::PciState::new(),
             mmio_ro: Vec::new(),
+            mmcfg_writes: Vec::new(),
             iomem: crate::iomem::IomemTable::new(),
             console_ring: Vec::new(),
             destroyed: Vec::new(),
@@ -781,6 +784,10 @@ impl Platform for FakePlatform {
 
     fn mmio_ro(&mut self, first: u64, last: u64, ro: bool) {
         self.mmio_ro.push((first, last, ro));
+    }
+
+    fn mmcfg_write(&mut self, pa: u64, size: u8, value: u32) {
+        self.mmcfg_writes.push((pa, size, value));
     }
 
     fn iomem_permitted(&mut self, dom: DomId, first: u64, last: u64) -> bool {
