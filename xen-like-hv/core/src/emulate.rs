@@ -253,16 +253,16 @@ pub fn mov_store_value(bytes: &[u8], regs: &crate::regs::Regs) -> Option<u64> {
             }
         }
         _ => {
-            let n = if size == 1 { 1 } else { size.min(4) };
-            let at = usize::try_from(len - n).ok()?;
-            let mut b = [0u8; 8];
-            b.get_mut(..n as usize)?
-                .copy_from_slice(bytes.get(at..at + n as usize)?);
-            let imm = u64::from_le_bytes(b);
+            let n = usize::try_from(size.min(4)).ok()?;
+            let at = usize::try_from(len).ok()?.checked_sub(n)?;
+            let mut b = [0u8; 4];
+            b.get_mut(..n)?.copy_from_slice(bytes.get(at..at + n)?);
+            let imm = u32::from_le_bytes(b);
             if size == 8 {
-                i64::from(imm as u32 as i32) as u64
+                // imm32, sign-extended
+                u64::from_le_bytes(i64::from(i32::from_le_bytes(b)).to_le_bytes())
             } else {
-                imm
+                u64::from(imm)
             }
         }
     };
@@ -289,13 +289,13 @@ pub fn mmio_ro_store<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr2: u64, frame: u6
     if cr2 % size != 0 {
         return Emulation::NotEmulated;
     }
-    let off = (cr2 & 0xFFF) as u16;
+    let off = u16::try_from(cr2 & 0xFFF).unwrap_or(0);
     if let Some((pa, sbdf)) = ctx.p.pci(|s| s.mcfg_locate(frame)) {
         let Some(value) = mov_store_value(code, ctx.regs).filter(|_| size <= 4) else {
             return Emulation::NotEmulated;
         };
-        let mut data = value as u32;
-        let size8 = size as u8;
+        let mut data = u32::try_from(value).unwrap_or(u32::MAX);
+        let size8 = u8::try_from(size).unwrap_or(4);
         if ctx
             .p
             .pci(|s| s.write_intercept(sbdf, off, size8, &mut data))

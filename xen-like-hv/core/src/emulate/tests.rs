@@ -1218,11 +1218,13 @@ fn xsetbv_without_cr4_osxsave_is_a_ud_and_from_user_mode_a_gp() {
 
 #[test]
 fn mov_store_values() {
-    let mut r = crate::regs::Regs::default();
-    r.rsi = 0x1122_3344_5566_7788;
-    r.rax = 0xAABB_CCDD;
-    r.rcx = 0x1234;
-    r.r9 = 0xFEDC_BA98_7654_3210;
+    let r = crate::regs::Regs {
+        rsi: 0x1122_3344_5566_7788,
+        rax: 0xAABB_CCDD,
+        rcx: 0x1234,
+        r9: 0xFEDC_BA98_7654_3210,
+        ..Default::default()
+    };
     for (code, want) in [
         (&[0x48u8, 0x89, 0x37][..], 0x1122_3344_5566_7788u64), // mov %rsi,(%rdi)
         (&[0x89, 0x30][..], 0x5566_7788),                      // mov %esi,(%rax)
