@@ -94,8 +94,10 @@ pub struct Message {
 }
 
 /// The message for `vector` delivered to the local APIC `apic_id`: physical
-/// destination, no redirection hint, fixed delivery, edge, asserted (as Xen's
-/// `msi_compose_msg` composes it for an xAPIC id below 256).
+/// destination, no redirection hint, fixed delivery, edge, asserted: Xen's
+/// `msi_compose_msg` with a physical-mode APIC driver (with the flat or x2APIC
+/// cluster driver Xen asks for logical destination and lowest-priority delivery
+/// instead; the guest sees no difference).
 pub const fn compose(apic_id: u8, vector: u8) -> Message {
     Message {
         addr_lo: MSI_ADDR_BASE | (apic_id as u32) << 12,
