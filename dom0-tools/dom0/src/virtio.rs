@@ -299,6 +299,43 @@ fn msix_begin(f: &Function, where_: &str) -> Option<MsixSetup> {
     })
 }
 
+/// Once per boot: the hypervisor owns the MSI-X table, and dom0's mapping of it is
+/// read-only (Xen's `mmio_ro_ranges`). dom0 reads the queues' entry (the message
+/// the hypervisor wrote), stores a changed data word through its own mapping (the
+/// store faults and the hypervisor drops it) and reads it back.
+fn table_check(f: &Function, s: &MsixSetup, entry: u16) {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let pa = s.msix.table + u64::from(entry) * 16 + 8;
+    let Some(va) = pv_runtime::virtio::map_mmio(pa, 4) else {
+        return;
+    };
+    // SAFETY: `va` maps the data word of an MSI-X table entry of this function
+    // (map_mmio, uncached; the hypervisor made it read-only). The store below
+    // faults and is dropped; were the mapping writable, the entry's vector would
+    // change and the device's interrupts would be lost, which the self-tests show.
+    let (before, after) = unsafe {
+        let p = va as *mut u32;
+        let before = core::ptr::read_volatile(p);
+        core::ptr::write_volatile(p, before ^ 0xFF);
+        (before, core::ptr::read_volatile(p))
+    };
+    println!(
+        "dom0: virtio {:02x}:{:02x}.{}: MSI-X entry {entry} data {before:#x}, {after:#x} after dom0's store: {}",
+        f.bus,
+        f.dev,
+        f.func,
+        if before == after {
+            "the table is read-only"
+        } else {
+            "the table is WRITABLE"
+        }
+    );
+}
+
 fn common_read16(base: u64, off: u64) -> u16 {
     // SAFETY: `base` maps the device's virtio common configuration uncached
     // (`map_mmio`); the offsets are registers of that structure.
@@ -335,6 +372,7 @@ fn msix_finish(
         ok &= common_read16(s.common, COMMON_QUEUE_MSIX_VECTOR) == qv;
     }
     if ok {
+        table_check(f, &s, qv);
         return Some(s.queues);
     }
     println!(
