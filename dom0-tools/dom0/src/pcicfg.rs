@@ -56,9 +56,18 @@ pub fn scan_and_report() -> alloc::vec::Vec<dom0_core::pci::Function> {
 /// area and ACPI tables are I/O frames dom0 may map).
 struct Phys;
 
+/// The BIOS area, mapped as one range (the RSDP search reads it a KiB at a time).
+const BIOS_AREA: (u64, u64) = (0xE0000, 0x20000);
+
 impl dom0_core::acpi::PhysMem for Phys {
     fn read(&mut self, pa: u64, buf: &mut [u8]) -> bool {
-        let Some(va) = pv_runtime::virtio::map_mmio(pa, buf.len().max(1) as u64) else {
+        let len = buf.len().max(1) as u64;
+        let va = if pa >= BIOS_AREA.0 && pa + len <= BIOS_AREA.0 + BIOS_AREA.1 {
+            pv_runtime::virtio::map_mmio(BIOS_AREA.0, BIOS_AREA.1).map(|v| v + (pa - BIOS_AREA.0))
+        } else {
+            pv_runtime::virtio::map_mmio(pa, len)
+        };
+        let Some(va) = va else {
             return false;
         };
         for (i, b) in buf.iter_mut().enumerate() {
@@ -77,6 +86,13 @@ impl dom0_core::acpi::PhysMem for Phys {
 /// 0x100, which 0xCF8 cannot reach) are counted. One line either way.
 fn mmconfig(fns: &[dom0_core::pci::Function]) {
     use dom0_core::acpi;
+    // Only a machine with PCI Express has MMCONFIG. (On `pc` the ACPI search made
+    // the block tests' later uploads stall, for a reason not found yet:
+    // docs/devices.md, "MMCONFIG".)
+    if !dom0_core::pci::has_pcie(fns) {
+        pv_runtime::println!("dom0: pci: no PCI Express: configuration space through 0xCF8 only");
+        return;
+    }
     let Some(t) = acpi::find_table(&mut Phys, b"MCFG") else {
         pv_runtime::println!("dom0: pci: no MCFG: configuration space through 0xCF8 only");
         return;

@@ -1,5 +1,5 @@
-//! The little of ACPI dom0 reads itself, as Linux does: the RSDP (in the BIOS area,
-//! or the first KiB of the EBDA), the root table (RSDT or XSDT) and the `MCFG`, whose
+//! The little of ACPI dom0 reads itself, as Linux does: the RSDP (in the BIOS
+//! area), the root table (RSDT or XSDT) and the `MCFG`, whose
 //! regions dom0 reports with `PHYSDEVOP_pci_mmcfg_reserved` and then reads PCI
 //! configuration space through (ECAM). Host-tested over [`PhysMem`]; the kernel maps
 //! the frames (`dom0/src/pcicfg.rs`). `docs/devices.md`, "MMCONFIG".
@@ -48,42 +48,29 @@ fn le64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// The RSDP: (revision, root table address: the XSDT for revision 2 and up when
-/// it has one, else the RSDT). Searched in the first KiB of the EBDA (segment at
-/// 0x40E), then 0xE0000..0x100000, on 16-byte boundaries; the first 20 bytes
-/// must sum to zero.
+/// The RSDP: (revision, root table address, whether it is the XSDT: for revision
+/// 2 and up when it has one, else the RSDT). Searched in 0xE0000..0x100000 on
+/// 16-byte boundaries, a KiB at a time (no large buffer: dom0's heap is small);
+/// the first 20 bytes must sum to zero. The EBDA, where the specification also
+/// allows it, is not searched (QEMU's firmware puts it in the BIOS area).
 pub fn find_rsdp(mem: &mut impl PhysMem) -> Option<(u8, u64, bool)> {
-    let mut seg = [0u8; 2];
-    let ebda = if mem.read(0x40E, &mut seg) {
-        u64::from(u16::from_le_bytes(seg)) << 4
-    } else {
-        0
-    };
-    let mut areas = Vec::new();
-    if (0x400..0xA0000).contains(&ebda) {
-        areas.push((ebda, 1024usize));
-    }
-    areas.push((0xE0000, 0x20000));
-    for (start, len) in areas {
-        let mut buf = alloc::vec![0u8; len];
+    let mut buf = [0u8; 1024];
+    for start in (0xE0000u64..0x100000).step_by(1024) {
         if !mem.read(start, &mut buf) {
-            continue;
+            return None;
         }
-        for (i, c) in buf.chunks(16).enumerate() {
-            if c.len() < 16 || &c[..8] != b"RSD PTR " {
+        for at in (0..buf.len()).step_by(16) {
+            if buf.get(at..at + 8) != Some(b"RSD PTR ".as_slice()) {
                 continue;
             }
-            let at = i * 16;
-            let Some(r) = buf.get(at..at + 36).or_else(|| buf.get(at..at + 20)) else {
-                continue;
-            };
-            if sum(&r[..20]) != 0 {
+            let mut r = [0u8; 36];
+            if !mem.read(start + at as u64, &mut r) || sum(&r[..20]) != 0 {
                 continue;
             }
             let rev = r[15];
-            let rsdt = u64::from(le32(r, 16)?);
-            let xsdt = if rev >= 2 && r.len() >= 36 && sum(r) == 0 {
-                le64(r, 24).filter(|&x| x != 0)
+            let rsdt = u64::from(le32(&r, 16)?);
+            let xsdt = if rev >= 2 && sum(&r) == 0 {
+                le64(&r, 24).filter(|&x| x != 0)
             } else {
                 None
             };
