@@ -180,6 +180,18 @@ mod tests {
     }
 
     #[test]
+    fn pci_express_is_a_pcie_capability_or_q35s_host_bridge() {
+        let (f, _) = virtio_blk();
+        assert!(!crate::pci::has_pcie(core::slice::from_ref(&f)));
+        let mut e = f.clone();
+        e.caps.push((0x10, 0xA0));
+        assert!(crate::pci::has_pcie(&[f.clone(), e]));
+        let mut mch = f.clone();
+        (mch.vendor, mch.device) = (0x8086, 0x29C0);
+        assert!(crate::pci::has_pcie(&[mch]));
+    }
+
+    #[test]
     fn control_values_follow_linux() {
         let c = 1u16; // two entries
         assert_eq!(ctrl_setup(c), 0xC001);
