@@ -301,7 +301,12 @@ fn dom0_uses_msix_and_mmconfig_on_q35() {
     disk.prepare().unwrap();
     let mut args = disk.qemu_args(0);
     args.extend(xtask::nic::NicSpec::parse("user").unwrap().qemu_args(0));
-    let mut h = ControlHost::boot_on_with("msix-q35", "q35", "disk_selftest nic_selftest", &args);
+    let mut h = ControlHost::boot_on_with(
+        "msix-q35",
+        "q35",
+        "disk_selftest nic_selftest msix_check",
+        &args,
+    );
     h.dom0ctl(&["shutdown-host"]).code(0);
     h.machine.wait_exit(std::time::Duration::from_secs(60));
     let log = h.serial();
