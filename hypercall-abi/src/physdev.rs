@@ -342,6 +342,10 @@ pub const XEN_PCI_DEV_VIRTFN: u32 = 0x2;
 /// (`XEN_PCI_DEV_PXM`).
 pub const XEN_PCI_DEV_PXM: u32 = 0x4;
 
+/// `physdev_pci_mmcfg_reserved.flags`: the region is reserved in the firmware's
+/// memory map (`XEN_PCI_MMCFG_RESERVED`).
+pub const XEN_PCI_MMCFG_RESERVED: u32 = 0x1;
+
 /// `struct physdev_pci_device` (4 bytes).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,

@@ -120,7 +120,7 @@ fn main(si: &'static StartInfo) {
         park();
     }
     let pci = pcicfg::scan_and_report();
-    let mut devices = virtio::probe(&pci);
+    let mut devices = virtio::probe(&pci, !has_word(si, "pci=nomsi"), has_word(si, "msix_check"));
     if has_word(si, "disk_selftest") {
         virtio::selftest(&mut devices.disks);
     }

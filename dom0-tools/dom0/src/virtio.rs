@@ -1,8 +1,9 @@
 //! dom0's virtio devices, driven with the `virtio-drivers` crate over the PCI
 //! transport, through `pv_runtime::virtio`'s HAL (machine addresses, bounce
 //! buffers, uncached BARs) and interrupt-driven: a request is queued, dom0
-//! blocks until the device's GSI (a pirq bound to an event channel) fires,
-//! then acknowledges the device, completes the request and sends the EOI.
+//! blocks until the device's MSI-X vector (or, without MSI-X or with
+//! `pci=nomsi`, its GSI), a pirq bound to an event channel, fires, then
+//! acknowledges the device, completes the request and sends the EOI.
 //! A disk takes its requests in batches ([`VirtioDisks`], dom0's
 //! [`Disks`]), with as many in flight as the virtqueue holds.
 //! `docs/devices.md`.
@@ -235,9 +236,177 @@ impl Devices {
     }
 }
 
+/// A device's MSI-X, set up before its driver starts: the entries mapped and
+/// bound, MSI-X enabled. The virtio vectors are written once the driver has
+/// reset and started the device ([`msix_finish`]).
+struct MsixSetup {
+    msix: dom0_core::msix::Msix,
+    /// The common configuration, mapped.
+    common: u64,
+    /// The queues' interrupt.
+    queues: DevIrq,
+    /// The configuration-change interrupt (when the table has a second entry).
+    config: Option<DevIrq>,
+}
+
+fn write_ctrl(f: &Function, reg: u8, v: u16) {
+    // SAFETY: 0xCF8/0xCFC are dom0's emulated configuration ports, used by one
+    // caller at a time on dom0's single vCPU; the write is the function's MSI-X
+    // control word, which only this driver uses.
+    unsafe { pv_runtime::physdev::pci_conf_write16(f.bus, f.dev, f.func, reg, v) }
+}
+
+/// Linux's `msix_capability_init` and `xen_initdom_setup_msi_irqs` for a virtio
+/// function: MSI-X on with the function masked, one pirq per vector (config and
+/// queues, as `virtio_pci`'s shared layout), then the function unmasked. `None`
+/// if the function has no MSI-X or the hypervisor refused (dom0 then uses INTx).
+fn msix_begin(f: &Function, where_: &str) -> Option<MsixSetup> {
+    use dom0_core::msix;
+    let mut cs = crate::pcicfg::Cf8::new();
+    let m = msix::find(f, &mut cs)?;
+    let common = msix::virtio_common_cfg(f, &mut cs)?;
+    let common = pv_runtime::virtio::map_mmio(common, 0x40)?;
+    let reg = msix::ctrl_reg(&m);
+    write_ctrl(f, reg, msix::ctrl_setup(m.ctrl));
+    let (cv, qv) = msix::virtio_vectors(m.size);
+    let queues = match DevIrq::bind_msix(f.bus, f.devfn(), qv, m.table) {
+        Ok(i) => i,
+        Err((what, e)) => {
+            println!("dom0: virtio {where_}: {what} failed ({e}); using INTx");
+            write_ctrl(f, reg, msix::ctrl_off(m.ctrl));
+            return None;
+        }
+    };
+    let config = if cv != qv {
+        match DevIrq::bind_msix(f.bus, f.devfn(), cv, m.table) {
+            Ok(i) => Some(i),
+            Err((what, e)) => {
+                println!("dom0: virtio {where_}: {what} failed ({e}); using INTx");
+                queues.release();
+                write_ctrl(f, reg, msix::ctrl_off(m.ctrl));
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    write_ctrl(f, reg, msix::ctrl_running(m.ctrl));
+    Some(MsixSetup {
+        msix: m,
+        common,
+        queues,
+        config,
+    })
+}
+
+/// `msix_check` on dom0's command line: run [`table_check`] (tests).
+static MSIX_CHECK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Once per boot, with `msix_check`: the hypervisor owns the MSI-X table, and dom0's mapping of it is
+/// read-only (Xen's `mmio_ro_ranges`). dom0 reads the queues' entry (the message
+/// the hypervisor wrote), stores a changed data word through its own mapping (the
+/// store faults and the hypervisor drops it) and reads it back.
+fn table_check(f: &Function, s: &MsixSetup, entry: u16) {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let pa = s.msix.table + u64::from(entry) * 16 + 8;
+    let Some(va) = pv_runtime::virtio::map_mmio(pa, 4) else {
+        return;
+    };
+    // SAFETY: `va` maps the data word of an MSI-X table entry of this function
+    // (map_mmio, uncached; the hypervisor made it read-only). The store below
+    // faults and is dropped; were the mapping writable, the entry's vector would
+    // change and the device's interrupts would be lost, which the self-tests show.
+    let (before, after) = unsafe {
+        let p = va as *mut u32;
+        let before = core::ptr::read_volatile(p);
+        core::ptr::write_volatile(p, before ^ 0xFF);
+        (before, core::ptr::read_volatile(p))
+    };
+    println!(
+        "dom0: virtio {:02x}:{:02x}.{}: MSI-X entry {entry} data {before:#x}, {after:#x} after dom0's store: {}",
+        f.bus,
+        f.dev,
+        f.func,
+        if before == after {
+            "the table is read-only"
+        } else {
+            "the table is WRITABLE"
+        }
+    );
+}
+
+fn common_read16(base: u64, off: u64) -> u16 {
+    // SAFETY: `base` maps the device's virtio common configuration uncached
+    // (`map_mmio`); the offsets are registers of that structure.
+    unsafe { core::ptr::read_volatile((base + off) as *const u16) }
+}
+
+fn common_write16(base: u64, off: u64, v: u16) {
+    // SAFETY: as in `common_read16`; the driver's transport does not run
+    // concurrently (dom0 has one vCPU and no preemption inside a driver).
+    unsafe { core::ptr::write_volatile((base + off) as *mut u16, v) }
+}
+
+/// Writes the virtio vectors as Linux's `vp_find_vqs_msix` does (the config
+/// vector, then each queue's), each read back: a device that answers
+/// `VIRTIO_MSI_NO_VECTOR` could not take it. On failure MSI-X is turned off
+/// again and its pirqs given back, and the function's INTx is used.
+fn msix_finish(
+    f: &Function,
+    fns: &[Function],
+    irqs: &mut Vec<DevIrq>,
+    setup: Option<MsixSetup>,
+) -> Option<DevIrq> {
+    let check = MSIX_CHECK.load(core::sync::atomic::Ordering::Relaxed);
+    use dom0_core::msix::{self, COMMON_MSIX_CONFIG, COMMON_NUM_QUEUES, COMMON_QUEUE_MSIX_VECTOR};
+    let Some(s) = setup else {
+        return device_irq(f, fns, irqs);
+    };
+    let (cv, qv) = msix::virtio_vectors(s.msix.size);
+    common_write16(s.common, COMMON_MSIX_CONFIG, cv);
+    let mut ok = common_read16(s.common, COMMON_MSIX_CONFIG) == cv;
+    let n = common_read16(s.common, COMMON_NUM_QUEUES);
+    for q in 0..n {
+        common_write16(s.common, msix::COMMON_QUEUE_SELECT, q);
+        common_write16(s.common, COMMON_QUEUE_MSIX_VECTOR, qv);
+        ok &= common_read16(s.common, COMMON_QUEUE_MSIX_VECTOR) == qv;
+    }
+    if ok {
+        if check {
+            table_check(f, &s, qv);
+        }
+        return Some(s.queues);
+    }
+    println!(
+        "dom0: virtio {:02x}:{:02x}.{}: the device refused its MSI-X vectors; using INTx",
+        f.bus, f.dev, f.func
+    );
+    common_write16(s.common, COMMON_MSIX_CONFIG, msix::VIRTIO_MSI_NO_VECTOR);
+    for q in 0..n {
+        common_write16(s.common, msix::COMMON_QUEUE_SELECT, q);
+        common_write16(
+            s.common,
+            COMMON_QUEUE_MSIX_VECTOR,
+            msix::VIRTIO_MSI_NO_VECTOR,
+        );
+    }
+    s.queues.release();
+    if let Some(c) = s.config {
+        c.release();
+    }
+    write_ctrl(f, msix::ctrl_reg(&s.msix), msix::ctrl_off(s.msix.ctrl));
+    device_irq(f, fns, irqs)
+}
+
 /// Finds the virtio devices among `fns` (from the PCI scan), starts the ones
-/// dom0 has a driver for and prints one line for each.
-pub fn probe(fns: &[Function]) -> Devices {
+/// dom0 has a driver for and prints one line for each. With `msi` a device
+/// with MSI-X interrupts through it, else through its INTx (`pci=nomsi`).
+pub fn probe(fns: &[Function], msi: bool, msix_check: bool) -> Devices {
+    MSIX_CHECK.store(msix_check, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: dom0 raised its virtual IOPL before the scan, and configuration
     // space is used by one caller at a time (the scan is over; drivers do not
     // run concurrently on dom0's single vCPU).
@@ -264,25 +433,41 @@ pub fn probe(fns: &[Function]) -> Devices {
                 continue;
             }
         };
+        let msix = if msi { msix_begin(f, &where_) } else { None };
         match transport.device_type() {
-            DeviceType::Block => match start_disk(f, fns, transport, &mut irqs, disks.len()) {
-                Ok(d) => {
-                    println!(
-                        "dom0: disk {}: virtio-blk {where_}, {} sectors ({} MiB){}, {}",
-                        d.name,
-                        d.sectors,
-                        d.sectors / 2048,
-                        if d.readonly { ", read-only" } else { "" },
-                        irq_text(d.irq)
-                    );
-                    disks.push(d);
+            DeviceType::Block => {
+                match start_disk(f, fns, transport, &mut irqs, disks.len(), msix) {
+                    Ok(d) => {
+                        println!(
+                            "dom0: disk {}: virtio-blk {where_}, {} sectors ({} MiB){}, {}",
+                            d.name,
+                            d.sectors,
+                            d.sectors / 2048,
+                            if d.readonly { ", read-only" } else { "" },
+                            irq_text(d.irq)
+                        );
+                        disks.push(d);
+                    }
+                    Err(e) => println!("dom0: virtio-blk {where_}: {e}"),
                 }
-                Err(e) => println!("dom0: virtio-blk {where_}: {e}"),
-            },
+            }
             DeviceType::Console if console.is_none() => {
-                let irq = device_irq(f, fns, &mut irqs);
+                // The console's driver takes its interrupt when it starts; the
+                // vectors are written once it has.
+                let (irq, msix) = match msix {
+                    Some(s) => (Some(s.queues), Some(s)),
+                    None => (device_irq(f, fns, &mut irqs), None),
+                };
                 match VirtioConsole::new(transport, irq) {
                     Ok(c) => {
+                        if let Some(s) = msix {
+                            let q = s.queues;
+                            if msix_finish(f, fns, &mut irqs, Some(s))
+                                .is_none_or(|i| i.port != q.port)
+                            {
+                                println!("dom0: virtio-console {where_}: polled from now on");
+                            }
+                        }
                         println!(
                             "dom0: control link: virtio-console {where_}, {}",
                             irq_text(c.irq())
@@ -294,10 +479,10 @@ pub fn probe(fns: &[Function]) -> Devices {
                 }
             }
             DeviceType::Network => {
-                let irq = device_irq(f, fns, &mut irqs);
                 let name = alloc::format!("eth{}", nics.len());
                 match VirtIONetRaw::<XenHal, _, NET_QUEUE>::new(transport) {
                     Ok(mut net) => {
+                        let irq = msix_finish(f, fns, &mut irqs, msix);
                         net.enable_interrupts();
                         println!(
                             "dom0: nic {name}: virtio-net {where_}, mac {}, {}",
@@ -328,7 +513,7 @@ pub fn probe(fns: &[Function]) -> Devices {
 
 fn irq_text(irq: Option<DevIrq>) -> String {
     irq.map_or(String::from("irq none (polled)"), |i| {
-        alloc::format!("irq GSI {} -> pirq {} -> port {}", i.gsi, i.pirq, i.port.0)
+        alloc::format!("irq {}", i.describe())
     })
 }
 
@@ -338,6 +523,7 @@ fn start_disk(
     transport: PciTransport,
     irqs: &mut Vec<DevIrq>,
     index: usize,
+    msix: Option<MsixSetup>,
 ) -> Result<Disk, virtio_drivers::Error> {
     let mut blk = VirtIOBlk::<XenHal, _>::new(transport)?;
     let mut id = [0u8; 20];
@@ -348,7 +534,7 @@ fn start_disk(
             char::from(b'a' + u8::try_from(index % 26).unwrap_or(0))
         ),
     };
-    let irq = device_irq(f, fns, irqs);
+    let irq = msix_finish(f, fns, irqs, msix);
     blk.enable_interrupts();
     Ok(Disk {
         name,
@@ -370,7 +556,7 @@ fn start_disk(
 /// (level for PCI).
 fn device_irq(f: &Function, fns: &[Function], irqs: &mut Vec<DevIrq>) -> Option<DevIrq> {
     let gsi = dom0_core::pci::intx_gsi(f, fns)?;
-    if let Some(i) = irqs.iter().find(|i| i.gsi == gsi) {
+    if let Some(i) = irqs.iter().find(|i| i.source == irq::Source::Gsi(gsi)) {
         return Some(*i);
     }
     match DevIrq::bind(gsi, false) {

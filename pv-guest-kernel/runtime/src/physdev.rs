@@ -40,6 +40,40 @@ pub fn map_pirq_gsi(gsi: u32, pirq: Option<u32>) -> Result<u32, Errno> {
     u32::try_from(arg.pirq).map_err(|_| Errno::EINVAL)
 }
 
+/// `PHYSDEVOP_map_pirq` of an MSI-X entry (`table_base` non-zero: the table's
+/// machine address, which Xen takes as a hint and checks against the BAR) or
+/// of a device's MSI (`table_base` 0), as Linux's `xen_initdom_setup_msi_irqs`
+/// asks: a new IRQ (`index` -1) and any free pirq. Returns the pirq.
+pub fn map_pirq_msi(bus: u8, devfn: u8, entry_nr: u16, table_base: u64) -> Result<u32, Errno> {
+    let mut arg = hypercall_abi::physdev::PhysdevMapPirq {
+        domid: hypercall_abi::types::DomId::SELF,
+        type_: hypercall_abi::physdev::MAP_PIRQ_TYPE_MSI,
+        index: -1,
+        pirq: -1,
+        bus: i32::from(bus),
+        devfn: i32::from(devfn),
+        entry_nr: i32::from(entry_nr),
+        table_base,
+        ..Default::default()
+    };
+    physdev_op(
+        &mut hc(),
+        PhysdevOp::MapPirq.nr(),
+        crate::hypercall::handle_mut(&mut arg).cast(),
+    )?;
+    u32::try_from(arg.pirq).map_err(|_| Errno::EINVAL)
+}
+
+/// `PHYSDEVOP_unmap_pirq` of this domain's `pirq` (an MSI's vector is freed).
+pub fn unmap_pirq(pirq: u32) -> Result<(), Errno> {
+    let arg = hypercall_abi::physdev::PhysdevUnmapPirq {
+        domid: hypercall_abi::types::DomId::SELF,
+        pirq: i32::try_from(pirq).unwrap_or(i32::MAX),
+        ..Default::default()
+    };
+    physdev_op(&mut hc(), PhysdevOp::UnmapPirq.nr(), handle(&arg).cast()).map(drop)
+}
+
 /// `PHYSDEVOP_setup_gsi`: GSI `gsi` becomes level-triggered (else edge) and
 /// active low (else high). Hardware domain only; -EEXIST once set up or bound.
 pub fn setup_gsi(gsi: u32, level: bool, active_low: bool) -> Result<(), Errno> {
@@ -197,6 +231,50 @@ pub unsafe fn pci_conf_write32(bus: u8, dev: u8, func: u8, reg: u8, value: u32) 
         outl(0xCF8, cf8_address(bus, dev, func, reg));
         outl(0xCFC, value);
     }
+}
+
+/// Writes the 16-bit register `reg` (even) of PCI configuration space through
+/// ports 0xCF8/0xCFC+(reg & 2): the only width the hypervisor lets through to an
+/// MSI-X control register, as Xen's.
+///
+/// # Safety
+///
+/// As for [`pci_conf_write32`].
+pub unsafe fn pci_conf_write16(bus: u8, dev: u8, func: u8, reg: u8, value: u16) {
+    // SAFETY: as the caller promised.
+    unsafe {
+        outl(0xCF8, cf8_address(bus, dev, func, reg));
+        outw(0xCFC + u16::from(reg & 2), value);
+    }
+}
+
+/// `PHYSDEVOP_pci_mmcfg_reserved`: tells the hypervisor that the MMCONFIG region
+/// at `address` (segment, buses) is reserved by the firmware (`reserved`), as
+/// Linux's `xen_mcfg_late` does for each `MCFG` entry. dom0 only.
+pub fn pci_mmcfg_reserved(
+    address: u64,
+    segment: u16,
+    start_bus: u8,
+    end_bus: u8,
+    reserved: bool,
+) -> Result<(), Errno> {
+    let arg = hypercall_abi::physdev::PhysdevPciMmcfgReserved {
+        address,
+        segment,
+        start_bus,
+        end_bus,
+        flags: if reserved {
+            hypercall_abi::physdev::XEN_PCI_MMCFG_RESERVED
+        } else {
+            0
+        },
+    };
+    physdev_op(
+        &mut hc(),
+        PhysdevOp::PciMmcfgReserved.nr(),
+        handle(&arg).cast(),
+    )
+    .map(drop)
 }
 
 /// `PHYSDEVOP_pci_device_add`: tells the hypervisor about PCI function

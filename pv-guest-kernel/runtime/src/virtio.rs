@@ -35,7 +35,7 @@ use crate::mm;
 /// Where device registers are mapped.
 const MMIO_WINDOW: (u64, u64) = (0x0000_7100_0000_0000, 0x0000_7180_0000_0000);
 /// Distinct register ranges (BARs) mapped at once.
-const MMIO_RANGES: usize = 32;
+const MMIO_RANGES: usize = 64;
 /// Buffers bounced at once (a virtqueue's worth of requests in flight).
 const BOUNCES: usize = 256;
 /// DMA buffers alive at once (virtqueues, the drivers' own buffers, bounces).

@@ -222,17 +222,86 @@ pub fn mov_store(bytes: &[u8]) -> Option<(u64, u64)> {
     (len <= bytes.len()).then_some((len as u64, size))
 }
 
-/// A store by the hardware domain's kernel to a read-only MMIO mapping (the HPET)
-/// faulted: Xen's `mmio_ro_do_page_fault` emulates it and drops the write. Only a
-/// plain `mov` is taken, and only naturally aligned (Xen also wants the store at
-/// CR2 and nothing else); anything else stays the #PF it was.
-pub fn mmio_ro_store<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr2: u64) -> Emulation {
+/// The value a plain `mov` store (as [`mov_store`] takes it) writes: its register
+/// (REX.R, and AH..BH for a byte store without REX) or its immediate (sign-extended
+/// for a 64-bit store), cut to `size` bytes.
+pub fn mov_store_value(bytes: &[u8], regs: &crate::regs::Regs) -> Option<u64> {
+    let (len, size) = mov_store(bytes)?;
+    let mut i = 0;
+    while matches!(
+        bytes.get(i)?,
+        0x66 | 0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 | 0x67
+    ) {
+        i += 1;
+    }
+    let rex = match *bytes.get(i)? {
+        b @ 0x40..=0x4F => {
+            i += 1;
+            Some(b)
+        }
+        _ => None,
+    };
+    let op = *bytes.get(i)?;
+    let modrm = *bytes.get(i + 1)?;
+    let v = match op {
+        0x88 | 0x89 => {
+            let r = (modrm >> 3) & 7 | rex.map_or(0, |x| (x & 4) << 1);
+            if op == 0x88 && rex.is_none() && r >= 4 {
+                regs.gpr(r - 4) >> 8
+            } else {
+                regs.gpr(r)
+            }
+        }
+        _ => {
+            let n = usize::try_from(size.min(4)).ok()?;
+            let at = usize::try_from(len).ok()?.checked_sub(n)?;
+            let mut b = [0u8; 4];
+            b.get_mut(..n)?.copy_from_slice(bytes.get(at..at + n)?);
+            let imm = u32::from_le_bytes(b);
+            if size == 8 {
+                // imm32, sign-extended
+                u64::from_le_bytes(i64::from(i32::from_le_bytes(b)).to_le_bytes())
+            } else {
+                u64::from(imm)
+            }
+        }
+    };
+    Some(if size == 8 {
+        v
+    } else {
+        v & ((1u64 << (size * 8)) - 1)
+    })
+}
+
+/// A store by the hardware domain's kernel to a read-only MMIO mapping faulted
+/// (`frame` is what it maps): Xen's `mmio_ro_do_page_fault`. Only a plain `mov` is
+/// taken, and only naturally aligned (Xen also wants the store at CR2 and nothing
+/// else); anything else stays the #PF it was. A store into an MMCONFIG region in
+/// use is Xen's `mmcfg_intercept_write`: at most 4 bytes, through the configuration
+/// write filter, then made through the hypervisor's own mapping. Any other store
+/// (the HPET, an MSI-X table) is dropped.
+pub fn mmio_ro_store<P: Platform>(ctx: &mut GuestCtx<'_, P>, cr2: u64, frame: u64) -> Emulation {
     let (b, n) = fetch(ctx);
-    let Some((len, size)) = mov_store(b.get(..n).unwrap_or(&[])) else {
+    let code = b.get(..n).unwrap_or(&[]);
+    let Some((len, size)) = mov_store(code) else {
         return Emulation::NotEmulated;
     };
     if cr2 % size != 0 {
         return Emulation::NotEmulated;
+    }
+    let off = u16::try_from(cr2 & 0xFFF).unwrap_or(0);
+    if let Some((pa, sbdf)) = ctx.p.pci(|s| s.mcfg_locate(frame)) {
+        let Some(value) = mov_store_value(code, ctx.regs).filter(|_| size <= 4) else {
+            return Emulation::NotEmulated;
+        };
+        let mut data = u32::try_from(value).unwrap_or(u32::MAX);
+        let size8 = u8::try_from(size).unwrap_or(4);
+        if ctx
+            .p
+            .pci(|s| s.write_intercept(sbdf, off, size8, &mut data))
+        {
+            ctx.p.mmcfg_write(pa + u64::from(off), size8, data);
+        }
     }
     ctx.regs.rip = ctx.regs.rip.wrapping_add(len);
     Emulation::Done

@@ -104,6 +104,8 @@ pub struct PciDevice {
     pub is_extfn: bool,
     /// An SR-IOV virtual function of `physfn`.
     pub physfn: Option<(u8, u8)>,
+    /// Its MSI-X capability and bound MSI, for the write filter.
+    pub msi: crate::msi::DevMsi,
 }
 
 /// Configuration registers the hypervisor keeps for itself on one device: writes by
@@ -150,6 +152,9 @@ pub struct PciState {
     devices: heapless::Vec<PciDevice, MAX_DEVICES>,
     read_only: heapless::Vec<Sbdf, MAX_READ_ONLY>,
     protected: heapless::Vec<Protected, MAX_PROTECTED>,
+    /// MMCONFIG regions from the ACPI `MCFG`, and whether each is in use (Xen's
+    /// `pci_mmcfg_config` and `pci_mmcfg_virt`).
+    mcfg: heapless::Vec<(crate::mcfg::McfgRegion, bool), 8>,
 }
 
 impl PciState {
@@ -159,14 +164,83 @@ impl PciState {
             devices: heapless::Vec::new(),
             read_only: heapless::Vec::new(),
             protected: heapless::Vec::new(),
+            mcfg: heapless::Vec::new(),
         }
+    }
+
+    /// Records an MMCONFIG region found at boot, in use from then on (Xen enables
+    /// each one at boot). False if there is no room.
+    pub fn add_mcfg(&mut self, r: crate::mcfg::McfgRegion) -> bool {
+        self.mcfg.push((r, true)).is_ok()
+    }
+
+    /// The function whose ECAM page is machine frame `frame`, in a region in use:
+    /// the page's machine address and the function.
+    pub fn mcfg_locate(&self, frame: u64) -> Option<(u64, Sbdf)> {
+        let pa = frame.checked_mul(4096)?;
+        self.mcfg.iter().filter(|(_, on)| *on).find_map(|(r, _)| {
+            let off = pa.checked_sub(r.base)?;
+            let bus = u8::try_from(off >> 20).ok()?;
+            (bus >= r.start_bus && bus <= r.end_bus).then(|| {
+                let devfn = ((off >> 12) & 0xFF) as u8;
+                (
+                    pa,
+                    Sbdf {
+                        seg: r.segment,
+                        bus,
+                        devfn,
+                    },
+                )
+            })
+        })
+    }
+
+    /// The MMCONFIG regions and whether each is in use.
+    pub fn mcfg(&self) -> &[(crate::mcfg::McfgRegion, bool)] {
+        &self.mcfg
+    }
+
+    /// `PHYSDEVOP_pci_mmcfg_reserved` after the privilege check (Xen's
+    /// `pci_mmcfg_reserved`): flags other than `XEN_PCI_MMCFG_RESERVED` are -EINVAL;
+    /// the region must be one of the table's (segment and buses, else -ENODEV) at the
+    /// same address (else -EIO). With the flag the region is in use (Xen's
+    /// `pci_mmcfg_arch_enable`: its frames read-only for guests, returned here when
+    /// that is new); without, the hypervisor stops using it (its frames stay
+    /// read-only, as in Xen).
+    pub fn mmcfg_reserved(
+        &mut self,
+        address: u64,
+        segment: u16,
+        start_bus: u8,
+        end_bus: u8,
+        flags: u32,
+    ) -> Result<Option<(u64, u64)>, hypercall_abi::Errno> {
+        use hypercall_abi::Errno;
+        if flags & !hypercall_abi::physdev::XEN_PCI_MMCFG_RESERVED != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let (r, on) = self
+            .mcfg
+            .iter_mut()
+            .find(|(r, _)| r.segment == segment && r.start_bus == start_bus && r.end_bus == end_bus)
+            .ok_or(Errno::ENODEV)?;
+        if r.base != address {
+            return Err(Errno::EIO);
+        }
+        let enable = flags != 0;
+        let newly = enable && !*on;
+        *on = enable;
+        Ok(if newly { r.frames() } else { None })
     }
 
     /// Records `dev` (Xen's `pci_add_device`): a device already known keeps its place
     /// and takes the new information, as Xen's `alloc_pdev` returns the existing one.
+    /// A bound MSI stays recorded.
     pub fn add_device(&mut self, dev: PciDevice) -> Result<(), PciError> {
         if let Some(have) = self.devices.iter_mut().find(|d| d.sbdf == dev.sbdf) {
+            let msi_masked = have.msi.msi_masked;
             *have = dev;
+            have.msi.msi_masked = msi_masked;
             return Ok(());
         }
         self.devices.push(dev).map_err(|_| PciError::Full)
@@ -193,6 +267,14 @@ impl PciState {
     /// The device at `sbdf`, if recorded.
     pub fn device(&self, sbdf: Sbdf) -> Option<&PciDevice> {
         self.devices.iter().find(|d| d.sbdf == sbdf)
+    }
+
+    /// Records (or forgets, `None`) the bound MSI of `sbdf` that can mask: its
+    /// capability and mask register offsets, which the write filter guards.
+    pub fn set_msi_bound(&mut self, sbdf: Sbdf, bound: Option<(u16, u16)>) {
+        if let Some(d) = self.devices.iter_mut().find(|d| d.sbdf == sbdf) {
+            d.msi.msi_masked = bound;
+        }
     }
 
     /// Marks `sbdf` read-only for the hardware domain (Xen's `pci_ro_device`); false
@@ -225,14 +307,20 @@ impl PciState {
     }
 
     /// Whether a hardware-domain write of `size` bytes at register `reg` of `sbdf` may
-    /// go to the device (Xen's `pci_conf_write_intercept`; `data` is the value, which
-    /// a future intercept may adjust as Xen's MSI code does).
-    pub fn write_intercept(&self, sbdf: Sbdf, reg: u16, size: u8, _data: &mut u32) -> bool {
+    /// go to the device (Xen's `pci_conf_write_intercept`): not if it touches a
+    /// protected range, and for a reported device as Xen's MSI filter says
+    /// ([`crate::msi::conf_write_intercept`], which may change `data`).
+    pub fn write_intercept(&self, sbdf: Sbdf, reg: u16, size: u8, data: &mut u32) -> bool {
         let last = reg.saturating_add(u16::from(size.max(1)) - 1);
-        !self
+        if self
             .protected
             .iter()
             .any(|p| p.sbdf == sbdf && p.first <= last && reg <= p.last)
+        {
+            return false;
+        }
+        self.device(sbdf)
+            .is_none_or(|d| crate::msi::conf_write_intercept(&d.msi, reg, size, data))
     }
 }
 
@@ -341,6 +429,7 @@ mod tests {
             sbdf: NIC,
             is_extfn: false,
             physfn: None,
+            msi: crate::msi::DevMsi::default(),
         };
         assert_eq!(s.add_device(d), Ok(()));
         assert_eq!(
@@ -368,5 +457,42 @@ mod tests {
             }),
             Err(PciError::Full)
         );
+    }
+
+    #[test]
+    fn msi_registers_of_reported_devices_are_filtered() {
+        let mut s = PciState::new();
+        let w = |s: &PciState, reg: u16, start: u8, size: u8| {
+            cfg_ok(
+                s,
+                true,
+                cf8_of(0, NIC.devfn, reg),
+                start,
+                size,
+                Some(&mut 0),
+            )
+        };
+        // not reported: nothing known, nothing filtered
+        assert!(w(&s, 0x98, 0, 4));
+        let dev = PciDevice {
+            sbdf: NIC,
+            is_extfn: false,
+            physfn: None,
+            msi: crate::msi::DevMsi {
+                msix_pos: Some(0x98),
+                msi_masked: None,
+            },
+        };
+        s.add_device(dev).unwrap();
+        assert!(!w(&s, 0x98, 0, 4), "MSI-X capability, dword");
+        assert!(w(&s, 0x98, 2, 2), "MSI-X control word");
+        assert!(!w(&s, 0x9C, 0, 4), "table offset");
+        // a bound MSI that masks; re-adding the device keeps it
+        s.set_msi_bound(NIC, Some((0x50, 0x60)));
+        s.add_device(dev).unwrap();
+        assert!(!w(&s, 0x54, 0, 4));
+        assert!(w(&s, 0x60, 0, 4));
+        s.set_msi_bound(NIC, None);
+        assert!(w(&s, 0x54, 0, 4));
     }
 }

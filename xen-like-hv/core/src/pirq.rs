@@ -18,6 +18,8 @@
 
 use crate::ioapic::{Polarity, Trigger};
 use crate::mm::Mfn;
+use crate::msi::{MsiError, MsiHw, MsiKind, MsiSource};
+use crate::pci::Sbdf;
 use hypercall_abi::Errno;
 use hypercall_abi::physdev::{XENIRQSTAT_NEEDS_EOI, XENIRQSTAT_SHARED};
 use hypercall_abi::types::DomId;
@@ -25,6 +27,11 @@ use hypercall_abi::types::DomId;
 /// Most IRQs (descriptors) the table knows: GSIs first, then what Xen would use for
 /// MSIs (never allocated here).
 pub const NR_IRQS_MAX: u32 = 256;
+/// First vector of the MSI IRQs: MSI IRQ `nr_irqs_gsi + i` arrives on
+/// `MSI_VECTOR_BASE + i` (0x90..=0xEF, above `int $0x80`, below the timer).
+pub const MSI_VECTOR_BASE: u8 = 0x90;
+/// MSI vectors, hence MSI IRQs at once.
+pub const MSI_VECTORS: u32 = 0x60;
 /// Most guests sharing one IRQ (Xen's `IRQ_MAX_GUESTS`).
 pub const IRQ_MAX_GUESTS: usize = 7;
 /// Most pirq mappings at once, over all domains.
@@ -65,6 +72,10 @@ pub enum PirqError {
     NoSpace,
     /// The hypervisor's fixed tables are full (ENOMEM).
     NoMemory,
+    /// The device was not reported by dom0 (ENODEV).
+    NoDevice,
+    /// The device's MSI or MSI-X could not be set up.
+    Msi(MsiError),
     /// Xen 4.17 returns the caller's own negative `pirq` as the error when it asks
     /// for a new pirq for an IRQ that is already mapped (fixed in Xen 4.19).
     Raw(u16),
@@ -80,6 +91,8 @@ impl PirqError {
             PirqError::Exists => Errno::EEXIST,
             PirqError::NoSpace => Errno::ENOSPC,
             PirqError::NoMemory => Errno::ENOMEM,
+            PirqError::NoDevice => Errno::ENODEV,
+            PirqError::Msi(e) => e.errno(),
             PirqError::Raw(n) => Errno::new(n).unwrap_or(Errno::EINVAL),
         }
     }
@@ -96,6 +109,35 @@ pub trait IrqChip {
     /// Sets or clears bit `pirq` of the EOI bitmap in frame `map` (the domain holds a
     /// writable type reference on it).
     fn eoi_bit(&mut self, map: Mfn, pirq: u32, set: bool);
+    /// Configuration space and MMIO for MSI and MSI-X (none: MSI is refused).
+    fn msi_hw(&mut self) -> Option<&mut dyn MsiHw> {
+        None
+    }
+    /// The local APIC id MSI messages go to.
+    fn apic_id(&self) -> u8 {
+        0
+    }
+}
+
+/// Masks or unmasks `irq`: its MSI source if it has one, else its IO-APIC pin.
+fn hw_mask(chip: &mut dyn IrqChip, irq: u32, msi: Option<MsiSource>, masked: bool) {
+    match msi {
+        Some(src) => {
+            if let Some(hw) = chip.msi_hw() {
+                crate::msi::set_mask(hw, &src, masked);
+            }
+        }
+        None if masked => chip.mask(irq),
+        None => chip.unmask(irq),
+    }
+}
+
+/// What `map_domain_pirq`'s checks found.
+enum Checked {
+    /// The pirq or the IRQ is mapped otherwise: Xen answers 0 and changes nothing.
+    AlreadyMapped,
+    /// Go ahead; the free mapping slot, if a new mapping is needed.
+    Fresh(Option<usize>),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -117,6 +159,10 @@ struct Desc {
     deliver: bool,
     /// Times it fired (for `dmesg` and tests).
     count: u64,
+    /// The MSI or MSI-X vector behind an MSI IRQ.
+    msi: Option<MsiSource>,
+    /// Who created an MSI IRQ (`create_irq`'s caller).
+    creator: DomId,
 }
 
 impl Desc {
@@ -133,6 +179,8 @@ impl Desc {
         in_flight: 0,
         deliver: false,
         count: 0,
+        msi: None,
+        creator: DomId(0),
     };
 
     fn bound(&self) -> &[(DomId, u32)] {
@@ -157,6 +205,19 @@ struct Map {
     zombie: bool,
 }
 
+impl Map {
+    fn new(dom: DomId, pirq: u32, irq: u32) -> Self {
+        Map {
+            dom,
+            pirq,
+            irq,
+            port: None,
+            masked: false,
+            zombie: false,
+        }
+    }
+}
+
 /// A domain's IRQ permissions and EOI bitmap.
 #[derive(Clone, Copy, Debug)]
 struct DomIrq {
@@ -176,6 +237,8 @@ pub struct IrqTable {
     nr_irqs: u32,
     nr_cpus: u32,
     descs: [Desc; NR_IRQS_MAX as usize],
+    /// Interrupts taken on MSI IRQs, over their lives.
+    msi_count: u64,
     maps: [Option<Map>; MAX_MAPS],
     doms: [Option<DomIrq>; MAX_DOMS],
 }
@@ -209,6 +272,7 @@ impl IrqTable {
             nr_irqs: 16,
             nr_cpus: 1,
             descs: [Desc::EMPTY; NR_IRQS_MAX as usize],
+            msi_count: 0,
             maps: [None; MAX_MAPS],
             doms: [None; MAX_DOMS],
         }
@@ -277,6 +341,11 @@ impl IrqTable {
     pub fn mode(&self, irq: u32) -> Option<(Trigger, Polarity)> {
         let d = self.descs.get(irq as usize).filter(|d| d.present)?;
         Some((d.trigger, d.polarity))
+    }
+
+    /// Interrupts taken on MSI IRQs so far, including IRQs destroyed since.
+    pub fn msi_count(&self) -> u64 {
+        self.msi_count
     }
 
     /// Interrupts taken on `irq` so far.
@@ -426,28 +495,58 @@ impl IrqTable {
             None if chw => index,
             None => return Err(PirqError::Invalid),
         };
-        // allocate_pirq
-        let current = self.irq_to_pirq(dom, irq);
-        let pirq = if want < 0 {
-            match current {
-                Some(Err(_)) => return Err(PirqError::Busy),
-                // 4.17 hands the caller's negative pirq back as the result.
-                Some(Ok(_)) => {
-                    return Err(PirqError::Raw(
-                        u16::try_from(want.unsigned_abs()).unwrap_or(u16::MAX),
-                    ));
+        let pirq = self.allocate_pirq(target, irq, want, true)?;
+        match self.check_map(caller, target, pirq, irq)? {
+            Checked::AlreadyMapped => Ok(pirq),
+            Checked::Fresh(slot) => {
+                self.permit(dom, hw, irq, true)?;
+                if let Some(slot) = slot.and_then(|i| self.maps.get_mut(i)) {
+                    *slot = Some(Map::new(dom, pirq, irq));
                 }
-                None => self.free_pirq(dom, hw)?,
+                Ok(pirq)
+            }
+        }
+    }
+
+    /// Xen's `allocate_pirq`: the pirq of `target` for `irq`, `want` if not negative.
+    fn allocate_pirq(
+        &self,
+        target: (DomId, bool),
+        irq: u32,
+        want: i32,
+        gsi: bool,
+    ) -> Result<u32, PirqError> {
+        let (dom, hw) = target;
+        let current = self.irq_to_pirq(dom, irq);
+        if want < 0 {
+            match current {
+                Some(Err(_)) => Err(PirqError::Busy),
+                // 4.17 hands the caller's negative pirq back as the result.
+                Some(Ok(_)) => Err(PirqError::Raw(
+                    u16::try_from(want.unsigned_abs()).unwrap_or(u16::MAX),
+                )),
+                None if gsi => self.free_pirq(dom, hw),
+                None => self.free_msi_pirq(dom, hw),
             }
         } else {
             let want = want.unsigned_abs();
             match current {
-                Some(Ok(p) | Err(p)) if p != want => return Err(PirqError::Exists),
-                _ => want,
+                Some(Ok(p) | Err(p)) if p != want => Err(PirqError::Exists),
+                _ => Ok(want),
             }
-        };
-        // map_domain_pirq
-        if !self.irq_permitted(cdom, chw, irq) {
+        }
+    }
+
+    /// The checks of Xen's `map_domain_pirq` before it changes anything.
+    fn check_map(
+        &self,
+        caller: (DomId, bool),
+        target: (DomId, bool),
+        pirq: u32,
+        irq: u32,
+    ) -> Result<Checked, PirqError> {
+        let (dom, hw) = target;
+        if !self.irq_permitted(caller.0, caller.1, irq) {
             return Err(PirqError::NotPermitted);
         }
         if pirq >= self.nr_pirqs(hw) || irq == 0 || irq >= self.nr_irqs {
@@ -459,39 +558,199 @@ impl IrqTable {
             || old_pirq.is_some_and(|o| o.unwrap_or_else(|z| z) != pirq)
         {
             // Xen only logs "already mapped" and reports success.
-            return Ok(pirq);
+            return Ok(Checked::AlreadyMapped);
         }
-        let fresh = old_irq.is_none();
+        if old_irq.is_some() {
+            return Ok(Checked::Fresh(None));
+        }
         let free = self.maps.iter().position(Option::is_none);
-        if fresh && free.is_none() {
+        if free.is_none() {
             return Err(PirqError::NoMemory);
         }
-        self.permit(dom, hw, irq, true)?;
-        if fresh {
-            if let Some(slot) = free.and_then(|i| self.maps.get_mut(i)) {
-                *slot = Some(Map {
-                    dom,
-                    pirq,
-                    irq,
-                    port: None,
-                    masked: false,
-                    zombie: false,
-                });
-            }
+        Ok(Checked::Fresh(free))
+    }
+
+    /// Xen's `get_free_pirq` for an MSI: from the top down to `nr_irqs_gsi`.
+    fn free_msi_pirq(&self, dom: DomId, hardware: bool) -> Result<u32, PirqError> {
+        (self.nr_gsis..self.nr_pirqs(hardware))
+            .rev()
+            .find(|&p| self.is_free_pirq(dom, p))
+            .ok_or(PirqError::NoSpace)
+    }
+
+    /// The MSI IRQs: `nr_irqs_gsi` up, one per vector of the MSI vector range.
+    fn msi_irqs(&self) -> core::ops::Range<u32> {
+        self.nr_gsis..self.nr_irqs.min(self.nr_gsis + MSI_VECTORS)
+    }
+
+    /// The vector of MSI IRQ `irq`.
+    pub fn msi_vector(&self, irq: u32) -> Option<u8> {
+        if !self.msi_irqs().contains(&irq) {
+            return None;
         }
-        Ok(pirq)
+        u8::try_from(irq - self.nr_gsis)
+            .ok()
+            .and_then(|i| MSI_VECTOR_BASE.checked_add(i))
+    }
+
+    /// The MSI IRQ delivered on `vector`, if that is an MSI vector.
+    #[inline]
+    pub fn vector_msi_irq(&self, vector: u64) -> Option<u32> {
+        let i = vector.checked_sub(u64::from(MSI_VECTOR_BASE))?;
+        let irq = self.nr_gsis + u32::try_from(i).ok()?;
+        self.msi_irqs().contains(&irq).then_some(irq)
+    }
+
+    /// `PHYSDEVOP_map_pirq` of an MSI or MSI-X vector (`MAP_PIRQ_TYPE_MSI`, after the
+    /// lookup and the control-domain check): Xen's `allocate_and_map_msi_pirq` and
+    /// `map_domain_pirq`. `index` -1 creates an IRQ (`create_irq`, which lets the
+    /// caller use it); another index must be an MSI IRQ that exists and is not mapped.
+    /// `known` says whether dom0 reported the device (else -ENODEV, Xen's
+    /// `pci_get_pdev`); `msix_entry` is the MSI-X entry (MSI-X when dom0 gave a table
+    /// base, as Xen decides), `None` for MSI. The chip programs the device
+    /// ([`crate::msi::enable_msix`]/[`crate::msi::enable_msi`]), masked until a guest
+    /// binds. Returns the pirq and the source, or undoes everything.
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_msi(
+        &mut self,
+        caller: (DomId, bool),
+        target: (DomId, bool),
+        index: i32,
+        want: i32,
+        sbdf: Sbdf,
+        known: bool,
+        msix_entry: Option<u16>,
+        chip: &mut dyn IrqChip,
+    ) -> Result<(u32, MsiSource), PirqError> {
+        let created = index == -1;
+        let irq = if created {
+            self.create_msi_irq(caller.0)?
+        } else {
+            u32::try_from(index)
+                .ok()
+                .filter(|i| self.msi_irqs().contains(i))
+                .filter(|&i| {
+                    self.descs
+                        .get(i as usize)
+                        .is_some_and(|d| d.present && d.msi.is_none())
+                })
+                .ok_or(PirqError::Invalid)?
+        };
+        let r = self.map_msi_irq(caller, target, irq, want, sbdf, known, msix_entry, chip);
+        if r.is_err() && created {
+            self.destroy_msi_irq(irq, caller.0);
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn map_msi_irq(
+        &mut self,
+        caller: (DomId, bool),
+        target: (DomId, bool),
+        irq: u32,
+        want: i32,
+        sbdf: Sbdf,
+        known: bool,
+        msix_entry: Option<u16>,
+        chip: &mut dyn IrqChip,
+    ) -> Result<(u32, MsiSource), PirqError> {
+        let pirq = self.allocate_pirq(target, irq, want, false)?;
+        let slot = match self.check_map(caller, target, pirq, irq)? {
+            Checked::Fresh(Some(slot)) => slot,
+            // A pirq that is mapped already: Xen logs it and answers 0 without
+            // programming anything; nothing is left behind here.
+            _ => return Err(PirqError::Exists),
+        };
+        if !known {
+            return Err(PirqError::NoDevice);
+        }
+        if self.descs.iter().any(|d| {
+            d.msi.is_some_and(|m| {
+                m.sbdf == sbdf
+                    && match (m.kind, msix_entry) {
+                        (MsiKind::MsiX { entry, .. }, Some(e)) => entry == e,
+                        (MsiKind::Msi { .. }, None) => true,
+                        _ => false,
+                    }
+            })
+        }) {
+            return Err(PirqError::Busy);
+        }
+        let vector = self.msi_vector(irq).ok_or(PirqError::Invalid)?;
+        let msg = crate::msi::compose(chip.apic_id(), vector);
+        let hw = chip.msi_hw().ok_or(PirqError::NoDevice)?;
+        let src = match msix_entry {
+            Some(e) => crate::msi::enable_msix(hw, sbdf, e, msg),
+            None => crate::msi::enable_msi(hw, sbdf, msg),
+        }
+        .map_err(PirqError::Msi)?;
+        if let Err(e) = self.permit(target.0, target.1, irq, true) {
+            crate::msi::disable(hw, &src);
+            return Err(e);
+        }
+        if let Some(d) = self.descs.get_mut(irq as usize) {
+            d.msi = Some(src);
+        }
+        if let Some(m) = self.maps.get_mut(slot) {
+            *m = Some(Map::new(target.0, pirq, irq));
+        }
+        Ok((pirq, src))
+    }
+
+    /// Xen's `create_irq`: the first free MSI IRQ, which `creator` may then use.
+    fn create_msi_irq(&mut self, creator: DomId) -> Result<u32, PirqError> {
+        let irq = self
+            .msi_irqs()
+            .find(|&i| self.descs.get(i as usize).is_some_and(|d| !d.present))
+            .ok_or(PirqError::Invalid)?;
+        let hw = creator == DomId(0);
+        self.permit(creator, hw, irq, true)?;
+        if let Some(d) = self.descs.get_mut(irq as usize) {
+            *d = Desc::EMPTY;
+            d.present = true;
+            d.creator = creator;
+        }
+        Ok(irq)
+    }
+
+    /// Xen's `destroy_irq`: the IRQ is free again and its creator loses it.
+    fn destroy_msi_irq(&mut self, irq: u32, creator: DomId) {
+        if let Some(d) = self.descs.get_mut(irq as usize) {
+            *d = Desc::EMPTY;
+        }
+        let _ = self.permit(creator, creator == DomId(0), irq, false);
+    }
+
+    /// Disables the MSI behind `irq` (if any) and frees the IRQ; returns the source.
+    fn release_msi(&mut self, irq: u32, chip: &mut dyn IrqChip) -> Option<MsiSource> {
+        let d = self.descs.get(irq as usize)?;
+        let src = d.msi?;
+        let creator = d.creator;
+        if let Some(hw) = chip.msi_hw() {
+            crate::msi::disable(hw, &src);
+        }
+        self.destroy_msi_irq(irq, creator);
+        Some(src)
+    }
+
+    /// The MSI or MSI-X source behind `pirq` of `dom`.
+    pub fn msi_source(&self, dom: DomId, pirq: u32) -> Option<MsiSource> {
+        let irq = self.pirq_to_irq(dom, pirq)?;
+        self.descs.get(irq as usize)?.msi
     }
 
     /// `PHYSDEVOP_unmap_pirq` after the lookup and the control-domain check: removes
     /// `pirq` of `dom`. A bound pirq is unbound by force and its port stays a pirq
     /// port with nothing behind it until closed. The domain loses access to the IRQ
-    /// (Xen's `irq_deny_access`).
+    /// (Xen's `irq_deny_access`). An MSI is disabled and its IRQ destroyed (the
+    /// vector is free again); its source is returned.
     pub fn unmap(
         &mut self,
         target: (DomId, bool),
         pirq: i32,
         chip: &mut dyn IrqChip,
-    ) -> Result<(), PirqError> {
+    ) -> Result<Option<MsiSource>, PirqError> {
         let (dom, hw) = target;
         let pirq = u32::try_from(pirq)
             .ok()
@@ -513,7 +772,8 @@ impl IrqTable {
         } else if let Some(slot) = self.maps.get_mut(idx) {
             *slot = None;
         }
-        self.permit(dom, hw, m.irq, false)
+        self.permit(dom, hw, m.irq, false)?;
+        Ok(self.release_msi(m.irq, chip))
     }
 
     // ---- binding ----------------------------------------------------------------------
@@ -575,7 +835,7 @@ impl IrqTable {
         d.nr_guests += 1;
         let needs_eoi = d.ack != AckType::None;
         if first {
-            chip.unmask(irq);
+            hw_mask(chip, irq, d.msi, false);
         }
         if let Some(map) = eoi_map
             && pirq < EOI_MAP_BITS
@@ -612,11 +872,11 @@ impl IrqTable {
         if d.ack == AckType::Unmask && was_masked {
             d.in_flight = d.in_flight.saturating_sub(1);
             if d.in_flight == 0 {
-                chip.unmask(irq);
+                hw_mask(chip, irq, d.msi, false);
             }
         }
         if d.nr_guests == 0 {
-            chip.mask(irq);
+            hw_mask(chip, irq, d.msi, true);
             d.in_flight = 0;
             d.deliver = false;
             d.ack = AckType::None;
@@ -686,7 +946,7 @@ impl IrqTable {
         if let Some(d) = self.descs.get_mut(irq as usize) {
             d.in_flight = d.in_flight.saturating_sub(1);
             if d.in_flight == 0 && d.ack == AckType::Unmask {
-                chip.unmask(irq);
+                hw_mask(chip, irq, d.msi, false);
             }
         }
         Ok(unmask_port)
@@ -781,9 +1041,15 @@ impl IrqTable {
     }
 
     /// The domain is going away (`free_domain_pirqs`): every pirq is unbound and
-    /// unmapped, its permissions forgotten. Returns its EOI bitmap frame, whose
-    /// writable type reference the caller drops.
-    pub fn domain_destroyed(&mut self, dom: DomId, chip: &mut dyn IrqChip) -> Option<Mfn> {
+    /// unmapped (its MSIs disabled, `released` told of each), its permissions
+    /// forgotten. Returns its EOI bitmap frame, whose writable type reference the
+    /// caller drops.
+    pub fn domain_destroyed(
+        &mut self,
+        dom: DomId,
+        chip: &mut dyn IrqChip,
+        mut released: impl FnMut(MsiSource),
+    ) -> Option<Mfn> {
         for idx in 0..MAX_MAPS {
             let mine = self
                 .maps
@@ -797,6 +1063,11 @@ impl IrqTable {
                 }
                 if let Some(slot) = self.maps.get_mut(idx) {
                     *slot = None;
+                }
+                if !m.zombie
+                    && let Some(src) = self.release_msi(m.irq, chip)
+                {
+                    released(src);
                 }
             }
         }
@@ -818,8 +1089,14 @@ impl IrqTable {
             return false;
         };
         d.count = d.count.wrapping_add(1);
+        if d.msi.is_some() {
+            self.msi_count = self.msi_count.wrapping_add(1);
+        }
+        let Some(d) = self.descs.get_mut(irq as usize) else {
+            return false;
+        };
         if d.nr_guests == 0 {
-            chip.mask(irq);
+            hw_mask(chip, irq, d.msi, true);
             return false;
         }
         let guests = d.guests;
@@ -829,7 +1106,7 @@ impl IrqTable {
         if ack == AckType::None {
             return true;
         }
-        chip.mask(irq);
+        hw_mask(chip, irq, d.msi, true);
         let mut in_flight = 0u8;
         for &(dom, pirq) in guests.get(..n).unwrap_or(&[]) {
             if let Some(m) = self
@@ -846,7 +1123,7 @@ impl IrqTable {
         if let Some(d) = self.descs.get_mut(irq as usize) {
             d.in_flight = d.in_flight.saturating_add(in_flight);
             if d.in_flight == 0 {
-                chip.unmask(irq);
+                hw_mask(chip, irq, d.msi, false);
             }
         }
         true
@@ -854,7 +1131,7 @@ impl IrqTable {
 
     /// Calls `f(domain, port)` for every port whose IRQ fired since the last call.
     pub fn take_deliveries(&mut self, mut f: impl FnMut(DomId, u32)) {
-        for irq in 0..self.nr_gsis {
+        for irq in 0..self.nr_irqs {
             let Some(d) = self.descs.get_mut(irq as usize) else {
                 continue;
             };

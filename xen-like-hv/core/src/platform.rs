@@ -165,6 +165,12 @@ pub trait Platform {
     /// Runs `f` on the hypervisor's PCI state (devices reported by dom0, read-only
     /// devices, registers the hypervisor owns), under its lock.
     fn pci<R>(&mut self, f: impl FnOnce(&mut crate::pci::PciState) -> R) -> R;
+    /// I/O frames `first..=last` become read-only for every guest mapping made from
+    /// now on (Xen's `mmio_ro_ranges`), or one user fewer keeps them so.
+    fn mmio_ro(&mut self, first: u64, last: u64, ro: bool);
+    /// Writes `size` (1, 2, 4) bytes of configuration space at ECAM machine address
+    /// `pa` (in an MMCONFIG region in use; Xen's `pci_mmcfg_write`).
+    fn mmcfg_write(&mut self, pa: u64, size: u8, value: u32);
     /// Whether domain `dom` may map every I/O frame of `first..=last`
     /// (`crate::iomem`, Xen's `iomem_access_permitted`).
     fn iomem_permitted(&mut self, dom: DomId, first: u64, last: u64) -> bool;

@@ -77,6 +77,10 @@ pub(crate) struct FakePlatform {
     pub pci_writes: Vec<(u32, u8, u8, u32)>,
     /// The hypervisor's PCI state.
     pub pci: crate::pci::PciState,
+    /// `Platform::mmio_ro` calls.
+    pub mmio_ro: Vec<(u64, u64, bool)>,
+    /// `Platform::mmcfg_write` calls.
+    pub mmcfg_writes: Vec<(u64, u8, u32)>,
     /// Every domain's I/O-memory permissions.
     pub iomem: crate::iomem::IomemTable,
     /// The hypervisor's console ring as `read_console` sees it.
@@ -419,6 +423,8 @@ impl Default for FakePlatform {
             pci_space: BTreeMap::new(),
             pci_writes: Vec::new(),
             pci: crate::pci::PciState::new(),
+            mmio_ro: Vec::new(),
+            mmcfg_writes: Vec::new(),
             iomem: crate::iomem::IomemTable::new(),
             console_ring: Vec::new(),
             destroyed: Vec::new(),
@@ -774,6 +780,14 @@ impl Platform for FakePlatform {
 
     fn pci<R>(&mut self, f: impl FnOnce(&mut crate::pci::PciState) -> R) -> R {
         f(&mut self.pci)
+    }
+
+    fn mmio_ro(&mut self, first: u64, last: u64, ro: bool) {
+        self.mmio_ro.push((first, last, ro));
+    }
+
+    fn mmcfg_write(&mut self, pa: u64, size: u8, value: u32) {
+        self.mmcfg_writes.push((pa, size, value));
     }
 
     fn iomem_permitted(&mut self, dom: DomId, first: u64, last: u64) -> bool {

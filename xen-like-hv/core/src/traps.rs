@@ -392,10 +392,10 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
         }
         let root = self.vcpu.kernel_root;
         let (dom, privileged) = (self.dom.id, self.dom.privileged);
-        let ro = self.p.mm(dom, privileged, |m| {
-            crate::mm::mmu::maps_read_only_mmio(m, root, cr2)
+        let frame = self.p.mm(dom, privileged, |m| {
+            crate::mm::mmu::read_only_mmio_frame(m, root, cr2)
         });
-        ro && emulate::mmio_ro_store(self, cr2) == Emulation::Done
+        frame.is_some_and(|f| emulate::mmio_ro_store(self, cr2, f.0) == Emulation::Done)
     }
 
     /// A #PF that is the guest's kernel writing one of its own in-use L1 tables

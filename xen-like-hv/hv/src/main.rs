@@ -135,6 +135,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
             .map(|(base, _)| (base, acpi.hpet_protected_frames)),
     );
     irq::init(&acpi);
+    pci::init_mmcfg(&acpi.mcfg);
 
     if let Some(hook) = opts.test {
         run_test_hook(hook);

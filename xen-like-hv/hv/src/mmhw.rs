@@ -249,6 +249,7 @@ impl MmHooks for Hooks {
     }
     fn mmio_read_only(&self, mfn: Mfn) -> bool {
         mfn.0 == MMIO_RO_FRAME.load(core::sync::atomic::Ordering::Relaxed)
+            || MMIO_RO.lock().iter().any(|r| r.0 <= mfn.0 && mfn.0 <= r.1)
     }
     fn flush_for_type_change(&mut self, _owner: DomId, _mfn: Mfn) {
         flush_tlb(FlushKind::Tlb);
@@ -303,6 +304,39 @@ pub static IOMEM: Mutex<xlhv_core::iomem::IomemTable> =
 /// The one I/O frame every domain may map only read-only (Xen's `mmio_ro_ranges`,
 /// which holds the HPET under `ro-hpet`); `u64::MAX` if none.
 static MMIO_RO_FRAME: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// The other read-only I/O ranges (Xen's `mmio_ro_ranges`): MSI-X tables and PBAs
+/// in use, MMCONFIG regions. `(first, last, users)`. A leaf lock.
+static MMIO_RO: Mutex<heapless::Vec<(u64, u64, u32), 32>> = Mutex::new(heapless::Vec::new());
+
+/// Frames `first..=last` become read-only for every guest mapping made from now on
+/// (`ro`), or one user fewer keeps them so. Mappings that exist stay as they are, as
+/// in Xen.
+pub fn mmio_ro(first: u64, last: u64, ro: bool) {
+    let mut set = MMIO_RO.lock();
+    let i = set.iter().position(|r| r.0 == first && r.1 == last);
+    match (i, ro) {
+        (Some(i), true) => {
+            if let Some(r) = set.get_mut(i) {
+                r.2 += 1;
+            }
+        }
+        (None, true) => {
+            if set.push((first, last, 1)).is_err() {
+                log::error!("iomem: no room to make frames {first:#x}-{last:#x} read-only");
+            }
+        }
+        (Some(i), false) => {
+            if let Some(r) = set.get_mut(i) {
+                r.2 -= 1;
+                if r.2 == 0 {
+                    set.swap_remove(i);
+                }
+            }
+        }
+        (None, false) => {}
+    }
+}
 
 /// dom0's I/O memory (Xen's `dom0_setup_permissions`): every frame the CPU can
 /// address but the devices the hypervisor drives itself: the local APIC, the

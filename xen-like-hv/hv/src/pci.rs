@@ -9,6 +9,70 @@ use xlhv_core::pci::{CONFIG_ADDRESS, CONFIG_DATA, PciState};
 /// The devices dom0 reported, read-only devices, registers the hypervisor owns.
 pub static STATE: Mutex<PciState> = Mutex::new(PciState::new());
 
+/// Xen's `acpi_mmcfg_init`: each MMCONFIG region of the `MCFG` is in use from boot
+/// and its frames are read-only for every guest (`mmio_ro_ranges`); dom0 maps them
+/// and reads configuration space there. Xen first checks that the firmware's memory
+/// map reserves the region; that check is not made here.
+pub fn init_mmcfg(regions: &[xlhv_core::mcfg::McfgRegion]) {
+    let mut s = STATE.lock();
+    for r in regions {
+        let Some((first, last)) = r.frames() else {
+            continue;
+        };
+        if !s.add_mcfg(*r) {
+            log::warn!("PCI: too many MCFG regions; {:#x} ignored", r.base);
+            continue;
+        }
+        crate::mmhw::mmio_ro(first, last, true);
+        log::info!(
+            "PCI: Using MCFG for segment {:04x} bus {:02x}-{:02x} at {:#x} (frames read-only for guests)",
+            r.segment,
+            r.start_bus,
+            r.end_bus,
+            r.base
+        );
+    }
+}
+
+/// ECAM pages the hypervisor mapped for dom0's emulated stores (machine page,
+/// virtual address); mapped once and kept.
+static ECAM_PAGES: Mutex<heapless::Vec<(u64, u64), 64>> = Mutex::new(heapless::Vec::new());
+
+/// Xen's `pci_mmcfg_write`: `size` bytes at ECAM address `pa` (naturally aligned),
+/// through the hypervisor's own uncached mapping of the page.
+pub fn mmcfg_write(pa: u64, size: u8, value: u32) {
+    let page = pa & !0xFFF;
+    let va = {
+        let mut pages = ECAM_PAGES.lock();
+        match pages.iter().find(|p| p.0 == page) {
+            Some(&(_, va)) => va,
+            None => {
+                let Some(va) = crate::arch::x86_64::paging::ioremap(page, 4096) else {
+                    log::warn!("PCI: cannot map ECAM page {page:#x}; store dropped");
+                    return;
+                };
+                if pages.push((page, va)).is_err() {
+                    log::warn!("PCI: too many ECAM pages mapped; store dropped");
+                    return;
+                }
+                va
+            }
+        }
+    } + (pa & 0xFFF);
+    let b = value.to_le_bytes();
+    // SAFETY: `va` maps the ECAM page of an MMCONFIG region in use (ioremap,
+    // uncached); the address is naturally aligned for `size` (the emulator checked)
+    // and the write passed the configuration write filter. A configuration write
+    // touches no memory of the hypervisor's.
+    unsafe {
+        match size {
+            1 => core::ptr::write_volatile(va as *mut u8, b[0]),
+            2 => core::ptr::write_volatile(va as *mut u16, u16::from_le_bytes([b[0], b[1]])),
+            _ => core::ptr::write_volatile(va as *mut u32, value),
+        }
+    }
+}
+
 /// Serialises latch + data pairs across CPUs (Xen's `pci_config_lock`).
 static CONFIG_LOCK: Mutex<()> = Mutex::new(());
 

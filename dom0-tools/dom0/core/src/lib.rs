@@ -29,6 +29,7 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod agent;
 pub mod blkback;
 pub mod builder;
@@ -37,6 +38,7 @@ pub mod disks;
 pub mod domains;
 pub mod ether;
 pub mod hv;
+pub mod msix;
 pub mod netback;
 pub mod pci;
 pub mod server;

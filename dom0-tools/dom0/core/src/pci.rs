@@ -210,6 +210,13 @@ impl Function {
 /// Vendor and device of the Q35 host bridge (QEMU's `-machine q35`).
 const Q35_MCH: (u16, u16) = (0x8086, 0x29C0);
 
+/// Whether the machine has PCI Express: a function with a PCI Express capability
+/// (id 0x10), or QEMU's q35 host bridge (whose root-bus devices may have none).
+pub fn has_pcie(fns: &[Function]) -> bool {
+    fns.iter()
+        .any(|f| (f.vendor, f.device) == Q35_MCH || f.caps.iter().any(|c| c.0 == 0x10))
+}
+
 /// The GSI that function `f`'s INTx reaches, among `fns` (the whole scan):
 ///
 /// * on QEMU's `pc` (i440FX), the firmware's interrupt line: PIIX3 routes INTx to

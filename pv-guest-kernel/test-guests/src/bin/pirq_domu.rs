@@ -2,7 +2,8 @@
 //! with Xen 4.17's errno: `map_pirq` and `setup_gsi` need the control domain
 //! (-EPERM), a pirq it was not given cannot be bound (-EPERM, -EINVAL beyond its 56
 //! pirqs on QEMU's 24 GSIs), there is nothing to EOI (-EINVAL), and
-//! `irq_status_query` answers `needs_eoi` for any pirq in range, as on Xen.
+//! `irq_status_query` answers `needs_eoi` for any pirq in range, as on Xen. An MSI or
+//! MSI-X `map_pirq` and `unmap_pirq` need the control domain too (-EPERM).
 #![no_std]
 #![no_main]
 
@@ -32,6 +33,17 @@ fn main(_si: &'static StartInfo) {
         physdev::map_pirq_gsi(3, None),
         Errno::EPERM,
     );
+    expect(
+        "map_pirq(MSI-X entry 0 of 00:04.0)",
+        physdev::map_pirq_msi(0, 4 << 3, 0, 0xFEBF_1000),
+        Errno::EPERM,
+    );
+    expect(
+        "map_pirq(MSI of 00:04.0)",
+        physdev::map_pirq_msi(0, 4 << 3, 0, 0),
+        Errno::EPERM,
+    );
+    expect("unmap_pirq(3)", physdev::unmap_pirq(3), Errno::EPERM);
     expect(
         "setup_gsi(3)",
         physdev::setup_gsi(3, true, false),

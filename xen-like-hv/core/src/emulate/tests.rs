@@ -1211,3 +1211,110 @@ fn xsetbv_without_cr4_osxsave_is_a_ud_and_from_user_mode_a_gp() {
     assert_delivered(&w, GP, Some(0), URIP);
     assert_eq!(w.vcpu.xcr0, 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Stores to read-only MMIO: MMCONFIG (Xen's `mmcfg_intercept_write`)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn mov_store_values() {
+    let r = crate::regs::Regs {
+        rsi: 0x1122_3344_5566_7788,
+        rax: 0xAABB_CCDD,
+        rcx: 0x1234,
+        r9: 0xFEDC_BA98_7654_3210,
+        ..Default::default()
+    };
+    for (code, want) in [
+        (&[0x48u8, 0x89, 0x37][..], 0x1122_3344_5566_7788u64), // mov %rsi,(%rdi)
+        (&[0x89, 0x30][..], 0x5566_7788),                      // mov %esi,(%rax)
+        (&[0x66, 0x89, 0x08][..], 0x1234),                     // mov %cx,(%rax)
+        (&[0x88, 0x08][..], 0x34),                             // mov %cl,(%rax)
+        (&[0x88, 0x28][..], 0x12),                             // mov %ch,(%rax)
+        (&[0x40, 0x88, 0x30][..], 0x88),                       // mov %sil,(%rax)
+        (&[0x44, 0x89, 0x08][..], 0x7654_3210),                // mov %r9d,(%rax)
+        (&[0xC7, 0x00, 0x78, 0x56, 0x34, 0x12][..], 0x1234_5678), // movl $..,(%rax)
+        (&[0x66, 0xC7, 0x00, 0x34, 0x12][..], 0x1234),         // movw $..,(%rax)
+        (&[0xC6, 0x40, 0x10, 0x5A][..], 0x5A),                 // movb $..,0x10(%rax)
+        (&[0x48, 0xC7, 0x00, 0xFF, 0xFF, 0xFF, 0xFF][..], u64::MAX), // movq $-1
+    ] {
+        assert_eq!(mov_store_value(code, &r), Some(want), "{code:02x?}");
+    }
+    assert_eq!(mov_store_value(&[0x01, 0x37], &r), None);
+}
+
+/// dom0 with an MMCONFIG region at 0xB0000000 (buses 0-255) in use, and the
+/// function 00:03.0 reported with its MSI-X capability at 0x98.
+fn dom0_with_ecam(code: &[u8]) -> World {
+    let mut w = World::dom0();
+    w.set_trap(14, 0, false);
+    w.code(code);
+    assert!(w.p.pci.add_mcfg(crate::mcfg::McfgRegion {
+        base: 0xB000_0000,
+        segment: 0,
+        start_bus: 0,
+        end_bus: 0xFF,
+    }));
+    w.p.pci
+        .add_device(crate::pci::PciDevice {
+            sbdf: crate::pci::Sbdf {
+                seg: 0,
+                bus: 0,
+                devfn: 3 << 3,
+            },
+            is_extfn: false,
+            physfn: None,
+            msi: crate::msi::DevMsi {
+                msix_pos: Some(0x98),
+                msi_masked: None,
+            },
+        })
+        .unwrap();
+    w
+}
+
+/// 00:03.0's ECAM frame.
+const ECAM_FN3: u64 = (0xB000_0000 + (3 << 15)) >> 12;
+
+#[test]
+fn an_ecam_store_goes_through_the_filter_and_the_hypervisor() {
+    // mov %eax,(%rdi): the command register (0x04) of 00:03.0 through ECAM
+    let mut w = dom0_with_ecam(&[0x89, 0x07]);
+    w.regs.rax = 0x0000_0107;
+    let va = 0x4000_0004;
+    let r = w.run(|c| mmio_ro_store(c, va, ECAM_FN3)).0;
+    assert_eq!(r, Emulation::Done);
+    assert_eq!(w.regs.rip, KRIP + 2);
+    assert_eq!(w.p.mmcfg_writes, [(0xB001_8004, 4, 0x107)]);
+    // an extended register (0x104), 2 bytes: through as well
+    let mut w = dom0_with_ecam(&[0x66, 0x89, 0x07]);
+    w.regs.rax = 0xBEEF;
+    let r = w.run(|c| mmio_ro_store(c, 0x4000_0104, ECAM_FN3)).0;
+    assert_eq!(r, Emulation::Done);
+    assert_eq!(w.p.mmcfg_writes, [(0xB001_8104, 2, 0xBEEF)]);
+}
+
+#[test]
+fn an_ecam_store_the_filter_refuses_is_dropped() {
+    // a dword over the MSI-X capability's header: dropped, RIP moves on
+    let mut w = dom0_with_ecam(&[0x89, 0x07]);
+    let r = w.run(|c| mmio_ro_store(c, 0x4000_0098, ECAM_FN3)).0;
+    assert_eq!(r, Emulation::Done);
+    assert_eq!(w.regs.rip, KRIP + 2);
+    assert!(w.p.mmcfg_writes.is_empty());
+    // an 8-byte store: not taken (Xen: at most 4 bytes), the #PF stays
+    let mut w = dom0_with_ecam(&[0x48, 0x89, 0x07]);
+    let r = w.run(|c| mmio_ro_store(c, 0x4000_0008, ECAM_FN3)).0;
+    assert_eq!(r, Emulation::NotEmulated);
+    // a frame outside every MMCONFIG region (the HPET): dropped, as before
+    let mut w = dom0_with_ecam(&[0x89, 0x07]);
+    let r = w.run(|c| mmio_ro_store(c, 0x4000_0000, 0xFED00)).0;
+    assert_eq!(r, Emulation::Done);
+    assert!(w.p.mmcfg_writes.is_empty());
+    // a region dom0 said is not reserved: the hypervisor does not write there
+    let mut w = dom0_with_ecam(&[0x89, 0x07]);
+    w.p.pci.mmcfg_reserved(0xB000_0000, 0, 0, 0xFF, 0).unwrap();
+    let r = w.run(|c| mmio_ro_store(c, 0x4000_0004, ECAM_FN3)).0;
+    assert_eq!(r, Emulation::Done);
+    assert!(w.p.mmcfg_writes.is_empty());
+}

@@ -177,7 +177,8 @@ fn physdev<P: Platform>(ctx: &mut GuestCtx<'_, P>, cmd: u32, arg: u64) -> HvResu
             | PhysdevOp::ManagePciRemove
             | PhysdevOp::ManagePciAddExt
             | PhysdevOp::PciDeviceAdd
-            | PhysdevOp::PciDeviceRemove),
+            | PhysdevOp::PciDeviceRemove
+            | PhysdevOp::PciMmcfgReserved),
         ) => super::physdev::pci_op(ctx, op, arg),
         _ => Err(Errno::ENOSYS.into()),
     }

@@ -18,7 +18,7 @@ use crate::traps::GuestCtx;
 use hypercall_abi::Errno;
 use hypercall_abi::physdev::{
     PhysdevManagePci, PhysdevManagePciExt, PhysdevOp, PhysdevPciDevice, PhysdevPciDeviceAdd,
-    XEN_PCI_DEV_EXTFN, XEN_PCI_DEV_PXM, XEN_PCI_DEV_VIRTFN,
+    PhysdevPciMmcfgReserved, XEN_PCI_DEV_EXTFN, XEN_PCI_DEV_PXM, XEN_PCI_DEV_VIRTFN,
 };
 
 /// One of the PCI report commands, argument at guest address `arg`.
@@ -61,6 +61,27 @@ pub fn pci_op<P: Platform>(ctx: &mut GuestCtx<'_, P>, op: PhysdevOp, arg: u64) -
             let d: PhysdevPciDevice = ctx.p.read_obj(arg)?;
             remove_device(ctx, dev(d.seg, d.bus, d.devfn))
         }
+        PhysdevOp::PciMmcfgReserved => {
+            let r: PhysdevPciMmcfgReserved = ctx.p.read_obj(arg)?;
+            // xsm_resource_setup_misc (XSM_PRIV).
+            if !ctx.dom.privileged {
+                return Err(HvError::NotPrivileged);
+            }
+            let (a, seg, sb, eb, fl) = (r.address, r.segment, r.start_bus, r.end_bus, r.flags);
+            let newly = ctx.p.pci(|s| s.mmcfg_reserved(a, seg, sb, eb, fl))?;
+            if let Some((first, last)) = newly {
+                ctx.p.mmio_ro(first, last, true);
+            }
+            log::info!(
+                "PCI: MMCONFIG segment {seg:04x} bus {sb:02x}-{eb:02x} at {a:#x}: {}",
+                if fl != 0 {
+                    "reserved, in use"
+                } else {
+                    "not used"
+                }
+            );
+            Ok(0)
+        }
         _ => Err(Errno::ENOSYS.into()),
     }
 }
@@ -75,6 +96,22 @@ fn add_device<P: Platform>(
     if !ctx.dom.privileged {
         return Err(HvError::NotPrivileged);
     }
+    // Xen's `alloc_pdev` looks for the MSI-X capability (`pdev->msix`).
+    let msix = msix_cap(ctx.p, sbdf);
+    let pf_msix = physfn.and_then(|(bus, devfn)| {
+        msix_cap(
+            ctx.p,
+            Sbdf {
+                seg: sbdf.seg,
+                bus,
+                devfn,
+            },
+        )
+    });
+    let msi_of = |msix_pos| crate::msi::DevMsi {
+        msix_pos,
+        msi_masked: None,
+    };
     let r = ctx.p.pci(|s| {
         if let Some((bus, devfn)) = physfn {
             let pf = Sbdf {
@@ -87,6 +124,7 @@ fn add_device<P: Platform>(
                     sbdf: pf,
                     is_extfn: false,
                     physfn: None,
+                    msi: msi_of(pf_msix),
                 })?;
             }
         }
@@ -94,11 +132,31 @@ fn add_device<P: Platform>(
             sbdf,
             is_extfn,
             physfn,
+            msi: msi_of(msix),
         })
     });
     r.map_err(Errno::from)?;
     log::debug!("PCI add device {sbdf}");
     Ok(0)
+}
+
+/// Configuration space of one function through the platform (segment 0 only).
+pub(crate) struct PlatformCfg<'a, P: Platform>(pub &'a mut P, pub Sbdf);
+
+impl<P: Platform> crate::msi::CfgRead for PlatformCfg<'_, P> {
+    fn read8(&mut self, reg: u16) -> u8 {
+        if self.1.seg != 0 || reg >= 256 {
+            return 0xFF;
+        }
+        let cf8 = crate::pci::cf8_of(self.1.bus, self.1.devfn, reg);
+        let b = self.0.pci_conf_read(cf8, (reg & 3) as u8, 1);
+        b.to_le_bytes()[0]
+    }
+}
+
+/// The MSI-X capability of `sbdf`, if it has one.
+fn msix_cap<P: Platform>(p: &mut P, sbdf: Sbdf) -> Option<u16> {
+    crate::msi::find_cap(&mut PlatformCfg(p, sbdf), crate::msi::CAP_ID_MSIX)
 }
 
 /// Xen's `pci_remove_device`.

@@ -8,6 +8,8 @@ use crate::evtchn::EvtchnRequest;
 use crate::mm::Mfn;
 use crate::mm::frame_table::PageType;
 use crate::mm::page_type::{get_page_and_type, put_page_and_type};
+use crate::msi::{MsiKind, msi_layout};
+use crate::pci::Sbdf;
 use crate::pirq::PirqError;
 use crate::platform::Platform;
 use crate::traps::GuestCtx;
@@ -62,13 +64,17 @@ pub fn physdev_op<P: Platform>(
 
 fn map_pirq<P: Platform>(ctx: &mut GuestCtx<'_, P>, va: u64) -> HvResult {
     let mut map: PhysdevMapPirq = ctx.p.read_obj(va)?;
-    let ty = match map.type_ {
-        MAP_PIRQ_TYPE_MSI_SEG => MAP_PIRQ_TYPE_MSI,
+    // MSI_SEG carries the segment in the bus field's upper half.
+    let (ty, seg) = match map.type_ {
+        MAP_PIRQ_TYPE_MSI_SEG => (
+            MAP_PIRQ_TYPE_MSI,
+            u16::from_le_bytes([map.bus.to_le_bytes()[2], map.bus.to_le_bytes()[3]]),
+        ),
         // Refused before anything else, and nothing is written back.
         MAP_PIRQ_TYPE_MULTI_MSI if map.table_base != 0 => return Err(Errno::EINVAL.into()),
-        t => t,
+        t => (t, 0),
     };
-    let ret = map_inner(ctx, &mut map, ty);
+    let ret = map_inner(ctx, &mut map, ty, seg);
     ctx.p.write_obj(va, &map)?;
     ret
 }
@@ -77,6 +83,7 @@ fn map_inner<P: Platform>(
     ctx: &mut GuestCtx<'_, P>,
     map: &mut PhysdevMapPirq,
     ty: i32,
+    seg: u16,
 ) -> HvResult {
     let target = lookup(ctx, map.domid)?;
     // xsm_map_domain_pirq(XSM_DM_PRIV): the control domain only.
@@ -91,17 +98,38 @@ fn map_inner<P: Platform>(
             map.pirq = i32::try_from(pirq).unwrap_or(i32::MAX);
             Ok(0)
         }
-        MAP_PIRQ_TYPE_MSI | MAP_PIRQ_TYPE_MULTI_MSI => {
-            // No MSI: answered as Xen with `msi=0` answers once the IRQ checks
-            // pass (pci_enable_msi: -EPERM).
-            let (gsis, irqs) = ctx.p.irqs(|t, _| (t.nr_gsis(), t.nr_irqs()));
-            let index_ok =
-                map.index == -1 || u32::try_from(map.index).is_ok_and(|i| i >= gsis && i < irqs);
-            if ty == MAP_PIRQ_TYPE_MSI && !index_ok {
-                return Err(Errno::EINVAL.into());
+        MAP_PIRQ_TYPE_MSI => {
+            let sbdf = Sbdf {
+                seg,
+                bus: map.bus.to_le_bytes()[0],
+                devfn: map.devfn.to_le_bytes()[0],
+            };
+            // Xen decides by the table base: MSI-X entry `entry_nr` when dom0 gave
+            // one (only a hint: Xen reads the BAR itself), else MSI with one vector.
+            let entry = if map.table_base != 0 {
+                Some(u16::try_from(map.entry_nr).map_err(|_| HvError::Errno(Errno::EINVAL))?)
+            } else {
+                None
+            };
+            let known = ctx.p.pci(|s| s.device(sbdf).is_some());
+            let (index, want) = (map.index, map.pirq);
+            let (pirq, src) = ctx
+                .p
+                .irqs(|t, chip| t.map_msi(caller, target, index, want, sbdf, known, entry, chip))?;
+            if let MsiKind::Msi { pos, ctrl } = src.kind
+                && let Some(m) = msi_layout(ctrl).mask
+            {
+                ctx.p.pci(|s| s.set_msi_bound(sbdf, Some((pos, pos + m))));
             }
-            Err(Errno::EPERM.into())
+            map.pirq = i32::try_from(pirq).unwrap_or(i32::MAX);
+            log::debug!(
+                "map_pirq: {sbdf} MSI-X entry {entry:?} -> pirq {pirq} for {:?}",
+                target.0
+            );
+            Ok(0)
         }
+        // Xen 4.17 takes MULTI_MSI (a power-of-two block of vectors); not offered.
+        MAP_PIRQ_TYPE_MULTI_MSI => Err(Errno::EOPNOTSUPP.into()),
         _ => Err(Errno::EINVAL.into()),
     }
 }
@@ -112,7 +140,10 @@ fn unmap_pirq<P: Platform>(ctx: &mut GuestCtx<'_, P>, va: u64) -> HvResult {
     if !ctx.dom.privileged {
         return Err(HvError::NotPrivileged);
     }
-    ctx.p.irqs(|t, chip| t.unmap(target, unmap.pirq, chip))?;
+    let freed = ctx.p.irqs(|t, chip| t.unmap(target, unmap.pirq, chip))?;
+    if let Some(src) = freed {
+        ctx.p.pci(|s| s.set_msi_bound(src.sbdf, None));
+    }
     Ok(0)
 }
 

@@ -114,6 +114,7 @@ fn a_domu_is_refused_after_the_copy_and_the_flag_checks() {
         PhysdevOp::ManagePciAdd,
         PhysdevOp::ManagePciRemove,
         PhysdevOp::ManagePciAddExt,
+        PhysdevOp::PciMmcfgReserved,
     ] {
         assert_eq!(
             hc::physdev_op(&mut w, cmd.nr(), ptr(UNMAPPED)),
@@ -132,4 +133,87 @@ fn a_domu_is_refused_after_the_copy_and_the_flag_checks() {
     );
     assert_eq!(op(&mut w, PhysdevOp::ManagePciAddExt), Err(Errno::EINVAL));
     assert!(w.p.pci.devices().is_empty());
+}
+
+#[test]
+fn mmcfg_reserved_as_xen_answers() {
+    use hypercall_abi::physdev::PhysdevPciMmcfgReserved;
+    let mut w = World::dom0();
+    let q35 = crate::mcfg::McfgRegion {
+        base: 0xB000_0000,
+        segment: 0,
+        start_bus: 0,
+        end_bus: 0xFF,
+    };
+    let r = |address, end_bus, flags| PhysdevPciMmcfgReserved {
+        address,
+        segment: 0,
+        start_bus: 0,
+        end_bus,
+        flags,
+    };
+    // no MCFG (pc): -ENODEV
+    w.p.poke_obj(KDATA, &r(0xB000_0000, 0xFF, 1));
+    assert_eq!(op(&mut w, PhysdevOp::PciMmcfgReserved), Err(Errno::ENODEV));
+    assert!(w.p.pci.add_mcfg(q35));
+    // unknown flags first, then the region's buses, then its address
+    w.p.poke_obj(KDATA, &r(0xB000_0000, 0xFF, 3));
+    assert_eq!(op(&mut w, PhysdevOp::PciMmcfgReserved), Err(Errno::EINVAL));
+    w.p.poke_obj(KDATA, &r(0xB000_0000, 0x7F, 1));
+    assert_eq!(op(&mut w, PhysdevOp::PciMmcfgReserved), Err(Errno::ENODEV));
+    w.p.poke_obj(KDATA, &r(0xC000_0000, 0xFF, 1));
+    assert_eq!(op(&mut w, PhysdevOp::PciMmcfgReserved), Err(Errno::EIO));
+    // in use from boot: reserving it again changes nothing
+    w.p.poke_obj(KDATA, &r(0xB000_0000, 0xFF, 1));
+    assert_eq!(op(&mut w, PhysdevOp::PciMmcfgReserved), Ok(0));
+    assert!(w.p.mmio_ro.is_empty());
+    // not reserved: the hypervisor stops using it; reserved again: in use, its
+    // frames read-only (they stayed so)
+    w.p.poke_obj(KDATA, &r(0xB000_0000, 0xFF, 0));
+    assert_eq!(op(&mut w, PhysdevOp::PciMmcfgReserved), Ok(0));
+    assert_eq!(w.p.pci.mcfg(), [(q35, false)]);
+    w.p.poke_obj(KDATA, &r(0xB000_0000, 0xFF, 1));
+    assert_eq!(op(&mut w, PhysdevOp::PciMmcfgReserved), Ok(0));
+    assert_eq!(w.p.pci.mcfg(), [(q35, true)]);
+    assert_eq!(w.p.mmio_ro, [(0xB0000, 0xBFFFF, true)]);
+}
+
+#[test]
+fn msi_map_pirq_refusals_in_xens_order() {
+    use crate::ioapic::{Polarity, Trigger};
+    use hypercall_abi::physdev::{
+        MAP_PIRQ_TYPE_MSI, MAP_PIRQ_TYPE_MSI_SEG, MAP_PIRQ_TYPE_MULTI_MSI, PhysdevMapPirq,
+    };
+    let map = |type_, table_base| PhysdevMapPirq {
+        domid: hypercall_abi::types::DomId::SELF,
+        type_,
+        index: -1,
+        pirq: -1,
+        bus: 0,
+        devfn: 4 << 3,
+        entry_nr: 1,
+        table_base,
+        ..Default::default()
+    };
+    let mut w = World::dom0();
+    w.p.irqs
+        .init(24, 1, |_| (Trigger::Edge, Polarity::High), &[]);
+    // a device dom0 did not report: -ENODEV, the pirq left as it was
+    for ty in [MAP_PIRQ_TYPE_MSI, MAP_PIRQ_TYPE_MSI_SEG] {
+        w.p.poke_obj(KDATA, &map(ty, 0xFEBF_1000));
+        assert_eq!(op(&mut w, PhysdevOp::MapPirq), Err(Errno::ENODEV));
+        let back: PhysdevMapPirq = w.p.peek_obj(KDATA);
+        assert_eq!((back.pirq, back.index), (-1, -1));
+    }
+    // MULTI_MSI with a table base: -EINVAL before anything; without: not offered
+    w.p.poke_obj(KDATA, &map(MAP_PIRQ_TYPE_MULTI_MSI, 0xFEBF_1000));
+    assert_eq!(op(&mut w, PhysdevOp::MapPirq), Err(Errno::EINVAL));
+    w.p.poke_obj(KDATA, &map(MAP_PIRQ_TYPE_MULTI_MSI, 0));
+    assert_eq!(op(&mut w, PhysdevOp::MapPirq), Err(Errno::EOPNOTSUPP));
+    // a domU: -EPERM (the control domain only)
+    let mut u = World::kernel();
+    u.p.irqs
+        .init(24, 1, |_| (Trigger::Edge, Polarity::High), &[]);
+    u.p.poke_obj(KDATA, &map(MAP_PIRQ_TYPE_MSI, 0xFEBF_1000));
+    assert_eq!(op(&mut u, PhysdevOp::MapPirq), Err(Errno::EPERM));
 }

@@ -636,15 +636,29 @@ where
     P: M2p,
     E: MmHooks,
 {
-    let Ok(l1) = walk_to_l1(ctx, root, va) else {
-        return false;
-    };
+    read_only_mmio_frame(ctx, root, va).is_some()
+}
+
+/// The frame behind `va` when [`maps_read_only_mmio`] holds.
+pub fn read_only_mmio_frame<M, H, P, E>(
+    ctx: &MmCtx<'_, '_, M, H, P, E>,
+    root: Mfn,
+    va: u64,
+) -> Option<Mfn>
+where
+    M: MachineMemory,
+    H: HypervisorSlots,
+    P: M2p,
+    E: MmHooks,
+{
+    let l1 = walk_to_l1(ctx, root, va).ok()?;
     let e = ctx.mem.read_entry(l1, idx9(va >> 12));
     let target = pte_mfn(e);
-    is_present(e)
+    (is_present(e)
         && e & super::page_type::RW == 0
         && ctx.is_io_frame(target)
-        && ctx.hooks.mmio_read_only(target)
+        && ctx.hooks.mmio_read_only(target))
+    .then_some(target)
 }
 
 /// Writable page tables (Xen's `ptwr_do_page_fault`): the frame `va` maps, in the

@@ -328,7 +328,10 @@ fn eoi_bitmap() {
     // v2: EOI does not unmask the port.
     assert_eq!(t.eoi(DomId(0), true, 16, &mut c), Ok(None));
     // Teardown returns the frame for its reference to be dropped.
-    assert_eq!(t.domain_destroyed(DomId(0), &mut c), Some(Mfn(0x1234)));
+    assert_eq!(
+        t.domain_destroyed(DomId(0), &mut c, |_| {}),
+        Some(Mfn(0x1234))
+    );
 }
 
 #[test]
@@ -352,12 +355,12 @@ fn teardown_releases_everything() {
     assert!(t.on_irq(20, &mut c));
     t.eoi(DomId(0), true, 20, &mut c).unwrap();
     assert!(c.masked[20], "the domU owes an EOI");
-    assert_eq!(t.domain_destroyed(DomId(1), &mut c), None);
+    assert_eq!(t.domain_destroyed(DomId(1), &mut c, |_| {}), None);
     assert!(!c.masked[20], "its death gives it");
     assert!(!t.irq_permitted(DomId(1), false, 20));
     assert_eq!(t.pirq_to_irq(DomId(1), 20), None);
     assert_eq!(t.status(DomId(0), true, 20), Ok(XENIRQSTAT_NEEDS_EOI));
-    assert_eq!(t.domain_destroyed(DomId(0), &mut c), None);
+    assert_eq!(t.domain_destroyed(DomId(0), &mut c, |_| {}), None);
     assert!(c.masked[20], "no guest left: masked");
     assert!(!t.on_irq(20, &mut c));
     // Every mapping slot is free again.
@@ -411,4 +414,200 @@ fn dom0_maps_by_its_own_pirq() {
     assert_eq!(t.pirq_to_irq(DomId(0), 3), Some(21));
     assert_eq!(t.map_gsi(D0, DU, 3, -1), Ok(16));
     assert_eq!(t.pirq_to_irq(DomId(1), 16), Some(21));
+}
+
+/// A chip with a device behind it (`crate::msi`'s fake: MSI-X with 2 entries at
+/// 0x98, MSI at 0x50).
+struct MsiChip {
+    io: FakeChip,
+    dev: crate::msi::tests::FakeDev,
+}
+
+impl IrqChip for MsiChip {
+    fn program(&mut self, irq: u32, t: Trigger, p: Polarity) {
+        self.io.program(irq, t, p);
+    }
+    fn mask(&mut self, irq: u32) {
+        self.io.mask(irq);
+    }
+    fn unmask(&mut self, irq: u32) {
+        self.io.unmask(irq);
+    }
+    fn eoi_bit(&mut self, map: Mfn, pirq: u32, set: bool) {
+        self.io.eoi_bit(map, pirq, set);
+    }
+    fn msi_hw(&mut self) -> Option<&mut dyn MsiHw> {
+        Some(&mut self.dev)
+    }
+    fn apic_id(&self) -> u8 {
+        0
+    }
+}
+
+fn msi_chip() -> MsiChip {
+    MsiChip {
+        io: FakeChip::new(),
+        dev: crate::msi::tests::FakeDev::new(2),
+    }
+}
+
+const DEV: Sbdf = Sbdf {
+    seg: 0,
+    bus: 0,
+    devfn: 4 << 3,
+};
+
+fn vctl(c: &MsiChip, entry: u64) -> u32 {
+    c.dev.table[&(crate::msi::tests::BAR1 + entry * 16 + 12)]
+}
+
+#[test]
+fn msix_map_bind_deliver_unmap() {
+    let mut t = table();
+    let mut c = msi_chip();
+    let (pirq, src) = t
+        .map_msi(D0, D0, -1, -1, DEV, true, Some(1), &mut c)
+        .unwrap();
+    // MSI pirqs from the top of dom0's range down, IRQs from nr_irqs_gsi up.
+    assert_eq!(pirq, 191);
+    let irq = t.pirq_to_irq(DomId(0), pirq).unwrap();
+    assert_eq!(irq, 24);
+    assert_eq!(t.msi_vector(irq), Some(MSI_VECTOR_BASE));
+    assert_eq!(t.vector_msi_irq(u64::from(MSI_VECTOR_BASE)), Some(24));
+    assert_eq!(t.vector_msi_irq(u64::from(MSI_VECTOR_BASE) - 1), None);
+    assert_eq!(t.msi_source(DomId(0), pirq), Some(src));
+    assert!(t.irq_permitted(DomId(0), true, irq));
+    // the entry carries the vector, masked until bound
+    let e = crate::msi::tests::BAR1 + 16;
+    assert_eq!(c.dev.table[&(e + 8)] & 0xFF, u32::from(MSI_VECTOR_BASE));
+    assert_eq!(vctl(&c, 1), 1);
+    t.bind(DomId(0), pirq, 5, false, &mut c).unwrap();
+    assert_eq!(vctl(&c, 1), 0, "bound: unmasked");
+    // edge: delivered, never masked, the EOI does nothing
+    assert!(t.on_irq(irq, &mut c));
+    assert_eq!(deliveries(&mut t), vec![(0, 5)]);
+    assert_eq!(vctl(&c, 1), 0);
+    assert_eq!(t.eoi(DomId(0), true, pirq, &mut c), Ok(None));
+    assert!(t.on_irq(irq, &mut c));
+    assert_eq!(deliveries(&mut t), vec![(0, 5)]);
+    assert_eq!((t.count(irq), t.msi_count()), (2, 2));
+    // a second map of the same entry is refused; another entry gets the next IRQ
+    assert_eq!(
+        t.map_msi(D0, D0, -1, -1, DEV, true, Some(1), &mut c),
+        Err(PirqError::Busy)
+    );
+    let (p2, _) = t
+        .map_msi(D0, D0, -1, -1, DEV, true, Some(0), &mut c)
+        .unwrap();
+    assert_eq!((p2, t.pirq_to_irq(DomId(0), p2)), (190, Some(24 + 1)));
+    // the port closes (unbound: masked), then unmap destroys the IRQ and frees
+    // its vector
+    t.port_closed(DomId(0), 5, &mut c);
+    assert_eq!(vctl(&c, 1), 1);
+    let freed = t.unmap(D0, pirq as i32, &mut c).unwrap();
+    assert_eq!(freed, Some(src));
+    assert_eq!(vctl(&c, 1), 1);
+    assert!(!t.irq_permitted(DomId(0), true, irq));
+    assert!(!t.on_irq(irq, &mut c));
+    let (p3, _) = t
+        .map_msi(D0, D0, -1, -1, DEV, true, Some(1), &mut c)
+        .unwrap();
+    assert_eq!(t.pirq_to_irq(DomId(0), p3), Some(24), "IRQ 24 reused");
+    // teardown frees the rest
+    let mut released = Vec::new();
+    t.domain_destroyed(DomId(0), &mut c, |s| released.push(s));
+    assert_eq!(released.len(), 2);
+    assert_eq!((vctl(&c, 0), vctl(&c, 1)), (1, 1));
+    let ro_now: i32 = c.dev.ro.iter().map(|r| if r.2 { 1 } else { -1 }).sum();
+    assert_eq!(ro_now, 0, "every read-only range given back");
+}
+
+#[test]
+fn msi_map_refusals() {
+    let mut t = table();
+    let mut c = msi_chip();
+    // an unknown device: -ENODEV, and the IRQ it created is gone again
+    assert_eq!(
+        t.map_msi(D0, D0, -1, -1, DEV, false, Some(0), &mut c),
+        Err(PirqError::NoDevice)
+    );
+    // an entry beyond the table: -EINVAL from the device code
+    assert_eq!(
+        t.map_msi(D0, D0, -1, -1, DEV, true, Some(2), &mut c)
+            .map_err(PirqError::errno),
+        Err(Errno::EINVAL)
+    );
+    // an index that is not an MSI IRQ (a GSI, or one never created): -EINVAL
+    assert_eq!(
+        t.map_msi(D0, D0, 11, -1, DEV, true, Some(0), &mut c),
+        Err(PirqError::Invalid)
+    );
+    assert_eq!(
+        t.map_msi(D0, D0, 30, -1, DEV, true, Some(0), &mut c),
+        Err(PirqError::Invalid)
+    );
+    // a pirq beyond the domain's: -EINVAL
+    assert_eq!(
+        t.map_msi(D0, D0, -1, 192, DEV, true, Some(0), &mut c),
+        Err(PirqError::Invalid)
+    );
+    // a domU's own map (the hypercall layer refuses it first; the table needs the
+    // IRQ to be the caller's, which create_irq grants)
+    assert!(
+        c.dev.table.is_empty() && c.dev.ro.is_empty(),
+        "nothing programmed"
+    );
+    // every refusal left the IRQs free: the first success gets IRQ 24
+    let (p, _) = t.map_msi(D0, D0, -1, -1, DEV, true, None, &mut c).unwrap();
+    assert_eq!(t.pirq_to_irq(DomId(0), p), Some(24));
+    // the MSI capability: one map per device
+    assert_eq!(
+        t.map_msi(D0, D0, -1, -1, DEV, true, None, &mut c),
+        Err(PirqError::Busy)
+    );
+    // the MSI vectors run out: -EINVAL, as Xen's create_irq failing
+    let mut t = table();
+    for i in 0..MSI_VECTORS {
+        let mut c = msi_chip();
+        let dev = Sbdf {
+            devfn: u8::try_from(i).unwrap(),
+            ..DEV
+        };
+        t.map_msi(D0, D0, -1, -1, dev, true, Some(0), &mut c)
+            .unwrap_or_else(|e| panic!("{i}: {e:?}"));
+    }
+    let mut c = msi_chip();
+    assert_eq!(
+        t.map_msi(D0, D0, -1, -1, DEV, true, Some(0), &mut c),
+        Err(PirqError::Invalid)
+    );
+}
+
+#[test]
+fn a_bound_msi_survives_until_its_port_closes() {
+    let mut t = table();
+    let mut c = msi_chip();
+    let (pirq, _) = t
+        .map_msi(D0, D0, -1, -1, DEV, true, Some(0), &mut c)
+        .unwrap();
+    t.bind(DomId(0), pirq, 7, false, &mut c).unwrap();
+    assert_eq!(vctl(&c, 0), 0);
+    // unmapped while bound: a zombie until the port closes; the vector is masked
+    // and freed at once
+    t.unmap(D0, pirq as i32, &mut c).unwrap();
+    assert_eq!(vctl(&c, 0), 1);
+    assert_eq!(t.pirq_to_irq(DomId(0), pirq), None);
+    assert!(t.bound_ports(DomId(0)).any(|(p, _)| p == 7));
+    // as in Xen, the IRQ number still names the zombie's pirq: the same IRQ,
+    // created again, cannot get a new pirq until the port closes (-EBUSY)
+    assert_eq!(
+        t.map_msi(D0, D0, -1, -1, DEV, true, Some(0), &mut c),
+        Err(PirqError::Busy)
+    );
+    t.port_closed(DomId(0), 7, &mut c);
+    assert!(t.bound_ports(DomId(0)).next().is_none());
+    assert!(
+        t.map_msi(D0, D0, -1, -1, DEV, true, Some(0), &mut c)
+            .is_ok()
+    );
 }

@@ -26,6 +26,8 @@ pub struct AcpiInfo {
     pub ioapics: Vec<(u8, u64, u32), 8>,
     /// Interrupt source overrides (ISA).
     pub overrides: Vec<xlhv_core::ioapic::SourceOverride, 16>,
+    /// MMCONFIG regions (the `MCFG`; none on QEMU's `pc`).
+    pub mcfg: Vec<xlhv_core::mcfg::McfgRegion, 8>,
 }
 
 /// Maps ACPI tables through the direct map, or the ioremap window if a table lies in
@@ -111,6 +113,27 @@ pub fn read(root: AcpiRoot) -> AcpiInfo {
             }
         }
         Err(e) => log::warn!("acpi: no usable MADT ({e:?}); assuming one CPU"),
+    }
+    if let Ok(m) = tables.find_table::<acpi::mcfg::Mcfg>() {
+        let pa = m.physical_start() as u64;
+        let len = u64::from(acpi::AcpiTable::header(&*m).length);
+        let bytes = crate::mm::direct_slice(pa, len).or_else(|| {
+            let va = paging::ioremap(pa, len)?;
+            // SAFETY: `va` maps `len` bytes of the table (ioremap, permanent); the
+            // firmware's tables are not written by anyone while they are read.
+            Some(unsafe {
+                core::slice::from_raw_parts(va as *const u8, usize::try_from(len).ok()?)
+            })
+        });
+        match bytes.map(xlhv_core::mcfg::parse) {
+            Some(Ok(regions)) => {
+                for r in regions {
+                    let _ = info.mcfg.push(r);
+                }
+            }
+            Some(Err(e)) => log::warn!("acpi: MCFG at {pa:#x} refused: {e:?}"),
+            None => log::warn!("acpi: cannot map the MCFG at {pa:#x}"),
+        }
     }
     if let Ok(h) = HpetInfo::new(&tables) {
         info.hpet = Some((h.base_address as u64, h.num_comparators()));

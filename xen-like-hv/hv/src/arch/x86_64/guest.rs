@@ -666,6 +666,14 @@ impl Platform for HwPlatform<'_> {
         f(&mut crate::pci::STATE.lock())
     }
 
+    fn mmio_ro(&mut self, first: u64, last: u64, ro: bool) {
+        crate::mmhw::mmio_ro(first, last, ro);
+    }
+
+    fn mmcfg_write(&mut self, pa: u64, size: u8, value: u32) {
+        crate::pci::mmcfg_write(pa, size, value);
+    }
+
     fn iomem_permitted(&mut self, dom: DomId, first: u64, last: u64) -> bool {
         crate::mmhw::IOMEM.lock().permits(dom, first, last)
     }
