@@ -19,6 +19,7 @@
 use pv_runtime::abi::domctl::*;
 use pv_runtime::abi::hypercall::{domctl as domctl_hc, memory_op, sysctl as sysctl_hc};
 use pv_runtime::abi::memory::{XenMemoryReservation, XenmemOp};
+use pv_runtime::abi::sched::ShutdownReason;
 use pv_runtime::abi::xen::VcpuGuestContext;
 use pv_runtime::abi::xen::arch::VgcfFlags;
 use pv_runtime::abi::{DomId, Errno};
@@ -139,6 +140,23 @@ fn start_vcpu(id: u16) {
         ok(NAME, "getdomaininfo", info(id)).1.tot_pages,
         2,
     );
+}
+
+/// Yields until domain `id`, started on an empty L4, has run and crashed: without
+/// the wait, whether it runs before dom0 destroys it is up to the scheduler.
+fn wait_for_crash(id: u16) {
+    let crashed = |f: u32| {
+        f & DOMINF_SHUTDOWN != 0
+            && (f >> DOMINF_SHUTDOWN_SHIFT) & DOMINF_SHUTDOWN_MASK == ShutdownReason::Crash as u32
+    };
+    for _ in 0..10_000 {
+        let flags = ok(NAME, "getdomaininfo", info(id)).1.flags;
+        if crashed(flags) {
+            return;
+        }
+        pv_runtime::sched::yield_now();
+    }
+    fail(NAME, format_args!("domain {id} never ran into its fault"));
 }
 
 /// Where dom0 maps another domain's frame.
@@ -349,6 +367,9 @@ fn as_dom0() {
             simple(DomctlCmd::UnpauseDomain, id),
             Err(Errno::EINVAL),
         );
+        if round == 0 {
+            wait_for_crash(id);
+        }
         ok(NAME, "destroydomain", simple(DomctlCmd::DestroyDomain, id));
         if let Ok((next, _)) = info(id) {
             check(
