@@ -32,10 +32,10 @@ fn add_refuses_zero_weight_duplicates_and_overflow() {
 fn idle_until_something_wakes() {
     let mut q = RunQueue::new();
     q.add(v(1), 256, 0).unwrap();
-    assert_eq!(q.schedule(0).next, None);
-    assert!(q.wake(v(1), 5), "waking with nothing current runs at once");
-    assert!(!q.wake(v(1), 5), "already runnable");
-    let d = q.schedule(5);
+    assert_eq!(q.schedule(0, 0).next, None);
+    assert_eq!(q.wake(v(1), 5), Some(0), "waking with nothing current runs at once");
+    assert_eq!(q.wake(v(1), 5), None, "already runnable");
+    let d = q.schedule(0, 5);
     assert_eq!(
         d,
         Decision {
@@ -43,10 +43,10 @@ fn idle_until_something_wakes() {
             slice_end_ns: None
         }
     );
-    assert_eq!(q.current(), Some(v(1)));
+    assert_eq!(q.current(0), Some(v(1)));
     q.sleep(v(1), 25);
-    assert_eq!(q.current(), Some(v(1)), "current until the next schedule");
-    assert_eq!(q.schedule(25).next, None);
+    assert_eq!(q.current(0), Some(v(1)), "current until the next schedule");
+    assert_eq!(q.schedule(0, 25).next, None);
     assert_eq!(q.runtime_ns(v(1)), 20);
 }
 
@@ -57,12 +57,12 @@ fn remove_forgets_the_vcpu_even_when_current() {
     q.add(v(2), 256, 0).unwrap();
     q.wake(v(1), 0);
     q.wake(v(2), 0);
-    let first = q.schedule(0).next.unwrap();
+    let first = q.schedule(0, 0).next.unwrap();
     q.remove(first);
-    assert_eq!(q.current(), None);
-    assert!(!q.wake(first, 1));
+    assert_eq!(q.current(0), None);
+    assert_eq!(q.wake(first, 1), None);
     for t in 1..10 {
-        assert_ne!(q.schedule(t * MS).next, Some(first));
+        assert_ne!(q.schedule(0, t * MS).next, Some(first));
     }
 }
 
@@ -86,13 +86,13 @@ fn run_hogs(weights: &[u16], total: u64) -> Vec<u64> {
     }
     let mut now = 0;
     while now < total {
-        let d = q.schedule(now);
+        let d = q.schedule(0, now);
         now = d
             .slice_end_ns
             .unwrap_or(now + DEFAULT_TIMESLICE_NS)
             .min(total);
     }
-    q.schedule(now);
+    q.schedule(0, now);
     (0..weights.len())
         .map(|i| q.runtime_ns(v(i as u16)))
         .collect()
@@ -131,29 +131,29 @@ fn a_ticker_wakes_promptly_next_to_hogs() {
         // Ticks start once the hogs run, off the slice boundaries.
         let mut next_tick = 1_005 * MS;
         let mut worst = 0;
-        let mut d = q.schedule(now);
+        let mut d = q.schedule(0, now);
         while now < 5_000 * MS {
             // The running hog runs until its slice ends or the tick arrives.
             let end = d.slice_end_ns.unwrap_or(u64::MAX).min(next_tick);
             now = end;
             if now == next_tick {
-                let preempt = q.wake(ticker, now);
+                let preempt = q.wake(ticker, now).is_some();
                 if preempt {
-                    d = q.schedule(now);
+                    d = q.schedule(0, now);
                 }
                 if d.next != Some(ticker) {
                     // Runs at the end of the current slice at the latest.
                     now = d.slice_end_ns.unwrap_or(now);
-                    d = q.schedule(now);
+                    d = q.schedule(0, now);
                 }
                 assert_eq!(d.next, Some(ticker), "{hogs} hogs at {now}");
                 worst = worst.max(now - next_tick);
                 now += 50_000;
                 q.sleep(ticker, now);
-                d = q.schedule(now);
+                d = q.schedule(0, now);
                 next_tick += 10 * MS;
             } else {
-                d = q.schedule(now);
+                d = q.schedule(0, now);
             }
         }
         assert!(worst <= MS, "{hogs} hogs: worst wake latency {worst} ns");
@@ -167,16 +167,16 @@ fn yield_goes_behind_the_others() {
     q.add(v(2), 256, 0).unwrap();
     q.wake(v(1), 0);
     q.wake(v(2), 0);
-    let a = q.schedule(0).next.unwrap();
+    let a = q.schedule(0, 0).next.unwrap();
     q.yield_now(a, 10);
-    assert_ne!(q.schedule(10).next, Some(a));
+    assert_ne!(q.schedule(0, 10).next, Some(a));
     // Alone, a yielding vCPU keeps running.
     let mut q = RunQueue::new();
     q.add(v(1), 256, 0).unwrap();
     q.wake(v(1), 0);
-    q.schedule(0);
+    q.schedule(0, 0);
     q.yield_now(v(1), 5);
-    assert_eq!(q.schedule(5).next, Some(v(1)));
+    assert_eq!(q.schedule(0, 5).next, Some(v(1)));
 }
 
 #[derive(Clone, Debug)]
@@ -223,9 +223,9 @@ proptest! {
                 Op::Weight(s, w) => { let _ = q.set_weight(v(s), w); }
                 Op::Schedule(dt) => {
                     let before: u64 = (0..8).map(|s| q.runtime_ns(v(s))).sum();
-                    let running = q.current();
+                    let running = q.current(0);
                     now += dt;
-                    let d = q.schedule(now);
+                    let d = q.schedule(0, now);
                     let after: u64 = (0..8).map(|s| q.runtime_ns(v(s))).sum();
                     // Exactly the elapsed time is charged, to the vCPU that ran.
                     let want = if running.is_some() { dt } else { 0 };
@@ -236,7 +236,7 @@ proptest! {
                     }
                 }
             }
-            if let Some(c) = q.current() {
+            if let Some(c) = q.current(0) {
                 prop_assert!(!removed.contains(&c.slot));
             }
             for s in 0..8u16 {
@@ -266,7 +266,7 @@ fn control_share_next_to_tickers(weight: u16, tickers: u16, work: u64, total: u6
         q.add(v(i + 1), DEFAULT_WEIGHT, 0).unwrap();
     }
     let mut now = 0;
-    let mut d = q.schedule(now);
+    let mut d = q.schedule(0, now);
     let settle = 1_000 * MS;
     let mut at_settle = None;
     while now < total {
@@ -306,14 +306,14 @@ fn control_share_next_to_tickers(weight: u16, tickers: u16, work: u64, total: u6
         for (i, x) in t.iter_mut().enumerate() {
             if x.1 == 0 && x.0 <= now && !q.is_runnable(v(i as u16 + 1)) {
                 x.1 = work;
-                resched |= q.wake(v(i as u16 + 1), now);
+                resched |= q.wake(v(i as u16 + 1), now).is_some();
             }
         }
         if resched {
-            d = q.schedule(now);
+            d = q.schedule(0, now);
         }
     }
-    q.schedule(now);
+    q.schedule(0, now);
     let (t0, r0) = at_settle.unwrap();
     (q.runtime_ns(ctl) - r0) as f64 / (now - t0) as f64
 }

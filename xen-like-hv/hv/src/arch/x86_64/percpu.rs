@@ -7,6 +7,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 const IA32_GS_BASE: u32 = 0xC000_0101;
 const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
 
+/// CPUs the hypervisor can bring up (the boot CPU and up to 7 more, as the ACPI MADT
+/// lists them); any beyond are reported and left in their wait-for-SIPI state.
+pub const MAX_CPUS: usize = 8;
+
 /// The part of a CPU's data that entry.s reads. Field offsets are fixed: entry.s uses
 /// them (`PERCPU_STACK_TOP`, `PERCPU_SCRATCH`, `PERCPU_FLOOR_OK`).
 #[derive(Debug)]
@@ -30,26 +34,67 @@ const _: () = assert!(core::mem::offset_of!(PerCpu, stack_top) == 8);
 const _: () = assert!(core::mem::offset_of!(PerCpu, scratch) == 16);
 const _: () = assert!(core::mem::offset_of!(PerCpu, floor_ok) == 32);
 
-static BSP: PerCpu = PerCpu {
-    self_ptr: AtomicU64::new(0),
-    stack_top: AtomicU64::new(0),
-    scratch: AtomicU64::new(0),
-    index: AtomicU64::new(0),
-    floor_ok: AtomicU64::new(0),
-};
+static CPUS: [PerCpu; MAX_CPUS] = [const {
+    PerCpu {
+        self_ptr: AtomicU64::new(0),
+        stack_top: AtomicU64::new(0),
+        scratch: AtomicU64::new(0),
+        index: AtomicU64::new(0),
+        floor_ok: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
+
+const _: () = assert!(core::mem::offset_of!(PerCpu, index) == 24);
+
+/// This CPU's data (through GS.base, which `init` pointed at it).
+fn this() -> &'static PerCpu {
+    let ptr: u64;
+    // SAFETY: while the hypervisor runs, GS.base is this CPU's `PerCpu` (set by `init`
+    // before anything calls this; entry.s swaps it in on every entry from ring 3), and
+    // its first field holds its own address.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags));
+        &*(ptr as *const PerCpu)
+    }
+}
+
+/// Index of the CPU this runs on (0 = the boot CPU): one load through GS.
+pub fn index() -> usize {
+    let i: u64;
+    // SAFETY: as in `this`: GS.base is this CPU's `PerCpu`, whose `index` field is at
+    // offset 24 (asserted above).
+    unsafe {
+        core::arch::asm!("mov {}, gs:[24]", out(reg) i, options(nostack, readonly, preserves_flags));
+    }
+    i as usize
+}
+
+/// This CPU's element of a per-CPU array.
+pub fn mine<T>(all: &'static [T; MAX_CPUS]) -> &'static T {
+    match all.get(index()) {
+        Some(t) => t,
+        None => panic!("percpu: CPU index beyond {MAX_CPUS}"),
+    }
+}
 
 /// Records whether the vCPU about to run on this CPU is in guest kernel mode (for
 /// the floor call's fast path in entry.s).
 pub fn set_floor_ok(kernel_mode: bool) {
-    BSP.floor_ok
+    this()
+        .floor_ok
         .store(u64::from(kernel_mode), Ordering::Relaxed);
 }
 
-/// Sets up the boot CPU's data: GS.base points at it while in the hypervisor.
-pub fn init_bsp(stack_top: u64) {
-    let ptr = &BSP as *const PerCpu as u64;
-    BSP.self_ptr.store(ptr, Ordering::Relaxed);
-    BSP.stack_top.store(stack_top, Ordering::Relaxed);
+/// Sets up CPU `cpu`'s data, on that CPU: GS.base points at it while in the
+/// hypervisor, and entries from guests build their frames at `stack_top`.
+pub fn init(cpu: usize, stack_top: u64) {
+    let Some(me) = CPUS.get(cpu) else {
+        panic!("percpu: CPU index {cpu} beyond {MAX_CPUS}");
+    };
+    let ptr = me as *const PerCpu as u64;
+    me.self_ptr.store(ptr, Ordering::Relaxed);
+    me.stack_top.store(stack_top, Ordering::Relaxed);
+    me.index.store(cpu as u64, Ordering::Relaxed);
     // SAFETY: GS.base is not used by anything else in the hypervisor; the guest's GS
     // base starts at 0 (MSR_KERNEL_GS_BASE) until a guest sets it.
     unsafe {
