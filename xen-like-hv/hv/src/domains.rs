@@ -539,7 +539,8 @@ pub fn run_first() -> ! {
     // with them off, as on every guest entry: a one-shot timer armed below must
     // interrupt the guest, not be taken and lost here before the first IRETQ.
     x86_64::instructions::interrupts::disable();
-    let frame_at = crate::arch::x86_64::entry_stack_top(crate::arch::x86_64::percpu::index()) - size_of::<Regs>() as u64;
+    let frame_at = crate::arch::x86_64::entry_stack_top(crate::arch::x86_64::percpu::index())
+        - size_of::<Regs>() as u64;
     // SAFETY: `frame_at` is the top of this CPU's entry stack, which nothing uses
     // until a guest runs (this code runs on the boot stack); the frame is then filled
     // from the first vCPU's registers before anything reads it.
@@ -782,7 +783,8 @@ fn dispatch<'a>(
             note_current(&rq);
             d
         };
-        percpu::mine(&SLICE_END).store(decision.slice_end_ns.unwrap_or(u64::MAX), Ordering::Relaxed);
+        percpu::mine(&SLICE_END)
+            .store(decision.slice_end_ns.unwrap_or(u64::MAX), Ordering::Relaxed);
         if let Some(next) = decision.next {
             if from == Some(next) && !saved {
                 if let Some(v) = vcpu_mut(&mut doms, next) {
@@ -978,7 +980,8 @@ pub fn exit_fault(vector: u8) -> ! {
         ),
         None => panic!("fault returning to a guest, with no current guest"),
     }
-    let frame_at = crate::arch::x86_64::entry_stack_top(crate::arch::x86_64::percpu::index()) - size_of::<Regs>() as u64;
+    let frame_at = crate::arch::x86_64::entry_stack_top(crate::arch::x86_64::percpu::index())
+        - size_of::<Regs>() as u64;
     // SAFETY: the faulting IRETQ consumed the old frame at the top of the entry stack;
     // nothing else uses that memory now (this handler runs below it).
     let frame = unsafe { &mut *(frame_at as *mut Regs) };

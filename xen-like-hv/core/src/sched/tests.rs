@@ -33,7 +33,11 @@ fn idle_until_something_wakes() {
     let mut q = RunQueue::new();
     q.add(v(1), 256, 0).unwrap();
     assert_eq!(q.schedule(0, 0).next, None);
-    assert_eq!(q.wake(v(1), 5), Some(0), "waking with nothing current runs at once");
+    assert_eq!(
+        q.wake(v(1), 5),
+        Some(0),
+        "waking with nothing current runs at once"
+    );
     assert_eq!(q.wake(v(1), 5), None, "already runnable");
     let d = q.schedule(0, 5);
     assert_eq!(

@@ -3,8 +3,8 @@
 //! `Platform` that the portable handlers in `xlhv-core` run against.
 
 use super::cpu;
-use super::percpu::{self, MAX_CPUS};
 use super::layout::DIRECTMAP_BASE;
+use super::percpu::{self, MAX_CPUS};
 use super::trap::TrapFrame;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hypercall_abi::types::DomId;
@@ -165,7 +165,9 @@ pub fn refresh_loaded_bases() {
     if bases_fresh().swap(true, Ordering::Relaxed) {
         return;
     }
-    loaded().fs.store(cpu::rdmsr(IA32_FS_BASE), Ordering::Relaxed);
+    loaded()
+        .fs
+        .store(cpu::rdmsr(IA32_FS_BASE), Ordering::Relaxed);
     loaded()
         .gs
         .store(cpu::rdmsr(IA32_KERNEL_GS_BASE), Ordering::Relaxed);

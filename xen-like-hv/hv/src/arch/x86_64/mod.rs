@@ -40,7 +40,10 @@ unsafe extern "C" {
 const AP_STACK_SIZE: u64 = 64 * 1024;
 /// One application processor's block in boot.s: a guard page, then its stack.
 const AP_STACK_BLOCK: u64 = 4096 + AP_STACK_SIZE;
-const _: () = assert!(percpu::MAX_CPUS == 8, "boot.s reserves AP_STACKS = 7 stacks");
+const _: () = assert!(
+    percpu::MAX_CPUS == 8,
+    "boot.s reserves AP_STACKS = 7 stacks"
+);
 
 /// Top of CPU `cpu`'s entry stack, where every entry from a guest builds its frame:
 /// boot.s's `hv_cpu0_stack` for the boot CPU, one of `hv_ap_stacks` for the others.

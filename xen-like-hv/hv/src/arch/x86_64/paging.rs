@@ -166,8 +166,7 @@ pub fn build(
     let guards = stack_guard_pages();
     let is_guard = |va: &u64| guards.contains(va) || super::ap_stack_guards().any(|g| g == *va);
     for s in image_sections() {
-        for va in (s.start..s.end).step_by(4096).filter(|va| !is_guard(va))
-        {
+        for va in (s.start..s.end).step_by(4096).filter(|va| !is_guard(va)) {
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
             let frame = PhysFrame::containing_address(PhysAddr::new(va - HV_OFFSET));
             // SAFETY: maps the image's own frames at its link address, in tables that are

@@ -66,7 +66,7 @@ pub fn index() -> usize {
     unsafe {
         core::arch::asm!("mov {}, gs:[24]", out(reg) i, options(nostack, readonly, preserves_flags));
     }
-    i as usize
+    usize::try_from(i).unwrap_or(usize::MAX)
 }
 
 /// This CPU's element of a per-CPU array.

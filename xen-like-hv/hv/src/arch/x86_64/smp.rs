@@ -19,6 +19,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 /// Where the trampoline runs: page 8 (STARTUP vector 0x08), in the first MiB, which
 /// the frame allocator never hands out.
 const AP_TRAMP: u64 = 0x8000;
+/// The STARTUP IPI's vector: the trampoline's page.
+const AP_TRAMP_PAGE: u8 = 0x08;
+const _: () = assert!(AP_TRAMP == (AP_TRAMP_PAGE as u64) << 12);
 /// The trampoline's L4, L3 and L2 (three pages after it).
 const TRAMP_TABLES: u64 = AP_TRAMP + 0x1000;
 
@@ -133,7 +136,7 @@ pub fn start_aps(apic_ids: &[u32]) -> usize {
 /// INIT, STARTUP, and a second STARTUP if the first was not taken, with the MP
 /// specification's waits; then waits up to a second for the CPU to come online.
 fn start_one(index: usize, apic_id: u32) -> bool {
-    let page = (AP_TRAMP >> 12) as u8;
+    let page = AP_TRAMP_PAGE;
     if !apic::send_init(apic_id) {
         return false;
     }
@@ -191,7 +194,8 @@ fn copy_trampoline() {
 /// Writes the data block of the copied trampoline.
 fn write_data(d: TrampolineData) {
     // SAFETY: only the symbols' addresses are taken.
-    let offset = unsafe { &ap_tramp_data as *const u8 as u64 - &ap_tramp_start as *const u8 as u64 };
+    let offset =
+        unsafe { &ap_tramp_data as *const u8 as u64 - &ap_tramp_start as *const u8 as u64 };
     let at = (DIRECTMAP_BASE + AP_TRAMP + offset) as *mut TrampolineData;
     // SAFETY: the data block lies in the trampoline page copied by `copy_trampoline`
     // (8-byte aligned, `TrampolineData`'s layout); no CPU reads it until the STARTUP
@@ -202,7 +206,7 @@ fn write_data(d: TrampolineData) {
 /// Where a started CPU enters Rust: on its entry stack, interrupts off, on the
 /// trampoline's page tables and GDT.
 extern "C" fn ap_entry(index: u64) -> ! {
-    let index = index as usize;
+    let index = usize::try_from(index).unwrap_or(usize::MAX);
     let stack = super::entry_stack_top(index);
     gdt::init(index, stack);
     // SAFETY: the hypervisor's L4 maps the image, this stack and the direct map at
