@@ -388,25 +388,25 @@ pub fn set_cpus(n: usize) {
     runq().lock().set_cpus(n);
 }
 
-/// Each CPU's current vCPU as the run queue last said (`slot << 16 | vcpu`, or
-/// `u32::MAX`): every entry and exit reads this CPU's without taking the queue's lock.
-static CURRENT: [core::sync::atomic::AtomicU32; MAX_CPUS] =
-    [const { core::sync::atomic::AtomicU32::new(u32::MAX) }; MAX_CPUS];
-
-/// Records the queue's current vCPU of every CPU in [`CURRENT`] (after anything that
-/// may change them: `schedule`, `remove`).
+/// Records the queue's current vCPU of every CPU in its `PerCpu::current` (after
+/// anything that may change them: `schedule`, `remove`), which every entry and exit
+/// reads without taking the queue's lock.
 fn note_current(rq: &RunQueue) {
-    for (cpu, slot) in CURRENT.iter().enumerate().take(rq.cpus()) {
+    for cpu in 0..rq.cpus() {
         let v = rq
             .current(cpu)
             .map_or(u32::MAX, |c| u32::from(c.slot) << 16 | u32::from(c.vcpu));
-        slot.store(v, core::sync::atomic::Ordering::Relaxed);
+        if let Some(p) = percpu::of(cpu) {
+            p.current.store(v, core::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
 /// The vCPU this CPU runs.
 fn current() -> Option<VcpuRef> {
-    let v = percpu::mine(&CURRENT).load(core::sync::atomic::Ordering::Relaxed);
+    let v = percpu::this()
+        .current
+        .load(core::sync::atomic::Ordering::Relaxed);
     let [s1, s0, v1, v0] = v.to_be_bytes();
     (v != u32::MAX).then_some(VcpuRef {
         slot: u16::from_be_bytes([s1, s0]),
@@ -417,15 +417,11 @@ fn current() -> Option<VcpuRef> {
 /// When each CPU's current timeslice ends (system time; `u64::MAX` = never).
 static SLICE_END: [core::sync::atomic::AtomicU64; MAX_CPUS] =
     [const { core::sync::atomic::AtomicU64::new(u64::MAX) }; MAX_CPUS];
-/// A wake-up asked the CPU to reschedule at its next exit to a guest.
-static PREEMPT: [core::sync::atomic::AtomicBool; MAX_CPUS] =
-    [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
-
 /// Asks CPU `cpu` to reschedule at its next exit to a guest: this CPU's flag, or
 /// that CPU's and an event-check IPI to interrupt it.
 fn resched(cpu: usize) {
-    let Some(flag) = PREEMPT.get(cpu) else { return };
-    flag.store(true, core::sync::atomic::Ordering::Relaxed);
+    let Some(p) = percpu::of(cpu) else { return };
+    p.preempt.store(true, core::sync::atomic::Ordering::Relaxed);
     if cpu != percpu::index() {
         crate::arch::x86_64::smp::kick(cpu);
     }
@@ -678,7 +674,7 @@ pub fn guest_entry(frame: &mut Regs) {
     }
     // The end of the timeslice needs no check here: the timer is armed for it
     // (`arm_timer`), and its interrupt reschedules.
-    let flag = percpu::mine(&PREEMPT);
+    let flag = &percpu::this().preempt;
     let preempt = flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::Relaxed);
     let switched = if resched || preempt {
         doms = dispatch(doms, Some(cur), frame);
@@ -749,7 +745,7 @@ fn handle_entry(
         if matches!(ctx.outcome, Outcome::Resume | Outcome::RegsReplaced)
             && !ctx.p.effects.timers_changed
             && !PENDING_WORK.load(Ordering::Relaxed)
-            && !percpu::mine(&PREEMPT).load(Ordering::Relaxed)
+            && !percpu::this().preempt.load(Ordering::Relaxed)
         {
             let clobber_ok = ctx.outcome == Outcome::Resume;
             ctx.deliver_events();

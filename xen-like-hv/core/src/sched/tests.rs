@@ -410,7 +410,11 @@ fn an_idle_cpu_takes_a_woken_vcpu() {
     assert_eq!(q.wake(v(2), 1), Some(1), "CPU 1 idles: it takes v2");
     assert_eq!(q.schedule(1, 1).next, Some(v(2)));
     assert_eq!(q.running_on(v(2)), Some(1));
-    assert_eq!(q.schedule(0, 2).next, Some(v(1)), "v2 is CPU 1's, not CPU 0's");
+    assert_eq!(
+        q.schedule(0, 2).next,
+        Some(v(1)),
+        "v2 is CPU 1's, not CPU 0's"
+    );
     assert_eq!(q.remove(v(2)), Some(1));
     assert_eq!(q.current(1), None);
 }

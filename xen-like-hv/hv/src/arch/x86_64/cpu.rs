@@ -137,17 +137,13 @@ pub fn read_cr2() -> u64 {
 
 const CR0_TS: u64 = 1 << 3;
 
-/// CR0.TS as this CPU has it: only `set_cr0_ts` changes it after boot (`enable_sse`
-/// clears it), so the hot path compares with this instead of reading CR0.
-static CR0_TS_SET: [core::sync::atomic::AtomicBool; super::percpu::MAX_CPUS] =
-    [const { core::sync::atomic::AtomicBool::new(false) }; super::percpu::MAX_CPUS];
-
 /// Sets or clears CR0.TS (the guest's virtual TS is carried in the real one, so the
 /// guest's next FPU instruction raises #NM when it is set). Touches CR0 only on a
-/// change.
+/// change: only this changes TS after boot (`enable_sse` clears it), so the hot path
+/// compares with the CPU's record (`percpu::Loaded::cr0_ts`) instead of reading CR0.
 pub fn set_cr0_ts(ts: bool) {
     use core::sync::atomic::Ordering;
-    let set = super::percpu::mine(&CR0_TS_SET);
+    let set = &super::percpu::this().loaded.cr0_ts;
     if set.load(Ordering::Relaxed) == ts {
         return;
     }

@@ -76,33 +76,11 @@ pub fn is_exit_fault(frame: &TrapFrame) -> bool {
     frame.rip == unsafe { &exit_iretq as *const u8 as u64 }
 }
 
-/// The hardware state loaded for the vCPU now running on this CPU, so that `sync`
-/// writes only what changed (MSR and CR writes are slow, under TCG especially).
-struct Loaded {
-    cr3: AtomicU64,
-    fs: AtomicU64,
-    gs: AtomicU64,
-    /// The CR4 bits that follow the vCPU's virtual CR4 ([`CR4_PER_VCPU`]) as set now
-    /// (the boot code sets neither).
-    cr4: AtomicU64,
-    /// TSC_AUX (what the guest's `rdtscp`/`rdpid` read). Only a guest can make it
-    /// non-zero, and only if the policy (so the CPU) has RDTSCP or RDPID.
-    tsc_aux: AtomicU64,
-}
-
-static LOADED_ALL: [Loaded; MAX_CPUS] = [const {
-    Loaded {
-        cr3: AtomicU64::new(0),
-        fs: AtomicU64::new(0),
-        gs: AtomicU64::new(0),
-        cr4: AtomicU64::new(0),
-        tsc_aux: AtomicU64::new(0),
-    }
-}; MAX_CPUS];
-
-/// This CPU's [`Loaded`].
-fn loaded() -> &'static Loaded {
-    percpu::mine(&LOADED_ALL)
+/// The hardware state loaded for the vCPU now running on this CPU
+/// ([`percpu::Loaded`]).
+#[inline(always)]
+fn loaded() -> &'static percpu::Loaded {
+    &percpu::this().loaded
 }
 
 /// Real CR4 bits that are on exactly while a vCPU that set them in its virtual CR4
@@ -113,11 +91,9 @@ const CR4_PER_VCPU: u64 = xlhv_core::emulate::cr4::FSGSBASE | xlhv_core::emulate
 
 /// Whether `loaded().fs`/`loaded().gs` are what the CPU holds: false from every entry
 /// from a guest (which may have changed them) until they are read back.
-static BASES_FRESH_ALL: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(true) }; MAX_CPUS];
-
-/// This CPU's "bases fresh" flag.
+#[inline(always)]
 fn bases_fresh() -> &'static AtomicBool {
-    percpu::mine(&BASES_FRESH_ALL)
+    &loaded().bases_fresh
 }
 
 /// Called on every entry from a guest: its FS and GS bases may differ from what the
@@ -198,29 +174,30 @@ fn load_if_changed(slot: &AtomicU64, value: u64, write: impl FnOnce(u64)) {
 /// runs, the guest's GS base lives in MSR_KERNEL_GS_BASE (entry.s swaps it in on the
 /// way out). Also tells entry.s whether the floor call may return at once.
 pub fn sync(vcpu: &Vcpu) {
+    let loaded = loaded();
     super::percpu::set_floor_ok(vcpu.kernel_mode);
     load_debugregs(&vcpu.debug);
-    load_if_changed(&loaded().cr3, vcpu.active_root().0 << 12, |cr3| {
+    load_if_changed(&loaded.cr3, vcpu.active_root().0 << 12, |cr3| {
         // SAFETY: the root is a validated L4 of this vCPU's domain whose slots 256-271
         // map the hypervisor exactly as every other address space does.
         unsafe { core::arch::asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags)) }
     });
-    load_if_changed(&loaded().fs, vcpu.fs_base, |v| {
+    load_if_changed(&loaded.fs, vcpu.fs_base, |v| {
         // SAFETY: the FS base only affects the guest's FS-relative accesses.
         unsafe { cpu::wrmsr(IA32_FS_BASE, v) }
     });
-    load_if_changed(&loaded().gs, vcpu.active_gs_base(), |v| {
+    load_if_changed(&loaded.gs, vcpu.active_gs_base(), |v| {
         // SAFETY: this is the guest's GS base, swapped in by SWAPGS on the way out.
         unsafe { cpu::wrmsr(IA32_KERNEL_GS_BASE, v) }
     });
-    load_if_changed(&loaded().tsc_aux, u64::from(vcpu.msrs.tsc_aux), |v| {
+    load_if_changed(&loaded.tsc_aux, u64::from(vcpu.msrs.tsc_aux), |v| {
         // SAFETY: TSC_AUX only changes what `rdtscp`/`rdpid` return; it is written
         // only once a guest set a non-zero value, which the MSR policy allows only
         // when the CPU has RDTSCP or RDPID (so the MSR exists).
         unsafe { cpu::wrmsr(IA32_TSC_AUX, v) }
     });
     cpu::set_cr0_ts(vcpu.fpu_ts);
-    load_if_changed(&loaded().cr4, vcpu.cr4 & CR4_PER_VCPU, |bits| {
+    load_if_changed(&loaded.cr4, vcpu.cr4 & CR4_PER_VCPU, |bits| {
         let cr4 = (cpu::control_regs().cr4 & !CR4_PER_VCPU) | bits;
         // SAFETY: FSGSBASE and TSD only change which instructions fault in ring 3; the
         // virtual CR4 holds them only if the CPU has the features (CPUID policy), so
@@ -257,20 +234,6 @@ pub fn load_spec_ctrl(value: u64) {
     });
 }
 
-/// The debug registers loaded in the hardware (DR0-DR3, DR7), so that switching
-/// between vCPUs without breakpoints costs nothing.
-struct LoadedDebug {
-    addr: [AtomicU64; 4],
-    dr7: AtomicU64,
-}
-
-static LOADED_DEBUG_ALL: [LoadedDebug; MAX_CPUS] = [const {
-    LoadedDebug {
-        addr: [const { AtomicU64::new(0) }; 4],
-        dr7: AtomicU64::new(xlhv_core::debugreg::DR7_DEFAULT),
-    }
-}; MAX_CPUS];
-
 /// Puts the vCPU's debug registers in the hardware, lazily as Xen does
 /// (`activate_debugregs` on a switch to a vCPU whose DR7 enables a breakpoint): with
 /// a breakpoint enabled, DR0-DR3 and DR7 are loaded (DR7 last, so no breakpoint is
@@ -279,19 +242,19 @@ static LOADED_DEBUG_ALL: [LoadedDebug; MAX_CPUS] = [const {
 /// `DebugRegs::dr6`). Called on every way back into a guest.
 pub fn load_debugregs(d: &xlhv_core::debugreg::DebugRegs) {
     use xlhv_core::debugreg::{DR7_ACTIVE_MASK, DR7_DEFAULT};
-    let loaded_debug = percpu::mine(&LOADED_DEBUG_ALL);
+    let loaded_debug = loaded();
     let loaded7 = loaded_debug.dr7.load(Ordering::Relaxed);
     // The usual case, one test: no breakpoint wanted and none in the hardware.
     if (d.dr7 | loaded7) & DR7_ACTIVE_MASK == 0 {
         return;
     }
     if d.active() {
-        let moved = (0..4).any(|i| loaded_debug.addr[i].load(Ordering::Relaxed) != d.addr[i]);
+        let moved = (0..4).any(|i| loaded_debug.dr_addr[i].load(Ordering::Relaxed) != d.addr[i]);
         if moved && loaded7 & DR7_ACTIVE_MASK != 0 {
             loaded_debug.dr7.store(DR7_DEFAULT, Ordering::Relaxed);
             cpu::write_dr7(DR7_DEFAULT);
         }
-        for (i, slot) in loaded_debug.addr.iter().enumerate() {
+        for (i, slot) in loaded_debug.dr_addr.iter().enumerate() {
             load_if_changed(slot, d.addr[i], |v| cpu::write_dr_addr(i, v));
         }
         load_if_changed(&loaded_debug.dr7, d.dr7, cpu::write_dr7);
@@ -310,7 +273,7 @@ pub fn load_debugregs(d: &xlhv_core::debugreg::DebugRegs) {
 pub fn debug_in_hypervisor(frame: &mut TrapFrame) {
     use xlhv_core::debugreg::{DR6_BP_MASK, DR6_DEFAULT, DR7_DEFAULT};
     use xlhv_core::regs::rflags;
-    let loaded_debug = percpu::mine(&LOADED_DEBUG_ALL);
+    let loaded_debug = loaded();
     static SEEN: AtomicU64 = AtomicU64::new(0);
     let dr6 = cpu::read_dr6();
     cpu::write_dr6(DR6_DEFAULT);

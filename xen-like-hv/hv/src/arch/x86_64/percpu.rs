@@ -2,7 +2,7 @@
 //! SWAPGS discipline).
 
 use super::cpu;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 const IA32_GS_BASE: u32 = 0xC000_0101;
 const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
@@ -28,6 +28,40 @@ pub struct PerCpu {
     /// Non-zero while the vCPU this CPU runs is in guest kernel mode: the floor call
     /// (entry.s) may return at once.
     pub floor_ok: AtomicU64,
+    /// The vCPU this CPU runs as the run queue last said (`slot << 16 | vcpu`, or
+    /// `u32::MAX`), read on every entry without the queue's lock (`domains`).
+    pub current: AtomicU32,
+    /// A wake-up asked this CPU to reschedule at its next exit to a guest.
+    pub preempt: AtomicBool,
+    /// The hardware state loaded for the vCPU this CPU runs (`guest::sync`).
+    pub loaded: Loaded,
+}
+
+/// What `guest::sync` and `cpu::set_cr0_ts` last put in this CPU's registers, so
+/// that they write only what changed (CR, MSR and debug-register writes are slow,
+/// under TCG especially). Read on every exit to a guest, hence here, one GS load
+/// away, rather than in arrays indexed by CPU.
+#[derive(Debug)]
+pub struct Loaded {
+    /// CR3.
+    pub cr3: AtomicU64,
+    /// FS base.
+    pub fs: AtomicU64,
+    /// The guest's GS base (MSR_KERNEL_GS_BASE while the hypervisor runs).
+    pub gs: AtomicU64,
+    /// The CR4 bits that follow the vCPU's virtual CR4.
+    pub cr4: AtomicU64,
+    /// TSC_AUX.
+    pub tsc_aux: AtomicU64,
+    /// Whether `fs`/`gs` are what the CPU holds (false from every guest entry until
+    /// read back).
+    pub bases_fresh: AtomicBool,
+    /// CR0.TS.
+    pub cr0_ts: AtomicBool,
+    /// DR0-DR3.
+    pub dr_addr: [AtomicU64; 4],
+    /// DR7.
+    pub dr7: AtomicU64,
 }
 
 const _: () = assert!(core::mem::offset_of!(PerCpu, stack_top) == 8);
@@ -41,13 +75,27 @@ static CPUS: [PerCpu; MAX_CPUS] = [const {
         scratch: AtomicU64::new(0),
         index: AtomicU64::new(0),
         floor_ok: AtomicU64::new(0),
+        current: AtomicU32::new(u32::MAX),
+        preempt: AtomicBool::new(false),
+        loaded: Loaded {
+            cr3: AtomicU64::new(0),
+            fs: AtomicU64::new(0),
+            gs: AtomicU64::new(0),
+            cr4: AtomicU64::new(0),
+            tsc_aux: AtomicU64::new(0),
+            bases_fresh: AtomicBool::new(true),
+            cr0_ts: AtomicBool::new(false),
+            dr_addr: [const { AtomicU64::new(0) }; 4],
+            dr7: AtomicU64::new(xlhv_core::debugreg::DR7_DEFAULT),
+        },
     }
 }; MAX_CPUS];
 
 const _: () = assert!(core::mem::offset_of!(PerCpu, index) == 24);
 
-/// This CPU's data (through GS.base, which `init` pointed at it).
-fn this() -> &'static PerCpu {
+/// This CPU's data (through GS.base, which `init` pointed at it): one load.
+#[inline(always)]
+pub fn this() -> &'static PerCpu {
     let ptr: u64;
     // SAFETY: while the hypervisor runs, GS.base is this CPU's `PerCpu` (set by `init`
     // before anything calls this; entry.s swaps it in on every entry from ring 3), and
@@ -59,6 +107,7 @@ fn this() -> &'static PerCpu {
 }
 
 /// Index of the CPU this runs on (0 = the boot CPU): one load through GS.
+#[inline(always)]
 pub fn index() -> usize {
     let i: u64;
     // SAFETY: as in `this`: GS.base is this CPU's `PerCpu`, whose `index` field is at
@@ -69,7 +118,13 @@ pub fn index() -> usize {
     usize::try_from(i).unwrap_or(usize::MAX)
 }
 
+/// CPU `cpu`'s data.
+pub fn of(cpu: usize) -> Option<&'static PerCpu> {
+    CPUS.get(cpu)
+}
+
 /// This CPU's element of a per-CPU array.
+#[inline(always)]
 pub fn mine<T>(all: &'static [T; MAX_CPUS]) -> &'static T {
     match all.get(index()) {
         Some(t) => t,
