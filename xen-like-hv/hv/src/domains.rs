@@ -430,7 +430,7 @@ fn resched(cpu: usize) {
 /// Makes vCPU `i` of the domain in `slot` runnable; the CPU that should run it
 /// reschedules.
 fn make_runnable(slot: usize, i: usize, now: u64) {
-    if let Some(cpu) = runq().lock().wake(vref(slot, i), now) {
+    if let Some(cpu) = runq().lock().wake(vref(slot, i), now, percpu::index()) {
         resched(cpu);
     }
 }
@@ -514,7 +514,7 @@ pub fn unpause_all() {
         if let Some(v) = pv.vcpus.get_mut(0) {
             v.online = true;
             v.set_runstate(RUNSTATE_RUNNABLE, now);
-            if let Some(cpu) = rq.wake(vref(slot, 0), now) {
+            if let Some(cpu) = rq.wake(vref(slot, 0), now, percpu::index()) {
                 resched(cpu);
             }
         }
