@@ -797,6 +797,8 @@ fn dispatch<'a>(
     let mut saved = false;
     loop {
         let now = crate::time::now_ns();
+        // Scheduling now answers any reschedule asked of this CPU so far.
+        percpu::this().preempt.store(false, Ordering::Relaxed);
         let decision = {
             let mut rq = runq().lock();
             let d = rq.schedule(percpu::index(), now);
