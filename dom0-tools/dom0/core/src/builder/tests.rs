@@ -415,7 +415,9 @@ fn start_info_of(hv: &Fake) -> (StartInfo, Vec<u64>) {
 }
 
 fn ramdisk(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8 + 1).collect()
+    (0..len)
+        .map(|i| u8::try_from(i % 251).unwrap() + 1)
+        .collect()
 }
 
 #[test]
@@ -437,8 +439,8 @@ fn a_ramdisk_goes_unmapped_after_the_region_with_mod_start_pfn() {
     let si_pfn = usize::try_from(hv.doms[&1].ctx.as_ref().unwrap().user_regs.rsi / 4096).unwrap();
     assert!(first > si_pfn, "after the bootstrap region");
     let mut back = Vec::new();
-    for pfn in first..first + 4 {
-        back.extend_from_slice(hv.frame(mfns[pfn]));
+    for mfn in &mfns[first..first + 4] {
+        back.extend_from_slice(hv.frame(*mfn));
     }
     assert_eq!(&back[..rd.len()], &rd[..]);
     assert!(back[rd.len()..].iter().all(|&b| b == 0), "the tail is zero");
@@ -458,7 +460,7 @@ fn a_ramdisk_is_mapped_after_the_kernel_without_mod_start_pfn() {
     // The small image's VIRT_BASE is 0: the address is the PFN's.
     assert_eq!(si.mod_start % 4096, 0);
     let pfn = usize::try_from(si.mod_start / 4096).unwrap();
-    assert_eq!(&hv.frame(mfns[pfn])[..], &rd[..4096]);
+    assert_eq!(hv.frame(mfns[pfn]), &rd[..4096]);
     assert_eq!(&hv.frame(mfns[pfn + 1])[..904], &rd[4096..]);
     // Without one: no module at all.
     let mut hv = Fake::new(10_000);
