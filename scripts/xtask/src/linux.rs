@@ -40,6 +40,40 @@ $B echo \"check done\"
 $B poweroff -f
 ";
 
+/// What the domU's `/sbin/poweroff` prints before it powers off: Linux runs it when
+/// dom0 writes `poweroff` to the domain's `control/shutdown` (`dom0ctl shutdown`).
+pub const POWEROFF_LINE: &str = "XLHV-LINUX: poweroff requested";
+
+/// The domU's `/init`: [`INIT`]'s lines, but it waits for dom0's shutdown request
+/// instead of powering off.
+pub fn domu_init() -> String {
+    INIT.replace("$B poweroff -f\n", "while :; do $B sleep 10; done\n")
+}
+
+/// The domU's initramfs: busybox, [`domu_init`], and a `/sbin/poweroff` that prints
+/// [`POWEROFF_LINE`] and powers off. Written beside the dom0 one (`initrd-domu.cpio`).
+pub fn domu_initrd(files: &LinuxFiles) -> Result<PathBuf> {
+    let dir = files.vmlinux.parent().context("the kernel has no folder")?;
+    let busybox =
+        std::fs::read(dir.join("root/bin/busybox")).context("busybox-static's bin/busybox")?;
+    let init = domu_init();
+    let poweroff = format!(
+        "#!/bin/busybox sh\n/bin/busybox echo \"{POWEROFF_LINE}\"\n/bin/busybox poweroff -f\n"
+    );
+    let cpio = cpio_newc(&[
+        ("bin", 0o040_755, &[]),
+        ("bin/busybox", 0o100_755, &busybox),
+        ("init", 0o100_755, init.as_bytes()),
+        ("sbin", 0o040_755, &[]),
+        ("sbin/poweroff", 0o100_755, poweroff.as_bytes()),
+    ]);
+    let out = dir.join("initrd-domu.cpio");
+    let tmp = dir.join(format!("initrd-domu.cpio.{}", std::process::id()));
+    std::fs::write(&tmp, cpio).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out).with_context(|| format!("moving {} into place", out.display()))?;
+    Ok(out)
+}
+
 /// The kernel (an ELF taken out of the bzImage) and the initramfs.
 #[derive(Clone, Debug)]
 pub struct LinuxFiles {
@@ -253,6 +287,9 @@ mod tests {
 
     #[test]
     fn cpio_entries_are_newc_and_aligned() {
+        let d = domu_init();
+        assert!(d.contains("check done") && !d.contains("poweroff"), "{d}");
+        assert!(d.ends_with("while :; do $B sleep 10; done\n"), "{d}");
         let a = cpio_newc(&[("bin", 0o040_755, &[]), ("init", 0o100_755, b"#!x\n")]);
         assert_eq!(a.len() % 512, 0);
         assert!(a.starts_with(b"070701"));
