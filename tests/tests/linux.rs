@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use xlhv_tests::{Boot, Module, QemuExit};
-use xtask::linux::{MARKER, checks, linux_files};
+use xlhv_tests::{Boot, ControlHost, Module, QemuExit};
+use xtask::linux::{MARKER, POWEROFF_LINE, checks, domu_initrd, linux_files};
 use xtask::xen::{XenBoot, XenEnd, xen_cmdline};
 
 /// dom0's command line on both (the first word is the module's name on GRUB's line).
@@ -110,4 +110,104 @@ fn debian_linux_boots_as_dom0_as_on_real_xen() {
         ours, xen,
         "xen-like-hv (left) and real Xen 4.17 (right) differ"
     );
+}
+
+/// Polls `dom0ctl console NAME --no-follow` until it holds `needle` (at most
+/// `secs`); the console so far.
+fn console_until(h: &ControlHost, name: &str, needle: &str, secs: u64) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let c = h.dom0ctl(&["console", name, "--no-follow"]);
+        if c.stdout.contains(needle) {
+            return c.stdout;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{name}'s console never showed {needle:?} in {secs} s:\n{}\n{}\n--- COM1 ---\n{}",
+            c.stdout,
+            c.stderr,
+            h.serial()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The same kernel as a domU of our own dom0: `dom0ctl create` uploads it and its
+/// initramfs (`ramdisk =`) over the fast link, its console is our console back end
+/// (`hvc0`), and `dom0ctl shutdown` (xenstore `control/shutdown`, which Linux's
+/// xenbus watches) powers it off.
+#[test]
+fn debian_linux_boots_as_a_domu() {
+    let f = files();
+    let initrd = domu_initrd(&f).unwrap_or_else(|e| panic!("the domU initramfs: {e:#}"));
+    let t = "linux-domu";
+    let h = ControlHost::boot_fast_mem(t, "1024M");
+    let cfg = xlhv_tests::scratch(t).join("linux.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"linux\"\nkernel = \"{}\"\nramdisk = \"{}\"\nmemory = 256\n\
+             cmdline = \"console=hvc0\"\non_poweroff = \"preserve\"\n",
+            f.vmlinux.display(),
+            initrd.display()
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    // The fast link: `auto` falls back to COM2 (95 KiB/s) when dom0 greets late.
+    let run = h.dom0ctl(&["--link", "fast", "--timeout", "600", "create", cfg.to_str().unwrap()]);
+    run.code(0);
+    eprintln!("create (uploads included): {:.1} s", run.took.as_secs_f64());
+    let console = console_until(&h, "linux", "check done", 300);
+    eprintln!(
+        "create to the last check line: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(console.contains(MARKER), "{console}");
+    let c = checks(&console);
+    assert_eq!(value(&c, "hypervisor"), "xen", "{console}");
+    assert_eq!(value(&c, "cpus"), "1", "{console}");
+    assert_eq!(
+        value(&c, "vclock-refused"),
+        "0",
+        "Linux could not register its vDSO time area:\n{console}"
+    );
+    assert_eq!(
+        value(&c, "problems"),
+        "0",
+        "the kernel log has problems:\n{console}"
+    );
+    let down = h.dom0ctl(&["--timeout", "120", "shutdown", "linux"]);
+    down.code(0);
+    // Kept (`on_poweroff = "preserve"`) with its console, then destroyed.
+    console_until(&h, "linux", POWEROFF_LINE, 60);
+    let l = h.dom0ctl(&["list"]);
+    let row = l
+        .stdout
+        .lines()
+        .find(|r| r.split_whitespace().next() == Some("linux"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(row.contains("---s--"), "shut down: {}", l.stdout);
+    h.dom0ctl(&["destroy", "linux"]).code(0);
+    let start = std::time::Instant::now();
+    loop {
+        let l = h.dom0ctl(&["list"]);
+        l.code(0);
+        if !l
+            .stdout
+            .lines()
+            .any(|r| r.split_whitespace().next() == Some("linux"))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the domain is still listed after its poweroff:\n{}",
+            l.stdout
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let serial = h.serial();
+    assert!(!serial.contains("xen-like-hv fault"), "{serial}");
 }

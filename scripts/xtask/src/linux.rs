@@ -44,10 +44,22 @@ $B poweroff -f
 /// dom0 writes `poweroff` to the domain's `control/shutdown` (`dom0ctl shutdown`).
 pub const POWEROFF_LINE: &str = "XLHV-LINUX: poweroff requested";
 
-/// The domU's `/init`: [`INIT`]'s lines, but it waits for dom0's shutdown request
-/// instead of powering off.
+/// The domU's `/init`: [`INIT`]'s lines, but it mounts `/dev` (so that
+/// `/sbin/poweroff`, which the kernel starts without open files, can reach the
+/// console), says whether Linux refused the pvclock time area it registers for its
+/// vDSO (`VCPUOP_register_vcpu_time_memory_area`), and waits for dom0's shutdown
+/// request instead of powering off.
 pub fn domu_init() -> String {
-    INIT.replace("$B poweroff -f\n", "while :; do $B sleep 10; done\n")
+    INIT.replace(
+        "$B mount -t sysfs sysfs /sys\n",
+        "$B mount -t sysfs sysfs /sys\n$B mount -t devtmpfs devtmpfs /dev\n",
+    )
+    .replace(
+        "$B echo \"check done\"\n",
+        "$B echo \"check vclock-refused $($B dmesg | $B grep -c 'VCLOCK_PVCLOCK not supported')\"\n\
+         $B echo \"check done\"\n",
+    )
+    .replace("$B poweroff -f\n", "while :; do $B sleep 10; done\n")
 }
 
 /// The domU's initramfs: busybox, [`domu_init`], and a `/sbin/poweroff` that prints
@@ -58,7 +70,8 @@ pub fn domu_initrd(files: &LinuxFiles) -> Result<PathBuf> {
         std::fs::read(dir.join("root/bin/busybox")).context("busybox-static's bin/busybox")?;
     let init = domu_init();
     let poweroff = format!(
-        "#!/bin/busybox sh\n/bin/busybox echo \"{POWEROFF_LINE}\"\n/bin/busybox poweroff -f\n"
+        "#!/bin/busybox sh\n/bin/busybox echo \"{POWEROFF_LINE}\" > /dev/console\n\
+         /bin/busybox poweroff -f\n"
     );
     let cpio = cpio_newc(&[
         ("bin", 0o040_755, &[]),
@@ -289,6 +302,7 @@ mod tests {
     fn cpio_entries_are_newc_and_aligned() {
         let d = domu_init();
         assert!(d.contains("check done") && !d.contains("poweroff"), "{d}");
+        assert!(d.contains("mount -t devtmpfs devtmpfs /dev\n"), "{d}");
         assert!(d.ends_with("while :; do $B sleep 10; done\n"), "{d}");
         let a = cpio_newc(&[("bin", 0o040_755, &[]), ("init", 0o100_755, b"#!x\n")]);
         assert_eq!(a.len() % 512, 0);
