@@ -195,7 +195,8 @@ fn create_with_an_uploaded_ramdisk() {
             blob.display()
         ),
     );
-    h.dom0ctl(&["--timeout", "120", "create", &cfg]).code(0);
+    h.dom0ctl(&["--link", "fast", "--timeout", "120", "create", &cfg])
+        .code(0);
     wait_for_console(&h, "rd", "initrd: PASS len=126976");
     h.dom0ctl(&["destroy", "rd"]).code(0);
     let before = free_memory(&h);
@@ -210,7 +211,7 @@ fn create_with_an_uploaded_ramdisk() {
             big.display()
         ),
     );
-    let run = h.dom0ctl(&["--timeout", "120", "create", &cfg]);
+    let run = h.dom0ctl(&["--link", "fast", "--timeout", "120", "create", &cfg]);
     assert_ne!(run.code, Some(0), "{}", run.stdout);
     assert!(run.stderr.contains("layout"), "{}", run.stderr);
     assert_eq!(listed(&h, "big"), None);

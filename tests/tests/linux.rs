@@ -155,7 +155,14 @@ fn debian_linux_boots_as_a_domu() {
     .unwrap();
     let started = std::time::Instant::now();
     // The fast link: `auto` falls back to COM2 (95 KiB/s) when dom0 greets late.
-    let run = h.dom0ctl(&["--link", "fast", "--timeout", "600", "create", cfg.to_str().unwrap()]);
+    let run = h.dom0ctl(&[
+        "--link",
+        "fast",
+        "--timeout",
+        "600",
+        "create",
+        cfg.to_str().unwrap(),
+    ]);
     run.code(0);
     eprintln!("create (uploads included): {:.1} s", run.took.as_secs_f64());
     let console = console_until(&h, "linux", "check done", 300);
