@@ -59,11 +59,44 @@ pub fn domu_init() -> String {
         "$B echo \"check vclock-refused $($B dmesg | $B grep -c 'VCLOCK_PVCLOCK not supported')\"\n\
          $B echo \"check done\"\n",
     )
-    .replace("$B poweroff -f\n", "while :; do $B sleep 10; done\n")
+    .replace("$B poweroff -f\n", DOMU_DEVICES)
 }
 
-/// The domU's initramfs: busybox, [`domu_init`], and a `/sbin/poweroff` that prints
-/// [`POWEROFF_LINE`] and powers off. Written beside the dom0 one (`initrd-domu.cpio`).
+/// The domU's device checks, after the common ones, then the wait for dom0's
+/// shutdown. The front ends are modules in Debian's kernel, so `/init` loads them.
+/// With `xlhv_disk=SECTOR` on the kernel command line (Linux hands unknown
+/// `key=value` words to `/init` as environment variables) it waits for `xvda`,
+/// prints its size and 24 bytes read at `SECTOR`, writes [`DOMU_WRITTEN`] at sector
+/// `SECTOR + 1` with a flush and reads it back uncached; with `xlhv_net=IP/LEN,PEER`
+/// it waits for `eth0`, prints its MAC, brings it up with `IP` and pings `PEER` 5
+/// times.
+const DOMU_DEVICES: &str = "for m in /lib/modules/*.ko; do $B insmod $m; done
+if [ -n \"$xlhv_disk\" ]; then
+  i=0; while [ ! -e /sys/block/xvda ] && [ $i -lt 30 ]; do $B sleep 1; i=$((i+1)); done
+  $B echo \"check xvda-sectors $($B cat /sys/block/xvda/size 2>&1)\"
+  $B echo \"check xvda-read $($B dd if=/dev/xvda bs=512 skip=$xlhv_disk count=1 2>/dev/null | $B head -c 24)\"
+  w=$((xlhv_disk+1))
+  $B echo XLHV-WRITTEN-BY-LINUX | $B dd of=/dev/xvda bs=512 seek=$w count=1 conv=sync,fsync 2>/dev/null
+  $B echo 3 > /proc/sys/vm/drop_caches
+  $B echo \"check xvda-written $($B dd if=/dev/xvda bs=512 skip=$w count=1 2>/dev/null | $B head -c 21)\"
+fi
+if [ -n \"$xlhv_net\" ]; then
+  i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 30 ]; do $B sleep 1; i=$((i+1)); done
+  $B echo \"check eth0-mac $($B cat /sys/class/net/eth0/address 2>&1)\"
+  $B ip addr add ${xlhv_net%,*} dev eth0
+  $B ip link set eth0 up
+  $B echo \"check ping $($B ping -c 5 -W 5 ${xlhv_net#*,} 2>&1 | $B grep -o '[0-9]* packets received')\"
+fi
+$B echo \"check devices-done\"
+while :; do $B sleep 10; done
+";
+
+/// What the domU's `/init` writes to `xvda` (see [`domu_init`]).
+pub const DOMU_WRITTEN: &str = "XLHV-WRITTEN-BY-LINUX";
+
+/// The domU's initramfs: busybox, [`domu_init`], Debian's `xen-blkfront` and
+/// `xen-netfront` modules, and a `/sbin/poweroff` that prints [`POWEROFF_LINE`] and
+/// powers off. Written beside the dom0 one (`initrd-domu.cpio`).
 pub fn domu_initrd(files: &LinuxFiles) -> Result<PathBuf> {
     let dir = files.vmlinux.parent().context("the kernel has no folder")?;
     let busybox =
@@ -73,10 +106,23 @@ pub fn domu_initrd(files: &LinuxFiles) -> Result<PathBuf> {
         "#!/bin/busybox sh\n/bin/busybox echo \"{POWEROFF_LINE}\" > /dev/console\n\
          /bin/busybox poweroff -f\n"
     );
+    let modules = std::fs::read_dir(dir.join("root/lib/modules"))
+        .context("the kernel package's lib/modules")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .next()
+        .context("the kernel package has no lib/modules/VERSION")?;
+    let blkfront = std::fs::read(modules.join("kernel/drivers/block/xen-blkfront.ko"))
+        .context("xen-blkfront.ko")?;
+    let netfront = std::fs::read(modules.join("kernel/drivers/net/xen-netfront.ko"))
+        .context("xen-netfront.ko")?;
     let cpio = cpio_newc(&[
         ("bin", 0o040_755, &[]),
         ("bin/busybox", 0o100_755, &busybox),
         ("init", 0o100_755, init.as_bytes()),
+        ("lib", 0o040_755, &[]),
+        ("lib/modules", 0o040_755, &[]),
+        ("lib/modules/xen-blkfront.ko", 0o100_644, &blkfront),
+        ("lib/modules/xen-netfront.ko", 0o100_644, &netfront),
         ("sbin", 0o040_755, &[]),
         ("sbin/poweroff", 0o100_755, poweroff.as_bytes()),
     ]);
@@ -304,6 +350,7 @@ mod tests {
         assert!(d.contains("check done") && !d.contains("poweroff"), "{d}");
         assert!(d.contains("mount -t devtmpfs devtmpfs /dev\n"), "{d}");
         assert!(d.ends_with("while :; do $B sleep 10; done\n"), "{d}");
+        assert!(d.contains("insmod") && d.contains(DOMU_WRITTEN), "{d}");
         let a = cpio_newc(&[("bin", 0o040_755, &[]), ("init", 0o100_755, b"#!x\n")]);
         assert_eq!(a.len() % 512, 0);
         assert!(a.starts_with(b"070701"));
