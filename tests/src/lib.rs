@@ -64,6 +64,16 @@ pub fn scratch(test: &str) -> PathBuf {
     dir
 }
 
+/// QEMU CPUs for the tests' machines: `XLHV_TEST_SMP`, or 2, so that every test runs
+/// with the application processors brought up (docs/smp.md).
+pub fn test_smp() -> u32 {
+    std::env::var("XLHV_TEST_SMP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| (1..=8).contains(&n))
+        .unwrap_or(2)
+}
+
 /// One boot of the GRUB image.
 #[derive(Clone, Debug)]
 pub struct Boot {
@@ -88,14 +98,15 @@ pub struct Boot {
 }
 
 impl Boot {
-    /// A boot with the defaults: 256 MiB, one CPU, `pc`, `-cpu max`, stop at "boot complete".
+    /// A boot with the defaults: 256 MiB, [`test_smp`] CPUs, `pc`, `-cpu max`, stop at
+    /// "boot complete".
     pub fn new(name: &str) -> Self {
         Boot {
             name: name.into(),
             cmdline: String::new(),
             modules: Vec::new(),
             mem: "256M".into(),
-            smp: 1,
+            smp: test_smp(),
             machine: "pc".into(),
             cpu: "max".into(),
             deadline: Duration::from_secs(120),
@@ -380,6 +391,7 @@ impl ControlHost {
         }
         let mut cfg = xtask::QemuConfig::new(iso);
         cfg.mem = mem.into();
+        cfg.smp = test_smp();
         cfg.machine = machine_type.into();
         if fast {
             let fast = dom0ctl::paths::fast_socket_path(&socket);

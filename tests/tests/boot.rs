@@ -102,12 +102,18 @@ fn dom0_memory_is_machine_contiguous() {
     assert_eq!(runs, u64::from(pages.count_ones()), "{l}");
 }
 
+/// `-smp n`: the MADT lists `n` CPUs and every one of them comes online.
 fn cpus(n: u32) {
     let mut boot = Boot::new(&format!("smp-{n}"));
     boot.smp = n;
     let b = boot.run();
     b.completed();
     assert_eq!(b.number_after("cpus:"), u64::from(n), "{}", b.line("cpus:"));
+    for i in 1..n {
+        b.line(&format!("smp: CPU {i} (APIC id {i}) online"));
+    }
+    b.line(&format!("smp: {n} of {n} CPUs online"));
+    b.no_line("did not start");
 }
 
 #[test]
@@ -123,6 +129,11 @@ fn cpus_2() {
 #[test]
 fn cpus_4() {
     cpus(4);
+}
+
+#[test]
+fn cpus_8() {
+    cpus(8);
 }
 
 /// Without an HPET the TSC is measured against the PIT, and not refined.

@@ -290,7 +290,7 @@ impl Others<'_> {
             let now = crate::time::now_ns();
             let mut rq = runq().lock();
             for (i, v) in pv.vcpus.iter_mut().enumerate() {
-                rq.sleep(vref(slot, i), now);
+                make_unrunnable(&mut rq, slot, i, now);
                 if v.online {
                     v.set_runstate(hypercall_abi::vcpu::RUNSTATE_OFFLINE, now);
                 }
@@ -313,9 +313,7 @@ impl Others<'_> {
                 }
                 if v.wait == xlhv_core::vcpu::Wait::None {
                     v.set_runstate(RUNSTATE_RUNNABLE, now);
-                    if runq().lock().wake(vref(slot, i), now) {
-                        PREEMPT.store(true, core::sync::atomic::Ordering::Relaxed);
-                    }
+                    make_runnable(slot, i, now);
                 } else {
                     v.set_runstate(RUNSTATE_BLOCKED, now);
                 }
@@ -357,8 +355,12 @@ static PENDING_DESTROY: Mutex<heapless::Vec<usize, MAX_DOMAINS>> = Mutex::new(he
 static PENDING_TEARDOWN: Mutex<heapless::Vec<usize, MAX_DOMAINS>> =
     Mutex::new(heapless::Vec::new());
 
-/// Something waits on [`PENDING_DESTROY`] or [`PENDING_TEARDOWN`]: one flag test per
-/// entry instead of two locks.
+/// Slots whose teardown waits for another CPU to switch away from them: tried again
+/// at the end of every entry until it goes through.
+static PENDING_RETRY: Mutex<heapless::Vec<usize, MAX_DOMAINS>> = Mutex::new(heapless::Vec::new());
+
+/// Something waits on [`PENDING_DESTROY`], [`PENDING_TEARDOWN`] or
+/// [`PENDING_RETRY`]: one flag test per entry instead of three locks.
 static PENDING_WORK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Queues `slot` on `list` and flags the work for the end of the entry.
@@ -370,33 +372,41 @@ fn push_pending(list: &Mutex<heapless::Vec<usize, MAX_DOMAINS>>, slot: usize) {
 /// The next domain id `XEN_DOMCTL_createdomain` tries (Xen's rover).
 static ROVER: core::sync::atomic::AtomicU16 = core::sync::atomic::AtomicU16::new(1);
 
-/// Physical CPUs with a run queue (the boot CPU only, so far).
-const MAX_CPUS: usize = 1;
+use crate::arch::x86_64::percpu::{self, MAX_CPUS};
 
-/// One run queue per physical CPU; each knows the vCPU it runs ([`RunQueue::current`]).
-static RUNQ: [Mutex<RunQueue>; MAX_CPUS] = [const { Mutex::new(RunQueue::new()) }; MAX_CPUS];
+/// The run queue every CPU schedules from (`xlhv_core::sched`); it knows the vCPU each
+/// CPU runs ([`RunQueue::current`]). Lock order: [`DOMAINS`], then this.
+static RUNQ: Mutex<RunQueue> = Mutex::new(RunQueue::new());
 
-/// This CPU's run queue.
+/// The run queue.
 fn runq() -> &'static Mutex<RunQueue> {
-    &RUNQ[0]
+    &RUNQ
 }
 
-/// This CPU's current vCPU as its run queue last said (`slot << 16 | vcpu`, or
-/// `u32::MAX`): every entry and exit reads it without taking the queue's lock.
-static CURRENT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(u32::MAX);
+/// Lets CPUs `0..n` run guests (after the application processors came online).
+pub fn set_cpus(n: usize) {
+    runq().lock().set_cpus(n);
+}
 
-/// Records the queue's current vCPU in [`CURRENT`] (after anything that may change
-/// it: `schedule`, `remove`).
+/// Records the queue's current vCPU of every CPU in its `PerCpu::current` (after
+/// anything that may change them: `schedule`, `remove`), which every entry and exit
+/// reads without taking the queue's lock.
 fn note_current(rq: &RunQueue) {
-    let v = rq
-        .current()
-        .map_or(u32::MAX, |c| u32::from(c.slot) << 16 | u32::from(c.vcpu));
-    CURRENT.store(v, core::sync::atomic::Ordering::Relaxed);
+    for cpu in 0..rq.cpus() {
+        let v = rq
+            .current(cpu)
+            .map_or(u32::MAX, |c| u32::from(c.slot) << 16 | u32::from(c.vcpu));
+        if let Some(p) = percpu::of(cpu) {
+            p.current.store(v, core::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// The vCPU this CPU runs.
 fn current() -> Option<VcpuRef> {
-    let v = CURRENT.load(core::sync::atomic::Ordering::Relaxed);
+    let v = percpu::this()
+        .current
+        .load(core::sync::atomic::Ordering::Relaxed);
     let [s1, s0, v1, v0] = v.to_be_bytes();
     (v != u32::MAX).then_some(VcpuRef {
         slot: u16::from_be_bytes([s1, s0]),
@@ -404,10 +414,48 @@ fn current() -> Option<VcpuRef> {
     })
 }
 
-/// When this CPU's current timeslice ends (system time; `u64::MAX` = never).
-static SLICE_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
-/// A wake-up asked this CPU to reschedule at its next exit to a guest.
-static PREEMPT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// When each CPU's current timeslice ends (system time; `u64::MAX` = never).
+static SLICE_END: [core::sync::atomic::AtomicU64; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(u64::MAX) }; MAX_CPUS];
+/// Asks CPU `cpu` to reschedule at its next exit to a guest: this CPU's flag, or
+/// that CPU's and an event-check IPI to interrupt it.
+fn resched(cpu: usize) {
+    let Some(p) = percpu::of(cpu) else { return };
+    p.preempt.store(true, core::sync::atomic::Ordering::Relaxed);
+    if cpu != percpu::index() {
+        crate::arch::x86_64::smp::kick(cpu);
+    }
+}
+
+/// Makes vCPU `i` of the domain in `slot` runnable; the CPU that should run it
+/// reschedules.
+fn make_runnable(slot: usize, i: usize, now: u64) {
+    if let Some(cpu) = runq().lock().wake(vref(slot, i), now) {
+        resched(cpu);
+    }
+}
+
+/// vCPU `i` of the domain in `slot` may no longer run: a CPU that runs it now
+/// reschedules.
+fn make_unrunnable(rq: &mut RunQueue, slot: usize, i: usize, now: u64) {
+    let v = vref(slot, i);
+    rq.sleep(v, now);
+    if let Some(cpu) = rq.running_on(v) {
+        resched(cpu);
+    }
+}
+
+/// The CPU other than this one that runs a vCPU of the domain in `slot`, if any.
+fn running_elsewhere(rq: &RunQueue, slot: usize, nr_vcpus: usize) -> Option<usize> {
+    let me = percpu::index();
+    (0..nr_vcpus)
+        .filter_map(|i| rq.running_on(vref(slot, i)))
+        .find(|&c| c != me)
+}
+
+/// The machine is stopping with dom0: the other CPUs are parked, and no domain has
+/// to wait for one of them to let go of it.
+static STOPPING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The hypervisor's command line, for `XENVER_commandline`.
 static CMDLINE: spin::Once<&'static str> = spin::Once::new();
@@ -466,7 +514,9 @@ pub fn unpause_all() {
         if let Some(v) = pv.vcpus.get_mut(0) {
             v.online = true;
             v.set_runstate(RUNSTATE_RUNNABLE, now);
-            let _ = rq.wake(vref(slot, 0), now);
+            if let Some(cpu) = rq.wake(vref(slot, 0), now) {
+                resched(cpu);
+            }
         }
     }
 }
@@ -485,7 +535,8 @@ pub fn run_first() -> ! {
     // with them off, as on every guest entry: a one-shot timer armed below must
     // interrupt the guest, not be taken and lost here before the first IRETQ.
     x86_64::instructions::interrupts::disable();
-    let frame_at = crate::arch::x86_64::entry_stack_top() - size_of::<Regs>() as u64;
+    let frame_at = crate::arch::x86_64::entry_stack_top(crate::arch::x86_64::percpu::index())
+        - size_of::<Regs>() as u64;
     // SAFETY: `frame_at` is the top of this CPU's entry stack, which nothing uses
     // until a guest runs (this code runs on the boot stack); the frame is then filled
     // from the first vCPU's registers before anything reads it.
@@ -518,10 +569,19 @@ pub struct EntryEffects {
 pub fn guest_entry(frame: &mut Regs) {
     use core::sync::atomic::Ordering;
     guest::guest_ran();
-    let timer = frame.vector == u64::from(crate::arch::x86_64::idt::TIMER_VECTOR);
+    use crate::arch::x86_64::idt::{EVENT_CHECK_VECTOR, STOP_VECTOR, TIMER_VECTOR};
+    let timer = frame.vector == u64::from(TIMER_VECTOR);
     let mut device = false;
+    let mut kicked = false;
     if frame.vector == SYSCALL_VECTOR {
         // The usual entry: none of the interrupt checks below apply.
+    } else if frame.vector == u64::from(EVENT_CHECK_VECTOR) {
+        // Another CPU made work for this one: a reschedule (its flag is set) or an
+        // event for the running vCPU, which the exit path delivers.
+        crate::arch::x86_64::apic::eoi();
+        kicked = true;
+    } else if frame.vector == u64::from(STOP_VECTOR) {
+        crate::arch::x86_64::smp::stopped();
     } else if timer {
         crate::time::on_timer_interrupt();
         crate::arch::x86_64::apic::eoi();
@@ -552,7 +612,7 @@ pub fn guest_entry(frame: &mut Regs) {
     let mut clobber_ok = true;
     if device {
         deliver_irqs(&mut doms);
-    } else if !timer {
+    } else if !timer && !kicked {
         let (outcome, fx, left) = handle_entry(&mut doms, slot, vid, frame, cr2);
         if left {
             return;
@@ -593,6 +653,13 @@ pub fn guest_entry(frame: &mut Regs) {
                 resched = true;
             }
         }
+        let retry = core::mem::take(&mut *PENDING_RETRY.lock());
+        for slot in retry {
+            if doms.get_mut(slot).is_some() {
+                teardown_domain(&mut doms, slot);
+                resched = true;
+            }
+        }
         while let Some(slot) = pop_pending(&PENDING_DESTROY) {
             let reason = doms
                 .get_mut(slot)
@@ -607,7 +674,8 @@ pub fn guest_entry(frame: &mut Regs) {
     }
     // The end of the timeslice needs no check here: the timer is armed for it
     // (`arm_timer`), and its interrupt reschedules.
-    let preempt = PREEMPT.load(Ordering::Relaxed) && PREEMPT.swap(false, Ordering::Relaxed);
+    let flag = &percpu::this().preempt;
+    let preempt = flag.load(Ordering::Relaxed) && flag.swap(false, Ordering::Relaxed);
     let switched = if resched || preempt {
         doms = dispatch(doms, Some(cur), frame);
         current() != Some(cur)
@@ -677,7 +745,7 @@ fn handle_entry(
         if matches!(ctx.outcome, Outcome::Resume | Outcome::RegsReplaced)
             && !ctx.p.effects.timers_changed
             && !PENDING_WORK.load(Ordering::Relaxed)
-            && !PREEMPT.load(Ordering::Relaxed)
+            && !percpu::this().preempt.load(Ordering::Relaxed)
         {
             let clobber_ok = ctx.outcome == Outcome::Resume;
             ctx.deliver_events();
@@ -707,11 +775,12 @@ fn dispatch<'a>(
         let now = crate::time::now_ns();
         let decision = {
             let mut rq = runq().lock();
-            let d = rq.schedule(now);
+            let d = rq.schedule(percpu::index(), now);
             note_current(&rq);
             d
         };
-        SLICE_END.store(decision.slice_end_ns.unwrap_or(u64::MAX), Ordering::Relaxed);
+        percpu::mine(&SLICE_END)
+            .store(decision.slice_end_ns.unwrap_or(u64::MAX), Ordering::Relaxed);
         if let Some(next) = decision.next {
             if from == Some(next) && !saved {
                 if let Some(v) = vcpu_mut(&mut doms, next) {
@@ -738,8 +807,11 @@ fn dispatch<'a>(
             save(&mut doms, from, frame, now);
             saved = true;
         }
-        // Idle: nothing runnable. Sleep until the next timer, then look again.
+        // Idle: nothing runnable. Sleep until the next timer or IPI, then look again,
+        // on the hypervisor's own page tables (the domain that ran may be torn down
+        // by another CPU meanwhile).
         arm_timer(&doms);
+        guest::enter_idle_tables();
         drop(doms);
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
@@ -932,7 +1004,8 @@ pub fn exit_fault(vector: u8) -> ! {
         ),
         None => panic!("fault returning to a guest, with no current guest"),
     }
-    let frame_at = crate::arch::x86_64::entry_stack_top() - size_of::<Regs>() as u64;
+    let frame_at = crate::arch::x86_64::entry_stack_top(crate::arch::x86_64::percpu::index())
+        - size_of::<Regs>() as u64;
     // SAFETY: the faulting IRETQ consumed the old frame at the top of the entry stack;
     // nothing else uses that memory now (this handler runs below it).
     let frame = unsafe { &mut *(frame_at as *mut Regs) };
@@ -947,12 +1020,19 @@ pub fn exit_fault(vector: u8) -> ! {
 /// Maps that page as a guest-context fault would; true if the access can be retried.
 /// False (the fault stays fatal to the guest, or to the machine if it is not on the
 /// exit path) if the page cannot be an LDT page, or if the fault came from code that
-/// holds the domain lock.
-pub fn ldt_fault_in_hypervisor(offset: u64) -> bool {
+/// holds the domain lock. `on_exit`: the fault is the exit path's IRETQ, which never
+/// runs with the lock held, so this waits for the lock (another CPU may hold it);
+/// anywhere else a held lock is this CPU's.
+pub fn ldt_fault_in_hypervisor(offset: u64, on_exit: bool) -> bool {
     let Some(cur) = current() else {
         return false;
     };
-    let Some(mut doms) = DOMAINS.try_lock() else {
+    let doms = if on_exit {
+        Some(DOMAINS.lock())
+    } else {
+        DOMAINS.try_lock()
+    };
+    let Some(mut doms) = doms else {
         return false;
     };
     map_ldt_page(&mut doms, cur, offset)
@@ -1042,8 +1122,14 @@ fn wake(pv: &mut PvDomain, slot: usize, kick: &Kick) {
             // A paused domain's vCPU becomes runnable when it is unpaused.
             if pv.dom.is_running() && v.online {
                 v.set_runstate(RUNSTATE_RUNNABLE, now);
-                if runq().lock().wake(vref(slot, i), now) {
-                    PREEMPT.store(true, core::sync::atomic::Ordering::Relaxed);
+                make_runnable(slot, i, now);
+            }
+        } else if kick.upcall.is_some_and(|u| u.0 as usize == i) && v.wait == Wait::None {
+            // Running, or about to: an upcall for a vCPU on another CPU is delivered
+            // by that CPU's exit path, which the IPI brings about now.
+            if let Some(cpu) = runq().lock().running_on(vref(slot, i)) {
+                if cpu != percpu::index() {
+                    crate::arch::x86_64::smp::kick(cpu);
                 }
             }
         }
@@ -1099,9 +1185,7 @@ fn fire_timers(doms: &mut Domains, now: u64) {
             if poll_timeout && matches!(v.wait, Wait::Poll(_)) {
                 v.wait = Wait::None;
                 v.set_runstate(RUNSTATE_RUNNABLE, now);
-                if runq().lock().wake(vref(slot, i), now) {
-                    PREEMPT.store(true, core::sync::atomic::Ordering::Relaxed);
-                }
+                make_runnable(slot, i, now);
             }
             if virq {
                 let vcpu = u32::try_from(i).unwrap_or(u32::MAX);
@@ -1118,7 +1202,7 @@ fn fire_timers(doms: &mut Domains, now: u64) {
 /// Arms this CPU's timer for the earliest vCPU timer, watchdog or the end of the
 /// current timeslice.
 fn arm_timer(doms: &Domains) {
-    let mut next = SLICE_END.load(core::sync::atomic::Ordering::Relaxed);
+    let mut next = percpu::mine(&SLICE_END).load(core::sync::atomic::Ordering::Relaxed);
     for pv in crate::registry::filled().filter_map(|s| doms.slots.get(s)?.as_ref()) {
         if !pv.dom.is_running() {
             continue;
@@ -1138,19 +1222,23 @@ fn arm_timer(doms: &Domains) {
     // APIC is a trip through QEMU's device model under TCG, and most switches only
     // push the slice end further out.
     let ticks = crate::time::ticks();
-    if ARMED.load().covers(next, ticks, crate::time::now_ns()) {
+    let armed = percpu::mine(&ARMED);
+    if armed.load().covers(next, ticks, crate::time::now_ns()) {
         return;
     }
-    ARMED.store(next, ticks);
+    armed.store(next, ticks);
     crate::time::arm((next != u64::MAX).then_some(next));
 }
 
-/// The deadline the APIC timer was last armed for (the interrupt comes no later)
-/// and the timer-interrupt count then: a later interrupt means it may have fired.
-static ARMED: ArmedSlot = ArmedSlot {
-    deadline: core::sync::atomic::AtomicU64::new(0),
-    ticks: core::sync::atomic::AtomicU64::new(u64::MAX),
-};
+/// The deadline each CPU's APIC timer was last armed for (the interrupt comes no
+/// later) and its timer-interrupt count then: a later interrupt means it may have
+/// fired.
+static ARMED: [ArmedSlot; MAX_CPUS] = [const {
+    ArmedSlot {
+        deadline: core::sync::atomic::AtomicU64::new(0),
+        ticks: core::sync::atomic::AtomicU64::new(u64::MAX),
+    }
+}; MAX_CPUS];
 
 /// See [`ARMED`].
 struct ArmedSlot {
@@ -1281,7 +1369,7 @@ fn destroy(doms: &mut Domains, slot: usize, reason: ShutdownReason, why: Option<
         let now = crate::time::now_ns();
         let mut rq = runq().lock();
         for (i, v) in pv.vcpus.iter_mut().enumerate() {
-            rq.sleep(vref(slot, i), now);
+            make_unrunnable(&mut rq, slot, i, now);
             v.set_runstate(hypercall_abi::vcpu::RUNSTATE_OFFLINE, now);
         }
         drop(rq);
@@ -1305,6 +1393,25 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
         DomainState::Shutdown(r) => r,
         _ => ShutdownReason::Poweroff,
     };
+    if pv.dom.privileged && !STOPPING.swap(true, core::sync::atomic::Ordering::AcqRel) {
+        // The machine stops with dom0: no other CPU may run a guest from here on.
+        crate::arch::x86_64::smp::stop_others();
+    }
+    {
+        // Not while another CPU runs it (its CR3, its frames): that CPU is asked to
+        // switch away, and the teardown runs again at the end of a later entry.
+        let mut rq = runq().lock();
+        if !STOPPING.load(core::sync::atomic::Ordering::Acquire)
+            && running_elsewhere(&rq, slot, pv.vcpus.len()).is_some()
+        {
+            let now = crate::time::now_ns();
+            for i in 0..pv.vcpus.len() {
+                make_unrunnable(&mut rq, slot, i, now);
+            }
+            push_pending(&PENDING_RETRY, slot);
+            return;
+        }
+    }
     {
         let mut rq = runq().lock();
         for i in 0..pv.vcpus.len() {

@@ -36,9 +36,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     console::init();
     log::info!("xen-like-hv {VERSION} (Xen 4.17 x86_64 PV ABI) starting");
-    gdt::init_bsp(arch::x86_64::entry_stack_top());
+    gdt::init(0, arch::x86_64::entry_stack_top(0));
     idt::init();
-    arch::x86_64::percpu::init_bsp(arch::x86_64::entry_stack_top());
+    arch::x86_64::percpu::init(0, arch::x86_64::entry_stack_top(0));
     arch::x86_64::guest::init_syscall();
     cpu::enable_sse();
     let xsave = cpu::enable_xsave();
@@ -129,6 +129,11 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
         apic::phys_base()
     );
     time::init(acpi.hpet.map(|(base, _)| base));
+    let online = arch::x86_64::smp::start_aps(&acpi.apic_ids);
+    log::info!(
+        "smp: {online} of {} CPUs online",
+        acpi.apic_ids.len().max(1)
+    );
     mmhw::setup_dom0_iomem(
         &acpi.io_apics,
         acpi.hpet
@@ -164,7 +169,9 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     );
     match dom0 {
         Some(_) => {
+            domains::set_cpus(arch::x86_64::smp::online());
             domains::unpause_all();
+            arch::x86_64::smp::release_aps();
             domains::run_first()
         }
         None => {

@@ -15,7 +15,8 @@ pub const TICK_HZ: u64 = 100;
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static APIC_TIMER_HZ: AtomicU64 = AtomicU64::new(0);
-static TICKS: AtomicU64 = AtomicU64::new(0);
+static TICKS: [AtomicU64; crate::arch::x86_64::percpu::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; crate::arch::x86_64::percpu::MAX_CPUS];
 
 /// The clock's [`Anchor`], behind a sequence count (odd while it changes) so readers
 /// never see half of an update.
@@ -145,14 +146,15 @@ pub fn wall_at_boot() -> (u64, u32) {
     )
 }
 
-/// Timer interrupts taken so far.
+/// Timer interrupts this CPU took so far.
 pub fn ticks() -> u64 {
-    TICKS.load(Ordering::Relaxed)
+    crate::arch::x86_64::percpu::mine(&TICKS).load(Ordering::Relaxed)
 }
 
 /// Called on every local APIC timer interrupt.
 pub fn on_timer_interrupt() {
-    TICKS.fetch_add(1, Ordering::Relaxed);
+    let t = crate::arch::x86_64::percpu::mine(&TICKS);
+    t.store(t.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 /// Longest the APIC timer is left unarmed-for: the hypervisor looks at its timers at

@@ -10,10 +10,10 @@
 //!    guest (different seeds) and another domain, every yield switches vCPUs.
 //!
 //! With `failsafe=1` it checks Xen's failsafe callback instead: it loads %fs from
-//! an LDT of its own, drops the LDT (the CPU keeps the loaded selector) and yields
-//! until another domain has run: switched back in, %fs does not load, so the failsafe
-//! callback runs, with %fs NULL (run only beside other domains: a lone dom0 is never
-//! switched out).
+//! an LDT of its own, drops the LDT (the CPU keeps the loaded selector) and sleeps
+//! 1 ms at a time (a blocked vCPU is switched out, whatever the other CPUs do):
+//! switched back in, %fs does not load, so the failsafe callback runs, with %fs
+//! NULL.
 //!
 //! Command line: `seed=N` (default 1), `rounds=N` (default 200), `failsafe=1`.
 //!
@@ -122,8 +122,12 @@ fn failsafe() -> ! {
     expect(NAME, "%fs from the LDT", read_sels()[2], LDT_SEL0);
     expect(NAME, "drop the LDT", ext_op(MmuextOp::set_ldt(0, 0)), Ok(0));
     expect(NAME, "%fs kept by the CPU", read_sels()[2], LDT_SEL0);
-    for _ in 0..1000 {
-        sched::yield_now();
+    // Block rather than yield: with other CPUs free a yield may come straight back
+    // without a switch; a blocked vCPU is always switched out.
+    for _ in 0..100 {
+        if let Err(e) = pv_runtime::time::sleep(1_000_000) {
+            fail(NAME, format_args!("sleep: {e}"));
+        }
         if FAILSAFE_FS.load(Ordering::SeqCst) != u64::MAX {
             break;
         }

@@ -1,19 +1,23 @@
-//! The scheduler: one [`RunQueue`] per physical CPU, sharing it among the runnable
-//! vCPUs in proportion to their weights, in the spirit of Xen's credit scheduler.
+//! The scheduler: one [`RunQueue`] that every physical CPU schedules from (as Xen's
+//! credit2 shares one run queue among the CPUs of a socket; these machines have one),
+//! sharing the CPUs among the runnable vCPUs in proportion to their weights, in the
+//! spirit of Xen's credit scheduler.
 //!
 //! Each vCPU has a *virtual runtime*: the CPU time it was charged, scaled by
 //! `DEFAULT_WEIGHT / weight` (a vCPU of weight 512 ages half as fast as one of 256).
-//! The queue runs the runnable vCPU with the smallest virtual runtime for a timeslice
-//! ([`DEFAULT_TIMESLICE_NS`], 10 ms), so over time CPU shares follow the weights, as
-//! credits do in Xen. Like Xen's `BOOST` priority, a vCPU that wakes from a wait gets
-//! to run promptly: its virtual runtime is raised to no less than one timeslice behind
-//! the most-behind runnable vCPU (a sleeper cannot bank unbounded credit), which puts
-//! it ahead of CPU hogs, and [`RunQueue::wake`] tells the caller to preempt. Xen's
-//! credit scheduler uses a 30 ms slice with a 1 ms rate limit; the shorter slice here
-//! keeps timer-driven guests within a tick of their period next to hogs.
+//! A CPU that schedules runs the runnable vCPU with the smallest virtual runtime that
+//! no other CPU runs, for a timeslice ([`DEFAULT_TIMESLICE_NS`], 10 ms), so over time
+//! CPU shares follow the weights, as credits do in Xen. Like Xen's `BOOST` priority, a
+//! vCPU that wakes from a wait gets to run promptly: its virtual runtime is raised to
+//! no less than one timeslice behind the most-behind runnable vCPU (a sleeper cannot
+//! bank unbounded credit), which puts it ahead of CPU hogs, and [`RunQueue::wake`]
+//! names the CPU that should reschedule: an idle one if there is one (idle CPUs pull
+//! work), else the one running the vCPU furthest ahead. Xen's credit scheduler uses a
+//! 30 ms slice with a 1 ms rate limit; the shorter slice here keeps timer-driven
+//! guests within a tick of their period next to hogs.
 //!
-//! Nothing here allocates or panics; the hypervisor keeps one queue per CPU and no
-//! global "current".
+//! Nothing here allocates or panics; there is no global "current": each CPU's is
+//! [`RunQueue::current`] of its index.
 
 #[cfg(test)]
 mod tests;
@@ -26,6 +30,8 @@ pub const DEFAULT_WEIGHT: u16 = 256;
 pub const DEFAULT_TIMESLICE_NS: u64 = 10_000_000;
 /// vCPUs one queue can hold.
 pub const CAPACITY: usize = 256;
+/// Physical CPUs one queue serves at most.
+pub const MAX_CPUS: usize = 8;
 
 /// A schedulable vCPU: the domain's slot in the hypervisor's table and the vCPU index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,13 +66,13 @@ impl fmt::Display for SchedError {
     }
 }
 
-/// What [`RunQueue::schedule`] decided.
+/// What [`RunQueue::schedule`] decided for one CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// The vCPU to run; `None` = idle.
     pub next: Option<VcpuRef>,
     /// When to call `schedule` again at the latest (end of the timeslice); `None` when
-    /// no other vCPU is runnable, so nothing needs preempting.
+    /// no other vCPU waits to run, so nothing needs preempting.
     pub slice_end_ns: Option<u64>,
 }
 
@@ -83,12 +89,19 @@ struct Entity {
     boost: bool,
 }
 
-/// One physical CPU's run queue and the vCPU it runs.
+/// What one physical CPU runs.
+#[derive(Clone, Copy, Debug)]
+struct Cpu {
+    current: Option<VcpuRef>,
+    picked_at: u64,
+}
+
+/// The run queue of the machine's CPUs and the vCPU each runs.
 #[derive(Debug)]
 pub struct RunQueue {
     entities: heapless::Vec<Entity, CAPACITY>,
-    current: Option<VcpuRef>,
-    picked_at: u64,
+    cpus: [Cpu; MAX_CPUS],
+    nr_cpus: usize,
     timeslice: u64,
     seq: u64,
 }
@@ -106,19 +119,36 @@ fn scaled(ns: u64, weight: u16) -> u64 {
 }
 
 impl RunQueue {
-    /// An empty queue, idle.
+    /// An empty queue for one CPU, idle.
     pub const fn new() -> Self {
         RunQueue {
             entities: heapless::Vec::new(),
-            current: None,
-            picked_at: 0,
+            cpus: [Cpu {
+                current: None,
+                picked_at: 0,
+            }; MAX_CPUS],
+            nr_cpus: 1,
             timeslice: DEFAULT_TIMESLICE_NS,
             seq: 0,
         }
     }
 
+    /// Lets CPUs `0..n` (at most [`MAX_CPUS`]) schedule from this queue.
+    pub fn set_cpus(&mut self, n: usize) {
+        self.nr_cpus = n.clamp(1, MAX_CPUS);
+    }
+
+    /// How many CPUs schedule from this queue.
+    pub fn cpus(&self) -> usize {
+        self.nr_cpus
+    }
+
     fn find(&self, v: VcpuRef) -> Option<usize> {
         self.entities.iter().position(|e| e.v == v)
+    }
+
+    fn entity(&self, v: VcpuRef) -> Option<&Entity> {
+        self.find(v).and_then(|i| self.entities.get(i))
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -154,40 +184,45 @@ impl RunQueue {
             .map_err(|_| SchedError::Full)
     }
 
-    /// Removes `v` (its domain is gone); if it was current, nothing is current now.
-    pub fn remove(&mut self, v: VcpuRef) {
+    /// Removes `v` (its domain is gone). Returns the CPU it was current on, where
+    /// nothing is current now.
+    pub fn remove(&mut self, v: VcpuRef) -> Option<usize> {
         if let Some(i) = self.find(v) {
             self.entities.swap_remove(i);
         }
-        if self.current == Some(v) {
-            self.current = None;
+        let on = self.running_on(v);
+        if let Some(c) = on.and_then(|c| self.cpus.get_mut(c)) {
+            c.current = None;
         }
+        on
     }
 
-    /// The vCPU on the CPU.
-    pub fn current(&self) -> Option<VcpuRef> {
-        self.current
+    /// The vCPU on CPU `cpu`.
+    pub fn current(&self, cpu: usize) -> Option<VcpuRef> {
+        self.cpus.get(cpu).and_then(|c| c.current)
+    }
+
+    /// The CPU that `v` is current on, if any.
+    pub fn running_on(&self, v: VcpuRef) -> Option<usize> {
+        self.cpus
+            .iter()
+            .take(self.nr_cpus)
+            .position(|c| c.current == Some(v))
     }
 
     /// Whether `v` may run.
     pub fn is_runnable(&self, v: VcpuRef) -> bool {
-        self.find(v)
-            .and_then(|i| self.entities.get(i))
-            .is_some_and(|e| e.runnable)
+        self.entity(v).is_some_and(|e| e.runnable)
     }
 
     /// CPU time charged to `v` so far (ns).
     pub fn runtime_ns(&self, v: VcpuRef) -> u64 {
-        self.find(v)
-            .and_then(|i| self.entities.get(i))
-            .map_or(0, |e| e.runtime_ns)
+        self.entity(v).map_or(0, |e| e.runtime_ns)
     }
 
     /// The weight of `v`.
     pub fn weight(&self, v: VcpuRef) -> Option<u16> {
-        self.find(v)
-            .and_then(|i| self.entities.get(i))
-            .map(|e| e.weight)
+        self.entity(v).map(|e| e.weight)
     }
 
     /// Changes the weight of `v`.
@@ -202,11 +237,15 @@ impl RunQueue {
         Ok(())
     }
 
-    /// Charges the current vCPU for the time since it was picked (or last charged).
-    fn charge(&mut self, now: u64) {
-        let ran = now.saturating_sub(self.picked_at);
-        self.picked_at = now.max(self.picked_at);
-        let Some(i) = self.current.and_then(|c| self.find(c)) else {
+    /// Charges CPU `cpu`'s current vCPU for the time since it was picked (or last
+    /// charged).
+    fn charge(&mut self, cpu: usize, now: u64) {
+        let Some(c) = self.cpus.get_mut(cpu) else {
+            return;
+        };
+        let ran = now.saturating_sub(c.picked_at);
+        c.picked_at = now.max(c.picked_at);
+        let Some(i) = c.current.and_then(|v| self.find(v)) else {
             return;
         };
         if let Some(e) = self.entities.get_mut(i) {
@@ -225,20 +264,32 @@ impl RunQueue {
             .min()
     }
 
-    /// Makes `v` runnable. Returns true if it should preempt the current vCPU now.
-    pub fn wake(&mut self, v: VcpuRef, now: u64) -> bool {
-        let Some(i) = self.find(v) else { return false };
+    /// Whether a runnable vCPU other than `but` is current on no CPU.
+    fn someone_waits(&self, but: Option<VcpuRef>) -> bool {
+        self.entities
+            .iter()
+            .any(|e| e.runnable && Some(e.v) != but && self.running_on(e.v).is_none())
+    }
+
+    /// Makes `v` runnable. Returns the CPU that should reschedule now: an idle one,
+    /// else the one whose vCPU `v` should preempt; or, if `v` preempts nobody and
+    /// nobody waited before it, the one running the vCPU furthest ahead, so that a
+    /// timeslice end is armed for `v`. `None` if `v` was runnable already, is current
+    /// somewhere, or others wait before it (a slice end is armed for them).
+    pub fn wake(&mut self, v: VcpuRef, now: u64) -> Option<usize> {
+        let i = self.find(v)?;
         if self.entities.get(i).is_none_or(|e| e.runnable) {
-            return false;
+            return None;
         }
-        self.charge(now);
+        for c in 0..self.nr_cpus {
+            self.charge(c, now);
+        }
+        let waited = self.someone_waits(Some(v));
         let floor = self
             .min_vruntime()
             .map(|m| m.saturating_sub(self.timeslice));
         let seq = self.next_seq();
-        let Some(e) = self.entities.get_mut(i) else {
-            return false;
-        };
+        let e = self.entities.get_mut(i)?;
         if let Some(f) = floor {
             e.vruntime = e.vruntime.max(f);
         }
@@ -246,21 +297,29 @@ impl RunQueue {
         e.seq = seq;
         e.boost = true;
         let mine = e.vruntime;
-        match self.current {
-            None => true,
-            Some(c) if c == v => false,
-            Some(c) => self
-                .find(c)
-                .and_then(|j| self.entities.get(j))
-                .is_none_or(|cur| !cur.runnable || mine < cur.vruntime),
+        if self.running_on(v).is_some() {
+            return None;
         }
+        if let Some(idle) = (0..self.nr_cpus).find(|&c| self.current(c).is_none()) {
+            return Some(idle);
+        }
+        // The CPU whose vCPU is furthest ahead (one that stopped being runnable
+        // counts as infinitely far).
+        let ahead = |c: usize| {
+            self.current(c)
+                .and_then(|cur| self.entity(cur))
+                .filter(|e| e.runnable)
+                .map_or(u64::MAX, |e| e.vruntime)
+        };
+        let victim = (0..self.nr_cpus).max_by_key(|&c| (ahead(c), core::cmp::Reverse(c)))?;
+        (mine < ahead(victim) || !waited).then_some(victim)
     }
 
-    /// `v` cannot run (blocked, paused, down). If it is current it stays so until the
-    /// next [`schedule`](Self::schedule), which picks another.
+    /// `v` cannot run (blocked, paused, down). If it is current somewhere it stays so
+    /// until that CPU's next [`schedule`](Self::schedule), which picks another.
     pub fn sleep(&mut self, v: VcpuRef, now: u64) {
-        if self.current == Some(v) {
-            self.charge(now);
+        if let Some(c) = self.running_on(v) {
+            self.charge(c, now);
         }
         if let Some(e) = self.find(v).and_then(|i| self.entities.get_mut(i)) {
             e.runnable = false;
@@ -269,8 +328,8 @@ impl RunQueue {
 
     /// `v` gives up the rest of its slice: it goes behind every other runnable vCPU.
     pub fn yield_now(&mut self, v: VcpuRef, now: u64) {
-        if self.current == Some(v) {
-            self.charge(now);
+        if let Some(c) = self.running_on(v) {
+            self.charge(c, now);
         }
         let others_max = self
             .entities
@@ -287,22 +346,32 @@ impl RunQueue {
         }
     }
 
-    /// Charges the current vCPU and picks the next (the runnable vCPU with the least
-    /// virtual runtime), or idle.
-    pub fn schedule(&mut self, now: u64) -> Decision {
-        self.charge(now);
+    /// Charges CPU `cpu`'s current vCPU and picks its next: the runnable vCPU with the
+    /// least virtual runtime that no other CPU runs, or idle.
+    pub fn schedule(&mut self, cpu: usize, now: u64) -> Decision {
+        if cpu >= self.nr_cpus {
+            return Decision {
+                next: None,
+                slice_end_ns: None,
+            };
+        }
+        self.charge(cpu, now);
         let next = self
             .entities
             .iter()
             .filter(|e| e.runnable)
+            .filter(|e| self.running_on(e.v).is_none_or(|c| c == cpu))
             .min_by_key(|e| (e.vruntime, !e.boost, e.seq))
             .map(|e| e.v);
-        self.current = next;
-        self.picked_at = now;
-        let others = self.entities.iter().filter(|e| e.runnable).count() > 1;
+        if let Some(c) = self.cpus.get_mut(cpu) {
+            c.current = next;
+            c.picked_at = now;
+        }
         Decision {
             next,
-            slice_end_ns: others.then(|| now.saturating_add(self.timeslice)),
+            slice_end_ns: self
+                .someone_waits(next)
+                .then(|| now.saturating_add(self.timeslice)),
         }
     }
 }

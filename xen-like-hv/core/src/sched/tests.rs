@@ -32,10 +32,14 @@ fn add_refuses_zero_weight_duplicates_and_overflow() {
 fn idle_until_something_wakes() {
     let mut q = RunQueue::new();
     q.add(v(1), 256, 0).unwrap();
-    assert_eq!(q.schedule(0).next, None);
-    assert!(q.wake(v(1), 5), "waking with nothing current runs at once");
-    assert!(!q.wake(v(1), 5), "already runnable");
-    let d = q.schedule(5);
+    assert_eq!(q.schedule(0, 0).next, None);
+    assert_eq!(
+        q.wake(v(1), 5),
+        Some(0),
+        "waking with nothing current runs at once"
+    );
+    assert_eq!(q.wake(v(1), 5), None, "already runnable");
+    let d = q.schedule(0, 5);
     assert_eq!(
         d,
         Decision {
@@ -43,10 +47,10 @@ fn idle_until_something_wakes() {
             slice_end_ns: None
         }
     );
-    assert_eq!(q.current(), Some(v(1)));
+    assert_eq!(q.current(0), Some(v(1)));
     q.sleep(v(1), 25);
-    assert_eq!(q.current(), Some(v(1)), "current until the next schedule");
-    assert_eq!(q.schedule(25).next, None);
+    assert_eq!(q.current(0), Some(v(1)), "current until the next schedule");
+    assert_eq!(q.schedule(0, 25).next, None);
     assert_eq!(q.runtime_ns(v(1)), 20);
 }
 
@@ -57,12 +61,12 @@ fn remove_forgets_the_vcpu_even_when_current() {
     q.add(v(2), 256, 0).unwrap();
     q.wake(v(1), 0);
     q.wake(v(2), 0);
-    let first = q.schedule(0).next.unwrap();
+    let first = q.schedule(0, 0).next.unwrap();
     q.remove(first);
-    assert_eq!(q.current(), None);
-    assert!(!q.wake(first, 1));
+    assert_eq!(q.current(0), None);
+    assert_eq!(q.wake(first, 1), None);
     for t in 1..10 {
-        assert_ne!(q.schedule(t * MS).next, Some(first));
+        assert_ne!(q.schedule(0, t * MS).next, Some(first));
     }
 }
 
@@ -86,13 +90,13 @@ fn run_hogs(weights: &[u16], total: u64) -> Vec<u64> {
     }
     let mut now = 0;
     while now < total {
-        let d = q.schedule(now);
+        let d = q.schedule(0, now);
         now = d
             .slice_end_ns
             .unwrap_or(now + DEFAULT_TIMESLICE_NS)
             .min(total);
     }
-    q.schedule(now);
+    q.schedule(0, now);
     (0..weights.len())
         .map(|i| q.runtime_ns(v(i as u16)))
         .collect()
@@ -131,29 +135,29 @@ fn a_ticker_wakes_promptly_next_to_hogs() {
         // Ticks start once the hogs run, off the slice boundaries.
         let mut next_tick = 1_005 * MS;
         let mut worst = 0;
-        let mut d = q.schedule(now);
+        let mut d = q.schedule(0, now);
         while now < 5_000 * MS {
             // The running hog runs until its slice ends or the tick arrives.
             let end = d.slice_end_ns.unwrap_or(u64::MAX).min(next_tick);
             now = end;
             if now == next_tick {
-                let preempt = q.wake(ticker, now);
+                let preempt = q.wake(ticker, now).is_some();
                 if preempt {
-                    d = q.schedule(now);
+                    d = q.schedule(0, now);
                 }
                 if d.next != Some(ticker) {
                     // Runs at the end of the current slice at the latest.
                     now = d.slice_end_ns.unwrap_or(now);
-                    d = q.schedule(now);
+                    d = q.schedule(0, now);
                 }
                 assert_eq!(d.next, Some(ticker), "{hogs} hogs at {now}");
                 worst = worst.max(now - next_tick);
                 now += 50_000;
                 q.sleep(ticker, now);
-                d = q.schedule(now);
+                d = q.schedule(0, now);
                 next_tick += 10 * MS;
             } else {
-                d = q.schedule(now);
+                d = q.schedule(0, now);
             }
         }
         assert!(worst <= MS, "{hogs} hogs: worst wake latency {worst} ns");
@@ -167,16 +171,16 @@ fn yield_goes_behind_the_others() {
     q.add(v(2), 256, 0).unwrap();
     q.wake(v(1), 0);
     q.wake(v(2), 0);
-    let a = q.schedule(0).next.unwrap();
+    let a = q.schedule(0, 0).next.unwrap();
     q.yield_now(a, 10);
-    assert_ne!(q.schedule(10).next, Some(a));
+    assert_ne!(q.schedule(0, 10).next, Some(a));
     // Alone, a yielding vCPU keeps running.
     let mut q = RunQueue::new();
     q.add(v(1), 256, 0).unwrap();
     q.wake(v(1), 0);
-    q.schedule(0);
+    q.schedule(0, 0);
     q.yield_now(v(1), 5);
-    assert_eq!(q.schedule(5).next, Some(v(1)));
+    assert_eq!(q.schedule(0, 5).next, Some(v(1)));
 }
 
 #[derive(Clone, Debug)]
@@ -223,9 +227,9 @@ proptest! {
                 Op::Weight(s, w) => { let _ = q.set_weight(v(s), w); }
                 Op::Schedule(dt) => {
                     let before: u64 = (0..8).map(|s| q.runtime_ns(v(s))).sum();
-                    let running = q.current();
+                    let running = q.current(0);
                     now += dt;
-                    let d = q.schedule(now);
+                    let d = q.schedule(0, now);
                     let after: u64 = (0..8).map(|s| q.runtime_ns(v(s))).sum();
                     // Exactly the elapsed time is charged, to the vCPU that ran.
                     let want = if running.is_some() { dt } else { 0 };
@@ -236,7 +240,7 @@ proptest! {
                     }
                 }
             }
-            if let Some(c) = q.current() {
+            if let Some(c) = q.current(0) {
                 prop_assert!(!removed.contains(&c.slot));
             }
             for s in 0..8u16 {
@@ -266,7 +270,7 @@ fn control_share_next_to_tickers(weight: u16, tickers: u16, work: u64, total: u6
         q.add(v(i + 1), DEFAULT_WEIGHT, 0).unwrap();
     }
     let mut now = 0;
-    let mut d = q.schedule(now);
+    let mut d = q.schedule(0, now);
     let settle = 1_000 * MS;
     let mut at_settle = None;
     while now < total {
@@ -306,14 +310,14 @@ fn control_share_next_to_tickers(weight: u16, tickers: u16, work: u64, total: u6
         for (i, x) in t.iter_mut().enumerate() {
             if x.1 == 0 && x.0 <= now && !q.is_runnable(v(i as u16 + 1)) {
                 x.1 = work;
-                resched |= q.wake(v(i as u16 + 1), now);
+                resched |= q.wake(v(i as u16 + 1), now).is_some();
             }
         }
         if resched {
-            d = q.schedule(now);
+            d = q.schedule(0, now);
         }
     }
-    q.schedule(now);
+    q.schedule(0, now);
     let (t0, r0) = at_settle.unwrap();
     (q.runtime_ns(ctl) - r0) as f64 / (now - t0) as f64
 }
@@ -336,4 +340,166 @@ fn dom0_weight_keeps_the_control_plane_served_next_to_a_hundred_tickers() {
         crate::domain::DOM0_WEIGHT
     );
     assert!(dom0 > 4.0 * equal, "{dom0} vs {equal}");
+}
+
+/// Runs always-runnable hogs of `weights` on `cpus` CPUs that reschedule in lockstep
+/// at each slice end, for `total` ns; returns CPU time each, and checks at every step
+/// that no vCPU is current on two CPUs.
+fn run_hogs_on(cpus: usize, weights: &[u16], total: u64) -> Vec<u64> {
+    let mut q = RunQueue::new();
+    q.set_cpus(cpus);
+    for (i, &w) in weights.iter().enumerate() {
+        q.add(v(i as u16), w, 0).unwrap();
+        q.wake(v(i as u16), 0);
+    }
+    let mut now = 0;
+    let mut ends = vec![0u64; cpus];
+    while now < total {
+        for (c, end) in ends.iter_mut().enumerate() {
+            if *end <= now {
+                let d = q.schedule(c, now);
+                *end = d.slice_end_ns.unwrap_or(now + DEFAULT_TIMESLICE_NS);
+            }
+        }
+        let running: Vec<_> = (0..cpus).filter_map(|c| q.current(c)).collect();
+        for (i, a) in running.iter().enumerate() {
+            assert!(!running[i + 1..].contains(a), "{a:?} on two CPUs at {now}");
+        }
+        now = ends.iter().copied().min().unwrap().min(total);
+    }
+    for c in 0..cpus {
+        q.schedule(c, now);
+    }
+    (0..weights.len())
+        .map(|i| q.runtime_ns(v(i as u16)))
+        .collect()
+}
+
+#[test]
+fn two_hogs_on_two_cpus_both_run_all_the_time() {
+    let t = run_hogs_on(2, &[256, 256], 1_000 * MS);
+    assert_eq!(t, vec![1_000 * MS, 1_000 * MS]);
+}
+
+#[test]
+fn three_equal_hogs_share_two_cpus_evenly() {
+    let t = run_hogs_on(2, &[256, 256, 256], 3_000 * MS);
+    for x in &t {
+        let share = *x as f64 / (3_000 * MS) as f64;
+        assert!((share - 2.0 / 3.0).abs() < 0.05, "shares {t:?}");
+    }
+}
+
+#[test]
+fn weights_hold_across_cpus() {
+    // Four hogs on two CPUs, weights 2:1:1:1 of the five parts two CPUs give.
+    let t = run_hogs_on(2, &[512, 256, 256, 256], 5_000 * MS);
+    let total: u64 = t.iter().sum();
+    let heavy = t[0] as f64 / total as f64;
+    assert!((heavy - 0.4).abs() < 0.05, "shares {t:?}");
+}
+
+#[test]
+fn an_idle_cpu_takes_a_woken_vcpu() {
+    let mut q = RunQueue::new();
+    q.set_cpus(2);
+    q.add(v(1), 256, 0).unwrap();
+    q.add(v(2), 256, 0).unwrap();
+    assert_eq!(q.wake(v(1), 0), Some(0), "the first idle CPU");
+    assert_eq!(q.schedule(0, 0).next, Some(v(1)));
+    assert_eq!(q.wake(v(2), 1), Some(1), "CPU 1 idles: it takes v2");
+    assert_eq!(q.schedule(1, 1).next, Some(v(2)));
+    assert_eq!(q.running_on(v(2)), Some(1));
+    assert_eq!(
+        q.schedule(0, 2).next,
+        Some(v(1)),
+        "v2 is CPU 1's, not CPU 0's"
+    );
+    assert_eq!(q.remove(v(2)), Some(1));
+    assert_eq!(q.current(1), None);
+}
+
+#[test]
+fn a_woken_vcpu_that_preempts_nobody_still_gets_a_slice_end() {
+    // v1 runs alone with no slice end; v2 wakes far ahead of it: v2 must not wait
+    // for v1 to block, so CPU 0 is told to reschedule and arm a slice end.
+    let mut q = RunQueue::new();
+    q.add(v(1), 256, 0).unwrap();
+    q.add(v(2), 1, 0).unwrap();
+    q.wake(v(2), 0);
+    q.schedule(0, 0);
+    q.sleep(v(2), 50 * MS);
+    q.wake(v(1), 50 * MS);
+    assert_eq!(q.schedule(0, 50 * MS).next, Some(v(1)));
+    assert_eq!(q.schedule(0, 50 * MS).slice_end_ns, None, "alone");
+    assert_eq!(q.wake(v(2), 51 * MS), Some(0));
+    let d = q.schedule(0, 51 * MS);
+    assert_eq!(d.next, Some(v(1)));
+    assert!(d.slice_end_ns.is_some(), "v2 waits: a slice end is armed");
+}
+
+#[derive(Clone, Debug)]
+enum SmpOp {
+    Wake(u16),
+    Sleep(u16),
+    Yield(u16),
+    Remove(u16),
+    Schedule(usize, u64),
+}
+
+fn smp_op() -> impl Strategy<Value = SmpOp> {
+    prop_oneof![
+        (0..8u16).prop_map(SmpOp::Wake),
+        (0..8u16).prop_map(SmpOp::Sleep),
+        (0..8u16).prop_map(SmpOp::Yield),
+        (0..8u16).prop_map(SmpOp::Remove),
+        (0..4usize, 0..20 * MS).prop_map(|(c, dt)| SmpOp::Schedule(c, dt)),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn random_sequences_on_four_cpus_keep_the_invariants(
+        ops in proptest::collection::vec(smp_op(), 1..300)
+    ) {
+        let mut q = RunQueue::new();
+        q.set_cpus(4);
+        for s in 0..8u16 {
+            q.add(v(s), 64 * (s + 1), 0).unwrap();
+        }
+        let mut now = 0u64;
+        for op in ops {
+            match op {
+                SmpOp::Wake(s) => {
+                    if let Some(c) = q.wake(v(s), now) {
+                        prop_assert!(c < 4);
+                    }
+                }
+                SmpOp::Sleep(s) => q.sleep(v(s), now),
+                SmpOp::Yield(s) => q.yield_now(v(s), now),
+                SmpOp::Remove(s) => {
+                    q.remove(v(s));
+                    prop_assert_eq!(q.running_on(v(s)), None);
+                }
+                SmpOp::Schedule(c, dt) => {
+                    let before: u64 = (0..8).map(|s| q.runtime_ns(v(s))).sum();
+                    now += dt;
+                    let d = q.schedule(c, now);
+                    if let Some(n) = d.next {
+                        prop_assert!(q.is_runnable(n));
+                        prop_assert_eq!(q.running_on(n), Some(c));
+                    }
+                    let after: u64 = (0..8).map(|s| q.runtime_ns(v(s))).sum();
+                    prop_assert!(after >= before);
+                    // Never more time charged than four CPUs had since the start
+                    // (removed vCPUs take theirs with them).
+                    prop_assert!(after <= 4 * now, "{} ns charged by {}", after, now);
+                }
+            }
+            let running: Vec<_> = (0..4).filter_map(|c| q.current(c)).collect();
+            for (i, a) in running.iter().enumerate() {
+                prop_assert!(!running[i + 1..].contains(a), "{:?} on two CPUs", a);
+            }
+        }
+    }
 }

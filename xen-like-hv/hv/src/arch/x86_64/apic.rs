@@ -11,6 +11,8 @@ const APIC_BASE_ENABLE: u64 = 1 << 11;
 const REG_ID: u64 = 0x20;
 const REG_EOI: u64 = 0xB0;
 const REG_SVR: u64 = 0xF0;
+const REG_ICR_LOW: u64 = 0x300;
+const REG_ICR_HIGH: u64 = 0x310;
 const REG_LVT_TIMER: u64 = 0x320;
 const REG_TIMER_INITIAL: u64 = 0x380;
 const REG_TIMER_CURRENT: u64 = 0x390;
@@ -62,6 +64,48 @@ pub fn init(mmio: u64) {
     write(REG_SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
     write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
     write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+}
+
+/// Enables an application processor's local APIC (the registers are at the same
+/// physical address on every CPU, so `init`'s mapping serves it), timer masked.
+pub fn init_ap() {
+    let mmio = MMIO.load(Ordering::Relaxed);
+    init(mmio);
+}
+
+/// ICR delivery modes.
+const ICR_INIT: u32 = 0b101 << 8;
+const ICR_STARTUP: u32 = 0b110 << 8;
+const ICR_LEVEL_ASSERT: u32 = 1 << 14;
+const ICR_SEND_PENDING: u32 = 1 << 12;
+
+/// Sends an inter-processor interrupt (`low` = ICR bits 0..31) to APIC `dest` and
+/// waits until the local APIC has sent it. Returns false if it stays pending.
+fn send_ipi(dest: u32, low: u32) -> bool {
+    write(REG_ICR_HIGH, dest << 24);
+    write(REG_ICR_LOW, low);
+    for _ in 0..1_000_000 {
+        if read(REG_ICR_LOW) & ICR_SEND_PENDING == 0 {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
+}
+
+/// A fixed interrupt on `vector` to APIC `dest` (an IPI between the hypervisor's CPUs).
+pub fn send_fixed(dest: u32, vector: u8) -> bool {
+    send_ipi(dest, ICR_LEVEL_ASSERT | u32::from(vector))
+}
+
+/// INIT to APIC `dest`: the CPU resets and waits for a STARTUP IPI.
+pub fn send_init(dest: u32) -> bool {
+    send_ipi(dest, ICR_INIT | ICR_LEVEL_ASSERT)
+}
+
+/// STARTUP to APIC `dest`: it starts in real mode at `page` << 12.
+pub fn send_startup(dest: u32, page: u8) -> bool {
+    send_ipi(dest, ICR_STARTUP | ICR_LEVEL_ASSERT | u32::from(page))
 }
 
 /// This CPU's APIC id.

@@ -207,3 +207,14 @@ hv_cpu0_stack_guard:
     .skip 64 * 1024
 .global hv_cpu0_stack_top
 hv_cpu0_stack_top:
+
+# ---- the other CPUs' entry stacks (percpu::MAX_CPUS - 1 of them, 64 KiB each), each
+# above its own unmapped guard page. `smp` starts an application processor on its
+# stack, and it stays that CPU's TSS RSP0 and SYSCALL stack.
+.set AP_STACKS,     7
+.set AP_STACK_SIZE, 64 * 1024
+.section .bss.hv_ap_stacks, "aw", @nobits
+.balign 4096
+.global hv_ap_stacks
+hv_ap_stacks:
+    .skip AP_STACKS * (4096 + AP_STACK_SIZE)

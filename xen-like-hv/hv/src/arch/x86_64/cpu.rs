@@ -137,19 +137,17 @@ pub fn read_cr2() -> u64 {
 
 const CR0_TS: u64 = 1 << 3;
 
-/// CR0.TS as this CPU has it: only `set_cr0_ts` changes it after boot (`enable_sse`
-/// clears it), so the hot path compares with this instead of reading CR0.
-static CR0_TS_SET: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
 /// Sets or clears CR0.TS (the guest's virtual TS is carried in the real one, so the
 /// guest's next FPU instruction raises #NM when it is set). Touches CR0 only on a
-/// change.
+/// change: only this changes TS after boot (`enable_sse` clears it), so the hot path
+/// compares with the CPU's record (`percpu::Loaded::cr0_ts`) instead of reading CR0.
 pub fn set_cr0_ts(ts: bool) {
     use core::sync::atomic::Ordering;
-    if CR0_TS_SET.load(Ordering::Relaxed) == ts {
+    let set = &super::percpu::this().loaded.cr0_ts;
+    if set.load(Ordering::Relaxed) == ts {
         return;
     }
-    CR0_TS_SET.store(ts, Ordering::Relaxed);
+    set.store(ts, Ordering::Relaxed);
     let cr0: u64;
     // SAFETY: reading CR0 at CPL 0 has no side effects.
     unsafe { asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack, preserves_flags)) };
@@ -163,13 +161,18 @@ const CR0_EM: u64 = 1 << 2;
 const CR4_OSFXSR: u64 = 1 << 9;
 const CR4_OSXMMEXCPT: u64 = 1 << 10;
 
+/// CR4.PGE: global pages.
+const CR4_PGE: u64 = 1 << 7;
+
 /// Lets guests use SSE: CR4.OSFXSR and OSXMMEXCPT on, CR0.EM off and MP on (what Xen
-/// runs PV guests with). The hypervisor itself never touches the FPU.
+/// runs PV guests with). The hypervisor itself never touches the FPU. Global pages
+/// stay off: every CR3 load then drops every translation, the hypervisor's too, which
+/// the CPUs rely on instead of cross-CPU flushes (docs/smp.md).
 pub fn enable_sse() {
     let c = control_regs();
     // TS clear too, as `set_cr0_ts`'s record says.
     let cr0 = (c.cr0 | CR0_MP) & !(CR0_EM | CR0_TS);
-    let cr4 = c.cr4 | CR4_OSFXSR | CR4_OSXMMEXCPT;
+    let cr4 = (c.cr4 | CR4_OSFXSR | CR4_OSXMMEXCPT) & !CR4_PGE;
     // SAFETY: these bits only change how x87/SSE instructions and their exceptions
     // behave; the hypervisor is built without SSE and never executes them.
     unsafe {
@@ -220,7 +223,8 @@ const CR4_OSXSAVE: u64 = 1 << 18;
 static XFEATURE_MASK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// XCR0 as this CPU has it now, so that `set_xcr0` writes only a change.
-static LOADED_XCR0: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static LOADED_XCR0: [core::sync::atomic::AtomicU64; super::percpu::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; super::percpu::MAX_CPUS];
 
 /// Turns on CR4.OSXSAVE and sets XCR0 to every component the CPU has that Xen
 /// manages and a vCPU's area can hold (`xstate::hypervisor_mask`), as Xen's
@@ -251,7 +255,7 @@ pub fn xfeature_mask() -> u64 {
 }
 
 fn write_xcr0(xcr0: u64) {
-    LOADED_XCR0.store(xcr0, core::sync::atomic::Ordering::Relaxed);
+    super::percpu::mine(&LOADED_XCR0).store(xcr0, core::sync::atomic::Ordering::Relaxed);
     let (lo, hi) = ((xcr0 & 0xFFFF_FFFF) as u32, (xcr0 >> 32) as u32);
     // SAFETY: callers pass the boot mask or a subset that `xstate::xsetbv` accepted
     // (x87 set, valid combinations, all supported), with CR4.OSXSAVE on, so XSETBV
@@ -272,7 +276,7 @@ pub fn set_xcr0(xcr0: u64) {
     if xfeature_mask() == 0 || want & !xfeature_mask() != 0 {
         return;
     }
-    if LOADED_XCR0.load(core::sync::atomic::Ordering::Relaxed) != want {
+    if super::percpu::mine(&LOADED_XCR0).load(core::sync::atomic::Ordering::Relaxed) != want {
         write_xcr0(want);
     }
 }
@@ -291,7 +295,7 @@ pub fn fpu_save(area: &mut xlhv_core::vcpu::FpuArea) {
         }
         return;
     }
-    if LOADED_XCR0.load(core::sync::atomic::Ordering::Relaxed) != mask {
+    if super::percpu::mine(&LOADED_XCR0).load(core::sync::atomic::Ordering::Relaxed) != mask {
         write_xcr0(mask);
     }
     // SAFETY: `area` is FPU_AREA_SIZE bytes, 64-byte aligned and writable, and the
@@ -323,7 +327,7 @@ pub fn fpu_restore(area: &mut xlhv_core::vcpu::FpuArea, xcr0: u64) {
         }
         return;
     }
-    if LOADED_XCR0.load(core::sync::atomic::Ordering::Relaxed) != mask {
+    if super::percpu::mine(&LOADED_XCR0).load(core::sync::atomic::Ordering::Relaxed) != mask {
         write_xcr0(mask);
     }
     // SAFETY: the image came from XSAVE under this mask, or from FpuArea's default or

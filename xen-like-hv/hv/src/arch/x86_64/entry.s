@@ -69,8 +69,16 @@ syscall_entry:
 .global isr_common
 isr_common:
     testb $3, 24(%rsp)              # CS of the interrupted context
-    jz .Lsave_regs
-    swapgs
+    jnz 1f
+    # From ring 0, only the exit path's IRETQ runs on the guest's GS base (swapped in
+    # just before it): a fault on it (or an NMI there) swaps the hypervisor's back, so
+    # that the handler finds this CPU's data (percpu) through GS.
+    pushq %rax
+    leaq exit_iretq(%rip), %rax
+    cmpq %rax, 24(%rsp)             # RIP of the interrupted context, past the push
+    popq %rax
+    jne .Lsave_regs
+1:  swapgs
 .Lsave_regs:
     pushq %rax
     pushq %rbx
@@ -118,9 +126,16 @@ isr_common:
     popq %rax
     addq $16, %rsp                  # vector, error code
     testb $3, 8(%rsp)               # CS we return to
-    jz 1f
-    swapgs
-1:
+    jnz 1f
+    # Back to the exit path's IRETQ (a fault on it was handled): the guest's GS base
+    # again, as isr_common found it.
+    pushq %rax
+    leaq exit_iretq(%rip), %rax
+    cmpq %rax, 8(%rsp)              # RIP we return to, past the push
+    popq %rax
+    jne 2f
+1:  swapgs
+2:
 .global exit_iretq
 exit_iretq:
     iretq

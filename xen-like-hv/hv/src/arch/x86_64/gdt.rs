@@ -6,6 +6,7 @@
 //! and the TSS. The selector values are therefore Xen's: 0xE008 hypervisor code,
 //! 0xE010 hypervisor data, 0xE023/0xE02B/0xE033 flat guest segments, 0xE040 TSS.
 
+use super::percpu::MAX_CPUS;
 use core::arch::asm;
 use spin::Mutex;
 use x86_64::structures::tss::TaskStateSegment;
@@ -44,11 +45,21 @@ struct Gdt([u64; ENTRIES]);
 #[repr(C, align(16))]
 struct IstStacks([[u8; IST_STACK_SIZE]; 3]);
 
-// The boot CPU's tables, in .bss (mapped before and after the switch to the final page
-// tables). Other CPUs will get theirs from the frame allocator.
-static BSP_GDT: Mutex<Gdt> = Mutex::new(Gdt([0; ENTRIES]));
-static BSP_TSS: Mutex<TaskStateSegment> = Mutex::new(TaskStateSegment::new());
-static BSP_IST: Mutex<IstStacks> = Mutex::new(IstStacks([[0; IST_STACK_SIZE]; 3]));
+// Every CPU's tables, in .bss (mapped before and after the switch to the final page
+// tables): the boot CPU's at index 0, the others' as `smp` brings them up.
+static GDTS: [Mutex<Gdt>; MAX_CPUS] = [const { Mutex::new(Gdt([0; ENTRIES])) }; MAX_CPUS];
+static TSSES: [Mutex<TaskStateSegment>; MAX_CPUS] =
+    [const { Mutex::new(TaskStateSegment::new()) }; MAX_CPUS];
+static ISTS: [Mutex<IstStacks>; MAX_CPUS] =
+    [const { Mutex::new(IstStacks([[0; IST_STACK_SIZE]; 3])) }; MAX_CPUS];
+
+/// CPU `cpu`'s entry of one of the per-CPU tables above.
+fn of<T>(tables: &'static [Mutex<T>; MAX_CPUS], cpu: usize) -> &'static Mutex<T> {
+    match tables.get(cpu) {
+        Some(t) => t,
+        None => panic!("gdt: CPU index {cpu} beyond {MAX_CPUS}"),
+    }
+}
 
 const fn index(sel: u16) -> usize {
     (sel >> 3) as usize
@@ -59,16 +70,16 @@ const fn seg(access: u64, flags: u64) -> u64 {
     0xFFFF | (access << 40) | (0xF << 48) | (flags << 52)
 }
 
-/// Loads the boot CPU's GDT and TSS and reloads every segment register.
+/// Loads CPU `cpu`'s GDT and TSS, on that CPU, and reloads every segment register.
 /// `rsp0` is the stack the CPU switches to on entry from ring 3.
-pub fn init_bsp(rsp0: u64) {
+pub fn init(cpu: usize, rsp0: u64) {
     let ist_tops = {
-        let ist = BSP_IST.lock();
+        let ist = of(&ISTS, cpu).lock();
         let base = ist.0.as_ptr() as u64;
         [1u64, 2, 3].map(|n| base + n * IST_STACK_SIZE as u64)
     };
     let tss_addr = {
-        let mut tss = BSP_TSS.lock();
+        let mut tss = of(&TSSES, cpu).lock();
         tss.privilege_stack_table[0] = x86_64::VirtAddr::new(rsp0);
         for (slot, top) in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK]
             .into_iter()
@@ -81,7 +92,7 @@ pub fn init_bsp(rsp0: u64) {
         &*tss as *const TaskStateSegment as u64
     };
 
-    let mut gdt = BSP_GDT.lock();
+    let mut gdt = of(&GDTS, cpu).lock();
     let e = &mut gdt.0;
     e[index(HV_CS)] = seg(0x9B, 0xA); // present, DPL0, code, L=1
     e[index(HV_DS)] = seg(0x93, 0xC); // present, DPL0, data, D/B=1
@@ -128,23 +139,24 @@ pub fn init_bsp(rsp0: u64) {
     }
 }
 
-/// What each guest page of the boot CPU's GDT maps: a guest frame's address, or
+/// What each guest page of each CPU's GDT maps: a guest frame's address, or
 /// [`IMAGE_FRAME`] (the zeroed image page); [`UNKNOWN`] until first mapped.
-static GDT_MAPPED: Mutex<[u64; hypercall_abi::xen::FIRST_RESERVED_GDT_PAGE]> =
-    Mutex::new([UNKNOWN; hypercall_abi::xen::FIRST_RESERVED_GDT_PAGE]);
+static GDT_MAPPED: [Mutex<[u64; hypercall_abi::xen::FIRST_RESERVED_GDT_PAGE]>; MAX_CPUS] =
+    [const { Mutex::new([UNKNOWN; hypercall_abi::xen::FIRST_RESERVED_GDT_PAGE]) }; MAX_CPUS];
 /// A GDT page mapping its own image frame (no guest descriptors).
 const IMAGE_FRAME: u64 = u64::MAX - 1;
 /// Not mapped by [`load_guest_frames`] yet.
 const UNKNOWN: u64 = u64::MAX;
 
-/// Maps the guest's descriptor frames as the first pages of the boot CPU's GDT (the
+/// Maps the guest's descriptor frames as the first pages of this CPU's GDT (the
 /// rest of the guest part goes back to zeroed image memory, i.e. null descriptors).
 /// Only pages whose frame changes are remapped (and flushed): switching between
 /// vCPUs with the same or no descriptor frames costs no page-table write or
 /// `invlpg`, each of which empties QEMU's whole software TLB under TCG.
 pub fn load_guest_frames(frames: &[xlhv_core::mm::Mfn]) {
-    let base = BSP_GDT.lock().0.as_ptr() as u64;
-    let mut mapped = GDT_MAPPED.lock();
+    let cpu = super::percpu::index();
+    let base = of(&GDTS, cpu).lock().0.as_ptr() as u64;
+    let mut mapped = of(&GDT_MAPPED, cpu).lock();
     for (page, cur) in mapped.iter_mut().enumerate() {
         let pa = frames.get(page).map(|m| m.0 << 12);
         let want = pa.unwrap_or(IMAGE_FRAME);
@@ -169,7 +181,7 @@ pub fn load_ldt(base: u64, ents: u32) {
     }
     let limit = u64::from(ents) * 8 - 1;
     {
-        let mut gdt = BSP_GDT.lock();
+        let mut gdt = of(&GDTS, super::percpu::index()).lock();
         let e = &mut gdt.0;
         e[index(LDT_SEL)] = (limit & 0xFFFF)
             | ((base & 0xFF_FFFF) << 16)

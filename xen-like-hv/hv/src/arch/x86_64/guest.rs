@@ -4,6 +4,7 @@
 
 use super::cpu;
 use super::layout::DIRECTMAP_BASE;
+use super::percpu::{self, MAX_CPUS};
 use super::trap::TrapFrame;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hypercall_abi::types::DomId;
@@ -75,27 +76,12 @@ pub fn is_exit_fault(frame: &TrapFrame) -> bool {
     frame.rip == unsafe { &exit_iretq as *const u8 as u64 }
 }
 
-/// The hardware state loaded for the vCPU now running on this CPU, so that `sync`
-/// writes only what changed (MSR and CR writes are slow, under TCG especially).
-struct Loaded {
-    cr3: AtomicU64,
-    fs: AtomicU64,
-    gs: AtomicU64,
-    /// The CR4 bits that follow the vCPU's virtual CR4 ([`CR4_PER_VCPU`]) as set now
-    /// (the boot code sets neither).
-    cr4: AtomicU64,
-    /// TSC_AUX (what the guest's `rdtscp`/`rdpid` read). Only a guest can make it
-    /// non-zero, and only if the policy (so the CPU) has RDTSCP or RDPID.
-    tsc_aux: AtomicU64,
+/// The hardware state loaded for the vCPU now running on this CPU
+/// ([`percpu::Loaded`]).
+#[inline(always)]
+fn loaded() -> &'static percpu::Loaded {
+    &percpu::this().loaded
 }
-
-static LOADED: Loaded = Loaded {
-    cr3: AtomicU64::new(0),
-    fs: AtomicU64::new(0),
-    gs: AtomicU64::new(0),
-    cr4: AtomicU64::new(0),
-    tsc_aux: AtomicU64::new(0),
-};
 
 /// Real CR4 bits that are on exactly while a vCPU that set them in its virtual CR4
 /// runs (Xen's `pv_make_cr4`): FSGSBASE (the guest's `rd/wr{fs,gs}base`) and TSD (its
@@ -103,14 +89,17 @@ static LOADED: Loaded = Loaded {
 /// CR4 only takes a bit the CPU has (`emulate::fixup_guest_cr4`).
 const CR4_PER_VCPU: u64 = xlhv_core::emulate::cr4::FSGSBASE | xlhv_core::emulate::cr4::TSD;
 
-/// Whether `LOADED.fs`/`LOADED.gs` are what the CPU holds: false from every entry
+/// Whether `loaded().fs`/`loaded().gs` are what the CPU holds: false from every entry
 /// from a guest (which may have changed them) until they are read back.
-static BASES_FRESH: AtomicBool = AtomicBool::new(true);
+#[inline(always)]
+fn bases_fresh() -> &'static AtomicBool {
+    &loaded().bases_fresh
+}
 
 /// Called on every entry from a guest: its FS and GS bases may differ from what the
 /// hypervisor last loaded or read (see [`read_back_bases`]). A store, no MSR access.
 pub fn guest_ran() {
-    BASES_FRESH.store(false, Ordering::Relaxed);
+    bases_fresh().store(false, Ordering::Relaxed);
 }
 
 /// Reads back the FS base and the active GS base of the vCPU that was running when
@@ -119,7 +108,7 @@ pub fn guest_ran() {
 /// every load of `%fs` or `%gs` (a null selector clears the base on most CPUs, a
 /// GDT/LDT selector sets it from the descriptor), and `wr{fs,gs}base` with
 /// CR4.FSGSBASE. None of these traps, so after a guest ran, the vCPU's copies and
-/// `LOADED` may be stale; they stay stale *together* (`sync` compares one with the
+/// `loaded()` may be stale; they stay stale *together* (`sync` compares one with the
 /// other and writes nothing, leaving the CPU's live values), until something needs
 /// them: `set_segment_base` (of the value it "already has": Linux loads a null `%gs`
 /// and then sets `SEGBASE_GS_KERNEL` to the base it had before), the emulated
@@ -127,13 +116,13 @@ pub fn guest_ran() {
 /// first (`Platform::live_bases`, [`crate::domains`]'s `save`). While the hypervisor
 /// runs, the guest's GS base is in MSR_KERNEL_GS_BASE (entry.s's SWAPGS).
 pub fn read_back_bases(vcpu: &mut Vcpu) {
-    if BASES_FRESH.swap(true, Ordering::Relaxed) {
+    if bases_fresh().swap(true, Ordering::Relaxed) {
         return;
     }
     let fs = cpu::rdmsr(IA32_FS_BASE);
     let gs = cpu::rdmsr(IA32_KERNEL_GS_BASE);
-    LOADED.fs.store(fs, Ordering::Relaxed);
-    LOADED.gs.store(gs, Ordering::Relaxed);
+    loaded().fs.store(fs, Ordering::Relaxed);
+    loaded().gs.store(gs, Ordering::Relaxed);
     // The CPU checks WRFSBASE/WRGSBASE values for canonical form (an emulator may
     // not); keep only canonical ones, so that loading them back can never fault.
     let sane = |v: u64| {
@@ -146,25 +135,27 @@ pub fn read_back_bases(vcpu: &mut Vcpu) {
     vcpu.set_live_bases(sane(fs), sane(gs));
 }
 
-/// Makes `LOADED`'s FS and GS bases the CPU's again without changing any vCPU (before
+/// Makes `loaded()`'s FS and GS bases the CPU's again without changing any vCPU (before
 /// loading another vCPU when the one that ran was not saved: it crashed).
 pub fn refresh_loaded_bases() {
-    if BASES_FRESH.swap(true, Ordering::Relaxed) {
+    if bases_fresh().swap(true, Ordering::Relaxed) {
         return;
     }
-    LOADED.fs.store(cpu::rdmsr(IA32_FS_BASE), Ordering::Relaxed);
-    LOADED
+    loaded()
+        .fs
+        .store(cpu::rdmsr(IA32_FS_BASE), Ordering::Relaxed);
+    loaded()
         .gs
         .store(cpu::rdmsr(IA32_KERNEL_GS_BASE), Ordering::Relaxed);
 }
 
 /// After loading a vCPU's %fs/%gs selectors (which set the bases from their
-/// descriptors): makes the next `sync` write both bases whatever `LOADED` held.
+/// descriptors): makes the next `sync` write both bases whatever `loaded()` held.
 pub fn forget_loaded_bases() {
-    BASES_FRESH.store(true, Ordering::Relaxed);
+    bases_fresh().store(true, Ordering::Relaxed);
     // Non-canonical: never a base a vCPU has.
-    LOADED.fs.store(u64::MAX, Ordering::Relaxed);
-    LOADED.gs.store(u64::MAX, Ordering::Relaxed);
+    loaded().fs.store(u64::MAX, Ordering::Relaxed);
+    loaded().gs.store(u64::MAX, Ordering::Relaxed);
 }
 
 /// Writes `value` with `write` unless `slot` says the hardware already has it. The
@@ -183,29 +174,30 @@ fn load_if_changed(slot: &AtomicU64, value: u64, write: impl FnOnce(u64)) {
 /// runs, the guest's GS base lives in MSR_KERNEL_GS_BASE (entry.s swaps it in on the
 /// way out). Also tells entry.s whether the floor call may return at once.
 pub fn sync(vcpu: &Vcpu) {
+    let loaded = loaded();
     super::percpu::set_floor_ok(vcpu.kernel_mode);
     load_debugregs(&vcpu.debug);
-    load_if_changed(&LOADED.cr3, vcpu.active_root().0 << 12, |cr3| {
+    load_if_changed(&loaded.cr3, vcpu.active_root().0 << 12, |cr3| {
         // SAFETY: the root is a validated L4 of this vCPU's domain whose slots 256-271
         // map the hypervisor exactly as every other address space does.
         unsafe { core::arch::asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags)) }
     });
-    load_if_changed(&LOADED.fs, vcpu.fs_base, |v| {
+    load_if_changed(&loaded.fs, vcpu.fs_base, |v| {
         // SAFETY: the FS base only affects the guest's FS-relative accesses.
         unsafe { cpu::wrmsr(IA32_FS_BASE, v) }
     });
-    load_if_changed(&LOADED.gs, vcpu.active_gs_base(), |v| {
+    load_if_changed(&loaded.gs, vcpu.active_gs_base(), |v| {
         // SAFETY: this is the guest's GS base, swapped in by SWAPGS on the way out.
         unsafe { cpu::wrmsr(IA32_KERNEL_GS_BASE, v) }
     });
-    load_if_changed(&LOADED.tsc_aux, u64::from(vcpu.msrs.tsc_aux), |v| {
+    load_if_changed(&loaded.tsc_aux, u64::from(vcpu.msrs.tsc_aux), |v| {
         // SAFETY: TSC_AUX only changes what `rdtscp`/`rdpid` return; it is written
         // only once a guest set a non-zero value, which the MSR policy allows only
         // when the CPU has RDTSCP or RDPID (so the MSR exists).
         unsafe { cpu::wrmsr(IA32_TSC_AUX, v) }
     });
     cpu::set_cr0_ts(vcpu.fpu_ts);
-    load_if_changed(&LOADED.cr4, vcpu.cr4 & CR4_PER_VCPU, |bits| {
+    load_if_changed(&loaded.cr4, vcpu.cr4 & CR4_PER_VCPU, |bits| {
         let cr4 = (cpu::control_regs().cr4 & !CR4_PER_VCPU) | bits;
         // SAFETY: FSGSBASE and TSD only change which instructions fault in ring 3; the
         // virtual CR4 holds them only if the CPU has the features (CPUID policy), so
@@ -214,33 +206,33 @@ pub fn sync(vcpu: &Vcpu) {
     });
 }
 
+/// Puts this CPU on the hypervisor's own page tables (what Xen's idle vCPU runs
+/// on) before it idles, so that no CPU keeps a domain's L4 in CR3 while it is not
+/// running that domain: a domain torn down elsewhere may have its frames reused at
+/// once. The next `sync` loads a guest's tables again.
+pub fn enter_idle_tables() {
+    load_if_changed(&loaded().cr3, super::paging::root(), |cr3| {
+        // SAFETY: the hypervisor's own L4 maps exactly its slots 256-271, as every
+        // guest L4 does, and nothing in the lower half is in use here.
+        unsafe { core::arch::asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags)) }
+    });
+}
+
 /// `SPEC_CTRL` as this CPU has it (0 at reset; only a guest with IBRSB or IBRS in its
 /// policy can make it anything else).
-static LOADED_SPEC_CTRL: AtomicU64 = AtomicU64::new(0);
+static LOADED_SPEC_CTRL: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Loads a vCPU's `SPEC_CTRL` (Xen virtualises it for PV): on a context switch and
 /// when the running vCPU writes it, never on other entries (the hypervisor does not
 /// change it for itself), and only when it differs from the CPU's.
 pub fn load_spec_ctrl(value: u64) {
-    load_if_changed(&LOADED_SPEC_CTRL, value, |v| {
+    load_if_changed(percpu::mine(&LOADED_SPEC_CTRL), value, |v| {
         // SAFETY: a value other than the reset 0 comes only from `msr::write`, which
         // takes it only when the policy (so the CPU) has the MSR and only bits the
         // policy allows; it changes speculation behaviour, not the hypervisor's state.
         unsafe { cpu::wrmsr(xlhv_core::msr::nr::SPEC_CTRL, v) }
     });
 }
-
-/// The debug registers loaded in the hardware (DR0-DR3, DR7), so that switching
-/// between vCPUs without breakpoints costs nothing.
-struct LoadedDebug {
-    addr: [AtomicU64; 4],
-    dr7: AtomicU64,
-}
-
-static LOADED_DEBUG: LoadedDebug = LoadedDebug {
-    addr: [const { AtomicU64::new(0) }; 4],
-    dr7: AtomicU64::new(xlhv_core::debugreg::DR7_DEFAULT),
-};
 
 /// Puts the vCPU's debug registers in the hardware, lazily as Xen does
 /// (`activate_debugregs` on a switch to a vCPU whose DR7 enables a breakpoint): with
@@ -250,23 +242,24 @@ static LOADED_DEBUG: LoadedDebug = LoadedDebug {
 /// `DebugRegs::dr6`). Called on every way back into a guest.
 pub fn load_debugregs(d: &xlhv_core::debugreg::DebugRegs) {
     use xlhv_core::debugreg::{DR7_ACTIVE_MASK, DR7_DEFAULT};
-    let loaded7 = LOADED_DEBUG.dr7.load(Ordering::Relaxed);
+    let loaded_debug = loaded();
+    let loaded7 = loaded_debug.dr7.load(Ordering::Relaxed);
     // The usual case, one test: no breakpoint wanted and none in the hardware.
     if (d.dr7 | loaded7) & DR7_ACTIVE_MASK == 0 {
         return;
     }
     if d.active() {
-        let moved = (0..4).any(|i| LOADED_DEBUG.addr[i].load(Ordering::Relaxed) != d.addr[i]);
+        let moved = (0..4).any(|i| loaded_debug.dr_addr[i].load(Ordering::Relaxed) != d.addr[i]);
         if moved && loaded7 & DR7_ACTIVE_MASK != 0 {
-            LOADED_DEBUG.dr7.store(DR7_DEFAULT, Ordering::Relaxed);
+            loaded_debug.dr7.store(DR7_DEFAULT, Ordering::Relaxed);
             cpu::write_dr7(DR7_DEFAULT);
         }
-        for (i, slot) in LOADED_DEBUG.addr.iter().enumerate() {
+        for (i, slot) in loaded_debug.dr_addr.iter().enumerate() {
             load_if_changed(slot, d.addr[i], |v| cpu::write_dr_addr(i, v));
         }
-        load_if_changed(&LOADED_DEBUG.dr7, d.dr7, cpu::write_dr7);
+        load_if_changed(&loaded_debug.dr7, d.dr7, cpu::write_dr7);
     } else if loaded7 & DR7_ACTIVE_MASK != 0 {
-        LOADED_DEBUG.dr7.store(DR7_DEFAULT, Ordering::Relaxed);
+        loaded_debug.dr7.store(DR7_DEFAULT, Ordering::Relaxed);
         cpu::write_dr7(DR7_DEFAULT);
     }
 }
@@ -280,6 +273,7 @@ pub fn load_debugregs(d: &xlhv_core::debugreg::DebugRegs) {
 pub fn debug_in_hypervisor(frame: &mut TrapFrame) {
     use xlhv_core::debugreg::{DR6_BP_MASK, DR6_DEFAULT, DR7_DEFAULT};
     use xlhv_core::regs::rflags;
+    let loaded_debug = loaded();
     static SEEN: AtomicU64 = AtomicU64::new(0);
     let dr6 = cpu::read_dr6();
     cpu::write_dr6(DR6_DEFAULT);
@@ -294,7 +288,7 @@ pub fn debug_in_hypervisor(frame: &mut TrapFrame) {
             && (dr7 >> (16 + 4 * bp)) & 3 == 0
     });
     if insn_bp {
-        LOADED_DEBUG.dr7.store(DR7_DEFAULT, Ordering::Relaxed);
+        loaded_debug.dr7.store(DR7_DEFAULT, Ordering::Relaxed);
         cpu::write_dr7(DR7_DEFAULT);
     }
     let n = SEEN.fetch_add(1, Ordering::Relaxed);
@@ -607,7 +601,7 @@ impl Platform for HwPlatform<'_> {
         hypercall_abi::domctl::SysctlPhysinfo {
             threads_per_core: 1,
             cores_per_socket: 1,
-            nr_cpus: 1,
+            nr_cpus: u32::try_from(super::smp::online()).unwrap_or(1),
             max_cpu_id: 0,
             nr_nodes: 1,
             max_node_id: 0,

@@ -5,6 +5,11 @@ use spin::Mutex;
 
 /// Vector of the local APIC timer.
 pub const TIMER_VECTOR: u8 = 0xF0;
+/// The event-check IPI (Xen's `EVENT_CHECK_VECTOR`): another CPU made work for this
+/// one (a vCPU to run or preempt for, an event to deliver to the running vCPU).
+pub const EVENT_CHECK_VECTOR: u8 = 0xF1;
+/// The stop IPI: the machine is stopping; the CPU parks for good.
+pub const STOP_VECTOR: u8 = 0xF2;
 /// Vector the local APIC uses for spurious interrupts.
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 /// First vector of the (remapped, masked) legacy PICs.
@@ -80,9 +85,16 @@ pub fn init() {
         let user = matches!(vector, 3 | 4 | 0x80);
         *gate = Gate::interrupt(handler, ist, user);
     }
+    drop(idt);
+    load();
+}
+
+/// Loads the IDT (every CPU shares the one `init` filled).
+pub fn load() {
+    let base = IDT.lock().0.as_ptr() as u64;
     let ptr = x86_64::structures::DescriptorTablePointer {
         limit: super::cpu::table_limit(size_of::<Idt>()),
-        base: x86_64::VirtAddr::new(idt.0.as_ptr() as u64),
+        base: x86_64::VirtAddr::new(base),
     };
     // SAFETY: the IDT is static, every gate points at a valid entry stub in HV_CS.
     unsafe { x86_64::instructions::tables::lidt(&ptr) };

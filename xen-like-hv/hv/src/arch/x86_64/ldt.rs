@@ -10,6 +10,7 @@
 //! always shows exactly the running vCPU's recorded pages; with no LDT, LDTR is null.
 
 use super::layout::{LDT_AREA_BASE, LDT_AREA_SIZE};
+use super::percpu::MAX_CPUS;
 use spin::Mutex;
 use xlhv_core::mm::Mfn;
 use xlhv_core::mm::mmu::LDT_PAGES;
@@ -27,30 +28,41 @@ struct Area {
     ptes: [u64; LDT_PAGES],
     /// LDTR's entries now (0 = null LDTR).
     ents: u32,
+    /// Where the area is (`area_base` of its CPU).
+    base: u64,
 }
 
-static AREA: Mutex<Area> = Mutex::new(Area {
-    l1: 0,
-    ptes: [0; LDT_PAGES],
-    ents: 0,
-});
+static AREAS: [Mutex<Area>; MAX_CPUS] = [const {
+    Mutex::new(Area {
+        l1: 0,
+        ptes: [0; LDT_PAGES],
+        ents: 0,
+        base: 0,
+    })
+}; MAX_CPUS];
 
-/// This CPU's LDT area (the boot CPU's, so far).
-fn area_base() -> u64 {
-    LDT_AREA_BASE
+/// CPU `cpu`'s LDT area.
+const fn area_base(cpu: usize) -> u64 {
+    LDT_AREA_BASE + cpu as u64 * LDT_AREA_SIZE
 }
 
-/// Gives the boot CPU's LDT area its page table; LDTR stays null (`gdt::init_bsp`).
+/// Gives every CPU's LDT area its page table (at boot, before any other CPU starts);
+/// LDTR stays null (`gdt::init`).
 pub fn init() -> Option<()> {
-    let l1 = super::paging::l1_table_for(area_base())?;
-    let index = (area_base() >> 12) & 511;
-    AREA.lock().l1 = l1 + index * 8;
+    for (cpu, area) in AREAS.iter().enumerate() {
+        let base = area_base(cpu);
+        let l1 = super::paging::l1_table_for(base)?;
+        let index = (base >> 12) & 511;
+        let mut a = area.lock();
+        a.l1 = l1 + index * 8;
+        a.base = base;
+    }
     Some(())
 }
 
 /// The offset into the LDT of `va`, if it lies in this CPU's LDT area.
 pub fn area_offset(va: u64) -> Option<u64> {
-    let off = va.checked_sub(area_base())?;
+    let off = va.checked_sub(area_base(super::percpu::index()))?;
     (off < LDT_AREA_SIZE).then_some(off)
 }
 
@@ -65,11 +77,11 @@ impl Area {
         }
         *cur = pte;
         let at = (self.l1 + 8 * i as u64) as *mut u64;
-        // SAFETY: `l1` is this CPU's LDT-area slice of an L1 table of the hypervisor's
-        // own range (set up by `init`) and `i` < 16 lies within it; only this module
+        // SAFETY: `l1` is this area's slice of an L1 table of the hypervisor's own
+        // range (set up by `init`) and `i` < 16 lies within it; only this module
         // writes these entries.
         unsafe { core::ptr::write_volatile(at, pte) };
-        let va = area_base() + 4096 * i as u64;
+        let va = self.base + 4096 * i as u64;
         x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
     }
 }
@@ -77,7 +89,7 @@ impl Area {
 /// Makes the CPU's LDT the vCPU's: its recorded pages mapped, the others absent, and
 /// LDTR loaded with its limit (null without an LDT).
 pub fn load(v: &Vcpu) {
-    let mut area = AREA.lock();
+    let mut area = super::percpu::mine(&AREAS).lock();
     for i in 0..LDT_PAGES {
         let pte = v
             .ldt_frames
@@ -89,18 +101,23 @@ pub fn load(v: &Vcpu) {
     }
     if area.ents != v.ldt_ents {
         area.ents = v.ldt_ents;
-        super::gdt::load_ldt(area_base(), v.ldt_ents);
+        super::gdt::load_ldt(area.base, v.ldt_ents);
     }
 }
 
-/// Takes `frames` out of the area if it maps them (their domain is going away while it
-/// was the last to run here).
+/// Takes `frames` out of every CPU's area that maps them (their domain is going away
+/// and was the last to run there). Such a CPU runs no vCPU of that domain (teardown
+/// waits for that), so nothing reads the entries; the translation its TLB may keep
+/// goes at its next CR3 load, which comes before it runs anything else (global pages
+/// are off).
 pub fn unmap_frames(frames: &[Mfn]) {
-    let mut area = AREA.lock();
-    for i in 0..LDT_PAGES {
-        let mapped = area.ptes.get(i).copied().unwrap_or(0);
-        if mapped != 0 && frames.iter().any(|m| (m.0 << 12) | PTE_FLAGS == mapped) {
-            area.set(i, 0);
+    for area in &AREAS {
+        let mut area = area.lock();
+        for i in 0..LDT_PAGES {
+            let mapped = area.ptes.get(i).copied().unwrap_or(0);
+            if mapped != 0 && frames.iter().any(|m| (m.0 << 12) | PTE_FLAGS == mapped) {
+                area.set(i, 0);
+            }
         }
     }
 }

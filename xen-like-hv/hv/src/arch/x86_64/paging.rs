@@ -164,11 +164,9 @@ pub fn build(
     let parent = Flags::PRESENT | Flags::WRITABLE;
 
     let guards = stack_guard_pages();
+    let is_guard = |va: &u64| guards.contains(va) || super::ap_stack_guards().any(|g| g == *va);
     for s in image_sections() {
-        for va in (s.start..s.end)
-            .step_by(4096)
-            .filter(|va| !guards.contains(va))
-        {
+        for va in (s.start..s.end).step_by(4096).filter(|va| !is_guard(va)) {
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
             let frame = PhysFrame::containing_address(PhysAddr::new(va - HV_OFFSET));
             // SAFETY: maps the image's own frames at its link address, in tables that are
@@ -213,6 +211,8 @@ pub fn build(
 }
 
 static LIVE: Mutex<Option<OffsetPageTable<'static>>> = Mutex::new(None);
+/// Machine address of the hypervisor's own L4 (what idle CPUs run on).
+static ROOT: AtomicU64 = AtomicU64::new(0);
 static NEXT_IOREMAP: AtomicU64 = AtomicU64::new(IOREMAP_BASE);
 
 /// Loads `root` into CR3. Afterwards only the hypervisor's own range is mapped.
@@ -226,6 +226,7 @@ pub unsafe fn activate(root: PhysFrame) {
     unsafe {
         x86_64::registers::control::Cr3::write(root, x86_64::registers::control::Cr3Flags::empty())
     };
+    ROOT.store(root.start_address().as_u64(), Ordering::Relaxed);
     let root_virt = DIRECTMAP_BASE + root.start_address().as_u64();
     // SAFETY: the root table is reached through the direct map, which the new tables
     // contain; the mapper is kept behind the LIVE lock as the only writer.
@@ -269,6 +270,43 @@ pub fn ioremap(phys: u64, len: u64) -> Option<u64> {
         flush.flush();
     }
     Some(va + (phys - first))
+}
+
+/// Machine address of the hypervisor's own L4, for CPUs that start later.
+pub fn root() -> u64 {
+    ROOT.load(Ordering::Relaxed)
+}
+
+/// Builds, in the three low frames at `l4`, `l4 + 4K` and `l4 + 8K` (all below
+/// 1 MiB, in the direct map), the tables an application processor enters long mode
+/// on: the first 2 MiB mapped 1:1 (where its trampoline runs) and the hypervisor's
+/// upper-half L4 entries, so it can jump into the image.
+pub fn build_trampoline_tables(l4: u64) -> Option<()> {
+    if l4 % 4096 != 0 || l4 + 3 * 4096 > 1 << 20 {
+        return None;
+    }
+    let (l3, l2) = (l4 + 4096, l4 + 2 * 4096);
+    let live = LIVE.lock();
+    let top = live.as_ref()?.level_4_table();
+    let table = |pa: u64| {
+        // SAFETY: `pa` is one of the three low frames the caller set aside for this
+        // (below 1 MiB, which the direct map always covers); nothing else uses them.
+        unsafe { &mut *((DIRECTMAP_BASE + pa) as *mut PageTable) }
+    };
+    let parent = Flags::PRESENT | Flags::WRITABLE;
+    let t4 = table(l4);
+    t4.zero();
+    for slot in 256..512 {
+        t4[slot] = top[slot].clone();
+    }
+    t4[0].set_addr(PhysAddr::new(l3), parent);
+    let t3 = table(l3);
+    t3.zero();
+    t3[0].set_addr(PhysAddr::new(l2), parent);
+    let t2 = table(l2);
+    t2.zero();
+    t2[0].set_addr(PhysAddr::new(0), parent | Flags::HUGE_PAGE);
+    Some(())
 }
 
 /// L4 slots the hypervisor owns in every address space.

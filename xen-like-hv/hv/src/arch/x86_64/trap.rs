@@ -2,7 +2,7 @@
 //! context.
 
 use super::cpu;
-use super::idt::{PIC_BASE_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
+use super::idt::{EVENT_CHECK_VECTOR, PIC_BASE_VECTOR, SPURIOUS_VECTOR, STOP_VECTOR, TIMER_VECTOR};
 use crate::emergency;
 use xlhv_core::exit::QemuExit;
 
@@ -53,6 +53,9 @@ extern "C" fn hv_trap(frame: &mut TrapFrame) {
             super::apic::eoi();
         }
         v if v == u64::from(SPURIOUS_VECTOR) => {}
+        // Work for this CPU while it idles: the idle loop looks again after the hlt.
+        v if v == u64::from(EVENT_CHECK_VECTOR) => super::apic::eoi(),
+        v if v == u64::from(STOP_VECTOR) => super::smp::stopped(),
         // A device interrupt while the CPU idles: handled, delivered after the hlt.
         v if crate::irq::on_vector(v) => {}
         v if (u64::from(PIC_BASE_VECTOR)..u64::from(PIC_BASE_VECTOR) + 16).contains(&v) => {
@@ -98,7 +101,7 @@ fn exception(frame: &mut TrapFrame) {
     }
     if frame.vector == 14
         && let Some(offset) = super::ldt::area_offset(cpu::control_regs().cr2)
-        && crate::domains::ldt_fault_in_hypervisor(offset)
+        && crate::domains::ldt_fault_in_hypervisor(offset, super::guest::is_exit_fault(frame))
     {
         return;
     }
