@@ -260,6 +260,52 @@ fn weights_two_to_one_split_the_cpu_two_to_one() {
     );
 }
 
+/// Three hogs (dom0 and two domUs, equal weights) on `cpus` CPUs: the share of its
+/// wall time each domU ran, by its own runstate (which counts while it is on a CPU,
+/// however the host schedules QEMU's threads).
+fn hog_shares(cpus: u32) -> [f64; 2] {
+    let mut b = Boot::new(&format!("hogs-smp{cpus}"));
+    b.smp = cpus;
+    b.cmdline = "dom0_weight=256".into();
+    b.modules = vec![
+        dom0(test_guest("hog"), "secs=5 name=dom0"),
+        domu("hog", "a", "\"cmdline=secs=3 name=a\""),
+        domu("hog", "b", "\"cmdline=secs=3 name=b\""),
+    ];
+    b.stop_at = None;
+    let b = b.run();
+    b.exited(QemuExit::Poweroff);
+    ["a", "b"].map(|n| {
+        let needle = format!("hog: PASS name={n} ");
+        field(&b, &needle, "running_ns") / field(&b, &needle, "wall_ns")
+    })
+}
+
+/// On two CPUs three equal hogs each run about two thirds of the time (one CPU
+/// could give each a third at most).
+#[test]
+fn three_hogs_share_two_cpus() {
+    for (i, share) in hog_shares(2).into_iter().enumerate() {
+        assert!(
+            (0.5..=0.85).contains(&share),
+            "domU {i} ran {:.0}% of its wall time on two CPUs, want about 67%",
+            share * 100.0
+        );
+    }
+}
+
+/// On four CPUs each of three hogs has a CPU of its own.
+#[test]
+fn three_hogs_on_four_cpus_each_run_all_the_time() {
+    for (i, share) in hog_shares(4).into_iter().enumerate() {
+        assert!(
+            share >= 0.85,
+            "domU {i} ran {:.0}% of its wall time on four CPUs, want all of it",
+            share * 100.0
+        );
+    }
+}
+
 /// Two domUs beside a CPU-hog dom0: the hog must not starve them (it once did, when
 /// the first one-shot timer was taken by the hypervisor before dom0 first ran).
 #[test]

@@ -65,8 +65,8 @@ enum Cmd {
         /// QEMU accelerator.
         #[arg(long, value_enum, default_value_t = Accel::Tcg)]
         accel: Accel,
-        /// Number of CPUs.
-        #[arg(long, default_value_t = 1)]
+        /// Number of CPUs (1-8 are started; every one runs guests: docs/smp.md).
+        #[arg(long, default_value_t = 2)]
         smp: u32,
         /// Memory size (QEMU syntax: 512M, 2G).
         #[arg(long, default_value = "512M")]

@@ -125,6 +125,10 @@ pub struct Domain {
     pub pci_cf8: u32,
     /// Pauses by the control domain (`XEN_DOMCTL_pausedomain`) not yet undone.
     pub pause_count: u32,
+    /// A pause by the control domain was counted and waits for another CPU to
+    /// switch the domain out: the re-issued `pausedomain` (a continuation) does not
+    /// count it again.
+    pub pausing: bool,
     /// The toolstack's UUID (`xen_domain_handle_t`).
     pub handle: [u8; 16],
     /// Made by `XEN_DOMCTL_createdomain`: when it shuts down it is kept, with its
@@ -169,6 +173,7 @@ impl Domain {
             pci_cf8: 0,
             weight: DEFAULT_WEIGHT,
             pause_count: 0,
+            pausing: false,
             handle: [0; 16],
             toolstack: false,
         }

@@ -10,6 +10,17 @@ use hypercall_abi::memory::E820Entry;
 use hypercall_abi::types::DomId;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
+/// Whether a control operation on another domain finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Done.
+    Done,
+    /// Another CPU still runs the domain (it has been asked to switch away): the
+    /// caller issues the hypercall again, as Xen continues a domctl that returned
+    /// -ERESTART.
+    Again,
+}
+
 /// A guest address that could not be read or written (unmapped, read-only, or not
 /// the guest's to name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,10 +136,12 @@ pub trait Platform {
     /// The first domain other than the current one with id >= `at`.
     fn domain_summary(&mut self, at: DomId) -> Option<crate::hypercall::domctl::DomainSummary>;
     /// `XEN_DOMCTL_destroydomain` of another domain: everything it holds is given
-    /// back before the caller runs again. -ESRCH if there is no such domain.
-    fn destroy_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError>;
-    /// `XEN_DOMCTL_pausedomain` of another domain (-ESRCH if none).
-    fn pause_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError>;
+    /// back before the caller runs again; [`Progress::Again`] while another CPU
+    /// still runs it. -ESRCH if there is no such domain.
+    fn destroy_domain(&mut self, id: DomId) -> Result<Progress, crate::hypercall::HvError>;
+    /// `XEN_DOMCTL_pausedomain` of another domain (-ESRCH if none): counted once,
+    /// and done when none of its vCPUs runs any more ([`Progress::Again`] until then).
+    fn pause_domain(&mut self, id: DomId) -> Result<Progress, crate::hypercall::HvError>;
     /// `XEN_DOMCTL_unpausedomain`: -EINVAL if it is not paused by the controller.
     fn unpause_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError>;
     /// `XEN_DOMCTL_max_mem` of another domain.

@@ -8,7 +8,7 @@ use crate::mm::Mfn;
 use crate::mm::frame_table::{FrameInfo, FrameTable};
 use crate::mm::mmu::FlushKind;
 use crate::mm::page_type::{HypervisorSlots, M2p, MachineMemory, MmCtx, MmHooks};
-use crate::platform::{GuestFault, Platform};
+use crate::platform::{GuestFault, Platform, Progress};
 use crate::regs::{Regs, SYSCALL_VECTOR, rflags};
 use crate::traps::{GuestCtx, Outcome};
 use crate::vcpu::Vcpu;
@@ -87,6 +87,9 @@ pub(crate) struct FakePlatform {
     pub console_ring: Vec<u8>,
     /// Domains destroyed with `destroy_domain`.
     pub destroyed: Vec<DomId>,
+    /// How many more `destroy_domain`/`pause_domain` calls answer
+    /// [`Progress::Again`] (another CPU still runs the domain).
+    pub busy_elsewhere: u32,
     /// vCPU 0 of each domain in `others` made by `create_domain` (`with_vcpu`).
     pub other_vcpus: BTreeMap<u16, crate::vcpu::Vcpu>,
     /// Every `write_frame`: (frame, offset, bytes).
@@ -428,6 +431,7 @@ impl Default for FakePlatform {
             iomem: crate::iomem::IomemTable::new(),
             console_ring: Vec::new(),
             destroyed: Vec::new(),
+            busy_elsewhere: 0,
             other_vcpus: BTreeMap::new(),
             frame_writes: Vec::new(),
             host_msrs: BTreeMap::new(),
@@ -689,16 +693,30 @@ impl Platform for FakePlatform {
         Some(s)
     }
 
-    fn destroy_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError> {
-        self.others.remove(&id.0).ok_or(Errno::ESRCH)?;
+    fn destroy_domain(&mut self, id: DomId) -> Result<Progress, crate::hypercall::HvError> {
+        if !self.others.contains_key(&id.0) {
+            return Err(Errno::ESRCH.into());
+        }
+        if self.busy_elsewhere > 0 {
+            self.busy_elsewhere -= 1;
+            return Ok(Progress::Again);
+        }
+        self.others.remove(&id.0);
         self.destroyed.push(id);
-        Ok(())
+        Ok(Progress::Done)
     }
 
-    fn pause_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError> {
+    fn pause_domain(&mut self, id: DomId) -> Result<Progress, crate::hypercall::HvError> {
         let d = self.others.get_mut(&id.0).ok_or(Errno::ESRCH)?;
-        d.pause_count += 1;
-        Ok(())
+        if !d.pausing {
+            d.pause_count += 1;
+        }
+        d.pausing = self.busy_elsewhere > 0;
+        if d.pausing {
+            self.busy_elsewhere -= 1;
+            return Ok(Progress::Again);
+        }
+        Ok(Progress::Done)
     }
 
     fn unpause_domain(&mut self, id: DomId) -> Result<(), crate::hypercall::HvError> {

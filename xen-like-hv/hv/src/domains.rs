@@ -11,6 +11,7 @@ use spin::Mutex;
 use xlhv_core::domain::{DomainState, PvDomain, ShutdownReason};
 use xlhv_core::evtchn::Kick;
 use xlhv_core::exit::QemuExit;
+use xlhv_core::platform::Progress;
 use xlhv_core::regs::{Regs, SYSCALL_VECTOR};
 use xlhv_core::sched::{RunQueue, VcpuRef};
 use xlhv_core::traps::{CrashReason, GuestCtx, Outcome};
@@ -253,11 +254,6 @@ impl Others<'_> {
         Some(f(dom, v))
     }
 
-    /// The slot of domain `id` among these.
-    fn slot_of(&mut self, id: DomId) -> Option<usize> {
-        self.by_id(id).map(|(s, _)| s)
-    }
-
     /// `getdomaininfo`'s view of the first of these domains with id >= `at`.
     pub fn summary(&mut self, at: DomId) -> Option<xlhv_core::hypercall::domctl::DomainSummary> {
         let now = crate::time::now_ns();
@@ -270,21 +266,45 @@ impl Others<'_> {
         ))
     }
 
-    /// `XEN_DOMCTL_destroydomain`: torn down before the caller runs again.
-    pub fn request_destroy(&mut self, id: DomId) -> Result<(), Errno> {
-        let slot = self.slot_of(id).ok_or(Errno::ESRCH)?;
+    /// `XEN_DOMCTL_destroydomain`: torn down before the caller runs again; while
+    /// another CPU runs it, that CPU is asked to switch away and the caller is to
+    /// issue the domctl again (`Progress::Again`).
+    pub fn request_destroy(&mut self, id: DomId) -> Result<Progress, Errno> {
+        let (slot, pv) = self.by_id(id).ok_or(Errno::ESRCH)?;
+        if Self::switch_out_elsewhere(slot, pv) {
+            return Ok(Progress::Again);
+        }
         let mut q = PENDING_TEARDOWN.lock();
         if !q.contains(&slot) {
             let _ = q.push(slot);
         }
         PENDING_WORK.store(true, core::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        Ok(Progress::Done)
     }
 
-    /// `XEN_DOMCTL_pausedomain`: its vCPUs leave the run queue until unpaused.
-    pub fn pause(&mut self, id: DomId) -> Result<(), Errno> {
+    /// If another CPU runs a vCPU of `pv` (in `slot`): makes its vCPUs unrunnable,
+    /// asks that CPU to switch away, and says so.
+    fn switch_out_elsewhere(slot: usize, pv: &mut PvDomain) -> bool {
+        let mut rq = runq().lock();
+        if running_elsewhere(&rq, slot, pv.vcpus.len()).is_none() {
+            return false;
+        }
+        let now = crate::time::now_ns();
+        for i in 0..pv.vcpus.len() {
+            make_unrunnable(&mut rq, slot, i, now);
+        }
+        true
+    }
+
+    /// `XEN_DOMCTL_pausedomain`: its vCPUs leave the run queue until unpaused; done
+    /// once no other CPU runs them (Xen's `vcpu_sleep_sync`), until then the caller
+    /// is to issue the domctl again, which does not count the pause twice.
+    pub fn pause(&mut self, id: DomId) -> Result<Progress, Errno> {
         let (slot, pv) = self.by_id(id).ok_or(Errno::ESRCH)?;
-        pv.dom.pause_count = pv.dom.pause_count.saturating_add(1);
+        if !pv.dom.pausing {
+            pv.dom.pause_count = pv.dom.pause_count.saturating_add(1);
+        }
+        pv.dom.pausing = false;
         if pv.dom.state == DomainState::Running {
             pv.dom.state = DomainState::Paused;
             let now = crate::time::now_ns();
@@ -296,7 +316,11 @@ impl Others<'_> {
                 }
             }
         }
-        Ok(())
+        if running_elsewhere(&runq().lock(), slot, pv.vcpus.len()).is_some() {
+            pv.dom.pausing = true;
+            return Ok(Progress::Again);
+        }
+        Ok(Progress::Done)
     }
 
     /// `XEN_DOMCTL_unpausedomain`: -EINVAL if not paused by the controller; at the
@@ -430,7 +454,7 @@ fn resched(cpu: usize) {
 /// Makes vCPU `i` of the domain in `slot` runnable; the CPU that should run it
 /// reschedules.
 fn make_runnable(slot: usize, i: usize, now: u64) {
-    if let Some(cpu) = runq().lock().wake(vref(slot, i), now) {
+    if let Some(cpu) = runq().lock().wake(vref(slot, i), now, percpu::index()) {
         resched(cpu);
     }
 }
@@ -514,7 +538,7 @@ pub fn unpause_all() {
         if let Some(v) = pv.vcpus.get_mut(0) {
             v.online = true;
             v.set_runstate(RUNSTATE_RUNNABLE, now);
-            if let Some(cpu) = rq.wake(vref(slot, 0), now) {
+            if let Some(cpu) = rq.wake(vref(slot, 0), now, percpu::index()) {
                 resched(cpu);
             }
         }
@@ -773,6 +797,8 @@ fn dispatch<'a>(
     let mut saved = false;
     loop {
         let now = crate::time::now_ns();
+        // Scheduling now answers any reschedule asked of this CPU so far.
+        percpu::this().preempt.store(false, Ordering::Relaxed);
         let decision = {
             let mut rq = runq().lock();
             let d = rq.schedule(percpu::index(), now);

@@ -11,7 +11,7 @@
 
 use super::{HvError, HvResult};
 use crate::domain::{Domain, DomainState, ShutdownReason};
-use crate::platform::Platform;
+use crate::platform::{Platform, Progress};
 use crate::traps::GuestCtx;
 use crate::vcpu::Vcpu;
 use hypercall_abi::Errno;
@@ -22,6 +22,7 @@ use hypercall_abi::domctl::{
     DomctlMaxMem, DomctlMaxVcpus, PHYSCAP_PV, SYSCTL_INTERFACE_VERSION, Sysctl, SysctlCmd,
     SysctlPhysinfo, SysctlReadConsole,
 };
+use hypercall_abi::hypercall::Hypercall;
 use hypercall_abi::types::{DomId, GuestPtr};
 
 /// Lowest reserved domain id (`DOMID_FIRST_RESERVED`): ids from here are special.
@@ -170,11 +171,15 @@ pub fn domctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvRe
             return Err(Errno::EINVAL.into());
         }
         DomctlCmd::DestroyDomain => {
-            ctx.p.destroy_domain(target)?;
+            if ctx.p.destroy_domain(target)? == Progress::Again {
+                return ctx.continuation(Hypercall::Domctl, [arg.addr(), 0, 0, 0, 0]);
+            }
             false
         }
         DomctlCmd::PauseDomain => {
-            ctx.p.pause_domain(target)?;
+            if ctx.p.pause_domain(target)? == Progress::Again {
+                return ctx.continuation(Hypercall::Domctl, [arg.addr(), 0, 0, 0, 0]);
+            }
             false
         }
         DomctlCmd::UnpauseDomain => {

@@ -166,6 +166,40 @@ fn pause_unpause_and_destroy_follow_xens_rules() {
     assert_eq!(go(&mut w, DomctlCmd::DestroyDomain, 1), E(Errno::ESRCH));
 }
 
+/// While another CPU still runs the domain, `pausedomain` and `destroydomain` are
+/// continued (re-issued, as Xen continues a domctl on -ERESTART), and a re-issued
+/// pause is counted once.
+#[test]
+fn pause_and_destroy_wait_for_another_cpu() {
+    let mut w = World::dom0();
+    assert_eq!(create(&mut w, 0, pv(1)), Ok(1));
+    let go = |w: &mut World, cmd| domctl(w, cmd, 1, &()).0;
+    assert_eq!(go(&mut w, DomctlCmd::UnpauseDomain), Ok(0));
+    w.p.busy_elsewhere = 2;
+    let rip = w.regs.rip;
+    go(&mut w, DomctlCmd::PauseDomain).unwrap();
+    assert_eq!(w.outcome, crate::traps::Outcome::RegsReplaced);
+    assert_eq!(
+        w.regs.rip,
+        rip.wrapping_sub(2),
+        "the hypercall is issued again"
+    );
+    assert_eq!(w.regs.rax, u64::from(hc::Hypercall::Domctl.nr()));
+    assert_eq!(w.regs.rdi, KDATA, "with the same argument");
+    go(&mut w, DomctlCmd::PauseDomain).unwrap();
+    assert_eq!(go(&mut w, DomctlCmd::PauseDomain), Ok(0), "done");
+    assert_eq!(
+        w.p.others[&1].pause_count, 1,
+        "one pause, however often re-issued"
+    );
+    w.p.busy_elsewhere = 1;
+    go(&mut w, DomctlCmd::DestroyDomain).unwrap();
+    assert_eq!(w.outcome, crate::traps::Outcome::RegsReplaced);
+    assert!(w.p.destroyed.is_empty(), "not while another CPU runs it");
+    assert_eq!(go(&mut w, DomctlCmd::DestroyDomain), Ok(0));
+    assert_eq!(w.p.destroyed, vec![DomId(1)]);
+}
+
 #[test]
 fn max_mem_and_max_vcpus() {
     let mut w = World::dom0();

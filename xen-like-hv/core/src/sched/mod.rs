@@ -271,12 +271,13 @@ impl RunQueue {
             .any(|e| e.runnable && Some(e.v) != but && self.running_on(e.v).is_none())
     }
 
-    /// Makes `v` runnable. Returns the CPU that should reschedule now: an idle one,
-    /// else the one whose vCPU `v` should preempt; or, if `v` preempts nobody and
+    /// Makes `v` runnable; `here` is the CPU asking. Returns the CPU that should
+    /// reschedule now: an idle one (`here` if it idles: no IPI needed), else the one
+    /// whose vCPU `v` should preempt; or, if `v` preempts nobody and
     /// nobody waited before it, the one running the vCPU furthest ahead, so that a
     /// timeslice end is armed for `v`. `None` if `v` was runnable already, is current
     /// somewhere, or others wait before it (a slice end is armed for them).
-    pub fn wake(&mut self, v: VcpuRef, now: u64) -> Option<usize> {
+    pub fn wake(&mut self, v: VcpuRef, now: u64, here: usize) -> Option<usize> {
         let i = self.find(v)?;
         if self.entities.get(i).is_none_or(|e| e.runnable) {
             return None;
@@ -300,8 +301,12 @@ impl RunQueue {
         if self.running_on(v).is_some() {
             return None;
         }
-        if let Some(idle) = (0..self.nr_cpus).find(|&c| self.current(c).is_none()) {
-            return Some(idle);
+        let idle = |c: usize| c < self.nr_cpus && self.current(c).is_none();
+        if idle(here) {
+            return Some(here);
+        }
+        if let Some(c) = (0..self.nr_cpus).find(|&c| idle(c)) {
+            return Some(c);
         }
         // The CPU whose vCPU is furthest ahead (one that stopped being runnable
         // counts as infinitely far).

@@ -34,11 +34,11 @@ fn idle_until_something_wakes() {
     q.add(v(1), 256, 0).unwrap();
     assert_eq!(q.schedule(0, 0).next, None);
     assert_eq!(
-        q.wake(v(1), 5),
+        q.wake(v(1), 5, 0),
         Some(0),
         "waking with nothing current runs at once"
     );
-    assert_eq!(q.wake(v(1), 5), None, "already runnable");
+    assert_eq!(q.wake(v(1), 5, 0), None, "already runnable");
     let d = q.schedule(0, 5);
     assert_eq!(
         d,
@@ -59,12 +59,12 @@ fn remove_forgets_the_vcpu_even_when_current() {
     let mut q = RunQueue::new();
     q.add(v(1), 256, 0).unwrap();
     q.add(v(2), 256, 0).unwrap();
-    q.wake(v(1), 0);
-    q.wake(v(2), 0);
+    q.wake(v(1), 0, 0);
+    q.wake(v(2), 0, 0);
     let first = q.schedule(0, 0).next.unwrap();
     q.remove(first);
     assert_eq!(q.current(0), None);
-    assert_eq!(q.wake(first, 1), None);
+    assert_eq!(q.wake(first, 1, 0), None);
     for t in 1..10 {
         assert_ne!(q.schedule(0, t * MS).next, Some(first));
     }
@@ -86,7 +86,7 @@ fn run_hogs(weights: &[u16], total: u64) -> Vec<u64> {
     let mut q = RunQueue::new();
     for (i, &w) in weights.iter().enumerate() {
         q.add(v(i as u16), w, 0).unwrap();
-        q.wake(v(i as u16), 0);
+        q.wake(v(i as u16), 0, 0);
     }
     let mut now = 0;
     while now < total {
@@ -127,7 +127,7 @@ fn a_ticker_wakes_promptly_next_to_hogs() {
         let mut q = RunQueue::new();
         for h in 0..hogs {
             q.add(v(h), 256, 0).unwrap();
-            q.wake(v(h), 0);
+            q.wake(v(h), 0, 0);
         }
         let ticker = v(100);
         q.add(ticker, 256, 0).unwrap();
@@ -141,7 +141,7 @@ fn a_ticker_wakes_promptly_next_to_hogs() {
             let end = d.slice_end_ns.unwrap_or(u64::MAX).min(next_tick);
             now = end;
             if now == next_tick {
-                let preempt = q.wake(ticker, now).is_some();
+                let preempt = q.wake(ticker, now, 0).is_some();
                 if preempt {
                     d = q.schedule(0, now);
                 }
@@ -169,15 +169,15 @@ fn yield_goes_behind_the_others() {
     let mut q = RunQueue::new();
     q.add(v(1), 256, 0).unwrap();
     q.add(v(2), 256, 0).unwrap();
-    q.wake(v(1), 0);
-    q.wake(v(2), 0);
+    q.wake(v(1), 0, 0);
+    q.wake(v(2), 0, 0);
     let a = q.schedule(0, 0).next.unwrap();
     q.yield_now(a, 10);
     assert_ne!(q.schedule(0, 10).next, Some(a));
     // Alone, a yielding vCPU keeps running.
     let mut q = RunQueue::new();
     q.add(v(1), 256, 0).unwrap();
-    q.wake(v(1), 0);
+    q.wake(v(1), 0, 0);
     q.schedule(0, 0);
     q.yield_now(v(1), 5);
     assert_eq!(q.schedule(0, 5).next, Some(v(1)));
@@ -221,7 +221,7 @@ proptest! {
                     removed.insert(s);
                     last_runtime.remove(&s);
                 }
-                Op::Wake(s) => { q.wake(v(s), now); }
+                Op::Wake(s) => { q.wake(v(s), now, 0); }
                 Op::Sleep(s) => q.sleep(v(s), now),
                 Op::Yield(s) => q.yield_now(v(s), now),
                 Op::Weight(s, w) => { let _ = q.set_weight(v(s), w); }
@@ -261,7 +261,7 @@ fn control_share_next_to_tickers(weight: u16, tickers: u16, work: u64, total: u6
     let mut q = RunQueue::new();
     let ctl = v(0);
     q.add(ctl, weight, 0).unwrap();
-    q.wake(ctl, 0);
+    q.wake(ctl, 0, 0);
     // (next wake, work left; 0 = asleep)
     let mut t: Vec<(u64, u64)> = (0..tickers)
         .map(|i| (MS + u64::from(i) * 97_000 % PERIOD, 0))
@@ -310,7 +310,7 @@ fn control_share_next_to_tickers(weight: u16, tickers: u16, work: u64, total: u6
         for (i, x) in t.iter_mut().enumerate() {
             if x.1 == 0 && x.0 <= now && !q.is_runnable(v(i as u16 + 1)) {
                 x.1 = work;
-                resched |= q.wake(v(i as u16 + 1), now).is_some();
+                resched |= q.wake(v(i as u16 + 1), now, 0).is_some();
             }
         }
         if resched {
@@ -350,7 +350,7 @@ fn run_hogs_on(cpus: usize, weights: &[u16], total: u64) -> Vec<u64> {
     q.set_cpus(cpus);
     for (i, &w) in weights.iter().enumerate() {
         q.add(v(i as u16), w, 0).unwrap();
-        q.wake(v(i as u16), 0);
+        q.wake(v(i as u16), 0, 0);
     }
     let mut now = 0;
     let mut ends = vec![0u64; cpus];
@@ -405,9 +405,15 @@ fn an_idle_cpu_takes_a_woken_vcpu() {
     q.set_cpus(2);
     q.add(v(1), 256, 0).unwrap();
     q.add(v(2), 256, 0).unwrap();
-    assert_eq!(q.wake(v(1), 0), Some(0), "the first idle CPU");
+    assert_eq!(
+        q.wake(v(1), 0, 1),
+        Some(1),
+        "the asking CPU idles: it runs it"
+    );
+    q.sleep(v(1), 0);
+    assert_eq!(q.wake(v(1), 0, 0), Some(0), "the asking CPU");
     assert_eq!(q.schedule(0, 0).next, Some(v(1)));
-    assert_eq!(q.wake(v(2), 1), Some(1), "CPU 1 idles: it takes v2");
+    assert_eq!(q.wake(v(2), 1, 0), Some(1), "CPU 1 idles: it takes v2");
     assert_eq!(q.schedule(1, 1).next, Some(v(2)));
     assert_eq!(q.running_on(v(2)), Some(1));
     assert_eq!(
@@ -426,13 +432,13 @@ fn a_woken_vcpu_that_preempts_nobody_still_gets_a_slice_end() {
     let mut q = RunQueue::new();
     q.add(v(1), 256, 0).unwrap();
     q.add(v(2), 1, 0).unwrap();
-    q.wake(v(2), 0);
+    q.wake(v(2), 0, 0);
     q.schedule(0, 0);
     q.sleep(v(2), 50 * MS);
-    q.wake(v(1), 50 * MS);
+    q.wake(v(1), 50 * MS, 0);
     assert_eq!(q.schedule(0, 50 * MS).next, Some(v(1)));
     assert_eq!(q.schedule(0, 50 * MS).slice_end_ns, None, "alone");
-    assert_eq!(q.wake(v(2), 51 * MS), Some(0));
+    assert_eq!(q.wake(v(2), 51 * MS, 0), Some(0));
     let d = q.schedule(0, 51 * MS);
     assert_eq!(d.next, Some(v(1)));
     assert!(d.slice_end_ns.is_some(), "v2 waits: a slice end is armed");
@@ -440,7 +446,7 @@ fn a_woken_vcpu_that_preempts_nobody_still_gets_a_slice_end() {
 
 #[derive(Clone, Debug)]
 enum SmpOp {
-    Wake(u16),
+    Wake(u16, usize),
     Sleep(u16),
     Yield(u16),
     Remove(u16),
@@ -449,7 +455,7 @@ enum SmpOp {
 
 fn smp_op() -> impl Strategy<Value = SmpOp> {
     prop_oneof![
-        (0..8u16).prop_map(SmpOp::Wake),
+        (0..8u16, 0..4usize).prop_map(|(s, c)| SmpOp::Wake(s, c)),
         (0..8u16).prop_map(SmpOp::Sleep),
         (0..8u16).prop_map(SmpOp::Yield),
         (0..8u16).prop_map(SmpOp::Remove),
@@ -470,8 +476,8 @@ proptest! {
         let mut now = 0u64;
         for op in ops {
             match op {
-                SmpOp::Wake(s) => {
-                    if let Some(c) = q.wake(v(s), now) {
+                SmpOp::Wake(s, here) => {
+                    if let Some(c) = q.wake(v(s), now, here) {
                         prop_assert!(c < 4);
                     }
                 }

@@ -55,6 +55,21 @@ impl AcpiHandler for Mapper {
     fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
 }
 
+/// How many tables the RSDT or XSDT at `root` lists (its length past the header, in
+/// 4- or 8-byte entries). Not `AcpiTables::headers`: that checksums each whole table
+/// through a mapping of its header alone, which faults when a table crosses a page
+/// boundary that the header does not.
+fn root_entries(root: AcpiRoot) -> Option<u64> {
+    const HEADER: u64 = 36;
+    let pa = u64::try_from(root.table).ok()?;
+    let va = crate::mm::direct(pa, HEADER).or_else(|| paging::ioremap(pa, HEADER))?;
+    // SAFETY: `va` maps the 36-byte header of the root table (direct map or ioremap,
+    // permanent); its length field is the 4 bytes at offset 4, read unaligned.
+    let len = unsafe { core::ptr::read_unaligned((va + 4) as *const u32) };
+    let entry = if root.revision == 0 { 4 } else { 8 };
+    Some(u64::from(len).saturating_sub(HEADER) / entry)
+}
+
 /// Reads the MADT and HPET tables. Problems are logged; the result may be partial.
 pub fn read(root: AcpiRoot) -> AcpiInfo {
     let mut info = AcpiInfo::default();
@@ -75,7 +90,7 @@ pub fn read(root: AcpiRoot) -> AcpiInfo {
         root.revision,
         if root.revision == 0 { "RSDT" } else { "XSDT" },
         root.table,
-        tables.headers().count()
+        root_entries(root).unwrap_or(0)
     );
     match tables.find_table::<Madt>() {
         Ok(madt) => {

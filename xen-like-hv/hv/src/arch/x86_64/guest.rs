@@ -554,11 +554,17 @@ impl Platform for HwPlatform<'_> {
         self.others.summary(at)
     }
 
-    fn destroy_domain(&mut self, id: DomId) -> Result<(), xlhv_core::hypercall::HvError> {
+    fn destroy_domain(
+        &mut self,
+        id: DomId,
+    ) -> Result<xlhv_core::platform::Progress, xlhv_core::hypercall::HvError> {
         Ok(self.others.request_destroy(id)?)
     }
 
-    fn pause_domain(&mut self, id: DomId) -> Result<(), xlhv_core::hypercall::HvError> {
+    fn pause_domain(
+        &mut self,
+        id: DomId,
+    ) -> Result<xlhv_core::platform::Progress, xlhv_core::hypercall::HvError> {
         Ok(self.others.pause(id)?)
     }
 
