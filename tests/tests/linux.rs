@@ -44,6 +44,9 @@ fn on_ours() -> String {
         },
     ];
     boot.mem = "512M".into();
+    // One CPU, as real Xen gets: a PV guest sees the host's HTT bit (Xen passes it
+    // through), which QEMU sets with more than one CPU.
+    boot.smp = 1;
     boot.stop_at = None;
     boot.deadline = Duration::from_secs(240);
     let b = boot.run();

@@ -231,16 +231,18 @@ fn a_hostile_ldt_domu_does_not_disturb_a_ticker() {
 #[test]
 fn weights_two_to_one_split_the_cpu_two_to_one() {
     // dom0 at a domU's weight (its default is 16 times that, docs/sched.md), so the
-    // three hogs share the CPU 2:1:2 and dom0's share says whether it ran alone.
-    let b = boot_cmdline(
-        "weights",
-        "dom0_weight=256",
+    // three hogs share the CPU 2:1:2 and dom0's share says whether it ran alone. One
+    // CPU: on two, the heavy one's share (a CPU of its own) is capped, not weighed.
+    let mut b = Boot::new("weights");
+    b.smp = 1;
+    b.cmdline = "dom0_weight=256".into();
+    b.modules = vec![
         dom0(test_guest("hog"), "secs=4 name=dom0"),
-        vec![
-            domu("hog", "heavy", "weight=512 \"cmdline=secs=2 name=heavy\""),
-            domu("hog", "light", "weight=256 \"cmdline=secs=2 name=light\""),
-        ],
-    );
+        domu("hog", "heavy", "weight=512 \"cmdline=secs=2 name=heavy\""),
+        domu("hog", "light", "weight=256 \"cmdline=secs=2 name=light\""),
+    ];
+    b.stop_at = None;
+    let b = b.run();
     b.exited(QemuExit::Poweroff);
     let heavy = field(&b, "hog: PASS name=heavy", "running_ns");
     let light = field(&b, "hog: PASS name=light", "running_ns");

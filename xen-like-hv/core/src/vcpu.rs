@@ -40,6 +40,9 @@ pub struct Vcpu {
     pub id: u32,
     /// Brought up (vCPU 0 at build; others by `VCPUOP_up`).
     pub online: bool,
+    /// The physical CPU it last ran on (Xen's `v->processor`): that CPU keeps its
+    /// timers armed.
+    pub processor: u16,
     /// Registers while the vCPU is not on a CPU.
     pub regs: Regs,
     /// Virtual kernel mode (the guest kernel and guest user both run in ring 3).
@@ -289,6 +292,7 @@ impl Vcpu {
         Vcpu {
             id,
             online: false,
+            processor: 0,
             regs: Regs {
                 cs: u64::from(FLAT_KERNEL_CS),
                 ss: u64::from(FLAT_KERNEL_SS),

@@ -929,6 +929,7 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
     };
     *frame = v.regs;
     frame.vector = 0;
+    v.processor = u16::try_from(percpu::index()).unwrap_or(0);
     cpu::fpu_restore(&mut v.fpu, v.xcr0);
     guest::load_spec_ctrl(v.msrs.spec_ctrl);
     // If the vCPU that ran was not saved (it crashed), the bases `sync` compares with
@@ -1225,22 +1226,26 @@ fn fire_timers(doms: &mut Domains, now: u64) {
     }
 }
 
-/// Arms this CPU's timer for the earliest vCPU timer, watchdog or the end of the
-/// current timeslice.
+/// Arms this CPU's timer for the end of the current timeslice and the earliest timer
+/// of the vCPUs that last ran here (`Vcpu::processor`, as Xen keeps a vCPU's timers
+/// on its CPU) and watchdog of their domains: each deadline wakes one CPU, not all.
 fn arm_timer(doms: &Domains) {
+    let here = u16::try_from(percpu::index()).unwrap_or(0);
     let mut next = percpu::mine(&SLICE_END).load(core::sync::atomic::Ordering::Relaxed);
     for pv in crate::registry::filled().filter_map(|s| doms.slots.get(s)?.as_ref()) {
         if !pv.dom.is_running() {
             continue;
         }
-        for v in &pv.vcpus {
+        for v in pv.vcpus.iter().filter(|v| v.processor == here) {
             let live = v.wait == xlhv_core::vcpu::Wait::None;
             if let Some(t) = v.timers.next_deadline(live) {
                 next = next.min(t);
             }
         }
-        for &t in pv.dom.watchdogs.iter().flatten() {
-            next = next.min(t);
+        if pv.vcpus.first().is_some_and(|v| v.processor == here) {
+            for &t in pv.dom.watchdogs.iter().flatten() {
+                next = next.min(t);
+            }
         }
     }
     // An interrupt already armed for no later than `next`, and not taken yet, will
