@@ -345,6 +345,12 @@ impl ControlHost {
         Self::boot_qemu(name, dom0_args, Vec::new(), "512M", machine, &args, false)
     }
 
+    /// [`ControlHost::boot_fast_mem`] with `qemu_args` added to QEMU's command line.
+    pub fn boot_fast_with_args(name: &str, qemu_mem: &str, qemu_args: &[String]) -> ControlHost {
+        let args: Vec<&str> = qemu_args.iter().map(String::as_str).collect();
+        Self::boot_qemu(name, "", Vec::new(), qemu_mem, "pc", &args, true)
+    }
+
     fn boot_machine(name: &str, dom0_args: &str, extra: Vec<Module>, mem: &str) -> ControlHost {
         Self::boot_qemu(name, dom0_args, extra, mem, "pc", &[], false)
     }

@@ -175,6 +175,49 @@ fn create_from_an_uploaded_image() {
     h.dom0ctl(&["destroy", "up"]).code(0);
 }
 
+/// `ramdisk = "PATH"`: the file is uploaded after the kernel and the domU finds
+/// it where start_info says (`initrd` test guest, `domu=1`: whole pages, zero
+/// tail); a ramdisk too large for the domain is refused and leaves nothing.
+#[test]
+fn create_with_an_uploaded_ramdisk() {
+    let t = "dom0ctl-ramdisk";
+    // The fast link: the 5 MiB ramdisk takes a minute over COM2.
+    let h = ControlHost::boot_fast(t, "");
+    let blob = scratch(t).join("initrd.bin");
+    std::fs::write(&blob, vec![0x5Au8; 123_457]).unwrap();
+    let cfg = config(
+        t,
+        "rd.toml",
+        &format!(
+            "name = \"rd\"\nkernel = \"{}\"\nramdisk = \"{}\"\nmemory = 8\n\
+             cmdline = \"len=123457 domu=1\"\non_poweroff = \"preserve\"\n",
+            test_guest("initrd").display(),
+            blob.display()
+        ),
+    );
+    h.dom0ctl(&["--link", "fast", "--timeout", "120", "create", &cfg])
+        .code(0);
+    wait_for_console(&h, "rd", "initrd: PASS len=126976");
+    h.dom0ctl(&["destroy", "rd"]).code(0);
+    let before = free_memory(&h);
+    let big = scratch(t).join("big.bin");
+    std::fs::write(&big, vec![0u8; 5 << 20]).unwrap();
+    let cfg = config(
+        t,
+        "big.toml",
+        &format!(
+            "name = \"big\"\nkernel = \"{}\"\nramdisk = \"{}\"\nmemory = 4\n",
+            test_guest("initrd").display(),
+            big.display()
+        ),
+    );
+    let run = h.dom0ctl(&["--link", "fast", "--timeout", "120", "create", &cfg]);
+    assert_ne!(run.code, Some(0), "{}", run.stdout);
+    assert!(run.stderr.contains("layout"), "{}", run.stderr);
+    assert_eq!(listed(&h, "big"), None);
+    assert_eq!(free_memory(&h), before, "nothing leaked");
+}
+
 /// dom0's own free frames, from `dom0ctl info`'s `dom0_free_memory` ("N MiB (F frames)").
 fn dom0_free_frames(h: &ControlHost) -> u64 {
     let i = h.dom0ctl(&["info"]);

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use xlhv_tests::{Boot, Module, QemuExit};
-use xtask::linux::{MARKER, checks, linux_files};
+use xlhv_tests::{Boot, ControlHost, Module, QemuExit};
+use xtask::linux::{DOMU_WRITTEN, MARKER, POWEROFF_LINE, checks, domu_initrd, linux_files};
 use xtask::xen::{XenBoot, XenEnd, xen_cmdline};
 
 /// dom0's command line on both (the first word is the module's name on GRUB's line).
@@ -112,5 +112,183 @@ fn debian_linux_boots_as_dom0_as_on_real_xen() {
     assert_eq!(
         ours, xen,
         "xen-like-hv (left) and real Xen 4.17 (right) differ"
+    );
+}
+
+/// Polls `dom0ctl console NAME --no-follow` until it holds `needle` (at most
+/// `secs`); the console so far.
+fn console_until(h: &ControlHost, name: &str, needle: &str, secs: u64) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let c = h.dom0ctl(&["console", name, "--no-follow"]);
+        if c.stdout.contains(needle) {
+            return c.stdout;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{name}'s console never showed {needle:?} in {secs} s:\n{}\n{}\n--- COM1 ---\n{}",
+            c.stdout,
+            c.stderr,
+            h.serial()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// What the host writes at [`DISK_SECTOR`] of the domU's disk.
+const DISK_PATTERN: &[u8; 24] = b"XLHV-DISK-PATTERN-012345";
+/// Where (a 512-byte sector of the 16 MiB disk).
+const DISK_SECTOR: u64 = 16384;
+
+/// The peer's `netcheck` config (a vif on `xenbr0`, 5 pings each way).
+fn peer_config(t: &str) -> std::path::PathBuf {
+    let full = xlhv_tests::test_guest("netcheck");
+    let small = xlhv_tests::scratch(t).join("netcheck.elf");
+    let stripped = std::process::Command::new("strip")
+        .args(["--strip-debug", "-o"])
+        .arg(&small)
+        .arg(&full)
+        .status()
+        .is_ok_and(|s| s.success());
+    let kernel = if stripped { small } else { full };
+    let cfg = xlhv_tests::scratch(t).join("peer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"peer\"\nkernel = \"{}\"\nmemory = 32\n\
+             cmdline = \"ip=10.0.0.1 peer=10.0.0.2 count=5 timeout=240\"\n\
+             on_poweroff = \"preserve\"\non_crash = \"preserve\"\n\
+             vif = [\"mac=00:16:3e:00:00:11, bridge=xenbr0\"]\n",
+            kernel.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// The same kernel as a domU of our own dom0: `dom0ctl create` uploads it and its
+/// initramfs (`ramdisk =`) over the fast link, its console is our console back end
+/// (`hvc0`), its `xen-blkfront` reads and writes a disk of dom0's through our
+/// blkback, its `xen-netfront` pings a `netcheck` domU through our netback, and
+/// `dom0ctl shutdown` (xenstore `control/shutdown`, which Linux's xenbus watches)
+/// powers it off.
+#[test]
+fn debian_linux_boots_as_a_domu() {
+    let f = files();
+    let initrd = domu_initrd(&f).unwrap_or_else(|e| panic!("the domU initramfs: {e:#}"));
+    let t = "linux-domu";
+    let dir = xlhv_tests::scratch(t);
+    let img = dir.join("data.img");
+    let mut disk = vec![0u8; 16 << 20];
+    let at = usize::try_from(DISK_SECTOR * 512).unwrap();
+    disk[at..at + DISK_PATTERN.len()].copy_from_slice(DISK_PATTERN);
+    std::fs::write(&img, &disk).unwrap();
+    let spec = xtask::disk::DiskSpec::parse(&format!("{},name=data", img.display()), 0).unwrap();
+    let h = ControlHost::boot_fast_with_args(t, "1024M", &spec.qemu_args(0));
+    h.dom0ctl(&[
+        "--link",
+        "fast",
+        "--timeout",
+        "120",
+        "create",
+        peer_config(t).to_str().unwrap(),
+    ])
+    .code(0);
+    let cfg = dir.join("linux.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"linux\"\nkernel = \"{}\"\nramdisk = \"{}\"\nmemory = 256\n\
+             cmdline = \"console=hvc0 xlhv_disk={DISK_SECTOR} xlhv_net=10.0.0.2/24,10.0.0.1\"\n\
+             on_poweroff = \"preserve\"\n\
+             disk = [\"target=data, vdev=xvda, access=rw\"]\n\
+             vif = [\"mac=00:16:3e:00:00:22, bridge=xenbr0\"]\n",
+            f.vmlinux.display(),
+            initrd.display()
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    // The fast link: `auto` falls back to COM2 (95 KiB/s) when dom0 greets late.
+    let run = h.dom0ctl(&[
+        "--link",
+        "fast",
+        "--timeout",
+        "600",
+        "create",
+        cfg.to_str().unwrap(),
+    ]);
+    run.code(0);
+    eprintln!("create (uploads included): {:.1} s", run.took.as_secs_f64());
+    let console = console_until(&h, "linux", "check devices-done", 300);
+    eprintln!(
+        "create to the last check line: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(console.contains(MARKER), "{console}");
+    let c = checks(&console);
+    for key in [
+        "xvda-sectors",
+        "xvda-read",
+        "xvda-written",
+        "eth0-mac",
+        "ping",
+    ] {
+        eprintln!("check {key} {}", value(&c, key));
+    }
+    assert_eq!(value(&c, "hypervisor"), "xen", "{console}");
+    assert_eq!(value(&c, "cpus"), "1", "{console}");
+    assert_eq!(
+        value(&c, "vclock-refused"),
+        "0",
+        "Linux could not register its vDSO time area:\n{console}"
+    );
+    assert_eq!(
+        value(&c, "problems"),
+        "0",
+        "the kernel log has problems:\n{console}"
+    );
+    // xen-blkfront on our blkback: the size, the host's pattern, a write read back.
+    assert_eq!(value(&c, "xvda-sectors"), "32768", "{console}");
+    assert_eq!(value(&c, "xvda-read").as_bytes(), DISK_PATTERN, "{console}");
+    assert_eq!(value(&c, "xvda-written"), DOMU_WRITTEN, "{console}");
+    // xen-netfront on our netback: its MAC, and pings both ways with the peer.
+    assert_eq!(value(&c, "eth0-mac"), "00:16:3e:00:00:22", "{console}");
+    assert_eq!(value(&c, "ping"), "5 packets received", "{console}");
+    let peer = console_until(&h, "peer", "netcheck: ", 120);
+    assert!(
+        peer.contains("netcheck: ok") && peer.contains("pings=5 answered=5"),
+        "{peer}"
+    );
+
+    let down = h.dom0ctl(&["--timeout", "120", "shutdown", "linux"]);
+    down.code(0);
+    // Kept (`on_poweroff = "preserve"`) with its console, then destroyed.
+    console_until(&h, "linux", POWEROFF_LINE, 60);
+    let l = h.dom0ctl(&["list"]);
+    let row = l
+        .stdout
+        .lines()
+        .find(|r| r.split_whitespace().next() == Some("linux"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(row.contains("---s--"), "shut down: {}", l.stdout);
+    h.dom0ctl(&["destroy", "linux"]).code(0);
+    h.dom0ctl(&["destroy", "peer"]).code(0);
+    let l = h.dom0ctl(&["list"]);
+    assert!(
+        !l.stdout.lines().any(|r| r.starts_with("linux ")),
+        "{}",
+        l.stdout
+    );
+    let serial = h.serial();
+    assert!(!serial.contains("xen-like-hv fault"), "{serial}");
+    // What Linux wrote reached the disk image.
+    let back = std::fs::read(&img).unwrap();
+    let w = at + 512;
+    assert_eq!(
+        &back[w..w + DOMU_WRITTEN.len()],
+        DOMU_WRITTEN.as_bytes(),
+        "the write did not reach the image"
     );
 }

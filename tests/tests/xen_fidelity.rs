@@ -440,7 +440,7 @@ fn ptwr_on_real_xen() {
 fn clock_on_real_xen() {
     test_guest_passes_on_xen(
         "clock",
-        "the raw pvclock never goes back and keeps the HPET's rate within 0.05% over its last second",
+        "the raw pvclock never goes back and keeps the HPET's rate within 0.05% over its last second; VCPUOP_register_vcpu_time_memory_area's copy holds the same record",
     );
 }
 

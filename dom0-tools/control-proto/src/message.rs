@@ -217,6 +217,32 @@ pub enum Kernel {
     Uploaded(u32),
 }
 
+impl Kernel {
+    fn encode(&self, w: &mut Writer<'_>) {
+        match self {
+            Kernel::Named(name) => {
+                w.u8(0);
+                w.str(name);
+            }
+            Kernel::Uploaded(id) => {
+                w.u8(1);
+                w.u32(*id);
+            }
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            0 => Ok(Kernel::Named(r.string()?)),
+            1 => Ok(Kernel::Uploaded(r.u32()?)),
+            v => Err(DecodeError::BadTag {
+                what: "Kernel",
+                value: v,
+            }),
+        }
+    }
+}
+
 /// The body of [`Request::Create`]: an xl.cfg in brief.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CreateRequest {
@@ -250,6 +276,11 @@ pub struct CreateRequest {
     /// additive: sent only when not empty, after the disk list and `on_reboot`
     /// (both then sent), so an older dom0 refuses it as malformed.
     pub vifs: Vec<VifSpec>,
+    /// The initial ramdisk (`ramdisk = "PATH"`: an upload, or an image dom0 has),
+    /// the start_info module. Since version 2, additive: sent only when present,
+    /// after the vif list (every earlier field then sent), so an older dom0
+    /// refuses it as malformed.
+    pub ramdisk: Option<Kernel>,
 }
 
 /// One node of [`Response::XsNodes`].
@@ -824,16 +855,7 @@ impl Request {
             }
             Request::Create(c) => {
                 w.str(&c.name);
-                match &c.kernel {
-                    Kernel::Named(name) => {
-                        w.u8(0);
-                        w.str(name);
-                    }
-                    Kernel::Uploaded(id) => {
-                        w.u8(1);
-                        w.u32(*id);
-                    }
-                }
+                c.kernel.encode(&mut w);
                 w.u32(c.memory_mib);
                 w.u32(c.vcpus);
                 w.str(&c.cmdline);
@@ -846,7 +868,8 @@ impl Request {
                         w.bytes(u);
                     }
                 }
-                let vifs = !c.vifs.is_empty();
+                let ramdisk = c.ramdisk.is_some();
+                let vifs = !c.vifs.is_empty() || ramdisk;
                 let reboot = c.on_reboot != ExitAction::Restart || vifs;
                 if !c.disks.is_empty() || reboot {
                     w.u32(u32::try_from(c.disks.len()).unwrap_or(u32::MAX));
@@ -862,6 +885,9 @@ impl Request {
                     for v in &c.vifs {
                         w.str(&v.to_string());
                     }
+                }
+                if let Some(rd) = &c.ramdisk {
+                    rd.encode(&mut w);
                 }
             }
             Request::Pause(d)
@@ -903,16 +929,7 @@ impl Request {
             Kind::List => Request::List,
             Kind::Create => {
                 let name = r.string()?;
-                let kernel = match r.u8()? {
-                    0 => Kernel::Named(r.string()?),
-                    1 => Kernel::Uploaded(r.u32()?),
-                    v => {
-                        return Err(DecodeError::BadTag {
-                            what: "Kernel",
-                            value: v,
-                        });
-                    }
-                };
+                let kernel = Kernel::decode(&mut r)?;
                 Request::Create(CreateRequest {
                     name,
                     kernel,
@@ -952,6 +969,11 @@ impl Request {
                                 value: 0,
                             })
                         })?
+                    },
+                    ramdisk: if r.is_at_end() {
+                        None
+                    } else {
+                        Some(Kernel::decode(&mut r)?)
                     },
                 })
             }

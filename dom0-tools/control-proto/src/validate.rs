@@ -279,6 +279,9 @@ impl CreateRequest {
         if let Kernel::Named(image) = &self.kernel {
             validate_image_name(image)?;
         }
+        if let Some(Kernel::Named(image)) = &self.ramdisk {
+            validate_image_name(image)?;
+        }
         validate_memory_mib(self.memory_mib)?;
         validate_vcpus(self.vcpus)?;
         validate_cmdline(&self.cmdline)?;
@@ -394,6 +397,7 @@ mod tests {
             uuid: None,
             disks: Vec::new(),
             vifs: Vec::new(),
+            ramdisk: None,
         };
         assert_eq!(req.validate(), Ok(()));
         req.memory_mib = 1;

@@ -29,6 +29,21 @@ fn samples() -> Vec<Message> {
             uuid: Some([7; 16]),
             disks: Vec::new(),
             vifs: Vec::new(),
+            ramdisk: None,
+        }),
+        Request::Create(CreateRequest {
+            name: "linux".into(),
+            kernel: Kernel::Uploaded(3),
+            memory_mib: 256,
+            vcpus: 1,
+            cmdline: "console=hvc0".into(),
+            on_poweroff: ExitAction::Destroy,
+            on_crash: ExitAction::Destroy,
+            on_reboot: ExitAction::Restart,
+            uuid: None,
+            disks: Vec::new(),
+            vifs: Vec::new(),
+            ramdisk: Some(Kernel::Uploaded(4)),
         }),
         Request::Pause(DomRef::Id(3)),
         Request::Unpause(dom.clone()),
@@ -718,6 +733,10 @@ fn arb_request() -> impl Strategy<Value = Request> {
             (prop::option::of(any::<[u8; 5]>()), "[a-z][a-z0-9]{0,14}"),
             0..3,
         ),
+        prop::option::of(prop_oneof![
+            arb_string().prop_map(Kernel::Named),
+            any::<u32>().prop_map(Kernel::Uploaded)
+        ]),
     )
         .prop_map(
             |(
@@ -732,6 +751,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 disks,
                 on_reboot,
                 vifs,
+                ramdisk,
             )| {
                 let vifs = vifs
                     .into_iter()
@@ -762,6 +782,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                     uuid,
                     disks,
                     vifs,
+                    ramdisk,
                 })
             },
         );

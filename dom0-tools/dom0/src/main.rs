@@ -232,6 +232,7 @@ fn autostart(si: &StartInfo, agent: &mut Agent<'static, XenHv, FrameStore>) {
             uuid: None,
             disks: Vec::new(),
             vifs: Vec::new(),
+            ramdisk: None,
         });
         match agent.handle(req).0 {
             Response::Created { domid } => println!("dom0: autostart: {name} is domain {domid}"),

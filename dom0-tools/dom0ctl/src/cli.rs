@@ -74,6 +74,7 @@ The config is TOML, like xl.cfg (see examples/README.md):
   name = \"hello\"        required
   image = \"hello\"       an image dom0 has (dom0ctl images), or
   kernel = \"k.elf\"      a PV kernel on the host, uploaded first (relative to the config)
+  ramdisk = \"initrd\"    an initial ramdisk on the host, uploaded after the kernel
   memory = 32           MiB (default 32)
   vcpus = 1             (default 1)
   cmdline = \"\"          kernel command line (default empty)

@@ -38,6 +38,13 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 KernelSource::File(path) => Some(read_kernel(&config, path)?),
                 KernelSource::Image(_) => None,
             };
+            let ramdisk = match &cfg.ramdisk {
+                Some(path) => Some((
+                    read_file(&config, path, "ramdisk", "an initial ramdisk file")?,
+                    path,
+                )),
+                None => None,
+            };
             let mut c = connect()?;
             let kernel = match (&cfg.kernel, image) {
                 (KernelSource::File(path), Some(bytes)) => {
@@ -45,6 +52,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 }
                 (KernelSource::Image(name), _) => Kernel::Named(name.clone()),
                 (KernelSource::File(_), None) => unreachable!("a file kernel was read above"),
+            };
+            let ramdisk = match ramdisk {
+                Some((bytes, path)) => Some(Kernel::Uploaded(upload(&mut c, &bytes, path)?)),
+                None => None,
             };
             let req = CreateRequest {
                 name: cfg.name.clone(),
@@ -58,6 +69,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 uuid: cfg.uuid,
                 disks: cfg.disks.clone(),
                 vifs: cfg.vifs.clone(),
+                ramdisk,
             };
             req.validate()
                 .map_err(|e| Error::Input(format!("{}: {}: {e}", config.display(), e.key())))?;
@@ -557,9 +569,23 @@ fn print(bytes: &[u8]) -> Result<(), Error> {
 /// FIFO would block), and the read itself stops one byte past the limit, so a file
 /// that grows after the check cannot make dom0ctl allocate without bound.
 fn read_kernel(config: &Path, path: &Path) -> Result<Vec<u8>, Error> {
+    let bytes = read_file(config, path, "kernel", "a kernel image file")?;
+    elf::check_kernel(&bytes).map_err(|what| {
+        Error::Input(format!(
+            "{}: kernel {}: the file {what}",
+            config.display(),
+            path.display()
+        ))
+    })?;
+    Ok(bytes)
+}
+
+/// Reads the file a config's `key` names (a kernel, a ramdisk), with the checks of
+/// [`read_kernel`] but the ELF's.
+fn read_file(config: &Path, path: &Path, key: &str, kind: &str) -> Result<Vec<u8>, Error> {
     let bad = |what: String| {
         Error::Input(format!(
-            "{}: kernel {}: {what}",
+            "{}: {key} {}: {what}",
             config.display(),
             path.display()
         ))
@@ -572,7 +598,7 @@ fn read_kernel(config: &Path, path: &Path) -> Result<Vec<u8>, Error> {
     let check = |meta: &std::fs::Metadata| {
         if !meta.is_file() {
             return Err(bad(format!(
-                "not a regular file (it is {}); name a kernel image file",
+                "not a regular file (it is {}); name {kind}",
                 file_kind(meta)
             )));
         }
@@ -598,7 +624,6 @@ fn read_kernel(config: &Path, path: &Path) -> Result<Vec<u8>, Error> {
             "it grew past dom0's upload limit of {MAX_UPLOAD_BYTES} bytes while being read"
         )));
     }
-    elf::check_kernel(&bytes).map_err(|what| bad(format!("the file {what}")))?;
     Ok(bytes)
 }
 

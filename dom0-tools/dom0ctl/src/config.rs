@@ -3,6 +3,7 @@
 //! ```toml
 //! name = "hello"          # required
 //! image = "hello"         # an image dom0 has; or kernel = "path/to/pv-elf"
+//! ramdisk = "initrd.cpio" # uploaded as the start_info module (default none)
 //! memory = 16             # MiB (default 32)
 //! vcpus = 1               # default 1
 //! cmdline = ""            # default ""
@@ -35,6 +36,7 @@ pub const KEYS: &[&str] = &[
     "name",
     "kernel",
     "image",
+    "ramdisk",
     "memory",
     "vcpus",
     "cmdline",
@@ -63,6 +65,9 @@ pub struct DomainConfig {
     pub name: String,
     /// The kernel.
     pub kernel: KernelSource,
+    /// `ramdisk = "PATH"`: a file uploaded as the initial ramdisk (resolved
+    /// against the config's directory).
+    pub ramdisk: Option<PathBuf>,
     /// Memory in MiB.
     pub memory_mib: u32,
     /// vCPUs.
@@ -236,6 +241,7 @@ pub fn parse(
     let mut cfg = DomainConfig {
         name: String::new(),
         kernel: KernelSource::Image(String::new()),
+        ramdisk: None,
         memory_mib: DEFAULT_MEMORY_MIB,
         vcpus: 1,
         cmdline: String::new(),
@@ -281,6 +287,20 @@ pub fn parse(
                     KernelSource::Image(v.to_string())
                 };
                 kernel = Some((source, s.origin.clone(), key));
+            }
+            "ramdisk" => {
+                let v = string(&s.value).map_err(fail)?;
+                if v.is_empty() {
+                    return Err(fail(
+                        "is empty; give the path of an initial ramdisk (a cpio archive)"
+                            .to_string(),
+                    ));
+                }
+                let base = match s.origin {
+                    Origin::Line(_) => dir,
+                    Origin::Override(_) => Path::new(""),
+                };
+                cfg.ramdisk = Some(base.join(v));
             }
             "memory" => {
                 let n = integer(&s.value, "an integer number of MiB").map_err(fail)?;
@@ -449,6 +469,7 @@ mod tests {
             DomainConfig {
                 name: "hello".into(),
                 kernel: KernelSource::Image("hello".into()),
+                ramdisk: None,
                 memory_mib: DEFAULT_MEMORY_MIB,
                 vcpus: 1,
                 cmdline: String::new(),
@@ -482,6 +503,21 @@ mod tests {
         assert_eq!(c.on_reboot, ExitAction::Destroy);
         let abs = p("name = \"a\"\nkernel = \"/abs/k\"\n", &[]).unwrap();
         assert_eq!(abs.kernel, KernelSource::File(PathBuf::from("/abs/k")));
+    }
+
+    #[test]
+    fn ramdisk_in_xl_syntax() {
+        let base = "name = \"d\"\nkernel = \"vmlinux\"\n";
+        let c = p(&format!("{base}ramdisk = \"boot/initrd.cpio\"\n"), &[]).unwrap();
+        assert_eq!(c.ramdisk, Some(PathBuf::from("/cfg/boot/initrd.cpio")));
+        // An override is relative to the current directory and replaces the file's.
+        let o = p(&format!("{base}ramdisk = \"a\"\n"), &["ramdisk=other.cpio"]).unwrap();
+        assert_eq!(o.ramdisk, Some(PathBuf::from("other.cpio")));
+        let e = p(&format!("{base}ramdisk = \"\"\n"), &[]).unwrap_err();
+        assert!(e.contains("hello.toml:3: ramdisk: is empty"), "{e}");
+        let e = p(&format!("{base}ramdisk = 3\n"), &[]).unwrap_err();
+        assert!(e.contains("ramdisk: expected a string"), "{e}");
+        assert_eq!(p(base, &[]).unwrap().ramdisk, None);
     }
 
     #[test]
@@ -667,7 +703,7 @@ mod tests {
         );
         assert_eq!(
             p(base, &["colour=red"]).unwrap_err(),
-            "command line `colour=red`: unknown key `colour`; the keys are name, kernel, image, \
+            "command line `colour=red`: unknown key `colour`; the keys are name, kernel, image, ramdisk, \
              memory, vcpus, cmdline, on_poweroff, on_reboot, on_crash, uuid, disk, vif"
         );
         assert_eq!(

@@ -531,9 +531,75 @@ fn create_uploads_the_kernel_in_chunks_then_creates() {
             uuid: None,
             disks: Vec::new(),
             vifs: Vec::new(),
+            ramdisk: None,
         }
     );
     assert_eq!(data.as_deref(), Some(&kernel[..]));
+}
+
+#[test]
+fn create_uploads_the_ramdisk_after_the_kernel() {
+    let agent = Agent::start(Mode::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = fake_kernel(300);
+    let ramdisk: Vec<u8> = (0..7000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(dir.path().join("k.elf"), &kernel).unwrap();
+    std::fs::write(dir.path().join("initrd.cpio"), &ramdisk).unwrap();
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"rd\"\nkernel = \"k.elf\"\nramdisk = \"initrd.cpio\"\n",
+    )
+    .unwrap();
+    let out = dom0ctl(
+        &["--socket", agent.socket.to_str().unwrap()],
+        &["create", cfg.to_str().unwrap()],
+        None,
+        Some(Path::new("/")),
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let st = agent.state.lock().unwrap();
+    assert_eq!(st.uploads.len(), 2);
+    assert_eq!(st.uploads[0].data, kernel);
+    assert_eq!(st.uploads[1].data, ramdisk, "the ramdisk arrives intact");
+    let (req, _) = &st.created[0];
+    assert_eq!(req.kernel, Kernel::Uploaded(0));
+    assert_eq!(req.ramdisk, Some(Kernel::Uploaded(1)));
+    drop(st);
+
+    // A ramdisk that is not there: exit 3, nothing sent.
+    let nowhere = dir.path().join("none.sock");
+    std::fs::write(
+        &cfg,
+        "name = \"rd\"\nkernel = \"k.elf\"\nramdisk = \"gone.cpio\"\n",
+    )
+    .unwrap();
+    let out = dom0ctl(
+        &["--socket", nowhere.to_str().unwrap()],
+        &["create", cfg.to_str().unwrap()],
+        None,
+        None,
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("ramdisk") && err.contains("gone.cpio: cannot read it"),
+        "{err}"
+    );
+    std::fs::create_dir(dir.path().join("d")).unwrap();
+    std::fs::write(&cfg, "name = \"rd\"\nkernel = \"k.elf\"\nramdisk = \"d\"\n").unwrap();
+    let out = dom0ctl(
+        &["--socket", nowhere.to_str().unwrap()],
+        &["create", cfg.to_str().unwrap()],
+        None,
+        None,
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("not a regular file (it is a directory); name an initial ramdisk"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -40,6 +40,99 @@ $B echo \"check done\"
 $B poweroff -f
 ";
 
+/// What the domU's `/sbin/poweroff` prints before it powers off: Linux runs it when
+/// dom0 writes `poweroff` to the domain's `control/shutdown` (`dom0ctl shutdown`).
+pub const POWEROFF_LINE: &str = "XLHV-LINUX: poweroff requested";
+
+/// The domU's `/init`: [`INIT`]'s lines, but it mounts `/dev` (so that
+/// `/sbin/poweroff`, which the kernel starts without open files, can reach the
+/// console), says whether Linux refused the pvclock time area it registers for its
+/// vDSO (`VCPUOP_register_vcpu_time_memory_area`), and waits for dom0's shutdown
+/// request instead of powering off.
+pub fn domu_init() -> String {
+    INIT.replace(
+        "$B mount -t sysfs sysfs /sys\n",
+        "$B mount -t sysfs sysfs /sys\n$B mount -t devtmpfs devtmpfs /dev\n",
+    )
+    .replace(
+        "$B echo \"check done\"\n",
+        "$B echo \"check vclock-refused $($B dmesg | $B grep -c 'VCLOCK_PVCLOCK not supported')\"\n\
+         $B echo \"check done\"\n",
+    )
+    .replace("$B poweroff -f\n", DOMU_DEVICES)
+}
+
+/// The domU's device checks, after the common ones, then the wait for dom0's
+/// shutdown. The front ends are modules in Debian's kernel, so `/init` loads them.
+/// With `xlhv_disk=SECTOR` on the kernel command line (Linux hands unknown
+/// `key=value` words to `/init` as environment variables) it waits for `xvda`,
+/// prints its size and 24 bytes read at `SECTOR`, writes [`DOMU_WRITTEN`] at sector
+/// `SECTOR + 1` with a flush and reads it back uncached; with `xlhv_net=IP/LEN,PEER`
+/// it waits for `eth0`, prints its MAC, brings it up with `IP` and pings `PEER` 5
+/// times.
+const DOMU_DEVICES: &str = "for m in /lib/modules/*.ko; do $B insmod $m; done
+if [ -n \"$xlhv_disk\" ]; then
+  i=0; while [ ! -e /sys/block/xvda ] && [ $i -lt 30 ]; do $B sleep 1; i=$((i+1)); done
+  $B echo \"check xvda-sectors $($B cat /sys/block/xvda/size 2>&1)\"
+  $B echo \"check xvda-read $($B dd if=/dev/xvda bs=512 skip=$xlhv_disk count=1 2>/dev/null | $B head -c 24)\"
+  w=$((xlhv_disk+1))
+  $B echo XLHV-WRITTEN-BY-LINUX | $B dd of=/dev/xvda bs=512 seek=$w count=1 conv=sync,fsync 2>/dev/null
+  $B echo 3 > /proc/sys/vm/drop_caches
+  $B echo \"check xvda-written $($B dd if=/dev/xvda bs=512 skip=$w count=1 2>/dev/null | $B head -c 21)\"
+fi
+if [ -n \"$xlhv_net\" ]; then
+  i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 30 ]; do $B sleep 1; i=$((i+1)); done
+  $B echo \"check eth0-mac $($B cat /sys/class/net/eth0/address 2>&1)\"
+  $B ip addr add ${xlhv_net%,*} dev eth0
+  $B ip link set eth0 up
+  $B echo \"check ping $($B ping -c 5 -W 5 ${xlhv_net#*,} 2>&1 | $B grep -o '[0-9]* packets received')\"
+fi
+$B echo \"check devices-done\"
+while :; do $B sleep 10; done
+";
+
+/// What the domU's `/init` writes to `xvda` (see [`domu_init`]).
+pub const DOMU_WRITTEN: &str = "XLHV-WRITTEN-BY-LINUX";
+
+/// The domU's initramfs: busybox, [`domu_init`], Debian's `xen-blkfront` and
+/// `xen-netfront` modules, and a `/sbin/poweroff` that prints [`POWEROFF_LINE`] and
+/// powers off. Written beside the dom0 one (`initrd-domu.cpio`).
+pub fn domu_initrd(files: &LinuxFiles) -> Result<PathBuf> {
+    let dir = files.vmlinux.parent().context("the kernel has no folder")?;
+    let busybox =
+        std::fs::read(dir.join("root/bin/busybox")).context("busybox-static's bin/busybox")?;
+    let init = domu_init();
+    let poweroff = format!(
+        "#!/bin/busybox sh\n/bin/busybox echo \"{POWEROFF_LINE}\" > /dev/console\n\
+         /bin/busybox poweroff -f\n"
+    );
+    let modules = std::fs::read_dir(dir.join("root/lib/modules"))
+        .context("the kernel package's lib/modules")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .next()
+        .context("the kernel package has no lib/modules/VERSION")?;
+    let blkfront = std::fs::read(modules.join("kernel/drivers/block/xen-blkfront.ko"))
+        .context("xen-blkfront.ko")?;
+    let netfront = std::fs::read(modules.join("kernel/drivers/net/xen-netfront.ko"))
+        .context("xen-netfront.ko")?;
+    let cpio = cpio_newc(&[
+        ("bin", 0o040_755, &[]),
+        ("bin/busybox", 0o100_755, &busybox),
+        ("init", 0o100_755, init.as_bytes()),
+        ("lib", 0o040_755, &[]),
+        ("lib/modules", 0o040_755, &[]),
+        ("lib/modules/xen-blkfront.ko", 0o100_644, &blkfront),
+        ("lib/modules/xen-netfront.ko", 0o100_644, &netfront),
+        ("sbin", 0o040_755, &[]),
+        ("sbin/poweroff", 0o100_755, poweroff.as_bytes()),
+    ]);
+    let out = dir.join("initrd-domu.cpio");
+    let tmp = dir.join(format!("initrd-domu.cpio.{}", std::process::id()));
+    std::fs::write(&tmp, cpio).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out).with_context(|| format!("moving {} into place", out.display()))?;
+    Ok(out)
+}
+
 /// The kernel (an ELF taken out of the bzImage) and the initramfs.
 #[derive(Clone, Debug)]
 pub struct LinuxFiles {
@@ -253,6 +346,11 @@ mod tests {
 
     #[test]
     fn cpio_entries_are_newc_and_aligned() {
+        let d = domu_init();
+        assert!(d.contains("check done") && !d.contains("poweroff"), "{d}");
+        assert!(d.contains("mount -t devtmpfs devtmpfs /dev\n"), "{d}");
+        assert!(d.ends_with("while :; do $B sleep 10; done\n"), "{d}");
+        assert!(d.contains("insmod") && d.contains(DOMU_WRITTEN), "{d}");
         let a = cpio_newc(&[("bin", 0o040_755, &[]), ("init", 0o100_755, b"#!x\n")]);
         assert_eq!(a.len() % 512, 0);
         assert!(a.starts_with(b"070701"));

@@ -107,6 +107,13 @@ pub struct Vcpu {
     pub runstate: VcpuRunstateInfo,
     /// Guest virtual address of its registered runstate copy; 0 = none.
     pub runstate_area: u64,
+    /// Guest virtual address of its secondary `vcpu_time_info` copy
+    /// (`VCPUOP_register_vcpu_time_memory_area`); 0 = none.
+    pub time_area: u64,
+    /// The clock changed since `time_area` was last written: the hypervisor writes
+    /// it when it next puts the vCPU on a CPU in kernel mode (Xen's
+    /// `pending_system_time`).
+    pub time_area_pending: bool,
     /// Where `VCPUOP_register_vcpu_info` moved its `vcpu_info` (frame, byte offset);
     /// `None` = in shared_info. The frame holds a writable type reference until the
     /// domain is destroyed.
@@ -323,6 +330,8 @@ impl Vcpu {
                 ..VcpuRunstateInfo::default()
             },
             runstate_area: 0,
+            time_area: 0,
+            time_area_pending: false,
             vcpu_info_at: None,
             fpu: FpuArea::default(),
             xcr0: 0,

@@ -862,6 +862,11 @@ fn refine_clock(doms: &mut Domains) {
             // SAFETY: `vi` is the live domain's vcpu_info in the direct map.
             crate::dom0::publish_pvclock(unsafe { core::ptr::addr_of_mut!((*vi).time) });
         }
+        // Secondary copies (`VCPUOP_register_vcpu_time_memory_area`) are written when
+        // each vCPU is next loaded in kernel mode (`load`).
+        for v in pv.vcpus.iter_mut().filter(|v| v.time_area != 0) {
+            v.time_area_pending = true;
+        }
     }
 }
 
@@ -938,7 +943,30 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
         let r = v.runstate_at(now);
         let _ = guest::write_current(v.runstate_area, zerocopy::IntoBytes::as_bytes(&r));
     }
+    if v.time_area_pending && v.kernel_mode {
+        v.time_area_pending = false;
+        let bits = crate::events::SharedBits::of(usize::from(to.slot), pv.dom.shared_info);
+        if let Some(vi) = bits.vcpu(hypercall_abi::types::VcpuId(v.id)) {
+            // SAFETY: `vi` is the live domain's vcpu_info in the direct map; the
+            // hypervisor alone writes its time while the vCPU is off the CPU.
+            let t = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*vi).time)) };
+            write_time_area(v.time_area, &t);
+        }
+    }
     load_segments(doms, to);
+}
+
+/// Writes the secondary `vcpu_time_info` at `va` in the current address space as
+/// `xlhv_core::hypercall::vcpu::write_time_area` does (odd version, record, even
+/// version); a fault leaves it as it is.
+fn write_time_area(va: u64, t: &hypercall_abi::xen::shared_info::VcpuTimeInfo) {
+    let odd = t.version.wrapping_sub(1) | 1;
+    if !guest::write_current(va, &odd.to_le_bytes()) {
+        return;
+    }
+    let rec = hypercall_abi::xen::shared_info::VcpuTimeInfo { version: odd, ..*t };
+    let _ = guest::write_current(va, zerocopy::IntoBytes::as_bytes(&rec));
+    let _ = guest::write_current(va, &odd.wrapping_add(1).to_le_bytes());
 }
 
 /// Delivers a pending event to the vCPU now on the CPU (bouncing to its event

@@ -171,6 +171,10 @@ pub struct Agent<'a, H, S: UploadStore> {
     kernels: BTreeMap<u16, Rc<Upload<S::Buf>>>,
     /// Set by a reboot for the `create` it runs: the kept kernel to build from.
     reboot_kernel: Option<Rc<Upload<S::Buf>>>,
+    /// The uploaded ramdisks of live domains, kept for reboots as the kernels are.
+    ramdisks: BTreeMap<u16, Rc<Upload<S::Buf>>>,
+    /// Set by a reboot for the `create` it runs: the kept ramdisk.
+    reboot_ramdisk: Option<Rc<Upload<S::Buf>>>,
     /// Whether the session has a XenStore watch (`WATCH_TOKEN`).
     watching: Option<String>,
     uuids_made: u64,
@@ -228,6 +232,8 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             configs: BTreeMap::new(),
             kernels: BTreeMap::new(),
             reboot_kernel: None,
+            ramdisks: BTreeMap::new(),
+            reboot_ramdisk: None,
             watching: None,
             uuids_made: 0,
             last_store_sweep: 0,
@@ -263,6 +269,11 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         copies.sort_unstable();
         copies.dedup();
         (self.kernels.len(), copies.len())
+    }
+
+    /// Domains that keep an uploaded ramdisk for reboots.
+    pub fn kept_ramdisks(&self) -> usize {
+        self.ramdisks.len()
     }
 
     /// Answers one request.
@@ -1034,10 +1045,53 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 })?,
         };
         check_kernel(image)?;
+        let rebooting_rd = self.reboot_ramdisk.take();
+        let ramdisk: Option<&[u8]> = match (&c.ramdisk, &rebooting_rd) {
+            (None, _) => None,
+            (Some(Kernel::Uploaded(_)), Some(kept)) => Some(kept.bytes().ok_or_else(|| {
+                ErrorReply::new(ErrorCode::UploadState, "the kept ramdisk is incomplete")
+            })?),
+            (Some(Kernel::Named(name)), _) => Some(
+                self.images
+                    .as_ref()
+                    .and_then(|b| b.get(name))
+                    .ok_or_else(|| {
+                        ErrorReply::new(
+                            ErrorCode::UnknownImage,
+                            format!("dom0 has no image named {name} (the ramdisk)"),
+                        )
+                    })?
+                    .data,
+            ),
+            (Some(Kernel::Uploaded(id)), None) => Some(
+                self.uploads
+                    .get(*id)
+                    .and_then(|u| u.bytes())
+                    .ok_or_else(|| {
+                        ErrorReply::new(
+                            ErrorCode::UploadState,
+                            format!(
+                                "upload {id} (the ramdisk) is unknown or unfinished in this \
+                                 session"
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        if let (Kernel::Uploaded(k), Some(Kernel::Uploaded(r))) = (&c.kernel, &c.ramdisk)
+            && k == r
+            && rebooting.is_none()
+        {
+            return Err(ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!("upload {k} is named as both the kernel and the ramdisk"),
+            ));
+        }
         let req = BuildRequest {
             name: &c.name,
             handle: uuid.0,
             image,
+            ramdisk,
             memory_mib: c.memory_mib,
             cmdline: c.cmdline.as_bytes(),
             backend: DomId::DOM0,
@@ -1051,6 +1105,11 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             (Kernel::Uploaded(_), Some(k)) => Some(k),
             (Kernel::Uploaded(u), None) => self.uploads.take(u).map(|up| self.share_kernel(up)),
             (Kernel::Named(_), _) => None,
+        };
+        let kept_ramdisk = match (&c.ramdisk, rebooting_rd) {
+            (Some(Kernel::Uploaded(_)), Some(k)) => Some(k),
+            (Some(Kernel::Uploaded(u)), None) => self.uploads.take(*u).map(Rc::new),
+            _ => None,
         };
         // The console back end: map the page, bind dom0's end of the channel.
         let ring = match self.hv.map_ring(id, built.console.0) {
@@ -1123,6 +1182,9 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         });
         if let Some(k) = kernel {
             self.kernels.insert(id.0, k);
+        }
+        if let Some(r) = kept_ramdisk {
+            self.ramdisks.insert(id.0, r);
         }
         Ok(Response::Created { domid: id.0 })
     }
@@ -1311,6 +1373,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             }
             self.configs.remove(&id.0);
             self.kernels.remove(&id.0);
+            self.ramdisks.remove(&id.0);
         }
         r
     }
@@ -1428,9 +1491,17 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 None => return false,
             },
         };
+        let kept_ramdisk = match c.ramdisk {
+            Some(Kernel::Uploaded(_)) => match self.ramdisks.get(&dom.0) {
+                Some(r) => Some(Rc::clone(r)),
+                None => return false,
+            },
+            _ => None,
+        };
         let was_attached = self.attached == Some(dom);
         let _ = self.destroy_domain(dom);
         self.reboot_kernel = kept;
+        self.reboot_ramdisk = kept_ramdisk;
         if was_attached {
             let _ = Event::ConsoleClosed {
                 domid: dom.0,

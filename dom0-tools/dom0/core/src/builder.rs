@@ -31,6 +31,10 @@ pub struct BuildRequest<'a> {
     pub handle: [u8; 16],
     /// The PV ELF image.
     pub image: &'a [u8],
+    /// The initial ramdisk (`start_info.mod_start`/`mod_len`), placed as
+    /// libxenguest places it: unmapped after the bootstrap region with
+    /// `SIF_MOD_START_PFN` when the kernel's notes allow, else mapped after it.
+    pub ramdisk: Option<&'a [u8]>,
     /// Memory in MiB.
     pub memory_mib: u32,
     /// The kernel command line.
@@ -151,7 +155,8 @@ pub fn build<H: Hypervisor>(hv: &mut H, req: &BuildRequest<'_>) -> Result<Built,
     let elf = Elf::parse(req.image).map_err(|e| BuildError::NotElf(e.to_string()))?;
     let info = XenImageInfo::parse(&elf).map_err(|e| BuildError::NotPv(e.to_string()))?;
     let nr_pages = u64::from(req.memory_mib) * 256;
-    let layout = Layout::compute(&info, nr_pages, Flavour::DomU, 0)
+    let module_len = req.ramdisk.map_or(0, |r| r.len() as u64);
+    let layout = Layout::compute(&info, nr_pages, Flavour::DomU, module_len)
         .map_err(|e| BuildError::Layout(e.to_string()))?;
 
     // As xl does: refuse before creating anything when the machine has too little
@@ -204,7 +209,7 @@ fn fill_and_start<H: Hypervisor>(
         .map_err(hv_err("EVTCHNOP_alloc_unbound (xenstore)"))?;
     let params = BuildParams {
         shared_info: MachineAddr(shared_info.0 << 12),
-        module: None,
+        module: req.ramdisk.filter(|r| !r.is_empty()),
         cmdline: req.cmdline,
         store_evtchn: store_port,
         console_evtchn: console_port,

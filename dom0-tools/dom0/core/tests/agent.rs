@@ -596,6 +596,7 @@ fn create(name: &str, kernel: Kernel) -> Request {
         uuid: None,
         disks: Vec::new(),
         vifs: Vec::new(),
+        ramdisk: None,
     })
 }
 
@@ -1361,6 +1362,93 @@ fn uploaded_kernels_are_kept_for_reboots_and_shared() {
         Response::Ok
     );
     assert_eq!(a.kept_kernels(), (0, 0));
+}
+
+/// `ramdisk = "PATH"`: the upload is placed in the domain's memory, leaves the
+/// session, is kept for a reboot (built again with it) and freed at destroy; a
+/// missing upload or one too large for the domain creates nothing.
+#[test]
+fn an_uploaded_ramdisk_is_placed_kept_for_reboots_and_freed() {
+    let small = pvboot::testimg::Spec::small().build();
+    let rd: Vec<u8> = (0..9000u32).map(|i| (i % 253) as u8 + 1).collect();
+    let holds_ramdisk = |a: &mut TestAgent, id: DomId| {
+        a.hv()
+            .frames
+            .values()
+            .any(|(o, f)| *o == id && f[..] == rd[..4096])
+    };
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let k = upload_bytes(&mut a, &small);
+    let r = upload_bytes(&mut a, &rd);
+    let with_rd = |name: &str, k: u32, r: Kernel| match create(name, Kernel::Uploaded(k)) {
+        Request::Create(c) => Request::Create(CreateRequest {
+            ramdisk: Some(r),
+            ..c
+        }),
+        _ => unreachable!(),
+    };
+    error(
+        ask(&mut a, with_rd("rd", k, Kernel::Uploaded(99))),
+        ErrorCode::UploadState,
+        "the ramdisk",
+    );
+    error(
+        ask(&mut a, with_rd("rd", k, Kernel::Named("nope".into()))),
+        ErrorCode::UnknownImage,
+        "(the ramdisk)",
+    );
+    assert_eq!(a.hv().domains.len(), 1, "nothing created");
+    let id = created(ask(&mut a, with_rd("rd", k, Kernel::Uploaded(r))));
+    assert!(
+        holds_ramdisk(&mut a, id),
+        "the ramdisk is in the domain's memory"
+    );
+    assert!(a.uploads().is_empty(), "both uploads left the session");
+    assert_eq!(a.kept_ramdisks(), 1);
+
+    a.hv().domains.get_mut(&id.0).unwrap().flags |=
+        DOMINF_SHUTDOWN | ((hypercall_abi::sched::ShutdownReason::Reboot as u32) << 16);
+    let builds = |a: &mut TestAgent| {
+        a.hv()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("create"))
+            .count()
+    };
+    let before = builds(&mut a);
+    let mut out = Vec::new();
+    a.tick(10_000_000_000, &mut out);
+    assert_eq!(builds(&mut a), before + 1, "rebuilt");
+    let again = match ask(&mut a, Request::List) {
+        Response::Domains(list) => list.iter().find(|d| d.name == "rd").map(|d| DomId(d.id)),
+        other => panic!("{other:?}"),
+    }
+    .expect("rebuilt");
+    assert!(holds_ramdisk(&mut a, again), "rebuilt with the ramdisk");
+    assert_eq!(a.kept_ramdisks(), 1);
+    assert_eq!(
+        ask(&mut a, Request::Destroy(DomRef::Name("rd".into()))),
+        Response::Ok
+    );
+    assert_eq!(a.kept_ramdisks(), 0);
+
+    // Too large for a 4 MiB domain: refused as a config error, nothing created.
+    let big = vec![7u8; 5 << 20];
+    let k = upload_bytes(&mut a, &small);
+    let r = upload_bytes(&mut a, &big);
+    let Request::Create(c) = with_rd("big", k, Kernel::Uploaded(r)) else {
+        unreachable!()
+    };
+    error(
+        ask(
+            &mut a,
+            Request::Create(CreateRequest { memory_mib: 4, ..c }),
+        ),
+        ErrorCode::BadConfig,
+        "layout",
+    );
+    assert_eq!(a.hv().domains.len(), 1, "nothing created");
+    assert_eq!(a.kept_ramdisks(), 0);
 }
 
 /// A store-only wake-up (dom0's fast path): a read is answered with the store

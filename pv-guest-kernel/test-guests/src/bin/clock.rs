@@ -9,14 +9,28 @@
 //! last second with the HPET's: they agree within 0.05% (the boot-time rate
 //! before a refinement may be further off; the whole run is printed too).
 //!
-//! Result line: `clock: PASS ppm_last_s=<p> ppm_all=<q> updates=<n>`.
+//! It also registers a secondary copy of its pvclock
+//! (`VCPUOP_register_vcpu_time_memory_area`, which Linux uses for its vDSO): an
+//! address in the hypervisor's range is -EFAULT, an unmapped guest address is
+//! accepted (the copy just cannot be written), and a good one holds the
+//! published record at once and again at the end, after the refinement (its
+//! version then the primary's).
+//!
+//! Result line: `clock: PASS ppm_last_s=<p> ppm_all=<q> updates=<n> area=same`.
 #![no_std]
 #![no_main]
 
+use core::cell::UnsafeCell;
+
+use pv_runtime::abi::hypercall::vcpu_op;
 use pv_runtime::abi::mmu::UVMF_INVLPG;
 use pv_runtime::abi::types::Mfn;
+use pv_runtime::abi::vcpu::{VcpuOp, VcpuRegisterTimeMemoryArea};
 use pv_runtime::abi::xen::PteFlags;
+use pv_runtime::abi::xen::shared_info::VcpuTimeInfo;
+use pv_runtime::abi::{Errno, VcpuId};
 use pv_runtime::events::Millis;
+use pv_runtime::hypercall::{handle, invoker};
 use pv_runtime::{StartInfo, println, pt, sched, time};
 use pv_test_guests::{SCRATCH_VA, arg_u64, check, expect, fail, l1_value, ok, read, uvm};
 
@@ -25,6 +39,76 @@ const NAME: &str = "clock";
 const HPET: Mfn = Mfn(0xF_ED00);
 /// Largest disagreement between the pvclock and the HPET over the last second, ppm.
 const MAX_PPM: i64 = 500;
+
+/// The secondary `vcpu_time_info` the hypervisor writes.
+#[repr(C, align(64))]
+struct Area(UnsafeCell<VcpuTimeInfo>);
+// SAFETY: only the hypervisor writes it; the guest reads it volatile.
+unsafe impl Sync for Area {}
+static AREA: Area = Area(UnsafeCell::new(VcpuTimeInfo {
+    version: 0,
+    pad0: 0,
+    tsc_timestamp: 0,
+    system_time: 0,
+    tsc_to_system_mul: 0,
+    tsc_shift: 0,
+    flags: 0,
+    pad1: [0; 2],
+}));
+
+fn register_area(addr: u64) -> Result<u64, Errno> {
+    let arg = VcpuRegisterTimeMemoryArea { addr };
+    // SAFETY: the runtime installed the hypercall page; `arg` is a live local the
+    // hypervisor only reads.
+    let mut inv = unsafe { invoker() };
+    vcpu_op(
+        &mut inv,
+        VcpuOp::RegisterVcpuTimeMemoryArea.nr(),
+        VcpuId(0),
+        handle(&arg).cast(),
+    )
+}
+
+/// A consistent read of the secondary copy.
+fn area() -> VcpuTimeInfo {
+    let at = AREA.0.get();
+    // SAFETY: `at` is the live static; every bit pattern is a VcpuTimeInfo.
+    let version = || unsafe { core::ptr::addr_of!((*at).version).read_volatile() };
+    loop {
+        let v = version();
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+        // SAFETY: as above.
+        let t = unsafe { at.read_volatile() };
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+        if v & 1 == 0 && version() == v {
+            return t;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// The primary and the secondary copy read at one moment (the primary unchanged
+/// around the secondary's read).
+fn both() -> (VcpuTimeInfo, VcpuTimeInfo) {
+    loop {
+        let (p, _) = time::snapshot();
+        let s = area();
+        if time::snapshot().0 == p {
+            return (p, s);
+        }
+    }
+}
+
+/// The secondary copy holds the primary's record.
+fn area_is_the_pvclock(when: &str) {
+    let (p, s) = both();
+    if p != s {
+        fail(
+            NAME,
+            format_args!("{when}: the registered time area holds {s:?}, the pvclock is {p:?}"),
+        );
+    }
+}
 
 /// How far `pv` ns is from `hpet` ns, in parts per million.
 fn ppm(pv: u64, hpet: u64) -> i64 {
@@ -41,6 +125,20 @@ fn pvclock() -> (u64, (u64, u64)) {
 fn main(_si: &'static StartInfo) {
     let ms = arg_u64(NAME, "ms", 2500);
     ok(NAME, "bind VIRQ_TIMER", time::timer_port());
+    expect(
+        NAME,
+        "a time area in the hypervisor's range",
+        register_area(0xFFFF_8000_0000_0000),
+        Err(Errno::EFAULT),
+    );
+    expect(NAME, "an unmapped time area", register_area(0x1000), Ok(0));
+    expect(
+        NAME,
+        "register_vcpu_time_memory_area",
+        register_area(AREA.0.get() as u64),
+        Ok(0),
+    );
+    area_is_the_pvclock("at registration");
     let before = l1_value(SCRATCH_VA);
     expect(
         NAME,
@@ -116,6 +214,9 @@ fn main(_si: &'static StartInfo) {
         }
     }
     let (p1, h1, _) = pair();
+    // Once more off the CPU and back, then the copy must be the current record.
+    ok(NAME, "sleep", time::sleep(1_000_000));
+    area_is_the_pvclock("at the end");
     check(
         NAME,
         hpet_ns(h0, h1) > 0,
@@ -140,7 +241,7 @@ fn main(_si: &'static StartInfo) {
             ),
         );
     }
-    println!("{NAME}: PASS ppm_last_s={last_s} ppm_all={all} updates={updates}");
+    println!("{NAME}: PASS ppm_last_s={last_s} ppm_all={all} updates={updates} area=same");
     sched::poweroff()
 }
 

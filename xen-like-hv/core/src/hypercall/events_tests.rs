@@ -18,6 +18,7 @@ use hypercall_abi::types::{DomId, EvtchnPort, VcpuId};
 use hypercall_abi::vcpu::{
     VcpuRegisterVcpuInfo, VcpuRunstateInfo, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer,
 };
+use hypercall_abi::xen::shared_info::VcpuTimeInfo;
 use zerocopy::IntoBytes;
 
 const ALLOC_UNBOUND: u32 = 6;
@@ -562,4 +563,105 @@ fn register_vcpu_info_moves_it_once_into_a_writable_frame_of_the_domain() {
         hc::vcpu_op(&mut w, 10, VcpuId(0), ptr(UNMAPPED)),
         Err(Errno::EFAULT)
     );
+}
+
+// ---- register_vcpu_time_memory_area -----------------------------------------------------
+
+/// `VCPUOP_register_vcpu_time_memory_area` for vCPU 0 at `addr`.
+fn register_time_area(w: &mut World, addr: u64) -> Result<u64, Errno> {
+    w.p.poke_obj(
+        KDATA,
+        &hypercall_abi::vcpu::VcpuRegisterTimeMemoryArea { addr },
+    );
+    hc::vcpu_op(w, 13, VcpuId(0), ptr(KDATA))
+}
+
+/// Publishes `t` as vCPU 0's pvclock in frame `mfn` at byte `at` (its vcpu_info's
+/// time field), as the hypervisor does.
+fn publish(w: &mut World, mfn: Mfn, at: usize, t: &VcpuTimeInfo) {
+    use crate::mm::page_type::MachineMemory;
+    for (i, word) in t.as_bytes().chunks_exact(8).enumerate() {
+        let v = u64::from_le_bytes(word.try_into().unwrap());
+        w.p.mm.mem.write_entry(mfn, at / 8 + i, v);
+    }
+}
+
+#[test]
+fn register_vcpu_time_memory_area_copies_the_published_pvclock() {
+    let mut w = World::kernel();
+    let t = VcpuTimeInfo {
+        version: 6,
+        pad0: 0,
+        tsc_timestamp: 0x1234_5678_9abc,
+        system_time: 987_654_321,
+        tsc_to_system_mul: 0x8000_0000,
+        tsc_shift: -1,
+        flags: 1,
+        pad1: [0; 2],
+    };
+    // vCPU 0's vcpu_info is the first 64 bytes of shared_info; time at byte 32.
+    let si = w.dom.shared_info;
+    publish(&mut w, si, 32, &t);
+    let area = KDATA + 0x800;
+    w.p.poke_obj(area, &VcpuTimeInfo::default());
+    assert_eq!(register_time_area(&mut w, area), Ok(0));
+    assert_eq!(w.vcpu.time_area, area);
+    assert_eq!(
+        w.p.peek_obj::<VcpuTimeInfo>(area),
+        t,
+        "the same record and version"
+    );
+
+    // Where register_vcpu_info moved it, that copy is the one read.
+    let moved = Mfn(0x310);
+    w.vcpu.vcpu_info_at = Some((moved, 128));
+    let t2 = VcpuTimeInfo {
+        version: 10,
+        system_time: 5,
+        ..t
+    };
+    publish(&mut w, moved, 128 + 32, &t2);
+    assert_eq!(register_time_area(&mut w, area), Ok(0));
+    assert_eq!(w.p.peek_obj::<VcpuTimeInfo>(area), t2);
+}
+
+#[test]
+fn register_vcpu_time_memory_area_bad_addresses_are_safe() {
+    let mut w = World::kernel();
+    // Not guest memory (the hypervisor's range, or wrapping): -EFAULT, nothing kept.
+    for bad in [0xFFFF_8000_0000_0000, 0xFFFF_8010_0000_0000, u64::MAX - 8] {
+        assert_eq!(
+            register_time_area(&mut w, bad),
+            E(Errno::EFAULT),
+            "{bad:#x}"
+        );
+        assert_eq!(w.vcpu.time_area, 0);
+    }
+    // Guest memory that is not mapped: accepted as Xen does, the write just faults.
+    assert_eq!(register_time_area(&mut w, UNMAPPED), Ok(0));
+    assert_eq!(w.vcpu.time_area, UNMAPPED);
+    // 0 unregisters.
+    assert_eq!(register_time_area(&mut w, 0), Ok(0));
+    assert_eq!(w.vcpu.time_area, 0);
+    // An unreadable argument.
+    assert_eq!(
+        hc::vcpu_op(&mut w, 13, VcpuId(0), ptr(UNMAPPED)),
+        E(Errno::EFAULT)
+    );
+}
+
+#[test]
+fn the_time_area_goes_odd_then_even_as_in_xen() {
+    // write_time_area's three steps on a fake: the version alone (odd), then the
+    // record, then the version again (even, the primary's).
+    let mut w = World::kernel();
+    let area = KDATA + 0x900;
+    let t = VcpuTimeInfo {
+        version: 4,
+        system_time: 77,
+        ..VcpuTimeInfo::default()
+    };
+    assert!(super::vcpu::write_time_area(&mut w.p, area, &t));
+    assert_eq!(w.p.peek_obj::<VcpuTimeInfo>(area), t);
+    assert!(!super::vcpu::write_time_area(&mut w.p, UNMAPPED, &t));
 }

@@ -8,17 +8,18 @@ use super::{HvError, HvResult};
 use crate::mm::Mfn;
 use crate::mm::frame_table::Owner;
 use crate::mm::frame_table::PageType;
-use crate::mm::page_type::get_page_and_type;
+use crate::mm::page_type::{MachineMemory, get_page_and_type};
 use crate::platform::Platform;
 use crate::traps::{GuestCtx, Outcome};
 use crate::vcpu::{MIN_PERIOD_NS, Vcpu, Wait};
 use hypercall_abi::Errno;
 use hypercall_abi::types::{GuestPtr, VcpuId};
 use hypercall_abi::vcpu::{
-    VcpuOp, VcpuRegisterRunstateMemoryArea, VcpuRegisterVcpuInfo, VcpuSetPeriodicTimer,
-    VcpuSetSingleshotTimer,
+    VcpuOp, VcpuRegisterRunstateMemoryArea, VcpuRegisterTimeMemoryArea, VcpuRegisterVcpuInfo,
+    VcpuSetPeriodicTimer, VcpuSetSingleshotTimer,
 };
-use hypercall_abi::xen::shared_info::VcpuInfo;
+use hypercall_abi::xen::shared_info::{VcpuInfo, VcpuTimeInfo};
+use zerocopy::FromBytes;
 
 /// How far ahead a `set_timer_op` deadline may lie (2^50 ns, about 13 days); beyond
 /// it, or negative, Xen takes it for a guest bug and arms the timer 100 ms ahead.
@@ -48,6 +49,48 @@ pub fn update_runstate_area<P: Platform>(p: &mut P, vcpu: &Vcpu, now: u64) {
     if vcpu.runstate_area != 0 {
         let _ = p.write_obj(vcpu.runstate_area, &vcpu.runstate_at(now));
     }
+}
+
+/// Writes the published `t` to a registered secondary `vcpu_time_info` at `va` as
+/// Xen's `update_secondary_system_time` does: the odd version of the update alone
+/// first, then the whole record, then the version made even, which is then the
+/// primary's (`t.version`). False when the first write faults (nothing written).
+pub fn write_time_area<P: Platform>(p: &mut P, va: u64, t: &VcpuTimeInfo) -> bool {
+    let odd = t.version.wrapping_sub(1) | 1;
+    if p.write_obj(va, &odd).is_err() {
+        return false;
+    }
+    let rec = VcpuTimeInfo { version: odd, ..*t };
+    let _ = p.write_obj(va, &rec);
+    let _ = p.write_obj(va, &odd.wrapping_add(1));
+    true
+}
+
+/// The vCPU's primary `vcpu_time_info` as the hypervisor last published it (in
+/// shared_info, or where `VCPUOP_register_vcpu_info` moved it).
+fn published_time<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> VcpuTimeInfo {
+    const TIME_OFFSET: u64 = core::mem::offset_of!(VcpuInfo, time) as u64;
+    const VCPU_INFO_BYTES: u64 = core::mem::size_of::<VcpuInfo>() as u64;
+    let (mfn, at) = match ctx.vcpu.vcpu_info_at {
+        Some((mfn, off)) => (mfn, u64::from(off) + TIME_OFFSET),
+        None => (
+            ctx.dom.shared_info,
+            u64::from(ctx.vcpu.id) * VCPU_INFO_BYTES + TIME_OFFSET,
+        ),
+    };
+    let (dom, privileged) = (ctx.dom.id, ctx.dom.privileged);
+    let mut bytes = [0u8; 32];
+    // vcpu_info is 8-byte aligned and never crosses its page (checked where it is
+    // registered), so the record is four whole words of one frame.
+    let first = usize::try_from(at / 8).unwrap_or(usize::MAX);
+    if first.saturating_add(4) <= 512 {
+        ctx.p.mm(dom, privileged, |m| {
+            for (i, w) in bytes.chunks_exact_mut(8).enumerate() {
+                w.copy_from_slice(&m.mem.read_entry(mfn, first + i).to_le_bytes());
+            }
+        });
+    }
+    VcpuTimeInfo::read_from_bytes(&bytes).unwrap_or_default()
 }
 
 /// `vcpu_op(cmd, vcpuid, arg)`. A vCPU id the domain does not have is -ENOENT before
@@ -119,9 +162,25 @@ pub fn vcpu_op<P: Platform>(
             let info: VcpuRegisterVcpuInfo = ctx.p.read_obj(arg.addr())?;
             register_vcpu_info(ctx, info)
         }
+        VcpuOp::RegisterVcpuTimeMemoryArea => {
+            // As Xen 4.17's `arch_do_vcpu_op`: the handle must be guest memory
+            // (`guest_handle_okay`), else -EFAULT; 0 unregisters. The copy is
+            // written at once (`force_update_vcpu_system_time`), a fault ignored.
+            let a: VcpuRegisterTimeMemoryArea = ctx.p.read_obj(arg.addr())?;
+            let size = core::mem::size_of::<VcpuTimeInfo>() as u64;
+            if !crate::regs::is_guest_range(a.addr, size) {
+                return Err(Errno::EFAULT.into());
+            }
+            ctx.vcpu.time_area = a.addr;
+            ctx.vcpu.time_area_pending = false;
+            if a.addr != 0 {
+                let t = published_time(ctx);
+                write_time_area(ctx.p, a.addr, &t);
+            }
+            Ok(0)
+        }
         VcpuOp::GetPhysid if !ctx.dom.privileged => Err(HvError::NotPrivileged),
-        // Not offered yet (docs/xen-differences.md): register_vcpu_time_memory_area,
-        // send_nmi, get_physid.
+        // Not offered yet (docs/xen-differences.md): send_nmi, get_physid.
         _ => Err(Errno::ENOSYS.into()),
     }
 }

@@ -217,6 +217,7 @@ fn req(image: &[u8], memory_mib: u32) -> BuildRequest<'_> {
         name: "hello",
         handle: HANDLE,
         image,
+        ramdisk: None,
         memory_mib,
         cmdline: b"secs=3",
         backend: DomId(0),
@@ -394,4 +395,89 @@ fn the_handle_is_the_request_s_uuid() {
     let mut hv = Fake::new(10_000);
     let b = build(&mut hv, &req(&img, 16)).unwrap();
     assert_eq!(hv.doms[&b.domid.0].handle, HANDLE);
+}
+
+/// The start_info and the PFN -> frame lookup of built domain 1.
+fn start_info_of(hv: &Fake) -> (StartInfo, Vec<u64>) {
+    let d = &hv.doms[&1];
+    let ctx = d.ctx.as_ref().unwrap();
+    let mfns: Vec<u64> = hv
+        .frames
+        .iter()
+        .filter(|(_, (o, _))| *o == DomId(1))
+        .map(|(m, _)| *m)
+        .collect();
+    let si_pfn = usize::try_from(ctx.user_regs.rsi / 4096).unwrap();
+    let si = StartInfo::read_from_prefix(hv.frame(mfns[si_pfn]))
+        .unwrap()
+        .0;
+    (si, mfns)
+}
+
+fn ramdisk(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| u8::try_from(i % 251).unwrap() + 1)
+        .collect()
+}
+
+#[test]
+fn a_ramdisk_goes_unmapped_after_the_region_with_mod_start_pfn() {
+    // Linux says XEN_ELFNOTE_MOD_START_PFN: libxenguest then leaves the module
+    // out of the mapped region and passes its first PFN.
+    let img = Spec::small()
+        .with_note(pvboot::testimg::num_note(XenElfNote::ModStartPfn, 1))
+        .build();
+    let rd = ramdisk(3 * 4096 + 100);
+    let mut hv = Fake::new(10_000);
+    let mut r = req(&img, 16);
+    r.ramdisk = Some(&rd);
+    build(&mut hv, &r).expect("build");
+    let (si, mfns) = start_info_of(&hv);
+    assert_ne!(si.flags & SifFlags::MOD_START_PFN.bits(), 0);
+    assert_eq!(si.mod_len, 4 * 4096, "a domU's mod_len is whole pages");
+    let first = usize::try_from(si.mod_start).unwrap();
+    let si_pfn = usize::try_from(hv.doms[&1].ctx.as_ref().unwrap().user_regs.rsi / 4096).unwrap();
+    assert!(first > si_pfn, "after the bootstrap region");
+    let mut back = Vec::new();
+    for mfn in &mfns[first..first + 4] {
+        back.extend_from_slice(hv.frame(*mfn));
+    }
+    assert_eq!(&back[..rd.len()], &rd[..]);
+    assert!(back[rd.len()..].iter().all(|&b| b == 0), "the tail is zero");
+}
+
+#[test]
+fn a_ramdisk_is_mapped_after_the_kernel_without_mod_start_pfn() {
+    let img = image();
+    let rd = ramdisk(5000);
+    let mut hv = Fake::new(10_000);
+    let mut r = req(&img, 16);
+    r.ramdisk = Some(&rd);
+    build(&mut hv, &r).expect("build");
+    let (si, mfns) = start_info_of(&hv);
+    assert_eq!(si.flags & SifFlags::MOD_START_PFN.bits(), 0);
+    assert_eq!(si.mod_len, 2 * 4096);
+    // The small image's VIRT_BASE is 0: the address is the PFN's.
+    assert_eq!(si.mod_start % 4096, 0);
+    let pfn = usize::try_from(si.mod_start / 4096).unwrap();
+    assert_eq!(hv.frame(mfns[pfn]), &rd[..4096]);
+    assert_eq!(&hv.frame(mfns[pfn + 1])[..904], &rd[4096..]);
+    // Without one: no module at all.
+    let mut hv = Fake::new(10_000);
+    build(&mut hv, &req(&img, 16)).expect("build");
+    let (si, _) = start_info_of(&hv);
+    assert_eq!((si.mod_start, si.mod_len), (0, 0));
+}
+
+#[test]
+fn a_ramdisk_too_large_for_the_domain_is_refused_before_creating_anything() {
+    let img = image();
+    let rd = ramdisk(17 << 20);
+    let mut hv = Fake::new(10_000);
+    let mut r = req(&img, 16);
+    r.ramdisk = Some(&rd);
+    let e = build(&mut hv, &r).unwrap_err();
+    assert!(matches!(e, BuildError::Layout(_)), "{e}");
+    assert!(hv.calls.is_empty(), "{:?}", hv.calls);
+    assert!(hv.doms.is_empty());
 }
