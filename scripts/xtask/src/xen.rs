@@ -245,6 +245,8 @@ pub struct XenBoot {
     pub deadline: Duration,
     /// Modules after the guest (dom0's initrd first, as Xen takes it).
     pub extra: Vec<Module>,
+    /// QEMU CPUs.
+    pub smp: u32,
 }
 
 impl XenBoot {
@@ -259,6 +261,7 @@ impl XenBoot {
             mem: "512M".into(),
             deadline: Duration::from_secs(180),
             extra: Vec::new(),
+            smp: 1,
         }
     }
 
@@ -280,12 +283,14 @@ impl XenBoot {
     }
 
     /// Fetches Xen if needed, makes the ISO at `iso`, boots it headless under TCG
-    /// (`-cpu max`, one CPU) and stops QEMU at Xen's end-of-dom0 line or the deadline.
+    /// (`-cpu max`, `smp` CPUs) and stops QEMU at Xen's end-of-dom0 line or the
+    /// deadline.
     pub fn run(&self, iso: &Path) -> Result<XenRun> {
         let xen = xen_image()?;
         self.make_iso(&xen, iso)?;
         let mut cfg = QemuConfig::new(iso.to_path_buf());
         cfg.mem = self.mem.clone();
+        cfg.smp = self.smp;
         let out = crate::run_qemu(&cfg, self.deadline, |l| XenEnd::of_line(l).is_some())?;
         let end = out.serial.lines().find_map(XenEnd::of_line);
         Ok(XenRun { out, end, xen })
