@@ -173,6 +173,7 @@ fn load_if_changed(slot: &AtomicU64, value: u64, write: impl FnOnce(u64)) {
 /// what the CPU has (no control register or MSR is read here). While the hypervisor
 /// runs, the guest's GS base lives in MSR_KERNEL_GS_BASE (entry.s swaps it in on the
 /// way out). Also tells entry.s whether the floor call may return at once.
+#[inline(always)]
 pub fn sync(vcpu: &Vcpu) {
     let loaded = loaded();
     super::percpu::set_floor_ok(vcpu.kernel_mode);
