@@ -19,7 +19,13 @@ fn boot(test: &str, dom0: Module, domus: Vec<Module>) -> Boot0 {
 
 /// [`boot`] with the hypervisor command line `cmdline`.
 fn boot_cmdline(test: &str, cmdline: &str, dom0: Module, domus: Vec<Module>) -> Boot0 {
+    boot_on(test, xlhv_tests::test_smp(), cmdline, dom0, domus)
+}
+
+/// [`boot_cmdline`] on `cpus` CPUs.
+fn boot_on(test: &str, cpus: u32, cmdline: &str, dom0: Module, domus: Vec<Module>) -> Boot0 {
     let mut b = Boot::new(test);
+    b.smp = cpus;
     b.cmdline = cmdline.into();
     b.modules = vec![dom0];
     b.modules.extend(domus);
@@ -233,16 +239,16 @@ fn weights_two_to_one_split_the_cpu_two_to_one() {
     // dom0 at a domU's weight (its default is 16 times that, docs/sched.md), so the
     // three hogs share the CPU 2:1:2 and dom0's share says whether it ran alone. One
     // CPU: on two, the heavy one's share (a CPU of its own) is capped, not weighed.
-    let mut b = Boot::new("weights");
-    b.smp = 1;
-    b.cmdline = "dom0_weight=256".into();
-    b.modules = vec![
+    let b = boot_on(
+        "weights",
+        1,
+        "dom0_weight=256",
         dom0(test_guest("hog"), "secs=4 name=dom0"),
-        domu("hog", "heavy", "weight=512 \"cmdline=secs=2 name=heavy\""),
-        domu("hog", "light", "weight=256 \"cmdline=secs=2 name=light\""),
-    ];
-    b.stop_at = None;
-    let b = b.run();
+        vec![
+            domu("hog", "heavy", "weight=512 \"cmdline=secs=2 name=heavy\""),
+            domu("hog", "light", "weight=256 \"cmdline=secs=2 name=light\""),
+        ],
+    );
     b.exited(QemuExit::Poweroff);
     let heavy = field(&b, "hog: PASS name=heavy", "running_ns");
     let light = field(&b, "hog: PASS name=light", "running_ns");
@@ -266,16 +272,16 @@ fn weights_two_to_one_split_the_cpu_two_to_one() {
 /// wall time each domU ran, by its own runstate (which counts while it is on a CPU,
 /// however the host schedules QEMU's threads).
 fn hog_shares(cpus: u32) -> [f64; 2] {
-    let mut b = Boot::new(&format!("hogs-smp{cpus}"));
-    b.smp = cpus;
-    b.cmdline = "dom0_weight=256".into();
-    b.modules = vec![
+    let b = boot_on(
+        &format!("hogs-smp{cpus}"),
+        cpus,
+        "dom0_weight=256",
         dom0(test_guest("hog"), "secs=5 name=dom0"),
-        domu("hog", "a", "\"cmdline=secs=3 name=a\""),
-        domu("hog", "b", "\"cmdline=secs=3 name=b\""),
-    ];
-    b.stop_at = None;
-    let b = b.run();
+        vec![
+            domu("hog", "a", "\"cmdline=secs=3 name=a\""),
+            domu("hog", "b", "\"cmdline=secs=3 name=b\""),
+        ],
+    );
     b.exited(QemuExit::Poweroff);
     ["a", "b"].map(|n| {
         let needle = format!("hog: PASS name={n} ");

@@ -271,7 +271,7 @@ impl Others<'_> {
     /// issue the domctl again (`Progress::Again`).
     pub fn request_destroy(&mut self, id: DomId) -> Result<Progress, Errno> {
         let (slot, pv) = self.by_id(id).ok_or(Errno::ESRCH)?;
-        if Self::switch_out_elsewhere(slot, pv) {
+        if switch_out_elsewhere(slot, pv.vcpus.len()) {
             return Ok(Progress::Again);
         }
         let mut q = PENDING_TEARDOWN.lock();
@@ -280,20 +280,6 @@ impl Others<'_> {
         }
         PENDING_WORK.store(true, core::sync::atomic::Ordering::Relaxed);
         Ok(Progress::Done)
-    }
-
-    /// If another CPU runs a vCPU of `pv` (in `slot`): makes its vCPUs unrunnable,
-    /// asks that CPU to switch away, and says so.
-    fn switch_out_elsewhere(slot: usize, pv: &mut PvDomain) -> bool {
-        let mut rq = runq().lock();
-        if running_elsewhere(&rq, slot, pv.vcpus.len()).is_none() {
-            return false;
-        }
-        let now = crate::time::now_ns();
-        for i in 0..pv.vcpus.len() {
-            make_unrunnable(&mut rq, slot, i, now);
-        }
-        true
     }
 
     /// `XEN_DOMCTL_pausedomain`: its vCPUs leave the run queue until unpaused; done
@@ -475,6 +461,20 @@ fn running_elsewhere(rq: &RunQueue, slot: usize, nr_vcpus: usize) -> Option<usiz
     (0..nr_vcpus)
         .filter_map(|i| rq.running_on(vref(slot, i)))
         .find(|&c| c != me)
+}
+
+/// If another CPU runs a vCPU of the domain in `slot` (with `nr_vcpus` vCPUs): makes
+/// its vCPUs unrunnable, asks that CPU to switch away, and says so.
+fn switch_out_elsewhere(slot: usize, nr_vcpus: usize) -> bool {
+    let mut rq = runq().lock();
+    if running_elsewhere(&rq, slot, nr_vcpus).is_none() {
+        return false;
+    }
+    let now = crate::time::now_ns();
+    for i in 0..nr_vcpus {
+        make_unrunnable(&mut rq, slot, i, now);
+    }
+    true
 }
 
 /// The machine is stopping with dom0: the other CPUs are parked, and no domain has
@@ -950,23 +950,10 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
             // SAFETY: `vi` is the live domain's vcpu_info in the direct map; the
             // hypervisor alone writes its time while the vCPU is off the CPU.
             let t = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*vi).time)) };
-            write_time_area(v.time_area, &t);
+            xlhv_core::hypercall::vcpu::write_time_area(guest::write_current, v.time_area, &t);
         }
     }
     load_segments(doms, to);
-}
-
-/// Writes the secondary `vcpu_time_info` at `va` in the current address space as
-/// `xlhv_core::hypercall::vcpu::write_time_area` does (odd version, record, even
-/// version); a fault leaves it as it is.
-fn write_time_area(va: u64, t: &hypercall_abi::xen::shared_info::VcpuTimeInfo) {
-    let odd = t.version.wrapping_sub(1) | 1;
-    if !guest::write_current(va, &odd.to_le_bytes()) {
-        return;
-    }
-    let rec = hypercall_abi::xen::shared_info::VcpuTimeInfo { version: odd, ..*t };
-    let _ = guest::write_current(va, zerocopy::IntoBytes::as_bytes(&rec));
-    let _ = guest::write_current(va, &odd.wrapping_add(1).to_le_bytes());
 }
 
 /// Delivers a pending event to the vCPU now on the CPU (bouncing to its event
@@ -1428,20 +1415,13 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
         // The machine stops with dom0: no other CPU may run a guest from here on.
         crate::arch::x86_64::smp::stop_others();
     }
+    // Not while another CPU runs it (its CR3, its frames): that CPU is asked to switch
+    // away, and the teardown runs again at the end of a later entry.
+    if !STOPPING.load(core::sync::atomic::Ordering::Acquire)
+        && switch_out_elsewhere(slot, pv.vcpus.len())
     {
-        // Not while another CPU runs it (its CR3, its frames): that CPU is asked to
-        // switch away, and the teardown runs again at the end of a later entry.
-        let mut rq = runq().lock();
-        if !STOPPING.load(core::sync::atomic::Ordering::Acquire)
-            && running_elsewhere(&rq, slot, pv.vcpus.len()).is_some()
-        {
-            let now = crate::time::now_ns();
-            for i in 0..pv.vcpus.len() {
-                make_unrunnable(&mut rq, slot, i, now);
-            }
-            push_pending(&PENDING_RETRY, slot);
-            return;
-        }
+        push_pending(&PENDING_RETRY, slot);
+        return;
     }
     {
         let mut rq = runq().lock();

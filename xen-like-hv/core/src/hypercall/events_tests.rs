@@ -661,7 +661,8 @@ fn the_time_area_goes_odd_then_even_as_in_xen() {
         system_time: 77,
         ..VcpuTimeInfo::default()
     };
-    assert!(super::vcpu::write_time_area(&mut w.p, area, &t));
+    let mut write = |va, b: &[u8]| w.p.write_guest(va, b).is_ok();
+    assert!(super::vcpu::write_time_area(&mut write, area, &t));
+    assert!(!super::vcpu::write_time_area(&mut write, UNMAPPED, &t));
     assert_eq!(w.p.peek_obj::<VcpuTimeInfo>(area), t);
-    assert!(!super::vcpu::write_time_area(&mut w.p, UNMAPPED, &t));
 }

@@ -54,15 +54,22 @@ pub fn update_runstate_area<P: Platform>(p: &mut P, vcpu: &Vcpu, now: u64) {
 /// Writes the published `t` to a registered secondary `vcpu_time_info` at `va` as
 /// Xen's `update_secondary_system_time` does: the odd version of the update alone
 /// first, then the whole record, then the version made even, which is then the
-/// primary's (`t.version`). False when the first write faults (nothing written).
-pub fn write_time_area<P: Platform>(p: &mut P, va: u64, t: &VcpuTimeInfo) -> bool {
+/// primary's (`t.version`). `write(va, bytes)` writes guest memory and says whether
+/// it could (a hypercall's platform, or the hypervisor's switch path). False when the
+/// first write faults (nothing written).
+pub fn write_time_area(
+    mut write: impl FnMut(u64, &[u8]) -> bool,
+    va: u64,
+    t: &VcpuTimeInfo,
+) -> bool {
+    use zerocopy::IntoBytes;
     let odd = t.version.wrapping_sub(1) | 1;
-    if p.write_obj(va, &odd).is_err() {
+    if !write(va, odd.as_bytes()) {
         return false;
     }
     let rec = VcpuTimeInfo { version: odd, ..*t };
-    let _ = p.write_obj(va, &rec);
-    let _ = p.write_obj(va, &odd.wrapping_add(1));
+    let _ = write(va, rec.as_bytes());
+    let _ = write(va, odd.wrapping_add(1).as_bytes());
     true
 }
 
@@ -175,7 +182,7 @@ pub fn vcpu_op<P: Platform>(
             ctx.vcpu.time_area_pending = false;
             if a.addr != 0 {
                 let t = published_time(ctx);
-                write_time_area(ctx.p, a.addr, &t);
+                write_time_area(|va, b| ctx.p.write_guest(va, b).is_ok(), a.addr, &t);
             }
             Ok(0)
         }
