@@ -14,8 +14,9 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MIN_MEMORY_MIB: u32 = 4;
 /// Largest domain, in MiB (64 GiB): a sanity bound, far above any machine we run on.
 pub const MAX_MEMORY_MIB: u32 = 64 * 1024;
-/// Most vCPUs per domain: the hypervisor runs one vCPU per domain for now.
-pub const MAX_VCPUS: u32 = 1;
+/// Most vCPUs per domain: one per `vcpu_info` slot of shared_info, as the
+/// hypervisor allows (Xen's `XEN_LEGACY_MAX_VCPUS`).
+pub const MAX_VCPUS: u32 = 32;
 /// Longest kernel command line, in bytes: Xen's `MAX_GUEST_CMDLINE` (1024) less the NUL.
 pub const MAX_CMDLINE_LEN: usize = 1023;
 /// The largest kernel upload dom0 accepts, in bytes (a PV kernel is a few MiB at
@@ -343,7 +344,8 @@ mod tests {
         assert!(validate_memory_mib(MAX_MEMORY_MIB + 1).is_err());
         assert_eq!(validate_vcpus(0), Err(ValidationError::NoVcpus));
         assert_eq!(validate_vcpus(1), Ok(()));
-        assert_eq!(validate_vcpus(2), Err(ValidationError::TooManyVcpus(2)));
+        assert_eq!(validate_vcpus(32), Ok(()));
+        assert_eq!(validate_vcpus(33), Err(ValidationError::TooManyVcpus(33)));
         assert!(validate_cmdline(&"x".repeat(MAX_CMDLINE_LEN)).is_ok());
         assert!(validate_cmdline(&"x".repeat(MAX_CMDLINE_LEN + 1)).is_err());
         assert_eq!(validate_cmdline("a\0b"), Err(ValidationError::CmdlineNul));

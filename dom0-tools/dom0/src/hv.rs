@@ -178,10 +178,10 @@ impl Hypervisor for XenHv {
         crate::dom_exc::take()
     }
 
-    fn create_domain(&mut self, handle: [u8; 16]) -> Result<DomId, Errno> {
+    fn create_domain(&mut self, handle: [u8; 16], vcpus: u32) -> Result<DomId, Errno> {
         let cfg = DomctlCreateDomain {
             handle,
-            max_vcpus: 1,
+            max_vcpus: vcpus,
             max_evtchn_port: 1023,
             max_grant_frames: -1,
             max_maptrack_frames: -1,

@@ -5,7 +5,7 @@
 //! image = "hello"         # an image dom0 has; or kernel = "path/to/pv-elf"
 //! ramdisk = "initrd.cpio" # uploaded as the start_info module (default none)
 //! memory = 16             # MiB (default 32)
-//! vcpus = 1               # default 1
+//! vcpus = 1               # default 1, at most 32
 //! cmdline = ""            # default ""
 //! on_poweroff = "destroy" # or "preserve", "restart" (default destroy)
 //! on_reboot = "restart"   # or "destroy", "preserve" (default restart)
@@ -645,7 +645,7 @@ mod tests {
         assert!(e("memory = -1").starts_with("hello.toml:3: memory: -1 MiB is too little"));
         assert!(e("memory = 99999999999").contains("is too much"));
         assert!(e("vcpus = 0").starts_with("hello.toml:3: vcpus: a domain needs at least 1"));
-        assert!(e("vcpus = 4").contains("at most 1 per domain"));
+        assert!(e("vcpus = 33").contains("at most 32 per domain"));
         assert!(e("vcpus = -4").starts_with("hello.toml:3: vcpus: a domain needs at least 1"));
         assert!(
             p("name = \"42\"\nimage = \"x\"\n", &[])

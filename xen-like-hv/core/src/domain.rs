@@ -2,11 +2,14 @@
 
 use crate::mm::Mfn;
 use crate::vcpu::Vcpu;
+use alloc::vec::Vec;
 use hypercall_abi::memory::E820Entry;
 use hypercall_abi::types::DomId;
 
-/// Most vCPUs per domain (one until SMP guests arrive).
-pub const MAX_VCPUS: usize = 1;
+/// Most vCPUs per domain: one per `vcpu_info` slot of shared_info (Xen's
+/// `XEN_LEGACY_MAX_VCPUS`), so every vCPU has a `vcpu_info` before it registers one
+/// (Xen takes more for guests that register theirs; `docs/xen-differences.md`).
+pub const MAX_VCPUS: usize = hypercall_abi::xen::LEGACY_MAX_VCPUS;
 
 /// A domain with its vCPUs: what the hypervisor keeps per domain. The two halves are
 /// separate so that a handler can hold the domain and one of its vCPUs at once.
@@ -14,19 +17,36 @@ pub const MAX_VCPUS: usize = 1;
 pub struct PvDomain {
     /// Domain-wide state.
     pub dom: Domain,
-    /// vCPUs, by id.
-    pub vcpus: heapless::Vec<Vcpu, MAX_VCPUS>,
+    /// vCPUs, by id: as many as the domain was made with (`max_vcpus`), on the
+    /// hypervisor's heap, never grown afterwards.
+    pub vcpus: Vec<Vcpu>,
 }
 
 impl PvDomain {
-    /// A paused domain with vCPU 0 (offline) on page-table root `root`.
-    pub fn new(id: DomId, privileged: bool, shared_info: Mfn, root: Mfn) -> Self {
-        let mut vcpus = heapless::Vec::new();
-        let _ = vcpus.push(Vcpu::new(0, root));
-        PvDomain {
+    /// A paused domain with `nr_vcpus` vCPUs (1..=[`MAX_VCPUS`]), all down and not
+    /// initialised; vCPU 0 on page-table root `root`. `None` when `nr_vcpus` is out of
+    /// range or the heap cannot hold the vCPUs.
+    pub fn new(
+        id: DomId,
+        privileged: bool,
+        shared_info: Mfn,
+        root: Mfn,
+        nr_vcpus: u32,
+    ) -> Option<Self> {
+        let n = usize::try_from(nr_vcpus).ok()?;
+        if !(1..=MAX_VCPUS).contains(&n) {
+            return None;
+        }
+        let mut vcpus = Vec::new();
+        vcpus.try_reserve_exact(n).ok()?;
+        for i in 0..nr_vcpus {
+            let r = if i == 0 { root } else { Mfn(0) };
+            vcpus.push(Vcpu::new(i, r));
+        }
+        Some(PvDomain {
             dom: Domain::new(id, privileged, shared_info),
             vcpus,
-        }
+        })
     }
 }
 

@@ -3,6 +3,8 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod boot;
 pub mod conring;
 pub mod cpuid;

@@ -64,6 +64,13 @@ pub trait Platform {
     ) -> R;
     /// Flushes this domain's TLB entries: on this CPU, or on every CPU it ran on.
     fn flush_tlb(&mut self, kind: FlushKind, all_cpus: bool);
+    /// Flushes the TLBs of the current domain's other vCPUs whose bits are set in
+    /// `vcpus` (bit n: vCPU n; `MMUEXT_TLB_FLUSH_MULTI`, `MMUEXT_INVLPG_MULTI`,
+    /// `UVMF_MULTI`), before it returns. By default nothing: a platform that runs
+    /// one vCPU per domain.
+    fn flush_tlb_siblings(&mut self, kind: FlushKind, vcpus: u64) {
+        let _ = (kind, vcpus);
+    }
     /// `WBINVD` on this CPU, or on every CPU.
     fn flush_cache(&mut self, all_cpus: bool);
     /// Makes the vCPU's GDT frames (`vcpu.gdt_frames`) the first pages of the GDT the
@@ -119,6 +126,12 @@ pub trait Platform {
     fn kick(&mut self, kick: crate::evtchn::Kick);
     /// The current vCPU's timers changed: the platform re-arms its timer interrupt.
     fn timers_changed(&mut self);
+    /// vCPU `vcpu` of the current domain (not the current vCPU) changed: it came up,
+    /// went down, was initialised, or its timers changed. After the entry the
+    /// platform puts it on or off the run queue (it runs iff its domain runs, it is
+    /// up and waits for nothing), makes a CPU that runs it switch away if it may no
+    /// longer run, and has the CPU that keeps its timers re-arm.
+    fn sibling_changed(&mut self, vcpu: u32);
     /// Shuts down domain `id` (not the current one) for `reason`
     /// (`SCHEDOP_remote_shutdown`); false if there is no such domain.
     fn remote_shutdown(&mut self, id: DomId, reason: crate::domain::ShutdownReason) -> bool;

@@ -155,6 +155,8 @@ pub(crate) struct FakePlatform {
     pub chip: FakeIrqChip,
     /// Times `timers_changed` was called.
     pub timer_changes: u32,
+    /// Siblings reported by `sibling_changed`, in order.
+    pub siblings_changed: Vec<u32>,
     /// Every `remote_shutdown`: (domain, reason).
     pub remote_shutdowns: Vec<(DomId, crate::domain::ShutdownReason)>,
     /// Every domain's grant table, by id.
@@ -414,6 +416,7 @@ impl Default for FakePlatform {
             },
             chip: FakeIrqChip::default(),
             timer_changes: 0,
+            siblings_changed: Vec::new(),
             remote_shutdowns: Vec::new(),
             gnttab: FakeGnttab::default(),
             kernel_space: true,
@@ -688,7 +691,7 @@ impl Platform for FakePlatform {
     fn domain_summary(&mut self, at: DomId) -> Option<crate::hypercall::domctl::DomainSummary> {
         let now = self.now;
         let (_, d) = self.others.range(at.0..).next()?;
-        let mut s = crate::hypercall::domctl::DomainSummary::of(d, &[], now, false);
+        let mut s = crate::hypercall::domctl::DomainSummary::of(d, [].iter(), now, false);
         s.nr_vcpus = 1;
         Some(s)
     }
@@ -868,6 +871,10 @@ impl Platform for FakePlatform {
 
     fn timers_changed(&mut self) {
         self.timer_changes += 1;
+    }
+
+    fn sibling_changed(&mut self, vcpu: u32) {
+        self.siblings_changed.push(vcpu);
     }
 
     fn remote_shutdown(&mut self, id: DomId, reason: crate::domain::ShutdownReason) -> bool {
@@ -1063,6 +1070,8 @@ pub(crate) struct World {
     pub p: FakePlatform,
     pub dom: Domain,
     pub vcpu: Vcpu,
+    /// The domain's other vCPUs (none unless a test adds them).
+    pub siblings: Vec<Vcpu>,
     pub regs: Regs,
     /// Outcome of the last [`World::run`] / [`Invoke::invoke`].
     pub outcome: Outcome,
@@ -1084,6 +1093,7 @@ impl World {
         dom.state = crate::domain::DomainState::Running;
         let mut vcpu = Vcpu::new(0, KROOT);
         vcpu.online = true;
+        vcpu.initialised = true;
         let regs = Regs {
             rax: 0xAAAA_0000,
             rbx: 0xBBBB_0000,
@@ -1112,6 +1122,7 @@ impl World {
             p,
             dom,
             vcpu,
+            siblings: Vec::new(),
             regs,
             outcome: Outcome::Resume,
         }
@@ -1146,6 +1157,7 @@ impl World {
     /// A context for one entry.
     pub fn ctx(&mut self) -> GuestCtx<'_, FakePlatform> {
         GuestCtx::new(&mut self.p, &mut self.dom, &mut self.vcpu, &mut self.regs)
+            .with_siblings(crate::traps::Siblings::of(&mut self.siblings))
     }
 
     /// Runs `f` on a fresh context, records and returns its outcome with `f`'s result.

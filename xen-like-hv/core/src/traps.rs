@@ -150,9 +150,12 @@ pub enum Outcome {
     Crash(CrashReason),
     /// The vCPU yields the CPU.
     Yield,
-    /// The vCPU waits (`SCHEDOP_block`, `SCHEDOP_poll`, `VCPUOP_down`; see
-    /// [`Vcpu::wait`]): run something else until it is woken.
+    /// The vCPU waits (`SCHEDOP_block`, `SCHEDOP_poll`; see [`Vcpu::wait`]): run
+    /// something else until it is woken.
     Block,
+    /// The vCPU went down (`VCPUOP_down` of itself): run something else until
+    /// another vCPU brings it up.
+    Down,
 }
 
 /// The state a guest entry is handled against.
@@ -165,8 +168,48 @@ pub struct GuestCtx<'a, P: Platform> {
     pub vcpu: &'a mut Vcpu,
     /// Its registers, as saved on entry and restored on exit.
     pub regs: &'a mut Regs,
+    /// The domain's other vCPUs.
+    pub siblings: Siblings<'a>,
     /// Set by handlers that do more than return a value.
     pub outcome: Outcome,
+}
+
+/// The vCPUs of a domain other than the running one, borrowed beside it (for the
+/// `vcpu_op`s that name another vCPU and for domain-wide counts).
+#[derive(Debug, Default)]
+pub struct Siblings<'a> {
+    left: &'a mut [Vcpu],
+    right: &'a mut [Vcpu],
+}
+
+impl<'a> Siblings<'a> {
+    /// vCPU `i` of `vcpus`, and the others beside it.
+    pub fn split(vcpus: &'a mut [Vcpu], i: usize) -> Option<(&'a mut Vcpu, Siblings<'a>)> {
+        let (left, rest) = vcpus.split_at_mut(i);
+        let (me, right) = rest.split_first_mut()?;
+        Some((me, Siblings { left, right }))
+    }
+
+    /// Siblings kept apart from the running vCPU (tests).
+    pub fn of(others: &'a mut [Vcpu]) -> Self {
+        Siblings {
+            left: others,
+            right: &mut [],
+        }
+    }
+
+    /// The sibling with id `id`.
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut Vcpu> {
+        self.left
+            .iter_mut()
+            .chain(self.right.iter_mut())
+            .find(|v| v.id == id)
+    }
+
+    /// Every sibling.
+    pub fn iter(&self) -> impl Iterator<Item = &Vcpu> + Clone {
+        self.left.iter().chain(self.right.iter())
+    }
 }
 
 impl<P: Platform> fmt::Debug for GuestCtx<'_, P> {
@@ -202,8 +245,15 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
             dom,
             vcpu,
             regs,
+            siblings: Siblings::default(),
             outcome: Outcome::Resume,
         }
+    }
+
+    /// The context with the domain's other vCPUs at hand.
+    pub fn with_siblings(mut self, siblings: Siblings<'a>) -> Self {
+        self.siblings = siblings;
+        self
     }
 
     /// Builds Xen's bounce frame on the guest kernel stack and points the vCPU at

@@ -38,8 +38,13 @@ pub use crate::debugreg::DebugRegs;
 pub struct Vcpu {
     /// Index within the domain.
     pub id: u32,
-    /// Brought up (vCPU 0 at build; others by `VCPUOP_up`).
+    /// Up: not `VCPUOP_down` (Xen's `_VPF_down` clear). vCPU 0 comes up when its
+    /// domain is built; the others with `VCPUOP_up`, or with `VGCF_online` in the
+    /// context they are given.
     pub online: bool,
+    /// Has a context (Xen's `is_initialised`): from the domain builder,
+    /// `XEN_DOMCTL_setvcpucontext` or `VCPUOP_initialise`. Only such a vCPU comes up.
+    pub initialised: bool,
     /// The physical CPU it last ran on (Xen's `v->processor`): that CPU keeps its
     /// timers armed.
     pub processor: u16,
@@ -214,8 +219,6 @@ pub enum Wait {
     /// exactly one port, as Xen's `poll_evtchn`; `None` = any newly pending port of
     /// the domain wakes it), or the poll timeout.
     Poll(Option<hypercall_abi::types::EvtchnPort>),
-    /// `VCPUOP_down`.
-    Down,
 }
 
 /// Bytes of a vCPU's XSAVE area. The hypervisor has no heap, so the area is part of
@@ -292,6 +295,7 @@ impl Vcpu {
         Vcpu {
             id,
             online: false,
+            initialised: false,
             processor: 0,
             regs: Regs {
                 cs: u64::from(FLAT_KERNEL_CS),

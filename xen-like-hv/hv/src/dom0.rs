@@ -51,6 +51,8 @@ pub enum BuildFailure {
     },
     /// The domain table is full.
     NoSlot,
+    /// The heap cannot hold this many vCPUs.
+    NoVcpus(u32),
     /// The memory model refused its page tables.
     PageTables(xlhv_core::mm::error::MmError),
 }
@@ -74,6 +76,7 @@ impl fmt::Display for BuildFailure {
                 )
             }
             BuildFailure::NoSlot => write!(f, "no free domain slot"),
+            BuildFailure::NoVcpus(n) => write!(f, "no memory for {n} vCPUs"),
             BuildFailure::PageTables(e) => write!(f, "its page tables were refused: {e}"),
         }
     }
@@ -231,6 +234,8 @@ struct Spec<'a> {
     cmdline: &'a [u8],
     flavour: Flavour,
     weight: u16,
+    /// vCPUs it has (vCPU 0 up, the others down until it brings them up).
+    vcpus: u32,
     extra_flags: SifFlags,
     /// The initrd (`start_info.mod_start`/`mod_len`), if any.
     initrd: Option<&'a [u8]>,
@@ -241,6 +246,7 @@ pub fn build(
     info: &BootInfo,
     dom0_mem: Option<u64>,
     dom0_weight: Option<u16>,
+    dom0_vcpus: u32,
 ) -> Result<usize, BuildFailure> {
     let (index, module) = find_module(info).ok_or(BuildFailure::NoModule)?;
     let bytes = match dom0_mem {
@@ -256,6 +262,7 @@ pub fn build(
         cmdline: module::dom0_cmdline(&module.cmdline).as_bytes(),
         flavour: Flavour::Dom0,
         weight: dom0_weight.unwrap_or(xlhv_core::domain::DOM0_WEIGHT),
+        vcpus: dom0_vcpus,
         // Xen's default dom0 power-management bits (`xen_processor_pmbits` = 3) sit in
         // SIF_PM_MASK: dom0's flags read 0x303 on Xen 4.17.
         extra_flags: SifFlags::from_bits_retain(DOM0_PM_BITS << 8),
@@ -307,6 +314,7 @@ pub fn build_domus(info: &BootInfo) -> usize {
             cmdline: m.cmdline.as_bytes(),
             flavour: Flavour::DomU,
             weight: m.weight.unwrap_or(xlhv_core::domain::DEFAULT_WEIGHT),
+            vcpus: 1,
             extra_flags: SifFlags::empty(),
             initrd: None,
         };
@@ -370,11 +378,20 @@ fn build_domain(
     type_and_pin(spec.id, spec.privileged, mem, shared_info, built.cr3_mfn)
         .map_err(BuildFailure::PageTables)?;
 
-    let mut pv = PvDomain::new(spec.id, spec.privileged, shared_info, built.cr3_mfn);
+    let Some(mut pv) = PvDomain::new(
+        spec.id,
+        spec.privileged,
+        shared_info,
+        built.cr3_mfn,
+        spec.vcpus,
+    ) else {
+        return Err(BuildFailure::NoVcpus(spec.vcpus));
+    };
     pv.dom.tot_pages = nr_pages;
     pv.dom.max_pages = nr_pages;
     pv.dom.weight = spec.weight;
     if let Some(v) = pv.vcpus.get_mut(0) {
+        v.initialised = true;
         v.regs.rip = built.rip;
         v.regs.rsp = built.rsp;
         v.regs.rsi = built.rsi;
@@ -383,7 +400,7 @@ fn build_domain(
     }
     let (big_pfn, big_mfn, big_n) = mem.largest_run().unwrap_or((0, Mfn(0), 0));
     log::info!(
-        "d{} '{}': module {index} ({} {}), {} MiB, {} pages in {} machine-contiguous runs (largest {} pages: pfn {:#x} = mfn {:#x}), weight {}; entry {:#x}, start_info {:#x}, {} page-table frames",
+        "d{} '{}': module {index} ({} {}), {} MiB, {} pages in {} machine-contiguous runs (largest {} pages: pfn {:#x} = mfn {:#x}), weight {}, {} vCPU(s); entry {:#x}, start_info {:#x}, {} page-table frames",
         spec.id.0,
         spec.name,
         xinfo.guest_os,
@@ -395,6 +412,7 @@ fn build_domain(
         big_pfn,
         big_mfn.0,
         spec.weight,
+        spec.vcpus,
         built.rip,
         built.rsi,
         built.page_tables().count()

@@ -14,7 +14,7 @@ use xlhv_core::exit::QemuExit;
 use xlhv_core::platform::Progress;
 use xlhv_core::regs::{Regs, SYSCALL_VECTOR};
 use xlhv_core::sched::{RunQueue, VcpuRef};
-use xlhv_core::traps::{CrashReason, GuestCtx, Outcome};
+use xlhv_core::traps::{CrashReason, GuestCtx, Outcome, Siblings};
 
 /// Most domains at once.
 pub const MAX_DOMAINS: usize = 256;
@@ -155,8 +155,8 @@ impl Others<'_> {
     }
 
     /// `XEN_DOMCTL_createdomain`: an empty domain, paused by the controller, with a
-    /// shared_info frame, event channels and one vCPU that is down until its context
-    /// is set. `current` is the caller's id (never reused here).
+    /// shared_info frame, event channels and `max_vcpus` vCPUs, each down until its
+    /// context is set. `current` is the caller's id (never reused here).
     pub fn create(
         &mut self,
         spec: &xlhv_core::hypercall::domctl::CreateSpec,
@@ -173,8 +173,18 @@ impl Others<'_> {
             Some(id) => id,
             None => self.next_free_id(current).ok_or(Errno::ENOSPC)?,
         };
+        // The vCPUs first: nothing to undo if the heap cannot hold them.
+        let mut pv = PvDomain::new(
+            id,
+            false,
+            xlhv_core::mm::Mfn(0),
+            xlhv_core::mm::Mfn(0),
+            spec.max_vcpus,
+        )
+        .ok_or(Errno::ENOMEM)?;
         let shared_info = crate::mm::alloc_frame().ok_or(Errno::ENOMEM)?;
         crate::dom0::init_shared_info(shared_info);
+        pv.dom.shared_info = shared_info;
         // The domain may map its shared_info but never type it; teardown returns it.
         let mut hooks = crate::mmhw::Hooks::only(id);
         let owned = crate::mmhw::with_mm(id, false, &mut hooks, |m| {
@@ -195,7 +205,6 @@ impl Others<'_> {
             let _ = crate::mm::free_order(shared_info, 0);
             return Err(e);
         }
-        let mut pv = PvDomain::new(id, false, shared_info, xlhv_core::mm::Mfn(0));
         pv.dom.pause_count = 1;
         pv.dom.toolstack = true;
         pv.dom.handle = spec.handle;
@@ -210,9 +219,13 @@ impl Others<'_> {
             return Err(Errno::ENOMEM);
         };
         crate::events::init_domain_with(slot, id, spec.max_evtchn_port, spec.max_vcpus);
-        if runq().lock().add(vref(slot, 0), weight, now).is_err() {
-            log::error!("domain {}: run queue full", id.0);
+        let mut rq = runq().lock();
+        for i in 0..usize::try_from(spec.max_vcpus).unwrap_or(0) {
+            if rq.add(vref(slot, i), weight, now).is_err() {
+                log::error!("domain {}: run queue full", id.0);
+            }
         }
+        drop(rq);
         log::info!(
             "d{} created by the control domain (slot {slot}), paused",
             id.0
@@ -262,7 +275,10 @@ impl Others<'_> {
             .filter(|(_, d)| d.dom.id >= at)
             .min_by_key(|(_, d)| d.dom.id)?;
         Some(xlhv_core::hypercall::domctl::DomainSummary::of(
-            &pv.dom, &pv.vcpus, now, false,
+            &pv.dom,
+            pv.vcpus.iter(),
+            now,
+            false,
         ))
     }
 
@@ -356,6 +372,19 @@ static DOMAINS: Mutex<Domains> = Mutex::new(Domains {
     slots: [const { None }; MAX_DOMAINS],
 });
 
+/// Takes the domain lock. While it waits (interrupts are off) it does any TLB flush
+/// another CPU asked of it: that CPU may hold the lock and wait for the flush
+/// (`arch::x86_64::tlb`).
+fn lock_domains() -> spin::MutexGuard<'static, Domains> {
+    loop {
+        if let Some(g) = DOMAINS.try_lock() {
+            return g;
+        }
+        crate::arch::x86_64::tlb::service();
+        core::hint::spin_loop();
+    }
+}
+
 /// Slots of domains shut down from outside (remote shutdown): destroyed at the next
 /// scheduling point, when no handler holds them.
 static PENDING_DESTROY: Mutex<heapless::Vec<usize, MAX_DOMAINS>> = Mutex::new(heapless::Vec::new());
@@ -410,6 +439,20 @@ fn note_current(rq: &RunQueue) {
             p.current.store(v, core::sync::atomic::Ordering::Relaxed);
         }
     }
+}
+
+/// The CPUs (bit n: CPU n) that run a vCPU of the domain in `slot` whose bit is set
+/// in `vcpus`, as the run queue last said.
+pub fn cpus_running(slot: usize, vcpus: u64) -> u64 {
+    let mut mask = 0;
+    for cpu in 0..crate::arch::x86_64::smp::online().min(MAX_CPUS) {
+        let Some(p) = percpu::of(cpu) else { continue };
+        let v = p.current.load(core::sync::atomic::Ordering::Relaxed);
+        if v != u32::MAX && (v >> 16) as usize == slot && vcpus & (1u64 << (v & 0x3F)) != 0 {
+            mask |= 1 << cpu;
+        }
+    }
+    mask
 }
 
 /// The vCPU this CPU runs.
@@ -509,7 +552,7 @@ pub fn add(mut d: PvDomain) -> Option<usize> {
         log::error!("domain {}: no grant table ({e:?})", id.0);
         return None;
     }
-    let slot = DOMAINS.lock().insert(d)?;
+    let slot = lock_domains().insert(d)?;
     crate::events::init_domain(slot, id, privileged, nr_vcpus);
     let mut rq = runq().lock();
     for v in 0..nr_vcpus {
@@ -527,7 +570,7 @@ pub fn add(mut d: PvDomain) -> Option<usize> {
 /// Unpauses every built domain: its vCPU 0 comes online and becomes runnable.
 pub fn unpause_all() {
     let now = crate::time::now_ns();
-    let mut doms = DOMAINS.lock();
+    let mut doms = lock_domains();
     let mut rq = runq().lock();
     for (slot, pv) in doms.slots.iter_mut().enumerate() {
         let Some(pv) = pv else { continue };
@@ -566,7 +609,7 @@ pub fn run_first() -> ! {
     // from the first vCPU's registers before anything reads it.
     let frame = unsafe { &mut *(frame_at as *mut Regs) };
     *frame = Regs::default();
-    let doms = DOMAINS.lock();
+    let doms = lock_domains();
     let doms = dispatch(doms, None, frame);
     deliver_and_exit(doms, frame, false);
     // SAFETY: the frame is a complete ring-3 register set for the vCPU just loaded,
@@ -583,6 +626,75 @@ unsafe extern "C" {
 pub struct EntryEffects {
     /// A timer of the current vCPU changed: re-arm.
     pub timers_changed: bool,
+    /// Other vCPUs of the current domain that changed (bit n: vCPU n;
+    /// `Platform::sibling_changed`).
+    pub siblings: u32,
+    /// Event kicks for the current domain's other vCPUs, acted on after the entry.
+    pub kicks: heapless::Vec<Kick, 4>,
+    /// More kicks than [`Self::kicks`] holds: every waiting sibling is woken (a
+    /// spurious wake-up, which `SCHEDOP_block` and `SCHEDOP_poll` allow).
+    pub kicks_overflowed: bool,
+}
+
+impl EntryEffects {
+    /// Nothing beyond the entry's results: the exit may take the short path.
+    pub fn is_empty(&self) -> bool {
+        !self.timers_changed
+            && self.siblings == 0
+            && self.kicks.is_empty()
+            && !self.kicks_overflowed
+    }
+}
+
+/// Acts on what an entry of vCPU `vid` of the domain in `slot` asked for its
+/// siblings: kicks (wake-ups), and vCPUs that came up, went down, got a context or
+/// new timers. A sibling runs iff the domain runs, it is up and it waits for
+/// nothing; one that may no longer run is switched away from its CPU; the CPU that
+/// keeps a sibling's timers re-arms.
+fn apply_sibling_effects(doms: &mut Domains, slot: usize, vid: usize, fx: &EntryEffects) {
+    use xlhv_core::vcpu::Wait;
+    let Some(pv) = doms.get_mut(slot) else { return };
+    for k in &fx.kicks {
+        wake(pv, slot, k);
+    }
+    let now = crate::time::now_ns();
+    if fx.kicks_overflowed {
+        for (i, v) in pv.vcpus.iter_mut().enumerate().filter(|(i, _)| *i != vid) {
+            if matches!(v.wait, Wait::Block | Wait::Poll(_)) {
+                v.wait = Wait::None;
+                v.timers.poll_timeout = None;
+                if pv.dom.is_running() && v.online {
+                    v.set_runstate(RUNSTATE_RUNNABLE, now);
+                    make_runnable(slot, i, now);
+                }
+            }
+        }
+    }
+    if fx.siblings == 0 {
+        return;
+    }
+    let running = pv.dom.is_running();
+    for (i, v) in pv.vcpus.iter_mut().enumerate() {
+        if i == vid || i >= 32 || fx.siblings & (1 << i) == 0 {
+            continue;
+        }
+        if running && v.online && v.wait == Wait::None {
+            if v.runstate.state != RUNSTATE_RUNNING {
+                v.set_runstate(RUNSTATE_RUNNABLE, now);
+            }
+            make_runnable(slot, i, now);
+        } else {
+            if !v.online {
+                v.set_runstate(hypercall_abi::vcpu::RUNSTATE_OFFLINE, now);
+            }
+            make_unrunnable(&mut runq().lock(), slot, i, now);
+        }
+        // Its timers are armed where it last ran.
+        let cpu = usize::from(v.processor);
+        if cpu != percpu::index() {
+            resched(cpu);
+        }
+    }
 }
 
 /// Every entry from a guest lands here, with interrupts off. The common path (a
@@ -627,7 +739,7 @@ pub fn guest_entry(frame: &mut Regs) {
         );
     };
     let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
-    let mut doms = DOMAINS.lock();
+    let mut doms = lock_domains();
     if timer && crate::time::refine_due() {
         refine_clock(&mut doms);
     }
@@ -642,6 +754,10 @@ pub fn guest_entry(frame: &mut Regs) {
             return;
         }
         check_timers |= fx.timers_changed;
+        if !fx.is_empty() {
+            apply_sibling_effects(&mut doms, slot, vid, &fx);
+            check_timers = true;
+        }
         clobber_ok = outcome != Outcome::RegsReplaced;
         match outcome {
             Outcome::Shutdown(reason) => {
@@ -652,10 +768,15 @@ pub fn guest_entry(frame: &mut Regs) {
                 destroy(&mut doms, slot, ShutdownReason::Crash, Some(why));
                 resched = true;
             }
-            Outcome::Block => {
+            Outcome::Block | Outcome::Down => {
                 let now = crate::time::now_ns();
+                let state = if outcome == Outcome::Down {
+                    hypercall_abi::vcpu::RUNSTATE_OFFLINE
+                } else {
+                    RUNSTATE_BLOCKED
+                };
                 if let Some(v) = doms.get_mut(slot).and_then(|pv| pv.vcpus.get_mut(vid)) {
-                    v.set_runstate(RUNSTATE_BLOCKED, now);
+                    v.set_runstate(state, now);
                 }
                 runq().lock().sleep(cur, now);
                 check_timers = true;
@@ -722,12 +843,16 @@ fn platform<'a>(
     dom: &xlhv_core::domain::Domain,
     others: Others<'a>,
     slot: usize,
+    vcpu: usize,
+    lone: bool,
 ) -> HwPlatform<'a> {
     HwPlatform {
         shared_info: dom.shared_info,
         others,
         slot,
         id: dom.id,
+        vcpu: u32::try_from(vcpu).unwrap_or(u32::MAX),
+        lone,
         effects: EntryEffects::default(),
     }
 }
@@ -750,12 +875,13 @@ fn handle_entry(
         panic!("current domain slot {slot} is empty")
     };
     let PvDomain { dom, vcpus } = pv;
-    let Some(vcpu) = vcpus.get_mut(vid) else {
+    let Some((vcpu, siblings)) = Siblings::split(vcpus, vid) else {
         panic!("current vCPU {vid} does not exist")
     };
-    let mut plat = platform(dom, others, slot);
+    let lone = siblings.iter().next().is_none();
+    let mut plat = platform(dom, others, slot, vid, lone);
     let outcome = {
-        let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);
+        let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame).with_siblings(siblings);
         if ctx.regs.vector == SYSCALL_VECTOR {
             if ctx.vcpu.kernel_mode {
                 ctx.hypercall();
@@ -767,7 +893,7 @@ fn handle_entry(
         }
         let mut left = false;
         if matches!(ctx.outcome, Outcome::Resume | Outcome::RegsReplaced)
-            && !ctx.p.effects.timers_changed
+            && ctx.p.effects.is_empty()
             && !PENDING_WORK.load(Ordering::Relaxed)
             && !percpu::this().preempt.load(Ordering::Relaxed)
         {
@@ -841,7 +967,7 @@ fn dispatch<'a>(
         drop(doms);
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
-        doms = DOMAINS.lock();
+        doms = lock_domains();
         if crate::time::refine_due() {
             refine_clock(&mut doms);
         }
@@ -969,12 +1095,13 @@ fn deliver_and_exit(mut doms: spin::MutexGuard<'_, Domains>, frame: &mut Regs, m
             panic!("current domain slot {slot} is empty")
         };
         let PvDomain { dom, vcpus } = pv;
-        let Some(vcpu) = vcpus.get_mut(vid) else {
+        let Some((vcpu, siblings)) = Siblings::split(vcpus, vid) else {
             panic!("current vCPU {vid} does not exist")
         };
-        let mut plat = platform(dom, others, slot);
+        let lone = siblings.iter().next().is_none();
+        let mut plat = platform(dom, others, slot, vid, lone);
         let outcome = {
-            let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame);
+            let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame).with_siblings(siblings);
             // A data selector did not load at switch-in (`load_segments`).
             if ctx.vcpu.failsafe_due {
                 ctx.vcpu.failsafe_due = false;
@@ -1008,7 +1135,7 @@ fn deliver_and_exit(mut doms: spin::MutexGuard<'_, Domains>, frame: &mut Regs, m
 /// domain and enters the next vCPU from a fresh entry-stack frame.
 pub fn exit_fault(vector: u8) -> ! {
     let cur = current();
-    let mut doms = DOMAINS.lock();
+    let mut doms = lock_domains();
     match cur {
         Some(c) => destroy(
             &mut doms,
@@ -1042,7 +1169,7 @@ pub fn ldt_fault_in_hypervisor(offset: u64, on_exit: bool) -> bool {
         return false;
     };
     let doms = if on_exit {
-        Some(DOMAINS.lock())
+        Some(lock_domains())
     } else {
         DOMAINS.try_lock()
     };
@@ -1063,7 +1190,7 @@ fn map_ldt_page(doms: &mut Domains, r: VcpuRef, offset: u64) -> bool {
     let Some(vcpu) = vcpus.get_mut(vid) else {
         return false;
     };
-    let mut plat = platform(dom, others, slot);
+    let mut plat = platform(dom, others, slot, vid, true);
     let mut vm = xlhv_core::mm::mmu::VcpuMm {
         kernel_root: Some(vcpu.kernel_root),
         user_root: vcpu.user_root,
@@ -1339,8 +1466,9 @@ fn teardown(
             });
         }
         let _ = relinquish_domain(m, &mut roots);
-        // No CPU may keep a translation of the domain's frames once they are reused.
-        crate::mmhw::flush_tlb(xlhv_core::mm::mmu::FlushKind::Tlb);
+        // No CPU may keep a translation of the domain's frames once they are reused
+        // (another domain may have mapped them: a grant, a foreign mapping).
+        crate::arch::x86_64::tlb::flush_everywhere();
         let n = m.ft.len() as u64;
         for mfn in (0..n).map(xlhv_core::mm::Mfn) {
             let mine =
@@ -1458,10 +1586,17 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
     let grant_frames = crate::gnttab::guest_frames(id);
     let Some(pv) = doms.get_mut(slot) else { return };
     let privileged = pv.dom.privileged;
-    crate::events::set_vcpu_info_at(slot, None);
+    crate::events::set_vcpu_info_at(slot, None, None);
     let (returned, busy) = teardown(pv, hooks, eoi_map);
+    let tot_pages = pv.dom.tot_pages;
     crate::mmhw::add_zombie(id, busy);
     crate::mmhw::forget_iomem(id);
+    // The slot goes now, and with it the vCPUs on the hypervisor's heap, so that the
+    // count below sees every frame back.
+    if let Some(s) = doms.slots.get_mut(slot) {
+        crate::registry::clear(slot, id);
+        *s = None;
+    }
     let free = crate::mm::free_frames();
     log::info!(
         "domain {} destroyed: {returned} frames returned, {busy} still referenced; {free} frames free",
@@ -1469,7 +1604,7 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
     );
     if !privileged {
         // Its pages, its shared_info frame and its grant-table frames.
-        let held = pv.dom.tot_pages + 1 + grant_frames;
+        let held = tot_pages + 1 + grant_frames;
         if returned == held && busy == 0 {
             log::info!("memory: all {returned} frames of domain {} are back", id.0);
         } else if returned + busy == held {
@@ -1504,10 +1639,6 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
         crate::irq::report();
         log::info!("dom0 stopped ({reason:?}): stopping the machine");
         cpu::qemu_exit(code);
-    }
-    if let Some(s) = doms.slots.get_mut(slot) {
-        crate::registry::clear(slot, id);
-        *s = None;
     }
     if let Some(d0) = doms.slot_of(DomId(0)) {
         raise_virq(doms, d0, hypercall_abi::evtchn::Virq::DomExc as u32, 0);

@@ -34,20 +34,30 @@ pub fn init_domain(slot: usize, id: DomId, privileged: bool, nr_vcpus: u32) {
 /// Resets the table of `slot` for a new domain `id` whose highest port is `max_port`
 /// (what `XEN_DOMCTL_createdomain` asked for).
 pub fn init_domain_with(slot: usize, id: DomId, max_port: u32, nr_vcpus: u32) {
-    set_vcpu_info_at(slot, None);
+    set_vcpu_info_at(slot, None, None);
     if let Some(t) = TABLES.lock().get_mut(slot) {
         t.reinit(id, EvtchnConfig { max_port, nr_vcpus });
     }
 }
 
-/// Where `VCPUOP_register_vcpu_info` put vCPU 0's `vcpu_info`, by domain slot: a
-/// machine address, 0 = still in shared_info. (One vCPU per domain so far.)
-static VCPU_INFO_AT: [AtomicU64; MAX_DOMAINS] = [const { AtomicU64::new(0) }; MAX_DOMAINS];
+/// Where `VCPUOP_register_vcpu_info` put each vCPU's `vcpu_info`, by domain slot and
+/// vCPU: a machine address, 0 = still in shared_info.
+static VCPU_INFO_AT: [[AtomicU64; LEGACY_MAX_VCPUS]; MAX_DOMAINS] =
+    [const { [const { AtomicU64::new(0) }; LEGACY_MAX_VCPUS] }; MAX_DOMAINS];
 
-/// Records where the `vcpu_info` of the domain in `slot` lives (`None`: shared_info).
-pub fn set_vcpu_info_at(slot: usize, at: Option<u64>) {
-    if let Some(a) = VCPU_INFO_AT.get(slot) {
-        a.store(at.unwrap_or(0), Ordering::SeqCst);
+/// Records where the `vcpu_info` of `vcpu` of the domain in `slot` lives (`None`:
+/// shared_info); `vcpu` `None` resets every vCPU of the slot.
+pub fn set_vcpu_info_at(slot: usize, vcpu: Option<u32>, at: Option<u64>) {
+    let Some(all) = VCPU_INFO_AT.get(slot) else {
+        return;
+    };
+    match vcpu {
+        Some(v) => {
+            if let Some(a) = all.get(v as usize) {
+                a.store(at.unwrap_or(0), Ordering::SeqCst);
+            }
+        }
+        None => all.iter().for_each(|a| a.store(0, Ordering::SeqCst)),
     }
 }
 
@@ -56,9 +66,12 @@ pub fn set_vcpu_info_at(slot: usize, at: Option<u64>) {
 #[derive(Clone, Copy, Debug)]
 pub struct SharedBits {
     si: *mut SharedInfo,
-    /// vCPU 0's registered `vcpu_info` (machine address), 0 = the one in shared_info.
-    vcpu0_at: u64,
+    /// Where the domain's vCPUs registered their `vcpu_info`s (0: in shared_info).
+    at: &'static [AtomicU64; LEGACY_MAX_VCPUS],
 }
+
+/// No domain's `vcpu_info` moved (for a slot out of range).
+static NOWHERE: [AtomicU64; LEGACY_MAX_VCPUS] = [const { AtomicU64::new(0) }; LEGACY_MAX_VCPUS];
 
 impl SharedBits {
     /// The bitmaps of the domain in `slot`, whose shared_info frame is `mfn` (a
@@ -66,9 +79,7 @@ impl SharedBits {
     pub fn of(slot: usize, mfn: Mfn) -> Self {
         SharedBits {
             si: (DIRECTMAP_BASE + (mfn.0 << 12)) as *mut SharedInfo,
-            vcpu0_at: VCPU_INFO_AT
-                .get(slot)
-                .map_or(0, |a| a.load(Ordering::SeqCst)),
+            at: VCPU_INFO_AT.get(slot).unwrap_or(&NOWHERE),
         }
     }
 
@@ -95,11 +106,9 @@ impl SharedBits {
     /// The `vcpu_info` of `vcpu`: where it was registered, else in shared_info.
     pub fn vcpu(&self, vcpu: VcpuId) -> Option<*mut hypercall_abi::xen::shared_info::VcpuInfo> {
         let i = vcpu.0 as usize;
-        if i == 0 && self.vcpu0_at != 0 {
-            return Some((DIRECTMAP_BASE + self.vcpu0_at) as *mut _);
-        }
-        if i >= LEGACY_MAX_VCPUS {
-            return None;
+        let at = self.at.get(i)?.load(Ordering::SeqCst);
+        if at != 0 {
+            return Some((DIRECTMAP_BASE + at) as *mut _);
         }
         // SAFETY: in bounds of the vcpu_info array of a live shared_info page.
         Some(unsafe { core::ptr::addr_of_mut!((*self.si).vcpu_info[i]) })

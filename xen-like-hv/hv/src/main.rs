@@ -147,7 +147,12 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     }
     domains::set_cmdline(info.cmdline.as_str());
     domains::note_free_before_dom0();
-    let dom0 = match dom0::build(info, opts.dom0_mem, opts.dom0_weight) {
+    let dom0_vcpus = xlhv_core::boot::cmdline::dom0_vcpus(
+        opts.dom0_vcpus,
+        u32::try_from(online).unwrap_or(1),
+        u32::try_from(xlhv_core::domain::MAX_VCPUS).unwrap_or(1),
+    );
+    let dom0 = match dom0::build(info, opts.dom0_mem, opts.dom0_weight, dom0_vcpus) {
         Ok(slot) => Some(slot),
         Err(dom0::BuildFailure::NoModule) => {
             log::info!("dom0: no boot module: no dom0");

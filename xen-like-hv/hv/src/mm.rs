@@ -291,3 +291,57 @@ unsafe impl x86_64::structures::paging::FrameAllocator<Size4KiB> for TableFrames
         PhysFrame::from_start_address(x86_64::PhysAddr::new(mfn.byte_addr()?)).ok()
     }
 }
+
+/// The hypervisor's heap (Xen's `xmalloc`): whole runs of frames from the frame
+/// allocator, reached through the direct map. It serves the few structures a domain
+/// gets when it is created and whose size depends on the domain (its vCPUs), never a
+/// hypercall's hot path. An allocation takes the smallest power-of-two run of frames
+/// that holds it; one that cannot be met returns null, which callers see through
+/// `try_reserve` (nothing here panics on exhaustion). The frame allocator's lock is
+/// taken inside: nothing may allocate or free while holding it.
+struct FrameHeap;
+
+impl FrameHeap {
+    /// The order of the run of frames that holds `layout` (`None`: alignment over a
+    /// page, which no caller asks for).
+    fn order(layout: core::alloc::Layout) -> Option<u32> {
+        if layout.align() > 4096 {
+            return None;
+        }
+        let pages = layout.size().div_ceil(4096).max(1);
+        Some(pages.next_power_of_two().trailing_zeros())
+    }
+}
+
+// SAFETY: every block is a run of frames that the frame allocator hands out once, is
+// at least as large and as aligned as asked (page-aligned, alignments up to a page),
+// and goes back with the same order it was taken with.
+unsafe impl core::alloc::GlobalAlloc for FrameHeap {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        let Some(order) = Self::order(layout) else {
+            return core::ptr::null_mut();
+        };
+        let Some(mfn) = alloc_order(order) else {
+            return core::ptr::null_mut();
+        };
+        match mfn.byte_addr().and_then(|pa| direct(pa, 4096 << order)) {
+            Some(va) => va as *mut u8,
+            None => {
+                let _ = free_order(mfn, order);
+                core::ptr::null_mut()
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        let mfn = Mfn((ptr as u64 - DIRECTMAP_BASE) >> 12);
+        if let Some(order) = Self::order(layout) {
+            if free_order(mfn, order).is_err() {
+                log::error!("heap: block at {ptr:p} was not the allocator's");
+            }
+        }
+    }
+}
+
+#[global_allocator]
+static HEAP: FrameHeap = FrameHeap;

@@ -252,7 +252,9 @@ impl MmHooks for Hooks {
             || MMIO_RO.lock().iter().any(|r| r.0 <= mfn.0 && mfn.0 <= r.1)
     }
     fn flush_for_type_change(&mut self, _owner: DomId, _mfn: Mfn) {
-        flush_tlb(FlushKind::Tlb);
+        // Every CPU that runs a guest: the frame's old mappings may be in the TLB of
+        // any domain that mapped it (its owner's vCPUs, a foreign or grant mapper).
+        crate::arch::x86_64::tlb::flush_everywhere();
     }
     fn check_descriptor(&self, _owner: DomId, desc: u64, _next: u64) -> bool {
         audit_descriptor(desc)
@@ -428,7 +430,7 @@ pub fn mark_io_frames() {
     log::info!("memory: {marked} frames of I/O memory (first MiB and non-RAM) for dom0");
 }
 
-/// Flushes this CPU's TLB (the only CPU guests run on for now).
+/// Flushes this CPU's TLB (`arch::x86_64::tlb` flushes other CPUs).
 pub fn flush_tlb(kind: FlushKind) {
     match kind {
         FlushKind::Invlpg(va) => {

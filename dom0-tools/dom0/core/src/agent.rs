@@ -1093,6 +1093,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             image,
             ramdisk,
             memory_mib: c.memory_mib,
+            vcpus: c.vcpus,
             cmdline: c.cmdline.as_bytes(),
             backend: DomId::DOM0,
             unpause: false,

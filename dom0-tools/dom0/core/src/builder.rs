@@ -37,6 +37,8 @@ pub struct BuildRequest<'a> {
     pub ramdisk: Option<&'a [u8]>,
     /// Memory in MiB.
     pub memory_mib: u32,
+    /// vCPUs (`max_vcpus`): vCPU 0 starts; the kernel brings the others up.
+    pub vcpus: u32,
     /// The kernel command line.
     pub cmdline: &'a [u8],
     /// The domain serving its console and xenstore (dom0).
@@ -170,7 +172,7 @@ pub fn build<H: Hypervisor>(hv: &mut H, req: &BuildRequest<'_>) -> Result<Built,
         });
     }
     let dom = hv
-        .create_domain(req.handle)
+        .create_domain(req.handle, req.vcpus)
         .map_err(hv_err("XEN_DOMCTL_createdomain"))?;
     match fill_and_start(hv, dom, req, &elf, &info, &layout) {
         Ok(b) => Ok(b),

@@ -78,8 +78,9 @@ pub trait Hypervisor {
 
     // ---- the domain builder (crate::builder) ----
 
-    /// `XEN_DOMCTL_createdomain` (one vCPU, `max_evtchn_port` 1023): the new id.
-    fn create_domain(&mut self, handle: [u8; 16]) -> Result<DomId, Errno>;
+    /// `XEN_DOMCTL_createdomain` with `vcpus` vCPUs (`max_evtchn_port` 1023): the
+    /// new id.
+    fn create_domain(&mut self, handle: [u8; 16], vcpus: u32) -> Result<DomId, Errno>;
     /// `XEN_DOMCTL_max_mem`.
     fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno>;
     /// `XENMEM_populate_physmap` for `dom`: `frames` holds PFNs in and MFNs out;

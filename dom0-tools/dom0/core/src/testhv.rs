@@ -113,7 +113,7 @@ impl Hypervisor for Fake {
     fn now_ns(&self) -> u64 {
         0
     }
-    fn create_domain(&mut self, _: [u8; 16]) -> Result<DomId, Errno> {
+    fn create_domain(&mut self, _: [u8; 16], _: u32) -> Result<DomId, Errno> {
         Err(Errno::ENOSYS)
     }
     fn max_mem(&mut self, _: DomId, _: u64) -> Result<(), Errno> {

@@ -172,13 +172,14 @@ impl Hypervisor for FakeHv {
         self.now
     }
 
-    fn create_domain(&mut self, handle: [u8; 16]) -> Result<DomId, Errno> {
+    fn create_domain(&mut self, handle: [u8; 16], vcpus: u32) -> Result<DomId, Errno> {
         self.check("createdomain".into())?;
         let id = (1..).find(|i| !self.domains.contains_key(i)).unwrap();
         self.domains.insert(
             id,
             DomctlGetDomainInfo {
                 handle,
+                max_vcpu_id: vcpus - 1,
                 ..dom(id, DOMINF_PAUSED, 0)
             },
         );

@@ -5,7 +5,7 @@
 //! version (-EACCES); `count=` (default 50) rounds of createdomain → getdomaininfo
 //! (paused, no memory) → max_mem → pause/unpause counting → destroydomain →
 //! getdomaininfo (-ESRCH), after which free memory is back to the frame; the ids
-//! never repeat at once (Xen's rover); refusals (an HVM domain, two vCPUs, pausing
+//! never repeat at once (Xen's rover); refusals (an HVM domain, 0 or 33 vCPUs, pausing
 //! itself). In the first round the new domain also gets two frames
 //! (`XENMEM_populate_physmap` for its id), one filled by `hypercall_init`, the other
 //! its (empty) L4 in `setvcpucontext`, read back by `getvcpucontext`. As a domU
@@ -101,7 +101,7 @@ fn start_vcpu(id: u16) {
     );
     ok(NAME, "hypercall_init", run_domctl(&mut hi));
     let mut c = VcpuGuestContext::new_zeroed();
-    c.flags = VgcfFlags::IN_KERNEL.bits();
+    c.flags = (VgcfFlags::IN_KERNEL | VgcfFlags::ONLINE).bits();
     c.user_regs.rip = 0xFFFF_8000_0010_0000;
     c.user_regs.cs = 0xE033;
     c.user_regs.ss = 0xE02B;
@@ -311,11 +311,16 @@ fn as_dom0() {
         ..pv()
     };
     expect(NAME, "an HVM domain", create(hvm), Err(Errno::EINVAL));
-    let two = DomctlCreateDomain {
-        max_vcpus: 2,
+    let none = DomctlCreateDomain {
+        max_vcpus: 0,
         ..pv()
     };
-    expect(NAME, "two vCPUs", create(two), Err(Errno::EINVAL));
+    expect(NAME, "no vCPU", create(none), Err(Errno::EINVAL));
+    let many = DomctlCreateDomain {
+        max_vcpus: 33,
+        ..pv()
+    };
+    expect(NAME, "33 vCPUs", create(many), Err(Errno::EINVAL));
 
     let (first, me) = ok(NAME, "getdomaininfo(0)", info(0));
     expect(NAME, "the first domain", first, 0);

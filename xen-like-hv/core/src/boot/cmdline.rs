@@ -109,7 +109,6 @@ const ACCEPTED: &[&str] = &[
     "conring_size",
     "guest_loglvl",
     "dom0",
-    "dom0_max_vcpus",
     "dom0_vcpus_pin",
     "dom0_nodes",
     "mem",
@@ -176,6 +175,8 @@ pub enum Warning {
     },
     /// `dom0_weight=` is not a weight (1-65535).
     BadWeight(Snippet),
+    /// `dom0_max_vcpus=` is not `N`, `MIN-`, `-MAX` or `MIN-MAX`.
+    BadVcpus(Snippet),
     /// `hvtest=` named no hook.
     BadTestHook(Snippet),
     /// A boolean option with a value that is not a boolean.
@@ -219,6 +220,11 @@ impl fmt::Display for Warning {
                 f,
                 "cmdline: dom0_weight={s} is not a scheduling weight (1-65535); ignored"
             ),
+            Warning::BadVcpus(s) => write!(
+                f,
+                "cmdline: dom0_max_vcpus={s} is not N, MIN-, -MAX or MIN-MAX \
+                 (numbers of vCPUs from 1); ignored"
+            ),
             Warning::BadTestHook(s) => {
                 write!(f, "cmdline: hvtest={s} is not a test hook (")?;
                 for (i, h) in TestHook::ALL.iter().enumerate() {
@@ -255,6 +261,9 @@ pub struct Options {
     /// dom0's scheduling weight (`dom0_weight=N`, 1-65535); `None` for the default
     /// ([`crate::domain::DOM0_WEIGHT`]).
     pub dom0_weight: Option<u16>,
+    /// The fewest and most vCPUs dom0 gets (`dom0_max_vcpus=N`, `MIN-`, `-MAX` or
+    /// `MIN-MAX`, as Xen takes it): dom0 gets one per CPU, within these bounds.
+    pub dom0_vcpus: (Option<u32>, Option<u32>),
     /// A failure to provoke at boot (`hvtest=`).
     pub test: Option<TestHook>,
     /// Halt instead of rebooting when the machine would restart (`noreboot`).
@@ -273,6 +282,7 @@ impl Default for Options {
             dom0_mem_min: None,
             dom0_mem_max: None,
             dom0_weight: None,
+            dom0_vcpus: (None, None),
             test: None,
             noreboot: false,
             sync_console: false,
@@ -326,6 +336,13 @@ impl Options {
                 match v.parse::<u16>() {
                     Ok(w) if w != 0 => self.dom0_weight = Some(w),
                     _ => self.warnings.push(Warning::BadWeight(Snippet::new(v))),
+                }
+            }
+        } else if name_eq(key, "dom0_max_vcpus") {
+            if let Some(v) = self.value_of("dom0_max_vcpus", value) {
+                match parse_vcpu_range(v) {
+                    Some(r) => self.dom0_vcpus = r,
+                    None => self.warnings.push(Warning::BadVcpus(Snippet::new(v))),
                 }
             }
         } else if name_eq(key, "hvtest") {
@@ -426,6 +443,33 @@ fn boolean_name(key: &str, name: &str) -> Option<bool> {
     }
 }
 
+/// `N`, `MIN-`, `-MAX` or `MIN-MAX` (Xen's `dom0_max_vcpus`), every number at least 1
+/// and MIN <= MAX.
+fn parse_vcpu_range(v: &str) -> Option<(Option<u32>, Option<u32>)> {
+    let n = |s: &str| s.parse::<u32>().ok().filter(|&n| n >= 1);
+    let (lo, hi) = match v.split_once('-') {
+        None => (Some(n(v)?), Some(n(v)?)),
+        Some((a, b)) => {
+            let lo = if a.is_empty() { None } else { Some(n(a)?) };
+            let hi = if b.is_empty() { None } else { Some(n(b)?) };
+            (lo, hi)
+        }
+    };
+    match (lo, hi) {
+        (None, None) => None,
+        (Some(a), Some(b)) if a > b => None,
+        r => Some(r),
+    }
+}
+
+/// The vCPUs dom0 gets on a machine with `cpus` CPUs (Xen's `dom0_max_vcpus()`):
+/// one per CPU, raised to the minimum and cut to the maximum of `bounds`, and to
+/// `limit`.
+pub fn dom0_vcpus(bounds: (Option<u32>, Option<u32>), cpus: u32, limit: u32) -> u32 {
+    let n = bounds.0.map_or(cpus, |lo| cpus.max(lo));
+    bounds.1.map_or(n, |hi| n.min(hi)).clamp(1, limit.max(1))
+}
+
 /// Whether `key` (or `key` without a `no-` prefix) is in [`ACCEPTED`].
 fn is_accepted(key: &str) -> bool {
     let bare = key.strip_prefix("no-").unwrap_or(key);
@@ -500,6 +544,43 @@ mod tests {
                 )]
             );
         }
+    }
+
+    #[test]
+    fn dom0_max_vcpus_forms() {
+        assert_eq!(
+            Options::parse("dom0_max_vcpus=4").dom0_vcpus,
+            (Some(4), Some(4))
+        );
+        assert_eq!(
+            Options::parse("dom0_max_vcpus=2-").dom0_vcpus,
+            (Some(2), None)
+        );
+        assert_eq!(
+            Options::parse("dom0_max_vcpus=-3").dom0_vcpus,
+            (None, Some(3))
+        );
+        assert_eq!(
+            Options::parse("dom0_max_vcpus=1-8").dom0_vcpus,
+            (Some(1), Some(8))
+        );
+        for bad in ["0", "4-2", "-", "x", "1-y", "-0"] {
+            let o = Options::parse(&std::format!("dom0_max_vcpus={bad}"));
+            assert_eq!(o.dom0_vcpus, (None, None), "{bad}");
+            assert_eq!(
+                messages(&o),
+                [std::format!(
+                    "cmdline: dom0_max_vcpus={bad} is not N, MIN-, -MAX or MIN-MAX \
+                     (numbers of vCPUs from 1); ignored"
+                )]
+            );
+        }
+        // One per CPU by default, within the bounds and the limit.
+        assert_eq!(dom0_vcpus((None, None), 4, 32), 4);
+        assert_eq!(dom0_vcpus((Some(1), Some(1)), 4, 32), 1);
+        assert_eq!(dom0_vcpus((Some(6), None), 4, 32), 6);
+        assert_eq!(dom0_vcpus((None, Some(2)), 4, 32), 2);
+        assert_eq!(dom0_vcpus((Some(64), None), 4, 32), 32);
     }
 
     #[test]

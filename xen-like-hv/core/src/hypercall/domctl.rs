@@ -77,8 +77,13 @@ pub struct DomainSummary {
 impl DomainSummary {
     /// The summary of `dom` with its vCPUs at system time `now`; `running` says
     /// whether one of them is on a CPU.
-    pub fn of(dom: &Domain, vcpus: &[Vcpu], now: u64, running: bool) -> Self {
-        let online = u32::try_from(vcpus.iter().filter(|v| v.online).count()).unwrap_or(0);
+    pub fn of<'v>(
+        dom: &Domain,
+        vcpus: impl Iterator<Item = &'v Vcpu> + Clone,
+        now: u64,
+        running: bool,
+    ) -> Self {
+        let online = u32::try_from(vcpus.clone().filter(|v| v.online).count()).unwrap_or(0);
         DomainSummary {
             id: dom.id,
             shutdown: match dom.state {
@@ -90,16 +95,16 @@ impl DomainSummary {
             blocked: online > 0
                 && !running
                 && vcpus
-                    .iter()
+                    .clone()
                     .filter(|v| v.online)
                     .all(|v| v.wait != crate::vcpu::Wait::None),
             running,
             tot_pages: dom.tot_pages,
             max_pages: dom.max_pages,
             shared_info: dom.shared_info.0,
-            cpu_time_ns: vcpus.iter().map(|v| v.runstate_at(now).time[0]).sum(),
+            cpu_time_ns: vcpus.clone().map(|v| v.runstate_at(now).time[0]).sum(),
             online_vcpus: online,
-            nr_vcpus: u32::try_from(vcpus.len()).unwrap_or(u32::MAX),
+            nr_vcpus: u32::try_from(vcpus.count()).unwrap_or(u32::MAX),
             handle: dom.handle,
         }
     }
@@ -200,7 +205,7 @@ pub fn domctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvRe
         DomctlCmd::MaxVcpus => {
             let m: DomctlMaxVcpus = op.arg();
             let have = if target == me {
-                1
+                u32::try_from(1 + ctx.siblings.iter().count()).unwrap_or(u32::MAX)
             } else {
                 ctx.p
                     .domain_summary(target)
@@ -208,7 +213,8 @@ pub fn domctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvRe
                     .ok_or(Errno::ESRCH)?
                     .nr_vcpus
             };
-            // vCPUs are made at createdomain; one per domain so far.
+            // vCPUs are made at createdomain (as since Xen 4.12): only the number the
+            // domain has is accepted.
             if m.max != have {
                 return Err(Errno::EINVAL.into());
             }
@@ -332,8 +338,10 @@ fn create_spec(target: DomId, c: &DomctlCreateDomain) -> Result<CreateSpec, HvEr
     if c.flags & !CDF_ALL != 0 || c.flags & (CDF_HVM | CDF_HAP) != 0 {
         return Err(Errno::EINVAL.into());
     }
-    // One vCPU per domain so far (docs/xen-differences.md).
-    if c.max_vcpus != 1 {
+    // As Xen's `domain_create`: at least one vCPU, at most the domain limit
+    // ([`MAX_VCPUS`](crate::domain::MAX_VCPUS) here; docs/xen-differences.md).
+    let vcpus = usize::try_from(c.max_vcpus).unwrap_or(usize::MAX);
+    if !(1..=crate::domain::MAX_VCPUS).contains(&vcpus) {
         return Err(Errno::EINVAL.into());
     }
     let id = match target.0 {
@@ -365,8 +373,10 @@ fn domain_info_at_or_after<P: Platform>(
     at: DomId,
 ) -> Option<DomainSummary> {
     let now = ctx.p.now_ns();
-    let mine = (ctx.dom.id >= at)
-        .then(|| DomainSummary::of(ctx.dom, core::slice::from_ref(ctx.vcpu), now, true));
+    let mine = (ctx.dom.id >= at).then(|| {
+        let vcpus = core::iter::once(&*ctx.vcpu).chain(ctx.siblings.iter());
+        DomainSummary::of(ctx.dom, vcpus, now, true)
+    });
     let other = ctx.p.domain_summary(at);
     match (mine, other) {
         (Some(m), Some(o)) => Some(if m.id <= o.id { m } else { o }),

@@ -78,7 +78,7 @@ fn createdomain_makes_a_paused_pv_domain_with_the_next_id_or_the_one_asked() {
     assert_eq!(d.pause_count, 1, "paused by the controller");
     assert!(d.toolstack);
     assert_eq!(d.handle, [7; 16]);
-    // PV only, one vCPU, no reserved ids, no unknown flags.
+    // PV only, 1 to 32 vCPUs, no reserved ids, no unknown flags.
     let hvm = DomctlCreateDomain {
         flags: CDF_HVM | CDF_HAP,
         ..pv(1)
@@ -90,12 +90,16 @@ fn createdomain_makes_a_paused_pv_domain_with_the_next_id_or_the_one_asked() {
     };
     assert_eq!(create(&mut w, 0, junk), Err(Errno::EINVAL));
     assert_eq!(create(&mut w, 0, pv(0)), Err(Errno::EINVAL));
-    assert_eq!(create(&mut w, 0, pv(2)), Err(Errno::EINVAL));
+    assert_eq!(create(&mut w, 0, pv(33)), Err(Errno::EINVAL));
     assert_eq!(
         create(&mut w, DOMID_FIRST_RESERVED, pv(1)),
         Err(Errno::EINVAL)
     );
     assert_eq!(w.p.others.len(), 3);
+    assert!(
+        create(&mut w, 0, pv(32)).is_ok(),
+        "as many vCPUs as vcpu_info slots"
+    );
 }
 
 #[test]
@@ -284,7 +288,7 @@ fn with_domu() -> World {
 
 fn good_context() -> VcpuGuestContext {
     let mut c = VcpuGuestContext::new_zeroed();
-    c.flags = VgcfFlags::IN_KERNEL.bits();
+    c.flags = (VgcfFlags::IN_KERNEL | VgcfFlags::ONLINE).bits();
     c.user_regs.rip = 0xFFFF_8000_0010_0000;
     c.user_regs.rsp = 0xFFFF_8000_0020_0000;
     c.user_regs.rsi = 0xFFFF_8000_0030_0000;
@@ -359,9 +363,19 @@ fn setvcpucontext_loads_a_checked_context_and_holds_its_tables() {
     }
     assert_eq!(w.p.mm.ft.info(L4).unwrap().type_count(), 0);
 
+    let offline = VcpuGuestContext {
+        flags: VgcfFlags::IN_KERNEL.bits(),
+        ..c.clone()
+    };
+    assert_eq!(set_ctx(&mut w, 1, 0, Some(&offline)), Ok(0));
+    let v = &w.p.other_vcpus[&1];
+    assert!(
+        v.initialised && !v.online,
+        "up only with VGCF_online, as Xen"
+    );
     assert_eq!(set_ctx(&mut w, 1, 0, Some(&c)), Ok(0));
     let v = &w.p.other_vcpus[&1];
-    assert!(v.online && v.kernel_mode);
+    assert!(v.initialised && v.online && v.kernel_mode);
     assert_eq!(v.kernel_root, L4);
     assert_eq!((v.regs.rip, v.regs.rsi), (c.user_regs.rip, c.user_regs.rsi));
     assert_eq!(v.regs.cs & 3, 3, "selectors get RPL 3");
@@ -508,5 +522,118 @@ fn hypercall_init_fills_a_writable_frame_of_the_domain() {
         w.p.mm.ft.info(DATA).unwrap().type_count(),
         0,
         "reference dropped"
+    );
+}
+
+// ---- vcpu_op on the other vCPUs of the caller's domain ----------------------------------
+
+/// `vcpu_op` numbers used below.
+const INITIALISE: u32 = 0;
+const UP: u32 = 1;
+const DOWN: u32 = 2;
+const IS_UP: u32 = 3;
+const SET_SINGLESHOT: u32 = 8;
+
+fn vcpu_op(w: &mut World, cmd: u32, vcpu: u32, arg: u64) -> Result<u64, Errno> {
+    hc::vcpu_op(
+        w,
+        cmd,
+        hypercall_abi::types::VcpuId(vcpu),
+        hypercall_abi::types::GuestPtr::new(arg),
+    )
+}
+
+/// dom1 on vCPU 0 with vCPUs 1 and 2 made (down, no context), owning [`L4`].
+fn three_vcpus() -> World {
+    let mut w = World::kernel();
+    w.p.mm.ft.assign(L4, Owner::Domain(DomId(1))).unwrap();
+    w.siblings.push(crate::vcpu::Vcpu::new(1, Mfn(0)));
+    w.siblings.push(crate::vcpu::Vcpu::new(2, Mfn(0)));
+    w
+}
+
+#[test]
+fn vcpu_op_initialises_and_brings_up_a_sibling_as_xen_does() {
+    let mut w = three_vcpus();
+    assert_eq!(vcpu_op(&mut w, IS_UP, 3, 0), E(Errno::ENOENT), "no vCPU 3");
+    assert_eq!(vcpu_op(&mut w, IS_UP, 1, 0), Ok(0));
+    assert_eq!(
+        vcpu_op(&mut w, UP, 1, 0),
+        E(Errno::EINVAL),
+        "no context yet"
+    );
+    assert_eq!(vcpu_op(&mut w, INITIALISE, 1, UNMAPPED), E(Errno::EFAULT));
+
+    let mut bad = good_context();
+    bad.ctrlreg[3] = 0;
+    w.p.poke_obj(CTXT, &bad);
+    assert_eq!(vcpu_op(&mut w, INITIALISE, 1, CTXT), E(Errno::EINVAL));
+    assert!(!w.siblings[0].initialised, "a refusal changes nothing");
+
+    // Linux gives no VGCF_online: the vCPU has a context and stays down until `up`.
+    let c = VcpuGuestContext {
+        flags: VgcfFlags::IN_KERNEL.bits(),
+        ..good_context()
+    };
+    w.p.poke_obj(CTXT, &c);
+    assert_eq!(vcpu_op(&mut w, INITIALISE, 1, CTXT), Ok(0));
+    let v = &w.siblings[0];
+    assert!(v.initialised && !v.online);
+    assert_eq!(v.regs.rip, c.user_regs.rip);
+    assert_eq!(v.kernel_root, L4);
+    assert_eq!(
+        w.p.mm.ft.info(L4).unwrap().type_count(),
+        1,
+        "its L4 is held"
+    );
+    assert_eq!(w.p.siblings_changed, [1]);
+    assert_eq!(vcpu_op(&mut w, INITIALISE, 1, CTXT), E(Errno::EEXIST));
+    assert_eq!(
+        vcpu_op(&mut w, INITIALISE, 0, CTXT),
+        E(Errno::EEXIST),
+        "the caller"
+    );
+
+    assert_eq!(vcpu_op(&mut w, UP, 1, 0), Ok(0));
+    assert!(w.siblings[0].online);
+    assert_eq!(vcpu_op(&mut w, UP, 1, 0), Ok(0), "up again changes nothing");
+    assert_eq!(w.p.siblings_changed, [1, 1]);
+    assert_eq!(vcpu_op(&mut w, IS_UP, 1, 0), Ok(1));
+    // The one-shot timer is the caller's own.
+    assert_eq!(vcpu_op(&mut w, SET_SINGLESHOT, 1, KDATA), E(Errno::EINVAL));
+
+    // VGCF_online brings vCPU 2 up with its context.
+    w.p.poke_obj(CTXT, &good_context());
+    assert_eq!(vcpu_op(&mut w, INITIALISE, 2, CTXT), Ok(0));
+    assert!(w.siblings[1].online);
+    assert_eq!(w.p.mm.ft.info(L4).unwrap().type_count(), 2);
+}
+
+#[test]
+fn vcpu_op_down_stops_a_vcpu_and_the_last_one_powers_the_domain_off() {
+    let mut w = three_vcpus();
+    w.p.poke_obj(CTXT, &good_context());
+    assert_eq!(vcpu_op(&mut w, INITIALISE, 1, CTXT), Ok(0));
+    assert_eq!(vcpu_op(&mut w, DOWN, 1, 0), Ok(0));
+    assert!(!w.siblings[0].online);
+    assert_eq!(
+        w.outcome,
+        crate::traps::Outcome::Resume,
+        "the caller goes on"
+    );
+    assert_eq!(vcpu_op(&mut w, DOWN, 2, 0), Ok(0), "already down: nothing");
+
+    // With vCPU 1 up, the caller may go down itself.
+    assert_eq!(vcpu_op(&mut w, UP, 1, 0), Ok(0));
+    assert_eq!(vcpu_op(&mut w, DOWN, 0, 0), Ok(0));
+    assert_eq!(w.outcome, crate::traps::Outcome::Down);
+    assert!(!w.vcpu.online);
+
+    // The last vCPU up going down is Xen's `domain_shutdown(d, SHUTDOWN_poweroff)`.
+    let mut w = three_vcpus();
+    assert_eq!(vcpu_op(&mut w, DOWN, 0, 0), Ok(0));
+    assert_eq!(
+        w.outcome,
+        crate::traps::Outcome::Shutdown(ShutdownReason::Poweroff)
     );
 }

@@ -59,9 +59,11 @@ impl<P: Platform> GuestCtx<'_, P> {
             Flush::All(k) => self.p.flush_tlb(k, true),
             Flush::Multi(mask, k) => {
                 let bits: u64 = self.p.read_obj(mask).map_err(|_| unreadable)?;
-                if bits & (1 << self.vcpu.id) != 0 {
+                let me = 1u64.checked_shl(self.vcpu.id).unwrap_or(0);
+                if bits & me != 0 {
                     self.p.flush_tlb(k, false);
                 }
+                self.p.flush_tlb_siblings(k, bits & !me);
             }
             Flush::CacheLocal => self.p.flush_cache(false),
             Flush::CacheGlobal => self.p.flush_cache(true),

@@ -121,7 +121,7 @@ impl<P: Platform> GuestCtx<'_, P> {
         if self.regs.rflags & crate::regs::rflags::TF != 0
             && matches!(
                 self.outcome,
-                Outcome::Resume | Outcome::Block | Outcome::Yield
+                Outcome::Resume | Outcome::Block | Outcome::Down | Outcome::Yield
             )
         {
             if let Err(reason) = self.instruction_done() {

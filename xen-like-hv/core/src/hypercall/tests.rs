@@ -1715,7 +1715,11 @@ fn check_call(w: &World, before: &Regs, nr: u64) -> Result<(), TestCaseError> {
             };
             prop_assert_eq!(same(&w.regs), same(before));
         }
-        Outcome::Resume | Outcome::Yield | Outcome::Block | Outcome::Shutdown(_) => {
+        Outcome::Resume
+        | Outcome::Yield
+        | Outcome::Block
+        | Outcome::Down
+        | Outcome::Shutdown(_) => {
             // Everything but RAX as it was (§1.2: other GPRs preserved).
             prop_assert_eq!(
                 w.regs,

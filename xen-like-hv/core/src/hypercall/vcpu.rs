@@ -11,7 +11,7 @@ use crate::mm::frame_table::PageType;
 use crate::mm::page_type::{MachineMemory, get_page_and_type};
 use crate::platform::Platform;
 use crate::traps::{GuestCtx, Outcome};
-use crate::vcpu::{MIN_PERIOD_NS, Vcpu, Wait};
+use crate::vcpu::{MIN_PERIOD_NS, Vcpu};
 use hypercall_abi::Errno;
 use hypercall_abi::types::{GuestPtr, VcpuId};
 use hypercall_abi::vcpu::{
@@ -100,29 +100,39 @@ fn published_time<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> VcpuTimeInfo {
     VcpuTimeInfo::read_from_bytes(&bytes).unwrap_or_default()
 }
 
-/// `vcpu_op(cmd, vcpuid, arg)`. A vCPU id the domain does not have is -ENOENT before
-/// anything else; the timer commands act only on the caller's own vCPU.
+/// `vcpu_op(cmd, vcpuid, arg)`, as Xen 4.17's `do_vcpu_op`: a vCPU id the domain
+/// does not have is -ENOENT before anything else. Most commands act on any vCPU of
+/// the caller's domain ([`sibling_op`] for the others); the one-shot timer only on
+/// the caller's own (-EINVAL otherwise).
 pub fn vcpu_op<P: Platform>(
     ctx: &mut GuestCtx<'_, P>,
     cmd: u32,
     vcpuid: VcpuId,
     arg: GuestPtr<()>,
 ) -> HvResult {
-    // One vCPU per domain so far: it is the caller.
-    if vcpuid.0 != ctx.vcpu.id {
+    if vcpuid.0 != ctx.vcpu.id && ctx.siblings.get_mut(vcpuid.0).is_none() {
         return Err(Errno::ENOENT.into());
     }
-    let now = ctx.p.now_ns();
     let Some(op) = VcpuOp::from_nr(cmd) else {
         return Err(Errno::ENOSYS.into());
     };
+    if vcpuid.0 != ctx.vcpu.id {
+        return sibling_op(ctx, op, vcpuid.0, arg);
+    }
+    let now = ctx.p.now_ns();
     match op {
-        // vCPU 0 was initialised by the domain builder.
+        // The caller has a context, and is up.
         VcpuOp::Initialise => Err(Errno::EEXIST.into()),
         VcpuOp::Up => Ok(0),
         VcpuOp::Down => {
-            ctx.vcpu.wait = Wait::Down;
-            ctx.outcome = Outcome::Block;
+            if ctx.siblings.iter().any(|v| v.online) {
+                ctx.vcpu.online = false;
+                ctx.outcome = Outcome::Down;
+            } else {
+                // The last vCPU up going down: the domain powers off (Xen's
+                // `domain_shutdown(d, SHUTDOWN_poweroff)`), and the call returns 0.
+                ctx.outcome = Outcome::Shutdown(crate::domain::ShutdownReason::Poweroff);
+            }
             Ok(0)
         }
         VcpuOp::IsUp => Ok(u64::from(ctx.vcpu.online)),
@@ -138,12 +148,7 @@ pub fn vcpu_op<P: Platform>(
             Ok(0)
         }
         VcpuOp::SetPeriodicTimer => {
-            let t: VcpuSetPeriodicTimer = ctx.p.read_obj(arg.addr())?;
-            if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&t.period_ns) {
-                return Err(Errno::EINVAL.into());
-            }
-            ctx.vcpu.timers.period = t.period_ns;
-            ctx.vcpu.timers.periodic_next = now.saturating_add(t.period_ns);
+            set_periodic(ctx.p, ctx.vcpu, arg, now)?;
             ctx.p.timers_changed();
             Ok(0)
         }
@@ -167,22 +172,16 @@ pub fn vcpu_op<P: Platform>(
         }
         VcpuOp::RegisterVcpuInfo => {
             let info: VcpuRegisterVcpuInfo = ctx.p.read_obj(arg.addr())?;
-            register_vcpu_info(ctx, info)
+            register_vcpu_info(ctx.p, ctx.dom, ctx.vcpu, info)
         }
         VcpuOp::RegisterVcpuTimeMemoryArea => {
-            // As Xen 4.17's `arch_do_vcpu_op`: the handle must be guest memory
-            // (`guest_handle_okay`), else -EFAULT; 0 unregisters. The copy is
-            // written at once (`force_update_vcpu_system_time`), a fault ignored.
-            let a: VcpuRegisterTimeMemoryArea = ctx.p.read_obj(arg.addr())?;
-            let size = core::mem::size_of::<VcpuTimeInfo>() as u64;
-            if !crate::regs::is_guest_range(a.addr, size) {
-                return Err(Errno::EFAULT.into());
-            }
-            ctx.vcpu.time_area = a.addr;
+            let addr = time_area_addr(ctx.p, arg)?;
+            ctx.vcpu.time_area = addr;
             ctx.vcpu.time_area_pending = false;
-            if a.addr != 0 {
+            if addr != 0 {
+                // Written at once (`force_update_vcpu_system_time`), a fault ignored.
                 let t = published_time(ctx);
-                write_time_area(|va, b| ctx.p.write_guest(va, b).is_ok(), a.addr, &t);
+                write_time_area(|va, b| ctx.p.write_guest(va, b).is_ok(), addr, &t);
             }
             Ok(0)
         }
@@ -192,6 +191,96 @@ pub fn vcpu_op<P: Platform>(
     }
 }
 
+/// `vcpu_op` on vCPU `id` of the caller's domain, not the caller, with Xen 4.17's
+/// rules: `initialise` loads a context into a vCPU that has none (-EEXIST if it has
+/// one) and brings it up if the context says `VGCF_online`; `up` needs a context
+/// (-EINVAL); `down` takes it off its CPU (the caller is up, so the domain goes on);
+/// the one-shot timer is the caller's own only (-EINVAL). Changes take effect when
+/// the entry ends ([`Platform::sibling_changed`]).
+fn sibling_op<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    op: VcpuOp,
+    id: u32,
+    arg: GuestPtr<()>,
+) -> HvResult {
+    let now = ctx.p.now_ns();
+    let Some(v) = ctx.siblings.get_mut(id) else {
+        return Err(Errno::ENOENT.into());
+    };
+    let changed = match op {
+        VcpuOp::Initialise => {
+            super::vcpuctx::initialise(ctx.p, ctx.dom, v, arg.addr())?;
+            true
+        }
+        VcpuOp::Up if !v.initialised => return Err(Errno::EINVAL.into()),
+        VcpuOp::Up => !core::mem::replace(&mut v.online, true),
+        VcpuOp::Down => core::mem::replace(&mut v.online, false),
+        VcpuOp::IsUp => return Ok(u64::from(v.online)),
+        VcpuOp::GetRunstateInfo => {
+            let r = v.runstate_at(now);
+            ctx.p.write_obj(arg.addr(), &r)?;
+            false
+        }
+        VcpuOp::RegisterRunstateMemoryArea => {
+            let a: VcpuRegisterRunstateMemoryArea = ctx.p.read_obj(arg.addr())?;
+            v.runstate_area = a.addr;
+            update_runstate_area(ctx.p, v, now);
+            false
+        }
+        VcpuOp::SetPeriodicTimer => {
+            set_periodic(ctx.p, v, arg, now)?;
+            true
+        }
+        VcpuOp::StopPeriodicTimer => {
+            v.timers.period = 0;
+            true
+        }
+        VcpuOp::SetSingleshotTimer | VcpuOp::StopSingleshotTimer => {
+            return Err(Errno::EINVAL.into());
+        }
+        VcpuOp::RegisterVcpuInfo => {
+            let info: VcpuRegisterVcpuInfo = ctx.p.read_obj(arg.addr())?;
+            return register_vcpu_info(ctx.p, ctx.dom, v, info);
+        }
+        VcpuOp::RegisterVcpuTimeMemoryArea => {
+            // Written when that vCPU next runs (its own time record).
+            v.time_area = time_area_addr(ctx.p, arg)?;
+            v.time_area_pending = v.time_area != 0;
+            false
+        }
+        VcpuOp::GetPhysid if !ctx.dom.privileged => return Err(HvError::NotPrivileged),
+        _ => return Err(Errno::ENOSYS.into()),
+    };
+    if changed {
+        ctx.p.sibling_changed(id);
+    }
+    Ok(0)
+}
+
+/// `VCPUOP_set_periodic_timer` on `v`: a period of 1 ms to [`MAX_PERIOD_NS`]
+/// (-EINVAL otherwise), first due one period from now.
+fn set_periodic<P: Platform>(p: &mut P, v: &mut Vcpu, arg: GuestPtr<()>, now: u64) -> HvResult {
+    let t: VcpuSetPeriodicTimer = p.read_obj(arg.addr())?;
+    if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&t.period_ns) {
+        return Err(Errno::EINVAL.into());
+    }
+    v.timers.period = t.period_ns;
+    v.timers.periodic_next = now.saturating_add(t.period_ns);
+    Ok(0)
+}
+
+/// The address of a `VCPUOP_register_vcpu_time_memory_area` request. As Xen 4.17's
+/// `arch_do_vcpu_op`: the handle must be guest memory (`guest_handle_okay`), else
+/// -EFAULT; 0 unregisters.
+fn time_area_addr<P: Platform>(p: &mut P, arg: GuestPtr<()>) -> Result<u64, HvError> {
+    let a: VcpuRegisterTimeMemoryArea = p.read_obj(arg.addr())?;
+    let size = core::mem::size_of::<VcpuTimeInfo>() as u64;
+    if !crate::regs::is_guest_range(a.addr, size) {
+        return Err(Errno::EFAULT.into());
+    }
+    Ok(a.addr)
+}
+
 /// `VCPUOP_register_vcpu_info`: moves the caller's `vcpu_info` out of shared_info into
 /// one of its own frames, once. As in Xen 4.17 (`map_vcpu_info`): an area that would
 /// cross the page or is not 8-byte aligned is -ENXIO; a second registration, or a
@@ -199,7 +288,9 @@ pub fn vcpu_op<P: Platform>(
 /// descriptor page), is -EINVAL. The frame keeps a writable type reference until the
 /// domain is destroyed.
 fn register_vcpu_info<P: Platform>(
-    ctx: &mut GuestCtx<'_, P>,
+    p: &mut P,
+    d: &crate::domain::Domain,
+    v: &mut Vcpu,
     info: VcpuRegisterVcpuInfo,
 ) -> HvResult {
     let size = core::mem::size_of::<VcpuInfo>() as u64;
@@ -208,12 +299,12 @@ fn register_vcpu_info<P: Platform>(
     if offset > crate::mm::PAGE_SIZE - size || offset % align != 0 {
         return Err(Errno::ENXIO.into());
     }
-    if ctx.vcpu.vcpu_info_at.is_some() {
+    if v.vcpu_info_at.is_some() {
         return Err(Errno::EINVAL.into());
     }
-    let (dom, privileged) = (ctx.dom.id, ctx.dom.privileged);
+    let (dom, privileged) = (d.id, d.privileged);
     let mfn = Mfn(info.mfn);
-    let taken = ctx.p.mm(dom, privileged, |m| {
+    let taken = p.mm(dom, privileged, |m| {
         if m.ft.owner(mfn) != Some(Owner::Domain(dom)) {
             return false;
         }
@@ -222,7 +313,7 @@ fn register_vcpu_info<P: Platform>(
     if !taken {
         return Err(Errno::EINVAL.into());
     }
-    ctx.vcpu.vcpu_info_at = Some((mfn, info.offset));
-    ctx.p.move_vcpu_info(ctx.vcpu.id, mfn, info.offset);
+    v.vcpu_info_at = Some((mfn, info.offset));
+    p.move_vcpu_info(v.id, mfn, info.offset);
     Ok(0)
 }

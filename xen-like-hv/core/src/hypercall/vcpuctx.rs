@@ -204,7 +204,10 @@ fn load(dom: &mut Domain, v: &mut Vcpu, c: &VcpuGuestContext, gdt: &[Mfn]) -> Re
     };
     v.kernel_mode = vgcf.contains(VgcfFlags::IN_KERNEL);
     v.wait = Wait::None;
-    v.online = true;
+    // Xen's `arch_set_info_guest`: the vCPU has a context now, and is up iff the
+    // context says so (the domain builder sets `VGCF_online` for vCPU 0).
+    v.initialised = true;
+    v.online = vgcf.contains(VgcfFlags::ONLINE);
     if v.id == 0 {
         dom.vm_assist = c.vm_assist;
     }
@@ -229,9 +232,52 @@ pub fn set_vcpu_context<P: Platform>(
     if ctx.p.with_vcpu(target, a.vcpu, |_, _| ()).is_none() {
         return Err(Errno::EINVAL.into());
     }
+    let (c, gdt) = read_and_take(ctx.p, target, ctx.dom.privileged, a.ctxt)?;
+    let old = ctx
+        .p
+        .with_vcpu(target, a.vcpu, |d, v| load(d, v, &c, &gdt))
+        .unwrap_or_default();
+    put(ctx.p, target, &old);
+    Ok(0)
+}
+
+/// `VCPUOP_initialise` of `v`, a vCPU of the caller's domain `dom` that is not the
+/// caller, from the context at guest address `at` (Xen's `default_initialise_vcpu`):
+/// -EFAULT if it cannot be read, -EEXIST if `v` has a context already, -EINVAL if
+/// the context does not pass `arch_set_info_guest`'s checks (nothing changes then).
+pub fn initialise<P: Platform>(p: &mut P, dom: &mut Domain, v: &mut Vcpu, at: u64) -> HvResult {
     let mut c = VcpuGuestContext::new_zeroed();
-    ctx.p
-        .read_guest(a.ctxt, zerocopy::IntoBytes::as_mut_bytes(&mut c))?;
+    p.read_guest(at, zerocopy::IntoBytes::as_mut_bytes(&mut c))?;
+    if v.initialised {
+        return Err(Errno::EEXIST.into());
+    }
+    let (c, gdt) = check_and_take(p, dom.id, dom.privileged, c)?;
+    let old = load(dom, v, &c, &gdt);
+    put(p, dom.id, &old);
+    Ok(0)
+}
+
+/// Reads a `vcpu_guest_context` at guest address `at` and [`check_and_take`]s it.
+fn read_and_take<P: Platform>(
+    p: &mut P,
+    target: DomId,
+    caller_privileged: bool,
+    at: u64,
+) -> Result<(VcpuGuestContext, heapless::Vec<Mfn, 14>), HvError> {
+    let mut c = VcpuGuestContext::new_zeroed();
+    p.read_guest(at, zerocopy::IntoBytes::as_mut_bytes(&mut c))?;
+    check_and_take(p, target, caller_privileged, c)
+}
+
+/// Checks context `c` for a vCPU of `target` and takes the references it needs
+/// there (its base pointers, its GDT frames); fixes up its CR4 as Xen's
+/// `pv_fixup_guest_cr4` does. -EINVAL, with nothing taken, if it does not pass.
+fn check_and_take<P: Platform>(
+    p: &mut P,
+    target: DomId,
+    caller_privileged: bool,
+    mut c: VcpuGuestContext,
+) -> Result<(VcpuGuestContext, heapless::Vec<Mfn, 14>), HvError> {
     let gdt = check(&c)?;
     let mut refs = Refs {
         gdt: gdt.clone(),
@@ -241,15 +287,10 @@ pub fn set_vcpu_context<P: Platform>(
     if c.ctrlreg[1] != 0 {
         let _ = refs.roots.push(cr3_mfn(c.ctrlreg[1]));
     }
-    take(ctx.p, target, &refs).map_err(|_| Errno::EINVAL)?;
-    // Xen's `pv_fixup_guest_cr4`: the guest-controllable bits the policy allows.
-    c.ctrlreg[4] = crate::emulate::fixup_guest_cr4(&*ctx.p, ctx.dom.privileged, c.ctrlreg[4]);
-    let old = ctx
-        .p
-        .with_vcpu(target, a.vcpu, |d, v| load(d, v, &c, &gdt))
-        .unwrap_or_default();
-    put(ctx.p, target, &old);
-    Ok(0)
+    take(p, target, &refs).map_err(|_| Errno::EINVAL)?;
+    // The guest-controllable bits the policy allows.
+    c.ctrlreg[4] = crate::emulate::fixup_guest_cr4(&*p, caller_privileged, c.ctrlreg[4]);
+    Ok((c, gdt))
 }
 
 /// What `XEN_DOMCTL_getvcpucontext` reports for `v` (Xen's `arch_get_info_guest`);

@@ -28,8 +28,9 @@ use core::fmt;
 pub const DEFAULT_WEIGHT: u16 = 256;
 /// Default timeslice: 10 ms.
 pub const DEFAULT_TIMESLICE_NS: u64 = 10_000_000;
-/// vCPUs one queue can hold.
-pub const CAPACITY: usize = 256;
+/// vCPUs one queue can hold (every vCPU of every domain: 256 domains with four
+/// vCPUs each).
+pub const CAPACITY: usize = 1024;
 /// Physical CPUs one queue serves at most.
 pub const MAX_CPUS: usize = 8;
 

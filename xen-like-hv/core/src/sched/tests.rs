@@ -24,7 +24,7 @@ fn add_refuses_zero_weight_duplicates_and_overflow() {
     for s in 1..CAPACITY as u16 {
         assert_eq!(q.add(v(s), 1, 0), Ok(()));
     }
-    assert_eq!(q.add(v(999), 1, 0), Err(SchedError::Full));
+    assert_eq!(q.add(v(CAPACITY as u16), 1, 0), Err(SchedError::Full));
     assert!(!q.is_runnable(v(0)), "added vCPUs start not runnable");
 }
 

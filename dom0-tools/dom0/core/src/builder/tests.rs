@@ -21,6 +21,7 @@ struct Dom {
     pinned: Option<Mfn>,
     ctx: Option<Box<VcpuGuestContext>>,
     ports: Vec<(EvtchnPort, DomId)>,
+    vcpus: u32,
 }
 
 /// A fake machine: frames by MFN with their owner, a pool of free frames, the
@@ -107,7 +108,7 @@ impl Hypervisor for Fake {
     fn now_ns(&self) -> u64 {
         0
     }
-    fn create_domain(&mut self, handle: [u8; 16]) -> Result<DomId, Errno> {
+    fn create_domain(&mut self, handle: [u8; 16], vcpus: u32) -> Result<DomId, Errno> {
         self.step("create")?;
         let id = (1..).find(|i| !self.doms.contains_key(i)).unwrap_or(1);
         self.doms.insert(
@@ -115,6 +116,7 @@ impl Hypervisor for Fake {
             Dom {
                 handle,
                 paused: true,
+                vcpus,
                 ..Dom::default()
             },
         );
@@ -219,6 +221,7 @@ fn req(image: &[u8], memory_mib: u32) -> BuildRequest<'_> {
         image,
         ramdisk: None,
         memory_mib,
+        vcpus: 1,
         cmdline: b"secs=3",
         backend: DomId(0),
         unpause: true,
@@ -248,6 +251,7 @@ fn builds_and_starts_a_domu_in_xens_order() {
     );
     let d = &hv.doms[&1];
     assert!(!d.paused);
+    assert_eq!(d.vcpus, 1, "max_vcpus as asked");
     assert_eq!(d.max_kib, 16 * 1024);
     assert_eq!(
         d.ports,

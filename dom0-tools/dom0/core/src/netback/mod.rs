@@ -821,7 +821,9 @@ fn serve_tx<H: Hypervisor>(hv: &mut H, v: &mut Vif) -> (Vec<Frame>, bool, bool) 
                     gref: f.gref,
                     offset: f.offset,
                     len: f.len,
-                    buf_off: off,
+                    // An empty slot (its reference checked, nothing copied) points at
+                    // the packet's start, inside the buffer, not past its end.
+                    buf_off: if f.len == 0 { total } else { off },
                 });
                 owner.push(k);
                 off += usize::from(f.len);

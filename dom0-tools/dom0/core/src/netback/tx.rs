@@ -164,7 +164,8 @@ pub fn parse(slots: &[NetifTxRequest]) -> Option<Packet> {
     } else if usize::from(first.size) < ETH_HLEN {
         Verdict::Drop(TxError::TooShort)
     } else {
-        frags.retain(|f| f.len > 0);
+        // Empty slots stay: their grant references are checked by the copy too, as
+        // Linux's netback maps every slot of a packet (a bad reference fails it).
         Verdict::Send {
             frags,
             len: usize::from(first.size),

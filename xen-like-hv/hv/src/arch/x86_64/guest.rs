@@ -319,6 +319,10 @@ pub struct HwPlatform<'a> {
     pub slot: usize,
     /// The current domain's id.
     pub id: hypercall_abi::types::DomId,
+    /// The current vCPU's id.
+    pub vcpu: u32,
+    /// The current domain has no other vCPU.
+    pub lone: bool,
     /// What the handlers asked for beyond their results.
     pub effects: crate::domains::EntryEffects,
 }
@@ -393,8 +397,20 @@ impl Platform for HwPlatform<'_> {
         })
     }
 
-    fn flush_tlb(&mut self, kind: xlhv_core::mm::mmu::FlushKind, _all_cpus: bool) {
+    fn flush_tlb(&mut self, kind: xlhv_core::mm::mmu::FlushKind, all_cpus: bool) {
         crate::mmhw::flush_tlb(kind);
+        if all_cpus {
+            // The other CPUs that run a vCPU of this domain; no other CPU holds its
+            // translations (a CPU reloads CR3 whenever it leaves a domain).
+            let me = 1 << super::percpu::index();
+            super::tlb::flush_cpus(crate::domains::cpus_running(self.slot, u64::MAX) & !me);
+        }
+    }
+
+    fn flush_tlb_siblings(&mut self, _kind: xlhv_core::mm::mmu::FlushKind, vcpus: u64) {
+        // A whole flush there: one IPI either way, and simpler than passing the page.
+        let me = 1 << super::percpu::index();
+        super::tlb::flush_cpus(crate::domains::cpus_running(self.slot, vcpus) & !me);
     }
 
     fn flush_cache(&mut self, _all_cpus: bool) {
@@ -423,7 +439,7 @@ impl Platform for HwPlatform<'_> {
     fn free_frames(&mut self, first: Mfn, count: u64) {
         // A guest may have dropped its last mapping without flushing: no CPU may keep
         // a translation to these frames once they can be handed out again.
-        crate::mmhw::flush_tlb(xlhv_core::mm::mmu::FlushKind::Tlb);
+        super::tlb::flush_everywhere();
         for i in 0..count {
             let _ = crate::mm::free_order(Mfn(first.0 + i), 0);
         }
@@ -532,12 +548,26 @@ impl Platform for HwPlatform<'_> {
     }
 
     fn kick(&mut self, kick: xlhv_core::evtchn::Kick) {
-        // The current vCPU runs: its event is delivered on the way out.
-        self.others.kick(&kick);
+        if kick.dom != self.id {
+            self.others.kick(&kick);
+            return;
+        }
+        // The current vCPU's own event is delivered on the way out; another vCPU of
+        // this domain is woken when the entry ends.
+        let for_sibling = kick.upcall.is_some_and(|v| v.0 != self.vcpu) || kick.pollers;
+        if !self.lone && for_sibling && self.effects.kicks.push(kick).is_err() {
+            self.effects.kicks_overflowed = true;
+        }
     }
 
     fn timers_changed(&mut self) {
         self.effects.timers_changed = true;
+    }
+
+    fn sibling_changed(&mut self, vcpu: u32) {
+        if vcpu < 32 {
+            self.effects.siblings |= 1 << vcpu;
+        }
     }
 
     fn remote_shutdown(&mut self, id: DomId, reason: xlhv_core::domain::ShutdownReason) -> bool {
@@ -700,9 +730,7 @@ impl Platform for HwPlatform<'_> {
         // (checked), in the direct map. The two may overlap only if the guest chose
         // shared_info itself, which is not its frame.
         unsafe { core::ptr::copy(old.cast::<u8>(), new.cast::<u8>(), size_of::<VcpuInfo>()) };
-        if vcpu == 0 {
-            crate::events::set_vcpu_info_at(self.slot, Some(at));
-        }
+        crate::events::set_vcpu_info_at(self.slot, Some(vcpu), Some(at));
         // SAFETY: `new` is the vcpu_info now; the flag and selector are accessed
         // atomically, as the guest accesses them.
         unsafe {

@@ -10,6 +10,9 @@ pub const TIMER_VECTOR: u8 = 0xF0;
 pub const EVENT_CHECK_VECTOR: u8 = 0xF1;
 /// The stop IPI: the machine is stopping; the CPU parks for good.
 pub const STOP_VECTOR: u8 = 0xF2;
+/// The TLB shoot-down IPI (Xen's `INVALIDATE_TLB_VECTOR`): flush, then go on
+/// (`tlb::service`).
+pub const INVALIDATE_TLB_VECTOR: u8 = 0xF3;
 /// Vector the local APIC uses for spurious interrupts.
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 /// First vector of the (remapped, masked) legacy PICs.

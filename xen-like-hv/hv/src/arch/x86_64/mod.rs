@@ -14,6 +14,7 @@ pub mod pit;
 pub mod segs;
 pub mod serial;
 pub mod smp;
+pub mod tlb;
 pub mod trap;
 
 core::arch::global_asm!(include_str!("boot.s"), options(att_syntax));

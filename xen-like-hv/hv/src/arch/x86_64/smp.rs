@@ -256,9 +256,14 @@ pub fn release_aps() {
 /// Sends CPU `cpu` the event-check IPI: it looks for work at its next chance (a
 /// running guest is interrupted into the hypervisor; an idle CPU wakes).
 pub fn kick(cpu: usize) {
+    send(cpu, idt::EVENT_CHECK_VECTOR);
+}
+
+/// Sends CPU `cpu` an IPI on `vector`.
+pub fn send(cpu: usize, vector: u8) {
     if let Some(id) = APIC_IDS.get(cpu).map(|a| a.load(Ordering::Relaxed)) {
         if id != u32::MAX {
-            apic::send_fixed(id, idt::EVENT_CHECK_VECTOR);
+            apic::send_fixed(id, vector);
         }
     }
 }
@@ -283,6 +288,9 @@ pub fn stop_others() {
 /// The stop IPI's handler: this CPU parks with interrupts off.
 pub fn stopped() -> ! {
     apic::eoi();
+    // On the hypervisor's own tables, so that no TLB shoot-down of the teardown that
+    // follows waits for this CPU (`tlb`), which will not answer.
+    super::guest::enter_idle_tables();
     STOPPED.fetch_add(1, Ordering::AcqRel);
     loop {
         // SAFETY: with interrupts off, `hlt` only ends on an NMI, SMI or INIT; the

@@ -2,7 +2,10 @@
 //! context.
 
 use super::cpu;
-use super::idt::{EVENT_CHECK_VECTOR, PIC_BASE_VECTOR, SPURIOUS_VECTOR, STOP_VECTOR, TIMER_VECTOR};
+use super::idt::{
+    EVENT_CHECK_VECTOR, INVALIDATE_TLB_VECTOR, PIC_BASE_VECTOR, SPURIOUS_VECTOR, STOP_VECTOR,
+    TIMER_VECTOR,
+};
 use crate::emergency;
 use xlhv_core::exit::QemuExit;
 
@@ -56,6 +59,10 @@ extern "C" fn hv_trap(frame: &mut TrapFrame) {
         // Work for this CPU while it idles: the idle loop looks again after the hlt.
         v if v == u64::from(EVENT_CHECK_VECTOR) => super::apic::eoi(),
         v if v == u64::from(STOP_VECTOR) => super::smp::stopped(),
+        v if v == u64::from(INVALIDATE_TLB_VECTOR) => {
+            super::tlb::service();
+            super::apic::eoi();
+        }
         // A device interrupt while the CPU idles: handled, delivered after the hlt.
         v if crate::irq::on_vector(v) => {}
         v if (u64::from(PIC_BASE_VECTOR)..u64::from(PIC_BASE_VECTOR) + 16).contains(&v) => {
@@ -77,6 +84,11 @@ pub fn guest_interrupt(vector: u64) -> bool {
             true
         }
         v if v == u64::from(SPURIOUS_VECTOR) => true,
+        v if v == u64::from(INVALIDATE_TLB_VECTOR) => {
+            super::tlb::service();
+            super::apic::eoi();
+            true
+        }
         v if (u64::from(PIC_BASE_VECTOR)..u64::from(PIC_BASE_VECTOR) + 16).contains(&v) => true,
         // Software interrupts from a guest arrive as #GP (DPL-0 gates), except int3,
         // into and int $0x80 (DPL-3 gates); everything else here is a device.
