@@ -445,8 +445,11 @@ fn lo32(v: u64) -> u32 {
 /// Xen's clock in shared_info (digest §4.2): vCPU 0's pvclock from the clock's
 /// current anchor, and the wall clock at system time 0.
 fn fill_time(si: *mut hypercall_abi::xen::shared_info::SharedInfo) {
-    // SAFETY: `si` is the domain's fresh shared_info frame in the direct map.
-    publish_pvclock(unsafe { core::ptr::addr_of_mut!((*si).vcpu_info[0].time) });
+    // Every vCPU's pvclock (each reads the one in its own vcpu_info).
+    for i in 0..hypercall_abi::xen::LEGACY_MAX_VCPUS {
+        // SAFETY: `si` is the domain's fresh shared_info frame in the direct map.
+        publish_pvclock(unsafe { core::ptr::addr_of_mut!((*si).vcpu_info[i].time) });
+    }
     let (sec, nsec) = crate::time::wall_at_boot();
     // SAFETY: as above; the guest is not running yet, so plain volatile writes do.
     unsafe {
@@ -459,8 +462,9 @@ fn fill_time(si: *mut hypercall_abi::xen::shared_info::SharedInfo) {
 
 /// Writes the clock's current anchor into a `vcpu_time_info` in the direct map, with
 /// the version odd while it changes as Xen's `update_vcpu_system_time` does. The TSC
-/// runs at one constant rate on the one CPU guests use, so the values stay exact until
-/// the clock is refined (`time::refine`), which publishes them again.
+/// runs at one constant rate on every CPU (it is invariant and the CPUs share it), so
+/// one anchor serves every vCPU and the values stay exact until the clock is refined
+/// (`time::refine`), which publishes them again in every vCPU's `vcpu_info`.
 pub(crate) fn publish_pvclock(t: *mut hypercall_abi::xen::shared_info::VcpuTimeInfo) {
     use core::sync::atomic::{Ordering, fence};
     use hypercall_abi::xen::shared_info::PVCLOCK_TSC_STABLE_BIT;
@@ -469,8 +473,8 @@ pub(crate) fn publish_pvclock(t: *mut hypercall_abi::xen::shared_info::VcpuTimeI
         return;
     }
     // SAFETY: the caller passes a `vcpu_time_info` of a live domain in the direct map;
-    // its guest is not running while the hypervisor is (one CPU), and guests retry a
-    // read that saw an odd or changed version.
+    // a vCPU that reads it on another CPU meanwhile retries a read that saw an odd or
+    // changed version (the writes are ordered by the fences).
     unsafe {
         let version = core::ptr::addr_of_mut!((*t).version);
         let odd = core::ptr::read_volatile(version).wrapping_add(1) | 1;

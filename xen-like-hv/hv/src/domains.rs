@@ -984,9 +984,11 @@ fn refine_clock(doms: &mut Domains) {
     }
     for (slot, pv) in doms.iter_slots() {
         let bits = crate::events::SharedBits::of(slot, pv.dom.shared_info);
-        if let Some(vi) = bits.vcpu(hypercall_abi::types::VcpuId(0)) {
-            // SAFETY: `vi` is the live domain's vcpu_info in the direct map.
-            crate::dom0::publish_pvclock(unsafe { core::ptr::addr_of_mut!((*vi).time) });
+        for v in pv.vcpus.iter() {
+            if let Some(vi) = bits.vcpu(hypercall_abi::types::VcpuId(v.id)) {
+                // SAFETY: `vi` is the live domain's vcpu_info in the direct map.
+                crate::dom0::publish_pvclock(unsafe { core::ptr::addr_of_mut!((*vi).time) });
+            }
         }
         // Secondary copies (`VCPUOP_register_vcpu_time_memory_area`) are written when
         // each vCPU is next loaded in kernel mode (`load`).
