@@ -150,9 +150,15 @@ fn want<T: PartialEq + core::fmt::Debug>(what: &str, got: T, expected: T) {
 }
 
 /// Secondaries: wait until phase `p` is open.
+/// Blocks (the timer wakes it every 10 ms) rather than spinning, so a
+/// waiting vCPU leaves its CPU to those still at work.
 fn enter(p: u32) {
     while PHASE.load(Ordering::SeqCst) < p {
-        sched::yield_now();
+        let deadline = time::system_time_ns() + 10_000_000;
+        let r = sched::wait_until(|| PHASE.load(Ordering::SeqCst) >= p, Some(deadline));
+        if let Err(e) = r {
+            die(format_args!("wait_until: {e}"));
+        }
     }
 }
 
