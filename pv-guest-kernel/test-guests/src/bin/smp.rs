@@ -27,13 +27,18 @@
 //!   random vCPUs (itself included) for `race=` (2000) operations; a
 //!   secondary may take itself down (someone else brings it up), anyone but
 //!   vCPU 0 may be taken down (and is brought up by the same caller).
-//!   Expected answers (Xen 4.17's `do_vcpu_op`): `is_up` 0 or 1 (1 for the
-//!   caller), `up` 0, `down` 0, `initialise` of an initialised vCPU
-//!   -EEXIST, every operation on a vCPU id past the last -ENOENT.
+//!   Expected answers (Xen 4.17's `do_vcpu_op`): `is_up` 0 or 1, `up` 0,
+//!   `down` 0, `initialise` of an initialised vCPU -EEXIST, every operation
+//!   on a vCPU id past the last (or `u32::MAX`) -ENOENT.
+//!
+//! `down` is asynchronous in Xen (the vCPU is marked down at once and
+//! stopped later), so `is_up` of itself may read 0 on a vCPU just taken down
+//! (counted as `self_down_seen`).
 //!
 //! Each secondary then returns and takes itself down; vCPU 0 checks they
 //! all are down. Result line: `smp: PASS vcpus=<n> ipis=<n> timers=<n>
-//! mmu=<updates> race=<ops> eexist=<n> enoent=<n>`.
+//! mmu=<updates> race=<ops> eexist=<n> enoent=<n> self_down_seen=<n>`;
+//! `debug=1` adds `smp-debug:` progress lines.
 #![no_std]
 #![no_main]
 
@@ -101,7 +106,7 @@ static SHARED_PIN: AtomicBool = AtomicBool::new(false);
 static MMU_UPDATES: AtomicU64 = AtomicU64::new(0);
 static MMU_ITERS: AtomicU64 = AtomicU64::new(0);
 
-/// race phase.
+/// race phase: operations done, operations per vCPU, answers counted.
 static RACE_OPS: AtomicU64 = AtomicU64::new(0);
 static RACE_LEN: AtomicU64 = AtomicU64::new(0);
 static EEXIST: AtomicU64 = AtomicU64::new(0);
@@ -111,12 +116,13 @@ static RACE_DONE: AtomicU32 = AtomicU32::new(0);
 /// stopped).
 static SELF_DOWN_SEEN: AtomicU64 = AtomicU64::new(0);
 
-/// The first failure on a secondary (it cannot print and crash while
-/// others hold locks it needs... it can, but one line is enough).
+/// Set by the first failure, on any vCPU: only it prints a result line.
 static FAILED: AtomicBool = AtomicBool::new(false);
 
+/// `debug=1`: progress lines (`smp-debug: ...`) besides the result line.
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
+/// A progress line, with `debug=1` only.
 macro_rules! dbg_line {
     ($($a:tt)*) => {
         if DEBUG.load(Ordering::SeqCst) {
@@ -149,9 +155,9 @@ fn want<T: PartialEq + core::fmt::Debug>(what: &str, got: T, expected: T) {
     }
 }
 
-/// Secondaries: wait until phase `p` is open.
-/// Blocks (the timer wakes it every 10 ms) rather than spinning, so a
-/// waiting vCPU leaves its CPU to those still at work.
+/// Secondaries: wait until phase `p` is open. Blocks (the timer wakes it
+/// every 10 ms) rather than spinning, so a waiting vCPU leaves its CPU to
+/// those still at work.
 fn enter(p: u32) {
     while PHASE.load(Ordering::SeqCst) < p {
         let deadline = time::system_time_ns() + 10_000_000;
