@@ -36,7 +36,8 @@
 //! the calling vCPU only, as in Xen.
 //!
 //! [`initialise`], [`up`], [`down`] and [`is_up`] are the raw `vcpu_op`
-//! calls, for tests of the hypervisor's answers.
+//! calls, for tests of the hypervisor's answers; [`prepare`] readies a vCPU
+//! for a test's own `initialise` and `up`.
 
 extern crate alloc;
 
@@ -267,9 +268,24 @@ pub fn context(vcpu: VcpuId) -> Result<VcpuGuestContext, ContextError> {
 }
 
 /// Start secondary vCPU `vcpu` running `f(vcpu)` (see the module
-/// documentation). Returns once Xen accepted `VCPUOP_up`; the vCPU may not
-/// have entered `f` yet ([`state`]).
+/// documentation): [`prepare`], `VCPUOP_initialise`, `VCPUOP_up`. Returns
+/// once Xen accepted `VCPUOP_up`; the vCPU may not have entered `f` yet
+/// ([`state`]).
 pub fn start(vcpu: VcpuId, f: Entry) -> Result<(), StartError> {
+    let ctx = prepare(vcpu, f)?;
+    if let Err(e) = initialise(vcpu, &ctx) {
+        STATES[vcpu.0 as usize].store(IDLE, Ordering::Release);
+        return Err(StartError::Initialise(e));
+    }
+    up(vcpu).map_err(StartError::Up)
+}
+
+/// Everything [`start`] does before the hypercalls: claim `vcpu` (state
+/// [`VcpuState::Starting`]), give it a stack and `f`, and return the
+/// context for `VCPUOP_initialise`. For tests that issue [`initialise`]
+/// and [`up`] themselves (from several vCPUs at once, say); [`context`]
+/// returns the same context afterwards.
+pub fn prepare(vcpu: VcpuId, f: Entry) -> Result<VcpuGuestContext, StartError> {
     if vcpu.0 == 0 || vcpu.0 >= nr_vcpus() {
         return Err(StartError::NoSuchVcpu(vcpu.0));
     }
@@ -288,18 +304,10 @@ pub fn start(vcpu: VcpuId, f: Entry) -> Result<(), StartError> {
         STACK_TOPS[v].store(top, Ordering::Release);
     }
     crate::evtchn::without_events(|| ENTRIES.lock()[v] = Some(f));
-    let ctx = match context(vcpu) {
-        Ok(c) => c,
-        Err(e) => {
-            STATES[v].store(IDLE, Ordering::Release);
-            return Err(StartError::Context(e));
-        }
-    };
-    if let Err(e) = initialise(vcpu, &ctx) {
+    context(vcpu).map_err(|e| {
         STATES[v].store(IDLE, Ordering::Release);
-        return Err(StartError::Initialise(e));
-    }
-    up(vcpu).map_err(StartError::Up)
+        StartError::Context(e)
+    })
 }
 
 /// Where a secondary vCPU enters the runtime (its context's `rip`; `rdi` =

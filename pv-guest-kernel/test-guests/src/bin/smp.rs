@@ -2,8 +2,11 @@
 //!
 //! Needs at least 2 vCPUs (the count comes from probing `VCPUOP_is_up`;
 //! at most 8 take part). Before starting them: `is_up` of each secondary is
-//! 0 and `up` of one never initialised is -EINVAL. Then each secondary is
-//! started (`VCPUOP_initialise` + `up`) and the phases run in lock step:
+//! 0 and `up` of one never initialised is -EINVAL. vCPU 1 is started with
+//! `smp::start` (`VCPUOP_initialise` + `up`); every later one is readied
+//! with `smp::prepare` and then initialised by vCPUs 0 and 1 at the same
+//! time (exactly one call succeeds, the other is -EEXIST) and brought up.
+//! Then the phases run in lock step:
 //!
 //! * **ipi**: vCPU 0 and each secondary exchange events on `bind_ipi` ports
 //!   (one notifying vCPU 0 per secondary, one notifying each secondary,
@@ -37,7 +40,8 @@
 //!
 //! Each secondary then returns and takes itself down; vCPU 0 checks they
 //! all are down. Result line: `smp: PASS vcpus=<n> ipis=<n> timers=<n>
-//! mmu=<updates> race=<ops> eexist=<n> enoent=<n> self_down_seen=<n>`;
+//! mmu=<updates> race=<ops> eexist=<n> enoent=<n> self_down_seen=<n>
+//! raced_init=<n>`;
 //! `debug=1` adds `smp-debug:` progress lines.
 #![no_std]
 #![no_main]
@@ -116,6 +120,13 @@ static RACE_DONE: AtomicU32 = AtomicU32::new(0);
 /// stopped).
 static SELF_DOWN_SEEN: AtomicU64 = AtomicU64::new(0);
 
+/// First `initialise` of vCPUs 2.. raced by vCPUs 0 and 1: go, vCPU 1
+/// done, and per vCPU how many calls succeeded and how many got -EEXIST.
+static INIT_GO: AtomicBool = AtomicBool::new(false);
+static INIT_DONE: AtomicBool = AtomicBool::new(false);
+static INIT_OK: [AtomicU32; MAX] = [const { AtomicU32::new(0) }; MAX];
+static INIT_EEXIST: [AtomicU32; MAX] = [const { AtomicU32::new(0) }; MAX];
+
 /// Set by the first failure, on any vCPU: only it prints a result line.
 static FAILED: AtomicBool = AtomicBool::new(false);
 
@@ -159,13 +170,7 @@ fn want<T: PartialEq + core::fmt::Debug>(what: &str, got: T, expected: T) {
 /// every 10 ms) rather than spinning, so a waiting vCPU leaves its CPU to
 /// those still at work.
 fn enter(p: u32) {
-    while PHASE.load(Ordering::SeqCst) < p {
-        let deadline = time::system_time_ns() + 10_000_000;
-        let r = sched::wait_until(|| PHASE.load(Ordering::SeqCst) >= p, Some(deadline));
-        if let Err(e) = r {
-            die(format_args!("wait_until: {e}"));
-        }
-    }
+    wait_for(|| PHASE.load(Ordering::SeqCst) >= p);
 }
 
 /// Secondaries: report the phase done.
@@ -179,13 +184,35 @@ fn phase(p: u32, own: impl FnOnce()) {
     PHASE.store(p, Ordering::SeqCst);
     own();
     let want = nr32() - 1;
-    // Block between checks (events wake it; the timer at least every 10 ms).
-    while ARRIVED.load(Ordering::SeqCst) < want {
+    wait_for(|| ARRIVED.load(Ordering::SeqCst) >= want);
+}
+
+/// Block until `cond` holds (the timer wakes the check every 10 ms).
+fn wait_for(cond: impl Fn() -> bool) {
+    while !cond() {
         let deadline = time::system_time_ns() + 10_000_000;
-        let r = sched::wait_until(|| ARRIVED.load(Ordering::SeqCst) >= want, Some(deadline));
-        if let Err(e) = r {
+        if let Err(e) = sched::wait_until(&cond, Some(deadline)) {
             die(format_args!("wait_until: {e}"));
         }
+    }
+}
+
+// ----- first initialise, raced -----------------------------------------------
+
+/// vCPUs 0 and 1 at once: `VCPUOP_initialise` of every vCPU from 2 on, with
+/// the context `smp::prepare` made. Exactly one of the two calls per vCPU
+/// must succeed; the other must get -EEXIST.
+fn init_race() {
+    for k in 2..nr32() {
+        let ctx = match smp::context(VcpuId(k)) {
+            Ok(c) => c,
+            Err(e) => die(format_args!("context({k}): {e}")),
+        };
+        match smp::initialise(VcpuId(k), &ctx) {
+            Ok(()) => INIT_OK[k as usize].fetch_add(1, Ordering::SeqCst),
+            Err(Errno::EEXIST) => INIT_EEXIST[k as usize].fetch_add(1, Ordering::SeqCst),
+            Err(e) => die(format_args!("initialise({k}) raced: {e}")),
+        };
     }
 }
 
@@ -566,6 +593,11 @@ fn secondary(v: VcpuId) {
     // The runtime enters with events masked; handlers run from here on.
     evtchn::enable_events();
     dbg_line!("entered");
+    if k == 1 {
+        wait_for(|| INIT_GO.load(Ordering::SeqCst));
+        init_race();
+        INIT_DONE.store(true, Ordering::SeqCst);
+    }
     enter(1);
     ipi_secondary(k);
     leave();
@@ -631,12 +663,33 @@ fn main(_si: &'static StartInfo) {
     dbg_line!("mmu setup done");
     evtchn::enable_events();
 
-    for k in 1..n32 {
-        if let Err(e) = smp::start(VcpuId(k), &secondary) {
-            fail(NAME, format_args!("start vCPU {k}: {e}"));
-        }
-        dbg_line!("started {k}");
+    // vCPU 1 the runtime's way; the others prepared, then initialised by
+    // vCPUs 0 and 1 at once, then brought up.
+    if let Err(e) = smp::start(VcpuId(1), &secondary) {
+        fail(NAME, format_args!("start vCPU 1: {e}"));
     }
+    for k in 2..n32 {
+        if let Err(e) = smp::prepare(VcpuId(k), &secondary) {
+            fail(NAME, format_args!("prepare vCPU {k}: {e}"));
+        }
+    }
+    INIT_GO.store(true, Ordering::SeqCst);
+    init_race();
+    wait_for(|| INIT_DONE.load(Ordering::SeqCst));
+    for k in 2..n32 {
+        let (oks, eexists) = (
+            INIT_OK[k as usize].load(Ordering::SeqCst),
+            INIT_EEXIST[k as usize].load(Ordering::SeqCst),
+        );
+        if (oks, eexists) != (1, 1) {
+            fail(
+                NAME,
+                format_args!("raced initialise of vCPU {k}: {oks} succeeded, {eexists} EEXIST"),
+            );
+        }
+        ok(NAME, "up(raced)", smp::up(VcpuId(k)));
+    }
+    dbg_line!("started every vCPU");
     let init = smp::context(VcpuId(1));
     let init = match init {
         Ok(c) => c,
@@ -697,13 +750,14 @@ fn main(_si: &'static StartInfo) {
         }
     }
     pv_runtime::println!(
-        "{NAME}: PASS vcpus={n} ipis={ipis} timers={} mmu={} race={} eexist={} enoent={} self_down_seen={}",
+        "{NAME}: PASS vcpus={n} ipis={ipis} timers={} mmu={} race={} eexist={} enoent={} self_down_seen={} raced_init={}",
         TIMERS.load(Ordering::SeqCst),
         MMU_UPDATES.load(Ordering::SeqCst),
         RACE_OPS.load(Ordering::SeqCst),
         EEXIST.load(Ordering::SeqCst) + 2,
         ENOENT.load(Ordering::SeqCst) + 1,
         SELF_DOWN_SEEN.load(Ordering::SeqCst),
+        n32 - 2,
     );
 }
 
