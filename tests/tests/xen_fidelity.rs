@@ -340,6 +340,42 @@ fn shutdown_reasons_on_real_xen() {
     );
 }
 
+/// The `smp` guest as a 4-vCPU dom0 on a 2-CPU QEMU: secondary vCPUs
+/// started with `VCPUOP_initialise` + `up`, 100,000 IPIs, per-vCPU
+/// `VIRQ_TIMER`, `mmu_update`/`mmuext_op` from every vCPU on private and
+/// shared L1s, and `VCPUOP_*` racing on each other with Xen 4.17's answers.
+#[test]
+fn smp_on_real_xen() {
+    let name = "smp";
+    let mut boot = XenBoot::new(&test_guest(name));
+    boot.module_cmdline = "dom0".into();
+    boot.cmdline = xtask::xen::xen_cmdline("64M", "loglvl=all guest_loglvl=all dom0_max_vcpus=4");
+    boot.smp = 2;
+    // 100,000 cross-vCPU IPIs take ~13 s of guest time under TCG on a quiet
+    // host, and ~290 s while other QEMU runs load its two cores (each wakeup
+    // waits for the host to run the other CPU's thread). The run stops at
+    // dom0's end, so the margin costs nothing when it passes.
+    boot.deadline = std::time::Duration::from_secs(900);
+    let dir = scratch("xen-smp");
+    let run = boot
+        .run(&dir.join("boot.iso"))
+        .unwrap_or_else(|e| panic!("{name}: booting real Xen failed: {e:#}"));
+    std::fs::write(dir.join("com1.log"), &run.out.serial).ok();
+    let x = OnXen {
+        name: name.into(),
+        run,
+    };
+    let behaviour = "secondary vCPUs: VCPUOP_initialise/up, IPIs, per-vCPU timers, mmu from every vCPU, VCPUOP races";
+    let line = x.line("smp: ", behaviour);
+    if !line.contains("PASS vcpus=4 ipis=100000 timers=4") {
+        x.fail(&format!("{behaviour}: {line:?}"));
+    }
+    x.ended(
+        XenEnd::Halted,
+        "sched_op(SCHEDOP_shutdown, SHUTDOWN_poweroff)",
+    );
+}
+
 #[test]
 fn register_vcpu_info_on_real_xen() {
     test_guest_passes_on_xen("vcpu-info", "VCPUOP_register_vcpu_info");

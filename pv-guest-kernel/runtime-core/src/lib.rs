@@ -51,6 +51,7 @@ pub mod layout;
 pub mod mapper;
 pub mod netfront;
 pub mod pt;
+pub mod smp;
 pub mod text;
 pub mod time;
 pub mod xenbus;

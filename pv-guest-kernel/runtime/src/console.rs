@@ -3,7 +3,8 @@
 //!
 //! Each [`print!`](crate::print) call formats into a line buffer on the stack
 //! and writes it in one go, so output from trap handlers never interleaves
-//! mid-line with the code they interrupted.
+//! mid-line with the code they interrupted; one vCPU writes at a time, so
+//! lines of several vCPUs do not interleave either.
 //!
 //! * dom0, and a domU with no console event channel in start_info (a
 //!   boot-time domU: nobody serves its ring), write with `console_io`: Xen
@@ -120,9 +121,32 @@ pub(crate) fn write_with<I: Invoke>(inv: &mut I, bytes: &[u8]) {
     }
 }
 
-/// Write raw bytes to the console.
+/// The vCPU writing to the console, plus one (0: nobody).
+static WRITER: AtomicU32 = AtomicU32::new(0);
+
+/// Write raw bytes to the console. One writer at a time across vCPUs (with
+/// events masked, so an upcall on the same vCPU cannot wait for itself); a
+/// write from inside a write on the same vCPU (a panic in the console
+/// path) goes through unlocked.
 pub fn write_bytes(bytes: &[u8]) {
+    let me = crate::smp::current().0 + 1;
+    let was = crate::evtchn::disable_events();
+    let mut owned = false;
+    loop {
+        match WRITER.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => {
+                owned = true;
+                break;
+            }
+            Err(w) if w == me => break,
+            Err(_) => core::hint::spin_loop(),
+        }
+    }
     write_with(&mut crate::hypercall::hc(), bytes);
+    if owned {
+        WRITER.store(0, Ordering::Release);
+    }
+    crate::evtchn::restore_events(was);
 }
 
 /// Write a string to the console.

@@ -25,7 +25,7 @@
 //!
 //! # Virtual interrupt flag
 //!
-//! [`disable_events`] sets `vcpu_info[0].evtchn_upcall_mask` and returns
+//! [`disable_events`] sets the current vCPU's `evtchn_upcall_mask` and returns
 //! whether events were enabled; [`restore_events`] puts that back;
 //! [`enable_events`] clears the mask and, if an upcall became pending
 //! meanwhile, makes a hypercall so Xen delivers it at once.
@@ -33,16 +33,17 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypercall_abi::evtchn::{
-    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVirq, EvtchnClose,
-    EvtchnExpandArray, EvtchnInitControl, EvtchnOp, EvtchnSend, EvtchnSetPriority, EvtchnStat,
-    EvtchnStatus, EvtchnUnmask, Virq,
+    EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq,
+    EvtchnClose, EvtchnExpandArray, EvtchnInitControl, EvtchnOp, EvtchnSend, EvtchnSetPriority,
+    EvtchnStat, EvtchnStatus, EvtchnUnmask, Virq,
 };
 use hypercall_abi::hypercall::{event_channel_op, xen_version};
 use hypercall_abi::version::XenVer;
 use hypercall_abi::xen::shared_info::EVTCHN_WORDS;
 use hypercall_abi::{DomId, Errno, EvtchnPort, GuestPtr, Mfn, VcpuId};
 use pv_runtime_core::events::{HandlerTable, demux, port_word_mask};
-use spin::Mutex;
+use pv_runtime_core::smp::PortVcpus;
+use spin::RwLock;
 
 pub use pv_runtime_core::events::{NR_PORTS, TableError};
 
@@ -80,8 +81,12 @@ impl Handler {
 /// How many ports may have a handler at once.
 pub const HANDLER_SLOTS: usize = 128;
 
-static HANDLERS: Mutex<HandlerTable<Handler, HANDLER_SLOTS>> = Mutex::new(HandlerTable::new());
+/// Read by every vCPU's upcall at once (a reader never waits for another,
+/// so a reader Xen preempts holds up nobody); written with events masked.
+static HANDLERS: RwLock<HandlerTable<Handler, HANDLER_SLOTS>> = RwLock::new(HandlerTable::new());
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
+/// Which vCPU each port notifies (for the per-vCPU upcall).
+static PORT_VCPUS: PortVcpus = PortVcpus::new();
 static UNHANDLED: AtomicU64 = AtomicU64::new(0);
 
 fn op<T>(cmd: EvtchnOp, arg: &mut T) -> Result<(), Errno> {
@@ -138,6 +143,7 @@ pub fn bind_virq(virq: Virq, vcpu: VcpuId) -> Result<EvtchnPort, Errno> {
         port: EvtchnPort(0),
     };
     op(EvtchnOp::BindVirq, &mut arg)?;
+    PORT_VCPUS.set(arg.port.0, vcpu.0);
     Ok(arg.port)
 }
 
@@ -149,6 +155,7 @@ pub fn bind_ipi(vcpu: VcpuId) -> Result<EvtchnPort, Errno> {
         port: EvtchnPort(0),
     };
     op(EvtchnOp::BindIpi, &mut arg)?;
+    PORT_VCPUS.set(arg.port.0, vcpu.0);
     Ok(arg.port)
 }
 
@@ -164,7 +171,24 @@ pub fn close(port: EvtchnPort) -> Result<(), Errno> {
     let arg = EvtchnClose { port };
     event_channel_op(&mut hc(), EvtchnOp::Close.nr(), handle(&arg).cast())?;
     clear_handler(port);
+    PORT_VCPUS.set(port.0, 0);
     Ok(())
+}
+
+/// `EVTCHNOP_bind_vcpu`: from now on `port` (an interdomain, unbound or
+/// global-VIRQ port) notifies `vcpu`, whose upcall runs its handler. Xen
+/// refuses IPI and per-vCPU VIRQ ports (`-EINVAL`).
+pub fn bind_vcpu(port: EvtchnPort, vcpu: VcpuId) -> Result<(), Errno> {
+    let arg = EvtchnBindVcpu { port, vcpu };
+    event_channel_op(&mut hc(), EvtchnOp::BindVcpu.nr(), handle(&arg).cast())?;
+    PORT_VCPUS.set(port.0, vcpu.0);
+    Ok(())
+}
+
+/// The vCPU `port` notifies, as this runtime bound it (0 unless bound by
+/// [`bind_ipi`], [`bind_virq`] or [`bind_vcpu`]).
+pub fn port_vcpu(port: EvtchnPort) -> VcpuId {
+    VcpuId(PORT_VCPUS.get(port.0))
 }
 
 /// The status of one of this domain's ports.
@@ -266,24 +290,25 @@ pub fn without_events<R>(f: impl FnOnce() -> R) -> R {
 pub fn set_handler(port: EvtchnPort, handler: Handler) -> Result<Option<Handler>, TableError> {
     // Events are off while the table is locked, so the upcall (same vCPU)
     // never finds it locked.
-    without_events(|| HANDLERS.lock().set(port.0, handler))
+    without_events(|| HANDLERS.write().set(port.0, handler))
 }
 
 /// Remove `port`'s handler, returning it.
 pub fn clear_handler(port: EvtchnPort) -> Option<Handler> {
-    without_events(|| HANDLERS.lock().remove(port.0))
+    without_events(|| HANDLERS.write().remove(port.0))
 }
 
 /// Whether events are enabled (`evtchn_upcall_mask` clear).
 pub fn events_enabled() -> bool {
-    shared::upcall_mask(0) == 0
+    shared::upcall_mask(crate::smp::index()) == 0
 }
 
 /// Mask event delivery (the virtual `cli`); returns whether events were
 /// enabled before.
 pub fn disable_events() -> bool {
-    let was = events_enabled();
-    shared::set_upcall_mask(0, 1);
+    let vcpu = crate::smp::index();
+    let was = shared::upcall_mask(vcpu) == 0;
+    shared::set_upcall_mask(vcpu, 1);
     core::sync::atomic::compiler_fence(Ordering::SeqCst);
     was
 }
@@ -293,10 +318,11 @@ pub fn disable_events() -> bool {
 /// the way out of any hypercall, so one cheap hypercall forces it (as
 /// Linux's `xen_force_evtchn_callback`).
 pub fn enable_events() {
+    let vcpu = crate::smp::index();
     core::sync::atomic::compiler_fence(Ordering::SeqCst);
-    shared::set_upcall_mask(0, 0);
+    shared::set_upcall_mask(vcpu, 0);
     core::sync::atomic::fence(Ordering::SeqCst);
-    if shared::upcall_pending(0) != 0 {
+    if shared::upcall_pending(vcpu) != 0 {
         force_callback();
     }
 }
@@ -306,7 +332,7 @@ pub fn restore_events(was_enabled: bool) {
     if was_enabled {
         enable_events();
     } else {
-        shared::set_upcall_mask(0, 1);
+        shared::set_upcall_mask(crate::smp::index(), 1);
     }
 }
 
@@ -324,14 +350,18 @@ pub fn counters() -> (u64, u64) {
     )
 }
 
-/// The default event upcall: demultiplex the 2-level bitmaps of vCPU 0 and
-/// run each pending, unmasked port's handler (see the module
-/// documentation). Call it from a replacement event callback to keep the
-/// per-port handlers working.
+/// The default event upcall: demultiplex the 2-level bitmaps for the
+/// current vCPU (its `evtchn_pending_sel`; with secondary vCPUs running,
+/// only the ports bound to it) and run each pending, unmasked port's
+/// handler (see the module documentation). Call it from a replacement
+/// event callback to keep the per-port handlers working.
 pub fn dispatch() {
+    let vcpu_id = crate::smp::current().0;
+    let vcpu = crate::smp::index();
+    let smp = crate::smp::active();
     loop {
-        shared::clear_upcall_pending(0);
-        let sel = shared::pending_sel(0).swap(0, Ordering::AcqRel);
+        shared::clear_upcall_pending(vcpu);
+        let sel = shared::pending_sel(vcpu).swap(0, Ordering::AcqRel);
         if sel == 0 {
             break;
         }
@@ -341,17 +371,24 @@ pub fn dispatch() {
                 if w >= EVTCHN_WORDS {
                     return 0;
                 }
+                let mine = if smp {
+                    PORT_VCPUS.word_bits(w, vcpu_id)
+                } else {
+                    u64::MAX
+                };
                 shared::evtchn_pending(w).load(Ordering::Acquire)
                     & !shared::evtchn_mask(w).load(Ordering::Acquire)
+                    & mine
             },
             |port| {
                 let port = EvtchnPort(port);
                 if !clear_pending(port) {
                     return;
                 }
-                // Never blocks: registration holds the lock only with
-                // events masked.
-                let handler = HANDLERS.try_lock().and_then(|t| t.get(port.0));
+                // Registration writes only with events masked, so this
+                // vCPU's upcall never finds it held by its own vCPU; other
+                // upcalls only read.
+                let handler = HANDLERS.read().get(port.0);
                 match handler {
                     Some(h) => {
                         DELIVERED.fetch_add(1, Ordering::Relaxed);
@@ -366,12 +403,13 @@ pub fn dispatch() {
     }
 }
 
-/// Acknowledge everything pending on vCPU 0 without running handlers:
-/// clear `evtchn_upcall_pending`, the selector, and every pending port that
-/// is not masked.
+/// Acknowledge everything pending on the current vCPU without running
+/// handlers: clear its `evtchn_upcall_pending`, its selector, and every
+/// pending port that is not masked.
 pub fn acknowledge_all() {
-    shared::clear_upcall_pending(0);
-    let sel = shared::pending_sel(0).swap(0, Ordering::AcqRel);
+    let vcpu = crate::smp::index();
+    shared::clear_upcall_pending(vcpu);
+    let sel = shared::pending_sel(vcpu).swap(0, Ordering::AcqRel);
     for word in (0..EVTCHN_WORDS).filter(|w| sel & (1 << w) != 0) {
         let mask = shared::evtchn_mask(word).load(Ordering::Acquire);
         shared::evtchn_pending(word).fetch_and(mask, Ordering::AcqRel);

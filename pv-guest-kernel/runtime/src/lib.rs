@@ -27,8 +27,9 @@
 //!   run by the event upcall's 2-level demultiplexer, and the virtual
 //!   interrupt flag; **timers** ([`time`]): one-shot, single-shot and
 //!   periodic `VIRQ_TIMER`, `sleep`; **scheduling** ([`sched`]): block,
-//!   idle, wait, poll, yield, shutdown; **vCPU** ([`vcpu`]): runstate. See
-//!   `docs/runtime-events.md`.
+//!   idle, wait, poll, yield, shutdown; **vCPU** ([`vcpu`]): runstate;
+//!   **SMP** ([`smp`]): secondary vCPUs started with a closure, per-vCPU
+//!   events and timers. See `docs/runtime-events.md`.
 //! * **grants** ([`gnttab`]): the domain's grant table mapped, granting
 //!   and revoking access to its frames, mapping, unmapping and copying
 //!   other domains' grants.
@@ -74,6 +75,7 @@ pub mod physdev;
 pub mod probe;
 pub mod sched;
 pub mod shared;
+pub mod smp;
 pub mod start;
 pub mod time;
 pub mod traps;

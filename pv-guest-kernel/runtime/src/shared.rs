@@ -86,9 +86,13 @@ fn vcpu_field(vcpu: usize, field: usize) -> usize {
     offset_of!(SharedInfo, vcpu_info) + vcpu * size_of::<VcpuInfo>() + field
 }
 
-/// `vcpu_info[0].arch.cr2`: the address of the last page fault Xen bounced.
+/// `vcpu_info[n].arch.cr2` of the current vCPU `n`: the address of the
+/// last page fault Xen bounced to it.
 pub fn cr2() -> u64 {
-    read(vcpu_field(0, offset_of!(VcpuInfo, arch.cr2)))
+    read(vcpu_field(
+        crate::smp::index(),
+        offset_of!(VcpuInfo, arch.cr2),
+    ))
 }
 
 /// `vcpu_info[vcpu].time`, copied once (not checked for consistency; see

@@ -1,7 +1,7 @@
 //! Time from the pvclock in shared_info (ABI digest §4.2, §4.3).
 //!
 //! [`system_time_ns`] is nanoseconds since the hypervisor booted: it reads
-//! `vcpu_info[0].time` with the seqlock protocol, takes the TSC inside the
+//! the current vCPU's `vcpu_info[n].time` with the seqlock protocol, takes the TSC inside the
 //! same consistent window and scales the delta with Xen's formula. It never
 //! goes backwards, even across the hypervisor's periodic recalibrations.
 //! [`wallclock`] adds the `wc_*` base.
@@ -14,6 +14,10 @@
 //! tick (a PV vCPU starts with a 10 ms one). [`sleep`] and [`sleep_until`]
 //! block (`SCHEDOP_block`) until the pvclock says the deadline passed,
 //! re-arming the timer after any early wakeup.
+//!
+//! With secondary vCPUs ([`crate::smp`]) every timer, `VIRQ_TIMER` port,
+//! armed deadline and event count is per vCPU: each call acts on the vCPU
+//! it runs on.
 
 use core::arch::x86_64::_rdtsc;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -24,6 +28,7 @@ use hypercall_abi::vcpu::{VcpuOp, VcpuSetPeriodicTimer, VcpuSetSingleshotTimer};
 use hypercall_abi::xen::VcpuTimeInfo;
 use hypercall_abi::{Errno, EvtchnPort, GuestPtr, VcpuId};
 use pv_runtime_core::events::{deadline_after, expired, timer_op_arg};
+use pv_runtime_core::smp::MAX_VCPUS;
 use pv_runtime_core::time::{WallClock, seqlock_read};
 use spin::Mutex;
 
@@ -32,6 +37,13 @@ use crate::hypercall::{handle, hc};
 use crate::{sched, shared};
 
 static LAST: AtomicU64 = AtomicU64::new(0);
+static BEHIND: AtomicU64 = AtomicU64::new(0);
+
+/// How often [`system_time_ns`] read a TSC behind its pvclock snapshot's
+/// stamp (and counted no time past the stamp).
+pub fn tsc_behind_count() -> u64 {
+    BEHIND.load(Ordering::Relaxed)
+}
 
 fn rdtsc() -> u64 {
     // SAFETY: `rdtsc` has no memory effects; PV guests may execute it.
@@ -41,12 +53,13 @@ fn rdtsc() -> u64 {
     }
 }
 
-/// A consistent snapshot of vCPU 0's `vcpu_time_info` and the TSC read
-/// inside it.
+/// A consistent snapshot of the current vCPU's `vcpu_time_info` and the
+/// TSC read inside it.
 pub fn snapshot() -> (VcpuTimeInfo, u64) {
+    let vcpu = crate::smp::index();
     seqlock_read(
-        || shared::vcpu_time_version(0),
-        || (shared::vcpu_time(0), rdtsc()),
+        || shared::vcpu_time_version(vcpu),
+        || (shared::vcpu_time(vcpu), rdtsc()),
     )
 }
 
@@ -57,7 +70,15 @@ pub fn system_time_ns() -> u64 {
         return 0;
     }
     let (t, tsc) = snapshot();
-    let now = t.system_time_at(tsc);
+    // A TSC read behind the snapshot's stamp (another CPU's clock, with
+    // several vCPUs) would wrap the delta into centuries and poison LAST:
+    // count no time past the stamp instead.
+    let now = if tsc < t.tsc_timestamp {
+        BEHIND.fetch_add(1, Ordering::Relaxed);
+        t.system_time
+    } else {
+        t.system_time_at(tsc)
+    };
     let last = LAST.fetch_max(now, Ordering::Relaxed);
     now.max(last)
 }
@@ -93,9 +114,9 @@ pub fn set_timer(deadline_ns: u64) -> Result<(), Errno> {
     };
     // Recorded before the call, so an expiry delivered as the call returns
     // clears it.
-    ARMED.store(deadline_ns, Ordering::SeqCst);
+    armed().store(deadline_ns, Ordering::SeqCst);
     set_timer_op(&mut hc(), arg).map(drop).inspect_err(|_| {
-        ARMED.store(0, Ordering::SeqCst);
+        armed().store(0, Ordering::SeqCst);
     })
 }
 
@@ -104,7 +125,7 @@ pub fn set_timer(deadline_ns: u64) -> Result<(), Errno> {
 /// possibly this one, so it is then re-armed): saves a hypercall per wait in
 /// loops that wait for the same deadline again and again.
 pub fn arm_timer(deadline_ns: u64) -> Result<(), Errno> {
-    if deadline_ns != 0 && ARMED.load(Ordering::SeqCst) == deadline_ns {
+    if deadline_ns != 0 && armed().load(Ordering::SeqCst) == deadline_ns {
         return Ok(());
     }
     set_timer(deadline_ns)
@@ -115,7 +136,7 @@ pub fn cancel_timer() -> Result<(), Errno> {
     set_timer(0)
 }
 
-/// Arm the one-shot timer with `VCPUOP_set_singleshot_timer` (vCPU 0,
+/// Arm the one-shot timer with `VCPUOP_set_singleshot_timer` (this vCPU,
 /// no flags): `VIRQ_TIMER` at `deadline_ns`.
 pub fn set_singleshot_timer(deadline_ns: u64) -> Result<(), Errno> {
     let arg = VcpuSetSingleshotTimer {
@@ -123,15 +144,15 @@ pub fn set_singleshot_timer(deadline_ns: u64) -> Result<(), Errno> {
         flags: 0,
         _pad: 0,
     };
-    ARMED.store(deadline_ns, Ordering::SeqCst);
+    armed().store(deadline_ns, Ordering::SeqCst);
     vcpu_op(
         &mut hc(),
         VcpuOp::SetSingleshotTimer.nr(),
-        VcpuId(0),
+        crate::smp::current(),
         handle(&arg).cast(),
     )
     .map(drop)
-    .inspect_err(|_| ARMED.store(0, Ordering::SeqCst))
+    .inspect_err(|_| armed().store(0, Ordering::SeqCst))
 }
 
 /// Disarm the one-shot timer (`VCPUOP_stop_singleshot_timer`).
@@ -139,7 +160,7 @@ pub fn stop_singleshot_timer() -> Result<(), Errno> {
     vcpu_op(
         &mut hc(),
         VcpuOp::StopSingleshotTimer.nr(),
-        VcpuId(0),
+        crate::smp::current(),
         GuestPtr::NULL,
     )
     .map(drop)
@@ -152,7 +173,7 @@ pub fn set_periodic_timer(period_ns: u64) -> Result<(), Errno> {
     vcpu_op(
         &mut hc(),
         VcpuOp::SetPeriodicTimer.nr(),
-        VcpuId(0),
+        crate::smp::current(),
         handle(&arg).cast(),
     )
     .map(drop)
@@ -164,50 +185,55 @@ pub fn stop_periodic_timer() -> Result<(), Errno> {
     vcpu_op(
         &mut hc(),
         VcpuOp::StopPeriodicTimer.nr(),
-        VcpuId(0),
+        crate::smp::current(),
         GuestPtr::NULL,
     )
     .map(drop)
 }
 
 /// The runtime's `VIRQ_TIMER` port (0 = not bound yet).
-static TIMER_PORT: AtomicU32 = AtomicU32::new(0);
+static TIMER_PORT: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 static TIMER_BIND: Mutex<()> = Mutex::new(());
-static TIMER_EVENTS: AtomicU64 = AtomicU64::new(0);
+static TIMER_EVENTS: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
 /// The one-shot deadline last armed, 0 once any timer event arrived.
-static ARMED: AtomicU64 = AtomicU64::new(0);
+static ARMED: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
+
+fn armed() -> &'static AtomicU64 {
+    &ARMED[crate::smp::index()]
+}
 static TICK_HOOK: Mutex<Option<fn()>> = Mutex::new(None);
 
 fn on_timer(_port: EvtchnPort) {
-    TIMER_EVENTS.fetch_add(1, Ordering::SeqCst);
-    ARMED.store(0, Ordering::SeqCst);
+    TIMER_EVENTS[crate::smp::index()].fetch_add(1, Ordering::SeqCst);
+    armed().store(0, Ordering::SeqCst);
     if let Some(hook) = TICK_HOOK.try_lock().and_then(|h| *h) {
         hook();
     }
 }
 
-/// The port `VIRQ_TIMER` (vCPU 0) is bound to, binding it and installing
+/// The port `VIRQ_TIMER` of the current vCPU is bound to, binding it and installing
 /// the runtime's handler on first use. Fails with `bind_virq`'s error
 /// (`-EEXIST` if the guest bound `VIRQ_TIMER` itself and still holds it).
 pub fn timer_port() -> Result<EvtchnPort, Errno> {
     let _guard = TIMER_BIND.lock();
-    let cached = TIMER_PORT.load(Ordering::SeqCst);
+    let slot = &TIMER_PORT[crate::smp::index()];
+    let cached = slot.load(Ordering::SeqCst);
     if cached != 0 {
         return Ok(EvtchnPort(cached));
     }
-    let port = evtchn::bind_virq(Virq::Timer, VcpuId(0))?;
+    let port = evtchn::bind_virq(Virq::Timer, crate::smp::current())?;
     if evtchn::set_handler(port, Handler::Fn(on_timer)).is_err() {
         let _ = evtchn::close(port);
         return Err(Errno::ENOSPC);
     }
-    TIMER_PORT.store(port.0, Ordering::SeqCst);
+    slot.store(port.0, Ordering::SeqCst);
     Ok(port)
 }
 
 /// Close the runtime's `VIRQ_TIMER` port, if bound.
 pub fn release_timer_port() -> Result<(), Errno> {
     let _guard = TIMER_BIND.lock();
-    match TIMER_PORT.swap(0, Ordering::SeqCst) {
+    match TIMER_PORT[crate::smp::index()].swap(0, Ordering::SeqCst) {
         0 => Ok(()),
         p => evtchn::close(EvtchnPort(p)),
     }
@@ -216,7 +242,15 @@ pub fn release_timer_port() -> Result<(), Errno> {
 /// `VIRQ_TIMER` events the runtime's handler has seen (one-shot and
 /// periodic alike; coalesced events count once).
 pub fn timer_events() -> u64 {
-    TIMER_EVENTS.load(Ordering::SeqCst)
+    timer_events_of(crate::smp::current())
+}
+
+/// `VIRQ_TIMER` events the runtime's handler has seen on `vcpu`.
+pub fn timer_events_of(vcpu: VcpuId) -> u64 {
+    usize::try_from(vcpu.0)
+        .ok()
+        .and_then(|v| TIMER_EVENTS.get(v))
+        .map_or(0, |c| c.load(Ordering::SeqCst))
 }
 
 /// Also call `hook` (in the upcall, events masked) on every `VIRQ_TIMER`

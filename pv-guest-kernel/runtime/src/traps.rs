@@ -45,7 +45,7 @@ use hypercall_abi::xen::arch::{
     exception_has_error_code,
 };
 use hypercall_abi::xen::{FLAT_KERNEL_CS, IretContext, TrapInfo};
-use spin::Mutex;
+use spin::RwLock;
 
 use crate::hypercall::{HYPERCALL_PAGE, hc};
 
@@ -358,7 +358,7 @@ pub type Handler = fn(&mut TrapFrame);
 
 const SLOTS: usize = vector::COUNT as usize + 3;
 
-static HANDLERS: Mutex<[Option<Handler>; SLOTS]> = Mutex::new([None; SLOTS]);
+static HANDLERS: RwLock<[Option<Handler>; SLOTS]> = RwLock::new([None; SLOTS]);
 
 fn slot(vector: u64) -> Option<usize> {
     match vector {
@@ -373,7 +373,7 @@ fn slot(vector: u64) -> Option<usize> {
 
 fn swap(vector: u64, handler: Option<Handler>) -> Option<Handler> {
     let s = slot(vector)?;
-    let mut table = HANDLERS.lock();
+    let mut table = HANDLERS.write();
     core::mem::replace(table.get_mut(s)?, handler)
 }
 
@@ -411,10 +411,11 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if crate::user::exit_from_user(frame) {
         return;
     }
-    // try_lock: a trap that interrupted a registration uses the default.
+    // try_read: a trap that interrupted a registration (on this vCPU)
+    // uses the default; other vCPUs' traps read concurrently.
     let handler = slot(frame.vector).and_then(|s| {
         HANDLERS
-            .try_lock()
+            .try_read()
             .and_then(|t| t.get(s).copied().flatten())
     });
     match handler {
@@ -440,9 +441,10 @@ pub fn reinstall() -> Result<(), Errno> {
     install()
 }
 
-/// Install the virtual IDT for every exception vector and register the
-/// callbacks. Called by the boot sequence.
-pub(crate) fn install() -> Result<(), Errno> {
+/// The runtime's virtual IDT: every exception vector, events masked on
+/// entry; the last entry stays zero (it ends a `set_trap_table` list). A
+/// secondary vCPU gets the same table in its `VCPUOP_initialise` context.
+pub(crate) fn table() -> [TrapInfo; vector::COUNT as usize + 1] {
     let base = pv_trap_stubs as *const () as usize as u64;
     let mut table = [TrapInfo::default(); vector::COUNT as usize + 1];
     for (v, entry) in (0..vector::COUNT).zip(table.iter_mut()) {
@@ -456,7 +458,22 @@ pub(crate) fn install() -> Result<(), Errno> {
         let address = base + u64::from(v) * STUB_STRIDE as u64;
         *entry = TrapInfo::new(v, dpl, true, FLAT_KERNEL_CS, address);
     }
-    // The last entry stays zero: it ends the list.
+    table
+}
+
+/// The event, failsafe and syscall callback entries.
+pub(crate) fn callback_entries() -> (u64, u64, u64) {
+    (
+        pv_event_entry as *const () as usize as u64,
+        pv_failsafe_entry as *const () as usize as u64,
+        pv_syscall_entry as *const () as usize as u64,
+    )
+}
+
+/// Install the virtual IDT for every exception vector and register the
+/// callbacks. Called by the boot sequence.
+pub(crate) fn install() -> Result<(), Errno> {
+    let table = table();
     set_trap_table(&mut hc(), crate::hypercall::handle_slice(&table))?;
 
     let callbacks = [
