@@ -637,3 +637,17 @@ fn vcpu_op_down_stops_a_vcpu_and_the_last_one_powers_the_domain_off() {
         crate::traps::Outcome::Shutdown(ShutdownReason::Poweroff)
     );
 }
+
+#[test]
+fn getdomaininfo_counts_the_callers_vcpus() {
+    let mut w = World::dom0();
+    let mut up = crate::vcpu::Vcpu::new(1, Mfn(0));
+    up.online = true;
+    w.siblings.push(up);
+    w.siblings.push(crate::vcpu::Vcpu::new(2, Mfn(0)));
+    let me = info(&mut w, 0).unwrap();
+    assert_eq!((me.nr_online_vcpus, me.max_vcpu_id), (2, 2));
+    let max = |w: &mut World, max| domctl(w, DomctlCmd::MaxVcpus, 0, &DomctlMaxVcpus { max }).0;
+    assert_eq!(max(&mut w, 3), Ok(0), "the number it has");
+    assert_eq!(max(&mut w, 1), E(Errno::EINVAL));
+}
