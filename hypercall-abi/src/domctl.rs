@@ -46,6 +46,8 @@ subops! {
         4 => UnpauseDomain(()) unpausedomain since 0x0000_0000;
         /// The first domain with id >= `domain`: state, memory, CPU time.
         5 => GetDomainInfo(DomctlGetDomainInfo) getdomaininfo since 0x0000_0000;
+        /// Set the CPUs a vCPU may run on (hard) or prefers (soft).
+        9 => SetVcpuAffinity(DomctlVcpuAffinity) setvcpuaffinity since 0x0000_0000;
         /// Set the most memory a domain may hold (KiB).
         11 => MaxMem(DomctlMaxMem) max_mem since 0x0000_0000;
         /// Load a vCPU's state (`vcpu_guest_context`) from the caller's memory.
@@ -62,6 +64,8 @@ subops! {
         21 => IoportPermission(DomctlIoportPermission) ioport_permission since 0x0000_0000;
         /// Fill a frame of the domain with the hypercall page.
         22 => HypercallInit(DomctlHypercallInit) hypercall_init since 0x0000_0000;
+        /// Read the CPUs a vCPU may run on (hard) or prefers (soft), as set.
+        25 => GetVcpuAffinity(DomctlVcpuAffinity) getvcpuaffinity since 0x0000_0000;
     }
 }
 
@@ -275,6 +279,43 @@ pub struct DomctlVcpuContext {
 pub struct DomctlMaxVcpus {
     /// vCPUs.
     pub max: u32,
+}
+
+/// `struct xenctl_bitmap` (16 bytes): a bitmap in the caller's memory.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XenctlBitmap {
+    /// Caller's address of the bitmap (bit n of byte n / 8: CPU n).
+    pub bitmap: u64,
+    /// Bits it holds.
+    pub nr_bits: u32,
+    /// Padding.
+    pub _pad: u32,
+}
+
+/// `XEN_VCPUAFFINITY_HARD`: the CPUs the vCPU may run on.
+pub const VCPUAFFINITY_HARD: u32 = 1 << 0;
+/// `XEN_VCPUAFFINITY_SOFT`: the CPUs it prefers.
+pub const VCPUAFFINITY_SOFT: u32 = 1 << 1;
+/// `XEN_VCPUAFFINITY_FORCE`: undo `SCHEDOP_pin_override`.
+pub const VCPUAFFINITY_FORCE: u32 = 1 << 2;
+
+/// `struct xen_domctl_vcpuaffinity` (40 bytes).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct DomctlVcpuAffinity {
+    /// The vCPU.
+    pub vcpu: u32,
+    /// `VCPUAFFINITY_*`: which maps to set or read.
+    pub flags: u32,
+    /// The hard affinity (in and out for set: the effective one comes back).
+    pub cpumap_hard: XenctlBitmap,
+    /// The soft affinity.
+    pub cpumap_soft: XenctlBitmap,
 }
 
 /// `struct xen_domctl_iomem_permission` (24 bytes).
@@ -500,6 +541,15 @@ assert_layout!(
 );
 assert_layout!(DomctlVcpuContext, 16, vcpu = 0, ctxt = 8);
 assert_layout!(DomctlMaxVcpus, 4, max = 0);
+assert_layout!(XenctlBitmap, 16, bitmap = 0, nr_bits = 8);
+assert_layout!(
+    DomctlVcpuAffinity,
+    40,
+    vcpu = 0,
+    flags = 4,
+    cpumap_hard = 8,
+    cpumap_soft = 24
+);
 assert_layout!(DomctlHypercallInit, 8, gmfn = 0);
 assert_layout!(Sysctl, 136, cmd = 0, interface_version = 4, u = 8);
 assert_layout!(

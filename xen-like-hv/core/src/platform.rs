@@ -126,6 +126,16 @@ pub trait Platform {
     fn kick(&mut self, kick: crate::evtchn::Kick);
     /// The current vCPU's timers changed: the platform re-arms its timer interrupt.
     fn timers_changed(&mut self);
+    /// Lets vCPU `vcpu` of domain `dom` (the current one included) run only on the
+    /// CPUs in `cpus` (bit n: CPU n) that run guests; returns those (the effective
+    /// hard affinity), or -EINVAL if there are none (nothing changes then). A CPU
+    /// that runs the vCPU outside them switches it away.
+    fn set_hard_affinity(
+        &mut self,
+        dom: DomId,
+        vcpu: u32,
+        cpus: u64,
+    ) -> Result<u64, hypercall_abi::Errno>;
     /// vCPU `vcpu` of the current domain (not the current vCPU) changed: it came up,
     /// went down, was initialised, or its timers changed. After the entry the
     /// platform puts it on or off the run queue (it runs iff its domain runs, it is

@@ -157,6 +157,8 @@ pub(crate) struct FakePlatform {
     pub timer_changes: u32,
     /// Siblings reported by `sibling_changed`, in order.
     pub siblings_changed: Vec<u32>,
+    /// Hard affinities set (domain, vCPU, effective CPUs), in order.
+    pub affinities: Vec<(DomId, u32, u64)>,
     /// Every `remote_shutdown`: (domain, reason).
     pub remote_shutdowns: Vec<(DomId, crate::domain::ShutdownReason)>,
     /// Every domain's grant table, by id.
@@ -417,6 +419,7 @@ impl Default for FakePlatform {
             chip: FakeIrqChip::default(),
             timer_changes: 0,
             siblings_changed: Vec::new(),
+            affinities: Vec::new(),
             remote_shutdowns: Vec::new(),
             gnttab: FakeGnttab::default(),
             kernel_space: true,
@@ -871,6 +874,21 @@ impl Platform for FakePlatform {
 
     fn timers_changed(&mut self) {
         self.timer_changes += 1;
+    }
+
+    fn set_hard_affinity(
+        &mut self,
+        dom: DomId,
+        vcpu: u32,
+        cpus: u64,
+    ) -> Result<u64, hypercall_abi::Errno> {
+        // Two CPUs run guests here.
+        let eff = cpus & 0b11;
+        if eff == 0 {
+            return Err(hypercall_abi::Errno::EINVAL);
+        }
+        self.affinities.push((dom, vcpu, eff));
+        Ok(eff)
     }
 
     fn sibling_changed(&mut self, vcpu: u32) {

@@ -48,6 +48,12 @@ pub struct Vcpu {
     /// The physical CPU it last ran on (Xen's `v->processor`): that CPU keeps its
     /// timers armed.
     pub processor: u16,
+    /// The CPUs it may run on, as last set (`XEN_DOMCTL_setvcpuaffinity`, hard; bit
+    /// n: CPU n); the scheduler uses this with the CPUs that run guests.
+    pub affinity_hard: u64,
+    /// The CPUs it prefers, as last set (soft affinity: kept and reported, not used
+    /// by the scheduler).
+    pub affinity_soft: u64,
     /// Registers while the vCPU is not on a CPU.
     pub regs: Regs,
     /// Virtual kernel mode (the guest kernel and guest user both run in ring 3).
@@ -297,6 +303,8 @@ impl Vcpu {
             online: false,
             initialised: false,
             processor: 0,
+            affinity_hard: u64::MAX,
+            affinity_soft: u64::MAX,
             regs: Regs {
                 cs: u64::from(FLAT_KERNEL_CS),
                 ss: u64::from(FLAT_KERNEL_SS),

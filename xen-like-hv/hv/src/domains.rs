@@ -267,6 +267,11 @@ impl Others<'_> {
         Some(f(dom, v))
     }
 
+    /// The slot of domain `id`, if it is one of these.
+    pub fn slot_by_id(&mut self, id: DomId) -> Option<usize> {
+        self.by_id(id).map(|(slot, _)| slot)
+    }
+
     /// `getdomaininfo`'s view of the first of these domains with id >= `at`.
     pub fn summary(&mut self, at: DomId) -> Option<xlhv_core::hypercall::domctl::DomainSummary> {
         let now = crate::time::now_ns();
@@ -438,6 +443,23 @@ fn note_current(rq: &RunQueue) {
         if let Some(p) = percpu::of(cpu) {
             p.current.store(v, core::sync::atomic::Ordering::Relaxed);
         }
+    }
+}
+
+/// Lets vCPU `vcpu` of the domain in `slot` run only on the guest-running CPUs in
+/// `cpus`; returns those, or -EINVAL if none. A CPU running it elsewhere reschedules.
+pub fn set_hard_affinity(slot: usize, vcpu: u32, cpus: u64) -> Result<u64, Errno> {
+    let mut rq = runq().lock();
+    let effective = cpus & rq.online_mask();
+    let v = vref(slot, usize::try_from(vcpu).unwrap_or(usize::MAX));
+    match rq.set_affinity(v, effective) {
+        Ok(Some(cpu)) => {
+            drop(rq);
+            resched(cpu);
+            Ok(effective)
+        }
+        Ok(None) => Ok(effective),
+        Err(_) => Err(Errno::EINVAL),
     }
 }
 

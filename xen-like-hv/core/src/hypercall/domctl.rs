@@ -220,6 +220,11 @@ pub fn domctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvRe
             }
             false
         }
+        DomctlCmd::SetVcpuAffinity | DomctlCmd::GetVcpuAffinity => {
+            let a: hypercall_abi::domctl::DomctlVcpuAffinity = op.arg();
+            vcpu_affinity(ctx, target, &a, cmd == DomctlCmd::SetVcpuAffinity)?;
+            false
+        }
         DomctlCmd::SetVcpuContext => {
             super::vcpuctx::set_vcpu_context(ctx, target, op.arg())?;
             false
@@ -427,5 +432,134 @@ pub fn sysctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvRe
         None => return Err(Errno::ENOSYS.into()),
     }
     ctx.p.write_obj(arg.addr(), &op)?;
+    Ok(0)
+}
+
+/// Most bytes of a `xenctl_bitmap` written back (4096 CPUs); Xen clears a caller's
+/// longer bitmap to its end.
+const MAX_BITMAP_BYTES: u32 = 512;
+
+/// Reads `b` as a CPU mask (CPUs past 63 are not in this machine: dropped, as Xen
+/// drops bits past `nr_cpu_ids`). -EFAULT if it cannot be read.
+fn read_cpumap<P: Platform>(
+    p: &mut P,
+    b: &hypercall_abi::domctl::XenctlBitmap,
+) -> Result<u64, HvError> {
+    let bits = b.nr_bits.min(64);
+    let mut bytes = [0u8; 8];
+    let n = usize::try_from(bits.div_ceil(8)).unwrap_or(0);
+    if let Some(buf) = bytes.get_mut(..n) {
+        p.read_guest(b.bitmap, buf)?;
+    }
+    let mask = if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    Ok(u64::from_le_bytes(bytes) & mask)
+}
+
+/// Writes CPU mask `cpus` into `b` (its `nr_bits` bits; the bytes past the mask
+/// cleared). -EFAULT if it cannot be written.
+fn write_cpumap<P: Platform>(
+    p: &mut P,
+    b: &hypercall_abi::domctl::XenctlBitmap,
+    cpus: u64,
+) -> Result<(), HvError> {
+    let len = b.nr_bits.div_ceil(8).min(MAX_BITMAP_BYTES);
+    let mut bytes = [0u8; MAX_BITMAP_BYTES as usize];
+    for (i, byte) in cpus.to_le_bytes().into_iter().enumerate() {
+        if let Some(slot) = bytes.get_mut(i) {
+            *slot = byte;
+        }
+    }
+    // The last byte keeps only the bits `nr_bits` covers.
+    let tail = b.nr_bits % 8;
+    let n = usize::try_from(len).unwrap_or(0);
+    if tail != 0 && n > 0 {
+        if let Some(last) = bytes.get_mut(n - 1) {
+            *last &= (1u8 << tail) - 1;
+        }
+    }
+    p.write_guest(b.bitmap, bytes.get(..n).unwrap_or(&[]))?;
+    Ok(())
+}
+
+/// `XEN_DOMCTL_setvcpuaffinity` / `getvcpuaffinity` of vCPU `a.vcpu` of `target` (the
+/// caller included), as Xen 4.17's `vcpu_affinity_domctl`: a vCPU the domain does
+/// not have is -EINVAL, as are flags naming neither map. Setting the hard map keeps
+/// the vCPU to those CPUs that run guests (-EINVAL if none, nothing changed) and
+/// writes that effective map back; the soft map is kept and written back as its
+/// intersection with the hard one, but the scheduler does not use it (Xen's credit
+/// prefers those CPUs). Reading gives the maps as they were set.
+fn vcpu_affinity<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    target: DomId,
+    a: &hypercall_abi::domctl::DomctlVcpuAffinity,
+    set: bool,
+) -> HvResult {
+    use hypercall_abi::domctl::{VCPUAFFINITY_HARD, VCPUAFFINITY_SOFT};
+    let me = target == ctx.dom.id;
+    if !me {
+        ctx.p.with_domain(target, |_| ()).ok_or(Errno::ESRCH)?;
+    }
+    let current = |ctx: &mut GuestCtx<'_, P>| -> Option<(u64, u64)> {
+        let get = |v: &crate::vcpu::Vcpu| (v.affinity_hard, v.affinity_soft);
+        if !me {
+            ctx.p.with_vcpu(target, a.vcpu, |_, v| get(v))
+        } else if a.vcpu == ctx.vcpu.id {
+            Some(get(ctx.vcpu))
+        } else {
+            ctx.siblings.get_mut(a.vcpu).map(|v| get(v))
+        }
+    };
+    let (mut hard, mut soft) = current(ctx).ok_or(Errno::EINVAL)?;
+    if a.flags & (VCPUAFFINITY_HARD | VCPUAFFINITY_SOFT) == 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    if !set {
+        if a.flags & VCPUAFFINITY_HARD != 0 {
+            write_cpumap(ctx.p, &a.cpumap_hard, hard)?;
+        }
+        if a.flags & VCPUAFFINITY_SOFT != 0 {
+            write_cpumap(ctx.p, &a.cpumap_soft, soft)?;
+        }
+        return Ok(0);
+    }
+    let want_hard = if a.flags & VCPUAFFINITY_HARD != 0 {
+        Some(read_cpumap(ctx.p, &a.cpumap_hard)?)
+    } else {
+        None
+    };
+    let want_soft = if a.flags & VCPUAFFINITY_SOFT != 0 {
+        Some(read_cpumap(ctx.p, &a.cpumap_soft)?)
+    } else {
+        None
+    };
+    let mut effective = hard;
+    if let Some(h) = want_hard {
+        effective = ctx.p.set_hard_affinity(target, a.vcpu, h)?;
+        hard = h;
+    }
+    if let Some(s) = want_soft {
+        soft = s;
+    }
+    let store = |v: &mut crate::vcpu::Vcpu| {
+        v.affinity_hard = hard;
+        v.affinity_soft = soft;
+    };
+    if !me {
+        ctx.p.with_vcpu(target, a.vcpu, |_, v| store(v));
+    } else if a.vcpu == ctx.vcpu.id {
+        store(ctx.vcpu);
+    } else if let Some(v) = ctx.siblings.get_mut(a.vcpu) {
+        store(v);
+    }
+    if want_hard.is_some() {
+        write_cpumap(ctx.p, &a.cpumap_hard, effective)?;
+    }
+    if want_soft.is_some() {
+        write_cpumap(ctx.p, &a.cpumap_soft, soft & effective)?;
+    }
     Ok(0)
 }

@@ -651,3 +651,81 @@ fn getdomaininfo_counts_the_callers_vcpus() {
     assert_eq!(max(&mut w, 3), Ok(0), "the number it has");
     assert_eq!(max(&mut w, 1), E(Errno::EINVAL));
 }
+
+#[test]
+fn vcpu_affinity_is_set_read_back_and_checked() {
+    use hypercall_abi::domctl::{
+        DomctlVcpuAffinity, VCPUAFFINITY_HARD, VCPUAFFINITY_SOFT, XenctlBitmap,
+    };
+    let mut w = with_domu();
+    let (hard, soft) = (KDATA + 0x2000, KDATA + 0x2100);
+    let aff = |vcpu, flags| DomctlVcpuAffinity {
+        vcpu,
+        flags,
+        cpumap_hard: XenctlBitmap {
+            bitmap: hard,
+            nr_bits: 12,
+            ..Default::default()
+        },
+        cpumap_soft: XenctlBitmap {
+            bitmap: soft,
+            nr_bits: 12,
+            ..Default::default()
+        },
+    };
+    let set = |w: &mut World, a: &DomctlVcpuAffinity| domctl(w, DomctlCmd::SetVcpuAffinity, 1, a).0;
+    let get = |w: &mut World, a: &DomctlVcpuAffinity| domctl(w, DomctlCmd::GetVcpuAffinity, 1, a).0;
+    // CPU 1 and CPU 9 asked; this machine (two CPUs) runs guests on CPU 1 of them.
+    w.p.poke_obj(hard, &[0b0000_0010u8, 0b0000_0010u8]);
+    w.p.poke_obj(soft, &[0xFFu8, 0x0F]);
+    assert_eq!(
+        set(&mut w, &aff(1, VCPUAFFINITY_HARD)),
+        E(Errno::EINVAL),
+        "no vCPU 1"
+    );
+    assert_eq!(set(&mut w, &aff(0, 0)), E(Errno::EINVAL), "no map named");
+    assert_eq!(
+        set(&mut w, &aff(0, VCPUAFFINITY_HARD | VCPUAFFINITY_SOFT)),
+        Ok(0)
+    );
+    assert_eq!(w.p.affinities, [(DomId(1), 0, 0b10)]);
+    let v = &w.p.other_vcpus[&1];
+    assert_eq!((v.affinity_hard, v.affinity_soft), (0x202, 0xFFF));
+    // The effective maps come back: hard on the CPUs that run guests, soft within it.
+    assert_eq!(w.p.peek_obj::<[u8; 2]>(hard), [0b10, 0]);
+    assert_eq!(w.p.peek_obj::<[u8; 2]>(soft), [0b10, 0]);
+    // Reading gives the maps as set.
+    w.p.poke_obj(hard, &[0u8; 2]);
+    assert_eq!(
+        get(&mut w, &aff(0, VCPUAFFINITY_HARD | VCPUAFFINITY_SOFT)),
+        Ok(0)
+    );
+    assert_eq!(w.p.peek_obj::<[u8; 2]>(hard), [0x02, 0x02]);
+    assert_eq!(w.p.peek_obj::<[u8; 2]>(soft), [0xFF, 0x0F]);
+    // No CPU that runs guests: refused, nothing changes.
+    w.p.poke_obj(hard, &[0b100u8, 0]);
+    assert_eq!(set(&mut w, &aff(0, VCPUAFFINITY_HARD)), E(Errno::EINVAL));
+    assert_eq!(w.p.other_vcpus[&1].affinity_hard, 0x202);
+    let bad = DomctlVcpuAffinity {
+        cpumap_hard: XenctlBitmap {
+            bitmap: UNMAPPED,
+            nr_bits: 8,
+            ..Default::default()
+        },
+        ..aff(0, VCPUAFFINITY_HARD)
+    };
+    assert_eq!(set(&mut w, &bad), E(Errno::EFAULT));
+    assert_eq!(
+        set(
+            &mut w,
+            &DomctlVcpuAffinity {
+                ..aff(0, VCPUAFFINITY_HARD)
+            }
+        ),
+        E(Errno::EINVAL)
+    );
+    assert_eq!(
+        domctl(&mut w, DomctlCmd::GetVcpuAffinity, 9, &aff(0, 1)).0,
+        E(Errno::ESRCH)
+    );
+}

@@ -54,6 +54,8 @@ pub enum SchedError {
     Unknown(VcpuRef),
     /// The queue is full.
     Full,
+    /// An affinity with none of the queue's CPUs (Xen: -EINVAL).
+    NoCpu,
 }
 
 impl fmt::Display for SchedError {
@@ -63,6 +65,7 @@ impl fmt::Display for SchedError {
             SchedError::Exists(v) => write!(f, "vCPU {}.{} is already queued", v.slot, v.vcpu),
             SchedError::Unknown(v) => write!(f, "vCPU {}.{} is not queued", v.slot, v.vcpu),
             SchedError::Full => write!(f, "run queue full ({CAPACITY} vCPUs)"),
+            SchedError::NoCpu => write!(f, "the affinity names no CPU that runs guests"),
         }
     }
 }
@@ -88,7 +91,12 @@ struct Entity {
     seq: u64,
     /// Woken and not yet run: wins ties (Xen's BOOST).
     boost: bool,
+    /// The CPUs it may run on (bit n: CPU n; Xen's hard affinity).
+    affinity: u64,
 }
+
+/// Every CPU: the affinity a vCPU starts with.
+pub const ALL_CPUS: u64 = u64::MAX;
 
 /// What one physical CPU runs.
 #[derive(Clone, Copy, Debug)]
@@ -181,6 +189,7 @@ impl RunQueue {
                 runnable: false,
                 seq,
                 boost: false,
+                affinity: ALL_CPUS,
             })
             .map_err(|_| SchedError::Full)
     }
@@ -236,6 +245,40 @@ impl RunQueue {
             e.weight = weight;
         }
         Ok(())
+    }
+
+    /// The CPUs `v` may run on (bit n: CPU n), as set.
+    pub fn affinity(&self, v: VcpuRef) -> Option<u64> {
+        self.entity(v).map(|e| e.affinity)
+    }
+
+    /// Sets the CPUs `v` may run on (Xen's hard affinity; bit n: CPU n). A mask with
+    /// none of the queue's CPUs is refused (`NoCpu`, Xen's -EINVAL) and changes
+    /// nothing. Returns the CPU that must reschedule now: the one that runs `v`
+    /// when `v` may no longer run there.
+    pub fn set_affinity(&mut self, v: VcpuRef, cpus: u64) -> Result<Option<usize>, SchedError> {
+        if cpus & self.online_mask() == 0 {
+            return Err(SchedError::NoCpu);
+        }
+        let i = self.find(v).ok_or(SchedError::Unknown(v))?;
+        if let Some(e) = self.entities.get_mut(i) {
+            e.affinity = cpus;
+        }
+        Ok(self.running_on(v).filter(|&c| cpus & (1 << c) == 0))
+    }
+
+    /// The queue's CPUs as a mask.
+    pub fn online_mask(&self) -> u64 {
+        if self.nr_cpus >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.nr_cpus) - 1
+        }
+    }
+
+    /// Whether `e` may run on CPU `cpu`.
+    fn allowed(e: &Entity, cpu: usize) -> bool {
+        cpu < 64 && e.affinity & (1 << cpu) != 0
     }
 
     /// Charges CPU `cpu`'s current vCPU for the time since it was picked (or last
@@ -299,10 +342,12 @@ impl RunQueue {
         e.seq = seq;
         e.boost = true;
         let mine = e.vruntime;
+        let affinity = e.affinity;
         if self.running_on(v).is_some() {
             return None;
         }
-        let idle = |c: usize| c < self.nr_cpus && self.current(c).is_none();
+        let may = |c: usize| c < 64 && affinity & (1 << c) != 0;
+        let idle = |c: usize| c < self.nr_cpus && may(c) && self.current(c).is_none();
         if idle(here) {
             return Some(here);
         }
@@ -317,7 +362,9 @@ impl RunQueue {
                 .filter(|e| e.runnable)
                 .map_or(u64::MAX, |e| e.vruntime)
         };
-        let victim = (0..self.nr_cpus).max_by_key(|&c| (ahead(c), core::cmp::Reverse(c)))?;
+        let victim = (0..self.nr_cpus)
+            .filter(|&c| may(c))
+            .max_by_key(|&c| (ahead(c), core::cmp::Reverse(c)))?;
         (mine < ahead(victim) || !waited).then_some(victim)
     }
 
@@ -365,7 +412,7 @@ impl RunQueue {
         let next = self
             .entities
             .iter()
-            .filter(|e| e.runnable)
+            .filter(|e| e.runnable && Self::allowed(e, cpu))
             .filter(|e| self.running_on(e.v).is_none_or(|c| c == cpu))
             .min_by_key(|e| (e.vruntime, !e.boost, e.seq))
             .map(|e| e.v);
@@ -376,7 +423,14 @@ impl RunQueue {
         Decision {
             next,
             slice_end_ns: self
-                .someone_waits(next)
+                .entities
+                .iter()
+                .any(|e| {
+                    e.runnable
+                        && Some(e.v) != next
+                        && Self::allowed(e, cpu)
+                        && self.running_on(e.v).is_none()
+                })
                 .then(|| now.saturating_add(self.timeslice)),
         }
     }

@@ -451,6 +451,7 @@ enum SmpOp {
     Yield(u16),
     Remove(u16),
     Schedule(usize, u64),
+    Pin(u16, u64),
 }
 
 fn smp_op() -> impl Strategy<Value = SmpOp> {
@@ -460,6 +461,7 @@ fn smp_op() -> impl Strategy<Value = SmpOp> {
         (0..8u16).prop_map(SmpOp::Yield),
         (0..8u16).prop_map(SmpOp::Remove),
         (0..4usize, 0..20 * MS).prop_map(|(c, dt)| SmpOp::Schedule(c, dt)),
+        (0..8u16, 0..16u64).prop_map(|(s, m)| SmpOp::Pin(s, m)),
     ]
 }
 
@@ -487,6 +489,11 @@ proptest! {
                     q.remove(v(s));
                     prop_assert_eq!(q.running_on(v(s)), None);
                 }
+                SmpOp::Pin(s, m) => match q.set_affinity(v(s), m) {
+                    Ok(_) => prop_assert_eq!(q.affinity(v(s)), Some(m)),
+                    Err(SchedError::NoCpu) => prop_assert_eq!(m, 0),
+                    Err(e) => prop_assert_eq!(e, SchedError::Unknown(v(s))),
+                },
                 SmpOp::Schedule(c, dt) => {
                     let before: u64 = (0..8).map(|s| q.runtime_ns(v(s))).sum();
                     now += dt;
@@ -494,6 +501,8 @@ proptest! {
                     if let Some(n) = d.next {
                         prop_assert!(q.is_runnable(n));
                         prop_assert_eq!(q.running_on(n), Some(c));
+                        let a = q.affinity(n).unwrap();
+                        prop_assert!(a & (1 << c) != 0, "{:?} on CPU {} outside {:#x}", n, c, a);
                     }
                     let after: u64 = (0..8).map(|s| q.runtime_ns(v(s))).sum();
                     prop_assert!(after >= before);
@@ -508,4 +517,45 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn hard_affinity_keeps_a_vcpu_on_its_cpus() {
+    let mut q = RunQueue::new();
+    q.set_cpus(2);
+    for s in 0..3 {
+        q.add(v(s), 256, 0).unwrap();
+    }
+    assert_eq!(q.set_affinity(v(0), 0), Err(SchedError::NoCpu));
+    assert_eq!(
+        q.set_affinity(v(0), 1 << 5),
+        Err(SchedError::NoCpu),
+        "no such CPU"
+    );
+    assert_eq!(q.set_affinity(v(9), 1), Err(SchedError::Unknown(v(9))));
+    assert_eq!(q.affinity(v(0)), Some(ALL_CPUS));
+    // v0 and v1 may use CPU 1 only; v2 anything.
+    assert_eq!(q.set_affinity(v(0), 0b10), Ok(None));
+    assert_eq!(q.set_affinity(v(1), 0b10), Ok(None));
+    // Woken while CPU 0 asks and idles: CPU 1 is told, not CPU 0.
+    assert_eq!(q.wake(v(0), 0, 0), Some(1));
+    assert_eq!(q.schedule(0, 0).next, None, "CPU 0 may not run it");
+    assert_eq!(q.schedule(1, 0).next, Some(v(0)));
+    // Two pinned hogs share CPU 1; v2 gets CPU 0 to itself.
+    q.wake(v(1), 0, 0);
+    q.wake(v(2), 0, 0);
+    let mut now = 0;
+    while now < 2_000 * MS {
+        now += DEFAULT_TIMESLICE_NS;
+        q.schedule(0, now);
+        q.schedule(1, now);
+        assert_ne!(q.current(0), Some(v(0)));
+        assert_ne!(q.current(0), Some(v(1)));
+    }
+    let share = |s| q.runtime_ns(v(s)) as f64 / now as f64;
+    assert!((share(0) - 0.5).abs() < 0.05 && (share(1) - 0.5).abs() < 0.05);
+    assert!(share(2) > 0.95, "v2 alone on CPU 0: {}", share(2));
+    // Moving v2 off the CPU it runs on asks that CPU to reschedule.
+    let on = q.running_on(v(2)).unwrap();
+    assert_eq!(q.set_affinity(v(2), 1 << (1 - on)), Ok(Some(on)));
 }

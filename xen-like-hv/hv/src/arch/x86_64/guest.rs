@@ -564,6 +564,22 @@ impl Platform for HwPlatform<'_> {
         self.effects.timers_changed = true;
     }
 
+    fn set_hard_affinity(
+        &mut self,
+        dom: DomId,
+        vcpu: u32,
+        cpus: u64,
+    ) -> Result<u64, hypercall_abi::Errno> {
+        let slot = if dom == self.id {
+            self.slot
+        } else {
+            self.others
+                .slot_by_id(dom)
+                .ok_or(hypercall_abi::Errno::ESRCH)?
+        };
+        crate::domains::set_hard_affinity(slot, vcpu, cpus)
+    }
+
     fn sibling_changed(&mut self, vcpu: u32) {
         if vcpu < 32 {
             self.effects.siblings |= 1 << vcpu;
