@@ -30,6 +30,56 @@ use zerocopy::FromZeros;
 
 const NAME: &str = "domctl";
 
+/// `setvcpuaffinity`/`getvcpuaffinity` of vCPU 0 of domain `id`: CPU 0 alone (and
+/// CPU 40, which no machine here has) gives the effective map {0} back; the map as
+/// set reads back; a map of absent CPUs only is -EINVAL; vCPU 1 is -EINVAL.
+fn affinity(id: u16) {
+    use pv_runtime::abi::domctl::{
+        DomctlVcpuAffinity, VCPUAFFINITY_HARD, XenctlBitmap,
+    };
+    // The hypervisor writes `map` behind the compiler's back: it is read through
+    // `black_box` after each call.
+    let mut map: [u8; 8];
+    let aff = |vcpu: u32, map: &mut [u8; 8]| DomctlVcpuAffinity {
+        vcpu,
+        flags: VCPUAFFINITY_HARD,
+        cpumap_hard: XenctlBitmap {
+            bitmap: pv_runtime::abi::GuestPtr::from_ptr(map.as_mut_ptr()).addr(),
+            nr_bits: 64,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let call = |cmd, a: &DomctlVcpuAffinity| {
+        run_domctl(&mut Domctl::new(cmd, DomId(id), a))
+    };
+    map = (1u64 | 1 << 40).to_le_bytes();
+    let a = aff(0, &mut map);
+    ok(NAME, "setvcpuaffinity", call(DomctlCmd::SetVcpuAffinity, &a));
+    let got = u64::from_le_bytes(*core::hint::black_box(&mut map));
+    expect(NAME, "effective hard affinity", got, 1);
+    map = [0xAA; 8];
+    let a = aff(0, &mut map);
+    ok(NAME, "getvcpuaffinity", call(DomctlCmd::GetVcpuAffinity, &a));
+    let got = u64::from_le_bytes(*core::hint::black_box(&mut map));
+    expect(NAME, "hard affinity as set", got, 1 | 1 << 40);
+    map = (1u64 << 40).to_le_bytes();
+    let a = aff(0, &mut map);
+    expect(
+        NAME,
+        "affinity without a CPU",
+        call(DomctlCmd::SetVcpuAffinity, &a),
+        Err(Errno::EINVAL),
+    );
+    let a = aff(1, &mut map);
+    expect(
+        NAME,
+        "affinity of vCPU 1",
+        call(DomctlCmd::GetVcpuAffinity, &a),
+        Err(Errno::EINVAL),
+    );
+}
+
 fn run_domctl(op: &mut Domctl) -> Result<u64, Errno> {
     // SAFETY: the runtime installed the hypercall page; `op` is a live local the
     // hypervisor reads and writes back.
@@ -134,6 +184,7 @@ fn start_vcpu(id: u16) {
         back.user_regs.rip,
         c.user_regs.rip,
     );
+    affinity(id);
     expect(
         NAME,
         "tot_pages after populate",
