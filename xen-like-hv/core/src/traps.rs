@@ -184,6 +184,7 @@ pub struct Siblings<'a> {
 
 impl<'a> Siblings<'a> {
     /// vCPU `i` of `vcpus`, and the others beside it.
+    #[inline]
     pub fn split(vcpus: &'a mut [Vcpu], i: usize) -> Option<(&'a mut Vcpu, Siblings<'a>)> {
         let (left, rest) = vcpus.split_at_mut(i);
         let (me, right) = rest.split_first_mut()?;
@@ -251,6 +252,7 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
     }
 
     /// The context with the domain's other vCPUs at hand.
+    #[inline]
     pub fn with_siblings(mut self, siblings: Siblings<'a>) -> Self {
         self.siblings = siblings;
         self

@@ -380,13 +380,24 @@ static DOMAINS: Mutex<Domains> = Mutex::new(Domains {
 /// Takes the domain lock. While it waits (interrupts are off) it does any TLB flush
 /// another CPU asked of it: that CPU may hold the lock and wait for the flush
 /// (`arch::x86_64::tlb`).
+#[inline(always)]
 fn lock_domains() -> spin::MutexGuard<'static, Domains> {
+    // Uncontended, the first try takes it.
+    if let Some(g) = DOMAINS.try_lock() {
+        return g;
+    }
+    lock_domains_contended()
+}
+
+/// [`lock_domains`] when another CPU holds the lock.
+#[cold]
+fn lock_domains_contended() -> spin::MutexGuard<'static, Domains> {
     loop {
+        crate::arch::x86_64::tlb::service();
+        core::hint::spin_loop();
         if let Some(g) = DOMAINS.try_lock() {
             return g;
         }
-        crate::arch::x86_64::tlb::service();
-        core::hint::spin_loop();
     }
 }
 
@@ -643,28 +654,27 @@ unsafe extern "C" {
     fn return_to_frame(frame: *const Regs) -> !;
 }
 
-/// What a guest entry's handlers asked of the hypervisor beyond their result.
-#[derive(Debug, Default)]
+/// What a guest entry's handlers asked of the hypervisor beyond their result (a few
+/// words, made on every entry).
+#[derive(Clone, Copy, Debug, Default)]
 pub struct EntryEffects {
     /// A timer of the current vCPU changed: re-arm.
     pub timers_changed: bool,
+    /// A port of the current domain became pending: its other vCPUs that poll are
+    /// woken to look (a spurious return, which `SCHEDOP_poll` allows, for one that
+    /// polls other ports).
+    pub poll_kick: bool,
     /// Other vCPUs of the current domain that changed (bit n: vCPU n;
     /// `Platform::sibling_changed`).
     pub siblings: u32,
-    /// Event kicks for the current domain's other vCPUs, acted on after the entry.
-    pub kicks: heapless::Vec<Kick, 4>,
-    /// More kicks than [`Self::kicks`] holds: every waiting sibling is woken (a
-    /// spurious wake-up, which `SCHEDOP_block` and `SCHEDOP_poll` allow).
-    pub kicks_overflowed: bool,
+    /// Other vCPUs of the current domain whose upcall became pending (bit n: vCPU n).
+    pub upcalls: u32,
 }
 
 impl EntryEffects {
     /// Nothing beyond the entry's results: the exit may take the short path.
     pub fn is_empty(&self) -> bool {
-        !self.timers_changed
-            && self.siblings == 0
-            && self.kicks.is_empty()
-            && !self.kicks_overflowed
+        !self.timers_changed && !self.poll_kick && (self.siblings | self.upcalls) == 0
     }
 }
 
@@ -676,13 +686,19 @@ impl EntryEffects {
 fn apply_sibling_effects(doms: &mut Domains, slot: usize, vid: usize, fx: &EntryEffects) {
     use xlhv_core::vcpu::Wait;
     let Some(pv) = doms.get_mut(slot) else { return };
-    for k in &fx.kicks {
-        wake(pv, slot, k);
+    for i in (0..pv.vcpus.len().min(32)).filter(|&i| fx.upcalls & (1 << i) != 0) {
+        let kick = Kick {
+            dom: pv.dom.id,
+            port: hypercall_abi::types::EvtchnPort(0),
+            upcall: Some(hypercall_abi::types::VcpuId(u32::try_from(i).unwrap_or(0))),
+            pollers: false,
+        };
+        wake(pv, slot, &kick);
     }
     let now = crate::time::now_ns();
-    if fx.kicks_overflowed {
+    if fx.poll_kick {
         for (i, v) in pv.vcpus.iter_mut().enumerate().filter(|(i, _)| *i != vid) {
-            if matches!(v.wait, Wait::Block | Wait::Poll(_)) {
+            if matches!(v.wait, Wait::Poll(_)) {
                 v.wait = Wait::None;
                 v.timers.poll_timeout = None;
                 if pv.dom.is_running() && v.online {
@@ -861,6 +877,7 @@ fn pop_pending(list: &Mutex<heapless::Vec<usize, MAX_DOMAINS>>) -> Option<usize>
 }
 
 /// The platform the portable handlers run against for the domain in `slot`.
+#[inline(always)]
 fn platform<'a>(
     dom: &xlhv_core::domain::Domain,
     others: Others<'a>,
@@ -897,10 +914,10 @@ fn handle_entry(
         panic!("current domain slot {slot} is empty")
     };
     let PvDomain { dom, vcpus } = pv;
+    let lone = vcpus.len() == 1;
     let Some((vcpu, siblings)) = Siblings::split(vcpus, vid) else {
         panic!("current vCPU {vid} does not exist")
     };
-    let lone = siblings.iter().next().is_none();
     let mut plat = platform(dom, others, slot, vid, lone);
     let outcome = {
         let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame).with_siblings(siblings);
@@ -1119,10 +1136,10 @@ fn deliver_and_exit(mut doms: spin::MutexGuard<'_, Domains>, frame: &mut Regs, m
             panic!("current domain slot {slot} is empty")
         };
         let PvDomain { dom, vcpus } = pv;
+        let lone = vcpus.len() == 1;
         let Some((vcpu, siblings)) = Siblings::split(vcpus, vid) else {
             panic!("current vCPU {vid} does not exist")
         };
-        let lone = siblings.iter().next().is_none();
         let mut plat = platform(dom, others, slot, vid, lone);
         let outcome = {
             let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame).with_siblings(siblings);

@@ -34,9 +34,7 @@ const NAME: &str = "domctl";
 /// CPU 40, which no machine here has) gives the effective map {0} back; the map as
 /// set reads back; a map of absent CPUs only is -EINVAL; vCPU 1 is -EINVAL.
 fn affinity(id: u16) {
-    use pv_runtime::abi::domctl::{
-        DomctlVcpuAffinity, VCPUAFFINITY_HARD, XenctlBitmap,
-    };
+    use pv_runtime::abi::domctl::{DomctlVcpuAffinity, VCPUAFFINITY_HARD, XenctlBitmap};
     // The hypervisor writes `map` behind the compiler's back: it is read through
     // `black_box` after each call.
     let mut map: [u8; 8];
@@ -50,17 +48,23 @@ fn affinity(id: u16) {
         },
         ..Default::default()
     };
-    let call = |cmd, a: &DomctlVcpuAffinity| {
-        run_domctl(&mut Domctl::new(cmd, DomId(id), a))
-    };
+    let call = |cmd, a: &DomctlVcpuAffinity| run_domctl(&mut Domctl::new(cmd, DomId(id), a));
     map = (1u64 | 1 << 40).to_le_bytes();
     let a = aff(0, &mut map);
-    ok(NAME, "setvcpuaffinity", call(DomctlCmd::SetVcpuAffinity, &a));
+    ok(
+        NAME,
+        "setvcpuaffinity",
+        call(DomctlCmd::SetVcpuAffinity, &a),
+    );
     let got = u64::from_le_bytes(*core::hint::black_box(&mut map));
     expect(NAME, "effective hard affinity", got, 1);
     map = [0xAA; 8];
     let a = aff(0, &mut map);
-    ok(NAME, "getvcpuaffinity", call(DomctlCmd::GetVcpuAffinity, &a));
+    ok(
+        NAME,
+        "getvcpuaffinity",
+        call(DomctlCmd::GetVcpuAffinity, &a),
+    );
     let got = u64::from_le_bytes(*core::hint::black_box(&mut map));
     expect(NAME, "hard affinity as set", got, 1 | 1 << 40);
     map = (1u64 << 40).to_le_bytes();

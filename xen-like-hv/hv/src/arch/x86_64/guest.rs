@@ -554,10 +554,13 @@ impl Platform for HwPlatform<'_> {
         }
         // The current vCPU's own event is delivered on the way out; another vCPU of
         // this domain is woken when the entry ends.
-        let for_sibling = kick.upcall.is_some_and(|v| v.0 != self.vcpu) || kick.pollers;
-        if !self.lone && for_sibling && self.effects.kicks.push(kick).is_err() {
-            self.effects.kicks_overflowed = true;
+        if self.lone {
+            return;
         }
+        if let Some(v) = kick.upcall.filter(|v| v.0 != self.vcpu && v.0 < 32) {
+            self.effects.upcalls |= 1 << v.0;
+        }
+        self.effects.poll_kick |= kick.pollers;
     }
 
     fn timers_changed(&mut self) {
