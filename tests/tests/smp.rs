@@ -72,3 +72,34 @@ fn a_stale_writable_translation_never_reaches_a_new_page_table() {
     eprintln!("{line}");
     b.no_line("stale-tlb: FAIL");
 }
+
+/// `VCPUOP_send_nmi` to itself, to a blocked, a spinning and a down vCPU of its domain,
+/// one NMI at a time and never nested; `get_physid` refused for a vCPU that is not
+/// pinned. The same guest passes on real Xen 4.17 (`xen_fidelity::nmi_on_real_xen`).
+#[test]
+fn nmis_reach_every_vcpu_as_on_xen() {
+    let b = run("nmi", "nmi", "dom0_max_vcpus=2", "rounds=300", 300);
+    b.exited(QemuExit::Poweroff);
+    let line = b.line("nmi: PASS");
+    assert!(
+        line.contains("self=4 blocked=300 spinning=300 to0=300 down=1 physid=einval"),
+        "{line}"
+    );
+    b.no_line("xen-like-hv fault");
+}
+
+/// `dom0_vcpus_pin`: dom0's vCPU n runs on CPU n only, and `VCPUOP_get_physid`
+/// reports that CPU's APIC and ACPI ids.
+#[test]
+fn dom0_vcpus_pin_pins_and_get_physid_reports_the_cpu() {
+    let b = run(
+        "nmi-pinned",
+        "nmi",
+        "dom0_max_vcpus=2 dom0_vcpus_pin",
+        "rounds=50 pinned=1",
+        300,
+    );
+    b.exited(QemuExit::Poweroff);
+    let line = b.line("nmi: PASS");
+    assert!(line.contains("physid=0,1"), "{line}");
+}

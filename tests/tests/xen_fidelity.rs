@@ -377,6 +377,38 @@ fn smp_on_real_xen() {
 }
 
 #[test]
+fn nmi_on_real_xen() {
+    let name = "nmi";
+    let mut boot = XenBoot::new(&test_guest(name));
+    boot.module_cmdline = "dom0 rounds=300 pinned=1".into();
+    boot.cmdline = xtask::xen::xen_cmdline(
+        "64M",
+        "loglvl=all guest_loglvl=all dom0_max_vcpus=2 dom0_vcpus_pin",
+    );
+    boot.smp = 2;
+    boot.deadline = std::time::Duration::from_secs(300);
+    let dir = scratch("xen-nmi");
+    let run = boot
+        .run(&dir.join("boot.iso"))
+        .unwrap_or_else(|e| panic!("{name}: booting real Xen failed: {e:#}"));
+    std::fs::write(dir.join("com1.log"), &run.out.serial).ok();
+    let x = OnXen {
+        name: name.into(),
+        run,
+    };
+    let behaviour =
+        "VCPUOP_send_nmi to self, blocked, spinning and down vCPUs; get_physid when pinned";
+    let line = x.line("nmi: ", behaviour);
+    if !line.contains("PASS self=4 blocked=300 spinning=300 to0=300 down=1 physid=0,1") {
+        x.fail(&format!("{behaviour}: {line:?}"));
+    }
+    x.ended(
+        XenEnd::Halted,
+        "sched_op(SCHEDOP_shutdown, SHUTDOWN_poweroff)",
+    );
+}
+
+#[test]
 fn register_vcpu_info_on_real_xen() {
     test_guest_passes_on_xen("vcpu-info", "VCPUOP_register_vcpu_info");
 }

@@ -441,11 +441,18 @@ pub fn reinstall() -> Result<(), Errno> {
     install()
 }
 
+/// The address of the runtime's entry stub for exception `vector` (below 32):
+/// what its virtual IDT points at, for a guest that registers the same entry
+/// another way (the NMI callback of `CALLBACKOP_register`, say).
+pub fn vector_stub(vector: u8) -> u64 {
+    let base = pv_trap_stubs as *const () as usize as u64;
+    base + u64::from(vector.min(vector::COUNT - 1)) * STUB_STRIDE as u64
+}
+
 /// The runtime's virtual IDT: every exception vector, events masked on
 /// entry; the last entry stays zero (it ends a `set_trap_table` list). A
 /// secondary vCPU gets the same table in its `VCPUOP_initialise` context.
 pub(crate) fn table() -> [TrapInfo; vector::COUNT as usize + 1] {
-    let base = pv_trap_stubs as *const () as usize as u64;
     let mut table = [TrapInfo::default(); vector::COUNT as usize + 1];
     for (v, entry) in (0..vector::COUNT).zip(table.iter_mut()) {
         // `int3` and `into` may be used from any ring; everything else is
@@ -455,8 +462,7 @@ pub(crate) fn table() -> [TrapInfo; vector::COUNT as usize + 1] {
         } else {
             0
         };
-        let address = base + u64::from(v) * STUB_STRIDE as u64;
-        *entry = TrapInfo::new(v, dpl, true, FLAT_KERNEL_CS, address);
+        *entry = TrapInfo::new(v, dpl, true, FLAT_KERNEL_CS, vector_stub(v));
     }
     table
 }

@@ -182,6 +182,11 @@ pub trait Platform {
     fn write_frame(&mut self, mfn: crate::mm::Mfn, offset: usize, bytes: &[u8]);
     /// `XEN_SYSCTL_physinfo` as the machine has it.
     fn physinfo(&self) -> hypercall_abi::domctl::SysctlPhysinfo;
+    /// CPU `cpu`'s APIC id, with its ACPI processor id in the high half (each all
+    /// ones if there is no such CPU), as `VCPUOP_get_physid` reports it.
+    fn cpu_physid(&self, _cpu: u32) -> u64 {
+        u64::MAX
+    }
     /// Copies the hypervisor's console ring into `buf` from index `from` (`None`:
     /// the oldest byte kept); returns (bytes copied, index after them).
     fn read_console(&mut self, from: Option<u32>, buf: &mut [u8]) -> (usize, u32);

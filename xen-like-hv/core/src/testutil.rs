@@ -751,6 +751,11 @@ impl Platform for FakePlatform {
         self.frame_writes.push((mfn, offset, bytes.to_vec()));
     }
 
+    fn cpu_physid(&self, cpu: u32) -> u64 {
+        // APIC ids from 0x10 up, ACPI ids from 0.
+        u64::from(cpu + 0x10) | (u64::from(cpu) << 32)
+    }
+
     fn physinfo(&self) -> hypercall_abi::domctl::SysctlPhysinfo {
         hypercall_abi::domctl::SysctlPhysinfo {
             nr_cpus: 1,

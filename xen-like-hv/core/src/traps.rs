@@ -16,6 +16,8 @@ pub const HAS_ERROR_CODE: [u8; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
 pub const DB: u8 = 1;
 /// #UD.
 pub const UD: u8 = 6;
+/// Non-maskable interrupt (`VCPUOP_send_nmi`).
+pub const NMI: u8 = 2;
 /// #GP.
 pub const GP: u8 = 13;
 /// #PF.
@@ -557,12 +559,37 @@ impl<'a, P: Platform> GuestCtx<'a, P> {
     /// guest has an event callback, bounces to it with events masked. Returns whether
     /// it did; a bad guest stack crashes the domain.
     pub fn deliver_events(&mut self) -> bool {
+        if self.vcpu.nmi_pending && !self.vcpu.nmi_masked && !self.deliver_nmi() {
+            return false;
+        }
         let vid = self.vcpu.id;
         let cb = self.vcpu.callbacks.event;
         if cb.address == 0 || self.p.upcall_mask(vid) != 0 || !self.p.upcall_pending(vid) {
             return false;
         }
         match self.bounce(cb.address, None, true, false) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.outcome = Outcome::Crash(reason);
+                false
+            }
+        }
+    }
+
+    /// A pending NMI, first on the way back to the guest (Xen's `process_nmi`): it
+    /// bounces to the guest's vector 2 (`set_trap_table`, or the NMI callback), with
+    /// events masked if that entry says so, and further NMIs wait until the guest's
+    /// next `iret`. Without a handler the NMI is dropped, as Xen drops it. Returns
+    /// false if a bad guest stack crashed the domain.
+    #[cold]
+    fn deliver_nmi(&mut self) -> bool {
+        self.vcpu.nmi_pending = false;
+        let t = self.vcpu.traps[usize::from(NMI)];
+        if t.address == 0 {
+            return true;
+        }
+        self.vcpu.nmi_masked = true;
+        match self.bounce(t.address, None, t.disables_events(), false) {
             Ok(()) => true,
             Err(reason) => {
                 self.outcome = Outcome::Crash(reason);

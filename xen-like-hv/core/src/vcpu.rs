@@ -84,6 +84,11 @@ pub struct Vcpu {
     /// A selector of `sels` did not load when the vCPU was switched in: the failsafe
     /// callback is due before it runs again.
     pub failsafe_due: bool,
+    /// An NMI waits for delivery (`VCPUOP_send_nmi`; Xen's `nmi_pending`).
+    pub nmi_pending: bool,
+    /// An NMI was delivered and the guest has not yet returned with `iret` (Xen's
+    /// NMI bit of `async_exception_mask`): further NMIs wait.
+    pub nmi_masked: bool,
     /// Debug registers.
     pub debug: DebugRegs,
     /// Virtual IOPL (`PHYSDEVOP_set_iopl`), 0-3.
@@ -324,6 +329,8 @@ impl Vcpu {
             gs_sel_user: 0,
             sels: [0; 4],
             failsafe_due: false,
+            nmi_pending: false,
+            nmi_masked: false,
             debug: DebugRegs::default(),
             iopl: 0,
             cr4: 0,

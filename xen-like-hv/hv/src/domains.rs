@@ -474,6 +474,20 @@ pub fn set_hard_affinity(slot: usize, vcpu: u32, cpus: u64) -> Result<u64, Errno
     }
 }
 
+/// `dom0_vcpus_pin`: vCPU n of the domain in `slot` runs on CPU n only (counting
+/// round the CPUs that run guests, as Xen's `dom0_setup_vcpu` does).
+pub fn pin_vcpus(slot: usize) {
+    let cpus = runq().lock().cpus().max(1);
+    let mut doms = lock_domains();
+    let Some(pv) = doms.get_mut(slot) else { return };
+    for (i, v) in pv.vcpus.iter_mut().enumerate() {
+        let want = 1u64 << (i % cpus.min(64));
+        if let Ok(effective) = set_hard_affinity(slot, v.id, want) {
+            v.affinity_hard = effective;
+        }
+    }
+}
+
 /// The CPUs (bit n: CPU n) that run a vCPU of the domain in `slot` whose bit is set
 /// in `vcpus`, as the run queue last said.
 pub fn cpus_running(slot: usize, vcpus: u64) -> u64 {

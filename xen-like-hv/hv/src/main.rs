@@ -130,6 +130,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     );
     time::init(acpi.hpet.map(|(base, _)| base));
     let online = arch::x86_64::smp::start_aps(&acpi.apic_ids);
+    arch::x86_64::smp::note_processor_uids(&acpi.apic_ids, &acpi.processor_uids);
     log::info!(
         "smp: {online} of {} CPUs online",
         acpi.apic_ids.len().max(1)
@@ -175,6 +176,9 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     match dom0 {
         Some(_) => {
             domains::set_cpus(arch::x86_64::smp::online());
+            if let (Some(slot), true) = (dom0, opts.dom0_vcpus_pin) {
+                domains::pin_vcpus(slot);
+            }
             domains::unpause_all();
             arch::x86_64::smp::release_aps();
             domains::run_first()

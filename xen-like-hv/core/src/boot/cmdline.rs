@@ -109,7 +109,6 @@ const ACCEPTED: &[&str] = &[
     "conring_size",
     "guest_loglvl",
     "dom0",
-    "dom0_vcpus_pin",
     "dom0_nodes",
     "mem",
     "maxcpus",
@@ -266,6 +265,9 @@ pub struct Options {
     pub dom0_vcpus: (Option<u32>, Option<u32>),
     /// A failure to provoke at boot (`hvtest=`).
     pub test: Option<TestHook>,
+    /// Pin dom0's vCPU n to CPU n (`dom0_vcpus_pin`; modulo the CPUs that run
+    /// guests).
+    pub dom0_vcpus_pin: bool,
     /// Halt instead of rebooting when the machine would restart (`noreboot`).
     pub noreboot: bool,
     /// Write the log synchronously (`sync_console`).
@@ -284,6 +286,7 @@ impl Default for Options {
             dom0_weight: None,
             dom0_vcpus: (None, None),
             test: None,
+            dom0_vcpus_pin: false,
             noreboot: false,
             sync_console: false,
             warnings: Warnings::new(),
@@ -351,6 +354,10 @@ impl Options {
                     Some(h) => self.test = Some(h),
                     None => self.warnings.push(Warning::BadTestHook(Snippet::new(v))),
                 }
+            }
+        } else if let Some(negated) = boolean_name(key, "dom0_vcpus_pin") {
+            if let Some(b) = self.boolean("dom0_vcpus_pin", negated, value) {
+                self.dom0_vcpus_pin = b;
             }
         } else if let Some(negated) = boolean_name(key, "noreboot") {
             if let Some(b) = self.boolean("noreboot", negated, value) {
@@ -629,8 +636,11 @@ mod tests {
 
     #[test]
     fn booleans_and_known_options() {
-        let o = Options::parse("noreboot sync-console console=com1 com1=115200,8n1 no-watchdog");
-        assert!(o.noreboot && o.sync_console);
+        let o = Options::parse(
+            "noreboot sync-console console=com1 com1=115200,8n1 no-watchdog dom0_vcpus_pin",
+        );
+        assert!(o.noreboot && o.sync_console && o.dom0_vcpus_pin);
+        assert!(!Options::parse("dom0_vcpus_pin=no").dom0_vcpus_pin);
         assert!(o.warnings.is_empty(), "{:?}", messages(&o));
         let o = Options::parse("noreboot=0 no-sync_console sync_console=maybe");
         assert!(!o.noreboot && !o.sync_console);

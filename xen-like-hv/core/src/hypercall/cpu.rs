@@ -256,6 +256,8 @@ pub fn iret<P: Platform>(ctx: &mut GuestCtx<'_, P>) -> HvResult {
         return Ok(0);
     }
     set_kernel_mode(ctx.p, ctx.vcpu, !to_user);
+    // The NMI is over (Xen's `async_exception_cleanup`): the next one may come.
+    ctx.vcpu.nmi_masked = false;
     let flags = (frame.rflags & rflags::DEFINED & !(rflags::IOPL | rflags::VM))
         | rflags::IF
         | rflags::FIXED;

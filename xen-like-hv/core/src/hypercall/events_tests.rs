@@ -666,3 +666,120 @@ fn the_time_area_goes_odd_then_even_as_in_xen() {
     assert!(!super::vcpu::write_time_area(&mut write, UNMAPPED, &t));
     assert_eq!(w.p.peek_obj::<VcpuTimeInfo>(area), t);
 }
+
+// ---- NMIs (VCPUOP_send_nmi) -------------------------------------------------------------
+
+const SEND_NMI: u32 = 11;
+const GET_PHYSID: u32 = 12;
+
+fn vcpu_op(w: &mut World, cmd: u32, vcpu: u32, arg: u64) -> Result<u64, Errno> {
+    hc::vcpu_op(w, cmd, VcpuId(vcpu), ptr(arg))
+}
+
+/// dom1 on vCPU 0 with an NMI handler at vector 2 (events masked on entry).
+fn with_nmi_handler() -> World {
+    let mut w = World::kernel();
+    w.vcpu.traps[2] = hypercall_abi::xen::TrapInfo {
+        vector: 2,
+        flags: hypercall_abi::xen::arch::TI_DISABLE_EVENTS,
+        cs: 0xE033,
+        _pad: 0,
+        address: handler(2),
+    };
+    w
+}
+
+#[test]
+fn send_nmi_bounces_to_vector_2_and_the_next_waits_for_iret() {
+    let mut w = with_nmi_handler();
+    assert_eq!(
+        vcpu_op(&mut w, SEND_NMI, 0, KDATA),
+        E(Errno::EINVAL),
+        "the argument must be NULL"
+    );
+    assert!(!w.vcpu.nmi_pending);
+    assert_eq!(vcpu_op(&mut w, SEND_NMI, 0, 0), Ok(0));
+    assert!(w.vcpu.nmi_pending);
+    let rsp = w.regs.rsp;
+    assert!(
+        !w.run(|c| c.deliver_events()).0,
+        "no event, but the NMI went"
+    );
+    assert_eq!(w.regs.rip, handler(2));
+    assert_eq!(w.p.mask(0), 1, "TI_DISABLE_EVENTS masks events");
+    let f = w.frame(7);
+    assert_eq!(
+        (f[2], f[5]),
+        (KRIP + 2, rsp),
+        "rip and rsp of the interrupted code"
+    );
+    assert!(w.vcpu.nmi_masked && !w.vcpu.nmi_pending);
+
+    // A second NMI waits while the first is handled, whatever else is delivered.
+    assert_eq!(vcpu_op(&mut w, SEND_NMI, 0, 0), Ok(0));
+    let after_call = w.regs.rip;
+    w.run(|c| c.deliver_events());
+    assert!(w.vcpu.nmi_pending);
+    assert_eq!(w.regs.rip, after_call, "no nested bounce");
+
+    // `iret` ends the NMI: the pending one goes on the way out.
+    let at = KSTACK_TOP - 0x400;
+    let frame = hypercall_abi::xen::arch::IretContext {
+        rip: KRIP,
+        cs: 0xE030,
+        rflags: 0x246,
+        rsp,
+        ss: 0xE02B,
+        ..Default::default()
+    };
+    w.p.poke_obj(at, &frame);
+    w.regs.rsp = at;
+    let _ = hc::iret(&mut w);
+    assert_eq!(w.outcome, Outcome::RegsReplaced);
+    assert!(!w.vcpu.nmi_masked);
+    w.run(|c| c.deliver_events());
+    assert_eq!(w.regs.rip, handler(2));
+    assert!(w.vcpu.nmi_masked && !w.vcpu.nmi_pending);
+}
+
+#[test]
+fn an_nmi_without_a_handler_is_dropped() {
+    let mut w = World::kernel();
+    assert_eq!(vcpu_op(&mut w, SEND_NMI, 0, 0), Ok(0));
+    let rip = w.regs.rip;
+    w.run(|c| c.deliver_events());
+    assert_eq!(w.outcome, Outcome::Resume, "the domain goes on");
+    assert_eq!(w.regs.rip, rip);
+    assert!(!w.vcpu.nmi_pending && !w.vcpu.nmi_masked);
+}
+
+#[test]
+fn send_nmi_to_a_sibling_marks_it_and_kicks_it_once() {
+    let mut w = World::kernel();
+    w.p.evtchn_self = 1;
+    w.siblings.push(crate::vcpu::Vcpu::new(1, Mfn(0)));
+    assert_eq!(vcpu_op(&mut w, SEND_NMI, 2, 0), E(Errno::ENOENT));
+    assert_eq!(vcpu_op(&mut w, SEND_NMI, 1, 0), Ok(0));
+    assert_eq!(vcpu_op(&mut w, SEND_NMI, 1, 0), Ok(0));
+    assert!(w.siblings[0].nmi_pending && !w.vcpu.nmi_pending);
+    let kicked: alloc::vec::Vec<_> = w.p.kicks.iter().map(|k| k.upcall).collect();
+    assert_eq!(kicked, [Some(VcpuId(1))], "already pending: no second kick");
+}
+
+#[test]
+fn get_physid_needs_a_pinned_vcpu_of_dom0() {
+    let mut domu = World::kernel();
+    domu.vcpu.affinity_hard = 1;
+    assert_eq!(vcpu_op(&mut domu, GET_PHYSID, 0, KDATA), E(Errno::EINVAL));
+    let mut w = World::dom0();
+    assert_eq!(
+        vcpu_op(&mut w, GET_PHYSID, 0, KDATA),
+        E(Errno::EINVAL),
+        "not pinned"
+    );
+    w.vcpu.affinity_hard = 0b100;
+    assert_eq!(vcpu_op(&mut w, GET_PHYSID, 0, KDATA), Ok(0));
+    // The test machine's CPU 0: APIC id 0x10, ACPI id 0.
+    assert_eq!(w.p.peek_obj::<u64>(KDATA), 0x10);
+    assert_eq!(vcpu_op(&mut w, GET_PHYSID, 0, UNMAPPED), E(Errno::EFAULT));
+}

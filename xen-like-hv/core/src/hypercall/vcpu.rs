@@ -185,10 +185,43 @@ pub fn vcpu_op<P: Platform>(
             }
             Ok(0)
         }
-        VcpuOp::GetPhysid if !ctx.dom.privileged => Err(HvError::NotPrivileged),
-        // Not offered yet (docs/xen-differences.md): send_nmi, get_physid.
-        _ => Err(Errno::ENOSYS.into()),
+        VcpuOp::SendNmi => {
+            // Delivered on the way out (`GuestCtx::deliver_events`).
+            nmi_arg(arg)?;
+            ctx.vcpu.nmi_pending = true;
+            Ok(0)
+        }
+        VcpuOp::GetPhysid => get_physid(ctx.p, ctx.dom, ctx.vcpu, arg),
     }
+}
+
+/// `VCPUOP_send_nmi` takes no argument: a non-NULL one is -EINVAL.
+fn nmi_arg(arg: GuestPtr<()>) -> Result<(), HvError> {
+    if arg.addr() == 0 {
+        Ok(())
+    } else {
+        Err(Errno::EINVAL.into())
+    }
+}
+
+/// `VCPUOP_get_physid` as Xen 4.17's `arch_do_vcpu_op`: only for a vCPU of the
+/// privileged domain pinned to one CPU (`dom0_vcpus_pin`), else -EINVAL; the answer
+/// is the APIC id of the CPU numbered like the vCPU, with its ACPI processor id in the
+/// high half ([`Platform::cpu_physid`]).
+fn get_physid<P: Platform>(
+    p: &mut P,
+    dom: &crate::domain::Domain,
+    v: &Vcpu,
+    arg: GuestPtr<()>,
+) -> HvResult {
+    if !dom.privileged || v.affinity_hard.count_ones() != 1 {
+        return Err(Errno::EINVAL.into());
+    }
+    let id = hypercall_abi::vcpu::VcpuGetPhysid {
+        phys_id: p.cpu_physid(v.id),
+    };
+    p.write_obj(arg.addr(), &id)?;
+    Ok(0)
 }
 
 /// `vcpu_op` on vCPU `id` of the caller's domain, not the caller, with Xen 4.17's
@@ -248,8 +281,21 @@ fn sibling_op<P: Platform>(
             v.time_area_pending = v.time_area != 0;
             false
         }
-        VcpuOp::GetPhysid if !ctx.dom.privileged => return Err(HvError::NotPrivileged),
-        _ => return Err(Errno::ENOSYS.into()),
+        VcpuOp::SendNmi => {
+            nmi_arg(arg)?;
+            if !core::mem::replace(&mut v.nmi_pending, true) {
+                // Xen's `vcpu_kick`: a blocked or polling vCPU wakes, one running on
+                // another CPU is interrupted to take it.
+                ctx.p.kick(crate::evtchn::Kick {
+                    dom: ctx.dom.id,
+                    port: hypercall_abi::types::EvtchnPort(0),
+                    upcall: Some(VcpuId(id)),
+                    pollers: false,
+                });
+            }
+            false
+        }
+        VcpuOp::GetPhysid => return get_physid(ctx.p, ctx.dom, v, arg),
     };
     if changed {
         ctx.p.sibling_changed(id);

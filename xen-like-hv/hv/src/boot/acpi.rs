@@ -15,6 +15,8 @@ pub const MAX_CPUS: usize = 256;
 pub struct AcpiInfo {
     /// APIC ids of the usable CPUs, in MADT order (the boot CPU first on QEMU).
     pub apic_ids: Vec<u32, MAX_CPUS>,
+    /// The ACPI processor id (UID) of each of `apic_ids`, in the same order.
+    pub processor_uids: Vec<u32, MAX_CPUS>,
     /// HPET registers (physical) and number of comparators, if present.
     pub hpet: Option<(u64, u8)>,
     /// Frames from the HPET's base that its table says are protected (its page
@@ -115,15 +117,20 @@ pub fn read(root: AcpiRoot) -> AcpiInfo {
                     _ => {}
                 }
                 let id = match entry {
-                    MadtEntry::LocalApic(e) if e.flags & 1 != 0 => Some(u32::from(e.apic_id)),
-                    MadtEntry::LocalX2Apic(e) if e.flags & 1 != 0 => Some(e.x2apic_id),
+                    MadtEntry::LocalApic(e) if e.flags & 1 != 0 => {
+                        Some((u32::from(e.apic_id), u32::from(e.processor_id)))
+                    }
+                    MadtEntry::LocalX2Apic(e) if e.flags & 1 != 0 => {
+                        Some((e.x2apic_id, e.processor_uid))
+                    }
                     _ => None,
                 };
-                if let Some(id) = id {
+                if let Some((id, uid)) = id {
                     if info.apic_ids.push(id).is_err() {
                         log::warn!("acpi: more than {MAX_CPUS} CPUs; the rest are ignored");
                         break;
                     }
+                    let _ = info.processor_uids.push(uid);
                 }
             }
         }

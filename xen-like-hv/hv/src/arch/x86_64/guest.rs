@@ -652,6 +652,10 @@ impl Platform for HwPlatform<'_> {
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), va as *mut u8, bytes.len()) };
     }
 
+    fn cpu_physid(&self, cpu: u32) -> u64 {
+        super::smp::physid(cpu as usize)
+    }
+
     fn physinfo(&self) -> hypercall_abi::domctl::SysctlPhysinfo {
         let total = crate::mm::total_frames();
         hypercall_abi::domctl::SysctlPhysinfo {

@@ -58,6 +58,31 @@ static BSP_CR4: AtomicU64 = AtomicU64::new(0);
 
 /// Each CPU's APIC id, by index.
 static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
+/// Each started CPU's ACPI processor id (`u32::MAX`: unknown).
+static ACPI_UIDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
+
+/// Records the ACPI processor id of each started CPU, from the MADT's pairs of APIC
+/// id and processor id.
+pub fn note_processor_uids(apic_ids: &[u32], uids: &[u32]) {
+    for (apic, uid) in APIC_IDS.iter().zip(&ACPI_UIDS) {
+        let id = apic.load(Ordering::Relaxed);
+        if let Some(i) = apic_ids.iter().position(|&a| a == id) {
+            uid.store(uids.get(i).copied().unwrap_or(u32::MAX), Ordering::Relaxed);
+        }
+    }
+}
+
+/// CPU `cpu`'s APIC id, with its ACPI processor id in the high half; all ones for
+/// what is not known (Xen's `BAD_APICID` and `INVALID_ACPIID`).
+pub fn physid(cpu: usize) -> u64 {
+    let online = cpu < online();
+    let get = |t: &[AtomicU32; MAX_CPUS]| {
+        t.get(cpu)
+            .filter(|_| online)
+            .map_or(u32::MAX, |a| a.load(Ordering::Relaxed))
+    };
+    u64::from(get(&APIC_IDS)) | (u64::from(get(&ACPI_UIDS)) << 32)
+}
 /// The boot CPU has built the boot-time domains: started CPUs may schedule.
 static GO: AtomicBool = AtomicBool::new(false);
 /// CPUs parked by the stop IPI.
