@@ -355,6 +355,11 @@ impl ControlHost {
         Self::boot_qemu(name, dom0_args, extra, mem, "pc", &[], false)
     }
 
+    /// [`ControlHost::boot_fast_mem`] on `cpus` CPUs instead of [`test_smp`]'s.
+    pub fn boot_fast_cpus(name: &str, qemu_mem: &str, cpus: u32) -> ControlHost {
+        Self::boot_qemu_on(name, "", Vec::new(), qemu_mem, "pc", &[], true, cpus)
+    }
+
     fn boot_qemu(
         name: &str,
         dom0_args: &str,
@@ -363,6 +368,30 @@ impl ControlHost {
         machine_type: &str,
         qemu_args: &[&str],
         fast: bool,
+    ) -> ControlHost {
+        let cpus = test_smp();
+        Self::boot_qemu_on(
+            name,
+            dom0_args,
+            extra,
+            mem,
+            machine_type,
+            qemu_args,
+            fast,
+            cpus,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn boot_qemu_on(
+        name: &str,
+        dom0_args: &str,
+        extra: Vec<Module>,
+        mem: &str,
+        machine_type: &str,
+        qemu_args: &[&str],
+        fast: bool,
+        cpus: u32,
     ) -> ControlHost {
         let dir = scratch(name);
         let mut modules = dom0_modules();
@@ -391,7 +420,7 @@ impl ControlHost {
         }
         let mut cfg = xtask::QemuConfig::new(iso);
         cfg.mem = mem.into();
-        cfg.smp = test_smp();
+        cfg.smp = cpus;
         cfg.machine = machine_type.into();
         if fast {
             let fast = dom0ctl::paths::fast_socket_path(&socket);

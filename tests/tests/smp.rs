@@ -4,7 +4,8 @@
 //! `xen_fidelity::smp_on_real_xen`), and the TLB shoot-down that keeps a stale
 //! writable translation of another vCPU out of a new page table.
 
-use xlhv_tests::{Boot, Boot0, Module, QemuExit, test_guest};
+use std::time::{Duration, Instant};
+use xlhv_tests::{Boot, Boot0, ControlHost, Module, QemuExit, scratch, test_guest};
 
 /// Boots test guest `guest` as dom0 with `cmdline` for the hypervisor, until dom0
 /// powers the machine off (at most `secs` seconds).
@@ -102,4 +103,78 @@ fn dom0_vcpus_pin_pins_and_get_physid_reports_the_cpu() {
     b.exited(QemuExit::Poweroff);
     let line = b.line("nmi: PASS");
     assert!(line.contains("physid=0,1"), "{line}");
+}
+
+/// `dom0ctl info`'s free memory line.
+fn free_memory(h: &ControlHost) -> String {
+    let i = h.dom0ctl(&["info"]);
+    i.code(0);
+    i.stdout
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim() == "free_memory")
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no free_memory in {}", i.stdout))
+}
+
+/// Four CPUs, four domUs of four vCPUs each (`vcpus = 4` in their configs, the
+/// kernel uploaded by `dom0ctl`), all running the `smp` guest at once: IPIs, per-vCPU
+/// timers, `mmu_update`/`mmuext` on private and shared tables from every vCPU, and
+/// raced `VCPUOP`s, so up to four vCPUs of different domains update page tables on
+/// different CPUs while dom0 maps their frames to build and serve them. Each domU
+/// must pass (its tables end with no page-table type left) and, once all are
+/// destroyed, free memory must be back to the frame.
+#[test]
+fn four_domus_of_four_vcpus_each_on_four_cpus() {
+    let t = "smp-4x4";
+    let h = ControlHost::boot_fast_cpus(t, "768M", 4);
+    let free = free_memory(&h);
+    let cfg = scratch(t).join("smp.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"s\"\nkernel = \"{}\"\nmemory = 32\nvcpus = 4\n\
+             cmdline = \"ipis=2000 race=300 mmu_iters=300\"\non_poweroff = \"preserve\"\n",
+            test_guest("smp").display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_string_lossy().into_owned();
+    for i in 0..4 {
+        let name = format!("name=s{i}");
+        h.dom0ctl(&["--link", "fast", "--timeout", "120", "create", &cfg, &name])
+            .code(0);
+    }
+    // Under TCG on a two-core host the 16 vCPUs share two real cores.
+    let start = Instant::now();
+    let mut pending: Vec<usize> = (0..4).collect();
+    while !pending.is_empty() {
+        pending.retain(|&i| {
+            let c = h.dom0ctl(&["console", &format!("s{i}"), "--no-follow"]);
+            assert!(!c.stdout.contains("smp: FAIL"), "s{i}: {}", c.stdout);
+            if let Some(line) = c.stdout.lines().find(|l| l.contains("smp: PASS")) {
+                assert!(line.contains("vcpus=4 ipis=2000 timers=4"), "s{i}: {line}");
+                eprintln!("s{i}: {line}");
+                false
+            } else {
+                true
+            }
+        });
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "still running: {pending:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for i in 0..4 {
+        h.dom0ctl(&["destroy", &format!("s{i}")]).code(0);
+    }
+    assert_eq!(free_memory(&h), free, "every frame back");
+    let log = h.serial();
+    assert!(!log.contains("frames leaked"), "a leak:\n{log}");
+    assert!(!log.contains("xen-like-hv fault"), "a fault:\n{log}");
+    for d in 1..=4 {
+        let back = format!("memory: all 8194 frames of domain {d} are back");
+        assert!(log.contains(&back), "no {back:?}:\n{log}");
+    }
 }
