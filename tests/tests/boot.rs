@@ -108,6 +108,8 @@ fn cpus(n: u32) {
     boot.smp = n;
     let b = boot.run();
     b.completed();
+    // QEMU's `-cpu max` has x2APIC, and the hypervisor uses it as Xen does.
+    b.line("x2APIC mode");
     assert_eq!(b.number_after("cpus:"), u64::from(n), "{}", b.line("cpus:"));
     for i in 1..n {
         b.line(&format!("smp: CPU {i} (APIC id {i}) online"));
@@ -134,6 +136,27 @@ fn cpus_4() {
 #[test]
 fn cpus_8() {
     cpus(8);
+}
+
+/// xAPIC mode (memory-mapped registers) when the CPU has no x2APIC, or when
+/// `x2apic=0` asks for it: every CPU still starts, and guests run on them.
+#[test]
+fn cpus_in_xapic_mode() {
+    for (name, cpu, cmdline) in [
+        ("xapic-cpu", "max,-x2apic", ""),
+        ("xapic-cmdline", "max", "x2apic=0"),
+    ] {
+        let mut boot = Boot::new(name);
+        boot.smp = 4;
+        boot.cpu = cpu.into();
+        boot.cmdline = cmdline.into();
+        let b = boot.run();
+        b.completed();
+        b.line("xAPIC mode");
+        b.no_line("x2APIC mode");
+        b.line("smp: 4 of 4 CPUs online");
+        b.no_line("warning:");
+    }
 }
 
 /// Without an HPET the TSC is measured against the PIT, and not refined.

@@ -122,11 +122,12 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
         panic!("cannot map the local APIC at {:#x}", apic::phys_base());
     };
     apic::disable_legacy_pic();
-    apic::init(lapic);
+    apic::init(lapic, opts.x2apic);
     log::info!(
-        "apic: local APIC id {} at {:#x}",
+        "apic: local APIC id {} at {:#x}, {} mode",
         apic::id(),
-        apic::phys_base()
+        apic::phys_base(),
+        if apic::x2apic() { "x2APIC" } else { "xAPIC" }
     );
     time::init(acpi.hpet.map(|(base, _)| base));
     let online = arch::x86_64::smp::start_aps(&acpi.apic_ids);

@@ -117,7 +117,6 @@ const ACCEPTED: &[&str] = &[
     "iommu",
     "ucode",
     "watchdog",
-    "x2apic",
     "acpi",
     "noapic",
     "clocksource",
@@ -268,6 +267,9 @@ pub struct Options {
     /// Pin dom0's vCPU n to CPU n (`dom0_vcpus_pin`; modulo the CPUs that run
     /// guests).
     pub dom0_vcpus_pin: bool,
+    /// Run the local APICs in x2APIC mode where the CPU has it (`x2apic`, on by
+    /// default as in Xen; `x2apic=0` keeps xAPIC mode).
+    pub x2apic: bool,
     /// Halt instead of rebooting when the machine would restart (`noreboot`).
     pub noreboot: bool,
     /// Write the log synchronously (`sync_console`).
@@ -287,6 +289,7 @@ impl Default for Options {
             dom0_vcpus: (None, None),
             test: None,
             dom0_vcpus_pin: false,
+            x2apic: true,
             noreboot: false,
             sync_console: false,
             warnings: Warnings::new(),
@@ -358,6 +361,10 @@ impl Options {
         } else if let Some(negated) = boolean_name(key, "dom0_vcpus_pin") {
             if let Some(b) = self.boolean("dom0_vcpus_pin", negated, value) {
                 self.dom0_vcpus_pin = b;
+            }
+        } else if let Some(negated) = boolean_name(key, "x2apic") {
+            if let Some(b) = self.boolean("x2apic", negated, value) {
+                self.x2apic = b;
             }
         } else if let Some(negated) = boolean_name(key, "noreboot") {
             if let Some(b) = self.boolean("noreboot", negated, value) {
@@ -641,6 +648,9 @@ mod tests {
         );
         assert!(o.noreboot && o.sync_console && o.dom0_vcpus_pin);
         assert!(!Options::parse("dom0_vcpus_pin=no").dom0_vcpus_pin);
+        assert!(Options::parse("").x2apic);
+        assert!(!Options::parse("x2apic=false").x2apic);
+        assert!(!Options::parse("no-x2apic").x2apic);
         assert!(o.warnings.is_empty(), "{:?}", messages(&o));
         let o = Options::parse("noreboot=0 no-sync_console sync_console=maybe");
         assert!(!o.noreboot && !o.sync_console);
