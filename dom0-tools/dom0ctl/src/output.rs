@@ -207,15 +207,19 @@ pub fn vif_table(rows: &[control_proto::VifRow]) -> String {
     out
 }
 
-/// `dom0ctl vcpu-list`: `xl vcpu-list`'s name, id, vCPU and affinity columns
-/// (a map that holds every CPU of the machine is `all`, as xl prints it).
+/// `dom0ctl vcpu-list`: `xl vcpu-list`'s name, id, vCPU and affinity columns.
+/// Maps are shown within the machine's CPUs, as Xen cuts them to its
+/// `nr_cpu_ids` (`all,^0` on two CPUs is `1`), and one that holds every CPU of
+/// the machine is `all`, as xl prints it.
 pub fn vcpu_table(domid: u16, name: &str, nr_cpus: u32, rows: &[control_proto::VcpuRow]) -> String {
     let every = control_proto::cpus::CpuMap::first(nr_cpus);
     let shown = |m: &control_proto::cpus::CpuMap| {
-        if nr_cpus > 0 && m.is_superset(&every) {
+        if nr_cpus == 0 {
+            m.to_string()
+        } else if m.is_superset(&every) {
             "all".to_string()
         } else {
-            m.to_string()
+            m.intersection(&every).to_string()
         }
     };
     let mut out = String::new();
@@ -447,6 +451,11 @@ mod tests {
                 hard: CpuMap::parse("0-1,5").unwrap(),
                 soft: CpuMap::ALL,
             },
+            VcpuRow {
+                vcpu: 2,
+                hard: CpuMap::parse("1-63").unwrap(),
+                soft: CpuMap::parse("0,5").unwrap(),
+            },
         ];
         let t = vcpu_table(3, "pinned", 2, &rows);
         let lines: Vec<&str> = t.lines().collect();
@@ -459,6 +468,7 @@ mod tests {
             "pinned                               3     0  1 / all"
         );
         assert!(lines[2].ends_with("    1  all / all"), "{}", lines[2]);
+        assert!(lines[3].ends_with("    2  1 / 0"), "{}", lines[3]);
         // Without the machine's CPU count the maps are shown as they are.
         assert!(vcpu_table(3, "p", 0, &rows).contains("  1 / 0-63"));
     }

@@ -47,7 +47,7 @@ pub struct BuildRequest<'a> {
     pub cmdline: &'a [u8],
     /// The domain serving its console and xenstore (dom0).
     pub backend: DomId,
-    /// Unpause the domain at the end (step 10). The agent says no and unpauses it
+    /// Unpause the domain at the end (step 11). The agent says no and unpauses it
     /// itself once its xenstore entries are written and the store introduced, as xl
     /// does.
     pub unpause: bool,
