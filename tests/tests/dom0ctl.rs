@@ -527,6 +527,88 @@ fn fifty_cycles_and_too_big_leave_memory_to_the_frame() {
     assert_eq!(free_memory(&h), free, "a failed create leaks nothing");
 }
 
+/// `cpus =` on two CPUs: a list pins vCPU 0 to CPU 1 and vCPU 1 to CPU 0, as the
+/// hypervisor reads the maps back (`vcpu-list`, getvcpuaffinity); one spec pins
+/// every vCPU; `cpus = "5"` fails the create with the config's key and the
+/// machine's CPUs in the message, and leaves no domain and no frame behind.
+#[test]
+fn cpus_pin_vcpus_and_a_map_without_a_cpu_of_the_machine_fails_cleanly() {
+    let t = "dom0ctl-cpus";
+    let h = ControlHost::boot(t);
+    let free = free_memory(&h);
+    // vCPU rows of `vcpu-list DOM`: (vcpu, hard, soft).
+    let vcpus = |dom: &str| -> Vec<(String, String, String)> {
+        let v = h.dom0ctl(&["vcpu-list", dom]);
+        v.code(0);
+        v.stdout
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                assert_eq!((w.len(), w[4]), (6, "/"), "{}", v.stdout);
+                (w[2].to_string(), w[3].to_string(), w[5].to_string())
+            })
+            .collect()
+    };
+    let row = |v: &str, hard: &str| (v.to_string(), hard.to_string(), "all".to_string());
+    // dom0 is not pinned: one vCPU per CPU, each on every CPU.
+    assert_eq!(vcpus("Domain-0"), [row("0", "all"), row("1", "all")]);
+
+    let list = config(
+        t,
+        "list.toml",
+        "name = \"pinned\"\nimage = \"ticker\"\nmemory = 8\nvcpus = 3\n\
+         cmdline = \"secs=60\"\ncpus = [\"1\", \"0\"]\n",
+    );
+    h.dom0ctl(&["create", &list]).code(0);
+    assert_eq!(
+        vcpus("pinned"),
+        [row("0", "1"), row("1", "0"), row("2", "all")],
+        "entry i pins vCPU i; vCPUs past the list run anywhere"
+    );
+    wait_for_console(&h, "pinned", "ticker: tick 1");
+    let one = config(
+        t,
+        "one.toml",
+        "name = \"one\"\nimage = \"ticker\"\nmemory = 8\nvcpus = 2\n\
+         cmdline = \"secs=60\"\ncpus = \"all,^0\"\n",
+    );
+    h.dom0ctl(&["create", &one]).code(0);
+    assert_eq!(vcpus("one"), [row("0", "1"), row("1", "1")]);
+    wait_for_console(&h, "one", "ticker: tick 1");
+    h.dom0ctl(&["destroy", "pinned"]).code(0);
+    h.dom0ctl(&["destroy", "one"]).code(0);
+    assert_eq!(free_memory(&h), free);
+
+    let far = config(
+        t,
+        "far.toml",
+        "name = \"far\"\nimage = \"ticker\"\nmemory = 8\nvcpus = 2\ncpus = \"5\"\n",
+    );
+    let r = h.dom0ctl(&["create", &far]);
+    r.code(1);
+    assert!(
+        r.stderr.contains(
+            "building far: cpus: vCPU 0's CPUs (5) include none that runs guests \
+             (this machine has 2: 0-1)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(listed(&h, "far").is_none(), "no domain left behind");
+    let l = h.dom0ctl(&["list"]);
+    assert_eq!(
+        l.stdout.lines().count(),
+        2,
+        "header and Domain-0:\n{}",
+        l.stdout
+    );
+    assert_eq!(free_memory(&h), free, "a failed create leaks nothing");
+    // The name is free again: the same config pinned to a CPU the machine has builds.
+    h.dom0ctl(&["create", &far, "cpus=1"]).code(0);
+    assert_eq!(vcpus("far"), [row("0", "1"), row("1", "1")]);
+}
+
 /// 20 domUs at once: all listed, every console answering.
 #[test]
 fn twenty_domus_at_once() {

@@ -102,6 +102,8 @@ kinds! {
     NetworkAttach = 0x34,
     /// Version 2: [`Request::NetworkDetach`](crate::Request::NetworkDetach)
     NetworkDetach = 0x35,
+    /// Version 2, added with `cpus =`: [`Request::VcpuList`](crate::Request::VcpuList)
+    VcpuList = 0x36,
     /// Version 2, added with volumes (an older agent answers it as an unknown
     /// kind): [`Request::VolumeCreate`](crate::Request::VolumeCreate)
     VolumeCreate = 0x1b,
@@ -142,6 +144,8 @@ kinds! {
     BlocksReply = 0x70,
     /// Version 2, added with the net back end: [`Response::Networks`](crate::Response::Networks)
     NetworksReply = 0x71,
+    /// Version 2, added with `cpus =`: [`Response::Vcpus`](crate::Response::Vcpus)
+    VcpusReply = 0x72,
     /// Version 2, added with volumes: [`Response::Volumes`](crate::Response::Volumes)
     Volumes = 0x4e,
     /// [`Response::Error`](crate::Response::Error)

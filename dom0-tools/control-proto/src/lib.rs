@@ -9,6 +9,7 @@
 //!   `write_frame`/`from_frame` for whole frames. Kind numbers live in one table
 //!   ([`Kind`]); error codes in another ([`ErrorCode`]).
 //! * [`validate`]: checks on a create request that both sides run.
+//! * [`cpus`]: CPU maps and `xl`'s CPU lists (`cpus =`, hard affinity).
 //! * [`disk`]: disk specifications in `xl`'s syntax and virtual-device numbers.
 //! * [`vif`]: network interface specifications in `xl`'s syntax.
 //! * [`images`]: the image bundle dom0 gets as its initrd (named kernels).
@@ -54,6 +55,7 @@
 
 extern crate alloc;
 
+pub mod cpus;
 pub mod crc32;
 pub mod disk;
 mod error;
@@ -74,13 +76,13 @@ pub use frame::{
 pub use kind::{Class, Kind};
 pub use message::{
     BlockRow, CreateRequest, DeviceRow, DomRef, DomState, DomainInfo, Event, ExitAction, HostInfo,
-    ImageInfo, Kernel, Message, Request, Response, ShutdownReason, TableState, VifRow, VolumeDisk,
-    VolumeInfo, XsNode,
+    ImageInfo, Kernel, Message, Request, Response, ShutdownReason, TableState, VcpuRow, VifRow,
+    VolumeDisk, VolumeInfo, XsNode,
 };
 pub use validate::{
     MAX_CMDLINE_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_UPLOAD_BYTES, MAX_VCPUS, MAX_VOLUME_BYTES,
-    MIN_MEMORY_MIB, ValidationError, parse_size, validate_cmdline, validate_image_name,
-    validate_memory_mib, validate_name, validate_vcpus, validate_volume_size,
+    MIN_MEMORY_MIB, ValidationError, parse_size, validate_cmdline, validate_cpus,
+    validate_image_name, validate_memory_mib, validate_name, validate_vcpus, validate_volume_size,
 };
 
 /// The protocol version this crate speaks: the byte at offset 2 of every frame,

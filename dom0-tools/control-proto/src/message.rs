@@ -9,6 +9,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::cpus::CpuMap;
 use crate::disk::DiskSpec;
 use crate::error::{DecodeError, ErrorCode, ErrorReply};
 use crate::frame::{Frame, FrameTooLong, write_frame};
@@ -232,7 +233,13 @@ impl Kernel {
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match r.u8()? {
+        let tag = r.u8()?;
+        Self::decode_tagged(tag, r)
+    }
+
+    /// The rest of a kernel whose tag byte was `tag`.
+    fn decode_tagged(tag: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match tag {
             0 => Ok(Kernel::Named(r.string()?)),
             1 => Ok(Kernel::Uploaded(r.u32()?)),
             v => Err(DecodeError::BadTag {
@@ -242,6 +249,9 @@ impl Kernel {
         }
     }
 }
+
+/// `Create`'s ramdisk tag when it has none but `cpus` follow.
+const NO_RAMDISK: u8 = 2;
 
 /// The body of [`Request::Create`]: an xl.cfg in brief.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -281,6 +291,23 @@ pub struct CreateRequest {
     /// after the vif list (every earlier field then sent), so an older dom0
     /// refuses it as malformed.
     pub ramdisk: Option<Kernel>,
+    /// The vCPUs' hard affinity (`cpus =`): vCPU i may run only on the CPUs of
+    /// `cpus[i]`; vCPUs past the list, on every CPU (their map is not set).
+    /// Since version 2, additive: sent only when not empty, after the ramdisk
+    /// (sent as tag 2, "none", when the domain has no ramdisk), so an older
+    /// dom0 refuses it as malformed instead of ignoring the pinning.
+    pub cpus: Vec<CpuMap>,
+}
+
+/// One row of [`Response::Vcpus`]: a vCPU's affinity, as `xl vcpu-list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VcpuRow {
+    /// The vCPU's number.
+    pub vcpu: u32,
+    /// The CPUs it may run on (`getvcpuaffinity`, the map as set).
+    pub hard: CpuMap,
+    /// The CPUs it prefers.
+    pub soft: CpuMap,
 }
 
 /// One node of [`Response::XsNodes`].
@@ -549,6 +576,9 @@ pub enum Request {
     },
     /// A domain's vifs (`xl network-list`). Answer: [`Response::Networks`].
     NetworkList(DomRef),
+    /// A domain's vCPUs and their affinity (`xl vcpu-list`). Answer:
+    /// [`Response::Vcpus`].
+    VcpuList(DomRef),
     /// Give a running domain another vif (`xl network-attach`). Answer: [`Response::Ok`].
     NetworkAttach {
         /// The domain.
@@ -687,6 +717,17 @@ pub enum Response {
     Blocks(Vec<BlockRow>),
     /// Answers `NetworkList`.
     Networks(Vec<VifRow>),
+    /// Answers `VcpuList`.
+    Vcpus {
+        /// The domain's id.
+        domid: u16,
+        /// Its name.
+        name: String,
+        /// The machine's CPUs (a map holding `0..nr_cpus` is shown as `all`).
+        nr_cpus: u32,
+        /// One row per vCPU, by number.
+        vcpus: Vec<VcpuRow>,
+    },
     /// Answers `VolumeList` (every volume, every disk) and `VolumeCreate`
     /// (the new volume and its disk).
     Volumes {
@@ -778,6 +819,7 @@ impl Request {
             Request::BlockAttach { .. } => Kind::BlockAttach,
             Request::BlockDetach { .. } => Kind::BlockDetach,
             Request::NetworkList(_) => Kind::NetworkList,
+            Request::VcpuList(_) => Kind::VcpuList,
             Request::NetworkAttach { .. } => Kind::NetworkAttach,
             Request::NetworkDetach { .. } => Kind::NetworkDetach,
             Request::Dmesg => Kind::Dmesg,
@@ -828,7 +870,9 @@ impl Request {
                 dom.encode(&mut w);
                 w.u8(*reason as u8);
             }
-            Request::BlockList(dom) | Request::NetworkList(dom) => dom.encode(&mut w),
+            Request::BlockList(dom) | Request::NetworkList(dom) | Request::VcpuList(dom) => {
+                dom.encode(&mut w)
+            }
             Request::NetworkAttach { dom, vif } => {
                 dom.encode(&mut w);
                 w.str(&vif.to_string());
@@ -868,7 +912,8 @@ impl Request {
                         w.bytes(u);
                     }
                 }
-                let ramdisk = c.ramdisk.is_some();
+                let cpus = !c.cpus.is_empty();
+                let ramdisk = c.ramdisk.is_some() || cpus;
                 let vifs = !c.vifs.is_empty() || ramdisk;
                 let reboot = c.on_reboot != ExitAction::Restart || vifs;
                 if !c.disks.is_empty() || reboot {
@@ -886,8 +931,16 @@ impl Request {
                         w.str(&v.to_string());
                     }
                 }
-                if let Some(rd) = &c.ramdisk {
-                    rd.encode(&mut w);
+                match &c.ramdisk {
+                    Some(rd) => rd.encode(&mut w),
+                    None if cpus => w.u8(NO_RAMDISK),
+                    None => {}
+                }
+                if cpus {
+                    w.len(c.cpus.len());
+                    for m in &c.cpus {
+                        w.bytes(&m.to_wire());
+                    }
                 }
             }
             Request::Pause(d)
@@ -973,7 +1026,29 @@ impl Request {
                     ramdisk: if r.is_at_end() {
                         None
                     } else {
-                        Some(Kernel::decode(&mut r)?)
+                        match r.u8()? {
+                            NO_RAMDISK if !r.is_at_end() => None,
+                            tag => Some(Kernel::decode_tagged(tag, &mut r)?),
+                        }
+                    },
+                    cpus: if r.is_at_end() {
+                        Vec::new()
+                    } else {
+                        let maps = r.list(|r| {
+                            let b = r.bytes()?;
+                            CpuMap::from_wire(&b).ok_or(DecodeError::BadTag {
+                                what: "cpumap length (past 256 CPUs, or a zero last byte)",
+                                value: u8::try_from(b.len()).unwrap_or(u8::MAX),
+                            })
+                        })?;
+                        if maps.is_empty() {
+                            // An empty list is sent as nothing.
+                            return Err(DecodeError::BadTag {
+                                what: "cpus count",
+                                value: 0,
+                            });
+                        }
+                        maps
                     },
                 })
             }
@@ -1017,6 +1092,7 @@ impl Request {
                 vdev: r.string()?,
             },
             Kind::NetworkList => Request::NetworkList(DomRef::decode(&mut r)?),
+            Kind::VcpuList => Request::VcpuList(DomRef::decode(&mut r)?),
             Kind::NetworkAttach => Request::NetworkAttach {
                 dom: DomRef::decode(&mut r)?,
                 vif: VifSpec::parse(&r.string()?).map_err(|_| DecodeError::BadTag {
@@ -1083,6 +1159,7 @@ impl Response {
             Response::Devices(_) => Kind::DevicesReply,
             Response::Blocks(_) => Kind::BlocksReply,
             Response::Networks(_) => Kind::NetworksReply,
+            Response::Vcpus { .. } => Kind::VcpusReply,
             Response::Volumes { .. } => Kind::Volumes,
             Response::Dmesg { .. } => Kind::DmesgReply,
             Response::XsValue { .. } => Kind::XsValue,
@@ -1199,6 +1276,22 @@ impl Response {
                     for n in v.counters {
                         w.u64(n);
                     }
+                }
+            }
+            Response::Vcpus {
+                domid,
+                name,
+                nr_cpus,
+                vcpus,
+            } => {
+                w.u16(*domid);
+                w.str(name);
+                w.u32(*nr_cpus);
+                w.len(vcpus.len());
+                for v in vcpus {
+                    w.u32(v.vcpu);
+                    w.bytes(&v.hard.to_wire());
+                    w.bytes(&v.soft.to_wire());
                 }
             }
             Response::Volumes { volumes, disks } => {
@@ -1333,6 +1426,27 @@ impl Response {
                     counters: [r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?],
                 })
             })?),
+            Kind::VcpusReply => {
+                let map = |r: &mut Reader<'_>| {
+                    let b = r.bytes()?;
+                    CpuMap::from_wire(&b).ok_or(DecodeError::BadTag {
+                        what: "cpumap length (past 256 CPUs, or a zero last byte)",
+                        value: u8::try_from(b.len()).unwrap_or(u8::MAX),
+                    })
+                };
+                Response::Vcpus {
+                    domid: r.u16()?,
+                    name: r.string()?,
+                    nr_cpus: r.u32()?,
+                    vcpus: r.list(|r| {
+                        Ok(VcpuRow {
+                            vcpu: r.u32()?,
+                            hard: map(r)?,
+                            soft: map(r)?,
+                        })
+                    })?,
+                }
+            }
             Kind::Volumes => Response::Volumes {
                 volumes: r.list(|r| {
                     Ok(VolumeInfo {

@@ -61,6 +61,15 @@ pub enum ValidationError {
     TooManyVifs(usize),
     /// Two vifs with the same MAC address.
     VifMacTwice(String),
+    /// More affinity maps than vCPUs (dom0ctl drops the extra ones, as xl does).
+    TooManyCpuMaps {
+        /// Maps sent.
+        maps: usize,
+        /// The domain's vCPUs.
+        vcpus: u32,
+    },
+    /// A vCPU's affinity map with no CPU in it.
+    CpuMapEmpty(usize),
     /// A volume size that does not read as one (`64M`, `1G`, `1048576`).
     SizeSyntax,
     /// A volume of no bytes.
@@ -86,6 +95,7 @@ impl ValidationError {
             Self::CmdlineTooLong(_) | Self::CmdlineNul => "cmdline",
             Self::TooManyDisks(_) | Self::DiskVdevTwice(_) => "disk",
             Self::TooManyVifs(_) | Self::VifMacTwice(_) => "vif",
+            Self::TooManyCpuMaps { .. } | Self::CpuMapEmpty(_) => "cpus",
             Self::SizeSyntax | Self::SizeZero | Self::SizeNotSectors(_) | Self::SizeTooLarge => {
                 "size"
             }
@@ -152,6 +162,11 @@ impl fmt::Display for ValidationError {
                 write!(f, "{n} vifs; a domain has at most {}", crate::vif::MAX_VIFS)
             }
             Self::VifMacTwice(m) => write!(f, "two vifs both have mac {m}"),
+            Self::TooManyCpuMaps { maps, vcpus } => write!(
+                f,
+                "{maps} affinity maps for {vcpus} vCPUs; give at most one per vCPU"
+            ),
+            Self::CpuMapEmpty(v) => write!(f, "vCPU {v}'s map holds no CPU"),
             Self::SizeSyntax => f.write_str(
                 "not a size; give bytes, or a number with K, M, G or T (binary: 64M, 1G)",
             ),
@@ -274,7 +289,8 @@ pub fn validate_volume_size(bytes: u64) -> Result<(), ValidationError> {
 }
 
 impl CreateRequest {
-    /// Runs every check, in key order: name, image, memory, vcpus, cmdline, disk, vif.
+    /// Runs every check, in key order: name, image, memory, vcpus, cmdline, disk,
+    /// vif, cpus.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_name(&self.name)?;
         if let Kernel::Named(image) = &self.kernel {
@@ -306,8 +322,23 @@ impl CreateRequest {
                 ));
             }
         }
-        Ok(())
+        validate_cpus(&self.cpus, self.vcpus)
     }
+}
+
+/// Checks a create request's affinity maps: at most one per vCPU, each with a
+/// CPU in it. (Whether the machine has those CPUs is the hypervisor's to say.)
+pub fn validate_cpus(maps: &[crate::cpus::CpuMap], vcpus: u32) -> Result<(), ValidationError> {
+    if u32::try_from(maps.len()).map_or(true, |n| n > vcpus) {
+        return Err(ValidationError::TooManyCpuMaps {
+            maps: maps.len(),
+            vcpus,
+        });
+    }
+    if let Some(i) = maps.iter().position(crate::cpus::CpuMap::is_empty) {
+        return Err(ValidationError::CpuMapEmpty(i));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -400,6 +431,7 @@ mod tests {
             disks: Vec::new(),
             vifs: Vec::new(),
             ramdisk: None,
+            cpus: Vec::new(),
         };
         assert_eq!(req.validate(), Ok(()));
         req.memory_mib = 1;
@@ -408,5 +440,28 @@ mod tests {
         let reply = ErrorReply::from(e);
         assert_eq!(reply.code, ErrorCode::BadConfig);
         assert!(reply.message.starts_with("memory: 1 MiB is too little"));
+    }
+
+    #[test]
+    fn affinity_maps() {
+        use crate::cpus::CpuMap;
+        let one = CpuMap::parse("1").unwrap();
+        assert_eq!(validate_cpus(&[], 1), Ok(()));
+        assert_eq!(validate_cpus(&[one, one], 2), Ok(()));
+        assert_eq!(validate_cpus(&[one], 4), Ok(()), "the rest run anywhere");
+        assert_eq!(
+            validate_cpus(&[one, one], 1),
+            Err(ValidationError::TooManyCpuMaps { maps: 2, vcpus: 1 })
+        );
+        let e = validate_cpus(&[one, CpuMap::NONE], 2).unwrap_err();
+        assert_eq!(e, ValidationError::CpuMapEmpty(1));
+        let reply = ErrorReply::from(e);
+        assert_eq!(reply.code, ErrorCode::BadConfig);
+        assert_eq!(reply.message, "cpus: vCPU 1's map holds no CPU");
+        let e = ErrorReply::from(ValidationError::TooManyCpuMaps { maps: 3, vcpus: 2 });
+        assert_eq!(
+            e.message,
+            "cpus: 3 affinity maps for 2 vCPUs; give at most one per vCPU"
+        );
     }
 }

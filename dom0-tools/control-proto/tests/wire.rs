@@ -1,11 +1,12 @@
 //! Host tests of the wire format: every message round-trips, the decoder finds
 //! frames in any byte stream, and nothing panics on hostile input.
 
+use control_proto::cpus::CpuMap;
 use control_proto::{
     BlockRow, Class, CreateRequest, DecodeError, DeviceRow, DomRef, DomState, DomainInfo,
     ErrorCode, ErrorReply, Event, ExitAction, Frame, FrameDecoder, FrameError, HEADER_LEN,
     HostInfo, ImageInfo, Kernel, Kind, MAX_DATA, MAX_FRAME, MAX_PAYLOAD, Message, PROTOCOL_VERSION,
-    Request, Response, ShutdownReason, TableState, VolumeDisk, VolumeInfo, crc32,
+    Request, Response, ShutdownReason, TableState, VcpuRow, VolumeDisk, VolumeInfo, crc32,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -30,6 +31,7 @@ fn samples() -> Vec<Message> {
             disks: Vec::new(),
             vifs: Vec::new(),
             ramdisk: None,
+            cpus: Vec::new(),
         }),
         Request::Create(CreateRequest {
             name: "linux".into(),
@@ -44,6 +46,22 @@ fn samples() -> Vec<Message> {
             disks: Vec::new(),
             vifs: Vec::new(),
             ramdisk: Some(Kernel::Uploaded(4)),
+            cpus: vec![CpuMap::parse("1").unwrap(), CpuMap::ALL],
+        }),
+        Request::Create(CreateRequest {
+            name: "pinned".into(),
+            kernel: Kernel::Named("hello".into()),
+            memory_mib: 16,
+            vcpus: 2,
+            cmdline: String::new(),
+            on_poweroff: ExitAction::Destroy,
+            on_crash: ExitAction::Destroy,
+            on_reboot: ExitAction::Restart,
+            uuid: None,
+            disks: Vec::new(),
+            vifs: Vec::new(),
+            ramdisk: None,
+            cpus: vec![CpuMap::parse("0-3,200").unwrap()],
         }),
         Request::Pause(DomRef::Id(3)),
         Request::Unpause(dom.clone()),
@@ -79,6 +97,7 @@ fn samples() -> Vec<Message> {
             vdev: "xvdb".into(),
         },
         Request::NetworkList(dom.clone()),
+        Request::VcpuList(dom.clone()),
         Request::NetworkAttach {
             dom: dom.clone(),
             vif: control_proto::vif::VifSpec::parse("mac=00:16:3e:00:00:09, bridge=xenbr1")
@@ -224,6 +243,23 @@ fn samples() -> Vec<Message> {
             be_path: "/local/domain/0/backend/vif/1/0".into(),
             counters: [1, 2, 3, 4, 5, 6],
         }]),
+        Response::Vcpus {
+            domid: 3,
+            name: "pinned".into(),
+            nr_cpus: 2,
+            vcpus: vec![
+                VcpuRow {
+                    vcpu: 0,
+                    hard: CpuMap::parse("1").unwrap(),
+                    soft: CpuMap::ALL,
+                },
+                VcpuRow {
+                    vcpu: 1,
+                    hard: CpuMap::NONE,
+                    soft: CpuMap::first(64),
+                },
+            ],
+        },
         Response::Volumes {
             volumes: vec![VolumeInfo {
                 name: "vol1".into(),
@@ -625,6 +661,93 @@ fn payload_decode_errors() {
     );
 }
 
+/// `Create`'s `cpus` is additive within version 2, as the ramdisk was: a request
+/// without it is byte for byte what it was, and an older agent (one that stops
+/// after the ramdisk) refuses a request with it as malformed.
+#[test]
+fn create_cpus_is_a_trailing_part() {
+    let base = CreateRequest {
+        name: "p".into(),
+        kernel: Kernel::Named("hello".into()),
+        memory_mib: 16,
+        vcpus: 2,
+        cmdline: String::new(),
+        on_poweroff: ExitAction::Destroy,
+        on_crash: ExitAction::Destroy,
+        on_reboot: ExitAction::Restart,
+        uuid: None,
+        disks: Vec::new(),
+        vifs: Vec::new(),
+        ramdisk: None,
+        cpus: Vec::new(),
+    };
+    let enc = |c: &CreateRequest| {
+        let mut p = Vec::new();
+        Request::Create(c.clone()).encode(&mut p);
+        p
+    };
+    let plain = enc(&base);
+    // name, kernel, memory, vcpus, cmdline, actions, uuid: nothing after.
+    assert_eq!(plain.len(), 5 + 1 + 9 + 4 + 4 + 4 + 2 + 1);
+    let pinned = CreateRequest {
+        cpus: vec![CpuMap::parse("1").unwrap(), CpuMap::parse("0,9").unwrap()],
+        ..base.clone()
+    };
+    let p = enc(&pinned);
+    // Then the empty disk list, on_reboot, the empty vif list, "no ramdisk" (2),
+    // and the maps: 2 of them, {1} as one byte, {0, 9} as two.
+    let tail = [
+        &[0, 0, 0, 0][..],
+        &[2],
+        &[0, 0, 0, 0],
+        &[2],
+        &[2, 0, 0, 0],
+        &[1, 0, 0, 0, 0b10],
+        &[2, 0, 0, 0, 1, 2],
+    ]
+    .concat();
+    assert_eq!(&p[..plain.len()], &plain[..]);
+    assert_eq!(&p[plain.len()..], &tail[..]);
+    assert_eq!(
+        Request::decode(Kind::Create as u8, &p),
+        Ok(Request::Create(pinned.clone()))
+    );
+    // With a ramdisk the ramdisk goes as before and the maps follow it.
+    let with_rd = CreateRequest {
+        ramdisk: Some(Kernel::Uploaded(5)),
+        ..pinned.clone()
+    };
+    let p2 = enc(&with_rd);
+    assert_eq!(
+        Request::decode(Kind::Create as u8, &p2),
+        Ok(Request::Create(with_rd.clone()))
+    );
+    // What an agent that stops after the ramdisk sees: a bad ramdisk tag (2), or
+    // bytes left over after it. Either way the request is refused, not built unpinned.
+    let at = plain.len() + 4 + 1 + 4;
+    assert_eq!(p[at], 2, "the ramdisk tag an older agent reads");
+    let without_maps = CreateRequest {
+        cpus: Vec::new(),
+        ..with_rd.clone()
+    };
+    assert!(p2.len() > enc(&without_maps).len());
+    assert_eq!(&p2[..enc(&without_maps).len()], &enc(&without_maps)[..]);
+    // One encoding per request: "no ramdisk" with nothing after it, an empty map
+    // list, or a map with a zero last byte are refused.
+    let mut bad = p[..at + 1].to_vec();
+    assert!(Request::decode(Kind::Create as u8, &bad).is_err());
+    bad.extend_from_slice(&[0, 0, 0, 0]);
+    assert!(Request::decode(Kind::Create as u8, &bad).is_err());
+    let mut bad = p.clone();
+    bad.truncate(p.len() - 2);
+    bad.extend_from_slice(&[1, 0]);
+    let n = bad.len();
+    bad[n - 6] = 2;
+    assert!(Request::decode(Kind::Create as u8, &bad).is_err());
+    let too_long = [&p[..at + 1], &[1, 0, 0, 0, 33, 0, 0, 0], &[1; 33]].concat();
+    assert!(Request::decode(Kind::Create as u8, &too_long).is_err());
+}
+
 #[test]
 fn oversized_messages_are_refused_and_max_data_fits() {
     let mut out = vec![1, 2, 3];
@@ -710,6 +833,11 @@ fn arb_domref() -> impl Strategy<Value = DomRef> {
     ]
 }
 
+fn arb_cpumap() -> impl Strategy<Value = CpuMap> {
+    // Any bitmap, the empty one included (the wire carries it; validation refuses it).
+    vec(any::<u8>(), 0..=control_proto::cpus::MAP_BYTES).prop_map(|b| CpuMap::from_bitmap(&b))
+}
+
 fn arb_action() -> impl Strategy<Value = ExitAction> {
     prop::sample::select(ExitAction::ALL)
 }
@@ -733,10 +861,13 @@ fn arb_request() -> impl Strategy<Value = Request> {
             (prop::option::of(any::<[u8; 5]>()), "[a-z][a-z0-9]{0,14}"),
             0..3,
         ),
-        prop::option::of(prop_oneof![
-            arb_string().prop_map(Kernel::Named),
-            any::<u32>().prop_map(Kernel::Uploaded)
-        ]),
+        (
+            prop::option::of(prop_oneof![
+                arb_string().prop_map(Kernel::Named),
+                any::<u32>().prop_map(Kernel::Uploaded)
+            ]),
+            vec(arb_cpumap(), 0..4),
+        ),
     )
         .prop_map(
             |(
@@ -751,7 +882,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 disks,
                 on_reboot,
                 vifs,
-                ramdisk,
+                (ramdisk, cpus),
             )| {
                 let vifs = vifs
                     .into_iter()
@@ -783,6 +914,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                     disks,
                     vifs,
                     ramdisk,
+                    cpus,
                 })
             },
         );
@@ -813,6 +945,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
         arb_domref().prop_map(Request::BlockList),
         (arb_domref(), arb_string()).prop_map(|(dom, vdev)| Request::BlockDetach { dom, vdev }),
         arb_domref().prop_map(Request::NetworkList),
+        arb_domref().prop_map(Request::VcpuList),
         (arb_domref(), arb_string()).prop_map(|(dom, vif)| Request::NetworkDetach { dom, vif }),
         Just(Request::Dmesg),
         Just(Request::ShutdownHost),
@@ -949,6 +1082,21 @@ fn arb_response() -> impl Strategy<Value = Response> {
                 })
                 .collect()
         )),
+        (
+            any::<u16>(),
+            arb_string(),
+            any::<u32>(),
+            vec((any::<u32>(), arb_cpumap(), arb_cpumap()), 0..4)
+        )
+            .prop_map(|(domid, name, nr_cpus, rows)| Response::Vcpus {
+                domid,
+                name,
+                nr_cpus,
+                vcpus: rows
+                    .into_iter()
+                    .map(|(vcpu, hard, soft)| VcpuRow { vcpu, hard, soft })
+                    .collect(),
+            }),
         (
             vec(
                 (

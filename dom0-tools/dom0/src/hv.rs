@@ -5,10 +5,12 @@ use alloc::string::String;
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use control_proto::cpus::{CpuMap, MAP_BYTES, MAX_CPU};
 use dom0_core::{ConsoleChunk, GrantSeg, Hypervisor, RingId, XenVersion};
 use pv_runtime::abi::domctl::{
-    Domctl, DomctlCmd, DomctlCreateDomain, DomctlGetDomainInfo, DomctlMaxMem, DomctlVcpuContext,
-    Sysctl, SysctlCmd, SysctlPhysinfo, SysctlReadConsole,
+    Domctl, DomctlCmd, DomctlCreateDomain, DomctlGetDomainInfo, DomctlMaxMem, DomctlVcpuAffinity,
+    DomctlVcpuContext, Sysctl, SysctlCmd, SysctlPhysinfo, SysctlReadConsole, VCPUAFFINITY_HARD,
+    VCPUAFFINITY_SOFT, XenctlBitmap,
 };
 use pv_runtime::abi::evtchn::{EvtchnAllocUnbound, EvtchnOp};
 use pv_runtime::abi::guest::HypercallPage;
@@ -50,9 +52,10 @@ pub struct XenHv {
 
 fn inv() -> HypercallPage {
     // SAFETY: every call below passes handles to live objects of exactly the
-    // type the hypercall reads or writes (`handle`/`handle_mut`), and the one
-    // buffer address inside an argument (readconsole's) points at a live
-    // `&mut [u8]` of the `count` it names. None of these hypercalls touches
+    // type the hypercall reads or writes (`handle`/`handle_mut`), and the
+    // buffer addresses inside arguments (readconsole's, the affinity bitmaps)
+    // point at live `&mut [u8]`s of the size they name (`count`, `nr_bits`).
+    // None of these hypercalls touches
     // the runtime's mappings or trap table.
     unsafe { pv_runtime::hypercall::invoker() }
 }
@@ -69,6 +72,15 @@ fn sysctl_op(op: &mut Sysctl) -> Result<(), Errno> {
 
 fn domctl_op(op: &mut Domctl) -> Result<(), Errno> {
     domctl(&mut inv(), handle_mut(op).cast()).map(drop)
+}
+
+/// A `xenctl_bitmap` over `buf` (every CPU number a [`CpuMap`] holds).
+fn bitmap(buf: &mut [u8; MAP_BYTES]) -> XenctlBitmap {
+    XenctlBitmap {
+        bitmap: buf.as_mut_ptr().expose_provenance() as u64,
+        nr_bits: MAX_CPU + 1,
+        _pad: 0,
+    }
 }
 
 fn domctl_simple(cmd: DomctlCmd, dom: DomId) -> Result<(), Errno> {
@@ -190,6 +202,34 @@ impl Hypervisor for XenHv {
         let mut op = Domctl::new(DomctlCmd::CreateDomain, DomId(0), &cfg);
         domctl_op(&mut op)?;
         Ok(op.domain)
+    }
+
+    fn set_vcpu_affinity(&mut self, dom: DomId, vcpu: u32, hard: &CpuMap) -> Result<CpuMap, Errno> {
+        // In: the map asked; out: the effective one the hypervisor writes back.
+        let mut buf = hard.to_bitmap();
+        let arg = DomctlVcpuAffinity {
+            vcpu,
+            flags: VCPUAFFINITY_HARD,
+            cpumap_hard: bitmap(&mut buf),
+            ..DomctlVcpuAffinity::default()
+        };
+        let mut op = Domctl::new(DomctlCmd::SetVcpuAffinity, dom, &arg);
+        domctl_op(&mut op)?;
+        Ok(CpuMap::from_bitmap(&buf))
+    }
+
+    fn vcpu_affinity(&mut self, dom: DomId, vcpu: u32) -> Result<(CpuMap, CpuMap), Errno> {
+        let mut hard = [0u8; MAP_BYTES];
+        let mut soft = [0u8; MAP_BYTES];
+        let arg = DomctlVcpuAffinity {
+            vcpu,
+            flags: VCPUAFFINITY_HARD | VCPUAFFINITY_SOFT,
+            cpumap_hard: bitmap(&mut hard),
+            cpumap_soft: bitmap(&mut soft),
+        };
+        let mut op = Domctl::new(DomctlCmd::GetVcpuAffinity, dom, &arg);
+        domctl_op(&mut op)?;
+        Ok((CpuMap::from_bitmap(&hard), CpuMap::from_bitmap(&soft)))
     }
 
     fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno> {

@@ -233,6 +233,7 @@ fn autostart(si: &StartInfo, agent: &mut Agent<'static, XenHv, FrameStore>) {
             disks: Vec::new(),
             vifs: Vec::new(),
             ramdisk: None,
+            cpus: Vec::new(),
         });
         match agent.handle(req).0 {
             Response::Created { domid } => println!("dom0: autostart: {name} is domain {domid}"),

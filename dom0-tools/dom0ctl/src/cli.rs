@@ -76,7 +76,10 @@ The config is TOML, like xl.cfg (see examples/README.md):
   kernel = \"k.elf\"      a PV kernel on the host, uploaded first (relative to the config)
   ramdisk = \"initrd\"    an initial ramdisk on the host, uploaded after the kernel
   memory = 32           MiB (default 32)
-  vcpus = 1             (default 1)
+  vcpus = 1             (default 1, at most 32)
+  cpus = \"0-3,^1\"       hard affinity as xl's: \"2\", \"0-3,5\", \"all,^1\" for every vCPU,
+                        or [\"0\", \"1-2\"], entry i for vCPU i (CPUs 0 to 255;
+                        default: every CPU; dom0ctl vcpu-list shows them)
   cmdline = \"\"          kernel command line (default empty)
   on_poweroff = \"destroy\"   or \"preserve\", \"restart\" (default destroy)
   on_reboot = \"restart\"     or \"destroy\", \"preserve\" (default restart)
@@ -247,6 +250,19 @@ received, dropped on the way to it).
 Example:
   dom0ctl network-list hello")]
     NetworkList {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+    },
+    /// List a domain's vCPUs and their affinity, as `xl vcpu-list DOM` does
+    #[command(after_help = "\
+Columns: Name, ID, VCPU, then the hard affinity (the CPUs the vCPU may run on:
+`cpus =` in its config) and the soft one, as the hypervisor holds them (`all`:
+every CPU of the machine).
+
+Example:
+  dom0ctl vcpu-list hello")]
+    VcpuList {
         /// Domain id or name
         #[arg(value_name = "DOM")]
         dom: String,

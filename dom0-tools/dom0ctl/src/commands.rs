@@ -70,6 +70,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 disks: cfg.disks.clone(),
                 vifs: cfg.vifs.clone(),
                 ramdisk,
+                cpus: cfg.cpus.clone(),
             };
             req.validate()
                 .map_err(|e| Error::Input(format!("{}: {}: {e}", config.display(), e.key())))?;
@@ -185,6 +186,19 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let req = Request::NetworkList(DomRef::parse(&dom));
             match call(&mut c, &req, format_args!("network-list {dom}"))? {
                 Response::Networks(rows) => print(output::vif_table(&rows).as_bytes()),
+                other => Err(c.unexpected(&req, &other)),
+            }
+        }
+        Command::VcpuList { dom } => {
+            let mut c = connect()?;
+            let req = Request::VcpuList(DomRef::parse(&dom));
+            match call(&mut c, &req, format_args!("vcpu-list {dom}"))? {
+                Response::Vcpus {
+                    domid,
+                    name,
+                    nr_cpus,
+                    vcpus,
+                } => print(output::vcpu_table(domid, &name, nr_cpus, &vcpus).as_bytes()),
                 other => Err(c.unexpected(&req, &other)),
             }
         }

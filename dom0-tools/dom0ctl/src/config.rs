@@ -6,6 +6,7 @@
 //! ramdisk = "initrd.cpio" # uploaded as the start_info module (default none)
 //! memory = 16             # MiB (default 32)
 //! vcpus = 1               # default 1, at most 32
+//! cpus = "0-3,^1"         # hard affinity, xl's syntax (default: every CPU; see below)
 //! cmdline = ""            # default ""
 //! on_poweroff = "destroy" # or "preserve", "restart" (default destroy)
 //! on_reboot = "restart"   # or "destroy", "preserve" (default restart)
@@ -15,12 +16,22 @@
 //! vif = ["mac=00:16:3e:01:02:03, bridge=xenbr0"]   # xl's vif syntax (default none)
 //! ```
 //!
+//! `cpus` pins vCPUs to physical CPUs as xl's `cpus =` does
+//! ([`control_proto::cpus`]): one list for every vCPU (`"2"`, `"0-3,5"`, `"all"`,
+//! `"all,^1"`, `"0-7,^2-3"`: items applied left to right to a map that starts
+//! empty, so `"^1"` alone is refused), or a list of lists, entry i for vCPU i
+//! (`["0-1", "2"]`; vCPUs past the list run on every CPU, entries past `vcpus` are
+//! ignored). CPU numbers go from 0 to 255; a CPU the machine lacks is refused by
+//! the hypervisor when the domain is built (a map with none of its CPUs fails
+//! the create, and nothing is left behind).
+//!
 //! Every error names the file and line (or the override) and the key.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use control_proto::cpus::{CpuMap, CpusValue, affinity_maps};
 use control_proto::disk::DiskSpec;
 use control_proto::{
     ExitAction, MAX_MEMORY_MIB, MIN_MEMORY_MIB, validate_cmdline, validate_image_name,
@@ -39,6 +50,7 @@ pub const KEYS: &[&str] = &[
     "ramdisk",
     "memory",
     "vcpus",
+    "cpus",
     "cmdline",
     "on_poweroff",
     "on_reboot",
@@ -72,6 +84,9 @@ pub struct DomainConfig {
     pub memory_mib: u32,
     /// vCPUs.
     pub vcpus: u32,
+    /// `cpus = ...`: hard affinity, map i for vCPU i (vCPUs past the list run
+    /// anywhere; empty: no pinning).
+    pub cpus: Vec<CpuMap>,
     /// Kernel command line.
     pub cmdline: String,
     /// What dom0 does when the domain powers off.
@@ -244,6 +259,7 @@ pub fn parse(
         ramdisk: None,
         memory_mib: DEFAULT_MEMORY_MIB,
         vcpus: 1,
+        cpus: Vec::new(),
         cmdline: String::new(),
         on_poweroff: ExitAction::Destroy,
         on_reboot: ExitAction::Restart,
@@ -252,6 +268,8 @@ pub fn parse(
         disks: Vec::new(),
         vifs: Vec::new(),
     };
+    // `cpus` is read once `vcpus` is known, wherever either is set.
+    let mut cpus: Option<(CpusSpec, &Setting)> = None;
     for s in &settings {
         let key = s.key.as_str();
         let fail = |m: String| err(Some(s.origin.clone()), Some(key), m);
@@ -327,6 +345,7 @@ pub fn parse(
                 validate_vcpus(n).map_err(|e| fail(e.to_string()))?;
                 cfg.vcpus = n;
             }
+            "cpus" => cpus = Some((cpus_spec(&s.value).map_err(fail)?, s)),
             "cmdline" => {
                 let v = string(&s.value).map_err(fail)?;
                 validate_cmdline(v).map_err(|e| fail(e.to_string()))?;
@@ -367,6 +386,18 @@ pub fn parse(
             _ => unreachable!("keys are checked against KEYS above"),
         }
     }
+    if let Some((spec, s)) = cpus {
+        let value = match &spec {
+            CpusSpec::Single(one) => CpusValue::Single(one),
+            CpusSpec::PerVcpu(list) => {
+                CpusValue::PerVcpu(list.iter().map(String::as_str).collect())
+            }
+        };
+        cfg.cpus = affinity_maps(&value, cfg.vcpus).map_err(|(entry, e)| {
+            let at = entry.map_or_else(String::new, |i| format!("entry {}: ", i + 1));
+            err(Some(s.origin.clone()), Some("cpus"), format!("{at}{e}"))
+        })?;
+    }
     cfg.name = name.ok_or_else(|| {
         err(
             None,
@@ -384,6 +415,44 @@ pub fn parse(
         )
     })?;
     Ok(cfg)
+}
+
+/// A `cpus` value as written.
+enum CpusSpec {
+    Single(String),
+    PerVcpu(Vec<String>),
+}
+
+/// `cpus = "0-3"` (a number is taken as its text, so `cpus=2` on the command
+/// line works) or `cpus = ["0", "1-2"]`.
+fn cpus_spec(v: &Value) -> Result<CpusSpec, String> {
+    let one = |v: &Value| match v {
+        Value::String(s) => Some(s.value().clone()),
+        Value::Integer(i) => Some(i.value().to_string()),
+        _ => None,
+    };
+    if let Some(s) = one(v) {
+        return Ok(CpusSpec::Single(s));
+    }
+    let arr = v.as_array().ok_or_else(|| {
+        format!(
+            "expected a CPU list like \"0-3,5\" or one per vCPU like [\"0\", \"1\"], got {}",
+            shown(v)
+        )
+    })?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, item)| {
+            one(item).ok_or_else(|| {
+                format!(
+                    "entry {}: expected a CPU list like \"0-3,5\", got {}",
+                    i + 1,
+                    shown(item)
+                )
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(CpusSpec::PerVcpu)
 }
 
 /// The strings of a `disk = [...]` value (a single string counts as one disk).
@@ -472,6 +541,7 @@ mod tests {
                 ramdisk: None,
                 memory_mib: DEFAULT_MEMORY_MIB,
                 vcpus: 1,
+                cpus: Vec::new(),
                 cmdline: String::new(),
                 on_poweroff: ExitAction::Destroy,
                 on_reboot: ExitAction::Restart,
@@ -561,6 +631,86 @@ mod tests {
         );
         assert!(e("3").contains("expected a list of disk specifications"));
         assert!(e("[3]").contains("expected each disk as a string"));
+    }
+
+    #[test]
+    fn cpus_in_xl_syntax() {
+        let base = "name = \"d\"\nimage = \"hello\"\nvcpus = 3\n";
+        let maps = |extra: &str, o: &[&str]| -> Vec<String> {
+            p(&format!("{base}{extra}"), o)
+                .unwrap()
+                .cpus
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        // One list applies to every vCPU.
+        assert_eq!(maps("cpus = \"2\"\n", &[]), ["2", "2", "2"]);
+        assert_eq!(maps("cpus = \"0-3,5\"\n", &[]), ["0-3,5"; 3]);
+        assert_eq!(maps("cpus = \"0-7,^2-3\"\n", &[]), ["0-1,4-7"; 3]);
+        assert_eq!(maps("cpus = \"all\"\n", &[]), ["all"; 3]);
+        assert_eq!(maps("cpus = \"all,^1\"\n", &[])[0], "0,2-255");
+        // Entry i is vCPU i; vCPUs past the list get none (every CPU).
+        assert_eq!(maps("cpus = [\"0-1\", \"2\"]\n", &[]), ["0-1", "2"]);
+        // Entries past `vcpus` are ignored, as xl does, wherever vcpus is set.
+        assert_eq!(
+            maps("cpus = [\"0\", \"1\", \"2\", \"3\"]\n", &[]),
+            ["0", "1", "2"]
+        );
+        assert_eq!(maps("cpus = [\"0\", \"1\"]\n", &["vcpus=1"]), ["0"]);
+        assert_eq!(
+            p(&format!("cpus = \"1\"\n{base}"), &[]).unwrap().cpus.len(),
+            3,
+            "cpus before vcpus"
+        );
+        // Numbers are taken as their text (cpus=2 on the command line is a TOML integer).
+        assert_eq!(maps("", &["cpus=2"]), ["2"; 3]);
+        assert_eq!(maps("", &["cpus=0-1"]), ["0-1"; 3]);
+        assert_eq!(maps("cpus = [1, \"0\"]\n", &[]), ["1", "0"]);
+        assert!(p(base, &[]).unwrap().cpus.is_empty(), "no cpus: no pinning");
+
+        let e = |extra: &str| p(&format!("{base}{extra}\n"), &[]).unwrap_err();
+        assert_eq!(
+            e("cpus = \"3-1\""),
+            "hello.toml:4: cpus: \"3-1\" is a reversed range"
+        );
+        assert_eq!(
+            e("cpus = [\"0\", \"3-1\"]"),
+            "hello.toml:4: cpus: entry 2: \"3-1\" is a reversed range"
+        );
+        assert_eq!(
+            e("cpus = \"256\""),
+            "hello.toml:4: cpus: \"256\" names a CPU past 255, the highest CPU number"
+        );
+        assert!(
+            e("cpus = \"^1\"").starts_with(
+                "hello.toml:4: cpus: \"^1\" leaves no CPU: as in xl, a list starts from none, \
+                 so write \"all,^1\""
+            ),
+            "{}",
+            e("cpus = \"^1\"")
+        );
+        assert!(e("cpus = \"\"").starts_with("hello.toml:4: cpus: is empty"));
+        assert!(e("cpus = \"1;2\"").starts_with("hello.toml:4: cpus: \"1;2\" is not a CPU"));
+        assert!(e("cpus = \"node:0\"").contains("NUMA nodes are not supported"));
+        assert!(e("cpus = true").starts_with("hello.toml:4: cpus: expected a CPU list like"));
+        assert!(
+            e("cpus = [\"0\", true]")
+                .starts_with("hello.toml:4: cpus: entry 2: expected a CPU list")
+        );
+        assert!(e("cpus = -1").contains("\"-1\" is not a CPU"));
+        // A bad entry past `vcpus` is ignored with it, as xl does.
+        assert_eq!(
+            p(&format!("{base}cpus = [\"0\", \"1\", \"2\", \"x\"]\n"), &[])
+                .unwrap()
+                .cpus
+                .len(),
+            3
+        );
+        assert_eq!(
+            p(base, &["cpus=3-1"]).unwrap_err(),
+            "command line `cpus=3-1`: cpus: \"3-1\" is a reversed range"
+        );
     }
 
     #[test]
@@ -704,7 +854,7 @@ mod tests {
         assert_eq!(
             p(base, &["colour=red"]).unwrap_err(),
             "command line `colour=red`: unknown key `colour`; the keys are name, kernel, image, ramdisk, \
-             memory, vcpus, cmdline, on_poweroff, on_reboot, on_crash, uuid, disk, vif"
+             memory, vcpus, cpus, cmdline, on_poweroff, on_reboot, on_crash, uuid, disk, vif"
         );
         assert_eq!(
             p(base, &["memory"]).unwrap_err(),

@@ -207,6 +207,39 @@ pub fn vif_table(rows: &[control_proto::VifRow]) -> String {
     out
 }
 
+/// `dom0ctl vcpu-list`: `xl vcpu-list`'s name, id, vCPU and affinity columns.
+/// Maps are shown within the machine's CPUs, as Xen cuts them to its
+/// `nr_cpu_ids` (`all,^0` on two CPUs is `1`), and one that holds every CPU of
+/// the machine is `all`, as xl prints it.
+pub fn vcpu_table(domid: u16, name: &str, nr_cpus: u32, rows: &[control_proto::VcpuRow]) -> String {
+    let every = control_proto::cpus::CpuMap::first(nr_cpus);
+    let shown = |m: &control_proto::cpus::CpuMap| {
+        if nr_cpus == 0 {
+            m.to_string()
+        } else if m.is_superset(&every) {
+            "all".to_string()
+        } else {
+            m.intersection(&every).to_string()
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<32} {:>5} {:>5}  Affinity (Hard / Soft)",
+        "Name", "ID", "VCPU"
+    );
+    for v in rows {
+        let _ = writeln!(
+            out,
+            "{name:<32} {domid:>5} {:>5}  {} / {}",
+            v.vcpu,
+            shown(&v.hard),
+            shown(&v.soft)
+        );
+    }
+    out
+}
+
 /// `dom0ctl block-list`: `xl block-list`'s columns, then the disk's names and
 /// the back end's counters.
 pub fn block_table(rows: &[control_proto::BlockRow]) -> String {
@@ -402,6 +435,43 @@ pub fn volume_created(v: &VolumeInfo, json: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vcpu_table_shows_all_as_xl_does() {
+        use control_proto::VcpuRow;
+        use control_proto::cpus::CpuMap;
+        let rows = [
+            VcpuRow {
+                vcpu: 0,
+                hard: CpuMap::parse("1").unwrap(),
+                soft: CpuMap::first(64),
+            },
+            VcpuRow {
+                vcpu: 1,
+                hard: CpuMap::parse("0-1,5").unwrap(),
+                soft: CpuMap::ALL,
+            },
+            VcpuRow {
+                vcpu: 2,
+                hard: CpuMap::parse("1-63").unwrap(),
+                soft: CpuMap::parse("0,5").unwrap(),
+            },
+        ];
+        let t = vcpu_table(3, "pinned", 2, &rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Name                                ID  VCPU  Affinity (Hard / Soft)"
+        );
+        assert_eq!(
+            lines[1],
+            "pinned                               3     0  1 / all"
+        );
+        assert!(lines[2].ends_with("    1  all / all"), "{}", lines[2]);
+        assert!(lines[3].ends_with("    2  1 / 0"), "{}", lines[3]);
+        // Without the machine's CPU count the maps are shown as they are.
+        assert!(vcpu_table(3, "p", 0, &rows).contains("  1 / 0-63"));
+    }
 
     #[test]
     fn volume_tables_and_json() {

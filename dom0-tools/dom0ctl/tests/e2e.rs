@@ -271,6 +271,29 @@ fn answer(req: &Request, st: &mut State, mode: Mode) -> Response {
                 counters: [10, 1000, 1, 20, 2000, 2],
             }]),
             Request::NetworkAttach { .. } | Request::NetworkDetach { .. } => Response::Ok,
+            Request::VcpuList(d) => {
+                let dom = find(st, d)?;
+                let (domid, name) = (dom.id, dom.name.clone());
+                let one = control_proto::cpus::CpuMap::parse("1").unwrap();
+                let all = control_proto::cpus::CpuMap::first(64);
+                Response::Vcpus {
+                    domid,
+                    name,
+                    nr_cpus: 2,
+                    vcpus: vec![
+                        control_proto::VcpuRow {
+                            vcpu: 0,
+                            hard: one,
+                            soft: all,
+                        },
+                        control_proto::VcpuRow {
+                            vcpu: 1,
+                            hard: all,
+                            soft: all,
+                        },
+                    ],
+                }
+            }
             Request::Devices => Response::Devices(vec![control_proto::DeviceRow {
                 bdf: "00:04.0".into(),
                 vendor: 0x1af4,
@@ -532,9 +555,62 @@ fn create_uploads_the_kernel_in_chunks_then_creates() {
             disks: Vec::new(),
             vifs: Vec::new(),
             ramdisk: None,
+            cpus: Vec::new(),
         }
     );
     assert_eq!(data.as_deref(), Some(&kernel[..]));
+}
+
+#[test]
+fn create_sends_cpus_and_vcpu_list_shows_them() {
+    let agent = Agent::start(Mode::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("pinned.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"pinned\"\nimage = \"hello\"\nvcpus = 2\ncpus = [\"1\", \"0-1,^0\", \"0\"]\n",
+    )
+    .unwrap();
+    let out = agent.run(&["create", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let out = agent.run(&["create", cfg.to_str().unwrap(), "name=p2", "cpus=all,^0"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    {
+        let st = agent.state.lock().unwrap();
+        let maps = |i: usize| -> Vec<String> {
+            st.created[i]
+                .0
+                .cpus
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(maps(0), ["1", "1"], "the third entry is past vcpus = 2");
+        assert_eq!(maps(1), ["1-255", "1-255"]);
+    }
+    let out = agent.run(&["vcpu-list", "pinned"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let t = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["Name", "ID", "VCPU", "Affinity", "(Hard", "/", "Soft)"],
+            vec!["pinned", "1", "0", "1", "/", "all"],
+            vec!["pinned", "1", "1", "all", "/", "all"],
+        ],
+        "{t}"
+    );
+    // A bad map is bad local input (exit 3), found before dom0 is asked.
+    let before = agent.state.lock().unwrap().requests.len();
+    let out = agent.run(&["create", cfg.to_str().unwrap(), "cpus=3-1"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("cpus: \"3-1\" is a reversed range"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(agent.state.lock().unwrap().requests.len(), before);
 }
 
 #[test]

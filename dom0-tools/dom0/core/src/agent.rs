@@ -119,7 +119,17 @@ pub fn hv_error(what: fmt::Arguments<'_>, e: Errno) -> ErrorReply {
 fn build_error(name: &str, e: BuildError) -> ErrorReply {
     let code = match e {
         BuildError::NotElf(_) | BuildError::NotPv(_) => ErrorCode::BadImage,
-        BuildError::Layout(_) => ErrorCode::BadConfig,
+        BuildError::Layout(_)
+        | BuildError::Affinity {
+            errno: Errno::EINVAL,
+            ..
+        } => ErrorCode::BadConfig,
+        BuildError::Affinity { vcpu, errno, .. } => {
+            return hv_error(
+                format_args!("building {name}: setting vCPU {vcpu}'s affinity"),
+                errno,
+            );
+        }
         BuildError::OutOfMemory { .. } => ErrorCode::OutOfMemory,
         BuildError::Hypervisor { errno, .. } => {
             return hv_error(format_args!("building {name}"), errno);
@@ -362,6 +372,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             Request::BlockAttach { dom, disk } => self.block_attach(&dom, &disk),
             Request::BlockDetach { dom, vdev } => self.block_detach(&dom, &vdev),
             Request::NetworkList(d) => self.network_list(&d),
+            Request::VcpuList(d) => self.vcpu_list(&d),
             Request::NetworkAttach { dom, vif } => self.network_attach(&dom, &vif),
             Request::NetworkDetach { dom, vif } => self.network_detach(&dom, &vif),
             r @ (Request::VolumeCreate { .. } | Request::VolumeList | Request::VolumeRm { .. }) => {
@@ -792,6 +803,33 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         Ok(Response::Networks(rows))
     }
 
+    /// `xl vcpu-list DOM`: each vCPU's hard and soft affinity
+    /// (`getvcpuaffinity`), vCPUs 0 to `getdomaininfo`'s `max_vcpu_id`.
+    fn vcpu_list(&mut self, dom: &DomRef) -> Result<Response, ErrorReply> {
+        let id = self.resolve(dom)?;
+        let info = self
+            .hv
+            .domain_info(id)
+            .map_err(|e| hv_error(format_args!("reading {dom}'s vCPUs"), e))?;
+        if info.domain != id {
+            return Err(resolve_error(dom, ResolveError::NoId(id.0)));
+        }
+        let nr_cpus = self.hv.physinfo().map_or(0, |p| p.nr_cpus);
+        let mut vcpus = Vec::new();
+        for vcpu in 0..=info.max_vcpu_id {
+            let (hard, soft) = self.hv.vcpu_affinity(id, vcpu).map_err(|e| {
+                hv_error(format_args!("reading vCPU {vcpu}'s affinity of {dom}"), e)
+            })?;
+            vcpus.push(control_proto::VcpuRow { vcpu, hard, soft });
+        }
+        Ok(Response::Vcpus {
+            domid: id.0,
+            name: domains::info(&info, &self.records, 0).name,
+            nr_cpus,
+            vcpus,
+        })
+    }
+
     /// `xl network-attach`: the next vif number (one above the highest, as
     /// libxl's `libxl__device_nextid`), a MAC made from the UUID when the
     /// spec has none.
@@ -1094,6 +1132,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             ramdisk,
             memory_mib: c.memory_mib,
             vcpus: c.vcpus,
+            cpus: &c.cpus,
             cmdline: c.cmdline.as_bytes(),
             backend: DomId::DOM0,
             unpause: false,

@@ -21,6 +21,7 @@ use pvboot::{BuildParams, DomainMemory, Flavour, Layout, MemError, XenImageInfo}
 use zerocopy::FromZeros;
 
 use crate::hv::Hypervisor;
+use control_proto::cpus::CpuMap;
 
 /// What to build.
 #[derive(Clone, Copy, Debug)]
@@ -39,11 +40,14 @@ pub struct BuildRequest<'a> {
     pub memory_mib: u32,
     /// vCPUs (`max_vcpus`): vCPU 0 starts; the kernel brings the others up.
     pub vcpus: u32,
+    /// Hard affinity (`cpus =`): vCPU i runs only on `cpus[i]`, set right after
+    /// `createdomain` as libxl does; vCPUs past the list keep every CPU.
+    pub cpus: &'a [CpuMap],
     /// The kernel command line.
     pub cmdline: &'a [u8],
     /// The domain serving its console and xenstore (dom0).
     pub backend: DomId,
-    /// Unpause the domain at the end (step 10). The agent says no and unpauses it
+    /// Unpause the domain at the end (step 11). The agent says no and unpauses it
     /// itself once its xenstore entries are written and the store introduced, as xl
     /// does.
     pub unpause: bool,
@@ -87,6 +91,17 @@ pub enum BuildError {
         /// What it answered.
         errno: Errno,
     },
+    /// `XEN_DOMCTL_setvcpuaffinity` refused a vCPU's hard affinity (`cpus =`).
+    Affinity {
+        /// The vCPU.
+        vcpu: u32,
+        /// Its map, as the config gave it.
+        map: CpuMap,
+        /// What the hypervisor answered (`-EINVAL`: no CPU of the map runs guests).
+        errno: Errno,
+        /// The machine's CPUs (`physinfo`), when known.
+        nr_cpus: Option<u32>,
+    },
     /// Writing the start-of-day memory failed.
     Build(String),
 }
@@ -108,6 +123,27 @@ impl fmt::Display for BuildError {
             BuildError::Hypervisor { step, errno } => {
                 write!(f, "{step} failed: {errno}")
             }
+            BuildError::Affinity {
+                vcpu,
+                map,
+                errno: Errno::EINVAL,
+                nr_cpus,
+            } => {
+                write!(
+                    f,
+                    "cpus: vCPU {vcpu}'s CPUs ({map}) include none that runs guests"
+                )?;
+                if let Some(n) = nr_cpus {
+                    write!(f, " (this machine has {n}: {})", CpuMap::first(*n))?;
+                }
+                f.write_str("; XEN_DOMCTL_setvcpuaffinity refused the map: -EINVAL (22)")
+            }
+            BuildError::Affinity {
+                vcpu, map, errno, ..
+            } => write!(
+                f,
+                "XEN_DOMCTL_setvcpuaffinity of vCPU {vcpu} to CPUs {map} failed: {errno}"
+            ),
             BuildError::Build(e) => write!(f, "building the domain's memory: {e}"),
         }
     }
@@ -163,7 +199,8 @@ pub fn build<H: Hypervisor>(hv: &mut H, req: &BuildRequest<'_>) -> Result<Built,
 
     // As xl does: refuse before creating anything when the machine has too little
     // free memory (a hypervisor that cannot say is asked anyway).
-    if let Ok(p) = hv.physinfo()
+    let physinfo = hv.physinfo().ok();
+    if let Some(p) = &physinfo
         && p.free_pages < nr_pages
     {
         return Err(BuildError::OutOfMemory {
@@ -171,10 +208,13 @@ pub fn build<H: Hypervisor>(hv: &mut H, req: &BuildRequest<'_>) -> Result<Built,
             got: p.free_pages,
         });
     }
+    let nr_cpus = physinfo.map(|p| p.nr_cpus).filter(|&n| n > 0);
     let dom = hv
         .create_domain(req.handle, req.vcpus)
         .map_err(hv_err("XEN_DOMCTL_createdomain"))?;
-    match fill_and_start(hv, dom, req, &elf, &info, &layout) {
+    let result = set_affinity(hv, dom, req.cpus, nr_cpus)
+        .and_then(|()| fill_and_start(hv, dom, req, &elf, &info, &layout));
+    match result {
         Ok(b) => Ok(b),
         Err(e) => {
             let _ = hv.destroy(dom);
@@ -183,7 +223,26 @@ pub fn build<H: Hypervisor>(hv: &mut H, req: &BuildRequest<'_>) -> Result<Built,
     }
 }
 
-/// Everything after `createdomain`.
+/// Each vCPU's hard affinity, as libxl sets it before `max_mem`.
+fn set_affinity<H: Hypervisor>(
+    hv: &mut H,
+    dom: DomId,
+    cpus: &[CpuMap],
+    nr_cpus: Option<u32>,
+) -> Result<(), BuildError> {
+    for (vcpu, map) in (0u32..).zip(cpus) {
+        hv.set_vcpu_affinity(dom, vcpu, map)
+            .map_err(|errno| BuildError::Affinity {
+                vcpu,
+                map: *map,
+                errno,
+                nr_cpus,
+            })?;
+    }
+    Ok(())
+}
+
+/// Everything after `createdomain` and the affinity.
 fn fill_and_start<H: Hypervisor>(
     hv: &mut H,
     dom: DomId,

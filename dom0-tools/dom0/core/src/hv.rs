@@ -5,6 +5,8 @@
 
 use alloc::string::String;
 
+use control_proto::cpus::CpuMap;
+
 use core::sync::atomic::AtomicU32;
 
 use hypercall_abi::domctl::{DomctlGetDomainInfo, SysctlPhysinfo};
@@ -81,6 +83,13 @@ pub trait Hypervisor {
     /// `XEN_DOMCTL_createdomain` with `vcpus` vCPUs (`max_evtchn_port` 1023): the
     /// new id.
     fn create_domain(&mut self, handle: [u8; 16], vcpus: u32) -> Result<DomId, Errno>;
+    /// `XEN_DOMCTL_setvcpuaffinity` of `dom`'s `vcpu` with `XEN_VCPUAFFINITY_HARD`
+    /// and `hard`: the effective map the hypervisor writes back (the CPUs of
+    /// `hard` that run guests). `-EINVAL` when none of them does.
+    fn set_vcpu_affinity(&mut self, dom: DomId, vcpu: u32, hard: &CpuMap) -> Result<CpuMap, Errno>;
+    /// `XEN_DOMCTL_getvcpuaffinity` of `dom`'s `vcpu`: its hard and soft maps, as
+    /// set. `-EINVAL` for a vCPU the domain does not have.
+    fn vcpu_affinity(&mut self, dom: DomId, vcpu: u32) -> Result<(CpuMap, CpuMap), Errno>;
     /// `XEN_DOMCTL_max_mem`.
     fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno>;
     /// `XENMEM_populate_physmap` for `dom`: `frames` holds PFNs in and MFNs out;

@@ -14,6 +14,8 @@ use hypercall_abi::sched::ShutdownReason;
 use hypercall_abi::xen::VcpuGuestContext;
 use hypercall_abi::{DomId, Errno, EvtchnPort, GrantRef, Mfn};
 
+use control_proto::cpus::CpuMap;
+
 use crate::hv::{ConsoleChunk, GrantSeg, Hypervisor, RingId, XenVersion};
 
 /// A granted page: memory shared with the "guest", and page `index` of it.
@@ -112,6 +114,12 @@ impl Hypervisor for Fake {
     }
     fn now_ns(&self) -> u64 {
         0
+    }
+    fn set_vcpu_affinity(&mut self, _: DomId, _: u32, _: &CpuMap) -> Result<CpuMap, Errno> {
+        Err(Errno::ENOSYS)
+    }
+    fn vcpu_affinity(&mut self, _: DomId, _: u32) -> Result<(CpuMap, CpuMap), Errno> {
+        Err(Errno::ENOSYS)
     }
     fn create_domain(&mut self, _: [u8; 16], _: u32) -> Result<DomId, Errno> {
         Err(Errno::ENOSYS)

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use control_proto::cpus::CpuMap;
 use control_proto::images::{Bundle, BundleWriter};
 use control_proto::{
     CreateRequest, DomRef, DomState, ErrorCode, ExitAction, FrameDecoder, Kernel, MAX_DATA,
@@ -47,6 +48,8 @@ struct FakeHv {
     /// dom0's bound ports and the events sent on them.
     bound: Vec<EvtchnPort>,
     notified: Vec<EvtchnPort>,
+    /// Hard affinity as set, by (domain, vCPU); unset: every CPU.
+    hard: BTreeMap<(u16, u32), CpuMap>,
 }
 
 fn dom(id: u16, flags: u32, pages: u64) -> DomctlGetDomainInfo {
@@ -151,6 +154,7 @@ impl Hypervisor for FakeHv {
             d.0
         );
         self.domains.remove(&d.0).ok_or(Errno::ESRCH)?;
+        self.hard.retain(|(dom, _), _| *dom != d.0);
         let before = self.frames.len();
         self.frames.retain(|_, (o, _)| *o != d);
         self.free += (before - self.frames.len()) as u64;
@@ -184,6 +188,33 @@ impl Hypervisor for FakeHv {
             },
         );
         Ok(DomId(id))
+    }
+
+    fn set_vcpu_affinity(&mut self, d: DomId, vcpu: u32, hard: &CpuMap) -> Result<CpuMap, Errno> {
+        self.check(format!("setvcpuaffinity {} {vcpu} {hard}", d.0))?;
+        let info = self.domains.get(&d.0).ok_or(Errno::ESRCH)?;
+        if vcpu > info.max_vcpu_id {
+            return Err(Errno::EINVAL);
+        }
+        // As Xen: the CPUs of the map that run guests (physinfo's two), -EINVAL
+        // if none, and nothing changes then.
+        let effective = hard.intersection(&CpuMap::first(2));
+        if effective.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        self.hard.insert((d.0, vcpu), *hard);
+        Ok(effective)
+    }
+
+    fn vcpu_affinity(&mut self, d: DomId, vcpu: u32) -> Result<(CpuMap, CpuMap), Errno> {
+        self.check(format!("getvcpuaffinity {} {vcpu}", d.0))?;
+        let info = self.domains.get(&d.0).ok_or(Errno::ESRCH)?;
+        if vcpu > info.max_vcpu_id {
+            return Err(Errno::EINVAL);
+        }
+        // The hypervisor keeps 64-bit maps: every CPU reads back as 0-63.
+        let all = CpuMap::first(64);
+        Ok((self.hard.get(&(d.0, vcpu)).copied().unwrap_or(all), all))
     }
 
     fn max_mem(&mut self, d: DomId, kib: u64) -> Result<(), Errno> {
@@ -598,6 +629,7 @@ fn create(name: &str, kernel: Kernel) -> Request {
         disks: Vec::new(),
         vifs: Vec::new(),
         ramdisk: None,
+        cpus: Vec::new(),
     })
 }
 
@@ -1642,5 +1674,125 @@ fn network_list_attach_and_detach() {
         ask(&mut a, Request::NetworkList(DomRef::Name("nope".into()))),
         ErrorCode::UnknownDomain,
         "nope",
+    );
+}
+
+fn pinned(name: &str, vcpus: u32, cpus: &[&str]) -> Request {
+    let Request::Create(c) = create(name, Kernel::Named("small".into())) else {
+        unreachable!()
+    };
+    Request::Create(CreateRequest {
+        vcpus,
+        cpus: cpus.iter().map(|s| CpuMap::parse(s).unwrap()).collect(),
+        ..c
+    })
+}
+
+fn vcpu_rows(resp: Response) -> (u32, Vec<(u32, String, String)>) {
+    match resp {
+        Response::Vcpus { nr_cpus, vcpus, .. } => (
+            nr_cpus,
+            vcpus
+                .into_iter()
+                .map(|v| (v.vcpu, v.hard.to_string(), v.soft.to_string()))
+                .collect(),
+        ),
+        other => panic!("expected Vcpus, got {other:?}"),
+    }
+}
+
+#[test]
+fn cpus_pin_each_vcpu_and_vcpu_list_reads_them_back() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let id = created(ask(&mut a, pinned("pinned", 3, &["1", "0-1"])));
+    let calls: Vec<&String> = a
+        .hv()
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("setvcpuaffinity"))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            &format!("setvcpuaffinity {} 0 1", id.0),
+            &format!("setvcpuaffinity {} 1 0-1", id.0)
+        ]
+    );
+    let (nr_cpus, rows) = vcpu_rows(ask(
+        &mut a,
+        Request::VcpuList(DomRef::Name("pinned".into())),
+    ));
+    assert_eq!(nr_cpus, 2);
+    let all = "0-63".to_string();
+    assert_eq!(
+        rows,
+        [
+            (0, "1".into(), all.clone()),
+            (1, "0-1".into(), all.clone()),
+            (2, all.clone(), all.clone()),
+        ]
+    );
+    // dom0 too, and an unknown domain is the usual error.
+    let (_, rows) = vcpu_rows(ask(&mut a, Request::VcpuList(DomRef::Id(0))));
+    assert_eq!(rows.len(), 1);
+    error(
+        ask(&mut a, Request::VcpuList(DomRef::Name("nope".into()))),
+        ErrorCode::UnknownDomain,
+        "nope",
+    );
+    // A reboot builds it again with the same pinning.
+    let reboot = hypercall_abi::sched::ShutdownReason::Reboot as u32;
+    a.hv().domains.get_mut(&id.0).unwrap().flags |= DOMINF_SHUTDOWN | (reboot << 16);
+    let mut out = Vec::new();
+    a.tick(30_000_000_000, &mut out);
+    let (_, rows) = vcpu_rows(ask(
+        &mut a,
+        Request::VcpuList(DomRef::Name("pinned".into())),
+    ));
+    assert_eq!(rows[0].1, "1", "kept across the restart");
+}
+
+#[test]
+fn cpus_the_machine_lacks_fail_the_create_and_leave_nothing_behind() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let msg = error(
+        ask(&mut a, pinned("far", 2, &["0", "5"])),
+        ErrorCode::BadConfig,
+        "cpus: vCPU 1's CPUs (5) include none that runs guests (this machine has 2: 0-1)",
+    );
+    assert!(msg.starts_with("building far: "), "{msg}");
+    assert_eq!(a.hv().domains.len(), 1, "only dom0");
+    assert!(a.hv().frames.is_empty());
+    assert_eq!(a.hv().free, 100_000);
+    assert!(a.hv().hard.is_empty());
+    assert!(a.hv().bound.is_empty() && a.hv().rings.is_empty());
+    match ask(&mut a, Request::List) {
+        Response::Domains(l) => assert_eq!(l.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    // The name is free again and the same config without the bad map builds.
+    created(ask(&mut a, pinned("far", 2, &["0"])));
+    // Malformed maps never reach the hypervisor: more maps than vCPUs, an empty map.
+    let before = a.hv().calls.len();
+    error(
+        ask(&mut a, pinned("many", 1, &["0", "1"])),
+        ErrorCode::BadConfig,
+        "cpus: 2 affinity maps for 1 vCPUs",
+    );
+    let Request::Create(mut c) = pinned("empty", 2, &["0"]) else {
+        unreachable!()
+    };
+    c.cpus.push(CpuMap::NONE);
+    error(
+        ask(&mut a, Request::Create(c)),
+        ErrorCode::BadConfig,
+        "cpus: vCPU 1's map holds no CPU",
+    );
+    assert!(
+        !a.hv().calls[before..]
+            .iter()
+            .any(|c| c.starts_with("createdomain")),
+        "{:?}",
+        &a.hv().calls[before..]
     );
 }

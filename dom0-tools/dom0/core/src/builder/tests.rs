@@ -22,7 +22,12 @@ struct Dom {
     ctx: Option<Box<VcpuGuestContext>>,
     ports: Vec<(EvtchnPort, DomId)>,
     vcpus: u32,
+    /// Hard affinity by vCPU, as set (`None`: every CPU).
+    hard: BTreeMap<u32, CpuMap>,
 }
+
+/// The fake machine's CPUs.
+const NR_CPUS: u32 = 2;
 
 /// A fake machine: frames by MFN with their owner, a pool of free frames, the
 /// domains, and every call in order. `fail` makes the named step fail.
@@ -121,6 +126,25 @@ impl Hypervisor for Fake {
             },
         );
         Ok(DomId(id))
+    }
+    fn set_vcpu_affinity(&mut self, dom: DomId, vcpu: u32, hard: &CpuMap) -> Result<CpuMap, Errno> {
+        self.step("setvcpuaffinity")?;
+        let d = self.doms.get_mut(&dom.0).ok_or(Errno::ESRCH)?;
+        if vcpu >= d.vcpus {
+            return Err(Errno::EINVAL);
+        }
+        // As Xen: the CPUs of the map that run guests, -EINVAL if none.
+        let effective = hard.intersection(&CpuMap::first(NR_CPUS));
+        if effective.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        d.hard.insert(vcpu, *hard);
+        Ok(effective)
+    }
+    fn vcpu_affinity(&mut self, dom: DomId, vcpu: u32) -> Result<(CpuMap, CpuMap), Errno> {
+        let d = self.doms.get(&dom.0).ok_or(Errno::ESRCH)?;
+        let hard = d.hard.get(&vcpu).copied().unwrap_or(CpuMap::ALL);
+        Ok((hard, CpuMap::ALL))
     }
     fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno> {
         self.step("max_mem")?;
@@ -222,6 +246,7 @@ fn req(image: &[u8], memory_mib: u32) -> BuildRequest<'_> {
         ramdisk: None,
         memory_mib,
         vcpus: 1,
+        cpus: &[],
         cmdline: b"secs=3",
         backend: DomId(0),
         unpause: true,
@@ -484,4 +509,93 @@ fn a_ramdisk_too_large_for_the_domain_is_refused_before_creating_anything() {
     assert!(matches!(e, BuildError::Layout(_)), "{e}");
     assert!(hv.calls.is_empty(), "{:?}", hv.calls);
     assert!(hv.doms.is_empty());
+}
+
+fn maps(specs: &[&str]) -> Vec<CpuMap> {
+    specs.iter().map(|s| CpuMap::parse(s).unwrap()).collect()
+}
+
+#[test]
+fn hard_affinity_is_set_after_createdomain_as_libxl_does() {
+    let img = image();
+    let mut hv = Fake::new(10_000);
+    let cpus = maps(&["1", "0-1"]);
+    let r = BuildRequest {
+        vcpus: 3,
+        cpus: &cpus,
+        ..req(&img, 16)
+    };
+    build(&mut hv, &r).expect("build");
+    assert_eq!(&hv.calls[..3], ["create", "setvcpuaffinity", "max_mem"]);
+    let d = &hv.doms[&1];
+    assert_eq!(d.hard.get(&0), Some(&cpus[0]));
+    assert_eq!(d.hard.get(&1), Some(&cpus[1]));
+    assert_eq!(d.hard.get(&2), None, "a vCPU past the list keeps every CPU");
+    // No `cpus`: no affinity call at all.
+    let mut hv = Fake::new(10_000);
+    build(&mut hv, &req(&img, 16)).unwrap();
+    assert!(!hv.calls.iter().any(|c| c == "setvcpuaffinity"));
+}
+
+#[test]
+fn a_map_without_a_cpu_of_the_machine_destroys_the_domain_with_a_clear_error() {
+    let img = image();
+    let mut hv = Fake::new(10_000);
+    hv.physinfo_free = Some(10_000);
+    let cpus = maps(&["0", "5-6"]);
+    let r = BuildRequest {
+        vcpus: 2,
+        cpus: &cpus,
+        ..req(&img, 16)
+    };
+    let e = build(&mut hv, &r).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BuildError::Affinity {
+                vcpu: 1,
+                errno: Errno::EINVAL,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "cpus: vCPU 1's CPUs (5-6) include none that runs guests; \
+         XEN_DOMCTL_setvcpuaffinity refused the map: -EINVAL (22)"
+    );
+    assert_eq!(hv.calls, ["create", "setvcpuaffinity", "destroy"]);
+    assert!(hv.doms.is_empty(), "the half-built domain is gone");
+    assert_eq!(hv.free, 10_000, "no frame taken");
+    // With the machine's CPU count known, the message names them.
+    let e = BuildError::Affinity {
+        vcpu: 0,
+        map: cpus[1],
+        errno: Errno::EINVAL,
+        nr_cpus: Some(2),
+    };
+    assert!(
+        e.to_string().starts_with(
+            "cpus: vCPU 0's CPUs (5-6) include none that runs guests (this machine has 2: 0-1); "
+        ),
+        "{e}"
+    );
+    // Another refusal is reported as the hypercall's.
+    let mut hv = Fake::new(10_000);
+    hv.fail = Some("setvcpuaffinity");
+    let e = build(&mut hv, &r).unwrap_err();
+    assert!(e.to_string().contains("-EINVAL"), "{e}");
+    assert_eq!(hv.calls.last().map(String::as_str), Some("destroy"));
+    assert!(hv.doms.is_empty());
+    let e = BuildError::Affinity {
+        vcpu: 0,
+        map: cpus[0],
+        errno: Errno::EPERM,
+        nr_cpus: None,
+    };
+    assert_eq!(
+        e.to_string(),
+        "XEN_DOMCTL_setvcpuaffinity of vCPU 0 to CPUs 0 failed: EPERM"
+    );
 }
