@@ -157,17 +157,19 @@ fn a_ticker_keeps_its_rate_next_to_a_cpu_hog() {
     b.line("ticker: PASS");
 }
 
-/// Two domUs keep different patterns in YMM0-15 across a few hundred yields each,
-/// with a dom0 between them: each vCPU's AVX state is its own (XSAVE/XRSTOR on every
-/// switch).
+/// Two domUs keep different patterns in YMM0-15 across 5,000 yields each, on one CPU
+/// so that each yield switches domains (some 10,000 switches, dom0 ticking beside
+/// them): each vCPU's AVX state is its own (XSAVE/XRSTOR on every switch).
 #[test]
 fn avx_state_is_per_domain_across_switches() {
-    let b = boot(
+    let b = boot_on(
         "xsave-domus",
-        dom0(test_guest("ticker"), "secs=2"),
+        1,
+        "",
+        dom0(test_guest("ticker"), "secs=4"),
         vec![
-            domu("xsave", "xa", "\"cmdline=seed=1 rounds=300\""),
-            domu("xsave", "xb", "\"cmdline=seed=2 rounds=300\""),
+            domu("xsave", "xa", "\"cmdline=seed=1 rounds=5000\""),
+            domu("xsave", "xb", "\"cmdline=seed=2 rounds=5000\""),
         ],
     );
     b.exited(QemuExit::Poweroff);
