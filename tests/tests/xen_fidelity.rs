@@ -246,6 +246,54 @@ fn bench_guest_on_xen_like_hv_matches_real_xen() {
     );
 }
 
+/// The bench guest's scaling boot (`scripts/bench`'s scaling rows) in quick mode, as a
+/// two-vCPU dom0 on two CPUs on both hypervisors: every scaling metric measured on
+/// both (the medians are printed, not judged: that is the bench's job).
+#[test]
+fn bench_guest_measures_the_scaling_rows_on_both_hypervisors() {
+    use xtask::bench::{SCALING_CMDLINE, SCALING_CPUS, SCALING_METRICS};
+    let mut boot = XenBoot::new(&bench_guest());
+    boot.module_cmdline = "dom0 scaling quick".into();
+    boot.cmdline = xtask::xen::xen_cmdline("64M", SCALING_CMDLINE);
+    boot.smp = SCALING_CPUS;
+    let dir = scratch("xen-bench-scaling");
+    let run = boot
+        .run(&dir.join("boot.iso"))
+        .unwrap_or_else(|e| panic!("bench scaling: booting real Xen failed: {e:#}"));
+    std::fs::write(dir.join("com1.log"), &run.out.serial).ok();
+    let x = OnXen {
+        name: "bench-scaling".into(),
+        run,
+    };
+    let xen_serial: String = x.run.guest_lines().map(|l| format!("{l}\n")).collect();
+    let xen = parse_guest(&xen_serial).unwrap_or_else(|e| x.fail(&format!("{e:#}")));
+
+    let mut b = Boot::new("bench-scaling-ours");
+    b.smp = SCALING_CPUS;
+    b.cmdline = SCALING_CMDLINE.into();
+    b.modules = vec![Module {
+        path: bench_guest(),
+        cmdline: "dom0 scaling quick".into(),
+    }];
+    b.stop_at = None;
+    let ours = b.run();
+    ours.line("bench: done:");
+    ours.exited(QemuExit::Poweroff);
+    let mine = parse_guest(&ours.out.serial).unwrap_or_else(|e| panic!("{e:#}"));
+    for metric in SCALING_METRICS {
+        let median = |r: &xtask::bench::GuestReport, side: &str| match r
+            .metrics
+            .iter()
+            .find(|(n, _)| n == metric)
+        {
+            Some((_, Measured::Value { median, .. })) => *median,
+            other => panic!("{metric} on {side}: {other:?}"),
+        };
+        let (a, b) = (median(&mine, "xen-like-hv"), median(&xen, "Xen"));
+        eprintln!("{metric}: xen-like-hv {a:.0} cycles, Xen {b:.0} cycles");
+    }
+}
+
 fn test_guest_passes_on_xen(name: &str, behaviour: &str) {
     let x = on_xen(name, &test_guest(name), "dom0");
     let line = x.line(&format!("{name}: "), behaviour);

@@ -101,6 +101,12 @@ enum Why {
     Word(&'static str),
 }
 
+impl fmt::Display for Fail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.what, self.error)
+    }
+}
+
 impl fmt::Display for Why {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -146,7 +152,7 @@ impl Tally {
         }
     }
 
-    fn unsupported(&mut self, metric: &str, fail: Fail) {
+    pub(crate) fn unsupported(&mut self, metric: &str, fail: Fail) {
         println!(
             "{}",
             UnsupportedLine {
@@ -174,6 +180,8 @@ pub(crate) struct Iters {
     boot_only: bool,
     /// `ledger`: run the instruction ledger's sections instead ([`crate::ledger`]).
     ledger: bool,
+    /// `scaling`: run the scaling metrics instead ([`crate::scaling`]).
+    scaling: bool,
 }
 
 impl Iters {
@@ -584,7 +592,7 @@ impl Scratch {
 /// `mmu_update` of `n` L1 entries per sample, each sample swapping every
 /// entry to the other data frame (so each update replaces a present
 /// mapping: validate the new target, drop the old one).
-fn mmu_update_batch(
+pub(crate) fn mmu_update_batch(
     h: &mut HypercallPage,
     sc: &Scratch,
     n: usize,
@@ -873,6 +881,7 @@ fn banner(si: &StartInfo) -> Iters {
     let cmdline = c_str(&si.cmd_line);
     let has = |word: &[u8]| cmdline.split(|b| *b == b' ').any(|w| w == word);
     let (quick, boot_only, ledger) = (has(b"quick"), has(b"boot-only"), has(b"ledger"));
+    let scaling = has(b"scaling");
     match (xen::version(), xen::extraversion()) {
         (Ok(v), Ok(extra)) => println!(
             "bench: hypervisor Xen {v}{}; command line \"{}\"{}",
@@ -894,6 +903,7 @@ fn banner(si: &StartInfo) -> Iters {
         quick,
         boot_only,
         ledger,
+        scaling,
     }
 }
 
@@ -914,6 +924,14 @@ pub fn main(si: &'static StartInfo) {
         return;
     }
     let mut t = Tally::default();
+    if it.scaling {
+        crate::scaling::run(&mut t, it);
+        println!(
+            "bench: done: {} scaling metrics measured, {} unsupported; powering off",
+            t.measured, t.unsupported
+        );
+        return;
+    }
     control(&mut t, it, "control_loop", 0x9E37_79B9_7F4A_7C15);
     local_write(&mut t, it);
     let r = floor(&mut t, it);

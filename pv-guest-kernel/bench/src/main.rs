@@ -29,6 +29,8 @@
 //! `domu_evtchn_rtt` and `domu_switch`; `role=host` is the dom0 beside them.
 //! With `role=xenstore` it is a domU of dom0's toolstack and measures
 //! `xenstore_read_rtt` and `xenstore_txn_commit` against dom0's xenstored.
+//! With `scaling` (a two-vCPU dom0 on two CPUs) it measures the scaling
+//! metrics instead (see [`scaling`]).
 //!
 //! A metric whose hypercalls the hypervisor refuses prints an `unsupported`
 //! line naming the hypercall and the error instead of failing the run.
@@ -50,6 +52,8 @@ mod domus;
 mod guest;
 #[cfg(target_os = "none")]
 mod ledger;
+#[cfg(target_os = "none")]
+mod scaling;
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
 mod stats;
 

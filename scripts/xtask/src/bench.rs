@@ -389,32 +389,57 @@ fn domus_boot(cfg: &QemuConfig, args: &BenchArgs, label: &str) -> Result<(GuestR
     Ok((report, r.wall.as_secs_f64()))
 }
 
-/// One round on one hypervisor: the full benchmark boot, the domU boot (xen-like-hv
-/// only), then the boot-only boots.
-fn run_round(
-    side: Side,
-    round: u32,
-    full: &QemuConfig,
-    boot_only: &QemuConfig,
-    domus: Option<&QemuConfig>,
-    args: &BenchArgs,
-) -> Result<Run> {
+/// CPUs of the scaling boot (`-smp`), and what both hypervisors' command lines get for
+/// it: a dom0 with that many vCPUs.
+pub const SCALING_CPUS: u32 = 2;
+/// See [`SCALING_CPUS`].
+pub const SCALING_CMDLINE: &str = "dom0_max_vcpus=2";
+/// Metrics the scaling boot must report (the bench guest's `scaling` word).
+pub const SCALING_METRICS: [&str; 5] = [
+    "scale_null_hypercall_1vcpu",
+    "scale_null_hypercall_2vcpus",
+    "scale_mmu_update_b64_1vcpu",
+    "scale_mmu_update_b64_2vcpus",
+    "cross_cpu_evtchn_rtt",
+];
+
+/// The boots of one round on one hypervisor.
+struct RoundConfigs<'a> {
+    full: &'a QemuConfig,
+    boot_only: &'a QemuConfig,
+    /// The two-vCPU boot that measures [`SCALING_METRICS`].
+    scaling: &'a QemuConfig,
+    /// The domU boot (xen-like-hv only).
+    domus: Option<&'a QemuConfig>,
+}
+
+/// One round on one hypervisor: the full benchmark boot, the scaling boot, the domU
+/// boot (xen-like-hv only), then the boot-only boots.
+fn run_round(side: Side, round: u32, cfgs: RoundConfigs<'_>, args: &BenchArgs) -> Result<Run> {
     let label = format!("round{}", round + 1);
-    let main = boot_checked(side, full, args, &label)?;
+    let main = boot_checked(side, cfgs.full, args, &label)?;
     let mut report = parse_guest(&main.serial)
         .with_context(|| format!("{} round {}", side.name(), round + 1))?;
-    let mut extra_wall = 0.0;
-    if let Some(cfg) = domus {
+    let scaling = boot_checked(side, cfgs.scaling, args, &format!("{label}-scaling"))?;
+    let s = parse_guest(&scaling.serial)
+        .with_context(|| format!("{} round {} (scaling)", side.name(), round + 1))?;
+    report.metrics.extend(
+        s.metrics
+            .into_iter()
+            .filter(|(n, _)| SCALING_METRICS.contains(&n.as_str())),
+    );
+    let mut extra_wall = scaling.wall_s;
+    if let Some(cfg) = cfgs.domus {
         let (d, wall) = domus_boot(cfg, args, &label)?;
         report.metrics.extend(d.metrics);
-        extra_wall = wall;
+        extra_wall += wall;
     }
     let (mut boot, mut hv_boot) = (vec![main.boot_ms], vec![main.hv_boot_ms]);
     let mut wall_s = main.wall_s + extra_wall;
     for k in 0..BOOT_SAMPLES {
         let b = boot_checked(
             side,
-            boot_only,
+            cfgs.boot_only,
             args,
             &format!("round{}-boot{}", round + 1, k + 1),
         )?;
@@ -638,12 +663,24 @@ pub fn main(args: BenchArgs) -> Result<()> {
         (Side::Ours, hv, ours_cmdline.clone()),
         (Side::Xen, xen_path, xen_cmdline.clone()),
     ] {
-        for (mode, module_cmdline) in [("full", "dom0"), ("boot", "dom0 boot-only")] {
+        let scaling_module = format!("dom0 scaling{}", if args.quick { " quick" } else { "" });
+        for (mode, module_cmdline) in [
+            ("full", "dom0"),
+            ("boot", "dom0 boot-only"),
+            ("scaling", scaling_module.as_str()),
+        ] {
             let iso = work.join(format!("{}-{mode}.iso", side.key()));
+            // The scaling boot: a two-vCPU dom0 on two CPUs, on both sides.
+            let scaling = mode == "scaling";
+            let cmdline = if scaling {
+                format!("{cmdline} {SCALING_CMDLINE}")
+            } else {
+                cmdline.clone()
+            };
             crate::make_iso(
                 &IsoSpec {
                     hypervisor: hypervisor.clone(),
-                    cmdline: cmdline.clone(),
+                    cmdline,
                     modules: module(module_cmdline),
                 },
                 &iso,
@@ -652,7 +689,7 @@ pub fn main(args: BenchArgs) -> Result<()> {
             cfg.accel = args.accel;
             cfg.cpu = args.cpu.clone();
             cfg.mem = args.mem.clone();
-            cfg.smp = args.smp;
+            cfg.smp = if scaling { SCALING_CPUS } else { args.smp };
             cfg.headless = true;
             cfgs.insert((side, mode), cfg);
         }
@@ -698,9 +735,12 @@ pub fn main(args: BenchArgs) -> Result<()> {
             let run = run_round(
                 side,
                 round,
-                &cfgs[&(side, "full")],
-                &cfgs[&(side, "boot")],
-                (side == Side::Ours).then_some(&domus_cfg),
+                RoundConfigs {
+                    full: &cfgs[&(side, "full")],
+                    boot_only: &cfgs[&(side, "boot")],
+                    scaling: &cfgs[&(side, "scaling")],
+                    domus: (side == Side::Ours).then_some(&domus_cfg),
+                },
                 &args,
             )?;
             let unsupported = run

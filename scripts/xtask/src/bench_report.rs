@@ -15,6 +15,29 @@ pub const GNTTAB_TARGET: f64 = 0.5;
 pub const BOOT_TARGET: f64 = 0.25;
 /// Target for `null_hypercall / floor` on xen-like-hv (issue 21).
 pub const FLOOR_TARGET: f64 = 1.5;
+/// Target ratio (ours / Xen) for the scaling rows (issue 17).
+pub const SCALING_TARGET: f64 = 0.5;
+/// Target for the per-vCPU throughput at two vCPUs against one (issue 17).
+pub const PER_VCPU_TARGET: f64 = 0.8;
+/// The pairs of scaling rows (one vCPU, two at once) whose per-vCPU throughput is
+/// compared, by what they measure.
+pub const SCALING_PAIRS: [(&str, &str, &str); 2] = [
+    (
+        "null_hypercall",
+        "scale_null_hypercall_1vcpu",
+        "scale_null_hypercall_2vcpus",
+    ),
+    (
+        "mmu_update_b64",
+        "scale_mmu_update_b64_1vcpu",
+        "scale_mmu_update_b64_2vcpus",
+    ),
+];
+
+/// Whether `metric` is one of the scaling boot's rows.
+pub fn is_scaling(metric: &str) -> bool {
+    metric.starts_with("scale_") || metric == "cross_cpu_evtchn_rtt"
+}
 /// Metrics only xen-like-hv has (no Xen column, no ratio, no target).
 pub fn ours_only(metric: &str) -> bool {
     metric == "floor" || metric.starts_with("domu_")
@@ -49,6 +72,19 @@ pub fn describe(metric: &str) -> &'static str {
         }
         "gnttab_copy_4k" => "one GNTTABOP_copy of 4 KiB from a self-grant into an own frame",
         "timer_wake" => "lateness of a 1 ms set_timer_op + SCHEDOP_block wake-up, by the pvclock",
+        "scale_null_hypercall_1vcpu" => {
+            "xen_version on vCPU 0 of a two-vCPU dom0 (-smp 2) while vCPU 1 sleeps"
+        }
+        "scale_null_hypercall_2vcpus" => "xen_version on both vCPUs at once (samples of both)",
+        "scale_mmu_update_b64_1vcpu" => {
+            "mmu_update of 64 entries of vCPU 0's own L1, per entry, vCPU 1 asleep"
+        }
+        "scale_mmu_update_b64_2vcpus" => {
+            "mmu_update of 64 entries on both vCPUs at once, each its own L1, per entry"
+        }
+        "cross_cpu_evtchn_rtt" => {
+            "event round trip between two vCPUs on two CPUs (send, IPI, upcall, send back)"
+        }
         "domu_evtchn_rtt" => {
             "event-channel round trip between two domUs (send, switch, upcall, reply); xen-like-hv only"
         }
@@ -254,6 +290,8 @@ impl Report {
                 Some(BOOT_TARGET)
             } else if name.starts_with("gnttab_") {
                 Some(GNTTAB_TARGET)
+            } else if is_scaling(name) {
+                Some(SCALING_TARGET)
             } else {
                 Some(TARGET)
             };
@@ -388,6 +426,26 @@ impl Report {
         let m = |n: &str| self.rows.iter().find(|r| r.name == n)?.ours.median;
         let (null, floor) = (m("null_hypercall")?, m("floor")?);
         (floor > 0.0).then(|| null / floor)
+    }
+
+    /// Per-vCPU throughput at two vCPUs against one on `side`, for each of
+    /// [`SCALING_PAIRS`] measured: the one-vCPU median over the two-vCPU one (cycles
+    /// per operation, so this is the throughput ratio).
+    pub fn per_vcpu_scaling(&self, side: Side) -> Vec<(&'static str, f64)> {
+        let m = |n: &str| {
+            let row = self.rows.iter().find(|r| r.name == n)?;
+            match side {
+                Side::Ours => row.ours.median,
+                Side::Xen => row.xen.median,
+            }
+        };
+        SCALING_PAIRS
+            .iter()
+            .filter_map(|&(what, one, two)| {
+                let (a, b) = (m(one)?, m(two)?);
+                (b > 0.0).then_some((what, a / b))
+            })
+            .collect()
     }
 
     /// The metrics whose ratio got more than 10% worse since the last published run.
@@ -630,6 +688,30 @@ pub fn json(r: &Report) -> Json {
             ]),
         ),
         (
+            "per_vcpu_scaling",
+            Json::obj(vec![
+                ("target", Json::Num(PER_VCPU_TARGET)),
+                (
+                    "ours",
+                    Json::obj(
+                        r.per_vcpu_scaling(Side::Ours)
+                            .into_iter()
+                            .map(|(w, x)| (w, Json::Num(x)))
+                            .collect(),
+                    ),
+                ),
+                (
+                    "xen",
+                    Json::obj(
+                        r.per_vcpu_scaling(Side::Xen)
+                            .into_iter()
+                            .map(|(w, x)| (w, Json::Num(x)))
+                            .collect(),
+                    ),
+                ),
+            ]),
+        ),
+        (
             "regressions",
             Json::Arr(r.regressions().iter().map(|c| Json::s(&c.metric)).collect()),
         ),
@@ -794,6 +876,38 @@ pub fn markdown(r: &Report) -> String {
                 "**missed**"
             }
         );
+    }
+    let (ours, xen) = (
+        r.per_vcpu_scaling(Side::Ours),
+        r.per_vcpu_scaling(Side::Xen),
+    );
+    if !ours.is_empty() || !xen.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nPer-vCPU throughput with two vCPUs at once against one (the `scale_*` rows, a \
+             two-vCPU dom0 on `-smp {}`; target ≥ {PER_VCPU_TARGET}):",
+            crate::bench::SCALING_CPUS
+        );
+        for &(what, _, _) in &SCALING_PAIRS {
+            let get = |v: &[(&str, f64)]| v.iter().find(|(w, _)| *w == what).map(|x| x.1);
+            let show = |x: Option<f64>| match x {
+                Some(x) => format!(
+                    "{x:.2}{}",
+                    if x >= PER_VCPU_TARGET {
+                        ""
+                    } else {
+                        " (**missed**)"
+                    }
+                ),
+                None => "-".into(),
+            };
+            let _ = writeln!(
+                s,
+                "- `{what}`: xen-like-hv {}, Xen {}",
+                show(get(&ours)),
+                show(get(&xen))
+            );
+        }
     }
     if let Some((last, changes)) = &r.previous {
         s.push_str(&crate::bench_history::markdown(changes, last));
@@ -1108,6 +1222,60 @@ mod tests {
             ));
         }
         runs
+    }
+
+    #[test]
+    fn scaling_rows_get_their_target_and_the_per_vcpu_throughput() {
+        let mut runs = quiet_runs(100.0);
+        for r in runs.iter_mut() {
+            // Ours: 400 alone, 500 at two (0.80); Xen: 1000 and 2000 (0.50).
+            let (one, two) = if r.side == Side::Ours {
+                (400.0, 500.0)
+            } else {
+                (1000.0, 2000.0)
+            };
+            for (n, x) in [
+                ("scale_null_hypercall_1vcpu", one),
+                ("scale_null_hypercall_2vcpus", two),
+                ("cross_cpu_evtchn_rtt", one),
+            ] {
+                r.report.metrics.push((
+                    n.to_string(),
+                    Measured::Value {
+                        iters: 10,
+                        median: x,
+                        p10: x,
+                        p90: x,
+                        unit: "cycles".into(),
+                    },
+                ));
+            }
+        }
+        let rep = Report::new(Conditions::default(), &runs, 0.2, 0.1);
+        let row = |n: &str| rep.rows.iter().find(|r| r.name == n).unwrap().clone();
+        assert_eq!(
+            row("scale_null_hypercall_2vcpus").target,
+            Some(SCALING_TARGET)
+        );
+        assert_eq!(row("cross_cpu_evtchn_rtt").ratio, Some(0.4));
+        assert_eq!(
+            rep.per_vcpu_scaling(Side::Ours),
+            [("null_hypercall", 0.8)],
+            "mmu_update was not measured"
+        );
+        assert_eq!(rep.per_vcpu_scaling(Side::Xen), [("null_hypercall", 0.5)]);
+        let md = markdown(&rep);
+        assert!(
+            md.contains("- `null_hypercall`: xen-like-hv 0.80, Xen 0.50 (**missed**)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- `mmu_update_b64`: xen-like-hv -, Xen -"),
+            "{md}"
+        );
+        let j: serde_json::Value = serde_json::from_str(&json(&rep).to_string()).unwrap();
+        assert_eq!(j["per_vcpu_scaling"]["ours"]["null_hypercall"], 0.8);
+        assert_eq!(j["per_vcpu_scaling"]["target"], 0.8);
     }
 
     #[test]
