@@ -1,7 +1,9 @@
 //! `hog`: spins for `secs=` seconds of system time (default 3), then
 //! reports how much of that its vCPU really ran (`VCPUOP_get_runstate_info`)
 //! against the wall (pvclock) time, so a scheduler test can compare domains
-//! by `name=` (default `hog`).
+//! by `name=` (default `hog`). With `warmup=` seconds (default 0) it spins
+//! that long first, unmeasured, so that domains started one after another
+//! are all running when their measured windows begin.
 //!
 //! Result line: `hog: PASS name=<name> running_ns=<runstate running>
 //! wall_ns=<elapsed>`.
@@ -18,6 +20,10 @@ const NAME: &str = "hog";
 fn main(_si: &'static StartInfo) {
     let secs = arg_u64(NAME, "secs", 3);
     let name = arg("name").unwrap_or(b"hog");
+    let warm_end = time::system_time_ns() + arg_u64(NAME, "warmup", 0) * 1_000_000_000;
+    while time::system_time_ns() < warm_end {
+        core::hint::spin_loop();
+    }
     let before = ok(NAME, "VCPUOP_get_runstate_info", vcpu::runstate(VcpuId(0)));
     let start = time::system_time_ns();
     let end = start + secs * 1_000_000_000;
