@@ -1186,29 +1186,83 @@ fn deliver_and_exit(mut doms: spin::MutexGuard<'_, Domains>, frame: &mut Regs, m
     }
 }
 
-/// The IRETQ back into the current guest faulted: its frame was unusable. Crashes that
-/// domain and enters the next vCPU from a fresh entry-stack frame.
-pub fn exit_fault(vector: u8) -> ! {
+/// The IRETQ back into the current guest faulted (`fault`: that exception, in
+/// hypervisor context): a selector of the frame did not load (#NP, #SS or #GP with the
+/// selector as error code). As Xen's fix-up of its own exit `iretq`
+/// (`exception_with_ints_disabled`), the fault is the guest's: it is bounced to the
+/// guest's handler for that vector as if the guest had raised it at the frame's RIP,
+/// with the frame's registers (the guest's handler sees the selector that did not
+/// load, and may fix the frame it returns with). A #PF here (not an LDT page, which
+/// `ldt_fault_in_hypervisor` maps), or a guest without a handler, crashes the domain.
+pub fn exit_fault(fault: &Regs) -> ! {
+    let vector = u8::try_from(fault.vector).unwrap_or(0xFF);
+    // The general registers are the guest's (popped just before the IRETQ); its
+    // return frame (RIP, CS, RFLAGS, RSP, SS) is still where the IRETQ read it.
+    // SAFETY: `fault.rsp` is the IRETQ's stack pointer at the fault: the five words of
+    // the guest's return frame at the top of this CPU's entry stack, intact (the CPU
+    // pushed the fault's frame below them).
+    let ret = unsafe { core::ptr::read(fault.rsp as *const [u64; 5]) };
+    let mut guest = Regs {
+        vector: u64::from(vector),
+        error_code: fault.error_code,
+        rip: ret[0],
+        cs: ret[1],
+        rflags: ret[2],
+        rsp: ret[3],
+        ss: ret[4],
+        ..*fault
+    };
     let cur = current();
     let mut doms = lock_domains();
-    match cur {
-        Some(c) => destroy(
-            &mut doms,
-            usize::from(c.slot),
-            ShutdownReason::Crash,
-            Some(CrashReason::EntryFault { vector }),
-        ),
-        None => panic!("fault returning to a guest, with no current guest"),
-    }
+    let Some(c) = cur else {
+        panic!("fault returning to a guest, with no current guest");
+    };
+    let (slot, vid) = (usize::from(c.slot), usize::from(c.vcpu));
+    let bounced = if vector == 14 {
+        Err(CrashReason::EntryFault { vector })
+    } else {
+        bounce_exit_fault(&mut doms, slot, vid, &mut guest, vector)
+    };
     let frame_at = crate::arch::x86_64::entry_stack_top(crate::arch::x86_64::percpu::index())
         - size_of::<Regs>() as u64;
-    // SAFETY: the faulting IRETQ consumed the old frame at the top of the entry stack;
-    // nothing else uses that memory now (this handler runs below it).
+    // SAFETY: the faulting IRETQ consumed the old frame at the top of the entry stack,
+    // and `fault` (below it) has been copied; nothing else uses that memory now (this
+    // handler's own stack lies below both).
     let frame = unsafe { &mut *(frame_at as *mut Regs) };
-    let doms = dispatch(doms, None, frame);
+    *frame = guest;
+    let doms = match bounced {
+        Ok(()) => doms,
+        Err(why) => {
+            destroy(&mut doms, slot, ShutdownReason::Crash, Some(why));
+            dispatch(doms, None, frame)
+        }
+    };
     deliver_and_exit(doms, frame, false);
-    // SAFETY: as in `run_first`: a complete frame for the vCPU just loaded.
+    // SAFETY: as in `run_first`: a complete frame for the vCPU now current.
     unsafe { return_to_frame(frame_at as *const Regs) }
+}
+
+/// [`exit_fault`]'s bounce of exception `vector` (its error code in `regs`) to vCPU
+/// `vid` of the domain in `slot`, whose registers `regs` are.
+fn bounce_exit_fault(
+    doms: &mut Domains,
+    slot: usize,
+    vid: usize,
+    regs: &mut Regs,
+    vector: u8,
+) -> Result<(), CrashReason> {
+    let Some((pv, others)) = doms.split(slot) else {
+        panic!("current domain slot {slot} is empty")
+    };
+    let PvDomain { dom, vcpus } = pv;
+    let lone = vcpus.len() == 1;
+    let Some((vcpu, siblings)) = Siblings::split(vcpus, vid) else {
+        panic!("current vCPU {vid} does not exist")
+    };
+    let mut plat = platform(dom, others, slot, vid, lone);
+    let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, regs).with_siblings(siblings);
+    let error = ctx.regs.error_code;
+    ctx.deliver_exception(vector, Some(error), 0)
 }
 
 /// A #PF in hypervisor context at `offset` of this CPU's LDT area: the CPU read the

@@ -15,6 +15,10 @@
 //! 5. An LDT entry whose linear address is not canonical: #GP(selector).
 //! 6. `iret` onto a 64-bit code segment of a fresh LDT: the CPU first reads the LDT
 //!    while returning to the guest, and the guest runs on that segment.
+//! 7. `iret` onto LDT entries that do not load as code: a not-present code segment
+//!    and a data segment. The hypervisor's return to the guest faults, and the fault
+//!    is the guest's, as Xen reflects it: #NP(selector) and #GP(selector) at the
+//!    frame's RIP, where the handler puts the flat code segment back and resumes.
 #![no_std]
 #![no_main]
 
@@ -35,12 +39,18 @@ const NAME: &str = "ldt";
 const GATE_TO_HV: [u64; 2] = [(1 << 47) | (0xC << 40) | (3 << 45) | (0xE008 << 16), 0];
 /// A present 64-bit code segment, DPL 3.
 const CODE64_DPL3: u64 = 0x00AF_FA00_0000_FFFF;
+/// The same, not present.
+const CODE64_ABSENT: u64 = CODE64_DPL3 & !(1 << 47);
+/// FLAT_KERNEL_CS of a 64-bit PV guest.
+const FLAT_KERNEL_CS: u16 = 0xE033;
 /// A present, writable, byte-granular data segment with limit 0x1234 and DPL 0.
 const DATA_DPL0: u64 = 0x0000_9200_0000_1234;
 /// The same with the DPL the audit gives it.
 const DATA_DPL3: u64 = 0x0000_F200_0000_1234;
 /// Entry 0 of the LDT, RPL 3.
 const SEL0: u16 = 0x0007;
+/// Entry 1 of the LDT, RPL 3.
+const SEL1: u16 = 0x000F;
 /// Entry 2 of the LDT, RPL 3.
 const SEL2: u16 = 0x0017;
 /// Entry 0x200 (linear 0x1000 from an LDT at 0), RPL 3.
@@ -85,7 +95,7 @@ global_asm!(
     "ldt_iret_cs:",
     "    push %rbx",
     "    mov %rsp, %rbx",
-    "    lea 1f(%rip), %rax",
+    "    lea ldt_iret_land(%rip), %rax",
     "    pushq $0xe02b",
     "    pushq %rbx",
     "    pushfq",
@@ -93,7 +103,8 @@ global_asm!(
     "    pushq %rax",
     "    pushq $0",
     "    jmp {page} + {iret_stub}",
-    "1:",
+    ".globl ldt_iret_land",
+    "ldt_iret_land:",
     "    xor %eax, %eax",
     "    mov %cs, %ax",
     "    lea 2f(%rip), %rcx",
@@ -117,6 +128,7 @@ unsafe extern "C" {
     fn ldt_lsl(sel: u16) -> u64;
     fn ldt_load_ds(sel: u16) -> u64;
     fn ldt_iret_cs(cs: u64) -> u64;
+    fn ldt_iret_land();
 }
 
 /// The last fault the handler skipped: (vector, error code, cr2); u64::MAX = none.
@@ -124,11 +136,16 @@ static VECTOR: AtomicU64 = AtomicU64::new(u64::MAX);
 static ERROR: AtomicU64 = AtomicU64::new(0);
 static CR2: AtomicU64 = AtomicU64::new(0);
 
-/// #GP and #PF at one of the probes: recorded, and the probe returns.
+/// #GP, #NP and #PF at one of the probes: recorded, and the probe returns (after an
+/// `iret` that did not load its code segment: on the flat one, where it landed).
 fn handler(frame: &mut TrapFrame) {
     let far_call = ldt_far_call as *const () as u64;
     let lar = ldt_lar as *const () as u64;
-    let resume = if frame.rip == far_call {
+    let land = ldt_iret_land as *const () as u64;
+    let resume = if frame.rip == land {
+        frame.cs = (frame.cs & !0xFFFF) | u64::from(FLAT_KERNEL_CS & !3);
+        land
+    } else if frame.rip == far_call {
         ldt_far_call_resume as *const () as u64
     } else if (lar..lar + 16).contains(&frame.rip) {
         frame.rax = u64::MAX;
@@ -201,6 +218,7 @@ fn read_scratch(i: usize) -> u64 {
 
 fn main(_si: &'static StartInfo) {
     traps::set_handler(vector::GP, handler);
+    traps::set_handler(vector::NP, handler);
     traps::set_handler(vector::PF, handler);
     let Some(frame) = mm::alloc_frame() else {
         fail(NAME, format_args!("no free frame"))
@@ -324,6 +342,41 @@ fn main(_si: &'static StartInfo) {
     let cs = unsafe { ldt_iret_cs(u64::from(SEL0 & !3)) };
     expect(NAME, "CS after iret onto LDT entry 0", cs, u64::from(SEL0));
     expect(NAME, "no fault in the iret", caught(), None);
+    set_ldt(0, 0);
+
+    // 7. Returns onto LDT entries that are no code segment the CPU can load.
+    expect(NAME, "map 0x1000 writable", map_scratch(mfn, true), Ok(0));
+    write_scratch(&[CODE64_ABSENT, DATA_DPL3]);
+    expect(NAME, "map 0x1000 read-only", map_scratch(mfn, false), Ok(0));
+    set_ldt(SCRATCH_VA, 2);
+    // SAFETY: as in 6; the return faults and the handler resumes on FLAT_KERNEL_CS.
+    let cs = unsafe { ldt_iret_cs(u64::from(SEL0 & !3)) };
+    expect(
+        NAME,
+        "fault of an iret onto a not-present LDT code segment",
+        caught(),
+        Some((11, u64::from(SEL0 & !3), 0)),
+    );
+    expect(
+        NAME,
+        "CS after the handler's fix",
+        cs,
+        u64::from(FLAT_KERNEL_CS),
+    );
+    // SAFETY: as above.
+    let cs = unsafe { ldt_iret_cs(u64::from(SEL1 & !3)) };
+    expect(
+        NAME,
+        "fault of an iret onto an LDT data segment",
+        caught(),
+        Some((13, u64::from(SEL1 & !3), 0)),
+    );
+    expect(
+        NAME,
+        "CS after the handler's fix",
+        cs,
+        u64::from(FLAT_KERNEL_CS),
+    );
     set_ldt(0, 0);
     pass(NAME)
 }

@@ -102,8 +102,8 @@ pub fn guest_interrupt(vector: u64) -> bool {
 }
 
 /// An exception in hypervisor context: a guest-copy fault is fixed up, a `#DB` (a
-/// guest's breakpoint) noted, a fault on the way back into a guest crashes that guest,
-/// anything else is fatal.
+/// guest's breakpoint) noted, a fault on the way back into a guest goes to that guest
+/// (`domains::exit_fault`), anything else is fatal.
 fn exception(frame: &mut TrapFrame) {
     if frame.vector == 14 && super::guest::fixup_copy_fault(frame) {
         return;
@@ -126,7 +126,7 @@ fn exception(frame: &mut TrapFrame) {
         return;
     }
     if matches!(frame.vector, 11..=14) && super::guest::is_exit_fault(frame) {
-        crate::domains::exit_fault(u8::try_from(frame.vector).unwrap_or(0xFF));
+        crate::domains::exit_fault(frame);
     }
     fatal_fault(frame)
 }
