@@ -113,6 +113,11 @@ pub struct RunQueue {
     nr_cpus: usize,
     timeslice: u64,
     seq: u64,
+    /// The least virtual runtime of the runnable vCPUs, as last seen, and never
+    /// lowered (CFS's `min_vruntime`): where a vCPU that is added, or wakes when
+    /// nothing else is runnable, is placed, so that neither it nor those that ran
+    /// before it gain from the time the queue was empty.
+    min_vr: u64,
 }
 
 impl Default for RunQueue {
@@ -139,6 +144,7 @@ impl RunQueue {
             nr_cpus: 1,
             timeslice: DEFAULT_TIMESLICE_NS,
             seq: 0,
+            min_vr: 0,
         }
     }
 
@@ -178,7 +184,7 @@ impl RunQueue {
         if self.find(v).is_some() {
             return Err(SchedError::Exists(v));
         }
-        let vruntime = self.min_vruntime().unwrap_or(0);
+        let vruntime = self.floor_base();
         let seq = self.next_seq();
         self.entities
             .push(Entity {
@@ -297,6 +303,7 @@ impl RunQueue {
             e.runtime_ns = e.runtime_ns.saturating_add(ran);
             e.vruntime = e.vruntime.saturating_add(scaled(ran, e.weight));
         }
+        self.floor_base();
     }
 
     /// The smallest virtual runtime among runnable vCPUs.
@@ -306,6 +313,15 @@ impl RunQueue {
             .filter(|e| e.runnable)
             .map(|e| e.vruntime)
             .min()
+    }
+
+    /// The monotonic minimum (`min_vr`), brought up to the runnable vCPUs' least
+    /// virtual runtime first.
+    fn floor_base(&mut self) -> u64 {
+        if let Some(m) = self.min_vruntime() {
+            self.min_vr = self.min_vr.max(m);
+        }
+        self.min_vr
     }
 
     /// Whether a runnable vCPU other than `but` is current on no CPU.
@@ -330,14 +346,10 @@ impl RunQueue {
             self.charge(c, now);
         }
         let waited = self.someone_waits(Some(v));
-        let floor = self
-            .min_vruntime()
-            .map(|m| m.saturating_sub(self.timeslice));
+        let floor = self.floor_base().saturating_sub(self.timeslice);
         let seq = self.next_seq();
         let e = self.entities.get_mut(i)?;
-        if let Some(f) = floor {
-            e.vruntime = e.vruntime.max(f);
-        }
+        e.vruntime = e.vruntime.max(floor);
         e.runnable = true;
         e.seq = seq;
         e.boost = true;

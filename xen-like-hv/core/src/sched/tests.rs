@@ -559,3 +559,74 @@ fn hard_affinity_keeps_a_vcpu_on_its_cpus() {
     let on = q.running_on(v(2)).unwrap();
     assert_eq!(q.set_affinity(v(2), 1 << (1 - on)), Ok(Some(on)));
 }
+
+/// The monotonic minimum virtual runtime: X runs alone for a second while Y sleeps,
+/// then X blocks and Y wakes with nothing else runnable; when X wakes 1 ms later the
+/// two share the CPU. Without the monotonic minimum Y kept its old virtual runtime and
+/// ran alone for about a second before X got the CPU back.
+#[test]
+fn a_sleeper_that_wakes_alone_gains_nothing_from_the_empty_queue() {
+    let (x, y) = (v(1), v(2));
+    let mut q = RunQueue::new();
+    q.add(x, 256, 0).unwrap();
+    q.add(y, 256, 0).unwrap();
+    q.wake(x, 0, 0);
+    assert_eq!(q.schedule(0, 0).next, Some(x));
+    // X alone for a second (no one waits: no slice end).
+    q.sleep(x, 1000 * MS);
+    assert_eq!(q.schedule(0, 1000 * MS).next, None);
+    // Y wakes with nothing runnable, runs; X wakes a millisecond later.
+    q.wake(y, 1000 * MS, 0);
+    assert_eq!(q.schedule(0, 1000 * MS).next, Some(y));
+    q.wake(x, 1001 * MS, 0);
+    // Run 100 ms in slice-sized steps: each gets a fair part of it.
+    let mut now = 1001 * MS;
+    let mut ran = [0u64; 2];
+    while now < 1101 * MS {
+        let next = q.schedule(0, now);
+        let until = next
+            .slice_end_ns
+            .unwrap_or(now + DEFAULT_TIMESLICE_NS)
+            .min(1101 * MS);
+        match next.next {
+            Some(c) if c == x => ran[0] += until - now,
+            Some(c) if c == y => ran[1] += until - now,
+            _ => {}
+        }
+        now = until;
+    }
+    assert!(
+        ran[0] >= 30 * MS && ran[1] >= 30 * MS,
+        "X ran {} ms and Y {} ms of 100",
+        ran[0] / MS,
+        ran[1] / MS
+    );
+}
+
+/// A vCPU added while nothing is runnable starts at the monotonic minimum, not at 0:
+/// it does not run ahead of one that ran before the queue emptied.
+#[test]
+fn a_vcpu_added_to_an_empty_queue_starts_at_the_minimum() {
+    let (x, z) = (v(1), v(3));
+    let mut q = RunQueue::new();
+    q.add(x, 256, 0).unwrap();
+    q.wake(x, 0, 0);
+    q.schedule(0, 0);
+    q.sleep(x, 500 * MS);
+    q.schedule(0, 500 * MS);
+    q.add(z, 256, 500 * MS).unwrap();
+    q.wake(z, 500 * MS, 0);
+    q.wake(x, 500 * MS, 0);
+    // Both within a slice of each other: the next few slices alternate.
+    let mut picks = Vec::new();
+    let mut now = 500 * MS;
+    for _ in 0..6 {
+        let d = q.schedule(0, now);
+        picks.push(d.next);
+        now = d.slice_end_ns.unwrap_or(now + DEFAULT_TIMESLICE_NS);
+    }
+    assert!(
+        picks.contains(&Some(x)) && picks.contains(&Some(z)),
+        "{picks:?}"
+    );
+}
