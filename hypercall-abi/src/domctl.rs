@@ -54,6 +54,8 @@ subops! {
         12 => SetVcpuContext(DomctlVcpuContext) setvcpucontext since 0x0000_0000;
         /// Copy a vCPU's state out to the caller's memory.
         13 => GetVcpuContext(DomctlVcpuContext) getvcpucontext since 0x0000_0000;
+        /// A vCPU's state: up, blocked, running, CPU time, the CPU it last ran on.
+        14 => GetVcpuInfo(DomctlGetVcpuInfo) getvcpuinfo since 0x0000_0000;
         /// Set the number of vCPUs.
         15 => MaxVcpus(DomctlMaxVcpus) max_vcpus since 0x0000_0000;
         /// Grant (or take back) the IRQ behind one of the caller's pirqs.
@@ -318,6 +320,30 @@ pub struct DomctlVcpuAffinity {
     pub cpumap_soft: XenctlBitmap,
 }
 
+/// `struct xen_domctl_getvcpuinfo` (24 bytes).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct DomctlGetVcpuInfo {
+    /// The vCPU (in).
+    pub vcpu: u32,
+    /// 1 if it is up (not `VCPUOP_down`).
+    pub online: u8,
+    /// 1 if it waits for an event (`SCHEDOP_block`, `SCHEDOP_poll`).
+    pub blocked: u8,
+    /// 1 if it is on a CPU now.
+    pub running: u8,
+    /// Padding.
+    pub _pad0: u8,
+    /// Time it ran, in ns (its runstate's running time).
+    pub cpu_time: u64,
+    /// The CPU it runs on, or last ran on.
+    pub cpu: u32,
+    /// Padding.
+    pub _pad1: u32,
+}
+
 /// `struct xen_domctl_iomem_permission` (24 bytes).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
@@ -541,6 +567,16 @@ assert_layout!(
 );
 assert_layout!(DomctlVcpuContext, 16, vcpu = 0, ctxt = 8);
 assert_layout!(DomctlMaxVcpus, 4, max = 0);
+assert_layout!(
+    DomctlGetVcpuInfo,
+    24,
+    vcpu = 0,
+    online = 4,
+    blocked = 5,
+    running = 6,
+    cpu_time = 8,
+    cpu = 16
+);
 assert_layout!(XenctlBitmap, 16, bitmap = 0, nr_bits = 8);
 assert_layout!(
     DomctlVcpuAffinity,

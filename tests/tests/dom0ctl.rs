@@ -536,18 +536,25 @@ fn cpus_pin_vcpus_and_a_map_without_a_cpu_of_the_machine_fails_cleanly() {
     let t = "dom0ctl-cpus";
     let h = ControlHost::boot(t);
     let free = free_memory(&h);
-    // vCPU rows of `vcpu-list DOM`: (vcpu, hard, soft).
-    let vcpus = |dom: &str| -> Vec<(String, String, String)> {
+    // `vcpu-list DOM`'s rows, split into words: Name ID VCPU CPU State Time(s) hard / soft.
+    let table = |dom: &str| -> Vec<Vec<String>> {
         let v = h.dom0ctl(&["vcpu-list", dom]);
         v.code(0);
         v.stdout
             .lines()
             .skip(1)
             .map(|l| {
-                let w: Vec<&str> = l.split_whitespace().collect();
-                assert_eq!((w.len(), w[4]), (6, "/"), "{}", v.stdout);
-                (w[2].to_string(), w[3].to_string(), w[5].to_string())
+                let w: Vec<String> = l.split_whitespace().map(String::from).collect();
+                assert_eq!((w.len(), w[7].as_str()), (9, "/"), "{}", v.stdout);
+                w
             })
+            .collect()
+    };
+    // (vcpu, hard, soft) of each row.
+    let vcpus = |dom: &str| -> Vec<(String, String, String)> {
+        table(dom)
+            .into_iter()
+            .map(|w| (w[2].clone(), w[6].clone(), w[8].clone()))
             .collect()
     };
     let row = |v: &str, hard: &str| (v.to_string(), hard.to_string(), "all".to_string());
@@ -576,6 +583,18 @@ fn cpus_pin_vcpus_and_a_map_without_a_cpu_of_the_machine_fails_cleanly() {
     h.dom0ctl(&["create", &one]).code(0);
     assert_eq!(vcpus("one"), [row("0", "1"), row("1", "1")]);
     wait_for_console(&h, "one", "ticker: tick 1");
+    // It ran where it was pinned (getvcpuinfo's CPU); vCPU 1 was never brought up.
+    let rows = table("one");
+    assert_eq!(
+        (rows[0][3].as_str(), rows[1][3].as_str()),
+        ("1", "-"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[1][4], "--p", "{rows:?}");
+    assert!(
+        matches!(rows[0][4].as_str(), "r--" | "-b-" | "---"),
+        "up: running, blocked or runnable: {rows:?}"
+    );
     h.dom0ctl(&["destroy", "pinned"]).code(0);
     h.dom0ctl(&["destroy", "one"]).code(0);
     assert_eq!(free_memory(&h), free);

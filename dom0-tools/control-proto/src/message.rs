@@ -299,15 +299,33 @@ pub struct CreateRequest {
     pub cpus: Vec<CpuMap>,
 }
 
-/// One row of [`Response::Vcpus`]: a vCPU's affinity, as `xl vcpu-list` shows it.
+/// One row of [`Response::Vcpus`]: a vCPU's state and affinity, as `xl vcpu-list`
+/// shows them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VcpuRow {
     /// The vCPU's number.
     pub vcpu: u32,
+    /// Up, blocked, running, its CPU and time (`getvcpuinfo`).
+    pub state: VcpuState,
     /// The CPUs it may run on (`getvcpuaffinity`, the map as set).
     pub hard: CpuMap,
     /// The CPUs it prefers.
     pub soft: CpuMap,
+}
+
+/// A vCPU's state, as `XEN_DOMCTL_getvcpuinfo` gives it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct VcpuState {
+    /// Up (not `VCPUOP_down`).
+    pub online: bool,
+    /// Waiting for an event.
+    pub blocked: bool,
+    /// On a CPU now.
+    pub running: bool,
+    /// The CPU it runs on, or last ran on.
+    pub cpu: u32,
+    /// Time it has run, in ns.
+    pub time_ns: u64,
 }
 
 /// One node of [`Response::XsNodes`].
@@ -1290,6 +1308,10 @@ impl Response {
                 w.len(vcpus.len());
                 for v in vcpus {
                     w.u32(v.vcpu);
+                    let s = &v.state;
+                    w.u8(u8::from(s.online) | u8::from(s.blocked) << 1 | u8::from(s.running) << 2);
+                    w.u32(s.cpu);
+                    w.u64(s.time_ns);
                     w.bytes(&v.hard.to_wire());
                     w.bytes(&v.soft.to_wire());
                 }
@@ -1439,8 +1461,23 @@ impl Response {
                     name: r.string()?,
                     nr_cpus: r.u32()?,
                     vcpus: r.list(|r| {
+                        let vcpu = r.u32()?;
+                        let flags = r.u8()?;
+                        if flags > 7 {
+                            return Err(DecodeError::BadTag {
+                                what: "vCPU state flags",
+                                value: flags,
+                            });
+                        }
                         Ok(VcpuRow {
-                            vcpu: r.u32()?,
+                            vcpu,
+                            state: VcpuState {
+                                online: flags & 1 != 0,
+                                blocked: flags & 2 != 0,
+                                running: flags & 4 != 0,
+                                cpu: r.u32()?,
+                                time_ns: r.u64()?,
+                            },
                             hard: map(r)?,
                             soft: map(r)?,
                         })

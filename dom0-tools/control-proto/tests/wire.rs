@@ -250,11 +250,19 @@ fn samples() -> Vec<Message> {
             vcpus: vec![
                 VcpuRow {
                     vcpu: 0,
+                    state: control_proto::VcpuState {
+                        online: true,
+                        blocked: false,
+                        running: true,
+                        cpu: 1,
+                        time_ns: 123_456_789,
+                    },
                     hard: CpuMap::parse("1").unwrap(),
                     soft: CpuMap::ALL,
                 },
                 VcpuRow {
                     vcpu: 1,
+                    state: control_proto::VcpuState::default(),
                     hard: CpuMap::NONE,
                     soft: CpuMap::first(64),
                 },
@@ -1086,7 +1094,15 @@ fn arb_response() -> impl Strategy<Value = Response> {
             any::<u16>(),
             arb_string(),
             any::<u32>(),
-            vec((any::<u32>(), arb_cpumap(), arb_cpumap()), 0..4)
+            vec(
+                (
+                    any::<u32>(),
+                    (any::<[bool; 3]>(), any::<u32>(), any::<u64>()),
+                    arb_cpumap(),
+                    arb_cpumap()
+                ),
+                0..4
+            )
         )
             .prop_map(|(domid, name, nr_cpus, rows)| Response::Vcpus {
                 domid,
@@ -1094,7 +1110,22 @@ fn arb_response() -> impl Strategy<Value = Response> {
                 nr_cpus,
                 vcpus: rows
                     .into_iter()
-                    .map(|(vcpu, hard, soft)| VcpuRow { vcpu, hard, soft })
+                    .map(
+                        |(vcpu, ([online, blocked, running], cpu, time_ns), hard, soft)| {
+                            VcpuRow {
+                                vcpu,
+                                state: control_proto::VcpuState {
+                                    online,
+                                    blocked,
+                                    running,
+                                    cpu,
+                                    time_ns,
+                                },
+                                hard,
+                                soft,
+                            }
+                        }
+                    )
                     .collect(),
             }),
         (

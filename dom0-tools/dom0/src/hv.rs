@@ -8,9 +8,9 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use control_proto::cpus::{CpuMap, MAP_BYTES, MAX_CPU};
 use dom0_core::{ConsoleChunk, GrantSeg, Hypervisor, RingId, XenVersion};
 use pv_runtime::abi::domctl::{
-    Domctl, DomctlCmd, DomctlCreateDomain, DomctlGetDomainInfo, DomctlMaxMem, DomctlVcpuAffinity,
-    DomctlVcpuContext, Sysctl, SysctlCmd, SysctlPhysinfo, SysctlReadConsole, VCPUAFFINITY_HARD,
-    VCPUAFFINITY_SOFT, XenctlBitmap,
+    Domctl, DomctlCmd, DomctlCreateDomain, DomctlGetDomainInfo, DomctlGetVcpuInfo, DomctlMaxMem,
+    DomctlVcpuAffinity, DomctlVcpuContext, Sysctl, SysctlCmd, SysctlPhysinfo, SysctlReadConsole,
+    VCPUAFFINITY_HARD, VCPUAFFINITY_SOFT, XenctlBitmap,
 };
 use pv_runtime::abi::evtchn::{EvtchnAllocUnbound, EvtchnOp};
 use pv_runtime::abi::guest::HypercallPage;
@@ -216,6 +216,23 @@ impl Hypervisor for XenHv {
         let mut op = Domctl::new(DomctlCmd::SetVcpuAffinity, dom, &arg);
         domctl_op(&mut op)?;
         Ok(CpuMap::from_bitmap(&buf))
+    }
+
+    fn vcpu_info(&mut self, dom: DomId, vcpu: u32) -> Result<control_proto::VcpuState, Errno> {
+        let arg = DomctlGetVcpuInfo {
+            vcpu,
+            ..Default::default()
+        };
+        let mut op = Domctl::new(DomctlCmd::GetVcpuInfo, dom, &arg);
+        domctl_op(&mut op)?;
+        let i: DomctlGetVcpuInfo = op.arg();
+        Ok(control_proto::VcpuState {
+            online: i.online != 0,
+            blocked: i.blocked != 0,
+            running: i.running != 0,
+            cpu: i.cpu,
+            time_ns: i.cpu_time,
+        })
     }
 
     fn vcpu_affinity(&mut self, dom: DomId, vcpu: u32) -> Result<(CpuMap, CpuMap), Errno> {

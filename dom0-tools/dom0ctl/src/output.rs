@@ -225,14 +225,30 @@ pub fn vcpu_table(domid: u16, name: &str, nr_cpus: u32, rows: &[control_proto::V
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<32} {:>5} {:>5}  Affinity (Hard / Soft)",
-        "Name", "ID", "VCPU"
+        "{:<32} {:>5} {:>5} {:>5} {:>5} {:>9} Affinity (Hard / Soft)",
+        "Name", "ID", "VCPU", "CPU", "State", "Time(s)"
     );
     for v in rows {
+        let s = &v.state;
+        // As xl: no CPU for a vCPU that is down; state r(unning) b(locked) p(aused:
+        // down here).
+        let cpu = if s.online {
+            s.cpu.to_string()
+        } else {
+            "-".into()
+        };
+        let state: String = [
+            if s.online && s.running { 'r' } else { '-' },
+            if s.blocked { 'b' } else { '-' },
+            if s.online { '-' } else { 'p' },
+        ]
+        .iter()
+        .collect();
         let _ = writeln!(
             out,
-            "{name:<32} {domid:>5} {:>5}  {} / {}",
+            "{name:<32} {domid:>5} {:>5} {cpu:>5}   {state}  {:>9.1}  {} / {}",
             v.vcpu,
+            s.time_ns as f64 / 1e9,
             shown(&v.hard),
             shown(&v.soft)
         );
@@ -438,21 +454,31 @@ mod tests {
 
     #[test]
     fn vcpu_table_shows_all_as_xl_does() {
-        use control_proto::VcpuRow;
         use control_proto::cpus::CpuMap;
+        use control_proto::{VcpuRow, VcpuState};
+        let up = |running, blocked, cpu, time_ns| VcpuState {
+            online: true,
+            blocked,
+            running,
+            cpu,
+            time_ns,
+        };
         let rows = [
             VcpuRow {
                 vcpu: 0,
+                state: up(true, false, 1, 12_345_000_000),
                 hard: CpuMap::parse("1").unwrap(),
                 soft: CpuMap::first(64),
             },
             VcpuRow {
                 vcpu: 1,
+                state: up(false, true, 0, 50_000_000),
                 hard: CpuMap::parse("0-1,5").unwrap(),
                 soft: CpuMap::ALL,
             },
             VcpuRow {
                 vcpu: 2,
+                state: VcpuState::default(),
                 hard: CpuMap::parse("1-63").unwrap(),
                 soft: CpuMap::parse("0,5").unwrap(),
             },
@@ -461,14 +487,22 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],
-            "Name                                ID  VCPU  Affinity (Hard / Soft)"
+            "Name                                ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)"
         );
         assert_eq!(
             lines[1],
-            "pinned                               3     0  1 / all"
+            "pinned                               3     0     1   r--       12.3  1 / all"
         );
-        assert!(lines[2].ends_with("    1  all / all"), "{}", lines[2]);
-        assert!(lines[3].ends_with("    2  1 / 0"), "{}", lines[3]);
+        assert!(
+            lines[2].ends_with("    1     0   -b-        0.1  all / all"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].ends_with("    2     -   --p        0.0  1 / 0"),
+            "{}",
+            lines[3]
+        );
         // Without the machine's CPU count the maps are shown as they are.
         assert!(vcpu_table(3, "p", 0, &rows).contains("  1 / 0-63"));
     }

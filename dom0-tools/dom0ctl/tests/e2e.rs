@@ -283,11 +283,25 @@ fn answer(req: &Request, st: &mut State, mode: Mode) -> Response {
                     vcpus: vec![
                         control_proto::VcpuRow {
                             vcpu: 0,
+                            state: control_proto::VcpuState {
+                                online: true,
+                                blocked: false,
+                                running: true,
+                                cpu: 1,
+                                time_ns: 2_500_000_000,
+                            },
                             hard: one,
                             soft: all,
                         },
                         control_proto::VcpuRow {
                             vcpu: 1,
+                            state: control_proto::VcpuState {
+                                online: true,
+                                blocked: true,
+                                running: false,
+                                cpu: 1,
+                                time_ns: 0,
+                            },
                             hard: all,
                             soft: all,
                         },
@@ -595,9 +609,11 @@ fn create_sends_cpus_and_vcpu_list_shows_them() {
     assert_eq!(
         rows,
         [
-            vec!["Name", "ID", "VCPU", "Affinity", "(Hard", "/", "Soft)"],
-            vec!["pinned", "1", "0", "1", "/", "all"],
-            vec!["pinned", "1", "1", "all", "/", "all"],
+            vec![
+                "Name", "ID", "VCPU", "CPU", "State", "Time(s)", "Affinity", "(Hard", "/", "Soft)"
+            ],
+            vec!["pinned", "1", "0", "1", "r--", "2.5", "1", "/", "all"],
+            vec!["pinned", "1", "1", "1", "-b-", "0.0", "all", "/", "all"],
         ],
         "{t}"
     );

@@ -803,8 +803,8 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         Ok(Response::Networks(rows))
     }
 
-    /// `xl vcpu-list DOM`: each vCPU's hard and soft affinity
-    /// (`getvcpuaffinity`), vCPUs 0 to `getdomaininfo`'s `max_vcpu_id`.
+    /// `xl vcpu-list DOM`: each vCPU's state (`getvcpuinfo`) and its hard and soft
+    /// affinity (`getvcpuaffinity`), vCPUs 0 to `getdomaininfo`'s `max_vcpu_id`.
     fn vcpu_list(&mut self, dom: &DomRef) -> Result<Response, ErrorReply> {
         let id = self.resolve(dom)?;
         let info = self
@@ -817,10 +817,19 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         let nr_cpus = self.hv.physinfo().map_or(0, |p| p.nr_cpus);
         let mut vcpus = Vec::new();
         for vcpu in 0..=info.max_vcpu_id {
+            let state = self
+                .hv
+                .vcpu_info(id, vcpu)
+                .map_err(|e| hv_error(format_args!("reading vCPU {vcpu}'s state of {dom}"), e))?;
             let (hard, soft) = self.hv.vcpu_affinity(id, vcpu).map_err(|e| {
                 hv_error(format_args!("reading vCPU {vcpu}'s affinity of {dom}"), e)
             })?;
-            vcpus.push(control_proto::VcpuRow { vcpu, hard, soft });
+            vcpus.push(control_proto::VcpuRow {
+                vcpu,
+                state,
+                hard,
+                soft,
+            });
         }
         Ok(Response::Vcpus {
             domid: id.0,

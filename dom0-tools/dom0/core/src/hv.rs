@@ -90,6 +90,9 @@ pub trait Hypervisor {
     /// `XEN_DOMCTL_getvcpuaffinity` of `dom`'s `vcpu`: its hard and soft maps, as
     /// set. `-EINVAL` for a vCPU the domain does not have.
     fn vcpu_affinity(&mut self, dom: DomId, vcpu: u32) -> Result<(CpuMap, CpuMap), Errno>;
+    /// `XEN_DOMCTL_getvcpuinfo` of `dom`'s `vcpu`: up, blocked, running, its CPU and
+    /// time. `-EINVAL` for a vCPU the domain does not have.
+    fn vcpu_info(&mut self, dom: DomId, vcpu: u32) -> Result<control_proto::VcpuState, Errno>;
     /// `XEN_DOMCTL_max_mem`.
     fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno>;
     /// `XENMEM_populate_physmap` for `dom`: `frames` holds PFNs in and MFNs out;

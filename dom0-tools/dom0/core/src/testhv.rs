@@ -121,6 +121,9 @@ impl Hypervisor for Fake {
     fn vcpu_affinity(&mut self, _: DomId, _: u32) -> Result<(CpuMap, CpuMap), Errno> {
         Err(Errno::ENOSYS)
     }
+    fn vcpu_info(&mut self, _: DomId, _: u32) -> Result<control_proto::VcpuState, Errno> {
+        Err(Errno::ENOSYS)
+    }
     fn create_domain(&mut self, _: [u8; 16], _: u32) -> Result<DomId, Errno> {
         Err(Errno::ENOSYS)
     }

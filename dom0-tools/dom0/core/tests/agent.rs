@@ -206,6 +206,22 @@ impl Hypervisor for FakeHv {
         Ok(effective)
     }
 
+    fn vcpu_info(&mut self, d: DomId, vcpu: u32) -> Result<control_proto::VcpuState, Errno> {
+        self.check(format!("getvcpuinfo {} {vcpu}", d.0))?;
+        let info = self.domains.get(&d.0).ok_or(Errno::ESRCH)?;
+        if vcpu > info.max_vcpu_id {
+            return Err(Errno::EINVAL);
+        }
+        // vCPU n last ran on CPU n % 2, for n ms; vCPU 0 runs, the others block.
+        Ok(control_proto::VcpuState {
+            online: true,
+            blocked: vcpu != 0,
+            running: vcpu == 0,
+            cpu: vcpu % 2,
+            time_ns: u64::from(vcpu) * 1_000_000,
+        })
+    }
+
     fn vcpu_affinity(&mut self, d: DomId, vcpu: u32) -> Result<(CpuMap, CpuMap), Errno> {
         self.check(format!("getvcpuaffinity {} {vcpu}", d.0))?;
         let info = self.domains.get(&d.0).ok_or(Errno::ESRCH)?;
@@ -1732,6 +1748,31 @@ fn cpus_pin_each_vcpu_and_vcpu_list_reads_them_back() {
             (2, all.clone(), all.clone()),
         ]
     );
+    // Each row has its vCPU's state from getvcpuinfo.
+    match ask(&mut a, Request::VcpuList(DomRef::Name("pinned".into()))) {
+        Response::Vcpus { vcpus, .. } => {
+            let s: Vec<(bool, bool, u32, u64)> = vcpus
+                .iter()
+                .map(|v| {
+                    (
+                        v.state.running,
+                        v.state.blocked,
+                        v.state.cpu,
+                        v.state.time_ns,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                s,
+                [
+                    (true, false, 0, 0),
+                    (false, true, 1, 1_000_000),
+                    (false, true, 0, 2_000_000)
+                ]
+            );
+        }
+        other => panic!("expected Vcpus, got {other:?}"),
+    }
     // dom0 too, and an unknown domain is the usual error.
     let (_, rows) = vcpu_rows(ask(&mut a, Request::VcpuList(DomRef::Id(0))));
     assert_eq!(rows.len(), 1);

@@ -220,6 +220,11 @@ pub fn domctl<P: Platform>(ctx: &mut GuestCtx<'_, P>, arg: GuestPtr<()>) -> HvRe
             }
             false
         }
+        DomctlCmd::GetVcpuInfo => {
+            let a: hypercall_abi::domctl::DomctlGetVcpuInfo = op.arg();
+            op.set_arg(&vcpu_info(ctx, target, a.vcpu)?);
+            true
+        }
         DomctlCmd::SetVcpuAffinity | DomctlCmd::GetVcpuAffinity => {
             let a: hypercall_abi::domctl::DomctlVcpuAffinity = op.arg();
             vcpu_affinity(ctx, target, &a, cmd == DomctlCmd::SetVcpuAffinity)?;
@@ -492,6 +497,44 @@ fn write_cpumap<P: Platform>(
 /// writes that effective map back; the soft map is kept and written back as its
 /// intersection with the hard one, but the scheduler does not use it (Xen's credit
 /// prefers those CPUs). Reading gives the maps as they were set.
+/// `XEN_DOMCTL_getvcpuinfo` for vCPU `vcpu` of `target`, as Xen 4.17 answers it: an
+/// unknown domain is -ESRCH, a vCPU it does not have -EINVAL.
+fn vcpu_info<P: Platform>(
+    ctx: &mut GuestCtx<'_, P>,
+    target: DomId,
+    vcpu: u32,
+) -> Result<hypercall_abi::domctl::DomctlGetVcpuInfo, HvError> {
+    use crate::vcpu::Wait;
+    use hypercall_abi::vcpu::RUNSTATE_RUNNING;
+    let now = ctx.p.now_ns();
+    let info = |v: &crate::vcpu::Vcpu| {
+        let r = v.runstate_at(now);
+        hypercall_abi::domctl::DomctlGetVcpuInfo {
+            vcpu,
+            online: u8::from(v.online),
+            blocked: u8::from(matches!(v.wait, Wait::Block | Wait::Poll(_))),
+            running: u8::from(r.state == RUNSTATE_RUNNING),
+            cpu_time: r.time[RUNSTATE_RUNNING as usize],
+            cpu: u32::from(v.processor),
+            ..Default::default()
+        }
+    };
+    if target != ctx.dom.id {
+        ctx.p.with_domain(target, |_| ()).ok_or(Errno::ESRCH)?;
+        return ctx
+            .p
+            .with_vcpu(target, vcpu, |_, v| info(v))
+            .ok_or(Errno::EINVAL.into());
+    }
+    if vcpu == ctx.vcpu.id {
+        return Ok(info(ctx.vcpu));
+    }
+    ctx.siblings
+        .get_mut(vcpu)
+        .map(|v| info(v))
+        .ok_or(Errno::EINVAL.into())
+}
+
 fn vcpu_affinity<P: Platform>(
     ctx: &mut GuestCtx<'_, P>,
     target: DomId,

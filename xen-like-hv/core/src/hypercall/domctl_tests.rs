@@ -729,3 +729,38 @@ fn vcpu_affinity_is_set_read_back_and_checked() {
         E(Errno::ESRCH)
     );
 }
+
+#[test]
+fn getvcpuinfo_reports_state_time_and_cpu() {
+    use hypercall_abi::domctl::DomctlGetVcpuInfo;
+    let mut w = with_domu();
+    {
+        let v = w.p.other_vcpus.get_mut(&1).unwrap();
+        v.online = true;
+        v.processor = 1;
+        v.wait = crate::vcpu::Wait::Block;
+        v.runstate.time[0] = 5_000;
+    }
+    let ask = |w: &mut World, dom, vcpu| {
+        let (r, out) = domctl(
+            w,
+            DomctlCmd::GetVcpuInfo,
+            dom,
+            &DomctlGetVcpuInfo {
+                vcpu,
+                ..Default::default()
+            },
+        );
+        r.map(|_| out.arg::<DomctlGetVcpuInfo>())
+    };
+    let i = ask(&mut w, 1, 0).unwrap();
+    assert_eq!(
+        (i.online, i.blocked, i.running, i.cpu_time, i.cpu),
+        (1, 1, 0, 5_000, 1)
+    );
+    assert_eq!(ask(&mut w, 1, 1), Err(Errno::EINVAL), "no vCPU 1");
+    assert_eq!(ask(&mut w, 9, 0), Err(Errno::ESRCH), "no domain 9");
+    // The caller's own vCPU: up, running.
+    let me = ask(&mut w, 0, 0).unwrap();
+    assert_eq!((me.online, me.blocked), (1, 0));
+}

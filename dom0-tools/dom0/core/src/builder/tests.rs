@@ -146,6 +146,10 @@ impl Hypervisor for Fake {
         let hard = d.hard.get(&vcpu).copied().unwrap_or(CpuMap::ALL);
         Ok((hard, CpuMap::ALL))
     }
+    fn vcpu_info(&mut self, dom: DomId, _: u32) -> Result<control_proto::VcpuState, Errno> {
+        self.doms.get(&dom.0).ok_or(Errno::ESRCH)?;
+        Ok(control_proto::VcpuState::default())
+    }
     fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno> {
         self.step("max_mem")?;
         self.doms.get_mut(&dom.0).ok_or(Errno::ESRCH)?.max_kib = kib;
