@@ -35,7 +35,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hypercall_abi::hypercall::{call, mmu_update, mmuext_op, multicall};
 use hypercall_abi::mmu::{MmuCmd, MmuUpdate, MmuextCmd, MmuextOp};
@@ -81,6 +81,58 @@ static FRAMES: Mutex<FrameAllocator<'static>> = Mutex::new(FrameAllocator::empty
 static FALLBACK_BITMAP: Mutex<[u64; FALLBACK_BITMAP_WORDS]> =
     Mutex::new([0; FALLBACK_BITMAP_WORDS]);
 static HEAP: Mutex<RangeAllocator<HEAP_SPANS>> = Mutex::new(RangeAllocator::empty());
+/// The vCPU that holds [`HEAP`] ([`NO_OWNER`]: none), so that the allocator can
+/// tell a holder it must wait for (another vCPU) from one it must not (the code an
+/// upcall on this vCPU interrupted).
+static HEAP_OWNER: AtomicU32 = AtomicU32::new(NO_OWNER);
+const NO_OWNER: u32 = u32::MAX;
+
+/// [`HEAP`], held, with its owner recorded until the guard is dropped.
+struct HeapGuard(spin::MutexGuard<'static, RangeAllocator<HEAP_SPANS>>);
+
+impl core::ops::Deref for HeapGuard {
+    type Target = RangeAllocator<HEAP_SPANS>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for HeapGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for HeapGuard {
+    fn drop(&mut self) {
+        // Cleared before the lock is let go (the field drops after this).
+        HEAP_OWNER.store(NO_OWNER, Ordering::Release);
+    }
+}
+
+/// Takes [`HEAP`], waiting for it.
+fn lock_heap() -> HeapGuard {
+    let g = HEAP.lock();
+    HEAP_OWNER.store(crate::smp::current().0, Ordering::Release);
+    HeapGuard(g)
+}
+
+/// Takes [`HEAP`] for the allocator: `None` if this vCPU already holds it (an
+/// upcall interrupted its holder: waiting would never end); while another vCPU
+/// holds it, waits.
+fn heap_for_alloc() -> Option<HeapGuard> {
+    let me = crate::smp::current().0;
+    loop {
+        if let Some(g) = HEAP.try_lock() {
+            HEAP_OWNER.store(me, Ordering::Release);
+            return Some(HeapGuard(g));
+        }
+        if HEAP_OWNER.load(Ordering::Acquire) == me {
+            return None;
+        }
+        core::hint::spin_loop();
+    }
+}
 /// The P2M (`start_info.mfn_list`): MFNs as `u64`s, written only by [`set_p2m`].
 static P2M: Once<&'static [AtomicU64]> = Once::new();
 /// The highest MFN in the P2M: M2P entries up to it are mapped.
@@ -129,7 +181,7 @@ pub(crate) fn init(layout: &BootLayout, p2m: &'static [AtomicU64], heap: bool, p
     let root_pfn = Pfn((pt_base - crate::notes::VIRT_BASE) / PAGE);
     BOOT_ROOT.store(pfn_to_mfn(root_pfn).map_or(0, |m| m.0), Ordering::Relaxed);
     if heap {
-        *HEAP.lock() = RangeAllocator::new(layout.slack);
+        *lock_heap() = RangeAllocator::new(layout.slack);
     }
     // The whole range's bitmap from the heap; failing that, the largest the heap
     // gives if it beats the static fallback (the rest of the range goes unused, and
@@ -151,7 +203,7 @@ pub(crate) fn init(layout: &BootLayout, p2m: &'static [AtomicU64], heap: bool, p
 fn frame_bitmap(words: u64) -> Option<&'static mut [u64]> {
     let words = usize::try_from(words).ok()?;
     let bytes = u64::try_from(words.checked_mul(8)?).ok()?;
-    let addr = HEAP.lock().alloc(bytes.max(8), 8)?;
+    let addr = lock_heap().alloc(bytes.max(8), 8)?;
     let p: *mut u64 = ptr::with_exposed_provenance_mut(usize::try_from(addr).ok()?);
     // SAFETY: the range allocator handed out `bytes` bytes at `addr`, 8-byte
     // aligned, inside the mapped writable slack, to nobody else; the block is
@@ -724,7 +776,7 @@ pub struct HeapStats {
 
 /// Current heap usage.
 pub fn heap_stats() -> HeapStats {
-    let h = HEAP.lock();
+    let h = lock_heap();
     HeapStats {
         region: h.region(),
         extension: h.extension(),
@@ -751,7 +803,7 @@ fn grow_heap(bytes: u64) -> bool {
         return false;
     }
     let end = {
-        let e = HEAP.lock().extension();
+        let e = lock_heap().extension();
         if e.is_empty() { HEAP_EXTENSION } else { e.end }
     };
     let want = usize::try_from(bytes.div_ceil(PAGE))
@@ -816,14 +868,17 @@ fn grow_heap(bytes: u64) -> bool {
     }
     // Only this function extends the heap, and GROWING is held: the
     // extension still ends at `end`.
-    let mut heap = HEAP.lock();
-    heap.extend(Span::new(end, end + added as u64 * PAGE))
+    lock_heap()
+        .extend(Span::new(end, end + added as u64 * PAGE))
         .is_ok()
 }
 
+/// How many times an allocation that found the heap exhausted tries to grow it.
+const GROW_TRIES: usize = 10_000;
+
 /// The runtime's heap as a [`GlobalAlloc`]. Allocation fails (null) when the
 /// heap is exhausted and cannot grow, or its lock is held by the code a trap
-/// interrupted.
+/// interrupted on this vCPU; another vCPU's hold is waited for.
 #[derive(Debug)]
 pub struct Heap;
 
@@ -835,19 +890,28 @@ pub struct Heap;
 unsafe impl GlobalAlloc for Heap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size() as u64, layout.align() as u64);
-        let try_alloc = || HEAP.try_lock().map(|mut h| h.alloc(size, align));
-        let addr = match try_alloc() {
-            // Out of heap (not merely contended): grow and try once more.
-            Some(None) if grow_heap(size.saturating_add(align)) => try_alloc().flatten(),
-            got => got.flatten(),
-        };
-        addr.and_then(|addr| usize::try_from(addr).ok())
+        let try_alloc = || heap_for_alloc().map(|mut h| h.alloc(size, align));
+        let mut addr = try_alloc();
+        // Out of heap (not merely held by the code an upcall interrupted): grow and
+        // try again. Growing may fail only because another vCPU holds a lock it
+        // needs (or grows the heap itself), so a few more rounds are tried.
+        for _ in 0..GROW_TRIES {
+            if !matches!(addr, Some(None)) {
+                break;
+            }
+            if !grow_heap(size.saturating_add(align)) {
+                core::hint::spin_loop();
+            }
+            addr = try_alloc();
+        }
+        addr.flatten()
+            .and_then(|addr| usize::try_from(addr).ok())
             .map_or(ptr::null_mut(), ptr::with_exposed_provenance_mut)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // A block freed while the lock is held elsewhere is leaked.
-        if let Some(mut heap) = HEAP.try_lock() {
+        // A block freed while this vCPU's interrupted code holds the lock is leaked.
+        if let Some(mut heap) = heap_for_alloc() {
             let _ = heap.free(ptr.addr() as u64, layout.size() as u64);
         }
     }
