@@ -116,7 +116,9 @@ pub struct RunQueue {
     /// The least virtual runtime of the runnable vCPUs, as last seen, and never
     /// lowered (CFS's `min_vruntime`): where a vCPU that is added, or wakes when
     /// nothing else is runnable, is placed, so that neither it nor those that ran
-    /// before it gain from the time the queue was empty.
+    /// before it gain from the time the queue was empty. Sampled when a vCPU
+    /// leaves the runnable set (`sleep`, `remove`) and at `wake` and `add`: the
+    /// runnable vCPUs' virtual runtimes only grow in between.
     min_vr: u64,
 }
 
@@ -203,6 +205,7 @@ impl RunQueue {
     /// Removes `v` (its domain is gone). Returns the CPU it was current on, where
     /// nothing is current now.
     pub fn remove(&mut self, v: VcpuRef) -> Option<usize> {
+        self.floor_base();
         if let Some(i) = self.find(v) {
             self.entities.swap_remove(i);
         }
@@ -303,7 +306,6 @@ impl RunQueue {
             e.runtime_ns = e.runtime_ns.saturating_add(ran);
             e.vruntime = e.vruntime.saturating_add(scaled(ran, e.weight));
         }
-        self.floor_base();
     }
 
     /// The smallest virtual runtime among runnable vCPUs.
@@ -386,6 +388,9 @@ impl RunQueue {
         if let Some(c) = self.running_on(v) {
             self.charge(c, now);
         }
+        // Runnable vCPUs' virtual runtimes only grow: the minimum can only be lost
+        // when one leaves the runnable set, so it is sampled here (and on `remove`).
+        self.floor_base();
         if let Some(e) = self.find(v).and_then(|i| self.entities.get_mut(i)) {
             e.runnable = false;
         }
