@@ -54,6 +54,11 @@ struct OnXen {
 fn on_xen(name: &str, kernel: &Path, module_cmdline: &str) -> OnXen {
     let mut boot = XenBoot::new(kernel);
     boot.module_cmdline = module_cmdline.into();
+    run_on_xen(name, &boot)
+}
+
+/// Boots `boot` (its ISO and COM1 log in the scratch folder `xen-NAME`).
+fn run_on_xen(name: &str, boot: &XenBoot) -> OnXen {
     let dir = scratch(&format!("xen-{name}"));
     let run = boot
         .run(&dir.join("boot.iso"))
@@ -256,15 +261,7 @@ fn bench_guest_measures_the_scaling_rows_on_both_hypervisors() {
     boot.module_cmdline = "dom0 scaling quick".into();
     boot.cmdline = xtask::xen::xen_cmdline("64M", SCALING_CMDLINE);
     boot.smp = SCALING_CPUS;
-    let dir = scratch("xen-bench-scaling");
-    let run = boot
-        .run(&dir.join("boot.iso"))
-        .unwrap_or_else(|e| panic!("bench scaling: booting real Xen failed: {e:#}"));
-    std::fs::write(dir.join("com1.log"), &run.out.serial).ok();
-    let x = OnXen {
-        name: "bench-scaling".into(),
-        run,
-    };
+    let x = run_on_xen("bench-scaling", &boot);
     let xen_serial: String = x.run.guest_lines().map(|l| format!("{l}\n")).collect();
     let xen = parse_guest(&xen_serial).unwrap_or_else(|e| x.fail(&format!("{e:#}")));
 
@@ -404,15 +401,7 @@ fn smp_on_real_xen() {
     // waits for the host to run the other CPU's thread). The run stops at
     // dom0's end, so the margin costs nothing when it passes.
     boot.deadline = std::time::Duration::from_secs(900);
-    let dir = scratch("xen-smp");
-    let run = boot
-        .run(&dir.join("boot.iso"))
-        .unwrap_or_else(|e| panic!("{name}: booting real Xen failed: {e:#}"));
-    std::fs::write(dir.join("com1.log"), &run.out.serial).ok();
-    let x = OnXen {
-        name: name.into(),
-        run,
-    };
+    let x = run_on_xen("smp", &boot);
     let behaviour = "secondary vCPUs: VCPUOP_initialise/up, IPIs, per-vCPU timers, mmu from every vCPU, VCPUOP races";
     let line = x.line("smp: ", behaviour);
     if !line.contains("PASS vcpus=4 ipis=100000 timers=4") {
@@ -435,15 +424,7 @@ fn nmi_on_real_xen() {
     );
     boot.smp = 2;
     boot.deadline = std::time::Duration::from_secs(300);
-    let dir = scratch("xen-nmi");
-    let run = boot
-        .run(&dir.join("boot.iso"))
-        .unwrap_or_else(|e| panic!("{name}: booting real Xen failed: {e:#}"));
-    std::fs::write(dir.join("com1.log"), &run.out.serial).ok();
-    let x = OnXen {
-        name: name.into(),
-        run,
-    };
+    let x = run_on_xen("nmi", &boot);
     let behaviour =
         "VCPUOP_send_nmi to self, blocked, spinning and down vCPUs; get_physid when pinned";
     let line = x.line("nmi: ", behaviour);

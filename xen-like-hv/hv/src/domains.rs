@@ -924,17 +924,7 @@ fn handle_entry(
     cr2: u64,
 ) -> (Outcome, EntryEffects, bool) {
     use core::sync::atomic::Ordering;
-    let Some((pv, others)) = doms.split(slot) else {
-        panic!("current domain slot {slot} is empty")
-    };
-    let PvDomain { dom, vcpus } = pv;
-    let lone = vcpus.len() == 1;
-    let Some((vcpu, siblings)) = Siblings::split(vcpus, vid) else {
-        panic!("current vCPU {vid} does not exist")
-    };
-    let mut plat = platform(dom, others, slot, vid, lone);
-    let outcome = {
-        let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame).with_siblings(siblings);
+    let ((outcome, left), effects) = with_ctx(doms, slot, vid, frame, |ctx| {
         if ctx.regs.vector == SYSCALL_VECTOR {
             if ctx.vcpu.kernel_mode {
                 ctx.hypercall();
@@ -960,8 +950,32 @@ fn handle_entry(
             }
         }
         (ctx.outcome, left)
+    });
+    (outcome, effects, left)
+}
+
+/// Runs `f` on the guest context of vCPU `vid` of the domain in `slot` (the vCPU
+/// this CPU runs: both exist), with its siblings beside it; returns what `f` gave
+/// and the effects the entry asked for.
+#[inline(always)]
+fn with_ctx<R>(
+    doms: &mut Domains,
+    slot: usize,
+    vid: usize,
+    frame: &mut Regs,
+    f: impl FnOnce(&mut GuestCtx<'_, HwPlatform<'_>>) -> R,
+) -> (R, EntryEffects) {
+    let Some((pv, others)) = doms.split(slot) else {
+        panic!("current domain slot {slot} is empty")
     };
-    (outcome.0, plat.effects, outcome.1)
+    let PvDomain { dom, vcpus } = pv;
+    let lone = vcpus.len() == 1;
+    let Some((vcpu, siblings)) = Siblings::split(vcpus, vid) else {
+        panic!("current vCPU {vid} does not exist")
+    };
+    let mut plat = platform(dom, others, slot, vid, lone);
+    let r = f(&mut GuestCtx::new(&mut plat, dom, vcpu, frame).with_siblings(siblings));
+    (r, plat.effects)
 }
 
 /// Picks the next vCPU for this CPU and loads it into `frame`, saving the registers of
@@ -1146,17 +1160,7 @@ fn deliver_and_exit(mut doms: spin::MutexGuard<'_, Domains>, frame: &mut Regs, m
             panic!("leaving for a guest with no current vCPU");
         };
         let (slot, vid) = (usize::from(cur.slot), usize::from(cur.vcpu));
-        let Some((pv, others)) = doms.split(slot) else {
-            panic!("current domain slot {slot} is empty")
-        };
-        let PvDomain { dom, vcpus } = pv;
-        let lone = vcpus.len() == 1;
-        let Some((vcpu, siblings)) = Siblings::split(vcpus, vid) else {
-            panic!("current vCPU {vid} does not exist")
-        };
-        let mut plat = platform(dom, others, slot, vid, lone);
-        let outcome = {
-            let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, frame).with_siblings(siblings);
+        let (outcome, _) = with_ctx(&mut doms, slot, vid, frame, |ctx| {
             // A data selector did not load at switch-in (`load_segments`).
             if ctx.vcpu.failsafe_due {
                 ctx.vcpu.failsafe_due = false;
@@ -1168,7 +1172,7 @@ fn deliver_and_exit(mut doms: spin::MutexGuard<'_, Domains>, frame: &mut Regs, m
                 ctx.deliver_events();
             }
             ctx.outcome
-        };
+        });
         if let Outcome::Crash(why) = outcome {
             destroy(&mut doms, slot, ShutdownReason::Crash, Some(why));
             doms = dispatch(doms, None, frame);
@@ -1251,18 +1255,11 @@ fn bounce_exit_fault(
     regs: &mut Regs,
     vector: u8,
 ) -> Result<(), CrashReason> {
-    let Some((pv, others)) = doms.split(slot) else {
-        panic!("current domain slot {slot} is empty")
-    };
-    let PvDomain { dom, vcpus } = pv;
-    let lone = vcpus.len() == 1;
-    let Some((vcpu, siblings)) = Siblings::split(vcpus, vid) else {
-        panic!("current vCPU {vid} does not exist")
-    };
-    let mut plat = platform(dom, others, slot, vid, lone);
-    let mut ctx = GuestCtx::new(&mut plat, dom, vcpu, regs).with_siblings(siblings);
-    let error = ctx.regs.error_code;
-    ctx.deliver_exception(vector, Some(error), 0)
+    with_ctx(doms, slot, vid, regs, |ctx| {
+        let error = ctx.regs.error_code;
+        ctx.deliver_exception(vector, Some(error), 0)
+    })
+    .0
 }
 
 /// A #PF in hypervisor context at `offset` of this CPU's LDT area: the CPU read the
