@@ -36,6 +36,22 @@ pub fn test_guest(name: &str) -> PathBuf {
     path
 }
 
+/// Test guest `name` without its debug sections, in `test`'s scratch folder
+/// (uploads over COM2 run at tens of KiB/s; the full ELF is mostly DWARF).
+/// Falls back to the full ELF when `strip` is missing.
+pub fn stripped_guest(test: &str, name: &str) -> PathBuf {
+    let full = test_guest(name);
+    let small = scratch(test).join(format!("{name}.elf"));
+    let ok = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&small)
+        .arg(&full)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok { small } else { full }
+}
+
 /// The demo guest kernel's ELF.
 pub fn demo_guest() -> PathBuf {
     static DEMO: OnceLock<PathBuf> = OnceLock::new();
@@ -55,6 +71,14 @@ pub fn boot_dom0(name: &str, kernel: &Path) -> Boot0 {
     }];
     boot.stop_at = None;
     boot.run()
+}
+
+/// With `XLHV_TRACE_TIMES` set, prints how long one step of test `name` took
+/// (to see where a suite's time goes: `XLHV_TRACE_TIMES=1 cargo test ... --nocapture`).
+pub fn trace_time(name: &str, what: &str, took: Duration) {
+    if std::env::var_os("XLHV_TRACE_TIMES").is_some() {
+        eprintln!("[time] {name}: {:8.2} s  {what}", took.as_secs_f64());
+    }
 }
 
 /// A scratch directory for one test's files.
@@ -393,6 +417,7 @@ impl ControlHost {
         fast: bool,
         cpus: u32,
     ) -> ControlHost {
+        let started = std::time::Instant::now();
         let dir = scratch(name);
         let mut modules = dom0_modules();
         if let Some(d0) = modules.first_mut()
@@ -436,6 +461,7 @@ impl ControlHost {
         if let Err(e) = machine.wait_for(LISTENING, Duration::from_secs(120)) {
             panic!("{name}: {e:#}");
         }
+        trace_time(name, "boot", started.elapsed());
         ControlHost {
             name: name.into(),
             machine,
@@ -452,12 +478,14 @@ impl ControlHost {
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("{}: running dom0ctl: {e}", self.name));
+        let took = start.elapsed();
+        trace_time(&self.name, &args.join(" "), took);
         CtlRun {
             args: args.iter().map(|a| a.to_string()).collect(),
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            took: start.elapsed(),
+            took,
         }
     }
 

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use xlhv_tests::{ControlHost, scratch, test_guest};
+use xlhv_tests::{ControlHost, scratch, stripped_guest, test_guest};
 use xtask::disk::DiskSpec;
 
 /// The QEMU arguments for `specs`, each prepared (a `new:` image created).
@@ -21,18 +21,9 @@ fn disks(specs: &[String]) -> Vec<String> {
     args
 }
 
-/// The `blkcheck` ELF without debug sections (the upload over COM2 is slow).
+/// The `blkcheck` ELF without debug sections (smaller uploads).
 fn kernel(test: &str) -> std::path::PathBuf {
-    let full = test_guest("blkcheck");
-    let small = scratch(test).join("blkcheck.elf");
-    let ok = std::process::Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(&small)
-        .arg(&full)
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok { small } else { full }
+    stripped_guest(test, "blkcheck")
 }
 
 /// Writes a config for a `blkcheck` domU with `disks` and `cmdline`.
@@ -111,7 +102,7 @@ fn domus_keep_their_data_across_a_reboot() {
     let img = dir.join("data.img");
     let _ = std::fs::remove_file(&img);
     let args = disks(&[format!("new:{}:64M,name=data", img.display())]);
-    let mut h = ControlHost::boot_with_args(test, "", &args);
+    let mut h = ControlHost::boot_fast_with_args(test, "512M", &args);
     h.dom0ctl(&["volume", "create", "v1", "16M"]).code(0);
     h.dom0ctl(&["volume", "create", "v2", "16M"]).code(0);
 
@@ -159,7 +150,7 @@ fn domus_keep_their_data_across_a_reboot() {
 
     // The second boot reads each pattern back from its own volume.
     let args = disks(&[format!("{},name=data", img.display())]);
-    let h = ControlHost::boot_with_args("block-again", "", &args);
+    let h = ControlHost::boot_fast_with_args("block-again", "512M", &args);
     let a = config(test, "a2", "seed=1 verify-only", &["target=v1, vdev=xvda"]);
     let b = config(
         test,
@@ -188,7 +179,7 @@ fn destroy_mid_io_and_hot_plug() {
     let img = dir.join("data.img");
     let _ = std::fs::remove_file(&img);
     let args = disks(&[format!("new:{}:64M,name=data", img.display())]);
-    let h = ControlHost::boot_with_args(test, "", &args);
+    let h = ControlHost::boot_fast_with_args(test, "512M", &args);
     for (v, size) in [("v1", "16M"), ("v2", "16M"), ("v3", "4M"), ("v4", "4M")] {
         h.dom0ctl(&["volume", "create", v, size]).code(0);
     }

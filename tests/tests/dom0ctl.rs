@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use xlhv_tests::{
     ControlHost, LISTENING, Module, QemuExit, dom0_modules, dom0ctl_bin, hypervisor, scratch,
-    test_guest,
+    stripped_guest, test_guest,
 };
 
 /// The number after `key` and spaces and ':' in `dom0ctl info`'s output.
@@ -148,11 +148,13 @@ fn pause_unpause_destroy_a_boot_time_domu() {
 
 /// `dom0ctl create` with an uploaded kernel: the image crosses COM2 in chunks
 /// with its CRC, dom0's builder makes a domain of it, and its console answers.
-/// Prints the upload's speed (not asserted: see docs/bench.md on timing).
+/// Prints the upload's speed (not asserted: see docs/bench.md on timing). The
+/// ELF is stripped of its debug sections (3.7 MB would take minutes on COM2;
+/// `fastlink.rs` uploads 32 MiB over the fast link).
 #[test]
 fn create_from_an_uploaded_image() {
     let h = ControlHost::boot("dom0ctl-upload");
-    let kernel = test_guest("ticker");
+    let kernel = stripped_guest("dom0ctl-upload", "ticker");
     let size = std::fs::metadata(&kernel).unwrap().len();
     let cfg = scratch("dom0ctl-upload").join("up.toml");
     std::fs::write(

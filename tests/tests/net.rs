@@ -79,7 +79,7 @@ fn result_of(h: &ControlHost, dom: &str, guest: &str) -> String {
 #[test]
 fn two_domus_ping_each_other_on_xenbr0() {
     let test = "net";
-    let h = ControlHost::boot(test);
+    let h = ControlHost::boot_fast(test, "");
     let a = config(
         test,
         "a",

@@ -386,25 +386,29 @@ fn shutdown_reasons_on_real_xen() {
 }
 
 /// The `smp` guest as a 4-vCPU dom0 on a 2-CPU QEMU: secondary vCPUs
-/// started with `VCPUOP_initialise` + `up`, 100,000 IPIs, per-vCPU
+/// started with `VCPUOP_initialise` + `up`, 20,000 IPIs, per-vCPU
 /// `VIRQ_TIMER`, `mmu_update`/`mmuext_op` from every vCPU on private and
 /// shared L1s, and `VCPUOP_*` racing on each other with Xen 4.17's answers.
+///
+/// Our own hypervisor runs the guest's full 100,000 IPIs (`smp.rs`). On real
+/// Xen each cross-vCPU wake-up under TCG waits for the host to run the other
+/// CPU's thread: 100,000 took 18 s alone, 81 s next to two busy loops, and more
+/// than 900 s on a loaded CI machine. This run checks the answers, not
+/// throughput, so a fifth of them do (`debug=1` prints each phase, to show
+/// where a slow run was).
 #[test]
 fn smp_on_real_xen() {
     let name = "smp";
     let mut boot = XenBoot::new(&test_guest(name));
-    boot.module_cmdline = "dom0".into();
+    boot.module_cmdline = "dom0 ipis=20000 debug=1".into();
     boot.cmdline = xtask::xen::xen_cmdline("64M", "loglvl=all guest_loglvl=all dom0_max_vcpus=4");
     boot.smp = 2;
-    // 100,000 cross-vCPU IPIs take ~13 s of guest time under TCG on a quiet
-    // host, and ~290 s while other QEMU runs load its two cores (each wakeup
-    // waits for the host to run the other CPU's thread). The run stops at
-    // dom0's end, so the margin costs nothing when it passes.
-    boot.deadline = std::time::Duration::from_secs(900);
+    // The run stops at dom0's end, so the margin costs nothing when it passes.
+    boot.deadline = std::time::Duration::from_secs(600);
     let x = run_on_xen("smp", &boot);
     let behaviour = "secondary vCPUs: VCPUOP_initialise/up, IPIs, per-vCPU timers, mmu from every vCPU, VCPUOP races";
     let line = x.line("smp: ", behaviour);
-    if !line.contains("PASS vcpus=4 ipis=100000 timers=4") {
+    if !line.contains("PASS vcpus=4 ipis=20000 timers=4") {
         x.fail(&format!("{behaviour}: {line:?}"));
     }
     x.ended(

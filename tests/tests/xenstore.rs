@@ -156,7 +156,7 @@ fn domus_read_watch_are_isolated_and_quota_bound() {
 #[test]
 fn cooperative_reboot_and_shutdown_of_the_demo() {
     let t = "xenstore-shutdown";
-    let h = ControlHost::boot_full(t, "", Vec::new());
+    let h = ControlHost::boot_fast(t, "");
     // The demo serves control/shutdown once it has connected, and with `linger=` it
     // keeps serving after its three-second uptime (else a slow host could miss it).
     let cfg = config(
@@ -319,7 +319,7 @@ fn the_bench_guest_measures_xenstore_as_a_domu() {
     // uploaded as a domU with role=xenstore reads its name and commits small
     // transactions against dom0's xenstored, and prints both metrics.
     let t = "xenstore-bench";
-    let h = ControlHost::boot(t);
+    let h = ControlHost::boot_fast(t, "");
     let guest = xtask::build_kernel("pv-bench", "bench").unwrap();
     let cfg = config(
         t,
