@@ -1,5 +1,5 @@
-//! CPU maps and `xl`'s CPU lists (`xl.cfg(5)`, `cpus =`), as a domain config
-//! gives a vCPU's hard affinity.
+//! CPU maps and `xl`'s CPU lists (`xl.cfg(5)`, `cpus =` and `cpus_soft =`), as a
+//! domain config gives a vCPU's hard and soft affinity.
 //!
 //! ```
 //! use control_proto::cpus::CpuMap;
@@ -21,6 +21,33 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+
+/// Which of a vCPU's two maps, as Xen's `XEN_VCPUAFFINITY_*` flags name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Affinity {
+    /// `cpus =`: the CPUs the vCPU may run on (`XEN_VCPUAFFINITY_HARD`).
+    Hard,
+    /// `cpus_soft =`: the CPUs it prefers (`XEN_VCPUAFFINITY_SOFT`).
+    Soft,
+}
+
+impl Affinity {
+    /// The config key that sets it (`cpus`, `cpus_soft`).
+    pub const fn key(self) -> &'static str {
+        match self {
+            Affinity::Hard => "cpus",
+            Affinity::Soft => "cpus_soft",
+        }
+    }
+
+    /// `hard` or `soft`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Affinity::Hard => "hard",
+            Affinity::Soft => "soft",
+        }
+    }
+}
 
 /// The highest CPU number a map holds (256 CPUs, as Xen's default `NR_CPUS`).
 pub const MAX_CPU: u32 = 255;
@@ -286,11 +313,11 @@ impl fmt::Display for CpusError {
     }
 }
 
-/// The hard-affinity maps of a domain's vCPUs from a config's `cpus` value, as
-/// xl's `parse_vcpu_affinity` makes them: one list (`Single`) for every one of
-/// the `vcpus`; a list of lists (`PerVcpu`), entry i for vCPU i, entries past
-/// the last vCPU ignored, vCPUs past the last entry on every CPU (their map is
-/// not set). Errors carry the entry's index.
+/// The affinity maps of a domain's vCPUs from a config's `cpus` (hard) or
+/// `cpus_soft` (soft) value, as xl's `parse_vcpu_affinity` makes either: one
+/// list (`Single`) for every one of the `vcpus`; a list of lists (`PerVcpu`),
+/// entry i for vCPU i, entries past the last vCPU ignored, vCPUs past the last
+/// entry on every CPU (their map is not set). Errors carry the entry's index.
 pub fn affinity_maps(
     value: &CpusValue<'_>,
     vcpus: u32,
@@ -310,7 +337,7 @@ pub fn affinity_maps(
     }
 }
 
-/// A config's `cpus` value.
+/// A config's `cpus` or `cpus_soft` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CpusValue<'a> {
     /// `cpus = "0-3"`: every vCPU.
@@ -425,6 +452,18 @@ mod tests {
         assert_eq!(
             affinity_maps(&CpusValue::Single("x"), 2).unwrap_err().0,
             None
+        );
+    }
+
+    #[test]
+    fn affinity_names_its_key() {
+        assert_eq!(
+            (Affinity::Hard.key(), Affinity::Hard.name()),
+            ("cpus", "hard")
+        );
+        assert_eq!(
+            (Affinity::Soft.key(), Affinity::Soft.name()),
+            ("cpus_soft", "soft")
         );
     }
 }

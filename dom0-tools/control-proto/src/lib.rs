@@ -9,7 +9,8 @@
 //!   `write_frame`/`from_frame` for whole frames. Kind numbers live in one table
 //!   ([`Kind`]); error codes in another ([`ErrorCode`]).
 //! * [`validate`]: checks on a create request that both sides run.
-//! * [`cpus`]: CPU maps and `xl`'s CPU lists (`cpus =`, hard affinity).
+//! * [`cpus`]: CPU maps and `xl`'s CPU lists (`cpus =`, hard affinity;
+//!   `cpus_soft =`, soft).
 //! * [`disk`]: disk specifications in `xl`'s syntax and virtual-device numbers.
 //! * [`vif`]: network interface specifications in `xl`'s syntax.
 //! * [`images`]: the image bundle dom0 gets as its initrd (named kernels).

@@ -253,6 +253,25 @@ impl Kernel {
 /// `Create`'s ramdisk tag when it has none but `cpus` follow.
 const NO_RAMDISK: u8 = 2;
 
+/// A `list<CpuMap>` (`Create`'s `cpus` and `cpus_soft`).
+fn encode_maps(w: &mut Writer<'_>, maps: &[CpuMap]) {
+    w.len(maps.len());
+    for m in maps {
+        w.bytes(&m.to_wire());
+    }
+}
+
+/// Reads [`encode_maps`]'s form; each map has one encoding.
+fn decode_maps(r: &mut Reader<'_>) -> Result<Vec<CpuMap>, DecodeError> {
+    r.list(|r| {
+        let b = r.bytes()?;
+        CpuMap::from_wire(&b).ok_or(DecodeError::BadTag {
+            what: "cpumap length (past 256 CPUs, or a zero last byte)",
+            value: u8::try_from(b.len()).unwrap_or(u8::MAX),
+        })
+    })
+}
+
 /// The body of [`Request::Create`]: an xl.cfg in brief.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CreateRequest {
@@ -297,6 +316,12 @@ pub struct CreateRequest {
     /// (sent as tag 2, "none", when the domain has no ramdisk), so an older
     /// dom0 refuses it as malformed instead of ignoring the pinning.
     pub cpus: Vec<CpuMap>,
+    /// The vCPUs' soft affinity (`cpus_soft =`): vCPU i prefers the CPUs of
+    /// `cpus_soft[i]`; vCPUs past the list, none (their map is not set). Since
+    /// version 2, additive: sent only when not empty, after `cpus` (then sent
+    /// too, with count 0 when empty), so an older dom0 refuses it as malformed
+    /// instead of ignoring the preference.
+    pub cpus_soft: Vec<CpuMap>,
 }
 
 /// One row of [`Response::Vcpus`]: a vCPU's state and affinity, as `xl vcpu-list`
@@ -930,7 +955,8 @@ impl Request {
                         w.bytes(u);
                     }
                 }
-                let cpus = !c.cpus.is_empty();
+                let soft = !c.cpus_soft.is_empty();
+                let cpus = !c.cpus.is_empty() || soft;
                 let ramdisk = c.ramdisk.is_some() || cpus;
                 let vifs = !c.vifs.is_empty() || ramdisk;
                 let reboot = c.on_reboot != ExitAction::Restart || vifs;
@@ -955,10 +981,10 @@ impl Request {
                     None => {}
                 }
                 if cpus {
-                    w.len(c.cpus.len());
-                    for m in &c.cpus {
-                        w.bytes(&m.to_wire());
-                    }
+                    encode_maps(&mut w, &c.cpus);
+                }
+                if soft {
+                    encode_maps(&mut w, &c.cpus_soft);
                 }
             }
             Request::Pause(d)
@@ -1052,17 +1078,24 @@ impl Request {
                     cpus: if r.is_at_end() {
                         Vec::new()
                     } else {
-                        let maps = r.list(|r| {
-                            let b = r.bytes()?;
-                            CpuMap::from_wire(&b).ok_or(DecodeError::BadTag {
-                                what: "cpumap length (past 256 CPUs, or a zero last byte)",
-                                value: u8::try_from(b.len()).unwrap_or(u8::MAX),
-                            })
-                        })?;
+                        let maps = decode_maps(&mut r)?;
+                        if maps.is_empty() && r.is_at_end() {
+                            // An empty list is sent as nothing, unless soft maps follow.
+                            return Err(DecodeError::BadTag {
+                                what: "cpus count",
+                                value: 0,
+                            });
+                        }
+                        maps
+                    },
+                    cpus_soft: if r.is_at_end() {
+                        Vec::new()
+                    } else {
+                        let maps = decode_maps(&mut r)?;
                         if maps.is_empty() {
                             // An empty list is sent as nothing.
                             return Err(DecodeError::BadTag {
-                                what: "cpus count",
+                                what: "cpus_soft count",
                                 value: 0,
                             });
                         }

@@ -5,6 +5,7 @@
 use alloc::string::String;
 use core::fmt;
 
+use crate::cpus::{Affinity, CpuMap};
 use crate::error::{ErrorCode, ErrorReply};
 use crate::message::{CreateRequest, Kernel};
 
@@ -63,13 +64,20 @@ pub enum ValidationError {
     VifMacTwice(String),
     /// More affinity maps than vCPUs (dom0ctl drops the extra ones, as xl does).
     TooManyCpuMaps {
+        /// Hard (`cpus`) or soft (`cpus_soft`).
+        which: Affinity,
         /// Maps sent.
         maps: usize,
         /// The domain's vCPUs.
         vcpus: u32,
     },
     /// A vCPU's affinity map with no CPU in it.
-    CpuMapEmpty(usize),
+    CpuMapEmpty {
+        /// Hard (`cpus`) or soft (`cpus_soft`).
+        which: Affinity,
+        /// The vCPU.
+        vcpu: usize,
+    },
     /// A volume size that does not read as one (`64M`, `1G`, `1048576`).
     SizeSyntax,
     /// A volume of no bytes.
@@ -95,7 +103,7 @@ impl ValidationError {
             Self::CmdlineTooLong(_) | Self::CmdlineNul => "cmdline",
             Self::TooManyDisks(_) | Self::DiskVdevTwice(_) => "disk",
             Self::TooManyVifs(_) | Self::VifMacTwice(_) => "vif",
-            Self::TooManyCpuMaps { .. } | Self::CpuMapEmpty(_) => "cpus",
+            Self::TooManyCpuMaps { which, .. } | Self::CpuMapEmpty { which, .. } => which.key(),
             Self::SizeSyntax | Self::SizeZero | Self::SizeNotSectors(_) | Self::SizeTooLarge => {
                 "size"
             }
@@ -162,11 +170,11 @@ impl fmt::Display for ValidationError {
                 write!(f, "{n} vifs; a domain has at most {}", crate::vif::MAX_VIFS)
             }
             Self::VifMacTwice(m) => write!(f, "two vifs both have mac {m}"),
-            Self::TooManyCpuMaps { maps, vcpus } => write!(
+            Self::TooManyCpuMaps { maps, vcpus, .. } => write!(
                 f,
                 "{maps} affinity maps for {vcpus} vCPUs; give at most one per vCPU"
             ),
-            Self::CpuMapEmpty(v) => write!(f, "vCPU {v}'s map holds no CPU"),
+            Self::CpuMapEmpty { vcpu, .. } => write!(f, "vCPU {vcpu}'s map holds no CPU"),
             Self::SizeSyntax => f.write_str(
                 "not a size; give bytes, or a number with K, M, G or T (binary: 64M, 1G)",
             ),
@@ -290,7 +298,7 @@ pub fn validate_volume_size(bytes: u64) -> Result<(), ValidationError> {
 
 impl CreateRequest {
     /// Runs every check, in key order: name, image, memory, vcpus, cmdline, disk,
-    /// vif, cpus.
+    /// vif, cpus, cpus_soft.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_name(&self.name)?;
         if let Kernel::Named(image) = &self.kernel {
@@ -322,21 +330,24 @@ impl CreateRequest {
                 ));
             }
         }
-        validate_cpus(&self.cpus, self.vcpus)
+        validate_cpus(Affinity::Hard, &self.cpus, self.vcpus)?;
+        validate_cpus(Affinity::Soft, &self.cpus_soft, self.vcpus)
     }
 }
 
-/// Checks a create request's affinity maps: at most one per vCPU, each with a
-/// CPU in it. (Whether the machine has those CPUs is the hypervisor's to say.)
-pub fn validate_cpus(maps: &[crate::cpus::CpuMap], vcpus: u32) -> Result<(), ValidationError> {
+/// Checks a create request's hard (`cpus`) or soft (`cpus_soft`) affinity
+/// maps: at most one per vCPU, each with a CPU in it. (Whether the machine has
+/// those CPUs is the hypervisor's to say.)
+pub fn validate_cpus(which: Affinity, maps: &[CpuMap], vcpus: u32) -> Result<(), ValidationError> {
     if u32::try_from(maps.len()).map_or(true, |n| n > vcpus) {
         return Err(ValidationError::TooManyCpuMaps {
+            which,
             maps: maps.len(),
             vcpus,
         });
     }
-    if let Some(i) = maps.iter().position(crate::cpus::CpuMap::is_empty) {
-        return Err(ValidationError::CpuMapEmpty(i));
+    if let Some(vcpu) = maps.iter().position(CpuMap::is_empty) {
+        return Err(ValidationError::CpuMapEmpty { which, vcpu });
     }
     Ok(())
 }
@@ -432,6 +443,7 @@ mod tests {
             vifs: Vec::new(),
             ramdisk: None,
             cpus: Vec::new(),
+            cpus_soft: Vec::new(),
         };
         assert_eq!(req.validate(), Ok(()));
         req.memory_mib = 1;
@@ -444,24 +456,75 @@ mod tests {
 
     #[test]
     fn affinity_maps() {
-        use crate::cpus::CpuMap;
         let one = CpuMap::parse("1").unwrap();
-        assert_eq!(validate_cpus(&[], 1), Ok(()));
-        assert_eq!(validate_cpus(&[one, one], 2), Ok(()));
-        assert_eq!(validate_cpus(&[one], 4), Ok(()), "the rest run anywhere");
+        let hard = |maps: &[CpuMap], vcpus| validate_cpus(Affinity::Hard, maps, vcpus);
+        assert_eq!(hard(&[], 1), Ok(()));
+        assert_eq!(hard(&[one, one], 2), Ok(()));
+        assert_eq!(hard(&[one], 4), Ok(()), "the rest run anywhere");
         assert_eq!(
-            validate_cpus(&[one, one], 1),
-            Err(ValidationError::TooManyCpuMaps { maps: 2, vcpus: 1 })
+            hard(&[one, one], 1),
+            Err(ValidationError::TooManyCpuMaps {
+                which: Affinity::Hard,
+                maps: 2,
+                vcpus: 1
+            })
         );
-        let e = validate_cpus(&[one, CpuMap::NONE], 2).unwrap_err();
-        assert_eq!(e, ValidationError::CpuMapEmpty(1));
+        let e = hard(&[one, CpuMap::NONE], 2).unwrap_err();
+        assert_eq!(
+            e,
+            ValidationError::CpuMapEmpty {
+                which: Affinity::Hard,
+                vcpu: 1
+            }
+        );
         let reply = ErrorReply::from(e);
         assert_eq!(reply.code, ErrorCode::BadConfig);
         assert_eq!(reply.message, "cpus: vCPU 1's map holds no CPU");
-        let e = ErrorReply::from(ValidationError::TooManyCpuMaps { maps: 3, vcpus: 2 });
+        let e = ErrorReply::from(ValidationError::TooManyCpuMaps {
+            which: Affinity::Hard,
+            maps: 3,
+            vcpus: 2,
+        });
         assert_eq!(
             e.message,
             "cpus: 3 affinity maps for 2 vCPUs; give at most one per vCPU"
         );
+    }
+
+    #[test]
+    fn soft_affinity_maps_follow_the_same_rules_under_their_own_key() {
+        let one = CpuMap::parse("1").unwrap();
+        let mut req = CreateRequest {
+            name: String::from("soft"),
+            kernel: Kernel::Named(String::from("hello")),
+            memory_mib: 16,
+            vcpus: 2,
+            cmdline: String::new(),
+            on_poweroff: ExitAction::Destroy,
+            on_crash: ExitAction::Destroy,
+            on_reboot: ExitAction::Restart,
+            uuid: None,
+            disks: Vec::new(),
+            vifs: Vec::new(),
+            ramdisk: None,
+            cpus: Vec::new(),
+            cpus_soft: alloc::vec![one],
+        };
+        assert_eq!(req.validate(), Ok(()), "vCPU 1 has no preference");
+        req.cpus_soft = alloc::vec![one, one, one];
+        let e = req.validate().unwrap_err();
+        assert_eq!(e.key(), "cpus_soft");
+        assert_eq!(
+            ErrorReply::from(e).message,
+            "cpus_soft: 3 affinity maps for 2 vCPUs; give at most one per vCPU"
+        );
+        req.cpus_soft = alloc::vec![one, CpuMap::NONE];
+        assert_eq!(
+            ErrorReply::from(req.validate().unwrap_err()).message,
+            "cpus_soft: vCPU 1's map holds no CPU"
+        );
+        // The hard maps are checked first, each under its own key.
+        req.cpus = alloc::vec![CpuMap::NONE];
+        assert_eq!(req.validate().unwrap_err().key(), "cpus");
     }
 }

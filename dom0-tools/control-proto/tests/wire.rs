@@ -32,6 +32,7 @@ fn samples() -> Vec<Message> {
             vifs: Vec::new(),
             ramdisk: None,
             cpus: Vec::new(),
+            cpus_soft: Vec::new(),
         }),
         Request::Create(CreateRequest {
             name: "linux".into(),
@@ -47,6 +48,7 @@ fn samples() -> Vec<Message> {
             vifs: Vec::new(),
             ramdisk: Some(Kernel::Uploaded(4)),
             cpus: vec![CpuMap::parse("1").unwrap(), CpuMap::ALL],
+            cpus_soft: vec![CpuMap::parse("0").unwrap()],
         }),
         Request::Create(CreateRequest {
             name: "pinned".into(),
@@ -62,6 +64,23 @@ fn samples() -> Vec<Message> {
             vifs: Vec::new(),
             ramdisk: None,
             cpus: vec![CpuMap::parse("0-3,200").unwrap()],
+            cpus_soft: Vec::new(),
+        }),
+        Request::Create(CreateRequest {
+            name: "soft".into(),
+            kernel: Kernel::Named("hello".into()),
+            memory_mib: 16,
+            vcpus: 2,
+            cmdline: String::new(),
+            on_poweroff: ExitAction::Destroy,
+            on_crash: ExitAction::Destroy,
+            on_reboot: ExitAction::Restart,
+            uuid: None,
+            disks: Vec::new(),
+            vifs: Vec::new(),
+            ramdisk: None,
+            cpus: Vec::new(),
+            cpus_soft: vec![CpuMap::parse("1").unwrap(), CpuMap::parse("0-1").unwrap()],
         }),
         Request::Pause(DomRef::Id(3)),
         Request::Unpause(dom.clone()),
@@ -688,6 +707,7 @@ fn create_cpus_is_a_trailing_part() {
         vifs: Vec::new(),
         ramdisk: None,
         cpus: Vec::new(),
+        cpus_soft: Vec::new(),
     };
     let enc = |c: &CreateRequest| {
         let mut p = Vec::new();
@@ -754,6 +774,131 @@ fn create_cpus_is_a_trailing_part() {
     assert!(Request::decode(Kind::Create as u8, &bad).is_err());
     let too_long = [&p[..at + 1], &[1, 0, 0, 0, 33, 0, 0, 0], &[1; 33]].concat();
     assert!(Request::decode(Kind::Create as u8, &too_long).is_err());
+}
+
+/// `Create`'s `cpus_soft` is additive after `cpus`, as `cpus` was after the
+/// ramdisk: a request without it is byte for byte what it was; with it, `cpus`
+/// is sent too (count 0 when empty), so an agent that stops after `cpus` finds an
+/// empty `cpus` list or bytes left over and refuses the request as malformed.
+#[test]
+fn create_cpus_soft_is_a_trailing_part_after_cpus() {
+    let base = CreateRequest {
+        name: "s".into(),
+        kernel: Kernel::Named("hello".into()),
+        memory_mib: 16,
+        vcpus: 2,
+        cmdline: String::new(),
+        on_poweroff: ExitAction::Destroy,
+        on_crash: ExitAction::Destroy,
+        on_reboot: ExitAction::Restart,
+        uuid: None,
+        disks: Vec::new(),
+        vifs: Vec::new(),
+        ramdisk: None,
+        cpus: Vec::new(),
+        cpus_soft: Vec::new(),
+    };
+    let enc = |c: &CreateRequest| {
+        let mut p = Vec::new();
+        Request::Create(c.clone()).encode(&mut p);
+        p
+    };
+    let dec = |p: &[u8]| Request::decode(Kind::Create as u8, p);
+    let plain = enc(&base);
+    // Neither: exactly the bytes of a request from before `cpus_soft` (and `cpus`).
+    assert_eq!(plain.len(), 5 + 1 + 9 + 4 + 4 + 4 + 2 + 1);
+    assert_eq!(dec(&plain), Ok(Request::Create(base.clone())));
+    let hard_only = CreateRequest {
+        cpus: vec![CpuMap::parse("1").unwrap()],
+        ..base.clone()
+    };
+    let hard_bytes = enc(&hard_only);
+    assert_eq!(
+        &hard_bytes[plain.len()..],
+        &[0, 0, 0, 0, 2, 0, 0, 0, 0, 2, 1, 0, 0, 0, 1, 0, 0, 0, 0b10][..],
+        "cpus alone: as before, nothing after the maps"
+    );
+
+    // Soft only: the empty disk list, on_reboot, the empty vif list, "no ramdisk" (2),
+    // an empty `cpus` list, then the soft maps: {1} as one byte, {0, 9} as two.
+    let soft_only = CreateRequest {
+        cpus_soft: vec![CpuMap::parse("1").unwrap(), CpuMap::parse("0,9").unwrap()],
+        ..base.clone()
+    };
+    let p = enc(&soft_only);
+    let tail = [
+        &[0, 0, 0, 0][..],
+        &[2],
+        &[0, 0, 0, 0],
+        &[2],
+        &[0, 0, 0, 0],
+        &[2, 0, 0, 0],
+        &[1, 0, 0, 0, 0b10],
+        &[2, 0, 0, 0, 1, 2],
+    ]
+    .concat();
+    assert_eq!(&p[..plain.len()], &plain[..]);
+    assert_eq!(&p[plain.len()..], &tail[..]);
+    assert_eq!(dec(&p), Ok(Request::Create(soft_only.clone())));
+
+    // Both: the hard maps as before, the soft ones right after them.
+    let both = CreateRequest {
+        cpus: vec![CpuMap::parse("0-1").unwrap()],
+        cpus_soft: vec![CpuMap::parse("1").unwrap()],
+        ramdisk: Some(Kernel::Uploaded(5)),
+        ..base.clone()
+    };
+    let p2 = enc(&both);
+    let hard_part = enc(&CreateRequest {
+        cpus_soft: Vec::new(),
+        ..both.clone()
+    });
+    assert_eq!(&p2[..hard_part.len()], &hard_part[..]);
+    assert_eq!(&p2[hard_part.len()..], &[1, 0, 0, 0, 1, 0, 0, 0, 0b10][..]);
+    assert_eq!(dec(&p2), Ok(Request::Create(both.clone())));
+
+    // What an agent that stops after `cpus` sees: bytes left over after the hard
+    // maps, or (soft only) a `cpus` list of count 0, which it refuses as it always did.
+    let at = plain.len() + 4 + 1 + 4 + 1;
+    assert_eq!(&p[at..at + 4], &[0, 0, 0, 0], "the empty cpus list");
+    assert_eq!(
+        dec(&p[..at + 4]),
+        Err(DecodeError::BadTag {
+            what: "cpus count",
+            value: 0
+        }),
+        "an empty cpus list with nothing after it"
+    );
+
+    // One encoding per request, every byte used: a present but empty soft list,
+    // a truncated soft list, a soft map with a zero last byte, bytes after it.
+    let empty_soft = [&hard_bytes[..], &[0, 0, 0, 0]].concat();
+    assert_eq!(
+        dec(&empty_soft),
+        Err(DecodeError::BadTag {
+            what: "cpus_soft count",
+            value: 0
+        })
+    );
+    let empty_both = [&p[..at + 4], &[0, 0, 0, 0]].concat();
+    assert!(dec(&empty_both).is_err(), "both lists empty");
+    for cut in 1..p.len() - at {
+        assert!(dec(&p[..p.len() - cut]).is_err(), "cut {cut} bytes");
+    }
+    let mut zero_last = p.clone();
+    zero_last.truncate(p.len() - 2);
+    zero_last.extend_from_slice(&[1, 0]);
+    assert!(matches!(
+        dec(&zero_last),
+        Err(DecodeError::BadTag {
+            what: "cpumap length (past 256 CPUs, or a zero last byte)",
+            ..
+        })
+    ));
+    let too_long = [&p[..at + 4], &[1, 0, 0, 0, 33, 0, 0, 0], &[1; 33]].concat();
+    assert!(dec(&too_long).is_err(), "a map past 256 CPUs");
+    let extra = [&p[..], &[0]].concat();
+    assert!(dec(&extra).is_err(), "a byte after the soft maps");
 }
 
 #[test]
@@ -875,6 +1020,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 any::<u32>().prop_map(Kernel::Uploaded)
             ]),
             vec(arb_cpumap(), 0..4),
+            vec(arb_cpumap(), 0..4),
         ),
     )
         .prop_map(
@@ -890,7 +1036,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 disks,
                 on_reboot,
                 vifs,
-                (ramdisk, cpus),
+                (ramdisk, cpus, cpus_soft),
             )| {
                 let vifs = vifs
                     .into_iter()
@@ -923,6 +1069,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
                     vifs,
                     ramdisk,
                     cpus,
+                    cpus_soft,
                 })
             },
         );

@@ -5,7 +5,7 @@ use alloc::string::String;
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use control_proto::cpus::{CpuMap, MAP_BYTES, MAX_CPU};
+use control_proto::cpus::{Affinity, CpuMap, MAP_BYTES, MAX_CPU};
 use dom0_core::{ConsoleChunk, GrantSeg, Hypervisor, RingId, XenVersion};
 use pv_runtime::abi::domctl::{
     Domctl, DomctlCmd, DomctlCreateDomain, DomctlGetDomainInfo, DomctlGetVcpuInfo, DomctlMaxMem,
@@ -204,15 +204,16 @@ impl Hypervisor for XenHv {
         Ok(op.domain)
     }
 
-    fn set_vcpu_affinity(&mut self, dom: DomId, vcpu: u32, hard: &CpuMap) -> Result<CpuMap, Errno> {
+    fn set_vcpu_affinity(
+        &mut self,
+        dom: DomId,
+        vcpu: u32,
+        which: Affinity,
+        map: &CpuMap,
+    ) -> Result<CpuMap, Errno> {
         // In: the map asked; out: the effective one the hypervisor writes back.
-        let mut buf = hard.to_bitmap();
-        let arg = DomctlVcpuAffinity {
-            vcpu,
-            flags: VCPUAFFINITY_HARD,
-            cpumap_hard: bitmap(&mut buf),
-            ..DomctlVcpuAffinity::default()
-        };
+        let mut buf = map.to_bitmap();
+        let arg = dom0_core::hv::set_affinity_arg(vcpu, which, bitmap(&mut buf));
         let mut op = Domctl::new(DomctlCmd::SetVcpuAffinity, dom, &arg);
         domctl_op(&mut op)?;
         Ok(CpuMap::from_bitmap(&buf))

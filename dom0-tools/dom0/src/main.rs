@@ -234,6 +234,7 @@ fn autostart(si: &StartInfo, agent: &mut Agent<'static, XenHv, FrameStore>) {
             vifs: Vec::new(),
             ramdisk: None,
             cpus: Vec::new(),
+            cpus_soft: Vec::new(),
         });
         match agent.handle(req).0 {
             Response::Created { domid } => println!("dom0: autostart: {name} is domain {domid}"),

@@ -80,6 +80,7 @@ The config is TOML, like xl.cfg (see examples/README.md):
   cpus = \"0-3,^1\"       hard affinity as xl's: \"2\", \"0-3,5\", \"all,^1\" for every vCPU,
                         or [\"0\", \"1-2\"], entry i for vCPU i (CPUs 0 to 255;
                         default: every CPU; dom0ctl vcpu-list shows them)
+  cpus_soft = \"2-3\"     soft affinity (the CPUs a vCPU prefers), as cpus (default: none)
   cmdline = \"\"          kernel command line (default empty)
   on_poweroff = \"destroy\"   or \"preserve\", \"restart\" (default destroy)
   on_reboot = \"restart\"     or \"destroy\", \"preserve\" (default restart)
@@ -257,8 +258,8 @@ Example:
     /// List a domain's vCPUs and their affinity, as `xl vcpu-list DOM` does
     #[command(after_help = "\
 Columns: Name, ID, VCPU, then the hard affinity (the CPUs the vCPU may run on:
-`cpus =` in its config) and the soft one, as the hypervisor holds them (`all`:
-every CPU of the machine).
+`cpus =` in its config) and the soft one (the CPUs it prefers: `cpus_soft =`), as
+the hypervisor holds them (`all`: every CPU of the machine).
 
 Example:
   dom0ctl vcpu-list hello")]

@@ -71,6 +71,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 vifs: cfg.vifs.clone(),
                 ramdisk,
                 cpus: cfg.cpus.clone(),
+                cpus_soft: cfg.cpus_soft.clone(),
             };
             req.validate()
                 .map_err(|e| Error::Input(format!("{}: {}: {e}", config.display(), e.key())))?;

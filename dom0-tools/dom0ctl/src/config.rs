@@ -7,6 +7,7 @@
 //! memory = 16             # MiB (default 32)
 //! vcpus = 1               # default 1, at most 32
 //! cpus = "0-3,^1"         # hard affinity, xl's syntax (default: every CPU; see below)
+//! cpus_soft = "2-3"       # soft affinity, the same syntax (default: no preference)
 //! cmdline = ""            # default ""
 //! on_poweroff = "destroy" # or "preserve", "restart" (default destroy)
 //! on_reboot = "restart"   # or "destroy", "preserve" (default restart)
@@ -25,13 +26,17 @@
 //! the hypervisor when the domain is built (a map with none of its CPUs fails
 //! the create, and nothing is left behind).
 //!
+//! `cpus_soft` is xl's soft affinity, exactly as `cpus` (the same syntax and
+//! per-vCPU rules): the CPUs a vCPU prefers among those it may run on. A soft
+//! map with no CPU of the machine is not refused; it just has no effect.
+//!
 //! Every error names the file and line (or the override) and the key.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use control_proto::cpus::{CpuMap, CpusValue, affinity_maps};
+use control_proto::cpus::{Affinity, CpuMap, CpusValue, affinity_maps};
 use control_proto::disk::DiskSpec;
 use control_proto::{
     ExitAction, MAX_MEMORY_MIB, MIN_MEMORY_MIB, validate_cmdline, validate_image_name,
@@ -51,6 +56,7 @@ pub const KEYS: &[&str] = &[
     "memory",
     "vcpus",
     "cpus",
+    "cpus_soft",
     "cmdline",
     "on_poweroff",
     "on_reboot",
@@ -87,6 +93,9 @@ pub struct DomainConfig {
     /// `cpus = ...`: hard affinity, map i for vCPU i (vCPUs past the list run
     /// anywhere; empty: no pinning).
     pub cpus: Vec<CpuMap>,
+    /// `cpus_soft = ...`: soft affinity, map i for vCPU i, as `cpus` (empty: no
+    /// preference).
+    pub cpus_soft: Vec<CpuMap>,
     /// Kernel command line.
     pub cmdline: String,
     /// What dom0 does when the domain powers off.
@@ -260,6 +269,7 @@ pub fn parse(
         memory_mib: DEFAULT_MEMORY_MIB,
         vcpus: 1,
         cpus: Vec::new(),
+        cpus_soft: Vec::new(),
         cmdline: String::new(),
         on_poweroff: ExitAction::Destroy,
         on_reboot: ExitAction::Restart,
@@ -268,8 +278,9 @@ pub fn parse(
         disks: Vec::new(),
         vifs: Vec::new(),
     };
-    // `cpus` is read once `vcpus` is known, wherever either is set.
+    // `cpus` and `cpus_soft` are read once `vcpus` is known, wherever it is set.
     let mut cpus: Option<(CpusSpec, &Setting)> = None;
+    let mut cpus_soft: Option<(CpusSpec, &Setting)> = None;
     for s in &settings {
         let key = s.key.as_str();
         let fail = |m: String| err(Some(s.origin.clone()), Some(key), m);
@@ -346,6 +357,7 @@ pub fn parse(
                 cfg.vcpus = n;
             }
             "cpus" => cpus = Some((cpus_spec(&s.value).map_err(fail)?, s)),
+            "cpus_soft" => cpus_soft = Some((cpus_spec(&s.value).map_err(fail)?, s)),
             "cmdline" => {
                 let v = string(&s.value).map_err(fail)?;
                 validate_cmdline(v).map_err(|e| fail(e.to_string()))?;
@@ -386,17 +398,26 @@ pub fn parse(
             _ => unreachable!("keys are checked against KEYS above"),
         }
     }
-    if let Some((spec, s)) = cpus {
+    for (which, set) in [(Affinity::Hard, cpus), (Affinity::Soft, cpus_soft)] {
+        let Some((spec, s)) = set else { continue };
         let value = match &spec {
             CpusSpec::Single(one) => CpusValue::Single(one),
             CpusSpec::PerVcpu(list) => {
                 CpusValue::PerVcpu(list.iter().map(String::as_str).collect())
             }
         };
-        cfg.cpus = affinity_maps(&value, cfg.vcpus).map_err(|(entry, e)| {
+        let maps = affinity_maps(&value, cfg.vcpus).map_err(|(entry, e)| {
             let at = entry.map_or_else(String::new, |i| format!("entry {}: ", i + 1));
-            err(Some(s.origin.clone()), Some("cpus"), format!("{at}{e}"))
+            err(
+                Some(s.origin.clone()),
+                Some(which.key()),
+                format!("{at}{e}"),
+            )
         })?;
+        match which {
+            Affinity::Hard => cfg.cpus = maps,
+            Affinity::Soft => cfg.cpus_soft = maps,
+        }
     }
     cfg.name = name.ok_or_else(|| {
         err(
@@ -417,14 +438,14 @@ pub fn parse(
     Ok(cfg)
 }
 
-/// A `cpus` value as written.
+/// A `cpus` or `cpus_soft` value as written.
 enum CpusSpec {
     Single(String),
     PerVcpu(Vec<String>),
 }
 
 /// `cpus = "0-3"` (a number is taken as its text, so `cpus=2` on the command
-/// line works) or `cpus = ["0", "1-2"]`.
+/// line works) or `cpus = ["0", "1-2"]`; `cpus_soft` alike.
 fn cpus_spec(v: &Value) -> Result<CpusSpec, String> {
     let one = |v: &Value| match v {
         Value::String(s) => Some(s.value().clone()),
@@ -542,6 +563,7 @@ mod tests {
                 memory_mib: DEFAULT_MEMORY_MIB,
                 vcpus: 1,
                 cpus: Vec::new(),
+                cpus_soft: Vec::new(),
                 cmdline: String::new(),
                 on_poweroff: ExitAction::Destroy,
                 on_reboot: ExitAction::Restart,
@@ -714,6 +736,77 @@ mod tests {
     }
 
     #[test]
+    fn cpus_soft_as_cpus() {
+        let base = "name = \"d\"\nimage = \"hello\"\nvcpus = 3\n";
+        let maps = |extra: &str, o: &[&str]| -> (Vec<String>, Vec<String>) {
+            let c = p(&format!("{base}{extra}"), o).unwrap();
+            let s = |m: &[CpuMap]| m.iter().map(ToString::to_string).collect();
+            (s(&c.cpus), s(&c.cpus_soft))
+        };
+        let none: [&str; 0] = [];
+        // The same forms as `cpus`, kept apart from the hard maps.
+        assert_eq!(maps("cpus_soft = \"2\"\n", &[]).1, ["2"; 3]);
+        assert_eq!(maps("cpus_soft = \"2\"\n", &[]).0, none, "no hard maps");
+        assert_eq!(maps("cpus_soft = \"all,^1\"\n", &[]).1[0], "0,2-255");
+        assert_eq!(
+            maps("cpus = \"0-1\"\ncpus_soft = [\"1\", \"0\"]\n", &[]),
+            (
+                vec!["0-1".to_string(); 3],
+                vec!["1".to_string(), "0".to_string()]
+            ),
+            "both; vCPU 2 has no preference"
+        );
+        // Entries past `vcpus` are ignored, wherever vcpus is set, and numbers are text.
+        assert_eq!(
+            maps("cpus_soft = [\"0\", \"1\", \"2\", \"x\"]\n", &[]).1,
+            ["0", "1", "2"]
+        );
+        assert_eq!(maps("cpus_soft = [\"0\", 1]\n", &["vcpus=1"]).1, ["0"]);
+        assert_eq!(
+            p(&format!("cpus_soft = \"1\"\n{base}"), &[])
+                .unwrap()
+                .cpus_soft
+                .len(),
+            3,
+            "cpus_soft before vcpus"
+        );
+        assert_eq!(maps("", &["cpus_soft=3"]).1, ["3"; 3]);
+        assert_eq!(
+            maps("cpus_soft = \"1\"\n", &["cpus_soft=0-1"]).1,
+            ["0-1"; 3]
+        );
+        assert!(p(base, &[]).unwrap().cpus_soft.is_empty(), "no preference");
+
+        // Errors name `cpus_soft`, not `cpus`.
+        let e = |extra: &str| p(&format!("{base}{extra}\n"), &[]).unwrap_err();
+        assert_eq!(
+            e("cpus_soft = \"3-1\""),
+            "hello.toml:4: cpus_soft: \"3-1\" is a reversed range"
+        );
+        assert_eq!(
+            e("cpus = \"1\"\ncpus_soft = [\"0\", \"256\"]"),
+            "hello.toml:5: cpus_soft: entry 2: \"256\" names a CPU past 255, the highest CPU number"
+        );
+        assert!(
+            e("cpus_soft = \"^1\"")
+                .starts_with("hello.toml:4: cpus_soft: \"^1\" leaves no CPU: as in xl")
+        );
+        assert!(e("cpus_soft = \"\"").starts_with("hello.toml:4: cpus_soft: is empty"));
+        assert!(e("cpus_soft = \"nodes:0-1\"").contains("NUMA nodes are not supported"));
+        assert!(
+            e("cpus_soft = {}").starts_with("hello.toml:4: cpus_soft: expected a CPU list like")
+        );
+        assert!(
+            e("cpus_soft = [false]")
+                .starts_with("hello.toml:4: cpus_soft: entry 1: expected a CPU list")
+        );
+        assert_eq!(
+            p(base, &["cpus_soft=3-1"]).unwrap_err(),
+            "command line `cpus_soft=3-1`: cpus_soft: \"3-1\" is a reversed range"
+        );
+    }
+
+    #[test]
     fn missing_name() {
         assert_eq!(
             p("image = \"hello\"\n", &[]).unwrap_err(),
@@ -854,7 +947,8 @@ mod tests {
         assert_eq!(
             p(base, &["colour=red"]).unwrap_err(),
             "command line `colour=red`: unknown key `colour`; the keys are name, kernel, image, ramdisk, \
-             memory, vcpus, cpus, cmdline, on_poweroff, on_reboot, on_crash, uuid, disk, vif"
+             memory, vcpus, cpus, cpus_soft, cmdline, on_poweroff, on_reboot, on_crash, uuid, disk, \
+             vif"
         );
         assert_eq!(
             p(base, &["memory"]).unwrap_err(),

@@ -570,6 +570,7 @@ fn create_uploads_the_kernel_in_chunks_then_creates() {
             vifs: Vec::new(),
             ramdisk: None,
             cpus: Vec::new(),
+            cpus_soft: Vec::new(),
         }
     );
     assert_eq!(data.as_deref(), Some(&kernel[..]));
@@ -623,6 +624,53 @@ fn create_sends_cpus_and_vcpu_list_shows_them() {
     assert_eq!(out.status.code(), Some(3));
     assert!(
         text(&out.stderr).contains("cpus: \"3-1\" is a reversed range"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(agent.state.lock().unwrap().requests.len(), before);
+}
+
+#[test]
+fn create_sends_cpus_soft_apart_from_cpus() {
+    let agent = Agent::start(Mode::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("soft.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"soft\"\nimage = \"hello\"\nvcpus = 2\ncpus_soft = [\"1\", \"0\", \"1\"]\n",
+    )
+    .unwrap();
+    let out = agent.run(&["create", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let out = agent.run(&[
+        "create",
+        cfg.to_str().unwrap(),
+        "name=s2",
+        "cpus=0-1",
+        "cpus_soft=all,^0",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    {
+        let st = agent.state.lock().unwrap();
+        let maps = |m: &[control_proto::cpus::CpuMap]| -> Vec<String> {
+            m.iter().map(ToString::to_string).collect()
+        };
+        let (soft, both) = (&st.created[0].0, &st.created[1].0);
+        assert_eq!(
+            maps(&soft.cpus_soft),
+            ["1", "0"],
+            "the third entry is past vcpus = 2"
+        );
+        assert!(soft.cpus.is_empty(), "no hard maps");
+        assert_eq!(maps(&both.cpus), ["0-1", "0-1"]);
+        assert_eq!(maps(&both.cpus_soft), ["1-255", "1-255"]);
+    }
+    // A bad map is bad local input (exit 3), named by its key, before dom0 is asked.
+    let before = agent.state.lock().unwrap().requests.len();
+    let out = agent.run(&["create", cfg.to_str().unwrap(), "cpus_soft=3-1"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("cpus_soft: \"3-1\" is a reversed range"),
         "{}",
         text(&out.stderr)
     );

@@ -136,6 +136,15 @@ pub trait Platform {
         vcpu: u32,
         cpus: u64,
     ) -> Result<u64, hypercall_abi::Errno>;
+    /// Lets vCPU `vcpu` of domain `dom` (the current one included) prefer the CPUs in
+    /// `cpus` (Xen's soft affinity; any map is taken, one with no CPU it may run on
+    /// is no preference). It moves at its CPU's next schedule.
+    fn set_soft_affinity(
+        &mut self,
+        dom: DomId,
+        vcpu: u32,
+        cpus: u64,
+    ) -> Result<(), hypercall_abi::Errno>;
     /// vCPU `vcpu` of the current domain (not the current vCPU) changed: it came up,
     /// went down, was initialised, or its timers changed. After the entry the
     /// platform puts it on or off the run queue (it runs iff its domain runs, it is

@@ -159,6 +159,8 @@ pub(crate) struct FakePlatform {
     pub siblings_changed: Vec<u32>,
     /// Hard affinities set (domain, vCPU, effective CPUs), in order.
     pub affinities: Vec<(DomId, u32, u64)>,
+    /// Soft affinities set (domain, vCPU, CPUs as given), in order.
+    pub soft_affinities: Vec<(DomId, u32, u64)>,
     /// Every `remote_shutdown`: (domain, reason).
     pub remote_shutdowns: Vec<(DomId, crate::domain::ShutdownReason)>,
     /// Every domain's grant table, by id.
@@ -420,6 +422,7 @@ impl Default for FakePlatform {
             timer_changes: 0,
             siblings_changed: Vec::new(),
             affinities: Vec::new(),
+            soft_affinities: Vec::new(),
             remote_shutdowns: Vec::new(),
             gnttab: FakeGnttab::default(),
             kernel_space: true,
@@ -894,6 +897,16 @@ impl Platform for FakePlatform {
         }
         self.affinities.push((dom, vcpu, eff));
         Ok(eff)
+    }
+
+    fn set_soft_affinity(
+        &mut self,
+        dom: DomId,
+        vcpu: u32,
+        cpus: u64,
+    ) -> Result<(), hypercall_abi::Errno> {
+        self.soft_affinities.push((dom, vcpu, cpus));
+        Ok(())
     }
 
     fn sibling_changed(&mut self, vcpu: u32) {

@@ -474,6 +474,22 @@ pub fn set_hard_affinity(slot: usize, vcpu: u32, cpus: u64) -> Result<u64, Errno
     }
 }
 
+/// Lets vCPU `vcpu` of the domain in `slot` prefer the CPUs in `cpus` (soft
+/// affinity); it moves at its CPU's next schedule.
+pub fn set_soft_affinity(slot: usize, vcpu: u32, cpus: u64) -> Result<(), Errno> {
+    let v = vref(slot, usize::try_from(vcpu).unwrap_or(usize::MAX));
+    let running = {
+        let mut rq = runq().lock();
+        rq.set_soft_affinity(v, cpus).map_err(|_| Errno::EINVAL)?;
+        rq.running_on(v)
+    };
+    // Its CPU reschedules, which moves it if a CPU it prefers idles.
+    if let Some(cpu) = running {
+        resched(cpu);
+    }
+    Ok(())
+}
+
 /// `dom0_vcpus_pin`: vCPU n of the domain in `slot` runs on CPU n only (counting
 /// round the CPUs that run guests, as Xen's `dom0_setup_vcpu` does).
 pub fn pin_vcpus(slot: usize) {
@@ -1000,6 +1016,9 @@ fn dispatch<'a>(
         };
         percpu::mine(&SLICE_END)
             .store(decision.slice_end_ns.unwrap_or(u64::MAX), Ordering::Relaxed);
+        if let Some(cpu) = decision.kick {
+            resched(cpu);
+        }
         if let Some(next) = decision.next {
             if from == Some(next) && !saved {
                 if let Some(v) = vcpu_mut(&mut doms, next) {

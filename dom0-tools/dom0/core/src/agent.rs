@@ -15,6 +15,7 @@ use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 
+use control_proto::cpus::Affinity;
 use control_proto::images::Bundle;
 use control_proto::{
     CreateRequest, DomRef, ErrorCode, ErrorReply, Event, ExitAction, HostInfo, ImageInfo, Kernel,
@@ -121,12 +122,19 @@ fn build_error(name: &str, e: BuildError) -> ErrorReply {
         BuildError::NotElf(_) | BuildError::NotPv(_) => ErrorCode::BadImage,
         BuildError::Layout(_)
         | BuildError::Affinity {
+            which: Affinity::Hard,
             errno: Errno::EINVAL,
             ..
         } => ErrorCode::BadConfig,
-        BuildError::Affinity { vcpu, errno, .. } => {
+        BuildError::Affinity {
+            vcpu, which, errno, ..
+        } => {
+            let kind = match which {
+                Affinity::Hard => "",
+                Affinity::Soft => "soft ",
+            };
             return hv_error(
-                format_args!("building {name}: setting vCPU {vcpu}'s affinity"),
+                format_args!("building {name}: setting vCPU {vcpu}'s {kind}affinity"),
                 errno,
             );
         }
@@ -1142,6 +1150,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             memory_mib: c.memory_mib,
             vcpus: c.vcpus,
             cpus: &c.cpus,
+            cpus_soft: &c.cpus_soft,
             cmdline: c.cmdline.as_bytes(),
             backend: DomId::DOM0,
             unpause: false,

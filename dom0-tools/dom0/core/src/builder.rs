@@ -21,7 +21,7 @@ use pvboot::{BuildParams, DomainMemory, Flavour, Layout, MemError, XenImageInfo}
 use zerocopy::FromZeros;
 
 use crate::hv::Hypervisor;
-use control_proto::cpus::CpuMap;
+use control_proto::cpus::{Affinity, CpuMap};
 
 /// What to build.
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +43,9 @@ pub struct BuildRequest<'a> {
     /// Hard affinity (`cpus =`): vCPU i runs only on `cpus[i]`, set right after
     /// `createdomain` as libxl does; vCPUs past the list keep every CPU.
     pub cpus: &'a [CpuMap],
+    /// Soft affinity (`cpus_soft =`): vCPU i prefers `cpus_soft[i]`, set after
+    /// the hard maps; vCPUs past the list have no preference.
+    pub cpus_soft: &'a [CpuMap],
     /// The kernel command line.
     pub cmdline: &'a [u8],
     /// The domain serving its console and xenstore (dom0).
@@ -91,13 +94,17 @@ pub enum BuildError {
         /// What it answered.
         errno: Errno,
     },
-    /// `XEN_DOMCTL_setvcpuaffinity` refused a vCPU's hard affinity (`cpus =`).
+    /// `XEN_DOMCTL_setvcpuaffinity` refused a vCPU's hard (`cpus =`) or soft
+    /// (`cpus_soft =`) affinity.
     Affinity {
         /// The vCPU.
         vcpu: u32,
+        /// Which map.
+        which: Affinity,
         /// Its map, as the config gave it.
         map: CpuMap,
-        /// What the hypervisor answered (`-EINVAL`: no CPU of the map runs guests).
+        /// What the hypervisor answered (`-EINVAL` for a hard map: no CPU of it
+        /// runs guests).
         errno: Errno,
         /// The machine's CPUs (`physinfo`), when known.
         nr_cpus: Option<u32>,
@@ -125,6 +132,7 @@ impl fmt::Display for BuildError {
             }
             BuildError::Affinity {
                 vcpu,
+                which: Affinity::Hard,
                 map,
                 errno: Errno::EINVAL,
                 nr_cpus,
@@ -139,10 +147,24 @@ impl fmt::Display for BuildError {
                 f.write_str("; XEN_DOMCTL_setvcpuaffinity refused the map: -EINVAL (22)")
             }
             BuildError::Affinity {
-                vcpu, map, errno, ..
+                vcpu,
+                which: Affinity::Hard,
+                map,
+                errno,
+                ..
             } => write!(
                 f,
                 "XEN_DOMCTL_setvcpuaffinity of vCPU {vcpu} to CPUs {map} failed: {errno}"
+            ),
+            BuildError::Affinity {
+                vcpu,
+                which: Affinity::Soft,
+                map,
+                errno,
+                ..
+            } => write!(
+                f,
+                "XEN_DOMCTL_setvcpuaffinity (soft) of vCPU {vcpu} to CPUs {map} failed: {errno}"
             ),
             BuildError::Build(e) => write!(f, "building the domain's memory: {e}"),
         }
@@ -212,7 +234,8 @@ pub fn build<H: Hypervisor>(hv: &mut H, req: &BuildRequest<'_>) -> Result<Built,
     let dom = hv
         .create_domain(req.handle, req.vcpus)
         .map_err(hv_err("XEN_DOMCTL_createdomain"))?;
-    let result = set_affinity(hv, dom, req.cpus, nr_cpus)
+    let result = set_affinity(hv, dom, Affinity::Hard, req.cpus, nr_cpus)
+        .and_then(|()| set_affinity(hv, dom, Affinity::Soft, req.cpus_soft, nr_cpus))
         .and_then(|()| fill_and_start(hv, dom, req, &elf, &info, &layout));
     match result {
         Ok(b) => Ok(b),
@@ -223,17 +246,21 @@ pub fn build<H: Hypervisor>(hv: &mut H, req: &BuildRequest<'_>) -> Result<Built,
     }
 }
 
-/// Each vCPU's hard affinity, as libxl sets it before `max_mem`.
+/// Each listed vCPU's hard or soft affinity, as libxl sets them before
+/// `max_mem` (the hard maps first). A soft map the hypervisor takes but finds
+/// no effective CPU in is kept: it only fails on an error.
 fn set_affinity<H: Hypervisor>(
     hv: &mut H,
     dom: DomId,
-    cpus: &[CpuMap],
+    which: Affinity,
+    maps: &[CpuMap],
     nr_cpus: Option<u32>,
 ) -> Result<(), BuildError> {
-    for (vcpu, map) in (0u32..).zip(cpus) {
-        hv.set_vcpu_affinity(dom, vcpu, map)
+    for (vcpu, map) in (0u32..).zip(maps) {
+        hv.set_vcpu_affinity(dom, vcpu, which, map)
             .map_err(|errno| BuildError::Affinity {
                 vcpu,
+                which,
                 map: *map,
                 errno,
                 nr_cpus,

@@ -5,11 +5,14 @@
 
 use alloc::string::String;
 
-use control_proto::cpus::CpuMap;
+use control_proto::cpus::{Affinity, CpuMap};
 
 use core::sync::atomic::AtomicU32;
 
-use hypercall_abi::domctl::{DomctlGetDomainInfo, SysctlPhysinfo};
+use hypercall_abi::domctl::{
+    DomctlGetDomainInfo, DomctlVcpuAffinity, SysctlPhysinfo, VCPUAFFINITY_HARD, VCPUAFFINITY_SOFT,
+    XenctlBitmap,
+};
 use hypercall_abi::sched::ShutdownReason;
 use hypercall_abi::xen::VcpuGuestContext;
 use hypercall_abi::{DomId, Errno, EvtchnPort, GrantRef, Mfn};
@@ -39,6 +42,29 @@ pub struct ConsoleChunk {
 /// A console page dom0 has mapped (the kernel's mapping slot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingId(pub u32);
+
+/// The `XEN_DOMCTL_setvcpuaffinity` argument that sets `vcpu`'s `which` map to
+/// `map` ([`Hypervisor::set_vcpu_affinity`]): flag `XEN_VCPUAFFINITY_HARD` with
+/// `cpumap_hard`, or `XEN_VCPUAFFINITY_SOFT` with `cpumap_soft`; the other map
+/// is left alone.
+pub fn set_affinity_arg(vcpu: u32, which: Affinity, map: XenctlBitmap) -> DomctlVcpuAffinity {
+    let none = DomctlVcpuAffinity {
+        vcpu,
+        ..DomctlVcpuAffinity::default()
+    };
+    match which {
+        Affinity::Hard => DomctlVcpuAffinity {
+            flags: VCPUAFFINITY_HARD,
+            cpumap_hard: map,
+            ..none
+        },
+        Affinity::Soft => DomctlVcpuAffinity {
+            flags: VCPUAFFINITY_SOFT,
+            cpumap_soft: map,
+            ..none
+        },
+    }
+}
 
 /// The hypervisor, as the control agent and the domain builder see it.
 pub trait Hypervisor {
@@ -83,10 +109,18 @@ pub trait Hypervisor {
     /// `XEN_DOMCTL_createdomain` with `vcpus` vCPUs (`max_evtchn_port` 1023): the
     /// new id.
     fn create_domain(&mut self, handle: [u8; 16], vcpus: u32) -> Result<DomId, Errno>;
-    /// `XEN_DOMCTL_setvcpuaffinity` of `dom`'s `vcpu` with `XEN_VCPUAFFINITY_HARD`
-    /// and `hard`: the effective map the hypervisor writes back (the CPUs of
-    /// `hard` that run guests). `-EINVAL` when none of them does.
-    fn set_vcpu_affinity(&mut self, dom: DomId, vcpu: u32, hard: &CpuMap) -> Result<CpuMap, Errno>;
+    /// `XEN_DOMCTL_setvcpuaffinity` of `dom`'s `vcpu`, one map: `which` says
+    /// `XEN_VCPUAFFINITY_HARD` (`cpumap_hard`) or `_SOFT` (`cpumap_soft`). Returns
+    /// the effective map the hypervisor writes back: for the hard map, its CPUs
+    /// that run guests (`-EINVAL` when none does); for the soft map, its CPUs
+    /// within the effective hard one (perhaps none: Xen does not refuse it).
+    fn set_vcpu_affinity(
+        &mut self,
+        dom: DomId,
+        vcpu: u32,
+        which: Affinity,
+        map: &CpuMap,
+    ) -> Result<CpuMap, Errno>;
     /// `XEN_DOMCTL_getvcpuaffinity` of `dom`'s `vcpu`: its hard and soft maps, as
     /// set. `-EINVAL` for a vCPU the domain does not have.
     fn vcpu_affinity(&mut self, dom: DomId, vcpu: u32) -> Result<(CpuMap, CpuMap), Errno>;
@@ -183,4 +217,30 @@ pub struct GrantSeg {
     pub len: u16,
     /// Byte offset in dom0's buffer.
     pub buf_off: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_affinity_arg_names_one_map_by_its_flag() {
+        let map = XenctlBitmap {
+            bitmap: 0x1000,
+            nr_bits: 256,
+            _pad: 0,
+        };
+        let hard = set_affinity_arg(3, Affinity::Hard, map);
+        assert_eq!((hard.vcpu, hard.flags), (3, VCPUAFFINITY_HARD));
+        assert_eq!(
+            (hard.cpumap_hard, hard.cpumap_soft),
+            (map, XenctlBitmap::default())
+        );
+        let soft = set_affinity_arg(1, Affinity::Soft, map);
+        assert_eq!((soft.vcpu, soft.flags), (1, VCPUAFFINITY_SOFT));
+        assert_eq!(
+            (soft.cpumap_hard, soft.cpumap_soft),
+            (XenctlBitmap::default(), map)
+        );
+    }
 }

@@ -14,7 +14,7 @@ use hypercall_abi::sched::ShutdownReason;
 use hypercall_abi::xen::VcpuGuestContext;
 use hypercall_abi::{DomId, Errno, EvtchnPort, GrantRef, Mfn};
 
-use control_proto::cpus::CpuMap;
+use control_proto::cpus::{Affinity, CpuMap};
 
 use crate::hv::{ConsoleChunk, GrantSeg, Hypervisor, RingId, XenVersion};
 
@@ -115,7 +115,13 @@ impl Hypervisor for Fake {
     fn now_ns(&self) -> u64 {
         0
     }
-    fn set_vcpu_affinity(&mut self, _: DomId, _: u32, _: &CpuMap) -> Result<CpuMap, Errno> {
+    fn set_vcpu_affinity(
+        &mut self,
+        _: DomId,
+        _: u32,
+        _: Affinity,
+        _: &CpuMap,
+    ) -> Result<CpuMap, Errno> {
         Err(Errno::ENOSYS)
     }
     fn vcpu_affinity(&mut self, _: DomId, _: u32) -> Result<(CpuMap, CpuMap), Errno> {

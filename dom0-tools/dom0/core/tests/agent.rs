@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use control_proto::cpus::CpuMap;
+use control_proto::cpus::{Affinity, CpuMap};
 use control_proto::images::{Bundle, BundleWriter};
 use control_proto::{
     CreateRequest, DomRef, DomState, ErrorCode, ExitAction, FrameDecoder, Kernel, MAX_DATA,
@@ -50,6 +50,10 @@ struct FakeHv {
     notified: Vec<EvtchnPort>,
     /// Hard affinity as set, by (domain, vCPU); unset: every CPU.
     hard: BTreeMap<(u16, u32), CpuMap>,
+    /// Soft affinity as set, by (domain, vCPU); unset: every CPU.
+    soft: BTreeMap<(u16, u32), CpuMap>,
+    /// Setting a soft map fails with this, if set.
+    refuse_soft: Option<Errno>,
 }
 
 fn dom(id: u16, flags: u32, pages: u64) -> DomctlGetDomainInfo {
@@ -155,6 +159,7 @@ impl Hypervisor for FakeHv {
         );
         self.domains.remove(&d.0).ok_or(Errno::ESRCH)?;
         self.hard.retain(|(dom, _), _| *dom != d.0);
+        self.soft.retain(|(dom, _), _| *dom != d.0);
         let before = self.frames.len();
         self.frames.retain(|_, (o, _)| *o != d);
         self.free += (before - self.frames.len()) as u64;
@@ -190,19 +195,38 @@ impl Hypervisor for FakeHv {
         Ok(DomId(id))
     }
 
-    fn set_vcpu_affinity(&mut self, d: DomId, vcpu: u32, hard: &CpuMap) -> Result<CpuMap, Errno> {
-        self.check(format!("setvcpuaffinity {} {vcpu} {hard}", d.0))?;
+    fn set_vcpu_affinity(
+        &mut self,
+        d: DomId,
+        vcpu: u32,
+        which: Affinity,
+        map: &CpuMap,
+    ) -> Result<CpuMap, Errno> {
+        let soft = which == Affinity::Soft;
+        let flag = if soft { "soft " } else { "" };
+        self.check(format!("setvcpuaffinity {flag}{} {vcpu} {map}", d.0))?;
         let info = self.domains.get(&d.0).ok_or(Errno::ESRCH)?;
         if vcpu > info.max_vcpu_id {
             return Err(Errno::EINVAL);
         }
+        let machine = CpuMap::first(2);
+        if soft {
+            if let Some(e) = self.refuse_soft {
+                return Err(e);
+            }
+            // As Xen: kept even with no CPU of the machine; the effective map is
+            // within the hard one.
+            self.soft.insert((d.0, vcpu), *map);
+            let hard = self.hard.get(&(d.0, vcpu)).unwrap_or(&machine);
+            return Ok(map.intersection(hard).intersection(&machine));
+        }
         // As Xen: the CPUs of the map that run guests (physinfo's two), -EINVAL
         // if none, and nothing changes then.
-        let effective = hard.intersection(&CpuMap::first(2));
+        let effective = map.intersection(&machine);
         if effective.is_empty() {
             return Err(Errno::EINVAL);
         }
-        self.hard.insert((d.0, vcpu), *hard);
+        self.hard.insert((d.0, vcpu), *map);
         Ok(effective)
     }
 
@@ -230,7 +254,8 @@ impl Hypervisor for FakeHv {
         }
         // The hypervisor keeps 64-bit maps: every CPU reads back as 0-63.
         let all = CpuMap::first(64);
-        Ok((self.hard.get(&(d.0, vcpu)).copied().unwrap_or(all), all))
+        let get = |m: &BTreeMap<(u16, u32), CpuMap>| m.get(&(d.0, vcpu)).copied().unwrap_or(all);
+        Ok((get(&self.hard), get(&self.soft)))
     }
 
     fn max_mem(&mut self, d: DomId, kib: u64) -> Result<(), Errno> {
@@ -646,6 +671,7 @@ fn create(name: &str, kernel: Kernel) -> Request {
         vifs: Vec::new(),
         ramdisk: None,
         cpus: Vec::new(),
+        cpus_soft: Vec::new(),
     })
 }
 
@@ -1791,6 +1817,115 @@ fn cpus_pin_each_vcpu_and_vcpu_list_reads_them_back() {
         Request::VcpuList(DomRef::Name("pinned".into())),
     ));
     assert_eq!(rows[0].1, "1", "kept across the restart");
+}
+
+#[test]
+fn cpus_soft_sets_soft_maps_after_the_hard_ones_and_vcpu_list_reads_them_back() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let Request::Create(c) = pinned("soft", 3, &["0-1"]) else {
+        unreachable!()
+    };
+    let soft: Vec<CpuMap> = ["1", "5"]
+        .iter()
+        .map(|s| CpuMap::parse(s).unwrap())
+        .collect();
+    let req = Request::Create(CreateRequest {
+        cpus_soft: soft.clone(),
+        ..c
+    });
+    let id = created(ask(&mut a, req.clone()));
+    let calls: Vec<&String> = a
+        .hv()
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("setvcpuaffinity"))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            &format!("setvcpuaffinity {} 0 0-1", id.0),
+            &format!("setvcpuaffinity soft {} 0 1", id.0),
+            &format!("setvcpuaffinity soft {} 1 5", id.0),
+        ],
+        "the hard map first; a soft map with no CPU of the machine is still set"
+    );
+    let (_, rows) = vcpu_rows(ask(&mut a, Request::VcpuList(DomRef::Name("soft".into()))));
+    let all = "0-63".to_string();
+    assert_eq!(
+        rows,
+        [
+            (0, "0-1".into(), "1".into()),
+            (1, all.clone(), "5".into()),
+            (2, all.clone(), all.clone()),
+        ]
+    );
+    // A reboot builds it again with the same preferences.
+    let reboot = hypercall_abi::sched::ShutdownReason::Reboot as u32;
+    a.hv().domains.get_mut(&id.0).unwrap().flags |= DOMINF_SHUTDOWN | (reboot << 16);
+    let mut out = Vec::new();
+    a.tick(30_000_000_000, &mut out);
+    let (_, rows) = vcpu_rows(ask(&mut a, Request::VcpuList(DomRef::Name("soft".into()))));
+    assert_eq!(rows[0].2, "1", "kept across the restart");
+
+    // Malformed soft maps never reach the hypervisor and are named by their key.
+    let before = a.hv().calls.len();
+    let Request::Create(c) = pinned("many", 1, &[]) else {
+        unreachable!()
+    };
+    error(
+        ask(
+            &mut a,
+            Request::Create(CreateRequest {
+                cpus_soft: soft.clone(),
+                ..c.clone()
+            }),
+        ),
+        ErrorCode::BadConfig,
+        "cpus_soft: 2 affinity maps for 1 vCPUs",
+    );
+    error(
+        ask(
+            &mut a,
+            Request::Create(CreateRequest {
+                cpus_soft: vec![CpuMap::NONE],
+                ..c.clone()
+            }),
+        ),
+        ErrorCode::BadConfig,
+        "cpus_soft: vCPU 0's map holds no CPU",
+    );
+    assert!(
+        !a.hv().calls[before..]
+            .iter()
+            .any(|c| c.starts_with("createdomain")),
+        "{:?}",
+        &a.hv().calls[before..]
+    );
+
+    // A hypervisor that refuses a soft map: the hypercall's error, nothing left behind.
+    a.hv().refuse_soft = Some(Errno::EPERM);
+    let msg = error(
+        ask(
+            &mut a,
+            Request::Create(CreateRequest {
+                name: "refused".into(),
+                cpus_soft: soft[..1].to_vec(),
+                ..c
+            }),
+        ),
+        ErrorCode::Hypervisor,
+        "building refused: setting vCPU 0's soft affinity: the hypervisor refused: -EPERM",
+    );
+    assert!(msg.contains("dom0 lacks the privilege"), "{msg}");
+    assert!(
+        a.hv().calls.last().unwrap().starts_with("destroy "),
+        "{:?}",
+        a.hv().calls
+    );
+    match ask(&mut a, Request::List) {
+        Response::Domains(l) => assert_eq!(l.len(), 2, "dom0 and `soft`"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

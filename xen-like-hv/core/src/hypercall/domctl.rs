@@ -490,13 +490,6 @@ fn write_cpumap<P: Platform>(
     Ok(())
 }
 
-/// `XEN_DOMCTL_setvcpuaffinity` / `getvcpuaffinity` of vCPU `a.vcpu` of `target` (the
-/// caller included), as Xen 4.17's `vcpu_affinity_domctl`: a vCPU the domain does
-/// not have is -EINVAL, as are flags naming neither map. Setting the hard map keeps
-/// the vCPU to those CPUs that run guests (-EINVAL if none, nothing changed) and
-/// writes that effective map back; the soft map is kept and written back as its
-/// intersection with the hard one, but the scheduler does not use it (Xen's credit
-/// prefers those CPUs). Reading gives the maps as they were set.
 /// `XEN_DOMCTL_getvcpuinfo` for vCPU `vcpu` of `target`, as Xen 4.17 answers it: an
 /// unknown domain is -ESRCH, a vCPU it does not have -EINVAL.
 fn vcpu_info<P: Platform>(
@@ -535,6 +528,13 @@ fn vcpu_info<P: Platform>(
         .ok_or(Errno::EINVAL.into())
 }
 
+/// `XEN_DOMCTL_setvcpuaffinity` / `getvcpuaffinity` of vCPU `a.vcpu` of `target` (the
+/// caller included), as Xen 4.17's `vcpu_affinity_domctl`: a vCPU the domain does
+/// not have is -EINVAL, as are flags naming neither map. Setting the hard map keeps
+/// the vCPU to those CPUs that run guests (-EINVAL if none, nothing changed) and
+/// writes that effective map back; the soft map goes to the scheduler as a
+/// preference and is written back as its intersection with the hard one. Reading
+/// gives the maps as they were set.
 fn vcpu_affinity<P: Platform>(
     ctx: &mut GuestCtx<'_, P>,
     target: DomId,
@@ -585,6 +585,7 @@ fn vcpu_affinity<P: Platform>(
         hard = h;
     }
     if let Some(s) = want_soft {
+        ctx.p.set_soft_affinity(target, a.vcpu, s)?;
         soft = s;
     }
     let store = |v: &mut crate::vcpu::Vcpu| {

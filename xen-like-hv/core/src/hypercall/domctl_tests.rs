@@ -689,6 +689,11 @@ fn vcpu_affinity_is_set_read_back_and_checked() {
         Ok(0)
     );
     assert_eq!(w.p.affinities, [(DomId(1), 0, 0b10)]);
+    assert_eq!(
+        w.p.soft_affinities,
+        [(DomId(1), 0, 0xFFF)],
+        "the scheduler gets the soft map as given"
+    );
     let v = &w.p.other_vcpus[&1];
     assert_eq!((v.affinity_hard, v.affinity_soft), (0x202, 0xFFF));
     // The effective maps come back: hard on the CPUs that run guests, soft within it.
@@ -706,6 +711,15 @@ fn vcpu_affinity_is_set_read_back_and_checked() {
     w.p.poke_obj(hard, &[0b100u8, 0]);
     assert_eq!(set(&mut w, &aff(0, VCPUAFFINITY_HARD)), E(Errno::EINVAL));
     assert_eq!(w.p.other_vcpus[&1].affinity_hard, 0x202);
+    assert_eq!(
+        set(&mut w, &aff(0, VCPUAFFINITY_HARD | VCPUAFFINITY_SOFT)),
+        E(Errno::EINVAL)
+    );
+    assert_eq!(
+        w.p.soft_affinities.len(),
+        1,
+        "a refused hard map sets no soft one"
+    );
     let bad = DomctlVcpuAffinity {
         cpumap_hard: XenctlBitmap {
             bitmap: UNMAPPED,

@@ -16,6 +16,16 @@
 //! 30 ms slice with a 1 ms rate limit; the shorter slice here keeps timer-driven
 //! guests within a tick of their period next to hogs.
 //!
+//! **Soft affinity** (Xen's `cpus_soft`) is a preference, as in credit2: a waking
+//! vCPU goes to an idle CPU of its soft affinity before any other idle CPU, and
+//! when it must preempt, to a CPU in its soft affinity whose vCPU is not in its own
+//! ([`RunQueue::wake`]); a vCPU running outside its soft affinity leaves the CPU
+//! at its next schedule when a CPU of its soft affinity idles, and meanwhile gets
+//! a slice end so that this schedule comes ([`RunQueue::schedule`]). An idle CPU,
+//! or one it prefers, that was asked to reschedule for a vCPU (*tickled*) gets it:
+//! other CPUs leave it to that CPU until it schedules, as credit2's `tickled_cpu`
+//! does (a vCPU sent to preempt a busy CPU it does not prefer is not held back).
+//!
 //! Nothing here allocates or panics; there is no global "current": each CPU's is
 //! [`RunQueue::current`] of its index.
 
@@ -78,6 +88,9 @@ pub struct Decision {
     /// When to call `schedule` again at the latest (end of the timeslice); `None` when
     /// no other vCPU waits to run, so nothing needs preempting.
     pub slice_end_ns: Option<u64>,
+    /// Another CPU that must reschedule now: an idle CPU of the soft affinity of the
+    /// vCPU this one ran, which goes there.
+    pub kick: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -93,6 +106,10 @@ struct Entity {
     boost: bool,
     /// The CPUs it may run on (bit n: CPU n; Xen's hard affinity).
     affinity: u64,
+    /// The CPUs it prefers (Xen's soft affinity), as set.
+    soft: u64,
+    /// The CPU asked to reschedule for it that has not scheduled since.
+    tickled: Option<u8>,
 }
 
 /// Every CPU: the affinity a vCPU starts with.
@@ -198,6 +215,8 @@ impl RunQueue {
                 seq,
                 boost: false,
                 affinity: ALL_CPUS,
+                soft: ALL_CPUS,
+                tickled: None,
             })
             .map_err(|_| SchedError::Full)
     }
@@ -272,8 +291,64 @@ impl RunQueue {
         let i = self.find(v).ok_or(SchedError::Unknown(v))?;
         if let Some(e) = self.entities.get_mut(i) {
             e.affinity = cpus;
+            e.tickled = None;
         }
         Ok(self.running_on(v).filter(|&c| cpus & (1 << c) == 0))
+    }
+
+    /// The CPUs `v` prefers (bit n: CPU n), as set.
+    pub fn soft_affinity(&self, v: VcpuRef) -> Option<u64> {
+        self.entity(v).map(|e| e.soft)
+    }
+
+    /// Sets the CPUs `v` prefers (Xen's soft affinity). Any mask is taken: one with
+    /// no CPU of the hard affinity, or with all of them, expresses no preference
+    /// (Xen's `has_soft_affinity`). `v` moves at its CPU's next schedule.
+    pub fn set_soft_affinity(&mut self, v: VcpuRef, cpus: u64) -> Result<(), SchedError> {
+        let i = self.find(v).ok_or(SchedError::Unknown(v))?;
+        if let Some(e) = self.entities.get_mut(i) {
+            e.soft = cpus;
+        }
+        Ok(())
+    }
+
+    /// The CPUs `e` prefers among those it may run on, if that is a real preference:
+    /// some but not all of them.
+    fn preferred(&self, e: &Entity) -> Option<u64> {
+        let hard = e.affinity & self.online_mask();
+        let soft = e.soft & hard;
+        (soft != 0 && soft != hard).then_some(soft)
+    }
+
+    /// Whether `e` would rather run on `cpu` (true without a preference).
+    fn prefers(&self, e: &Entity, cpu: usize) -> bool {
+        self.preferred(e)
+            .is_none_or(|m| cpu < 64 && m & (1 << cpu) != 0)
+    }
+
+    /// The CPUs tickled for some vCPU and not yet rescheduled.
+    fn tickled_mask(&self) -> u64 {
+        self.entities
+            .iter()
+            .filter_map(|e| e.tickled)
+            .fold(0, |m, c| m | 1u64.checked_shl(u32::from(c)).unwrap_or(0))
+    }
+
+    /// An idle CPU of `mask` that nobody tickled: `here` if it is one, else the
+    /// lowest.
+    fn idle_in(&self, mask: u64, here: usize) -> Option<usize> {
+        let tickled = self.tickled_mask();
+        let ok = |c: usize| {
+            c < self.nr_cpus
+                && c < 64
+                && mask & (1 << c) != 0
+                && tickled & (1 << c) == 0
+                && self.current(c).is_none()
+        };
+        if ok(here) {
+            return Some(here);
+        }
+        (0..self.nr_cpus).find(|&c| ok(c))
     }
 
     /// The queue's CPUs as a mask.
@@ -357,29 +432,79 @@ impl RunQueue {
         e.boost = true;
         let mine = e.vruntime;
         let affinity = e.affinity;
+        let me = *e;
         if self.running_on(v).is_some() {
             return None;
         }
-        let may = |c: usize| c < 64 && affinity & (1 << c) != 0;
-        let idle = |c: usize| c < self.nr_cpus && may(c) && self.current(c).is_none();
-        if idle(here) {
-            return Some(here);
+        let cpu = self.pick_for_wake(&me, mine, affinity, waited, here);
+        // An idle CPU, or one it prefers, keeps it from the others until it
+        // schedules. A busy CPU named to be preempted does not: any CPU that
+        // schedules first may run it (a vCPU that wakes its peer and then blocks
+        // hands over its CPU at once, and the preempted vCPU keeps its CPU).
+        if let Some(c) = cpu
+            && (self.current(c).is_none()
+                || self
+                    .preferred(&me)
+                    .is_some_and(|m| c < 64 && m & (1 << c) != 0))
+            && let Some(e) = self.entities.get_mut(i)
+        {
+            e.tickled = u8::try_from(c).ok();
         }
-        if let Some(c) = (0..self.nr_cpus).find(|&c| idle(c)) {
+        cpu
+    }
+
+    /// Where woken `me` (virtual runtime `mine`, hard affinity `affinity`) should
+    /// go; `waited`: others waited before it. See [`RunQueue::wake`].
+    fn pick_for_wake(
+        &self,
+        me: &Entity,
+        mine: u64,
+        affinity: u64,
+        waited: bool,
+        here: usize,
+    ) -> Option<usize> {
+        let may = |c: usize| c < 64 && affinity & (1 << c) != 0;
+        // An idle CPU it prefers, then any idle CPU it may use.
+        if let Some(c) = self
+            .preferred(me)
+            .and_then(|soft| self.idle_in(soft, here))
+            .or_else(|| self.idle_in(affinity, here))
+        {
             return Some(c);
         }
         // The CPU whose vCPU is furthest ahead (one that stopped being runnable
-        // counts as infinitely far).
+        // counts as infinitely far, as does a tickled idle CPU).
         let ahead = |c: usize| {
             self.current(c)
                 .and_then(|cur| self.entity(cur))
                 .filter(|e| e.runnable)
                 .map_or(u64::MAX, |e| e.vruntime)
         };
-        let victim = (0..self.nr_cpus)
-            .filter(|&c| may(c))
-            .max_by_key(|&c| (ahead(c), core::cmp::Reverse(c)))?;
-        (mine < ahead(victim) || !waited).then_some(victim)
+        // Among CPUs whose vCPU it may preempt, credit2's `tickle_score` classes
+        // first: one it prefers whose vCPU does not prefer it, then one both or
+        // neither prefer, then one only the running vCPU prefers.
+        let class = |c: usize| {
+            let cur_prefers = self
+                .current(c)
+                .and_then(|cur| self.entity(cur))
+                .is_none_or(|e| self.prefers(e, c));
+            match (self.prefers(me, c), cur_prefers) {
+                (true, false) => 2,
+                (false, true) => 0,
+                _ => 1,
+            }
+        };
+        let cpus = || (0..self.nr_cpus).filter(|&c| may(c));
+        if let Some(c) = cpus()
+            .filter(|&c| mine < ahead(c))
+            .max_by_key(|&c| (class(c), ahead(c), core::cmp::Reverse(c)))
+        {
+            return Some(c);
+        }
+        // Nobody to preempt: if nobody waited before it either, the CPU furthest
+        // ahead arms a slice end for it.
+        let victim = cpus().max_by_key(|&c| (ahead(c), core::cmp::Reverse(c)))?;
+        (!waited).then_some(victim)
     }
 
     /// `v` cannot run (blocked, paused, down). If it is current somewhere it stays so
@@ -393,6 +518,7 @@ impl RunQueue {
         self.floor_base();
         if let Some(e) = self.find(v).and_then(|i| self.entities.get_mut(i)) {
             e.runnable = false;
+            e.tickled = None;
         }
     }
 
@@ -417,38 +543,103 @@ impl RunQueue {
     }
 
     /// Charges CPU `cpu`'s current vCPU and picks its next: the runnable vCPU with the
-    /// least virtual runtime that no other CPU runs, or idle.
+    /// least virtual runtime that no other CPU runs and no other CPU was tickled for,
+    /// or idle. The current vCPU, if it runs outside its soft affinity while a CPU
+    /// of it idles, is left to that CPU (named in [`Decision::kick`]).
     pub fn schedule(&mut self, cpu: usize, now: u64) -> Decision {
         if cpu >= self.nr_cpus {
             return Decision {
                 next: None,
                 slice_end_ns: None,
+                kick: None,
             };
         }
         self.charge(cpu, now);
-        let next = self
-            .entities
-            .iter()
-            .filter(|e| e.runnable && Self::allowed(e, cpu))
-            .filter(|e| self.running_on(e.v).is_none_or(|c| c == cpu))
-            .min_by_key(|e| (e.vruntime, !e.boost, e.seq))
+        // This CPU answers every tickle it had.
+        let me = u8::try_from(cpu).ok();
+        for e in self.entities.iter_mut().filter(|e| e.tickled == me) {
+            e.tickled = None;
+        }
+        let kick = self.soft_move(cpu);
+        let leaving = kick.and(self.current(cpu));
+        let candidates = || {
+            self.entities
+                .iter()
+                .filter(|e| e.runnable && Self::allowed(e, cpu) && Some(e.v) != leaving)
+                .filter(|e| self.running_on(e.v).is_none_or(|c| c == cpu))
+                .filter(|e| e.tickled.is_none_or(|t| Some(t) == me))
+        };
+        let first = candidates().min_by_key(|e| (e.vruntime, !e.boost, e.seq));
+        // One that prefers this CPU goes first if it is within a timeslice of the
+        // first: two vCPUs preempted at once come back each to the CPU it prefers.
+        let next = first
+            .filter(|f| !self.prefers(f, cpu))
+            .and_then(|f| {
+                candidates()
+                    .filter(|e| {
+                        self.preferred(e).is_some()
+                            && self.prefers(e, cpu)
+                            && e.vruntime <= f.vruntime.saturating_add(self.timeslice)
+                    })
+                    .min_by_key(|e| (e.vruntime, !e.boost, e.seq))
+            })
+            .or(first)
             .map(|e| e.v);
         if let Some(c) = self.cpus.get_mut(cpu) {
             c.current = next;
             c.picked_at = now;
         }
+        let others_wait = self.entities.iter().any(|e| {
+            e.runnable
+                && Some(e.v) != next
+                && Self::allowed(e, cpu)
+                && self.running_on(e.v).is_none()
+        });
+        // A vCPU outside its soft affinity gets a slice end: its next schedule
+        // moves it if a CPU it prefers idles by then.
+        let astray = next
+            .and_then(|n| self.entity(n))
+            .is_some_and(|e| !self.prefers(e, cpu));
         Decision {
             next,
-            slice_end_ns: self
-                .entities
-                .iter()
-                .any(|e| {
-                    e.runnable
-                        && Some(e.v) != next
-                        && Self::allowed(e, cpu)
-                        && self.running_on(e.v).is_none()
-                })
-                .then(|| now.saturating_add(self.timeslice)),
+            slice_end_ns: (others_wait || astray).then(|| now.saturating_add(self.timeslice)),
+            kick,
         }
+    }
+
+    /// If CPU `cpu`'s current vCPU may run on and runs outside its soft affinity
+    /// while an untickled CPU of it idles, or runs a vCPU that is outside its own
+    /// soft affinity and prefers `cpu` (the two swap: that CPU's schedule sends its
+    /// vCPU here): tickles that CPU for it and names it.
+    fn soft_move(&mut self, cpu: usize) -> Option<usize> {
+        let i = self.current(cpu).and_then(|v| self.find(v))?;
+        let e = self.entities.get(i)?;
+        if !e.runnable || self.prefers(e, cpu) {
+            return None;
+        }
+        let soft = self.preferred(e)?;
+        let tickled = self.tickled_mask();
+        let swaps = |c: usize| {
+            c < 64
+                && soft & (1 << c) != 0
+                && tickled & (1 << c) == 0
+                && self
+                    .current(c)
+                    .and_then(|o| self.entity(o))
+                    .is_some_and(|o| {
+                        o.runnable
+                            && self.preferred(o).is_some()
+                            && !self.prefers(o, c)
+                            && self.prefers(o, cpu)
+                            && Self::allowed(o, cpu)
+                    })
+        };
+        let to = self
+            .idle_in(soft, cpu)
+            .or_else(|| (0..self.nr_cpus).find(|&c| swaps(c)))?;
+        if let Some(e) = self.entities.get_mut(i) {
+            e.tickled = u8::try_from(to).ok();
+        }
+        Some(to)
     }
 }

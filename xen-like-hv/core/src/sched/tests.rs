@@ -44,7 +44,8 @@ fn idle_until_something_wakes() {
         d,
         Decision {
             next: Some(v(1)),
-            slice_end_ns: None
+            slice_end_ns: None,
+            kick: None
         }
     );
     assert_eq!(q.current(0), Some(v(1)));
@@ -452,6 +453,7 @@ enum SmpOp {
     Remove(u16),
     Schedule(usize, u64),
     Pin(u16, u64),
+    Soft(u16, u64),
 }
 
 fn smp_op() -> impl Strategy<Value = SmpOp> {
@@ -462,6 +464,7 @@ fn smp_op() -> impl Strategy<Value = SmpOp> {
         (0..8u16).prop_map(SmpOp::Remove),
         (0..4usize, 0..20 * MS).prop_map(|(c, dt)| SmpOp::Schedule(c, dt)),
         (0..8u16, 0..16u64).prop_map(|(s, m)| SmpOp::Pin(s, m)),
+        (0..8u16, 0..16u64).prop_map(|(s, m)| SmpOp::Soft(s, m)),
     ]
 }
 
@@ -494,10 +497,17 @@ proptest! {
                     Err(SchedError::NoCpu) => prop_assert_eq!(m, 0),
                     Err(e) => prop_assert_eq!(e, SchedError::Unknown(v(s))),
                 },
+                SmpOp::Soft(s, m) => match q.set_soft_affinity(v(s), m) {
+                    Ok(()) => prop_assert_eq!(q.soft_affinity(v(s)), Some(m)),
+                    Err(e) => prop_assert_eq!(e, SchedError::Unknown(v(s))),
+                },
                 SmpOp::Schedule(c, dt) => {
                     let before: u64 = (0..8).map(|s| q.runtime_ns(v(s))).sum();
                     now += dt;
                     let d = q.schedule(c, now);
+                    if let Some(k) = d.kick {
+                        prop_assert!(k < 4 && k != c, "kick {}", k);
+                    }
                     if let Some(n) = d.next {
                         prop_assert!(q.is_runnable(n));
                         prop_assert_eq!(q.running_on(n), Some(c));
@@ -629,4 +639,140 @@ fn a_vcpu_added_to_an_empty_queue_starts_at_the_minimum() {
         picks.contains(&Some(x)) && picks.contains(&Some(z)),
         "{picks:?}"
     );
+}
+
+/// Soft affinity places a woken vCPU: an idle CPU it prefers first, then any idle
+/// CPU it may use; a map with none of its CPUs, or all of them, is no preference,
+/// and hard affinity wins over soft.
+#[test]
+fn a_woken_vcpu_goes_to_an_idle_cpu_it_prefers() {
+    let mut q = RunQueue::new();
+    q.set_cpus(4);
+    q.add(v(0), 256, 0).unwrap();
+    assert_eq!(q.set_soft_affinity(v(9), 1), Err(SchedError::Unknown(v(9))));
+    assert_eq!(q.soft_affinity(v(0)), Some(ALL_CPUS));
+    let woken_at = |q: &mut RunQueue, soft: u64, here: usize| {
+        q.set_soft_affinity(v(0), soft).unwrap();
+        let c = q.wake(v(0), 0, here);
+        q.schedule(c.unwrap(), 0);
+        q.sleep(v(0), 0);
+        q.schedule(c.unwrap(), 0);
+        c
+    };
+    assert_eq!(woken_at(&mut q, 1 << 2, 0), Some(2), "prefers CPU 2");
+    assert_eq!(
+        woken_at(&mut q, 0b1100, 3),
+        Some(3),
+        "the asking CPU, preferred"
+    );
+    assert_eq!(woken_at(&mut q, 0, 1), Some(1), "no CPU: no preference");
+    assert_eq!(woken_at(&mut q, 0b1111, 1), Some(1), "every CPU: none");
+    assert_eq!(woken_at(&mut q, 1 << 7, 1), Some(1), "no such CPU: none");
+    // Hard affinity {0}, soft {2}: the preference names no CPU it may use.
+    q.set_affinity(v(0), 1).unwrap();
+    assert_eq!(woken_at(&mut q, 1 << 2, 3), Some(0), "hard wins");
+}
+
+/// A vCPU that had to start outside its soft affinity (its CPU was busy) gets a
+/// slice end, and at that schedule moves to the CPU it prefers once that idles;
+/// the CPU it leaves does not take it back meanwhile.
+#[test]
+fn a_vcpu_outside_its_soft_affinity_moves_when_a_preferred_cpu_idles() {
+    let mut q = RunQueue::new();
+    q.set_cpus(2);
+    let (busy, moving) = (v(1), v(2));
+    q.add(busy, 256, 0).unwrap();
+    q.add(moving, 256, 0).unwrap();
+    assert_eq!(q.wake(busy, 0, 1), Some(1));
+    assert_eq!(q.schedule(1, 0).next, Some(busy));
+    q.set_soft_affinity(moving, 0b10).unwrap();
+    assert_eq!(q.wake(moving, 0, 0), Some(0), "CPU 1 is busy: CPU 0 idles");
+    let d = q.schedule(0, 0);
+    assert_eq!(d.next, Some(moving));
+    assert!(d.slice_end_ns.is_some(), "astray: a slice end comes");
+    assert_eq!(d.kick, None, "CPU 1 is busy");
+    // busy blocks; CPU 1 idles (moving is CPU 0's now).
+    q.sleep(busy, MS);
+    assert_eq!(q.schedule(1, MS).next, None);
+    // At CPU 0's slice end, moving leaves for CPU 1 and CPU 1 is kicked.
+    let d = q.schedule(0, 10 * MS);
+    assert_eq!((d.next, d.kick), (None, Some(1)));
+    assert_eq!(q.schedule(0, 10 * MS).next, None, "left to CPU 1");
+    let d = q.schedule(1, 10 * MS);
+    assert_eq!(d.next, Some(moving));
+    assert_eq!(d.slice_end_ns, None, "where it prefers, alone");
+    // Where it prefers, it stays even when CPU 0 idles.
+    let d = q.schedule(1, 20 * MS);
+    assert_eq!((d.next, d.kick), (Some(moving), None));
+}
+
+/// A woken vCPU that must preempt prefers a CPU of its soft affinity whose vCPU
+/// has no preference for it over a CPU whose vCPU is further ahead but prefers its
+/// CPU (credit2's `tickle_score` classes).
+#[test]
+fn a_preempting_wake_prefers_a_cpu_of_its_soft_affinity() {
+    let mut q = RunQueue::new();
+    q.set_cpus(2);
+    let (a, b, w) = (v(1), v(2), v(3));
+    for x in [a, b, w] {
+        q.add(x, 256, 0).unwrap();
+    }
+    q.set_soft_affinity(a, 0b01).unwrap();
+    assert_eq!(q.wake(a, 0, 0), Some(0));
+    assert_eq!(q.wake(b, 0, 1), Some(1));
+    q.schedule(0, 0);
+    q.schedule(1, 0);
+    // a ran 30 ms on CPU 0, b 20 ms on CPU 1: a is further ahead.
+    q.schedule(0, 30 * MS);
+    q.schedule(1, 20 * MS);
+    assert_eq!((q.current(0), q.current(1)), (Some(a), Some(b)));
+    q.set_soft_affinity(w, 0b10).unwrap();
+    assert_eq!(q.wake(w, 30 * MS, 0), Some(1), "CPU 1: w prefers it");
+    assert_eq!(q.schedule(0, 30 * MS).next, Some(a), "w is CPU 1's");
+    assert_eq!(q.schedule(1, 30 * MS).next, Some(w));
+}
+
+/// Two vCPUs each on the CPU the other prefers swap at the next schedule of
+/// either (neither CPU idles, so no idle CPU would draw them); and a CPU that
+/// picks among waiting vCPUs takes the one that prefers it when it is within a
+/// timeslice of the first, so two vCPUs preempted at once come back each to its
+/// own CPU.
+#[test]
+fn vcpus_on_each_others_preferred_cpu_swap() {
+    let mut q = RunQueue::new();
+    q.set_cpus(2);
+    let (a, b) = (v(1), v(2));
+    // a's virtual time runs at half speed: it is behind b below.
+    q.add(a, 512, 0).unwrap();
+    q.add(b, 256, 0).unwrap();
+    assert_eq!(q.wake(a, 0, 0), Some(0));
+    assert_eq!(q.schedule(0, 0).next, Some(a));
+    assert_eq!(q.wake(b, 0, 0), Some(1));
+    assert_eq!(q.schedule(1, 0).next, Some(b));
+    q.set_soft_affinity(a, 0b10).unwrap();
+    q.set_soft_affinity(b, 0b01).unwrap();
+    let d = q.schedule(0, 10 * MS);
+    assert_eq!((d.next, d.kick), (None, Some(1)), "a leaves for CPU 1");
+    let d = q.schedule(1, 10 * MS);
+    assert_eq!((d.next, d.kick), (Some(a), Some(0)), "b leaves for CPU 0");
+    assert_eq!(q.schedule(0, 10 * MS).next, Some(b));
+    assert_eq!((q.current(0), q.current(1)), (Some(b), Some(a)));
+
+    // Both preempted (say by dom0's vCPUs), then CPU 0 schedules first: it takes
+    // b, which prefers it, though a is behind (within a timeslice).
+    let (c0, c1) = (v(3), v(4));
+    for x in [c0, c1] {
+        q.add(x, 256, 0).unwrap();
+    }
+    q.schedule(0, 20 * MS);
+    q.schedule(1, 19 * MS);
+    q.wake(c0, 20 * MS, 0);
+    q.wake(c1, 20 * MS, 1);
+    q.schedule(0, 20 * MS);
+    q.schedule(1, 20 * MS);
+    assert_eq!((q.current(0), q.current(1)), (Some(c0), Some(c1)));
+    q.sleep(c0, 21 * MS);
+    q.sleep(c1, 21 * MS);
+    assert_eq!(q.schedule(0, 21 * MS).next, Some(b));
+    assert_eq!(q.schedule(1, 21 * MS).next, Some(a));
 }

@@ -24,6 +24,8 @@ struct Dom {
     vcpus: u32,
     /// Hard affinity by vCPU, as set (`None`: every CPU).
     hard: BTreeMap<u32, CpuMap>,
+    /// Soft affinity by vCPU, as set (`None`: no preference).
+    soft: BTreeMap<u32, CpuMap>,
 }
 
 /// The fake machine's CPUs.
@@ -37,6 +39,8 @@ struct Fake {
     next_mfn: u64,
     doms: BTreeMap<u16, Dom>,
     calls: Vec<String>,
+    /// Every `setvcpuaffinity`, in order: vCPU, which map, the map.
+    affinity: Vec<(u32, Affinity, CpuMap)>,
     fail: Option<&'static str>,
     /// What `physinfo` says is free (`None`: it fails).
     physinfo_free: Option<u64>,
@@ -50,6 +54,7 @@ impl Fake {
             next_mfn: 0x1000,
             doms: BTreeMap::new(),
             calls: Vec::new(),
+            affinity: Vec::new(),
             fail: None,
             physinfo_free: None,
         }
@@ -127,24 +132,46 @@ impl Hypervisor for Fake {
         );
         Ok(DomId(id))
     }
-    fn set_vcpu_affinity(&mut self, dom: DomId, vcpu: u32, hard: &CpuMap) -> Result<CpuMap, Errno> {
-        self.step("setvcpuaffinity")?;
+    fn set_vcpu_affinity(
+        &mut self,
+        dom: DomId,
+        vcpu: u32,
+        which: Affinity,
+        map: &CpuMap,
+    ) -> Result<CpuMap, Errno> {
+        self.step(match which {
+            Affinity::Hard => "setvcpuaffinity",
+            Affinity::Soft => "setvcpuaffinity soft",
+        })?;
+        self.affinity.push((vcpu, which, *map));
         let d = self.doms.get_mut(&dom.0).ok_or(Errno::ESRCH)?;
         if vcpu >= d.vcpus {
             return Err(Errno::EINVAL);
         }
-        // As Xen: the CPUs of the map that run guests, -EINVAL if none.
-        let effective = hard.intersection(&CpuMap::first(NR_CPUS));
-        if effective.is_empty() {
-            return Err(Errno::EINVAL);
+        // As Xen: the CPUs of the map that run guests; a hard map without one is
+        // -EINVAL, a soft one is kept (the effective soft map is then empty).
+        let machine = CpuMap::first(NR_CPUS);
+        let hard = d.hard.get(&vcpu).unwrap_or(&machine).intersection(&machine);
+        match which {
+            Affinity::Hard => {
+                let effective = map.intersection(&machine);
+                if effective.is_empty() {
+                    return Err(Errno::EINVAL);
+                }
+                d.hard.insert(vcpu, *map);
+                Ok(effective)
+            }
+            Affinity::Soft => {
+                d.soft.insert(vcpu, *map);
+                Ok(map.intersection(&hard))
+            }
         }
-        d.hard.insert(vcpu, *hard);
-        Ok(effective)
     }
     fn vcpu_affinity(&mut self, dom: DomId, vcpu: u32) -> Result<(CpuMap, CpuMap), Errno> {
         let d = self.doms.get(&dom.0).ok_or(Errno::ESRCH)?;
         let hard = d.hard.get(&vcpu).copied().unwrap_or(CpuMap::ALL);
-        Ok((hard, CpuMap::ALL))
+        let soft = d.soft.get(&vcpu).copied().unwrap_or(CpuMap::ALL);
+        Ok((hard, soft))
     }
     fn vcpu_info(&mut self, dom: DomId, _: u32) -> Result<control_proto::VcpuState, Errno> {
         self.doms.get(&dom.0).ok_or(Errno::ESRCH)?;
@@ -251,6 +278,7 @@ fn req(image: &[u8], memory_mib: u32) -> BuildRequest<'_> {
         memory_mib,
         vcpus: 1,
         cpus: &[],
+        cpus_soft: &[],
         cmdline: b"secs=3",
         backend: DomId(0),
         unpause: true,
@@ -575,6 +603,7 @@ fn a_map_without_a_cpu_of_the_machine_destroys_the_domain_with_a_clear_error() {
     // With the machine's CPU count known, the message names them.
     let e = BuildError::Affinity {
         vcpu: 0,
+        which: Affinity::Hard,
         map: cpus[1],
         errno: Errno::EINVAL,
         nr_cpus: Some(2),
@@ -594,6 +623,7 @@ fn a_map_without_a_cpu_of_the_machine_destroys_the_domain_with_a_clear_error() {
     assert!(hv.doms.is_empty());
     let e = BuildError::Affinity {
         vcpu: 0,
+        which: Affinity::Hard,
         map: cpus[0],
         errno: Errno::EPERM,
         nr_cpus: None,
@@ -602,4 +632,116 @@ fn a_map_without_a_cpu_of_the_machine_destroys_the_domain_with_a_clear_error() {
         e.to_string(),
         "XEN_DOMCTL_setvcpuaffinity of vCPU 0 to CPUs 0 failed: EPERM"
     );
+}
+
+#[test]
+fn soft_affinity_is_set_after_the_hard_maps_for_listed_vcpus_only() {
+    let img = image();
+    let mut hv = Fake::new(10_000);
+    let cpus = maps(&["0-1", "0-1", "1"]);
+    let soft = maps(&["1", "0"]);
+    let r = BuildRequest {
+        vcpus: 3,
+        cpus: &cpus,
+        cpus_soft: &soft,
+        ..req(&img, 16)
+    };
+    build(&mut hv, &r).expect("build");
+    // Every hard map, then the soft ones, all before max_mem as libxl sets them.
+    assert_eq!(
+        &hv.calls[..4],
+        [
+            "create",
+            "setvcpuaffinity",
+            "setvcpuaffinity soft",
+            "max_mem"
+        ]
+    );
+    assert_eq!(
+        hv.affinity,
+        [
+            (0, Affinity::Hard, cpus[0]),
+            (1, Affinity::Hard, cpus[1]),
+            (2, Affinity::Hard, cpus[2]),
+            (0, Affinity::Soft, soft[0]),
+            (1, Affinity::Soft, soft[1]),
+        ]
+    );
+    let d = &hv.doms[&1];
+    assert_eq!(d.soft.get(&0), Some(&soft[0]));
+    assert_eq!(d.soft.get(&1), Some(&soft[1]));
+    assert_eq!(
+        d.soft.get(&2),
+        None,
+        "a vCPU past the list has no preference"
+    );
+    assert_eq!(d.hard.get(&0), Some(&cpus[0]), "the hard map stays");
+
+    // Soft maps alone: only the soft calls; neither: no affinity call at all.
+    let mut hv = Fake::new(10_000);
+    let r = BuildRequest {
+        vcpus: 2,
+        cpus_soft: &soft[..1],
+        ..req(&img, 16)
+    };
+    build(&mut hv, &r).expect("build");
+    assert_eq!(
+        &hv.calls[..3],
+        ["create", "setvcpuaffinity soft", "max_mem"]
+    );
+    assert_eq!(hv.affinity, [(0, Affinity::Soft, soft[0])]);
+    let mut hv = Fake::new(10_000);
+    build(&mut hv, &req(&img, 16)).unwrap();
+    assert!(hv.affinity.is_empty());
+}
+
+#[test]
+fn a_soft_map_without_a_cpu_of_the_machine_is_kept_and_a_refusal_destroys_the_domain() {
+    let img = image();
+    // Xen takes a soft map with none of its CPUs (it has no effect): the build goes on.
+    let mut hv = Fake::new(10_000);
+    let soft = maps(&["5-6"]);
+    let r = BuildRequest {
+        cpus_soft: &soft,
+        ..req(&img, 16)
+    };
+    let b = build(&mut hv, &r).expect("an ineffective soft map is not an error");
+    assert_eq!(hv.doms[&b.domid.0].soft.get(&0), Some(&soft[0]));
+    assert_eq!(hv.calls.last().map(String::as_str), Some("unpause"));
+
+    // A hypervisor that does refuse it: the half-built domain is destroyed.
+    let mut hv = Fake::new(10_000);
+    hv.fail = Some("setvcpuaffinity soft");
+    let cpus = maps(&["0"]);
+    let r = BuildRequest {
+        cpus: &cpus,
+        cpus_soft: &soft,
+        ..req(&img, 16)
+    };
+    let e = build(&mut hv, &r).unwrap_err();
+    assert_eq!(
+        e,
+        BuildError::Affinity {
+            vcpu: 0,
+            which: Affinity::Soft,
+            map: soft[0],
+            errno: Errno::EINVAL,
+            nr_cpus: None,
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "XEN_DOMCTL_setvcpuaffinity (soft) of vCPU 0 to CPUs 5-6 failed: EINVAL"
+    );
+    assert_eq!(
+        hv.calls,
+        [
+            "create",
+            "setvcpuaffinity",
+            "setvcpuaffinity soft",
+            "destroy"
+        ]
+    );
+    assert!(hv.doms.is_empty(), "the half-built domain is gone");
+    assert_eq!(hv.free, 10_000, "no frame taken");
 }

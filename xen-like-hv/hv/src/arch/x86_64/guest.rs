@@ -346,6 +346,19 @@ impl HwPlatform<'_> {
     }
 }
 
+impl HwPlatform<'_> {
+    /// The table slot of domain `dom` (this one or another): -ESRCH if none.
+    fn slot_of(&mut self, dom: DomId) -> Result<usize, hypercall_abi::Errno> {
+        if dom == self.id {
+            Ok(self.slot)
+        } else {
+            self.others
+                .slot_by_id(dom)
+                .ok_or(hypercall_abi::Errno::ESRCH)
+        }
+    }
+}
+
 impl Platform for HwPlatform<'_> {
     type Mem = crate::mmhw::DirectMem;
     type Slots = crate::mmhw::Slots;
@@ -573,14 +586,18 @@ impl Platform for HwPlatform<'_> {
         vcpu: u32,
         cpus: u64,
     ) -> Result<u64, hypercall_abi::Errno> {
-        let slot = if dom == self.id {
-            self.slot
-        } else {
-            self.others
-                .slot_by_id(dom)
-                .ok_or(hypercall_abi::Errno::ESRCH)?
-        };
+        let slot = self.slot_of(dom)?;
         crate::domains::set_hard_affinity(slot, vcpu, cpus)
+    }
+
+    fn set_soft_affinity(
+        &mut self,
+        dom: DomId,
+        vcpu: u32,
+        cpus: u64,
+    ) -> Result<(), hypercall_abi::Errno> {
+        let slot = self.slot_of(dom)?;
+        crate::domains::set_soft_affinity(slot, vcpu, cpus)
     }
 
     fn sibling_changed(&mut self, vcpu: u32) {
