@@ -832,3 +832,93 @@ fn dom0_autostarts_the_demo_domu() {
     assert_eq!(row.split_whitespace().nth(1), Some("1"), "{row}");
     wait_for_console(&h, "demo", "pv-demo: pv-runtime demo kernel");
 }
+
+/// `dom0ctl vcpu-pin` on a running two-vCPU domU (two CPUs): one vCPU's hard
+/// map, then every vCPU's soft map with the hard ones left alone (`-`), each read
+/// back with `vcpu-list`; a vCPU the domain lacks, a map without a CPU of the
+/// machine (the map stays as it was) and an unknown domain fail with exit code 1;
+/// the pinned vCPU then runs on its CPU.
+#[test]
+fn vcpu_pin_changes_a_running_domains_affinity() {
+    let t = "dom0ctl-vcpu-pin";
+    let h = ControlHost::boot_fast(t, "");
+    let cfg = config(
+        t,
+        "pin.toml",
+        "name = \"pin\"\nimage = \"ticker\"\nmemory = 8\nvcpus = 2\ncmdline = \"secs=60\"\n",
+    );
+    h.dom0ctl(&["create", &cfg]).code(0);
+    wait_for_console(&h, "pin", "ticker: tick 1");
+    // `vcpu-list pin`'s rows, split into words: Name ID VCPU CPU State Time(s) hard / soft.
+    let table = || -> Vec<Vec<String>> {
+        let v = h.dom0ctl(&["vcpu-list", "pin"]);
+        v.code(0);
+        v.stdout
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let w: Vec<String> = l.split_whitespace().map(String::from).collect();
+                assert_eq!((w.len(), w[7].as_str()), (9, "/"), "{}", v.stdout);
+                w
+            })
+            .collect()
+    };
+    // (vcpu, hard, soft) of each row.
+    let maps = || -> Vec<(String, String, String)> {
+        table()
+            .into_iter()
+            .map(|w| (w[2].clone(), w[6].clone(), w[8].clone()))
+            .collect()
+    };
+    let row = |v: &str, hard: &str, soft: &str| (v.to_string(), hard.into(), soft.into());
+    assert_eq!(maps(), [row("0", "all", "all"), row("1", "all", "all")]);
+
+    h.dom0ctl(&["vcpu-pin", "pin", "0", "1"]).code(0);
+    assert_eq!(maps(), [row("0", "1", "all"), row("1", "all", "all")]);
+    h.dom0ctl(&["vcpu-pin", "pin", "all", "-", "0"]).code(0);
+    let pinned = [row("0", "1", "0"), row("1", "all", "0")];
+    assert_eq!(maps(), pinned);
+
+    let r = h.dom0ctl(&["vcpu-pin", "pin", "5", "1"]);
+    r.code(1);
+    assert!(
+        r.stderr
+            .contains("vcpu-pin pin 5: domain pin has no vCPU 5: it has 2 vCPUs (0 to 1)"),
+        "{}",
+        r.stderr
+    );
+    let r = h.dom0ctl(&["vcpu-pin", "pin", "0", "7"]);
+    r.code(1);
+    assert!(
+        r.stderr.contains(
+            "vcpu-pin pin 0: vCPU 0's CPUs (7) include none that runs guests \
+             (this machine has 2: 0-1)"
+        ) && r.stderr.contains("nothing was changed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(maps(), pinned, "the refused map changed nothing");
+    let r = h.dom0ctl(&["vcpu-pin", "nosuchdom", "0", "1"]);
+    r.code(1);
+    assert!(
+        r.stderr.contains("no such domain: nosuchdom"),
+        "{}",
+        r.stderr
+    );
+
+    // vCPU 0 moves to CPU 1 (getvcpuinfo's CPU) at its next schedule.
+    let start = std::time::Instant::now();
+    loop {
+        let rows = table();
+        if rows[0][3] == "1" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "vCPU 0 never ran on CPU 1: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for_console(&h, "pin", "ticker: tick 3");
+    assert_eq!(table()[0][3], "1", "it stays on CPU 1");
+}

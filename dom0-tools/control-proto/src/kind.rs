@@ -104,6 +104,9 @@ kinds! {
     NetworkDetach = 0x35,
     /// Version 2, added with `cpus =`: [`Request::VcpuList`](crate::Request::VcpuList)
     VcpuList = 0x36,
+    /// Version 2, added with `vcpu-pin` (an older agent answers it as an unknown
+    /// kind): [`Request::VcpuPin`](crate::Request::VcpuPin)
+    VcpuPin = 0x37,
     /// Version 2, added with volumes (an older agent answers it as an unknown
     /// kind): [`Request::VolumeCreate`](crate::Request::VolumeCreate)
     VolumeCreate = 0x1b,

@@ -263,12 +263,15 @@ fn encode_maps(w: &mut Writer<'_>, maps: &[CpuMap]) {
 
 /// Reads [`encode_maps`]'s form; each map has one encoding.
 fn decode_maps(r: &mut Reader<'_>) -> Result<Vec<CpuMap>, DecodeError> {
-    r.list(|r| {
-        let b = r.bytes()?;
-        CpuMap::from_wire(&b).ok_or(DecodeError::BadTag {
-            what: "cpumap length (past 256 CPUs, or a zero last byte)",
-            value: u8::try_from(b.len()).unwrap_or(u8::MAX),
-        })
+    r.list(decode_map)
+}
+
+/// One `CpuMap` (`bytes`, [`CpuMap::to_wire`]'s one encoding).
+fn decode_map(r: &mut Reader<'_>) -> Result<CpuMap, DecodeError> {
+    let b = r.bytes()?;
+    CpuMap::from_wire(&b).ok_or(DecodeError::BadTag {
+        what: "cpumap length (past 256 CPUs, or a zero last byte)",
+        value: u8::try_from(b.len()).unwrap_or(u8::MAX),
     })
 }
 
@@ -622,6 +625,20 @@ pub enum Request {
     /// A domain's vCPUs and their affinity (`xl vcpu-list`). Answer:
     /// [`Response::Vcpus`].
     VcpuList(DomRef),
+    /// Set the hard and/or soft affinity of one vCPU of a domain, or of all
+    /// (`xl vcpu-pin`). Answer: [`Response::Ok`]. Since version 2, additive (an
+    /// older agent answers it as an unknown kind).
+    VcpuPin {
+        /// The domain.
+        dom: DomRef,
+        /// The vCPU; `None`: every vCPU of the domain.
+        vcpu: Option<u32>,
+        /// The new hard map; `None`: left alone.
+        hard: Option<CpuMap>,
+        /// The new soft map; `None`: left alone. The agent refuses a request
+        /// with neither map.
+        soft: Option<CpuMap>,
+    },
     /// Give a running domain another vif (`xl network-attach`). Answer: [`Response::Ok`].
     NetworkAttach {
         /// The domain.
@@ -863,6 +880,7 @@ impl Request {
             Request::BlockDetach { .. } => Kind::BlockDetach,
             Request::NetworkList(_) => Kind::NetworkList,
             Request::VcpuList(_) => Kind::VcpuList,
+            Request::VcpuPin { .. } => Kind::VcpuPin,
             Request::NetworkAttach { .. } => Kind::NetworkAttach,
             Request::NetworkDetach { .. } => Kind::NetworkDetach,
             Request::Dmesg => Kind::Dmesg,
@@ -915,6 +933,30 @@ impl Request {
             }
             Request::BlockList(dom) | Request::NetworkList(dom) | Request::VcpuList(dom) => {
                 dom.encode(&mut w)
+            }
+            Request::VcpuPin {
+                dom,
+                vcpu,
+                hard,
+                soft,
+            } => {
+                dom.encode(&mut w);
+                match vcpu {
+                    None => w.u8(0),
+                    Some(n) => {
+                        w.u8(1);
+                        w.u32(*n);
+                    }
+                }
+                for map in [hard, soft] {
+                    match map {
+                        None => w.u8(0),
+                        Some(m) => {
+                            w.u8(1);
+                            w.bytes(&m.to_wire());
+                        }
+                    }
+                }
             }
             Request::NetworkAttach { dom, vif } => {
                 dom.encode(&mut w);
@@ -1144,6 +1186,12 @@ impl Request {
             },
             Kind::NetworkList => Request::NetworkList(DomRef::decode(&mut r)?),
             Kind::VcpuList => Request::VcpuList(DomRef::decode(&mut r)?),
+            Kind::VcpuPin => Request::VcpuPin {
+                dom: DomRef::decode(&mut r)?,
+                vcpu: r.option(Reader::u32)?,
+                hard: r.option(decode_map)?,
+                soft: r.option(decode_map)?,
+            },
             Kind::NetworkAttach => Request::NetworkAttach {
                 dom: DomRef::decode(&mut r)?,
                 vif: VifSpec::parse(&r.string()?).map_err(|_| DecodeError::BadTag {
@@ -1481,42 +1529,33 @@ impl Response {
                     counters: [r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?],
                 })
             })?),
-            Kind::VcpusReply => {
-                let map = |r: &mut Reader<'_>| {
-                    let b = r.bytes()?;
-                    CpuMap::from_wire(&b).ok_or(DecodeError::BadTag {
-                        what: "cpumap length (past 256 CPUs, or a zero last byte)",
-                        value: u8::try_from(b.len()).unwrap_or(u8::MAX),
+            Kind::VcpusReply => Response::Vcpus {
+                domid: r.u16()?,
+                name: r.string()?,
+                nr_cpus: r.u32()?,
+                vcpus: r.list(|r| {
+                    let vcpu = r.u32()?;
+                    let flags = r.u8()?;
+                    if flags > 7 {
+                        return Err(DecodeError::BadTag {
+                            what: "vCPU state flags",
+                            value: flags,
+                        });
+                    }
+                    Ok(VcpuRow {
+                        vcpu,
+                        state: VcpuState {
+                            online: flags & 1 != 0,
+                            blocked: flags & 2 != 0,
+                            running: flags & 4 != 0,
+                            cpu: r.u32()?,
+                            time_ns: r.u64()?,
+                        },
+                        hard: decode_map(r)?,
+                        soft: decode_map(r)?,
                     })
-                };
-                Response::Vcpus {
-                    domid: r.u16()?,
-                    name: r.string()?,
-                    nr_cpus: r.u32()?,
-                    vcpus: r.list(|r| {
-                        let vcpu = r.u32()?;
-                        let flags = r.u8()?;
-                        if flags > 7 {
-                            return Err(DecodeError::BadTag {
-                                what: "vCPU state flags",
-                                value: flags,
-                            });
-                        }
-                        Ok(VcpuRow {
-                            vcpu,
-                            state: VcpuState {
-                                online: flags & 1 != 0,
-                                blocked: flags & 2 != 0,
-                                running: flags & 4 != 0,
-                                cpu: r.u32()?,
-                                time_ns: r.u64()?,
-                            },
-                            hard: map(r)?,
-                            soft: map(r)?,
-                        })
-                    })?,
-                }
-            }
+                })?,
+            },
             Kind::Volumes => Response::Volumes {
                 volumes: r.list(|r| {
                     Ok(VolumeInfo {

@@ -117,6 +117,24 @@ fn samples() -> Vec<Message> {
         },
         Request::NetworkList(dom.clone()),
         Request::VcpuList(dom.clone()),
+        Request::VcpuPin {
+            dom: dom.clone(),
+            vcpu: Some(3),
+            hard: Some(CpuMap::parse("1").unwrap()),
+            soft: None,
+        },
+        Request::VcpuPin {
+            dom: DomRef::Id(2),
+            vcpu: None,
+            hard: None,
+            soft: Some(CpuMap::parse("0-3,200").unwrap()),
+        },
+        Request::VcpuPin {
+            dom: DomRef::Id(2),
+            vcpu: None,
+            hard: Some(CpuMap::ALL),
+            soft: Some(CpuMap::NONE),
+        },
         Request::NetworkAttach {
             dom: dom.clone(),
             vif: control_proto::vif::VifSpec::parse("mac=00:16:3e:00:00:09, bridge=xenbr1")
@@ -901,6 +919,74 @@ fn create_cpus_soft_is_a_trailing_part_after_cpus() {
     assert!(dec(&extra).is_err(), "a byte after the soft maps");
 }
 
+/// `VcpuPin`'s payload as `docs/control-protocol.md` lays it out: `DomRef`,
+/// `option<u32> vcpu`, `option<CpuMap> hard`, `option<CpuMap> soft`, every byte
+/// used, each map in its one encoding.
+#[test]
+fn vcpu_pin_layout_and_strict_decoding() {
+    let dec = |p: &[u8]| Request::decode(Kind::VcpuPin as u8, p);
+    assert_eq!(Kind::VcpuPin as u8, 0x37);
+    assert_eq!(Kind::VcpuPin.class(), Class::Request);
+    let req = Request::VcpuPin {
+        dom: DomRef::Id(5),
+        vcpu: Some(1),
+        hard: Some(CpuMap::parse("1").unwrap()),
+        soft: Some(CpuMap::parse("8").unwrap()),
+    };
+    let mut p = Vec::new();
+    req.encode(&mut p);
+    assert_eq!(
+        p,
+        [
+            0, 5, 0, // DomRef::Id(5)
+            1, 1, 0, 0, 0, // Some(vCPU 1)
+            1, 1, 0, 0, 0, 2, // Some(hard: CPU 1), one byte
+            1, 2, 0, 0, 0, 0, 1, // Some(soft: CPU 8), two bytes
+        ]
+    );
+    assert_eq!(dec(&p), Ok(req));
+    // All vCPUs, the hard map left alone, soft on CPU 0.
+    let all = Request::VcpuPin {
+        dom: DomRef::Name("t".into()),
+        vcpu: None,
+        hard: None,
+        soft: Some(CpuMap::parse("0").unwrap()),
+    };
+    let mut q = Vec::new();
+    all.encode(&mut q);
+    assert_eq!(q, [1, 1, 0, 0, 0, b't', 0, 0, 1, 1, 0, 0, 0, 1]);
+    assert_eq!(dec(&q), Ok(all));
+    // Neither map decodes (the agent refuses it with a message of its own).
+    assert!(dec(&[0, 5, 0, 0, 0, 0]).is_ok());
+    // Strict: tags 0 or 1, maps in their one encoding, nothing missing or extra.
+    for (at, what) in [(3, "option"), (8, "option"), (14, "option")] {
+        let mut bad = p.clone();
+        bad[at] = 2;
+        assert_eq!(
+            dec(&bad),
+            Err(DecodeError::BadTag { what, value: 2 }),
+            "tag at {at}"
+        );
+    }
+    let zero_last = [&p[..9], &[2, 0, 0, 0, 2, 0], &p[14..]].concat();
+    assert!(matches!(
+        dec(&zero_last),
+        Err(DecodeError::BadTag {
+            what: "cpumap length (past 256 CPUs, or a zero last byte)",
+            ..
+        })
+    ));
+    let too_long = [&p[..9], &[33, 0, 0, 0], &[1; 33], &p[14..]].concat();
+    assert!(dec(&too_long).is_err(), "a map past 256 CPUs");
+    for cut in 1..=p.len() {
+        assert!(dec(&p[..p.len() - cut]).is_err(), "cut {cut} bytes");
+    }
+    assert_eq!(
+        dec(&[&p[..], &[0]].concat()),
+        Err(DecodeError::TrailingBytes(1))
+    );
+}
+
 #[test]
 fn oversized_messages_are_refused_and_max_data_fits() {
     let mut out = vec![1, 2, 3];
@@ -1101,6 +1187,18 @@ fn arb_request() -> impl Strategy<Value = Request> {
         (arb_domref(), arb_string()).prop_map(|(dom, vdev)| Request::BlockDetach { dom, vdev }),
         arb_domref().prop_map(Request::NetworkList),
         arb_domref().prop_map(Request::VcpuList),
+        (
+            arb_domref(),
+            prop::option::of(any::<u32>()),
+            prop::option::of(arb_cpumap()),
+            prop::option::of(arb_cpumap())
+        )
+            .prop_map(|(dom, vcpu, hard, soft)| Request::VcpuPin {
+                dom,
+                vcpu,
+                hard,
+                soft
+            }),
         (arb_domref(), arb_string()).prop_map(|(dom, vif)| Request::NetworkDetach { dom, vif }),
         Just(Request::Dmesg),
         Just(Request::ShutdownHost),

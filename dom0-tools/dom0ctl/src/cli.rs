@@ -268,6 +268,34 @@ Example:
         #[arg(value_name = "DOM")]
         dom: String,
     },
+    /// Set a running domain's vCPU affinity, as `xl vcpu-pin` does
+    #[command(after_help = "\
+Sets the hard affinity (the CPUs the vCPU may run on) and the soft one (the CPUs
+it prefers) of one vCPU, or of every vCPU with `all`. The CPU lists are xl's, as
+`cpus =` in a config: \"2\", \"0-3,5\", \"all,^1\". `-` leaves that map as it is;
+without SOFT the soft map is left as it is too. A map with no CPU of the machine
+that runs guests is refused and nothing changes; the maps last until the domain
+is destroyed or rebooted (a reboot builds it with its config's maps, as in xl).
+`dom0ctl vcpu-list DOM` shows them.
+
+Examples:
+  dom0ctl vcpu-pin hello 0 1              vCPU 0 runs on CPU 1 only
+  dom0ctl vcpu-pin hello all 0-1 1        every vCPU on CPUs 0-1, preferring 1
+  dom0ctl vcpu-pin hello 3 - 0            only the soft map of vCPU 3")]
+    VcpuPin {
+        /// Domain id or name
+        #[arg(value_name = "DOM")]
+        dom: String,
+        /// The vCPU's number, or `all`
+        #[arg(value_name = "VCPU", value_parser = vcpu_arg)]
+        vcpu: VcpuArg,
+        /// The CPUs it may run on (hard affinity), or `-` to leave them
+        #[arg(value_name = "HARD", value_parser = map_arg)]
+        hard: MapArg,
+        /// The CPUs it prefers (soft affinity), or `-` to leave them
+        #[arg(value_name = "SOFT", value_parser = map_arg)]
+        soft: Option<MapArg>,
+    },
     /// Give a running domain another vif (hot-plug), as `xl network-attach`
     #[command(after_help = "\
 VIF is a `vif = [...]` entry of a domain config, in xl's syntax (empty: a made-up
@@ -412,6 +440,59 @@ pub enum XsCommand {
     },
 }
 
+/// `vcpu-pin`'s VCPU: one vCPU, or all of the domain's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuArg {
+    /// vCPU N.
+    One(u32),
+    /// Every vCPU (`all`).
+    All,
+}
+
+impl VcpuArg {
+    /// The vCPU, `None` for all (as `Request::VcpuPin` carries it).
+    pub fn number(self) -> Option<u32> {
+        match self {
+            VcpuArg::One(n) => Some(n),
+            VcpuArg::All => None,
+        }
+    }
+}
+
+impl std::fmt::Display for VcpuArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VcpuArg::One(n) => write!(f, "{n}"),
+            VcpuArg::All => f.write_str("all"),
+        }
+    }
+}
+
+/// A vCPU number or `all`.
+fn vcpu_arg(s: &str) -> Result<VcpuArg, String> {
+    if s == "all" {
+        return Ok(VcpuArg::All);
+    }
+    match s.parse::<u32>() {
+        Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) => Ok(VcpuArg::One(n)),
+        _ => Err(format!("{s:?} is not a vCPU number (0, 1, ...) or \"all\"")),
+    }
+}
+
+/// `vcpu-pin`'s HARD or SOFT: a CPU map, or `None` for `-` (leave it alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapArg(pub Option<control_proto::cpus::CpuMap>);
+
+/// A CPU list in xl's syntax, or `-`, checked before anything is sent.
+fn map_arg(s: &str) -> Result<MapArg, String> {
+    if s == "-" {
+        return Ok(MapArg(None));
+    }
+    control_proto::cpus::CpuMap::parse(s)
+        .map(|m| MapArg(Some(m)))
+        .map_err(|e| e.to_string())
+}
+
 /// A vif specification in xl's syntax, checked before anything is sent.
 fn vif_spec(s: &str) -> Result<control_proto::vif::VifSpec, String> {
     control_proto::vif::VifSpec::parse(s).map_err(|e| e.to_string())
@@ -543,6 +624,59 @@ mod tests {
             parse(&["volume", "rm"]).unwrap_err().kind(),
             ErrorKind::MissingRequiredArgument
         );
+    }
+
+    #[test]
+    fn vcpu_pin_arguments() {
+        use control_proto::cpus::CpuMap;
+        let pin = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Command::VcpuPin {
+                dom,
+                vcpu,
+                hard,
+                soft,
+            }) => Ok((dom, vcpu, hard.0, soft.map(|s| s.0))),
+            Ok(other) => panic!("{args:?} parsed as {other:?}"),
+            Err(e) => Err(e),
+        };
+        let one = CpuMap::parse("1").unwrap();
+        assert_eq!(
+            pin(&["vcpu-pin", "hello", "0", "1"]).unwrap(),
+            ("hello".into(), VcpuArg::One(0), Some(one), None)
+        );
+        assert_eq!(
+            pin(&["vcpu-pin", "3", "all", "-", "0-1"]).unwrap(),
+            ("3".into(), VcpuArg::All, None, Some(Some(CpuMap::first(2))))
+        );
+        assert_eq!(
+            pin(&["vcpu-pin", "3", "2", "all,^0", "-"]).unwrap().3,
+            Some(None)
+        );
+        // Bad vCPUs and CPU lists are usage errors with the parser's message.
+        for (args, needle) in [
+            (
+                &["vcpu-pin", "h", "x", "1"][..],
+                "\"x\" is not a vCPU number",
+            ),
+            (&["vcpu-pin", "h", "+1", "1"], "\"+1\" is not a vCPU number"),
+            (
+                &["vcpu-pin", "h", "0", "3-1"],
+                "\"3-1\" is a reversed range",
+            ),
+            (&["vcpu-pin", "h", "0", "1", "^1"], "leaves no CPU"),
+            (&["vcpu-pin", "h", "0", "256"], "names a CPU past 255"),
+        ] {
+            let e = pin(args).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "{args:?}");
+            assert!(e.to_string().contains(needle), "{args:?}: {e}");
+            assert_eq!(e.exit_code(), 2);
+        }
+        assert_eq!(
+            pin(&["vcpu-pin", "h", "0"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(VcpuArg::All.number(), None);
+        assert_eq!(VcpuArg::One(4).to_string(), "4");
     }
 
     #[test]

@@ -203,6 +203,32 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 other => Err(c.unexpected(&req, &other)),
             }
         }
+        Command::VcpuPin {
+            dom,
+            vcpu,
+            hard,
+            soft,
+        } => {
+            let (hard, soft) = (hard.0, soft.and_then(|s| s.0));
+            if hard.is_none() && soft.is_none() {
+                return Err(Error::Usage(format!(
+                    "vcpu-pin {dom} {vcpu}: HARD is `-` and no SOFT map is given, so there is \
+                     nothing to change; give the CPUs of one: `dom0ctl vcpu-pin {dom} {vcpu} 1` \
+                     (hard), `dom0ctl vcpu-pin {dom} {vcpu} - 1` (soft)"
+                )));
+            }
+            let mut c = connect()?;
+            let req = Request::VcpuPin {
+                dom: DomRef::parse(&dom),
+                vcpu: vcpu.number(),
+                hard,
+                soft,
+            };
+            match call(&mut c, &req, format_args!("vcpu-pin {dom} {vcpu}"))? {
+                Response::Ok => Ok(()),
+                other => Err(c.unexpected(&req, &other)),
+            }
+        }
         Command::NetworkAttach { dom, vif } => simple(
             connect()?,
             Request::NetworkAttach {

@@ -30,6 +30,9 @@ pub enum Error {
     },
     /// A config file or kernel image is wrong. Exit code 3.
     Input(String),
+    /// Arguments that parse but do not go together (found before connecting).
+    /// Exit code 2, as clap's own usage errors.
+    Usage(String),
     /// Dom0 cannot be reached or the link failed. Exit code 4.
     Link(String),
     /// Dom0 closed the link (QEMU exited). Exit code 4.
@@ -45,6 +48,7 @@ impl Error {
         match self {
             Error::Dom0 { .. } | Error::Failed(_) => exit::DOM0,
             Error::Input(_) => exit::INPUT,
+            Error::Usage(_) => exit::USAGE,
             Error::Link(_) | Error::Closed(_) => exit::LINK,
         }
     }
@@ -103,9 +107,11 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Input(m) | Error::Link(m) | Error::Closed(m) | Error::Failed(m) => {
-                f.write_str(m)
-            }
+            Error::Input(m)
+            | Error::Usage(m)
+            | Error::Link(m)
+            | Error::Closed(m)
+            | Error::Failed(m) => f.write_str(m),
         }
     }
 }

@@ -308,6 +308,30 @@ fn answer(req: &Request, st: &mut State, mode: Mode) -> Response {
                     ],
                 }
             }
+            Request::VcpuPin {
+                dom, vcpu, hard, ..
+            } => {
+                // Every domain has two vCPUs on a machine of two CPUs.
+                let name = find(st, dom)?.name.clone();
+                if let Some(n) = vcpu.filter(|&n| n > 1) {
+                    return Err(Response::error(
+                        ErrorCode::BadRequest,
+                        format!("domain {name} has no vCPU {n}: it has 2 vCPUs (0 to 1)"),
+                    ));
+                }
+                let machine = control_proto::cpus::CpuMap::first(2);
+                if let Some(m) = hard.filter(|m| m.intersection(&machine).is_empty()) {
+                    return Err(Response::error(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "vCPU {}'s CPUs ({m}) include none that runs guests (this machine \
+                             has 2: 0-1); nothing was changed",
+                            vcpu.unwrap_or(0)
+                        ),
+                    ));
+                }
+                Response::Ok
+            }
             Request::Devices => Response::Devices(vec![control_proto::DeviceRow {
                 bdf: "00:04.0".into(),
                 vendor: 0x1af4,
@@ -675,6 +699,93 @@ fn create_sends_cpus_soft_apart_from_cpus() {
         text(&out.stderr)
     );
     assert_eq!(agent.state.lock().unwrap().requests.len(), before);
+}
+
+#[test]
+fn vcpu_pin_sends_the_maps_and_reports_refusals() {
+    use control_proto::cpus::CpuMap;
+    let agent = Agent::start(Mode::Normal);
+    let id = agent.add_domain("pinned", b"");
+    let last = |agent: &Agent| agent.state.lock().unwrap().requests.last().cloned();
+    let map = |s: &str| Some(CpuMap::parse(s).unwrap());
+    for (args, vcpu, hard, soft) in [
+        (&["pinned", "0", "1"][..], Some(0), map("1"), None),
+        (&["1", "all", "-", "0"], None, None, map("0")),
+        (&["pinned", "1", "all,^0", "-"], Some(1), map("1-255"), None),
+        (&["pinned", "all", "0-1", "1"], None, map("0-1"), map("1")),
+    ] {
+        let out = agent.run(&[&["vcpu-pin"][..], args].concat());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), "", "silent, as xl");
+        let dom = if args[0] == "1" {
+            DomRef::Id(id)
+        } else {
+            DomRef::Name("pinned".into())
+        };
+        assert_eq!(
+            last(&agent),
+            Some(Request::VcpuPin {
+                dom,
+                vcpu,
+                hard,
+                soft
+            }),
+            "{args:?}"
+        );
+    }
+
+    // Usage errors (exit 2) before anything is sent: nothing to change, a bad
+    // vCPU, a CPU list the parser refuses (its message).
+    let before = agent.state.lock().unwrap().requests.len();
+    for (args, needle) in [
+        (&["pinned", "0", "-"][..], "nothing to change"),
+        (&["pinned", "all", "-", "-"], "nothing to change"),
+        (&["pinned", "x", "1"], "\"x\" is not a vCPU number"),
+        (&["pinned", "0", "3-1"], "\"3-1\" is a reversed range"),
+        (
+            &["pinned", "0", "1", "node:0"],
+            "NUMA nodes are not supported",
+        ),
+    ] {
+        let out = agent.run(&[&["vcpu-pin"][..], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(agent.state.lock().unwrap().requests.len(), before);
+
+    // dom0's refusals: exit 1 with its message after the command's.
+    for (args, needle) in [
+        (
+            &["pinned", "5", "1"][..],
+            "dom0ctl: vcpu-pin pinned 5: domain pinned has no vCPU 5: it has 2 vCPUs",
+        ),
+        (
+            &["pinned", "all", "7"],
+            "dom0ctl: vcpu-pin pinned all: vCPU 0's CPUs (7) include none that runs guests \
+             (this machine has 2: 0-1); nothing was changed",
+        ),
+        (
+            &["nope", "0", "1"],
+            "dom0ctl: vcpu-pin nope 0: no such domain: nope. List domains with `dom0ctl list`.",
+        ),
+    ] {
+        let out = agent.run(&[&["vcpu-pin"][..], args].concat());
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }
 
 #[test]

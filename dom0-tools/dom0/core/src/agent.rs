@@ -15,7 +15,7 @@ use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 
-use control_proto::cpus::Affinity;
+use control_proto::cpus::{Affinity, CpuMap};
 use control_proto::images::Bundle;
 use control_proto::{
     CreateRequest, DomRef, ErrorCode, ErrorReply, Event, ExitAction, HostInfo, ImageInfo, Kernel,
@@ -381,6 +381,12 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             Request::BlockDetach { dom, vdev } => self.block_detach(&dom, &vdev),
             Request::NetworkList(d) => self.network_list(&d),
             Request::VcpuList(d) => self.vcpu_list(&d),
+            Request::VcpuPin {
+                dom,
+                vcpu,
+                hard,
+                soft,
+            } => self.vcpu_pin(&dom, vcpu, hard, soft),
             Request::NetworkAttach { dom, vif } => self.network_attach(&dom, &vif),
             Request::NetworkDetach { dom, vif } => self.network_detach(&dom, &vif),
             r @ (Request::VolumeCreate { .. } | Request::VolumeList | Request::VolumeRm { .. }) => {
@@ -845,6 +851,156 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             nr_cpus,
             vcpus,
         })
+    }
+
+    /// `xl vcpu-pin DOM VCPU|all HARD SOFT`: sets the given maps (`None`: left
+    /// alone) of vCPU `vcpu`, or of every vCPU (0 to `getdomaininfo`'s
+    /// `max_vcpu_id`), the hard map before the soft one, as the builder does.
+    /// All or nothing: the maps are read first, and when the hypervisor refuses
+    /// one, those already changed get their old maps back before the error is
+    /// answered (it says whether that worked). dom0 may be pinned, as in xl.
+    /// Like xl, the domain's config is left as it was: a reboot builds it with
+    /// its `cpus =` and `cpus_soft =` maps.
+    fn vcpu_pin(
+        &mut self,
+        dom: &DomRef,
+        vcpu: Option<u32>,
+        hard: Option<CpuMap>,
+        soft: Option<CpuMap>,
+    ) -> Result<Response, ErrorReply> {
+        let bad = |m: String| ErrorReply::new(ErrorCode::BadRequest, m);
+        if hard.is_none() && soft.is_none() {
+            return Err(bad(
+                "neither a hard nor a soft map: nothing to change (`-` leaves one alone, \
+                 not both)"
+                    .into(),
+            ));
+        }
+        for (which, map) in [(Affinity::Hard, &hard), (Affinity::Soft, &soft)] {
+            if map.is_some_and(|m| m.is_empty()) {
+                return Err(bad(format!("the {} map holds no CPU", which.name())));
+            }
+        }
+        let id = self.resolve(dom)?;
+        let info = self
+            .hv
+            .domain_info(id)
+            .map_err(|e| hv_error(format_args!("reading {dom}'s vCPUs"), e))?;
+        if info.domain != id {
+            return Err(resolve_error(dom, ResolveError::NoId(id.0)));
+        }
+        let last = info.max_vcpu_id;
+        let vcpus = match vcpu {
+            Some(n) if n > last => {
+                let count = u64::from(last) + 1;
+                let s = if count == 1 { "" } else { "s" };
+                return Err(bad(format!(
+                    "domain {dom} has no vCPU {n}: it has {count} vCPU{s} ({})",
+                    if last == 0 {
+                        "vCPU 0".to_string()
+                    } else {
+                        format!("0 to {last}")
+                    }
+                )));
+            }
+            Some(n) => n..=n,
+            None => 0..=last,
+        };
+        // The maps as they are, to put back should the hypervisor refuse one.
+        let mut old = Vec::new();
+        for v in vcpus {
+            let maps = self
+                .hv
+                .vcpu_affinity(id, v)
+                .map_err(|e| hv_error(format_args!("reading vCPU {v}'s affinity of {dom}"), e))?;
+            old.push((v, maps));
+        }
+        let mut done: Vec<(u32, Affinity, CpuMap)> = Vec::new();
+        for &(v, (old_hard, old_soft)) in &old {
+            for (which, map, before) in [
+                (Affinity::Hard, hard, old_hard),
+                (Affinity::Soft, soft, old_soft),
+            ] {
+                let Some(map) = map else { continue };
+                if let Err(errno) = self.hv.set_vcpu_affinity(id, v, which, &map) {
+                    let mut e = self.pin_error(dom, v, which, &map, errno);
+                    e.message.push_str(&self.undo_pin(id, &done));
+                    return Err(e);
+                }
+                done.push((v, which, before));
+            }
+        }
+        Ok(Response::Ok)
+    }
+
+    /// The reply for vCPU `vcpu`'s `which` map `map` refused with `errno`: a
+    /// hard map with no CPU that runs guests (`-EINVAL`) is said as the builder
+    /// says it.
+    fn pin_error(
+        &mut self,
+        dom: &DomRef,
+        vcpu: u32,
+        which: Affinity,
+        map: &CpuMap,
+        errno: Errno,
+    ) -> ErrorReply {
+        if which == Affinity::Hard && errno == Errno::EINVAL {
+            let mut m = format!("vCPU {vcpu}'s CPUs ({map}) include none that runs guests");
+            if let Some(n) = self
+                .hv
+                .physinfo()
+                .ok()
+                .map(|p| p.nr_cpus)
+                .filter(|&n| n > 0)
+            {
+                m.push_str(&format!(" (this machine has {n}: {})", CpuMap::first(n)));
+            }
+            m.push_str("; XEN_DOMCTL_setvcpuaffinity refused the map: -EINVAL (22)");
+            return ErrorReply::new(ErrorCode::BadRequest, m);
+        }
+        hv_error(
+            format_args!(
+                "setting vCPU {vcpu}'s {} affinity of {dom} to CPUs {map}",
+                which.name()
+            ),
+            errno,
+        )
+    }
+
+    /// Puts back the maps `done` changed (newest first); says what became of
+    /// them, for the end of an error message.
+    fn undo_pin(&mut self, id: DomId, done: &[(u32, Affinity, CpuMap)]) -> String {
+        if done.is_empty() {
+            return "; nothing was changed".into();
+        }
+        let mut failed: Vec<u32> = Vec::new();
+        let mut errno = None;
+        for &(v, which, before) in done.iter().rev() {
+            if let Err(e) = self.hv.set_vcpu_affinity(id, v, which, &before) {
+                failed.push(v);
+                errno.get_or_insert(e);
+            }
+        }
+        let list = |vs: &mut Vec<u32>| {
+            vs.sort_unstable();
+            vs.dedup();
+            let s = if vs.len() == 1 { "" } else { "s" };
+            let names: Vec<String> = vs.iter().map(u32::to_string).collect();
+            format!("vCPU{s} {}", names.join(", "))
+        };
+        let mut changed: Vec<u32> = done.iter().map(|d| d.0).collect();
+        match errno {
+            None => format!(
+                "; {} got the old maps back, so nothing was changed",
+                list(&mut changed)
+            ),
+            Some(e) => format!(
+                "; putting the old maps back failed too (-{e} ({})): {} keep the new ones \
+                 (see `dom0ctl vcpu-list`)",
+                e.get(),
+                list(&mut failed)
+            ),
+        }
     }
 
     /// `xl network-attach`: the next vif number (one above the highest, as

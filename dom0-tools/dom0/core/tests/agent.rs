@@ -54,6 +54,11 @@ struct FakeHv {
     soft: BTreeMap<(u16, u32), CpuMap>,
     /// Setting a soft map fails with this, if set.
     refuse_soft: Option<Errno>,
+    /// Setting either map of this vCPU fails with `-EPERM`, if set.
+    refuse_vcpu: Option<u32>,
+    /// Maps that may still be set before every further set fails with `-ESRCH`
+    /// (the domain went away), if set.
+    sets_left: Option<u32>,
 }
 
 fn dom(id: u16, flags: u32, pages: u64) -> DomctlGetDomainInfo {
@@ -208,6 +213,15 @@ impl Hypervisor for FakeHv {
         let info = self.domains.get(&d.0).ok_or(Errno::ESRCH)?;
         if vcpu > info.max_vcpu_id {
             return Err(Errno::EINVAL);
+        }
+        if self.refuse_vcpu == Some(vcpu) {
+            return Err(Errno::EPERM);
+        }
+        if let Some(n) = self.sets_left.as_mut() {
+            if *n == 0 {
+                return Err(Errno::ESRCH);
+            }
+            *n -= 1;
         }
         let machine = CpuMap::first(2);
         if soft {
@@ -1970,5 +1984,222 @@ fn cpus_the_machine_lacks_fail_the_create_and_leave_nothing_behind() {
             .any(|c| c.starts_with("createdomain")),
         "{:?}",
         &a.hv().calls[before..]
+    );
+}
+
+fn pin(dom: &str, vcpu: Option<u32>, hard: Option<&str>, soft: Option<&str>) -> Request {
+    let map = |s: Option<&str>| s.map(|s| CpuMap::parse(s).unwrap());
+    Request::VcpuPin {
+        dom: DomRef::parse(dom),
+        vcpu,
+        hard: map(hard),
+        soft: map(soft),
+    }
+}
+
+/// The `setvcpuaffinity` calls since call number `from`.
+fn set_calls(a: &mut TestAgent, from: usize) -> Vec<String> {
+    a.hv().calls[from..]
+        .iter()
+        .filter(|c| c.starts_with("setvcpuaffinity"))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn vcpu_pin_sets_one_vcpu_or_all_and_leaves_the_other_map_alone() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let id = created(ask(&mut a, pinned("pin", 3, &["0-1", "0"])));
+    let all = "0-63".to_string();
+    let rows = |a: &mut TestAgent| vcpu_rows(ask(a, Request::VcpuList(DomRef::parse("pin")))).1;
+
+    // One vCPU's hard map; its soft map and the other vCPUs stay as they were.
+    let before = a.hv().calls.len();
+    assert_eq!(
+        ask(&mut a, pin("pin", Some(0), Some("1"), None)),
+        Response::Ok
+    );
+    assert_eq!(
+        set_calls(&mut a, before),
+        [format!("setvcpuaffinity {} 0 1", id.0)]
+    );
+    assert_eq!(
+        rows(&mut a),
+        [
+            (0, "1".into(), all.clone()),
+            (1, "0".into(), all.clone()),
+            (2, all.clone(), all.clone()),
+        ]
+    );
+
+    // `all` with the hard map left alone (`-`): every vCPU's soft map, by id.
+    let before = a.hv().calls.len();
+    let req = pin(&id.0.to_string(), None, None, Some("0"));
+    assert_eq!(ask(&mut a, req), Response::Ok);
+    assert_eq!(
+        set_calls(&mut a, before),
+        (0..3)
+            .map(|v| format!("setvcpuaffinity soft {} {v} 0", id.0))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        rows(&mut a),
+        [
+            (0, "1".into(), "0".into()),
+            (1, "0".into(), "0".into()),
+            (2, all.clone(), "0".into()),
+        ]
+    );
+
+    // Both maps: the hard one first, vCPU by vCPU, as the builder sets them.
+    let before = a.hv().calls.len();
+    assert_eq!(
+        ask(&mut a, pin("pin", None, Some("0-1"), Some("1"))),
+        Response::Ok
+    );
+    let want: Vec<String> = (0..3)
+        .flat_map(|v| {
+            [
+                format!("setvcpuaffinity {} {v} 0-1", id.0),
+                format!("setvcpuaffinity soft {} {v} 1", id.0),
+            ]
+        })
+        .collect();
+    assert_eq!(set_calls(&mut a, before), want);
+    assert!(
+        rows(&mut a)
+            .iter()
+            .all(|r| (r.1.as_str(), r.2.as_str()) == ("0-1", "1"))
+    );
+
+    // dom0 may be pinned, as in xl: pinning does not stop it.
+    assert_eq!(
+        ask(&mut a, pin("0", Some(0), Some("1"), None)),
+        Response::Ok
+    );
+    let (_, dom0) = vcpu_rows(ask(&mut a, Request::VcpuList(DomRef::Id(0))));
+    assert_eq!(dom0, [(0, "1".into(), all.clone())]);
+
+    // As in xl, the config is not changed: a reboot builds the domain with its
+    // own `cpus =` maps.
+    let reboot = hypercall_abi::sched::ShutdownReason::Reboot as u32;
+    a.hv().domains.get_mut(&id.0).unwrap().flags |= DOMINF_SHUTDOWN | (reboot << 16);
+    let mut out = Vec::new();
+    a.tick(30_000_000_000, &mut out);
+    assert_eq!(
+        rows(&mut a),
+        [
+            (0, "0-1".into(), all.clone()),
+            (1, "0".into(), all.clone()),
+            (2, all.clone(), all.clone()),
+        ]
+    );
+}
+
+#[test]
+fn vcpu_pin_refusals_change_nothing() {
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let id = created(ask(&mut a, pinned("pin", 3, &["0", "1"])));
+    let rows = |a: &mut TestAgent| vcpu_rows(ask(a, Request::VcpuList(DomRef::parse("pin")))).1;
+    let start = rows(&mut a);
+    let before = a.hv().calls.len();
+
+    // Checked before the hypervisor is asked to change anything.
+    error(
+        ask(&mut a, pin("pin", Some(5), Some("1"), None)),
+        ErrorCode::BadRequest,
+        "domain pin has no vCPU 5: it has 3 vCPUs (0 to 2)",
+    );
+    error(
+        ask(&mut a, pin("pin", Some(0), None, None)),
+        ErrorCode::BadRequest,
+        "nothing to change",
+    );
+    let empty = Request::VcpuPin {
+        dom: DomRef::parse("pin"),
+        vcpu: Some(0),
+        hard: None,
+        soft: Some(CpuMap::NONE),
+    };
+    error(
+        ask(&mut a, empty),
+        ErrorCode::BadRequest,
+        "the soft map holds no CPU",
+    );
+    error(
+        ask(&mut a, pin("nope", Some(0), Some("1"), None)),
+        ErrorCode::UnknownDomain,
+        "nope",
+    );
+    let msg = error(
+        ask(&mut a, pin("0", Some(1), Some("1"), None)),
+        ErrorCode::BadRequest,
+        "has no vCPU 1: it has 1 vCPU (vCPU 0)",
+    );
+    assert!(msg.starts_with("domain 0 "), "{msg}");
+    assert!(set_calls(&mut a, before).is_empty());
+
+    // A hard map without a CPU of the machine: the hypervisor's -EINVAL, said as
+    // the builder says it; with `all`, vCPU 0 is refused and nothing changed.
+    for vcpu in [Some(1), None] {
+        let msg = error(
+            ask(&mut a, pin("pin", vcpu, Some("7"), Some("0"))),
+            ErrorCode::BadRequest,
+            "CPUs (7) include none that runs guests (this machine has 2: 0-1); \
+             XEN_DOMCTL_setvcpuaffinity refused the map: -EINVAL (22); nothing was changed",
+        );
+        let v = vcpu.unwrap_or(0);
+        assert!(msg.starts_with(&format!("vCPU {v}'s CPUs (7)")), "{msg}");
+        assert_eq!(rows(&mut a), start);
+    }
+    assert!(
+        !set_calls(&mut a, before).iter().any(|c| c.contains("soft")),
+        "the soft map is not set once the hard one is refused"
+    );
+
+    // A refusal at vCPU 2: vCPUs 0 and 1 get their old maps back.
+    a.hv().refuse_vcpu = Some(2);
+    let before = a.hv().calls.len();
+    let msg = error(
+        ask(&mut a, pin("pin", None, Some("1"), Some("1"))),
+        ErrorCode::Hypervisor,
+        "setting vCPU 2's hard affinity of pin to CPUs 1: the hypervisor refused: -EPERM",
+    );
+    assert!(
+        msg.ends_with("; vCPUs 0, 1 got the old maps back, so nothing was changed"),
+        "{msg}"
+    );
+    let d = id.0;
+    assert_eq!(
+        set_calls(&mut a, before),
+        [
+            format!("setvcpuaffinity {d} 0 1"),
+            format!("setvcpuaffinity soft {d} 0 1"),
+            format!("setvcpuaffinity {d} 1 1"),
+            format!("setvcpuaffinity soft {d} 1 1"),
+            format!("setvcpuaffinity {d} 2 1"),
+            // Undone newest first, each map to what it was.
+            format!("setvcpuaffinity soft {d} 1 0-63"),
+            format!("setvcpuaffinity {d} 1 1"),
+            format!("setvcpuaffinity soft {d} 0 0-63"),
+            format!("setvcpuaffinity {d} 0 0"),
+        ]
+    );
+    assert_eq!(rows(&mut a), start);
+    a.hv().refuse_vcpu = None;
+
+    // When putting them back fails too, the message says which keep the new maps.
+    a.hv().sets_left = Some(2);
+    let msg = error(
+        ask(&mut a, pin("pin", None, Some("0-1"), None)),
+        ErrorCode::Hypervisor,
+        "setting vCPU 2's hard affinity of pin to CPUs 0-1: the hypervisor refused: -ESRCH",
+    );
+    assert!(
+        msg.ends_with(
+            "; putting the old maps back failed too (-ESRCH (3)): vCPUs 0, 1 keep the new \
+             ones (see `dom0ctl vcpu-list`)"
+        ),
+        "{msg}"
     );
 }

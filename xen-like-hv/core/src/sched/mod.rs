@@ -108,8 +108,6 @@ struct Entity {
     affinity: u64,
     /// The CPUs it prefers (Xen's soft affinity), as set.
     soft: u64,
-    /// The CPU asked to reschedule for it that has not scheduled since.
-    tickled: Option<u8>,
 }
 
 /// Every CPU: the affinity a vCPU starts with.
@@ -120,6 +118,9 @@ pub const ALL_CPUS: u64 = u64::MAX;
 struct Cpu {
     current: Option<VcpuRef>,
     picked_at: u64,
+    /// The vCPU this CPU was asked to reschedule for (*tickled*), until it
+    /// schedules.
+    tickled_for: Option<VcpuRef>,
 }
 
 /// The run queue of the machine's CPUs and the vCPU each runs.
@@ -137,6 +138,11 @@ pub struct RunQueue {
     /// leaves the runnable set (`sleep`, `remove`) and at `wake` and `add`: the
     /// runnable vCPUs' virtual runtimes only grow in between.
     min_vr: u64,
+    /// vCPUs with a soft map other than every CPU: with none, scheduling skips
+    /// the soft-affinity work.
+    soft_maps: usize,
+    /// The CPUs with a `tickled_for` (bit n: CPU n).
+    tickled: u64,
 }
 
 impl Default for RunQueue {
@@ -159,11 +165,14 @@ impl RunQueue {
             cpus: [Cpu {
                 current: None,
                 picked_at: 0,
+                tickled_for: None,
             }; MAX_CPUS],
             nr_cpus: 1,
             timeslice: DEFAULT_TIMESLICE_NS,
             seq: 0,
             min_vr: 0,
+            soft_maps: 0,
+            tickled: 0,
         }
     }
 
@@ -216,7 +225,6 @@ impl RunQueue {
                 boost: false,
                 affinity: ALL_CPUS,
                 soft: ALL_CPUS,
-                tickled: None,
             })
             .map_err(|_| SchedError::Full)
     }
@@ -226,8 +234,12 @@ impl RunQueue {
     pub fn remove(&mut self, v: VcpuRef) -> Option<usize> {
         self.floor_base();
         if let Some(i) = self.find(v) {
-            self.entities.swap_remove(i);
+            let e = self.entities.swap_remove(i);
+            if e.soft != ALL_CPUS {
+                self.soft_maps -= 1;
+            }
         }
+        self.untickle(v);
         let on = self.running_on(v);
         if let Some(c) = on.and_then(|c| self.cpus.get_mut(c)) {
             c.current = None;
@@ -291,8 +303,8 @@ impl RunQueue {
         let i = self.find(v).ok_or(SchedError::Unknown(v))?;
         if let Some(e) = self.entities.get_mut(i) {
             e.affinity = cpus;
-            e.tickled = None;
         }
+        self.untickle(v);
         Ok(self.running_on(v).filter(|&c| cpus & (1 << c) == 0))
     }
 
@@ -307,9 +319,35 @@ impl RunQueue {
     pub fn set_soft_affinity(&mut self, v: VcpuRef, cpus: u64) -> Result<(), SchedError> {
         let i = self.find(v).ok_or(SchedError::Unknown(v))?;
         if let Some(e) = self.entities.get_mut(i) {
+            match (e.soft == ALL_CPUS, cpus == ALL_CPUS) {
+                (true, false) => self.soft_maps += 1,
+                (false, true) => self.soft_maps -= 1,
+                _ => {}
+            }
             e.soft = cpus;
         }
         Ok(())
+    }
+
+    /// No CPU is tickled for `v` any more.
+    fn untickle(&mut self, v: VcpuRef) {
+        if self.tickled == 0 {
+            return;
+        }
+        for (i, c) in self.cpus.iter_mut().enumerate() {
+            if c.tickled_for == Some(v) {
+                c.tickled_for = None;
+                self.tickled &= !(1 << i);
+            }
+        }
+    }
+
+    /// Tickles CPU `cpu` for `v`.
+    fn tickle(&mut self, cpu: usize, v: VcpuRef) {
+        if let Some(c) = self.cpus.get_mut(cpu) {
+            c.tickled_for = Some(v);
+            self.tickled |= 1 << cpu;
+        }
     }
 
     /// The CPUs `e` prefers among those it may run on, if that is a real preference:
@@ -328,10 +366,7 @@ impl RunQueue {
 
     /// The CPUs tickled for some vCPU and not yet rescheduled.
     fn tickled_mask(&self) -> u64 {
-        self.entities
-            .iter()
-            .filter_map(|e| e.tickled)
-            .fold(0, |m, c| m | 1u64.checked_shl(u32::from(c)).unwrap_or(0))
+        self.tickled
     }
 
     /// An idle CPU of `mask` that nobody tickled: `here` if it is one, else the
@@ -446,9 +481,8 @@ impl RunQueue {
                 || self
                     .preferred(&me)
                     .is_some_and(|m| c < 64 && m & (1 << c) != 0))
-            && let Some(e) = self.entities.get_mut(i)
         {
-            e.tickled = u8::try_from(c).ok();
+            self.tickle(c, v);
         }
         cpu
     }
@@ -518,8 +552,8 @@ impl RunQueue {
         self.floor_base();
         if let Some(e) = self.find(v).and_then(|i| self.entities.get_mut(i)) {
             e.runnable = false;
-            e.tickled = None;
         }
+        self.untickle(v);
     }
 
     /// `v` gives up the rest of its slice: it goes behind every other runnable vCPU.
@@ -555,36 +589,28 @@ impl RunQueue {
             };
         }
         self.charge(cpu, now);
-        // This CPU answers every tickle it had.
-        let me = u8::try_from(cpu).ok();
-        for e in self.entities.iter_mut().filter(|e| e.tickled == me) {
-            e.tickled = None;
+        // This CPU answers the tickle it had; vCPUs other CPUs were tickled for
+        // are theirs.
+        if self.tickled != 0 {
+            if let Some(c) = self.cpus.get_mut(cpu) {
+                c.tickled_for = None;
+            }
+            self.tickled &= !(1 << cpu);
         }
-        let kick = self.soft_move(cpu);
-        let leaving = kick.and(self.current(cpu));
-        let candidates = || {
+        let held = self.tickled != 0;
+        let soft = self.soft_maps != 0;
+        let kick = if soft { self.soft_move(cpu) } else { None };
+        let next = if soft || held {
+            self.pick(cpu, kick.and(self.current(cpu)), held, soft)
+        } else {
+            // Nobody held for another CPU, nobody with a preference.
             self.entities
                 .iter()
-                .filter(|e| e.runnable && Self::allowed(e, cpu) && Some(e.v) != leaving)
+                .filter(|e| e.runnable && Self::allowed(e, cpu))
                 .filter(|e| self.running_on(e.v).is_none_or(|c| c == cpu))
-                .filter(|e| e.tickled.is_none_or(|t| Some(t) == me))
+                .min_by_key(|e| (e.vruntime, !e.boost, e.seq))
+                .map(|e| e.v)
         };
-        let first = candidates().min_by_key(|e| (e.vruntime, !e.boost, e.seq));
-        // One that prefers this CPU goes first if it is within a timeslice of the
-        // first: two vCPUs preempted at once come back each to the CPU it prefers.
-        let next = first
-            .filter(|f| !self.prefers(f, cpu))
-            .and_then(|f| {
-                candidates()
-                    .filter(|e| {
-                        self.preferred(e).is_some()
-                            && self.prefers(e, cpu)
-                            && e.vruntime <= f.vruntime.saturating_add(self.timeslice)
-                    })
-                    .min_by_key(|e| (e.vruntime, !e.boost, e.seq))
-            })
-            .or(first)
-            .map(|e| e.v);
         if let Some(c) = self.cpus.get_mut(cpu) {
             c.current = next;
             c.picked_at = now;
@@ -597,14 +623,49 @@ impl RunQueue {
         });
         // A vCPU outside its soft affinity gets a slice end: its next schedule
         // moves it if a CPU it prefers idles by then.
-        let astray = next
-            .and_then(|n| self.entity(n))
-            .is_some_and(|e| !self.prefers(e, cpu));
+        let astray = soft
+            && next
+                .and_then(|n| self.entity(n))
+                .is_some_and(|e| !self.prefers(e, cpu));
         Decision {
             next,
             slice_end_ns: (others_wait || astray).then(|| now.saturating_add(self.timeslice)),
             kick,
         }
+    }
+
+    /// [`RunQueue::schedule`]'s pick for CPU `cpu` with tickles (`held`) or soft maps
+    /// (`soft`) about: not `leaving`, nor a vCPU another CPU was tickled for; one that
+    /// prefers `cpu` first if it is within a timeslice of the least virtual runtime
+    /// (two vCPUs preempted at once come back each to the CPU it prefers).
+    fn pick(
+        &self,
+        cpu: usize,
+        leaving: Option<VcpuRef>,
+        held: bool,
+        soft: bool,
+    ) -> Option<VcpuRef> {
+        let candidates = || {
+            self.entities
+                .iter()
+                .filter(move |e| e.runnable && Self::allowed(e, cpu) && Some(e.v) != leaving)
+                .filter(move |e| self.running_on(e.v).is_none_or(|c| c == cpu))
+                .filter(move |e| !held || !self.cpus.iter().any(|c| c.tickled_for == Some(e.v)))
+        };
+        let first = candidates().min_by_key(|e| (e.vruntime, !e.boost, e.seq));
+        first
+            .filter(|f| soft && !self.prefers(f, cpu))
+            .and_then(|f| {
+                candidates()
+                    .filter(|e| {
+                        self.preferred(e).is_some()
+                            && self.prefers(e, cpu)
+                            && e.vruntime <= f.vruntime.saturating_add(self.timeslice)
+                    })
+                    .min_by_key(|e| (e.vruntime, !e.boost, e.seq))
+            })
+            .or(first)
+            .map(|e| e.v)
     }
 
     /// If CPU `cpu`'s current vCPU may run on and runs outside its soft affinity
@@ -637,9 +698,8 @@ impl RunQueue {
         let to = self
             .idle_in(soft, cpu)
             .or_else(|| (0..self.nr_cpus).find(|&c| swaps(c)))?;
-        if let Some(e) = self.entities.get_mut(i) {
-            e.tickled = u8::try_from(to).ok();
-        }
+        let v = e.v;
+        self.tickle(to, v);
         Some(to)
     }
 }
