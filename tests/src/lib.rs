@@ -489,6 +489,27 @@ impl ControlHost {
         }
     }
 
+    /// `dom0ctl vcpu-list DOM`'s rows, split into words: Name ID VCPU CPU State
+    /// Time(s) hard / soft (asserts the command succeeds and each row has them).
+    pub fn vcpu_rows(&self, dom: &str) -> Vec<Vec<String>> {
+        let v = self.dom0ctl(&["vcpu-list", dom]);
+        v.code(0);
+        v.stdout
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let w: Vec<String> = l.split_whitespace().map(String::from).collect();
+                assert_eq!(
+                    (w.len(), w.get(7).map(String::as_str)),
+                    (9, Some("/")),
+                    "{}",
+                    v.stdout
+                );
+                w
+            })
+            .collect()
+    }
+
     /// Everything COM1 printed so far.
     pub fn serial(&self) -> String {
         self.machine.serial()

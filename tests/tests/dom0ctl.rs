@@ -538,20 +538,7 @@ fn cpus_pin_vcpus_and_a_map_without_a_cpu_of_the_machine_fails_cleanly() {
     let t = "dom0ctl-cpus";
     let h = ControlHost::boot(t);
     let free = free_memory(&h);
-    // `vcpu-list DOM`'s rows, split into words: Name ID VCPU CPU State Time(s) hard / soft.
-    let table = |dom: &str| -> Vec<Vec<String>> {
-        let v = h.dom0ctl(&["vcpu-list", dom]);
-        v.code(0);
-        v.stdout
-            .lines()
-            .skip(1)
-            .map(|l| {
-                let w: Vec<String> = l.split_whitespace().map(String::from).collect();
-                assert_eq!((w.len(), w[7].as_str()), (9, "/"), "{}", v.stdout);
-                w
-            })
-            .collect()
-    };
+    let table = |dom: &str| h.vcpu_rows(dom);
     // (vcpu, hard, soft) of each row.
     let vcpus = |dom: &str| -> Vec<(String, String, String)> {
         table(dom)
@@ -849,20 +836,7 @@ fn vcpu_pin_changes_a_running_domains_affinity() {
     );
     h.dom0ctl(&["create", &cfg]).code(0);
     wait_for_console(&h, "pin", "ticker: tick 1");
-    // `vcpu-list pin`'s rows, split into words: Name ID VCPU CPU State Time(s) hard / soft.
-    let table = || -> Vec<Vec<String>> {
-        let v = h.dom0ctl(&["vcpu-list", "pin"]);
-        v.code(0);
-        v.stdout
-            .lines()
-            .skip(1)
-            .map(|l| {
-                let w: Vec<String> = l.split_whitespace().map(String::from).collect();
-                assert_eq!((w.len(), w[7].as_str()), (9, "/"), "{}", v.stdout);
-                w
-            })
-            .collect()
-    };
+    let table = || h.vcpu_rows("pin");
     // (vcpu, hard, soft) of each row.
     let maps = || -> Vec<(String, String, String)> {
         table()

@@ -9,21 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use xlhv_tests::{ControlHost, scratch, test_guest};
-
-/// Test guest `guest`'s ELF without debug sections (the upload over COM2 is slow).
-fn kernel(test: &str, guest: &str) -> std::path::PathBuf {
-    let full = test_guest(guest);
-    let small = scratch(test).join(format!("{guest}.elf"));
-    let ok = std::process::Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(&small)
-        .arg(&full)
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok { small } else { full }
-}
+use xlhv_tests::{ControlHost, scratch, stripped_guest};
 
 /// Writes a config for a `netcheck` domU with `vif` and `cmdline`.
 fn config(test: &str, name: &str, cmdline: &str, vif: &str) -> String {
@@ -38,7 +24,7 @@ fn config_for(test: &str, guest: &str, name: &str, cmdline: &str, vif: &str) -> 
         format!(
             "name = \"{name}\"\nkernel = \"{}\"\nmemory = 32\ncmdline = \"{cmdline}\"\n\
              on_poweroff = \"preserve\"\non_crash = \"preserve\"\nvif = [\"{vif}\"]\n",
-            kernel(test, guest).display(),
+            stripped_guest(test, guest).display(),
         ),
     )
     .unwrap();

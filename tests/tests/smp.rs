@@ -256,17 +256,11 @@ fn soft_affinity_puts_each_hog_on_the_cpu_it_prefers() {
     let h = ControlHost::boot_fast_cpus(t, "512M", 3);
     // (CPU, soft map) of `dom`'s vCPU 0, from `vcpu-list`.
     let where_is = |dom: &str| -> (String, String) {
-        let v = h.dom0ctl(&["vcpu-list", dom]);
-        v.code(0);
-        let w: Vec<&str> = v
-            .stdout
-            .lines()
-            .nth(1)
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        assert_eq!(w.len(), 9, "{}", v.stdout);
-        (w[3].to_string(), w[8].to_string())
+        let rows = h.vcpu_rows(dom);
+        let w = rows
+            .first()
+            .unwrap_or_else(|| panic!("{dom}: no vCPU rows"));
+        (w[3].clone(), w[8].clone())
     };
     for (round, pair) in [[("a", "1"), ("b", "0")], [("c", "0"), ("d", "1")]]
         .iter()

@@ -427,9 +427,9 @@ mod tests {
         assert!(e.message.starts_with("size: "), "{}", e.message);
     }
 
-    #[test]
-    fn create_request_and_reply() {
-        let mut req = CreateRequest {
+    /// A valid request for one `hello` vCPU with 16 MiB.
+    fn hello_request() -> CreateRequest {
+        CreateRequest {
             name: String::from("hello"),
             kernel: Kernel::Named(String::from("hello")),
             memory_mib: 16,
@@ -444,7 +444,12 @@ mod tests {
             ramdisk: None,
             cpus: Vec::new(),
             cpus_soft: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn create_request_and_reply() {
+        let mut req = hello_request();
         assert_eq!(req.validate(), Ok(()));
         req.memory_mib = 1;
         let e = req.validate().unwrap_err();
@@ -496,19 +501,9 @@ mod tests {
         let one = CpuMap::parse("1").unwrap();
         let mut req = CreateRequest {
             name: String::from("soft"),
-            kernel: Kernel::Named(String::from("hello")),
-            memory_mib: 16,
             vcpus: 2,
-            cmdline: String::new(),
-            on_poweroff: ExitAction::Destroy,
-            on_crash: ExitAction::Destroy,
-            on_reboot: ExitAction::Restart,
-            uuid: None,
-            disks: Vec::new(),
-            vifs: Vec::new(),
-            ramdisk: None,
-            cpus: Vec::new(),
             cpus_soft: alloc::vec![one],
+            ..hello_request()
         };
         assert_eq!(req.validate(), Ok(()), "vCPU 1 has no preference");
         req.cpus_soft = alloc::vec![one, one, one];
