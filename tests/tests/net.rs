@@ -243,3 +243,29 @@ fn two_domus_ping_each_other_on_xenbr0() {
     let ls = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/backend"]);
     assert!(!ls.stdout.contains("backend/vif/"), "{}", ls.stdout);
 }
+
+/// dom0's NIC on QEMU's user network is the uplink of `xenbr0`
+/// (`docs/net.md#uplinks`): a domU on that bridge resolves QEMU's gateway
+/// (10.0.2.2) by ARP and pings it, through netback, the switch and dom0's
+/// virtio-net driver.
+#[test]
+fn a_domu_pings_the_gateway_through_the_uplink() {
+    let test = "net-uplink";
+    let nic = xtask::nic::NicSpec::parse("user").unwrap();
+    let h = ControlHost::boot_fast_with_args(test, "512M", &nic.qemu_args(0));
+    let out = config(
+        test,
+        "out",
+        "ip=10.0.2.15 peer=10.0.2.2 count=5 answers=0",
+        "bridge=xenbr0",
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &out]).code(0);
+    let log = h.serial();
+    assert!(
+        log.contains("dom0: net: eth0 (52:54:00:12:34:56) is the uplink of bridge xenbr0"),
+        "{log}"
+    );
+    let r = result(&h, "out");
+    assert!(r.contains("netcheck: ok") && r.contains("pings=5"), "{r}");
+    h.dom0ctl(&["destroy", "out"]).code(0);
+}

@@ -153,6 +153,19 @@ fn main(si: &'static StartInfo) {
     let irq = com2_irq(si, &mut uart);
     let mut agent = Agent::new(XenHv::default(), FrameStore::new(), bundle, AGENT);
     agent.set_devices(devices.rows(&pci, &disks.disks));
+    if !devices.nics.is_empty() {
+        agent.set_nics(alloc::boxed::Box::new(virtio::VirtioNics {
+            nics: core::mem::take(&mut devices.nics),
+        }));
+        for u in agent.netback().uplinks() {
+            println!(
+                "dom0: net: {} ({}) is the uplink of bridge {}",
+                u.name,
+                dom0_core::ether::mac_text(u.mac),
+                u.bridge
+            );
+        }
+    }
     agent.set_disks(alloc::boxed::Box::new(disks));
     autostart(si, &mut agent);
     serve(uart, devices.console.take(), agent, irq)

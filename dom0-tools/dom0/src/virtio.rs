@@ -13,6 +13,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use dom0_core::disks::{DiskError, DiskInfo, DiskOp, DiskReq, Disks};
+use dom0_core::nics::{NicInfo, Nics};
 use dom0_core::pci::Function;
 use pv_runtime::dma::DmaBuffer;
 use pv_runtime::virtio::{Cf8, XenHal};
@@ -489,13 +490,7 @@ pub fn probe(fns: &[Function], msi: bool, msix_check: bool) -> Devices {
                             ether::mac_text(net.mac_address()),
                             irq_text(irq)
                         );
-                        nics.push(Nic {
-                            bdf: (f.bus, f.dev, f.func),
-                            name,
-                            net,
-                            irq,
-                            rx: None,
-                        });
+                        nics.push(Nic::new(name, (f.bus, f.dev, f.func), net, irq));
                     }
                     Err(e) => println!("dom0: virtio-net {where_}: {e}"),
                 }
@@ -1236,12 +1231,48 @@ fn pattern(first: u64, i: usize) -> u8 {
     (x ^ (i >> 9)).to_le_bytes()[0]
 }
 
-/// Descriptors per virtio-net queue.
-const NET_QUEUE: usize = 16;
-/// The receive buffer: the largest Ethernet frame with its virtio header.
+/// Descriptors per virtio-net queue: receive buffers posted at once, and
+/// transmissions in flight (each takes one descriptor: header and frame in one
+/// buffer).
+const NET_QUEUE: usize = 32;
+/// A buffer: one page, the largest Ethernet frame with its virtio header.
 const NET_BUF: usize = 4096;
+/// Frames waiting for a free transmit buffer before new ones are refused.
+const NET_BACKLOG: usize = 256;
 
-/// A virtio-net NIC dom0 drives (the uplink of the net back end's switch).
+/// One page of DMA memory the NIC keeps for good, and the token of the
+/// request that holds it (`None`: free).
+struct NetSlot {
+    buf: pv_runtime::virtio::DmaBuf,
+    token: Option<u16>,
+    /// The length handed to the device (a transmission's header and frame).
+    len: usize,
+}
+
+impl NetSlot {
+    fn alloc() -> Result<Self, virtio_drivers::Error> {
+        let buf = pv_runtime::virtio::dma_alloc(1).ok_or(virtio_drivers::Error::DmaError)?;
+        Ok(NetSlot {
+            buf,
+            token: None,
+            len: NET_BUF,
+        })
+    }
+
+    fn bytes(&self) -> &'static mut [u8] {
+        let p: *mut u8 =
+            core::ptr::with_exposed_provenance_mut(usize::try_from(self.buf.va).unwrap_or(0));
+        // SAFETY: `buf` is one page of DMA memory mapped writable for as long as
+        // the NIC lives (never freed); the driver touches it only while no
+        // request holds it (`token` is `None`), or to hand the same buffer back
+        // to `*_complete`.
+        unsafe { core::slice::from_raw_parts_mut(p, NET_BUF) }
+    }
+}
+
+/// A virtio-net NIC dom0 drives: the uplink of the net back end's switch
+/// (`dom0_core::netback::uplink`). Receive buffers stay posted; sends are
+/// queued and completed without waiting.
 pub struct Nic {
     /// `eth0`, `eth1`, ... in PCI order.
     pub name: String,
@@ -1249,9 +1280,14 @@ pub struct Nic {
     pub bdf: (u8, u8, u8),
     net: VirtIONetRaw<XenHal, PciTransport, NET_QUEUE>,
     irq: Option<DevIrq>,
-    /// The receive buffer (DMA memory the NIC keeps for good) and the token of
-    /// its posted request.
-    rx: Option<(pv_runtime::virtio::DmaBuf, Option<u16>)>,
+    /// Receive buffers, all posted once started.
+    rx: Vec<NetSlot>,
+    /// Transmit buffers, allocated as needed.
+    tx: Vec<NetSlot>,
+    /// Frames waiting for a transmit buffer.
+    backlog: alloc::collections::VecDeque<Vec<u8>>,
+    /// The device failed a request: the NIC is left alone from then on.
+    broken: bool,
 }
 
 impl core::fmt::Debug for Nic {
@@ -1263,23 +1299,141 @@ impl core::fmt::Debug for Nic {
 }
 
 impl Nic {
+    fn new(
+        name: String,
+        bdf: (u8, u8, u8),
+        net: VirtIONetRaw<XenHal, PciTransport, NET_QUEUE>,
+        irq: Option<DevIrq>,
+    ) -> Self {
+        Nic {
+            name,
+            bdf,
+            net,
+            irq,
+            rx: Vec::new(),
+            tx: Vec::new(),
+            backlog: alloc::collections::VecDeque::new(),
+            broken: false,
+        }
+    }
+
     /// The NIC's MAC address.
     pub fn mac(&self) -> ether::Mac {
         self.net.mac_address()
     }
 
-    /// Sends one Ethernet frame (waits for the device to take it).
-    pub fn send(&mut self, frame: &[u8]) -> Result<(), virtio_drivers::Error> {
-        self.net.send(frame)
+    /// Posts every receive buffer (once).
+    fn start_rx(&mut self) -> Result<(), virtio_drivers::Error> {
+        while self.rx.len() < NET_QUEUE {
+            let mut s = NetSlot::alloc()?;
+            // SAFETY: the buffer is the NIC's own DMA memory, untouched until
+            // the request completes (`token` records that it is out).
+            s.token = Some(unsafe { self.net.receive_begin(s.bytes())? });
+            self.rx.push(s);
+        }
+        Ok(())
     }
 
-    fn rx_buf(buf: &pv_runtime::virtio::DmaBuf) -> &'static mut [u8] {
-        let p: *mut u8 =
-            core::ptr::with_exposed_provenance_mut(usize::try_from(buf.va).unwrap_or(0));
-        // SAFETY: `buf` is one page of DMA memory mapped writable for as long as
-        // the NIC lives (never freed); the driver touches it only while no
-        // receive request holds it.
-        unsafe { core::slice::from_raw_parts_mut(p, NET_BUF) }
+    /// Copies the next frame the device completed into `out` (cut to its
+    /// length) and posts the buffer again. `Ok(None)`: nothing arrived.
+    fn take_frame(&mut self, out: &mut [u8]) -> Result<Option<usize>, virtio_drivers::Error> {
+        self.start_rx()?;
+        let Some(token) = self.net.poll_receive() else {
+            return Ok(None);
+        };
+        let slot = self
+            .rx
+            .iter_mut()
+            .find(|s| s.token == Some(token))
+            .ok_or(virtio_drivers::Error::WrongToken)?;
+        slot.token = None;
+        let rx = slot.bytes();
+        // SAFETY: the same buffer `receive_begin` was given for this token.
+        let (hdr, len) = unsafe { self.net.receive_complete(token, rx)? };
+        // The lengths are the device's word: keep them inside the buffer.
+        let start = hdr.min(rx.len());
+        let n = len.min(out.len()).min(rx.len() - start);
+        out[..n].copy_from_slice(&rx[start..start + n]);
+        // SAFETY: as in `start_rx`; the frame was copied out first.
+        slot.token = Some(unsafe { self.net.receive_begin(rx)? });
+        Ok(Some(n))
+    }
+
+    /// Frees the transmit buffers the device is done with.
+    fn reap_tx(&mut self) -> Result<(), virtio_drivers::Error> {
+        while let Some(token) = self.net.poll_transmit() {
+            let slot = self
+                .tx
+                .iter_mut()
+                .find(|s| s.token == Some(token))
+                .ok_or(virtio_drivers::Error::WrongToken)?;
+            let len = slot.len;
+            // SAFETY: the same buffer (and length) `transmit_begin` was given.
+            unsafe { self.net.transmit_complete(token, &slot.bytes()[..len])? };
+            slot.token = None;
+        }
+        Ok(())
+    }
+
+    /// Hands backlogged frames to the device while transmit buffers are free.
+    /// Returns whether frames are still waiting.
+    fn flush(&mut self) -> bool {
+        if self.broken {
+            self.backlog.clear();
+            return false;
+        }
+        if let Err(e) = self.push_backlog() {
+            println!(
+                "dom0: nic {}: sending failed ({e}); NIC disabled",
+                self.name
+            );
+            self.broken = true;
+            self.backlog.clear();
+        }
+        !self.backlog.is_empty()
+    }
+
+    fn push_backlog(&mut self) -> Result<(), virtio_drivers::Error> {
+        self.reap_tx()?;
+        while let Some(frame) = self.backlog.front() {
+            let i = match self.tx.iter().position(|s| s.token.is_none()) {
+                Some(i) => i,
+                None if self.tx.len() < NET_QUEUE => {
+                    self.tx.push(NetSlot::alloc()?);
+                    self.tx.len() - 1
+                }
+                None => return Ok(()),
+            };
+            let page = self.tx[i].bytes();
+            let hdr = self.net.fill_buffer_header(page)?;
+            let len = hdr + frame.len();
+            page[hdr..len].copy_from_slice(frame);
+            // SAFETY: the buffer is the NIC's own DMA memory, untouched until
+            // `reap_tx` sees the request complete.
+            let token = unsafe { self.net.transmit_begin(&page[..len])? };
+            self.tx[i].token = Some(token);
+            self.tx[i].len = len;
+            self.backlog.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Queues one frame for sending; false when the backlog is full.
+    pub fn queue(&mut self, frame: &[u8]) -> bool {
+        if self.broken || self.backlog.len() >= NET_BACKLOG {
+            return false;
+        }
+        self.backlog.push_back(frame.to_vec());
+        self.flush();
+        true
+    }
+
+    /// Acknowledges the NIC's interrupt, if one arrived, and sends the EOI.
+    fn service_irq(&mut self) {
+        let net = &mut self.net;
+        irq::service(self.irq, || {
+            net.ack_interrupt();
+        });
     }
 
     /// Receives one frame into `out`, blocking on the NIC's interrupt until one
@@ -1290,37 +1444,9 @@ impl Nic {
         out: &mut [u8],
         deadline: u64,
     ) -> Result<Option<usize>, virtio_drivers::Error> {
-        if self.rx.is_none() {
-            let buf = pv_runtime::virtio::dma_alloc(1).ok_or(virtio_drivers::Error::DmaError)?;
-            self.rx = Some((buf, None));
-        }
-        let Some((buf, posted)) = self.rx.as_mut() else {
-            return Err(virtio_drivers::Error::DmaError);
-        };
-        let token = match *posted {
-            Some(t) => t,
-            None => {
-                // SAFETY: the buffer is the NIC's own DMA memory, untouched until
-                // the request completes (`posted` records that it is out).
-                let t = unsafe { self.net.receive_begin(Self::rx_buf(buf))? };
-                *posted = Some(t);
-                t
-            }
-        };
         loop {
-            let net = &mut self.net;
-            irq::service(self.irq, || {
-                net.ack_interrupt();
-            });
-            if self.net.poll_receive() == Some(token) {
-                *posted = None;
-                let rx = Self::rx_buf(buf);
-                // SAFETY: the same buffer `receive_begin` was given.
-                let (hdr, len) = unsafe { self.net.receive_complete(token, rx)? };
-                // The lengths are the device's word: keep them inside the buffer.
-                let start = hdr.min(rx.len());
-                let n = len.min(out.len()).min(rx.len() - start);
-                out[..n].copy_from_slice(&rx[start..start + n]);
+            self.service_irq();
+            if let Some(n) = self.take_frame(out)? {
                 return Ok(Some(n));
             }
             let now = time::system_time_ns();
@@ -1329,6 +1455,78 @@ impl Nic {
             }
             irq::wait(self.irq, now.saturating_add(POLL_NS).min(deadline));
         }
+    }
+
+    /// Sends one frame and waits (up to a second) until the device took it.
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), virtio_drivers::Error> {
+        if !self.queue(frame) {
+            return Err(virtio_drivers::Error::QueueFull);
+        }
+        let end = time::system_time_ns().saturating_add(1_000_000_000);
+        while self.flush() || self.tx.iter().any(|s| s.token.is_some()) {
+            if self.broken {
+                return Err(virtio_drivers::Error::IoError);
+            }
+            if time::system_time_ns() >= end {
+                return Err(virtio_drivers::Error::QueueFull);
+            }
+            self.service_irq();
+            irq::wait(self.irq, time::system_time_ns().saturating_add(1_000_000));
+        }
+        Ok(())
+    }
+}
+
+/// dom0's NICs as the net back end uses them: the uplinks of its bridges.
+#[derive(Debug, Default)]
+pub struct VirtioNics {
+    /// The NICs, in PCI order.
+    pub nics: Vec<Nic>,
+}
+
+impl Nics for VirtioNics {
+    fn list(&self) -> Vec<NicInfo> {
+        self.nics
+            .iter()
+            .map(|n| NicInfo {
+                name: n.name.clone(),
+                mac: n.mac(),
+            })
+            .collect()
+    }
+
+    fn send(&mut self, nic: usize, frame: &[u8]) -> bool {
+        dom0_core::nics::frame_fits(frame) && self.nics.get_mut(nic).is_some_and(|n| n.queue(frame))
+    }
+
+    fn receive(&mut self, nic: usize, out: &mut Vec<Vec<u8>>, max: usize) {
+        let Some(n) = self.nics.get_mut(nic) else {
+            return;
+        };
+        if n.broken {
+            return;
+        }
+        n.service_irq();
+        let mut buf = [0u8; NET_BUF];
+        while out.len() < max {
+            match n.take_frame(&mut buf) {
+                Ok(Some(len)) => out.push(buf[..len].to_vec()),
+                Ok(None) => break,
+                Err(e) => {
+                    println!("dom0: nic {}: receiving failed ({e}); NIC disabled", n.name);
+                    n.broken = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) -> bool {
+        let mut waiting = false;
+        for n in &mut self.nics {
+            waiting |= n.flush();
+        }
+        waiting
     }
 }
 

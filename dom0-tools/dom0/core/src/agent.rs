@@ -33,6 +33,7 @@ use crate::disks::Disks;
 use crate::domains::{self, DOM0_NAME, Record, Records, ResolveError};
 use crate::hv::{Hypervisor, RingId};
 use crate::netback::{self, Netback};
+use crate::nics::Nics;
 use crate::uploads::{Upload, UploadStore, Uploads};
 use crate::volumes::{VolumeError, Volumes};
 use crate::xenstore::{self as xsl, DomainNodes, Uuid};
@@ -208,6 +209,8 @@ pub struct Agent<'a, H, S: UploadStore> {
     blk: Blkback,
     /// The network back end: every domain's vifs and the bridges.
     net: Netback,
+    /// dom0's NICs, the bridges' uplinks (the kernel's virtio-net driver).
+    nics: Option<Box<dyn Nics>>,
 }
 
 impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
@@ -225,6 +228,18 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// Gives the agent dom0's disks (volumes and block back ends use them).
     pub fn set_disks(&mut self, disks: Box<dyn Disks>) {
         self.disks = Some(disks);
+    }
+
+    /// Gives the agent dom0's NICs: each joins its bridge as the uplink
+    /// (`ethN` to `xenbrN`).
+    pub fn set_nics(&mut self, nics: Box<dyn Nics>) {
+        self.net.add_uplinks(nics.as_ref());
+        self.nics = Some(nics);
+    }
+
+    /// The network back end (its vifs, bridges and uplinks).
+    pub fn netback(&self) -> &Netback {
+        &self.net
     }
 
     /// An agent called `name` ("xlhv-dom0 0.1.0") serving `images`.
@@ -261,6 +276,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             volumes: Volumes::new(),
             blk: Blkback::new(),
             net: Netback::new(),
+            nics: None,
         }
     }
 
@@ -596,7 +612,14 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// ring still has requests waiting (serve again without sleeping).
     pub fn service_backends(&mut self) -> bool {
         let generation = self.xs.generation();
-        let mut more = self.net.poll(&mut self.xs, &mut self.hv);
+        let mut more = false;
+        if let Some(nics) = self.nics.as_deref_mut() {
+            more |= self.net.from_wire(nics, self.hv.now_ns());
+        }
+        more |= self.net.poll(&mut self.xs, &mut self.hv);
+        if let Some(nics) = self.nics.as_deref_mut() {
+            more |= self.net.to_wire(nics);
+        }
         if let Some(disks) = self.disks.as_deref_mut() {
             more |= self.blk.poll(&mut self.xs, &mut self.hv, disks);
             for (dom, target) in self.blk.take_detached() {

@@ -20,6 +20,8 @@
 //! * [`disks`]: dom0's disks as a [`Disks`](disks::Disks) trait, batched I/O;
 //! * [`volumes`]: named volumes carved from those disks, in a crash-consistent
 //!   on-disk table;
+//! * [`nics`]: dom0's NICs as a [`Nics`](nics::Nics) trait, the uplinks of
+//!   the net back end's switches;
 //! * [`ether`]: Ethernet and ARP frames (the NIC self-test);
 //! * [`pci`]: the PCI bus scan over a [`ConfigSpace`](pci::ConfigSpace) trait.
 //! * [`xenstore`]: the nodes the toolstack writes for a domain (as `xl` does), UUIDs.
@@ -40,6 +42,7 @@ pub mod ether;
 pub mod hv;
 pub mod msix;
 pub mod netback;
+pub mod nics;
 pub mod pci;
 pub mod server;
 #[cfg(test)]

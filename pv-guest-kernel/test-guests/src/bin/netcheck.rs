@@ -4,11 +4,13 @@
 //!
 //! Command line: `ip=A.B.C.D peer=A.B.C.D` (required), `count=N` (pings,
 //! default 10), `size=N` (echo payload bytes, default 56, at most 1472),
-//! `timeout=S` (default 120), `vif=N` (default 0). It answers ARP requests
+//! `timeout=S` (default 120), `vif=N` (default 0), `answers=N` (default
+//! `count`; 0 for a peer that never pings, such as a gateway outside the
+//! machine, reached through dom0's uplink). It answers ARP requests
 //! for its address and echo requests sent to it; it resolves the peer by
 //! ARP (asking every 200 ms), then pings it `count` times one after the
 //! other (resending after 500 ms), checking every reply's payload. It is
-//! done when it has its `count` replies and has answered `count` distinct
+//! done when it has its `count` replies and has answered `answers` distinct
 //! echo requests of the peer (so two `netcheck`s pinging each other both
 //! finish).
 //!
@@ -86,6 +88,7 @@ fn main(_si: &'static StartInfo) {
     let size = usize::try_from(num_arg("size", 56).min(1472)).unwrap_or(56);
     let timeout_ns = num_arg("timeout", 120).saturating_mul(1_000_000_000);
     let vif = u32::try_from(num_arg("vif", 0)).unwrap_or(0);
+    let answers = usize::try_from(num_arg("answers", u64::from(count))).unwrap_or(0);
     let t_end = time::system_time_ns().saturating_add(timeout_ns);
     let mut dev = Device::open(vif, timeout_ns)
         .unwrap_or_else(|e| fail(NAME, format_args!("opening device/vif/{vif}: {e}")));
@@ -110,14 +113,14 @@ fn main(_si: &'static StartInfo) {
     let mut buf = [0u8; netfront::MAX_FRAME];
     loop {
         let now = time::system_time_ns();
-        if replies >= count && answered.len() >= usize::from(count) {
+        if replies >= count && answered.len() >= answers {
             break;
         }
         if now >= t_end {
             fail(
                 NAME,
                 format_args!(
-                    "timed out: peer {} ({}), {replies}/{count} replies, {}/{count} answered",
+                    "timed out: peer {} ({}), {replies}/{count} replies, {}/{answers} answered",
                     Ip4(peer),
                     if peer_mac.is_some() {
                         "resolved"

@@ -27,6 +27,7 @@
 pub mod csum;
 pub mod switch;
 pub mod tx;
+pub mod uplink;
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
@@ -48,6 +49,7 @@ use crate::hv::{GrantSeg, Hypervisor, RingId};
 use crate::xenstore::{Entry, dom_path, libxl_path};
 use switch::{Forward, Port, Switch};
 use tx::Verdict;
+pub use uplink::{Uplink, UplinkStats};
 
 /// `multi-queue-max-queues` (one queue per vif for now).
 pub const MAX_QUEUES: u32 = 1;
@@ -236,6 +238,8 @@ impl core::fmt::Display for AttachError {
 pub struct Netback {
     vifs: Vec<Vif>,
     bridges: BTreeMap<String, Switch>,
+    /// dom0's NICs on their bridges ([`uplink`]).
+    uplinks: Vec<Uplink>,
     /// The store's generation when the state machines last ran.
     generation: Option<u64>,
     /// Packets refused over all vifs.
@@ -572,11 +576,16 @@ impl Netback {
             Forward::One(p) => {
                 if let Some(v) = self.vifs.iter_mut().find(|v| v.port() == p) {
                     deliver(v, f);
+                } else if let Some(u) = self.uplinks.iter_mut().find(|u| u.port() == p) {
+                    u.enqueue(f.data);
                 }
             }
             Forward::Flood(ps) => {
                 for v in self.vifs.iter_mut().filter(|v| ps.contains(&v.port())) {
                     deliver(v, f.clone());
+                }
+                for u in self.uplinks.iter_mut().filter(|u| ps.contains(&u.port())) {
+                    u.enqueue(f.data.clone());
                 }
             }
         }

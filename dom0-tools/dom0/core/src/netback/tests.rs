@@ -824,3 +824,158 @@ proptest! {
         prop_assert_eq!(at, slots.len());
     }
 }
+
+/// Uplinks: dom0's NICs on the bridges (`uplink.rs`).
+mod uplinks {
+    use super::*;
+    use crate::nics::{MAX_FRAME, MemNics};
+
+    const WIRE: [u8; 6] = [0x52, 0x55, 0x0a, 0, 2, 2];
+
+    /// [`lan`] with two NICs: eth0 on xenbr0, eth1 on xenbr1.
+    fn lan_with_nics() -> (Net, MemNics) {
+        let mut n = lan();
+        let mut nics = MemNics::default();
+        nics.add([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+        nics.add([0x52, 0x54, 0, 0x12, 0x34, 0x57]);
+        n.nb.add_uplinks(&nics);
+        (n, nics)
+    }
+
+    /// One pass as the agent runs it: the wire in, the vifs, the wire out.
+    fn pass(n: &mut Net, nics: &mut MemNics) {
+        let now = n.hv.now_ns();
+        n.nb.from_wire(nics, now);
+        n.poll();
+        n.nb.to_wire(nics);
+    }
+
+    #[test]
+    fn each_nic_joins_its_bridge_once() {
+        let (mut n, nics) = lan_with_nics();
+        n.nb.add_uplinks(&nics);
+        assert_eq!(n.nb.uplinks().len(), 2);
+        let ports = |n: &Net, br: &str| {
+            n.nb.bridges()
+                .find(|(b, _)| *b == br)
+                .map(|(_, s)| s.ports().to_vec())
+                .unwrap()
+        };
+        assert_eq!(ports(&n, "xenbr0").len(), 4, "three vifs and eth0");
+        assert_eq!(ports(&n, "xenbr1").len(), 2, "one vif and eth1");
+        let names: Vec<String> = ports(&n, "xenbr1")
+            .into_iter()
+            .map(|p| uplink::port_name(&n.nb, p))
+            .collect();
+        assert_eq!(names, ["vif6.0", "eth1"]);
+        // A bridge keeps its uplink when its last vif goes.
+        n.nb.detach_domain(&mut n.xs, &mut n.hv, 6);
+        assert_eq!(ports(&n, "xenbr1").len(), 1);
+    }
+
+    #[test]
+    fn frames_cross_the_uplink_both_ways() {
+        let (mut n, mut nics) = lan_with_nics();
+        // A broadcast from domain 3 goes out of eth0 (its bridge's), not eth1.
+        let b = frame(BCAST, mac_of(3), 60, 1);
+        n.fronts[0].send(&b, 0, 0);
+        pass(&mut n, &mut nics);
+        assert_eq!(nics.sent[0], core::slice::from_ref(&b));
+        assert!(nics.sent[1].is_empty());
+        for i in [1, 2] {
+            assert_eq!(n.fronts[i].received(), [(b.clone(), 0)]);
+        }
+        // The wire answers 3: only 3 gets it, and the wire's MAC is learned.
+        let a = frame(mac_of(3), WIRE, 90, 2);
+        nics.incoming[0].push(a.clone());
+        pass(&mut n, &mut nics);
+        assert_eq!(n.fronts[0].received(), [(a, 0)]);
+        assert!(n.fronts[1].received().is_empty() && n.fronts[2].received().is_empty());
+        // So 4's unicast to the wire goes out of eth0 and to no vif.
+        let u = frame(WIRE, mac_of(4), 1514, 3);
+        n.fronts[1].send(&u, 1, 0);
+        pass(&mut n, &mut nics);
+        assert_eq!(nics.sent[0].last(), Some(&u));
+        assert!(n.fronts[0].received().is_empty() && n.fronts[2].received().is_empty());
+        // A broadcast from the wire of xenbr1 reaches domain 6 only.
+        let w = frame(BCAST, WIRE, 60, 4);
+        nics.incoming[1].push(w.clone());
+        pass(&mut n, &mut nics);
+        assert_eq!(n.fronts[3].received(), [(w, 0)]);
+        for i in 0..3 {
+            assert!(n.fronts[i].received().is_empty());
+        }
+        let s = n.nb.uplinks()[0].stats;
+        assert_eq!((s.sent, s.received, s.dropped), (2, 1, 0));
+        assert_eq!(s.sent_bytes, 60 + 1514);
+        assert_eq!(n.nb.uplinks()[1].stats.received, 1);
+    }
+
+    #[test]
+    fn frames_too_long_for_a_wire_are_dropped_at_the_uplink_only() {
+        let (mut n, mut nics) = lan_with_nics();
+        // A 6000-byte broadcast in two slots: domain 4 (feature-sg) gets it,
+        // the wire cannot.
+        let f = frame(BCAST, mac_of(3), 6000, 9);
+        let mut pages = vec![vec![0u8; 4096]; 2];
+        pages[0][..4000].copy_from_slice(&f[..4000]);
+        pages[1][..2000].copy_from_slice(&f[4000..]);
+        for (k, p) in pages.iter().enumerate() {
+            fill_page(&n.fronts[0].txbuf, k, p);
+        }
+        let req = |page: u32, flags: u16, size: u16| NetifTxRequest {
+            gref: GrantRef(TX_BUF + page),
+            offset: 0,
+            flags,
+            id: page as u16,
+            size,
+        };
+        n.fronts[0].send_slots(&[req(0, NETTXF_MORE_DATA, 6000), req(1, 0, 2000)]);
+        pass(&mut n, &mut nics);
+        assert_eq!(n.fronts[1].received().len(), 1);
+        assert!(nics.sent[0].is_empty());
+        assert_eq!(n.nb.uplinks()[0].stats.dropped, 1);
+        assert!(f.len() > MAX_FRAME);
+    }
+
+    #[test]
+    fn a_full_nic_or_queue_drops_only_the_uplinks_frames() {
+        let (mut n, mut nics) = lan_with_nics();
+        nics.queue_limit = Some(3);
+        // 300 broadcasts from domain 3 while dom0 does not reach the NIC: the
+        // uplink keeps QUEUE_FRAMES; the NIC then takes 3 and refuses the rest.
+        for k in 0..300u32 {
+            n.fronts[0].send(&frame(BCAST, mac_of(3), 60, k as u8), k % 16, 0);
+            n.poll();
+            let _ = n.fronts[0].tx_responses();
+            for i in 1..3 {
+                let _ = n.fronts[i].received();
+                let _ = n.fronts[i].post(1);
+            }
+        }
+        assert_eq!(n.nb.uplinks()[0].queued(), uplink::QUEUE_FRAMES);
+        n.nb.to_wire(&mut nics);
+        assert_eq!(nics.sent[0].len(), 3);
+        let s = n.nb.uplinks()[0].stats;
+        assert_eq!(s.sent, 3);
+        assert_eq!(s.dropped, 300 - 3);
+        // The vifs on the bridge got every frame.
+        assert_eq!(n.stats(4).rx_packets, 300);
+        assert_eq!(n.stats(4).rx_dropped, 0);
+    }
+
+    #[test]
+    fn the_wire_cannot_flood_dom0_in_one_pass() {
+        let (mut n, mut nics) = lan_with_nics();
+        for k in 0..100u8 {
+            nics.incoming[0].push(frame(mac_of(6), WIRE, 60, k));
+        }
+        let now = n.hv.now_ns();
+        assert!(n.nb.from_wire(&mut nics, now), "more to come");
+        assert_eq!(nics.incoming[0].len(), 36);
+        assert!(!n.nb.from_wire(&mut nics, now));
+        // Domain 6 is on xenbr1: nothing from eth0 reaches it.
+        n.poll();
+        assert!(n.fronts[3].received().is_empty());
+    }
+}
