@@ -267,5 +267,16 @@ fn a_domu_pings_the_gateway_through_the_uplink() {
     );
     let r = result(&h, "out");
     assert!(r.contains("netcheck: ok") && r.contains("pings=5"), "{r}");
+    // `dom0ctl info` lists the bridge with both ports; the domain's MAC and
+    // the gateway's are learned.
+    let info = h.dom0ctl(&["info"]);
+    info.code(0);
+    assert!(
+        info.stdout
+            .lines()
+            .any(|l| l.starts_with("bridges") && l.contains("xenbr0: eth0 vif1.0 (2 MACs learned)")),
+        "{}",
+        info.stdout
+    );
     h.dom0ctl(&["destroy", "out"]).code(0);
 }

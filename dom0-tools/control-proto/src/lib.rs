@@ -76,9 +76,9 @@ pub use frame::{
 };
 pub use kind::{Class, Kind};
 pub use message::{
-    BlockRow, CreateRequest, DeviceRow, DomRef, DomState, DomainInfo, Event, ExitAction, HostInfo,
-    ImageInfo, Kernel, Message, Request, Response, ShutdownReason, TableState, VcpuRow, VcpuState,
-    VifRow, VolumeDisk, VolumeInfo, XsNode,
+    BlockRow, BridgeInfo, CreateRequest, DeviceRow, DomRef, DomState, DomainInfo, Event,
+    ExitAction, HostInfo, ImageInfo, Kernel, Message, Request, Response, ShutdownReason,
+    TableState, VcpuRow, VcpuState, VifRow, VolumeDisk, VolumeInfo, XsNode,
 };
 pub use validate::{
     MAX_CMDLINE_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_UPLOAD_BYTES, MAX_VCPUS, MAX_VOLUME_BYTES,

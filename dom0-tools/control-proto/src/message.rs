@@ -391,6 +391,21 @@ pub struct HostInfo {
     /// Frames dom0's own frame allocator can still hand out (its free memory,
     /// upload buffers come from it).
     pub dom0_free_frames: u64,
+    /// The net back end's bridges. On the wire an additive tail, sent only
+    /// when there is a bridge (so an older `dom0ctl` still reads the rest).
+    pub bridges: Vec<BridgeInfo>,
+}
+
+/// One bridge of dom0's net back end, as `brctl show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BridgeInfo {
+    /// Its name (`xenbr0`).
+    pub name: String,
+    /// Its ports: `vifD.N` for vif N of domain D, the NIC's name (`eth0`) for
+    /// the uplink.
+    pub ports: Vec<String>,
+    /// MAC addresses its switch has learned.
+    pub learned: u32,
 }
 
 /// One row of [`Response::Domains`].
@@ -1292,6 +1307,17 @@ impl Response {
                 w.u32(h.cpu_khz);
                 w.u32(h.domains);
                 w.u64(h.dom0_free_frames);
+                if !h.bridges.is_empty() {
+                    w.len(h.bridges.len());
+                    for b in &h.bridges {
+                        w.str(&b.name);
+                        w.len(b.ports.len());
+                        for p in &b.ports {
+                            w.str(p);
+                        }
+                        w.u32(b.learned);
+                    }
+                }
             }
             Response::Domains(list) => {
                 w.len(list.len());
@@ -1458,6 +1484,17 @@ impl Response {
                 cpu_khz: r.u32()?,
                 domains: r.u32()?,
                 dom0_free_frames: r.u64()?,
+                bridges: if r.is_at_end() {
+                    Vec::new()
+                } else {
+                    r.list(|r| {
+                        Ok(BridgeInfo {
+                            name: r.string()?,
+                            ports: r.list(Reader::string)?,
+                            learned: r.u32()?,
+                        })
+                    })?
+                },
             }),
             Kind::Domains => Response::Domains(r.list(|r| {
                 Ok(DomainInfo {

@@ -3,10 +3,11 @@
 
 use control_proto::cpus::CpuMap;
 use control_proto::{
-    BlockRow, Class, CreateRequest, DecodeError, DeviceRow, DomRef, DomState, DomainInfo,
-    ErrorCode, ErrorReply, Event, ExitAction, Frame, FrameDecoder, FrameError, HEADER_LEN,
-    HostInfo, ImageInfo, Kernel, Kind, MAX_DATA, MAX_FRAME, MAX_PAYLOAD, Message, PROTOCOL_VERSION,
-    Request, Response, ShutdownReason, TableState, VcpuRow, VolumeDisk, VolumeInfo, crc32,
+    BlockRow, BridgeInfo, Class, CreateRequest, DecodeError, DeviceRow, DomRef, DomState,
+    DomainInfo, ErrorCode, ErrorReply, Event, ExitAction, Frame, FrameDecoder, FrameError,
+    HEADER_LEN, HostInfo, ImageInfo, Kernel, Kind, MAX_DATA, MAX_FRAME, MAX_PAYLOAD, Message,
+    PROTOCOL_VERSION, Request, Response, ShutdownReason, TableState, VcpuRow, VolumeDisk,
+    VolumeInfo, crc32,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -204,6 +205,24 @@ fn samples() -> Vec<Message> {
             cpu_khz: 2_400_000,
             domains: 2,
             dom0_free_frames: 7000,
+            bridges: Vec::new(),
+        }),
+        Response::Info(HostInfo {
+            xen_major: 4,
+            xen_minor: 17,
+            xen_extra: ".0-xlhv".into(),
+            total_kib: 512 * 1024,
+            free_kib: 300 * 1024,
+            free_frames: 300 * 256,
+            nr_cpus: 2,
+            cpu_khz: 2_400_000,
+            domains: 3,
+            dom0_free_frames: 7000,
+            bridges: vec![BridgeInfo {
+                name: "xenbr0".into(),
+                ports: vec!["eth0".into(), "vif1.0".into()],
+                learned: 3,
+            }],
         }),
         Response::Domains(vec![
             DomainInfo {
@@ -1260,20 +1279,34 @@ fn arb_response() -> impl Strategy<Value = Response> {
             }
         }),
         Just(Response::Ok),
-        (any::<[u32; 5]>(), arb_string(), any::<[u64; 4]>()).prop_map(|(a, xen_extra, b)| {
-            Response::Info(HostInfo {
-                xen_major: a[0],
-                xen_minor: a[1],
-                xen_extra,
-                total_kib: b[0],
-                free_kib: b[1],
-                free_frames: b[2],
-                nr_cpus: a[2],
-                cpu_khz: a[3],
-                domains: a[4],
-                dom0_free_frames: b[3],
-            })
-        }),
+        (
+            any::<[u32; 5]>(),
+            arb_string(),
+            any::<[u64; 4]>(),
+            vec((arb_string(), vec(arb_string(), 0..4), any::<u32>()), 0..3)
+        )
+            .prop_map(|(a, xen_extra, b, bridges)| {
+                Response::Info(HostInfo {
+                    xen_major: a[0],
+                    xen_minor: a[1],
+                    xen_extra,
+                    total_kib: b[0],
+                    free_kib: b[1],
+                    free_frames: b[2],
+                    nr_cpus: a[2],
+                    cpu_khz: a[3],
+                    domains: a[4],
+                    dom0_free_frames: b[3],
+                    bridges: bridges
+                        .into_iter()
+                        .map(|(name, ports, learned)| BridgeInfo {
+                            name,
+                            ports,
+                            learned,
+                        })
+                        .collect(),
+                })
+            }),
         vec(arb_domain(), 0..5).prop_map(Response::Domains),
         any::<u16>().prop_map(|domid| Response::Created { domid }),
         arb_bytes().prop_map(|data| Response::Console { data }),

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+#[cfg(test)]
+use control_proto::BridgeInfo;
 use control_proto::{DeviceRow, DomainInfo, HostInfo, ImageInfo, VolumeDisk, VolumeInfo};
 
 use crate::client::Greeting;
@@ -126,6 +128,20 @@ pub fn host_info(info: &HostInfo, greeting: &Greeting) -> String {
         ),
     );
     line("domains", info.domains.to_string());
+    for (i, b) in info.bridges.iter().enumerate() {
+        let ports = if b.ports.is_empty() {
+            String::from("(no ports)")
+        } else {
+            b.ports.join(" ")
+        };
+        // One bridge a line; the later ones line up under the first.
+        let key = if i == 0 { "bridges           :" } else { "" };
+        let _ = writeln!(
+            out,
+            "{key:<19} {}: {ports} ({} MACs learned)",
+            b.name, b.learned
+        );
+    }
     out
 }
 
@@ -672,6 +688,18 @@ hello \"q\"                    3       16     1 ---s--       0.1
             cpu_khz: 2_400_123,
             domains: 2,
             dom0_free_frames: 2560,
+            bridges: vec![
+                BridgeInfo {
+                    name: "xenbr0".into(),
+                    ports: vec!["eth0".into(), "vif1.0".into()],
+                    learned: 2,
+                },
+                BridgeInfo {
+                    name: "xenbr1".into(),
+                    ports: vec!["vif2.1".into()],
+                    learned: 0,
+                },
+            ],
         };
         let g = Greeting {
             protocol: 1,
@@ -684,6 +712,8 @@ hello \"q\"                    3       16     1 ---s--       0.1
         assert!(s.contains("total_memory      : 512 MiB (131072 frames)\n"));
         assert!(s.contains("free_memory       : 256 MiB (65536 frames)\n"));
         assert!(s.contains("dom0_free_memory  : 10 MiB (2560 frames)\n"));
+        assert!(s.contains("bridges           : xenbr0: eth0 vif1.0 (2 MACs learned)\n"));
+        assert!(s.contains("\n                    xenbr1: vif2.1 (0 MACs learned)\n"));
         let t = image_table(&[ImageInfo {
             name: "hello".into(),
             size: 4096,

@@ -226,6 +226,7 @@ fn answer(req: &Request, st: &mut State, mode: Mode) -> Response {
                 cpu_khz: 2_000_000,
                 domains: u32::try_from(st.domains.len()).unwrap(),
                 dom0_free_frames: 2048,
+                bridges: Vec::new(),
             }),
             Request::List => Response::Domains(
                 st.domains

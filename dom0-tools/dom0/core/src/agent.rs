@@ -1178,6 +1178,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             cpu_khz: p.cpu_khz,
             domains: u32::try_from(domains.len()).unwrap_or(u32::MAX),
             dom0_free_frames: self.store.free_frames(),
+            bridges: self.net.bridge_info(),
         })
     }
 

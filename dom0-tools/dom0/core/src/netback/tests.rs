@@ -868,6 +868,11 @@ mod uplinks {
             .map(|p| uplink::port_name(&n.nb, p))
             .collect();
         assert_eq!(names, ["vif6.0", "eth1"]);
+        let info = n.nb.bridge_info();
+        assert_eq!(info.len(), 2);
+        assert_eq!(info[0].name, "xenbr0");
+        assert_eq!(info[0].ports, ["eth0", "vif3.0", "vif4.0", "vif5.0"]);
+        assert_eq!(info[1].ports, ["eth1", "vif6.0"], "the uplink first");
         // A bridge keeps its uplink when its last vif goes.
         n.nb.detach_domain(&mut n.xs, &mut n.hv, 6);
         assert_eq!(ports(&n, "xenbr1").len(), 1);

@@ -11,6 +11,8 @@ use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use control_proto::BridgeInfo;
+
 use super::switch::Port;
 use super::{Frame, Netback, port};
 use crate::nics::{Nics, frame_fits};
@@ -121,6 +123,22 @@ impl Netback {
     /// The uplinks.
     pub fn uplinks(&self) -> &[Uplink] {
         &self.uplinks
+    }
+
+    /// The bridges with their ports' names (uplinks first), for `dom0ctl info`.
+    pub fn bridge_info(&self) -> Vec<BridgeInfo> {
+        self.bridges
+            .iter()
+            .map(|(name, sw)| {
+                let mut ports: Vec<Port> = sw.ports().to_vec();
+                ports.sort_by_key(|p| (p >> 16 != u32::from(UPLINK_DOMID), *p));
+                BridgeInfo {
+                    name: name.clone(),
+                    ports: ports.into_iter().map(|p| port_name(self, p)).collect(),
+                    learned: u32::try_from(sw.entries()).unwrap_or(u32::MAX),
+                }
+            })
+            .collect()
     }
 
     /// Switches what each NIC received since the last call (at most 64 frames
