@@ -31,9 +31,21 @@ use pv_runtime::hypercall::{handle, handle_mut};
 
 /// Events on domains' XenStore channels since boot (see [`store_events`]).
 static STORE_EVENTS: AtomicU64 = AtomicU64::new(0);
+/// Events on the block and net back ends' channels since boot.
+static BACKEND_EVENTS: AtomicU64 = AtomicU64::new(0);
 
 fn on_store_event(_: EvtchnPort) {
     STORE_EVENTS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn on_backend_event(_: EvtchnPort) {
+    BACKEND_EVENTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Events the upcall handled on the back ends' channels since boot (read with
+/// [`store_events`] and `pv_runtime::evtchn::counters`, events off).
+pub fn backend_events() -> u64 {
+    BACKEND_EVENTS.load(Ordering::Relaxed)
 }
 
 /// Events the upcall handled on XenStore channels since boot; with
@@ -327,6 +339,12 @@ impl Hypervisor for XenHv {
     fn bind_store(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {
         let p = pv_runtime::evtchn::bind_interdomain(dom, port)?;
         let _ = pv_runtime::evtchn::set_handler(p, Handler::Fn(on_store_event));
+        Ok(p)
+    }
+
+    fn bind_backend(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {
+        let p = pv_runtime::evtchn::bind_interdomain(dom, port)?;
+        let _ = pv_runtime::evtchn::set_handler(p, Handler::Fn(on_backend_event));
         Ok(p)
     }
 

@@ -1457,6 +1457,22 @@ impl Nic {
         }
     }
 
+    /// The next frame that arrived, copied into `out`, without waiting.
+    pub fn poll_frame(&mut self, out: &mut [u8]) -> Option<usize> {
+        self.service_irq();
+        self.take_frame(out).ok().flatten()
+    }
+
+    /// Hands backlogged frames to the device (see [`Nic::queue`]).
+    pub fn flush_now(&mut self) {
+        self.flush();
+    }
+
+    /// Blocks until the NIC interrupts or `ns` pass.
+    pub fn idle(&self, ns: u64) {
+        irq::wait(self.irq, time::system_time_ns().saturating_add(ns));
+    }
+
     /// Sends one frame and waits (up to a second) until the device took it.
     pub fn send(&mut self, frame: &[u8]) -> Result<(), virtio_drivers::Error> {
         if !self.queue(frame) {

@@ -801,7 +801,9 @@ pub fn main(args: BenchArgs) -> Result<()> {
         let ctl = crate::bench_ctl::markdown(&crate::bench_ctl::run(&cfgs_hv)?);
         eprintln!("bench: block: dom0 directly on its disk, then a domU through blkfront/blkback");
         let block = crate::bench_block::markdown(&crate::bench_block::run(&cfgs_hv)?);
-        Some(ctl + &block)
+        eprintln!("bench: network: dom0's TCP to the host, then domUs through netfront/netback");
+        let net = crate::bench_net::markdown(&crate::bench_net::run(&cfgs_hv)?);
+        Some(ctl + &block + &net)
     };
 
     let mut report = Report::new(cond, &runs, args.max_spread, args.max_control_skew);

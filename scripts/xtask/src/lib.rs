@@ -13,6 +13,7 @@ use xlhv_core::exit::QemuExit;
 
 pub mod bench;
 pub mod bench_block;
+pub mod bench_net;
 pub mod bench_ctl;
 pub mod bench_history;
 pub mod bench_ledger;

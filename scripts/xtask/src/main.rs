@@ -105,6 +105,10 @@ enum Cmd {
     /// driver), printed as Markdown: what `scripts/bench` appends to
     /// bench/control-plane.md.
     BenchBlock,
+    /// Only the network benchmark (dom0's TCP to the host against domUs through
+    /// the net split driver), printed as Markdown: what `scripts/bench` appends
+    /// to bench/control-plane.md.
+    BenchNet,
     /// Regenerate README.md's performance table from bench/results.json (`--check`:
     /// only fail if it is out of date).
     ReadmeTable {
@@ -218,6 +222,13 @@ fn main() -> Result<()> {
             println!(
                 "{}",
                 xtask::bench_block::markdown(&xtask::bench_block::run(&hv)?)
+            );
+        }
+        Cmd::BenchNet => {
+            let hv = xtask::build_hypervisor()?;
+            println!(
+                "{}",
+                xtask::bench_net::markdown(&xtask::bench_net::run(&hv)?)
             );
         }
         Cmd::ReadmeTable { check } => {

@@ -158,6 +158,12 @@ pub trait Hypervisor {
     fn bind_store(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {
         self.bind_interdomain(dom, port)
     }
+    /// [`Hypervisor::bind_interdomain`] for a block or net back end's ring
+    /// channel: dom0's serve loop answers a wake-up by back-end (and store)
+    /// channels alone by serving the back ends, without a full pass.
+    fn bind_backend(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {
+        self.bind_interdomain(dom, port)
+    }
     /// `EVTCHNOP_close` of dom0's `port`.
     fn close(&mut self, port: EvtchnPort);
     /// `EVTCHNOP_send` on dom0's `port`.

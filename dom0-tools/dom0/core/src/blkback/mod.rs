@@ -713,7 +713,7 @@ fn connect_rings<H: Hypervisor>(xs: &mut Xenstored, hv: &mut H, v: &mut Vbd) -> 
                 return Err(format!("the ring of queue {q} is unusable"));
             }
         };
-        let local = match hv.bind_interdomain(dom, hypercall_abi::EvtchnPort(port)) {
+        let local = match hv.bind_backend(dom, hypercall_abi::EvtchnPort(port)) {
             Ok(p) => p,
             Err(e) => {
                 hv.unmap_grant_ring(ring);

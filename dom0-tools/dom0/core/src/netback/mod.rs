@@ -739,7 +739,7 @@ fn connect<H: Hypervisor>(xs: &mut Xenstored, hv: &mut H, v: &Vif) -> Result<Rin
         undo(hv, &[]);
         return Err("a ring is unusable".into());
     };
-    let tx_port = match hv.bind_interdomain(dom, EvtchnPort(fe_tx_port)) {
+    let tx_port = match hv.bind_backend(dom, EvtchnPort(fe_tx_port)) {
         Ok(p) => p,
         Err(e) => {
             undo(hv, &[]);
@@ -749,7 +749,7 @@ fn connect<H: Hypervisor>(xs: &mut Xenstored, hv: &mut H, v: &Vif) -> Result<Rin
     let rx_port = if fe_rx_port == fe_tx_port {
         tx_port
     } else {
-        match hv.bind_interdomain(dom, EvtchnPort(fe_rx_port)) {
+        match hv.bind_backend(dom, EvtchnPort(fe_rx_port)) {
             Ok(p) => p,
             Err(e) => {
                 undo(hv, &[tx_port]);
