@@ -24,8 +24,9 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// A monitor that has seen `changes` watch events (the first event of
-    /// a watch fires at registration: count it as seen).
+    /// A monitor that has looked at the back end after `changes` watch
+    /// events (0 before any: the event a watch fires at registration then
+    /// costs one read).
     pub fn new(changes: u64) -> Monitor {
         Monitor {
             seen: changes,
