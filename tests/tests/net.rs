@@ -243,3 +243,153 @@ fn two_domus_ping_each_other_on_xenbr0() {
     let ls = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/backend"]);
     assert!(!ls.stdout.contains("backend/vif/"), "{}", ls.stdout);
 }
+
+/// Waits for a line of `dom`'s console containing `needle` (240 s at most).
+fn wait_line(h: &ControlHost, dom: &str, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let c = h.dom0ctl(&["console", dom, "--no-follow"]);
+        if let Some(l) = c.stdout.lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        assert!(
+            !c.stdout.contains("netup: FAIL"),
+            "{dom} failed:\n{}",
+            c.stdout
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "{dom} never printed {needle:?}:\n{}\n{}",
+            c.stdout,
+            h.serial()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The runtime's socket API (`pv_runtime::net::Stack`) in `netup` domUs with
+/// static addresses on `xenbr0`: an echo server takes two clients at once
+/// (the second waits in the backlog), a server's stream is fetched whole,
+/// a sender's stream is checked byte by byte by a `tcpcheck` server, and a
+/// hot-unplugged vif ends a waiting `netup` with the back end's closing.
+#[test]
+fn netup_tcp_between_domus() {
+    let test = "netup";
+    let h = ControlHost::boot_fast(test, "");
+    let vif = "bridge=xenbr0";
+    let cfg = |name: &str, cmdline: &str| config_for(test, "netup", name, cmdline, vif);
+    let echo = cfg(
+        "echo",
+        "ip=10.0.4.1/24 role=echo port=7 conns=2 timeout=220",
+    );
+    let serve = cfg(
+        "serve",
+        "ip=10.0.4.4/24 role=serve port=80 bytes=1048576 timeout=220",
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &echo]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &serve]).code(0);
+    let l = wait_line(&h, "echo", "netup: listening");
+    assert!(l.contains("ip=10.0.4.1 port=7"), "{l}");
+    wait_line(&h, "serve", "netup: listening");
+    for (name, cmdline) in [
+        (
+            "c1",
+            "ip=10.0.4.2/24 gw=10.0.4.1 role=echo-client server=10.0.4.1:7 bytes=300000 timeout=220",
+        ),
+        (
+            "c2",
+            "ip=10.0.4.3/24 role=echo-client server=10.0.4.1:7 bytes=200000 timeout=220",
+        ),
+        (
+            "fetch",
+            "ip=10.0.4.5/24 gw=10.0.4.1 role=fetch server=10.0.4.4:80 bytes=1048576 timeout=220",
+        ),
+    ] {
+        let c = cfg(name, cmdline);
+        h.dom0ctl(&["--timeout", "120", "create", &c]).code(0);
+    }
+    let r1 = result_of(&h, "c1", "netup");
+    let r2 = result_of(&h, "c2", "netup");
+    assert!(
+        r1.contains("netup: ok role=echo-client bytes=300000"),
+        "{r1}"
+    );
+    assert!(
+        r2.contains("netup: ok role=echo-client bytes=200000"),
+        "{r2}"
+    );
+    let re = result_of(&h, "echo", "netup");
+    assert!(
+        re.contains("netup: ok role=echo conns=2 bytes=500000"),
+        "{re}"
+    );
+    let rf = result_of(&h, "fetch", "netup");
+    assert!(
+        rf.contains("netup: ok role=fetch ip=10.0.4.5 gw=10.0.4.1 bytes=1048576 fnv="),
+        "{rf}"
+    );
+    let rs = result_of(&h, "serve", "netup");
+    assert!(
+        rs.contains("netup: ok role=serve conns=1 bytes=1048576"),
+        "{rs}"
+    );
+    for d in ["echo", "serve", "c1", "c2", "fetch"] {
+        h.dom0ctl(&["destroy", d]).code(0);
+    }
+
+    // netup's sender against tcpcheck's server: the same pattern, every
+    // byte checked there, and the same FNV-1a.
+    let srv = config_for(
+        test,
+        "tcpcheck",
+        "srv",
+        "ip=10.0.5.1 role=server mib=2",
+        vif,
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &srv]).code(0);
+    let snd = cfg(
+        "snd",
+        "ip=10.0.5.2/24 role=send server=10.0.5.1:5001 mib=2 timeout=220",
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &snd]).code(0);
+    let rn = result_of(&h, "snd", "netup");
+    assert!(
+        rn.contains("netup: ok role=send bytes=2097152 mib_s="),
+        "{rn}"
+    );
+    let rt = result_of(&h, "srv", "tcpcheck");
+    assert!(
+        rt.contains("tcpcheck: ok role=server bytes=2097152"),
+        "{rt}"
+    );
+
+    // Hot-unplug under a waiting netup: the front end sees its back end
+    // close and says so (netfront's BackendClosed), and the vif goes.
+    let u = cfg("u", "ip=10.0.6.1/24 role=echo port=7 timeout=220");
+    h.dom0ctl(&["--timeout", "120", "create", &u]).code(0);
+    wait_line(&h, "u", "netup: listening");
+    h.dom0ctl(&["network-detach", "u", "0"]).code(0);
+    let ru = result_of(&h, "u", "netup");
+    assert!(
+        ru.contains("netup: FAIL accept: front end: the back end is Clos"),
+        "{ru}"
+    );
+    let start = Instant::now();
+    loop {
+        let nl = h.dom0ctl(&["network-list", "u"]);
+        if nl.stdout.lines().nth(1).is_none_or(|l| l.trim().is_empty()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the vif stayed:\n{}",
+            nl.stdout
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for d in ["srv", "snd", "u"] {
+        h.dom0ctl(&["destroy", d]).code(0);
+    }
+    let ls = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/backend"]);
+    assert!(!ls.stdout.contains("backend/vif/"), "{}", ls.stdout);
+}

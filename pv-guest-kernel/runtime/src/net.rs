@@ -251,6 +251,9 @@ const UDP_PACKETS: usize = 16;
 /// Sockets listening per [`TcpListener`]: connections that may arrive
 /// before `accept` takes one.
 const BACKLOG: usize = 2;
+/// How long [`TcpStream::close`] waits for the peer's FIN once ours is
+/// acknowledged.
+pub const CLOSE_LINGER_NS: u64 = 500_000_000;
 /// How long a socket closed by drop may take to finish its FIN handshake.
 const LINGER_NS: u64 = 30_000_000_000;
 /// Longest sleep in one wait (the loop looks at the time again after it).
@@ -719,9 +722,11 @@ impl TcpStream {
     }
 
     /// Closes our side: sends what is queued and a FIN, and waits up to
-    /// `timeout_ns` until the peer acknowledged both (then the stack
-    /// finishes the close in the background). At the timeout the
-    /// connection is reset.
+    /// `timeout_ns` until the peer acknowledged the data (and our FIN, if
+    /// we closed first; then up to [`CLOSE_LINGER_NS`] more for the peer's
+    /// FIN, so that it is acknowledged before a guest that stops next
+    /// goes). The stack finishes the close in the background. At the
+    /// timeout the connection is reset.
     pub fn close(self, timeout_ns: u64) -> Result<(), Error> {
         let h = self.handle;
         {
@@ -734,7 +739,12 @@ impl TcpStream {
         let r = block(&self.stack, timeout_ns, |g| {
             let s = g.tcp(h);
             match s.state() {
-                tcp::State::FinWait2 | tcp::State::TimeWait | tcp::State::Closed
+                // The peer closed first: our data is acknowledged, the
+                // FIN's acknowledgement is the background's business.
+                tcp::State::FinWait2
+                | tcp::State::TimeWait
+                | tcp::State::Closed
+                | tcp::State::LastAck
                     if s.send_queue() == 0 =>
                 {
                     Some(Ok(()))
@@ -744,8 +754,17 @@ impl TcpStream {
         });
         if r.is_err() {
             self.stack.borrow_mut().tcp(h).abort();
+            return r;
         }
-        r
+        let linger = CLOSE_LINGER_NS.min(timeout_ns);
+        let peer_closed = |g: &mut Inner| {
+            let st = g.tcp(h).state();
+            (st != tcp::State::FinWait2).then_some(Ok(()))
+        };
+        match block(&self.stack, linger, peer_closed) {
+            Err(Error::Timeout) => Ok(()),
+            r => r,
+        }
     }
 }
 
