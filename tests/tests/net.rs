@@ -268,7 +268,7 @@ fn wait_line(h: &ControlHost, dom: &str, needle: &str) -> String {
 }
 
 /// The runtime's socket API (`pv_runtime::net::Stack`) in `netup` domUs with
-/// static addresses on `xenbr0`: an echo server takes two clients at once
+/// static addresses on `xenbr0`: a ping, an echo server takes two clients at once
 /// (the second waits in the backlog), a server's stream is fetched whole,
 /// a sender's stream is checked byte by byte by a `tcpcheck` server, and a
 /// hot-unplugged vif ends a waiting `netup` with the back end's closing.
@@ -294,7 +294,7 @@ fn netup_tcp_between_domus() {
     for (name, cmdline) in [
         (
             "c1",
-            "ip=10.0.4.2/24 gw=10.0.4.1 role=echo-client server=10.0.4.1:7 bytes=300000 timeout=220",
+            "ip=10.0.4.2/24 gw=10.0.4.1 ping=10.0.4.1 role=echo-client server=10.0.4.1:7 bytes=300000 timeout=220",
         ),
         (
             "c2",
@@ -314,6 +314,8 @@ fn netup_tcp_between_domus() {
         r1.contains("netup: ok role=echo-client bytes=300000"),
         "{r1}"
     );
+    // c1 pinged the echo server first (smoltcp there answers).
+    wait_line(&h, "c1", "netup: ping ip=10.0.4.1 rtt_us=");
     assert!(
         r2.contains("netup: ok role=echo-client bytes=200000"),
         "{r2}"

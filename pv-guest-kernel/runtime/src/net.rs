@@ -36,10 +36,11 @@ use core::fmt;
 pub use pv_runtime_core::net::{LeasePhase, LeaseTimes, parse_cidr, parse_endpoint};
 pub use smoltcp;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
-use smoltcp::socket::{dhcpv4, tcp, udp};
+use smoltcp::socket::{dhcpv4, icmp, tcp, udp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{DhcpRepr, EthernetAddress, HardwareAddress, IpCidr};
+use smoltcp::wire::{DhcpRepr, EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpCidr};
 pub use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 
 use crate::netfront::{self, Device};
@@ -271,6 +272,8 @@ struct Inner {
     /// `Closed`, aborted at the deadline.
     closing: Vec<(SocketHandle, u64)>,
     next_port: u16,
+    /// The next ICMP echo identifier.
+    next_ident: u16,
     /// The front end's fatal error, once it happened.
     fatal: Option<netfront::Error>,
 }
@@ -479,6 +482,7 @@ impl Stack {
                 gateway: None,
                 closing: Vec::new(),
                 next_port,
+                next_ident: next_port,
                 fatal: None,
             })),
         }
@@ -626,6 +630,68 @@ impl Stack {
             port,
             handles,
         })
+    }
+
+    /// Sends one ICMP echo request to `addr` and waits up to `timeout_ns`
+    /// for its reply; the round trip in nanoseconds. (The stack answers
+    /// other hosts' echo requests itself.)
+    pub fn ping(&self, addr: Ipv4Address, timeout_ns: u64) -> Result<u64, Error> {
+        const PAYLOAD: &[u8] = b"pv-runtime ping.";
+        let (h, ident) = {
+            let mut g = self.inner.borrow_mut();
+            if g.iface.ipv4_addr().is_none() {
+                return Err(Error::NoAddress);
+            }
+            let ident = g.next_ident;
+            g.next_ident = ident.wrapping_add(1);
+            let buf = || {
+                icmp::PacketBuffer::new(
+                    alloc::vec![icmp::PacketMetadata::EMPTY; 4],
+                    alloc::vec![0u8; 512],
+                )
+            };
+            let mut s = icmp::Socket::new(buf(), buf());
+            s.bind(icmp::Endpoint::Ident(ident))
+                .map_err(|_| Error::Invalid("ping: identifier in use"))?;
+            (g.sockets.add(s), ident)
+        };
+        let caps = ChecksumCapabilities::default();
+        let t0 = time::system_time_ns();
+        let mut sent = false;
+        let r = block(&self.inner, timeout_ns, |g| {
+            let s = g.sockets.get_mut::<icmp::Socket>(h);
+            if !sent {
+                let req = Icmpv4Repr::EchoRequest {
+                    ident,
+                    seq_no: 1,
+                    data: PAYLOAD,
+                };
+                match s.send(req.buffer_len(), addr.into()) {
+                    Ok(b) => req.emit(&mut Icmpv4Packet::new_unchecked(b), &caps),
+                    Err(_) => return Some(Err(Error::Invalid("ping: unaddressable"))),
+                }
+                sent = true;
+                return None;
+            }
+            while let Ok((data, _)) = s.recv() {
+                let reply = Icmpv4Packet::new_checked(data)
+                    .ok()
+                    .and_then(|p| Icmpv4Repr::parse(&p, &caps).ok());
+                if let Some(Icmpv4Repr::EchoReply {
+                    ident: i,
+                    seq_no: 1,
+                    data: d,
+                }) = reply
+                {
+                    if i == ident && d == PAYLOAD {
+                        return Some(Ok(time::system_time_ns() - t0));
+                    }
+                }
+            }
+            None
+        });
+        self.inner.borrow_mut().sockets.remove(h);
+        r
     }
 
     /// A UDP socket bound to `port` (any local address).

@@ -6,7 +6,8 @@
 //! * Address: `ip=dhcp` (the default) or `ip=A.B.C.D/NN` with an optional
 //!   `gw=A.B.C.D`; `timeout=S` for everything (default 60). Once it has
 //!   its address it prints `netup: address ip=A/NN gw=G via=dhcp|static`
-//!   (with DHCP also `dns=` and `lease_s=`).
+//!   (with DHCP also `dns=` and `lease_s=`). `ping=A.B.C.D` (any role)
+//!   then pings that address once: `netup: ping ip=A rtt_us=N`.
 //! * `role=fetch server=IP:PORT [bytes=N]`: connects, reads until the server
 //!   closes; `netup: ok role=fetch ip=A gw=G bytes=N fnv=X mib_s=Y` (a
 //!   64-bit FNV-1a of the stream; fails if `bytes=` differs).
@@ -301,6 +302,12 @@ fn main(_si: &'static StartInfo) {
     }
     let stack = check("opening device/vif/0", Stack::open(0, clock.left()));
     let (cidr, gw) = address(&stack, &clock);
+    if let Some(p) = arg("ping") {
+        let ip = frames::parse_ipv4(p)
+            .unwrap_or_else(|| fail(NAME, format_args!("ping= is not an address")));
+        let rtt = check("ping", stack.ping(Ipv4Address::from(ip), clock.left()));
+        println!("{NAME}: ping ip={p} rtt_us={}", rtt / 1000);
+    }
     match role {
         "fetch" => fetch(&stack, &clock, cidr, gw),
         "echo" => echo(&stack, &clock, cidr),
