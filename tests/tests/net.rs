@@ -244,39 +244,264 @@ fn two_domus_ping_each_other_on_xenbr0() {
     assert!(!ls.stdout.contains("backend/vif/"), "{}", ls.stdout);
 }
 
+/// FNV-1a, 64 bits (what `netup` and `tcpcheck` print of a stream).
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// dom0's NIC on QEMU's user network is the uplink of `xenbr0`
-/// (`docs/net.md#uplinks`): a domU on that bridge resolves QEMU's gateway
-/// (10.0.2.2) by ARP and pings it, through netback, the switch and dom0's
-/// virtio-net driver.
+/// (`docs/net.md#uplinks`). A domU on that bridge resolves QEMU's gateway
+/// (10.0.2.2) by ARP and pings it; a `netup` domU gets its address from QEMU's
+/// DHCP server, and the host reaches its TCP echo server through a `hostfwd`;
+/// then a `netup` with the same MAC (so the same lease) fetches 1 MiB from a
+/// TCP server this test runs on 127.0.0.1, reached through the gateway.
+/// `dom0ctl info` lists the bridge with the uplink and the vif.
 #[test]
-fn a_domu_pings_the_gateway_through_the_uplink() {
+fn domus_reach_the_host_through_the_uplink() {
+    use std::io::{Read, Write};
     let test = "net-uplink";
-    let nic = xtask::nic::NicSpec::parse("user").unwrap();
+    // A free host port for the forward (bound and let go: the race is harmless
+    // here), and the page server.
+    let fwd = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let page: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let want = (page.len(), fnv(&page));
+    let served = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        s.write_all(&page).unwrap();
+    });
+    let nic = xtask::nic::NicSpec::parse(&format!("user,hostfwd=tcp:127.0.0.1:{fwd}-:7")).unwrap();
     let h = ControlHost::boot_fast_with_args(test, "512M", &nic.qemu_args(0));
-    let out = config(
+    let ping = config(
         test,
-        "out",
-        "ip=10.0.2.15 peer=10.0.2.2 count=5 answers=0",
+        "ping",
+        "ip=10.0.2.30 peer=10.0.2.2 count=5 answers=0",
         "bridge=xenbr0",
     );
-    h.dom0ctl(&["--timeout", "120", "create", &out]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &ping]).code(0);
     let log = h.serial();
     assert!(
         log.contains("dom0: net: eth0 (52:54:00:12:34:56) is the uplink of bridge xenbr0"),
         "{log}"
     );
-    let r = result(&h, "out");
+    let r = result(&h, "ping");
     assert!(r.contains("netcheck: ok") && r.contains("pings=5"), "{r}");
-    // `dom0ctl info` lists the bridge with both ports; the domain's MAC and
-    // the gateway's are learned.
     let info = h.dom0ctl(&["info"]);
     info.code(0);
     assert!(
-        info.stdout
-            .lines()
-            .any(|l| l.starts_with("bridges") && l.contains("xenbr0: eth0 vif1.0 (2 MACs learned)")),
+        info.stdout.lines().any(|l| l.starts_with("bridges")
+            && l.contains("xenbr0: eth0 vif1.0 (2 MACs learned)")),
         "{}",
         info.stdout
     );
-    h.dom0ctl(&["destroy", "out"]).code(0);
+    h.dom0ctl(&["destroy", "ping"]).code(0);
+
+    // DHCP, and the host's connection forwarded to the domU's echo server.
+    let vif = "mac=00:16:3e:00:00:42, bridge=xenbr0";
+    let echo = config_for(
+        test,
+        "netup",
+        "echo",
+        "ip=dhcp role=echo port=7 conns=1 timeout=200",
+        vif,
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &echo]).code(0);
+    let addr = wait_line(&h, "echo", "netup: address");
+    assert!(
+        addr.contains("ip=10.0.2.15/24 gw=10.0.2.2 via=dhcp server=10.0.2.2"),
+        "{addr}"
+    );
+    wait_line(&h, "echo", "netup: listening ip=10.0.2.15 port=7");
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", fwd)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let msg: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+    c.write_all(&msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    c.read_exact(&mut back).unwrap();
+    assert!(back == msg, "the echo differs");
+    drop(c);
+    let r = result_of(&h, "echo", "netup");
+    assert!(r.contains("netup: ok role=echo conns=1 bytes=65536"), "{r}");
+    h.dom0ctl(&["destroy", "echo"]).code(0);
+
+    // The same MAC gets the same lease; the host's server through the gateway.
+    let fetch = config_for(
+        test,
+        "netup",
+        "fetch",
+        &format!("ip=dhcp role=fetch server=10.0.2.2:{port} bytes=1048576 timeout=200"),
+        vif,
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &fetch]).code(0);
+    let r = result_of(&h, "fetch", "netup");
+    assert!(
+        r.contains(&format!(
+            "netup: ok role=fetch ip=10.0.2.15 gw=10.0.2.2 bytes={} fnv={:016x}",
+            want.0, want.1
+        )),
+        "{r}"
+    );
+    served.join().unwrap();
+    h.dom0ctl(&["destroy", "fetch"]).code(0);
+}
+
+/// Waits for a line of `dom`'s console containing `needle` (240 s at most).
+fn wait_line(h: &ControlHost, dom: &str, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let c = h.dom0ctl(&["console", dom, "--no-follow"]);
+        if let Some(l) = c.stdout.lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        assert!(
+            !c.stdout.contains("netup: FAIL"),
+            "{dom} failed:\n{}",
+            c.stdout
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "{dom} never printed {needle:?}:\n{}\n{}",
+            c.stdout,
+            h.serial()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The runtime's socket API (`pv_runtime::net::Stack`) in `netup` domUs with
+/// static addresses on `xenbr0`: a ping, an echo server takes two clients at once
+/// (the second waits in the backlog), a server's stream is fetched whole,
+/// a sender's stream is checked byte by byte by a `tcpcheck` server, and a
+/// hot-unplugged vif ends a waiting `netup` with the back end's closing.
+#[test]
+fn netup_tcp_between_domus() {
+    let test = "netup";
+    let h = ControlHost::boot_fast(test, "");
+    let vif = "bridge=xenbr0";
+    let cfg = |name: &str, cmdline: &str| config_for(test, "netup", name, cmdline, vif);
+    let echo = cfg(
+        "echo",
+        "ip=10.0.4.1/24 role=echo port=7 conns=2 timeout=220",
+    );
+    let serve = cfg(
+        "serve",
+        "ip=10.0.4.4/24 role=serve port=80 bytes=1048576 timeout=220",
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &echo]).code(0);
+    h.dom0ctl(&["--timeout", "120", "create", &serve]).code(0);
+    let l = wait_line(&h, "echo", "netup: listening");
+    assert!(l.contains("ip=10.0.4.1 port=7"), "{l}");
+    wait_line(&h, "serve", "netup: listening");
+    for (name, cmdline) in [
+        (
+            "c1",
+            "ip=10.0.4.2/24 gw=10.0.4.1 ping=10.0.4.1 role=echo-client server=10.0.4.1:7 bytes=300000 timeout=220",
+        ),
+        (
+            "c2",
+            "ip=10.0.4.3/24 role=echo-client server=10.0.4.1:7 bytes=200000 timeout=220",
+        ),
+        (
+            "fetch",
+            "ip=10.0.4.5/24 gw=10.0.4.1 role=fetch server=10.0.4.4:80 bytes=1048576 timeout=220",
+        ),
+    ] {
+        let c = cfg(name, cmdline);
+        h.dom0ctl(&["--timeout", "120", "create", &c]).code(0);
+    }
+    let r1 = result_of(&h, "c1", "netup");
+    let r2 = result_of(&h, "c2", "netup");
+    assert!(
+        r1.contains("netup: ok role=echo-client bytes=300000"),
+        "{r1}"
+    );
+    // c1 pinged the echo server first (smoltcp there answers).
+    wait_line(&h, "c1", "netup: ping ip=10.0.4.1 rtt_us=");
+    assert!(
+        r2.contains("netup: ok role=echo-client bytes=200000"),
+        "{r2}"
+    );
+    let re = result_of(&h, "echo", "netup");
+    assert!(
+        re.contains("netup: ok role=echo conns=2 bytes=500000"),
+        "{re}"
+    );
+    let rf = result_of(&h, "fetch", "netup");
+    assert!(
+        rf.contains("netup: ok role=fetch ip=10.0.4.5 gw=10.0.4.1 bytes=1048576 fnv="),
+        "{rf}"
+    );
+    let rs = result_of(&h, "serve", "netup");
+    assert!(
+        rs.contains("netup: ok role=serve conns=1 bytes=1048576"),
+        "{rs}"
+    );
+    for d in ["echo", "serve", "c1", "c2", "fetch"] {
+        h.dom0ctl(&["destroy", d]).code(0);
+    }
+
+    // netup's sender against tcpcheck's server: the same pattern, every
+    // byte checked there, and the same FNV-1a.
+    let srv = config_for(
+        test,
+        "tcpcheck",
+        "srv",
+        "ip=10.0.5.1 role=server mib=2",
+        vif,
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &srv]).code(0);
+    let snd = cfg(
+        "snd",
+        "ip=10.0.5.2/24 role=send server=10.0.5.1:5001 mib=2 timeout=220",
+    );
+    h.dom0ctl(&["--timeout", "120", "create", &snd]).code(0);
+    let rn = result_of(&h, "snd", "netup");
+    assert!(
+        rn.contains("netup: ok role=send bytes=2097152 mib_s="),
+        "{rn}"
+    );
+    let rt = result_of(&h, "srv", "tcpcheck");
+    assert!(
+        rt.contains("tcpcheck: ok role=server bytes=2097152"),
+        "{rt}"
+    );
+
+    // Hot-unplug under a waiting netup: the front end sees its back end
+    // close and says so (netfront's BackendClosed), and the vif goes.
+    let u = cfg("u", "ip=10.0.6.1/24 role=echo port=7 timeout=220");
+    h.dom0ctl(&["--timeout", "120", "create", &u]).code(0);
+    wait_line(&h, "u", "netup: listening");
+    h.dom0ctl(&["network-detach", "u", "0"]).code(0);
+    let ru = result_of(&h, "u", "netup");
+    assert!(
+        ru.contains("netup: FAIL accept: front end: the back end is Clos"),
+        "{ru}"
+    );
+    let start = Instant::now();
+    loop {
+        let nl = h.dom0ctl(&["network-list", "u"]);
+        if nl.stdout.lines().nth(1).is_none_or(|l| l.trim().is_empty()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the vif stayed:\n{}",
+            nl.stdout
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for d in ["srv", "snd", "u"] {
+        h.dom0ctl(&["destroy", d]).code(0);
+    }
+    let ls = h.dom0ctl(&["xenstore", "ls", "/local/domain/0/backend"]);
+    assert!(!ls.stdout.contains("backend/vif/"), "{}", ls.stdout);
 }

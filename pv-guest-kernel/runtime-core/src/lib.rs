@@ -29,6 +29,8 @@
 //!   a shared ring, with the I/O left to the runtime.
 //! * [`netfront`]: the network front end (`io/netif.h`): the handshake's keys,
 //!   buffer ids and response checks, raw ARP and ICMP frames.
+//! * [`net`]: command-line addresses and DHCP lease times for the runtime's
+//!   TCP/IP (`pv_runtime::net`).
 //! * [`xenbus`]: the XenStore client (wire format, reply matching, watches,
 //!   transactions, ring reset) and the front-end XenBus state machine. It
 //!   and [`blkfront`] allocate (`alloc`); the others do not.
@@ -49,6 +51,7 @@ pub mod gnttab;
 pub mod heap;
 pub mod layout;
 pub mod mapper;
+pub mod net;
 pub mod netfront;
 pub mod pt;
 pub mod smp;

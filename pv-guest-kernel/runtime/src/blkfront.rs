@@ -236,16 +236,18 @@ pub fn devices() -> Result<Vec<u64>, Error> {
 
 static WATCH_SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// A watch on the back end's `state`: counts changes.
-struct BackendWatch {
+/// A watch on the back end's `state`: counts changes (the net front end's
+/// too).
+pub(crate) struct BackendWatch {
     token: String,
     changes: Arc<AtomicU64>,
 }
 
 impl BackendWatch {
-    fn new(backend: &str) -> Result<BackendWatch, Error> {
+    /// Watches `<backend>/state` under a token `<driver>-<n>`.
+    pub(crate) fn new(backend: &str, driver: &str) -> Result<BackendWatch, XsError> {
         let n = WATCH_SEQ.fetch_add(1, Ordering::Relaxed);
-        let token = format!("blkfront-{n}");
+        let token = format!("{driver}-{n}");
         let changes = Arc::new(AtomicU64::new(0));
         let c = changes.clone();
         xenbus::watch(
@@ -258,7 +260,8 @@ impl BackendWatch {
         Ok(BackendWatch { token, changes })
     }
 
-    fn changes(&self) -> u64 {
+    /// Events so far.
+    pub(crate) fn changes(&self) -> u64 {
         self.changes.load(Ordering::Acquire)
     }
 }
@@ -634,7 +637,7 @@ impl Device {
             Err(e) => return Err(e.into()),
         };
         ensure_gnttab()?;
-        let watch = BackendWatch::new(&front.backend)?;
+        let watch = BackendWatch::new(&front.backend, "blkfront")?;
         let mut dev = Device {
             vdev,
             dir,

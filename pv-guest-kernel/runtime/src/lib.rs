@@ -46,8 +46,10 @@
 //!   flight. See `docs/block.md`.
 //! * **network devices** ([`netfront`], feature `netfront`, on by default):
 //!   the Xen net front end (`io/netif.h`, as Linux's `xen-netfront`):
-//!   connect to a vif, send and receive Ethernet frames; with feature
-//!   `smoltcp`, [`net`]: `smoltcp` (TCP/IP) over it. See `docs/net.md`.
+//!   connect to a vif, send and receive Ethernet frames, notice a back end
+//!   that goes away; with feature `smoltcp`, [`net`]: `smoltcp` (TCP/IP)
+//!   over it, and a socket API (`net::Stack`: DHCP or a static address,
+//!   blocking TCP and UDP, ping). See `docs/net.md`.
 //! * **hypervisor queries** ([`xen`]); a panic prints its message and
 //!   location and crashes the domain.
 //!

@@ -25,6 +25,14 @@
 //! (with `rsp_event` re-armed first), so the guest sleeps until the back end
 //! answers. A back end whose responses break the protocol
 //! ([`rx::Hostile`]) stops the device (`Error::Broken`).
+//!
+//! Once connected, a XenStore watch on the back end's `state` counts its
+//! changes; waiting also polls the XenStore port, serves the watch, and
+//! looks at the back end when the count moved
+//! ([`pv_runtime_core::netfront::backend`]). A back end that goes Closing or
+//! Closed (hot-unplug) or whose directory goes is answered Closed, as
+//! Linux's netfront does, and from then on `send`, `recv` and `wait` return
+//! [`Error::BackendClosed`].
 
 extern crate alloc;
 
@@ -39,13 +47,14 @@ use hypercall_abi::io::netif::{
 };
 use hypercall_abi::{DomId, Errno, EvtchnPort, GrantRef};
 use pv_runtime_core::blkfront::handshake::HandshakeError;
+use pv_runtime_core::netfront::backend::Monitor;
 use pv_runtime_core::netfront::handshake::{self, keys};
 use pv_runtime_core::netfront::rx::{self, Hostile, Ids, RxResult};
 use pv_runtime_core::xenbus::XenbusState;
 
 pub use pv_runtime_core::netfront::frames;
 
-use crate::blkfront::{Window, ensure_gnttab, read_opt};
+use crate::blkfront::{BackendWatch, Window, ensure_gnttab, read_opt};
 use crate::xenbus::{self, XsError};
 use crate::{evtchn, gnttab, sched, time};
 
@@ -71,7 +80,8 @@ pub enum Error {
         /// The back end's state then.
         backend: XenbusState,
     },
-    /// The back end is closing or closed.
+    /// The back end is closing or closed, or its directory is gone
+    /// (`Unknown`): the device is unusable.
     BackendClosed(XenbusState),
     /// A key is missing or unusable.
     Handshake(String),
@@ -208,6 +218,9 @@ pub struct Device {
     broken: Option<Hostile>,
     state: XenbusState,
     stats: Stats,
+    /// The watch on the back end's `state` (from Connected on).
+    watch: Option<BackendWatch>,
+    monitor: Monitor,
 }
 
 impl fmt::Debug for Device {
@@ -248,6 +261,8 @@ impl Device {
             broken: None,
             state: XenbusState::Initialising,
             stats: Stats::default(),
+            watch: None,
+            monitor: Monitor::new(0),
         };
         for (i, f) in window.frames.iter().enumerate() {
             let readonly = (TX_BUF..RX_BUF).contains(&i);
@@ -265,6 +280,13 @@ impl Device {
         if let Err(e) = dev.connect(timeout_ns) {
             dev.shutdown();
             return Err(e);
+        }
+        match BackendWatch::new(&dev.backend, "netfront") {
+            Ok(w) => dev.watch = Some(w),
+            Err(e) => {
+                dev.shutdown();
+                return Err(e.into());
+            }
         }
         Ok(dev)
     }
@@ -421,9 +443,38 @@ impl Device {
     }
 
     fn check(&self) -> Result<(), Error> {
-        match self.broken {
-            Some(h) => Err(Error::Broken(h)),
+        if let Some(h) = self.broken {
+            return Err(Error::Broken(h));
+        }
+        match self.monitor.gone() {
+            Some(s) => Err(Error::BackendClosed(s)),
             None => Ok(()),
+        }
+    }
+
+    /// Looks at the back end if its watch fired since the last look; a
+    /// back end going away is answered Closed and ends the device
+    /// ([`Error::BackendClosed`]).
+    fn check_backend(&mut self) -> Result<(), Error> {
+        let Some(n) = self.watch.as_ref().map(BackendWatch::changes) else {
+            return Ok(());
+        };
+        let mut m = self.monitor;
+        let r = m.check(n, || self.backend_state());
+        self.monitor = m;
+        if r?.is_some() && self.state != XenbusState::Closed {
+            let _ = self.write_state(XenbusState::Closed);
+        }
+        self.check()
+    }
+
+    /// Whether the back end went away (Closing, Closed, or its directory
+    /// removed): serves XenStore and looks.
+    pub fn backend_gone(&mut self) -> Result<Option<XenbusState>, Error> {
+        let _ = xenbus::poll();
+        match self.check_backend() {
+            Ok(()) | Err(Error::BackendClosed(_)) => Ok(self.monitor.gone()),
+            Err(e) => Err(e),
         }
     }
 
@@ -558,7 +609,8 @@ impl Device {
     }
 
     /// Sleeps until a frame is waiting or `timeout_ns` passes (`None`: no
-    /// limit); whether one is.
+    /// limit); whether one is. A back end that goes away meanwhile ends
+    /// the wait with [`Error::BackendClosed`].
     pub fn wait(&mut self, timeout_ns: Option<u64>) -> Result<bool, Error> {
         let deadline = timeout_ns.map(|t| time::system_time_ns().saturating_add(t));
         loop {
@@ -576,11 +628,19 @@ impl Device {
         }
     }
 
-    /// One `SCHEDOP_poll` on the channel, after re-arming both rings'
-    /// `rsp_event` (so a response after the check wakes us).
+    /// One `SCHEDOP_poll` on the channel and the XenStore port, after
+    /// re-arming both rings' `rsp_event` (so a response after the check
+    /// wakes us). A XenStore event is served first (the back end watch).
     fn sleep(&mut self, deadline: Option<u64>) -> Result<(), Error> {
+        let store = crate::start_info().store_evtchn;
+        let watched = self.watch.is_some() && store.0 != 0;
         let was = evtchn::disable_events();
         evtchn::clear_pending(self.port);
+        if watched && evtchn::clear_pending(store) {
+            evtchn::restore_events(was);
+            let _ = xenbus::poll();
+            return self.check_backend();
+        }
         let waiting = {
             let tx = self.words(TX_RING)?;
             let rxp = self.words(RX_RING)?;
@@ -595,7 +655,9 @@ impl Device {
         let r = if waiting {
             Ok(())
         } else {
-            sched::poll(&[self.port], deadline.unwrap_or(0)).map_err(Error::Evtchn)
+            let both = [self.port, store];
+            let ports = if watched { &both[..] } else { &both[..1] };
+            sched::poll(ports, deadline.unwrap_or(0)).map_err(Error::Evtchn)
         };
         evtchn::restore_events(was);
         r
@@ -609,6 +671,7 @@ impl Device {
     }
 
     fn shutdown(&mut self) {
+        self.watch = None;
         if self.state == XenbusState::Connected {
             let deadline = time::system_time_ns().saturating_add(5_000_000_000);
             let _ = self.write_state(XenbusState::Closing);

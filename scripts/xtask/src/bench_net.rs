@@ -126,7 +126,10 @@ pub fn run(hv: &Path) -> Result<NetBench> {
     }
     let (bytes, dom0_to_host) = wait_sink("dom0")?;
     if bytes != MIB << 20 {
-        bail!("the host's sink got {bytes} bytes from dom0, not {}", MIB << 20);
+        bail!(
+            "the host's sink got {bytes} bytes from dom0, not {}",
+            MIB << 20
+        );
     }
     eprintln!("bench: net: dom0 to host {dom0_to_host:.2} MiB/s ({line})");
 
@@ -182,12 +185,15 @@ pub fn run(hv: &Path) -> Result<NetBench> {
     create(
         "up",
         "netup",
-        &format!("dhcp role=send server=10.0.2.2:{port} mib={MIB}"),
+        &format!("ip=dhcp role=send server=10.0.2.2:{port} mib={MIB}"),
     )?;
     result("up", "netup")?;
     let (bytes, domu_to_host) = wait_sink("the domU")?;
     if bytes != MIB << 20 {
-        bail!("the host's sink got {bytes} bytes from the domU, not {}", MIB << 20);
+        bail!(
+            "the host's sink got {bytes} bytes from the domU, not {}",
+            MIB << 20
+        );
     }
     eprintln!("bench: net: domU to host {domu_to_host:.2} MiB/s");
 

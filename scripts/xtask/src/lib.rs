@@ -13,10 +13,10 @@ use xlhv_core::exit::QemuExit;
 
 pub mod bench;
 pub mod bench_block;
-pub mod bench_net;
 pub mod bench_ctl;
 pub mod bench_history;
 pub mod bench_ledger;
+pub mod bench_net;
 pub mod bench_report;
 pub mod disk;
 pub mod dom0;

@@ -11,9 +11,12 @@
 //! * [`handshake`]: the keys read and written, and what the back end's mean;
 //! * [`rx`]: RX buffer ids and the checks on the back end's RX and TX
 //!   responses (it is not trusted);
+//! * [`backend`]: noticing a back end that goes away once connected
+//!   (hot-unplug);
 //! * [`frames`]: raw Ethernet, ARP, IPv4 and ICMP echo frames (the
 //!   `netcheck` test guest's ping).
 
+pub mod backend;
 pub mod frames;
 pub mod handshake;
 pub mod rx;

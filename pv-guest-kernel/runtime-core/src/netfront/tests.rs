@@ -280,3 +280,33 @@ proptest! {
         prop_assert!(ok);
     }
 }
+
+#[test]
+fn a_back_end_is_gone_when_closing_closed_or_removed() {
+    use super::backend::{Monitor, is_gone};
+    use crate::xenbus::XenbusState::{self, *};
+    for s in [Closing, Closed, Unknown] {
+        assert!(is_gone(s), "{s:?}");
+    }
+    for s in [Initialising, InitWait, Initialised, Connected] {
+        assert!(!is_gone(s), "{s:?}");
+    }
+    // The registration's event is counted as seen: no read.
+    let mut m = Monitor::new(1);
+    let mut reads = 0;
+    let mut read = |s: XenbusState| {
+        reads += 1;
+        Ok::<_, ()>(s)
+    };
+    assert_eq!(m.check(1, || read(Closed)), Ok(None));
+    // A change to a live state: read once, still there.
+    assert_eq!(m.check(2, || read(Connected)), Ok(None));
+    assert_eq!(m.check(2, || read(Closed)), Ok(None));
+    // A failed read is looked at again at the next check.
+    assert_eq!(m.check(3, || Err(())), Err(()));
+    assert_eq!(m.check(3, || read(Closing)), Ok(Some(Closing)));
+    // Gone for good: no more reads, even if the state comes back.
+    assert_eq!(m.check(4, || read(Connected)), Ok(Some(Closing)));
+    assert_eq!(m.gone(), Some(Closing));
+    assert_eq!(reads, 2);
+}
