@@ -25,6 +25,7 @@
 //!   posts none loses its own frames when its queue is full, nobody else's.
 
 pub mod csum;
+pub mod gso;
 pub mod switch;
 pub mod tx;
 
