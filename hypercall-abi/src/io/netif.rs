@@ -158,6 +158,54 @@ impl NetifExtraInfo {
     }
 }
 
+/// `struct netif_extra_info` seen through its `u.gso` member (8 bytes): a
+/// GSO extra-info slot (`XEN_NETIF_EXTRA_TYPE_GSO`), after a TX packet's
+/// first request or an RX packet's first response.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct NetifExtraGso {
+    /// [`XEN_NETIF_EXTRA_TYPE_GSO`].
+    pub type_: u8,
+    /// `XEN_NETIF_EXTRA_FLAG_*`.
+    pub flags: u8,
+    /// `u.gso.size`: the largest payload of one segment (for TCP, the MSS).
+    pub size: u16,
+    /// `u.gso.type`: `XEN_NETIF_GSO_TYPE_*`.
+    pub gso_type: u8,
+    /// `u.gso.pad` (zero).
+    pub pad: u8,
+    /// `u.gso.features`: `XEN_NETIF_GSO_FEAT_*` (none are defined; zero).
+    pub features: u16,
+}
+
+impl NetifExtraGso {
+    /// A GSO extra of `gso_type` with segments of `size` bytes, flags 0.
+    pub const fn new(size: u16, gso_type: u8) -> Self {
+        NetifExtraGso {
+            type_: XEN_NETIF_EXTRA_TYPE_GSO,
+            flags: 0,
+            size,
+            gso_type,
+            pad: 0,
+            features: 0,
+        }
+    }
+}
+
+impl From<NetifExtraGso> for NetifExtraInfo {
+    fn from(g: NetifExtraGso) -> Self {
+        zerocopy::transmute!(g)
+    }
+}
+
+impl From<NetifExtraInfo> for NetifExtraGso {
+    fn from(x: NetifExtraInfo) -> Self {
+        zerocopy::transmute!(x)
+    }
+}
+
 /// Slots in a one-page TX ring (256).
 pub const NETIF_TX_RING_SIZE: u32 = ring_size(
     crate::PAGE_SIZE,
@@ -198,4 +246,33 @@ assert_layout!(
     status = 6
 );
 assert_layout!(NetifExtraInfo, 8, type_ = 0, flags = 1, u = 2);
+assert_layout!(
+    NetifExtraGso,
+    8,
+    type_ = 0,
+    flags = 1,
+    size = 2,
+    gso_type = 4,
+    pad = 5,
+    features = 6
+);
 const _: () = assert!(NETIF_TX_RING_SIZE == 256 && NETIF_RX_RING_SIZE == 256);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_extra_bytes_are_netif_h_s() {
+        // type 1, flags 0, size 1448 (LE), type TCPv6, pad 0, features 0.
+        let g = NetifExtraGso::new(1448, XEN_NETIF_GSO_TYPE_TCPV6);
+        assert_eq!(g.as_bytes(), &[1, 0, 0xA8, 0x05, 2, 0, 0, 0]);
+        let x = NetifExtraInfo::from(g);
+        assert_eq!(x.type_, XEN_NETIF_EXTRA_TYPE_GSO);
+        assert_eq!(x.gso(), (1448, XEN_NETIF_GSO_TYPE_TCPV6, 0));
+        assert_eq!(NetifExtraGso::from(x), g);
+        // An extra fits an RX response slot (netif.h: it overlays one).
+        let rsp = NetifRxResponse::read_from_bytes(x.as_bytes()).unwrap();
+        assert_eq!(rsp.as_bytes(), g.as_bytes());
+    }
+}

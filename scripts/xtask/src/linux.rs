@@ -69,7 +69,11 @@ pub fn domu_init() -> String {
 /// prints its size and 24 bytes read at `SECTOR`, writes [`DOMU_WRITTEN`] at sector
 /// `SECTOR + 1` with a flush and reads it back uncached; with `xlhv_net=IP/LEN,PEER`
 /// it waits for `eth0`, prints its MAC, brings it up with `IP` and pings `PEER` 5
-/// times.
+/// times; with `xlhv_tcp=IP,PORT` too it sends `/tcp-pattern` ([`tcp_pattern`],
+/// what a `tcpcheck role=server mib=1` expects) there with busybox's `nc` (which
+/// half-closes at the file's end and waits for the server's answer and close),
+/// and prints `eth0`'s TX packet and byte counters (fewer packets than the bytes
+/// make MSS-sized segments: Linux sent GSO packets).
 const DOMU_DEVICES: &str = "for m in /lib/modules/*.ko; do $B insmod $m; done
 if [ -n \"$xlhv_disk\" ]; then
   i=0; while [ ! -e /sys/block/xvda ] && [ $i -lt 30 ]; do $B sleep 1; i=$((i+1)); done
@@ -86,10 +90,27 @@ if [ -n \"$xlhv_net\" ]; then
   $B ip addr add ${xlhv_net%,*} dev eth0
   $B ip link set eth0 up
   $B echo \"check ping $($B ping -c 5 -W 5 ${xlhv_net#*,} 2>&1 | $B grep -o '[0-9]* packets received')\"
+  if [ -n \"$xlhv_tcp\" ]; then
+    $B timeout 120 $B nc ${xlhv_tcp%,*} ${xlhv_tcp#*,} < /tcp-pattern > /dev/null
+    $B echo \"check tcp-sent $?\"
+    $B echo \"check eth0-tx $($B cat /sys/class/net/eth0/statistics/tx_packets) $($B cat /sys/class/net/eth0/statistics/tx_bytes)\"
+  fi
 fi
 $B echo \"check devices-done\"
 while :; do $B sleep 10; done
 ";
+
+/// The bytes of `/tcp-pattern` in the domU's initramfs: 1 MiB.
+pub const TCP_PATTERN_BYTES: usize = 1 << 20;
+
+/// `/tcp-pattern`: the stream `tcpcheck` (`pv-guest-kernel/test-guests`) sends and
+/// checks, byte `off` being `(off * 7) ^ (off >> 11)` (low 8 bits).
+#[allow(clippy::cast_possible_truncation)] // a byte pattern: low bits wanted
+pub fn tcp_pattern() -> Vec<u8> {
+    (0..TCP_PATTERN_BYTES as u64)
+        .map(|off| (off.wrapping_mul(7) ^ (off >> 11)) as u8)
+        .collect()
+}
 
 /// What the domU's `/init` writes to `xvda` (see [`domu_init`]).
 pub const DOMU_WRITTEN: &str = "XLHV-WRITTEN-BY-LINUX";
@@ -115,6 +136,7 @@ pub fn domu_initrd(files: &LinuxFiles) -> Result<PathBuf> {
         .context("xen-blkfront.ko")?;
     let netfront = std::fs::read(modules.join("kernel/drivers/net/xen-netfront.ko"))
         .context("xen-netfront.ko")?;
+    let pattern = tcp_pattern();
     let cpio = cpio_newc(&[
         ("bin", 0o040_755, &[]),
         ("bin/busybox", 0o100_755, &busybox),
@@ -125,6 +147,7 @@ pub fn domu_initrd(files: &LinuxFiles) -> Result<PathBuf> {
         ("lib/modules/xen-netfront.ko", 0o100_644, &netfront),
         ("sbin", 0o040_755, &[]),
         ("sbin/poweroff", 0o100_755, poweroff.as_bytes()),
+        ("tcp-pattern", 0o100_644, &pattern),
     ]);
     let out = dir.join("initrd-domu.cpio");
     let tmp = dir.join(format!("initrd-domu.cpio.{}", std::process::id()));

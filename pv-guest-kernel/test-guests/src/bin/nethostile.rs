@@ -13,7 +13,7 @@
 //! 5. a later slot bigger than the packet's rest;
 //! 6. 19 slots;
 //! 7. an extra-info slot of unknown type;
-//! 8. a GSO extra (not offered);
+//! 8. a GSO extra on a packet that is not TCP (not IP at all);
 //! 9. a packet whose last published slot says more follows.
 //!
 //! Then it publishes a TX producer index 1000 ahead of the ring: the back
@@ -257,7 +257,7 @@ fn main(_si: &'static StartInfo) {
             alloc::vec![e, n],
         ),
         (
-            "a GSO extra",
+            "a GSO extra on a packet that is not TCP",
             alloc::vec![
                 slot(data_ref, 0, NETTXF_EXTRA_INFO, 60),
                 extra(XEN_NETIF_EXTRA_TYPE_GSO)

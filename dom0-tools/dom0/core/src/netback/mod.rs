@@ -13,11 +13,15 @@
 //!   Initialised) or Initialised, the back end reads `tx-ring-ref`,
 //!   `rx-ring-ref`, `event-channel` or `event-channel-tx`/`-rx`,
 //!   `request-rx-copy` (required), `feature-rx-notify` (required) and
-//!   `feature-sg`, maps both rings, binds the channels and goes to Connected.
+//!   `feature-sg`, `feature-gso-tcpv4`/`-tcpv6`, `feature-no-csum-offload`
+//!   and `feature-ipv6-csum-offload` (Linux's `read_xenbus_vif_flags`), maps
+//!   both rings, binds the channels and goes to Connected.
 //!   Closing, Closed and a restart (Initialising after Closed) follow blkback.
 //! * **TX** (guest → switch): every published packet is checked ([`tx`]),
 //!   copied into dom0 by `GNTTABOP_copy`, its checksum filled in when the
-//!   front end left it blank, and switched; each slot is answered
+//!   front end left it blank, and switched (a GSO packet, [`gso`], whole to
+//!   a receiver that takes GSO, cut into TCP segments for any other: see
+//!   [`frames_for`]); each slot is answered
 //!   `NETIF_RSP_OKAY`, `NETIF_RSP_ERROR` or (extra-info slots)
 //!   `NETIF_RSP_NULL`.
 //! * **RX** (switch → guest): frames wait in a bounded per-vif queue and are
@@ -25,6 +29,7 @@
 //!   posts none loses its own frames when its queue is full, nobody else's.
 
 pub mod csum;
+pub mod gso;
 pub mod switch;
 pub mod tx;
 pub mod uplink;
@@ -36,9 +41,9 @@ use alloc::vec::Vec;
 
 use control_proto::vif::{Mac, VifSpec};
 use hypercall_abi::io::netif::{
-    NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETRXF_DATA_VALIDATED, NETRXF_MORE_DATA,
-    NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NetifRxBackRing, NetifRxResponse, NetifTxBackRing,
-    NetifTxRequest, NetifTxResponse,
+    NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED,
+    NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NetifExtraGso,
+    NetifRxBackRing, NetifRxResponse, NetifTxBackRing, NetifTxRequest, NetifTxResponse,
 };
 use hypercall_abi::io::xenbus::XenbusState;
 use hypercall_abi::{DomId, EvtchnPort, GrantRef};
@@ -47,8 +52,9 @@ use xenstored::perms::{Access, Perm};
 
 use crate::hv::{GrantSeg, Hypervisor, RingId};
 use crate::xenstore::{Entry, dom_path, libxl_path};
+use gso::{Gso, GsoType};
 use switch::{Forward, Port, Switch};
-use tx::Verdict;
+use tx::{TxError, Verdict};
 pub use uplink::{Uplink, UplinkStats};
 
 /// `multi-queue-max-queues` (one queue per vif for now).
@@ -79,14 +85,47 @@ pub struct Stats {
     pub rx_bytes: u64,
     /// Frames dropped on the way to the guest (queue full, too big, copy failed).
     pub rx_dropped: u64,
+    /// GSO packets taken from the guest (counted in `tx_packets` too).
+    pub tx_gso: u64,
+    /// GSO frames delivered whole to the guest (in `rx_packets` too).
+    pub rx_gso: u64,
 }
 
-/// A frame on its way to a guest.
+/// A frame on its way to a guest (or, later, the uplink).
 #[derive(Debug, Clone)]
-struct Frame {
-    data: Vec<u8>,
+pub(crate) struct Frame {
+    pub(crate) data: Vec<u8>,
     /// Its checksum is known good (the back end filled it in).
-    validated: bool,
+    pub(crate) validated: bool,
+    /// A GSO packet (up to 64 KiB of one TCP stream): its type and MSS. Its
+    /// headers were checked ([`gso::check`]) and its TCP checksum field
+    /// holds the pseudo-header's partial sum (`NETRXF_csum_blank`).
+    pub(crate) gso: Option<Gso>,
+}
+
+/// What one destination gets of `f`: `f` itself when it is not a GSO
+/// packet or the destination takes GSO packets of its type
+/// (`dest_takes_gso`, see [`Vif::takes_gso`]; an uplink never does), else
+/// its TCP segments ([`gso::segment`]), each with its checksums computed.
+/// Nothing when the packet cannot be cut (it was checked when it came in).
+pub(crate) fn frames_for(dest_takes_gso: bool, f: Frame) -> Vec<Frame> {
+    let Some(g) = f.gso else {
+        return alloc::vec![f];
+    };
+    if dest_takes_gso {
+        return alloc::vec![f];
+    }
+    gso::segment(&f.data, g)
+        .map(|segs| {
+            segs.into_iter()
+                .map(|data| Frame {
+                    data,
+                    validated: true,
+                    gso: None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The connected rings of a vif.
@@ -108,6 +147,12 @@ struct Rings {
     rx_idx: u32,
     /// The front end accepts multi-slot RX packets (`feature-sg`).
     sg: bool,
+    /// It takes TCPv4 / TCPv6 GSO packets whole: `feature-gso-tcpv4` /
+    /// `-tcpv6` with `feature-sg` and checksum offload for that IP version
+    /// (Linux's `xenvif_fix_features` and the netdev rule that TSO needs SG
+    /// and checksum offload).
+    gso_v4: bool,
+    gso_v6: bool,
     /// Halted: the front end published an impossible index.
     broken: bool,
 }
@@ -148,6 +193,17 @@ impl Vif {
     /// Its switch port.
     pub fn port(&self) -> Port {
         port(self.domid, self.devid)
+    }
+
+    /// Whether its front end takes GSO packets like `gso` whole.
+    pub fn takes_gso(&self, gso: Option<Gso>) -> bool {
+        match (gso, self.rings.as_ref()) {
+            (Some(g), Some(r)) => match g.kind {
+                GsoType::TcpV4 => r.gso_v4,
+                GsoType::TcpV6 => r.gso_v6,
+            },
+            _ => false,
+        }
     }
 
     fn enqueue(&mut self, f: Frame) {
@@ -314,11 +370,14 @@ pub fn entries(domid: u16, devid: u32, mac: &[u8; 6], bridge: &str) -> Vec<Entry
     ]
 }
 
-/// The features Linux's netback probe writes, as far as this back end
-/// implements them (no GSO, no IPv6 checksum offload, no multicast control,
-/// no control ring).
+/// The features Linux's netback probe writes, in its order, as far as this
+/// back end implements them (no multicast control, no control ring, no XDP
+/// headroom).
 pub const FEATURES: &[(&str, &str)] = &[
     ("feature-sg", "1"),
+    ("feature-gso-tcpv4", "1"),
+    ("feature-gso-tcpv6", "1"),
+    ("feature-ipv6-csum-offload", "1"),
     ("feature-rx-copy", "1"),
     ("feature-rx-flip", "0"),
     ("feature-split-event-channels", "1"),
@@ -577,7 +636,7 @@ impl Netback {
                 if let Some(v) = self.vifs.iter_mut().find(|v| v.port() == p) {
                     deliver(v, f);
                 } else if let Some(u) = self.uplinks.iter_mut().find(|u| u.port() == p) {
-                    u.enqueue(f.data);
+                    u.enqueue(f);
                 }
             }
             Forward::Flood(ps) => {
@@ -585,17 +644,20 @@ impl Netback {
                     deliver(v, f.clone());
                 }
                 for u in self.uplinks.iter_mut().filter(|u| ps.contains(&u.port())) {
-                    u.enqueue(f.data.clone());
+                    u.enqueue(f.clone());
                 }
             }
         }
     }
 }
 
-/// Queues `f` for `v` if its front end is there to take it.
+/// Queues `f` for `v` if its front end is there to take it (cut into
+/// segments unless it takes GSO: [`frames_for`]).
 fn deliver(v: &mut Vif, f: Frame) {
     if v.state == XenbusState::Connected && v.rings.as_ref().is_some_and(|r| !r.broken) {
-        v.enqueue(f);
+        for f in frames_for(v.takes_gso(f.gso), f) {
+            v.enqueue(f);
+        }
     } else {
         v.stats.rx_dropped += 1;
     }
@@ -693,6 +755,10 @@ fn connect<H: Hypervisor>(xs: &mut Xenstored, hv: &mut H, v: &Vif) -> Result<Rin
         return Err("feature-rx-notify is mandatory".into());
     }
     let sg = flag(xs, &format!("{fe}/feature-sg"));
+    let ip_csum = !flag(xs, &format!("{fe}/feature-no-csum-offload"));
+    let ipv6_csum = flag(xs, &format!("{fe}/feature-ipv6-csum-offload"));
+    let gso_v4 = sg && ip_csum && flag(xs, &format!("{fe}/feature-gso-tcpv4"));
+    let gso_v6 = sg && ipv6_csum && flag(xs, &format!("{fe}/feature-gso-tcpv6"));
     let tx_ref = read_u32(xs, &format!("{fe}/tx-ring-ref"))
         .ok_or_else(|| format!("reading {fe}/tx-ring-ref"))?;
     let rx_ref = read_u32(xs, &format!("{fe}/rx-ring-ref"))
@@ -769,6 +835,8 @@ fn connect<H: Hypervisor>(xs: &mut Xenstored, hv: &mut H, v: &Vif) -> Result<Rin
         tx_idx,
         rx_idx,
         sg,
+        gso_v4,
+        gso_v6,
         broken: false,
     })
 }
@@ -856,17 +924,33 @@ fn serve_tx<H: Hypervisor>(hv: &mut H, v: &mut Vif) -> (Vec<Frame>, bool, bool) 
     let mut off = 0usize;
     for (k, p) in packets.iter().enumerate() {
         let status = match &p.verdict {
-            Verdict::Send { len, flags, .. } => {
+            Verdict::Send {
+                len, flags, gso, ..
+            } => {
                 let mut data = buf[off..off + len].to_vec();
                 off += len;
-                if failed[k] {
+                let checked = match gso {
+                    // A GSO packet's checksum is partial whatever its flags
+                    // (Linux's netback forces CHECKSUM_PARTIAL).
+                    Some(g) => gso::prepare_whole(&mut data, *g).map_err(TxError::BadGso),
+                    None => Ok(()),
+                };
+                if failed[k] || checked.is_err() {
                     NETIF_RSP_ERROR
                 } else {
-                    let validated = flags & NETTXF_CSUM_BLANK != 0 && csum::fill(&mut data)
+                    let validated = gso.is_some()
+                        || flags & NETTXF_CSUM_BLANK != 0 && csum::fill(&mut data)
                         || flags & NETTXF_DATA_VALIDATED != 0;
                     v.stats.tx_packets += 1;
                     v.stats.tx_bytes += *len as u64;
-                    frames.push(Frame { data, validated });
+                    if gso.is_some() {
+                        v.stats.tx_gso += 1;
+                    }
+                    frames.push(Frame {
+                        data,
+                        validated,
+                        gso: *gso,
+                    });
                     NETIF_RSP_OKAY
                 }
             }
@@ -944,7 +1028,7 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
     let mut batch: Vec<Frame> = Vec::new();
     let mut need = 0usize;
     while let Some(f) = v.rxq.front() {
-        let slots = f.data.len().div_ceil(PAGE);
+        let slots = rx_slots(f);
         if slots > 1 && !r.sg {
             // Too big for one buffer and the front end takes no more.
             v.stats.rx_dropped += 1;
@@ -987,21 +1071,25 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
             }
         }
     }
-    // One grant copy for the whole batch, from one buffer.
+    // One grant copy for the whole batch, from one buffer. A GSO frame's
+    // second request is its extra-info slot (netif.h: extras follow the
+    // first data slot), which gets no data.
     let mut buf: Vec<u8> = Vec::new();
     let mut segs: Vec<GrantSeg> = Vec::with_capacity(need);
     let mut ri = 0usize;
     for f in &batch {
-        for chunk in f.data.chunks(PAGE) {
+        let extra = usize::from(f.gso.is_some());
+        for (k, chunk) in f.data.chunks(PAGE).enumerate() {
+            let q = ri + k + if k > 0 { extra } else { 0 };
             segs.push(GrantSeg {
-                gref: reqs[ri].gref,
+                gref: reqs[q].gref,
                 offset: 0,
                 len: u16::try_from(chunk.len()).unwrap_or(0),
                 buf_off: buf.len(),
             });
             buf.extend_from_slice(chunk);
-            ri += 1;
         }
+        ri += rx_slots(f);
     }
     let mut st = alloc::vec![0i16; segs.len()];
     let ok = hv.grant_copy(dom, true, &mut buf, &segs, &mut st).is_ok();
@@ -1022,7 +1110,10 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
             if k + 1 < n {
                 flags |= NETRXF_MORE_DATA;
             }
-            if k == 0 && f.validated {
+            if k == 0 && f.gso.is_some() {
+                // Linux's rx.c for CHECKSUM_PARTIAL, and the GSO extra next.
+                flags |= NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED | NETRXF_EXTRA_INFO;
+            } else if k == 0 && f.validated {
                 flags |= NETRXF_DATA_VALIDATED;
             }
             let status = if good {
@@ -1031,17 +1122,28 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
                 NETIF_RSP_ERROR
             };
             let _ = back.put_response(&NetifRxResponse {
-                id: reqs[qi + k].id,
+                id: reqs[qi].id,
                 offset: 0,
                 flags,
                 status,
             });
+            qi += 1;
+            if let (0, Some(g)) = (k, f.gso) {
+                // The extra-info slot: the response is the extra itself, in
+                // the slot of the request it consumed (no id).
+                let x: NetifRxResponse =
+                    zerocopy::transmute!(NetifExtraGso::new(g.mss, g.kind.to_xen()));
+                let _ = back.put_response(&x);
+                qi += 1;
+            }
         }
         si += n;
-        qi += n;
         if good {
             v.stats.rx_packets += 1;
             v.stats.rx_bytes += f.data.len() as u64;
+            if f.gso.is_some() {
+                v.stats.rx_gso += 1;
+            }
         } else {
             v.stats.rx_dropped += 1;
         }
@@ -1064,6 +1166,11 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
         hv.notify(r.rx_port);
     }
     halted
+}
+
+/// The RX slots `f` takes: one per page, and a GSO frame's extra-info slot.
+fn rx_slots(f: &Frame) -> usize {
+    f.data.len().div_ceil(PAGE) + usize::from(f.gso.is_some())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use hypercall_abi::io::netif::{
     NETIF_RSP_OKAY, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, NetifExtraInfo, NetifRxFrontRing,
     NetifRxRequest, NetifTxFrontRing, XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_GSO,
-    XEN_NETIF_EXTRA_TYPE_HASH,
+    XEN_NETIF_EXTRA_TYPE_HASH, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6,
 };
 use proptest::prelude::*;
 use zerocopy::{FromBytes, IntoBytes};
@@ -125,34 +125,116 @@ impl Front {
 
     /// The frames received (with their first response's flags), reassembled.
     fn received(&mut self) -> Vec<(Vec<u8>, u16)> {
+        self.received_rx()
+            .into_iter()
+            .map(|r| {
+                assert!(r.gso.is_none(), "an extra nobody asked for");
+                (r.data, r.flags)
+            })
+            .collect()
+    }
+
+    /// The packets received, as Linux's netfront reads them: each response
+    /// in the ring slot of the request it answers (its id checked against
+    /// the request's, as netif.h requires), a GSO extra after the first slot
+    /// of a packet flagged `NETRXF_extra_info`.
+    fn received_rx(&mut self) -> Vec<Rx> {
         let i = self.idx.get();
         let mut r = NetifRxFrontRing::resume(&self.rx, i[2], i[3]).unwrap();
-        let mut out: Vec<(Vec<u8>, u16)> = Vec::new();
+        let mut out: Vec<Rx> = Vec::new();
         let mut cont = false;
+        let mut extra = false;
         while let Some(rsp) = r.take_response().unwrap() {
+            let id = self.posted.remove(0);
+            if extra {
+                // An extra-info slot: the response is the extra itself.
+                let x = NetifExtraGso::read_from_bytes(rsp.as_bytes()).unwrap();
+                assert_eq!(x.type_, XEN_NETIF_EXTRA_TYPE_GSO, "{x:?}");
+                assert_eq!(x.flags & XEN_NETIF_EXTRA_FLAG_MORE, 0, "{x:?}");
+                let last = out.last_mut().unwrap();
+                assert!(last.gso.is_none(), "two GSO extras");
+                last.gso = Some(x);
+                extra = false;
+                continue;
+            }
+            assert_eq!(rsp.id, id, "a response in another request's slot");
             assert!(rsp.status >= 0, "rx error {rsp:?}");
-            let pos = self
-                .posted
-                .iter()
-                .position(|i| *i == rsp.id)
-                .expect("an id we posted");
-            self.posted.remove(pos);
             let page = page_bytes(&self.rxbuf, usize::from(rsp.id));
             let data = &page[usize::from(rsp.offset)..][..usize::try_from(rsp.status).unwrap()];
             if cont {
-                out.last_mut().unwrap().0.extend_from_slice(data);
+                assert_eq!(
+                    rsp.flags & !NETRXF_MORE_DATA,
+                    0,
+                    "flags past the first slot"
+                );
+                out.last_mut().unwrap().data.extend_from_slice(data);
             } else {
-                out.push((data.to_vec(), rsp.flags));
+                out.push(Rx {
+                    data: data.to_vec(),
+                    flags: rsp.flags,
+                    gso: None,
+                });
+                extra = rsp.flags & NETRXF_EXTRA_INFO != 0;
             }
             cont = rsp.flags & NETRXF_MORE_DATA != 0;
         }
-        assert!(!cont, "a packet without its last slot");
+        assert!(!cont && !extra, "a packet without its last slot");
         r.final_check_for_responses().unwrap();
         let mut i = self.idx.get();
         i[3] = r.rsp_cons();
         self.idx.set(i);
         out
     }
+
+    /// Sends `frame` as one packet across TX buffer pages from `page` on
+    /// (4096 bytes a slot), its first slot `flags`, with a GSO extra
+    /// (`size`, `gso_type`) when given. Returns the ids of its request slots.
+    fn send_big(&self, frame: &[u8], page: u32, flags: u16, gso: Option<(u16, u8)>) -> Vec<u16> {
+        let chunks: Vec<&[u8]> = frame.chunks(4096).collect();
+        let mut slots = Vec::new();
+        let mut ids = Vec::new();
+        for (k, c) in chunks.iter().enumerate() {
+            let p = page + k as u32;
+            let mut buf = vec![0u8; 4096];
+            buf[..c.len()].copy_from_slice(c);
+            fill_page(&self.txbuf, p as usize, &buf);
+            let mut fl = if k + 1 < chunks.len() {
+                NETTXF_MORE_DATA
+            } else {
+                0
+            };
+            if k == 0 {
+                fl |= flags | if gso.is_some() { NETTXF_EXTRA_INFO } else { 0 };
+            }
+            let id = 1000 + p as u16;
+            ids.push(id);
+            slots.push(NetifTxRequest {
+                gref: GrantRef(TX_BUF + p),
+                offset: 0,
+                flags: fl,
+                id,
+                size: if k == 0 { frame.len() } else { c.len() } as u16,
+            });
+            if let (0, Some((size, t))) = (k, gso) {
+                let x = NetifExtraInfo::from(NetifExtraGso::new(size, t));
+                let mut b = [0u8; 12];
+                b[..8].copy_from_slice(x.as_bytes());
+                slots.push(NetifTxRequest::read_from_bytes(&b).unwrap());
+            }
+        }
+        self.send_slots(&slots);
+        ids
+    }
+}
+
+/// One packet a front end received.
+#[derive(Debug)]
+struct Rx {
+    data: Vec<u8>,
+    /// The first response's flags.
+    flags: u16,
+    /// Its GSO extra.
+    gso: Option<NetifExtraGso>,
 }
 
 struct Net {
@@ -207,6 +289,21 @@ impl Net {
 
     /// Writes what Linux's netfront writes, in its order, and goes Connected.
     fn connect(&mut self, i: usize, split: bool) {
+        self.connect_with(
+            i,
+            split,
+            &[
+                "feature-sg",
+                "feature-gso-tcpv4",
+                "feature-gso-tcpv6",
+                "feature-ipv6-csum-offload",
+            ],
+        );
+    }
+
+    /// As [`Net::connect`], with these feature flags set to 1 (and
+    /// `feature-no-csum-offload` if named).
+    fn connect_with(&mut self, i: usize, split: bool, features: &[&str]) {
         let f = &self.fronts[i];
         let mut keys: Vec<(String, String)> = vec![
             (f.fe("tx-ring-ref"), TX_RING.to_string()),
@@ -218,12 +315,10 @@ impl Net {
         } else {
             keys.push((f.fe("event-channel"), "21".into()));
         }
-        for k in [
-            "request-rx-copy",
-            "feature-rx-notify",
-            "feature-sg",
-            "feature-gso-tcpv4",
-        ] {
+        for k in ["request-rx-copy", "feature-rx-notify"]
+            .iter()
+            .chain(features)
+        {
             keys.push((f.fe(k), "1".into()));
         }
         keys.push((f.fe("state"), "4".into()));
@@ -308,6 +403,9 @@ fn probe_publishes_features_and_initwait() {
     let be = "/local/domain/0/backend/vif/3/0";
     for (k, v) in [
         ("feature-sg", "1"),
+        ("feature-gso-tcpv4", "1"),
+        ("feature-gso-tcpv6", "1"),
+        ("feature-ipv6-csum-offload", "1"),
         ("feature-rx-copy", "1"),
         ("feature-rx-flip", "0"),
         ("feature-split-event-channels", "1"),
@@ -317,14 +415,8 @@ fn probe_publishes_features_and_initwait() {
     ] {
         assert_eq!(read(&mut n.xs, &format!("{be}/{k}")), v, "{k}");
     }
-    // Not offered: GSO, IPv6 checksum offload, multicast control, control ring.
-    for k in [
-        "feature-gso-tcpv4",
-        "feature-gso-tcpv6",
-        "feature-ipv6-csum-offload",
-        "feature-multicast-control",
-        "feature-ctrl-ring",
-    ] {
+    // Not offered: multicast control, control ring.
+    for k in ["feature-multicast-control", "feature-ctrl-ring"] {
         assert!(n.xs.read(&format!("{be}/{k}")).is_err(), "{k}");
     }
     // A second vif 0, or a MAC taken on the bridge, is refused.
@@ -553,7 +645,7 @@ fn bad_packets_get_errors_and_the_rest_flows() {
         req(TX_BUF + 1, 0, 0, 4, 200),            //
         req(TX_BUF, 0, 0, 5, 10),                 // shorter than a header
         req(999, 0, 0, 6, 64),                    // a grant never given
-        req(TX_BUF, 0, NETTXF_EXTRA_INFO, 7, 64), // GSO (not offered)
+        req(TX_BUF, 0, NETTXF_EXTRA_INFO, 7, 64), // GSO on a packet that is not TCP
         gso,                                      //
         req(TX_BUF, 0, NETTXF_EXTRA_INFO, 8, 64), // an unknown extra type, chained
         bad_extra,                                //
@@ -669,6 +761,242 @@ fn blank_checksums_are_filled() {
     assert!(csum::fill(&mut check));
     assert_eq!(&check, g, "the checksum was right");
     assert_ne!(&g[40..42], &[0x12, 0x34]);
+}
+
+/// 3 sends; 4 is Linux's netfront (SG, GSO both ways, IPv6 checksum
+/// offload), 5 is the runtime's (no SG, no GSO, no checksum offload), 6 takes
+/// TCPv4 GSO only. All on xenbr0, 32 buffers posted each.
+fn gso_lan() -> Net {
+    let mut n = Net::new();
+    for dom in 3..=6u16 {
+        n.attach(dom, "xenbr0");
+    }
+    n.connect(0, false);
+    n.connect(1, true);
+    n.connect_with(2, false, &["feature-no-csum-offload"]);
+    n.connect_with(3, false, &["feature-sg", "feature-gso-tcpv4"]);
+    for i in 0..4 {
+        assert_eq!(n.be_state(3 + i as u16), "4");
+        let _ = n.fronts[i].post(BUF_PAGES);
+    }
+    n.poll();
+    n
+}
+
+/// Everything front end `i` receives until `want` packets came, posting its
+/// buffers again as they are used.
+fn drain(n: &mut Net, i: usize, want: usize) -> Vec<Rx> {
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let mut r = n.fronts[i].received_rx();
+        let used = BUF_PAGES - n.fronts[i].posted.len();
+        got.append(&mut r);
+        if got.len() >= want {
+            break;
+        }
+        let _ = n.fronts[i].post(used);
+        n.poll();
+    }
+    got
+}
+
+/// Checks a GSO frame delivered whole against what was sent: the same bytes
+/// but for the TCP checksum, which holds the pseudo-header's partial sum
+/// (completing it as a receiver of NETRXF_csum_blank does gives a valid one).
+fn check_whole(got: &[u8], sent: &[u8]) {
+    assert_eq!(got.len(), sent.len());
+    let t = if sent[12] == 0x86 { 14 + 48 } else { 14 + 20 };
+    assert_eq!(got[..t + 16], sent[..t + 16]);
+    assert_eq!(got[t + 18..], sent[t + 18..]);
+    let mut done = got.to_vec();
+    let c = gso::tests::ones(&[&done[t..]]);
+    done[t + 16..t + 18].copy_from_slice(&c.to_be_bytes());
+    let seg = &done[t..];
+    let mut ph = Vec::new();
+    if sent[12] == 0x86 {
+        ph.extend_from_slice(&done[22..54]);
+        ph.extend_from_slice(&(seg.len() as u32).to_be_bytes());
+        ph.extend_from_slice(&[0, 0, 0, 6]);
+    } else {
+        ph.extend_from_slice(&done[26..34]);
+        ph.extend_from_slice(&[0, 6]);
+        ph.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+    }
+    assert_eq!(gso::tests::ones(&[&ph, seg]), 0, "completed TCP checksum");
+}
+
+/// A 64 KiB GSO packet of `v6`'s kind from 3, flooded (its destination is
+/// unknown) and then unicast: whole to the front ends that take it, cut into
+/// MSS-sized segments for the others.
+fn gso_packet_goes_whole_or_in_segments(v6: bool) {
+    let mut n = gso_lan();
+    let mss = 1448usize;
+    let unknown = [0x00, 0x16, 0x3e, 0, 0, 0x99];
+    let hdrs = if v6 { 14 + 48 + 32 } else { 14 + 20 + 32 };
+    let p = gso::tests::pattern(65535 - hdrs, 0x5A);
+    let (f, t) = if v6 {
+        (
+            gso::tests::tcp6(unknown, mac_of(3), 0xFFFF_FF00, 0x99, &p),
+            XEN_NETIF_GSO_TYPE_TCPV6,
+        )
+    } else {
+        (
+            gso::tests::tcp4(unknown, mac_of(3), 0xFFFF_FF00, 0x99, &p),
+            XEN_NETIF_GSO_TYPE_TCPV4,
+        )
+    };
+    assert_eq!(f.len(), 65535);
+    // Linux's netfront: NETTXF_csum_blank | NETTXF_data_validated, the
+    // checksum field left as it was (zero here).
+    let ids = n.fronts[0].send_big(
+        &f,
+        0,
+        NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED,
+        Some((mss as u16, t)),
+    );
+    assert_eq!(ids.len(), 16);
+    n.poll();
+    let rsp = n.fronts[0].tx_responses();
+    assert_eq!(rsp.len(), 17);
+    assert_eq!(rsp[1].status, NETIF_RSP_NULL);
+    for r in rsp.iter().filter(|r| r.status != NETIF_RSP_NULL) {
+        assert_eq!(r.status, NETIF_RSP_OKAY, "{r:?}");
+    }
+    let nsegs = p.len().div_ceil(mss);
+    let takes = |dom: u16| dom == 4 || dom == 6 && !v6;
+    for dom in 4..=6u16 {
+        let i = usize::from(dom - 3);
+        let got = drain(&mut n, i, if takes(dom) { 1 } else { nsegs });
+        if takes(dom) {
+            assert_eq!(got.len(), 1, "dom {dom}");
+            let r = &got[0];
+            assert_eq!(
+                r.flags,
+                NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED | NETRXF_EXTRA_INFO | NETRXF_MORE_DATA
+            );
+            assert_eq!(r.gso, Some(NetifExtraGso::new(mss as u16, t)));
+            check_whole(&r.data, &f);
+            assert_eq!(n.stats(dom).rx_gso, 1);
+        } else {
+            assert_eq!(got.len(), nsegs, "dom {dom}");
+            assert!(
+                got.iter()
+                    .all(|r| r.flags == NETRXF_DATA_VALIDATED && r.gso.is_none())
+            );
+            let segs: Vec<Vec<u8>> = got.into_iter().map(|r| r.data).collect();
+            assert_eq!(gso::tests::verify(&f, &segs, mss), p, "dom {dom}");
+            assert_eq!(n.stats(dom).rx_gso, 0);
+            assert_eq!(n.stats(dom).rx_packets, nsegs as u64);
+        }
+        assert_eq!(n.stats(dom).rx_dropped, 0, "dom {dom}");
+    }
+    let s = n.stats(3);
+    assert_eq!((s.tx_packets, s.tx_gso, s.tx_errors), (1, 1, 0));
+    // Unicast to 5 once its MAC is learned: segments again, and only there.
+    let back = frame(mac_of(3), mac_of(5), 60, 1);
+    n.fronts[2].send(&back, 0, 0);
+    n.poll();
+    let _ = n.fronts[2].tx_responses();
+    assert_eq!(n.fronts[0].received().len(), 1);
+    let mut f2 = f.clone();
+    f2[..6].copy_from_slice(&mac_of(5));
+    n.fronts[0].send_big(&f2, 0, NETTXF_CSUM_BLANK, Some((mss as u16, t)));
+    n.poll();
+    let got = drain(&mut n, 2, nsegs);
+    let segs: Vec<Vec<u8>> = got.into_iter().map(|r| r.data).collect();
+    assert_eq!(gso::tests::verify(&f2, &segs, mss), p);
+    for i in [1, 3] {
+        assert!(n.fronts[i].received_rx().is_empty());
+    }
+    assert_eq!(n.hv.bad_copies, 0);
+}
+
+#[test]
+fn gso_tcpv4_64k_whole_or_segmented() {
+    gso_packet_goes_whole_or_in_segments(false);
+}
+
+#[test]
+fn gso_tcpv6_64k_whole_or_segmented() {
+    gso_packet_goes_whole_or_in_segments(true);
+}
+
+#[test]
+fn bad_gso_packets_get_errors_and_the_rest_flows() {
+    let mut n = gso_lan();
+    let p = gso::tests::pattern(3000, 1);
+    let good = gso::tests::tcp4(mac_of(5), mac_of(3), 1, 0x18, &p);
+    let v4 = XEN_NETIF_GSO_TYPE_TCPV4;
+    let mut udp = good.clone();
+    udp[23] = 17;
+    let mut cut_tcp = gso::tests::tcp4(mac_of(5), mac_of(3), 1, 0x18, &[]);
+    cut_tcp[34 + 12] = 15 << 4; // a 60-byte header in 32 bytes
+    let mut cut_ip = good[..30].to_vec();
+    cut_ip[16..18].copy_from_slice(&16u16.to_be_bytes());
+    let cases: [(&str, &[u8], u16, u8, bool); 8] = [
+        ("good", &good, 1000, v4, true),
+        ("size 0", &good, 0, v4, false),
+        ("unknown GSO type", &good, 1000, 3, false),
+        ("GSO on UDP", &udp, 1000, v4, false),
+        ("truncated TCP header", &cut_tcp, 1000, v4, false),
+        ("truncated IP header", &cut_ip, 1000, v4, false),
+        (
+            "TCPv6 on IPv4",
+            &good,
+            1000,
+            XEN_NETIF_GSO_TYPE_TCPV6,
+            false,
+        ),
+        ("good again", &good, 1400, v4, true),
+    ];
+    for (what, f, size, t, ok) in cases {
+        let ids = n.fronts[0].send_big(f, 0, NETTXF_CSUM_BLANK, Some((size, t)));
+        n.poll();
+        let rsp = n.fronts[0].tx_responses();
+        assert_eq!(rsp.len(), ids.len() + 1, "{what}");
+        assert_eq!(rsp[1].status, NETIF_RSP_NULL, "{what}");
+        let want = if ok { NETIF_RSP_OKAY } else { NETIF_RSP_ERROR };
+        for r in rsp.iter().filter(|r| r.status != NETIF_RSP_NULL) {
+            assert_eq!(r.status, want, "{what}");
+        }
+        let got = n.fronts[2].received();
+        if ok {
+            let segs: Vec<Vec<u8>> = got.into_iter().map(|r| r.0).collect();
+            assert_eq!(gso::tests::verify(f, &segs, usize::from(size)), p, "{what}");
+        } else {
+            assert!(got.is_empty(), "{what}");
+        }
+        let used = BUF_PAGES - n.fronts[2].posted.len();
+        let _ = n.fronts[2].post(used);
+    }
+    let s = n.stats(3);
+    assert_eq!((s.tx_packets, s.tx_gso, s.tx_errors), (2, 2, 6));
+    assert_eq!(n.be_state(3), "4", "bad GSO packets are not fatal");
+}
+
+#[test]
+fn ipv6_blank_checksums_are_filled() {
+    let mut n = lan();
+    // An IPv6 UDP datagram with a garbage checksum and NETTXF_csum_blank.
+    let mut f = vec![0u8; 14];
+    f[..6].copy_from_slice(&mac_of(4));
+    f[6..12].copy_from_slice(&mac_of(3));
+    f[12..14].copy_from_slice(&0x86DDu16.to_be_bytes());
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 13, 17, 64]);
+    f.extend((0..32u8).map(|i| i ^ 0x20));
+    f.extend_from_slice(&[
+        0x04, 0xd2, 0, 7, 0, 13, 0x12, 0x34, b'h', b'e', b'l', b'l', b'o',
+    ]);
+    n.fronts[0].send(&f, 0, NETTXF_CSUM_BLANK);
+    n.poll();
+    let got = n.fronts[1].received();
+    assert_eq!(got.len(), 1);
+    let (g, flags) = &got[0];
+    assert_eq!(*flags, NETRXF_DATA_VALIDATED);
+    let mut ph = Vec::new();
+    ph.extend_from_slice(&g[22..54]);
+    ph.extend_from_slice(&[0, 0, 0, 13, 0, 0, 0, 17]);
+    assert_eq!(gso::tests::ones(&[&ph, &g[54..]]), 0, "a valid checksum");
 }
 
 #[test]
@@ -967,6 +1295,30 @@ mod uplinks {
         // The vifs on the bridge got every frame.
         assert_eq!(n.stats(4).rx_packets, 300);
         assert_eq!(n.stats(4).rx_dropped, 0);
+    }
+
+    #[test]
+    fn gso_frames_reach_the_wire_in_segments() {
+        let mut n = gso_lan();
+        let mut nics = MemNics::default();
+        nics.add([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+        n.nb.add_uplinks(&nics);
+        let mss = 1448usize;
+        let p = gso::tests::pattern(20_000, 0x33);
+        let f = gso::tests::tcp4(WIRE, mac_of(3), 7, 0x99, &p);
+        n.fronts[0].send_big(
+            &f,
+            0,
+            NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED,
+            Some((mss as u16, XEN_NETIF_GSO_TYPE_TCPV4)),
+        );
+        pass(&mut n, &mut nics);
+        let segs = nics.sent[0].clone();
+        assert_eq!(segs.len(), p.len().div_ceil(mss));
+        assert!(segs.iter().all(|s| s.len() <= MAX_FRAME));
+        assert_eq!(gso::tests::verify(&f, &segs, mss), p);
+        let s = n.nb.uplinks()[0].stats;
+        assert_eq!((s.sent, s.dropped), (segs.len() as u64, 0));
     }
 
     #[test]

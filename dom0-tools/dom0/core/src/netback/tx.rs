@@ -14,6 +14,8 @@ use hypercall_abi::io::netif::{
 };
 use zerocopy::{FromBytes, IntoBytes};
 
+use super::gso::{Gso, GsoError};
+
 /// Smallest packet (an Ethernet header, `ETH_HLEN`).
 pub const ETH_HLEN: usize = 14;
 const PAGE: usize = 4096;
@@ -41,8 +43,12 @@ pub enum TxError {
     SizeMismatch,
     /// A slot's `offset + size` passes the end of its page.
     CrossesPage,
-    /// An extra-info slot of an unknown type, or a GSO one (not offered).
+    /// An extra-info slot of an unknown type.
     BadExtra,
+    /// A GSO extra Linux's `xenvif_set_skb_gso` refuses (a zero size, an
+    /// unknown GSO type), or a GSO packet whose headers cannot be segmented
+    /// (found once it is copied in).
+    BadGso(GsoError),
     /// The published slots end inside the packet.
     Unterminated,
 }
@@ -58,6 +64,8 @@ pub enum Verdict {
         len: usize,
         /// The first slot's `NETTXF_*`.
         flags: u16,
+        /// Its GSO extra (the last one, if several).
+        gso: Option<Gso>,
     },
     /// A control request (a multicast extra without a packet, Linux's
     /// `xenvif_mcast_add`/`del`): answered `NETIF_RSP_OKAY`, nothing sent.
@@ -91,6 +99,7 @@ pub fn parse(slots: &[NetifTxRequest]) -> Option<Packet> {
     let mut taken: Vec<Option<u16>> = alloc::vec![Some(first.id)];
     let mut err: Option<TxError> = None;
     let mut mcast = false;
+    let mut gso: Option<Gso> = None;
     let mut i = 1usize;
     let unterminated = |taken: Vec<Option<u16>>| -> Option<Packet> {
         Some(Packet {
@@ -110,7 +119,13 @@ pub fn parse(slots: &[NetifTxRequest]) -> Option<Packet> {
                 XEN_NETIF_EXTRA_TYPE_MCAST_ADD | XEN_NETIF_EXTRA_TYPE_MCAST_DEL => mcast = true,
                 XEN_NETIF_EXTRA_TYPE_HASH => {}
                 XEN_NETIF_EXTRA_TYPE_GSO => {
-                    err.get_or_insert(TxError::BadExtra);
+                    let (size, gso_type, _features) = x.gso();
+                    match Gso::from_extra(size, gso_type) {
+                        Ok(g) => gso = Some(g),
+                        Err(e) => {
+                            err.get_or_insert(TxError::BadGso(e));
+                        }
+                    }
                 }
                 _ => {
                     err.get_or_insert(TxError::BadExtra);
@@ -170,6 +185,7 @@ pub fn parse(slots: &[NetifTxRequest]) -> Option<Packet> {
             frags,
             len: usize::from(first.size),
             flags: first.flags,
+            gso,
         }
     };
     Some(Packet {

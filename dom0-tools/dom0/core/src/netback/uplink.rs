@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use control_proto::BridgeInfo;
 
 use super::switch::Port;
-use super::{Frame, Netback, port};
+use super::{Frame, Netback, frames_for, port};
 use crate::nics::{Nics, frame_fits};
 
 /// The domain id an uplink's port is numbered under: the first id Xen
@@ -86,13 +86,21 @@ impl Uplink {
         self.out.len()
     }
 
-    /// Queues `data` for the NIC, or drops it (too long for a wire, queue full).
-    pub(super) fn enqueue(&mut self, data: Vec<u8>) {
-        if !frame_fits(&data) || self.out.len() >= QUEUE_FRAMES {
+    /// Queues `f` for the NIC, cut into segments first if it is a GSO frame
+    /// (the NIC takes no offloads), or drops it (too long for a wire, a GSO
+    /// frame that cannot be cut, queue full).
+    pub(super) fn enqueue(&mut self, f: Frame) {
+        let frames = frames_for(false, f);
+        if frames.is_empty() {
             self.stats.dropped += 1;
-            return;
         }
-        self.out.push_back(data);
+        for f in frames {
+            if !frame_fits(&f.data) || self.out.len() >= QUEUE_FRAMES {
+                self.stats.dropped += 1;
+                continue;
+            }
+            self.out.push_back(f.data);
+        }
     }
 }
 
@@ -159,6 +167,7 @@ impl Netback {
                 let f = Frame {
                     data,
                     validated: false,
+                    gso: None,
                 };
                 self.switch_frame(&bridge, from, f, now);
             }
