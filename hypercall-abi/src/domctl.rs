@@ -141,6 +141,17 @@ pub const CDF_HAP: u32 = 1 << 1;
 /// Every `XEN_DOMCTL_CDF_*` flag Xen 4.17 defines (up to `vpmu`, bit 7).
 pub const CDF_ALL: u32 = (1 << 8) - 1;
 
+/// `XEN_DOMCTL_GRANT_version_mask`: the grant-table version in `grant_opts`.
+pub const GRANT_VERSION_MASK: u32 = 0xf;
+
+/// `XEN_DOMCTL_GRANT_version(v)`: `grant_opts` for a domain whose grant table
+/// may go up to version `v`. Xen 4.17 takes 1 or 2 (`gnttab=max-ver:2`, its
+/// default) and refuses 0 and anything higher with `-EINVAL`; `libxl` passes
+/// the highest the host reports (`XEN_SYSCTL_PHYSCAP_gnttab_v*`).
+pub const fn grant_version(v: u32) -> u32 {
+    v & GRANT_VERSION_MASK
+}
+
 /// `struct xen_domctl_createdomain` (64 bytes).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
@@ -163,7 +174,7 @@ pub struct DomctlCreateDomain {
     pub max_grant_frames: i32,
     /// Maptrack frames (< 0: the default).
     pub max_maptrack_frames: i32,
-    /// Grant-table version in the low 4 bits.
+    /// Grant-table version in the low 4 bits ([`grant_version`]): 1 or 2.
     pub grant_opts: u32,
     /// Per-vCPU trace buffer bytes (0: none).
     pub vmtrace_size: u32,
@@ -504,8 +515,9 @@ pub struct SysctlPhysinfo {
     pub hw_cap: [u32; 8],
 }
 
-/// `XEN_SYSCTL_PHYSCAP_pv`: PV guests can run.
-pub const PHYSCAP_PV: u32 = 1 << 2;
+/// `XEN_SYSCTL_PHYSCAP_pv` (bit 1; bit 0 is `hvm`, bit 2 `directio`): PV
+/// guests can run.
+pub const PHYSCAP_PV: u32 = 1 << 1;
 
 assert_layout!(
     Domctl,

@@ -9,8 +9,8 @@ use control_proto::cpus::{Affinity, CpuMap, MAP_BYTES, MAX_CPU};
 use dom0_core::{ConsoleChunk, GrantSeg, Hypervisor, RingId, XenVersion};
 use pv_runtime::abi::domctl::{
     Domctl, DomctlCmd, DomctlCreateDomain, DomctlGetDomainInfo, DomctlGetVcpuInfo, DomctlMaxMem,
-    DomctlVcpuAffinity, DomctlVcpuContext, Sysctl, SysctlCmd, SysctlPhysinfo, SysctlReadConsole,
-    VCPUAFFINITY_HARD, VCPUAFFINITY_SOFT, XenctlBitmap,
+    DomctlMaxVcpus, DomctlVcpuAffinity, DomctlVcpuContext, Sysctl, SysctlCmd, SysctlPhysinfo,
+    SysctlReadConsole, VCPUAFFINITY_HARD, VCPUAFFINITY_SOFT, XenctlBitmap,
 };
 use pv_runtime::abi::evtchn::{EvtchnAllocUnbound, EvtchnOp};
 use pv_runtime::abi::guest::HypercallPage;
@@ -209,6 +209,7 @@ impl Hypervisor for XenHv {
             max_evtchn_port: 1023,
             max_grant_frames: -1,
             max_maptrack_frames: -1,
+            grant_opts: pv_runtime::abi::domctl::grant_version(2),
             ..DomctlCreateDomain::default()
         };
         let mut op = Domctl::new(DomctlCmd::CreateDomain, DomId(0), &cfg);
@@ -260,6 +261,11 @@ impl Hypervisor for XenHv {
         let mut op = Domctl::new(DomctlCmd::GetVcpuAffinity, dom, &arg);
         domctl_op(&mut op)?;
         Ok((CpuMap::from_bitmap(&hard), CpuMap::from_bitmap(&soft)))
+    }
+
+    fn max_vcpus(&mut self, dom: DomId, vcpus: u32) -> Result<(), Errno> {
+        let mut op = Domctl::new(DomctlCmd::MaxVcpus, dom, &DomctlMaxVcpus { max: vcpus });
+        domctl_op(&mut op)
     }
 
     fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno> {

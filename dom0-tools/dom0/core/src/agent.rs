@@ -140,8 +140,8 @@ fn build_error(name: &str, e: BuildError) -> ErrorReply {
             );
         }
         BuildError::OutOfMemory { .. } => ErrorCode::OutOfMemory,
-        BuildError::Hypervisor { errno, .. } => {
-            return hv_error(format_args!("building {name}"), errno);
+        BuildError::Hypervisor { step, errno } => {
+            return hv_error(format_args!("building {name}: {step}"), errno);
         }
         BuildError::Build(_) => ErrorCode::Internal,
     };

@@ -234,7 +234,10 @@ pub fn build<H: Hypervisor>(hv: &mut H, req: &BuildRequest<'_>) -> Result<Built,
     let dom = hv
         .create_domain(req.handle, req.vcpus)
         .map_err(hv_err("XEN_DOMCTL_createdomain"))?;
-    let result = set_affinity(hv, dom, Affinity::Hard, req.cpus, nr_cpus)
+    let result = hv
+        .max_vcpus(dom, req.vcpus)
+        .map_err(hv_err("XEN_DOMCTL_max_vcpus"))
+        .and_then(|()| set_affinity(hv, dom, Affinity::Hard, req.cpus, nr_cpus))
         .and_then(|()| set_affinity(hv, dom, Affinity::Soft, req.cpus_soft, nr_cpus))
         .and_then(|()| fill_and_start(hv, dom, req, &elf, &info, &layout));
     match result {
@@ -289,6 +292,7 @@ fn fill_and_start<H: Hypervisor>(
         return Err(hv_err("XEN_DOMCTL_getdomaininfo")(Errno::ESRCH));
     }
     let shared_info = Mfn(dinfo.shared_info_frame);
+    mask_upcalls(hv, dom, shared_info)?;
     let console_port = hv
         .alloc_unbound(dom, req.backend)
         .map_err(hv_err("EVTCHNOP_alloc_unbound (console)"))?;
@@ -371,6 +375,24 @@ fn populate<H: Hypervisor>(hv: &mut H, dom: DomId, nr_pages: u64) -> Result<Vec<
 
 /// vCPU 0's first context, as libxenguest sets it for a 64-bit PV domU: kernel mode
 /// at the entry point, events on, `rsi` = start_info, the kernel stack for bounces.
+/// Sets `evtchn_upcall_mask` in every `vcpu_info` of the new domain's
+/// shared_info, as libxc's `shared_info_x86_64` does: Xen leaves the page as
+/// it cleared it (masks 0), so an event pending before the kernel registered
+/// its callback (the console or store channel's first notification) would be
+/// bounced to address 0 and crash it. Only the mask bytes are written.
+fn mask_upcalls<H: Hypervisor>(hv: &mut H, dom: DomId, shared_info: Mfn) -> Result<(), BuildError> {
+    let vcpu_info = core::mem::size_of::<hypercall_abi::xen::shared_info::VcpuInfo>();
+    let mask = core::mem::offset_of!(
+        hypercall_abi::xen::shared_info::VcpuInfo,
+        evtchn_upcall_mask
+    );
+    for i in 0..hypercall_abi::xen::LEGACY_MAX_VCPUS {
+        hv.write_frame(dom, shared_info, i * vcpu_info + mask, &[1])
+            .map_err(hv_err("masking upcalls in shared_info"))?;
+    }
+    Ok(())
+}
+
 fn initial_context(b: &pvboot::BuiltDomain) -> Box<VcpuGuestContext> {
     let mut c = Box::new(VcpuGuestContext::new_zeroed());
     c.flags = (VgcfFlags::IN_KERNEL | VgcfFlags::ONLINE).bits();

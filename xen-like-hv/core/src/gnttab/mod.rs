@@ -57,8 +57,9 @@ impl Limits {
 
     /// Xen's `grant_table_init` checks on a createdomain request: negative values mean
     /// the default; fewer than [`INITIAL_NR_GRANT_FRAMES`] or more than the maxima is
-    /// `None` (-EINVAL). `version` is `XEN_DOMCTL_GRANT_version(grant_opts)` (0: the
-    /// default).
+    /// `None` (-EINVAL). `version` is `grant_opts & XEN_DOMCTL_GRANT_version_mask`:
+    /// 1 or 2; 0 and anything above 2 are -EINVAL, as in Xen 4.17 (checked on
+    /// real Xen: 0 and 0xf are refused, 2 is taken).
     pub fn from_createdomain(
         grant_frames: i32,
         maptrack_frames: i32,
@@ -70,7 +71,6 @@ impl Limits {
             return None;
         }
         let max_version = match version {
-            0 => MAX_VERSION,
             1 | 2 => u8::try_from(version).ok()?,
             _ => return None,
         };

@@ -19,8 +19,8 @@ use hypercall_abi::domctl::{
     CDF_ALL, CDF_HAP, CDF_HVM, DOMCTL_INTERFACE_VERSION, DOMINF_BLOCKED, DOMINF_DYING,
     DOMINF_PAUSED, DOMINF_RUNNING, DOMINF_SHUTDOWN, DOMINF_SHUTDOWN_SHIFT, Domctl, DomctlCmd,
     DomctlCreateDomain, DomctlGetDomainInfo, DomctlIomemPermission, DomctlIoportPermission,
-    DomctlMaxMem, DomctlMaxVcpus, PHYSCAP_PV, SYSCTL_INTERFACE_VERSION, Sysctl, SysctlCmd,
-    SysctlPhysinfo, SysctlReadConsole,
+    DomctlMaxMem, DomctlMaxVcpus, GRANT_VERSION_MASK, PHYSCAP_PV, SYSCTL_INTERFACE_VERSION, Sysctl,
+    SysctlCmd, SysctlPhysinfo, SysctlReadConsole,
 };
 use hypercall_abi::hypercall::Hypercall;
 use hypercall_abi::types::{DomId, GuestPtr};
@@ -345,7 +345,7 @@ fn ioport_permission<P: Platform>(
 
 /// Checks a createdomain request as Xen does for a PV domain.
 fn create_spec(target: DomId, c: &DomctlCreateDomain) -> Result<CreateSpec, HvError> {
-    if c.flags & !CDF_ALL != 0 || c.flags & (CDF_HVM | CDF_HAP) != 0 {
+    if c.flags & !CDF_ALL != 0 {
         return Err(Errno::EINVAL.into());
     }
     // As Xen's `domain_create`: at least one vCPU, at most the domain limit
@@ -354,18 +354,27 @@ fn create_spec(target: DomId, c: &DomctlCreateDomain) -> Result<CreateSpec, HvEr
     if !(1..=crate::domain::MAX_VCPUS).contains(&vcpus) {
         return Err(Errno::EINVAL.into());
     }
+    // HAP without HVM is a malformed request; HVM itself is what this
+    // hypervisor (like Xen on a CPU without VT-x/SVM, as under QEMU's TCG)
+    // cannot do: -EOPNOTSUPP, as real Xen 4.17 answers there.
+    if c.flags & CDF_HAP != 0 && c.flags & CDF_HVM == 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    if c.flags & CDF_HVM != 0 {
+        return Err(Errno::EOPNOTSUPP.into());
+    }
     let id = match target.0 {
         0 => None,
         n if n < DOMID_FIRST_RESERVED => Some(target),
         _ => return Err(Errno::EINVAL.into()),
     };
-    if c.grant_opts & !0xF != 0 {
+    if c.grant_opts & !GRANT_VERSION_MASK != 0 {
         return Err(Errno::EINVAL.into());
     }
     let gnttab = crate::gnttab::Limits::from_createdomain(
         c.max_grant_frames,
         c.max_maptrack_frames,
-        c.grant_opts & 0xF,
+        c.grant_opts & GRANT_VERSION_MASK,
     )
     .ok_or(Errno::EINVAL)?;
     Ok(CreateSpec {

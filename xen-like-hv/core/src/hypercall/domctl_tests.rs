@@ -31,6 +31,7 @@ fn pv(max_vcpus: u32) -> DomctlCreateDomain {
         max_evtchn_port: 1023,
         max_grant_frames: -1,
         max_maptrack_frames: -1,
+        grant_opts: hypercall_abi::domctl::grant_version(2),
         handle: [7; 16],
         ..Default::default()
     }
@@ -83,7 +84,20 @@ fn createdomain_makes_a_paused_pv_domain_with_the_next_id_or_the_one_asked() {
         flags: CDF_HVM | CDF_HAP,
         ..pv(1)
     };
-    assert_eq!(create(&mut w, 0, hvm), Err(Errno::EINVAL));
+    assert_eq!(
+        create(&mut w, 0, hvm),
+        Err(Errno::EOPNOTSUPP),
+        "as Xen without VT-x"
+    );
+    let hap = DomctlCreateDomain {
+        flags: CDF_HAP,
+        ..pv(1)
+    };
+    assert_eq!(
+        create(&mut w, 0, hap),
+        Err(Errno::EINVAL),
+        "HAP without HVM"
+    );
     let junk = DomctlCreateDomain {
         flags: 1 << 20,
         ..pv(1)
@@ -95,7 +109,27 @@ fn createdomain_makes_a_paused_pv_domain_with_the_next_id_or_the_one_asked() {
         create(&mut w, DOMID_FIRST_RESERVED, pv(1)),
         Err(Errno::EINVAL)
     );
+    // The grant-table version in grant_opts: 1 or 2; 0, 3, 0xf and unknown
+    // bits are -EINVAL, as on Xen 4.17 (0xf too, checked on real Xen).
+    for bad in [0, 3, 0xf, 0x10 | 2] {
+        let c = DomctlCreateDomain {
+            grant_opts: bad,
+            ..pv(1)
+        };
+        assert_eq!(
+            create(&mut w, 0, c),
+            Err(Errno::EINVAL),
+            "grant_opts {bad:#x}"
+        );
+    }
     assert_eq!(w.p.others.len(), 3);
+    for good in [1, 2] {
+        let c = DomctlCreateDomain {
+            grant_opts: good,
+            ..pv(1)
+        };
+        assert!(create(&mut w, 0, c).is_ok(), "grant_opts {good}");
+    }
     assert!(
         create(&mut w, 0, pv(32)).is_ok(),
         "as many vCPUs as vcpu_info slots"

@@ -31,6 +31,11 @@ struct Dom {
 /// The fake machine's CPUs.
 const NR_CPUS: u32 = 2;
 
+/// The MFN of domain `id`'s shared_info page in the fake (outside the pool).
+fn shared_info_of(id: u16) -> u64 {
+    0x70 + u64::from(id)
+}
+
 /// A fake machine: frames by MFN with their owner, a pool of free frames, the
 /// domains, and every call in order. `fail` makes the named step fail.
 struct Fake {
@@ -101,7 +106,7 @@ impl Hypervisor for Fake {
         let (&id, _) = self.doms.range(from.0..).next().ok_or(Errno::ESRCH)?;
         Ok(hypercall_abi::domctl::DomctlGetDomainInfo {
             domain: DomId(id),
-            shared_info_frame: 0x77,
+            shared_info_frame: shared_info_of(id),
             ..Default::default()
         })
     }
@@ -121,6 +126,9 @@ impl Hypervisor for Fake {
     fn create_domain(&mut self, handle: [u8; 16], vcpus: u32) -> Result<DomId, Errno> {
         self.step("create")?;
         let id = (1..).find(|i| !self.doms.contains_key(i)).unwrap_or(1);
+        // Xen clears the new domain's shared_info page.
+        self.frames
+            .insert(shared_info_of(id), (DomId(id), alloc::vec![0; 4096]));
         self.doms.insert(
             id,
             Dom {
@@ -176,6 +184,15 @@ impl Hypervisor for Fake {
     fn vcpu_info(&mut self, dom: DomId, _: u32) -> Result<control_proto::VcpuState, Errno> {
         self.doms.get(&dom.0).ok_or(Errno::ESRCH)?;
         Ok(control_proto::VcpuState::default())
+    }
+    fn max_vcpus(&mut self, dom: DomId, vcpus: u32) -> Result<(), Errno> {
+        self.step("max_vcpus")?;
+        let d = self.doms.get_mut(&dom.0).ok_or(Errno::ESRCH)?;
+        // As Xen: the count createdomain was given.
+        if d.vcpus != vcpus {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
     }
     fn max_mem(&mut self, dom: DomId, kib: u64) -> Result<(), Errno> {
         self.step("max_mem")?;
@@ -241,6 +258,8 @@ impl Hypervisor for Fake {
     fn destroy(&mut self, dom: DomId) -> Result<(), Errno> {
         self.calls.push("destroy".into());
         self.doms.remove(&dom.0).ok_or(Errno::ESRCH)?;
+        // The shared_info page is the hypervisor's, not from the pool.
+        self.frames.remove(&shared_info_of(dom.0));
         let before = self.frames.len() as u64;
         self.frames.retain(|_, (o, _)| *o != dom);
         self.free += before - self.frames.len() as u64;
@@ -296,9 +315,11 @@ fn builds_and_starts_a_domu_in_xens_order() {
         hv.calls,
         [
             "create",
+            "max_vcpus",
             "max_mem",
             "populate",
             "getdomaininfo",
+            "write",
             "alloc_unbound",
             "write",
             "pin_l4",
@@ -306,6 +327,13 @@ fn builds_and_starts_a_domu_in_xens_order() {
             "unpause"
         ]
     );
+    // Every vcpu_info's evtchn_upcall_mask is set (byte 1 of each 64), and
+    // nothing else of the page is touched.
+    let si = hv.frame(shared_info_of(1));
+    for (i, b) in si.iter().enumerate() {
+        let want = u8::from(i < 32 * 64 && i % 64 == 1);
+        assert_eq!(*b, want, "shared_info byte {i}");
+    }
     let d = &hv.doms[&1];
     assert!(!d.paused);
     assert_eq!(d.vcpus, 1, "max_vcpus as asked");
@@ -331,14 +359,14 @@ fn builds_and_starts_a_domu_in_xens_order() {
     let si_frame = hv
         .frames
         .iter()
-        .filter(|(_, (o, _))| *o == DomId(1))
+        .filter(|(m, (o, _))| *o == DomId(1) && **m != shared_info_of(1))
         .nth(usize::try_from(si_pfn).unwrap())
         .map(|(m, _)| *m)
         .unwrap();
     let si = StartInfo::read_from_prefix(hv.frame(si_frame)).unwrap().0;
     assert!(si.magic.starts_with(b"xen-3.0-x86_64"), "{:?}", si.magic);
     assert_eq!(si.nr_pages, 4096);
-    assert_eq!(si.shared_info, MachineAddr(0x77 << 12));
+    assert_eq!(si.shared_info, MachineAddr(shared_info_of(1) << 12));
     assert_eq!(si.console.evtchn, EvtchnPort(1));
     assert_eq!(si.console.mfn, b.console.0);
     assert_eq!(si.store_evtchn, EvtchnPort(2));
@@ -465,7 +493,7 @@ fn start_info_of(hv: &Fake) -> (StartInfo, Vec<u64>) {
     let mfns: Vec<u64> = hv
         .frames
         .iter()
-        .filter(|(_, (o, _))| *o == DomId(1))
+        .filter(|(m, (o, _))| *o == DomId(1) && **m != shared_info_of(1))
         .map(|(m, _)| *m)
         .collect();
     let si_pfn = usize::try_from(ctx.user_regs.rsi / 4096).unwrap();
@@ -558,7 +586,10 @@ fn hard_affinity_is_set_after_createdomain_as_libxl_does() {
         ..req(&img, 16)
     };
     build(&mut hv, &r).expect("build");
-    assert_eq!(&hv.calls[..3], ["create", "setvcpuaffinity", "max_mem"]);
+    assert_eq!(
+        &hv.calls[..4],
+        ["create", "max_vcpus", "setvcpuaffinity", "max_mem"]
+    );
     let d = &hv.doms[&1];
     assert_eq!(d.hard.get(&0), Some(&cpus[0]));
     assert_eq!(d.hard.get(&1), Some(&cpus[1]));
@@ -597,7 +628,10 @@ fn a_map_without_a_cpu_of_the_machine_destroys_the_domain_with_a_clear_error() {
         "cpus: vCPU 1's CPUs (5-6) include none that runs guests; \
          XEN_DOMCTL_setvcpuaffinity refused the map: -EINVAL (22)"
     );
-    assert_eq!(hv.calls, ["create", "setvcpuaffinity", "destroy"]);
+    assert_eq!(
+        hv.calls,
+        ["create", "max_vcpus", "setvcpuaffinity", "destroy"]
+    );
     assert!(hv.doms.is_empty(), "the half-built domain is gone");
     assert_eq!(hv.free, 10_000, "no frame taken");
     // With the machine's CPU count known, the message names them.
@@ -649,9 +683,10 @@ fn soft_affinity_is_set_after_the_hard_maps_for_listed_vcpus_only() {
     build(&mut hv, &r).expect("build");
     // Every hard map, then the soft ones, all before max_mem as libxl sets them.
     assert_eq!(
-        &hv.calls[..4],
+        &hv.calls[..5],
         [
             "create",
+            "max_vcpus",
             "setvcpuaffinity",
             "setvcpuaffinity soft",
             "max_mem"
@@ -686,8 +721,8 @@ fn soft_affinity_is_set_after_the_hard_maps_for_listed_vcpus_only() {
     };
     build(&mut hv, &r).expect("build");
     assert_eq!(
-        &hv.calls[..3],
-        ["create", "setvcpuaffinity soft", "max_mem"]
+        &hv.calls[..4],
+        ["create", "max_vcpus", "setvcpuaffinity soft", "max_mem"]
     );
     assert_eq!(hv.affinity, [(0, Affinity::Soft, soft[0])]);
     let mut hv = Fake::new(10_000);
@@ -737,6 +772,7 @@ fn a_soft_map_without_a_cpu_of_the_machine_is_kept_and_a_refusal_destroys_the_do
         hv.calls,
         [
             "create",
+            "max_vcpus",
             "setvcpuaffinity",
             "setvcpuaffinity soft",
             "destroy"
