@@ -61,6 +61,11 @@ struct FakeHv {
     sets_left: Option<u32>,
 }
 
+/// The MFN of domain `id`'s shared_info page in the fake (outside the pool).
+fn shared_info_of(id: u16) -> u64 {
+    0xF_0000 + u64::from(id)
+}
+
 fn dom(id: u16, flags: u32, pages: u64) -> DomctlGetDomainInfo {
     DomctlGetDomainInfo {
         domain: DomId(id),
@@ -165,6 +170,8 @@ impl Hypervisor for FakeHv {
         self.domains.remove(&d.0).ok_or(Errno::ESRCH)?;
         self.hard.retain(|(dom, _), _| *dom != d.0);
         self.soft.retain(|(dom, _), _| *dom != d.0);
+        // The shared_info page is the hypervisor's, not from the free pool.
+        self.frames.remove(&shared_info_of(d.0));
         let before = self.frames.len();
         self.frames.retain(|_, (o, _)| *o != d);
         self.free += (before - self.frames.len()) as u64;
@@ -189,11 +196,16 @@ impl Hypervisor for FakeHv {
     fn create_domain(&mut self, handle: [u8; 16], vcpus: u32) -> Result<DomId, Errno> {
         self.check("createdomain".into())?;
         let id = (1..).find(|i| !self.domains.contains_key(i)).unwrap();
+        // The hypervisor's shared_info page of the domain, zeroed (the builder
+        // masks its upcalls).
+        self.frames
+            .insert(shared_info_of(id), (DomId(id), vec![0; 4096]));
         self.domains.insert(
             id,
             DomctlGetDomainInfo {
                 handle,
                 max_vcpu_id: vcpus - 1,
+                shared_info_frame: shared_info_of(id),
                 ..dom(id, DOMINF_PAUSED, 0)
             },
         );
