@@ -8,8 +8,8 @@
 
 use hypercall_abi::io::netif::{
     _XEN_NETIF_CTRL_HASH_TYPE_IPV4, _XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP,
-    _XEN_NETIF_CTRL_HASH_TYPE_IPV6, _XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP,
-    NetifExtraHash, XEN_NETIF_CTRL_HASH_ALGORITHM_NONE, XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ,
+    _XEN_NETIF_CTRL_HASH_TYPE_IPV6, _XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP, NetifExtraHash,
+    XEN_NETIF_CTRL_HASH_ALGORITHM_NONE, XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ,
     XEN_NETIF_CTRL_HASH_TYPE_IPV4, XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP,
     XEN_NETIF_CTRL_HASH_TYPE_IPV6, XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP,
 };
@@ -200,7 +200,8 @@ impl HashState {
 }
 
 #[cfg(test)]
-mod tests {
+#[allow(clippy::cast_possible_truncation)] // small test lengths
+pub(crate) mod tests {
     use super::*;
     use alloc::vec::Vec;
 
@@ -212,9 +213,12 @@ mod tests {
         0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
     ];
 
-    /// (source, destination, source port, destination port, IPv4 hash,
-    /// IPv4 with TCP hash).
-    pub(crate) const V4: [([u8; 4], [u8; 4], u16, u16, u32, u32); 5] = [
+    /// One verification vector: (source, destination, source port,
+    /// destination port, the addresses' hash, with the TCP ports).
+    pub(crate) type Vector<const N: usize> = ([u8; N], [u8; N], u16, u16, u32, u32);
+
+    /// The IPv4 vectors.
+    pub(crate) const V4: [Vector<4>; 5] = [
         (
             [66, 9, 149, 187],
             [161, 142, 100, 80],
@@ -277,9 +281,8 @@ mod tests {
         out
     }
 
-    /// (source, destination, source port, destination port, IPv6 hash,
-    /// IPv6 with TCP hash).
-    pub(crate) fn v6_vectors() -> [([u8; 16], [u8; 16], u16, u16, u32, u32); 3] {
+    /// The IPv6 vectors.
+    pub(crate) fn v6_vectors() -> [Vector<16>; 3] {
         [
             (
                 v6("3ffe:2501:200:1fff::7"),
@@ -310,7 +313,14 @@ mod tests {
 
     /// An Ethernet + IPv4 frame (protocol `proto`, fragment field `frag`)
     /// with 20 bytes of transport header carrying `sp`, `dp`.
-    pub(crate) fn ip4(src: [u8; 4], dst: [u8; 4], proto: u8, frag: u16, sp: u16, dp: u16) -> Vec<u8> {
+    pub(crate) fn ip4(
+        src: [u8; 4],
+        dst: [u8; 4],
+        proto: u8,
+        frag: u16,
+        sp: u16,
+        dp: u16,
+    ) -> Vec<u8> {
         let mut f = alloc::vec![0u8; 14 + 20 + 20];
         f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
         f[14] = 0x45;
@@ -400,7 +410,10 @@ mod tests {
             h.key = MS_KEY;
             h.extra(f).map(|x| (x.htype, x.value()))
         };
-        assert_eq!(st(all, &tcp), Some((_XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP, h4)));
+        assert_eq!(
+            st(all, &tcp),
+            Some((_XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP, h4))
+        );
         assert_eq!(
             st(XEN_NETIF_CTRL_HASH_TYPE_IPV4, &tcp),
             Some((_XEN_NETIF_CTRL_HASH_TYPE_IPV4, h2))

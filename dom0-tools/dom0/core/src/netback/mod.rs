@@ -28,8 +28,8 @@
 //!   grant-copied into the buffers the front end posted; a front end that
 //!   posts none loses its own frames when its queue is full, nobody else's.
 
-mod ctrl;
 pub mod csum;
+mod ctrl;
 pub mod gso;
 pub mod hash;
 pub mod switch;
@@ -55,9 +55,9 @@ use xenstored::perms::{Access, Perm};
 
 use crate::hv::{GrantSeg, Hypervisor, RingId};
 use crate::xenstore::{Entry, dom_path, libxl_path};
+use ctrl::{Ctrl, CtrlPass};
 use gso::{Gso, GsoType};
 use switch::{Forward, Port, Switch};
-use ctrl::{Ctrl, CtrlPass};
 use tx::{McastOp, TxError, Verdict};
 pub use uplink::{Uplink, UplinkStats};
 
