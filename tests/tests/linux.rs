@@ -325,6 +325,29 @@ fn debian_linux_boots_as_a_domu() {
     );
     let nl = h.dom0ctl(&["network-list", "linux"]);
     eprintln!("{}", nl.stdout);
+    // What Linux's netfront negotiated: its keys (`request-multicast-control`,
+    // `ctrl-ring-ref` if it took them up) next to what the back end offers.
+    let l = h.dom0ctl(&["list"]);
+    let id = l
+        .stdout
+        .lines()
+        .find(|r| r.split_whitespace().next() == Some("linux"))
+        .and_then(|r| r.split_whitespace().nth(1))
+        .unwrap_or_default()
+        .to_string();
+    let fe = h.dom0ctl(&[
+        "xenstore",
+        "ls",
+        &format!("/local/domain/{id}/device/vif/0"),
+    ]);
+    eprintln!("netfront's keys:\n{}", fe.stdout);
+    let be = h.dom0ctl(&[
+        "xenstore",
+        "ls",
+        &format!("/local/domain/0/backend/vif/{id}/0"),
+    ]);
+    eprintln!("netback's keys:\n{}", be.stdout);
+    assert!(be.stdout.contains("feature-ctrl-ring"), "{}", be.stdout);
 
     let down = h.dom0ctl(&["--timeout", "120", "shutdown", "linux"]);
     down.code(0);
