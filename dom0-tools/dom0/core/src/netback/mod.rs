@@ -14,8 +14,11 @@
 //!   `rx-ring-ref`, `event-channel` or `event-channel-tx`/`-rx`,
 //!   `request-rx-copy` (required), `feature-rx-notify` (required) and
 //!   `feature-sg`, `feature-gso-tcpv4`/`-tcpv6`, `feature-no-csum-offload`
-//!   and `feature-ipv6-csum-offload` (Linux's `read_xenbus_vif_flags`), maps
-//!   both rings, binds the channels and goes to Connected.
+//!   and `feature-ipv6-csum-offload` (Linux's `read_xenbus_vif_flags`),
+//!   `request-multicast-control` (re-read whenever the store changes), maps
+//!   both rings and the control ring if the front end gave one
+//!   (`ctrl-ring-ref`, `event-channel-ctrl`: [`ctrl`], [`hash`]), binds the
+//!   channels and goes to Connected.
 //!   Closing, Closed and a restart (Initialising after Closed) follow blkback.
 //! * **TX** (guest → switch): every published packet is checked ([`tx`]),
 //!   copied into dom0 by `GNTTABOP_copy`, its checksum filled in when the
@@ -27,6 +30,9 @@
 //! * **RX** (switch → guest): frames wait in a bounded per-vif queue and are
 //!   grant-copied into the buffers the front end posted; a front end that
 //!   posts none loses its own frames when its queue is full, nobody else's.
+//!   A front end that asked for multicast control gets only the multicast
+//!   addresses it listed (`XEN_NETIF_EXTRA_TYPE_MCAST_ADD`/`_DEL`); one that
+//!   set a Toeplitz hash gets a hash extra with each frame.
 
 pub mod csum;
 mod ctrl;
