@@ -302,29 +302,6 @@ fn debian_linux_boots_as_a_domu() {
         peer.contains("netcheck: ok") && peer.contains("pings=5 answered=5"),
         "{peer}"
     );
-    // TCP from Linux: the server got every byte in order, checksums checked.
-    assert_eq!(value(&c, "tcp-sent"), "0", "{console}");
-    let srv = console_until(&h, "tcpsrv", "tcpcheck: ", 120);
-    assert!(
-        srv.contains("tcpcheck: ok role=server bytes=1048576"),
-        "{srv}"
-    );
-    // Whether Linux sent GSO packets: fewer TX packets than 1 MiB makes in
-    // 1460-byte segments (reported, not required: TSO is Linux's choice).
-    let tx: Vec<u64> = value(&c, "eth0-tx")
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    eprintln!(
-        "eth0 sent {tx:?} (packets, bytes): GSO {}",
-        if tx.first().is_some_and(|p| *p < (1 << 20) / 1460) {
-            "seen"
-        } else {
-            "not seen"
-        }
-    );
-    let nl = h.dom0ctl(&["network-list", "linux"]);
-    eprintln!("{}", nl.stdout);
     // What Linux's netfront negotiated: its keys (`request-multicast-control`,
     // `ctrl-ring-ref` if it took them up) next to what the back end offers.
     let l = h.dom0ctl(&["list"]);
@@ -348,6 +325,29 @@ fn debian_linux_boots_as_a_domu() {
     ]);
     eprintln!("netback's keys:\n{}", be.stdout);
     assert!(be.stdout.contains("feature-ctrl-ring"), "{}", be.stdout);
+    // TCP from Linux: the server got every byte in order, checksums checked.
+    assert_eq!(value(&c, "tcp-sent"), "0", "{console}");
+    let srv = console_until(&h, "tcpsrv", "tcpcheck: ", 120);
+    assert!(
+        srv.contains("tcpcheck: ok role=server bytes=1048576"),
+        "{srv}"
+    );
+    // Whether Linux sent GSO packets: fewer TX packets than 1 MiB makes in
+    // 1460-byte segments (reported, not required: TSO is Linux's choice).
+    let tx: Vec<u64> = value(&c, "eth0-tx")
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    eprintln!(
+        "eth0 sent {tx:?} (packets, bytes): GSO {}",
+        if tx.first().is_some_and(|p| *p < (1 << 20) / 1460) {
+            "seen"
+        } else {
+            "not seen"
+        }
+    );
+    let nl = h.dom0ctl(&["network-list", "linux"]);
+    eprintln!("{}", nl.stdout);
 
     let down = h.dom0ctl(&["--timeout", "120", "shutdown", "linux"]);
     down.code(0);
