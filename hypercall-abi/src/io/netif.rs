@@ -65,6 +65,67 @@ pub const XEN_NETIF_GSO_TYPE_TCPV4: u8 = 1;
 /// GSO type: TCPv6 (`XEN_NETIF_GSO_TYPE_TCPV6`).
 pub const XEN_NETIF_GSO_TYPE_TCPV6: u8 = 2;
 
+/// Control request type: invalid (`XEN_NETIF_CTRL_TYPE_INVALID`).
+pub const XEN_NETIF_CTRL_TYPE_INVALID: u16 = 0;
+/// Control request: the hash types the back end can compute
+/// (`XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS`).
+pub const XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS: u16 = 1;
+/// Control request: the hash types to compute (`XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS`).
+pub const XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS: u16 = 2;
+/// Control request: the hash key, from a granted page
+/// (`XEN_NETIF_CTRL_TYPE_SET_HASH_KEY`).
+pub const XEN_NETIF_CTRL_TYPE_SET_HASH_KEY: u16 = 3;
+/// Control request: the largest mapping table
+/// (`XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE`).
+pub const XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE: u16 = 4;
+/// Control request: the mapping table's size
+/// (`XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE`).
+pub const XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE: u16 = 5;
+/// Control request: part of the mapping table, from a granted page
+/// (`XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING`).
+pub const XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING: u16 = 6;
+/// Control request: the hash algorithm (`XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM`).
+pub const XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM: u16 = 7;
+/// Control request: grant-mapping table size
+/// (`XEN_NETIF_CTRL_TYPE_GET_GREF_MAPPING_SIZE`).
+pub const XEN_NETIF_CTRL_TYPE_GET_GREF_MAPPING_SIZE: u16 = 8;
+/// Control request: add grant mappings (`XEN_NETIF_CTRL_TYPE_ADD_GREF_MAPPING`).
+pub const XEN_NETIF_CTRL_TYPE_ADD_GREF_MAPPING: u16 = 9;
+/// Control request: remove grant mappings (`XEN_NETIF_CTRL_TYPE_DEL_GREF_MAPPING`).
+pub const XEN_NETIF_CTRL_TYPE_DEL_GREF_MAPPING: u16 = 10;
+
+/// Control response status: done (`XEN_NETIF_CTRL_STATUS_SUCCESS`).
+pub const XEN_NETIF_CTRL_STATUS_SUCCESS: u32 = 0;
+/// Control response status: not supported (`XEN_NETIF_CTRL_STATUS_NOT_SUPPORTED`).
+pub const XEN_NETIF_CTRL_STATUS_NOT_SUPPORTED: u32 = 1;
+/// Control response status: a bad parameter (`XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER`).
+pub const XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER: u32 = 2;
+/// Control response status: too big (`XEN_NETIF_CTRL_STATUS_BUFFER_OVERFLOW`).
+pub const XEN_NETIF_CTRL_STATUS_BUFFER_OVERFLOW: u32 = 3;
+
+/// Hash type bit: IPv4 addresses (`_XEN_NETIF_CTRL_HASH_TYPE_IPV4`), the
+/// `htype` of a hash extra.
+pub const _XEN_NETIF_CTRL_HASH_TYPE_IPV4: u8 = 0;
+/// Hash type bit: IPv4 addresses and TCP ports (`_XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP`).
+pub const _XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP: u8 = 1;
+/// Hash type bit: IPv6 addresses (`_XEN_NETIF_CTRL_HASH_TYPE_IPV6`).
+pub const _XEN_NETIF_CTRL_HASH_TYPE_IPV6: u8 = 2;
+/// Hash type bit: IPv6 addresses and TCP ports (`_XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP`).
+pub const _XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP: u8 = 3;
+/// Hash type flag: IPv4 (`XEN_NETIF_CTRL_HASH_TYPE_IPV4`).
+pub const XEN_NETIF_CTRL_HASH_TYPE_IPV4: u32 = 1 << _XEN_NETIF_CTRL_HASH_TYPE_IPV4;
+/// Hash type flag: IPv4 + TCP (`XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP`).
+pub const XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP: u32 = 1 << _XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP;
+/// Hash type flag: IPv6 (`XEN_NETIF_CTRL_HASH_TYPE_IPV6`).
+pub const XEN_NETIF_CTRL_HASH_TYPE_IPV6: u32 = 1 << _XEN_NETIF_CTRL_HASH_TYPE_IPV6;
+/// Hash type flag: IPv6 + TCP (`XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP`).
+pub const XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP: u32 = 1 << _XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP;
+
+/// Hash algorithm: none (`XEN_NETIF_CTRL_HASH_ALGORITHM_NONE`).
+pub const XEN_NETIF_CTRL_HASH_ALGORITHM_NONE: u32 = 0;
+/// Hash algorithm: Toeplitz (`XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ`).
+pub const XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ: u32 = 1;
+
 /// `struct netif_tx_request` (12 bytes). Written by the front end.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
@@ -206,6 +267,99 @@ impl From<NetifExtraInfo> for NetifExtraGso {
     }
 }
 
+/// `struct netif_extra_info` seen through its `u.hash` member (8 bytes): a
+/// hash extra-info slot (`XEN_NETIF_EXTRA_TYPE_HASH`), after an RX packet's
+/// first response (or a TX packet's first request).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct NetifExtraHash {
+    /// [`XEN_NETIF_EXTRA_TYPE_HASH`].
+    pub type_: u8,
+    /// `XEN_NETIF_EXTRA_FLAG_*`.
+    pub flags: u8,
+    /// `u.hash.type`: one `_XEN_NETIF_CTRL_HASH_TYPE_*` (a bit number).
+    pub htype: u8,
+    /// `u.hash.algorithm`: `XEN_NETIF_CTRL_HASH_ALGORITHM_*`.
+    pub algorithm: u8,
+    /// `u.hash.value`: the hash, least significant byte first.
+    pub value: [u8; 4],
+}
+
+impl NetifExtraHash {
+    /// A Toeplitz hash extra of type `htype` (`_XEN_NETIF_CTRL_HASH_TYPE_*`)
+    /// with value `value`, flags 0.
+    pub const fn toeplitz(htype: u8, value: u32) -> Self {
+        NetifExtraHash {
+            type_: XEN_NETIF_EXTRA_TYPE_HASH,
+            flags: 0,
+            htype,
+            #[allow(clippy::cast_possible_truncation)] // 1
+            algorithm: XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ as u8,
+            value: value.to_le_bytes(),
+        }
+    }
+
+    /// The hash value.
+    pub const fn value(&self) -> u32 {
+        u32::from_le_bytes(self.value)
+    }
+}
+
+impl From<NetifExtraHash> for NetifExtraInfo {
+    fn from(h: NetifExtraHash) -> Self {
+        zerocopy::transmute!(h)
+    }
+}
+
+impl From<NetifExtraInfo> for NetifExtraHash {
+    fn from(x: NetifExtraInfo) -> Self {
+        zerocopy::transmute!(x)
+    }
+}
+
+/// `struct xen_netif_ctrl_request` (16 bytes). Written by the front end on
+/// the control ring (`ctrl-ring-ref`, `event-channel-ctrl`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XenNetifCtrlRequest {
+    /// Echoed in the response.
+    pub id: u16,
+    /// `XEN_NETIF_CTRL_TYPE_*`.
+    pub type_: u16,
+    /// The type's arguments.
+    pub data: [u32; 3],
+}
+
+/// `struct xen_netif_ctrl_response` (12 bytes). Written by the back end.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct XenNetifCtrlResponse {
+    /// The request's `id`.
+    pub id: u16,
+    /// The request's `type`.
+    pub type_: u16,
+    /// `XEN_NETIF_CTRL_STATUS_*`.
+    pub status: u32,
+    /// The answer's value (by type and status), else 0.
+    pub data: u32,
+}
+
+/// Slots in the one-page control ring (128: 16-byte slots).
+pub const XEN_NETIF_CTRL_RING_SIZE: u32 = ring_size(
+    crate::PAGE_SIZE,
+    entry_size::<XenNetifCtrlRequest, XenNetifCtrlResponse>(),
+);
+/// The front end's control ring.
+pub type XenNetifCtrlFrontRing<'a> = FrontRing<'a, XenNetifCtrlRequest, XenNetifCtrlResponse>;
+/// The back end's control ring.
+pub type XenNetifCtrlBackRing<'a> = BackRing<'a, XenNetifCtrlRequest, XenNetifCtrlResponse>;
+
 /// Slots in a one-page TX ring (256).
 pub const NETIF_TX_RING_SIZE: u32 = ring_size(
     crate::PAGE_SIZE,
@@ -257,6 +411,25 @@ assert_layout!(
     features = 6
 );
 const _: () = assert!(NETIF_TX_RING_SIZE == 256 && NETIF_RX_RING_SIZE == 256);
+assert_layout!(
+    NetifExtraHash,
+    8,
+    type_ = 0,
+    flags = 1,
+    htype = 2,
+    algorithm = 3,
+    value = 4
+);
+assert_layout!(XenNetifCtrlRequest, 16, id = 0, type_ = 2, data = 4);
+assert_layout!(
+    XenNetifCtrlResponse,
+    12,
+    id = 0,
+    type_ = 2,
+    status = 4,
+    data = 8
+);
+const _: () = assert!(XEN_NETIF_CTRL_RING_SIZE == 128);
 
 #[cfg(test)]
 mod tests {
@@ -274,5 +447,65 @@ mod tests {
         // An extra fits an RX response slot (netif.h: it overlays one).
         let rsp = NetifRxResponse::read_from_bytes(x.as_bytes()).unwrap();
         assert_eq!(rsp.as_bytes(), g.as_bytes());
+    }
+
+    #[test]
+    fn hash_extra_bytes_are_netif_h_s() {
+        // type 4, flags 0, htype IPV4_TCP (bit 1), algorithm Toeplitz, value LSB first.
+        let h = NetifExtraHash::toeplitz(_XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP, 0x51cc_c178);
+        assert_eq!(h.as_bytes(), &[4, 0, 1, 1, 0x78, 0xc1, 0xcc, 0x51]);
+        assert_eq!(h.value(), 0x51cc_c178);
+        let x = NetifExtraInfo::from(h);
+        assert_eq!(x.type_, XEN_NETIF_EXTRA_TYPE_HASH);
+        assert_eq!(NetifExtraHash::from(x), h);
+        let rsp = NetifRxResponse::read_from_bytes(h.as_bytes()).unwrap();
+        assert_eq!(rsp.as_bytes(), h.as_bytes());
+    }
+
+    #[test]
+    fn ctrl_ring_is_netif_h_s() {
+        // `union { request; response; }` is 16 bytes: (4096 - 64) / 16 = 252 -> 128.
+        assert_eq!(
+            entry_size::<XenNetifCtrlRequest, XenNetifCtrlResponse>(),
+            16
+        );
+        assert_eq!(XEN_NETIF_CTRL_RING_SIZE, 128);
+        let q = XenNetifCtrlRequest {
+            id: 0x0102,
+            type_: XEN_NETIF_CTRL_TYPE_SET_HASH_KEY,
+            data: [7, 40, 0],
+        };
+        assert_eq!(
+            q.as_bytes(),
+            &[2, 1, 3, 0, 7, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0]
+        );
+        let r = XenNetifCtrlResponse {
+            id: 0x0102,
+            type_: XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS,
+            status: XEN_NETIF_CTRL_STATUS_SUCCESS,
+            data: 0xF,
+        };
+        assert_eq!(r.as_bytes(), &[2, 1, 1, 0, 0, 0, 0, 0, 0xF, 0, 0, 0]);
+        assert_eq!(
+            (
+                XEN_NETIF_CTRL_HASH_TYPE_IPV4,
+                XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP,
+                XEN_NETIF_CTRL_HASH_TYPE_IPV6,
+                XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP
+            ),
+            (1, 2, 4, 8)
+        );
+        // A front end and a back end on one page.
+        let page: std::vec::Vec<core::sync::atomic::AtomicU32> = (0..1024)
+            .map(|_| core::sync::atomic::AtomicU32::new(0))
+            .collect();
+        let mut f = XenNetifCtrlFrontRing::init(&page).unwrap();
+        f.put_request(&q).unwrap();
+        f.push_requests();
+        let mut b = XenNetifCtrlBackRing::new(&page).unwrap();
+        assert_eq!(b.take_request().unwrap(), Some(q));
+        b.put_response(&r).unwrap();
+        b.push_responses();
+        assert_eq!(f.take_response().unwrap(), Some(r));
     }
 }

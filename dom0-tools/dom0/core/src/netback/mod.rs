@@ -14,8 +14,11 @@
 //!   `rx-ring-ref`, `event-channel` or `event-channel-tx`/`-rx`,
 //!   `request-rx-copy` (required), `feature-rx-notify` (required) and
 //!   `feature-sg`, `feature-gso-tcpv4`/`-tcpv6`, `feature-no-csum-offload`
-//!   and `feature-ipv6-csum-offload` (Linux's `read_xenbus_vif_flags`), maps
-//!   both rings, binds the channels and goes to Connected.
+//!   and `feature-ipv6-csum-offload` (Linux's `read_xenbus_vif_flags`),
+//!   `request-multicast-control` (re-read whenever the store changes), maps
+//!   both rings and the control ring if the front end gave one
+//!   (`ctrl-ring-ref`, `event-channel-ctrl`: [`ctrl`], [`hash`]), binds the
+//!   channels and goes to Connected.
 //!   Closing, Closed and a restart (Initialising after Closed) follow blkback.
 //! * **TX** (guest → switch): every published packet is checked ([`tx`]),
 //!   copied into dom0 by `GNTTABOP_copy`, its checksum filled in when the
@@ -27,9 +30,14 @@
 //! * **RX** (switch → guest): frames wait in a bounded per-vif queue and are
 //!   grant-copied into the buffers the front end posted; a front end that
 //!   posts none loses its own frames when its queue is full, nobody else's.
+//!   A front end that asked for multicast control gets only the multicast
+//!   addresses it listed (`XEN_NETIF_EXTRA_TYPE_MCAST_ADD`/`_DEL`); one that
+//!   set a Toeplitz hash gets a hash extra with each frame.
 
 pub mod csum;
+mod ctrl;
 pub mod gso;
+pub mod hash;
 pub mod switch;
 pub mod tx;
 pub mod uplink;
@@ -43,7 +51,8 @@ use control_proto::vif::{Mac, VifSpec};
 use hypercall_abi::io::netif::{
     NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED,
     NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NetifExtraGso,
-    NetifRxBackRing, NetifRxResponse, NetifTxBackRing, NetifTxRequest, NetifTxResponse,
+    NetifExtraHash, NetifExtraInfo, NetifRxBackRing, NetifRxResponse, NetifTxBackRing,
+    NetifTxRequest, NetifTxResponse, XEN_NETIF_CTRL_RING_SIZE, XEN_NETIF_EXTRA_FLAG_MORE,
 };
 use hypercall_abi::io::xenbus::XenbusState;
 use hypercall_abi::{DomId, EvtchnPort, GrantRef};
@@ -52,9 +61,10 @@ use xenstored::perms::{Access, Perm};
 
 use crate::hv::{GrantSeg, Hypervisor, RingId};
 use crate::xenstore::{Entry, dom_path, libxl_path};
+use ctrl::{Ctrl, CtrlPass};
 use gso::{Gso, GsoType};
 use switch::{Forward, Port, Switch};
-use tx::{TxError, Verdict};
+use tx::{McastOp, TxError, Verdict};
 pub use uplink::{Uplink, UplinkStats};
 
 /// `multi-queue-max-queues` (one queue per vif for now).
@@ -66,6 +76,8 @@ pub const RX_QUEUE_BYTES: usize = 512 * 1024;
 /// Packets taken from one TX ring per [`Netback::poll`], so one busy front
 /// end cannot keep dom0 from everything else.
 const TX_PACKETS_PER_POLL: usize = 64;
+/// Multicast addresses one vif's filter holds (Linux's `XEN_NETBK_MCAST_MAX`).
+pub const MCAST_MAX: usize = 64;
 /// The MTU written for the front end (libxl's default).
 pub const MTU: u32 = 1500;
 const PAGE: usize = 4096;
@@ -89,6 +101,9 @@ pub struct Stats {
     pub tx_gso: u64,
     /// GSO frames delivered whole to the guest (in `rx_packets` too).
     pub rx_gso: u64,
+    /// Multicast frames not delivered because the front end's filter
+    /// (`request-multicast-control`) does not list their address.
+    pub rx_mcast_filtered: u64,
 }
 
 /// A frame on its way to a guest (or, later, the uplink).
@@ -155,6 +170,13 @@ struct Rings {
     gso_v6: bool,
     /// Halted: the front end published an impossible index.
     broken: bool,
+    /// The front end filters multicast (`request-multicast-control`).
+    mcast_ctrl: bool,
+    /// Its multicast filter, from `XEN_NETIF_EXTRA_TYPE_MCAST_ADD`/`_DEL`
+    /// (at most [`MCAST_MAX`]; duplicates kept, as Linux's list).
+    mcast: Vec<[u8; 6]>,
+    /// Its control ring, if it gave one.
+    ctrl: Option<Ctrl>,
 }
 
 /// One virtual network interface.
@@ -203,6 +225,42 @@ impl Vif {
                 GsoType::TcpV6 => r.gso_v6,
             },
             _ => false,
+        }
+    }
+
+    /// The front end's multicast filter while it asked for one
+    /// (`request-multicast-control`): the addresses it added. `None`: it
+    /// gets every multicast frame.
+    pub fn multicast_filter(&self) -> Option<&[[u8; 6]]> {
+        self.rings
+            .as_ref()
+            .filter(|r| r.mcast_ctrl)
+            .map(|r| r.mcast.as_slice())
+    }
+
+    /// Its control ring's grant reference and the front end's channel for
+    /// it (`ctrl-ring-ref`, `event-channel-ctrl`), if it connected one.
+    pub fn ctrl_ring(&self) -> Option<(u32, u32)> {
+        let c = self.rings.as_ref()?.ctrl.as_ref()?;
+        Some((c.ring_ref, c.fe_port))
+    }
+
+    /// The hash settings its control ring made, if it connected one.
+    pub fn hash(&self) -> Option<&hash::HashState> {
+        self.rings.as_ref()?.ctrl.as_ref().map(|c| &c.hash)
+    }
+
+    /// Whether a frame to `dst` passes the front end's multicast filter:
+    /// unicast and broadcast always do; multicast does when the front end
+    /// filters none, or lists `dst` (Linux's `xenvif_start_xmit` and
+    /// `xenvif_mcast_match`).
+    fn wants(&self, dst: &[u8]) -> bool {
+        let Some(list) = self.multicast_filter() else {
+            return true;
+        };
+        match <[u8; 6]>::try_from(dst) {
+            Ok(d) if d[0] & 1 != 0 && d != [0xFF; 6] => list.contains(&d),
+            _ => true,
         }
     }
 
@@ -371,8 +429,7 @@ pub fn entries(domid: u16, devid: u32, mac: &[u8; 6], bridge: &str) -> Vec<Entry
 }
 
 /// The features Linux's netback probe writes, in its order, as far as this
-/// back end implements them (no multicast control, no control ring, no XDP
-/// headroom).
+/// back end implements them (no XDP headroom).
 pub const FEATURES: &[(&str, &str)] = &[
     ("feature-sg", "1"),
     ("feature-gso-tcpv4", "1"),
@@ -380,8 +437,11 @@ pub const FEATURES: &[(&str, &str)] = &[
     ("feature-ipv6-csum-offload", "1"),
     ("feature-rx-copy", "1"),
     ("feature-rx-flip", "0"),
+    ("feature-multicast-control", "1"),
+    ("feature-dynamic-multicast-control", "1"),
     ("feature-split-event-channels", "1"),
     ("multi-queue-max-queues", "1"),
+    ("feature-ctrl-ring", "1"),
 ];
 
 impl Netback {
@@ -590,6 +650,30 @@ impl Netback {
             self.last_aged = now;
         }
         let mut more = false;
+        for v in &mut self.vifs {
+            if v.state != XenbusState::Connected {
+                continue;
+            }
+            let dom = DomId(v.domid);
+            let Some(c) = v.rings.as_mut().and_then(|r| r.ctrl.as_mut()) else {
+                continue;
+            };
+            match ctrl::serve(hv, dom, MAX_QUEUES, c) {
+                CtrlPass::Done => {}
+                CtrlPass::More => more = true,
+                CtrlPass::Broken => {
+                    // Halt the whole vif, as an impossible data ring index does.
+                    if let Some(r) = v.rings.as_mut() {
+                        r.broken = true;
+                    }
+                    fatal(
+                        xs,
+                        v,
+                        "the front end published an impossible control ring index; ring halted",
+                    );
+                }
+            }
+        }
         for i in 0..self.vifs.len() {
             if self.vifs[i].state != XenbusState::Connected {
                 continue;
@@ -654,6 +738,10 @@ impl Netback {
 /// Queues `f` for `v` if its front end is there to take it (cut into
 /// segments unless it takes GSO: [`frames_for`]).
 fn deliver(v: &mut Vif, f: Frame) {
+    if !v.wants(f.data.get(..6).unwrap_or_default()) {
+        v.stats.rx_mcast_filtered += 1;
+        return;
+    }
     if v.state == XenbusState::Connected && v.rings.as_ref().is_some_and(|r| !r.broken) {
         for f in frames_for(v.takes_gso(f.gso), f) {
             v.enqueue(f);
@@ -686,15 +774,24 @@ fn fatal(xs: &mut Xenstored, v: &mut Vif, msg: &str) {
 /// Unmaps the rings, closes the channels and empties the RX queue of `v`.
 fn disconnect<H: Hypervisor>(hv: &mut H, v: &mut Vif) {
     if let Some(r) = v.rings.take() {
-        hv.close(r.tx_port);
-        if r.rx_port != r.tx_port {
-            hv.close(r.rx_port);
-        }
-        hv.unmap_grant_ring(r.tx);
-        hv.unmap_grant_ring(r.rx);
+        release(hv, r);
     }
     v.rxq.clear();
     v.rxq_bytes = 0;
+}
+
+/// Closes the channels and unmaps the rings of `r` (the control ring's too).
+fn release<H: Hypervisor>(hv: &mut H, r: Rings) {
+    if let Some(c) = r.ctrl {
+        hv.close(c.port);
+        hv.unmap_grant_ring(c.ring);
+    }
+    hv.close(r.tx_port);
+    if r.rx_port != r.tx_port {
+        hv.close(r.rx_port);
+    }
+    hv.unmap_grant_ring(r.tx);
+    hv.unmap_grant_ring(r.rx);
 }
 
 /// The back end's reaction to the front end's state (Linux's `frontend_changed`).
@@ -727,7 +824,14 @@ fn frontend_changed<H: Hypervisor>(xs: &mut Xenstored, hv: &mut H, v: &mut Vif) 
             disconnect(hv, v);
             switch_state(xs, v, XenbusState::Closed);
         }
-        _ => {}
+        _ => {
+            // `feature-dynamic-multicast-control`: the front end may turn
+            // its filter on or off at any time (Linux's
+            // `xen_mcast_ctrl_changed` watch).
+            if let Some(r) = v.rings.as_mut() {
+                r.mcast_ctrl = flag(xs, &format!("{fe}/request-multicast-control"));
+            }
+        }
     }
 }
 
@@ -759,6 +863,17 @@ fn connect<H: Hypervisor>(xs: &mut Xenstored, hv: &mut H, v: &Vif) -> Result<Rin
     let ipv6_csum = flag(xs, &format!("{fe}/feature-ipv6-csum-offload"));
     let gso_v4 = sg && ip_csum && flag(xs, &format!("{fe}/feature-gso-tcpv4"));
     let gso_v6 = sg && ipv6_csum && flag(xs, &format!("{fe}/feature-gso-tcpv6"));
+    let mcast_ctrl = flag(xs, &format!("{fe}/request-multicast-control"));
+    // The control ring (Linux's `connect_ctrl_ring`): absent (or not a
+    // number) is no control ring; a ring without its channel is fatal.
+    let ctrl_keys = match read_u32(xs, &format!("{fe}/ctrl-ring-ref")) {
+        Some(r) => Some((
+            r,
+            read_u32(xs, &format!("{fe}/event-channel-ctrl"))
+                .ok_or_else(|| format!("reading {fe}/event-channel-ctrl"))?,
+        )),
+        None => None,
+    };
     let tx_ref = read_u32(xs, &format!("{fe}/tx-ring-ref"))
         .ok_or_else(|| format!("reading {fe}/tx-ring-ref"))?;
     let rx_ref = read_u32(xs, &format!("{fe}/rx-ring-ref"))
@@ -823,7 +938,7 @@ fn connect<H: Hypervisor>(xs: &mut Xenstored, hv: &mut H, v: &Vif) -> Result<Rin
             }
         }
     };
-    Ok(Rings {
+    let mut rings = Rings {
         tx,
         rx,
         tx_port,
@@ -838,6 +953,61 @@ fn connect<H: Hypervisor>(xs: &mut Xenstored, hv: &mut H, v: &Vif) -> Result<Rin
         gso_v4,
         gso_v6,
         broken: false,
+        mcast_ctrl,
+        mcast: Vec::new(),
+        ctrl: None,
+    };
+    if let Some((ring_ref, port)) = ctrl_keys {
+        match connect_ctrl(hv, dom, ring_ref, port) {
+            Ok(c) => rings.ctrl = Some(c),
+            Err(e) => {
+                release(hv, rings);
+                return Err(e);
+            }
+        }
+    }
+    Ok(rings)
+}
+
+/// Maps the control ring `ring_ref` of `dom` and binds its channel `port`
+/// (Linux's `xenvif_connect_ctrl`): the back end's indices start at the
+/// ring's `rsp_prod`, and a ring with more requests than slots past it is
+/// refused. On failure nothing stays mapped or bound.
+fn connect_ctrl<H: Hypervisor>(
+    hv: &mut H,
+    dom: DomId,
+    ring_ref: u32,
+    port: u32,
+) -> Result<Ctrl, String> {
+    let fail = || format!("mapping shared-frame {ring_ref} port {port}");
+    let ring = hv
+        .map_grant_ring(dom, &[GrantRef(ring_ref)])
+        .map_err(|e| format!("{}: {e:?}", fail()))?;
+    let idx = hv.ring(ring).and_then(|p| {
+        // `req_prod` and `rsp_prod`: words 0 and 2 of the shared header
+        // (`hypercall_abi::io::ring::SringHeader`).
+        let req = p.first()?.load(core::sync::atomic::Ordering::Acquire);
+        let rsp = p.get(2)?.load(core::sync::atomic::Ordering::Acquire);
+        (req.wrapping_sub(rsp) <= XEN_NETIF_CTRL_RING_SIZE).then_some(rsp)
+    });
+    let Some(idx) = idx else {
+        hv.unmap_grant_ring(ring);
+        return Err(format!("{}: impossible ring indices", fail()));
+    };
+    let bound = match hv.bind_backend(dom, EvtchnPort(port)) {
+        Ok(p) => p,
+        Err(e) => {
+            hv.unmap_grant_ring(ring);
+            return Err(format!("{}: {e:?}", fail()));
+        }
+    };
+    Ok(Ctrl {
+        ring,
+        port: bound,
+        ring_ref,
+        fe_port: port,
+        idx,
+        hash: hash::HashState::default(),
     })
 }
 
@@ -954,10 +1124,22 @@ fn serve_tx<H: Hypervisor>(hv: &mut H, v: &mut Vif) -> (Vec<Frame>, bool, bool) 
                     NETIF_RSP_OKAY
                 }
             }
-            Verdict::Control => NETIF_RSP_OKAY,
+            // Linux's `xenvif_mcast_add`: a full list refuses the address
+            // (-ENOSPC, answered NETIF_RSP_ERROR) and keeps filtering.
+            Verdict::Mcast(McastOp::Add(a)) if r.mcast.len() < MCAST_MAX => {
+                r.mcast.push(*a);
+                NETIF_RSP_OKAY
+            }
+            Verdict::Mcast(McastOp::Add(_)) => NETIF_RSP_ERROR,
+            Verdict::Mcast(McastOp::Del(a)) => {
+                if let Some(i) = r.mcast.iter().position(|m| m == a) {
+                    r.mcast.remove(i);
+                }
+                NETIF_RSP_OKAY
+            }
             Verdict::Drop(_) => NETIF_RSP_ERROR,
         };
-        if status == NETIF_RSP_ERROR {
+        if status == NETIF_RSP_ERROR && !matches!(p.verdict, Verdict::Mcast(_)) {
             v.stats.tx_errors += 1;
         }
         for s in &p.slots {
@@ -1025,11 +1207,20 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
         }
     };
     // Frames that fit the buffers posted, in order.
-    let mut batch: Vec<Frame> = Vec::new();
+    // Each with its extras: a GSO frame's, then a hash (Linux's rx.c order).
+    let mut batch: Vec<(Frame, Vec<NetifExtraInfo>)> = Vec::new();
     let mut need = 0usize;
     while let Some(f) = v.rxq.front() {
-        let slots = rx_slots(f);
-        if slots > 1 && !r.sg {
+        let pages = f.data.len().div_ceil(PAGE);
+        let mut extras: Vec<NetifExtraInfo> = Vec::new();
+        if let Some(g) = f.gso {
+            extras.push(NetifExtraGso::new(g.mss, g.kind.to_xen()).into());
+        }
+        if let Some(h) = r.ctrl.as_ref().and_then(|c| c.hash.extra(&f.data)) {
+            extras.push(NetifExtraHash::into(h));
+        }
+        let slots = pages + extras.len();
+        if pages > 1 && !r.sg {
             // Too big for one buffer and the front end takes no more.
             v.stats.rx_dropped += 1;
             v.rxq_bytes -= f.data.len();
@@ -1042,7 +1233,7 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
         need += slots;
         v.rxq_bytes -= f.data.len();
         if let Some(f) = v.rxq.pop_front() {
-            batch.push(f);
+            batch.push((f, extras));
         }
     }
     let mut reqs = Vec::with_capacity(need);
@@ -1071,14 +1262,13 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
             }
         }
     }
-    // One grant copy for the whole batch, from one buffer. A GSO frame's
-    // second request is its extra-info slot (netif.h: extras follow the
-    // first data slot), which gets no data.
+    // One grant copy for the whole batch, from one buffer. A frame's
+    // extra-info slots follow its first data slot (netif.h) and get no data.
     let mut buf: Vec<u8> = Vec::new();
     let mut segs: Vec<GrantSeg> = Vec::with_capacity(need);
     let mut ri = 0usize;
-    for f in &batch {
-        let extra = usize::from(f.gso.is_some());
+    for (f, extras) in &batch {
+        let extra = extras.len();
         for (k, chunk) in f.data.chunks(PAGE).enumerate() {
             let q = ri + k + if k > 0 { extra } else { 0 };
             segs.push(GrantSeg {
@@ -1089,7 +1279,7 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
             });
             buf.extend_from_slice(chunk);
         }
-        ri += rx_slots(f);
+        ri += f.data.len().div_ceil(PAGE) + extra;
     }
     let mut st = alloc::vec![0i16; segs.len()];
     let ok = hv.grant_copy(dom, true, &mut buf, &segs, &mut st).is_ok();
@@ -1102,7 +1292,7 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
     };
     let mut si = 0usize;
     let mut qi = 0usize;
-    for f in &batch {
+    for (f, extras) in &batch {
         let n = f.data.len().div_ceil(PAGE);
         let good = ok && st[si..(si + n).min(st.len())].iter().all(|s| *s == 0);
         for (k, chunk) in f.data.chunks(PAGE).enumerate() {
@@ -1111,10 +1301,13 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
                 flags |= NETRXF_MORE_DATA;
             }
             if k == 0 && f.gso.is_some() {
-                // Linux's rx.c for CHECKSUM_PARTIAL, and the GSO extra next.
-                flags |= NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED | NETRXF_EXTRA_INFO;
+                // Linux's rx.c for CHECKSUM_PARTIAL.
+                flags |= NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED;
             } else if k == 0 && f.validated {
                 flags |= NETRXF_DATA_VALIDATED;
+            }
+            if k == 0 && !extras.is_empty() {
+                flags |= NETRXF_EXTRA_INFO;
             }
             let status = if good {
                 i16::try_from(chunk.len()).unwrap_or(NETIF_RSP_ERROR)
@@ -1128,13 +1321,20 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
                 status,
             });
             qi += 1;
-            if let (0, Some(g)) = (k, f.gso) {
-                // The extra-info slot: the response is the extra itself, in
-                // the slot of the request it consumed (no id).
-                let x: NetifRxResponse =
-                    zerocopy::transmute!(NetifExtraGso::new(g.mss, g.kind.to_xen()));
-                let _ = back.put_response(&x);
-                qi += 1;
+            if k == 0 {
+                // The extra-info slots: each response is the extra itself,
+                // in the slot of the request it consumed (no id), chained
+                // by XEN_NETIF_EXTRA_FLAG_MORE (Linux's
+                // `xenvif_rx_extra_slot`).
+                for (j, x) in extras.iter().enumerate() {
+                    let mut x = *x;
+                    if j + 1 < extras.len() {
+                        x.flags |= XEN_NETIF_EXTRA_FLAG_MORE;
+                    }
+                    let rsp: NetifRxResponse = zerocopy::transmute!(x);
+                    let _ = back.put_response(&rsp);
+                    qi += 1;
+                }
             }
         }
         si += n;
@@ -1166,11 +1366,6 @@ fn serve_rx<H: Hypervisor>(hv: &mut H, v: &mut Vif, again: &mut bool) -> bool {
         hv.notify(r.rx_port);
     }
     halted
-}
-
-/// The RX slots `f` takes: one per page, and a GSO frame's extra-info slot.
-fn rx_slots(f: &Frame) -> usize {
-    f.data.len().div_ceil(PAGE) + usize::from(f.gso.is_some())
 }
 
 #[cfg(test)]

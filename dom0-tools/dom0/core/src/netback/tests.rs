@@ -9,9 +9,10 @@ use alloc::vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use hypercall_abi::io::netif::{
-    NETIF_RSP_OKAY, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, NetifExtraInfo, NetifRxFrontRing,
-    NetifRxRequest, NetifTxFrontRing, XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_EXTRA_TYPE_GSO,
-    XEN_NETIF_EXTRA_TYPE_HASH, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6,
+    NETIF_RSP_OKAY, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, NetifRxFrontRing, NetifRxRequest,
+    NetifTxFrontRing, XEN_NETIF_EXTRA_TYPE_GSO, XEN_NETIF_EXTRA_TYPE_HASH,
+    XEN_NETIF_EXTRA_TYPE_MCAST_ADD, XEN_NETIF_EXTRA_TYPE_MCAST_DEL, XEN_NETIF_GSO_TYPE_TCPV4,
+    XEN_NETIF_GSO_TYPE_TCPV6, XenNetifCtrlFrontRing, XenNetifCtrlRequest, XenNetifCtrlResponse,
 };
 use proptest::prelude::*;
 use zerocopy::{FromBytes, IntoBytes};
@@ -21,6 +22,10 @@ use crate::testhv::{Fake, fill_page, page_bytes};
 
 const TX_RING: u32 = 10;
 const RX_RING: u32 = 11;
+const CTRL_RING: u32 = 12;
+/// A read-only page the front end fills with keys and mapping tables.
+const CTRL_PAGE: u32 = 13;
+const CTRL_PORT: u32 = 23;
 const TX_BUF: u32 = 100;
 const RX_BUF: u32 = 200;
 const BUF_PAGES: usize = 32;
@@ -46,6 +51,11 @@ struct Front {
     /// RX req_prod_pvt, RX rsp_cons).
     idx: core::cell::Cell<[u32; 4]>,
     next_rx_id: u16,
+    /// Its control ring and the page its requests point at.
+    ctrl: Rc<Vec<AtomicU32>>,
+    ctrl_page: Rc<Vec<AtomicU32>>,
+    /// The control ring's (req_prod_pvt, rsp_cons).
+    ctrl_idx: core::cell::Cell<[u32; 2]>,
 }
 
 impl Front {
@@ -128,7 +138,10 @@ impl Front {
         self.received_rx()
             .into_iter()
             .map(|r| {
-                assert!(r.gso.is_none(), "an extra nobody asked for");
+                assert!(
+                    r.gso.is_none() && r.hash.is_none(),
+                    "an extra nobody asked for"
+                );
                 (r.data, r.flags)
             })
             .collect()
@@ -148,13 +161,20 @@ impl Front {
             let id = self.posted.remove(0);
             if extra {
                 // An extra-info slot: the response is the extra itself.
-                let x = NetifExtraGso::read_from_bytes(rsp.as_bytes()).unwrap();
-                assert_eq!(x.type_, XEN_NETIF_EXTRA_TYPE_GSO, "{x:?}");
-                assert_eq!(x.flags & XEN_NETIF_EXTRA_FLAG_MORE, 0, "{x:?}");
+                let x = NetifExtraInfo::read_from_bytes(rsp.as_bytes()).unwrap();
                 let last = out.last_mut().unwrap();
-                assert!(last.gso.is_none(), "two GSO extras");
-                last.gso = Some(x);
-                extra = false;
+                match x.type_ {
+                    XEN_NETIF_EXTRA_TYPE_GSO => {
+                        assert!(last.gso.is_none() && last.hash.is_none(), "GSO goes first");
+                        last.gso = Some(NetifExtraGso::from(x));
+                    }
+                    XEN_NETIF_EXTRA_TYPE_HASH => {
+                        assert!(last.hash.is_none(), "two hash extras");
+                        last.hash = Some(NetifExtraHash::from(x));
+                    }
+                    t => panic!("extra of type {t}: {x:?}"),
+                }
+                extra = x.flags & XEN_NETIF_EXTRA_FLAG_MORE != 0;
                 continue;
             }
             assert_eq!(rsp.id, id, "a response in another request's slot");
@@ -173,6 +193,7 @@ impl Front {
                     data: data.to_vec(),
                     flags: rsp.flags,
                     gso: None,
+                    hash: None,
                 });
                 extra = rsp.flags & NETRXF_EXTRA_INFO != 0;
             }
@@ -184,6 +205,53 @@ impl Front {
         i[3] = r.rsp_cons();
         self.idx.set(i);
         out
+    }
+
+    /// Puts control requests on the control ring and publishes them.
+    fn ctrl_send(&self, reqs: &[XenNetifCtrlRequest]) {
+        let [p, c] = self.ctrl_idx.get();
+        let mut r = XenNetifCtrlFrontRing::resume(&self.ctrl, p, c).unwrap();
+        for q in reqs {
+            r.put_request(q).unwrap();
+        }
+        r.push_requests();
+        self.ctrl_idx.set([r.req_prod_pvt(), r.rsp_cons()]);
+    }
+
+    /// The control responses not yet taken.
+    fn ctrl_responses(&self) -> Vec<XenNetifCtrlResponse> {
+        let [p, c] = self.ctrl_idx.get();
+        let mut r = XenNetifCtrlFrontRing::resume(&self.ctrl, p, c).unwrap();
+        let mut out = Vec::new();
+        while let Some(x) = r.take_response().unwrap() {
+            out.push(x);
+        }
+        r.final_check_for_responses().unwrap();
+        self.ctrl_idx.set([r.req_prod_pvt(), r.rsp_cons()]);
+        out
+    }
+
+    /// Sends a multicast filter request (an add or a delete extra on an
+    /// empty request), as a front end with `request-multicast-control` does.
+    fn mcast(&self, add: bool, addr: [u8; 6], id: u16) {
+        let ty = if add {
+            XEN_NETIF_EXTRA_TYPE_MCAST_ADD
+        } else {
+            XEN_NETIF_EXTRA_TYPE_MCAST_DEL
+        };
+        let mut x = [0u8; 12];
+        x[0] = ty;
+        x[2..8].copy_from_slice(&addr);
+        self.send_slots(&[
+            NetifTxRequest {
+                gref: GrantRef(TX_BUF),
+                offset: 0,
+                flags: NETTXF_EXTRA_INFO,
+                id,
+                size: 0,
+            },
+            NetifTxRequest::read_from_bytes(&x).unwrap(),
+        ]);
     }
 
     /// Sends `frame` as one packet across TX buffer pages from `page` on
@@ -235,6 +303,8 @@ struct Rx {
     flags: u16,
     /// Its GSO extra.
     gso: Option<NetifExtraGso>,
+    /// Its hash extra.
+    hash: Option<NetifExtraHash>,
 }
 
 struct Net {
@@ -280,7 +350,11 @@ impl Net {
             posted: Vec::new(),
             idx: core::cell::Cell::new([0; 4]),
             next_rx_id: 0,
+            ctrl: self.hv.grant(dom, CTRL_RING, 1, false),
+            ctrl_page: self.hv.grant(dom, CTRL_PAGE, 1, true),
+            ctrl_idx: core::cell::Cell::new([0; 2]),
         };
+        XenNetifCtrlFrontRing::init(&f.ctrl).unwrap();
         NetifTxFrontRing::init(&f.tx).unwrap();
         NetifRxFrontRing::init(&f.rx).unwrap();
         self.fronts.push(f);
@@ -408,17 +482,18 @@ fn probe_publishes_features_and_initwait() {
         ("feature-ipv6-csum-offload", "1"),
         ("feature-rx-copy", "1"),
         ("feature-rx-flip", "0"),
+        ("feature-multicast-control", "1"),
+        ("feature-dynamic-multicast-control", "1"),
         ("feature-split-event-channels", "1"),
         ("multi-queue-max-queues", "1"),
+        ("feature-ctrl-ring", "1"),
         ("hotplug-status", "connected"),
         ("state", "2"),
     ] {
         assert_eq!(read(&mut n.xs, &format!("{be}/{k}")), v, "{k}");
     }
-    // Not offered: multicast control, control ring.
-    for k in ["feature-multicast-control", "feature-ctrl-ring"] {
-        assert!(n.xs.read(&format!("{be}/{k}")).is_err(), "{k}");
-    }
+    // Not offered: XDP headroom.
+    assert!(n.xs.read(&format!("{be}/feature-xdp-headroom")).is_err());
     // A second vif 0, or a MAC taken on the bridge, is refused.
     let spec = VifSpec::parse("bridge=xenbr0").unwrap();
     assert_eq!(
@@ -1336,3 +1411,5 @@ mod uplinks {
         assert!(n.fronts[3].received().is_empty());
     }
 }
+
+mod netctl;

@@ -67,11 +67,24 @@ pub enum Verdict {
         /// Its GSO extra (the last one, if several).
         gso: Option<Gso>,
     },
-    /// A control request (a multicast extra without a packet, Linux's
-    /// `xenvif_mcast_add`/`del`): answered `NETIF_RSP_OKAY`, nothing sent.
-    Control,
+    /// A multicast filter request (an `XEN_NETIF_EXTRA_TYPE_MCAST_ADD` or
+    /// `_DEL` extra: Linux's `xenvif_mcast_add`/`del`): nothing is sent; an
+    /// add is answered `NETIF_RSP_OKAY`, or `NETIF_RSP_ERROR` when the
+    /// vif's list is full, a delete `NETIF_RSP_OKAY`.
+    Mcast(McastOp),
     /// Answer with errors.
     Drop(TxError),
+}
+
+/// A multicast filter change. A packet with both kinds of extra is an add
+/// (Linux looks at the add first); with several of one kind, the last one
+/// counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McastOp {
+    /// Add this address to the vif's list.
+    Add([u8; 6]),
+    /// Remove it.
+    Del([u8; 6]),
 }
 
 /// One packet's slots and what to do with them.
@@ -98,7 +111,8 @@ pub fn parse(slots: &[NetifTxRequest]) -> Option<Packet> {
     let first = *slots.first()?;
     let mut taken: Vec<Option<u16>> = alloc::vec![Some(first.id)];
     let mut err: Option<TxError> = None;
-    let mut mcast = false;
+    let mut mcast_add: Option<[u8; 6]> = None;
+    let mut mcast_del: Option<[u8; 6]> = None;
     let mut gso: Option<Gso> = None;
     let mut i = 1usize;
     let unterminated = |taken: Vec<Option<u16>>| -> Option<Packet> {
@@ -116,7 +130,8 @@ pub fn parse(slots: &[NetifTxRequest]) -> Option<Packet> {
             taken.push(None);
             let x = extra_info(slot);
             match x.type_ {
-                XEN_NETIF_EXTRA_TYPE_MCAST_ADD | XEN_NETIF_EXTRA_TYPE_MCAST_DEL => mcast = true,
+                XEN_NETIF_EXTRA_TYPE_MCAST_ADD => mcast_add = Some(x.mcast_addr()),
+                XEN_NETIF_EXTRA_TYPE_MCAST_DEL => mcast_del = Some(x.mcast_addr()),
                 XEN_NETIF_EXTRA_TYPE_HASH => {}
                 XEN_NETIF_EXTRA_TYPE_GSO => {
                     let (size, gso_type, _features) = x.gso();
@@ -174,8 +189,10 @@ pub fn parse(slots: &[NetifTxRequest]) -> Option<Packet> {
     }
     let verdict = if let Some(e) = err {
         Verdict::Drop(e)
-    } else if mcast {
-        Verdict::Control
+    } else if let Some(a) = mcast_add {
+        Verdict::Mcast(McastOp::Add(a))
+    } else if let Some(a) = mcast_del {
+        Verdict::Mcast(McastOp::Del(a))
     } else if usize::from(first.size) < ETH_HLEN {
         Verdict::Drop(TxError::TooShort)
     } else {
