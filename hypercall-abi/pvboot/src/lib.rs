@@ -23,6 +23,7 @@
 extern crate std;
 
 pub mod build;
+pub mod bzimage;
 pub mod elf;
 pub mod layout;
 pub mod notes;
@@ -34,5 +35,6 @@ pub mod notes;
 pub mod testimg;
 
 pub use build::{BuildError, BuildParams, BuiltDomain, DomainMemory, MemError, build};
+pub use bzimage::{BzError, BzImage, Compression};
 pub use layout::{Flavour, Layout, LayoutError};
 pub use notes::{NoteError, XenImageInfo};
