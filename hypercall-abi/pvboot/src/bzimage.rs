@@ -442,10 +442,20 @@ impl<'a> BzImage<'a> {
         }
         let out = out.get_mut(..want).ok_or(BzError::BufferTooSmall)?;
         let produced = match self.compression {
-            Compression::Xz => xz_decompress(self.payload, out, &mut scratch[..self.scratch_len])?,
+            Compression::Xz => {
+                let mut decoder =
+                    xz4rust::XzDecoder::with_fixed_size_dict(&mut scratch[..self.scratch_len]);
+                xz_run(&mut decoder, self.payload, out)?
+            }
             Compression::Gzip => gzip_decompress(self.payload, out)?,
             c => return Err(BzError::Unsupported(c)),
         };
+        self.check_output(out, produced)
+    }
+
+    /// Checks that `produced` bytes are the size announced and an ELF; the kernel.
+    fn check_output<'o>(&self, out: &'o [u8], produced: usize) -> Result<&'o [u8], BzError> {
+        let want = self.decompressed_len();
         if produced != want {
             return Err(BzError::SizeMismatch {
                 announced: self.decompressed_len,
@@ -455,6 +465,38 @@ impl<'a> BzImage<'a> {
         let elf = &out[..want];
         Elf::parse(elf).map_err(BzError::NotElf)?;
         Ok(elf)
+    }
+}
+
+#[cfg(any(test, feature = "alloc"))]
+impl BzImage<'_> {
+    /// [`decompress`](Self::decompress) with the XZ decoder's state (about 30 KB)
+    /// on the heap instead of the stack, and `dict` (at least
+    /// [`scratch_len`](Self::scratch_len) bytes, allocated by the caller, so that a
+    /// failure is the caller's to handle) as its dictionary. For callers whose
+    /// stack is small (dom0's is 64 KiB).
+    pub fn decompress_boxed<'o>(
+        &self,
+        out: &'o mut [u8],
+        dict: alloc::vec::Vec<u8>,
+    ) -> Result<&'o [u8], BzError> {
+        let want = self.decompressed_len();
+        if dict.len() < self.scratch_len {
+            return Err(BzError::BufferTooSmall);
+        }
+        let out = out.get_mut(..want).ok_or(BzError::BufferTooSmall)?;
+        let produced = match self.compression {
+            Compression::Xz => {
+                // The dictionary is already as large as the stream asks, so the
+                // decoder never allocates (a later block asking for more is an error).
+                let max = dict.len();
+                let mut decoder = xz4rust::XzDecoder::in_heap_with_alloc_dict(dict, max);
+                xz_run(&mut decoder, self.payload, out)?
+            }
+            Compression::Gzip => gzip_decompress(self.payload, out)?,
+            c => return Err(BzError::Unsupported(c)),
+        };
+        self.check_output(out, produced)
     }
 }
 
@@ -583,14 +625,17 @@ fn xz_error(e: &xz4rust::XzError) -> &'static str {
     }
 }
 
-/// Decodes the XZ stream at the start of `payload` into `out` with `dict` as the
-/// LZMA2 dictionary; bytes produced (at most `out.len()`).
-fn xz_decompress(payload: &[u8], out: &mut [u8], dict: &mut [u8]) -> Result<usize, BzError> {
+/// Decodes the XZ stream at the start of `payload` into `out` with `decoder`; bytes
+/// produced (`out.len() + 1` when the stream holds more).
+fn xz_run(
+    decoder: &mut xz4rust::XzDecoder<'_>,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<usize, BzError> {
     let corrupt = |detail| BzError::Corrupt {
         compression: Compression::Xz,
         detail,
     };
-    let mut decoder = xz4rust::XzDecoder::with_fixed_size_dict(dict);
     // Once `out` is full, the decoder goes on (index, footer, checks) with a 1-byte
     // spare: a byte landing there means the stream holds more than announced.
     let mut spare = [0u8; 1];

@@ -22,6 +22,9 @@
 #[cfg(any(test, feature = "testimg"))]
 extern crate std;
 
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+
 pub mod build;
 pub mod bzimage;
 pub mod elf;

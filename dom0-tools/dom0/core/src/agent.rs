@@ -1807,8 +1807,9 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
 pub use control_proto::MAX_UNPACKED_KERNEL_BYTES as MAX_UNPACKED_KERNEL;
 
 /// Unpacks `image` if it is a bzImage (`pvboot::bzimage`): the kernel ELF goes into
-/// a buffer of `store` (dom0's free frames), the XZ dictionary into another that is
-/// freed on return. `None`: not a bzImage, use `image` as it is.
+/// a buffer of `store` (dom0's free frames); the XZ dictionary is taken from dom0's
+/// heap (fallibly) and freed on return, and the decoder's state lives on the heap
+/// too (dom0's stack is 64 KiB). `None`: not a bzImage, use `image` as it is.
 pub fn unpack_kernel<S: UploadStore>(
     store: &mut S,
     image: &[u8],
@@ -1819,31 +1820,26 @@ pub fn unpack_kernel<S: UploadStore>(
     }
     let bad = |e: pvboot::BzError| ErrorReply::new(ErrorCode::BadImage, format!("{e}"));
     let bz = BzImage::parse(image, MAX_UNPACKED_KERNEL).map_err(bad)?;
-    let no_room = |what: &str, size: usize, e: crate::uploads::StoreError| {
+    let len = bz.decompressed_len();
+    let mut out = store.alloc(len as u64).map_err(|e| {
         ErrorReply::new(
             ErrorCode::OutOfMemory,
-            format!("cannot unpack the bzImage: {what} of {size} bytes: {e}"),
+            format!("cannot unpack the bzImage: its kernel of {len} bytes: {e}"),
         )
-    };
-    let len = bz.decompressed_len();
-    let mut out = store
-        .alloc(len as u64)
-        .map_err(|e| no_room("its kernel", len, e))?;
+    })?;
     let scratch_len = bz.scratch_len();
-    let mut scratch = match scratch_len {
-        0 => None,
-        n => Some(
-            store
-                .alloc(n as u64)
-                .map_err(|e| no_room("its XZ dictionary", n, e))?,
-        ),
-    };
-    let dict: &mut [u8] = match scratch.as_mut() {
-        Some(b) => b.bytes_mut(scratch_len),
-        None => &mut [],
-    };
-    bz.decompress(out.bytes_mut(len), dict).map_err(bad)?;
-    drop(scratch);
+    let mut dict = Vec::new();
+    if dict.try_reserve_exact(scratch_len).is_err() {
+        return Err(ErrorReply::new(
+            ErrorCode::OutOfMemory,
+            format!(
+                "cannot unpack the bzImage: dom0's heap cannot hold its {scratch_len}-byte XZ \
+                 dictionary"
+            ),
+        ));
+    }
+    dict.resize(scratch_len, 0);
+    bz.decompress_boxed(out.bytes_mut(len), dict).map_err(bad)?;
     Ok(Some((out, len)))
 }
 

@@ -63,6 +63,22 @@ fn xz_bzimage_unpacks_to_the_elf() {
     let got = bz.decompress(&mut out, &mut scratch).unwrap();
     assert_eq!(got, &elf[..]);
     crate::elf::Elf::parse(got).unwrap();
+    // The heap-boxed decoder gives the same, and checks the dictionary's size.
+    let mut out2 = vec![0u8; elf.len()];
+    let got = bz
+        .decompress_boxed(&mut out2, vec![0u8; bz.scratch_len()])
+        .unwrap();
+    assert_eq!(got, &elf[..]);
+    assert_eq!(
+        bz.decompress_boxed(&mut out2, vec![0u8; 4096]),
+        Err(BzError::BufferTooSmall)
+    );
+    let gz = bzimage(&small_gz(), elf_len());
+    let bz = BzImage::parse(&gz, LIMIT).unwrap();
+    assert_eq!(
+        bz.decompress_boxed(&mut out2, Vec::new()).unwrap(),
+        &elf[..]
+    );
 }
 
 #[test]
