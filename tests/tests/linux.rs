@@ -263,6 +263,14 @@ fn debian_linux_boots_as_a_domu() {
     assert_eq!(value(&c, "xvda-written"), DOMU_WRITTEN, "{console}");
     // xen-netfront on our netback: its MAC, and pings both ways with the peer.
     assert_eq!(value(&c, "eth0-mac"), "00:16:3e:00:00:22", "{console}");
+    if value(&c, "ping") != "5 packets received" {
+        let peer = h.dom0ctl(&["console", "peer", "--no-follow"]);
+        eprintln!(
+            "--- PEER ---\n{}\n--- COM1 ---\n{}",
+            peer.stdout,
+            h.serial()
+        );
+    }
     assert_eq!(value(&c, "ping"), "5 packets received", "{console}");
     let peer = console_until(&h, "peer", "netcheck: ", 120);
     assert!(
