@@ -381,7 +381,29 @@ impl ControlHost {
 
     /// [`ControlHost::boot_fast_mem`] on `cpus` CPUs instead of [`test_smp`]'s.
     pub fn boot_fast_cpus(name: &str, qemu_mem: &str, cpus: u32) -> ControlHost {
-        Self::boot_qemu_on(name, "", Vec::new(), qemu_mem, "pc", &[], true, cpus)
+        Self::boot_qemu_on(name, "", Vec::new(), qemu_mem, "pc", &[], true, cpus, "")
+    }
+
+    /// [`ControlHost::boot_fast_with_args`] with `hv_cmdline` on the hypervisor's
+    /// command line (`dom0_mem=256M`).
+    pub fn boot_fast_with_hv_args(
+        name: &str,
+        qemu_mem: &str,
+        hv_cmdline: &str,
+        qemu_args: &[String],
+    ) -> ControlHost {
+        let args: Vec<&str> = qemu_args.iter().map(String::as_str).collect();
+        Self::boot_qemu_on(
+            name,
+            "",
+            Vec::new(),
+            qemu_mem,
+            "pc",
+            &args,
+            true,
+            test_smp(),
+            hv_cmdline,
+        )
     }
 
     fn boot_qemu(
@@ -403,6 +425,7 @@ impl ControlHost {
             qemu_args,
             fast,
             cpus,
+            "",
         )
     }
 
@@ -416,6 +439,7 @@ impl ControlHost {
         qemu_args: &[&str],
         fast: bool,
         cpus: u32,
+        hv_cmdline: &str,
     ) -> ControlHost {
         let started = std::time::Instant::now();
         let dir = scratch(name);
@@ -434,7 +458,7 @@ impl ControlHost {
         );
         let spec = xtask::IsoSpec {
             hypervisor: hypervisor().to_path_buf(),
-            cmdline: String::new(),
+            cmdline: hv_cmdline.into(),
             modules: modules.into_iter().chain(extra).collect(),
         };
         if let Err(e) = xtask::make_iso(&spec, &iso) {

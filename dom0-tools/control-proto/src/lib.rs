@@ -81,9 +81,10 @@ pub use message::{
     TableState, VcpuRow, VcpuState, VifRow, VolumeDisk, VolumeInfo, XsNode,
 };
 pub use validate::{
-    MAX_CMDLINE_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_UPLOAD_BYTES, MAX_VCPUS, MAX_VOLUME_BYTES,
-    MIN_MEMORY_MIB, ValidationError, parse_size, validate_cmdline, validate_cpus,
-    validate_image_name, validate_memory_mib, validate_name, validate_vcpus, validate_volume_size,
+    MAX_CMDLINE_LEN, MAX_MEMORY_MIB, MAX_NAME_LEN, MAX_UNPACKED_KERNEL_BYTES, MAX_UPLOAD_BYTES,
+    MAX_VCPUS, MAX_VOLUME_BYTES, MIN_MEMORY_MIB, ValidationError, parse_size, validate_cmdline,
+    validate_cpus, validate_image_name, validate_memory_mib, validate_name, validate_vcpus,
+    validate_volume_size,
 };
 
 /// The protocol version this crate speaks: the byte at offset 2 of every frame,

@@ -23,6 +23,9 @@ pub const MAX_CMDLINE_LEN: usize = 1023;
 /// The largest kernel upload dom0 accepts, in bytes (a PV kernel is a few MiB at
 /// most). dom0ctl refuses a larger file before reading it.
 pub const MAX_UPLOAD_BYTES: u64 = 256 << 20;
+/// The largest kernel a bzImage may unpack to: dom0 refuses a bzImage whose
+/// trailer announces more (and dom0ctl before uploading it).
+pub const MAX_UNPACKED_KERNEL_BYTES: u64 = 256 << 20;
 
 /// The largest volume, in bytes (1 PiB): a sanity bound far above any disk.
 pub const MAX_VOLUME_BYTES: u64 = 1 << 50;

@@ -114,6 +114,17 @@ impl UploadBuf for FrameBuf {
         // to the mapped length.
         unsafe { core::slice::from_raw_parts(p, len.min(self.len())) }
     }
+
+    fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
+        let Ok(base) = usize::try_from(self.va) else {
+            return &mut [];
+        };
+        let p: *mut u8 = ptr::with_exposed_provenance_mut(base);
+        // SAFETY: as in `bytes`: the window is mapped read-write for this buffer
+        // alone while `self` lives, `len` is clamped to the mapped length, and the
+        // `&mut self` borrow keeps every other view of it away for the slice's life.
+        unsafe { core::slice::from_raw_parts_mut(p, len.min(self.len())) }
+    }
 }
 
 impl Drop for FrameBuf {

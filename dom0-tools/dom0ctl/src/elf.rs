@@ -1,5 +1,9 @@
 //! A first look at a kernel image on the host, so an obvious mistake is caught
 //! before the upload. Dom0 checks the Xen ELF notes again.
+//!
+//! A Linux bzImage is accepted when its setup header is sound and its payload is
+//! compressed in a way dom0 unpacks (XZ or gzip, `pvboot::bzimage`); dom0 unpacks
+//! it and checks the ELF inside.
 
 const ELFCLASS64: u8 = 2;
 const ELFDATA2LSB: u8 = 1;
@@ -10,13 +14,18 @@ const EM_X86_64: u16 = 62;
 /// Checks that `image` is a little-endian ELF64 executable for x86-64. The error
 /// says what the file is instead, for a sentence that starts "the kernel ...".
 pub fn check_kernel(image: &[u8]) -> Result<(), String> {
+    if pvboot::bzimage::is_bzimage(image) {
+        return pvboot::BzImage::parse(image, control_proto::MAX_UNPACKED_KERNEL_BYTES)
+            .map(|_| ())
+            .map_err(|e| format!("is a bzImage dom0 cannot use: {e}"));
+    }
     if image.len() < 4 || image[..4] != *b"\x7fELF" {
         let what = if image.is_empty() {
             "is empty".to_string()
         } else if image.starts_with(b"\x1f\x8b") {
-            "is gzip-compressed, not an ELF file; decompress it first".to_string()
+            "is gzip-compressed, not an ELF file or a bzImage; decompress it first".to_string()
         } else {
-            "is not an ELF file (it does not start with \\x7fELF)".to_string()
+            "is not an ELF file (it does not start with \\x7fELF) or a bzImage".to_string()
         };
         return Err(what);
     }
@@ -62,6 +71,20 @@ mod tests {
         h[16..18].copy_from_slice(&kind.to_le_bytes());
         h[18..20].copy_from_slice(&machine.to_le_bytes());
         h
+    }
+
+    #[test]
+    fn accepts_bzimages_dom0_unpacks() {
+        use pvboot::testimg::{bzimage, small_bzimage, small_gz};
+        assert_eq!(check_kernel(&small_bzimage()), Ok(()));
+        assert_eq!(check_kernel(&bzimage(&small_gz(), 40960)), Ok(()));
+        let e = check_kernel(&bzimage(b"BZh91AY&SY\0\0", 4096)).unwrap_err();
+        assert!(e.contains("bzImage") && e.contains("bzip2"), "{e}");
+        let e = check_kernel(&bzimage(&small_gz(), u32::MAX)).unwrap_err();
+        assert!(e.contains("limit"), "{e}");
+        let mut cut = small_bzimage();
+        cut.truncate(0x230);
+        assert!(check_kernel(&cut).unwrap_err().contains("truncated"));
     }
 
     #[test]

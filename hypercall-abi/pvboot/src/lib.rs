@@ -22,7 +22,11 @@
 #[cfg(any(test, feature = "testimg"))]
 extern crate std;
 
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+
 pub mod build;
+pub mod bzimage;
 pub mod elf;
 pub mod layout;
 pub mod notes;
@@ -34,5 +38,6 @@ pub mod notes;
 pub mod testimg;
 
 pub use build::{BuildError, BuildParams, BuiltDomain, DomainMemory, MemError, build};
+pub use bzimage::{BzError, BzImage, Compression};
 pub use layout::{Flavour, Layout, LayoutError};
 pub use notes::{NoteError, XenImageInfo};

@@ -330,3 +330,76 @@ pub fn shown(v: impl core::fmt::Display) -> String {
     use std::string::ToString;
     v.to_string()
 }
+
+/// A bzImage around `stream` (a compressed kernel): a setup header of boot protocol
+/// 2.15 with one setup sector (the protected-mode part at 1024), the payload 0x40
+/// bytes into it, Linux's 4-byte decompressed size after the stream, and 32 bytes
+/// of trailer.
+pub fn bzimage(stream: &[u8], decompressed_len: u32) -> Vec<u8> {
+    let payload_offset = 0x40usize;
+    let start = 1024 + payload_offset;
+    let mut img = vec![0u8; start];
+    img[0x1F1] = 1;
+    img[0x1FE..0x200].copy_from_slice(&0xAA55u16.to_le_bytes());
+    img[0x200] = 0xEB;
+    img[0x202..0x206].copy_from_slice(b"HdrS");
+    img[0x206..0x208].copy_from_slice(&0x020Fu16.to_le_bytes());
+    img[0x248..0x24C].copy_from_slice(&u32::try_from(payload_offset).unwrap().to_le_bytes());
+    let len = u32::try_from(stream.len() + 4).unwrap();
+    img[0x24C..0x250].copy_from_slice(&len.to_le_bytes());
+    img.extend_from_slice(stream);
+    img.extend_from_slice(&decompressed_len.to_le_bytes());
+    img.extend_from_slice(&[0x5A; 32]);
+    img
+}
+
+/// `data` compressed by `tool` with `args` (e.g. `xz --format=xz --check=crc32 --x86
+/// --lzma2`), or `None` when the tool is missing or fails.
+pub fn compress_with(tool: &str, args: &[&str], data: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take()?;
+    let input = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().ok()?;
+    writer.join().ok()?.ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
+/// The arguments Linux's `scripts/xz_wrap.sh` gives `xz` on x86 (with a small
+/// dictionary: 1 MiB).
+pub const XZ_ARGS: &[&str] = &[
+    "--format=xz",
+    "--check=crc32",
+    "--x86",
+    "--lzma2=dict=1MiB",
+    "-c",
+];
+/// The arguments Linux's `cmd_gzip` gives `gzip`.
+pub const GZIP_ARGS: &[&str] = &["-n", "-9", "-c"];
+
+/// [`Spec::small`]'s image, XZ-compressed as Linux does it: `xz` if the host has it,
+/// otherwise the fixture committed beside this file (made with [`XZ_ARGS`]).
+pub fn small_xz() -> Vec<u8> {
+    compress_with("xz", XZ_ARGS, &Spec::small().build())
+        .unwrap_or_else(|| include_bytes!("testimg/small.elf.xz").to_vec())
+}
+
+/// [`Spec::small`]'s image, gzip-compressed (`gzip`, or the committed fixture).
+pub fn small_gz() -> Vec<u8> {
+    compress_with("gzip", GZIP_ARGS, &Spec::small().build())
+        .unwrap_or_else(|| include_bytes!("testimg/small.elf.gz").to_vec())
+}
+
+/// [`Spec::small`]'s image as an XZ bzImage.
+pub fn small_bzimage() -> Vec<u8> {
+    let elf = Spec::small().build();
+    bzimage(&small_xz(), u32::try_from(elf.len()).unwrap())
+}

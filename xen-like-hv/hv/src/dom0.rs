@@ -1,17 +1,21 @@
 //! Building dom0 from its boot module (digest §2-§3): the layout and contents come from
 //! `pvboot`, the code dom0's toolstack also builds domUs with; this file supplies the
 //! machine memory, the shared_info page, the M2P entries and the hypervisor's L4 slots.
+//!
+//! A module that is a Linux bzImage (XZ or gzip payload) is unpacked first, as Xen's
+//! `bzimage_parse` does for dom0: into the heap (runs of frames taken before the
+//! domain's memory, given back once it is built), then built from the ELF inside.
 
 use crate::arch::x86_64::layout::DIRECTMAP_BASE;
 use crate::arch::x86_64::paging;
 use crate::boot::multiboot::BootInfo;
 use crate::mm;
+use alloc::vec::Vec;
 use core::fmt;
 use hypercall_abi::types::{DomId, EvtchnPort, MachineAddr, Pfn};
 use hypercall_abi::xen::start_info::SifFlags;
 use pvboot::{
-    BuildError, BuildParams, DomainMemory, Flavour, Layout, LayoutError, MemError, NoteError,
-    XenImageInfo,
+    BuildError, BuildParams, DomainMemory, Flavour, Layout, LayoutError, MemError, XenImageInfo,
 };
 use xlhv_core::boot::module::{self, ModuleRole, parse_module_cmdline};
 use xlhv_core::domain::PvDomain;
@@ -26,6 +30,8 @@ const DEFAULT_DOM0_MEM: u64 = 128 * MIB;
 const DOM0_PM_BITS: u32 = 3;
 /// Runs of machine frames a domain's memory may come in.
 const MAX_EXTENTS: usize = 4096;
+/// The largest kernel a bzImage module may unpack to.
+const MAX_BZIMAGE_KERNEL: u64 = 256 * MIB;
 
 /// Why dom0 could not be built. Each says what to do.
 #[derive(Debug)]
@@ -36,8 +42,16 @@ pub enum BuildFailure {
     Unreadable,
     /// Not a usable ELF image.
     Elf(pvboot::elf::ElfError),
-    /// The Xen notes refuse it.
-    Notes(NoteError<'static>),
+    /// A bzImage that cannot be unpacked.
+    BzImage(pvboot::BzError),
+    /// No memory to unpack a bzImage into.
+    UnpackNoMemory {
+        /// Bytes wanted (the kernel and the XZ dictionary).
+        bytes: u64,
+    },
+    /// The Xen notes refuse it (the error's text: the error borrows the image, and
+    /// a bzImage's unpacked kernel is freed on return).
+    Notes(alloc::string::String),
     /// No layout fits.
     Layout(LayoutError),
     /// Building failed.
@@ -66,6 +80,11 @@ impl fmt::Display for BuildFailure {
             ),
             BuildFailure::Unreadable => write!(f, "the dom0 module lies outside machine memory"),
             BuildFailure::Elf(e) => write!(f, "not a usable PV kernel: {e}"),
+            BuildFailure::BzImage(e) => write!(f, "{e}"),
+            BuildFailure::UnpackNoMemory { bytes } => write!(
+                f,
+                "no memory to unpack the bzImage ({bytes} bytes for its kernel and dictionary); give the machine more memory or pass the vmlinux ELF"
+            ),
             BuildFailure::Notes(e) => write!(f, "refused by its Xen notes: {e}"),
             BuildFailure::Layout(e) => write!(f, "cannot lay out its memory: {e}"),
             BuildFailure::Build(e) => write!(f, "cannot build it: {e}"),
@@ -329,6 +348,37 @@ pub fn build_domus(info: &BootInfo) -> usize {
     built
 }
 
+/// If `image` (module `index`) is a bzImage, the kernel ELF it holds, unpacked into
+/// the heap; `None` for anything else (built as it is). The kernel and the XZ
+/// dictionary are bounded by [`MAX_BZIMAGE_KERNEL`] and by free memory; the
+/// dictionary is freed on return, the kernel once the domain is built.
+fn unpack_bzimage(index: usize, image: &[u8]) -> Result<Option<Vec<u8>>, BuildFailure> {
+    if !pvboot::bzimage::is_bzimage(image) {
+        return Ok(None);
+    }
+    let bz = pvboot::BzImage::parse(image, MAX_BZIMAGE_KERNEL).map_err(BuildFailure::BzImage)?;
+    let (len, scratch) = (bz.decompressed_len(), bz.scratch_len());
+    let mut out = Vec::new();
+    let mut dict = Vec::new();
+    if out.try_reserve_exact(len).is_err() || dict.try_reserve_exact(scratch).is_err() {
+        return Err(BuildFailure::UnpackNoMemory {
+            bytes: len as u64 + scratch as u64,
+        });
+    }
+    out.resize(len, 0);
+    dict.resize(scratch, 0);
+    log::info!(
+        "module {index}: bzImage (boot protocol {}.{:02}), {} payload of {} bytes; unpacking its {len}-byte kernel",
+        bz.version() >> 8,
+        bz.version() & 0xff,
+        bz.compression(),
+        bz.payload().len(),
+    );
+    bz.decompress(&mut out, &mut dict)
+        .map_err(BuildFailure::BzImage)?;
+    Ok(Some(out))
+}
+
 /// Builds one domain from `module` and adds it to the domain table, paused.
 fn build_domain(
     index: usize,
@@ -339,9 +389,12 @@ fn build_domain(
         .end
         .checked_sub(module.start)
         .ok_or(BuildFailure::Unreadable)?;
-    let image = mm::direct_slice(module.start, size).ok_or(BuildFailure::Unreadable)?;
+    let module_bytes = mm::direct_slice(module.start, size).ok_or(BuildFailure::Unreadable)?;
+    let unpacked = unpack_bzimage(index, module_bytes)?;
+    let image: &[u8] = unpacked.as_deref().unwrap_or(module_bytes);
     let elf = pvboot::elf::Elf::parse(image).map_err(BuildFailure::Elf)?;
-    let xinfo = XenImageInfo::parse(&elf).map_err(BuildFailure::Notes)?;
+    let xinfo =
+        XenImageInfo::parse(&elf).map_err(|e| BuildFailure::Notes(alloc::format!("{e}")))?;
 
     let nr_pages = spec.pages;
     let initrd_len = spec.initrd.map_or(0, |i| i.len() as u64);

@@ -69,6 +69,18 @@ pub fn report(info: &BootInfo) {
             log::warn!("module {i} '{name}': lies outside machine memory; ignored");
             continue;
         };
+        if pvboot::bzimage::is_bzimage(bytes) {
+            // Unpacked when the domain is built (dom0.rs); here only its header.
+            match pvboot::BzImage::parse(bytes, u64::MAX) {
+                Ok(bz) => log::info!(
+                    "module {i} '{name}': bzImage, {} payload, kernel of {} bytes",
+                    bz.compression(),
+                    bz.decompressed_len()
+                ),
+                Err(e) => log::warn!("module {i} '{name}': not a usable PV kernel: {e}"),
+            }
+            continue;
+        }
         match pvboot::elf::Elf::parse(bytes) {
             Ok(elf) => log::info!(
                 "module {i} '{name}': ELF64 x86-64, entry {:#x}, {} program headers",

@@ -34,7 +34,7 @@ use crate::domains::{self, DOM0_NAME, Record, Records, ResolveError};
 use crate::hv::{Hypervisor, RingId};
 use crate::netback::{self, Netback};
 use crate::nics::Nics;
-use crate::uploads::{Upload, UploadStore, Uploads};
+use crate::uploads::{Upload, UploadBuf, UploadStore, Uploads};
 use crate::volumes::{VolumeError, Volumes};
 use crate::xenstore::{self as xsl, DomainNodes, Uuid};
 
@@ -1279,6 +1279,14 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                     )
                 })?,
         };
+        // A bzImage is unpacked into a buffer of the store, kept until the build is
+        // done; the upload (or kept copy) stays the bzImage, so a reboot unpacks it
+        // again.
+        let unpacked = unpack_kernel(&mut self.store, image)?;
+        let image = match &unpacked {
+            Some((buf, len)) => buf.bytes(*len),
+            None => image,
+        };
         check_kernel(image)?;
         let rebooting_rd = self.reboot_ramdisk.take();
         let ramdisk: Option<&[u8]> = match (&c.ramdisk, &rebooting_rd) {
@@ -1335,7 +1343,9 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             backend: DomId::DOM0,
             unpause: false,
         };
-        let built = builder::build(&mut self.hv, &req).map_err(|e| build_error(&c.name, e))?;
+        let built = builder::build(&mut self.hv, &req).map_err(|e| build_error(&c.name, e));
+        drop(unpacked);
+        let built = built?;
         let id = built.domid;
         // An uploaded kernel leaves the session's uploads; it is kept for the
         // domain's reboots once the domain is up (a failure below frees it).
@@ -1790,6 +1800,47 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
         }
         Ok(text)
     }
+}
+
+/// The largest kernel a bzImage may unpack to (its XZ dictionary is bounded by
+/// `pvboot`'s own limit, 64 MiB).
+pub use control_proto::MAX_UNPACKED_KERNEL_BYTES as MAX_UNPACKED_KERNEL;
+
+/// Unpacks `image` if it is a bzImage (`pvboot::bzimage`): the kernel ELF goes into
+/// a buffer of `store` (dom0's free frames); the XZ dictionary is taken from dom0's
+/// heap (fallibly) and freed on return, and the decoder's state lives on the heap
+/// too (dom0's stack is 64 KiB). `None`: not a bzImage, use `image` as it is.
+pub fn unpack_kernel<S: UploadStore>(
+    store: &mut S,
+    image: &[u8],
+) -> Result<Option<(S::Buf, usize)>, ErrorReply> {
+    use pvboot::bzimage::{BzImage, is_bzimage};
+    if !is_bzimage(image) {
+        return Ok(None);
+    }
+    let bad = |e: pvboot::BzError| ErrorReply::new(ErrorCode::BadImage, format!("{e}"));
+    let bz = BzImage::parse(image, MAX_UNPACKED_KERNEL).map_err(bad)?;
+    let len = bz.decompressed_len();
+    let mut out = store.alloc(len as u64).map_err(|e| {
+        ErrorReply::new(
+            ErrorCode::OutOfMemory,
+            format!("cannot unpack the bzImage: its kernel of {len} bytes: {e}"),
+        )
+    })?;
+    let scratch_len = bz.scratch_len();
+    let mut dict = Vec::new();
+    if dict.try_reserve_exact(scratch_len).is_err() {
+        return Err(ErrorReply::new(
+            ErrorCode::OutOfMemory,
+            format!(
+                "cannot unpack the bzImage: dom0's heap cannot hold its {scratch_len}-byte XZ \
+                 dictionary"
+            ),
+        ));
+    }
+    dict.resize(scratch_len, 0);
+    bz.decompress_boxed(out.bytes_mut(len), dict).map_err(bad)?;
+    Ok(Some((out, len)))
 }
 
 /// Checks that `image` is a 64-bit Xen PV kernel (its ELF headers and notes).

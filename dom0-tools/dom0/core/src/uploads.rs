@@ -51,6 +51,9 @@ pub trait UploadBuf {
     fn write(&mut self, offset: usize, data: &[u8]);
     /// The first `len` bytes written.
     fn bytes(&self, len: usize) -> &[u8];
+    /// The first `len` bytes (at most the size allocated), to write in place: a
+    /// bzImage's kernel is unpacked straight into a buffer of the store.
+    fn bytes_mut(&mut self, len: usize) -> &mut [u8];
 }
 
 /// Where upload buffers come from.
@@ -281,6 +284,11 @@ impl UploadBuf for Vec<u8> {
 
     fn bytes(&self, len: usize) -> &[u8] {
         &self[..len.min(self.len())]
+    }
+
+    fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
+        let n = len.min(self.len());
+        &mut self[..n]
     }
 }
 

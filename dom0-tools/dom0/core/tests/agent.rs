@@ -2215,3 +2215,68 @@ fn vcpu_pin_refusals_change_nothing() {
         "{msg}"
     );
 }
+
+/// A bzImage (XZ or gzip payload) uploaded as the kernel is unpacked in dom0 and
+/// built like its ELF; the upload kept for reboots is the bzImage, unpacked again
+/// on a reboot. A corrupt or unsupported one is refused with the reason, and
+/// nothing is created.
+#[test]
+fn an_uploaded_bzimage_is_unpacked_and_built() {
+    use pvboot::testimg::{Spec, bzimage, small_bzimage, small_gz};
+    let elf_len = u32::try_from(Spec::small().build().len()).unwrap();
+    let mut a = agent(FakeHv::with_domains(&[0]));
+    let bz = small_bzimage();
+    let u = upload_bytes(&mut a, &bz);
+    let id = created(ask(&mut a, create("bz", Kernel::Uploaded(u))));
+    assert_eq!(a.kept_kernels(), (1, 1));
+    let builds = |a: &mut TestAgent| {
+        a.hv()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("create"))
+            .count()
+    };
+    let before = builds(&mut a);
+    a.hv().domains.get_mut(&id.0).unwrap().flags |=
+        DOMINF_SHUTDOWN | ((hypercall_abi::sched::ShutdownReason::Reboot as u32) << 16);
+    let mut out = Vec::new();
+    a.tick(10_000_000_000, &mut out);
+    assert_eq!(builds(&mut a), before + 1, "{:?}", a.hv().calls);
+
+    let u = upload_bytes(&mut a, &bzimage(&small_gz(), elf_len));
+    created(ask(&mut a, create("gz", Kernel::Uploaded(u))));
+
+    let refused = |a: &mut TestAgent, img: &[u8], name: &str| {
+        let u = upload_bytes(a, img);
+        match ask(a, create(name, Kernel::Uploaded(u))) {
+            Response::Error(e) => {
+                assert_eq!(e.code, ErrorCode::BadImage, "{e:?}");
+                e.message
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    };
+    let mut corrupt = bz.clone();
+    let mid = 1024 + 0x40 + 200;
+    corrupt[mid] ^= 0x5A;
+    let m = refused(&mut a, &corrupt, "bad");
+    assert!(m.contains("bzImage"), "{m}");
+    let m = refused(
+        &mut a,
+        &bzimage(&[0x28, 0xB5, 0x2F, 0xFD, 0, 0, 0, 0, 0, 0], 4096),
+        "zstd",
+    );
+    assert!(m.contains("zstd"), "{m}");
+    let m = refused(&mut a, &bzimage(&small_gz(), u32::MAX), "huge");
+    assert!(m.contains("limit"), "{m}");
+    match ask(&mut a, Request::List) {
+        Response::Domains(list) => {
+            assert!(
+                !list
+                    .iter()
+                    .any(|d| ["bad", "zstd", "huge"].contains(&d.name.as_str()))
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
