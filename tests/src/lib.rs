@@ -379,9 +379,20 @@ impl ControlHost {
         Self::boot_qemu(name, dom0_args, extra, mem, "pc", &[], false)
     }
 
-    /// [`ControlHost::boot_fast_mem`] on `cpus` CPUs instead of [`test_smp`]'s.
-    pub fn boot_fast_cpus(name: &str, qemu_mem: &str, cpus: u32) -> ControlHost {
-        Self::boot_qemu_on(name, "", Vec::new(), qemu_mem, "pc", &[], true, cpus, "")
+    /// [`ControlHost::boot_fast_mem`] on `cpus` CPUs instead of [`test_smp`]'s,
+    /// with `hv_cmdline` on the hypervisor's command line.
+    pub fn boot_fast_cpus(name: &str, qemu_mem: &str, cpus: u32, hv_cmdline: &str) -> ControlHost {
+        Self::boot_qemu_on(
+            name,
+            "",
+            Vec::new(),
+            qemu_mem,
+            "pc",
+            &[],
+            true,
+            cpus,
+            hv_cmdline,
+        )
     }
 
     /// [`ControlHost::boot_fast_with_args`] with `hv_cmdline` on the hypervisor's
@@ -537,6 +548,32 @@ impl ControlHost {
     /// Everything COM1 printed so far.
     pub fn serial(&self) -> String {
         self.machine.serial()
+    }
+
+    /// `dom`'s console once it shows `needle`, polled with `dom0ctl console
+    /// --no-follow`; panics with the console and COM1 after `secs` seconds, or at once
+    /// when the console shows `fail` (a guest's FAIL line, say; `None`: no check).
+    pub fn console_until(&self, dom: &str, needle: &str, fail: Option<&str>, secs: u64) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let c = self.dom0ctl(&["console", dom, "--no-follow"]);
+            if c.stdout.contains(needle) {
+                return c.stdout;
+            }
+            assert!(
+                !fail.is_some_and(|f| c.stdout.contains(f)),
+                "{dom} failed:\n{}",
+                c.stdout
+            );
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(secs),
+                "{dom}'s console never showed {needle:?}:\n{}\n{}\n--- COM1 ---\n{}",
+                c.stdout,
+                c.stderr,
+                self.serial()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
     }
 }
 

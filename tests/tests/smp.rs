@@ -5,7 +5,7 @@
 //! writable translation of another vCPU out of a new page table.
 
 use std::time::{Duration, Instant};
-use xlhv_tests::{Boot, Boot0, ControlHost, Module, QemuExit, scratch, test_guest};
+use xlhv_tests::{Boot, Boot0, ControlHost, Module, QemuExit, scratch, stripped_guest, test_guest};
 
 /// Boots test guest `guest` as dom0 with `cmdline` for the hypervisor, until dom0
 /// powers the machine off (at most `secs` seconds).
@@ -127,7 +127,7 @@ fn free_memory(h: &ControlHost) -> String {
 #[test]
 fn four_domus_of_four_vcpus_each_on_four_cpus() {
     let t = "smp-4x4";
-    let h = ControlHost::boot_fast_cpus(t, "768M", 4);
+    let h = ControlHost::boot_fast_cpus(t, "768M", 4, "");
     let free = free_memory(&h);
     let cfg = scratch(t).join("smp.toml");
     std::fs::write(
@@ -210,7 +210,7 @@ fn hog_share(h: &ControlHost, name: &str) -> f64 {
 #[test]
 fn pinned_hogs_share_their_cpu_and_leave_the_other_alone() {
     let t = "smp-affinity";
-    let h = ControlHost::boot_fast_cpus(t, "512M", 2);
+    let h = ControlHost::boot_fast_cpus(t, "512M", 2, "");
     for (name, cpus) in [("a", "1"), ("b", "1"), ("c", "0")] {
         let cfg = scratch(t).join(format!("{name}.toml"));
         std::fs::write(
@@ -253,7 +253,7 @@ fn pinned_hogs_share_their_cpu_and_leave_the_other_alone() {
 #[test]
 fn soft_affinity_puts_each_hog_on_the_cpu_it_prefers() {
     let t = "smp-soft";
-    let h = ControlHost::boot_fast_cpus(t, "512M", 3);
+    let h = ControlHost::boot_fast_cpus(t, "512M", 3, "");
     // (CPU, soft map) of `dom`'s vCPU 0, from `vcpu-list`.
     let where_is = |dom: &str| -> (String, String) {
         let rows = h.vcpu_rows(dom);
@@ -303,4 +303,43 @@ fn soft_affinity_puts_each_hog_on_the_cpu_it_prefers() {
             h.dom0ctl(&["destroy", name]).code(0);
         }
     }
+}
+
+/// An idle CPU keeps the page tables of the vCPU it ran last, so that vCPU goes on
+/// without a CR3 load when it wakes there (docs/smp.md, "Lazy idle"). A `lazy-tlb`
+/// domU remaps one address between two frames with local flushes only and sleeps
+/// after each read, while the test moves its vCPU between CPUs 1 and 2 (dom0 has
+/// CPU 0 to itself, so nothing else runs there). A CPU that went on with what it
+/// kept from the vCPU's earlier run there would read the frame mapped then; the test
+/// fails that way when `tlb::take_lazy` always answers yes.
+#[test]
+fn a_vcpu_back_on_a_cpu_it_left_never_reuses_what_that_cpu_kept() {
+    let t = "smp-lazy-tlb";
+    let h = ControlHost::boot_fast_cpus(t, "512M", 3, "dom0_max_vcpus=1 dom0_vcpus_pin");
+    let cfg = scratch(t).join("lazy.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"lazy\"\nkernel = \"{}\"\nmemory = 8\ncpus = \"1\"\ncmdline = \"secs=15\"\n\
+             on_poweroff = \"preserve\"\non_crash = \"preserve\"\n",
+            stripped_guest(t, "lazy-tlb").display()
+        ),
+    )
+    .unwrap();
+    h.dom0ctl(&["create", &cfg.to_string_lossy()]).code(0);
+    let mut moves = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(12) {
+        let cpu = if moves % 2 == 0 { "2" } else { "1" };
+        let r = h.dom0ctl(&["vcpu-pin", "lazy", "0", cpu]);
+        if r.code != Some(0) {
+            // It finished early: its console says why.
+            break;
+        }
+        moves += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = h.console_until("lazy", "lazy-tlb: PASS", Some("lazy-tlb: FAIL"), 120);
+    eprintln!("{moves} moves; {}", out.trim());
+    assert!(moves >= 10, "only {moves} moves in 12 s");
 }

@@ -446,11 +446,14 @@ pub fn set_cpus(n: usize) {
 /// Records the queue's current vCPU of every CPU in its `PerCpu::current` (after
 /// anything that may change them: `schedule`, `remove`), which every entry and exit
 /// reads without taking the queue's lock.
+/// A vCPU as one word, `slot << 16 | vcpu` (`PerCpu::current`, `tlb`'s lazy tables).
+fn vref_bits(v: VcpuRef) -> u32 {
+    u32::from(v.slot) << 16 | u32::from(v.vcpu)
+}
+
 fn note_current(rq: &RunQueue) {
     for cpu in 0..rq.cpus() {
-        let v = rq
-            .current(cpu)
-            .map_or(u32::MAX, |c| u32::from(c.slot) << 16 | u32::from(c.vcpu));
+        let v = rq.current(cpu).map_or(u32::MAX, vref_bits);
         if let Some(p) = percpu::of(cpu) {
             p.current.store(v, core::sync::atomic::Ordering::Relaxed);
         }
@@ -1044,12 +1047,18 @@ fn dispatch<'a>(
         if !saved {
             save(&mut doms, from, frame, now);
             saved = true;
+            // Idle keeping the tables of the vCPU that ran (Xen's lazy context
+            // switch): if it is the next to run here, it goes on without a CR3 load.
+            // A flush asked of this CPU moves it to the hypervisor's own tables
+            // (`tlb::service`), so a domain torn down elsewhere can have its frames
+            // reused. With no vCPU that ran (it crashed), go there now.
+            match from {
+                Some(v) => crate::arch::x86_64::tlb::idle_keeping(vref_bits(v)),
+                None => guest::enter_idle_tables(),
+            }
         }
-        // Idle: nothing runnable. Sleep until the next timer or IPI, then look again,
-        // on the hypervisor's own page tables (the domain that ran may be torn down
-        // by another CPU meanwhile).
+        // Idle: nothing runnable. Sleep until the next timer or IPI, then look again.
         arm_timer(&doms);
-        guest::enter_idle_tables();
         drop(doms);
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
@@ -1144,6 +1153,9 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
     *frame = v.regs;
     frame.vector = 0;
     v.processor = u16::try_from(percpu::index()).unwrap_or(0);
+    if !crate::arch::x86_64::tlb::take_lazy(vref_bits(to)) {
+        guest::forget_loaded_cr3();
+    }
     cpu::fpu_restore(&mut v.fpu, v.xcr0);
     guest::load_spec_ctrl(v.msrs.spec_ctrl);
     // If the vCPU that ran was not saved (it crashed), the bases `sync` compares with

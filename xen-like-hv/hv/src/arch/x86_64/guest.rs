@@ -208,15 +208,22 @@ pub fn sync(vcpu: &Vcpu) {
 }
 
 /// Puts this CPU on the hypervisor's own page tables (what Xen's idle vCPU runs
-/// on) before it idles, so that no CPU keeps a domain's L4 in CR3 while it is not
-/// running that domain: a domain torn down elsewhere may have its frames reused at
-/// once. The next `sync` loads a guest's tables again.
+/// on): before it idles after a vCPU that left no tables to keep, and when an idle
+/// CPU that kept a vCPU's tables is asked to flush (`tlb::service`), so that no idle
+/// CPU points at a page table that another CPU is about to free or retype. The next
+/// `sync` loads a guest's tables again.
 pub fn enter_idle_tables() {
     load_if_changed(&loaded().cr3, super::paging::root(), |cr3| {
         // SAFETY: the hypervisor's own L4 maps exactly its slots 256-271, as every
         // guest L4 does, and nothing in the lower half is in use here.
         unsafe { core::arch::asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags)) }
     });
+}
+
+/// Makes the next `sync` load CR3 whatever this CPU holds: the vCPU about to run
+/// may not reuse the translations in the TLB (`tlb::take_lazy`).
+pub fn forget_loaded_cr3() {
+    loaded().cr3.store(u64::MAX, Ordering::Relaxed);
 }
 
 /// `SPEC_CTRL` as this CPU has it (0 at reset; only a guest with IBRSB or IBRS in its
@@ -413,9 +420,11 @@ impl Platform for HwPlatform<'_> {
     fn flush_tlb(&mut self, kind: xlhv_core::mm::mmu::FlushKind, all_cpus: bool) {
         crate::mmhw::flush_tlb(kind);
         if all_cpus {
-            // The other CPUs that run a vCPU of this domain; no other CPU holds its
-            // translations (a CPU reloads CR3 whenever it leaves a domain).
+            // The other CPUs that run a vCPU of this domain. An idle CPU that kept
+            // one's tables loads CR3 before running it again; no other CPU holds its
+            // translations (a CPU reloads CR3 whenever it switches vCPUs).
             let me = 1 << super::percpu::index();
+            super::tlb::forget_lazy(self.slot, u64::MAX);
             super::tlb::flush_cpus(crate::domains::cpus_running(self.slot, u64::MAX) & !me);
         }
     }
@@ -423,6 +432,7 @@ impl Platform for HwPlatform<'_> {
     fn flush_tlb_siblings(&mut self, _kind: xlhv_core::mm::mmu::FlushKind, vcpus: u64) {
         // A whole flush there: one IPI either way, and simpler than passing the page.
         let me = 1 << super::percpu::index();
+        super::tlb::forget_lazy(self.slot, vcpus);
         super::tlb::flush_cpus(crate::domains::cpus_running(self.slot, vcpus) & !me);
     }
 

@@ -4,9 +4,18 @@
 //! is reported done. `docs/smp.md` argues which CPUs that is.
 //!
 //! Global pages are off, so reloading CR3 empties the TLB (and paging-structure
-//! caches) of every guest translation. A CPU on the hypervisor's own page tables (an
-//! idle CPU) holds none, and loads a guest's tables only under the domain lock,
-//! which every flusher holds: it is skipped.
+//! caches) of every guest translation. A CPU on the hypervisor's own page tables
+//! holds none, and loads a guest's tables only under the domain lock, which every
+//! flusher holds: it is skipped.
+//!
+//! An idle CPU keeps the tables of the vCPU it ran last (Xen's lazy context switch,
+//! [`idle_keeping`]), so that vCPU, woken on the same CPU with nothing run there in
+//! between, goes on without a CR3 load (under TCG a CR3 load empties QEMU's whole
+//! software TLB, and the guest and the hypervisor refill it afterwards). Asked to
+//! flush, such a CPU moves to the hypervisor's tables instead, so no idle CPU points
+//! at a page table that is about to change type or be freed. A vCPU that ran on
+//! another CPU since, or whose domain asked for a flush that names it, is marked
+//! stale where it is kept ([`take_lazy`], [`forget_lazy`]), and gets a CR3 load.
 //!
 //! The asked CPU flushes in the IPI's handler, without any lock. A CPU that spins on
 //! the domain lock with interrupts off flushes from its spin loop
@@ -14,10 +23,49 @@
 //! CPU that waits for it.
 
 use super::percpu::{self, MAX_CPUS};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// CPU n has been asked to flush and has not yet.
 static ASKED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// The vCPU (`slot << 16 | vcpu`) whose page tables idle CPU n kept in CR3, or
+/// [`NOT_LAZY`], or [`STALE`].
+static LAZY: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(NOT_LAZY) }; MAX_CPUS];
+/// [`LAZY`]: the CPU is not idling on a guest's tables.
+const NOT_LAZY: u32 = u32::MAX;
+/// [`LAZY`]: the CPU idles on a guest's tables that no vCPU may reuse unflushed.
+const STALE: u32 = u32::MAX - 1;
+
+/// This CPU goes idle keeping the page tables of vCPU `v` (`slot << 16 | vcpu`),
+/// the vCPU it ran last and whose tables are in CR3.
+pub fn idle_keeping(v: u32) {
+    percpu::mine(&LAZY).store(v, Ordering::Release);
+}
+
+/// Called as vCPU `v` is loaded on this CPU: marks the copies of its tables that
+/// other idle CPUs keep stale (it runs here now, and may change them), and returns
+/// whether this CPU kept exactly its translations, so that CR3 need not be loaded.
+pub fn take_lazy(v: u32) -> bool {
+    let me = percpu::index();
+    for (cpu, lazy) in LAZY.iter().enumerate() {
+        if cpu != me {
+            let _ = lazy.compare_exchange(v, STALE, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+    percpu::mine(&LAZY).swap(NOT_LAZY, Ordering::AcqRel) == v
+}
+
+/// The domain in `slot` asked for a flush on its vCPUs in `vcpus` (bit n: vCPU n):
+/// idle CPUs that keep one of their tables must load CR3 before running it again.
+/// (They run no guest code meanwhile, so they need no IPI now.)
+pub fn forget_lazy(slot: usize, vcpus: u64) {
+    for lazy in &LAZY {
+        let v = lazy.load(Ordering::Acquire);
+        if v < STALE && (v >> 16) as usize == slot && vcpus & (1u64 << (v & 0x3F)) != 0 {
+            let _ = lazy.compare_exchange(v, STALE, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Every CPU that is online, as a mask.
 pub fn all_cpus() -> u64 {
@@ -78,9 +126,14 @@ pub fn flush_everywhere() {
 }
 
 /// Does the flush another CPU asked of this one, if any: from the IPI's handler and
-/// from lock spins.
+/// from lock spins. An idle CPU that kept a guest's tables moves to the
+/// hypervisor's own instead (the asker may be about to free those tables).
 pub fn service() {
     if percpu::mine(&ASKED).swap(false, Ordering::AcqRel) {
-        flush_local();
+        if percpu::mine(&LAZY).swap(NOT_LAZY, Ordering::AcqRel) != NOT_LAZY {
+            super::guest::enter_idle_tables();
+        } else {
+            flush_local();
+        }
     }
 }
