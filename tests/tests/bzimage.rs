@@ -31,21 +31,7 @@ fn ticker_bzimage(test: &str, tool: &str, args: &[&str], file: &str) -> PathBuf 
 }
 
 fn wait_for_console(h: &ControlHost, dom: &str, needle: &str) -> String {
-    let start = std::time::Instant::now();
-    loop {
-        let c = h.dom0ctl(&["console", dom, "--no-follow"]);
-        if c.stdout.contains(needle) {
-            return c.stdout;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{dom}'s console never showed {needle:?}:\n{}\n{}\n--- COM1 ---\n{}",
-            c.stdout,
-            c.stderr,
-            h.serial()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    h.console_until(dom, needle, None, 120)
 }
 
 fn config(test: &str, name: &str, kernel: &std::path::Path) -> PathBuf {

@@ -292,20 +292,7 @@ fn abandoned_large_uploads_give_every_frame_back() {
 /// Polls `dom0ctl console DOM --no-follow` until its output holds `needle`
 /// (20 s at most).
 fn wait_for_console(h: &ControlHost, dom: &str, needle: &str) -> String {
-    let start = std::time::Instant::now();
-    loop {
-        let c = h.dom0ctl(&["console", dom, "--no-follow"]);
-        if c.stdout.contains(needle) {
-            return c.stdout;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{dom}'s console never showed {needle:?}:\n{}\n{}",
-            c.stdout,
-            c.stderr
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    h.console_until(dom, needle, None, 20)
 }
 
 /// The README's walk: create from a named image, list, console, pause (ticks

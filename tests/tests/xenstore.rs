@@ -14,26 +14,7 @@ fn config(test: &str, file: &str, text: &str) -> String {
 
 /// Waits until `dom`'s console shows `needle` (or fails after `secs`).
 fn wait_for_console(h: &ControlHost, dom: &str, needle: &str, secs: u64) -> String {
-    let start = Instant::now();
-    loop {
-        let c = h.dom0ctl(&["console", dom, "--no-follow"]);
-        if c.stdout.contains(needle) {
-            return c.stdout;
-        }
-        assert!(
-            !c.stdout.contains("xenstore: FAIL"),
-            "{dom} failed:\n{}",
-            c.stdout
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "{dom}'s console never showed {needle:?}:\n{}\n{}\n{}",
-            c.stdout,
-            c.stderr,
-            h.serial()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    h.console_until(dom, needle, Some("xenstore: FAIL"), secs)
 }
 
 /// Creates a `xenstore` guest named `name` with `cmdline`; returns its id.
