@@ -540,8 +540,9 @@ static SLICE_END: [core::sync::atomic::AtomicU64; MAX_CPUS] =
 /// that CPU's and an event-check IPI to interrupt it.
 fn resched(cpu: usize) {
     let Some(p) = percpu::of(cpu) else { return };
-    p.preempt.store(true, core::sync::atomic::Ordering::Relaxed);
-    if cpu != percpu::index() {
+    p.preempt.store(true, core::sync::atomic::Ordering::SeqCst);
+    // A CPU that idles polling sees the flag (`smp::idle_wait`).
+    if cpu != percpu::index() && !p.polling.load(core::sync::atomic::Ordering::SeqCst) {
         crate::arch::x86_64::smp::kick(cpu);
     }
 }
@@ -1060,8 +1061,7 @@ fn dispatch<'a>(
         // Idle: nothing runnable. Sleep until the next timer or IPI, then look again.
         arm_timer(&doms);
         drop(doms);
-        x86_64::instructions::interrupts::enable_and_hlt();
-        x86_64::instructions::interrupts::disable();
+        crate::arch::x86_64::smp::idle_wait();
         doms = lock_domains();
         if crate::time::refine_due() {
             refine_clock(&mut doms);

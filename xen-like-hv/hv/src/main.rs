@@ -125,6 +125,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
     };
     apic::disable_legacy_pic();
     apic::init(lapic, opts.x2apic);
+    arch::x86_64::smp::set_idle_poll(opts.idle_poll_ns);
     log::info!(
         "apic: local APIC id {} at {:#x}, {} mode",
         apic::id(),

@@ -11,6 +11,9 @@ use log::LevelFilter;
 
 use super::text::{SizeError, Snippet, Tokens, Warnings, name_eq, parse_size};
 
+/// The most `idle_poll=` takes, in microseconds (10 ms).
+pub const MAX_IDLE_POLL_US: u64 = 10_000;
+
 /// Most warnings kept by [`Options::parse`]; further ones are only counted.
 pub const MAX_WARNINGS: usize = 16;
 
@@ -175,6 +178,8 @@ pub enum Warning {
     BadWeight(Snippet),
     /// `dom0_max_vcpus=` is not `N`, `MIN-`, `-MAX` or `MIN-MAX`.
     BadVcpus(Snippet),
+    /// `idle_poll=` is not a number of microseconds up to [`MAX_IDLE_POLL_US`].
+    BadIdlePoll(Snippet),
     /// `hvtest=` named no hook.
     BadTestHook(Snippet),
     /// A boolean option with a value that is not a boolean.
@@ -223,6 +228,11 @@ impl fmt::Display for Warning {
                 "cmdline: dom0_max_vcpus={s} is not N, MIN-, -MAX or MIN-MAX \
                  (numbers of vCPUs from 1); ignored"
             ),
+            Warning::BadIdlePoll(s) => write!(
+                f,
+                "cmdline: idle_poll={s} is not a number of microseconds \
+                 (0-{MAX_IDLE_POLL_US}, 0 = off); ignored"
+            ),
             Warning::BadTestHook(s) => {
                 write!(f, "cmdline: hvtest={s} is not a test hook (")?;
                 for (i, h) in TestHook::ALL.iter().enumerate() {
@@ -270,6 +280,9 @@ pub struct Options {
     /// Run the local APICs in x2APIC mode where the CPU has it (`x2apic`, on by
     /// default as in Xen; `x2apic=0` keeps xAPIC mode).
     pub x2apic: bool,
+    /// The most an idle CPU polls for a wake-up before it halts, in ns
+    /// (`idle_poll=MICROSECONDS`, 0 = off; `sched::haltpoll`).
+    pub idle_poll_ns: u64,
     /// Halt instead of rebooting when the machine would restart (`noreboot`).
     pub noreboot: bool,
     /// Write the log synchronously (`sync_console`).
@@ -290,6 +303,7 @@ impl Default for Options {
             test: None,
             dom0_vcpus_pin: false,
             x2apic: true,
+            idle_poll_ns: crate::sched::haltpoll::DEFAULT_MAX_NS,
             noreboot: false,
             sync_console: false,
             warnings: Warnings::new(),
@@ -349,6 +363,13 @@ impl Options {
                 match parse_vcpu_range(v) {
                     Some(r) => self.dom0_vcpus = r,
                     None => self.warnings.push(Warning::BadVcpus(Snippet::new(v))),
+                }
+            }
+        } else if name_eq(key, "idle_poll") {
+            if let Some(v) = self.value_of("idle_poll", value) {
+                match v.parse::<u64>() {
+                    Ok(us) if us <= MAX_IDLE_POLL_US => self.idle_poll_ns = us * 1000,
+                    _ => self.warnings.push(Warning::BadIdlePoll(Snippet::new(v))),
                 }
             }
         } else if name_eq(key, "hvtest") {
@@ -541,6 +562,25 @@ mod tests {
             ["cmdline: loglvl=banana is not a log level \
                  (none, error, warning, info, debug, all); using info"]
         );
+    }
+
+    #[test]
+    fn idle_poll() {
+        use crate::sched::haltpoll::DEFAULT_MAX_NS;
+        assert_eq!(Options::parse("").idle_poll_ns, DEFAULT_MAX_NS);
+        assert_eq!(Options::parse("idle_poll=0").idle_poll_ns, 0);
+        assert_eq!(Options::parse("idle-poll=50").idle_poll_ns, 50_000);
+        assert_eq!(Options::parse("idle_poll=10000").idle_poll_ns, 10_000_000);
+        for bad in ["10001", "-1", "fast", "1.5"] {
+            let o = Options::parse(&format!("idle_poll={bad}"));
+            assert_eq!(o.idle_poll_ns, DEFAULT_MAX_NS, "{bad}");
+            assert_eq!(
+                o.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+                [format!(
+                    "cmdline: idle_poll={bad} is not a number of microseconds (0-10000, 0 = off); ignored"
+                )]
+            );
+        }
     }
 
     #[test]

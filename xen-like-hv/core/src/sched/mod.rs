@@ -32,6 +32,8 @@
 #[cfg(test)]
 mod tests;
 
+pub mod haltpoll;
+
 use core::fmt;
 
 /// Xen credit's default weight.

@@ -35,6 +35,11 @@ pub struct PerCpu {
     pub preempt: AtomicBool,
     /// The hardware state loaded for the vCPU this CPU runs (`guest::sync`).
     pub loaded: Loaded,
+    /// The CPU idles polling `preempt` (`smp::idle_wait`): a wake-up need not
+    /// send it an IPI.
+    pub polling: AtomicBool,
+    /// Interrupts this CPU took in hypervisor context (`trap::hv_trap`).
+    pub interrupts: AtomicU64,
 }
 
 /// What `guest::sync` and `cpu::set_cr0_ts` last put in this CPU's registers, so
@@ -88,6 +93,8 @@ static CPUS: [PerCpu; MAX_CPUS] = [const {
             dr_addr: [const { AtomicU64::new(0) }; 4],
             dr7: AtomicU64::new(xlhv_core::debugreg::DR7_DEFAULT),
         },
+        polling: AtomicBool::new(false),
+        interrupts: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 

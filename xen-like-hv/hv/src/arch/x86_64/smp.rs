@@ -280,6 +280,52 @@ pub fn release_aps() {
 
 /// Sends CPU `cpu` the event-check IPI: it looks for work at its next chance (a
 /// running guest is interrupted into the hypervisor; an idle CPU wakes).
+/// The most an idle CPU polls for a wake-up before it halts (`idle_poll=`).
+static IDLE_POLL_MAX_NS: AtomicU64 = AtomicU64::new(xlhv_core::sched::haltpoll::DEFAULT_MAX_NS);
+/// Each CPU's polling window (`xlhv_core::sched::haltpoll`).
+static POLL_WINDOW_NS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Sets the most an idle CPU polls (`idle_poll=`, 0 = never).
+pub fn set_idle_poll(max_ns: u64) {
+    IDLE_POLL_MAX_NS.store(max_ns, Ordering::Relaxed);
+}
+
+/// Waits, interrupts off before and after, until this idle CPU has something to
+/// look at: a wake-up (`preempt`) or an interrupt. It polls first, for a window that
+/// adapts to how soon its wake-ups come (`xlhv_core::sched::haltpoll`, KVM's halt
+/// polling): a wake-up caught then needs no IPI (`domains::resched` sees `polling`)
+/// and no halt, whose wake-up under TCG is a trip through QEMU's thread wake-up.
+/// Then it halts.
+pub fn idle_wait() {
+    let p = percpu::this();
+    let irqs = p.interrupts.load(Ordering::Relaxed);
+    let woke = || p.preempt.load(Ordering::SeqCst) || p.interrupts.load(Ordering::Relaxed) != irqs;
+    let window = percpu::mine(&POLL_WINDOW_NS);
+    let mut poll =
+        xlhv_core::sched::haltpoll::HaltPoll::with_window(window.load(Ordering::Relaxed));
+    let start = crate::time::now_ns();
+    let mut caught = false;
+    if poll.window_ns() != 0 {
+        p.polling.store(true, Ordering::SeqCst);
+        x86_64::instructions::interrupts::enable();
+        let until = start.saturating_add(poll.window_ns());
+        while !woke() && crate::time::now_ns() < until {
+            core::hint::spin_loop();
+        }
+        x86_64::instructions::interrupts::disable();
+        // A waker that saw `polling` set sent no IPI: look once more after clearing it.
+        p.polling.store(false, Ordering::SeqCst);
+        caught = woke();
+    }
+    if !caught {
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
+    }
+    let waited = crate::time::now_ns().saturating_sub(start);
+    poll.update(IDLE_POLL_MAX_NS.load(Ordering::Relaxed), waited, caught);
+    window.store(poll.window_ns(), Ordering::Relaxed);
+}
+
 pub fn kick(cpu: usize) {
     send(cpu, idt::EVENT_CHECK_VECTOR);
 }

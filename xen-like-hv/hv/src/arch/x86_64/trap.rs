@@ -49,6 +49,14 @@ extern "C" fn hv_trap(frame: &mut TrapFrame) {
         crate::domains::guest_entry(frame);
         return;
     }
+    if frame.vector >= 32 {
+        let n = &super::percpu::this().interrupts;
+        n.store(
+            n.load(core::sync::atomic::Ordering::Relaxed)
+                .wrapping_add(1),
+            core::sync::atomic::Ordering::Relaxed,
+        );
+    }
     match frame.vector {
         v if v < 32 => exception(frame),
         v if v == u64::from(TIMER_VECTOR) => {
