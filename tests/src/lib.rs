@@ -575,6 +575,15 @@ impl ControlHost {
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
     }
+
+    /// [`ControlHost::console_until`], but only the first line that shows `needle`.
+    pub fn console_line(&self, dom: &str, needle: &str, fail: Option<&str>, secs: u64) -> String {
+        let out = self.console_until(dom, needle, fail, secs);
+        out.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_string()
+    }
 }
 
 impl Drop for ControlHost {

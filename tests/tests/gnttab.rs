@@ -79,25 +79,7 @@ fn create(h: &ControlHost, cfg: &str) -> u16 {
 /// Waits until domain `dom`'s console (`dom0ctl console --no-follow`) has a line
 /// containing `needle` (90 s at most); returns that line.
 fn wait_console(h: &ControlHost, dom: &str, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let c = h.dom0ctl(&["console", dom, "--no-follow"]);
-        if let Some(l) = c.stdout.lines().find(|l| l.contains(needle)) {
-            return l.to_string();
-        }
-        assert!(
-            !c.stdout.contains("gnttab-peer: FAIL"),
-            "{dom} failed:\n{}",
-            c.stdout
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "{dom}'s console never showed {needle:?}:\n{}\n{}",
-            c.stdout,
-            c.stderr
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    h.console_line(dom, needle, Some("gnttab-peer: FAIL"), 90)
 }
 
 /// Waits until COM1 has a line containing `needle` (30 s at most).

@@ -357,25 +357,7 @@ fn domus_reach_the_host_through_the_uplink() {
 
 /// Waits for a line of `dom`'s console containing `needle` (240 s at most).
 fn wait_line(h: &ControlHost, dom: &str, needle: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let c = h.dom0ctl(&["console", dom, "--no-follow"]);
-        if let Some(l) = c.stdout.lines().find(|l| l.contains(needle)) {
-            return l.to_string();
-        }
-        assert!(
-            !c.stdout.contains("netup: FAIL"),
-            "{dom} failed:\n{}",
-            c.stdout
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "{dom} never printed {needle:?}:\n{}\n{}",
-            c.stdout,
-            h.serial()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    h.console_line(dom, needle, Some("netup: FAIL"), 240)
 }
 
 /// The runtime's socket API (`pv_runtime::net::Stack`) in `netup` domUs with

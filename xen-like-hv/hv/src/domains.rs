@@ -443,14 +443,14 @@ pub fn set_cpus(n: usize) {
     runq().lock().set_cpus(n);
 }
 
-/// Records the queue's current vCPU of every CPU in its `PerCpu::current` (after
-/// anything that may change them: `schedule`, `remove`), which every entry and exit
-/// reads without taking the queue's lock.
 /// A vCPU as one word, `slot << 16 | vcpu` (`PerCpu::current`, `tlb`'s lazy tables).
 fn vref_bits(v: VcpuRef) -> u32 {
     u32::from(v.slot) << 16 | u32::from(v.vcpu)
 }
 
+/// Records the queue's current vCPU of every CPU in its `PerCpu::current` (after
+/// anything that may change them: `schedule`, `remove`), which every entry and exit
+/// reads without taking the queue's lock.
 fn note_current(rq: &RunQueue) {
     for cpu in 0..rq.cpus() {
         let v = rq.current(cpu).map_or(u32::MAX, vref_bits);

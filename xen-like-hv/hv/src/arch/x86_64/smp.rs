@@ -278,8 +278,6 @@ pub fn release_aps() {
     }
 }
 
-/// Sends CPU `cpu` the event-check IPI: it looks for work at its next chance (a
-/// running guest is interrupted into the hypervisor; an idle CPU wakes).
 /// The most an idle CPU polls for a wake-up before it halts (`idle_poll=`).
 static IDLE_POLL_MAX_NS: AtomicU64 = AtomicU64::new(xlhv_core::sched::haltpoll::DEFAULT_MAX_NS);
 /// Each CPU's polling window (`xlhv_core::sched::haltpoll`).
@@ -326,6 +324,8 @@ pub fn idle_wait() {
     window.store(poll.window_ns(), Ordering::Relaxed);
 }
 
+/// Sends CPU `cpu` the event-check IPI: it looks for work at its next chance (a
+/// running guest is interrupted into the hypervisor; an idle CPU wakes).
 pub fn kick(cpu: usize) {
     send(cpu, idt::EVENT_CHECK_VECTOR);
 }
