@@ -26,23 +26,30 @@
 //! other CPUs leave it to that CPU until it schedules, as credit2's `tickled_cpu`
 //! does (a vCPU sent to preempt a busy CPU it does not prefer is not held back).
 //!
-//! Nothing here allocates or panics; there is no global "current": each CPU's is
+//! **Scale**: the queue holds every vCPU of every domain, mostly blocked ones, so
+//! the operations run per hypercall, interrupt or context switch look up a vCPU
+//! through an index (by domain slot, then vCPU) and scan only the runnable vCPUs:
+//! their cost does not grow with the blocked ones.
+//!
+//! Only [`RunQueue::add`] and [`RunQueue::reserve`] allocate, when a domain is
+//! created, and they fail ([`SchedError::Full`]) rather than abort when memory runs
+//! out. Nothing here panics; there is no global "current": each CPU's is
 //! [`RunQueue::current`] of its index.
 
+#[cfg(test)]
+mod scale_tests;
 #[cfg(test)]
 mod tests;
 
 pub mod haltpoll;
 
+use alloc::vec::Vec;
 use core::fmt;
 
 /// Xen credit's default weight.
 pub const DEFAULT_WEIGHT: u16 = 256;
 /// Default timeslice: 10 ms.
 pub const DEFAULT_TIMESLICE_NS: u64 = 10_000_000;
-/// vCPUs one queue can hold (every vCPU of every domain: 256 domains with four
-/// vCPUs each).
-pub const CAPACITY: usize = 1024;
 /// Physical CPUs one queue serves at most.
 pub const MAX_CPUS: usize = 8;
 
@@ -64,7 +71,7 @@ pub enum SchedError {
     Exists(VcpuRef),
     /// No such vCPU on the queue.
     Unknown(VcpuRef),
-    /// The queue is full.
+    /// Out of memory for the run queue.
     Full,
     /// An affinity with none of the queue's CPUs (Xen: -EINVAL).
     NoCpu,
@@ -76,7 +83,7 @@ impl fmt::Display for SchedError {
             SchedError::ZeroWeight => write!(f, "weight must be 1 to 65535"),
             SchedError::Exists(v) => write!(f, "vCPU {}.{} is already queued", v.slot, v.vcpu),
             SchedError::Unknown(v) => write!(f, "vCPU {}.{} is not queued", v.slot, v.vcpu),
-            SchedError::Full => write!(f, "run queue full ({CAPACITY} vCPUs)"),
+            SchedError::Full => write!(f, "out of memory for the run queue"),
             SchedError::NoCpu => write!(f, "the affinity names no CPU that runs guests"),
         }
     }
@@ -101,7 +108,8 @@ struct Entity {
     weight: u16,
     vruntime: u64,
     runtime_ns: u64,
-    runnable: bool,
+    /// Its place in [`RunQueue::run`] while runnable; [`NONE`] while not.
+    run_pos: u32,
     /// Tie-break: lower runs first (the order vCPUs became runnable or yielded).
     seq: u64,
     /// Woken and not yet run: wins ties (Xen's BOOST).
@@ -111,6 +119,16 @@ struct Entity {
     /// The CPUs it prefers (Xen's soft affinity), as set.
     soft: u64,
 }
+
+impl Entity {
+    /// Whether it may run.
+    fn runnable(&self) -> bool {
+        self.run_pos != NONE
+    }
+}
+
+/// No place: an absent vCPU in [`RunQueue::index`], a blocked one's `run_pos`.
+const NONE: u32 = u32::MAX;
 
 /// Every CPU: the affinity a vCPU starts with.
 pub const ALL_CPUS: u64 = u64::MAX;
@@ -128,7 +146,15 @@ struct Cpu {
 /// The run queue of the machine's CPUs and the vCPU each runs.
 #[derive(Debug)]
 pub struct RunQueue {
-    entities: heapless::Vec<Entity, CAPACITY>,
+    /// Every vCPU, in no order.
+    entities: Vec<Entity>,
+    /// `index[slot][vcpu]`: that vCPU's place in `entities`, or [`NONE`]. Grown in
+    /// `add` only.
+    index: Vec<Vec<u32>>,
+    /// The places in `entities` of the runnable vCPUs, in no order: what the hot
+    /// paths scan. Its capacity is kept at least `entities.len()`, so making a vCPU
+    /// runnable never allocates.
+    run: Vec<u32>,
     cpus: [Cpu; MAX_CPUS],
     nr_cpus: usize,
     timeslice: u64,
@@ -163,7 +189,9 @@ impl RunQueue {
     /// An empty queue for one CPU, idle.
     pub const fn new() -> Self {
         RunQueue {
-            entities: heapless::Vec::new(),
+            entities: Vec::new(),
+            index: Vec::new(),
+            run: Vec::new(),
             cpus: [Cpu {
                 current: None,
                 picked_at: 0,
@@ -189,7 +217,97 @@ impl RunQueue {
     }
 
     fn find(&self, v: VcpuRef) -> Option<usize> {
-        self.entities.iter().position(|e| e.v == v)
+        let i = *self
+            .index
+            .get(usize::from(v.slot))?
+            .get(usize::from(v.vcpu))?;
+        (i != NONE).then_some(i as usize)
+    }
+
+    /// Points the index entry of `v` (which exists) at `i`.
+    fn set_index(&mut self, v: VcpuRef, i: u32) {
+        if let Some(p) = self
+            .index
+            .get_mut(usize::from(v.slot))
+            .and_then(|s| s.get_mut(usize::from(v.vcpu)))
+        {
+            *p = i;
+        }
+    }
+
+    /// The runnable vCPUs.
+    fn runnables(&self) -> impl Iterator<Item = &Entity> + '_ {
+        self.run
+            .iter()
+            .filter_map(|&i| self.entities.get(i as usize))
+    }
+
+    /// Puts entity `i` in the runnable set (if not there yet). Never allocates:
+    /// `add` reserved the room.
+    fn make_runnable(&mut self, i: usize) {
+        let (Ok(at), Ok(idx)) = (u32::try_from(self.run.len()), u32::try_from(i)) else {
+            return;
+        };
+        let Some(e) = self.entities.get_mut(i) else {
+            return;
+        };
+        if e.run_pos == NONE {
+            e.run_pos = at;
+            self.run.push(idx);
+        }
+    }
+
+    /// Takes entity `i` out of the runnable set (if there).
+    fn make_unrunnable(&mut self, i: usize) {
+        let Some(e) = self.entities.get_mut(i) else {
+            return;
+        };
+        let at = core::mem::replace(&mut e.run_pos, NONE);
+        let pos = at as usize;
+        if pos >= self.run.len() {
+            return;
+        }
+        self.run.swap_remove(pos);
+        if let Some(&moved) = self.run.get(pos)
+            && let Some(m) = self.entities.get_mut(moved as usize)
+        {
+            m.run_pos = at;
+        }
+    }
+
+    /// Makes room for `n` more vCPUs, so that as many [`add`](Self::add)s allocate
+    /// nothing but the index entries of new domain slots and vCPU numbers. `Full` if
+    /// memory runs out.
+    pub fn reserve(&mut self, n: usize) -> Result<(), SchedError> {
+        let want = self
+            .entities
+            .len()
+            .checked_add(n)
+            .filter(|&w| w < NONE as usize)
+            .ok_or(SchedError::Full)?;
+        self.entities.try_reserve(n).map_err(|_| SchedError::Full)?;
+        self.run
+            .try_reserve(want.saturating_sub(self.run.len()))
+            .map_err(|_| SchedError::Full)
+    }
+
+    /// Makes room for one more vCPU, `v`: in `entities`, `run` and the index.
+    fn grow_for(&mut self, v: VcpuRef) -> Result<(), SchedError> {
+        self.reserve(1)?;
+        let (s, k) = (usize::from(v.slot), usize::from(v.vcpu));
+        if self.index.len() <= s {
+            self.index
+                .try_reserve(s + 1 - self.index.len())
+                .map_err(|_| SchedError::Full)?;
+            self.index.resize_with(s + 1, Vec::new);
+        }
+        let slot = self.index.get_mut(s).ok_or(SchedError::Full)?;
+        if slot.len() <= k {
+            slot.try_reserve(k + 1 - slot.len())
+                .map_err(|_| SchedError::Full)?;
+            slot.resize(k + 1, NONE);
+        }
+        Ok(())
     }
 
     fn entity(&self, v: VcpuRef) -> Option<&Entity> {
@@ -206,7 +324,8 @@ impl RunQueue {
         self.timeslice = ns.max(100_000);
     }
 
-    /// Adds vCPU `v` with `weight`, not runnable.
+    /// Adds vCPU `v` with `weight`, not runnable. The one place the queue grows:
+    /// `Full` (and nothing changed) if memory runs out.
     pub fn add(&mut self, v: VcpuRef, weight: u16, _now: u64) -> Result<(), SchedError> {
         if weight == 0 {
             return Err(SchedError::ZeroWeight);
@@ -214,31 +333,45 @@ impl RunQueue {
         if self.find(v).is_some() {
             return Err(SchedError::Exists(v));
         }
+        self.grow_for(v)?;
+        let i = u32::try_from(self.entities.len()).map_err(|_| SchedError::Full)?;
         let vruntime = self.floor_base();
         let seq = self.next_seq();
-        self.entities
-            .push(Entity {
-                v,
-                weight,
-                vruntime,
-                runtime_ns: 0,
-                runnable: false,
-                seq,
-                boost: false,
-                affinity: ALL_CPUS,
-                soft: ALL_CPUS,
-            })
-            .map_err(|_| SchedError::Full)
+        // Within the room `grow_for` reserved: no allocation.
+        self.entities.push(Entity {
+            v,
+            weight,
+            vruntime,
+            runtime_ns: 0,
+            run_pos: NONE,
+            seq,
+            boost: false,
+            affinity: ALL_CPUS,
+            soft: ALL_CPUS,
+        });
+        self.set_index(v, i);
+        Ok(())
     }
 
     /// Removes `v` (its domain is gone). Returns the CPU it was current on, where
     /// nothing is current now.
     pub fn remove(&mut self, v: VcpuRef) -> Option<usize> {
         self.floor_base();
-        if let Some(i) = self.find(v) {
+        if let Some(i) = self.find(v).filter(|&i| i < self.entities.len())
+            && let Ok(at) = u32::try_from(i)
+        {
+            self.make_unrunnable(i);
+            self.set_index(v, NONE);
             let e = self.entities.swap_remove(i);
             if e.soft != ALL_CPUS {
-                self.soft_maps -= 1;
+                self.soft_maps = self.soft_maps.saturating_sub(1);
+            }
+            // The last entity moved to `i`.
+            if let Some(&Entity { v: m, run_pos, .. }) = self.entities.get(i) {
+                self.set_index(m, at);
+                if let Some(p) = self.run.get_mut(run_pos as usize) {
+                    *p = at;
+                }
             }
         }
         self.untickle(v);
@@ -264,7 +397,7 @@ impl RunQueue {
 
     /// Whether `v` may run.
     pub fn is_runnable(&self, v: VcpuRef) -> bool {
-        self.entity(v).is_some_and(|e| e.runnable)
+        self.entity(v).is_some_and(Entity::runnable)
     }
 
     /// CPU time charged to `v` so far (ns).
@@ -422,11 +555,7 @@ impl RunQueue {
 
     /// The smallest virtual runtime among runnable vCPUs.
     fn min_vruntime(&self) -> Option<u64> {
-        self.entities
-            .iter()
-            .filter(|e| e.runnable)
-            .map(|e| e.vruntime)
-            .min()
+        self.runnables().map(|e| e.vruntime).min()
     }
 
     /// The monotonic minimum (`min_vr`), brought up to the runnable vCPUs' least
@@ -440,9 +569,8 @@ impl RunQueue {
 
     /// Whether a runnable vCPU other than `but` is current on no CPU.
     fn someone_waits(&self, but: Option<VcpuRef>) -> bool {
-        self.entities
-            .iter()
-            .any(|e| e.runnable && Some(e.v) != but && self.running_on(e.v).is_none())
+        self.runnables()
+            .any(|e| Some(e.v) != but && self.running_on(e.v).is_none())
     }
 
     /// Makes `v` runnable; `here` is the CPU asking. Returns the CPU that should
@@ -453,7 +581,7 @@ impl RunQueue {
     /// somewhere, or others wait before it (a slice end is armed for them).
     pub fn wake(&mut self, v: VcpuRef, now: u64, here: usize) -> Option<usize> {
         let i = self.find(v)?;
-        if self.entities.get(i).is_none_or(|e| e.runnable) {
+        if self.entities.get(i).is_none_or(Entity::runnable) {
             return None;
         }
         for c in 0..self.nr_cpus {
@@ -464,12 +592,12 @@ impl RunQueue {
         let seq = self.next_seq();
         let e = self.entities.get_mut(i)?;
         e.vruntime = e.vruntime.max(floor);
-        e.runnable = true;
         e.seq = seq;
         e.boost = true;
         let mine = e.vruntime;
         let affinity = e.affinity;
         let me = *e;
+        self.make_runnable(i);
         if self.running_on(v).is_some() {
             return None;
         }
@@ -513,7 +641,7 @@ impl RunQueue {
         let ahead = |c: usize| {
             self.current(c)
                 .and_then(|cur| self.entity(cur))
-                .filter(|e| e.runnable)
+                .filter(|e| e.runnable())
                 .map_or(u64::MAX, |e| e.vruntime)
         };
         // Among CPUs whose vCPU it may preempt, credit2's `tickle_score` classes
@@ -552,8 +680,8 @@ impl RunQueue {
         // Runnable vCPUs' virtual runtimes only grow: the minimum can only be lost
         // when one leaves the runnable set, so it is sampled here (and on `remove`).
         self.floor_base();
-        if let Some(e) = self.find(v).and_then(|i| self.entities.get_mut(i)) {
-            e.runnable = false;
+        if let Some(i) = self.find(v) {
+            self.make_unrunnable(i);
         }
         self.untickle(v);
     }
@@ -564,9 +692,8 @@ impl RunQueue {
             self.charge(c, now);
         }
         let others_max = self
-            .entities
-            .iter()
-            .filter(|e| e.runnable && e.v != v)
+            .runnables()
+            .filter(|e| e.v != v)
             .map(|e| e.vruntime)
             .max();
         let seq = self.next_seq();
@@ -606,9 +733,8 @@ impl RunQueue {
             self.pick(cpu, kick.and(self.current(cpu)), held, soft)
         } else {
             // Nobody held for another CPU, nobody with a preference.
-            self.entities
-                .iter()
-                .filter(|e| e.runnable && Self::allowed(e, cpu))
+            self.runnables()
+                .filter(|e| Self::allowed(e, cpu))
                 .filter(|e| self.running_on(e.v).is_none_or(|c| c == cpu))
                 .min_by_key(|e| (e.vruntime, !e.boost, e.seq))
                 .map(|e| e.v)
@@ -617,12 +743,9 @@ impl RunQueue {
             c.current = next;
             c.picked_at = now;
         }
-        let others_wait = self.entities.iter().any(|e| {
-            e.runnable
-                && Some(e.v) != next
-                && Self::allowed(e, cpu)
-                && self.running_on(e.v).is_none()
-        });
+        let others_wait = self
+            .runnables()
+            .any(|e| Some(e.v) != next && Self::allowed(e, cpu) && self.running_on(e.v).is_none());
         // A vCPU outside its soft affinity gets a slice end: its next schedule
         // moves it if a CPU it prefers idles by then.
         let astray = soft
@@ -648,9 +771,8 @@ impl RunQueue {
         soft: bool,
     ) -> Option<VcpuRef> {
         let candidates = || {
-            self.entities
-                .iter()
-                .filter(move |e| e.runnable && Self::allowed(e, cpu) && Some(e.v) != leaving)
+            self.runnables()
+                .filter(move |e| Self::allowed(e, cpu) && Some(e.v) != leaving)
                 .filter(move |e| self.running_on(e.v).is_none_or(|c| c == cpu))
                 .filter(move |e| !held || !self.cpus.iter().any(|c| c.tickled_for == Some(e.v)))
         };
@@ -677,7 +799,7 @@ impl RunQueue {
     fn soft_move(&mut self, cpu: usize) -> Option<usize> {
         let i = self.current(cpu).and_then(|v| self.find(v))?;
         let e = self.entities.get(i)?;
-        if !e.runnable || self.prefers(e, cpu) {
+        if !e.runnable() || self.prefers(e, cpu) {
             return None;
         }
         let soft = self.preferred(e)?;
@@ -690,7 +812,7 @@ impl RunQueue {
                     .current(c)
                     .and_then(|o| self.entity(o))
                     .is_some_and(|o| {
-                        o.runnable
+                        o.runnable()
                             && self.preferred(o).is_some()
                             && !self.prefers(o, c)
                             && self.prefers(o, cpu)

@@ -21,10 +21,14 @@ fn add_refuses_zero_weight_duplicates_and_overflow() {
     assert_eq!(q.add(v(0), 0, 0), Err(SchedError::ZeroWeight));
     assert_eq!(q.add(v(0), 256, 0), Ok(()));
     assert_eq!(q.add(v(0), 256, 0), Err(SchedError::Exists(v(0))));
-    for s in 1..CAPACITY as u16 {
+    // No fixed capacity: the old limit of 1024 is passed.
+    for s in 1..=1024 {
         assert_eq!(q.add(v(s), 1, 0), Ok(()));
     }
-    assert_eq!(q.add(v(CAPACITY as u16), 1, 0), Err(SchedError::Full));
+    // Room that cannot be had is refused, not aborted on.
+    assert_eq!(q.reserve(usize::MAX), Err(SchedError::Full));
+    assert_eq!(q.reserve(u32::MAX as usize), Err(SchedError::Full));
+    assert_eq!(q.reserve(4096), Ok(()));
     assert!(!q.is_runnable(v(0)), "added vCPUs start not runnable");
 }
 
