@@ -4,6 +4,8 @@
 
 use crate::arch::x86_64::guest::{self, HwPlatform};
 use crate::arch::x86_64::{cpu, trap};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use hypercall_abi::Errno;
 use hypercall_abi::types::DomId;
 use hypercall_abi::vcpu::{RUNSTATE_BLOCKED, RUNSTATE_RUNNABLE, RUNSTATE_RUNNING};
@@ -16,12 +18,17 @@ use xlhv_core::regs::{Regs, SYSCALL_VECTOR};
 use xlhv_core::sched::{RunQueue, VcpuRef};
 use xlhv_core::traps::{CrashReason, GuestCtx, Outcome, Siblings};
 
-/// Most domains at once.
-pub const MAX_DOMAINS: usize = 256;
+/// Slots made at boot: one chunk (the table grows a chunk at a time).
+const BOOT_SLOTS: usize = crate::registry::CHUNK;
 
-/// Every domain, by slot.
+/// The most domains at once (`max_domains=`), at most `registry::LIMIT`.
+static MAX_SLOTS: AtomicUsize = AtomicUsize::new(crate::registry::LIMIT);
+
+/// Every domain, by slot. The table has as many slots as were made
+/// (`registry::made`, capped by `max_domains=`); it grows when a domain takes the
+/// last free one ([`Domains::grow`]), never on an entry's hot path.
 pub struct Domains {
-    slots: [Option<PvDomain>; MAX_DOMAINS],
+    slots: Vec<Option<PvDomain>>,
 }
 
 impl core::fmt::Debug for Domains {
@@ -62,18 +69,124 @@ impl Domains {
         })
     }
 
-    /// Adds a domain; returns its slot.
-    pub fn insert(&mut self, d: PvDomain) -> Option<usize> {
-        let (i, slot) = self
-            .slots
-            .iter_mut()
-            .enumerate()
-            .find(|(_, s)| s.is_none())?;
-        crate::registry::fill(i, d.dom.id, d.dom.shared_info, d.dom.privileged);
-        *slot = Some(d);
-        Some(i)
+    /// A free slot, made if there is none (`None`: `max_domains=` reached or no
+    /// memory).
+    fn free_slot(&mut self) -> Option<usize> {
+        match self.slots.iter().position(Option::is_none) {
+            Some(i) => Some(i),
+            None => {
+                self.grow();
+                self.slots.iter().position(Option::is_none)
+            }
+        }
+    }
+
+    /// Puts `d` into free slot `slot` (from [`Domains::free_slot`]).
+    fn put(&mut self, slot: usize, d: PvDomain) -> Option<usize> {
+        let cell = self.slots.get_mut(slot).filter(|c| c.is_none())?;
+        crate::registry::fill(slot, d.dom.id, d.dom.shared_info, d.dom.privileged);
+        *cell = Some(d);
+        if !self.slots.iter().any(Option::is_none) {
+            want_growth();
+        }
+        Some(slot)
+    }
+
+    /// Makes another chunk of slots (`registry::CHUNK`, fewer at `max_domains=`):
+    /// their records, event-channel tables, table entries and room in the pending
+    /// lists. Runs when a domain takes the last free slot, at the end of that entry
+    /// (or at once at boot). False if nothing was made: the limit, or no memory
+    /// (logged; the next creation finds no slot and fails with -ENOMEM).
+    pub fn grow(&mut self) -> bool {
+        let max = MAX_SLOTS.load(Ordering::Relaxed);
+        let have = self.slots.len();
+        if have >= max {
+            return false;
+        }
+        let made = match crate::registry::made() {
+            m if m > have => Ok(m),
+            _ => crate::registry::grow(),
+        };
+        let want = made.map(|m| m.min(max));
+        let grown = want.and_then(|n| {
+            crate::events::grow(n)?;
+            crate::gnttab::reserve(n + crate::gnttab::DYING_ROOM);
+            runq()
+                .lock()
+                .reserve_slots(n)
+                .map_err(|_| crate::registry::NoMemory)?;
+            for list in [&PENDING_DESTROY, &PENDING_TEARDOWN, &PENDING_RETRY] {
+                let mut l = list.lock();
+                let more = n.saturating_sub(l.len());
+                l.try_reserve_exact(more)
+                    .map_err(|_| crate::registry::NoMemory)?;
+            }
+            self.slots
+                .try_reserve_exact(n.saturating_sub(have))
+                .map_err(|_| crate::registry::NoMemory)?;
+            self.slots.resize_with(n.max(have), || None);
+            Ok(n)
+        });
+        match grown {
+            Ok(n) if n > have => {
+                log::info!(
+                    "domains: {n} slots; the table holds {} frames",
+                    self.slot_frames()
+                );
+                true
+            }
+            Ok(_) => false,
+            Err(_) => {
+                log::warn!(
+                    "domains: no memory for more than {have} domain slots; creating more domains fails"
+                );
+                false
+            }
+        }
+    }
+
+    /// Frames the table and its companions (`registry`, `events`, `gnttab`, the run
+    /// queue, the pending lists) hold on the heap: kept for reuse, never given back.
+    fn slot_frames(&self) -> u64 {
+        let pending: u64 = [&PENDING_DESTROY, &PENDING_TEARDOWN, &PENDING_RETRY]
+            .iter()
+            .map(|l| crate::mm::heap_frames(l.lock().capacity() * core::mem::size_of::<usize>()))
+            .sum();
+        let runq: u64 = runq()
+            .lock()
+            .allocations()
+            .iter()
+            .map(|&b| crate::mm::heap_frames(b))
+            .sum();
+        crate::mm::heap_frames(self.slots.capacity() * core::mem::size_of::<Option<PvDomain>>())
+            + runq
+            + crate::registry::frames()
+            + crate::events::table_frames()
+            + crate::gnttab::slot_frames()
+            + pending
     }
 }
+
+/// Sets the most domains at once (`max_domains=`; before any domain is built) and
+/// makes the first slots.
+pub fn init_slots(max_domains: u32) {
+    let max = usize::try_from(max_domains)
+        .unwrap_or(usize::MAX)
+        .clamp(1, crate::registry::LIMIT);
+    MAX_SLOTS.store(max, Ordering::Relaxed);
+    let mut doms = lock_domains();
+    log::info!("domains: at most {max} at once");
+    while doms.slots.len() < BOOT_SLOTS.min(max) && doms.grow() {}
+}
+
+/// Asks for [`Domains::grow`] at the end of this entry.
+fn want_growth() {
+    GROW.store(true, Ordering::Relaxed);
+    PENDING_WORK.store(true, Ordering::Relaxed);
+}
+
+/// The last free slot was taken: grow at the end of the entry.
+static GROW: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Every domain but the current one (see [`Domains::split`]).
 #[derive(Debug)]
@@ -135,23 +248,33 @@ impl Others<'_> {
         true
     }
 
-    /// Puts `pv` into a free slot; returns the slot.
-    fn insert(&mut self, pv: PvDomain) -> Option<usize> {
+    /// A free slot among these (the table grows at the end of the entry that takes
+    /// the last one, so there is one unless `max_domains=` or memory ran out).
+    fn free_slot(&self) -> Option<usize> {
         let skip = self.left.len() + 1;
-        let free = self.left.iter().position(Option::is_none).or_else(|| {
+        self.left.iter().position(Option::is_none).or_else(|| {
             self.right
                 .iter()
                 .position(Option::is_none)
                 .map(|i| i + skip)
-        })?;
-        let cell = if free < self.left.len() {
-            self.left.get_mut(free)
+        })
+    }
+
+    /// Puts `pv` into free slot `slot` (from [`Others::free_slot`]).
+    fn put(&mut self, slot: usize, pv: PvDomain) -> Option<usize> {
+        let skip = self.left.len() + 1;
+        let cell = if slot < self.left.len() {
+            self.left.get_mut(slot)
         } else {
-            self.right.get_mut(free - skip)
-        }?;
-        crate::registry::fill(free, pv.dom.id, pv.dom.shared_info, pv.dom.privileged);
+            self.right.get_mut(slot.checked_sub(skip)?)
+        }
+        .filter(|c| c.is_none())?;
+        crate::registry::fill(slot, pv.dom.id, pv.dom.shared_info, pv.dom.privileged);
         *cell = Some(pv);
-        Some(free)
+        if self.free_slot().is_none() {
+            want_growth();
+        }
+        Some(slot)
     }
 
     /// `XEN_DOMCTL_createdomain`: an empty domain, paused by the controller, with a
@@ -182,7 +305,41 @@ impl Others<'_> {
             spec.max_vcpus,
         )
         .ok_or(Errno::ENOMEM)?;
-        let shared_info = crate::mm::alloc_frame().ok_or(Errno::ENOMEM)?;
+        // A slot and its event channels next: the lock is held, so the slot stays
+        // free until the domain goes in.
+        let Some(slot) = self.free_slot() else {
+            log::warn!(
+                "d{}: no free domain slot (max_domains={}, or no memory for more)",
+                id.0,
+                MAX_SLOTS.load(Ordering::Relaxed)
+            );
+            return Err(Errno::ENOMEM);
+        };
+        let weight = pv.dom.weight;
+        let now = crate::time::now_ns();
+        let nr_vcpus = usize::try_from(spec.max_vcpus).unwrap_or(0);
+        // Undoes the slot's event channels and run-queue entries.
+        let release = |slot: usize| {
+            crate::events::release(slot);
+            let mut rq = runq().lock();
+            for i in 0..nr_vcpus {
+                rq.remove(vref(slot, i));
+            }
+        };
+        let queued =
+            crate::events::init_domain_with(slot, id, spec.max_evtchn_port, spec.max_vcpus).is_ok()
+                && {
+                    let mut rq = runq().lock();
+                    (0..nr_vcpus).all(|i| rq.add(vref(slot, i), weight, now).is_ok())
+                };
+        if !queued {
+            release(slot);
+            return Err(Errno::ENOMEM);
+        }
+        let Some(shared_info) = crate::mm::alloc_frame() else {
+            release(slot);
+            return Err(Errno::ENOMEM);
+        };
         crate::dom0::init_shared_info(shared_info);
         pv.dom.shared_info = shared_info;
         // The domain may map its shared_info but never type it; teardown returns it.
@@ -195,6 +352,7 @@ impl Others<'_> {
         });
         if owned.is_err() {
             let _ = crate::mm::free_order(shared_info, 0);
+            release(slot);
             return Err(Errno::ENOMEM);
         }
         if let Err(e) = crate::gnttab::create(id, false, spec.gnttab) {
@@ -203,29 +361,18 @@ impl Others<'_> {
                 let _ = m.ft.release(shared_info);
             });
             let _ = crate::mm::free_order(shared_info, 0);
+            release(slot);
             return Err(e);
         }
         pv.dom.pause_count = 1;
         pv.dom.toolstack = true;
         pv.dom.handle = spec.handle;
-        let now = crate::time::now_ns();
         for v in pv.vcpus.iter_mut() {
             v.online = false;
             v.timers = xlhv_core::vcpu::Timers::start_of_day(now);
         }
-        let weight = pv.dom.weight;
-        let Some(slot) = self.insert(pv) else {
-            let _ = crate::mm::free_order(shared_info, 0);
-            return Err(Errno::ENOMEM);
-        };
-        crate::events::init_domain_with(slot, id, spec.max_evtchn_port, spec.max_vcpus);
-        let mut rq = runq().lock();
-        for i in 0..usize::try_from(spec.max_vcpus).unwrap_or(0) {
-            if rq.add(vref(slot, i), weight, now).is_err() {
-                log::error!("domain {}: run queue full", id.0);
-            }
-        }
-        drop(rq);
+        // The slot was free and the lock is held: this cannot fail.
+        let _ = self.put(slot, pv);
         log::info!(
             "d{} created by the control domain (slot {slot}), paused",
             id.0
@@ -295,11 +442,7 @@ impl Others<'_> {
         if switch_out_elsewhere(slot, pv.vcpus.len()) {
             return Ok(Progress::Again);
         }
-        let mut q = PENDING_TEARDOWN.lock();
-        if !q.contains(&slot) {
-            let _ = q.push(slot);
-        }
-        PENDING_WORK.store(true, core::sync::atomic::Ordering::Relaxed);
+        push_pending(&PENDING_TEARDOWN, slot);
         Ok(Progress::Done)
     }
 
@@ -373,9 +516,7 @@ impl Others<'_> {
     }
 }
 
-static DOMAINS: Mutex<Domains> = Mutex::new(Domains {
-    slots: [const { None }; MAX_DOMAINS],
-});
+static DOMAINS: Mutex<Domains> = Mutex::new(Domains { slots: Vec::new() });
 
 /// Takes the domain lock. While it waits (interrupts are off) it does any TLB flush
 /// another CPU asked of it: that CPU may hold the lock and wait for the flush
@@ -403,24 +544,27 @@ fn lock_domains_contended() -> spin::MutexGuard<'static, Domains> {
 
 /// Slots of domains shut down from outside (remote shutdown): destroyed at the next
 /// scheduling point, when no handler holds them.
-static PENDING_DESTROY: Mutex<heapless::Vec<usize, MAX_DOMAINS>> = Mutex::new(heapless::Vec::new());
+static PENDING_DESTROY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 /// Slots the control domain destroyed (`XEN_DOMCTL_destroydomain`): torn down at the
 /// end of its hypercall, before it runs again.
-static PENDING_TEARDOWN: Mutex<heapless::Vec<usize, MAX_DOMAINS>> =
-    Mutex::new(heapless::Vec::new());
+static PENDING_TEARDOWN: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 /// Slots whose teardown waits for another CPU to switch away from them: tried again
 /// at the end of every entry until it goes through.
-static PENDING_RETRY: Mutex<heapless::Vec<usize, MAX_DOMAINS>> = Mutex::new(heapless::Vec::new());
+static PENDING_RETRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 /// Something waits on [`PENDING_DESTROY`], [`PENDING_TEARDOWN`] or
 /// [`PENDING_RETRY`]: one flag test per entry instead of three locks.
 static PENDING_WORK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-/// Queues `slot` on `list` and flags the work for the end of the entry.
-fn push_pending(list: &Mutex<heapless::Vec<usize, MAX_DOMAINS>>, slot: usize) {
-    let _ = list.lock().push(slot);
+/// Queues `slot` on `list` (once) and flags the work for the end of the entry. Never
+/// allocates: [`Domains::grow`] gave each list room for every slot.
+fn push_pending(list: &Mutex<Vec<usize>>, slot: usize) {
+    let mut l = list.lock();
+    if !l.contains(&slot) && l.len() < l.capacity() {
+        l.push(slot);
+    }
     PENDING_WORK.store(true, core::sync::atomic::Ordering::Relaxed);
 }
 
@@ -619,8 +763,15 @@ pub fn add(mut d: PvDomain) -> Option<usize> {
         log::error!("domain {}: no grant table ({e:?})", id.0);
         return None;
     }
-    let slot = lock_domains().insert(d)?;
-    crate::events::init_domain(slot, id, privileged, nr_vcpus);
+    let mut doms = lock_domains();
+    let slot = doms.free_slot()?;
+    if crate::events::init_domain(slot, id, privileged, nr_vcpus).is_err() {
+        log::error!("domain {}: no memory for its event channels", id.0);
+        crate::events::release(slot);
+        return None;
+    }
+    doms.put(slot, d)?;
+    drop(doms);
     let mut rq = runq().lock();
     for v in 0..nr_vcpus {
         let r = VcpuRef {
@@ -628,7 +779,7 @@ pub fn add(mut d: PvDomain) -> Option<usize> {
             vcpu: u16::try_from(v).ok()?,
         };
         if rq.add(r, weight, now).is_err() {
-            log::error!("domain {}: run queue full", id.0);
+            log::error!("domain {}: no memory for its vCPUs on the run queue", id.0);
         }
     }
     Some(slot)
@@ -870,12 +1021,19 @@ pub fn guest_entry(frame: &mut Regs) {
                 resched = true;
             }
         }
-        let retry = core::mem::take(&mut *PENDING_RETRY.lock());
-        for slot in retry {
+        // Those queued now; a teardown that must wait again queues itself anew.
+        let retries = PENDING_RETRY.lock().len();
+        for _ in 0..retries {
+            let Some(slot) = take_first(&PENDING_RETRY) else {
+                break;
+            };
             if doms.get_mut(slot).is_some() {
                 teardown_domain(&mut doms, slot);
                 resched = true;
             }
+        }
+        if GROW.swap(false, Ordering::Relaxed) {
+            doms.grow();
         }
         while let Some(slot) = pop_pending(&PENDING_DESTROY) {
             let reason = doms
@@ -906,8 +1064,14 @@ pub fn guest_entry(frame: &mut Regs) {
 }
 
 /// The next slot waiting on `list` for the end of the entry (one at a time).
-fn pop_pending(list: &Mutex<heapless::Vec<usize, MAX_DOMAINS>>) -> Option<usize> {
+fn pop_pending(list: &Mutex<Vec<usize>>) -> Option<usize> {
     list.lock().pop()
+}
+
+/// The oldest slot waiting on `list`.
+fn take_first(list: &Mutex<Vec<usize>>) -> Option<usize> {
+    let mut l = list.lock();
+    (!l.is_empty()).then(|| l.remove(0))
 }
 
 /// The platform the portable handlers run against for the domain in `slot`.
@@ -1439,7 +1603,6 @@ fn raise_virq_in(pv: &mut PvDomain, slot: usize, virq: u32, vcpu: u32) {
 /// a timed-out poll wakes its vCPU, an expired watchdog shuts its domain down.
 fn fire_timers(doms: &mut Domains, now: u64) {
     use xlhv_core::vcpu::Wait;
-    let mut watchdog = heapless::Vec::<usize, MAX_DOMAINS>::new();
     for slot in crate::registry::filled() {
         let Some(pv) = doms.get_mut(slot) else {
             continue;
@@ -1448,7 +1611,8 @@ fn fire_timers(doms: &mut Domains, now: u64) {
             continue;
         }
         if pv.dom.watchdogs.iter().flatten().any(|&t| t <= now) {
-            let _ = watchdog.push(slot);
+            log::warn!("domain in slot {slot}: watchdog expired");
+            destroy(doms, slot, ShutdownReason::Watchdog, None);
             continue;
         }
         for i in 0..pv.vcpus.len() {
@@ -1470,10 +1634,6 @@ fn fire_timers(doms: &mut Domains, now: u64) {
                 raise_virq_in(pv, slot, hypercall_abi::evtchn::Virq::Timer as u32, vcpu);
             }
         }
-    }
-    for slot in watchdog {
-        log::warn!("domain in slot {slot}: watchdog expired");
-        destroy(doms, slot, ShutdownReason::Watchdog, None);
     }
 }
 
@@ -1547,9 +1707,15 @@ impl ArmedSlot {
 /// Free frames just before dom0 was built: what a complete teardown of dom0 returns
 /// the machine to.
 static FREE_BEFORE_DOM0: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// Frames the domain table and its companions held then (`Domains::slot_frames`): what
+/// they grow by afterwards stays taken after every domain is gone.
+static SLOT_FRAMES_BEFORE_DOM0: core::sync::atomic::AtomicU64 =
+    core::sync::atomic::AtomicU64::new(0);
 
 /// Records the free-frame count before building dom0.
 pub fn note_free_before_dom0() {
+    let slots = lock_domains().slot_frames();
+    SLOT_FRAMES_BEFORE_DOM0.store(slots, core::sync::atomic::Ordering::Relaxed);
     FREE_BEFORE_DOM0.store(
         crate::mm::free_frames(),
         core::sync::atomic::Ordering::Relaxed,
@@ -1708,7 +1874,7 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
     if doms.get_mut(slot).is_some_and(|pv| pv.dom.privileged) {
         // The machine stops with dom0: tear the other domains down first, so that
         // the leak check below counts every frame.
-        for other in (0..MAX_DOMAINS).filter(|&o| o != slot) {
+        for other in (0..doms.slots.len()).filter(|&o| o != slot) {
             if let Some(o) = doms.get_mut(other) {
                 // No toolstack is left to own it: it goes now.
                 o.dom.toolstack = false;
@@ -1734,6 +1900,7 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
         crate::registry::clear(slot, id);
         *s = None;
     }
+    crate::events::release(slot);
     let free = crate::mm::free_frames();
     log::info!(
         "domain {} destroyed: {returned} frames returned, {busy} still referenced; {free} frames free",
@@ -1759,13 +1926,18 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
     }
     if privileged {
         let before = FREE_BEFORE_DOM0.load(core::sync::atomic::Ordering::Relaxed);
-        if free == before {
+        let grown = doms
+            .slot_frames()
+            .saturating_sub(SLOT_FRAMES_BEFORE_DOM0.load(core::sync::atomic::Ordering::Relaxed));
+        if free + grown == before {
             log::info!(
-                "memory: all of dom0's frames are back ({free} free, as before it was built)"
+                "memory: all of dom0's frames are back ({free} free, as before it was built, \
+                 with {grown} kept by the domain table's growth)"
             );
         } else {
             log::error!(
-                "memory: {free} frames free after dom0, {before} before it was built: frames leaked"
+                "memory: {free} frames free after dom0 ({grown} kept by the domain table's \
+                 growth), {before} before it was built: frames leaked"
             );
         }
         let code = match reason {

@@ -3,7 +3,7 @@
 //! [`evtchn::Domains`](xlhv_core::evtchn::Domains) view the portable code runs on.
 
 use crate::arch::x86_64::layout::DIRECTMAP_BASE;
-use crate::domains::MAX_DOMAINS;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use hypercall_abi::evtchn::port_word_bit;
 use hypercall_abi::types::{DomId, EvtchnPort, VcpuId};
@@ -15,40 +15,75 @@ use xlhv_core::evtchn::{
 };
 use xlhv_core::mm::Mfn;
 
-/// Port tables, by domain slot (about 36 KiB each, so they live here rather than in
-/// the domain records that are moved around while a domain is built).
-pub static TABLES: Mutex<[EvtchnTable; MAX_DOMAINS]> =
-    Mutex::new([const { EvtchnTable::unused() }; MAX_DOMAINS]);
+/// Port tables, by domain slot: one per slot made (`registry`); a table's ports are
+/// on the heap while its domain lives.
+pub static TABLES: Mutex<Vec<EvtchnTable>> = Mutex::new(Vec::new());
+
+/// Grows [`TABLES`] to `slots` tables (unused ones, no ports yet), when the domain
+/// table grows.
+pub fn grow(slots: usize) -> Result<(), crate::registry::NoMemory> {
+    let mut t = TABLES.lock();
+    let more = slots.saturating_sub(t.len());
+    t.try_reserve_exact(more)
+        .map_err(|_| crate::registry::NoMemory)?;
+    let n = slots.max(t.len());
+    t.resize_with(n, EvtchnTable::unused);
+    Ok(())
+}
+
+/// Frames the tables themselves take on the heap (not their ports: those go with
+/// their domains).
+pub fn table_frames() -> u64 {
+    let cap = TABLES.lock().capacity();
+    crate::mm::heap_frames(cap * core::mem::size_of::<EvtchnTable>())
+}
+
+/// Gives back the port storage of the table of `slot`, whose domain is gone.
+pub fn release(slot: usize) {
+    if let Some(t) = TABLES.lock().get_mut(slot) {
+        *t = EvtchnTable::unused();
+    }
+}
 
 /// Resets the table of `slot` for a new domain `id` with `nr_vcpus` vCPUs: dom0 has no
-/// port limit, a domU the 1023 libxl gives by default.
-pub fn init_domain(slot: usize, id: DomId, privileged: bool, nr_vcpus: u32) {
+/// port limit, a domU the 1023 libxl gives by default. Fails if the heap cannot hold
+/// its ports.
+pub fn init_domain(
+    slot: usize,
+    id: DomId,
+    privileged: bool,
+    nr_vcpus: u32,
+) -> Result<(), crate::registry::NoMemory> {
     let max_port = if privileged {
         UNLIMITED_MAX_PORT
     } else {
         xlhv_core::evtchn::DEFAULT_DOMU_MAX_PORT
     };
-    init_domain_with(slot, id, max_port, nr_vcpus);
+    init_domain_with(slot, id, max_port, nr_vcpus)
 }
 
 /// Resets the table of `slot` for a new domain `id` whose highest port is `max_port`
-/// (what `XEN_DOMCTL_createdomain` asked for).
-pub fn init_domain_with(slot: usize, id: DomId, max_port: u32, nr_vcpus: u32) {
+/// (what `XEN_DOMCTL_createdomain` asked for). Fails if the heap cannot hold its
+/// ports.
+pub fn init_domain_with(
+    slot: usize,
+    id: DomId,
+    max_port: u32,
+    nr_vcpus: u32,
+) -> Result<(), crate::registry::NoMemory> {
     set_vcpu_info_at(slot, None, None);
-    if let Some(t) = TABLES.lock().get_mut(slot) {
-        t.reinit(id, EvtchnConfig { max_port, nr_vcpus });
-    }
+    TABLES
+        .lock()
+        .get_mut(slot)
+        .ok_or(crate::registry::NoMemory)?
+        .reinit(id, EvtchnConfig { max_port, nr_vcpus })
+        .map_err(|_| crate::registry::NoMemory)
 }
-
-/// Where `VCPUOP_register_vcpu_info` put each vCPU's `vcpu_info`, by domain slot and
-/// vCPU: a machine address, 0 = still in shared_info.
-static VCPU_INFO_AT: [[AtomicU64; LEGACY_MAX_VCPUS]; MAX_DOMAINS] =
-    [const { [const { AtomicU64::new(0) }; LEGACY_MAX_VCPUS] }; MAX_DOMAINS];
 
 /// Records where the `vcpu_info` of `vcpu` of the domain in `slot` lives (`None`:
 /// shared_info); `vcpu` `None` resets every vCPU of the slot.
 pub fn set_vcpu_info_at(slot: usize, vcpu: Option<u32>, at: Option<u64>) {
-    let Some(all) = VCPU_INFO_AT.get(slot) else {
+    let Some(all) = crate::registry::info(slot).map(|i| &i.vcpu_info_at) else {
         return;
     };
     match vcpu {
@@ -79,7 +114,7 @@ impl SharedBits {
     pub fn of(slot: usize, mfn: Mfn) -> Self {
         SharedBits {
             si: (DIRECTMAP_BASE + (mfn.0 << 12)) as *mut SharedInfo,
-            at: VCPU_INFO_AT.get(slot).unwrap_or(&NOWHERE),
+            at: crate::registry::info(slot).map_or(&NOWHERE, |i| &i.vcpu_info_at),
         }
     }
 
@@ -184,7 +219,7 @@ impl EventBits for SharedBits {
 /// which domain, and its shared_info frame, come from [`crate::registry`].
 pub struct HwEvtchn<'a> {
     /// The port tables, by slot.
-    pub tables: &'a mut [EvtchnTable; MAX_DOMAINS],
+    pub tables: &'a mut [EvtchnTable],
 }
 
 impl HwEvtchn<'_> {

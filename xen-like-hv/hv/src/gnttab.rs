@@ -9,22 +9,67 @@ use xlhv_core::gnttab::{FramePool, Gnt, GrantTable, GrantTables, Limits};
 use xlhv_core::hypercall::domctl::DOMID_FIRST_RESERVED;
 use xlhv_core::mm::Mfn;
 
-use crate::domains::MAX_DOMAINS;
+use alloc::vec::Vec;
 
-/// Tables at once: one per domain slot, and room for dying domains' tables.
-const SLOTS: usize = MAX_DOMAINS + 64;
+/// Tables kept beyond the domain slots for dying domains whose grants others still
+/// map.
+pub const DYING_ROOM: usize = 64;
+/// Tables at most: one per domain slot, and room for dying domains' tables.
+const MOST: usize = crate::registry::LIMIT + DYING_ROOM;
 
-/// The tables and, per domain id, which slot holds its table (0: none).
+/// The tables (as many as were ever needed at once: grown when a domain is created,
+/// reused afterwards) and, per domain id, which one holds its table (0: none).
 pub struct Tables {
-    slots: [GrantTable; SLOTS],
+    slots: Vec<GrantTable>,
     index: [u16; DOMID_FIRST_RESERVED as usize],
 }
 
 /// Every grant table.
 pub static GNTTAB: Mutex<Tables> = Mutex::new(Tables {
-    slots: [const { GrantTable::EMPTY }; SLOTS],
+    slots: Vec::new(),
     index: [0; DOMID_FIRST_RESERVED as usize],
 });
+
+impl Tables {
+    /// A slot that holds no domain's table, made if every one is taken (at most
+    /// [`MOST`]); `None` if there is none and the heap cannot hold another.
+    fn free_slot(&mut self) -> Option<usize> {
+        let mut used: Vec<u64> = Vec::new();
+        used.try_reserve_exact(self.slots.len().div_ceil(64)).ok()?;
+        used.resize(self.slots.len().div_ceil(64), 0);
+        for &i in self.index.iter().filter(|&&i| i != 0) {
+            let i = usize::from(i - 1);
+            if let Some(w) = used.get_mut(i / 64) {
+                *w |= 1 << (i % 64);
+            }
+        }
+        let free = (0..self.slots.len())
+            .find(|&i| used.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) == 0));
+        if free.is_some() || self.slots.len() >= MOST {
+            return free;
+        }
+        self.slots.try_reserve(1).ok()?;
+        self.slots.push(GrantTable::EMPTY);
+        Some(self.slots.len() - 1)
+    }
+}
+
+/// Makes room for `n` tables (when the domain table grows).
+pub fn reserve(n: usize) {
+    let mut g = GNTTAB.lock();
+    let want = n.min(MOST).max(g.slots.len());
+    let more = want - g.slots.len();
+    if g.slots.try_reserve_exact(more).is_ok() {
+        g.slots.resize_with(want, || GrantTable::EMPTY);
+    }
+}
+
+/// Frames the table slots take on the heap (kept for reuse; the tables' own frames
+/// come from the frame allocator and go with their domains).
+pub fn slot_frames() -> u64 {
+    let cap = GNTTAB.lock().slots.capacity();
+    crate::mm::heap_frames(cap * core::mem::size_of::<GrantTable>())
+}
 
 impl GrantTables for Tables {
     fn get(&mut self, dom: DomId) -> Option<&mut GrantTable> {
@@ -61,17 +106,10 @@ pub fn create(dom: DomId, privileged: bool, limits: Limits) -> Result<(), hyperc
     if *g.index.get(id).ok_or(Errno::EINVAL)? != 0 {
         return Err(Errno::EEXIST);
     }
-    let used: [bool; SLOTS] = core::array::from_fn(|_| false);
-    let mut used = used;
-    for &i in g.index.iter().filter(|&&i| i != 0) {
-        if let Some(u) = used.get_mut(usize::from(i - 1)) {
-            *u = true;
-        }
-    }
-    let slot = used.iter().position(|u| !u).ok_or(Errno::ENOMEM)?;
+    let slot = g.free_slot().ok_or(Errno::ENOMEM)?;
     let mut hooks = crate::mmhw::Hooks::only(dom);
     let Tables { slots, index } = &mut *g;
-    let t = &mut slots[slot];
+    let t = slots.get_mut(slot).ok_or(Errno::ENOMEM)?;
     *t = GrantTable::new(dom, limits);
     let ok = crate::mmhw::with_mm(dom, privileged, &mut hooks, |m| {
         t.init(m.mem, m.ft, &mut Pool)
@@ -82,7 +120,9 @@ pub fn create(dom: DomId, privileged: bool, limits: Limits) -> Result<(), hyperc
         });
         return Err(Errno::ENOMEM);
     }
-    index[id] = u16::try_from(slot + 1).unwrap_or(0);
+    if let Some(i) = index.get_mut(id) {
+        *i = u16::try_from(slot + 1).unwrap_or(0);
+    }
     Ok(())
 }
 

@@ -151,6 +151,7 @@ extern "C" fn hv_start(magic: u32, mbi: u32) -> ! {
         run_test_hook(hook);
     }
     domains::set_cmdline(info.cmdline.as_str());
+    domains::init_slots(opts.max_domains);
     domains::note_free_before_dom0();
     let dom0_vcpus = xlhv_core::boot::cmdline::dom0_vcpus(
         opts.dom0_vcpus,

@@ -313,6 +313,15 @@ impl FrameHeap {
     }
 }
 
+/// Frames the heap takes for a block of `bytes` (a power of two, as
+/// [`FrameHeap::order`]; none for 0: nothing is allocated).
+pub fn heap_frames(bytes: usize) -> u64 {
+    match bytes {
+        0 => 0,
+        b => b.div_ceil(4096).next_power_of_two() as u64,
+    }
+}
+
 // SAFETY: every block is a run of frames that the frame allocator hands out once, is
 // at least as large and as aligned as asked (page-aligned, alignments up to a page),
 // and goes back with the same order it was taken with.

@@ -14,6 +14,10 @@ use super::text::{SizeError, Snippet, Tokens, Warnings, name_eq, parse_size};
 /// The most `idle_poll=` takes, in microseconds (10 ms).
 pub const MAX_IDLE_POLL_US: u64 = 10_000;
 
+/// The most domains `max_domains=` allows at once: every ordinary domain id
+/// (`0..DOMID_FIRST_RESERVED`), as Xen.
+pub const MAX_DOMAINS_LIMIT: u32 = crate::hypercall::domctl::DOMID_FIRST_RESERVED as u32;
+
 /// Most warnings kept by [`Options::parse`]; further ones are only counted.
 pub const MAX_WARNINGS: usize = 16;
 
@@ -180,6 +184,8 @@ pub enum Warning {
     BadVcpus(Snippet),
     /// `idle_poll=` is not a number of microseconds up to [`MAX_IDLE_POLL_US`].
     BadIdlePoll(Snippet),
+    /// `max_domains=` is not a number from 1 to [`MAX_DOMAINS_LIMIT`].
+    BadMaxDomains(Snippet),
     /// `hvtest=` named no hook.
     BadTestHook(Snippet),
     /// A boolean option with a value that is not a boolean.
@@ -233,6 +239,11 @@ impl fmt::Display for Warning {
                 "cmdline: idle_poll={s} is not a number of microseconds \
                  (0-{MAX_IDLE_POLL_US}, 0 = off); ignored"
             ),
+            Warning::BadMaxDomains(s) => write!(
+                f,
+                "cmdline: max_domains={s} is not a number of domains \
+                 (1-{MAX_DOMAINS_LIMIT}); ignored"
+            ),
             Warning::BadTestHook(s) => {
                 write!(f, "cmdline: hvtest={s} is not a test hook (")?;
                 for (i, h) in TestHook::ALL.iter().enumerate() {
@@ -283,6 +294,9 @@ pub struct Options {
     /// The most an idle CPU polls for a wake-up before it halts, in ns
     /// (`idle_poll=MICROSECONDS`, 0 = off; `sched::haltpoll`).
     pub idle_poll_ns: u64,
+    /// The most domains alive at once, dom0 included (`max_domains=N`; default and
+    /// most [`MAX_DOMAINS_LIMIT`], so that memory is the limit, as in Xen).
+    pub max_domains: u32,
     /// Halt instead of rebooting when the machine would restart (`noreboot`).
     pub noreboot: bool,
     /// Write the log synchronously (`sync_console`).
@@ -304,6 +318,7 @@ impl Default for Options {
             dom0_vcpus_pin: false,
             x2apic: true,
             idle_poll_ns: crate::sched::haltpoll::DEFAULT_MAX_NS,
+            max_domains: MAX_DOMAINS_LIMIT,
             noreboot: false,
             sync_console: false,
             warnings: Warnings::new(),
@@ -370,6 +385,13 @@ impl Options {
                 match v.parse::<u64>() {
                     Ok(us) if us <= MAX_IDLE_POLL_US => self.idle_poll_ns = us * 1000,
                     _ => self.warnings.push(Warning::BadIdlePoll(Snippet::new(v))),
+                }
+            }
+        } else if name_eq(key, "max_domains") {
+            if let Some(v) = self.value_of("max_domains", value) {
+                match v.parse::<u32>() {
+                    Ok(n) if (1..=MAX_DOMAINS_LIMIT).contains(&n) => self.max_domains = n,
+                    _ => self.warnings.push(Warning::BadMaxDomains(Snippet::new(v))),
                 }
             }
         } else if name_eq(key, "hvtest") {
@@ -562,6 +584,24 @@ mod tests {
             ["cmdline: loglvl=banana is not a log level \
                  (none, error, warning, info, debug, all); using info"]
         );
+    }
+
+    #[test]
+    fn max_domains() {
+        assert_eq!(Options::parse("").max_domains, MAX_DOMAINS_LIMIT);
+        assert_eq!(Options::parse("max_domains=1").max_domains, 1);
+        assert_eq!(Options::parse("max-domains=300").max_domains, 300);
+        assert_eq!(Options::parse("max_domains=32752").max_domains, 32752);
+        for bad in ["0", "32753", "-1", "x", "1k"] {
+            let o = Options::parse(&format!("max_domains={bad}"));
+            assert_eq!(o.max_domains, MAX_DOMAINS_LIMIT, "{bad}");
+            assert_eq!(
+                o.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+                [format!(
+                    "cmdline: max_domains={bad} is not a number of domains (1-32752); ignored"
+                )]
+            );
+        }
     }
 
     #[test]

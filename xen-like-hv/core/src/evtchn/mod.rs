@@ -26,7 +26,7 @@ pub use ops::{
     DomainEvtchn, Domains, EvtchnOut, EvtchnReply, EvtchnRequest, alloc_unbound, bind_interdomain,
     close, destroy_domain, dispatch, pair_mut, reset, send, status,
 };
-pub use table::{EvtchnConfig, EvtchnTable, PortState};
+pub use table::{EvtchnConfig, EvtchnTable, OutOfMemory, PortState, port_storage};
 pub use twolevel::{EventBits, set_pending};
 
 use core::fmt;

@@ -5,6 +5,7 @@ use super::{
     Caller, EvtchnError, GlobalVirqPolicy, Kick, MAX_VCPUS, NR_PORTS, PORTS_PER_BUCKET,
     virq_is_global,
 };
+use alloc::vec::Vec;
 use core::fmt;
 use hypercall_abi::evtchn::{
     EVTCHN_2L_NR_CHANNELS, EvtchnBindIpi, EvtchnBindPirq, EvtchnBindVcpu, EvtchnBindVirq,
@@ -159,16 +160,18 @@ pub(super) enum SendTarget {
     Remote(DomId, EvtchnPort),
 }
 
-/// One domain's event channels: 4096 ports of 8 bytes plus the VIRQ bindings of up to
-/// [`MAX_VCPUS`] vCPUs, about 36 KiB, fixed size. Port 0 is reserved.
+/// One domain's event channels: the VIRQ bindings of up to [`MAX_VCPUS`] vCPUs (3 KiB,
+/// inline) and 8 bytes per port up to the domain's limit, on the heap (a domU's 1023
+/// ports take 8 KiB, dom0's 4096 take 32 KiB). Port 0 is reserved.
 ///
-/// Build it in place ([`EvtchnTable::new`] is `const`, for statics; [`reinit`]
-/// reuses a slot) rather than on a small stack.
+/// [`EvtchnTable::unused`] is `const` and allocates nothing; [`reinit`] gives it a
+/// domain and its port storage (reusing what a previous domain left).
 ///
 /// [`reinit`]: EvtchnTable::reinit
 pub struct EvtchnTable {
     dom: DomId,
-    slots: [Slot; NR_PORTS],
+    /// One per port up to the limit (rounded up to a bucket): see [`port_storage`].
+    slots: Vec<Slot>,
     /// Ports below this are valid (whole buckets; only grows, as in Xen).
     valid: u32,
     max_port: u32,
@@ -203,28 +206,37 @@ const fn clamp_vcpus(n: u32) -> u32 {
     if n > MAX_VCPUS_U32 { MAX_VCPUS_U32 } else { n }
 }
 
+/// The heap could not hold a table's ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfMemory;
+
+/// Ports a table with limit `max_port` stores: every port up to the limit, rounded up
+/// to whole buckets (ports become valid a bucket at a time), at most [`NR_PORTS`].
+pub fn port_storage(max_port: u32) -> usize {
+    let last = max_port.min(EVTCHN_2L_NR_CHANNELS - 1);
+    let buckets = last / PORTS_PER_BUCKET + 1;
+    usize::try_from(buckets * PORTS_PER_BUCKET)
+        .unwrap_or(NR_PORTS)
+        .min(NR_PORTS)
+}
+
 impl EvtchnTable {
-    /// A fresh table: port 0 reserved, the first bucket valid, nothing bound.
-    pub const fn new(dom: DomId, config: EvtchnConfig) -> Self {
-        let mut slots = [Slot::FREE; NR_PORTS];
-        slots[0] = Slot::new(PortState::Reserved, 0);
-        EvtchnTable {
-            dom,
-            slots,
-            valid: PORTS_PER_BUCKET,
-            max_port: config.max_port,
-            nr_vcpus: clamp_vcpus(config.nr_vcpus),
-            virq_ports: [[EvtchnPort(0); NR_VIRQ_SLOTS]; MAX_VCPUS],
-            dying: false,
+    /// A fresh table: port 0 reserved, the first bucket valid, nothing bound. An
+    /// unusable one (no port valid) if the heap cannot hold its ports.
+    pub fn new(dom: DomId, config: EvtchnConfig) -> Self {
+        let mut t = Self::unused();
+        if t.reinit(dom, config).is_err() {
+            t.valid = 0;
         }
+        t
     }
 
-    /// A table for no domain (every field zero, so a static array of them costs no
-    /// space in the hypervisor's image); [`EvtchnTable::reinit`] makes it usable.
+    /// A table for no domain, with no port storage; [`EvtchnTable::reinit`] makes it
+    /// usable.
     pub const fn unused() -> Self {
         EvtchnTable {
             dom: DomId(0),
-            slots: [Slot::FREE; NR_PORTS],
+            slots: Vec::new(),
             valid: 0,
             max_port: 0,
             nr_vcpus: 0,
@@ -233,10 +245,17 @@ impl EvtchnTable {
         }
     }
 
-    /// Makes this table what [`EvtchnTable::new`] returns, in place.
-    pub fn reinit(&mut self, dom: DomId, config: EvtchnConfig) {
+    /// Makes this table what [`EvtchnTable::new`] returns, in place, with storage for
+    /// [`port_storage`]`(config.max_port)` ports. The only step that allocates;
+    /// [`OutOfMemory`] (and the table left unusable) if the heap cannot hold them.
+    pub fn reinit(&mut self, dom: DomId, config: EvtchnConfig) -> Result<(), OutOfMemory> {
         self.dom = dom;
-        self.slots.fill(Slot::FREE);
+        self.valid = 0;
+        self.dying = false;
+        self.slots.clear();
+        let n = port_storage(config.max_port);
+        self.slots.try_reserve_exact(n).map_err(|_| OutOfMemory)?;
+        self.slots.resize(n, Slot::FREE);
         if let Some(s) = self.slots.first_mut() {
             *s = Slot::new(PortState::Reserved, 0);
         }
@@ -246,7 +265,7 @@ impl EvtchnTable {
         for v in &mut self.virq_ports {
             v.fill(EvtchnPort(0));
         }
-        self.dying = false;
+        Ok(())
     }
 
     /// The owning domain.

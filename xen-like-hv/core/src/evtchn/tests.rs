@@ -227,13 +227,15 @@ fn reinit_matches_new() {
     w.table(1)
         .bind_virq(virq(Virq::Timer as u32, 1), GlobalVirqPolicy::Any)
         .unwrap();
-    w.table(1).reinit(
-        DomId(5),
-        EvtchnConfig {
-            max_port: 9,
-            nr_vcpus: 99,
-        },
-    );
+    w.table(1)
+        .reinit(
+            DomId(5),
+            EvtchnConfig {
+                max_port: 9,
+                nr_vcpus: 99,
+            },
+        )
+        .unwrap();
     let t = &w.d(1).table;
     assert_eq!(t.domid(), DomId(5));
     assert_eq!(t.max_port(), 9);
@@ -242,6 +244,51 @@ fn reinit_matches_new() {
     assert_eq!(t.virq_port(Virq::Timer as u32, VcpuId(1)), None);
     assert_eq!(t.state(p(0)), Some(PortState::Reserved));
     assert_eq!(t.valid_ports(), PORTS_PER_BUCKET);
+}
+
+#[test]
+fn port_storage_covers_the_limit_in_whole_buckets() {
+    assert_eq!(port_storage(0), 64);
+    assert_eq!(port_storage(9), 64);
+    assert_eq!(port_storage(63), 64);
+    assert_eq!(port_storage(64), 128);
+    assert_eq!(port_storage(1023), 1024);
+    assert_eq!(port_storage(4095), NR_PORTS);
+    assert_eq!(port_storage(u32::MAX), NR_PORTS);
+}
+
+#[test]
+fn a_small_table_fills_its_limit_and_no_further() {
+    // A domU's table stores only its own ports: every one up to the limit is usable.
+    let mut t = EvtchnTable::new(
+        DomId(3),
+        EvtchnConfig {
+            max_port: 70,
+            nr_vcpus: 1,
+        },
+    );
+    let mut last = 0;
+    while let Ok(port) = t.alloc_port() {
+        t.set(port, PortState::Unbound { remote: DomId(0) }, 0);
+        last = port.0;
+    }
+    assert_eq!(last, 70);
+    assert_eq!(t.ports().count(), 70);
+    // Reused for a domain with a higher limit, the storage grows with it.
+    t.reinit(
+        DomId(4),
+        EvtchnConfig {
+            max_port: 200,
+            nr_vcpus: 1,
+        },
+    )
+    .unwrap();
+    let mut n = 0;
+    while let Ok(port) = t.alloc_port() {
+        t.set(port, PortState::Unbound { remote: DomId(0) }, 0);
+        n += 1;
+    }
+    assert_eq!(n, 200);
 }
 
 #[test]

@@ -53,6 +53,9 @@ pub const DEFAULT_TIMESLICE_NS: u64 = 10_000_000;
 /// Physical CPUs one queue serves at most.
 pub const MAX_CPUS: usize = 8;
 
+/// vCPU numbers per domain slot in the index: the most vCPUs a domain has.
+pub const VCPU_STRIDE: usize = crate::domain::MAX_VCPUS;
+
 /// A schedulable vCPU: the domain's slot in the hypervisor's table and the vCPU index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VcpuRef {
@@ -75,6 +78,8 @@ pub enum SchedError {
     Full,
     /// An affinity with none of the queue's CPUs (Xen: -EINVAL).
     NoCpu,
+    /// A vCPU number past the most a domain has ([`VCPU_STRIDE`]).
+    VcpuRange(VcpuRef),
 }
 
 impl fmt::Display for SchedError {
@@ -85,6 +90,11 @@ impl fmt::Display for SchedError {
             SchedError::Unknown(v) => write!(f, "vCPU {}.{} is not queued", v.slot, v.vcpu),
             SchedError::Full => write!(f, "out of memory for the run queue"),
             SchedError::NoCpu => write!(f, "the affinity names no CPU that runs guests"),
+            SchedError::VcpuRange(v) => write!(
+                f,
+                "vCPU {}.{} is past the most a domain has ({VCPU_STRIDE})",
+                v.slot, v.vcpu
+            ),
         }
     }
 }
@@ -148,9 +158,9 @@ struct Cpu {
 pub struct RunQueue {
     /// Every vCPU, in no order.
     entities: Vec<Entity>,
-    /// `index[slot][vcpu]`: that vCPU's place in `entities`, or [`NONE`]. Grown in
-    /// `add` only.
-    index: Vec<Vec<u32>>,
+    /// `index[slot * VCPU_STRIDE + vcpu]`: that vCPU's place in `entities`, or
+    /// [`NONE`]. One flat vector (128 bytes a slot), grown in `add` only.
+    index: Vec<u32>,
     /// The places in `entities` of the runnable vCPUs, in no order: what the hot
     /// paths scan. Its capacity is kept at least `entities.len()`, so making a vCPU
     /// runnable never allocates.
@@ -216,21 +226,20 @@ impl RunQueue {
         self.nr_cpus
     }
 
+    /// Where `v` is in [`RunQueue::index`] (`None`: a vCPU number past the stride).
+    fn index_of(v: VcpuRef) -> Option<usize> {
+        let k = usize::from(v.vcpu);
+        (k < VCPU_STRIDE).then(|| usize::from(v.slot) * VCPU_STRIDE + k)
+    }
+
     fn find(&self, v: VcpuRef) -> Option<usize> {
-        let i = *self
-            .index
-            .get(usize::from(v.slot))?
-            .get(usize::from(v.vcpu))?;
+        let i = *self.index.get(Self::index_of(v)?)?;
         (i != NONE).then_some(i as usize)
     }
 
     /// Points the index entry of `v` (which exists) at `i`.
     fn set_index(&mut self, v: VcpuRef, i: u32) {
-        if let Some(p) = self
-            .index
-            .get_mut(usize::from(v.slot))
-            .and_then(|s| s.get_mut(usize::from(v.vcpu)))
-        {
+        if let Some(p) = Self::index_of(v).and_then(|at| self.index.get_mut(at)) {
             *p = i;
         }
     }
@@ -275,6 +284,31 @@ impl RunQueue {
         }
     }
 
+    /// Makes room for domain slots `0..slots` in the index and for at least one vCPU
+    /// per slot (the hypervisor calls it as its domain table grows, so that domains
+    /// of one vCPU never make the queue allocate). `Full` if memory runs out.
+    pub fn reserve_slots(&mut self, slots: usize) -> Result<(), SchedError> {
+        self.reserve(slots.saturating_sub(self.entities.len()))?;
+        let len = slots.saturating_mul(VCPU_STRIDE);
+        if self.index.len() < len {
+            self.index
+                .try_reserve_exact(len - self.index.len())
+                .map_err(|_| SchedError::Full)?;
+            self.index.resize(len, NONE);
+        }
+        Ok(())
+    }
+
+    /// The bytes of each of the queue's heap blocks (what it keeps for reuse when
+    /// vCPUs go: the hypervisor counts them as its own).
+    pub fn allocations(&self) -> [usize; 3] {
+        [
+            self.entities.capacity() * core::mem::size_of::<Entity>(),
+            self.index.capacity() * core::mem::size_of::<u32>(),
+            self.run.capacity() * core::mem::size_of::<u32>(),
+        ]
+    }
+
     /// Makes room for `n` more vCPUs, so that as many [`add`](Self::add)s allocate
     /// nothing but the index entries of new domain slots and vCPU numbers. `Full` if
     /// memory runs out.
@@ -293,19 +327,14 @@ impl RunQueue {
 
     /// Makes room for one more vCPU, `v`: in `entities`, `run` and the index.
     fn grow_for(&mut self, v: VcpuRef) -> Result<(), SchedError> {
+        let at = Self::index_of(v).ok_or(SchedError::VcpuRange(v))?;
         self.reserve(1)?;
-        let (s, k) = (usize::from(v.slot), usize::from(v.vcpu));
-        if self.index.len() <= s {
+        let len = (usize::from(v.slot) + 1) * VCPU_STRIDE;
+        if self.index.len() <= at {
             self.index
-                .try_reserve(s + 1 - self.index.len())
+                .try_reserve(len - self.index.len())
                 .map_err(|_| SchedError::Full)?;
-            self.index.resize_with(s + 1, Vec::new);
-        }
-        let slot = self.index.get_mut(s).ok_or(SchedError::Full)?;
-        if slot.len() <= k {
-            slot.try_reserve(k + 1 - slot.len())
-                .map_err(|_| SchedError::Full)?;
-            slot.resize(k + 1, NONE);
+            self.index.resize(len, NONE);
         }
         Ok(())
     }

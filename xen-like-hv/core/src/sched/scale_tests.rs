@@ -32,7 +32,7 @@ fn check(q: &RunQueue) {
             assert_eq!(q.run[e.run_pos as usize] as usize, i);
         }
     }
-    let indexed = q.index.iter().flatten().filter(|&&i| i != NONE).count();
+    let indexed = q.index.iter().filter(|&&i| i != NONE).count();
     assert_eq!(indexed, q.entities.len());
     let runnable = q.entities.iter().filter(|e| e.runnable()).count();
     assert_eq!(q.run.len(), runnable);
@@ -51,7 +51,14 @@ fn grows_past_the_old_capacity() {
     }
     // Domain slots up to Xen's last domain id, and many vCPUs in one domain.
     q.add(v(32_750), 256, 0).unwrap();
-    q.add(VcpuRef { slot: 7, vcpu: 511 }, 256, 0).unwrap();
+    q.add(VcpuRef { slot: 7, vcpu: 31 }, 256, 0).unwrap();
+    // A domain has at most 32 vCPUs: the index has no place for a 33rd.
+    let past = VcpuRef { slot: 7, vcpu: 32 };
+    assert_eq!(q.add(past, 256, 0), Err(SchedError::VcpuRange(past)));
+    assert_eq!(
+        SchedError::VcpuRange(past).to_string(),
+        "vCPU 7.32 is past the most a domain has (32)"
+    );
     check(&q);
     assert_eq!(
         q.add(blocked(2999), 256, 0),
@@ -64,7 +71,7 @@ fn grows_past_the_old_capacity() {
     q.remove(blocked(0));
     check(&q);
     assert_eq!(q.current(1), Some(blocked(2500)));
-    assert_eq!(q.weight(VcpuRef { slot: 7, vcpu: 511 }), Some(256));
+    assert_eq!(q.weight(VcpuRef { slot: 7, vcpu: 31 }), Some(256));
     assert_eq!(q.weight(blocked(0)), None);
     assert_eq!(
         SchedError::Full.to_string(),
@@ -172,7 +179,7 @@ proptest! {
 fn any_vcpu() -> impl Strategy<Value = VcpuRef> {
     (
         prop_oneof![0..4u16, Just(200u16)],
-        prop_oneof![0..4u16, Just(127u16)],
+        prop_oneof![0..4u16, Just(31u16)],
     )
         .prop_map(|(slot, vcpu)| VcpuRef { slot, vcpu })
 }
@@ -265,4 +272,18 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn reserved_slots_take_one_vcpu_each_without_allocating() {
+    let mut q = RunQueue::new();
+    q.set_cpus(1);
+    q.reserve_slots(100).unwrap();
+    let before = q.allocations();
+    for s in 0..100u16 {
+        q.add(v(s), 256, 0).unwrap();
+    }
+    assert_eq!(q.allocations(), before);
+    check(&q);
+    assert_eq!(q.reserve_slots(usize::MAX), Err(SchedError::Full));
 }
