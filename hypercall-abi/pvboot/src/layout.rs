@@ -22,6 +22,18 @@
 //! the fewest tables that map `[VIRT_BASE, end)`, where `end` is the first 4 MiB
 //! boundary at least 512 KiB past the stack that follows those tables.
 //!
+//! Small domains: where that end lies past the domain's last frame, Xen's builders
+//! give up (libxenguest's `count_pgtables`: "not enough memory for initial mapping"),
+//! so Xen cannot build a domain of less than 4 MiB. Both flavours here instead end
+//! the region exactly 512 KiB past the stack (the fewest tables that map that, the
+//! stack after them), which keeps every promise of the ABI (all of the image and
+//! boot pages mapped, 512 KiB of mapped slack after the stack) but the 4 MiB
+//! alignment; the frames after it are populated and unmapped as usual. Only when
+//! that too runs past the domain's memory is it [`LayoutError::TooSmall`]. A domain
+//! Xen could build gets Xen's layout unchanged. A guest tells the two apart by
+//! `nr_pages`: the region is the short one exactly when the 4 MiB-aligned one
+//! would not fit.
+//!
 //! Frames outside the region follow it: the unmapped initrd, then (with `INIT_P2M`) the
 //! P2M list and its own page tables (L3s, L2s, L1s, sharing any table the region
 //! already has). Xen's dom0 builder places those at `2^order` (its buddy allocation),
@@ -233,11 +245,33 @@ impl fmt::Display for LayoutError {
             ),
             LayoutError::TooSmall { needed, nr_pages } => write!(
                 f,
-                "the domain has {nr_pages} pages but its bootstrap layout needs {needed}"
+                "the domain has {} ({nr_pages} pages) but this image's bootstrap layout \
+                 needs {} ({needed} pages for the kernel, initrd, P2M, start info, page \
+                 tables, boot stack and 512 KiB of slack); give it at least {} MiB",
+                PagesSize(nr_pages),
+                PagesSize(needed),
+                needed.div_ceil(PAGES_PER_MIB).max(1)
             ),
             LayoutError::NoFixedPoint => {
                 write!(f, "the bootstrap page-table count did not settle")
             }
+        }
+    }
+}
+
+/// 4 KiB pages per MiB.
+const PAGES_PER_MIB: u64 = (1 << 20) / page_size();
+
+/// A page count shown as a size: whole MiB, else KiB.
+struct PagesSize(u64);
+
+impl fmt::Display for PagesSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kib = u128::from(self.0) * u128::from(page_size() >> 10);
+        if kib % 1024 == 0 {
+            write!(f, "{} MiB", kib / 1024)
+        } else {
+            write!(f, "{kib} KiB")
         }
     }
 }
@@ -614,13 +648,19 @@ impl Layout {
 
         let pt_pfn = cur;
         let pt_va = va_of(vb, pt_pfn)?;
-        let (nr_pt, region_end) = match flavour {
+        let (mut nr_pt, mut region_end) = match flavour {
             Flavour::DomU => domu_tables(vb, pt_va)?,
             Flavour::Dom0 => dom0_tables(vb, pt_va)?,
         };
+        check_range("bootstrap region", vb, region_end)?;
+        if (region_end - vb) / ps > nr_pages {
+            // A domain smaller than Xen's 4 MiB-aligned region: end it 512 KiB
+            // after the stack instead (see the module docs).
+            (nr_pt, region_end) = small_tables(flavour, vb, pt_va)?;
+            check_range("bootstrap region", vb, region_end)?;
+        }
         let page_tables = mapped(vb, pt_pfn, nr_pt)?;
         let stack = mapped(vb, add(pt_pfn, nr_pt)?, 1)?;
-        check_range("bootstrap region", vb, region_end)?;
         let region_pages = (region_end - vb) / ps;
         if region_pages > nr_pages {
             return Err(LayoutError::TooSmall {
@@ -795,7 +835,8 @@ impl Layout {
         self.stack
     }
 
-    /// One past the last mapped address of the region (4 MiB aligned).
+    /// One past the last mapped address of the region (4 MiB aligned, unless the
+    /// domain is too small for that: then 512 KiB past the boot stack).
     pub const fn region_end(&self) -> u64 {
         self.region_end
     }
@@ -970,6 +1011,26 @@ fn dom0_tables(vb: u64, vpt_start: u64) -> Result<(u64, u64), LayoutError> {
         let need = MainTables::new(Flavour::Dom0, 0, masked(vb), masked(v_end - 1)).count();
         if need <= n {
             return Ok((n, v_end));
+        }
+        n = need;
+    }
+    Err(LayoutError::NoFixedPoint)
+}
+
+/// The region of a domain too small for either builder's 4 MiB-aligned end: it ends
+/// exactly [`MIN_SLACK`] after the boot stack, with the fewest tables (in
+/// `flavour`'s order) that map it. Returns the table count and the region end.
+/// (Iterating `n = tables(n)` from 1 reaches the smallest fixed point: the count
+/// only grows with `n`.)
+fn small_tables(flavour: Flavour, vb: u64, pt_va: u64) -> Result<(u64, u64), LayoutError> {
+    let ps = page_size();
+    let mut n: u64 = 1;
+    for _ in 0..MAX_ROUNDS {
+        let end = add(add(pt_va, mul(add(n, 1)?, ps)?)?, MIN_SLACK)?;
+        check_range("bootstrap region", vb, end)?;
+        let need = MainTables::new(flavour, 0, masked(vb), masked(end - 1)).count();
+        if need <= n {
+            return Ok((n, end));
         }
         n = need;
     }

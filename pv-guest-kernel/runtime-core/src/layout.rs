@@ -18,6 +18,13 @@
 //! conservative both ways: the slack (the runtime's heap) ends at the shorter
 //! end, which is mapped either way, and free frames start after the longer
 //! end, which is unmapped either way.
+//!
+//! A domain too small for a 4 MiB-aligned region (Xen refuses to build one;
+//! `pvboot` builds it) gets a region that ends exactly 512 KiB past the stack.
+//! A Xen-rule end is taken only if it fits in `nr_pages` and needs exactly
+//! `nr_pt_frames` tables (both builders make the fewest tables that map their
+//! region, and a small region exists only where no Xen-rule one fits);
+//! otherwise the region is the small one.
 
 use core::fmt;
 
@@ -32,7 +39,8 @@ use hypercall_abi::{PAGE_SHIFT, PAGE_SIZE};
 pub const REGION_ALIGN: u64 = 4 << 20;
 
 /// The builders leave at least this much mapped slack after the boot stack
-/// (512 KiB), extending the region by [`REGION_ALIGN`] if needed.
+/// (512 KiB), extending the region by [`REGION_ALIGN`] if needed (or, in a
+/// domain too small for that, ending the region exactly this far past it).
 pub const MIN_SLACK: u64 = 512 << 10;
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -181,11 +189,29 @@ impl BootLayout {
         let long_end = (stack_end.checked_add(MIN_SLACK).ok_or(Overflow)? | (REGION_ALIGN - 1))
             .checked_add(1)
             .ok_or(Overflow)?;
-        let end = short_end.max(long_end);
-        if (short_end - virt_base) >> PAGE_SHIFT > nr_pages {
+        // A domain too small for either: 512 KiB after the stack (`pvboot`).
+        let small_end = stack_end.checked_add(MIN_SLACK).ok_or(Overflow)?;
+        let mem_end = virt_base.saturating_add(nr_pages.saturating_mul(PAGE));
+        if small_end > mem_end {
             return Err(LayoutError::BeyondMemory);
         }
-        let region_frames = ((end - virt_base) >> PAGE_SHIFT).min(nr_pages);
+        // A Xen-rule end is the builder's if it fits and needs exactly the
+        // tables the builder made (both builders make the fewest that map
+        // their region); if no such end fits the region is the small one.
+        let xen =
+            |end: u64| end <= mem_end && tables_for_region(virt_base, end) == Some(nr_pt_frames);
+        let (slack_end, end) = if xen(long_end) {
+            (short_end, long_end)
+        } else if xen(short_end) {
+            (short_end, short_end)
+        } else if long_end <= mem_end {
+            // Not a layout either builder makes: only what every layout maps,
+            // frames only past where any could end.
+            (small_end, long_end)
+        } else {
+            (small_end, small_end)
+        };
+        let region_frames = (end - virt_base) >> PAGE_SHIFT;
         let free_frames = Span::new(region_frames, nr_pages);
         let mut reserved = [None, None];
         if r.flags.contains(SifFlags::MOD_START_PFN) && r.mod_len != 0 {
@@ -208,7 +234,7 @@ impl BootLayout {
             page_tables: Span::new(pt_base, pt_end),
             boot_stack: Span::new(pt_end, stack_end),
             region: Span::new(virt_base, end),
-            slack: Span::new(stack_end, short_end),
+            slack: Span::new(stack_end, slack_end),
             free_frames,
             reserved,
         })
@@ -225,6 +251,14 @@ impl BootLayout {
         }
         n
     }
+}
+
+/// Page-table frames that map `[virt_base, end)` (an L4 and the L3s, L2s and
+/// L1s the range touches), as both builders count them; `None` for an empty
+/// range.
+fn tables_for_region(virt_base: u64, end: u64) -> Option<u64> {
+    let pages = end.checked_sub(virt_base)? >> PAGE_SHIFT;
+    (pages != 0).then(|| 1 + crate::pt::tables_for(virt_base, pages).iter().sum::<u64>())
 }
 
 #[derive(Clone, Copy)]
@@ -262,32 +296,73 @@ mod tests {
 
     #[test]
     fn short_slack_adds_four_mib() {
-        // Stack ends 256 KiB before a 4 MiB boundary: region grows by 4 MiB.
+        // Stack ends 256 KiB before a 4 MiB boundary: region grows by 4 MiB
+        // (and needs 7 tables: L4, L3, L2, four L1s).
         let stack_end = 0x40_0000 - 0x4_0000;
-        let pt = stack_end - 2 * PAGE;
-        let l = BootLayout::from_parts(0, 1 << 20, pt, 1, NONE).unwrap();
+        let l = BootLayout::from_parts(0, 1 << 20, stack_end - 8 * PAGE, 7, NONE).unwrap();
         assert_eq!(l.region.end, 0x80_0000);
         assert!(l.slack.len() >= MIN_SLACK);
-        // Exactly 512 KiB of slack is enough for dom0's builder, not for a
-        // domU's: the heap stops at the first boundary, free frames start
-        // after the second.
+        // Exactly 512 KiB of slack is enough for dom0's builder (5 tables for
+        // 4 MiB), not for a domU's (7 for 8 MiB); the table count tells them
+        // apart. With 7 the heap stops at the first boundary anyway (mapped by
+        // either), free frames start after the second.
         let stack_end = 0x40_0000 - MIN_SLACK;
-        let l = BootLayout::from_parts(0, 1 << 20, stack_end - 2 * PAGE, 1, NONE).unwrap();
+        let l = BootLayout::from_parts(0, 1 << 20, stack_end - 6 * PAGE, 5, NONE).unwrap();
+        assert_eq!(l.slack, Span::new(stack_end, 0x40_0000));
+        assert_eq!(l.region.end, 0x40_0000);
+        assert_eq!(l.free_frames.start, 0x400);
+        let l = BootLayout::from_parts(0, 1 << 20, stack_end - 8 * PAGE, 7, NONE).unwrap();
         assert_eq!(l.slack, Span::new(stack_end, 0x40_0000));
         assert_eq!(l.region.end, 0x80_0000);
         assert_eq!(l.free_frames.start, 0x800);
         // One page less of slack: both builders add 4 MiB.
-        let l = BootLayout::from_parts(0, 1 << 20, stack_end - PAGE, 1, NONE).unwrap();
+        let l = BootLayout::from_parts(0, 1 << 20, stack_end + PAGE - 8 * PAGE, 7, NONE).unwrap();
         assert_eq!(l.slack.end, 0x80_0000);
         assert_eq!(l.region.end, 0x80_0000);
+        // A table count no builder makes for any end that fits: only the
+        // 512 KiB every builder maps is heap, free frames after the long end.
+        let l = BootLayout::from_parts(0, 1 << 20, stack_end - 2 * PAGE, 1, NONE).unwrap();
+        assert_eq!(l.slack, Span::new(stack_end, stack_end + MIN_SLACK));
+        assert_eq!(l.free_frames.start, 0x800);
     }
 
     #[test]
     fn virt_base_offsets_frames() {
         let vb = 0xFFFF_FFFF_8000_0000;
-        let l = BootLayout::from_parts(vb, 4096, vb + 0x20_0000, 4, NONE).unwrap();
+        let l = BootLayout::from_parts(vb, 4096, vb + 0x20_0000, 5, NONE).unwrap();
         assert_eq!(l.region, Span::new(vb, vb + 0x40_0000));
+        assert_eq!(l.slack.end, vb + 0x40_0000);
         assert_eq!(l.free_frames.start, 0x400);
+    }
+
+    /// Domains smaller than a 4 MiB-aligned region (built by `pvboot`, which
+    /// Xen refuses): the region, and the heap, end 512 KiB past the stack.
+    #[test]
+    fn small_domains() {
+        // `hello` in 2 MiB: tables at 0x12A000 (L4, L3, L2, L1), stack to
+        // 0x12F000.
+        let l = BootLayout::from_parts(0, 512, 0x12_A000, 4, NONE).unwrap();
+        assert_eq!(l.boot_stack, Span::new(0x12_E000, 0x12_F000));
+        assert_eq!(l.region, Span::new(0, 0x1A_F000));
+        assert_eq!(l.slack, Span::new(0x12_F000, 0x1A_F000));
+        assert_eq!(l.free_frames, Span::new(0x1AF, 512));
+        // Exactly enough memory, then a page too little.
+        let l = BootLayout::from_parts(0, 0x1AF, 0x12_A000, 4, NONE).unwrap();
+        assert!(l.free_frames.is_empty());
+        assert_eq!(
+            BootLayout::from_parts(0, 0x1AE, 0x12_A000, 4, NONE),
+            Err(LayoutError::BeyondMemory)
+        );
+        // One page short of the 4 MiB Xen would map: small, although the
+        // table count would fit that region too.
+        let stack_end = 0x40_0000 - MIN_SLACK - PAGE;
+        let l = BootLayout::from_parts(0, 0x3FF, stack_end - 6 * PAGE, 5, NONE).unwrap();
+        assert_eq!(l.region.end, 0x3F_F000);
+        assert_eq!(l.slack, Span::new(stack_end, 0x3F_F000));
+        // With 4 MiB it is Xen's layout.
+        let l = BootLayout::from_parts(0, 0x400, stack_end - 6 * PAGE, 5, NONE).unwrap();
+        assert_eq!(l.region.end, 0x40_0000);
+        assert_eq!(l.slack.end, 0x40_0000);
     }
 
     #[test]
@@ -300,8 +375,9 @@ mod tests {
             BootLayout::from_parts(0x10_0000, 4096, 0x1000, 1, NONE),
             Err(LayoutError::BelowVirtBase)
         );
+        // Not even 512 KiB after the stack.
         assert_eq!(
-            BootLayout::from_parts(0, 512, 0x1000, 1, NONE),
+            BootLayout::from_parts(0, 130, 0x1000, 1, NONE),
             Err(LayoutError::BeyondMemory)
         );
         assert_eq!(

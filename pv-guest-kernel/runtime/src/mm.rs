@@ -25,7 +25,8 @@
 //!   every change. [`translate`] and [`entry_address`] read the tables.
 //! * Heap: the mapped slack at the end of the bootstrap region (after the
 //!   boot stack, up to the region's 4 MiB boundary; at least 512 KiB, and
-//!   anything up to 4.5 MiB depending on where the image ends). Once
+//!   anything up to 4.5 MiB depending on where the image ends; exactly 512 KiB
+//!   in a domain too small for a 4 MiB-aligned region). Once
 //!   [`take_over`] has run, a heap that runs out grows: free frames are
 //!   mapped writable at [`HEAP_EXTENSION`] in steps of at least 256 KiB, up
 //!   to 1 GiB, always leaving [`HEAP_FRAME_RESERVE`] frames to everyone else.

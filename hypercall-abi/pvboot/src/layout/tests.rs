@@ -142,6 +142,99 @@ fn golden_extended_region() {
     assert_eq!(l.region_end(), 0x40_0000);
 }
 
+/// A domain smaller than the 4 MiB-aligned region (Xen: "not enough memory for
+/// initial mapping"): the region ends 512 KiB after the stack, with the fewest
+/// tables for that, in each builder's order; the rest of memory follows unmapped.
+#[test]
+fn small_domains() {
+    // 2 MiB: P2M one page; start info, xenstore, console; L4, L3, L2, one L1.
+    let l = layout_of(&Spec::small(), 512, Flavour::DomU, 0).unwrap();
+    assert_eq!(l.kernel(), ext(0x100, 0x11, 0x10_0000));
+    assert_eq!(l.p2m(), ext(0x111, 1, 0x11_1000));
+    assert_eq!(l.start_info(), ext(0x112, 1, 0x11_2000));
+    assert_eq!(l.console(), Some(ext(0x114, 1, 0x11_4000)));
+    assert_eq!(l.page_tables(), ext(0x115, 4, 0x11_5000));
+    assert_eq!(l.stack(), ext(0x119, 1, 0x11_9000));
+    assert_eq!(l.rsp(), 0x11_A000);
+    assert_eq!(l.region_end(), 0x11_A000 + MIN_SLACK);
+    assert_eq!(l.region_pages(), 0x19A);
+    assert_eq!(l.frames_used(), 0x19A);
+    assert_eq!(
+        frames(&l),
+        [
+            (0x115, L4, 0),
+            (0x116, L3, 0),
+            (0x117, L2, 0),
+            (0x118, L1, 0)
+        ]
+    );
+    assert_eq!(
+        l.leaf(0x19_9000),
+        Some(Leaf::Region {
+            pfn: Pfn(0x199),
+            page_table: false
+        })
+    );
+    assert_eq!(l.leaf(0x19_A000), None);
+    // dom0's builder, same rule, its own order.
+    let l = layout_of(&Spec::small(), 512, Flavour::Dom0, 0).unwrap();
+    assert_eq!(l.page_tables(), ext(0x113, 4, 0x11_3000));
+    assert_eq!(l.region_end(), 0x11_8000 + MIN_SLACK);
+    assert_eq!((l.first_p2m_pfn(), l.nr_p2m_frames()), (0x198, 0));
+    assert_eq!(
+        frames(&l),
+        [
+            (0x113, L4, 0),
+            (0x114, L1, 0),
+            (0x115, L2, 0),
+            (0x116, L3, 0)
+        ]
+    );
+    // Just under 4 MiB: a region past 2 MiB needs a second L1.
+    let mut s = Spec::small();
+    s.segs[0].memsz = 0x18_0000; // kernel to PFN 0x280
+    let l = layout_of(&s, 0x3FF, Flavour::DomU, 0).unwrap();
+    assert_eq!(l.page_tables(), ext(0x285, 5, 0x28_5000));
+    assert_eq!(l.region_end(), 0x28_B000 + MIN_SLACK);
+    // With 4 MiB and more, Xen's layout is unchanged.
+    let l = layout_of(&s, 0x400, Flavour::DomU, 0).unwrap();
+    assert_eq!(l.region_end(), 0x40_0000);
+    assert_eq!(l.page_tables(), ext(0x285, 5, 0x28_5000));
+    // The error names both sizes and the MiB to ask for.
+    let e = layout_of(&s, 0x200, Flavour::DomU, 0).unwrap_err();
+    assert_eq!(
+        e,
+        LayoutError::TooSmall {
+            needed: 0x30A,
+            nr_pages: 0x200
+        }
+    );
+    let msg = shown(e);
+    assert!(msg.contains("the domain has 2 MiB (512 pages)"), "{msg}");
+    assert!(msg.contains("needs 3112 KiB (778 pages"), "{msg}");
+    assert!(msg.ends_with("give it at least 4 MiB"), "{msg}");
+}
+
+/// The small-domain rule against its statement: the fewest tables that map up to
+/// 512 KiB past the stack that follows them.
+#[test]
+fn small_table_count_rule() {
+    for vb in [0u64, 0x3FE0_0000, 0xFFFF_FFFF_8000_0000] {
+        for pages in (0x100u64..0x2400).step_by(7) {
+            let alloc_end = vb + pages * 4096;
+            for flavour in [Flavour::DomU, Flavour::Dom0] {
+                let (n, e) = small_tables(flavour, vb, alloc_end).unwrap();
+                assert_eq!(e, alloc_end + (n + 1) * 4096 + MIN_SLACK);
+                let need = MainTables::new(flavour, 0, masked(vb), masked(e - 1)).count();
+                assert_eq!(n, need, "vb {vb:#x} alloc_end {alloc_end:#x}");
+                // Never more than Xen's rule needs.
+                let (xn, xe) = domu_tables(vb, alloc_end).unwrap();
+                assert!(n <= xn && e <= xe);
+            }
+        }
+    }
+}
+
 /// VIRT_BASE 0xffffffff80000000: the region sits in L4 slot 511, L3 slot 510.
 #[test]
 fn golden_high_virt_base() {
@@ -346,13 +439,16 @@ fn errors() {
         layout_of(&s, 0, Flavour::DomU, 0).unwrap_err(),
         LayoutError::BadNrPages(0)
     );
+    // Under 4 MiB the region ends 512 KiB after the stack (`small_domains`); with
+    // less memory than that the domain is too small.
     assert_eq!(
-        layout_of(&s, 0x3FF, Flavour::DomU, 0).unwrap_err(),
+        layout_of(&s, 0x199, Flavour::DomU, 0).unwrap_err(),
         LayoutError::TooSmall {
-            needed: 0x400,
-            nr_pages: 0x3FF
+            needed: 0x19A,
+            nr_pages: 0x199
         }
     );
+    assert!(layout_of(&s, 0x19A, Flavour::DomU, 0).is_ok());
     assert!(layout_of(&s, 0x400, Flavour::DomU, 0).is_ok());
     assert!(matches!(
         layout_of(&s, 0x400, Flavour::DomU, 0x30_0000),

@@ -558,6 +558,42 @@ fn a_ramdisk_is_mapped_after_the_kernel_without_mod_start_pfn() {
     assert_eq!((si.mod_start, si.mod_len), (0, 0));
 }
 
+/// Smaller than Xen's 4 MiB-aligned region: 1 MiB holds the small image (kernel
+/// at 1 MiB would not fit, so this one is linked at 0x10000), with the region
+/// ending 512 KiB after the stack; an image that does not fit is refused before
+/// anything is asked of the hypervisor, with both sizes in the message.
+#[test]
+fn small_domains_build_and_too_small_ones_are_refused_with_the_sizes() {
+    let mut spec = Spec::small();
+    spec.segs[0].vaddr = 0x1_0000;
+    spec.segs[0].paddr = 0x1_0000;
+    spec.entry = 0x1_0000;
+    spec.notes = pvboot::testimg::std_notes(0x1_6000);
+    let img = spec.build();
+    let mut hv = Fake::new(10_000);
+    let b = build(&mut hv, &req(&img, 1)).expect("build in 1 MiB");
+    assert_eq!(b.nr_pages, 256);
+    let (si, _) = start_info_of(&hv);
+    assert_eq!(si.nr_pages, 256);
+    // Kernel PFNs 0x10..0x21, P2M, start info, xenstore, console, 4 tables.
+    assert_eq!((si.pt_base, si.nr_pt_frames), (0x2_5000, 4));
+    assert_eq!(hv.doms[&1].max_kib, 1024);
+
+    // The usual image (linked at 1 MiB) needs 0x19A pages: not in 1 MiB.
+    let img = image();
+    let mut hv = Fake::new(10_000);
+    let e = build(&mut hv, &req(&img, 1)).unwrap_err();
+    assert!(matches!(e, BuildError::Layout(_)), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("the domain has 1 MiB (256 pages) but this image's bootstrap layout needs 1640 KiB (410 pages"),
+        "{msg}"
+    );
+    assert!(msg.ends_with("give it at least 2 MiB"), "{msg}");
+    assert!(hv.calls.is_empty(), "{:?}", hv.calls);
+    build(&mut hv, &req(&img, 2)).expect("build in 2 MiB");
+}
+
 #[test]
 fn a_ramdisk_too_large_for_the_domain_is_refused_before_creating_anything() {
     let img = image();
