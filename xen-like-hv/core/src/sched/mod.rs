@@ -42,6 +42,7 @@ mod scale_tests;
 mod tests;
 
 pub mod haltpoll;
+pub mod timerq;
 
 use alloc::vec::Vec;
 use core::fmt;
