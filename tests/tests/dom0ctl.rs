@@ -767,12 +767,13 @@ fn table_growth_frames(h: &ControlHost) -> u64 {
     }
 }
 
-/// Creates `n` idle ticker domUs named `{prefix}0..`, each 4 MiB.
+/// Creates `n` idle domUs named `{prefix}0..` (`hello stay=1`, 2 MiB each: it prints
+/// its line and blocks with no timer until destroyed).
 fn create_idle(h: &ControlHost, test: &str, prefix: &str, n: usize) {
     let cfg = config(
         test,
         "idle.toml",
-        "name = \"x\"\nimage = \"ticker\"\nmemory = 4\ncmdline = \"secs=3600 period_ms=1000\"\n",
+        "name = \"x\"\nimage = \"hello\"\nmemory = 2\ncmdline = \"stay=1\"\n",
     );
     for i in 0..n {
         let name = format!("name={prefix}{i}");
@@ -794,10 +795,13 @@ fn a_hundred_and_forty_domus_live_at_once() {
     let before = free_frames(&h);
     create_idle(&h, t, "q", N);
     let last = format!("q{}", N - 1);
-    wait_for_console(&h, &last, "ticker: tick 1");
+    wait_for_console(&h, &last, "hello: PASS");
     let l = h.dom0ctl(&["list"]);
     let alive = l.stdout.lines().filter(|r| r.starts_with('q')).count();
     assert_eq!(alive, N, "{}", l.stdout);
+    // Still there, blocked: they stayed.
+    let row = listed(&h, "q0").unwrap();
+    assert_eq!(row.split_whitespace().nth(4), Some("-b----"), "{row}");
     // The last domain's store page is served too.
     let id = l
         .stdout
@@ -839,14 +843,14 @@ fn max_domains_caps_the_count_and_slots_are_reused() {
     assert!(log.contains("domains: at most 70 at once"), "{log}");
     assert!(log.contains("domains: 70 slots"), "{log}");
     assert!(log.contains("no free domain slot (max_domains=70"), "{log}");
-    wait_for_console(&h, "m68", "ticker: tick 1");
+    wait_for_console(&h, "m68", "hello: PASS");
     for i in 0..69 {
         h.dom0ctl(&["destroy", &format!("m{i}")]).code(0);
     }
     let first = free_frames(&h);
     assert_eq!(before - first, table_growth_frames(&h));
     create_idle(&h, t, "n", 69);
-    wait_for_console(&h, "n68", "ticker: tick 1");
+    wait_for_console(&h, "n68", "hello: PASS");
     for i in 0..69 {
         h.dom0ctl(&["destroy", &format!("n{i}")]).code(0);
     }

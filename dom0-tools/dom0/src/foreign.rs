@@ -20,9 +20,10 @@ use pv_runtime::mm;
 /// The window: 48 TiB up, below the upload buffers (`store.rs`).
 const BASE: u64 = 0x0000_3000_0000_0000;
 /// Ring slots: pages of other domains mapped at once. Each domU takes two (its
-/// console and its store page), so this is room for 1024 domUs, more than the
-/// hypervisor's domain table holds.
-pub const MAX_RINGS: usize = 2048;
+/// console and its store page), so this is room for 4096 domUs, more than dom0's
+/// 4096 event channels serve (two per domU as well). The slots' page tables take
+/// 32 KiB of dom0's memory.
+pub const MAX_RINGS: usize = 8192;
 const PAGE: u64 = 4096;
 /// Flags of a slot's entry.
 const FLAGS: PteFlags = PteFlags::PRESENT

@@ -19,8 +19,9 @@ const BASE: u64 = 0x0000_3100_0000_0000;
 pub const SLOTS: usize = 64;
 /// Pages per slot: the largest ring (`max-ring-page-order` 4).
 const SLOT_PAGES: usize = 16;
-/// Ring ids from here on are grant rings (foreign rings are 1..=256).
-pub const ID_BASE: u32 = 0x1000;
+/// Ring ids from here on are grant rings (foreign rings are `1..=foreign::MAX_RINGS`).
+pub const ID_BASE: u32 = 0x10_0000;
+const _: () = assert!(crate::foreign::MAX_RINGS < ID_BASE as usize);
 const PAGE: u64 = 4096;
 
 /// A mapped grant ring.

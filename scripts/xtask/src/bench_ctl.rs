@@ -1,7 +1,9 @@
 //! The control-plane benchmark (xen-like-hv only; `scripts/bench` runs it after the
-//! A/B rounds): how long `dom0ctl create` takes until the new domU's first console
-//! line reaches the host, for the 1st, 10th and 50th of 50 domains kept at once; and
-//! how many 4 MiB domUs fit in a 1 GiB machine. See docs/bench.md.
+//! A/B rounds, `cargo run --release -p xtask -- bench-ctl` alone): in a `-m 6G` QEMU,
+//! how long `dom0ctl create` takes until the new domU's first console line reaches
+//! the host, for the 1st, 100th, 500th and 1000th of 1000 idle domUs kept alive at
+//! once; what each costs in memory; `dom0ctl list` with 1000 domains; and a CPU hog's
+//! throughput alone and beside the 1000. See docs/bench.md.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,20 +17,35 @@ use crate::dom0::{LISTENING, Machine, build_dom0ctl, dom0_modules, prepare_socke
 use crate::{IsoSpec, QemuConfig, make_iso, target_dir};
 
 /// Domains alive at once in the timing run.
-pub const TIMED_DOMAINS: usize = 50;
+pub const TIMED_DOMAINS: usize = 1000;
 /// Which of them are reported (1-based).
-pub const REPORTED: [usize; 3] = [1, 10, 50];
+pub const REPORTED: [usize; 4] = [1, 100, 500, 1000];
+/// Memory of each idle domU (`hello stay=1`), MiB.
+pub const IDLE_MIB: u64 = 2;
+/// QEMU's memory for the run.
+pub const QEMU_MEM: &str = "6G";
+/// Seconds the hog spins (measured), after a second of warm-up.
+const HOG_SECS: u64 = 5;
 
 /// What the run measured.
 #[derive(Clone, Debug, Default)]
 pub struct CtlBench {
     /// (n, ms from `create` to the first console line) for the reported domains.
     pub first_line_ms: Vec<(usize, f64)>,
-    /// 4 MiB domUs that were created before the first refusal.
-    pub max_4mib_domus: usize,
-    /// The refusal that ended the count.
-    pub stopped_by: String,
-    /// Free memory (dom0ctl info) before and after the runs.
+    /// Free frames of the hypervisor and of dom0 (`dom0ctl info`) before the
+    /// timed domUs, and with all of them alive.
+    pub frames_before: (u64, u64),
+    /// As `frames_before`, with the [`TIMED_DOMAINS`] alive.
+    pub frames_alive: (u64, u64),
+    /// `dom0ctl list` with the timed domUs alive: median ms of 5, and the rows.
+    pub list_ms: f64,
+    /// Rows `dom0ctl list` printed then.
+    pub list_rows: usize,
+    /// The hog's loop rounds per second alone, and beside the idle domUs.
+    pub hog_alone: f64,
+    /// As `hog_alone`, with the timed domUs alive.
+    pub hog_beside: f64,
+    /// Free memory (dom0ctl info) before the runs.
     pub free_before: String,
     /// Free memory after destroying every domain.
     pub free_after: String,
@@ -67,7 +84,7 @@ impl Host {
         let fast = dom0ctl::paths::fast_socket_path(&socket);
         prepare_socket(&fast)?;
         let mut cfg = QemuConfig::new(iso);
-        cfg.mem = "1G".into();
+        cfg.mem = QEMU_MEM.into();
         cfg.control_socket = Some(socket.clone());
         cfg.fast_socket = Some(fast);
         let mut machine = Machine::spawn(&cfg)?;
@@ -187,17 +204,7 @@ impl Host {
         if !ok {
             bail!("creating the xenstore bench domU: {err}");
         }
-        let start = Instant::now();
-        let log = loop {
-            let (_, out, _) = self.ctl(&["console", "xsbench", "--no-follow"])?;
-            if out.contains(crate::bench::DONE) {
-                break out;
-            }
-            if start.elapsed() > Duration::from_secs(300) {
-                bail!("the xenstore bench domU did not finish in 300 s:\n{out}");
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        };
+        let log = self.console_until("xsbench", crate::bench::DONE, 300)?;
         let _ = self.ctl(&["destroy", "xsbench"])?;
         let report = crate::bench::parse_guest(&log)?;
         let mut rows = Vec::new();
@@ -213,6 +220,69 @@ impl Host {
             bail!("the xenstore bench domU reported {rows:?}:\n{log}");
         }
         Ok((rows, report.tsc_hz))
+    }
+
+    /// Domain `name`'s console once it holds `needle` (polled every 0.5 s, at most
+    /// `secs`).
+    fn console_until(&self, name: &str, needle: &str, secs: u64) -> Result<String> {
+        let start = Instant::now();
+        loop {
+            let (_, out, _) = self.ctl(&["console", name, "--no-follow"])?;
+            if out.contains(needle) {
+                return Ok(out);
+            }
+            if start.elapsed() > Duration::from_secs(secs) {
+                bail!("{name} did not print {needle:?} in {secs} s:\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Runs a `hog` domU (`secs`, a second of warm-up) and returns its loop rounds
+    /// per second of wall time.
+    fn hog(&self, work: &Path, name: &str) -> Result<f64> {
+        let cfg = work.join("hog.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "image = \"hog\"\nname = \"{name}\"\nmemory = 4\non_poweroff = \"preserve\"\n\
+                 cmdline = \"secs={HOG_SECS} warmup=1 name={name}\"\n"
+            ),
+        )?;
+        let (ok, _, err) = self.ctl(&["create", &cfg.to_string_lossy()])?;
+        if !ok {
+            bail!("creating the hog: {err}");
+        }
+        let out = self.console_until(name, "hog: PASS", 120)?;
+        let _ = self.ctl(&["destroy", name])?;
+        let line = out
+            .lines()
+            .find(|l| l.contains("hog: PASS"))
+            .context("no hog line")?;
+        let field = |k: &str| -> Result<f64> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("no {k} in {line:?}"))
+        };
+        Ok(field("spins=")? / (field("wall_ns=")? / 1e9))
+    }
+
+    /// Free frames of the hypervisor and of dom0 (`dom0ctl info`).
+    fn frames(&self) -> Result<(u64, u64)> {
+        let (ok, out, err) = self.ctl(&["info"])?;
+        if !ok {
+            bail!("dom0ctl info: {err}");
+        }
+        let get = |key: &str| -> Result<u64> {
+            out.lines()
+                .find(|l| l.trim_start().starts_with(key))
+                .and_then(|l| l.split('(').nth(1))
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("no {key} frames in dom0ctl info:\n{out}"))
+        };
+        Ok((get("free_memory")?, get("dom0_free_memory")?))
     }
 
     fn free(&self) -> Result<String> {
@@ -237,44 +307,47 @@ pub fn run(hv: &Path) -> Result<CtlBench> {
         free_before: host.free()?,
         ..CtlBench::default()
     };
-    // `hello` prints its line at once and, preserved, stays (with its memory).
-    let ticker = work.join("hello.toml");
+    r.hog_alone = host.hog(&work, "hog1")?;
+    eprintln!("bench-ctl: hog alone: {:.0} rounds/s", r.hog_alone);
+    r.frames_before = host.frames()?;
+    // `hello stay=1` prints its line at once and then blocks with no timer.
+    let idle = work.join("idle.toml");
     std::fs::write(
-        &ticker,
-        "image = \"hello\"\nname = \"t\"\nmemory = 8\non_poweroff = \"preserve\"\n",
+        &idle,
+        format!("image = \"hello\"\nname = \"t\"\nmemory = {IDLE_MIB}\ncmdline = \"stay=1\"\n"),
     )?;
     for n in 1..=TIMED_DOMAINS {
-        let ms = host.create_until_first_line(&ticker, &format!("t{n}"))?;
+        let ms = host.create_until_first_line(&idle, &format!("t{n}"))?;
         if REPORTED.contains(&n) {
+            eprintln!("bench-ctl: domain {n}: first console line after {ms:.0} ms");
             r.first_line_ms.push((n, ms));
         }
     }
+    r.frames_alive = host.frames()?;
+    eprintln!(
+        "bench-ctl: free frames (hypervisor, dom0) before {:?}, with {TIMED_DOMAINS} alive {:?}",
+        r.frames_before, r.frames_alive
+    );
+    let mut list = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let (ok, out, err) = host.ctl(&["list"])?;
+        list.push(start.elapsed().as_secs_f64() * 1000.0);
+        if !ok {
+            bail!("dom0ctl list: {err}");
+        }
+        r.list_rows = out.lines().filter(|l| l.starts_with('t')).count();
+    }
+    list.sort_by(f64::total_cmp);
+    r.list_ms = list[list.len() / 2];
+    eprintln!("bench-ctl: list: {:.0} ms, {} rows", r.list_ms, r.list_rows);
+    r.hog_beside = host.hog(&work, "hog2")?;
+    eprintln!("bench-ctl: hog beside them: {:.0} rounds/s", r.hog_beside);
     for n in 1..=TIMED_DOMAINS {
         let (ok, _, err) = host.ctl(&["destroy", &format!("t{n}")])?;
         if !ok {
             bail!("destroy t{n}: {err}");
         }
-    }
-    let small = work.join("small.toml");
-    std::fs::write(
-        &small,
-        "image = \"ticker\"\nname = \"s\"\nmemory = 4\ncmdline = \"secs=600 period_ms=1000\"\n",
-    )?;
-    let small_s = small.to_string_lossy().into_owned();
-    loop {
-        let name = format!("name=s{}", r.max_4mib_domus + 1);
-        let (ok, _, err) = host.ctl(&["create", &small_s, &name])?;
-        if !ok {
-            r.stopped_by = err.trim().to_string();
-            break;
-        }
-        r.max_4mib_domus += 1;
-        if r.max_4mib_domus > 1000 {
-            break;
-        }
-    }
-    for n in 1..=r.max_4mib_domus {
-        let _ = host.ctl(&["destroy", &format!("s{n}")])?;
     }
     let ticker = std::fs::read(crate::build_test_guest("ticker")?)?;
     r.upload_com2_mib_s = host.upload(&work, &ticker, "com2", "up-com2")?;
@@ -292,18 +365,47 @@ pub fn run(hv: &Path) -> Result<CtlBench> {
 pub fn markdown(r: &CtlBench) -> String {
     let mut s = String::from(
         "# Control plane (xen-like-hv only)\n\nMeasured by `scripts/bench` on one QEMU \
-         (TCG, `-m 1G`) booting dom0's toolstack; `dom0ctl` drives it over the fast \
+         (TCG, `-m 6G`) booting dom0's toolstack; `dom0ctl` drives it over the fast \
          link (a virtio console) unless a row says COM2.\n\n\
          | what | result |\n|---|---|\n",
     );
     for (n, ms) in &r.first_line_ms {
         s.push_str(&format!(
-            "| `dom0ctl create` to the first console line, domain {n} of {TIMED_DOMAINS} alive | {ms:.0} ms |\n"
+            "| `dom0ctl create` to the first console line, domain {n} of {TIMED_DOMAINS} idle domUs alive | {ms:.0} ms |\n"
+        ));
+    }
+    let first = r.first_line_ms.first().map_or(0.0, |f| f.1);
+    let last = r.first_line_ms.last().map_or(0.0, |l| l.1);
+    if first > 0.0 {
+        s.push_str(&format!(
+            "| the {TIMED_DOMAINS}th against the 1st (target: at most 2) | {:.2} |\n",
+            last / first
+        ));
+    }
+    let n = TIMED_DOMAINS as f64;
+    let kib = |frames: u64| frames as f64 * 4.0 / n;
+    let hv = kib(r.frames_before.0.saturating_sub(r.frames_alive.0));
+    let dom0 = kib(r.frames_before.1.saturating_sub(r.frames_alive.1));
+    let guest = (IDLE_MIB * 1024) as f64;
+    s.push_str(&format!(
+        "| memory each idle domU ({IDLE_MIB} MiB) costs: the hypervisor's free memory / dom0's | {hv:.0} KiB / {dom0:.0} KiB |\n\
+         | of which outside the guest's own memory (target: at most 256 KiB) | {:.0} KiB |\n\
+         | `dom0ctl list` with {} domUs listed | {:.0} ms (median of 5) |\n",
+        hv - guest + dom0,
+        r.list_rows,
+        r.list_ms
+    ));
+    if r.hog_alone > 0.0 {
+        s.push_str(&format!(
+            "| a CPU hog's loop rounds per second beside {TIMED_DOMAINS} idle domUs / alone (target: at least 0.95) | {:.3} ({:.0} / {:.0}) |\n",
+            r.hog_beside / r.hog_alone,
+            r.hog_beside,
+            r.hog_alone
         ));
     }
     s.push_str(&format!(
-        "| 4 MiB domUs alive at once in 1 GiB | {} (then: {}) |\n| free memory before / after destroying them all | {} / {} |\n",
-        r.max_4mib_domus, r.stopped_by, r.free_before, r.free_after
+        "| free memory before / after destroying them all (the domain table keeps what it grew by) | {} / {} |\n",
+        r.free_before, r.free_after
     ));
     s.push_str(&format!(
         "| `upload_mib_s`: `dom0ctl create` of a 32 MiB kernel over the fast link | {:.1} MiB/s |\n\
@@ -321,4 +423,16 @@ pub fn markdown(r: &CtlBench) -> String {
         ));
     }
     s
+}
+
+/// Replaces the control-plane section of `bench/control-plane.md` (everything before
+/// its first `## ` heading) with `md`, keeping the sections after it.
+pub fn replace_section(root: &Path, md: &str) -> Result<()> {
+    let path = root.join("bench").join("control-plane.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let rest = old.find("\n## ").map_or("", |i| &old[i + 1..]);
+    let mut new = md.trim_end().to_string();
+    new.push_str("\n\n");
+    new.push_str(rest);
+    std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))
 }

@@ -109,6 +109,15 @@ enum Cmd {
     /// the net split driver), printed as Markdown: what `scripts/bench` appends
     /// to bench/control-plane.md.
     BenchNet,
+    /// Only the control-plane benchmark (1000 idle domUs in a `-m 6G` QEMU, uploads,
+    /// XenStore), printed as Markdown; with `--write`, it also replaces the
+    /// control-plane section of bench/control-plane.md (the block and network
+    /// sections stay).
+    BenchCtl {
+        /// Replace the section in bench/control-plane.md.
+        #[arg(long)]
+        write: bool,
+    },
     /// Regenerate README.md's performance table from bench/results.json (`--check`:
     /// only fail if it is out of date).
     ReadmeTable {
@@ -223,6 +232,14 @@ fn main() -> Result<()> {
                 "{}",
                 xtask::bench_block::markdown(&xtask::bench_block::run(&hv)?)
             );
+        }
+        Cmd::BenchCtl { write } => {
+            let hv = xtask::build_hypervisor()?;
+            let md = xtask::bench_ctl::markdown(&xtask::bench_ctl::run(&hv)?);
+            println!("{md}");
+            if write {
+                xtask::bench_ctl::replace_section(&xtask::workspace_root(), &md)?;
+            }
         }
         Cmd::BenchNet => {
             let hv = xtask::build_hypervisor()?;

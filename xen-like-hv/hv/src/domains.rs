@@ -15,6 +15,7 @@ use xlhv_core::evtchn::Kick;
 use xlhv_core::exit::QemuExit;
 use xlhv_core::platform::Progress;
 use xlhv_core::regs::{Regs, SYSCALL_VECTOR};
+use xlhv_core::sched::timerq::TimerQueue;
 use xlhv_core::sched::{RunQueue, VcpuRef};
 use xlhv_core::traps::{CrashReason, GuestCtx, Outcome, Siblings};
 
@@ -115,6 +116,7 @@ impl Domains {
                 .lock()
                 .reserve_slots(n)
                 .map_err(|_| crate::registry::NoMemory)?;
+            reserve_timers(n)?;
             for list in [&PENDING_DESTROY, &PENDING_TEARDOWN, &PENDING_RETRY] {
                 let mut l = list.lock();
                 let more = n.saturating_sub(l.len());
@@ -158,8 +160,14 @@ impl Domains {
             .iter()
             .map(|&b| crate::mm::heap_frames(b))
             .sum();
+        let timers: u64 = TIMERQ
+            .iter()
+            .flat_map(|q| q.lock().allocations())
+            .map(crate::mm::heap_frames)
+            .sum();
         crate::mm::heap_frames(self.slots.capacity() * core::mem::size_of::<Option<PvDomain>>())
             + runq
+            + timers
             + crate::registry::frames()
             + crate::events::table_frames()
             + crate::gnttab::slot_frames()
@@ -331,7 +339,8 @@ impl Others<'_> {
                 && {
                     let mut rq = runq().lock();
                     (0..nr_vcpus).all(|i| rq.add(vref(slot, i), weight, now).is_ok())
-                };
+                }
+                && reserve_timers(slot + 1).is_ok();
         if !queued {
             release(slot);
             return Err(Errno::ENOMEM);
@@ -491,6 +500,10 @@ impl Others<'_> {
                 } else {
                     v.set_runstate(RUNSTATE_BLOCKED, now);
                 }
+            }
+            // Timers of vCPUs that wait (their queue entries went while paused).
+            for i in 0..pv.vcpus.len() {
+                sync_timer(pv, slot, i);
             }
         }
         Ok(())
@@ -771,7 +784,6 @@ pub fn add(mut d: PvDomain) -> Option<usize> {
         return None;
     }
     doms.put(slot, d)?;
-    drop(doms);
     let mut rq = runq().lock();
     for v in 0..nr_vcpus {
         let r = VcpuRef {
@@ -781,6 +793,10 @@ pub fn add(mut d: PvDomain) -> Option<usize> {
         if rq.add(r, weight, now).is_err() {
             log::error!("domain {}: no memory for its vCPUs on the run queue", id.0);
         }
+    }
+    drop(rq);
+    if reserve_timers(slot + 1).is_err() {
+        log::error!("domain {}: no memory for its timers", id.0);
     }
     Some(slot)
 }
@@ -968,6 +984,7 @@ pub fn guest_entry(frame: &mut Regs) {
     }
     let mut resched = timer;
     let mut check_timers = timer;
+    let mut sibling_fx = false;
     let mut clobber_ok = true;
     if device {
         deliver_irqs(&mut doms);
@@ -980,6 +997,7 @@ pub fn guest_entry(frame: &mut Regs) {
         if !fx.is_empty() {
             apply_sibling_effects(&mut doms, slot, vid, &fx);
             check_timers = true;
+            sibling_fx = true;
         }
         clobber_ok = outcome != Outcome::RegsReplaced;
         match outcome {
@@ -1045,6 +1063,14 @@ pub fn guest_entry(frame: &mut Regs) {
         }
     }
     if check_timers {
+        // This vCPU's timers, its domain's watchdogs (on vCPU 0) and, after sibling
+        // effects, every vCPU of the domain may have changed.
+        if let Some(pv) = doms.get_mut(slot) {
+            let all = if sibling_fx { pv.vcpus.len() } else { 0 };
+            for i in [vid, 0].into_iter().chain(0..all) {
+                sync_timer(pv, slot, i);
+            }
+        }
         fire_timers(&mut doms, crate::time::now_ns());
     }
     // The end of the timeslice needs no check here: the timer is armed for it
@@ -1206,6 +1232,9 @@ fn dispatch<'a>(
                 let timer = hypercall_abi::evtchn::Virq::Timer as u32;
                 raise_virq(&mut doms, usize::from(next.slot), timer, vcpu);
             }
+            if let Some(pv) = doms.get_mut(usize::from(next.slot)) {
+                sync_timer(pv, usize::from(next.slot), usize::from(next.vcpu));
+            }
             arm_timer(&doms);
             return doms;
         }
@@ -1316,7 +1345,14 @@ fn load(doms: &mut Domains, to: VcpuRef, frame: &mut Regs, now: u64) {
     };
     *frame = v.regs;
     frame.vector = 0;
-    v.processor = u16::try_from(percpu::index()).unwrap_or(0);
+    let here = u16::try_from(percpu::index()).unwrap_or(0);
+    if v.processor != here {
+        // Its timers move with it (`dispatch` queues them here after the switch).
+        if let Some(q) = TIMERQ.get(usize::from(v.processor)) {
+            let _ = q.lock().set(to, None);
+        }
+        v.processor = here;
+    }
     if !crate::arch::x86_64::tlb::take_lazy(vref_bits(to)) {
         guest::forget_loaded_cr3();
     }
@@ -1603,61 +1639,133 @@ fn raise_virq_in(pv: &mut PvDomain, slot: usize, virq: u32, vcpu: u32) {
 /// a timed-out poll wakes its vCPU, an expired watchdog shuts its domain down.
 fn fire_timers(doms: &mut Domains, now: u64) {
     use xlhv_core::vcpu::Wait;
-    for slot in crate::registry::filled() {
+    let Some(q) = TIMERQ.get(percpu::index()) else {
+        return;
+    };
+    // Each entry at most once: one that fired early goes back at its real deadline.
+    for _ in 0..q.lock().len() {
+        let Some(r) = q.lock().pop_due(now) else {
+            break;
+        };
+        let (slot, i) = (usize::from(r.slot), usize::from(r.vcpu));
         let Some(pv) = doms.get_mut(slot) else {
             continue;
         };
         if !pv.dom.is_running() {
             continue;
         }
-        if pv.dom.watchdogs.iter().flatten().any(|&t| t <= now) {
+        if i == 0 && pv.dom.watchdogs.iter().flatten().any(|&t| t <= now) {
             log::warn!("domain in slot {slot}: watchdog expired");
             destroy(doms, slot, ShutdownReason::Watchdog, None);
             continue;
         }
-        for i in 0..pv.vcpus.len() {
-            let Some(v) = pv.vcpus.get_mut(i) else {
-                continue;
-            };
+        if let Some(v) = pv.vcpus.get_mut(i) {
             let live = v.wait == Wait::None;
-            if v.timers.next_deadline(live).is_none_or(|t| t > now) {
-                continue;
-            }
-            let (virq, poll_timeout) = v.timers.expire(now, live);
-            if poll_timeout && matches!(v.wait, Wait::Poll(_)) {
-                v.wait = Wait::None;
-                v.set_runstate(RUNSTATE_RUNNABLE, now);
-                make_runnable(slot, i, now);
-            }
-            if virq {
-                let vcpu = u32::try_from(i).unwrap_or(u32::MAX);
-                raise_virq_in(pv, slot, hypercall_abi::evtchn::Virq::Timer as u32, vcpu);
+            if v.timers.next_deadline(live).is_some_and(|t| t <= now) {
+                let (virq, poll_timeout) = v.timers.expire(now, live);
+                if poll_timeout && matches!(v.wait, Wait::Poll(_)) {
+                    v.wait = Wait::None;
+                    v.set_runstate(RUNSTATE_RUNNABLE, now);
+                    make_runnable(slot, i, now);
+                }
+                if virq {
+                    let vcpu = u32::try_from(i).unwrap_or(u32::MAX);
+                    raise_virq_in(pv, slot, hypercall_abi::evtchn::Virq::Timer as u32, vcpu);
+                }
             }
         }
+        if let Some(pv) = doms.get_mut(slot) {
+            sync_timer(pv, slot, i);
+        }
     }
+}
+
+/// Each CPU's timer queue (`xlhv_core::sched::timerq`, as Xen keeps a vCPU's timers
+/// on its CPU): one entry per vCPU whose `processor` it is, at the earliest of its
+/// timers and, for vCPU 0, its domain's watchdogs. Taken only under [`DOMAINS`].
+/// An entry may be early (a timer was cancelled, the vCPU went to wait, the domain
+/// paused): [`fire_timers`] finds nothing due and puts it back where it belongs.
+/// It must never be late: every change that brings a deadline forward syncs it
+/// ([`sync_timer`]: after an entry that changed timers, at switch-in, at unpause,
+/// after firing). So idle domains cost a timer interrupt nothing.
+static TIMERQ: [Mutex<TimerQueue>; MAX_CPUS] = [const { Mutex::new(TimerQueue::new()) }; MAX_CPUS];
+
+/// The deadline vCPU `i` of `pv` needs in its CPU's timer queue.
+fn timer_deadline(pv: &PvDomain, i: usize) -> Option<u64> {
+    if !pv.dom.is_running() {
+        return None;
+    }
+    let v = pv.vcpus.get(i)?;
+    let own = v
+        .timers
+        .next_deadline(v.wait == xlhv_core::vcpu::Wait::None);
+    let watchdog = pv
+        .dom
+        .watchdogs
+        .iter()
+        .flatten()
+        .copied()
+        .min()
+        .filter(|_| i == 0);
+    match (own, watchdog) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Puts vCPU `i` of the domain in `slot` into its CPU's timer queue at the deadline
+/// it needs now (or out of it). Never allocates: creation reserved the room.
+fn sync_timer(pv: &PvDomain, slot: usize, i: usize) {
+    let Some(v) = pv.vcpus.get(i) else { return };
+    let cpu = usize::from(v.processor);
+    let Some(q) = TIMERQ.get(cpu) else {
+        return;
+    };
+    let mut q = q.lock();
+    let before = q.earliest().map(|(t, _)| t);
+    if q.set(vref(slot, i), timer_deadline(pv, i)).is_err() {
+        log::error!("domain in slot {slot}: vCPU {i}'s timer is not queued");
+    }
+    let sooner = q
+        .earliest()
+        .map(|(t, _)| t)
+        .is_some_and(|t| before.is_none_or(|b| t < b));
+    drop(q);
+    // Another CPU's queue got an earlier deadline: it arms its timer again when it
+    // reschedules.
+    if sooner && cpu != percpu::index() {
+        resched(cpu);
+    }
+}
+
+/// Makes room in every CPU's timer queue for `slots` domain slots and for every vCPU
+/// on the run queue (any of them may be on any CPU).
+fn reserve_timers(slots: usize) -> Result<(), crate::registry::NoMemory> {
+    let vcpus = runq().lock().len();
+    for q in TIMERQ
+        .iter()
+        .take(crate::arch::x86_64::smp::online().max(1))
+    {
+        let mut q = q.lock();
+        let more = vcpus.saturating_sub(q.len());
+        q.reserve_slots(slots)
+            .and_then(|()| q.reserve(more))
+            .map_err(|_| crate::registry::NoMemory)?;
+    }
+    Ok(())
 }
 
 /// Arms this CPU's timer for the end of the current timeslice and the earliest timer
 /// of the vCPUs that last ran here (`Vcpu::processor`, as Xen keeps a vCPU's timers
 /// on its CPU) and watchdog of their domains: each deadline wakes one CPU, not all.
-fn arm_timer(doms: &Domains) {
+fn arm_timer(_doms: &Domains) {
     let here = u16::try_from(percpu::index()).unwrap_or(0);
     let mut next = percpu::mine(&SLICE_END).load(core::sync::atomic::Ordering::Relaxed);
-    for pv in crate::registry::filled().filter_map(|s| doms.slots.get(s)?.as_ref()) {
-        if !pv.dom.is_running() {
-            continue;
-        }
-        for v in pv.vcpus.iter().filter(|v| v.processor == here) {
-            let live = v.wait == xlhv_core::vcpu::Wait::None;
-            if let Some(t) = v.timers.next_deadline(live) {
-                next = next.min(t);
-            }
-        }
-        if pv.vcpus.first().is_some_and(|v| v.processor == here) {
-            for &t in pv.dom.watchdogs.iter().flatten() {
-                next = next.min(t);
-            }
-        }
+    if let Some((t, _)) = TIMERQ
+        .get(usize::from(here))
+        .and_then(|q| q.lock().earliest())
+    {
+        next = next.min(t);
     }
     // An interrupt already armed for no later than `next`, and not taken yet, will
     // come in time: its entry looks at the timers and arms again. Programming the
@@ -1860,6 +1968,10 @@ fn teardown_domain(doms: &mut Domains, slot: usize) {
             rq.remove(vref(slot, i));
         }
         note_current(&rq);
+    }
+    for q in &TIMERQ {
+        q.lock()
+            .remove_slot(u16::try_from(slot).unwrap_or(u16::MAX));
     }
     // Close its ports (peers revert to unbound) before its shared_info goes away.
     {

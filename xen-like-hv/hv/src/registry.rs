@@ -1,7 +1,7 @@
 //! Which domain each slot of the domain table holds, kept in step with the table
 //! (`domains`) and readable in constant time without its lock: the slot of a domain
-//! id, a slot's shared_info frame, whether an id exists, the control domain, and the
-//! filled slots, and where each vCPU's `vcpu_info` is. The hot paths (event channels,
+//! id, a slot's shared_info frame, whether an id exists, the control domain, and
+//! where each vCPU's `vcpu_info` is. The hot paths (event channels,
 //! the memory model's hooks, timers) ask these instead of scanning every slot of the
 //! table.
 //!
@@ -50,8 +50,6 @@ static INFO: [Once<&'static [SlotInfo]>; CHUNKS] = [const { Once::new() }; CHUNK
 static MADE: AtomicUsize = AtomicUsize::new(0);
 /// Each domain id's slot plus one (0: no such domain).
 static SLOT_OF: [AtomicU16; IDS] = [const { AtomicU16::new(0) }; IDS];
-/// The filled slots, one bit each.
-static FILLED: [AtomicU64; CHUNKS] = [const { AtomicU64::new(0) }; CHUNKS];
 /// The privileged (control) domain, [`DomId::INVALID`] while there is none.
 static CONTROL: AtomicU16 = AtomicU16::new(DomId::INVALID.0);
 
@@ -103,9 +101,6 @@ pub fn fill(slot: usize, id: DomId, shared_info: Mfn, privileged: bool) {
     };
     si.store(shared_info.0, Ordering::Relaxed);
     by_id.store(plus_one, Ordering::Relaxed);
-    if let Some(w) = FILLED.get(slot / 64) {
-        w.fetch_or(1 << (slot % 64), Ordering::Relaxed);
-    }
     if privileged {
         CONTROL.store(id.0, Ordering::Relaxed);
     }
@@ -120,9 +115,6 @@ pub fn clear(slot: usize, id: DomId) {
         && usize::from(by_id.load(Ordering::Relaxed)) == slot + 1
     {
         by_id.store(0, Ordering::Relaxed);
-    }
-    if let Some(w) = FILLED.get(slot / 64) {
-        w.fetch_and(!(1 << (slot % 64)), Ordering::Relaxed);
     }
     let _ = CONTROL.compare_exchange(id.0, DomId::INVALID.0, Ordering::Relaxed, Ordering::Relaxed);
 }
@@ -147,20 +139,4 @@ pub fn shared_info(slot: usize) -> Option<Mfn> {
 /// The privileged (control) domain, [`DomId::INVALID`] while there is none.
 pub fn control() -> DomId {
     DomId(CONTROL.load(Ordering::Relaxed))
-}
-
-/// The filled slots, in order.
-pub fn filled() -> impl Iterator<Item = usize> {
-    let words = made().div_ceil(64);
-    FILLED.iter().take(words).enumerate().flat_map(|(w, bits)| {
-        let mut b = bits.load(Ordering::Relaxed);
-        core::iter::from_fn(move || {
-            if b == 0 {
-                return None;
-            }
-            let i = b.trailing_zeros() as usize;
-            b &= b - 1;
-            Some(w * 64 + i)
-        })
-    })
 }

@@ -300,6 +300,16 @@ impl RunQueue {
         Ok(())
     }
 
+    /// vCPUs on the queue, runnable or not.
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// Whether no vCPU is on the queue.
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
     /// The bytes of each of the queue's heap blocks (what it keeps for reuse when
     /// vCPUs go: the hypervisor counts them as its own).
     pub fn allocations(&self) -> [usize; 3] {
