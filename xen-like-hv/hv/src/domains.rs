@@ -1643,7 +1643,10 @@ fn fire_timers(doms: &mut Domains, now: u64) {
         return;
     };
     // Each entry at most once: one that fired early goes back at its real deadline.
-    for _ in 0..q.lock().len() {
+    // (The count is read first: a guard in the `for` header would live through the
+    // loop.)
+    let queued = q.lock().len();
+    for _ in 0..queued {
         let Some(r) = q.lock().pop_due(now) else {
             break;
         };
