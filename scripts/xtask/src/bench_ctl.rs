@@ -41,8 +41,10 @@ pub struct CtlBench {
     pub list_ms: f64,
     /// Rows `dom0ctl list` printed then.
     pub list_rows: usize,
-    /// The hog's loop rounds per second alone, and beside the idle domUs.
-    pub hog_alone: f64,
+    /// The hog's loop rounds per second alone: before the idle domUs and after
+    /// they are gone (the better one is the reference: right after boot dom0 is
+    /// still busy and QEMU's code cache cold).
+    pub hog_alone: (f64, f64),
     /// As `hog_alone`, with the timed domUs alive.
     pub hog_beside: f64,
     /// Free memory (dom0ctl info) before the runs.
@@ -307,8 +309,8 @@ pub fn run(hv: &Path) -> Result<CtlBench> {
         free_before: host.free()?,
         ..CtlBench::default()
     };
-    r.hog_alone = host.hog(&work, "hog1")?;
-    eprintln!("bench-ctl: hog alone: {:.0} rounds/s", r.hog_alone);
+    r.hog_alone.0 = host.hog(&work, "hog1")?;
+    eprintln!("bench-ctl: hog alone: {:.0} rounds/s", r.hog_alone.0);
     r.frames_before = host.frames()?;
     // `hello stay=1` prints its line at once and then blocks with no timer.
     let idle = work.join("idle.toml");
@@ -349,6 +351,8 @@ pub fn run(hv: &Path) -> Result<CtlBench> {
             bail!("destroy t{n}: {err}");
         }
     }
+    r.hog_alone.1 = host.hog(&work, "hog3")?;
+    eprintln!("bench-ctl: hog alone again: {:.0} rounds/s", r.hog_alone.1);
     let ticker = std::fs::read(crate::build_test_guest("ticker")?)?;
     r.upload_com2_mib_s = host.upload(&work, &ticker, "com2", "up-com2")?;
     let mut big = ticker;
@@ -395,12 +399,15 @@ pub fn markdown(r: &CtlBench) -> String {
         r.list_rows,
         r.list_ms
     ));
-    if r.hog_alone > 0.0 {
+    let alone = r.hog_alone.0.max(r.hog_alone.1);
+    if alone > 0.0 {
         s.push_str(&format!(
-            "| a CPU hog's loop rounds per second beside {TIMED_DOMAINS} idle domUs / alone (target: at least 0.95) | {:.3} ({:.0} / {:.0}) |\n",
-            r.hog_beside / r.hog_alone,
+            "| a CPU hog's loop rounds per second beside {TIMED_DOMAINS} idle domUs / alone, the better of before and after them (target: at least 0.95) | {:.3} ({:.0} / {:.0}; before {:.0}, after {:.0}) |\n",
+            r.hog_beside / alone,
             r.hog_beside,
-            r.hog_alone
+            alone,
+            r.hog_alone.0,
+            r.hog_alone.1
         ));
     }
     s.push_str(&format!(
