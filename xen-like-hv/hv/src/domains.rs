@@ -428,13 +428,21 @@ impl Others<'_> {
         self.by_id(id).map(|(slot, _)| slot)
     }
 
-    /// `getdomaininfo`'s view of the first of these domains with id >= `at`.
+    /// `getdomaininfo`'s view of the first of these domains with id >= `at`: domain
+    /// `at` itself if it exists (found through the registry, as a toolstack asks
+    /// about each of its domains), else the next by a scan of the table.
     pub fn summary(&mut self, at: DomId) -> Option<xlhv_core::hypercall::domctl::DomainSummary> {
         let now = crate::time::now_ns();
-        let (_, pv) = self
-            .iter_slots()
-            .filter(|(_, d)| d.dom.id >= at)
-            .min_by_key(|(_, d)| d.dom.id)?;
+        let slot = match self.slot_by_id(at) {
+            Some(s) => s,
+            None => {
+                self.iter_slots()
+                    .filter(|(_, d)| d.dom.id >= at)
+                    .min_by_key(|(_, d)| d.dom.id)?
+                    .0
+            }
+        };
+        let pv = self.get(slot)?;
         Some(xlhv_core::hypercall::domctl::DomainSummary::of(
             &pv.dom,
             pv.vcpus.iter(),
