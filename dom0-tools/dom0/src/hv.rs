@@ -38,13 +38,6 @@ fn on_store_event(_: EvtchnPort) {
     STORE_EVENTS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Events on domains' console channels since boot.
-static CONSOLE_EVENTS: AtomicU64 = AtomicU64::new(0);
-
-fn on_console_event(_: EvtchnPort) {
-    CONSOLE_EVENTS.fetch_add(1, Ordering::Relaxed);
-}
-
 fn on_backend_event(_: EvtchnPort) {
     BACKEND_EVENTS.fetch_add(1, Ordering::Relaxed);
 }
@@ -347,20 +340,6 @@ impl Hypervisor for XenHv {
 
     fn bind_interdomain(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {
         pv_runtime::evtchn::bind_interdomain(dom, port)
-    }
-
-    fn ring_events(&self) -> Option<u64> {
-        Some(
-            CONSOLE_EVENTS
-                .load(Ordering::Relaxed)
-                .wrapping_add(STORE_EVENTS.load(Ordering::Relaxed)),
-        )
-    }
-
-    fn bind_console(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {
-        let p = pv_runtime::evtchn::bind_interdomain(dom, port)?;
-        let _ = pv_runtime::evtchn::set_handler(p, Handler::Fn(on_console_event));
-        Ok(p)
     }
 
     fn bind_store(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {

@@ -341,19 +341,14 @@ fn serve(
                 after = After::PowerOff;
             }
         }
-        // An event on a store channel since the rings were last served is a
-        // domain's XenStore request: serve the store rings now (tick's own sweep
-        // is rate-limited for the busy-polling loop, and skipped when no ring's
-        // channel fired: dom0's own timer wakes it every IRQ_IDLE_POLL_NS).
-        // Counted before serving, so an event that arrives meanwhile ends the
-        // next idle wait at once.
+        // An event since the rings were last served may be a domain's XenStore
+        // request: serve the store rings now (tick's own sweep is rate-limited
+        // for the busy-polling loop). Counted before serving, so an event that
+        // arrives meanwhile ends the next idle wait at once.
         let events = Events::now();
         if events != served {
-            let store = events.store != served.store;
             served = events;
-            if store {
-                agent.service_stores();
-            }
+            agent.service_stores();
         }
         // The block back end: front ends' handshakes and rings.
         let disk_busy = agent.service_backends();

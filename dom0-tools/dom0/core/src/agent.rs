@@ -67,12 +67,8 @@ struct StoreBack {
 
 /// The token of the session's XenStore watch (`dom0ctl xenstore watch`).
 pub const WATCH_TOKEN: &str = "dom0ctl";
-/// How often [`Agent::tick`] serves every store ring at most (ns).
+/// How often [`Agent::tick`] serves every store ring (ns).
 const STORE_SWEEP_NS: u64 = 500_000;
-/// How often [`Agent::tick`] looks at every console and store ring although no
-/// event came on their channels (a fallback for a guest that writes without
-/// notifying) (ns).
-const QUIET_SWEEP_NS: u64 = 1_000_000_000;
 /// Nodes at most in one `XsList` answer.
 const XS_LIST_MAX: usize = 4096;
 
@@ -202,9 +198,6 @@ pub struct Agent<'a, H, S: UploadStore> {
     watching: Option<String>,
     uuids_made: u64,
     last_store_sweep: u64,
-    /// [`Hypervisor::ring_events`] at the last look at every ring, and when.
-    rings_seen: Option<u64>,
-    last_ring_sweep: u64,
     /// Watch events taken off dom0's connection while waiting for a reply.
     pending_events: Vec<xenstored::Message>,
     notify_ports: Vec<EvtchnPort>,
@@ -277,8 +270,6 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
             watching: None,
             uuids_made: 0,
             last_store_sweep: 0,
-            rings_seen: None,
-            last_ring_sweep: 0,
             pending_events: Vec::new(),
             notify_ports: Vec::new(),
             disks: None,
@@ -1379,7 +1370,7 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
                 ));
             }
         };
-        let port = match self.hv.bind_console(id, built.console.1) {
+        let port = match self.hv.bind_interdomain(id, built.console.1) {
             Ok(p) => p,
             Err(e) => {
                 self.hv.unmap_ring(ring);
@@ -1640,37 +1631,18 @@ impl<'a, H: Hypervisor, S: UploadStore> Agent<'a, H, S> {
     /// once a second regardless), the domains that stopped, handled by their
     /// `on_poweroff`/`on_reboot`/`on_crash` (xl's `destroy`, `restart` or `preserve`).
     pub fn tick(&mut self, now: u64, out: &mut Vec<u8>) {
-        // Every console and store ring only when an event came on one of their
-        // channels since the last look, or QUIET_SWEEP_NS passed: a thousand idle
-        // domains cost dom0 nothing on a pass that nothing of theirs caused (Xen's
-        // xenconsoled and xenstored serve the rings whose channel fired).
-        let events = self.hv.ring_events();
-        let quiet = events.is_some()
-            && events == self.rings_seen
-            && now.saturating_sub(self.last_ring_sweep) < QUIET_SWEEP_NS
-            && now >= self.last_ring_sweep;
-        if !quiet {
-            self.rings_seen = events;
-            self.last_ring_sweep = now;
-        }
         // The store rings: at most once per STORE_SWEEP_NS (dom0's loop spins
         // while a request arrives; sweeping every ring on each spin would slow
         // the control link next to many domains). Requests from the control
         // link serve the rings at once themselves.
-        if !quiet
-            && (now.saturating_sub(self.last_store_sweep) >= STORE_SWEEP_NS
-                || now < self.last_store_sweep)
+        if now.saturating_sub(self.last_store_sweep) >= STORE_SWEEP_NS
+            || now < self.last_store_sweep
         {
             self.last_store_sweep = now;
             self.service_stores();
         }
         self.forward_watch_events(out);
-        let ids: Vec<u16> = if quiet {
-            // The console a client follows still streams.
-            self.attached.map(|d| d.0).into_iter().collect()
-        } else {
-            self.consoles.keys().copied().collect()
-        };
+        let ids: Vec<u16> = self.consoles.keys().copied().collect();
         for id in ids {
             let to = (self.attached == Some(DomId(id))).then_some(&mut *out);
             self.drain_console(DomId(id), to);

@@ -104,14 +104,6 @@ pub trait Hypervisor {
         true
     }
 
-    /// Events on the console and XenStore channels (bound with
-    /// [`Hypervisor::bind_console`] and [`Hypervisor::bind_store`]) since boot, in
-    /// any order that changes when one arrives; `None` if this hypervisor cannot
-    /// tell (dom0 then looks at every ring on every pass).
-    fn ring_events(&self) -> Option<u64> {
-        None
-    }
-
     // ---- the domain builder (crate::builder) ----
 
     /// `XEN_DOMCTL_createdomain` with `vcpus` vCPUs (`max_evtchn_port` 1023): the
@@ -172,12 +164,6 @@ pub trait Hypervisor {
     /// tell its events from the others' (its serve loop answers a store-only
     /// wake-up without a full pass over its back ends).
     fn bind_store(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {
-        self.bind_interdomain(dom, port)
-    }
-    /// [`Hypervisor::bind_interdomain`] for `dom`'s console channel: its events
-    /// count in [`Hypervisor::ring_events`], so a quiet pass leaves the consoles
-    /// alone.
-    fn bind_console(&mut self, dom: DomId, port: EvtchnPort) -> Result<EvtchnPort, Errno> {
         self.bind_interdomain(dom, port)
     }
     /// [`Hypervisor::bind_interdomain`] for a block or net back end's ring

@@ -56,8 +56,6 @@ struct FakeHv {
     refuse_soft: Option<Errno>,
     /// Setting either map of this vCPU fails with `-EPERM`, if set.
     refuse_vcpu: Option<u32>,
-    /// What `ring_events` answers (`None`: a hypervisor that cannot tell).
-    ring_events: Option<u64>,
     /// Maps that may still be set before every further set fails with `-ESRCH`
     /// (the domain went away), if set.
     sets_left: Option<u32>,
@@ -189,10 +187,6 @@ impl Hypervisor for FakeHv {
         let info = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
         info.flags |= DOMINF_SHUTDOWN | ((reason as u32) << 16);
         Ok(())
-    }
-
-    fn ring_events(&self) -> Option<u64> {
-        self.ring_events
     }
 
     fn now_ns(&self) -> u64 {
@@ -384,18 +378,6 @@ impl FakeHv {
             .expect("a mapped ring");
         let mut front = ConsoleFront::new(page).unwrap();
         assert_eq!(front.output.write(text).unwrap(), text.len());
-    }
-
-    /// Whether domain `d`'s console output ring holds bytes dom0 has not taken.
-    fn guest_console_pending(&self, d: DomId) -> bool {
-        let (_, page) = self
-            .rings
-            .values()
-            .find(|(o, _)| *o == d)
-            .expect("a mapped ring");
-        // `xencons_interface`: out_cons at byte 3080, out_prod at 3084.
-        let word = |at: usize| page[at / 4].load(std::sync::atomic::Ordering::Relaxed);
-        word(3080) != word(3084)
     }
 
     /// What domain `d`'s console input ring holds.
@@ -1061,58 +1043,6 @@ fn console(resp: Response) -> Vec<u8> {
         Response::Console { data } => data,
         other => panic!("expected Console, got {other:?}"),
     }
-}
-
-/// A pass that no console or store channel caused leaves their rings alone (a
-/// thousand idle domains cost dom0 nothing), except the console a client follows;
-/// an event on one of them, or a second without one, brings every ring's turn.
-#[test]
-fn a_quiet_pass_looks_at_no_ring_but_the_attached_console() {
-    let mut hv = FakeHv::with_domains(&[0]);
-    hv.ring_events = Some(0);
-    let mut a = agent(hv);
-    let web = created(ask(&mut a, create("web", Kernel::Named("small".into()))));
-    let db = created(ask(&mut a, create("db", Kernel::Named("small".into()))));
-    let read = |a: &mut TestAgent, name: &str| {
-        console(ask(
-            a,
-            Request::ConsoleRead {
-                dom: DomRef::Name(name.into()),
-            },
-        ))
-    };
-    let mut out = Vec::new();
-    let t0 = 20_000_000_000;
-    a.tick(t0, &mut out);
-    // Written with no event: a quiet pass does not see it.
-    a.hv().guest_writes(db, b"quiet\n");
-    a.tick(t0 + 20_000_000, &mut out);
-    assert!(a.hv().guest_console_pending(db));
-    // The console a client follows streams all the same.
-    assert_eq!(
-        console(ask(
-            &mut a,
-            Request::ConsoleAttach {
-                dom: DomRef::Name("web".into())
-            }
-        )),
-        b""
-    );
-    a.hv().guest_writes(web, b"followed\n");
-    a.tick(t0 + 40_000_000, &mut out);
-    assert!(!a.hv().guest_console_pending(web));
-    assert!(a.hv().guest_console_pending(db));
-    // An event on a ring's channel: every ring is looked at.
-    a.hv().ring_events = Some(1);
-    a.tick(t0 + 60_000_000, &mut out);
-    assert!(!a.hv().guest_console_pending(db));
-    assert_eq!(read(&mut a, "db"), b"quiet\n");
-    // And once a second without any.
-    a.hv().guest_writes(db, b"late\n");
-    a.tick(t0 + 80_000_000, &mut out);
-    assert!(a.hv().guest_console_pending(db));
-    a.tick(t0 + 60_000_000 + 1_000_000_000, &mut out);
-    assert!(!a.hv().guest_console_pending(db));
 }
 
 #[test]
