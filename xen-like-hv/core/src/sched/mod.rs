@@ -66,6 +66,15 @@ pub struct VcpuRef {
     pub vcpu: u16,
 }
 
+impl VcpuRef {
+    /// Its cell in a flat per-vCPU index (`slot * VCPU_STRIDE + vcpu`, as the run
+    /// queue and the timer queues keep); `None` for a vCPU number past the stride.
+    pub fn cell(self) -> Option<usize> {
+        let k = usize::from(self.vcpu);
+        (k < VCPU_STRIDE).then(|| usize::from(self.slot) * VCPU_STRIDE + k)
+    }
+}
+
 /// Why the scheduler refused a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SchedError {
@@ -227,20 +236,14 @@ impl RunQueue {
         self.nr_cpus
     }
 
-    /// Where `v` is in [`RunQueue::index`] (`None`: a vCPU number past the stride).
-    fn index_of(v: VcpuRef) -> Option<usize> {
-        let k = usize::from(v.vcpu);
-        (k < VCPU_STRIDE).then(|| usize::from(v.slot) * VCPU_STRIDE + k)
-    }
-
     fn find(&self, v: VcpuRef) -> Option<usize> {
-        let i = *self.index.get(Self::index_of(v)?)?;
+        let i = *self.index.get(v.cell()?)?;
         (i != NONE).then_some(i as usize)
     }
 
     /// Points the index entry of `v` (which exists) at `i`.
     fn set_index(&mut self, v: VcpuRef, i: u32) {
-        if let Some(p) = Self::index_of(v).and_then(|at| self.index.get_mut(at)) {
+        if let Some(p) = v.cell().and_then(|at| self.index.get_mut(at)) {
             *p = i;
         }
     }
@@ -338,7 +341,7 @@ impl RunQueue {
 
     /// Makes room for one more vCPU, `v`: in `entities`, `run` and the index.
     fn grow_for(&mut self, v: VcpuRef) -> Result<(), SchedError> {
-        let at = Self::index_of(v).ok_or(SchedError::VcpuRange(v))?;
+        let at = v.cell().ok_or(SchedError::VcpuRange(v))?;
         self.reserve(1)?;
         let len = (usize::from(v.slot) + 1) * VCPU_STRIDE;
         if self.index.len() <= at {

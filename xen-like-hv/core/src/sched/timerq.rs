@@ -144,12 +144,7 @@ impl TimerQueue {
 
     /// Where `v` is in the index (`VcpuRange`: a vCPU number past the stride).
     fn cell(v: VcpuRef) -> Result<usize, TimerQueueError> {
-        let k = usize::from(v.vcpu);
-        if k < VCPU_STRIDE {
-            Ok(usize::from(v.slot) * VCPU_STRIDE + k)
-        } else {
-            Err(TimerQueueError::VcpuRange)
-        }
+        v.cell().ok_or(TimerQueueError::VcpuRange)
     }
 
     /// `v`'s place in the heap, if it has an entry.
